@@ -1,0 +1,288 @@
+//! The worker configuration: connections by name, where policies and holds live, the evidence
+//! key, report sinks and defaults. Secrets are never inline: a connection URL with a password and
+//! every key come from an environment variable or a mounted file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::policy::{valid_identifier, valid_table_name};
+use crate::yamlpos::Positions;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Named database connections referenced by policies.
+    pub connections: BTreeMap<String, Connection>,
+    /// Directory of policy files, relative to this file. Default `policies`.
+    #[serde(default = "default_policies")]
+    pub policies: PathBuf,
+    /// Optional YAML file of legal holds, relative to this file.
+    #[serde(default)]
+    pub holds_file: Option<PathBuf>,
+    /// The key for the keyed hashes (HMAC-SHA256) that identify records in evidence.
+    pub evidence: SecretRef,
+    /// Key for the `pseudonymize` strategy, if any policy uses it.
+    #[serde(default)]
+    pub pseudonymization: Option<SecretRef>,
+    #[serde(default)]
+    pub reports: Reports,
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Set by the loader: the directory of the config file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_policies() -> PathBuf {
+    PathBuf::from("policies")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// Inline URL: allowed only without a password (e.g. `sqlite://data/app.db`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Name of an environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Path of a file holding the URL (a mounted Kubernetes secret).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// A table of legal holds in this database, checked inside every destroying statement.
+    #[serde(default)]
+    pub holds_table: Option<HoldsTable>,
+    /// Table where each committed batch records its evidence, in the same transaction.
+    #[serde(default = "default_journal")]
+    pub journal_table: String,
+}
+
+fn default_journal() -> String {
+    "lapse_journal".into()
+}
+
+/// Column names of a holds table. A row holds the records of `subject` (NULL: every subject)
+/// under `policy` (NULL: every policy) until `expires` (NULL: until released).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsTable {
+    pub table: String,
+    #[serde(default = "col_id")]
+    pub id: String,
+    #[serde(default = "col_subject")]
+    pub subject: String,
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub matter: Option<String>,
+}
+
+fn col_id() -> String {
+    "id".into()
+}
+fn col_subject() -> String {
+    "subject".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    #[serde(default)]
+    pub key_env: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reports {
+    /// Directory for reports, relative to this file. Default `reports`.
+    #[serde(default = "default_reports")]
+    pub dir: PathBuf,
+}
+
+impl Default for Reports {
+    fn default() -> Self {
+        Reports { dir: default_reports() }
+    }
+}
+
+fn default_reports() -> PathBuf {
+    PathBuf::from("reports")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Rows per batch (one transaction each). Default 1000.
+    #[serde(default = "default_batch")]
+    pub batch_size: u32,
+    /// Largest share of a dataset one run may destroy before the guardrail stops the policy.
+    /// Default 0.25.
+    #[serde(default = "default_share")]
+    pub max_share: f64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults { batch_size: default_batch(), max_share: default_share() }
+    }
+}
+
+fn default_batch() -> u32 {
+    1000
+}
+fn default_share() -> f64 {
+    0.25
+}
+
+impl Config {
+    /// Reads and checks the config offline. Every problem is a diagnostic.
+    pub fn load(path: &Path, diags: &mut Diagnostics) -> Option<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(Diagnostic::error(format!("cannot read config: {e}")).in_file(path));
+                return None;
+            }
+        };
+        let mut cfg: Config = match serde_yaml_ng::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                let loc = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
+                let msg = e.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or_default().to_string();
+                diags.push(Diagnostic::error(msg).at(loc).in_file(path));
+                return None;
+            }
+        };
+        cfg.path = path.to_path_buf();
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let pos = Positions::index(path, &text);
+        let at = |p: &str| pos.nearest(0, p);
+        let before = diags.0.iter().filter(|d| d.is_error()).count();
+        for (name, c) in &cfg.connections {
+            let base = format!("connections.{name}");
+            let sources = c.url.is_some() as u8 + c.url_env.is_some() as u8 + c.url_file.is_some() as u8;
+            if sources != 1 {
+                diags.push(Diagnostic::error(format!("connection '{name}' needs exactly one of url, url_env, url_file")).at(at(&base)));
+            }
+            if let Some(u) = &c.url {
+                if url_has_password(u) {
+                    diags.push(Diagnostic::error(format!(
+                        "connection '{name}': the inline url carries a password; put it in an environment variable (url_env) or a mounted file (url_file)"
+                    )).at(at(&format!("{base}.url"))));
+                }
+            }
+            if !valid_table_name(&c.journal_table) {
+                diags.push(Diagnostic::error(format!("connection '{name}': invalid journal_table '{}'", c.journal_table)).at(at(&format!("{base}.journal_table"))));
+            }
+            if let Some(h) = &c.holds_table {
+                let hb = format!("{base}.holds_table");
+                if !valid_table_name(&h.table) {
+                    diags.push(Diagnostic::error(format!("connection '{name}': invalid holds table '{}'", h.table)).at(at(&format!("{hb}.table"))));
+                }
+                for col in [Some(&h.id), Some(&h.subject), h.policy.as_ref(), h.expires.as_ref(), h.matter.as_ref()].into_iter().flatten() {
+                    if !valid_identifier(col) {
+                        diags.push(Diagnostic::error(format!("connection '{name}': invalid holds table column '{col}'")).at(at(&hb)));
+                    }
+                }
+            }
+        }
+        if cfg.evidence.key_env.is_none() && cfg.evidence.key_file.is_none() {
+            diags.push(Diagnostic::error("evidence needs key_env or key_file (the HMAC key that identifies records in reports)").at(at("evidence")));
+        }
+        if !(0.0..=1.0).contains(&cfg.defaults.max_share) {
+            diags.push(Diagnostic::error("defaults.max_share must be from 0 to 1").at(at("defaults.max_share")));
+        }
+        if cfg.defaults.batch_size == 0 || cfg.defaults.batch_size > 50_000 {
+            diags.push(Diagnostic::error("defaults.batch_size must be from 1 to 50000").at(at("defaults.batch_size")));
+        }
+        for d in diags.0.iter_mut().skip(before) {
+            if d.file.is_none() {
+                d.file = Some(path.to_path_buf());
+            }
+        }
+        let after = diags.0.iter().filter(|d| d.is_error()).count();
+        (after == before).then_some(cfg)
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+fn url_has_password(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or_default())
+        .and_then(|auth| auth.rsplit_once('@'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// Reads a secret. Errors name the variable or file, never the content.
+pub fn read_secret(r: &SecretRef, base: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes = if let Some(var) = &r.key_env {
+        std::env::var(var).map_err(|_| anyhow::anyhow!("{what}: environment variable '{var}' is not set"))?.into_bytes()
+    } else if let Some(file) = &r.key_file {
+        let path = if file.is_absolute() { file.clone() } else { base.join(file) };
+        std::fs::read(&path).map_err(|e| anyhow::anyhow!("{what}: cannot read key file '{}': {e}", path.display()))?
+    } else {
+        anyhow::bail!("{what}: no key_env or key_file configured");
+    };
+    let trimmed: Vec<u8> = bytes.trim_ascii().to_vec();
+    if trimmed.len() < 16 {
+        anyhow::bail!("{what}: the key is shorter than 16 bytes");
+    }
+    Ok(trimmed)
+}
+
+impl Connection {
+    /// The connection URL. Errors name the source, never the URL (it may hold a password).
+    pub fn url(&self, name: &str, base: &Path) -> anyhow::Result<String> {
+        if let Some(u) = &self.url {
+            let u = u.trim();
+            // sqlite paths are relative to the config file
+            if let Some(rest) = u.strip_prefix("sqlite://") {
+                if !rest.starts_with('/') && !rest.starts_with(':') {
+                    return Ok(format!("sqlite://{}", base.join(rest).display()));
+                }
+            }
+            return Ok(u.to_string());
+        }
+        if let Some(var) = &self.url_env {
+            return std::env::var(var).map_err(|_| anyhow::anyhow!("connection '{name}': environment variable '{var}' is not set"));
+        }
+        if let Some(f) = &self.url_file {
+            let path = if f.is_absolute() { f.clone() } else { base.join(f) };
+            return Ok(std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("connection '{name}': cannot read url file '{}': {e}", path.display()))?
+                .trim()
+                .to_string());
+        }
+        anyhow::bail!("connection '{name}' has no url")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_inline_passwords() {
+        assert!(url_has_password("postgres://app:s3cret@db:5432/app"));
+        assert!(!url_has_password("postgres://app@db:5432/app"));
+        assert!(!url_has_password("sqlite://data/app.db"));
+        assert!(!url_has_password("mysql://db:3306/app?x=a:b@c"));
+    }
+}

@@ -1,0 +1,262 @@
+//! The connector trait: the only way the engine touches a dataset.
+//!
+//! A connector answers a handful of questions about a dataset ("how many rows match this
+//! filter", "give me the next keys that are due") and performs one destructive operation,
+//! [`Connector::destroy`], on a batch. The engine describes *what* with dialect-free types
+//! ([`Filter`], [`Scope`]); each connector decides *how*.
+//!
+//! Architecture invariant: every destructive operation of every connector selects its rows with
+//! [`Scope::destroy_filter`], which always includes the hold predicates. There is no other way to
+//! ask a connector to destroy anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::HoldsTable;
+use crate::policy::condition::Condition;
+use crate::policy::strategy::{PendingTest, Strategy};
+use crate::value::Value;
+
+/// What kind of data a column holds, as far as lapse decisions care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Int,
+    Float,
+    Text,
+    Bool,
+    /// A timestamp; `tz` when the database stores an absolute instant.
+    Timestamp { tz: bool },
+    Date,
+    Bytes,
+    /// Anything else (uuid, inet, json, decimal…): read and written as text.
+    Other,
+}
+
+impl ColumnKind {
+    pub fn is_temporal(self) -> bool {
+        matches!(self, ColumnKind::Timestamp { .. } | ColumnKind::Date)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub kind: ColumnKind,
+    /// The type as the database names it (e.g. `character varying(255)`).
+    pub sql_type: String,
+    pub nullable: bool,
+    pub max_len: Option<u64>,
+}
+
+/// A foreign key by which `table` references the described table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    pub constraint: String,
+    /// The referencing (child) table.
+    pub table: String,
+    /// Referencing columns in the child table.
+    pub columns: Vec<String>,
+    /// Referenced columns in the parent table, in the same order.
+    pub referenced: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    pub columns: Vec<ColumnInfo>,
+    pub primary_key: Vec<String>,
+    pub referenced_by: Vec<ForeignKey>,
+}
+
+impl TableInfo {
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn kind(&self, name: &str) -> ColumnKind {
+        self.column(name).map(|c| c.kind).unwrap_or(ColumnKind::Other)
+    }
+}
+
+/// "The purpose has lapsed for this row": `anchor <= threshold` (that is, `anchor + period <=
+/// cutoff`) and the purpose's condition holds. A NULL anchor lapses only when `null_lapses`.
+#[derive(Debug, Clone)]
+pub struct LapseRule {
+    pub anchor: String,
+    pub threshold: DateTime<Utc>,
+    pub condition: Option<Condition>,
+    pub null_lapses: bool,
+}
+
+/// A dialect-free row predicate.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    True,
+    Lapsed(LapseRule),
+    AnchorNull(String),
+    All(Vec<Filter>),
+    Any(Vec<Filter>),
+    Not(Box<Filter>),
+    /// Under any active hold: from the holds file or the holds table.
+    Held,
+    /// Under this hold of the holds file.
+    HeldByFile(String),
+    /// At least one of these columns is not yet in anonymized form.
+    Pending(Vec<(String, PendingTest)>),
+    /// Referenced by a row of a `restrict` dependent.
+    HasDependents,
+}
+
+impl Filter {
+    pub fn not(f: Filter) -> Filter {
+        Filter::Not(Box::new(f))
+    }
+}
+
+/// A hold from the holds file, resolved for one policy.
+#[derive(Debug, Clone)]
+pub struct FileHold {
+    pub id: String,
+    /// Subject values typed like the subject column. Empty with `whole_policy`.
+    pub subjects: Vec<Value>,
+    pub whole_policy: bool,
+}
+
+/// The holds that apply to one policy.
+#[derive(Debug, Clone)]
+pub struct HoldScope {
+    pub file: Vec<FileHold>,
+    /// The database's holds table (checked inside each destroying statement).
+    pub table: Option<HoldsTable>,
+    /// Holds expiring before this instant no longer hold. Fixed at the start of the run.
+    pub now: DateTime<Utc>,
+}
+
+/// Dependent rows deleted with their parent, in the same transaction.
+#[derive(Debug, Clone)]
+pub struct Cascade {
+    pub fk: ForeignKey,
+    pub children: Vec<Cascade>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Work {
+    Delete,
+    /// Anonymize these columns with these strategies.
+    Anonymize(Vec<(String, Strategy)>),
+}
+
+/// Everything a connector needs to find and destroy one policy stage's rows.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub policy: String,
+    pub table: TableInfo,
+    pub key: Vec<String>,
+    pub subject: Option<String>,
+    /// Rows whose purposes (for this stage) have lapsed.
+    pub lapse: Filter,
+    pub work: Work,
+    pub holds: HoldScope,
+    /// Foreign keys of `restrict` dependents.
+    pub restrict: Vec<ForeignKey>,
+    pub cascade: Vec<Cascade>,
+    /// Key for `pseudonymize`.
+    pub pseudonym_key: Option<Vec<u8>>,
+}
+
+impl Scope {
+    /// THE choke point: the rows a destructive operation may touch. Lapsed, not held, still
+    /// needing work, and not blocked by a `restrict` dependent. Connectors build every
+    /// destroying statement or call from this filter and nothing else.
+    pub fn destroy_filter(&self) -> Filter {
+        let mut all = vec![self.lapse.clone(), Filter::not(Filter::Held)];
+        if let Work::Anonymize(cols) = &self.work {
+            let tests: Option<Vec<(String, PendingTest)>> =
+                cols.iter().map(|(c, s)| s.pending_test().map(|t| (c.clone(), t))).collect();
+            if let Some(tests) = tests {
+                all.push(Filter::Pending(tests));
+            }
+        }
+        if !self.restrict.is_empty() {
+            all.push(Filter::not(Filter::HasDependents));
+        }
+        Filter::All(all)
+    }
+}
+
+/// A row that is due, identified by its key.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub key: Vec<Value>,
+    pub subject: Option<Value>,
+}
+
+/// Evidence identifiers of a candidate (keyed hashes), written to the journal with the batch.
+#[derive(Debug, Clone)]
+pub struct EvidenceId {
+    pub record: String,
+    pub subject: Option<String>,
+}
+
+/// The journal context of a batch: which run, policy and stage commit it.
+#[derive(Debug, Clone)]
+pub struct JournalCtx {
+    pub run_id: String,
+    pub policy: String,
+    pub stage: String,
+    pub action: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct BatchOutcome {
+    /// Indices (into the batch) of the records destroyed by the committed transaction.
+    pub destroyed: Vec<usize>,
+    /// Rows that were due but already in anonymized form.
+    pub unchanged: Vec<usize>,
+    /// Rows deleted in dependent tables, by table.
+    pub cascaded: BTreeMap<String, u64>,
+    /// The data changed under the batch (e.g. a hold arrived); nothing was committed.
+    pub conflict: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectorError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot connect to '{name}': {message}")]
+    Connect { name: String, message: String },
+    #[error("{context}: {message}")]
+    Query { context: String, message: String },
+}
+
+/// A dataset backend. Implementations: [`crate::sql::SqlConnector`] (PostgreSQL, MySQL/MariaDB,
+/// SQLite).
+#[async_trait]
+pub trait Connector: Send + Sync + fmt::Display {
+    /// Columns, key and referencing foreign keys of a table, from the catalog.
+    async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError>;
+
+    /// Number of rows of the scope's table matching `filter`.
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError>;
+
+    /// Rows matching `filter` per hold of the holds table (hold id -> rows).
+    async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError>;
+
+    /// The next rows, in key order after `after`, that match [`Scope::destroy_filter`].
+    async fn candidates(&self, scope: &Scope, after: Option<&[Value]>, limit: usize) -> Result<Vec<Candidate>, ConnectorError>;
+
+    /// Destroys the batch in one transaction: re-checks every row with
+    /// [`Scope::destroy_filter`] inside the destroying statements, cascades to dependents,
+    /// writes the journal, and commits only if exactly the re-checked rows were destroyed.
+    async fn destroy(&self, scope: &Scope, batch: &[Candidate], ids: &[EvidenceId], journal: &JournalCtx) -> Result<BatchOutcome, ConnectorError>;
+
+    /// How many of these keys still match the scope's lapse filter and still need work: used to
+    /// verify a destruction after the fact (0 means verified).
+    async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError>;
+}

@@ -1,0 +1,678 @@
+//! The engine: plan and run, the same loop with a different verb.
+//!
+//! For each policy the engine derives *stages* (record-level lapse, then one per group of
+//! columns that lapse earlier), counts what is due, held and kept, applies the guardrail, and in
+//! `run` mode destroys in bounded batches through [`Connector::destroy`]. It knows nothing of
+//! SQL: rows are described with [`Filter`]s.
+//!
+//! Architecture invariant: the engine never asks a connector to destroy anything except through
+//! `destroy(scope, …)`, whose rows are chosen by [`Scope::destroy_filter`] (holds included).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, Config};
+use crate::connector::{Candidate, Connector, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::evidence::EvidenceKey;
+use crate::holds::{self, Hold};
+use crate::policy::{self, Action, NullAnchor, Policy, PolicySet};
+use crate::report::{self, ColumnMethod, Evidence, EvidenceFile, Guardrail, PolicyReport, PurposeInfo, Report, StageReport, Verification};
+use crate::sql::builder::coerce;
+use crate::sql::SqlConnector;
+use crate::validate::{self, Prepared};
+use crate::value::Value;
+
+/// Everything read from disk: config, policies, holds file. Loading is offline.
+pub struct Workspace {
+    pub config: Config,
+    pub policies: PolicySet,
+    pub holds: Vec<Hold>,
+}
+
+impl Workspace {
+    pub fn load(config_path: &Path) -> Result<Workspace, Diagnostics> {
+        let mut d = Diagnostics::default();
+        let Some(config) = Config::load(config_path, &mut d) else { return Err(d) };
+        let policies = policy::load_dir(&config.resolve(&config.policies), &mut d);
+        for p in &policies.policies {
+            if !config.connections.contains_key(&p.connection) {
+                let known: Vec<&str> = config.connections.keys().map(String::as_str).collect();
+                d.push(p.error("dataset.connection", format!("unknown connection '{}' (configured: {})", p.connection, known.join(", "))));
+            }
+        }
+        let holds = match &config.holds_file {
+            Some(f) => holds::load(&config.resolve(f), &mut d),
+            None => Vec::new(),
+        };
+        let names: BTreeSet<&str> = policies.policies.iter().map(|p| p.name.as_str()).collect();
+        for h in &holds {
+            for p in &h.policies {
+                if !names.contains(p.as_str()) {
+                    d.push(Diagnostic::warning(format!("hold '{}' names unknown policy '{p}'", h.id)));
+                }
+            }
+        }
+        if d.has_errors() {
+            return Err(d);
+        }
+        // Print warnings later with the rest.
+        let ws = Workspace { config, policies, holds };
+        if !d.0.is_empty() {
+            for w in &d.0 {
+                tracing::warn!("{w}");
+            }
+        }
+        Ok(ws)
+    }
+
+    pub fn evidence_key(&self) -> anyhow::Result<EvidenceKey> {
+        Ok(EvidenceKey::new(config::read_secret(&self.config.evidence, &self.config.base_dir, "evidence key")?))
+    }
+
+    pub fn selected(&self, only: &[String]) -> Vec<&Policy> {
+        self.policies.policies.iter().filter(|p| only.is_empty() || only.contains(&p.name)).collect()
+    }
+
+    /// Opens the connections the selected policies use.
+    pub async fn connect(&self, only: &[String], read_only: bool) -> anyhow::Result<BTreeMap<String, Arc<SqlConnector>>> {
+        let mut out = BTreeMap::new();
+        for p in self.selected(only) {
+            if out.contains_key(&p.connection) {
+                continue;
+            }
+            let c = &self.config.connections[&p.connection];
+            let url = c.url(&p.connection, &self.config.base_dir)?;
+            let conn = SqlConnector::open(&p.connection, &url, read_only, &c.journal_table, c.holds_table.clone()).await?;
+            out.insert(p.connection.clone(), Arc::new(conn));
+        }
+        Ok(out)
+    }
+}
+
+/// Checks the selected policies against their databases.
+pub async fn prepare<'a>(ws: &'a Workspace, only: &[String], conns: &BTreeMap<String, Arc<SqlConnector>>) -> Result<Vec<(&'a Policy, Prepared)>, Diagnostics> {
+    let mut d = Diagnostics::default();
+    let mut out = Vec::new();
+    for p in ws.selected(only) {
+        let conn = conns[&p.connection].clone();
+        if let Some(prep) = validate::check(p, conn.as_ref(), &mut d).await {
+            out.push((p, prep));
+        }
+    }
+    for w in d.0.iter().filter(|w| !w.is_error()) {
+        tracing::warn!("{w}");
+    }
+    if d.has_errors() {
+        Err(d)
+    } else {
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plan,
+    Run,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Default: now (millisecond precision).
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Policies exempt from the guardrail for this run (`*` for all).
+    pub allow_share: Vec<String>,
+    pub batch_size: Option<u32>,
+    /// Stop each stage after this many batches (staged roll-outs; tests of resumption).
+    pub max_batches: Option<u64>,
+    /// Where reports go (default: the config's `reports.dir`).
+    pub report_dir: Option<PathBuf>,
+}
+
+struct Ctx<'a> {
+    mode: Mode,
+    run_id: String,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+    key: &'a EvidenceKey,
+    holds: &'a [Hold],
+    opts: &'a Options,
+    defaults: &'a config::Defaults,
+    pseudonym_key: Option<Vec<u8>>,
+    cancel: &'a AtomicBool,
+    evidence: Option<&'a mut EvidenceSink>,
+}
+
+/// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes.
+pub struct EvidenceSink {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    hash: Sha256,
+    records: u64,
+}
+
+impl EvidenceSink {
+    fn create(path: PathBuf) -> anyhow::Result<EvidenceSink> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create evidence file '{}': {e}", path.display()))?;
+        Ok(EvidenceSink { path, file: std::io::BufWriter::new(file), hash: Sha256::new(), records: 0 })
+    }
+
+    fn write(&mut self, e: &Evidence) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(e)?;
+        line.push(b'\n');
+        self.hash.update(&line);
+        self.file.write_all(&line)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<EvidenceFile> {
+        self.flush()?;
+        Ok(EvidenceFile {
+            file: self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            sha256: hex::encode(self.hash.finalize()),
+            records: self.records,
+        })
+    }
+}
+
+/// The result of a plan or run.
+pub struct Outcome {
+    pub report: Report,
+    pub report_path: PathBuf,
+}
+
+/// Plans or runs the prepared policies and writes the report.
+pub async fn execute(
+    ws: &Workspace,
+    prepared: &[(&Policy, Prepared)],
+    conns: &BTreeMap<String, Arc<SqlConnector>>,
+    key: &EvidenceKey,
+    mode: Mode,
+    opts: &Options,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Outcome> {
+    let started_at = Utc::now();
+    let cutoff = opts.cutoff.unwrap_or(started_at).trunc_subsecs(3);
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let pseudonym_key = match &ws.config.pseudonymization {
+        Some(r) => Some(config::read_secret(r, &ws.config.base_dir, "pseudonymization key")?),
+        None => None,
+    };
+    let active: Vec<Hold> = ws.holds.iter().filter(|h| h.active_at(started_at)).cloned().collect();
+    let mut report = Report {
+        schema_version: report::SCHEMA_VERSION,
+        run_id: run_id.clone(),
+        mode: if mode == Mode::Plan { "plan".into() } else { "run".into() },
+        status: "complete".into(),
+        started_at,
+        finished_at: None,
+        cutoff,
+        tool: report::Tool { name: "lapse", version: env!("CARGO_PKG_VERSION") },
+        evidence_key_id: key.key_id(),
+        policy_files: ws.policies.files.clone(),
+        holds: active
+            .iter()
+            .map(|h| report::HoldInfo {
+                id: h.id.clone(),
+                matter: h.matter.clone(),
+                source: "file".into(),
+                reason: h.reason.clone(),
+                subject_count: h.subject_count,
+                policies: h.policies.clone(),
+                expires: h.expires,
+            })
+            .collect(),
+        policies: Vec::new(),
+        evidence: None,
+    };
+    let report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
+    let mut sink = match mode {
+        Mode::Run => {
+            for c in conns.values() {
+                c.ensure_journal().await?;
+            }
+            Some(EvidenceSink::create(report_dir.join(format!("{}.evidence.jsonl", report.file_stem())))?)
+        }
+        Mode::Plan => None,
+    };
+    for (p, prep) in prepared {
+        let conn = conns[&p.connection].clone();
+        let mut ctx = Ctx {
+            mode,
+            run_id: run_id.clone(),
+            cutoff,
+            now: started_at,
+            key,
+            holds: &active,
+            opts,
+            defaults: &ws.config.defaults,
+            pseudonym_key: pseudonym_key.clone(),
+            cancel,
+            evidence: sink.as_mut(),
+        };
+        let mut pr = describe_policy(p, prep, &ctx);
+        let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
+        let _g = span.enter();
+        if let Err(e) = enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr).await {
+            tracing::error!("{e}");
+            pr.errors.push(e.to_string());
+            pr.outcome = "failed".into();
+        }
+        tracing::info!(
+            outcome = %pr.outcome, due = pr.rows_due, deleted = pr.deleted, anonymized = pr.anonymized,
+            fields_anonymized = pr.fields_anonymized, held = pr.held, failed = pr.failed, "policy finished"
+        );
+        report.policies.push(pr);
+        // Table holds become known while counting.
+        if let Some(h) = conn.holds_table() {
+            let src = format!("table:{}", p.connection);
+            if !report.holds.iter().any(|x| x.source == src) {
+                report.holds.push(report::HoldInfo {
+                    id: format!("{}.*", h.table),
+                    matter: format!("holds table '{}'", h.table),
+                    source: src,
+                    reason: None,
+                    subject_count: 0,
+                    policies: vec![],
+                    expires: None,
+                });
+            }
+        }
+    }
+    if let Some(s) = sink {
+        report.evidence = Some(s.finish()?);
+    }
+    report.finished_at = Some(Utc::now());
+    report.status = if cancel.load(Ordering::SeqCst) {
+        "incomplete".into()
+    } else if report.policies.iter().any(|p| p.outcome == "failed" || p.failed > 0) {
+        "partial".into()
+    } else if report.policies.iter().any(|p| p.guardrail.tripped) {
+        "guardrail".into()
+    } else {
+        "complete".into()
+    };
+    let report_path = report.write(&report_dir)?;
+    Ok(Outcome { report, report_path })
+}
+
+fn describe_policy(p: &Policy, prep: &Prepared, ctx: &Ctx) -> PolicyReport {
+    let mut bases: Vec<String> = p.purposes.iter().map(|x| format!("{:?}", x.legal_basis)).map(|s| snake(&s)).collect();
+    bases.sort();
+    bases.dedup();
+    PolicyReport {
+        name: p.name.clone(),
+        file: p.file.clone(),
+        connection: p.connection.clone(),
+        table: prep.table.name.clone(),
+        action: action_name(p.action).into(),
+        legal_bases: bases,
+        purposes: p
+            .purposes
+            .iter()
+            .map(|x| PurposeInfo {
+                name: x.name.clone(),
+                legal_basis: snake(&format!("{:?}", x.legal_basis)),
+                retain: x.retain.clone(),
+                anchor: x.anchor.clone(),
+                lapsed_if_anchor_before_or_at: x.period.threshold(ctx.cutoff),
+                condition: x.condition.as_ref().map(|c| c.to_string()),
+                covers: x.covers.clone(),
+                null_anchor: if x.null_anchor == NullAnchor::Keep { "keep".into() } else { "lapse".into() },
+                from_policy: x.from_policy.clone(),
+            })
+            .collect(),
+        columns: p
+            .columns
+            .iter()
+            .map(|c| {
+                let (method, irreversible) = match &c.strategy {
+                    Some(s) => (s.method(), s.is_anonymization()),
+                    None => ("deleted with the record".into(), true),
+                };
+                (c.name.clone(), ColumnMethod { category: snake(&format!("{:?}", c.category)), method, irreversible })
+            })
+            .collect(),
+        outcome: if ctx.mode == Mode::Plan { "planned".into() } else { "done".into() },
+        ..Default::default()
+    }
+}
+
+fn snake(s: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Delete => "delete",
+        Action::Anonymize => "anonymize",
+    }
+}
+
+struct Stage {
+    name: String,
+    action: &'static str,
+    columns: Vec<String>,
+    scope: Scope,
+}
+
+/// Record-level stage first, then field-level stages (columns grouped by the purposes that
+/// cover them). Keeping wins: a column is touched only when every purpose covering it lapsed,
+/// a record only when every purpose lapsed.
+fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> {
+    let rules: Vec<Filter> = p
+        .purposes
+        .iter()
+        .map(|x| {
+            Filter::Lapsed(LapseRule {
+                anchor: x.anchor.clone(),
+                threshold: x.period.threshold(ctx.cutoff).unwrap_or(DateTime::<Utc>::MIN_UTC),
+                condition: x.condition.clone(),
+                null_lapses: x.null_anchor == NullAnchor::Lapse,
+            })
+        })
+        .collect();
+    let all_lapsed = Filter::All(rules.clone());
+    let subject_kind = p.subject.as_ref().map(|s| prep.table.kind(s));
+    let mut file = Vec::new();
+    for h in ctx.holds.iter().filter(|h| h.applies_to(&p.name)) {
+        let mut subjects = Vec::new();
+        for s in &h.subjects {
+            match subject_kind {
+                Some(k) => match coerce(Value::Text(s.clone()), k) {
+                    Ok(v) => subjects.push(v),
+                    Err(_) => continue, // a subject of another shape cannot match this dataset
+                },
+                None => {}
+            }
+        }
+        if !h.whole_policy() && subjects.is_empty() {
+            continue;
+        }
+        file.push(FileHold { id: h.id.clone(), subjects, whole_policy: h.whole_policy() });
+    }
+    let holds = HoldScope {
+        file,
+        table: None, // filled per connector below
+        now: ctx.now,
+    };
+    let base = |lapse: Filter, work: Work| Scope {
+        policy: p.name.clone(),
+        table: prep.table.clone(),
+        key: p.key.clone(),
+        subject: p.subject.clone(),
+        lapse,
+        work,
+        holds: holds.clone(),
+        restrict: prep.restrict.clone(),
+        cascade: prep.cascade.clone(),
+        pseudonym_key: ctx.pseudonym_key.clone(),
+    };
+    let mut out = Vec::new();
+    let all_cols: Vec<(String, policy::strategy::Strategy)> = p.columns.iter().filter_map(|c| c.strategy.clone().map(|s| (c.name.clone(), s))).collect();
+    let (work, action) = match p.action {
+        Action::Delete => (Work::Delete, "deleted"),
+        Action::Anonymize => (Work::Anonymize(all_cols.clone()), "anonymized"),
+    };
+    out.push(Stage { name: "record".into(), action, columns: p.columns.iter().map(|c| c.name.clone()).collect(), scope: base(all_lapsed.clone(), work) });
+    let all_idx: BTreeSet<usize> = (0..p.purposes.len()).collect();
+    let mut groups: BTreeMap<BTreeSet<usize>, Vec<(String, policy::strategy::Strategy)>> = BTreeMap::new();
+    for c in &p.columns {
+        let cover: BTreeSet<usize> = p.purposes.iter().enumerate().filter(|(_, x)| x.covers.contains(&c.name)).map(|(i, _)| i).collect();
+        if cover == all_idx || cover.is_empty() {
+            continue;
+        }
+        if let Some(s) = &c.strategy {
+            groups.entry(cover).or_default().push((c.name.clone(), s.clone()));
+        }
+    }
+    for (cover, cols) in groups {
+        let lapse = Filter::All(vec![Filter::All(cover.iter().map(|&i| rules[i].clone()).collect()), Filter::not(all_lapsed.clone())]);
+        let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
+        out.push(Stage { name: format!("fields:{}", names.join(",")), action: "fields_anonymized", columns: names, scope: base(lapse, Work::Anonymize(cols)) });
+    }
+    Ok(out)
+}
+
+async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx<'_>, pr: &mut PolicyReport) -> anyhow::Result<()> {
+    let mut stages = stages(p, prep, ctx)?;
+    for s in &mut stages {
+        s.scope.holds.table = conn.holds_table().cloned();
+    }
+    let full = &stages[0].scope;
+    let any_lapse = Filter::Any(stages.iter().map(|s| s.scope.lapse.clone()).collect());
+    pr.rows_total = conn.count_rows(full, &Filter::True).await?;
+    for s in &stages {
+        let due = conn.count_rows(&s.scope, &s.scope.destroy_filter()).await?;
+        pr.rows_due += due;
+        pr.stages.push(StageReport { name: s.name.clone(), action: s.action.into(), columns: s.columns.clone(), due, ..Default::default() });
+    }
+    pr.held = conn.count_rows(full, &Filter::All(vec![any_lapse.clone(), Filter::Held])).await?;
+    for h in &full.holds.file {
+        let n = conn.count_rows(full, &Filter::All(vec![any_lapse.clone(), Filter::HeldByFile(h.id.clone())])).await?;
+        if n > 0 {
+            pr.held_by.insert(h.id.clone(), n);
+        }
+    }
+    for (id, n) in conn.count_by_table_hold(full, &any_lapse).await? {
+        pr.held_by.insert(id, n);
+    }
+    let null_anchors: Vec<Filter> = p.purposes.iter().filter(|x| x.null_anchor == NullAnchor::Keep).map(|x| Filter::AnchorNull(x.anchor.clone())).collect();
+    if !null_anchors.is_empty() {
+        pr.null_anchor_kept = conn.count_rows(full, &Filter::Any(null_anchors)).await?;
+    }
+    if !full.restrict.is_empty() {
+        pr.blocked_by_dependents = conn.count_rows(full, &Filter::All(vec![full.lapse.clone(), Filter::not(Filter::Held), Filter::HasDependents])).await?;
+    }
+    // Guardrail: an implausible share stops the policy before anything is destroyed.
+    let max_share = p.max_share.unwrap_or(ctx.defaults.max_share);
+    let share = if pr.rows_total == 0 { 0.0 } else { pr.rows_due as f64 / pr.rows_total as f64 };
+    let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
+    pr.guardrail = Guardrail { max_share, share, tripped: share > max_share && !overridden, overridden: overridden && share > max_share };
+    if let Some(s) = stages.iter().find(|s| pr.stages.iter().any(|r| r.name == s.name && r.due > 0)) {
+        let sample = conn.candidates(&s.scope, None, 5).await?;
+        pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
+    }
+    if pr.guardrail.tripped {
+        pr.outcome = "guardrail".into();
+        let msg = format!(
+            "guardrail: {} of {} rows ({:.1}%) are due, above the policy's maximum of {:.1}%; nothing destroyed (override with --allow-share {})",
+            pr.rows_due, pr.rows_total, share * 100.0, max_share * 100.0, p.name
+        );
+        tracing::warn!("{msg}");
+        pr.errors.push(msg);
+        return Ok(());
+    }
+    if ctx.mode == Mode::Plan {
+        return Ok(());
+    }
+    let budget = ((pr.rows_total as f64) * max_share).floor() as u64;
+    let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
+    let mut destroyed_total = 0u64;
+    let mut verify = Verification { method: "re-query of every destroyed key after commit".into(), ..Default::default() };
+    for (si, stage) in stages.iter().enumerate() {
+        let journal = JournalCtx { run_id: ctx.run_id.clone(), policy: p.name.clone(), stage: stage.name.clone(), action: stage.action.into() };
+        let mut after: Option<Vec<Value>> = None;
+        let mut batches = 0u64;
+        loop {
+            if ctx.cancel.load(Ordering::SeqCst) {
+                pr.errors.push("interrupted: stopped after the last committed batch".into());
+                break;
+            }
+            if ctx.opts.max_batches.is_some_and(|m| batches >= m) {
+                break;
+            }
+            let cands = match conn.candidates(&stage.scope, after.as_deref(), batch_size).await {
+                Ok(c) => c,
+                Err(e) => {
+                    pr.errors.push(format!("stage {}: {e}", stage.name));
+                    pr.outcome = "failed".into();
+                    break;
+                }
+            };
+            if cands.is_empty() {
+                break;
+            }
+            batches += 1;
+            let ids: Vec<EvidenceId> = cands
+                .iter()
+                .map(|c| EvidenceId { record: ctx.key.record(&p.connection, &p.table, &c.key), subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)) })
+                .collect();
+            let mut attempt = 0;
+            let outcome = loop {
+                attempt += 1;
+                match conn.destroy(&stage.scope, &cands, &ids, &journal).await {
+                    Ok(o) if o.conflict && attempt < 3 => continue,
+                    Ok(o) if o.conflict => break Err(anyhow::anyhow!("batch {batches}: rows kept changing under the batch (3 attempts); skipped")),
+                    Ok(o) => break Ok(o),
+                    Err(e) => break Err(anyhow::anyhow!("batch {batches}: {e}")),
+                }
+            };
+            after = cands.last().map(|c| c.key.clone());
+            let o = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(stage = %stage.name, "{e}");
+                    pr.errors.push(format!("stage {}: {e}", stage.name));
+                    pr.failed += cands.len() as u64;
+                    continue;
+                }
+            };
+            let n = o.destroyed.len() as u64;
+            destroyed_total += n;
+            let sr = &mut pr.stages[si];
+            sr.destroyed += n;
+            sr.unchanged += o.unchanged.len() as u64;
+            sr.skipped_concurrently += cands.len() as u64 - n - o.unchanged.len() as u64;
+            sr.batches = batches;
+            match stage.action {
+                "deleted" => pr.deleted += n,
+                "anonymized" => pr.anonymized += n,
+                _ => pr.fields_anonymized += n,
+            }
+            for (t, k) in o.cascaded {
+                *pr.dependents_deleted.entry(t).or_default() += k;
+            }
+            let at = Utc::now();
+            if let Some(sink) = ctx.evidence.as_deref_mut() {
+                for &i in &o.destroyed {
+                    sink.write(&Evidence {
+                        record: ids[i].record.clone(),
+                        subject: ids[i].subject.clone(),
+                        policy: p.name.clone(),
+                        action: stage.action.into(),
+                        stage: stage.name.clone(),
+                        batch: batches,
+                        at,
+                    })?;
+                }
+                sink.flush()?;
+            }
+            // Verify: the destroyed keys no longer match.
+            let keys: Vec<Vec<Value>> = o.destroyed.iter().map(|&i| cands[i].key.clone()).collect();
+            let left = conn.remaining(&stage.scope, &keys).await?;
+            verify.checked += keys.len() as u64;
+            verify.still_present += left;
+            tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
+            if destroyed_total > budget && !pr.guardrail.overridden {
+                let msg = format!("guardrail: destroyed {destroyed_total} rows, above the budget of {budget} for this run; stopped");
+                tracing::warn!("{msg}");
+                pr.errors.push(msg);
+                pr.guardrail.tripped = true;
+                pr.outcome = "guardrail".into();
+                break;
+            }
+        }
+        if pr.guardrail.tripped {
+            break;
+        }
+    }
+    verify.verified = verify.still_present == 0 && pr.failed == 0;
+    pr.verification = verify;
+    if pr.failed > 0 && pr.outcome == "done" {
+        pr.outcome = "failed".into();
+    }
+    Ok(())
+}
+
+impl SqlConnector {
+    async fn count_rows(&self, scope: &Scope, f: &Filter) -> anyhow::Result<u64> {
+        Ok(Connector::count(self, scope, f).await?)
+    }
+}
+
+/// Exit codes a CronJob can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    /// Some work failed (or the run was interrupted); what was committed is in the report.
+    Partial = 1,
+    /// Configuration or policies are invalid; nothing was destroyed.
+    Invalid = 2,
+    /// A guardrail stopped at least one policy; nothing of that policy was destroyed.
+    Guardrail = 3,
+}
+
+impl Exit {
+    pub fn of(report: &Report) -> Exit {
+        match report.status.as_str() {
+            "complete" => Exit::Success,
+            "guardrail" => Exit::Guardrail,
+            _ => Exit::Partial,
+        }
+    }
+}
+
+/// Renders a plan/run summary for a terminal.
+pub fn summary(r: &Report) -> String {
+    let mut s = format!("{} {} · cutoff {} · status {}\n", r.mode, r.run_id, r.cutoff.to_rfc3339(), r.status);
+    for p in &r.policies {
+        s.push_str(&format!(
+            "  {:<24} {:<9} total {:>8}  due {:>8}  deleted {:>8}  anonymized {:>8}  fields {:>8}  held {:>6}  null-anchor {:>6}  failed {:>4}  [{}]\n",
+            p.name, p.action, p.rows_total, p.rows_due, p.deleted, p.anonymized, p.fields_anonymized, p.held, p.null_anchor_kept, p.failed, p.outcome
+        ));
+        for (h, n) in &p.held_by {
+            s.push_str(&format!("      held by {h}: {n}\n"));
+        }
+        if !p.sample.is_empty() && r.mode == "plan" {
+            let short: Vec<&str> = p.sample.iter().map(|x| &x[..16]).collect();
+            s.push_str(&format!("      e.g. records {}\n", short.join(" ")));
+        }
+        for e in &p.errors {
+            s.push_str(&format!("      ! {e}\n"));
+        }
+    }
+    s
+}
+
+#[allow(dead_code)]
+fn candidate_keys(c: &[Candidate]) -> Vec<Vec<Value>> {
+    c.iter().map(|c| c.key.clone()).collect()
+}

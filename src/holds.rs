@@ -1,0 +1,133 @@
+//! Legal holds from a holds file. (Holds kept in a database table are described in the worker
+//! config and checked by the connector inside each destroying statement.)
+
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::yamlpos::Positions;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    holds: Vec<RawHold>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHold {
+    id: String,
+    matter: String,
+    #[serde(default)]
+    reason: Option<String>,
+    /// Data subjects held (values of each policy's subject column). Empty: every subject.
+    #[serde(default)]
+    subjects: Vec<serde_yaml_ng::Value>,
+    /// Policies held. Empty: every policy.
+    #[serde(default)]
+    policies: Vec<String>,
+    /// `YYYY-MM-DD` or RFC 3339. A hold without expiry lasts until it is removed.
+    #[serde(default)]
+    expires: Option<String>,
+}
+
+/// One legal hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hold {
+    pub id: String,
+    pub matter: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Subject identifiers. Never written to reports (they are personal data).
+    #[serde(skip)]
+    pub subjects: Vec<String>,
+    pub subject_count: usize,
+    pub policies: Vec<String>,
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl Hold {
+    pub fn active_at(&self, t: DateTime<Utc>) -> bool {
+        self.expires.is_none_or(|e| e > t)
+    }
+
+    pub fn applies_to(&self, policy: &str) -> bool {
+        self.policies.is_empty() || self.policies.iter().any(|p| p == policy)
+    }
+
+    /// Holds every record of the policy (no subject list).
+    pub fn whole_policy(&self) -> bool {
+        self.subjects.is_empty()
+    }
+}
+
+pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(Diagnostic::error(format!("cannot read holds file: {e}")).in_file(path));
+            return Vec::new();
+        }
+    };
+    let raw: RawFile = match serde_yaml_ng::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            let loc = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
+            let msg = e.to_string();
+            diags.push(Diagnostic::error(msg.split(" at line ").next().unwrap_or_default().to_string()).at(loc).in_file(path));
+            return Vec::new();
+        }
+    };
+    let pos = Positions::index(path, &text);
+    let mut out = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, h) in raw.holds.into_iter().enumerate() {
+        let at = |p: &str| pos.nearest(0, &format!("holds.{i}.{p}"));
+        let mut ok = true;
+        let mut err = |p: &str, m: String| {
+            diags.push(Diagnostic::error(m).at(at(p)).in_file(path));
+            ok = false;
+        };
+        if h.id.trim().is_empty() {
+            err("id", "a hold needs an id".into());
+        }
+        if !ids.insert(h.id.clone()) {
+            err("id", format!("duplicate hold id '{}'", h.id));
+        }
+        if h.subjects.is_empty() && h.policies.is_empty() {
+            err("id", format!("hold '{}' names neither subjects nor policies; list the policies it freezes explicitly", h.id));
+        }
+        let mut subjects = Vec::new();
+        for (j, s) in h.subjects.iter().enumerate() {
+            match s {
+                serde_yaml_ng::Value::String(s) => subjects.push(s.clone()),
+                serde_yaml_ng::Value::Number(n) => subjects.push(n.to_string()),
+                _ => err(&format!("subjects.{j}"), format!("hold '{}': a subject must be a string or a number", h.id)),
+            }
+        }
+        let expires = match h.expires.as_deref().map(parse_time) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                err("expires", format!("hold '{}': {e}", h.id));
+                None
+            }
+        };
+        if ok {
+            out.push(Hold { id: h.id, matter: h.matter, reason: h.reason, subject_count: subjects.len(), subjects, policies: h.policies, expires });
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(NaiveTime::MIN).and_utc())
+        .map_err(|_| format!("invalid date '{s}' (expected YYYY-MM-DD or RFC 3339)"))
+}

@@ -1,0 +1,15 @@
+//! `lapse`: a retention-enforcement worker. See `ARCHITECTURE.md` for the map.
+
+pub mod config;
+pub mod connector;
+pub mod diag;
+pub mod holds;
+pub mod period;
+pub mod policy;
+pub mod sql;
+pub mod value;
+pub mod yamlpos;
+pub mod engine;
+pub mod evidence;
+pub mod report;
+pub mod validate;

@@ -1,0 +1,155 @@
+//! Retention periods as people write them: `90d`, `18 months`, `7y`, `2 years 6 months`, `36h`.
+//!
+//! A period is calendar-aware: `1 month` before 31 March is 28/29 February, not "30 days". All
+//! arithmetic happens in UTC on the run's cutoff, so a period means the same thing in every
+//! backend (the threshold is computed here and bound as a parameter; no database does date math).
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, Months, Utc};
+
+/// A retention period. Calendar units (years, months) are kept apart from fixed units (weeks,
+/// days, hours) because their length depends on where they are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Period {
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+/// The longest period accepted: 200 years. Anything longer is certainly a typo.
+const MAX_MONTHS: u32 = 200 * 12;
+
+impl Period {
+    /// Parses a period. Accepts one or more `<number><unit>` terms, optionally separated by
+    /// spaces, with units `h|hour(s)`, `d|day(s)`, `w|week(s)`, `m|mo|month(s)`, `y|year(s)`.
+    /// A period must be positive: `0d` is rejected (it would destroy data the moment it exists).
+    pub fn parse(input: &str) -> Result<Period, String> {
+        let text = input.trim();
+        if text.is_empty() {
+            return Err("empty period (expected something like '90d', '18 months' or '7y')".into());
+        }
+        let mut period = Period::default();
+        let mut rest = text;
+        let mut terms = 0;
+        while !rest.is_empty() {
+            let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            if digits_end == 0 {
+                return Err(format!(
+                    "invalid period '{input}': expected a whole number at '{rest}' (periods look like '90d', '18 months', '7y'; no signs or decimals)"
+                ));
+            }
+            let number: u32 = rest[..digits_end]
+                .parse()
+                .map_err(|_| format!("invalid period '{input}': number too large"))?;
+            rest = rest[digits_end..].trim_start();
+            let unit_end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+            let unit = rest[..unit_end].to_ascii_lowercase();
+            rest = rest[unit_end..].trim_start();
+            let rest_trimmed = rest.trim_start_matches([',', ' ']);
+            if rest_trimmed.len() != rest.len() {
+                rest = rest_trimmed;
+            }
+            let add = |a: u32, b: u32| a.checked_add(b).ok_or_else(|| format!("invalid period '{input}': too large"));
+            let mul = |a: u32, b: u32| a.checked_mul(b).ok_or_else(|| format!("invalid period '{input}': too large"));
+            match unit.as_str() {
+                "h" | "hour" | "hours" => period.hours = add(period.hours, number)?,
+                "d" | "day" | "days" => period.days = add(period.days, number)?,
+                "w" | "week" | "weeks" => period.days = add(period.days, mul(number, 7)?)?,
+                "m" | "mo" | "month" | "months" => period.months = add(period.months, number)?,
+                "y" | "year" | "years" => period.months = add(period.months, mul(number, 12)?)?,
+                "" => {
+                    return Err(format!(
+                        "invalid period '{input}': missing unit after {number} (use h, d, w, m or y)"
+                    ))
+                }
+                other => {
+                    return Err(format!(
+                        "invalid period '{input}': unknown unit '{other}' (use hours, days, weeks, months or years)"
+                    ))
+                }
+            }
+            terms += 1;
+        }
+        if terms == 0 || period == Period::default() {
+            return Err(format!("invalid period '{input}': a retention period must be longer than zero"));
+        }
+        let total_months = period.months as u64 + (period.days as u64 / 28) + (period.hours as u64 / (24 * 28));
+        if total_months > MAX_MONTHS as u64 {
+            return Err(format!("invalid period '{input}': longer than 200 years"));
+        }
+        Ok(period)
+    }
+
+    /// The latest anchor time that has lapsed at `cutoff`: `anchor + period <= cutoff` holds
+    /// exactly when `anchor <= cutoff - period`.
+    pub fn threshold(&self, cutoff: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        cutoff
+            .checked_sub_months(Months::new(self.months))?
+            .checked_sub_signed(Duration::days(self.days as i64))?
+            .checked_sub_signed(Duration::hours(self.hours as i64))
+    }
+
+    /// An approximate length in days, used only to compare periods for precedence ("the longest
+    /// retention wins") and never for lapse decisions.
+    pub fn approx_days(&self) -> u64 {
+        self.months as u64 * 31 + self.days as u64 + (self.hours as u64).div_ceil(24)
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        let (y, m) = (self.months / 12, self.months % 12);
+        if y > 0 {
+            parts.push(format!("{y}y"));
+        }
+        if m > 0 {
+            parts.push(format!("{m}mo"));
+        }
+        if self.days > 0 {
+            parts.push(format!("{}d", self.days));
+        }
+        if self.hours > 0 {
+            parts.push(format!("{}h", self.hours));
+        }
+        write!(f, "{}", parts.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn parses_the_ways_people_write_periods() {
+        assert_eq!(Period::parse("90d").unwrap(), Period { days: 90, ..Default::default() });
+        assert_eq!(Period::parse("18 months").unwrap(), Period { months: 18, ..Default::default() });
+        assert_eq!(Period::parse("7y").unwrap(), Period { months: 84, ..Default::default() });
+        assert_eq!(
+            Period::parse("2 years, 6 months").unwrap(),
+            Period { months: 30, ..Default::default() }
+        );
+        assert_eq!(Period::parse("2w").unwrap(), Period { days: 14, ..Default::default() });
+        assert_eq!(Period::parse("36h").unwrap(), Period { hours: 36, ..Default::default() });
+    }
+
+    #[test]
+    fn rejects_bad_periods_with_the_input_quoted() {
+        for bad in ["", "0d", "-5d", "1.5y", "ten days", "5", "5 fortnights", "300y", "99999999999d"] {
+            let err = Period::parse(bad).unwrap_err();
+            assert!(err.contains("period"), "{bad}: {err}");
+        }
+        assert!(Period::parse("5 fortnights").unwrap_err().contains("'fortnights'"));
+    }
+
+    #[test]
+    fn threshold_is_calendar_aware() {
+        let cutoff = Utc.with_ymd_and_hms(2024, 3, 31, 12, 0, 0).unwrap();
+        let t = Period::parse("1 month").unwrap().threshold(cutoff).unwrap();
+        assert_eq!(t, Utc.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).unwrap());
+        let t = Period::parse("1y 1d").unwrap().threshold(cutoff).unwrap();
+        assert_eq!(t, Utc.with_ymd_and_hms(2023, 3, 30, 12, 0, 0).unwrap());
+    }
+}

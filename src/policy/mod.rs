@@ -1,0 +1,691 @@
+//! Retention policies: the YAML files under `policies/`, parsed into a validated model.
+//!
+//! Loading is pure (no database): every syntax error, unknown key, bad period, bad identifier and
+//! inconsistent declaration is collected as a [`Diagnostic`] with file, line and column. Checks
+//! that need the live catalog live in [`crate::validate`].
+
+pub mod condition;
+pub mod strategy;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::period::Period;
+use crate::yamlpos::Positions;
+use condition::Condition;
+use strategy::Strategy;
+
+/// Categories of personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Name,
+    Email,
+    Phone,
+    PostalAddress,
+    Payment,
+    AccountId,
+    IpAddress,
+    DateOfBirth,
+    FreeText,
+    GovernmentId,
+    Location,
+    Device,
+}
+
+/// Legal bases for processing (GDPR art. 6(1)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegalBasis {
+    Consent,
+    Contract,
+    LegalObligation,
+    VitalInterests,
+    PublicTask,
+    LegitimateInterests,
+}
+
+/// What happens to a record once every purpose has lapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Delete,
+    Anonymize,
+}
+
+/// What happens to rows of a table that references a deleted row by foreign key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    /// Delete the referencing rows in the same transaction (through the same hold checks).
+    Cascade,
+    /// Keep the parent (and report it) while any row references it.
+    Restrict,
+}
+
+/// Whether a NULL anchor counts as lapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NullAnchor {
+    /// Never destroy a row whose anchor is unknown (the default).
+    #[default]
+    Keep,
+    /// Treat an unknown anchor as long past. Only for datasets where NULL means "no longer needed".
+    Lapse,
+}
+
+// ---- the YAML shape -------------------------------------------------------------------------
+
+/// A policy file's document, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    /// Unique name, used in reports, holds and CLI filters.
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    dataset: RawDataset,
+    /// Personal columns: name -> category and anonymization strategy.
+    personal: BTreeMap<String, RawColumn>,
+    purposes: Vec<RawPurpose>,
+    on_lapse: Action,
+    #[serde(default)]
+    dependents: Vec<RawDependent>,
+    #[serde(default)]
+    guardrail: Option<RawGuardrail>,
+    #[serde(default)]
+    batch_size: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    connection: String,
+    table: String,
+    key: OneOrMany,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    category: Category,
+    #[serde(default)]
+    anonymize: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPurpose {
+    name: String,
+    legal_basis: LegalBasis,
+    /// How long after the anchor the purpose holds: `90d`, `18 months`, `7y`.
+    retain: String,
+    /// The anchor column (a date or timestamp).
+    after: String,
+    #[serde(default)]
+    when: Option<String>,
+    #[serde(default)]
+    covers: Option<Vec<String>>,
+    #[serde(default)]
+    null_anchor: NullAnchor,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDependent {
+    table: String,
+    #[serde(default)]
+    foreign_key: Option<String>,
+    on_delete: OnDelete,
+    #[serde(default)]
+    dependents: Vec<RawDependent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuardrail {
+    max_share: serde_yaml_ng::Value,
+}
+
+// ---- the validated model --------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct PersonalColumn {
+    pub name: String,
+    pub category: Category,
+    pub strategy: Option<Strategy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Purpose {
+    pub name: String,
+    pub legal_basis: LegalBasis,
+    pub period: Period,
+    pub retain: String,
+    pub anchor: String,
+    pub condition: Option<Condition>,
+    /// Personal columns this purpose needs, resolved (never empty).
+    pub covers: Vec<String>,
+    pub null_anchor: NullAnchor,
+    /// Set when this purpose was borrowed from another policy on the same table.
+    pub from_policy: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dependent {
+    pub table: String,
+    pub foreign_key: Option<String>,
+    pub on_delete: OnDelete,
+    pub dependents: Vec<Dependent>,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub description: Option<String>,
+    pub file: PathBuf,
+    pub doc: usize,
+    pub connection: String,
+    pub table: String,
+    pub key: Vec<String>,
+    pub subject: Option<String>,
+    pub columns: Vec<PersonalColumn>,
+    pub purposes: Vec<Purpose>,
+    pub action: Action,
+    pub dependents: Vec<Dependent>,
+    pub max_share: Option<f64>,
+    pub batch_size: Option<u32>,
+    pub positions: Arc<Positions>,
+}
+
+impl Policy {
+    /// The position of a path inside this policy's document, for diagnostics.
+    pub fn at(&self, path: &str) -> Option<Location> {
+        self.positions.value(self.doc, path).or_else(|| self.positions.nearest(self.doc, path))
+    }
+
+    pub fn key_at(&self, path: &str) -> Option<Location> {
+        self.positions.key(self.doc, path)
+    }
+
+    pub fn error(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(message).policy(&self.name).at(self.at(path)).in_file(&self.file)
+    }
+
+    pub fn column(&self, name: &str) -> Option<&PersonalColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Every column name the policy refers to, with the path where it is written.
+    pub fn referenced_columns(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, k) in self.key.iter().enumerate() {
+            out.push((k.clone(), if self.key.len() == 1 { "dataset.key".into() } else { format!("dataset.key.{i}") }));
+        }
+        if let Some(s) = &self.subject {
+            out.push((s.clone(), "dataset.subject".into()));
+        }
+        for c in &self.columns {
+            out.push((c.name.clone(), format!("personal.{}", c.name)));
+        }
+        for (i, p) in self.purposes.iter().enumerate().filter(|(_, p)| p.from_policy.is_none()) {
+            out.push((p.anchor.clone(), format!("purposes.{i}.after")));
+            if let Some(c) = &p.condition {
+                for col in c.columns() {
+                    out.push((col.to_string(), format!("purposes.{i}.when")));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A policy file and the SHA-256 of its bytes, recorded in every report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyFile {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// Identifiers are letters, digits and `_`, not starting with a digit, at most 63 characters.
+/// Anything else (spaces, quotes, `;`, `--`) is refused before any database is involved; the
+/// catalog check and quoting come on top.
+pub fn valid_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 63
+}
+
+/// A table name, optionally schema-qualified (`billing.invoices`).
+pub fn valid_table_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| valid_identifier(p))
+}
+
+fn ident_error(kind: &str, s: &str) -> String {
+    format!("invalid {kind} '{s}': identifiers are letters, digits and '_' (not starting with a digit), at most 63 characters")
+}
+
+/// The policies of a directory (every `*.yaml` / `*.yml`, in name order).
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub policies: Vec<Policy>,
+    pub files: Vec<PolicyFile>,
+}
+
+pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
+    let mut set = PolicySet::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(Diagnostic::error(format!("cannot read policy directory '{}': {e}", dir.display())));
+            return set;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        diags.push(Diagnostic::error(format!("no policy files (*.yaml) in '{}'", dir.display())));
+    }
+    for path in paths {
+        load_file(&path, &mut set, diags);
+    }
+    check_set(&mut set, diags);
+    set
+}
+
+pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            diags.push(Diagnostic::error(format!("cannot read: {e}")).in_file(path));
+            return;
+        }
+    };
+    set.files.push(PolicyFile { path: path.to_path_buf(), sha256: hex::encode(Sha256::digest(&bytes)) });
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(Diagnostic::error(format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())).in_file(path));
+            return;
+        }
+    };
+    let positions = Arc::new(Positions::index(path, &text));
+    for (doc, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        match RawPolicy::deserialize(de) {
+            Ok(raw) => {
+                if let Some(p) = resolve(raw, path, doc, positions.clone(), diags) {
+                    set.policies.push(p);
+                }
+            }
+            Err(e) => {
+                let location = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
+                let msg = e.to_string();
+                // serde_yaml_ng appends " at line L column C"; the location already says it.
+                let msg = match msg.find(" at line ") {
+                    Some(i) => msg[..i].to_string(),
+                    None => msg,
+                };
+                diags.push(Diagnostic::error(msg).at(location).in_file(path));
+                if e.location().is_none() {
+                    break; // a stream-level error: later documents cannot be read either
+                }
+            }
+        }
+    }
+}
+
+fn resolve(raw: RawPolicy, file: &Path, doc: usize, positions: Arc<Positions>, diags: &mut Diagnostics) -> Option<Policy> {
+    let start = diags.0.len();
+    let mut p = Policy {
+        name: raw.name.clone(),
+        description: raw.description,
+        file: file.to_path_buf(),
+        doc,
+        connection: raw.dataset.connection,
+        table: raw.dataset.table,
+        key: match raw.dataset.key {
+            OneOrMany::One(k) => vec![k],
+            OneOrMany::Many(ks) => ks,
+        },
+        subject: raw.dataset.subject,
+        columns: Vec::new(),
+        purposes: Vec::new(),
+        action: raw.on_lapse,
+        dependents: Vec::new(),
+        max_share: None,
+        batch_size: raw.batch_size,
+        positions,
+    };
+    let mut errs: Vec<Diagnostic> = Vec::new();
+    let name_ok = !raw.name.is_empty() && raw.name.len() <= 100 && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        errs.push(p.error("name", format!("invalid policy name '{}': use letters, digits, '-' and '_' (at most 100)", raw.name)));
+    }
+    if !valid_table_name(&p.table) {
+        errs.push(p.error("dataset.table", ident_error("table name", &p.table)));
+    }
+    if p.key.is_empty() {
+        errs.push(p.error("dataset.key", "the dataset needs at least one key column"));
+    }
+    for (i, k) in p.key.iter().enumerate() {
+        if !valid_identifier(k) {
+            let path = if p.key.len() == 1 { "dataset.key".to_string() } else { format!("dataset.key.{i}") };
+            errs.push(p.error(&path, ident_error("key column", k)));
+        }
+    }
+    if let Some(s) = &p.subject {
+        if !valid_identifier(s) {
+            errs.push(p.error("dataset.subject", ident_error("subject column", s)));
+        }
+    }
+    if let Some(b) = p.batch_size {
+        if b == 0 || b > 50_000 {
+            errs.push(p.error("batch_size", format!("batch_size {b} is out of range (1 to 50000)")));
+        }
+    }
+    if raw.personal.is_empty() {
+        errs.push(p.error("personal", "a policy must declare at least one personal column"));
+    }
+    for (name, col) in raw.personal {
+        let path = format!("personal.{name}");
+        if !valid_identifier(&name) {
+            errs.push(Diagnostic::error(ident_error("column", &name)).policy(&p.name).at(p.key_at(&path)));
+            continue;
+        }
+        let strategy = match &col.anonymize {
+            None => None,
+            Some(v) => match Strategy::from_yaml(v) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errs.push(p.error(&format!("{path}.anonymize"), format!("column '{name}': {e}")));
+                    None
+                }
+            },
+        };
+        p.columns.push(PersonalColumn { name, category: col.category, strategy });
+    }
+    if raw.purposes.is_empty() {
+        errs.push(p.error("purposes", "a policy must declare at least one purpose"));
+    }
+    let all_columns: Vec<String> = p.columns.iter().map(|c| c.name.clone()).collect();
+    let mut purpose_names = BTreeSet::new();
+    for (i, rp) in raw.purposes.into_iter().enumerate() {
+        let path = format!("purposes.{i}");
+        if !purpose_names.insert(rp.name.clone()) {
+            errs.push(p.error(&format!("{path}.name"), format!("duplicate purpose '{}'", rp.name)));
+        }
+        let period = match Period::parse(&rp.retain) {
+            Ok(x) => x,
+            Err(e) => {
+                errs.push(p.error(&format!("{path}.retain"), format!("purpose '{}': {e}", rp.name)));
+                Period::default()
+            }
+        };
+        if !valid_identifier(&rp.after) {
+            errs.push(p.error(&format!("{path}.after"), ident_error("anchor column", &rp.after)));
+        }
+        let condition = match rp.when.as_deref().map(condition::parse) {
+            None => None,
+            Some(Ok(c)) => {
+                for col in c.columns() {
+                    if !valid_identifier(col) {
+                        errs.push(p.error(&format!("{path}.when"), ident_error("column", col)));
+                    }
+                }
+                Some(c)
+            }
+            Some(Err(e)) => {
+                errs.push(p.error(&format!("{path}.when"), format!("purpose '{}': {e}", rp.name)));
+                None
+            }
+        };
+        let covers = match rp.covers {
+            None => all_columns.clone(),
+            Some(list) => {
+                for (j, c) in list.iter().enumerate() {
+                    if !all_columns.contains(c) {
+                        errs.push(p.error(
+                            &format!("{path}.covers.{j}"),
+                            format!("purpose '{}' covers '{c}', which is not declared under 'personal'", rp.name),
+                        ));
+                    }
+                }
+                if list.is_empty() {
+                    errs.push(p.error(&format!("{path}.covers"), format!("purpose '{}' covers no column", rp.name)));
+                }
+                list
+            }
+        };
+        p.purposes.push(Purpose {
+            name: rp.name,
+            legal_basis: rp.legal_basis,
+            period,
+            retain: rp.retain,
+            anchor: rp.after,
+            condition,
+            covers,
+            null_anchor: rp.null_anchor,
+            from_policy: None,
+        });
+    }
+    // Every personal column must be needed by some purpose, or it is held with no reason at all.
+    for c in &p.columns {
+        if !p.purposes.iter().any(|pu| pu.covers.contains(&c.name)) {
+            errs.push(p.error(&format!("personal.{}", c.name), format!("personal column '{}' is covered by no purpose", c.name)));
+        }
+    }
+    p.dependents = resolve_dependents(&p, raw.dependents, "dependents", &mut errs);
+    if let Some(g) = raw.guardrail {
+        match parse_share(&g.max_share) {
+            Ok(s) => p.max_share = Some(s),
+            Err(e) => errs.push(p.error("guardrail.max_share", e)),
+        }
+    }
+    check_strategies(&p, &mut errs);
+    diags.0.extend(errs);
+    (diags.0.len() == start).then_some(p)
+}
+
+fn resolve_dependents(p: &Policy, raw: Vec<RawDependent>, base: &str, errs: &mut Vec<Diagnostic>) -> Vec<Dependent> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let path = format!("{base}.{i}");
+            if !valid_table_name(&d.table) {
+                errs.push(p.error(&format!("{path}.table"), ident_error("table name", &d.table)));
+            }
+            if let Some(fk) = &d.foreign_key {
+                if !valid_identifier(fk) {
+                    errs.push(p.error(&format!("{path}.foreign_key"), ident_error("constraint name", fk)));
+                }
+            }
+            if d.on_delete == OnDelete::Restrict && !d.dependents.is_empty() {
+                errs.push(p.error(&format!("{path}.dependents"), "a 'restrict' dependent deletes nothing, so it cannot have dependents of its own"));
+            }
+            let nested = resolve_dependents(p, d.dependents, &format!("{path}.dependents"), errs);
+            Dependent { table: d.table, foreign_key: d.foreign_key, on_delete: d.on_delete, dependents: nested, path }
+        })
+        .collect()
+}
+
+/// A share is a number from 0 to 1 or a percentage (`25%`).
+fn parse_share(v: &serde_yaml_ng::Value) -> Result<f64, String> {
+    let share = match v {
+        serde_yaml_ng::Value::Number(n) => n.as_f64(),
+        serde_yaml_ng::Value::String(s) => s.trim().strip_suffix('%').and_then(|x| x.trim().parse::<f64>().ok()).map(|x| x / 100.0),
+        _ => None,
+    };
+    match share {
+        Some(s) if (0.0..=1.0).contains(&s) => Ok(s),
+        _ => Err("max_share must be a fraction from 0 to 1 or a percentage such as '25%'".into()),
+    }
+}
+
+/// Anonymization must be complete: every column that may be anonymized needs an irreversible
+/// strategy, or the record would keep personal data while being reported as anonymized.
+fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
+    let all: BTreeSet<&str> = p.purposes.iter().map(|x| x.name.as_str()).collect();
+    for c in &p.columns {
+        let covering: BTreeSet<&str> = p.purposes.iter().filter(|x| x.covers.contains(&c.name)).map(|x| x.name.as_str()).collect();
+        let field_level = covering != all; // may lapse before the record does
+        let needs = p.action == Action::Anonymize || field_level;
+        if needs && c.strategy.is_none() {
+            let why = if p.action == Action::Anonymize {
+                "the policy anonymizes on lapse".to_string()
+            } else {
+                format!("it lapses before the record does (covered only by {})", covering.iter().cloned().collect::<Vec<_>>().join(", "))
+            };
+            errs.push(p.error(
+                &format!("personal.{}", c.name),
+                format!("personal column '{}' has no 'anonymize' strategy, but {why}: the record would keep it", c.name),
+            ));
+        }
+    }
+}
+
+/// Checks across policies: unique names; policies on the same table must agree on what happens
+/// to shared columns; and they share their purposes, because keeping wins over destroying.
+fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, p) in set.policies.iter().enumerate() {
+        if let Some(&j) = names.get(&p.name) {
+            let other = &set.policies[j];
+            diags.push(p.error("name", format!("duplicate policy name '{}' (also in {})", p.name, other.at("name").map(|l| l.to_string()).unwrap_or_default())));
+        } else {
+            names.insert(p.name.clone(), i);
+        }
+    }
+    let n = set.policies.len();
+    let mut borrowed: Vec<Vec<Purpose>> = vec![Vec::new(); n];
+    for i in 0..n {
+        for j in 0..n {
+            let (a, b) = (&set.policies[i], &set.policies[j]);
+            if i == j || a.connection != b.connection || a.table != b.table {
+                continue;
+            }
+            if i < j {
+                if a.action != b.action {
+                    diags.push(a.error("on_lapse", format!(
+                        "conflicting actions on table '{}': this policy says '{:?}', policy '{}' ({}) says '{:?}'",
+                        a.table, a.action, b.name, b.at("on_lapse").map(|l| l.to_string()).unwrap_or_default(), b.action
+                    ).to_lowercase()));
+                }
+                for c in &a.columns {
+                    if let Some(bc) = b.column(&c.name) {
+                        if let (Some(sa), Some(sb)) = (&c.strategy, &bc.strategy) {
+                            if sa != sb {
+                                diags.push(a.error(&format!("personal.{}", c.name), format!(
+                                    "conflicting strategies for column '{}': {} here, {} in policy '{}'", c.name, sa, sb, b.name
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            // Precedence: a record of this table is destroyed only when the purposes of every
+            // policy on the table have lapsed.
+            for pu in &b.purposes {
+                if pu.from_policy.is_none() {
+                    let mut borrowed_purpose = pu.clone();
+                    borrowed_purpose.from_policy = Some(b.name.clone());
+                    borrowed_purpose.covers.retain(|c| a.column(c).is_some());
+                    if borrowed_purpose.covers.is_empty() {
+                        // Covers none of this policy's columns: still keeps the record alive.
+                        borrowed_purpose.covers = Vec::new();
+                    }
+                    borrowed[i].push(borrowed_purpose);
+                }
+            }
+        }
+    }
+    for (p, extra) in set.policies.iter_mut().zip(borrowed) {
+        p.purposes.extend(extra);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> (PolicySet, Diagnostics) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, text).unwrap();
+        let mut d = Diagnostics::default();
+        let set = load_dir(dir.path(), &mut d);
+        (set, d)
+    }
+
+    const GOOD: &str = r#"
+name: crm-leads
+dataset:
+  connection: app
+  table: leads
+  key: id
+  subject: customer_id
+personal:
+  email: { category: email, anonymize: nullify }
+  ip: { category: ip_address, anonymize: generalize_ip }
+purposes:
+  - name: sales
+    legal_basis: legitimate_interests
+    retain: 18 months
+    after: created_at
+    when: "status = 'closed'"
+on_lapse: delete
+"#;
+
+    #[test]
+    fn a_good_policy_loads() {
+        let (set, d) = load(GOOD);
+        assert!(!d.has_errors(), "{d}");
+        let p = &set.policies[0];
+        assert_eq!(p.purposes[0].covers, vec!["email", "ip"]);
+        assert_eq!(p.purposes[0].period.months, 18);
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let (_, d) = load(&GOOD.replace("on_lapse: delete", "on_lapse: delete\nretension: 5y"));
+        let msg = d.to_string();
+        assert!(msg.contains("unknown field `retension`"), "{msg}");
+        assert!(msg.contains("p.yaml:19:1"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported_with_positions() {
+        let bad = GOOD.replace("18 months", "18 moons").replace("after: created_at", "after: created_at; DROP TABLE x");
+        let (set, d) = load(&bad);
+        assert!(set.policies.is_empty());
+        let msg = d.to_string();
+        assert!(msg.contains("policy 'crm-leads' (") && msg.contains("p.yaml:15:13): purpose 'sales': invalid period '18 moons'"), "{msg}");
+        assert!(msg.contains("invalid anchor column 'created_at; DROP TABLE x'"), "{msg}");
+    }
+
+    #[test]
+    fn partial_anonymization_is_rejected() {
+        let bad = GOOD.replace("on_lapse: delete", "on_lapse: anonymize").replace("{ category: ip_address, anonymize: generalize_ip }", "{ category: ip_address }");
+        let (_, d) = load(&bad);
+        assert!(d.to_string().contains("personal column 'ip' has no 'anonymize' strategy"), "{d}");
+    }
+}

@@ -1,0 +1,271 @@
+//! Anonymization strategies and what each does to a value.
+//!
+//! Every strategy here except [`Strategy::Pseudonymize`] is irreversible: the output cannot be
+//! linked back to the input. New values are computed in Rust, in this one module, so that each
+//! backend writes the same result; the SQL layer only binds them.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::policy::condition::Literal;
+use crate::value::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateUnit {
+    Month,
+    Year,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Set the column to NULL.
+    Nullify,
+    /// Replace with a constant.
+    Constant(Literal),
+    /// Truncate a date or timestamp to the first instant of its month or year.
+    GeneralizeDate(DateUnit),
+    /// Keep the network of an IP address: IPv4 /24, IPv6 /48.
+    GeneralizeIp,
+    /// Replace a number by the lower bound of its bucket of this width.
+    Bucket(f64),
+    /// Keep the first N characters.
+    KeepPrefix(usize),
+    /// Replace with a fresh random token (`anon_` + 32 hex digits) that links nothing.
+    RandomToken,
+    /// Keyed hash with a kept key. Linkable by whoever holds the key: pseudonymization, not
+    /// anonymization, and reported as such.
+    Pseudonymize,
+}
+
+/// The prefix of a random token; a value that already looks like a token is left alone, so a
+/// second run changes nothing.
+pub const TOKEN_PREFIX: &str = "anon_";
+
+impl Strategy {
+    pub fn is_anonymization(&self) -> bool {
+        !matches!(self, Strategy::Pseudonymize)
+    }
+
+    /// The method name used in reports.
+    pub fn method(&self) -> String {
+        match self {
+            Strategy::Nullify => "nullify".into(),
+            Strategy::Constant(_) => "constant".into(),
+            Strategy::GeneralizeDate(DateUnit::Month) => "generalize_date(month)".into(),
+            Strategy::GeneralizeDate(DateUnit::Year) => "generalize_date(year)".into(),
+            Strategy::GeneralizeIp => "generalize_ip(/24,/48)".into(),
+            Strategy::Bucket(w) => format!("bucket({w})"),
+            Strategy::KeepPrefix(n) => format!("keep_prefix({n})"),
+            Strategy::RandomToken => "random_token".into(),
+            Strategy::Pseudonymize => "pseudonymize(hmac-sha256)".into(),
+        }
+    }
+
+    /// Parses the `anonymize:` value of a column: a name (`nullify`) or a one-key mapping
+    /// (`{constant: 'redacted'}`).
+    pub fn from_yaml(v: &serde_yaml_ng::Value) -> Result<Strategy, String> {
+        use serde_yaml_ng::Value as Y;
+        const HELP: &str = "expected one of: nullify, random_token, generalize_ip, pseudonymize, {constant: V}, {generalize_date: month|year}, {bucket: N}, {keep_prefix: N}";
+        match v {
+            Y::String(s) => match s.as_str() {
+                "nullify" | "null" => Ok(Strategy::Nullify),
+                "random_token" => Ok(Strategy::RandomToken),
+                "generalize_ip" => Ok(Strategy::GeneralizeIp),
+                "pseudonymize" => Ok(Strategy::Pseudonymize),
+                "hash" | "sha256" | "md5" => Err(format!(
+                    "'{s}' is not an anonymization strategy: an unsalted hash can be reversed by hashing candidates; use random_token, or pseudonymize (keyed, reported as pseudonymization)"
+                )),
+                "generalize_date" | "constant" | "bucket" | "keep_prefix" => {
+                    Err(format!("strategy '{s}' needs a parameter, e.g. {{{s}: ...}}; {HELP}"))
+                }
+                other => Err(format!("unknown anonymization strategy '{other}'; {HELP}")),
+            },
+            Y::Null => Ok(Strategy::Nullify),
+            Y::Mapping(m) if m.len() == 1 => {
+                let (k, val) = m.iter().next().expect("one entry");
+                let name = k.as_str().unwrap_or_default();
+                match name {
+                    "constant" => {
+                        let lit = match val {
+                            Y::String(s) => Literal::Text(s.clone()),
+                            Y::Bool(b) => Literal::Bool(*b),
+                            Y::Number(n) if n.is_i64() => Literal::Int(n.as_i64().unwrap_or_default()),
+                            Y::Number(n) => Literal::Float(n.as_f64().unwrap_or_default()),
+                            _ => return Err("constant must be a string, number or boolean".into()),
+                        };
+                        Ok(Strategy::Constant(lit))
+                    }
+                    "generalize_date" => match val.as_str() {
+                        Some("month") => Ok(Strategy::GeneralizeDate(DateUnit::Month)),
+                        Some("year") => Ok(Strategy::GeneralizeDate(DateUnit::Year)),
+                        _ => Err("generalize_date takes 'month' or 'year'".into()),
+                    },
+                    "bucket" => match val.as_f64() {
+                        Some(w) if w > 0.0 && w.is_finite() => Ok(Strategy::Bucket(w)),
+                        _ => Err("bucket takes a positive width, e.g. {bucket: 10}".into()),
+                    },
+                    "keep_prefix" => match val.as_u64() {
+                        Some(n) if n > 0 && n <= 64 => Ok(Strategy::KeepPrefix(n as usize)),
+                        _ => Err("keep_prefix takes a whole number of characters from 1 to 64".into()),
+                    },
+                    other => Err(format!("unknown anonymization strategy '{other}'; {HELP}")),
+                }
+            }
+            _ => Err(format!("invalid anonymization strategy; {HELP}")),
+        }
+    }
+
+    /// Whether the database can tell, without Rust's help, that a value still needs work (and
+    /// which test to use). Strategies that answer `None` are checked in Rust after reading.
+    pub fn pending_test(&self) -> Option<PendingTest> {
+        match self {
+            Strategy::Nullify => Some(PendingTest::NotNull),
+            Strategy::Constant(l) => Some(PendingTest::NotEqual(literal_value(l))),
+            Strategy::RandomToken => Some(PendingTest::NotPrefixed(TOKEN_PREFIX.into())),
+            _ => None,
+        }
+    }
+
+    /// The anonymized form of `v`. `Ok(None)` means "already in anonymized form, leave it".
+    pub fn apply(&self, v: &Value, pseudonym_key: Option<&[u8]>) -> Result<Option<Value>, String> {
+        let new = match (self, v) {
+            (_, Value::Null) => return Ok(None),
+            (Strategy::Nullify, _) => Value::Null,
+            (Strategy::Constant(l), _) => literal_value(l),
+            (Strategy::RandomToken, Value::Text(s)) if is_token(s) => return Ok(None),
+            (Strategy::RandomToken, _) => {
+                let mut bytes = [0u8; 16];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                Value::Text(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+            }
+            (Strategy::Pseudonymize, Value::Text(s)) if s.starts_with("pse_") => return Ok(None),
+            (Strategy::Pseudonymize, other) => {
+                let key = pseudonym_key.ok_or("pseudonymize needs a pseudonymization key in the worker config")?;
+                let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| e.to_string())?;
+                mac.update(other.canonical().as_bytes());
+                Value::Text(format!("pse_{}", hex::encode(&mac.finalize().into_bytes()[..16])))
+            }
+            (Strategy::GeneralizeDate(unit), Value::Timestamp(t)) => Value::Timestamp(truncate(*t, *unit)),
+            (Strategy::GeneralizeDate(unit), Value::Date(d)) => {
+                Value::Date(truncate(d.and_hms_opt(0, 0, 0).expect("midnight"), *unit).date())
+            }
+            (Strategy::GeneralizeDate(unit), Value::Text(s)) => Value::Text(truncate_text(s, *unit)?),
+            (Strategy::GeneralizeIp, Value::Text(s)) => Value::Text(generalize_ip(s)?),
+            (Strategy::Bucket(w), Value::Int(i)) => {
+                let w = *w as i64;
+                Value::Int(i.div_euclid(w.max(1)) * w.max(1))
+            }
+            (Strategy::Bucket(w), Value::Float(x)) => Value::Float((x / w).floor() * w),
+            (Strategy::KeepPrefix(n), Value::Text(s)) => Value::Text(s.chars().take(*n).collect()),
+            (s, other) => return Err(format!("strategy {} cannot be applied to a {} value", s.method(), other.kind_name())),
+        };
+        Ok(if &new == v { None } else { Some(new) })
+    }
+}
+
+/// A test the database runs to find values that still need anonymizing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PendingTest {
+    NotNull,
+    NotEqual(Value),
+    NotPrefixed(String),
+}
+
+pub fn literal_value(l: &Literal) -> Value {
+    match l {
+        Literal::Text(s) => Value::Text(s.clone()),
+        Literal::Int(i) => Value::Int(*i),
+        Literal::Float(f) => Value::Float(*f),
+        Literal::Bool(b) => Value::Bool(*b),
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    s.len() == TOKEN_PREFIX.len() + 32
+        && s.starts_with(TOKEN_PREFIX)
+        && s[TOKEN_PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn truncate(t: NaiveDateTime, unit: DateUnit) -> NaiveDateTime {
+    let d = t.date();
+    let first = match unit {
+        DateUnit::Month => NaiveDate::from_ymd_opt(d.year(), d.month(), 1),
+        DateUnit::Year => NaiveDate::from_ymd_opt(d.year(), 1, 1),
+    };
+    first.expect("valid first day").and_hms_opt(0, 0, 0).expect("midnight").with_nanosecond(0).expect("ns")
+}
+
+/// Dates stored as text (SQLite): keeps the stored shape (`YYYY-MM-DD` or a timestamp).
+fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
+    let date = s.get(..10).and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()).ok_or("value is not an ISO date")?;
+    let t = truncate(date.and_hms_opt(0, 0, 0).expect("midnight"), unit);
+    Ok(if s.len() == 10 { t.format("%Y-%m-%d").to_string() } else { t.format("%Y-%m-%d %H:%M:%S").to_string() })
+}
+
+fn generalize_ip(s: &str) -> Result<String, String> {
+    let ip: IpAddr = s.trim().split('/').next().unwrap_or_default().parse().map_err(|_| "value is not an IP address".to_string())?;
+    Ok(match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            for s in seg.iter_mut().skip(3) {
+                *s = 0;
+            }
+            std::net::Ipv6Addr::from(seg).to_string()
+        }
+    })
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.method())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    #[test]
+    fn strategies_transform_irreversibly_and_idempotently() {
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("192.168.17.42"), None).unwrap(), Some(t("192.168.17.0")));
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("192.168.17.0"), None).unwrap(), None);
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("2001:db8:abcd:12::1"), None).unwrap(), Some(t("2001:db8:abcd::")));
+        assert_eq!(Strategy::KeepPrefix(2).apply(&t("SW1A 1AA"), None).unwrap(), Some(t("SW")));
+        assert_eq!(Strategy::Bucket(10.0).apply(&Value::Int(37), None).unwrap(), Some(Value::Int(30)));
+        assert_eq!(
+            Strategy::GeneralizeDate(DateUnit::Year).apply(&t("1984-07-23"), None).unwrap(),
+            Some(t("1984-01-01"))
+        );
+        assert_eq!(
+            Strategy::GeneralizeDate(DateUnit::Month).apply(&t("2021-05-09 13:14:15"), None).unwrap(),
+            Some(t("2021-05-01 00:00:00"))
+        );
+        let tok = Strategy::RandomToken.apply(&t("alice@example.com"), None).unwrap().unwrap();
+        assert!(matches!(&tok, Value::Text(s) if is_token(s)));
+        assert_eq!(Strategy::RandomToken.apply(&tok, None).unwrap(), None);
+        assert_eq!(Strategy::Nullify.apply(&Value::Null, None).unwrap(), None);
+        assert!(Strategy::GeneralizeIp.apply(&t("not-an-ip"), None).is_err());
+    }
+
+    #[test]
+    fn unsalted_hashes_are_refused() {
+        let err = Strategy::from_yaml(&serde_yaml_ng::Value::String("sha256".into())).unwrap_err();
+        assert!(err.contains("not an anonymization strategy"));
+    }
+}

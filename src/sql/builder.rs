@@ -1,0 +1,619 @@
+//! The one place that builds dynamic SQL.
+//!
+//! Identifiers reach this module only after validation against the catalog, and are quoted here;
+//! every value is a bound parameter. Destroying statements (`delete`, `update`, `cascade`) take
+//! their row predicate from [`Scope::destroy_filter`] and nothing else, so the hold predicates are
+//! part of every destroying statement — a hold inserted while a run is in progress is honoured by
+//! the very statement that would have destroyed the row.
+
+use chrono::{DateTime, Utc};
+
+use crate::config::HoldsTable;
+use crate::connector::{Cascade, ColumnKind, Filter, ForeignKey, LapseRule, Scope, TableInfo};
+use crate::policy::condition::{Literal, Test};
+use crate::policy::strategy::{literal_value, PendingTest};
+use crate::value::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+impl Dialect {
+    /// Quotes an identifier (`schema.table` becomes two quoted parts).
+    pub fn quote(self, ident: &str) -> String {
+        ident
+            .split('.')
+            .map(|part| match self {
+                Dialect::MySql => format!("`{}`", part.replace('`', "``")),
+                _ => format!("\"{}\"", part.replace('"', "\"\"")),
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// A statement and its parameters.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub text: String,
+    pub params: Vec<Value>,
+    dialect: Dialect,
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect) -> Sql {
+        Sql { text: String::new(), params: Vec::new(), dialect }
+    }
+
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn bind(&mut self, v: Value) -> &mut Self {
+        self.params.push(v);
+        match self.dialect {
+            Dialect::Postgres => {
+                let n = self.params.len();
+                self.text.push_str(&format!("${n}"))
+            }
+            _ => self.text.push('?'),
+        }
+        self
+    }
+
+    /// Binds a value compared with or assigned to `col`; PostgreSQL needs an explicit cast for
+    /// types that have no implicit conversion from the parameter's type.
+    fn bind_for(&mut self, v: Value, col: Option<&crate::connector::ColumnInfo>, assign: bool) -> &mut Self {
+        let cast = match (self.dialect, col) {
+            (Dialect::Postgres, Some(c)) if assign || c.kind == ColumnKind::Other => Some(c.sql_type.clone()),
+            _ => None,
+        };
+        match cast {
+            Some(t) => {
+                self.push("CAST(");
+                self.bind(v);
+                self.push(&format!(" AS {t})"))
+            }
+            None => self.bind(v),
+        }
+    }
+}
+
+/// Converts a value to the representation a column of `kind` expects (hold subjects and
+/// condition literals are written as text in YAML).
+pub fn coerce(v: Value, kind: ColumnKind) -> Result<Value, String> {
+    Ok(match (v, kind) {
+        (Value::Text(s), ColumnKind::Int) => Value::Int(s.trim().parse().map_err(|_| format!("'{s}' is not an integer"))?),
+        (Value::Text(s), ColumnKind::Float) => Value::Float(s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?),
+        (Value::Int(i), ColumnKind::Text | ColumnKind::Other) => Value::Text(i.to_string()),
+        (Value::Int(i), ColumnKind::Float) => Value::Float(i as f64),
+        (v, _) => v,
+    })
+}
+
+/// Builds the statements of one scope.
+pub struct Builder<'a> {
+    pub d: Dialect,
+    pub scope: &'a Scope,
+    /// Catalog of the holds table, when the connection has one.
+    pub holds_info: Option<&'a TableInfo>,
+    pub journal_table: &'a str,
+}
+
+impl<'a> Builder<'a> {
+    fn q(&self, ident: &str) -> String {
+        self.d.quote(ident)
+    }
+
+    fn table(&self) -> String {
+        self.q(&self.scope.table.name)
+    }
+
+    fn col(&self, qual: &str, c: &str) -> String {
+        format!("{qual}.{}", self.q(c))
+    }
+
+    /// A temporal column as a comparable expression. SQLite stores times as text or numbers, so
+    /// both sides go through `julianday`.
+    fn time_expr(&self, qual: &str, c: &str) -> String {
+        let e = self.col(qual, c);
+        match self.d {
+            Dialect::Sqlite => format!("(CASE WHEN typeof({e}) IN ('integer','real') THEN julianday({e},'unixepoch') ELSE julianday({e}) END)"),
+            _ => e,
+        }
+    }
+
+    fn bind_time(&self, sql: &mut Sql, t: DateTime<Utc>) {
+        match self.d {
+            Dialect::Sqlite => {
+                sql.push("julianday(");
+                sql.bind(Value::Text(t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()));
+                sql.push(")");
+            }
+            _ => {
+                sql.bind(Value::Timestamp(t.naive_utc()));
+            }
+        }
+    }
+
+    fn literal(&self, sql: &mut Sql, qual_col: Option<&crate::connector::ColumnInfo>, l: &Literal) {
+        let kind = qual_col.map(|c| c.kind).unwrap_or(ColumnKind::Other);
+        let v = coerce(literal_value(l), kind).unwrap_or_else(|_| literal_value(l));
+        sql.bind_for(v, qual_col, false);
+    }
+
+    /// Renders a filter over the scope's table, qualified by `qual`.
+    pub fn filter(&self, sql: &mut Sql, f: &Filter, qual: &str) {
+        match f {
+            Filter::True => {
+                sql.push("1=1");
+            }
+            Filter::Lapsed(rule) => self.lapsed(sql, rule, qual),
+            Filter::AnchorNull(c) => {
+                sql.push(&format!("{} IS NULL", self.col(qual, c)));
+            }
+            Filter::All(parts) | Filter::Any(parts) => {
+                let (op, empty) = if matches!(f, Filter::All(_)) { (" AND ", "1=1") } else { (" OR ", "1=0") };
+                if parts.is_empty() {
+                    sql.push(empty);
+                    return;
+                }
+                sql.push("(");
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(op);
+                    }
+                    self.filter(sql, p, qual);
+                }
+                sql.push(")");
+            }
+            Filter::Not(inner) => {
+                sql.push("NOT (");
+                self.filter(sql, inner, qual);
+                sql.push(")");
+            }
+            Filter::Held => self.held(sql, qual, None),
+            Filter::HeldByFile(id) => self.held(sql, qual, Some(id)),
+            Filter::Pending(tests) => {
+                sql.push("(");
+                for (i, (c, t)) in tests.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    let e = self.col(qual, c);
+                    let info = self.scope.table.column(c);
+                    match t {
+                        PendingTest::NotNull => {
+                            sql.push(&format!("{e} IS NOT NULL"));
+                        }
+                        PendingTest::NotEqual(v) => {
+                            sql.push(&format!("({e} IS NOT NULL AND {e} <> "));
+                            let v = coerce(v.clone(), info.map(|i| i.kind).unwrap_or(ColumnKind::Other)).unwrap_or_else(|_| v.clone());
+                            sql.bind_for(v, info, false);
+                            sql.push(")");
+                        }
+                        PendingTest::NotPrefixed(p) => {
+                            sql.push(&format!("({e} IS NOT NULL AND SUBSTR({e}, 1, {}) <> ", p.chars().count()));
+                            sql.bind(Value::Text(p.clone()));
+                            sql.push(")");
+                        }
+                    }
+                }
+                sql.push(")");
+            }
+            Filter::HasDependents => {
+                if self.scope.restrict.is_empty() {
+                    sql.push("1=0");
+                    return;
+                }
+                sql.push("(");
+                for (i, fk) in self.scope.restrict.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    let alias = format!("dep{i}");
+                    sql.push(&format!("EXISTS (SELECT 1 FROM {} {alias} WHERE ", self.q(&fk.table)));
+                    self.fk_join(sql, fk, &alias, qual);
+                    sql.push(")");
+                }
+                sql.push(")");
+            }
+        }
+    }
+
+    fn fk_join(&self, sql: &mut Sql, fk: &ForeignKey, child: &str, parent: &str) {
+        let conds: Vec<String> = fk
+            .columns
+            .iter()
+            .zip(&fk.referenced)
+            .map(|(c, r)| format!("{} = {}", self.col(child, c), self.col(parent, r)))
+            .collect();
+        sql.push(&conds.join(" AND "));
+    }
+
+    fn lapsed(&self, sql: &mut Sql, rule: &LapseRule, qual: &str) {
+        let anchor = self.col(qual, &rule.anchor);
+        let t = self.time_expr(qual, &rule.anchor);
+        sql.push("(");
+        if rule.null_lapses {
+            sql.push(&format!("({anchor} IS NULL OR {t} <= "));
+        } else {
+            sql.push(&format!("({anchor} IS NOT NULL AND {t} <= "));
+        }
+        self.bind_time(sql, rule.threshold);
+        sql.push(")");
+        if let Some(cond) = &rule.condition {
+            for term in &cond.terms {
+                let e = self.col(qual, &term.column);
+                let info = self.scope.table.column(&term.column);
+                sql.push(" AND ");
+                match &term.test {
+                    Test::Compare(op, l) => {
+                        sql.push(&format!("{e} {} ", op.sql()));
+                        self.literal(sql, info, l);
+                    }
+                    Test::In(list) => {
+                        sql.push(&format!("{e} IN ("));
+                        for (i, l) in list.iter().enumerate() {
+                            if i > 0 {
+                                sql.push(", ");
+                            }
+                            self.literal(sql, info, l);
+                        }
+                        sql.push(")");
+                    }
+                    Test::IsNull => {
+                        sql.push(&format!("{e} IS NULL"));
+                    }
+                    Test::IsNotNull => {
+                        sql.push(&format!("{e} IS NOT NULL"));
+                    }
+                }
+            }
+        }
+        sql.push(")");
+    }
+
+    /// Under an active hold (all holds, or one file hold).
+    fn held(&self, sql: &mut Sql, qual: &str, only: Option<&str>) {
+        let holds = &self.scope.holds;
+        let subject = self.scope.subject.as_deref();
+        let subject_info = subject.and_then(|s| self.scope.table.column(s));
+        let mut parts = 0;
+        sql.push("(");
+        for h in holds.file.iter().filter(|h| only.is_none_or(|id| id == h.id)) {
+            if parts > 0 {
+                sql.push(" OR ");
+            }
+            parts += 1;
+            match (h.whole_policy, subject) {
+                (true, _) => {
+                    sql.push("1=1");
+                }
+                (false, Some(s)) if !h.subjects.is_empty() => {
+                    sql.push(&format!("{} IN (", self.col(qual, s)));
+                    for (i, v) in h.subjects.iter().enumerate() {
+                        if i > 0 {
+                            sql.push(", ");
+                        }
+                        sql.bind_for(v.clone(), subject_info, false);
+                    }
+                    sql.push(")");
+                }
+                _ => {
+                    sql.push("1=0");
+                }
+            }
+        }
+        if only.is_none() {
+            if let (Some(ht), Some(_)) = (&holds.table, self.holds_info) {
+                if parts > 0 {
+                    sql.push(" OR ");
+                }
+                parts += 1;
+                sql.push(&format!("EXISTS (SELECT 1 FROM {} lh WHERE ", self.q(&ht.table)));
+                self.table_hold_match(sql, ht, qual);
+                sql.push(")");
+            }
+        }
+        if parts == 0 {
+            sql.push("1=0");
+        }
+        sql.push(")");
+    }
+
+    /// The join condition between a row (`qual`) and an active row `lh` of the holds table.
+    fn table_hold_match(&self, sql: &mut Sql, ht: &HoldsTable, qual: &str) {
+        let hs = self.col("lh", &ht.subject);
+        match &self.scope.subject {
+            Some(s) => sql.push(&format!("({hs} = {} OR {hs} IS NULL)", self.col(qual, s))),
+            None => sql.push(&format!("{hs} IS NULL")),
+        };
+        if let Some(p) = &ht.policy {
+            let hp = self.col("lh", p);
+            sql.push(&format!(" AND ({hp} IS NULL OR {hp} = "));
+            sql.bind(Value::Text(self.scope.policy.clone()));
+            sql.push(")");
+        }
+        if let Some(e) = &ht.expires {
+            let he = self.col("lh", e);
+            let t = self.time_expr("lh", e);
+            sql.push(&format!(" AND ({he} IS NULL OR {t} > "));
+            self.bind_time(sql, self.scope.holds.now);
+            sql.push(")");
+        }
+    }
+
+    fn keys_in(&self, sql: &mut Sql, qual: &str, keys: &[Vec<Value>]) {
+        let cols: Vec<String> = self.scope.key.iter().map(|k| self.col(qual, k)).collect();
+        if keys.is_empty() {
+            sql.push("1=0");
+            return;
+        }
+        let infos: Vec<_> = self.scope.key.iter().map(|k| self.scope.table.column(k)).collect();
+        if cols.len() == 1 {
+            sql.push(&format!("{} IN (", cols[0]));
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_for(k[0].clone(), infos[0], false);
+            }
+        } else {
+            sql.push(&format!("({}) IN (", cols.join(", ")));
+            for (i, k) in keys.iter().enumerate() {
+                sql.push(if i > 0 { ", (" } else { "(" });
+                for (j, v) in k.iter().enumerate() {
+                    if j > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind_for(v.clone(), infos[j], false);
+                }
+                sql.push(")");
+            }
+        }
+        sql.push(")");
+    }
+
+    /// Read expression of a column (types without a native mapping are read as text).
+    fn read_expr(&self, qual: &str, c: &str) -> String {
+        let e = self.col(qual, c);
+        match (self.scope.table.kind(c), self.d) {
+            (ColumnKind::Other, Dialect::MySql) => format!("CAST({e} AS CHAR)"),
+            (ColumnKind::Other, _) => format!("CAST({e} AS TEXT)"),
+            _ => e,
+        }
+    }
+
+    // ---- read-only statements ---------------------------------------------------------------
+
+    pub fn count(&self, f: &Filter) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        sql.push(&format!("SELECT COUNT(*) FROM {t} WHERE "));
+        self.filter(&mut sql, f, &t);
+        sql
+    }
+
+    /// Rows matching `f` per hold of the holds table.
+    pub fn count_by_table_hold(&self, f: &Filter) -> Option<Sql> {
+        let ht = self.scope.holds.table.as_ref()?;
+        self.holds_info?;
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let id = self.col("lh", &ht.id);
+        let read_id = match self.d {
+            Dialect::MySql => format!("CAST({id} AS CHAR)"),
+            _ => format!("CAST({id} AS TEXT)"),
+        };
+        sql.push(&format!("SELECT {read_id}, COUNT(*) FROM {t} JOIN {} lh ON ", self.q(&ht.table)));
+        self.table_hold_match(&mut sql, ht, &t);
+        sql.push(" WHERE ");
+        self.filter(&mut sql, f, &t);
+        sql.push(&format!(" GROUP BY {id} ORDER BY {id}"));
+        Some(sql)
+    }
+
+    /// The next due keys (and subjects) in key order.
+    pub fn candidates(&self, after: Option<&[Value]>, limit: usize) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
+        if let Some(s) = &self.scope.subject {
+            cols.push(self.read_expr(&t, s));
+        }
+        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        if let Some(after) = after {
+            let keys: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
+            if keys.len() == 1 {
+                sql.push(&format!(" AND {} > ", keys[0]));
+            } else {
+                sql.push(&format!(" AND ({}) > (", keys.join(", ")));
+            }
+            for (i, (v, k)) in after.iter().zip(&self.scope.key).enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_for(v.clone(), self.scope.table.column(k), false);
+            }
+            if keys.len() > 1 {
+                sql.push(")");
+            }
+        }
+        let order: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
+        sql.push(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
+        sql
+    }
+
+    /// Inside the destroying transaction: re-reads (and locks) the batch rows that are still
+    /// due, with the values the anonymization needs. Columns: keys, then `columns`.
+    pub fn lock(&self, keys: &[Vec<Value>], columns: &[String]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
+        cols.extend(columns.iter().map(|c| self.read_expr(&t, c)));
+        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
+        self.keys_in(&mut sql, &t, keys);
+        sql.push(" AND ");
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        if self.d != Dialect::Sqlite {
+            sql.push(" FOR UPDATE");
+        }
+        sql
+    }
+
+    /// Reads `columns` of the given keys, whatever their state (verification).
+    pub fn read(&self, keys: &[Vec<Value>], columns: &[String]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
+        cols.extend(columns.iter().map(|c| self.read_expr(&t, c)));
+        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
+        self.keys_in(&mut sql, &t, keys);
+        sql
+    }
+
+    // ---- destroying statements --------------------------------------------------------------
+
+    /// Deletes dependents (deepest first) of the batch rows that are being destroyed. Each
+    /// statement reaches the parent through `EXISTS (... destroy_filter ...)`, so a held parent
+    /// keeps its children too.
+    pub fn cascade(&self, keys: &[Vec<Value>]) -> Vec<(String, Sql)> {
+        let mut out = Vec::new();
+        for c in &self.scope.cascade {
+            self.cascade_node(c, &mut Vec::new(), keys, &mut out);
+        }
+        out
+    }
+
+    fn cascade_node<'b>(&self, node: &'b Cascade, chain: &mut Vec<&'b ForeignKey>, keys: &[Vec<Value>], out: &mut Vec<(String, Sql)>) {
+        chain.push(&node.fk);
+        for child in &node.children {
+            self.cascade_node(child, chain, keys, out);
+        }
+        let mut sql = Sql::new(self.d);
+        let target = self.q(&node.fk.table);
+        sql.push(&format!("DELETE FROM {target} WHERE "));
+        // chain[0] is the edge from the policy table; the last is this node's own edge.
+        self.parent_exists(&mut sql, chain, chain.len() - 1, &target, keys);
+        out.push((node.fk.table.clone(), sql));
+        chain.pop();
+    }
+
+    /// `EXISTS (SELECT 1 FROM <parent of chain[i]> pI WHERE join AND <parent's own condition>)`.
+    fn parent_exists(&self, sql: &mut Sql, chain: &[&ForeignKey], i: usize, child_qual: &str, keys: &[Vec<Value>]) {
+        let fk = chain[i];
+        let alias = format!("p{i}");
+        let parent_table = if i == 0 { self.scope.table.name.clone() } else { chain[i - 1].table.clone() };
+        sql.push(&format!("EXISTS (SELECT 1 FROM {} {alias} WHERE ", self.q(&parent_table)));
+        self.fk_join(sql, fk, child_qual, &alias);
+        sql.push(" AND ");
+        if i == 0 {
+            self.keys_in(sql, &alias, keys);
+            sql.push(" AND ");
+            self.filter(sql, &self.scope.destroy_filter(), &alias);
+        } else {
+            self.parent_exists(sql, chain, i - 1, &alias, keys);
+        }
+        sql.push(")");
+    }
+
+    pub fn delete(&self, keys: &[Vec<Value>]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        sql.push(&format!("DELETE FROM {t} WHERE "));
+        self.keys_in(&mut sql, &t, keys);
+        sql.push(" AND ");
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        sql
+    }
+
+    /// Writes new values: `rows` holds, per row, its key and one new value per column of
+    /// `columns` (`None`: leave the column as it is).
+    pub fn update(&self, columns: &[String], rows: &[(Vec<Value>, Vec<Option<Value>>)]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        sql.push(&format!("UPDATE {t} SET "));
+        for (ci, c) in columns.iter().enumerate() {
+            if ci > 0 {
+                sql.push(", ");
+            }
+            let info = self.scope.table.column(c);
+            let e = self.q(c);
+            let values: Vec<&Option<Value>> = rows.iter().map(|(_, vs)| &vs[ci]).collect();
+            let first = values.first().copied().cloned().flatten();
+            let uniform = first.is_some() && values.iter().all(|v| v.as_ref() == first.as_ref());
+            sql.push(&format!("{e} = "));
+            if uniform {
+                sql.bind_for(first.expect("uniform"), info, true);
+                continue;
+            }
+            sql.push("CASE");
+            for (key, vs) in rows {
+                let Some(v) = &vs[ci] else { continue };
+                sql.push(" WHEN ");
+                for (j, (k, kv)) in self.scope.key.iter().zip(key).enumerate() {
+                    if j > 0 {
+                        sql.push(" AND ");
+                    }
+                    sql.push(&format!("{} = ", self.col(&t, k)));
+                    sql.bind_for(kv.clone(), self.scope.table.column(k), false);
+                }
+                sql.push(" THEN ");
+                sql.bind_for(v.clone(), info, true);
+            }
+            sql.push(&format!(" ELSE {} END", self.col(&t, c)));
+        }
+        sql.push(" WHERE ");
+        let keys: Vec<Vec<Value>> = rows.iter().map(|(k, _)| k.clone()).collect();
+        self.keys_in(&mut sql, &t, &keys);
+        sql.push(" AND ");
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        sql
+    }
+
+    // ---- journal ------------------------------------------------------------------------------
+
+    pub fn journal_create(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (run_id VARCHAR(64) NOT NULL, policy VARCHAR(128) NOT NULL, stage VARCHAR(128) NOT NULL, action VARCHAR(32) NOT NULL, record VARCHAR(64) NOT NULL, subject VARCHAR(64), committed_at VARCHAR(40) NOT NULL)",
+            self.q(self.journal_table)
+        )
+    }
+
+    pub fn journal_insert(&self, rows: &[[Value; 7]]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        sql.push(&format!(
+            "INSERT INTO {} (run_id, policy, stage, action, record, subject, committed_at) VALUES ",
+            self.q(self.journal_table)
+        ));
+        for (i, r) in rows.iter().enumerate() {
+            sql.push(if i > 0 { ", (" } else { "(" });
+            for (j, v) in r.iter().enumerate() {
+                if j > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(v.clone());
+            }
+            sql.push(")");
+        }
+        sql
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_neutralizes_hostile_identifiers() {
+        assert_eq!(Dialect::Postgres.quote("users\"; DROP TABLE x; --"), "\"users\"\"; DROP TABLE x; --\"");
+        assert_eq!(Dialect::MySql.quote("a`b"), "`a``b`");
+        assert_eq!(Dialect::Sqlite.quote("s.t"), "\"s\".\"t\"");
+    }
+}

@@ -1,0 +1,90 @@
+//! Catalog queries: columns, primary key and referencing foreign keys of a table, per dialect.
+
+use crate::connector::ColumnKind;
+
+/// Maps a PostgreSQL `typname` to a kind.
+pub fn pg_kind(typname: &str) -> ColumnKind {
+    match typname {
+        "int2" | "int4" | "int8" => ColumnKind::Int,
+        "float4" | "float8" => ColumnKind::Float,
+        "text" | "varchar" | "bpchar" | "name" | "citext" => ColumnKind::Text,
+        "bool" => ColumnKind::Bool,
+        "timestamp" => ColumnKind::Timestamp { tz: false },
+        "timestamptz" => ColumnKind::Timestamp { tz: true },
+        "date" => ColumnKind::Date,
+        "bytea" => ColumnKind::Bytes,
+        _ => ColumnKind::Other,
+    }
+}
+
+/// Maps a MySQL/MariaDB `DATA_TYPE` to a kind.
+pub fn mysql_kind(data_type: &str) -> ColumnKind {
+    match data_type.to_ascii_lowercase().as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => ColumnKind::Int,
+        "float" | "double" | "real" => ColumnKind::Float,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" => ColumnKind::Text,
+        "datetime" => ColumnKind::Timestamp { tz: false },
+        "timestamp" => ColumnKind::Timestamp { tz: true },
+        "date" => ColumnKind::Date,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => ColumnKind::Bytes,
+        _ => ColumnKind::Other,
+    }
+}
+
+/// Maps an SQLite declared type to a kind, by SQLite's affinity rules, with dates recognised by
+/// name (SQLite has no date type; `DATE`, `DATETIME`, `TIMESTAMP` are conventions).
+pub fn sqlite_kind(declared: &str) -> ColumnKind {
+    let t = declared.to_ascii_uppercase();
+    if t.contains("TIMESTAMP") || t.contains("DATETIME") {
+        ColumnKind::Timestamp { tz: false }
+    } else if t.contains("DATE") {
+        ColumnKind::Date
+    } else if t.contains("INT") {
+        ColumnKind::Int
+    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+        ColumnKind::Text
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        ColumnKind::Float
+    } else if t.contains("BOOL") {
+        ColumnKind::Bool
+    } else if t.contains("BLOB") {
+        ColumnKind::Bytes
+    } else {
+        ColumnKind::Other
+    }
+}
+
+pub const PG_COLUMNS: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, NOT a.attnotnull, \
+     CASE WHEN t.typname IN ('varchar','bpchar') AND a.atttypmod > 4 THEN (a.atttypmod - 4)::int8 END \
+     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+
+pub const PG_PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
+     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+     WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
+     ORDER BY array_position(i.indkey::int2[], a.attnum)";
+
+pub const PG_REFERENCED_BY: &str = "SELECT c.conname::text, c.conrelid::regclass::text, \
+     (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY k(num, ord) \
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num), \
+     (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.confkey) WITH ORDINALITY k(num, ord) \
+        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num) \
+     FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) ORDER BY 2, 1";
+
+pub const MY_COLUMNS: &str = "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(DATA_TYPE AS CHAR), \
+     CAST(IS_NULLABLE = 'YES' AS SIGNED), CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) \
+     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+
+pub const MY_PRIMARY_KEY: &str = "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION";
+
+pub const MY_REFERENCED_BY: &str = "SELECT CAST(CONSTRAINT_NAME AS CHAR), CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR), \
+     CAST(REFERENCED_COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+     WHERE REFERENCED_TABLE_SCHEMA = COALESCE(?, DATABASE()) AND REFERENCED_TABLE_NAME = ? \
+     ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION";
+
+pub const LITE_COLUMNS: &str = "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid";
+
+pub const LITE_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name";
+
+pub const LITE_FOREIGN_KEYS: &str = "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?) ORDER BY id, seq";

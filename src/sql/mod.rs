@@ -1,0 +1,646 @@
+//! The SQL connector: PostgreSQL, MySQL/MariaDB and SQLite through concrete `sqlx` pools.
+//!
+//! Statements come from [`builder`] (the one place that writes SQL); this module opens pools,
+//! binds and decodes values, runs transactions and maps errors. Database error messages are
+//! passed through [`sanitize`] because some (MySQL's "Duplicate entry 'x'") quote row values.
+
+pub mod builder;
+pub mod catalog;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
+
+use crate::config::HoldsTable;
+use crate::connector::{
+    BatchOutcome, Candidate, ColumnInfo, ConnectorError, EvidenceId, Filter, ForeignKey, JournalCtx, Scope, TableInfo, Work,
+};
+use crate::value::Value;
+use builder::{Builder, Dialect, Sql};
+
+enum Pool {
+    Pg(PgPool),
+    My(MySqlPool),
+    Lite(SqlitePool),
+}
+
+/// A connection to one SQL database, named as in the worker config.
+pub struct SqlConnector {
+    name: String,
+    dialect: Dialect,
+    pool: Pool,
+    journal_table: String,
+    holds_table: Option<(HoldsTable, TableInfo)>,
+}
+
+impl fmt::Display for SqlConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.dialect {
+            Dialect::Postgres => "Postgres",
+            Dialect::MySql => "MySql",
+            Dialect::Sqlite => "Sqlite",
+        };
+        write!(f, "{kind}({})", self.name)
+    }
+}
+
+/// Replaces single-quoted fragments (which may be row values) in a database message.
+pub fn sanitize(msg: &str) -> String {
+    let mut out = String::new();
+    let mut in_quote = false;
+    for ch in msg.chars() {
+        if ch == '\'' {
+            if !in_quote {
+                out.push_str("'…'");
+            }
+            in_quote = !in_quote;
+        } else if !in_quote {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorError {
+    let context = context.into();
+    move |e| {
+        let message = match &e {
+            sqlx::Error::Database(d) => {
+                let code = d.code().map(|c| format!(" [{c}]")).unwrap_or_default();
+                format!("{}{code}", sanitize(d.message()))
+            }
+            other => sanitize(&other.to_string()),
+        };
+        ConnectorError::Query { context, message }
+    }
+}
+
+/// Runs `$body` with `$p` bound to the concrete pool, whatever the backend.
+macro_rules! with_pool {
+    ($self:expr, $p:ident => $body:expr) => {
+        match &$self.pool {
+            Pool::Pg($p) => $body,
+            Pool::My($p) => $body,
+            Pool::Lite($p) => $body,
+        }
+    };
+}
+
+/// Binds the statement's parameters onto a `sqlx` query.
+macro_rules! bound {
+    ($sql:expr) => {{
+        let mut q = sqlx::query(&$sql.text);
+        for v in &$sql.params {
+            q = match v {
+                Value::Null => q.bind(None::<String>),
+                Value::Int(i) => q.bind(*i),
+                Value::Float(f) => q.bind(*f),
+                Value::Text(s) => q.bind(s.clone()),
+                Value::Bool(b) => q.bind(*b),
+                Value::Timestamp(t) => q.bind(*t),
+                Value::Date(d) => q.bind(*d),
+                Value::Bytes(b) => q.bind(b.clone()),
+            };
+        }
+        q
+    }};
+}
+
+/// Decodes column `i` of a row into a [`Value`] according to the type the database reports.
+trait DecodeRow {
+    fn value(&self, i: usize) -> Result<Value, sqlx::Error>;
+}
+
+fn unknown_type(name: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unsupported column type {name}").into())
+}
+
+impl DecodeRow for PgRow {
+    fn value(&self, i: usize) -> Result<Value, sqlx::Error> {
+        if self.try_get_raw(i)?.is_null() {
+            return Ok(Value::Null);
+        }
+        let name = self.column(i).type_info().name().to_string();
+        Ok(match name.as_str() {
+            "INT2" => Value::Int(self.try_get::<i16, _>(i)? as i64),
+            "INT4" => Value::Int(self.try_get::<i32, _>(i)? as i64),
+            "INT8" => Value::Int(self.try_get::<i64, _>(i)?),
+            "FLOAT4" => Value::Float(self.try_get::<f32, _>(i)? as f64),
+            "FLOAT8" => Value::Float(self.try_get::<f64, _>(i)?),
+            "BOOL" => Value::Bool(self.try_get(i)?),
+            "TIMESTAMP" => Value::Timestamp(self.try_get(i)?),
+            "TIMESTAMPTZ" => Value::Timestamp(self.try_get::<DateTime<Utc>, _>(i)?.naive_utc()),
+            "DATE" => Value::Date(self.try_get(i)?),
+            "BYTEA" => Value::Bytes(self.try_get(i)?),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => Value::Text(self.try_get_unchecked(i)?),
+            other => return Err(unknown_type(other)),
+        })
+    }
+}
+
+impl DecodeRow for MySqlRow {
+    fn value(&self, i: usize) -> Result<Value, sqlx::Error> {
+        if self.try_get_raw(i)?.is_null() {
+            return Ok(Value::Null);
+        }
+        let name = self.column(i).type_info().name().to_ascii_uppercase();
+        let base = name.trim_end_matches(" UNSIGNED");
+        Ok(match base {
+            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" | "BOOLEAN" => {
+                if name.ends_with("UNSIGNED") {
+                    Value::Int(self.try_get_unchecked::<u64, _>(i)? as i64)
+                } else {
+                    Value::Int(self.try_get_unchecked::<i64, _>(i)?)
+                }
+            }
+            "FLOAT" => Value::Float(self.try_get_unchecked::<f32, _>(i)? as f64),
+            "DOUBLE" => Value::Float(self.try_get_unchecked::<f64, _>(i)?),
+            "DATETIME" | "TIMESTAMP" => Value::Timestamp(self.try_get_unchecked::<NaiveDateTime, _>(i)?),
+            "DATE" => Value::Date(self.try_get_unchecked::<NaiveDate, _>(i)?),
+            "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" | "JSON" => {
+                Value::Text(self.try_get_unchecked(i)?)
+            }
+            "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+                let b: Vec<u8> = self.try_get_unchecked(i)?;
+                match String::from_utf8(b) {
+                    Ok(s) => Value::Text(s),
+                    Err(e) => Value::Bytes(e.into_bytes()),
+                }
+            }
+            "NULL" => Value::Null,
+            other => return Err(unknown_type(other)),
+        })
+    }
+}
+
+impl DecodeRow for SqliteRow {
+    fn value(&self, i: usize) -> Result<Value, sqlx::Error> {
+        let raw = self.try_get_raw(i)?;
+        if raw.is_null() {
+            return Ok(Value::Null);
+        }
+        let name = raw.type_info().name().to_string();
+        Ok(match name.as_str() {
+            "INTEGER" | "BOOLEAN" => Value::Int(self.try_get_unchecked::<i64, _>(i)?),
+            "REAL" => Value::Float(self.try_get_unchecked::<f64, _>(i)?),
+            "BLOB" => Value::Bytes(self.try_get_unchecked(i)?),
+            _ => Value::Text(self.try_get_unchecked(i)?),
+        })
+    }
+}
+
+fn decode_all<R: DecodeRow + Row>(row: &R) -> Result<Vec<Value>, sqlx::Error> {
+    (0..row.len()).map(|i| row.value(i)).collect()
+}
+
+impl SqlConnector {
+    /// Opens a pool. `read_only` sessions cannot write at all: `plan` and `validate` use them.
+    pub async fn open(name: &str, url: &str, read_only: bool, journal_table: &str, holds: Option<HoldsTable>) -> Result<SqlConnector, ConnectorError> {
+        let conn_err = |e: sqlx::Error| ConnectorError::Connect { name: name.to_string(), message: sanitize(&redact_url(&e.to_string(), url)) };
+        let scheme = url.split(':').next().unwrap_or_default();
+        let acquire = Duration::from_secs(15);
+        let (dialect, pool) = match scheme {
+            "postgres" | "postgresql" => {
+                let mut opts = PgConnectOptions::from_str(url).map_err(conn_err)?.options([("TimeZone", "UTC")]);
+                if read_only {
+                    opts = opts.options([("default_transaction_read_only", "on")]);
+                }
+                let pool = PgPoolOptions::new().max_connections(4).acquire_timeout(acquire).connect_with(opts).await.map_err(conn_err)?;
+                (Dialect::Postgres, Pool::Pg(pool))
+            }
+            "mysql" | "mariadb" => {
+                let url = url.replacen("mariadb://", "mysql://", 1);
+                let opts = MySqlConnectOptions::from_str(&url).map_err(conn_err)?.timezone(Some("+00:00".to_string()));
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(acquire)
+                    .after_connect(move |c, _| {
+                        Box::pin(async move {
+                            c.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                            if read_only {
+                                c.execute("SET SESSION TRANSACTION READ ONLY").await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await
+                    .map_err(conn_err)?;
+                (Dialect::MySql, Pool::My(pool))
+            }
+            "sqlite" => {
+                let opts = SqliteConnectOptions::from_str(url)
+                    .map_err(conn_err)?
+                    .read_only(read_only)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true);
+                let opts = if read_only { opts } else { opts.journal_mode(SqliteJournalMode::Wal) };
+                let pool = SqlitePoolOptions::new().max_connections(if read_only { 2 } else { 1 }).acquire_timeout(acquire).connect_with(opts).await.map_err(conn_err)?;
+                (Dialect::Sqlite, Pool::Lite(pool))
+            }
+            other => {
+                return Err(ConnectorError::Connect {
+                    name: name.to_string(),
+                    message: format!("unsupported URL scheme '{other}' (use postgres://, mysql:// or sqlite://)"),
+                })
+            }
+        };
+        let mut c = SqlConnector { name: name.to_string(), dialect, pool, journal_table: journal_table.to_string(), holds_table: None };
+        if let Some(h) = holds {
+            let info = c.describe_table(&h.table).await.map_err(|e| match e {
+                ConnectorError::NotFound { .. } => ConnectorError::Invalid(format!("connection '{name}': holds table '{}' not found", h.table)),
+                other => other,
+            })?;
+            for col in [Some(&h.id), Some(&h.subject), h.policy.as_ref(), h.expires.as_ref(), h.matter.as_ref()].into_iter().flatten() {
+                if info.column(col).is_none() {
+                    return Err(ConnectorError::Invalid(format!("connection '{name}': holds table '{}' has no column '{col}'", h.table)));
+                }
+            }
+            c.holds_table = Some((h, info));
+        }
+        Ok(c)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn holds_table(&self) -> Option<&HoldsTable> {
+        self.holds_table.as_ref().map(|(h, _)| h)
+    }
+
+    fn builder<'a>(&'a self, scope: &'a Scope) -> Builder<'a> {
+        Builder { d: self.dialect, scope, holds_info: self.holds_table.as_ref().map(|(_, i)| i), journal_table: &self.journal_table }
+    }
+
+    async fn rows(&self, sql: &Sql, context: &str) -> Result<Vec<Vec<Value>>, ConnectorError> {
+        with_pool!(self, p => {
+            let rows = bound!(sql).fetch_all(p).await.map_err(db_err(context))?;
+            rows.iter().map(decode_all).collect::<Result<Vec<_>, _>>().map_err(db_err(context))
+        })
+    }
+
+    /// Creates the journal table if it does not exist (`run` only; `plan` never writes).
+    pub async fn ensure_journal(&self) -> Result<(), ConnectorError> {
+        let dummy = Scope {
+            policy: String::new(),
+            table: TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
+            key: vec![],
+            subject: None,
+            lapse: Filter::True,
+            work: Work::Delete,
+            holds: crate::connector::HoldScope { file: vec![], table: None, now: Utc::now() },
+            restrict: vec![],
+            cascade: vec![],
+            pseudonym_key: None,
+        };
+        let ddl = self.builder(&dummy).journal_create();
+        with_pool!(self, p => { sqlx::query(&ddl).execute(p).await.map(|_| ()).map_err(db_err(format!("creating journal table '{}'", self.journal_table))) })
+    }
+
+    async fn describe_table(&self, table: &str) -> Result<TableInfo, ConnectorError> {
+        let ctx = format!("reading the catalog of '{table}'");
+        let not_found = || ConnectorError::NotFound { what: format!("table '{table}'") };
+        let (schema, bare) = match table.split_once('.') {
+            Some((s, t)) => (Some(s.to_string()), t.to_string()),
+            None => (None, table.to_string()),
+        };
+        match &self.pool {
+            Pool::Pg(p) => {
+                let reg = self.dialect.quote(table);
+                let cols = sqlx::query(catalog::PG_COLUMNS).bind(&reg).fetch_all(p).await.map_err(db_err(&ctx))?;
+                if cols.is_empty() {
+                    return Err(not_found());
+                }
+                let columns = cols
+                    .iter()
+                    .map(|r| {
+                        Ok(ColumnInfo {
+                            name: r.try_get(0)?,
+                            sql_type: r.try_get(1)?,
+                            kind: catalog::pg_kind(&r.try_get::<String, _>(2)?),
+                            nullable: r.try_get(3)?,
+                            max_len: r.try_get::<Option<i64>, _>(4)?.map(|x| x as u64),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(db_err(&ctx))?;
+                let pk = sqlx::query_scalar::<_, String>(catalog::PG_PRIMARY_KEY).bind(&reg).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let fks = sqlx::query(catalog::PG_REFERENCED_BY).bind(&reg).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let referenced_by = fks
+                    .iter()
+                    .map(|r| {
+                        Ok(ForeignKey {
+                            constraint: r.try_get(0)?,
+                            table: r.try_get::<String, _>(1)?.replace('"', ""),
+                            columns: r.try_get(2)?,
+                            referenced: r.try_get(3)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(db_err(&ctx))?;
+                Ok(TableInfo { name: table.to_string(), columns, primary_key: pk, referenced_by })
+            }
+            Pool::My(p) => {
+                let cols = sqlx::query(catalog::MY_COLUMNS).bind(&schema).bind(&bare).fetch_all(p).await.map_err(db_err(&ctx))?;
+                if cols.is_empty() {
+                    return Err(not_found());
+                }
+                let columns = cols
+                    .iter()
+                    .map(|r| {
+                        Ok(ColumnInfo {
+                            name: r.try_get_unchecked(0)?,
+                            sql_type: r.try_get_unchecked(1)?,
+                            kind: catalog::mysql_kind(&r.try_get_unchecked::<String, _>(2)?),
+                            nullable: r.try_get_unchecked::<i64, _>(3)? != 0,
+                            max_len: r.try_get_unchecked::<Option<i64>, _>(4)?.map(|x| x as u64),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(db_err(&ctx))?;
+                let pk = sqlx::query(catalog::MY_PRIMARY_KEY).bind(&schema).bind(&bare).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let pk = pk.iter().map(|r| r.try_get_unchecked::<String, _>(0)).collect::<Result<Vec<_>, _>>().map_err(db_err(&ctx))?;
+                let rows = sqlx::query(catalog::MY_REFERENCED_BY).bind(&schema).bind(&bare).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let mut referenced_by: Vec<ForeignKey> = Vec::new();
+                for r in &rows {
+                    let (constraint, child, col, refcol): (String, String, String, String) = (
+                        r.try_get_unchecked(0).map_err(db_err(&ctx))?,
+                        r.try_get_unchecked(1).map_err(db_err(&ctx))?,
+                        r.try_get_unchecked(2).map_err(db_err(&ctx))?,
+                        r.try_get_unchecked(3).map_err(db_err(&ctx))?,
+                    );
+                    match referenced_by.last_mut() {
+                        Some(fk) if fk.constraint == constraint && fk.table == child => {
+                            fk.columns.push(col);
+                            fk.referenced.push(refcol);
+                        }
+                        _ => referenced_by.push(ForeignKey { constraint, table: child, columns: vec![col], referenced: vec![refcol] }),
+                    }
+                }
+                Ok(TableInfo { name: table.to_string(), columns, primary_key: pk, referenced_by })
+            }
+            Pool::Lite(p) => {
+                let cols = sqlx::query(catalog::LITE_COLUMNS).bind(&bare).fetch_all(p).await.map_err(db_err(&ctx))?;
+                if cols.is_empty() {
+                    return Err(not_found());
+                }
+                let mut pk: Vec<(i64, String)> = Vec::new();
+                let mut columns = Vec::new();
+                for r in &cols {
+                    let name: String = r.try_get(0).map_err(db_err(&ctx))?;
+                    let declared: String = r.try_get(1).map_err(db_err(&ctx))?;
+                    let notnull: i64 = r.try_get(2).map_err(db_err(&ctx))?;
+                    let pkpos: i64 = r.try_get(3).map_err(db_err(&ctx))?;
+                    if pkpos > 0 {
+                        pk.push((pkpos, name.clone()));
+                    }
+                    columns.push(ColumnInfo { name, kind: catalog::sqlite_kind(&declared), sql_type: declared, nullable: notnull == 0 && pkpos == 0, max_len: None });
+                }
+                pk.sort();
+                let primary_key: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
+                let tables = sqlx::query_scalar::<_, String>(catalog::LITE_TABLES).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let mut referenced_by = Vec::new();
+                for child in tables {
+                    let rows = sqlx::query(catalog::LITE_FOREIGN_KEYS).bind(&child).fetch_all(p).await.map_err(db_err(&ctx))?;
+                    let mut by_id: BTreeMap<i64, ForeignKey> = BTreeMap::new();
+                    for r in &rows {
+                        let id: i64 = r.try_get(0).map_err(db_err(&ctx))?;
+                        let parent: String = r.try_get(1).map_err(db_err(&ctx))?;
+                        if !parent.eq_ignore_ascii_case(&bare) {
+                            continue;
+                        }
+                        let from: String = r.try_get(2).map_err(db_err(&ctx))?;
+                        let to: Option<String> = r.try_get(3).map_err(db_err(&ctx))?;
+                        let fk = by_id.entry(id).or_insert_with(|| ForeignKey {
+                            constraint: format!("{child}_fk{id}"),
+                            table: child.clone(),
+                            columns: vec![],
+                            referenced: vec![],
+                        });
+                        let idx = fk.columns.len();
+                        fk.columns.push(from);
+                        fk.referenced.push(to.unwrap_or_else(|| primary_key.get(idx).cloned().unwrap_or_default()));
+                    }
+                    referenced_by.extend(by_id.into_values());
+                }
+                Ok(TableInfo { name: table.to_string(), columns, primary_key, referenced_by })
+            }
+        }
+    }
+}
+
+/// Removes the URL (which may carry a password) from an error message.
+fn redact_url(msg: &str, url: &str) -> String {
+    let mut out = msg.replace(url, "<url>");
+    if let Some((_, rest)) = url.split_once("://") {
+        if let Some((userinfo, _)) = rest.split('/').next().unwrap_or_default().rsplit_once('@') {
+            if let Some((_, pw)) = userinfo.split_once(':') {
+                if !pw.is_empty() {
+                    out = out.replace(pw, "<redacted>");
+                }
+            }
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl crate::connector::Connector for SqlConnector {
+    async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
+        self.describe_table(table).await
+    }
+
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError> {
+        let sql = self.builder(scope).count(filter);
+        let rows = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?;
+        Ok(match rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => *n as u64,
+            _ => 0,
+        })
+    }
+
+    async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
+        let Some(sql) = self.builder(scope).count_by_table_hold(filter) else { return Ok(vec![]) };
+        let rows = self.rows(&sql, &format!("counting held rows of '{}'", scope.table.name)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let id = match &r[0] {
+                    Value::Text(s) => s.clone(),
+                    other => other.canonical(),
+                };
+                let n = match r.get(1) {
+                    Some(Value::Int(n)) => *n as u64,
+                    _ => 0,
+                };
+                (id, n)
+            })
+            .collect())
+    }
+
+    async fn candidates(&self, scope: &Scope, after: Option<&[Value]>, limit: usize) -> Result<Vec<Candidate>, ConnectorError> {
+        let sql = self.builder(scope).candidates(after, limit);
+        let rows = self.rows(&sql, &format!("selecting due rows of '{}'", scope.table.name)).await?;
+        let nk = scope.key.len();
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                let subject = if scope.subject.is_some() { r.pop() } else { None };
+                r.truncate(nk);
+                Candidate { key: r, subject }
+            })
+            .collect())
+    }
+
+    async fn destroy(&self, scope: &Scope, batch: &[Candidate], ids: &[EvidenceId], journal: &JournalCtx) -> Result<BatchOutcome, ConnectorError> {
+        let b = self.builder(scope);
+        let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
+        let work_cols: Vec<String> = match &scope.work {
+            Work::Delete => vec![],
+            Work::Anonymize(cols) => cols.iter().map(|(c, _)| c.clone()).collect(),
+        };
+        let ctx = format!("destroying a batch of '{}'", scope.table.name);
+        let lock = b.lock(&keys, &work_cols);
+        let cascades = if matches!(scope.work, Work::Delete) { b.cascade(&keys) } else { vec![] };
+        let nk = scope.key.len();
+        let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+
+        with_pool!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err(&ctx))?;
+            // 1. Re-read and lock the rows that are still due and not held.
+            let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+            let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
+            let index_of = |key: &[Value]| batch.iter().position(|c| c.key.as_slice() == key);
+            let mut outcome = BatchOutcome::default();
+            let expected: u64;
+            match &scope.work {
+                Work::Delete => {
+                    for row in &locked {
+                        if let Some(i) = index_of(&row[..nk]) {
+                            outcome.destroyed.push(i);
+                        }
+                    }
+                    expected = outcome.destroyed.len() as u64;
+                    if expected > 0 {
+                        // 2. Dependents first, through the same filter on the parent.
+                        for (table, sql) in &cascades {
+                            let r = bound!(sql).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (dependent table '{table}')")))?;
+                            *outcome.cascaded.entry(table.clone()).or_default() += r.rows_affected();
+                        }
+                        // 3. The rows themselves.
+                        let locked_keys: Vec<Vec<Value>> = outcome.destroyed.iter().map(|&i| batch[i].key.clone()).collect();
+                        let del = b.delete(&locked_keys);
+                        let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                        if r.rows_affected() != expected {
+                            outcome.conflict = true;
+                        }
+                    }
+                }
+                Work::Anonymize(cols) => {
+                    let mut rows = Vec::new();
+                    for row in &locked {
+                        let Some(i) = index_of(&row[..nk]) else { continue };
+                        let mut new = Vec::with_capacity(cols.len());
+                        for ((_, strategy), old) in cols.iter().zip(&row[nk..]) {
+                            new.push(strategy.apply(old, scope.pseudonym_key.as_deref()).map_err(|e| ConnectorError::Invalid(format!("{ctx}: {e}")))?);
+                        }
+                        if new.iter().all(Option::is_none) {
+                            outcome.unchanged.push(i);
+                        } else {
+                            outcome.destroyed.push(i);
+                            rows.push((batch[i].key.clone(), new));
+                        }
+                    }
+                    expected = rows.len() as u64;
+                    if expected > 0 {
+                        let upd = b.update(&work_cols, &rows);
+                        let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                        if r.rows_affected() != expected {
+                            outcome.conflict = true;
+                        }
+                    }
+                }
+            }
+            if outcome.conflict {
+                tx.rollback().await.map_err(db_err(&ctx))?;
+                return Ok(BatchOutcome { conflict: true, ..Default::default() });
+            }
+            // 4. The journal, in the same transaction: committed work is always accounted for.
+            if expected > 0 {
+                let rows: Vec<[Value; 7]> = outcome
+                    .destroyed
+                    .iter()
+                    .map(|&i| {
+                        [
+                            Value::Text(journal.run_id.clone()),
+                            Value::Text(journal.policy.clone()),
+                            Value::Text(journal.stage.clone()),
+                            Value::Text(journal.action.clone()),
+                            Value::Text(ids[i].record.clone()),
+                            ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null),
+                            now.clone(),
+                        ]
+                    })
+                    .collect();
+                let ins = b.journal_insert(&rows);
+                bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+            }
+            tx.commit().await.map_err(db_err(&ctx))?;
+            Ok(outcome)
+        })
+    }
+
+    async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let b = self.builder(scope);
+        let ctx = format!("verifying '{}'", scope.table.name);
+        match &scope.work {
+            Work::Delete => {
+                let rows = self.rows(&b.read(keys, &[]), &ctx).await?;
+                Ok(rows.len() as u64)
+            }
+            Work::Anonymize(cols) => {
+                let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
+                let rows = self.rows(&b.read(keys, &names), &ctx).await?;
+                let nk = scope.key.len();
+                let mut left = 0;
+                for row in rows {
+                    let pending = cols.iter().zip(&row[nk..]).any(|((_, s), v)| matches!(s.apply(v, scope.pseudonym_key.as_deref()), Ok(Some(_))));
+                    // Random tokens and pseudonyms are recognised by shape; a nullified or
+                    // constant value applies to itself as a no-op.
+                    if pending {
+                        left += 1;
+                    }
+                }
+                Ok(left)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_drops_quoted_values() {
+        assert_eq!(sanitize("Duplicate entry 'alice@example.com' for key 'email'"), "Duplicate entry '…' for key '…'");
+    }
+
+    #[test]
+    fn redact_url_hides_passwords() {
+        let m = redact_url("error connecting to db.internal: password s3cr3t rejected", "postgres://app:s3cr3t@db.internal/app");
+        assert!(!m.contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,210 @@
+//! Validation against the live catalog (`lapse validate --connect`, and before every plan/run).
+//!
+//! Offline checks live with the policy loader; this module checks what only the database knows:
+//! tables and columns exist, anchors are dates, keys exist, strategies fit column types, and
+//! every table that references a policy's table by foreign key is accounted for.
+
+use std::collections::BTreeSet;
+
+use crate::connector::{Cascade, ColumnKind, Connector, ConnectorError, ForeignKey, TableInfo};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::policy::condition::{Literal, Test};
+use crate::policy::strategy::{Strategy, TOKEN_PREFIX};
+use crate::policy::{Action, Dependent, OnDelete, Policy};
+
+/// A policy checked against its database, with what the catalog told us.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub table: TableInfo,
+    pub cascade: Vec<Cascade>,
+    pub restrict: Vec<ForeignKey>,
+}
+
+fn kind_name(k: ColumnKind) -> &'static str {
+    match k {
+        ColumnKind::Int => "integer",
+        ColumnKind::Float => "floating-point",
+        ColumnKind::Text => "text",
+        ColumnKind::Bool => "boolean",
+        ColumnKind::Timestamp { .. } => "timestamp",
+        ColumnKind::Date => "date",
+        ColumnKind::Bytes => "binary",
+        ColumnKind::Other => "non-standard",
+    }
+}
+
+/// Checks one policy against its connector. Errors go to `diags`; returns the prepared policy
+/// when there were none.
+pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostics) -> Option<Prepared> {
+    let before = diags.0.iter().filter(|d| d.is_error()).count();
+    let table = match conn.describe(&policy.table).await {
+        Ok(t) => t,
+        Err(ConnectorError::NotFound { .. }) => {
+            diags.push(policy.error("dataset.table", format!("unknown table '{}' on connection '{}'", policy.table, policy.connection)));
+            return None;
+        }
+        Err(e) => {
+            diags.push(policy.error("dataset", e.to_string()));
+            return None;
+        }
+    };
+    let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
+    let mut seen = BTreeSet::new();
+    for (col, path) in policy.referenced_columns() {
+        if table.column(&col).is_none() && seen.insert((col.clone(), path.clone())) {
+            err(&path, format!("unknown column '{col}' in table '{}'", policy.table));
+        }
+    }
+    if !policy.key.iter().all(|k| table.column(k).is_some()) {
+        // already reported
+    } else if !table.primary_key.is_empty() && table.primary_key != policy.key {
+        diags.push(
+            Diagnostic::warning(format!(
+                "key ({}) is not the primary key ({}) of '{}'; it must identify rows uniquely",
+                policy.key.join(", "),
+                table.primary_key.join(", "),
+                policy.table
+            ))
+            .policy(&policy.name)
+            .at(policy.at("dataset.key")),
+        );
+    }
+    let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
+    for (i, p) in policy.purposes.iter().enumerate().filter(|(_, p)| p.from_policy.is_none()) {
+        if let Some(c) = table.column(&p.anchor) {
+            if !c.kind.is_temporal() {
+                err(
+                    &format!("purposes.{i}.after"),
+                    format!("anchor column '{}' of purpose '{}' is {} ({}), not a date or timestamp", p.anchor, p.name, kind_name(c.kind), c.sql_type),
+                );
+            }
+        }
+        if let Some(cond) = &p.condition {
+            for term in &cond.terms {
+                let Some(c) = table.column(&term.column) else { continue };
+                let lits: Vec<&Literal> = match &term.test {
+                    Test::Compare(_, l) => vec![l],
+                    Test::In(ls) => ls.iter().collect(),
+                    _ => vec![],
+                };
+                for l in lits {
+                    let ok = matches!(
+                        (c.kind, l),
+                        (ColumnKind::Int, Literal::Int(_))
+                            | (ColumnKind::Float, Literal::Int(_) | Literal::Float(_))
+                            | (ColumnKind::Text | ColumnKind::Other, Literal::Text(_))
+                            | (ColumnKind::Bool | ColumnKind::Int, Literal::Bool(_))
+                            | (ColumnKind::Timestamp { .. } | ColumnKind::Date, Literal::Text(_))
+                    );
+                    if !ok {
+                        err(&format!("purposes.{i}.when"), format!("condition compares {} column '{}' with a literal of another type", kind_name(c.kind), term.column));
+                    }
+                }
+            }
+        }
+    }
+    for c in &policy.columns {
+        let (Some(info), Some(s)) = (table.column(&c.name), &c.strategy) else { continue };
+        let path = format!("personal.{}.anonymize", c.name);
+        let fits = match s {
+            Strategy::Nullify => {
+                if !info.nullable {
+                    err(&path, format!("column '{}' is NOT NULL, so 'nullify' cannot anonymize it; use a constant or random_token", c.name));
+                }
+                true
+            }
+            Strategy::Constant(_) => true,
+            Strategy::GeneralizeDate(_) => info.kind.is_temporal() || info.kind == ColumnKind::Text,
+            Strategy::GeneralizeIp => matches!(info.kind, ColumnKind::Text | ColumnKind::Other),
+            Strategy::Bucket(_) => matches!(info.kind, ColumnKind::Int | ColumnKind::Float),
+            Strategy::KeepPrefix(_) => info.kind == ColumnKind::Text,
+            Strategy::RandomToken | Strategy::Pseudonymize => {
+                if info.kind == ColumnKind::Text {
+                    if let Some(n) = info.max_len {
+                        if n < (TOKEN_PREFIX.len() + 32) as u64 {
+                            err(&path, format!("column '{}' holds at most {n} characters; a token needs 37", c.name));
+                        }
+                    }
+                }
+                info.kind == ColumnKind::Text
+            }
+        };
+        if !fits {
+            err(&path, format!("strategy {} does not fit {} column '{}' ({})", s.method(), kind_name(info.kind), c.name, info.sql_type));
+        }
+        if policy.key.contains(&c.name) {
+            err(&path, format!("column '{}' is part of the key; anonymizing it would lose the record's identity", c.name));
+        }
+    }
+    let (cascade, restrict) = if policy.action == Action::Delete {
+        dependents(policy, conn, &table, &policy.dependents, "dependents", diags).await
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let after = diags.0.iter().filter(|d| d.is_error()).count();
+    (after == before).then_some(Prepared { table, cascade, restrict })
+}
+
+/// Matches the declared dependents with the foreign keys the catalog reports; every referencing
+/// foreign key must be declared (recursively for cascades).
+fn dependents<'a>(
+    policy: &'a Policy,
+    conn: &'a dyn Connector,
+    parent: &'a TableInfo,
+    declared: &'a [Dependent],
+    path: &'a str,
+    diags: &'a mut Diagnostics,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<Cascade>, Vec<ForeignKey>)> + Send + 'a>> {
+    Box::pin(async move {
+        let mut cascade = Vec::new();
+        let mut restrict = Vec::new();
+        let mut used = vec![false; declared.len()];
+        for fk in &parent.referenced_by {
+            let pos = declared.iter().position(|d| {
+                d.table.eq_ignore_ascii_case(&fk.table) && d.foreign_key.as_ref().is_none_or(|n| n.eq_ignore_ascii_case(&fk.constraint))
+            });
+            let Some(i) = pos else {
+                diags.push(policy.error(
+                    path,
+                    format!(
+                        "table '{}' references '{}' through foreign key '{}' ({}), but the policy does not say what happens to those rows: add it under 'dependents' with on_delete: cascade or restrict",
+                        fk.table, parent.name, fk.constraint, fk.columns.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            used[i] = true;
+            let d = &declared[i];
+            if fk.table.eq_ignore_ascii_case(&parent.name) && d.on_delete == OnDelete::Cascade {
+                diags.push(policy.error(&d.path, format!("self-referencing foreign key '{}' cannot cascade; use restrict", fk.constraint)));
+                continue;
+            }
+            match d.on_delete {
+                OnDelete::Restrict => restrict.push(fk.clone()),
+                OnDelete::Cascade => {
+                    let child = match conn.describe(&fk.table).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            diags.push(policy.error(&d.path, format!("dependent table '{}': {e}", fk.table)));
+                            continue;
+                        }
+                    };
+                    let (children, nested_restrict) = dependents(policy, conn, &child, &d.dependents, &format!("{}.dependents", d.path), diags).await;
+                    if !nested_restrict.is_empty() {
+                        diags.push(policy.error(&d.path, format!("dependents of cascaded table '{}' must cascade too ('restrict' is only supported one level deep)", fk.table)));
+                    }
+                    cascade.push(Cascade { fk: fk.clone(), children });
+                }
+            }
+        }
+        for (i, d) in declared.iter().enumerate() {
+            if !used[i] {
+                diags.push(policy.error(
+                    &format!("{}.table", d.path),
+                    format!("declared dependent '{}' does not reference '{}' by any foreign key", d.table, parent.name),
+                ));
+            }
+        }
+        (cascade, restrict)
+    })
+}
