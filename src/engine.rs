@@ -493,7 +493,9 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
     }
     // Guardrail: an implausible share stops the policy before anything is destroyed.
     let max_share = p.max_share.unwrap_or(ctx.defaults.max_share);
-    let share = if pr.rows_total == 0 { 0.0 } else { pr.rows_due as f64 / pr.rows_total as f64 };
+    // The share is per stage (a row may be due in several stages, for different columns).
+    let worst = pr.stages.iter().map(|s| s.due).max().unwrap_or(0);
+    let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
     let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
     pr.guardrail = Guardrail { max_share, share, tripped: share > max_share && !overridden, overridden: overridden && share > max_share };
     if let Some(s) = stages.iter().find(|s| pr.stages.iter().any(|r| r.name == s.name && r.due > 0)) {
@@ -504,7 +506,7 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
         pr.outcome = "guardrail".into();
         let msg = format!(
             "guardrail: {} of {} rows ({:.1}%) are due, above the policy's maximum of {:.1}%; nothing destroyed (override with --allow-share {})",
-            pr.rows_due, pr.rows_total, share * 100.0, max_share * 100.0, p.name
+            worst, pr.rows_total, share * 100.0, max_share * 100.0, p.name
         );
         tracing::warn!("{msg}");
         pr.errors.push(msg);
@@ -513,14 +515,15 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
     if ctx.mode == Mode::Plan {
         return Ok(());
     }
+    // Safety net during the run: no stage may destroy more than its share allows.
     let budget = ((pr.rows_total as f64) * max_share).floor() as u64;
     let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
-    let mut destroyed_total = 0u64;
     let mut verify = Verification { method: "re-query of every destroyed key after commit".into(), ..Default::default() };
     for (si, stage) in stages.iter().enumerate() {
         let journal = JournalCtx { run_id: ctx.run_id.clone(), policy: p.name.clone(), stage: stage.name.clone(), action: stage.action.into() };
         let mut after: Option<Vec<Value>> = None;
         let mut batches = 0u64;
+        let mut stage_destroyed = 0u64;
         loop {
             if ctx.cancel.load(Ordering::SeqCst) {
                 pr.errors.push("interrupted: stopped after the last committed batch".into());
@@ -566,7 +569,7 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
                 }
             };
             let n = o.destroyed.len() as u64;
-            destroyed_total += n;
+            stage_destroyed += n;
             let sr = &mut pr.stages[si];
             sr.destroyed += n;
             sr.unchanged += o.unchanged.len() as u64;
@@ -601,8 +604,8 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
             verify.checked += keys.len() as u64;
             verify.still_present += left;
             tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
-            if destroyed_total > budget && !pr.guardrail.overridden {
-                let msg = format!("guardrail: destroyed {destroyed_total} rows, above the budget of {budget} for this run; stopped");
+            if stage_destroyed > budget && !pr.guardrail.overridden {
+                let msg = format!("guardrail: destroyed {stage_destroyed} rows, above the budget of {budget} for this run; stopped");
                 tracing::warn!("{msg}");
                 pr.errors.push(msg);
                 pr.guardrail.tripped = true;

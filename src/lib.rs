@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod demo;
 pub mod diag;
 pub mod holds;
 pub mod period;

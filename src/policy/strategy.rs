@@ -130,7 +130,12 @@ impl Strategy {
             Strategy::Nullify => Some(PendingTest::NotNull),
             Strategy::Constant(l) => Some(PendingTest::NotEqual(literal_value(l))),
             Strategy::RandomToken => Some(PendingTest::NotPrefixed(TOKEN_PREFIX.into())),
-            _ => None,
+            Strategy::Pseudonymize => Some(PendingTest::NotPrefixed("pse_".into())),
+            Strategy::GeneralizeIp => Some(PendingTest::NotIpNetwork),
+            Strategy::GeneralizeDate(unit) => Some(PendingTest::NotTruncated(*unit)),
+            Strategy::KeepPrefix(n) => Some(PendingTest::LongerThan(*n)),
+            Strategy::Bucket(w) if w.fract() == 0.0 => Some(PendingTest::NotMultipleOf(*w as i64)),
+            Strategy::Bucket(_) => None,
         }
     }
 
@@ -177,6 +182,14 @@ pub enum PendingTest {
     NotNull,
     NotEqual(Value),
     NotPrefixed(String),
+    /// Not an IPv4 /24 network (`a.b.c.0`) nor an IPv6 /48 (`a:b:c::`).
+    NotIpNetwork,
+    /// Not the first instant of its month/year.
+    NotTruncated(DateUnit),
+    /// Longer than N characters.
+    LongerThan(usize),
+    /// An integer that is not a multiple of the bucket width.
+    NotMultipleOf(i64),
 }
 
 pub fn literal_value(l: &Literal) -> Value {

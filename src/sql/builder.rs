@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::config::HoldsTable;
 use crate::connector::{Cascade, ColumnKind, Filter, ForeignKey, LapseRule, Scope, TableInfo};
 use crate::policy::condition::{Literal, Test};
-use crate::policy::strategy::{literal_value, PendingTest};
+use crate::policy::strategy::{literal_value, DateUnit, PendingTest};
 use crate::value::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +195,31 @@ impl<'a> Builder<'a> {
                             let v = coerce(v.clone(), info.map(|i| i.kind).unwrap_or(ColumnKind::Other)).unwrap_or_else(|_| v.clone());
                             sql.bind_for(v, info, false);
                             sql.push(")");
+                        }
+                        PendingTest::NotIpNetwork => {
+                            let colons = format!("(LENGTH({e}) - LENGTH(REPLACE({e}, ':', '')))");
+                            sql.push(&format!(
+                                "({e} IS NOT NULL AND NOT (({e} LIKE '%.0' AND {e} NOT LIKE '%:%') OR ({e} LIKE '%::' AND {colons} <= 4)))"
+                            ));
+                        }
+                        PendingTest::NotTruncated(unit) => {
+                            let (fmt_pg, fmt_my, fmt_lite, want) = match unit {
+                                DateUnit::Year => ("MM-DD HH24:MI:SS", "%m-%d %H:%i:%s", "%m-%d %H:%M:%S", "01-01 00:00:00"),
+                                DateUnit::Month => ("DD HH24:MI:SS", "%d %H:%i:%s", "%d %H:%M:%S", "01 00:00:00"),
+                            };
+                            let f = match self.d {
+                                Dialect::Postgres => format!("to_char({e}, '{fmt_pg}')"),
+                                Dialect::MySql => format!("DATE_FORMAT({e}, '{fmt_my}')"),
+                                Dialect::Sqlite => format!("strftime('{fmt_lite}', {e})"),
+                            };
+                            sql.push(&format!("({e} IS NOT NULL AND {f} <> '{want}')"));
+                        }
+                        PendingTest::LongerThan(n) => {
+                            let len = if self.d == Dialect::MySql { "CHAR_LENGTH" } else { "LENGTH" };
+                            sql.push(&format!("({e} IS NOT NULL AND {len}({e}) > {n})"));
+                        }
+                        PendingTest::NotMultipleOf(w) => {
+                            sql.push(&format!("({e} IS NOT NULL AND ({e} % {w}) <> 0)"));
                         }
                         PendingTest::NotPrefixed(p) => {
                             sql.push(&format!("({e} IS NOT NULL AND SUBSTR({e}, 1, {}) <> ", p.chars().count()));
