@@ -1,1 +1,4 @@
+//! Integration tests: one binary, modules per area. See `common` for the harness.
 
+mod common;
+mod conformance;
