@@ -156,7 +156,8 @@ impl Config {
         let mut cfg: Config = match serde_yaml_ng::from_str(&text) {
             Ok(c) => c,
             Err(e) => {
-                let loc = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
+                let loc =
+                    e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
                 let msg = e.to_string();
                 let msg = msg.split(" at line ").next().unwrap_or_default().to_string();
                 diags.push(Diagnostic::error(msg).at(loc).in_file(path));
@@ -172,7 +173,10 @@ impl Config {
             let base = format!("connections.{name}");
             let sources = c.url.is_some() as u8 + c.url_env.is_some() as u8 + c.url_file.is_some() as u8;
             if sources != 1 {
-                diags.push(Diagnostic::error(format!("connection '{name}' needs exactly one of url, url_env, url_file")).at(at(&base)));
+                diags.push(
+                    Diagnostic::error(format!("connection '{name}' needs exactly one of url, url_env, url_file"))
+                        .at(at(&base)),
+                );
             }
             if let Some(u) = &c.url {
                 if url_has_password(u) {
@@ -182,22 +186,39 @@ impl Config {
                 }
             }
             if !valid_table_name(&c.journal_table) {
-                diags.push(Diagnostic::error(format!("connection '{name}': invalid journal_table '{}'", c.journal_table)).at(at(&format!("{base}.journal_table"))));
+                diags.push(
+                    Diagnostic::error(format!("connection '{name}': invalid journal_table '{}'", c.journal_table))
+                        .at(at(&format!("{base}.journal_table"))),
+                );
             }
             if let Some(h) = &c.holds_table {
                 let hb = format!("{base}.holds_table");
                 if !valid_table_name(&h.table) {
-                    diags.push(Diagnostic::error(format!("connection '{name}': invalid holds table '{}'", h.table)).at(at(&format!("{hb}.table"))));
+                    diags.push(
+                        Diagnostic::error(format!("connection '{name}': invalid holds table '{}'", h.table))
+                            .at(at(&format!("{hb}.table"))),
+                    );
                 }
-                for col in [Some(&h.id), Some(&h.subject), h.policy.as_ref(), h.expires.as_ref(), h.matter.as_ref()].into_iter().flatten() {
+                for col in [Some(&h.id), Some(&h.subject), h.policy.as_ref(), h.expires.as_ref(), h.matter.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
                     if !valid_identifier(col) {
-                        diags.push(Diagnostic::error(format!("connection '{name}': invalid holds table column '{col}'")).at(at(&hb)));
+                        diags.push(
+                            Diagnostic::error(format!("connection '{name}': invalid holds table column '{col}'"))
+                                .at(at(&hb)),
+                        );
                     }
                 }
             }
         }
         if cfg.evidence.key_env.is_none() && cfg.evidence.key_file.is_none() {
-            diags.push(Diagnostic::error("evidence needs key_env or key_file (the HMAC key that identifies records in reports)").at(at("evidence")));
+            diags.push(
+                Diagnostic::error(
+                    "evidence needs key_env or key_file (the HMAC key that identifies records in reports)",
+                )
+                .at(at("evidence")),
+            );
         }
         if !(0.0..=1.0).contains(&cfg.defaults.max_share) {
             diags.push(Diagnostic::error("defaults.max_share must be from 0 to 1").at(at("defaults.max_share")));
@@ -261,7 +282,8 @@ impl Connection {
             return Ok(u.to_string());
         }
         if let Some(var) = &self.url_env {
-            return std::env::var(var).map_err(|_| anyhow::anyhow!("connection '{name}': environment variable '{var}' is not set"));
+            return std::env::var(var)
+                .map_err(|_| anyhow::anyhow!("connection '{name}': environment variable '{var}' is not set"));
         }
         if let Some(f) = &self.url_file {
             let path = if f.is_absolute() { f.clone() } else { base.join(f) };

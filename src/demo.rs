@@ -19,15 +19,79 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 const FIRST: &[&str] = &[
-    "Olivia", "Liam", "Emma", "Noah", "Amelia", "Oliver", "Ava", "Elijah", "Sophia", "Mateo", "Isabella", "Lucas", "Mia", "Levi",
-    "Charlotte", "Aiko", "Chidi", "Fatima", "Jonas", "Ingrid", "Priya", "Kenji", "Zanele", "Tomasz", "Lucía", "Yusuf", "Maëlle",
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Amelia",
+    "Oliver",
+    "Ava",
+    "Elijah",
+    "Sophia",
+    "Mateo",
+    "Isabella",
+    "Lucas",
+    "Mia",
+    "Levi",
+    "Charlotte",
+    "Aiko",
+    "Chidi",
+    "Fatima",
+    "Jonas",
+    "Ingrid",
+    "Priya",
+    "Kenji",
+    "Zanele",
+    "Tomasz",
+    "Lucía",
+    "Yusuf",
+    "Maëlle",
 ];
 const LAST: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "García", "Miller", "Davis", "Rodríguez", "Martínez", "Hernández", "Müller",
-    "Nakamura", "Okafor", "Kowalski", "Haddad", "Johansson", "Patel", "Dubois", "Rossi", "Novak", "Silva", "O'Connor", "Nguyen",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "García",
+    "Miller",
+    "Davis",
+    "Rodríguez",
+    "Martínez",
+    "Hernández",
+    "Müller",
+    "Nakamura",
+    "Okafor",
+    "Kowalski",
+    "Haddad",
+    "Johansson",
+    "Patel",
+    "Dubois",
+    "Rossi",
+    "Novak",
+    "Silva",
+    "O'Connor",
+    "Nguyen",
 ];
-const STREETS: &[&str] = &["High Street", "Station Road", "Church Lane", "Mill Road", "Park Avenue", "Rue de la Paix", "Hauptstraße", "Calle Mayor"];
-const CITIES: &[&str] = &["London SW1A 1AA", "Leeds LS1 4DY", "Paris 75002", "Berlin 10115", "Madrid 28013", "Dublin D02 X285", "Lyon 69002"];
+const STREETS: &[&str] = &[
+    "High Street",
+    "Station Road",
+    "Church Lane",
+    "Mill Road",
+    "Park Avenue",
+    "Rue de la Paix",
+    "Hauptstraße",
+    "Calle Mayor",
+];
+const CITIES: &[&str] = &[
+    "London SW1A 1AA",
+    "Leeds LS1 4DY",
+    "Paris 75002",
+    "Berlin 10115",
+    "Madrid 28013",
+    "Dublin D02 X285",
+    "Lyon 69002",
+];
 const DOMAINS: &[&str] = &["example.com", "mail.example.org", "example.net", "inbox.example"];
 
 /// Sizes of the seeded tables.
@@ -82,14 +146,36 @@ pub async fn seed_sqlite(db: &Path, sizes: Sizes, seed: u64) -> anyhow::Result<(
     for id in 1..=sizes.customers {
         let first = FIRST[rng.gen_range(0..FIRST.len())];
         let last = LAST[rng.gen_range(0..LAST.len())];
-        let email = format!("{}.{}{}@{}", first.to_lowercase(), last.to_lowercase().replace(['\'', ' '], ""), id, DOMAINS[rng.gen_range(0..DOMAINS.len())]);
+        let email = format!(
+            "{}.{}{}@{}",
+            first.to_lowercase(),
+            last.to_lowercase().replace(['\'', ' '], ""),
+            id,
+            DOMAINS[rng.gen_range(0..DOMAINS.len())]
+        );
         let phone = format!("+44 7{:03} {:06}", rng.gen_range(100..999), rng.gen_range(0..999_999));
-        let address = format!("{} {}, {}", rng.gen_range(1..200), STREETS[rng.gen_range(0..STREETS.len())], CITIES[rng.gen_range(0..CITIES.len())]);
+        let address = format!(
+            "{} {}, {}",
+            rng.gen_range(1..200),
+            STREETS[rng.gen_range(0..STREETS.len())],
+            CITIES[rng.gen_range(0..CITIES.len())]
+        );
         let birth = format!("{}-{:02}-{:02}", rng.gen_range(1940..2006), rng.gen_range(1..13), rng.gen_range(1..29));
         let ip = if rng.gen_bool(0.8) {
-            format!("{}.{}.{}.{}", rng.gen_range(1..224), rng.gen_range(0..256), rng.gen_range(0..256), rng.gen_range(1..255))
+            format!(
+                "{}.{}.{}.{}",
+                rng.gen_range(1..224),
+                rng.gen_range(0..256),
+                rng.gen_range(0..256),
+                rng.gen_range(1..255)
+            )
         } else {
-            format!("2001:db8:{:x}:{:x}::{:x}", rng.gen_range(0..0xffff), rng.gen_range(0..0xffff), rng.gen_range(1..0xffff))
+            format!(
+                "2001:db8:{:x}:{:x}::{:x}",
+                rng.gen_range(0..0xffff),
+                rng.gen_range(0..0xffff),
+                rng.gen_range(1..0xffff)
+            )
         };
         // Accounts from 0 to 9 years old; last order somewhere after sign-up.
         let created = now - Duration::days(rng.gen_range(1..9 * 365));
@@ -97,7 +183,7 @@ pub async fn seed_sqlite(db: &Path, sizes: Sizes, seed: u64) -> anyhow::Result<(
         let mut last_order = created + Duration::days(rng.gen_range(0..span));
         // Most customers are recent; a quarter went quiet more than 3 years ago.
         if rng.gen_bool(0.55) {
-            last_order = now - Duration::days(rng.gen_range(0..(span.min(3 * 365)).max(1)));
+            last_order = now - Duration::days(rng.gen_range(0..span.clamp(1, 3 * 365)));
         }
         let last_order_v = if rng.gen_bool(0.03) { None } else { Some(ts(last_order.max(created))) };
         sqlx::query("INSERT INTO customers (id, email, full_name, phone, postal_address, birth_date, signup_ip, created_at, last_order_at) VALUES (?,?,?,?,?,?,?,?,?)")
@@ -156,14 +242,16 @@ pub async fn seed_sqlite(db: &Path, sizes: Sizes, seed: u64) -> anyhow::Result<(
     for id in 1..=sizes.leads {
         let first = FIRST[rng.gen_range(0..FIRST.len())];
         let confirmed = rng.gen_bool(0.9).then(|| ts(now - Duration::days(rng.gen_range(1..4 * 365))));
-        sqlx::query("INSERT INTO newsletter_leads (id, email, first_name, ip_address, confirmed_at) VALUES (?,?,?,?,?)")
-            .bind(id as i64)
-            .bind(format!("{}{}@{}", first.to_lowercase(), id, DOMAINS[rng.gen_range(0..DOMAINS.len())]))
-            .bind(first)
-            .bind(format!("198.51.100.{}", rng.gen_range(1..255)))
-            .bind(confirmed)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO newsletter_leads (id, email, first_name, ip_address, confirmed_at) VALUES (?,?,?,?,?)",
+        )
+        .bind(id as i64)
+        .bind(format!("{}{}@{}", first.to_lowercase(), id, DOMAINS[rng.gen_range(0..DOMAINS.len())]))
+        .bind(first)
+        .bind(format!("198.51.100.{}", rng.gen_range(1..255)))
+        .bind(confirmed)
+        .execute(&mut *tx)
+        .await?;
     }
     // A hold in the database itself: checked inside every destroying statement.
     sqlx::query("INSERT INTO legal_holds (id, customer_id, policy, expires_at, matter) VALUES ('DB-HOLD-7', 7, NULL, NULL, 'Subject access request in progress'), ('DB-HOLD-EXPIRED', 8, NULL, '2020-01-01 00:00:00', 'Closed complaint')")

@@ -18,12 +18,16 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, Config};
-use crate::connector::{Candidate, Connector, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work};
+use crate::connector::{
+    Candidate, Connector, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
+};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
 use crate::holds::{self, Hold};
 use crate::policy::{self, Action, NullAnchor, Policy, PolicySet};
-use crate::report::{self, ColumnMethod, Evidence, EvidenceFile, Guardrail, PolicyReport, PurposeInfo, Report, StageReport, Verification};
+use crate::report::{
+    self, ColumnMethod, Evidence, EvidenceFile, Guardrail, PolicyReport, PurposeInfo, Report, StageReport, Verification,
+};
 use crate::sql::builder::coerce;
 use crate::sql::SqlConnector;
 use crate::validate::{self, Prepared};
@@ -44,7 +48,10 @@ impl Workspace {
         for p in &policies.policies {
             if !config.connections.contains_key(&p.connection) {
                 let known: Vec<&str> = config.connections.keys().map(String::as_str).collect();
-                d.push(p.error("dataset.connection", format!("unknown connection '{}' (configured: {})", p.connection, known.join(", "))));
+                d.push(p.error(
+                    "dataset.connection",
+                    format!("unknown connection '{}' (configured: {})", p.connection, known.join(", ")),
+                ));
             }
         }
         let holds = match &config.holds_file {
@@ -81,7 +88,11 @@ impl Workspace {
     }
 
     /// Opens the connections the selected policies use.
-    pub async fn connect(&self, only: &[String], read_only: bool) -> anyhow::Result<BTreeMap<String, Arc<SqlConnector>>> {
+    pub async fn connect(
+        &self,
+        only: &[String],
+        read_only: bool,
+    ) -> anyhow::Result<BTreeMap<String, Arc<SqlConnector>>> {
         let mut out = BTreeMap::new();
         for p in self.selected(only) {
             if out.contains_key(&p.connection) {
@@ -89,7 +100,8 @@ impl Workspace {
             }
             let c = &self.config.connections[&p.connection];
             let url = c.url(&p.connection, &self.config.base_dir)?;
-            let conn = SqlConnector::open(&p.connection, &url, read_only, &c.journal_table, c.holds_table.clone()).await?;
+            let conn =
+                SqlConnector::open(&p.connection, &url, read_only, &c.journal_table, c.holds_table.clone()).await?;
             out.insert(p.connection.clone(), Arc::new(conn));
         }
         Ok(out)
@@ -97,7 +109,11 @@ impl Workspace {
 }
 
 /// Checks the selected policies against their databases.
-pub async fn prepare<'a>(ws: &'a Workspace, only: &[String], conns: &BTreeMap<String, Arc<SqlConnector>>) -> Result<Vec<(&'a Policy, Prepared)>, Diagnostics> {
+pub async fn prepare<'a>(
+    ws: &'a Workspace,
+    only: &[String],
+    conns: &BTreeMap<String, Arc<SqlConnector>>,
+) -> Result<Vec<(&'a Policy, Prepared)>, Diagnostics> {
     let mut d = Diagnostics::default();
     let mut out = Vec::new();
     for p in ws.selected(only) {
@@ -162,7 +178,8 @@ impl EvidenceSink {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create evidence file '{}': {e}", path.display()))?;
+        let file = std::fs::File::create(&path)
+            .map_err(|e| anyhow::anyhow!("cannot create evidence file '{}': {e}", path.display()))?;
         Ok(EvidenceSink { path, file: std::io::BufWriter::new(file), hash: Sha256::new(), records: 0 })
     }
 
@@ -405,12 +422,9 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     for h in ctx.holds.iter().filter(|h| h.applies_to(&p.name)) {
         let mut subjects = Vec::new();
         for s in &h.subjects {
-            match subject_kind {
-                Some(k) => match coerce(Value::Text(s.clone()), k) {
-                    Ok(v) => subjects.push(v),
-                    Err(_) => continue, // a subject of another shape cannot match this dataset
-                },
-                None => {}
+            // A subject of another shape (text for an integer column) cannot match this dataset.
+            if let Some(Ok(v)) = subject_kind.map(|k| coerce(Value::Text(s.clone()), k)) {
+                subjects.push(v);
             }
         }
         if !h.whole_policy() && subjects.is_empty() {
@@ -436,16 +450,23 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         pseudonym_key: ctx.pseudonym_key.clone(),
     };
     let mut out = Vec::new();
-    let all_cols: Vec<(String, policy::strategy::Strategy)> = p.columns.iter().filter_map(|c| c.strategy.clone().map(|s| (c.name.clone(), s))).collect();
+    let all_cols: Vec<(String, policy::strategy::Strategy)> =
+        p.columns.iter().filter_map(|c| c.strategy.clone().map(|s| (c.name.clone(), s))).collect();
     let (work, action) = match p.action {
         Action::Delete => (Work::Delete, "deleted"),
         Action::Anonymize => (Work::Anonymize(all_cols.clone()), "anonymized"),
     };
-    out.push(Stage { name: "record".into(), action, columns: p.columns.iter().map(|c| c.name.clone()).collect(), scope: base(all_lapsed.clone(), work) });
+    out.push(Stage {
+        name: "record".into(),
+        action,
+        columns: p.columns.iter().map(|c| c.name.clone()).collect(),
+        scope: base(all_lapsed.clone(), work),
+    });
     let all_idx: BTreeSet<usize> = (0..p.purposes.len()).collect();
     let mut groups: BTreeMap<BTreeSet<usize>, Vec<(String, policy::strategy::Strategy)>> = BTreeMap::new();
     for c in &p.columns {
-        let cover: BTreeSet<usize> = p.purposes.iter().enumerate().filter(|(_, x)| x.covers.contains(&c.name)).map(|(i, _)| i).collect();
+        let cover: BTreeSet<usize> =
+            p.purposes.iter().enumerate().filter(|(_, x)| x.covers.contains(&c.name)).map(|(i, _)| i).collect();
         if cover == all_idx || cover.is_empty() {
             continue;
         }
@@ -454,14 +475,28 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         }
     }
     for (cover, cols) in groups {
-        let lapse = Filter::All(vec![Filter::All(cover.iter().map(|&i| rules[i].clone()).collect()), Filter::not(all_lapsed.clone())]);
+        let lapse = Filter::All(vec![
+            Filter::All(cover.iter().map(|&i| rules[i].clone()).collect()),
+            Filter::negate(all_lapsed.clone()),
+        ]);
         let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
-        out.push(Stage { name: format!("fields:{}", names.join(",")), action: "fields_anonymized", columns: names, scope: base(lapse, Work::Anonymize(cols)) });
+        out.push(Stage {
+            name: format!("fields:{}", names.join(",")),
+            action: "fields_anonymized",
+            columns: names,
+            scope: base(lapse, Work::Anonymize(cols)),
+        });
     }
     Ok(out)
 }
 
-async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx<'_>, pr: &mut PolicyReport) -> anyhow::Result<()> {
+async fn enforce(
+    p: &Policy,
+    prep: &Prepared,
+    conn: &SqlConnector,
+    ctx: &mut Ctx<'_>,
+    pr: &mut PolicyReport,
+) -> anyhow::Result<()> {
     let mut stages = stages(p, prep, ctx)?;
     for s in &mut stages {
         s.scope.holds.table = conn.holds_table().cloned();
@@ -472,7 +507,13 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
     for s in &stages {
         let due = conn.count_rows(&s.scope, &s.scope.destroy_filter()).await?;
         pr.rows_due += due;
-        pr.stages.push(StageReport { name: s.name.clone(), action: s.action.into(), columns: s.columns.clone(), due, ..Default::default() });
+        pr.stages.push(StageReport {
+            name: s.name.clone(),
+            action: s.action.into(),
+            columns: s.columns.clone(),
+            due,
+            ..Default::default()
+        });
     }
     pr.held = conn.count_rows(full, &Filter::All(vec![any_lapse.clone(), Filter::Held])).await?;
     for h in &full.holds.file {
@@ -484,12 +525,22 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
     for (id, n) in conn.count_by_table_hold(full, &any_lapse).await? {
         pr.held_by.insert(id, n);
     }
-    let null_anchors: Vec<Filter> = p.purposes.iter().filter(|x| x.null_anchor == NullAnchor::Keep).map(|x| Filter::AnchorNull(x.anchor.clone())).collect();
+    let null_anchors: Vec<Filter> = p
+        .purposes
+        .iter()
+        .filter(|x| x.null_anchor == NullAnchor::Keep)
+        .map(|x| Filter::AnchorNull(x.anchor.clone()))
+        .collect();
     if !null_anchors.is_empty() {
         pr.null_anchor_kept = conn.count_rows(full, &Filter::Any(null_anchors)).await?;
     }
     if !full.restrict.is_empty() {
-        pr.blocked_by_dependents = conn.count_rows(full, &Filter::All(vec![full.lapse.clone(), Filter::not(Filter::Held), Filter::HasDependents])).await?;
+        pr.blocked_by_dependents = conn
+            .count_rows(
+                full,
+                &Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]),
+            )
+            .await?;
     }
     // Guardrail: an implausible share stops the policy before anything is destroyed.
     let max_share = p.max_share.unwrap_or(ctx.defaults.max_share);
@@ -497,7 +548,12 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
     let worst = pr.stages.iter().map(|s| s.due).max().unwrap_or(0);
     let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
     let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
-    pr.guardrail = Guardrail { max_share, share, tripped: share > max_share && !overridden, overridden: overridden && share > max_share };
+    pr.guardrail = Guardrail {
+        max_share,
+        share,
+        tripped: share > max_share && !overridden,
+        overridden: overridden && share > max_share,
+    };
     if let Some(s) = stages.iter().find(|s| pr.stages.iter().any(|r| r.name == s.name && r.due > 0)) {
         let sample = conn.candidates(&s.scope, None, 5).await?;
         pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
@@ -518,9 +574,15 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
     // Safety net during the run: no stage may destroy more than its share allows.
     let budget = ((pr.rows_total as f64) * max_share).floor() as u64;
     let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
-    let mut verify = Verification { method: "re-query of every destroyed key after commit".into(), ..Default::default() };
+    let mut verify =
+        Verification { method: "re-query of every destroyed key after commit".into(), ..Default::default() };
     for (si, stage) in stages.iter().enumerate() {
-        let journal = JournalCtx { run_id: ctx.run_id.clone(), policy: p.name.clone(), stage: stage.name.clone(), action: stage.action.into() };
+        let journal = JournalCtx {
+            run_id: ctx.run_id.clone(),
+            policy: p.name.clone(),
+            stage: stage.name.clone(),
+            action: stage.action.into(),
+        };
         let mut after: Option<Vec<Value>> = None;
         let mut batches = 0u64;
         let mut stage_destroyed = 0u64;
@@ -546,14 +608,21 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
             batches += 1;
             let ids: Vec<EvidenceId> = cands
                 .iter()
-                .map(|c| EvidenceId { record: ctx.key.record(&p.connection, &p.table, &c.key), subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)) })
+                .map(|c| EvidenceId {
+                    record: ctx.key.record(&p.connection, &p.table, &c.key),
+                    subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
+                })
                 .collect();
             let mut attempt = 0;
             let outcome = loop {
                 attempt += 1;
                 match conn.destroy(&stage.scope, &cands, &ids, &journal).await {
                     Ok(o) if o.conflict && attempt < 3 => continue,
-                    Ok(o) if o.conflict => break Err(anyhow::anyhow!("batch {batches}: rows kept changing under the batch (3 attempts); skipped")),
+                    Ok(o) if o.conflict => {
+                        break Err(anyhow::anyhow!(
+                            "batch {batches}: rows kept changing under the batch (3 attempts); skipped"
+                        ))
+                    }
                     Ok(o) => break Ok(o),
                     Err(e) => break Err(anyhow::anyhow!("batch {batches}: {e}")),
                 }
@@ -605,7 +674,9 @@ async fn enforce(p: &Policy, prep: &Prepared, conn: &SqlConnector, ctx: &mut Ctx
             verify.still_present += left;
             tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
             if stage_destroyed > budget && !pr.guardrail.overridden {
-                let msg = format!("guardrail: destroyed {stage_destroyed} rows, above the budget of {budget} for this run; stopped");
+                let msg = format!(
+                    "guardrail: destroyed {stage_destroyed} rows, above the budget of {budget} for this run; stopped"
+                );
                 tracing::warn!("{msg}");
                 pr.errors.push(msg);
                 pr.guardrail.tripped = true;

@@ -76,7 +76,9 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
         Err(e) => {
             let loc = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
             let msg = e.to_string();
-            diags.push(Diagnostic::error(msg.split(" at line ").next().unwrap_or_default().to_string()).at(loc).in_file(path));
+            diags.push(
+                Diagnostic::error(msg.split(" at line ").next().unwrap_or_default().to_string()).at(loc).in_file(path),
+            );
             return Vec::new();
         }
     };
@@ -97,7 +99,10 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
             err("id", format!("duplicate hold id '{}'", h.id));
         }
         if h.subjects.is_empty() && h.policies.is_empty() {
-            err("id", format!("hold '{}' names neither subjects nor policies; list the policies it freezes explicitly", h.id));
+            err(
+                "id",
+                format!("hold '{}' names neither subjects nor policies; list the policies it freezes explicitly", h.id),
+            );
         }
         let mut subjects = Vec::new();
         for (j, s) in h.subjects.iter().enumerate() {
@@ -116,7 +121,15 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
             }
         };
         if ok {
-            out.push(Hold { id: h.id, matter: h.matter, reason: h.reason, subject_count: subjects.len(), subjects, policies: h.policies, expires });
+            out.push(Hold {
+                id: h.id,
+                matter: h.matter,
+                reason: h.reason,
+                subject_count: subjects.len(),
+                subjects,
+                policies: h.policies,
+                expires,
+            });
         }
     }
     out

@@ -13,7 +13,11 @@ use lapse::diag::Diagnostics;
 use lapse::engine::{self, Exit, Mode, Options, Workspace};
 
 #[derive(Parser)]
-#[command(name = "lapse", version, about = "Destroys personal data whose purpose has lapsed, honours legal holds, and proves it")]
+#[command(
+    name = "lapse",
+    version,
+    about = "Destroys personal data whose purpose has lapsed, honours legal holds, and proves it"
+)]
 struct Cli {
     /// Log format on stderr (default: text on a terminal, json otherwise).
     #[arg(long, global = true, value_enum)]
@@ -105,7 +109,8 @@ enum Cmd {
 fn init_logging(format: Option<LogFormat>, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_env("LAPSE_LOG").unwrap_or_else(|_| EnvFilter::new(format!("lapse={default},warn")));
+    let filter =
+        EnvFilter::try_from_env("LAPSE_LOG").unwrap_or_else(|_| EnvFilter::new(format!("lapse={default},warn")));
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -164,13 +169,18 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
         Some(c) => Some(lapse::holds::parse_time(c).map_err(|e| invalid(format!("--cutoff: {e}")))?),
         None => None,
     };
-    let conns = ws.connect(&args.common.policies, mode == Mode::Plan).await.map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+    let conns =
+        ws.connect(&args.common.policies, mode == Mode::Plan).await.map_err(|e| (Exit::Partial, format!("{e:#}")))?;
     let prepared = engine::prepare(&ws, &args.common.policies, &conns).await.map_err(|d| {
         print_diags(&d);
         (Exit::Invalid, String::new())
     })?;
     if mode == Mode::Run && !yes && std::io::stdin().is_terminal() {
-        eprint!("This will destroy or anonymize data under {} polic{}. Continue? [y/N] ", prepared.len(), if prepared.len() == 1 { "y" } else { "ies" });
+        eprint!(
+            "This will destroy or anonymize data under {} polic{}. Continue? [y/N] ",
+            prepared.len(),
+            if prepared.len() == 1 { "y" } else { "ies" }
+        );
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
         if !matches!(line.trim(), "y" | "Y" | "yes") {
@@ -179,8 +189,16 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
     }
     let cancel = Arc::new(AtomicBool::new(false));
     install_signals(cancel.clone());
-    let opts = Options { cutoff, allow_share: args.allow_share, batch_size: args.batch_size, max_batches: args.max_batches, report_dir: args.report_dir };
-    let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel).await.map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+    let opts = Options {
+        cutoff,
+        allow_share: args.allow_share,
+        batch_size: args.batch_size,
+        max_batches: args.max_batches,
+        report_dir: args.report_dir,
+    };
+    let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel)
+        .await
+        .map_err(|e| (Exit::Partial, format!("{e:#}")))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
     } else {
@@ -216,7 +234,10 @@ async fn validate(common: Common, connect: bool) -> Result<Exit, (Exit, String)>
 async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Exit, String)> {
     let fail = |e: anyhow::Error| (Exit::Partial, format!("{e:#}"));
     lapse::demo::setup(&dir, lapse::demo::Sizes { customers, ..Default::default() }, 42).await.map_err(fail)?;
-    eprintln!("demo: seeded {} (customers, orders, order items, support tickets, newsletter leads, legal holds)", dir.join("demo.db").display());
+    eprintln!(
+        "demo: seeded {} (customers, orders, order items, support tickets, newsletter leads, legal holds)",
+        dir.join("demo.db").display()
+    );
     if seed_only {
         return Ok(Exit::Success);
     }

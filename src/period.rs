@@ -39,9 +39,8 @@ impl Period {
                     "invalid period '{input}': expected a whole number at '{rest}' (periods look like '90d', '18 months', '7y'; no signs or decimals)"
                 ));
             }
-            let number: u32 = rest[..digits_end]
-                .parse()
-                .map_err(|_| format!("invalid period '{input}': number too large"))?;
+            let number: u32 =
+                rest[..digits_end].parse().map_err(|_| format!("invalid period '{input}': number too large"))?;
             rest = rest[digits_end..].trim_start();
             let unit_end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
             let unit = rest[..unit_end].to_ascii_lowercase();
@@ -59,9 +58,7 @@ impl Period {
                 "m" | "mo" | "month" | "months" => period.months = add(period.months, number)?,
                 "y" | "year" | "years" => period.months = add(period.months, mul(number, 12)?)?,
                 "" => {
-                    return Err(format!(
-                        "invalid period '{input}': missing unit after {number} (use h, d, w, m or y)"
-                    ))
+                    return Err(format!("invalid period '{input}': missing unit after {number} (use h, d, w, m or y)"))
                 }
                 other => {
                     return Err(format!(
@@ -127,10 +124,7 @@ mod tests {
         assert_eq!(Period::parse("90d").unwrap(), Period { days: 90, ..Default::default() });
         assert_eq!(Period::parse("18 months").unwrap(), Period { months: 18, ..Default::default() });
         assert_eq!(Period::parse("7y").unwrap(), Period { months: 84, ..Default::default() });
-        assert_eq!(
-            Period::parse("2 years, 6 months").unwrap(),
-            Period { months: 30, ..Default::default() }
-        );
+        assert_eq!(Period::parse("2 years, 6 months").unwrap(), Period { months: 30, ..Default::default() });
         assert_eq!(Period::parse("2w").unwrap(), Period { days: 14, ..Default::default() });
         assert_eq!(Period::parse("36h").unwrap(), Period { hours: 36, ..Default::default() });
     }

@@ -170,7 +170,8 @@ impl Report {
 
     /// Writes `<stem>.json` and `<stem>.csv` into `dir`; returns the JSON path.
     pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create report directory '{}': {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create report directory '{}': {e}", dir.display()))?;
         let stem = self.file_stem();
         let json = dir.join(format!("{stem}.json"));
         let tmp = dir.join(format!(".{stem}.json.tmp"));
@@ -183,9 +184,30 @@ impl Report {
     pub fn csv(&self) -> anyhow::Result<Vec<u8>> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record([
-            "run_id", "mode", "status", "cutoff", "policy", "connection", "table", "action", "legal_bases", "outcome", "rows_total",
-            "rows_due", "deleted", "anonymized", "fields_anonymized", "held", "held_by", "null_anchor_kept", "blocked_by_dependents",
-            "dependents_deleted", "failed", "guardrail_share", "guardrail_tripped", "verified",
+            "run_id",
+            "mode",
+            "status",
+            "cutoff",
+            "policy",
+            "connection",
+            "table",
+            "action",
+            "legal_bases",
+            "outcome",
+            "rows_total",
+            "rows_due",
+            "deleted",
+            "anonymized",
+            "fields_anonymized",
+            "held",
+            "held_by",
+            "null_anchor_kept",
+            "blocked_by_dependents",
+            "dependents_deleted",
+            "failed",
+            "guardrail_share",
+            "guardrail_tripped",
+            "verified",
         ])?;
         for p in &self.policies {
             let held_by: Vec<String> = p.held_by.iter().map(|(k, v)| format!("{k}:{v}")).collect();

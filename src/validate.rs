@@ -12,6 +12,8 @@ use crate::policy::condition::{Literal, Test};
 use crate::policy::strategy::{Strategy, TOKEN_PREFIX};
 use crate::policy::{Action, Dependent, OnDelete, Policy};
 
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// A policy checked against its database, with what the catalog told us.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -40,7 +42,10 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     let table = match conn.describe(&policy.table).await {
         Ok(t) => t,
         Err(ConnectorError::NotFound { .. }) => {
-            diags.push(policy.error("dataset.table", format!("unknown table '{}' on connection '{}'", policy.table, policy.connection)));
+            diags.push(policy.error(
+                "dataset.table",
+                format!("unknown table '{}' on connection '{}'", policy.table, policy.connection),
+            ));
             return None;
         }
         Err(e) => {
@@ -75,7 +80,13 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             if !c.kind.is_temporal() {
                 err(
                     &format!("purposes.{i}.after"),
-                    format!("anchor column '{}' of purpose '{}' is {} ({}), not a date or timestamp", p.anchor, p.name, kind_name(c.kind), c.sql_type),
+                    format!(
+                        "anchor column '{}' of purpose '{}' is {} ({}), not a date or timestamp",
+                        p.anchor,
+                        p.name,
+                        kind_name(c.kind),
+                        c.sql_type
+                    ),
                 );
             }
         }
@@ -97,7 +108,14 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                             | (ColumnKind::Timestamp { .. } | ColumnKind::Date, Literal::Text(_))
                     );
                     if !ok {
-                        err(&format!("purposes.{i}.when"), format!("condition compares {} column '{}' with a literal of another type", kind_name(c.kind), term.column));
+                        err(
+                            &format!("purposes.{i}.when"),
+                            format!(
+                                "condition compares {} column '{}' with a literal of another type",
+                                kind_name(c.kind),
+                                term.column
+                            ),
+                        );
                     }
                 }
             }
@@ -109,7 +127,13 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
         let fits = match s {
             Strategy::Nullify => {
                 if !info.nullable {
-                    err(&path, format!("column '{}' is NOT NULL, so 'nullify' cannot anonymize it; use a constant or random_token", c.name));
+                    err(
+                        &path,
+                        format!(
+                            "column '{}' is NOT NULL, so 'nullify' cannot anonymize it; use a constant or random_token",
+                            c.name
+                        ),
+                    );
                 }
                 true
             }
@@ -130,10 +154,22 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             }
         };
         if !fits {
-            err(&path, format!("strategy {} does not fit {} column '{}' ({})", s.method(), kind_name(info.kind), c.name, info.sql_type));
+            err(
+                &path,
+                format!(
+                    "strategy {} does not fit {} column '{}' ({})",
+                    s.method(),
+                    kind_name(info.kind),
+                    c.name,
+                    info.sql_type
+                ),
+            );
         }
         if policy.key.contains(&c.name) {
-            err(&path, format!("column '{}' is part of the key; anonymizing it would lose the record's identity", c.name));
+            err(
+                &path,
+                format!("column '{}' is part of the key; anonymizing it would lose the record's identity", c.name),
+            );
         }
     }
     let (cascade, restrict) = if policy.action == Action::Delete {
@@ -154,14 +190,15 @@ fn dependents<'a>(
     declared: &'a [Dependent],
     path: &'a str,
     diags: &'a mut Diagnostics,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<Cascade>, Vec<ForeignKey>)> + Send + 'a>> {
+) -> BoxFuture<'a, (Vec<Cascade>, Vec<ForeignKey>)> {
     Box::pin(async move {
         let mut cascade = Vec::new();
         let mut restrict = Vec::new();
         let mut used = vec![false; declared.len()];
         for fk in &parent.referenced_by {
             let pos = declared.iter().position(|d| {
-                d.table.eq_ignore_ascii_case(&fk.table) && d.foreign_key.as_ref().is_none_or(|n| n.eq_ignore_ascii_case(&fk.constraint))
+                d.table.eq_ignore_ascii_case(&fk.table)
+                    && d.foreign_key.as_ref().is_none_or(|n| n.eq_ignore_ascii_case(&fk.constraint))
             });
             let Some(i) = pos else {
                 diags.push(policy.error(
@@ -176,7 +213,10 @@ fn dependents<'a>(
             used[i] = true;
             let d = &declared[i];
             if fk.table.eq_ignore_ascii_case(&parent.name) && d.on_delete == OnDelete::Cascade {
-                diags.push(policy.error(&d.path, format!("self-referencing foreign key '{}' cannot cascade; use restrict", fk.constraint)));
+                diags.push(policy.error(
+                    &d.path,
+                    format!("self-referencing foreign key '{}' cannot cascade; use restrict", fk.constraint),
+                ));
                 continue;
             }
             match d.on_delete {
@@ -189,7 +229,8 @@ fn dependents<'a>(
                             continue;
                         }
                     };
-                    let (children, nested_restrict) = dependents(policy, conn, &child, &d.dependents, &format!("{}.dependents", d.path), diags).await;
+                    let (children, nested_restrict) =
+                        dependents(policy, conn, &child, &d.dependents, &format!("{}.dependents", d.path), diags).await;
                     if !nested_restrict.is_empty() {
                         diags.push(policy.error(&d.path, format!("dependents of cascaded table '{}' must cascade too ('restrict' is only supported one level deep)", fk.table)));
                     }

@@ -27,7 +27,12 @@ impl Positions {
     /// Indexes `text`. A text the scanner cannot read yields an empty index; the serde pass
     /// reports that syntax error with its own position.
     pub fn index(file: &Path, text: &str) -> Positions {
-        let mut walker = Walker { doc: 0, stack: Vec::new(), out: Positions { file: file.to_path_buf(), ..Default::default() }, started: false };
+        let mut walker = Walker {
+            doc: 0,
+            stack: Vec::new(),
+            out: Positions { file: file.to_path_buf(), ..Default::default() },
+            started: false,
+        };
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut walker, true);
         walker.out
@@ -40,7 +45,10 @@ impl Positions {
 
     /// Where the key leading to `path` starts; falls back to the value.
     pub fn key(&self, doc: usize, path: &str) -> Option<Location> {
-        self.keys.get(&(doc, path.to_string())).map(|&(line, column)| self.loc(line, column)).or_else(|| self.value(doc, path))
+        self.keys
+            .get(&(doc, path.to_string()))
+            .map(|&(line, column)| self.loc(line, column))
+            .or_else(|| self.value(doc, path))
     }
 
     /// The most precise position known for `path`, walking up to its parents.

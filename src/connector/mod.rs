@@ -28,7 +28,9 @@ pub enum ColumnKind {
     Text,
     Bool,
     /// A timestamp; `tz` when the database stores an absolute instant.
-    Timestamp { tz: bool },
+    Timestamp {
+        tz: bool,
+    },
     Date,
     Bytes,
     /// Anything else (uuid, inet, json, decimal…): read and written as text.
@@ -111,7 +113,7 @@ pub enum Filter {
 }
 
 impl Filter {
-    pub fn not(f: Filter) -> Filter {
+    pub fn negate(f: Filter) -> Filter {
         Filter::Not(Box::new(f))
     }
 }
@@ -172,7 +174,7 @@ impl Scope {
     /// needing work, and not blocked by a `restrict` dependent. Connectors build every
     /// destroying statement or call from this filter and nothing else.
     pub fn destroy_filter(&self) -> Filter {
-        let mut all = vec![self.lapse.clone(), Filter::not(Filter::Held)];
+        let mut all = vec![self.lapse.clone(), Filter::negate(Filter::Held)];
         if let Work::Anonymize(cols) = &self.work {
             let tests: Option<Vec<(String, PendingTest)>> =
                 cols.iter().map(|(c, s)| s.pending_test().map(|t| (c.clone(), t))).collect();
@@ -181,7 +183,7 @@ impl Scope {
             }
         }
         if !self.restrict.is_empty() {
-            all.push(Filter::not(Filter::HasDependents));
+            all.push(Filter::negate(Filter::HasDependents));
         }
         Filter::All(all)
     }
@@ -249,12 +251,23 @@ pub trait Connector: Send + Sync + fmt::Display {
     async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError>;
 
     /// The next rows, in key order after `after`, that match [`Scope::destroy_filter`].
-    async fn candidates(&self, scope: &Scope, after: Option<&[Value]>, limit: usize) -> Result<Vec<Candidate>, ConnectorError>;
+    async fn candidates(
+        &self,
+        scope: &Scope,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, ConnectorError>;
 
     /// Destroys the batch in one transaction: re-checks every row with
     /// [`Scope::destroy_filter`] inside the destroying statements, cascades to dependents,
     /// writes the journal, and commits only if exactly the re-checked rows were destroyed.
-    async fn destroy(&self, scope: &Scope, batch: &[Candidate], ids: &[EvidenceId], journal: &JournalCtx) -> Result<BatchOutcome, ConnectorError>;
+    async fn destroy(
+        &self,
+        scope: &Scope,
+        batch: &[Candidate],
+        ids: &[EvidenceId],
+        journal: &JournalCtx,
+    ) -> Result<BatchOutcome, ConnectorError>;
 
     /// How many of these keys still match the scope's lapse filter and still need work: used to
     /// verify a destruction after the fact (0 means verified).

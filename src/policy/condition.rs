@@ -160,22 +160,20 @@ fn lex(input: &str) -> Result<Vec<Tok>, String> {
                 out.push(Tok::Op(CmpOp::Ne));
                 i += 2
             }
-            '<' => {
-                match chars.get(i + 1) {
-                    Some('=') => {
-                        out.push(Tok::Op(CmpOp::Le));
-                        i += 2
-                    }
-                    Some('>') => {
-                        out.push(Tok::Op(CmpOp::Ne));
-                        i += 2
-                    }
-                    _ => {
-                        out.push(Tok::Op(CmpOp::Lt));
-                        i += 1
-                    }
+            '<' => match chars.get(i + 1) {
+                Some('=') => {
+                    out.push(Tok::Op(CmpOp::Le));
+                    i += 2
                 }
-            }
+                Some('>') => {
+                    out.push(Tok::Op(CmpOp::Ne));
+                    i += 2
+                }
+                _ => {
+                    out.push(Tok::Op(CmpOp::Lt));
+                    i += 1
+                }
+            },
             '>' => {
                 if chars.get(i + 1) == Some(&'=') {
                     out.push(Tok::Op(CmpOp::Ge));

@@ -325,7 +325,9 @@ pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            diags.push(Diagnostic::error(format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())).in_file(path));
+            diags.push(
+                Diagnostic::error(format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())).in_file(path),
+            );
             return;
         }
     };
@@ -338,7 +340,8 @@ pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
                 }
             }
             Err(e) => {
-                let location = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
+                let location =
+                    e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
                 let msg = e.to_string();
                 // serde_yaml_ng appends " at line L column C"; the location already says it.
                 let msg = match msg.find(" at line ") {
@@ -354,7 +357,13 @@ pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
     }
 }
 
-fn resolve(raw: RawPolicy, file: &Path, doc: usize, positions: Arc<Positions>, diags: &mut Diagnostics) -> Option<Policy> {
+fn resolve(
+    raw: RawPolicy,
+    file: &Path,
+    doc: usize,
+    positions: Arc<Positions>,
+    diags: &mut Diagnostics,
+) -> Option<Policy> {
     let start = diags.0.len();
     let mut p = Policy {
         name: raw.name.clone(),
@@ -377,9 +386,14 @@ fn resolve(raw: RawPolicy, file: &Path, doc: usize, positions: Arc<Positions>, d
         positions,
     };
     let mut errs: Vec<Diagnostic> = Vec::new();
-    let name_ok = !raw.name.is_empty() && raw.name.len() <= 100 && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 100
+        && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !name_ok {
-        errs.push(p.error("name", format!("invalid policy name '{}': use letters, digits, '-' and '_' (at most 100)", raw.name)));
+        errs.push(p.error(
+            "name",
+            format!("invalid policy name '{}': use letters, digits, '-' and '_' (at most 100)", raw.name),
+        ));
     }
     if !valid_table_name(&p.table) {
         errs.push(p.error("dataset.table", ident_error("table name", &p.table)));
@@ -491,7 +505,10 @@ fn resolve(raw: RawPolicy, file: &Path, doc: usize, positions: Arc<Positions>, d
     // Every personal column must be needed by some purpose, or it is held with no reason at all.
     for c in &p.columns {
         if !p.purposes.iter().any(|pu| pu.covers.contains(&c.name)) {
-            errs.push(p.error(&format!("personal.{}", c.name), format!("personal column '{}' is covered by no purpose", c.name)));
+            errs.push(p.error(
+                &format!("personal.{}", c.name),
+                format!("personal column '{}' is covered by no purpose", c.name),
+            ));
         }
     }
     p.dependents = resolve_dependents(&p, raw.dependents, "dependents", &mut errs);
@@ -520,7 +537,10 @@ fn resolve_dependents(p: &Policy, raw: Vec<RawDependent>, base: &str, errs: &mut
                 }
             }
             if d.on_delete == OnDelete::Restrict && !d.dependents.is_empty() {
-                errs.push(p.error(&format!("{path}.dependents"), "a 'restrict' dependent deletes nothing, so it cannot have dependents of its own"));
+                errs.push(p.error(
+                    &format!("{path}.dependents"),
+                    "a 'restrict' dependent deletes nothing, so it cannot have dependents of its own",
+                ));
             }
             let nested = resolve_dependents(p, d.dependents, &format!("{path}.dependents"), errs);
             Dependent { table: d.table, foreign_key: d.foreign_key, on_delete: d.on_delete, dependents: nested, path }
@@ -532,7 +552,9 @@ fn resolve_dependents(p: &Policy, raw: Vec<RawDependent>, base: &str, errs: &mut
 fn parse_share(v: &serde_yaml_ng::Value) -> Result<f64, String> {
     let share = match v {
         serde_yaml_ng::Value::Number(n) => n.as_f64(),
-        serde_yaml_ng::Value::String(s) => s.trim().strip_suffix('%').and_then(|x| x.trim().parse::<f64>().ok()).map(|x| x / 100.0),
+        serde_yaml_ng::Value::String(s) => {
+            s.trim().strip_suffix('%').and_then(|x| x.trim().parse::<f64>().ok()).map(|x| x / 100.0)
+        }
         _ => None,
     };
     match share {
@@ -546,18 +568,25 @@ fn parse_share(v: &serde_yaml_ng::Value) -> Result<f64, String> {
 fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
     let all: BTreeSet<&str> = p.purposes.iter().map(|x| x.name.as_str()).collect();
     for c in &p.columns {
-        let covering: BTreeSet<&str> = p.purposes.iter().filter(|x| x.covers.contains(&c.name)).map(|x| x.name.as_str()).collect();
+        let covering: BTreeSet<&str> =
+            p.purposes.iter().filter(|x| x.covers.contains(&c.name)).map(|x| x.name.as_str()).collect();
         let field_level = covering != all; // may lapse before the record does
         let needs = p.action == Action::Anonymize || field_level;
         if needs && c.strategy.is_none() {
             let why = if p.action == Action::Anonymize {
                 "the policy anonymizes on lapse".to_string()
             } else {
-                format!("it lapses before the record does (covered only by {})", covering.iter().cloned().collect::<Vec<_>>().join(", "))
+                format!(
+                    "it lapses before the record does (covered only by {})",
+                    covering.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
             };
             errs.push(p.error(
                 &format!("personal.{}", c.name),
-                format!("personal column '{}' has no 'anonymize' strategy, but {why}: the record would keep it", c.name),
+                format!(
+                    "personal column '{}' has no 'anonymize' strategy, but {why}: the record would keep it",
+                    c.name
+                ),
             ));
         }
     }
@@ -570,13 +599,21 @@ fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
     for (i, p) in set.policies.iter().enumerate() {
         if let Some(&j) = names.get(&p.name) {
             let other = &set.policies[j];
-            diags.push(p.error("name", format!("duplicate policy name '{}' (also in {})", p.name, other.at("name").map(|l| l.to_string()).unwrap_or_default())));
+            diags.push(p.error(
+                "name",
+                format!(
+                    "duplicate policy name '{}' (also in {})",
+                    p.name,
+                    other.at("name").map(|l| l.to_string()).unwrap_or_default()
+                ),
+            ));
         } else {
             names.insert(p.name.clone(), i);
         }
     }
     let n = set.policies.len();
     let mut borrowed: Vec<Vec<Purpose>> = vec![Vec::new(); n];
+    #[allow(clippy::needless_range_loop)] // pairs of policies, by index on both sides
     for i in 0..n {
         for j in 0..n {
             let (a, b) = (&set.policies[i], &set.policies[j]);
@@ -585,18 +622,28 @@ fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
             }
             if i < j {
                 if a.action != b.action {
-                    diags.push(a.error("on_lapse", format!(
+                    diags.push(
+                        a.error(
+                            "on_lapse",
+                            format!(
                         "conflicting actions on table '{}': this policy says '{:?}', policy '{}' ({}) says '{:?}'",
                         a.table, a.action, b.name, b.at("on_lapse").map(|l| l.to_string()).unwrap_or_default(), b.action
-                    ).to_lowercase()));
+                    )
+                            .to_lowercase(),
+                        ),
+                    );
                 }
                 for c in &a.columns {
                     if let Some(bc) = b.column(&c.name) {
                         if let (Some(sa), Some(sb)) = (&c.strategy, &bc.strategy) {
                             if sa != sb {
-                                diags.push(a.error(&format!("personal.{}", c.name), format!(
-                                    "conflicting strategies for column '{}': {} here, {} in policy '{}'", c.name, sa, sb, b.name
-                                )));
+                                diags.push(a.error(
+                                    &format!("personal.{}", c.name),
+                                    format!(
+                                        "conflicting strategies for column '{}': {} here, {} in policy '{}'",
+                                        c.name, sa, sb, b.name
+                                    ),
+                                ));
                             }
                         }
                     }
@@ -678,13 +725,19 @@ on_lapse: delete
         let (set, d) = load(&bad);
         assert!(set.policies.is_empty());
         let msg = d.to_string();
-        assert!(msg.contains("policy 'crm-leads' (") && msg.contains("p.yaml:15:13): purpose 'sales': invalid period '18 moons'"), "{msg}");
+        assert!(
+            msg.contains("policy 'crm-leads' (")
+                && msg.contains("p.yaml:15:13): purpose 'sales': invalid period '18 moons'"),
+            "{msg}"
+        );
         assert!(msg.contains("invalid anchor column 'created_at; DROP TABLE x'"), "{msg}");
     }
 
     #[test]
     fn partial_anonymization_is_rejected() {
-        let bad = GOOD.replace("on_lapse: delete", "on_lapse: anonymize").replace("{ category: ip_address, anonymize: generalize_ip }", "{ category: ip_address }");
+        let bad = GOOD
+            .replace("on_lapse: delete", "on_lapse: anonymize")
+            .replace("{ category: ip_address, anonymize: generalize_ip }", "{ category: ip_address }");
         let (_, d) = load(&bad);
         assert!(d.to_string().contains("personal column 'ip' has no 'anonymize' strategy"), "{d}");
     }

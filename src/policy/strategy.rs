@@ -170,7 +170,9 @@ impl Strategy {
             }
             (Strategy::Bucket(w), Value::Float(x)) => Value::Float((x / w).floor() * w),
             (Strategy::KeepPrefix(n), Value::Text(s)) => Value::Text(s.chars().take(*n).collect()),
-            (s, other) => return Err(format!("strategy {} cannot be applied to a {} value", s.method(), other.kind_name())),
+            (s, other) => {
+                return Err(format!("strategy {} cannot be applied to a {} value", s.method(), other.kind_name()))
+            }
         };
         Ok(if &new == v { None } else { Some(new) })
     }
@@ -218,13 +220,15 @@ fn truncate(t: NaiveDateTime, unit: DateUnit) -> NaiveDateTime {
 
 /// Dates stored as text (SQLite): keeps the stored shape (`YYYY-MM-DD` or a timestamp).
 fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
-    let date = s.get(..10).and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()).ok_or("value is not an ISO date")?;
+    let date =
+        s.get(..10).and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()).ok_or("value is not an ISO date")?;
     let t = truncate(date.and_hms_opt(0, 0, 0).expect("midnight"), unit);
     Ok(if s.len() == 10 { t.format("%Y-%m-%d").to_string() } else { t.format("%Y-%m-%d %H:%M:%S").to_string() })
 }
 
 fn generalize_ip(s: &str) -> Result<String, String> {
-    let ip: IpAddr = s.trim().split('/').next().unwrap_or_default().parse().map_err(|_| "value is not an IP address".to_string())?;
+    let ip: IpAddr =
+        s.trim().split('/').next().unwrap_or_default().parse().map_err(|_| "value is not an IP address".to_string())?;
     Ok(match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();

@@ -87,8 +87,12 @@ impl Sql {
 /// condition literals are written as text in YAML).
 pub fn coerce(v: Value, kind: ColumnKind) -> Result<Value, String> {
     Ok(match (v, kind) {
-        (Value::Text(s), ColumnKind::Int) => Value::Int(s.trim().parse().map_err(|_| format!("'{s}' is not an integer"))?),
-        (Value::Text(s), ColumnKind::Float) => Value::Float(s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?),
+        (Value::Text(s), ColumnKind::Int) => {
+            Value::Int(s.trim().parse().map_err(|_| format!("'{s}' is not an integer"))?)
+        }
+        (Value::Text(s), ColumnKind::Float) => {
+            Value::Float(s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?)
+        }
         (Value::Int(i), ColumnKind::Text | ColumnKind::Other) => Value::Text(i.to_string()),
         (Value::Int(i), ColumnKind::Float) => Value::Float(i as f64),
         (v, _) => v,
@@ -122,7 +126,9 @@ impl<'a> Builder<'a> {
     fn time_expr(&self, qual: &str, c: &str) -> String {
         let e = self.col(qual, c);
         match self.d {
-            Dialect::Sqlite => format!("(CASE WHEN typeof({e}) IN ('integer','real') THEN julianday({e},'unixepoch') ELSE julianday({e}) END)"),
+            Dialect::Sqlite => format!(
+                "(CASE WHEN typeof({e}) IN ('integer','real') THEN julianday({e},'unixepoch') ELSE julianday({e}) END)"
+            ),
             _ => e,
         }
     }
@@ -192,7 +198,8 @@ impl<'a> Builder<'a> {
                         }
                         PendingTest::NotEqual(v) => {
                             sql.push(&format!("({e} IS NOT NULL AND {e} <> "));
-                            let v = coerce(v.clone(), info.map(|i| i.kind).unwrap_or(ColumnKind::Other)).unwrap_or_else(|_| v.clone());
+                            let v = coerce(v.clone(), info.map(|i| i.kind).unwrap_or(ColumnKind::Other))
+                                .unwrap_or_else(|_| v.clone());
                             sql.bind_for(v, info, false);
                             sql.push(")");
                         }
@@ -204,7 +211,9 @@ impl<'a> Builder<'a> {
                         }
                         PendingTest::NotTruncated(unit) => {
                             let (fmt_pg, fmt_my, fmt_lite, want) = match unit {
-                                DateUnit::Year => ("MM-DD HH24:MI:SS", "%m-%d %H:%i:%s", "%m-%d %H:%M:%S", "01-01 00:00:00"),
+                                DateUnit::Year => {
+                                    ("MM-DD HH24:MI:SS", "%m-%d %H:%i:%s", "%m-%d %H:%M:%S", "01-01 00:00:00")
+                                }
                                 DateUnit::Month => ("DD HH24:MI:SS", "%d %H:%i:%s", "%d %H:%M:%S", "01 00:00:00"),
                             };
                             let f = match self.d {
@@ -516,7 +525,13 @@ impl<'a> Builder<'a> {
         out
     }
 
-    fn cascade_node<'b>(&self, node: &'b Cascade, chain: &mut Vec<&'b ForeignKey>, keys: &[Vec<Value>], out: &mut Vec<(String, Sql)>) {
+    fn cascade_node<'b>(
+        &self,
+        node: &'b Cascade,
+        chain: &mut Vec<&'b ForeignKey>,
+        keys: &[Vec<Value>],
+        out: &mut Vec<(String, Sql)>,
+    ) {
         chain.push(&node.fk);
         for child in &node.children {
             self.cascade_node(child, chain, keys, out);

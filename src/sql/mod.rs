@@ -21,7 +21,8 @@ use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 
 use crate::config::HoldsTable;
 use crate::connector::{
-    BatchOutcome, Candidate, ColumnInfo, ConnectorError, EvidenceId, Filter, ForeignKey, JournalCtx, Scope, TableInfo, Work,
+    BatchOutcome, Candidate, ColumnInfo, ConnectorError, EvidenceId, Filter, ForeignKey, JournalCtx, Scope, TableInfo,
+    Work,
 };
 use crate::value::Value;
 use builder::{Builder, Dialect, Sql};
@@ -203,8 +204,17 @@ fn decode_all<R: DecodeRow + Row>(row: &R) -> Result<Vec<Value>, sqlx::Error> {
 
 impl SqlConnector {
     /// Opens a pool. `read_only` sessions cannot write at all: `plan` and `validate` use them.
-    pub async fn open(name: &str, url: &str, read_only: bool, journal_table: &str, holds: Option<HoldsTable>) -> Result<SqlConnector, ConnectorError> {
-        let conn_err = |e: sqlx::Error| ConnectorError::Connect { name: name.to_string(), message: sanitize(&redact_url(&e.to_string(), url)) };
+    pub async fn open(
+        name: &str,
+        url: &str,
+        read_only: bool,
+        journal_table: &str,
+        holds: Option<HoldsTable>,
+    ) -> Result<SqlConnector, ConnectorError> {
+        let conn_err = |e: sqlx::Error| ConnectorError::Connect {
+            name: name.to_string(),
+            message: sanitize(&redact_url(&e.to_string(), url)),
+        };
         let scheme = url.split(':').next().unwrap_or_default();
         let acquire = Duration::from_secs(15);
         let (dialect, pool) = match scheme {
@@ -213,7 +223,12 @@ impl SqlConnector {
                 if read_only {
                     opts = opts.options([("default_transaction_read_only", "on")]);
                 }
-                let pool = PgPoolOptions::new().max_connections(4).acquire_timeout(acquire).connect_with(opts).await.map_err(conn_err)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(acquire)
+                    .connect_with(opts)
+                    .await
+                    .map_err(conn_err)?;
                 (Dialect::Postgres, Pool::Pg(pool))
             }
             "mysql" | "mariadb" => {
@@ -243,7 +258,12 @@ impl SqlConnector {
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true);
                 let opts = if read_only { opts } else { opts.journal_mode(SqliteJournalMode::Wal) };
-                let pool = SqlitePoolOptions::new().max_connections(if read_only { 2 } else { 1 }).acquire_timeout(acquire).connect_with(opts).await.map_err(conn_err)?;
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(if read_only { 2 } else { 1 })
+                    .acquire_timeout(acquire)
+                    .connect_with(opts)
+                    .await
+                    .map_err(conn_err)?;
                 (Dialect::Sqlite, Pool::Lite(pool))
             }
             other => {
@@ -253,15 +273,29 @@ impl SqlConnector {
                 })
             }
         };
-        let mut c = SqlConnector { name: name.to_string(), dialect, pool, journal_table: journal_table.to_string(), holds_table: None };
+        let mut c = SqlConnector {
+            name: name.to_string(),
+            dialect,
+            pool,
+            journal_table: journal_table.to_string(),
+            holds_table: None,
+        };
         if let Some(h) = holds {
             let info = c.describe_table(&h.table).await.map_err(|e| match e {
-                ConnectorError::NotFound { .. } => ConnectorError::Invalid(format!("connection '{name}': holds table '{}' not found", h.table)),
+                ConnectorError::NotFound { .. } => {
+                    ConnectorError::Invalid(format!("connection '{name}': holds table '{}' not found", h.table))
+                }
                 other => other,
             })?;
-            for col in [Some(&h.id), Some(&h.subject), h.policy.as_ref(), h.expires.as_ref(), h.matter.as_ref()].into_iter().flatten() {
+            for col in [Some(&h.id), Some(&h.subject), h.policy.as_ref(), h.expires.as_ref(), h.matter.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 if info.column(col).is_none() {
-                    return Err(ConnectorError::Invalid(format!("connection '{name}': holds table '{}' has no column '{col}'", h.table)));
+                    return Err(ConnectorError::Invalid(format!(
+                        "connection '{name}': holds table '{}' has no column '{col}'",
+                        h.table
+                    )));
                 }
             }
             c.holds_table = Some((h, info));
@@ -278,7 +312,12 @@ impl SqlConnector {
     }
 
     fn builder<'a>(&'a self, scope: &'a Scope) -> Builder<'a> {
-        Builder { d: self.dialect, scope, holds_info: self.holds_table.as_ref().map(|(_, i)| i), journal_table: &self.journal_table }
+        Builder {
+            d: self.dialect,
+            scope,
+            holds_info: self.holds_table.as_ref().map(|(_, i)| i),
+            journal_table: &self.journal_table,
+        }
     }
 
     async fn rows(&self, sql: &Sql, context: &str) -> Result<Vec<Vec<Value>>, ConnectorError> {
@@ -333,7 +372,11 @@ impl SqlConnector {
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
                     .map_err(db_err(&ctx))?;
-                let pk = sqlx::query_scalar::<_, String>(catalog::PG_PRIMARY_KEY).bind(&reg).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let pk = sqlx::query_scalar::<_, String>(catalog::PG_PRIMARY_KEY)
+                    .bind(&reg)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err(&ctx))?;
                 let fks = sqlx::query(catalog::PG_REFERENCED_BY).bind(&reg).fetch_all(p).await.map_err(db_err(&ctx))?;
                 let referenced_by = fks
                     .iter()
@@ -350,7 +393,12 @@ impl SqlConnector {
                 Ok(TableInfo { name: table.to_string(), columns, primary_key: pk, referenced_by })
             }
             Pool::My(p) => {
-                let cols = sqlx::query(catalog::MY_COLUMNS).bind(&schema).bind(&bare).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let cols = sqlx::query(catalog::MY_COLUMNS)
+                    .bind(&schema)
+                    .bind(&bare)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err(&ctx))?;
                 if cols.is_empty() {
                     return Err(not_found());
                 }
@@ -367,9 +415,23 @@ impl SqlConnector {
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
                     .map_err(db_err(&ctx))?;
-                let pk = sqlx::query(catalog::MY_PRIMARY_KEY).bind(&schema).bind(&bare).fetch_all(p).await.map_err(db_err(&ctx))?;
-                let pk = pk.iter().map(|r| r.try_get_unchecked::<String, _>(0)).collect::<Result<Vec<_>, _>>().map_err(db_err(&ctx))?;
-                let rows = sqlx::query(catalog::MY_REFERENCED_BY).bind(&schema).bind(&bare).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let pk = sqlx::query(catalog::MY_PRIMARY_KEY)
+                    .bind(&schema)
+                    .bind(&bare)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err(&ctx))?;
+                let pk = pk
+                    .iter()
+                    .map(|r| r.try_get_unchecked::<String, _>(0))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db_err(&ctx))?;
+                let rows = sqlx::query(catalog::MY_REFERENCED_BY)
+                    .bind(&schema)
+                    .bind(&bare)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err(&ctx))?;
                 let mut referenced_by: Vec<ForeignKey> = Vec::new();
                 for r in &rows {
                     let (constraint, child, col, refcol): (String, String, String, String) = (
@@ -383,7 +445,12 @@ impl SqlConnector {
                             fk.columns.push(col);
                             fk.referenced.push(refcol);
                         }
-                        _ => referenced_by.push(ForeignKey { constraint, table: child, columns: vec![col], referenced: vec![refcol] }),
+                        _ => referenced_by.push(ForeignKey {
+                            constraint,
+                            table: child,
+                            columns: vec![col],
+                            referenced: vec![refcol],
+                        }),
                     }
                 }
                 Ok(TableInfo { name: table.to_string(), columns, primary_key: pk, referenced_by })
@@ -403,14 +470,25 @@ impl SqlConnector {
                     if pkpos > 0 {
                         pk.push((pkpos, name.clone()));
                     }
-                    columns.push(ColumnInfo { name, kind: catalog::sqlite_kind(&declared), sql_type: declared, nullable: notnull == 0 && pkpos == 0, max_len: None });
+                    columns.push(ColumnInfo {
+                        name,
+                        kind: catalog::sqlite_kind(&declared),
+                        sql_type: declared,
+                        nullable: notnull == 0 && pkpos == 0,
+                        max_len: None,
+                    });
                 }
                 pk.sort();
                 let primary_key: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
-                let tables = sqlx::query_scalar::<_, String>(catalog::LITE_TABLES).fetch_all(p).await.map_err(db_err(&ctx))?;
+                let tables =
+                    sqlx::query_scalar::<_, String>(catalog::LITE_TABLES).fetch_all(p).await.map_err(db_err(&ctx))?;
                 let mut referenced_by = Vec::new();
                 for child in tables {
-                    let rows = sqlx::query(catalog::LITE_FOREIGN_KEYS).bind(&child).fetch_all(p).await.map_err(db_err(&ctx))?;
+                    let rows = sqlx::query(catalog::LITE_FOREIGN_KEYS)
+                        .bind(&child)
+                        .fetch_all(p)
+                        .await
+                        .map_err(db_err(&ctx))?;
                     let mut by_id: BTreeMap<i64, ForeignKey> = BTreeMap::new();
                     for r in &rows {
                         let id: i64 = r.try_get(0).map_err(db_err(&ctx))?;
@@ -487,7 +565,12 @@ impl crate::connector::Connector for SqlConnector {
             .collect())
     }
 
-    async fn candidates(&self, scope: &Scope, after: Option<&[Value]>, limit: usize) -> Result<Vec<Candidate>, ConnectorError> {
+    async fn candidates(
+        &self,
+        scope: &Scope,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, ConnectorError> {
         let sql = self.builder(scope).candidates(after, limit);
         let rows = self.rows(&sql, &format!("selecting due rows of '{}'", scope.table.name)).await?;
         let nk = scope.key.len();
@@ -501,7 +584,13 @@ impl crate::connector::Connector for SqlConnector {
             .collect())
     }
 
-    async fn destroy(&self, scope: &Scope, batch: &[Candidate], ids: &[EvidenceId], journal: &JournalCtx) -> Result<BatchOutcome, ConnectorError> {
+    async fn destroy(
+        &self,
+        scope: &Scope,
+        batch: &[Candidate],
+        ids: &[EvidenceId],
+        journal: &JournalCtx,
+    ) -> Result<BatchOutcome, ConnectorError> {
         let b = self.builder(scope);
         let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
         let work_cols: Vec<String> = match &scope.work {
@@ -616,7 +705,10 @@ impl crate::connector::Connector for SqlConnector {
                 let nk = scope.key.len();
                 let mut left = 0;
                 for row in rows {
-                    let pending = cols.iter().zip(&row[nk..]).any(|((_, s), v)| matches!(s.apply(v, scope.pseudonym_key.as_deref()), Ok(Some(_))));
+                    let pending = cols
+                        .iter()
+                        .zip(&row[nk..])
+                        .any(|((_, s), v)| matches!(s.apply(v, scope.pseudonym_key.as_deref()), Ok(Some(_))));
                     // Random tokens and pseudonyms are recognised by shape; a nullified or
                     // constant value applies to itself as a no-op.
                     if pending {
@@ -640,7 +732,10 @@ mod tests {
 
     #[test]
     fn redact_url_hides_passwords() {
-        let m = redact_url("error connecting to db.internal: password s3cr3t rejected", "postgres://app:s3cr3t@db.internal/app");
+        let m = redact_url(
+            "error connecting to db.internal: password s3cr3t rejected",
+            "postgres://app:s3cr3t@db.internal/app",
+        );
         assert!(!m.contains("s3cr3t"));
     }
 }

@@ -135,9 +135,16 @@ impl TestDb {
     /// The first column of every row, as text (cast in SQL by the caller where needed).
     pub async fn texts(&self, sql: &str) -> Vec<Option<String>> {
         let r = match &self.pool {
-            Pool::Pg(p) => sqlx::query(sql).fetch_all(p).await.map(|rs| rs.iter().map(|r| r.get::<Option<String>, _>(0)).collect()),
-            Pool::My(p) => sqlx::query(sql).fetch_all(p).await.map(|rs| rs.iter().map(|r| r.try_get_unchecked::<Option<String>, _>(0).unwrap()).collect()),
-            Pool::Lite(p) => sqlx::query(sql).fetch_all(p).await.map(|rs| rs.iter().map(|r| r.get::<Option<String>, _>(0)).collect()),
+            Pool::Pg(p) => {
+                sqlx::query(sql).fetch_all(p).await.map(|rs| rs.iter().map(|r| r.get::<Option<String>, _>(0)).collect())
+            }
+            Pool::My(p) => sqlx::query(sql)
+                .fetch_all(p)
+                .await
+                .map(|rs| rs.iter().map(|r| r.try_get_unchecked::<Option<String>, _>(0).unwrap()).collect()),
+            Pool::Lite(p) => {
+                sqlx::query(sql).fetch_all(p).await.map(|rs| rs.iter().map(|r| r.get::<Option<String>, _>(0)).collect())
+            }
         };
         r.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
@@ -261,7 +268,9 @@ impl Fixture {
             .map(|e| e.unwrap().path())
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy();
-                n.starts_with(&format!("lapse-{mode}-")) && n.ends_with(suffix) && !n.ends_with(&format!(".evidence{suffix}"))
+                n.starts_with(&format!("lapse-{mode}-"))
+                    && n.ends_with(suffix)
+                    && !n.ends_with(&format!(".evidence{suffix}"))
             })
             .collect();
         files.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
@@ -289,7 +298,11 @@ pub struct Run {
 
 impl From<Output> for Run {
     fn from(o: Output) -> Run {
-        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
     }
 }
 

@@ -62,7 +62,11 @@ pub async fn seeded(b: Backend) -> Fixture {
     let mut sql = String::new();
     for (id, subject, created, status) in rows {
         let created = created.map(|c| format!("'{c}'")).unwrap_or("NULL".into());
-        let ip = if id == 2 { "2001:db8:85a3:1234:5678:8a2e:370:7334".to_string() } else { format!("203.0.113.{}", 10 + id) };
+        let ip = if id == 2 {
+            "2001:db8:85a3:1234:5678:8a2e:370:7334".to_string()
+        } else {
+            format!("203.0.113.{}", 10 + id)
+        };
         sql.push_str(&format!(
             "INSERT INTO people (id, subject, email, full_name, ip, birth, postcode, score, status, created_at, last_seen) VALUES \
              ({id}, '{subject}', 'person{id}@example.com', 'Person Number{id}', '{ip}', '1980-05-17', 'SW1A {id}AA', {}, '{status}', {created}, {created});\n",
@@ -100,7 +104,11 @@ guardrail:
 const ONE_YEAR: &str = "  - name: service\n    legal_basis: contract\n    retain: 1y\n    after: created_at\n";
 
 async fn ids(f: &Fixture) -> Vec<i64> {
-    f.db.texts("SELECT CAST(id AS CHAR(20)) FROM people ORDER BY id").await.into_iter().map(|x| x.unwrap().trim().parse().unwrap()).collect()
+    f.db.texts("SELECT CAST(id AS CHAR(20)) FROM people ORDER BY id")
+        .await
+        .into_iter()
+        .map(|x| x.unwrap().trim().parse().unwrap())
+        .collect()
 }
 
 async fn ids_text(f: &Fixture) -> Vec<i64> {
@@ -241,7 +249,14 @@ pub async fn holds_from_table(b: Backend) {
 /// destroying statement itself must refuse the held row.
 pub async fn hold_inserted_mid_run(b: Backend) {
     let f = seeded(b).await;
-    let holds = HoldsTable { table: "legal_holds".into(), id: "id".into(), subject: "subject".into(), policy: Some("policy".into()), expires: Some("expires_at".into()), matter: None };
+    let holds = HoldsTable {
+        table: "legal_holds".into(),
+        id: "id".into(),
+        subject: "subject".into(),
+        policy: Some("policy".into()),
+        expires: Some("expires_at".into()),
+        matter: None,
+    };
     let conn = SqlConnector::open("db", &f.db.url, false, "lapse_journal", Some(holds)).await.unwrap();
     conn.ensure_journal().await.unwrap();
     let table = conn.describe("people").await.unwrap();
@@ -250,7 +265,12 @@ pub async fn hold_inserted_mid_run(b: Backend) {
         table,
         key: vec!["id".into()],
         subject: Some("subject".into()),
-        lapse: Filter::Lapsed(LapseRule { anchor: "created_at".into(), threshold: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(), condition: None, null_lapses: false }),
+        lapse: Filter::Lapsed(LapseRule {
+            anchor: "created_at".into(),
+            threshold: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+            condition: None,
+            null_lapses: false,
+        }),
         work: Work::Delete,
         holds: HoldScope { file: vec![], table: conn.holds_table().cloned(), now: Utc::now() },
         restrict: vec![],
@@ -260,8 +280,10 @@ pub async fn hold_inserted_mid_run(b: Backend) {
     let cands = conn.candidates(&scope, None, 100).await.unwrap();
     assert_eq!(cands.len(), 5);
     f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LATE', 'S-HELD', NULL, NULL)").await;
-    let ids: Vec<EvidenceId> = (0..cands.len()).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
-    let journal = JournalCtx { run_id: "t".into(), policy: "people".into(), stage: "record".into(), action: "deleted".into() };
+    let ids: Vec<EvidenceId> =
+        (0..cands.len()).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
+    let journal =
+        JournalCtx { run_id: "t".into(), policy: "people".into(), stage: "record".into(), action: "deleted".into() };
     let out = conn.destroy(&scope, &cands, &ids, &journal).await.unwrap();
     assert!(!out.conflict);
     assert_eq!(out.destroyed.len(), 4);
