@@ -106,11 +106,15 @@ pub struct Reports {
     /// Directory for reports, relative to this file. Default `reports`.
     #[serde(default = "default_reports")]
     pub dir: PathBuf,
+    /// Ed25519 signing key (64 hex characters, the 32-byte seed). Every report is signed with it;
+    /// `lapse report verify` needs only the public key.
+    #[serde(default)]
+    pub signing_key: Option<SecretRef>,
 }
 
 impl Default for Reports {
     fn default() -> Self {
-        Reports { dir: default_reports() }
+        Reports { dir: default_reports(), signing_key: None }
     }
 }
 

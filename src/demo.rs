@@ -124,6 +124,17 @@ pub async fn setup(dir: &Path, sizes: Sizes, seed: u64) -> anyhow::Result<()> {
             std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
         }
     }
+    let sig_path = dir.join("signing.key");
+    if !sig_path.exists() {
+        let signer = crate::integrity::Signer::generate();
+        std::fs::write(&sig_path, signer.secret_hex())?;
+        std::fs::write(dir.join("signing.pub"), signer.public_hex())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&sig_path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
     let db = dir.join("demo.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));

@@ -256,6 +256,9 @@ pub async fn execute(
             })
             .collect(),
         policies: Vec::new(),
+        sequence: 0,
+        previous: None,
+        signing_key_id: None,
         evidence: None,
     };
     let report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
@@ -325,7 +328,21 @@ pub async fn execute(
     } else {
         "complete".into()
     };
-    let report_path = report.write(&report_dir)?;
+    let signer = match &ws.config.reports.signing_key {
+        Some(r) => Some(crate::integrity::Signer::from_secret(&config::read_secret(
+            r,
+            &ws.config.base_dir,
+            "report signing key",
+        )?)?),
+        None => None,
+    };
+    report.signing_key_id = signer.as_ref().map(|s| s.key_id());
+    if mode == Mode::Run {
+        // Chain: this run report points at the newest run report of the directory.
+        report.previous = crate::integrity::chain_head(&report_dir)?;
+        report.sequence = report.previous.as_ref().map_or(1, |p| p.sequence + 1);
+    }
+    let report_path = report.write(&report_dir, signer.as_ref())?;
     Ok(Outcome { report, report_path })
 }
 

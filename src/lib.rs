@@ -7,6 +7,7 @@ pub mod diag;
 pub mod engine;
 pub mod evidence;
 pub mod holds;
+pub mod integrity;
 pub mod period;
 pub mod policy;
 pub mod report;

@@ -33,6 +33,13 @@ pub struct Report {
     pub policy_files: Vec<PolicyFile>,
     pub holds: Vec<HoldInfo>,
     pub policies: Vec<PolicyReport>,
+    /// Position in this report directory's chain of run reports (1 for the first).
+    pub sequence: u64,
+    /// The previous run report of the chain: its file name and SHA-256. Removing, altering or
+    /// reordering reports breaks the chain.
+    pub previous: Option<crate::integrity::ChainLink>,
+    /// Identifies the Ed25519 key that signs this report (`<file>.sig`), when signing is on.
+    pub signing_key_id: Option<String>,
     /// Per-record evidence, streamed to a JSON Lines file next to the report as batches commit.
     pub evidence: Option<EvidenceFile>,
 }
@@ -168,14 +175,19 @@ impl Report {
         format!("lapse-{}-{}-{}", self.mode, self.started_at.format("%Y%m%dT%H%M%SZ"), &self.run_id[..8])
     }
 
-    /// Writes `<stem>.json` and `<stem>.csv` into `dir`; returns the JSON path.
-    pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+    /// Writes `<stem>.json` (and `<stem>.json.sig` when a signer is given) and `<stem>.csv`
+    /// into `dir`; returns the JSON path. The signature covers the exact bytes of the JSON file.
+    pub fn write(&self, dir: &Path, signer: Option<&crate::integrity::Signer>) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create report directory '{}': {e}", dir.display()))?;
         let stem = self.file_stem();
         let json = dir.join(format!("{stem}.json"));
+        let bytes = serde_json::to_vec_pretty(self)?;
+        if let Some(s) = signer {
+            std::fs::write(dir.join(format!("{stem}.json.sig")), s.sign(&bytes))?;
+        }
         let tmp = dir.join(format!(".{stem}.json.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(&tmp, &bytes)?;
         std::fs::rename(&tmp, &json)?;
         std::fs::write(dir.join(format!("{stem}.csv")), self.csv()?)?;
         Ok(json)

@@ -1,0 +1,111 @@
+//! Report integrity: an Ed25519 signature per report and a hash chain across runs.
+//!
+//! Each run report names the previous run report of its directory (file name and SHA-256) and
+//! carries a sequence number; the signature (`<report>.json.sig`, hex) covers the report file's
+//! exact bytes. Altering a byte breaks the signature; removing or reordering reports breaks the
+//! chain. Verification needs only the public key.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A link to the previous report of the chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainLink {
+    pub file: String,
+    pub sha256: String,
+    pub sequence: u64,
+}
+
+pub struct Signer {
+    key: SigningKey,
+}
+
+impl Signer {
+    /// From the secret: 64 hex characters (the 32-byte seed), surrounding whitespace ignored.
+    pub fn from_secret(secret: &[u8]) -> anyhow::Result<Signer> {
+        let text = std::str::from_utf8(secret).map_err(|_| anyhow::anyhow!("signing key: not hex text"))?.trim();
+        let bytes = hex::decode(text).map_err(|_| anyhow::anyhow!("signing key: expected 64 hex characters"))?;
+        let seed: [u8; 32] =
+            bytes.try_into().map_err(|_| anyhow::anyhow!("signing key: expected 64 hex characters (32 bytes)"))?;
+        Ok(Signer { key: SigningKey::from_bytes(&seed) })
+    }
+
+    pub fn generate() -> Signer {
+        Signer { key: SigningKey::generate(&mut rand::rngs::OsRng) }
+    }
+
+    pub fn secret_hex(&self) -> String {
+        hex::encode(self.key.to_bytes())
+    }
+
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().to_bytes())
+    }
+
+    pub fn key_id(&self) -> String {
+        key_id(&self.key.verifying_key())
+    }
+
+    /// Hex signature of `bytes`.
+    pub fn sign(&self, bytes: &[u8]) -> String {
+        hex::encode(self.key.sign(bytes).to_bytes())
+    }
+}
+
+pub fn key_id(k: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(k.to_bytes())[..8])
+}
+
+/// Parses a public key (64 hex characters).
+pub fn public_key(text: &str) -> anyhow::Result<VerifyingKey> {
+    let bytes = hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("public key: expected 64 hex characters"))?;
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("public key: expected 32 bytes"))?;
+    VerifyingKey::from_bytes(&arr).map_err(|e| anyhow::anyhow!("public key: {e}"))
+}
+
+/// Checks a hex signature over `bytes`.
+pub fn check_signature(key: &VerifyingKey, bytes: &[u8], sig_hex: &str) -> bool {
+    let Ok(raw) = hex::decode(sig_hex.trim()) else { return false };
+    let Ok(arr) = <[u8; 64]>::try_from(raw.as_slice()) else { return false };
+    key.verify(bytes, &ed25519_dalek::Signature::from_bytes(&arr)).is_ok()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Run reports of a directory, in file-name order (`lapse-run-*.json`).
+pub fn run_reports(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    v.retain(|p| {
+        let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        n.starts_with("lapse-run-") && n.ends_with(".json")
+    });
+    v.sort();
+    v
+}
+
+/// The newest run report of `dir` (highest sequence), as the link the next report points to.
+pub fn chain_head(dir: &Path) -> anyhow::Result<Option<ChainLink>> {
+    let mut best: Option<ChainLink> = None;
+    for p in run_reports(dir) {
+        let bytes = std::fs::read(&p)?;
+        let v: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(_) => continue, // an unreadable report is reported by `verify`, not chained to
+        };
+        let seq = v.get("sequence").and_then(|s| s.as_u64()).unwrap_or(0);
+        if best.as_ref().is_none_or(|b| seq > b.sequence) {
+            best = Some(ChainLink {
+                file: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                sha256: sha256_hex(&bytes),
+                sequence: seq,
+            });
+        }
+    }
+    Ok(best)
+}
