@@ -3,6 +3,7 @@
 #
 # Usage:
 #   scripts/testbed.sh start   # (re)create both servers, write .testbed/env
+#                              # (installs missing packages, chromium included)
 #   scripts/testbed.sh env     # print the export lines (source-able)
 #   scripts/testbed.sh stop    # stop both servers and delete all state
 #
@@ -157,6 +158,13 @@ ensure_packages() {
         apt_install postgresql-15
     fi
     [[ -x "$PG_BIN/initdb" ]] || die "$PG_BIN/initdb still missing after install"
+    # Headless Chromium renders the HTML destruction report in tests/it/reports.rs
+    # (run there as root with --headless --no-sandbox and a throwaway profile).
+    if ! command -v chromium >/dev/null 2>&1; then
+        log "installing chromium (headless rendering test of the HTML report)"
+        apt_install chromium
+    fi
+    command -v chromium >/dev/null 2>&1 || die "chromium still missing after install"
     ensure_system_user postgres
     ensure_system_user mysql
     step_end

@@ -12,10 +12,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// A link to the previous report of the chain.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ChainLink {
+    /// File name of the previous run report, in the same directory.
     pub file: String,
+    /// SHA-256 (hex) of that file's bytes.
     pub sha256: String,
+    /// Its sequence number.
     pub sequence: u64,
 }
 
@@ -64,6 +67,13 @@ pub fn public_key(text: &str) -> anyhow::Result<VerifyingKey> {
     let bytes = hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("public key: expected 64 hex characters"))?;
     let arr: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("public key: expected 32 bytes"))?;
     VerifyingKey::from_bytes(&arr).map_err(|e| anyhow::anyhow!("public key: {e}"))
+}
+
+/// Reads a public key file (64 hex characters, as written by `lapse keygen` or the demo).
+pub fn read_public_key(path: &Path) -> anyhow::Result<VerifyingKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read public key file '{}': {e}", path.display()))?;
+    public_key(&text).map_err(|e| anyhow::anyhow!("'{}': {e}", path.display()))
 }
 
 /// Checks a hex signature over `bytes`.

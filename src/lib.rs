@@ -11,6 +11,7 @@ pub mod integrity;
 pub mod period;
 pub mod policy;
 pub mod report;
+pub mod reporting;
 pub mod sql;
 pub mod validate;
 pub mod value;

@@ -104,6 +104,20 @@ enum Cmd {
         #[arg(long)]
         seed_only: bool,
     },
+    /// Reports after the fact: verify, render, look up a subject, print the JSON Schema.
+    Report {
+        #[command(subcommand)]
+        cmd: ReportCmd,
+    },
+    /// Generate keys: an Ed25519 signing key pair and a random evidence key (secrets mode 0600).
+    Keygen {
+        /// Directory for signing.key, signing.pub and evidence.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite existing key files (what was made with the old keys stops matching).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn init_logging(format: Option<LogFormat>, quiet: bool) {
@@ -270,6 +284,8 @@ async fn main() -> ExitCode {
         Cmd::Plan { args, json } => plan_or_run(Mode::Plan, args, json, true).await,
         Cmd::Run { args, yes } => plan_or_run(Mode::Run, args, false, yes).await,
         Cmd::Demo { dir, customers, seed_only } => demo(dir, customers, seed_only).await,
+        Cmd::Report { cmd } => return report_cmd(cmd),
+        Cmd::Keygen { out, force } => return keygen(&out, force),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -279,5 +295,218 @@ async fn main() -> ExitCode {
             }
             ExitCode::from(code as u8)
         }
+    }
+}
+
+// ---- `lapse report ...` and `lapse keygen` (exit codes: see `lapse::reporting`) ----
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Check signatures, evidence files and the hash chain of a report or a directory of reports.
+    /// Exit 0: all good; 4: a problem was found (each named); 2: bad arguments or key.
+    Verify {
+        /// A report (`lapse-*.json`) or a directory of reports.
+        path: PathBuf,
+        /// The Ed25519 public key file (64 hex characters, e.g. signing.pub).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render a report for people: self-contained HTML (summary, chart, certificate) or CSV.
+    Render {
+        /// A report (`lapse-*.json`).
+        path: PathBuf,
+        #[arg(long, value_enum, default_value = "html")]
+        format: RenderFormat,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Check the report's signature first (exit 4 without rendering if it does not verify).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Was a subject (or record) destroyed, when and how, or is it held? Uses the evidence key.
+    /// Exit 0: found (destroyed or held); 5: nothing found; 2: bad arguments or config.
+    Lookup {
+        /// A directory of reports.
+        dir: PathBuf,
+        /// The data subject (value of the policies' subject column).
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        subject: Option<String>,
+        /// A record key (comma-separated values for a composite key); needs --policy.
+        #[arg(long, value_delimiter = ',', num_args = 1.., requires = "policy")]
+        key: Vec<String>,
+        /// Worker configuration (for the evidence key, holds file and policies).
+        #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG")]
+        config: PathBuf,
+        /// Only this policy (required with --key).
+        #[arg(long, short)]
+        policy: Option<String>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the report (committed as schema/report.schema.json).
+    Schema {
+        /// The schema of one evidence line instead (schema/evidence.schema.json).
+        #[arg(long)]
+        evidence: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RenderFormat {
+    Html,
+    Csv,
+}
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(code)
+}
+
+fn report_cmd(cmd: ReportCmd) -> ExitCode {
+    use lapse::reporting::{self, lookup, render, store, verify};
+    const INVALID: u8 = Exit::Invalid as u8;
+    match cmd {
+        ReportCmd::Verify { path, public_key, json } => {
+            let key = match lapse::integrity::read_public_key(&public_key) {
+                Ok(k) => k,
+                Err(e) => return fail(INVALID, format!("{e:#}")),
+            };
+            let out = match verify::verify_path(&path, &key) {
+                Ok(o) => o,
+                Err(e) => return fail(INVALID, format!("{e:#}")),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            } else {
+                print!("{}", out.text());
+            }
+            if out.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(reporting::EXIT_VERIFY_FAILED)
+            }
+        }
+        ReportCmd::Render { path, format, out, public_key } => {
+            if path.is_dir() {
+                return fail(INVALID, format!("'{}' is a directory; render one report file", path.display()));
+            }
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => return fail(INVALID, format!("cannot read '{}': {e}", path.display())),
+            };
+            let report: lapse::report::Report = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
+                Err(e) => return fail(INVALID, format!("'{}' is not a lapse report: {e}", path.display())),
+            };
+            let mut checked_with = None;
+            if let Some(pk) = public_key {
+                let key = match lapse::integrity::read_public_key(&pk) {
+                    Ok(k) => k,
+                    Err(e) => return fail(INVALID, format!("{e:#}")),
+                };
+                let sig = std::fs::read_to_string(format!("{}.sig", path.display())).unwrap_or_default();
+                if !lapse::integrity::check_signature(&key, &bytes, &sig) {
+                    return fail(
+                        reporting::EXIT_VERIFY_FAILED,
+                        format!(
+                            "the signature of '{}' is missing or does not verify with key {}; not rendered (run `lapse report verify`)",
+                            path.display(),
+                            lapse::integrity::key_id(&key)
+                        ),
+                    );
+                }
+                checked_with = Some(lapse::integrity::key_id(&key));
+            }
+            let text = match format {
+                RenderFormat::Html => {
+                    let src = render::Source {
+                        file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                        sha256: lapse::integrity::sha256_hex(&bytes),
+                        signature_checked_with: checked_with,
+                    };
+                    render::html(&report, &src).into_bytes()
+                }
+                RenderFormat::Csv => match report.csv() {
+                    Ok(c) => c,
+                    Err(e) => return fail(1, format!("{e:#}")),
+                },
+            };
+            match out {
+                Some(o) => {
+                    if let Err(e) = std::fs::write(&o, &text) {
+                        return fail(1, format!("cannot write '{}': {e}", o.display()));
+                    }
+                    eprintln!("wrote {}", o.display());
+                }
+                None => {
+                    use std::io::Write;
+                    if let Err(e) = std::io::stdout().write_all(&text) {
+                        return fail(1, e);
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        ReportCmd::Lookup { dir, subject, key, config, policy, json } => {
+            let target = match (subject, key.is_empty(), &policy) {
+                (Some(s), true, _) => lookup::Target::Subject(s),
+                (None, false, Some(p)) => lookup::Target::Record { policy: p.clone(), key },
+                (None, false, None) => {
+                    return fail(INVALID, "--key needs --policy (the record hash covers its dataset)")
+                }
+                _ => return fail(INVALID, "give --subject ID or --key K1[,K2] --policy NAME"),
+            };
+            let ctx = match lookup::Context::load(&config) {
+                Ok(c) => c,
+                Err(d) => {
+                    print_diags(&d);
+                    return ExitCode::from(INVALID);
+                }
+            };
+            let st = match store::open(&dir) {
+                Ok(s) => s,
+                Err(e) => return fail(INVALID, format!("{e:#}")),
+            };
+            let answer = match lookup::lookup(st.as_ref(), &ctx, &target, policy.as_deref()) {
+                Ok(a) => a,
+                Err(e) => return fail(INVALID, format!("{e:#}")),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+            } else {
+                print!("{}", answer.text(&st.location()));
+            }
+            if answer.found {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(reporting::EXIT_NOT_FOUND)
+            }
+        }
+        ReportCmd::Schema { evidence } => {
+            print!("{}", if evidence { reporting::evidence_schema() } else { reporting::report_schema() });
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn keygen(out: &std::path::Path, force: bool) -> ExitCode {
+    match lapse::reporting::keygen::generate(out, force) {
+        Ok(k) => {
+            println!("wrote {} (Ed25519 signing key, mode 0600; key id {})", k.signing_key.display(), k.signing_key_id);
+            println!("wrote {} (public key: all `lapse report verify` needs)", k.public_key.display());
+            println!("wrote {} (evidence HMAC key, mode 0600; key id {})", k.evidence_key.display(), k.evidence_key_id);
+            println!(
+                "\nin lapse.yaml (mount the secrets as files; never commit them):\nevidence:\n  key_file: {}\nreports:\n  signing_key:\n    key_file: {}",
+                k.evidence_key.display(),
+                k.signing_key.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(Exit::Invalid as u8, format!("{e:#}")),
     }
 }

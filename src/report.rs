@@ -3,20 +3,36 @@
 //! JSON is the authoritative format (`schema_version` versioned); a CSV summary is written next
 //! to it. Records appear only as keyed hashes ([`crate::evidence`]); no personal value is ever
 //! part of a report.
+//!
+//! The types are read back too (`lapse report render`) and published as JSON Schema
+//! (`schema/report.schema.json`, generated from them: regenerate it with `lapse report schema` when
+//! a type changes). A field added within a schema version gets `#[serde(default)]` so that reports
+//! written before it still read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::policy::PolicyFile;
 
 pub const SCHEMA_VERSION: &str = "1";
 
-#[derive(Debug, Clone, Serialize)]
+/// A string fixed when the report is written (schema version, tool name and version). The alias
+/// keeps serde from borrowing it from the input when a report is read back; see [`interned`].
+pub type Fixed = &'static str;
+
+/// A `lapse` destruction report (`plan` or `run`): what was destroyed, what was kept and why, per
+/// policy. Records and subjects appear only as keyed hashes; no personal value is ever part of it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
-    pub schema_version: &'static str,
+    /// Version of this format (`1`).
+    #[serde(deserialize_with = "interned")]
+    #[schemars(extend("const" = "1"))]
+    pub schema_version: Fixed,
+    /// Unique id of the run (a UUID).
     pub run_id: String,
     /// `plan` (nothing changed) or `run`.
     pub mode: String,
@@ -27,11 +43,18 @@ pub struct Report {
     pub finished_at: Option<DateTime<Utc>>,
     /// Fixed at the start of the run: a purpose lapses when `anchor + period <= cutoff`.
     pub cutoff: DateTime<Utc>,
+    /// The worker that wrote the report.
     pub tool: Tool,
     /// Identifies the evidence key (not the key itself).
     pub evidence_key_id: String,
+    /// Every policy file read, with the SHA-256 of its bytes.
+    #[serde(deserialize_with = "policy_files")]
+    #[schemars(with = "Vec<PolicyFileDigest>")]
     pub policy_files: Vec<PolicyFile>,
+    /// Legal holds active at the start of the run (identifiers of held subjects are never
+    /// included, only their number).
     pub holds: Vec<HoldInfo>,
+    /// One entry per policy enforced (or planned).
     pub policies: Vec<PolicyReport>,
     /// Position in this report directory's chain of run reports (1 for the first).
     pub sequence: u64,
@@ -44,92 +67,126 @@ pub struct Report {
     pub evidence: Option<EvidenceFile>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The evidence file of a run: one [`Evidence`] line per destroyed record.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EvidenceFile {
     /// File name, relative to the report.
     pub file: String,
+    /// SHA-256 (hex) of the file's bytes.
     pub sha256: String,
+    /// Number of lines (records).
     pub records: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Tool {
-    pub name: &'static str,
-    pub version: &'static str,
+    /// `lapse`.
+    #[serde(deserialize_with = "interned")]
+    pub name: Fixed,
+    #[serde(deserialize_with = "interned")]
+    pub version: Fixed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A legal hold in force during the run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HoldInfo {
+    /// The hold's id (`<table>.*` stands for every hold of a holds table).
     pub id: String,
+    /// The legal matter (case, inquiry) the hold serves.
     pub matter: String,
     /// `file` or `table:<connection>`.
     pub source: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Number of data subjects the hold names (0: it holds whole policies).
     pub subject_count: usize,
+    /// Policies the hold applies to (empty: every policy).
     pub policies: Vec<String>,
     pub expires: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// A purpose of a policy and when it lapses.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
 pub struct PurposeInfo {
     pub name: String,
+    /// `consent`, `contract`, `legal_obligation`, `vital_interests`, `public_task` or
+    /// `legitimate_interests`.
     pub legal_basis: String,
+    /// The retention period as written (`3 years`, `90d`).
     pub retain: String,
+    /// The anchor column (or object fact) the period runs from.
     pub anchor: String,
     /// Anchors at or before this instant have lapsed.
     pub lapsed_if_anchor_before_or_at: Option<DateTime<Utc>>,
+    /// The `when:` condition, if any.
     pub condition: Option<String>,
+    /// Personal columns this purpose needs.
     pub covers: Vec<String>,
+    /// `keep` (an unknown anchor never lapses) or `lapse`.
     pub null_anchor: String,
     /// Set when the purpose comes from another policy on the same table (keeping wins).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_policy: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// How a personal column is destroyed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ColumnMethod {
+    /// Category of personal data (`email`, `name`, `ip_address`, ...).
     pub category: String,
+    /// The anonymization strategy, or `deleted with the record`.
     pub method: String,
     /// False for pseudonymization (linkable by the key holder).
     pub irreversible: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// One stage of a policy: the whole record, or a group of columns that lapse earlier.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
 pub struct StageReport {
     /// `record` (every purpose lapsed) or `fields:<columns>` (field-level lapse).
     pub name: String,
+    /// `deleted`, `anonymized` or `fields_anonymized`.
     pub action: String,
     pub columns: Vec<String>,
+    /// Rows due when counted (holds excluded).
     pub due: u64,
     pub destroyed: u64,
+    /// Rows already in their anonymized form.
     pub unchanged: u64,
+    /// Rows that stopped matching between selection and destruction (e.g. a hold arrived).
     pub skipped_concurrently: u64,
     pub batches: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// The guardrail: the largest share of a dataset one run may destroy.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
 pub struct Guardrail {
     pub max_share: f64,
+    /// The largest share due in one stage.
     pub share: f64,
     pub tripped: bool,
+    /// `--allow-share` exempted the policy for this run.
     pub overridden: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// How destruction was checked after commit.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
 pub struct Verification {
     pub method: String,
+    /// Destroyed records re-checked.
     pub checked: u64,
+    /// Re-checked records still found in their original form (0 when verified).
     pub still_present: u64,
     pub verified: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One line of the evidence file: a destroyed record, identified by keyed hash.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Evidence {
     /// HMAC of the record key.
     pub record: String,
     /// HMAC of the data subject, when the dataset has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     pub policy: String,
     /// `deleted`, `anonymized` or `fields_anonymized`.
@@ -139,28 +196,40 @@ pub struct Evidence {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// What one policy destroyed and kept.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
 pub struct PolicyReport {
     pub name: String,
+    /// The policy file.
     pub file: PathBuf,
     pub connection: String,
     pub table: String,
+    /// `delete` or `anonymize`.
     pub action: String,
     pub legal_bases: Vec<String>,
     pub purposes: Vec<PurposeInfo>,
+    /// Personal columns by name.
     pub columns: BTreeMap<String, ColumnMethod>,
     /// `done`, `failed`, `guardrail`, `held` (a hold covers the whole policy) or `planned`.
     pub outcome: String,
     pub rows_total: u64,
+    /// Rows due, summed over stages (holds excluded).
     pub rows_due: u64,
     pub deleted: u64,
     pub anonymized: u64,
+    /// Rows whose lapsed columns were anonymized while the record was kept.
     pub fields_anonymized: u64,
+    /// Lapsed rows kept by a legal hold.
     pub held: u64,
+    /// Lapsed rows kept, per hold id.
     pub held_by: BTreeMap<String, u64>,
+    /// Rows kept because an anchor is unknown (NULL) and the purpose says `keep`.
     pub null_anchor_kept: u64,
+    /// Lapsed rows kept because a `restrict` dependent still references them.
     pub blocked_by_dependents: u64,
+    /// Rows of dependent tables deleted by cascade, per table.
     pub dependents_deleted: BTreeMap<String, u64>,
+    /// Rows whose batch failed.
     pub failed: u64,
     pub stages: Vec<StageReport>,
     pub guardrail: Guardrail,
@@ -168,6 +237,35 @@ pub struct PolicyReport {
     /// A few due records as keyed hashes (plan).
     pub sample: Vec<String>,
     pub errors: Vec<String>,
+}
+
+/// Schema of a policy file digest (the report stores `crate::policy::PolicyFile`).
+#[derive(Deserialize, JsonSchema)]
+struct PolicyFileDigest {
+    path: PathBuf,
+    /// SHA-256 (hex) of the file's bytes.
+    sha256: String,
+}
+
+fn policy_files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PolicyFile>, D::Error> {
+    let v = Vec::<PolicyFileDigest>::deserialize(d)?;
+    Ok(v.into_iter().map(|f| PolicyFile { path: f.path, sha256: f.sha256 }).collect())
+}
+
+/// `&'static str` fields (schema version, tool name and version) read back from a file: each
+/// distinct value is leaked once and shared, so reading many reports costs a few bytes in all.
+fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
+    use std::collections::BTreeSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    let s = String::deserialize(d)?;
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(x) = seen.get(s.as_str()) {
+        return Ok(x);
+    }
+    let leaked: &'static str = Box::leak(s.into_boxed_str());
+    seen.insert(leaked);
+    Ok(leaked)
 }
 
 impl Report {

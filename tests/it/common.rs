@@ -287,6 +287,21 @@ impl Fixture {
         }
         s
     }
+
+    /// Turns report signing on: writes an Ed25519 key pair (`signing.key`, `signing.pub`) and
+    /// adds `reports.signing_key` to `lapse.yaml` (`config` rewrites that file: call this after
+    /// it). Returns the public key file, which is all `lapse report verify` needs.
+    pub fn sign_reports(&self) -> PathBuf {
+        let signer = lapse::integrity::Signer::generate();
+        std::fs::write(self.path("signing.key"), signer.secret_hex()).unwrap();
+        std::fs::write(self.path("signing.pub"), signer.public_hex()).unwrap();
+        let cfg = std::fs::read_to_string(self.path("lapse.yaml")).unwrap();
+        let plain = "reports:\n  dir: reports\n";
+        assert!(cfg.contains(plain), "lapse.yaml has no plain `reports:` section:\n{cfg}");
+        let signed = "reports:\n  dir: reports\n  signing_key:\n    key_file: signing.key\n";
+        std::fs::write(self.path("lapse.yaml"), cfg.replace(plain, signed)).unwrap();
+        self.path("signing.pub")
+    }
 }
 
 /// A finished `lapse` process.

@@ -1,0 +1,533 @@
+//! `lapse report lookup`: was this subject (or record) destroyed, when and how — or is it held?
+//!
+//! The reports never store an identifier: evidence lines carry `HMAC-SHA256(evidence key, …)`.
+//! With the evidence key from the worker config, the lookup recomputes the keyed hash of the
+//! subject (or of the record key, which needs the policy's connection and table) and scans the
+//! evidence files of the directory's run reports.
+//!
+//! Holds: reports record each hold by id, matter and *number* of subjects, never the subjects.
+//! Whether a subject is held is therefore answered from the holds file named by the config (as
+//! it is now); holds kept in a database table live in that table; and a hold that froze a whole
+//! policy applies to every subject of it, which reports cannot tie to one subject. The answer
+//! says which of these it could and could not check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::store::{self, FileKind, ReportStore};
+use crate::config::{self, Config};
+use crate::diag::Diagnostics;
+use crate::evidence::EvidenceKey;
+use crate::holds::{self, Hold};
+use crate::report::{Evidence, EvidenceFile};
+use crate::value::Value;
+
+/// The fields of a run report the lookup reads; tolerant of other fields and of reports written
+/// by other versions.
+#[derive(Debug, Deserialize)]
+struct RunView {
+    run_id: String,
+    started_at: DateTime<Utc>,
+    #[serde(default)]
+    sequence: u64,
+    evidence_key_id: String,
+    #[serde(default)]
+    evidence: Option<EvidenceFile>,
+    #[serde(default)]
+    holds: Vec<HoldView>,
+    #[serde(default)]
+    policies: Vec<PolicyView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HoldView {
+    id: String,
+    matter: String,
+    source: String,
+    #[serde(default)]
+    subject_count: usize,
+    #[serde(default)]
+    policies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PolicyView {
+    name: String,
+    #[serde(default)]
+    connection: String,
+    #[serde(default)]
+    table: String,
+    #[serde(default)]
+    held_by: BTreeMap<String, u64>,
+}
+
+/// What to look for.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A data subject (the value of the policies' subject column).
+    Subject(String),
+    /// A record key (its column values, in key order) of one policy's dataset.
+    Record { policy: String, key: Vec<String> },
+}
+
+/// What the config provides: the evidence key, the holds file, the datasets of the policies.
+pub struct Context {
+    pub key: EvidenceKey,
+    pub holds: Vec<Hold>,
+    pub holds_file: Option<PathBuf>,
+    /// Policy name → (connection, table) of the current policy files.
+    pub datasets: BTreeMap<String, (String, String)>,
+    /// Problems that limit the answer (an unreadable holds file, invalid policies).
+    pub warnings: Vec<String>,
+}
+
+impl Context {
+    /// Reads the worker config. An invalid config is an error (its diagnostics); an invalid
+    /// policy or holds file only limits the answer.
+    pub fn load(config_path: &Path) -> Result<Context, Diagnostics> {
+        let mut d = Diagnostics::default();
+        let Some(cfg) = Config::load(config_path, &mut d) else { return Err(d) };
+        let key = match config::read_secret(&cfg.evidence, &cfg.base_dir, "evidence key") {
+            Ok(k) => EvidenceKey::new(k),
+            Err(e) => {
+                d.push(crate::diag::Diagnostic::error(format!("{e:#}")).in_file(config_path));
+                return Err(d);
+            }
+        };
+        let mut warnings = Vec::new();
+        let mut pd = Diagnostics::default();
+        let set = crate::policy::load_dir(&cfg.resolve(&cfg.policies), &mut pd);
+        if pd.has_errors() {
+            warnings.push(format!(
+                "the policy files have {} error(s) (run lapse validate); datasets are taken from the reports",
+                pd.errors().count()
+            ));
+        }
+        let datasets = set.policies.iter().map(|p| (p.name.clone(), (p.connection.clone(), p.table.clone()))).collect();
+        let holds_file = cfg.holds_file.as_ref().map(|f| cfg.resolve(f));
+        let holds = match &holds_file {
+            Some(f) => {
+                let mut hd = Diagnostics::default();
+                let h = holds::load(f, &mut hd);
+                if hd.has_errors() {
+                    warnings.push(format!(
+                        "the holds file {} has errors (run lapse validate); holds that could not be read were not checked",
+                        f.display()
+                    ));
+                }
+                h
+            }
+            None => Vec::new(),
+        };
+        Ok(Context { key, holds, holds_file, datasets, warnings })
+    }
+}
+
+/// A destroyed record of the subject (or the record looked up).
+#[derive(Debug, Clone, Serialize)]
+pub struct Destroyed {
+    pub at: DateTime<Utc>,
+    pub policy: String,
+    /// `deleted`, `anonymized` or `fields_anonymized`.
+    pub action: String,
+    pub stage: String,
+    pub batch: u64,
+    pub run_id: String,
+    pub report: String,
+    /// The record's keyed hash.
+    pub record: String,
+}
+
+/// A hold of the holds file that names the subject.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldBy {
+    pub hold: String,
+    pub matter: String,
+    pub reason: Option<String>,
+    /// Empty: every policy.
+    pub policies: Vec<String>,
+    pub expires: Option<DateTime<Utc>>,
+    /// In force now.
+    pub active: bool,
+    /// Runs in which this hold kept lapsed records (of any of its subjects).
+    pub kept_in: Vec<KeptIn>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptIn {
+    pub run_id: String,
+    pub report: String,
+    pub started_at: DateTime<Utc>,
+    pub policy: String,
+    /// Lapsed records the hold kept in that run, for all its subjects together.
+    pub records: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// `subject` or `record of policy <name>`.
+    pub target: String,
+    /// The keyed hashes searched for.
+    pub hashes: Vec<String>,
+    pub evidence_key_id: String,
+    pub run_reports: usize,
+    pub evidence_records_scanned: u64,
+    pub destroyed: Vec<Destroyed>,
+    pub held: Vec<HeldBy>,
+    /// What the reports cannot tell about this target, and where to look instead.
+    pub cannot_answer: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Destroyed or held.
+    pub found: bool,
+}
+
+/// The keyed hashes a subject may have been recorded under: its text, and its integer form
+/// when it is one (an integer subject column hashes the integer's canonical text).
+pub fn subject_hashes(key: &EvidenceKey, id: &str) -> Vec<String> {
+    let mut v = vec![key.subject(&Value::Text(id.to_string()))];
+    if let Ok(n) = id.trim().parse::<i64>() {
+        v.push(key.subject(&Value::Int(n)));
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The keyed hashes of a record key in each candidate dataset, trying each key part as text and,
+/// when it parses, as an integer.
+pub fn record_hashes(key: &EvidenceKey, datasets: &BTreeSet<(String, String)>, parts: &[String]) -> Vec<String> {
+    let mut combos: Vec<Vec<Value>> = vec![Vec::new()];
+    for p in parts {
+        let mut forms = vec![Value::Text(p.clone())];
+        if let Ok(n) = p.trim().parse::<i64>() {
+            forms.push(Value::Int(n));
+        }
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                forms.iter().map(move |f| {
+                    let mut c = c.clone();
+                    c.push(f.clone());
+                    c
+                })
+            })
+            .take(256)
+            .collect();
+    }
+    let mut v: Vec<String> =
+        datasets.iter().flat_map(|(c, t)| combos.iter().map(move |k| key.record(c, t, k))).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Looks `target` up in the run reports of `st`.
+pub fn lookup(
+    st: &dyn ReportStore,
+    ctx: &Context,
+    target: &Target,
+    only_policy: Option<&str>,
+) -> anyhow::Result<Answer> {
+    let key_id = ctx.key.key_id();
+    let mut warnings = ctx.warnings.clone();
+    let mut reports: Vec<(String, RunView)> = Vec::new();
+    for name in st.list()? {
+        if store::kind(&name) != FileKind::Report || !name.starts_with("lapse-run-") {
+            continue;
+        }
+        let parsed =
+            st.read(&name).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<RunView>(&b)?));
+        match parsed {
+            Ok(r) => reports.push((name, r)),
+            Err(e) => warnings.push(format!("{name}: not readable as a report ({e}); skipped")),
+        }
+    }
+    reports.sort_by_key(|(_, r)| (r.sequence, r.started_at));
+    let other_key: Vec<&str> =
+        reports.iter().filter(|(_, r)| r.evidence_key_id != key_id).map(|(n, _)| n.as_str()).collect();
+    if !other_key.is_empty() {
+        warnings.push(format!(
+            "{} report(s) were written with another evidence key than the configured one ({key_id}), so their hashes cannot match: {}",
+            other_key.len(),
+            other_key.join(", ")
+        ));
+    }
+    let (label, hashes, policy_filter) = match target {
+        Target::Subject(id) => ("subject".to_string(), subject_hashes(&ctx.key, id), only_policy.map(str::to_string)),
+        Target::Record { policy, key } => {
+            let mut ds = BTreeSet::new();
+            if let Some(d) = ctx.datasets.get(policy) {
+                ds.insert(d.clone());
+            }
+            for (_, r) in &reports {
+                for p in r.policies.iter().filter(|p| &p.name == policy) {
+                    ds.insert((p.connection.clone(), p.table.clone()));
+                }
+            }
+            if ds.is_empty() {
+                anyhow::bail!(
+                    "policy '{policy}' is neither in the policy files nor in any run report here: its connection and table (part of the record hash) are unknown"
+                );
+            }
+            (format!("record of policy {policy}"), record_hashes(&ctx.key, &ds, key), Some(policy.clone()))
+        }
+    };
+    let wanted: BTreeSet<&str> = hashes.iter().map(String::as_str).collect();
+    let mut destroyed = Vec::new();
+    let mut scanned = 0u64;
+    for (name, r) in reports.iter().filter(|(_, r)| r.evidence_key_id == key_id) {
+        let Some(ev) = &r.evidence else { continue };
+        let reader = match st.open(&ev.file) {
+            Ok(x) => x,
+            Err(e) => {
+                warnings.push(format!("{}: evidence of {name} cannot be read ({e}); skipped", ev.file));
+                continue;
+            }
+        };
+        let mut hash = Sha256::new();
+        let mut bad = 0u64;
+        for line in reader.split(b'\n') {
+            let line = line?;
+            hash.update(&line);
+            hash.update(b"\n");
+            scanned += 1;
+            let Ok(e) = serde_json::from_slice::<Evidence>(&line) else {
+                bad += 1;
+                continue;
+            };
+            if policy_filter.as_ref().is_some_and(|p| *p != e.policy) {
+                continue;
+            }
+            let hit = match target {
+                Target::Subject(_) => e.subject.as_deref().is_some_and(|s| wanted.contains(s)),
+                Target::Record { .. } => wanted.contains(e.record.as_str()),
+            };
+            if hit {
+                destroyed.push(Destroyed {
+                    at: e.at,
+                    policy: e.policy,
+                    action: e.action,
+                    stage: e.stage,
+                    batch: e.batch,
+                    run_id: r.run_id.clone(),
+                    report: name.clone(),
+                    record: e.record,
+                });
+            }
+        }
+        if bad > 0 || hex::encode(hash.finalize()) != ev.sha256 {
+            warnings.push(format!(
+                "{} does not match what {name} records (altered or truncated): run `lapse report verify`",
+                ev.file
+            ));
+        }
+    }
+    destroyed.sort_by_key(|d| d.at);
+
+    let mut held = Vec::new();
+    let mut cannot = Vec::new();
+    let now = Utc::now();
+    match target {
+        Target::Subject(id) => {
+            for h in &ctx.holds {
+                if !h.subjects.iter().any(|s| same_subject(s, id)) {
+                    continue;
+                }
+                if only_policy.is_some_and(|p| !h.applies_to(p)) {
+                    continue;
+                }
+                let kept_in = reports
+                    .iter()
+                    .flat_map(|(name, r)| {
+                        r.policies.iter().filter_map(move |p| {
+                            p.held_by.get(&h.id).filter(|n| **n > 0).map(|n| KeptIn {
+                                run_id: r.run_id.clone(),
+                                report: name.clone(),
+                                started_at: r.started_at,
+                                policy: p.name.clone(),
+                                records: *n,
+                            })
+                        })
+                    })
+                    .collect();
+                held.push(HeldBy {
+                    hold: h.id.clone(),
+                    matter: h.matter.clone(),
+                    reason: h.reason.clone(),
+                    policies: h.policies.clone(),
+                    expires: h.expires,
+                    active: h.active_at(now),
+                    kept_in,
+                });
+            }
+            cannot.push(match &ctx.holds_file {
+                Some(f) => format!(
+                    "Reports record holds by id, matter and number of subjects, never the subjects: whether this subject is held was checked against the holds file {} as it is now; a hold removed from it since is not visible.",
+                    f.display()
+                ),
+                None => "Reports record holds by id, matter and number of subjects, never the subjects; the config names no holds file, so no subject hold was checked.".into(),
+            });
+        }
+        Target::Record { .. } => cannot.push(
+            "Whether a record is held depends on its subject, which the reports link to a record only once it is destroyed: look its subject up with --subject."
+                .into(),
+        ),
+    }
+    let tables: BTreeSet<String> = reports
+        .iter()
+        .flat_map(|(_, r)| {
+            r.holds.iter().filter(|x| x.source.starts_with("table:")).map(|x| format!("{} ({})", x.matter, x.source))
+        })
+        .collect();
+    for t in tables {
+        cannot.push(format!("Holds kept in the database — {t} — are recorded there by subject, not in reports: query that table for this subject."));
+    }
+    let mut whole: BTreeMap<(String, String, Vec<String>), Vec<String>> = BTreeMap::new();
+    for (_, r) in &reports {
+        for x in r.holds.iter().filter(|x| x.source == "file" && x.subject_count == 0 && !x.policies.is_empty()) {
+            if only_policy.is_some_and(|p| !x.policies.iter().any(|q| q == p)) {
+                continue;
+            }
+            whole
+                .entry((x.id.clone(), x.matter.clone(), x.policies.clone()))
+                .or_default()
+                .push(short(&r.run_id).into());
+        }
+    }
+    for ((id, matter, policies), runs) in whole {
+        cannot.push(format!(
+            "Hold {id} ({matter}) froze every record of {} in {} run(s) ({}): any records of this {} there were kept, but the reports do not say whether it had any.",
+            policies.join(", "),
+            runs.len(),
+            runs.join(", "),
+            if matches!(target, Target::Subject(_)) { "subject" } else { "record" }
+        ));
+    }
+    cannot.push("Records that had not lapsed yet were neither destroyed nor recorded.".into());
+    let found = !destroyed.is_empty() || !held.is_empty();
+    Ok(Answer {
+        target: label,
+        hashes,
+        evidence_key_id: key_id,
+        run_reports: reports.len(),
+        evidence_records_scanned: scanned,
+        destroyed,
+        held,
+        cannot_answer: cannot,
+        warnings,
+        found,
+    })
+}
+
+fn same_subject(a: &str, b: &str) -> bool {
+    a == b || matches!((a.trim().parse::<i64>(), b.trim().parse::<i64>()), (Ok(x), Ok(y)) if x == y)
+}
+
+fn short(s: &str) -> &str {
+    s.get(..8).unwrap_or(s)
+}
+
+impl Answer {
+    /// For a terminal. Never prints the identifier looked up (only its keyed hash).
+    pub fn text(&self, location: &str) -> String {
+        let mut s = format!(
+            "lookup {} in {location}: {} run report{}, {} evidence record{} scanned (evidence key {})\n",
+            self.target,
+            self.run_reports,
+            if self.run_reports == 1 { "" } else { "s" },
+            self.evidence_records_scanned,
+            if self.evidence_records_scanned == 1 { "" } else { "s" },
+            self.evidence_key_id
+        );
+        s.push_str(&format!(
+            "keyed hash{}: {}\n",
+            if self.hashes.len() == 1 { "" } else { "es" },
+            self.hashes.iter().map(|h| format!("{}…", &h[..16.min(h.len())])).collect::<Vec<_>>().join(", ")
+        ));
+        if !self.destroyed.is_empty() {
+            s.push_str(&format!("DESTROYED: {} record(s)\n", self.destroyed.len()));
+            for d in &self.destroyed {
+                s.push_str(&format!(
+                    "  {}  policy {}  {} (stage {}, batch {})  run {}  record {}…  [{}]\n",
+                    d.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    d.policy,
+                    d.action,
+                    d.stage,
+                    d.batch,
+                    d.run_id,
+                    &d.record[..16.min(d.record.len())],
+                    d.report
+                ));
+            }
+        }
+        if !self.held.is_empty() {
+            s.push_str("HELD: named by the holds file\n");
+            for h in &self.held {
+                s.push_str(&format!(
+                    "  {} — {}{} — {}, {}{}\n",
+                    h.hold,
+                    h.matter,
+                    h.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                    if h.policies.is_empty() {
+                        "every policy".to_string()
+                    } else {
+                        format!("policies {}", h.policies.join(", "))
+                    },
+                    match &h.expires {
+                        Some(t) => format!("expires {}", t.format("%Y-%m-%d")),
+                        None => "until released".into(),
+                    },
+                    if h.active { ", in force" } else { ", EXPIRED" }
+                ));
+                for k in &h.kept_in {
+                    s.push_str(&format!(
+                        "    kept {} lapsed record(s) of policy {} (all its subjects together) in run {} on {}\n",
+                        k.records,
+                        k.policy,
+                        short(&k.run_id),
+                        k.started_at.format("%Y-%m-%d")
+                    ));
+                }
+            }
+        }
+        if !self.found {
+            s.push_str(&format!(
+                "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file names it.\n\
+                 Either lapse never destroyed it (not lapsed, not under a policy, or held as below), or the reports were written with another evidence key.\n",
+                if self.target == "subject" { "subject" } else { "record" },
+                self.run_reports
+            ));
+        }
+        if !self.cannot_answer.is_empty() {
+            s.push_str("not answerable from the reports:\n");
+            for c in &self.cannot_answer {
+                s.push_str(&format!("  - {c}\n"));
+            }
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("warning: {w}\n"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_subjects_hash_like_their_text() {
+        let k = EvidenceKey::new(b"0123456789abcdef0123".to_vec());
+        assert_eq!(subject_hashes(&k, "17"), vec![k.subject(&Value::Int(17))]);
+        assert_eq!(subject_hashes(&k, "017").len(), 2);
+        assert_eq!(subject_hashes(&k, "S-1"), vec![k.subject(&Value::Text("S-1".into()))]);
+        let ds: BTreeSet<(String, String)> = [("db".to_string(), "people".to_string())].into();
+        assert_eq!(record_hashes(&k, &ds, &["2".into()]), vec![k.record("db", "people", &[Value::Int(2)])]);
+        assert!(same_subject("17", "017") && !same_subject("S-1", "S-01"));
+    }
+}

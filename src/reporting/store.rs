@@ -1,0 +1,146 @@
+//! Where `verify` and `lookup` read reports from: a [`ReportStore`].
+//!
+//! Today that is a local directory ([`LocalDir`]). **Hook for the S3 report sink:** implement
+//! [`ReportStore`] for a bucket prefix (list the object names directly under it, read and stream
+//! objects) and return it from [`open`] for `s3://bucket/prefix` locations; `verify` and `lookup`
+//! then work unchanged on a bucket. The trait is synchronous (the report commands are batch
+//! reads); an implementation on an async SDK can use
+//! `tokio::task::block_in_place(|| Handle::current().block_on(...))`, since the CLI runs on the
+//! multi-threaded runtime.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// A flat collection of report files (reports, signatures, evidence, CSV) addressed by name.
+pub trait ReportStore {
+    /// Where this is, for messages (a directory path, `s3://bucket/prefix`).
+    fn location(&self) -> String;
+    /// The names of every file directly in the store, sorted.
+    fn list(&self) -> std::io::Result<Vec<String>>;
+    /// A whole file (reports and signatures are small).
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>>;
+    /// A file as a stream (evidence files can be large).
+    fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + '_>>;
+}
+
+/// A directory of the local file system.
+pub struct LocalDir {
+    pub dir: PathBuf,
+}
+
+impl LocalDir {
+    pub fn new(dir: impl Into<PathBuf>) -> LocalDir {
+        LocalDir { dir: dir.into() }
+    }
+
+    fn path(&self, name: &str) -> std::io::Result<PathBuf> {
+        if !plain_name(name) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("not a plain file name: {name}"),
+            ));
+        }
+        Ok(self.dir.join(name))
+    }
+}
+
+impl ReportStore for LocalDir {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(name)?)
+    }
+
+    fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + '_>> {
+        Ok(Box::new(BufReader::new(std::fs::File::open(self.path(name)?)?)))
+    }
+}
+
+/// A file name without directory parts (names inside reports are never trusted as paths).
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// Opens a report location: a directory. (`s3://` locations are the S3 sink's to add here.)
+pub fn open(location: &Path) -> anyhow::Result<Box<dyn ReportStore>> {
+    let text = location.to_string_lossy();
+    if text.starts_with("s3://") {
+        anyhow::bail!("reading reports from S3 ('{text}') is not supported yet; copy them to a directory");
+    }
+    if !location.is_dir() {
+        anyhow::bail!("'{}' is not a directory", location.display());
+    }
+    Ok(Box::new(LocalDir::new(location)))
+}
+
+/// The kind of a report-directory file, from its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    /// `lapse-<mode>-<time>-<run>.json`
+    Report,
+    /// `<report>.json.sig`
+    Signature {
+        report: String,
+    },
+    /// `<stem>.evidence.jsonl`
+    Evidence,
+    /// `<stem>.csv`
+    Csv {
+        report: String,
+    },
+    Other,
+}
+
+pub fn kind(name: &str) -> FileKind {
+    if name.starts_with('.') || !name.starts_with("lapse-") {
+        return FileKind::Other;
+    }
+    if let Some(r) = name.strip_suffix(".sig") {
+        if r.ends_with(".json") {
+            return FileKind::Signature { report: r.to_string() };
+        }
+    }
+    if name.ends_with(".evidence.jsonl") {
+        return FileKind::Evidence;
+    }
+    if let Some(stem) = name.strip_suffix(".csv") {
+        return FileKind::Csv { report: format!("{stem}.json") };
+    }
+    if name.ends_with(".json") {
+        return FileKind::Report;
+    }
+    FileKind::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_kinds() {
+        assert_eq!(kind("lapse-run-20260101T000000Z-abcd1234.json"), FileKind::Report);
+        assert_eq!(
+            kind("lapse-run-20260101T000000Z-abcd1234.json.sig"),
+            FileKind::Signature { report: "lapse-run-20260101T000000Z-abcd1234.json".into() }
+        );
+        assert_eq!(kind("lapse-run-20260101T000000Z-abcd1234.evidence.jsonl"), FileKind::Evidence);
+        assert_eq!(kind(".lapse-run-x.json.tmp"), FileKind::Other);
+        assert_eq!(kind("notes.json"), FileKind::Other);
+        assert!(!plain_name("../etc/passwd"));
+        assert!(plain_name("lapse-run-x.evidence.jsonl"));
+    }
+}

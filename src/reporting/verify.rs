@@ -1,0 +1,787 @@
+//! `lapse report verify`: checks reports with the public key alone.
+//!
+//! For every report (`lapse-<mode>-<time>-<run>.json`): its Ed25519 signature (`<report>.sig`,
+//! over the file's exact bytes) and, for run reports, its evidence file (SHA-256 and number of
+//! records against the report's `evidence` field). Across the run reports of a directory: the
+//! chain — sequences 1..n, each without gap or duplicate, each `previous` link naming the file of
+//! the preceding sequence with the SHA-256 of its bytes, start times in sequence order, file names
+//! matching their content. Every problem names the file it is about.
+//!
+//! Limits: removing the newest report (with its signature) leaves no trace in the directory;
+//! compare the chain's last sequence with the last one you know of. File modification times are
+//! not used (copies and archives change them); the times inside the signed reports are.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::store::{self, FileKind, LocalDir, ReportStore};
+use crate::integrity::{self, ChainLink};
+use crate::report::{EvidenceFile, Report};
+
+/// What is wrong. Serialized in kebab-case (`--json`); printed the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Problem {
+    /// The file cannot be read, or is not a report.
+    Unreadable,
+    /// The file's bytes differ from what was signed or chained.
+    Altered,
+    /// No signature file next to the report.
+    SignatureMissing,
+    /// The signature does not verify, and the bytes are otherwise vouched for (or it is malformed,
+    /// or made with another key).
+    SignatureInvalid,
+    /// The signature file is the signature of another report.
+    SignatureSwapped,
+    EvidenceMissing,
+    EvidenceAltered,
+    /// A report of the chain is missing.
+    Missing,
+    /// Two reports claim the same place in the chain.
+    Fork,
+    /// Files renamed or swapped, or sequence order contradicting time order.
+    OutOfOrder,
+    /// A chain link that does not fit (absent, wrong sequence, pointing nowhere).
+    BrokenLink,
+}
+
+impl Problem {
+    pub fn label(self) -> &'static str {
+        match self {
+            Problem::Unreadable => "unreadable",
+            Problem::Altered => "altered",
+            Problem::SignatureMissing => "signature-missing",
+            Problem::SignatureInvalid => "signature-invalid",
+            Problem::SignatureSwapped => "signature-swapped",
+            Problem::EvidenceMissing => "evidence-missing",
+            Problem::EvidenceAltered => "evidence-altered",
+            Problem::Missing => "missing",
+            Problem::Fork => "fork",
+            Problem::OutOfOrder => "out-of-order",
+            Problem::BrokenLink => "broken-link",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub problem: Problem,
+    /// The file the problem is about (a report, a signature or evidence file, or the name of a
+    /// missing report).
+    pub file: String,
+    pub message: String,
+}
+
+/// One report as checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub file: String,
+    pub mode: Option<String>,
+    pub run_id: Option<String>,
+    pub sequence: Option<u64>,
+    pub sha256: String,
+    /// `valid`, `missing` or `invalid`.
+    pub signature: &'static str,
+    /// `ok`, `missing`, `altered`; absent for reports without evidence (plans).
+    pub evidence: Option<&'static str>,
+    pub evidence_records: Option<u64>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainSummary {
+    pub run_reports: usize,
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    /// The report with the highest sequence.
+    pub newest: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub location: String,
+    /// Identifies the public key used.
+    pub key_id: String,
+    pub reports: Vec<Checked>,
+    /// Absent when a single file was checked or the directory has no run report.
+    pub chain: Option<ChainSummary>,
+    pub findings: Vec<Finding>,
+    /// Remarks that are not failures (orphan files, limits of what was checked).
+    pub notes: Vec<String>,
+    pub ok: bool,
+}
+
+/// The fields of a report that verification needs; tolerant of other fields and versions.
+#[derive(Debug, Deserialize)]
+struct Head {
+    mode: String,
+    run_id: String,
+    started_at: DateTime<Utc>,
+    #[serde(default)]
+    sequence: u64,
+    #[serde(default)]
+    previous: Option<ChainLink>,
+    #[serde(default)]
+    signing_key_id: Option<String>,
+    #[serde(default)]
+    evidence: Option<EvidenceFile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sig {
+    Valid,
+    Missing,
+    Invalid,
+}
+
+struct Entry {
+    name: String,
+    bytes: Vec<u8>,
+    sha: String,
+    head: Option<Head>,
+    sig: Sig,
+    sig_text: Option<String>,
+}
+
+impl Entry {
+    fn seq(&self) -> u64 {
+        self.head.as_ref().map_or(0, |h| h.sequence)
+    }
+}
+
+/// Verifies a report file, or every report of a directory.
+pub fn verify_path(path: &Path, key: &VerifyingKey) -> anyhow::Result<Outcome> {
+    if path.is_dir() {
+        let st = store::open(path)?;
+        let names = st.list()?;
+        if !names.iter().any(|n| matches!(store::kind(n), FileKind::Report | FileKind::Signature { .. })) {
+            anyhow::bail!("no report (lapse-<mode>-<time>-<run>.json) in '{}'", path.display());
+        }
+        Ok(verify(st.as_ref(), None, key))
+    } else if path.is_file() {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow::anyhow!("'{}' is not a file", path.display()))?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => ".".into(),
+        };
+        Ok(verify(&LocalDir::new(dir), Some(&name), key))
+    } else {
+        anyhow::bail!("'{}' does not exist", path.display())
+    }
+}
+
+/// Verifies the reports of a store (`only`: one report, its link to the previous one included).
+pub fn verify(st: &dyn ReportStore, only: Option<&str>, key: &VerifyingKey) -> Outcome {
+    let mut v = Verifier { st, key, findings: Vec::new(), notes: Vec::new() };
+    let key_id = integrity::key_id(key);
+    let names = match st.list() {
+        Ok(n) => n,
+        Err(e) => {
+            v.find(Problem::Unreadable, &st.location(), format!("cannot list: {e}"));
+            return v.finish(key_id, Vec::new(), None);
+        }
+    };
+    let report_names: Vec<String> = match only {
+        Some(n) => vec![n.to_string()],
+        None => names.iter().filter(|n| store::kind(n) == FileKind::Report).cloned().collect(),
+    };
+    let mut entries = Vec::new();
+    for name in &report_names {
+        if let Some(e) = v.read_entry(name) {
+            entries.push(e);
+        }
+    }
+    v.resolve_signatures(&entries);
+    let mut evidence_state = BTreeMap::new();
+    let mut claimed = BTreeSet::new();
+    for e in &entries {
+        if let Some(ev) = e.head.as_ref().and_then(|h| h.evidence.as_ref()) {
+            claimed.insert(ev.file.clone());
+            evidence_state.insert(e.name.clone(), v.check_evidence(&e.name, ev));
+        }
+    }
+    let mut chain = None;
+    let mut renamed = BTreeSet::new();
+    match only {
+        None => {
+            for e in &entries {
+                if let Some(h) = &e.head {
+                    let expected = expected_name(h);
+                    if e.name != expected {
+                        renamed.insert(e.name.clone());
+                        v.find(
+                            Problem::OutOfOrder,
+                            &e.name,
+                            format!(
+                                "holds the {} report of run {} (sequence {}, started {}), which was written as {expected}: files renamed or swapped",
+                                h.mode, short(&h.run_id), h.sequence, h.started_at.to_rfc3339()
+                            ),
+                        );
+                    }
+                }
+            }
+            chain = v.check_chain(&entries, &renamed);
+            v.check_leftovers(&names, &entries, &claimed);
+            v.check_csv(&entries);
+        }
+        Some(name) => v.check_single_link(&entries, name),
+    }
+    let checked: Vec<Checked> = entries
+        .iter()
+        .map(|e| {
+            let (evidence, records) = match evidence_state.get(&e.name) {
+                Some((s, n)) => (Some(*s), Some(*n)),
+                None => (None, None),
+            };
+            Checked {
+                file: e.name.clone(),
+                mode: e.head.as_ref().map(|h| h.mode.clone()),
+                run_id: e.head.as_ref().map(|h| h.run_id.clone()),
+                sequence: e.head.as_ref().map(|h| h.sequence),
+                sha256: e.sha.clone(),
+                signature: match e.sig {
+                    Sig::Valid => "valid",
+                    Sig::Missing => "missing",
+                    Sig::Invalid => "invalid",
+                },
+                evidence,
+                evidence_records: records,
+                ok: true,
+            }
+        })
+        .collect();
+    let mut checked: Vec<Checked> = checked;
+    checked.sort_by_key(|c| (c.mode.as_deref() != Some("run"), c.sequence.unwrap_or(0), c.file.clone()));
+    let mut out = v.finish(key_id, checked, chain);
+    if let Some(n) = only {
+        out.location = format!("{}/{n}", out.location);
+    }
+    out
+}
+
+struct Verifier<'a> {
+    st: &'a dyn ReportStore,
+    key: &'a VerifyingKey,
+    findings: Vec<Finding>,
+    notes: Vec<String>,
+}
+
+impl Verifier<'_> {
+    fn find(&mut self, problem: Problem, file: &str, message: String) {
+        self.findings.push(Finding { problem, file: file.to_string(), message });
+    }
+
+    fn finish(mut self, key_id: String, mut reports: Vec<Checked>, chain: Option<ChainSummary>) -> Outcome {
+        for r in &mut reports {
+            r.ok = r.signature == "valid"
+                && r.evidence.is_none_or(|e| e == "ok")
+                && !self.findings.iter().any(|f| f.file == r.file);
+        }
+        if let Some(c) = &chain {
+            if self.findings.is_empty() {
+                self.notes.push(format!(
+                    "the newest run report is sequence {} ({}); a removed newest report leaves no trace here, so compare this with the last sequence you know of",
+                    c.last_sequence, c.newest
+                ));
+            }
+        }
+        Outcome {
+            location: self.st.location(),
+            key_id,
+            ok: self.findings.is_empty(),
+            reports,
+            chain,
+            findings: self.findings,
+            notes: self.notes,
+        }
+    }
+
+    fn read_entry(&mut self, name: &str) -> Option<Entry> {
+        let bytes = match self.st.read(name) {
+            Ok(b) => b,
+            Err(e) => {
+                self.find(Problem::Unreadable, name, format!("cannot read: {e}"));
+                return None;
+            }
+        };
+        let sha = integrity::sha256_hex(&bytes);
+        let head = match serde_json::from_slice::<Head>(&bytes) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                self.find(Problem::Unreadable, name, format!("is not a readable report ({e})"));
+                None
+            }
+        };
+        let sig_name = format!("{name}.sig");
+        let (sig, sig_text) = match self.st.read(&sig_name) {
+            Ok(s) => {
+                let text = String::from_utf8_lossy(&s).into_owned();
+                if integrity::check_signature(self.key, &bytes, &text) {
+                    (Sig::Valid, Some(text))
+                } else {
+                    (Sig::Invalid, Some(text))
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let why = if head.as_ref().is_some_and(|h| h.signing_key_id.is_none()) {
+                    " (the report says it was written without a signing key: set reports.signing_key)"
+                } else {
+                    ""
+                };
+                self.find(Problem::SignatureMissing, name, format!("has no signature file {sig_name}{why}"));
+                (Sig::Missing, None)
+            }
+            Err(e) => {
+                self.find(Problem::Unreadable, &sig_name, format!("cannot read: {e}"));
+                (Sig::Missing, None)
+            }
+        };
+        Some(Entry { name: name.to_string(), bytes, sha, head, sig, sig_text })
+    }
+
+    /// Explains each invalid signature: swapped with another report's, malformed, another key,
+    /// or (most often) a report altered after signing.
+    fn resolve_signatures(&mut self, entries: &[Entry]) {
+        let key_id = integrity::key_id(self.key);
+        for e in entries.iter().filter(|e| e.sig == Sig::Invalid) {
+            let text = e.sig_text.as_deref().unwrap_or_default();
+            let sig_name = format!("{}.sig", e.name);
+            if let Some(owner) =
+                entries.iter().find(|o| o.name != e.name && integrity::check_signature(self.key, &o.bytes, text))
+            {
+                self.find(
+                    Problem::SignatureSwapped,
+                    &e.name,
+                    format!(
+                        "its signature file {sig_name} is the signature of {}, not of this report (signature files swapped or copied)",
+                        owner.name
+                    ),
+                );
+                continue;
+            }
+            let well_formed = text.trim().len() == 128 && text.trim().bytes().all(|b| b.is_ascii_hexdigit());
+            if !well_formed {
+                self.find(
+                    Problem::SignatureInvalid,
+                    &e.name,
+                    format!("its signature file {sig_name} is malformed (expected 128 hex characters)"),
+                );
+                continue;
+            }
+            let signed_by = e.head.as_ref().and_then(|h| h.signing_key_id.clone());
+            if let Some(k) = signed_by.filter(|k| *k != key_id) {
+                self.find(
+                    Problem::SignatureInvalid,
+                    &e.name,
+                    format!(
+                        "does not verify with the given public key (id {key_id}); the report names signing key {k}: wrong public key, or the report was altered"
+                    ),
+                );
+                continue;
+            }
+            let vouched = entries
+                .iter()
+                .filter_map(|o| o.head.as_ref().and_then(|h| h.previous.as_ref()).map(|l| (o, l)))
+                .find(|(_, l)| l.sha256 == e.sha);
+            if let Some((o, _)) = vouched {
+                self.find(
+                    Problem::SignatureInvalid,
+                    &e.name,
+                    format!(
+                        "its signature {sig_name} does not verify, although {} chained to exactly these bytes: the signature file was altered or replaced",
+                        o.name
+                    ),
+                );
+            } else {
+                self.find(
+                    Problem::Altered,
+                    &e.name,
+                    format!(
+                        "was altered after signing: the signature {sig_name} does not verify over the file's bytes"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// (`ok`|`missing`|`altered`, records found).
+    fn check_evidence(&mut self, report: &str, ev: &EvidenceFile) -> (&'static str, u64) {
+        if !store::plain_name(&ev.file) {
+            self.find(
+                Problem::EvidenceAltered,
+                report,
+                format!("names evidence file '{}', which is not a plain file name", ev.file),
+            );
+            return ("altered", 0);
+        }
+        let mut r = match self.st.open(&ev.file) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.find(
+                    Problem::EvidenceMissing,
+                    &ev.file,
+                    format!("is missing: {report} records {} evidence records in it", ev.records),
+                );
+                return ("missing", 0);
+            }
+            Err(e) => {
+                self.find(Problem::EvidenceMissing, &ev.file, format!("cannot be read: {e}"));
+                return ("missing", 0);
+            }
+        };
+        let mut hash = Sha256::new();
+        let mut lines = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hash.update(&buf[..n]);
+                    lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                }
+                Err(e) => {
+                    self.find(Problem::EvidenceMissing, &ev.file, format!("cannot be read: {e}"));
+                    return ("missing", lines);
+                }
+            }
+        }
+        let sha = hex::encode(hash.finalize());
+        if sha != ev.sha256 || lines != ev.records {
+            self.find(
+                Problem::EvidenceAltered,
+                &ev.file,
+                format!(
+                    "was altered: it has {lines} records and SHA-256 {}…, but {report} records {} records and SHA-256 {}…",
+                    &sha[..16],
+                    ev.records,
+                    ev.sha256.get(..16).unwrap_or(&ev.sha256)
+                ),
+            );
+            return ("altered", lines);
+        }
+        ("ok", lines)
+    }
+
+    fn check_chain(&mut self, entries: &[Entry], renamed: &BTreeSet<String>) -> Option<ChainSummary> {
+        let mut runs: Vec<&Entry> =
+            entries.iter().filter(|e| e.head.as_ref().is_some_and(|h| h.mode == "run")).collect();
+        if runs.is_empty() {
+            return None;
+        }
+        runs.sort_by(|a, b| {
+            let (ha, hb) = (a.head.as_ref().unwrap(), b.head.as_ref().unwrap());
+            (ha.sequence, ha.started_at, &a.name).cmp(&(hb.sequence, hb.started_at, &b.name))
+        });
+        let mut by_seq: BTreeMap<u64, Vec<&Entry>> = BTreeMap::new();
+        for e in &runs {
+            if e.seq() == 0 {
+                self.find(Problem::BrokenLink, &e.name, "is a run report without a sequence number".into());
+                continue;
+            }
+            by_seq.entry(e.seq()).or_default().push(e);
+        }
+        for (s, group) in &by_seq {
+            if group.len() > 1 {
+                let names: Vec<&str> = group.iter().map(|e| e.name.as_str()).collect();
+                for e in group {
+                    self.find(
+                        Problem::Fork,
+                        &e.name,
+                        format!("fork: sequence {s} is claimed by {} reports: {}", group.len(), names.join(", ")),
+                    );
+                }
+            }
+        }
+        let present: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        // Gaps.
+        let mut expect = 1u64;
+        let mut prev: Option<&Entry> = None;
+        for (s, group) in &by_seq {
+            let e = group[0];
+            if *s > expect {
+                let range = if *s - expect == 1 {
+                    format!("sequence {expect}")
+                } else {
+                    format!("sequences {expect}..{}", s - 1)
+                };
+                let link = e.head.as_ref().and_then(|h| h.previous.as_ref());
+                let absent = link.filter(|l| !present.contains(l.file.as_str()) && l.sequence == s - 1);
+                let between = match prev {
+                    Some(p) => format!("between {} (sequence {}) and {} (sequence {s})", p.name, p.seq(), e.name),
+                    None => format!("before {} (sequence {s})", e.name),
+                };
+                let start = if prev.is_none() { ": the chain does not start at 1" } else { "" };
+                match absent {
+                    Some(l) => self.find(
+                        Problem::Missing,
+                        &l.file,
+                        format!("is missing: {range} missing {between}, which links to it{start}"),
+                    ),
+                    None => self.find(Problem::Missing, &range, format!("missing {between}{start}")),
+                }
+            }
+            expect = s + 1;
+            prev = Some(e);
+        }
+        // Links.
+        for e in runs.iter().filter(|e| e.seq() > 0) {
+            let s = e.seq();
+            let link = e.head.as_ref().and_then(|h| h.previous.as_ref());
+            let l = match (s, link) {
+                (1, None) => continue,
+                (1, Some(l)) => {
+                    self.find(
+                        Problem::BrokenLink,
+                        &e.name,
+                        format!("is sequence 1 but links to a previous report {}", l.file),
+                    );
+                    continue;
+                }
+                (_, None) => {
+                    self.find(
+                        Problem::BrokenLink,
+                        &e.name,
+                        format!("is sequence {s} but has no link to a previous report"),
+                    );
+                    continue;
+                }
+                (_, Some(l)) => l,
+            };
+            if l.sequence != s - 1 {
+                self.find(
+                    Problem::BrokenLink,
+                    &e.name,
+                    format!("is sequence {s} but links to {} as sequence {} (expected {})", l.file, l.sequence, s - 1),
+                );
+            }
+            let by_hash = entries.iter().find(|x| x.sha == l.sha256);
+            let by_name = entries.iter().find(|x| x.name == l.file);
+            match (by_name, by_hash) {
+                (_, Some(t)) if t.name == l.file => {}
+                (_, Some(t)) => {
+                    if !renamed.contains(&t.name) {
+                        self.find(
+                            Problem::OutOfOrder,
+                            &t.name,
+                            format!("is the report {} (sequence {s}) links to as {}: renamed", e.name, l.file),
+                        );
+                    }
+                }
+                (Some(t), None) => {
+                    self.find(
+                        Problem::Altered,
+                        &t.name,
+                        format!(
+                            "was altered after {} (sequence {s}) chained to it: its SHA-256 is {}…, the link records {}…",
+                            e.name,
+                            &t.sha[..16],
+                            l.sha256.get(..16).unwrap_or(&l.sha256)
+                        ),
+                    );
+                }
+                (None, None) => {
+                    if let Some(here) = by_seq.get(&(s - 1)) {
+                        let names: Vec<&str> = here.iter().map(|x| x.name.as_str()).collect();
+                        self.find(
+                            Problem::BrokenLink,
+                            &e.name,
+                            format!(
+                                "links to {} (sequence {}), which is not here; the report here with sequence {} is {}",
+                                l.file,
+                                l.sequence,
+                                s - 1,
+                                names.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        // Time order: a later sequence cannot have started earlier.
+        let firsts: Vec<&Entry> = by_seq.values().map(|g| g[0]).collect();
+        for w in firsts.windows(2) {
+            let (a, b) = (w[0].head.as_ref().unwrap(), w[1].head.as_ref().unwrap());
+            if b.started_at < a.started_at {
+                self.find(
+                    Problem::OutOfOrder,
+                    &w[1].name,
+                    format!(
+                        "is sequence {} but started at {}, before sequence {} ({}, started {})",
+                        b.sequence,
+                        b.started_at.to_rfc3339(),
+                        a.sequence,
+                        w[0].name,
+                        a.started_at.to_rfc3339()
+                    ),
+                );
+            }
+        }
+        let last = *firsts.last()?;
+        Some(ChainSummary {
+            run_reports: runs.len(),
+            first_sequence: firsts[0].seq(),
+            last_sequence: last.seq(),
+            newest: last.name.clone(),
+        })
+    }
+
+    /// Signatures, evidence and CSV files whose report is gone.
+    fn check_leftovers(&mut self, names: &[String], entries: &[Entry], claimed: &BTreeSet<String>) {
+        let present: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        for n in names {
+            match store::kind(n) {
+                FileKind::Signature { report } if !listed.contains(report.as_str()) => {
+                    self.find(
+                        Problem::Missing,
+                        &report,
+                        format!("is missing, but its signature {n} is still here (a deleted report?)"),
+                    );
+                }
+                FileKind::Evidence if !claimed.contains(n) => {
+                    let report = format!("{}.json", n.trim_end_matches(".evidence.jsonl"));
+                    if !present.contains(report.as_str()) {
+                        self.notes.push(format!(
+                            "{n} belongs to no report here (a run killed before it wrote its report — its journal table has the records — or a deleted report)"
+                        ));
+                    }
+                }
+                FileKind::Csv { report } if !listed.contains(report.as_str()) => {
+                    self.notes.push(format!("{n} belongs to no report here ({report} is absent)"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The CSV summary is a convenience copy, not signed: say when it differs from the JSON.
+    fn check_csv(&mut self, entries: &[Entry]) {
+        for e in entries.iter().filter(|e| e.head.is_some()) {
+            let csv = format!("{}.csv", e.name.trim_end_matches(".json"));
+            let Ok(bytes) = self.st.read(&csv) else { continue };
+            let Ok(report) = serde_json::from_slice::<Report>(&e.bytes) else { continue };
+            if report.csv().is_ok_and(|c| c != bytes) {
+                self.notes.push(format!(
+                    "{csv} differs from a rendering of the signed {} (the CSV is not signed; the JSON is authoritative)",
+                    e.name
+                ));
+            }
+        }
+    }
+
+    /// One report: its link to the previous report, when that file is next to it.
+    fn check_single_link(&mut self, entries: &[Entry], name: &str) {
+        let Some(e) = entries.first() else { return };
+        let Some(h) = &e.head else { return };
+        if e.name != expected_name(h) {
+            self.notes.push(format!("{name} was written as {}", expected_name(h)));
+        }
+        let Some(l) = &h.previous else { return };
+        match self.st.read(&l.file) {
+            Ok(b) => {
+                let sha = integrity::sha256_hex(&b);
+                if sha != l.sha256 {
+                    self.find(
+                        Problem::Altered,
+                        &l.file,
+                        format!(
+                            "(sequence {}) was altered after {name} chained to it: its SHA-256 is {}…, the link records {}…",
+                            l.sequence,
+                            &sha[..16],
+                            l.sha256.get(..16).unwrap_or(&l.sha256)
+                        ),
+                    );
+                } else {
+                    self.notes.push(format!(
+                        "the link to the previous report {} (sequence {}) matches; verify the directory to check the whole chain",
+                        l.file, l.sequence
+                    ));
+                }
+            }
+            Err(_) => self.notes.push(format!(
+                "the previous report {} (sequence {}) is not next to this file; verify the directory to check the chain",
+                l.file, l.sequence
+            )),
+        }
+    }
+}
+
+fn expected_name(h: &Head) -> String {
+    format!("lapse-{}-{}-{}.json", h.mode, h.started_at.format("%Y%m%dT%H%M%SZ"), short(&h.run_id))
+}
+
+fn short(run_id: &str) -> &str {
+    run_id.get(..8).unwrap_or(run_id)
+}
+
+impl Outcome {
+    /// For a terminal.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "verify {} with public key {} ({} report{})\n",
+            self.location,
+            self.key_id,
+            self.reports.len(),
+            if self.reports.len() == 1 { "" } else { "s" }
+        );
+        let width = self.reports.iter().map(|r| r.file.len()).max().unwrap_or(0);
+        for r in &self.reports {
+            let what = match (r.mode.as_deref(), r.sequence) {
+                (Some("run"), Some(n)) => format!("run #{n}"),
+                (Some(m), _) => m.to_string(),
+                _ => "?".into(),
+            };
+            let ev = match (r.evidence, r.evidence_records) {
+                (Some(state), Some(n)) => format!("  evidence {state} ({n} records)"),
+                _ => String::new(),
+            };
+            s.push_str(&format!(
+                "  {:<4}  {:<width$}  {:<8}  signature {}{}\n",
+                if r.ok { "ok" } else { "FAIL" },
+                r.file,
+                what,
+                r.signature,
+                ev
+            ));
+        }
+        if let Some(c) = &self.chain {
+            s.push_str(&format!(
+                "chain: {} run report{}, sequences {}..{}, newest {}\n",
+                c.run_reports,
+                if c.run_reports == 1 { "" } else { "s" },
+                c.first_sequence,
+                c.last_sequence,
+                c.newest
+            ));
+        }
+        if !self.findings.is_empty() {
+            s.push_str(&format!("problems ({}):\n", self.findings.len()));
+            for f in &self.findings {
+                s.push_str(&format!("  {:<18} {} {}\n", f.problem.label(), f.file, f.message));
+            }
+        }
+        for n in &self.notes {
+            s.push_str(&format!("note: {n}\n"));
+        }
+        if self.ok {
+            s.push_str("result: OK — signatures valid, evidence intact");
+            s.push_str(if self.chain.is_some() { ", chain unbroken\n" } else { "\n" });
+        } else {
+            s.push_str(&format!(
+                "result: FAILED — {} problem{}\n",
+                self.findings.len(),
+                if self.findings.len() == 1 { "" } else { "s" }
+            ));
+        }
+        s
+    }
+}

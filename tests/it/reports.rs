@@ -1,0 +1,550 @@
+//! Reports after the fact, on SQLite: `report verify` names every kind of tampering, `report
+//! lookup` answers for destroyed, held and unknown subjects, `report render` produces HTML that
+//! headless Chromium renders (summary and chart) and that, like the CSV, carries no personal
+//! value; `keygen` writes usable keys; the committed JSON Schema matches the types.
+//!
+//! The fixture: the conformance seed (`people`, 8 rows), a delete policy lapsing after one year,
+//! a file hold on subject `S-HELD` whose matter and reason try to inject markup, report signing
+//! on, then one plan and four runs: a chain of run reports with sequences 1..4, the first with
+//! the evidence of 4 deleted records (rows 1, 2, 3, 8; row 7 is held).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{repo_root, Backend, Fixture, Run};
+use crate::conformance::seeded;
+
+const POLICY: &str = "name: people
+description: \"<script>alert('description')</script>\"
+dataset:
+  connection: db
+  table: people
+  key: id
+  subject: subject
+personal:
+  email: { category: email }
+  full_name: { category: name }
+  ip: { category: ip_address }
+  birth: { category: date_of_birth }
+  postcode: { category: postal_address }
+  score: { category: account_id }
+purposes:
+  - name: service
+    legal_basis: contract
+    retain: 1y
+    after: created_at
+on_lapse: delete
+guardrail:
+  max_share: 100%
+";
+
+const HOLDS: &str = "holds:
+  - id: LH-1
+    matter: \"<script>alert('matter')</script> Doe & <b>Sons</b>\"
+    reason: '\"><img src=x onerror=alert(1)>'
+    subjects: [S-HELD]
+";
+
+/// Every personal value of the conformance seed (subjects included).
+fn personal_values() -> Vec<String> {
+    let mut v = vec!["1980-05-17".to_string(), "2001:db8:85a3:1234".to_string(), "S-HELD".to_string()];
+    for id in 1..=8 {
+        v.push(format!("person{id}@example.com"));
+        v.push(format!("Person Number{id}"));
+        v.push(format!("203.0.113.{}", 10 + id));
+        v.push(format!("SW1A {id}AA"));
+        v.push(format!("S-{id}"));
+    }
+    v
+}
+
+/// `lapse <args>` without the fixture's `-c`.
+fn lapse(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_lapse"))
+        .args(args)
+        .env("LAPSE_LOG", "lapse=warn")
+        .env_remove("LAPSE_CONFIG")
+        .output()
+        .expect("run lapse");
+    Run::from(out)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A signed chain: one plan and four runs. Returns the fixture and the public key file.
+async fn signed_chain() -> (Fixture, PathBuf) {
+    let f = seeded(Backend::Sqlite).await;
+    let public = f.sign_reports();
+    f.policy("people", POLICY);
+    f.holds(HOLDS);
+    f.lapse(&["plan"]).ok();
+    for _ in 0..4 {
+        f.lapse(&["run"]).ok();
+    }
+    (f, public)
+}
+
+/// Run reports of a directory by sequence.
+fn by_sequence(dir: &Path) -> BTreeMap<u64, String> {
+    let mut m = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("lapse-run-") && name.ends_with(".json") {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(&name)).unwrap()).unwrap();
+            m.insert(v["sequence"].as_u64().unwrap(), name);
+        }
+    }
+    m
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The line `verify` prints for a report (`ok`/`FAIL`, name, ...).
+fn status_line<'a>(out: &'a str, file: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(file))
+        .unwrap_or_else(|| panic!("no line for {file}:\n{out}"))
+}
+
+/// The problems `verify` printed as (kind, line).
+fn problems(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("problems"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| (l.split_whitespace().next().unwrap().to_string(), l.trim().to_string()))
+        .collect()
+}
+
+#[track_caller]
+fn has_problem(out: &str, kind: &str, needles: &[&str]) {
+    assert!(
+        problems(out).iter().any(|(k, l)| k == kind && needles.iter().all(|n| l.contains(n))),
+        "no '{kind}' problem mentioning {needles:?}:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_accepts_an_intact_chain() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let r = lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
+    r.ok();
+    assert!(r.stdout.contains("result: OK"), "{}", r.stdout);
+    assert!(r.stdout.contains("sequences 1..4"), "{}", r.stdout);
+    assert!(!r.stdout.contains("FAIL"), "{}", r.stdout);
+    let seqs = by_sequence(&dir);
+    assert_eq!(seqs.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(status_line(&r.stdout, &seqs[&1]).contains("evidence ok (4 records)"), "{}", r.stdout);
+    // One file, and JSON output.
+    lapse(&["report", "verify", p(&dir.join(&seqs[&3])), "--public-key", p(&public)]).ok();
+    let j = lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--json"]);
+    j.ok();
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["chain"]["last_sequence"], 4);
+    assert_eq!(v["reports"].as_array().unwrap().len(), 5, "4 runs and a plan");
+    // Unsigned reports fail: the public key alone is the check.
+    let g = seeded(Backend::Sqlite).await;
+    g.policy("people", POLICY);
+    g.lapse(&["run"]).ok();
+    let u = lapse(&["report", "verify", p(&g.path("reports")), "--public-key", p(&public)]);
+    u.code(4);
+    has_problem(&u.stdout, "signature-missing", &["lapse-run-"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_every_tampering() {
+    let (f, public) = signed_chain().await;
+    let clean = f.path("reports");
+    let seqs = by_sequence(&clean);
+    let work = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    let mut case = |what: &str| {
+        n += 1;
+        let d = work.path().join(format!("{n}-{what}"));
+        copy_dir(&clean, &d);
+        d
+    };
+    let verify = |d: &Path| {
+        let r = lapse(&["report", "verify", p(d), "--public-key", p(&public)]);
+        r.code(4);
+        assert!(r.stdout.contains("result: FAILED"), "{}", r.stdout);
+        r.stdout
+    };
+
+    // One byte changed in the middle of the chain: its signature fails and the next report's
+    // link no longer matches; the others stay valid.
+    let d = case("byte");
+    let file = d.join(&seqs[&2]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let changed = text.replacen("\"rows_total\": 4", "\"rows_total\": 5", 1);
+    assert_eq!(changed.len(), text.len());
+    assert_ne!(changed, text, "the second run saw 4 rows");
+    std::fs::write(&file, changed).unwrap();
+    let out = verify(&d);
+    has_problem(&out, "altered", &[&seqs[&2], "signature"]);
+    has_problem(&out, "altered", &[&seqs[&2], &seqs[&3]]);
+    assert!(status_line(&out, &seqs[&2]).starts_with("  FAIL"), "{out}");
+    for s in [1, 3, 4] {
+        assert!(status_line(&out, &seqs[&s]).starts_with("  ok"), "{out}");
+    }
+
+    // A report deleted from the middle of the chain.
+    let d = case("deleted");
+    std::fs::remove_file(d.join(&seqs[&3])).unwrap();
+    let out = verify(&d);
+    has_problem(
+        &out,
+        "missing",
+        &[&seqs[&3], &format!("sequence 3 missing between {} (sequence 2) and {} (sequence 4)", seqs[&2], seqs[&4])],
+    );
+
+    // ... and with its signature, CSV and evidence, leaving no trace but the chain.
+    let d = case("deleted-all");
+    let stem = seqs[&3].trim_end_matches(".json");
+    for suffix in [".json", ".json.sig", ".csv", ".evidence.jsonl"] {
+        std::fs::remove_file(d.join(format!("{stem}{suffix}"))).unwrap();
+    }
+    let out = verify(&d);
+    has_problem(&out, "missing", &[&seqs[&3], "sequence 3 missing between"]);
+
+    // Two reports reordered: their files (and signatures) swap names.
+    let d = case("renamed");
+    let (a, b) = (&seqs[&2], &seqs[&3]);
+    for suffix in ["", ".sig"] {
+        let (pa, pb, tmp) = (d.join(format!("{a}{suffix}")), d.join(format!("{b}{suffix}")), d.join("swap.tmp"));
+        std::fs::rename(&pa, &tmp).unwrap();
+        std::fs::rename(&pb, &pa).unwrap();
+        std::fs::rename(&tmp, &pb).unwrap();
+    }
+    let out = verify(&d);
+    has_problem(&out, "out-of-order", &[a, "sequence 3", &format!("written as {b}")]);
+    has_problem(&out, "out-of-order", &[b, "sequence 2", &format!("written as {a}")]);
+
+    // Two reports reordered by swapping their sequence numbers.
+    let d = case("resequenced");
+    for (s, t) in [(2, 3), (3, 2)] {
+        let file = d.join(&seqs[&s]);
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text.replacen(&format!("\"sequence\": {s},"), &format!("\"sequence\": {t},"), 1))
+            .unwrap();
+    }
+    let out = verify(&d);
+    has_problem(&out, "altered", &[&seqs[&2], "signature"]);
+    has_problem(&out, "altered", &[&seqs[&3], "signature"]);
+    has_problem(&out, "broken-link", &[&seqs[&2]]);
+
+    // Signatures swapped between two reports.
+    let d = case("sigs");
+    let (a, b) = (&seqs[&1], &seqs[&4]);
+    let (sa, sb) = (d.join(format!("{a}.sig")), d.join(format!("{b}.sig")));
+    let (ta, tb) = (std::fs::read(&sa).unwrap(), std::fs::read(&sb).unwrap());
+    std::fs::write(&sa, tb).unwrap();
+    std::fs::write(&sb, ta).unwrap();
+    let out = verify(&d);
+    has_problem(&out, "signature-swapped", &[a, &format!("is the signature of {b}")]);
+    has_problem(&out, "signature-swapped", &[b, &format!("is the signature of {a}")]);
+
+    // A signature removed.
+    let d = case("unsigned");
+    std::fs::remove_file(d.join(format!("{}.sig", seqs[&2]))).unwrap();
+    has_problem(&verify(&d), "signature-missing", &[&seqs[&2]]);
+
+    // The evidence of the first run altered (one byte of one record).
+    let d = case("evidence");
+    let ev = format!("{}.evidence.jsonl", seqs[&1].trim_end_matches(".json"));
+    let text = std::fs::read_to_string(d.join(&ev)).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    let i = text.find("\"batch\":1").unwrap() + "\"batch\":".len();
+    let mut bytes = text.into_bytes();
+    bytes[i] = b'2';
+    std::fs::write(d.join(&ev), bytes).unwrap();
+    let out = verify(&d);
+    has_problem(&out, "evidence-altered", &[&ev, &seqs[&1]]);
+    // ... or a record dropped.
+    let d = case("evidence-line");
+    let text = std::fs::read_to_string(d.join(&ev)).unwrap();
+    let kept: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(d.join(&ev), kept).unwrap();
+    has_problem(&verify(&d), "evidence-altered", &[&ev, "3 records", "4 records"]);
+
+    // Another key.
+    let other = work.path().join("other.pub");
+    std::fs::write(&other, lapse::integrity::Signer::generate().public_hex()).unwrap();
+    let r = lapse(&["report", "verify", p(&clean), "--public-key", p(&other)]);
+    r.code(4);
+    has_problem(&r.stdout, "signature-invalid", &[&seqs[&1], "wrong public key"]);
+    // A bad key file is a usage error, not a verdict.
+    std::fs::write(&other, "not a key").unwrap();
+    lapse(&["report", "verify", p(&clean), "--public-key", p(&other)]).code(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_finds_destroyed_and_held_subjects() {
+    let (f, _) = signed_chain().await;
+    let dir = f.path("reports");
+    let first = by_sequence(&dir)[&1].clone();
+    let run1: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(&first)).unwrap()).unwrap();
+    let run_id = run1["run_id"].as_str().unwrap();
+
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1"]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record(s)"), "{}", r.stdout);
+    assert!(r.stdout.contains("policy people  deleted (stage record, batch 1)"), "{}", r.stdout);
+    assert!(r.stdout.contains(run_id) && r.stdout.contains(&first), "{}", r.stdout);
+    assert!(!r.stdout.contains("HELD"), "{}", r.stdout);
+
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-HELD"]);
+    r.ok();
+    assert!(r.stdout.contains("HELD") && r.stdout.contains("LH-1"), "{}", r.stdout);
+    assert!(r.stdout.contains("kept 1 lapsed record(s) of policy people"), "{}", r.stdout);
+    assert!(!r.stdout.contains("DESTROYED"), "{}", r.stdout);
+
+    for unknown in ["S-NOBODY", "S-4"] {
+        let r = f.lapse(&["report", "lookup", p(&dir), "--subject", unknown]);
+        r.code(5);
+        assert!(r.stdout.contains("NOTHING FOUND"), "{}", r.stdout);
+        assert!(!r.stdout.contains(unknown), "the identifier is never printed:\n{}", r.stdout);
+    }
+
+    // By record key (the policy gives connection and table); JSON output.
+    let r = f.lapse(&["report", "lookup", p(&dir), "--key", "2", "--policy", "people", "--json"]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["destroyed"].as_array().unwrap().len(), 1);
+    assert_eq!(v["destroyed"][0]["action"], "deleted");
+    assert_eq!(v["destroyed"][0]["run_id"], run_id);
+    f.lapse(&["report", "lookup", p(&dir), "--key", "4", "--policy", "people"]).code(5);
+    f.lapse(&["report", "lookup", p(&dir), "--key", "2"]).code(2);
+}
+
+fn chromium() -> Option<String> {
+    let bin = std::env::var("LAPSE_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let found = Command::new(&bin).arg("--version").output().is_ok_and(|o| o.status.success());
+    if found {
+        return Some(bin);
+    }
+    assert!(std::env::var("CI").is_err(), "chromium is missing: scripts/testbed.sh start installs it");
+    eprintln!("skipped: chromium is not installed (scripts/testbed.sh start installs it)");
+    None
+}
+
+/// Runs headless Chromium on a file with extra arguments; returns stdout. Killed after 120 s.
+fn headless(bin: &str, page: &Path, extra: &[String]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
+        s
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    reader.join().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_renders_in_headless_chromium_without_personal_data() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let first = dir.join(&by_sequence(&dir)[&1]);
+    let out = tempfile::tempdir().unwrap();
+    let html_path = out.path().join("report.html");
+    lapse(&["report", "render", p(&first), "--format", "html", "--out", p(&html_path), "--public-key", p(&public)])
+        .ok();
+    let html = std::fs::read_to_string(&html_path).unwrap();
+
+    // Self-contained, and nothing from the report becomes markup.
+    for forbidden in ["<script", "<img", "<link", "<iframe", "<object", "<embed", "http://", "https://", "url("] {
+        assert!(!html.contains(forbidden), "HTML contains {forbidden:?}");
+    }
+    assert!(html.contains("Content-Security-Policy"));
+    assert!(html.contains("&lt;script&gt;alert(&#39;matter&#39;)&lt;/script&gt; Doe &amp; &lt;b&gt;Sons&lt;/b&gt;"));
+    assert!(html.contains("@media print"));
+
+    if let Some(bin) = chromium() {
+        let dom = headless(&bin, &html_path, &["--dump-dom".into()]);
+        for text in [
+            "Destruction report",
+            "Summary",
+            "What was destroyed",
+            "What was kept, and why",
+            "What failed",
+            "Nothing failed.",
+            "Certificate of destruction",
+            "NIST SP 800-88",
+            "re-query of every destroyed key after commit",
+            "LH-1",
+        ] {
+            assert!(dom.contains(text), "rendered DOM lacks {text:?}:\n{dom}");
+        }
+        // The summary comes before the chart, the chart before the certificate.
+        let at = |s: &str| dom.find(s).unwrap_or_else(|| panic!("no {s:?}"));
+        assert!(at("id=\"summary\"") < at("id=\"chart\"") && at("id=\"chart\"") < at("id=\"certificate\""));
+        // The chart: three bars for the one policy, with their values.
+        assert_eq!(dom.matches("<rect class=\"bar bar-").count(), 3, "{dom}");
+        for bar in ["data-series=\"deleted\" data-value=\"4\"", "data-series=\"held\" data-value=\"1\""] {
+            assert!(dom.contains(bar), "rendered DOM lacks the bar {bar}");
+        }
+        // The injected markup stayed text.
+        for forbidden in ["<script", "<img", "<b>"] {
+            assert!(!dom.contains(forbidden), "rendered DOM contains {forbidden:?}");
+        }
+        assert!(dom.contains("&lt;script&gt;alert('matter')&lt;/script&gt; Doe &amp; &lt;b&gt;Sons&lt;/b&gt;"));
+        // A screenshot and a PDF.
+        let png = out.path().join("report.png");
+        headless(&bin, &html_path, &[format!("--screenshot={}", png.display()), "--window-size=1100,1600".into()]);
+        assert!(std::fs::metadata(&png).map(|m| m.len() > 10_000).unwrap_or(false), "no screenshot");
+        let pdf = out.path().join("report.pdf");
+        headless(&bin, &html_path, &[format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer".into()]);
+        let head = std::fs::read(&pdf).expect("no PDF");
+        assert!(head.starts_with(b"%PDF"), "not a PDF");
+    }
+
+    // No personal value in any rendering, of any report: HTML, CSV, and what verify and lookup
+    // print.
+    let mut texts = vec![html];
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        for format in ["html", "csv"] {
+            let r = lapse(&["report", "render", p(&path), "--format", format]);
+            r.ok();
+            texts.push(r.stdout.clone());
+        }
+        texts.push(std::fs::read_to_string(&path).unwrap());
+    }
+    texts.push(lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).stdout);
+    for s in ["S-1", "S-HELD", "S-NOBODY"] {
+        texts.push(f.lapse(&["report", "lookup", p(&dir), "--subject", s]).stdout);
+    }
+    texts.push(f.all_report_text());
+    for text in &texts {
+        for v in personal_values() {
+            assert!(!text.contains(&v), "personal value {v:?} in a rendering:\n{text}");
+        }
+    }
+    // CSV rendering = the summary CSV written next to the report.
+    let csv = lapse(&["report", "render", p(&first), "--format", "csv"]).stdout;
+    assert_eq!(csv, std::fs::read_to_string(first.with_extension("csv")).unwrap());
+    // A rendering refuses a report whose signature does not verify.
+    let tampered = out.path().join(first.file_name().unwrap());
+    let text = std::fs::read_to_string(&first).unwrap().replacen("\"deleted\": 4", "\"deleted\": 0", 1);
+    std::fs::write(&tampered, text).unwrap();
+    std::fs::copy(format!("{}.sig", first.display()), format!("{}.sig", tampered.display())).unwrap();
+    lapse(&["report", "render", p(&tampered), "--public-key", p(&public)]).code(4);
+}
+
+#[test]
+fn keygen_writes_usable_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("keys");
+    let r = lapse(&["keygen", "--out", p(&out)]);
+    r.ok();
+    let signer = lapse::integrity::Signer::from_secret(&std::fs::read(out.join("signing.key")).unwrap()).unwrap();
+    let public = lapse::integrity::read_public_key(&out.join("signing.pub")).unwrap();
+    assert!(lapse::integrity::check_signature(&public, b"report", &signer.sign(b"report")));
+    assert!(r.stdout.contains(&signer.key_id()), "{}", r.stdout);
+    assert!(std::fs::read_to_string(out.join("evidence.key")).unwrap().trim().len() >= 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for secret in ["signing.key", "evidence.key"] {
+            assert_eq!(std::fs::metadata(out.join(secret)).unwrap().permissions().mode() & 0o777, 0o600, "{secret}");
+        }
+    }
+    let again = lapse(&["keygen", "--out", p(&out)]);
+    again.code(2).stderr_has("already exist");
+    assert_eq!(lapse::integrity::read_public_key(&out.join("signing.pub")).unwrap(), public, "not overwritten");
+    lapse(&["keygen", "--out", p(&out), "--force"]).ok();
+}
+
+#[test]
+fn committed_json_schemas_match_the_types() {
+    for (file, generated, flag) in [
+        ("schema/report.schema.json", lapse::reporting::report_schema(), ""),
+        ("schema/evidence.schema.json", lapse::reporting::evidence_schema(), " --evidence"),
+    ] {
+        let path = repo_root().join(file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{file} differs from the schema generated from the report types; regenerate it with\n  cargo run -q -- report schema{flag} > {file}"
+        );
+    }
+    let cli = lapse(&["report", "schema"]);
+    cli.ok();
+    assert_eq!(cli.stdout, lapse::reporting::report_schema());
+}
+
+/// Real reports validate against the committed schema (with Python's `jsonschema` when present).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_validate_against_the_schema() {
+    let has_validator =
+        Command::new("python3").args(["-c", "import jsonschema"]).output().is_ok_and(|o| o.status.success());
+    if !has_validator {
+        eprintln!("skipped: python3 with jsonschema is not available");
+        return;
+    }
+    let (f, _) = signed_chain().await;
+    let script = "import json, sys, glob, jsonschema
+report = json.load(open(sys.argv[1])); evidence = json.load(open(sys.argv[2]))
+n = 0
+for path in glob.glob(sys.argv[3] + '/lapse-*.json'):
+    jsonschema.validate(json.load(open(path)), report, cls=jsonschema.Draft202012Validator); n += 1
+for path in glob.glob(sys.argv[3] + '/*.evidence.jsonl'):
+    for line in open(path):
+        jsonschema.validate(json.loads(line), evidence, cls=jsonschema.Draft202012Validator); n += 1
+print(n)";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(repo_root().join("schema/report.schema.json"))
+        .arg(repo_root().join("schema/evidence.schema.json"))
+        .arg(f.path("reports"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let n: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(n, 5 + 4, "5 reports and 4 evidence lines validated");
+}
