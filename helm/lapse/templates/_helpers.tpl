@@ -1,0 +1,232 @@
+{{/*
+Chart name, truncated to 63 characters (the DNS label limit of some Kubernetes name fields).
+*/}}
+{{- define "lapse.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified name: <release>-<chart name>, or the release name alone when it already contains
+the chart name; truncated to 63 characters. Resources derived from it add short suffixes, so they
+use "lapse.fullnameWith" to keep within the limit.
+*/}}
+{{- define "lapse.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+<fullname>-<suffix>, the full name shortened so the whole stays within 63 characters.
+Usage: include "lapse.fullnameWith" (list . "policies")
+*/}}
+{{- define "lapse.fullnameWith" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $base := include "lapse.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s-%s" $base $suffix }}
+{{- end }}
+
+{{/*
+Name of the CronJob: at most 52 characters, because the controller appends an 11-character suffix
+to the names of the Jobs it creates.
+*/}}
+{{- define "lapse.cronjobName" -}}
+{{- include "lapse.fullname" . | trunc 52 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Chart label value: name-version (+ is not allowed in label values).
+*/}}
+{{- define "lapse.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Standard labels (app.kubernetes.io/*) of every resource.
+*/}}
+{{- define "lapse.labels" -}}
+helm.sh/chart: {{ include "lapse.chart" . }}
+{{ include "lapse.selectorLabels" . }}
+app.kubernetes.io/version: {{ (default .Chart.AppVersion .Values.image.tag) | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: lapse
+{{- end }}
+
+{{/*
+Selector labels: stable across upgrades.
+*/}}
+{{- define "lapse.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lapse.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the pod runs as.
+*/}}
+{{- define "lapse.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "lapse.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container image: repository:tag, or repository@digest when a digest is set.
+*/}}
+{{- define "lapse.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the keys (never created by the chart).
+*/}}
+{{- define "lapse.secretName" -}}
+{{- default (include "lapse.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{/* Where things live in the container. */}}
+{{- define "lapse.configDir" -}}/etc/lapse{{- end }}
+{{- define "lapse.secretsDir" -}}/var/run/secrets/lapse{{- end }}
+
+{{/*
+Names of the ConfigMaps holding policies and holds (the user's existing ones, or the chart's).
+*/}}
+{{- define "lapse.policiesConfigMap" -}}
+{{- default (include "lapse.fullnameWith" (list . "policies")) .Values.policies.existingConfigMap }}
+{{- end }}
+{{- define "lapse.holdsConfigMap" -}}
+{{- default (include "lapse.fullnameWith" (list . "holds")) .Values.holds.existingConfigMap }}
+{{- end }}
+{{- define "lapse.hasHolds" -}}
+{{- if or .Values.holds.existingConfigMap .Values.holds.entries }}true{{ end }}
+{{- end }}
+
+{{/*
+Environment variable name for a secret given to the process as env (secretsMountAs: env):
+LAPSE_ + the upper-cased name with every other character replaced by "_".
+Usage: include "lapse.envName" "URL_shop-db"  ->  LAPSE_URL_SHOP_DB
+*/}}
+{{- define "lapse.envName" -}}
+{{- printf "LAPSE_%s" (regexReplaceAll "[^A-Za-z0-9_]" . "_" | upper) }}
+{{- end }}
+
+{{/*
+The secrets the process needs: a list of {key, env, what}, where key is the Secret's key and env
+the variable name used when secretsMountAs is env. Rendered as YAML; callers use fromYamlArray.
+Also fails the render on a connection without exactly one URL source.
+*/}}
+{{- define "lapse.secretRefs" -}}
+{{- $refs := list }}
+{{- $refs = append $refs (dict "key" .Values.secretKeys.evidenceKey "env" "LAPSE_EVIDENCE_KEY") }}
+{{- if .Values.secretKeys.signingKey }}
+{{- $refs = append $refs (dict "key" .Values.secretKeys.signingKey "env" "LAPSE_SIGNING_KEY") }}
+{{- end }}
+{{- if .Values.secretKeys.pseudonymizationKey }}
+{{- $refs = append $refs (dict "key" .Values.secretKeys.pseudonymizationKey "env" "LAPSE_PSEUDONYMIZATION_KEY") }}
+{{- end }}
+{{- range $name, $c := .Values.config.connections }}
+{{- if and $c.url $c.urlSecretKey }}
+{{- fail (printf "config.connections.%s: set either url or urlSecretKey, not both" $name) }}
+{{- end }}
+{{- if not (or $c.url $c.urlSecretKey) }}
+{{- fail (printf "config.connections.%s needs urlSecretKey (a key of existingSecret holding the URL) or url (inline, without a password)" $name) }}
+{{- end }}
+{{- if and $c.url (regexMatch "://[^/?]*:[^/?]*@" $c.url) }}
+{{- fail (printf "config.connections.%s.url carries a password: put the URL in existingSecret and name its key in urlSecretKey" $name) }}
+{{- end }}
+{{- if $c.urlSecretKey }}
+{{- $refs = append $refs (dict "key" $c.urlSecretKey "env" (include "lapse.envName" (printf "URL_%s" $name))) }}
+{{- end }}
+{{- end }}
+{{- $envs := dict }}
+{{- range $refs }}
+{{- if and (eq $.Values.secretsMountAs "env") (hasKey $envs .env) }}
+{{- fail (printf "two secrets map to the environment variable %s: rename a connection (names differing only in case or punctuation collide)" .env) }}
+{{- end }}
+{{- $_ := set $envs .env true }}
+{{- end }}
+{{- toYaml $refs }}
+{{- end }}
+
+{{/*
+A secret reference in lapse.yaml: {<kind>_file: path} or {<kind>_env: NAME}.
+Usage: include "lapse.secretSource" (list . "key" "evidence-key" "LAPSE_EVIDENCE_KEY")
+*/}}
+{{- define "lapse.secretSource" -}}
+{{- $ctx := index . 0 }}
+{{- $kind := index . 1 }}
+{{- $key := index . 2 }}
+{{- $env := index . 3 }}
+{{- if eq $ctx.Values.secretsMountAs "env" }}
+{{- dict (printf "%s_env" $kind) $env | toYaml }}
+{{- else }}
+{{- dict (printf "%s_file" $kind) (printf "%s/%s" (include "lapse.secretsDir" $ctx) $key) | toYaml }}
+{{- end }}
+{{- end }}
+
+{{/*
+The worker configuration (lapse.yaml), built as a dict and rendered with toYaml. Paths of the
+policies and holds are relative to the config file (/etc/lapse), like the README's layout.
+*/}}
+{{- define "lapse.workerConfig" -}}
+{{- $connections := dict }}
+{{- range $name, $c := .Values.config.connections }}
+{{- $conn := dict }}
+{{- if $c.url }}
+{{- $_ := set $conn "url" $c.url }}
+{{- else }}
+{{- $conn = include "lapse.secretSource" (list $ "url" $c.urlSecretKey (include "lapse.envName" (printf "URL_%s" $name))) | fromYaml }}
+{{- end }}
+{{- with $c.holdsTable }}
+{{- $_ := set $conn "holds_table" (deepCopy .) }}
+{{- end }}
+{{- with $c.journalTable }}
+{{- $_ := set $conn "journal_table" . }}
+{{- end }}
+{{- $_ := set $connections $name $conn }}
+{{- end }}
+{{- $cfg := dict "connections" $connections "policies" "policies" }}
+{{- if include "lapse.hasHolds" . }}
+{{- $_ := set $cfg "holds_file" "holds/holds.yaml" }}
+{{- end }}
+{{- $_ := set $cfg "evidence" (include "lapse.secretSource" (list . "key" .Values.secretKeys.evidenceKey "LAPSE_EVIDENCE_KEY") | fromYaml) }}
+{{- if .Values.secretKeys.pseudonymizationKey }}
+{{- $_ := set $cfg "pseudonymization" (include "lapse.secretSource" (list . "key" .Values.secretKeys.pseudonymizationKey "LAPSE_PSEUDONYMIZATION_KEY") | fromYaml) }}
+{{- end }}
+{{- $reports := dict "dir" .Values.reports.mountPath }}
+{{- if .Values.secretKeys.signingKey }}
+{{- $_ := set $reports "signing_key" (include "lapse.secretSource" (list . "key" .Values.secretKeys.signingKey "LAPSE_SIGNING_KEY") | fromYaml) }}
+{{- end }}
+{{- $_ := set $cfg "reports" $reports }}
+{{- $_ := set $cfg "defaults" (dict "batch_size" (int .Values.config.defaults.batchSize) "max_share" .Values.config.defaults.maxShare) }}
+{{- $cfg = mergeOverwrite $cfg (deepCopy .Values.config.extra) }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+The container arguments (the image's entrypoint is the lapse binary).
+*/}}
+{{- define "lapse.args" -}}
+{{- $args := list }}
+{{- if .Values.dryRun }}
+{{- $args = list "plan" }}
+{{- else }}
+{{- $args = list "run" "--yes" }}
+{{- end }}
+{{- $args = concat $args (list "-c" (printf "%s/lapse.yaml" (include "lapse.configDir" .)) "--log-format" .Values.logFormat) }}
+{{- $args = concat $args .Values.extraArgs }}
+{{- toYaml $args }}
+{{- end }}
