@@ -222,6 +222,7 @@ cmd_stop() {
         if [[ "$rundir" == /tmp/lapse-testbed.* && -d "$rundir" ]]; then
             stop_pg "$rundir/pg"
             stop_mariadb "$rundir/mysql"
+            "$REPO_ROOT/scripts/moto.sh" stop "$rundir/s3" || true
             rm -rf -- "$rundir"
         fi
     fi
@@ -348,6 +349,12 @@ cmd_start() {
     my_port="$(pick_port "$MY_PORT_BASE")"
     start_mariadb "$rundir/mysql" "$my_port"
 
+    step_begin "s3: moto_server (scripts/moto.sh)"
+    local s3_port
+    s3_port="$(pick_port 55000)"
+    "$REPO_ROOT/scripts/moto.sh" start "$rundir/s3" "$s3_port" || die "moto_server failed to start"
+    step_end
+
     step_begin "helm: scripts/helm.sh"
     local helm_bin
     helm_bin="$("$REPO_ROOT/scripts/helm.sh")" || die "scripts/helm.sh failed: no helm for the chart tests"
@@ -362,6 +369,7 @@ export LAPSE_TEST_PG_ADMIN_URL='postgres://postgres@127.0.0.1:$pg_port/postgres'
 export LAPSE_TEST_MYSQL_URL='mysql://$MY_USER:$MY_PASS@127.0.0.1:$my_port/$DB_NAME'
 export LAPSE_TEST_MYSQL_ADMIN_URL='mysql://$MY_USER:$MY_PASS@127.0.0.1:$my_port/mysql'
 export LAPSE_TEST_HELM='$helm_bin'
+export LAPSE_TEST_S3_ENDPOINT='http://127.0.0.1:$s3_port'
 EOF
     mv "$ENV_FILE.tmp" "$ENV_FILE"
 

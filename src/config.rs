@@ -45,6 +45,27 @@ fn default_policies() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
+    /// `sql` (default: PostgreSQL, MySQL/MariaDB or SQLite by URL), `s3` or `directory`.
+    #[serde(default)]
+    pub kind: ConnectionKind,
+    /// S3: region (default: from the AWS environment, else us-east-1).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3: custom endpoint for S3-compatible stores (MinIO, Ceph, Garage).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3: path-style addressing (most S3-compatible stores need it).
+    #[serde(default)]
+    pub path_style: bool,
+    /// S3: default bucket for policies that name none.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Directory: the root directory (relative to this file).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Objects: parallel requests (default 8).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
     /// Inline URL: allowed only without a password (e.g. `sqlite://data/app.db`).
     #[serde(default)]
     pub url: Option<String>,
@@ -60,6 +81,19 @@ pub struct Connection {
     /// Table where each committed batch records its evidence, in the same transaction.
     #[serde(default = "default_journal")]
     pub journal_table: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionKind {
+    #[default]
+    Sql,
+    S3,
+    Directory,
+}
+
+fn default_concurrency() -> usize {
+    8
 }
 
 fn default_journal() -> String {
@@ -176,7 +210,25 @@ impl Config {
         for (name, c) in &cfg.connections {
             let base = format!("connections.{name}");
             let sources = c.url.is_some() as u8 + c.url_env.is_some() as u8 + c.url_file.is_some() as u8;
-            if sources != 1 {
+            let objects = c.kind != ConnectionKind::Sql;
+            if objects && sources > 0 {
+                diags.push(
+                    Diagnostic::error(format!("connection '{name}': an object-store connection takes no url"))
+                        .at(at(&base)),
+                );
+            }
+            if c.kind == ConnectionKind::Directory && c.path.is_none() {
+                diags.push(
+                    Diagnostic::error(format!("connection '{name}': a directory connection needs 'path'"))
+                        .at(at(&base)),
+                );
+            }
+            if c.concurrency == 0 || c.concurrency > 256 {
+                diags.push(
+                    Diagnostic::error(format!("connection '{name}': concurrency must be from 1 to 256")).at(at(&base)),
+                );
+            }
+            if !objects && sources != 1 {
                 diags.push(
                     Diagnostic::error(format!("connection '{name}' needs exactly one of url, url_env, url_file"))
                         .at(at(&base)),

@@ -16,6 +16,7 @@ const FILES: &[(&str, &str)] = &[
     ("policies/orders.yaml", include_str!("../examples/demo/policies/orders.yaml")),
     ("policies/support.yaml", include_str!("../examples/demo/policies/support.yaml")),
     ("policies/leads.yaml", include_str!("../examples/demo/policies/leads.yaml")),
+    ("policies/exports.yaml", include_str!("../examples/demo/policies/exports.yaml")),
 ];
 
 const FIRST: &[&str] = &[
@@ -139,7 +140,28 @@ pub async fn setup(dir: &Path, sizes: Sizes, seed: u64) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
-    seed_sqlite(&db, sizes, seed).await
+    seed_sqlite(&db, sizes, seed).await?;
+    seed_files(&dir.join("files"), sizes, seed)
+}
+
+/// Customer data exports on a "mounted volume": `exports/YYYY/MM/DD/customer-<id>.csv`.
+pub fn seed_files(root: &Path, sizes: Sizes, seed: u64) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(root);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let today = Utc::now().date_naive();
+    for _ in 0..(sizes.customers / 8).max(10) {
+        let id = rng.gen_range(1..=sizes.customers);
+        let day = today - Duration::days(rng.gen_range(0..400));
+        let dir = root.join(day.format("exports/%Y/%m/%d").to_string());
+        std::fs::create_dir_all(&dir)?;
+        let first = FIRST[rng.gen_range(0..FIRST.len())];
+        let last = LAST[rng.gen_range(0..LAST.len())];
+        std::fs::write(
+            dir.join(format!("customer-{id}.csv")),
+            format!("id,full_name,email\n{id},{first} {last},{}.{}@example.com\n", first.to_lowercase(), id),
+        )?;
+    }
+    Ok(())
 }
 
 /// Creates the shop schema in a new SQLite file and fills it.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::config::ConnectionKind;
 use crate::config::{self, Config};
 use crate::connector::{
     Candidate, Connector, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
@@ -24,12 +25,16 @@ use crate::connector::{
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
 use crate::holds::{self, Hold};
+use crate::objstore::{local::DirBackend, s3::S3Backend, ObjectConnector};
 use crate::policy::{self, Action, NullAnchor, Policy, PolicySet};
 use crate::report::{
     self, ColumnMethod, Evidence, EvidenceFile, Guardrail, PolicyReport, PurposeInfo, Report, StageReport, Verification,
 };
 use crate::sql::builder::coerce;
 use crate::sql::SqlConnector;
+
+/// Open connectors by connection name.
+pub type Connections = BTreeMap<String, Arc<dyn Connector>>;
 use crate::validate::{self, Prepared};
 use crate::value::Value;
 
@@ -46,6 +51,22 @@ impl Workspace {
         let Some(config) = Config::load(config_path, &mut d) else { return Err(d) };
         let policies = policy::load_dir(&config.resolve(&config.policies), &mut d);
         for p in &policies.policies {
+            if let Some(c) = config.connections.get(&p.connection) {
+                let objects = c.kind != ConnectionKind::Sql;
+                if objects != p.objects.is_some() {
+                    let what = if objects { "an object store" } else { "a SQL database" };
+                    d.push(p.error(
+                        "dataset",
+                        format!("connection '{}' is {what}; the dataset does not match it", p.connection),
+                    ));
+                }
+                if c.kind == ConnectionKind::S3
+                    && p.objects.as_ref().is_some_and(|o| o.bucket.is_none())
+                    && c.bucket.is_none()
+                {
+                    d.push(p.error("dataset", "no bucket: set dataset.bucket or the connection's bucket"));
+                }
+            }
             if !config.connections.contains_key(&p.connection) {
                 let known: Vec<&str> = config.connections.keys().map(String::as_str).collect();
                 d.push(p.error(
@@ -62,7 +83,9 @@ impl Workspace {
         for h in &holds {
             for p in &h.policies {
                 if !names.contains(p.as_str()) {
-                    d.push(Diagnostic::warning(format!("hold '{}' names unknown policy '{p}'", h.id)));
+                    // A typo here would silently release what the hold protects.
+                    let file = config.holds_file.as_ref().map(|f| config.resolve(f)).unwrap_or_default();
+                    d.push(Diagnostic::error(format!("hold '{}' names unknown policy '{p}'", h.id)).in_file(file));
                 }
             }
         }
@@ -87,22 +110,45 @@ impl Workspace {
         self.policies.policies.iter().filter(|p| only.is_empty() || only.contains(&p.name)).collect()
     }
 
+    /// Resolves every secret the selected policies need (connection URLs, evidence key) without
+    /// connecting: a missing variable or file is a configuration error.
+    pub fn check_secrets(&self, only: &[String]) -> anyhow::Result<()> {
+        self.evidence_key()?;
+        for p in self.selected(only) {
+            let c = &self.config.connections[&p.connection];
+            if c.kind == ConnectionKind::Sql {
+                c.url(&p.connection, &self.config.base_dir)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Opens the connections the selected policies use.
-    pub async fn connect(
-        &self,
-        only: &[String],
-        read_only: bool,
-    ) -> anyhow::Result<BTreeMap<String, Arc<SqlConnector>>> {
+    pub async fn connect(&self, only: &[String], read_only: bool) -> anyhow::Result<Connections> {
         let mut out = BTreeMap::new();
         for p in self.selected(only) {
             if out.contains_key(&p.connection) {
                 continue;
             }
             let c = &self.config.connections[&p.connection];
-            let url = c.url(&p.connection, &self.config.base_dir)?;
-            let conn =
-                SqlConnector::open(&p.connection, &url, read_only, &c.journal_table, c.holds_table.clone()).await?;
-            out.insert(p.connection.clone(), Arc::new(conn));
+            let conn: Arc<dyn Connector> = match c.kind {
+                ConnectionKind::Sql => {
+                    let url = c.url(&p.connection, &self.config.base_dir)?;
+                    Arc::new(
+                        SqlConnector::open(&p.connection, &url, read_only, &c.journal_table, c.holds_table.clone())
+                            .await?,
+                    )
+                }
+                ConnectionKind::S3 => {
+                    let b = S3Backend::new(c.region.as_deref(), c.endpoint.as_deref(), c.path_style).await;
+                    Arc::new(ObjectConnector::new(&p.connection, Box::new(b), c.bucket.clone(), c.concurrency))
+                }
+                ConnectionKind::Directory => {
+                    let root = self.config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new(".")));
+                    Arc::new(ObjectConnector::new(&p.connection, Box::new(DirBackend::new(root)), None, c.concurrency))
+                }
+            };
+            out.insert(p.connection.clone(), conn);
         }
         Ok(out)
     }
@@ -112,7 +158,7 @@ impl Workspace {
 pub async fn prepare<'a>(
     ws: &'a Workspace,
     only: &[String],
-    conns: &BTreeMap<String, Arc<SqlConnector>>,
+    conns: &Connections,
 ) -> Result<Vec<(&'a Policy, Prepared)>, Diagnostics> {
     let mut d = Diagnostics::default();
     let mut out = Vec::new();
@@ -218,7 +264,7 @@ pub struct Outcome {
 pub async fn execute(
     ws: &Workspace,
     prepared: &[(&Policy, Prepared)],
-    conns: &BTreeMap<String, Arc<SqlConnector>>,
+    conns: &Connections,
     key: &EvidenceKey,
     mode: Mode,
     opts: &Options,
@@ -265,7 +311,7 @@ pub async fn execute(
     let mut sink = match mode {
         Mode::Run => {
             for c in conns.values() {
-                c.ensure_journal().await?;
+                c.prepare_run().await?;
             }
             Some(EvidenceSink::create(report_dir.join(format!("{}.evidence.jsonl", report.file_stem())))?)
         }
@@ -465,6 +511,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         restrict: prep.restrict.clone(),
         cascade: prep.cascade.clone(),
         pseudonym_key: ctx.pseudonym_key.clone(),
+        objects: p.objects.clone(),
     };
     let mut out = Vec::new();
     let all_cols: Vec<(String, policy::strategy::Strategy)> =
@@ -510,7 +557,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
 async fn enforce(
     p: &Policy,
     prep: &Prepared,
-    conn: &SqlConnector,
+    conn: &dyn Connector,
     ctx: &mut Ctx<'_>,
     pr: &mut PolicyReport,
 ) -> anyhow::Result<()> {
@@ -520,9 +567,9 @@ async fn enforce(
     }
     let full = &stages[0].scope;
     let any_lapse = Filter::Any(stages.iter().map(|s| s.scope.lapse.clone()).collect());
-    pr.rows_total = conn.count_rows(full, &Filter::True).await?;
+    pr.rows_total = count(conn, full, &Filter::True).await?;
     for s in &stages {
-        let due = conn.count_rows(&s.scope, &s.scope.destroy_filter()).await?;
+        let due = count(conn, &s.scope, &s.scope.destroy_filter()).await?;
         pr.rows_due += due;
         pr.stages.push(StageReport {
             name: s.name.clone(),
@@ -532,9 +579,9 @@ async fn enforce(
             ..Default::default()
         });
     }
-    pr.held = conn.count_rows(full, &Filter::All(vec![any_lapse.clone(), Filter::Held])).await?;
+    pr.held = count(conn, full, &Filter::All(vec![any_lapse.clone(), Filter::Held])).await?;
     for h in &full.holds.file {
-        let n = conn.count_rows(full, &Filter::All(vec![any_lapse.clone(), Filter::HeldByFile(h.id.clone())])).await?;
+        let n = count(conn, full, &Filter::All(vec![any_lapse.clone(), Filter::HeldByFile(h.id.clone())])).await?;
         if n > 0 {
             pr.held_by.insert(h.id.clone(), n);
         }
@@ -548,16 +595,16 @@ async fn enforce(
         .filter(|x| x.null_anchor == NullAnchor::Keep)
         .map(|x| Filter::AnchorNull(x.anchor.clone()))
         .collect();
-    if !null_anchors.is_empty() {
-        pr.null_anchor_kept = conn.count_rows(full, &Filter::Any(null_anchors)).await?;
+    if !null_anchors.is_empty() && p.objects.is_none() {
+        pr.null_anchor_kept = count(conn, full, &Filter::Any(null_anchors)).await?;
     }
     if !full.restrict.is_empty() {
-        pr.blocked_by_dependents = conn
-            .count_rows(
-                full,
-                &Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]),
-            )
-            .await?;
+        let blocked = Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]);
+        pr.blocked_by_dependents = count(conn, full, &blocked).await?;
+    }
+    if p.objects.is_some() {
+        pr.unreadable = count(conn, full, &Filter::Unreadable).await?;
+        pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
     }
     // Guardrail: an implausible share stops the policy before anything is destroyed.
     let max_share = p.max_share.unwrap_or(ctx.defaults.max_share);
@@ -656,10 +703,28 @@ async fn enforce(
             };
             let n = o.destroyed.len() as u64;
             stage_destroyed += n;
+            pr.failed += o.failures.len() as u64;
+            for (i, code) in &o.failures {
+                // The storage's error code only: an object key may itself be personal data.
+                let _ = i;
+                pr.errors.push(format!("stage {}: an object could not be deleted after retries: {code}", stage.name));
+            }
+            for (_, lock) in &o.held_by_storage {
+                pr.held_by_storage += 1;
+                let kind = lock.split(' ').next().unwrap_or("lock").to_string();
+                *pr.held_by.entry(format!("storage:{kind}")).or_default() += 1;
+                pr.held += 1;
+            }
+            for d in o.details.values() {
+                pr.versions_deleted += d.versions;
+                pr.bytes_reclaimed += d.bytes;
+            }
             let sr = &mut pr.stages[si];
             sr.destroyed += n;
             sr.unchanged += o.unchanged.len() as u64;
-            sr.skipped_concurrently += cands.len() as u64 - n - o.unchanged.len() as u64;
+            sr.skipped_concurrently += (cands.len() as u64).saturating_sub(
+                n + o.unchanged.len() as u64 + o.failures.len() as u64 + o.held_by_storage.len() as u64,
+            );
             sr.batches = batches;
             match stage.action {
                 "deleted" => pr.deleted += n,
@@ -680,6 +745,8 @@ async fn enforce(
                         stage: stage.name.clone(),
                         batch: batches,
                         at,
+                        versions: o.details.get(&i).map(|d| d.versions),
+                        bytes: o.details.get(&i).map(|d| d.bytes),
                     })?;
                 }
                 sink.flush()?;
@@ -713,10 +780,8 @@ async fn enforce(
     Ok(())
 }
 
-impl SqlConnector {
-    async fn count_rows(&self, scope: &Scope, f: &Filter) -> anyhow::Result<u64> {
-        Ok(Connector::count(self, scope, f).await?)
-    }
+async fn count(conn: &dyn Connector, scope: &Scope, f: &Filter) -> anyhow::Result<u64> {
+    Ok(conn.count(scope, f).await?)
 }
 
 /// Exit codes a CronJob can act on.

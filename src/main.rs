@@ -178,6 +178,7 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
             return Err(invalid(format!("unknown policy '{p}'")));
         }
     }
+    ws.check_secrets(&args.common.policies).map_err(|e| invalid(format!("{e:#}")))?;
     let key = ws.evidence_key().map_err(|e| invalid(format!("{e:#}")))?;
     let cutoff = match &args.cutoff {
         Some(c) => Some(lapse::holds::parse_time(c).map_err(|e| invalid(format!("--cutoff: {e}")))?),
@@ -227,6 +228,7 @@ async fn validate(common: Common, connect: bool) -> Result<Exit, (Exit, String)>
         print_diags(&d);
         (Exit::Invalid, String::new())
     })?;
+    ws.check_secrets(&common.policies).map_err(|e| (Exit::Invalid, format!("{e:#}")))?;
     if connect {
         let conns = ws.connect(&common.policies, true).await.map_err(|e| (Exit::Partial, format!("{e:#}")))?;
         engine::prepare(&ws, &common.policies, &conns).await.map_err(|d| {

@@ -194,6 +194,12 @@ pub struct Evidence {
     pub stage: String,
     pub batch: u64,
     pub at: DateTime<Utc>,
+    /// Objects: versions and delete markers removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<u64>,
+    /// Objects: bytes reclaimed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// What one policy destroyed and kept.
@@ -227,6 +233,17 @@ pub struct PolicyReport {
     pub null_anchor_kept: u64,
     /// Lapsed rows kept because a `restrict` dependent still references them.
     pub blocked_by_dependents: u64,
+    /// Objects whose facts (anchor, subject) could not be read: never destroyed.
+    #[serde(default)]
+    pub unreadable: u64,
+    /// Objects kept because a version is under S3 Object Lock (also counted in `held`).
+    #[serde(default)]
+    pub held_by_storage: u64,
+    /// Objects: versions and delete markers removed, and bytes reclaimed.
+    #[serde(default)]
+    pub versions_deleted: u64,
+    #[serde(default)]
+    pub bytes_reclaimed: u64,
     /// Rows of dependent tables deleted by cascade, per table.
     pub dependents_deleted: BTreeMap<String, u64>,
     /// Rows whose batch failed.

@@ -41,6 +41,12 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     let before = diags.0.iter().filter(|d| d.is_error()).count();
     let table = match conn.describe(&policy.table).await {
         Ok(t) => t,
+        Err(ConnectorError::NotFound { what }) if policy.objects.is_some() => {
+            let path =
+                if policy.objects.as_ref().is_some_and(|o| o.bucket.is_some()) { "dataset.bucket" } else { "dataset" };
+            diags.push(policy.error(path, format!("unknown {what} on connection '{}'", policy.connection)));
+            return None;
+        }
         Err(ConnectorError::NotFound { .. }) => {
             diags.push(policy.error(
                 "dataset.table",
@@ -53,6 +59,10 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             return None;
         }
     };
+    if policy.objects.is_some() {
+        // Objects have facts, not columns; `describe` checked that the bucket/directory exists.
+        return Some(Prepared { table, cascade: Vec::new(), restrict: Vec::new() });
+    }
     let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
     let mut seen = BTreeSet::new();
     for (col, path) in policy.referenced_columns() {

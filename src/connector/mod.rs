@@ -110,6 +110,8 @@ pub enum Filter {
     Pending(Vec<(String, PendingTest)>),
     /// Referenced by a row of a `restrict` dependent.
     HasDependents,
+    /// Objects whose facts (anchor, subject) cannot be read. Never true for table rows.
+    Unreadable,
 }
 
 impl Filter {
@@ -167,6 +169,8 @@ pub struct Scope {
     pub cascade: Vec<Cascade>,
     /// Key for `pseudonymize`.
     pub pseudonym_key: Option<Vec<u8>>,
+    /// For object datasets: bucket, prefix and key pattern.
+    pub objects: Option<crate::policy::ObjectDataset>,
 }
 
 impl Scope {
@@ -222,6 +226,18 @@ pub struct BatchOutcome {
     pub cascaded: BTreeMap<String, u64>,
     /// The data changed under the batch (e.g. a hold arrived); nothing was committed.
     pub conflict: bool,
+    /// Objects: versions and bytes destroyed, by batch index.
+    pub details: BTreeMap<usize, ObjectDetail>,
+    /// Objects kept because a version is under an Object Lock (legal hold or retention).
+    pub held_by_storage: Vec<(usize, String)>,
+    /// Items that could not be destroyed (after retries), with the storage's error code.
+    pub failures: Vec<(usize, String)>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ObjectDetail {
+    pub versions: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,4 +288,14 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// How many of these keys still match the scope's lapse filter and still need work: used to
     /// verify a destruction after the fact (0 means verified).
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError>;
+
+    /// The holds table of this connection, if any.
+    fn holds_table(&self) -> Option<&HoldsTable> {
+        None
+    }
+
+    /// Prepares for a `run` (e.g. creates the journal table). Never called by `plan`.
+    async fn prepare_run(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }

@@ -106,10 +106,25 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawDataset {
     connection: String,
-    table: String,
-    key: OneOrMany,
+    /// A SQL table (`schema.table` allowed).
+    #[serde(default)]
+    table: Option<String>,
+    /// Key column(s) of the table.
+    #[serde(default)]
+    key: Option<OneOrMany>,
+    /// Tables: the data-subject column. Objects: `key` (from `key_pattern`), `metadata:<name>`
+    /// or `tag:<name>`.
     #[serde(default)]
     subject: Option<String>,
+    /// Objects: the bucket (S3 connections).
+    #[serde(default)]
+    bucket: Option<String>,
+    /// Objects: the key prefix the policy governs (may be empty).
+    #[serde(default)]
+    prefix: Option<String>,
+    /// Objects: a pattern such as `exports/{yyyy}/{mm}/{dd}/{subject}.csv`.
+    #[serde(default)]
+    key_pattern: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,9 +209,19 @@ pub struct Dependent {
     pub path: String,
 }
 
+/// A dataset of objects: a bucket (or directory) and a prefix.
+#[derive(Debug, Clone)]
+pub struct ObjectDataset {
+    pub bucket: Option<String>,
+    pub prefix: String,
+    pub pattern: Option<crate::objstore::KeyPattern>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
+    /// Object-store dataset description; `None` for a SQL table.
+    pub objects: Option<ObjectDataset>,
     pub description: Option<String>,
     pub file: PathBuf,
     pub doc: usize,
@@ -332,6 +357,7 @@ pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
         }
     };
     let positions = Arc::new(Positions::index(path, &text));
+    let mut last_error: Option<String> = None;
     for (doc, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
         match RawPolicy::deserialize(de) {
             Ok(raw) => {
@@ -348,9 +374,15 @@ pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
                     Some(i) => msg[..i].to_string(),
                     None => msg,
                 };
+                // A syntax error ends the stream: the reader would repeat it forever.
+                let repeated = last_error.as_deref() == Some(e.to_string().as_str());
+                if repeated {
+                    break;
+                }
+                last_error = Some(e.to_string());
                 diags.push(Diagnostic::error(msg).at(location).in_file(path));
-                if e.location().is_none() {
-                    break; // a stream-level error: later documents cannot be read either
+                if e.location().is_none() || doc > 10_000 {
+                    break;
                 }
             }
         }
@@ -370,11 +402,13 @@ fn resolve(
         description: raw.description,
         file: file.to_path_buf(),
         doc,
+        objects: None,
         connection: raw.dataset.connection,
-        table: raw.dataset.table,
+        table: raw.dataset.table.clone().unwrap_or_default(),
         key: match raw.dataset.key {
-            OneOrMany::One(k) => vec![k],
-            OneOrMany::Many(ks) => ks,
+            Some(OneOrMany::One(k)) => vec![k],
+            Some(OneOrMany::Many(ks)) => ks,
+            None => vec![],
         },
         subject: raw.dataset.subject,
         columns: Vec::new(),
@@ -395,19 +429,57 @@ fn resolve(
             format!("invalid policy name '{}': use letters, digits, '-' and '_' (at most 100)", raw.name),
         ));
     }
-    if !valid_table_name(&p.table) {
+    let is_objects = raw.dataset.prefix.is_some() || raw.dataset.bucket.is_some() || raw.dataset.key_pattern.is_some();
+    if is_objects {
+        if raw.dataset.table.is_some() || !p.key.is_empty() {
+            errs.push(p.error(
+                "dataset",
+                "a dataset is either a table (table, key) or objects (bucket, prefix, key_pattern), not both",
+            ));
+        }
+        let pattern = match raw.dataset.key_pattern.as_deref().map(crate::objstore::KeyPattern::parse) {
+            None => None,
+            Some(Ok(k)) => Some(k),
+            Some(Err(e)) => {
+                errs.push(p.error("dataset.key_pattern", e));
+                None
+            }
+        };
+        let prefix = raw
+            .dataset
+            .prefix
+            .clone()
+            .unwrap_or_else(|| pattern.as_ref().map(|k| k.literal_prefix()).unwrap_or_default());
+        if let Some(b) = &raw.dataset.bucket {
+            if !crate::objstore::valid_bucket(b) {
+                errs.push(p.error("dataset.bucket", format!("invalid bucket name '{b}'")));
+            }
+        }
+        p.table = match &raw.dataset.bucket {
+            Some(b) => format!("{b}/{prefix}"),
+            None => prefix.clone(),
+        };
+        p.key = vec!["key".into()];
+        p.objects = Some(ObjectDataset { bucket: raw.dataset.bucket.clone(), prefix, pattern });
+    } else if raw.dataset.table.is_none() || p.key.is_empty() {
+        errs.push(p.error(
+            "dataset",
+            "the dataset needs 'table' and 'key' (a SQL table), or 'prefix' / 'key_pattern' (objects)",
+        ));
+    } else if !valid_table_name(&p.table) {
         errs.push(p.error("dataset.table", ident_error("table name", &p.table)));
     }
-    if p.key.is_empty() {
-        errs.push(p.error("dataset.key", "the dataset needs at least one key column"));
-    }
-    for (i, k) in p.key.iter().enumerate() {
+    for (i, k) in p.key.iter().enumerate().filter(|_| !is_objects) {
         if !valid_identifier(k) {
             let path = if p.key.len() == 1 { "dataset.key".to_string() } else { format!("dataset.key.{i}") };
             errs.push(p.error(&path, ident_error("key column", k)));
         }
     }
-    if let Some(s) = &p.subject {
+    if let (Some(s), true) = (&p.subject, is_objects) {
+        if let Err(e) = crate::objstore::Fact::parse(s, true) {
+            errs.push(p.error("dataset.subject", e));
+        }
+    } else if let Some(s) = &p.subject {
         if !valid_identifier(s) {
             errs.push(p.error("dataset.subject", ident_error("subject column", s)));
         }
@@ -425,6 +497,9 @@ fn resolve(
         if !valid_identifier(&name) {
             errs.push(Diagnostic::error(ident_error("column", &name)).policy(&p.name).at(p.key_at(&path)));
             continue;
+        }
+        if is_objects && col.anonymize.is_some() {
+            errs.push(p.error(&format!("{path}.anonymize"), "objects cannot be anonymized; an object policy deletes"));
         }
         let strategy = match &col.anonymize {
             None => None,
@@ -455,7 +530,20 @@ fn resolve(
                 Period::default()
             }
         };
-        if !valid_identifier(&rp.after) {
+        if is_objects {
+            match crate::objstore::Fact::parse(&rp.after, false) {
+                Ok(crate::objstore::Fact::KeyDate)
+                    if p.objects.as_ref().is_some_and(|o| o.pattern.as_ref().is_none_or(|k| !k.has_date())) =>
+                {
+                    errs.push(p.error(&format!("{path}.after"), "anchor 'key_date' needs a key_pattern with {yyyy}"));
+                }
+                Ok(_) => {}
+                Err(e) => errs.push(p.error(&format!("{path}.after"), e)),
+            }
+            if rp.when.is_some() {
+                errs.push(p.error(&format!("{path}.when"), "conditions ('when') are not supported on objects"));
+            }
+        } else if !valid_identifier(&rp.after) {
             errs.push(p.error(&format!("{path}.after"), ident_error("anchor column", &rp.after)));
         }
         let condition = match rp.when.as_deref().map(condition::parse) {
@@ -518,7 +606,19 @@ fn resolve(
             Err(e) => errs.push(p.error("guardrail.max_share", e)),
         }
     }
-    check_strategies(&p, &mut errs);
+    if is_objects {
+        if p.action != Action::Delete {
+            errs.push(p.error("on_lapse", "objects cannot be anonymized: use on_lapse: delete"));
+        }
+        if !p.dependents.is_empty() {
+            errs.push(p.error("dependents", "objects have no dependents"));
+        }
+        if p.purposes.iter().any(|x| x.covers.len() != p.columns.len()) {
+            errs.push(p.error("purposes", "purposes of an object policy cover the whole object (no 'covers')"));
+        }
+    } else {
+        check_strategies(&p, &mut errs);
+    }
     diags.0.extend(errs);
     (diags.0.len() == start).then_some(p)
 }
@@ -546,6 +646,13 @@ fn resolve_dependents(p: &Policy, raw: Vec<RawDependent>, base: &str, errs: &mut
             Dependent { table: d.table, foreign_key: d.foreign_key, on_delete: d.on_delete, dependents: nested, path }
         })
         .collect()
+}
+
+fn action_word(a: Action) -> &'static str {
+    match a {
+        Action::Delete => "delete",
+        Action::Anonymize => "anonymize",
+    }
 }
 
 /// A share is a number from 0 to 1 or a percentage (`25%`).
@@ -622,16 +729,17 @@ fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
             }
             if i < j {
                 if a.action != b.action {
-                    diags.push(
-                        a.error(
-                            "on_lapse",
-                            format!(
-                        "conflicting actions on table '{}': this policy says '{:?}', policy '{}' ({}) says '{:?}'",
-                        a.table, a.action, b.name, b.at("on_lapse").map(|l| l.to_string()).unwrap_or_default(), b.action
-                    )
-                            .to_lowercase(),
+                    diags.push(a.error(
+                        "on_lapse",
+                        format!(
+                            "conflicting actions on table '{}': this policy says '{}', policy '{}' ({}) says '{}'",
+                            a.table,
+                            action_word(a.action),
+                            b.name,
+                            b.at("on_lapse").map(|l| l.to_string()).unwrap_or_default(),
+                            action_word(b.action)
                         ),
-                    );
+                    ));
                 }
                 for c in &a.columns {
                     if let Some(bc) = b.column(&c.name) {
@@ -716,7 +824,7 @@ on_lapse: delete
         let (_, d) = load(&GOOD.replace("on_lapse: delete", "on_lapse: delete\nretension: 5y"));
         let msg = d.to_string();
         assert!(msg.contains("unknown field `retension`"), "{msg}");
-        assert!(msg.contains("p.yaml:19:1"), "{msg}");
+        assert!(msg.contains("p.yaml:18:1"), "{msg}");
     }
 
     #[test]
@@ -727,7 +835,7 @@ on_lapse: delete
         let msg = d.to_string();
         assert!(
             msg.contains("policy 'crm-leads' (")
-                && msg.contains("p.yaml:15:13): purpose 'sales': invalid period '18 moons'"),
+                && msg.contains("p.yaml:14:13): purpose 'sales': invalid period '18 moons'"),
             "{msg}"
         );
         assert!(msg.contains("invalid anchor column 'created_at; DROP TABLE x'"), "{msg}");

@@ -239,6 +239,9 @@ impl<'a> Builder<'a> {
                 }
                 sql.push(")");
             }
+            Filter::Unreadable => {
+                sql.push("1=0");
+            }
             Filter::HasDependents => {
                 if self.scope.restrict.is_empty() {
                     sql.push("1=0");
@@ -329,12 +332,24 @@ impl<'a> Builder<'a> {
                     sql.push("1=1");
                 }
                 (false, Some(s)) if !h.subjects.is_empty() => {
-                    sql.push(&format!("{} IN (", self.col(qual, s)));
+                    // A subject column of a non-standard type (uuid…) is compared as text, so a
+                    // hold subject of another shape matches nothing instead of failing the cast.
+                    let as_text = subject_info.is_some_and(|c| c.kind == ColumnKind::Other);
+                    if as_text {
+                        let cast = if self.d == Dialect::MySql { "CHAR" } else { "TEXT" };
+                        sql.push(&format!("CAST({} AS {cast}) IN (", self.col(qual, s)));
+                    } else {
+                        sql.push(&format!("{} IN (", self.col(qual, s)));
+                    }
                     for (i, v) in h.subjects.iter().enumerate() {
                         if i > 0 {
                             sql.push(", ");
                         }
-                        sql.bind_for(v.clone(), subject_info, false);
+                        if as_text {
+                            sql.bind(Value::Text(v.canonical()));
+                        } else {
+                            sql.bind_for(v.clone(), subject_info, false);
+                        }
                     }
                     sql.push(")");
                 }

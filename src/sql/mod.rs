@@ -53,21 +53,15 @@ impl fmt::Display for SqlConnector {
     }
 }
 
-/// Replaces single-quoted fragments (which may be row values) in a database message.
+/// A database message is shown only when it quotes nothing: MySQL's "Duplicate entry '…'" and
+/// PostgreSQL's `invalid input syntax for type uuid: "…"` quote row values (and MySQL does not
+/// even escape quotes inside them). Otherwise only the error's class is kept.
 pub fn sanitize(msg: &str) -> String {
-    let mut out = String::new();
-    let mut in_quote = false;
-    for ch in msg.chars() {
-        if ch == '\'' {
-            if !in_quote {
-                out.push_str("'…'");
-            }
-            in_quote = !in_quote;
-        } else if !in_quote {
-            out.push(ch);
-        }
+    if msg.contains(['\'', '"', '`']) {
+        "the database's message quotes values and is withheld".to_string()
+    } else {
+        msg.to_string()
     }
-    out
 }
 
 fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorError {
@@ -76,7 +70,15 @@ fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorEr
         let message = match &e {
             sqlx::Error::Database(d) => {
                 let code = d.code().map(|c| format!(" [{c}]")).unwrap_or_default();
-                format!("{}{code}", sanitize(d.message()))
+                let kind = match d.kind() {
+                    sqlx::error::ErrorKind::UniqueViolation => "unique constraint violated: ",
+                    sqlx::error::ErrorKind::ForeignKeyViolation => "foreign key violated: ",
+                    sqlx::error::ErrorKind::NotNullViolation => "NOT NULL violated: ",
+                    sqlx::error::ErrorKind::CheckViolation => "check constraint violated: ",
+                    _ => "",
+                };
+                let constraint = d.constraint().map(|c| format!(" (constraint {c})")).unwrap_or_default();
+                format!("{kind}{}{constraint}{code}", sanitize(d.message()))
             }
             other => sanitize(&other.to_string()),
         };
@@ -213,7 +215,7 @@ impl SqlConnector {
     ) -> Result<SqlConnector, ConnectorError> {
         let conn_err = |e: sqlx::Error| ConnectorError::Connect {
             name: name.to_string(),
-            message: sanitize(&redact_url(&e.to_string(), url)),
+            message: redact_url(&e.to_string(), url),
         };
         let scheme = url.split(':').next().unwrap_or_default();
         let acquire = Duration::from_secs(15);
@@ -307,10 +309,6 @@ impl SqlConnector {
         self.dialect
     }
 
-    pub fn holds_table(&self) -> Option<&HoldsTable> {
-        self.holds_table.as_ref().map(|(h, _)| h)
-    }
-
     fn builder<'a>(&'a self, scope: &'a Scope) -> Builder<'a> {
         Builder {
             d: self.dialect,
@@ -340,6 +338,7 @@ impl SqlConnector {
             restrict: vec![],
             cascade: vec![],
             pseudonym_key: None,
+            objects: None,
         };
         let ddl = self.builder(&dummy).journal_create();
         with_pool!(self, p => { sqlx::query(&ddl).execute(p).await.map(|_| ()).map_err(db_err(format!("creating journal table '{}'", self.journal_table))) })
@@ -533,6 +532,14 @@ fn redact_url(msg: &str, url: &str) -> String {
 
 #[async_trait]
 impl crate::connector::Connector for SqlConnector {
+    fn holds_table(&self) -> Option<&HoldsTable> {
+        self.holds_table.as_ref().map(|(h, _)| h)
+    }
+
+    async fn prepare_run(&self) -> Result<(), ConnectorError> {
+        self.ensure_journal().await
+    }
+
     async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
         self.describe_table(table).await
     }
@@ -727,7 +734,9 @@ mod tests {
 
     #[test]
     fn sanitize_drops_quoted_values() {
-        assert_eq!(sanitize("Duplicate entry 'alice@example.com' for key 'email'"), "Duplicate entry '…' for key '…'");
+        assert!(!sanitize("Duplicate entry 'z-O'Qwertyuiop' for key 'ab'").contains("Qwerty"));
+        assert!(!sanitize("invalid input syntax for type uuid: \"zelda@example.org\"").contains("zelda"));
+        assert_eq!(sanitize("deadlock detected"), "deadlock detected");
     }
 
     #[test]

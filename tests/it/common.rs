@@ -252,6 +252,12 @@ impl Fixture {
             cmd.arg("--yes");
         }
         cmd.env("LAPSE_LOG", "lapse=debug").env_remove("LAPSE_CONFIG");
+        // Credentials for the local S3 server (moto accepts any).
+        cmd.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_MAX_ATTEMPTS", "2");
         let out = cmd.output().expect("run lapse");
         Run::from(out)
     }

@@ -276,6 +276,7 @@ pub async fn hold_inserted_mid_run(b: Backend) {
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,
+        objects: None,
     };
     let cands = conn.candidates(&scope, None, 100).await.unwrap();
     assert_eq!(cands.len(), 5);

@@ -1,6 +1,9 @@
 //! Integration tests: one binary, modules per area. See `common` for the harness.
 
+mod bad_input;
 mod chart;
 mod common;
 mod conformance;
+mod no_pii;
+mod objects;
 mod reports;

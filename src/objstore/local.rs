@@ -1,0 +1,221 @@
+//! A local directory as an object store: files under a root (a mounted volume), keys are their
+//! `/`-separated relative paths, the anchor is the modification time. No versions, no locks.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{ObjectBackend, ObjectEntry, Version};
+use crate::connector::ConnectorError;
+
+pub struct DirBackend {
+    root: PathBuf,
+}
+
+impl DirBackend {
+    pub fn new(root: PathBuf) -> Self {
+        DirBackend { root }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, ConnectorError> {
+        if key.is_empty() || key.starts_with('/') || key.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+            return Err(ConnectorError::Invalid("object key outside the directory".into()));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+impl fmt::Display for DirBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Directory({})", self.root.display())
+    }
+}
+
+/// Key order of this store: component by component, so that a sorted depth-first walk yields
+/// keys in order.
+fn cmp_keys(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+fn io_err(context: &str) -> impl Fn(std::io::Error) -> ConnectorError + '_ {
+    move |e| ConnectorError::Query { context: context.to_string(), message: format!("{:?}", e.kind()) }
+}
+
+fn entry(key: String, md: &std::fs::Metadata) -> ObjectEntry {
+    ObjectEntry { key, last_modified: md.modified().ok().map(DateTime::<Utc>::from), size: md.len() }
+}
+
+/// Depth-first, sorted walk collecting up to `max` files after `after`. Returns true if it stopped
+/// early (more may follow).
+fn walk(
+    dir: &Path,
+    rel: &str,
+    first: Option<&str>,
+    after: Option<&str>,
+    max: usize,
+    out: &mut Vec<ObjectEntry>,
+) -> std::io::Result<bool> {
+    let mut names: Vec<(String, std::fs::FileType)> = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let Ok(name) = e.file_name().into_string() else { continue }; // non-UTF-8 names are not keys
+        names.push((name, e.file_type()?));
+    }
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, ft) in names {
+        if first.is_some_and(|p| !name.starts_with(p)) {
+            continue;
+        }
+        let key = format!("{rel}{name}");
+        if ft.is_dir() {
+            if let Some(a) = after {
+                // Skip a whole directory that sorts before the cursor.
+                let inside = a.starts_with(&format!("{key}/"));
+                if !inside && cmp_keys(&key, a) == Ordering::Less {
+                    continue;
+                }
+            }
+            if walk(&dir.join(&name), &format!("{key}/"), None, after, max, out)? {
+                return Ok(true);
+            }
+        } else if ft.is_file() {
+            if after.is_some_and(|a| cmp_keys(&key, a) != Ordering::Greater) {
+                continue;
+            }
+            let md = std::fs::metadata(dir.join(&name))?;
+            out.push(entry(key, &md));
+            if out.len() >= max {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+#[async_trait]
+impl ObjectBackend for DirBackend {
+    async fn check(&self, _bucket: &str) -> Result<(), ConnectorError> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            _ => Err(ConnectorError::NotFound { what: format!("directory '{}'", self.root.display()) }),
+        }
+    }
+
+    async fn list(
+        &self,
+        _bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
+        let (dir_part, first) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        let dir = self.root.join(dir_part);
+        if !dir.is_dir() {
+            return Ok((vec![], false));
+        }
+        let root = self.root.clone();
+        let (rel, first, after) = (dir_part.to_string(), first.to_string(), after.map(str::to_string));
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let first = (!first.is_empty()).then_some(first.as_str());
+            let more = walk(&root.join(&rel), &rel, first, after.as_deref(), max, &mut out)
+                .map_err(io_err("listing the directory"))?;
+            Ok((out, more))
+        })
+        .await
+        .map_err(|e| ConnectorError::Invalid(e.to_string()))?
+    }
+
+    async fn head(
+        &self,
+        _bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
+        match std::fs::metadata(self.path(key)?) {
+            Ok(md) if md.is_file() => Ok(Some((entry(key.to_string(), &md), HashMap::new()))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading a file's metadata")(e)),
+        }
+    }
+
+    async fn tags(&self, _bucket: &str, _key: &str) -> Result<HashMap<String, String>, ConnectorError> {
+        Err(ConnectorError::Invalid("files in a directory have no tags; use last_modified or key_date".into()))
+    }
+
+    async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>, ConnectorError> {
+        let head = self.head(bucket, key).await?;
+        Ok(head
+            .map(|(e, _)| Version {
+                id: None,
+                size: e.size,
+                delete_marker: false,
+                lock: None,
+                last_modified: e.last_modified,
+                latest: true,
+            })
+            .into_iter()
+            .collect())
+    }
+
+    async fn delete(
+        &self,
+        _bucket: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, _) in items {
+            let path = self.path(key)?;
+            let r = match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    // Directory names can hold personal data too: remove emptied parents.
+                    let mut p = path.parent();
+                    while let Some(dir) = p {
+                        if dir == self.root || std::fs::remove_dir(dir).is_err() {
+                            break;
+                        }
+                        p = dir.parent();
+                    }
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("{:?}", e.kind())),
+            };
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lists_in_key_order_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        for k in ["a/1.txt", "a/2.txt", "a-b.txt", "b/c/d.txt", "b/e.txt", "z.txt"] {
+            let p = dir.path().join(k);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, k).unwrap();
+        }
+        let b = DirBackend::new(dir.path().to_path_buf());
+        let (all, more) = b.list("", "", None, 100).await.unwrap();
+        let keys: Vec<&str> = all.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["a/1.txt", "a/2.txt", "a-b.txt", "b/c/d.txt", "b/e.txt", "z.txt"]);
+        assert!(!more);
+        let (page, more) = b.list("", "", Some("a-b.txt"), 2).await.unwrap();
+        assert_eq!(page.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["b/c/d.txt", "b/e.txt"]);
+        assert!(more);
+        let (page, _) = b.list("", "b/", None, 10).await.unwrap();
+        assert_eq!(page.len(), 2);
+        assert!(b.path("../etc/passwd").is_err());
+    }
+}

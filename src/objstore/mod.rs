@@ -1,0 +1,679 @@
+//! Object storage as a dataset: S3 buckets ([`s3`]) and local directories ([`local`]).
+//!
+//! An object's *facts* (key, last-modified time, a date or subject in its key, user metadata,
+//! tags) play the role of columns: the engine's [`Filter`]s are evaluated here, in Rust, over
+//! them. Objects whose facts cannot be read are never destroyed. Destroying an object removes
+//! every version and delete marker of its key; versions under an S3 Object Lock (legal hold or
+//! unexpired retention) are kept and reported as held by storage — there is no bypass.
+
+pub mod local;
+pub mod s3;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
+
+use crate::connector::{
+    BatchOutcome, Candidate, ColumnInfo, ColumnKind, Connector, ConnectorError, EvidenceId, Filter, JournalCtx, Scope,
+    TableInfo,
+};
+use crate::policy::ObjectDataset;
+use crate::value::Value;
+
+// ---- key patterns and facts ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Year,
+    Month,
+    Day,
+    Subject,
+    Any,
+}
+
+/// A key pattern such as `exports/{yyyy}/{mm}/{dd}/{subject}.csv`. Placeholders: `{yyyy}`,
+/// `{mm}`, `{dd}` (digits), `{subject}` and `{*}` (any characters except `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPattern {
+    parts: Vec<Part>,
+    text: String,
+}
+
+/// What a key pattern yields for one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFacts {
+    pub date: Option<NaiveDate>,
+    pub subject: Option<String>,
+}
+
+impl KeyPattern {
+    pub fn parse(text: &str) -> Result<KeyPattern, String> {
+        let err = |m: &str| format!("invalid key pattern '{text}': {m}");
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.chars();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' => {
+                    let mut name = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        name.push(c);
+                    }
+                    if !closed {
+                        return Err(err("unclosed '{'"));
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    if matches!(parts.last(), Some(p) if *p != Part::Lit(String::new()) && !matches!(p, Part::Lit(_))) {
+                        return Err(err("two placeholders must be separated by literal text"));
+                    }
+                    let part = match name.as_str() {
+                        "yyyy" => Part::Year,
+                        "mm" => Part::Month,
+                        "dd" => Part::Day,
+                        "subject" => Part::Subject,
+                        "*" => Part::Any,
+                        "" => return Err(err("empty or unclosed placeholder")),
+                        other => {
+                            return Err(err(&format!(
+                                "unknown placeholder '{{{other}}}' (use {{yyyy}}, {{mm}}, {{dd}}, {{subject}}, {{*}})"
+                            )))
+                        }
+                    };
+                    if part != Part::Any && !seen.insert(name.clone()) {
+                        return Err(err(&format!("placeholder '{{{name}}}' appears twice")));
+                    }
+                    parts.push(part);
+                }
+                '}' => return Err(err("'}' without '{'")),
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        if (seen.contains("mm") || seen.contains("dd")) && !seen.contains("yyyy") {
+            return Err(err("{mm} and {dd} need {yyyy}"));
+        }
+        if !parts.iter().any(|p| !matches!(p, Part::Lit(_))) {
+            return Err(err("no placeholder"));
+        }
+        Ok(KeyPattern { parts, text: text.to_string() })
+    }
+
+    /// The literal text before the first placeholder (the listing prefix).
+    pub fn literal_prefix(&self) -> String {
+        match self.parts.first() {
+            Some(Part::Lit(s)) => s.clone(),
+            _ => String::new(),
+        }
+    }
+
+    pub fn has_date(&self) -> bool {
+        self.parts.contains(&Part::Year)
+    }
+
+    pub fn has_subject(&self) -> bool {
+        self.parts.contains(&Part::Subject)
+    }
+
+    /// Matches a whole key. `None` when the key does not have the pattern's shape or holds an
+    /// impossible date.
+    pub fn matches(&self, key: &str) -> Option<KeyFacts> {
+        let mut rest = key;
+        let (mut y, mut m, mut d) = (None, None, None);
+        let mut subject = None;
+        for (i, part) in self.parts.iter().enumerate() {
+            match part {
+                Part::Lit(l) => rest = rest.strip_prefix(l.as_str())?,
+                Part::Year | Part::Month | Part::Day => {
+                    let n = if *part == Part::Year { 4 } else { 2 };
+                    let digits = rest.get(..n)?;
+                    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    let v: u32 = digits.parse().ok()?;
+                    match part {
+                        Part::Year => y = Some(v as i32),
+                        Part::Month => m = Some(v),
+                        _ => d = Some(v),
+                    }
+                    rest = &rest[n..];
+                }
+                Part::Subject | Part::Any => {
+                    // Up to the next literal (placeholders are always separated by one).
+                    let end = match self.parts.get(i + 1) {
+                        Some(Part::Lit(next)) => rest.find(next.as_str())?,
+                        _ => rest.len(),
+                    };
+                    let value = &rest[..end];
+                    if value.is_empty() || value.contains('/') {
+                        return None;
+                    }
+                    if *part == Part::Subject {
+                        subject = Some(value.to_string());
+                    }
+                    rest = &rest[end..];
+                }
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        let date = match y {
+            Some(y) => Some(NaiveDate::from_ymd_opt(y, m.unwrap_or(1), d.unwrap_or(1))?),
+            None => None,
+        };
+        Some(KeyFacts { date, subject })
+    }
+}
+
+impl fmt::Display for KeyPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Where a fact about an object comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    LastModified,
+    /// The date in the key (`key_pattern` with `{yyyy}`).
+    KeyDate,
+    /// The `{subject}` of the key pattern (subject only).
+    KeySubject,
+    Metadata(String),
+    Tag(String),
+}
+
+impl Fact {
+    /// Parses an anchor (`last_modified`, `key_date`, `metadata:<name>`, `tag:<name>`) or, with
+    /// `subject`, a subject source (`key`, `metadata:<name>`, `tag:<name>`).
+    pub fn parse(s: &str, subject: bool) -> Result<Fact, String> {
+        let name_ok = |n: &str| {
+            !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        let f = match s.split_once(':') {
+            Some(("metadata", n)) if name_ok(n) => Fact::Metadata(n.to_ascii_lowercase()),
+            Some(("tag", n)) if name_ok(n) => Fact::Tag(n.to_string()),
+            None if s == "last_modified" && !subject => Fact::LastModified,
+            None if s == "key_date" && !subject => Fact::KeyDate,
+            None if s == "key" && subject => Fact::KeySubject,
+            _ => {
+                return Err(if subject {
+                    format!("invalid object subject '{s}' (use key, metadata:<name> or tag:<name>)")
+                } else {
+                    format!("invalid object anchor '{s}' (use last_modified, key_date, metadata:<name> or tag:<name>)")
+                })
+            }
+        };
+        Ok(f)
+    }
+}
+
+pub fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !b.starts_with(['-', '.'])
+}
+
+// ---- the backend seam ---------------------------------------------------------------------------
+
+/// One listed object (its current version).
+#[derive(Debug, Clone)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub size: u64,
+}
+
+/// One version (or delete marker) of a key.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// `None` on an unversioned store.
+    pub id: Option<String>,
+    pub size: u64,
+    pub delete_marker: bool,
+    /// Object Lock state preventing deletion, e.g. `legal-hold` or `COMPLIANCE until 2030-01-01`.
+    pub lock: Option<String>,
+    pub last_modified: Option<DateTime<Utc>>,
+    /// The current version (or delete marker) of the key.
+    pub latest: bool,
+}
+
+/// A storage backend for objects: listing, facts, versions, deletion.
+#[async_trait]
+pub trait ObjectBackend: Send + Sync + fmt::Display {
+    /// Fails with `NotFound` for an unknown bucket/directory.
+    async fn check(&self, bucket: &str) -> Result<(), ConnectorError>;
+    /// A page of objects under `prefix` in key order, strictly after `after`.
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError>;
+    /// Current version's facts: last-modified and user metadata. `None` when gone.
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError>;
+    async fn tags(&self, bucket: &str, key: &str) -> Result<HashMap<String, String>, ConnectorError>;
+    /// Every version and delete marker of exactly `key`, with lock state.
+    async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>, ConnectorError>;
+    /// Deletes versions (up to 1000 per call); per item: `Err(code)` on failure.
+    async fn delete(
+        &self,
+        bucket: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), String>>, ConnectorError>;
+}
+
+/// A connector over an [`ObjectBackend`].
+pub struct ObjectConnector {
+    name: String,
+    backend: Box<dyn ObjectBackend>,
+    default_bucket: Option<String>,
+    concurrency: usize,
+}
+
+impl fmt::Display for ObjectConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.backend)
+    }
+}
+
+/// The facts of one object, as the engine's filters see them.
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    key: String,
+    anchors: HashMap<String, Option<DateTime<Utc>>>,
+    subject: Option<String>,
+    subject_readable: bool,
+}
+
+impl ObjectConnector {
+    pub fn new(
+        name: &str,
+        backend: Box<dyn ObjectBackend>,
+        default_bucket: Option<String>,
+        concurrency: usize,
+    ) -> Self {
+        ObjectConnector { name: name.to_string(), backend, default_bucket, concurrency: concurrency.max(1) }
+    }
+
+    fn dataset<'a>(&'a self, scope: &'a Scope) -> Result<(&'a str, &'a ObjectDataset), ConnectorError> {
+        let ds = scope
+            .objects
+            .as_ref()
+            .ok_or_else(|| ConnectorError::Invalid(format!("connection '{}' holds objects, not tables", self.name)))?;
+        let bucket = ds.bucket.as_deref().or(self.default_bucket.as_deref()).unwrap_or("");
+        Ok((bucket, ds))
+    }
+
+    fn anchors(scope: &Scope) -> Vec<String> {
+        let mut out = Vec::new();
+        collect_anchors(&scope.lapse, &mut out);
+        out
+    }
+
+    /// Reads the facts an object's filters need (HEAD and tags only when used).
+    async fn facts(&self, scope: &Scope, entry: &ObjectEntry) -> Result<Facts, ConnectorError> {
+        let (bucket, ds) = self.dataset(scope)?;
+        let anchors = Self::anchors(scope);
+        let subject_fact =
+            scope.subject.as_deref().map(|s| Fact::parse(s, true)).transpose().map_err(ConnectorError::Invalid)?;
+        let mut wanted: Vec<Fact> = anchors.iter().filter_map(|a| Fact::parse(a, false).ok()).collect();
+        wanted.extend(subject_fact.clone());
+        let key_facts = ds.pattern.as_ref().and_then(|p| p.matches(&entry.key));
+        let needs_meta = wanted.iter().any(|f| matches!(f, Fact::Metadata(_)));
+        let needs_tags = wanted.iter().any(|f| matches!(f, Fact::Tag(_)));
+        let meta = if needs_meta { self.backend.head(bucket, &entry.key).await?.map(|(_, m)| m) } else { None };
+        let tags = if needs_tags { Some(self.backend.tags(bucket, &entry.key).await?) } else { None };
+        let read = |f: &Fact| -> Option<String> {
+            match f {
+                Fact::LastModified => entry.last_modified.map(|t| t.to_rfc3339()),
+                Fact::KeyDate => key_facts.as_ref()?.date.map(|d| d.format("%Y-%m-%d").to_string()),
+                Fact::KeySubject => key_facts.as_ref()?.subject.clone(),
+                Fact::Metadata(n) => meta.as_ref()?.get(n).cloned(),
+                Fact::Tag(n) => tags.as_ref()?.get(n).cloned(),
+            }
+        };
+        let mut facts = Facts { key: entry.key.clone(), ..Default::default() };
+        for a in anchors {
+            let t = Fact::parse(&a, false).ok().and_then(|f| read(&f)).and_then(|s| crate::holds::parse_time(&s).ok());
+            facts.anchors.insert(a, t);
+        }
+        match &subject_fact {
+            Some(f) => {
+                facts.subject = read(f);
+                facts.subject_readable = facts.subject.is_some();
+            }
+            None => facts.subject_readable = true,
+        }
+        Ok(facts)
+    }
+
+    fn readable(f: &Facts) -> bool {
+        f.subject_readable && f.anchors.values().all(Option::is_some)
+    }
+
+    fn eval(f: &Filter, facts: &Facts, scope: &Scope) -> bool {
+        match f {
+            Filter::True => true,
+            Filter::Lapsed(rule) => {
+                // Unknown facts never lapse, whatever `null_anchor` says: unreadable objects are
+                // reported, never destroyed.
+                matches!(facts.anchors.get(&rule.anchor), Some(Some(t)) if *t <= rule.threshold)
+                    && Self::readable(facts)
+            }
+            Filter::AnchorNull(a) => matches!(facts.anchors.get(a), Some(None)),
+            Filter::Unreadable => !Self::readable(facts),
+            Filter::All(v) => v.iter().all(|x| Self::eval(x, facts, scope)),
+            Filter::Any(v) => v.iter().any(|x| Self::eval(x, facts, scope)),
+            Filter::Not(x) => !Self::eval(x, facts, scope),
+            Filter::Held => scope.holds.file.iter().any(|h| Self::held_by(h, facts)),
+            Filter::HeldByFile(id) => scope.holds.file.iter().any(|h| &h.id == id && Self::held_by(h, facts)),
+            Filter::Pending(_) => true,
+            Filter::HasDependents => false,
+        }
+    }
+
+    fn held_by(h: &crate::connector::FileHold, facts: &Facts) -> bool {
+        h.whole_policy || facts.subject.as_ref().is_some_and(|s| h.subjects.iter().any(|v| &v.canonical() == s))
+    }
+
+    /// Streams the listing, evaluating `f` on each object; calls `each` for matches until it
+    /// returns false. Memory is bounded by one listing page.
+    async fn scan<F>(&self, scope: &Scope, f: &Filter, after: Option<&str>, mut each: F) -> Result<(), ConnectorError>
+    where
+        F: FnMut(&Facts) -> bool + Send,
+    {
+        let (bucket, ds) = self.dataset(scope)?;
+        let mut cursor = after.map(str::to_string);
+        loop {
+            let (page, more) = self.backend.list(bucket, &ds.prefix, cursor.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.key.clone());
+            let futs: Vec<_> = page.iter().map(|e| self.facts(scope, e)).collect();
+            let facts: Vec<Result<Facts, ConnectorError>> =
+                futures::stream::iter(futs).buffered(self.concurrency).collect().await;
+            for fa in facts {
+                let fa = fa?;
+                if Self::eval(f, &fa, scope) && !each(&fa) {
+                    return Ok(());
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn collect_anchors(f: &Filter, out: &mut Vec<String>) {
+    match f {
+        Filter::Lapsed(r) => {
+            if !out.contains(&r.anchor) {
+                out.push(r.anchor.clone())
+            }
+        }
+        Filter::All(v) | Filter::Any(v) => v.iter().for_each(|x| collect_anchors(x, out)),
+        Filter::Not(x) => collect_anchors(x, out),
+        _ => {}
+    }
+}
+
+/// Strips a key from a storage error message: keys often hold names or e-mail addresses.
+fn scrub(msg: &str, key: &str) -> String {
+    if key.is_empty() {
+        msg.to_string()
+    } else {
+        msg.replace(key, "<key>")
+    }
+}
+
+#[async_trait]
+impl Connector for ObjectConnector {
+    async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
+        let bucket = match table.split_once('/') {
+            Some((b, _)) if self.default_bucket.is_none() || !b.is_empty() => b.to_string(),
+            _ => self.default_bucket.clone().unwrap_or_default(),
+        };
+        self.backend.check(&bucket).await?;
+        let col = |name: &str, kind| ColumnInfo {
+            name: name.into(),
+            kind,
+            sql_type: "fact".into(),
+            nullable: true,
+            max_len: None,
+        };
+        Ok(TableInfo {
+            name: table.to_string(),
+            columns: vec![col("key", ColumnKind::Text), col("last_modified", ColumnKind::Timestamp { tz: true })],
+            primary_key: vec!["key".into()],
+            referenced_by: vec![],
+        })
+    }
+
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError> {
+        let mut n = 0u64;
+        self.scan(scope, filter, None, |_| {
+            n += 1;
+            true
+        })
+        .await?;
+        Ok(n)
+    }
+
+    async fn count_by_table_hold(&self, _: &Scope, _: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
+        Ok(vec![])
+    }
+
+    async fn candidates(
+        &self,
+        scope: &Scope,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, ConnectorError> {
+        let after = after.and_then(|a| a.first()).map(Value::canonical);
+        let mut out = Vec::new();
+        self.scan(scope, &scope.destroy_filter(), after.as_deref(), |f| {
+            out.push(Candidate { key: vec![Value::Text(f.key.clone())], subject: f.subject.clone().map(Value::Text) });
+            out.len() < limit
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn destroy(
+        &self,
+        scope: &Scope,
+        batch: &[Candidate],
+        _ids: &[EvidenceId],
+        _journal: &JournalCtx,
+    ) -> Result<BatchOutcome, ConnectorError> {
+        let (bucket, _) = self.dataset(scope)?;
+        let filter = scope.destroy_filter();
+        // 1. Re-check each object against the destroy filter (it may have been overwritten or
+        //    put under a hold since it was listed), and gather its versions.
+        let filter = &filter;
+        let check_futs: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, c)| async move {
+                let key = c.key[0].canonical();
+                let versions = self.backend.versions(bucket, &key).await?;
+                // Re-check with the facts of the newest data version: an object overwritten
+                // since it was listed is no longer due.
+                let newest = versions.iter().filter(|v| !v.delete_marker).max_by_key(|v| (v.latest, v.last_modified));
+                let Some(newest) = newest else { return Ok((i, key, None)) };
+                let entry = ObjectEntry { key: key.clone(), last_modified: newest.last_modified, size: newest.size };
+                let facts = self.facts(scope, &entry).await?;
+                if !Self::eval(filter, &facts, scope) {
+                    return Ok((i, key, None));
+                }
+                Ok::<_, ConnectorError>((i, key, Some(versions)))
+            })
+            .collect();
+        let checks = futures::stream::iter(check_futs).buffer_unordered(self.concurrency).collect::<Vec<_>>().await;
+        let mut outcome = BatchOutcome::default();
+        let mut items: Vec<(usize, String, Option<String>, u64)> = Vec::new();
+        let mut locked: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for r in checks {
+            let (i, key, versions) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    let k = batch.first().map(|c| c.key[0].canonical()).unwrap_or_default();
+                    return Err(ConnectorError::Query {
+                        context: "checking objects".into(),
+                        message: scrub(&e.to_string(), &k),
+                    });
+                }
+            };
+            let Some(versions) = versions else { continue };
+            for v in versions {
+                match &v.lock {
+                    Some(l) => locked.entry(i).or_default().push(l.clone()),
+                    None => items.push((i, key.clone(), v.id.clone(), if v.delete_marker { 0 } else { v.size })),
+                }
+            }
+            outcome.details.entry(i).or_default();
+        }
+        // 2. Delete unlocked versions in calls of up to 1000, with bounded concurrency; per-item
+        //    failures are retried with backoff and jitter, then reported per object.
+        let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+        let mut pending = items;
+        for attempt in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                let jitter: u64 = rand::random::<u64>() % 200;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * (1 << attempt) + jitter)).await;
+            }
+            let chunks: Vec<Vec<(usize, String, Option<String>, u64)>> =
+                pending.chunks(1000).map(|c| c.to_vec()).collect();
+            let delete_futs: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| async move {
+                    let ids: Vec<(String, Option<String>)> =
+                        chunk.iter().map(|(_, k, v, _)| (k.clone(), v.clone())).collect();
+                    let r = self.backend.delete(bucket, &ids).await;
+                    (chunk, r)
+                })
+                .collect();
+            let results =
+                futures::stream::iter(delete_futs).buffer_unordered(self.concurrency.min(4)).collect::<Vec<_>>().await;
+            pending = Vec::new();
+            for (chunk, r) in results {
+                match r {
+                    Ok(per_item) => {
+                        for (item, res) in chunk.into_iter().zip(per_item) {
+                            match res {
+                                Ok(()) => {
+                                    let d = outcome.details.entry(item.0).or_default();
+                                    d.versions += 1;
+                                    d.bytes += item.3;
+                                    failed.remove(&item.0);
+                                }
+                                Err(code) => {
+                                    failed.insert(item.0, code);
+                                    pending.push(item);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for item in chunk {
+                            failed.insert(item.0, scrub(&e.to_string(), &item.1));
+                            pending.push(item);
+                        }
+                    }
+                }
+            }
+        }
+        for item in &pending {
+            let msg = failed.get(&item.0).cloned().unwrap_or_else(|| "delete failed".into());
+            outcome.failures.push((item.0, msg));
+        }
+        outcome.failures.sort();
+        outcome.failures.dedup_by_key(|(i, _)| *i);
+        for (i, locks) in locked {
+            let mut l = locks;
+            l.sort();
+            l.dedup();
+            outcome.held_by_storage.push((i, l.join(", ")));
+        }
+        let bad: std::collections::BTreeSet<usize> =
+            outcome.failures.iter().map(|(i, _)| *i).chain(outcome.held_by_storage.iter().map(|(i, _)| *i)).collect();
+        let mut destroyed: Vec<usize> = outcome.details.keys().copied().filter(|i| !bad.contains(i)).collect();
+        destroyed.sort();
+        outcome.destroyed = destroyed;
+        Ok(outcome)
+    }
+
+    async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
+        let (bucket, _) = self.dataset(scope)?;
+        let futs: Vec<_> = keys
+            .iter()
+            .map(|k| async move {
+                let key = k[0].canonical();
+                self.backend.versions(bucket, &key).await.map(|v| u64::from(!v.is_empty()))
+            })
+            .collect();
+        let counts = futures::stream::iter(futs).buffer_unordered(self.concurrency).collect::<Vec<_>>().await;
+        let mut n = 0;
+        for c in counts {
+            n += c?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_patterns_extract_dates_and_subjects() {
+        let p = KeyPattern::parse("exports/{yyyy}/{mm}/{dd}/{subject}.csv").unwrap();
+        assert_eq!(p.literal_prefix(), "exports/");
+        let f = p.matches("exports/2021/03/04/alice@example.com.csv").unwrap();
+        assert_eq!(f.date, NaiveDate::from_ymd_opt(2021, 3, 4));
+        assert_eq!(f.subject.as_deref(), Some("alice@example.com"));
+        assert!(p.matches("exports/2021/13/04/x.csv").is_none(), "impossible month");
+        assert!(p.matches("exports/2021/03/04/a/b.csv").is_none());
+        assert!(p.matches("other/2021/03/04/x.csv").is_none());
+    }
+
+    #[test]
+    fn malformed_patterns_are_refused() {
+        for bad in
+            ["exports/{yyyy", "x/{month}/y", "{subject}{yyyy}", "x/{mm}/y", "plain/prefix/", "a/{subject}/{subject}"]
+        {
+            assert!(KeyPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn facts_parse() {
+        assert_eq!(Fact::parse("metadata:Created-At", false).unwrap(), Fact::Metadata("created-at".into()));
+        assert!(Fact::parse("key", false).is_err());
+        assert!(Fact::parse("tag:", true).is_err());
+    }
+}

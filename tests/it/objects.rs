@@ -1,0 +1,555 @@
+//! Object storage: the same checks against a local S3-compatible server (moto, started by
+//! `scripts/testbed.sh`) and the local-directory store, plus S3-only checks (versions, delete
+//! markers, Object Lock, per-key failures, a 20,000-object prefix).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, ObjectLockLegalHoldStatus, ObjectLockMode, ObjectLockRetentionMode, VersioningConfiguration,
+};
+use aws_sdk_s3::Client;
+use lapse::connector::{
+    Candidate, Connector, ConnectorError, EvidenceId, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
+};
+use lapse::objstore::{ObjectBackend, ObjectConnector, ObjectEntry, Version};
+use lapse::value::Value;
+
+use crate::common::{Backend, Fixture};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StoreKind {
+    S3,
+    Dir,
+}
+
+pub fn endpoint() -> String {
+    std::env::var("LAPSE_TEST_S3_ENDPOINT")
+        .unwrap_or_else(|_| panic!("LAPSE_TEST_S3_ENDPOINT is not set: run the suite with scripts/test.sh"))
+}
+
+pub fn client() -> Client {
+    let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "static");
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    Client::from_conf(conf)
+}
+
+fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    format!("{prefix}-{:08x}", rand::thread_rng().gen::<u32>())
+}
+
+/// A store with seeded objects, and a workspace whose connection `store` points at it.
+pub struct Store {
+    pub kind: StoreKind,
+    pub f: Fixture,
+    pub bucket: String,
+    pub client: Option<Client>,
+}
+
+impl Store {
+    pub async fn new(kind: StoreKind, versioned: bool, lock: bool) -> Store {
+        let f = Fixture::new(Backend::Sqlite, "CREATE TABLE unused (id INTEGER PRIMARY KEY);").await;
+        let bucket = unique("lapse");
+        let client = match kind {
+            StoreKind::S3 => {
+                let c = client();
+                c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(lock).send().await.unwrap();
+                if versioned && !lock {
+                    c.put_bucket_versioning()
+                        .bucket(&bucket)
+                        .versioning_configuration(
+                            VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                Some(c)
+            }
+            StoreKind::Dir => {
+                std::fs::create_dir_all(f.path("files")).unwrap();
+                None
+            }
+        };
+        let conn = match kind {
+            StoreKind::S3 => format!(
+                "  store:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\n    bucket: {bucket}\n",
+                endpoint()
+            ),
+            StoreKind::Dir => "  store:\n    kind: directory\n    path: files\n".to_string(),
+        };
+        let text = format!(
+            "connections:\n  db:\n    url_file: db.url\n{conn}policies: policies\nholds_file: holds.yaml\nevidence:\n  key_file: evidence.key\nreports:\n  dir: reports\n"
+        );
+        std::fs::write(f.path("lapse.yaml"), text).unwrap();
+        Store { kind, f, bucket, client }
+    }
+
+    pub async fn put(&self, key: &str, body: &str) {
+        match &self.client {
+            Some(c) => {
+                c.put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(ByteStream::from(body.as_bytes().to_vec()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            None => {
+                let p = self.f.path("files").join(key);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, body).unwrap();
+            }
+        }
+    }
+
+    /// Every key that still has data (S3: any version or delete marker).
+    pub async fn keys(&self) -> Vec<String> {
+        match &self.client {
+            Some(c) => {
+                let r = c.list_object_versions().bucket(&self.bucket).send().await.unwrap();
+                let mut k: Vec<String> = r
+                    .versions()
+                    .iter()
+                    .filter_map(|v| v.key().map(str::to_string))
+                    .chain(r.delete_markers().iter().filter_map(|m| m.key().map(str::to_string)))
+                    .collect();
+                k.sort();
+                k.dedup();
+                k
+            }
+            None => {
+                let mut out = Vec::new();
+                fn walk(dir: &std::path::Path, rel: &str, out: &mut Vec<String>) {
+                    for e in std::fs::read_dir(dir).unwrap() {
+                        let e = e.unwrap();
+                        let name = e.file_name().into_string().unwrap();
+                        if e.file_type().unwrap().is_dir() {
+                            walk(&e.path(), &format!("{rel}{name}/"), out);
+                        } else {
+                            out.push(format!("{rel}{name}"));
+                        }
+                    }
+                }
+                walk(&self.f.path("files"), "", &mut out);
+                out.sort();
+                out
+            }
+        }
+    }
+
+    pub fn policy(&self, extra_dataset: &str, purposes: &str, extra: &str) {
+        let bucket_line =
+            if self.kind == StoreKind::S3 { format!("  bucket: {}\n", self.bucket) } else { String::new() };
+        let text = format!(
+            "name: exports\ndataset:\n  connection: store\n{bucket_line}{extra_dataset}personal:\n  content: {{ category: free_text }}\npurposes:\n{purposes}on_lapse: delete\n{extra}"
+        );
+        self.f.policy("exports", &text);
+    }
+}
+
+const PATTERN: &str = "  key_pattern: \"exports/{yyyy}/{mm}/{dd}/{subject}.csv\"\n  subject: key\n";
+const BY_KEY_DATE: &str =
+    "  - name: reporting\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: key_date\n";
+
+/// Seeds: 3 lapsed, 2 recent, 1 held subject, 2 unreadable (no date in key; impossible date).
+async fn seeded(kind: StoreKind, versioned: bool) -> Store {
+    let s = Store::new(kind, versioned, false).await;
+    for (k, body) in [
+        ("exports/2020/03/01/S-1.csv", "id,email\n1,person1@example.com\n"),
+        ("exports/2020/03/02/S-2.csv", "id,email\n2,person2@example.com\n"),
+        ("exports/2020/03/03/S-3.csv", "id,email\n3,person3@example.com\n"),
+        ("exports/2025/12/01/S-4.csv", "recent"),
+        ("exports/2025/12/02/S-5.csv", "recent"),
+        ("exports/2019/01/01/S-HELD.csv", "held"),
+        ("exports/undated/S-6.csv", "no date"),
+        ("exports/2020/02/30/S-9.csv", "impossible date"),
+        ("other/2019/01/01/S-7.csv", "outside the prefix"),
+    ] {
+        s.put(k, body).await;
+    }
+    s
+}
+
+fn n(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+pub async fn delete_due_objects(kind: StoreKind) {
+    let s = seeded(kind, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    let before = s.keys().await;
+    s.f.lapse(&["plan"]).ok();
+    assert_eq!(s.keys().await, before, "plan changes nothing");
+    let p = &s.f.report("plan")["policies"][0];
+    assert_eq!(n(&p["rows_due"]), 3);
+    assert_eq!(n(&p["unreadable"]), 2);
+    assert_eq!(n(&p["held_by"]["LH-1"]), 1);
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(
+        s.keys().await,
+        [
+            "exports/2019/01/01/S-HELD.csv",
+            "exports/2020/02/30/S-9.csv",
+            "exports/2025/12/01/S-4.csv",
+            "exports/2025/12/02/S-5.csv",
+            "exports/undated/S-6.csv",
+            "other/2019/01/01/S-7.csv"
+        ]
+    );
+    let r = s.f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(n(&p["deleted"]), 3);
+    assert_eq!(n(&p["versions_deleted"]), 3);
+    assert!(n(&p["bytes_reclaimed"]) > 0);
+    assert_eq!(p["verification"]["verified"], true);
+    // Evidence names objects by keyed hash only: keys hold subjects.
+    let all = s.f.all_report_text();
+    assert!(!all.contains("S-1.csv") && !all.contains("S-HELD"), "a key leaked into the report");
+    let ev = std::fs::read_to_string(s.f.latest("run", ".evidence.jsonl")).unwrap();
+    assert_eq!(ev.lines().count(), 3);
+    assert!(ev.contains("\"versions\":1"));
+    // Idempotent.
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(n(&s.f.report("run")["policies"][0]["deleted"]), 0);
+}
+
+pub async fn guardrail_and_resume(kind: StoreKind) {
+    let s = seeded(kind, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "");
+    let before = s.keys().await;
+    s.f.lapse(&["run"]).code(3);
+    assert_eq!(s.keys().await, before, "guardrail: nothing destroyed");
+    s.f.lapse(&["run", "--allow-share", "exports", "--batch-size", "1", "--max-batches", "2"]).ok();
+    assert_eq!(s.keys().await.len(), before.len() - 2, "two batches of one object");
+    s.f.lapse(&["run", "--allow-share", "exports"]).ok();
+    assert_eq!(s.keys().await.len(), before.len() - 4, "the re-run finishes: 3 lapsed + the now-unheld S-HELD");
+}
+
+pub async fn last_modified_anchor(kind: StoreKind) {
+    let s = Store::new(kind, false, false).await;
+    s.put("logs/a.log", "x").await;
+    s.put("logs/b.log", "y").await;
+    let purposes =
+        "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
+    s.policy("  prefix: logs/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    // Objects written now are not due at the real cutoff; they are 40 days after it.
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(s.keys().await.len(), 2, "cutoff 2026-01-01 is before the objects were written");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lapse"))
+        .args(["run", "--yes", "-c"])
+        .arg(s.f.path("lapse.yaml"))
+        .args(["--cutoff", &(chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339()])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(s.keys().await.is_empty());
+}
+
+macro_rules! per_store {
+    ($($check:ident),* $(,)?) => {
+        mod s3 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() { super::$check(super::StoreKind::S3).await })*
+        }
+        mod dir {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() { super::$check(super::StoreKind::Dir).await })*
+        }
+    };
+}
+
+per_store!(delete_due_objects, guardrail_and_resume, last_modified_anchor);
+
+// ---- S3 only ------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_and_delete_marker_is_removed() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    let c = s.client.clone().unwrap();
+    for body in ["v1", "v2", "v3"] {
+        s.put("exports/2020/01/01/S-1.csv", body).await;
+    }
+    s.put("exports/2020/01/02/S-2.csv", "v1").await;
+    c.delete_object().bucket(&s.bucket).key("exports/2020/01/02/S-2.csv").send().await.unwrap(); // a delete marker hides it
+    s.put("exports/2025/12/01/S-3.csv", "recent").await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(
+        s.keys().await,
+        ["exports/2025/12/01/S-3.csv"],
+        "no version nor delete marker of a destroyed key survives"
+    );
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 2);
+    assert_eq!(n(&p["versions_deleted"]), 5, "3 versions + 1 version + 1 delete marker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_lock_wins() {
+    let s = Store::new(StoreKind::S3, true, true).await;
+    let c = s.client.clone().unwrap();
+    let b = s.bucket.clone();
+    s.put("exports/2020/01/01/S-1.csv", "legal hold").await;
+    c.put_object_legal_hold()
+        .bucket(&b)
+        .key("exports/2020/01/01/S-1.csv")
+        .legal_hold(aws_sdk_s3::types::ObjectLockLegalHold::builder().status(ObjectLockLegalHoldStatus::On).build())
+        .send()
+        .await
+        .unwrap();
+    let until =
+        aws_sdk_s3::primitives::DateTime::from_secs((chrono::Utc::now() + chrono::Duration::days(365)).timestamp());
+    c.put_object()
+        .bucket(&b)
+        .key("exports/2020/01/02/S-2.csv")
+        .body(ByteStream::from_static(b"governance"))
+        .object_lock_mode(ObjectLockMode::Governance)
+        .object_lock_retain_until_date(until)
+        .send()
+        .await
+        .unwrap();
+    c.put_object()
+        .bucket(&b)
+        .key("exports/2020/01/03/S-3.csv")
+        .body(ByteStream::from_static(b"compliance"))
+        .object_lock_mode(ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(until)
+        .send()
+        .await
+        .unwrap();
+    s.put("exports/2020/01/04/S-4.csv", "free").await;
+    let _ = ObjectLockRetentionMode::Governance;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(
+        s.keys().await,
+        ["exports/2020/01/01/S-1.csv", "exports/2020/01/02/S-2.csv", "exports/2020/01/03/S-3.csv"],
+        "locked versions survive; the free one is gone"
+    );
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1);
+    assert_eq!(n(&p["held_by_storage"]), 3);
+    assert_eq!(n(&p["held_by"]["storage:legal-hold"]), 1);
+    assert_eq!(n(&p["held_by"]["storage:GOVERNANCE"]), 1);
+    assert_eq!(n(&p["held_by"]["storage:COMPLIANCE"]), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_and_tag_facts() {
+    let s = Store::new(StoreKind::S3, false, false).await;
+    let c = s.client.clone().unwrap();
+    let b = s.bucket.clone();
+    for (k, created, subject) in
+        [("u/1", "2020-01-01", "S-1"), ("u/2", "2025-12-20", "S-2"), ("u/3", "not-a-date", "S-3")]
+    {
+        c.put_object()
+            .bucket(&b)
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .metadata("created-at", created)
+            .tagging(format!("subject={subject}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    s.put("u/4", "no metadata").await;
+    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1y\n    after: metadata:created-at\n";
+    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(s.keys().await, ["u/2", "u/3", "u/4"]);
+    assert_eq!(n(&s.f.report("run")["policies"][0]["unreadable"]), 2);
+}
+
+/// Wraps the real S3 backend and fails deletes of chosen keys: `flaky` fails once (retried),
+/// `broken` always (reported per key, the rest of the batch goes on).
+struct Faulty {
+    inner: Box<dyn ObjectBackend>,
+    flaky: String,
+    broken: String,
+    flaky_failures: AtomicUsize,
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectBackend for Faulty {
+    async fn check(&self, b: &str) -> Result<(), ConnectorError> {
+        self.inner.check(b).await
+    }
+    async fn list(
+        &self,
+        b: &str,
+        p: &str,
+        a: Option<&str>,
+        m: usize,
+    ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
+        self.inner.list(b, p, a, m).await
+    }
+    async fn head(&self, b: &str, k: &str) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
+        self.inner.head(b, k).await
+    }
+    async fn tags(&self, b: &str, k: &str) -> Result<HashMap<String, String>, ConnectorError> {
+        self.inner.tags(b, k).await
+    }
+    async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
+        self.inner.versions(b, k).await
+    }
+    async fn delete(
+        &self,
+        b: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        let (pass, fail): (Vec<_>, Vec<_>) = items.iter().cloned().enumerate().partition(|(_, (k, _))| {
+            if *k == self.broken {
+                return false;
+            }
+            if *k == self.flaky && self.flaky_failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                return false;
+            }
+            true
+        });
+        let ok = self.inner.delete(b, &pass.iter().map(|(_, x)| x.clone()).collect::<Vec<_>>()).await?;
+        let mut out = vec![Ok(()); items.len()];
+        for ((i, _), r) in pass.iter().zip(ok) {
+            out[*i] = r;
+        }
+        for (i, _) in fail {
+            out[i] = Err("InternalError".into());
+        }
+        Ok(out)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_failures_are_retried_then_reported() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    for i in 0..6 {
+        s.put(&format!("exports/2020/01/0{}/S-{i}.csv", i + 1), "x").await;
+    }
+    let backend = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await;
+    let faulty = Faulty {
+        inner: Box::new(backend),
+        flaky: "exports/2020/01/02/S-1.csv".into(),
+        broken: "exports/2020/01/03/S-2.csv".into(),
+        flaky_failures: AtomicUsize::new(0),
+    };
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let conn = Arc::new(ObjectConnector::new("store", Box::new(faulty), Some(s.bucket.clone()), 4));
+    let ds = lapse::policy::ObjectDataset {
+        bucket: Some(s.bucket.clone()),
+        prefix: "exports/".into(),
+        pattern: Some(lapse::objstore::KeyPattern::parse("exports/{yyyy}/{mm}/{dd}/{subject}.csv").unwrap()),
+    };
+    let table = conn.describe(&format!("{}/exports/", s.bucket)).await.unwrap();
+    let scope = Scope {
+        policy: "exports".into(),
+        table,
+        key: vec!["key".into()],
+        subject: Some("key".into()),
+        lapse: Filter::Lapsed(LapseRule {
+            anchor: "key_date".into(),
+            threshold: chrono::Utc::now(),
+            condition: None,
+            null_lapses: false,
+        }),
+        work: Work::Delete,
+        holds: HoldScope { file: vec![], table: None, now: chrono::Utc::now() },
+        restrict: vec![],
+        cascade: vec![],
+        pseudonym_key: None,
+        objects: Some(ds),
+    };
+    let cands: Vec<Candidate> = conn.candidates(&scope, None, 100).await.unwrap();
+    assert_eq!(cands.len(), 6);
+    let ids: Vec<EvidenceId> = (0..6).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
+    let j =
+        JournalCtx { run_id: "t".into(), policy: "exports".into(), stage: "record".into(), action: "deleted".into() };
+    let out = conn.destroy(&scope, &cands, &ids, &j).await.unwrap();
+    assert_eq!(out.destroyed.len(), 5, "the flaky key succeeded on retry");
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].1, "InternalError");
+    assert!(!out.failures[0].1.contains("S-2"), "no key in the error");
+    assert_eq!(s.keys().await, ["exports/2020/01/03/S-2.csv"]);
+    let left = conn.remaining(&scope, &[vec![Value::Text("exports/2020/01/03/S-2.csv".into())]]).await.unwrap();
+    assert_eq!(left, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_of_20000_objects() {
+    let s = Store::new(StoreKind::S3, false, false).await;
+    let c = s.client.clone().unwrap();
+    let b = s.bucket.clone();
+    let keys: Vec<String> = (0..20_000)
+        .map(|i| {
+            format!("bulk/{}/{:02}/{:02}/S-{i}.json", if i % 4 == 0 { 2025 } else { 2019 }, 1 + i % 12, 1 + i % 28)
+        })
+        .collect();
+    let futs = keys.iter().map(|k| {
+        let c = c.clone();
+        let b = b.clone();
+        let k = k.clone();
+        async move { c.put_object().bucket(b).key(k).body(ByteStream::from_static(b"{}")).send().await.unwrap() }
+    });
+    use futures::StreamExt;
+    futures::stream::iter(futs).buffer_unordered(32).collect::<Vec<_>>().await;
+    let purposes = "  - name: analytics\n    legal_basis: legitimate_interests\n    retain: 2y\n    after: key_date\n";
+    s.policy(
+        "  key_pattern: \"bulk/{yyyy}/{mm}/{dd}/{subject}.json\"\n  subject: key\n",
+        purposes,
+        "guardrail:\n  max_share: 80%\n",
+    );
+    s.f.lapse(&["plan"]).ok();
+    assert_eq!(n(&s.f.report("plan")["policies"][0]["rows_due"]), 15_000);
+    s.f.lapse(&["run"]).ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 15_000);
+    assert_eq!(n(&p["failed"]), 0);
+    let left = c.list_objects_v2().bucket(&b).prefix("bulk/2019/").max_keys(5).send().await.unwrap();
+    assert_eq!(left.key_count(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_object_input_is_refused() {
+    let s = Store::new(StoreKind::S3, false, false).await;
+    s.put("exports/2020/01/01/S-1.csv", "x").await;
+    // Unknown bucket.
+    let text = "name: exports\ndataset:\n  connection: store\n  bucket: no-such-bucket-here\n  prefix: exports/\npersonal:\n  content: { category: free_text }\npurposes:\n  - name: p\n    legal_basis: consent\n    retain: 1y\n    after: last_modified\non_lapse: delete\n";
+    s.f.policy("exports", text);
+    s.f.lapse(&["run"]).code(2).stderr_has("unknown bucket 'no-such-bucket-here'");
+    // Malformed key pattern, with its position.
+    s.policy("  key_pattern: \"exports/{yyyy}/{month}/{subject}.csv\"\n  subject: key\n", BY_KEY_DATE, "");
+    s.f.lapse(&["validate"]).code(2).stderr_has("unknown placeholder '{month}'").stderr_has("exports.yaml:5:");
+    // Endpoint unreachable.
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap().replace(&endpoint(), "http://127.0.0.1:9");
+    std::fs::write(s.f.path("lapse.yaml"), cfg).unwrap();
+    s.policy(PATTERN, BY_KEY_DATE, "");
+    let r = s.f.lapse(&["run"]);
+    assert_ne!(r.code, 0);
+    r.stderr_has("cannot reach the S3 endpoint");
+    assert_eq!(
+        s.client.as_ref().unwrap().list_objects_v2().bucket(&s.bucket).send().await.unwrap().key_count(),
+        Some(1)
+    );
+}
