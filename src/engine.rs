@@ -81,11 +81,14 @@ impl Workspace {
         };
         let names: BTreeSet<&str> = policies.policies.iter().map(|p| p.name.as_str()).collect();
         for h in &holds {
-            for p in &h.policies {
+            for (j, p) in h.policies.iter().enumerate() {
                 if !names.contains(p.as_str()) {
                     // A typo here would silently release what the hold protects.
                     let file = config.holds_file.as_ref().map(|f| config.resolve(f)).unwrap_or_default();
-                    d.push(Diagnostic::error(format!("hold '{}' names unknown policy '{p}'", h.id)).in_file(file));
+                    let at = h.policy_locations.get(j).cloned().flatten();
+                    d.push(
+                        Diagnostic::error(format!("hold '{}' names unknown policy '{p}'", h.id)).at(at).in_file(file),
+                    );
                 }
             }
         }

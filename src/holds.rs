@@ -46,6 +46,9 @@ pub struct Hold {
     pub subject_count: usize,
     pub policies: Vec<String>,
     pub expires: Option<DateTime<Utc>>,
+    /// Where each entry of `policies` is written (for diagnostics).
+    #[serde(skip)]
+    pub policy_locations: Vec<Option<Location>>,
 }
 
 impl Hold {
@@ -121,7 +124,9 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
             }
         };
         if ok {
+            let policy_locations = (0..h.policies.len()).map(|j| at(&format!("policies.{j}"))).collect();
             out.push(Hold {
+                policy_locations,
                 id: h.id,
                 matter: h.matter,
                 reason: h.reason,
