@@ -427,11 +427,7 @@ impl ObjectConnector {
 
 fn collect_anchors(f: &Filter, out: &mut Vec<String>) {
     match f {
-        Filter::Lapsed(r) => {
-            if !out.contains(&r.anchor) {
-                out.push(r.anchor.clone())
-            }
-        }
+        Filter::Lapsed(r) if !out.contains(&r.anchor) => out.push(r.anchor.clone()),
         Filter::All(v) | Filter::Any(v) => v.iter().for_each(|x| collect_anchors(x, out)),
         Filter::Not(x) => collect_anchors(x, out),
         _ => {}
