@@ -126,6 +126,15 @@ impl Workspace {
         Ok(())
     }
 
+    /// `reports.s3`, when configured: the bucket exists, and has Object Lock when a retention is
+    /// asked for. Run before anything is destroyed.
+    pub async fn check_report_bucket(&self) -> Result<(), crate::reporting::sink::SinkCheck> {
+        match crate::reporting::sink::S3Reports::from_config(&self.config).await {
+            Some(b) => b.check().await,
+            None => Ok(()),
+        }
+    }
+
     /// Opens the connections the selected policies use.
     pub async fn connect(&self, only: &[String], read_only: bool) -> anyhow::Result<Connections> {
         let mut out = BTreeMap::new();
@@ -261,6 +270,9 @@ impl EvidenceSink {
 pub struct Outcome {
     pub report: Report,
     pub report_path: PathBuf,
+    /// Set when `reports.s3` is configured and storing the reports there failed (the next run
+    /// uploads what is missing).
+    pub archive_error: Option<String>,
 }
 
 /// Plans or runs the prepared policies and writes the report.
@@ -311,6 +323,18 @@ pub async fn execute(
         evidence: None,
     };
     let report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
+    // The report bucket is checked, and its chain head read, before anything is destroyed.
+    let report_bucket = match mode {
+        Mode::Run => crate::reporting::sink::S3Reports::from_config(&ws.config).await,
+        Mode::Plan => None,
+    };
+    let bucket_head = match &report_bucket {
+        Some(b) => {
+            b.check().await?;
+            b.chain_head().await?
+        }
+        None => None,
+    };
     let mut sink = match mode {
         Mode::Run => {
             for c in conns.values() {
@@ -338,9 +362,19 @@ pub async fn execute(
         let mut pr = describe_policy(p, prep, &ctx);
         let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
         let _g = span.enter();
-        if let Err(e) = enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr).await {
+        // A policy that fails part-way (a lost connection, even a bug's panic) keeps what it
+        // committed in `pr`; the run goes on with the next policy and the report says
+        // `incomplete`.
+        let work = std::panic::AssertUnwindSafe(enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr));
+        let result = futures::FutureExt::catch_unwind(work).await;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("internal error (panic) while enforcing; see the log".to_string()),
+        };
+        if let Some(e) = failure {
             tracing::error!("{e}");
-            pr.errors.push(e.to_string());
+            pr.errors.push(e);
             pr.outcome = "failed".into();
         }
         tracing::info!(
@@ -368,9 +402,9 @@ pub async fn execute(
         report.evidence = Some(s.finish()?);
     }
     report.finished_at = Some(Utc::now());
-    report.status = if cancel.load(Ordering::SeqCst) {
+    report.status = if cancel.load(Ordering::SeqCst) || report.policies.iter().any(|p| p.outcome == "failed") {
         "incomplete".into()
-    } else if report.policies.iter().any(|p| p.outcome == "failed" || p.failed > 0) {
+    } else if report.policies.iter().any(|p| p.failed > 0) {
         "partial".into()
     } else if report.policies.iter().any(|p| p.guardrail.tripped) {
         "guardrail".into()
@@ -388,11 +422,30 @@ pub async fn execute(
     report.signing_key_id = signer.as_ref().map(|s| s.key_id());
     if mode == Mode::Run {
         // Chain: this run report points at the newest run report of the directory.
-        report.previous = crate::integrity::chain_head(&report_dir)?;
+        let local = crate::integrity::chain_head(&report_dir)?;
+        report.previous = match (local, bucket_head) {
+            (Some(l), Some(b)) => Some(if b.sequence > l.sequence { b } else { l }),
+            (l, b) => l.or(b),
+        };
         report.sequence = report.previous.as_ref().map_or(1, |p| p.sequence + 1);
     }
     let report_path = report.write(&report_dir, signer.as_ref())?;
-    Ok(Outcome { report, report_path })
+    let mut archive_error = None;
+    if let Some(b) = &report_bucket {
+        match b.store_dir(&report_dir).await {
+            Ok(names) => {
+                tracing::info!(files = names.len(), location = %b.url(), "reports stored on the report bucket")
+            }
+            Err(e) => {
+                tracing::error!(
+                    "the report was written to {} but not stored on the report bucket: {e:#}",
+                    report_dir.display()
+                );
+                archive_error = Some(format!("{e:#}"));
+            }
+        }
+    }
+    Ok(Outcome { report, report_path, archive_error })
 }
 
 fn describe_policy(p: &Policy, prep: &Prepared, ctx: &Ctx) -> PolicyReport {

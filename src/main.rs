@@ -194,6 +194,9 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
         print_diags(&d);
         (Exit::Invalid, String::new())
     })?;
+    if mode == Mode::Run {
+        ws.check_report_bucket().await.map_err(sink_exit)?;
+    }
     if mode == Mode::Run && !yes && std::io::stdin().is_terminal() {
         eprint!(
             "This will destroy or anonymize data under {} polic{}. Continue? [y/N] ",
@@ -224,7 +227,19 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
         print!("{}", engine::summary(&out.report));
     }
     eprintln!("report: {}", out.report_path.display());
+    if let Some(e) = &out.archive_error {
+        eprintln!("error: the report was not stored on the report bucket (the next run retries): {e}");
+        let code = Exit::of(&out.report);
+        return Ok(if code == Exit::Success { Exit::Partial } else { code });
+    }
     Ok(Exit::of(&out.report))
+}
+
+fn sink_exit(e: lapse::reporting::sink::SinkCheck) -> (Exit, String) {
+    match e {
+        lapse::reporting::sink::SinkCheck::Invalid(m) => (Exit::Invalid, m),
+        lapse::reporting::sink::SinkCheck::Unavailable(m) => (Exit::Partial, m),
+    }
 }
 
 async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<Exit, (Exit, String)> {
@@ -241,6 +256,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
             print_diags(&d);
             (Exit::Invalid, String::new())
         })?;
+        ws.check_report_bucket().await.map_err(sink_exit)?;
     }
     println!(
         "ok: {} polic{} in {} file{}{}",
@@ -313,11 +329,15 @@ enum ReportCmd {
     /// Check signatures, evidence files and the hash chain of a report or a directory of reports.
     /// Exit 0: all good; 4: a problem was found (each named); 2: bad arguments or key.
     Verify {
-        /// A report (`lapse-*.json`) or a directory of reports.
+        /// A report (`lapse-*.json`), a directory of reports, or `s3://bucket/prefix`.
         path: PathBuf,
         /// The Ed25519 public key file (64 hex characters, e.g. signing.pub).
         #[arg(long)]
         public_key: PathBuf,
+        /// For `s3://` locations: take endpoint, region and addressing from this config's
+        /// `reports.s3` connection (default: the AWS environment).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -338,7 +358,8 @@ enum ReportCmd {
     /// Was a subject (or record) destroyed, when and how, or is it held? Uses the evidence key.
     /// Exit 0: found (destroyed or held); 5: nothing found; 2: bad arguments or config.
     Lookup {
-        /// A directory of reports.
+        /// A directory of reports, or `s3://bucket/prefix` (client settings from the config's
+        /// `reports.s3` connection).
         dir: PathBuf,
         /// The data subject (value of the policies' subject column).
         #[arg(long, conflicts_with = "key", required_unless_present = "key")]
@@ -375,16 +396,28 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+fn load_config(path: &std::path::Path) -> Result<lapse::config::Config, ExitCode> {
+    let mut d = lapse::diag::Diagnostics::default();
+    lapse::config::Config::load(path, &mut d).ok_or_else(|| {
+        print_diags(&d);
+        ExitCode::from(Exit::Invalid as u8)
+    })
+}
+
 fn report_cmd(cmd: ReportCmd) -> ExitCode {
     use lapse::reporting::{self, lookup, render, store, verify};
     const INVALID: u8 = Exit::Invalid as u8;
     match cmd {
-        ReportCmd::Verify { path, public_key, json } => {
+        ReportCmd::Verify { path, public_key, config, json } => {
             let key = match lapse::integrity::read_public_key(&public_key) {
                 Ok(k) => k,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };
-            let out = match verify::verify_path(&path, &key) {
+            let cfg = match config.as_deref().map(load_config).transpose() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let out = match verify::verify_path(&path, &key, cfg.as_ref()) {
                 Ok(o) => o,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };
@@ -476,7 +509,15 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                     return ExitCode::from(INVALID);
                 }
             };
-            let st = match store::open(&dir) {
+            let cfg = if dir.to_string_lossy().starts_with("s3://") {
+                match load_config(&config) {
+                    Ok(c) => Some(c),
+                    Err(code) => return code,
+                }
+            } else {
+                None
+            };
+            let st = match store::open(&dir, cfg.as_ref()) {
                 Ok(s) => s,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };

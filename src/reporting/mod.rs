@@ -11,6 +11,7 @@
 pub mod keygen;
 pub mod lookup;
 pub mod render;
+pub mod sink;
 pub mod store;
 pub mod verify;
 
