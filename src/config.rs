@@ -31,6 +31,9 @@ pub struct Config {
     pub reports: Reports,
     #[serde(default)]
     pub defaults: Defaults,
+    /// Jobs for `lapse schedule` (cron expressions with time zones).
+    #[serde(default)]
+    pub schedule: Option<crate::schedule::Schedule>,
     /// Set by the loader: the directory of the config file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -343,6 +346,11 @@ impl Config {
                             .at(at("reports.s3.retention.days")),
                     );
                 }
+            }
+        }
+        if let Some(sch) = &cfg.schedule {
+            for (path, msg) in sch.problems() {
+                diags.push(Diagnostic::error(msg).at(at(&path)));
             }
         }
         if !(0.0..=1.0).contains(&cfg.defaults.max_share) {

@@ -266,6 +266,16 @@ impl EvidenceSink {
     }
 }
 
+/// Another worker holds the run lock of a policy: this run did nothing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "policy '{policy}' is being enforced by another lapse worker (its run lock on connection '{connection}' is held); this run changed nothing"
+)]
+pub struct Busy {
+    pub policy: String,
+    pub connection: String,
+}
+
 /// The result of a plan or run.
 pub struct Outcome {
     pub report: Report,
@@ -323,6 +333,16 @@ pub async fn execute(
         evidence: None,
     };
     let report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
+    if mode == Mode::Run {
+        // One worker per policy at a time: the locks die with the process (see `try_run_lock`).
+        for (p, _) in prepared {
+            let conn = &conns[&p.connection];
+            let got = conn.try_run_lock(&format!("lapse/policy/{}", p.name)).await?;
+            if !got {
+                return Err(Busy { policy: p.name.clone(), connection: p.connection.clone() }.into());
+            }
+        }
+    }
     // The report bucket is checked, and its chain head read, before anything is destroyed.
     let report_bucket = match mode {
         Mode::Run => crate::reporting::sink::S3Reports::from_config(&ws.config).await,
@@ -850,6 +870,8 @@ pub enum Exit {
     Invalid = 2,
     /// A guardrail stopped at least one policy; nothing of that policy was destroyed.
     Guardrail = 3,
+    /// Another worker holds the run lock of a selected policy; nothing was done.
+    Busy = 6,
 }
 
 impl Exit {

@@ -1,5 +1,6 @@
 //! `lapse` command line. Exit codes are decided here, in one place:
-//! 0 success, 1 partial failure (or interrupted), 2 invalid configuration, 3 guardrail tripped.
+//! 0 success, 1 partial failure (or interrupted), 2 invalid configuration, 3 guardrail tripped,
+//! 6 another worker holds the run lock (nothing done). `lapse report`: 4 verification failed, 5 not found.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -25,6 +26,11 @@ struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// After SIGTERM/SIGINT: seconds to finish the current batch and write the report before
+    /// the process exits anyway (keep it below the pod's terminationGracePeriodSeconds). A second
+    /// signal exits at once.
+    #[arg(long, global = true, default_value_t = 25, value_name = "SECONDS")]
+    shutdown_grace: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -96,6 +102,15 @@ enum Cmd {
         #[arg(long, short)]
         yes: bool,
     },
+    /// Long-running: run the config's `schedule.jobs` on their cron schedules (with time zones);
+    /// runs never overlap; SIGTERM finishes the current batch, writes the report and exits.
+    Schedule {
+        #[command(flatten)]
+        common: Common,
+        /// Reports directory for the scheduled runs (default: the config's reports.dir).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+    },
     /// Quickstart: create a SQLite shop with sample personal data in DIR, then plan and run.
     Demo {
         /// Directory for the demo database, config, policies and reports.
@@ -152,9 +167,10 @@ fn print_diags(d: &Diagnostics) {
     }
 }
 
-/// Cancellation on SIGINT/SIGTERM: the current batch finishes, the report is written.
-fn install_signals(flag: Arc<AtomicBool>) {
-    tokio::spawn(async move {
+/// SIGTERM / SIGINT: set `flag` (the run stops after its current batch and writes its report);
+/// exit anyway after `grace`, or at once on a second signal.
+fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
+    async fn next_signal() {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -166,12 +182,33 @@ fn install_signals(flag: Arc<AtomicBool>) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        tracing::warn!("signal received: finishing the current batch, then writing the report");
+    }
+    tokio::spawn(async move {
+        next_signal().await;
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "signal received: finishing the current batch, then writing the report"
+        );
         flag.store(true, Ordering::SeqCst);
+        tokio::select! {
+            _ = next_signal() => {
+                eprintln!("error: second signal: exiting now; committed batches are in the journal table, the report was not written");
+            }
+            _ = tokio::time::sleep(grace) => {
+                eprintln!("error: the current batch did not finish within {}s of the signal: exiting; committed batches are in the journal table", grace.as_secs());
+            }
+        }
+        std::process::exit(Exit::Partial as i32);
     });
 }
 
-async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result<Exit, (Exit, String)> {
+async fn plan_or_run(
+    mode: Mode,
+    args: RunArgs,
+    json: bool,
+    yes: bool,
+    cancel: Arc<AtomicBool>,
+) -> Result<Exit, (Exit, String)> {
     let invalid = |m: String| (Exit::Invalid, m);
     let ws = Workspace::load(&args.common.config).map_err(|d| {
         print_diags(&d);
@@ -209,8 +246,6 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
             return Err((Exit::Partial, "aborted; nothing was changed".into()));
         }
     }
-    let cancel = Arc::new(AtomicBool::new(false));
-    install_signals(cancel.clone());
     let opts = Options {
         cutoff,
         allow_share: args.allow_share,
@@ -218,21 +253,70 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
         max_batches: args.max_batches,
         report_dir: args.report_dir,
     };
-    let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel)
-        .await
-        .map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+    let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel).await.map_err(|e| {
+        if e.downcast_ref::<engine::Busy>().is_some() {
+            (Exit::Busy, format!("{e:#}"))
+        } else {
+            (Exit::Partial, format!("{e:#}"))
+        }
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
     } else {
         print!("{}", engine::summary(&out.report));
     }
-    eprintln!("report: {}", out.report_path.display());
+    tracing::info!(report = %out.report_path.display(), status = %out.report.status, "report written");
     if let Some(e) = &out.archive_error {
         eprintln!("error: the report was not stored on the report bucket (the next run retries): {e}");
         let code = Exit::of(&out.report);
         return Ok(if code == Exit::Success { Exit::Partial } else { code });
     }
     Ok(Exit::of(&out.report))
+}
+
+async fn schedule(
+    common: Common,
+    report_dir: Option<PathBuf>,
+    cancel: Arc<AtomicBool>,
+) -> Result<Exit, (Exit, String)> {
+    let ws = Workspace::load(&common.config).map_err(|d| {
+        print_diags(&d);
+        (Exit::Invalid, String::new())
+    })?;
+    let Some(sch) = &ws.config.schedule else {
+        return Err((Exit::Invalid, format!("'{}' has no `schedule:` section", common.config.display())));
+    };
+    let jobs = sch.specs().map_err(|e| (Exit::Invalid, e))?;
+    for j in &jobs {
+        for p in &j.policies {
+            if !ws.policies.policies.iter().any(|x| &x.name == p) {
+                return Err((Exit::Invalid, format!("schedule job '{}': unknown policy '{p}'", j.name)));
+            }
+        }
+    }
+    let config = common.config.clone();
+    let inner = cancel.clone();
+    lapse::schedule::serve(jobs, cancel, move |job| {
+        let args = RunArgs {
+            common: Common { config: config.clone(), policies: job.policies.clone() },
+            cutoff: None,
+            batch_size: None,
+            allow_share: vec![],
+            max_batches: None,
+            report_dir: report_dir.clone(),
+        };
+        let cancel = inner.clone();
+        async move {
+            let mode = if job.dry_run { Mode::Plan } else { Mode::Run };
+            match plan_or_run(mode, args, false, true, cancel).await {
+                Ok(code) => tracing::info!(job = %job.name, exit = code as u8, "run done"),
+                Err((code, msg)) => tracing::error!(job = %job.name, exit = code as u8, "run failed: {msg}"),
+            }
+        }
+    })
+    .await
+    .map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+    Ok(Exit::Success)
 }
 
 fn sink_exit(e: lapse::reporting::sink::SinkCheck) -> (Exit, String) {
@@ -269,7 +353,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
     Ok(Exit::Success)
 }
 
-async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Exit, String)> {
+async fn demo(dir: PathBuf, customers: u32, seed_only: bool, cancel: Arc<AtomicBool>) -> Result<Exit, (Exit, String)> {
     let fail = |e: anyhow::Error| (Exit::Partial, format!("{e:#}"));
     lapse::demo::setup(&dir, lapse::demo::Sizes { customers, ..Default::default() }, 42).await.map_err(fail)?;
     eprintln!(
@@ -289,12 +373,12 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Ex
         report_dir: None,
     };
     eprintln!("\n== lapse plan (dry run, read-only) ==");
-    plan_or_run(Mode::Plan, args.clone(), false, true).await?;
+    plan_or_run(Mode::Plan, args.clone(), false, true, cancel.clone()).await?;
     // The first run on an old database clears a backlog (the plan above shows the customers
     // guardrail tripping); the demo allows it explicitly, as an operator would.
     eprintln!("\n== lapse run --allow-share customers ==");
     let args = RunArgs { allow_share: vec!["customers".into()], ..args };
-    let code = plan_or_run(Mode::Run, args, false, true).await?;
+    let code = plan_or_run(Mode::Run, args, false, true, cancel).await?;
     eprintln!("\nreports (JSON, CSV, evidence) are in {}", dir.join("reports").display());
     Ok(code)
 }
@@ -303,11 +387,16 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Ex
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
+    let cancel = Arc::new(AtomicBool::new(false));
+    if matches!(cli.cmd, Cmd::Plan { .. } | Cmd::Run { .. } | Cmd::Schedule { .. } | Cmd::Demo { .. }) {
+        install_signals(cancel.clone(), std::time::Duration::from_secs(cli.shutdown_grace));
+    }
     let result = match cli.cmd {
         Cmd::Validate { common, connect, skip_secrets } => validate(common, connect, skip_secrets).await,
-        Cmd::Plan { args, json } => plan_or_run(Mode::Plan, args, json, true).await,
-        Cmd::Run { args, yes } => plan_or_run(Mode::Run, args, false, yes).await,
-        Cmd::Demo { dir, customers, seed_only } => demo(dir, customers, seed_only).await,
+        Cmd::Plan { args, json } => plan_or_run(Mode::Plan, args, json, true, cancel).await,
+        Cmd::Run { args, yes } => plan_or_run(Mode::Run, args, false, yes, cancel).await,
+        Cmd::Schedule { common, report_dir } => schedule(common, report_dir, cancel).await,
+        Cmd::Demo { dir, customers, seed_only } => demo(dir, customers, seed_only, cancel).await,
         Cmd::Report { cmd } => return report_cmd(cmd),
         Cmd::Keygen { out, force } => return keygen(&out, force),
     };

@@ -6,4 +6,5 @@ mod common;
 mod conformance;
 mod no_pii;
 mod objects;
+mod operations;
 mod reports;
