@@ -227,6 +227,9 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- $args = list "run" "--yes" }}
 {{- end }}
 {{- $args = concat $args (list "-c" (printf "%s/lapse.yaml" (include "lapse.configDir" .)) "--log-format" .Values.logFormat) }}
+{{- /* Finish the batch and write the report well before the kubelet's SIGKILL. */}}
+{{- $grace := max 5 (sub (int .Values.terminationGracePeriodSeconds) 15) }}
+{{- $args = concat $args (list "--shutdown-grace" (toString $grace)) }}
 {{- $args = concat $args .Values.extraArgs }}
 {{- toYaml $args }}
 {{- end }}
