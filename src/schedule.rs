@@ -58,14 +58,15 @@ pub struct JobSpec {
 /// A cron expression with seconds: 5 fields get `0` seconds prepended.
 pub fn normalize_cron(expr: &str) -> Result<String, String> {
     let fields = expr.split_whitespace().count();
-    let six =
-        match fields {
-            5 => format!("0 {}", expr.trim()),
-            6 | 7 => expr.trim().to_string(),
-            _ => return Err(format!(
+    let six = match fields {
+        5 => format!("0 {}", expr.trim()),
+        6 | 7 => expr.trim().to_string(),
+        _ => {
+            return Err(format!(
                 "cron expression '{expr}' must have 5 fields (minute hour day month weekday) or 6 with seconds first"
-            )),
-        };
+            ))
+        }
+    };
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
