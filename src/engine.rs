@@ -337,7 +337,7 @@ pub async fn execute(
         // One worker per policy at a time: the locks die with the process (see `try_run_lock`).
         for (p, _) in prepared {
             let conn = &conns[&p.connection];
-            let got = conn.try_run_lock(&format!("lapse/policy/{}", p.name)).await?;
+            let got = conn.try_run_lock(&format!("lapse/policy/{}", p.name), p.objects.as_ref()).await?;
             if !got {
                 return Err(Busy { policy: p.name.clone(), connection: p.connection.clone() }.into());
             }

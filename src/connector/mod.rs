@@ -302,5 +302,10 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// Takes the run lock `name` (one per policy and shard) for the rest of the process: `false`
     /// when another worker holds it. The lock dies with the process (a session-level database
     /// lock, an OS file lock), so a killed worker never leaves a stale lock behind.
-    async fn try_run_lock(&self, name: &str) -> Result<bool, ConnectorError>;
+    /// `objects`: the policy's object dataset (object stores lock in its bucket).
+    async fn try_run_lock(
+        &self,
+        name: &str,
+        objects: Option<&crate::policy::ObjectDataset>,
+    ) -> Result<bool, ConnectorError>;
 }

@@ -104,7 +104,7 @@ const LOCK_PREFIX: &str = ".lapse-lock-";
 
 #[async_trait]
 impl ObjectBackend for DirBackend {
-    async fn try_lock(&self, name: &str) -> Result<super::RunLock, ConnectorError> {
+    async fn try_lock(&self, _bucket: &str, name: &str) -> Result<super::RunLock, ConnectorError> {
         use sha2::Digest;
         let err = |e: std::io::Error| ConnectorError::Query {
             context: "taking the run lock".into(),

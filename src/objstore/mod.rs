@@ -266,7 +266,7 @@ pub enum RunLock {
 #[async_trait]
 pub trait ObjectBackend: Send + Sync + fmt::Display {
     /// A run lock that dies with the process, where the store has one.
-    async fn try_lock(&self, _name: &str) -> Result<RunLock, ConnectorError> {
+    async fn try_lock(&self, _bucket: &str, _name: &str) -> Result<RunLock, ConnectorError> {
         Ok(RunLock::Unsupported)
     }
     /// Fails with `NotFound` for an unknown bucket/directory.
@@ -466,8 +466,9 @@ fn scrub(msg: &str, key: &str) -> String {
 
 #[async_trait]
 impl Connector for ObjectConnector {
-    async fn try_run_lock(&self, name: &str) -> Result<bool, ConnectorError> {
-        match self.backend.try_lock(name).await? {
+    async fn try_run_lock(&self, name: &str, objects: Option<&ObjectDataset>) -> Result<bool, ConnectorError> {
+        let bucket = objects.and_then(|o| o.bucket.as_deref()).or(self.default_bucket.as_deref()).unwrap_or("");
+        match self.backend.try_lock(bucket, name).await? {
             RunLock::Held(h) => {
                 self.run_locks.lock().expect("run locks").push(h);
                 Ok(true)

@@ -197,8 +197,120 @@ impl S3Backend {
     }
 }
 
+/// Run lock objects: `.lapse-locks/<hash>` at the bucket root, never listed as objects.
+pub const LOCK_PREFIX: &str = ".lapse-locks/";
+/// A lock object is a lease: renewed every `LEASE / 3` while its worker lives, taken over by
+/// another worker once expired (a killed worker's lock lasts at most this long).
+const LEASE: Duration = Duration::from_secs(600);
+
+/// A held lock object: renews its lease until dropped, then deletes it.
+struct LeaseGuard {
+    renew: tokio::task::JoinHandle<()>,
+    client: Client,
+    bucket: String,
+    key: String,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let (c, b, k) = (self.client.clone(), self.bucket.clone(), self.key.clone());
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                tokio::task::block_in_place(|| {
+                    h.block_on(async move {
+                        let _ = c.delete_object().bucket(b).key(k).send().await;
+                    })
+                });
+            }
+        }
+    }
+}
+
+fn lease_body(holder: &str) -> Vec<u8> {
+    let expires = Utc::now() + chrono::Duration::from_std(LEASE).expect("lease");
+    serde_json::json!({ "holder": holder, "expires": expires.to_rfc3339() }).to_string().into_bytes()
+}
+
+impl S3Backend {
+    async fn put_lock(&self, bucket: &str, key: &str, holder: &str) -> Result<bool, ConnectorError> {
+        let r = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(aws_sdk_s3::primitives::ByteStream::from(lease_body(holder)))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if e.raw().status().as_u16() == 412 || e.err().code() == Some("PreconditionFailed") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(err("taking the run lock", e)),
+        }
+    }
+
+    /// Is the lock object's lease over (or unreadable, e.g. half-written)?
+    async fn lock_expired(&self, bucket: &str, key: &str) -> Result<bool, ConnectorError> {
+        let r = match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Ok(true),
+            Err(e) => return Err(err("reading the run lock", e)),
+        };
+        let bytes = r.body.collect().await.map(|b| b.into_bytes()).unwrap_or_default();
+        let expires = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("expires").and_then(|e| e.as_str()).map(str::to_string))
+            .and_then(|e| DateTime::parse_from_rfc3339(&e).ok());
+        Ok(expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now()))
+    }
+}
+
 #[async_trait]
 impl ObjectBackend for S3Backend {
+    /// A lease object created with `If-None-Match: *` (only one creator wins), renewed while the
+    /// worker lives, deleted when it ends; an expired lease is taken over.
+    async fn try_lock(&self, bucket: &str, name: &str) -> Result<super::RunLock, ConnectorError> {
+        use sha2::Digest;
+        let key = format!("{LOCK_PREFIX}{}", &hex::encode(sha2::Sha256::digest(name))[..16]);
+        let holder = uuid::Uuid::new_v4().to_string();
+        let mut got = self.put_lock(bucket, &key, &holder).await?;
+        if !got && self.lock_expired(bucket, &key).await? {
+            tracing::warn!("taking over an expired run lock (a worker ended without releasing it)");
+            self.client
+                .delete_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| err("removing an expired run lock", e))?;
+            got = self.put_lock(bucket, &key, &holder).await?;
+        }
+        if !got {
+            return Ok(super::RunLock::Busy);
+        }
+        let (c, b, k) = (self.client.clone(), bucket.to_string(), key.clone());
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let body = aws_sdk_s3::primitives::ByteStream::from(lease_body(&holder));
+                if let Err(e) = c.put_object().bucket(&b).key(&k).body(body).send().await {
+                    tracing::warn!("renewing the run lock failed: {}", DisplayErrorContext(&e));
+                }
+            }
+        });
+        Ok(super::RunLock::Held(Box::new(LeaseGuard {
+            renew,
+            client: self.client.clone(),
+            bucket: bucket.into(),
+            key,
+        })))
+    }
+
     async fn check(&self, bucket: &str) -> Result<(), ConnectorError> {
         match self.client.head_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(()),
@@ -217,7 +329,9 @@ impl ObjectBackend for S3Backend {
         // Always from the versions listing: on a versioned bucket an object hidden by a delete
         // marker still holds data, and `ListObjectsV2` does not show it. (An unversioned bucket
         // answers the same listing with one `null` version per key.)
-        self.list_versions(bucket, prefix, after, max).await
+        let (mut entries, more) = self.list_versions(bucket, prefix, after, max).await?;
+        entries.retain(|e| !e.key.starts_with(LOCK_PREFIX));
+        Ok((entries, more))
     }
 
     async fn head(

@@ -544,7 +544,11 @@ impl crate::connector::Connector for SqlConnector {
         self.ensure_journal().await
     }
 
-    async fn try_run_lock(&self, name: &str) -> Result<bool, ConnectorError> {
+    async fn try_run_lock(
+        &self,
+        name: &str,
+        _objects: Option<&crate::policy::ObjectDataset>,
+    ) -> Result<bool, ConnectorError> {
         let ctx = "taking the run lock";
         let digest = |extra: &str| {
             use sha2::Digest;

@@ -554,3 +554,54 @@ async fn bad_object_input_is_refused() {
         Some(1)
     );
 }
+
+/// The S3 run lock is a lease object created with `If-None-Match: *`: a second holder is refused
+/// (a `lapse run` exits 6 and deletes nothing), the lock is gone when its holder ends, an expired
+/// lease (a killed worker's) is taken over, and lock objects are never listed as data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_run_lock_is_a_lease_object() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let s = Store::new(StoreKind::S3, true, false).await;
+    s.put("exports/2020/01/01/S-1.csv", "x").await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let ds = lapse::policy::ObjectDataset { bucket: Some(s.bucket.clone()), prefix: "exports/".into(), pattern: None };
+    let open = || async {
+        let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await;
+        ObjectConnector::new("store", Box::new(b), Some(s.bucket.clone()), 4)
+    };
+    let a = open().await;
+    assert!(a.try_run_lock("lapse/policy/exports", Some(&ds)).await.unwrap());
+    let b = open().await;
+    assert!(!b.try_run_lock("lapse/policy/exports", Some(&ds)).await.unwrap(), "a second holder is refused");
+    assert!(b.try_run_lock("lapse/policy/other", Some(&ds)).await.unwrap(), "locks are per policy");
+    // A worker started meanwhile changes nothing.
+    s.f.lapse(&["run"]).code(6).stderr_has("policy 'exports' is being enforced by another lapse worker");
+    let data: Vec<String> = s.keys().await.into_iter().filter(|k| !k.starts_with(".lapse-locks/")).collect();
+    assert_eq!(data, ["exports/2020/01/01/S-1.csv"]);
+    drop(a);
+    let c = open().await;
+    assert!(c.try_run_lock("lapse/policy/exports", Some(&ds)).await.unwrap(), "released when the holder ends");
+    drop(c);
+    drop(b);
+    // An expired lease (its worker was killed) is taken over.
+    let client = s.client.clone().unwrap();
+    let lock_key = |name: &str| {
+        use sha2::Digest;
+        format!(".lapse-locks/{}", &hex::encode(sha2::Sha256::digest(name))[..16])
+    };
+    client
+        .put_object()
+        .bucket(&s.bucket)
+        .key(lock_key("lapse/policy/exports"))
+        .body(ByteStream::from_static(br#"{"holder":"killed","expires":"2020-01-01T00:00:00+00:00"}"#))
+        .send()
+        .await
+        .unwrap();
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(n(&s.f.report("run")["policies"][0]["deleted"]), 1);
+    // The lock object was removed at the end and was never counted as an object.
+    assert_eq!(n(&s.f.report("run")["policies"][0]["rows_total"]), 1);
+    let left = client.list_objects_v2().bucket(&s.bucket).prefix(".lapse-locks/").send().await.unwrap();
+    assert_eq!(left.key_count(), Some(0), "lock object deleted when the run ended");
+}
