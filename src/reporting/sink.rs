@@ -137,15 +137,19 @@ impl S3Reports {
         Ok(out)
     }
 
-    pub async fn get(&self, name: &str) -> anyhow::Result<Vec<u8>> {
-        let r = self
+    async fn fetch(&self, name: &str) -> anyhow::Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        Ok(self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(format!("{}{name}", self.prefix))
             .send()
             .await
-            .map_err(|e| s3::err(&format!("reading {}{name}", self.url()), e))?;
+            .map_err(|e| s3::err(&format!("reading {}{name}", self.url()), e))?)
+    }
+
+    pub async fn get(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let r = self.fetch(name).await?;
         Ok(r.body.collect().await.context("reading a report object")?.into_bytes().to_vec())
     }
 
@@ -226,14 +230,7 @@ impl ReportStore for S3Reports {
         let mut file = tempfile::tempfile()?;
         let f = &mut file;
         block(async move {
-            let mut r = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(format!("{}{name}", self.prefix))
-                .send()
-                .await
-                .map_err(|e| s3::err(&format!("reading {}{name}", self.url()), e))?;
+            let mut r = self.fetch(name).await?;
             while let Some(chunk) = r.body.try_next().await.context("reading a report object")? {
                 f.write_all(&chunk)?;
             }
