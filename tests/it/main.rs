@@ -4,6 +4,7 @@ mod bad_input;
 mod chart;
 mod common;
 mod conformance;
+mod crash;
 mod no_pii;
 mod objects;
 mod reports;
