@@ -39,15 +39,20 @@ fn time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
 }
 
-fn err<E, R>(context: &str, e: SdkError<E, R>) -> ConnectorError
+fn err<E>(context: &str, e: SdkError<E, HttpResponse>) -> ConnectorError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-    R: fmt::Debug + Send + Sync + 'static,
 {
     let message = match &e {
         SdkError::ServiceError(s) => {
             let m = s.err();
-            format!("{}: {}", m.code().unwrap_or("error"), m.message().unwrap_or_default())
+            // A HEAD answer has no body, hence no error code: name the HTTP status instead.
+            let status = s.raw().status().as_u16();
+            match (m.code(), m.message()) {
+                (Some(code), Some(msg)) => format!("{code}: {msg}"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                (None, _) => format!("HTTP {status}"),
+            }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             format!("cannot reach the S3 endpoint ({})", DisplayErrorContext(&e))

@@ -5,6 +5,8 @@ mod chart;
 mod common;
 mod conformance;
 mod crash;
+mod faults;
 mod no_pii;
 mod objects;
+mod proxy;
 mod reports;
