@@ -251,6 +251,17 @@ pub enum ConnectorError {
     Connect { name: String, message: String },
     #[error("{context}: {message}")]
     Query { context: String, message: String },
+    /// The connection broke or none could be had (I/O error, pool timeout): the statement did not
+    /// run, or its transaction was rolled back. Worth a bounded retry.
+    #[error("{context}: connection lost: {message}")]
+    Lost { context: String, message: String },
+}
+
+impl ConnectorError {
+    /// Whether retrying the same work later may succeed (see [`ConnectorError::Lost`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectorError::Lost { .. })
+    }
 }
 
 /// A dataset backend. Implementations: [`crate::sql::SqlConnector`] (PostgreSQL, MySQL/MariaDB,

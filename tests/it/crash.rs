@@ -1149,3 +1149,32 @@ pub async fn kill_anywhere_s3() {
 async fn kill_anywhere_s3_moto() {
     kill_anywhere_s3().await
 }
+
+// ------------------------------------------------------------------------------ regressions ---
+
+/// Found by the restart test: a batch in which every row already had one of the anonymized
+/// columns in its final state (here: `phone` NULL under `nullify`) built `phone = CASE ELSE phone
+/// END`, a syntax error, so the batch failed on every run and its e-mails were never anonymized.
+/// With `--batch-size 1` every such row was stuck.
+async fn column_already_anonymized_in_every_row(b: Backend) {
+    let f = Fixture::new(b, SQL_SCHEMA).await;
+    f.holds_table_config();
+    f.policy("leads", LEADS_POLICY);
+    f.db.exec(
+        "INSERT INTO leads (id, subject, email, phone, captured_at) VALUES \
+         (1, 'L-1', 'lead1@example.com', NULL, '2019-01-01 00:00:00'), \
+         (2, 'L-2', 'lead2@example.com', NULL, '2019-02-01 00:00:00'), \
+         (3, 'L-3', 'lead3@example.com', '+44 20 7946 0003', '2019-03-01 00:00:00');",
+    )
+    .await;
+    let (code, out) = run_to_end(&f.path("lapse.yaml"), 1).await;
+    assert_eq!(code, 0, "{out}");
+    let emails = f.db.texts("SELECT email FROM leads ORDER BY id").await;
+    assert!(emails.iter().all(|e| is_token(e.as_deref().unwrap())), "{emails:?}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM leads WHERE phone IS NOT NULL").await, 0);
+}
+
+mod regressions {
+    use super::column_already_anonymized_in_every_row;
+    crate::per_backend!(column_already_anonymized_in_every_row);
+}
