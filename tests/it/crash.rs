@@ -686,22 +686,6 @@ pub struct Landings {
 }
 
 impl Landings {
-    fn add(&mut self, exited: bool, committed: usize, total: usize, report: bool) {
-        self.trials += 1;
-        if exited {
-            self.exited_before_kill += 1;
-        } else if committed == 0 {
-            self.before_first_commit += 1;
-        } else if committed < total {
-            self.during += 1;
-        } else {
-            self.all_committed += 1;
-        }
-        if report {
-            self.after_report += 1;
-        }
-    }
-
     /// A kill in a chain: `before` destructions were committed when this run started.
     fn add_step(&mut self, exited: bool, before: usize, after: usize, total: usize, report: bool) {
         self.trials += 1;
@@ -776,6 +760,8 @@ fn kill_delay(rng: &mut Rng, runtime: Duration) -> Duration {
 
 // ------------------------------------------------------------------------------ SQL harness ---
 
+/// Killed runs per chain before a run to completion (both harnesses).
+const CHAIN: usize = 3;
 pub const SQL_CUSTOMERS: usize = 80;
 pub const SQL_LEADS: usize = 60;
 const SQL_BATCH: usize = 4;
@@ -824,18 +810,35 @@ pub async fn kill_anywhere_sql(b: Backend) {
     let ks = kill_seed(&label);
     let mut rng = Rng::new(ks);
     let mut land = Landings::default();
-    for trial in 0..trials() {
+    // Trials come in chains (see `CHAIN`): each killed run starts from what the previous kill
+    // left, so kills also land during recovery; then a run to completion is compared with the
+    // oracle, and the database is reseeded.
+    let mut trial = 0;
+    while trial < trials() {
         reset_sql(&f, &seed).await;
-        let delay = kill_delay(&mut rng, runtime);
-        let ctx = format!("{label} trial {trial} (kill seed {ks}, delay {delay:?})");
-        let exited = run_and_kill(&config, SQL_BATCH, delay, &f.path("killed.log")).await;
-        let st = SqlState::settled(&f.db, true).await;
-        let ev = evidence_records(&f.path("reports"));
-        let committed = check_sql(&seed, &oracle, &st, &ev).unwrap_or_else(|e| {
-            panic!("{ctx}: after the kill: {e}\n{}", std::fs::read_to_string(f.path("killed.log")).unwrap_or_default())
-        });
-        land.add(exited, committed, oracle.total(), run_reports(&f.path("reports")) > 0);
+        let mut before = 0;
+        for _ in 0..CHAIN {
+            if trial == trials() {
+                break;
+            }
+            trial += 1;
+            let delay = kill_delay(&mut rng, runtime);
+            let ctx = format!("{label} trial {trial} (kill seed {ks}, delay {delay:?})");
+            let exited = run_and_kill(&config, SQL_BATCH, delay, &f.path("killed.log")).await;
+            let st = SqlState::settled(&f.db, true).await;
+            let ev = evidence_records(&f.path("reports"));
+            let committed = check_sql(&seed, &oracle, &st, &ev).unwrap_or_else(|e| {
+                let log = std::fs::read_to_string(f.path("killed.log")).unwrap_or_default();
+                panic!("{ctx}: after the kill: {e}\n{log}")
+            });
+            land.add_step(exited, before, committed, oracle.total(), run_reports(&f.path("reports")) > 0);
+            before = committed;
+            if exited {
+                break;
+            }
+        }
         // The re-run converges to exactly the uninterrupted state.
+        let ctx = format!("{label} chain ending at trial {trial} (kill seed {ks})");
         let (code, out) = run_to_end(&config, SQL_BATCH).await;
         land.reruns += 1;
         assert_eq!(code, 0, "{ctx}: re-run failed:\n{out}");
@@ -1108,14 +1111,15 @@ pub async fn kill_anywhere_s3() {
     let mut rng = Rng::new(ks);
     let mut land = Landings::default();
     // Object runs are slow (every batch is several HTTP requests to moto), so trials come in
-    // chains: up to four killed runs on the state the previous kill left (a kill during
+    // chains: several killed runs on the state the previous kill left (a kill during
     // recovery is a trial too), then a run to completion compared with the oracle, then reseed.
+    // (`CHAIN` killed runs at most.)
     let mut trial = 0;
     while trial < trials() {
         s3_reseed(&s, &seed).await;
         let _ = std::fs::remove_dir_all(&reports);
         let (mut before, mut unaccounted_before) = (0, 0);
-        for _ in 0..4 {
+        for _ in 0..CHAIN {
             if trial == trials() {
                 break;
             }
