@@ -210,7 +210,7 @@ impl SqlSeed {
             let id = i as i64 + 1;
             let closed_at = match rng.below(20) {
                 0 | 1 => None,
-                2 => Some(CUSTOMER_THRESHOLD.to_string()),    // lapses exactly at the cutoff
+                2 => Some(CUSTOMER_THRESHOLD.to_string()), // lapses exactly at the cutoff
                 3 => Some("2024-01-01 00:00:01".to_string()), // one second short
                 4..=11 => Some(date(&mut rng, 2017..2024)),
                 _ => Some(date(&mut rng, 2024..2026)),
@@ -235,7 +235,13 @@ impl SqlSeed {
                 _ => Some(date(&mut rng, 2025..2026)),
             };
             let phone = if rng.chance(0.8) { Some(format!("+44 20 7946 {:04}", id)) } else { None };
-            ls.push(Lead { id, subject: format!("L-{id}"), email: format!("lead{id}@example.com"), phone, captured_at });
+            ls.push(Lead {
+                id,
+                subject: format!("L-{id}"),
+                email: format!("lead{id}@example.com"),
+                phone,
+                captured_at,
+            });
         }
         let pick = |rng: &mut Rng, n: usize, p: f64, prefix: &str| -> Vec<String> {
             (1..=n).filter(|_| rng.chance(p)).map(|i| format!("{prefix}-{i}")).collect()
@@ -365,7 +371,10 @@ impl SqlSeed {
             .iter()
             .map(|l| format!("({}, '{}', '{}', {}, {})", l.id, l.subject, l.email, q(&l.phone), q(&l.captured_at)))
             .collect();
-        s.push_str(&format!("INSERT INTO leads (id, subject, email, phone, captured_at) VALUES {};\n", rows.join(", ")));
+        s.push_str(&format!(
+            "INSERT INTO leads (id, subject, email, phone, captured_at) VALUES {};\n",
+            rows.join(", ")
+        ));
         let rows: Vec<String> = self
             .table_holds
             .iter()
@@ -458,7 +467,8 @@ fn int(s: &str) -> i64 {
 impl SqlState {
     pub async fn read(db: &TestDb, with_journal: bool) -> SqlState {
         let customers = rows(db, "customers", &["id"]).await.iter().map(|r| int(&r[0])).collect();
-        let orders = rows(db, "orders", &["id", "customer_id"]).await.iter().map(|r| (int(&r[0]), int(&r[1]))).collect();
+        let orders =
+            rows(db, "orders", &["id", "customer_id"]).await.iter().map(|r| (int(&r[0]), int(&r[1]))).collect();
         let leads = rows(db, "leads", &["id", "email", "phone"])
             .await
             .into_iter()
@@ -661,8 +671,7 @@ pub async fn run_to_end(config: &Path, batch: usize) -> (i32, String) {
 /// Starts `lapse run` and SIGKILLs it after `delay`. Returns whether it had already exited.
 pub async fn run_and_kill(config: &Path, batch: usize, delay: Duration, log: &Path) -> bool {
     let f = std::fs::File::create(log).unwrap();
-    let mut child =
-        lapse_cmd(config, batch).stdout(Stdio::null()).stderr(Stdio::from(f)).spawn().expect("spawn lapse");
+    let mut child = lapse_cmd(config, batch).stdout(Stdio::null()).stderr(Stdio::from(f)).spawn().expect("spawn lapse");
     tokio::time::sleep(delay).await;
     let exited = child.try_wait().unwrap().is_some();
     if !exited {
@@ -721,11 +730,7 @@ impl Landings {
     fn assert_spread(&self, label: &str) {
         // Kills must land throughout the run, not all before or after it.
         let n = self.trials;
-        assert!(
-            self.during * 4 >= n,
-            "{label}: only {} of {n} kills landed during destruction: {self:?}",
-            self.during
-        );
+        assert!(self.during * 4 >= n, "{label}: only {} of {n} kills landed during destruction: {self:?}", self.during);
         assert!(self.before_first_commit > 0 || n < 20, "{label}: no kill landed before the first commit: {self:?}");
     }
 }
@@ -901,7 +906,12 @@ impl S3Seed {
                 3 => format!("exports/2025/01/01/{subject}.csv"), // lapses exactly at the cutoff
                 4 => format!("exports/2025/01/02/{subject}.csv"), // one day short
                 5..=11 => {
-                    format!("exports/{}/{:02}/{:02}/{subject}.csv", 2018 + rng.below(7), 1 + rng.below(12), 1 + rng.below(28))
+                    format!(
+                        "exports/{}/{:02}/{:02}/{subject}.csv",
+                        2018 + rng.below(7),
+                        1 + rng.below(12),
+                        1 + rng.below(28)
+                    )
                 }
                 _ => format!("exports/2025/{:02}/{:02}/{subject}.csv", 2 + rng.below(11), 1 + rng.below(28)),
             };
@@ -974,12 +984,24 @@ pub async fn s3_purge(c: &aws_sdk_s3::Client, bucket: &str, only: Option<&BTreeS
     let keep = |k: &str| only.is_some_and(|o| !o.contains(k));
     for v in r.versions() {
         if !keep(v.key().unwrap()) {
-            ids.push(ObjectIdentifier::builder().key(v.key().unwrap()).set_version_id(v.version_id().map(str::to_string)).build().unwrap());
+            ids.push(
+                ObjectIdentifier::builder()
+                    .key(v.key().unwrap())
+                    .set_version_id(v.version_id().map(str::to_string))
+                    .build()
+                    .unwrap(),
+            );
         }
     }
     for m in r.delete_markers() {
         if !keep(m.key().unwrap()) {
-            ids.push(ObjectIdentifier::builder().key(m.key().unwrap()).set_version_id(m.version_id().map(str::to_string)).build().unwrap());
+            ids.push(
+                ObjectIdentifier::builder()
+                    .key(m.key().unwrap())
+                    .set_version_id(m.version_id().map(str::to_string))
+                    .build()
+                    .unwrap(),
+            );
         }
     }
     for chunk in ids.chunks(500) {
@@ -1102,7 +1124,8 @@ pub async fn kill_anywhere_s3() {
         let st = s3_state(&c, &s.bucket).await;
         let (_, unaccounted) = check(&st).unwrap_or_else(|e| panic!("{label}: {e}"));
         assert_eq!(unaccounted, 0, "{label}: an uninterrupted run left deletions out of its evidence");
-        extra_runs += s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), label).await;
+        extra_runs +=
+            s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), label).await;
     }
     ds.sort();
     let runtime = ds[0];
@@ -1128,7 +1151,10 @@ pub async fn kill_anywhere_s3() {
             let ctx = format!("{label} trial {trial} (kill seed {ks}, delay {delay:?})");
             let exited = run_and_kill(&config, S3_BATCH, delay, &s.f.path("killed.log")).await;
             let (done, unaccounted) = check(&s3_state(&c, &s.bucket).await).unwrap_or_else(|e| {
-                panic!("{ctx}: after the kill: {e}\n{}", std::fs::read_to_string(s.f.path("killed.log")).unwrap_or_default())
+                panic!(
+                    "{ctx}: after the kill: {e}\n{}",
+                    std::fs::read_to_string(s.f.path("killed.log")).unwrap_or_default()
+                )
             });
             // Objects have no transactional journal: only the batch in flight may be unaccounted.
             let new_unaccounted = unaccounted - unaccounted_before;
@@ -1141,7 +1167,8 @@ pub async fn kill_anywhere_s3() {
             }
         }
         let ctx = format!("{label} chain ending at trial {trial} (kill seed {ks})");
-        land.reruns += s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), &ctx).await;
+        land.reruns +=
+            s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), &ctx).await;
     }
     land.print(label, t0.elapsed().as_millis());
     eprintln!("[crash] {label}: extra runs for moto's KeyMarker gap: {extra_runs} in calibration");

@@ -210,7 +210,11 @@ async fn sql_restart_mid_run(b: Backend) {
     let oracle = SqlOracle::of(&seed);
     let config = f.path("lapse.yaml");
     let t = Instant::now();
-    let mut child = lapse_cmd(&config, 1).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = lapse_cmd(&config, 1)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Wait for the first commits, then "restart".
     loop {
         assert!(t.elapsed() < BOUND, "{name}: no commit seen");

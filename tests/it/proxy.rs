@@ -20,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::crash::Rng;
 
+// Deprecated because a non-zero linger blocks the thread on drop; a zero linger never blocks.
+#[allow(deprecated)]
 fn reset(s: &TcpStream) {
     // SO_LINGER 0: closing sends RST instead of FIN.
     let _ = s.set_linger(Some(Duration::ZERO));
@@ -365,7 +367,9 @@ async fn serve(mut client: TcpStream, st: Arc<HttpState>) {
     match fault {
         Some(Fault::SlowDown) => {
             c.slowdown.fetch_add(1, Ordering::SeqCst);
-            let _ = client.write_all(&error_response("503 Slow Down", "SlowDown", "Please reduce your request rate.")).await;
+            let _ = client
+                .write_all(&error_response("503 Slow Down", "SlowDown", "Please reduce your request rate."))
+                .await;
             return;
         }
         Some(Fault::InternalError) => {
