@@ -735,7 +735,7 @@ impl Landings {
     }
 }
 
-/// Measures the uninterrupted runtime (the fastest of a few runs, reseeding in between).
+/// Measures the uninterrupted runtime (the median of a few runs, reseeding in between).
 async fn calibrate<F, Fut>(runs: usize, mut once: F) -> Duration
 where
     F: FnMut() -> Fut,
@@ -746,7 +746,7 @@ where
         ds.push(once().await);
     }
     ds.sort();
-    ds[0]
+    ds[ds.len() / 2]
 }
 
 /// A kill delay, from the measured runtime: some very early kills (before connecting), most over
@@ -761,6 +761,20 @@ fn kill_delay(rng: &mut Rng, runtime: Duration) -> Duration {
         _ => t * (0.3 + rng.unit() * 0.75),
     };
     Duration::from_secs_f64(x)
+}
+
+/// Rescales the kill delays as the trials go, so that landings stay spread when the machine's
+/// load (and so the runtime) drifts away from the calibration: a kill before the run's first
+/// commit stretches the scale, a run that had already exited shrinks it.
+fn adapt(scale: f64, exited: bool, before: usize, after: usize, total: usize) -> f64 {
+    let s = if exited {
+        scale / 1.1
+    } else if after == before && after < total {
+        scale * 1.1
+    } else {
+        scale
+    };
+    s.clamp(0.2, 8.0)
 }
 
 // ------------------------------------------------------------------------------ SQL harness ---
@@ -815,6 +829,7 @@ pub async fn kill_anywhere_sql(b: Backend) {
     let ks = kill_seed(&label);
     let mut rng = Rng::new(ks);
     let mut land = Landings::default();
+    let mut scale = 1.0;
     // Trials come in chains (see `CHAIN`): each killed run starts from what the previous kill
     // left, so kills also land during recovery; then a run to completion is compared with the
     // oracle, and the database is reseeded.
@@ -827,7 +842,7 @@ pub async fn kill_anywhere_sql(b: Backend) {
                 break;
             }
             trial += 1;
-            let delay = kill_delay(&mut rng, runtime);
+            let delay = kill_delay(&mut rng, runtime.mul_f64(scale));
             let ctx = format!("{label} trial {trial} (kill seed {ks}, delay {delay:?})");
             let exited = run_and_kill(&config, SQL_BATCH, delay, &f.path("killed.log")).await;
             let st = SqlState::settled(&f.db, true).await;
@@ -837,6 +852,7 @@ pub async fn kill_anywhere_sql(b: Backend) {
                 panic!("{ctx}: after the kill: {e}\n{log}")
             });
             land.add_step(exited, before, committed, oracle.total(), run_reports(&f.path("reports")) > 0);
+            scale = adapt(scale, exited, before, committed, oracle.total());
             before = committed;
             if exited {
                 break;
@@ -1128,11 +1144,12 @@ pub async fn kill_anywhere_s3() {
             s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), label).await;
     }
     ds.sort();
-    let runtime = ds[0];
+    let runtime = ds[ds.len() / 2];
     eprintln!("[crash] {label}: uninterrupted run takes {runtime:?} ({} objects deleted)", oracle.len());
     let ks = kill_seed(label);
     let mut rng = Rng::new(ks);
     let mut land = Landings::default();
+    let mut scale = 1.0;
     // Object runs are slow (every batch is several HTTP requests to moto), so trials come in
     // chains: several killed runs on the state the previous kill left (a kill during
     // recovery is a trial too), then a run to completion compared with the oracle, then reseed.
@@ -1147,7 +1164,7 @@ pub async fn kill_anywhere_s3() {
                 break;
             }
             trial += 1;
-            let delay = kill_delay(&mut rng, runtime);
+            let delay = kill_delay(&mut rng, runtime.mul_f64(scale));
             let ctx = format!("{label} trial {trial} (kill seed {ks}, delay {delay:?})");
             let exited = run_and_kill(&config, S3_BATCH, delay, &s.f.path("killed.log")).await;
             let (done, unaccounted) = check(&s3_state(&c, &s.bucket).await).unwrap_or_else(|e| {
@@ -1161,6 +1178,7 @@ pub async fn kill_anywhere_s3() {
             assert!(new_unaccounted <= S3_BATCH, "{ctx}: {new_unaccounted} deleted objects are in no evidence");
             land.unaccounted_in_flight += new_unaccounted;
             land.add_step(exited, before, done, oracle.len(), run_reports(&reports) > 0);
+            scale = adapt(scale, exited, before, done, oracle.len());
             (before, unaccounted_before) = (done, unaccounted);
             if exited {
                 break;
