@@ -785,9 +785,10 @@ async fn enforce(
     Ok(())
 }
 
-/// Runs `op` again after a transient error ([`ConnectorError::is_transient`]: a lost connection),
-/// at most 4 attempts with exponential backoff and jitter (about 4 s in all), so that a database
-/// restart or a dropped connection costs a pause, not the rest of the run.
+/// Runs `op` again after a transient error ([`ConnectorError::is_transient`]: a lost connection,
+/// a server temporarily unavailable), at most 4 attempts with exponential backoff and jitter
+/// (about 4 s in all), so that a database restart or a dropped connection costs a pause, not the
+/// rest of the run.
 async fn retry<T, F, Fut>(mut op: F) -> Result<T, ConnectorError>
 where
     F: FnMut() -> Fut,

@@ -35,10 +35,10 @@ fn kind_name(k: ColumnKind) -> &'static str {
     }
 }
 
-/// A catalog read that failed because the backend could not answer (a lost connection, a server
-/// error), which says nothing about the configuration.
+/// A catalog read that failed because the backend could not answer (no connection, a lost one,
+/// a server error), which says nothing about the configuration.
 fn unavailable(e: &ConnectorError) -> bool {
-    matches!(e, ConnectorError::Connect { .. } | ConnectorError::Query { .. } | ConnectorError::Lost { .. })
+    matches!(e, ConnectorError::Connect { .. } | ConnectorError::Lost { .. })
 }
 
 /// Checks one policy against its connector. Errors go to `diags`; returns the prepared policy

@@ -251,9 +251,10 @@ pub enum ConnectorError {
     Connect { name: String, message: String },
     #[error("{context}: {message}")]
     Query { context: String, message: String },
-    /// The connection broke or none could be had (I/O error, pool timeout): the statement did not
-    /// run, or its transaction was rolled back. Worth a bounded retry.
-    #[error("{context}: connection lost: {message}")]
+    /// The connection broke, none could be had (I/O error, pool timeout), or the server said it
+    /// is temporarily unavailable (HTTP 500/503, a timeout): the work was not done, or its
+    /// transaction was rolled back. Worth a bounded retry; says nothing about the configuration.
+    #[error("{context}: temporarily unavailable: {message}")]
     Lost { context: String, message: String },
 }
 

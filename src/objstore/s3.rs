@@ -59,7 +59,18 @@ where
         }
         _ => DisplayErrorContext(&e).to_string(),
     };
-    ConnectorError::Query { context: context.to_string(), message }
+    // What the SDK's own retries could not get past, but a later attempt may.
+    let transient = match &e {
+        SdkError::ServiceError(s) => matches!(s.raw().status().as_u16(), 500 | 502 | 503 | 504),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        _ => false,
+    };
+    let context = context.to_string();
+    if transient {
+        ConnectorError::Lost { context, message }
+    } else {
+        ConnectorError::Query { context, message }
+    }
 }
 
 fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
