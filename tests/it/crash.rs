@@ -25,7 +25,7 @@ use lapse::value::Value;
 
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
-use crate::common::{Backend, Fixture, TestDb, CUTOFF};
+use crate::common::{lapse_bin, Backend, Fixture, TestDb, CUTOFF};
 use crate::objects::{Store, StoreKind};
 
 /// The seed of the data set (fixed, so the oracle is reviewable); kills use their own seed.
@@ -638,12 +638,6 @@ pub fn run_reports(dir: &Path) -> usize {
 }
 
 // ------------------------------------------------------------------------- process runs ---
-
-/// The `lapse` binary: `LAPSE_TEST_BIN` if set (a copy that a concurrent build of the shared
-/// target directory cannot replace mid-run), else the one cargo built.
-pub fn lapse_bin() -> String {
-    std::env::var("LAPSE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lapse").to_string())
-}
 
 pub fn lapse_cmd(config: &Path, batch: usize) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(lapse_bin());
