@@ -66,6 +66,10 @@ pub struct Connection {
     /// Directory: the root directory (relative to this file).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// S3: seconds a run lock object lasts without renewal (default 600: a killed worker blocks
+    /// the policy at most that long); 0 turns the S3 run lock off.
+    #[serde(default = "default_lease")]
+    pub run_lock_lease: u64,
     /// Objects: parallel requests (default 8).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -93,6 +97,10 @@ pub enum ConnectionKind {
     Sql,
     S3,
     Directory,
+}
+
+fn default_lease() -> u64 {
+    crate::objstore::s3::DEFAULT_LEASE.as_secs()
 }
 
 fn default_concurrency() -> usize {

@@ -25,6 +25,9 @@ impl fmt::Display for Location {
 pub enum Severity {
     Error,
     Warning,
+    /// An error that is not the configuration's fault: the database or store could not be asked
+    /// (connection lost, server error). Nothing is destroyed, but the exit is 1, not 2.
+    Unavailable,
 }
 
 /// One finding of validation.
@@ -48,6 +51,12 @@ impl Diagnostic {
         Diagnostic { severity: Severity::Warning, ..Diagnostic::error(message) }
     }
 
+    /// Marks an error as caused by an unreachable or failing backend, not by the configuration.
+    pub fn unavailable(mut self) -> Self {
+        self.severity = Severity::Unavailable;
+        self
+    }
+
     pub fn at(mut self, location: Option<Location>) -> Self {
         if let Some(loc) = &location {
             self.file = Some(loc.file.clone());
@@ -67,7 +76,7 @@ impl Diagnostic {
     }
 
     pub fn is_error(&self) -> bool {
-        self.severity == Severity::Error
+        self.severity != Severity::Warning
     }
 }
 
@@ -101,6 +110,10 @@ impl Diagnostics {
     }
     pub fn has_errors(&self) -> bool {
         self.0.iter().any(Diagnostic::is_error)
+    }
+    /// Every error is [`Severity::Unavailable`]: the configuration may well be valid.
+    pub fn only_unavailable(&self) -> bool {
+        self.has_errors() && self.errors().all(|d| d.severity == Severity::Unavailable)
     }
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter().filter(|d| d.is_error())

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
 use crate::connector::{
-    Candidate, Connector, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
+    Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
@@ -152,7 +152,9 @@ impl Workspace {
                     )
                 }
                 ConnectionKind::S3 => {
-                    let b = S3Backend::new(c.region.as_deref(), c.endpoint.as_deref(), c.path_style).await;
+                    let b = S3Backend::new(c.region.as_deref(), c.endpoint.as_deref(), c.path_style)
+                        .await
+                        .with_lease(std::time::Duration::from_secs(c.run_lock_lease));
                     Arc::new(ObjectConnector::new(&p.connection, Box::new(b), c.bucket.clone(), c.concurrency))
                 }
                 ConnectionKind::Directory => {
@@ -734,7 +736,7 @@ async fn enforce(
             if ctx.opts.max_batches.is_some_and(|m| batches >= m) {
                 break;
             }
-            let cands = match conn.candidates(&stage.scope, after.as_deref(), batch_size).await {
+            let cands = match retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await {
                 Ok(c) => c,
                 Err(e) => {
                     pr.errors.push(format!("stage {}: {e}", stage.name));
@@ -756,7 +758,9 @@ async fn enforce(
             let mut attempt = 0;
             let outcome = loop {
                 attempt += 1;
-                match conn.destroy(&stage.scope, &cands, &ids, &journal).await {
+                // A lost connection rolled the batch back (or, if only the acknowledgement of the
+                // COMMIT was lost, the retry finds nothing left to do): retried, bounded.
+                match retry(|| conn.destroy(&stage.scope, &cands, &ids, &journal)).await {
                     Ok(o) if o.conflict && attempt < 3 => continue,
                     Ok(o) if o.conflict => {
                         break Err(anyhow::anyhow!(
@@ -829,7 +833,7 @@ async fn enforce(
             }
             // Verify: the destroyed keys no longer match.
             let keys: Vec<Vec<Value>> = o.destroyed.iter().map(|&i| cands[i].key.clone()).collect();
-            let left = conn.remaining(&stage.scope, &keys).await?;
+            let left = retry(|| conn.remaining(&stage.scope, &keys)).await?;
             verify.checked += keys.len() as u64;
             verify.still_present += left;
             tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
@@ -854,6 +858,29 @@ async fn enforce(
         pr.outcome = "failed".into();
     }
     Ok(())
+}
+
+/// Runs `op` again after a transient error ([`ConnectorError::is_transient`]: a lost connection,
+/// a server temporarily unavailable), at most 4 attempts with exponential backoff and jitter
+/// (about 4 s in all), so that a database restart or a dropped connection costs a pause, not the
+/// rest of the run.
+async fn retry<T, F, Fut>(mut op: F) -> Result<T, ConnectorError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ConnectorError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < 3 => {
+                attempt += 1;
+                let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;
+                tracing::warn!(attempt, wait_ms = wait, "{e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 async fn count(conn: &dyn Connector, scope: &Scope, f: &Filter) -> anyhow::Result<u64> {

@@ -157,6 +157,16 @@ fn init_logging(format: Option<LogFormat>, quiet: bool) {
     }
 }
 
+/// A catalog that could not be read (connection lost, server error) is a failed run (1), not an
+/// invalid configuration (2): a CronJob should retry it, not wait for a fixed config.
+fn prepare_exit(d: &Diagnostics) -> Exit {
+    if d.only_unavailable() {
+        Exit::Partial
+    } else {
+        Exit::Invalid
+    }
+}
+
 fn print_diags(d: &Diagnostics) {
     for x in &d.0 {
         eprintln!("{x}");
@@ -229,7 +239,7 @@ async fn plan_or_run(
         ws.connect(&args.common.policies, mode == Mode::Plan).await.map_err(|e| (Exit::Partial, format!("{e:#}")))?;
     let prepared = engine::prepare(&ws, &args.common.policies, &conns).await.map_err(|d| {
         print_diags(&d);
-        (Exit::Invalid, String::new())
+        (prepare_exit(&d), String::new())
     })?;
     if mode == Mode::Run {
         ws.check_report_bucket().await.map_err(sink_exit)?;
@@ -338,7 +348,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
         let conns = ws.connect(&common.policies, true).await.map_err(|e| (Exit::Partial, format!("{e:#}")))?;
         engine::prepare(&ws, &common.policies, &conns).await.map_err(|d| {
             print_diags(&d);
-            (Exit::Invalid, String::new())
+            (prepare_exit(&d), String::new())
         })?;
         ws.check_report_bucket().await.map_err(sink_exit)?;
     }

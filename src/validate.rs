@@ -35,6 +35,12 @@ fn kind_name(k: ColumnKind) -> &'static str {
     }
 }
 
+/// A catalog read that failed because the backend could not answer (no connection, a lost one,
+/// a server error), which says nothing about the configuration.
+fn unavailable(e: &ConnectorError) -> bool {
+    matches!(e, ConnectorError::Connect { .. } | ConnectorError::Lost { .. })
+}
+
 /// Checks one policy against its connector. Errors go to `diags`; returns the prepared policy
 /// when there were none.
 pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostics) -> Option<Prepared> {
@@ -55,7 +61,8 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             return None;
         }
         Err(e) => {
-            diags.push(policy.error("dataset", e.to_string()));
+            let d = policy.error("dataset", e.to_string());
+            diags.push(if unavailable(&e) { d.unavailable() } else { d });
             return None;
         }
     };
@@ -235,7 +242,8 @@ fn dependents<'a>(
                     let child = match conn.describe(&fk.table).await {
                         Ok(t) => t,
                         Err(e) => {
-                            diags.push(policy.error(&d.path, format!("dependent table '{}': {e}", fk.table)));
+                            let x = policy.error(&d.path, format!("dependent table '{}': {e}", fk.table));
+                            diags.push(if unavailable(&e) { x.unavailable() } else { x });
                             continue;
                         }
                     };

@@ -251,6 +251,18 @@ pub enum ConnectorError {
     Connect { name: String, message: String },
     #[error("{context}: {message}")]
     Query { context: String, message: String },
+    /// The connection broke, none could be had (I/O error, pool timeout), or the server said it
+    /// is temporarily unavailable (HTTP 500/503, a timeout): the work was not done, or its
+    /// transaction was rolled back. Worth a bounded retry; says nothing about the configuration.
+    #[error("{context}: temporarily unavailable: {message}")]
+    Lost { context: String, message: String },
+}
+
+impl ConnectorError {
+    /// Whether retrying the same work later may succeed (see [`ConnectorError::Lost`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectorError::Lost { .. })
+    }
 }
 
 /// A dataset backend. Implementations: [`crate::sql::SqlConnector`] (PostgreSQL, MySQL/MariaDB,

@@ -574,9 +574,12 @@ impl Connector for ObjectConnector {
                 Ok(x) => x,
                 Err(e) => {
                     let k = batch.first().map(|c| c.key[0].canonical()).unwrap_or_default();
-                    return Err(ConnectorError::Query {
-                        context: "checking objects".into(),
-                        message: scrub(&e.to_string(), &k),
+                    let (context, message) = ("checking objects".to_string(), scrub(&e.to_string(), &k));
+                    // Transient (a 503, a lost connection): the engine retries the batch.
+                    return Err(if e.is_transient() {
+                        ConnectorError::Lost { context, message }
+                    } else {
+                        ConnectorError::Query { context, message }
                     });
                 }
             };

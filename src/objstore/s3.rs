@@ -27,6 +27,7 @@ pub struct S3Backend {
     client: Client,
     endpoint: String,
     lock_enabled: Mutex<HashMap<String, bool>>,
+    lease: Duration,
 }
 
 impl fmt::Display for S3Backend {
@@ -39,22 +40,38 @@ fn time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
 }
 
-pub(crate) fn err<E, R>(context: &str, e: SdkError<E, R>) -> ConnectorError
+pub(crate) fn err<E>(context: &str, e: SdkError<E, HttpResponse>) -> ConnectorError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-    R: fmt::Debug + Send + Sync + 'static,
 {
     let message = match &e {
         SdkError::ServiceError(s) => {
             let m = s.err();
-            format!("{}: {}", m.code().unwrap_or("error"), m.message().unwrap_or_default())
+            // A HEAD answer has no body, hence no error code: name the HTTP status instead.
+            let status = s.raw().status().as_u16();
+            match (m.code(), m.message()) {
+                (Some(code), Some(msg)) => format!("{code}: {msg}"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                (None, _) => format!("HTTP {status}"),
+            }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             format!("cannot reach the S3 endpoint ({})", DisplayErrorContext(&e))
         }
         _ => DisplayErrorContext(&e).to_string(),
     };
-    ConnectorError::Query { context: context.to_string(), message }
+    // What the SDK's own retries could not get past, but a later attempt may.
+    let transient = match &e {
+        SdkError::ServiceError(s) => matches!(s.raw().status().as_u16(), 500 | 502 | 503 | 504),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        _ => false,
+    };
+    let context = context.to_string();
+    if transient {
+        ConnectorError::Lost { context, message }
+    } else {
+        ConnectorError::Query { context, message }
+    }
 }
 
 /// An S3 client from the standard AWS chain (env, profile, IRSA / pod identity), with bounded
@@ -99,7 +116,14 @@ impl S3Backend {
             client: client(region, endpoint, path_style).await,
             endpoint: endpoint.unwrap_or("aws").to_string(),
             lock_enabled: Mutex::new(HashMap::new()),
+            lease: DEFAULT_LEASE,
         }
+    }
+
+    /// The run lock's lease (zero: no run lock on this connection).
+    pub fn with_lease(mut self, lease: Duration) -> S3Backend {
+        self.lease = lease;
+        self
     }
 
     async fn lock_enabled(&self, bucket: &str) -> bool {
@@ -199,9 +223,10 @@ impl S3Backend {
 
 /// Run lock objects: `.lapse-locks/<hash>` at the bucket root, never listed as objects.
 pub const LOCK_PREFIX: &str = ".lapse-locks/";
-/// A lock object is a lease: renewed every `LEASE / 3` while its worker lives, taken over by
-/// another worker once expired (a killed worker's lock lasts at most this long).
-const LEASE: Duration = Duration::from_secs(600);
+/// A lock object is a lease: renewed every third of it while its worker lives, taken over by
+/// another worker once expired (a killed worker's lock lasts at most this long). Default of the
+/// connection's `run_lock_lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 
 /// A held lock object: renews its lease until dropped, then deletes it.
 struct LeaseGuard {
@@ -227,8 +252,8 @@ impl Drop for LeaseGuard {
     }
 }
 
-fn lease_body(holder: &str) -> Vec<u8> {
-    let expires = Utc::now() + chrono::Duration::from_std(LEASE).expect("lease");
+fn lease_body(holder: &str, lease: Duration) -> Vec<u8> {
+    let expires = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     serde_json::json!({ "holder": holder, "expires": expires.to_rfc3339() }).to_string().into_bytes()
 }
 
@@ -240,7 +265,7 @@ impl S3Backend {
             .bucket(bucket)
             .key(key)
             .if_none_match("*")
-            .body(aws_sdk_s3::primitives::ByteStream::from(lease_body(holder)))
+            .body(aws_sdk_s3::primitives::ByteStream::from(lease_body(holder, self.lease)))
             .send()
             .await;
         match r {
@@ -254,19 +279,18 @@ impl S3Backend {
         }
     }
 
-    /// Is the lock object's lease over (or unreadable, e.g. half-written)?
-    async fn lock_expired(&self, bucket: &str, key: &str) -> Result<bool, ConnectorError> {
+    /// The lock object's holder, and whether its lease is over (or unreadable, e.g. half-written).
+    async fn lock_state(&self, bucket: &str, key: &str) -> Result<(Option<String>, bool), ConnectorError> {
         let r = match self.client.get_object().bucket(bucket).key(key).send().await {
             Ok(r) => r,
-            Err(e) if is_not_found(&e) => return Ok(true),
+            Err(e) if is_not_found(&e) => return Ok((None, true)),
             Err(e) => return Err(err("reading the run lock", e)),
         };
         let bytes = r.body.collect().await.map(|b| b.into_bytes()).unwrap_or_default();
-        let expires = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("expires").and_then(|e| e.as_str()).map(str::to_string))
-            .and_then(|e| DateTime::parse_from_rfc3339(&e).ok());
-        Ok(expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now()))
+        let v = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+        let holder = v.get("holder").and_then(|h| h.as_str()).map(str::to_string);
+        let expires = v.get("expires").and_then(|e| e.as_str()).and_then(|e| DateTime::parse_from_rfc3339(e).ok());
+        Ok((holder, expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now())))
     }
 }
 
@@ -278,26 +302,36 @@ impl ObjectBackend for S3Backend {
         use sha2::Digest;
         let key = format!("{LOCK_PREFIX}{}", &hex::encode(sha2::Sha256::digest(name))[..16]);
         let holder = uuid::Uuid::new_v4().to_string();
+        if self.lease.is_zero() {
+            return Ok(super::RunLock::Unsupported);
+        }
         let mut got = self.put_lock(bucket, &key, &holder).await?;
-        if !got && self.lock_expired(bucket, &key).await? {
-            tracing::warn!("taking over an expired run lock (a worker ended without releasing it)");
-            self.client
-                .delete_object()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| err("removing an expired run lock", e))?;
-            got = self.put_lock(bucket, &key, &holder).await?;
+        if !got {
+            // Our own first attempt may have succeeded with its answer lost (the SDK then
+            // retried into a 412): the lock is ours.
+            let (owner, expired) = self.lock_state(bucket, &key).await?;
+            got = owner.as_deref() == Some(holder.as_str());
+            if !got && expired {
+                tracing::warn!("taking over an expired run lock (a worker ended without releasing it)");
+                self.client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| err("removing an expired run lock", e))?;
+                got = self.put_lock(bucket, &key, &holder).await?;
+            }
         }
         if !got {
             return Ok(super::RunLock::Busy);
         }
         let (c, b, k) = (self.client.clone(), bucket.to_string(), key.clone());
+        let lease = self.lease;
         let renew = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE / 3).await;
-                let body = aws_sdk_s3::primitives::ByteStream::from(lease_body(&holder));
+                tokio::time::sleep(lease / 3).await;
+                let body = aws_sdk_s3::primitives::ByteStream::from(lease_body(&holder, lease));
                 if let Err(e) = c.put_object().bucket(&b).key(&k).body(body).send().await {
                     tracing::warn!("renewing the run lock failed: {}", DisplayErrorContext(&e));
                 }

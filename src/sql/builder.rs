@@ -605,13 +605,20 @@ impl<'a> Builder<'a> {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         sql.push(&format!("UPDATE {t} SET "));
+        let mut first_column = true;
         for (ci, c) in columns.iter().enumerate() {
-            if ci > 0 {
-                sql.push(", ");
-            }
             let info = self.scope.table.column(c);
             let e = self.q(c);
             let values: Vec<&Option<Value>> = rows.iter().map(|(_, vs)| &vs[ci]).collect();
+            // Already anonymized in every row (e.g. NULL under `nullify`): nothing to set. An
+            // empty `CASE ... END` would be a syntax error that fails the batch on every run.
+            if values.iter().all(|v| v.is_none()) {
+                continue;
+            }
+            if !first_column {
+                sql.push(", ");
+            }
+            first_column = false;
             let first = values.first().copied().cloned().flatten();
             let uniform = first.is_some() && values.iter().all(|v| v.as_ref() == first.as_ref());
             sql.push(&format!("{e} = "));

@@ -83,6 +83,9 @@ fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorEr
                 let constraint = d.constraint().map(|c| format!(" (constraint {c})")).unwrap_or_default();
                 format!("{kind}{}{constraint}{code}", sanitize(d.message()))
             }
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                return ConnectorError::Lost { context, message: sanitize(&e.to_string()) };
+            }
             other => sanitize(&other.to_string()),
         };
         ConnectorError::Query { context, message }

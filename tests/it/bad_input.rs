@@ -143,7 +143,7 @@ const DEADLINE: Duration = Duration::from_secs(15);
 /// `Fixture::lapse` (same command line and environment) with a deadline: a hang is killed and
 /// reported as a failure instead of blocking the suite.
 fn lapse(f: &Fixture, args: &[&str]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lapse"));
+    let mut cmd = Command::new(crate::common::lapse_bin());
     cmd.args(args).arg("-c").arg(f.path("lapse.yaml"));
     if matches!(args.first(), Some(&"plan") | Some(&"run")) {
         cmd.args(["--cutoff", CUTOFF]);

@@ -655,7 +655,7 @@ holds:
         std::fs::write(etc.path().join("policies").join(file), text).unwrap();
     }
     std::fs::write(etc.path().join("holds/holds.yaml"), &holds["holds.yaml"]).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lapse"))
+    let out = Command::new(crate::common::lapse_bin())
         .args(["validate", "--skip-secrets", "-c"])
         .arg(etc.path().join("lapse.yaml"))
         .env_remove("LAPSE_CONFIG")

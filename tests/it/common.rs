@@ -243,7 +243,7 @@ impl Fixture {
 
     /// Runs `lapse <args> -c lapse.yaml` (with the fixed cutoff for plan and run).
     pub fn lapse(&self, args: &[&str]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lapse"));
+        let mut cmd = Command::new(lapse_bin());
         cmd.args(args).arg("-c").arg(self.path("lapse.yaml"));
         if matches!(args.first(), Some(&"plan") | Some(&"run")) {
             cmd.args(["--cutoff", CUTOFF]);
@@ -370,6 +370,12 @@ macro_rules! per_backend {
             })*
         }
     };
+}
+
+/// The `lapse` binary: `LAPSE_TEST_BIN` if set (a copy that a concurrent build of a shared target
+/// directory cannot replace mid-run), else the one cargo built.
+pub fn lapse_bin() -> String {
+    std::env::var("LAPSE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lapse").to_string())
 }
 
 pub fn repo_root() -> &'static Path {

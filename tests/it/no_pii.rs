@@ -244,7 +244,7 @@ fn lapse(f: &Fixture, args: &[&str], format: &str) -> Run {
 
 /// [`lapse`] with extra environment variables (which may override `LAPSE_LOG`).
 fn lapse_env(f: &Fixture, args: &[&str], format: &str, env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lapse"));
+    let mut cmd = Command::new(crate::common::lapse_bin());
     cmd.args(args).arg("-c").arg(f.path("lapse.yaml")).args(["--log-format", format]);
     if matches!(args.first(), Some(&"plan") | Some(&"run")) {
         cmd.args(["--cutoff", CUTOFF]);
@@ -813,7 +813,7 @@ fn help_prints_no_secret() {
         &["validate"],
     ];
     for args in commands {
-        let out = Command::new(env!("CARGO_BIN_EXE_lapse"))
+        let out = Command::new(crate::common::lapse_bin())
             .args(args)
             .env("LAPSE_CONFIG", &config)
             .env("LAPSE_NOPII_DB_URL", &url)

@@ -96,6 +96,16 @@ impl Store {
         Store { kind, f, bucket, client }
     }
 
+    /// Turns the S3 run lock off (`run_lock_lease: 0`): for harnesses that kill workers and run
+    /// again at once, where a killed worker's lease would (by design) block the next run.
+    pub fn without_run_lock(&self) {
+        let cfg = std::fs::read_to_string(self.f.path("lapse.yaml")).unwrap();
+        let line = format!("    bucket: {}\n", self.bucket);
+        assert!(cfg.contains(&line), "{cfg}");
+        std::fs::write(self.f.path("lapse.yaml"), cfg.replace(&line, &format!("{line}    run_lock_lease: 0\n")))
+            .unwrap();
+    }
+
     pub async fn put(&self, key: &str, body: &str) {
         match &self.client {
             Some(c) => {
@@ -249,7 +259,7 @@ pub async fn last_modified_anchor(kind: StoreKind) {
     // Objects written now are not due at the real cutoff; they are 40 days after it.
     s.f.lapse(&["run"]).ok();
     assert_eq!(s.keys().await.len(), 2, "cutoff 2026-01-01 is before the objects were written");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lapse"))
+    let out = std::process::Command::new(crate::common::lapse_bin())
         .args(["run", "--yes", "-c"])
         .arg(s.f.path("lapse.yaml"))
         .args(["--cutoff", &(chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339()])

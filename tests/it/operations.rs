@@ -38,7 +38,7 @@ const LAPSED: i64 = 5;
 
 /// `lapse <args> -c lapse.yaml` started in the background, stderr to `log`.
 fn spawn(f: &Fixture, args: &[&str], log: &Path) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lapse"));
+    let mut cmd = Command::new(crate::common::lapse_bin());
     cmd.args(args).arg("-c").arg(f.path("lapse.yaml"));
     if args.first() == Some(&"run") {
         cmd.args(["--cutoff", CUTOFF, "--yes"]);

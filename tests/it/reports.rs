@@ -61,7 +61,7 @@ fn personal_values() -> Vec<String> {
 
 /// `lapse <args>` without the fixture's `-c`.
 fn lapse(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_lapse"))
+    let out = Command::new(crate::common::lapse_bin())
         .args(args)
         .env("LAPSE_LOG", "lapse=warn")
         .env_remove("LAPSE_CONFIG")

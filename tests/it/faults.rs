@@ -1,0 +1,283 @@
+//! Faults: connections dropped mid-batch, a database going away during a run, and S3 answering
+//! 503 SlowDown, 500 InternalError or resetting connections (before the request reaches the
+//! server, or after it did the work) on a share of requests — through the loopback proxies of
+//! [`crate::proxy`], which count every fault they inject.
+//!
+//! What must hold: every run exits 0 or 1 (never "invalid", never a crash), in bounded time;
+//! nothing outside policy is destroyed (the invariants of [`crate::crash`], checked after every
+//! run against the seed's oracle); what could not be done is reported and gives exit 1; re-runs
+//! converge to exactly the oracle's state.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::common::{Backend, Fixture};
+use crate::crash::{
+    check_s3, check_sql, evidence_records, lapse_cmd, reset_sql, run_to_end, s3_drop, s3_reseed, s3_state, sql_fixture,
+    S3Seed, SqlOracle, SqlSeed, SqlState, DATA_SEED, S3_OBJECTS, S3_POLICY_DATASET, S3_PURPOSES, SQL_CUSTOMERS,
+    SQL_LEADS,
+};
+use crate::objects::{endpoint, Store, StoreKind};
+use crate::proxy::{Fault, S3Proxy, TcpProxy};
+
+/// A run may take this long at most, whatever the faults (retries are bounded).
+const BOUND: Duration = Duration::from_secs(120);
+const ALL_FAULTS: [Fault; 4] = [Fault::SlowDown, Fault::InternalError, Fault::ResetBefore, Fault::ResetAfter];
+
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(DATA_SEED, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+}
+
+async fn timed_run(config: &Path, batch: usize, ctx: &str) -> (i32, String) {
+    let t = Instant::now();
+    let r = tokio::time::timeout(BOUND, run_to_end(config, batch))
+        .await
+        .unwrap_or_else(|_| panic!("{ctx}: a run took longer than {BOUND:?}: retries are not bounded"));
+    assert!(t.elapsed() < BOUND);
+    assert!(matches!(r.0, 0 | 1), "{ctx}: exit {} (expected 0, or 1 for a partial run):\n{}", r.0, r.1);
+    assert!(!r.1.contains("panicked"), "{ctx}: lapse panicked:\n{}", r.1);
+    r
+}
+
+// ------------------------------------------------------------------------------------ S3 ---
+
+/// An S3 store seeded like the kill harness, whose connection goes through a fault proxy.
+async fn s3_behind_proxy(name: &str) -> (Store, S3Seed, S3Proxy) {
+    let seed = S3Seed::generate(DATA_SEED, S3_OBJECTS);
+    let s = Store::new(StoreKind::S3, true, false).await;
+    // A run that fails before it can release its lease would block the next attempt (by design).
+    s.without_run_lock();
+    s.policy(S3_POLICY_DATASET, S3_PURPOSES, "guardrail:\n  max_share: 100%\n");
+    s.f.holds(&seed.holds_yaml());
+    s3_reseed(&s, &seed).await;
+    let proxy = S3Proxy::start(&endpoint(), seed_of(name)).await;
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    std::fs::write(s.f.path("lapse.yaml"), cfg.replace(&endpoint(), &proxy.endpoint())).unwrap();
+    (s, seed, proxy)
+}
+
+/// A quarter of all requests fail (every kind of fault): runs exit 0 or 1, never destroy outside
+/// policy, account for every deletion, and converge to the oracle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_faults_converge() {
+    let (s, seed, proxy) = s3_behind_proxy("s3_faults_converge").await;
+    let oracle = seed.oracle();
+    let c = s.client.clone().unwrap();
+    proxy.faults(0.25, &ALL_FAULTS, None);
+    let config = s.f.path("lapse.yaml");
+    let mut runs = 0;
+    let mut partial = 0;
+    loop {
+        runs += 1;
+        let ctx = format!("S3 with 25% faults, run {runs}");
+        let (code, _) = timed_run(&config, 3, &ctx).await;
+        partial += usize::from(code == 1);
+        let st = s3_state(&c, &s.bucket).await;
+        let (done, unaccounted) = check_s3(&seed, &oracle, &st, &evidence_records(&s.f.path("reports")), &s.bucket)
+            .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        assert_eq!(unaccounted, 0, "{ctx}: {unaccounted} deleted objects are in no evidence");
+        if done == oracle.len() {
+            break;
+        }
+        assert!(runs < 12, "{ctx}: not converged after {runs} runs ({done} of {})", oracle.len());
+    }
+    let k = proxy.counters();
+    eprintln!("[faults] FIGURES s3_faults_converge: share=25% {} runs={runs} partial_runs={partial} lost=0", k.line());
+    assert!(k.injected() > 0 && k.slowdown.load(Ordering::SeqCst) > 0, "no fault was injected: {}", k.line());
+    s3_drop(&c, &s.bucket).await;
+}
+
+/// Every request fails: lapse gives up in bounded time with a non-zero exit and destroys nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_every_request_fails() {
+    let (s, seed, proxy) = s3_behind_proxy("s3_every_request_fails").await;
+    let c = s.client.clone().unwrap();
+    let before = s3_state(&c, &s.bucket).await;
+    proxy.faults(1.0, &[Fault::SlowDown, Fault::InternalError, Fault::ResetBefore], None);
+    let t = Instant::now();
+    let (code, out) = timed_run(&s.f.path("lapse.yaml"), 3, "S3 with 100% faults").await;
+    let took = t.elapsed();
+    assert_eq!(code, 1, "every request failed, yet exit {code}:\n{out}");
+    assert_eq!(s3_state(&c, &s.bucket).await, before, "something was destroyed");
+    let k = proxy.counters();
+    eprintln!("[faults] FIGURES s3_every_request_fails: {} exit={code} took_ms={}", k.line(), took.as_millis());
+    assert!(k.injected() >= 4, "the SDK retried nothing? {}", k.line());
+    drop(seed);
+    s3_drop(&c, &s.bucket).await;
+}
+
+/// Listing works but every DeleteObjects fails: the objects are reported as failed (exit 1, a
+/// partial report naming the storage's error), nothing is destroyed, nothing is in the evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_deletes_fail() {
+    let (s, seed, proxy) = s3_behind_proxy("s3_deletes_fail").await;
+    let c = s.client.clone().unwrap();
+    let before = s3_state(&c, &s.bucket).await;
+    proxy.faults(1.0, &[Fault::SlowDown, Fault::InternalError, Fault::ResetBefore], Some("?delete"));
+    let (code, out) = timed_run(&s.f.path("lapse.yaml"), 50, "S3 with failing deletes").await;
+    assert_eq!(code, 1, "no delete succeeded, yet exit {code}:\n{out}");
+    assert_eq!(s3_state(&c, &s.bucket).await, before, "something was destroyed");
+    let r = s.f.report("run");
+    assert_eq!(r["status"], "partial", "{r}");
+    let p = &r["policies"][0];
+    assert_eq!(p["deleted"], 0);
+    assert_eq!(p["failed"].as_u64().unwrap(), seed.oracle().len() as u64, "every due object is reported failed: {p}");
+    assert!(!p["errors"].as_array().unwrap().is_empty());
+    assert!(evidence_records(&s.f.path("reports")).is_empty());
+    let k = proxy.counters();
+    eprintln!("[faults] FIGURES s3_deletes_fail: {} exit={code}", k.line());
+    // The SDK's attempts times lapse's own retries, per DeleteObjects call.
+    assert!(k.injected() >= 3, "{}", k.line());
+    s3_drop(&c, &s.bucket).await;
+}
+
+// ----------------------------------------------------------------------------------- SQL ---
+
+/// A seeded SQL fixture whose `db.url` points at a TCP proxy in front of the server.
+async fn sql_behind_proxy(b: Backend, name: &str) -> (Fixture, SqlSeed, TcpProxy) {
+    let seed = SqlSeed::generate(DATA_SEED, SQL_CUSTOMERS, SQL_LEADS);
+    let f = sql_fixture(b, &seed).await;
+    let url = f.db.url.clone();
+    let at = url.find("127.0.0.1:").expect("a loopback url") + "127.0.0.1:".len();
+    let port: String = url[at..].chars().take_while(char::is_ascii_digit).collect();
+    let target = format!("127.0.0.1:{port}").parse().unwrap();
+    let proxy = TcpProxy::start(target, seed_of(name)).await;
+    let via = url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1);
+    std::fs::write(f.path("db.url"), via).unwrap();
+    (f, seed, proxy)
+}
+
+async fn journal_exists(f: &Fixture) -> bool {
+    let schema = match f.db.backend {
+        Backend::MySql => "DATABASE()",
+        _ => "current_schema()",
+    };
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'lapse_journal' AND table_schema = {schema}"
+    );
+    f.db.count(&sql).await > 0
+}
+
+async fn check_now(f: &Fixture, seed: &SqlSeed, oracle: &SqlOracle, ctx: &str) -> usize {
+    let st = SqlState::settled(&f.db, journal_exists(f).await).await;
+    check_sql(seed, oracle, &st, &evidence_records(&f.path("reports"))).unwrap_or_else(|e| panic!("{ctx}: {e}"))
+}
+
+/// Connections are cut mid-stream (a random byte budget on a third of them, so batches die in
+/// every phase: lock, delete, journal, commit): runs exit 0 or 1, keep every invariant, and
+/// converge.
+async fn sql_drops_converge(b: Backend) {
+    let name = format!("{b:?} connection drops");
+    let (f, seed, proxy) = sql_behind_proxy(b, &name).await;
+    let oracle = SqlOracle::of(&seed);
+    proxy.drop_connections(0.5, 500, 30_000);
+    let config = f.path("lapse.yaml");
+    let (mut runs, mut partial) = (0, 0);
+    // The pool keeps few connections: repeat from the seed until some were cut mid-stream.
+    for round in 0..4 {
+        if round > 0 {
+            reset_sql(&f, &seed).await;
+        }
+        loop {
+            runs += 1;
+            let ctx = format!("{name}, run {runs}");
+            let (code, _) = timed_run(&config, 4, &ctx).await;
+            partial += usize::from(code == 1);
+            let done = check_now(&f, &seed, &oracle, &ctx).await;
+            if done == oracle.total() && code == 0 {
+                break;
+            }
+            assert!(runs < 40, "{ctx}: not converged ({done} of {})", oracle.total());
+        }
+        if proxy.counters().dropped_mid_stream.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+    }
+    let k = proxy.counters();
+    let drops = k.dropped_mid_stream.load(Ordering::SeqCst);
+    eprintln!(
+        "[faults] FIGURES {name}: connections={} dropped_mid_stream={drops} runs={runs} partial_runs={partial} lost=0",
+        k.connections.load(Ordering::SeqCst)
+    );
+    assert!(drops > 0, "no connection was dropped");
+}
+
+/// The database goes away during a run (every connection cut, new ones refused for two seconds,
+/// as in a restart): the run ends with exit 1 and a report saying what failed, or finishes after
+/// reconnecting; nothing outside policy is destroyed; the re-run converges.
+async fn sql_restart_mid_run(b: Backend) {
+    let name = format!("{b:?} restart");
+    let (f, seed, proxy) = sql_behind_proxy(b, &name).await;
+    let oracle = SqlOracle::of(&seed);
+    let config = f.path("lapse.yaml");
+    let t = Instant::now();
+    let child = lapse_cmd(&config, 1)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first commits, then "restart".
+    loop {
+        assert!(t.elapsed() < BOUND, "{name}: no commit seen");
+        if journal_exists(&f).await && f.db.count("SELECT COUNT(*) FROM lapse_journal").await >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.refuse(true);
+    proxy.kill_all();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.refuse(false);
+    let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(matches!(code, 0 | 1), "{name}: exit {code}:\n{text}");
+    let done = check_now(&f, &seed, &oracle, &format!("{name}, after the restart")).await;
+    if code == 1 {
+        let r = f.report("run");
+        assert_eq!(r["status"], "partial", "{name}: {r}");
+    } else {
+        assert_eq!(done, oracle.total(), "{name}: exit 0 but not everything done");
+    }
+    let (rc, rout) = timed_run(&config, 4, &format!("{name}, re-run")).await;
+    assert_eq!(rc, 0, "{name}: re-run failed:\n{rout}");
+    let after = check_now(&f, &seed, &oracle, &format!("{name}, after the re-run")).await;
+    assert_eq!(after, oracle.total(), "{name}: the re-run did not converge");
+    let k = proxy.counters();
+    eprintln!(
+        "[faults] FIGURES {name}: first_run_exit={code} committed_before_rerun={done}/{} killed={} refused={} lost=0",
+        oracle.total(),
+        k.killed.load(Ordering::SeqCst),
+        k.refused.load(Ordering::SeqCst)
+    );
+    assert!(k.killed.load(Ordering::SeqCst) > 0, "no live connection was cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connection_drops_converge() {
+    if Backend::Postgres.enabled() {
+        sql_drops_converge(Backend::Postgres).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_connection_drops_converge() {
+    if Backend::MySql.enabled() {
+        sql_drops_converge(Backend::MySql).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_mid_run() {
+    if Backend::Postgres.enabled() {
+        sql_restart_mid_run(Backend::Postgres).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_restart_mid_run() {
+    if Backend::MySql.enabled() {
+        sql_restart_mid_run(Backend::MySql).await
+    }
+}
