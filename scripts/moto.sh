@@ -19,20 +19,37 @@ install() {
     "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 }
 
-# moto 5's ListObjectVersions deep-copies every version of every key in the bucket on each page
-# request (FakeKey pickles its body into a fresh temporary file per copy): O(bucket) CPU per page and
-# memory that grew to gigabytes for the 20,000-object test. The copies only exist so the listing can
-# set `is_latest`, which it computes correctly on the originals, so list the originals instead.
-# Idempotent; says so if a moto upgrade moved the line.
+# Two fixes to moto 5's ListObjectVersions, applied to the installed copy (idempotent; says so if a
+# moto upgrade moved the code):
+# 1. It deep-copies every version of every key in the bucket on each page request (FakeKey pickles
+#    its body into a fresh temporary file per copy): O(bucket) CPU and memory per page, gigabytes
+#    for the 20,000-object test. The copies only exist so the listing can set `is_latest`, which it
+#    computes correctly on the originals, so list the originals.
+# 2. With a KeyMarker and no VersionIdMarker it skips the first version at or after the marker:
+#    right only when the marker key exists and has one version. Real S3 resumes strictly after the
+#    marker key (all its versions excluded); moto skipped the next key when the marker had been
+#    deleted meanwhile, and returned the older versions of the marker key again.
 patch_versions_listing() {
     local models
     models=$(echo "$VENV"/lib/python3*/site-packages/moto/s3/models.py)
-    if grep -q 'copy.deepcopy(version_key)' "$models"; then
-        sed -i 's/copy\.deepcopy(version_key)/list(version_key)  # lapse: scripts\/moto.sh/' "$models"
-        log "patched moto ListObjectVersions (no deep copy per page)"
-    elif ! grep -q 'list(version_key)  # lapse' "$models"; then
-        log "warning: moto's ListObjectVersions changed; large-prefix tests may need a lot of memory"
-    fi
+    "$VENV/bin/python" - "$models" <<'PY'
+import sys
+path = sys.argv[1]
+s = open(path).read()
+fixes = [
+    ("copy.deepcopy(version_key)", "list(version_key)  # lapse: scripts/moto.sh"),
+    ("                    skip_versions = version.name < key_marker\n                    continue\n",
+     "                    if version.name <= key_marker:  # lapse: scripts/moto.sh\n"
+     "                        continue\n                    skip_versions = False\n"),
+]
+for old, new in fixes:
+    if old in s:
+        s = s.replace(old, new)
+        print("[moto] patched ListObjectVersions:", new.split("#")[0].strip(), file=sys.stderr)
+    elif new not in s:
+        print("[moto] warning: ListObjectVersions changed; a scripts/moto.sh fix no longer applies", file=sys.stderr)
+open(path, "w").write(s)
+PY
 }
 
 case "${1:-}" in

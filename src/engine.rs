@@ -366,6 +366,8 @@ pub async fn execute(
         }
         Mode::Plan => None,
     };
+    // A policy that stopped part-way makes the run `incomplete` (per-record failures: `partial`).
+    let mut aborted = false;
     for (p, prep) in prepared {
         let conn = conns[&p.connection].clone();
         let mut ctx = Ctx {
@@ -398,6 +400,7 @@ pub async fn execute(
             tracing::error!("{e}");
             pr.errors.push(e);
             pr.outcome = "failed".into();
+            aborted = true;
         }
         tracing::info!(
             outcome = %pr.outcome, due = pr.rows_due, deleted = pr.deleted, anonymized = pr.anonymized,
@@ -424,9 +427,9 @@ pub async fn execute(
         report.evidence = Some(s.finish()?);
     }
     report.finished_at = Some(Utc::now());
-    report.status = if cancel.load(Ordering::SeqCst) || report.policies.iter().any(|p| p.outcome == "failed") {
+    report.status = if cancel.load(Ordering::SeqCst) || aborted {
         "incomplete".into()
-    } else if report.policies.iter().any(|p| p.failed > 0) {
+    } else if report.policies.iter().any(|p| p.failed > 0 || p.outcome == "failed") {
         "partial".into()
     } else if report.policies.iter().any(|p| p.guardrail.tripped) {
         "guardrail".into()
@@ -738,11 +741,8 @@ async fn enforce(
             }
             let cands = match retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await {
                 Ok(c) => c,
-                Err(e) => {
-                    pr.errors.push(format!("stage {}: {e}", stage.name));
-                    pr.outcome = "failed".into();
-                    break;
-                }
+                // The stage cannot go on: the policy stops here (its committed counts stay).
+                Err(e) => anyhow::bail!("stage {}: {e}", stage.name),
             };
             if cands.is_empty() {
                 break;

@@ -242,9 +242,29 @@ impl Drop for LeaseGuard {
         let (c, b, k) = (self.client.clone(), self.bucket.clone(), self.key.clone());
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                // Every version of the lock object (a plain delete on a versioned bucket would
+                // leave them behind, and a delete marker).
                 tokio::task::block_in_place(|| {
                     h.block_on(async move {
-                        let _ = c.delete_object().bucket(b).key(k).send().await;
+                        let Ok(r) = c.list_object_versions().bucket(&b).prefix(&k).send().await else { return };
+                        let ids = r
+                            .versions()
+                            .iter()
+                            .filter(|v| v.key() == Some(k.as_str()))
+                            .map(|v| v.version_id().map(str::to_string))
+                            .chain(
+                                r.delete_markers()
+                                    .iter()
+                                    .filter(|m| m.key() == Some(k.as_str()))
+                                    .map(|m| m.version_id().map(str::to_string)),
+                            )
+                            .collect::<Vec<_>>();
+                        if ids.is_empty() {
+                            let _ = c.delete_object().bucket(&b).key(&k).send().await;
+                        }
+                        for id in ids {
+                            let _ = c.delete_object().bucket(&b).key(&k).set_version_id(id).send().await;
+                        }
                     })
                 });
             }

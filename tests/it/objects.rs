@@ -146,6 +146,9 @@ impl Store {
                     for e in std::fs::read_dir(dir).unwrap() {
                         let e = e.unwrap();
                         let name = e.file_name().into_string().unwrap();
+                        if rel.is_empty() && name.starts_with(".lapse-lock-") {
+                            continue; // the run lock file, not data
+                        }
                         if e.file_type().unwrap().is_dir() {
                             walk(&e.path(), &format!("{rel}{name}/"), out);
                         } else {
