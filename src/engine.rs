@@ -168,6 +168,10 @@ pub async fn prepare<'a>(
     for p in ws.selected(only) {
         let conn = conns[&p.connection].clone();
         if let Some(prep) = validate::check(p, conn.as_ref(), &mut d).await {
+            if let Some(m) = crate::shard::key_shard_problem(p, &prep) {
+                d.push(p.error("shard_by_key", m));
+                continue;
+            }
             out.push((p, prep));
         }
     }
@@ -198,6 +202,8 @@ pub struct Options {
     pub max_batches: Option<u64>,
     /// Where reports go (default: the config's `reports.dir`).
     pub report_dir: Option<PathBuf>,
+    /// This worker's shard of a run split across workers (`--shard i/n`); see [`crate::shard`].
+    pub shard: Option<crate::shard::Shard>,
 }
 
 struct Ctx<'a> {
@@ -212,6 +218,8 @@ struct Ctx<'a> {
     pseudonym_key: Option<Vec<u8>>,
     cancel: &'a AtomicBool,
     evidence: Option<&'a mut EvidenceSink>,
+    /// This shard's part of a key-sharded policy (`None`: the whole policy).
+    part: Option<Filter>,
 }
 
 /// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes.
@@ -309,8 +317,13 @@ pub async fn execute(
         previous: None,
         signing_key_id: None,
         evidence: None,
+        shard: opts.shard.map(|s| report::ShardInfo { index: s.index, count: s.count }),
     };
-    let report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
+    let mut report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
+    if let Some(s) = opts.shard {
+        // One report chain per shard: shards run at once and must not fork each other's chain.
+        report_dir = report_dir.join(format!("shard-{}-of-{}", s.index, s.count));
+    }
     let mut sink = match mode {
         Mode::Run => {
             for c in conns.values() {
@@ -320,7 +333,7 @@ pub async fn execute(
         }
         Mode::Plan => None,
     };
-    for (p, prep) in prepared {
+    for (p, prep) in prepared.iter().filter(|(p, _)| opts.shard.is_none_or(|s| s.takes(p))) {
         let conn = conns[&p.connection].clone();
         let mut ctx = Ctx {
             mode,
@@ -334,6 +347,7 @@ pub async fn execute(
             pseudonym_key: pseudonym_key.clone(),
             cancel,
             evidence: sink.as_mut(),
+            part: opts.shard.and_then(|s| s.part(p)),
         };
         let mut pr = describe_policy(p, prep, &ctx);
         let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
@@ -565,12 +579,18 @@ async fn enforce(
     pr: &mut PolicyReport,
 ) -> anyhow::Result<()> {
     let mut stages = stages(p, prep, ctx)?;
+    // A key-sharded policy: every count and every destroy sees only this shard's part.
+    let within = |f: Filter| match &ctx.part {
+        Some(part) => Filter::All(vec![part.clone(), f]),
+        None => f,
+    };
     for s in &mut stages {
         s.scope.holds.table = conn.holds_table().cloned();
+        s.scope.lapse = within(s.scope.lapse.clone());
     }
     let full = &stages[0].scope;
     let any_lapse = Filter::Any(stages.iter().map(|s| s.scope.lapse.clone()).collect());
-    pr.rows_total = count(conn, full, &Filter::True).await?;
+    pr.rows_total = count(conn, full, &within(Filter::True)).await?;
     for s in &stages {
         let due = count(conn, &s.scope, &s.scope.destroy_filter()).await?;
         pr.rows_due += due;
@@ -599,14 +619,14 @@ async fn enforce(
         .map(|x| Filter::AnchorNull(x.anchor.clone()))
         .collect();
     if !null_anchors.is_empty() && p.objects.is_none() {
-        pr.null_anchor_kept = count(conn, full, &Filter::Any(null_anchors)).await?;
+        pr.null_anchor_kept = count(conn, full, &within(Filter::Any(null_anchors))).await?;
     }
     if !full.restrict.is_empty() {
         let blocked = Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]);
         pr.blocked_by_dependents = count(conn, full, &blocked).await?;
     }
     if p.objects.is_some() {
-        pr.unreadable = count(conn, full, &Filter::Unreadable).await?;
+        pr.unreadable = count(conn, full, &within(Filter::Unreadable)).await?;
         pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
     }
     // Guardrail: an implausible share stops the policy before anything is destroyed.

@@ -13,6 +13,7 @@ pub mod period;
 pub mod policy;
 pub mod report;
 pub mod reporting;
+pub mod shard;
 pub mod sql;
 pub mod validate;
 pub mod value;

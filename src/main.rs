@@ -64,6 +64,10 @@ struct RunArgs {
     /// Write reports here instead of the config's reports.dir.
     #[arg(long)]
     report_dir: Option<PathBuf>,
+    /// Process only shard INDEX of COUNT workers (0-based, e.g. `--shard 2/3`): each policy goes to
+    /// one shard by a stable hash of its name; `shard_by_key` policies are split by key.
+    #[arg(long, env = "LAPSE_SHARD", value_name = "INDEX/COUNT")]
+    shard: Option<lapse::shard::Shard>,
 }
 
 #[derive(Subcommand)]
@@ -214,6 +218,7 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
         batch_size: args.batch_size,
         max_batches: args.max_batches,
         report_dir: args.report_dir,
+        shard: args.shard,
     };
     let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel)
         .await
@@ -271,6 +276,7 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Ex
         allow_share: vec![],
         max_batches: None,
         report_dir: None,
+        shard: None,
     };
     eprintln!("\n== lapse plan (dry run, read-only) ==");
     plan_or_run(Mode::Plan, args.clone(), false, true).await?;
@@ -353,6 +359,19 @@ enum ReportCmd {
         #[arg(long, short)]
         policy: Option<String>,
         /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Combine the reports of the n shards of one run (`--shard i/n`) into one summary.
+    /// Exit 0: combined; 2: not every shard of one run (missing, duplicated, or different runs).
+    Combine {
+        /// Shard reports, or directories (each's newest run report is taken).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the combined JSON here (the summary goes to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the combined JSON on stdout instead of the summary.
         #[arg(long)]
         json: bool,
     },
@@ -494,6 +513,24 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             } else {
                 ExitCode::from(reporting::EXIT_NOT_FOUND)
             }
+        }
+        ReportCmd::Combine { paths, out, json } => {
+            let c = match lapse::reporting::combine::combine(&paths) {
+                Ok(c) => c,
+                Err(e) => return fail(INVALID, format!("{e:#}")),
+            };
+            let text = serde_json::to_string_pretty(&c).unwrap_or_default() + "\n";
+            if let Some(o) = &out {
+                if let Err(e) = std::fs::write(o, &text) {
+                    return fail(1, format!("cannot write '{}': {e}", o.display()));
+                }
+            }
+            if json {
+                print!("{text}");
+            } else {
+                print!("{}", c.text());
+            }
+            ExitCode::SUCCESS
         }
         ReportCmd::Schema { evidence } => {
             print!("{}", if evidence { reporting::evidence_schema() } else { reporting::report_schema() });

@@ -341,7 +341,17 @@ impl SqlConnector {
             objects: None,
         };
         let ddl = self.builder(&dummy).journal_create();
-        with_pool!(self, p => { sqlx::query(&ddl).execute(p).await.map(|_| ()).map_err(db_err(format!("creating journal table '{}'", self.journal_table))) })
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = with_pool!(self, p => { sqlx::query(&ddl).execute(p).await.map(|_| ()).map_err(db_err(format!("creating journal table '{}'", self.journal_table))) });
+            // Shards starting at once race on `CREATE TABLE IF NOT EXISTS` (PostgreSQL can
+            // answer a unique violation in its catalog); the loser's retry finds the table.
+            if r.is_ok() || attempt == 3 {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+        }
     }
 
     async fn describe_table(&self, table: &str) -> Result<TableInfo, ConnectorError> {
@@ -611,7 +621,7 @@ impl crate::connector::Connector for SqlConnector {
         let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
 
         with_pool!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err(&ctx))?;
+            let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
             // 1. Re-read and lock the rows that are still due and not held.
             let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
             let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;

@@ -7,3 +7,4 @@ mod conformance;
 mod no_pii;
 mod objects;
 mod reports;
+mod shard;
