@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
@@ -351,12 +352,17 @@ pub async fn execute(
         };
         let mut pr = describe_policy(p, prep, &ctx);
         let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
-        let _g = span.enter();
-        if let Err(e) = enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr).await {
+        let t0 = std::time::Instant::now();
+        // `instrument`, not `enter`: a guard held across `.await` would tag other tasks' lines
+        // and lose the span when the task resumes on another worker thread.
+        let result = enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr).instrument(span.clone()).await;
+        let _g = span.enter(); // synchronous code only, to the end of this iteration
+        if let Err(e) = result {
             tracing::error!("{e}");
             pr.errors.push(e.to_string());
             pr.outcome = "failed".into();
         }
+        pr.duration_seconds = t0.elapsed().as_secs_f64();
         tracing::info!(
             outcome = %pr.outcome, due = pr.rows_due, deleted = pr.deleted, anonymized = pr.anonymized,
             fields_anonymized = pr.fields_anonymized, held = pr.held, failed = pr.failed, "policy finished"

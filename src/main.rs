@@ -19,7 +19,7 @@ use lapse::engine::{self, Exit, Mode, Options, Workspace};
     about = "Destroys personal data whose purpose has lapsed, honours legal holds, and proves it"
 )]
 struct Cli {
-    /// Log format on stderr (default: text on a terminal, json otherwise).
+    /// Log format on stderr (default auto: text on a terminal, json otherwise).
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
     /// Only warnings and errors on stderr.
@@ -31,6 +31,8 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
     Text,
     Json,
 }
@@ -68,6 +70,8 @@ struct RunArgs {
     /// one shard by a stable hash of its name; `shard_by_key` policies are split by key.
     #[arg(long, env = "LAPSE_SHARD", value_name = "INDEX/COUNT")]
     shard: Option<lapse::shard::Shard>,
+    #[command(flatten)]
+    metrics: lapse::metrics::MetricsArgs,
 }
 
 #[derive(Subcommand)]
@@ -136,7 +140,7 @@ fn init_logging(format: Option<LogFormat>, quiet: bool) {
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
-        None => !std::io::stderr().is_terminal(),
+        Some(LogFormat::Auto) | None => !std::io::stderr().is_terminal(),
     };
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     if json {
@@ -223,6 +227,11 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
     let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel)
         .await
         .map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+    if mode == Mode::Run {
+        // Metrics never change the exit code; a failure is logged (see `lapse::metrics`).
+        let m = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir);
+        lapse::metrics::publish(&m, &out.report, Exit::of(&out.report) as u8).await;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
     } else {
@@ -277,6 +286,7 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Ex
         max_batches: None,
         report_dir: None,
         shard: None,
+        metrics: Default::default(),
     };
     eprintln!("\n== lapse plan (dry run, read-only) ==");
     plan_or_run(Mode::Plan, args.clone(), false, true).await?;

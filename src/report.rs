@@ -261,6 +261,9 @@ pub struct PolicyReport {
     pub dependents_deleted: BTreeMap<String, u64>,
     /// Rows whose batch failed.
     pub failed: u64,
+    /// Time spent on the policy (counting, destroying, verifying), in seconds.
+    #[serde(default)]
+    pub duration_seconds: f64,
     pub stages: Vec<StageReport>,
     pub guardrail: Guardrail,
     pub verification: Verification,

@@ -6,5 +6,6 @@ mod common;
 mod conformance;
 mod no_pii;
 mod objects;
+mod observe;
 mod reports;
 mod shard;
