@@ -679,6 +679,7 @@ async fn enforce(
         let mut after: Option<Vec<Value>> = None;
         let mut batches = 0u64;
         let mut stage_destroyed = 0u64;
+        crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
         loop {
             if ctx.cancel.load(Ordering::SeqCst) {
                 pr.errors.push("interrupted: stopped after the last committed batch".into());
@@ -721,6 +722,7 @@ async fn enforce(
                 }
             };
             after = cands.last().map(|c| c.key.clone());
+            crate::progress::advance(cands.len() as u64);
             let o = match outcome {
                 Ok(o) => o,
                 Err(e) => {
@@ -797,6 +799,7 @@ async fn enforce(
                 break;
             }
         }
+        crate::progress::finish();
         if pr.guardrail.tripped {
             break;
         }

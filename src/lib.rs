@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod objstore;
 pub mod period;
 pub mod policy;
+pub mod progress;
 pub mod report;
 pub mod reporting;
 pub mod shard;

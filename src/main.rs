@@ -25,6 +25,9 @@ struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// No progress bar (shown only when stderr is a terminal and logs are text).
+    #[arg(long, global = true)]
+    no_progress: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -132,7 +135,7 @@ enum Cmd {
     },
 }
 
-fn init_logging(format: Option<LogFormat>, quiet: bool) {
+fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
     let filter =
@@ -142,7 +145,10 @@ fn init_logging(format: Option<LogFormat>, quiet: bool) {
         Some(LogFormat::Text) => false,
         Some(LogFormat::Auto) | None => !std::io::stderr().is_terminal(),
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if !json && !quiet && !no_progress && std::io::stderr().is_terminal() {
+        lapse::progress::enable();
+    }
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(lapse::progress::writer).with_target(false);
     if json {
         b.json().flatten_event(true).with_current_span(true).init();
     } else {
@@ -302,7 +308,7 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Ex
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.quiet);
+    init_logging(cli.log_format, cli.quiet, cli.no_progress);
     let result = match cli.cmd {
         Cmd::Validate { common, connect, skip_secrets } => validate(common, connect, skip_secrets).await,
         Cmd::Plan { args, json } => plan_or_run(Mode::Plan, args, json, true).await,
