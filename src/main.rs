@@ -54,7 +54,9 @@ struct Common {
 struct RunArgs {
     #[command(flatten)]
     common: Common,
-    /// Cutoff instant (RFC 3339); default: now. A purpose lapses when anchor + period <= cutoff.
+    /// Cutoff instant (RFC 3339 or YYYY-MM-DD, or `today` / `this-hour`: the start of the current UTC
+    /// day or hour, which shards of one run agree on); default: now. A purpose lapses when
+    /// anchor + period <= cutoff.
     #[arg(long)]
     cutoff: Option<String>,
     /// Rows per batch (one transaction each); overrides config and policy.
@@ -199,7 +201,9 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
     ws.check_secrets(&args.common.policies).map_err(|e| invalid(format!("{e:#}")))?;
     let key = ws.evidence_key().map_err(|e| invalid(format!("{e:#}")))?;
     let cutoff = match &args.cutoff {
-        Some(c) => Some(lapse::holds::parse_time(c).map_err(|e| invalid(format!("--cutoff: {e}")))?),
+        Some(c) => {
+            Some(lapse::shard::parse_cutoff(c, chrono::Utc::now()).map_err(|e| invalid(format!("--cutoff: {e}")))?)
+        }
         None => None,
     };
     let conns =

@@ -319,7 +319,7 @@ pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String
         }
     }
     for e in &problems {
-        tracing::warn!("metrics not published (the run itself is unaffected): {e}");
+        tracing::warn!(run_id = %r.run_id, "metrics not published (the run itself is unaffected): {e}");
     }
     problems
 }

@@ -97,9 +97,32 @@ pub fn key_shard_problem(p: &Policy, prep: &Prepared) -> Option<String> {
     }
 }
 
+/// `--cutoff`: an instant (RFC 3339 or a date), or `today` (00:00 UTC of `now`'s day) or
+/// `this-hour` (the start of `now`'s hour). Shards of one run must share the cutoff; pods of an
+/// Indexed Job start at different moments, so they pass `--cutoff today` (or `this-hour`) and agree
+/// unless they start on either side of midnight (or the hour), which `report combine` then refuses.
+pub fn parse_cutoff(s: &str, now: chrono::DateTime<chrono::Utc>) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{DurationRound, TimeDelta};
+    let floor = |d: TimeDelta| now.duration_trunc(d).map_err(|e| e.to_string());
+    match s.trim() {
+        "today" => floor(TimeDelta::days(1)),
+        "this-hour" => floor(TimeDelta::hours(1)),
+        other => crate::holds::parse_time(other).map_err(|e| format!("{e}, or `today` / `this-hour`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cutoff_keywords_align_to_the_day_or_hour() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T06:31:17.250Z").unwrap().to_utc();
+        assert_eq!(parse_cutoff("today", now).unwrap().to_rfc3339(), "2026-11-29T00:00:00+00:00");
+        assert_eq!(parse_cutoff("this-hour", now).unwrap().to_rfc3339(), "2026-11-29T06:00:00+00:00");
+        assert_eq!(parse_cutoff("2026-01-01", now).unwrap().to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        assert!(parse_cutoff("yesterday", now).unwrap_err().contains("today"));
+    }
 
     #[test]
     fn parses_index_over_count() {

@@ -155,7 +155,9 @@ pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
             return Err(differs("the mode"));
         }
         if r.cutoff != first.cutoff {
-            return Err(differs("the cutoff"));
+            return Err(differs(
+                "the cutoff (shards of one run need the same one: `--cutoff today`, `this-hour` or an instant)",
+            ));
         }
         if r.tool.version != first.tool.version {
             return Err(differs("the tool version"));

@@ -1099,6 +1099,9 @@ fn chart_sharding_renders_an_indexed_job_with_object_stores_and_metrics() {
     let args = r.args();
     let at = args.iter().position(|a| a == "--shard").expect("--shard");
     assert_eq!(args[at + 1], "$(JOB_COMPLETION_INDEX)/4");
+    // The pods start at different moments: they share an aligned cutoff.
+    let at = args.iter().position(|a| a == "--cutoff").expect("--cutoff");
+    assert_eq!(args[at + 1], "today");
 
     let cfg = r.config();
     let archive = &cfg["connections"]["archive"];
@@ -1161,6 +1164,7 @@ fn chart_schema_rejects_bad_scale_out_and_object_store_values() {
         ("sharding:\n  enable: true\n", "additional properties 'enable' not allowed"),
         ("sharding:\n  enabled: true\n  shards: 0\n", "/sharding/shards"),
         ("sharding:\n  shards: \"3\"\n", "/sharding/shards"),
+        ("sharding:\n  cutoff: now\n", "/sharding/cutoff"),
         ("metrics:\n  pushgateway:\n    url: pushgateway:9091\n", "/metrics/pushgateway/url"),
         ("metrics:\n  pushgateway:\n    grouping: { job: x }\n", "invalid propertyName 'job'"),
         ("metrics:\n  textfile: lapse.prom\n", "/metrics/textfile"),

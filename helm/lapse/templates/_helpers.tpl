@@ -263,6 +263,8 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- if .Values.sharding.enabled }}
 {{- /* Kubernetes expands $(JOB_COMPLETION_INDEX), which an Indexed Job sets in every pod (0-based). */}}
 {{- $args = concat $args (list "--shard" (printf "$(JOB_COMPLETION_INDEX)/%d" (int .Values.sharding.shards))) }}
+{{- /* The pods start at different moments: they share the cutoff by aligning it. */}}
+{{- $args = concat $args (list "--cutoff" .Values.sharding.cutoff) }}
 {{- end }}
 {{- $args = concat $args .Values.extraArgs }}
 {{- toYaml $args }}
