@@ -34,6 +34,9 @@ pub struct Config {
     /// Prometheus metrics at the end of each run (textfile and/or Pushgateway).
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
+    /// Jobs for `lapse schedule` (cron expressions with time zones).
+    #[serde(default)]
+    pub schedule: Option<crate::schedule::Schedule>,
     /// Set by the loader: the directory of the config file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -147,12 +150,48 @@ pub struct Reports {
     /// `lapse report verify` needs only the public key.
     #[serde(default)]
     pub signing_key: Option<SecretRef>,
+    /// A second, tamper-resistant copy of every report on an S3 bucket (with Object Lock
+    /// retention when configured). The local directory stays the working copy.
+    #[serde(default)]
+    pub s3: Option<ReportBucket>,
 }
 
 impl Default for Reports {
     fn default() -> Self {
-        Reports { dir: default_reports(), signing_key: None }
+        Reports { dir: default_reports(), signing_key: None, s3: None }
     }
+}
+
+/// `reports.s3`: where reports are archived.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBucket {
+    /// An `s3` connection (its region, endpoint and addressing; credentials from the AWS chain).
+    pub connection: String,
+    pub bucket: String,
+    /// Key prefix, e.g. `lapse/prod/` (default: the bucket root).
+    #[serde(default)]
+    pub prefix: String,
+    /// Object Lock retention put on every report object; the bucket must have Object Lock enabled.
+    #[serde(default)]
+    pub retention: Option<ReportRetention>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRetention {
+    pub mode: LockMode,
+    /// Days each report object is kept locked (1 to 36500).
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockMode {
+    /// Nobody, root included, can delete or shorten it before it expires.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can.
+    Governance,
 }
 
 fn default_reports() -> PathBuf {
@@ -279,6 +318,44 @@ impl Config {
                 .at(at("evidence")),
             );
         }
+        if let Some(r) = &cfg.reports.s3 {
+            match cfg.connections.get(&r.connection) {
+                None => diags.push(
+                    Diagnostic::error(format!("reports.s3: unknown connection '{}'", r.connection))
+                        .at(at("reports.s3.connection")),
+                ),
+                Some(c) if c.kind != ConnectionKind::S3 => diags.push(
+                    Diagnostic::error(format!("reports.s3: connection '{}' is not of kind s3", r.connection))
+                        .at(at("reports.s3.connection")),
+                ),
+                Some(_) => {}
+            }
+            if !crate::objstore::valid_bucket(&r.bucket) {
+                diags.push(
+                    Diagnostic::error(format!("reports.s3: invalid bucket name '{}'", r.bucket))
+                        .at(at("reports.s3.bucket")),
+                );
+            }
+            if r.prefix.starts_with('/') || r.prefix.contains("..") || r.prefix.chars().any(char::is_control) {
+                diags.push(
+                    Diagnostic::error("reports.s3.prefix must be a relative key prefix without '..'")
+                        .at(at("reports.s3.prefix")),
+                );
+            }
+            if let Some(ret) = &r.retention {
+                if ret.days == 0 || ret.days > 36_500 {
+                    diags.push(
+                        Diagnostic::error("reports.s3.retention.days must be from 1 to 36500")
+                            .at(at("reports.s3.retention.days")),
+                    );
+                }
+            }
+        }
+        if let Some(sch) = &cfg.schedule {
+            for (path, msg) in sch.problems() {
+                diags.push(Diagnostic::error(msg).at(at(&path)));
+            }
+        }
         if !(0.0..=1.0).contains(&cfg.defaults.max_share) {
             diags.push(Diagnostic::error("defaults.max_share must be from 0 to 1").at(at("defaults.max_share")));
         }
@@ -295,6 +372,15 @@ impl Config {
         }
         let after = diags.0.iter().filter(|d| d.is_error()).count();
         (after == before).then_some(cfg)
+    }
+
+    /// `reports.s3.prefix` normalised to end with `/` (or empty).
+    pub fn report_prefix(&self) -> String {
+        match &self.reports.s3 {
+            Some(r) if !r.prefix.is_empty() && !r.prefix.ends_with('/') => format!("{}/", r.prefix),
+            Some(r) => r.prefix.clone(),
+            None => String::new(),
+        }
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {

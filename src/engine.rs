@@ -127,6 +127,15 @@ impl Workspace {
         Ok(())
     }
 
+    /// `reports.s3`, when configured: the bucket exists, and has Object Lock when a retention is
+    /// asked for. Run before anything is destroyed.
+    pub async fn check_report_bucket(&self) -> Result<(), crate::reporting::sink::SinkCheck> {
+        match crate::reporting::sink::S3Reports::from_config(&self.config).await {
+            Some(b) => b.check().await,
+            None => Ok(()),
+        }
+    }
+
     /// Opens the connections the selected policies use.
     pub async fn connect(&self, only: &[String], read_only: bool) -> anyhow::Result<Connections> {
         let mut out = BTreeMap::new();
@@ -266,10 +275,23 @@ impl EvidenceSink {
     }
 }
 
+/// Another worker holds the run lock of a policy: this run did nothing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "policy '{policy}' is being enforced by another lapse worker (its run lock on connection '{connection}' is held); this run changed nothing"
+)]
+pub struct Busy {
+    pub policy: String,
+    pub connection: String,
+}
+
 /// The result of a plan or run.
 pub struct Outcome {
     pub report: Report,
     pub report_path: PathBuf,
+    /// Set when `reports.s3` is configured and storing the reports there failed (the next run
+    /// uploads what is missing).
+    pub archive_error: Option<String>,
 }
 
 /// Plans or runs the prepared policies and writes the report.
@@ -323,8 +345,40 @@ pub async fn execute(
     let mut report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
     if let Some(s) = opts.shard {
         // One report chain per shard: shards run at once and must not fork each other's chain.
-        report_dir = report_dir.join(format!("shard-{}-of-{}", s.index, s.count));
+        report_dir = report_dir.join(s.dir_name());
     }
+    let prepared: Vec<&(&Policy, Prepared)> =
+        prepared.iter().filter(|(p, _)| opts.shard.is_none_or(|s| s.takes(p))).collect();
+    if mode == Mode::Run {
+        // One worker per policy at a time: the locks die with the process (see `try_run_lock`).
+        // A shard locks only its policies, and only its part of a key-sharded one.
+        for (p, _) in &prepared {
+            let conn = &conns[&p.connection];
+            let name = match opts.shard.filter(|s| s.part(p).is_some()) {
+                Some(s) => format!("lapse/policy/{}/shard/{}-of-{}", p.name, s.index, s.count),
+                None => format!("lapse/policy/{}", p.name),
+            };
+            let got = conn.try_run_lock(&name).await?;
+            if !got {
+                return Err(Busy { policy: p.name.clone(), connection: p.connection.clone() }.into());
+            }
+        }
+    }
+    // The report bucket is checked, and its chain head read, before anything is destroyed.
+    let report_bucket = match mode {
+        Mode::Run => crate::reporting::sink::S3Reports::from_config(&ws.config).await.map(|b| match opts.shard {
+            Some(s) => b.sub(&s.dir_name()),
+            None => b,
+        }),
+        Mode::Plan => None,
+    };
+    let bucket_head = match &report_bucket {
+        Some(b) => {
+            b.check().await?;
+            b.chain_head().await?
+        }
+        None => None,
+    };
     let mut sink = match mode {
         Mode::Run => {
             for c in conns.values() {
@@ -334,7 +388,7 @@ pub async fn execute(
         }
         Mode::Plan => None,
     };
-    for (p, prep) in prepared.iter().filter(|(p, _)| opts.shard.is_none_or(|s| s.takes(p))) {
+    for (p, prep) in prepared {
         let conn = conns[&p.connection].clone();
         let mut ctx = Ctx {
             mode,
@@ -353,13 +407,22 @@ pub async fn execute(
         let mut pr = describe_policy(p, prep, &ctx);
         let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
         let t0 = std::time::Instant::now();
-        // `instrument`, not `enter`: a guard held across `.await` would tag other tasks' lines
-        // and lose the span when the task resumes on another worker thread.
-        let result = enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr).instrument(span.clone()).await;
+        // A policy that fails part-way (a lost connection, even a bug's panic) keeps what it
+        // committed in `pr`; the run goes on with the next policy and the report says
+        // `incomplete`. `instrument`, not `enter`: a guard held across `.await` would tag other
+        // tasks' lines and lose the span when the task resumes on another worker thread.
+        let work =
+            std::panic::AssertUnwindSafe(enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr).instrument(span.clone()));
+        let result = futures::FutureExt::catch_unwind(work).await;
         let _g = span.enter(); // synchronous code only, to the end of this iteration
-        if let Err(e) = result {
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("internal error (panic) while enforcing; see the log".to_string()),
+        };
+        if let Some(e) = failure {
             tracing::error!("{e}");
-            pr.errors.push(e.to_string());
+            pr.errors.push(e);
             pr.outcome = "failed".into();
         }
         pr.duration_seconds = t0.elapsed().as_secs_f64();
@@ -388,9 +451,9 @@ pub async fn execute(
         report.evidence = Some(s.finish()?);
     }
     report.finished_at = Some(Utc::now());
-    report.status = if cancel.load(Ordering::SeqCst) {
+    report.status = if cancel.load(Ordering::SeqCst) || report.policies.iter().any(|p| p.outcome == "failed") {
         "incomplete".into()
-    } else if report.policies.iter().any(|p| p.outcome == "failed" || p.failed > 0) {
+    } else if report.policies.iter().any(|p| p.failed > 0) {
         "partial".into()
     } else if report.policies.iter().any(|p| p.guardrail.tripped) {
         "guardrail".into()
@@ -408,11 +471,30 @@ pub async fn execute(
     report.signing_key_id = signer.as_ref().map(|s| s.key_id());
     if mode == Mode::Run {
         // Chain: this run report points at the newest run report of the directory.
-        report.previous = crate::integrity::chain_head(&report_dir)?;
+        let local = crate::integrity::chain_head(&report_dir)?;
+        report.previous = match (local, bucket_head) {
+            (Some(l), Some(b)) => Some(if b.sequence > l.sequence { b } else { l }),
+            (l, b) => l.or(b),
+        };
         report.sequence = report.previous.as_ref().map_or(1, |p| p.sequence + 1);
     }
     let report_path = report.write(&report_dir, signer.as_ref())?;
-    Ok(Outcome { report, report_path })
+    let mut archive_error = None;
+    if let Some(b) = &report_bucket {
+        match b.store_dir(&report_dir).await {
+            Ok(names) => {
+                tracing::info!(files = names.len(), location = %b.url(), "reports stored on the report bucket")
+            }
+            Err(e) => {
+                tracing::error!(
+                    "the report was written to {} but not stored on the report bucket: {e:#}",
+                    report_dir.display()
+                );
+                archive_error = Some(format!("{e:#}"));
+            }
+        }
+    }
+    Ok(Outcome { report, report_path, archive_error })
 }
 
 fn describe_policy(p: &Policy, prep: &Prepared, ctx: &Ctx) -> PolicyReport {
@@ -826,6 +908,8 @@ pub enum Exit {
     Invalid = 2,
     /// A guardrail stopped at least one policy; nothing of that policy was destroyed.
     Guardrail = 3,
+    /// Another worker holds the run lock of a selected policy; nothing was done.
+    Busy = 6,
 }
 
 impl Exit {

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod reporting;
+pub mod schedule;
 pub mod shard;
 pub mod sql;
 pub mod validate;

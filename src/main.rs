@@ -1,5 +1,6 @@
 //! `lapse` command line. Exit codes are decided here, in one place:
-//! 0 success, 1 partial failure (or interrupted), 2 invalid configuration, 3 guardrail tripped.
+//! 0 success, 1 partial failure (or interrupted), 2 invalid configuration, 3 guardrail tripped,
+//! 6 another worker holds the run lock (nothing done). `lapse report`: 4 verification failed, 5 not found.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -28,6 +29,11 @@ struct Cli {
     /// No progress bar (shown only when stderr is a terminal and logs are text).
     #[arg(long, global = true)]
     no_progress: bool,
+    /// After SIGTERM/SIGINT: seconds to finish the current batch and write the report before
+    /// the process exits anyway (keep it below the pod's terminationGracePeriodSeconds). A second
+    /// signal exits at once.
+    #[arg(long, global = true, default_value_t = 25, value_name = "SECONDS")]
+    shutdown_grace: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -109,6 +115,15 @@ enum Cmd {
         #[arg(long, short)]
         yes: bool,
     },
+    /// Long-running: run the config's `schedule.jobs` on their cron schedules (with time zones);
+    /// runs never overlap; SIGTERM finishes the current batch, writes the report and exits.
+    Schedule {
+        #[command(flatten)]
+        common: Common,
+        /// Reports directory for the scheduled runs (default: the config's reports.dir).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+    },
     /// Quickstart: create a SQLite shop with sample personal data in DIR, then plan and run.
     Demo {
         /// Directory for the demo database, config, policies and reports.
@@ -168,9 +183,10 @@ fn print_diags(d: &Diagnostics) {
     }
 }
 
-/// Cancellation on SIGINT/SIGTERM: the current batch finishes, the report is written.
-fn install_signals(flag: Arc<AtomicBool>) {
-    tokio::spawn(async move {
+/// SIGTERM / SIGINT: set `flag` (the run stops after its current batch and writes its report);
+/// exit anyway after `grace`, or at once on a second signal.
+fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
+    async fn next_signal() {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -182,12 +198,33 @@ fn install_signals(flag: Arc<AtomicBool>) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        tracing::warn!("signal received: finishing the current batch, then writing the report");
+    }
+    tokio::spawn(async move {
+        next_signal().await;
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "signal received: finishing the current batch, then writing the report"
+        );
         flag.store(true, Ordering::SeqCst);
+        tokio::select! {
+            _ = next_signal() => {
+                eprintln!("error: second signal: exiting now; committed batches are in the journal table, the report was not written");
+            }
+            _ = tokio::time::sleep(grace) => {
+                eprintln!("error: the current batch did not finish within {}s of the signal: exiting; committed batches are in the journal table", grace.as_secs());
+            }
+        }
+        std::process::exit(Exit::Partial as i32);
     });
 }
 
-async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result<Exit, (Exit, String)> {
+async fn plan_or_run(
+    mode: Mode,
+    args: RunArgs,
+    json: bool,
+    yes: bool,
+    cancel: Arc<AtomicBool>,
+) -> Result<Exit, (Exit, String)> {
     let invalid = |m: String| (Exit::Invalid, m);
     let ws = Workspace::load(&args.common.config).map_err(|d| {
         print_diags(&d);
@@ -212,6 +249,9 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
         print_diags(&d);
         (Exit::Invalid, String::new())
     })?;
+    if mode == Mode::Run {
+        ws.check_report_bucket().await.map_err(sink_exit)?;
+    }
     if mode == Mode::Run && !yes && std::io::stdin().is_terminal() {
         eprint!(
             "This will destroy or anonymize data under {} polic{}. Continue? [y/N] ",
@@ -224,8 +264,6 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
             return Err((Exit::Partial, "aborted; nothing was changed".into()));
         }
     }
-    let cancel = Arc::new(AtomicBool::new(false));
-    install_signals(cancel.clone());
     let opts = Options {
         cutoff,
         allow_share: args.allow_share,
@@ -234,9 +272,13 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
         report_dir: args.report_dir,
         shard: args.shard,
     };
-    let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel)
-        .await
-        .map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+    let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel).await.map_err(|e| {
+        if e.downcast_ref::<engine::Busy>().is_some() {
+            (Exit::Busy, format!("{e:#}"))
+        } else {
+            (Exit::Partial, format!("{e:#}"))
+        }
+    })?;
     if mode == Mode::Run {
         // Metrics never change the exit code; a failure is logged (see `lapse::metrics`).
         let m = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir);
@@ -247,8 +289,67 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
     } else {
         print!("{}", engine::summary(&out.report));
     }
-    eprintln!("report: {}", out.report_path.display());
+    tracing::info!(report = %out.report_path.display(), status = %out.report.status, "report written");
+    if let Some(e) = &out.archive_error {
+        eprintln!("error: the report was not stored on the report bucket (the next run retries): {e}");
+        let code = Exit::of(&out.report);
+        return Ok(if code == Exit::Success { Exit::Partial } else { code });
+    }
     Ok(Exit::of(&out.report))
+}
+
+async fn schedule(
+    common: Common,
+    report_dir: Option<PathBuf>,
+    cancel: Arc<AtomicBool>,
+) -> Result<Exit, (Exit, String)> {
+    let ws = Workspace::load(&common.config).map_err(|d| {
+        print_diags(&d);
+        (Exit::Invalid, String::new())
+    })?;
+    let Some(sch) = &ws.config.schedule else {
+        return Err((Exit::Invalid, format!("'{}' has no `schedule:` section", common.config.display())));
+    };
+    let jobs = sch.specs().map_err(|e| (Exit::Invalid, e))?;
+    for j in &jobs {
+        for p in &j.policies {
+            if !ws.policies.policies.iter().any(|x| &x.name == p) {
+                return Err((Exit::Invalid, format!("schedule job '{}': unknown policy '{p}'", j.name)));
+            }
+        }
+    }
+    let config = common.config.clone();
+    let inner = cancel.clone();
+    lapse::schedule::serve(jobs, cancel, move |job| {
+        let args = RunArgs {
+            common: Common { config: config.clone(), policies: job.policies.clone() },
+            cutoff: None,
+            batch_size: None,
+            allow_share: vec![],
+            max_batches: None,
+            report_dir: report_dir.clone(),
+            shard: None,
+            metrics: Default::default(),
+        };
+        let cancel = inner.clone();
+        async move {
+            let mode = if job.dry_run { Mode::Plan } else { Mode::Run };
+            match plan_or_run(mode, args, false, true, cancel).await {
+                Ok(code) => tracing::info!(job = %job.name, exit = code as u8, "run done"),
+                Err((code, msg)) => tracing::error!(job = %job.name, exit = code as u8, "run failed: {msg}"),
+            }
+        }
+    })
+    .await
+    .map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+    Ok(Exit::Success)
+}
+
+fn sink_exit(e: lapse::reporting::sink::SinkCheck) -> (Exit, String) {
+    match e {
+        lapse::reporting::sink::SinkCheck::Invalid(m) => (Exit::Invalid, m),
+        lapse::reporting::sink::SinkCheck::Unavailable(m) => (Exit::Partial, m),
+    }
 }
 
 async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<Exit, (Exit, String)> {
@@ -265,6 +366,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
             print_diags(&d);
             (Exit::Invalid, String::new())
         })?;
+        ws.check_report_bucket().await.map_err(sink_exit)?;
     }
     println!(
         "ok: {} polic{} in {} file{}{}",
@@ -277,7 +379,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
     Ok(Exit::Success)
 }
 
-async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Exit, String)> {
+async fn demo(dir: PathBuf, customers: u32, seed_only: bool, cancel: Arc<AtomicBool>) -> Result<Exit, (Exit, String)> {
     let fail = |e: anyhow::Error| (Exit::Partial, format!("{e:#}"));
     lapse::demo::setup(&dir, lapse::demo::Sizes { customers, ..Default::default() }, 42).await.map_err(fail)?;
     eprintln!(
@@ -299,12 +401,12 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Ex
         metrics: Default::default(),
     };
     eprintln!("\n== lapse plan (dry run, read-only) ==");
-    plan_or_run(Mode::Plan, args.clone(), false, true).await?;
+    plan_or_run(Mode::Plan, args.clone(), false, true, cancel.clone()).await?;
     // The first run on an old database clears a backlog (the plan above shows the customers
     // guardrail tripping); the demo allows it explicitly, as an operator would.
     eprintln!("\n== lapse run --allow-share customers ==");
     let args = RunArgs { allow_share: vec!["customers".into()], ..args };
-    let code = plan_or_run(Mode::Run, args, false, true).await?;
+    let code = plan_or_run(Mode::Run, args, false, true, cancel).await?;
     eprintln!("\nreports (JSON, CSV, evidence) are in {}", dir.join("reports").display());
     Ok(code)
 }
@@ -313,11 +415,16 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool) -> Result<Exit, (Ex
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet, cli.no_progress);
+    let cancel = Arc::new(AtomicBool::new(false));
+    if matches!(cli.cmd, Cmd::Plan { .. } | Cmd::Run { .. } | Cmd::Schedule { .. } | Cmd::Demo { .. }) {
+        install_signals(cancel.clone(), std::time::Duration::from_secs(cli.shutdown_grace));
+    }
     let result = match cli.cmd {
         Cmd::Validate { common, connect, skip_secrets } => validate(common, connect, skip_secrets).await,
-        Cmd::Plan { args, json } => plan_or_run(Mode::Plan, args, json, true).await,
-        Cmd::Run { args, yes } => plan_or_run(Mode::Run, args, false, yes).await,
-        Cmd::Demo { dir, customers, seed_only } => demo(dir, customers, seed_only).await,
+        Cmd::Plan { args, json } => plan_or_run(Mode::Plan, args, json, true, cancel).await,
+        Cmd::Run { args, yes } => plan_or_run(Mode::Run, args, false, yes, cancel).await,
+        Cmd::Schedule { common, report_dir } => schedule(common, report_dir, cancel).await,
+        Cmd::Demo { dir, customers, seed_only } => demo(dir, customers, seed_only, cancel).await,
         Cmd::Report { cmd } => return report_cmd(cmd),
         Cmd::Keygen { out, force } => return keygen(&out, force),
     };
@@ -339,11 +446,15 @@ enum ReportCmd {
     /// Check signatures, evidence files and the hash chain of a report or a directory of reports.
     /// Exit 0: all good; 4: a problem was found (each named); 2: bad arguments or key.
     Verify {
-        /// A report (`lapse-*.json`) or a directory of reports.
+        /// A report (`lapse-*.json`), a directory of reports, or `s3://bucket/prefix`.
         path: PathBuf,
         /// The Ed25519 public key file (64 hex characters, e.g. signing.pub).
         #[arg(long)]
         public_key: PathBuf,
+        /// For `s3://` locations: take endpoint, region and addressing from this config's
+        /// `reports.s3` connection (default: the AWS environment).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -364,7 +475,8 @@ enum ReportCmd {
     /// Was a subject (or record) destroyed, when and how, or is it held? Uses the evidence key.
     /// Exit 0: found (destroyed or held); 5: nothing found; 2: bad arguments or config.
     Lookup {
-        /// A directory of reports.
+        /// A directory of reports, or `s3://bucket/prefix` (client settings from the config's
+        /// `reports.s3` connection).
         dir: PathBuf,
         /// The data subject (value of the policies' subject column).
         #[arg(long, conflicts_with = "key", required_unless_present = "key")]
@@ -414,16 +526,28 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+fn load_config(path: &std::path::Path) -> Result<lapse::config::Config, ExitCode> {
+    let mut d = lapse::diag::Diagnostics::default();
+    lapse::config::Config::load(path, &mut d).ok_or_else(|| {
+        print_diags(&d);
+        ExitCode::from(Exit::Invalid as u8)
+    })
+}
+
 fn report_cmd(cmd: ReportCmd) -> ExitCode {
     use lapse::reporting::{self, lookup, render, store, verify};
     const INVALID: u8 = Exit::Invalid as u8;
     match cmd {
-        ReportCmd::Verify { path, public_key, json } => {
+        ReportCmd::Verify { path, public_key, config, json } => {
             let key = match lapse::integrity::read_public_key(&public_key) {
                 Ok(k) => k,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };
-            let out = match verify::verify_path(&path, &key) {
+            let cfg = match config.as_deref().map(load_config).transpose() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let out = match verify::verify_path(&path, &key, cfg.as_ref()) {
                 Ok(o) => o,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };
@@ -515,7 +639,15 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                     return ExitCode::from(INVALID);
                 }
             };
-            let st = match store::open(&dir) {
+            let cfg = if dir.to_string_lossy().starts_with("s3://") {
+                match load_config(&config) {
+                    Ok(c) => Some(c),
+                    Err(code) => return code,
+                }
+            } else {
+                None
+            };
+            let st = match store::open(&dir, cfg.as_ref()) {
                 Ok(s) => s,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };

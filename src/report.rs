@@ -37,7 +37,8 @@ pub struct Report {
     /// `plan` (nothing changed) or `run`.
     pub mode: String,
     /// `complete`, `partial` (some work failed), `guardrail` (a policy was stopped) or
-    /// `incomplete` (the run was interrupted).
+    /// `incomplete` (the run was interrupted, or a policy failed part-way: what it committed
+    /// is counted, its error is in the policy's `errors`).
     pub status: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

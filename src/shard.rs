@@ -60,6 +60,11 @@ impl Shard {
         (key_hash(name) % u64::from(count)) as u32
     }
 
+    /// The directory (and report-bucket prefix) of this shard's reports: its own report chain.
+    pub fn dir_name(&self) -> String {
+        format!("shard-{}-of-{}", self.index, self.count)
+    }
+
     /// Does this shard process `p` (wholly, or its part of the keys)?
     pub fn takes(&self, p: &Policy) -> bool {
         p.shard_by_key || Shard::owner(&p.name, self.count) == self.index

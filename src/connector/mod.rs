@@ -306,4 +306,9 @@ pub trait Connector: Send + Sync + fmt::Display {
     async fn prepare_run(&self) -> Result<(), ConnectorError> {
         Ok(())
     }
+
+    /// Takes the run lock `name` (one per policy and shard) for the rest of the process: `false`
+    /// when another worker holds it. The lock dies with the process (a session-level database
+    /// lock, an OS file lock), so a killed worker never leaves a stale lock behind.
+    async fn try_run_lock(&self, name: &str) -> Result<bool, ConnectorError>;
 }

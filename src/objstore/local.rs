@@ -63,6 +63,9 @@ fn walk(
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let Ok(name) = e.file_name().into_string() else { continue }; // non-UTF-8 names are not keys
+        if rel.is_empty() && name.starts_with(LOCK_PREFIX) {
+            continue; // run lock files (`try_lock`), never objects
+        }
         names.push((name, e.file_type()?));
     }
     names.sort_by(|a, b| a.0.cmp(&b.0));
@@ -96,8 +99,26 @@ fn walk(
     Ok(false)
 }
 
+/// Run lock files at the root of the directory store.
+const LOCK_PREFIX: &str = ".lapse-lock-";
+
 #[async_trait]
 impl ObjectBackend for DirBackend {
+    async fn try_lock(&self, name: &str) -> Result<super::RunLock, ConnectorError> {
+        use sha2::Digest;
+        let err = |e: std::io::Error| ConnectorError::Query {
+            context: "taking the run lock".into(),
+            message: format!("lock file: {}", e.kind()),
+        };
+        let path = self.root.join(format!("{LOCK_PREFIX}{}", &hex::encode(sha2::Sha256::digest(name))[..16]));
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(err)?;
+        match f.try_lock() {
+            Ok(()) => Ok(super::RunLock::Held(Box::new(f))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(super::RunLock::Busy),
+            Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+        }
+    }
+
     async fn check(&self, _bucket: &str) -> Result<(), ConnectorError> {
         match std::fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => Ok(()),

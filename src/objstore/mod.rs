@@ -252,9 +252,23 @@ pub struct Version {
     pub latest: bool,
 }
 
+/// The answer of [`ObjectBackend::try_lock`].
+pub enum RunLock {
+    /// Taken; the value holds it until dropped.
+    Held(Box<dyn std::any::Any + Send>),
+    /// Another worker holds it.
+    Busy,
+    /// The store has no lock that dies with its holder (S3).
+    Unsupported,
+}
+
 /// A storage backend for objects: listing, facts, versions, deletion.
 #[async_trait]
 pub trait ObjectBackend: Send + Sync + fmt::Display {
+    /// A run lock that dies with the process, where the store has one.
+    async fn try_lock(&self, _name: &str) -> Result<RunLock, ConnectorError> {
+        Ok(RunLock::Unsupported)
+    }
     /// Fails with `NotFound` for an unknown bucket/directory.
     async fn check(&self, bucket: &str) -> Result<(), ConnectorError>;
     /// A page of objects under `prefix` in key order, strictly after `after`.
@@ -288,6 +302,7 @@ pub struct ObjectConnector {
     backend: Box<dyn ObjectBackend>,
     default_bucket: Option<String>,
     concurrency: usize,
+    run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
 }
 
 impl fmt::Display for ObjectConnector {
@@ -312,7 +327,13 @@ impl ObjectConnector {
         default_bucket: Option<String>,
         concurrency: usize,
     ) -> Self {
-        ObjectConnector { name: name.to_string(), backend, default_bucket, concurrency: concurrency.max(1) }
+        ObjectConnector {
+            name: name.to_string(),
+            backend,
+            default_bucket,
+            concurrency: concurrency.max(1),
+            run_locks: Default::default(),
+        }
     }
 
     fn dataset<'a>(&'a self, scope: &'a Scope) -> Result<(&'a str, &'a ObjectDataset), ConnectorError> {
@@ -448,6 +469,23 @@ fn scrub(msg: &str, key: &str) -> String {
 
 #[async_trait]
 impl Connector for ObjectConnector {
+    async fn try_run_lock(&self, name: &str) -> Result<bool, ConnectorError> {
+        match self.backend.try_lock(name).await? {
+            RunLock::Held(h) => {
+                self.run_locks.lock().expect("run locks").push(h);
+                Ok(true)
+            }
+            RunLock::Busy => Ok(false),
+            RunLock::Unsupported => {
+                tracing::warn!(
+                    connection = %self.name,
+                    "object store without a run lock: rely on the CronJob's concurrencyPolicy (deleting a version twice is harmless)"
+                );
+                Ok(true)
+            }
+        }
+    }
+
     async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
         let bucket = match table.split_once('/') {
             Some((b, _)) if self.default_bucket.is_none() || !b.is_empty() => b.to_string(),

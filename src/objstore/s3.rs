@@ -39,7 +39,7 @@ fn time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
 }
 
-fn err<E, R>(context: &str, e: SdkError<E, R>) -> ConnectorError
+pub(crate) fn err<E, R>(context: &str, e: SdkError<E, R>) -> ConnectorError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
@@ -57,7 +57,33 @@ where
     ConnectorError::Query { context: context.to_string(), message }
 }
 
-fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+/// An S3 client from the standard AWS chain (env, profile, IRSA / pod identity), with bounded
+/// retries and timeouts; `region`, `endpoint` and `path_style` from a `kind: s3` connection.
+pub async fn client(region: Option<&str>, endpoint: Option<&str>, path_style: bool) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_string()));
+    }
+    let sdk = loader.load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(path_style)
+        .retry_config(RetryConfig::standard().with_max_attempts(4))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if sdk.region().is_none() {
+        b = b.region(Region::new("us-east-1"));
+    }
+    if let Some(ep) = endpoint {
+        b = b.endpoint_url(ep);
+    }
+    Client::from_conf(b.build())
+}
+
+pub(crate) fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
     match e {
         SdkError::ServiceError(s) => {
             matches!(s.err().code(), Some("NotFound" | "NoSuchKey" | "NoSuchBucket"))
@@ -69,28 +95,8 @@ fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool 
 
 impl S3Backend {
     pub async fn new(region: Option<&str>, endpoint: Option<&str>, path_style: bool) -> S3Backend {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = region {
-            loader = loader.region(Region::new(r.to_string()));
-        }
-        let sdk = loader.load().await;
-        let mut b = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(path_style)
-            .retry_config(RetryConfig::standard().with_max_attempts(4))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            );
-        if sdk.region().is_none() {
-            b = b.region(Region::new("us-east-1"));
-        }
-        if let Some(ep) = endpoint {
-            b = b.endpoint_url(ep);
-        }
         S3Backend {
-            client: Client::from_conf(b.build()),
+            client: client(region, endpoint, path_style).await,
             endpoint: endpoint.unwrap_or("aws").to_string(),
             lock_enabled: Mutex::new(HashMap::new()),
         }

@@ -13,6 +13,7 @@ pub mod combine;
 pub mod keygen;
 pub mod lookup;
 pub mod render;
+pub mod sink;
 pub mod store;
 pub mod verify;
 

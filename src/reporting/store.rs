@@ -1,11 +1,8 @@
 //! Where `verify` and `lookup` read reports from: a [`ReportStore`].
 //!
-//! Today that is a local directory ([`LocalDir`]). **Hook for the S3 report sink:** implement
-//! [`ReportStore`] for a bucket prefix (list the object names directly under it, read and stream
-//! objects) and return it from [`open`] for `s3://bucket/prefix` locations; `verify` and `lookup`
-//! then work unchanged on a bucket. The trait is synchronous (the report commands are batch
-//! reads); an implementation on an async SDK can use
-//! `tokio::task::block_in_place(|| Handle::current().block_on(...))`, since the CLI runs on the
+//! A local directory ([`LocalDir`]) or a bucket prefix (`super::sink::S3Reports`, for
+//! `s3://bucket/prefix`). The trait is synchronous (the report commands are batch reads); the S3
+//! implementation bridges with `tokio::task::block_in_place`, since the CLI runs on the
 //! multi-threaded runtime.
 
 use std::io::{BufRead, BufReader};
@@ -75,11 +72,15 @@ pub fn plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
-/// Opens a report location: a directory. (`s3://` locations are the S3 sink's to add here.)
-pub fn open(location: &Path) -> anyhow::Result<Box<dyn ReportStore>> {
+/// Opens a report location: a directory, or `s3://bucket/prefix` (client settings from the
+/// config's `reports.s3` connection when a config is given, else from the AWS environment).
+pub fn open(location: &Path, config: Option<&crate::config::Config>) -> anyhow::Result<Box<dyn ReportStore>> {
     let text = location.to_string_lossy();
     if text.starts_with("s3://") {
-        anyhow::bail!("reading reports from S3 ('{text}') is not supported yet; copy them to a directory");
+        let st = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(super::sink::S3Reports::from_location(&text, config))
+        })?;
+        return Ok(Box::new(st));
     }
     if !location.is_dir() {
         anyhow::bail!("'{}' is not a directory", location.display());

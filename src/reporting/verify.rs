@@ -156,12 +156,12 @@ impl Entry {
 }
 
 /// Verifies a report file, or every report of a directory.
-pub fn verify_path(path: &Path, key: &VerifyingKey) -> anyhow::Result<Outcome> {
-    if path.is_dir() {
-        let st = store::open(path)?;
+pub fn verify_path(path: &Path, key: &VerifyingKey, config: Option<&crate::config::Config>) -> anyhow::Result<Outcome> {
+    if path.is_dir() || path.to_string_lossy().starts_with("s3://") {
+        let st = store::open(path, config)?;
         let names = st.list()?;
         if !names.iter().any(|n| matches!(store::kind(n), FileKind::Report | FileKind::Signature { .. })) {
-            anyhow::bail!("no report (lapse-<mode>-<time>-<run>.json) in '{}'", path.display());
+            anyhow::bail!("no report (lapse-<mode>-<time>-<run>.json) in '{}'", st.location());
         }
         Ok(verify(st.as_ref(), None, key))
     } else if path.is_file() {

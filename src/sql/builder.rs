@@ -32,6 +32,17 @@ impl Dialect {
         }
     }
 
+    /// The run lock (`try_run_lock`): a session-level lock released when the session ends,
+    /// also when the process is killed. One bound parameter: the lock key (PostgreSQL: a
+    /// bigint; MySQL: a name, server-wide). SQLite has none (a lock file is used instead).
+    pub fn try_lock(self) -> Option<&'static str> {
+        match self {
+            Dialect::Postgres => Some("SELECT pg_try_advisory_lock($1)"),
+            Dialect::MySql => Some("SELECT GET_LOCK(?, 0)"),
+            Dialect::Sqlite => None,
+        }
+    }
+
     /// Quotes an identifier (`schema.table` becomes two quoted parts).
     pub fn quote(self, ident: &str) -> String {
         ident

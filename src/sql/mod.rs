@@ -40,6 +40,9 @@ pub struct SqlConnector {
     pool: Pool,
     journal_table: String,
     holds_table: Option<(HoldsTable, TableInfo)>,
+    /// Run locks taken by `try_run_lock`: the sessions (or lock files) that hold them, kept
+    /// open until the connector is dropped at the end of the process.
+    run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
 }
 
 impl fmt::Display for SqlConnector {
@@ -281,6 +284,7 @@ impl SqlConnector {
             pool,
             journal_table: journal_table.to_string(),
             holds_table: None,
+            run_locks: std::sync::Mutex::new(Vec::new()),
         };
         if let Some(h) = holds {
             let info = c.describe_table(&h.table).await.map_err(|e| match e {
@@ -540,68 +544,9 @@ fn redact_url(msg: &str, url: &str) -> String {
     out
 }
 
-#[async_trait]
-impl crate::connector::Connector for SqlConnector {
-    fn holds_table(&self) -> Option<&HoldsTable> {
-        self.holds_table.as_ref().map(|(h, _)| h)
-    }
-
-    async fn prepare_run(&self) -> Result<(), ConnectorError> {
-        self.ensure_journal().await
-    }
-
-    async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
-        self.describe_table(table).await
-    }
-
-    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError> {
-        let sql = self.builder(scope).count(filter);
-        let rows = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?;
-        Ok(match rows.first().and_then(|r| r.first()) {
-            Some(Value::Int(n)) => *n as u64,
-            _ => 0,
-        })
-    }
-
-    async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
-        let Some(sql) = self.builder(scope).count_by_table_hold(filter) else { return Ok(vec![]) };
-        let rows = self.rows(&sql, &format!("counting held rows of '{}'", scope.table.name)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let id = match &r[0] {
-                    Value::Text(s) => s.clone(),
-                    other => other.canonical(),
-                };
-                let n = match r.get(1) {
-                    Some(Value::Int(n)) => *n as u64,
-                    _ => 0,
-                };
-                (id, n)
-            })
-            .collect())
-    }
-
-    async fn candidates(
-        &self,
-        scope: &Scope,
-        after: Option<&[Value]>,
-        limit: usize,
-    ) -> Result<Vec<Candidate>, ConnectorError> {
-        let sql = self.builder(scope).candidates(after, limit);
-        let rows = self.rows(&sql, &format!("selecting due rows of '{}'", scope.table.name)).await?;
-        let nk = scope.key.len();
-        Ok(rows
-            .into_iter()
-            .map(|mut r| {
-                let subject = if scope.subject.is_some() { r.pop() } else { None };
-                r.truncate(nk);
-                Candidate { key: r, subject }
-            })
-            .collect())
-    }
-
-    async fn destroy(
+impl SqlConnector {
+    /// One attempt at `Connector::destroy`.
+    async fn destroy_once(
         &self,
         scope: &Scope,
         batch: &[Candidate],
@@ -703,6 +648,152 @@ impl crate::connector::Connector for SqlConnector {
             tx.commit().await.map_err(db_err(&ctx))?;
             Ok(outcome)
         })
+    }
+}
+
+#[async_trait]
+impl crate::connector::Connector for SqlConnector {
+    fn holds_table(&self) -> Option<&HoldsTable> {
+        self.holds_table.as_ref().map(|(h, _)| h)
+    }
+
+    async fn prepare_run(&self) -> Result<(), ConnectorError> {
+        self.ensure_journal().await
+    }
+
+    async fn try_run_lock(&self, name: &str) -> Result<bool, ConnectorError> {
+        let ctx = "taking the run lock";
+        let digest = |extra: &str| {
+            use sha2::Digest;
+            sha2::Sha256::digest(format!("{extra}\0{name}").as_bytes())
+        };
+        let held: Box<dyn std::any::Any + Send> = match &self.pool {
+            Pool::Pg(p) => {
+                let key = i64::from_be_bytes(digest("").as_slice()[..8].try_into().expect("8 bytes"));
+                let mut c = p.acquire().await.map_err(db_err(ctx))?.detach();
+                let sql = self.dialect.try_lock().expect("postgres");
+                let got: bool = sqlx::query_scalar(sql).bind(key).fetch_one(&mut c).await.map_err(db_err(ctx))?;
+                if !got {
+                    return Ok(false);
+                }
+                Box::new(c)
+            }
+            Pool::My(p) => {
+                // GET_LOCK names are server-wide: the database name is part of the key.
+                let mut c = p.acquire().await.map_err(db_err(ctx))?.detach();
+                let db: Option<String> =
+                    sqlx::query_scalar("SELECT DATABASE()").fetch_one(&mut c).await.map_err(db_err(ctx))?;
+                let key = format!("lapse:{}", &hex::encode(digest(&db.unwrap_or_default()))[..40]);
+                let sql = self.dialect.try_lock().expect("mysql");
+                let got: Option<i64> =
+                    sqlx::query_scalar(sql).bind(key).fetch_one(&mut c).await.map_err(db_err(ctx))?;
+                if got != Some(1) {
+                    return Ok(false);
+                }
+                Box::new(c)
+            }
+            Pool::Lite(p) => {
+                let file: Option<String> =
+                    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                        .fetch_optional(p)
+                        .await
+                        .map_err(db_err(ctx))?;
+                let Some(file) = file.filter(|f| !f.is_empty()) else { return Ok(true) }; // in-memory
+                let path = format!("{file}.lapse-lock-{}", &hex::encode(digest(""))[..16]);
+                let f =
+                    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| {
+                        ConnectorError::Query { context: ctx.into(), message: format!("lock file: {}", e.kind()) }
+                    })?;
+                match f.try_lock() {
+                    Ok(()) => Box::new(f),
+                    Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(ConnectorError::Query {
+                            context: ctx.into(),
+                            message: format!("lock file: {}", e.kind()),
+                        })
+                    }
+                }
+            }
+        };
+        self.run_locks.lock().expect("run locks").push(held);
+        Ok(true)
+    }
+
+    async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
+        self.describe_table(table).await
+    }
+
+    async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError> {
+        let sql = self.builder(scope).count(filter);
+        let rows = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?;
+        Ok(match rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => *n as u64,
+            _ => 0,
+        })
+    }
+
+    async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
+        let Some(sql) = self.builder(scope).count_by_table_hold(filter) else { return Ok(vec![]) };
+        let rows = self.rows(&sql, &format!("counting held rows of '{}'", scope.table.name)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let id = match &r[0] {
+                    Value::Text(s) => s.clone(),
+                    other => other.canonical(),
+                };
+                let n = match r.get(1) {
+                    Some(Value::Int(n)) => *n as u64,
+                    _ => 0,
+                };
+                (id, n)
+            })
+            .collect())
+    }
+
+    async fn candidates(
+        &self,
+        scope: &Scope,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, ConnectorError> {
+        let sql = self.builder(scope).candidates(after, limit);
+        let rows = self.rows(&sql, &format!("selecting due rows of '{}'", scope.table.name)).await?;
+        let nk = scope.key.len();
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                let subject = if scope.subject.is_some() { r.pop() } else { None };
+                r.truncate(nk);
+                Candidate { key: r, subject }
+            })
+            .collect())
+    }
+
+    async fn destroy(
+        &self,
+        scope: &Scope,
+        batch: &[Candidate],
+        ids: &[EvidenceId],
+        journal: &JournalCtx,
+    ) -> Result<BatchOutcome, ConnectorError> {
+        // A deadlock or serialization failure rolled the whole transaction back: nothing was
+        // committed, so the batch is simply tried again (workers on the same tables, e.g. shards
+        // cascading into one child table, can deadlock on MariaDB's gap locks).
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            match self.destroy_once(scope, batch, ids, journal).await {
+                Err(ConnectorError::Query { message, .. })
+                    if attempt < 5 && (message.ends_with("[40001]") || message.ends_with("[40P01]")) =>
+                {
+                    let jitter = rand::random::<u64>() % 50;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt + jitter)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {

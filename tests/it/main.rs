@@ -7,5 +7,6 @@ mod conformance;
 mod no_pii;
 mod objects;
 mod observe;
+mod operations;
 mod reports;
 mod shard;

@@ -44,7 +44,7 @@ pub fn client() -> Client {
     Client::from_conf(conf)
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     use rand::Rng;
     format!("{prefix}-{:08x}", rand::thread_rng().gen::<u32>())
 }

@@ -548,3 +548,103 @@ print(n)";
     let n: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(n, 5 + 4, "5 reports and 4 evidence lines validated");
 }
+
+/// `reports.s3` on a bucket with Object Lock (moto): every report file is stored with the
+/// configured retention; the chain continues from the bucket when the local directory starts
+/// empty (a CronJob's scratch volume); `verify` and `lookup` read `s3://`; a rewritten report
+/// object is named by `verify`; the locked original cannot be deleted. Misconfigured sinks stop
+/// the run before anything is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_archived_on_a_locked_bucket() {
+    use aws_sdk_s3::types::ObjectLockMode;
+    let c = crate::objects::client();
+    let bucket = crate::objects::unique("reports");
+    c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(true).send().await.unwrap();
+    let plain = crate::objects::unique("plain");
+    c.create_bucket().bucket(&plain).send().await.unwrap();
+
+    let f = seeded(Backend::Sqlite).await;
+    let public = f.sign_reports();
+    f.policy("people", POLICY);
+    f.holds(HOLDS);
+    let base = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    let with_sink = |bucket: &str, retention: &str| {
+        let archive = format!(
+            "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
+            crate::objects::endpoint()
+        );
+        let cfg = base.replace("policies: policies\n", &archive).replace(
+            "  signing_key:\n",
+            &format!(
+                "  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: prod\n{retention}  signing_key:\n"
+            ),
+        );
+        std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+    };
+    let retention = "    retention:\n      mode: governance\n      days: 30\n";
+
+    // Misconfigured sinks: exit 2 before anything is destroyed.
+    with_sink("no-such-reports-bucket", "");
+    f.lapse(&["run"]).code(2).stderr_has("reports.s3: unknown bucket 'no-such-reports-bucket'");
+    with_sink(&plain, retention);
+    f.lapse(&["run"]).code(2).stderr_has("does not have Object Lock enabled");
+    f.lapse(&["validate", "--connect"]).code(2).stderr_has("does not have Object Lock enabled");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing destroyed");
+
+    with_sink(&bucket, retention);
+    f.lapse(&["run"]).ok();
+    let first = f.latest("run", ".json").file_name().unwrap().to_string_lossy().into_owned();
+    let stem = first.trim_end_matches(".json");
+    let listed: Vec<String> = c
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_string())
+        .collect();
+    for suffix in [".json", ".json.sig", ".csv", ".evidence.jsonl"] {
+        let key = format!("prod/{stem}{suffix}");
+        assert!(listed.contains(&key), "{key} not in {listed:?}");
+        let h = c.head_object().bucket(&bucket).key(&key).send().await.unwrap();
+        assert_eq!(h.object_lock_mode(), Some(&ObjectLockMode::Governance), "{key}");
+        let until = h.object_lock_retain_until_date().unwrap().secs();
+        let days = (until - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+        assert!((29.9..=30.1).contains(&days), "{key}: retained for {days} days");
+    }
+    // The bucket copy is byte-identical to the local one.
+    let body = c.get_object().bucket(&bucket).key(format!("prod/{first}")).send().await.unwrap();
+    let bytes = body.body.collect().await.unwrap().into_bytes();
+    assert_eq!(bytes.as_ref(), std::fs::read(f.path("reports").join(&first)).unwrap().as_slice());
+
+    // A fresh scratch directory: the chain continues from the bucket.
+    std::fs::remove_dir_all(f.path("reports")).unwrap();
+    f.lapse(&["run"]).ok();
+    let second = f.report("run");
+    assert_eq!(second["sequence"], 2);
+    assert_eq!(second["previous"]["file"], first.as_str());
+
+    let loc = format!("s3://{bucket}/prod");
+    let r = f.lapse(&["report", "verify", &loc, "--public-key", p(&public)]);
+    r.ok();
+    assert!(r.stdout.contains(&first), "{}", r.stdout);
+    let r = f.lapse(&["report", "lookup", &loc, "--subject", "S-1"]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record(s)") && r.stdout.contains(&first), "{}", r.stdout);
+    f.lapse(&["report", "lookup", &loc, "--subject", "S-NOBODY"]).code(5);
+
+    // The locked version cannot be deleted; a rewritten report is caught by verify.
+    let versions = c.list_object_versions().bucket(&bucket).prefix(format!("prod/{first}")).send().await.unwrap();
+    let v = versions.versions().iter().find(|v| v.key() == Some(&format!("prod/{first}"))).unwrap();
+    let del =
+        c.delete_object().bucket(&bucket).key(format!("prod/{first}")).version_id(v.version_id().unwrap()).send().await;
+    assert!(del.is_err(), "a report version under retention must not be deletable");
+    let forged = String::from_utf8(bytes.to_vec()).unwrap().replace("\"deleted\": 4", "\"deleted\": 3");
+    assert_ne!(forged.as_bytes(), bytes.as_ref(), "the forgery changes the report");
+    c.put_object().bucket(&bucket).key(format!("prod/{first}")).body(forged.into_bytes().into()).send().await.unwrap();
+    let r = f.lapse(&["report", "verify", &loc, "--public-key", p(&public)]);
+    r.code(4);
+    assert!(r.stdout.contains(&first), "{}", r.stdout);
+}

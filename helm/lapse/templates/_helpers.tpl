@@ -266,6 +266,9 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- /* The pods start at different moments: they share the cutoff by aligning it. */}}
 {{- $args = concat $args (list "--cutoff" .Values.sharding.cutoff) }}
 {{- end }}
+{{- /* Finish the batch and write the report well before the kubelet's SIGKILL. */}}
+{{- $grace := max 5 (sub (int .Values.terminationGracePeriodSeconds) 15) }}
+{{- $args = concat $args (list "--shutdown-grace" (toString $grace)) }}
 {{- $args = concat $args .Values.extraArgs }}
 {{- toYaml $args }}
 {{- end }}

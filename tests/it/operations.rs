@@ -1,0 +1,322 @@
+//! Running it like a platform team does, process-level against real databases: the run lock
+//! (two workers, exactly one enforces), graceful SIGTERM (the batch in flight finishes and the
+//! report tells the truth), and `lapse schedule` (fires on schedule, skips overlaps, stops on
+//! SIGTERM after the run in progress).
+//!
+//! A run is held in the middle of a batch by a row lock the test takes in its own transaction:
+//! lapse's destroy locks its batch rows (`SELECT ... FOR UPDATE`) and waits for it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Executor};
+
+use crate::common::{Backend, Fixture, CUTOFF};
+use crate::conformance::seeded;
+
+/// Rows 1, 2, 3, 7, 8 lapse (created before 2025); 4, 5 do not; 6 has a NULL anchor.
+const POLICY: &str = "name: people
+dataset:
+  connection: db
+  table: people
+  key: id
+  subject: subject
+personal:
+  email: { category: email }
+  full_name: { category: name }
+purposes:
+  - name: service
+    legal_basis: contract
+    retain: 1y
+    after: created_at
+on_lapse: delete
+guardrail:
+  max_share: 100%
+";
+const LAPSED: i64 = 5;
+
+/// `lapse <args> -c lapse.yaml` started in the background, stderr to `log`.
+fn spawn(f: &Fixture, args: &[&str], log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lapse"));
+    cmd.args(args).arg("-c").arg(f.path("lapse.yaml"));
+    if args.first() == Some(&"run") {
+        cmd.args(["--cutoff", CUTOFF, "--yes"]);
+    }
+    cmd.env("LAPSE_LOG", "lapse=info")
+        .env_remove("LAPSE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start lapse")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Waits for the child to exit (at most `limit`); its exit code.
+fn wait(child: &mut Child, limit: Duration) -> i32 {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("lapse did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let t0 = Instant::now();
+    while !check().await {
+        assert!(t0.elapsed() < limit, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A session of the test holding row `id` of `people` locked until `release`.
+enum RowLock {
+    Pg(sqlx::PgConnection),
+    My(sqlx::MySqlConnection),
+}
+
+impl RowLock {
+    async fn take(f: &Fixture, id: i64) -> RowLock {
+        let sql = format!("SELECT id FROM people WHERE id = {id} FOR UPDATE");
+        match f.db.backend {
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&f.db.url).await.unwrap();
+                c.execute("BEGIN").await.unwrap();
+                c.execute(sql.as_str()).await.unwrap();
+                RowLock::Pg(c)
+            }
+            Backend::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&f.db.url).await.unwrap();
+                c.execute("BEGIN").await.unwrap();
+                c.execute(sql.as_str()).await.unwrap();
+                RowLock::My(c)
+            }
+            Backend::Sqlite => unreachable!("row locks: PostgreSQL and MariaDB"),
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            RowLock::Pg(mut c) => c.execute("ROLLBACK").await.map(|_| ()).unwrap(),
+            RowLock::My(mut c) => c.execute("ROLLBACK").await.map(|_| ()).unwrap(),
+        }
+    }
+}
+
+/// Is some session of this database waiting for a row lock (lapse's destroy, held by the test)?
+async fn someone_waits(f: &Fixture) -> bool {
+    let sql = match f.db.backend {
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        }
+        Backend::MySql => "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+        Backend::Sqlite => unreachable!(),
+    };
+    f.db.count(sql).await > 0
+}
+
+fn run_reports(f: &Fixture) -> Vec<serde_json::Value> {
+    let mut v: Vec<serde_json::Value> = std::fs::read_dir(f.path("reports"))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .filter(|p| {
+                    let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                    n.starts_with("lapse-run-") && n.ends_with(".json")
+                })
+                .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|r| r["sequence"].as_u64());
+    v
+}
+
+fn deleted(r: &serde_json::Value) -> i64 {
+    r["policies"].as_array().unwrap().iter().map(|p| p["deleted"].as_i64().unwrap()).sum()
+}
+
+async fn two_workers(b: Backend) {
+    let f = seeded(b).await;
+    f.policy("people", POLICY);
+    let lock = RowLock::take(&f, 1).await;
+    let mut a = spawn(&f, &["run"], &f.path("a.log"));
+    until("worker A waiting inside its first batch", Duration::from_secs(60), async || someone_waits(&f).await).await;
+    // B starts while A enforces: it takes no lock, changes nothing, writes no run report.
+    let r = f.lapse(&["run"]);
+    r.code(6).stderr_has("policy 'people' is being enforced by another lapse worker");
+    assert_eq!(run_reports(&f).len(), 0, "B wrote no run report");
+    lock.release().await;
+    assert_eq!(wait(&mut a, Duration::from_secs(60)), 0, "{}", std::fs::read_to_string(f.path("a.log")).unwrap());
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8 - LAPSED);
+    let reports = run_reports(&f);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(deleted(&reports[0]), LAPSED);
+    // The lock died with A: a later worker runs (and finds nothing left to do).
+    f.lapse(&["run"]).ok();
+    assert_eq!(deleted(&f.report("run")), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_exactly_one_enforces_postgres() {
+    two_workers(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_exactly_one_enforces_mariadb() {
+    two_workers(Backend::MySql).await;
+}
+
+/// SQLite: the run lock is an OS file lock next to the database file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_exactly_one_enforces_sqlite() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let db_file = f.db.url.trim_start_matches("sqlite://").to_string();
+    // The test holds the database's write lock, so worker A waits inside its run.
+    // (WAL first, as lapse sets it: switching journal modes would itself wait for the lock.)
+    let mut hold = sqlx::SqliteConnection::connect(&f.db.url).await.unwrap();
+    hold.execute("PRAGMA journal_mode = WAL").await.unwrap();
+    hold.execute("BEGIN IMMEDIATE").await.unwrap();
+    let mut a = spawn(&f, &["run"], &f.path("a.log"));
+    let lock_file = || {
+        let dir = Path::new(&db_file).parent().unwrap().to_path_buf();
+        let base = Path::new(&db_file).file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{base}.lapse-lock-")))
+    };
+    until("worker A holding its run lock", Duration::from_secs(60), async || {
+        lock_file().is_some_and(|p| {
+            let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+        })
+    })
+    .await;
+    f.lapse(&["run"]).code(6).stderr_has("being enforced by another lapse worker");
+    hold.execute("ROLLBACK").await.unwrap();
+    assert_eq!(wait(&mut a, Duration::from_secs(60)), 0, "{}", std::fs::read_to_string(f.path("a.log")).unwrap());
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8 - LAPSED);
+    assert_eq!(run_reports(&f).len(), 1);
+}
+
+/// SIGTERM while a batch waits: the batch finishes, no new batch starts, the report is written,
+/// marked incomplete, and counts exactly what is gone; a re-run completes the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_batch_and_reports_the_truth() {
+    let f = seeded(Backend::Postgres).await;
+    f.policy("people", POLICY);
+    let lock = RowLock::take(&f, 2).await; // batch 1 (row 1) commits, batch 2 (row 2) waits
+    let mut a = spawn(&f, &["run", "--batch-size", "1"], &f.path("a.log"));
+    until("the second batch waiting", Duration::from_secs(60), async || someone_waits(&f).await).await;
+    signal(&a, "TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.release().await;
+    let code = wait(&mut a, Duration::from_secs(30));
+    let log = std::fs::read_to_string(f.path("a.log")).unwrap();
+    assert_eq!(code, 1, "interrupted runs exit 1:\n{log}");
+    assert!(log.contains("signal received"), "{log}");
+    let r = f.report("run");
+    assert_eq!(r["status"], "incomplete");
+    let gone = 8 - f.db.count("SELECT COUNT(*) FROM people").await;
+    assert_eq!(gone, 2, "the batch in flight finished, no further batch started");
+    assert_eq!(deleted(&r), gone, "the report counts exactly what is gone");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM lapse_journal").await, gone, "journal agrees");
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8 - LAPSED);
+}
+
+/// `lapse schedule`: a job every second; the first run is held, later firings are skipped (no
+/// overlap); once released the work is done; SIGTERM stops the scheduler cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_fires_skips_overlaps_and_stops_on_sigterm() {
+    let f = seeded(Backend::Postgres).await;
+    f.policy("people", POLICY);
+    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    // The scheduled runs use the real clock: every seeded row older than a year lapses.
+    let schedule = "schedule:\n  timezone: Europe/Berlin\n  jobs:\n    - name: every-second\n      cron: \"* * * * * *\"\n      policies: [people]\n";
+    std::fs::write(f.path("lapse.yaml"), format!("{cfg}{schedule}")).unwrap();
+    f.lapse(&["validate"]).ok();
+
+    let lock = RowLock::take(&f, 1).await;
+    let log = f.path("schedule.log");
+    let mut s = spawn(&f, &["schedule", "--log-format", "json"], &log);
+    until("a scheduled run waiting", Duration::from_secs(60), async || someone_waits(&f).await).await;
+    until("an overlapping firing skipped", Duration::from_secs(30), async || {
+        std::fs::read_to_string(&log).unwrap().contains("scheduled run skipped")
+    })
+    .await;
+    lock.release().await;
+    until("the held run's report", Duration::from_secs(60), async || !run_reports(&f).is_empty()).await;
+    signal(&s, "TERM");
+    let code = wait(&mut s, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("job scheduled") && text.contains("stopping the schedule"), "{text}");
+    // Every log line is JSON.
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    }
+    let reports = run_reports(&f);
+    assert!(!reports.is_empty());
+    // Runs never overlapped.
+    for w in reports.windows(2) {
+        assert!(
+            w[0]["finished_at"].as_str().unwrap() <= w[1]["started_at"].as_str().unwrap(),
+            "overlapping runs: {} and {}",
+            w[0]["run_id"],
+            w[1]["run_id"]
+        );
+    }
+    let total: i64 = reports.iter().map(deleted).sum();
+    let left = f.db.count("SELECT COUNT(*) FROM people").await;
+    assert_eq!(total, 8 - left, "reports account for every deleted row");
+    assert!(left <= 8 - LAPSED, "at least the rows lapsed at the test cutoff are gone");
+    for r in &reports {
+        assert!(matches!(r["status"].as_str(), Some("complete" | "incomplete")), "{}", r["status"]);
+    }
+}
+
+/// Schedule errors are configuration errors with positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_schedules_are_refused() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    for (schedule, needle) in [
+        ("schedule:\n  jobs:\n    - name: a\n      cron: \"61 * * * *\"\n", "invalid cron expression '61 * * * *'"),
+        ("schedule:\n  jobs:\n    - name: a\n      cron: \"* * *\"\n", "must have 5 fields"),
+        (
+            "schedule:\n  timezone: Mars/Olympus\n  jobs:\n    - name: a\n      cron: \"0 3 * * *\"\n",
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        (
+            "schedule:\n  jobs:\n    - name: a\n      cron: \"0 3 * * *\"\n    - name: a\n      cron: \"0 4 * * *\"\n",
+            "duplicate job name 'a'",
+        ),
+        ("schedule:\n  jobs:\n    - name: a\n      cron: \"0 3 * * *\"\n      every: 5m\n", "unknown field `every`"),
+    ] {
+        std::fs::write(f.path("lapse.yaml"), format!("{cfg}{schedule}")).unwrap();
+        f.lapse(&["validate"]).code(2).stderr_has(needle).stderr_has("lapse.yaml:");
+    }
+    std::fs::write(
+        f.path("lapse.yaml"),
+        format!("{cfg}schedule:\n  jobs:\n    - name: a\n      cron: \"0 3 * * *\"\n      policies: [nope]\n"),
+    )
+    .unwrap();
+    f.lapse(&["schedule"]).code(2).stderr_has("schedule job 'a': unknown policy 'nope'");
+    std::fs::write(f.path("lapse.yaml"), &cfg).unwrap();
+    f.lapse(&["schedule"]).code(2).stderr_has("has no `schedule:` section");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8);
+}
