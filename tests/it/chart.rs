@@ -435,7 +435,7 @@ fn chart_defaults_render_a_hardened_forbid_cronjob() {
     assert_eq!(cj["spec"]["schedule"].as_str(), Some("30 2 * * *"));
     assert_eq!(cj["spec"]["timeZone"].as_str(), Some("Etc/UTC"));
     assert_eq!(cj["spec"]["suspend"].as_bool(), Some(false));
-    assert_eq!(r.args(), ["run", "--yes", "-c", CONFIG_PATH, "--log-format", "json"]);
+    assert_eq!(r.args(), ["run", "--yes", "-c", CONFIG_PATH, "--log-format", "json", "--shutdown-grace", "105"]);
     assert_eq!(r.container()["image"].as_str(), Some(format!("lapse:{}", env!("CARGO_PKG_VERSION")).as_str()));
     // The reports are on an emptyDir; the keys come from the Secret named after the release.
     assert!(r.volume("reports").unwrap()["emptyDir"].is_mapping());
@@ -472,7 +472,10 @@ extraArgs: [--policy, customers]
 "#;
     let r = helm.template(&[values]);
     assert_guarantees(&r);
-    assert_eq!(r.args(), ["plan", "-c", CONFIG_PATH, "--log-format", "text", "--policy", "customers"]);
+    assert_eq!(
+        r.args(),
+        ["plan", "-c", CONFIG_PATH, "--log-format", "text", "--shutdown-grace", "105", "--policy", "customers"]
+    );
     let spec = &r.cronjob()["spec"];
     assert_eq!(spec["schedule"].as_str(), Some("0 4 * * 0"));
     assert_eq!(spec["timeZone"].as_str(), Some("America/New_York"));
