@@ -367,7 +367,7 @@ pub async fn execute(
     // The report bucket is checked, and its chain head read, before anything is destroyed.
     let report_bucket = match mode {
         Mode::Run => crate::reporting::sink::S3Reports::from_config(&ws.config).await.map(|b| match opts.shard {
-            Some(s) => b.sub(&s.dir_name()),
+            Some(s) => b.subdir(&s.dir_name()),
             None => b,
         }),
         Mode::Plan => None,

@@ -74,7 +74,7 @@ impl S3Reports {
     }
 
     /// The same bucket one level down: `<prefix><dir>/` (a shard's reports, its own chain).
-    pub fn sub(mut self, dir: &str) -> S3Reports {
+    pub fn subdir(mut self, dir: &str) -> S3Reports {
         self.prefix = format!("{}{dir}/", self.prefix);
         self
     }
