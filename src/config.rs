@@ -31,6 +31,9 @@ pub struct Config {
     pub reports: Reports,
     #[serde(default)]
     pub defaults: Defaults,
+    /// Prometheus metrics at the end of each run (textfile and/or Pushgateway).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
     /// Jobs for `lapse schedule` (cron expressions with time zones).
     #[serde(default)]
     pub schedule: Option<crate::schedule::Schedule>,
@@ -366,6 +369,9 @@ impl Config {
         }
         if cfg.defaults.batch_size == 0 || cfg.defaults.batch_size > 50_000 {
             diags.push(Diagnostic::error("defaults.batch_size must be from 1 to 50000").at(at("defaults.batch_size")));
+        }
+        for (p, m) in cfg.metrics.problems() {
+            diags.push(Diagnostic::error(m).at(at(&p)));
         }
         for d in diags.0.iter_mut().skip(before) {
             if d.file.is_none() {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
@@ -179,6 +180,10 @@ pub async fn prepare<'a>(
     for p in ws.selected(only) {
         let conn = conns[&p.connection].clone();
         if let Some(prep) = validate::check(p, conn.as_ref(), &mut d).await {
+            if let Some(m) = crate::shard::key_shard_problem(p, &prep) {
+                d.push(p.error("shard_by_key", m));
+                continue;
+            }
             out.push((p, prep));
         }
     }
@@ -209,6 +214,8 @@ pub struct Options {
     pub max_batches: Option<u64>,
     /// Where reports go (default: the config's `reports.dir`).
     pub report_dir: Option<PathBuf>,
+    /// This worker's shard of a run split across workers (`--shard i/n`); see [`crate::shard`].
+    pub shard: Option<crate::shard::Shard>,
 }
 
 struct Ctx<'a> {
@@ -223,6 +230,8 @@ struct Ctx<'a> {
     pseudonym_key: Option<Vec<u8>>,
     cancel: &'a AtomicBool,
     evidence: Option<&'a mut EvidenceSink>,
+    /// This shard's part of a key-sharded policy (`None`: the whole policy).
+    part: Option<Filter>,
 }
 
 /// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes.
@@ -333,13 +342,25 @@ pub async fn execute(
         previous: None,
         signing_key_id: None,
         evidence: None,
+        shard: opts.shard.map(|s| report::ShardInfo { index: s.index, count: s.count }),
     };
-    let report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
+    let mut report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
+    if let Some(s) = opts.shard {
+        // One report chain per shard: shards run at once and must not fork each other's chain.
+        report_dir = report_dir.join(s.dir_name());
+    }
+    let prepared: Vec<&(&Policy, Prepared)> =
+        prepared.iter().filter(|(p, _)| opts.shard.is_none_or(|s| s.takes(p))).collect();
     if mode == Mode::Run {
         // One worker per policy at a time: the locks die with the process (see `try_run_lock`).
-        for (p, _) in prepared {
+        // A shard locks only its policies, and only its part of a key-sharded one.
+        for (p, _) in &prepared {
             let conn = &conns[&p.connection];
-            let got = conn.try_run_lock(&format!("lapse/policy/{}", p.name), p.objects.as_ref()).await?;
+            let name = match opts.shard.filter(|s| s.part(p).is_some()) {
+                Some(s) => format!("lapse/policy/{}/shard/{}-of-{}", p.name, s.index, s.count),
+                None => format!("lapse/policy/{}", p.name),
+            };
+            let got = conn.try_run_lock(&name, p.objects.as_ref()).await?;
             if !got {
                 return Err(Busy { policy: p.name.clone(), connection: p.connection.clone() }.into());
             }
@@ -347,7 +368,10 @@ pub async fn execute(
     }
     // The report bucket is checked, and its chain head read, before anything is destroyed.
     let report_bucket = match mode {
-        Mode::Run => crate::reporting::sink::S3Reports::from_config(&ws.config).await,
+        Mode::Run => crate::reporting::sink::S3Reports::from_config(&ws.config).await.map(|b| match opts.shard {
+            Some(s) => b.subdir(&s.dir_name()),
+            None => b,
+        }),
         Mode::Plan => None,
     };
     let bucket_head = match &report_bucket {
@@ -382,15 +406,19 @@ pub async fn execute(
             pseudonym_key: pseudonym_key.clone(),
             cancel,
             evidence: sink.as_mut(),
+            part: opts.shard.and_then(|s| s.part(p)),
         };
         let mut pr = describe_policy(p, prep, &ctx);
         let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
-        let _g = span.enter();
+        let t0 = std::time::Instant::now();
         // A policy that fails part-way (a lost connection, even a bug's panic) keeps what it
         // committed in `pr`; the run goes on with the next policy and the report says
-        // `incomplete`.
-        let work = std::panic::AssertUnwindSafe(enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr));
+        // `incomplete`. `instrument`, not `enter`: a guard held across `.await` would tag other
+        // tasks' lines and lose the span when the task resumes on another worker thread.
+        let work =
+            std::panic::AssertUnwindSafe(enforce(p, prep, conn.as_ref(), &mut ctx, &mut pr).instrument(span.clone()));
         let result = futures::FutureExt::catch_unwind(work).await;
+        let _g = span.enter(); // synchronous code only, to the end of this iteration
         let failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -402,6 +430,7 @@ pub async fn execute(
             pr.outcome = "failed".into();
             aborted = true;
         }
+        pr.duration_seconds = t0.elapsed().as_secs_f64();
         tracing::info!(
             outcome = %pr.outcome, due = pr.rows_due, deleted = pr.deleted, anonymized = pr.anonymized,
             fields_anonymized = pr.fields_anonymized, held = pr.held, failed = pr.failed, "policy finished"
@@ -643,12 +672,18 @@ async fn enforce(
     pr: &mut PolicyReport,
 ) -> anyhow::Result<()> {
     let mut stages = stages(p, prep, ctx)?;
+    // A key-sharded policy: every count and every destroy sees only this shard's part.
+    let within = |f: Filter| match &ctx.part {
+        Some(part) => Filter::All(vec![part.clone(), f]),
+        None => f,
+    };
     for s in &mut stages {
         s.scope.holds.table = conn.holds_table().cloned();
+        s.scope.lapse = within(s.scope.lapse.clone());
     }
     let full = &stages[0].scope;
     let any_lapse = Filter::Any(stages.iter().map(|s| s.scope.lapse.clone()).collect());
-    pr.rows_total = count(conn, full, &Filter::True).await?;
+    pr.rows_total = count(conn, full, &within(Filter::True)).await?;
     for s in &stages {
         let due = count(conn, &s.scope, &s.scope.destroy_filter()).await?;
         pr.rows_due += due;
@@ -677,14 +712,14 @@ async fn enforce(
         .map(|x| Filter::AnchorNull(x.anchor.clone()))
         .collect();
     if !null_anchors.is_empty() && p.objects.is_none() {
-        pr.null_anchor_kept = count(conn, full, &Filter::Any(null_anchors)).await?;
+        pr.null_anchor_kept = count(conn, full, &within(Filter::Any(null_anchors))).await?;
     }
     if !full.restrict.is_empty() {
         let blocked = Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]);
         pr.blocked_by_dependents = count(conn, full, &blocked).await?;
     }
     if p.objects.is_some() {
-        pr.unreadable = count(conn, full, &Filter::Unreadable).await?;
+        pr.unreadable = count(conn, full, &within(Filter::Unreadable)).await?;
         pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
     }
     // Guardrail: an implausible share stops the policy before anything is destroyed.
@@ -731,6 +766,7 @@ async fn enforce(
         let mut after: Option<Vec<Value>> = None;
         let mut batches = 0u64;
         let mut stage_destroyed = 0u64;
+        crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
         loop {
             if ctx.cancel.load(Ordering::SeqCst) {
                 pr.errors.push("interrupted: stopped after the last committed batch".into());
@@ -772,6 +808,7 @@ async fn enforce(
                 }
             };
             after = cands.last().map(|c| c.key.clone());
+            crate::progress::advance(cands.len() as u64);
             let o = match outcome {
                 Ok(o) => o,
                 Err(e) => {
@@ -848,6 +885,7 @@ async fn enforce(
                 break;
             }
         }
+        crate::progress::finish();
         if pr.guardrail.tripped {
             break;
         }

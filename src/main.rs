@@ -20,12 +20,15 @@ use lapse::engine::{self, Exit, Mode, Options, Workspace};
     about = "Destroys personal data whose purpose has lapsed, honours legal holds, and proves it"
 )]
 struct Cli {
-    /// Log format on stderr (default: text on a terminal, json otherwise).
+    /// Log format on stderr (default auto: text on a terminal, json otherwise).
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
     /// Only warnings and errors on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// No progress bar (shown only when stderr is a terminal and logs are text).
+    #[arg(long, global = true)]
+    no_progress: bool,
     /// After SIGTERM/SIGINT: seconds to finish the current batch and write the report before
     /// the process exits anyway (keep it below the pod's terminationGracePeriodSeconds). A second
     /// signal exits at once.
@@ -37,6 +40,8 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
     Text,
     Json,
 }
@@ -55,7 +60,9 @@ struct Common {
 struct RunArgs {
     #[command(flatten)]
     common: Common,
-    /// Cutoff instant (RFC 3339); default: now. A purpose lapses when anchor + period <= cutoff.
+    /// Cutoff instant (RFC 3339 or YYYY-MM-DD, or `today` / `this-hour`: the start of the current UTC
+    /// day or hour, which shards of one run agree on); default: now. A purpose lapses when
+    /// anchor + period <= cutoff.
     #[arg(long)]
     cutoff: Option<String>,
     /// Rows per batch (one transaction each); overrides config and policy.
@@ -70,6 +77,12 @@ struct RunArgs {
     /// Write reports here instead of the config's reports.dir.
     #[arg(long)]
     report_dir: Option<PathBuf>,
+    /// Process only shard INDEX of COUNT workers (0-based, e.g. `--shard 2/3`): each policy goes to
+    /// one shard by a stable hash of its name; `shard_by_key` policies are split by key.
+    #[arg(long, env = "LAPSE_SHARD", value_name = "INDEX/COUNT")]
+    shard: Option<lapse::shard::Shard>,
+    #[command(flatten)]
+    metrics: lapse::metrics::MetricsArgs,
 }
 
 #[derive(Subcommand)]
@@ -139,7 +152,7 @@ enum Cmd {
     },
 }
 
-fn init_logging(format: Option<LogFormat>, quiet: bool) {
+fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
     let filter =
@@ -147,9 +160,12 @@ fn init_logging(format: Option<LogFormat>, quiet: bool) {
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
-        None => !std::io::stderr().is_terminal(),
+        Some(LogFormat::Auto) | None => !std::io::stderr().is_terminal(),
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if !json && !quiet && !no_progress && std::io::stderr().is_terminal() {
+        lapse::progress::enable();
+    }
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(lapse::progress::writer).with_target(false);
     if json {
         b.json().flatten_event(true).with_current_span(true).init();
     } else {
@@ -232,7 +248,9 @@ async fn plan_or_run(
     ws.check_secrets(&args.common.policies).map_err(|e| invalid(format!("{e:#}")))?;
     let key = ws.evidence_key().map_err(|e| invalid(format!("{e:#}")))?;
     let cutoff = match &args.cutoff {
-        Some(c) => Some(lapse::holds::parse_time(c).map_err(|e| invalid(format!("--cutoff: {e}")))?),
+        Some(c) => {
+            Some(lapse::shard::parse_cutoff(c, chrono::Utc::now()).map_err(|e| invalid(format!("--cutoff: {e}")))?)
+        }
         None => None,
     };
     let conns =
@@ -262,6 +280,7 @@ async fn plan_or_run(
         batch_size: args.batch_size,
         max_batches: args.max_batches,
         report_dir: args.report_dir,
+        shard: args.shard,
     };
     let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel).await.map_err(|e| {
         if e.downcast_ref::<engine::Busy>().is_some() {
@@ -270,6 +289,11 @@ async fn plan_or_run(
             (Exit::Partial, format!("{e:#}"))
         }
     })?;
+    if mode == Mode::Run {
+        // Metrics never change the exit code; a failure is logged (see `lapse::metrics`).
+        let m = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir);
+        lapse::metrics::publish(&m, &out.report, Exit::of(&out.report) as u8).await;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
     } else {
@@ -314,6 +338,8 @@ async fn schedule(
             allow_share: vec![],
             max_batches: None,
             report_dir: report_dir.clone(),
+            shard: None,
+            metrics: Default::default(),
         };
         let cancel = inner.clone();
         async move {
@@ -381,6 +407,8 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool, cancel: Arc<AtomicB
         allow_share: vec![],
         max_batches: None,
         report_dir: None,
+        shard: None,
+        metrics: Default::default(),
     };
     eprintln!("\n== lapse plan (dry run, read-only) ==");
     plan_or_run(Mode::Plan, args.clone(), false, true, cancel.clone()).await?;
@@ -396,7 +424,7 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool, cancel: Arc<AtomicB
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.quiet);
+    init_logging(cli.log_format, cli.quiet, cli.no_progress);
     let cancel = Arc::new(AtomicBool::new(false));
     if matches!(cli.cmd, Cmd::Plan { .. } | Cmd::Run { .. } | Cmd::Schedule { .. } | Cmd::Demo { .. }) {
         install_signals(cancel.clone(), std::time::Duration::from_secs(cli.shutdown_grace));
@@ -473,6 +501,19 @@ enum ReportCmd {
         #[arg(long, short)]
         policy: Option<String>,
         /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Combine the reports of the n shards of one run (`--shard i/n`) into one summary.
+    /// Exit 0: combined; 2: not every shard of one run (missing, duplicated, or different runs).
+    Combine {
+        /// Shard reports, or directories (each's newest run report is taken).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the combined JSON here (the summary goes to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the combined JSON on stdout instead of the summary.
         #[arg(long)]
         json: bool,
     },
@@ -634,6 +675,24 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             } else {
                 ExitCode::from(reporting::EXIT_NOT_FOUND)
             }
+        }
+        ReportCmd::Combine { paths, out, json } => {
+            let c = match lapse::reporting::combine::combine(&paths) {
+                Ok(c) => c,
+                Err(e) => return fail(INVALID, format!("{e:#}")),
+            };
+            let text = serde_json::to_string_pretty(&c).unwrap_or_default() + "\n";
+            if let Some(o) = &out {
+                if let Err(e) = std::fs::write(o, &text) {
+                    return fail(1, format!("cannot write '{}': {e}", o.display()));
+                }
+            }
+            if json {
+                print!("{text}");
+            } else {
+                print!("{}", c.text());
+            }
+            ExitCode::SUCCESS
         }
         ReportCmd::Schema { evidence } => {
             print!("{}", if evidence { reporting::evidence_schema() } else { reporting::report_schema() });

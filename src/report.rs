@@ -66,6 +66,19 @@ pub struct Report {
     pub signing_key_id: Option<String>,
     /// Per-record evidence, streamed to a JSON Lines file next to the report as batches commit.
     pub evidence: Option<EvidenceFile>,
+    /// Set when this report is one shard of a run split with `--shard index/count`; the shards'
+    /// reports together (`lapse report combine`) account for the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+}
+
+/// Which part of a sharded run a report covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShardInfo {
+    /// 0-based shard index (a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`).
+    pub index: u32,
+    /// Number of shards of the run.
+    pub count: u32,
 }
 
 /// The evidence file of a run: one [`Evidence`] line per destroyed record.
@@ -249,6 +262,9 @@ pub struct PolicyReport {
     pub dependents_deleted: BTreeMap<String, u64>,
     /// Rows whose batch failed.
     pub failed: u64,
+    /// Time spent on the policy (counting, destroying, verifying), in seconds.
+    #[serde(default)]
+    pub duration_seconds: f64,
     pub stages: Vec<StageReport>,
     pub guardrail: Guardrail,
     pub verification: Verification,

@@ -112,6 +112,14 @@ pub enum Filter {
     HasDependents,
     /// Objects whose facts (anchor, subject) cannot be read. Never true for table rows.
     Unreadable,
+    /// This worker's part of a key-sharded policy (`--shard index/count`): rows whose integer
+    /// key `column` is congruent to `index` modulo `count`; objects whose key's stable hash
+    /// ([`crate::shard::key_hash`]) is. Parts are disjoint and together cover every row.
+    KeyShard {
+        column: String,
+        index: u32,
+        count: u32,
+    },
 }
 
 impl Filter {

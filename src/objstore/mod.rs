@@ -410,6 +410,9 @@ impl ObjectConnector {
             Filter::HeldByFile(id) => scope.holds.file.iter().any(|h| &h.id == id && Self::held_by(h, facts)),
             Filter::Pending(_) => true,
             Filter::HasDependents => false,
+            Filter::KeyShard { index, count, .. } => {
+                crate::shard::key_hash(&facts.key) % u64::from(*count) == u64::from(*index)
+            }
         }
     }
 

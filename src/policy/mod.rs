@@ -100,6 +100,10 @@ struct RawPolicy {
     guardrail: Option<RawGuardrail>,
     #[serde(default)]
     batch_size: Option<u32>,
+    /// With `--shard i/n`: every shard processes this policy, each only the keys of its part
+    /// (`key mod n = i`) instead of the whole policy going to one shard. For very large tables.
+    #[serde(default)]
+    shard_by_key: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +239,8 @@ pub struct Policy {
     pub dependents: Vec<Dependent>,
     pub max_share: Option<f64>,
     pub batch_size: Option<u32>,
+    /// Split this policy's keys across shards instead of assigning it to one (see `shard`).
+    pub shard_by_key: bool,
     pub positions: Arc<Positions>,
 }
 
@@ -417,6 +423,7 @@ fn resolve(
         dependents: Vec::new(),
         max_share: None,
         batch_size: raw.batch_size,
+        shard_by_key: raw.shard_by_key,
         positions,
     };
     let mut errs: Vec<Diagnostic> = Vec::new();

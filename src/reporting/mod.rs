@@ -7,7 +7,9 @@
 //! - `render` — self-contained HTML (summary, chart, certificate of destruction) and CSV.
 //! - `lookup` — "was subject X destroyed, and when?" through the keyed hashes.
 //! - `keygen` — signing key pair and evidence key files.
+//! - `combine` — the shard reports of one sharded run (`--shard i/n`) summed into one summary.
 
+pub mod combine;
 pub mod keygen;
 pub mod lookup;
 pub mod render;

@@ -73,6 +73,12 @@ impl S3Reports {
         Ok(S3Reports { client, bucket: bucket.to_string(), prefix, retention: None })
     }
 
+    /// The same bucket one level down: `<prefix><dir>/` (a shard's reports, its own chain).
+    pub fn subdir(mut self, dir: &str) -> S3Reports {
+        self.prefix = format!("{}{dir}/", self.prefix);
+        self
+    }
+
     pub fn url(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }

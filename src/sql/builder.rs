@@ -22,6 +22,16 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// Starts a destroying transaction. SQLite takes the write lock up front (`IMMEDIATE`): a
+    /// deferred transaction that reads, then writes, fails at once with "database is locked" when
+    /// another process (another shard) wrote in between, instead of waiting its turn.
+    pub fn begin_write(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            _ => "BEGIN",
+        }
+    }
+
     /// The run lock (`try_run_lock`): a session-level lock released when the session ends,
     /// also when the process is killed. One bound parameter: the lock key (PostgreSQL: a
     /// bigint; MySQL: a name, server-wide). SQLite has none (a lock file is used instead).
@@ -252,6 +262,20 @@ impl<'a> Builder<'a> {
             }
             Filter::Unreadable => {
                 sql.push("1=0");
+            }
+            Filter::KeyShard { column, index, count } => {
+                // Integer keys only (checked at prepare); normalised so negative keys fall in
+                // 0..count too: `%` keeps the dividend's sign in all three dialects.
+                let e = self.col(qual, column);
+                sql.push(&format!("((({e} % "));
+                sql.bind(Value::Int(i64::from(*count)));
+                sql.push(") + ");
+                sql.bind(Value::Int(i64::from(*count)));
+                sql.push(") % ");
+                sql.bind(Value::Int(i64::from(*count)));
+                sql.push(" = ");
+                sql.bind(Value::Int(i64::from(*index)));
+                sql.push(")");
             }
             Filter::HasDependents => {
                 if self.scope.restrict.is_empty() {

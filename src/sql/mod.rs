@@ -348,7 +348,17 @@ impl SqlConnector {
             objects: None,
         };
         let ddl = self.builder(&dummy).journal_create();
-        with_pool!(self, p => { sqlx::query(&ddl).execute(p).await.map(|_| ()).map_err(db_err(format!("creating journal table '{}'", self.journal_table))) })
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = with_pool!(self, p => { sqlx::query(&ddl).execute(p).await.map(|_| ()).map_err(db_err(format!("creating journal table '{}'", self.journal_table))) });
+            // Shards starting at once race on `CREATE TABLE IF NOT EXISTS` (PostgreSQL can
+            // answer a unique violation in its catalog); the loser's retry finds the table.
+            if r.is_ok() || attempt == 3 {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+        }
     }
 
     async fn describe_table(&self, table: &str) -> Result<TableInfo, ConnectorError> {
@@ -537,6 +547,113 @@ fn redact_url(msg: &str, url: &str) -> String {
     out
 }
 
+impl SqlConnector {
+    /// One attempt at `Connector::destroy`.
+    async fn destroy_once(
+        &self,
+        scope: &Scope,
+        batch: &[Candidate],
+        ids: &[EvidenceId],
+        journal: &JournalCtx,
+    ) -> Result<BatchOutcome, ConnectorError> {
+        let b = self.builder(scope);
+        let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
+        let work_cols: Vec<String> = match &scope.work {
+            Work::Delete => vec![],
+            Work::Anonymize(cols) => cols.iter().map(|(c, _)| c.clone()).collect(),
+        };
+        let ctx = format!("destroying a batch of '{}'", scope.table.name);
+        let lock = b.lock(&keys, &work_cols);
+        let cascades = if matches!(scope.work, Work::Delete) { b.cascade(&keys) } else { vec![] };
+        let nk = scope.key.len();
+        let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+
+        with_pool!(self, p => {
+            let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+            // 1. Re-read and lock the rows that are still due and not held.
+            let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+            let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
+            let index_of = |key: &[Value]| batch.iter().position(|c| c.key.as_slice() == key);
+            let mut outcome = BatchOutcome::default();
+            let expected: u64;
+            match &scope.work {
+                Work::Delete => {
+                    for row in &locked {
+                        if let Some(i) = index_of(&row[..nk]) {
+                            outcome.destroyed.push(i);
+                        }
+                    }
+                    expected = outcome.destroyed.len() as u64;
+                    if expected > 0 {
+                        // 2. Dependents first, through the same filter on the parent.
+                        for (table, sql) in &cascades {
+                            let r = bound!(sql).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (dependent table '{table}')")))?;
+                            *outcome.cascaded.entry(table.clone()).or_default() += r.rows_affected();
+                        }
+                        // 3. The rows themselves.
+                        let locked_keys: Vec<Vec<Value>> = outcome.destroyed.iter().map(|&i| batch[i].key.clone()).collect();
+                        let del = b.delete(&locked_keys);
+                        let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                        if r.rows_affected() != expected {
+                            outcome.conflict = true;
+                        }
+                    }
+                }
+                Work::Anonymize(cols) => {
+                    let mut rows = Vec::new();
+                    for row in &locked {
+                        let Some(i) = index_of(&row[..nk]) else { continue };
+                        let mut new = Vec::with_capacity(cols.len());
+                        for ((_, strategy), old) in cols.iter().zip(&row[nk..]) {
+                            new.push(strategy.apply(old, scope.pseudonym_key.as_deref()).map_err(|e| ConnectorError::Invalid(format!("{ctx}: {e}")))?);
+                        }
+                        if new.iter().all(Option::is_none) {
+                            outcome.unchanged.push(i);
+                        } else {
+                            outcome.destroyed.push(i);
+                            rows.push((batch[i].key.clone(), new));
+                        }
+                    }
+                    expected = rows.len() as u64;
+                    if expected > 0 {
+                        let upd = b.update(&work_cols, &rows);
+                        let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                        if r.rows_affected() != expected {
+                            outcome.conflict = true;
+                        }
+                    }
+                }
+            }
+            if outcome.conflict {
+                tx.rollback().await.map_err(db_err(&ctx))?;
+                return Ok(BatchOutcome { conflict: true, ..Default::default() });
+            }
+            // 4. The journal, in the same transaction: committed work is always accounted for.
+            if expected > 0 {
+                let rows: Vec<[Value; 7]> = outcome
+                    .destroyed
+                    .iter()
+                    .map(|&i| {
+                        [
+                            Value::Text(journal.run_id.clone()),
+                            Value::Text(journal.policy.clone()),
+                            Value::Text(journal.stage.clone()),
+                            Value::Text(journal.action.clone()),
+                            Value::Text(ids[i].record.clone()),
+                            ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null),
+                            now.clone(),
+                        ]
+                    })
+                    .collect();
+                let ins = b.journal_insert(&rows);
+                bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+            }
+            tx.commit().await.map_err(db_err(&ctx))?;
+            Ok(outcome)
+        })
+    }
+}
+
 #[async_trait]
 impl crate::connector::Connector for SqlConnector {
     fn holds_table(&self) -> Option<&HoldsTable> {
@@ -668,101 +785,22 @@ impl crate::connector::Connector for SqlConnector {
         ids: &[EvidenceId],
         journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError> {
-        let b = self.builder(scope);
-        let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
-        let work_cols: Vec<String> = match &scope.work {
-            Work::Delete => vec![],
-            Work::Anonymize(cols) => cols.iter().map(|(c, _)| c.clone()).collect(),
-        };
-        let ctx = format!("destroying a batch of '{}'", scope.table.name);
-        let lock = b.lock(&keys, &work_cols);
-        let cascades = if matches!(scope.work, Work::Delete) { b.cascade(&keys) } else { vec![] };
-        let nk = scope.key.len();
-        let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-
-        with_pool!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err(&ctx))?;
-            // 1. Re-read and lock the rows that are still due and not held.
-            let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-            let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
-            let index_of = |key: &[Value]| batch.iter().position(|c| c.key.as_slice() == key);
-            let mut outcome = BatchOutcome::default();
-            let expected: u64;
-            match &scope.work {
-                Work::Delete => {
-                    for row in &locked {
-                        if let Some(i) = index_of(&row[..nk]) {
-                            outcome.destroyed.push(i);
-                        }
-                    }
-                    expected = outcome.destroyed.len() as u64;
-                    if expected > 0 {
-                        // 2. Dependents first, through the same filter on the parent.
-                        for (table, sql) in &cascades {
-                            let r = bound!(sql).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (dependent table '{table}')")))?;
-                            *outcome.cascaded.entry(table.clone()).or_default() += r.rows_affected();
-                        }
-                        // 3. The rows themselves.
-                        let locked_keys: Vec<Vec<Value>> = outcome.destroyed.iter().map(|&i| batch[i].key.clone()).collect();
-                        let del = b.delete(&locked_keys);
-                        let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                        if r.rows_affected() != expected {
-                            outcome.conflict = true;
-                        }
-                    }
+        // A deadlock or serialization failure rolled the whole transaction back: nothing was
+        // committed, so the batch is simply tried again (workers on the same tables, e.g. shards
+        // cascading into one child table, can deadlock on MariaDB's gap locks).
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            match self.destroy_once(scope, batch, ids, journal).await {
+                Err(ConnectorError::Query { message, .. })
+                    if attempt < 5 && (message.ends_with("[40001]") || message.ends_with("[40P01]")) =>
+                {
+                    let jitter = rand::random::<u64>() % 50;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt + jitter)).await;
                 }
-                Work::Anonymize(cols) => {
-                    let mut rows = Vec::new();
-                    for row in &locked {
-                        let Some(i) = index_of(&row[..nk]) else { continue };
-                        let mut new = Vec::with_capacity(cols.len());
-                        for ((_, strategy), old) in cols.iter().zip(&row[nk..]) {
-                            new.push(strategy.apply(old, scope.pseudonym_key.as_deref()).map_err(|e| ConnectorError::Invalid(format!("{ctx}: {e}")))?);
-                        }
-                        if new.iter().all(Option::is_none) {
-                            outcome.unchanged.push(i);
-                        } else {
-                            outcome.destroyed.push(i);
-                            rows.push((batch[i].key.clone(), new));
-                        }
-                    }
-                    expected = rows.len() as u64;
-                    if expected > 0 {
-                        let upd = b.update(&work_cols, &rows);
-                        let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                        if r.rows_affected() != expected {
-                            outcome.conflict = true;
-                        }
-                    }
-                }
+                r => return r,
             }
-            if outcome.conflict {
-                tx.rollback().await.map_err(db_err(&ctx))?;
-                return Ok(BatchOutcome { conflict: true, ..Default::default() });
-            }
-            // 4. The journal, in the same transaction: committed work is always accounted for.
-            if expected > 0 {
-                let rows: Vec<[Value; 7]> = outcome
-                    .destroyed
-                    .iter()
-                    .map(|&i| {
-                        [
-                            Value::Text(journal.run_id.clone()),
-                            Value::Text(journal.policy.clone()),
-                            Value::Text(journal.stage.clone()),
-                            Value::Text(journal.action.clone()),
-                            Value::Text(ids[i].record.clone()),
-                            ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null),
-                            now.clone(),
-                        ]
-                    })
-                    .collect();
-                let ins = b.journal_insert(&rows);
-                bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
-            }
-            tx.commit().await.map_err(db_err(&ctx))?;
-            Ok(outcome)
-        })
+        }
     }
 
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {

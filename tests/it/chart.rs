@@ -1050,3 +1050,154 @@ fn normalize(path: &Path) -> PathBuf {
     }
     out
 }
+
+// ------------------------------------------------------------- scale-out, metrics, objects ---
+
+const SCALE_OUT: &str = r#"
+sharding:
+  enabled: true
+  shards: 4
+  parallelism: 2
+metrics:
+  textfile: /var/lib/node-exporter/textfile/lapse.prom
+  pushgateway:
+    url: http://prometheus-pushgateway.monitoring:9091
+    job: retention
+    grouping: { cluster: eu-1 }
+config:
+  connections:
+    shop:
+      urlSecretKey: shop-url
+    archive:
+      kind: s3
+      region: eu-west-1
+      endpoint: https://minio.storage:9000
+      pathStyle: true
+      bucket: acme-exports
+      concurrency: 16
+    files:
+      kind: directory
+      path: /data/exports
+extraVolumes:
+  - name: exports
+    persistentVolumeClaim: { claimName: exports }
+extraVolumeMounts:
+  - name: exports
+    mountPath: /data/exports
+"#;
+
+/// Sharding renders an Indexed Job whose pods each take their shard; object-store connections and
+/// metrics reach the worker config, which `lapse validate` accepts.
+#[test]
+fn chart_sharding_renders_an_indexed_job_with_object_stores_and_metrics() {
+    let Some(helm) = helm() else { return };
+    let r = helm.template(&[SCALE_OUT]);
+    assert_guarantees(&r);
+    let job = &r.cronjob()["spec"]["jobTemplate"]["spec"];
+    assert_eq!(job["completionMode"].as_str(), Some("Indexed"));
+    assert_eq!(job["completions"].as_i64(), Some(4));
+    assert_eq!(job["parallelism"].as_i64(), Some(2));
+    assert_eq!(r.cronjob()["spec"]["concurrencyPolicy"].as_str(), Some("Forbid"));
+    // Kubernetes expands $(JOB_COMPLETION_INDEX) (0-based) in each pod's arguments.
+    let args = r.args();
+    let at = args.iter().position(|a| a == "--shard").expect("--shard");
+    assert_eq!(args[at + 1], "$(JOB_COMPLETION_INDEX)/4");
+    // The pods start at different moments: they share an aligned cutoff.
+    let at = args.iter().position(|a| a == "--cutoff").expect("--cutoff");
+    assert_eq!(args[at + 1], "today");
+
+    let cfg = r.config();
+    let archive = &cfg["connections"]["archive"];
+    assert_eq!(archive["kind"].as_str(), Some("s3"));
+    assert_eq!(archive["region"].as_str(), Some("eu-west-1"));
+    assert_eq!(archive["endpoint"].as_str(), Some("https://minio.storage:9000"));
+    assert_eq!(archive["path_style"].as_bool(), Some(true));
+    assert_eq!(archive["bucket"].as_str(), Some("acme-exports"));
+    assert_eq!(archive["concurrency"].as_i64(), Some(16));
+    assert!(archive["url_file"].is_null() && archive["url"].is_null(), "an object store has no url");
+    assert_eq!(cfg["connections"]["files"]["kind"].as_str(), Some("directory"));
+    assert_eq!(cfg["connections"]["files"]["path"].as_str(), Some("/data/exports"));
+    assert_eq!(cfg["metrics"]["textfile"].as_str(), Some("/var/lib/node-exporter/textfile/lapse.prom"));
+    assert_eq!(cfg["metrics"]["pushgateway"]["url"].as_str(), Some("http://prometheus-pushgateway.monitoring:9091"));
+    assert_eq!(cfg["metrics"]["pushgateway"]["job"].as_str(), Some("retention"));
+    assert_eq!(cfg["metrics"]["pushgateway"]["grouping"]["cluster"].as_str(), Some("eu-1"));
+    // Only the SQL connection's URL is a secret.
+    let secrets = r.volume_at(SECRETS_DIR).expect("secret volume");
+    let keys: Vec<&str> = seq(&secrets["secret"]["items"]).iter().filter_map(|i| i["key"].as_str()).collect();
+    assert_eq!(keys, ["evidence.key", "shop-url"]);
+
+    // lapse itself accepts the rendered config (secrets are mounted only at run time).
+    let etc = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(etc.path().join("policies")).unwrap();
+    let config = r.configmap(&format!("{FULLNAME}-config"));
+    std::fs::write(etc.path().join("lapse.yaml"), &config["lapse.yaml"]).unwrap();
+    for (conn, extra) in [("archive", "shard_by_key: true\n"), ("files", "")] {
+        let policy = format!(
+            "name: {conn}-exports\ndataset: {{ connection: {conn}, key_pattern: \"exports/{{yyyy}}/{{mm}}/{{dd}}/{{subject}}.csv\", subject: key }}\npersonal: {{ content: {{ category: free_text }} }}\npurposes:\n  - {{ name: sar, legal_basis: legal_obligation, retain: 90d, after: key_date }}\non_lapse: delete\n{extra}"
+        );
+        std::fs::write(etc.path().join(format!("policies/{conn}.yaml")), policy).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_lapse"))
+        .args(["validate", "--skip-secrets", "-c"])
+        .arg(etc.path().join("lapse.yaml"))
+        .env_remove("LAPSE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lapse validate refused the chart's config:\n{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        config["lapse.yaml"]
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 2 policies"));
+
+    // Without sharding: a plain Job, no --shard, no metrics section.
+    let plain = helm.template(&[]);
+    let job = &plain.cronjob()["spec"]["jobTemplate"]["spec"];
+    assert!(job["completionMode"].is_null() && job["completions"].is_null());
+    assert!(!plain.args().contains(&"--shard".to_string()));
+    assert!(plain.config()["metrics"].is_null());
+}
+
+#[test]
+fn chart_schema_rejects_bad_scale_out_and_object_store_values() {
+    let Some(helm) = helm() else { return };
+    for (values, expected) in [
+        ("sharding:\n  enable: true\n", "additional properties 'enable' not allowed"),
+        ("sharding:\n  enabled: true\n  shards: 0\n", "/sharding/shards"),
+        ("sharding:\n  shards: \"3\"\n", "/sharding/shards"),
+        ("sharding:\n  cutoff: now\n", "/sharding/cutoff"),
+        ("metrics:\n  pushgateway:\n    url: pushgateway:9091\n", "/metrics/pushgateway/url"),
+        ("metrics:\n  pushgateway:\n    grouping: { job: x }\n", "invalid propertyName 'job'"),
+        ("metrics:\n  textfile: lapse.prom\n", "/metrics/textfile"),
+        ("metrics:\n  prometheus: {}\n", "additional properties 'prometheus' not allowed"),
+        ("config:\n  connections:\n    a:\n      kind: gcs\n", "kind"),
+        (
+            "config:\n  connections:\n    a:\n      kind: s3\n      pathstyle: true\n",
+            "additional properties 'pathstyle'",
+        ),
+        ("config:\n  connections:\n    a:\n      kind: directory\n      path: data\n", "path"),
+        ("config:\n  connections:\n    a:\n      kind: s3\n      concurrency: 0\n", "concurrency"),
+    ] {
+        let err = helm.refused(values);
+        assert!(err.contains(expected), "for values\n{values}expected an error naming {expected:?}, got:\n{err}");
+    }
+    for (values, expected) in [
+        (
+            "config:\n  connections:\n    archive:\n      kind: s3\n      urlSecretKey: k\n",
+            "config.connections.archive is an object store (kind s3)",
+        ),
+        (
+            "config:\n  connections:\n    files:\n      kind: directory\n",
+            "config.connections.files (kind directory) needs path",
+        ),
+        (
+            "config:\n  connections:\n    shop:\n      urlSecretKey: k\n      bucket: b-1\n",
+            "config.connections.shop.bucket is for object stores",
+        ),
+    ] {
+        let err = helm.refused(values);
+        assert!(err.contains(expected), "for values\n{values}expected {expected:?}, got:\n{err}");
+    }
+}

@@ -8,6 +8,8 @@ mod crash;
 mod faults;
 mod no_pii;
 mod objects;
+mod observe;
 mod operations;
 mod proxy;
 mod reports;
+mod shard;

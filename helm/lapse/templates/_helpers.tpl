@@ -138,6 +138,20 @@ Also fails the render on a connection without exactly one URL source.
 {{- $refs = append $refs (dict "key" .Values.secretKeys.pseudonymizationKey "env" "LAPSE_PSEUDONYMIZATION_KEY") }}
 {{- end }}
 {{- range $name, $c := .Values.config.connections }}
+{{- $kind := default "sql" $c.kind }}
+{{- if ne $kind "sql" }}
+{{- if or $c.url $c.urlSecretKey $c.holdsTable $c.journalTable }}
+{{- fail (printf "config.connections.%s is an object store (kind %s): url, urlSecretKey, holdsTable and journalTable are for SQL connections" $name $kind) }}
+{{- end }}
+{{- if and (eq $kind "directory") (not $c.path) }}
+{{- fail (printf "config.connections.%s (kind directory) needs path: the directory in the container (mount it with extraVolumes and extraVolumeMounts)" $name) }}
+{{- end }}
+{{- else }}
+{{- range $k := list "region" "endpoint" "pathStyle" "bucket" "path" "concurrency" }}
+{{- if hasKey $c $k }}
+{{- fail (printf "config.connections.%s.%s is for object stores (kind s3 or directory), not a SQL connection" $name $k) }}
+{{- end }}
+{{- end }}
 {{- if and $c.url $c.urlSecretKey }}
 {{- fail (printf "config.connections.%s: set either url or urlSecretKey, not both" $name) }}
 {{- end }}
@@ -149,6 +163,7 @@ Also fails the render on a connection without exactly one URL source.
 {{- end }}
 {{- if $c.urlSecretKey }}
 {{- $refs = append $refs (dict "key" $c.urlSecretKey "env" (include "lapse.envName" (printf "URL_%s" $name))) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $envs := dict }}
@@ -185,7 +200,15 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- $connections := dict }}
 {{- range $name, $c := .Values.config.connections }}
 {{- $conn := dict }}
-{{- if $c.url }}
+{{- $kind := default "sql" $c.kind }}
+{{- if ne $kind "sql" }}
+{{- $_ := set $conn "kind" $kind }}
+{{- range $from, $to := dict "region" "region" "endpoint" "endpoint" "pathStyle" "path_style" "bucket" "bucket" "path" "path" "concurrency" "concurrency" }}
+{{- if hasKey $c $from }}
+{{- $_ := set $conn $to (index $c $from) }}
+{{- end }}
+{{- end }}
+{{- else if $c.url }}
 {{- $_ := set $conn "url" $c.url }}
 {{- else }}
 {{- $conn = include "lapse.secretSource" (list $ "url" $c.urlSecretKey (include "lapse.envName" (printf "URL_%s" $name))) | fromYaml }}
@@ -212,6 +235,16 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- end }}
 {{- $_ := set $cfg "reports" $reports }}
 {{- $_ := set $cfg "defaults" (dict "batch_size" (int .Values.config.defaults.batchSize) "max_share" .Values.config.defaults.maxShare) }}
+{{- $metrics := dict }}
+{{- with .Values.metrics.textfile }}
+{{- $_ := set $metrics "textfile" . }}
+{{- end }}
+{{- with .Values.metrics.pushgateway.url }}
+{{- $_ := set $metrics "pushgateway" (dict "url" . "job" $.Values.metrics.pushgateway.job "grouping" (deepCopy $.Values.metrics.pushgateway.grouping)) }}
+{{- end }}
+{{- with $metrics }}
+{{- $_ := set $cfg "metrics" . }}
+{{- end }}
 {{- $cfg = mergeOverwrite $cfg (deepCopy .Values.config.extra) }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -227,6 +260,12 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- $args = list "run" "--yes" }}
 {{- end }}
 {{- $args = concat $args (list "-c" (printf "%s/lapse.yaml" (include "lapse.configDir" .)) "--log-format" .Values.logFormat) }}
+{{- if .Values.sharding.enabled }}
+{{- /* Kubernetes expands $(JOB_COMPLETION_INDEX), which an Indexed Job sets in every pod (0-based). */}}
+{{- $args = concat $args (list "--shard" (printf "$(JOB_COMPLETION_INDEX)/%d" (int .Values.sharding.shards))) }}
+{{- /* The pods start at different moments: they share the cutoff by aligning it. */}}
+{{- $args = concat $args (list "--cutoff" .Values.sharding.cutoff) }}
+{{- end }}
 {{- /* Finish the batch and write the report well before the kubelet's SIGKILL. */}}
 {{- $grace := max 5 (sub (int .Values.terminationGracePeriodSeconds) 15) }}
 {{- $args = concat $args (list "--shutdown-grace" (toString $grace)) }}

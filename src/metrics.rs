@@ -1,0 +1,342 @@
+//! Prometheus metrics at the end of a run, derived from the final [`Report`] so that they always
+//! agree with it: written as a node_exporter textfile (atomically: temporary file, then rename)
+//! and/or pushed to a Pushgateway.
+//!
+//! Labels are policy and connection names only (schema objects, never personal data). A metrics
+//! failure never changes what was destroyed nor the exit code: it is logged as a warning, and the
+//! staleness of `lapse_last_run_timestamp_seconds` is what an alert watches.
+//!
+//! `lapse_last_success_timestamp_seconds` keeps its previous value after a failed run: the
+//! textfile carries the old value over, and the Pushgateway is sent a `POST` (which replaces only
+//! the metric names pushed) without it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::report::Report;
+
+/// The `metrics:` section of the worker config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A file for node_exporter's textfile collector (name it `*.prom`), relative to the config.
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+    #[serde(default)]
+    pub pushgateway: Option<Pushgateway>,
+}
+
+/// Where and how to push.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pushgateway {
+    /// Base URL, `http://` or `https://` (e.g. `http://pushgateway.monitoring:9091`).
+    pub url: String,
+    /// The `job` of the grouping key. Default `lapse`.
+    #[serde(default = "default_job")]
+    pub job: String,
+    /// More grouping-key labels (e.g. `cluster: eu-1`). A sharded run adds `shard: <index>`.
+    #[serde(default)]
+    pub grouping: BTreeMap<String, String>,
+    /// Request timeout in seconds. Default 10.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_job() -> String {
+    "lapse".into()
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+
+/// `--metrics-textfile` and `--pushgateway`: override the config's `metrics:` for one run.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Write Prometheus metrics to this file at the end of the run (textfile collector format,
+    /// atomically replaced).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
+    /// Push Prometheus metrics to this Pushgateway at the end of the run (job `lapse`).
+    #[arg(long, value_name = "URL")]
+    pub pushgateway: Option<String>,
+}
+
+fn valid_label(name: &str) -> bool {
+    let mut c = name.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+        && !name.starts_with("__")
+}
+
+impl MetricsConfig {
+    /// Offline checks: every problem, as `(path, message)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.pushgateway {
+            if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+                out.push((
+                    "metrics.pushgateway.url".into(),
+                    format!("pushgateway url '{}' must start with http:// or https://", p.url),
+                ));
+            }
+            if p.job.is_empty() {
+                out.push(("metrics.pushgateway.job".into(), "pushgateway job must not be empty".into()));
+            }
+            for k in p.grouping.keys() {
+                if !valid_label(k) || k == "job" {
+                    out.push((
+                        format!("metrics.pushgateway.grouping.{k}"),
+                        format!("'{k}' is not a usable grouping label name"),
+                    ));
+                }
+            }
+            if p.timeout_seconds == 0 || p.timeout_seconds > 300 {
+                out.push((
+                    "metrics.pushgateway.timeout_seconds".into(),
+                    "timeout_seconds must be from 1 to 300".into(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The config's section with the command line's overrides applied.
+    pub fn with_args(&self, args: &MetricsArgs, base_dir: &Path) -> MetricsConfig {
+        let mut m = self.clone();
+        if let Some(t) = &args.metrics_textfile {
+            m.textfile = Some(t.clone());
+        } else if let Some(t) = &m.textfile {
+            if t.is_relative() {
+                m.textfile = Some(base_dir.join(t));
+            }
+        }
+        if let Some(u) = &args.pushgateway {
+            let mut p = m.pushgateway.take().unwrap_or(Pushgateway {
+                url: String::new(),
+                job: default_job(),
+                grouping: BTreeMap::new(),
+                timeout_seconds: default_timeout(),
+            });
+            p.url = u.clone();
+            m.pushgateway = Some(p);
+        }
+        m
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.textfile.is_none() && self.pushgateway.is_none()
+    }
+}
+
+/// Prometheus text exposition format (version 0.0.4).
+struct Exposition {
+    out: String,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = write!(self.out, "{{{}}}", parts.join(","));
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// The metrics of a finished run. `last_success`: the value of
+/// `lapse_last_success_timestamp_seconds` (this run's end when it succeeded, else the previous
+/// success if known); omitted when `None`.
+pub fn exposition(r: &Report, exit_code: u8, last_success: Option<f64>) -> String {
+    let mut e = Exposition { out: String::new() };
+    type Get = fn(&crate::report::PolicyReport) -> f64;
+    let per_policy: [(&str, &str, &str, Get); 8] = [
+        ("lapse_records_destroyed_total", "counter", "Records (rows or objects) deleted by the last run.", |p| {
+            p.deleted as f64
+        }),
+        ("lapse_records_anonymized_total", "counter", "Records fully anonymized by the last run.", |p| {
+            p.anonymized as f64
+        }),
+        (
+            "lapse_records_fields_anonymized_total",
+            "counter",
+            "Records whose lapsed fields were anonymized by the last run (the record is kept).",
+            |p| p.fields_anonymized as f64,
+        ),
+        ("lapse_records_due", "gauge", "Records due at the start of the last run (holds excluded).", |p| {
+            p.rows_due as f64
+        }),
+        ("lapse_records_held", "gauge", "Lapsed records kept by a legal hold in the last run.", |p| p.held as f64),
+        ("lapse_records_failed", "gauge", "Records whose destruction failed in the last run.", |p| p.failed as f64),
+        ("lapse_policy_guardrail_tripped", "gauge", "1 when the guardrail stopped the policy in the last run.", |p| {
+            if p.guardrail.tripped {
+                1.0
+            } else {
+                0.0
+            }
+        }),
+        ("lapse_policy_duration_seconds", "gauge", "Time the last run spent on the policy.", |p| p.duration_seconds),
+    ];
+    for (name, kind, help, get) in per_policy {
+        e.family(name, kind, help);
+        for p in &r.policies {
+            e.sample(name, &[("policy", &p.name), ("connection", &p.connection)], get(p));
+        }
+    }
+    let end = r.finished_at.unwrap_or(r.started_at);
+    let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+    e.family("lapse_run_duration_seconds", "gauge", "Duration of the last run.");
+    e.sample("lapse_run_duration_seconds", &[], (end - r.started_at).num_milliseconds() as f64 / 1000.0);
+    e.family("lapse_run_exit_code", "gauge", "Exit code of the last run (0 success, 1 partial, 3 guardrail).");
+    e.sample("lapse_run_exit_code", &[], f64::from(exit_code));
+    e.family("lapse_last_run_timestamp_seconds", "gauge", "End of the last run (Unix time).");
+    e.sample("lapse_last_run_timestamp_seconds", &[], secs(end));
+    if let Some(t) = last_success {
+        e.family("lapse_last_success_timestamp_seconds", "gauge", "End of the last successful run (Unix time).");
+        e.sample("lapse_last_success_timestamp_seconds", &[], t);
+    }
+    e.out
+}
+
+/// The previous `lapse_last_success_timestamp_seconds` of a textfile, if any.
+fn previous_success(path: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("lapse_last_success_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory (not ending in
+/// `.prom`, so the collector ignores it), synced, then renamed over the target.
+pub fn write_textfile(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| anyhow::anyhow!("'{}' is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("cannot write metrics file '{}': {e}", path.display())
+    })
+}
+
+/// A grouping-key path segment: as is when plain, else base64url (`label@base64/...`).
+fn segment(label: &str, value: &str) -> String {
+    use base64::Engine;
+    let plain = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c));
+    if plain {
+        format!("/{label}/{value}")
+    } else {
+        let enc = base64::engine::general_purpose::URL_SAFE.encode(value.as_bytes());
+        format!("/{label}@base64/{}", if enc.is_empty() { "=".into() } else { enc })
+    }
+}
+
+/// The push URL: `<url>/metrics/job/<job>{/<label>/<value>}`.
+pub fn push_url(p: &Pushgateway, shard: Option<crate::report::ShardInfo>) -> String {
+    let mut grouping = p.grouping.clone();
+    if let Some(s) = shard {
+        grouping.entry("shard".into()).or_insert_with(|| s.index.to_string());
+    }
+    let mut url = format!("{}/metrics{}", p.url.trim_end_matches('/'), segment("job", &p.job));
+    for (k, v) in &grouping {
+        url.push_str(&segment(k, v));
+    }
+    url
+}
+
+/// POSTs the exposition to the Pushgateway (POST replaces only the metric names pushed).
+pub async fn push(p: &Pushgateway, url: &str, body: String) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider)
+        .map_err(|e| anyhow::anyhow!("TLS setup for the pushgateway: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let req = hyper::Request::post(url)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| anyhow::anyhow!("pushgateway url '{}': {e}", p.url))?;
+    let send = async {
+        let resp = client.request(req).await.map_err(|e| anyhow::anyhow!("pushgateway '{}': {e}", p.url))?;
+        let status = resp.status();
+        let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        if !status.is_success() {
+            let t = String::from_utf8_lossy(&text);
+            anyhow::bail!(
+                "pushgateway '{}' answered {status}: {}",
+                p.url,
+                t.trim().chars().take(200).collect::<String>()
+            );
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(p.timeout_seconds), send)
+        .await
+        .map_err(|_| anyhow::anyhow!("pushgateway '{}': no answer within {} s", p.url, p.timeout_seconds))?
+}
+
+/// Writes and pushes the metrics of a finished run; returns the problems (already logged as
+/// warnings). Never fails the run.
+pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String> {
+    let mut problems = Vec::new();
+    let succeeded = exit_code == 0;
+    let end = r.finished_at.unwrap_or(r.started_at).timestamp_millis() as f64 / 1000.0;
+    if let Some(path) = &m.textfile {
+        let last = if succeeded { Some(end) } else { previous_success(path) };
+        if let Err(e) = write_textfile(path, &exposition(r, exit_code, last)) {
+            problems.push(format!("{e:#}"));
+        }
+    }
+    if let Some(p) = &m.pushgateway {
+        let url = push_url(p, r.shard);
+        if let Err(e) = push(p, &url, exposition(r, exit_code, succeeded.then_some(end))).await {
+            problems.push(format!("{e:#}"));
+        }
+    }
+    for e in &problems {
+        tracing::warn!(run_id = %r.run_id, "metrics not published (the run itself is unaffected): {e}");
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_segments() {
+        assert_eq!(segment("job", "lapse"), "/job/lapse");
+        assert_eq!(segment("cluster", "eu/1"), "/cluster@base64/ZXUvMQ==");
+        assert_eq!(segment("x", ""), "/x@base64/=");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

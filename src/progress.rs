@@ -1,0 +1,89 @@
+//! A progress bar on an interactive terminal: per policy stage, records done of those counted as
+//! due. Off unless [`enable`] is called (the CLI does so only when stderr is a terminal, logs are
+//! text and `--no-progress` is not given), so a CronJob's or a pipe's stderr never sees an escape
+//! code. Log lines go through [`writer`], which lifts the bar while a line is printed.
+
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+struct State {
+    enabled: bool,
+    bar: Option<ProgressBar>,
+}
+
+fn state() -> &'static Mutex<State> {
+    static S: OnceLock<Mutex<State>> = OnceLock::new();
+    S.get_or_init(|| Mutex::new(State { enabled: false, bar: None }))
+}
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut g = state().lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut g)
+}
+
+/// Turns the bar on for this process.
+pub fn enable() {
+    with(|s| s.enabled = true);
+}
+
+/// A stage starts: `total` records are due.
+pub fn stage(policy: &str, stage: &str, total: u64) {
+    with(|s| {
+        if !s.enabled {
+            return;
+        }
+        if let Some(b) = s.bar.take() {
+            b.finish_and_clear();
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{prefix:>24} {msg:<20} [{bar:30}] {pos}/{len} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(policy.to_string());
+        bar.set_message(stage.to_string());
+        s.bar = Some(bar);
+    });
+}
+
+/// `n` more records of the stage were handled (destroyed, unchanged or failed).
+pub fn advance(n: u64) {
+    with(|s| {
+        if let Some(b) = &s.bar {
+            b.inc(n);
+        }
+    });
+}
+
+/// The stage is over: the bar is cleared (the log and the summary say what happened).
+pub fn finish() {
+    with(|s| {
+        if let Some(b) = s.bar.take() {
+            b.finish_and_clear();
+        }
+    });
+}
+
+/// Stderr for the log formatter: each line is printed with the bar lifted, then the bar redrawn.
+pub struct Writer;
+
+/// For `tracing_subscriber::fmt().with_writer(lapse::progress::writer)`.
+pub fn writer() -> Writer {
+    Writer
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = with(|s| s.bar.clone());
+        match bar {
+            Some(b) => b.suspend(|| std::io::stderr().write_all(buf)).map(|_| buf.len()),
+            None => std::io::stderr().write_all(buf).map(|_| buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}

@@ -1,0 +1,292 @@
+//! `lapse report combine`: the reports of the `n` shards of one logical run (`--shard i/n`) merged
+//! into one summary.
+//!
+//! Combining refuses anything that is not one run: every shard `0..n` exactly once, the same
+//! mode, cutoff, tool version, evidence key and policy files (by SHA-256), and every policy either
+//! in the one shard its name hashes to or (split by key) in all of them. Counts are summed per
+//! policy. The combined file names each shard report with the SHA-256 of its bytes, so it can be
+//! checked against the (signed) shard reports, which remain the evidence.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::report::Report;
+use crate::shard::Shard;
+
+/// The combined summary of a sharded run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Combined {
+    /// `combined`.
+    pub kind: String,
+    /// `plan` or `run`.
+    pub mode: String,
+    /// The worst shard status: `incomplete`, `partial`, `guardrail` or `complete`.
+    pub status: String,
+    pub cutoff: DateTime<Utc>,
+    /// The earliest shard start and the latest shard end.
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub tool_version: String,
+    pub evidence_key_id: String,
+    pub shard_count: u32,
+    /// One entry per shard, in index order.
+    pub shards: Vec<ShardRef>,
+    /// Per policy, counts summed over the shards that processed it.
+    pub policies: Vec<CombinedPolicy>,
+}
+
+/// A shard report the summary was made from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ShardRef {
+    pub index: u32,
+    pub run_id: String,
+    /// The report file, as given.
+    pub file: PathBuf,
+    /// SHA-256 (hex) of the report file's bytes.
+    pub sha256: String,
+    pub status: String,
+    pub signing_key_id: Option<String>,
+    /// Records in the shard's evidence file.
+    pub evidence_records: Option<u64>,
+}
+
+/// One policy over all shards.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CombinedPolicy {
+    pub name: String,
+    pub connection: String,
+    pub table: String,
+    pub action: String,
+    /// The shards that processed it: one, or all (split by key).
+    pub shards: Vec<u32>,
+    /// The worst outcome: `failed`, `guardrail`, `held`, then `done` / `planned`.
+    pub outcome: String,
+    pub rows_total: u64,
+    pub rows_due: u64,
+    pub deleted: u64,
+    pub anonymized: u64,
+    pub fields_anonymized: u64,
+    pub held: u64,
+    pub held_by: BTreeMap<String, u64>,
+    pub null_anchor_kept: u64,
+    pub blocked_by_dependents: u64,
+    pub unreadable: u64,
+    pub held_by_storage: u64,
+    pub versions_deleted: u64,
+    pub bytes_reclaimed: u64,
+    pub dependents_deleted: BTreeMap<String, u64>,
+    pub failed: u64,
+    /// Every shard verified its destroyed records.
+    pub verified: bool,
+}
+
+fn rank_status(s: &str) -> u8 {
+    match s {
+        "incomplete" => 3,
+        "partial" => 2,
+        "guardrail" => 1,
+        _ => 0,
+    }
+}
+
+fn rank_outcome(s: &str) -> u8 {
+    match s {
+        "failed" => 3,
+        "guardrail" => 2,
+        "held" => 1,
+        _ => 0,
+    }
+}
+
+/// The run report a path stands for: the file itself, or a directory's newest run report (the
+/// highest `sequence`; plan reports when there is no run report).
+fn pick(path: &Path) -> anyhow::Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let mut best: Option<(bool, u64, DateTime<Utc>, PathBuf)> = None;
+    for e in std::fs::read_dir(path).map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", path.display()))? {
+        let p = e?.path();
+        let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !n.starts_with("lapse-") || !n.ends_with(".json") || n.ends_with(".evidence.json") {
+            continue;
+        }
+        let Ok(r) = serde_json::from_slice::<Report>(&std::fs::read(&p)?) else { continue };
+        let key = (r.mode == "run", r.sequence, r.started_at, p);
+        if best.as_ref().is_none_or(|b| (key.0, key.1, key.2) > (b.0, b.1, b.2)) {
+            best = Some(key);
+        }
+    }
+    best.map(|b| b.3).ok_or_else(|| anyhow::anyhow!("no lapse report in '{}'", path.display()))
+}
+
+/// Reads the shard reports (files or directories) and combines them. Every reason they are not
+/// the complete set of one run is an error.
+pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
+    let mut reports: Vec<(PathBuf, String, Report)> = Vec::new();
+    for p in paths {
+        let file = pick(p)?;
+        let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", file.display()))?;
+        let r: Report = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("'{}' is not a lapse report: {e}", file.display()))?;
+        reports.push((file, crate::integrity::sha256_hex(&bytes), r));
+    }
+    let Some((first_file, _, first)) = reports.first() else { anyhow::bail!("no shard reports given") };
+    let Some(s0) = first.shard else {
+        anyhow::bail!("'{}' is not a shard report (the run had no --shard)", first_file.display())
+    };
+    let n = s0.count;
+    let mut by_index: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, (file, _, r)) in reports.iter().enumerate() {
+        let Some(s) = r.shard else {
+            anyhow::bail!("'{}' is not a shard report (the run had no --shard)", file.display())
+        };
+        let differs = |what: &str| {
+            anyhow::anyhow!("'{}' is not of the same run as '{}': {what} differs", file.display(), first_file.display())
+        };
+        if s.count != n {
+            return Err(differs("the number of shards"));
+        }
+        if r.mode != first.mode {
+            return Err(differs("the mode"));
+        }
+        if r.cutoff != first.cutoff {
+            return Err(differs(
+                "the cutoff (shards of one run need the same one: `--cutoff today`, `this-hour` or an instant)",
+            ));
+        }
+        if r.tool.version != first.tool.version {
+            return Err(differs("the tool version"));
+        }
+        if r.evidence_key_id != first.evidence_key_id {
+            return Err(differs("the evidence key"));
+        }
+        let digests = |r: &Report| {
+            let mut v: Vec<(String, String)> = r
+                .policy_files
+                .iter()
+                .map(|f| (f.path.file_name().unwrap_or_default().to_string_lossy().into_owned(), f.sha256.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        if digests(r) != digests(first) {
+            return Err(differs("the policy files (SHA-256)"));
+        }
+        if let Some(j) = by_index.insert(s.index, i) {
+            anyhow::bail!(
+                "shard {} of {n} is given twice ('{}' and '{}')",
+                s.index,
+                reports[j].0.display(),
+                file.display()
+            );
+        }
+    }
+    if let Some(missing) = (0..n).find(|i| !by_index.contains_key(i)) {
+        anyhow::bail!("shard {missing} of {n} is missing; combine needs every shard of the run");
+    }
+    let mut policies: BTreeMap<String, CombinedPolicy> = BTreeMap::new();
+    let mut shards = Vec::new();
+    for (&index, &i) in &by_index {
+        let (file, sha256, r) = &reports[i];
+        shards.push(ShardRef {
+            index,
+            run_id: r.run_id.clone(),
+            file: file.clone(),
+            sha256: sha256.clone(),
+            status: r.status.clone(),
+            signing_key_id: r.signing_key_id.clone(),
+            evidence_records: r.evidence.as_ref().map(|e| e.records),
+        });
+        for p in &r.policies {
+            let c = policies.entry(p.name.clone()).or_insert_with(|| CombinedPolicy {
+                name: p.name.clone(),
+                connection: p.connection.clone(),
+                table: p.table.clone(),
+                action: p.action.clone(),
+                outcome: p.outcome.clone(),
+                verified: true,
+                ..Default::default()
+            });
+            c.shards.push(index);
+            if rank_outcome(&p.outcome) > rank_outcome(&c.outcome) {
+                c.outcome = p.outcome.clone();
+            }
+            c.rows_total += p.rows_total;
+            c.rows_due += p.rows_due;
+            c.deleted += p.deleted;
+            c.anonymized += p.anonymized;
+            c.fields_anonymized += p.fields_anonymized;
+            c.held += p.held;
+            for (h, k) in &p.held_by {
+                *c.held_by.entry(h.clone()).or_default() += k;
+            }
+            c.null_anchor_kept += p.null_anchor_kept;
+            c.blocked_by_dependents += p.blocked_by_dependents;
+            c.unreadable += p.unreadable;
+            c.held_by_storage += p.held_by_storage;
+            c.versions_deleted += p.versions_deleted;
+            c.bytes_reclaimed += p.bytes_reclaimed;
+            for (t, k) in &p.dependents_deleted {
+                *c.dependents_deleted.entry(t.clone()).or_default() += k;
+            }
+            c.failed += p.failed;
+            c.verified &= p.verification.verified || r.mode != "run";
+        }
+    }
+    for c in policies.values() {
+        let whole = c.shards.len() == 1 && c.shards[0] == Shard::owner(&c.name, n);
+        if !whole && c.shards.len() != n as usize {
+            anyhow::bail!(
+                "policy '{}' was processed by shards {:?} of {n}: neither its own shard ({}) alone nor every shard (split by key)",
+                c.name,
+                c.shards,
+                Shard::owner(&c.name, n)
+            );
+        }
+    }
+    let all: Vec<&Report> = by_index.values().map(|&i| &reports[i].2).collect();
+    Ok(Combined {
+        kind: "combined".into(),
+        mode: first.mode.clone(),
+        status: all.iter().map(|r| r.status.clone()).max_by_key(|s| rank_status(s)).unwrap_or_default(),
+        cutoff: first.cutoff,
+        started_at: all.iter().map(|r| r.started_at).min().unwrap_or(first.started_at),
+        finished_at: if all.iter().all(|r| r.finished_at.is_some()) {
+            all.iter().filter_map(|r| r.finished_at).max()
+        } else {
+            None
+        },
+        tool_version: first.tool.version.to_string(),
+        evidence_key_id: first.evidence_key_id.clone(),
+        shard_count: n,
+        shards,
+        policies: policies.into_values().collect(),
+    })
+}
+
+impl Combined {
+    /// A few lines for a terminal.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "combined {} of {} shards · cutoff {} · status {}\n",
+            self.mode,
+            self.shard_count,
+            self.cutoff.to_rfc3339(),
+            self.status
+        );
+        for p in &self.policies {
+            s.push_str(&format!(
+                "  {:<24} shards {:<9} total {:>8}  due {:>8}  deleted {:>8}  anonymized {:>8}  fields {:>8}  held {:>6}  failed {:>4}  [{}]\n",
+                p.name,
+                if p.shards.len() == 1 { p.shards[0].to_string() } else { "all".into() },
+                p.rows_total, p.rows_due, p.deleted, p.anonymized, p.fields_anonymized, p.held, p.failed, p.outcome
+            ));
+        }
+        s
+    }
+}
