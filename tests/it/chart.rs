@@ -1137,7 +1137,7 @@ fn chart_sharding_renders_an_indexed_job_with_object_stores_and_metrics() {
         );
         std::fs::write(etc.path().join(format!("policies/{conn}.yaml")), policy).unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_lapse"))
+    let out = Command::new(crate::common::lapse_bin())
         .args(["validate", "--skip-secrets", "-c"])
         .arg(etc.path().join("lapse.yaml"))
         .env_remove("LAPSE_CONFIG")

@@ -159,7 +159,7 @@ async fn workspace(b: Backend) -> Fixture {
 }
 
 fn lapse_cmd(f: &Fixture, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lapse"));
+    let mut cmd = Command::new(crate::common::lapse_bin());
     cmd.args(args)
         .arg("-c")
         .arg(f.path("lapse.yaml"))
@@ -284,7 +284,7 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
     args.extend(dirs.iter().map(String::as_str));
     let out_s = out.display().to_string();
     args.extend(["--out", &out_s]);
-    let r = crate::common::Run::from(Command::new(env!("CARGO_BIN_EXE_lapse")).args(&args).output().unwrap());
+    let r = crate::common::Run::from(Command::new(crate::common::lapse_bin()).args(&args).output().unwrap());
     r.ok();
     let c = read_json(&out);
     assert_eq!(c["shard_count"], N as u64);
@@ -296,7 +296,7 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
         }
     }
     let missing = crate::common::Run::from(
-        Command::new(env!("CARGO_BIN_EXE_lapse")).args(["report", "combine", &dirs[0], &dirs[2]]).output().unwrap(),
+        Command::new(crate::common::lapse_bin()).args(["report", "combine", &dirs[0], &dirs[2]]).output().unwrap(),
     );
     missing.code(2).stderr_has("shard 1 of 3 is missing");
 }
