@@ -43,7 +43,9 @@ has() { [[ ",$ONLY," == *",$1,"* ]]; }
 log "building lapse (release)"
 cargo build --release --quiet --bin lapse
 TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
-LAPSE="$TARGET/release/lapse"
+# A private copy: the shared target directory may be rebuilt by someone else meanwhile.
+mkdir -p .bench && cp "$TARGET/release/lapse" .bench/lapse
+LAPSE="$REPO_ROOT/.bench/lapse"
 
 VENV="$REPO_ROOT/.bench/venv"
 if [[ ! -x "$VENV/bin/aws" ]] || ! "$VENV/bin/python" -c 'import psycopg, pymysql, boto3' 2>/dev/null; then

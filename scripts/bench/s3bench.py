@@ -118,6 +118,7 @@ def empty_bucket(s3, bucket):
 POLICY = """name: exports
 dataset:
   connection: store
+  bucket: {bucket}
   key_pattern: "exports/{{yyyy}}/{{mm}}/{{dd}}/customer-{{subject}}.csv"
   subject: key
 personal:
@@ -141,7 +142,7 @@ def run_lapse(args, d, bucket):
                 f"    region: us-east-1\n    bucket: {bucket}\n{conc}policies: policies\nholds_file: holds.yaml\n"
                 "evidence:\n  key_file: evidence.key\nreports:\n  dir: reports\n")
     with open(os.path.join(d, "policies", "exports.yaml"), "w") as f:
-        f.write(POLICY.format())
+        f.write(POLICY.format(bucket=bucket))
     subjects = [i for i in range(1, args.objects + 1) if held(i)]
     with open(os.path.join(d, "holds.yaml"), "w") as f:
         f.write("holds:\n  - id: LH-BENCH\n    matter: benchmark hold\n    subjects: [" + ", ".join(map(str, subjects)) + "]\n")

@@ -233,7 +233,7 @@ class MySql(Backend):
 
 class Sqlite(Backend):
     name = "sqlite"
-    ts = "TEXT"
+    ts = "DATETIME"
 
     def __init__(self, args, path):
         super().__init__(args)
@@ -372,7 +372,7 @@ reports:
 """
 
 
-def run_lapse(args, work, url, action, extra=()):
+def run_lapse(args, work, url, action, extra=("run",)):
     d = os.path.join(work, f"ws-{action}")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(os.path.join(d, "policies"))
@@ -386,7 +386,7 @@ def run_lapse(args, work, url, action, extra=()):
         f.write(POLICY.format(action=action))
     cmd = [args.lapse, *extra, "-c", os.path.join(d, "lapse.yaml"), "--cutoff", CUTOFF.strftime("%Y-%m-%dT%H:%M:%SZ"),
            "--log-format", "json"]
-    if not extra or extra[0] == "run":
+    if extra[0] == "run":
         cmd.append("--yes")
         if args.lapse_batch:
             cmd += ["--batch-size", str(args.lapse_batch)]
