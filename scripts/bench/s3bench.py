@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--aws", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--concurrency", type=int, default=0, help="lapse connection concurrency (0: default)")
+    ap.add_argument("--contenders", default="lapse,aws-cli")
     ap.add_argument("--json-out", required=True)
     args = ap.parse_args()
     s3 = boto3.client("s3", endpoint_url=args.endpoint, config=Config(max_pool_connections=32, retries={"max_attempts": 3}))
@@ -55,7 +56,7 @@ def main():
     due = sum(1 for i, (k, _) in enumerate(items, 1) if k.split("/")[1:4] <= list(f"{THRESHOLD:%Y/%m/%d}".split("/")) and not held(i))
     results = []
     sigs = {}
-    for contender in ["lapse", "aws-cli"]:
+    for contender in args.contenders.split(","):
         bucket = f"bench-{contender}-{uuid.uuid4().hex[:8]}"
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})

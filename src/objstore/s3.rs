@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -20,6 +19,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus};
 use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use super::{ObjectBackend, ObjectEntry, Version};
 use crate::connector::ConnectorError;
@@ -368,7 +368,10 @@ impl ObjectBackend for S3Backend {
             let heads: Vec<_> = out
                 .iter()
                 .flat_map(|(k, vs)| {
-                    vs.iter().enumerate().filter(|(_, v)| !v.delete_marker).map(move |(i, v)| (k.clone(), i, v.id.clone()))
+                    vs.iter()
+                        .enumerate()
+                        .filter(|(_, v)| !v.delete_marker)
+                        .map(move |(i, v)| (k.clone(), i, v.id.clone()))
                 })
                 .map(|(k, i, id)| async move {
                     let lock = self.lock_of(bucket, &k, id.as_deref()).await;

@@ -658,7 +658,10 @@ impl<'a> Builder<'a> {
                         sql.bind_for(v.clone(), self.scope.table.column(c), true);
                     }
                     None => {
-                        sql.push(&format!("{target} = CASE WHEN v.f{ci} = 1 THEN v.v{ci} ELSE {} END", self.col(&t, c)));
+                        sql.push(&format!(
+                            "{target} = CASE WHEN v.f{ci} = 1 THEN v.v{ci} ELSE {} END",
+                            self.col(&t, c)
+                        ));
                     }
                 }
             }
@@ -785,10 +788,8 @@ impl<'a> Builder<'a> {
         sql.push(", v.record, v.subject, ");
         self.bind_text(&mut sql, constants[4].clone());
         sql.push(" FROM ");
-        let rows: Vec<Vec<Cell>> = records
-            .iter()
-            .map(|(r, s)| vec![Cell::Value(r.clone()), Cell::Value(s.clone())])
-            .collect();
+        let rows: Vec<Vec<Cell>> =
+            records.iter().map(|(r, s)| vec![Cell::Value(r.clone()), Cell::Value(s.clone())]).collect();
         self.derived(&mut sql, &["record".into(), "subject".into()], rows);
         sql
     }
