@@ -59,12 +59,11 @@ servers_up() {
     # shellcheck disable=SC1091
     source .testbed/env
     "$VENV/bin/python" - <<'PY' 2>/dev/null
-import os, psycopg, pymysql, urllib.request
+import os, psycopg, pymysql
 from urllib.parse import urlparse
 psycopg.connect(os.environ["LAPSE_TEST_PG_URL"]).close()
 u = urlparse(os.environ["LAPSE_TEST_MYSQL_URL"])
 pymysql.connect(host=u.hostname, port=u.port, user=u.username, password=u.password, database=u.path[1:]).close()
-urllib.request.urlopen(os.environ["LAPSE_TEST_S3_ENDPOINT"], timeout=2)
 PY
 }
 if ! servers_up; then
@@ -102,8 +101,13 @@ if has rss; then
     done
 fi
 if has s3; then
-    log "S3: $OBJECTS objects on $LAPSE_TEST_S3_ENDPOINT"
-    "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "$LAPSE_TEST_S3_ENDPOINT" \
+    # A moto server of its own (a shared one may belong to someone else, and moto keeps every
+    # object in memory): started here, stopped at the end.
+    S3_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    scripts/moto.sh start "$REPO_ROOT/.bench/moto" "$S3_PORT"
+    trap 'scripts/moto.sh stop "$REPO_ROOT/.bench/moto"' EXIT
+    log "S3: $OBJECTS objects on http://127.0.0.1:$S3_PORT"
+    "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "http://127.0.0.1:$S3_PORT" \
         --lapse "$LAPSE" --aws "$VENV/bin/aws" --work "$WORK" --json-out "$OUT.s3"
     PARTS+=("$OUT.s3")
 fi
