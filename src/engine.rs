@@ -683,9 +683,28 @@ async fn enforce(
     }
     let full = &stages[0].scope;
     let any_lapse = Filter::Any(stages.iter().map(|s| s.scope.lapse.clone()).collect());
-    pr.rows_total = count(conn, full, &within(Filter::True)).await?;
-    for s in &stages {
-        let due = count(conn, &s.scope, &s.scope.destroy_filter()).await?;
+    // The report's counts are independent queries: run them side by side (the connector's
+    // pool bounds how many reach the database at once).
+    let held_filter = Filter::All(vec![any_lapse.clone(), Filter::Held]);
+    let file_filters: Vec<Filter> = full
+        .holds
+        .file
+        .iter()
+        .map(|h| Filter::All(vec![any_lapse.clone(), Filter::HeldByFile(h.id.clone())]))
+        .collect();
+    let everything = within(Filter::True);
+    let (total, dues, held, by_file, by_table) = futures::join!(
+        count(conn, full, &everything),
+        futures::future::try_join_all(stages.iter().map(|s| {
+            let f = s.scope.destroy_filter();
+            async move { count(conn, &s.scope, &f).await }
+        })),
+        count(conn, full, &held_filter),
+        futures::future::try_join_all(file_filters.iter().map(|f| count(conn, full, f))),
+        conn.count_by_table_hold(full, &any_lapse),
+    );
+    pr.rows_total = total?;
+    for (s, due) in stages.iter().zip(dues?) {
         pr.rows_due += due;
         pr.stages.push(StageReport {
             name: s.name.clone(),
@@ -695,14 +714,13 @@ async fn enforce(
             ..Default::default()
         });
     }
-    pr.held = count(conn, full, &Filter::All(vec![any_lapse.clone(), Filter::Held])).await?;
-    for h in &full.holds.file {
-        let n = count(conn, full, &Filter::All(vec![any_lapse.clone(), Filter::HeldByFile(h.id.clone())])).await?;
+    pr.held = held?;
+    for (h, n) in full.holds.file.iter().zip(by_file?) {
         if n > 0 {
             pr.held_by.insert(h.id.clone(), n);
         }
     }
-    for (id, n) in conn.count_by_table_hold(full, &any_lapse).await? {
+    for (id, n) in by_table? {
         pr.held_by.insert(id, n);
     }
     let null_anchors: Vec<Filter> = p

@@ -288,6 +288,26 @@ pub trait ObjectBackend: Send + Sync + fmt::Display {
     async fn tags(&self, bucket: &str, key: &str) -> Result<HashMap<String, String>, ConnectorError>;
     /// Every version and delete marker of exactly `key`, with lock state.
     async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>, ConnectorError>;
+    /// Every version of each of `keys` (in key order), by key; a key without versions is
+    /// absent. The default asks [`ObjectBackend::versions`] for each key, `concurrency` at a
+    /// time; a store that can list a range of keys at once does better.
+    async fn versions_of(
+        &self,
+        bucket: &str,
+        keys: &[String],
+        concurrency: usize,
+    ) -> Result<HashMap<String, Vec<Version>>, ConnectorError> {
+        let futs: Vec<_> = keys.iter().map(|k| async move { (k.clone(), self.versions(bucket, k).await) }).collect();
+        let all: Vec<_> = futures::stream::iter(futs).buffer_unordered(concurrency.max(1)).collect().await;
+        let mut out = HashMap::new();
+        for (k, v) in all {
+            let v = v?;
+            if !v.is_empty() {
+                out.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
     /// Deletes versions (up to 1000 per call); per item: `Err(code)` on failure.
     async fn delete(
         &self,
@@ -550,22 +570,31 @@ impl Connector for ObjectConnector {
         // 1. Re-check each object against the destroy filter (it may have been overwritten or
         //    put under a hold since it was listed), and gather its versions.
         let filter = &filter;
-        let check_futs: Vec<_> = batch
+        let keys: Vec<String> = batch.iter().map(|c| c.key[0].canonical()).collect();
+        let scrubbed = |e: ConnectorError| ConnectorError::Query {
+            context: "checking objects".into(),
+            message: scrub(&e.to_string(), keys.first().map(String::as_str).unwrap_or_default()),
+        };
+        let mut all_versions = self.backend.versions_of(bucket, &keys, self.concurrency).await.map_err(scrubbed)?;
+        let check_futs: Vec<_> = keys
             .iter()
             .enumerate()
-            .map(|(i, c)| async move {
-                let key = c.key[0].canonical();
-                let versions = self.backend.versions(bucket, &key).await?;
-                // Re-check with the facts of the newest data version: an object overwritten
-                // since it was listed is no longer due.
-                let newest = versions.iter().filter(|v| !v.delete_marker).max_by_key(|v| (v.latest, v.last_modified));
-                let Some(newest) = newest else { return Ok((i, key, None)) };
-                let entry = ObjectEntry { key: key.clone(), last_modified: newest.last_modified, size: newest.size };
-                let facts = self.facts(scope, &entry).await?;
-                if !Self::eval(filter, &facts, scope) {
-                    return Ok((i, key, None));
+            .map(|(i, key)| {
+                let versions = all_versions.remove(key).unwrap_or_default();
+                async move {
+                    // Re-check with the facts of the newest data version: an object overwritten
+                    // since it was listed is no longer due.
+                    let newest =
+                        versions.iter().filter(|v| !v.delete_marker).max_by_key(|v| (v.latest, v.last_modified));
+                    let Some(newest) = newest else { return Ok((i, key.clone(), None)) };
+                    let entry =
+                        ObjectEntry { key: key.clone(), last_modified: newest.last_modified, size: newest.size };
+                    let facts = self.facts(scope, &entry).await?;
+                    if !Self::eval(filter, &facts, scope) {
+                        return Ok((i, key.clone(), None));
+                    }
+                    Ok::<_, ConnectorError>((i, key.clone(), Some(versions)))
                 }
-                Ok::<_, ConnectorError>((i, key, Some(versions)))
             })
             .collect();
         let checks = futures::stream::iter(check_futs).buffer_unordered(self.concurrency).collect::<Vec<_>>().await;
@@ -670,19 +699,8 @@ impl Connector for ObjectConnector {
 
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
         let (bucket, _) = self.dataset(scope)?;
-        let futs: Vec<_> = keys
-            .iter()
-            .map(|k| async move {
-                let key = k[0].canonical();
-                self.backend.versions(bucket, &key).await.map(|v| u64::from(!v.is_empty()))
-            })
-            .collect();
-        let counts = futures::stream::iter(futs).buffer_unordered(self.concurrency).collect::<Vec<_>>().await;
-        let mut n = 0;
-        for c in counts {
-            n += c?;
-        }
-        Ok(n)
+        let keys: Vec<String> = keys.iter().map(|k| k[0].canonical()).collect();
+        Ok(self.backend.versions_of(bucket, &keys, self.concurrency).await?.len() as u64)
     }
 }
 

@@ -412,10 +412,18 @@ impl<'a> Builder<'a> {
 
     /// The join condition between a row (`qual`) and an active row `lh` of the holds table.
     fn table_hold_match(&self, sql: &mut Sql, ht: &HoldsTable, qual: &str) {
+        self.table_hold_match_part(sql, ht, qual, None)
+    }
+
+    /// [`Self::table_hold_match`], or only its holds of the row's subject (`Some(true)`) or
+    /// only its holds of every subject (`Some(false)`).
+    fn table_hold_match_part(&self, sql: &mut Sql, ht: &HoldsTable, qual: &str, by_subject: Option<bool>) {
         let hs = self.col("lh", &ht.subject);
-        match &self.scope.subject {
-            Some(s) => sql.push(&format!("({hs} = {} OR {hs} IS NULL)", self.col(qual, s))),
-            None => sql.push(&format!("{hs} IS NULL")),
+        match (&self.scope.subject, by_subject) {
+            (Some(s), None) => sql.push(&format!("({hs} = {} OR {hs} IS NULL)", self.col(qual, s))),
+            (Some(s), Some(true)) => sql.push(&format!("{hs} = {}", self.col(qual, s))),
+            (None, Some(true)) => sql.push("1=0"),
+            (_, _) => sql.push(&format!("{hs} IS NULL")),
         };
         if let Some(p) = &ht.policy {
             let hp = self.col("lh", p);
@@ -494,11 +502,22 @@ impl<'a> Builder<'a> {
             Dialect::MySql => format!("CAST({id} AS CHAR)"),
             _ => format!("CAST({id} AS TEXT)"),
         };
-        sql.push(&format!("SELECT {read_id}, COUNT(*) FROM {t} JOIN {} lh ON ", self.q(&ht.table)));
-        self.table_hold_match(&mut sql, ht, &t);
-        sql.push(" WHERE ");
-        self.filter(&mut sql, f, &t);
-        sql.push(&format!(" GROUP BY {id} ORDER BY {id}"));
+        // Holds of the row's subject and holds of every subject are counted apart: a join on
+        // `subject = … OR subject IS NULL` cannot be a hash join, and would compare every row
+        // with every hold.
+        let int = if self.d == Dialect::MySql { "SIGNED" } else { "BIGINT" };
+        sql.push(&format!("SELECT hold_id, CAST(SUM(n) AS {int}) FROM ("));
+        for (i, part) in [true, false].into_iter().enumerate() {
+            if i > 0 {
+                sql.push(" UNION ALL ");
+            }
+            sql.push(&format!("SELECT {read_id} AS hold_id, COUNT(*) AS n FROM {t} JOIN {} lh ON ", self.q(&ht.table)));
+            self.table_hold_match_part(&mut sql, ht, &t, Some(part));
+            sql.push(" WHERE ");
+            self.filter(&mut sql, f, &t);
+            sql.push(&format!(" GROUP BY {id}"));
+        }
+        sql.push(") held GROUP BY hold_id ORDER BY hold_id");
         Some(sql)
     }
 
@@ -625,53 +644,139 @@ impl<'a> Builder<'a> {
 
     /// Writes new values: `rows` holds, per row, its key and one new value per column of
     /// `columns` (`None`: leave the column as it is).
+    ///
+    /// A column whose new value is the same on every row is assigned one bound value. The
+    /// others come from a derived table of the batch (key, then per column a value and a "set"
+    /// flag) joined on the key, so the statement grows linearly with the batch (a `CASE` per
+    /// row would have the database compare every row with every key).
     pub fn update(&self, columns: &[String], rows: &[(Vec<Value>, Vec<Option<Value>>)]) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
-        sql.push(&format!("UPDATE {t} SET "));
-        let mut first_column = true;
-        for (ci, c) in columns.iter().enumerate() {
-            let info = self.scope.table.column(c);
-            let e = self.q(c);
-            let values: Vec<&Option<Value>> = rows.iter().map(|(_, vs)| &vs[ci]).collect();
-            // Already anonymized in every row (e.g. NULL under `nullify`): nothing to set. An
-            // empty `CASE ... END` would be a syntax error that fails the batch on every run.
-            if values.iter().all(|v| v.is_none()) {
-                continue;
-            }
-            if !first_column {
-                sql.push(", ");
-            }
-            first_column = false;
-            let first = values.first().copied().cloned().flatten();
-            let uniform = first.is_some() && values.iter().all(|v| v.as_ref() == first.as_ref());
-            sql.push(&format!("{e} = "));
-            if uniform {
-                sql.bind_for(first.expect("uniform"), info, true);
-                continue;
-            }
-            sql.push("CASE");
-            for (key, vs) in rows {
-                let Some(v) = &vs[ci] else { continue };
-                sql.push(" WHEN ");
-                for (j, (k, kv)) in self.scope.key.iter().zip(key).enumerate() {
-                    if j > 0 {
-                        sql.push(" AND ");
-                    }
-                    sql.push(&format!("{} = ", self.col(&t, k)));
-                    sql.bind_for(kv.clone(), self.scope.table.column(k), false);
+        let uniform: Vec<Option<Value>> = (0..columns.len())
+            .map(|ci| {
+                let first = rows.first().and_then(|(_, vs)| vs[ci].clone())?;
+                rows.iter().all(|(_, vs)| vs[ci].as_ref() == Some(&first)).then_some(first)
+            })
+            .collect();
+        let varying: Vec<usize> = (0..columns.len()).filter(|&ci| uniform[ci].is_none()).collect();
+        let key_infos: Vec<_> = self.scope.key.iter().map(|k| self.scope.table.column(k)).collect();
+        let mut names: Vec<String> = (0..self.scope.key.len()).map(|j| format!("k{j}")).collect();
+        for &ci in &varying {
+            names.push(format!("v{ci}"));
+            names.push(format!("f{ci}"));
+        }
+        let table: Vec<Vec<Cell>> = rows
+            .iter()
+            .map(|(key, vs)| {
+                let mut cells: Vec<Cell> = key.iter().zip(&key_infos).map(|(v, i)| Cell::Key(v.clone(), *i)).collect();
+                for &ci in &varying {
+                    let info = self.scope.table.column(&columns[ci]);
+                    let (v, set) = match &vs[ci] {
+                        Some(v) => (v.clone(), 1),
+                        None => (Value::Null, 0),
+                    };
+                    cells.push(Cell::Assign(v, info));
+                    cells.push(Cell::Flag(set));
                 }
-                sql.push(" THEN ");
-                sql.bind_for(v.clone(), info, true);
+                cells
+            })
+            .collect();
+        let set = |sql: &mut Sql, qualified: bool| {
+            for (ci, c) in columns.iter().enumerate() {
+                if ci > 0 {
+                    sql.push(", ");
+                }
+                let target = if qualified { self.col(&t, c) } else { self.q(c) };
+                match &uniform[ci] {
+                    Some(v) => {
+                        sql.push(&format!("{target} = "));
+                        sql.bind_for(v.clone(), self.scope.table.column(c), true);
+                    }
+                    None => {
+                        sql.push(&format!(
+                            "{target} = CASE WHEN v.f{ci} = 1 THEN v.v{ci} ELSE {} END",
+                            self.col(&t, c)
+                        ));
+                    }
+                }
             }
-            sql.push(&format!(" ELSE {} END", self.col(&t, c)));
+        };
+        let join: Vec<String> =
+            self.scope.key.iter().enumerate().map(|(j, k)| format!("{} = v.k{j}", self.col(&t, k))).collect();
+        if varying.is_empty() {
+            sql.push(&format!("UPDATE {t} SET "));
+            set(&mut sql, false);
+        } else if self.d == Dialect::MySql {
+            sql.push(&format!("UPDATE {t} JOIN "));
+            self.derived(&mut sql, &names, table);
+            sql.push(&format!(" ON {} SET ", join.join(" AND ")));
+            set(&mut sql, true);
+        } else {
+            sql.push(&format!("UPDATE {t} SET "));
+            set(&mut sql, false);
+            sql.push(" FROM ");
+            self.derived(&mut sql, &names, table);
         }
         sql.push(" WHERE ");
+        if !varying.is_empty() && self.d != Dialect::MySql {
+            sql.push(&format!("{} AND ", join.join(" AND ")));
+        }
         let keys: Vec<Vec<Value>> = rows.iter().map(|(k, _)| k.clone()).collect();
         self.keys_in(&mut sql, &t, &keys);
         sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         sql
+    }
+
+    /// A derived table `v` with columns `names` and one row per entry of `rows`: `(VALUES ...)`
+    /// on PostgreSQL and SQLite, `(SELECT ... UNION ALL ...)` on MySQL/MariaDB.
+    fn derived(&self, sql: &mut Sql, names: &[String], rows: Vec<Vec<Cell>>) {
+        let cells = |sql: &mut Sql, row: Vec<Cell>, named: bool| {
+            for (i, c) in row.into_iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                match c {
+                    Cell::Key(v, info) => sql.bind_for(v, info, false),
+                    Cell::Assign(v, info) => sql.bind_for(v, info, true),
+                    Cell::Value(v) => sql.bind(v),
+                    Cell::Flag(f) => sql.push(&f.to_string()),
+                };
+                if named {
+                    sql.push(&format!(" AS {}", names[i]));
+                }
+            }
+        };
+        match self.d {
+            Dialect::MySql => {
+                sql.push("(");
+                for (i, row) in rows.into_iter().enumerate() {
+                    sql.push(if i == 0 { "SELECT " } else { " UNION ALL SELECT " });
+                    cells(sql, row, i == 0);
+                }
+                sql.push(") AS v");
+            }
+            Dialect::Postgres | Dialect::Sqlite => {
+                if self.d == Dialect::Sqlite {
+                    // SQLite names the columns of VALUES column1, column2…
+                    let renamed: Vec<String> =
+                        names.iter().enumerate().map(|(i, n)| format!("column{} AS {n}", i + 1)).collect();
+                    sql.push(&format!("(SELECT {} FROM ", renamed.join(", ")));
+                }
+                sql.push("(VALUES ");
+                for (i, row) in rows.into_iter().enumerate() {
+                    sql.push(if i == 0 { "(" } else { ", (" });
+                    cells(sql, row, false);
+                    sql.push(")");
+                }
+                sql.push(")");
+                if self.d == Dialect::Postgres {
+                    sql.push(&format!(" AS v({})", names.join(", ")));
+                } else {
+                    sql.push(") AS v");
+                }
+            }
+        }
     }
 
     // ---- journal ------------------------------------------------------------------------------
@@ -683,24 +788,68 @@ impl<'a> Builder<'a> {
         )
     }
 
-    pub fn journal_insert(&self, rows: &[[Value; 7]]) -> Sql {
+    /// One journal row per record: the batch's constants (run, policy, stage, action, commit
+    /// time) are bound once; records and subjects come from a derived table.
+    pub fn journal_insert(&self, constants: &[Value; 5], records: &[(Value, Value)]) -> Sql {
         let mut sql = Sql::new(self.d);
-        sql.push(&format!(
-            "INSERT INTO {} (run_id, policy, stage, action, record, subject, committed_at) VALUES ",
-            self.q(self.journal_table)
-        ));
-        for (i, r) in rows.iter().enumerate() {
-            sql.push(if i > 0 { ", (" } else { "(" });
-            for (j, v) in r.iter().enumerate() {
-                if j > 0 {
+        if self.d == Dialect::MySql {
+            // MySQL/MariaDB have no named-column VALUES table and a derived UNION ALL of the
+            // batch is slow there: plain rows.
+            sql.push(&format!(
+                "INSERT INTO {} (run_id, policy, stage, action, record, subject, committed_at) VALUES ",
+                self.q(self.journal_table)
+            ));
+            for (i, (r, s)) in records.iter().enumerate() {
+                sql.push(if i > 0 { ", (" } else { "(" });
+                for v in constants[..4].iter().chain([r, s, &constants[4]]) {
+                    sql.bind(v.clone());
                     sql.push(", ");
                 }
-                sql.bind(v.clone());
+                sql.text.truncate(sql.text.len() - 2);
+                sql.push(")");
             }
-            sql.push(")");
+            return sql;
         }
+        sql.push(&format!(
+            "INSERT INTO {} (run_id, policy, stage, action, record, subject, committed_at) SELECT ",
+            self.q(self.journal_table)
+        ));
+        for (i, v) in constants[..4].iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            self.bind_text(&mut sql, v.clone());
+        }
+        sql.push(", v.record, v.subject, ");
+        self.bind_text(&mut sql, constants[4].clone());
+        sql.push(" FROM ");
+        let rows: Vec<Vec<Cell>> =
+            records.iter().map(|(r, s)| vec![Cell::Value(r.clone()), Cell::Value(s.clone())]).collect();
+        self.derived(&mut sql, &["record".into(), "subject".into()], rows);
         sql
     }
+
+    /// A text parameter in a select list (PostgreSQL cannot infer its type there otherwise).
+    fn bind_text(&self, sql: &mut Sql, v: Value) {
+        if self.d == Dialect::Postgres {
+            sql.push("CAST(");
+            sql.bind(v);
+            sql.push(" AS TEXT)");
+        } else {
+            sql.bind(v);
+        }
+    }
+}
+
+/// One cell of a derived table.
+enum Cell<'a> {
+    /// A key value, compared with its column.
+    Key(Value, Option<&'a crate::connector::ColumnInfo>),
+    /// A value assigned to its column.
+    Assign(Value, Option<&'a crate::connector::ColumnInfo>),
+    Value(Value),
+    /// A literal 0/1 flag (not data).
+    Flag(u8),
 }
 
 #[cfg(test)]

@@ -230,6 +230,10 @@ impl SqlConnector {
                 let mut opts = PgConnectOptions::from_str(url).map_err(conn_err)?.options([("TimeZone", "UTC")]);
                 if read_only {
                     opts = opts.options([("default_transaction_read_only", "on")]);
+                } else {
+                    // A run's statements are small keyed batches: starting parallel workers for
+                    // each (a `LIMIT` scan the planner thinks large) costs more than the scan.
+                    opts = opts.options([("max_parallel_workers_per_gather", "0")]);
                 }
                 let pool = PgPoolOptions::new()
                     .max_connections(4)
@@ -532,6 +536,22 @@ impl SqlConnector {
     }
 }
 
+/// The journal rows of the destroyed batch entries `destroyed`.
+fn journal_sql(b: &Builder, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize], now: &Value) -> Sql {
+    let constants = [
+        Value::Text(journal.run_id.clone()),
+        Value::Text(journal.policy.clone()),
+        Value::Text(journal.stage.clone()),
+        Value::Text(journal.action.clone()),
+        now.clone(),
+    ];
+    let records: Vec<(Value, Value)> = destroyed
+        .iter()
+        .map(|&i| (Value::Text(ids[i].record.clone()), ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null)))
+        .collect();
+    b.journal_insert(&constants, &records)
+}
+
 /// Removes the URL (which may carry a password) from an error message.
 fn redact_url(msg: &str, url: &str) -> String {
     let mut out = msg.replace(url, "<url>");
@@ -568,6 +588,35 @@ impl SqlConnector {
         let nk = scope.key.len();
         let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
 
+        if matches!(scope.work, Work::Delete) && !batch.is_empty() {
+            // Fast path: the destroying statements re-check every row with the destroy filter
+            // themselves; if they destroy exactly the batch, no row changed since it was
+            // selected and nothing needs locking first. Otherwise roll back and take the
+            // locking path below, which finds out which rows are still due.
+            let del = b.delete(&keys);
+            let all: Vec<usize> = (0..batch.len()).collect();
+            let done = with_pool!(self, p => {
+                let mut tx = p.begin().await.map_err(db_err(&ctx))?;
+                let mut cascaded: BTreeMap<String, u64> = BTreeMap::new();
+                for (table, sql) in &cascades {
+                    let r = bound!(sql).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (dependent table '{table}')")))?;
+                    *cascaded.entry(table.clone()).or_default() += r.rows_affected();
+                }
+                let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                if r.rows_affected() == batch.len() as u64 {
+                    let ins = journal_sql(&b, journal, ids, &all, &now);
+                    bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+                    tx.commit().await.map_err(db_err(&ctx))?;
+                    Some(BatchOutcome { destroyed: all.clone(), cascaded, ..Default::default() })
+                } else {
+                    tx.rollback().await.map_err(db_err(&ctx))?;
+                    None
+                }
+            });
+            if let Some(o) = done {
+                return Ok(o);
+            }
+        }
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
             // 1. Re-read and lock the rows that are still due and not held.
@@ -630,22 +679,7 @@ impl SqlConnector {
             }
             // 4. The journal, in the same transaction: committed work is always accounted for.
             if expected > 0 {
-                let rows: Vec<[Value; 7]> = outcome
-                    .destroyed
-                    .iter()
-                    .map(|&i| {
-                        [
-                            Value::Text(journal.run_id.clone()),
-                            Value::Text(journal.policy.clone()),
-                            Value::Text(journal.stage.clone()),
-                            Value::Text(journal.action.clone()),
-                            Value::Text(ids[i].record.clone()),
-                            ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null),
-                            now.clone(),
-                        ]
-                    })
-                    .collect();
-                let ins = b.journal_insert(&rows);
+                let ins = journal_sql(&b, journal, ids, &outcome.destroyed, &now);
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — lapse against the hand-written DELETE / UPDATE and `aws s3api` it replaces.
+#
+#   scripts/bench.sh [--rows N] [--big] [--objects M] [--only pg,mysql,sqlite,s3]
+#                    [--batch B] [--lapse-batch B] [--rss-sizes 100000,1000000] [--out FILE]
+#
+#   --rows N        rows of the SQL table (default 1,000,000); --big: 10,000,000
+#   --objects M     objects in the versioned bucket (default 50,000)
+#   --only LIST     any of pg, mysql, sqlite, s3, rss (default: all but rss)
+#   --batch B       batch of the hand-written loop (default 5000)
+#   --lapse-batch B lapse --batch-size (default: lapse's own default)
+#   --rss-sizes L   with `rss` in --only: peak RSS of `lapse run` (delete, PostgreSQL) at these
+#                   table sizes, side by side (default 100000,1000000)
+#   --out FILE      JSON results (default .bench/results-<time>.json); a Markdown summary is
+#                   printed at the end
+#
+# Builds lapse in release mode, reuses the test servers of scripts/testbed.sh when they answer
+# (starts them otherwise), installs its Python dependencies (psycopg, pymysql, boto3, awscli)
+# into .bench/venv, and runs the drivers in scripts/bench/. Every contender gets fresh, identical
+# data; the drivers check that contenders leave identical results and mark any difference.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 RSS_SIZES="100000,1000000"
+OUT=".bench/results-$(date -u +%Y%m%dT%H%M%SZ).json"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --rows) ROWS=$2; shift 2 ;;
+    --big) ROWS=10000000; shift ;;
+    --objects) OBJECTS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --batch) BATCH=$2; shift 2 ;;
+    --lapse-batch) LAPSE_BATCH=$2; shift 2 ;;
+    --rss-sizes) RSS_SIZES=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+log() { printf '[bench] %s\n' "$*" >&2; }
+has() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+log "building lapse (release)"
+cargo build --release --quiet --bin lapse
+TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+# A private copy: the shared target directory may be rebuilt by someone else meanwhile.
+mkdir -p .bench && cp "$TARGET/release/lapse" .bench/lapse
+LAPSE="$REPO_ROOT/.bench/lapse"
+
+VENV="$REPO_ROOT/.bench/venv"
+if [[ ! -x "$VENV/bin/aws" ]] || ! "$VENV/bin/python" -c 'import psycopg, pymysql, boto3' 2>/dev/null; then
+    log "installing psycopg, pymysql, boto3, awscli into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check 'psycopg[binary]>=3.1' pymysql boto3 'awscli>=1.32'
+fi
+
+servers_up() {
+    [[ -f .testbed/env ]] || return 1
+    # shellcheck disable=SC1091
+    source .testbed/env
+    "$VENV/bin/python" - <<'PY' 2>/dev/null
+import os, psycopg, pymysql
+from urllib.parse import urlparse
+psycopg.connect(os.environ["LAPSE_TEST_PG_URL"]).close()
+u = urlparse(os.environ["LAPSE_TEST_MYSQL_URL"])
+pymysql.connect(host=u.hostname, port=u.port, user=u.username, password=u.password, database=u.path[1:]).close()
+PY
+}
+if ! servers_up; then
+    log "starting the test servers (scripts/testbed.sh start)"
+    scripts/testbed.sh start
+    servers_up || { log "test servers do not answer"; exit 1; }
+fi
+# shellcheck disable=SC1091
+source .testbed/env
+
+mkdir -p .bench "$(dirname "$OUT")"
+WORK="$REPO_ROOT/.bench/work"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+    AWS_EC2_METADATA_DISABLED=true AWS_MAX_ATTEMPTS=1
+PARTS=()
+only_sql=""
+has pg && only_sql+="postgres,"
+has mysql && only_sql+="mariadb,"
+has sqlite && only_sql+="sqlite,"
+if [[ -n "$only_sql" ]]; then
+    log "SQL: $ROWS rows on ${only_sql%,}"
+    "$VENV/bin/python" scripts/bench/sqlbench.py --rows "$ROWS" --only "${only_sql%,}" --batch "$BATCH" \
+        --lapse-batch "$LAPSE_BATCH" --lapse "$LAPSE" --work "$WORK" --pg-url "$LAPSE_TEST_PG_URL" \
+        --mysql-url "$LAPSE_TEST_MYSQL_URL" --plan --json-out "$OUT.sql"
+    PARTS+=("$OUT.sql")
+fi
+if has rss; then
+    IFS=, read -ra sizes <<<"$RSS_SIZES"
+    for n in "${sizes[@]}"; do
+        log "RSS: lapse run (delete) and plan at $n rows on PostgreSQL"
+        "$VENV/bin/python" scripts/bench/sqlbench.py --rows "$n" --only postgres --contenders lapse-delete \
+            --lapse-batch "$LAPSE_BATCH" --lapse "$LAPSE" --work "$WORK" --pg-url "$LAPSE_TEST_PG_URL" \
+            --plan --json-out "$OUT.rss-$n"
+        PARTS+=("$OUT.rss-$n")
+    done
+fi
+if has s3; then
+    # A moto server of its own (a shared one may belong to someone else, and moto keeps every
+    # object in memory): started here, stopped at the end.
+    S3_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    scripts/moto.sh start "$REPO_ROOT/.bench/moto" "$S3_PORT"
+    trap 'scripts/moto.sh stop "$REPO_ROOT/.bench/moto"' EXIT
+    log "S3: $OBJECTS objects on http://127.0.0.1:$S3_PORT"
+    "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "http://127.0.0.1:$S3_PORT" \
+        --lapse "$LAPSE" --aws "$VENV/bin/aws" --work "$WORK" --json-out "$OUT.s3"
+    PARTS+=("$OUT.s3")
+fi
+"$VENV/bin/python" scripts/bench/summary.py --out "$OUT" "${PARTS[@]}"
+rm -f "${PARTS[@]}"
+log "results: $OUT"

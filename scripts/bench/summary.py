@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Merges the drivers' JSON results and prints the Markdown tables of BENCHMARKS.md."""
+import argparse
+import json
+
+
+def mib(kib):
+    return f"{kib / 1024:.1f} MiB" if kib else "–"
+
+
+def rate(r):
+    return f"{r['rows_per_s']:,.0f}" if r and r.get("rows_per_s") else "–"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("parts", nargs="*")
+    args = ap.parse_args()
+    results = []
+    for p in args.parts:
+        with open(p) as f:
+            results += json.load(f)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    sql = [r for r in results if r["backend"] != "s3" and r.get("tag") != "rss"]
+    by = {}
+    for r in results:
+        by.setdefault((r["backend"], r["rows"]), {})[(r["contender"], r["verb"])] = r
+    errors = [r for r in results if r.get("error")]
+    for (backend, rows), m in by.items():
+        if backend == "s3":
+            continue
+        if ("batched", "delete") not in m and ("batched", "anonymize") not in m:
+            continue
+        print(f"\n### {backend}, {rows:,} rows\n")
+        print("| operation | due | lapse rows/s | batched rows/s | single rows/s | lapse / batched | lapse / single | lapse peak RSS |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for verb in ("delete", "anonymize"):
+            l, b, s = m.get(("lapse", verb)), m.get(("batched", verb)), m.get(("single", verb))
+            if not l:
+                continue
+            rb = f"{l['rows_per_s'] / b['rows_per_s']:.2f}" if b else "–"
+            rs = f"{l['rows_per_s'] / s['rows_per_s']:.2f}" if s else "–"
+            print(f"| {verb} | {l['due']:,} | {rate(l)} | {rate(b)} | {rate(s)} | {rb} | {rs} | {mib(l['peak_rss_kib'])} |")
+        p = m.get(("lapse", "plan"))
+        if p:
+            print(f"\n`lapse plan`: {p['seconds']:.2f} s, peak RSS {mib(p['peak_rss_kib'])}, exit {p['exit']}")
+    s3 = [r for r in results if r["backend"] == "s3"]
+    if s3:
+        m = {r["contender"]: r for r in s3}
+        print(f"\n### S3 (moto), {s3[0]['rows']:,} objects, {s3[0]['versions']:,} versions\n")
+        print("| contender | objects due | seconds | objects/s | peak RSS |")
+        print("|---|---:|---:|---:|---:|")
+        for r in s3:
+            print(f"| {r['contender']} | {r['due']:,} | {r['seconds']:.1f} | {rate(r)} | {mib(r['peak_rss_kib'])} |")
+        if "lapse" in m and "aws-cli" in m:
+            print(f"\nlapse / AWS CLI: {m['lapse']['rows_per_s'] / m['aws-cli']['rows_per_s']:.2f}")
+    rss = {}
+    for r in results:
+        if r["backend"] == "postgres" and r["contender"] == "lapse":
+            rss.setdefault(r["rows"], {})[r["verb"]] = r
+    if len(rss) > 1:
+        sizes = sorted(rss)
+        print("\n### Peak RSS of lapse (PostgreSQL) by table size\n")
+        print("| | " + " | ".join(f"{n:,} rows" for n in sizes) + " |")
+        print("|---|" + "---:|" * len(sizes))
+        for verb in ("delete", "anonymize", "plan"):
+            if any(verb in rss[n] for n in sizes):
+                print(f"| {verb} | " + " | ".join(mib(rss[n].get(verb, {}).get("peak_rss_kib")) for n in sizes) + " |")
+    if errors:
+        print("\n**Errors:**")
+        for r in errors:
+            print(f"- {r['backend']} {r['contender']} {r['verb']}: {r['error']}")
+
+
+if __name__ == "__main__":
+    main()
