@@ -19,6 +19,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus};
 use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use super::{ObjectBackend, ObjectEntry, Version};
 use crate::connector::ConnectorError;
@@ -467,6 +468,95 @@ impl ObjectBackend for S3Backend {
         if self.lock_enabled(bucket).await {
             for v in out.iter_mut().filter(|v| !v.delete_marker) {
                 v.lock = self.lock_of(bucket, key, v.id.as_deref()).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One listing over the batch's key range (a batch is a run of neighbouring keys of the
+    /// listing), instead of one request per key.
+    async fn versions_of(
+        &self,
+        bucket: &str,
+        keys: &[String],
+        concurrency: usize,
+    ) -> Result<HashMap<String, Vec<Version>>, ConnectorError> {
+        let mut out: HashMap<String, Vec<Version>> = HashMap::new();
+        let wanted: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+        let (Some(first), Some(last)) = (keys.iter().min(), keys.iter().max()) else { return Ok(out) };
+        let prefix: String = {
+            let common = first.bytes().zip(last.bytes()).take_while(|(a, b)| a == b).count();
+            let mut n = common;
+            while !first.is_char_boundary(n) {
+                n -= 1;
+            }
+            first[..n].to_string()
+        };
+        // The listing starts after the marker: any string below `first` will do, and the
+        // keys between it and `first` are filtered out below.
+        let mut marker: Option<String> = {
+            let mut m = first.clone();
+            m.pop();
+            (!m.is_empty() && m.as_str() >= prefix.as_str()).then_some(m)
+        };
+        let mut version_marker: Option<String> = None;
+        loop {
+            let r = self
+                .client
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(&prefix)
+                .set_key_marker(marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await
+                .map_err(|e| err("listing the versions of a batch", e))?;
+            for v in r.versions().iter().filter(|v| v.key().is_some_and(|k| wanted.contains(k))) {
+                out.entry(v.key().unwrap_or_default().to_string()).or_default().push(Version {
+                    id: v.version_id().map(str::to_string),
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                    delete_marker: false,
+                    lock: None,
+                    last_modified: time(v.last_modified()),
+                    latest: v.is_latest().unwrap_or(false),
+                });
+            }
+            for m in r.delete_markers().iter().filter(|m| m.key().is_some_and(|k| wanted.contains(k))) {
+                out.entry(m.key().unwrap_or_default().to_string()).or_default().push(Version {
+                    id: m.version_id().map(str::to_string),
+                    size: 0,
+                    delete_marker: true,
+                    lock: None,
+                    last_modified: time(m.last_modified()),
+                    latest: m.is_latest().unwrap_or(false),
+                });
+            }
+            let past = r.next_key_marker().is_some_and(|k| k > last.as_str());
+            if !r.is_truncated().unwrap_or(false) || past {
+                break;
+            }
+            marker = r.next_key_marker().map(str::to_string);
+            version_marker = r.next_version_id_marker().map(str::to_string);
+        }
+        if self.lock_enabled(bucket).await {
+            let heads: Vec<_> = out
+                .iter()
+                .flat_map(|(k, vs)| {
+                    vs.iter()
+                        .enumerate()
+                        .filter(|(_, v)| !v.delete_marker)
+                        .map(move |(i, v)| (k.clone(), i, v.id.clone()))
+                })
+                .map(|(k, i, id)| async move {
+                    let lock = self.lock_of(bucket, &k, id.as_deref()).await;
+                    (k, i, lock)
+                })
+                .collect();
+            let locks: Vec<_> = futures::stream::iter(heads).buffer_unordered(concurrency.max(1)).collect().await;
+            for (k, i, lock) in locks {
+                if let Some(v) = out.get_mut(&k).and_then(|vs| vs.get_mut(i)) {
+                    v.lock = lock?;
+                }
             }
         }
         Ok(out)

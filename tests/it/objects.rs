@@ -510,7 +510,6 @@ async fn per_key_failures_are_retried_then_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "moto keeps every object in memory (gigabytes for 20,000 keys with earlier tests' data); run alone: cargo test --test it -- --ignored a_prefix_of_20000_objects"]
 async fn a_prefix_of_20000_objects() {
     let s = Store::new(StoreKind::S3, false, false).await;
     let c = s.client.clone().unwrap();
