@@ -142,9 +142,16 @@ fn init_logging(format: Option<LogFormat>, quiet: bool) {
     }
 }
 
+/// At most this many diagnostics are printed (a file of 20,000 broken documents would print
+/// 20,000 lines); the count of the rest follows.
+const MAX_PRINTED_DIAGNOSTICS: usize = 50;
+
 fn print_diags(d: &Diagnostics) {
-    for x in &d.0 {
+    for x in d.0.iter().take(MAX_PRINTED_DIAGNOSTICS) {
         eprintln!("{x}");
+    }
+    if d.0.len() > MAX_PRINTED_DIAGNOSTICS {
+        eprintln!("... and {} more", d.0.len() - MAX_PRINTED_DIAGNOSTICS);
     }
     let n = d.errors().count();
     if n > 0 {
@@ -185,7 +192,7 @@ async fn plan_or_run(mode: Mode, args: RunArgs, json: bool, yes: bool) -> Result
     ws.check_secrets(&args.common.policies).map_err(|e| invalid(format!("{e:#}")))?;
     let key = ws.evidence_key().map_err(|e| invalid(format!("{e:#}")))?;
     let cutoff = match &args.cutoff {
-        Some(c) => Some(lapse::holds::parse_time(c).map_err(|e| invalid(format!("--cutoff: {e}")))?),
+        Some(c) => Some(lapse::holds::parse_plausible_time(c).map_err(|e| invalid(format!("--cutoff: {e}")))?),
         None => None,
     };
     let conns =

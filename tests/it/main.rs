@@ -4,6 +4,8 @@ mod bad_input;
 mod chart;
 mod common;
 mod conformance;
+mod corpus;
 mod no_pii;
 mod objects;
+mod privilege;
 mod reports;
