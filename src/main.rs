@@ -38,7 +38,7 @@ enum LogFormat {
 #[derive(clap::Args, Clone)]
 struct Common {
     /// Worker configuration file.
-    #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG")]
+    #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG", hide_env_values = true)]
     config: PathBuf,
     /// Only these policies (repeatable).
     #[arg(long = "policy", short = 'p')]
@@ -127,8 +127,21 @@ enum Cmd {
 fn init_logging(format: Option<LogFormat>, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
-    let filter =
+    let mut filter =
         EnvFilter::try_from_env("LAPSE_LOG").unwrap_or_else(|_| EnvFilter::new(format!("lapse={default},warn")));
+    // At DEBUG and TRACE the AWS SDK logs the resolved credentials (the access key id; the secret key and
+    // session token it redacts) when it resolves endpoints and signs: never below INFO for them.
+    for quiet in [
+        "aws_sdk_s3=info",
+        "aws_smithy_runtime=info",
+        "aws_smithy_runtime_api=info",
+        "aws_runtime=info",
+        "aws_sigv4=info",
+    ] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -354,7 +367,7 @@ enum ReportCmd {
         #[arg(long, value_delimiter = ',', num_args = 1.., requires = "policy")]
         key: Vec<String>,
         /// Worker configuration (for the evidence key, holds file and policies).
-        #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG")]
+        #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG", hide_env_values = true)]
         config: PathBuf,
         /// Only this policy (required with --key).
         #[arg(long, short)]

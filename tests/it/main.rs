@@ -9,3 +9,4 @@ mod no_pii;
 mod objects;
 mod privilege;
 mod reports;
+mod secrets;
