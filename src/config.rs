@@ -196,7 +196,9 @@ impl Config {
             diags.push(crate::policy::deep_error().at(Some(Location { file: path.to_path_buf(), line, column })));
             return None;
         }
-        let mut cfg: Config = match serde_yaml_ng::from_str(&text) {
+        let mut cfg: Config = match crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<Config>(&text))
+            .unwrap_or_else(|| Err(serde::de::Error::custom(crate::yamlpos::PARSER_FAILED)))
+        {
             Ok(c) => c,
             Err(e) => {
                 let loc =

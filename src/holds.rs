@@ -91,7 +91,9 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
         diags.push(crate::policy::deep_error().at(Some(Location { file: path.to_path_buf(), line, column })));
         return Vec::new();
     }
-    let raw: RawFile = match serde_yaml_ng::from_str(&text) {
+    let raw: RawFile = match crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<RawFile>(&text))
+        .unwrap_or_else(|| Err(serde::de::Error::custom(crate::yamlpos::PARSER_FAILED)))
+    {
         Ok(r) => r,
         Err(e) => {
             let loc = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });

@@ -429,7 +429,11 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut 
     let positions = Arc::new(Positions::index(path, &text));
     let mut last_error: Option<String> = None;
     for (doc, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-        match RawPolicy::deserialize(de) {
+        let Some(parsed) = crate::yamlpos::no_panic(|| RawPolicy::deserialize(de)) else {
+            diags.push(Diagnostic::error(crate::yamlpos::PARSER_FAILED).in_file(path));
+            break;
+        };
+        match parsed {
             Ok(raw) => {
                 if let Some(p) = resolve(raw, path, doc, positions.clone(), diags) {
                     set.policies.push(p);
