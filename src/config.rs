@@ -15,6 +15,7 @@ use crate::yamlpos::Positions;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Named database connections referenced by policies.
+    #[serde(deserialize_with = "crate::policy::unique_keys")]
     pub connections: BTreeMap<String, Connection>,
     /// Directory of policy files, relative to this file. Default `policies`.
     #[serde(default = "default_policies")]
@@ -241,7 +242,13 @@ impl Config {
                 return None;
             }
         };
-        let mut cfg: Config = match serde_yaml_ng::from_str(&text) {
+        if let Some((line, column)) = crate::yamlpos::too_deep(&text) {
+            diags.push(crate::policy::deep_error().at(Some(Location { file: path.to_path_buf(), line, column })));
+            return None;
+        }
+        let mut cfg: Config = match crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<Config>(&text))
+            .unwrap_or_else(|| Err(serde::de::Error::custom(crate::yamlpos::PARSER_FAILED)))
+        {
             Ok(c) => c,
             Err(e) => {
                 let loc =

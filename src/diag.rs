@@ -82,6 +82,59 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = self.render()?;
+        f.write_str(&clip(&full))
+    }
+}
+
+/// A printed diagnostic longer than this is shortened.
+const MAX_LINE: usize = 1000;
+/// A word (no whitespace) of the input longer than this is shortened.
+const MAX_WORD: usize = 80;
+
+/// Shortens what a diagnostic echoes of the input: a 100 KB table name is shown by its first
+/// characters and its length, not printed back in full; a line still too long keeps its start
+/// (where and what) and its end (why).
+fn clip(s: &str) -> String {
+    if s.len() <= MAX_LINE {
+        return s.to_string();
+    }
+    let words: Vec<String> = s
+        .split('\'')
+        .map(|part| {
+            if part.len() <= MAX_WORD || part.contains(char::is_whitespace) {
+                return part.to_string();
+            }
+            format!("{}… [{} bytes]", &part[..floor(part, MAX_WORD / 2)], part.len())
+        })
+        .collect();
+    let s = words.join("'");
+    if s.len() <= MAX_LINE {
+        return s;
+    }
+    let head = floor(&s, MAX_LINE * 3 / 5);
+    let tail = ceil(&s, s.len() - MAX_LINE * 2 / 5);
+    format!("{} … [{} bytes omitted] … {}", &s[..head], tail - head, &s[tail..])
+}
+
+fn floor(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+impl Diagnostic {
+    fn render(&self) -> Result<String, fmt::Error> {
+        use fmt::Write;
+        let mut f = String::new();
         if self.severity == Severity::Warning {
             write!(f, "warning: ")?;
         }
@@ -96,7 +149,8 @@ impl fmt::Display for Diagnostic {
             (None, Some(place)) => write!(f, "{place}: ")?,
             (None, None) => {}
         }
-        write!(f, "{}", self.message)
+        write!(f, "{}", self.message)?;
+        Ok(f)
     }
 }
 
@@ -129,5 +183,25 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{d}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_input_is_not_echoed_in_full() {
+        let name = "a".repeat(100_000);
+        let d = Diagnostic::error(format!("invalid table name '{name}': identifiers are letters")).policy("p");
+        let shown = d.to_string();
+        assert!(shown.len() < 300, "{shown}");
+        assert!(shown.contains("invalid table name 'aaaa") && shown.contains("[100000 bytes]"), "{shown}");
+        assert!(shown.ends_with("': identifiers are letters"), "{shown}");
+        let cond = format!("invalid condition 'x = {}': unexpected", "'y' and x = ".repeat(10_000));
+        let shown = Diagnostic::error(cond).to_string();
+        assert!(shown.len() < 1100 && shown.starts_with("invalid condition 'x = ") && shown.ends_with("': unexpected"));
+        let short = "unknown field `a`, expected one of `name`, `description`, `dataset`, `personal`, `purposes`";
+        assert_eq!(Diagnostic::error(short).to_string(), short);
     }
 }

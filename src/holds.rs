@@ -18,7 +18,9 @@ struct RawFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHold {
+    #[serde(deserialize_with = "text")]
     id: String,
+    #[serde(deserialize_with = "text")]
     matter: String,
     #[serde(default)]
     reason: Option<String>,
@@ -31,6 +33,17 @@ struct RawHold {
     /// `YYYY-MM-DD` or RFC 3339. A hold without expiry lasts until it is removed.
     #[serde(default)]
     expires: Option<String>,
+}
+
+/// A string or a number, as text. Plain serde reads `id: ~` as the string "~": a hold whose
+/// id or matter is null would pass unnoticed.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_yaml_ng::Value::deserialize(d)? {
+        serde_yaml_ng::Value::String(s) => Ok(s),
+        serde_yaml_ng::Value::Number(n) => Ok(n.to_string()),
+        serde_yaml_ng::Value::Null => Err(serde::de::Error::custom("null where a text is required")),
+        _ => Err(serde::de::Error::custom("expected a text")),
+    }
 }
 
 /// One legal hold.
@@ -74,7 +87,13 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
             return Vec::new();
         }
     };
-    let raw: RawFile = match serde_yaml_ng::from_str(&text) {
+    if let Some((line, column)) = crate::yamlpos::too_deep(&text) {
+        diags.push(crate::policy::deep_error().at(Some(Location { file: path.to_path_buf(), line, column })));
+        return Vec::new();
+    }
+    let raw: RawFile = match crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<RawFile>(&text))
+        .unwrap_or_else(|| Err(serde::de::Error::custom(crate::yamlpos::PARSER_FAILED)))
+    {
         Ok(r) => r,
         Err(e) => {
             let loc = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
@@ -115,7 +134,7 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
                 _ => err(&format!("subjects.{j}"), format!("hold '{}': a subject must be a string or a number", h.id)),
             }
         }
-        let expires = match h.expires.as_deref().map(parse_time) {
+        let expires = match h.expires.as_deref().map(parse_plausible_time) {
             None => None,
             Some(Ok(t)) => Some(t),
             Some(Err(e)) => {
@@ -138,6 +157,21 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
         }
     }
     out
+}
+
+/// `parse_time`, for an instant an operator types (`--cutoff`, a hold's expiry): only from
+/// 1970 to 2100. Anything else is a typo that would silently change what is destroyed (a hold
+/// that "expired" in 1900 holds nothing; a cutoff in 2101 makes every period lapse).
+pub fn parse_plausible_time(s: &str) -> Result<DateTime<Utc>, String> {
+    let t = parse_time(s)?;
+    let shown = t.to_rfc3339();
+    if t < NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default().and_time(NaiveTime::MIN).and_utc() {
+        return Err(format!("{shown} is before 1970; dates must be from 1970-01-01 to 2100-12-31"));
+    }
+    if t >= NaiveDate::from_ymd_opt(2101, 1, 1).unwrap_or_default().and_time(NaiveTime::MIN).and_utc() {
+        return Err(format!("{shown} is after 2100; dates must be from 1970-01-01 to 2100-12-31"));
+    }
+    Ok(t)
 }
 
 /// `YYYY-MM-DD` (midnight UTC) or RFC 3339.

@@ -49,7 +49,7 @@ enum LogFormat {
 #[derive(clap::Args, Clone)]
 struct Common {
     /// Worker configuration file.
-    #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG")]
+    #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG", hide_env_values = true)]
     config: PathBuf,
     /// Only these policies (repeatable).
     #[arg(long = "policy", short = 'p')]
@@ -155,8 +155,21 @@ enum Cmd {
 fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
-    let filter =
+    let mut filter =
         EnvFilter::try_from_env("LAPSE_LOG").unwrap_or_else(|_| EnvFilter::new(format!("lapse={default},warn")));
+    // At DEBUG and TRACE the AWS SDK logs the resolved credentials (the access key id; the secret key and
+    // session token it redacts) when it resolves endpoints and signs: never below INFO for them.
+    for quiet in [
+        "aws_sdk_s3=info",
+        "aws_smithy_runtime=info",
+        "aws_smithy_runtime_api=info",
+        "aws_runtime=info",
+        "aws_sigv4=info",
+    ] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -183,9 +196,16 @@ fn prepare_exit(d: &Diagnostics) -> Exit {
     }
 }
 
+/// At most this many diagnostics are printed (a file of 20,000 broken documents would print
+/// 20,000 lines); the count of the rest follows.
+const MAX_PRINTED_DIAGNOSTICS: usize = 50;
+
 fn print_diags(d: &Diagnostics) {
-    for x in &d.0 {
+    for x in d.0.iter().take(MAX_PRINTED_DIAGNOSTICS) {
         eprintln!("{x}");
+    }
+    if d.0.len() > MAX_PRINTED_DIAGNOSTICS {
+        eprintln!("... and {} more", d.0.len() - MAX_PRINTED_DIAGNOSTICS);
     }
     let n = d.errors().count();
     if n > 0 {
@@ -495,7 +515,7 @@ enum ReportCmd {
         #[arg(long, value_delimiter = ',', num_args = 1.., requires = "policy")]
         key: Vec<String>,
         /// Worker configuration (for the evidence key, holds file and policies).
-        #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG")]
+        #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG", hide_env_values = true)]
         config: PathBuf,
         /// Only this policy (required with --key).
         #[arg(long, short)]

@@ -112,7 +112,7 @@ pub fn parse_cutoff(s: &str, now: chrono::DateTime<chrono::Utc>) -> Result<chron
     match s.trim() {
         "today" => floor(TimeDelta::days(1)),
         "this-hour" => floor(TimeDelta::hours(1)),
-        other => crate::holds::parse_time(other).map_err(|e| format!("{e}, or `today` / `this-hour`")),
+        other => crate::holds::parse_plausible_time(other).map_err(|e| format!("{e}, or `today` / `this-hour`")),
     }
 }
 

@@ -70,6 +70,67 @@ impl Positions {
     }
 }
 
+/// Flow collections (`[`, `{`) nested deeper than this are refused before any YAML parser sees
+/// the text: the parsers take quadratic time on deep flow nesting (50,000 nested `[` ran for
+/// minutes), and no configuration needs more than a few levels.
+pub const MAX_FLOW_DEPTH: usize = 100;
+
+/// Where flow nesting first goes deeper than `MAX_FLOW_DEPTH` (1-based line and column), by a
+/// cheap scan that skips quoted strings and comments.
+pub fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    for c in text.chars() {
+        col += 1;
+        if c == '\n' {
+            line += 1;
+            col = 0;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if comment => {}
+            None => match c {
+                '#' if prev.is_whitespace() => comment = true,
+                // A quoted scalar starts after a separator, not inside a word (`don't`).
+                '\'' | '"' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':' | '-' | '?') => {
+                    quote = Some(c)
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Some((line, col));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    None
+}
+
+/// Runs a YAML deserialization, turning a panic of the parser into `None`. `serde_yaml_ng`
+/// 0.10 panics ("unexpected end of sequence") on some inputs with an undefined alias inside a
+/// sequence (found by the fuzz target); a broken file must be a diagnostic, not a crash. The
+/// panic message is not printed.
+pub fn no_panic<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    std::panic::set_hook(hook);
+    out
+}
+
+/// The diagnostic message when the YAML parser gave up with a panic.
+pub const PARSER_FAILED: &str = "the YAML parser failed on this file (an undefined alias?)";
+
 enum Frame {
     Map { path: String, pending_key: Option<(String, Marker)>, expecting_key: bool },
     Seq { path: String, next: usize },
@@ -82,6 +143,11 @@ struct Walker {
     started: bool,
 }
 
+/// Nodes deeper than this are not indexed: diagnostics never point that deep, and a path per
+/// node of a pathologically nested document would cost quadratic time and memory (50,000
+/// nested `[` took minutes and gigabytes before this limit).
+const MAX_DEPTH: usize = 64;
+
 fn join(parent: &str, child: &str) -> String {
     if parent.is_empty() {
         child.to_string()
@@ -93,6 +159,9 @@ fn join(parent: &str, child: &str) -> String {
 impl Walker {
     /// Claims the path of the node that starts now, advancing the parent container.
     fn node_path(&mut self, mark: Marker) -> Option<String> {
+        if self.stack.len() >= MAX_DEPTH {
+            return None;
+        }
         let (line, col) = (mark.line(), mark.col() + 1);
         let path = match self.stack.last_mut() {
             None => String::new(),
@@ -170,5 +239,25 @@ mod tests {
         assert_eq!((k.line, k.column), (6, 3));
         assert_eq!(pos.value(1, "name").unwrap().line, 9);
         assert_eq!(pos.nearest(0, "purposes.0.missing").unwrap().line, 3);
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_found() {
+        assert_eq!(too_deep("a: [[1], {b: [2]}]\n# [[[[\nc: '[[[['\n"), None);
+        let hidden = format!("a: don't\nb: {}{}\n", "[".repeat(101), "]".repeat(101));
+        assert_eq!(too_deep(&hidden), Some((2, 104)));
+        let deep = format!("a: 1\nb: {}{}\n", "[".repeat(101), "]".repeat(101));
+        assert_eq!(too_deep(&deep), Some((2, 104)));
+    }
+
+    #[test]
+    fn deep_nesting_is_indexed_only_near_the_top() {
+        let n = 50_000;
+        let text = format!("a: {}{}\nb: 1\n", "[".repeat(n), "]".repeat(n));
+        let started = std::time::Instant::now();
+        let pos = Positions::index(Path::new("x.yaml"), &text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(pos.values.len() < 100, "{} nodes indexed", pos.values.len());
+        assert_eq!(pos.value(0, "a").unwrap().line, 1);
     }
 }

@@ -91,6 +91,7 @@ struct RawPolicy {
     description: Option<String>,
     dataset: RawDataset,
     /// Personal columns: name -> category and anonymization strategy.
+    #[serde(deserialize_with = "unique_keys")]
     personal: BTreeMap<String, RawColumn>,
     purposes: Vec<RawPurpose>,
     on_lapse: Action,
@@ -131,11 +132,31 @@ struct RawDataset {
     key_pattern: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose error ("data did not match any variant of
+/// untagged enum OneOrMany") tells the user nothing.
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde_yaml_ng::Value;
+        let bad = || serde::de::Error::custom("key: expected a column name or a list of column names");
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(OneOrMany::One(s)),
+            Value::Sequence(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(bad()),
+                })
+                .collect::<Result<_, _>>()
+                .map(OneOrMany::Many),
+            _ => Err(bad()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,6 +314,43 @@ pub struct PolicyFile {
     pub sha256: String,
 }
 
+/// The diagnostic for a file nested deeper than `yamlpos::MAX_FLOW_DEPTH`.
+pub fn deep_error() -> Diagnostic {
+    Diagnostic::error(format!(
+        "'[' and '{{' nested deeper than {} levels; refused before parsing",
+        crate::yamlpos::MAX_FLOW_DEPTH
+    ))
+}
+
+/// A mapping into a `BTreeMap` that refuses a key given twice. Plain serde keeps the last
+/// entry silently, so `email` declared twice under `personal` (or a connection twice in the
+/// config) would drop the first declaration without a word.
+pub fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format!("duplicate entry '{k}'")));
+                }
+                let v = map.next_value()?;
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique(std::marker::PhantomData))
+}
+
 /// Identifiers are letters, digits and `_`, not starting with a digit, at most 63 characters.
 /// Anything else (spaces, quotes, `;`, `--`) is refused before any database is involved; the
 /// catalog check and quoting come on top.
@@ -352,6 +410,13 @@ pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
             return;
         }
     };
+    load_bytes(path, bytes, set, diags);
+}
+
+/// Parses and validates the policies of one file's content (`path` is only for diagnostics).
+/// Whatever the bytes, this returns diagnostics and never panics: it is the fuzz target's entry
+/// point (`fuzz/fuzz_targets/policy.rs`).
+pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut Diagnostics) {
     set.files.push(PolicyFile { path: path.to_path_buf(), sha256: hex::encode(Sha256::digest(&bytes)) });
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
@@ -362,10 +427,19 @@ pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
             return;
         }
     };
+    if let Some((line, column)) = crate::yamlpos::too_deep(&text) {
+        let at = Location { file: path.to_path_buf(), line, column };
+        diags.push(deep_error().at(Some(at)));
+        return;
+    }
     let positions = Arc::new(Positions::index(path, &text));
     let mut last_error: Option<String> = None;
     for (doc, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-        match RawPolicy::deserialize(de) {
+        let Some(parsed) = crate::yamlpos::no_panic(|| RawPolicy::deserialize(de)) else {
+            diags.push(Diagnostic::error(crate::yamlpos::PARSER_FAILED).in_file(path));
+            break;
+        };
+        match parsed {
             Ok(raw) => {
                 if let Some(p) = resolve(raw, path, doc, positions.clone(), diags) {
                     set.policies.push(p);
@@ -708,7 +782,7 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
 
 /// Checks across policies: unique names; policies on the same table must agree on what happens
 /// to shared columns; and they share their purposes, because keeping wins over destroying.
-fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
+pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for (i, p) in set.policies.iter().enumerate() {
         if let Some(&j) = names.get(&p.name) {

@@ -67,6 +67,25 @@ pub fn sanitize(msg: &str) -> String {
     }
 }
 
+/// MySQL/MariaDB's privilege errors quote the user and table (`SELECT command denied to user
+/// 'u'@'h' for table `db`.`t``), so `sanitize` would withhold them whole and the operator would
+/// not learn that a grant is missing. Keep what is safe: the refused command.
+fn mysql_denied(d: &dyn sqlx::error::DatabaseError) -> Option<String> {
+    let number = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()?.number();
+    match number {
+        // ER_TABLEACCESS_DENIED_ERROR, ER_COLUMNACCESS_DENIED_ERROR
+        1142 | 1143 => {
+            let verb = d.message().split_once(" command denied").map(|(v, _)| v)?;
+            let verb =
+                if verb.len() <= 32 && verb.chars().all(|c| c.is_ascii_alphabetic() || c == ' ') { verb } else { "a" };
+            Some(format!("permission denied: {verb} command denied to this user (a grant is missing)"))
+        }
+        // ER_DBACCESS_DENIED_ERROR, ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_PROCACCESS_DENIED_ERROR
+        1044 | 1227 | 1370 => Some("permission denied: access denied to this user (a grant is missing)".into()),
+        _ => None,
+    }
+}
+
 fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorError {
     let context = context.into();
     move |e| {
@@ -81,6 +100,9 @@ fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorEr
                     _ => "",
                 };
                 let constraint = d.constraint().map(|c| format!(" (constraint {c})")).unwrap_or_default();
+                if let Some(denied) = mysql_denied(d.as_ref()) {
+                    return ConnectorError::Query { context, message: format!("{denied}{code}") };
+                }
                 format!("{kind}{}{constraint}{code}", sanitize(d.message()))
             }
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
@@ -337,7 +359,16 @@ impl SqlConnector {
     }
 
     /// Creates the journal table if it does not exist (`run` only; `plan` never writes).
+    ///
+    /// Looks first: `CREATE TABLE IF NOT EXISTS` needs the CREATE privilege even when the table
+    /// exists (PostgreSQL checks the schema's CREATE before existence), so a run user without
+    /// CREATE could not use a journal table its administrator made for it.
     pub async fn ensure_journal(&self) -> Result<(), ConnectorError> {
+        match self.describe_table(&self.journal_table).await {
+            Ok(_) => return Ok(()),
+            Err(ConnectorError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
         let dummy = Scope {
             policy: String::new(),
             table: TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
