@@ -424,53 +424,9 @@ impl ObjectBackend for S3Backend {
     }
 
     async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>, ConnectorError> {
-        let mut out = Vec::new();
-        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
-        loop {
-            let r = self
-                .client
-                .list_object_versions()
-                .bucket(bucket)
-                .prefix(key)
-                .set_key_marker(key_marker.clone())
-                .set_version_id_marker(version_marker.clone())
-                .send()
-                .await
-                .map_err(|e| err("listing an object's versions", e))?;
-            for v in r.versions().iter().filter(|v| v.key() == Some(key)) {
-                out.push(Version {
-                    id: v.version_id().map(str::to_string),
-                    size: v.size().unwrap_or(0).max(0) as u64,
-                    delete_marker: false,
-                    lock: None,
-                    last_modified: time(v.last_modified()),
-                    latest: v.is_latest().unwrap_or(false),
-                });
-            }
-            for m in r.delete_markers().iter().filter(|m| m.key() == Some(key)) {
-                out.push(Version {
-                    id: m.version_id().map(str::to_string),
-                    size: 0,
-                    delete_marker: true,
-                    lock: None,
-                    last_modified: time(m.last_modified()),
-                    latest: m.is_latest().unwrap_or(false),
-                });
-            }
-            // Stop once the listing has moved past this key.
-            let past = r.next_key_marker().is_some_and(|k| k != key);
-            if !r.is_truncated().unwrap_or(false) || past {
-                break;
-            }
-            key_marker = r.next_key_marker().map(str::to_string);
-            version_marker = r.next_version_id_marker().map(str::to_string);
-        }
-        if self.lock_enabled(bucket).await {
-            for v in out.iter_mut().filter(|v| !v.delete_marker) {
-                v.lock = self.lock_of(bucket, key, v.id.as_deref()).await?;
-            }
-        }
-        Ok(out)
+        // The range listing of a one-key batch: prefix `key`, stopping once past it.
+        let mut all = self.versions_of(bucket, std::slice::from_ref(&key.to_string()), 1).await?;
+        Ok(all.remove(key).unwrap_or_default())
     }
 
     /// One listing over the batch's key range (a batch is a run of neighbouring keys of the
