@@ -26,6 +26,7 @@ use crate::connector::{
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
 use crate::holds::{self, Hold};
+use crate::intent::{Intent, IntentLog};
 use crate::objstore::{local::DirBackend, s3::S3Backend, ObjectConnector};
 use crate::policy::{self, Action, NullAnchor, Policy, PolicySet};
 use crate::report::{
@@ -230,6 +231,8 @@ struct Ctx<'a> {
     pseudonym_key: Option<Vec<u8>>,
     cancel: &'a AtomicBool,
     evidence: Option<&'a mut EvidenceSink>,
+    /// Write-ahead intents of batches whose connector has no journaled destroy (run only).
+    intents: Option<&'a mut IntentLog>,
     /// This shard's part of a key-sharded policy (`None`: the whole policy).
     part: Option<Filter>,
 }
@@ -390,6 +393,10 @@ pub async fn execute(
         }
         Mode::Plan => None,
     };
+    let mut intents = match mode {
+        Mode::Run => Some(IntentLog::new(report_dir.clone(), report.file_stem())),
+        Mode::Plan => None,
+    };
     // A policy that stopped part-way makes the run `incomplete` (per-record failures: `partial`).
     let mut aborted = false;
     for (p, prep) in prepared {
@@ -406,6 +413,7 @@ pub async fn execute(
             pseudonym_key: pseudonym_key.clone(),
             cancel,
             evidence: sink.as_mut(),
+            intents: intents.as_mut(),
             part: opts.shard.and_then(|s| s.part(p)),
         };
         let mut pr = describe_policy(p, prep, &ctx);
@@ -484,6 +492,12 @@ pub async fn execute(
         report.sequence = report.previous.as_ref().map_or(1, |p| p.sequence + 1);
     }
     let report_path = report.write(&report_dir, signer.as_ref())?;
+    if let Some(log) = intents {
+        // The report and its evidence now account for every intent of this run.
+        if let Err(e) = log.close() {
+            tracing::warn!("cannot remove this run's intent journal (the next run removes it): {e}");
+        }
+    }
     let mut archive_error = None;
     if let Some(b) = &report_bucket {
         match b.store_dir(&report_dir).await {
@@ -672,6 +686,15 @@ async fn enforce(
     pr: &mut PolicyReport,
 ) -> anyhow::Result<()> {
     let mut stages = stages(p, prep, ctx)?;
+    if ctx.mode == Mode::Run {
+        // Before anything of this policy is destroyed: an object this run deletes itself must
+        // not also be taken for one an interrupted run deleted.
+        if let Err(e) = reconcile(p, &stages[0].scope, conn, ctx, pr).await {
+            let msg = format!("intents of an interrupted run could not be reconciled (the next run retries): {e:#}");
+            tracing::error!("{msg}");
+            pr.errors.push(msg);
+        }
+    }
     // A key-sharded policy: every count and every destroy sees only this shard's part.
     let within = |f: Filter| match &ctx.part {
         Some(part) => Filter::All(vec![part.clone(), f]),
@@ -809,6 +832,28 @@ async fn enforce(
                     subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
                 })
                 .collect();
+            if !conn.journaled_destroy() {
+                // Write-ahead: durable before the first deletion is sent, so that a kill between
+                // the deletion and its evidence line leaves the batch accounted for.
+                if let Some(log) = ctx.intents.as_deref_mut() {
+                    let at = Utc::now();
+                    let lines: Vec<Intent> = ids
+                        .iter()
+                        .map(|id| Intent {
+                            run_id: ctx.run_id.clone(),
+                            policy: p.name.clone(),
+                            stage: stage.name.clone(),
+                            action: stage.action.into(),
+                            batch: batches,
+                            record: id.record.clone(),
+                            subject: id.subject.clone(),
+                            key_id: ctx.key.key_id(),
+                            at,
+                        })
+                        .collect();
+                    log.record(&lines).map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
+                }
+            }
             let mut attempt = 0;
             let outcome = loop {
                 attempt += 1;
@@ -882,6 +927,7 @@ async fn enforce(
                         at,
                         versions: o.details.get(&i).map(|d| d.versions),
                         bytes: o.details.get(&i).map(|d| d.bytes),
+                        reconciled_from: None,
                     })?;
                 }
                 sink.flush()?;
@@ -912,6 +958,76 @@ async fn enforce(
     pr.verification = verify;
     if pr.failed > 0 && pr.outcome == "done" {
         pr.outcome = "failed".into();
+    }
+    Ok(())
+}
+
+/// Reconciles the write-ahead intents that interrupted runs left for this policy
+/// ([`crate::intent`]): an intended record whose object no longer exists was destroyed by that
+/// run after its intent and before its evidence; it goes into this run's evidence, marked
+/// `reconciled_from` that run, and is counted `reconciled`. An intended record that still exists
+/// was not destroyed (the intent is void) and is processed normally.
+async fn reconcile(
+    p: &Policy,
+    scope: &Scope,
+    conn: &dyn Connector,
+    ctx: &mut Ctx<'_>,
+    pr: &mut PolicyReport,
+) -> anyhow::Result<()> {
+    let Some(log) = ctx.intents.as_deref() else { return Ok(()) };
+    let key_id = ctx.key.key_id();
+    let pending = crate::intent::pending(log.dir(), log.stem(), &p.name, &key_id)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let wanted: BTreeSet<String> = pending.iter().flat_map(|x| x.intents.iter().map(|i| i.record.clone())).collect();
+    let present = if wanted.is_empty() {
+        BTreeSet::new()
+    } else {
+        let key = ctx.key;
+        let (connection, table) = (p.connection.clone(), p.table.clone());
+        let hash = move |k: &[Value]| key.record(&connection, &table, k);
+        retry(|| conn.still_present(scope, &hash, &wanted)).await?
+    };
+    for x in &pending {
+        if x.other_key > 0 {
+            pr.errors.push(format!(
+                "{} write-ahead intents of interrupted run {} were made with another evidence key and cannot be reconciled",
+                x.other_key, x.run_id
+            ));
+            continue;
+        }
+        let gone: Vec<&Intent> = x.intents.iter().filter(|i| !present.contains(&i.record)).collect();
+        let at = Utc::now();
+        if let Some(sink) = ctx.evidence.as_deref_mut() {
+            for i in &gone {
+                sink.write(&Evidence {
+                    record: i.record.clone(),
+                    subject: i.subject.clone(),
+                    policy: i.policy.clone(),
+                    action: i.action.clone(),
+                    stage: i.stage.clone(),
+                    batch: i.batch,
+                    at,
+                    versions: None,
+                    bytes: None,
+                    reconciled_from: Some(x.run_id.clone()),
+                })?;
+            }
+            sink.flush()?;
+        }
+        let n = gone.len() as u64;
+        if n > 0 {
+            pr.reconciled += n;
+            *pr.reconciled_from.entry(x.run_id.clone()).or_default() += n;
+        }
+        tracing::info!(
+            interrupted_run = %x.run_id, reconciled = n, void = x.intents.len() as u64 - n,
+            "write-ahead intents of an interrupted run reconciled"
+        );
+        // Only once the evidence is durable: a kill before this line makes the next run look
+        // again (and find these lines in this run's evidence).
+        crate::intent::resolve(x, &p.name, &ctx.run_id)?;
     }
     Ok(())
 }
@@ -977,6 +1093,11 @@ pub fn summary(r: &Report) -> String {
         ));
         for (h, n) in &p.held_by {
             s.push_str(&format!("      held by {h}: {n}\n"));
+        }
+        for (run, n) in &p.reconciled_from {
+            s.push_str(&format!(
+                "      reconciled: {n} destroyed by interrupted run {run} (write-ahead intent, object gone)\n"
+            ));
         }
         if !p.sample.is_empty() && r.mode == "plan" {
             let short: Vec<&str> = p.sample.iter().map(|x| &x[..16]).collect();

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod evidence;
 pub mod holds;
 pub mod integrity;
+pub mod intent;
 pub mod metrics;
 pub mod objstore;
 pub mod period;

@@ -214,6 +214,12 @@ pub struct Evidence {
     /// Objects: bytes reclaimed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// Set when the record was destroyed by an interrupted run (this run id) that recorded its
+    /// write-ahead intent but was stopped before its evidence line: this run found the object
+    /// gone (no version left) and records it here. `at` is when it was found gone; `batch` is
+    /// the interrupted run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_from: Option<String>,
 }
 
 /// What one policy destroyed and kept.
@@ -260,6 +266,14 @@ pub struct PolicyReport {
     pub bytes_reclaimed: u64,
     /// Rows of dependent tables deleted by cascade, per table.
     pub dependents_deleted: BTreeMap<String, u64>,
+    /// Objects destroyed by an interrupted run of this policy after its write-ahead intent and
+    /// before its evidence: found gone by this run and recorded in this run's evidence (lines
+    /// with `reconciled_from`). Not counted in `deleted`.
+    #[serde(default)]
+    pub reconciled: u64,
+    /// `reconciled` per interrupted run id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reconciled_from: BTreeMap<String, u64>,
     /// Rows whose batch failed.
     pub failed: u64,
     /// Time spent on the policy (counting, destroying, verifying), in seconds.
@@ -352,6 +366,7 @@ impl Report {
             "guardrail_share",
             "guardrail_tripped",
             "verified",
+            "reconciled",
         ])?;
         for p in &self.policies {
             let held_by: Vec<String> = p.held_by.iter().map(|(k, v)| format!("{k}:{v}")).collect();
@@ -381,6 +396,7 @@ impl Report {
                 format!("{:.4}", p.guardrail.share),
                 p.guardrail.tripped.to_string(),
                 p.verification.verified.to_string(),
+                p.reconciled.to_string(),
             ])?;
         }
         Ok(w.into_inner()?)

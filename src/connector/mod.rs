@@ -9,7 +9,7 @@
 //! [`Scope::destroy_filter`], which always includes the hold predicates. There is no other way to
 //! ask a connector to destroy anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use async_trait::async_trait;
@@ -312,6 +312,27 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// The holds table of this connection, if any.
     fn holds_table(&self) -> Option<&HoldsTable> {
         None
+    }
+
+    /// Whether [`Connector::destroy`] records its batch atomically with the destruction (SQL:
+    /// the journal rows are inserted in the destroying transaction). When `false` (object
+    /// stores: `DeleteObjects` has no transaction), the engine writes a durable write-ahead
+    /// intent before each destroy ([`crate::intent`]) and reconciles the intents of interrupted
+    /// runs with [`Connector::still_present`].
+    fn journaled_destroy(&self) -> bool {
+        true
+    }
+
+    /// Which of `records` (keyed hashes of record keys, as `hash` makes them) still exist in the
+    /// dataset in any form (object stores: any version or delete marker of the key). Used to
+    /// reconcile write-ahead intents; only connectors without a journaled destroy implement it.
+    async fn still_present(
+        &self,
+        _scope: &Scope,
+        _hash: &(dyn for<'k> Fn(&'k [Value]) -> String + Send + Sync),
+        _records: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>, ConnectorError> {
+        Err(ConnectorError::Invalid("this connector has no write-ahead intents to reconcile".into()))
     }
 
     /// Prepares for a `run` (e.g. creates the journal table). Never called by `plan`.

@@ -9,7 +9,7 @@
 pub mod local;
 pub mod s3;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use async_trait::async_trait;
@@ -695,6 +695,40 @@ impl Connector for ObjectConnector {
         destroyed.sort();
         outcome.destroyed = destroyed;
         Ok(outcome)
+    }
+
+    /// `DeleteObjects` has no transaction to write a journal in: the engine writes intents.
+    fn journaled_destroy(&self) -> bool {
+        false
+    }
+
+    /// One listing of the dataset's prefix (the backend lists every key that has a version or a
+    /// delete marker, hidden ones included), each key hashed and looked up; keys never leave
+    /// this function.
+    async fn still_present(
+        &self,
+        scope: &Scope,
+        hash: &(dyn for<'k> Fn(&'k [Value]) -> String + Send + Sync),
+        records: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>, ConnectorError> {
+        let (bucket, ds) = self.dataset(scope)?;
+        let mut out = BTreeSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, more) = self.backend.list(bucket, &ds.prefix, cursor.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.key.clone());
+            for e in &page {
+                let h = hash(&[Value::Text(e.key.clone())]);
+                if records.contains(&h) {
+                    out.insert(h);
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {

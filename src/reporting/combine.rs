@@ -79,6 +79,8 @@ pub struct CombinedPolicy {
     pub versions_deleted: u64,
     pub bytes_reclaimed: u64,
     pub dependents_deleted: BTreeMap<String, u64>,
+    /// Destroyed by interrupted runs, recorded from their write-ahead intents.
+    pub reconciled: u64,
     pub failed: u64,
     /// Every shard verified its destroyed records.
     pub verified: bool,
@@ -234,6 +236,7 @@ pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
             for (t, k) in &p.dependents_deleted {
                 *c.dependents_deleted.entry(t.clone()).or_default() += k;
             }
+            c.reconciled += p.reconciled;
             c.failed += p.failed;
             c.verified &= p.verification.verified || r.mode != "run";
         }

@@ -235,6 +235,10 @@ fn summary(h: &mut String, r: &Report) {
         tot(anonymized, "records anonymized");
         tot(fields, "records with lapsed fields anonymized");
         tot(cascaded, "dependent rows deleted");
+        let reconciled = sum(&|p| p.reconciled);
+        if reconciled > 0 {
+            tot(reconciled, "objects deleted by an interrupted run, reconciled from its write-ahead intents");
+        }
     }
     tot(held, "lapsed records kept by legal holds");
     tot(failed, "records in failed batches");

@@ -651,9 +651,14 @@ impl Verifier<'_> {
                     let report = format!("{}.json", n.trim_end_matches(".evidence.jsonl"));
                     if !present.contains(report.as_str()) {
                         self.notes.push(format!(
-                            "{n} belongs to no report here (a run killed before it wrote its report — its journal table has the records — or a deleted report)"
+                            "{n} belongs to no report here (a run killed before it wrote its report — its journal table has the records; objects it deleted without an evidence line are recorded by a later run as reconciled — or a deleted report)"
                         ));
                     }
+                }
+                FileKind::Other if n.ends_with(crate::intent::SUFFIX) => {
+                    self.notes.push(format!(
+                        "{n} holds write-ahead intents of a run stopped before it wrote its report; the next run of its policies reconciles them"
+                    ));
                 }
                 FileKind::Csv { report } if !listed.contains(report.as_str()) => {
                     self.notes.push(format!("{n} belongs to no report here ({report} is absent)"));
