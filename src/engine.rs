@@ -492,8 +492,10 @@ pub async fn execute(
         report.sequence = report.previous.as_ref().map_or(1, |p| p.sequence + 1);
     }
     let report_path = report.write(&report_dir, signer.as_ref())?;
-    if let Some(log) = intents {
-        // The report and its evidence now account for every intent of this run.
+    if let Some(log) = intents.filter(|_| matches!(report.status.as_str(), "complete" | "guardrail")) {
+        // The report and its evidence now account for every intent of this run. (After a
+        // failure the file stays: a deletion whose answer was lost may have happened, and the
+        // next run reconciles it.)
         if let Err(e) = log.close() {
             tracing::warn!("cannot remove this run's intent journal (the next run removes it): {e}");
         }

@@ -7,9 +7,10 @@
 //! `<report stem>.intents.jsonl` next to the evidence file, and flushes and fsyncs it. An intent
 //! holds the same keyed hashes as evidence (record, subject), never a key or a value.
 //!
-//! A run that writes its report has resolved its intents (its evidence says what it destroyed),
-//! and removes the file. An intent file without a report next to it is left by an interrupted
-//! run: the next run of the same policy ([`pending`], then the engine's reconciliation) looks
+//! A run that completes without failures has resolved its intents (its evidence says what it
+//! destroyed) and removes the file once its report is written. An intent file left behind comes
+//! from a run that was killed (or whose batches failed, e.g. a `DeleteObjects` whose response was
+//! lost on every retry): the next run of the same policy ([`pending`], then the engine's reconciliation) looks
 //! up every intent that no evidence confirms; a record whose object no longer exists (no version
 //! left) is written to the new run's evidence marked `reconciled_from` the interrupted run, and
 //! counted `reconciled` in its report; a record whose object still exists was not destroyed (the
@@ -52,7 +53,11 @@ pub struct Intent {
 enum Line {
     Intent(Intent),
     /// A later run reconciled this policy's intents.
-    Resolved { policy: String, by_run: String, at: DateTime<Utc> },
+    Resolved {
+        policy: String,
+        by_run: String,
+        at: DateTime<Utc>,
+    },
 }
 
 /// The intent journal of the current run, created on its first intent (a run that destroys
@@ -158,28 +163,21 @@ fn without_report(names: &BTreeSet<String>, suffix: &str) -> Vec<String> {
         .collect()
 }
 
-/// The intents of `policy` that interrupted runs left in `dir` unconfirmed by any evidence: their
-/// own evidence file, or an earlier reconciliation by a run that was itself interrupted before
-/// it could mark them resolved. Intent files of runs that did write their report, and files
-/// whose every policy is resolved, are removed on the way. `own_stem`: the current run.
+/// The intents of `policy` that earlier runs left in `dir` (killed, or finished with failures)
+/// unconfirmed by any evidence: their own evidence file, or an earlier reconciliation by a run
+/// that was itself interrupted before it could mark them resolved. Files whose every policy is
+/// resolved are removed on the way. `own_stem`: the current run.
 pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str) -> anyhow::Result<Vec<Pending>> {
     let names: BTreeSet<String> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    for n in &names {
-        if let Some(stem) = n.strip_suffix(SUFFIX) {
-            if stem != own_stem && names.contains(&format!("{stem}.json")) {
-                // Its run wrote its report (and was stopped before removing the file).
-                let _ = std::fs::remove_file(dir.join(n));
-            }
-        }
-    }
     let mut reconciled_elsewhere: Option<BTreeMap<String, BTreeSet<(String, String)>>> = None;
     let mut out = Vec::new();
-    for stem in without_report(&names, SUFFIX) {
-        if stem == own_stem {
+    let stems: Vec<&str> = names.iter().filter_map(|n| n.strip_suffix(SUFFIX)).collect();
+    for stem in stems {
+        if stem == own_stem || !stem.starts_with("lapse-run-") {
             continue;
         }
         let path = dir.join(format!("{stem}{SUFFIX}"));
@@ -347,14 +345,16 @@ mod tests {
     }
 
     #[test]
-    fn a_reported_run_resolves_its_intents() {
+    fn a_closed_log_leaves_nothing() {
         let dir = std::env::temp_dir().join(format!("lapse-intent-{}", uuid::Uuid::new_v4()));
         let stem = "lapse-run-20260101T000000Z-aaaaaaaa";
         let mut log = IntentLog::new(dir.clone(), stem.into());
         log.record(&[intent("A", "p", "r1")]).unwrap();
-        std::fs::write(dir.join(format!("{stem}.json")), b"{}").unwrap();
-        assert!(pending(&dir, "x", "p", "k").unwrap().is_empty());
-        assert!(!log.path().exists());
+        let path = log.path();
+        assert_eq!(pending(&dir, stem, "p", "k").unwrap().len(), 0, "the own run is not reconciled");
+        assert_eq!(pending(&dir, "x", "p", "k").unwrap().len(), 1);
+        log.close().unwrap();
+        assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

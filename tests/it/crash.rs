@@ -624,6 +624,38 @@ pub fn evidence_records(dir: &Path) -> BTreeSet<String> {
     out
 }
 
+/// Every evidence line of the directory: (record hash, `reconciled_from`).
+pub fn evidence_lines(dir: &Path) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().ends_with(".evidence.jsonl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if let Some(r) = v["record"].as_str() {
+                    out.push((r.to_string(), v["reconciled_from"].as_str().map(str::to_string)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Intent journals (`*.intents.jsonl`) in the directory.
+pub fn intent_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(lapse::intent::SUFFIX))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn run_reports(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -685,7 +717,12 @@ pub struct Landings {
     pub all_committed: usize,
     pub after_report: usize,
     pub reruns: usize,
-    pub unaccounted_in_flight: usize,
+    /// Kills that left objects deleted whose only record was the killed run's write-ahead
+    /// intent (the window between `DeleteObjects` and the evidence line), and those objects.
+    pub kills_in_window: usize,
+    pub objects_in_window: usize,
+    /// Evidence lines of completing runs marked `reconciled_from` an interrupted run.
+    pub reconciled: usize,
 }
 
 impl Landings {
@@ -708,7 +745,7 @@ impl Landings {
 
     fn print(&self, label: &str, ms: u128) {
         eprintln!(
-            "[crash] FIGURES {label}: trials={} killed_before_first_commit={} killed_during_destruction={} killed_after_last_commit={} exited_before_kill={} report_already_written={} reruns={} unaccounted_in_flight={} lost=0 wall_ms={ms}",
+            "[crash] FIGURES {label}: trials={} killed_before_first_commit={} killed_during_destruction={} killed_after_last_commit={} exited_before_kill={} report_already_written={} reruns={} kills_in_deletion_window={} objects_only_in_intents={} reconciled={} unaccounted=0 lost=0 wall_ms={ms}",
             self.trials,
             self.before_first_commit,
             self.during,
@@ -716,7 +753,9 @@ impl Landings {
             self.exited_before_kill,
             self.after_report,
             self.reruns,
-            self.unaccounted_in_flight
+            self.kills_in_window,
+            self.objects_in_window,
+            self.reconciled
         );
     }
 
@@ -1079,6 +1118,17 @@ pub fn check_s3(
     Ok((done, unaccounted))
 }
 
+/// Record hashes of the seeded objects that have no version left.
+pub fn s3_deleted(seed: &S3Seed, st: &BTreeMap<String, (Vec<String>, usize)>, bucket: &str) -> BTreeSet<String> {
+    let key = EvidenceKey::new(EVIDENCE_KEY.as_bytes().to_vec());
+    let table = format!("{bucket}/exports/");
+    seed.objects
+        .keys()
+        .filter(|k| st.get(*k).is_none_or(|(v, _)| v.is_empty()))
+        .map(|k| key.record("store", &table, &[Value::Text(k.clone())]))
+        .collect()
+}
+
 /// Runs `lapse run` until the state is the oracle's (at most 6 runs, each exiting 0 and keeping
 /// every invariant); returns the number of runs it took.
 ///
@@ -1136,6 +1186,7 @@ pub async fn kill_anywhere_s3() {
         let st = s3_state(&c, &s.bucket).await;
         let (_, unaccounted) = check(&st).unwrap_or_else(|e| panic!("{label}: {e}"));
         assert_eq!(unaccounted, 0, "{label}: an uninterrupted run left deletions out of its evidence");
+        assert_eq!(intent_files(&reports), Vec::<String>::new(), "{label}: a completed run left its intents");
         extra_runs +=
             s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), label).await;
     }
@@ -1154,7 +1205,8 @@ pub async fn kill_anywhere_s3() {
     while trial < trials() {
         s3_reseed(&s, &seed).await;
         let _ = std::fs::remove_dir_all(&reports);
-        let (mut before, mut unaccounted_before) = (0, 0);
+        let mut before = 0;
+        let mut window_before: BTreeSet<String> = BTreeSet::new();
         for _ in 0..CHAIN {
             if trial == trials() {
                 break;
@@ -1163,19 +1215,31 @@ pub async fn kill_anywhere_s3() {
             let delay = kill_delay(&mut rng, runtime.mul_f64(scale));
             let ctx = format!("{label} trial {trial} (kill seed {ks}, delay {delay:?})");
             let exited = run_and_kill(&config, S3_BATCH, delay, &s.f.path("killed.log")).await;
-            let (done, unaccounted) = check(&s3_state(&c, &s.bucket).await).unwrap_or_else(|e| {
-                panic!(
-                    "{ctx}: after the kill: {e}\n{}",
-                    std::fs::read_to_string(s.f.path("killed.log")).unwrap_or_default()
-                )
-            });
-            // Objects have no transactional journal: only the batch in flight may be unaccounted.
-            let new_unaccounted = unaccounted - unaccounted_before;
-            assert!(new_unaccounted <= S3_BATCH, "{ctx}: {new_unaccounted} deleted objects are in no evidence");
-            land.unaccounted_in_flight += new_unaccounted;
+            let log = || std::fs::read_to_string(s.f.path("killed.log")).unwrap_or_default();
+            let st = s3_state(&c, &s.bucket).await;
+            let (done, _) = check(&st).unwrap_or_else(|e| panic!("{ctx}: after the kill: {e}\n{}", log()));
+            // Every deleted object is accounted for: in the evidence of a run, or in a durable
+            // write-ahead intent of the killed run (written before its `DeleteObjects`).
+            let deleted = s3_deleted(&seed, &st, &s.bucket);
+            let evidence = evidence_records(&reports);
+            let intents = lapse::intent::all_records(&reports);
+            let unaccounted: Vec<&String> =
+                deleted.iter().filter(|r| !evidence.contains(*r) && !intents.contains(*r)).collect();
+            assert!(
+                unaccounted.is_empty(),
+                "{ctx}: {} deleted objects are in no evidence and no intent: {unaccounted:?}\n{}",
+                unaccounted.len(),
+                log()
+            );
+            let window: BTreeSet<String> = deleted.iter().filter(|r| !evidence.contains(*r)).cloned().collect();
+            let new_in_window = window.difference(&window_before).count();
+            if new_in_window > 0 {
+                land.kills_in_window += 1;
+                land.objects_in_window += new_in_window;
+            }
             land.add_step(exited, before, done, oracle.len(), run_reports(&reports) > 0);
             scale = adapt(scale, exited, before, done, oracle.len());
-            (before, unaccounted_before) = (done, unaccounted);
+            (before, window_before) = (done, window);
             if exited {
                 break;
             }
@@ -1183,6 +1247,22 @@ pub async fn kill_anywhere_s3() {
         let ctx = format!("{label} chain ending at trial {trial} (kill seed {ks})");
         land.reruns +=
             s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), &ctx).await;
+        // After the re-run every deleted object is in confirmed evidence (reconciled included),
+        // exactly once, and no intent is left open.
+        let (_, unaccounted) = check(&s3_state(&c, &s.bucket).await).unwrap();
+        assert_eq!(unaccounted, 0, "{ctx}: deleted objects missing from the evidence after the re-run");
+        assert_eq!(intent_files(&reports), Vec::<String>::new(), "{ctx}: intents left open after the re-run");
+        let lines = evidence_lines(&reports);
+        let mut seen = BTreeSet::new();
+        for (r, _) in &lines {
+            assert!(seen.insert(r), "{ctx}: record {r} is in the evidence twice");
+        }
+        let key = EvidenceKey::new(EVIDENCE_KEY.as_bytes().to_vec());
+        let table = format!("{}/exports/", s.bucket);
+        let allowed: BTreeSet<String> =
+            oracle.iter().map(|k| key.record("store", &table, &[Value::Text(k.clone())])).collect();
+        assert!(seen.iter().all(|r| allowed.contains(*r)), "{ctx}: evidence names an object outside the oracle");
+        land.reconciled += lines.iter().filter(|(_, from)| from.is_some()).count();
     }
     land.print(label, t0.elapsed().as_millis());
     eprintln!("[crash] {label}: extra runs for moto's KeyMarker gap: {extra_runs} in calibration");

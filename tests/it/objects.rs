@@ -275,6 +275,89 @@ pub async fn last_modified_anchor(kind: StoreKind) {
     assert!(s.keys().await.is_empty());
 }
 
+/// The window between `DeleteObjects` and the evidence line, reproduced exactly: the state a
+/// run killed there leaves (its write-ahead intents for a batch, its evidence for only part of
+/// it — the last line cut by the kill —, the objects gone) is written by hand, then a run must
+/// account for the unrecorded deletion as `reconciled` from the killed run, ignore what the
+/// killed run's evidence already has, treat the intent of an object that still exists as void
+/// (and delete it normally), and close the intent journal.
+pub async fn interrupted_deletion_is_reconciled(kind: StoreKind) {
+    let s = seeded(kind, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    let public = s.f.sign_reports();
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
+    let table = if kind == StoreKind::S3 { format!("{}/exports/", s.bucket) } else { "exports/".into() };
+    let rec = |k: &str| key.record("store", &table, &[Value::Text(k.to_string())]);
+    let (gone_unrecorded, gone_recorded, still_there) =
+        ("exports/2020/03/01/S-1.csv", "exports/2020/03/02/S-2.csv", "exports/2020/03/03/S-3.csv");
+    // The killed run: a batch of three intended, two deleted, one evidence line flushed.
+    let killed = "0badc0de-0000-4000-8000-000000000001";
+    let stem = "lapse-run-20251231T230000Z-0badc0de";
+    let reports = s.f.path("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let intent = |k: &str| {
+        serde_json::json!({
+            "kind": "intent", "run_id": killed, "policy": "exports", "stage": "record", "action": "deleted",
+            "batch": 1, "record": rec(k), "key_id": key.key_id(), "at": "2025-12-31T23:00:01Z"
+        })
+        .to_string()
+    };
+    let intents = [gone_unrecorded, gone_recorded, still_there].map(intent).join("\n");
+    std::fs::write(reports.join(format!("{stem}{}", lapse::intent::SUFFIX)), intents + "\n").unwrap();
+    let evidence = serde_json::json!({
+        "record": rec(gone_recorded), "policy": "exports", "action": "deleted", "stage": "record",
+        "batch": 1, "at": "2025-12-31T23:00:02Z", "versions": 1, "bytes": 10
+    });
+    std::fs::write(reports.join(format!("{stem}.evidence.jsonl")), format!("{evidence}\n{{\"record\":\"cut")).unwrap();
+    match &s.client {
+        Some(c) => {
+            for k in [gone_unrecorded, gone_recorded] {
+                c.delete_object().bucket(&s.bucket).key(k).send().await.unwrap();
+            }
+        }
+        None => {
+            for k in [gone_unrecorded, gone_recorded] {
+                std::fs::remove_file(s.f.path("files").join(k)).unwrap();
+            }
+        }
+    }
+    // The next run.
+    let out = s.f.lapse(&["run"]);
+    out.ok();
+    assert!(out.stdout.contains(&format!("reconciled: 1 destroyed by interrupted run {killed}")), "{}", out.stdout);
+    let r = s.f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 1, "{p}");
+    assert_eq!(n(&p["reconciled_from"][killed]), 1);
+    assert_eq!(n(&p["deleted"]), 1, "only the object that was still there is deleted by this run");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(reports.join(r["evidence"]["file"].as_str().unwrap()))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let reconciled = lines.iter().find(|l| l["record"] == rec(gone_unrecorded)).expect("the unrecorded deletion");
+    assert_eq!(reconciled["reconciled_from"], killed);
+    assert_eq!(reconciled["batch"], 1);
+    let normal = lines.iter().find(|l| l["record"] == rec(still_there)).expect("the void intent's object");
+    assert!(normal.get("reconciled_from").is_none());
+    assert!(!lines.iter().any(|l| l["record"] == rec(gone_recorded)), "already in the killed run's evidence");
+    assert!(!s.keys().await.contains(&still_there.to_string()));
+    assert!(!reports.join(format!("{stem}{}", lapse::intent::SUFFIX)).exists(), "the intents are resolved");
+    assert!(std::fs::read_dir(&reports)
+        .unwrap()
+        .all(|e| { !e.unwrap().file_name().to_string_lossy().ends_with(lapse::intent::SUFFIX) }));
+    // No key in any file the runs wrote.
+    assert!(!s.f.all_report_text().contains("S-1.csv"));
+    // The report verifies; the killed run's evidence file is noted, not a failure.
+    s.f.lapse(&["report", "verify", reports.to_str().unwrap(), "--public-key", public.to_str().unwrap()]).ok();
+    // Once reconciled, never again.
+    s.f.lapse(&["run"]).ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!((n(&p["reconciled"]), n(&p["deleted"])), (0, 0));
+}
+
 macro_rules! per_store {
     ($($check:ident),* $(,)?) => {
         mod s3 {
@@ -288,7 +371,7 @@ macro_rules! per_store {
     };
 }
 
-per_store!(delete_due_objects, guardrail_and_resume, last_modified_anchor);
+per_store!(delete_due_objects, guardrail_and_resume, last_modified_anchor, interrupted_deletion_is_reconciled);
 
 // ---- S3 only ------------------------------------------------------------------------------------
 
