@@ -688,7 +688,8 @@ async fn enforce(
     pr: &mut PolicyReport,
 ) -> anyhow::Result<()> {
     let mut stages = stages(p, prep, ctx)?;
-    if ctx.mode == Mode::Run {
+    if ctx.mode == Mode::Run && !conn.journaled_destroy() {
+        // Only connectors that get intents have any to reconcile (SQL: none, nothing read).
         // Before anything of this policy is destroyed: an object this run deletes itself must
         // not also be taken for one an interrupted run deleted.
         if let Err(e) = reconcile(p, &stages[0].scope, conn, ctx, pr).await {
