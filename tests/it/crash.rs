@@ -1249,8 +1249,8 @@ pub async fn kill_anywhere_s3() {
         // one that reconciles the killed runs' intents.
         let (code, out) = run_to_end(&config, S3_BATCH).await;
         assert_eq!(code, 0, "{ctx}: re-run failed:\n{out}");
-        land.reruns += 1
-            + s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), &ctx).await;
+        land.reruns +=
+            1 + s3_converge(&config, || async { check(&s3_state(&c, &s.bucket).await) }, oracle.len(), &ctx).await;
         // After the re-run every deleted object is in confirmed evidence (reconciled included),
         // exactly once, and no intent is left open.
         let (_, unaccounted) = check(&s3_state(&c, &s.bucket).await).unwrap();
