@@ -358,6 +358,141 @@ pub async fn interrupted_deletion_is_reconciled(kind: StoreKind) {
     assert_eq!((n(&p["reconciled"]), n(&p["deleted"])), (0, 0));
 }
 
+/// Deletes like the directory store, then checks that the batch's write-ahead intents were
+/// already durable, then never answers: the engine is stopped right after the deletion returned
+/// and before its evidence line, as by a SIGKILL at that instant.
+struct DiesAfterDelete {
+    inner: Box<dyn ObjectBackend>,
+    reports: std::path::PathBuf,
+    hash: Box<dyn Fn(&str) -> String + Send + Sync>,
+    deleted: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+}
+
+impl fmt::Display for DiesAfterDelete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DiesAfterDelete({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectBackend for DiesAfterDelete {
+    async fn try_lock(&self, b: &str, name: &str) -> Result<lapse::objstore::RunLock, ConnectorError> {
+        self.inner.try_lock(b, name).await
+    }
+    async fn check(&self, b: &str) -> Result<(), ConnectorError> {
+        self.inner.check(b).await
+    }
+    async fn list(
+        &self,
+        b: &str,
+        p: &str,
+        a: Option<&str>,
+        m: usize,
+    ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
+        self.inner.list(b, p, a, m).await
+    }
+    async fn head(&self, b: &str, k: &str) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
+        self.inner.head(b, k).await
+    }
+    async fn tags(&self, b: &str, k: &str) -> Result<HashMap<String, String>, ConnectorError> {
+        self.inner.tags(b, k).await
+    }
+    async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
+        self.inner.versions(b, k).await
+    }
+    async fn delete(
+        &self,
+        b: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        let r = self.inner.delete(b, items).await?;
+        assert!(r.iter().all(Result::is_ok));
+        let intents = lapse::intent::all_records(&self.reports);
+        let seen: Vec<(String, bool)> =
+            items.iter().map(|(k, _)| (k.clone(), intents.contains(&(self.hash)(k)))).collect();
+        self.deleted.lock().unwrap().extend(seen);
+        std::future::pending::<()>().await;
+        unreachable!()
+    }
+}
+
+/// The window, through the real engine: a run whose deletion of its first batch returned is
+/// stopped there (its future dropped — no evidence line, no report, like a SIGKILL). The intents
+/// were durable before the deletion was sent; the next run (the real binary) accounts for the
+/// deleted objects as `reconciled` from the stopped run and finishes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_delete_and_evidence_is_reconciled() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    let reports = s.f.path("reports");
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let hash_key = ws.evidence_key().unwrap();
+    let rec = move |k: &str| hash_key.record("store", "exports/", &[Value::Text(k.to_string())]);
+    let deleted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let backend = DiesAfterDelete {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        reports: reports.clone(),
+        hash: Box::new(rec.clone()),
+        deleted: deleted.clone(),
+    };
+    let mut conns: lapse::engine::Connections = Default::default();
+    conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let opts = lapse::engine::Options {
+        cutoff: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+        batch_size: Some(2),
+        ..Default::default()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let run = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel);
+    let first_deletion = async {
+        while deleted.lock().unwrap().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = run => panic!("the run should hang in its first deletion: {:?}", r.map(|o| o.report.status)),
+        w = tokio::time::timeout(std::time::Duration::from_secs(60), first_deletion) => w.expect("no deletion in 60 s"),
+    }
+    drop(prepared);
+    drop(conns); // releases the run lock, as the process's death would
+    let deleted = deleted.lock().unwrap().clone();
+    assert_eq!(deleted.len(), 2, "one batch of two: {deleted:?}");
+    assert!(deleted.iter().all(|(_, durable)| *durable), "intents were not durable before the deletion");
+    for (k, _) in &deleted {
+        assert!(!s.f.path("files").join(k).exists(), "{k} was deleted");
+    }
+    // The state a kill in the window leaves: deleted, in the intents, in no evidence, no report.
+    let intents = lapse::intent::all_records(&reports);
+    let mut evidence = String::new();
+    for e in std::fs::read_dir(&reports).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        assert!(!name.ends_with(".json"), "no report: {name}");
+        if name.ends_with(".evidence.jsonl") {
+            evidence.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    for (k, _) in &deleted {
+        assert!(intents.contains(&rec(k)) && !evidence.contains(&rec(k)), "{k}");
+    }
+    // The next run.
+    s.f.lapse(&["run"]).ok();
+    let r = s.f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 2, "{p}");
+    assert_eq!(n(&p["deleted"]), 1, "the third lapsed object");
+    let ev = std::fs::read_to_string(reports.join(r["evidence"]["file"].as_str().unwrap())).unwrap();
+    for (k, _) in &deleted {
+        let line = ev.lines().find(|l| l.contains(&rec(k))).unwrap_or_else(|| panic!("{k} not in the evidence"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["reconciled_from"].as_str().map(str::len), Some(36), "{line}");
+    }
+    assert!(lapse::intent::all_records(&reports).is_empty(), "no intent left open");
+}
+
 macro_rules! per_store {
     ($($check:ident),* $(,)?) => {
         mod s3 {
