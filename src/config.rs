@@ -235,8 +235,14 @@ fn default_share() -> f64 {
 impl Config {
     /// Reads and checks the config offline. Every problem is a diagnostic.
     pub fn load(path: &Path, diags: &mut Diagnostics) -> Option<Config> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let text = match std::fs::read(path) {
+            Ok(b) => match crate::yamlpos::decode(path, b) {
+                Ok(t) => t,
+                Err(d) => {
+                    diags.push(d);
+                    return None;
+                }
+            },
             Err(e) => {
                 diags.push(Diagnostic::error(format!("cannot read config: {e}")).in_file(path));
                 return None;
@@ -246,22 +252,18 @@ impl Config {
             diags.push(crate::policy::deep_error().at(Some(Location { file: path.to_path_buf(), line, column })));
             return None;
         }
+        let pos = Positions::index(path, &text);
         let mut cfg: Config = match crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<Config>(&text))
             .unwrap_or_else(|| Err(serde::de::Error::custom(crate::yamlpos::PARSER_FAILED)))
         {
             Ok(c) => c,
             Err(e) => {
-                let loc =
-                    e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
-                let msg = e.to_string();
-                let msg = msg.split(" at line ").next().unwrap_or_default().to_string();
-                diags.push(Diagnostic::error(msg).at(loc).in_file(path));
+                diags.push(crate::yamlpos::serde_error(path, &e, 0, &pos));
                 return None;
             }
         };
         cfg.path = path.to_path_buf();
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let pos = Positions::index(path, &text);
         let at = |p: &str| pos.nearest(0, p);
         let before = diags.0.iter().filter(|d| d.is_error()).count();
         for (name, c) in &cfg.connections {
@@ -312,14 +314,18 @@ impl Config {
                             .at(at(&format!("{hb}.table"))),
                     );
                 }
-                for col in [Some(&h.id), Some(&h.subject), h.policy.as_ref(), h.expires.as_ref(), h.matter.as_ref()]
-                    .into_iter()
-                    .flatten()
-                {
+                let columns = [
+                    ("id", Some(&h.id)),
+                    ("subject", Some(&h.subject)),
+                    ("policy", h.policy.as_ref()),
+                    ("expires", h.expires.as_ref()),
+                    ("matter", h.matter.as_ref()),
+                ];
+                for (field, col) in columns.into_iter().filter_map(|(f, c)| Some((f, c?))) {
                     if !valid_identifier(col) {
                         diags.push(
                             Diagnostic::error(format!("connection '{name}': invalid holds table column '{col}'"))
-                                .at(at(&hb)),
+                                .at(at(&format!("{hb}.{field}"))),
                         );
                     }
                 }

@@ -80,8 +80,14 @@ impl Hold {
 }
 
 pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let text = match std::fs::read(path) {
+        Ok(b) => match crate::yamlpos::decode(path, b) {
+            Ok(t) => t,
+            Err(d) => {
+                diags.push(d);
+                return Vec::new();
+            }
+        },
         Err(e) => {
             diags.push(Diagnostic::error(format!("cannot read holds file: {e}")).in_file(path));
             return Vec::new();
@@ -91,20 +97,16 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
         diags.push(crate::policy::deep_error().at(Some(Location { file: path.to_path_buf(), line, column })));
         return Vec::new();
     }
+    let pos = Positions::index(path, &text);
     let raw: RawFile = match crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<RawFile>(&text))
         .unwrap_or_else(|| Err(serde::de::Error::custom(crate::yamlpos::PARSER_FAILED)))
     {
         Ok(r) => r,
         Err(e) => {
-            let loc = e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
-            let msg = e.to_string();
-            diags.push(
-                Diagnostic::error(msg.split(" at line ").next().unwrap_or_default().to_string()).at(loc).in_file(path),
-            );
+            diags.push(crate::yamlpos::serde_error(path, &e, 0, &pos));
             return Vec::new();
         }
     };
-    let pos = Positions::index(path, &text);
     let mut out = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     for (i, h) in raw.holds.into_iter().enumerate() {

@@ -5,13 +5,13 @@
 //! walks the same text with `yaml-rust2`'s marked event stream and records, for every node, the
 //! path that leads to it (`purposes.0.after`) and where it starts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use crate::diag::Location;
+use crate::diag::{Diagnostic, Location};
 
 /// Positions of the nodes of one YAML file, per document.
 #[derive(Debug, Default, Clone)]
@@ -21,6 +21,19 @@ pub struct Positions {
     values: HashMap<(usize, String), (usize, usize)>,
     /// (document index, path) -> position of the mapping key that leads to the node.
     keys: HashMap<(usize, String), (usize, usize)>,
+    /// Every key written a second time in a mapping.
+    duplicates: Vec<Duplicate>,
+}
+
+/// A key repeated in one mapping.
+#[derive(Debug, Clone)]
+struct Duplicate {
+    doc: usize,
+    /// Where the mapping starts (as the serde pass locates its errors about the mapping).
+    mapping: (usize, usize),
+    key: String,
+    /// Where the repetition is written.
+    at: (usize, usize),
 }
 
 impl Positions {
@@ -32,6 +45,7 @@ impl Positions {
             stack: Vec::new(),
             out: Positions { file: file.to_path_buf(), ..Default::default() },
             started: false,
+            chars: text.chars().collect(),
         };
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut walker, true);
@@ -65,9 +79,64 @@ impl Positions {
         }
     }
 
+    /// Where `key` is written a second time: in the mapping that starts at `mapping` when there
+    /// is such a repetition, else the first repetition of `key` in the document.
+    pub fn duplicate(&self, doc: usize, key: &str, mapping: Option<(usize, usize)>) -> Option<Location> {
+        let mut dups = self.duplicates.iter().filter(|d| d.doc == doc && d.key == key);
+        let first = dups.clone().next();
+        dups.find(|d| Some(d.mapping) == mapping).or(first).map(|d| self.loc(d.at.0, d.at.1))
+    }
+
     fn loc(&self, line: usize, column: usize) -> Location {
         Location { file: self.file.clone(), line, column }
     }
+}
+
+/// Decodes a file's bytes; bytes that are not UTF-8 are an error located at the first bad byte
+/// (line, and column in characters), which also names its offset.
+pub fn decode(file: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let valid = std::str::from_utf8(&e.as_bytes()[..bad]).unwrap_or_default();
+        let line = valid.matches('\n').count() + 1;
+        let column = valid[valid.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+        Diagnostic::error(format!("not valid UTF-8 (byte {bad})")).at(Some(Location {
+            file: file.to_path_buf(),
+            line,
+            column,
+        }))
+    })
+}
+
+/// The diagnostic for an error of the serde pass over document `doc` of `file`. The position
+/// `serde_yaml_ng` gives is kept, except for a repeated key: serde locates that at the mapping,
+/// `positions` knows where the repetition is written.
+pub fn serde_error(file: &Path, e: &serde_yaml_ng::Error, doc: usize, positions: &Positions) -> Diagnostic {
+    let mut msg = e.to_string();
+    let mut location = e.location().map(|l| Location { file: file.to_path_buf(), line: l.line(), column: l.column() });
+    if location.is_some() {
+        // serde_yaml_ng appends " at line L column C"; the location already says it.
+        if let Some(i) = msg.rfind(" at line ") {
+            msg.truncate(i);
+        }
+    }
+    if let Some(key) = duplicated_key(&msg) {
+        let mapping = location.as_ref().map(|l| (l.line, l.column));
+        if let Some(l) = positions.duplicate(doc, key, mapping) {
+            location = Some(l);
+        }
+    }
+    Diagnostic::error(msg).at(location).in_file(file)
+}
+
+/// The key named by a duplicate-key message: serde's "duplicate field `k`" and
+/// `policy::unique_keys`' "duplicate entry 'k'".
+fn duplicated_key(msg: &str) -> Option<&str> {
+    if let Some(i) = msg.find("duplicate field `") {
+        return msg[i + "duplicate field `".len()..].strip_suffix('`');
+    }
+    let i = msg.find("duplicate entry '")?;
+    msg[i + "duplicate entry '".len()..].strip_suffix('\'')
 }
 
 /// Flow collections (`[`, `{`) nested deeper than this are refused before any YAML parser sees
@@ -132,8 +201,22 @@ pub fn no_panic<T>(f: impl FnOnce() -> T) -> Option<T> {
 pub const PARSER_FAILED: &str = "the YAML parser failed on this file (an undefined alias?)";
 
 enum Frame {
-    Map { path: String, pending_key: Option<(String, Marker)>, expecting_key: bool },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        pending_key: Option<(String, Marker)>,
+        expecting_key: bool,
+        /// Where the mapping starts, for `Duplicate::mapping`.
+        start: (usize, usize),
+        /// A block mapping starts at its first key, which is not read yet; the path whose
+        /// position that key gives (`None`: not waiting, or the mapping is not indexed).
+        at_first_key: Option<Option<String>>,
+        /// The keys read so far.
+        seen: HashSet<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 struct Walker {
@@ -141,6 +224,8 @@ struct Walker {
     stack: Vec<Frame>,
     out: Positions,
     started: bool,
+    /// The text, by character (`Marker::index` counts characters).
+    chars: Vec<char>,
 }
 
 /// Nodes deeper than this are not indexed: diagnostics never point that deep, and a path per
@@ -157,12 +242,14 @@ fn join(parent: &str, child: &str) -> String {
 }
 
 impl Walker {
-    /// Claims the path of the node that starts now, advancing the parent container.
-    fn node_path(&mut self, mark: Marker) -> Option<String> {
+    /// Claims the path of the node that starts now, advancing the parent container. `empty`: the
+    /// node is an empty (null) scalar, which the parser marks at the next token, often on a later
+    /// line; it is located right after the ':' of its key instead.
+    fn node_path(&mut self, mark: Marker, empty: bool) -> Option<String> {
         if self.stack.len() >= MAX_DEPTH {
             return None;
         }
-        let (line, col) = (mark.line(), mark.col() + 1);
+        let (mut line, mut col) = (mark.line(), mark.col() + 1);
         let path = match self.stack.last_mut() {
             None => String::new(),
             Some(Frame::Seq { path, next }) => {
@@ -170,20 +257,59 @@ impl Walker {
                 *next += 1;
                 p
             }
-            Some(Frame::Map { path, pending_key, expecting_key }) => {
-                if *expecting_key {
-                    return None; // this node is a key
-                }
+            Some(Frame::Map { expecting_key: true, .. }) => {
+                self.first_key(mark); // this node is a (complex) key
+                return None;
+            }
+            Some(Frame::Map { path, pending_key, expecting_key, .. }) => {
                 *expecting_key = true;
                 let (key, kmark) = pending_key.take()?;
                 let p = join(path, &key);
                 self.out.keys.insert((self.doc, p.clone()), (kmark.line(), kmark.col() + 1));
+                if empty {
+                    (line, col) = after_colon(&self.chars, &key, kmark);
+                }
                 p
             }
         };
         self.out.values.insert((self.doc, path.clone()), (line, col));
         Some(path)
     }
+
+    /// A key of the innermost mapping starts at `mark`: the first one is where a block mapping
+    /// starts (the parser marks a block mapping at the ':' after its first key).
+    fn first_key(&mut self, mark: Marker) {
+        if let Some(Frame::Map { start, at_first_key, .. }) = self.stack.last_mut() {
+            if let Some(path) = at_first_key.take() {
+                *start = (mark.line(), mark.col() + 1);
+                if let Some(path) = path {
+                    self.out.values.insert((self.doc, path), *start);
+                }
+            }
+        }
+    }
+}
+
+/// Right after the ':' that follows `key` written at `kmark` (1-based line and column), as the
+/// serde pass locates an empty value; the key itself when the text there is not `key` then ':'
+/// (a quoted key, an anchor).
+fn after_colon(chars: &[char], key: &str, kmark: Marker) -> (usize, usize) {
+    let at_key = (kmark.line(), kmark.col() + 1);
+    let start = kmark.index();
+    let mut i = start;
+    for k in key.chars() {
+        if chars.get(i) != Some(&k) {
+            return at_key;
+        }
+        i += 1;
+    }
+    while matches!(chars.get(i), Some(' ') | Some('\t')) {
+        i += 1;
+    }
+    if chars.get(i) != Some(&':') {
+        return at_key;
+    }
+    (kmark.line(), kmark.col() + 1 + (i + 1 - start))
 }
 
 impl MarkedEventReceiver for Walker {
@@ -196,26 +322,40 @@ impl MarkedEventReceiver for Walker {
                 self.started = true;
                 self.stack.clear();
             }
-            Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { pending_key, expecting_key, .. }) = self.stack.last_mut() {
-                    if *expecting_key {
+            Event::Scalar(value, style, ..) => {
+                if let Some(Frame::Map { expecting_key: true, .. }) = self.stack.last() {
+                    self.first_key(mark);
+                    let doc = self.doc;
+                    if let Some(Frame::Map { pending_key, expecting_key, start, seen, .. }) = self.stack.last_mut() {
+                        if !seen.insert(value.clone()) {
+                            let at = (mark.line(), mark.col() + 1);
+                            self.out.duplicates.push(Duplicate { doc, mapping: *start, key: value.clone(), at });
+                        }
                         *pending_key = Some((value, mark));
                         *expecting_key = false;
-                        return;
                     }
+                    return;
                 }
-                self.node_path(mark);
+                self.node_path(mark, style == TScalarStyle::Plain && value.is_empty());
             }
             Event::Alias(_) => {
-                self.node_path(mark);
+                self.node_path(mark, false);
             }
             Event::SequenceStart(..) => {
-                let path = self.node_path(mark).unwrap_or_default();
+                let path = self.node_path(mark, false).unwrap_or_default();
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
             Event::MappingStart(..) => {
-                let path = self.node_path(mark).unwrap_or_default();
-                self.stack.push(Frame::Map { path, pending_key: None, expecting_key: true });
+                let indexed = self.node_path(mark, false);
+                let block = self.chars.get(mark.index()) != Some(&'{');
+                self.stack.push(Frame::Map {
+                    path: indexed.clone().unwrap_or_default(),
+                    pending_key: None,
+                    expecting_key: true,
+                    start: (mark.line(), mark.col() + 1),
+                    at_first_key: block.then_some(indexed),
+                    seen: HashSet::new(),
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 self.stack.pop();
@@ -239,6 +379,76 @@ mod tests {
         assert_eq!((k.line, k.column), (6, 3));
         assert_eq!(pos.value(1, "name").unwrap().line, 9);
         assert_eq!(pos.nearest(0, "purposes.0.missing").unwrap().line, 3);
+    }
+
+    #[test]
+    fn block_mappings_start_at_their_first_key() {
+        let text = "name: a\ndataset:\n  connection: db\n  key: id\npersonal:\n  email: { category: email }\n";
+        let pos = Positions::index(Path::new("x.yaml"), text);
+        let at = |p: &str| pos.value(0, p).map(|l| (l.line, l.column));
+        assert_eq!(at(""), Some((1, 1)));
+        assert_eq!(at("dataset"), Some((3, 3)));
+        assert_eq!(at("dataset.key"), Some((4, 8)));
+        assert_eq!(at("personal.email"), Some((6, 10)), "a flow mapping starts at its brace");
+        let seq = Positions::index(Path::new("x.yaml"), "purposes:\n  - name: p\n    after: x\n");
+        assert_eq!(seq.value(0, "purposes.0").map(|l| (l.line, l.column)), Some((2, 5)));
+    }
+
+    #[test]
+    fn empty_values_are_located_after_their_colon() {
+        let text = "purposes:\n  - retain:\n    after: x\n  - 'retain' :\n    after: y\n  - retain:   # none\n\n    after: z\n";
+        let pos = Positions::index(Path::new("x.yaml"), text);
+        let at = |p: &str| pos.value(0, p).map(|l| (l.line, l.column));
+        assert_eq!(at("purposes.0.retain"), Some((2, 12)));
+        assert_eq!(at("purposes.1.retain"), Some((4, 5)), "a quoted key: at the key");
+        assert_eq!(at("purposes.2.retain"), Some((6, 12)));
+        assert_eq!(at("purposes.0.after"), Some((3, 12)));
+    }
+
+    #[test]
+    fn duplicate_keys_are_found() {
+        let text = "a: 1\nm:\n  x: 1\n  x: 2\nn: { x: 1, x: 2 }\na: 3\n---\nb: 1\nb: 2\n";
+        let pos = Positions::index(Path::new("x.yaml"), text);
+        let at = |doc, k: &str, m| pos.duplicate(doc, k, m).map(|l| (l.line, l.column));
+        assert_eq!(at(0, "a", Some((1, 1))), Some((6, 1)));
+        assert_eq!(at(0, "x", Some((3, 3))), Some((4, 3)));
+        assert_eq!(at(0, "x", Some((5, 4))), Some((5, 12)));
+        assert_eq!(at(0, "x", None), Some((4, 3)), "without the mapping: the first repetition");
+        assert_eq!(at(1, "b", Some((8, 1))), Some((9, 1)));
+        assert_eq!(at(1, "a", None), None);
+    }
+
+    #[test]
+    fn serde_duplicate_key_errors_are_located_at_the_repetition() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct T {
+            a: u32,
+            m: M,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct M {
+            x: u32,
+        }
+        for (text, at) in [("a: 1\nm: { x: 1 }\na: 2\n", (3, 1)), ("m:\n  x: 1\n  x: 2\na: 1\n", (3, 3))] {
+            let file = Path::new("x.yaml");
+            let e = serde_yaml_ng::from_str::<T>(text).unwrap_err();
+            let d = serde_error(file, &e, 0, &Positions::index(file, text));
+            let l = d.location.clone().unwrap_or_else(|| panic!("{d}"));
+            assert_eq!((l.line, l.column), at, "{d}");
+            assert!(d.message.contains("duplicate") && !d.message.contains(" at line "), "{d}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_is_located_by_line_and_column() {
+        let d = decode(Path::new("x.yaml"), b"name: p\n# caf\xc3\xa9 caf\xe9\n".to_vec()).unwrap_err();
+        let l = d.location.unwrap();
+        assert_eq!((l.line, l.column, d.message.as_str()), (2, 11, "not valid UTF-8 (byte 19)"));
+        let d = decode(Path::new("x.yaml"), b"\xff".to_vec()).unwrap_err();
+        assert_eq!(d.to_string(), "x.yaml:1:1: not valid UTF-8 (byte 0)");
+        assert_eq!(decode(Path::new("x.yaml"), b"a: 1".to_vec()).unwrap(), "a: 1");
     }
 
     #[test]

@@ -418,12 +418,10 @@ pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
 /// point (`fuzz/fuzz_targets/policy.rs`).
 pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut Diagnostics) {
     set.files.push(PolicyFile { path: path.to_path_buf(), sha256: hex::encode(Sha256::digest(&bytes)) });
-    let text = match String::from_utf8(bytes) {
+    let text = match crate::yamlpos::decode(path, bytes) {
         Ok(t) => t,
-        Err(e) => {
-            diags.push(
-                Diagnostic::error(format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())).in_file(path),
-            );
+        Err(d) => {
+            diags.push(d);
             return;
         }
     };
@@ -446,21 +444,13 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut 
                 }
             }
             Err(e) => {
-                let location =
-                    e.location().map(|l| Location { file: path.to_path_buf(), line: l.line(), column: l.column() });
-                let msg = e.to_string();
-                // serde_yaml_ng appends " at line L column C"; the location already says it.
-                let msg = match msg.find(" at line ") {
-                    Some(i) => msg[..i].to_string(),
-                    None => msg,
-                };
                 // A syntax error ends the stream: the reader would repeat it forever.
                 let repeated = last_error.as_deref() == Some(e.to_string().as_str());
                 if repeated {
                     break;
                 }
                 last_error = Some(e.to_string());
-                diags.push(Diagnostic::error(msg).at(location).in_file(path));
+                diags.push(crate::yamlpos::serde_error(path, &e, doc, &positions));
                 if e.location().is_none() || doc > 10_000 {
                     break;
                 }

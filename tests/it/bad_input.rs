@@ -338,7 +338,6 @@ async fn yaml_syntax_errors() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a duplicate key is located at the start of the document (1:1), not at the duplicate"]
 async fn duplicate_key_is_located_at_the_duplicate() {
     let text = edit(POLICY, "on_lapse: delete\n", "on_lapse: delete\non_lapse: anonymize\n");
     let c =
@@ -404,7 +403,6 @@ async fn bad_durations() {
 }
 
 #[tokio::test]
-#[ignore = "bug: an empty value (`retain:`) is located on the next line (14:5) instead of its own line 13"]
 async fn an_empty_value_is_located_on_its_own_line() {
     let text = edit(POLICY, "retain: 1y", "retain:");
     let mut c =
@@ -664,7 +662,6 @@ fn holds_column_config() -> String {
 }
 
 #[tokio::test]
-#[ignore = "bug: errors about a block mapping point at the ':' of its first key (3:13), not where the mapping starts (3:3)"]
 async fn block_mappings_are_located_where_they_start() {
     let c = File::Config;
     let no_table = edit(POLICY, "  table: people\n", "");
@@ -692,7 +689,6 @@ async fn block_mappings_are_located_where_they_start() {
 }
 
 #[tokio::test]
-#[ignore = "bug: an invalid holds_table column is located at the holds_table mapping, not at the column"]
 async fn holds_table_column_is_located_at_the_column() {
     let text = holds_column_config();
     let c = case(
@@ -855,7 +851,6 @@ async fn non_utf8_config_and_holds_files() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a non-UTF-8 file is not located by line and column (policy: byte offset only; config, holds: nothing)"]
 async fn non_utf8_files_are_located_by_line_and_column() {
     let mut policy = b"name: people\n# caf\xe9\n".to_vec();
     policy.extend_from_slice(POLICY.strip_prefix("name: people\n").unwrap().as_bytes());

@@ -532,7 +532,6 @@ mod destroy_error_with_apostrophe_leaks_no_personal_value {
 /// another shape than a dataset's subject column (here an e-mail, for a dataset whose subjects
 /// are UUIDs) must not come back in the database's error message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: PostgreSQL quotes the rejected value in double quotes (`invalid input syntax for type uuid: \"…\"`), which sql::sanitize keeps: the held subject lands in the report errors and the logs (and the policy fails)"]
 async fn postgres_hold_subject_of_another_type_is_not_echoed() {
     if !Backend::Postgres.enabled() {
         return;
