@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--concurrency", type=int, default=0, help="lapse connection concurrency (0: default)")
     ap.add_argument("--contenders", default="lapse,aws-cli")
+    ap.add_argument("--lapse-batch", type=int, default=0, help="the policy's batch_size (0: lapse's default)")
     ap.add_argument("--load-threads", type=int, default=16, help="concurrent PUTs while loading")
     ap.add_argument("--json-out", required=True)
     args = ap.parse_args()
@@ -162,7 +163,7 @@ def run_lapse(args, d, bucket):
                 f"    region: us-east-1\n    bucket: {bucket}\n{conc}policies: policies\nholds_file: holds.yaml\n"
                 "evidence:\n  key_file: evidence.key\nreports:\n  dir: reports\n")
     with open(os.path.join(d, "policies", "exports.yaml"), "w") as f:
-        f.write(POLICY.format(bucket=bucket))
+        f.write(POLICY.format(bucket=bucket) + (f"batch_size: {args.lapse_batch}\n" if args.lapse_batch else ""))
     subjects = [i for i in range(1, args.objects + 1) if held(i)]
     with open(os.path.join(d, "holds.yaml"), "w") as f:
         f.write("holds:\n  - id: LH-BENCH\n    matter: benchmark hold\n    subjects: [" + ", ".join(map(str, subjects)) + "]\n")
