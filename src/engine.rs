@@ -793,9 +793,16 @@ async fn enforce(
             stage: stage.name.clone(),
             action: stage.action.into(),
         };
+        let batch_size = batch_size.min(conn.max_batch(&stage.scope));
         let mut after: Option<Vec<Value>> = None;
         let mut batches = 0u64;
         let mut stage_destroyed = 0u64;
+        // The batch loop is a pipeline of three: while batch i is destroyed, the candidates of
+        // batch i+1 (keys after batch i's last) are read, and batch i-1 is verified; each on its
+        // own pooled connection. Batch i+1's rows are re-checked by its own destroying
+        // statements, so reading them early changes nothing of what is destroyed.
+        let mut prefetched: Option<Result<Vec<Candidate>, ConnectorError>> = None;
+        let mut unverified: Vec<Vec<Value>> = Vec::new();
         crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
         loop {
             if ctx.cancel.load(Ordering::SeqCst) {
@@ -805,7 +812,11 @@ async fn enforce(
             if ctx.opts.max_batches.is_some_and(|m| batches >= m) {
                 break;
             }
-            let cands = match retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await {
+            let cands = match prefetched.take() {
+                Some(c) => c,
+                None => retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await,
+            };
+            let cands = match cands {
                 Ok(c) => c,
                 // The stage cannot go on: the policy stops here (its committed counts stay).
                 Err(e) => anyhow::bail!("stage {}: {e}", stage.name),
@@ -821,23 +832,42 @@ async fn enforce(
                     subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
                 })
                 .collect();
-            let mut attempt = 0;
-            let outcome = loop {
-                attempt += 1;
-                // A lost connection rolled the batch back (or, if only the acknowledgement of the
-                // COMMIT was lost, the retry finds nothing left to do): retried, bounded.
-                match retry(|| conn.destroy(&stage.scope, &cands, &ids, &journal)).await {
-                    Ok(o) if o.conflict && attempt < 3 => continue,
-                    Ok(o) if o.conflict => {
-                        break Err(anyhow::anyhow!(
-                            "batch {batches}: rows kept changing under the batch (3 attempts); skipped"
-                        ))
+            after = cands.last().map(|c| c.key.clone());
+            let read_ahead = ctx.opts.max_batches.is_none_or(|m| batches < m);
+            let to_verify = std::mem::take(&mut unverified);
+            let destroying = async {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    // A lost connection rolled the batch back (or, if only the acknowledgement of
+                    // the COMMIT was lost, the retry finds nothing left to do): retried, bounded.
+                    match retry(|| conn.destroy(&stage.scope, &cands, &ids, &journal)).await {
+                        Ok(o) if o.conflict && attempt < 3 => continue,
+                        Ok(o) if o.conflict => {
+                            break Err(anyhow::anyhow!(
+                                "batch {batches}: rows kept changing under the batch (3 attempts); skipped"
+                            ))
+                        }
+                        Ok(o) => break Ok(o),
+                        Err(e) => break Err(anyhow::anyhow!("batch {batches}: {e}")),
                     }
-                    Ok(o) => break Ok(o),
-                    Err(e) => break Err(anyhow::anyhow!("batch {batches}: {e}")),
                 }
             };
-            after = cands.last().map(|c| c.key.clone());
+            let reading = async {
+                match read_ahead {
+                    true => Some(retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await),
+                    false => None,
+                }
+            };
+            let verifying = verify_batch(conn, &stage.scope, &to_verify);
+            let (outcome, next, left) = futures::join!(destroying, reading, verifying);
+            prefetched = next;
+            // A failed verification stops the policy, but only after this batch's committed
+            // outcome is accounted for below.
+            let verified = left.map(|n| {
+                verify.checked += to_verify.len() as u64;
+                verify.still_present += n;
+            });
             crate::progress::advance(cands.len() as u64);
             let o = match outcome {
                 Ok(o) => o,
@@ -845,6 +875,7 @@ async fn enforce(
                     tracing::error!(stage = %stage.name, "{e}");
                     pr.errors.push(format!("stage {}: {e}", stage.name));
                     pr.failed += cands.len() as u64;
+                    verified?;
                     continue;
                 }
             };
@@ -898,11 +929,9 @@ async fn enforce(
                 }
                 sink.flush()?;
             }
-            // Verify: the destroyed keys no longer match.
-            let keys: Vec<Vec<Value>> = o.destroyed.iter().map(|&i| cands[i].key.clone()).collect();
-            let left = retry(|| conn.remaining(&stage.scope, &keys)).await?;
-            verify.checked += keys.len() as u64;
-            verify.still_present += left;
+            verified?;
+            // Verified (the destroyed keys no longer match) alongside the next batch.
+            unverified = o.destroyed.iter().map(|&i| cands[i].key.clone()).collect();
             tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
             if stage_destroyed > budget && !pr.guardrail.overridden {
                 let msg = format!(
@@ -915,6 +944,8 @@ async fn enforce(
                 break;
             }
         }
+        verify.checked += unverified.len() as u64;
+        verify.still_present += verify_batch(conn, &stage.scope, &unverified).await?;
         crate::progress::finish();
         if pr.guardrail.tripped {
             break;
@@ -949,6 +980,14 @@ where
             r => return r,
         }
     }
+}
+
+/// How many of a committed batch's destroyed keys still need work (0: verified).
+async fn verify_batch(conn: &dyn Connector, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    retry(|| conn.remaining(scope, keys)).await
 }
 
 /// Exit codes a CronJob can act on.

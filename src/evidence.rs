@@ -11,8 +11,10 @@ use sha2::Sha256;
 
 use crate::value::Value;
 
+/// The HMAC, keyed once (the key's inner and outer blocks are computed when the key is made,
+/// not for every record: a run hashes two values per destroyed record).
 #[derive(Clone)]
-pub struct EvidenceKey(Vec<u8>);
+pub struct EvidenceKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for EvidenceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -22,11 +24,11 @@ impl std::fmt::Debug for EvidenceKey {
 
 impl EvidenceKey {
     pub fn new(bytes: Vec<u8>) -> Self {
-        EvidenceKey(bytes)
+        EvidenceKey(Hmac::<Sha256>::new_from_slice(&bytes).expect("HMAC takes any key length"))
     }
 
     fn mac(&self, parts: &[&str]) -> String {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut m = self.0.clone();
         for (i, p) in parts.iter().enumerate() {
             if i > 0 {
                 m.update(&[0]);

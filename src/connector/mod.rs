@@ -322,6 +322,12 @@ pub trait Connector: Send + Sync + fmt::Display {
         None
     }
 
+    /// The largest batch [`Connector::destroy`] can take for this scope (e.g. a database's
+    /// limit on bound parameters per statement); the engine never asks for more.
+    fn max_batch(&self, _scope: &Scope) -> usize {
+        usize::MAX
+    }
+
     /// Prepares for a `run` (e.g. creates the journal table). Never called by `plan`.
     async fn prepare_run(&self) -> Result<(), ConnectorError> {
         Ok(())

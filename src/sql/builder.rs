@@ -198,6 +198,7 @@ impl<'a> Builder<'a> {
                 }
                 sql.push(")");
             }
+            Filter::Not(inner) if matches!(**inner, Filter::Held) => self.not_held(sql, qual),
             Filter::Not(inner) => {
                 sql.push("NOT (");
                 self.filter(sql, inner, qual);
@@ -394,14 +395,12 @@ impl<'a> Builder<'a> {
             }
         }
         if only.is_none() {
-            if let (Some(ht), Some(_)) = (&holds.table, self.holds_info) {
+            for part in self.table_hold_parts() {
                 if parts > 0 {
                     sql.push(" OR ");
                 }
                 parts += 1;
-                sql.push(&format!("EXISTS (SELECT 1 FROM {} lh WHERE ", self.q(&ht.table)));
-                self.table_hold_match(sql, ht, qual);
-                sql.push(")");
+                self.table_hold_exists(sql, qual, part);
             }
         }
         if parts == 0 {
@@ -410,13 +409,58 @@ impl<'a> Builder<'a> {
         sql.push(")");
     }
 
-    /// The join condition between a row (`qual`) and an active row `lh` of the holds table.
-    fn table_hold_match(&self, sql: &mut Sql, ht: &HoldsTable, qual: &str) {
-        self.table_hold_match_part(sql, ht, qual, None)
+    /// Not under any active hold: the negation of [`Self::held`] as a conjunction, `NOT (file
+    /// hold) AND NOT EXISTS (hold of the row's subject) AND NOT EXISTS (hold of every subject)`,
+    /// which databases plan as an anti-join and a one-time test (a negated `OR` of correlated
+    /// subqueries is evaluated row by row).
+    fn not_held(&self, sql: &mut Sql, qual: &str) {
+        let mut parts = 0;
+        sql.push("(");
+        for h in &self.scope.holds.file {
+            if parts > 0 {
+                sql.push(" AND ");
+            }
+            parts += 1;
+            sql.push("NOT ");
+            self.held(sql, qual, Some(&h.id));
+        }
+        for part in self.table_hold_parts() {
+            if parts > 0 {
+                sql.push(" AND ");
+            }
+            parts += 1;
+            sql.push("NOT ");
+            self.table_hold_exists(sql, qual, part);
+        }
+        if parts == 0 {
+            sql.push("1=1");
+        }
+        sql.push(")");
     }
 
-    /// [`Self::table_hold_match`], or only its holds of the row's subject (`Some(true)`) or
-    /// only its holds of every subject (`Some(false)`).
+    /// The parts of the holds table that apply: holds of the row's subject (`true`, if the
+    /// scope has a subject) and holds of every subject (`false`). None without a holds table.
+    fn table_hold_parts(&self) -> Vec<bool> {
+        match (&self.scope.holds.table, self.holds_info) {
+            (Some(_), Some(_)) if self.scope.subject.is_some() => vec![true, false],
+            (Some(_), Some(_)) => vec![false],
+            _ => vec![],
+        }
+    }
+
+    /// `EXISTS (an active hold of the holds table)`, of the row's subject or of every subject.
+    /// Two separate subqueries instead of one on `subject = … OR subject IS NULL`: the first is
+    /// a (hash or index) semi-join on the subject, the second does not depend on the row at all.
+    fn table_hold_exists(&self, sql: &mut Sql, qual: &str, by_subject: bool) {
+        let Some(ht) = &self.scope.holds.table else { return };
+        sql.push(&format!("EXISTS (SELECT 1 FROM {} lh WHERE ", self.q(&ht.table)));
+        self.table_hold_match_part(sql, ht, qual, Some(by_subject));
+        sql.push(")");
+    }
+
+    /// The join condition between a row (`qual`) and an active row `lh` of the holds table:
+    /// any hold of the row (`None`), only holds of the row's subject (`Some(true)`) or only
+    /// holds of every subject (`Some(false)`).
     fn table_hold_match_part(&self, sql: &mut Sql, ht: &HoldsTable, qual: &str, by_subject: Option<bool>) {
         let hs = self.col("lh", &ht.subject);
         match (&self.scope.subject, by_subject) {
@@ -532,21 +576,8 @@ impl<'a> Builder<'a> {
         sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         if let Some(after) = after {
-            let keys: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
-            if keys.len() == 1 {
-                sql.push(&format!(" AND {} > ", keys[0]));
-            } else {
-                sql.push(&format!(" AND ({}) > (", keys.join(", ")));
-            }
-            for (i, (v, k)) in after.iter().zip(&self.scope.key).enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind_for(v.clone(), self.scope.table.column(k), false);
-            }
-            if keys.len() > 1 {
-                sql.push(")");
-            }
+            sql.push(" AND ");
+            self.key_compare(&mut sql, &t, ">", after);
         }
         let order: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
         sql.push(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
@@ -555,13 +586,20 @@ impl<'a> Builder<'a> {
 
     /// Inside the destroying transaction: re-reads (and locks) the batch rows that are still
     /// due, with the values the anonymization needs. Columns: keys, then `columns`.
-    pub fn lock(&self, keys: &[Vec<Value>], columns: &[String]) -> Sql {
+    pub fn lock(&self, rows: Rows, columns: &[String]) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
         cols.extend(columns.iter().map(|c| self.read_expr(&t, c)));
         sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
-        self.keys_in(&mut sql, &t, keys);
+        match rows {
+            Rows::Keys(keys) => self.keys_in(&mut sql, &t, keys),
+            Rows::Range(first, last) => {
+                self.key_compare(&mut sql, &t, ">=", first);
+                sql.push(" AND ");
+                self.key_compare(&mut sql, &t, "<=", last);
+            }
+        }
         sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         if self.d != Dialect::Sqlite {
@@ -630,6 +668,48 @@ impl<'a> Builder<'a> {
             self.parent_exists(sql, chain, i - 1, &alias, keys);
         }
         sql.push(")");
+    }
+
+    /// Deletes the due rows whose key lies between `first` and `last` (inclusive, in the
+    /// database's own key order: the first and last candidate of a batch) and returns their
+    /// keys and subjects (columns: keys, then the subject if the scope has one). The range is a
+    /// plain index range scan, where an `IN` list of the batch's keys would be one probe (and
+    /// one bound parameter) per key; what it deleted comes back from `RETURNING`, so a row that
+    /// became due inside the range meanwhile is seen, never assumed.
+    pub fn delete_range(&self, first: &[Value], last: &[Value]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        sql.push(&format!("DELETE FROM {t} WHERE "));
+        self.key_compare(&mut sql, &t, ">=", first);
+        sql.push(" AND ");
+        self.key_compare(&mut sql, &t, "<=", last);
+        sql.push(" AND ");
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
+        if let Some(s) = &self.scope.subject {
+            cols.push(self.read_expr(&t, s));
+        }
+        sql.push(&format!(" RETURNING {}", cols.join(", ")));
+        sql
+    }
+
+    /// `key <op> (values)`: a column comparison, or a row comparison for a composite key.
+    fn key_compare(&self, sql: &mut Sql, qual: &str, op: &str, values: &[Value]) {
+        let keys: Vec<String> = self.scope.key.iter().map(|k| self.col(qual, k)).collect();
+        if keys.len() == 1 {
+            sql.push(&format!("{} {op} ", keys[0]));
+        } else {
+            sql.push(&format!("({}) {op} (", keys.join(", ")));
+        }
+        for (i, (v, k)) in values.iter().zip(&self.scope.key).enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_for(v.clone(), self.scope.table.column(k), false);
+        }
+        if keys.len() > 1 {
+            sql.push(")");
+        }
     }
 
     pub fn delete(&self, keys: &[Vec<Value>]) -> Sql {
@@ -718,12 +798,14 @@ impl<'a> Builder<'a> {
             self.derived(&mut sql, &names, table);
         }
         sql.push(" WHERE ");
-        if !varying.is_empty() && self.d != Dialect::MySql {
+        if varying.is_empty() {
+            let keys: Vec<Vec<Value>> = rows.iter().map(|(k, _)| k.clone()).collect();
+            self.keys_in(&mut sql, &t, &keys);
+            sql.push(" AND ");
+        } else if self.d != Dialect::MySql {
+            // The join with the batch's derived table already limits the rows to the batch.
             sql.push(&format!("{} AND ", join.join(" AND ")));
         }
-        let keys: Vec<Vec<Value>> = rows.iter().map(|(k, _)| k.clone()).collect();
-        self.keys_in(&mut sql, &t, &keys);
-        sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         sql
     }
@@ -810,6 +892,37 @@ impl<'a> Builder<'a> {
             }
             return sql;
         }
+        if self.d == Dialect::Postgres && records.iter().all(|(r, s)| is_hex(r) && (is_hex(s) || s.is_null())) {
+            // Two bound parameters for the whole batch instead of two per record (parsing and
+            // binding thousands of parameters costs more than the insert): the records and the
+            // subjects, each a comma-separated list of hex digests (an absent subject is empty).
+            let list = |f: &dyn Fn(&(Value, Value)) -> &Value| {
+                let texts: Vec<&str> = records
+                    .iter()
+                    .map(|x| match f(x) {
+                        Value::Text(t) => t.as_str(),
+                        _ => "",
+                    })
+                    .collect();
+                Value::Text(texts.join(","))
+            };
+            sql.push(&format!(
+                "INSERT INTO {} (run_id, policy, stage, action, record, subject, committed_at) SELECT ",
+                self.q(self.journal_table)
+            ));
+            for v in &constants[..4] {
+                self.bind_text(&mut sql, v.clone());
+                sql.push(", ");
+            }
+            sql.push("v.record, NULLIF(v.subject, ''), ");
+            self.bind_text(&mut sql, constants[4].clone());
+            sql.push(" FROM unnest(string_to_array(");
+            sql.bind(list(&|x| &x.0));
+            sql.push(", ','), string_to_array(");
+            sql.bind(list(&|x| &x.1));
+            sql.push(", ',')) AS v(record, subject)");
+            return sql;
+        }
         sql.push(&format!(
             "INSERT INTO {} (run_id, policy, stage, action, record, subject, committed_at) SELECT ",
             self.q(self.journal_table)
@@ -839,6 +952,19 @@ impl<'a> Builder<'a> {
             sql.bind(v);
         }
     }
+}
+
+/// A non-empty text of hex digits (an evidence digest).
+fn is_hex(v: &Value) -> bool {
+    matches!(v, Value::Text(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Which rows a statement reads: these keys, or every key in a range (inclusive, in the
+/// database's key order; cheaper than an `IN` list of a batch that is contiguous in it).
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'k> {
+    Keys(&'k [Vec<Value>]),
+    Range(&'k [Value], &'k [Value]),
 }
 
 /// One cell of a derived table.

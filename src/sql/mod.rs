@@ -25,7 +25,13 @@ use crate::connector::{
     Work,
 };
 use crate::value::Value;
-use builder::{Builder, Dialect, Sql};
+use builder::{Builder, Dialect, Rows, Sql};
+
+/// Bound parameters a batch's statements may take (see `max_batch`).
+const MAX_BATCH_PARAMS: usize = 30_000;
+
+/// Statements with more bound parameters than this are prepared without caching (see `bound!`).
+const MAX_CACHED_PARAMS: usize = 64;
 
 enum Pool {
     Pg(PgPool),
@@ -40,6 +46,8 @@ pub struct SqlConnector {
     pool: Pool,
     journal_table: String,
     holds_table: Option<(HoldsTable, TableInfo)>,
+    /// Whether `DELETE ... RETURNING` exists here (PostgreSQL, SQLite, MariaDB; not MySQL).
+    returning: bool,
     /// Run locks taken by `try_run_lock`: the sessions (or lock files) that hold them, kept
     /// open until the connector is dropped at the end of the process.
     run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
@@ -126,9 +134,15 @@ macro_rules! with_pool {
 }
 
 /// Binds the statement's parameters onto a `sqlx` query.
+///
+/// A statement with many parameters (one per key or value of a batch) is not kept in the
+/// connection's prepared-statement cache: its text changes with the batch's shape (which
+/// columns vary, how many rows), so caching it would keep up to 100 copies of a text of
+/// hundreds of kilobytes per connection (memory grew with the table, 36 to 105 MiB at a
+/// million rows, before this); small fixed statements (counts, range deletes) stay cached.
 macro_rules! bound {
     ($sql:expr) => {{
-        let mut q = sqlx::query(&$sql.text);
+        let mut q = sqlx::query(&$sql.text).persistent($sql.params.len() <= MAX_CACHED_PARAMS);
         for v in &$sql.params {
             q = match v {
                 Value::Null => q.bind(None::<String>),
@@ -307,12 +321,20 @@ impl SqlConnector {
                 })
             }
         };
+        let returning = match &pool {
+            Pool::My(p) => {
+                let version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(p).await.map_err(conn_err)?;
+                version.contains("MariaDB")
+            }
+            _ => true,
+        };
         let mut c = SqlConnector {
             name: name.to_string(),
             dialect,
             pool,
             journal_table: journal_table.to_string(),
             holds_table: None,
+            returning,
             run_locks: std::sync::Mutex::new(Vec::new()),
         };
         if let Some(h) = holds {
@@ -614,12 +636,61 @@ impl SqlConnector {
             Work::Anonymize(cols) => cols.iter().map(|(c, _)| c.clone()).collect(),
         };
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
-        let lock = b.lock(&keys, &work_cols);
+        // An anonymizing batch reads the due rows of its key range (the rows of other batches
+        // in it are skipped below); a delete that could not take the fast path reads its keys.
+        let lock = match &scope.work {
+            Work::Anonymize(_) if !batch.is_empty() => {
+                b.lock(Rows::Range(&batch[0].key, &batch[batch.len() - 1].key), &work_cols)
+            }
+            _ => b.lock(Rows::Keys(&keys), &work_cols),
+        };
         let cascades = if matches!(scope.work, Work::Delete) { b.cascade(&keys) } else { vec![] };
         let nk = scope.key.len();
+        // Where each key is in the batch.
+        let position: std::collections::HashMap<Vec<String>, usize> =
+            batch.iter().enumerate().map(|(i, c)| (c.key.iter().map(Value::canonical).collect(), i)).collect();
+        let index_of = |key: &[Value]| position.get(&key.iter().map(Value::canonical).collect::<Vec<_>>()).copied();
         let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
 
-        if matches!(scope.work, Work::Delete) && !batch.is_empty() {
+        if matches!(scope.work, Work::Delete) && cascades.is_empty() && self.returning && !batch.is_empty() {
+            // Fastest path: one range delete over the batch's key range that returns what it
+            // deleted. Every row it deletes passed `destroy_filter` in that statement; a
+            // candidate that became held or changed meanwhile is simply not deleted. Only a
+            // row outside the batch (one that became due inside its range since it was
+            // selected) sends the batch to the locking path, since its evidence ids are not
+            // at hand.
+            let del = b.delete_range(&batch[0].key, &batch[batch.len() - 1].key);
+            let done = with_pool!(self, p => {
+                let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+                let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+                let mut destroyed = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let key: Vec<String> = (0..nk)
+                        .map(|i| row.value(i).map(|v| v.canonical()))
+                        .collect::<Result<_, _>>()
+                        .map_err(db_err(&ctx))?;
+                    match position.get(&key) {
+                        Some(&i) => destroyed.push(i),
+                        None => break,
+                    }
+                }
+                if destroyed.len() == rows.len() {
+                    destroyed.sort_unstable();
+                    if !destroyed.is_empty() {
+                        let ins = journal_sql(&b, journal, ids, &destroyed, &now);
+                        bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+                    }
+                    tx.commit().await.map_err(db_err(&ctx))?;
+                    Some(BatchOutcome { destroyed, ..Default::default() })
+                } else {
+                    tx.rollback().await.map_err(db_err(&ctx))?;
+                    None
+                }
+            });
+            if let Some(o) = done {
+                return Ok(o);
+            }
+        } else if matches!(scope.work, Work::Delete) && !batch.is_empty() {
             // Fast path: the destroying statements re-check every row with the destroy filter
             // themselves; if they destroy exactly the batch, no row changed since it was
             // selected and nothing needs locking first. Otherwise roll back and take the
@@ -653,7 +724,6 @@ impl SqlConnector {
             // 1. Re-read and lock the rows that are still due and not held.
             let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
             let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
-            let index_of = |key: &[Value]| batch.iter().position(|c| c.key.as_slice() == key);
             let mut outcome = BatchOutcome::default();
             let expected: u64;
             match &scope.work {
@@ -727,6 +797,21 @@ impl crate::connector::Connector for SqlConnector {
 
     async fn prepare_run(&self) -> Result<(), ConnectorError> {
         self.ensure_journal().await
+    }
+
+    /// A batch's statements bind a few values per row (its key in an `IN` list, the new values
+    /// of an anonymizing update, the journal row): the batch is kept under the smallest limit
+    /// on bound parameters of the three databases (SQLite's 32,766) with room to spare.
+    fn max_batch(&self, scope: &Scope) -> usize {
+        let journal = if self.dialect == Dialect::MySql { 7 } else { 2 };
+        let update = match &scope.work {
+            Work::Delete => 0,
+            Work::Anonymize(cols) => scope.key.len() + cols.len(),
+        };
+        let per_row = journal.max(scope.key.len()).max(update);
+        // The subjects of the holds file are bound in every statement too.
+        let fixed: usize = scope.holds.file.iter().map(|h| h.subjects.len()).sum();
+        (MAX_BATCH_PARAMS.saturating_sub(fixed) / per_row).max(1)
     }
 
     async fn try_run_lock(
