@@ -8,7 +8,8 @@
 #   --objects M     objects in the versioned bucket (default 50,000)
 #   --only LIST     any of pg, mysql, sqlite, s3, rss (default: all but rss)
 #   --batch B       batch of the hand-written loop (default 5000)
-#   --lapse-batch B lapse --batch-size (default: lapse's own default)
+#   --lapse-batch B lapse --batch-size (default: lapse's own default); S3: the policy's batch_size
+#   --lapse-bin F   time this lapse binary instead of building one (cargo build --release)
 #   --rss-sizes L   with `rss` in --only: peak RSS of `lapse run` (delete, PostgreSQL) at these
 #                   table sizes, side by side (default 100000,1000000)
 #   --out FILE      JSON results (default .bench/results-<time>.json); a Markdown summary is
@@ -21,7 +22,7 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 RSS_SIZES="100000,1000000"
+ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 RSS_SIZES="100000,1000000" LAPSE_BIN=""
 OUT=".bench/results-$(date -u +%Y%m%dT%H%M%SZ).json"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -31,20 +32,26 @@ while [[ $# -gt 0 ]]; do
     --only) ONLY=$2; shift 2 ;;
     --batch) BATCH=$2; shift 2 ;;
     --lapse-batch) LAPSE_BATCH=$2; shift 2 ;;
+    --lapse-bin) LAPSE_BIN=$2; shift 2 ;;
     --rss-sizes) RSS_SIZES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 log() { printf '[bench] %s\n' "$*" >&2; }
 has() { [[ ",$ONLY," == *",$1,"* ]]; }
 
-log "building lapse (release)"
-cargo build --release --quiet --bin lapse
-TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
-# A private copy: the shared target directory may be rebuilt by someone else meanwhile.
-mkdir -p .bench && cp "$TARGET/release/lapse" .bench/lapse
+mkdir -p .bench
+if [[ -n "$LAPSE_BIN" ]]; then
+    cp "$LAPSE_BIN" .bench/lapse
+else
+    log "building lapse (release)"
+    cargo build --release --quiet --bin lapse
+    TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+    # A private copy: the shared target directory may be rebuilt by someone else meanwhile.
+    cp "$TARGET/release/lapse" .bench/lapse
+fi
 LAPSE="$REPO_ROOT/.bench/lapse"
 
 VENV="$REPO_ROOT/.bench/venv"
@@ -108,7 +115,7 @@ if has s3; then
     trap 'scripts/moto.sh stop "$REPO_ROOT/.bench/moto"' EXIT
     log "S3: $OBJECTS objects on http://127.0.0.1:$S3_PORT"
     "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "http://127.0.0.1:$S3_PORT" \
-        --lapse "$LAPSE" --aws "$VENV/bin/aws" --work "$WORK" --json-out "$OUT.s3"
+        --lapse "$LAPSE" --lapse-batch "$LAPSE_BATCH" --aws "$VENV/bin/aws" --work "$WORK" --json-out "$OUT.s3"
     PARTS+=("$OUT.s3")
 fi
 "$VENV/bin/python" scripts/bench/summary.py --out "$OUT" "${PARTS[@]}"

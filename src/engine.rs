@@ -719,18 +719,37 @@ async fn enforce(
         .map(|h| Filter::All(vec![any_lapse.clone(), Filter::HeldByFile(h.id.clone())]))
         .collect();
     let everything = within(Filter::True);
-    let (total, dues, held, by_file, by_table) = futures::join!(
-        count(conn, full, &everything),
-        futures::future::try_join_all(stages.iter().map(|s| {
-            let f = s.scope.destroy_filter();
-            async move { count(conn, &s.scope, &f).await }
-        })),
-        count(conn, full, &held_filter),
-        futures::future::try_join_all(file_filters.iter().map(|f| count(conn, full, f))),
-        conn.count_by_table_hold(full, &any_lapse),
-    );
-    pr.rows_total = total?;
-    for (s, due) in stages.iter().zip(dues?) {
+    let null_anchors: Vec<Filter> = p
+        .purposes
+        .iter()
+        .filter(|x| x.null_anchor == NullAnchor::Keep)
+        .map(|x| Filter::AnchorNull(x.anchor.clone()))
+        .collect();
+    // Every count of the report in one request to the connector, which may answer them all in
+    // one pass (an object store lists its prefix once): total, due per stage, held, held per
+    // file hold, then the optional ones. A stage's scope differs from `full` only in what its
+    // destroy filter already says.
+    let mut filters = vec![everything, held_filter];
+    filters.extend(stages.iter().map(|s| s.scope.destroy_filter()));
+    filters.extend(file_filters);
+    let null_at = (!null_anchors.is_empty() && p.objects.is_none()).then(|| {
+        filters.push(within(Filter::Any(null_anchors)));
+        filters.len() - 1
+    });
+    let blocked_at = (!full.restrict.is_empty()).then(|| {
+        filters.push(Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]));
+        filters.len() - 1
+    });
+    let unreadable_at = p.objects.is_some().then(|| {
+        filters.push(within(Filter::Unreadable));
+        filters.len() - 1
+    });
+    let (counts, by_table) = futures::join!(conn.counts(full, &filters), conn.count_by_table_hold(full, &any_lapse));
+    let counts = counts?;
+    pr.rows_total = counts[0];
+    pr.held = counts[1];
+    let dues = &counts[2..2 + stages.len()];
+    for (s, &due) in stages.iter().zip(dues) {
         pr.rows_due += due;
         pr.stages.push(StageReport {
             name: s.name.clone(),
@@ -740,8 +759,8 @@ async fn enforce(
             ..Default::default()
         });
     }
-    pr.held = held?;
-    for (h, n) in full.holds.file.iter().zip(by_file?) {
+    let by_file = &counts[2 + stages.len()..];
+    for (h, &n) in full.holds.file.iter().zip(by_file) {
         if n > 0 {
             pr.held_by.insert(h.id.clone(), n);
         }
@@ -749,21 +768,14 @@ async fn enforce(
     for (id, n) in by_table? {
         pr.held_by.insert(id, n);
     }
-    let null_anchors: Vec<Filter> = p
-        .purposes
-        .iter()
-        .filter(|x| x.null_anchor == NullAnchor::Keep)
-        .map(|x| Filter::AnchorNull(x.anchor.clone()))
-        .collect();
-    if !null_anchors.is_empty() && p.objects.is_none() {
-        pr.null_anchor_kept = count(conn, full, &within(Filter::Any(null_anchors))).await?;
+    if let Some(i) = null_at {
+        pr.null_anchor_kept = counts[i];
     }
-    if !full.restrict.is_empty() {
-        let blocked = Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]);
-        pr.blocked_by_dependents = count(conn, full, &blocked).await?;
+    if let Some(i) = blocked_at {
+        pr.blocked_by_dependents = counts[i];
     }
-    if p.objects.is_some() {
-        pr.unreadable = count(conn, full, &within(Filter::Unreadable)).await?;
+    if let Some(i) = unreadable_at {
+        pr.unreadable = counts[i];
         pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
     }
     // Guardrail: an implausible share stops the policy before anything is destroyed.
@@ -1095,10 +1107,6 @@ async fn verify_batch(conn: &dyn Connector, scope: &Scope, keys: &[Vec<Value>]) 
         return Ok(0);
     }
     retry(|| conn.remaining(scope, keys)).await
-}
-
-async fn count(conn: &dyn Connector, scope: &Scope, f: &Filter) -> anyhow::Result<u64> {
-    Ok(conn.count(scope, f).await?)
 }
 
 /// Exit codes a CronJob can act on.

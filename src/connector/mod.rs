@@ -283,6 +283,14 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// Number of rows of the scope's table matching `filter`.
     async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError>;
 
+    /// The rows matching each of `filters`, in order: the report's counts of one policy. The
+    /// default asks [`Connector::count`] for each, side by side (a database counts each in
+    /// one statement); a connector that can only count by reading the whole dataset (an object
+    /// store's listing) counts them all in one pass.
+    async fn counts(&self, scope: &Scope, filters: &[Filter]) -> Result<Vec<u64>, ConnectorError> {
+        futures::future::try_join_all(filters.iter().map(|f| self.count(scope, f))).await
+    }
+
     /// Rows matching `filter` per hold of the holds table (hold id -> rows).
     async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError>;
 

@@ -323,6 +323,28 @@ pub struct ObjectConnector {
     default_bucket: Option<String>,
     concurrency: usize,
     run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// The due objects each policy's count pass found, by [`due_memo_id`].
+    due: std::sync::Mutex<HashMap<String, DueMemo>>,
+    due_memo_max: usize,
+}
+
+/// At most this many due objects are remembered per policy (about 100 bytes each); beyond
+/// them the batches list on from the last one remembered.
+const DUE_MEMO_MAX: usize = 100_000;
+
+/// The due objects (key, subject) a policy's count pass found, in key order, so that its
+/// batches need not list the prefix again. Hints only: each batch re-reads its objects'
+/// versions and re-evaluates the destroy filter before deleting anything (see `destroy`).
+struct DueMemo {
+    due: Vec<(String, Option<String>)>,
+    /// The pass saw every due object (else: every one up to the last remembered).
+    complete: bool,
+}
+
+/// What identifies a policy stage's due objects: policy, dataset and destroy filter (cutoff,
+/// holds, shard part). A new count pass replaces the memo of the same id.
+fn due_memo_id(scope: &Scope) -> String {
+    format!("{}\n{:?}\n{:?}", scope.policy, scope.objects, scope.destroy_filter())
 }
 
 impl fmt::Display for ObjectConnector {
@@ -353,6 +375,8 @@ impl ObjectConnector {
             default_bucket,
             concurrency: concurrency.max(1),
             run_locks: Default::default(),
+            due: Default::default(),
+            due_memo_max: DUE_MEMO_MAX,
         }
     }
 
@@ -538,6 +562,32 @@ impl Connector for ObjectConnector {
         Ok(n)
     }
 
+    /// One listing of the prefix for all of them; it also remembers the due objects (see
+    /// [`DueMemo`]) for [`Connector::candidates`].
+    async fn counts(&self, scope: &Scope, filters: &[Filter]) -> Result<Vec<u64>, ConnectorError> {
+        let mut n = vec![0u64; filters.len()];
+        let destroy = scope.destroy_filter();
+        let mut memo = DueMemo { due: Vec::new(), complete: true };
+        self.scan(scope, &Filter::True, None, |f| {
+            for (i, filter) in filters.iter().enumerate() {
+                if Self::eval(filter, f, scope) {
+                    n[i] += 1;
+                }
+            }
+            if memo.complete && Self::eval(&destroy, f, scope) {
+                if memo.due.len() < self.due_memo_max {
+                    memo.due.push((f.key.clone(), f.subject.clone()));
+                } else {
+                    memo.complete = false;
+                }
+            }
+            true
+        })
+        .await?;
+        self.due.lock().expect("due memo").insert(due_memo_id(scope), memo);
+        Ok(n)
+    }
+
     async fn count_by_table_hold(&self, _: &Scope, _: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
         Ok(vec![])
     }
@@ -548,8 +598,27 @@ impl Connector for ObjectConnector {
         after: Option<&[Value]>,
         limit: usize,
     ) -> Result<Vec<Candidate>, ConnectorError> {
-        let after = after.and_then(|a| a.first()).map(Value::canonical);
+        let mut after = after.and_then(|a| a.first()).map(Value::canonical);
         let mut out = Vec::new();
+        // From the count pass's memo when there is one: no listing at all, or a listing from
+        // the last remembered due object on when the memo is full.
+        if let Some(m) = self.due.lock().expect("due memo").get(&due_memo_id(scope)) {
+            let start = after.as_deref().map_or(0, |a| m.due.partition_point(|(k, _)| k.as_str() <= a));
+            out.extend(
+                m.due[start..]
+                    .iter()
+                    .take(limit)
+                    .map(|(k, s)| Candidate { key: vec![Value::Text(k.clone())], subject: s.clone().map(Value::Text) }),
+            );
+            if out.len() >= limit || m.complete {
+                return Ok(out);
+            }
+            if let Some((last, _)) = m.due.last() {
+                if after.as_deref().is_none_or(|a| a < last.as_str()) {
+                    after = Some(last.clone());
+                }
+            }
+        }
         self.scan(scope, &scope.destroy_filter(), after.as_deref(), |f| {
             out.push(Candidate { key: vec![Value::Text(f.key.clone())], subject: f.subject.clone().map(Value::Text) });
             out.len() < limit
@@ -760,6 +829,86 @@ mod tests {
             ["exports/{yyyy", "x/{month}/y", "{subject}{yyyy}", "x/{mm}/y", "plain/prefix/", "a/{subject}/{subject}"]
         {
             assert!(KeyPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The counts of one pass equal the counts one by one, and the batches' candidates from the
+    /// count pass's memo (whole, or full after two objects) equal those of a plain listing.
+    #[tokio::test]
+    async fn one_pass_counts_and_remembered_candidates() {
+        use crate::connector::{FileHold, HoldScope, LapseRule, Work};
+        let dir = tempfile::tempdir().unwrap();
+        for (i, day) in [1, 2, 3, 4, 5, 6, 7, 8, 9].iter().enumerate() {
+            let p = dir.path().join(format!("e/2020/01/0{day}/s{i}.csv"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        std::fs::write(dir.path().join("e/unreadable.csv"), "x").unwrap();
+        let threshold = "2020-01-07T00:00:00Z".parse().unwrap();
+        let scope = Scope {
+            policy: "p".into(),
+            table: TableInfo {
+                name: "e/".into(),
+                columns: vec![],
+                primary_key: vec!["key".into()],
+                referenced_by: vec![],
+            },
+            key: vec!["key".into()],
+            subject: Some("key".into()),
+            lapse: Filter::Lapsed(LapseRule {
+                anchor: "key_date".into(),
+                threshold,
+                condition: None,
+                null_lapses: true,
+            }),
+            work: Work::Delete,
+            holds: HoldScope {
+                file: vec![FileHold { id: "H".into(), subjects: vec![Value::Text("s2".into())], whole_policy: false }],
+                table: None,
+                now: threshold,
+            },
+            restrict: vec![],
+            cascade: vec![],
+            pseudonym_key: None,
+            objects: Some(ObjectDataset {
+                bucket: None,
+                prefix: "e/".into(),
+                pattern: Some(KeyPattern::parse("e/{yyyy}/{mm}/{dd}/{subject}.csv").unwrap()),
+            }),
+        };
+        let conn = |max: usize| {
+            let mut c = ObjectConnector::new("t", Box::new(local::DirBackend::new(dir.path().into())), None, 4);
+            c.due_memo_max = max;
+            c
+        };
+        let filters =
+            [Filter::True, scope.destroy_filter(), Filter::Held, Filter::HeldByFile("H".into()), Filter::Unreadable];
+        let plain = conn(0);
+        let mut one_by_one = Vec::new();
+        for f in &filters {
+            one_by_one.push(plain.count(&scope, f).await.unwrap());
+        }
+        assert_eq!(one_by_one, [10, 6, 1, 1, 1]);
+        let batches = |c: ObjectConnector| {
+            let scope = scope.clone();
+            async move {
+                let mut all = Vec::new();
+                let mut after: Option<Vec<Value>> = None;
+                loop {
+                    let b = c.candidates(&scope, after.as_deref(), 2).await.unwrap();
+                    let Some(last) = b.last() else { break };
+                    after = Some(last.key.clone());
+                    all.extend(b.iter().map(|c| (c.key[0].canonical(), c.subject.as_ref().map(Value::canonical))));
+                }
+                all
+            }
+        };
+        let expected = batches(conn(0)).await;
+        assert_eq!(expected.len(), 6);
+        for max in [0, 1, 2, 3, 100] {
+            let c = conn(max);
+            assert_eq!(c.counts(&scope, &filters).await.unwrap(), one_by_one, "memo of {max}");
+            assert_eq!(batches(c).await, expected, "memo of {max}");
         }
     }
 
