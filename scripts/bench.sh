@@ -54,6 +54,13 @@ else
 fi
 LAPSE="$REPO_ROOT/.bench/lapse"
 
+# GNU time measures the peak RSS of lapse alone (a child's ru_maxrss also counts the driver's
+# memory from before the exec).
+if [[ ! -x /usr/bin/time ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    log "installing GNU time"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null || log "GNU time not installed: RSS figures include the driver's memory"
+fi
+
 VENV="$REPO_ROOT/.bench/venv"
 if [[ ! -x "$VENV/bin/aws" ]] || ! "$VENV/bin/python" -c 'import psycopg, pymysql, boto3' 2>/dev/null; then
     log "installing psycopg, pymysql, boto3, awscli into $VENV"

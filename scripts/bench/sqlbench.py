@@ -393,15 +393,28 @@ def run_lapse(args, work, url, action, extra=("run",)):
     return timed_child(cmd, os.path.join(d, "lapse.log"))
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def timed_child(cmd, logfile):
-    """Runs cmd; returns (seconds, peak RSS in KiB, exit code)."""
+    """Runs cmd; returns (seconds, peak RSS in KiB, exit code). The peak comes from GNU time
+    when installed (scripts/bench.sh installs it): the `ru_maxrss` of a child of this process
+    counts this process's own memory too (the address space the child had before its exec),
+    which made lapse's figures look larger than they are."""
+    rss_file = logfile + ".peak-rss"
+    wrap = [GNU_TIME, "-f", "%M", "-o", rss_file] if os.access(GNU_TIME, os.X_OK) else []
     with open(logfile, "w") as lf:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env={**os.environ, "LAPSE_LOG": "lapse=warn"})
+        p = subprocess.Popen(wrap + cmd, stdout=lf, stderr=subprocess.STDOUT,
+                             env={**os.environ, "LAPSE_LOG": "lapse=warn"})
         _, status, ru = os.wait4(p.pid, 0)
         secs = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
-    return secs, ru.ru_maxrss, code
+    rss = ru.ru_maxrss
+    if wrap:
+        with open(rss_file) as f:
+            rss = int(f.read().split()[-1])
+    return secs, rss, code
 
 
 def evidence_records(work, action):
