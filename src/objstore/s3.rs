@@ -546,11 +546,16 @@ impl ObjectBackend for S3Backend {
             .map_err(|e| err("deleting objects", e))?;
         let mut out: Vec<Result<(), String>> = vec![Ok(()); items.len()];
         for e in r.errors() {
-            let pos = items
-                .iter()
-                .position(|(k, v)| Some(k.as_str()) == e.key() && (v.is_none() || v.as_deref() == e.version_id()));
-            if let Some(i) = pos {
-                out[i] = Err(e.code().unwrap_or("error").to_string());
+            // An error that names the key but no version id (moto's, e.g. `AccessDenied` for the
+            // whole request) fails every version of that key asked for: never counted deleted.
+            let hit = |(k, v): &(String, Option<String>)| {
+                Some(k.as_str()) == e.key()
+                    && (v.is_none() || e.version_id().is_none_or(str::is_empty) || v.as_deref() == e.version_id())
+            };
+            for (i, item) in items.iter().enumerate() {
+                if hit(item) {
+                    out[i] = Err(e.code().unwrap_or("error").to_string());
+                }
             }
         }
         Ok(out)

@@ -243,6 +243,11 @@ impl Fixture {
 
     /// Runs `lapse <args> -c lapse.yaml` (with the fixed cutoff for plan and run).
     pub fn lapse(&self, args: &[&str]) -> Run {
+        self.lapse_env(args, &[])
+    }
+
+    /// `lapse`, with extra environment variables set last (e.g. other S3 credentials).
+    pub fn lapse_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(lapse_bin());
         cmd.args(args).arg("-c").arg(self.path("lapse.yaml"));
         if matches!(args.first(), Some(&"plan") | Some(&"run")) {
@@ -258,6 +263,7 @@ impl Fixture {
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_MAX_ATTEMPTS", "2");
+        cmd.envs(env.iter().copied());
         let out = cmd.output().expect("run lapse");
         Run::from(out)
     }

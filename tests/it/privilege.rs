@@ -7,6 +7,12 @@
 //! cleanly (exit 1, a message naming the refused privilege, nothing destroyed, no journal row);
 //! `run` as the run user succeeds and destroys exactly what is due — deleting from one table,
 //! anonymizing two columns of another, honouring a hold in the holds table.
+//!
+//! S3 (`s3_iam_actions`): a private moto server with IAM enforcement on
+//! (`INITIAL_NO_AUTH_ACTION_COUNT`), IAM users whose policies hold the README's S3 actions, and
+//! the same three checks: `plan` with the plan actions changes nothing; `run` with the run actions
+//! destroys what a run with `s3:*` destroys; `run` without the delete actions fails (exit 1,
+//! `AccessDenied` in the report) and destroys nothing. See that test for what moto checks.
 
 use crate::common::{Backend, Fixture, Run};
 use crate::conformance::seeded;
@@ -284,4 +290,302 @@ mod mysql {
             super::run_without_journal_table(Backend::MySql).await
         }
     }
+}
+
+// ---- S3: the README's IAM actions, against moto with IAM enforcement on ------------------------
+//
+// moto 5 authorizes each S3 request against the caller's IAM policies once it has served
+// `INITIAL_NO_AUTH_ACTION_COUNT` requests, but with its own idea of which action a request needs
+// (moto/s3/responses.py, `ACTION_MAP`). Where it matches AWS the README's list is tested here:
+// `ListObjectVersions` needs `s3:ListBucketVersions`, `HeadObject` `s3:GetObject`, the run lock's
+// `PutObject` `s3:PutObject` on `.lapse-locks/*` and its versioned `DeleteObject`
+// `s3:DeleteObjectVersion`, and `DeleteObjects` `s3:DeleteObject`. Where it does not, it is not:
+// moto asks `HeadBucket` for a made-up `s3:HeadBucket` (AWS: `s3:ListBucket`; granted below as
+// well, as a moto-only extra), `GetObjectLockConfiguration` for `s3:ListBucket` (AWS:
+// `s3:GetBucketObjectLockConfiguration`), `HeadObject` with a version id for `s3:GetObject` (AWS:
+// `s3:GetObjectVersion`), checks `DeleteObjects` once against the bucket's ARN and never for
+// `s3:DeleteObjectVersion`, and returns lock headers without `s3:GetObjectLegalHold` /
+// `s3:GetObjectRetention`.
+
+/// The README's S3 actions for `plan` (no tag facts here, so no `s3:GetObjectTagging`).
+const S3_PLAN_ACTIONS: &[&str] = &[
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+    "s3:GetBucketObjectLockConfiguration",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:GetObjectLegalHold",
+    "s3:GetObjectRetention",
+];
+/// What `run` needs on top of the plan actions.
+const S3_DELETE_ACTIONS: &[&str] = &["s3:DeleteObject", "s3:DeleteObjectVersion"];
+/// The run lock's actions, on `.lapse-locks/*` only (README, "One worker per policy").
+const S3_LOCK_ACTIONS: &[&str] =
+    &["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:ListBucketVersions"];
+/// moto's name for what `HeadBucket` needs (AWS: `s3:ListBucket`).
+const MOTO_HEAD_BUCKET: &str = "s3:HeadBucket";
+
+/// Seeds the buckets and creates the IAM users with moto's initial unauthenticated requests,
+/// then spends the rest of them with a probe until moto refuses the unknown `test` key: from
+/// then on every request is authenticated and authorized. Prints `{user: [key id, secret]}`.
+const MOTO_SETUP: &str = r#"
+import json, sys
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+endpoint, spec = sys.argv[1], json.loads(sys.argv[2])
+def client(service, key="test", secret="test"):
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=key, aws_secret_access_key=secret,
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+s3, iam = client("s3"), client("iam")
+for bucket in spec["buckets"]:
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for key, bodies in spec["objects"]:
+        for body in bodies:
+            if body is None:
+                s3.delete_object(Bucket=bucket, Key=key)  # a delete marker
+            else:
+                s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+keys = {}
+for user, doc in spec["users"].items():
+    iam.create_user(UserName=user)
+    arn = iam.create_policy(PolicyName=user, PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
+    iam.attach_user_policy(UserName=user, PolicyArn=arn)
+    k = iam.create_access_key(UserName=user)["AccessKey"]
+    keys[user] = [k["AccessKeyId"], k["SecretAccessKey"]]
+for _ in range(1000):
+    try:
+        s3.list_buckets()
+    except ClientError:
+        break
+else:
+    sys.exit("moto never started enforcing IAM")
+print(json.dumps(keys))
+"#;
+
+/// Objects of both buckets: versions oldest first, `None` a delete marker.
+const S3_OBJECTS: &[(&str, &[Option<&str>])] = &[
+    ("exports/2020/03/01/S-1.csv", &[Some("id,email\n1,old@example.com\n"), Some("id,email\n1,new@example.com\n")]),
+    ("exports/2020/03/02/S-2.csv", &[Some("id,email\n2,person2@example.com\n"), None]),
+    ("exports/2020/03/03/S-3.csv", &[Some("id,email\n3,person3@example.com\n")]),
+    ("exports/2025/12/01/S-4.csv", &[Some("recent")]),
+    ("exports/2019/01/01/S-HELD.csv", &[Some("held")]),
+    ("other/2019/01/01/S-7.csv", &[Some("outside the prefix")]),
+];
+
+const S3_POLICY: &str = "\
+name: exports
+dataset:
+  connection: store
+  bucket: {bucket}
+  key_pattern: \"exports/{yyyy}/{mm}/{dd}/{subject}.csv\"
+  subject: key
+personal:
+  content: { category: free_text }
+purposes:
+  - name: reporting
+    legal_basis: legitimate_interests
+    retain: 1y
+    after: key_date
+on_lapse: delete
+guardrail:
+  max_share: 100%
+";
+
+/// A moto server of this test's own, killed when dropped (also on a panic).
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+    python: std::path::PathBuf,
+    _log: tempfile::TempDir,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// `moto_server` from the testbed's virtualenv (`scripts/moto.sh`), or `LAPSE_TEST_MOTO_SERVER`.
+    fn start(no_auth_actions: u32) -> Moto {
+        let server = std::env::var("LAPSE_TEST_MOTO_SERVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| crate::common::repo_root().join(".testbed/venv/bin/moto_server"));
+        assert!(server.exists(), "{} is missing: run scripts/testbed.sh start (it installs moto)", server.display());
+        let python = server.with_file_name("python");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = tempfile::tempdir().unwrap();
+        let out = std::fs::File::create(log.path().join("moto.log")).unwrap();
+        let child = std::process::Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", no_auth_actions.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}"), python, _log: log };
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(30), "moto_server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        moto
+    }
+
+    fn client(&self, key: &str, secret: &str) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(key, secret, None, None, "static");
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+/// `{"Version": ..., "Statement": [...]}` allowing each `(actions, resources)` pair.
+fn iam_policy(statements: &[(Vec<&str>, Vec<String>)]) -> serde_json::Value {
+    let st: Vec<serde_json::Value> =
+        statements.iter().map(|(a, r)| serde_json::json!({ "Effect": "Allow", "Action": a, "Resource": r })).collect();
+    serde_json::json!({ "Version": "2012-10-17", "Statement": st })
+}
+
+/// Every version and delete marker of the bucket but the run lock's: (key, version id, marker?).
+async fn s3_state(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, String, bool)> {
+    let r = c.list_object_versions().bucket(bucket).send().await.unwrap();
+    assert_ne!(r.is_truncated(), Some(true));
+    let mut out: Vec<(String, String, bool)> = r
+        .versions()
+        .iter()
+        .map(|v| (v.key().unwrap().to_string(), v.version_id().unwrap_or_default().to_string(), false))
+        .chain(
+            r.delete_markers()
+                .iter()
+                .map(|m| (m.key().unwrap().to_string(), m.version_id().unwrap_or_default().to_string(), true)),
+        )
+        .filter(|(k, _, _)| !k.starts_with(".lapse-locks/"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Keys with the number of versions and markers each has left.
+fn shape(state: &[(String, String, bool)]) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for (k, _, _) in state {
+        match out.last_mut() {
+            Some((last, n)) if last == k => *n += 1,
+            _ => out.push((k.clone(), 1)),
+        }
+    }
+    out
+}
+
+/// A workspace whose `store` connection is `bucket` on `endpoint`, with the policy and a hold.
+async fn s3_workspace(endpoint: &str, bucket: &str) -> Fixture {
+    let f = Fixture::new(Backend::Sqlite, "CREATE TABLE unused (id INTEGER PRIMARY KEY);").await;
+    let text = format!(
+        "connections:\n  db:\n    url_file: db.url\n  store:\n    kind: s3\n    endpoint: {endpoint}\n    path_style: true\n    region: us-east-1\n    bucket: {bucket}\npolicies: policies\nholds_file: holds.yaml\nevidence:\n  key_file: evidence.key\nreports:\n  dir: reports\n"
+    );
+    std::fs::write(f.path("lapse.yaml"), text).unwrap();
+    f.policy("exports", &S3_POLICY.replace("{bucket}", bucket));
+    f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    f
+}
+
+fn creds<'a>(keys: &'a serde_json::Value, user: &str) -> [(&'static str, &'a str); 2] {
+    [("AWS_ACCESS_KEY_ID", keys[user][0].as_str().unwrap()), ("AWS_SECRET_ACCESS_KEY", keys[user][1].as_str().unwrap())]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_iam_actions() {
+    let moto = Moto::start(300);
+    let (least, normal) = ("lapse-least", "lapse-normal");
+    let bucket_arn = format!("arn:aws:s3:::{least}");
+    let objects_arn = format!("arn:aws:s3:::{least}/*");
+    let locks_arn = format!("arn:aws:s3:::{least}/.lapse-locks/*");
+    let both = vec![bucket_arn.clone(), objects_arn.clone()];
+    let plan_actions: Vec<&str> = S3_PLAN_ACTIONS.iter().copied().chain([MOTO_HEAD_BUCKET]).collect();
+    let run_actions: Vec<&str> = plan_actions.iter().chain(S3_DELETE_ACTIONS).copied().collect();
+    let no_listing: Vec<&str> = plan_actions.iter().copied().filter(|a| *a != "s3:ListBucketVersions").collect();
+    let lock = (S3_LOCK_ACTIONS.to_vec(), vec![locks_arn]);
+    let spec = serde_json::json!({
+        "buckets": [least, normal],
+        "objects": S3_OBJECTS,
+        "users": {
+            "admin": iam_policy(&[(vec!["s3:*"], vec!["*".to_string()])]),
+            "plan": iam_policy(&[(plan_actions.clone(), both.clone())]),
+            "nolisting": iam_policy(&[(no_listing, both.clone())]),
+            "run": iam_policy(&[(run_actions, both.clone()), lock.clone()]),
+            "nodelete": iam_policy(&[(plan_actions, both), lock]),
+        }
+    });
+    let out = std::process::Command::new(&moto.python)
+        .args(["-c", MOTO_SETUP, &moto.endpoint, &spec.to_string()])
+        .output()
+        .expect("run the moto setup script");
+    assert!(out.status.success(), "moto setup failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let admin = moto.client(keys["admin"][0].as_str().unwrap(), keys["admin"][1].as_str().unwrap());
+    // IAM is on: the default test key is refused now.
+    assert!(moto.client("test", "test").list_object_versions().bucket(least).send().await.is_err());
+    let seeded = s3_state(&admin, least).await;
+    assert_eq!(seeded.len(), 8, "7 versions and 1 delete marker");
+
+    let f = s3_workspace(&moto.endpoint, least).await;
+
+    // 1. `plan` with the plan actions: counts, changes nothing.
+    let plan = f.lapse_env(&["plan"], &creds(&keys, "plan"));
+    plan.ok();
+    assert_eq!(f.report("plan")["policies"][0]["rows_due"].as_u64(), Some(3), "{}", plan.stdout);
+    assert_eq!(s3_state(&admin, least).await, seeded, "plan changed nothing");
+    // Enforcement is real: without `s3:ListBucketVersions` the plan fails.
+    let r = f.lapse_env(&["plan"], &creds(&keys, "nolisting"));
+    assert_ne!(r.code, 0, "plan without s3:ListBucketVersions fails\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("AccessDenied") || r.stderr.contains("AccessDenied"), "{}\n{}", r.stdout, r.stderr);
+
+    // 3. `run` without the delete actions: refused, nothing destroyed.
+    let r = f.lapse_env(&["run"], &creds(&keys, "nodelete"));
+    assert_eq!(r.code, 1, "run without delete actions exits 1\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let report = std::fs::read_to_string(f.latest("run", ".json")).unwrap();
+    assert!(
+        report.contains("AccessDenied") || r.stderr.contains("AccessDenied"),
+        "the report or log names the refusal:\nreport:\n{report}\nstderr:\n{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let p = &f.report("run")["policies"][0];
+    assert_eq!((p["deleted"].as_u64(), p["failed"].as_u64()), (Some(0), Some(3)), "{}\n{}", p, r.stdout);
+    assert_eq!(s3_state(&admin, least).await, seeded, "a refused run destroyed nothing");
+
+    // 2. `run` with exactly the run actions destroys what a run with `s3:*` destroys.
+    let r = f.lapse_env(&["run"], &creds(&keys, "run"));
+    r.ok();
+    let g = s3_workspace(&moto.endpoint, normal).await;
+    g.lapse_env(&["run"], &creds(&keys, "admin")).ok();
+    let (left, normal_left) = (shape(&s3_state(&admin, least).await), shape(&s3_state(&admin, normal).await));
+    assert_eq!(left, normal_left, "the same keys and versions are left");
+    let expect: Vec<(String, usize)> =
+        [("exports/2019/01/01/S-HELD.csv", 1), ("exports/2025/12/01/S-4.csv", 1), ("other/2019/01/01/S-7.csv", 1)]
+            .iter()
+            .map(|(k, n)| (k.to_string(), *n))
+            .collect();
+    assert_eq!(left, expect, "S-1 (2 versions), S-2 (version + marker) and S-3 destroyed; S-HELD held");
+    let (p, q) = (&f.report("run")["policies"][0], &g.report("run")["policies"][0]);
+    for field in ["deleted", "versions_deleted"] {
+        assert_eq!(p[field], q[field], "{field}");
+    }
+    assert_eq!(p["deleted"].as_u64(), Some(3));
+    assert_eq!(p["versions_deleted"].as_u64(), Some(5));
+    // No lock object is left behind: the lock's own actions were enough to release it.
+    let locks = admin.list_object_versions().bucket(least).prefix(".lapse-locks/").send().await.unwrap();
+    assert!(locks.versions().is_empty() && locks.delete_markers().is_empty(), "the run lock was released");
 }
