@@ -1001,6 +1001,19 @@ async fn enforce(
         }
     }
     verify.verified = verify.still_present == 0 && pr.failed == 0;
+    if verify.still_present > 0 {
+        // The storage acknowledged a destruction the re-query does not see: the run must not
+        // claim it (status partial, exit 1), whatever the counts say.
+        let msg = format!(
+            "verification: {} of {} destroyed records are still present after commit",
+            verify.still_present, verify.checked
+        );
+        tracing::error!("{msg}");
+        pr.errors.push(msg);
+        if pr.outcome == "done" {
+            pr.outcome = "failed".into();
+        }
+    }
     pr.verification = verify;
     if pr.failed > 0 && pr.outcome == "done" {
         pr.outcome = "failed".into();

@@ -416,6 +416,86 @@ impl ObjectBackend for DiesAfterDelete {
     }
 }
 
+/// Acknowledges every deletion and does none (a store that lies, or a proxy that answers for
+/// it): only the post-commit verification can tell.
+struct LiesAboutDelete(Box<dyn ObjectBackend>);
+
+impl fmt::Display for LiesAboutDelete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LiesAboutDelete({})", self.0)
+    }
+}
+
+#[async_trait]
+impl ObjectBackend for LiesAboutDelete {
+    async fn try_lock(&self, b: &str, name: &str) -> Result<lapse::objstore::RunLock, ConnectorError> {
+        self.0.try_lock(b, name).await
+    }
+    async fn check(&self, b: &str) -> Result<(), ConnectorError> {
+        self.0.check(b).await
+    }
+    async fn list(
+        &self,
+        b: &str,
+        p: &str,
+        a: Option<&str>,
+        m: usize,
+    ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
+        self.0.list(b, p, a, m).await
+    }
+    async fn head(&self, b: &str, k: &str) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
+        self.0.head(b, k).await
+    }
+    async fn tags(&self, b: &str, k: &str) -> Result<HashMap<String, String>, ConnectorError> {
+        self.0.tags(b, k).await
+    }
+    async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
+        self.0.versions(b, k).await
+    }
+    async fn delete(
+        &self,
+        _: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        Ok(items.iter().map(|_| Ok(())).collect())
+    }
+}
+
+/// A deletion the storage acknowledged but the re-query still finds is not claimed: the run's
+/// verification fails, the policy is `failed` with an error saying so, the run is `partial`
+/// (exit 1) — never `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_deletion_that_did_not_happen_fails_the_run() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = LiesAboutDelete(Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))));
+    let mut conns: lapse::engine::Connections = Default::default();
+    conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let opts = lapse::engine::Options {
+        cutoff: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+        batch_size: Some(2),
+        ..Default::default()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert!(
+        p.verification.checked > 0 && p.verification.still_present == p.verification.checked,
+        "{:?}",
+        p.verification
+    );
+    assert!(!p.verification.verified);
+    assert_eq!(p.outcome, "failed");
+    assert!(p.errors.iter().any(|e| e.contains("still present after commit")), "{:?}", p.errors);
+    assert_eq!(out.report.status, "partial");
+    assert_eq!(lapse::engine::Exit::of(&out.report), lapse::engine::Exit::Partial);
+}
+
 /// The window, through the real engine: a run whose deletion of its first batch returned is
 /// stopped there (its future dropped — no evidence line, no report, like a SIGKILL). The intents
 /// were durable before the deletion was sent; the next run (the real binary) accounts for the
