@@ -603,25 +603,9 @@ pub fn check_sql(
     Ok(committed)
 }
 
-/// Record hashes in every evidence file of the directory.
+/// Record hashes in every evidence file of the directory (a line cut by a kill is not evidence).
 pub fn evidence_records(dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        if !e.file_name().to_string_lossy().ends_with(".evidence.jsonl") {
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        for line in text.lines() {
-            // A line cut by the kill is not evidence (nothing after it was flushed either).
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                if let Some(r) = v["record"].as_str() {
-                    out.insert(r.to_string());
-                }
-            }
-        }
-    }
-    out
+    evidence_lines(dir).into_iter().map(|(r, _)| r).collect()
 }
 
 /// Every evidence line of the directory: (record hash, `reconciled_from`).

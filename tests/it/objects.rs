@@ -358,24 +358,34 @@ pub async fn interrupted_deletion_is_reconciled(kind: StoreKind) {
     assert_eq!((n(&p["reconciled"]), n(&p["deleted"])), (0, 0));
 }
 
-/// Deletes like the directory store, then checks that the batch's write-ahead intents were
-/// already durable, then never answers: the engine is stopped right after the deletion returned
-/// and before its evidence line, as by a SIGKILL at that instant.
-struct DiesAfterDelete {
+/// A store that does what `inner` does, except what `on_delete` says.
+struct ScriptedStore {
     inner: Box<dyn ObjectBackend>,
-    reports: std::path::PathBuf,
-    hash: Box<dyn Fn(&str) -> String + Send + Sync>,
-    deleted: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+    on_delete: OnDelete,
 }
 
-impl fmt::Display for DiesAfterDelete {
+enum OnDelete {
+    /// Deletes like `inner`, then checks that the batch's write-ahead intents were already
+    /// durable, then never answers: the engine is stopped right after the deletion returned and
+    /// before its evidence line, as by a SIGKILL at that instant.
+    DieAfter {
+        reports: std::path::PathBuf,
+        hash: Box<dyn Fn(&str) -> String + Send + Sync>,
+        deleted: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+    },
+    /// Acknowledges every deletion and does none (a store that lies, or a proxy answering for
+    /// it): only the post-commit verification can tell.
+    Lie,
+}
+
+impl fmt::Display for ScriptedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DiesAfterDelete({})", self.inner)
+        write!(f, "ScriptedStore({})", self.inner)
     }
 }
 
 #[async_trait]
-impl ObjectBackend for DiesAfterDelete {
+impl ObjectBackend for ScriptedStore {
     async fn try_lock(&self, b: &str, name: &str) -> Result<lapse::objstore::RunLock, ConnectorError> {
         self.inner.try_lock(b, name).await
     }
@@ -405,59 +415,16 @@ impl ObjectBackend for DiesAfterDelete {
         b: &str,
         items: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        let OnDelete::DieAfter { reports, hash, deleted } = &self.on_delete else {
+            return Ok(items.iter().map(|_| Ok(())).collect());
+        };
         let r = self.inner.delete(b, items).await?;
         assert!(r.iter().all(Result::is_ok));
-        let intents = lapse::intent::all_records(&self.reports);
-        let seen: Vec<(String, bool)> =
-            items.iter().map(|(k, _)| (k.clone(), intents.contains(&(self.hash)(k)))).collect();
-        self.deleted.lock().unwrap().extend(seen);
+        let intents = lapse::intent::all_records(reports);
+        let seen: Vec<(String, bool)> = items.iter().map(|(k, _)| (k.clone(), intents.contains(&hash(k)))).collect();
+        deleted.lock().unwrap().extend(seen);
         std::future::pending::<()>().await;
         unreachable!()
-    }
-}
-
-/// Acknowledges every deletion and does none (a store that lies, or a proxy that answers for
-/// it): only the post-commit verification can tell.
-struct LiesAboutDelete(Box<dyn ObjectBackend>);
-
-impl fmt::Display for LiesAboutDelete {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LiesAboutDelete({})", self.0)
-    }
-}
-
-#[async_trait]
-impl ObjectBackend for LiesAboutDelete {
-    async fn try_lock(&self, b: &str, name: &str) -> Result<lapse::objstore::RunLock, ConnectorError> {
-        self.0.try_lock(b, name).await
-    }
-    async fn check(&self, b: &str) -> Result<(), ConnectorError> {
-        self.0.check(b).await
-    }
-    async fn list(
-        &self,
-        b: &str,
-        p: &str,
-        a: Option<&str>,
-        m: usize,
-    ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
-        self.0.list(b, p, a, m).await
-    }
-    async fn head(&self, b: &str, k: &str) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
-        self.0.head(b, k).await
-    }
-    async fn tags(&self, b: &str, k: &str) -> Result<HashMap<String, String>, ConnectorError> {
-        self.0.tags(b, k).await
-    }
-    async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
-        self.0.versions(b, k).await
-    }
-    async fn delete(
-        &self,
-        _: &str,
-        items: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
-        Ok(items.iter().map(|_| Ok(())).collect())
     }
 }
 
@@ -470,7 +437,10 @@ async fn an_acknowledged_deletion_that_did_not_happen_fails_the_run() {
     s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
     let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
     let key = ws.evidence_key().unwrap();
-    let backend = LiesAboutDelete(Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))));
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::Lie,
+    };
     let mut conns: lapse::engine::Connections = Default::default();
     conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
     let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
@@ -511,11 +481,13 @@ async fn killed_between_delete_and_evidence_is_reconciled() {
     let hash_key = ws.evidence_key().unwrap();
     let rec = move |k: &str| hash_key.record("store", "exports/", &[Value::Text(k.to_string())]);
     let deleted = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let backend = DiesAfterDelete {
+    let backend = ScriptedStore {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
-        reports: reports.clone(),
-        hash: Box::new(rec.clone()),
-        deleted: deleted.clone(),
+        on_delete: OnDelete::DieAfter {
+            reports: reports.clone(),
+            hash: Box::new(rec.clone()),
+            deleted: deleted.clone(),
+        },
     };
     let mut conns: lapse::engine::Connections = Default::default();
     conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
