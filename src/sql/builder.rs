@@ -592,14 +592,7 @@ impl<'a> Builder<'a> {
         let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
         cols.extend(columns.iter().map(|c| self.read_expr(&t, c)));
         sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
-        match rows {
-            Rows::Keys(keys) => self.keys_in(&mut sql, &t, keys),
-            Rows::Range(first, last) => {
-                self.key_compare(&mut sql, &t, ">=", first);
-                sql.push(" AND ");
-                self.key_compare(&mut sql, &t, "<=", last);
-            }
-        }
+        self.rows(&mut sql, &t, rows);
         sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         if self.d != Dialect::Sqlite {
@@ -680,9 +673,7 @@ impl<'a> Builder<'a> {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         sql.push(&format!("DELETE FROM {t} WHERE "));
-        self.key_compare(&mut sql, &t, ">=", first);
-        sql.push(" AND ");
-        self.key_compare(&mut sql, &t, "<=", last);
+        self.rows(&mut sql, &t, Rows::Range(first, last));
         sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
@@ -691,6 +682,18 @@ impl<'a> Builder<'a> {
         }
         sql.push(&format!(" RETURNING {}", cols.join(", ")));
         sql
+    }
+
+    /// The predicate selecting `rows`.
+    fn rows(&self, sql: &mut Sql, qual: &str, rows: Rows) {
+        match rows {
+            Rows::Keys(keys) => self.keys_in(sql, qual, keys),
+            Rows::Range(first, last) => {
+                self.key_compare(sql, qual, ">=", first);
+                sql.push(" AND ");
+                self.key_compare(sql, qual, "<=", last);
+            }
+        }
     }
 
     /// `key <op> (values)`: a column comparison, or a row comparison for a composite key.

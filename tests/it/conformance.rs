@@ -33,6 +33,27 @@ CREATE TABLE legal_holds (
   expires_at {TS} NULL
 );";
 
+/// Deletes the lapsed `people` rows of [`SCHEMA`] (1, 2, 3, 7, 8 lapse: created before 2025;
+/// 4, 5 do not; 6 has a NULL anchor), every row allowed by the guardrail.
+pub const PEOPLE_DELETE: &str = "name: people
+dataset:
+  connection: db
+  table: people
+  key: id
+  subject: subject
+personal:
+  email: { category: email }
+  full_name: { category: name }
+purposes:
+  - name: service
+    legal_basis: contract
+    retain: 1y
+    after: created_at
+on_lapse: delete
+guardrail:
+  max_share: 100%
+";
+
 pub const FK_SCHEMA: &str = "
 CREATE TABLE orders (
   id BIGINT NOT NULL PRIMARY KEY,

@@ -376,6 +376,9 @@ enum OnDelete {
     /// Acknowledges every deletion and does none (a store that lies, or a proxy answering for
     /// it): only the post-commit verification can tell.
     Lie,
+    /// Fails deletes of chosen keys: `flaky` fails once (retried), `broken` always (reported per
+    /// key, the rest of the batch goes on).
+    Fail { flaky: String, broken: String, flaky_failures: AtomicUsize },
 }
 
 impl fmt::Display for ScriptedStore {
@@ -415,8 +418,23 @@ impl ObjectBackend for ScriptedStore {
         b: &str,
         items: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), String>>, ConnectorError> {
-        let OnDelete::DieAfter { reports, hash, deleted } = &self.on_delete else {
-            return Ok(items.iter().map(|_| Ok(())).collect());
+        let (reports, hash, deleted) = match &self.on_delete {
+            OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
+            OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
+            OnDelete::Fail { flaky, broken, flaky_failures } => {
+                let (pass, fail): (Vec<_>, Vec<_>) = items.iter().cloned().enumerate().partition(|(_, (k, _))| {
+                    k != broken && !(k == flaky && flaky_failures.fetch_add(1, Ordering::SeqCst) == 0)
+                });
+                let ok = self.inner.delete(b, &pass.iter().map(|(_, x)| x.clone()).collect::<Vec<_>>()).await?;
+                let mut out = vec![Ok(()); items.len()];
+                for ((i, _), r) in pass.iter().zip(ok) {
+                    out[*i] = r;
+                }
+                for (i, _) in fail {
+                    out[i] = Err("InternalError".into());
+                }
+                return Ok(out);
+            }
         };
         let r = self.inner.delete(b, items).await?;
         assert!(r.iter().all(Result::is_ok));
@@ -660,70 +678,6 @@ async fn metadata_and_tag_facts() {
     assert_eq!(n(&s.f.report("run")["policies"][0]["unreadable"]), 2);
 }
 
-/// Wraps the real S3 backend and fails deletes of chosen keys: `flaky` fails once (retried),
-/// `broken` always (reported per key, the rest of the batch goes on).
-struct Faulty {
-    inner: Box<dyn ObjectBackend>,
-    flaky: String,
-    broken: String,
-    flaky_failures: AtomicUsize,
-}
-
-impl fmt::Display for Faulty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectBackend for Faulty {
-    async fn check(&self, b: &str) -> Result<(), ConnectorError> {
-        self.inner.check(b).await
-    }
-    async fn list(
-        &self,
-        b: &str,
-        p: &str,
-        a: Option<&str>,
-        m: usize,
-    ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
-        self.inner.list(b, p, a, m).await
-    }
-    async fn head(&self, b: &str, k: &str) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
-        self.inner.head(b, k).await
-    }
-    async fn tags(&self, b: &str, k: &str) -> Result<HashMap<String, String>, ConnectorError> {
-        self.inner.tags(b, k).await
-    }
-    async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
-        self.inner.versions(b, k).await
-    }
-    async fn delete(
-        &self,
-        b: &str,
-        items: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
-        let (pass, fail): (Vec<_>, Vec<_>) = items.iter().cloned().enumerate().partition(|(_, (k, _))| {
-            if *k == self.broken {
-                return false;
-            }
-            if *k == self.flaky && self.flaky_failures.fetch_add(1, Ordering::SeqCst) == 0 {
-                return false;
-            }
-            true
-        });
-        let ok = self.inner.delete(b, &pass.iter().map(|(_, x)| x.clone()).collect::<Vec<_>>()).await?;
-        let mut out = vec![Ok(()); items.len()];
-        for ((i, _), r) in pass.iter().zip(ok) {
-            out[*i] = r;
-        }
-        for (i, _) in fail {
-            out[i] = Err("InternalError".into());
-        }
-        Ok(out)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_failures_are_retried_then_reported() {
     let s = Store::new(StoreKind::S3, true, false).await;
@@ -731,11 +685,13 @@ async fn per_key_failures_are_retried_then_reported() {
         s.put(&format!("exports/2020/01/0{}/S-{i}.csv", i + 1), "x").await;
     }
     let backend = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await;
-    let faulty = Faulty {
+    let faulty = ScriptedStore {
         inner: Box::new(backend),
-        flaky: "exports/2020/01/02/S-1.csv".into(),
-        broken: "exports/2020/01/03/S-2.csv".into(),
-        flaky_failures: AtomicUsize::new(0),
+        on_delete: OnDelete::Fail {
+            flaky: "exports/2020/01/02/S-1.csv".into(),
+            broken: "exports/2020/01/03/S-2.csv".into(),
+            flaky_failures: AtomicUsize::new(0),
+        },
     };
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");

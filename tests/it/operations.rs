@@ -13,27 +13,8 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, Executor};
 
 use crate::common::{Backend, Fixture, CUTOFF};
-use crate::conformance::seeded;
+use crate::conformance::{seeded, PEOPLE_DELETE as POLICY};
 
-/// Rows 1, 2, 3, 7, 8 lapse (created before 2025); 4, 5 do not; 6 has a NULL anchor.
-const POLICY: &str = "name: people
-dataset:
-  connection: db
-  table: people
-  key: id
-  subject: subject
-personal:
-  email: { category: email }
-  full_name: { category: name }
-purposes:
-  - name: service
-    legal_basis: contract
-    retain: 1y
-    after: created_at
-on_lapse: delete
-guardrail:
-  max_share: 100%
-";
 const LAPSED: i64 = 5;
 
 /// `lapse <args> -c lapse.yaml` started in the background, stderr to `log`.

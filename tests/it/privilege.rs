@@ -16,6 +16,8 @@
 
 use crate::common::{Backend, Fixture, Run};
 use crate::conformance::seeded;
+// Deletes people rows 1, 2, 3 and 8 here (7 is held by the holds table) at the fixed cutoff.
+use crate::conformance::PEOPLE_DELETE as PEOPLE_POLICY;
 
 /// A second table, anonymized column by column: rows 1 and 2 are due at the fixed cutoff.
 const LEADS: &str = "
@@ -31,27 +33,6 @@ INSERT INTO leads (id, email, full_name, source, created_at) VALUES
   (2, 'lead2@example.com', 'Lead Two', 'web', '2020-02-01 00:00:00'),
   (3, 'lead3@example.com', 'Lead Three', 'web', '2025-12-01 00:00:00');
 INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LH-7', 'S-HELD', NULL, NULL);";
-
-/// Deletes people rows 1, 2, 3 and 8 (7 is held by the holds table) at the fixed cutoff.
-const PEOPLE_POLICY: &str = "\
-name: people
-dataset:
-  connection: db
-  table: people
-  key: id
-  subject: subject
-personal:
-  email: { category: email }
-  full_name: { category: name }
-purposes:
-  - name: service
-    legal_basis: contract
-    retain: 1y
-    after: created_at
-on_lapse: delete
-guardrail:
-  max_share: 100%
-";
 
 /// Anonymizes email and full_name of leads 1 and 2.
 const LEADS_POLICY: &str = "\
