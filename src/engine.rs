@@ -21,7 +21,8 @@ use tracing::Instrument;
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
 use crate::connector::{
-    Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
+    BatchOutcome, Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule,
+    Scope, Work,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
@@ -261,6 +262,42 @@ impl EvidenceSink {
         self.hash.update(&line);
         self.file.write_all(&line)?;
         self.records += 1;
+        Ok(())
+    }
+
+    /// The lines of one batch: `proto` gives everything but the record and subject hashes
+    /// (hex digits, which JSON needs no escaping for). The same bytes as [`EvidenceSink::write`]
+    /// per line, without serializing the batch's common fields once per record.
+    fn write_batch<'i>(
+        &mut self,
+        proto: &Evidence,
+        ids: impl Iterator<Item = (&'i str, Option<&'i str>)>,
+    ) -> anyhow::Result<()> {
+        let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+        let common = serde_json::to_string(&Evidence { record: String::new(), subject: None, ..proto.clone() })?;
+        let Some(rest) = common.strip_prefix(r#"{"record":"""#) else { anyhow::bail!("evidence line layout changed") };
+        let mut line = Vec::with_capacity(256);
+        for (record, subject) in ids {
+            if !hex(record) || !subject.is_none_or(hex) {
+                // Not a keyed hash (never the case): the general path escapes it.
+                self.write(&Evidence { record: record.into(), subject: subject.map(Into::into), ..proto.clone() })?;
+                continue;
+            }
+            line.clear();
+            line.extend_from_slice(br#"{"record":""#);
+            line.extend_from_slice(record.as_bytes());
+            line.push(b'"');
+            if let Some(s) = subject {
+                line.extend_from_slice(br#","subject":""#);
+                line.extend_from_slice(s.as_bytes());
+                line.push(b'"');
+            }
+            line.extend_from_slice(rest.as_bytes());
+            line.push(b'\n');
+            self.hash.update(&line);
+            self.file.write_all(&line)?;
+            self.records += 1;
+        }
         Ok(())
     }
 
@@ -719,12 +756,21 @@ async fn enforce(
         .map(|h| Filter::All(vec![any_lapse.clone(), Filter::HeldByFile(h.id.clone())]))
         .collect();
     let everything = within(Filter::True);
+    // A NOT NULL anchor (the catalog says so) has no NULL to count.
     let null_anchors: Vec<Filter> = p
         .purposes
         .iter()
         .filter(|x| x.null_anchor == NullAnchor::Keep)
+        .filter(|x| p.objects.is_some() || prep.table.column(&x.anchor).is_none_or(|c| c.nullable))
         .map(|x| Filter::AnchorNull(x.anchor.clone()))
         .collect();
+    // One deleting stage whose destroy filter is "lapsed and not held": every lapsed row is
+    // either due or held, so `held = lapsed - due`, and the lapsed rows are counted instead of
+    // the held ones (a plain predicate, where "held" is a semi-join per row). Otherwise the held
+    // rows are counted themselves.
+    let held_by_difference =
+        p.objects.is_none() && stages.len() == 1 && matches!(full.work, Work::Delete) && full.restrict.is_empty();
+    let held_filter = if held_by_difference { any_lapse.clone() } else { held_filter };
     // Every count of the report in one request to the connector, which may answer them all in
     // one pass (an object store lists its prefix once): total, due per stage, held, held per
     // file hold, then the optional ones. A stage's scope differs from `full` only in what its
@@ -747,8 +793,8 @@ async fn enforce(
     let (counts, by_table) = futures::join!(conn.counts(full, &filters), conn.count_by_table_hold(full, &any_lapse));
     let counts = counts?;
     pr.rows_total = counts[0];
-    pr.held = counts[1];
     let dues = &counts[2..2 + stages.len()];
+    pr.held = if held_by_difference { counts[1].saturating_sub(dues[0]) } else { counts[1] };
     for (s, &due) in stages.iter().zip(dues) {
         pr.rows_due += due;
         pr.stages.push(StageReport {
@@ -818,6 +864,7 @@ async fn enforce(
             policy: p.name.clone(),
             stage: stage.name.clone(),
             action: stage.action.into(),
+            batch: 0,
         };
         let batch_size = batch_size.min(conn.max_batch(&stage.scope));
         let mut after: Option<Vec<Value>> = None;
@@ -828,6 +875,7 @@ async fn enforce(
         // own pooled connection. Batch i+1's rows are re-checked by its own destroying
         // statements, so reading them early changes nothing of what is destroyed.
         let mut prefetched: Option<Result<Vec<Candidate>, ConnectorError>> = None;
+        let fused = conn.destroys_next(&stage.scope);
         let mut unverified: Vec<Vec<Value>> = Vec::new();
         crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
         loop {
@@ -838,84 +886,119 @@ async fn enforce(
             if ctx.opts.max_batches.is_some_and(|m| batches >= m) {
                 break;
             }
-            let cands = match prefetched.take() {
-                Some(c) => c,
-                None => retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await,
+            // Where the stage can, one statement selects and destroys the batch
+            // (`destroy_next`); otherwise its candidates are read first (or were read ahead).
+            let hash = |c: &Candidate| EvidenceId {
+                record: ctx.key.record(&p.connection, &p.table, &c.key),
+                subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
             };
-            let cands = match cands {
-                Ok(c) => c,
-                // The stage cannot go on: the policy stops here (its committed counts stay).
-                Err(e) => anyhow::bail!("stage {}: {e}", stage.name),
-            };
-            if cands.is_empty() {
-                break;
-            }
-            batches += 1;
-            let ids: Vec<EvidenceId> = cands
-                .iter()
-                .map(|c| EvidenceId {
-                    record: ctx.key.record(&p.connection, &p.table, &c.key),
-                    subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
-                })
-                .collect();
-            if !conn.journaled_destroy() {
-                // Write-ahead: durable before the first deletion is sent, so that a kill between
-                // the deletion and its evidence line leaves the batch accounted for.
-                if let Some(log) = ctx.intents.as_deref_mut() {
-                    let at = Utc::now();
-                    let lines: Vec<Intent> = ids
-                        .iter()
-                        .map(|id| Intent {
-                            run_id: ctx.run_id.clone(),
-                            policy: p.name.clone(),
-                            stage: stage.name.clone(),
-                            action: stage.action.into(),
-                            batch: batches,
-                            record: id.record.clone(),
-                            subject: id.subject.clone(),
-                            key_id: ctx.key.key_id(),
-                            at,
-                        })
-                        .collect();
-                    log.record(&lines).map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
-                }
-            }
-            after = cands.last().map(|c| c.key.clone());
-            let read_ahead = ctx.opts.max_batches.is_none_or(|m| batches < m);
             let to_verify = std::mem::take(&mut unverified);
-            let destroying = async {
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    // A lost connection rolled the batch back (or, if only the acknowledgement of
-                    // the COMMIT was lost, the retry finds nothing left to do): retried, bounded.
-                    match retry(|| conn.destroy(&stage.scope, &cands, &ids, &journal)).await {
-                        Ok(o) if o.conflict && attempt < 3 => continue,
-                        Ok(o) if o.conflict => {
-                            break Err(anyhow::anyhow!(
-                                "batch {batches}: rows kept changing under the batch (3 attempts); skipped"
-                            ))
-                        }
-                        Ok(o) => break Ok(o),
-                        Err(e) => break Err(anyhow::anyhow!("batch {batches}: {e}")),
+            let (cands, ids, outcome, left) = if fused {
+                let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
+                let destroying =
+                    retry(|| conn.destroy_next(&stage.scope, after.as_deref(), batch_size, &hash, &journal));
+                let verifying = verify_batch(conn, &stage.scope, &to_verify);
+                let (taken, left) = futures::join!(destroying, verifying);
+                match taken {
+                    Ok((cands, ids)) => {
+                        let outcome = BatchOutcome { destroyed: (0..cands.len()).collect(), ..Default::default() };
+                        (cands, ids, Ok(outcome), left)
+                    }
+                    // Which rows the failed statement would have taken is unknown: the stage
+                    // cannot go on past them (its committed counts stay).
+                    Err(e) => {
+                        left.map(|n| {
+                            verify.checked += to_verify.len() as u64;
+                            verify.still_present += n;
+                        })?;
+                        anyhow::bail!("stage {}: batch {}: {e}", stage.name, batches + 1)
                     }
                 }
-            };
-            let reading = async {
-                match read_ahead {
-                    true => Some(retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await),
-                    false => None,
+            } else {
+                let cands = match prefetched.take() {
+                    Some(c) => c,
+                    None => retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await,
+                };
+                let cands = match cands {
+                    Ok(c) => c,
+                    // The stage cannot go on: the policy stops here (its committed counts stay).
+                    Err(e) => anyhow::bail!("stage {}: {e}", stage.name),
+                };
+                let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
+                if !cands.is_empty() && !conn.journaled_destroy() {
+                    // Write-ahead: durable before the first deletion is sent, so that a kill
+                    // between the deletion and its evidence line leaves the batch accounted for.
+                    if let Some(log) = ctx.intents.as_deref_mut() {
+                        let at = Utc::now();
+                        let lines: Vec<Intent> = ids
+                            .iter()
+                            .map(|id| Intent {
+                                run_id: ctx.run_id.clone(),
+                                policy: p.name.clone(),
+                                stage: stage.name.clone(),
+                                action: stage.action.into(),
+                                batch: batches + 1,
+                                record: id.record.clone(),
+                                subject: id.subject.clone(),
+                                key_id: ctx.key.key_id(),
+                                at,
+                            })
+                            .collect();
+                        log.record(&lines)
+                            .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
+                    }
                 }
+                let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
+                let last = cands.last().map(|c| c.key.clone());
+                // After a short batch nothing more was due: no read-ahead.
+                let read_ahead = cands.len() >= batch_size && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
+                let destroying = async {
+                    if cands.is_empty() {
+                        return Ok(BatchOutcome::default());
+                    }
+                    let mut attempt = 0;
+                    loop {
+                        attempt += 1;
+                        // A lost connection rolled the batch back (or, if only the
+                        // acknowledgement of the COMMIT was lost, the retry finds nothing left
+                        // to do): retried, bounded.
+                        match retry(|| conn.destroy(&stage.scope, &cands, &ids, &journal)).await {
+                            Ok(o) if o.conflict && attempt < 3 => continue,
+                            Ok(o) if o.conflict => {
+                                break Err(anyhow::anyhow!(
+                                    "batch {}: rows kept changing under the batch (3 attempts); skipped",
+                                    batches + 1
+                                ))
+                            }
+                            Ok(o) => break Ok(o),
+                            Err(e) => break Err(anyhow::anyhow!("batch {}: {e}", batches + 1)),
+                        }
+                    }
+                };
+                let reading = async {
+                    match read_ahead {
+                        true => Some(retry(|| conn.candidates(&stage.scope, last.as_deref(), batch_size)).await),
+                        false => None,
+                    }
+                };
+                let verifying = verify_batch(conn, &stage.scope, &to_verify);
+                let (outcome, next, left) = futures::join!(destroying, reading, verifying);
+                prefetched = next;
+                (cands, ids, outcome, left)
             };
-            let verifying = verify_batch(conn, &stage.scope, &to_verify);
-            let (outcome, next, left) = futures::join!(destroying, reading, verifying);
-            prefetched = next;
             // A failed verification stops the policy, but only after this batch's committed
             // outcome is accounted for below.
             let verified = left.map(|n| {
                 verify.checked += to_verify.len() as u64;
                 verify.still_present += n;
             });
+            if cands.is_empty() {
+                verified?;
+                break;
+            }
+            batches += 1;
+            let short = cands.len() < batch_size;
+            after = cands.last().map(|c| c.key.clone());
             crate::progress::advance(cands.len() as u64);
             let o = match outcome {
                 Ok(o) => o,
@@ -924,6 +1007,9 @@ async fn enforce(
                     pr.errors.push(format!("stage {}: {e}", stage.name));
                     pr.failed += cands.len() as u64;
                     verified?;
+                    if short {
+                        break;
+                    }
                     continue;
                 }
             };
@@ -962,25 +1048,48 @@ async fn enforce(
             }
             let at = Utc::now();
             if let Some(sink) = ctx.evidence.as_deref_mut() {
-                for &i in &o.destroyed {
-                    sink.write(&Evidence {
-                        record: ids[i].record.clone(),
-                        subject: ids[i].subject.clone(),
-                        policy: p.name.clone(),
-                        action: stage.action.into(),
-                        stage: stage.name.clone(),
-                        batch: batches,
-                        at,
-                        versions: o.details.get(&i).map(|d| d.versions),
-                        bytes: o.details.get(&i).map(|d| d.bytes),
-                        reconciled_from: None,
-                    })?;
+                let proto = Evidence {
+                    record: String::new(),
+                    subject: None,
+                    policy: p.name.clone(),
+                    action: stage.action.into(),
+                    stage: stage.name.clone(),
+                    batch: batches,
+                    at,
+                    versions: None,
+                    bytes: None,
+                    reconciled_from: None,
+                };
+                if o.details.is_empty() {
+                    let lines = o.destroyed.iter().map(|&i| (ids[i].record.as_str(), ids[i].subject.as_deref()));
+                    sink.write_batch(&proto, lines)?;
+                } else {
+                    for &i in &o.destroyed {
+                        sink.write(&Evidence {
+                            record: ids[i].record.clone(),
+                            subject: ids[i].subject.clone(),
+                            versions: o.details.get(&i).map(|d| d.versions),
+                            bytes: o.details.get(&i).map(|d| d.bytes),
+                            ..proto.clone()
+                        })?;
+                    }
                 }
-                sink.flush()?;
+                if conn.journaled_destroy() {
+                    // The batch is already durable in the journal (same transaction as the
+                    // destruction): its lines go to the OS now, a kill of the process keeps
+                    // them, and the file is synced once at the end, before the report.
+                    sink.file.flush()?;
+                } else {
+                    // No journal: the intents of the batch are reconciled with these lines.
+                    sink.flush()?;
+                }
             }
             verified?;
             // Verified (the destroyed keys no longer match) alongside the next batch.
-            unverified = o.destroyed.iter().map(|&i| cands[i].key.clone()).collect();
+            // In key order, as `remaining` takes them.
+            let mut idx = o.destroyed.clone();
+            idx.sort_unstable();
+            unverified = idx.iter().map(|&i| cands[i].key.clone()).collect();
             tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
             if stage_destroyed > budget && !pr.guardrail.overridden {
                 let msg = format!(
@@ -990,6 +1099,10 @@ async fn enforce(
                 pr.errors.push(msg);
                 pr.guardrail.tripped = true;
                 pr.outcome = "guardrail".into();
+                break;
+            }
+            if short {
+                // Fewer than asked for: nothing more was due when the batch was selected.
                 break;
             }
         }
@@ -1176,4 +1289,43 @@ pub fn summary(r: &Report) -> String {
 #[allow(dead_code)]
 fn candidate_keys(c: &[Candidate]) -> Vec<Vec<Value>> {
     c.iter().map(|c| c.key.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch writer's lines are byte for byte what serializing each line gives.
+    #[test]
+    fn batch_evidence_lines_match_serialized_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = EvidenceSink::create(dir.path().join("one.jsonl")).unwrap();
+        let mut batch = EvidenceSink::create(dir.path().join("batch.jsonl")).unwrap();
+        let proto = Evidence {
+            record: String::new(),
+            subject: None,
+            policy: "crm \"leads\"".into(),
+            action: "deleted".into(),
+            stage: "fields:email,phone".into(),
+            batch: 7,
+            at: Utc::now(),
+            versions: None,
+            bytes: None,
+            reconciled_from: None,
+        };
+        let ids = [("0a1b", Some("ff00")), ("c3d4", None), ("not hex \"x\"", Some("e5"))];
+        for (r, s) in ids {
+            one.write(&Evidence { record: r.into(), subject: s.map(Into::into), ..proto.clone() }).unwrap();
+        }
+        batch.write_batch(&proto, ids.into_iter()).unwrap();
+        let (a, b) = (one.finish().unwrap(), batch.finish().unwrap());
+        assert_eq!(a.records, 3);
+        assert_eq!((a.sha256, a.records), (b.sha256, b.records));
+        let text = std::fs::read_to_string(dir.path().join("batch.jsonl")).unwrap();
+        assert_eq!(text, std::fs::read_to_string(dir.path().join("one.jsonl")).unwrap());
+        assert!(
+            text.starts_with("{\"record\":\"0a1b\",\"subject\":\"ff00\",\"policy\":\"crm \\\"leads\\\"\""),
+            "{text}"
+        );
+    }
 }

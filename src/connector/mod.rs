@@ -215,13 +215,15 @@ pub struct EvidenceId {
     pub subject: Option<String>,
 }
 
-/// The journal context of a batch: which run, policy and stage commit it.
+/// The journal context of a batch: which run, policy, stage and batch (numbered from 1 per
+/// stage, as in the evidence) commit it.
 #[derive(Debug, Clone)]
 pub struct JournalCtx {
     pub run_id: String,
     pub policy: String,
     pub stage: String,
     pub action: String,
+    pub batch: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -294,7 +296,8 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// Rows matching `filter` per hold of the holds table (hold id -> rows).
     async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError>;
 
-    /// The next rows, in key order after `after`, that match [`Scope::destroy_filter`].
+    /// The next rows, in key order after `after`, that match [`Scope::destroy_filter`]: at most
+    /// `limit`, and fewer only when no more match.
     async fn candidates(
         &self,
         scope: &Scope,
@@ -313,8 +316,30 @@ pub trait Connector: Send + Sync + fmt::Display {
         journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError>;
 
+    /// Whether [`Connector::destroy_next`] serves this scope.
+    fn destroys_next(&self, _scope: &Scope) -> bool {
+        false
+    }
+
+    /// A batch without a separate candidate query: selects the next due rows after `after` (at
+    /// most `limit`, in key order) and destroys them in one statement of one transaction, with
+    /// [`Scope::destroy_filter`] in that statement; journals them with the evidence ids `id`
+    /// makes, and commits. Returns what was destroyed, in key order, and their ids (fewer than
+    /// `limit`: nothing more was due). Only called when [`Connector::destroys_next`] says so.
+    async fn destroy_next(
+        &self,
+        _scope: &Scope,
+        _after: Option<&[Value]>,
+        _limit: usize,
+        _id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
+        _journal: &JournalCtx,
+    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>), ConnectorError> {
+        Err(ConnectorError::Invalid("this connector selects its candidates before destroying them".into()))
+    }
+
     /// How many of these keys still match the scope's lapse filter and still need work: used to
-    /// verify a destruction after the fact (0 means verified).
+    /// verify a destruction after the fact (0 means verified). `keys` are in key order (the
+    /// order of [`Connector::candidates`]).
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError>;
 
     /// The holds table of this connection, if any.

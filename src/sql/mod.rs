@@ -48,6 +48,8 @@ pub struct SqlConnector {
     holds_table: Option<(HoldsTable, TableInfo)>,
     /// Whether `DELETE ... RETURNING` exists here (PostgreSQL, SQLite, MariaDB; not MySQL).
     returning: bool,
+    /// The journal table has the earlier shape, a row per record (see `ensure_journal`).
+    journal_per_record: std::sync::atomic::AtomicBool,
     /// Run locks taken by `try_run_lock`: the sessions (or lock files) that hold them, kept
     /// open until the connector is dropped at the end of the process.
     run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
@@ -335,6 +337,7 @@ impl SqlConnector {
             journal_table: journal_table.to_string(),
             holds_table: None,
             returning,
+            journal_per_record: std::sync::atomic::AtomicBool::new(false),
             run_locks: std::sync::Mutex::new(Vec::new()),
         };
         if let Some(h) = holds {
@@ -387,7 +390,12 @@ impl SqlConnector {
     /// CREATE could not use a journal table its administrator made for it.
     pub async fn ensure_journal(&self) -> Result<(), ConnectorError> {
         match self.describe_table(&self.journal_table).await {
-            Ok(_) => return Ok(()),
+            Ok(t) => {
+                // A table made for an earlier lapse (a row per record) is written in its shape.
+                let per_record = t.column("records").is_none() && t.column("record").is_some();
+                self.journal_per_record.store(per_record, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
             Err(ConnectorError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -411,6 +419,15 @@ impl SqlConnector {
             let r = with_pool!(self, p => { sqlx::query(&ddl).execute(p).await.map(|_| ()).map_err(db_err(format!("creating journal table '{}'", self.journal_table))) });
             // Shards starting at once race on `CREATE TABLE IF NOT EXISTS` (PostgreSQL can
             // answer a unique violation in its catalog); the loser's retry finds the table.
+            if r.is_ok() {
+                if let Some(tune) = self.builder(&dummy).journal_storage() {
+                    // Only a speed setting: a refusal changes nothing else.
+                    let t = with_pool!(self, p => { sqlx::query(&tune).execute(p).await.map(|_| ()) });
+                    if let Err(e) = t {
+                        tracing::debug!("journal table storage not tuned: {}", sanitize(&e.to_string()));
+                    }
+                }
+            }
             if r.is_ok() || attempt == 3 {
                 return r;
             }
@@ -589,8 +606,16 @@ impl SqlConnector {
     }
 }
 
-/// The journal rows of the destroyed batch entries `destroyed`.
-fn journal_sql(b: &Builder, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize], now: &Value) -> Sql {
+/// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
+/// `destroyed`.
+fn journal_sql(
+    b: &Builder,
+    per_record: bool,
+    journal: &JournalCtx,
+    ids: &[EvidenceId],
+    destroyed: &[usize],
+    now: &Value,
+) -> Sql {
     let constants = [
         Value::Text(journal.run_id.clone()),
         Value::Text(journal.policy.clone()),
@@ -602,7 +627,10 @@ fn journal_sql(b: &Builder, journal: &JournalCtx, ids: &[EvidenceId], destroyed:
         .iter()
         .map(|&i| (Value::Text(ids[i].record.clone()), ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null)))
         .collect();
-    b.journal_insert(&constants, &records)
+    if per_record {
+        return b.journal_insert_rows(&constants, &records);
+    }
+    b.journal_insert_batch(&constants, journal.batch, &records)
 }
 
 /// Removes the URL (which may carry a password) from an error message.
@@ -630,6 +658,7 @@ impl SqlConnector {
         journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError> {
         let b = self.builder(scope);
+        let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
         let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
         let work_cols: Vec<String> = match &scope.work {
             Work::Delete => vec![],
@@ -677,7 +706,7 @@ impl SqlConnector {
                 if destroyed.len() == rows.len() {
                     destroyed.sort_unstable();
                     if !destroyed.is_empty() {
-                        let ins = journal_sql(&b, journal, ids, &destroyed, &now);
+                        let ins = journal_sql(&b, per_record, journal, ids, &destroyed, &now);
                         bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     }
                     tx.commit().await.map_err(db_err(&ctx))?;
@@ -706,7 +735,7 @@ impl SqlConnector {
                 }
                 let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
                 if r.rows_affected() == batch.len() as u64 {
-                    let ins = journal_sql(&b, journal, ids, &all, &now);
+                    let ins = journal_sql(&b, per_record, journal, ids, &all, &now);
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     tx.commit().await.map_err(db_err(&ctx))?;
                     Some(BatchOutcome { destroyed: all.clone(), cascaded, ..Default::default() })
@@ -780,7 +809,7 @@ impl SqlConnector {
             }
             // 4. The journal, in the same transaction: committed work is always accounted for.
             if expected > 0 {
-                let ins = journal_sql(&b, journal, ids, &outcome.destroyed, &now);
+                let ins = journal_sql(&b, per_record, journal, ids, &outcome.destroyed, &now);
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;
@@ -800,10 +829,15 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     /// A batch's statements bind a few values per row (its key in an `IN` list, the new values
-    /// of an anonymizing update, the journal row): the batch is kept under the smallest limit
+    /// of an anonymizing update): the batch is kept under the smallest limit
     /// on bound parameters of the three databases (SQLite's 32,766) with room to spare.
     fn max_batch(&self, scope: &Scope) -> usize {
-        let journal = if self.dialect == Dialect::MySql { 7 } else { 2 };
+        // The journal binds a few values per batch, or per record in a per-record table.
+        let journal = match (self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed), self.dialect) {
+            (false, _) => 0,
+            (true, Dialect::MySql) => 7,
+            (true, _) => 2,
+        };
         let update = match &scope.work {
             Work::Delete => 0,
             Work::Anonymize(cols) => scope.key.len() + cols.len(),
@@ -890,6 +924,39 @@ impl crate::connector::Connector for SqlConnector {
         })
     }
 
+    /// The plain filters (no subqueries) are counted together in one scan of the table; the
+    /// others (holds, dependents: semi- and anti-joins) each in their own statement, side by
+    /// side.
+    async fn counts(&self, scope: &Scope, filters: &[Filter]) -> Result<Vec<u64>, ConnectorError> {
+        let (plain, joined): (Vec<usize>, Vec<usize>) = (0..filters.len()).partition(|&i| Builder::plain(&filters[i]));
+        let together = async {
+            if plain.len() < 2 {
+                return Ok(None);
+            }
+            let fs: Vec<&Filter> = plain.iter().map(|&i| &filters[i]).collect();
+            let rows = self
+                .rows(&self.builder(scope).count_many(&fs), &format!("counting rows of '{}'", scope.table.name))
+                .await?;
+            let row = rows.into_iter().next().unwrap_or_default();
+            Ok::<_, ConnectorError>(Some(
+                row.into_iter().map(|v| if let Value::Int(n) = v { n as u64 } else { 0 }).collect::<Vec<u64>>(),
+            ))
+        };
+        let alone: Vec<usize> = if plain.len() < 2 { (0..filters.len()).collect() } else { joined };
+        let each = futures::future::try_join_all(alone.iter().map(|&i| self.count(scope, &filters[i])));
+        let (together, each) = futures::future::try_join(together, each).await?;
+        let mut out = vec![0u64; filters.len()];
+        if let Some(ns) = together {
+            for (&i, n) in plain.iter().zip(ns) {
+                out[i] = n;
+            }
+        }
+        for (&i, n) in alone.iter().zip(each) {
+            out[i] = n;
+        }
+        Ok(out)
+    }
+
     async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
         let Some(sql) = self.builder(scope).count_by_table_hold(filter) else { return Ok(vec![]) };
         let rows = self.rows(&sql, &format!("counting held rows of '{}'", scope.table.name)).await?;
@@ -953,36 +1020,95 @@ impl crate::connector::Connector for SqlConnector {
         }
     }
 
+    /// Deletes without dependents to cascade to, on a database with `DELETE … RETURNING`, keyed
+    /// by one integer column (whose order the engine can follow: the deleted rows come back in
+    /// no particular order and are sorted here).
+    fn destroys_next(&self, scope: &Scope) -> bool {
+        matches!(scope.work, Work::Delete)
+            && scope.cascade.is_empty()
+            && self.returning
+            && scope.key.len() == 1
+            && scope.table.kind(&scope.key[0]) == crate::connector::ColumnKind::Int
+    }
+
+    async fn destroy_next(
+        &self,
+        scope: &Scope,
+        after: Option<&[Value]>,
+        limit: usize,
+        id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
+        journal: &JournalCtx,
+    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>), ConnectorError> {
+        if !self.destroys_next(scope) {
+            return Err(ConnectorError::Invalid(format!(
+                "'{}': no single-statement batches for this policy",
+                scope.table.name
+            )));
+        }
+        let b = self.builder(scope);
+        let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
+        let ctx = format!("destroying a batch of '{}'", scope.table.name);
+        let del = b.delete_next(after, limit);
+        let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        with_pool!(self, p => {
+            let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+            let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+            let mut batch = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let key = row.value(0).map_err(db_err(&ctx))?;
+                let subject = if scope.subject.is_some() { Some(row.value(1).map_err(db_err(&ctx))?) } else { None };
+                batch.push(Candidate { key: vec![key], subject });
+            }
+            drop(rows);
+            batch.sort_by_key(|c| match c.key[0] { Value::Int(i) => i, _ => i64::MIN });
+            let ids: Vec<EvidenceId> = batch.iter().map(id).collect();
+            if !batch.is_empty() {
+                let all: Vec<usize> = (0..batch.len()).collect();
+                let ins = journal_sql(&b, per_record, journal, &ids, &all, &now);
+                bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+            }
+            tx.commit().await.map_err(db_err(&ctx))?;
+            Ok((batch, ids))
+        })
+    }
+
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
         if keys.is_empty() {
             return Ok(0);
         }
         let b = self.builder(scope);
         let ctx = format!("verifying '{}'", scope.table.name);
-        match &scope.work {
-            Work::Delete => {
-                let rows = self.rows(&b.read(keys, &[]), &ctx).await?;
-                Ok(rows.len() as u64)
+        let names: Vec<String> = match &scope.work {
+            Work::Delete => vec![],
+            Work::Anonymize(cols) => cols.iter().map(|(c, _)| c.clone()).collect(),
+        };
+        // The keys come in key order: the rows between the first and the last are read with one
+        // index range scan (binding thousands of keys costs the database more than reading the
+        // few other lapsed rows of the range, which are then left out here).
+        let rows = self.rows(&b.read(Rows::Range(&keys[0], &keys[keys.len() - 1]), &names), &ctx).await?;
+        let wanted: std::collections::HashSet<Vec<String>> =
+            keys.iter().map(|k| k.iter().map(Value::canonical).collect()).collect();
+        let nk = scope.key.len();
+        let mut left = 0;
+        for row in rows {
+            let key: Vec<String> = row[..nk].iter().map(Value::canonical).collect();
+            if !wanted.contains(&key) {
+                continue;
             }
-            Work::Anonymize(cols) => {
-                let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
-                let rows = self.rows(&b.read(keys, &names), &ctx).await?;
-                let nk = scope.key.len();
-                let mut left = 0;
-                for row in rows {
-                    let pending = cols
-                        .iter()
-                        .zip(&row[nk..])
-                        .any(|((_, s), v)| matches!(s.apply(v, scope.pseudonym_key.as_deref()), Ok(Some(_))));
-                    // Random tokens and pseudonyms are recognised by shape; a nullified or
-                    // constant value applies to itself as a no-op.
-                    if pending {
-                        left += 1;
-                    }
-                }
-                Ok(left)
+            let pending = match &scope.work {
+                Work::Delete => true,
+                // Random tokens and pseudonyms are recognised by shape; a nullified or constant
+                // value applies to itself as a no-op.
+                Work::Anonymize(cols) => cols
+                    .iter()
+                    .zip(&row[nk..])
+                    .any(|((_, s), v)| matches!(s.apply(v, scope.pseudonym_key.as_deref()), Ok(Some(_)))),
+            };
+            if pending {
+                left += 1;
             }
         }
+        Ok(left)
     }
 }
 

@@ -132,6 +132,12 @@ impl TestDb {
         r.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Records in the journal table (a row per committed batch, `record_count` records each).
+    pub async fn journal_records(&self) -> i64 {
+        let int = if self.backend == Backend::MySql { "SIGNED" } else { "BIGINT" };
+        self.count(&format!("SELECT CAST(COALESCE(SUM(record_count), 0) AS {int}) FROM lapse_journal")).await
+    }
+
     /// The first column of every row, as text (cast in SQL by the caller where needed).
     pub async fn texts(&self, sql: &str) -> Vec<Option<String>> {
         let r = match &self.pool {

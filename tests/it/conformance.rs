@@ -8,6 +8,7 @@ use chrono::{TimeZone, Utc};
 use lapse::config::HoldsTable;
 use lapse::connector::{Connector, EvidenceId, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work};
 use lapse::sql::SqlConnector;
+use std::collections::BTreeSet;
 
 use crate::common::{Backend, Fixture};
 use crate::per_backend;
@@ -169,7 +170,7 @@ pub async fn delete_lapsed(b: Backend) {
     assert_eq!(n(&r["evidence"]["records"]), 5);
     let evidence = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
     assert_eq!(evidence.lines().count(), 5);
-    assert_eq!(f.db.count("SELECT COUNT(*) FROM lapse_journal").await, 5, "journal rows committed with the batch");
+    assert_eq!(f.db.journal_records().await, 5, "journal records committed with the batch");
 }
 
 pub async fn null_anchor_lapses_only_when_explicit(b: Backend) {
@@ -304,8 +305,13 @@ pub async fn hold_inserted_mid_run(b: Backend) {
     f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LATE', 'S-HELD', NULL, NULL)").await;
     let ids: Vec<EvidenceId> =
         (0..cands.len()).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
-    let journal =
-        JournalCtx { run_id: "t".into(), policy: "people".into(), stage: "record".into(), action: "deleted".into() };
+    let journal = JournalCtx {
+        run_id: "t".into(),
+        policy: "people".into(),
+        stage: "record".into(),
+        action: "deleted".into(),
+        batch: 1,
+    };
     let out = conn.destroy(&scope, &cands, &ids, &journal).await.unwrap();
     assert!(!out.conflict);
     assert_eq!(out.destroyed.len(), 4);
@@ -382,7 +388,46 @@ pub async fn interrupted_run_resumes(b: Backend) {
     assert_eq!(n(&f.report("run")["policies"][0]["deleted"]), 3);
 }
 
+/// A journal table of the earlier shape (a row per record) is still written in its shape, and
+/// the journal's batch rows say which records each committed batch destroyed.
+pub async fn journal_shapes(b: Backend) {
+    let f = seeded(b).await;
+    f.policy("people", &policy("delete", ONE_YEAR, ""));
+    f.db.exec(
+        "CREATE TABLE lapse_journal (run_id VARCHAR(64) NOT NULL, policy VARCHAR(128) NOT NULL, \
+         stage VARCHAR(128) NOT NULL, action VARCHAR(32) NOT NULL, record VARCHAR(64) NOT NULL, \
+         subject VARCHAR(64), committed_at VARCHAR(40) NOT NULL)",
+    )
+    .await;
+    f.lapse(&["run", "--batch-size", "2"]).ok();
+    assert_eq!(ids_text(&f).await, vec![4, 5, 6]);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM lapse_journal").await, 5, "a row per record");
+    let evidence = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
+    let records: BTreeSet<String> =
+        f.db.texts("SELECT record FROM lapse_journal").await.into_iter().flatten().collect();
+    for line in evidence.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(records.contains(e["record"].as_str().unwrap()), "evidence line not journaled: {line}");
+    }
+
+    let f = seeded(b).await;
+    f.policy("people", &policy("delete", ONE_YEAR, ""));
+    f.lapse(&["run", "--batch-size", "2"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM lapse_journal").await, 3, "a row per batch (2 + 2 + 1)");
+    assert_eq!(f.db.journal_records().await, 5);
+    let lists = f.db.texts(&format!("SELECT {} FROM lapse_journal", f.db.text("records"))).await;
+    let journaled: BTreeSet<String> =
+        lists.into_iter().flatten().flat_map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>()).collect();
+    let evidence = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
+    let evidenced: BTreeSet<String> = evidence
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(journaled, evidenced, "the journal's batches hold exactly the evidence's records");
+}
+
 per_backend!(
+    journal_shapes,
     delete_lapsed,
     null_anchor_lapses_only_when_explicit,
     condition_limits_lapse,

@@ -475,10 +475,13 @@ impl SqlState {
             .map(|r| (int(&r[0]), (r[1].clone(), if r[2] == "<null>" { None } else { Some(r[2].clone()) })))
             .collect();
         let journal = if with_journal {
-            rows(db, "lapse_journal", &["policy", "stage", "record"])
+            // A row per batch, its records' hashes comma-separated.
+            rows(db, "lapse_journal", &["policy", "stage", "records"])
                 .await
                 .into_iter()
-                .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+                .flat_map(|r| {
+                    r[2].split(',').map(|rec| (r[0].clone(), r[1].clone(), rec.to_string())).collect::<Vec<_>>()
+                })
                 .collect()
         } else {
             vec![]

@@ -723,8 +723,13 @@ async fn per_key_failures_are_retried_then_reported() {
     let cands: Vec<Candidate> = conn.candidates(&scope, None, 100).await.unwrap();
     assert_eq!(cands.len(), 6);
     let ids: Vec<EvidenceId> = (0..6).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
-    let j =
-        JournalCtx { run_id: "t".into(), policy: "exports".into(), stage: "record".into(), action: "deleted".into() };
+    let j = JournalCtx {
+        run_id: "t".into(),
+        policy: "exports".into(),
+        stage: "record".into(),
+        action: "deleted".into(),
+        batch: 1,
+    };
     let out = conn.destroy(&scope, &cands, &ids, &j).await.unwrap();
     assert_eq!(out.destroyed.len(), 5, "the flaky key succeeded on retry");
     assert_eq!(out.failures.len(), 1);
