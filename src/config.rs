@@ -210,7 +210,8 @@ fn default_reports() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// Rows per batch (one transaction each). Default 1000.
+    /// Rows per batch (one transaction each). Default 5000 (capped per statement by
+    /// `Connector::max_batch`).
     #[serde(default = "default_batch")]
     pub batch_size: u32,
     /// Largest share of a dataset one run may destroy before the guardrail stops the policy.
@@ -226,7 +227,7 @@ impl Default for Defaults {
 }
 
 fn default_batch() -> u32 {
-    1000
+    5000
 }
 fn default_share() -> f64 {
     0.25

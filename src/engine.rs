@@ -21,8 +21,7 @@ use tracing::Instrument;
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
 use crate::connector::{
-    BatchOutcome, Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule,
-    Scope, Work,
+    Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
@@ -238,12 +237,23 @@ struct Ctx<'a> {
     part: Option<Filter>,
 }
 
-/// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes.
+/// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes. Lines are formatted,
+/// hashed and written on the sink's own thread, so that a batch's evidence is written while the
+/// next batch is destroyed; [`EvidenceSink::flush`] waits until everything sent is on disk.
 pub struct EvidenceSink {
     path: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
-    hash: Sha256,
-    records: u64,
+    /// Bounded: a writer that falls behind holds the batch loop back instead of its memory.
+    tx: Option<std::sync::mpsc::SyncSender<SinkMsg>>,
+    worker: Option<std::thread::JoinHandle<anyhow::Result<(String, u64)>>>,
+}
+
+enum SinkMsg {
+    /// One serialized line, newline included.
+    Line(Vec<u8>),
+    /// Lines of one batch: `{"record":"<hex>"[,"subject":"<hex>"]` + `rest` each.
+    Batch { rest: String, ids: Vec<(String, Option<String>)> },
+    /// Answer once everything before is written and synced to disk.
+    Sync(std::sync::mpsc::Sender<()>),
 }
 
 impl EvidenceSink {
@@ -253,16 +263,74 @@ impl EvidenceSink {
         }
         let file = std::fs::File::create(&path)
             .map_err(|e| anyhow::anyhow!("cannot create evidence file '{}': {e}", path.display()))?;
-        Ok(EvidenceSink { path, file: std::io::BufWriter::new(file), hash: Sha256::new(), records: 0 })
+        let (tx, rx) = std::sync::mpsc::sync_channel::<SinkMsg>(4);
+        let worker = std::thread::Builder::new().name("lapse-evidence".into()).spawn(move || {
+            let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut hash = Sha256::new();
+            let mut records = 0u64;
+            let mut line = Vec::with_capacity(256);
+            for msg in rx {
+                match msg {
+                    SinkMsg::Line(l) => {
+                        hash.update(&l);
+                        file.write_all(&l)?;
+                        records += 1;
+                    }
+                    SinkMsg::Batch { rest, ids } => {
+                        for (record, subject) in &ids {
+                            line.clear();
+                            line.extend_from_slice(br#"{"record":""#);
+                            line.extend_from_slice(record.as_bytes());
+                            line.push(b'"');
+                            if let Some(s) = subject {
+                                line.extend_from_slice(br#","subject":""#);
+                                line.extend_from_slice(s.as_bytes());
+                                line.push(b'"');
+                            }
+                            line.extend_from_slice(rest.as_bytes());
+                            line.push(b'\n');
+                            hash.update(&line);
+                            file.write_all(&line)?;
+                            records += 1;
+                        }
+                        // To the OS: a killed process loses none of it.
+                        file.flush()?;
+                    }
+                    SinkMsg::Sync(done) => {
+                        file.flush()?;
+                        file.get_ref().sync_data()?;
+                        let _ = done.send(());
+                    }
+                }
+            }
+            file.flush()?;
+            file.get_ref().sync_data()?;
+            Ok((hex::encode(hash.finalize()), records))
+        })?;
+        Ok(EvidenceSink { path, tx: Some(tx), worker: Some(worker) })
+    }
+
+    fn send(&mut self, msg: SinkMsg) -> anyhow::Result<()> {
+        match self.tx.as_ref().map(|tx| tx.send(msg)) {
+            Some(Ok(())) => Ok(()),
+            // The writer stopped on an error: that error.
+            _ => Err(self.stop()),
+        }
+    }
+
+    /// Ends the writer after a failure and returns what it failed on.
+    fn stop(&mut self) -> anyhow::Error {
+        self.tx = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => anyhow::anyhow!("writing evidence file '{}': {e}", self.path.display()),
+            _ => anyhow::anyhow!("evidence file '{}': the writer stopped", self.path.display()),
+        }
     }
 
     fn write(&mut self, e: &Evidence) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(e)?;
         line.push(b'\n');
-        self.hash.update(&line);
-        self.file.write_all(&line)?;
-        self.records += 1;
-        Ok(())
+        self.send(SinkMsg::Line(line))
     }
 
     /// The lines of one batch: `proto` gives everything but the record and subject hashes
@@ -276,43 +344,45 @@ impl EvidenceSink {
         let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
         let common = serde_json::to_string(&Evidence { record: String::new(), subject: None, ..proto.clone() })?;
         let Some(rest) = common.strip_prefix(r#"{"record":"""#) else { anyhow::bail!("evidence line layout changed") };
-        let mut line = Vec::with_capacity(256);
+        let mut plain: Vec<(String, Option<String>)> = Vec::new();
         for (record, subject) in ids {
-            if !hex(record) || !subject.is_none_or(hex) {
-                // Not a keyed hash (never the case): the general path escapes it.
-                self.write(&Evidence { record: record.into(), subject: subject.map(Into::into), ..proto.clone() })?;
+            if hex(record) && subject.is_none_or(hex) {
+                plain.push((record.to_string(), subject.map(str::to_string)));
                 continue;
             }
-            line.clear();
-            line.extend_from_slice(br#"{"record":""#);
-            line.extend_from_slice(record.as_bytes());
-            line.push(b'"');
-            if let Some(s) = subject {
-                line.extend_from_slice(br#","subject":""#);
-                line.extend_from_slice(s.as_bytes());
-                line.push(b'"');
+            // Not a keyed hash (never the case): the general path escapes it, in order.
+            if !plain.is_empty() {
+                self.send(SinkMsg::Batch { rest: rest.to_string(), ids: std::mem::take(&mut plain) })?;
             }
-            line.extend_from_slice(rest.as_bytes());
-            line.push(b'\n');
-            self.hash.update(&line);
-            self.file.write_all(&line)?;
-            self.records += 1;
+            self.write(&Evidence { record: record.into(), subject: subject.map(Into::into), ..proto.clone() })?;
+        }
+        if !plain.is_empty() {
+            self.send(SinkMsg::Batch { rest: rest.to_string(), ids: plain })?;
         }
         Ok(())
     }
 
+    /// Waits until every line sent is written and synced to disk.
     fn flush(&mut self) -> anyhow::Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()?;
-        Ok(())
+        let (done, wait) = std::sync::mpsc::channel();
+        self.send(SinkMsg::Sync(done))?;
+        match wait.recv() {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.stop()),
+        }
     }
 
     fn finish(mut self) -> anyhow::Result<EvidenceFile> {
-        self.flush()?;
+        self.tx = None;
+        let (sha256, records) = match self.worker.take().map(|w| w.join()) {
+            Some(Ok(Ok(done))) => done,
+            Some(Ok(Err(e))) => anyhow::bail!("writing evidence file '{}': {e}", self.path.display()),
+            _ => anyhow::bail!("evidence file '{}': the writer stopped", self.path.display()),
+        };
         Ok(EvidenceFile {
             file: self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            sha256: hex::encode(self.hash.finalize()),
-            records: self.records,
+            sha256,
+            records,
         })
     }
 }
@@ -875,7 +945,7 @@ async fn enforce(
         // own pooled connection. Batch i+1's rows are re-checked by its own destroying
         // statements, so reading them early changes nothing of what is destroyed.
         let mut prefetched: Option<Result<Vec<Candidate>, ConnectorError>> = None;
-        let fused = conn.destroys_next(&stage.scope);
+        let mut fused = conn.destroys_next(&stage.scope);
         let mut unverified: Vec<Vec<Value>> = Vec::new();
         crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
         loop {
@@ -900,18 +970,18 @@ async fn enforce(
                 let verifying = verify_batch(conn, &stage.scope, &to_verify);
                 let (taken, left) = futures::join!(destroying, verifying);
                 match taken {
-                    Ok((cands, ids)) => {
-                        let outcome = BatchOutcome { destroyed: (0..cands.len()).collect(), ..Default::default() };
-                        (cands, ids, Ok(outcome), left)
-                    }
-                    // Which rows the failed statement would have taken is unknown: the stage
-                    // cannot go on past them (its committed counts stay).
+                    Ok((cands, ids, outcome)) => (cands, ids, Ok(outcome), left),
+                    // Which rows the failed statement took is unknown (it rolled back): the
+                    // batch is taken again the other way, candidates first, so that a failure is
+                    // counted against the rows it concerns and the stage goes on past them.
                     Err(e) => {
                         left.map(|n| {
                             verify.checked += to_verify.len() as u64;
                             verify.still_present += n;
                         })?;
-                        anyhow::bail!("stage {}: batch {}: {e}", stage.name, batches + 1)
+                        tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
+                        fused = false;
+                        continue;
                     }
                 }
             } else {
@@ -954,7 +1024,7 @@ async fn enforce(
                 let read_ahead = cands.len() >= batch_size && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
                 let destroying = async {
                     if cands.is_empty() {
-                        return Ok(BatchOutcome::default());
+                        return Ok(Default::default());
                     }
                     let mut attempt = 0;
                     loop {
@@ -1074,13 +1144,11 @@ async fn enforce(
                         })?;
                     }
                 }
-                if conn.journaled_destroy() {
-                    // The batch is already durable in the journal (same transaction as the
-                    // destruction): its lines go to the OS now, a kill of the process keeps
-                    // them, and the file is synced once at the end, before the report.
-                    sink.file.flush()?;
-                } else {
-                    // No journal: the intents of the batch are reconciled with these lines.
+                if !conn.journaled_destroy() {
+                    // No journal: the intents of the batch are reconciled with these lines, which
+                    // must be on disk first. (Otherwise the batch is durable in the journal, in
+                    // the destroying transaction; the sink writes its lines while the next batch
+                    // is destroyed and syncs the file once, before the report.)
                     sink.flush()?;
                 }
             }

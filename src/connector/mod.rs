@@ -324,8 +324,9 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// A batch without a separate candidate query: selects the next due rows after `after` (at
     /// most `limit`, in key order) and destroys them in one statement of one transaction, with
     /// [`Scope::destroy_filter`] in that statement; journals them with the evidence ids `id`
-    /// makes, and commits. Returns what was destroyed, in key order, and their ids (fewer than
-    /// `limit`: nothing more was due). Only called when [`Connector::destroys_next`] says so.
+    /// makes, and commits. Returns the batch it took, in key order (fewer than `limit`: nothing
+    /// more was due), their ids, and the outcome (indices into the batch). Only called when
+    /// [`Connector::destroys_next`] says so.
     async fn destroy_next(
         &self,
         _scope: &Scope,
@@ -333,7 +334,7 @@ pub trait Connector: Send + Sync + fmt::Display {
         _limit: usize,
         _id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
         _journal: &JournalCtx,
-    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>), ConnectorError> {
+    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>, BatchOutcome), ConnectorError> {
         Err(ConnectorError::Invalid("this connector selects its candidates before destroying them".into()))
     }
 

@@ -535,6 +535,16 @@ impl<'a> Builder<'a> {
         sql
     }
 
+    /// Rows matching `f`, and the first and last of their keys (single-column keys).
+    pub fn count_bounds(&self, f: &Filter) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let k = self.col(&t, &self.scope.key[0]);
+        sql.push(&format!("SELECT COUNT(*), MIN({k}), MAX({k}) FROM {t} WHERE "));
+        self.filter(&mut sql, f, &t);
+        sql
+    }
+
     /// Rows matching each of `filters` in one scan of the table: `SELECT COUNT(CASE WHEN f1
     /// THEN 1 END), …`. Only for filters without subqueries ([`Builder::plain`]), which cost
     /// the same per row in one statement as in several.
@@ -626,6 +636,50 @@ impl<'a> Builder<'a> {
         self.rows(&mut sql, &t, rows);
         sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        if self.d != Dialect::Sqlite {
+            sql.push(" FOR UPDATE");
+        }
+        sql
+    }
+
+    /// Inside the destroying transaction: reads and locks the next `limit` due rows after
+    /// `after`, in key order, with the values the anonymization needs (a batch without a
+    /// candidate query first). Columns: keys, the subject if the scope has one, then `columns`.
+    /// `bounds` as in [`Builder::delete_next`].
+    pub fn lock_next(
+        &self,
+        after: Option<&[Value]>,
+        limit: usize,
+        bounds: Option<&(Value, Value)>,
+        columns: &[String],
+    ) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
+        if let Some(s) = &self.scope.subject {
+            cols.push(self.read_expr(&t, s));
+        }
+        cols.extend(columns.iter().map(|c| self.read_expr(&t, c)));
+        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
+        if let Some(after) = after {
+            self.key_compare(&mut sql, &t, ">", after);
+            sql.push(" AND ");
+        }
+        if let Some((first, last)) = bounds {
+            let info = self.scope.table.column(&self.scope.key[0]);
+            let k = self.col(&t, &self.scope.key[0]);
+            if after.is_none() {
+                sql.push(&format!("{k} >= "));
+                sql.bind_for(first.clone(), info, false);
+                sql.push(" AND ");
+            }
+            sql.push(&format!("{k} <= "));
+            sql.bind_for(last.clone(), info, false);
+            sql.push(" AND ");
+        }
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        let order: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
+        sql.push(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
         if self.d != Dialect::Sqlite {
             sql.push(" FOR UPDATE");
         }
@@ -724,15 +778,37 @@ impl<'a> Builder<'a> {
     /// up to the last of the next `limit` due keys, found by a subquery of the same statement.
     /// Either way every deleted row passed `destroy_filter` in the deleting statement itself.
     /// Single-column keys only.
-    pub fn delete_next(&self, after: Option<&[Value]>, limit: usize) -> Sql {
+    ///
+    /// `bounds`: the first and last due key when the rows were counted. The scan starts at the
+    /// first (MariaDB otherwise plans the first batch as a scan of the anchor's index and a
+    /// sort) and stops at the last (the last batch does not read on to the end of the table);
+    /// a row that became due beyond them is left for the next run.
+    pub fn delete_next(&self, after: Option<&[Value]>, limit: usize, bounds: Option<&(Value, Value)>) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         let key = self.col(&t, &self.scope.key[0]);
         let destroy = self.scope.destroy_filter();
+        let info = self.scope.table.column(&self.scope.key[0]);
+        let bound = |sql: &mut Sql, qual: &str| {
+            if let Some((first, last)) = bounds {
+                let k = self.col(qual, &self.scope.key[0]);
+                if after.is_none() {
+                    sql.push(&format!("{k} >= "));
+                    sql.bind_for(first.clone(), info, false);
+                    sql.push(" AND ");
+                }
+                sql.push(&format!("{k} <= "));
+                sql.bind_for(last.clone(), info, false);
+                sql.push(" AND ");
+            }
+        };
         sql.push(&format!("DELETE FROM {t} WHERE "));
         if let Some(after) = after {
             self.key_compare(&mut sql, &t, ">", after);
             sql.push(" AND ");
+        }
+        if self.d == Dialect::MySql {
+            bound(&mut sql, &t);
         }
         if self.d != Dialect::MySql {
             // The upper end of the batch: the last of the next `limit` due keys.
@@ -742,6 +818,7 @@ impl<'a> Builder<'a> {
                 "{key} <= (SELECT MAX(b.k) FROM (SELECT {ikey} AS k FROM {} {inner} WHERE ",
                 self.q(&self.scope.table.name)
             ));
+            bound(&mut sql, inner);
             self.filter(&mut sql, &destroy, inner);
             if let Some(after) = after {
                 sql.push(" AND ");
@@ -809,7 +886,11 @@ impl<'a> Builder<'a> {
     /// others come from a derived table of the batch (key, then per column a value and a "set"
     /// flag) joined on the key, so the statement grows linearly with the batch (a `CASE` per
     /// row would have the database compare every row with every key).
-    pub fn update(&self, columns: &[String], rows: &[(Vec<Value>, Vec<Option<Value>>)]) -> Sql {
+    ///
+    /// `range`: the batch's first and last key, when it is a key range: repeated as a range
+    /// predicate, so that the database reads the batch's rows by an index range scan instead of
+    /// planning the join as a scan of the whole table.
+    pub fn update(&self, columns: &[String], rows: &[(Vec<Value>, Vec<Option<Value>>)], range: Option<Rows>) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         let uniform: Vec<Option<Value>> = (0..columns.len())
@@ -886,6 +967,10 @@ impl<'a> Builder<'a> {
             // The join with the batch's derived table already limits the rows to the batch.
             sql.push(&format!("{} AND ", join.join(" AND ")));
         }
+        if let Some(r) = range {
+            self.rows(&mut sql, &t, r);
+            sql.push(" AND ");
+        }
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         sql
     }
@@ -917,6 +1002,31 @@ impl<'a> Builder<'a> {
                     cells(sql, row, i == 0);
                 }
                 sql.push(") AS v");
+            }
+            Dialect::Postgres if pg_arrays(&rows) => {
+                // One array per column, `unnest`ed: a handful of parameters instead of one per
+                // cell, so the statement is parsed and planned in a millisecond, not in tens.
+                let ncols = names.len();
+                let mut cols: Vec<(String, String)> = Vec::with_capacity(ncols);
+                for i in 0..ncols {
+                    let ty = match &rows[0][i] {
+                        Cell::Key(_, Some(c)) | Cell::Assign(_, Some(c)) => c.sql_type.clone(),
+                        Cell::Flag(_) => "integer".into(),
+                        _ => "text".into(),
+                    };
+                    let items: Vec<String> = rows.iter().map(|r| pg_array_item(&r[i])).collect();
+                    cols.push((format!("{{{}}}", items.join(",")), ty));
+                }
+                sql.push("unnest(");
+                for (i, (literal, ty)) in cols.into_iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push("CAST(");
+                    sql.bind(Value::Text(literal));
+                    sql.push(&format!(" AS {ty}[])"));
+                }
+                sql.push(&format!(") AS v({})", names.join(", ")));
             }
             Dialect::Postgres | Dialect::Sqlite => {
                 if self.d == Dialect::Sqlite {
@@ -1083,6 +1193,45 @@ impl<'a> Builder<'a> {
         } else {
             sql.bind(v);
         }
+    }
+}
+
+/// Whether a derived table can be sent to PostgreSQL as one array per column: every column's
+/// type is known (the same in every row) and every value has an array literal form.
+fn pg_arrays(rows: &[Vec<Cell>]) -> bool {
+    let Some(first) = rows.first() else { return false };
+    let typed = |c: &Cell| match c {
+        Cell::Key(_, info) | Cell::Assign(_, info) => info.is_some(),
+        Cell::Flag(_) | Cell::Value(_) => true,
+    };
+    first.iter().all(typed)
+        && rows.iter().flatten().all(|c| match c {
+            Cell::Key(v, _) | Cell::Assign(v, _) | Cell::Value(v) => match v {
+                Value::Bytes(_) => false,
+                Value::Float(f) => f.is_finite(),
+                _ => true,
+            },
+            Cell::Flag(_) => true,
+        })
+}
+
+/// One element of a PostgreSQL array literal (`{…}`): NULL, a number, or a double-quoted text
+/// with `"` and `\` escaped. Read by the column type's own input function, like a bound text.
+fn pg_array_item(c: &Cell) -> String {
+    let v = match c {
+        Cell::Key(v, _) | Cell::Assign(v, _) | Cell::Value(v) => v,
+        Cell::Flag(f) => return f.to_string(),
+    };
+    let quoted = |t: &str| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""));
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => if *b { "t" } else { "f" }.into(),
+        Value::Text(t) => quoted(t),
+        Value::Timestamp(t) => quoted(&t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
+        Value::Date(d) => quoted(&d.format("%Y-%m-%d").to_string()),
+        Value::Bytes(_) => unreachable!("pg_arrays excludes bytes"),
     }
 }
 

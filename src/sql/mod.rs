@@ -50,6 +50,9 @@ pub struct SqlConnector {
     returning: bool,
     /// The journal table has the earlier shape, a row per record (see `ensure_journal`).
     journal_per_record: std::sync::atomic::AtomicBool,
+    /// The first and last key of the rows each counted filter matched (single integer keys), by
+    /// [`bounds_id`]: `destroy_next` scans only between them.
+    due_bounds: std::sync::Mutex<std::collections::HashMap<String, (Value, Value)>>,
     /// Run locks taken by `try_run_lock`: the sessions (or lock files) that hold them, kept
     /// open until the connector is dropped at the end of the process.
     run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
@@ -272,6 +275,9 @@ impl SqlConnector {
                     // A run's statements are small keyed batches: starting parallel workers for
                     // each (a `LIMIT` scan the planner thinks large) costs more than the scan.
                     opts = opts.options([("max_parallel_workers_per_gather", "0")]);
+                    // A batch statement runs with other key bounds each time, over a table it is
+                    // emptying: a generic plan, chosen once, can scan the whole range each time.
+                    opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
                 }
                 let pool = PgPoolOptions::new()
                     .max_connections(4)
@@ -309,7 +315,9 @@ impl SqlConnector {
                     .foreign_keys(true);
                 let opts = if read_only { opts } else { opts.journal_mode(SqliteJournalMode::Wal) };
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(if read_only { 2 } else { 1 })
+                    // WAL: the counts, the verification and the next batch's reads go on while a
+                    // batch writes; writers wait for each other (`BEGIN IMMEDIATE`, busy timeout).
+                    .max_connections(2)
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await
@@ -338,6 +346,7 @@ impl SqlConnector {
             holds_table: None,
             returning,
             journal_per_record: std::sync::atomic::AtomicBool::new(false),
+            due_bounds: std::sync::Mutex::new(std::collections::HashMap::new()),
             run_locks: std::sync::Mutex::new(Vec::new()),
         };
         if let Some(h) = holds {
@@ -606,6 +615,37 @@ impl SqlConnector {
     }
 }
 
+/// Identifies a filter over a table for the `due_bounds` memo (the filter's rendering names
+/// its columns, thresholds, holds and shard; bound values are redacted, but they are the same for
+/// every filter of one run's table).
+fn bounds_id(scope: &Scope, f: &Filter) -> String {
+    format!("{}\n{f:?}", scope.table.name)
+}
+
+/// The evidence ids of a batch, computed on two threads for a large batch: this is the only
+/// work between the deletion and the journal insert of its transaction, and the database waits
+/// for it.
+fn evidence_ids(
+    batch: &[Candidate],
+    id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
+) -> Vec<EvidenceId> {
+    if batch.len() < 2048 {
+        return batch.iter().map(id).collect();
+    }
+    let (a, b) = batch.split_at(batch.len() / 2);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| b.iter().map(id).collect::<Vec<_>>());
+        let mut ids: Vec<EvidenceId> = a.iter().map(id).collect();
+        ids.extend(second.join().expect("hashing thread"));
+        ids
+    })
+}
+
+/// Whether the scope's key is one integer column (the engine can follow its order in Rust).
+fn int_key(scope: &Scope) -> bool {
+    scope.key.len() == 1 && scope.table.kind(&scope.key[0]) == crate::connector::ColumnKind::Int
+}
+
 /// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
 /// `destroyed`.
 fn journal_sql(
@@ -649,6 +689,82 @@ fn redact_url(msg: &str, url: &str) -> String {
 }
 
 impl SqlConnector {
+    /// `Connector::destroy_next` for an anonymizing stage: lock the next due rows, compute their
+    /// new values, update them (the same filter in the `UPDATE`: a row that became held since it
+    /// was locked is not updated, and the batch is rolled back and taken again), journal, commit.
+    async fn anonymize_next(
+        &self,
+        scope: &Scope,
+        cols: &[(String, crate::policy::strategy::Strategy)],
+        after: Option<&[Value]>,
+        limit: usize,
+        id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
+        journal: &JournalCtx,
+    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>, BatchOutcome), ConnectorError> {
+        let b = self.builder(scope);
+        let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
+        let ctx = format!("destroying a batch of '{}'", scope.table.name);
+        let work_cols: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
+        let bounds = self.due_bounds.lock().expect("bounds").get(&bounds_id(scope, &scope.destroy_filter())).cloned();
+        let lock = b.lock_next(after, limit, bounds.as_ref(), &work_cols);
+        let nk = scope.key.len();
+        let ns = usize::from(scope.subject.is_some());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let done = with_pool!(self, p => {
+                let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+                let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+                let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
+                let mut batch = Vec::with_capacity(locked.len());
+                let mut outcome = BatchOutcome::default();
+                let mut rows = Vec::new();
+                for (i, row) in locked.into_iter().enumerate() {
+                    let mut new = Vec::with_capacity(cols.len());
+                    for ((_, strategy), old) in cols.iter().zip(&row[nk + ns..]) {
+                        new.push(strategy.apply(old, scope.pseudonym_key.as_deref()).map_err(|e| ConnectorError::Invalid(format!("{ctx}: {e}")))?);
+                    }
+                    let key = row[..nk].to_vec();
+                    if new.iter().all(Option::is_none) {
+                        outcome.unchanged.push(i);
+                    } else {
+                        outcome.destroyed.push(i);
+                        rows.push((key.clone(), new));
+                    }
+                    batch.push(Candidate { key, subject: (ns == 1).then(|| row[nk].clone()) });
+                }
+                let ids = evidence_ids(&batch, id);
+                if !rows.is_empty() {
+                    let range = Rows::Range(&batch[0].key, &batch[batch.len() - 1].key);
+                    let upd = b.update(&work_cols, &rows, Some(range));
+                    let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                    if r.rows_affected() != rows.len() as u64 {
+                        tx.rollback().await.map_err(db_err(&ctx))?;
+                        None
+                    } else {
+                        let ins = journal_sql(&b, per_record, journal, &ids, &outcome.destroyed, &Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+                        bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+                        tx.commit().await.map_err(db_err(&ctx))?;
+                        Some((batch, ids, outcome))
+                    }
+                } else {
+                    tx.commit().await.map_err(db_err(&ctx))?;
+                    Some((batch, ids, outcome))
+                }
+            });
+            match done {
+                Some(d) => return Ok(d),
+                None if attempt < 3 => continue,
+                None => {
+                    return Err(ConnectorError::Query {
+                        context: ctx,
+                        message: "rows kept changing under the batch (3 attempts); nothing of it committed".into(),
+                    })
+                }
+            }
+        }
+    }
+
     /// One attempt at `Connector::destroy`.
     async fn destroy_once(
         &self,
@@ -795,7 +911,8 @@ impl SqlConnector {
                     }
                     expected = rows.len() as u64;
                     if expected > 0 {
-                        let upd = b.update(&work_cols, &rows);
+                        let range = Rows::Range(&batch[0].key, &batch[batch.len() - 1].key);
+                        let upd = b.update(&work_cols, &rows, Some(range));
                         let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
                         if r.rows_affected() != expected {
                             outcome.conflict = true;
@@ -943,7 +1060,29 @@ impl crate::connector::Connector for SqlConnector {
             ))
         };
         let alone: Vec<usize> = if plain.len() < 2 { (0..filters.len()).collect() } else { joined };
-        let each = futures::future::try_join_all(alone.iter().map(|&i| self.count(scope, &filters[i])));
+        let each = futures::future::try_join_all(alone.iter().map(|&i| async move {
+            if !int_key(scope) {
+                return self.count(scope, &filters[i]).await;
+            }
+            // With the key range of what it counts (see `destroy_next`), at no extra cost.
+            let sql = self.builder(scope).count_bounds(&filters[i]);
+            let row = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
+            match row.as_deref() {
+                Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_)]) => {
+                    let id = bounds_id(scope, &filters[i]);
+                    self.due_bounds.lock().expect("bounds").insert(id, (first.clone(), last.clone()));
+                    Ok(*n as u64)
+                }
+                row => {
+                    // Nothing counted: no bounds (none left from an earlier run either).
+                    self.due_bounds.lock().expect("bounds").remove(&bounds_id(scope, &filters[i]));
+                    Ok(match row {
+                        Some([Value::Int(n), ..]) => *n as u64,
+                        _ => 0,
+                    })
+                }
+            }
+        }));
         let (together, each) = futures::future::try_join(together, each).await?;
         let mut out = vec![0u64; filters.len()];
         if let Some(ns) = together {
@@ -1023,12 +1162,14 @@ impl crate::connector::Connector for SqlConnector {
     /// Deletes without dependents to cascade to, on a database with `DELETE … RETURNING`, keyed
     /// by one integer column (whose order the engine can follow: the deleted rows come back in
     /// no particular order and are sorted here).
+    ///
+    /// Anonymizing batches, with any key: the transaction reads and locks the next due rows in
+    /// key order (`Builder::lock_next`), computes their new values, updates and journals them.
     fn destroys_next(&self, scope: &Scope) -> bool {
-        matches!(scope.work, Work::Delete)
-            && scope.cascade.is_empty()
-            && self.returning
-            && scope.key.len() == 1
-            && scope.table.kind(&scope.key[0]) == crate::connector::ColumnKind::Int
+        match scope.work {
+            Work::Delete => scope.cascade.is_empty() && self.returning && int_key(scope),
+            Work::Anonymize(_) => true,
+        }
     }
 
     async fn destroy_next(
@@ -1038,7 +1179,10 @@ impl crate::connector::Connector for SqlConnector {
         limit: usize,
         id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
         journal: &JournalCtx,
-    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>), ConnectorError> {
+    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>, BatchOutcome), ConnectorError> {
+        if let Work::Anonymize(cols) = &scope.work {
+            return self.anonymize_next(scope, cols, after, limit, id, journal).await;
+        }
         if !self.destroys_next(scope) {
             return Err(ConnectorError::Invalid(format!(
                 "'{}': no single-statement batches for this policy",
@@ -1048,7 +1192,8 @@ impl crate::connector::Connector for SqlConnector {
         let b = self.builder(scope);
         let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
-        let del = b.delete_next(after, limit);
+        let bounds = self.due_bounds.lock().expect("bounds").get(&bounds_id(scope, &scope.destroy_filter())).cloned();
+        let del = b.delete_next(after, limit, bounds.as_ref());
         let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
@@ -1061,14 +1206,15 @@ impl crate::connector::Connector for SqlConnector {
             }
             drop(rows);
             batch.sort_by_key(|c| match c.key[0] { Value::Int(i) => i, _ => i64::MIN });
-            let ids: Vec<EvidenceId> = batch.iter().map(id).collect();
+            let ids = evidence_ids(&batch, id);
             if !batch.is_empty() {
                 let all: Vec<usize> = (0..batch.len()).collect();
                 let ins = journal_sql(&b, per_record, journal, &ids, &all, &now);
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;
-            Ok((batch, ids))
+            let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
+            Ok((batch, ids, outcome))
         })
     }
 
