@@ -10,7 +10,7 @@
 #   --batch B       batch of the hand-written loop (default 5000)
 #   --lapse-batch B lapse --batch-size (default: lapse's own default); S3: the policy's batch_size
 #   --lapse-bin F   time this lapse binary instead of building one (cargo build --release)
-#   --rss-sizes L   with `rss` in --only: peak RSS of `lapse run` (delete, PostgreSQL) at these
+#   --rss-sizes L   with `rss` in --only: peak RSS of `lapse run` (delete and anonymize, PostgreSQL) at these
 #                   table sizes, side by side (default 100000,1000000)
 #   --out FILE      JSON results (default .bench/results-<time>.json); a Markdown summary is
 #                   printed at the end
@@ -107,8 +107,8 @@ fi
 if has rss; then
     IFS=, read -ra sizes <<<"$RSS_SIZES"
     for n in "${sizes[@]}"; do
-        log "RSS: lapse run (delete) and plan at $n rows on PostgreSQL"
-        "$VENV/bin/python" scripts/bench/sqlbench.py --rows "$n" --only postgres --contenders lapse-delete \
+        log "RSS: lapse run (delete, anonymize) and plan at $n rows on PostgreSQL"
+        "$VENV/bin/python" scripts/bench/sqlbench.py --rows "$n" --only postgres --contenders lapse-delete,lapse-anonymize \
             --lapse-batch "$LAPSE_BATCH" --lapse "$LAPSE" --work "$WORK" --pg-url "$LAPSE_TEST_PG_URL" \
             --plan --json-out "$OUT.rss-$n"
         PARTS+=("$OUT.rss-$n")

@@ -615,11 +615,11 @@ impl SqlConnector {
     }
 }
 
-/// Identifies a filter over a table for the `due_bounds` memo (the filter's rendering names
-/// its columns, thresholds, holds and shard; bound values are redacted, but they are the same for
-/// every filter of one run's table).
+/// Identifies a policy's filter for the `due_bounds` memo (the filter's rendering names its
+/// columns, thresholds, holds and shard; the values of a condition are redacted in it, so the
+/// policy is part of the id: its counts always come just before its batches).
 fn bounds_id(scope: &Scope, f: &Filter) -> String {
-    format!("{}\n{f:?}", scope.table.name)
+    format!("{}\n{}\n{f:?}", scope.policy, scope.table.name)
 }
 
 /// The evidence ids of a batch, computed on two threads for a large batch: this is the only
