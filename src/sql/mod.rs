@@ -1098,21 +1098,26 @@ impl crate::connector::Connector for SqlConnector {
 
     async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
         let Some(sql) = self.builder(scope).count_by_table_hold(filter) else { return Ok(vec![]) };
-        let rows = self.rows(&sql, &format!("counting held rows of '{}'", scope.table.name)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let id = match &r[0] {
-                    Value::Text(s) => s.clone(),
+        let ctx = format!("counting held rows of '{}'", scope.table.name);
+        // Streamed: a hold per held subject makes this one row per held row, and the rows are
+        // not all kept in the driver's form and ours at once.
+        with_pool!(self, p => {
+            use futures::TryStreamExt;
+            let mut out = Vec::new();
+            let mut rows = bound!(sql).fetch(p);
+            while let Some(row) = rows.try_next().await.map_err(db_err(&ctx))? {
+                let id = match row.value(0).map_err(db_err(&ctx))? {
+                    Value::Text(s) => s,
                     other => other.canonical(),
                 };
-                let n = match r.get(1) {
-                    Some(Value::Int(n)) => *n as u64,
+                let n = match row.value(1).map_err(db_err(&ctx))? {
+                    Value::Int(n) => n as u64,
                     _ => 0,
                 };
-                (id, n)
-            })
-            .collect())
+                out.push((id, n));
+            }
+            Ok(out)
+        })
     }
 
     async fn candidates(
