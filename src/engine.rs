@@ -1354,11 +1354,6 @@ pub fn summary(r: &Report) -> String {
     s
 }
 
-#[allow(dead_code)]
-fn candidate_keys(c: &[Candidate]) -> Vec<Vec<Value>> {
-    c.iter().map(|c| c.key.clone()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -610,11 +610,7 @@ impl<'a> Builder<'a> {
     pub fn candidates(&self, after: Option<&[Value]>, limit: usize) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
-        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
-        if let Some(s) = &self.scope.subject {
-            cols.push(self.read_expr(&t, s));
-        }
-        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
+        sql.push(&format!("SELECT {} FROM {t} WHERE ", self.key_and_subject(&t).join(", ")));
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         if let Some(after) = after {
             sql.push(" AND ");
@@ -655,28 +651,10 @@ impl<'a> Builder<'a> {
     ) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
-        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
-        if let Some(s) = &self.scope.subject {
-            cols.push(self.read_expr(&t, s));
-        }
+        let mut cols = self.key_and_subject(&t);
         cols.extend(columns.iter().map(|c| self.read_expr(&t, c)));
         sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
-        if let Some(after) = after {
-            self.key_compare(&mut sql, &t, ">", after);
-            sql.push(" AND ");
-        }
-        if let Some((first, last)) = bounds {
-            let info = self.scope.table.column(&self.scope.key[0]);
-            let k = self.col(&t, &self.scope.key[0]);
-            if after.is_none() {
-                sql.push(&format!("{k} >= "));
-                sql.bind_for(first.clone(), info, false);
-                sql.push(" AND ");
-            }
-            sql.push(&format!("{k} <= "));
-            sql.bind_for(last.clone(), info, false);
-            sql.push(" AND ");
-        }
+        self.next_rows(&mut sql, &t, after, bounds);
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         let order: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
         sql.push(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
@@ -764,11 +742,7 @@ impl<'a> Builder<'a> {
         self.rows(&mut sql, &t, Rows::Range(first, last));
         sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
-        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
-        if let Some(s) = &self.scope.subject {
-            cols.push(self.read_expr(&t, s));
-        }
-        sql.push(&format!(" RETURNING {}", cols.join(", ")));
+        sql.push(&format!(" RETURNING {}", self.key_and_subject(&t).join(", ")));
         sql
     }
 
@@ -788,29 +762,11 @@ impl<'a> Builder<'a> {
         let t = self.table();
         let key = self.col(&t, &self.scope.key[0]);
         let destroy = self.scope.destroy_filter();
-        let info = self.scope.table.column(&self.scope.key[0]);
-        let bound = |sql: &mut Sql, qual: &str| {
-            if let Some((first, last)) = bounds {
-                let k = self.col(qual, &self.scope.key[0]);
-                if after.is_none() {
-                    sql.push(&format!("{k} >= "));
-                    sql.bind_for(first.clone(), info, false);
-                    sql.push(" AND ");
-                }
-                sql.push(&format!("{k} <= "));
-                sql.bind_for(last.clone(), info, false);
-                sql.push(" AND ");
-            }
-        };
         sql.push(&format!("DELETE FROM {t} WHERE "));
-        if let Some(after) = after {
-            self.key_compare(&mut sql, &t, ">", after);
-            sql.push(" AND ");
-        }
         if self.d == Dialect::MySql {
-            bound(&mut sql, &t);
-        }
-        if self.d != Dialect::MySql {
+            self.next_rows(&mut sql, &t, after, bounds);
+        } else {
+            self.next_rows(&mut sql, &t, after, None);
             // The upper end of the batch: the last of the next `limit` due keys.
             let inner = "n";
             let ikey = self.col(inner, &self.scope.key[0]);
@@ -818,24 +774,46 @@ impl<'a> Builder<'a> {
                 "{key} <= (SELECT MAX(b.k) FROM (SELECT {ikey} AS k FROM {} {inner} WHERE ",
                 self.q(&self.scope.table.name)
             ));
-            bound(&mut sql, inner);
+            self.next_rows(&mut sql, inner, after, bounds);
             self.filter(&mut sql, &destroy, inner);
-            if let Some(after) = after {
-                sql.push(" AND ");
-                self.key_compare(&mut sql, inner, ">", after);
-            }
             sql.push(&format!(" ORDER BY {ikey} LIMIT {limit}) b) AND "));
         }
         self.filter(&mut sql, &destroy, &t);
         if self.d == Dialect::MySql {
             sql.push(&format!(" ORDER BY {key} LIMIT {limit}"));
         }
-        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
-        if let Some(s) = &self.scope.subject {
-            cols.push(self.read_expr(&t, s));
-        }
-        sql.push(&format!(" RETURNING {}", cols.join(", ")));
+        sql.push(&format!(" RETURNING {}", self.key_and_subject(&t).join(", ")));
         sql
+    }
+
+    /// `key > after AND ` (when there is an `after`), then `key >= first AND ` (first batch only)
+    /// and `key <= last AND ` (with `bounds`): where the next batch's rows are.
+    fn next_rows(&self, sql: &mut Sql, qual: &str, after: Option<&[Value]>, bounds: Option<&(Value, Value)>) {
+        if let Some(after) = after {
+            self.key_compare(sql, qual, ">", after);
+            sql.push(" AND ");
+        }
+        if let Some((first, last)) = bounds {
+            let info = self.scope.table.column(&self.scope.key[0]);
+            let k = self.col(qual, &self.scope.key[0]);
+            if after.is_none() {
+                sql.push(&format!("{k} >= "));
+                sql.bind_for(first.clone(), info, false);
+                sql.push(" AND ");
+            }
+            sql.push(&format!("{k} <= "));
+            sql.bind_for(last.clone(), info, false);
+            sql.push(" AND ");
+        }
+    }
+
+    /// The key columns, then the subject column if the scope has one, as read expressions.
+    fn key_and_subject(&self, qual: &str) -> Vec<String> {
+        let mut cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(qual, k)).collect();
+        if let Some(s) = &self.scope.subject {
+            cols.push(self.read_expr(qual, s));
+        }
+        cols
     }
 
     /// The predicate selecting `rows`.
@@ -1079,16 +1057,6 @@ impl<'a> Builder<'a> {
     /// commit time; `records` and `subjects` the batch's keyed hashes, comma-separated, in the
     /// same order (an empty subject entry: the record has none).
     pub fn journal_insert_batch(&self, constants: &[Value; 5], batch: u64, records: &[(Value, Value)]) -> Sql {
-        let list = |f: &dyn Fn(&(Value, Value)) -> &Value| {
-            let texts: Vec<&str> = records
-                .iter()
-                .map(|x| match f(x) {
-                    Value::Text(t) => t.as_str(),
-                    _ => "",
-                })
-                .collect();
-            Value::Text(texts.join(","))
-        };
         let mut sql = Sql::new(self.d);
         sql.push(&format!(
             "INSERT INTO {} (run_id, policy, stage, action, batch_no, record_count, records, subjects, committed_at) VALUES (",
@@ -1102,9 +1070,9 @@ impl<'a> Builder<'a> {
         sql.push(", ");
         sql.bind(Value::Int(records.len() as i64));
         sql.push(", ");
-        sql.bind(list(&|x| &x.0));
+        sql.bind(hash_list(records, |x| &x.0));
         sql.push(", ");
-        sql.bind(list(&|x| &x.1));
+        sql.bind(hash_list(records, |x| &x.1));
         sql.push(", ");
         sql.bind(constants[4].clone());
         sql.push(")");
@@ -1138,16 +1106,6 @@ impl<'a> Builder<'a> {
             // Two bound parameters for the whole batch instead of two per record (parsing and
             // binding thousands of parameters costs more than the insert): the records and the
             // subjects, each a comma-separated list of hex digests (an absent subject is empty).
-            let list = |f: &dyn Fn(&(Value, Value)) -> &Value| {
-                let texts: Vec<&str> = records
-                    .iter()
-                    .map(|x| match f(x) {
-                        Value::Text(t) => t.as_str(),
-                        _ => "",
-                    })
-                    .collect();
-                Value::Text(texts.join(","))
-            };
             sql.push(&format!(
                 "INSERT INTO {} (run_id, policy, stage, action, record, subject, committed_at) SELECT ",
                 self.q(self.journal_table)
@@ -1159,9 +1117,9 @@ impl<'a> Builder<'a> {
             sql.push("v.record, NULLIF(v.subject, ''), ");
             self.bind_text(&mut sql, constants[4].clone());
             sql.push(" FROM unnest(string_to_array(");
-            sql.bind(list(&|x| &x.0));
+            sql.bind(hash_list(records, |x| &x.0));
             sql.push(", ','), string_to_array(");
-            sql.bind(list(&|x| &x.1));
+            sql.bind(hash_list(records, |x| &x.1));
             sql.push(", ',')) AS v(record, subject)");
             return sql;
         }
@@ -1233,6 +1191,19 @@ fn pg_array_item(c: &Cell) -> String {
         Value::Date(d) => quoted(&d.format("%Y-%m-%d").to_string()),
         Value::Bytes(_) => unreachable!("pg_arrays excludes bytes"),
     }
+}
+
+/// One column of a batch's journal entries (records or subjects) as one comma-separated text, in
+/// batch order; a non-text entry (an absent subject) is empty.
+fn hash_list(records: &[(Value, Value)], column: impl Fn(&(Value, Value)) -> &Value) -> Value {
+    let texts: Vec<&str> = records
+        .iter()
+        .map(|x| match column(x) {
+            Value::Text(t) => t.as_str(),
+            _ => "",
+        })
+        .collect();
+    Value::Text(texts.join(","))
 }
 
 /// A non-empty text of hex digits (an evidence digest).

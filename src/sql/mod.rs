@@ -647,21 +647,14 @@ fn int_key(scope: &Scope) -> bool {
 }
 
 /// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
-/// `destroyed`.
-fn journal_sql(
-    b: &Builder,
-    per_record: bool,
-    journal: &JournalCtx,
-    ids: &[EvidenceId],
-    destroyed: &[usize],
-    now: &Value,
-) -> Sql {
+/// `destroyed`, stamped with the time it is written (just before the commit).
+fn journal_sql(b: &Builder, per_record: bool, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize]) -> Sql {
     let constants = [
         Value::Text(journal.run_id.clone()),
         Value::Text(journal.policy.clone()),
         Value::Text(journal.stage.clone()),
         Value::Text(journal.action.clone()),
-        now.clone(),
+        Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     ];
     let records: Vec<(Value, Value)> = destroyed
         .iter()
@@ -689,6 +682,11 @@ fn redact_url(msg: &str, url: &str) -> String {
 }
 
 impl SqlConnector {
+    /// The first and last due key of the scope's last count (see `due_bounds`).
+    fn bounds_of(&self, scope: &Scope) -> Option<(Value, Value)> {
+        self.due_bounds.lock().expect("bounds").get(&bounds_id(scope, &scope.destroy_filter())).cloned()
+    }
+
     /// `Connector::destroy_next` for an anonymizing stage: lock the next due rows, compute their
     /// new values, update them (the same filter in the `UPDATE`: a row that became held since it
     /// was locked is not updated, and the batch is rolled back and taken again), journal, commit.
@@ -705,7 +703,7 @@ impl SqlConnector {
         let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let work_cols: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
-        let bounds = self.due_bounds.lock().expect("bounds").get(&bounds_id(scope, &scope.destroy_filter())).cloned();
+        let bounds = self.bounds_of(scope);
         let lock = b.lock_next(after, limit, bounds.as_ref(), &work_cols);
         let nk = scope.key.len();
         let ns = usize::from(scope.subject.is_some());
@@ -742,7 +740,7 @@ impl SqlConnector {
                         tx.rollback().await.map_err(db_err(&ctx))?;
                         None
                     } else {
-                        let ins = journal_sql(&b, per_record, journal, &ids, &outcome.destroyed, &Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+                        let ins = journal_sql(&b, per_record, journal, &ids, &outcome.destroyed);
                         bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                         tx.commit().await.map_err(db_err(&ctx))?;
                         Some((batch, ids, outcome))
@@ -795,7 +793,6 @@ impl SqlConnector {
         let position: std::collections::HashMap<Vec<String>, usize> =
             batch.iter().enumerate().map(|(i, c)| (c.key.iter().map(Value::canonical).collect(), i)).collect();
         let index_of = |key: &[Value]| position.get(&key.iter().map(Value::canonical).collect::<Vec<_>>()).copied();
-        let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
 
         if matches!(scope.work, Work::Delete) && cascades.is_empty() && self.returning && !batch.is_empty() {
             // Fastest path: one range delete over the batch's key range that returns what it
@@ -822,7 +819,7 @@ impl SqlConnector {
                 if destroyed.len() == rows.len() {
                     destroyed.sort_unstable();
                     if !destroyed.is_empty() {
-                        let ins = journal_sql(&b, per_record, journal, ids, &destroyed, &now);
+                        let ins = journal_sql(&b, per_record, journal, ids, &destroyed);
                         bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     }
                     tx.commit().await.map_err(db_err(&ctx))?;
@@ -851,7 +848,7 @@ impl SqlConnector {
                 }
                 let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
                 if r.rows_affected() == batch.len() as u64 {
-                    let ins = journal_sql(&b, per_record, journal, ids, &all, &now);
+                    let ins = journal_sql(&b, per_record, journal, ids, &all);
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     tx.commit().await.map_err(db_err(&ctx))?;
                     Some(BatchOutcome { destroyed: all.clone(), cascaded, ..Default::default() })
@@ -926,7 +923,7 @@ impl SqlConnector {
             }
             // 4. The journal, in the same transaction: committed work is always accounted for.
             if expected > 0 {
-                let ins = journal_sql(&b, per_record, journal, ids, &outcome.destroyed, &now);
+                let ins = journal_sql(&b, per_record, journal, ids, &outcome.destroyed);
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;
@@ -1197,9 +1194,8 @@ impl crate::connector::Connector for SqlConnector {
         let b = self.builder(scope);
         let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
-        let bounds = self.due_bounds.lock().expect("bounds").get(&bounds_id(scope, &scope.destroy_filter())).cloned();
+        let bounds = self.bounds_of(scope);
         let del = b.delete_next(after, limit, bounds.as_ref());
-        let now = Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
             let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
@@ -1214,7 +1210,7 @@ impl crate::connector::Connector for SqlConnector {
             let ids = evidence_ids(&batch, id);
             if !batch.is_empty() {
                 let all: Vec<usize> = (0..batch.len()).collect();
-                let ins = journal_sql(&b, per_record, journal, &ids, &all, &now);
+                let ins = journal_sql(&b, per_record, journal, &ids, &all);
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;

@@ -359,6 +359,19 @@ pub async fn interrupted_deletion_is_reconciled(kind: StoreKind) {
 }
 
 /// A store that does what `inner` does, except what `on_delete` says.
+/// The connection `store` over a scripted backend, and run options of two objects per batch
+/// (the engine driven directly, as `lapse run` would).
+fn scripted_run(backend: ScriptedStore) -> (lapse::engine::Connections, lapse::engine::Options) {
+    let mut conns: lapse::engine::Connections = Default::default();
+    conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
+    let opts = lapse::engine::Options {
+        cutoff: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+        batch_size: Some(2),
+        ..Default::default()
+    };
+    (conns, opts)
+}
+
 struct ScriptedStore {
     inner: Box<dyn ObjectBackend>,
     on_delete: OnDelete,
@@ -459,14 +472,8 @@ async fn an_acknowledged_deletion_that_did_not_happen_fails_the_run() {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
         on_delete: OnDelete::Lie,
     };
-    let mut conns: lapse::engine::Connections = Default::default();
-    conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
+    let (conns, opts) = scripted_run(backend);
     let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let opts = lapse::engine::Options {
-        cutoff: Some("2026-01-01T00:00:00Z".parse().unwrap()),
-        batch_size: Some(2),
-        ..Default::default()
-    };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
         .await
@@ -507,14 +514,8 @@ async fn killed_between_delete_and_evidence_is_reconciled() {
             deleted: deleted.clone(),
         },
     };
-    let mut conns: lapse::engine::Connections = Default::default();
-    conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
+    let (conns, opts) = scripted_run(backend);
     let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let opts = lapse::engine::Options {
-        cutoff: Some("2026-01-01T00:00:00Z".parse().unwrap()),
-        batch_size: Some(2),
-        ..Default::default()
-    };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let run = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel);
     let first_deletion = async {
