@@ -860,346 +860,354 @@ async fn enforce(
         filters.push(within(Filter::Unreadable));
         filters.len() - 1
     });
-    let (counts, by_table) = futures::join!(conn.counts(full, &filters), conn.count_by_table_hold(full, &any_lapse));
-    let counts = counts?;
-    pr.rows_total = counts[0];
-    let dues = &counts[2..2 + stages.len()];
-    pr.held = if held_by_difference { counts[1].saturating_sub(dues[0]) } else { counts[1] };
-    for (s, &due) in stages.iter().zip(dues) {
-        pr.rows_due += due;
-        pr.stages.push(StageReport {
-            name: s.name.clone(),
-            action: s.action.into(),
-            columns: s.columns.clone(),
-            due,
-            ..Default::default()
-        });
-    }
-    let by_file = &counts[2 + stages.len()..];
-    for (h, &n) in full.holds.file.iter().zip(by_file) {
-        if n > 0 {
-            pr.held_by.insert(h.id.clone(), n);
+    // The held rows per holds-table hold are for the report only, and no batch of this run
+    // can change them (every destroying statement leaves held rows alone): they are counted
+    // alongside everything else, the batches included, instead of before the first batch.
+    let by_table = conn.count_by_table_hold(full, &any_lapse);
+    let rest = async {
+        let counts = conn.counts(full, &filters).await?;
+        pr.rows_total = counts[0];
+        let dues = &counts[2..2 + stages.len()];
+        pr.held = if held_by_difference { counts[1].saturating_sub(dues[0]) } else { counts[1] };
+        for (s, &due) in stages.iter().zip(dues) {
+            pr.rows_due += due;
+            pr.stages.push(StageReport {
+                name: s.name.clone(),
+                action: s.action.into(),
+                columns: s.columns.clone(),
+                due,
+                ..Default::default()
+            });
         }
-    }
-    for (id, n) in by_table? {
-        pr.held_by.insert(id, n);
-    }
-    if let Some(i) = null_at {
-        pr.null_anchor_kept = counts[i];
-    }
-    if let Some(i) = blocked_at {
-        pr.blocked_by_dependents = counts[i];
-    }
-    if let Some(i) = unreadable_at {
-        pr.unreadable = counts[i];
-        pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
-    }
-    // Guardrail: an implausible share stops the policy before anything is destroyed.
-    let max_share = p.max_share.unwrap_or(ctx.defaults.max_share);
-    // The share is per stage (a row may be due in several stages, for different columns).
-    let worst = pr.stages.iter().map(|s| s.due).max().unwrap_or(0);
-    let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
-    let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
-    pr.guardrail = Guardrail {
-        max_share,
-        share,
-        tripped: share > max_share && !overridden,
-        overridden: overridden && share > max_share,
-    };
-    if let Some(s) = stages.iter().find(|s| pr.stages.iter().any(|r| r.name == s.name && r.due > 0)) {
-        let sample = conn.candidates(&s.scope, None, 5).await?;
-        pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
-    }
-    if pr.guardrail.tripped {
-        pr.outcome = "guardrail".into();
-        let msg = format!(
+        let by_file = &counts[2 + stages.len()..];
+        for (h, &n) in full.holds.file.iter().zip(by_file) {
+            if n > 0 {
+                pr.held_by.insert(h.id.clone(), n);
+            }
+        }
+        if let Some(i) = null_at {
+            pr.null_anchor_kept = counts[i];
+        }
+        if let Some(i) = blocked_at {
+            pr.blocked_by_dependents = counts[i];
+        }
+        if let Some(i) = unreadable_at {
+            pr.unreadable = counts[i];
+            pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
+        }
+        // Guardrail: an implausible share stops the policy before anything is destroyed.
+        let max_share = p.max_share.unwrap_or(ctx.defaults.max_share);
+        // The share is per stage (a row may be due in several stages, for different columns).
+        let worst = pr.stages.iter().map(|s| s.due).max().unwrap_or(0);
+        let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
+        let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
+        pr.guardrail = Guardrail {
+            max_share,
+            share,
+            tripped: share > max_share && !overridden,
+            overridden: overridden && share > max_share,
+        };
+        if let Some(s) = stages.iter().find(|s| pr.stages.iter().any(|r| r.name == s.name && r.due > 0)) {
+            let sample = conn.candidates(&s.scope, None, 5).await?;
+            pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
+        }
+        if pr.guardrail.tripped {
+            pr.outcome = "guardrail".into();
+            let msg = format!(
             "guardrail: {} of {} rows ({:.1}%) are due, above the policy's maximum of {:.1}%; nothing destroyed (override with --allow-share {})",
             worst, pr.rows_total, share * 100.0, max_share * 100.0, p.name
         );
-        tracing::warn!("{msg}");
-        pr.errors.push(msg);
-        return Ok(());
-    }
-    if ctx.mode == Mode::Plan {
-        return Ok(());
-    }
-    // Safety net during the run: no stage may destroy more than its share allows.
-    let budget = ((pr.rows_total as f64) * max_share).floor() as u64;
-    let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
-    let mut verify =
-        Verification { method: "re-query of every destroyed key after commit".into(), ..Default::default() };
-    for (si, stage) in stages.iter().enumerate() {
-        let journal = JournalCtx {
-            run_id: ctx.run_id.clone(),
-            policy: p.name.clone(),
-            stage: stage.name.clone(),
-            action: stage.action.into(),
-            batch: 0,
-        };
-        let batch_size = batch_size.min(conn.max_batch(&stage.scope));
-        let mut after: Option<Vec<Value>> = None;
-        let mut batches = 0u64;
-        let mut stage_destroyed = 0u64;
-        // The batch loop is a pipeline of three: while batch i is destroyed, the candidates of
-        // batch i+1 (keys after batch i's last) are read, and batch i-1 is verified; each on its
-        // own pooled connection. Batch i+1's rows are re-checked by its own destroying
-        // statements, so reading them early changes nothing of what is destroyed.
-        let mut prefetched: Option<Result<Vec<Candidate>, ConnectorError>> = None;
-        let mut fused = conn.destroys_next(&stage.scope);
-        let mut unverified: Vec<Vec<Value>> = Vec::new();
-        crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
-        loop {
-            if ctx.cancel.load(Ordering::SeqCst) {
-                pr.errors.push("interrupted: stopped after the last committed batch".into());
-                break;
-            }
-            if ctx.opts.max_batches.is_some_and(|m| batches >= m) {
-                break;
-            }
-            // Where the stage can, one statement selects and destroys the batch
-            // (`destroy_next`); otherwise its candidates are read first (or were read ahead).
-            let hash = |c: &Candidate| EvidenceId {
-                record: ctx.key.record(&p.connection, &p.table, &c.key),
-                subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
+            tracing::warn!("{msg}");
+            pr.errors.push(msg);
+            return Ok(());
+        }
+        if ctx.mode == Mode::Plan {
+            return Ok(());
+        }
+        // Safety net during the run: no stage may destroy more than its share allows.
+        let budget = ((pr.rows_total as f64) * max_share).floor() as u64;
+        let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
+        let mut verify =
+            Verification { method: "re-query of every destroyed key after commit".into(), ..Default::default() };
+        for (si, stage) in stages.iter().enumerate() {
+            let journal = JournalCtx {
+                run_id: ctx.run_id.clone(),
+                policy: p.name.clone(),
+                stage: stage.name.clone(),
+                action: stage.action.into(),
+                batch: 0,
             };
-            let to_verify = std::mem::take(&mut unverified);
-            let (cands, ids, outcome, left) = if fused {
-                let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
-                let destroying =
-                    retry(|| conn.destroy_next(&stage.scope, after.as_deref(), batch_size, &hash, &journal));
-                let verifying = verify_batch(conn, &stage.scope, &to_verify);
-                let (taken, left) = futures::join!(destroying, verifying);
-                match taken {
-                    Ok((cands, ids, outcome)) => (cands, ids, Ok(outcome), left),
-                    // Which rows the failed statement took is unknown (it rolled back): the
-                    // batch is taken again the other way, candidates first, so that a failure is
-                    // counted against the rows it concerns and the stage goes on past them.
-                    Err(e) => {
-                        left.map(|n| {
-                            verify.checked += to_verify.len() as u64;
-                            verify.still_present += n;
-                        })?;
-                        tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
-                        fused = false;
-                        continue;
-                    }
+            let batch_size = batch_size.min(conn.max_batch(&stage.scope));
+            let mut after: Option<Vec<Value>> = None;
+            let mut batches = 0u64;
+            let mut stage_destroyed = 0u64;
+            // The batch loop is a pipeline of three: while batch i is destroyed, the candidates of
+            // batch i+1 (keys after batch i's last) are read, and batch i-1 is verified; each on its
+            // own pooled connection. Batch i+1's rows are re-checked by its own destroying
+            // statements, so reading them early changes nothing of what is destroyed.
+            let mut prefetched: Option<Result<Vec<Candidate>, ConnectorError>> = None;
+            let mut fused = conn.destroys_next(&stage.scope);
+            let mut unverified: Vec<Vec<Value>> = Vec::new();
+            crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
+            loop {
+                if ctx.cancel.load(Ordering::SeqCst) {
+                    pr.errors.push("interrupted: stopped after the last committed batch".into());
+                    break;
                 }
-            } else {
-                let cands = match prefetched.take() {
-                    Some(c) => c,
-                    None => retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await,
-                };
-                let cands = match cands {
-                    Ok(c) => c,
-                    // The stage cannot go on: the policy stops here (its committed counts stay).
-                    Err(e) => anyhow::bail!("stage {}: {e}", stage.name),
-                };
-                let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
-                if !cands.is_empty() && !conn.journaled_destroy() {
-                    // Write-ahead: durable before the first deletion is sent, so that a kill
-                    // between the deletion and its evidence line leaves the batch accounted for.
-                    if let Some(log) = ctx.intents.as_deref_mut() {
-                        let at = Utc::now();
-                        let lines: Vec<Intent> = ids
-                            .iter()
-                            .map(|id| Intent {
-                                run_id: ctx.run_id.clone(),
-                                policy: p.name.clone(),
-                                stage: stage.name.clone(),
-                                action: stage.action.into(),
-                                batch: batches + 1,
-                                record: id.record.clone(),
-                                subject: id.subject.clone(),
-                                key_id: ctx.key.key_id(),
-                                at,
-                            })
-                            .collect();
-                        log.record(&lines)
-                            .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
-                    }
+                if ctx.opts.max_batches.is_some_and(|m| batches >= m) {
+                    break;
                 }
-                let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
-                let last = cands.last().map(|c| c.key.clone());
-                // After a short batch nothing more was due: no read-ahead.
-                let read_ahead = cands.len() >= batch_size && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
-                let destroying = async {
-                    if cands.is_empty() {
-                        return Ok(Default::default());
-                    }
-                    let mut attempt = 0;
-                    loop {
-                        attempt += 1;
-                        // A lost connection rolled the batch back (or, if only the
-                        // acknowledgement of the COMMIT was lost, the retry finds nothing left
-                        // to do): retried, bounded.
-                        match retry(|| conn.destroy(&stage.scope, &cands, &ids, &journal)).await {
-                            Ok(o) if o.conflict && attempt < 3 => continue,
-                            Ok(o) if o.conflict => {
-                                break Err(anyhow::anyhow!(
-                                    "batch {}: rows kept changing under the batch (3 attempts); skipped",
-                                    batches + 1
-                                ))
-                            }
-                            Ok(o) => break Ok(o),
-                            Err(e) => break Err(anyhow::anyhow!("batch {}: {e}", batches + 1)),
+                // Where the stage can, one statement selects and destroys the batch
+                // (`destroy_next`); otherwise its candidates are read first (or were read ahead).
+                let hash = |c: &Candidate| EvidenceId {
+                    record: ctx.key.record(&p.connection, &p.table, &c.key),
+                    subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
+                };
+                let to_verify = std::mem::take(&mut unverified);
+                let (cands, ids, outcome, left) = if fused {
+                    let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
+                    let destroying =
+                        retry(|| conn.destroy_next(&stage.scope, after.as_deref(), batch_size, &hash, &journal));
+                    let verifying = verify_batch(conn, &stage.scope, &to_verify);
+                    let (taken, left) = futures::join!(destroying, verifying);
+                    match taken {
+                        Ok((cands, ids, outcome)) => (cands, ids, Ok(outcome), left),
+                        // Which rows the failed statement took is unknown (it rolled back): the
+                        // batch is taken again the other way, candidates first, so that a failure is
+                        // counted against the rows it concerns and the stage goes on past them.
+                        Err(e) => {
+                            left.map(|n| {
+                                verify.checked += to_verify.len() as u64;
+                                verify.still_present += n;
+                            })?;
+                            tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
+                            fused = false;
+                            continue;
                         }
                     }
-                };
-                let reading = async {
-                    match read_ahead {
-                        true => Some(retry(|| conn.candidates(&stage.scope, last.as_deref(), batch_size)).await),
-                        false => None,
-                    }
-                };
-                let verifying = verify_batch(conn, &stage.scope, &to_verify);
-                let (outcome, next, left) = futures::join!(destroying, reading, verifying);
-                prefetched = next;
-                (cands, ids, outcome, left)
-            };
-            // A failed verification stops the policy, but only after this batch's committed
-            // outcome is accounted for below.
-            let verified = left.map(|n| {
-                verify.checked += to_verify.len() as u64;
-                verify.still_present += n;
-            });
-            if cands.is_empty() {
-                verified?;
-                break;
-            }
-            batches += 1;
-            let short = cands.len() < batch_size;
-            after = cands.last().map(|c| c.key.clone());
-            crate::progress::advance(cands.len() as u64);
-            let o = match outcome {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::error!(stage = %stage.name, "{e}");
-                    pr.errors.push(format!("stage {}: {e}", stage.name));
-                    pr.failed += cands.len() as u64;
-                    verified?;
-                    if short {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let n = o.destroyed.len() as u64;
-            stage_destroyed += n;
-            pr.failed += o.failures.len() as u64;
-            for (i, code) in &o.failures {
-                // The storage's error code only: an object key may itself be personal data.
-                let _ = i;
-                pr.errors.push(format!("stage {}: an object could not be deleted after retries: {code}", stage.name));
-            }
-            for (_, lock) in &o.held_by_storage {
-                pr.held_by_storage += 1;
-                let kind = lock.split(' ').next().unwrap_or("lock").to_string();
-                *pr.held_by.entry(format!("storage:{kind}")).or_default() += 1;
-                pr.held += 1;
-            }
-            for d in o.details.values() {
-                pr.versions_deleted += d.versions;
-                pr.bytes_reclaimed += d.bytes;
-            }
-            let sr = &mut pr.stages[si];
-            sr.destroyed += n;
-            sr.unchanged += o.unchanged.len() as u64;
-            sr.skipped_concurrently += (cands.len() as u64).saturating_sub(
-                n + o.unchanged.len() as u64 + o.failures.len() as u64 + o.held_by_storage.len() as u64,
-            );
-            sr.batches = batches;
-            match stage.action {
-                "deleted" => pr.deleted += n,
-                "anonymized" => pr.anonymized += n,
-                _ => pr.fields_anonymized += n,
-            }
-            for (t, k) in o.cascaded {
-                *pr.dependents_deleted.entry(t).or_default() += k;
-            }
-            let at = Utc::now();
-            if let Some(sink) = ctx.evidence.as_deref_mut() {
-                let proto = Evidence {
-                    record: String::new(),
-                    subject: None,
-                    policy: p.name.clone(),
-                    action: stage.action.into(),
-                    stage: stage.name.clone(),
-                    batch: batches,
-                    at,
-                    versions: None,
-                    bytes: None,
-                    reconciled_from: None,
-                };
-                if o.details.is_empty() {
-                    let lines = o.destroyed.iter().map(|&i| (ids[i].record.as_str(), ids[i].subject.as_deref()));
-                    sink.write_batch(&proto, lines)?;
                 } else {
-                    for &i in &o.destroyed {
-                        sink.write(&Evidence {
-                            record: ids[i].record.clone(),
-                            subject: ids[i].subject.clone(),
-                            versions: o.details.get(&i).map(|d| d.versions),
-                            bytes: o.details.get(&i).map(|d| d.bytes),
-                            ..proto.clone()
-                        })?;
+                    let cands = match prefetched.take() {
+                        Some(c) => c,
+                        None => retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await,
+                    };
+                    let cands = match cands {
+                        Ok(c) => c,
+                        // The stage cannot go on: the policy stops here (its committed counts stay).
+                        Err(e) => anyhow::bail!("stage {}: {e}", stage.name),
+                    };
+                    let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
+                    if !cands.is_empty() && !conn.journaled_destroy() {
+                        // Write-ahead: durable before the first deletion is sent, so that a kill
+                        // between the deletion and its evidence line leaves the batch accounted for.
+                        if let Some(log) = ctx.intents.as_deref_mut() {
+                            let at = Utc::now();
+                            let lines: Vec<Intent> = ids
+                                .iter()
+                                .map(|id| Intent {
+                                    run_id: ctx.run_id.clone(),
+                                    policy: p.name.clone(),
+                                    stage: stage.name.clone(),
+                                    action: stage.action.into(),
+                                    batch: batches + 1,
+                                    record: id.record.clone(),
+                                    subject: id.subject.clone(),
+                                    key_id: ctx.key.key_id(),
+                                    at,
+                                })
+                                .collect();
+                            log.record(&lines)
+                                .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
+                        }
+                    }
+                    let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
+                    let last = cands.last().map(|c| c.key.clone());
+                    // After a short batch nothing more was due: no read-ahead.
+                    let read_ahead = cands.len() >= batch_size && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
+                    let destroying = async {
+                        if cands.is_empty() {
+                            return Ok(Default::default());
+                        }
+                        let mut attempt = 0;
+                        loop {
+                            attempt += 1;
+                            // A lost connection rolled the batch back (or, if only the
+                            // acknowledgement of the COMMIT was lost, the retry finds nothing left
+                            // to do): retried, bounded.
+                            match retry(|| conn.destroy(&stage.scope, &cands, &ids, &journal)).await {
+                                Ok(o) if o.conflict && attempt < 3 => continue,
+                                Ok(o) if o.conflict => {
+                                    break Err(anyhow::anyhow!(
+                                        "batch {}: rows kept changing under the batch (3 attempts); skipped",
+                                        batches + 1
+                                    ))
+                                }
+                                Ok(o) => break Ok(o),
+                                Err(e) => break Err(anyhow::anyhow!("batch {}: {e}", batches + 1)),
+                            }
+                        }
+                    };
+                    let reading = async {
+                        match read_ahead {
+                            true => Some(retry(|| conn.candidates(&stage.scope, last.as_deref(), batch_size)).await),
+                            false => None,
+                        }
+                    };
+                    let verifying = verify_batch(conn, &stage.scope, &to_verify);
+                    let (outcome, next, left) = futures::join!(destroying, reading, verifying);
+                    prefetched = next;
+                    (cands, ids, outcome, left)
+                };
+                // A failed verification stops the policy, but only after this batch's committed
+                // outcome is accounted for below.
+                let verified = left.map(|n| {
+                    verify.checked += to_verify.len() as u64;
+                    verify.still_present += n;
+                });
+                if cands.is_empty() {
+                    verified?;
+                    break;
+                }
+                batches += 1;
+                let short = cands.len() < batch_size;
+                after = cands.last().map(|c| c.key.clone());
+                crate::progress::advance(cands.len() as u64);
+                let o = match outcome {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!(stage = %stage.name, "{e}");
+                        pr.errors.push(format!("stage {}: {e}", stage.name));
+                        pr.failed += cands.len() as u64;
+                        verified?;
+                        if short {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let n = o.destroyed.len() as u64;
+                stage_destroyed += n;
+                pr.failed += o.failures.len() as u64;
+                for (i, code) in &o.failures {
+                    // The storage's error code only: an object key may itself be personal data.
+                    let _ = i;
+                    pr.errors
+                        .push(format!("stage {}: an object could not be deleted after retries: {code}", stage.name));
+                }
+                for (_, lock) in &o.held_by_storage {
+                    pr.held_by_storage += 1;
+                    let kind = lock.split(' ').next().unwrap_or("lock").to_string();
+                    *pr.held_by.entry(format!("storage:{kind}")).or_default() += 1;
+                    pr.held += 1;
+                }
+                for d in o.details.values() {
+                    pr.versions_deleted += d.versions;
+                    pr.bytes_reclaimed += d.bytes;
+                }
+                let sr = &mut pr.stages[si];
+                sr.destroyed += n;
+                sr.unchanged += o.unchanged.len() as u64;
+                sr.skipped_concurrently += (cands.len() as u64).saturating_sub(
+                    n + o.unchanged.len() as u64 + o.failures.len() as u64 + o.held_by_storage.len() as u64,
+                );
+                sr.batches = batches;
+                match stage.action {
+                    "deleted" => pr.deleted += n,
+                    "anonymized" => pr.anonymized += n,
+                    _ => pr.fields_anonymized += n,
+                }
+                for (t, k) in o.cascaded {
+                    *pr.dependents_deleted.entry(t).or_default() += k;
+                }
+                let at = Utc::now();
+                if let Some(sink) = ctx.evidence.as_deref_mut() {
+                    let proto = Evidence {
+                        record: String::new(),
+                        subject: None,
+                        policy: p.name.clone(),
+                        action: stage.action.into(),
+                        stage: stage.name.clone(),
+                        batch: batches,
+                        at,
+                        versions: None,
+                        bytes: None,
+                        reconciled_from: None,
+                    };
+                    if o.details.is_empty() {
+                        let lines = o.destroyed.iter().map(|&i| (ids[i].record.as_str(), ids[i].subject.as_deref()));
+                        sink.write_batch(&proto, lines)?;
+                    } else {
+                        for &i in &o.destroyed {
+                            sink.write(&Evidence {
+                                record: ids[i].record.clone(),
+                                subject: ids[i].subject.clone(),
+                                versions: o.details.get(&i).map(|d| d.versions),
+                                bytes: o.details.get(&i).map(|d| d.bytes),
+                                ..proto.clone()
+                            })?;
+                        }
+                    }
+                    if !conn.journaled_destroy() {
+                        // No journal: the intents of the batch are reconciled with these lines, which
+                        // must be on disk first. (Otherwise the batch is durable in the journal, in
+                        // the destroying transaction; the sink writes its lines while the next batch
+                        // is destroyed and syncs the file once, before the report.)
+                        sink.flush()?;
                     }
                 }
-                if !conn.journaled_destroy() {
-                    // No journal: the intents of the batch are reconciled with these lines, which
-                    // must be on disk first. (Otherwise the batch is durable in the journal, in
-                    // the destroying transaction; the sink writes its lines while the next batch
-                    // is destroyed and syncs the file once, before the report.)
-                    sink.flush()?;
-                }
-            }
-            verified?;
-            // Verified (the destroyed keys no longer match) alongside the next batch.
-            // In key order, as `remaining` takes them.
-            let mut idx = o.destroyed.clone();
-            idx.sort_unstable();
-            unverified = idx.iter().map(|&i| cands[i].key.clone()).collect();
-            tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
-            if stage_destroyed > budget && !pr.guardrail.overridden {
-                let msg = format!(
+                verified?;
+                // Verified (the destroyed keys no longer match) alongside the next batch.
+                // In key order, as `remaining` takes them.
+                let mut idx = o.destroyed.clone();
+                idx.sort_unstable();
+                unverified = idx.iter().map(|&i| cands[i].key.clone()).collect();
+                tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
+                if stage_destroyed > budget && !pr.guardrail.overridden {
+                    let msg = format!(
                     "guardrail: destroyed {stage_destroyed} rows, above the budget of {budget} for this run; stopped"
                 );
-                tracing::warn!("{msg}");
-                pr.errors.push(msg);
-                pr.guardrail.tripped = true;
-                pr.outcome = "guardrail".into();
-                break;
+                    tracing::warn!("{msg}");
+                    pr.errors.push(msg);
+                    pr.guardrail.tripped = true;
+                    pr.outcome = "guardrail".into();
+                    break;
+                }
+                if short {
+                    // Fewer than asked for: nothing more was due when the batch was selected.
+                    break;
+                }
             }
-            if short {
-                // Fewer than asked for: nothing more was due when the batch was selected.
+            verify.checked += unverified.len() as u64;
+            verify.still_present += verify_batch(conn, &stage.scope, &unverified).await?;
+            crate::progress::finish();
+            if pr.guardrail.tripped {
                 break;
             }
         }
-        verify.checked += unverified.len() as u64;
-        verify.still_present += verify_batch(conn, &stage.scope, &unverified).await?;
-        crate::progress::finish();
-        if pr.guardrail.tripped {
-            break;
+        verify.verified = verify.still_present == 0 && pr.failed == 0;
+        if verify.still_present > 0 {
+            // The storage acknowledged a destruction the re-query does not see: the run must not
+            // claim it (status partial, exit 1), whatever the counts say.
+            let msg = format!(
+                "verification: {} of {} destroyed records are still present after commit",
+                verify.still_present, verify.checked
+            );
+            tracing::error!("{msg}");
+            pr.errors.push(msg);
+            if pr.outcome == "done" {
+                pr.outcome = "failed".into();
+            }
         }
-    }
-    verify.verified = verify.still_present == 0 && pr.failed == 0;
-    if verify.still_present > 0 {
-        // The storage acknowledged a destruction the re-query does not see: the run must not
-        // claim it (status partial, exit 1), whatever the counts say.
-        let msg = format!(
-            "verification: {} of {} destroyed records are still present after commit",
-            verify.still_present, verify.checked
-        );
-        tracing::error!("{msg}");
-        pr.errors.push(msg);
-        if pr.outcome == "done" {
+        pr.verification = verify;
+        if pr.failed > 0 && pr.outcome == "done" {
             pr.outcome = "failed".into();
         }
+        anyhow::Ok(())
+    };
+    let (by_table, rest) = futures::join!(by_table, rest);
+    for (id, n) in by_table? {
+        pr.held_by.insert(id, n);
     }
-    pr.verification = verify;
-    if pr.failed > 0 && pr.outcome == "done" {
-        pr.outcome = "failed".into();
-    }
-    Ok(())
+    rest
 }
 
 /// Reconciles the write-ahead intents that interrupted runs left for this policy

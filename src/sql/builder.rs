@@ -127,6 +127,9 @@ pub struct Builder<'a> {
     /// Catalog of the holds table, when the connection has one.
     pub holds_info: Option<&'a TableInfo>,
     pub journal_table: &'a str,
+    /// MariaDB rather than MySQL (same dialect): it has table value constructors, `VALUES
+    /// (...), (...)`, which MySQL spells `VALUES ROW(...)`.
+    pub mariadb: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -665,7 +668,10 @@ impl<'a> Builder<'a> {
     }
 
     /// Reads `columns` of the rows that still match the scope's lapse filter, among `rows`
-    /// (verification: a destroyed row must be gone, or no longer need work).
+    /// (verification: a destroyed row must be gone, or no longer need work). When anonymizing
+    /// with strategies the database can test, only rows that still need work are returned (the
+    /// same `Filter::Pending` the destroying statements use; the caller still checks each
+    /// returned value in Rust): an anonymized range comes back empty instead of whole.
     pub fn read(&self, rows: Rows, columns: &[String]) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
@@ -674,7 +680,11 @@ impl<'a> Builder<'a> {
         sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
         self.rows(&mut sql, &t, rows);
         sql.push(" AND ");
-        self.filter(&mut sql, &self.scope.lapse, &t);
+        let mut all = vec![self.scope.lapse.clone()];
+        if let Filter::All(parts) = self.scope.destroy_filter() {
+            all.extend(parts.into_iter().filter(|f| matches!(f, Filter::Pending(_))));
+        }
+        self.filter(&mut sql, &Filter::All(all), &t);
         sql
     }
 
@@ -954,7 +964,12 @@ impl<'a> Builder<'a> {
     }
 
     /// A derived table `v` with columns `names` and one row per entry of `rows`: `(VALUES ...)`
-    /// on PostgreSQL and SQLite, `(SELECT ... UNION ALL ...)` on MySQL/MariaDB.
+    /// on SQLite, arrays `unnest`ed on PostgreSQL, `(SELECT ... UNION ALL ...)` on MySQL. On
+    /// MariaDB, where every cell has its column, a table value constructor after an empty head
+    /// that reads the columns themselves (`SELECT id AS k0, email AS v0, 1 AS f0 FROM t WHERE
+    /// 0 UNION ALL VALUES (...), ...`): a 5,000-way `UNION ALL` is 5,000 query blocks for its
+    /// optimizer, and a bare `VALUES` sizes its columns by its first row (a longer value in a
+    /// later row fails with "data too long"); the head gives them the catalog's types.
     fn derived(&self, sql: &mut Sql, names: &[String], rows: Vec<Vec<Cell>>) {
         let cells = |sql: &mut Sql, row: Vec<Cell>, named: bool| {
             for (i, c) in row.into_iter().enumerate() {
@@ -972,7 +987,27 @@ impl<'a> Builder<'a> {
                 }
             }
         };
+        let head: Option<Vec<String>> = rows.first().and_then(|r| {
+            r.iter()
+                .zip(names)
+                .map(|(c, n)| match c {
+                    Cell::Key(_, Some(i)) | Cell::Assign(_, Some(i)) => Some(format!("{} AS {n}", self.q(&i.name))),
+                    Cell::Flag(_) => Some(format!("1 AS {n}")),
+                    _ => None,
+                })
+                .collect()
+        });
         match self.d {
+            Dialect::MySql if self.mariadb && head.is_some() => {
+                let head = head.unwrap_or_default();
+                sql.push(&format!("(SELECT {} FROM {} WHERE 0 UNION ALL VALUES ", head.join(", "), self.table()));
+                for (i, row) in rows.into_iter().enumerate() {
+                    sql.push(if i == 0 { "(" } else { ", (" });
+                    cells(sql, row, false);
+                    sql.push(")");
+                }
+                sql.push(") AS v");
+            }
             Dialect::MySql => {
                 sql.push("(");
                 for (i, row) in rows.into_iter().enumerate() {

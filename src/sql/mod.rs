@@ -317,7 +317,9 @@ impl SqlConnector {
                 let pool = SqlitePoolOptions::new()
                     // WAL: the counts, the verification and the next batch's reads go on while a
                     // batch writes; writers wait for each other (`BEGIN IMMEDIATE`, busy timeout).
-                    .max_connections(2)
+                    // Three: a batch, its predecessor's verification and the report's per-hold
+                    // count, which runs alongside the batches.
+                    .max_connections(3)
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await
@@ -382,6 +384,7 @@ impl SqlConnector {
             scope,
             holds_info: self.holds_table.as_ref().map(|(_, i)| i),
             journal_table: &self.journal_table,
+            mariadb: self.dialect == Dialect::MySql && self.returning,
         }
     }
 
