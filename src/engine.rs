@@ -277,15 +277,25 @@ impl EvidenceSink {
                         records += 1;
                     }
                     SinkMsg::Batch { rest, ids } => {
+                        // Keyed hashes are hex digits, which JSON needs no escaping for; anything
+                        // else (never the case) is escaped as `serde_json` would.
+                        let string = |line: &mut Vec<u8>, v: &str| -> std::io::Result<()> {
+                            if v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                                line.push(b'"');
+                                line.extend_from_slice(v.as_bytes());
+                                line.push(b'"');
+                                Ok(())
+                            } else {
+                                serde_json::to_writer(line, v).map_err(std::io::Error::other)
+                            }
+                        };
                         for (record, subject) in &ids {
                             line.clear();
-                            line.extend_from_slice(br#"{"record":""#);
-                            line.extend_from_slice(record.as_bytes());
-                            line.push(b'"');
+                            line.extend_from_slice(br#"{"record":"#);
+                            string(&mut line, record)?;
                             if let Some(s) = subject {
-                                line.extend_from_slice(br#","subject":""#);
-                                line.extend_from_slice(s.as_bytes());
-                                line.push(b'"');
+                                line.extend_from_slice(br#","subject":"#);
+                                string(&mut line, s)?;
                             }
                             line.extend_from_slice(rest.as_bytes());
                             line.push(b'\n');
@@ -333,33 +343,16 @@ impl EvidenceSink {
         self.send(SinkMsg::Line(line))
     }
 
-    /// The lines of one batch: `proto` gives everything but the record and subject hashes
-    /// (hex digits, which JSON needs no escaping for). The same bytes as [`EvidenceSink::write`]
-    /// per line, without serializing the batch's common fields once per record.
-    fn write_batch<'i>(
-        &mut self,
-        proto: &Evidence,
-        ids: impl Iterator<Item = (&'i str, Option<&'i str>)>,
-    ) -> anyhow::Result<()> {
-        let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    /// The lines of one batch: `proto` gives everything but the record and subject hashes. The
+    /// same bytes as [`EvidenceSink::write`] per line, without serializing the batch's common
+    /// fields once per record; the lines are put together on the sink's thread.
+    fn write_batch(&mut self, proto: &Evidence, ids: Vec<(String, Option<String>)>) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let common = serde_json::to_string(&Evidence { record: String::new(), subject: None, ..proto.clone() })?;
         let Some(rest) = common.strip_prefix(r#"{"record":"""#) else { anyhow::bail!("evidence line layout changed") };
-        let mut plain: Vec<(String, Option<String>)> = Vec::new();
-        for (record, subject) in ids {
-            if hex(record) && subject.is_none_or(hex) {
-                plain.push((record.to_string(), subject.map(str::to_string)));
-                continue;
-            }
-            // Not a keyed hash (never the case): the general path escapes it, in order.
-            if !plain.is_empty() {
-                self.send(SinkMsg::Batch { rest: rest.to_string(), ids: std::mem::take(&mut plain) })?;
-            }
-            self.write(&Evidence { record: record.into(), subject: subject.map(Into::into), ..proto.clone() })?;
-        }
-        if !plain.is_empty() {
-            self.send(SinkMsg::Batch { rest: rest.to_string(), ids: plain })?;
-        }
-        Ok(())
+        self.send(SinkMsg::Batch { rest: rest.to_string(), ids })
     }
 
     /// Waits until every line sent is written and synced to disk.
@@ -964,7 +957,7 @@ async fn enforce(
                     subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
                 };
                 let to_verify = std::mem::take(&mut unverified);
-                let (cands, ids, outcome, left) = if fused {
+                let (cands, mut ids, outcome, left) = if fused {
                     let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
                     let destroying =
                         retry(|| conn.destroy_next(&stage.scope, after.as_deref(), batch_size, &hash, &journal));
@@ -1133,7 +1126,12 @@ async fn enforce(
                         reconciled_from: None,
                     };
                     if o.details.is_empty() {
-                        let lines = o.destroyed.iter().map(|&i| (ids[i].record.as_str(), ids[i].subject.as_deref()));
+                        // The batch's ids are not needed after this: moved to the sink, not copied.
+                        let lines = o
+                            .destroyed
+                            .iter()
+                            .map(|&i| (std::mem::take(&mut ids[i].record), ids[i].subject.take()))
+                            .collect();
                         sink.write_batch(&proto, lines)?;
                     } else {
                         for &i in &o.destroyed {
@@ -1388,7 +1386,7 @@ mod tests {
         for (r, s) in ids {
             one.write(&Evidence { record: r.into(), subject: s.map(Into::into), ..proto.clone() }).unwrap();
         }
-        batch.write_batch(&proto, ids.into_iter()).unwrap();
+        batch.write_batch(&proto, ids.iter().map(|(r, s)| (r.to_string(), s.map(str::to_string))).collect()).unwrap();
         let (a, b) = (one.finish().unwrap(), batch.finish().unwrap());
         assert_eq!(a.records, 3);
         assert_eq!((a.sha256, a.records), (b.sha256, b.records));

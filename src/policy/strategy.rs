@@ -149,14 +149,14 @@ impl Strategy {
             (Strategy::RandomToken, _) => {
                 let mut bytes = [0u8; 16];
                 rand::thread_rng().fill_bytes(&mut bytes);
-                Value::Text(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+                Value::Text(format!("{TOKEN_PREFIX}{}", hex16(&bytes)))
             }
             (Strategy::Pseudonymize, Value::Text(s)) if s.starts_with("pse_") => return Ok(None),
             (Strategy::Pseudonymize, other) => {
                 let key = pseudonym_key.ok_or("pseudonymize needs a pseudonymization key in the worker config")?;
                 let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| e.to_string())?;
                 mac.update(other.canonical().as_bytes());
-                Value::Text(format!("pse_{}", hex::encode(&mac.finalize().into_bytes()[..16])))
+                Value::Text(format!("pse_{}", hex16(&mac.finalize().into_bytes()[..16])))
             }
             (Strategy::GeneralizeDate(unit), Value::Timestamp(t)) => Value::Timestamp(truncate(*t, *unit)),
             (Strategy::GeneralizeDate(unit), Value::Date(d)) => {
@@ -248,6 +248,13 @@ impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.method())
     }
+}
+
+/// Hex digits of 16 bytes (`hex::encode` builds its string a char at a time; this runs per cell).
+fn hex16(bytes: &[u8]) -> String {
+    let mut out = [0u8; 32];
+    hex::encode_to_slice(bytes, &mut out).expect("16 bytes fit 32 hex digits");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -1027,8 +1027,16 @@ impl<'a> Builder<'a> {
                         Cell::Flag(_) => "integer".into(),
                         _ => "text".into(),
                     };
-                    let items: Vec<String> = rows.iter().map(|r| pg_array_item(&r[i])).collect();
-                    cols.push((format!("{{{}}}", items.join(",")), ty));
+                    let mut literal = String::with_capacity(rows.len() * 16);
+                    literal.push('{');
+                    for (j, r) in rows.iter().enumerate() {
+                        if j > 0 {
+                            literal.push(',');
+                        }
+                        pg_array_item(&mut literal, &r[i]);
+                    }
+                    literal.push('}');
+                    cols.push((literal, ty));
                 }
                 sql.push("unnest(");
                 for (i, (literal, ty)) in cols.into_iter().enumerate() {
@@ -1210,22 +1218,39 @@ fn pg_arrays(rows: &[Vec<Cell>]) -> bool {
 
 /// One element of a PostgreSQL array literal (`{…}`): NULL, a number, or a double-quoted text
 /// with `"` and `\` escaped. Read by the column type's own input function, like a bound text.
-fn pg_array_item(c: &Cell) -> String {
+fn pg_array_item(out: &mut String, c: &Cell) {
+    use std::fmt::Write as _;
     let v = match c {
         Cell::Key(v, _) | Cell::Assign(v, _) | Cell::Value(v) => v,
-        Cell::Flag(f) => return f.to_string(),
+        Cell::Flag(f) => {
+            let _ = write!(out, "{f}");
+            return;
+        }
     };
-    let quoted = |t: &str| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""));
-    match v {
-        Value::Null => "NULL".into(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Bool(b) => if *b { "t" } else { "f" }.into(),
-        Value::Text(t) => quoted(t),
-        Value::Timestamp(t) => quoted(&t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
-        Value::Date(d) => quoted(&d.format("%Y-%m-%d").to_string()),
+    let quoted = |out: &mut String, t: &str| {
+        out.push('"');
+        for ch in t.chars() {
+            if ch == '\\' || ch == '"' {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
+    };
+    let _ = match v {
+        Value::Null => write!(out, "NULL"),
+        Value::Int(i) => write!(out, "{i}"),
+        Value::Float(f) => write!(out, "{f}"),
+        Value::Bool(b) => write!(out, "{}", if *b { "t" } else { "f" }),
+        Value::Text(t) => {
+            quoted(out, t);
+            Ok(())
+        }
+        // Dates and times hold no character that needs escaping.
+        Value::Timestamp(t) => write!(out, "\"{}\"", t.format("%Y-%m-%d %H:%M:%S%.f")),
+        Value::Date(d) => write!(out, "\"{d}\""),
         Value::Bytes(_) => unreachable!("pg_arrays excludes bytes"),
-    }
+    };
 }
 
 /// One column of a batch's journal entries (records or subjects) as one comma-separated text, in
