@@ -957,6 +957,18 @@ impl crate::connector::Connector for SqlConnector {
         };
         let update = match &scope.work {
             Work::Delete => 0,
+            // PostgreSQL binds one array per column (`Builder::derived`) where every value has an
+            // array literal form: not per row.
+            Work::Anonymize(cols)
+                if self.dialect == Dialect::Postgres
+                    && scope.key.iter().chain(cols.iter().map(|(c, _)| c)).all(|c| {
+                        scope.table.column(c).is_some_and(|i| {
+                            !matches!(i.kind, crate::connector::ColumnKind::Float | crate::connector::ColumnKind::Bytes)
+                        })
+                    }) =>
+            {
+                0
+            }
             Work::Anonymize(cols) => scope.key.len() + cols.len(),
         };
         let per_row = journal.max(scope.key.len()).max(update);
