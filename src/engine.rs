@@ -1202,10 +1202,10 @@ async fn enforce(
         anyhow::Ok(())
     };
     let (by_table, rest) = futures::join!(by_table, rest);
-    for (id, n) in by_table? {
-        pr.held_by.insert(id, n);
-    }
-    rest
+    // Recorded even when the batches failed; their error comes first.
+    let held = by_table.map(|by| pr.held_by.extend(by));
+    rest?;
+    Ok(held?)
 }
 
 /// Reconciles the write-ahead intents that interrupted runs left for this policy

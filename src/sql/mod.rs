@@ -317,9 +317,10 @@ impl SqlConnector {
                 let pool = SqlitePoolOptions::new()
                     // WAL: the counts, the verification and the next batch's reads go on while a
                     // batch writes; writers wait for each other (`BEGIN IMMEDIATE`, busy timeout).
-                    // Three: a batch, its predecessor's verification and the report's per-hold
-                    // count, which runs alongside the batches.
-                    .max_connections(3)
+                    // Four, as for the servers: a batch, the next batch's candidates, the previous
+                    // batch's verification and the report's per-hold count, which runs alongside
+                    // the batches (none of them waits for a connection).
+                    .max_connections(4)
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await
