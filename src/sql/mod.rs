@@ -313,7 +313,29 @@ impl SqlConnector {
                     .read_only(read_only)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true);
-                let opts = if read_only { opts } else { opts.journal_mode(SqliteJournalMode::Wal) };
+                if !read_only {
+                    // WAL stays set in the file: switched once, by one connection, not by every
+                    // pooled one. Switching needs the file to itself, and workers started at once
+                    // (the shards of an Indexed Job) meet here: "database is locked" is retried.
+                    let mut attempt = 0u64;
+                    loop {
+                        let wal = opts.clone().journal_mode(SqliteJournalMode::Wal);
+                        match sqlx::ConnectOptions::connect(&wal).await {
+                            Ok(c) => {
+                                let _ = sqlx::Connection::close(c).await;
+                                break;
+                            }
+                            Err(sqlx::Error::Database(e))
+                                if attempt < 20
+                                    && e.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5) =>
+                            {
+                                attempt += 1;
+                                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                            }
+                            Err(e) => return Err(conn_err(e)),
+                        }
+                    }
+                }
                 let pool = SqlitePoolOptions::new()
                     // WAL: the counts, the verification and the next batch's reads go on while a
                     // batch writes; writers wait for each other (`BEGIN IMMEDIATE`, busy timeout).
