@@ -187,17 +187,19 @@ impl Scope {
     /// destroying statement or call from this filter and nothing else.
     pub fn destroy_filter(&self) -> Filter {
         let mut all = vec![self.lapse.clone(), Filter::negate(Filter::Held)];
-        if let Work::Anonymize(cols) = &self.work {
-            let tests: Option<Vec<(String, PendingTest)>> =
-                cols.iter().map(|(c, s)| s.pending_test().map(|t| (c.clone(), t))).collect();
-            if let Some(tests) = tests {
-                all.push(Filter::Pending(tests));
-            }
-        }
+        all.extend(self.pending());
         if !self.restrict.is_empty() {
             all.push(Filter::negate(Filter::HasDependents));
         }
         Filter::All(all)
+    }
+
+    /// When anonymizing with strategies the database can test: the rows that still need work.
+    pub fn pending(&self) -> Option<Filter> {
+        let Work::Anonymize(cols) = &self.work else { return None };
+        let tests: Option<Vec<(String, PendingTest)>> =
+            cols.iter().map(|(c, s)| s.pending_test().map(|t| (c.clone(), t))).collect();
+        tests.map(Filter::Pending)
     }
 }
 

@@ -681,9 +681,7 @@ impl<'a> Builder<'a> {
         self.rows(&mut sql, &t, rows);
         sql.push(" AND ");
         let mut all = vec![self.scope.lapse.clone()];
-        if let Filter::All(parts) = self.scope.destroy_filter() {
-            all.extend(parts.into_iter().filter(|f| matches!(f, Filter::Pending(_))));
-        }
+        all.extend(self.scope.pending());
         self.filter(&mut sql, &Filter::All(all), &t);
         sql
     }

@@ -667,6 +667,24 @@ fn evidence_ids(
     })
 }
 
+/// The anonymized values of one row's `cols` (`old`, in the same order); `None` when every value
+/// is already in anonymized form (the row is left unchanged).
+fn new_values(
+    scope: &Scope,
+    cols: &[(String, crate::policy::strategy::Strategy)],
+    old: &[Value],
+    ctx: &str,
+) -> Result<Option<Vec<Option<Value>>>, ConnectorError> {
+    let new = cols
+        .iter()
+        .zip(old)
+        .map(|((_, s), v)| {
+            s.apply(v, scope.pseudonym_key.as_deref()).map_err(|e| ConnectorError::Invalid(format!("{ctx}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((!new.iter().all(Option::is_none)).then_some(new))
+}
+
 /// Whether the scope's key is one integer column (the engine can follow its order in Rust).
 fn int_key(scope: &Scope) -> bool {
     scope.key.len() == 1 && scope.table.kind(&scope.key[0]) == crate::connector::ColumnKind::Int
@@ -744,16 +762,13 @@ impl SqlConnector {
                 let mut outcome = BatchOutcome::default();
                 let mut rows = Vec::new();
                 for (i, row) in locked.into_iter().enumerate() {
-                    let mut new = Vec::with_capacity(cols.len());
-                    for ((_, strategy), old) in cols.iter().zip(&row[nk + ns..]) {
-                        new.push(strategy.apply(old, scope.pseudonym_key.as_deref()).map_err(|e| ConnectorError::Invalid(format!("{ctx}: {e}")))?);
-                    }
                     let key = row[..nk].to_vec();
-                    if new.iter().all(Option::is_none) {
-                        outcome.unchanged.push(i);
-                    } else {
-                        outcome.destroyed.push(i);
-                        rows.push((key.clone(), new));
+                    match new_values(scope, cols, &row[nk + ns..], &ctx)? {
+                        None => outcome.unchanged.push(i),
+                        Some(new) => {
+                            outcome.destroyed.push(i);
+                            rows.push((key.clone(), new));
+                        }
                     }
                     batch.push(Candidate { key, subject: (ns == 1).then(|| row[nk].clone()) });
                 }
@@ -921,15 +936,12 @@ impl SqlConnector {
                     let mut rows = Vec::new();
                     for row in &locked {
                         let Some(i) = index_of(&row[..nk]) else { continue };
-                        let mut new = Vec::with_capacity(cols.len());
-                        for ((_, strategy), old) in cols.iter().zip(&row[nk..]) {
-                            new.push(strategy.apply(old, scope.pseudonym_key.as_deref()).map_err(|e| ConnectorError::Invalid(format!("{ctx}: {e}")))?);
-                        }
-                        if new.iter().all(Option::is_none) {
-                            outcome.unchanged.push(i);
-                        } else {
-                            outcome.destroyed.push(i);
-                            rows.push((batch[i].key.clone(), new));
+                        match new_values(scope, cols, &row[nk..], &ctx)? {
+                            None => outcome.unchanged.push(i),
+                            Some(new) => {
+                                outcome.destroyed.push(i);
+                                rows.push((batch[i].key.clone(), new));
+                            }
                         }
                     }
                     expected = rows.len() as u64;
