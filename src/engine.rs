@@ -940,6 +940,15 @@ async fn enforce(
             // statements, so reading them early changes nothing of what is destroyed.
             let mut prefetched: Option<Result<Vec<Candidate>, ConnectorError>> = None;
             let mut fused = conn.destroys_next(&stage.scope);
+            // After rows changed under a batch, that batch goes by its candidates, then the
+            // stage goes back to `begin_next`.
+            let mut fuse_again = false;
+            let hash = |c: &Candidate| EvidenceId {
+                record: ctx.key.record(&p.connection, &p.table, &c.key),
+                subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
+            };
+            // A batch begun ahead (`begin_next`) whose transaction is still open.
+            let mut open: Option<crate::connector::Begun<'_>> = None;
             let mut unverified: Vec<Vec<Value>> = Vec::new();
             crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
             loop {
@@ -950,30 +959,86 @@ async fn enforce(
                 if ctx.opts.max_batches.is_some_and(|m| batches >= m) {
                     break;
                 }
-                // Where the stage can, one statement selects and destroys the batch
-                // (`destroy_next`); otherwise its candidates are read first (or were read ahead).
-                let hash = |c: &Candidate| EvidenceId {
-                    record: ctx.key.record(&p.connection, &p.table, &c.key),
-                    subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
-                };
+                // Where the stage can, the batch is selected and destroyed by its own statements
+                // (`begin_next`); otherwise its candidates are read first (or were read ahead).
                 let to_verify = std::mem::take(&mut unverified);
                 let (cands, mut ids, outcome, left) = if fused {
-                    let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
-                    let destroying =
-                        retry(|| conn.destroy_next(&stage.scope, after.as_deref(), batch_size, &hash, &journal));
-                    let verifying = verify_batch(conn, &stage.scope, &to_verify);
-                    let (taken, left) = futures::join!(destroying, verifying);
-                    match taken {
-                        Ok((cands, ids, outcome)) => (cands, ids, Ok(outcome), left),
+                    let begun = match open.take() {
+                        Some(b) => Ok(b),
+                        None => {
+                            let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
+                            retry(|| {
+                                conn.begin_next(&stage.scope, after.as_deref(), batch_size, &hash, journal.clone())
+                            })
+                            .await
+                        }
+                    };
+                    let begun = match begun {
+                        Ok(b) => b,
                         // Which rows the failed statement took is unknown (it rolled back): the
                         // batch is taken again the other way, candidates first, so that a failure is
                         // counted against the rows it concerns and the stage goes on past them.
                         Err(e) => {
+                            tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
+                            unverified = to_verify;
+                            fused = false;
+                            continue;
+                        }
+                    };
+                    // On a server, the next batch is begun (its rows selected and destroyed in a
+                    // transaction of its own, on another connection) while this one is journaled
+                    // and committed: their key ranges are disjoint. It commits only after this one
+                    // has, and is rolled back if this one fails or the stage stops here.
+                    let ahead = conn.overlaps_batches()
+                        && begun.taken >= batch_size
+                        && ctx.opts.max_batches.is_none_or(|m| batches + 2 <= m)
+                        && !ctx.cancel.load(Ordering::SeqCst);
+                    let next_after = begun.last.clone();
+                    let next_journal = JournalCtx { batch: batches + 2, ..journal.clone() };
+                    let beginning = async {
+                        match ahead {
+                            true => Some(
+                                retry(|| {
+                                    conn.begin_next(
+                                        &stage.scope,
+                                        next_after.as_deref(),
+                                        batch_size,
+                                        &hash,
+                                        next_journal.clone(),
+                                    )
+                                })
+                                .await,
+                            ),
+                            false => None,
+                        }
+                    };
+                    let verifying = verify_batch(conn, &stage.scope, &to_verify);
+                    let (done, next, left) = futures::join!(begun.finish, beginning, verifying);
+                    match done {
+                        Ok((cands, ids, outcome)) => {
+                            match next {
+                                Some(Ok(b)) => open = Some(b),
+                                // The next batch goes the other way, after this one.
+                                Some(Err(e)) => {
+                                    tracing::warn!(stage = %stage.name, batch = batches + 2, "{e}; taking the batch again by its candidates");
+                                    fused = false;
+                                }
+                                None => {}
+                            }
+                            (cands, ids, Ok(outcome), left)
+                        }
+                        Err(e) => {
+                            // Rolled back, and so is the batch begun after it (dropped here): the
+                            // batch is taken again by its candidates. Rows that changed under it
+                            // (`Changed`) are re-selected that way once, then batches go on as
+                            // before; after any other failure the stage stays on that path.
+                            drop(next);
                             left.map(|n| {
                                 verify.checked += to_verify.len() as u64;
                                 verify.still_present += n;
                             })?;
                             tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
+                            fuse_again = matches!(e, ConnectorError::Changed { .. });
                             fused = false;
                             continue;
                         }
@@ -1173,7 +1238,14 @@ async fn enforce(
                     // Fewer than asked for: nothing more was due when the batch was selected.
                     break;
                 }
+                if fuse_again && !fused {
+                    fused = true;
+                    fuse_again = false;
+                    prefetched = None;
+                }
             }
+            // A batch begun ahead of a stop (interrupt, guardrail, failure) is rolled back.
+            drop(open.take());
             verify.checked += unverified.len() as u64;
             verify.still_present += verify_batch(conn, &stage.scope, &unverified).await?;
             crate::progress::finish();

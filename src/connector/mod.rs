@@ -228,6 +228,23 @@ pub struct JournalCtx {
     pub batch: u64,
 }
 
+/// Makes the evidence id of a row (the engine's keyed hashes of its key and subject).
+pub type IdFn<'a> = dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync + 'a;
+
+/// A committed batch: its rows in key order, their evidence ids, and what became of them.
+pub type Destroyed = (Vec<Candidate>, Vec<EvidenceId>, BatchOutcome);
+
+/// A batch whose destroying statements ran in a transaction that is still open
+/// ([`Connector::begin_next`]).
+pub struct Begun<'a> {
+    /// How many rows the batch took.
+    pub taken: usize,
+    /// The batch's last key: the next batch begins after it.
+    pub last: Option<Vec<Value>>,
+    /// Journals and commits the batch; dropped without being awaited, rolls it back.
+    pub finish: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Destroyed, ConnectorError>> + Send + 'a>>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct BatchOutcome {
     /// Indices (into the batch) of the records destroyed by the committed transaction.
@@ -268,6 +285,11 @@ pub enum ConnectorError {
     /// transaction was rolled back. Worth a bounded retry; says nothing about the configuration.
     #[error("{context}: temporarily unavailable: {message}")]
     Lost { context: String, message: String },
+    /// Rows of the batch changed between the statement that selected them and the one that
+    /// destroyed them: the transaction was rolled back, nothing of it committed. Taking the
+    /// batch again (re-selected) may succeed.
+    #[error("{context}: rows changed under the batch; nothing of it committed")]
+    Changed { context: String },
 }
 
 impl ConnectorError {
@@ -318,25 +340,34 @@ pub trait Connector: Send + Sync + fmt::Display {
         journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError>;
 
-    /// Whether [`Connector::destroy_next`] serves this scope.
+    /// Whether [`Connector::begin_next`] serves this scope.
     fn destroys_next(&self, _scope: &Scope) -> bool {
         false
     }
 
-    /// A batch without a separate candidate query: selects the next due rows after `after` (at
-    /// most `limit`, in key order) and destroys them in one statement of one transaction, with
-    /// [`Scope::destroy_filter`] in that statement; journals them with the evidence ids `id`
-    /// makes, and commits. Returns the batch it took, in key order (fewer than `limit`: nothing
-    /// more was due), their ids, and the outcome (indices into the batch). Only called when
+    /// Whether a batch begun by [`Connector::begin_next`] may be finished while the next one is
+    /// begun on another connection (a server: the two transactions touch disjoint key ranges).
+    /// `false` (SQLite: one writer at a time) finishes each batch before the next begins.
+    fn overlaps_batches(&self) -> bool {
+        false
+    }
+
+    /// A batch without a separate candidate query, in two halves. This call selects the next
+    /// due rows after `after` (at most `limit`, in key order) and runs the destroying
+    /// statements on them in one open transaction, with [`Scope::destroy_filter`] in those
+    /// statements. The returned [`Begun::finish`] completes the batch: makes the rows'
+    /// evidence ids with `id`, journals them, commits, and yields the batch in key order
+    /// (fewer than `limit`: nothing more was due), the ids and the outcome (indices into the
+    /// batch). Dropping `finish` unpolled rolls the batch back. Only called when
     /// [`Connector::destroys_next`] says so.
-    async fn destroy_next(
-        &self,
-        _scope: &Scope,
+    async fn begin_next<'a>(
+        &'a self,
+        _scope: &'a Scope,
         _after: Option<&[Value]>,
         _limit: usize,
-        _id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
-        _journal: &JournalCtx,
-    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>, BatchOutcome), ConnectorError> {
+        _id: &'a IdFn<'a>,
+        _journal: JournalCtx,
+    ) -> Result<Begun<'a>, ConnectorError> {
         Err(ConnectorError::Invalid("this connector selects its candidates before destroying them".into()))
     }
 

@@ -403,7 +403,11 @@ impl<'a> Builder<'a> {
                     sql.push(" OR ");
                 }
                 parts += 1;
-                self.table_hold_exists(sql, qual, part);
+                if part {
+                    self.table_hold_in(sql, qual);
+                } else {
+                    self.table_hold_exists(sql, qual, part);
+                }
             }
         }
         if parts == 0 {
@@ -461,6 +465,24 @@ impl<'a> Builder<'a> {
         sql.push(")");
     }
 
+    /// `subject IN (the subjects of the active holds of the holds table)`: [`Self::held`]'s
+    /// test for a hold of the row's subject. Under an `OR` (with the holds of every subject), a
+    /// correlated `EXISTS` is probed row by row; an uncorrelated `IN` is read once and hashed
+    /// (PostgreSQL: a held count of 300,000 lapsed rows, 490 -> 170 ms). Two-valued like
+    /// `EXISTS`, so that its negation stays exact: a NULL subject is not held, and NULL hold
+    /// subjects (holds of every subject, the other part) are left out of the list.
+    fn table_hold_in(&self, sql: &mut Sql, qual: &str) {
+        let (Some(ht), Some(s)) = (&self.scope.holds.table, &self.scope.subject) else { return };
+        let subject = self.col(qual, s);
+        let hs = self.col("lh", &ht.subject);
+        sql.push(&format!(
+            "({subject} IS NOT NULL AND {subject} IN (SELECT {hs} FROM {} lh WHERE {hs} IS NOT NULL",
+            self.q(&ht.table)
+        ));
+        self.table_hold_active(sql, ht);
+        sql.push("))");
+    }
+
     /// The join condition between a row (`qual`) and an active row `lh` of the holds table:
     /// any hold of the row (`None`), only holds of the row's subject (`Some(true)`) or only
     /// holds of every subject (`Some(false)`).
@@ -472,6 +494,11 @@ impl<'a> Builder<'a> {
             (None, Some(true)) => sql.push("1=0"),
             (_, _) => sql.push(&format!("{hs} IS NULL")),
         };
+        self.table_hold_active(sql, ht);
+    }
+
+    /// ` AND` the hold `lh` applies to this policy and has not expired.
+    fn table_hold_active(&self, sql: &mut Sql, ht: &HoldsTable) {
         if let Some(p) = &ht.policy {
             let hp = self.col("lh", p);
             sql.push(&format!(" AND ({hp} IS NULL OR {hp} = "));

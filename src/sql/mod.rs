@@ -21,8 +21,8 @@ use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 
 use crate::config::HoldsTable;
 use crate::connector::{
-    BatchOutcome, Candidate, ColumnInfo, ConnectorError, EvidenceId, Filter, ForeignKey, JournalCtx, Scope, TableInfo,
-    Work,
+    BatchOutcome, Begun, Candidate, ColumnInfo, ConnectorError, EvidenceId, Filter, ForeignKey, IdFn, JournalCtx,
+    Scope, TableInfo, Work,
 };
 use crate::value::Value;
 use builder::{Builder, Dialect, Rows, Sql};
@@ -651,10 +651,7 @@ fn bounds_id(scope: &Scope, f: &Filter) -> String {
 /// The evidence ids of a batch, computed on two threads for a large batch: this is the only
 /// work between the deletion and the journal insert of its transaction, and the database waits
 /// for it.
-fn evidence_ids(
-    batch: &[Candidate],
-    id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
-) -> Vec<EvidenceId> {
+fn evidence_ids(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
     if batch.len() < 2048 {
         return batch.iter().map(id).collect();
     }
@@ -731,18 +728,19 @@ impl SqlConnector {
         self.due_bounds.lock().expect("bounds").get(&bounds_id(scope, &scope.destroy_filter())).cloned()
     }
 
-    /// `Connector::destroy_next` for an anonymizing stage: lock the next due rows, compute their
-    /// new values, update them (the same filter in the `UPDATE`: a row that became held since it
-    /// was locked is not updated, and the batch is rolled back and taken again), journal, commit.
-    async fn anonymize_next(
-        &self,
-        scope: &Scope,
-        cols: &[(String, crate::policy::strategy::Strategy)],
+    /// `Connector::begin_next` for an anonymizing stage: locks the next due rows and computes
+    /// their new values; `finish` updates them (the same filter in the `UPDATE`: a row that
+    /// became held since it was locked is not updated, the batch is rolled back, and the
+    /// engine takes it again by its candidates), journals and commits.
+    async fn anonymize_next<'a>(
+        &'a self,
+        scope: &'a Scope,
+        cols: &'a [(String, crate::policy::strategy::Strategy)],
         after: Option<&[Value]>,
         limit: usize,
-        id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
-        journal: &JournalCtx,
-    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>, BatchOutcome), ConnectorError> {
+        id: &'a IdFn<'a>,
+        journal: JournalCtx,
+    ) -> Result<Begun<'a>, ConnectorError> {
         let b = self.builder(scope);
         let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
@@ -751,57 +749,44 @@ impl SqlConnector {
         let lock = b.lock_next(after, limit, bounds.as_ref(), &work_cols);
         let nk = scope.key.len();
         let ns = usize::from(scope.subject.is_some());
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let done = with_pool!(self, p => {
-                let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
-                let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-                let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
-                let mut batch = Vec::with_capacity(locked.len());
-                let mut outcome = BatchOutcome::default();
-                let mut rows = Vec::new();
-                for (i, row) in locked.into_iter().enumerate() {
-                    let key = row[..nk].to_vec();
-                    match new_values(scope, cols, &row[nk + ns..], &ctx)? {
-                        None => outcome.unchanged.push(i),
-                        Some(new) => {
-                            outcome.destroyed.push(i);
-                            rows.push((key.clone(), new));
-                        }
+        with_pool!(self, p => {
+            let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+            let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+            let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
+            let mut batch = Vec::with_capacity(locked.len());
+            let mut outcome = BatchOutcome::default();
+            let mut rows = Vec::new();
+            for (i, row) in locked.into_iter().enumerate() {
+                let key = row[..nk].to_vec();
+                match new_values(scope, cols, &row[nk + ns..], &ctx)? {
+                    None => outcome.unchanged.push(i),
+                    Some(new) => {
+                        outcome.destroyed.push(i);
+                        rows.push((key.clone(), new));
                     }
-                    batch.push(Candidate { key, subject: (ns == 1).then(|| row[nk].clone()) });
                 }
+                batch.push(Candidate { key, subject: (ns == 1).then(|| row[nk].clone()) });
+            }
+            let upd = (!rows.is_empty()).then(|| {
+                b.update(&work_cols, &rows, Some(Rows::Range(&batch[0].key, &batch[batch.len() - 1].key)))
+            });
+            let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
+            let finish = Box::pin(async move {
                 let ids = evidence_ids(&batch, id);
-                if !rows.is_empty() {
-                    let range = Rows::Range(&batch[0].key, &batch[batch.len() - 1].key);
-                    let upd = b.update(&work_cols, &rows, Some(range));
+                if let Some(upd) = upd {
                     let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
                     if r.rows_affected() != rows.len() as u64 {
                         tx.rollback().await.map_err(db_err(&ctx))?;
-                        None
-                    } else {
-                        let ins = journal_sql(&b, per_record, journal, &ids, &outcome.destroyed);
-                        bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
-                        tx.commit().await.map_err(db_err(&ctx))?;
-                        Some((batch, ids, outcome))
+                        return Err(ConnectorError::Changed { context: ctx });
                     }
-                } else {
-                    tx.commit().await.map_err(db_err(&ctx))?;
-                    Some((batch, ids, outcome))
+                    let ins = journal_sql(&b, per_record, &journal, &ids, &outcome.destroyed);
+                    bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                 }
+                tx.commit().await.map_err(db_err(&ctx))?;
+                Ok((batch, ids, outcome))
             });
-            match done {
-                Some(d) => return Ok(d),
-                None if attempt < 3 => continue,
-                None => {
-                    return Err(ConnectorError::Query {
-                        context: ctx,
-                        message: "rows kept changing under the batch (3 attempts); nothing of it committed".into(),
-                    })
-                }
-            }
-        }
+            Ok(Begun { taken, last, finish })
+        })
     }
 
     /// One attempt at `Connector::destroy`.
@@ -1224,14 +1209,18 @@ impl crate::connector::Connector for SqlConnector {
         }
     }
 
-    async fn destroy_next(
-        &self,
-        scope: &Scope,
+    fn overlaps_batches(&self) -> bool {
+        self.dialect != Dialect::Sqlite
+    }
+
+    async fn begin_next<'a>(
+        &'a self,
+        scope: &'a Scope,
         after: Option<&[Value]>,
         limit: usize,
-        id: &(dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync),
-        journal: &JournalCtx,
-    ) -> Result<(Vec<Candidate>, Vec<EvidenceId>, BatchOutcome), ConnectorError> {
+        id: &'a IdFn<'a>,
+        journal: JournalCtx,
+    ) -> Result<Begun<'a>, ConnectorError> {
         if let Work::Anonymize(cols) = &scope.work {
             return self.anonymize_next(scope, cols, after, limit, id, journal).await;
         }
@@ -1257,15 +1246,19 @@ impl crate::connector::Connector for SqlConnector {
             }
             drop(rows);
             batch.sort_by_key(|c| match c.key[0] { Value::Int(i) => i, _ => i64::MIN });
-            let ids = evidence_ids(&batch, id);
-            if !batch.is_empty() {
-                let all: Vec<usize> = (0..batch.len()).collect();
-                let ins = journal_sql(&b, per_record, journal, &ids, &all);
-                bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
-            }
-            tx.commit().await.map_err(db_err(&ctx))?;
-            let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
-            Ok((batch, ids, outcome))
+            let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
+            let finish = Box::pin(async move {
+                let ids = evidence_ids(&batch, id);
+                if !batch.is_empty() {
+                    let all: Vec<usize> = (0..batch.len()).collect();
+                    let ins = journal_sql(&b, per_record, &journal, &ids, &all);
+                    bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+                }
+                tx.commit().await.map_err(db_err(&ctx))?;
+                let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
+                Ok((batch, ids, outcome))
+            });
+            Ok(Begun { taken, last, finish })
         })
     }
 
