@@ -952,7 +952,8 @@ async fn enforce(
             let mut unverified: Vec<Vec<Value>> = Vec::new();
             crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
             loop {
-                if ctx.cancel.load(Ordering::SeqCst) {
+                // A batch already begun is in flight: it finishes (commits) first.
+                if ctx.cancel.load(Ordering::SeqCst) && open.is_none() {
                     pr.errors.push("interrupted: stopped after the last committed batch".into());
                     break;
                 }
@@ -988,7 +989,8 @@ async fn enforce(
                     // On a server, the next batch is begun (its rows selected and destroyed in a
                     // transaction of its own, on another connection) while this one is journaled
                     // and committed: their key ranges are disjoint. It commits only after this one
-                    // has, and is rolled back if this one fails or the stage stops here.
+                    // has (also after an interrupt: it is in flight), and is rolled back if this one
+                    // fails or the stage stops here (guardrail).
                     let ahead = conn.overlaps_batches()
                         && begun.taken >= batch_size
                         && ctx.opts.max_batches.is_none_or(|m| batches + 2 <= m)
@@ -1244,7 +1246,7 @@ async fn enforce(
                     prefetched = None;
                 }
             }
-            // A batch begun ahead of a stop (interrupt, guardrail, failure) is rolled back.
+            // A batch begun ahead of a stop (guardrail, failure) is rolled back.
             drop(open.take());
             verify.checked += unverified.len() as u64;
             verify.still_present += verify_batch(conn, &stage.scope, &unverified).await?;

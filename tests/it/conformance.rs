@@ -426,7 +426,49 @@ pub async fn journal_shapes(b: Backend) {
     assert_eq!(journaled, evidenced, "the journal's batches hold exactly the evidence's records");
 }
 
+/// A batch whose commit fails is taken again by its candidates, and a batch begun after it
+/// (servers begin the next batch while one commits) is rolled back, not lost nor counted: the
+/// journal refuses batch 2 (a CHECK), so rows 3 and 7 stay, and the report, the journal and
+/// the evidence count exactly the rows that are gone (1, 2 and 8).
+pub async fn failed_batch_is_taken_again(b: Backend) {
+    for action in ["delete", "anonymize"] {
+        let f = seeded(b).await;
+        f.policy("people", &policy(action, ONE_YEAR, ""));
+        f.db.exec(
+            "CREATE TABLE lapse_journal (run_id VARCHAR(64) NOT NULL, policy VARCHAR(128) NOT NULL, \
+             stage VARCHAR(128) NOT NULL, action VARCHAR(32) NOT NULL, batch_no BIGINT NOT NULL, \
+             record_count BIGINT NOT NULL, records TEXT NOT NULL, subjects TEXT NOT NULL, \
+             committed_at VARCHAR(40) NOT NULL, CHECK (batch_no <> 2))",
+        )
+        .await;
+        f.lapse(&["run", "--batch-size", "2"]).code(1);
+        let r = f.report("run");
+        let p = &r["policies"][0];
+        let done: Vec<i64> = if action == "delete" {
+            let left = ids_text(&f).await;
+            assert_eq!(left, vec![3, 4, 5, 6, 7], "{action}: the refused batch stays, the others are gone");
+            assert_eq!(n(&p["deleted"]), 3, "{action}");
+            vec![1, 2, 8]
+        } else {
+            for id in [1, 2, 8] {
+                assert!(col(&f, "email", id).await.unwrap().starts_with("anon_"), "{action}: row {id}");
+            }
+            for id in [3, 7] {
+                assert!(!col(&f, "email", id).await.unwrap().starts_with("anon_"), "{action}: row {id} untouched");
+            }
+            assert_eq!(n(&p["anonymized"]), 3, "{action}");
+            vec![1, 2, 8]
+        };
+        assert_eq!(n(&p["failed"]), 2, "{action}: the refused batch is counted as failed");
+        assert_eq!(r["status"], "partial", "{action}");
+        assert_eq!(f.db.journal_records().await, done.len() as i64, "{action}: journal agrees");
+        let evidence = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
+        assert_eq!(evidence.lines().count(), done.len(), "{action}: evidence agrees");
+    }
+}
+
 per_backend!(
+    failed_batch_is_taken_again,
     journal_shapes,
     delete_lapsed,
     null_anchor_lapses_only_when_explicit,
