@@ -934,10 +934,11 @@ async fn enforce(
             let mut after: Option<Vec<Value>> = None;
             let mut batches = 0u64;
             let mut stage_destroyed = 0u64;
-            // The batch loop is a pipeline of three: while batch i is destroyed, the candidates of
-            // batch i+1 (keys after batch i's last) are read, and batch i-1 is verified; each on its
-            // own pooled connection. Batch i+1's rows are re-checked by its own destroying
-            // statements, so reading them early changes nothing of what is destroyed.
+            // The batch loop is a pipeline of three: while batch i is destroyed, batch i+1 is begun
+            // (`begin_next` on a server) or its candidates (keys after batch i's last) are read,
+            // and batch i-1 is verified; each on its own pooled connection. Batch i+1's rows are
+            // re-checked by its own destroying statements, so reading them early changes nothing
+            // of what is destroyed.
             let mut prefetched: Option<Result<Vec<Candidate>, ConnectorError>> = None;
             let mut fused = conn.destroys_next(&stage.scope);
             // After rows changed under a batch, that batch goes by its candidates, then the

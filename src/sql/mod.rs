@@ -51,7 +51,7 @@ pub struct SqlConnector {
     /// The journal table has the earlier shape, a row per record (see `ensure_journal`).
     journal_per_record: std::sync::atomic::AtomicBool,
     /// The first and last key of the rows each counted filter matched (single integer keys), by
-    /// [`bounds_id`]: `destroy_next` scans only between them.
+    /// [`bounds_id`]: `begin_next` scans only between them.
     due_bounds: std::sync::Mutex<std::collections::HashMap<String, (Value, Value)>>,
     /// Run locks taken by `try_run_lock`: the sessions (or lock files) that hold them, kept
     /// open until the connector is dropped at the end of the process.
@@ -649,8 +649,8 @@ fn bounds_id(scope: &Scope, f: &Filter) -> String {
 }
 
 /// The evidence ids of a batch, computed on two threads for a large batch: this is the only
-/// work between the deletion and the journal insert of its transaction, and the database waits
-/// for it.
+/// work between the deletion and the journal insert of its transaction (in `finish`, while the
+/// next batch is begun on a server), and the database waits for it.
 fn evidence_ids(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
     if batch.len() < 2048 {
         return batch.iter().map(id).collect();
@@ -1096,7 +1096,7 @@ impl crate::connector::Connector for SqlConnector {
             if !int_key(scope) {
                 return self.count(scope, &filters[i]).await;
             }
-            // With the key range of what it counts (see `destroy_next`), at no extra cost.
+            // With the key range of what it counts (see `begin_next`), at no extra cost.
             let sql = self.builder(scope).count_bounds(&filters[i]);
             let row = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
             match row.as_deref() {
