@@ -1408,6 +1408,27 @@ impl Exit {
     }
 }
 
+/// The summary's "held by" lines: the holds that keep the most rows, at most ten, then how many
+/// more there are (one hold per held subject can make thousands: the report lists every one).
+fn held_lines(held_by: &std::collections::BTreeMap<String, u64>) -> String {
+    const SHOWN: usize = 10;
+    let order = |a: &(&String, &u64), b: &(&String, &u64)| b.1.cmp(a.1).then(a.0.cmp(b.0));
+    let mut by: Vec<(&String, &u64)> = held_by.iter().collect();
+    if by.len() > SHOWN {
+        by.select_nth_unstable_by(SHOWN - 1, order);
+        by.truncate(SHOWN);
+    }
+    by.sort_by(order);
+    let mut s = String::new();
+    for (h, n) in by {
+        s.push_str(&format!("      held by {h}: {n}\n"));
+    }
+    if held_by.len() > SHOWN {
+        s.push_str(&format!("      held by {} more holds (listed in the report)\n", held_by.len() - SHOWN));
+    }
+    s
+}
+
 /// Renders a plan/run summary for a terminal.
 pub fn summary(r: &Report) -> String {
     let mut s = format!("{} {} · cutoff {} · status {}\n", r.mode, r.run_id, r.cutoff.to_rfc3339(), r.status);
@@ -1416,9 +1437,7 @@ pub fn summary(r: &Report) -> String {
             "  {:<24} {:<9} total {:>8}  due {:>8}  deleted {:>8}  anonymized {:>8}  fields {:>8}  held {:>6}  null-anchor {:>6}  failed {:>4}  [{}]\n",
             p.name, p.action, p.rows_total, p.rows_due, p.deleted, p.anonymized, p.fields_anonymized, p.held, p.null_anchor_kept, p.failed, p.outcome
         ));
-        for (h, n) in &p.held_by {
-            s.push_str(&format!("      held by {h}: {n}\n"));
-        }
+        s.push_str(&held_lines(&p.held_by));
         for (run, n) in &p.reconciled_from {
             s.push_str(&format!(
                 "      reconciled: {n} destroyed by interrupted run {run} (write-ahead intent, object gone)\n"
@@ -1438,6 +1457,22 @@ pub fn summary(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_lists_the_ten_largest_holds() {
+        let few: std::collections::BTreeMap<String, u64> = [("b".to_string(), 1), ("a".to_string(), 3)].into();
+        assert_eq!(held_lines(&few), "      held by a: 3\n      held by b: 1\n");
+        let many: std::collections::BTreeMap<String, u64> =
+            (0..30_000u64).map(|i| (format!("H-{i:05}"), i % 7 + i / 29_990)).collect();
+        let text = held_lines(&many);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 11, "{text}");
+        // Largest first, then by id among equals.
+        assert_eq!(lines[0], "      held by H-29994: 7");
+        assert_eq!(lines[1], "      held by H-00006: 6");
+        assert_eq!(lines[9], "      held by H-00062: 6");
+        assert_eq!(lines[10], "      held by 29990 more holds (listed in the report)");
+    }
 
     /// The batch writer's lines are byte for byte what serializing each line gives.
     #[test]
