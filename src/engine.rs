@@ -1016,7 +1016,9 @@ async fn enforce(
                         }
                     };
                     let verifying = verify_batch(conn, &stage.scope, &to_verify);
-                    let (done, next, left) = futures::join!(begun.finish, beginning, verifying);
+                    // The next batch first: its statement is sent before this batch's `finish`
+                    // hashes its rows (synchronously) on this task.
+                    let (next, done, left) = futures::join!(beginning, begun.finish, verifying);
                     match done {
                         Ok((cands, ids, outcome)) => {
                             match next {
