@@ -329,21 +329,36 @@ impl Report {
             .map_err(|e| anyhow::anyhow!("cannot create report directory '{}': {e}", dir.display()))?;
         let stem = self.file_stem();
         let json = dir.join(format!("{stem}.json"));
-        let bytes = serde_json::to_vec_pretty(self)?;
-        if let Some(s) = signer {
-            std::fs::write(dir.join(format!("{stem}.json.sig")), s.sign(&bytes))?;
-        }
         let tmp = dir.join(format!(".{stem}.json.tmp"));
-        std::fs::write(&tmp, &bytes)?;
+        // Unsigned, the JSON goes straight to the file; signed, its bytes are kept for the
+        // signature. Neither it nor the CSV is held in memory otherwise: with a count per hold
+        // of the holds table, both grow with the holds.
+        match signer {
+            Some(s) => {
+                let bytes = serde_json::to_vec_pretty(self)?;
+                std::fs::write(dir.join(format!("{stem}.json.sig")), s.sign(&bytes))?;
+                std::fs::write(&tmp, &bytes)?;
+            }
+            None => {
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+                serde_json::to_writer_pretty(&mut w, self)?;
+                std::io::Write::flush(&mut w)?;
+            }
+        }
         std::fs::rename(&tmp, &json)?;
-        // Not kept while the CSV is made: with a count per hold, both grow with the holds.
-        drop(bytes);
-        std::fs::write(dir.join(format!("{stem}.csv")), self.csv()?)?;
+        self.csv_to(std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{stem}.csv")))?))?;
         Ok(json)
     }
 
     pub fn csv(&self) -> anyhow::Result<Vec<u8>> {
-        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut out = Vec::new();
+        self.csv_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// The CSV form of the report (a row per policy), written to `out`.
+    pub fn csv_to<W: std::io::Write>(&self, out: W) -> anyhow::Result<()> {
+        let mut w = csv::Writer::from_writer(out);
         w.write_record([
             "run_id",
             "mode",
@@ -409,6 +424,8 @@ impl Report {
                 p.reconciled.to_string(),
             ])?;
         }
-        Ok(w.into_inner()?)
+        let mut out = w.into_inner().map_err(|e| anyhow::anyhow!("writing the CSV report: {}", e.error()))?;
+        out.flush()?;
+        Ok(())
     }
 }

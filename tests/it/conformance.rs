@@ -192,7 +192,12 @@ pub async fn condition_limits_lapse(b: Backend) {
 pub async fn anonymize_every_strategy(b: Backend) {
     let f = seeded(b).await;
     f.policy("people", &policy("anonymize", ONE_YEAR, ""));
-    f.lapse(&["run"]).ok();
+    // Batches of two on a table small enough to be read whole: no batch may wait for the next
+    // one's locks (MariaDB's multi-table update once did, until the lock wait timeout, and then
+    // took the batch again by its candidates).
+    let run = f.lapse(&["run", "--batch-size", "2"]);
+    run.ok();
+    assert!(!run.stderr.contains("taking the batch again"), "a batch failed and was taken again:\n{}", run.stderr);
     assert_eq!(ids_text(&f).await, vec![1, 2, 3, 4, 5, 6, 7, 8], "anonymize deletes nothing");
     let email = col(&f, "email", 1).await.unwrap();
     assert!(email.starts_with("anon_") && email.len() == 37, "{email}");
