@@ -961,9 +961,12 @@ impl<'a> Builder<'a> {
             sql.push(&format!("UPDATE {t} SET "));
             set(&mut sql, false);
         } else if self.d == Dialect::MySql {
-            sql.push(&format!("UPDATE {t} JOIN "));
+            // The batch's values first, then the table by its key (`STRAIGHT_JOIN` keeps that
+            // order): the update reads, and so locks, only the batch's own rows, never those
+            // of a batch begun after it (a multi-table update has no semi-consistent read).
+            sql.push("UPDATE ");
             self.derived(&mut sql, &names, table);
-            sql.push(&format!(" ON {} SET ", join.join(" AND ")));
+            sql.push(&format!(" STRAIGHT_JOIN {t} ON {} SET ", join.join(" AND ")));
             set(&mut sql, true);
         } else {
             sql.push(&format!("UPDATE {t} SET "));
