@@ -992,7 +992,7 @@ async fn enforce(
                     // and committed: their key ranges are disjoint. It commits only after this one
                     // has (also after an interrupt: it is in flight), and is rolled back if this one
                     // fails or the stage stops here (guardrail).
-                    let ahead = conn.overlaps_batches(&stage.scope)
+                    let ahead = conn.overlaps_batches()
                         && begun.taken >= batch_size
                         && ctx.opts.max_batches.is_none_or(|m| batches + 2 <= m)
                         && !ctx.cancel.load(Ordering::SeqCst);

@@ -345,12 +345,12 @@ pub trait Connector: Send + Sync + fmt::Display {
         false
     }
 
-    /// Whether a batch of `scope` begun by [`Connector::begin_next`] may be finished while the
-    /// next one is begun on another connection: only where finishing a batch can never wait for
-    /// a lock the next batch holds (the next batch's transaction waits for this one to finish:
-    /// such a wait would last until the database's lock timeout). `false` finishes each batch
-    /// before the next begins.
-    fn overlaps_batches(&self, _scope: &Scope) -> bool {
+    /// Whether a batch begun by [`Connector::begin_next`] may be finished while the next one is
+    /// begun on another connection: only where finishing a batch can never wait for a lock the
+    /// next batch holds (the next batch's transaction waits for this one to finish: such a wait
+    /// would last until the database's lock timeout). `false` finishes each batch before the
+    /// next begins.
+    fn overlaps_batches(&self) -> bool {
         false
     }
 

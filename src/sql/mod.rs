@@ -1209,20 +1209,13 @@ impl crate::connector::Connector for SqlConnector {
         }
     }
 
-    fn overlaps_batches(&self, scope: &Scope) -> bool {
-        match self.dialect {
-            // One writer at a time: the next batch would only wait for the lock.
-            Dialect::Sqlite => false,
-            // A batch's update locks only the rows it joins, never the next batch's.
-            Dialect::Postgres => true,
-            // A deleting batch finishes with its journal row alone. An anonymizing batch
-            // finishes with its multi-table `UPDATE … JOIN`, which locks every row it reads
-            // (no semi-consistent read for a multi-table update): on a small table read whole,
-            // that includes the next batch's locked rows, and the update would wait for the
-            // next batch, which waits for it, until `innodb_lock_wait_timeout` (found by the
-            // crash harness: 50 s stalls on a 40-row table).
-            Dialect::MySql => true,
-        }
+    fn overlaps_batches(&self) -> bool {
+        // SQLite has one writer at a time: the next batch would only wait for the lock. On the
+        // servers a batch's `finish` locks only its own rows: a delete's writes its journal row
+        // alone, an update joins the batch's values to the table by its key (PostgreSQL locks
+        // only the rows it joins; MariaDB's multi-table update, which has no semi-consistent
+        // read, reads the values first and the table by key, `Builder::update`).
+        self.dialect != Dialect::Sqlite
     }
 
     async fn begin_next<'a>(
