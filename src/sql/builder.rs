@@ -1015,7 +1015,7 @@ impl<'a> Builder<'a> {
                 }
             }
         };
-        let head: Option<Vec<String>> = rows.first().and_then(|r| {
+        let head: Option<Vec<String>> = rows.first().filter(|_| self.mariadb).and_then(|r| {
             r.iter()
                 .zip(names)
                 .map(|(c, n)| match c {
@@ -1026,7 +1026,7 @@ impl<'a> Builder<'a> {
                 .collect()
         });
         match self.d {
-            Dialect::MySql if self.mariadb && head.is_some() => {
+            Dialect::MySql if head.is_some() => {
                 let head = head.unwrap_or_default();
                 sql.push(&format!("(SELECT {} FROM {} WHERE 0 UNION ALL VALUES ", head.join(", "), self.table()));
                 for (i, row) in rows.into_iter().enumerate() {
@@ -1223,6 +1223,13 @@ impl<'a> Builder<'a> {
             sql.bind(v);
         }
     }
+}
+
+/// Whether every value a column of this kind can hold has a PostgreSQL array literal form
+/// ([`pg_arrays`] then holds for a batch of such columns, whatever their values): the catalog's
+/// side of that test, for sizing batches before any value is read (`max_batch`).
+pub fn pg_array_kind(kind: ColumnKind) -> bool {
+    !matches!(kind, ColumnKind::Float | ColumnKind::Bytes)
 }
 
 /// Whether a derived table can be sent to PostgreSQL as one array per column: every column's

@@ -981,11 +981,11 @@ impl crate::connector::Connector for SqlConnector {
             // array literal form: not per row.
             Work::Anonymize(cols)
                 if self.dialect == Dialect::Postgres
-                    && scope.key.iter().chain(cols.iter().map(|(c, _)| c)).all(|c| {
-                        scope.table.column(c).is_some_and(|i| {
-                            !matches!(i.kind, crate::connector::ColumnKind::Float | crate::connector::ColumnKind::Bytes)
-                        })
-                    }) =>
+                    && scope
+                        .key
+                        .iter()
+                        .chain(cols.iter().map(|(c, _)| c))
+                        .all(|c| scope.table.column(c).is_some_and(|i| builder::pg_array_kind(i.kind))) =>
             {
                 0
             }
