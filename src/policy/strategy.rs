@@ -1,8 +1,10 @@
 //! Anonymization strategies and what each does to a value.
 //!
 //! Every strategy here except [`Strategy::Pseudonymize`] is irreversible: the output cannot be
-//! linked back to the input. New values are computed in Rust, in this one module, so that each
-//! backend writes the same result; the SQL layer only binds them.
+//! linked back to the input. [`Strategy::apply`] is the definition of each strategy. Where a
+//! database can compute a strategy itself, `sql::builder::Builder::in_place_form` spells it in
+//! SQL, with a guard that admits only the values for which the SQL gives exactly what `apply`
+//! gives; every other value is computed here and bound.
 
 use std::fmt;
 use std::net::IpAddr;

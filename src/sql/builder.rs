@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::config::HoldsTable;
 use crate::connector::{Cascade, ColumnKind, Filter, ForeignKey, LapseRule, Scope, TableInfo};
 use crate::policy::condition::{Literal, Test};
-use crate::policy::strategy::{literal_value, DateUnit, PendingTest};
+use crate::policy::strategy::{literal_value, DateUnit, PendingTest, Strategy};
 use crate::value::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +130,10 @@ pub struct Builder<'a> {
     /// MariaDB rather than MySQL (same dialect): it has table value constructors, `VALUES
     /// (...), (...)`, which MySQL spells `VALUES ROW(...)`.
     pub mariadb: bool,
+    /// The database has a strong random source callable in SQL (PostgreSQL 13+
+    /// `gen_random_uuid`, MariaDB 10.10+/MySQL `RANDOM_BYTES`, SQLite `randomblob`): random
+    /// tokens can be made in an `UPDATE` (see [`Builder::in_place`]).
+    pub db_random: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -1100,6 +1104,229 @@ impl<'a> Builder<'a> {
         }
     }
 
+    // ---- anonymizing in the database ---------------------------------------------------------
+
+    /// Whether the database can compute every new value of `cols` itself (see
+    /// [`Builder::in_place_form`]): then an anonymizing batch is a lock read of its keys and one
+    /// `UPDATE` that computes the values, instead of reading the values, computing them here and
+    /// writing them back.
+    pub fn in_place(&self, cols: &[(String, Strategy)]) -> bool {
+        cols.iter().all(|(c, s)| self.in_place_form(c, s).is_some())
+    }
+
+    /// Strategy `s` on column `c` as SQL: the new value as an expression of the old one, and
+    /// a guard that admits the values for which that expression gives exactly what
+    /// `Strategy::apply` gives (`None`: every value). A batch with a value the guard refuses
+    /// (an IPv6 address, a date stored in another shape) is computed in Rust instead. `None`
+    /// when this database cannot compute the strategy on this column's type (keyed
+    /// pseudonyms, buckets, a random token without a random source).
+    ///
+    /// Each form is the SQL spelling of `Strategy::apply`, case by case: NULL stays NULL; a
+    /// random token that is already one is kept; an IPv4 address (canonical dotted quad, as
+    /// Rust parses it) keeps its /24; a date keeps its year or month.
+    fn in_place_form(&self, c: &str, s: &Strategy) -> Option<InPlaceForm> {
+        use Piece::{Bind, Sql as S};
+        let info = self.scope.table.column(c)?;
+        let kind = info.kind;
+        let e = self.col(&self.table(), c);
+        let d = self.d;
+        let text_ok = kind == ColumnKind::Text
+            && !(d == Dialect::Postgres && (info.sql_type.starts_with("character(") || info.sql_type == "bpchar"));
+        // SQLite stores any value in any column: the Rust path sees its storage class.
+        let lite_text = format!("typeof({e}) = 'text'");
+        let form = |set: Vec<Piece>, guard: Option<Vec<Piece>>| Some(InPlaceForm { set, guard });
+        match s {
+            Strategy::Nullify => form(vec![S("NULL".into())], None),
+            Strategy::Constant(l) => form(
+                vec![
+                    S(format!("CASE WHEN {e} IS NULL THEN NULL ELSE ")),
+                    Bind(literal_value(l), Some(info.clone())),
+                    S(" END".into()),
+                ],
+                None,
+            ),
+            Strategy::RandomToken if text_ok && self.db_random => {
+                let (is_token, token) = match d {
+                    Dialect::Postgres => (
+                        format!("(LENGTH({e}) = 37 AND {e} ~ '^anon_[0-9a-fA-F]{{32}}$')"),
+                        "'anon_' || replace(CAST(gen_random_uuid() AS text), '-', '')".to_string(),
+                    ),
+                    Dialect::MySql => (
+                        format!("(CHAR_LENGTH({e}) = 37 AND CAST({e} AS BINARY) REGEXP '^anon_[0-9a-fA-F]{{32}}$')"),
+                        "CONCAT('anon_', LOWER(HEX(RANDOM_BYTES(16))))".to_string(),
+                    ),
+                    Dialect::Sqlite => (
+                        format!(
+                            "({lite_text} AND LENGTH({e}) = 37 AND SUBSTR({e}, 1, 5) = 'anon_' AND SUBSTR({e}, 6) NOT GLOB '*[^0-9a-fA-F]*')"
+                        ),
+                        "'anon_' || lower(hex(randomblob(16)))".to_string(),
+                    ),
+                };
+                form(vec![S(format!("CASE WHEN {e} IS NULL OR {is_token} THEN {e} ELSE {token} END"))], None)
+            }
+            Strategy::GeneralizeDate(unit) => {
+                let (pg, my_date, my_time, len, lite_tail) = match unit {
+                    DateUnit::Year => ("year", "%Y-01-01", "%Y-01-01 00:00:00", 4, "-01-01"),
+                    DateUnit::Month => ("month", "%Y-%m-01", "%Y-%m-01 00:00:00", 7, "-01"),
+                };
+                match (d, kind) {
+                    (Dialect::Postgres, ColumnKind::Date) => form(
+                        vec![S(format!("CAST(date_trunc('{pg}', {e}) AS date)"))],
+                        Some(vec![S(format!("isfinite({e})"))]),
+                    ),
+                    (Dialect::Postgres, ColumnKind::Timestamp { tz: false }) => form(
+                        vec![S(format!("date_trunc('{pg}', {e})"))],
+                        Some(vec![S(format!("isfinite({e})"))]),
+                    ),
+                    (Dialect::MySql, ColumnKind::Date) => form(
+                        vec![S(format!("CAST(DATE_FORMAT({e}, '{my_date}') AS DATE)"))],
+                        Some(vec![S(format!("(YEAR({e}) > 0 AND MONTH({e}) > 0 AND DAYOFMONTH({e}) > 0)"))]),
+                    ),
+                    (Dialect::MySql, ColumnKind::Timestamp { tz: false }) => form(
+                        vec![S(format!("CAST(DATE_FORMAT({e}, '{my_time}') AS DATETIME)"))],
+                        Some(vec![S(format!("(YEAR({e}) > 0 AND MONTH({e}) > 0 AND DAYOFMONTH({e}) > 0)"))]),
+                    ),
+                    // Text in SQLite whatever the declared type (`truncate_text`): an ISO date,
+                    // alone or followed by a time, keeps its shape.
+                    (Dialect::Sqlite, _) => form(
+                        vec![S(format!(
+                            "CASE WHEN {e} IS NULL THEN NULL WHEN LENGTH({e}) = 10 THEN SUBSTR({e}, 1, {len}) || '{lite_tail}' \
+                             ELSE SUBSTR({e}, 1, {len}) || '{lite_tail} 00:00:00' END"
+                        ))],
+                        Some(vec![S(format!(
+                            "({lite_text} AND SUBSTR({e}, 1, 10) GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' \
+                             AND date(SUBSTR({e}, 1, 10)) IS SUBSTR({e}, 1, 10))"
+                        ))]),
+                    ),
+                    _ => None,
+                }
+            }
+            Strategy::GeneralizeIp if text_ok => {
+                // A canonical dotted quad: four decimal octets of 0–255 without leading zeros.
+                const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+                let pattern = format!("^{OCTET}(\\.{OCTET}){{3}}$");
+                match d {
+                    Dialect::Postgres | Dialect::MySql => {
+                        let (len, op, set) = if d == Dialect::Postgres {
+                            ("LENGTH", "~", format!("rtrim({e}, '0123456789') || '0'"))
+                        } else {
+                            ("CHAR_LENGTH", "REGEXP", format!("CONCAT(SUBSTRING_INDEX({e}, '.', 3), '.0')"))
+                        };
+                        form(
+                            vec![S(set)],
+                            Some(vec![
+                                S(format!("({len}({e}) <= 15 AND {e} {op} ")),
+                                Bind(Value::Text(pattern), None),
+                                S(")".into()),
+                            ]),
+                        )
+                    }
+                    Dialect::Sqlite => {
+                        // Without regular expressions: digits and three dots, then per octet
+                        // (between the dots of '.' || value || '.'): not empty, no leading
+                        // zero, at most three digits and at most 255.
+                        let w = format!("('.' || {e} || '.')");
+                        let not_glob = ["*..*", "*.0[0-9]*", "*[0-9][0-9][0-9][0-9]*", "*.[3-9][0-9][0-9].*", "*.2[6-9][0-9].*", "*.25[6-9].*"]
+                            .iter()
+                            .map(|g| format!(" AND {w} NOT GLOB '{g}'"))
+                            .collect::<String>();
+                        form(
+                            vec![S(format!("rtrim({e}, '0123456789') || '0'"))],
+                            Some(vec![S(format!(
+                                "({lite_text} AND {e} NOT GLOB '*[^0-9.]*' AND LENGTH({e}) - LENGTH(REPLACE({e}, '.', '')) = 3{not_glob})"
+                            ))]),
+                        )
+                    }
+                }
+            }
+            Strategy::KeepPrefix(n) if text_ok => match d {
+                Dialect::Postgres => form(vec![S(format!("left({e}, {n})"))], None),
+                Dialect::MySql => form(vec![S(format!("LEFT({e}, {n})"))], None),
+                Dialect::Sqlite => form(vec![S(format!("SUBSTR({e}, 1, {n})"))], Some(vec![S(lite_text)])),
+            },
+            _ => None,
+        }
+    }
+
+    /// Inside the destroying transaction: reads and locks the next `limit` due rows after
+    /// `after` in key order, as [`Builder::lock_next`], without their values: the keys, the
+    /// subject if the scope has one, then (when a strategy has a guard) 1 if the database
+    /// computes every new value of the row exactly, else 0.
+    pub fn lock_next_in_place(
+        &self,
+        after: Option<&[Value]>,
+        limit: usize,
+        bounds: Option<&(Value, Value)>,
+        cols: &[(String, Strategy)],
+    ) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        sql.push(&format!("SELECT {}", self.key_and_subject(&t).join(", ")));
+        let guards: Vec<(String, Vec<Piece>)> = cols
+            .iter()
+            .filter_map(|(c, s)| Some((c.clone(), self.in_place_form(c, s)?.guard?)))
+            .collect();
+        if !guards.is_empty() {
+            sql.push(", CASE WHEN ");
+            for (i, (c, guard)) in guards.into_iter().enumerate() {
+                if i > 0 {
+                    sql.push(" AND ");
+                }
+                sql.push(&format!("({} IS NULL OR ", self.col(&t, &c)));
+                render(&mut sql, guard);
+                sql.push(")");
+            }
+            sql.push(" THEN 1 ELSE 0 END");
+        }
+        sql.push(&format!(" FROM {t} WHERE "));
+        self.next_rows(&mut sql, &t, after, bounds);
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        let order: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
+        sql.push(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
+        if self.d != Dialect::Sqlite {
+            sql.push(" FOR UPDATE");
+        }
+        sql
+    }
+
+    /// Anonymizes the batch `keys` (locked by [`Builder::lock_next_in_place`], in key order) in
+    /// the database: every column of `cols` set to its form's expression, over the batch's key
+    /// range and the destroy filter (a row that became held since it was locked is not
+    /// updated; the caller compares the count). MariaDB reads the batch's keys first and the
+    /// table by its key, as in [`Builder::update`], so the update locks only its own rows.
+    pub fn update_in_place(&self, cols: &[(String, Strategy)], keys: &[Vec<Value>]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let (first, last) = (&keys[0], &keys[keys.len() - 1]);
+        if self.d == Dialect::MySql {
+            let names: Vec<String> = (0..self.scope.key.len()).map(|j| format!("k{j}")).collect();
+            let infos: Vec<_> = self.scope.key.iter().map(|k| self.scope.table.column(k)).collect();
+            let table: Vec<Vec<Cell>> =
+                keys.iter().map(|k| k.iter().zip(&infos).map(|(v, i)| Cell::Key(v.clone(), *i)).collect()).collect();
+            let join: Vec<String> =
+                self.scope.key.iter().enumerate().map(|(j, k)| format!("{} = v.k{j}", self.col(&t, k))).collect();
+            sql.push("UPDATE ");
+            self.derived(&mut sql, &names, table);
+            sql.push(&format!(" STRAIGHT_JOIN {t} ON {} SET ", join.join(" AND ")));
+        } else {
+            sql.push(&format!("UPDATE {t} SET "));
+        }
+        for (i, (c, s)) in cols.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            let target = if self.d == Dialect::MySql { self.col(&t, c) } else { self.q(c) };
+            sql.push(&format!("{target} = "));
+            let form = self.in_place_form(c, s).expect("in_place checked by the caller");
+            render(&mut sql, form.set);
+        }
+        sql.push(" WHERE ");
+        self.rows(&mut sql, &t, Rows::Range(first, last));
+        sql.push(" AND ");
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        sql
+    }
+
     // ---- journal ------------------------------------------------------------------------------
 
     /// The journal: one row per committed batch, its records' keyed hashes in one text (a
@@ -1315,6 +1542,31 @@ pub enum Rows<'k> {
 }
 
 /// One cell of a derived table.
+/// A strategy's SQL (`Builder::in_place_form`).
+struct InPlaceForm {
+    set: Vec<Piece>,
+    guard: Option<Vec<Piece>>,
+}
+
+/// A piece of SQL text, or a value bound as a parameter (assigned to its column, when given).
+enum Piece {
+    Sql(String),
+    Bind(Value, Option<crate::connector::ColumnInfo>),
+}
+
+fn render(sql: &mut Sql, pieces: Vec<Piece>) {
+    for p in pieces {
+        match p {
+            Piece::Sql(s) => {
+                sql.push(&s);
+            }
+            Piece::Bind(v, col) => {
+                sql.bind_for(v, col.as_ref(), col.is_some());
+            }
+        }
+    }
+}
+
 enum Cell<'a> {
     /// A key value, compared with its column.
     Key(Value, Option<&'a crate::connector::ColumnInfo>),

@@ -48,6 +48,8 @@ pub struct SqlConnector {
     holds_table: Option<(HoldsTable, TableInfo)>,
     /// Whether `DELETE ... RETURNING` exists here (PostgreSQL, SQLite, MariaDB; not MySQL).
     returning: bool,
+    /// The database has a strong random source callable in SQL (`Builder::db_random`).
+    db_random: bool,
     /// The journal table has the earlier shape, a row per record (see `ensure_journal`).
     journal_per_record: std::sync::atomic::AtomicBool,
     /// The first and last key of the rows each counted filter matched (single integer keys), by
@@ -363,6 +365,11 @@ impl SqlConnector {
             }
             _ => true,
         };
+        let db_random = match &pool {
+            Pool::Pg(p) => sqlx::query("SELECT gen_random_uuid()").execute(p).await.is_ok(),
+            Pool::My(p) => sqlx::query("SELECT RANDOM_BYTES(1)").execute(p).await.is_ok(),
+            Pool::Lite(_) => true,
+        };
         let mut c = SqlConnector {
             name: name.to_string(),
             dialect,
@@ -370,6 +377,7 @@ impl SqlConnector {
             journal_table: journal_table.to_string(),
             holds_table: None,
             returning,
+            db_random,
             journal_per_record: std::sync::atomic::AtomicBool::new(false),
             due_bounds: std::sync::Mutex::new(std::collections::HashMap::new()),
             run_locks: std::sync::Mutex::new(Vec::new()),
@@ -408,6 +416,7 @@ impl SqlConnector {
             holds_info: self.holds_table.as_ref().map(|(_, i)| i),
             journal_table: &self.journal_table,
             mariadb: self.dialect == Dialect::MySql && self.returning,
+            db_random: self.db_random,
         }
     }
 
@@ -746,11 +755,55 @@ impl SqlConnector {
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let work_cols: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
         let bounds = self.bounds_of(scope);
-        let lock = b.lock_next(after, limit, bounds.as_ref(), &work_cols);
         let nk = scope.key.len();
         let ns = usize::from(scope.subject.is_some());
+        let in_place = b.in_place(cols);
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+            if in_place {
+                // The database computes the new values itself: the batch's keys are read and
+                // locked, then one `UPDATE` writes them. A row with a value only Rust computes
+                // exactly (the guard's 0) sends the batch to the path below, in the same
+                // transaction: the rows it locks are the same.
+                let lock = b.lock_next_in_place(after, limit, bounds.as_ref(), cols);
+                let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+                let mut batch = Vec::with_capacity(locked.len());
+                let mut exact = true;
+                for row in &locked {
+                    let key = (0..nk).map(|i| row.value(i)).collect::<Result<Vec<_>, _>>().map_err(db_err(&ctx))?;
+                    let subject = if ns == 1 { Some(row.value(nk).map_err(db_err(&ctx))?) } else { None };
+                    if row.len() > nk + ns && row.value(nk + ns).map_err(db_err(&ctx))? != Value::Int(1) {
+                        exact = false;
+                        break;
+                    }
+                    batch.push(Candidate { key, subject });
+                }
+                drop(locked);
+                if exact {
+                    let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
+                    let upd = (!keys.is_empty()).then(|| b.update_in_place(cols, &keys));
+                    drop(keys);
+                    let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
+                    let finish = Box::pin(async move {
+                        let ids = evidence_ids(&batch, id);
+                        let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
+                        if let Some(upd) = upd {
+                            let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                            if r.rows_affected() != batch.len() as u64 {
+                                tx.rollback().await.map_err(db_err(&ctx))?;
+                                return Err(ConnectorError::Changed { context: ctx });
+                            }
+                            let ins = journal_sql(&b, per_record, &journal, &ids, &outcome.destroyed);
+                            bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+                        }
+                        tx.commit().await.map_err(db_err(&ctx))?;
+                        Ok((batch, ids, outcome))
+                    });
+                    return Ok(Begun { taken, last, finish });
+                }
+                tracing::debug!(table = %scope.table.name, "a value of the batch is anonymized in lapse, not in the database");
+            }
+            let lock = b.lock_next(after, limit, bounds.as_ref(), &work_cols);
             let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
             let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
             let mut batch = Vec::with_capacity(locked.len());
