@@ -1170,14 +1170,13 @@ impl<'a> Builder<'a> {
                     DateUnit::Month => ("month", "%Y-%m-01", "%Y-%m-01 00:00:00", 7, "-01"),
                 };
                 match (d, kind) {
-                    (Dialect::Postgres, ColumnKind::Date) => form(
-                        vec![S(format!("CAST(date_trunc('{pg}', {e}) AS date)"))],
-                        Some(vec![S(format!("isfinite({e})"))]),
-                    ),
-                    (Dialect::Postgres, ColumnKind::Timestamp { tz: false }) => form(
-                        vec![S(format!("date_trunc('{pg}', {e})"))],
-                        Some(vec![S(format!("isfinite({e})"))]),
-                    ),
+                    // `infinity`, which lapse cannot read, stays `infinity`.
+                    (Dialect::Postgres, ColumnKind::Date) => {
+                        form(vec![S(format!("CAST(date_trunc('{pg}', {e}) AS date)"))], None)
+                    }
+                    (Dialect::Postgres, ColumnKind::Timestamp { tz: false }) => {
+                        form(vec![S(format!("date_trunc('{pg}', {e})"))], None)
+                    }
                     (Dialect::MySql, ColumnKind::Date) => form(
                         vec![S(format!("CAST(DATE_FORMAT({e}, '{my_date}') AS DATE)"))],
                         Some(vec![S(format!("(YEAR({e}) > 0 AND MONTH({e}) > 0 AND DAYOFMONTH({e}) > 0)"))]),
@@ -1226,10 +1225,17 @@ impl<'a> Builder<'a> {
                         // (between the dots of '.' || value || '.'): not empty, no leading
                         // zero, at most three digits and at most 255.
                         let w = format!("('.' || {e} || '.')");
-                        let not_glob = ["*..*", "*.0[0-9]*", "*[0-9][0-9][0-9][0-9]*", "*.[3-9][0-9][0-9].*", "*.2[6-9][0-9].*", "*.25[6-9].*"]
-                            .iter()
-                            .map(|g| format!(" AND {w} NOT GLOB '{g}'"))
-                            .collect::<String>();
+                        let not_glob = [
+                            "*..*",
+                            "*.0[0-9]*",
+                            "*[0-9][0-9][0-9][0-9]*",
+                            "*.[3-9][0-9][0-9].*",
+                            "*.2[6-9][0-9].*",
+                            "*.25[6-9].*",
+                        ]
+                        .iter()
+                        .map(|g| format!(" AND {w} NOT GLOB '{g}'"))
+                        .collect::<String>();
                         form(
                             vec![S(format!("rtrim({e}, '0123456789') || '0'"))],
                             Some(vec![S(format!(
@@ -1248,11 +1254,11 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Inside the destroying transaction: reads and locks the next `limit` due rows after
-    /// `after` in key order, as [`Builder::lock_next`], without their values: the keys, the
-    /// subject if the scope has one, then (when a strategy has a guard) 1 if the database
-    /// computes every new value of the row exactly, else 0.
-    pub fn lock_next_in_place(
+    /// The next `limit` due rows after `after` in key order, as [`Builder::lock_next`], without
+    /// their values: the keys, the subject if the scope has one, then (when a strategy has a
+    /// guard) 1 if the database computes every new value of the row exactly, else 0. Locked
+    /// (`FOR UPDATE`; on SQLite the transaction's write lock does it).
+    pub fn next_in_place(
         &self,
         after: Option<&[Value]>,
         limit: usize,
@@ -1262,10 +1268,8 @@ impl<'a> Builder<'a> {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         sql.push(&format!("SELECT {}", self.key_and_subject(&t).join(", ")));
-        let guards: Vec<(String, Vec<Piece>)> = cols
-            .iter()
-            .filter_map(|(c, s)| Some((c.clone(), self.in_place_form(c, s)?.guard?)))
-            .collect();
+        let guards: Vec<(String, Vec<Piece>)> =
+            cols.iter().filter_map(|(c, s)| Some((c.clone(), self.in_place_form(c, s)?.guard?))).collect();
         if !guards.is_empty() {
             sql.push(", CASE WHEN ");
             for (i, (c, guard)) in guards.into_iter().enumerate() {
@@ -1289,9 +1293,87 @@ impl<'a> Builder<'a> {
         sql
     }
 
-    /// Anonymizes the batch `keys` (locked by [`Builder::lock_next_in_place`], in key order) in
-    /// the database: every column of `cols` set to its form's expression, over the batch's key
-    /// range and the destroy filter (a row that became held since it was locked is not
+    /// `SET` of an in-place update: every column of `cols` to its form's expression. With
+    /// `guarded`, a value its guard refuses is left as it is, and the pending tests of the
+    /// guarded columns are returned (for [`Builder::returning_in_place`]).
+    fn set_in_place(&self, sql: &mut Sql, cols: &[(String, Strategy)], guarded: bool) -> Vec<(String, PendingTest)> {
+        let t = self.table();
+        let mut tests = Vec::new();
+        for (i, (c, s)) in cols.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            let target = if self.d == Dialect::MySql { self.col(&t, c) } else { self.q(c) };
+            sql.push(&format!("{target} = "));
+            let form = self.in_place_form(c, s).expect("in_place checked by the caller");
+            match form.guard {
+                Some(guard) if guarded => {
+                    let e = self.col(&t, c);
+                    sql.push(&format!("CASE WHEN {e} IS NULL OR "));
+                    render(sql, guard);
+                    sql.push(" THEN ");
+                    render(sql, form.set);
+                    sql.push(&format!(" ELSE {e} END"));
+                    tests.extend(s.pending_test().map(|p| (c.clone(), p)));
+                }
+                _ => render(sql, form.set),
+            }
+        }
+        tests
+    }
+
+    /// `RETURNING` of a guarded in-place update: the key, the subject if the scope has one,
+    /// then 0 if a value the guard left as it was still needs work (the caller rolls back and
+    /// computes the batch in Rust), else 1.
+    fn returning_in_place(&self, sql: &mut Sql, tests: Vec<(String, PendingTest)>) {
+        let t = self.table();
+        sql.push(&format!(" RETURNING {}, ", self.key_and_subject(&t).join(", ")));
+        if tests.is_empty() {
+            sql.push("1");
+        } else {
+            sql.push("CASE WHEN ");
+            self.filter(sql, &Filter::Pending(tests), &t);
+            sql.push(" THEN 0 ELSE 1 END");
+        }
+    }
+
+    /// Anonymizes the next `limit` due rows after `after` in the database, in one statement
+    /// that returns them (SQLite, whose one writer makes a separate read of the batch pure
+    /// cost; single-column keys): the key range up to the last of the next `limit` due keys,
+    /// as [`Builder::delete_next`], with `destroy_filter` in the statement itself. Guarded (see
+    /// [`Builder::set_in_place`], [`Builder::returning_in_place`]).
+    pub fn update_next_in_place(
+        &self,
+        after: Option<&[Value]>,
+        limit: usize,
+        bounds: Option<&(Value, Value)>,
+        cols: &[(String, Strategy)],
+    ) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let key = self.col(&t, &self.scope.key[0]);
+        let destroy = self.scope.destroy_filter();
+        sql.push(&format!("UPDATE {t} SET "));
+        let tests = self.set_in_place(&mut sql, cols, true);
+        sql.push(" WHERE ");
+        self.next_rows(&mut sql, &t, after, None);
+        let inner = "n";
+        let ikey = self.col(inner, &self.scope.key[0]);
+        sql.push(&format!(
+            "{key} <= (SELECT MAX(b.k) FROM (SELECT {ikey} AS k FROM {} {inner} WHERE ",
+            self.q(&self.scope.table.name)
+        ));
+        self.next_rows(&mut sql, inner, after, bounds);
+        self.filter(&mut sql, &destroy, inner);
+        sql.push(&format!(" ORDER BY {ikey} LIMIT {limit}) b) AND "));
+        self.filter(&mut sql, &destroy, &t);
+        self.returning_in_place(&mut sql, tests);
+        sql
+    }
+
+    /// Anonymizes the batch `keys` (read and locked by [`Builder::next_in_place`], in key order)
+    /// in the database: every column of `cols` set to its form's expression, over the batch's
+    /// key range and the destroy filter (a row that became held since it was read is not
     /// updated; the caller compares the count). MariaDB reads the batch's keys first and the
     /// table by its key, as in [`Builder::update`], so the update locks only its own rows.
     pub fn update_in_place(&self, cols: &[(String, Strategy)], keys: &[Vec<Value>]) -> Sql {
@@ -1311,15 +1393,7 @@ impl<'a> Builder<'a> {
         } else {
             sql.push(&format!("UPDATE {t} SET "));
         }
-        for (i, (c, s)) in cols.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            let target = if self.d == Dialect::MySql { self.col(&t, c) } else { self.q(c) };
-            sql.push(&format!("{target} = "));
-            let form = self.in_place_form(c, s).expect("in_place checked by the caller");
-            render(&mut sql, form.set);
-        }
+        self.set_in_place(&mut sql, cols, false);
         sql.push(" WHERE ");
         self.rows(&mut sql, &t, Rows::Range(first, last));
         sql.push(" AND ");

@@ -255,7 +255,9 @@ pub async fn anonymize_in_database_as_in_lapse(b: Backend) {
     assert!(!run.stderr.contains("taking the batch again"), "{}", run.stderr);
     let is_token = |v: &Option<String>| {
         v.as_deref().is_some_and(|t| {
-            t.len() == 37 && t.starts_with("anon_") && t[5..].bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            t.len() == 37
+                && t.starts_with("anon_")
+                && t[5..].bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
         })
     };
     for id in [1, 2, 3, 7, 8, 11, 12] {
