@@ -1293,12 +1293,9 @@ impl<'a> Builder<'a> {
         sql
     }
 
-    /// `SET` of an in-place update: every column of `cols` to its form's expression. With
-    /// `guarded`, a value its guard refuses is left as it is, and the pending tests of the
-    /// guarded columns are returned (for [`Builder::returning_in_place`]).
-    fn set_in_place(&self, sql: &mut Sql, cols: &[(String, Strategy)], guarded: bool) -> Vec<(String, PendingTest)> {
+    /// `SET` of an in-place update: every column of `cols` to its form's expression.
+    fn set_in_place(&self, sql: &mut Sql, cols: &[(String, Strategy)]) {
         let t = self.table();
-        let mut tests = Vec::new();
         for (i, (c, s)) in cols.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -1306,69 +1303,8 @@ impl<'a> Builder<'a> {
             let target = if self.d == Dialect::MySql { self.col(&t, c) } else { self.q(c) };
             sql.push(&format!("{target} = "));
             let form = self.in_place_form(c, s).expect("in_place checked by the caller");
-            match form.guard {
-                Some(guard) if guarded => {
-                    let e = self.col(&t, c);
-                    sql.push(&format!("CASE WHEN {e} IS NULL OR "));
-                    render(sql, guard);
-                    sql.push(" THEN ");
-                    render(sql, form.set);
-                    sql.push(&format!(" ELSE {e} END"));
-                    tests.extend(s.pending_test().map(|p| (c.clone(), p)));
-                }
-                _ => render(sql, form.set),
-            }
+            render(sql, form.set);
         }
-        tests
-    }
-
-    /// `RETURNING` of a guarded in-place update: the key, the subject if the scope has one,
-    /// then 0 if a value the guard left as it was still needs work (the caller rolls back and
-    /// computes the batch in Rust), else 1.
-    fn returning_in_place(&self, sql: &mut Sql, tests: Vec<(String, PendingTest)>) {
-        let t = self.table();
-        sql.push(&format!(" RETURNING {}, ", self.key_and_subject(&t).join(", ")));
-        if tests.is_empty() {
-            sql.push("1");
-        } else {
-            sql.push("CASE WHEN ");
-            self.filter(sql, &Filter::Pending(tests), &t);
-            sql.push(" THEN 0 ELSE 1 END");
-        }
-    }
-
-    /// Anonymizes the next `limit` due rows after `after` in the database, in one statement
-    /// that returns them (SQLite, whose one writer makes a separate read of the batch pure
-    /// cost; single-column keys): the key range up to the last of the next `limit` due keys,
-    /// as [`Builder::delete_next`], with `destroy_filter` in the statement itself. Guarded (see
-    /// [`Builder::set_in_place`], [`Builder::returning_in_place`]).
-    pub fn update_next_in_place(
-        &self,
-        after: Option<&[Value]>,
-        limit: usize,
-        bounds: Option<&(Value, Value)>,
-        cols: &[(String, Strategy)],
-    ) -> Sql {
-        let mut sql = Sql::new(self.d);
-        let t = self.table();
-        let key = self.col(&t, &self.scope.key[0]);
-        let destroy = self.scope.destroy_filter();
-        sql.push(&format!("UPDATE {t} SET "));
-        let tests = self.set_in_place(&mut sql, cols, true);
-        sql.push(" WHERE ");
-        self.next_rows(&mut sql, &t, after, None);
-        let inner = "n";
-        let ikey = self.col(inner, &self.scope.key[0]);
-        sql.push(&format!(
-            "{key} <= (SELECT MAX(b.k) FROM (SELECT {ikey} AS k FROM {} {inner} WHERE ",
-            self.q(&self.scope.table.name)
-        ));
-        self.next_rows(&mut sql, inner, after, bounds);
-        self.filter(&mut sql, &destroy, inner);
-        sql.push(&format!(" ORDER BY {ikey} LIMIT {limit}) b) AND "));
-        self.filter(&mut sql, &destroy, &t);
-        self.returning_in_place(&mut sql, tests);
-        sql
     }
 
     /// Anonymizes the batch `keys` (read and locked by [`Builder::next_in_place`], in key order)
@@ -1393,7 +1329,7 @@ impl<'a> Builder<'a> {
         } else {
             sql.push(&format!("UPDATE {t} SET "));
         }
-        self.set_in_place(&mut sql, cols, false);
+        self.set_in_place(&mut sql, cols);
         sql.push(" WHERE ");
         self.rows(&mut sql, &t, Rows::Range(first, last));
         sql.push(" AND ");

@@ -760,42 +760,7 @@ impl SqlConnector {
         let in_place = b.in_place(cols);
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
-            if in_place && self.dialect == Dialect::Sqlite && int_key(scope) {
-                // One statement updates the next due rows and returns them. A value only Rust
-                // computes exactly sends the batch to the path below, in a new transaction.
-                let upd = b.update_next_in_place(after, limit, bounds.as_ref(), cols);
-                let rows = bound!(upd).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-                let mut batch = Vec::with_capacity(rows.len());
-                let mut exact = true;
-                for row in &rows {
-                    let key = row.value(0).map_err(db_err(&ctx))?;
-                    let subject = if ns == 1 { Some(row.value(1).map_err(db_err(&ctx))?) } else { None };
-                    if row.value(1 + ns).map_err(db_err(&ctx))? != Value::Int(1) {
-                        exact = false;
-                        break;
-                    }
-                    batch.push(Candidate { key: vec![key], subject });
-                }
-                drop(rows);
-                if exact {
-                    batch.sort_by_key(|c| match c.key[0] { Value::Int(i) => i, _ => i64::MIN });
-                    let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
-                    let finish = Box::pin(async move {
-                        let ids = evidence_ids(&batch, id);
-                        let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
-                        if !batch.is_empty() {
-                            let ins = journal_sql(&b, per_record, &journal, &ids, &outcome.destroyed);
-                            bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
-                        }
-                        tx.commit().await.map_err(db_err(&ctx))?;
-                        Ok((batch, ids, outcome))
-                    });
-                    return Ok(Begun { taken, last, finish });
-                }
-                tracing::debug!(table = %scope.table.name, "a value of the batch is anonymized in lapse, not in the database");
-                tx.rollback().await.map_err(db_err(&ctx))?;
-                tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
-            } else if in_place {
+            if in_place {
                 // The database computes the new values itself: the batch's keys are read and
                 // locked, then one `UPDATE` writes them. A row with a value only Rust computes
                 // exactly (the guard's 0) sends the batch to the path below, in the same
