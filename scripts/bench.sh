@@ -2,13 +2,15 @@
 # scripts/bench.sh — lapse against the hand-written DELETE / UPDATE and `aws s3api` it replaces.
 #
 #   scripts/bench.sh [--rows N] [--big] [--objects M] [--only pg,mysql,sqlite,s3]
-#                    [--batch B] [--lapse-batch B] [--rss-sizes 100000,1000000] [--out FILE]
+#                    [--batch B] [--lapse-batch B] [--repeat R] [--rss-sizes 100000,1000000] [--out FILE]
 #
 #   --rows N        rows of the SQL table (default 1,000,000); --big: 10,000,000
 #   --objects M     objects in the versioned bucket (default 50,000)
 #   --only LIST     any of pg, mysql, sqlite, s3, rss (default: all but rss)
 #   --batch B       batch of the hand-written loop (default 5000)
 #   --lapse-batch B lapse --batch-size (default: lapse's own default); S3: the policy's batch_size
+#   --repeat R      SQL: R rounds of every contender, one after another; the median time is
+#                   reported (default 1; this machine's runs vary by up to a third)
 #   --lapse-bin F   time this lapse binary instead of building one (cargo build --release)
 #   --rss-sizes L   with `rss` in --only: peak RSS of `lapse run` (delete and anonymize, PostgreSQL) at these
 #                   table sizes, side by side (default 100000,1000000)
@@ -22,7 +24,7 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 RSS_SIZES="100000,1000000" LAPSE_BIN=""
+ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 REPEAT=1 RSS_SIZES="100000,1000000" LAPSE_BIN=""
 OUT=".bench/results-$(date -u +%Y%m%dT%H%M%SZ).json"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -32,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --only) ONLY=$2; shift 2 ;;
     --batch) BATCH=$2; shift 2 ;;
     --lapse-batch) LAPSE_BATCH=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
     --lapse-bin) LAPSE_BIN=$2; shift 2 ;;
     --rss-sizes) RSS_SIZES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
@@ -101,7 +104,7 @@ if [[ -n "$only_sql" ]]; then
     log "SQL: $ROWS rows on ${only_sql%,}"
     "$VENV/bin/python" scripts/bench/sqlbench.py --rows "$ROWS" --only "${only_sql%,}" --batch "$BATCH" \
         --lapse-batch "$LAPSE_BATCH" --lapse "$LAPSE" --work "$WORK" --pg-url "$LAPSE_TEST_PG_URL" \
-        --mysql-url "$LAPSE_TEST_MYSQL_URL" --plan --json-out "$OUT.sql"
+        --mysql-url "$LAPSE_TEST_MYSQL_URL" --repeat "$REPEAT" --plan --json-out "$OUT.sql"
     PARTS+=("$OUT.sql")
 fi
 if has rss; then

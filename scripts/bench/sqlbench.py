@@ -7,6 +7,7 @@ contender, time it, and record a signature of the result (row counts, key sums) 
 that did different work are caught.
 """
 import argparse
+import statistics
 import datetime as dt
 import json
 import os
@@ -429,6 +430,22 @@ def evidence_records(work, action):
 
 # --------------------------------------------------------------------------------------- main --
 
+def median_of(rs):
+    """One contender's result over its rounds: the median time (and the rate from it), the
+    largest peak RSS, every round's seconds, and any round's error."""
+    secs = sorted(r["seconds"] for r in rs)
+    r = dict(rs[0])
+    r["seconds"] = statistics.median(secs)
+    r["rows_per_s"] = round(r["due"] / r["seconds"], 1) if r["seconds"] > 0 else None
+    rss = [x["peak_rss_kib"] for x in rs if x.get("peak_rss_kib")]
+    r["peak_rss_kib"] = max(rss) if rss else None
+    r["rounds"] = [x["seconds"] for x in rs]
+    errors = [x["error"] for x in rs if x.get("error")]
+    if errors:
+        r["error"] = errors[0]
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -443,6 +460,8 @@ def main():
     ap.add_argument("--mysql-url")
     ap.add_argument("--plan", action="store_true", help="also time `lapse plan`")
     ap.add_argument("--json-out", required=True)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of every contender, one after another; the median is reported")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     results = []
@@ -467,40 +486,44 @@ def main():
             b.load_template()
         log(f"[bench] {name}: template of {args.rows} rows loaded in {time.perf_counter() - t0:.1f}s")
         sigs = {}
-        for c in args.contenders.split(","):
-            who, verb = c.split("-")
-            b.restore()
-            due = b.scalar2(f"SELECT COUNT(*), 0 FROM customers c WHERE {b.lapsed()} AND {b.not_held()}")[0]
-            held = b.scalar2(f"SELECT COUNT(*), 0 FROM customers c WHERE {b.lapsed()} AND NOT {b.not_held()}")[0]
-            rss = None
-            code = 0
-            t0 = time.perf_counter()
-            if who == "lapse":
-                secs, rss, code = run_lapse(args, args.work, url, "delete" if verb == "delete" else "anonymize")
-                ev = evidence_records(args.work, verb)
-            elif who == "batched":
-                n = b.baseline_batched(verb)
-                secs = time.perf_counter() - t0
-                ev = None
-            else:
-                n = b.baseline_single(verb)
-                secs = time.perf_counter() - t0
-                ev = None
-            if isinstance(b, Sqlite) and who == "lapse":
-                b.connect()
-            sig = b.signature(verb)
-            r = {"backend": name, "contender": who, "verb": verb, "rows": args.rows, "due": due, "held": held,
-                 "seconds": round(secs, 3), "rows_per_s": round(due / secs, 1) if secs > 0 else None,
-                 "peak_rss_kib": rss, "exit": code, "evidence": ev, "signature": list(sig)}
-            if who == "lapse" and (code != 0 or ev != due):
-                r["error"] = f"lapse exited {code}, evidence records {ev}, due {due}"
-            log(f"[bench] {name} {c}: {due} due, {held} held, {secs:.2f}s, {r['rows_per_s']} rows/s"
-                + (f", peak RSS {rss / 1024:.1f} MiB, exit {code}" if rss else ""))
-            prev = sigs.setdefault(verb, sig)
-            if prev != sig:
-                r["error"] = f"result differs from the first {verb} contender: {sig} != {prev}"
-                log(f"[bench] ERROR {r['error']}")
-            results.append(r)
+        runs = {}
+        for rnd in range(args.repeat):
+            for c in args.contenders.split(","):
+                who, verb = c.split("-")
+                b.restore()
+                due = b.scalar2(f"SELECT COUNT(*), 0 FROM customers c WHERE {b.lapsed()} AND {b.not_held()}")[0]
+                held = b.scalar2(f"SELECT COUNT(*), 0 FROM customers c WHERE {b.lapsed()} AND NOT {b.not_held()}")[0]
+                rss = None
+                code = 0
+                t0 = time.perf_counter()
+                if who == "lapse":
+                    secs, rss, code = run_lapse(args, args.work, url, "delete" if verb == "delete" else "anonymize")
+                    ev = evidence_records(args.work, verb)
+                elif who == "batched":
+                    n = b.baseline_batched(verb)
+                    secs = time.perf_counter() - t0
+                    ev = None
+                else:
+                    n = b.baseline_single(verb)
+                    secs = time.perf_counter() - t0
+                    ev = None
+                if isinstance(b, Sqlite) and who == "lapse":
+                    b.connect()
+                sig = b.signature(verb)
+                r = {"backend": name, "contender": who, "verb": verb, "rows": args.rows, "due": due, "held": held,
+                     "seconds": round(secs, 3), "rows_per_s": round(due / secs, 1) if secs > 0 else None,
+                     "peak_rss_kib": rss, "exit": code, "evidence": ev, "signature": list(sig)}
+                if who == "lapse" and (code != 0 or ev != due):
+                    r["error"] = f"lapse exited {code}, evidence records {ev}, due {due}"
+                log(f"[bench] {name} {c}" + (f" (round {rnd + 1})" if args.repeat > 1 else "") + f": {due} due, {held} held, {secs:.2f}s, {r['rows_per_s']} rows/s"
+                    + (f", peak RSS {rss / 1024:.1f} MiB, exit {code}" if rss else ""))
+                prev = sigs.setdefault(verb, sig)
+                if prev != sig:
+                    r["error"] = f"result differs from the first {verb} contender: {sig} != {prev}"
+                    log(f"[bench] ERROR {r['error']}")
+                runs.setdefault(c, []).append(r)
+        for c, rs in runs.items():
+            results.append(median_of(rs))
         if args.plan:
             b.restore()
             secs, rss, code = run_lapse(args, args.work, url, "delete", extra=("plan",))

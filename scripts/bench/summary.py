@@ -33,7 +33,9 @@ def main():
             continue
         if ("batched", "delete") not in m and ("batched", "anonymize") not in m:
             continue
-        print(f"\n### {backend}, {rows:,} rows\n")
+        rounds = max(len(r.get("rounds", [])) for r in m.values())
+        each = f", median of {rounds} rounds" if rounds > 1 else ""
+        print(f"\n### {backend}, {rows:,} rows{each}\n")
         print("| operation | due | lapse rows/s | batched rows/s | single rows/s | lapse / batched | lapse / single | lapse peak RSS |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for verb in ("delete", "anonymize"):
