@@ -1293,43 +1293,23 @@ impl<'a> Builder<'a> {
         sql
     }
 
-    /// `SET` of an in-place update: every column of `cols` to its form's expression.
-    fn set_in_place(&self, sql: &mut Sql, cols: &[(String, Strategy)]) {
+    /// Anonymizes a batch read and locked by [`Builder::next_in_place`] in the database: every
+    /// column of `cols` set to its form's expression, over the batch's key range (`first` to
+    /// `last`) and the destroy filter (a row that became held since it was read is not updated;
+    /// the caller compares the count). One table, no join: MariaDB's single-table update reads
+    /// the range semi-consistently, so it never waits for the rows of the batch begun after it.
+    pub fn update_in_place(&self, cols: &[(String, Strategy)], first: &[Value], last: &[Value]) -> Sql {
+        let mut sql = Sql::new(self.d);
         let t = self.table();
+        sql.push(&format!("UPDATE {t} SET "));
         for (i, (c, s)) in cols.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
             }
-            let target = if self.d == Dialect::MySql { self.col(&t, c) } else { self.q(c) };
-            sql.push(&format!("{target} = "));
+            sql.push(&format!("{} = ", self.q(c)));
             let form = self.in_place_form(c, s).expect("in_place checked by the caller");
-            render(sql, form.set);
+            render(&mut sql, form.set);
         }
-    }
-
-    /// Anonymizes the batch `keys` (read and locked by [`Builder::next_in_place`], in key order)
-    /// in the database: every column of `cols` set to its form's expression, over the batch's
-    /// key range and the destroy filter (a row that became held since it was read is not
-    /// updated; the caller compares the count). MariaDB reads the batch's keys first and the
-    /// table by its key, as in [`Builder::update`], so the update locks only its own rows.
-    pub fn update_in_place(&self, cols: &[(String, Strategy)], keys: &[Vec<Value>]) -> Sql {
-        let mut sql = Sql::new(self.d);
-        let t = self.table();
-        let (first, last) = (&keys[0], &keys[keys.len() - 1]);
-        if self.d == Dialect::MySql {
-            let names: Vec<String> = (0..self.scope.key.len()).map(|j| format!("k{j}")).collect();
-            let infos: Vec<_> = self.scope.key.iter().map(|k| self.scope.table.column(k)).collect();
-            let table: Vec<Vec<Cell>> =
-                keys.iter().map(|k| k.iter().zip(&infos).map(|(v, i)| Cell::Key(v.clone(), *i)).collect()).collect();
-            let join: Vec<String> =
-                self.scope.key.iter().enumerate().map(|(j, k)| format!("{} = v.k{j}", self.col(&t, k))).collect();
-            sql.push("UPDATE ");
-            self.derived(&mut sql, &names, table);
-            sql.push(&format!(" STRAIGHT_JOIN {t} ON {} SET ", join.join(" AND ")));
-        } else {
-            sql.push(&format!("UPDATE {t} SET "));
-        }
-        self.set_in_place(&mut sql, cols);
         sql.push(" WHERE ");
         self.rows(&mut sql, &t, Rows::Range(first, last));
         sql.push(" AND ");

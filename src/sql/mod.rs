@@ -782,9 +782,8 @@ impl SqlConnector {
                 }
                 drop(read);
                 if exact {
-                    let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
-                    let upd = (!keys.is_empty()).then(|| b.update_in_place(cols, &keys));
-                    drop(keys);
+                    let upd = (!batch.is_empty())
+                        .then(|| b.update_in_place(cols, &batch[0].key, &batch[batch.len() - 1].key));
                     let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
                     let finish = Box::pin(async move {
                         let ids = evidence_ids(&batch, id);
