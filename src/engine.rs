@@ -856,9 +856,10 @@ async fn enforce(
     // The held rows per holds-table hold are for the report only, and no batch of this run
     // can change them (every destroying statement leaves held rows alone): they are counted
     // alongside everything else, the batches included, instead of before the first batch.
-    let by_table = conn.count_by_table_hold(full, &any_lapse);
+    // Counts only read: a transient error (a server restarting) is retried like a batch's.
+    let by_table = retry(|| conn.count_by_table_hold(full, &any_lapse));
     let rest = async {
-        let counts = conn.counts(full, &filters).await?;
+        let counts = retry(|| conn.counts(full, &filters)).await?;
         pr.rows_total = counts[0];
         let dues = &counts[2..2 + stages.len()];
         pr.held = if held_by_difference { counts[1].saturating_sub(dues[0]) } else { counts[1] };
