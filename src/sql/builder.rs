@@ -1123,7 +1123,10 @@ impl<'a> Builder<'a> {
     ///
     /// Each form is the SQL spelling of `Strategy::apply`, case by case: NULL stays NULL; a
     /// random token that is already one is kept; an IPv4 address (canonical dotted quad, as
-    /// Rust parses it) keeps its /24; a date keeps its year or month.
+    /// Rust parses it) keeps its /24; a date keeps its year or month. A token's 32 hex digits
+    /// come from the database's strong random source: 128 bits (MariaDB/MySQL `RANDOM_BYTES`,
+    /// SQLite's ChaCha20 `randomblob`), or on PostgreSQL the 122 random bits of a version-4
+    /// UUID (two of its digits are fixed); either way it links nothing.
     fn in_place_form(&self, c: &str, s: &Strategy) -> Option<InPlaceForm> {
         use Piece::{Bind, Sql as S};
         let info = self.scope.table.column(c)?;
