@@ -738,9 +738,11 @@ impl SqlConnector {
     }
 
     /// `Connector::begin_next` for an anonymizing stage: locks the next due rows and computes
-    /// their new values; `finish` updates them (the same filter in the `UPDATE`: a row that
-    /// became held since it was locked is not updated, the batch is rolled back, and the
-    /// engine takes it again by its candidates), journals and commits.
+    /// their new values (in the database when it computes every column exactly as
+    /// `Strategy::apply`, see `Builder::in_place`; else here); `finish` updates them (the same
+    /// filter in the `UPDATE`: a row that became held since it was locked is not updated, the
+    /// batch is rolled back, and the engine takes it again by its candidates), journals and
+    /// commits.
     async fn anonymize_next<'a>(
         &'a self,
         scope: &'a Scope,
@@ -790,8 +792,7 @@ impl SqlConnector {
                         let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
                         if let Some(upd) = upd {
                             let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                            let same = r.rows_affected() == batch.len() as u64;
-                            if !same {
+                            if r.rows_affected() != batch.len() as u64 {
                                 tx.rollback().await.map_err(db_err(&ctx))?;
                                 return Err(ConnectorError::Changed { context: ctx });
                             }
