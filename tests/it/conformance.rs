@@ -6,7 +6,11 @@
 
 use chrono::{TimeZone, Utc};
 use lapse::config::HoldsTable;
-use lapse::connector::{Connector, EvidenceId, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work};
+use lapse::connector::{
+    Candidate, Connector, ConnectorError, EvidenceId, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
+};
+use lapse::policy::condition::Literal;
+use lapse::policy::strategy::Strategy;
 use lapse::sql::SqlConnector;
 use std::collections::BTreeSet;
 
@@ -404,6 +408,68 @@ pub async fn hold_inserted_mid_run(b: Backend) {
     assert_eq!(conn.remaining(&scope, &[cands[0].key.clone()]).await.unwrap(), 0);
 }
 
+/// A hold inserted between an in-place anonymizing batch's locked read and its `UPDATE`: the
+/// update's own filter leaves the held row alone, the count differs, and the batch rolls back
+/// with `Changed` (the engine then takes it by its candidates, computed in lapse). Servers only:
+/// on SQLite the batch holds the one write lock, so no hold can be inserted in between.
+pub async fn hold_inserted_into_an_in_place_batch(b: Backend) {
+    if b == Backend::Sqlite {
+        return;
+    }
+    let f = seeded(b).await;
+    let holds = HoldsTable {
+        table: "legal_holds".into(),
+        id: "id".into(),
+        subject: "subject".into(),
+        policy: Some("policy".into()),
+        expires: Some("expires_at".into()),
+        matter: None,
+    };
+    let conn = SqlConnector::open("db", &f.db.url, false, "lapse_journal", Some(holds)).await.unwrap();
+    conn.ensure_journal().await.unwrap();
+    let table = conn.describe("people").await.unwrap();
+    let scope = Scope {
+        policy: "people".into(),
+        table,
+        key: vec!["id".into()],
+        subject: Some("subject".into()),
+        lapse: Filter::Lapsed(LapseRule {
+            anchor: "created_at".into(),
+            threshold: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+            condition: None,
+            null_lapses: false,
+        }),
+        work: Work::Anonymize(vec![
+            ("email".into(), Strategy::RandomToken),
+            ("full_name".into(), Strategy::Constant(Literal::Text("(anonymized)".into()))),
+        ]),
+        holds: HoldScope { file: vec![], table: conn.holds_table().cloned(), now: Utc::now() },
+        restrict: vec![],
+        cascade: vec![],
+        pseudonym_key: None,
+        objects: None,
+    };
+    let journal = JournalCtx {
+        run_id: "t".into(),
+        policy: "people".into(),
+        stage: "record".into(),
+        action: "anonymized".into(),
+        batch: 1,
+    };
+    let before = f.db.snapshot("people", "id").await;
+    let id = |c: &Candidate| EvidenceId { record: format!("{:?}", c.key), subject: None };
+    let begun = conn.begin_next(&scope, None, 100, &id, journal).await.unwrap();
+    assert_eq!(begun.taken, 5, "rows 1, 2, 3, 7 and 8 are due");
+    f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LATE', 'S-HELD', NULL, NULL)").await;
+    match begun.finish.await {
+        Err(ConnectorError::Changed { .. }) => {}
+        Err(e) => panic!("expected the batch to have changed, got {e}"),
+        Ok(_) => panic!("the batch committed with a held row in it"),
+    }
+    assert_eq!(f.db.snapshot("people", "id").await, before, "rolled back: nothing anonymized");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM lapse_journal").await, 0, "nothing journaled");
+}
+
 pub async fn foreign_key_dependents(b: Backend) {
     let f = seeded(b).await;
     f.db.exec(&FK_SCHEMA.replace("{TS}", b.ts())).await;
@@ -560,6 +626,7 @@ per_backend!(
     condition_limits_lapse,
     anonymize_every_strategy,
     anonymize_in_database_as_in_lapse,
+    hold_inserted_into_an_in_place_batch,
     field_level_lapse,
     holds_from_file,
     holds_from_table,
