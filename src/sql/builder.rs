@@ -688,14 +688,22 @@ impl<'a> Builder<'a> {
         let mut cols = self.key_and_subject(&t);
         cols.extend(columns.iter().map(|c| self.read_expr(&t, c)));
         sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
-        self.next_rows(&mut sql, &t, after, bounds);
-        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        self.next_locked(&mut sql, after, limit, bounds);
+        sql
+    }
+
+    /// The rest of a read of the next batch after its columns (`... FROM t WHERE `): the next
+    /// `limit` due rows after `after` in key order, locked (`FOR UPDATE`; on SQLite the
+    /// transaction's write lock does it).
+    fn next_locked(&self, sql: &mut Sql, after: Option<&[Value]>, limit: usize, bounds: Option<&(Value, Value)>) {
+        let t = self.table();
+        self.next_rows(sql, &t, after, bounds);
+        self.filter(sql, &self.scope.destroy_filter(), &t);
         let order: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
         sql.push(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
         if self.d != Dialect::Sqlite {
             sql.push(" FOR UPDATE");
         }
-        sql
     }
 
     /// Reads `columns` of the rows that still match the scope's lapse filter, among `rows`
@@ -1286,13 +1294,7 @@ impl<'a> Builder<'a> {
             sql.push(" THEN 1 ELSE 0 END");
         }
         sql.push(&format!(" FROM {t} WHERE "));
-        self.next_rows(&mut sql, &t, after, bounds);
-        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
-        let order: Vec<String> = self.scope.key.iter().map(|k| self.col(&t, k)).collect();
-        sql.push(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
-        if self.d != Dialect::Sqlite {
-            sql.push(" FOR UPDATE");
-        }
+        self.next_locked(&mut sql, after, limit, bounds);
         sql
     }
 

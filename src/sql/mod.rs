@@ -762,6 +762,9 @@ impl SqlConnector {
         let in_place = b.in_place(cols);
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+            // The batch's rows, what becomes of each, and the update with the count of rows it
+            // must change.
+            let mut prepared = None;
             if in_place {
                 // The database computes the new values itself: the batch's keys are read and
                 // locked, then one `UPDATE` writes them. A row with a value only Rust computes
@@ -786,52 +789,46 @@ impl SqlConnector {
                 if exact {
                     let upd = (!batch.is_empty())
                         .then(|| b.update_in_place(cols, &batch[0].key, &batch[batch.len() - 1].key));
-                    let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
-                    let finish = Box::pin(async move {
-                        let ids = evidence_ids(&batch, id);
-                        let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
-                        if let Some(upd) = upd {
-                            let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                            if r.rows_affected() != batch.len() as u64 {
-                                tx.rollback().await.map_err(db_err(&ctx))?;
-                                return Err(ConnectorError::Changed { context: ctx });
+                    let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
+                    let expected = batch.len();
+                    prepared = Some((batch, outcome, upd, expected));
+                } else {
+                    tracing::debug!(table = %scope.table.name, "a value of the batch is anonymized in lapse, not in the database");
+                }
+            }
+            let (batch, outcome, upd, expected) = match prepared {
+                Some(p) => p,
+                None => {
+                    let lock = b.lock_next(after, limit, bounds.as_ref(), &work_cols);
+                    let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+                    let locked: Vec<Vec<Value>> =
+                        locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
+                    let mut batch = Vec::with_capacity(locked.len());
+                    let mut outcome = BatchOutcome::default();
+                    let mut rows = Vec::new();
+                    for (i, row) in locked.into_iter().enumerate() {
+                        let key = row[..nk].to_vec();
+                        match new_values(scope, cols, &row[nk + ns..], &ctx)? {
+                            None => outcome.unchanged.push(i),
+                            Some(new) => {
+                                outcome.destroyed.push(i);
+                                rows.push((key.clone(), new));
                             }
-                            let ins = journal_sql(&b, per_record, &journal, &ids, &outcome.destroyed);
-                            bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                         }
-                        tx.commit().await.map_err(db_err(&ctx))?;
-                        Ok((batch, ids, outcome))
-                    });
-                    return Ok(Begun { taken, last, finish });
-                }
-                tracing::debug!(table = %scope.table.name, "a value of the batch is anonymized in lapse, not in the database");
-            }
-            let lock = b.lock_next(after, limit, bounds.as_ref(), &work_cols);
-            let locked = bound!(lock).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-            let locked: Vec<Vec<Value>> = locked.iter().map(decode_all).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
-            let mut batch = Vec::with_capacity(locked.len());
-            let mut outcome = BatchOutcome::default();
-            let mut rows = Vec::new();
-            for (i, row) in locked.into_iter().enumerate() {
-                let key = row[..nk].to_vec();
-                match new_values(scope, cols, &row[nk + ns..], &ctx)? {
-                    None => outcome.unchanged.push(i),
-                    Some(new) => {
-                        outcome.destroyed.push(i);
-                        rows.push((key.clone(), new));
+                        batch.push(Candidate { key, subject: (ns == 1).then(|| row[nk].clone()) });
                     }
+                    let upd = (!rows.is_empty()).then(|| {
+                        b.update(&work_cols, &rows, Some(Rows::Range(&batch[0].key, &batch[batch.len() - 1].key)))
+                    });
+                    (batch, outcome, upd, rows.len())
                 }
-                batch.push(Candidate { key, subject: (ns == 1).then(|| row[nk].clone()) });
-            }
-            let upd = (!rows.is_empty()).then(|| {
-                b.update(&work_cols, &rows, Some(Rows::Range(&batch[0].key, &batch[batch.len() - 1].key)))
-            });
+            };
             let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
             let finish = Box::pin(async move {
                 let ids = evidence_ids(&batch, id);
                 if let Some(upd) = upd {
                     let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                    if r.rows_affected() != rows.len() as u64 {
+                    if r.rows_affected() != expected as u64 {
                         tx.rollback().await.map_err(db_err(&ctx))?;
                         return Err(ConnectorError::Changed { context: ctx });
                     }

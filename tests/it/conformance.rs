@@ -358,8 +358,9 @@ pub async fn holds_from_table(b: Backend) {
 
 /// The hold arrives after the candidates were selected and before the batch is destroyed: the
 /// destroying statement itself must refuse the held row.
-pub async fn hold_inserted_mid_run(b: Backend) {
-    let f = seeded(b).await;
+/// A connector with the `legal_holds` table configured and a scope over `people` lapsing
+/// before 2025 (rows 1, 2, 3, 7 and 8), for tests that drive the connector directly.
+async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scope) {
     let holds = HoldsTable {
         table: "legal_holds".into(),
         id: "id".into(),
@@ -382,13 +383,19 @@ pub async fn hold_inserted_mid_run(b: Backend) {
             condition: None,
             null_lapses: false,
         }),
-        work: Work::Delete,
+        work,
         holds: HoldScope { file: vec![], table: conn.holds_table().cloned(), now: Utc::now() },
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,
         objects: None,
     };
+    (conn, scope)
+}
+
+pub async fn hold_inserted_mid_run(b: Backend) {
+    let f = seeded(b).await;
+    let (conn, scope) = people_with_holds_table(&f, Work::Delete).await;
     let cands = conn.candidates(&scope, None, 100).await.unwrap();
     assert_eq!(cands.len(), 5);
     f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LATE', 'S-HELD', NULL, NULL)").await;
@@ -417,38 +424,11 @@ pub async fn hold_inserted_into_an_in_place_batch(b: Backend) {
         return;
     }
     let f = seeded(b).await;
-    let holds = HoldsTable {
-        table: "legal_holds".into(),
-        id: "id".into(),
-        subject: "subject".into(),
-        policy: Some("policy".into()),
-        expires: Some("expires_at".into()),
-        matter: None,
-    };
-    let conn = SqlConnector::open("db", &f.db.url, false, "lapse_journal", Some(holds)).await.unwrap();
-    conn.ensure_journal().await.unwrap();
-    let table = conn.describe("people").await.unwrap();
-    let scope = Scope {
-        policy: "people".into(),
-        table,
-        key: vec!["id".into()],
-        subject: Some("subject".into()),
-        lapse: Filter::Lapsed(LapseRule {
-            anchor: "created_at".into(),
-            threshold: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-            condition: None,
-            null_lapses: false,
-        }),
-        work: Work::Anonymize(vec![
-            ("email".into(), Strategy::RandomToken),
-            ("full_name".into(), Strategy::Constant(Literal::Text("(anonymized)".into()))),
-        ]),
-        holds: HoldScope { file: vec![], table: conn.holds_table().cloned(), now: Utc::now() },
-        restrict: vec![],
-        cascade: vec![],
-        pseudonym_key: None,
-        objects: None,
-    };
+    let work = Work::Anonymize(vec![
+        ("email".into(), Strategy::RandomToken),
+        ("full_name".into(), Strategy::Constant(Literal::Text("(anonymized)".into()))),
+    ]);
+    let (conn, scope) = people_with_holds_table(&f, work).await;
     let journal = JournalCtx {
         run_id: "t".into(),
         policy: "people".into(),
