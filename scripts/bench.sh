@@ -125,7 +125,8 @@ if has s3; then
     trap 'scripts/moto.sh stop "$REPO_ROOT/.bench/moto"' EXIT
     log "S3: $OBJECTS objects on http://127.0.0.1:$S3_PORT"
     "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "http://127.0.0.1:$S3_PORT" \
-        --lapse "$LAPSE" --lapse-batch "$LAPSE_BATCH" --aws "$VENV/bin/aws" --work "$WORK" --json-out "$OUT.s3"
+        --lapse "$LAPSE" --lapse-batch "$LAPSE_BATCH" --aws "$VENV/bin/aws" --work "$WORK" \
+        --server-pid "$(cat "$REPO_ROOT/.bench/moto/moto.pid")" --json-out "$OUT.s3"
     PARTS+=("$OUT.s3")
 fi
 "$VENV/bin/python" scripts/bench/summary.py --out "$OUT" "${PARTS[@]}"

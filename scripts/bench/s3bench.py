@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--contenders", default="lapse,aws-cli")
     ap.add_argument("--lapse-batch", type=int, default=0, help="the policy's batch_size (0: lapse's default)")
     ap.add_argument("--load-threads", type=int, default=16, help="concurrent PUTs while loading")
+    ap.add_argument("--server-pid", type=int, default=0,
+                    help="the S3 server's pid: its CPU seconds during each contender are reported")
     ap.add_argument("--json-out", required=True)
     args = ap.parse_args()
     s3 = boto3.client("s3", endpoint_url=args.endpoint, config=Config(max_pool_connections=32, retries={"max_attempts": 3}))
@@ -71,16 +73,20 @@ def main():
         d = os.path.join(args.work, f"s3-{contender}")
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
+        server0 = cpu_seconds(args.server_pid)
         if contender == "lapse":
-            secs, rss, code = run_lapse(args, d, bucket)
+            secs, rss, code, client_cpu = run_lapse(args, d, bucket)
         else:
-            secs, rss, code = run_cli(args, d, bucket)
+            secs, rss, code, client_cpu = run_cli(args, d, bucket)
+        server_cpu = cpu_seconds(args.server_pid) - server0 if args.server_pid else None
         sig = remaining(s3, bucket)
         r = {"backend": "s3", "contender": contender, "verb": "delete", "rows": len(items), "versions": versions,
              "due": due, "seconds": round(secs, 3), "rows_per_s": round(due / secs, 1), "peak_rss_kib": rss,
-             "exit": code, "signature": list(sig)}
+             "exit": code, "signature": list(sig), "client_cpu_s": round(client_cpu, 2),
+             "server_cpu_s": None if server_cpu is None else round(server_cpu, 2)}
         log(f"[bench] s3 {contender}: {due} objects due, {secs:.2f}s, {due / secs:.0f} objects/s, exit {code}"
-            + (f", peak RSS {rss / 1024:.1f} MiB" if contender == "lapse" else "") + f", left {sig}")
+            + (f", peak RSS {rss / 1024:.1f} MiB" if contender == "lapse" else "") + f", left {sig}"
+            + f", CPU: client {client_cpu:.1f}s" + ("" if server_cpu is None else f", server {server_cpu:.1f}s"))
         prev = sigs.setdefault("delete", sig)
         if sig != prev or code != 0:
             r["error"] = f"exit {code}; left {sig} (first contender: {prev})"
@@ -186,8 +192,18 @@ def run_cli(args, d, bucket):
 GNU_TIME = "/usr/bin/time"
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a running process (all its threads), from /proc."""
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(cmd, d):
-    """(seconds, peak RSS in KiB, exit code). The peak comes from GNU time when installed: the
+    """(seconds, peak RSS in KiB, exit code, CPU seconds of the command and everything it ran).
+    The peak comes from GNU time when installed: the
     `ru_maxrss` of a child of this process counts this process's own memory too (the address
     space the child had before its exec), about 150 MiB here with 50,000 objects."""
     rss_file = os.path.join(d, "peak-rss")
@@ -202,7 +218,7 @@ def timed(cmd, d):
     if wrap:
         with open(rss_file) as f:
             rss = int(f.read().split()[-1])
-    return secs, rss, os.waitstatus_to_exitcode(status)
+    return secs, rss, os.waitstatus_to_exitcode(status), ru.ru_utime + ru.ru_stime
 
 
 if __name__ == "__main__":

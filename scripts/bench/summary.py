@@ -52,10 +52,12 @@ def main():
     if s3:
         m = {r["contender"]: r for r in s3}
         print(f"\n### S3 (moto), {s3[0]['rows']:,} objects, {s3[0]['versions']:,} versions\n")
-        print("| contender | objects due | seconds | objects/s | peak RSS |")
-        print("|---|---:|---:|---:|---:|")
+        print("| contender | objects due | seconds | objects/s | peak RSS | client CPU s | S3 server CPU s |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        cpu = lambda v: "–" if v is None else f"{v:.1f}"
         for r in s3:
-            print(f"| {r['contender']} | {r['due']:,} | {r['seconds']:.1f} | {rate(r)} | {mib(r['peak_rss_kib'])} |")
+            print(f"| {r['contender']} | {r['due']:,} | {r['seconds']:.1f} | {rate(r)} | {mib(r['peak_rss_kib'])} "
+                  f"| {cpu(r.get('client_cpu_s'))} | {cpu(r.get('server_cpu_s'))} |")
         if "lapse" in m and "aws-cli" in m:
             print(f"\nlapse / AWS CLI: {m['lapse']['rows_per_s'] / m['aws-cli']['rows_per_s']:.2f}")
     rss = {}

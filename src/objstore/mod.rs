@@ -289,14 +289,18 @@ pub trait ObjectBackend: Send + Sync + fmt::Display {
     /// Every version and delete marker of exactly `key`, with lock state.
     async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>, ConnectorError>;
     /// Every version of each of `keys` (in key order), by key; a key without versions is
-    /// absent. The default asks [`ObjectBackend::versions`] for each key, `concurrency` at a
-    /// time; a store that can list a range of keys at once does better.
+    /// absent. `expected` is how many versions the caller expects to find (a guess that sizes
+    /// a listing's pages, never a limit: 0 when checking that the keys are gone). The default
+    /// asks [`ObjectBackend::versions`] for each key, `concurrency` at a time; a store that can
+    /// list a range of keys at once does better.
     async fn versions_of(
         &self,
         bucket: &str,
         keys: &[String],
+        expected: usize,
         concurrency: usize,
     ) -> Result<HashMap<String, Vec<Version>>, ConnectorError> {
+        let _ = expected;
         let futs: Vec<_> = keys.iter().map(|k| async move { (k.clone(), self.versions(bucket, k).await) }).collect();
         let all: Vec<_> = futures::stream::iter(futs).buffer_unordered(concurrency.max(1)).collect().await;
         let mut out = HashMap::new();
@@ -644,7 +648,10 @@ impl Connector for ObjectConnector {
             context: "checking objects".into(),
             message: scrub(&e.to_string(), keys.first().map(String::as_str).unwrap_or_default()),
         };
-        let mut all_versions = self.backend.versions_of(bucket, &keys, self.concurrency).await.map_err(scrubbed)?;
+        // A guess of a batch's versions (most objects have one or two): sizes the listing's pages.
+        let expected = keys.len() + keys.len() / 4;
+        let mut all_versions =
+            self.backend.versions_of(bucket, &keys, expected, self.concurrency).await.map_err(scrubbed)?;
         let check_futs: Vec<_> = keys
             .iter()
             .enumerate()
@@ -803,7 +810,7 @@ impl Connector for ObjectConnector {
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
         let (bucket, _) = self.dataset(scope)?;
         let keys: Vec<String> = keys.iter().map(|k| k[0].canonical()).collect();
-        Ok(self.backend.versions_of(bucket, &keys, self.concurrency).await?.len() as u64)
+        Ok(self.backend.versions_of(bucket, &keys, 0, self.concurrency).await?.len() as u64)
     }
 }
 

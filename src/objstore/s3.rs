@@ -222,6 +222,15 @@ impl S3Backend {
     }
 }
 
+/// The size of a range listing's next page, after one of `previous` entries (0: the first)
+/// that was `wasted` (less than half of it wanted) when `left` more versions are expected:
+/// enough for them with a little slack, double the previous page after a wasted one (the range
+/// holds more than the caller expected), from 32 to S3's 1,000.
+fn page_size(previous: usize, wasted: bool, left: usize) -> usize {
+    let grow = if wasted { previous * 2 } else { 0 };
+    (left + left / 16 + 16).max(grow).clamp(32, 1000)
+}
+
 /// Run lock objects: `.lapse-locks/<hash>` at the bucket root, never listed as objects.
 pub const LOCK_PREFIX: &str = ".lapse-locks/";
 /// A lock object is a lease: renewed every third of it while its worker lives, taken over by
@@ -425,16 +434,20 @@ impl ObjectBackend for S3Backend {
 
     async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>, ConnectorError> {
         // The range listing of a one-key batch: prefix `key`, stopping once past it.
-        let mut all = self.versions_of(bucket, std::slice::from_ref(&key.to_string()), 1).await?;
+        let mut all = self.versions_of(bucket, std::slice::from_ref(&key.to_string()), 2, 1).await?;
         Ok(all.remove(key).unwrap_or_default())
     }
 
     /// One listing over the batch's key range (a batch is a run of neighbouring keys of the
-    /// listing), instead of one request per key.
+    /// listing), instead of one request per key. Its pages are sized to what the caller expects
+    /// to find, and double while the range goes on: a server renders every version of a page,
+    /// and a page of 1,000 would run up to 1,000 versions past the range's end (a verification
+    /// listing, which expects nothing, would return little else).
     async fn versions_of(
         &self,
         bucket: &str,
         keys: &[String],
+        expected: usize,
         concurrency: usize,
     ) -> Result<HashMap<String, Vec<Version>>, ConnectorError> {
         let mut out: HashMap<String, Vec<Version>> = HashMap::new();
@@ -456,7 +469,9 @@ impl ObjectBackend for S3Backend {
             (!m.is_empty() && m.as_str() >= prefix.as_str()).then_some(m)
         };
         let mut version_marker: Option<String> = None;
+        let (mut page, mut found, mut wasted) = (0usize, 0usize, false);
         loop {
+            page = page_size(page, wasted, expected.saturating_sub(found));
             let r = self
                 .client
                 .list_object_versions()
@@ -464,6 +479,7 @@ impl ObjectBackend for S3Backend {
                 .prefix(&prefix)
                 .set_key_marker(marker.clone())
                 .set_version_id_marker(version_marker.clone())
+                .max_keys(page as i32)
                 .send()
                 .await
                 .map_err(|e| err("listing the versions of a batch", e))?;
@@ -487,6 +503,9 @@ impl ObjectBackend for S3Backend {
                     latest: m.is_latest().unwrap_or(false),
                 });
             }
+            let before = found;
+            found = out.values().map(Vec::len).sum();
+            wasted = (found - before) * 2 < page;
             let past = r.next_key_marker().is_some_and(|k| k > last.as_str());
             if !r.is_truncated().unwrap_or(false) || past {
                 break;
@@ -559,5 +578,24 @@ impl ObjectBackend for S3Backend {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_size;
+
+    #[test]
+    fn range_listing_pages_fit_what_is_expected() {
+        // A re-read of 1,000 objects expected to have 1,250 versions: a full page, then the rest.
+        assert_eq!(page_size(0, false, 1250), 1000);
+        assert_eq!(page_size(1000, false, 250), 281);
+        // A verification listing expects nothing: small pages, doubling while the range goes on.
+        assert_eq!(page_size(0, false, 0), 32);
+        assert_eq!(page_size(32, true, 0), 64);
+        assert_eq!(page_size(512, true, 0), 1000);
+        // More versions than expected, but each page was used: sized to what is left.
+        assert_eq!(page_size(281, false, 0), 32);
+        assert_eq!(page_size(100, true, 500), 547);
     }
 }
