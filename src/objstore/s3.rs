@@ -224,10 +224,10 @@ impl S3Backend {
 
 /// The size of a range listing's next page, after one of `previous` entries (0: the first)
 /// that was `wasted` (less than half of it wanted) when `left` more versions are expected:
-/// enough for them with a little slack, double the previous page after a wasted one (the range
-/// holds more than the caller expected), from 32 to S3's 1,000.
+/// enough for them with a little slack; double the previous page once the range holds more
+/// than the caller expected (a wasted page, or nothing left expected); from 32 to S3's 1,000.
 fn page_size(previous: usize, wasted: bool, left: usize) -> usize {
-    let grow = if wasted { previous * 2 } else { 0 };
+    let grow = if wasted || left == 0 { previous * 2 } else { 0 };
     (left + left / 16 + 16).max(grow).clamp(32, 1000)
 }
 
@@ -594,8 +594,11 @@ mod tests {
         assert_eq!(page_size(0, false, 0), 32);
         assert_eq!(page_size(32, true, 0), 64);
         assert_eq!(page_size(512, true, 0), 1000);
-        // More versions than expected, but each page was used: sized to what is left.
-        assert_eq!(page_size(281, false, 0), 32);
+        // More versions than expected (objects still there, or a key with many versions):
+        // pages grow, so a long range is never read 32 at a time.
+        assert_eq!(page_size(281, false, 0), 562);
+        assert_eq!(page_size(32, false, 0), 64);
         assert_eq!(page_size(100, true, 500), 547);
+        assert_eq!(page_size(100, false, 500), 547);
     }
 }

@@ -603,6 +603,26 @@ async fn every_version_and_delete_marker_is_removed() {
     assert_eq!(n(&p["versions_deleted"]), 5, "3 versions + 1 version + 1 delete marker");
 }
 
+/// A batch's re-read and verification listings are sized to the versions they expect (a
+/// verification expects none) and grow while the range goes on: a key with far more versions
+/// than expected, between keys with one, is still read across pages and destroyed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_with_many_versions_is_read_across_pages() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    s.put("exports/2020/01/01/S-1.csv", "v1").await;
+    for i in 0..150 {
+        s.put("exports/2020/01/02/S-2.csv", &format!("v{i}")).await;
+    }
+    s.put("exports/2020/01/03/S-3.csv", "v1").await;
+    s.put("exports/2025/12/01/S-4.csv", "recent").await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\nbatch_size: 2\n");
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(s.keys().await, ["exports/2025/12/01/S-4.csv"], "every version of every due key is gone");
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 3);
+    assert_eq!(n(&p["versions_deleted"]), 152, "1 + 150 + 1 versions");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_lock_wins() {
     let s = Store::new(StoreKind::S3, true, true).await;
