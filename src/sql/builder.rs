@@ -1215,46 +1215,27 @@ impl<'a> Builder<'a> {
                 // A canonical dotted quad: four decimal octets of 0–255 without leading zeros.
                 const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
                 let pattern = format!("^{OCTET}(\\.{OCTET}){{3}}$");
-                match d {
-                    Dialect::Postgres | Dialect::MySql => {
-                        let (len, op, set) = if d == Dialect::Postgres {
-                            ("LENGTH", "~", format!("rtrim({e}, '0123456789') || '0'"))
-                        } else {
-                            ("CHAR_LENGTH", "REGEXP", format!("CONCAT(SUBSTRING_INDEX({e}, '.', 3), '.0')"))
-                        };
-                        form(
-                            vec![S(set)],
-                            Some(vec![
-                                S(format!("({len}({e}) <= 15 AND {e} {op} ")),
-                                Bind(Value::Text(pattern), None),
-                                S(")".into()),
-                            ]),
-                        )
-                    }
-                    Dialect::Sqlite => {
-                        // Without regular expressions: digits and three dots, then per octet
-                        // (between the dots of '.' || value || '.'): not empty, no leading
-                        // zero, at most three digits and at most 255.
-                        let w = format!("('.' || {e} || '.')");
-                        let not_glob = [
-                            "*..*",
-                            "*.0[0-9]*",
-                            "*[0-9][0-9][0-9][0-9]*",
-                            "*.[3-9][0-9][0-9].*",
-                            "*.2[6-9][0-9].*",
-                            "*.25[6-9].*",
-                        ]
-                        .iter()
-                        .map(|g| format!(" AND {w} NOT GLOB '{g}'"))
-                        .collect::<String>();
-                        form(
-                            vec![S(format!("rtrim({e}, '0123456789') || '0'"))],
-                            Some(vec![S(format!(
-                                "({lite_text} AND {e} NOT GLOB '*[^0-9.]*' AND LENGTH({e}) - LENGTH(REPLACE({e}, '.', '')) = 3{not_glob})"
-                            ))]),
-                        )
-                    }
-                }
+                let (len, op, set) = match d {
+                    Dialect::Postgres => ("LENGTH", "~", format!("rtrim({e}, '0123456789') || '0'")),
+                    Dialect::MySql => ("CHAR_LENGTH", "REGEXP", format!("CONCAT(SUBSTRING_INDEX({e}, '.', 3), '.0')")),
+                    // `REGEXP` is the `regex` crate's, registered on every connection of the
+                    // pool (`SqliteConnectOptions::with_regexp`). It sees only text of digits
+                    // and dots: SQLite keeps any type in any column, and text that is not UTF-8
+                    // would fail the statement there.
+                    Dialect::Sqlite => ("LENGTH", "REGEXP", format!("rtrim({e}, '0123456789') || '0'")),
+                };
+                let text = match d {
+                    Dialect::Sqlite => format!("{lite_text} AND {e} NOT GLOB '*[^0-9.]*' AND "),
+                    _ => String::new(),
+                };
+                form(
+                    vec![S(set)],
+                    Some(vec![
+                        S(format!("({text}{len}({e}) <= 15 AND {e} {op} ")),
+                        Bind(Value::Text(pattern), None),
+                        S(")".into()),
+                    ]),
+                )
             }
             Strategy::KeepPrefix(n) if text_ok => match d {
                 Dialect::Postgres => form(vec![S(format!("left({e}, {n})"))], None),

@@ -314,7 +314,10 @@ impl SqlConnector {
                     .map_err(conn_err)?
                     .read_only(read_only)
                     .busy_timeout(Duration::from_secs(30))
-                    .foreign_keys(true);
+                    .foreign_keys(true)
+                    // `REGEXP` (the `regex` crate, each pattern compiled once per statement):
+                    // the in-place IPv4 guard (`Builder::in_place_form`).
+                    .with_regexp();
                 if !read_only {
                     // WAL stays set in the file: switched once, by one connection, not by every
                     // pooled one. Switching needs the file to itself, and workers started at once
