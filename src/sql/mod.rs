@@ -32,6 +32,10 @@ const MAX_BATCH_PARAMS: usize = 30_000;
 
 /// Statements with more bound parameters than this are prepared without caching (see `bound!`).
 const MAX_CACHED_PARAMS: usize = 64;
+/// Rows a SQLite connection's worker thread may hand over before it waits for them to be taken
+/// (sqlx's default is 50): a batch reads or deletes thousands of rows, and each wait is a trip
+/// between threads.
+const ROW_BUFFER: usize = 1024;
 
 enum Pool {
     Pg(PgPool),
@@ -315,6 +319,7 @@ impl SqlConnector {
                     .read_only(read_only)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
+                    .row_buffer_size(ROW_BUFFER)
                     // `REGEXP` (the `regex` crate, each pattern compiled once per statement):
                     // the in-place IPv4 guard (`Builder::in_place_form`).
                     .with_regexp();
