@@ -483,7 +483,9 @@ impl ObjectBackend for S3Backend {
                 .send()
                 .await
                 .map_err(|e| err("listing the versions of a batch", e))?;
+            let mut this_page = 0usize;
             for v in r.versions().iter().filter(|v| v.key().is_some_and(|k| wanted.contains(k))) {
+                this_page += 1;
                 out.entry(v.key().unwrap_or_default().to_string()).or_default().push(Version {
                     id: v.version_id().map(str::to_string),
                     size: v.size().unwrap_or(0).max(0) as u64,
@@ -494,6 +496,7 @@ impl ObjectBackend for S3Backend {
                 });
             }
             for m in r.delete_markers().iter().filter(|m| m.key().is_some_and(|k| wanted.contains(k))) {
+                this_page += 1;
                 out.entry(m.key().unwrap_or_default().to_string()).or_default().push(Version {
                     id: m.version_id().map(str::to_string),
                     size: 0,
@@ -503,9 +506,8 @@ impl ObjectBackend for S3Backend {
                     latest: m.is_latest().unwrap_or(false),
                 });
             }
-            let before = found;
-            found = out.values().map(Vec::len).sum();
-            wasted = (found - before) * 2 < page;
+            found += this_page;
+            wasted = this_page * 2 < page;
             let past = r.next_key_marker().is_some_and(|k| k > last.as_str());
             if !r.is_truncated().unwrap_or(false) || past {
                 break;

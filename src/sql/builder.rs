@@ -1215,18 +1215,19 @@ impl<'a> Builder<'a> {
                 // A canonical dotted quad: four decimal octets of 0–255 without leading zeros.
                 const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
                 let pattern = format!("^{OCTET}(\\.{OCTET}){{3}}$");
-                let (len, op, set) = match d {
-                    Dialect::Postgres => ("LENGTH", "~", format!("rtrim({e}, '0123456789') || '0'")),
-                    Dialect::MySql => ("CHAR_LENGTH", "REGEXP", format!("CONCAT(SUBSTRING_INDEX({e}, '.', 3), '.0')")),
+                let last_octet_zero = format!("rtrim({e}, '0123456789') || '0'");
+                let (text, len, op, set) = match d {
+                    Dialect::Postgres => (String::new(), "LENGTH", "~", last_octet_zero),
+                    Dialect::MySql => {
+                        (String::new(), "CHAR_LENGTH", "REGEXP", format!("CONCAT(SUBSTRING_INDEX({e}, '.', 3), '.0')"))
+                    }
                     // `REGEXP` is the `regex` crate's, registered on every connection of the
                     // pool (`SqliteConnectOptions::with_regexp`). It sees only text of digits
                     // and dots: SQLite keeps any type in any column, and text that is not UTF-8
                     // would fail the statement there.
-                    Dialect::Sqlite => ("LENGTH", "REGEXP", format!("rtrim({e}, '0123456789') || '0'")),
-                };
-                let text = match d {
-                    Dialect::Sqlite => format!("{lite_text} AND {e} NOT GLOB '*[^0-9.]*' AND "),
-                    _ => String::new(),
+                    Dialect::Sqlite => {
+                        (format!("{lite_text} AND {e} NOT GLOB '*[^0-9.]*' AND "), "LENGTH", "REGEXP", last_octet_zero)
+                    }
                 };
                 form(
                     vec![S(set)],

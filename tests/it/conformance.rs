@@ -356,8 +356,6 @@ pub async fn holds_from_table(b: Backend) {
     assert!(p["held_by"].get("T-EXPIRED").is_none());
 }
 
-/// The hold arrives after the candidates were selected and before the batch is destroyed: the
-/// destroying statement itself must refuse the held row.
 /// A connector with the `legal_holds` table configured and a scope over `people` lapsing
 /// before 2025 (rows 1, 2, 3, 7 and 8), for tests that drive the connector directly.
 async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scope) {
@@ -393,6 +391,8 @@ async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scop
     (conn, scope)
 }
 
+/// The hold arrives after the candidates were selected and before the batch is destroyed: the
+/// destroying statement itself must refuse the held row.
 pub async fn hold_inserted_mid_run(b: Backend) {
     let f = seeded(b).await;
     let (conn, scope) = people_with_holds_table(&f, Work::Delete).await;
