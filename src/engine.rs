@@ -965,6 +965,7 @@ async fn enforce(
                 // Where the stage can, the batch is selected and destroyed by its own statements
                 // (`begin_next`); otherwise its candidates are read first (or were read ahead).
                 let to_verify = std::mem::take(&mut unverified);
+                let begun_here = fused;
                 let (cands, mut ids, outcome, left) = if fused {
                     let begun = match open.take() {
                         Some(b) => Ok(b),
@@ -1132,7 +1133,11 @@ async fn enforce(
                     break;
                 }
                 batches += 1;
-                let short = cands.len() < batch_size;
+                // Candidates read short: no more are due. A batch that selected and destroyed its
+                // own rows tells only how many it destroyed, and the database may have kept some
+                // that it selected (a trigger that skips a row's deletion): the stage ends at the
+                // first batch that takes none.
+                let short = !begun_here && cands.len() < batch_size;
                 after = cands.last().map(|c| c.key.clone());
                 crate::progress::advance(cands.len() as u64);
                 let o = match outcome {

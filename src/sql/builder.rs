@@ -783,13 +783,22 @@ impl<'a> Builder<'a> {
     /// one bound parameter) per key; what it deleted comes back from `RETURNING`, so a row that
     /// became due inside the range meanwhile is seen, never assumed.
     pub fn delete_range(&self, first: &[Value], last: &[Value]) -> Sql {
+        let mut sql = self.delete_span(first, last);
+        sql.push(&format!(" RETURNING {}", self.key_and_subject(&self.table()).join(", ")));
+        sql
+    }
+
+    /// Deletes the due rows whose key lies between `first` and `last` (inclusive), returning
+    /// nothing: the batch [`Builder::select_next`] read under SQLite's write lock, so its caller
+    /// knows the rows and checks that the count deleted is the count read. The statement
+    /// still tests `destroy_filter` for every row it deletes.
+    pub fn delete_span(&self, first: &[Value], last: &[Value]) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         sql.push(&format!("DELETE FROM {t} WHERE "));
         self.rows(&mut sql, &t, Rows::Range(first, last));
         sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
-        sql.push(&format!(" RETURNING {}", self.key_and_subject(&t).join(", ")));
         sql
     }
 
@@ -830,6 +839,21 @@ impl<'a> Builder<'a> {
             sql.push(&format!(" ORDER BY {key} LIMIT {limit}"));
         }
         sql.push(&format!(" RETURNING {}", self.key_and_subject(&t).join(", ")));
+        sql
+    }
+
+    /// The next `limit` due keys and subjects after `after` (in key order, within `bounds` as
+    /// in [`Builder::delete_next`]). SQLite's delete batch: read under the write lock taken by
+    /// `BEGIN IMMEDIATE` (nothing can change them before the delete, [`Builder::delete_span`]),
+    /// so the evidence ids are computed while the rows are deleted. Single-column keys only.
+    pub fn select_next(&self, after: Option<&[Value]>, limit: usize, bounds: Option<&(Value, Value)>) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let key = self.col(&t, &self.scope.key[0]);
+        sql.push(&format!("SELECT {} FROM {t} WHERE ", self.key_and_subject(&t).join(", ")));
+        self.next_rows(&mut sql, &t, after, bounds);
+        self.filter(&mut sql, &self.scope.destroy_filter(), &t);
+        sql.push(&format!(" ORDER BY {key} LIMIT {limit}"));
         sql
     }
 

@@ -681,6 +681,20 @@ fn evidence_ids(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
     })
 }
 
+/// Runs `work` on this thread while `statement` runs in the database (or on a SQLite
+/// connection's worker thread): the statement is polled once, which sends it, then `work`
+/// runs, then the statement is awaited.
+async fn meanwhile<F: std::future::Future, T>(statement: F, work: impl FnOnce() -> T) -> (F::Output, T) {
+    let mut statement = std::pin::pin!(statement);
+    let early = futures::poll!(statement.as_mut());
+    let done = work();
+    let out = match early {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => statement.await,
+    };
+    (out, done)
+}
+
 /// The anonymized values of one row's `cols` (`old`, in the same order); `None` when every value
 /// is already in anonymized form (the row is left unchanged).
 fn new_values(
@@ -833,9 +847,15 @@ impl SqlConnector {
             };
             let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
             let finish = Box::pin(async move {
-                let ids = evidence_ids(&batch, id);
-                if let Some(upd) = upd {
-                    let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                let (ids, upd) = match upd {
+                    // The evidence ids are computed while the update runs.
+                    Some(upd) => {
+                        let (r, ids) = meanwhile(bound!(upd).execute(&mut *tx), || evidence_ids(&batch, id)).await;
+                        (ids, Some(r.map_err(db_err(&ctx))?))
+                    }
+                    None => (evidence_ids(&batch, id), None),
+                };
+                if let Some(r) = upd {
                     if r.rows_affected() != expected as u64 {
                         tx.rollback().await.map_err(db_err(&ctx))?;
                         return Err(ConnectorError::Changed { context: ctx });
@@ -848,6 +868,63 @@ impl SqlConnector {
             });
             Ok(Begun { taken, last, finish })
         })
+    }
+
+    /// `Connector::begin_next` for a SQLite delete. SQLite has one writer, and `BEGIN
+    /// IMMEDIATE` makes this batch that writer until it commits, so the batch is read first
+    /// (`Builder::select_next`), then its key range is deleted with the same filter
+    /// (`Builder::delete_span`) while the evidence ids are computed here, on this thread, as
+    /// the connection's worker thread deletes. The count deleted must be the count read (else
+    /// `finish` rolls back: `ConnectorError::Changed`). A single `DELETE … RETURNING` (the
+    /// servers' form) tests the filter twice per row, and SQLite returns its rows only once it
+    /// has deleted them all, so the hashing could only follow it.
+    async fn sqlite_delete_next<'a>(
+        &'a self,
+        p: &'a sqlx::SqlitePool,
+        scope: &'a Scope,
+        after: Option<&[Value]>,
+        limit: usize,
+        id: &'a IdFn<'a>,
+        journal: JournalCtx,
+    ) -> Result<Begun<'a>, ConnectorError> {
+        let b = self.builder(scope);
+        let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
+        let ctx = format!("destroying a batch of '{}'", scope.table.name);
+        let bounds = self.bounds_of(scope);
+        let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+        let read = b.select_next(after, limit, bounds.as_ref());
+        let rows = bound!(read).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key = row.value(0).map_err(db_err(&ctx))?;
+            let subject = if scope.subject.is_some() { Some(row.value(1).map_err(db_err(&ctx))?) } else { None };
+            batch.push(Candidate { key: vec![key], subject });
+        }
+        drop(rows);
+        let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
+        let (deleted, ids) = match (batch.first(), batch.last()) {
+            (Some(first), Some(last)) => {
+                let del = b.delete_span(&first.key, &last.key);
+                let (deleted, ids) = meanwhile(bound!(del).execute(&mut *tx), || evidence_ids(&batch, id)).await;
+                (deleted.map_err(db_err(&ctx))?.rows_affected(), ids)
+            }
+            _ => (0, Vec::new()),
+        };
+        let finish = Box::pin(async move {
+            if deleted != batch.len() as u64 {
+                tx.rollback().await.map_err(db_err(&ctx))?;
+                return Err(ConnectorError::Changed { context: ctx });
+            }
+            if !batch.is_empty() {
+                let all: Vec<usize> = (0..batch.len()).collect();
+                let ins = journal_sql(&b, per_record, &journal, &ids, &all);
+                bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
+            }
+            tx.commit().await.map_err(db_err(&ctx))?;
+            let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
+            Ok((batch, ids, outcome))
+        });
+        Ok(Begun { taken, last, finish })
     }
 
     /// One attempt at `Connector::destroy`.
@@ -1295,6 +1372,9 @@ impl crate::connector::Connector for SqlConnector {
                 "'{}': no single-statement batches for this policy",
                 scope.table.name
             )));
+        }
+        if let Pool::Lite(p) = &self.pool {
+            return self.sqlite_delete_next(p, scope, after, limit, id, journal).await;
         }
         let b = self.builder(scope);
         let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
