@@ -834,12 +834,24 @@ async fn enforce(
     let held_by_difference =
         p.objects.is_none() && stages.len() == 1 && matches!(full.work, Work::Delete) && full.restrict.is_empty();
     let held_filter = if held_by_difference { any_lapse.clone() } else { held_filter };
+    // Held rows of a table counted as such (a semi-join per row) are for the report only, like
+    // the per-hold counts below, and no batch changes them: they are counted alongside the
+    // batches, not before the first one (where they competed with the due count for the
+    // machine). An object store answers every count from one listing: its held count stays
+    // with the others.
+    let held_alongside = !held_by_difference && p.objects.is_none();
     // Every count of the report in one request to the connector, which may answer them all in
-    // one pass (an object store lists its prefix once): total, due per stage, held, held per
-    // file hold, then the optional ones. A stage's scope differs from `full` only in what its
-    // destroy filter already says.
-    let mut filters = vec![everything, held_filter];
+    // one pass (an object store lists its prefix once): total, held (unless counted alongside),
+    // due per stage, held per file hold, then the optional ones. A stage's scope differs from
+    // `full` only in what its destroy filter already says.
+    let mut filters = vec![everything];
+    let held_at = (!held_alongside).then(|| {
+        filters.push(held_filter.clone());
+        filters.len() - 1
+    });
+    let dues_at = filters.len();
     filters.extend(stages.iter().map(|s| s.scope.destroy_filter()));
+    let files_at = filters.len();
     filters.extend(file_filters);
     let null_at = (!null_anchors.is_empty() && p.objects.is_none()).then(|| {
         filters.push(within(Filter::Any(null_anchors)));
@@ -857,12 +869,47 @@ async fn enforce(
     // can change them (every destroying statement leaves held rows alone): they are counted
     // alongside everything else, the batches included, instead of before the first batch.
     // Counts only read: a transient error (a server restarting) is retried like a batch's.
-    let by_table = retry(|| conn.count_by_table_hold(full, &any_lapse));
+    // In a run they start once the counts the guardrail needs are in (sent then, or dropped on
+    // an error), so as not to slow the counts that the first batch waits for.
+    let (counted, counts_in) = futures::channel::oneshot::channel::<()>();
+    let counts_in = futures::FutureExt::shared(counts_in);
+    let after_counts = || {
+        let counts_in = counts_in.clone();
+        let run = ctx.mode == Mode::Run;
+        async move {
+            if run {
+                let _ = counts_in.await;
+            }
+        }
+    };
+    let by_table = {
+        let wait = after_counts();
+        async {
+            wait.await;
+            retry(|| conn.count_by_table_hold(full, &any_lapse)).await
+        }
+    };
+    let held_alone = {
+        let wait = after_counts();
+        async {
+            match held_alongside {
+                true => {
+                    wait.await;
+                    Some(retry(|| conn.count(full, &held_filter)).await)
+                }
+                false => None,
+            }
+        }
+    };
     let rest = async {
-        let counts = retry(|| conn.counts(full, &filters)).await?;
+        let counts = retry(|| conn.counts(full, &filters)).await;
+        let _ = counted.send(());
+        let counts = counts?;
         pr.rows_total = counts[0];
-        let dues = &counts[2..2 + stages.len()];
-        pr.held = if held_by_difference { counts[1].saturating_sub(dues[0]) } else { counts[1] };
+        let dues = &counts[dues_at..dues_at + stages.len()];
+        if let Some(i) = held_at {
+            pr.held = if held_by_difference { counts[i].saturating_sub(dues[0]) } else { counts[i] };
+        }
         for (s, &due) in stages.iter().zip(dues) {
             pr.rows_due += due;
             pr.stages.push(StageReport {
@@ -873,7 +920,7 @@ async fn enforce(
                 ..Default::default()
             });
         }
-        let by_file = &counts[2 + stages.len()..];
+        let by_file = &counts[files_at..];
         for (h, &n) in full.holds.file.iter().zip(by_file) {
             if n > 0 {
                 pr.held_by.insert(h.id.clone(), n);
@@ -1284,11 +1331,14 @@ async fn enforce(
         }
         anyhow::Ok(())
     };
-    let (by_table, rest) = futures::join!(by_table, rest);
+    let (by_table, held_alone, rest) = futures::join!(by_table, held_alone, rest);
     // Recorded even when the batches failed; their error comes first.
-    let held = by_table.map(|by| pr.held_by.extend(by));
+    let held_by = by_table.map(|by| pr.held_by.extend(by));
+    let held = held_alone.map(|n| n.map(|n| pr.held = n)).transpose();
     rest?;
-    Ok(held?)
+    held_by?;
+    held?;
+    Ok(())
 }
 
 /// Reconciles the write-ahead intents that interrupted runs left for this policy
