@@ -1012,7 +1012,6 @@ async fn enforce(
                 // Where the stage can, the batch is selected and destroyed by its own statements
                 // (`begin_next`); otherwise its candidates are read first (or were read ahead).
                 let to_verify = std::mem::take(&mut unverified);
-                let begun_here = fused;
                 let (cands, mut ids, outcome, left) = if fused {
                     let begun = match open.take() {
                         Some(b) => Ok(b),
@@ -1180,11 +1179,10 @@ async fn enforce(
                     break;
                 }
                 batches += 1;
-                // Candidates read short: no more are due. A batch that selected and destroyed its
-                // own rows tells only how many it destroyed, and the database may have kept some
-                // that it selected (a trigger that skips a row's deletion): the stage ends at the
-                // first batch that takes none.
-                let short = !begun_here && cands.len() < batch_size;
+                // Fewer rows than asked for: no more are due. (A batch that selected and destroyed
+                // its own rows and destroyed fewer than it asked for has checked that none are
+                // left before it commits: `Connector::begin_next`.)
+                let short = cands.len() < batch_size;
                 after = cands.last().map(|c| c.key.clone());
                 crate::progress::advance(cands.len() as u64);
                 let o = match outcome {

@@ -168,7 +168,9 @@ pub struct StageReport {
     pub destroyed: u64,
     /// Rows already in their anonymized form.
     pub unchanged: u64,
-    /// Rows that stopped matching between selection and destruction (e.g. a hold arrived).
+    /// Rows that were selected but not destroyed: they stopped matching between selection and
+    /// destruction (e.g. a hold arrived), or the database kept them (a trigger that skips the
+    /// deletion of a row).
     pub skipped_concurrently: u64,
     pub batches: u64,
 }

@@ -358,10 +358,12 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// due rows after `after` (at most `limit`, in key order) and runs the destroying
     /// statements on them in one open transaction, with [`Scope::destroy_filter`] in those
     /// statements. The returned [`Begun::finish`] completes the batch: makes the rows'
-    /// evidence ids with `id`, journals them, commits, and yields the batch in key order
-    /// (fewer than `limit`: nothing more was due), the ids and the outcome (indices into the
-    /// batch). Dropping `finish` unpolled rolls the batch back. Only called when
-    /// [`Connector::destroys_next`] says so.
+    /// evidence ids with `id` (or has made them while the statements ran), journals them,
+    /// commits, and yields the batch in key order (fewer than `limit`: nothing more was due;
+    /// a batch that destroyed fewer rows than it selected, e.g. because a trigger kept one,
+    /// rolls back with [`ConnectorError::Changed`] instead, so that the engine takes it by its
+    /// candidates), the ids and the outcome (indices into the batch). Dropping `finish`
+    /// unpolled rolls the batch back. Only called when [`Connector::destroys_next`] says so.
     async fn begin_next<'a>(
         &'a self,
         _scope: &'a Scope,

@@ -804,10 +804,10 @@ impl<'a> Builder<'a> {
 
     /// Deletes the next `limit` due rows after `after` (in key order) and returns their keys and
     /// subjects, like [`Builder::delete_range`], without a candidate query first: MariaDB
-    /// deletes in key order with `ORDER BY … LIMIT`; PostgreSQL and SQLite delete the key range
-    /// up to the last of the next `limit` due keys, found by a subquery of the same statement.
-    /// Either way every deleted row passed `destroy_filter` in the deleting statement itself.
-    /// Single-column keys only.
+    /// deletes in key order with `ORDER BY … LIMIT`; PostgreSQL deletes the key range up to the
+    /// last of the next `limit` due keys, found by a subquery of the same statement. Either way
+    /// every deleted row passed `destroy_filter` in the deleting statement itself. Single-column
+    /// keys only. (SQLite: [`Builder::select_next`], then [`Builder::delete_span`].)
     ///
     /// `bounds`: the first and last due key when the rows were counted. The scan starts at the
     /// first (MariaDB otherwise plans the first batch as a scan of the anchor's index and a
@@ -845,7 +845,9 @@ impl<'a> Builder<'a> {
     /// The next `limit` due keys and subjects after `after` (in key order, within `bounds` as
     /// in [`Builder::delete_next`]). SQLite's delete batch: read under the write lock taken by
     /// `BEGIN IMMEDIATE` (nothing can change them before the delete, [`Builder::delete_span`]),
-    /// so the evidence ids are computed while the rows are deleted. Single-column keys only.
+    /// so the evidence ids are computed while the rows are deleted. On a server, after a
+    /// `delete_next` that deleted fewer rows than it asked for: whether any row is still due.
+    /// Single-column keys only.
     pub fn select_next(&self, after: Option<&[Value]>, limit: usize, bounds: Option<&(Value, Value)>) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();

@@ -665,9 +665,9 @@ fn bounds_id(scope: &Scope, f: &Filter) -> String {
     format!("{}\n{}\n{f:?}", scope.policy, scope.table.name)
 }
 
-/// The evidence ids of a batch, computed on two threads for a large batch: this is the only
-/// work between the deletion and the journal insert of its transaction (in `finish`, while the
-/// next batch is begun on a server), and the database waits for it.
+/// The evidence ids of a batch, computed on two threads for a large batch: work between the
+/// deletion and the journal insert of its transaction, which the database waits for unless it
+/// runs while a statement of the batch does (`meanwhile`: SQLite's delete, every update).
 fn evidence_ids(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
     if batch.len() < 2048 {
         return batch.iter().map(id).collect();
@@ -681,9 +681,19 @@ fn evidence_ids(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
     })
 }
 
+/// Whether `f` selects every row (of this shard): the report's total.
+fn counts_everything(f: &Filter) -> bool {
+    match f {
+        Filter::True => true,
+        Filter::All(parts) => parts.iter().all(|p| matches!(p, Filter::True | Filter::KeyShard { .. })),
+        _ => false,
+    }
+}
+
 /// Runs `work` on this thread while `statement` runs in the database (or on a SQLite
 /// connection's worker thread): the statement is polled once, which sends it, then `work`
-/// runs, then the statement is awaited.
+/// runs, then the statement is awaited. (On a server, a statement not yet prepared on the
+/// connection sends only its preparation on that first poll: then `work` overlaps less.)
 async fn meanwhile<F: std::future::Future, T>(statement: F, work: impl FnOnce() -> T) -> (F::Output, T) {
     let mut statement = std::pin::pin!(statement);
     let early = futures::poll!(statement.as_mut());
@@ -1230,11 +1240,10 @@ impl crate::connector::Connector for SqlConnector {
             ))
         };
         let alone: Vec<usize> = if plain.len() < 2 { (0..filters.len()).collect() } else { joined };
-        let due = &bounds_id(scope, &scope.destroy_filter());
         let each = futures::future::try_join_all(alone.iter().map(|&i| async move {
-            // Only the batches' own filter needs its key range (a `MIN`/`MAX` beside `COUNT(*)`
-            // makes SQLite scan the whole table for the total instead of counting an index).
-            if !int_key(scope) || bounds_id(scope, &filters[i]) != *due {
+            // The total needs no key range (a `MIN`/`MAX` beside `COUNT(*)` makes SQLite scan
+            // the whole table instead of counting an index); any other count may be a stage's.
+            if !int_key(scope) || counts_everything(&filters[i]) {
                 return self.count(scope, &filters[i]).await;
             }
             // With the key range of what it counts (see `begin_next`), at no extra cost.
@@ -1396,7 +1405,23 @@ impl crate::connector::Connector for SqlConnector {
             drop(rows);
             batch.sort_by_key(|c| match c.key[0] { Value::Int(i) => i, _ => i64::MIN });
             let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
+            // Fewer rows deleted than asked for: the end of the due rows, unless the database
+            // kept some it was asked to delete (a trigger that skips a row's deletion) or rows
+            // changed meanwhile. Which, this statement cannot tell (it returns what it deleted,
+            // not what it selected): if any row is still due after the batch's start, the batch
+            // rolls back (`Changed`) and the engine takes it by its candidates, which account
+            // for every row they read. Otherwise the stage ends here.
+            let unsure = if taken < limit {
+                let read = b.select_next(after, 1, bounds.as_ref());
+                !bound!(read).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?.is_empty()
+            } else {
+                false
+            };
             let finish = Box::pin(async move {
+                if unsure {
+                    tx.rollback().await.map_err(db_err(&ctx))?;
+                    return Err(ConnectorError::Changed { context: ctx });
+                }
                 let ids = evidence_ids(&batch, id);
                 if !batch.is_empty() {
                     let all: Vec<usize> = (0..batch.len()).collect();
