@@ -173,6 +173,13 @@ macro_rules! bound {
 /// Decodes column `i` of a row into a [`Value`] according to the type the database reports.
 trait DecodeRow {
     fn value(&self, i: usize) -> Result<Value, sqlx::Error>;
+
+    /// A row of a single-column key, then the subject if the scope has one.
+    fn candidate(&self, with_subject: bool) -> Result<Candidate, sqlx::Error> {
+        let key = self.value(0)?;
+        let subject = if with_subject { Some(self.value(1)?) } else { None };
+        Ok(Candidate { key: vec![key], subject })
+    }
 }
 
 fn unknown_type(name: &str) -> sqlx::Error {
@@ -904,12 +911,11 @@ impl SqlConnector {
         let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
         let read = b.select_next(after, limit, bounds.as_ref());
         let rows = bound!(read).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-        let mut batch = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let key = row.value(0).map_err(db_err(&ctx))?;
-            let subject = if scope.subject.is_some() { Some(row.value(1).map_err(db_err(&ctx))?) } else { None };
-            batch.push(Candidate { key: vec![key], subject });
-        }
+        let batch: Vec<Candidate> = rows
+            .iter()
+            .map(|r| r.candidate(scope.subject.is_some()))
+            .collect::<Result<_, _>>()
+            .map_err(db_err(&ctx))?;
         drop(rows);
         let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
         let (deleted, ids) = match (batch.first(), batch.last()) {
@@ -1396,12 +1402,8 @@ impl crate::connector::Connector for SqlConnector {
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
             let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-            let mut batch = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let key = row.value(0).map_err(db_err(&ctx))?;
-                let subject = if scope.subject.is_some() { Some(row.value(1).map_err(db_err(&ctx))?) } else { None };
-                batch.push(Candidate { key: vec![key], subject });
-            }
+            let mut batch: Vec<Candidate> =
+                rows.iter().map(|r| r.candidate(scope.subject.is_some())).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
             drop(rows);
             batch.sort_by_key(|c| match c.key[0] { Value::Int(i) => i, _ => i64::MIN });
             let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
