@@ -180,6 +180,20 @@ trait DecodeRow {
         let subject = if with_subject { Some(self.value(1)?) } else { None };
         Ok(Candidate { key: vec![key], subject })
     }
+
+    /// A row of [`Builder::select_next_packed`] (SQLite only): `None` when its lists cannot
+    /// give the batch back exactly (a key or subject that is not an integer).
+    fn packed(&self, _with_subject: bool) -> Result<Option<Packed>, sqlx::Error> {
+        Ok(None)
+    }
+}
+
+/// A batch read as one row by [`Builder::select_next_packed`].
+struct Packed {
+    /// In key order.
+    batch: Vec<Candidate>,
+    /// The table has triggers: the batch is destroyed by statements that test the filter again.
+    triggers: bool,
 }
 
 fn unknown_type(name: &str) -> sqlx::Error {
@@ -257,6 +271,12 @@ impl DecodeRow for SqliteRow {
             "BLOB" => Value::Bytes(self.try_get_unchecked(i)?),
             _ => Value::Text(self.try_get_unchecked(i)?),
         })
+    }
+
+    fn packed(&self, with_subject: bool) -> Result<Option<Packed>, sqlx::Error> {
+        let Some(batch) = unpack(self, with_subject)? else { return Ok(None) };
+        let triggers = self.try_get::<i64, _>(4)? > 0;
+        Ok(Some(Packed { batch, triggers }))
     }
 }
 
@@ -675,6 +695,56 @@ fn bounds_id(scope: &Scope, f: &Filter) -> String {
 /// The evidence ids of a batch, computed on two threads for a large batch: work between the
 /// deletion and the journal insert of its transaction, which the database waits for unless it
 /// runs while a statement of the batch does (`meanwhile`: SQLite's delete, every update).
+/// The integer keys of a batch read by [`Builder::select_next_packed`].
+fn int_keys(batch: &[Candidate]) -> Vec<i64> {
+    batch
+        .iter()
+        .filter_map(|c| match c.key[0] {
+            Value::Int(k) => Some(k),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The batch of a [`Builder::select_next_packed`] row, in key order; `None` when a key or
+/// subject is not an integer (the lists would not give it back exactly).
+fn unpack(row: &SqliteRow, with_subject: bool) -> Result<Option<Vec<Candidate>>, sqlx::Error> {
+    let n: i64 = row.try_get(0)?;
+    let not_int: i64 = row.try_get(1)?;
+    if not_int != 0 {
+        return Ok(None);
+    }
+    let list = |i: usize| -> Result<Option<Vec<i64>>, sqlx::Error> {
+        let text: Option<String> = row.try_get(i)?;
+        Ok(text.unwrap_or_default().split(',').filter(|v| !v.is_empty()).map(|v| v.parse().ok()).collect())
+    };
+    let Some(keys) = list(2)? else { return Ok(None) };
+    let subjects = match with_subject {
+        true => match list(3)? {
+            Some(s) => Some(s),
+            None => return Ok(None),
+        },
+        false => None,
+    };
+    if keys.len() as i64 != n || subjects.as_ref().is_some_and(|s| s.len() != keys.len()) {
+        return Ok(None);
+    }
+    let mut batch: Vec<Candidate> = match subjects {
+        Some(s) => keys
+            .into_iter()
+            .zip(s)
+            .map(|(k, s)| Candidate { key: vec![Value::Int(k)], subject: Some(Value::Int(s)) })
+            .collect(),
+        None => keys.into_iter().map(|k| Candidate { key: vec![Value::Int(k)], subject: None }).collect(),
+    };
+    // `group_concat` follows the rows' order in practice, which SQLite does not promise.
+    batch.sort_unstable_by_key(|c| match c.key[0] {
+        Value::Int(k) => k,
+        _ => unreachable!("unpacked keys are integers"),
+    });
+    Ok(Some(batch))
+}
+
 fn evidence_ids(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
     if batch.len() < 2048 {
         return batch.iter().map(id).collect();
@@ -803,8 +873,43 @@ impl SqlConnector {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
             // The batch's rows, what becomes of each, and the update with the count of rows it
             // must change.
+            // The batch's rows, what becomes of each, and either the update with the count of
+            // rows it must change or, when the update already ran, the evidence ids.
             let mut prepared = None;
-            if in_place {
+            // SQLite, integer keys (and subjects): the batch comes as one row of lists
+            // (`Builder::select_next_packed`, under the write lock), and is updated at once by
+            // its keys, with the guards in the update instead of the read; the evidence ids are
+            // hashed meanwhile. A row the guards leave out (a value only Rust computes exactly)
+            // rolls the update back to its savepoint, and the batch goes by the path below, in
+            // the same transaction.
+            // (Keys or subjects that are not integers after all: read row by row below.)
+            let mut row_wise = in_place;
+            if in_place && self.packs(scope) {
+                let read = b.select_next_packed(after, limit, bounds.as_ref());
+                let row = bound!(read).fetch_one(&mut *tx).await.map_err(db_err(&ctx))?;
+                if let Some(Packed { batch, triggers }) = row.packed(ns == 1).map_err(db_err(&ctx))? {
+                    row_wise = false;
+                    let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
+                    if batch.is_empty() {
+                        prepared = Some((batch, outcome, None, 0, None));
+                    } else {
+                        sqlx::query("SAVEPOINT lapse_in_place").execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                        let upd = b.update_listed(cols, &int_keys(&batch), triggers);
+                        let (r, ids) = meanwhile(bound!(upd).execute(&mut *tx), || evidence_ids(&batch, id)).await;
+                        if r.map_err(db_err(&ctx))?.rows_affected() == batch.len() as u64 {
+                            sqlx::query("RELEASE lapse_in_place").execute(&mut *tx).await.map_err(db_err(&ctx))?;
+                            prepared = Some((batch, outcome, None, 0, Some(ids)));
+                        } else {
+                            sqlx::query("ROLLBACK TO lapse_in_place; RELEASE lapse_in_place")
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err(&ctx))?;
+                            tracing::debug!(table = %scope.table.name, "a value of the batch is anonymized in lapse, not in the database");
+                        }
+                    }
+                }
+            }
+            if row_wise {
                 // The database computes the new values itself: the batch's keys are read and
                 // locked, then one `UPDATE` writes them. A row with a value only Rust computes
                 // exactly (the guard's 0) sends the batch to the path below, in the same
@@ -830,12 +935,12 @@ impl SqlConnector {
                         .then(|| b.update_in_place(cols, &batch[0].key, &batch[batch.len() - 1].key));
                     let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
                     let expected = batch.len();
-                    prepared = Some((batch, outcome, upd, expected));
+                    prepared = Some((batch, outcome, upd, expected, None));
                 } else {
                     tracing::debug!(table = %scope.table.name, "a value of the batch is anonymized in lapse, not in the database");
                 }
             }
-            let (batch, outcome, upd, expected) = match prepared {
+            let (batch, outcome, upd, expected, done) = match prepared {
                 Some(p) => p,
                 None => {
                     let lock = b.lock_next(after, limit, bounds.as_ref(), &work_cols);
@@ -859,24 +964,25 @@ impl SqlConnector {
                     let upd = (!rows.is_empty()).then(|| {
                         b.update(&work_cols, &rows, Some(Rows::Range(&batch[0].key, &batch[batch.len() - 1].key)))
                     });
-                    (batch, outcome, upd, rows.len())
+                    (batch, outcome, upd, rows.len(), None)
                 }
             };
             let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
             let finish = Box::pin(async move {
-                let (ids, upd) = match upd {
+                let (ids, updated) = match (done, upd) {
+                    (Some(ids), _) => (ids, !batch.is_empty()),
                     // The evidence ids are computed while the update runs.
-                    Some(upd) => {
+                    (None, Some(upd)) => {
                         let (r, ids) = meanwhile(bound!(upd).execute(&mut *tx), || evidence_ids(&batch, id)).await;
-                        (ids, Some(r.map_err(db_err(&ctx))?))
+                        if r.map_err(db_err(&ctx))?.rows_affected() != expected as u64 {
+                            tx.rollback().await.map_err(db_err(&ctx))?;
+                            return Err(ConnectorError::Changed { context: ctx });
+                        }
+                        (ids, true)
                     }
-                    None => (evidence_ids(&batch, id), None),
+                    (None, None) => (evidence_ids(&batch, id), false),
                 };
-                if let Some(r) = upd {
-                    if r.rows_affected() != expected as u64 {
-                        tx.rollback().await.map_err(db_err(&ctx))?;
-                        return Err(ConnectorError::Changed { context: ctx });
-                    }
+                if updated {
                     let ins = journal_sql(&b, per_record, &journal, &ids, &outcome.destroyed);
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                 }
@@ -887,11 +993,22 @@ impl SqlConnector {
         })
     }
 
+    /// Whether a batch of `scope` is read as one row ([`Builder::select_next_packed`]): SQLite,
+    /// a single-column integer key, and an integer subject or none.
+    fn packs(&self, scope: &Scope) -> bool {
+        self.dialect == Dialect::Sqlite
+            && int_key(scope)
+            && scope.subject.as_ref().is_none_or(|s| scope.table.kind(s) == crate::connector::ColumnKind::Int)
+    }
+
     /// `Connector::begin_next` for a SQLite delete. SQLite has one writer, and `BEGIN
-    /// IMMEDIATE` makes this batch that writer until it commits, so the batch is read first
-    /// (`Builder::select_next`), then its key range is deleted with the same filter
-    /// (`Builder::delete_span`) while the evidence ids are computed here, on this thread, as
-    /// the connection's worker thread deletes. The count deleted must be the count read (else
+    /// IMMEDIATE` makes this batch that writer until it commits, so the batch is read first,
+    /// then deleted while the evidence ids are computed here, on this thread, as the
+    /// connection's worker thread deletes. Integer keys and subjects: read as one row of lists
+    /// (`Builder::select_next_packed`) and deleted by their keys (`Builder::delete_listed`),
+    /// which tests the filter again only on a table with triggers (nothing else can change what
+    /// is due under the write lock). Otherwise read row by row (`Builder::select_next`) and
+    /// the key range deleted with the filter (`Builder::delete_span`). The count deleted must be the count read (else
     /// `finish` rolls back: `ConnectorError::Changed`). A single `DELETE … RETURNING` (the
     /// servers' form) tests the filter twice per row, and SQLite returns its rows only once it
     /// has deleted them all, so the hashing could only follow it.
@@ -909,18 +1026,37 @@ impl SqlConnector {
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let bounds = self.bounds_of(scope);
         let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
-        let read = b.select_next(after, limit, bounds.as_ref());
-        let rows = bound!(read).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-        let batch: Vec<Candidate> = rows
-            .iter()
-            .map(|r| r.candidate(scope.subject.is_some()))
-            .collect::<Result<_, _>>()
-            .map_err(db_err(&ctx))?;
-        drop(rows);
+        // Integer keys and subjects come as one row of lists; anything else (or a list that
+        // holds another type after all) row by row.
+        let (mut batch, mut triggers) = (None, false);
+        if self.packs(scope) {
+            let read = b.select_next_packed(after, limit, bounds.as_ref());
+            let row = bound!(read).fetch_one(&mut *tx).await.map_err(db_err(&ctx))?;
+            if let Some(p) = row.packed(scope.subject.is_some()).map_err(db_err(&ctx))? {
+                (batch, triggers) = (Some(p.batch), p.triggers);
+            }
+        }
+        // Read as integers under the write lock: the batch is deleted by its keys, and (where
+        // no trigger can change anything as a row is deleted) without testing the filter again.
+        let listed = batch.is_some();
+        let batch: Vec<Candidate> = match batch {
+            Some(batch) => batch,
+            None => {
+                let read = b.select_next(after, limit, bounds.as_ref());
+                let rows = bound!(read).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+                rows.iter()
+                    .map(|r| r.candidate(scope.subject.is_some()))
+                    .collect::<Result<_, _>>()
+                    .map_err(db_err(&ctx))?
+            }
+        };
         let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
         let (deleted, ids) = match (batch.first(), batch.last()) {
             (Some(first), Some(last)) => {
-                let del = b.delete_span(&first.key, &last.key);
+                let del = match listed {
+                    true => b.delete_listed(&int_keys(&batch), triggers),
+                    false => b.delete_span(&first.key, &last.key),
+                };
                 let (deleted, ids) = meanwhile(bound!(del).execute(&mut *tx), || evidence_ids(&batch, id)).await;
                 (deleted.map_err(db_err(&ctx))?.rows_affected(), ids)
             }
