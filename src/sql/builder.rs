@@ -814,10 +814,31 @@ impl<'a> Builder<'a> {
     /// sort) and stops at the last (the last batch does not read on to the end of the table);
     /// a row that became due beyond them is left for the next run.
     pub fn delete_next(&self, after: Option<&[Value]>, limit: usize, bounds: Option<&(Value, Value)>) -> Sql {
+        self.delete_next_as(after, limit, bounds, false)
+    }
+
+    /// [`Builder::delete_next`] on PostgreSQL, returning one row: the count of rows deleted,
+    /// their keys and their subjects (or NULL) as `bigint[]` (`array_agg` over the `DELETE …
+    /// RETURNING`). Integer keys and subjects only: a driver hands a row over at a cost of its
+    /// own, and arrays of integers give every value back exactly (NULL included).
+    pub fn delete_next_packed(&self, after: Option<&[Value]>, limit: usize, bounds: Option<&(Value, Value)>) -> Sql {
+        self.delete_next_as(after, limit, bounds, true)
+    }
+
+    fn delete_next_as(
+        &self,
+        after: Option<&[Value]>,
+        limit: usize,
+        bounds: Option<&(Value, Value)>,
+        packed: bool,
+    ) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         let key = self.col(&t, &self.scope.key[0]);
         let destroy = self.scope.destroy_filter();
+        if packed {
+            sql.push("WITH d AS (");
+        }
         sql.push(&format!("DELETE FROM {t} WHERE "));
         if self.d == Dialect::MySql {
             self.next_rows(&mut sql, &t, after, bounds);
@@ -838,7 +859,18 @@ impl<'a> Builder<'a> {
         if self.d == Dialect::MySql {
             sql.push(&format!(" ORDER BY {key} LIMIT {limit}"));
         }
-        sql.push(&format!(" RETURNING {}", self.key_and_subject(&t).join(", ")));
+        let returned = self.key_and_subject(&t);
+        if packed {
+            let subjects = match returned.get(1) {
+                Some(s) => format!(", {s} AS s"),
+                None => ", NULL::bigint AS s".into(),
+            };
+            sql.push(&format!(
+                " RETURNING {key} AS k{subjects}) SELECT COUNT(*), array_agg(d.k::bigint), array_agg(d.s::bigint) FROM d"
+            ));
+        } else {
+            sql.push(&format!(" RETURNING {}", returned.join(", ")));
+        }
         sql
     }
 

@@ -186,6 +186,11 @@ trait DecodeRow {
     fn packed(&self, _with_subject: bool) -> Result<Option<Packed>, sqlx::Error> {
         Ok(None)
     }
+
+    /// The row of [`Builder::delete_next_packed`] (PostgreSQL only): the rows it deleted.
+    fn arrays(&self, _with_subject: bool) -> Result<Vec<Candidate>, sqlx::Error> {
+        Err(sqlx::Error::Protocol("a batch as arrays is PostgreSQL's".into()))
+    }
 }
 
 /// A batch read as one row by [`Builder::select_next_packed`].
@@ -201,6 +206,21 @@ fn unknown_type(name: &str) -> sqlx::Error {
 }
 
 impl DecodeRow for PgRow {
+    fn arrays(&self, with_subject: bool) -> Result<Vec<Candidate>, sqlx::Error> {
+        let n: i64 = self.try_get(0)?;
+        let keys: Vec<i64> = self.try_get::<Option<Vec<i64>>, _>(1)?.unwrap_or_default();
+        let subjects: Vec<Option<i64>> = self.try_get::<Option<Vec<Option<i64>>>, _>(2)?.unwrap_or_default();
+        if keys.len() as i64 != n || subjects.len() != keys.len() {
+            return Err(sqlx::Error::Protocol(format!("{n} rows deleted, {} keys returned", keys.len())));
+        }
+        let subject = |s: Option<i64>| with_subject.then(|| s.map_or(Value::Null, Value::Int));
+        Ok(keys
+            .into_iter()
+            .zip(subjects)
+            .map(|(k, s)| Candidate { key: vec![Value::Int(k)], subject: subject(s) })
+            .collect())
+    }
+
     fn value(&self, i: usize) -> Result<Value, sqlx::Error> {
         if self.try_get_raw(i)?.is_null() {
             return Ok(Value::Null);
@@ -996,8 +1016,12 @@ impl SqlConnector {
     /// Whether a batch of `scope` is read as one row ([`Builder::select_next_packed`]): SQLite,
     /// a single-column integer key, and an integer subject or none.
     fn packs(&self, scope: &Scope) -> bool {
-        self.dialect == Dialect::Sqlite
-            && int_key(scope)
+        self.dialect == Dialect::Sqlite && self.int_subject(scope)
+    }
+
+    /// A single-column integer key, and an integer subject or none.
+    fn int_subject(&self, scope: &Scope) -> bool {
+        int_key(scope)
             && scope.subject.as_ref().is_none_or(|s| scope.table.kind(s) == crate::connector::ColumnKind::Int)
     }
 
@@ -1534,12 +1558,19 @@ impl crate::connector::Connector for SqlConnector {
         let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let bounds = self.bounds_of(scope);
-        let del = b.delete_next(after, limit, bounds.as_ref());
+        // PostgreSQL, integer keys and subjects: the deleted rows come back as one row of arrays.
+        let packed = self.dialect == Dialect::Postgres && self.int_subject(scope);
+        let del = match packed {
+            true => b.delete_next_packed(after, limit, bounds.as_ref()),
+            false => b.delete_next(after, limit, bounds.as_ref()),
+        };
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
             let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-            let mut batch: Vec<Candidate> =
-                rows.iter().map(|r| r.candidate(scope.subject.is_some())).collect::<Result<_, _>>().map_err(db_err(&ctx))?;
+            let mut batch: Vec<Candidate> = match packed {
+                true => rows.first().map(|r| r.arrays(scope.subject.is_some())).transpose().map_err(db_err(&ctx))?.unwrap_or_default(),
+                false => rows.iter().map(|r| r.candidate(scope.subject.is_some())).collect::<Result<_, _>>().map_err(db_err(&ctx))?,
+            };
             drop(rows);
             batch.sort_by_key(|c| match c.key[0] { Value::Int(i) => i, _ => i64::MIN });
             let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
