@@ -807,7 +807,8 @@ impl<'a> Builder<'a> {
     /// deletes in key order with `ORDER BY … LIMIT`; PostgreSQL deletes the key range up to the
     /// last of the next `limit` due keys, found by a subquery of the same statement. Either way
     /// every deleted row passed `destroy_filter` in the deleting statement itself. Single-column
-    /// keys only. (SQLite: [`Builder::select_next`], then [`Builder::delete_span`].)
+    /// keys only. (SQLite: [`Builder::select_next_packed`], then [`Builder::delete_listed`];
+    /// other keys [`Builder::select_next`], then [`Builder::delete_span`].)
     ///
     /// `bounds`: the first and last due key when the rows were counted. The scan starts at the
     /// first (MariaDB otherwise plans the first batch as a scan of the anchor's index and a
@@ -896,8 +897,7 @@ impl<'a> Builder<'a> {
     /// lists (`group_concat`). A driver hands a row over at a cost several times that of the
     /// statement finding it: one row instead of thousands makes the read a third. The lists
     /// are exact only for integers, hence the count of other values (the caller reads the batch
-    /// row by row again if it is not 0). Last, the number of triggers on the table (see
-    /// [`Builder::delete_listed`]). Single-column integer keys; an integer subject.
+    /// row by row again if it is not 0). Single-column integer keys; an integer subject.
     pub fn select_next_packed(&self, after: Option<&[Value]>, limit: usize, bounds: Option<&(Value, Value)>) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
@@ -911,10 +911,9 @@ impl<'a> Builder<'a> {
             [k, s] => format!("{k} AS k, {s} AS s"),
             _ => format!("{key} AS k"),
         };
-        sql.push(&format!("SELECT COUNT(*), COALESCE(SUM({not_int}), 0), {lists}, "));
-        sql.push("(SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ");
-        sql.bind(Value::Text(self.scope.table.name.clone()));
-        sql.push(&format!(" COLLATE NOCASE) FROM (SELECT {aliased} FROM {t} WHERE "));
+        sql.push(&format!(
+            "SELECT COUNT(*), COALESCE(SUM({not_int}), 0), {lists} FROM (SELECT {aliased} FROM {t} WHERE "
+        ));
         self.next_rows(&mut sql, &t, after, bounds);
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         sql.push(&format!(" ORDER BY {key} LIMIT {limit}) b"));
@@ -923,15 +922,15 @@ impl<'a> Builder<'a> {
 
     /// Deletes the rows whose integer key is in `keys` (SQLite, one parameter: a JSON array read
     /// by `json_each`), for a batch that [`Builder::select_next_packed`] read in the same
-    /// `BEGIN IMMEDIATE` transaction. Nothing else can have changed which of them are due, so
-    /// `destroy_filter` is tested again only when `refilter` (a table with triggers, which may
-    /// change it as the statement goes). Testing it again cost as much as the deletion itself
-    /// (16 against 8 ms per 5,000 rows).
-    pub fn delete_listed(&self, keys: &[i64], refilter: bool) -> Sql {
+    /// `BEGIN IMMEDIATE` transaction: nothing else can have changed which of them are due, so
+    /// `destroy_filter` is not tested again (that cost as much as the deletion itself: 16
+    /// against 8 ms per 5,000 rows). A row the database keeps (a trigger's `RAISE(IGNORE)`)
+    /// shows in the count, which the caller compares with the batch's.
+    pub fn delete_listed(&self, keys: &[i64]) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         sql.push(&format!("DELETE FROM {t}"));
-        self.listed(&mut sql, &t, keys, refilter);
+        self.listed(&mut sql, &t, keys);
         sql
     }
 
@@ -1412,14 +1411,14 @@ impl<'a> Builder<'a> {
     /// [`Builder::update_in_place`] of the rows whose integer key is in `keys` and whose values
     /// the guards admit (those of [`Builder::next_in_place`], tested here instead of in the
     /// read), without testing `destroy_filter` again (SQLite; as [`Builder::delete_listed`],
-    /// for a batch [`Builder::select_next_packed`] read in the same transaction, on a table
-    /// without triggers). The caller compares the count with the batch's: a row left out has a
-    /// value only Rust computes exactly.
-    pub fn update_listed(&self, cols: &[(String, Strategy)], keys: &[i64], refilter: bool) -> Sql {
+    /// for a batch [`Builder::select_next_packed`] read in the same transaction). The caller
+    /// compares the count with the batch's: a row left out has a value only Rust computes
+    /// exactly (or the database kept it).
+    pub fn update_listed(&self, cols: &[(String, Strategy)], keys: &[i64]) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         self.set_in_place(&mut sql, cols);
-        self.listed(&mut sql, &t, keys, refilter);
+        self.listed(&mut sql, &t, keys);
         let guards = self.guards(cols);
         if !guards.is_empty() {
             sql.push(" AND ");
@@ -1442,10 +1441,8 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// ` WHERE key IN (…)`: the integer keys `keys` as one bound JSON array (`json_each`), and
-    /// `destroy_filter` again when `refilter` (the table has triggers, which may change what is
-    /// due as the statement goes).
-    fn listed(&self, sql: &mut Sql, qual: &str, keys: &[i64], refilter: bool) {
+    /// ` WHERE key IN (…)`: the integer keys `keys` as one bound JSON array (`json_each`).
+    fn listed(&self, sql: &mut Sql, qual: &str, keys: &[i64]) {
         let key = self.col(qual, &self.scope.key[0]);
         let mut list = String::with_capacity(keys.len() * 8 + 2);
         list.push('[');
@@ -1459,10 +1456,6 @@ impl<'a> Builder<'a> {
         sql.push(&format!(" WHERE {key} IN (SELECT value FROM json_each("));
         sql.bind(Value::Text(list));
         sql.push("))");
-        if refilter {
-            sql.push(" AND ");
-            self.filter(sql, &self.scope.destroy_filter(), qual);
-        }
     }
 
     // ---- journal ------------------------------------------------------------------------------

@@ -197,8 +197,8 @@ trait DecodeRow {
 struct Packed {
     /// In key order.
     batch: Vec<Candidate>,
-    /// The table has triggers: the batch is destroyed by statements that test the filter again.
-    triggers: bool,
+    /// The batch's keys, in the same order.
+    keys: Vec<i64>,
 }
 
 fn unknown_type(name: &str) -> sqlx::Error {
@@ -210,8 +210,12 @@ impl DecodeRow for PgRow {
         let n: i64 = self.try_get(0)?;
         let keys: Vec<i64> = self.try_get::<Option<Vec<i64>>, _>(1)?.unwrap_or_default();
         let subjects: Vec<Option<i64>> = self.try_get::<Option<Vec<Option<i64>>>, _>(2)?.unwrap_or_default();
-        if keys.len() as i64 != n || subjects.len() != keys.len() {
-            return Err(sqlx::Error::Protocol(format!("{n} rows deleted, {} keys returned", keys.len())));
+        if keys.len() as i64 != n || subjects.len() as i64 != n {
+            return Err(sqlx::Error::Protocol(format!(
+                "{n} rows deleted, {} keys and {} subjects returned",
+                keys.len(),
+                subjects.len()
+            )));
         }
         let subject = |s: Option<i64>| with_subject.then(|| s.map_or(Value::Null, Value::Int));
         Ok(keys
@@ -294,9 +298,7 @@ impl DecodeRow for SqliteRow {
     }
 
     fn packed(&self, with_subject: bool) -> Result<Option<Packed>, sqlx::Error> {
-        let Some(batch) = unpack(self, with_subject)? else { return Ok(None) };
-        let triggers = self.try_get::<i64, _>(4)? > 0;
-        Ok(Some(Packed { batch, triggers }))
+        unpack(self, with_subject)
     }
 }
 
@@ -712,23 +714,9 @@ fn bounds_id(scope: &Scope, f: &Filter) -> String {
     format!("{}\n{}\n{f:?}", scope.policy, scope.table.name)
 }
 
-/// The evidence ids of a batch, computed on two threads for a large batch: work between the
-/// deletion and the journal insert of its transaction, which the database waits for unless it
-/// runs while a statement of the batch does (`meanwhile`: SQLite's delete, every update).
-/// The integer keys of a batch read by [`Builder::select_next_packed`].
-fn int_keys(batch: &[Candidate]) -> Vec<i64> {
-    batch
-        .iter()
-        .filter_map(|c| match c.key[0] {
-            Value::Int(k) => Some(k),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The batch of a [`Builder::select_next_packed`] row, in key order; `None` when a key or
 /// subject is not an integer (the lists would not give it back exactly).
-fn unpack(row: &SqliteRow, with_subject: bool) -> Result<Option<Vec<Candidate>>, sqlx::Error> {
+fn unpack(row: &SqliteRow, with_subject: bool) -> Result<Option<Packed>, sqlx::Error> {
     let n: i64 = row.try_get(0)?;
     let not_int: i64 = row.try_get(1)?;
     if not_int != 0 {
@@ -749,22 +737,20 @@ fn unpack(row: &SqliteRow, with_subject: bool) -> Result<Option<Vec<Candidate>>,
     if keys.len() as i64 != n || subjects.as_ref().is_some_and(|s| s.len() != keys.len()) {
         return Ok(None);
     }
-    let mut batch: Vec<Candidate> = match subjects {
-        Some(s) => keys
-            .into_iter()
-            .zip(s)
-            .map(|(k, s)| Candidate { key: vec![Value::Int(k)], subject: Some(Value::Int(s)) })
-            .collect(),
-        None => keys.into_iter().map(|k| Candidate { key: vec![Value::Int(k)], subject: None }).collect(),
+    let mut pairs: Vec<(i64, Option<i64>)> = match subjects {
+        Some(s) => keys.into_iter().zip(s.into_iter().map(Some)).collect(),
+        None => keys.into_iter().map(|k| (k, None)).collect(),
     };
     // `group_concat` follows the rows' order in practice, which SQLite does not promise.
-    batch.sort_unstable_by_key(|c| match c.key[0] {
-        Value::Int(k) => k,
-        _ => unreachable!("unpacked keys are integers"),
-    });
-    Ok(Some(batch))
+    pairs.sort_unstable_by_key(|&(k, _)| k);
+    let batch =
+        pairs.iter().map(|&(k, s)| Candidate { key: vec![Value::Int(k)], subject: s.map(Value::Int) }).collect();
+    Ok(Some(Packed { batch, keys: pairs.into_iter().map(|(k, _)| k).collect() }))
 }
 
+/// The evidence ids of a batch, computed on two threads for a large batch: work between the
+/// deletion and the journal insert of its transaction, which the database waits for unless it
+/// runs while a statement of the batch does (`meanwhile`: SQLite's delete, every update).
 fn evidence_ids(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
     if batch.len() < 2048 {
         return batch.iter().map(id).collect();
@@ -825,6 +811,11 @@ fn int_key(scope: &Scope) -> bool {
     scope.key.len() == 1 && scope.table.kind(&scope.key[0]) == crate::connector::ColumnKind::Int
 }
 
+/// A single-column integer key, and an integer subject or none.
+fn int_key_and_subject(scope: &Scope) -> bool {
+    int_key(scope) && scope.subject.as_ref().is_none_or(|s| scope.table.kind(s) == crate::connector::ColumnKind::Int)
+}
+
 /// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
 /// `destroyed`, stamped with the time it is written (just before the commit).
 fn journal_sql(b: &Builder, per_record: bool, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize]) -> Sql {
@@ -871,7 +862,9 @@ impl SqlConnector {
     /// `Strategy::apply`, see `Builder::in_place`; else here); `finish` updates them (the same
     /// filter in the `UPDATE`: a row that became held since it was locked is not updated, the
     /// batch is rolled back, and the engine takes it again by its candidates), journals and
-    /// commits.
+    /// commits. SQLite with integer keys and subjects: the batch is read as one row of lists
+    /// and updated in place by its keys here, under the write lock (no filter again: nothing
+    /// else can change what is due), and `finish` journals and commits.
     async fn anonymize_next<'a>(
         &'a self,
         scope: &'a Scope,
@@ -891,8 +884,6 @@ impl SqlConnector {
         let in_place = b.in_place(cols);
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
-            // The batch's rows, what becomes of each, and the update with the count of rows it
-            // must change.
             // The batch's rows, what becomes of each, and either the update with the count of
             // rows it must change or, when the update already ran, the evidence ids.
             let mut prepared = None;
@@ -907,14 +898,14 @@ impl SqlConnector {
             if in_place && self.packs(scope) {
                 let read = b.select_next_packed(after, limit, bounds.as_ref());
                 let row = bound!(read).fetch_one(&mut *tx).await.map_err(db_err(&ctx))?;
-                if let Some(Packed { batch, triggers }) = row.packed(ns == 1).map_err(db_err(&ctx))? {
+                if let Some(Packed { batch, keys }) = row.packed(ns == 1).map_err(db_err(&ctx))? {
                     row_wise = false;
                     let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
                     if batch.is_empty() {
                         prepared = Some((batch, outcome, None, 0, None));
                     } else {
                         sqlx::query("SAVEPOINT lapse_in_place").execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                        let upd = b.update_listed(cols, &int_keys(&batch), triggers);
+                        let upd = b.update_listed(cols, &keys);
                         let (r, ids) = meanwhile(bound!(upd).execute(&mut *tx), || evidence_ids(&batch, id)).await;
                         if r.map_err(db_err(&ctx))?.rows_affected() == batch.len() as u64 {
                             sqlx::query("RELEASE lapse_in_place").execute(&mut *tx).await.map_err(db_err(&ctx))?;
@@ -924,7 +915,7 @@ impl SqlConnector {
                                 .execute(&mut *tx)
                                 .await
                                 .map_err(db_err(&ctx))?;
-                            tracing::debug!(table = %scope.table.name, "a value of the batch is anonymized in lapse, not in the database");
+                            tracing::debug!(table = %scope.table.name, "the in-place update left rows out (a value only lapse computes exactly): a value of the batch is anonymized in lapse, not in the database");
                         }
                     }
                 }
@@ -1016,13 +1007,7 @@ impl SqlConnector {
     /// Whether a batch of `scope` is read as one row ([`Builder::select_next_packed`]): SQLite,
     /// a single-column integer key, and an integer subject or none.
     fn packs(&self, scope: &Scope) -> bool {
-        self.dialect == Dialect::Sqlite && self.int_subject(scope)
-    }
-
-    /// A single-column integer key, and an integer subject or none.
-    fn int_subject(&self, scope: &Scope) -> bool {
-        int_key(scope)
-            && scope.subject.as_ref().is_none_or(|s| scope.table.kind(s) == crate::connector::ColumnKind::Int)
+        self.dialect == Dialect::Sqlite && int_key_and_subject(scope)
     }
 
     /// `Connector::begin_next` for a SQLite delete. SQLite has one writer, and `BEGIN
@@ -1030,8 +1015,9 @@ impl SqlConnector {
     /// then deleted while the evidence ids are computed here, on this thread, as the
     /// connection's worker thread deletes. Integer keys and subjects: read as one row of lists
     /// (`Builder::select_next_packed`) and deleted by their keys (`Builder::delete_listed`),
-    /// which tests the filter again only on a table with triggers (nothing else can change what
-    /// is due under the write lock). Otherwise read row by row (`Builder::select_next`) and
+    /// without testing the filter again: nothing else can change what is due under the write
+    /// lock. (Nor can a trigger: where a table has triggers, SQLite evaluates a statement's
+    /// `WHERE` for every row before it deletes the first.) Otherwise read row by row (`Builder::select_next`) and
     /// the key range deleted with the filter (`Builder::delete_span`). The count deleted must be the count read (else
     /// `finish` rolls back: `ConnectorError::Changed`). A single `DELETE … RETURNING` (the
     /// servers' form) tests the filter twice per row, and SQLite returns its rows only once it
@@ -1052,34 +1038,33 @@ impl SqlConnector {
         let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
         // Integer keys and subjects come as one row of lists; anything else (or a list that
         // holds another type after all) row by row.
-        let (mut batch, mut triggers) = (None, false);
+        let mut packed = None;
         if self.packs(scope) {
             let read = b.select_next_packed(after, limit, bounds.as_ref());
             let row = bound!(read).fetch_one(&mut *tx).await.map_err(db_err(&ctx))?;
-            if let Some(p) = row.packed(scope.subject.is_some()).map_err(db_err(&ctx))? {
-                (batch, triggers) = (Some(p.batch), p.triggers);
-            }
+            packed = row.packed(scope.subject.is_some()).map_err(db_err(&ctx))?;
         }
-        // Read as integers under the write lock: the batch is deleted by its keys, and (where
-        // no trigger can change anything as a row is deleted) without testing the filter again.
-        let listed = batch.is_some();
-        let batch: Vec<Candidate> = match batch {
-            Some(batch) => batch,
+        // Read as integers under the write lock: the batch is deleted by its keys, without
+        // testing the filter again.
+        let (batch, keys): (Vec<Candidate>, Option<Vec<i64>>) = match packed {
+            Some(Packed { batch, keys }) => (batch, Some(keys)),
             None => {
                 let read = b.select_next(after, limit, bounds.as_ref());
                 let rows = bound!(read).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
-                rows.iter()
+                let batch = rows
+                    .iter()
                     .map(|r| r.candidate(scope.subject.is_some()))
                     .collect::<Result<_, _>>()
-                    .map_err(db_err(&ctx))?
+                    .map_err(db_err(&ctx))?;
+                (batch, None)
             }
         };
         let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
         let (deleted, ids) = match (batch.first(), batch.last()) {
             (Some(first), Some(last)) => {
-                let del = match listed {
-                    true => b.delete_listed(&int_keys(&batch), triggers),
-                    false => b.delete_span(&first.key, &last.key),
+                let del = match &keys {
+                    Some(keys) => b.delete_listed(keys),
+                    None => b.delete_span(&first.key, &last.key),
                 };
                 let (deleted, ids) = meanwhile(bound!(del).execute(&mut *tx), || evidence_ids(&batch, id)).await;
                 (deleted.map_err(db_err(&ctx))?.rows_affected(), ids)
@@ -1559,7 +1544,7 @@ impl crate::connector::Connector for SqlConnector {
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let bounds = self.bounds_of(scope);
         // PostgreSQL, integer keys and subjects: the deleted rows come back as one row of arrays.
-        let packed = self.dialect == Dialect::Postgres && self.int_subject(scope);
+        let packed = self.dialect == Dialect::Postgres && int_key_and_subject(scope);
         let del = match packed {
             true => b.delete_next_packed(after, limit, bounds.as_ref()),
             false => b.delete_next(after, limit, bounds.as_ref()),

@@ -608,8 +608,7 @@ pub async fn failed_batch_is_taken_again(b: Backend) {
 /// row, only fail the statement (`failed_batch_is_taken_again`).
 ///
 /// `subject`: the policy's subject column (SQLite reads a batch of integer keys and subjects
-/// as one row and deletes it by its keys, testing the filter again only on a table with
-/// triggers: `subject: id` takes that path).
+/// as one row and deletes it by its keys: `subject: id` takes that path).
 async fn row_kept_by_a_trigger(b: Backend, subject: &str) {
     let f = seeded(b).await;
     f.policy("people", &policy("delete", ONE_YEAR, "").replace("subject: subject", &format!("subject: {subject}")));
@@ -711,6 +710,9 @@ pub async fn batches_of_integer_keys(b: Backend) {
         let evidence = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
         assert_eq!(evidence.lines().count(), 4, "{what}: evidence");
         // Each record's evidence is found from its key, and from its subject where it has one.
+        // (This also shows that the in-place update of batch 1–2 was rolled back before the
+        // batch was computed in lapse: had row 1 stayed updated, it would no longer be due, and
+        // that batch's evidence would lack it.)
         let reports = f.path("reports");
         let dir = reports.to_str().unwrap();
         for id in [1, 2, 3, 8] {
