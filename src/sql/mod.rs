@@ -811,6 +811,47 @@ fn int_key(scope: &Scope) -> bool {
     scope.key.len() == 1 && scope.table.kind(&scope.key[0]) == crate::connector::ColumnKind::Int
 }
 
+/// Values an anonymizing update of `cols` binds per row: the key and each column's new value.
+/// PostgreSQL binds one array per column (`Builder::derived`) where every value has an array
+/// literal form: not per row.
+fn update_binds(dialect: Dialect, scope: &Scope, cols: &[(String, crate::policy::strategy::Strategy)]) -> usize {
+    let arrays = dialect == Dialect::Postgres
+        && scope
+            .key
+            .iter()
+            .chain(cols.iter().map(|(c, _)| c))
+            .all(|c| scope.table.column(c).is_some_and(|i| builder::pg_array_kind(i.kind)));
+    if arrays {
+        0
+    } else {
+        scope.key.len() + cols.len()
+    }
+}
+
+/// Values every statement of a batch binds whatever its size: the subjects of the holds file.
+fn fixed_binds(scope: &Scope) -> usize {
+    scope.holds.file.iter().map(|h| h.subjects.len()).sum()
+}
+
+/// The anonymizing update of `rows` computed in Rust, as statements of at most as many rows as
+/// the bound-parameter limit allows (a batch sized for the database's own computation can be
+/// larger), each restricted to the batch's key range (`first` to `last`).
+fn update_rows(
+    b: &Builder,
+    dialect: Dialect,
+    scope: &Scope,
+    cols: &[(String, crate::policy::strategy::Strategy)],
+    rows: &[(Vec<Value>, Vec<Option<Value>>)],
+    (first, last): (&[Value], &[Value]),
+) -> Vec<Sql> {
+    let work_cols: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
+    let cap = match update_binds(dialect, scope, cols) {
+        0 => rows.len().max(1),
+        per_row => (MAX_BATCH_PARAMS.saturating_sub(fixed_binds(scope)) / per_row).max(1),
+    };
+    rows.chunks(cap).map(|chunk| b.update(&work_cols, chunk, Some(Rows::Range(first, last)))).collect()
+}
+
 /// A single-column integer key, and an integer subject or none.
 fn int_key_and_subject(scope: &Scope) -> bool {
     int_key(scope) && scope.subject.as_ref().is_none_or(|s| scope.table.kind(s) == crate::connector::ColumnKind::Int)
@@ -902,14 +943,14 @@ impl SqlConnector {
                     row_wise = false;
                     let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
                     if batch.is_empty() {
-                        prepared = Some((batch, outcome, None, 0, None));
+                        prepared = Some((batch, outcome, Vec::new(), 0, None));
                     } else {
                         sqlx::query("SAVEPOINT lapse_in_place").execute(&mut *tx).await.map_err(db_err(&ctx))?;
                         let upd = b.update_listed(cols, &keys);
                         let (r, ids) = meanwhile(bound!(upd).execute(&mut *tx), || evidence_ids(&batch, id)).await;
                         if r.map_err(db_err(&ctx))?.rows_affected() == batch.len() as u64 {
                             sqlx::query("RELEASE lapse_in_place").execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                            prepared = Some((batch, outcome, None, 0, Some(ids)));
+                            prepared = Some((batch, outcome, Vec::new(), 0, Some(ids)));
                         } else {
                             sqlx::query("ROLLBACK TO lapse_in_place; RELEASE lapse_in_place")
                                 .execute(&mut *tx)
@@ -942,8 +983,10 @@ impl SqlConnector {
                 }
                 drop(read);
                 if exact {
-                    let upd = (!batch.is_empty())
-                        .then(|| b.update_in_place(cols, &batch[0].key, &batch[batch.len() - 1].key));
+                    let upd: Vec<Sql> = (!batch.is_empty())
+                        .then(|| b.update_in_place(cols, &batch[0].key, &batch[batch.len() - 1].key))
+                        .into_iter()
+                        .collect();
                     let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
                     let expected = batch.len();
                     prepared = Some((batch, outcome, upd, expected, None));
@@ -972,20 +1015,33 @@ impl SqlConnector {
                         }
                         batch.push(Candidate { key, subject: (ns == 1).then(|| row[nk].clone()) });
                     }
-                    let upd = (!rows.is_empty()).then(|| {
-                        b.update(&work_cols, &rows, Some(Rows::Range(&batch[0].key, &batch[batch.len() - 1].key)))
-                    });
+                    let upd = match rows.is_empty() {
+                        true => Vec::new(),
+                        false => update_rows(
+                            &b,
+                            self.dialect,
+                            scope,
+                            cols,
+                            &rows,
+                            (&batch[0].key, &batch[batch.len() - 1].key),
+                        ),
+                    };
                     (batch, outcome, upd, rows.len(), None)
                 }
             };
             let (taken, last) = (batch.len(), batch.last().map(|c| c.key.clone()));
             let finish = Box::pin(async move {
-                let (ids, updated) = match (done, upd) {
+                let mut upd = upd.into_iter();
+                let (ids, updated) = match (done, upd.next()) {
                     (Some(ids), _) => (ids, !batch.is_empty()),
-                    // The evidence ids are computed while the update runs.
-                    (None, Some(upd)) => {
-                        let (r, ids) = meanwhile(bound!(upd).execute(&mut *tx), || evidence_ids(&batch, id)).await;
-                        if r.map_err(db_err(&ctx))?.rows_affected() != expected as u64 {
+                    // The evidence ids are computed while the (first) update runs.
+                    (None, Some(first)) => {
+                        let (r, ids) = meanwhile(bound!(first).execute(&mut *tx), || evidence_ids(&batch, id)).await;
+                        let mut changed = r.map_err(db_err(&ctx))?.rows_affected();
+                        for more in upd {
+                            changed += bound!(more).execute(&mut *tx).await.map_err(db_err(&ctx))?.rows_affected();
+                        }
+                        if changed != expected as u64 {
                             tx.rollback().await.map_err(db_err(&ctx))?;
                             return Err(ConnectorError::Changed { context: ctx });
                         }
@@ -1230,10 +1286,12 @@ impl SqlConnector {
                     }
                     expected = rows.len() as u64;
                     if expected > 0 {
-                        let range = Rows::Range(&batch[0].key, &batch[batch.len() - 1].key);
-                        let upd = b.update(&work_cols, &rows, Some(range));
-                        let r = bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                        if r.rows_affected() != expected {
+                        let range = (batch[0].key.as_slice(), batch[batch.len() - 1].key.as_slice());
+                        let mut changed = 0;
+                        for upd in update_rows(&b, self.dialect, scope, cols, &rows, range) {
+                            changed += bound!(upd).execute(&mut *tx).await.map_err(db_err(&ctx))?.rows_affected();
+                        }
+                        if changed != expected {
                             outcome.conflict = true;
                         }
                     }
@@ -1274,26 +1332,14 @@ impl crate::connector::Connector for SqlConnector {
             (true, Dialect::MySql) => 7,
             (true, _) => 2,
         };
+        // An anonymizing batch the database computes itself binds nothing per row; when a value
+        // sends it to Rust, its update is split to fit (`update_rows`).
         let update = match &scope.work {
-            Work::Delete => 0,
-            // PostgreSQL binds one array per column (`Builder::derived`) where every value has an
-            // array literal form: not per row.
-            Work::Anonymize(cols)
-                if self.dialect == Dialect::Postgres
-                    && scope
-                        .key
-                        .iter()
-                        .chain(cols.iter().map(|(c, _)| c))
-                        .all(|c| scope.table.column(c).is_some_and(|i| builder::pg_array_kind(i.kind))) =>
-            {
-                0
-            }
-            Work::Anonymize(cols) => scope.key.len() + cols.len(),
+            Work::Anonymize(cols) if !self.builder(scope).in_place(cols) => update_binds(self.dialect, scope, cols),
+            _ => 0,
         };
         let per_row = journal.max(scope.key.len()).max(update);
-        // The subjects of the holds file are bound in every statement too.
-        let fixed: usize = scope.holds.file.iter().map(|h| h.subjects.len()).sum();
-        (MAX_BATCH_PARAMS.saturating_sub(fixed) / per_row).max(1)
+        (MAX_BATCH_PARAMS.saturating_sub(fixed_binds(scope)) / per_row).max(1)
     }
 
     async fn try_run_lock(
