@@ -214,8 +214,20 @@ impl<'a> Builder<'a> {
             Filter::Held => self.held(sql, qual, None),
             Filter::HeldByFile(id) => self.held(sql, qual, Some(id)),
             Filter::Pending(tests) => {
+                // Any column still needing work makes the row pending: the cheapest tests go
+                // first, so that a row not yet anonymized is decided by them (a date parsed per
+                // row was a third of an anonymizing policy's due count on SQLite).
+                let cost = |t: &PendingTest| match t {
+                    PendingTest::NotNull => 0,
+                    PendingTest::NotEqual(_) | PendingTest::NotMultipleOf(_) | PendingTest::LongerThan(_) => 1,
+                    PendingTest::NotPrefixed(_) => 2,
+                    PendingTest::NotIpNetwork => 3,
+                    PendingTest::NotTruncated(_) => 4,
+                };
+                let mut tests: Vec<&(String, PendingTest)> = tests.iter().collect();
+                tests.sort_by_key(|(_, t)| cost(t));
                 sql.push("(");
-                for (i, (c, t)) in tests.iter().enumerate() {
+                for (i, (c, t)) in tests.into_iter().enumerate() {
                     if i > 0 {
                         sql.push(" OR ");
                     }
