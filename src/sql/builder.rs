@@ -215,8 +215,9 @@ impl<'a> Builder<'a> {
             Filter::HeldByFile(id) => self.held(sql, qual, Some(id)),
             Filter::Pending(tests) => {
                 // Any column still needing work makes the row pending: the cheapest tests go
-                // first, so that a row not yet anonymized is decided by them (a date parsed per
-                // row was a third of an anonymizing policy's due count on SQLite).
+                // first, so that a row not yet anonymized is decided by them (the date test,
+                // which parses a date per row, came first for a `birth_date` column: SQLite's
+                // batch reads took 0.75 s over 60 batches of the benchmark, 0.51 s after).
                 let cost = |t: &PendingTest| match t {
                     PendingTest::NotNull => 0,
                     PendingTest::NotEqual(_) | PendingTest::NotMultipleOf(_) | PendingTest::LongerThan(_) => 1,

@@ -845,6 +845,8 @@ fn update_rows(
     (first, last): (&[Value], &[Value]),
 ) -> Vec<Sql> {
     let work_cols: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
+    // PostgreSQL's arrays bind nothing per row (where every value is the same, the keys go in
+    // an `IN` list: one per row, which `max_batch` counts).
     let cap = match update_binds(dialect, scope, cols) {
         0 => rows.len().max(1),
         per_row => (MAX_BATCH_PARAMS.saturating_sub(fixed_binds(scope)) / per_row).max(1),
@@ -925,8 +927,8 @@ impl SqlConnector {
         let in_place = b.in_place(cols);
         with_pool!(self, p => {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
-            // The batch's rows, what becomes of each, and either the update with the count of
-            // rows it must change or, when the update already ran, the evidence ids.
+            // The batch's rows, what becomes of each, and either the updates with the count of
+            // rows they must change or, when the update already ran, the evidence ids.
             let mut prepared = None;
             // SQLite, integer keys (and subjects): the batch comes as one row of lists
             // (`Builder::select_next_packed`, under the write lock), and is updated at once by
@@ -1323,8 +1325,10 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     /// A batch's statements bind a few values per row (its key in an `IN` list, the new values
-    /// of an anonymizing update): the batch is kept under the smallest limit
-    /// on bound parameters of the three databases (SQLite's 32,766) with room to spare.
+    /// of an anonymizing update computed in Rust): the batch is kept under the smallest limit
+    /// on bound parameters of the three databases (SQLite's 32,766) with room to spare. Not
+    /// an anonymizing batch whose values the database computes: its update computed in Rust,
+    /// when a value needs one, is split to fit (`update_rows`).
     fn max_batch(&self, scope: &Scope) -> usize {
         // The journal binds a few values per batch, or per record in a per-record table.
         let journal = match (self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed), self.dialect) {
