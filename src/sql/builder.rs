@@ -490,10 +490,10 @@ impl<'a> Builder<'a> {
     /// subjects (holds of every subject, the other part) are left out of the list.
     fn table_hold_in(&self, sql: &mut Sql, qual: &str) {
         let (Some(ht), Some(s)) = (&self.scope.holds.table, &self.scope.subject) else { return };
-        let subject = self.col(qual, s);
-        let hs = self.col("lh", &ht.subject);
+        let (subject, hs) = self.subject_pair(ht, qual, s);
+        let raw_hs = self.col("lh", &ht.subject);
         sql.push(&format!(
-            "({subject} IS NOT NULL AND {subject} IN (SELECT {hs} FROM {} lh WHERE {hs} IS NOT NULL",
+            "({subject} IS NOT NULL AND {subject} IN (SELECT {hs} FROM {} lh WHERE {raw_hs} IS NOT NULL",
             self.q(&ht.table)
         ));
         self.table_hold_active(sql, ht);
@@ -506,12 +506,51 @@ impl<'a> Builder<'a> {
     fn table_hold_match_part(&self, sql: &mut Sql, ht: &HoldsTable, qual: &str, by_subject: Option<bool>) {
         let hs = self.col("lh", &ht.subject);
         match (&self.scope.subject, by_subject) {
-            (Some(s), None) => sql.push(&format!("({hs} = {} OR {hs} IS NULL)", self.col(qual, s))),
-            (Some(s), Some(true)) => sql.push(&format!("{hs} = {}", self.col(qual, s))),
+            (Some(s), None) => {
+                let (row, held) = self.subject_pair(ht, qual, s);
+                sql.push(&format!("({held} = {row} OR {hs} IS NULL)"))
+            }
+            (Some(s), Some(true)) => {
+                let (row, held) = self.subject_pair(ht, qual, s);
+                sql.push(&format!("{held} = {row}"))
+            }
             (None, Some(true)) => sql.push("1=0"),
             (_, _) => sql.push(&format!("{hs} IS NULL")),
         };
         self.table_hold_active(sql, ht);
+    }
+
+    /// The row's subject (`qual`) and the holds table's (`lh`), as compared with each other.
+    /// Columns of one kind are compared as they are (an index on either still serves). Of
+    /// different kinds (an integer subject, a text holds column, as a holds table shared by
+    /// several tables has), both are compared as text, the canonical form of an integer or a
+    /// uuid: PostgreSQL refuses `character varying = bigint`, MariaDB would compare them as
+    /// numbers (`'042' = 42`), SQLite by affinity.
+    fn subject_pair(&self, ht: &HoldsTable, qual: &str, s: &str) -> (String, String) {
+        let row = self.col(qual, s);
+        let held = self.col("lh", &ht.subject);
+        let row_info = self.scope.table.column(s);
+        let held_info = self.holds_info.and_then(|i| i.column(&ht.subject));
+        let (row_kind, held_kind) =
+            (row_info.map_or(ColumnKind::Other, |c| c.kind), held_info.map_or(ColumnKind::Other, |c| c.kind));
+        let numeric = |k: ColumnKind| matches!(k, ColumnKind::Int | ColumnKind::Float);
+        let same_type = match (row_info, held_info) {
+            (Some(a), Some(b)) => a.sql_type.eq_ignore_ascii_case(&b.sql_type),
+            _ => false,
+        };
+        if (row_kind == held_kind && (row_kind != ColumnKind::Other || same_type))
+            || (numeric(row_kind) && numeric(held_kind))
+        {
+            return (row, held);
+        }
+        let text = |e: String, kind: ColumnKind| match (kind, self.d) {
+            (ColumnKind::Text, _) => e,
+            // An explicit collation: the connection's (that of `CAST`) and the column's may
+            // differ, which MariaDB refuses to compare ("illegal mix of collations").
+            (_, Dialect::MySql) => format!("CAST({e} AS CHAR CHARACTER SET utf8mb4) COLLATE utf8mb4_bin"),
+            _ => format!("CAST({e} AS TEXT)"),
+        };
+        (text(row, row_kind), text(held, held_kind))
     }
 
     /// ` AND` the hold `lh` applies to this policy and has not expired.

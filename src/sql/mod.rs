@@ -62,6 +62,120 @@ pub struct SqlConnector {
     /// Run locks taken by `try_run_lock`: the sessions (or lock files) that hold them, kept
     /// open until the connector is dropped at the end of the process.
     run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// SQLite: the one connection that destroys batches (`sqlite_delete_next`,
+    /// `anonymize_next`). One, so that its `PRAGMA data_version` tells whether another
+    /// connection committed between two batches (see [`ReadAhead`]).
+    lite_writer: Option<sqlx::SqlitePool>,
+    /// SQLite: the next batch's read, begun while this one is destroyed.
+    read_ahead: std::sync::Mutex<Option<ReadAhead>>,
+}
+
+/// SQLite reads a batch ahead. While batch *i* is deleted or updated by the writing connection
+/// (under its write lock), batch *i+1* (the next due keys after batch *i*'s last) is read on
+/// another connection, on a snapshot taken after that lock was: of the database as it will be
+/// when batch *i* commits, save batch *i*'s own changes, which concern only keys up to its
+/// last. Batch *i+1* uses that read if, under its own write lock, the writing connection's
+/// `PRAGMA data_version` is what it was under batch *i*'s: no other connection (no other
+/// process: a hold inserted meanwhile) committed in between. Otherwise it reads again, under
+/// its lock, as it always did. Only where batch *i*'s own changes cannot reach other rows or
+/// the holds: no triggers in the database (checked under every batch's lock: creating one is a
+/// commit of its own) and no foreign key referencing the table.
+struct ReadAhead {
+    /// The scope's filter (`bounds_id`), the key the read starts after, and its limit.
+    at: (String, i64, usize),
+    /// The writing connection (its handle) and its `data_version`, under batch *i*'s lock.
+    writer: (usize, i64),
+    task: tokio::task::JoinHandle<Result<Option<Packed>, sqlx::Error>>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The writing SQLite connection, as [`ReadAhead`] compares it: its handle, its
+/// `data_version`, and whether any trigger exists.
+async fn writer_mark(c: &mut sqlx::SqliteConnection) -> Result<((usize, i64), bool), sqlx::Error> {
+    let (version, triggers): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT data_version FROM pragma_data_version()), (SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger')",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    let handle = c.lock_handle().await?.as_raw_handle().as_ptr() as usize;
+    Ok(((handle, version), triggers == 0))
+}
+
+/// The pool a batch's writing transaction comes from: SQLite's one writing connection, the
+/// pool itself on the servers.
+trait WritePool {
+    fn for_writes<'a>(&'a self, c: &'a SqlConnector) -> &'a Self;
+}
+
+impl WritePool for sqlx::PgPool {
+    fn for_writes<'a>(&'a self, _: &'a SqlConnector) -> &'a Self {
+        self
+    }
+}
+
+impl WritePool for sqlx::MySqlPool {
+    fn for_writes<'a>(&'a self, _: &'a SqlConnector) -> &'a Self {
+        self
+    }
+}
+
+impl WritePool for sqlx::SqlitePool {
+    fn for_writes<'a>(&'a self, c: &'a SqlConnector) -> &'a Self {
+        c.lite_writer.as_ref().unwrap_or(self)
+    }
+}
+
+/// [`SqlConnector::read_packed`] on a batch's transaction: SQLite's; the servers read no
+/// packed batch (`SqlConnector::packs`).
+trait ReadPacked {
+    fn read_packed<'a>(
+        &'a mut self,
+        c: &'a SqlConnector,
+        scope: &'a Scope,
+        after: Option<&'a [Value]>,
+        limit: usize,
+    ) -> impl std::future::Future<Output = Result<Option<Packed>, sqlx::Error>> + Send + 'a;
+}
+
+impl ReadPacked for sqlx::PgConnection {
+    async fn read_packed<'a>(
+        &'a mut self,
+        _: &'a SqlConnector,
+        _: &'a Scope,
+        _: Option<&'a [Value]>,
+        _: usize,
+    ) -> Result<Option<Packed>, sqlx::Error> {
+        Ok(None)
+    }
+}
+
+impl ReadPacked for sqlx::MySqlConnection {
+    async fn read_packed<'a>(
+        &'a mut self,
+        _: &'a SqlConnector,
+        _: &'a Scope,
+        _: Option<&'a [Value]>,
+        _: usize,
+    ) -> Result<Option<Packed>, sqlx::Error> {
+        Ok(None)
+    }
+}
+
+impl ReadPacked for sqlx::SqliteConnection {
+    async fn read_packed<'a>(
+        &'a mut self,
+        c: &'a SqlConnector,
+        scope: &'a Scope,
+        after: Option<&'a [Value]>,
+        limit: usize,
+    ) -> Result<Option<Packed>, sqlx::Error> {
+        c.read_packed(self, scope, after, limit).await
+    }
 }
 
 impl fmt::Display for SqlConnector {
@@ -321,7 +435,7 @@ impl SqlConnector {
         };
         let scheme = url.split(':').next().unwrap_or_default();
         let acquire = Duration::from_secs(15);
-        let (dialect, pool) = match scheme {
+        let (dialect, pool, lite_writer) = match scheme {
             "postgres" | "postgresql" => {
                 let mut opts = PgConnectOptions::from_str(url).map_err(conn_err)?.options([("TimeZone", "UTC")]);
                 if read_only {
@@ -340,7 +454,7 @@ impl SqlConnector {
                     .connect_with(opts)
                     .await
                     .map_err(conn_err)?;
-                (Dialect::Postgres, Pool::Pg(pool))
+                (Dialect::Postgres, Pool::Pg(pool), None)
             }
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
@@ -360,7 +474,7 @@ impl SqlConnector {
                     .connect_with(opts)
                     .await
                     .map_err(conn_err)?;
-                (Dialect::MySql, Pool::My(pool))
+                (Dialect::MySql, Pool::My(pool), None)
             }
             "sqlite" => {
                 let opts = SqliteConnectOptions::from_str(url)
@@ -398,15 +512,29 @@ impl SqlConnector {
                 let pool = SqlitePoolOptions::new()
                     // WAL: the counts, the verification and the next batch's reads go on while a
                     // batch writes; writers wait for each other (`BEGIN IMMEDIATE`, busy timeout).
-                    // Four, as for the servers: a batch, the next batch's candidates, the previous
-                    // batch's verification and the report's per-hold count, which runs alongside
-                    // the batches (none of them waits for a connection).
+                    // Four, as for the servers: a batch (on the writing connection below when it
+                    // selects its own rows), the next batch's candidates or read ahead, the
+                    // previous batch's verification and the report's per-hold count, which runs
+                    // alongside the batches (none of them waits for a connection).
                     .max_connections(4)
                     .acquire_timeout(acquire)
-                    .connect_with(opts)
+                    .connect_with(opts.clone())
                     .await
                     .map_err(conn_err)?;
-                (Dialect::Sqlite, Pool::Lite(pool))
+                // The one writing connection lives as long as the run: a connection replaced
+                // meanwhile could show the same `data_version` (its handle is compared too).
+                let writer = match read_only {
+                    true => None,
+                    false => Some(
+                        SqlitePoolOptions::new()
+                            .max_connections(1)
+                            .idle_timeout(None)
+                            .max_lifetime(None)
+                            .acquire_timeout(acquire)
+                            .connect_lazy_with(opts),
+                    ),
+                };
+                (Dialect::Sqlite, Pool::Lite(pool), writer)
             }
             other => {
                 return Err(ConnectorError::Connect {
@@ -438,6 +566,8 @@ impl SqlConnector {
             journal_per_record: std::sync::atomic::AtomicBool::new(false),
             due_bounds: std::sync::Mutex::new(std::collections::HashMap::new()),
             run_locks: std::sync::Mutex::new(Vec::new()),
+            lite_writer,
+            read_ahead: std::sync::Mutex::new(None),
         };
         if let Some(h) = holds {
             let info = c.describe_table(&h.table).await.map_err(|e| match e {
@@ -926,7 +1056,7 @@ impl SqlConnector {
         let ns = usize::from(scope.subject.is_some());
         let in_place = b.in_place(cols);
         with_pool!(self, p => {
-            let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+            let mut tx = p.for_writes(self).begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
             // The batch's rows, what becomes of each, and either the updates with the count of
             // rows they must change or, when the update already ran, the evidence ids.
             let mut prepared = None;
@@ -939,9 +1069,8 @@ impl SqlConnector {
             // (Keys or subjects that are not integers after all: read row by row below.)
             let mut row_wise = in_place;
             if in_place && self.packs(scope) {
-                let read = b.select_next_packed(after, limit, bounds.as_ref());
-                let row = bound!(read).fetch_one(&mut *tx).await.map_err(db_err(&ctx))?;
-                if let Some(Packed { batch, keys }) = row.packed(ns == 1).map_err(db_err(&ctx))? {
+                let packed = (*tx).read_packed(self, scope, after, limit).await.map_err(db_err(&ctx))?;
+                if let Some(Packed { batch, keys }) = packed {
                     row_wise = false;
                     let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
                     if batch.is_empty() {
@@ -1062,6 +1191,90 @@ impl SqlConnector {
         })
     }
 
+    /// The batch read ahead of this one ([`ReadAhead`]), if it was read after `after` with
+    /// this limit and the writing connection is as it was then; any other is dropped.
+    fn take_read_ahead(
+        &self,
+        scope: &Scope,
+        after: Option<&[Value]>,
+        limit: usize,
+        writer: (usize, i64),
+    ) -> Option<ReadAhead> {
+        let ahead = self.read_ahead.lock().expect("read ahead").take()?;
+        let Some([Value::Int(after)]) = after else { return None };
+        let at = (bounds_id(scope, &scope.destroy_filter()), *after, limit);
+        if ahead.at != at {
+            return None;
+        }
+        if ahead.writer != writer {
+            tracing::debug!(table = %scope.table.name, "another connection committed since the batch was read ahead: read again");
+            return None;
+        }
+        Some(ahead)
+    }
+
+    /// Reads the batch after `batch` ahead, on another connection ([`ReadAhead`]), where it may
+    /// be: a full batch, no trigger (`no_triggers`, seen under this batch's lock), no foreign
+    /// key referencing the table.
+    fn start_read_ahead(
+        &self,
+        scope: &Scope,
+        batch: &[Candidate],
+        limit: usize,
+        (writer, no_triggers): ((usize, i64), bool),
+    ) {
+        let (Pool::Lite(pool), Some(Value::Int(last))) = (&self.pool, batch.last().map(|c| &c.key[0])) else { return };
+        if batch.len() < limit || !no_triggers || !scope.table.referenced_by.is_empty() {
+            return;
+        }
+        let read =
+            self.builder(scope).select_next_packed(Some(&[Value::Int(*last)]), limit, self.bounds_of(scope).as_ref());
+        let (pool, with_subject) = (pool.clone(), scope.subject.is_some());
+        let task = tokio::spawn(async move {
+            let row = bound!(read).fetch_one(&pool).await?;
+            row.packed(with_subject)
+        });
+        let at = (bounds_id(scope, &scope.destroy_filter()), *last, limit);
+        *self.read_ahead.lock().expect("read ahead") = Some(ReadAhead { at, writer, task });
+    }
+
+    /// The packed read of the next batch, under the write lock: the batch read ahead where it
+    /// still holds, else read here (`tx`); then the batch after it is read ahead.
+    async fn read_packed(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        scope: &Scope,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Option<Packed>, sqlx::Error> {
+        let mark = match self.lite_writer {
+            Some(_) => Some(writer_mark(tx).await?),
+            None => None,
+        };
+        let ahead = mark.and_then(|(writer, _)| self.take_read_ahead(scope, after, limit, writer));
+        let packed = match ahead {
+            Some(mut ahead) => match (&mut ahead.task).await {
+                Ok(Ok(packed)) => {
+                    tracing::debug!(table = %scope.table.name, "batch read ahead");
+                    Some(packed)
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let packed = match packed {
+            Some(p) => p,
+            None => {
+                let read = self.builder(scope).select_next_packed(after, limit, self.bounds_of(scope).as_ref());
+                bound!(read).fetch_one(&mut *tx).await?.packed(scope.subject.is_some())?
+            }
+        };
+        if let (Some(mark), Some(p)) = (mark, &packed) {
+            self.start_read_ahead(scope, &p.batch, limit, mark);
+        }
+        Ok(packed)
+    }
+
     /// Whether a batch of `scope` is read as one row ([`Builder::select_next_packed`]): SQLite,
     /// a single-column integer key, and an integer subject or none.
     fn packs(&self, scope: &Scope) -> bool {
@@ -1093,14 +1306,12 @@ impl SqlConnector {
         let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let bounds = self.bounds_of(scope);
-        let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
-        // Integer keys and subjects come as one row of lists; anything else (or a list that
-        // holds another type after all) row by row.
+        let mut tx = p.for_writes(self).begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+        // Integer keys and subjects come as one row of lists (read ahead where it could be);
+        // anything else (or a list that holds another type after all) row by row.
         let mut packed = None;
         if self.packs(scope) {
-            let read = b.select_next_packed(after, limit, bounds.as_ref());
-            let row = bound!(read).fetch_one(&mut *tx).await.map_err(db_err(&ctx))?;
-            packed = row.packed(scope.subject.is_some()).map_err(db_err(&ctx))?;
+            packed = self.read_packed(&mut tx, scope, after, limit).await.map_err(db_err(&ctx))?;
         }
         // Read as integers under the write lock: the batch is deleted by its keys, without
         // testing the filter again.
