@@ -182,6 +182,12 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The subject column is the (single-column) key itself: a table keyed by its data
+    /// subject. A batch returned as lists carries the keys once.
+    pub fn subject_is_key(&self) -> bool {
+        self.key.len() == 1 && self.subject.as_ref() == Some(&self.key[0])
+    }
+
     /// THE choke point: the rows a destructive operation may touch. Lapsed, not held, still
     /// needing work, and not blocked by a `restrict` dependent. Connectors build every
     /// destroying statement or call from this filter and nothing else.

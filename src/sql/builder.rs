@@ -914,12 +914,14 @@ impl<'a> Builder<'a> {
         }
         let returned = self.key_and_subject(&t);
         if packed {
-            let subjects = match returned.get(1) {
-                Some(s) => format!(", {s} AS s"),
-                None => ", NULL::bigint AS s".into(),
+            // The subject that is the key is returned once (each array costs about 2 ms per
+            // 5,000 rows); so is no subject.
+            let (subjects, list) = match returned.get(1) {
+                Some(s) if !self.scope.subject_is_key() => (format!(", {s} AS s"), "array_agg(d.s::bigint)"),
+                _ => (String::new(), "NULL::bigint[]"),
             };
             sql.push(&format!(
-                " RETURNING {key} AS k{subjects}) SELECT COUNT(*), array_agg(d.k::bigint), array_agg(d.s::bigint) FROM d"
+                " RETURNING {key} AS k{subjects}) SELECT COUNT(*), array_agg(d.k::bigint), {list} FROM d"
             ));
         } else {
             sql.push(&format!(" RETURNING {}", returned.join(", ")));
@@ -954,13 +956,15 @@ impl<'a> Builder<'a> {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         let key = self.col(&t, &self.scope.key[0]);
-        let (lists, not_int) = match &self.scope.subject {
-            Some(_) => ("group_concat(b.k), group_concat(b.s)", "typeof(b.k) <> 'integer' OR typeof(b.s) <> 'integer'"),
-            None => ("group_concat(b.k), NULL", "typeof(b.k) <> 'integer'"),
+        // The subject that is the key comes once.
+        let listed = self.scope.subject.is_some() && !self.scope.subject_is_key();
+        let (lists, not_int) = match listed {
+            true => ("group_concat(b.k), group_concat(b.s)", "typeof(b.k) <> 'integer' OR typeof(b.s) <> 'integer'"),
+            false => ("group_concat(b.k), NULL", "typeof(b.k) <> 'integer'"),
         };
         let read = self.key_and_subject(&t);
         let aliased = match read.as_slice() {
-            [k, s] => format!("{k} AS k, {s} AS s"),
+            [k, s] if listed => format!("{k} AS k, {s} AS s"),
             _ => format!("{key} AS k"),
         };
         sql.push(&format!(

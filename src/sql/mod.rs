@@ -297,13 +297,32 @@ trait DecodeRow {
 
     /// A row of [`Builder::select_next_packed`] (SQLite only): `None` when its lists cannot
     /// give the batch back exactly (a key or subject that is not an integer).
-    fn packed(&self, _with_subject: bool) -> Result<Option<Packed>, sqlx::Error> {
+    fn packed(&self, _subjects: Subjects) -> Result<Option<Packed>, sqlx::Error> {
         Ok(None)
     }
 
     /// The row of [`Builder::delete_next_packed`] (PostgreSQL only): the rows it deleted.
-    fn arrays(&self, _with_subject: bool) -> Result<Vec<Candidate>, sqlx::Error> {
+    fn arrays(&self, _subjects: Subjects) -> Result<Vec<Candidate>, sqlx::Error> {
         Err(sqlx::Error::Protocol("a batch as arrays is PostgreSQL's".into()))
+    }
+}
+
+/// The subjects of a batch read as one row: none, a list of their own, or the keys themselves
+/// (`Scope::subject_is_key`: the statement returns the list once).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Subjects {
+    None,
+    Listed,
+    Keys,
+}
+
+impl Subjects {
+    fn of(scope: &Scope) -> Subjects {
+        match &scope.subject {
+            None => Subjects::None,
+            Some(_) if scope.subject_is_key() => Subjects::Keys,
+            Some(_) => Subjects::Listed,
+        }
     }
 }
 
@@ -320,10 +339,14 @@ fn unknown_type(name: &str) -> sqlx::Error {
 }
 
 impl DecodeRow for PgRow {
-    fn arrays(&self, with_subject: bool) -> Result<Vec<Candidate>, sqlx::Error> {
+    fn arrays(&self, shape: Subjects) -> Result<Vec<Candidate>, sqlx::Error> {
         let n: i64 = self.try_get(0)?;
         let keys: Vec<i64> = self.try_get::<Option<Vec<i64>>, _>(1)?.unwrap_or_default();
-        let subjects: Vec<Option<i64>> = self.try_get::<Option<Vec<Option<i64>>>, _>(2)?.unwrap_or_default();
+        let subjects: Vec<Option<i64>> = match shape {
+            Subjects::Keys => keys.iter().copied().map(Some).collect(),
+            Subjects::None => vec![None; keys.len()],
+            Subjects::Listed => self.try_get::<Option<Vec<Option<i64>>>, _>(2)?.unwrap_or_default(),
+        };
         if keys.len() as i64 != n || subjects.len() as i64 != n {
             return Err(sqlx::Error::Protocol(format!(
                 "{n} rows deleted, {} keys and {} subjects returned",
@@ -331,7 +354,7 @@ impl DecodeRow for PgRow {
                 subjects.len()
             )));
         }
-        let subject = |s: Option<i64>| with_subject.then(|| s.map_or(Value::Null, Value::Int));
+        let subject = |s: Option<i64>| (shape != Subjects::None).then(|| s.map_or(Value::Null, Value::Int));
         Ok(keys
             .into_iter()
             .zip(subjects)
@@ -411,8 +434,8 @@ impl DecodeRow for SqliteRow {
         })
     }
 
-    fn packed(&self, with_subject: bool) -> Result<Option<Packed>, sqlx::Error> {
-        unpack(self, with_subject)
+    fn packed(&self, subjects: Subjects) -> Result<Option<Packed>, sqlx::Error> {
+        unpack(self, subjects)
     }
 }
 
@@ -846,7 +869,7 @@ fn bounds_id(scope: &Scope, f: &Filter) -> String {
 
 /// The batch of a [`Builder::select_next_packed`] row, in key order; `None` when a key or
 /// subject is not an integer (the lists would not give it back exactly).
-fn unpack(row: &SqliteRow, with_subject: bool) -> Result<Option<Packed>, sqlx::Error> {
+fn unpack(row: &SqliteRow, shape: Subjects) -> Result<Option<Packed>, sqlx::Error> {
     let n: i64 = row.try_get(0)?;
     let not_int: i64 = row.try_get(1)?;
     if not_int != 0 {
@@ -857,12 +880,13 @@ fn unpack(row: &SqliteRow, with_subject: bool) -> Result<Option<Packed>, sqlx::E
         Ok(text.unwrap_or_default().split(',').filter(|v| !v.is_empty()).map(|v| v.parse().ok()).collect())
     };
     let Some(keys) = list(2)? else { return Ok(None) };
-    let subjects = match with_subject {
-        true => match list(3)? {
+    let subjects = match shape {
+        Subjects::Listed => match list(3)? {
             Some(s) => Some(s),
             None => return Ok(None),
         },
-        false => None,
+        Subjects::Keys => Some(keys.clone()),
+        Subjects::None => None,
     };
     if keys.len() as i64 != n || subjects.as_ref().is_some_and(|s| s.len() != keys.len()) {
         return Ok(None);
@@ -1229,10 +1253,10 @@ impl SqlConnector {
         }
         let read =
             self.builder(scope).select_next_packed(Some(&[Value::Int(*last)]), limit, self.bounds_of(scope).as_ref());
-        let (pool, with_subject) = (pool.clone(), scope.subject.is_some());
+        let (pool, subjects) = (pool.clone(), Subjects::of(scope));
         let task = tokio::spawn(async move {
             let row = bound!(read).fetch_one(&pool).await?;
-            row.packed(with_subject)
+            row.packed(subjects)
         });
         let at = (bounds_id(scope, &scope.destroy_filter()), *last, limit);
         *self.read_ahead.lock().expect("read ahead") = Some(ReadAhead { at, writer, task });
@@ -1266,7 +1290,7 @@ impl SqlConnector {
             Some(p) => p,
             None => {
                 let read = self.builder(scope).select_next_packed(after, limit, self.bounds_of(scope).as_ref());
-                bound!(read).fetch_one(&mut *tx).await?.packed(scope.subject.is_some())?
+                bound!(read).fetch_one(&mut *tx).await?.packed(Subjects::of(scope))?
             }
         };
         if let (Some(mark), Some(p)) = (mark, &packed) {
@@ -1814,7 +1838,7 @@ impl crate::connector::Connector for SqlConnector {
             let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
             let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
             let mut batch: Vec<Candidate> = match packed {
-                true => rows.first().map(|r| r.arrays(scope.subject.is_some())).transpose().map_err(db_err(&ctx))?.unwrap_or_default(),
+                true => rows.first().map(|r| r.arrays(Subjects::of(scope))).transpose().map_err(db_err(&ctx))?.unwrap_or_default(),
                 false => rows.iter().map(|r| r.candidate(scope.subject.is_some())).collect::<Result<_, _>>().map_err(db_err(&ctx))?,
             };
             drop(rows);
