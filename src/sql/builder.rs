@@ -520,37 +520,36 @@ impl<'a> Builder<'a> {
         self.table_hold_active(sql, ht);
     }
 
-    /// The row's subject (`qual`) and the holds table's (`lh`), as compared with each other.
-    /// Columns of one kind are compared as they are (an index on either still serves). Of
-    /// different kinds (an integer subject, a text holds column, as a holds table shared by
-    /// several tables has), both are compared as text, the canonical form of an integer or a
-    /// uuid: PostgreSQL refuses `character varying = bigint`, MariaDB would compare them as
-    /// numbers (`'042' = 42`), SQLite by affinity.
+    /// The row's subject (`qual`) and the holds table's (`lh`), as compared with each other:
+    /// as they are, except on PostgreSQL between a number and text (an integer subject, a text
+    /// holds column shared by several tables), which it refuses to compare
+    /// (`character varying = bigint`). There the text is read as a number where it is one (of
+    /// any form: `'042'`, `' 42'`, `'42.0'` hold subject 42, as SQLite's affinity and
+    /// MariaDB's conversion also have it) and matches nothing where it is not. Other pairs of
+    /// types go as they are: where a database cannot compare them, the run fails at its
+    /// first count, before anything is destroyed.
     fn subject_pair(&self, ht: &HoldsTable, qual: &str, s: &str) -> (String, String) {
         let row = self.col(qual, s);
         let held = self.col("lh", &ht.subject);
-        let row_info = self.scope.table.column(s);
-        let held_info = self.holds_info.and_then(|i| i.column(&ht.subject));
-        let (row_kind, held_kind) =
-            (row_info.map_or(ColumnKind::Other, |c| c.kind), held_info.map_or(ColumnKind::Other, |c| c.kind));
-        let numeric = |k: ColumnKind| matches!(k, ColumnKind::Int | ColumnKind::Float);
-        let same_type = match (row_info, held_info) {
-            (Some(a), Some(b)) => a.sql_type.eq_ignore_ascii_case(&b.sql_type),
-            _ => false,
-        };
-        if (row_kind == held_kind && (row_kind != ColumnKind::Other || same_type))
-            || (numeric(row_kind) && numeric(held_kind))
-        {
+        if self.d != Dialect::Postgres {
             return (row, held);
         }
-        let text = |e: String, kind: ColumnKind| match (kind, self.d) {
-            (ColumnKind::Text, _) => e,
-            // An explicit collation: the connection's (that of `CAST`) and the column's may
-            // differ, which MariaDB refuses to compare ("illegal mix of collations").
-            (_, Dialect::MySql) => format!("CAST({e} AS CHAR CHARACTER SET utf8mb4) COLLATE utf8mb4_bin"),
-            _ => format!("CAST({e} AS TEXT)"),
+        let kind = |info: Option<&crate::connector::ColumnInfo>| info.map_or(ColumnKind::Other, |c| c.kind);
+        let row_kind = kind(self.scope.table.column(s));
+        let held_kind = kind(self.holds_info.and_then(|i| i.column(&ht.subject)));
+        let numeric = |k: ColumnKind| matches!(k, ColumnKind::Int | ColumnKind::Float);
+        // `numeric` takes surrounding spaces, a sign, decimals and an exponent; the pattern
+        // admits exactly such text, so that the cast cannot fail.
+        let number = |e: String| {
+            format!(
+                "(CASE WHEN {e} ~ '^\\s*[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]{{1,3}})?\\s*$' THEN CAST({e} AS NUMERIC) END)"
+            )
         };
-        (text(row, row_kind), text(held, held_kind))
+        match (row_kind, held_kind) {
+            (r, ColumnKind::Text) if numeric(r) => (row, number(held)),
+            (ColumnKind::Text, h) if numeric(h) => (number(row), held),
+            _ => (row, held),
+        }
     }
 
     /// ` AND` the hold `lh` applies to this policy and has not expired.
@@ -871,8 +870,8 @@ impl<'a> Builder<'a> {
     }
 
     /// [`Builder::delete_next`] on PostgreSQL, returning one row: the count of rows deleted,
-    /// their keys and their subjects (or NULL) as `bigint[]` (`array_agg` over the `DELETE …
-    /// RETURNING`). Integer keys and subjects only: a driver hands a row over at a cost of its
+    /// their keys and their subjects as `bigint[]` (`array_agg` over the `DELETE … RETURNING`;
+    /// `NULL::bigint[]` instead of the subjects when there are none or they are the keys). Integer keys and subjects only: a driver hands a row over at a cost of its
     /// own, and arrays of integers give every value back exactly (NULL included).
     pub fn delete_next_packed(&self, after: Option<&[Value]>, limit: usize, bounds: Option<&(Value, Value)>) -> Sql {
         self.delete_next_as(after, limit, bounds, true)
@@ -978,8 +977,9 @@ impl<'a> Builder<'a> {
 
     /// Deletes the rows whose integer key is in `keys` (SQLite, one parameter: a JSON array read
     /// by `json_each`), for a batch that [`Builder::select_next_packed`] read in the same
-    /// `BEGIN IMMEDIATE` transaction: nothing else can have changed which of them are due, so
-    /// `destroy_filter` is not tested again (that cost as much as the deletion itself: 16
+    /// `BEGIN IMMEDIATE` transaction, or ahead with nothing committed since (`ReadAhead` in
+    /// `sql`): nothing else can have changed which of them are due, so `destroy_filter` is not
+    /// tested again (that cost as much as the deletion itself: 16
     /// against 8 ms per 5,000 rows). A row the database keeps (a trigger's `RAISE(IGNORE)`)
     /// shows in the count, which the caller compares with the batch's.
     pub fn delete_listed(&self, keys: &[i64]) -> Sql {
@@ -1467,7 +1467,8 @@ impl<'a> Builder<'a> {
     /// [`Builder::update_in_place`] of the rows whose integer key is in `keys` and whose values
     /// the guards admit (those of [`Builder::next_in_place`], tested here instead of in the
     /// read), without testing `destroy_filter` again (SQLite; as [`Builder::delete_listed`],
-    /// for a batch [`Builder::select_next_packed`] read in the same transaction). The caller
+    /// for a batch [`Builder::select_next_packed`] read in the same transaction, or ahead with
+    /// nothing committed since). The caller
     /// compares the count with the batch's: a row left out has a value only Rust computes
     /// exactly (or the database kept it).
     pub fn update_listed(&self, cols: &[(String, Strategy)], keys: &[i64]) -> Sql {

@@ -62,28 +62,34 @@ pub struct SqlConnector {
     /// Run locks taken by `try_run_lock`: the sessions (or lock files) that hold them, kept
     /// open until the connector is dropped at the end of the process.
     run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
-    /// SQLite: the one connection that destroys batches (`sqlite_delete_next`,
-    /// `anonymize_next`). One, so that its `PRAGMA data_version` tells whether another
-    /// connection committed between two batches (see [`ReadAhead`]).
-    lite_writer: Option<sqlx::SqlitePool>,
+    /// SQLite: the one connection on which batches select and destroy their own rows
+    /// (`sqlite_delete_next`, `anonymize_next`; `destroy` uses the pool). One, so that its
+    /// `PRAGMA data_version` tells whether another connection committed between two batches
+    /// (see [`ReadAhead`]).
+    lite_writer: Option<LiteWriter>,
     /// SQLite: the next batch's read, begun while this one is destroyed.
     read_ahead: std::sync::Mutex<Option<ReadAhead>>,
 }
+
+/// How long a batch waits, under its write lock, for the batch read ahead ([`ReadAhead`]).
+const READ_AHEAD_WAIT: Duration = Duration::from_millis(500);
 
 /// SQLite reads a batch ahead. While batch *i* is deleted or updated by the writing connection
 /// (under its write lock), batch *i+1* (the next due keys after batch *i*'s last) is read on
 /// another connection, on a snapshot taken after that lock was: of the database as it will be
 /// when batch *i* commits, save batch *i*'s own changes, which concern only keys up to its
-/// last. Batch *i+1* uses that read if, under its own write lock, the writing connection's
-/// `PRAGMA data_version` is what it was under batch *i*'s: no other connection (no other
-/// process: a hold inserted meanwhile) committed in between. Otherwise it reads again, under
+/// last. Batch *i+1* uses that read if, under its own write lock, it is on the same writing
+/// connection ([`LiteWriter`]) and that connection's `PRAGMA data_version` is what it was
+/// under batch *i*'s: no other connection (no other process: a hold inserted meanwhile)
+/// committed in between. Otherwise it reads again, under
 /// its lock, as it always did. Only where batch *i*'s own changes cannot reach other rows or
 /// the holds: no triggers in the database (checked under every batch's lock: creating one is a
 /// commit of its own) and no foreign key referencing the table.
 struct ReadAhead {
     /// The scope's filter (`bounds_id`), the key the read starts after, and its limit.
     at: (String, i64, usize),
-    /// The writing connection (its handle) and its `data_version`, under batch *i*'s lock.
+    /// The writing connection (`LiteWriter::opened`) and its `data_version`, under batch *i*'s
+    /// lock.
     writer: (usize, i64),
     task: tokio::task::JoinHandle<Result<Option<Packed>, sqlx::Error>>,
 }
@@ -94,16 +100,25 @@ impl Drop for ReadAhead {
     }
 }
 
-/// The writing SQLite connection, as [`ReadAhead`] compares it: its handle, its
-/// `data_version`, and whether any trigger exists.
-async fn writer_mark(c: &mut sqlx::SqliteConnection) -> Result<((usize, i64), bool), sqlx::Error> {
+/// SQLite's one writing connection: a pool of one, and how many connections it has opened.
+/// `data_version` values of two connections cannot be compared (each starts anew), nor can
+/// their handles (a closed connection's address may be the next one's): the count tells them
+/// apart. With at most one connection, the one in hand is the last opened.
+struct LiteWriter {
+    pool: sqlx::SqlitePool,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The writing SQLite connection, as [`ReadAhead`] compares it: which connection it is
+/// (`LiteWriter::opened`), its `data_version`, and whether any trigger exists.
+async fn writer_mark(c: &mut sqlx::SqliteConnection, writer: &LiteWriter) -> Result<((usize, i64), bool), sqlx::Error> {
     let (version, triggers): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT data_version FROM pragma_data_version()), (SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger')",
     )
     .fetch_one(&mut *c)
     .await?;
-    let handle = c.lock_handle().await?.as_raw_handle().as_ptr() as usize;
-    Ok(((handle, version), triggers == 0))
+    let connection = writer.opened.load(std::sync::atomic::Ordering::SeqCst);
+    Ok(((connection, version), triggers == 0))
 }
 
 /// The pool a batch's writing transaction comes from: SQLite's one writing connection, the
@@ -126,7 +141,7 @@ impl WritePool for sqlx::MySqlPool {
 
 impl WritePool for sqlx::SqlitePool {
     fn for_writes<'a>(&'a self, c: &'a SqlConnector) -> &'a Self {
-        c.lite_writer.as_ref().unwrap_or(self)
+        c.lite_writer.as_ref().map_or(self, |w| &w.pool)
     }
 }
 
@@ -544,18 +559,25 @@ impl SqlConnector {
                     .connect_with(opts.clone())
                     .await
                     .map_err(conn_err)?;
-                // The one writing connection lives as long as the run: a connection replaced
-                // meanwhile could show the same `data_version` (its handle is compared too).
+                // The one writing connection lives as long as the run (a replaced one, after an
+                // error, is told apart by `LiteWriter::opened`).
                 let writer = match read_only {
                     true => None,
-                    false => Some(
-                        SqlitePoolOptions::new()
+                    false => {
+                        let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                        let counter = opened.clone();
+                        let pool = SqlitePoolOptions::new()
                             .max_connections(1)
                             .idle_timeout(None)
                             .max_lifetime(None)
                             .acquire_timeout(acquire)
-                            .connect_lazy_with(opts),
-                    ),
+                            .after_connect(move |_, _| {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                Box::pin(async { Ok(()) })
+                            })
+                            .connect_lazy_with(opts);
+                        Some(LiteWriter { pool, opened })
+                    }
                 };
                 (Dialect::Sqlite, Pool::Lite(pool), writer)
             }
@@ -1061,7 +1083,8 @@ impl SqlConnector {
     /// batch is rolled back, and the engine takes it again by its candidates), journals and
     /// commits. SQLite with integer keys and subjects: the batch is read as one row of lists
     /// and updated in place by its keys here, under the write lock (no filter again: nothing
-    /// else can change what is due), and `finish` journals and commits.
+    /// else can change what is due; a batch read ahead is used only if nothing else committed
+    /// since, [`ReadAhead`]), and `finish` journals and commits.
     async fn anonymize_next<'a>(
         &'a self,
         scope: &'a Scope,
@@ -1085,7 +1108,8 @@ impl SqlConnector {
             // rows they must change or, when the update already ran, the evidence ids.
             let mut prepared = None;
             // SQLite, integer keys (and subjects): the batch comes as one row of lists
-            // (`Builder::select_next_packed`, under the write lock), and is updated at once by
+            // (`Builder::select_next_packed`, under the write lock or ahead: `read_packed`),
+            // and is updated at once by
             // its keys, with the guards in the update instead of the read; the evidence ids are
             // hashed meanwhile. A row the guards leave out (a value only Rust computes exactly)
             // rolls the update back to its savepoint, and the batch goes by the path below, in
@@ -1231,7 +1255,7 @@ impl SqlConnector {
             return None;
         }
         if ahead.writer != writer {
-            tracing::debug!(table = %scope.table.name, "another connection committed since the batch was read ahead: read again");
+            tracing::debug!(table = %scope.table.name, "the database changed since the batch was read ahead (another connection committed, or the writing connection was replaced): read again");
             return None;
         }
         Some(ahead)
@@ -1271,18 +1295,27 @@ impl SqlConnector {
         after: Option<&[Value]>,
         limit: usize,
     ) -> Result<Option<Packed>, sqlx::Error> {
-        let mark = match self.lite_writer {
-            Some(_) => Some(writer_mark(tx).await?),
+        let mark = match &self.lite_writer {
+            Some(w) => Some(writer_mark(tx, w).await?),
             None => None,
         };
         let ahead = mark.and_then(|(writer, _)| self.take_read_ahead(scope, after, limit, writer));
         let packed = match ahead {
-            Some(mut ahead) => match (&mut ahead.task).await {
-                Ok(Ok(packed)) => {
+            // Waited for under the write lock, but not for long: a read ahead still waiting
+            // for a connection is read again here instead.
+            Some(mut ahead) => match tokio::time::timeout(READ_AHEAD_WAIT, &mut ahead.task).await {
+                Ok(Ok(Ok(packed))) => {
                     tracing::debug!(table = %scope.table.name, "batch read ahead");
                     Some(packed)
                 }
-                _ => None,
+                Ok(Ok(Err(e))) => {
+                    tracing::debug!(table = %scope.table.name, "the batch read ahead failed, read again: {}", sanitize(&e.to_string()));
+                    None
+                }
+                _ => {
+                    tracing::debug!(table = %scope.table.name, "the batch read ahead is late: read again");
+                    None
+                }
             },
             None => None,
         };
@@ -1311,7 +1344,8 @@ impl SqlConnector {
     /// connection's worker thread deletes. Integer keys and subjects: read as one row of lists
     /// (`Builder::select_next_packed`) and deleted by their keys (`Builder::delete_listed`),
     /// without testing the filter again: nothing else can change what is due under the write
-    /// lock. (Nor can a trigger: where a table has triggers, SQLite evaluates a statement's
+    /// lock (a batch read ahead, before the lock, is used only if nothing else committed since:
+    /// [`ReadAhead`]). (Nor can a trigger: where a table has triggers, SQLite evaluates a statement's
     /// `WHERE` for every row before it deletes the first.) Otherwise read row by row (`Builder::select_next`) and
     /// the key range deleted with the filter (`Builder::delete_span`). The count deleted must be the count read (else
     /// `finish` rolls back: `ConnectorError::Changed`). A single `DELETE … RETURNING` (the
@@ -1337,8 +1371,8 @@ impl SqlConnector {
         if self.packs(scope) {
             packed = self.read_packed(&mut tx, scope, after, limit).await.map_err(db_err(&ctx))?;
         }
-        // Read as integers under the write lock: the batch is deleted by its keys, without
-        // testing the filter again.
+        // Read as integers under the write lock (or ahead, nothing committed since): the batch
+        // is deleted by its keys, without testing the filter again.
         let (batch, keys): (Vec<Candidate>, Option<Vec<i64>>) = match packed {
             Some(Packed { batch, keys }) => (batch, Some(keys)),
             None => {

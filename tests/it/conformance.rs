@@ -758,9 +758,10 @@ pub async fn batches_of_integer_keys(b: Backend) {
         f.holds_table_config();
         let public = f.sign_reports();
         // Row 7 is held (its subject: id 7, score 49); row 3's score is NULL.
-        let held = if subject == "id" { "7" } else { "49" };
+        let held = if subject == "id" { "07" } else { "49" };
         // Subjects are integers here. The holds' are text (a holds table shared by tables with
-        // subjects of several types: compared as text), or integers too (compared as they are).
+        // subjects of several types; `'07'` holds subject 7 as a number, as SQLite's affinity
+        // and MariaDB's conversion have it, and PostgreSQL reads it), or integers too.
         if int_holds {
             match b {
                 Backend::Postgres => {
