@@ -491,9 +491,8 @@ impl<'a> Builder<'a> {
     fn table_hold_in(&self, sql: &mut Sql, qual: &str) {
         let (Some(ht), Some(s)) = (&self.scope.holds.table, &self.scope.subject) else { return };
         let (subject, hs) = self.subject_pair(ht, qual, s);
-        let raw_hs = self.col("lh", &ht.subject);
         sql.push(&format!(
-            "({subject} IS NOT NULL AND {subject} IN (SELECT {hs} FROM {} lh WHERE {raw_hs} IS NOT NULL",
+            "({subject} IS NOT NULL AND {subject} IN (SELECT {hs} FROM {} lh WHERE {hs} IS NOT NULL",
             self.q(&ht.table)
         ));
         self.table_hold_active(sql, ht);
@@ -521,29 +520,33 @@ impl<'a> Builder<'a> {
     }
 
     /// The row's subject (`qual`) and the holds table's (`lh`), as compared with each other:
-    /// as they are, except on PostgreSQL between a number and text (an integer subject, a text
-    /// holds column shared by several tables), which it refuses to compare
-    /// (`character varying = bigint`). There the text is read as a number where it is one (of
-    /// any form: `'042'`, `' 42'`, `'42.0'` hold subject 42, as SQLite's affinity and
-    /// MariaDB's conversion also have it) and matches nothing where it is not. Other pairs of
-    /// types go as they are: where a database cannot compare them, the run fails at its
-    /// first count, before anything is destroyed.
+    /// as they are, except between a number and text on the servers (an integer subject, a
+    /// text holds column shared by several tables). PostgreSQL refuses to compare them
+    /// (`character varying = bigint`); MariaDB compares them as numbers, reading any text as
+    /// one (`'7abc'` as 7, `'S-8'` as 0, with a warning each). There the text is read as a
+    /// number where it is one, surrounding spaces included (`'042'` and `' 42 '` hold subject
+    /// 42, as SQLite's affinity has it), and matches nothing where it is not. Other pairs of types go as they are: where a database
+    /// cannot compare them (PostgreSQL: `uuid` against text), the run fails at its first
+    /// count, before anything is destroyed.
     fn subject_pair(&self, ht: &HoldsTable, qual: &str, s: &str) -> (String, String) {
         let row = self.col(qual, s);
         let held = self.col("lh", &ht.subject);
-        if self.d != Dialect::Postgres {
+        if self.d == Dialect::Sqlite {
             return (row, held);
         }
         let kind = |info: Option<&crate::connector::ColumnInfo>| info.map_or(ColumnKind::Other, |c| c.kind);
         let row_kind = kind(self.scope.table.column(s));
         let held_kind = kind(self.holds_info.and_then(|i| i.column(&ht.subject)));
         let numeric = |k: ColumnKind| matches!(k, ColumnKind::Int | ColumnKind::Float);
-        // `numeric` takes surrounding spaces, a sign, decimals and an exponent; the pattern
-        // admits exactly such text, so that the cast cannot fail.
-        let number = |e: String| {
-            format!(
-                "(CASE WHEN {e} ~ '^\\s*[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]{{1,3}})?\\s*$' THEN CAST({e} AS NUMERIC) END)"
-            )
+        // A number: sign, digits, decimals, an exponent of at most two digits (so that neither
+        // `numeric` nor a double overflows). Exactly what the cast reads, so it cannot fail.
+        const NUMBER: &str = "[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?0*[0-9]{1,2})?";
+        let number = |e: String| match self.d {
+            // ASCII white space only, which `numeric` skips (`\s` may be wider, by collation).
+            Dialect::Postgres => format!(
+                "(CASE WHEN {e} ~ E'^[ \\t\\n\\r\\f\\v]*{NUMBER}[ \\t\\n\\r\\f\\v]*$' THEN CAST({e} AS NUMERIC) END)"
+            ),
+            _ => format!("(CASE WHEN TRIM({e}) REGEXP '^{NUMBER}$' THEN CAST(TRIM({e}) AS DOUBLE) END)"),
         };
         match (row_kind, held_kind) {
             (r, ColumnKind::Text) if numeric(r) => (row, number(held)),
