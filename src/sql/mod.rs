@@ -124,20 +124,14 @@ async fn writer_mark(c: &mut sqlx::SqliteConnection, writer: &LiteWriter) -> Res
 /// The pool a batch's writing transaction comes from: SQLite's one writing connection, the
 /// pool itself on the servers.
 trait WritePool {
-    fn for_writes<'a>(&'a self, c: &'a SqlConnector) -> &'a Self;
-}
-
-impl WritePool for sqlx::PgPool {
     fn for_writes<'a>(&'a self, _: &'a SqlConnector) -> &'a Self {
         self
     }
 }
 
-impl WritePool for sqlx::MySqlPool {
-    fn for_writes<'a>(&'a self, _: &'a SqlConnector) -> &'a Self {
-        self
-    }
-}
+impl WritePool for sqlx::PgPool {}
+
+impl WritePool for sqlx::MySqlPool {}
 
 impl WritePool for sqlx::SqlitePool {
     fn for_writes<'a>(&'a self, c: &'a SqlConnector) -> &'a Self {
@@ -150,36 +144,18 @@ impl WritePool for sqlx::SqlitePool {
 trait ReadPacked {
     fn read_packed<'a>(
         &'a mut self,
-        c: &'a SqlConnector,
-        scope: &'a Scope,
-        after: Option<&'a [Value]>,
-        limit: usize,
-    ) -> impl std::future::Future<Output = Result<Option<Packed>, sqlx::Error>> + Send + 'a;
-}
-
-impl ReadPacked for sqlx::PgConnection {
-    async fn read_packed<'a>(
-        &'a mut self,
         _: &'a SqlConnector,
         _: &'a Scope,
         _: Option<&'a [Value]>,
         _: usize,
-    ) -> Result<Option<Packed>, sqlx::Error> {
-        Ok(None)
+    ) -> impl std::future::Future<Output = Result<Option<Packed>, sqlx::Error>> + Send + 'a {
+        async { Ok(None) }
     }
 }
 
-impl ReadPacked for sqlx::MySqlConnection {
-    async fn read_packed<'a>(
-        &'a mut self,
-        _: &'a SqlConnector,
-        _: &'a Scope,
-        _: Option<&'a [Value]>,
-        _: usize,
-    ) -> Result<Option<Packed>, sqlx::Error> {
-        Ok(None)
-    }
-}
+impl ReadPacked for sqlx::PgConnection {}
+
+impl ReadPacked for sqlx::MySqlConnection {}
 
 impl ReadPacked for sqlx::SqliteConnection {
     async fn read_packed<'a>(
