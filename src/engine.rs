@@ -280,7 +280,9 @@ impl EvidenceSink {
                         // Keyed hashes are hex digits, which JSON needs no escaping for; anything
                         // else (never the case) is escaped as `serde_json` would.
                         let string = |line: &mut Vec<u8>, v: &str| -> std::io::Result<()> {
-                            if v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            // Without an early exit: the loop vectorizes (a quarter of this
+                            // thread's time went to the byte-at-a-time check).
+                            if v.bytes().fold(true, |ok, b| ok & b.is_ascii_hexdigit()) {
                                 line.push(b'"');
                                 line.extend_from_slice(v.as_bytes());
                                 line.push(b'"');

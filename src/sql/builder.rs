@@ -1545,7 +1545,16 @@ impl<'a> Builder<'a> {
     /// The journal row of one committed batch: `constants` are run, policy, stage, action and
     /// commit time; `records` and `subjects` the batch's keyed hashes, comma-separated, in the
     /// same order (an empty subject entry: the record has none).
-    pub fn journal_insert_batch(&self, constants: &[Value; 5], batch: u64, records: &[(Value, Value)]) -> Sql {
+    /// `records` and `subjects`: the batch's `count` record and subject digests, each list
+    /// comma-separated (an absent subject is empty).
+    pub fn journal_insert_batch(
+        &self,
+        constants: &[Value; 5],
+        batch: u64,
+        count: usize,
+        records: String,
+        subjects: String,
+    ) -> Sql {
         let mut sql = Sql::new(self.d);
         sql.push(&format!(
             "INSERT INTO {} (run_id, policy, stage, action, batch_no, record_count, records, subjects, committed_at) VALUES (",
@@ -1557,11 +1566,11 @@ impl<'a> Builder<'a> {
         }
         sql.bind(Value::Int(batch as i64));
         sql.push(", ");
-        sql.bind(Value::Int(records.len() as i64));
+        sql.bind(Value::Int(count as i64));
         sql.push(", ");
-        sql.bind(hash_list(records, |x| &x.0));
+        sql.bind(Value::Text(records));
         sql.push(", ");
-        sql.bind(hash_list(records, |x| &x.1));
+        sql.bind(Value::Text(subjects));
         sql.push(", ");
         sql.bind(constants[4].clone());
         sql.push(")");

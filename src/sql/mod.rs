@@ -1021,14 +1021,28 @@ fn journal_sql(b: &Builder, per_record: bool, journal: &JournalCtx, ids: &[Evide
         Value::Text(journal.action.clone()),
         Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     ];
-    let records: Vec<(Value, Value)> = destroyed
-        .iter()
-        .map(|&i| (Value::Text(ids[i].record.clone()), ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null)))
-        .collect();
     if per_record {
+        let records: Vec<(Value, Value)> = destroyed
+            .iter()
+            .map(|&i| {
+                (Value::Text(ids[i].record.clone()), ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null))
+            })
+            .collect();
         return b.journal_insert_rows(&constants, &records);
     }
-    b.journal_insert_batch(&constants, journal.batch, &records)
+    // The lists are joined straight from the ids (a copy of every digest first cost a tenth of
+    // a run's own CPU time).
+    let mut records = String::with_capacity(destroyed.len() * 65);
+    let mut subjects = String::with_capacity(destroyed.len() * 65);
+    for (n, &i) in destroyed.iter().enumerate() {
+        if n > 0 {
+            records.push(',');
+            subjects.push(',');
+        }
+        records.push_str(&ids[i].record);
+        subjects.push_str(ids[i].subject.as_deref().unwrap_or_default());
+    }
+    b.journal_insert_batch(&constants, journal.batch, destroyed.len(), records, subjects)
 }
 
 /// Removes the URL (which may carry a password) from an error message.
@@ -1899,6 +1913,10 @@ impl crate::connector::Connector for SqlConnector {
         // index range scan (binding thousands of keys costs the database more than reading the
         // few other lapsed rows of the range, which are then left out here).
         let rows = self.rows(&b.read(Rows::Range(&keys[0], &keys[keys.len() - 1]), &names), &ctx).await?;
+        if rows.is_empty() {
+            // The usual answer: nothing of the range is left to match against the keys.
+            return Ok(0);
+        }
         let wanted: std::collections::HashSet<Vec<String>> =
             keys.iter().map(|k| k.iter().map(Value::canonical).collect()).collect();
         let nk = scope.key.len();
