@@ -428,6 +428,20 @@ def evidence_records(work, action):
     return n
 
 
+def machine_busy():
+    """Busy core-seconds of the whole machine so far (Linux `/proc/stat`; None elsewhere): every
+    process's, the database server's included, so that a contender's work in the server counts
+    as much as its own. (Background work of the server, such as a checkpoint, counts for
+    whoever it falls on.)"""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: all but idle and iowait.
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------------------------- main --
 
 def median_of(rs):
@@ -440,6 +454,8 @@ def median_of(rs):
     rss = [x["peak_rss_kib"] for x in rs if x.get("peak_rss_kib")]
     r["peak_rss_kib"] = max(rss) if rss else None
     r["rounds"] = [x["seconds"] for x in rs]
+    cpu = [x["machine_cpu_s"] for x in rs if x.get("machine_cpu_s") is not None]
+    r["machine_cpu_s"] = round(statistics.median(cpu), 2) if cpu else None
     errors = [x["error"] for x in rs if x.get("error")]
     if errors:
         r["error"] = errors[0]
@@ -495,6 +511,7 @@ def main():
                 held = b.scalar2(f"SELECT COUNT(*), 0 FROM customers c WHERE {b.lapsed()} AND NOT {b.not_held()}")[0]
                 rss = None
                 code = 0
+                c0 = machine_busy()
                 t0 = time.perf_counter()
                 if who == "lapse":
                     secs, rss, code = run_lapse(args, args.work, url, "delete" if verb == "delete" else "anonymize")
@@ -507,15 +524,18 @@ def main():
                     n = b.baseline_single(verb)
                     secs = time.perf_counter() - t0
                     ev = None
+                cpu = None if c0 is None else round(machine_busy() - c0, 2)
                 if isinstance(b, Sqlite) and who == "lapse":
                     b.connect()
                 sig = b.signature(verb)
                 r = {"backend": name, "contender": who, "verb": verb, "rows": args.rows, "due": due, "held": held,
                      "seconds": round(secs, 3), "rows_per_s": round(due / secs, 1) if secs > 0 else None,
-                     "peak_rss_kib": rss, "exit": code, "evidence": ev, "signature": list(sig)}
+                     "peak_rss_kib": rss, "exit": code, "evidence": ev, "signature": list(sig),
+                     "machine_cpu_s": cpu}
                 if who == "lapse" and (code != 0 or ev != due):
                     r["error"] = f"lapse exited {code}, evidence records {ev}, due {due}"
                 log(f"[bench] {name} {c}" + (f" (round {rnd + 1})" if args.repeat > 1 else "") + f": {due} due, {held} held, {secs:.2f}s, {r['rows_per_s']} rows/s"
+                    + (f", machine CPU {cpu:.2f} core-s" if cpu is not None else "")
                     + (f", peak RSS {rss / 1024:.1f} MiB, exit {code}" if rss else ""))
                 prev = sigs.setdefault(verb, sig)
                 if prev != sig:
