@@ -280,8 +280,9 @@ impl EvidenceSink {
                         // Keyed hashes are hex digits, which JSON needs no escaping for; anything
                         // else (never the case) is escaped as `serde_json` would.
                         let string = |line: &mut Vec<u8>, v: &str| -> std::io::Result<()> {
-                            // Without an early exit: the loop vectorizes (a quarter of this
-                            // thread's time went to the byte-at-a-time check).
+                            // Without an early exit, so that the loop can be vectorized: the
+                            // byte-at-a-time check was a quarter of lapse's own CPU time
+                            // (`perf`, a PostgreSQL delete of 297,000 rows).
                             if v.bytes().fold(true, |ok, b| ok & b.is_ascii_hexdigit()) {
                                 line.push(b'"');
                                 line.extend_from_slice(v.as_bytes());

@@ -39,7 +39,7 @@ impl EvidenceKey {
     }
 
     /// `mac(["record", connection, table, key values...])`, without a string per key value
-    /// (a run hashes one per destroyed record: the allocations cost more than the hashing).
+    /// or a list of parts (a run hashes one per destroyed record).
     pub fn record(&self, connection: &str, table: &str, key: &[Value]) -> String {
         let mut m = self.0.clone();
         m.update(b"record\0");
@@ -80,7 +80,7 @@ fn update_canonical(m: &mut Hmac<Sha256>, v: &Value) {
 fn hex_of(m: Hmac<Sha256>) -> String {
     let mut out = [0u8; 64];
     hex::encode_to_slice(m.finalize().into_bytes(), &mut out).expect("32 bytes fit 64 hex digits");
-    // (`hex::encode` builds its string a char at a time: a fifth of a run's own CPU time.)
+    // (`hex::encode` builds its string a char at a time.)
     String::from_utf8(out.to_vec()).expect("hex digits")
 }
 

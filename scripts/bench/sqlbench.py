@@ -446,7 +446,7 @@ def machine_busy():
 
 def median_of(rs):
     """One contender's result over its rounds: the median time (and the rate from it), the
-    largest peak RSS, every round's seconds, and any round's error."""
+    largest peak RSS, every round's seconds, the median machine CPU, and any round's error."""
     secs = sorted(r["seconds"] for r in rs)
     r = dict(rs[0])
     r["seconds"] = statistics.median(secs)

@@ -1544,9 +1544,7 @@ impl<'a> Builder<'a> {
 
     /// The journal row of one committed batch: `constants` are run, policy, stage, action and
     /// commit time; `records` and `subjects` the batch's keyed hashes, comma-separated, in the
-    /// same order (an empty subject entry: the record has none).
-    /// `records` and `subjects`: the batch's `count` record and subject digests, each list
-    /// comma-separated (an absent subject is empty).
+    /// same order (an empty subject entry: the record has none); `count` entries each.
     pub fn journal_insert_batch(
         &self,
         constants: &[Value; 5],
