@@ -918,8 +918,8 @@ impl<'a> Builder<'a> {
         if packed {
             // The subject that is the key is returned once (each array costs about 2 ms per
             // 5,000 rows); so is no subject.
-            let (subjects, list) = match returned.get(1) {
-                Some(s) if !self.scope.subject_is_key() => (format!(", {s} AS s"), "array_agg(d.s::bigint)"),
+            let (subjects, list) = match (returned.get(1), Subjects::of(self.scope)) {
+                (Some(s), Subjects::Listed) => (format!(", {s} AS s"), "array_agg(d.s::bigint)"),
                 _ => (String::new(), "NULL::bigint[]"),
             };
             sql.push(&format!(
@@ -959,7 +959,7 @@ impl<'a> Builder<'a> {
         let t = self.table();
         let key = self.col(&t, &self.scope.key[0]);
         // The subject that is the key comes once.
-        let listed = self.scope.subject.is_some() && !self.scope.subject_is_key();
+        let listed = Subjects::of(self.scope) == Subjects::Listed;
         let (lists, not_int) = match listed {
             true => ("group_concat(b.k), group_concat(b.s)", "typeof(b.k) <> 'integer' OR typeof(b.s) <> 'integer'"),
             false => ("group_concat(b.k), NULL", "typeof(b.k) <> 'integer'"),
@@ -1729,6 +1729,26 @@ fn hash_list(records: &[(Value, Value)], column: impl Fn(&(Value, Value)) -> &Va
 /// A non-empty text of hex digits (an evidence digest).
 fn is_hex(v: &Value) -> bool {
     matches!(v, Value::Text(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The subjects of a batch read as one row ([`Builder::select_next_packed`],
+/// [`Builder::delete_next_packed`]): none, a list of their own, or the keys themselves
+/// (`Scope::subject_is_key`: the statement returns the list once).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Subjects {
+    None,
+    Listed,
+    Keys,
+}
+
+impl Subjects {
+    pub fn of(scope: &Scope) -> Subjects {
+        match &scope.subject {
+            None => Subjects::None,
+            Some(_) if scope.subject_is_key() => Subjects::Keys,
+            Some(_) => Subjects::Listed,
+        }
+    }
 }
 
 /// Which rows a statement reads: these keys, or every key in a range (inclusive, in the

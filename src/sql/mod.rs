@@ -25,7 +25,7 @@ use crate::connector::{
     Scope, TableInfo, Work,
 };
 use crate::value::Value;
-use builder::{Builder, Dialect, Rows, Sql};
+use builder::{Builder, Dialect, Rows, Sql, Subjects};
 
 /// Bound parameters a batch's statements may take (see `max_batch`).
 const MAX_BATCH_PARAMS: usize = 30_000;
@@ -295,25 +295,6 @@ trait DecodeRow {
     /// The row of [`Builder::delete_next_packed`] (PostgreSQL only): the rows it deleted.
     fn arrays(&self, _subjects: Subjects) -> Result<Vec<Candidate>, sqlx::Error> {
         Err(sqlx::Error::Protocol("a batch as arrays is PostgreSQL's".into()))
-    }
-}
-
-/// The subjects of a batch read as one row: none, a list of their own, or the keys themselves
-/// (`Scope::subject_is_key`: the statement returns the list once).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Subjects {
-    None,
-    Listed,
-    Keys,
-}
-
-impl Subjects {
-    fn of(scope: &Scope) -> Subjects {
-        match &scope.subject {
-            None => Subjects::None,
-            Some(_) if scope.subject_is_key() => Subjects::Keys,
-            Some(_) => Subjects::Listed,
-        }
     }
 }
 
