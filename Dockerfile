@@ -16,7 +16,10 @@ WORKDIR /src
 
 # Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock change.
 # Stub sources stand in for the crate (a library and a binary); --locked refuses to touch Cargo.lock.
+# .cargo/config.toml sets the bundled SQLite's compile options (LIBSQLITE3_FLAGS): it must be there
+# when the dependencies are built.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

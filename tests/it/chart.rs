@@ -1006,6 +1006,14 @@ fn dockerfile_structure() {
         );
     }
 
+    // The build settings of .cargo/config.toml (the bundled SQLite's compile options) are in
+    // place before the first build, which compiles SQLite.
+    if repo().join(".cargo/config.toml").exists() {
+        assert!(!ignored.iter().any(|i| i.trim_start_matches('/') == ".cargo"), ".dockerignore excludes .cargo");
+        let copy_cargo = pos("COPY", &|r| r.split_whitespace().next() == Some(".cargo")).expect("COPY .cargo");
+        assert!(builds.iter().all(|&b| b > copy_cargo), "COPY .cargo comes before every cargo build");
+    }
+
     // Runtime: only the binary from the builder, no RUN (no shell), numeric non-root user.
     assert!(!runtime.iter().any(|(k, _)| k == "RUN"), "the runtime stage must not need a shell (no RUN)");
     assert!(

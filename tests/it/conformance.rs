@@ -682,6 +682,23 @@ async fn sqlite_row_kept_by_a_trigger() {
     }
 }
 
+/// The SQLite that sqlx bundles is built with the options of `.cargo/config.toml`: no shared
+/// page-cache group (its global mutex was taken on every page fetch, and the writer and the
+/// read-ahead connection fought over it) and no memory statistics (a global mutex on every
+/// allocation). Without them lapse spends a fifth more CPU on SQLite (BENCHMARKS.md).
+#[tokio::test]
+async fn sqlite_built_without_global_mutexes() {
+    let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.expect("in-memory SQLite");
+    let options: Vec<String> =
+        sqlx::query_scalar("PRAGMA compile_options").fetch_all(&pool).await.expect("compile options");
+    assert!(options.iter().any(|o| o == "THREADSAFE=1"), "still thread-safe: {options:?}");
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "built with SQLITE_ENABLE_MEMORY_MANAGEMENT (is LIBSQLITE3_FLAGS of .cargo/config.toml set?): {options:?}"
+    );
+    assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "memory statistics are on: {options:?}");
+}
+
 /// A batch sized for the database's own computation of the new values that a value sends to
 /// Rust (an IPv6 address) can be larger than one statement may bind values for: here 7,000
 /// rows, each binding its key and four values that differ from row to row (token, network,
