@@ -682,6 +682,53 @@ async fn sqlite_row_kept_by_a_trigger() {
     }
 }
 
+/// SQLite keeps a time as text or as a number, in any column: an anchor lapses by the time it
+/// stands for, whatever its storage class. A number is Unix time (integer or real); text and a
+/// blob are read as a date and time (`julianday`), with the zone they name; text that is no time
+/// never lapses. The cutoff is 2026-01-01, so rows before 2025-01-01 lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_anchor_stored_as_text_or_number() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let f = Fixture::new(Backend::Sqlite, SCHEMA).await;
+    let anchors = [
+        (1, "'2020-03-01 10:00:00'"),       // text: lapsed
+        (2, "1583056800"),                  // integer, 2020-03-01 10:00 UTC: lapsed
+        (3, "1583056800.5"),                // real: lapsed
+        (4, "X'323032302D30332D3031'"),     // blob of '2020-03-01': lapsed
+        (5, "'2024-12-31T23:30:00Z'"),      // text with T and Z: lapsed
+        (6, "1764583200"),                  // integer, 2025-12-01 10:00 UTC: not yet
+        (7, "'2024-12-31T23:30:00-02:00'"), // 2025-01-01 01:30 UTC: not yet, though its text sorts before 2025
+        (8, "'2025-12-01 10:00:00'"),       // text: not yet
+        (9, "'not a time'"),                // no time: never lapses
+        (10, "NULL"),                       // no anchor: kept, counted
+    ];
+    let mut sql = String::new();
+    for (id, at) in anchors {
+        sql.push_str(&format!(
+            "INSERT INTO people (id, subject, email, full_name, status, created_at) VALUES ({id}, 'S-{id}', 'p{id}@example.com', 'Person {id}', 'closed', {at});\n"
+        ));
+    }
+    f.db.exec(&sql).await;
+    let kinds = f.db.texts("SELECT typeof(created_at) FROM people ORDER BY id").await;
+    let kinds: Vec<String> = kinds.into_iter().map(|k| k.unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["text", "integer", "real", "blob", "text", "integer", "text", "text", "text", "null"],
+        "each anchor kept its storage class"
+    );
+    f.policy("people", PEOPLE_DELETE);
+    f.lapse(&["plan"]).ok();
+    let plan = f.report("plan");
+    assert_eq!(n(&plan["policies"][0]["stages"][0]["due"]), 5, "plan counts the lapsed anchors of every storage class");
+    f.lapse(&["run"]).ok();
+    assert_eq!(ids(&f).await, vec![6, 7, 8, 9, 10], "1 to 5 lapsed and are gone");
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 5);
+    assert_eq!(n(&p["null_anchor_kept"]), 1);
+}
+
 /// The SQLite that sqlx bundles is built with the options of `.cargo/config.toml`: no shared
 /// page-cache group (its global mutex was taken on every page fetch, and the writer and the
 /// read-ahead connection fought over it) and no memory statistics (a global mutex on every
