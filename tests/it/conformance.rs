@@ -732,7 +732,7 @@ async fn sqlite_anchor_stored_as_text_or_number() {
 /// The SQLite that sqlx bundles is built with the options of `.cargo/config.toml`: no shared
 /// page-cache group (its global mutex was taken on every page fetch, and the writer and the
 /// read-ahead connection fought over it) and no memory statistics (a global mutex on every
-/// allocation). Without them lapse spends a fifth more CPU on SQLite (BENCHMARKS.md).
+/// allocation). With them lapse spent 14–21 % more CPU on SQLite (BENCHMARKS.md).
 #[tokio::test]
 async fn sqlite_built_without_global_mutexes() {
     let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.expect("in-memory SQLite");
