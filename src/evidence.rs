@@ -27,43 +27,36 @@ impl EvidenceKey {
         EvidenceKey(Hmac::<Sha256>::new_from_slice(&bytes).expect("HMAC takes any key length"))
     }
 
-    fn mac(&self, parts: &[&str]) -> String {
+    /// The HMAC of `names` then `values` (their [`Value::canonical`] forms), separated by NUL:
+    /// the one layout of every hash here. No string per value and no list of parts: a run
+    /// hashes two per destroyed record.
+    fn mac(&self, names: &[&str], values: &[Value]) -> String {
         let mut m = self.0.clone();
-        for (i, p) in parts.iter().enumerate() {
+        for (i, p) in names.iter().enumerate() {
             if i > 0 {
                 m.update(&[0]);
             }
             m.update(p.as_bytes());
         }
-        hex_of(m)
-    }
-
-    /// `mac(["record", connection, table, key values...])`, without a string per key value
-    /// or a list of parts (a run hashes one per destroyed record).
-    pub fn record(&self, connection: &str, table: &str, key: &[Value]) -> String {
-        let mut m = self.0.clone();
-        m.update(b"record\0");
-        m.update(connection.as_bytes());
-        m.update(&[0]);
-        m.update(table.as_bytes());
-        for v in key {
+        for v in values {
             m.update(&[0]);
             update_canonical(&mut m, v);
         }
         hex_of(m)
     }
 
+    pub fn record(&self, connection: &str, table: &str, key: &[Value]) -> String {
+        self.mac(&["record", connection, table], key)
+    }
+
     pub fn subject(&self, subject: &Value) -> String {
-        let mut m = self.0.clone();
-        m.update(b"subject\0");
-        update_canonical(&mut m, subject);
-        hex_of(m)
+        self.mac(&["subject"], std::slice::from_ref(subject))
     }
 
     /// Identifies the key itself (so reports made with different keys can be told apart) without
     /// revealing it.
     pub fn key_id(&self) -> String {
-        self.mac(&["key-id"])[..16].to_string()
+        self.mac(&["key-id"], &[])[..16].to_string()
     }
 }
 
