@@ -2,7 +2,8 @@
 # scripts/bench.sh — lapse against the hand-written DELETE / UPDATE and `aws s3api` it replaces.
 #
 #   scripts/bench.sh [--rows N] [--big] [--objects M] [--only pg,mysql,sqlite,s3]
-#                    [--batch B] [--lapse-batch B] [--repeat R] [--rss-sizes 100000,1000000] [--out FILE]
+#                    [--batch B] [--lapse-batch B] [--repeat R] [--rss-sizes 100000,1000000]
+#                    [--s3-servers radosgw,moto] [--out FILE]
 #
 #   --rows N        rows of the SQL table (default 1,000,000); --big: 10,000,000
 #   --objects M     objects in the versioned bucket (default 50,000)
@@ -14,6 +15,9 @@
 #   --lapse-bin F   time this lapse binary instead of building one (cargo build --release)
 #   --rss-sizes L   with `rss` in --only: peak RSS of `lapse run` (delete and anonymize, PostgreSQL) at these
 #                   table sizes, side by side (default 100000,1000000)
+#   --s3-servers L  with `s3` in --only: the S3 servers to run it on, one after the other
+#                   (default radosgw,moto): radosgw, Ceph's S3 gateway (scripts/radosgw.sh), and
+#                   moto, the test suite's server (scripts/moto.sh)
 #   --out FILE      JSON results (default .bench/results-<time>.json); a Markdown summary is
 #                   printed at the end
 #
@@ -24,7 +28,7 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 REPEAT=1 RSS_SIZES="100000,1000000" LAPSE_BIN=""
+ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 REPEAT=1 RSS_SIZES="100000,1000000" LAPSE_BIN="" S3_SERVERS="radosgw,moto"
 OUT=".bench/results-$(date -u +%Y%m%dT%H%M%SZ).json"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -37,8 +41,9 @@ while [[ $# -gt 0 ]]; do
     --repeat) REPEAT=$2; shift 2 ;;
     --lapse-bin) LAPSE_BIN=$2; shift 2 ;;
     --rss-sizes) RSS_SIZES=$2; shift 2 ;;
+    --s3-servers) S3_SERVERS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -118,16 +123,33 @@ if has rss; then
     done
 fi
 if has s3; then
-    # A moto server of its own (a shared one may belong to someone else, and moto keeps every
+    # Each S3 server of its own (a shared one may belong to someone else, and both keep every
     # object in memory): started here, stopped at the end.
-    S3_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    scripts/moto.sh start "$REPO_ROOT/.bench/moto" "$S3_PORT"
-    trap 'scripts/moto.sh stop "$REPO_ROOT/.bench/moto"' EXIT
-    log "S3: $OBJECTS objects on http://127.0.0.1:$S3_PORT"
-    "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "http://127.0.0.1:$S3_PORT" \
-        --lapse "$LAPSE" --lapse-batch "$LAPSE_BATCH" --aws "$VENV/bin/aws" --work "$WORK" \
-        --server-pid "$(cat "$REPO_ROOT/.bench/moto/moto.pid")" --json-out "$OUT.s3"
-    PARTS+=("$OUT.s3")
+    stop_s3() { scripts/moto.sh stop "$REPO_ROOT/.bench/moto"; scripts/radosgw.sh stop "$REPO_ROOT/.bench/radosgw"; }
+    trap stop_s3 EXIT
+    IFS=, read -ra servers <<<"$S3_SERVERS"
+    for server in "${servers[@]}"; do
+        S3_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        case "$server" in
+        moto)
+            scripts/moto.sh start "$REPO_ROOT/.bench/moto" "$S3_PORT"
+            pids=$(cat "$REPO_ROOT/.bench/moto/moto.pid") keys=(test test) extra=()
+            ;;
+        radosgw)
+            scripts/radosgw.sh start "$REPO_ROOT/.bench/radosgw" "$S3_PORT"
+            pids=$(scripts/radosgw.sh pids "$REPO_ROOT/.bench/radosgw") keys=(benchkey benchsecret)
+            extra=(--anonymous-load)
+            ;;
+        *) echo "unknown S3 server: $server (moto, radosgw)" >&2; exit 2 ;;
+        esac
+        log "S3 ($server): $OBJECTS objects on http://127.0.0.1:$S3_PORT"
+        AWS_ACCESS_KEY_ID=${keys[0]} AWS_SECRET_ACCESS_KEY=${keys[1]} \
+            "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "http://127.0.0.1:$S3_PORT" \
+            --lapse "$LAPSE" --lapse-batch "$LAPSE_BATCH" --aws "$VENV/bin/aws" --work "$WORK" "${extra[@]}" \
+            --server-name "$server" --server-pid "$pids" --json-out "$OUT.s3-$server"
+        PARTS+=("$OUT.s3-$server")
+        stop_s3
+    done
 fi
 "$VENV/bin/python" scripts/bench/summary.py --out "$OUT" "${PARTS[@]}"
 rm -f "${PARTS[@]}"

@@ -52,8 +52,12 @@ def main():
     ap.add_argument("--contenders", default="lapse,aws-cli")
     ap.add_argument("--lapse-batch", type=int, default=0, help="the policy's batch_size (0: lapse's default)")
     ap.add_argument("--load-threads", type=int, default=16, help="concurrent PUTs while loading")
-    ap.add_argument("--server-pid", type=int, default=0,
-                    help="the S3 server's pid: its CPU seconds during each contender are reported")
+    ap.add_argument("--server-pid", default="",
+                    help="the S3 server's pids, comma-separated (radosgw, its OSD and monitor): their CPU "
+                         "seconds during each contender are reported")
+    ap.add_argument("--anonymous-load", action="store_true",
+                    help="load with unsigned PUTs into a public-read-write bucket (a server that checks signatures)")
+    ap.add_argument("--server-name", default="moto", help="the S3 server, for the results")
     ap.add_argument("--json-out", required=True)
     args = ap.parse_args()
     s3 = boto3.client("s3", endpoint_url=args.endpoint, config=Config(max_pool_connections=32, retries={"max_attempts": 3}))
@@ -66,10 +70,14 @@ def main():
         bucket = f"bench-{contender}-{uuid.uuid4().hex[:8]}"
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        if args.anonymous_load:
+            s3.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
         t0 = time.perf_counter()
-        load(args.endpoint, bucket, items, args.load_threads)
+        load(args.endpoint, bucket, items, args.load_threads, {} if args.anonymous_load else AUTH)
+        if args.anonymous_load:
+            s3.put_bucket_acl(Bucket=bucket, ACL="private")
         versions = sum(nv for _, nv in items)
-        log(f"[bench] s3 {contender}: {len(items)} objects ({versions} versions) loaded in {time.perf_counter() - t0:.1f}s")
+        log(f"[bench] s3 ({args.server_name}) {contender}: {len(items)} objects ({versions} versions) loaded in {time.perf_counter() - t0:.1f}s")
         d = os.path.join(args.work, f"s3-{contender}")
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -80,11 +88,11 @@ def main():
             secs, rss, code, client_cpu = run_cli(args, d, bucket)
         server_cpu = cpu_seconds(args.server_pid) - server0 if args.server_pid else None
         sig = remaining(s3, bucket)
-        r = {"backend": "s3", "contender": contender, "verb": "delete", "rows": len(items), "versions": versions,
+        r = {"backend": "s3", "server": args.server_name, "contender": contender, "verb": "delete", "rows": len(items), "versions": versions,
              "due": due, "seconds": round(secs, 3), "rows_per_s": round(due / secs, 1), "peak_rss_kib": rss,
              "exit": code, "signature": list(sig), "client_cpu_s": round(client_cpu, 2),
              "server_cpu_s": None if server_cpu is None else round(server_cpu, 2)}
-        log(f"[bench] s3 {contender}: {due} objects due, {secs:.2f}s, {due / secs:.0f} objects/s, exit {code}"
+        log(f"[bench] s3 ({args.server_name}) {contender}: {due} objects due, {secs:.2f}s, {due / secs:.0f} objects/s, exit {code}"
             + (f", peak RSS {rss / 1024:.1f} MiB" if contender == "lapse" else "") + f", left {sig}"
             + f", CPU: client {client_cpu:.1f}s" + ("" if server_cpu is None else f", server {server_cpu:.1f}s"))
         prev = sigs.setdefault("delete", sig)
@@ -100,11 +108,12 @@ def main():
 AUTH = {"Authorization": "AWS test:unchecked"}
 
 
-def load(endpoint, bucket, items, threads):
+def load(endpoint, bucket, items, threads, headers):
     """PUTs every version, `threads` at a time, as plain HTTP requests with a dummy
     `Authorization` header (the local server does not check signatures, but refuses an anonymous
     overwrite): boto3's per-request work (signing, parsing) took about as much CPU as the server
-    itself, and loading ran at 100-170 PUTs/s."""
+    itself, and loading ran at 100-170 PUTs/s. A server that checks signatures (radosgw) takes
+    unsigned PUTs into a bucket made public-read-write for the load (`headers` empty)."""
     http = urllib3.PoolManager(maxsize=threads, retries=urllib3.Retry(total=3, backoff_factor=0.2))
     base = endpoint.rstrip("/")
 
@@ -112,7 +121,7 @@ def load(endpoint, bucket, items, threads):
         k, nv = kv
         for v in range(nv):
             r = http.request("PUT", f"{base}/{bucket}/{urllib.parse.quote(k)}",
-                             body=f"customer export v{v}\n".encode() * 8, headers=AUTH)
+                             body=f"customer export v{v}\n".encode() * 8, headers=headers)
             if r.status != 200:
                 raise RuntimeError(f"PUT {k}: HTTP {r.status}")
     with cf.ThreadPoolExecutor(threads) as ex:
@@ -129,7 +138,7 @@ def remaining(s3, bucket):
 
 
 def empty_bucket(s3, bucket):
-    """moto keeps everything in memory: remove what the benchmark wrote."""
+    """The servers keep everything in memory: remove what the benchmark wrote."""
     for _ in range(5):
         ids = []
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
@@ -192,13 +201,14 @@ def run_cli(args, d, bucket):
 GNU_TIME = "/usr/bin/time"
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds of a running process (all its threads), from /proc."""
-    if not pid:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids):
+    """User + system CPU seconds of running processes (all their threads), from /proc."""
+    total = 0.0
+    for pid in filter(None, str(pids).split(",")):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def timed(cmd, d):

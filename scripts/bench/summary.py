@@ -50,10 +50,13 @@ def main():
         p = m.get(("lapse", "plan"))
         if p:
             print(f"\n`lapse plan`: {p['seconds']:.2f} s, peak RSS {mib(p['peak_rss_kib'])}, exit {p['exit']}")
-    s3 = [r for r in results if r["backend"] == "s3"]
-    if s3:
+    servers = {}
+    for r in results:
+        if r["backend"] == "s3":
+            servers.setdefault(r.get("server", "moto"), []).append(r)
+    for server, s3 in servers.items():
         m = {r["contender"]: r for r in s3}
-        print(f"\n### S3 (moto), {s3[0]['rows']:,} objects, {s3[0]['versions']:,} versions\n")
+        print(f"\n### S3 ({server}), {s3[0]['rows']:,} objects, {s3[0]['versions']:,} versions\n")
         print("| contender | objects due | seconds | objects/s | peak RSS | client CPU s | S3 server CPU s |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         cpu = lambda v: "–" if v is None else f"{v:.1f}"
@@ -61,7 +64,7 @@ def main():
             print(f"| {r['contender']} | {r['due']:,} | {r['seconds']:.1f} | {rate(r)} | {mib(r['peak_rss_kib'])} "
                   f"| {cpu(r.get('client_cpu_s'))} | {cpu(r.get('server_cpu_s'))} |")
         if "lapse" in m and "aws-cli" in m:
-            print(f"\nlapse / AWS CLI: {m['lapse']['rows_per_s'] / m['aws-cli']['rows_per_s']:.2f}")
+            print(f"\nlapse / AWS CLI ({server}): {m['lapse']['rows_per_s'] / m['aws-cli']['rows_per_s']:.2f}")
     rss = {}
     for r in results:
         if r["backend"] == "postgres" and r["contender"] == "lapse":

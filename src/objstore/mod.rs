@@ -497,6 +497,16 @@ impl ObjectConnector {
     }
 }
 
+/// The size of a batch's `DeleteObjects` calls for `n` versions, `concurrency` calls at a time:
+/// as even as the limit of 1,000 keys per call allows, so that the last calls do not run alone
+/// (a server such as Ceph RGW deletes a call's keys one after another: 6,000 versions in calls
+/// of 1,000, four at a time, left it two calls for the second half of the batch), and never
+/// under 100 keys, so that a small batch is not spread over many requests.
+fn delete_chunk(n: usize, concurrency: usize) -> usize {
+    let calls = n.div_ceil(1000).next_multiple_of(concurrency.max(1));
+    n.div_ceil(calls).clamp(100, 1000)
+}
+
 fn collect_anchors(f: &Filter, out: &mut Vec<String>) {
     match f {
         Filter::Lapsed(r) if !out.contains(&r.anchor) => out.push(r.anchor.clone()),
@@ -700,8 +710,9 @@ impl Connector for ObjectConnector {
             }
             outcome.details.entry(i).or_default();
         }
-        // 2. Delete unlocked versions in calls of up to 1000, with bounded concurrency; per-item
-        //    failures are retried with backoff and jitter, then reported per object.
+        // 2. Delete unlocked versions in calls of up to 1000, `concurrency` at a time, in chunks
+        //    of even size (see `delete_chunk`); per-item failures are retried with backoff and
+        //    jitter, then reported per object.
         let mut failed: BTreeMap<usize, String> = BTreeMap::new();
         let mut pending = items;
         for attempt in 0..3 {
@@ -713,7 +724,7 @@ impl Connector for ObjectConnector {
                 tokio::time::sleep(std::time::Duration::from_millis(200 * (1 << attempt) + jitter)).await;
             }
             let chunks: Vec<Vec<(usize, String, Option<String>, u64)>> =
-                pending.chunks(1000).map(|c| c.to_vec()).collect();
+                pending.chunks(delete_chunk(pending.len(), self.concurrency)).map(|c| c.to_vec()).collect();
             let delete_futs: Vec<_> = chunks
                 .into_iter()
                 .map(|chunk| async move {
@@ -724,7 +735,7 @@ impl Connector for ObjectConnector {
                 })
                 .collect();
             let results =
-                futures::stream::iter(delete_futs).buffer_unordered(self.concurrency.min(4)).collect::<Vec<_>>().await;
+                futures::stream::iter(delete_futs).buffer_unordered(self.concurrency).collect::<Vec<_>>().await;
             pending = Vec::new();
             for (chunk, r) in results {
                 match r {
@@ -817,6 +828,18 @@ impl Connector for ObjectConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delete_calls_are_even_and_within_limits() {
+        assert_eq!(delete_chunk(6000, 8), 750, "eight calls of 750, not six of 1,000");
+        assert_eq!(delete_chunk(6000, 4), 750, "two rounds of four");
+        assert_eq!(delete_chunk(12_000, 8), 750, "sixteen calls");
+        assert_eq!(delete_chunk(9000, 1), 1000, "one at a time: full calls");
+        assert_eq!(delete_chunk(949, 8), 119);
+        assert_eq!(delete_chunk(300, 8), 100, "no call under 100 keys");
+        assert_eq!(delete_chunk(5, 8), 100);
+        assert_eq!(delete_chunk(1_000_000, 8), 1000, "never over S3's limit");
+    }
 
     #[test]
     fn key_patterns_extract_dates_and_subjects() {
