@@ -10,8 +10,9 @@
 #   --only LIST     any of pg, mysql, sqlite, s3, rss (default: all but rss)
 #   --batch B       batch of the hand-written loop (default 5000)
 #   --lapse-batch B lapse --batch-size (default: lapse's own default); S3: the policy's batch_size
-#   --repeat R      SQL: R rounds of every contender, one after another; the median time is
-#                   reported (default 1; this machine's runs vary by up to a third)
+#   --repeat R      R rounds of every contender, one after another; the median time is
+#                   reported (default 1; this machine's runs vary by up to a third). S3: a
+#                   fresh server each round, the contenders' order alternating
 #   --lapse-bin F   time this lapse binary instead of building one (cargo build --release)
 #   --rss-sizes L   with `rss` in --only: peak RSS of `lapse run` (delete and anonymize, PostgreSQL) at these
 #                   table sizes, side by side (default 100000,1000000)
@@ -129,26 +130,32 @@ if has s3; then
     trap stop_s3 EXIT
     IFS=, read -ra servers <<<"$S3_SERVERS"
     for server in "${servers[@]}"; do
-        S3_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        case "$server" in
-        moto)
-            scripts/moto.sh start "$REPO_ROOT/.bench/moto" "$S3_PORT"
-            pids=$(cat "$REPO_ROOT/.bench/moto/moto.pid") keys=(test test) extra=()
-            ;;
-        radosgw)
-            scripts/radosgw.sh start "$REPO_ROOT/.bench/radosgw" "$S3_PORT"
-            pids=$(scripts/radosgw.sh pids "$REPO_ROOT/.bench/radosgw") keys=(benchkey benchsecret)
-            extra=(--anonymous-load)
-            ;;
-        *) echo "unknown S3 server: $server (moto, radosgw)" >&2; exit 2 ;;
-        esac
-        log "S3 ($server): $OBJECTS objects on http://127.0.0.1:$S3_PORT"
-        AWS_ACCESS_KEY_ID=${keys[0]} AWS_SECRET_ACCESS_KEY=${keys[1]} \
-            "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "http://127.0.0.1:$S3_PORT" \
-            --lapse "$LAPSE" --lapse-batch "$LAPSE_BATCH" --aws "$VENV/bin/aws" --work "$WORK" "${extra[@]}" \
-            --server-name "$server" --server-pid "$pids" --json-out "$OUT.s3-$server"
-        PARTS+=("$OUT.s3-$server")
-        stop_s3
+        for round in $(seq 1 "$REPEAT"); do
+            # A fresh server each round; the contenders' order alternates from round to round.
+            order=lapse,aws-cli
+            ((round % 2 == 0)) && order=aws-cli,lapse
+            S3_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+            case "$server" in
+            moto)
+                scripts/moto.sh start "$REPO_ROOT/.bench/moto" "$S3_PORT"
+                pids=$(cat "$REPO_ROOT/.bench/moto/moto.pid") keys=(test test) extra=()
+                ;;
+            radosgw)
+                scripts/radosgw.sh start "$REPO_ROOT/.bench/radosgw" "$S3_PORT"
+                pids=$(scripts/radosgw.sh pids "$REPO_ROOT/.bench/radosgw") keys=(benchkey benchsecret)
+                extra=(--anonymous-load)
+                ;;
+            *) echo "unknown S3 server: $server (moto, radosgw)" >&2; exit 2 ;;
+            esac
+            log "S3 ($server, round $round of $REPEAT): $OBJECTS objects on http://127.0.0.1:$S3_PORT"
+            AWS_ACCESS_KEY_ID=${keys[0]} AWS_SECRET_ACCESS_KEY=${keys[1]} \
+                "$VENV/bin/python" scripts/bench/s3bench.py --objects "$OBJECTS" --endpoint "http://127.0.0.1:$S3_PORT" \
+                --lapse "$LAPSE" --lapse-batch "$LAPSE_BATCH" --aws "$VENV/bin/aws" --work "$WORK" "${extra[@]}" \
+                --contenders "$order" --server-name "$server" --server-pid "$pids" \
+                --json-out "$OUT.s3-$server-$round"
+            PARTS+=("$OUT.s3-$server-$round")
+            stop_s3
+        done
     done
 fi
 "$VENV/bin/python" scripts/bench/summary.py --out "$OUT" "${PARTS[@]}"

@@ -106,15 +106,19 @@ pids() {
     (IFS=,; echo "${out[*]}")
 }
 
+# Nothing to keep (the OSD's objects are in memory): a daemon still there after five seconds
+# (an OSD waits for the monitor it is leaving) is killed.
 stop() {
-    local dir=$1 p
+    local dir=$1 p pids=()
     [[ -d "$dir/run" ]] || return 0
-    for p in client.rgw osd.0 mon.a; do
-        if [[ -f "$dir/run/$p.pid" ]]; then
-            kill "$(cat "$dir/run/$p.pid")" 2>/dev/null || true
-        fi
+    IFS=, read -ra pids <<<"$(pids "$dir")"
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for _ in $(seq 1 50); do
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && break; p=""; done
+        [[ -z "$p" ]] && break
+        sleep 0.1
     done
-    sleep 1
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     rm -rf "$dir"
 }
 

@@ -66,7 +66,8 @@ def main():
     due = sum(1 for i, (k, _) in enumerate(items, 1) if k.split("/")[1:4] <= list(f"{THRESHOLD:%Y/%m/%d}".split("/")) and not held(i))
     results = []
     sigs = {}
-    for contender in args.contenders.split(","):
+    contenders = args.contenders.split(",")
+    for n, contender in enumerate(contenders, 1):
         bucket = f"bench-{contender}-{uuid.uuid4().hex[:8]}"
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -100,7 +101,8 @@ def main():
             r["error"] = f"exit {code}; left {sig} (first contender: {prev})"
             log(f"[bench] ERROR {r['error']}")
         results.append(r)
-        empty_bucket(s3, bucket)
+        if n < len(contenders):  # the next contender finds the server as this one did
+            empty_bucket(s3, bucket)
     with open(args.json_out, "w") as f:
         json.dump(results, f, indent=1)
 
@@ -138,7 +140,8 @@ def remaining(s3, bucket):
 
 
 def empty_bucket(s3, bucket):
-    """The servers keep everything in memory: remove what the benchmark wrote."""
+    """The servers keep everything in memory: remove what the benchmark wrote (bench.sh stops
+    the server after the last contender)."""
     for _ in range(5):
         ids = []
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
