@@ -24,7 +24,8 @@
 #
 # Builds lapse in release mode, reuses the test servers of scripts/testbed.sh when they answer
 # (starts them otherwise), installs its Python dependencies (psycopg, pymysql, boto3, awscli)
-# into .bench/venv, and runs the drivers in scripts/bench/. Every contender gets fresh, identical
+# into .bench/venv, Ceph's packages for the S3 part on radosgw (scripts/radosgw.sh, Debian's
+# radosgw, ceph-mon, ceph-osd), and runs the drivers in scripts/bench/. Every contender gets fresh, identical
 # data; the drivers check that contenders leave identical results and mark any difference.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
