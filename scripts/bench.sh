@@ -45,7 +45,7 @@ while [[ $# -gt 0 ]]; do
     --rss-sizes) RSS_SIZES=$2; shift 2 ;;
     --s3-servers) S3_SERVERS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
