@@ -113,9 +113,9 @@ stop() {
     [[ -d "$dir/run" ]] || return 0
     IFS=, read -ra pids <<<"$(pids "$dir")"
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    any_alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
     for _ in $(seq 1 50); do
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && break; p=""; done
-        [[ -z "$p" ]] && break
+        any_alive || break
         sleep 0.1
     done
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
