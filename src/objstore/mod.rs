@@ -512,6 +512,42 @@ fn delete_chunk(n: usize, in_flight: usize) -> usize {
     n.div_ceil(calls).clamp(100, 1000)
 }
 
+/// A batch's `DeleteObjects` calls: `items` (a key's versions next to each other, `key` naming
+/// the key of one) cut into calls of about `delete_chunk` items, between keys, so that the
+/// versions of one key go in one call: calls run at once, and a server that edits a key's list
+/// of versions by reading and rewriting it (moto does) loses one call's deletions when two
+/// calls rewrite the same key together. Only a key with more than 1,000 versions (S3's limit
+/// per call) spans calls.
+fn delete_calls<T>(items: Vec<T>, key: impl Fn(&T) -> usize, in_flight: usize) -> Vec<Vec<T>> {
+    let target = delete_chunk(items.len(), in_flight);
+    let mut calls: Vec<Vec<T>> = Vec::new();
+    let mut call: Vec<T> = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while let Some(first) = items.next() {
+        let k = key(&first);
+        let mut run = vec![first];
+        while let Some(next) = items.next_if(|n| key(n) == k) {
+            run.push(next);
+        }
+        if call.len() + run.len() > 1000 && !call.is_empty() {
+            calls.push(std::mem::take(&mut call));
+        }
+        for v in run {
+            if call.len() == 1000 {
+                calls.push(std::mem::take(&mut call));
+            }
+            call.push(v);
+        }
+        if call.len() >= target {
+            calls.push(std::mem::take(&mut call));
+        }
+    }
+    if !call.is_empty() {
+        calls.push(call);
+    }
+    calls
+}
+
 fn collect_anchors(f: &Filter, out: &mut Vec<String>) {
     match f {
         Filter::Lapsed(r) if !out.contains(&r.anchor) => out.push(r.anchor.clone()),
@@ -715,8 +751,8 @@ impl Connector for ObjectConnector {
             }
             outcome.details.entry(i).or_default();
         }
-        // 2. Delete unlocked versions in calls of up to 1000 of even size, a few at a time (see
-        //    `delete_chunk`); per-item failures are retried with backoff and jitter, then
+        // 2. Delete unlocked versions in calls of up to 1000 of even size, a key's versions in
+        //    one call, a few calls at a time (see `delete_calls`); per-item failures are retried with backoff and jitter, then
         //    reported per object.
         let in_flight = self.concurrency.min(DELETE_CALLS_IN_FLIGHT);
         let mut failed: BTreeMap<usize, String> = BTreeMap::new();
@@ -729,8 +765,7 @@ impl Connector for ObjectConnector {
                 let jitter: u64 = rand::random::<u64>() % 200;
                 tokio::time::sleep(std::time::Duration::from_millis(200 * (1 << attempt) + jitter)).await;
             }
-            let chunks: Vec<Vec<(usize, String, Option<String>, u64)>> =
-                pending.chunks(delete_chunk(pending.len(), in_flight)).map(|c| c.to_vec()).collect();
+            let chunks = delete_calls(std::mem::take(&mut pending), |item| item.0, in_flight);
             let delete_futs: Vec<_> = chunks
                 .into_iter()
                 .map(|chunk| async move {
@@ -844,6 +879,30 @@ mod tests {
         assert_eq!(delete_chunk(300, 8), 100, "no call under 100 keys");
         assert_eq!(delete_chunk(5, 8), 100);
         assert_eq!(delete_chunk(1_000_000, 8), 1000, "never over S3's limit");
+    }
+
+    #[test]
+    fn a_keys_versions_go_in_one_call() {
+        let sizes = |calls: &[Vec<usize>]| calls.iter().map(Vec::len).collect::<Vec<_>>();
+        // Key 0 with one version, key 1 with 150: one call, not 100 + 51 split inside key 1.
+        let items: Vec<usize> = std::iter::once(0).chain(std::iter::repeat_n(1, 150)).collect();
+        let calls = delete_calls(items, |k| *k, 4);
+        assert_eq!(sizes(&calls), [151]);
+        // 6,000 keys of one version: even calls as `delete_chunk` sizes them.
+        let calls = delete_calls((0..6000).collect(), |k| *k, 4);
+        assert_eq!(sizes(&calls), [750; 8]);
+        // 3,000 keys of two versions: calls end between keys, none over 1,000.
+        let items: Vec<usize> = (0..3000).flat_map(|k| [k, k]).collect();
+        let calls = delete_calls(items, |k| *k, 4);
+        assert_eq!(sizes(&calls), [750; 8]);
+        for w in calls.windows(2) {
+            assert_ne!(w[0].last(), w[1].first(), "a key split between calls");
+        }
+        // 2,500 versions of one key between small keys: split only where S3's limit forces it.
+        let items: Vec<usize> = [0].into_iter().chain(std::iter::repeat_n(1, 2500)).chain([2]).collect();
+        let calls = delete_calls(items, |k| *k, 4);
+        assert_eq!(sizes(&calls), [1, 1000, 1000, 501]);
+        assert_eq!(calls.concat().len(), 2502, "every item in exactly one call");
     }
 
     #[test]
