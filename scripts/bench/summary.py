@@ -26,8 +26,6 @@ def main():
     for p in args.parts:
         with open(p) as f:
             results += json.load(f)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
     sql = [r for r in results if r["backend"] != "s3" and r.get("tag") != "rss"]
     by = {}
     for r in results:
@@ -60,11 +58,18 @@ def main():
         if r["backend"] == "s3":
             rounds.setdefault(r.get("server", "moto"), {}).setdefault(r["contender"], []).append(r)
     for server, by in rounds.items():
+        # Every run starts from the same objects, each contender on a server of its own: all
+        # must leave the same keys and versions.
+        runs = [r for rs in by.values() for r in rs]
+        for r in runs:
+            if r["signature"] != runs[0]["signature"] and not r.get("error"):
+                r["error"] = f"left {tuple(r['signature'])}, {runs[0]['contender']} left {tuple(runs[0]['signature'])}"
+                errors.append(r)
         m = {c: s3_median(rs) for c, rs in by.items()}
         s3 = list(m.values())
         n = max(len(rs) for rs in by.values())
         if n > 1:
-            print(f"\n### S3 ({server}), median of {n} rounds (a fresh server each)\n")
+            print(f"\n### S3 ({server}), median of {n} rounds (a fresh server for each contender)\n")
             for c, rs in by.items():
                 print(f"- {c}: " + ", ".join(f"{x['seconds']:.1f} s" for x in rs))
         print(f"\n### S3 ({server}), {s3[0]['rows']:,} objects, {s3[0]['versions']:,} versions\n")
@@ -88,6 +93,8 @@ def main():
         for verb in ("delete", "anonymize", "plan"):
             if any(verb in rss[n] for n in sizes):
                 print(f"| {verb} | " + " | ".join(mib(rss[n].get(verb, {}).get("peak_rss_kib")) for n in sizes) + " |")
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
     if errors:
         print("\n**Errors:**")
         for r in errors:
