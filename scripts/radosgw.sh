@@ -2,9 +2,11 @@
 # scripts/radosgw.sh — a throwaway one-node Ceph Object Gateway (radosgw), the S3 server many
 # on-premises platforms run, for the S3 benchmark: one monitor, one OSD keeping its objects in
 # memory (memstore), and radosgw, all from Debian's packages (Ceph 16.2 on Debian 12), started
-# as plain processes (no systemd, no cephadm) under RUNDIR.
+# as plain processes (no systemd, no cephadm) under RUNDIR. The test suite runs its S3 checks on
+# one too (scripts/testbed.sh).
 #
 #   scripts/radosgw.sh start RUNDIR PORT   # S3 on http://127.0.0.1:PORT, user benchkey/benchsecret
+#                                          # (RGW_ACCESS_KEY / RGW_SECRET_KEY to choose others)
 #   scripts/radosgw.sh pids RUNDIR         # the daemons' pids, comma-separated (for CPU accounting)
 #   scripts/radosgw.sh stop RUNDIR
 #
@@ -16,15 +18,17 @@
 # requests; with 1 it deletes a request's keys one after another.
 set -euo pipefail
 log() { printf '[radosgw] %s\n' "$*" >&2; }
-ACCESS_KEY=benchkey SECRET_KEY=benchsecret
+ACCESS_KEY=${RGW_ACCESS_KEY:-benchkey} SECRET_KEY=${RGW_SECRET_KEY:-benchsecret}
 
 install() {
     if command -v radosgw >/dev/null && command -v ceph-osd >/dev/null && command -v ceph-mon >/dev/null; then
         return
     fi
     log "installing radosgw, ceph-mon, ceph-osd (Debian packages)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        radosgw ceph-mon ceph-osd ceph-common >/dev/null
+    local pkgs=(radosgw ceph-mon ceph-osd ceph-common)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${pkgs[@]}" >/dev/null; }
 }
 
 free_port() {

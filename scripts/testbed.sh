@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# scripts/testbed.sh — throwaway PostgreSQL 15 + MariaDB servers for lapse's test suite.
+# scripts/testbed.sh — throwaway PostgreSQL 15 + MariaDB servers and two S3 servers (moto,
+# Ceph RGW) for lapse's test suite.
 #
 # Usage:
 #   scripts/testbed.sh start   # (re)create both servers, write .testbed/env
@@ -22,6 +23,8 @@
 #   /tmp/lapse-testbed.XXXXXX/  run directory ($RUNDIR, mode 0755)
 #     pg/     owner postgres: data/, log, unix socket
 #     mysql/  owner mysql:    data/, log, sock, pid
+#     s3/     moto (scripts/moto.sh)
+#     rgw/    Ceph RGW: monitor, OSD in memory, radosgw (scripts/radosgw.sh)
 #
 # The data lives under /tmp rather than inside the repo because the server
 # processes run as the unprivileged users `postgres` and `mysql`, which must be
@@ -166,6 +169,12 @@ ensure_packages() {
         apt_install chromium
     fi
     command -v chromium >/dev/null 2>&1 || die "chromium still missing after install"
+    # Ceph's RADOS Gateway, the second S3 server (scripts/radosgw.sh starts it).
+    if ! command -v radosgw >/dev/null 2>&1 || ! command -v ceph-osd >/dev/null 2>&1 ||
+        ! command -v ceph-mon >/dev/null 2>&1; then
+        log "installing radosgw ceph-mon ceph-osd (the second S3 server)"
+        apt_install --no-install-recommends radosgw ceph-mon ceph-osd ceph-common
+    fi
     ensure_system_user postgres
     ensure_system_user mysql
     step_end
@@ -223,6 +232,7 @@ cmd_stop() {
             stop_pg "$rundir/pg"
             stop_mariadb "$rundir/mysql"
             "$REPO_ROOT/scripts/moto.sh" stop "$rundir/s3" || true
+            "$REPO_ROOT/scripts/radosgw.sh" stop "$rundir/rgw" || true
             rm -rf -- "$rundir"
         fi
     fi
@@ -355,6 +365,14 @@ cmd_start() {
     "$REPO_ROOT/scripts/moto.sh" start "$rundir/s3" "$s3_port" || die "moto_server failed to start"
     step_end
 
+    # The second S3 server: Ceph's RADOS Gateway, which differs from S3 where moto does not.
+    step_begin "s3: Ceph RGW (scripts/radosgw.sh)"
+    local rgw_port
+    rgw_port="$(pick_port 57000)"
+    RGW_ACCESS_KEY=test RGW_SECRET_KEY=test "$REPO_ROOT/scripts/radosgw.sh" start "$rundir/rgw" "$rgw_port" \
+        || die "radosgw failed to start"
+    step_end
+
     step_begin "helm: scripts/helm.sh"
     local helm_bin
     helm_bin="$("$REPO_ROOT/scripts/helm.sh")" || die "scripts/helm.sh failed: no helm for the chart tests"
@@ -370,6 +388,7 @@ export LAPSE_TEST_MYSQL_URL='mysql://$MY_USER:$MY_PASS@127.0.0.1:$my_port/$DB_NA
 export LAPSE_TEST_MYSQL_ADMIN_URL='mysql://$MY_USER:$MY_PASS@127.0.0.1:$my_port/mysql'
 export LAPSE_TEST_HELM='$helm_bin'
 export LAPSE_TEST_S3_ENDPOINT='http://127.0.0.1:$s3_port'
+export LAPSE_TEST_RGW_ENDPOINT='http://127.0.0.1:$rgw_port'
 EOF
     mv "$ENV_FILE.tmp" "$ENV_FILE"
 

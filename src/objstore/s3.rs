@@ -28,6 +28,8 @@ pub struct S3Backend {
     client: Client,
     endpoint: String,
     lock_enabled: Mutex<HashMap<String, bool>>,
+    /// Per bucket: does the server honour `If-None-Match: *` (see `conditional_writes`)?
+    conditional: Mutex<HashMap<String, bool>>,
     lease: Duration,
 }
 
@@ -117,6 +119,7 @@ impl S3Backend {
             client: client(region, endpoint, path_style).await,
             endpoint: endpoint.unwrap_or("aws").to_string(),
             lock_enabled: Mutex::new(HashMap::new()),
+            conditional: Mutex::new(HashMap::new()),
             lease: DEFAULT_LEASE,
         }
     }
@@ -261,31 +264,28 @@ impl Drop for LeaseGuard {
             if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
                 // Every version of the lock object (a plain delete on a versioned bucket would
                 // leave them behind, and a delete marker).
-                tokio::task::block_in_place(|| {
-                    h.block_on(async move {
-                        let Ok(r) = c.list_object_versions().bucket(&b).prefix(&k).send().await else { return };
-                        let ids = r
-                            .versions()
-                            .iter()
-                            .filter(|v| v.key() == Some(k.as_str()))
-                            .map(|v| v.version_id().map(str::to_string))
-                            .chain(
-                                r.delete_markers()
-                                    .iter()
-                                    .filter(|m| m.key() == Some(k.as_str()))
-                                    .map(|m| m.version_id().map(str::to_string)),
-                            )
-                            .collect::<Vec<_>>();
-                        if ids.is_empty() {
-                            let _ = c.delete_object().bucket(&b).key(&k).send().await;
-                        }
-                        for id in ids {
-                            let _ = c.delete_object().bucket(&b).key(&k).set_version_id(id).send().await;
-                        }
-                    })
-                });
+                tokio::task::block_in_place(|| h.block_on(delete_every_version(&c, &b, &k)));
             }
         }
+    }
+}
+
+/// Deletes every version and delete marker of `key` (a plain delete on a versioned bucket would
+/// leave them behind, and add a delete marker), best effort.
+async fn delete_every_version(c: &Client, b: &str, k: &str) {
+    let Ok(r) = c.list_object_versions().bucket(b).prefix(k).send().await else { return };
+    let ids = r
+        .versions()
+        .iter()
+        .filter(|v| v.key() == Some(k))
+        .map(|v| v.version_id().map(str::to_string))
+        .chain(r.delete_markers().iter().filter(|m| m.key() == Some(k)).map(|m| m.version_id().map(str::to_string)))
+        .collect::<Vec<_>>();
+    if ids.is_empty() {
+        let _ = c.delete_object().bucket(b).key(k).send().await;
+    }
+    for id in ids {
+        let _ = c.delete_object().bucket(b).key(k).set_version_id(id).send().await;
     }
 }
 
@@ -296,13 +296,37 @@ fn lease_body(holder: &str, lease: Duration) -> Vec<u8> {
 
 impl S3Backend {
     async fn put_lock(&self, bucket: &str, key: &str, holder: &str) -> Result<bool, ConnectorError> {
+        self.put_if_absent(bucket, key, lease_body(holder, self.lease)).await
+    }
+
+    /// Whether the server honours `If-None-Match: *` on `bucket`, probed once per bucket: a
+    /// probe object created twice with it (the second must be refused), then removed. Ceph RGW
+    /// 16.2 ignores it on versioned buckets, where every worker's lock object would "win".
+    async fn conditional_writes(&self, bucket: &str) -> Result<bool, ConnectorError> {
+        if let Some(v) = self.conditional.lock().expect("conditional").get(bucket) {
+            return Ok(*v);
+        }
+        let key = format!("{LOCK_PREFIX}probe-{}", uuid::Uuid::new_v4());
+        let first = self.put_if_absent(bucket, &key, b"probe".to_vec()).await;
+        let second = match first {
+            Ok(true) => self.put_if_absent(bucket, &key, b"probe".to_vec()).await,
+            _ => Ok(true),
+        };
+        delete_every_version(&self.client, bucket, &key).await;
+        let honoured = first? && !second?;
+        self.conditional.lock().expect("conditional").insert(bucket.to_string(), honoured);
+        Ok(honoured)
+    }
+
+    /// PUT with `If-None-Match: *`: false when the key exists (412).
+    async fn put_if_absent(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<bool, ConnectorError> {
         let r = self
             .client
             .put_object()
             .bucket(bucket)
             .key(key)
             .if_none_match("*")
-            .body(aws_sdk_s3::primitives::ByteStream::from(lease_body(holder, self.lease)))
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
             .send()
             .await;
         match r {
@@ -334,12 +358,19 @@ impl S3Backend {
 #[async_trait]
 impl ObjectBackend for S3Backend {
     /// A lease object created with `If-None-Match: *` (only one creator wins), renewed while the
-    /// worker lives, deleted when it ends; an expired lease is taken over.
+    /// worker lives, deleted when it ends; an expired lease is taken over. A server that does
+    /// not honour `If-None-Match` on the bucket gets no lock (`Unsupported`, with a warning).
     async fn try_lock(&self, bucket: &str, name: &str) -> Result<super::RunLock, ConnectorError> {
         use sha2::Digest;
         let key = format!("{LOCK_PREFIX}{}", &hex::encode(sha2::Sha256::digest(name))[..16]);
         let holder = uuid::Uuid::new_v4().to_string();
         if self.lease.is_zero() {
+            return Ok(super::RunLock::Unsupported);
+        }
+        if !self.conditional_writes(bucket).await? {
+            tracing::warn!(
+                "the S3 server does not honour If-None-Match on this bucket (Ceph RGW before 17 on a versioned bucket): a lock object would not keep a second worker out"
+            );
             return Ok(super::RunLock::Unsupported);
         }
         let mut got = self.put_lock(bucket, &key, &holder).await?;
