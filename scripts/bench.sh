@@ -92,7 +92,7 @@ PY
 }
 if ! servers_up; then
     log "starting the test servers (scripts/testbed.sh start)"
-    scripts/testbed.sh start
+    LAPSE_TESTBED_RGW=0 scripts/testbed.sh start # the S3 part starts servers of its own
     servers_up || { log "test servers do not answer"; exit 1; }
 fi
 # shellcheck disable=SC1091

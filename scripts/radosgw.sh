@@ -44,6 +44,7 @@ start() {
     fsid=$(python3 -c 'import uuid; print(uuid.uuid4())')
     osd_uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
     mon_port=$(free_port)
+    while [[ "$mon_port" == "$port" ]]; do mon_port=$(free_port); done # PORT is not bound yet
     cat >"$dir/ceph.conf" <<CONF
 [global]
 fsid = $fsid

@@ -7,7 +7,7 @@
 #   SKIP_LINT=1 scripts/test.sh     # skip fmt/clippy (ignored when $CI is set)
 #
 # Phases:
-#   1. scripts/testbed.sh start     throwaway PostgreSQL + MariaDB, .testbed/env
+#   1. scripts/testbed.sh start     throwaway PostgreSQL, MariaDB, moto, Ceph RGW, .testbed/env
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --all-targets -- -D warnings
 #   4. cargo test --all-targets -- --test-threads=2 [ARGS...]
@@ -40,7 +40,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-phase "testbed: starting PostgreSQL + MariaDB"
+phase "testbed: starting PostgreSQL, MariaDB, moto, Ceph RGW"
 scripts/testbed.sh start
 # shellcheck source=/dev/null
 source .testbed/env

@@ -61,9 +61,11 @@ def main():
         # Every run starts from the same objects, each contender on a server of its own: all
         # must leave the same keys and versions.
         runs = [r for rs in by.values() for r in rs]
-        for r in runs:
-            if r["signature"] != runs[0]["signature"] and not r.get("error"):
-                r["error"] = f"left {tuple(r['signature'])}, {runs[0]['contender']} left {tuple(runs[0]['signature'])}"
+        sigs = [tuple(r["signature"]) for r in runs]
+        common = max(set(sigs), key=sigs.count)
+        for r, sig in zip(runs, sigs):
+            if sig != common and not r.get("error"):
+                r["error"] = f"left {sig}, most runs left {common}"
                 errors.append(r)
         m = {c: s3_median(rs) for c, rs in by.items()}
         s3 = list(m.values())

@@ -519,6 +519,9 @@ fn delete_chunk(n: usize, in_flight: usize) -> usize {
 /// calls rewrite the same key together. Only a key with more than 1,000 versions (S3's limit
 /// per call) spans calls.
 fn delete_calls<T>(items: Vec<T>, key: impl Fn(&T) -> usize, in_flight: usize) -> Vec<Vec<T>> {
+    if items.is_empty() {
+        return Vec::new();
+    }
     let target = delete_chunk(items.len(), in_flight);
     let mut calls: Vec<Vec<T>> = Vec::new();
     let mut call: Vec<T> = Vec::new();
@@ -765,6 +768,7 @@ impl Connector for ObjectConnector {
                 let jitter: u64 = rand::random::<u64>() % 200;
                 tokio::time::sleep(std::time::Duration::from_millis(200 * (1 << attempt) + jitter)).await;
             }
+            pending.sort_by_key(|item| item.0); // a retry's items come in the order calls ended
             let chunks = delete_calls(std::mem::take(&mut pending), |item| item.0, in_flight);
             let delete_futs: Vec<_> = chunks
                 .into_iter()
@@ -903,6 +907,7 @@ mod tests {
         let calls = delete_calls(items, |k| *k, 4);
         assert_eq!(sizes(&calls), [1, 1000, 1000, 501]);
         assert_eq!(calls.concat().len(), 2502, "every item in exactly one call");
+        assert!(delete_calls(Vec::<usize>::new(), |k| *k, 4).is_empty());
     }
 
     #[test]

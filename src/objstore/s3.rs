@@ -28,8 +28,6 @@ pub struct S3Backend {
     client: Client,
     endpoint: String,
     lock_enabled: Mutex<HashMap<String, bool>>,
-    /// Per bucket: does the server honour `If-None-Match: *` (see `conditional_writes`)?
-    conditional: Mutex<HashMap<String, bool>>,
     lease: Duration,
 }
 
@@ -119,7 +117,6 @@ impl S3Backend {
             client: client(region, endpoint, path_style).await,
             endpoint: endpoint.unwrap_or("aws").to_string(),
             lock_enabled: Mutex::new(HashMap::new()),
-            conditional: Mutex::new(HashMap::new()),
             lease: DEFAULT_LEASE,
         }
     }
@@ -299,25 +296,6 @@ impl S3Backend {
         self.put_if_absent(bucket, key, lease_body(holder, self.lease)).await
     }
 
-    /// Whether the server honours `If-None-Match: *` on `bucket`, probed once per bucket: a
-    /// probe object created twice with it (the second must be refused), then removed. Ceph RGW
-    /// 16.2 ignores it on versioned buckets, where every worker's lock object would "win".
-    async fn conditional_writes(&self, bucket: &str) -> Result<bool, ConnectorError> {
-        if let Some(v) = self.conditional.lock().expect("conditional").get(bucket) {
-            return Ok(*v);
-        }
-        let key = format!("{LOCK_PREFIX}probe-{}", uuid::Uuid::new_v4());
-        let first = self.put_if_absent(bucket, &key, b"probe".to_vec()).await;
-        let second = match first {
-            Ok(true) => self.put_if_absent(bucket, &key, b"probe".to_vec()).await,
-            _ => Ok(true),
-        };
-        delete_every_version(&self.client, bucket, &key).await;
-        let honoured = first? && !second?;
-        self.conditional.lock().expect("conditional").insert(bucket.to_string(), honoured);
-        Ok(honoured)
-    }
-
     /// PUT with `If-None-Match: *`: false when the key exists (412).
     async fn put_if_absent(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<bool, ConnectorError> {
         let r = self
@@ -359,18 +337,12 @@ impl S3Backend {
 impl ObjectBackend for S3Backend {
     /// A lease object created with `If-None-Match: *` (only one creator wins), renewed while the
     /// worker lives, deleted when it ends; an expired lease is taken over. A server that does
-    /// not honour `If-None-Match` on the bucket gets no lock (`Unsupported`, with a warning).
+    /// not refuse a second create of the lock object gets no lock (`Unsupported`, a warning).
     async fn try_lock(&self, bucket: &str, name: &str) -> Result<super::RunLock, ConnectorError> {
         use sha2::Digest;
         let key = format!("{LOCK_PREFIX}{}", &hex::encode(sha2::Sha256::digest(name))[..16]);
         let holder = uuid::Uuid::new_v4().to_string();
         if self.lease.is_zero() {
-            return Ok(super::RunLock::Unsupported);
-        }
-        if !self.conditional_writes(bucket).await? {
-            tracing::warn!(
-                "the S3 server does not honour If-None-Match on this bucket (Ceph RGW before 17 on a versioned bucket): a lock object would not keep a second worker out"
-            );
             return Ok(super::RunLock::Unsupported);
         }
         let mut got = self.put_lock(bucket, &key, &holder).await?;
@@ -393,6 +365,23 @@ impl ObjectBackend for S3Backend {
         }
         if !got {
             return Ok(super::RunLock::Busy);
+        }
+        // The lock holds only if the server refuses a second create of the key. Ceph RGW 16.2
+        // ignores `If-None-Match` on versioned buckets, where every worker's lock would "win":
+        // there, no lock (the caller warns) rather than one that keeps nobody out.
+        match self.put_lock(bucket, &key, &holder).await {
+            Ok(false) => {}
+            Ok(true) => {
+                delete_every_version(&self.client, bucket, &key).await;
+                tracing::warn!(
+                    "the S3 server does not honour If-None-Match on this bucket: a lock object would not keep a second worker out"
+                );
+                return Ok(super::RunLock::Unsupported);
+            }
+            Err(e) => {
+                delete_every_version(&self.client, bucket, &key).await;
+                return Err(e);
+            }
         }
         let (c, b, k) = (self.client.clone(), bucket.to_string(), key.clone());
         let lease = self.lease;
