@@ -170,12 +170,6 @@ ensure_packages() {
         apt_install chromium
     fi
     command -v chromium >/dev/null 2>&1 || die "chromium still missing after install"
-    # Ceph's RADOS Gateway, the second S3 server (scripts/radosgw.sh starts it).
-    if [[ "${LAPSE_TESTBED_RGW:-1}" != 0 ]] && ! command -v radosgw >/dev/null 2>&1 || ! command -v ceph-osd >/dev/null 2>&1 ||
-        ! command -v ceph-mon >/dev/null 2>&1; then
-        log "installing radosgw ceph-mon ceph-osd (the second S3 server)"
-        apt_install --no-install-recommends radosgw ceph-mon ceph-osd ceph-common
-    fi
     ensure_system_user postgres
     ensure_system_user mysql
     step_end

@@ -755,8 +755,8 @@ impl Connector for ObjectConnector {
             outcome.details.entry(i).or_default();
         }
         // 2. Delete unlocked versions in calls of up to 1000 of even size, a key's versions in
-        //    one call, a few calls at a time (see `delete_calls`); per-item failures are retried with backoff and jitter, then
-        //    reported per object.
+        //    one call, a few calls at a time (see `delete_calls`); per-item failures are
+        //    retried with backoff and jitter, then reported per object.
         let in_flight = self.concurrency.min(DELETE_CALLS_IN_FLIGHT);
         let mut failed: BTreeMap<usize, String> = BTreeMap::new();
         let mut pending = items;

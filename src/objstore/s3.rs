@@ -292,19 +292,15 @@ fn lease_body(holder: &str, lease: Duration) -> Vec<u8> {
 }
 
 impl S3Backend {
+    /// Creates the lock object with `If-None-Match: *`: false when it exists (412).
     async fn put_lock(&self, bucket: &str, key: &str, holder: &str) -> Result<bool, ConnectorError> {
-        self.put_if_absent(bucket, key, lease_body(holder, self.lease)).await
-    }
-
-    /// PUT with `If-None-Match: *`: false when the key exists (412).
-    async fn put_if_absent(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<bool, ConnectorError> {
         let r = self
             .client
             .put_object()
             .bucket(bucket)
             .key(key)
             .if_none_match("*")
-            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .body(aws_sdk_s3::primitives::ByteStream::from(lease_body(holder, self.lease)))
             .send()
             .await;
         match r {

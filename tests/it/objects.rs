@@ -584,47 +584,34 @@ async fn killed_between_delete_and_evidence_is_reconciled() {
     assert!(lapse::intent::all_records(&reports).is_empty(), "no intent left open");
 }
 
-macro_rules! per_store {
-    ($($check:ident),* $(,)?) => {
-        mod s3 {
+/// Each check of the list, as a test in a module per store kind: `per_kind!([module => Kind,
+/// ...] [check, ...])`.
+macro_rules! per_kind {
+    ([$($module:ident => $kind:ident),*] $checks:tt) => {
+        $(per_kind!(@module $module $kind $checks);)*
+    };
+    (@module $module:ident $kind:ident [$($check:ident),* $(,)?]) => {
+        mod $module {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() { super::$check(super::StoreKind::S3).await })*
-        }
-        mod rgw {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() { super::$check(super::StoreKind::Rgw).await })*
-        }
-        mod dir {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() { super::$check(super::StoreKind::Dir).await })*
+            async fn $check() { super::$check(super::StoreKind::$kind).await })*
         }
     };
 }
 
-per_store!(delete_due_objects, guardrail_and_resume, last_modified_anchor, interrupted_deletion_is_reconciled);
+per_kind!(
+    [s3 => S3, rgw => Rgw, dir => Dir]
+    [delete_due_objects, guardrail_and_resume, last_modified_anchor, interrupted_deletion_is_reconciled]
+);
 
-/// S3-only checks, on moto (`s3_on_moto`) and on Ceph RGW (`s3_on_rgw`).
-macro_rules! per_s3_server {
-    ($($check:ident),* $(,)?) => {
-        mod s3_on_moto {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() { super::$check(super::StoreKind::S3).await })*
-        }
-        mod s3_on_rgw {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() { super::$check(super::StoreKind::Rgw).await })*
-        }
-    };
-}
-
-per_s3_server!(
+// S3-only checks, on moto (`s3_on_moto`) and on Ceph RGW (`s3_on_rgw`).
+per_kind!([s3_on_moto => S3, s3_on_rgw => Rgw] [
     every_version_and_delete_marker_is_removed,
     a_key_with_many_versions_is_read_across_pages,
     a_listing_across_pages_counts_each_key_once,
     object_lock_wins,
     metadata_and_tag_facts,
     s3_run_lock_is_a_lease_object,
-);
+]);
 
 // ---- S3 only ------------------------------------------------------------------------------------
 
