@@ -900,7 +900,16 @@ impl<'a> Builder<'a> {
         if self.d == Dialect::MySql {
             self.next_rows(&mut sql, &t, after, bounds);
         } else {
+            // The first batch starts at the first due key here too: with no lower bound of
+            // its own, PostgreSQL planned it as a scan of the anchor's index over every
+            // lapsed row (105 ms against 13 ms at 1M rows).
             self.next_rows(&mut sql, &t, after, None);
+            if let Some((first, _)) = bounds.filter(|_| after.is_none()) {
+                let info = self.scope.table.column(&self.scope.key[0]);
+                sql.push(&format!("{key} >= "));
+                sql.bind_for(first.clone(), info, false);
+                sql.push(" AND ");
+            }
             // The upper end of the batch: the last of the next `limit` due keys.
             let inner = "n";
             let ikey = self.col(inner, &self.scope.key[0]);
