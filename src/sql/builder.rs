@@ -163,6 +163,50 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A non-NULL value of a column of `kind` that `generalize_date` would still change: not
+    /// the first instant of its year or month, exactly as `Strategy::apply` sees it. Text is
+    /// already generalized only in the two shapes `Strategy::apply` writes (`YYYY-01-01` and
+    /// `YYYY-01-01 00:00:00`); anything else is left to it (which rewrites it or reports it as
+    /// no ISO date). PostgreSQL's dates and timestamps are compared by `date_part` and
+    /// `date_trunc` (sessions run in UTC, as lapse reads instants): a third of `to_char`'s cost
+    /// over a million rows, and `to_char` has no form for text.
+    fn not_truncated(&self, e: &str, kind: ColumnKind, unit: DateUnit) -> String {
+        let (field, day, lite_day) = match unit {
+            DateUnit::Year => ("year", "01-01", "01-01"),
+            DateUnit::Month => ("month", "(0[1-9]|1[0-2])-01", "[01][0-9]-01"),
+        };
+        if kind == ColumnKind::Text {
+            return match self.d {
+                Dialect::Postgres => format!("{e} !~ '^[0-9]{{4}}-{day}( 00:00:00)?$'"),
+                Dialect::MySql => format!("CAST({e} AS BINARY) NOT REGEXP '^[0-9]{{4}}-{day}( 00:00:00)?$'"),
+                Dialect::Sqlite => format!(
+                    "NOT ({e} GLOB '[0-9][0-9][0-9][0-9]-{lite_day}' OR {e} GLOB '[0-9][0-9][0-9][0-9]-{lite_day} 00:00:00')"
+                ),
+            };
+        }
+        match (self.d, kind) {
+            (Dialect::Postgres, ColumnKind::Date) => {
+                let part = if unit == DateUnit::Year { "doy" } else { "day" };
+                format!("date_part('{part}', {e}) <> 1")
+            }
+            (Dialect::Postgres, _) => format!("{e} <> date_trunc('{field}', {e})"),
+            (Dialect::MySql, _) => {
+                let (fmt, want) = match unit {
+                    DateUnit::Year => ("%m-%d %H:%i:%s", "01-01 00:00:00"),
+                    DateUnit::Month => ("%d %H:%i:%s", "01 00:00:00"),
+                };
+                format!("DATE_FORMAT({e}, '{fmt}') <> '{want}'")
+            }
+            (Dialect::Sqlite, _) => {
+                let (fmt, want) = match unit {
+                    DateUnit::Year => ("%m-%d %H:%M:%S", "01-01 00:00:00"),
+                    DateUnit::Month => ("%d %H:%M:%S", "01 00:00:00"),
+                };
+                format!("strftime('{fmt}', {e}) <> '{want}'")
+            }
+        }
+    }
+
     fn bind_time(&self, sql: &mut Sql, t: DateTime<Utc>) {
         match self.d {
             Dialect::Sqlite => {
@@ -254,18 +298,8 @@ impl<'a> Builder<'a> {
                             ));
                         }
                         PendingTest::NotTruncated(unit) => {
-                            let (fmt_pg, fmt_my, fmt_lite, want) = match unit {
-                                DateUnit::Year => {
-                                    ("MM-DD HH24:MI:SS", "%m-%d %H:%i:%s", "%m-%d %H:%M:%S", "01-01 00:00:00")
-                                }
-                                DateUnit::Month => ("DD HH24:MI:SS", "%d %H:%i:%s", "%d %H:%M:%S", "01 00:00:00"),
-                            };
-                            let f = match self.d {
-                                Dialect::Postgres => format!("to_char({e}, '{fmt_pg}')"),
-                                Dialect::MySql => format!("DATE_FORMAT({e}, '{fmt_my}')"),
-                                Dialect::Sqlite => format!("strftime('{fmt_lite}', {e})"),
-                            };
-                            sql.push(&format!("({e} IS NOT NULL AND {f} <> '{want}')"));
+                            let kind = info.map(|i| i.kind).unwrap_or(ColumnKind::Other);
+                            sql.push(&format!("({e} IS NOT NULL AND {})", self.not_truncated(&e, kind, *unit)));
                         }
                         PendingTest::LongerThan(n) => {
                             let len = if self.d == Dialect::MySql { "CHAR_LENGTH" } else { "LENGTH" };
