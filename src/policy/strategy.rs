@@ -228,10 +228,17 @@ fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
     Ok(if s.len() == 10 { t.format("%Y-%m-%d").to_string() } else { t.format("%Y-%m-%d %H:%M:%S").to_string() })
 }
 
+/// The /24 (IPv4) or /48 (IPv6) network of an address. A `/mask` after it is kept as written
+/// (an `inet` column's text includes one: `10.1.2.3/32` becomes `10.1.2.0/32`, which the column
+/// gives back as it was, so the value is done).
 fn generalize_ip(s: &str) -> Result<String, String> {
-    let ip: IpAddr =
-        s.trim().split('/').next().unwrap_or_default().parse().map_err(|_| "value is not an IP address".to_string())?;
-    Ok(match ip {
+    let s = s.trim();
+    let (addr, mask) = match s.split_once('/') {
+        Some((a, m)) => (a, Some(m)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| "value is not an IP address".to_string())?;
+    let net = match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             format!("{}.{}.{}.0", o[0], o[1], o[2])
@@ -243,6 +250,10 @@ fn generalize_ip(s: &str) -> Result<String, String> {
             }
             std::net::Ipv6Addr::from(seg).to_string()
         }
+    };
+    Ok(match mask {
+        Some(m) => format!("{net}/{m}"),
+        None => net,
     })
 }
 
@@ -272,6 +283,12 @@ mod tests {
         assert_eq!(Strategy::GeneralizeIp.apply(&t("192.168.17.42"), None).unwrap(), Some(t("192.168.17.0")));
         assert_eq!(Strategy::GeneralizeIp.apply(&t("192.168.17.0"), None).unwrap(), None);
         assert_eq!(Strategy::GeneralizeIp.apply(&t("2001:db8:abcd:12::1"), None).unwrap(), Some(t("2001:db8:abcd::")));
+        // A mask (PostgreSQL's `inet` as text) is kept, so the column's value is done afterwards.
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("10.1.2.3/32"), None).unwrap(), Some(t("10.1.2.0/32")));
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("10.1.2.0/32"), None).unwrap(), None);
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("2001:db8:1:2::1/128"), None).unwrap(), Some(t("2001:db8:1::/128")));
+        assert_eq!(Strategy::Bucket(10.0).apply(&Value::Float(-15.5), None).unwrap(), Some(Value::Float(-20.0)));
+        assert_eq!(Strategy::Bucket(10.0).apply(&Value::Float(20.0), None).unwrap(), None);
         assert_eq!(Strategy::KeepPrefix(2).apply(&t("SW1A 1AA"), None).unwrap(), Some(t("SW")));
         assert_eq!(Strategy::Bucket(10.0).apply(&Value::Int(37), None).unwrap(), Some(Value::Int(30)));
         assert_eq!(

@@ -207,6 +207,29 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A non-NULL number that `bucket: w` would still change, exactly as `Strategy::apply`
+    /// computes it: an integer not a multiple of `w`, a float not equal to `floor(x / w) * w`.
+    /// (`%` has no floating-point form on PostgreSQL, and SQLite's truncates a float to an
+    /// integer first: 20.5 passed for a multiple of 10.)
+    fn not_multiple(&self, e: &str, kind: ColumnKind, w: i64) -> String {
+        match (self.d, kind) {
+            (Dialect::Postgres, ColumnKind::Float) => {
+                let x = format!("CAST({e} AS double precision)");
+                format!("{x} <> floor({x} / {w}) * {w}")
+            }
+            (Dialect::MySql, ColumnKind::Float) => format!("{e} <> FLOOR({e} / {w}) * {w}"),
+            // SQLite keeps any number in any column: a float by its storage class. Its floor
+            // (no math functions in every build): the integer part, less one below zero.
+            (Dialect::Sqlite, _) => {
+                let q = format!("({e} / {w}.0)");
+                format!(
+                    "(CASE typeof({e}) WHEN 'real' THEN {e} <> (CAST({q} AS INTEGER) - ({q} < CAST({q} AS INTEGER))) * {w} ELSE ({e} % {w}) <> 0 END)"
+                )
+            }
+            _ => format!("({e} % {w}) <> 0"),
+        }
+    }
+
     fn bind_time(&self, sql: &mut Sql, t: DateTime<Utc>) {
         match self.d {
             Dialect::Sqlite => {
@@ -292,9 +315,12 @@ impl<'a> Builder<'a> {
                             sql.push(")");
                         }
                         PendingTest::NotIpNetwork => {
-                            let colons = format!("(LENGTH({e}) - LENGTH(REPLACE({e}, ':', '')))");
+                            // As `Strategy::apply` sees it: the column's text (an `inet` column's
+                            // includes its mask, `10.1.2.0/32`), the address before any `/mask`.
+                            let t = self.read_expr(qual, c);
+                            let colons = format!("(LENGTH({t}) - LENGTH(REPLACE({t}, ':', '')))");
                             sql.push(&format!(
-                                "({e} IS NOT NULL AND NOT (({e} LIKE '%.0' AND {e} NOT LIKE '%:%') OR ({e} LIKE '%::' AND {colons} <= 4)))"
+                                "({e} IS NOT NULL AND NOT ((({t} LIKE '%.0' OR {t} LIKE '%.0/%') AND {t} NOT LIKE '%:%') OR (({t} LIKE '%::' OR {t} LIKE '%::/%') AND {colons} <= 4)))"
                             ));
                         }
                         PendingTest::NotTruncated(unit) => {
@@ -306,7 +332,8 @@ impl<'a> Builder<'a> {
                             sql.push(&format!("({e} IS NOT NULL AND {len}({e}) > {n})"));
                         }
                         PendingTest::NotMultipleOf(w) => {
-                            sql.push(&format!("({e} IS NOT NULL AND ({e} % {w}) <> 0)"));
+                            let kind = info.map(|i| i.kind).unwrap_or(ColumnKind::Other);
+                            sql.push(&format!("({e} IS NOT NULL AND {})", self.not_multiple(&e, kind, *w)));
                         }
                         PendingTest::NotPrefixed(p) => {
                             sql.push(&format!("({e} IS NOT NULL AND SUBSTR({e}, 1, {}) <> ", p.chars().count()));
