@@ -22,6 +22,41 @@ pub struct Prepared {
     pub restrict: Vec<ForeignKey>,
 }
 
+/// What a column of `kind` needs of a `constant` it is anonymized to, if `l` is not that (the
+/// database would refuse it at the first run, or on PostgreSQL fail to compare it at all).
+fn constant_misfit(kind: ColumnKind, l: &Literal) -> Option<&'static str> {
+    let text = |l: &Literal| match l {
+        Literal::Text(s) => Some(s.trim().to_string()),
+        _ => None,
+    };
+    let fits = match kind {
+        ColumnKind::Int => match l {
+            Literal::Int(_) => true,
+            other => text(other).is_some_and(|s| s.parse::<i64>().is_ok()),
+        },
+        ColumnKind::Float => match l {
+            Literal::Int(_) | Literal::Float(_) => true,
+            other => text(other).is_some_and(|s| s.parse::<f64>().is_ok()),
+        },
+        ColumnKind::Bool => matches!(l, Literal::Bool(_)),
+        ColumnKind::Date => text(l).is_some_and(|s| chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").is_ok()),
+        ColumnKind::Timestamp { .. } => text(l).is_some_and(|s| {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .any(|f| chrono::NaiveDateTime::parse_from_str(&s, f).is_ok())
+                || crate::holds::parse_time(&s).is_ok()
+        }),
+        ColumnKind::Text | ColumnKind::Other | ColumnKind::Bytes => true,
+    };
+    (!fits).then_some(match kind {
+        ColumnKind::Int => "an integer",
+        ColumnKind::Float => "a number",
+        ColumnKind::Bool => "true or false",
+        ColumnKind::Date => "a date, as \"1900-01-01\"",
+        _ => "a date and time, as \"1900-01-01 00:00:00\"",
+    })
+}
+
 fn kind_name(k: ColumnKind) -> &'static str {
     match k {
         ColumnKind::Int => "integer",
@@ -154,7 +189,20 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                 }
                 true
             }
-            Strategy::Constant(_) => true,
+            Strategy::Constant(l) => {
+                if let Some(want) = constant_misfit(info.kind, l) {
+                    err(
+                        &path,
+                        format!(
+                            "the constant does not fit {} column '{}' ({}): {want}",
+                            kind_name(info.kind),
+                            c.name,
+                            info.sql_type
+                        ),
+                    );
+                }
+                true
+            }
             Strategy::GeneralizeDate(_) => info.kind.is_temporal() || info.kind == ColumnKind::Text,
             Strategy::GeneralizeIp => matches!(info.kind, ColumnKind::Text | ColumnKind::Other),
             Strategy::Bucket(_) => matches!(info.kind, ColumnKind::Int | ColumnKind::Float),

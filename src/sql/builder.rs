@@ -87,10 +87,16 @@ impl Sql {
     }
 
     /// Binds a value compared with or assigned to `col`; PostgreSQL needs an explicit cast for
-    /// types that have no implicit conversion from the parameter's type.
+    /// types that have no implicit conversion from the parameter's type (a date or time
+    /// written as text in a policy, as `constant: "1900-01-01"` or `when: "birth > '1980-01-01'"`,
+    /// is compared with a `date` column as a `date`).
     fn bind_for(&mut self, v: Value, col: Option<&crate::connector::ColumnInfo>, assign: bool) -> &mut Self {
         let cast = match (self.dialect, col) {
-            (Dialect::Postgres, Some(c)) if assign || c.kind == ColumnKind::Other => Some(c.sql_type.clone()),
+            (Dialect::Postgres, Some(c))
+                if assign || c.kind == ColumnKind::Other || (c.kind.is_temporal() && matches!(v, Value::Text(_))) =>
+            {
+                Some(c.sql_type.clone())
+            }
             _ => None,
         };
         match cast {
@@ -115,6 +121,8 @@ pub fn coerce(v: Value, kind: ColumnKind) -> Result<Value, String> {
             Value::Float(s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?)
         }
         (Value::Int(i), ColumnKind::Text | ColumnKind::Other) => Value::Text(i.to_string()),
+        (Value::Float(f), ColumnKind::Text | ColumnKind::Other) => Value::Text(f.to_string()),
+        (Value::Bool(b), ColumnKind::Text | ColumnKind::Other) => Value::Text(b.to_string()),
         (Value::Int(i), ColumnKind::Float) => Value::Float(i as f64),
         (v, _) => v,
     })
@@ -308,11 +316,18 @@ impl<'a> Builder<'a> {
                             sql.push(&format!("{e} IS NOT NULL"));
                         }
                         PendingTest::NotEqual(v) => {
-                            sql.push(&format!("({e} IS NOT NULL AND {e} <> "));
-                            let v = coerce(v.clone(), info.map(|i| i.kind).unwrap_or(ColumnKind::Other))
-                                .unwrap_or_else(|_| v.clone());
-                            sql.bind_for(v, info, false);
-                            sql.push(")");
+                            let kind = info.map(|i| i.kind).unwrap_or(ColumnKind::Other);
+                            let v = coerce(v.clone(), kind).unwrap_or_else(|_| v.clone());
+                            if self.d == Dialect::Postgres && kind == ColumnKind::Other {
+                                // Compared as the column's text: some types (`json`) have no `<>`.
+                                sql.push(&format!("({e} IS NOT NULL AND CAST({e} AS TEXT) <> CAST("));
+                                sql.bind_for(v, info, false);
+                                sql.push(" AS TEXT))");
+                            } else {
+                                sql.push(&format!("({e} IS NOT NULL AND {e} <> "));
+                                sql.bind_for(v, info, false);
+                                sql.push(")");
+                            }
                         }
                         PendingTest::NotIpNetwork => {
                             // As `Strategy::apply` sees it: the column's text (an `inet` column's

@@ -1027,6 +1027,15 @@ async fn strategy_does_not_fit(b: Backend) {
     catalog_case(b, "generalize_ip on an integer", &text, &msg, "generalize_ip", "generalize_ip").await;
 }
 
+async fn constant_of_another_type(b: Backend) {
+    let text = edit(POLICY, "on_lapse: delete", "on_lapse: anonymize");
+    let text =
+        edit(&text, "purposes:", "  birth: { category: date_of_birth, anonymize: { constant: 'unknown' } }\npurposes:");
+    let msg = ["the constant does not fit date column 'birth'", "a date, as \"1900-01-01\""];
+    catalog_case(b, "constant 'unknown' on a date", &text, &msg, "anonymize: { constant: 'unknown'", "{ constant")
+        .await;
+}
+
 async fn condition_literal_of_another_type(b: Backend) {
     let text = when("\"score = 'high'\"");
     let msg = ["condition compares integer column 'score' with a literal of another type"];
@@ -1101,6 +1110,7 @@ per_backend!(
     integer_anchor,
     nullify_not_null,
     strategy_does_not_fit,
+    constant_of_another_type,
     condition_literal_of_another_type,
     dependent_without_foreign_key,
     sql_in_identifiers,

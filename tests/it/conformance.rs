@@ -619,7 +619,10 @@ guardrail:
     assert_eq!(n(&again["policies"][0]["rows_due"]), 0, "nothing left to do");
 }
 
-fn net_policy(table: &str, extra: &str) -> String {
+const IP: &str = "  ip: { category: ip_address, anonymize: generalize_ip }\n";
+
+/// An anonymizing policy of `table` (key `id`, anchor `created_at`) over `personal` (its lines).
+fn anon_policy(table: &str, personal: &str) -> String {
     format!(
         "name: {table}
 dataset:
@@ -627,8 +630,7 @@ dataset:
   table: {table}
   key: id
 personal:
-  ip: {{ category: ip_address, anonymize: generalize_ip }}
-{extra}purposes:
+{personal}purposes:
   - name: service
     legal_basis: contract
     retain: 1y
@@ -668,7 +670,10 @@ pub async fn floats_bucketed_and_masked_addresses(b: Backend) {
          (5, NULL, NULL, '2020-03-01 10:00:00')",
     )
     .await;
-    f.policy("gauges", &net_policy("gauges", "  score: { category: account_id, anonymize: { bucket: 10 } }\n"));
+    f.policy(
+        "gauges",
+        &anon_policy("gauges", &format!("{IP}  score: {{ category: account_id, anonymize: {{ bucket: 10 }} }}\n")),
+    );
     anonymized_then_done(&f, 3).await;
     let column = |c: &str| format!("SELECT {} FROM gauges ORDER BY id", f.db.text(c));
     let ips = f.db.texts(&column("ip")).await;
@@ -700,7 +705,7 @@ async fn postgres_inet_addresses_generalized() {
          (3, '2001:db8:1:2::1', '2020-03-01'), (4, '10.9.8.7/16', '2020-03-01'), (5, NULL, '2020-03-01')",
     )
     .await;
-    f.policy("nets", &net_policy("nets", ""));
+    f.policy("nets", &anon_policy("nets", IP));
     anonymized_then_done(&f, 3).await;
     let ips = f.db.texts("SELECT CAST(ip AS TEXT) FROM nets ORDER BY id").await;
     assert_eq!(
@@ -708,6 +713,78 @@ async fn postgres_inet_addresses_generalized() {
         [Some("10.1.2.0/32"), Some("10.1.2.0/32"), Some("2001:db8:1::/128"), Some("10.9.8.0/16"), None]
             .map(|x| x.map(String::from))
     );
+}
+
+/// Dates, times and numbers written in a policy (YAML gives dates as text) compared with and
+/// written to typed columns: a condition on a date, constants for a date, a timestamp and a
+/// float. (PostgreSQL compared `date` with `text`: every run of such a policy failed.)
+pub async fn typed_constants_and_conditions(b: Backend) {
+    let schema = "CREATE TABLE typed (id BIGINT NOT NULL PRIMARY KEY, d DATE, ts {TS} NULL, n DOUBLE PRECISION, created_at {TS} NOT NULL);";
+    let f = Fixture::new(b, schema).await;
+    f.db.exec(
+        "INSERT INTO typed (id, d, ts, n, created_at) VALUES \
+         (1, '1990-05-06', '1990-05-06 10:00:00', 1.5, '2020-03-01 10:00:00'), \
+         (2, '1970-05-06', '1970-05-06 10:00:00', 2.5, '2020-03-01 10:00:00'), \
+         (3, '1995-01-02', NULL, NULL, '2020-03-01 10:00:00')",
+    )
+    .await;
+    f.policy(
+        "typed",
+        "name: typed
+dataset:
+  connection: db
+  table: typed
+  key: id
+personal:
+  d: { category: date_of_birth, anonymize: { constant: \"1900-01-01\" } }
+  ts: { category: date_of_birth, anonymize: { constant: \"1900-01-01 00:00:00\" } }
+  n: { category: account_id, anonymize: { constant: 0 } }
+purposes:
+  - name: service
+    legal_basis: contract
+    retain: 1y
+    after: created_at
+    when: \"d > '1980-01-01'\"
+on_lapse: anonymize
+guardrail:
+  max_share: 100%
+",
+    );
+    anonymized_then_done(&f, 2).await;
+    let row = |c: &str| format!("SELECT {} FROM typed ORDER BY id", f.db.text(c));
+    let d = f.db.texts(&row("d")).await;
+    assert_eq!(d, [Some("1900-01-01"), Some("1970-05-06"), Some("1900-01-01")].map(|x| x.map(String::from)));
+    let ts: Vec<Option<String>> =
+        f.db.texts(&row("ts")).await.into_iter().map(|x| x.map(|t| t[..19].to_string())).collect();
+    assert_eq!(ts, [Some("1900-01-01 00:00:00"), Some("1970-05-06 10:00:00"), None].map(|x| x.map(String::from)));
+    let n: Vec<Option<f64>> =
+        f.db.texts(&row("n")).await.into_iter().map(|x| x.map(|t| t.trim().parse().unwrap())).collect();
+    assert_eq!(n, [Some(0.0), Some(2.5), None]);
+}
+
+/// PostgreSQL's `json` has no `<>`: a constant is compared as the column's text (before, the due
+/// count failed). `jsonb` and `uuid` too, through the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_constants_on_json_and_uuid() {
+    if !Backend::Postgres.enabled() {
+        return;
+    }
+    let schema =
+        "CREATE TABLE docs (id BIGINT PRIMARY KEY, prefs json, meta jsonb, ref uuid, created_at timestamp NOT NULL);";
+    let f = Fixture::new(Backend::Postgres, schema).await;
+    f.db.exec(
+        "INSERT INTO docs VALUES (1, '{\"a\": 1}', '{\"b\": 2}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2020-03-01'), \
+         (2, '{}', '{}', '00000000-0000-0000-0000-000000000000', '2020-03-01'), (3, NULL, NULL, NULL, '2020-03-01')",
+    )
+    .await;
+    let personal = "  prefs: { category: free_text, anonymize: { constant: \"{}\" } }
+  meta: { category: free_text, anonymize: { constant: \"{}\" } }
+  ref: { category: account_id, anonymize: { constant: \"00000000-0000-0000-0000-000000000000\" } }
+";
+    f.policy("docs", &anon_policy("docs", personal));
+    anonymized_then_done(&f, 1).await;
+    let rows = f.db.texts("SELECT CAST(prefs AS TEXT) || ' ' || CAST(meta AS TEXT) || ' ' || CAST(ref AS TEXT) FROM docs WHERE id = 1").await;
+    assert_eq!(rows, [Some("{} {} 00000000-0000-0000-0000-000000000000".to_string())]);
 }
 
 pub async fn idempotent_rerun(b: Backend) {
@@ -1119,6 +1196,7 @@ per_backend!(
     interrupted_run_resumes,
     dates_generalized_as_text_and_timestamps,
     floats_bucketed_and_masked_addresses,
+    typed_constants_and_conditions,
 );
 
 #[allow(dead_code)]
