@@ -150,6 +150,8 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                     Test::In(ls) => ls.iter().collect(),
                     _ => vec![],
                 };
+                // numeric / decimal: compared with numbers (the database converts them).
+                let decimal = ["numeric", "decimal"].iter().any(|t| c.sql_type.to_ascii_lowercase().starts_with(t));
                 for l in lits {
                     let ok = matches!(
                         (c.kind, l),
@@ -158,7 +160,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                             | (ColumnKind::Text | ColumnKind::Other, Literal::Text(_))
                             | (ColumnKind::Bool | ColumnKind::Int, Literal::Bool(_))
                             | (ColumnKind::Timestamp { .. } | ColumnKind::Date, Literal::Text(_))
-                    );
+                    ) || (decimal && matches!(l, Literal::Int(_) | Literal::Float(_)));
                     if !ok {
                         err(
                             &format!("purposes.{i}.when"),
@@ -190,6 +192,14 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                 true
             }
             Strategy::Constant(l) => {
+                let long = match (info.kind, info.max_len, l) {
+                    (ColumnKind::Text, Some(n), Literal::Text(t)) if t.chars().count() as u64 > n => Some(n),
+                    _ => None,
+                };
+                if let Some(n) = long {
+                    // PostgreSQL would cut it to fit (a cast) and MariaDB refuse it, every run.
+                    err(&path, format!("column '{}' holds at most {n} characters; the constant has more", c.name));
+                }
                 if let Some(want) = constant_misfit(info.kind, l) {
                     err(
                         &path,
@@ -205,7 +215,18 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             }
             Strategy::GeneralizeDate(_) => info.kind.is_temporal() || info.kind == ColumnKind::Text,
             Strategy::GeneralizeIp => matches!(info.kind, ColumnKind::Text | ColumnKind::Other),
-            Strategy::Bucket(_) => matches!(info.kind, ColumnKind::Int | ColumnKind::Float),
+            Strategy::Bucket(w) => {
+                if info.kind == ColumnKind::Int && w.fract() != 0.0 {
+                    err(
+                        &path,
+                        format!(
+                            "column '{}' holds integers; a bucket width of {w} would write fractions (use a whole width)",
+                            c.name
+                        ),
+                    );
+                }
+                matches!(info.kind, ColumnKind::Int | ColumnKind::Float)
+            }
             Strategy::KeepPrefix(_) => info.kind == ColumnKind::Text,
             Strategy::RandomToken | Strategy::Pseudonymize => {
                 if info.kind == ColumnKind::Text {

@@ -136,8 +136,7 @@ impl Strategy {
             Strategy::GeneralizeIp => Some(PendingTest::NotIpNetwork),
             Strategy::GeneralizeDate(unit) => Some(PendingTest::NotTruncated(*unit)),
             Strategy::KeepPrefix(n) => Some(PendingTest::LongerThan(*n)),
-            Strategy::Bucket(w) if w.fract() == 0.0 => Some(PendingTest::NotMultipleOf(*w as i64)),
-            Strategy::Bucket(_) => None,
+            Strategy::Bucket(w) => Some(PendingTest::NotMultipleOf(*w)),
         }
     }
 
@@ -166,9 +165,19 @@ impl Strategy {
             }
             (Strategy::GeneralizeDate(unit), Value::Text(s)) => Value::Text(truncate_text(s, *unit)?),
             (Strategy::GeneralizeIp, Value::Text(s)) => Value::Text(generalize_ip(s)?),
-            (Strategy::Bucket(w), Value::Int(i)) => {
+            (Strategy::Bucket(w), Value::Int(i)) if w.fract() == 0.0 => {
                 let w = *w as i64;
                 Value::Int(i.div_euclid(w.max(1)) * w.max(1))
+            }
+            // A fractional width on an integer (validation refuses it for an integer column;
+            // SQLite keeps integers in any column): the float bound, or nothing if it is the
+            // integer itself.
+            (Strategy::Bucket(w), Value::Int(i)) => {
+                let b = (*i as f64 / w).floor() * w;
+                if b == *i as f64 {
+                    return Ok(None);
+                }
+                Value::Float(b)
             }
             (Strategy::Bucket(w), Value::Float(x)) => Value::Float((x / w).floor() * w),
             (Strategy::KeepPrefix(n), Value::Text(s)) => Value::Text(s.chars().take(*n).collect()),
@@ -192,8 +201,8 @@ pub enum PendingTest {
     NotTruncated(DateUnit),
     /// Longer than N characters.
     LongerThan(usize),
-    /// An integer that is not a multiple of the bucket width.
-    NotMultipleOf(i64),
+    /// A number that is not the lower bound of its bucket (`floor(x / w) * w`).
+    NotMultipleOf(f64),
 }
 
 pub fn literal_value(l: &Literal) -> Value {

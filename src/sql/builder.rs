@@ -93,7 +93,10 @@ impl Sql {
     fn bind_for(&mut self, v: Value, col: Option<&crate::connector::ColumnInfo>, assign: bool) -> &mut Self {
         let cast = match (self.dialect, col) {
             (Dialect::Postgres, Some(c))
-                if assign || c.kind == ColumnKind::Other || (c.kind.is_temporal() && matches!(v, Value::Text(_))) =>
+                if assign
+                    || c.kind == ColumnKind::Other
+                    || (c.kind.is_temporal() && matches!(v, Value::Text(_)))
+                    || is_bpchar(c) =>
             {
                 Some(c.sql_type.clone())
             }
@@ -108,6 +111,12 @@ impl Sql {
             None => self.bind(v),
         }
     }
+}
+
+/// A PostgreSQL `char(n)`: compared with a text parameter it is cast to text, which drops its
+/// padding (`'a  '` no longer equals the key read back), so its parameters are cast to it.
+fn is_bpchar(c: &crate::connector::ColumnInfo) -> bool {
+    c.sql_type.starts_with("character(") || c.sql_type == "bpchar" || c.sql_type == "character"
 }
 
 /// Converts a value to the representation a column of `kind` expects (hold subjects and
@@ -183,7 +192,9 @@ impl<'a> Builder<'a> {
             DateUnit::Year => ("year", "01-01", "01-01"),
             DateUnit::Month => ("month", "(0[1-9]|1[0-2])-01", "[01][0-9]-01"),
         };
-        if kind == ColumnKind::Text {
+        // SQLite hands every date over as its text (`Strategy::apply` sees text there whatever
+        // the declared type).
+        if kind == ColumnKind::Text || self.d == Dialect::Sqlite {
             return match self.d {
                 Dialect::Postgres => format!("{e} !~ '^[0-9]{{4}}-{day}( 00:00:00)?$'"),
                 Dialect::MySql => format!("CAST({e} AS BINARY) NOT REGEXP '^[0-9]{{4}}-{day}( 00:00:00)?$'"),
@@ -198,43 +209,43 @@ impl<'a> Builder<'a> {
                 format!("date_part('{part}', {e}) <> 1")
             }
             (Dialect::Postgres, _) => format!("{e} <> date_trunc('{field}', {e})"),
-            (Dialect::MySql, _) => {
+            _ => {
                 let (fmt, want) = match unit {
                     DateUnit::Year => ("%m-%d %H:%i:%s", "01-01 00:00:00"),
                     DateUnit::Month => ("%d %H:%i:%s", "01 00:00:00"),
                 };
                 format!("DATE_FORMAT({e}, '{fmt}') <> '{want}'")
             }
-            (Dialect::Sqlite, _) => {
-                let (fmt, want) = match unit {
-                    DateUnit::Year => ("%m-%d %H:%M:%S", "01-01 00:00:00"),
-                    DateUnit::Month => ("%d %H:%M:%S", "01 00:00:00"),
-                };
-                format!("strftime('{fmt}', {e}) <> '{want}'")
-            }
         }
     }
 
     /// A non-NULL number that `bucket: w` would still change, exactly as `Strategy::apply`
-    /// computes it: an integer not a multiple of `w`, a float not equal to `floor(x / w) * w`.
-    /// (`%` has no floating-point form on PostgreSQL, and SQLite's truncates a float to an
-    /// integer first: 20.5 passed for a multiple of 10.)
-    fn not_multiple(&self, e: &str, kind: ColumnKind, w: i64) -> String {
-        match (self.d, kind) {
-            (Dialect::Postgres, ColumnKind::Float) => {
-                let x = format!("CAST({e} AS double precision)");
-                format!("{x} <> floor({x} / {w}) * {w}")
+    /// computes it: an integer not a multiple of a whole `w`, otherwise a number not equal to
+    /// `floor(x / w) * w` in floating point. (`%` has no floating-point form on PostgreSQL, and
+    /// SQLite's truncates a float to an integer first: 20.5 passed for a multiple of 10.) `w`
+    /// is written as Rust prints it, the shortest text that reads back as the same double.
+    fn not_multiple(&self, e: &str, kind: ColumnKind, w: f64) -> String {
+        let whole = (w.fract() == 0.0).then_some(w as i64);
+        let float = |x: &str| match self.d {
+            Dialect::Postgres => format!("{x} <> floor({x} / {w:?}) * {w:?}"),
+            Dialect::MySql => format!("{x} <> FLOOR({x} / {w:?}) * {w:?}"),
+            // No math functions in every SQLite build: the floor is the integer part, less one
+            // below zero.
+            Dialect::Sqlite => {
+                let q = format!("({x} / {w:?})");
+                format!("{x} <> (CAST({q} AS INTEGER) - ({q} < CAST({q} AS INTEGER))) * {w:?}")
             }
-            (Dialect::MySql, ColumnKind::Float) => format!("{e} <> FLOOR({e} / {w}) * {w}"),
-            // SQLite keeps any number in any column: a float by its storage class. Its floor
-            // (no math functions in every build): the integer part, less one below zero.
-            (Dialect::Sqlite, _) => {
-                let q = format!("({e} / {w}.0)");
-                format!(
-                    "(CASE typeof({e}) WHEN 'real' THEN {e} <> (CAST({q} AS INTEGER) - ({q} < CAST({q} AS INTEGER))) * {w} ELSE ({e} % {w}) <> 0 END)"
-                )
+        };
+        match (self.d, kind, whole) {
+            (Dialect::Sqlite, _, Some(w)) => {
+                format!("(CASE typeof({e}) WHEN 'real' THEN {} ELSE ({e} % {w}) <> 0 END)", float(e))
             }
-            _ => format!("({e} % {w}) <> 0"),
+            (Dialect::Sqlite, _, None) => float(&format!("CAST({e} AS REAL)")),
+            (Dialect::Postgres, _, None) | (Dialect::Postgres, ColumnKind::Float, _) => {
+                float(&format!("CAST({e} AS double precision)"))
+            }
+            (Dialect::MySql, _, None) | (Dialect::MySql, ColumnKind::Float, _) => float(e),
+            (_, _, Some(w)) => format!("({e} % {w}) <> 0"),
         }
     }
 
@@ -254,7 +265,21 @@ impl<'a> Builder<'a> {
     fn literal(&self, sql: &mut Sql, qual_col: Option<&crate::connector::ColumnInfo>, l: &Literal) {
         let kind = qual_col.map(|c| c.kind).unwrap_or(ColumnKind::Other);
         let v = coerce(literal_value(l), kind).unwrap_or_else(|_| literal_value(l));
+        if self.lite_time(kind) {
+            // Compared as an instant, like the column's side (`time_expr`).
+            sql.push("julianday(");
+            sql.bind(v);
+            sql.push(")");
+            return;
+        }
         sql.bind_for(v, qual_col, false);
+    }
+
+    /// A condition's column compared by instant: SQLite keeps a date or time as text of any
+    /// shape, or a number, so comparing what is stored compares text (`2020-01-01T03:00:00` >
+    /// `2020-01-01 05:00:00`) or mixes kinds; both sides go through `julianday` instead.
+    fn lite_time(&self, kind: ColumnKind) -> bool {
+        self.d == Dialect::Sqlite && kind.is_temporal()
     }
 
     /// Renders a filter over the scope's table, qualified by `qual`.
@@ -419,8 +444,11 @@ impl<'a> Builder<'a> {
         sql.push(")");
         if let Some(cond) = &rule.condition {
             for term in &cond.terms {
-                let e = self.col(qual, &term.column);
                 let info = self.scope.table.column(&term.column);
+                let e = match info.is_some_and(|c| self.lite_time(c.kind)) {
+                    true => self.time_expr(qual, &term.column),
+                    false => self.col(qual, &term.column),
+                };
                 sql.push(" AND ");
                 match &term.test {
                     Test::Compare(op, l) => {
@@ -438,10 +466,10 @@ impl<'a> Builder<'a> {
                         sql.push(")");
                     }
                     Test::IsNull => {
-                        sql.push(&format!("{e} IS NULL"));
+                        sql.push(&format!("{} IS NULL", self.col(qual, &term.column)));
                     }
                     Test::IsNotNull => {
-                        sql.push(&format!("{e} IS NOT NULL"));
+                        sql.push(&format!("{} IS NOT NULL", self.col(qual, &term.column)));
                     }
                 }
             }
@@ -1388,8 +1416,7 @@ impl<'a> Builder<'a> {
         let kind = info.kind;
         let e = self.col(&self.table(), c);
         let d = self.d;
-        let text_ok = kind == ColumnKind::Text
-            && !(d == Dialect::Postgres && (info.sql_type.starts_with("character(") || info.sql_type == "bpchar"));
+        let text_ok = kind == ColumnKind::Text && !(d == Dialect::Postgres && is_bpchar(info));
         // SQLite stores any value in any column: the Rust path sees its storage class.
         let lite_text = format!("typeof({e}) = 'text'");
         let form = |set: Vec<Piece>, guard: Option<Vec<Piece>>| Some(InPlaceForm { set, guard });

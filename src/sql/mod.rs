@@ -350,7 +350,7 @@ impl DecodeRow for PgRow {
             "TIMESTAMPTZ" => Value::Timestamp(self.try_get::<DateTime<Utc>, _>(i)?.naive_utc()),
             "DATE" => Value::Date(self.try_get(i)?),
             "BYTEA" => Value::Bytes(self.try_get(i)?),
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => Value::Text(self.try_get_unchecked(i)?),
+            "TEXT" | "VARCHAR" | "CHAR" | "BPCHAR" | "NAME" | "CITEXT" => Value::Text(self.try_get_unchecked(i)?),
             other => return Err(unknown_type(other)),
         })
     }
@@ -366,7 +366,13 @@ impl DecodeRow for MySqlRow {
         Ok(match base {
             "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" | "BOOLEAN" => {
                 if name.ends_with("UNSIGNED") {
-                    Value::Int(self.try_get_unchecked::<u64, _>(i)? as i64)
+                    // Above 2^63 - 1 a value has no exact integer here: refused, not wrapped to
+                    // a negative one (a due count's last key became negative, and the batches
+                    // between its first and last key found nothing).
+                    let u = self.try_get_unchecked::<u64, _>(i)?;
+                    Value::Int(i64::try_from(u).map_err(|_| {
+                        sqlx::Error::Decode("an unsigned integer above 9223372036854775807 is not supported".into())
+                    })?)
                 } else {
                     Value::Int(self.try_get_unchecked::<i64, _>(i)?)
                 }

@@ -1036,6 +1036,36 @@ async fn constant_of_another_type(b: Backend) {
         .await;
 }
 
+async fn constant_longer_than_its_column(b: Backend) {
+    if b == Backend::Sqlite {
+        return; // SQLite keeps text of any length in a VARCHAR(32): nothing to refuse.
+    }
+    let text = edit(POLICY, "on_lapse: delete", "on_lapse: anonymize");
+    let long = "x".repeat(40);
+    let text = edit(
+        &text,
+        "purposes:",
+        &format!("  postcode: {{ category: postal_address, anonymize: {{ constant: '{long}' }} }}\npurposes:"),
+    );
+    let msg = ["column 'postcode' holds at most 32 characters; the constant has more"];
+    catalog_case(
+        b,
+        "constant of 40 characters in VARCHAR(32)",
+        &text,
+        &msg,
+        "anonymize: { constant: 'xxx",
+        "{ constant",
+    )
+    .await;
+}
+
+async fn fractional_bucket_on_integers(b: Backend) {
+    let text = edit(POLICY, "on_lapse: delete", "on_lapse: anonymize");
+    let text = edit(&text, "purposes:", "  score: { category: account_id, anonymize: { bucket: 2.5 } }\npurposes:");
+    let msg = ["column 'score' holds integers; a bucket width of 2.5 would write fractions"];
+    catalog_case(b, "bucket 2.5 on an integer", &text, &msg, "anonymize: { bucket: 2.5", "{ bucket").await;
+}
+
 async fn condition_literal_of_another_type(b: Backend) {
     let text = when("\"score = 'high'\"");
     let msg = ["condition compares integer column 'score' with a literal of another type"];
@@ -1111,6 +1141,8 @@ per_backend!(
     nullify_not_null,
     strategy_does_not_fit,
     constant_of_another_type,
+    constant_longer_than_its_column,
+    fractional_bucket_on_integers,
     condition_literal_of_another_type,
     dependent_without_foreign_key,
     sql_in_identifiers,
