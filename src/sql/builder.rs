@@ -290,7 +290,12 @@ impl<'a> Builder<'a> {
             }
             Filter::Lapsed(rule) => self.lapsed(sql, rule, qual),
             Filter::AnchorNull(c) => {
-                sql.push(&format!("{} IS NULL", self.col(qual, c)));
+                let e = self.col(qual, c);
+                match self.d {
+                    // The zero date counts as NULL (see `lapsed`).
+                    Dialect::MySql => sql.push(&format!("({e} IS NULL OR YEAR({e}) = 0)")),
+                    _ => sql.push(&format!("{e} IS NULL")),
+                };
             }
             Filter::All(parts) | Filter::Any(parts) => {
                 let (op, empty) = if matches!(f, Filter::All(_)) { (" AND ", "1=1") } else { (" OR ", "1=0") };
@@ -435,10 +440,16 @@ impl<'a> Builder<'a> {
         let anchor = self.col(qual, &rule.anchor);
         let t = self.time_expr(qual, &rule.anchor);
         sql.push("(");
+        // MariaDB/MySQL's zero date (`0000-00-00`, written where the date is unknown) sorts
+        // before every date: it is taken for NULL, not for lapsed long ago.
+        let (zero, not_zero) = match self.d {
+            Dialect::MySql => (format!(" OR YEAR({anchor}) = 0"), format!(" AND YEAR({anchor}) <> 0")),
+            _ => (String::new(), String::new()),
+        };
         if rule.null_lapses {
-            sql.push(&format!("({anchor} IS NULL OR {t} <= "));
+            sql.push(&format!("({anchor} IS NULL{zero} OR {t} <= "));
         } else {
-            sql.push(&format!("({anchor} IS NOT NULL AND {t} <= "));
+            sql.push(&format!("({anchor} IS NOT NULL{not_zero} AND {t} <= "));
         }
         self.bind_time(sql, rule.threshold);
         sql.push(")");

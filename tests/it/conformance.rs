@@ -924,6 +924,42 @@ async fn mysql_unsigned_keys_above_i64_fail_loudly() {
     assert_eq!(f.db.texts("SELECT CAST(id AS CHAR) FROM big").await.len(), 2, "nothing destroyed");
 }
 
+async fn legacy_ids(f: &Fixture) -> Vec<String> {
+    f.db.texts("SELECT CAST(id AS CHAR) FROM legacy ORDER BY id").await.into_iter().map(|x| x.unwrap()).collect()
+}
+
+/// MariaDB's zero date (`0000-00-00`, what legacy applications write for "unknown") is kept
+/// and counted like a NULL anchor, and lapses only with `null_anchor: lapse` (before, it sorted
+/// before every date and the row was destroyed at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_zero_date_anchors_are_unknown() {
+    if !Backend::MySql.enabled() {
+        return;
+    }
+    let f = Fixture::new(
+        Backend::MySql,
+        "CREATE TABLE legacy (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at DATETIME NULL);",
+    )
+    .await;
+    f.db.exec(
+        "SET SESSION sql_mode = ''; INSERT INTO legacy VALUES (1, 'a', '0000-00-00 00:00:00'), (2, 'b', '2019-01-01'), \
+         (3, 'c', NULL), (4, 'd', '2025-12-01')",
+    )
+    .await;
+    f.policy("legacy", &typed_policy("legacy", "  note: { category: free_text }\n", "", "delete"));
+    f.lapse(&["run"]).ok();
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["null_anchor_kept"]), 2, "the zero date and the NULL: {p}");
+    assert_eq!(legacy_ids(&f).await, ["1", "3", "4"]);
+    f.policy(
+        "legacy",
+        &typed_policy("legacy", "  note: { category: free_text }\n", "    null_anchor: lapse\n", "delete"),
+    );
+    f.lapse(&["run"]).ok();
+    assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the zero date with the NULL");
+}
+
 pub async fn idempotent_rerun(b: Backend) {
     let f = seeded(b).await;
     f.policy("people", &policy("delete", ONE_YEAR, ""));
