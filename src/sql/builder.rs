@@ -292,9 +292,11 @@ impl<'a> Builder<'a> {
             Filter::AnchorNull(c) => {
                 let e = self.col(qual, c);
                 match self.d {
-                    // The zero date counts as NULL (see `lapsed`).
+                    // The zero date, and SQLite's text that is no time, count as NULL (see
+                    // `lapsed`).
                     Dialect::MySql => sql.push(&format!("({e} IS NULL OR YEAR({e}) = 0)")),
-                    _ => sql.push(&format!("{e} IS NULL")),
+                    Dialect::Sqlite => sql.push(&format!("{} IS NULL", self.time_expr(qual, c))),
+                    Dialect::Postgres => sql.push(&format!("{e} IS NULL")),
                 };
             }
             Filter::All(parts) | Filter::Any(parts) => {
@@ -442,9 +444,11 @@ impl<'a> Builder<'a> {
         sql.push("(");
         // MariaDB/MySQL's zero date (`0000-00-00`, written where the date is unknown) sorts
         // before every date: it is taken for NULL, not for lapsed long ago.
+        // SQLite's text that is no time (`julianday` gives NULL) is unknown too.
         let (zero, not_zero) = match self.d {
             Dialect::MySql => (format!(" OR YEAR({anchor}) = 0"), format!(" AND YEAR({anchor}) <> 0")),
-            _ => (String::new(), String::new()),
+            Dialect::Sqlite => (format!(" OR {t} IS NULL"), String::new()),
+            Dialect::Postgres => (String::new(), String::new()),
         };
         if rule.null_lapses {
             sql.push(&format!("({anchor} IS NULL{zero} OR {t} <= "));

@@ -960,6 +960,38 @@ async fn mysql_zero_date_anchors_are_unknown() {
     assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the zero date with the NULL");
 }
 
+/// SQLite keeps any text in a date column: an anchor that is no time (`julianday` reads
+/// nothing in it) is unknown, kept and counted like a NULL one, and lapses only with
+/// `null_anchor: lapse` (before, such rows were kept without being counted anywhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_unreadable_anchors_are_unknown() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE legacy (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at DATETIME NULL);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO legacy VALUES (1, 'a', 'garbage'), (2, 'b', '2019-01-01'), (3, 'c', NULL), (4, 'd', '2025-12-01'), \
+         (5, 'e', '17/05/2019'), (6, 'f', '')",
+    )
+    .await;
+    f.policy("legacy", &typed_policy("legacy", "  note: { category: free_text }\n", "", "delete"));
+    f.lapse(&["run"]).ok();
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["null_anchor_kept"]), 4, "NULL and three texts that are no time: {p}");
+    assert_eq!(legacy_ids(&f).await, ["1", "3", "4", "5", "6"]);
+    f.policy(
+        "legacy",
+        &typed_policy("legacy", "  note: { category: free_text }\n", "    null_anchor: lapse\n", "delete"),
+    );
+    f.lapse(&["run"]).ok();
+    assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the unknown with the NULL");
+}
+
 pub async fn idempotent_rerun(b: Backend) {
     let f = seeded(b).await;
     f.policy("people", &policy("delete", ONE_YEAR, ""));
@@ -1126,7 +1158,7 @@ async fn sqlite_anchor_stored_as_text_or_number() {
         (6, "1764583200"),                  // integer, 2025-12-01 10:00 UTC: not yet
         (7, "'2024-12-31T23:30:00-02:00'"), // 2025-01-01 01:30 UTC: not yet, though its text sorts before 2025
         (8, "'2025-12-01 10:00:00'"),       // text: not yet
-        (9, "'not a time'"),                // no time: never lapses
+        (9, "'not a time'"),                // no time: unknown, kept and counted like NULL
         (10, "NULL"),                       // no anchor: kept, counted
     ];
     let mut sql = String::new();
@@ -1151,7 +1183,7 @@ async fn sqlite_anchor_stored_as_text_or_number() {
     assert_eq!(ids(&f).await, vec![6, 7, 8, 9, 10], "1 to 5 lapsed and are gone");
     let p = &f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 5);
-    assert_eq!(n(&p["null_anchor_kept"]), 1);
+    assert_eq!(n(&p["null_anchor_kept"]), 2, "the NULL anchor and the text that is no time");
 }
 
 /// The SQLite that sqlx bundles is built with the options of `.cargo/config.toml`: no shared
