@@ -1206,9 +1206,16 @@ async fn enforce(
                 pr.failed += o.failures.len() as u64;
                 for (i, code) in &o.failures {
                     // The storage's error code only: an object key may itself be personal data.
-                    let _ = i;
-                    pr.errors
-                        .push(format!("stage {}: an object could not be deleted after retries: {code}", stage.name));
+                    // A row is named by its evidence id (a keyed hash), never by its values.
+                    let msg = match p.objects.is_some() {
+                        true => format!("stage {}: an object could not be deleted after retries: {code}", stage.name),
+                        false => format!(
+                            "stage {}: record {} could not be anonymized: {code}",
+                            stage.name,
+                            ids.get(*i).map(|x| x.record.as_str()).unwrap_or("?")
+                        ),
+                    };
+                    pr.errors.push(msg);
                 }
                 for (_, lock) in &o.held_by_storage {
                     pr.held_by_storage += 1;

@@ -24,16 +24,19 @@ pub struct Prepared {
 
 /// What a column of `kind` needs of a `constant` it is anonymized to, if `l` is not that (the
 /// database would refuse it at the first run, or on PostgreSQL fail to compare it at all).
-fn constant_misfit(kind: ColumnKind, l: &Literal) -> Option<&'static str> {
+fn constant_misfit(kind: ColumnKind, sql_type: &str, l: &Literal) -> Option<&'static str> {
     let text = |l: &Literal| match l {
         Literal::Text(s) => Some(s.trim().to_string()),
         _ => None,
     };
     let fits = match kind {
-        ColumnKind::Int => match l {
-            Literal::Int(_) => true,
-            other => text(other).is_some_and(|s| s.parse::<i64>().is_ok()),
-        },
+        ColumnKind::Int => {
+            let v = match l {
+                Literal::Int(i) => Some(*i),
+                other => text(other).and_then(|s| s.parse::<i64>().ok()),
+            };
+            v.is_some_and(|v| int_range(sql_type).contains(&i128::from(v)))
+        }
         ColumnKind::Float => match l {
             Literal::Int(_) | Literal::Float(_) => true,
             other => text(other).is_some_and(|s| s.parse::<f64>().is_ok()),
@@ -49,12 +52,36 @@ fn constant_misfit(kind: ColumnKind, l: &Literal) -> Option<&'static str> {
         ColumnKind::Text | ColumnKind::Other | ColumnKind::Bytes => true,
     };
     (!fits).then_some(match kind {
-        ColumnKind::Int => "an integer",
+        ColumnKind::Int => "an integer within the column's range",
         ColumnKind::Float => "a number",
         ColumnKind::Bool => "true or false",
         ColumnKind::Date => "a date, as \"1900-01-01\"",
         _ => "a date and time, as \"1900-01-01 00:00:00\"",
     })
+}
+
+/// The values an integer column of this SQL type holds, where its name says (PostgreSQL's
+/// `smallint`, `integer`; MariaDB/MySQL's `tinyint`, `smallint`, `mediumint`, signed or not);
+/// otherwise 64 bits: SQLite's `INT` and `INTEGER` hold 64, and MariaDB's `int(11)` is left to
+/// the database rather than guessed here.
+fn int_range(sql_type: &str) -> std::ops::RangeInclusive<i128> {
+    let t = sql_type.to_ascii_lowercase();
+    let bits = if t.starts_with("tinyint") {
+        8
+    } else if t.starts_with("smallint") || t == "int2" {
+        16
+    } else if t.starts_with("mediumint") {
+        24
+    } else if sql_type == "integer" || t == "int4" {
+        // PostgreSQL's catalog spells it in lower case; SQLite keeps the declaration's spelling.
+        32
+    } else {
+        64
+    };
+    match t.contains("unsigned") {
+        true => 0..=(1i128 << bits) - 1,
+        false => -(1i128 << (bits - 1))..=(1i128 << (bits - 1)) - 1,
+    }
 }
 
 fn kind_name(k: ColumnKind) -> &'static str {
@@ -200,7 +227,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                     // PostgreSQL would cut it to fit (a cast) and MariaDB refuse it, every run.
                     err(&path, format!("column '{}' holds at most {n} characters; the constant has more", c.name));
                 }
-                if let Some(want) = constant_misfit(info.kind, l) {
+                if let Some(want) = constant_misfit(info.kind, &info.sql_type, l) {
                     err(
                         &path,
                         format!(
@@ -335,4 +362,31 @@ fn dependents<'a>(
         }
         (cascade, restrict)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_ranges_by_type_name() {
+        assert_eq!(int_range("smallint"), -32768..=32767);
+        assert_eq!(int_range("integer"), -(1i128 << 31)..=(1i128 << 31) - 1, "PostgreSQL");
+        assert_eq!(int_range("INTEGER"), -(1i128 << 63)..=(1i128 << 63) - 1, "SQLite: 64 bits");
+        assert_eq!(int_range("tinyint(3) unsigned"), 0..=255);
+        assert_eq!(int_range("mediumint(9)"), -(1i128 << 23)..=(1i128 << 23) - 1);
+        assert_eq!(int_range("bigint"), -(1i128 << 63)..=(1i128 << 63) - 1);
+        let lit = |i| Literal::Int(i);
+        assert!(constant_misfit(ColumnKind::Int, "smallint", &lit(70_000)).is_some());
+        assert!(constant_misfit(ColumnKind::Int, "smallint", &lit(-5)).is_none());
+        assert!(constant_misfit(ColumnKind::Int, "tinyint(3) unsigned", &lit(-1)).is_some());
+        assert!(constant_misfit(ColumnKind::Date, "date", &Literal::Text("1900-01-01".into())).is_none());
+        assert!(constant_misfit(ColumnKind::Date, "date", &Literal::Text("n/a".into())).is_some());
+        assert!(constant_misfit(
+            ColumnKind::Timestamp { tz: true },
+            "timestamptz",
+            &Literal::Text("1900-01-01T00:00:00Z".into())
+        )
+        .is_none());
+    }
 }

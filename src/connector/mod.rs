@@ -265,7 +265,8 @@ pub struct BatchOutcome {
     pub details: BTreeMap<usize, ObjectDetail>,
     /// Objects kept because a version is under an Object Lock (legal hold or retention).
     pub held_by_storage: Vec<(usize, String)>,
-    /// Items that could not be destroyed (after retries), with the storage's error code.
+    /// Items that could not be destroyed: objects after retries, with the storage's error
+    /// code; rows whose value a strategy cannot anonymize, with what is wrong (never the value).
     pub failures: Vec<(usize, String)>,
 }
 

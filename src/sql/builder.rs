@@ -96,6 +96,7 @@ impl Sql {
                 if assign
                     || c.kind == ColumnKind::Other
                     || (c.kind.is_temporal() && matches!(v, Value::Text(_)))
+                    || (c.kind == ColumnKind::Bytes && matches!(v, Value::Text(_)))
                     || is_bpchar(c) =>
             {
                 Some(c.sql_type.clone())

@@ -928,19 +928,18 @@ async fn meanwhile<F: std::future::Future, T>(statement: F, work: impl FnOnce() 
 }
 
 /// The anonymized values of one row's `cols` (`old`, in the same order); `None` when every value
-/// is already in anonymized form (the row is left unchanged).
+/// is already in anonymized form (the row is left unchanged). An error names the column and
+/// what is wrong with its value, never the value: that row fails on its own
+/// (`BatchOutcome::failures`), the rest of its batch is anonymized.
 fn new_values(
     scope: &Scope,
     cols: &[(String, crate::policy::strategy::Strategy)],
     old: &[Value],
-    ctx: &str,
-) -> Result<Option<Vec<Option<Value>>>, ConnectorError> {
+) -> Result<Option<Vec<Option<Value>>>, String> {
     let new = cols
         .iter()
         .zip(old)
-        .map(|((_, s), v)| {
-            s.apply(v, scope.pseudonym_key.as_deref()).map_err(|e| ConnectorError::Invalid(format!("{ctx}: {e}")))
-        })
+        .map(|((c, s), v)| s.apply(v, scope.pseudonym_key.as_deref()).map_err(|e| format!("column '{c}': {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((!new.iter().all(Option::is_none)).then_some(new))
 }
@@ -1162,9 +1161,10 @@ impl SqlConnector {
                     let mut rows = Vec::new();
                     for (i, row) in locked.into_iter().enumerate() {
                         let key = row[..nk].to_vec();
-                        match new_values(scope, cols, &row[nk + ns..], &ctx)? {
-                            None => outcome.unchanged.push(i),
-                            Some(new) => {
+                        match new_values(scope, cols, &row[nk + ns..]) {
+                            Err(e) => outcome.failures.push((i, e)),
+                            Ok(None) => outcome.unchanged.push(i),
+                            Ok(Some(new)) => {
                                 outcome.destroyed.push(i);
                                 rows.push((key.clone(), new));
                             }
@@ -1524,9 +1524,10 @@ impl SqlConnector {
                     let mut rows = Vec::new();
                     for row in &locked {
                         let Some(i) = index_of(&row[..nk]) else { continue };
-                        match new_values(scope, cols, &row[nk..], &ctx)? {
-                            None => outcome.unchanged.push(i),
-                            Some(new) => {
+                        match new_values(scope, cols, &row[nk..]) {
+                            Err(e) => outcome.failures.push((i, e)),
+                            Ok(None) => outcome.unchanged.push(i),
+                            Ok(Some(new)) => {
                                 outcome.destroyed.push(i);
                                 rows.push((batch[i].key.clone(), new));
                             }

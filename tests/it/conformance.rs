@@ -769,22 +769,26 @@ async fn postgres_constants_on_json_and_uuid() {
     if !Backend::Postgres.enabled() {
         return;
     }
-    let schema =
-        "CREATE TABLE docs (id BIGINT PRIMARY KEY, prefs json, meta jsonb, ref uuid, created_at timestamp NOT NULL);";
+    let schema = "CREATE TABLE docs (id BIGINT PRIMARY KEY, prefs json, meta jsonb, ref uuid, raw bytea, \
+                  created_at timestamp NOT NULL);";
     let f = Fixture::new(Backend::Postgres, schema).await;
     f.db.exec(
-        "INSERT INTO docs VALUES (1, '{\"a\": 1}', '{\"b\": 2}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2020-03-01'), \
-         (2, '{}', '{}', '00000000-0000-0000-0000-000000000000', '2020-03-01'), (3, NULL, NULL, NULL, '2020-03-01')",
+        r#"INSERT INTO docs VALUES (1, '{"a": 1}', '{"b": 2}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\x0102', '2020-03-01'),
+          (2, '{}', '{}', '00000000-0000-0000-0000-000000000000', '\x00', '2020-03-01'),
+          (3, NULL, NULL, NULL, NULL, '2020-03-01')"#,
     )
     .await;
-    let personal = "  prefs: { category: free_text, anonymize: { constant: \"{}\" } }
-  meta: { category: free_text, anonymize: { constant: \"{}\" } }
-  ref: { category: account_id, anonymize: { constant: \"00000000-0000-0000-0000-000000000000\" } }
-";
+    let personal = r#"  prefs: { category: free_text, anonymize: { constant: "{}" } }
+  meta: { category: free_text, anonymize: { constant: "{}" } }
+  ref: { category: account_id, anonymize: { constant: "00000000-0000-0000-0000-000000000000" } }
+  raw: { category: free_text, anonymize: { constant: '\x00' } }
+"#;
     f.policy("docs", &anon_policy("docs", personal));
     anonymized_then_done(&f, 1).await;
-    let rows = f.db.texts("SELECT CAST(prefs AS TEXT) || ' ' || CAST(meta AS TEXT) || ' ' || CAST(ref AS TEXT) FROM docs WHERE id = 1").await;
-    assert_eq!(rows, [Some("{} {} 00000000-0000-0000-0000-000000000000".to_string())]);
+    let sql = "SELECT CAST(prefs AS TEXT) || ' ' || CAST(meta AS TEXT) || ' ' || CAST(ref AS TEXT) || ' ' || \
+               CAST(raw AS TEXT) FROM docs WHERE id = 1";
+    let rows = f.db.texts(sql).await;
+    assert_eq!(rows, [Some(r"{} {} 00000000-0000-0000-0000-000000000000 \x00".to_string())]);
 }
 
 /// A policy over `table` (key `id`, anchor `created_at`, lapsed after a year) with these
@@ -990,6 +994,33 @@ async fn sqlite_unreadable_anchors_are_unknown() {
     );
     f.lapse(&["run"]).ok();
     assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the unknown with the NULL");
+}
+
+/// A value a strategy cannot anonymize fails its own row, named by its evidence id, never by
+/// its value; the rest of the batch is anonymized (before, the whole batch failed, every run,
+/// and its other rows kept their personal data).
+pub async fn a_bad_value_fails_only_its_row(b: Backend) {
+    let schema = "CREATE TABLE hosts (id BIGINT NOT NULL PRIMARY KEY, ip VARCHAR(64), created_at {TS} NOT NULL);";
+    let f = Fixture::new(b, schema).await;
+    f.db.exec(
+        "INSERT INTO hosts (id, ip, created_at) VALUES (1, '10.1.2.3', '2020-03-01 10:00:00'), \
+         (2, 'printer-in-room-4', '2020-03-01 10:00:00'), (3, '2001:db8:1:2::1', '2020-03-01 10:00:00')",
+    )
+    .await;
+    f.policy("hosts", &anon_policy("hosts", IP));
+    let r = f.lapse(&["run"]);
+    r.code(1);
+    let rep = f.report("run");
+    let p = &rep["policies"][0];
+    assert_eq!(rep["status"], "partial", "{rep}");
+    assert_eq!(n(&p["anonymized"]), 2, "{p}");
+    assert_eq!(n(&p["failed"]), 1, "{p}");
+    let errors = p["errors"].to_string();
+    assert!(errors.contains("could not be anonymized: column 'ip': value is not an IP address"), "{errors}");
+    let everything = format!("{}{}{rep}", r.stdout, r.stderr);
+    assert!(!everything.contains("printer-in-room-4"), "the value is never printed");
+    let ips = f.db.texts(&format!("SELECT {} FROM hosts ORDER BY id", f.db.text("ip"))).await;
+    assert_eq!(ips, [Some("10.1.2.0"), Some("printer-in-room-4"), Some("2001:db8:1::")].map(|x| x.map(String::from)));
 }
 
 pub async fn idempotent_rerun(b: Backend) {
@@ -1404,6 +1435,7 @@ per_backend!(
     typed_constants_and_conditions,
     fractional_buckets_and_decimal_conditions,
     time_conditions_compare_instants,
+    a_bad_value_fails_only_its_row,
 );
 
 #[allow(dead_code)]
