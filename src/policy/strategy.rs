@@ -252,6 +252,12 @@ fn generalize_ip(s: &str) -> Result<String, String> {
             let o = v4.octets();
             format!("{}.{}.{}.0", o[0], o[1], o[2])
         }
+        // An IPv4 address written as IPv6 (`::ffff:a.b.c.d`, how MariaDB's INET6 keeps one):
+        // its /24, written the same way.
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            let o = v6.to_ipv4_mapped().expect("mapped").octets();
+            format!("::ffff:{}.{}.{}.0", o[0], o[1], o[2])
+        }
         IpAddr::V6(v6) => {
             let mut seg = v6.segments();
             for s in seg.iter_mut().skip(3) {
@@ -296,6 +302,8 @@ mod tests {
         assert_eq!(Strategy::GeneralizeIp.apply(&t("10.1.2.3/32"), None).unwrap(), Some(t("10.1.2.0/32")));
         assert_eq!(Strategy::GeneralizeIp.apply(&t("10.1.2.0/32"), None).unwrap(), None);
         assert_eq!(Strategy::GeneralizeIp.apply(&t("2001:db8:1:2::1/128"), None).unwrap(), Some(t("2001:db8:1::/128")));
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("::ffff:10.1.2.3"), None).unwrap(), Some(t("::ffff:10.1.2.0")));
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("::ffff:10.1.2.0"), None).unwrap(), None);
         assert_eq!(Strategy::Bucket(10.0).apply(&Value::Float(-15.5), None).unwrap(), Some(Value::Float(-20.0)));
         assert_eq!(Strategy::Bucket(10.0).apply(&Value::Float(20.0), None).unwrap(), None);
         assert_eq!(Strategy::KeepPrefix(2).apply(&t("SW1A 1AA"), None).unwrap(), Some(t("SW")));

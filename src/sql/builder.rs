@@ -368,7 +368,7 @@ impl<'a> Builder<'a> {
                             let t = self.read_expr(qual, c);
                             let colons = format!("(LENGTH({t}) - LENGTH(REPLACE({t}, ':', '')))");
                             sql.push(&format!(
-                                "({e} IS NOT NULL AND NOT ((({t} LIKE '%.0' OR {t} LIKE '%.0/%') AND {t} NOT LIKE '%:%') OR (({t} LIKE '%::' OR {t} LIKE '%::/%') AND {colons} <= 4)))"
+                                "({e} IS NOT NULL AND NOT ((({t} LIKE '%.0' OR {t} LIKE '%.0/%') AND ({t} NOT LIKE '%:%' OR {t} LIKE '::ffff:%')) OR (({t} LIKE '%::' OR {t} LIKE '%::/%') AND {colons} <= 4)))"
                             ));
                         }
                         PendingTest::NotTruncated(unit) => {

@@ -657,7 +657,8 @@ async fn anonymized_then_done(f: &Fixture, due: u64) {
     assert_eq!(n(&again["policies"][0]["rows_due"]), 0, "nothing left to do");
 }
 
-/// `bucket` on floating-point numbers and `generalize_ip` on addresses written with a mask.
+/// `bucket` on floating-point numbers and `generalize_ip` on addresses written with a mask, and
+/// on an IPv4 address written as IPv6 (`::ffff:a.b.c.d`: its /24, not `::`).
 /// (PostgreSQL has no `%` for floats: every run failed; SQLite's `%` truncates a float first,
 /// so 20.5 passed for a multiple of 10 and was never bucketed.)
 pub async fn floats_bucketed_and_masked_addresses(b: Backend) {
@@ -667,24 +668,31 @@ pub async fn floats_bucketed_and_masked_addresses(b: Backend) {
         "INSERT INTO gauges (id, ip, score, created_at) VALUES \
          (1, '10.1.2.3/24', 20.5, '2020-03-01 10:00:00'), (2, '10.1.2.0/24', 20.0, '2020-03-01 10:00:00'), \
          (3, '2001:db8:1:2::1/64', -15.5, '2020-03-01 10:00:00'), (4, '192.168.1.7', 7, '2020-03-01 10:00:00'), \
-         (5, NULL, NULL, '2020-03-01 10:00:00')",
+         (5, NULL, NULL, '2020-03-01 10:00:00'), (6, '::ffff:10.9.8.7', 10, '2020-03-01 10:00:00')",
     )
     .await;
     f.policy(
         "gauges",
         &anon_policy("gauges", &format!("{IP}  score: {{ category: account_id, anonymize: {{ bucket: 10 }} }}\n")),
     );
-    anonymized_then_done(&f, 3).await;
+    anonymized_then_done(&f, 4).await;
     let column = |c: &str| format!("SELECT {} FROM gauges ORDER BY id", f.db.text(c));
     let ips = f.db.texts(&column("ip")).await;
     assert_eq!(
         ips,
-        [Some("10.1.2.0/24"), Some("10.1.2.0/24"), Some("2001:db8:1::/64"), Some("192.168.1.0"), None]
-            .map(|x| x.map(String::from))
+        [
+            Some("10.1.2.0/24"),
+            Some("10.1.2.0/24"),
+            Some("2001:db8:1::/64"),
+            Some("192.168.1.0"),
+            None,
+            Some("::ffff:10.9.8.0")
+        ]
+        .map(|x| x.map(String::from))
     );
     let scores: Vec<Option<f64>> =
         f.db.texts(&column("score")).await.into_iter().map(|x| x.map(|t| t.trim().parse().unwrap())).collect();
-    assert_eq!(scores, [Some(20.0), Some(20.0), Some(-20.0), Some(0.0), None]);
+    assert_eq!(scores, [Some(20.0), Some(20.0), Some(-20.0), Some(0.0), None, Some(10.0)]);
 }
 
 /// PostgreSQL's `inet`: its text carries the mask (`10.1.2.3/32`). Before, the due count
