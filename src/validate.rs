@@ -30,6 +30,8 @@ fn constant_misfit(kind: ColumnKind, sql_type: &str, l: &Literal) -> Option<&'st
         _ => None,
     };
     let fits = match kind {
+        // MariaDB/MySQL's BOOLEAN is `tinyint(1)`: true and false are its values.
+        ColumnKind::Int if matches!(l, Literal::Bool(_)) => sql_type.to_ascii_lowercase().starts_with("tinyint(1)"),
         ColumnKind::Int => {
             let v = match l {
                 Literal::Int(i) => Some(*i),
@@ -41,7 +43,8 @@ fn constant_misfit(kind: ColumnKind, sql_type: &str, l: &Literal) -> Option<&'st
             Literal::Int(_) | Literal::Float(_) => true,
             other => text(other).is_some_and(|s| s.parse::<f64>().is_ok()),
         },
-        ColumnKind::Bool => matches!(l, Literal::Bool(_)),
+        // SQLite keeps a BOOLEAN as 0 or 1.
+        ColumnKind::Bool => matches!(l, Literal::Bool(_) | Literal::Int(0 | 1)),
         ColumnKind::Date => text(l).is_some_and(|s| chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").is_ok()),
         ColumnKind::Timestamp { .. } => text(l).is_some_and(|s| {
             ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
@@ -380,6 +383,9 @@ mod tests {
         assert!(constant_misfit(ColumnKind::Int, "smallint", &lit(70_000)).is_some());
         assert!(constant_misfit(ColumnKind::Int, "smallint", &lit(-5)).is_none());
         assert!(constant_misfit(ColumnKind::Int, "tinyint(3) unsigned", &lit(-1)).is_some());
+        assert!(constant_misfit(ColumnKind::Int, "tinyint(1)", &Literal::Bool(false)).is_none(), "MariaDB's BOOLEAN");
+        assert!(constant_misfit(ColumnKind::Int, "bigint", &Literal::Bool(false)).is_some());
+        assert!(constant_misfit(ColumnKind::Bool, "BOOLEAN", &lit(0)).is_none(), "SQLite's BOOLEAN");
         assert!(constant_misfit(ColumnKind::Date, "date", &Literal::Text("1900-01-01".into())).is_none());
         assert!(constant_misfit(ColumnKind::Date, "date", &Literal::Text("n/a".into())).is_some());
         assert!(constant_misfit(

@@ -727,13 +727,13 @@ async fn postgres_inet_addresses_generalized() {
 /// written to typed columns: a condition on a date, constants for a date, a timestamp and a
 /// float. (PostgreSQL compared `date` with `text`: every run of such a policy failed.)
 pub async fn typed_constants_and_conditions(b: Backend) {
-    let schema = "CREATE TABLE typed (id BIGINT NOT NULL PRIMARY KEY, d DATE, ts {TS} NULL, n DOUBLE PRECISION, created_at {TS} NOT NULL);";
+    let schema = "CREATE TABLE typed (id BIGINT NOT NULL PRIMARY KEY, d DATE, ts {TS} NULL, n DOUBLE PRECISION, flag BOOLEAN, created_at {TS} NOT NULL);";
     let f = Fixture::new(b, schema).await;
     f.db.exec(
-        "INSERT INTO typed (id, d, ts, n, created_at) VALUES \
-         (1, '1990-05-06', '1990-05-06 10:00:00', 1.5, '2020-03-01 10:00:00'), \
-         (2, '1970-05-06', '1970-05-06 10:00:00', 2.5, '2020-03-01 10:00:00'), \
-         (3, '1995-01-02', NULL, NULL, '2020-03-01 10:00:00')",
+        "INSERT INTO typed (id, d, ts, n, flag, created_at) VALUES \
+         (1, '1990-05-06', '1990-05-06 10:00:00', 1.5, TRUE, '2020-03-01 10:00:00'), \
+         (2, '1970-05-06', '1970-05-06 10:00:00', 2.5, TRUE, '2020-03-01 10:00:00'), \
+         (3, '1995-01-02', NULL, NULL, NULL, '2020-03-01 10:00:00')",
     )
     .await;
     f.policy(
@@ -747,6 +747,7 @@ personal:
   d: { category: date_of_birth, anonymize: { constant: \"1900-01-01\" } }
   ts: { category: date_of_birth, anonymize: { constant: \"1900-01-01 00:00:00\" } }
   n: { category: account_id, anonymize: { constant: 0 } }
+  flag: { category: free_text, anonymize: { constant: false } }
 purposes:
   - name: service
     legal_basis: contract
@@ -768,6 +769,10 @@ guardrail:
     let n: Vec<Option<f64>> =
         f.db.texts(&row("n")).await.into_iter().map(|x| x.map(|t| t.trim().parse().unwrap())).collect();
     assert_eq!(n, [Some(0.0), Some(2.5), None]);
+    // BOOLEAN: PostgreSQL's boolean, MariaDB's tinyint(1), SQLite's 0 and 1.
+    let flags: Vec<Option<bool>> =
+        f.db.texts(&row("flag")).await.into_iter().map(|x| x.map(|t| matches!(t.trim(), "true" | "1" | "t"))).collect();
+    assert_eq!(flags, [Some(false), Some(true), None]);
 }
 
 /// PostgreSQL's `json` has no `<>`: a constant is compared as the column's text (before, the due
