@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 use crate::connector::{Cascade, ColumnKind, Connector, ConnectorError, ForeignKey, TableInfo};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::policy::condition::{Literal, Test};
-use crate::policy::strategy::{Strategy, TOKEN_PREFIX};
+use crate::policy::strategy::{literal_value, Strategy, TOKEN_PREFIX};
 use crate::policy::{Action, Dependent, OnDelete, Policy};
+use crate::value::Value;
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -205,6 +206,8 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             }
         }
     }
+    // Constants for types only the database knows (uuid, inet, json…): it is asked below.
+    let mut ask: Vec<(String, crate::connector::ColumnInfo, Value)> = Vec::new();
     for c in &policy.columns {
         let (Some(info), Some(s)) = (table.column(&c.name), &c.strategy) else { continue };
         let path = format!("personal.{}.anonymize", c.name);
@@ -240,6 +243,8 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                             info.sql_type
                         ),
                     );
+                } else if matches!(info.kind, ColumnKind::Other | ColumnKind::Bytes) {
+                    ask.push((path.clone(), info.clone(), literal_value(l)));
                 }
                 true
             }
@@ -286,6 +291,19 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                 &path,
                 format!("column '{}' is part of the key; anonymizing it would lose the record's identity", c.name),
             );
+        }
+    }
+    for (path, info, v) in ask {
+        if let Err(why) = conn.accepts(&info, &v).await {
+            diags.push(policy.error(
+                &path,
+                format!(
+                    "the constant does not fit {} column '{}' ({}): {why}",
+                    kind_name(info.kind),
+                    info.name,
+                    info.sql_type
+                ),
+            ));
         }
     }
     let (cascade, restrict) = if policy.action == Action::Delete {

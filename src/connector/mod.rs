@@ -387,6 +387,12 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// order of [`Connector::candidates`]).
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError>;
 
+    /// Whether `column` can hold `value` (a policy's constant, checked by `validate` before
+    /// anything runs), for types only the database knows; `Err` says why not. Default: yes.
+    async fn accepts(&self, _column: &ColumnInfo, _value: &Value) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The holds table of this connection, if any.
     fn holds_table(&self) -> Option<&HoldsTable> {
         None

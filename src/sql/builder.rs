@@ -114,6 +114,17 @@ impl Sql {
     }
 }
 
+/// PostgreSQL: a statement that casts `v` to a column's type, to learn before a run whether the
+/// column can hold a policy's constant (`Connector::accepts`). `sql_type` is the catalog's own
+/// spelling of the type (`format_type`), never text from a policy.
+pub fn cast_probe(sql_type: &str, v: Value) -> Sql {
+    let mut sql = Sql::new(Dialect::Postgres);
+    sql.push("SELECT CAST(");
+    sql.bind(v);
+    sql.push(&format!(" AS {sql_type}) IS NULL"));
+    sql
+}
+
 /// A PostgreSQL `char(n)`: compared with a text parameter it is cast to text, which drops its
 /// padding (`'a  '` no longer equals the key read back), so its parameters are cast to it.
 fn is_bpchar(c: &crate::connector::ColumnInfo) -> bool {

@@ -1887,6 +1887,21 @@ impl crate::connector::Connector for SqlConnector {
         })
     }
 
+    async fn accepts(&self, column: &ColumnInfo, value: &Value) -> Result<(), String> {
+        // MariaDB/MySQL and SQLite convert what they are given (or refuse it at the write);
+        // PostgreSQL's types (uuid, inet, json, bytea…) parse it, and can be asked.
+        let Pool::Pg(p) = &self.pool else { return Ok(()) };
+        let probe = builder::cast_probe(&column.sql_type, value.clone());
+        match bound!(probe).fetch_one(p).await {
+            Ok(_) => Ok(()),
+            // The constant is the policy's own text, not personal data: the message may quote it.
+            Err(sqlx::Error::Database(e)) => {
+                Err(format!("PostgreSQL refuses it: {} [{}]", e.message(), e.code().as_deref().unwrap_or("?")))
+            }
+            Err(e) => Err(format!("it could not be checked: {e}")),
+        }
+    }
+
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
         if keys.is_empty() {
             return Ok(0);

@@ -804,6 +804,29 @@ async fn postgres_constants_on_json_and_uuid() {
     assert_eq!(rows, [Some(r"{} {} 00000000-0000-0000-0000-000000000000 \x00".to_string())]);
 }
 
+/// A constant PostgreSQL's own type cannot hold (`uuid`, `inet`, `jsonb`) is refused by
+/// `validate`, which asks the database, with the policy's position; nothing runs (before, every
+/// run failed at its first count with a withheld message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_constants_the_type_refuses_are_invalid() {
+    if !Backend::Postgres.enabled() {
+        return;
+    }
+    let schema = "CREATE TABLE docs2 (id BIGINT PRIMARY KEY, ref uuid, net inet, created_at timestamp NOT NULL);";
+    let f = Fixture::new(Backend::Postgres, schema).await;
+    f.db.exec("INSERT INTO docs2 VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '10.1.2.3', '2020-03-01')").await;
+    let personal = "  ref: { category: account_id, anonymize: { constant: anon } }\n  net: { category: ip_address, anonymize: { constant: \"(none)\" } }\n";
+    f.policy("docs2", &anon_policy("docs2", personal));
+    let before = f.db.snapshot("docs2", "id").await;
+    let r = f.lapse(&["validate", "--connect"]);
+    r.code(2);
+    r.stderr_has("policies/docs2.yaml:8:");
+    r.stderr_has("the constant does not fit non-standard column 'ref' (uuid): PostgreSQL refuses it");
+    r.stderr_has("the constant does not fit non-standard column 'net' (inet): PostgreSQL refuses it");
+    f.lapse(&["run"]).code(2);
+    assert_eq!(f.db.snapshot("docs2", "id").await, before, "nothing changed");
+}
+
 /// A policy over `table` (key `id`, anchor `created_at`, lapsed after a year) with these
 /// `personal` lines and this purpose `extra` (a `when:` line, or nothing).
 fn typed_policy(table: &str, personal: &str, extra: &str, action: &str) -> String {
