@@ -53,6 +53,21 @@ fn constant_misfit(kind: ColumnKind, sql_type: &str, l: &Literal) -> Option<&'st
                 .any(|f| chrono::NaiveDateTime::parse_from_str(&s, f).is_ok())
                 || crate::holds::parse_time(&s).is_ok()
         }),
+        // MariaDB/MySQL's ENUM and SET hold only their listed values.
+        ColumnKind::Text if sql_type.starts_with("enum(") || sql_type.starts_with("set(") => {
+            let want = match l {
+                Literal::Text(t) => t.clone(),
+                Literal::Int(i) => i.to_string(),
+                Literal::Float(f) => f.to_string(),
+                Literal::Bool(b) => b.to_string(),
+            };
+            let listed = listed_values(sql_type);
+            match sql_type.starts_with("set(") {
+                // A set's value is any of its members, comma-separated (or none).
+                true => want.is_empty() || want.split(',').all(|w| listed.iter().any(|v| v == w)),
+                false => listed.contains(&want),
+            }
+        }
         ColumnKind::Text | ColumnKind::Other | ColumnKind::Bytes => true,
     };
     (!fits).then_some(match kind {
@@ -60,8 +75,31 @@ fn constant_misfit(kind: ColumnKind, sql_type: &str, l: &Literal) -> Option<&'st
         ColumnKind::Float => "a number",
         ColumnKind::Bool => "true or false",
         ColumnKind::Date => "a date, as \"1900-01-01\"",
+        ColumnKind::Text => "one of the values the column lists",
         _ => "a date and time, as \"1900-01-01 00:00:00\"",
     })
+}
+
+/// The values of a MariaDB/MySQL `enum('a','b')` or `set(…)` type, as `COLUMN_TYPE` writes them
+/// (single quotes, a quote doubled inside).
+fn listed_values(sql_type: &str) -> Vec<String> {
+    let inner = sql_type.split_once('(').map(|(_, r)| r.strip_suffix(')').unwrap_or(r)).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut chars = inner.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match (&mut cur, ch) {
+            (None, '\'') => cur = Some(String::new()),
+            (Some(v), '\'') if chars.peek() == Some(&'\'') => {
+                v.push('\'');
+                chars.next();
+            }
+            (Some(_), '\'') => out.push(cur.take().unwrap_or_default()),
+            (Some(v), c) => v.push(c),
+            (None, _) => {}
+        }
+    }
+    out
 }
 
 /// The values an integer column of this SQL type holds, where its name says (PostgreSQL's
@@ -404,6 +442,13 @@ mod tests {
         assert!(constant_misfit(ColumnKind::Int, "tinyint(1)", &Literal::Bool(false)).is_none(), "MariaDB's BOOLEAN");
         assert!(constant_misfit(ColumnKind::Int, "bigint", &Literal::Bool(false)).is_some());
         assert!(constant_misfit(ColumnKind::Bool, "BOOLEAN", &lit(0)).is_none(), "SQLite's BOOLEAN");
+        assert_eq!(listed_values("enum('a','b','it''s')"), ["a", "b", "it's"]);
+        let text = |t: &str| Literal::Text(t.into());
+        assert!(constant_misfit(ColumnKind::Text, "enum('active','anon')", &text("anon")).is_none());
+        assert!(constant_misfit(ColumnKind::Text, "enum('active','anon')", &text("zzz")).is_some());
+        assert!(constant_misfit(ColumnKind::Text, "varchar(20)", &text("zzz")).is_none());
+        assert!(constant_misfit(ColumnKind::Text, "set('a','b')", &text("a,b")).is_none());
+        assert!(constant_misfit(ColumnKind::Text, "set('a','b')", &text("a,c")).is_some());
         assert!(constant_misfit(ColumnKind::Date, "date", &Literal::Text("1900-01-01".into())).is_none());
         assert!(constant_misfit(ColumnKind::Date, "date", &Literal::Text("n/a".into())).is_some());
         assert!(constant_misfit(
