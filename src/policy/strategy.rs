@@ -231,6 +231,10 @@ fn truncate(t: NaiveDateTime, unit: DateUnit) -> NaiveDateTime {
 
 /// Dates stored as text (SQLite): keeps the stored shape (`YYYY-MM-DD` or a timestamp).
 fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
+    // MariaDB's zero date says nothing of anyone: nothing to generalize.
+    if s.starts_with("0000-00-00") {
+        return Ok(s.to_string());
+    }
     let date =
         s.get(..10).and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()).ok_or("value is not an ISO date")?;
     let t = truncate(date.and_hms_opt(0, 0, 0).expect("midnight"), unit);

@@ -226,7 +226,8 @@ impl<'a> Builder<'a> {
                     DateUnit::Year => ("%m-%d %H:%i:%s", "01-01 00:00:00"),
                     DateUnit::Month => ("%d %H:%i:%s", "01 00:00:00"),
                 };
-                format!("DATE_FORMAT({e}, '{fmt}') <> '{want}'")
+                // The zero date is left as it is (`Strategy::apply` too).
+                format!("YEAR({e}) <> 0 AND DATE_FORMAT({e}, '{fmt}') <> '{want}'")
             }
         }
     }

@@ -379,8 +379,21 @@ impl DecodeRow for MySqlRow {
             }
             "FLOAT" => Value::Float(self.try_get_unchecked::<f32, _>(i)? as f64),
             "DOUBLE" => Value::Float(self.try_get_unchecked::<f64, _>(i)?),
-            "DATETIME" | "TIMESTAMP" => Value::Timestamp(self.try_get_unchecked::<NaiveDateTime, _>(i)?),
-            "DATE" => Value::Date(self.try_get_unchecked::<NaiveDate, _>(i)?),
+            // A zero or partial date (`0000-00-00`, `1990-05-00`: MariaDB keeps them outside strict
+            // mode) has no chrono value: it is handed over as its text, so that the row is judged
+            // on its own (a strategy that cannot use it fails that row, not the batch).
+            "DATETIME" | "TIMESTAMP" => match self.try_get_unchecked::<NaiveDateTime, _>(i) {
+                Ok(t) => Value::Timestamp(t),
+                Err(e) => {
+                    Value::Text(mysql_date_text(self.try_get_unchecked::<Vec<u8>, _>(i).ok().as_deref()).ok_or(e)?)
+                }
+            },
+            "DATE" => match self.try_get_unchecked::<NaiveDate, _>(i) {
+                Ok(d) => Value::Date(d),
+                Err(e) => {
+                    Value::Text(mysql_date_text(self.try_get_unchecked::<Vec<u8>, _>(i).ok().as_deref()).ok_or(e)?)
+                }
+            },
             "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" | "JSON" => {
                 Value::Text(self.try_get_unchecked(i)?)
             }
@@ -394,6 +407,31 @@ impl DecodeRow for MySqlRow {
             "NULL" => Value::Null,
             other => return Err(unknown_type(other)),
         })
+    }
+}
+
+/// The text of a MariaDB/MySQL date or datetime in the binary protocol (a length, then year,
+/// month, day and, if longer, hour, minute, second), zero parts included: `0000-00-00`,
+/// `1990-05-00 10:00:00`. The text protocol's value is already text.
+fn mysql_date_text(buf: Option<&[u8]>) -> Option<String> {
+    let buf = buf?;
+    if let Ok(s) = std::str::from_utf8(buf) {
+        if s.len() >= 10 && s.as_bytes()[4] == b'-' {
+            return Some(s.to_string());
+        }
+    }
+    let (&len, rest) = buf.split_first()?;
+    match len {
+        0 => Some("0000-00-00".into()),
+        4 | 7 | 11 if rest.len() >= len as usize => {
+            let year = u16::from_le_bytes([rest[0], rest[1]]);
+            let date = format!("{year:04}-{:02}-{:02}", rest[2], rest[3]);
+            Some(match len {
+                4 => date,
+                _ => format!("{date} {:02}:{:02}:{:02}", rest[4], rest[5], rest[6]),
+            })
+        }
+        _ => None,
     }
 }
 
@@ -1948,6 +1986,18 @@ impl crate::connector::Connector for SqlConnector {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mysql_zero_and_partial_dates_as_text() {
+        assert_eq!(mysql_date_text(Some(&[0])).as_deref(), Some("0000-00-00"));
+        let partial = [4, 0xC6, 0x07, 0, 0]; // 1990, month 0, day 0
+        assert_eq!(mysql_date_text(Some(&partial)).as_deref(), Some("1990-00-00"));
+        let datetime = [7, 0xC6, 0x07, 5, 0, 10, 20, 30];
+        assert_eq!(mysql_date_text(Some(&datetime)).as_deref(), Some("1990-05-00 10:20:30"));
+        assert_eq!(mysql_date_text(Some(b"1990-05-00")).as_deref(), Some("1990-05-00"), "text protocol");
+        assert_eq!(mysql_date_text(Some(&[4, 1])), None, "short");
+    }
+
     use super::*;
 
     #[test]

@@ -964,6 +964,40 @@ async fn mysql_unsigned_keys_above_i64_fail_loudly() {
     assert_eq!(f.db.texts("SELECT CAST(id AS CHAR) FROM big").await.len(), 2, "nothing destroyed");
 }
 
+/// MariaDB's zero and partial dates in a personal column (`0000-00-00`, `1990-00-00`, kept
+/// outside strict mode): the zero date says nothing and is left as it is; a partial date that
+/// `generalize_date` cannot read fails its own row, not the batch (before, decoding it failed the
+/// whole batch, every run, and the other rows kept their dates of birth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_zero_and_partial_dates_in_a_personal_column() {
+    if !Backend::MySql.enabled() {
+        return;
+    }
+    let schema = "CREATE TABLE births (id BIGINT PRIMARY KEY, born DATE NULL, created_at DATETIME NOT NULL);";
+    let f = Fixture::new(Backend::MySql, schema).await;
+    f.db.exec(
+        "SET SESSION sql_mode = ''; INSERT INTO births VALUES (1, '1984-07-23', '2020-03-01'), (2, '0000-00-00', '2020-03-01'), \
+         (3, '1990-00-00', '2020-03-01'), (4, '1991-03-04', '2020-03-01')",
+    )
+    .await;
+    f.policy(
+        "births",
+        &anon_policy("births", "  born: { category: date_of_birth, anonymize: { generalize_date: year } }\n"),
+    );
+    let r = f.lapse(&["run"]);
+    r.code(1);
+    let rep = f.report("run");
+    let p = &rep["policies"][0];
+    assert_eq!(n(&p["anonymized"]), 2, "{p}");
+    assert_eq!(n(&p["failed"]), 1, "the partial date: {p}");
+    assert!(p["errors"].to_string().contains("column 'born': value is not an ISO date"), "{p}");
+    let born = f.db.texts("SELECT CAST(born AS CHAR) FROM births ORDER BY id").await;
+    assert_eq!(
+        born,
+        [Some("1984-01-01"), Some("0000-00-00"), Some("1990-00-00"), Some("1991-01-01")].map(|x| x.map(String::from))
+    );
+}
+
 async fn legacy_ids(f: &Fixture) -> Vec<String> {
     f.db.texts("SELECT CAST(id AS CHAR) FROM legacy ORDER BY id").await.into_iter().map(|x| x.unwrap()).collect()
 }
