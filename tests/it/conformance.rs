@@ -559,35 +559,18 @@ pub async fn dates_generalized_as_text_and_timestamps(b: Backend) {
         ))
         .await;
     }
-    f.policy(
-        "visits",
-        "name: visits
-dataset:
-  connection: db
-  table: visits
-  key: id
-personal:
-  birth: { category: date_of_birth, anonymize: { generalize_date: year } }
+    let personal = "  birth: { category: date_of_birth, anonymize: { generalize_date: year } }
   born_at: { category: date_of_birth, anonymize: { generalize_date: month } }
-purposes:
-  - name: service
-    legal_basis: contract
-    retain: 1y
-    after: created_at
-on_lapse: anonymize
-guardrail:
-  max_share: 100%
-",
-    );
+";
+    f.policy("visits", &anon_policy("visits", personal));
     f.lapse(&["plan"]).ok();
     assert_eq!(n(&f.report("plan")["policies"][0]["rows_due"]), 4, "rows 1, 3, 4 and 5");
     f.lapse(&["run"]).ok();
     let r = f.report("run");
     assert_eq!(r["status"], "complete", "{r}");
     assert_eq!(n(&r["policies"][0]["anonymized"]), 4);
-    let column = |c: &str| format!("SELECT {} FROM visits ORDER BY id", f.db.text(c));
-    let births = f.db.texts(&column("birth")).await;
-    let borns = f.db.texts(&column("born_at")).await;
+    let births = column_texts(&f, "visits", "birth").await;
+    let borns = column_texts(&f, "visits", "born_at").await;
     let births: Vec<Option<&str>> = births.iter().map(|x| x.as_deref()).collect();
     assert_eq!(
         births,
@@ -621,25 +604,20 @@ guardrail:
 
 const IP: &str = "  ip: { category: ip_address, anonymize: generalize_ip }\n";
 
+/// `column` of `table` as text, in key order.
+async fn column_texts(f: &Fixture, table: &str, column: &str) -> Vec<Option<String>> {
+    f.db.texts(&format!("SELECT {} FROM {table} ORDER BY id", f.db.text(column))).await
+}
+
+/// `column` of `table` as numbers, in key order.
+async fn column_numbers(f: &Fixture, table: &str, column: &str) -> Vec<Option<f64>> {
+    let texts = column_texts(f, table, column).await;
+    texts.into_iter().map(|x| x.map(|t| t.trim().parse().unwrap())).collect()
+}
+
 /// An anonymizing policy of `table` (key `id`, anchor `created_at`) over `personal` (its lines).
 fn anon_policy(table: &str, personal: &str) -> String {
-    format!(
-        "name: {table}
-dataset:
-  connection: db
-  table: {table}
-  key: id
-personal:
-{personal}purposes:
-  - name: service
-    legal_basis: contract
-    retain: 1y
-    after: created_at
-on_lapse: anonymize
-guardrail:
-  max_share: 100%
-"
-    )
+    typed_policy(table, personal, "", "anonymize")
 }
 
 /// Runs `table`'s policy twice: the first anonymizes `due` rows, the second finds none (the
@@ -676,8 +654,7 @@ pub async fn floats_bucketed_and_masked_addresses(b: Backend) {
         &anon_policy("gauges", &format!("{IP}  score: {{ category: account_id, anonymize: {{ bucket: 10 }} }}\n")),
     );
     anonymized_then_done(&f, 4).await;
-    let column = |c: &str| format!("SELECT {} FROM gauges ORDER BY id", f.db.text(c));
-    let ips = f.db.texts(&column("ip")).await;
+    let ips = column_texts(&f, "gauges", "ip").await;
     assert_eq!(
         ips,
         [
@@ -690,8 +667,7 @@ pub async fn floats_bucketed_and_masked_addresses(b: Backend) {
         ]
         .map(|x| x.map(String::from))
     );
-    let scores: Vec<Option<f64>> =
-        f.db.texts(&column("score")).await.into_iter().map(|x| x.map(|t| t.trim().parse().unwrap())).collect();
+    let scores = column_numbers(&f, "gauges", "score").await;
     assert_eq!(scores, [Some(20.0), Some(20.0), Some(-20.0), Some(0.0), None, Some(10.0)]);
 }
 
@@ -736,42 +712,26 @@ pub async fn typed_constants_and_conditions(b: Backend) {
          (3, '1995-01-02', NULL, NULL, NULL, '2020-03-01 10:00:00')",
     )
     .await;
-    f.policy(
-        "typed",
-        "name: typed
-dataset:
-  connection: db
-  table: typed
-  key: id
-personal:
-  d: { category: date_of_birth, anonymize: { constant: \"1900-01-01\" } }
+    let personal = "  d: { category: date_of_birth, anonymize: { constant: \"1900-01-01\" } }
   ts: { category: date_of_birth, anonymize: { constant: \"1900-01-01 00:00:00\" } }
   n: { category: account_id, anonymize: { constant: 0 } }
   flag: { category: free_text, anonymize: { constant: false } }
-purposes:
-  - name: service
-    legal_basis: contract
-    retain: 1y
-    after: created_at
-    when: \"d > '1980-01-01'\"
-on_lapse: anonymize
-guardrail:
-  max_share: 100%
-",
-    );
+";
+    f.policy("typed", &typed_policy("typed", personal, "    when: \"d > '1980-01-01'\"\n", "anonymize"));
     anonymized_then_done(&f, 2).await;
-    let row = |c: &str| format!("SELECT {} FROM typed ORDER BY id", f.db.text(c));
-    let d = f.db.texts(&row("d")).await;
+    let d = column_texts(&f, "typed", "d").await;
     assert_eq!(d, [Some("1900-01-01"), Some("1970-05-06"), Some("1900-01-01")].map(|x| x.map(String::from)));
     let ts: Vec<Option<String>> =
-        f.db.texts(&row("ts")).await.into_iter().map(|x| x.map(|t| t[..19].to_string())).collect();
+        column_texts(&f, "typed", "ts").await.into_iter().map(|x| x.map(|t| t[..19].to_string())).collect();
     assert_eq!(ts, [Some("1900-01-01 00:00:00"), Some("1970-05-06 10:00:00"), None].map(|x| x.map(String::from)));
-    let n: Vec<Option<f64>> =
-        f.db.texts(&row("n")).await.into_iter().map(|x| x.map(|t| t.trim().parse().unwrap())).collect();
+    let n = column_numbers(&f, "typed", "n").await;
     assert_eq!(n, [Some(0.0), Some(2.5), None]);
     // BOOLEAN: PostgreSQL's boolean, MariaDB's tinyint(1), SQLite's 0 and 1.
-    let flags: Vec<Option<bool>> =
-        f.db.texts(&row("flag")).await.into_iter().map(|x| x.map(|t| matches!(t.trim(), "true" | "1" | "t"))).collect();
+    let flags: Vec<Option<bool>> = column_texts(&f, "typed", "flag")
+        .await
+        .into_iter()
+        .map(|x| x.map(|t| matches!(t.trim(), "true" | "1" | "t")))
+        .collect();
     assert_eq!(flags, [Some(false), Some(true), None]);
 }
 
@@ -865,12 +825,7 @@ pub async fn fractional_buckets_and_decimal_conditions(b: Backend) {
     let personal = "  v: { category: account_id, anonymize: { bucket: 0.5 } }\n";
     f.policy("meters", &typed_policy("meters", personal, "    when: \"amt > 10.5\"\n", "anonymize"));
     anonymized_then_done(&f, 3).await;
-    let v: Vec<Option<f64>> =
-        f.db.texts(&format!("SELECT {} FROM meters ORDER BY id", f.db.text("v")))
-            .await
-            .into_iter()
-            .map(|x| x.map(|t| t.trim().parse().unwrap()))
-            .collect();
+    let v = column_numbers(&f, "meters", "v").await;
     assert_eq!(v, [Some(1.0), Some(3.0), Some(42.5), Some(-7.5), None, Some(9.9)], "row 6 is not selected (amt 5)");
 }
 
@@ -905,11 +860,7 @@ pub async fn time_conditions_compare_instants(b: Backend) {
     f.lapse(&["run"]).ok();
     let want: &[i64] = if b == Backend::Sqlite { &[2, 3, 5] } else { &[2, 3] };
     let left: Vec<i64> =
-        f.db.texts(&format!("SELECT {} FROM visits2 ORDER BY id", f.db.text("id")))
-            .await
-            .into_iter()
-            .map(|x| x.unwrap().trim().parse().unwrap())
-            .collect();
+        column_texts(&f, "visits2", "id").await.into_iter().map(|x| x.unwrap().trim().parse().unwrap()).collect();
     assert_eq!(left, want, "only rows seen after 05:00 UTC are deleted");
 }
 
@@ -1089,7 +1040,7 @@ pub async fn a_bad_value_fails_only_its_row(b: Backend) {
     assert!(errors.contains("could not be anonymized: column 'ip': value is not an IP address"), "{errors}");
     let everything = format!("{}{}{rep}", r.stdout, r.stderr);
     assert!(!everything.contains("printer-in-room-4"), "the value is never printed");
-    let ips = f.db.texts(&format!("SELECT {} FROM hosts ORDER BY id", f.db.text("ip"))).await;
+    let ips = column_texts(&f, "hosts", "ip").await;
     assert_eq!(ips, [Some("10.1.2.0"), Some("printer-in-room-4"), Some("2001:db8:1::")].map(|x| x.map(String::from)));
 }
 
