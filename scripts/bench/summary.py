@@ -39,17 +39,20 @@ def main():
         rounds = max(len(r.get("rounds", [])) for r in m.values())
         each = f", median of {rounds} rounds" if rounds > 1 else ""
         print(f"\n### {backend}, {rows:,} rows{each}\n")
-        print("| operation | due | lapse rows/s | batched rows/s | single rows/s | lapse / batched | lapse / single "
-              "| machine CPU core-s: lapse / batched / single | lapse peak RSS |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| operation | due | lapse rows/s | batched rows/s | limited rows/s | single rows/s | lapse / batched "
+              "| lapse / limited | lapse / single | machine CPU core-s: lapse / batched / limited / single "
+              "| lapse peak RSS |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for verb in ("delete", "anonymize"):
-            l, b, s = m.get(("lapse", verb)), m.get(("batched", verb)), m.get(("single", verb))
+            l = m.get(("lapse", verb))
+            b, lim, s = (m.get((c, verb)) for c in ("batched", "limited", "single"))
             if not l:
                 continue
-            rb = f"{l['rows_per_s'] / b['rows_per_s']:.2f}" if b else "–"
-            rs = f"{l['rows_per_s'] / s['rows_per_s']:.2f}" if s else "–"
-            cpu = " / ".join("–" if (x or {}).get("machine_cpu_s") is None else f"{x['machine_cpu_s']:.2f}" for x in (l, b, s))
-            print(f"| {verb} | {l['due']:,} | {rate(l)} | {rate(b)} | {rate(s)} | {rb} | {rs} | {cpu} | {mib(l['peak_rss_kib'])} |")
+            ratio = lambda x: f"{l['rows_per_s'] / x['rows_per_s']:.2f}" if x else "–"
+            cpu = " / ".join("–" if (x or {}).get("machine_cpu_s") is None else f"{x['machine_cpu_s']:.2f}"
+                             for x in (l, b, lim, s))
+            print(f"| {verb} | {l['due']:,} | {rate(l)} | {rate(b)} | {rate(lim)} | {rate(s)} | {ratio(b)} "
+                  f"| {ratio(lim)} | {ratio(s)} | {cpu} | {mib(l['peak_rss_kib'])} |")
         p = m.get(("lapse", "plan"))
         if p:
             print(f"\n`lapse plan`: {p['seconds']:.2f} s, peak RSS {mib(p['peak_rss_kib'])}, exit {p['exit']}")
