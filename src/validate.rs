@@ -31,8 +31,11 @@ fn constant_misfit(kind: ColumnKind, sql_type: &str, l: &Literal) -> Option<&'st
         _ => None,
     };
     let fits = match kind {
-        // MariaDB/MySQL's BOOLEAN is `tinyint(1)`: true and false are its values.
-        ColumnKind::Int if matches!(l, Literal::Bool(_)) => sql_type.to_ascii_lowercase().starts_with("tinyint(1)"),
+        // MariaDB/MySQL's BOOLEAN is `tinyint(1)`: true and false are its values (and `bit(1)`'s).
+        ColumnKind::Int if matches!(l, Literal::Bool(_)) => {
+            let t = sql_type.to_ascii_lowercase();
+            t.starts_with("tinyint(1)") || t == "bit(1)"
+        }
         ColumnKind::Int => {
             let v = match l {
                 Literal::Int(i) => Some(*i),
@@ -108,6 +111,10 @@ fn listed_values(sql_type: &str) -> Vec<String> {
 /// the database rather than guessed here.
 fn int_range(sql_type: &str) -> std::ops::RangeInclusive<i128> {
     let t = sql_type.to_ascii_lowercase();
+    if let Some(n) = t.strip_prefix("bit(").and_then(|r| r.strip_suffix(')')).and_then(|n| n.parse::<u32>().ok()) {
+        // MariaDB/MySQL's BIT(n): n bits, no sign.
+        return 0..=(1i128 << n.min(64)) - 1;
+    }
     let bits = if t.starts_with("tinyint") {
         8
     } else if t.starts_with("smallint") || t == "int2" {
@@ -178,7 +185,12 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     let mut seen = BTreeSet::new();
     for (col, path) in policy.referenced_columns() {
         if table.column(&col).is_none() && seen.insert((col.clone(), path.clone())) {
-            err(&path, format!("unknown column '{col}' in table '{}'", policy.table));
+            // Names are matched exactly (quoted identifiers): a name in another case is named.
+            let hint = match table.columns.iter().find(|c| c.name.eq_ignore_ascii_case(&col)) {
+                Some(c) => format!(" (did you mean '{}'? names are matched exactly)", c.name),
+                None => String::new(),
+            };
+            err(&path, format!("unknown column '{col}' in table '{}'{hint}", policy.table));
         }
     }
     if !policy.key.iter().all(|k| table.column(k).is_some()) {
@@ -287,7 +299,10 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                 true
             }
             Strategy::GeneralizeDate(_) => info.kind.is_temporal() || info.kind == ColumnKind::Text,
-            Strategy::GeneralizeIp => matches!(info.kind, ColumnKind::Text | ColumnKind::Other),
+            // A JSON column (PostgreSQL's json/jsonb, MariaDB/MySQL's JSON) takes no bare address.
+            Strategy::GeneralizeIp => {
+                matches!(info.kind, ColumnKind::Text | ColumnKind::Other) && !info.sql_type.starts_with("json")
+            }
             Strategy::Bucket(w) => {
                 if info.kind == ColumnKind::Int && w.fract() != 0.0 {
                     err(

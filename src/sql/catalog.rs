@@ -20,7 +20,8 @@ pub fn pg_kind(typname: &str) -> ColumnKind {
 /// Maps a MySQL/MariaDB `DATA_TYPE` to a kind.
 pub fn mysql_kind(data_type: &str) -> ColumnKind {
     match data_type.to_ascii_lowercase().as_str() {
-        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => ColumnKind::Int,
+        // BIT(n) holds an unsigned number of n bits, written and compared as an integer.
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" | "bit" => ColumnKind::Int,
         "float" | "double" | "real" => ColumnKind::Float,
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" => ColumnKind::Text,
         "datetime" => ColumnKind::Timestamp { tz: false },
@@ -84,6 +85,16 @@ pub const MY_REFERENCED_BY: &str =
      CAST(REFERENCED_COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
      WHERE REFERENCED_TABLE_SCHEMA = COALESCE(?, DATABASE()) AND REFERENCED_TABLE_NAME = ? \
      ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION";
+
+/// MariaDB's `JSON` is `LONGTEXT` with a `json_valid` check (a column-level check is named
+/// after its column); MySQL's is a type of its own (`DATA_TYPE` `json`) and has no `TABLE_NAME` here.
+pub const MARIADB_CHECKS: &str = "SELECT CAST(CONSTRAINT_NAME AS CHAR), CAST(CHECK_CLAUSE AS CHAR) \
+     FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
+
+/// Whether a MariaDB check clause is the one its `JSON` type puts on `column`.
+pub fn is_json_check(clause: &str, column: &str) -> bool {
+    clause.replace(' ', "").eq_ignore_ascii_case(&format!("json_valid(`{}`)", column.replace('`', "``")))
+}
 
 pub const LITE_COLUMNS: &str = "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid";
 

@@ -21,8 +21,8 @@ use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 
 use crate::config::HoldsTable;
 use crate::connector::{
-    BatchOutcome, Begun, Candidate, ColumnInfo, ConnectorError, EvidenceId, Filter, ForeignKey, IdFn, JournalCtx,
-    Scope, TableInfo, Work,
+    BatchOutcome, Begun, Candidate, ColumnInfo, ColumnKind, ConnectorError, EvidenceId, Filter, ForeignKey, IdFn,
+    JournalCtx, Scope, TableInfo, Work,
 };
 use crate::value::Value;
 use builder::{Builder, Dialect, Rows, Sql, Subjects};
@@ -377,6 +377,10 @@ impl DecodeRow for MySqlRow {
                     Value::Int(self.try_get_unchecked::<i64, _>(i)?)
                 }
             }
+            // BIT(n) comes as its bytes, most significant first (n <= 64).
+            "BIT" => Value::Int(
+                self.try_get_unchecked::<Vec<u8>, _>(i)?.iter().fold(0u64, |v, b| v << 8 | u64::from(*b)) as i64,
+            ),
             "FLOAT" => Value::Float(self.try_get_unchecked::<f32, _>(i)? as f64),
             "DOUBLE" => Value::Float(self.try_get_unchecked::<f64, _>(i)?),
             // A zero or partial date (`0000-00-00`, `1990-05-00`: MariaDB keeps them outside strict
@@ -782,6 +786,27 @@ impl SqlConnector {
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
                     .map_err(db_err(&ctx))?;
+                let mut columns = columns;
+                if self.returning {
+                    // MariaDB: a `JSON` column is text the database checks; say what it is, so
+                    // that validate refuses strategies that would write text that is no JSON.
+                    let checks = sqlx::query(catalog::MARIADB_CHECKS)
+                        .bind(&schema)
+                        .bind(&bare)
+                        .fetch_all(p)
+                        .await
+                        .map_err(db_err(&ctx))?;
+                    for r in &checks {
+                        let clause: String = r.try_get_unchecked(1).map_err(db_err(&ctx))?;
+                        for c in columns.iter_mut().filter(|c| c.kind == ColumnKind::Text) {
+                            if catalog::is_json_check(&clause, &c.name) {
+                                c.kind = ColumnKind::Other;
+                                c.sql_type = "json".into();
+                                c.max_len = None;
+                            }
+                        }
+                    }
+                }
                 let pk = sqlx::query(catalog::MY_PRIMARY_KEY)
                     .bind(&schema)
                     .bind(&bare)
@@ -1926,8 +1951,21 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     async fn accepts(&self, column: &ColumnInfo, value: &Value) -> Result<(), String> {
-        // MariaDB/MySQL and SQLite convert what they are given (or refuse it at the write);
-        // PostgreSQL's types (uuid, inet, json, bytea…) parse it, and can be asked.
+        // MariaDB/MySQL and SQLite convert what they are given (or refuse it at the write),
+        // but a JSON column takes only JSON; PostgreSQL's types (uuid, inet, json, bytea…) parse
+        // it, and can be asked.
+        if let (Pool::My(p), "json") = (&self.pool, column.sql_type.as_str()) {
+            let Value::Text(t) = value else { return Ok(()) };
+            let valid: Option<i64> = sqlx::query_scalar("SELECT CAST(JSON_VALID(?) AS SIGNED)")
+                .bind(t)
+                .fetch_one(p)
+                .await
+                .map_err(|e| format!("it could not be checked: {e}"))?;
+            return match valid {
+                Some(1) => Ok(()),
+                _ => Err("it is not JSON, and the column takes only JSON".into()),
+            };
+        }
         let Pool::Pg(p) = &self.pool else { return Ok(()) };
         let probe = builder::cast_probe(&column.sql_type, value.clone());
         match bound!(probe).fetch_one(p).await {

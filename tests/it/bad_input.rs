@@ -980,6 +980,14 @@ async fn unknown_personal_column(b: Backend) {
     catalog_case(b, "unknown personal column", &text, &msg, "  emial: {", "{").await;
 }
 
+/// Identifiers are quoted and matched exactly on every backend (MariaDB and SQLite would fold
+/// the case of a name SQL did not quote): a name in another case gets the column's spelling.
+async fn personal_column_in_another_case(b: Backend) {
+    let text = edit(POLICY, "  email: {", "  Email: {");
+    let msg = ["unknown column 'Email' in table 'people' (did you mean 'email'? names are matched exactly)"];
+    catalog_case(b, "personal column in another case", &text, &msg, "  Email: {", "{").await;
+}
+
 async fn unknown_key_column(b: Backend) {
     let text = edit(POLICY, "key: id", "key: ident");
     catalog_case(b, "unknown key", &text, &["unknown column 'ident' in table 'people'"], "ident", "ident").await;
@@ -1132,6 +1140,7 @@ async fn sql_in_identifiers(b: Backend) {
 per_backend!(
     unknown_table,
     unknown_personal_column,
+    personal_column_in_another_case,
     unknown_key_column,
     unknown_subject_column,
     unknown_anchor_column,

@@ -949,6 +949,86 @@ async fn mysql_zero_and_partial_dates_in_a_personal_column() {
     );
 }
 
+/// MariaDB/MySQL `BIT(n)` columns are integers of n bits: a constant is written as a number
+/// (before, as its text, which a `BIT(1)` refused, so every run failed), `bucket` works, the
+/// values are read back for the verification, and a constant wider than the column is refused
+/// by validate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_bit_columns() {
+    if !Backend::MySql.enabled() {
+        return;
+    }
+    let schema =
+        "CREATE TABLE flags (id BIGINT PRIMARY KEY, smoker BIT(1) NULL, mask BIT(12) NULL, created_at DATETIME NOT NULL);";
+    let f = Fixture::new(Backend::MySql, schema).await;
+    f.db.exec(
+        "INSERT INTO flags VALUES (1, 1, 4095, '2020-03-01'), (2, 0, 5, '2020-03-01'), (3, NULL, NULL, '2020-03-01'), \
+         (4, 1, 7, '2099-01-01')",
+    )
+    .await;
+    let personal = |smoker: &str| {
+        format!(
+            "  smoker: {{ category: free_text, anonymize: {{ constant: {smoker} }} }}\n  \
+             mask: {{ category: device, anonymize: {{ bucket: 16 }} }}\n"
+        )
+    };
+    f.policy("flags", &anon_policy("flags", &personal("2")));
+    let v = f.lapse(&["validate", "--connect"]);
+    v.code(2);
+    v.stderr_has("the constant does not fit integer column 'smoker' (bit(1)): an integer within the column's range");
+    f.policy("flags", &anon_policy("flags", &personal("false")));
+    anonymized_then_done(&f, 2).await;
+    let read = |c: &'static str| {
+        let f = &f;
+        async move { column_texts(f, "flags", &format!("CAST({c} AS UNSIGNED)")).await }
+    };
+    let some = |v: &[Option<&str>]| v.iter().map(|x| x.map(String::from)).collect::<Vec<_>>();
+    assert_eq!(read("smoker").await, some(&[Some("0"), Some("0"), None, Some("1")]));
+    assert_eq!(read("mask").await, some(&[Some("4080"), Some("0"), None, Some("7")]));
+}
+
+/// MariaDB's `JSON` columns (`LONGTEXT` with a `json_valid` check) take only JSON: validate
+/// refuses strategies that write bare text and a constant that is no JSON (before, they passed
+/// validate and failed every run); `nullify` and a JSON constant anonymize them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_json_columns() {
+    if !Backend::MySql.enabled() {
+        return;
+    }
+    let schema =
+        "CREATE TABLE prefs (id BIGINT PRIMARY KEY, doc JSON NULL, extra JSON NULL, created_at DATETIME NOT NULL);";
+    let f = Fixture::new(Backend::MySql, schema).await;
+    f.db.exec(
+        "INSERT INTO prefs VALUES (1, '{\"name\": \"Ann\"}', '[1]', '2020-03-01'), (2, '[]', NULL, '2020-03-01'), \
+         (3, '{\"name\": \"Bo\"}', '{}', '2099-01-01')",
+    )
+    .await;
+    for (strategy, msg) in [
+        ("random_token", "strategy random_token does not fit non-standard column 'doc' (json)"),
+        ("{ keep_prefix: 2 }", "strategy keep_prefix(2) does not fit non-standard column 'doc' (json)"),
+        ("generalize_ip", "does not fit non-standard column 'doc' (json)"),
+        (
+            "{ constant: '(anonymized)' }",
+            "the constant does not fit non-standard column 'doc' (json): it is not JSON, and the column takes only JSON",
+        ),
+    ] {
+        let personal = format!(
+            "  doc: {{ category: free_text, anonymize: {strategy} }}\n  extra: {{ category: free_text, anonymize: nullify }}\n"
+        );
+        f.policy("prefs", &anon_policy("prefs", &personal));
+        let v = f.lapse(&["validate", "--connect"]);
+        v.code(2);
+        v.stderr_has(msg);
+    }
+    let personal = "  doc: { category: free_text, anonymize: { constant: '{}' } }\n  \
+                    extra: { category: free_text, anonymize: nullify }\n";
+    f.policy("prefs", &anon_policy("prefs", personal));
+    anonymized_then_done(&f, 2).await;
+    let docs = column_texts(&f, "prefs", "doc").await;
+    assert_eq!(docs, [Some("{}"), Some("{}"), Some("{\"name\": \"Bo\"}")].map(|x| x.map(String::from)));
+    assert_eq!(column_texts(&f, "prefs", "extra").await, [None, None, Some("{}".to_string())]);
+}
+
 async fn legacy_ids(f: &Fixture) -> Vec<String> {
     f.db.texts("SELECT CAST(id AS CHAR) FROM legacy ORDER BY id").await.into_iter().map(|x| x.unwrap()).collect()
 }
