@@ -91,6 +91,9 @@ pub const MY_REFERENCED_BY: &str =
 pub const MARIADB_CHECKS: &str = "SELECT CAST(CONSTRAINT_NAME AS CHAR), CAST(CHECK_CLAUSE AS CHAR) \
      FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
 
+/// Whether a text is JSON (1), for a constant meant for a JSON column.
+pub const MY_JSON_VALID: &str = "SELECT CAST(JSON_VALID(?) AS SIGNED)";
+
 /// Whether a MariaDB check clause is the one its `JSON` type puts on `column`.
 pub fn is_json_check(clause: &str, column: &str) -> bool {
     clause.replace(' ', "").eq_ignore_ascii_case(&format!("json_valid(`{}`)", column.replace('`', "``")))

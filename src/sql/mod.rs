@@ -1956,7 +1956,7 @@ impl crate::connector::Connector for SqlConnector {
         // it, and can be asked.
         if let (Pool::My(p), "json") = (&self.pool, column.sql_type.as_str()) {
             let Value::Text(t) = value else { return Ok(()) };
-            let valid: Option<i64> = sqlx::query_scalar("SELECT CAST(JSON_VALID(?) AS SIGNED)")
+            let valid: Option<i64> = sqlx::query_scalar(catalog::MY_JSON_VALID)
                 .bind(t)
                 .fetch_one(p)
                 .await
