@@ -102,7 +102,7 @@ class Backend:
 
     def limited_where(self, verb):
         w = f"{self.lapsed()} AND {self.not_held()}"
-        return w if verb == "delete" else w + " AND c.full_name <> '(anonymized)'"
+        return w if verb == "delete" else w + " AND (c.full_name IS NULL OR c.full_name <> '(anonymized)')"
 
     def limited_statement(self, verb):
         # PostgreSQL and SQLite: no LIMIT on DELETE/UPDATE, so the batch's keys by a subquery.
@@ -227,10 +227,7 @@ class MySql(Backend):
 
     def limited_statement(self, verb):
         # MariaDB: DELETE and UPDATE take ORDER BY and LIMIT themselves.
-        tail = f"ORDER BY created_at LIMIT {self.args.batch}"
-        if verb == "delete":
-            return f"DELETE FROM customers WHERE {self.limited_where(verb).replace('c.', 'customers.')} {tail}"
-        return f"UPDATE customers c SET {self.anon_set()} WHERE {self.limited_where(verb)} {tail}"
+        return f"{self.statement(verb, self.limited_where(verb))} ORDER BY created_at LIMIT {self.args.batch}"
 
     def anon_set(self):
         return ("c.email = CONCAT('anon_', MD5(RAND())), c.full_name = '(anonymized)', c.phone = NULL, "
@@ -548,16 +545,8 @@ def main():
                 if who == "lapse":
                     secs, rss, code = run_lapse(args, args.work, url, "delete" if verb == "delete" else "anonymize")
                     ev = evidence_records(args.work, verb)
-                elif who == "batched":
-                    n = b.baseline_batched(verb)
-                    secs = time.perf_counter() - t0
-                    ev = None
-                elif who == "limited":
-                    n = b.baseline_limited(verb)
-                    secs = time.perf_counter() - t0
-                    ev = None
                 else:
-                    n = b.baseline_single(verb)
+                    getattr(b, f"baseline_{who}")(verb)  # batched, limited, single
                     secs = time.perf_counter() - t0
                     ev = None
                 cpu = None if c0 is None else round(machine_busy() - c0, 2)

@@ -86,17 +86,19 @@ pub const MY_REFERENCED_BY: &str =
      WHERE REFERENCED_TABLE_SCHEMA = COALESCE(?, DATABASE()) AND REFERENCED_TABLE_NAME = ? \
      ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION";
 
-/// MariaDB's `JSON` is `LONGTEXT` with a `json_valid` check (a column-level check is named
-/// after its column); MySQL's is a type of its own (`DATA_TYPE` `json`) and has no `TABLE_NAME` here.
-pub const MARIADB_CHECKS: &str = "SELECT CAST(CONSTRAINT_NAME AS CHAR), CAST(CHECK_CLAUSE AS CHAR) \
-     FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
+/// MariaDB's `JSON` is `LONGTEXT` with a `json_valid` check; MySQL's is a type of its own
+/// (`DATA_TYPE` `json`), and its `CHECK_CONSTRAINTS` has no `TABLE_NAME`.
+pub const MARIADB_CHECKS: &str = "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
+     WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
 
 /// Whether a text is JSON (1), for a constant meant for a JSON column.
 pub const MY_JSON_VALID: &str = "SELECT CAST(JSON_VALID(?) AS SIGNED)";
 
-/// Whether a MariaDB check clause is the one its `JSON` type puts on `column`.
+/// Whether a MariaDB check clause is the one that makes `column` hold only JSON: its `JSON`
+/// type's column check, or the same written as a table check (MariaDB writes both as
+/// ``json_valid(`column`)``).
 pub fn is_json_check(clause: &str, column: &str) -> bool {
-    clause.replace(' ', "").eq_ignore_ascii_case(&format!("json_valid(`{}`)", column.replace('`', "``")))
+    clause.trim() == format!("json_valid(`{}`)", column.replace('`', "``"))
 }
 
 pub const LITE_COLUMNS: &str = "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid";

@@ -378,9 +378,12 @@ impl DecodeRow for MySqlRow {
                 }
             }
             // BIT(n) comes as its bytes, most significant first (n <= 64).
-            "BIT" => Value::Int(
-                self.try_get_unchecked::<Vec<u8>, _>(i)?.iter().fold(0u64, |v, b| v << 8 | u64::from(*b)) as i64,
-            ),
+            "BIT" => {
+                let u = self.try_get_unchecked::<Vec<u8>, _>(i)?.iter().fold(0u64, |v, b| v << 8 | u64::from(*b));
+                Value::Int(i64::try_from(u).map_err(|_| {
+                    sqlx::Error::Decode("a BIT(64) value above 9223372036854775807 is not supported".into())
+                })?)
+            }
             "FLOAT" => Value::Float(self.try_get_unchecked::<f32, _>(i)? as f64),
             "DOUBLE" => Value::Float(self.try_get_unchecked::<f64, _>(i)?),
             // A zero or partial date (`0000-00-00`, `1990-05-00`: MariaDB keeps them outside strict
@@ -646,13 +649,18 @@ impl SqlConnector {
         self.dialect
     }
 
+    /// MariaDB rather than MySQL: of the two, only MariaDB has `DELETE ... RETURNING`.
+    fn is_mariadb(&self) -> bool {
+        self.dialect == Dialect::MySql && self.returning
+    }
+
     fn builder<'a>(&'a self, scope: &'a Scope) -> Builder<'a> {
         Builder {
             d: self.dialect,
             scope,
             holds_info: self.holds_table.as_ref().map(|(_, i)| i),
             journal_table: &self.journal_table,
-            mariadb: self.dialect == Dialect::MySql && self.returning,
+            mariadb: self.is_mariadb(),
             db_random: self.db_random,
         }
     }
@@ -787,7 +795,7 @@ impl SqlConnector {
                     .collect::<Result<Vec<_>, sqlx::Error>>()
                     .map_err(db_err(&ctx))?;
                 let mut columns = columns;
-                if self.returning {
+                if self.is_mariadb() {
                     // MariaDB: a `JSON` column is text the database checks; say what it is, so
                     // that validate refuses strategies that would write text that is no JSON.
                     let checks = sqlx::query(catalog::MARIADB_CHECKS)
@@ -797,7 +805,7 @@ impl SqlConnector {
                         .await
                         .map_err(db_err(&ctx))?;
                     for r in &checks {
-                        let clause: String = r.try_get_unchecked(1).map_err(db_err(&ctx))?;
+                        let clause: String = r.try_get_unchecked(0).map_err(db_err(&ctx))?;
                         for c in columns.iter_mut().filter(|c| c.kind == ColumnKind::Text) {
                             if catalog::is_json_check(&clause, &c.name) {
                                 c.kind = ColumnKind::Other;
@@ -1955,7 +1963,8 @@ impl crate::connector::Connector for SqlConnector {
         // but a JSON column takes only JSON; PostgreSQL's types (uuid, inet, json, bytea…) parse
         // it, and can be asked.
         if let (Pool::My(p), "json") = (&self.pool, column.sql_type.as_str()) {
-            let Value::Text(t) = value else { return Ok(()) };
+            // As it will be written (a number or boolean as its text).
+            let Ok(Value::Text(t)) = builder::coerce(value.clone(), ColumnKind::Other) else { return Ok(()) };
             let valid: Option<i64> = sqlx::query_scalar(catalog::MY_JSON_VALID)
                 .bind(t)
                 .fetch_one(p)

@@ -980,8 +980,8 @@ async fn unknown_personal_column(b: Backend) {
     catalog_case(b, "unknown personal column", &text, &msg, "  emial: {", "{").await;
 }
 
-/// Identifiers are quoted and matched exactly on every backend (MariaDB and SQLite would fold
-/// the case of a name SQL did not quote): a name in another case gets the column's spelling.
+/// lapse matches column names exactly, case included, on every backend (MariaDB and SQLite
+/// themselves ignore the case of column names): a name in another case gets the column's spelling.
 async fn personal_column_in_another_case(b: Backend) {
     let text = edit(POLICY, "  email: {", "  Email: {");
     let msg = ["unknown column 'Email' in table 'people' (did you mean 'email'? names are matched exactly)"];

@@ -995,38 +995,50 @@ async fn mariadb_json_columns() {
     if !Backend::MySql.enabled() {
         return;
     }
-    let schema =
-        "CREATE TABLE prefs (id BIGINT PRIMARY KEY, doc JSON NULL, extra JSON NULL, created_at DATETIME NOT NULL);";
+    // `extra` is JSON by a table check; `doc x`, a JSON column whose name has a space, must not
+    // make the text column `docx` JSON.
+    let schema = "CREATE TABLE prefs (id BIGINT PRIMARY KEY, doc JSON NULL, extra LONGTEXT NULL, `doc x` JSON NULL, \
+                  docx VARCHAR(64) NULL, created_at DATETIME NOT NULL, CONSTRAINT extra_is_json CHECK (json_valid(extra)));";
     let f = Fixture::new(Backend::MySql, schema).await;
     f.db.exec(
-        "INSERT INTO prefs VALUES (1, '{\"name\": \"Ann\"}', '[1]', '2020-03-01'), (2, '[]', NULL, '2020-03-01'), \
-         (3, '{\"name\": \"Bo\"}', '{}', '2099-01-01')",
+        "INSERT INTO prefs VALUES (1, '{\"name\": \"Ann\"}', '[1]', NULL, 'ann', '2020-03-01'), \
+         (2, '[]', NULL, NULL, 'bo', '2020-03-01'), (3, '{\"name\": \"Bo\"}', '{}', NULL, 'cy', '2099-01-01')",
     )
     .await;
     for (strategy, msg) in [
         ("random_token", "strategy random_token does not fit non-standard column 'doc' (json)"),
         ("{ keep_prefix: 2 }", "strategy keep_prefix(2) does not fit non-standard column 'doc' (json)"),
-        ("generalize_ip", "does not fit non-standard column 'doc' (json)"),
+        ("generalize_ip", "strategy generalize_ip(/24,/48) does not fit non-standard column 'doc' (json)"),
+        ("{ constant: .nan }", "the constant does not fit non-standard column 'doc' (json): it is not JSON"),
         (
             "{ constant: '(anonymized)' }",
             "the constant does not fit non-standard column 'doc' (json): it is not JSON, and the column takes only JSON",
         ),
     ] {
         let personal = format!(
-            "  doc: {{ category: free_text, anonymize: {strategy} }}\n  extra: {{ category: free_text, anonymize: nullify }}\n"
+            "  doc: {{ category: free_text, anonymize: {strategy} }}\n  extra: {{ category: free_text, anonymize: nullify }}\n  \
+             docx: {{ category: name, anonymize: random_token }}\n"
         );
         f.policy("prefs", &anon_policy("prefs", &personal));
         let v = f.lapse(&["validate", "--connect"]);
         v.code(2);
         v.stderr_has(msg);
+        assert!(!v.stderr.contains("'docx'"), "docx is text, not JSON: {}", v.stderr);
     }
+    f.policy("prefs", &anon_policy("prefs", "  extra: { category: free_text, anonymize: random_token }\n"));
+    f.lapse(&["validate", "--connect"])
+        .code(2)
+        .stderr_has("strategy random_token does not fit non-standard column 'extra' (json)");
     let personal = "  doc: { category: free_text, anonymize: { constant: '{}' } }\n  \
-                    extra: { category: free_text, anonymize: nullify }\n";
+                    extra: { category: free_text, anonymize: nullify }\n  docx: { category: name, anonymize: random_token }\n";
     f.policy("prefs", &anon_policy("prefs", personal));
     anonymized_then_done(&f, 2).await;
     let docs = column_texts(&f, "prefs", "doc").await;
     assert_eq!(docs, [Some("{}"), Some("{}"), Some("{\"name\": \"Bo\"}")].map(|x| x.map(String::from)));
     assert_eq!(column_texts(&f, "prefs", "extra").await, [None, None, Some("{}".to_string())]);
+    let docx = column_texts(&f, "prefs", "docx").await;
+    assert!(docx[..2].iter().all(|x| x.as_deref().is_some_and(|t| t.starts_with("anon_"))), "{docx:?}");
+    assert_eq!(docx[2].as_deref(), Some("cy"));
 }
 
 async fn legacy_ids(f: &Fixture) -> Vec<String> {
