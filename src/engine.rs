@@ -188,6 +188,7 @@ pub async fn prepare<'a>(
             out.push((p, prep));
         }
     }
+    same_table_spelled_alike(ws, conns, &out, &mut d).await;
     for w in d.0.iter().filter(|w| !w.is_error()) {
         tracing::warn!("{w}");
     }
@@ -195,6 +196,43 @@ pub async fn prepare<'a>(
         Err(d)
     } else {
         Ok(out)
+    }
+}
+
+/// Policies on one table share their purposes (keeping wins), matched by the table's name as
+/// written: two policies that name the same table differently (`mp` and `public.mp`; on SQLite
+/// `MP`) would each be enforced alone, and the shorter retention would destroy what the longer
+/// one keeps. Such a pair is refused, the unselected policies of the same connections included.
+async fn same_table_spelled_alike(
+    ws: &Workspace,
+    conns: &Connections,
+    prepared: &[(&Policy, Prepared)],
+    d: &mut Diagnostics,
+) {
+    let mut named: Vec<(&Policy, String)> =
+        prepared.iter().filter_map(|(p, prep)| prep.identity.as_ref().map(|i| (*p, i.canonical.clone()))).collect();
+    for p in &ws.policies.policies {
+        if named.iter().any(|(q, _)| q.name == p.name) || p.objects.is_some() {
+            continue;
+        }
+        let Some(conn) = conns.get(&p.connection) else { continue };
+        if let Ok(Some(i)) = conn.identify(&p.table).await {
+            named.push((p, i.canonical));
+        }
+    }
+    for (i, (a, ca)) in named.iter().enumerate() {
+        for (b, cb) in &named[i + 1..] {
+            if a.connection == b.connection && ca == cb && a.table != b.table {
+                d.push(a.error(
+                    "dataset.table",
+                    format!(
+                        "'{}' is the same table as '{}' of policy '{}': write its name the same way in both, \
+                         so that each policy keeps the other's records while its purposes last",
+                        a.table, b.table, b.name
+                    ),
+                ));
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::connector::{Cascade, ColumnKind, Connector, ConnectorError, ForeignKey, TableInfo};
+use crate::connector::{Cascade, ColumnKind, Connector, ConnectorError, ForeignKey, TableIdentity, TableInfo};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::policy::condition::{Literal, Test};
 use crate::policy::strategy::{literal_value, Strategy, TOKEN_PREFIX};
@@ -19,6 +19,8 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub table: TableInfo,
+    /// The catalog's name of the table, when the connector says (see `Connector::identify`).
+    pub identity: Option<TableIdentity>,
     pub cascade: Vec<Cascade>,
     pub restrict: Vec<ForeignKey>,
 }
@@ -179,7 +181,27 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     };
     if policy.objects.is_some() {
         // Objects have facts, not columns; `describe` checked that the bucket/directory exists.
-        return Some(Prepared { table, cascade: Vec::new(), restrict: Vec::new() });
+        return Some(Prepared { table, identity: None, cascade: Vec::new(), restrict: Vec::new() });
+    }
+    let identity = match conn.identify(&policy.table).await {
+        Ok(i) => i,
+        Err(e) => {
+            let d = policy.error("dataset", e.to_string());
+            diags.push(if unavailable(&e) { d.unavailable() } else { d });
+            return None;
+        }
+    };
+    if let Some(what) = identity.as_ref().and_then(|i| i.not_a_table) {
+        // A view's rows are its base tables' rows: their foreign keys (and cascades) and other
+        // readers are out of sight here. The policy must name the table itself.
+        diags.push(policy.error(
+            "dataset.table",
+            format!(
+                "'{}' is a {what}, not a table: name the table it reads, so that its foreign keys are checked",
+                policy.table
+            ),
+        ));
+        return None;
     }
     let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
     let mut seen = BTreeSet::new();
@@ -365,7 +387,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
         (Vec::new(), Vec::new())
     };
     let after = diags.0.iter().filter(|d| d.is_error()).count();
-    (after == before).then_some(Prepared { table, cascade, restrict })
+    (after == before).then_some(Prepared { table, identity, cascade, restrict })
 }
 
 /// Matches the declared dependents with the foreign keys the catalog reports; every referencing

@@ -73,6 +73,16 @@ pub struct TableInfo {
     pub referenced_by: Vec<ForeignKey>,
 }
 
+/// A table as the catalog names it (see [`Connector::identify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableIdentity {
+    /// Schema-qualified, as the catalog spells it (SQLite: in lower case, as it compares names):
+    /// two policies naming the same table in different ways get the same one.
+    pub canonical: String,
+    /// What it is when it is not a base table (`view`, `materialized view`).
+    pub not_a_table: Option<&'static str>,
+}
+
 impl TableInfo {
     pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
         self.columns.iter().find(|c| c.name == name)
@@ -312,6 +322,12 @@ impl ConnectorError {
 pub trait Connector: Send + Sync + fmt::Display {
     /// Columns, key and referencing foreign keys of a table, from the catalog.
     async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError>;
+
+    /// What the catalog calls `table`: one name per table however a policy spells it, and
+    /// what kind of relation it is. `None`: nothing to say (object stores; a table not found).
+    async fn identify(&self, _table: &str) -> Result<Option<TableIdentity>, ConnectorError> {
+        Ok(None)
+    }
 
     /// Number of rows of the scope's table matching `filter`.
     async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError>;

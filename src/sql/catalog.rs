@@ -101,6 +101,24 @@ pub fn is_json_check(clause: &str, column: &str) -> bool {
     clause.trim() == format!("json_valid(`{}`)", column.replace('`', "``"))
 }
 
+/// The canonical name and relation kind of a table (see `Connector::identify`).
+pub const PG_IDENTIFY: &str = "SELECT n.nspname::text || '.' || c.relname::text, c.relkind::text FROM pg_class c \
+     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
+pub const MY_IDENTIFY: &str = "SELECT CAST(CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) AS CHAR), CAST(TABLE_TYPE AS CHAR) \
+     FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
+pub const LITE_IDENTIFY: &str =
+    "SELECT lower(name), type FROM sqlite_master WHERE name = ? COLLATE NOCASE AND type IN ('table', 'view')";
+
+/// What a relation is when it is not a base table, from its catalog kind (PostgreSQL `relkind`,
+/// MariaDB/MySQL `TABLE_TYPE`, SQLite `type`).
+pub fn not_a_table(kind: &str) -> Option<&'static str> {
+    match kind {
+        "v" | "VIEW" | "view" => Some("view"),
+        "m" => Some("materialized view"),
+        _ => None,
+    }
+}
+
 pub const LITE_COLUMNS: &str = "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid";
 
 pub const LITE_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name";

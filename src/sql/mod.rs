@@ -22,7 +22,7 @@ use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 use crate::config::HoldsTable;
 use crate::connector::{
     BatchOutcome, Begun, Candidate, ColumnInfo, ColumnKind, ConnectorError, EvidenceId, Filter, ForeignKey, IdFn,
-    JournalCtx, Scope, TableInfo, Work,
+    JournalCtx, Scope, TableIdentity, TableInfo, Work,
 };
 use crate::value::Value;
 use builder::{Builder, Dialect, Rows, Sql, Subjects};
@@ -1729,6 +1729,45 @@ impl crate::connector::Connector for SqlConnector {
 
     async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
         self.describe_table(table).await
+    }
+
+    async fn identify(&self, table: &str) -> Result<Option<TableIdentity>, ConnectorError> {
+        let ctx = format!("reading the catalog of '{table}'");
+        let (schema, bare) = match table.split_once('.') {
+            Some((s, t)) => (Some(s.to_string()), t.to_string()),
+            None => (None, table.to_string()),
+        };
+        let row: Option<(String, String)> = match &self.pool {
+            Pool::Pg(p) => sqlx::query_as(catalog::PG_IDENTIFY)
+                .bind(self.dialect.quote(table))
+                .fetch_optional(p)
+                .await
+                .map_err(db_err(&ctx))?,
+            Pool::My(p) => {
+                let r = sqlx::query(catalog::MY_IDENTIFY)
+                    .bind(&schema)
+                    .bind(&bare)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(db_err(&ctx))?;
+                match r {
+                    Some(r) => Some((
+                        r.try_get_unchecked(0).map_err(db_err(&ctx))?,
+                        r.try_get_unchecked(1).map_err(db_err(&ctx))?,
+                    )),
+                    None => None,
+                }
+            }
+            // Tables of an attached database are not in `main`'s catalog: nothing said.
+            Pool::Lite(_) if schema.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("main")) => None,
+            Pool::Lite(p) => sqlx::query_as(catalog::LITE_IDENTIFY)
+                .bind(&bare)
+                .fetch_optional(p)
+                .await
+                .map_err(db_err(&ctx))?
+                .map(|(name, kind): (String, String)| (format!("main.{name}"), kind)),
+        };
+        Ok(row.map(|(canonical, kind)| TableIdentity { canonical, not_a_table: catalog::not_a_table(&kind) }))
     }
 
     async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError> {

@@ -988,6 +988,47 @@ async fn personal_column_in_another_case(b: Backend) {
     catalog_case(b, "personal column in another case", &text, &msg, "  Email: {", "{").await;
 }
 
+/// A view's rows are its base table's rows, whose foreign keys (and their cascades) a policy on
+/// the view would never see: refused (before, a cascade removed undeclared child rows).
+async fn view_as_table(b: Backend) {
+    let f = seeded(b).await;
+    f.db.exec("CREATE VIEW people_v AS SELECT * FROM people").await;
+    let text = edit(POLICY, "table: people", "table: people_v");
+    f.policy("people", &text);
+    let at = pos_in(File::Policy, &text, "people_v", "people_v");
+    let msg = ["'people_v' is a view, not a table: name the table it reads".to_string()];
+    check(&f, "a view as the table", CATALOG, &msg, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Two policies on one table share their purposes only when they name it alike: `people` and
+/// `<schema>.people` (SQLite: also `PEOPLE`) are refused, and nothing is destroyed (before, the
+/// shorter retention destroyed records the longer one keeps).
+async fn one_table_named_two_ways(b: Backend) {
+    let f = seeded(b).await;
+    let schema = match b {
+        Backend::Postgres => "public".to_string(),
+        Backend::MySql => f.db.texts("SELECT DATABASE()").await.remove(0).unwrap(),
+        Backend::Sqlite => "main".to_string(),
+    };
+    let mut spellings = vec![format!("{schema}.people")];
+    if b == Backend::Sqlite {
+        spellings.push("PEOPLE".into());
+    }
+    for other in spellings {
+        let long =
+            edit(&edit(POLICY, "name: people", "name: people-archive"), "table: people", &format!("table: {other}"));
+        let long = edit(&long, "retain: 1y", "retain: 30y");
+        f.policy("people", POLICY);
+        f.policy("archive", &long);
+        // Said of one of the two, whichever is read first.
+        let msg = ["is the same table as".to_string(), format!("'{other}'"), "write its name the same way in both".into()];
+        check(&f, &format!("people and {other}"), CATALOG, &msg, None).await.unwrap_or_else(|e| panic!("{e}"));
+        // Selecting one of them does not hide the other.
+        let one: &[&[&str]] = &[&["run", "-p", "people"]];
+        check(&f, &format!("people and {other}, -p people"), one, &msg, None).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 async fn unknown_key_column(b: Backend) {
     let text = edit(POLICY, "key: id", "key: ident");
     catalog_case(b, "unknown key", &text, &["unknown column 'ident' in table 'people'"], "ident", "ident").await;
@@ -1141,6 +1182,8 @@ per_backend!(
     unknown_table,
     unknown_personal_column,
     personal_column_in_another_case,
+    view_as_table,
+    one_table_named_two_ways,
     unknown_key_column,
     unknown_subject_column,
     unknown_anchor_column,
