@@ -210,6 +210,22 @@ fn mysql_denied(d: &dyn sqlx::error::DatabaseError) -> Option<String> {
     }
 }
 
+/// An error whose text the database's users wrote (PostgreSQL `RAISE` in a trigger or function,
+/// class P0; MySQL/MariaDB `SIGNAL`, SQLSTATE 45000; SQLite `RAISE()` in a trigger): it may
+/// quote a row's values without quotes around them (`no delete of alice@example.com`), which
+/// `sanitize` cannot tell, so none of it is kept.
+fn user_raised(d: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = d.code().unwrap_or_default();
+    if let Some(my) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return my.code() == Some("45000");
+    }
+    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLITE_CONSTRAINT_TRIGGER
+        return code == "1811";
+    }
+    code.starts_with("P0")
+}
+
 fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorError {
     let context = context.into();
     move |e| {
@@ -226,6 +242,14 @@ fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorEr
                 let constraint = d.constraint().map(|c| format!(" (constraint {c})")).unwrap_or_default();
                 if let Some(denied) = mysql_denied(d.as_ref()) {
                     return ConnectorError::Query { context, message: format!("{denied}{code}") };
+                }
+                if user_raised(d.as_ref()) {
+                    return ConnectorError::Query {
+                        context,
+                        message: format!(
+                            "a trigger or function raised an error; its text is withheld (it may quote the row's values){code}"
+                        ),
+                    };
                 }
                 format!("{kind}{}{constraint}{code}", sanitize(d.message()))
             }

@@ -1021,7 +1021,8 @@ async fn one_table_named_two_ways(b: Backend) {
         f.policy("people", POLICY);
         f.policy("archive", &long);
         // Said of one of the two, whichever is read first.
-        let msg = ["is the same table as".to_string(), format!("'{other}'"), "write its name the same way in both".into()];
+        let msg =
+            ["is the same table as".to_string(), format!("'{other}'"), "write its name the same way in both".into()];
         check(&f, &format!("people and {other}"), CATALOG, &msg, None).await.unwrap_or_else(|e| panic!("{e}"));
         // Selecting one of them does not hide the other.
         let one: &[&[&str]] = &[&["run", "-p", "people"]];

@@ -837,4 +837,45 @@ per_backend!(
     delete_policy_leaks_no_personal_value,
     anonymize_policy_leaks_no_personal_value,
     destroy_error_leaks_no_personal_value,
+    trigger_error_leaks_no_personal_value,
 );
+
+/// A trigger that refuses the delete with the row's e-mail in its message, unquoted (which
+/// `sanitize` cannot tell from the database's own words): the message is withheld whole, its
+/// code kept (before, `no delete of zelda…` reached the log and the report).
+async fn trigger_error_leaks_no_personal_value(b: Backend) {
+    let trigger = match b {
+        Backend::Postgres => {
+            "CREATE FUNCTION no_delete() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'no delete of %', OLD.email; END $$; \
+             CREATE TRIGGER no_delete BEFORE DELETE ON contacts FOR EACH ROW EXECUTE FUNCTION no_delete();"
+        }
+        Backend::MySql => {
+            "CREATE TRIGGER no_delete BEFORE DELETE ON contacts FOR EACH ROW BEGIN \
+             DECLARE m VARCHAR(255); SET m = CONCAT('no delete of ', OLD.email); \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = m; END"
+        }
+        // SQLite's RAISE takes a literal message: a trigger cannot put a row's value in it.
+        Backend::Sqlite => return,
+    };
+    let f = Fixture::new(b, CONTACTS).await;
+    f.db.exec(
+        "INSERT INTO contacts (id, subject, full_name, email, created_at) VALUES \
+         (48151611, 'SUBJ-Q9Z7X', 'Xavier Qwertyuiop', 'zelda.quux.7731@example.org', '2019-04-23 13:37:11');",
+    )
+    .await;
+    f.db.exec(trigger).await;
+    f.policy("contacts", &CONTACTS_POLICY.replace("    covers: [email]\n", "").replace("retain: 10y", "retain: 1y"));
+    let mut seen = Seen::default();
+    for format in FORMATS {
+        let r = lapse(&f, &["run"], format);
+        seen.run(&format!("{b:?} --log-format {format}: lapse run"), &r);
+        r.code(1);
+        let run = f.report("run");
+        let errors = run["policies"][0]["errors"].to_string();
+        assert!(errors.contains("a trigger or function raised an error; its text is withheld"), "{run:#}");
+    }
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM contacts").await, 1, "the trigger kept the row");
+    seen.files(&f.path("reports"));
+    seen.assert_absent(&["zelda.quux.7731".into(), "Qwertyuiop".into(), "no delete of".into()]);
+}
