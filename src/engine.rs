@@ -93,6 +93,28 @@ impl Workspace {
                     );
                 }
             }
+            // A subject hold needs the policy's subject column to find the subject's records:
+            // without one it would keep nothing there. Named policies: refused (keeping wins);
+            // a hold on every policy: said, for each policy it cannot reach.
+            if h.whole_policy() {
+                continue;
+            }
+            let file = config.holds_file.as_ref().map(|f| config.resolve(f)).unwrap_or_default();
+            for p in policies.policies.iter().filter(|p| p.subject.is_none() && h.applies_to(&p.name)) {
+                let j = h.policies.iter().position(|x| x == &p.name);
+                let msg = format!(
+                    "hold '{}' lists subjects, but policy '{}' has no 'subject' column to find their records by",
+                    h.id, p.name
+                );
+                d.push(match j {
+                    Some(j) => Diagnostic::error(format!("{msg}: add one to the policy, or hold the whole policy"))
+                        .at(h.policy_locations.get(j).cloned().flatten())
+                        .in_file(file.clone()),
+                    None => Diagnostic::warning(format!("{msg}: the hold keeps none of its records"))
+                        .policy(&p.name)
+                        .in_file(file.clone()),
+                });
+            }
         }
         if d.has_errors() {
             return Err(d);

@@ -767,6 +767,26 @@ async fn hold_on_an_unknown_policy() {
     refused_one(Backend::Sqlite, c, OFFLINE).await;
 }
 
+/// A hold on subjects of a policy without a `subject` column cannot find their records: named
+/// policies are refused, a hold on every policy is warned about (before, the hold was dropped
+/// in silence and the subject's records destroyed).
+#[tokio::test]
+async fn subject_hold_on_a_policy_without_subjects() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", &edit(POLICY, "  subject: subject\n", ""));
+    let text = "holds:\n  - id: LH-1\n    matter: m\n    subjects: [S-1]\n    policies: [people]\n";
+    File::Holds.write(&f, text.as_bytes());
+    let at = pos_in(File::Holds, text, "[people]", "people");
+    let msg = ["hold 'LH-1' lists subjects, but policy 'people' has no 'subject' column".to_string()];
+    check(&f, "subject hold, named policy without subjects", OFFLINE, &msg, Some(&at))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    File::Holds.write(&f, b"holds:\n  - id: LH-1\n    matter: m\n    subjects: [S-1]\n");
+    let r = f.lapse(&["validate"]);
+    r.ok();
+    r.stderr_has("hold 'LH-1' lists subjects, but policy 'people' has no 'subject' column to find their records by: the hold keeps none of its records");
+}
+
 #[tokio::test]
 async fn validate_checks_the_evidence_key_file() {
     let text = edit(CONFIG, "key_file: evidence.key", "key_file: missing.key");
