@@ -630,6 +630,7 @@ holds:
     - id: LH-2026-014
       matter: Doe v. Example Shop Ltd
       subjects: ["17", "42"]
+      policies: [customers, orders, support-tickets]
       expires: 2099-12-31
 "#;
     let extra = demo_policy_args();
