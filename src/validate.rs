@@ -215,9 +215,25 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             err(&path, format!("unknown column '{col}' in table '{}'{hint}", policy.table));
         }
     }
+    for k in &policy.key {
+        if table.column(k).is_some_and(|c| c.nullable) {
+            // A row whose key is NULL can be neither named in evidence nor destroyed by its key,
+            // and a batch holding one could not finish.
+            diags.push(policy.error(
+                "dataset.key",
+                format!(
+                    "key column '{k}' may be NULL: a row without a key cannot be destroyed or recorded; \
+                     make it NOT NULL, or use the primary key"
+                ),
+            ));
+        }
+    }
+    let same_columns = |a: &[String], b: &[String]| {
+        a.len() == b.len() && a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
+    };
     if !policy.key.iter().all(|k| table.column(k).is_some()) {
         // already reported
-    } else if !table.primary_key.is_empty() && table.primary_key != policy.key {
+    } else if !table.primary_key.is_empty() && !same_columns(&table.primary_key, &policy.key) {
         diags.push(
             Diagnostic::warning(format!(
                 "key ({}) is not the primary key ({}) of '{}'; it must identify rows uniquely",

@@ -1050,6 +1050,24 @@ async fn one_table_named_two_ways(b: Backend) {
     }
 }
 
+/// A key that may be NULL: such a row can be neither recorded nor destroyed by its key, and its
+/// batch never finished (before, the run said `complete` and anonymized none of the batch).
+async fn nullable_key(b: Backend) {
+    let f = Fixture::new(b, "CREATE TABLE nk (k VARCHAR(10) UNIQUE, v VARCHAR(50), created_at {TS} NULL);").await;
+    f.db.exec("INSERT INTO nk VALUES (NULL, 'x', '2019-01-01'), ('a', 'y', '2019-01-01')").await;
+    let text = "name: nk\ndataset:\n  connection: db\n  table: nk\n  key: k\npersonal:\n  v: { category: free_text, anonymize: nullify }\n\
+                purposes:\n  - name: service\n    legal_basis: contract\n    retain: 1y\n    after: created_at\n\
+                on_lapse: anonymize\nguardrail:\n  max_share: 100%\n";
+    f.policy("nk", text);
+    let before = f.db.snapshot("nk", "v").await;
+    for cmd in CATALOG {
+        let r = f.lapse(cmd);
+        r.code(2);
+        r.stderr_has("key column 'k' may be NULL: a row without a key cannot be destroyed or recorded");
+    }
+    assert_eq!(f.db.snapshot("nk", "v").await, before);
+}
+
 async fn unknown_key_column(b: Backend) {
     let text = edit(POLICY, "key: id", "key: ident");
     catalog_case(b, "unknown key", &text, &["unknown column 'ident' in table 'people'"], "ident", "ident").await;
@@ -1205,6 +1223,7 @@ per_backend!(
     personal_column_in_another_case,
     view_as_table,
     one_table_named_two_ways,
+    nullable_key,
     unknown_key_column,
     unknown_subject_column,
     unknown_anchor_column,
