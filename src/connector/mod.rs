@@ -51,6 +51,8 @@ pub struct ColumnInfo {
     pub sql_type: String,
     pub nullable: bool,
     pub max_len: Option<u64>,
+    /// Computed by the database from other columns (a generated column): it cannot be written.
+    pub generated: bool,
 }
 
 /// A foreign key by which `table` references the described table.

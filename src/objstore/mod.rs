@@ -601,6 +601,7 @@ impl Connector for ObjectConnector {
             sql_type: "fact".into(),
             nullable: true,
             max_len: None,
+            generated: false,
         };
         Ok(TableInfo {
             name: table.to_string(),

@@ -57,7 +57,8 @@ pub fn sqlite_kind(declared: &str) -> ColumnKind {
 
 pub const PG_COLUMNS: &str =
     "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, NOT a.attnotnull, \
-     CASE WHEN t.typname IN ('varchar','bpchar') AND a.atttypmod > 4 THEN (a.atttypmod - 4)::int8 END \
+     CASE WHEN t.typname IN ('varchar','bpchar') AND a.atttypmod > 4 THEN (a.atttypmod - 4)::int8 END, \
+     a.attgenerated <> '' \
      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
 
@@ -74,7 +75,8 @@ pub const PG_REFERENCED_BY: &str = "SELECT c.conname::text, c.conrelid::regclass
      FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) ORDER BY 2, 1";
 
 pub const MY_COLUMNS: &str = "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(DATA_TYPE AS CHAR), \
-     CAST(IS_NULLABLE = 'YES' AS SIGNED), CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) \
+     CAST(IS_NULLABLE = 'YES' AS SIGNED), CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED), \
+     CAST(EXTRA LIKE '%GENERATED%' AS SIGNED) \
      FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
 
 pub const MY_PRIMARY_KEY: &str = "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
@@ -119,7 +121,10 @@ pub fn not_a_table(kind: &str) -> Option<&'static str> {
     }
 }
 
-pub const LITE_COLUMNS: &str = "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid";
+/// `table_xinfo` lists generated columns too (`hidden` 2 and 3); 1 is a virtual table's hidden
+/// column, which is not the table's.
+pub const LITE_COLUMNS: &str =
+    "SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?) WHERE hidden <> 1 ORDER BY cid";
 
 pub const LITE_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name";
 

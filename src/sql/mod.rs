@@ -771,6 +771,7 @@ impl SqlConnector {
                             kind: catalog::pg_kind(&r.try_get::<String, _>(2)?),
                             nullable: r.try_get(3)?,
                             max_len: r.try_get::<Option<i64>, _>(4)?.map(|x| x as u64),
+                            generated: r.try_get(5)?,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -814,6 +815,7 @@ impl SqlConnector {
                             kind: catalog::mysql_kind(&r.try_get_unchecked::<String, _>(2)?),
                             nullable: r.try_get_unchecked::<i64, _>(3)? != 0,
                             max_len: r.try_get_unchecked::<Option<i64>, _>(4)?.map(|x| x as u64),
+                            generated: r.try_get_unchecked::<i64, _>(5)? != 0,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -891,6 +893,7 @@ impl SqlConnector {
                     let declared: String = r.try_get(1).map_err(db_err(&ctx))?;
                     let notnull: i64 = r.try_get(2).map_err(db_err(&ctx))?;
                     let pkpos: i64 = r.try_get(3).map_err(db_err(&ctx))?;
+                    let hidden: i64 = r.try_get(4).map_err(db_err(&ctx))?;
                     if pkpos > 0 {
                         pk.push((pkpos, name.clone()));
                     }
@@ -900,6 +903,7 @@ impl SqlConnector {
                         sql_type: declared,
                         nullable: notnull == 0 && pkpos == 0,
                         max_len: None,
+                        generated: hidden >= 2,
                     });
                 }
                 pk.sort();
