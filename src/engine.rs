@@ -770,12 +770,19 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         .collect();
     let all_lapsed = Filter::All(rules.clone());
     let subject_kind = p.subject.as_ref().map(|s| prep.table.kind(s));
+    // A uuid column compares as the database writes uuids (lower case, hyphens): a hold may
+    // write them in capitals, without hyphens or in braces, and must still hold the subject.
+    let uuid_subject = p.subject.as_ref().and_then(|s| prep.table.column(s)).is_some_and(|c| c.sql_type == "uuid");
     let mut file = Vec::new();
     for h in ctx.holds.iter().filter(|h| h.applies_to(&p.name)) {
         let mut subjects = Vec::new();
         for s in &h.subjects {
+            let s = match uuid::Uuid::parse_str(s.trim()) {
+                Ok(u) if uuid_subject => u.hyphenated().to_string(),
+                _ => s.clone(),
+            };
             // A subject of another shape (text for an integer column) cannot match this dataset.
-            if let Some(Ok(v)) = subject_kind.map(|k| coerce(Value::Text(s.clone()), k)) {
+            if let Some(Ok(v)) = subject_kind.map(|k| coerce(Value::Text(s), k)) {
                 subjects.push(v);
             }
         }

@@ -1041,6 +1041,49 @@ async fn mariadb_json_columns() {
     assert_eq!(docx[2].as_deref(), Some("cy"));
 }
 
+/// A uuid subject held in the holds file in another spelling (capitals, no hyphens) is held: the
+/// database writes uuids in lower case with hyphens, and the column is compared as that text
+/// (before, such a hold matched nothing and the subject's records were deleted).
+async fn uuid_subjects_held_in_any_spelling(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE hu (id BIGINT PRIMARY KEY, sub UUID NOT NULL, note VARCHAR(20), created_at {TS} NULL);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO hu VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'a', '2019-01-01'), \
+         (2, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', 'b', '2019-01-01'), \
+         (3, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a13', 'c', '2019-01-01')",
+    )
+    .await;
+    f.holds(
+        "holds:\n  - id: LH-U\n    matter: m\n    subjects: ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', \
+         'A0EEBC999C0B4EF8BB6D6BB9BD380A12']\n",
+    );
+    let policy = typed_policy("hu", "  note: { category: free_text }\n", "", "delete")
+        .replace("  key: id\n", "  key: id\n  subject: sub\n");
+    f.policy("hu", &policy);
+    f.lapse(&["run"]).ok();
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["held"]), 2, "{p}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM hu").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_uuid_subjects_held_in_any_spelling() {
+    if Backend::Postgres.enabled() {
+        uuid_subjects_held_in_any_spelling(Backend::Postgres).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_uuid_subjects_held_in_any_spelling() {
+    if Backend::MySql.enabled() {
+        uuid_subjects_held_in_any_spelling(Backend::MySql).await;
+    }
+}
+
 async fn legacy_ids(f: &Fixture) -> Vec<String> {
     f.db.texts("SELECT CAST(id AS CHAR) FROM legacy ORDER BY id").await.into_iter().map(|x| x.unwrap()).collect()
 }
