@@ -299,6 +299,20 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     for c in &policy.columns {
         let (Some(info), Some(s)) = (table.column(&c.name), &c.strategy) else { continue };
         let path = format!("personal.{}.anonymize", c.name);
+        if info.unique && !matches!(s, Strategy::Nullify | Strategy::RandomToken | Strategy::Pseudonymize) {
+            // A constant, a prefix, a bucket, a generalized date or network give two records
+            // the same value sooner or later, and the unique index refuses the batch every run.
+            err(
+                &path,
+                format!(
+                    "column '{}' is unique: {} could give two records the same value; \
+                     use random_token, pseudonymize or nullify",
+                    c.name,
+                    s.method()
+                ),
+            );
+            continue;
+        }
         if info.generated {
             err(
                 &path,

@@ -53,6 +53,8 @@ pub struct ColumnInfo {
     pub max_len: Option<u64>,
     /// Computed by the database from other columns (a generated column): it cannot be written.
     pub generated: bool,
+    /// Alone under a unique index or constraint: two rows cannot share a value.
+    pub unique: bool,
 }
 
 /// A foreign key by which `table` references the described table.

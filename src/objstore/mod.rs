@@ -602,6 +602,7 @@ impl Connector for ObjectConnector {
             nullable: true,
             max_len: None,
             generated: false,
+            unique: false,
         };
         Ok(TableInfo {
             name: table.to_string(),

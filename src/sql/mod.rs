@@ -210,6 +210,14 @@ fn mysql_denied(d: &dyn sqlx::error::DatabaseError) -> Option<String> {
     }
 }
 
+/// `columns` with `unique` set for those named in `unique` (see `catalog::PG_UNIQUE`).
+fn mark_unique(mut columns: Vec<ColumnInfo>, unique: &[String]) -> Vec<ColumnInfo> {
+    for c in &mut columns {
+        c.unique = unique.contains(&c.name);
+    }
+    columns
+}
+
 /// An error whose text the database's users wrote (PostgreSQL `RAISE` in a trigger or function,
 /// class P0; MySQL/MariaDB `SIGNAL`, SQLSTATE 45000; SQLite `RAISE()` in a trigger): it may
 /// quote a row's values without quotes around them (`no delete of alice@example.com`), which
@@ -772,10 +780,17 @@ impl SqlConnector {
                             nullable: r.try_get(3)?,
                             max_len: r.try_get::<Option<i64>, _>(4)?.map(|x| x as u64),
                             generated: r.try_get(5)?,
+                            unique: false,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
                     .map_err(db_err(&ctx))?;
+                let unique = sqlx::query_scalar::<_, String>(catalog::PG_UNIQUE)
+                    .bind(&reg)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err(&ctx))?;
+                let columns = mark_unique(columns, &unique);
                 let pk = sqlx::query_scalar::<_, String>(catalog::PG_PRIMARY_KEY)
                     .bind(&reg)
                     .fetch_all(p)
@@ -816,6 +831,7 @@ impl SqlConnector {
                             nullable: r.try_get_unchecked::<i64, _>(3)? != 0,
                             max_len: r.try_get_unchecked::<Option<i64>, _>(4)?.map(|x| x as u64),
                             generated: r.try_get_unchecked::<i64, _>(5)? != 0,
+                            unique: false,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -841,6 +857,17 @@ impl SqlConnector {
                         }
                     }
                 }
+                let unique = sqlx::query(catalog::MY_UNIQUE)
+                    .bind(&schema)
+                    .bind(&bare)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err(&ctx))?
+                    .iter()
+                    .map(|r| r.try_get_unchecked::<String, _>(0))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db_err(&ctx))?;
+                let columns = mark_unique(columns, &unique);
                 let pk = sqlx::query(catalog::MY_PRIMARY_KEY)
                     .bind(&schema)
                     .bind(&bare)
@@ -904,10 +931,22 @@ impl SqlConnector {
                         nullable: notnull == 0 && pkpos == 0,
                         max_len: None,
                         generated: hidden >= 2,
+                        unique: false,
                     });
                 }
                 pk.sort();
                 let primary_key: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
+                let unique = sqlx::query_scalar::<_, String>(catalog::LITE_UNIQUE)
+                    .bind(&bare)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err(&ctx))?;
+                let mut columns = mark_unique(columns, &unique);
+                if let [k] = primary_key.as_slice() {
+                    // A single-column primary key that is not the rowid has its index; the rowid
+                    // alias (`INTEGER PRIMARY KEY`) has none, and is unique all the same.
+                    columns.iter_mut().filter(|c| &c.name == k).for_each(|c| c.unique = true);
+                }
                 let tables =
                     sqlx::query_scalar::<_, String>(catalog::LITE_TABLES).fetch_all(p).await.map_err(db_err(&ctx))?;
                 let mut referenced_by = Vec::new();

@@ -1100,6 +1100,39 @@ async fn generated_column(b: Backend) {
     assert_eq!(f.db.texts("SELECT full_name FROM gen").await, [Some("anon x".to_string())]);
 }
 
+/// A column alone under a unique index takes only strategies that keep values apart: a constant
+/// or a prefix on two lapsed rows broke the index, and every run failed (before, validate passed).
+async fn strategy_that_collides_on_a_unique_column(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE uq (id BIGINT PRIMARY KEY, email VARCHAR(80), created_at {TS} NULL, CONSTRAINT uq_email UNIQUE (email));",
+    )
+    .await;
+    f.db.exec("INSERT INTO uq VALUES (1, 'ann@example.com', '2019-01-01'), (2, 'bo@example.com', '2019-01-01')").await;
+    let policy = |strategy: &str| {
+        format!(
+            "name: uq\ndataset:\n  connection: db\n  table: uq\n  key: id\npersonal:\n  \
+             email: {{ category: email, anonymize: {strategy} }}\npurposes:\n  - name: service\n    \
+             legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: anonymize\nguardrail:\n  \
+             max_share: 100%\n"
+        )
+    };
+    for (strategy, method) in [("{ constant: 'gone' }", "constant"), ("{ keep_prefix: 2 }", "keep_prefix(2)")] {
+        f.policy("uq", &policy(strategy));
+        for cmd in CATALOG {
+            let r = f.lapse(cmd);
+            r.code(2);
+            r.stderr_has(&format!(
+                "column 'email' is unique: {method} could give two records the same value; use random_token, pseudonymize or nullify"
+            ));
+        }
+    }
+    f.policy("uq", &policy("random_token"));
+    f.lapse(&["run"]).ok();
+    let emails = f.db.texts("SELECT email FROM uq ORDER BY id").await;
+    assert!(emails.iter().all(|e| e.as_deref().is_some_and(|e| e.starts_with("anon_"))), "{emails:?}");
+}
+
 async fn unknown_key_column(b: Backend) {
     let text = edit(POLICY, "key: id", "key: ident");
     catalog_case(b, "unknown key", &text, &["unknown column 'ident' in table 'people'"], "ident", "ident").await;
@@ -1257,6 +1290,7 @@ per_backend!(
     one_table_named_two_ways,
     nullable_key,
     generated_column,
+    strategy_that_collides_on_a_unique_column,
     unknown_key_column,
     unknown_subject_column,
     unknown_anchor_column,
