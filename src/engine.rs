@@ -242,9 +242,11 @@ async fn same_table_spelled_alike(
             named.push((p, i.canonical));
         }
     }
+    let selected = |p: &Policy| prepared.iter().any(|(q, _)| q.name == p.name);
     for (i, (a, ca)) in named.iter().enumerate() {
         for (b, cb) in &named[i + 1..] {
-            if a.connection == b.connection && ca == cb && a.table != b.table {
+            // A pair neither of which runs now is for the run that selects one of them.
+            if a.connection == b.connection && ca == cb && a.table != b.table && (selected(a) || selected(b)) {
                 d.push(a.error(
                     "dataset.table",
                     format!(

@@ -424,8 +424,12 @@ pub fn lookup(
     })
 }
 
+/// The same subject however written: a number with or without leading zeros, a uuid in capitals
+/// or without hyphens (as the run compares them).
 fn same_subject(a: &str, b: &str) -> bool {
-    a == b || matches!((a.trim().parse::<i64>(), b.trim().parse::<i64>()), (Ok(x), Ok(y)) if x == y)
+    a == b
+        || matches!((a.trim().parse::<i64>(), b.trim().parse::<i64>()), (Ok(x), Ok(y)) if x == y)
+        || matches!((uuid::Uuid::parse_str(a.trim()), uuid::Uuid::parse_str(b.trim())), (Ok(x), Ok(y)) if x == y)
 }
 
 fn short(s: &str) -> &str {
@@ -529,5 +533,7 @@ mod tests {
         let ds: BTreeSet<(String, String)> = [("db".to_string(), "people".to_string())].into();
         assert_eq!(record_hashes(&k, &ds, &["2".into()]), vec![k.record("db", "people", &[Value::Int(2)])]);
         assert!(same_subject("17", "017") && !same_subject("S-1", "S-01"));
+        assert!(same_subject("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", "a0eebc999c0b4ef8bb6d6bb9bd380a11"));
+        assert!(!same_subject("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"));
     }
 }

@@ -62,14 +62,15 @@ pub const PG_COLUMNS: &str =
      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
 
-/// The columns that alone carry a unique index (whole-table, on the column itself).
+/// The columns that alone carry a unique index (whole-table, on the whole column itself: not
+/// partial, not on an expression, not on a prefix).
 pub const PG_UNIQUE: &str = "SELECT a.attname::text FROM pg_index i \
      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
      WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL \
      AND i.indexprs IS NULL";
 pub const MY_UNIQUE: &str = "SELECT CAST(MAX(COLUMN_NAME) AS CHAR) FROM information_schema.STATISTICS \
      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
-     GROUP BY INDEX_NAME HAVING COUNT(*) = 1";
+     GROUP BY INDEX_NAME HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) IS NOT NULL AND MAX(SUB_PART) IS NULL";
 pub const LITE_UNIQUE: &str = "SELECT MAX(ii.name) FROM pragma_index_list(?) AS l, pragma_index_info(l.name) AS ii \
      WHERE l.\"unique\" = 1 AND l.partial = 0 GROUP BY l.name HAVING COUNT(*) = 1 AND MAX(ii.name) IS NOT NULL";
 
@@ -87,7 +88,7 @@ pub const PG_REFERENCED_BY: &str = "SELECT c.conname::text, c.conrelid::regclass
 
 pub const MY_COLUMNS: &str = "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(DATA_TYPE AS CHAR), \
      CAST(IS_NULLABLE = 'YES' AS SIGNED), CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED), \
-     CAST(EXTRA LIKE '%GENERATED%' AS SIGNED) \
+     CAST(EXTRA LIKE '%VIRTUAL GENERATED%' OR EXTRA LIKE '%STORED GENERATED%' OR EXTRA LIKE '%PERSISTENT%' AS SIGNED) \
      FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
 
 pub const MY_PRIMARY_KEY: &str = "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \

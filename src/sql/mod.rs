@@ -210,6 +210,14 @@ fn mysql_denied(d: &dyn sqlx::error::DatabaseError) -> Option<String> {
     }
 }
 
+/// A policy's table as its schema (if named) and bare name: `crm.people` → (`crm`, `people`).
+fn split_table(table: &str) -> (Option<String>, String) {
+    match table.split_once('.') {
+        Some((s, t)) => (Some(s.to_string()), t.to_string()),
+        None => (None, table.to_string()),
+    }
+}
+
 /// `columns` with `unique` set for those named in `unique` (see `catalog::PG_UNIQUE`).
 fn mark_unique(mut columns: Vec<ColumnInfo>, unique: &[String]) -> Vec<ColumnInfo> {
     for c in &mut columns {
@@ -219,19 +227,21 @@ fn mark_unique(mut columns: Vec<ColumnInfo>, unique: &[String]) -> Vec<ColumnInf
 }
 
 /// An error whose text the database's users wrote (PostgreSQL `RAISE` in a trigger or function,
-/// class P0; MySQL/MariaDB `SIGNAL`, SQLSTATE 45000; SQLite `RAISE()` in a trigger): it may
-/// quote a row's values without quotes around them (`no delete of alice@example.com`), which
-/// `sanitize` cannot tell, so none of it is kept.
+/// whatever its code; MySQL/MariaDB `SIGNAL`; SQLite `RAISE()` in a trigger): it may quote a
+/// row's values without quotes around them (`no delete of alice@example.com`), which `sanitize`
+/// cannot tell, so none of it is kept.
 fn user_raised(d: &dyn sqlx::error::DatabaseError) -> bool {
-    let code = d.code().unwrap_or_default();
+    if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        // `RAISE` with any `ERRCODE` comes from PL/pgSQL's `exec_stmt_raise`; class P0 is
+        // `raise_exception` and its kin from other languages.
+        return pg.routine() == Some("exec_stmt_raise") || pg.code().starts_with("P0");
+    }
     if let Some(my) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        return my.code() == Some("45000");
+        // ER_SIGNAL_EXCEPTION, whatever SQLSTATE the SIGNAL gave; 45xxx is the class for it.
+        return my.number() == 1644 || my.code().is_some_and(|c| c.starts_with("45"));
     }
-    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // SQLITE_CONSTRAINT_TRIGGER
-        return code == "1811";
-    }
-    code.starts_with("P0")
+    // SQLite: SQLITE_CONSTRAINT_TRIGGER.
+    d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() && d.code().as_deref() == Some("1811")
 }
 
 fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorError {
@@ -759,10 +769,7 @@ impl SqlConnector {
     async fn describe_table(&self, table: &str) -> Result<TableInfo, ConnectorError> {
         let ctx = format!("reading the catalog of '{table}'");
         let not_found = || ConnectorError::NotFound { what: format!("table '{table}'") };
-        let (schema, bare) = match table.split_once('.') {
-            Some((s, t)) => (Some(s.to_string()), t.to_string()),
-            None => (None, table.to_string()),
-        };
+        let (schema, bare) = split_table(table);
         match &self.pool {
             Pool::Pg(p) => {
                 let reg = self.dialect.quote(table);
@@ -1800,10 +1807,7 @@ impl crate::connector::Connector for SqlConnector {
 
     async fn identify(&self, table: &str) -> Result<Option<TableIdentity>, ConnectorError> {
         let ctx = format!("reading the catalog of '{table}'");
-        let (schema, bare) = match table.split_once('.') {
-            Some((s, t)) => (Some(s.to_string()), t.to_string()),
-            None => (None, table.to_string()),
-        };
+        let (schema, bare) = split_table(table);
         let row: Option<(String, String)> = match &self.pool {
             Pool::Pg(p) => sqlx::query_as(catalog::PG_IDENTIFY)
                 .bind(self.dialect.quote(table))
