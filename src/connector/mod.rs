@@ -51,7 +51,8 @@ pub struct ColumnInfo {
     pub sql_type: String,
     pub nullable: bool,
     pub max_len: Option<u64>,
-    /// Computed by the database from other columns (a generated column): it cannot be written.
+    /// Computed by the database (a generated column; PostgreSQL's `GENERATED ALWAYS AS IDENTITY`):
+    /// an `UPDATE` cannot write it.
     pub generated: bool,
     /// Alone under a unique index or constraint: two rows cannot share a value.
     pub unique: bool,

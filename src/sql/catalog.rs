@@ -58,7 +58,7 @@ pub fn sqlite_kind(declared: &str) -> ColumnKind {
 pub const PG_COLUMNS: &str =
     "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, NOT a.attnotnull, \
      CASE WHEN t.typname IN ('varchar','bpchar') AND a.atttypmod > 4 THEN (a.atttypmod - 4)::int8 END, \
-     a.attgenerated <> '' \
+     a.attgenerated <> '' OR a.attidentity = 'a' \
      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
 
