@@ -211,6 +211,7 @@ pub async fn prepare<'a>(
         }
     }
     same_table_spelled_alike(ws, conns, &out, &mut d).await;
+    no_cascade_into_a_governed_table(ws, conns, &out, &mut d).await;
     for w in d.0.iter().filter(|w| !w.is_error()) {
         tracing::warn!("{w}");
     }
@@ -255,6 +256,51 @@ async fn same_table_spelled_alike(
                         a.table, b.table, b.name
                     ),
                 ));
+            }
+        }
+    }
+}
+
+/// A cascade deletes a dependent table's rows through its parent's checks only: another policy
+/// on that table, and the holds that apply to it, are not consulted (a child under its own
+/// policy's hold was deleted with its parent). Such a dependent must be `restrict` (the parent
+/// waits until that policy has destroyed its children) — keeping wins.
+async fn no_cascade_into_a_governed_table(
+    ws: &Workspace,
+    conns: &Connections,
+    prepared: &[(&Policy, Prepared)],
+    d: &mut Diagnostics,
+) {
+    fn tables(c: &[crate::connector::Cascade], out: &mut Vec<String>) {
+        for n in c {
+            out.push(n.fk.table.clone());
+            tables(&n.children, out);
+        }
+    }
+    for (p, prep) in prepared {
+        let mut reached = Vec::new();
+        tables(&prep.cascade, &mut reached);
+        if reached.is_empty() {
+            continue;
+        }
+        let Some(conn) = conns.get(&p.connection) else { continue };
+        for t in reached {
+            let canonical = conn.identify(&t).await.ok().flatten().map(|i| i.canonical);
+            for q in ws.policies.policies.iter().filter(|q| q.connection == p.connection && q.name != p.name) {
+                let same = q.table == t
+                    || canonical.is_some()
+                        && conn.identify(&q.table).await.ok().flatten().map(|i| i.canonical) == canonical;
+                if same {
+                    d.push(p.error(
+                        "dependents",
+                        format!(
+                            "this policy's deletes cascade into '{t}', which policy '{}' governs: its legal holds \
+                             would not keep those rows; declare '{t}' with on_delete: restrict (a record waits \
+                             until '{}' has destroyed its dependents)",
+                            q.name, q.name
+                        ),
+                    ));
+                }
             }
         }
     }

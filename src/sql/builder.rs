@@ -465,11 +465,20 @@ impl<'a> Builder<'a> {
         };
         if rule.null_lapses {
             sql.push(&format!("({anchor} IS NULL{zero} OR {t} <= "));
+            self.bind_time(sql, rule.threshold);
+            sql.push(")");
+        } else if self.d == Dialect::Sqlite {
+            // `julianday` of text that is no time is NULL, and `NULL <= x` no answer: said false,
+            // so that a `NOT` around this (a stage's "not every purpose lapsed") is an answer too.
+            // (Not sargable either way on SQLite.)
+            sql.push(&format!("({anchor} IS NOT NULL AND COALESCE({t} <= "));
+            self.bind_time(sql, rule.threshold);
+            sql.push(", 1=0))");
         } else {
             sql.push(&format!("({anchor} IS NOT NULL{not_zero} AND {t} <= "));
+            self.bind_time(sql, rule.threshold);
+            sql.push(")");
         }
-        self.bind_time(sql, rule.threshold);
-        sql.push(")");
         if let Some(cond) = &rule.condition {
             for term in &cond.terms {
                 let info = self.scope.table.column(&term.column);
@@ -478,20 +487,24 @@ impl<'a> Builder<'a> {
                     false => self.col(qual, &term.column),
                 };
                 sql.push(" AND ");
+                // A comparison with a NULL column is no answer (SQL's third value): said false
+                // (the purpose has not lapsed), so that a stage's `NOT (every purpose lapsed)`
+                // is true for that row instead of unknown, which kept its other lapsed fields.
                 match &term.test {
                     Test::Compare(op, l) => {
-                        sql.push(&format!("{e} {} ", op.sql()));
+                        sql.push(&format!("COALESCE({e} {} ", op.sql()));
                         self.literal(sql, info, l);
+                        sql.push(", 1=0)");
                     }
                     Test::In(list) => {
-                        sql.push(&format!("{e} IN ("));
+                        sql.push(&format!("COALESCE({e} IN ("));
                         for (i, l) in list.iter().enumerate() {
                             if i > 0 {
                                 sql.push(", ");
                             }
                             self.literal(sql, info, l);
                         }
-                        sql.push(")");
+                        sql.push("), 1=0)");
                     }
                     Test::IsNull => {
                         sql.push(&format!("{} IS NULL", self.col(qual, &term.column)));
@@ -698,11 +711,14 @@ impl<'a> Builder<'a> {
             sql.push(")");
         }
         if let Some(e) = &ht.expires {
+            // An expiry the database cannot read as a time (SQLite text that is no date,
+            // MariaDB/MySQL's zero date) keeps the hold: keeping wins.
             let he = self.col("lh", e);
             let t = self.time_expr("lh", e);
-            sql.push(&format!(" AND ({he} IS NULL OR {t} > "));
+            let zero = if self.d == Dialect::MySql { format!(" OR YEAR({he}) = 0") } else { String::new() };
+            sql.push(&format!(" AND ({he} IS NULL{zero} OR COALESCE({t} > "));
             self.bind_time(sql, self.scope.holds.now);
-            sql.push(")");
+            sql.push(", 1=1))");
         }
     }
 

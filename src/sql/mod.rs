@@ -682,6 +682,19 @@ impl SqlConnector {
                     )));
                 }
             }
+            if let Some(e) = &h.expires {
+                // SQLite keeps times as text or numbers, read by `julianday`; elsewhere text
+                // would be compared with a time (PostgreSQL refuses it at the first count,
+                // MariaDB reads an unparseable text as no time).
+                let kind = info.kind(e);
+                if c.dialect != Dialect::Sqlite && !kind.is_temporal() {
+                    return Err(ConnectorError::Invalid(format!(
+                        "connection '{name}': the expires column '{e}' of holds table '{}' is {}, not a date or timestamp",
+                        h.table,
+                        info.column(e).map(|c| c.sql_type.as_str()).unwrap_or("?")
+                    )));
+                }
+            }
             c.holds_table = Some((h, info));
         }
         Ok(c)

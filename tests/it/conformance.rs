@@ -357,6 +357,64 @@ pub async fn holds_from_table(b: Backend) {
     assert!(p["held_by"].get("T-EXPIRED").is_none());
 }
 
+/// A holds-table expiry the database cannot read as a time keeps its hold (keeping wins):
+/// SQLite text that is no date, MariaDB's zero date (before, `NULL > now` let the row go). On
+/// PostgreSQL, where text cannot be compared with a time, a text expiry column is refused.
+pub async fn unreadable_hold_expiry_keeps_the_hold(b: Backend) {
+    let f = seeded(b).await;
+    f.holds_table_config();
+    f.policy("people", &policy("delete", ONE_YEAR, ""));
+    match b {
+        Backend::Postgres => {
+            f.db.exec("ALTER TABLE legal_holds ALTER COLUMN expires_at TYPE VARCHAR(40)").await;
+            let before = f.db.snapshot("people", "id").await;
+            let r = f.lapse(&["run"]);
+            assert_ne!(r.code, 0);
+            r.stderr_has("the expires column 'expires_at' of holds table 'legal_holds' is character varying(40)");
+            assert_eq!(f.db.snapshot("people", "id").await, before);
+            return;
+        }
+        Backend::MySql => {
+            f.db.exec(
+                "SET SESSION sql_mode = ''; INSERT INTO legal_holds (id, subject, policy, expires_at) \
+                 VALUES ('T-ZERO', 'S-1', NULL, '0000-00-00 00:00:00')",
+            )
+            .await
+        }
+        Backend::Sqlite => {
+            f.db.exec(
+                "INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-NEVER', 'S-1', NULL, 'never')",
+            )
+            .await
+        }
+    }
+    f.lapse(&["run"]).ok();
+    assert!(ids_text(&f).await.contains(&1), "person 1 is held");
+    assert_eq!(n(&f.report("run")["policies"][0]["held"]), 1, "person 1");
+}
+
+/// A purpose whose `when` compares a NULL column has not lapsed for that row, and says so: the
+/// other purposes' fields of the row are anonymized when they lapse (before, SQL's unknown kept
+/// them, uncounted, on every run).
+pub async fn a_null_in_a_condition_does_not_keep_other_fields(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE t17 (id BIGINT PRIMARY KEY, status VARCHAR(10), x VARCHAR(10), y VARCHAR(10), created_at {TS} NULL);",
+    )
+    .await;
+    f.db.exec("INSERT INTO t17 VALUES (1, 'open', 'x1', 'y1', '2020-01-01'), (2, NULL, 'x2', 'y2', '2020-01-01')")
+        .await;
+    let text = "name: t17\ndataset:\n  connection: db\n  table: t17\n  key: id\npersonal:\n  \
+                x: { category: free_text, anonymize: nullify }\n  y: { category: free_text, anonymize: nullify }\n\
+                purposes:\n  - name: a\n    legal_basis: contract\n    retain: 1y\n    after: created_at\n    \
+                when: \"status = 'closed'\"\n    covers: [x]\n  - name: b\n    legal_basis: contract\n    \
+                retain: 1y\n    after: created_at\n    covers: [y]\non_lapse: anonymize\nguardrail:\n  max_share: 100%\n";
+    f.policy("t17", text);
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.texts("SELECT x FROM t17 ORDER BY id").await, [Some("x1".into()), Some("x2".into())]);
+    assert_eq!(f.db.texts("SELECT y FROM t17 ORDER BY id").await, [None, None]);
+}
+
 /// A connector with the `legal_holds` table configured and a scope over `people` lapsing
 /// before 2025 (rows 1, 2, 3, 7 and 8), for tests that drive the connector directly.
 async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scope) {
@@ -518,6 +576,18 @@ pub async fn foreign_key_dependents(b: Backend) {
     let p = &f.report("run")["policies"][0];
     assert_eq!(n(&p["dependents_deleted"]["orders"]), 3);
     assert_eq!(n(&p["dependents_deleted"]["order_lines"]), 2);
+    // A dependent table governed by a policy of its own: that policy's holds would not keep its
+    // rows through the cascade (before, a held order went with its person), so the cascade is
+    // refused and nothing is destroyed; `restrict` is the way.
+    f.db.exec(&format!("ALTER TABLE orders ADD COLUMN created_at {} NULL", b.ts())).await;
+    f.policy("orders", &typed_policy("orders", "  note: { category: free_text }\n", "", "delete"));
+    let before = f.db.snapshot("orders", "id").await;
+    for cmd in [&["validate", "--connect"][..], &["run"]] {
+        f.lapse(cmd).code(2).stderr_has(
+            "this policy's deletes cascade into 'orders', which policy 'orders' governs: its legal holds would not keep those rows",
+        );
+    }
+    assert_eq!(f.db.snapshot("orders", "id").await, before);
 }
 
 pub async fn guardrail_stops_before_destroying(b: Backend) {
@@ -1583,6 +1653,8 @@ per_backend!(
     hold_inserted_mid_run,
     hold_inserted_between_batches,
     foreign_key_dependents,
+    unreadable_hold_expiry_keeps_the_hold,
+    a_null_in_a_condition_does_not_keep_other_fields,
     guardrail_stops_before_destroying,
     idempotent_rerun,
     interrupted_run_resumes,
