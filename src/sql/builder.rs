@@ -538,11 +538,14 @@ impl<'a> Builder<'a> {
                     // A subject column of a non-standard type (uuid…) is compared as text, so a
                     // hold subject of another shape matches nothing instead of failing the cast.
                     let as_text = subject_info.is_some_and(|c| c.kind == ColumnKind::Other);
+                    // A NULL subject is no subject a hold names: `COALESCE` makes that a "no"
+                    // rather than SQL's unknown, which `NOT` would keep unknown, and the row
+                    // neither destroyed nor counted due (as the holds table's join says already).
                     if as_text {
                         let cast = if self.d == Dialect::MySql { "CHAR" } else { "TEXT" };
-                        sql.push(&format!("CAST({} AS {cast}) IN (", self.col(qual, s)));
+                        sql.push(&format!("COALESCE(CAST({} AS {cast}) IN (", self.col(qual, s)));
                     } else {
-                        sql.push(&format!("{} IN (", self.col(qual, s)));
+                        sql.push(&format!("COALESCE({} IN (", self.col(qual, s)));
                     }
                     for (i, v) in h.subjects.iter().enumerate() {
                         if i > 0 {
@@ -554,7 +557,7 @@ impl<'a> Builder<'a> {
                             sql.bind_for(v.clone(), subject_info, false);
                         }
                     }
-                    sql.push(")");
+                    sql.push("), 1=0)");
                 }
                 _ => {
                     sql.push("1=0");

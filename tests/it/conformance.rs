@@ -415,6 +415,28 @@ pub async fn a_null_in_a_condition_does_not_keep_other_fields(b: Backend) {
     assert_eq!(f.db.texts("SELECT y FROM t17 ORDER BY id").await, [None, None]);
 }
 
+/// A row without a subject is under no subject hold: it is destroyed when it lapses, and
+/// counted once (before, a file hold on another subject left it in place, counted as held).
+pub async fn a_null_subject_is_not_held(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE t11 (id BIGINT PRIMARY KEY, cust BIGINT NULL, note VARCHAR(10), created_at {TS} NULL);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO t11 VALUES (1, 40, 'a', '2020-01-01'), (2, NULL, 'b', '2020-01-01'), (3, 41, 'c', '2020-01-01')",
+    )
+    .await;
+    f.holds("holds:\n  - id: F40\n    matter: m\n    subjects: [40]\n");
+    let text = typed_policy("t11", "  note: { category: free_text }\n", "", "delete")
+        .replace("  key: id\n", "  key: id\n  subject: cust\n");
+    f.policy("t11", &text);
+    f.lapse(&["run"]).ok();
+    let p = &f.report("run")["policies"][0];
+    assert_eq!((n(&p["deleted"]), n(&p["held"]), n(&p["held_by"]["F40"])), (2, 1, 1), "{p}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM t11").await, 1);
+}
+
 /// A connector with the `legal_holds` table configured and a scope over `people` lapsing
 /// before 2025 (rows 1, 2, 3, 7 and 8), for tests that drive the connector directly.
 async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scope) {
@@ -1654,6 +1676,7 @@ per_backend!(
     hold_inserted_between_batches,
     foreign_key_dependents,
     unreadable_hold_expiry_keeps_the_hold,
+    a_null_subject_is_not_held,
     a_null_in_a_condition_does_not_keep_other_fields,
     guardrail_stops_before_destroying,
     idempotent_rerun,
