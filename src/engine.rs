@@ -271,33 +271,53 @@ async fn no_cascade_into_a_governed_table(
     prepared: &[(&Policy, Prepared)],
     d: &mut Diagnostics,
 ) {
-    fn tables(c: &[crate::connector::Cascade], out: &mut Vec<String>) {
+    /// Every table a cascade reaches, with the first-level dependent it goes through.
+    fn tables(c: &[crate::connector::Cascade], first: Option<&str>, out: &mut Vec<(String, String)>) {
         for n in c {
-            out.push(n.fk.table.clone());
-            tables(&n.children, out);
+            let top = first.unwrap_or(&n.fk.table).to_string();
+            out.push((n.fk.table.clone(), top.clone()));
+            tables(&n.children, Some(&top), out);
         }
     }
     for (p, prep) in prepared {
         let mut reached = Vec::new();
-        tables(&prep.cascade, &mut reached);
-        if reached.is_empty() {
-            continue;
-        }
+        tables(&prep.cascade, None, &mut reached);
         let Some(conn) = conns.get(&p.connection) else { continue };
-        for t in reached {
-            let canonical = conn.identify(&t).await.ok().flatten().map(|i| i.canonical);
+        let mut said = BTreeSet::new();
+        for (t, top) in reached {
+            // Fails closed: a table the catalog cannot name is compared by its name only, and
+            // a failed lookup is an error, not "no other policy".
+            let canonical = |name: String| async move { conn.identify(&name).await.map(|i| i.map(|i| i.canonical)) };
+            let ct = match canonical(t.clone()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    d.push(p.error("dependents", format!("cannot check dependent '{t}': {e}")).unavailable());
+                    continue;
+                }
+            };
             for q in ws.policies.policies.iter().filter(|q| q.connection == p.connection && q.name != p.name) {
                 let same = q.table == t
-                    || canonical.is_some()
-                        && conn.identify(&q.table).await.ok().flatten().map(|i| i.canonical) == canonical;
-                if same {
+                    || match (&ct, canonical(q.table.clone()).await) {
+                        (Some(a), Ok(Some(b))) => *a == b,
+                        (_, Err(e)) => {
+                            d.push(p.error("dependents", format!("cannot check dependent '{t}': {e}")).unavailable());
+                            continue;
+                        }
+                        _ => false,
+                    };
+                if same && said.insert((t.clone(), q.name.clone())) {
+                    let how = match top == t {
+                        true => format!("declare '{t}' with on_delete: restrict (a record waits until '{}' has destroyed its dependents)", q.name),
+                        false => format!(
+                            "declare '{top}', through which it is reached, with on_delete: restrict, and give '{top}' a policy of its own"
+                        ),
+                    };
                     d.push(p.error(
                         "dependents",
                         format!(
                             "this policy's deletes cascade into '{t}', which policy '{}' governs: its legal holds \
-                             would not keep those rows; declare '{t}' with on_delete: restrict (a record waits \
-                             until '{}' has destroyed its dependents)",
-                            q.name, q.name
+                             would not keep those rows; {how}",
+                            q.name
                         ),
                     ));
                 }

@@ -600,16 +600,31 @@ pub async fn foreign_key_dependents(b: Backend) {
     assert_eq!(n(&p["dependents_deleted"]["order_lines"]), 2);
     // A dependent table governed by a policy of its own: that policy's holds would not keep its
     // rows through the cascade (before, a held order went with its person), so the cascade is
-    // refused and nothing is destroyed; `restrict` is the way.
+    // refused and nothing is destroyed; `restrict` is the way. Person 9 is lapsed and unheld,
+    // with an order: the cascading run would have deleted both.
     f.db.exec(&format!("ALTER TABLE orders ADD COLUMN created_at {} NULL", b.ts())).await;
-    f.policy("orders", &typed_policy("orders", "  note: { category: free_text }\n", "", "delete"));
-    let before = f.db.snapshot("orders", "id").await;
-    for cmd in [&["validate", "--connect"][..], &["run"]] {
+    f.db.exec(
+        "INSERT INTO people (id, subject, email, full_name, ip, birth, postcode, score, status, created_at, last_seen) \
+         VALUES (9, 'S-9', 'person9@example.com', 'Person Number9', '203.0.113.19', '1980-05-17', 'SW1A 9AA', 63, \
+         'closed', '2019-02-01 10:00:00', '2019-02-01 10:00:00'); INSERT INTO orders (id, person_id, note) VALUES (90, 9, 'f');",
+    )
+    .await;
+    let lines = "dependents:\n  - table: order_lines\n    on_delete: cascade\n";
+    f.policy("orders", &typed_policy("orders", "  note: { category: free_text }\n", lines, "delete"));
+    f.lapse(&["validate", "--connect", "-p", "orders"]).ok();
+    let before = (f.db.snapshot("people", "id").await, f.db.snapshot("orders", "id").await);
+    for cmd in [&["validate", "--connect"][..], &["run"], &["run", "-p", "people"]] {
         f.lapse(cmd).code(2).stderr_has(
-            "this policy's deletes cascade into 'orders', which policy 'orders' governs: its legal holds would not keep those rows",
+            "this policy's deletes cascade into 'orders', which policy 'orders' governs: its legal holds would not keep those rows; \
+             declare 'orders' with on_delete: restrict",
         );
     }
-    assert_eq!(f.db.snapshot("orders", "id").await, before);
+    assert_eq!((f.db.snapshot("people", "id").await, f.db.snapshot("orders", "id").await), before);
+    // Restrict: person 9 waits for its order, which its own policy keeps (no anchor yet).
+    f.policy("people", &policy("delete", ONE_YEAR, "dependents:\n  - table: orders\n    on_delete: restrict\n"));
+    f.lapse(&["run"]).ok();
+    assert!(ids_text(&f).await.contains(&9), "person 9 is kept while its order is");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM orders WHERE id = 90").await, 1);
 }
 
 pub async fn guardrail_stops_before_destroying(b: Backend) {
