@@ -1144,7 +1144,17 @@ async fn enforce(
                     pr.errors.push("interrupted: stopped after the last committed batch".into());
                     break;
                 }
-                if ctx.opts.max_batches.is_some_and(|m| batches >= m) {
+                if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
+                    // Every batch so far was full: more may be due. Said, not claimed done.
+                    let msg = format!(
+                        "stage '{}' stopped after {m} batches (--max-batches): what is still due is left for the next run",
+                        stage.name
+                    );
+                    tracing::warn!("{msg}");
+                    pr.errors.push(msg);
+                    if pr.outcome == "done" {
+                        pr.outcome = "stopped".into();
+                    }
                     break;
                 }
                 // Where the stage can, the batch is selected and destroyed by its own statements

@@ -239,7 +239,8 @@ pub struct PolicyReport {
     pub purposes: Vec<PurposeInfo>,
     /// Personal columns by name.
     pub columns: BTreeMap<String, ColumnMethod>,
-    /// `done`, `failed`, `guardrail`, `held` (a hold covers the whole policy) or `planned`.
+    /// `done`, `failed`, `guardrail`, `held` (a hold covers the whole policy), `stopped`
+    /// (`--max-batches` ended a stage while rows may still be due) or `planned`.
     pub outcome: String,
     pub rows_total: u64,
     /// Rows due, summed over stages (holds excluded).
