@@ -210,8 +210,9 @@ pub async fn prepare<'a>(
             out.push((p, prep));
         }
     }
-    same_table_spelled_alike(ws, conns, &out, &mut d).await;
-    no_cascade_into_a_governed_table(ws, conns, &out, &mut d).await;
+    let named = canonical_names(ws, conns, &out).await;
+    same_table_spelled_alike(&named, &out, &mut d);
+    no_cascade_into_a_governed_table(&named, conns, &out, &mut d).await;
     for w in d.0.iter().filter(|w| !w.is_error()) {
         tracing::warn!("{w}");
     }
@@ -222,27 +223,36 @@ pub async fn prepare<'a>(
     }
 }
 
-/// Policies on one table share their purposes (keeping wins), matched by the table's name as
-/// written: two policies that name the same table differently (`mp` and `public.mp`; on SQLite
-/// `MP`) would each be enforced alone, and the shorter retention would destroy what the longer
-/// one keeps. Such a pair is refused, the unselected policies of the same connections included.
-async fn same_table_spelled_alike(
-    ws: &Workspace,
+/// The catalog's name of every policy's table that the cross-policy checks below compare (see
+/// `Connector::identify`), read once: the selected policies' from their preparation, the others
+/// on the same open connections asked here. `Err`: the catalog could not answer.
+type Canonical<'a> = Vec<(&'a Policy, Result<Option<String>, String>)>;
+
+async fn canonical_names<'a>(
+    ws: &'a Workspace,
     conns: &Connections,
-    prepared: &[(&Policy, Prepared)],
-    d: &mut Diagnostics,
-) {
-    let mut named: Vec<(&Policy, String)> =
-        prepared.iter().filter_map(|(p, prep)| prep.identity.as_ref().map(|i| (*p, i.canonical.clone()))).collect();
+    prepared: &[(&'a Policy, Prepared)],
+) -> Canonical<'a> {
+    let mut named: Canonical<'a> =
+        prepared.iter().map(|(p, prep)| (*p, Ok(prep.identity.as_ref().map(|i| i.canonical.clone())))).collect();
     for p in &ws.policies.policies {
         if named.iter().any(|(q, _)| q.name == p.name) || p.objects.is_some() {
             continue;
         }
         let Some(conn) = conns.get(&p.connection) else { continue };
-        if let Ok(Some(i)) = conn.identify(&p.table).await {
-            named.push((p, i.canonical));
-        }
+        let canonical = conn.identify(&p.table).await.map(|i| i.map(|i| i.canonical)).map_err(|e| e.to_string());
+        named.push((p, canonical));
     }
+    named
+}
+
+/// Policies on one table share their purposes (keeping wins), matched by the table's name as
+/// written: two policies that name the same table differently (`mp` and `public.mp`; on SQLite
+/// `MP`) would each be enforced alone, and the shorter retention would destroy what the longer
+/// one keeps. Such a pair is refused, the unselected policies of the same connections included.
+fn same_table_spelled_alike(named: &Canonical, prepared: &[(&Policy, Prepared)], d: &mut Diagnostics) {
+    let named: Vec<(&Policy, &String)> =
+        named.iter().filter_map(|(p, c)| Some((*p, c.as_ref().ok()?.as_ref()?))).collect();
     let selected = |p: &Policy| prepared.iter().any(|(q, _)| q.name == p.name);
     for (i, (a, ca)) in named.iter().enumerate() {
         for (b, cb) in &named[i + 1..] {
@@ -266,7 +276,7 @@ async fn same_table_spelled_alike(
 /// policy's hold was deleted with its parent). Such a dependent must be `restrict` (the parent
 /// waits until that policy has destroyed its children) — keeping wins.
 async fn no_cascade_into_a_governed_table(
-    ws: &Workspace,
+    named: &Canonical<'_>,
     conns: &Connections,
     prepared: &[(&Policy, Prepared)],
     d: &mut Diagnostics,
@@ -287,18 +297,17 @@ async fn no_cascade_into_a_governed_table(
         for (t, top) in reached {
             // Fails closed: a table the catalog cannot name is compared by its name only, and
             // a failed lookup is an error, not "no other policy".
-            let canonical = |name: String| async move { conn.identify(&name).await.map(|i| i.map(|i| i.canonical)) };
-            let ct = match canonical(t.clone()).await {
-                Ok(c) => c,
+            let ct = match conn.identify(&t).await {
+                Ok(c) => c.map(|i| i.canonical),
                 Err(e) => {
                     d.push(p.error("dependents", format!("cannot check dependent '{t}': {e}")).unavailable());
                     continue;
                 }
             };
-            for q in ws.policies.policies.iter().filter(|q| q.connection == p.connection && q.name != p.name) {
+            for (q, cq) in named.iter().filter(|(q, _)| q.connection == p.connection && q.name != p.name) {
                 let same = q.table == t
-                    || match (&ct, canonical(q.table.clone()).await) {
-                        (Some(a), Ok(Some(b))) => *a == b,
+                    || match (&ct, cq) {
+                        (Some(a), Ok(Some(b))) => a == b,
                         (_, Err(e)) => {
                             d.push(p.error("dependents", format!("cannot check dependent '{t}': {e}")).unavailable());
                             continue;
@@ -845,8 +854,8 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     for h in ctx.holds.iter().filter(|h| h.applies_to(&p.name)) {
         let mut subjects = Vec::new();
         for s in &h.subjects {
-            let s = match uuid::Uuid::parse_str(s.trim()) {
-                Ok(u) if uuid_subject => u.hyphenated().to_string(),
+            let s = match uuid_subject.then(|| uuid::Uuid::parse_str(s.trim())) {
+                Some(Ok(u)) => u.hyphenated().to_string(),
                 _ => s.clone(),
             };
             // A subject of another shape (text for an integer column) cannot match this dataset.
