@@ -254,10 +254,19 @@ impl Fixture {
 
     /// `lapse`, with extra environment variables set last (e.g. other S3 credentials).
     pub fn lapse_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.lapse_with(args, env, CUTOFF)
+    }
+
+    /// `lapse plan` or `run` at another cutoff than [`CUTOFF`].
+    pub fn lapse_at(&self, cutoff: &str, args: &[&str]) -> Run {
+        self.lapse_with(args, &[], cutoff)
+    }
+
+    fn lapse_with(&self, args: &[&str], env: &[(&str, &str)], cutoff: &str) -> Run {
         let mut cmd = Command::new(lapse_bin());
         cmd.args(args).arg("-c").arg(self.path("lapse.yaml"));
         if matches!(args.first(), Some(&"plan") | Some(&"run")) {
-            cmd.args(["--cutoff", CUTOFF]);
+            cmd.args(["--cutoff", cutoff]);
         }
         if args.first() == Some(&"run") {
             cmd.arg("--yes");

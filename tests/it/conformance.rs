@@ -939,6 +939,40 @@ pub async fn fractional_buckets_and_decimal_conditions(b: Backend) {
 /// A condition on a timestamp compares instants: on SQLite, whatever the text's shape or a
 /// number of Unix seconds (before, SQLite compared the stored text: `T03:00` sorted after
 /// `05:00`, and a Unix time matched nothing).
+/// `anchor + period <= cutoff`, exactly, where a month period ends on a shorter month: 29, 30
+/// and 31 January + 1 month are 28 February (before, they lapsed only once `cutoff - 1 month`
+/// reached them, up to three days late), and all of 28 February + 1 month is before 31 March,
+/// to its last microsecond, while 1 March 00:00 is not.
+pub async fn month_periods_lapse_at_month_ends(b: Backend) {
+    let schema = "CREATE TABLE subs (id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(64), created_at {TS} NOT NULL);";
+    let f = Fixture::new(b, schema).await;
+    f.db.exec(
+        "INSERT INTO subs (id, created_at) VALUES (1, '2026-01-28 12:00:00'), (2, '2026-01-30 08:00:00'), \
+         (3, '2026-01-31 12:00:00'), (4, '2026-01-31 12:00:01'), (5, '2026-02-01 00:00:00'), \
+         (6, '2026-02-28 23:59:59'), (7, '2026-03-01 00:00:00')",
+    )
+    .await;
+    let policy = "name: subs\ndataset:\n  connection: db\n  table: subs\n  key: id\npersonal:\n  email: { category: email }\npurposes:\n  - name: trial\n    legal_basis: consent\n    retain: 1 month\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n";
+    f.policy("subs", policy);
+    let left = |texts: Vec<Option<String>>| -> Vec<i64> {
+        texts.into_iter().map(|x| x.unwrap().trim().parse().unwrap()).collect()
+    };
+    f.lapse_at("2026-02-28T12:00:00Z", &["run"]).ok();
+    assert_eq!(
+        left(column_texts(&f, "subs", "id").await),
+        vec![4, 5, 6, 7],
+        "29-31 January + 1 month is 28 February 12:00 at the latest"
+    );
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(p["purposes"][0]["lapsed_if_anchor_before_or_at"], "2026-01-31T12:00:00Z");
+    f.lapse_at("2026-03-31T06:00:00Z", &["run"]).ok();
+    assert_eq!(
+        left(column_texts(&f, "subs", "id").await),
+        vec![7],
+        "all of 28 February + 1 month is 28 March; 1 March is not due"
+    );
+}
+
 pub async fn time_conditions_compare_instants(b: Backend) {
     let schema = "CREATE TABLE visits2 (id BIGINT NOT NULL PRIMARY KEY, seen {TS} NULL, created_at {TS} NOT NULL);";
     let f = Fixture::new(b, schema).await;
@@ -1678,6 +1712,7 @@ async fn postgres_row_kept_by_a_trigger() {
 }
 
 per_backend!(
+    month_periods_lapse_at_month_ends,
     failed_batch_is_taken_again,
     batches_of_integer_keys,
     large_batch_computed_in_lapse,
