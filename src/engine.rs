@@ -966,14 +966,24 @@ async fn enforce(
         .map(|h| Filter::All(vec![any_lapse.clone(), Filter::HeldByFile(h.id.clone())]))
         .collect();
     let everything = within(Filter::True);
-    // A NOT NULL anchor (the catalog says so) has no NULL to count.
+    // Unknown anchors: NULL, or a value the database cannot read as a time (MariaDB's zero
+    // date, SQLite's text that is no time), which a NOT NULL column can hold too (the
+    // connector answers "none" at once where NOT NULL means known). Counted with the others
+    // when every anchor may be NULL; with a NOT NULL one among them, alongside the batches
+    // (report only, and no batch changes such a row: its purpose never lapses), so that the
+    // first batch does not wait for what is usually nothing.
     let null_anchors: Vec<Filter> = p
         .purposes
         .iter()
         .filter(|x| x.null_anchor == NullAnchor::Keep)
-        .filter(|x| p.objects.is_some() || prep.table.column(&x.anchor).is_none_or(|c| c.nullable))
         .map(|x| Filter::AnchorNull(x.anchor.clone()))
         .collect();
+    let null_alongside = p.objects.is_none()
+        && p.purposes
+            .iter()
+            .filter(|x| x.null_anchor == NullAnchor::Keep)
+            .any(|x| prep.table.column(&x.anchor).is_some_and(|c| !c.nullable));
+    let null_filter = within(Filter::Any(null_anchors.clone()));
     // One deleting stage whose destroy filter is "lapsed and not held": every lapsed row is
     // either due or held, so `held = lapsed - due`, and the lapsed rows are counted instead of
     // the held ones (a plain predicate, where "held" is a semi-join per row). Otherwise the held
@@ -1000,8 +1010,8 @@ async fn enforce(
     filters.extend(stages.iter().map(|s| s.scope.destroy_filter()));
     let files_at = filters.len();
     filters.extend(file_filters);
-    let null_at = (!null_anchors.is_empty() && p.objects.is_none()).then(|| {
-        filters.push(within(Filter::Any(null_anchors)));
+    let null_at = (!null_anchors.is_empty() && p.objects.is_none() && !null_alongside).then(|| {
+        filters.push(null_filter.clone());
         filters.len() - 1
     });
     let blocked_at = (!full.restrict.is_empty()).then(|| {
@@ -1043,6 +1053,18 @@ async fn enforce(
                 true => {
                     wait.await;
                     Some(retry(|| conn.count(full, &held_filter)).await)
+                }
+                false => None,
+            }
+        }
+    };
+    let null_alone = {
+        let wait = after_counts();
+        async {
+            match null_alongside {
+                true => {
+                    wait.await;
+                    Some(retry(|| conn.count(full, &null_filter)).await)
                 }
                 false => None,
             }
@@ -1493,13 +1515,15 @@ async fn enforce(
         }
         anyhow::Ok(())
     };
-    let (by_table, held_alone, rest) = futures::join!(by_table, held_alone, rest);
+    let (by_table, held_alone, null_alone, rest) = futures::join!(by_table, held_alone, null_alone, rest);
     // Recorded even when the batches failed; their error comes first.
     let held_by = by_table.map(|by| pr.held_by.extend(by));
     let held = held_alone.map(|n| n.map(|n| pr.held = n)).transpose();
+    let unknown = null_alone.map(|n| n.map(|n| pr.null_anchor_kept = n)).transpose();
     rest?;
     held_by?;
     held?;
+    unknown?;
     Ok(())
 }
 

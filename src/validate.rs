@@ -248,7 +248,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
     for (i, p) in policy.purposes.iter().enumerate().filter(|(_, p)| p.from_policy.is_none()) {
         if let Some(c) = table.column(&p.anchor) {
-            if !c.kind.is_temporal() {
+            if !c.instant {
                 err(
                     &format!("purposes.{i}.after"),
                     format!(
@@ -259,6 +259,22 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                         c.sql_type
                     ),
                 );
+            } else if !c.kind.is_temporal() {
+                // Text that must hold times: a mistaken column (`after: email`) holds none.
+                match conn.anchor_readable(&table, &p.anchor).await {
+                    Ok(true) => {}
+                    Ok(false) => err(
+                        &format!("purposes.{i}.after"),
+                        format!(
+                            "anchor column '{}' of purpose '{}' is {} ({}), not a date or timestamp: none of its values reads as a time",
+                            p.anchor,
+                            p.name,
+                            kind_name(c.kind),
+                            c.sql_type
+                        ),
+                    ),
+                    Err(e) => err(&format!("purposes.{i}.after"), e.to_string()),
+                }
             }
         }
         if let Some(cond) = &p.condition {

@@ -47,6 +47,11 @@ impl ColumnKind {
 pub struct ColumnInfo {
     pub name: String,
     pub kind: ColumnKind,
+    /// Its values can be read as instants, so it can be a purpose's anchor: a date or timestamp
+    /// column; on SQLite also a text one (a STRICT table has no date type to declare), whose
+    /// values must then read as times (`Connector::anchor_readable`). Not a number column: any
+    /// number reads as a time (a Julian day or Unix seconds), a score or a `20250101` too.
+    pub instant: bool,
     /// The type as the database names it (e.g. `character varying(255)`).
     pub sql_type: String,
     pub nullable: bool,
@@ -412,6 +417,13 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// anything runs), for types only the database knows; `Err` says why not. Default: yes.
     async fn accepts(&self, _column: &ColumnInfo, _value: &Value) -> Result<(), String> {
         Ok(())
+    }
+
+    /// For an anchor whose declared type is no date (`ColumnInfo::instant` on a text column):
+    /// whether any of its values reads as a time, or it has none. `validate` refuses an anchor
+    /// whose every value is something else (`after: email`). Default: yes.
+    async fn anchor_readable(&self, _table: &TableInfo, _column: &str) -> Result<bool, ConnectorError> {
+        Ok(true)
     }
 
     /// The holds table of this connection, if any.

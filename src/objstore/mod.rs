@@ -595,9 +595,10 @@ impl Connector for ObjectConnector {
             _ => self.default_bucket.clone().unwrap_or_default(),
         };
         self.backend.check(&bucket).await?;
-        let col = |name: &str, kind| ColumnInfo {
+        let col = |name: &str, kind: ColumnKind| ColumnInfo {
             name: name.into(),
             kind,
+            instant: kind.is_temporal(),
             sql_type: "fact".into(),
             nullable: true,
             max_len: None,

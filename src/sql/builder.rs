@@ -179,14 +179,16 @@ impl<'a> Builder<'a> {
     }
 
     /// A temporal column as a comparable expression. SQLite stores times as text or numbers, so
-    /// both sides go through `julianday`: a number as Unix time, anything else as its text. The
+    /// both sides go through `julianday`: a number as SQLite's date functions read it with
+    /// `'auto'` (up to 5373484.5 a Julian day number, the `REAL` convention of SQLite's manual;
+    /// beyond, Unix seconds), anything else as its text (text of digits is no Unix time). The
     /// simple `CASE` reads the storage class once per row (a scan of a million rows: 0.24 s
     /// against 0.29 s for `CASE WHEN typeof(…) IN (…)`, the same values).
     fn time_expr(&self, qual: &str, c: &str) -> String {
         let e = self.col(qual, c);
         match self.d {
             Dialect::Sqlite => format!(
-                "(CASE typeof({e}) WHEN 'text' THEN julianday({e}) WHEN 'integer' THEN julianday({e},'unixepoch') WHEN 'real' THEN julianday({e},'unixepoch') ELSE julianday({e}) END)"
+                "(CASE typeof({e}) WHEN 'text' THEN julianday({e}) WHEN 'integer' THEN julianday({e},'auto') WHEN 'real' THEN julianday({e},'auto') ELSE julianday({e}) END)"
             ),
             _ => e,
         }
@@ -309,6 +311,8 @@ impl<'a> Builder<'a> {
                     // `lapsed`).
                     Dialect::MySql => sql.push(&format!("({e} IS NULL OR YEAR({e}) = 0)")),
                     Dialect::Sqlite => sql.push(&format!("{} IS NULL", self.time_expr(qual, c))),
+                    // NOT NULL is known there.
+                    Dialect::Postgres if self.scope.table.column(c).is_some_and(|c| !c.nullable) => sql.push("1=0"),
                     Dialect::Postgres => sql.push(&format!("{e} IS NULL")),
                 };
             }
@@ -1681,6 +1685,18 @@ impl<'a> Builder<'a> {
     }
 
     // ---- journal ------------------------------------------------------------------------------
+
+    /// 1 when some value of `column` reads as a time (`time_expr`) or none is there, else 0:
+    /// stops at the first time it finds.
+    pub fn anchor_readable(&self, column: &str) -> String {
+        let t = self.table();
+        format!(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM {t} x WHERE {} IS NOT NULL) THEN 1 \
+             WHEN EXISTS (SELECT 1 FROM {t} x WHERE {} IS NOT NULL) THEN 0 ELSE 1 END",
+            self.time_expr("x", column),
+            self.col("x", column)
+        )
+    }
 
     /// The journal: one row per committed batch, its records' keyed hashes in one text (a
     /// batch of thousands is one short insert, where a row per record cost as much as the

@@ -793,10 +793,12 @@ impl SqlConnector {
                 let columns = cols
                     .iter()
                     .map(|r| {
+                        let kind = catalog::pg_kind(&r.try_get::<String, _>(2)?);
                         Ok(ColumnInfo {
                             name: r.try_get(0)?,
                             sql_type: r.try_get(1)?,
-                            kind: catalog::pg_kind(&r.try_get::<String, _>(2)?),
+                            kind,
+                            instant: kind.is_temporal(),
                             nullable: r.try_get(3)?,
                             max_len: r.try_get::<Option<i64>, _>(4)?.map(|x| x as u64),
                             generated: r.try_get(5)?,
@@ -844,10 +846,12 @@ impl SqlConnector {
                 let columns = cols
                     .iter()
                     .map(|r| {
+                        let kind = catalog::mysql_kind(&r.try_get_unchecked::<String, _>(2)?);
                         Ok(ColumnInfo {
                             name: r.try_get_unchecked(0)?,
                             sql_type: r.try_get_unchecked(1)?,
-                            kind: catalog::mysql_kind(&r.try_get_unchecked::<String, _>(2)?),
+                            kind,
+                            instant: kind.is_temporal(),
                             nullable: r.try_get_unchecked::<i64, _>(3)? != 0,
                             max_len: r.try_get_unchecked::<Option<i64>, _>(4)?.map(|x| x as u64),
                             generated: r.try_get_unchecked::<i64, _>(5)? != 0,
@@ -944,9 +948,13 @@ impl SqlConnector {
                     if pkpos > 0 {
                         pk.push((pkpos, name.clone()));
                     }
+                    let kind = catalog::sqlite_kind(&declared);
                     columns.push(ColumnInfo {
                         name,
-                        kind: catalog::sqlite_kind(&declared),
+                        kind,
+                        // A STRICT table has no date type to declare: its times are text
+                        // (`Builder::time_expr` reads text and numbers in any column).
+                        instant: kind.is_temporal() || kind == ColumnKind::Text,
                         sql_type: declared,
                         nullable: notnull == 0 && pkpos == 0,
                         max_len: None,
@@ -2108,6 +2116,27 @@ impl crate::connector::Connector for SqlConnector {
             }
             Err(e) => Err(format!("it could not be checked: {e}")),
         }
+    }
+
+    async fn anchor_readable(&self, table: &TableInfo, column: &str) -> Result<bool, ConnectorError> {
+        let scope = Scope {
+            policy: String::new(),
+            table: table.clone(),
+            key: vec![],
+            subject: None,
+            lapse: Filter::True,
+            work: Work::Delete,
+            holds: crate::connector::HoldScope { file: vec![], table: None, now: Utc::now() },
+            restrict: vec![],
+            cascade: vec![],
+            pseudonym_key: None,
+            objects: None,
+        };
+        let sql = self.builder(&scope).anchor_readable(column);
+        let ctx = format!("reading anchor column '{column}' of '{}'", table.name);
+        let readable: i64 =
+            with_pool!(self, p => { sqlx::query_scalar(&sql).fetch_one(p).await.map_err(db_err(&ctx)) })?;
+        Ok(readable != 0)
     }
 
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {

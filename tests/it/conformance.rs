@@ -1472,9 +1472,12 @@ async fn sqlite_row_kept_by_a_trigger() {
 }
 
 /// SQLite keeps a time as text or as a number, in any column: an anchor lapses by the time it
-/// stands for, whatever its storage class. A number is Unix time (integer or real); text and a
-/// blob are read as a date and time (`julianday`), with the zone they name; text that is no time
-/// never lapses. The cutoff is 2026-01-01, so rows before 2025-01-01 lapse.
+/// stands for, whatever its storage class. A number is read as SQLite's date functions read it
+/// with `'auto'`: a Julian day number (the `REAL` convention of SQLite's manual) up to 5373484.5,
+/// Unix time beyond (before, a Julian day was read as Unix time, a date in January 1970, and
+/// lapsed however recent); text and a blob are read as a date and time (`julianday`), with the
+/// zone they name; text that is no time never lapses. The cutoff is 2026-01-01, so rows before
+/// 2025-01-01 lapse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_anchor_stored_as_text_or_number() {
     if !Backend::Sqlite.enabled() {
@@ -1492,6 +1495,8 @@ async fn sqlite_anchor_stored_as_text_or_number() {
         (8, "'2025-12-01 10:00:00'"),       // text: not yet
         (9, "'not a time'"),                // no time: unknown, kept and counted like NULL
         (10, "NULL"),                       // no anchor: kept, counted
+        (11, "2458909.5"),                  // Julian day, 2020-03-01 00:00 UTC: lapsed
+        (12, "2461010.9166666665"),         // Julian day, 2025-12-01 10:00 UTC: not yet
     ];
     let mut sql = String::new();
     for (id, at) in anchors {
@@ -1504,18 +1509,70 @@ async fn sqlite_anchor_stored_as_text_or_number() {
     let kinds: Vec<String> = kinds.into_iter().map(|k| k.unwrap()).collect();
     assert_eq!(
         kinds,
-        ["text", "integer", "real", "blob", "text", "integer", "text", "text", "text", "null"],
+        ["text", "integer", "real", "blob", "text", "integer", "text", "text", "text", "null", "real", "real"],
         "each anchor kept its storage class"
     );
     f.policy("people", PEOPLE_DELETE);
     f.lapse(&["plan"]).ok();
     let plan = f.report("plan");
-    assert_eq!(n(&plan["policies"][0]["stages"][0]["due"]), 5, "plan counts the lapsed anchors of every storage class");
+    assert_eq!(n(&plan["policies"][0]["stages"][0]["due"]), 6, "plan counts the lapsed anchors of every storage class");
     f.lapse(&["run"]).ok();
-    assert_eq!(ids(&f).await, vec![6, 7, 8, 9, 10], "1 to 5 lapsed and are gone");
+    assert_eq!(ids(&f).await, vec![6, 7, 8, 9, 10, 12], "1 to 5 and 11 lapsed and are gone");
     let p = &f.report("run")["policies"][0];
-    assert_eq!(n(&p["deleted"]), 5);
+    assert_eq!(n(&p["deleted"]), 6);
     assert_eq!(n(&p["null_anchor_kept"]), 2, "the NULL anchor and the text that is no time");
+}
+
+/// A STRICT table has no date type to declare: its times are `TEXT`, and such a column is an
+/// anchor (before, validation refused it as "not a date or timestamp") when its values read as
+/// times. A number column is not (any number reads as a time, a score or `20250101` too), nor a
+/// `BLOB` one, nor text that holds no time at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_strict_tables_keep_times_as_text() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let schema = "CREATE TABLE ev_text (id INTEGER PRIMARY KEY, email TEXT, at TEXT NOT NULL) STRICT;
+CREATE TABLE ev_int (id INTEGER PRIMARY KEY, email TEXT, at INTEGER NOT NULL) STRICT;
+CREATE TABLE ev_blob (id INTEGER PRIMARY KEY, email TEXT, at BLOB) STRICT;
+CREATE TABLE ev_typo (id INTEGER PRIMARY KEY, email TEXT, at TEXT) STRICT;";
+    let f = Fixture::new(Backend::Sqlite, schema).await;
+    f.db.exec(
+        "INSERT INTO ev_text VALUES (1, 'a@example.com', '2020-03-01 10:00:00'), (2, 'b@example.com', '2025-12-01T10:00:00Z'), (3, 'c@example.com', 'soon');
+INSERT INTO ev_int VALUES (1, 'a@example.com', 1583056800), (2, 'b@example.com', 1764583200);
+INSERT INTO ev_typo VALUES (1, 'a@example.com', 'a@example.com'), (2, 'b@example.com', NULL);",
+    )
+    .await;
+    let policy = |table: &str| {
+        format!(
+            "name: {table}\ndataset:\n  connection: db\n  table: {table}\n  key: id\npersonal:\n  email: {{ category: email }}\npurposes:\n  - name: service\n    legal_basis: contract\n    retain: 1y\n    after: at\non_lapse: delete\nguardrail:\n  max_share: 100%\n"
+        )
+    };
+    for (table, kind) in [
+        ("ev_int", "integer (INTEGER), not a date or timestamp"),
+        ("ev_blob", "binary (BLOB), not a date or timestamp"),
+        ("ev_typo", "text (TEXT), not a date or timestamp: none of its values reads as a time"),
+    ] {
+        f.policy(table, &policy(table));
+        let out = f.lapse(&["validate", "--connect"]);
+        assert_eq!(out.code, 2, "{table}: {}", out.stderr);
+        let want = format!("ev_{}.yaml:12:12): anchor column 'at' of purpose 'service' is {kind}", &table[3..]);
+        assert!(out.stderr.contains(&want), "{table}: {}", out.stderr);
+        std::fs::remove_file(f.path(&format!("policies/{table}.yaml"))).unwrap();
+    }
+    f.policy("ev_text", &policy("ev_text"));
+    f.lapse(&["run"]).ok();
+    let left: Vec<Option<String>> = column_texts(&f, "ev_text", "id").await;
+    assert_eq!(
+        left,
+        vec![Some("2".to_string()), Some("3".to_string())],
+        "the 2020 row lapsed; the 2025 one did not, nor the text that is no time"
+    );
+    assert_eq!(
+        n(&f.report("run")["policies"][0]["null_anchor_kept"]),
+        1,
+        "the text that is no time is counted as unknown"
+    );
 }
 
 /// The SQLite that sqlx bundles is built with the options of `.cargo/config.toml`: no shared
