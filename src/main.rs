@@ -273,8 +273,7 @@ async fn plan_or_run(
         }
         None => None,
     };
-    let conns =
-        ws.connect(&args.common.policies, mode == Mode::Plan).await.map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+    let conns = ws.connect(&args.common.policies, mode == Mode::Plan).await.map_err(connect_exit)?;
     let prepared = engine::prepare(&ws, &args.common.policies, &conns).await.map_err(|d| {
         print_diags(&d);
         (prepare_exit(&d), String::new())
@@ -375,6 +374,16 @@ async fn schedule(
     Ok(Exit::Success)
 }
 
+/// A connection that could not be opened: the configuration's fault (a holds table that does
+/// not exist or lacks a column) is invalid input (2); a server that did not answer, partial (1).
+fn connect_exit(e: anyhow::Error) -> (Exit, String) {
+    let code = match e.downcast_ref::<lapse::connector::ConnectorError>() {
+        Some(lapse::connector::ConnectorError::Invalid(_)) => Exit::Invalid,
+        _ => Exit::Partial,
+    };
+    (code, format!("{e:#}"))
+}
+
 fn sink_exit(e: lapse::reporting::sink::SinkCheck) -> (Exit, String) {
     match e {
         lapse::reporting::sink::SinkCheck::Invalid(m) => (Exit::Invalid, m),
@@ -391,7 +400,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
         ws.check_secrets(&common.policies).map_err(|e| (Exit::Invalid, format!("{e:#}")))?;
     }
     if connect {
-        let conns = ws.connect(&common.policies, true).await.map_err(|e| (Exit::Partial, format!("{e:#}")))?;
+        let conns = ws.connect(&common.policies, true).await.map_err(connect_exit)?;
         engine::prepare(&ws, &common.policies, &conns).await.map_err(|d| {
             print_diags(&d);
             (prepare_exit(&d), String::new())

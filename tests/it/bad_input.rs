@@ -688,6 +688,34 @@ async fn block_mappings_are_located_where_they_start() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// A holds table the database does not have, or without a configured column: invalid input
+/// (exit 2, nothing changed), on every backend. Before, exit 1, as if a server had not answered.
+async fn holds_table_missing_or_incomplete(b: Backend) {
+    let with = |table: &str, subject: &str| {
+        edit(
+            CONFIG,
+            "    url_file: db.url\n",
+            &format!("    url_file: db.url\n    holds_table:\n      table: {table}\n      subject: {subject}\n"),
+        )
+        .into_bytes()
+    };
+    let cases = vec![
+        case_nopos(
+            "unknown holds table",
+            File::Config,
+            with("legal_holdz", "subject"),
+            &["connection 'db': holds table 'legal_holdz' not found"],
+        ),
+        case_nopos(
+            "unknown holds table column",
+            File::Config,
+            with("legal_holds", "subj"),
+            &["connection 'db': holds table 'legal_holds' has no column 'subj'"],
+        ),
+    ];
+    refused(b, cases, CATALOG).await;
+}
+
 #[tokio::test]
 async fn holds_table_column_is_located_at_the_column() {
     let text = holds_column_config();
@@ -1292,6 +1320,7 @@ async fn sql_in_identifiers(b: Backend) {
 
 per_backend!(
     unknown_table,
+    holds_table_missing_or_incomplete,
     unknown_personal_column,
     personal_column_in_another_case,
     view_as_table,
