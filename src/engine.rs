@@ -637,6 +637,33 @@ pub async fn execute(
         Mode::Run => Some(IntentLog::new(report_dir.clone(), report.file_stem())),
         Mode::Plan => None,
     };
+    // Holds-table holds in force for a policy that does not exist hold nothing: a typo, or a
+    // retired policy. Said before anything is destroyed, and in the report's hold entry.
+    let known: Vec<String> = ws.policies.policies.iter().map(|p| p.name.clone()).collect();
+    let mut stray_holds: BTreeMap<String, String> = BTreeMap::new();
+    for (p, _) in &prepared {
+        let conn = &conns[&p.connection];
+        let Some(h) = conn.holds_table() else { continue };
+        if stray_holds.contains_key(&p.connection) {
+            continue;
+        }
+        let note = match conn.holds_of_other_policies(&known, started_at).await {
+            Ok(names) if names.is_empty() => String::new(),
+            Ok(names) => {
+                let names: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+                format!(
+                    "holds in force name {} {}, which no policy is named: they hold nothing",
+                    if names.len() == 1 { "policy" } else { "policies" },
+                    names.join(", ")
+                )
+            }
+            Err(e) => format!("the policies its holds name could not be read: {e}"),
+        };
+        if !note.is_empty() {
+            tracing::warn!("connection '{}': holds table '{}': {note}", p.connection, h.table);
+        }
+        stray_holds.insert(p.connection.clone(), note);
+    }
     // A policy that stopped part-way makes the run `incomplete` (per-record failures: `partial`).
     let mut aborted = false;
     for (p, prep) in prepared {
@@ -688,11 +715,12 @@ pub async fn execute(
         if let Some(h) = conn.holds_table() {
             let src = format!("table:{}", p.connection);
             if !report.holds.iter().any(|x| x.source == src) {
+                let note = stray_holds.get(&p.connection).filter(|n| !n.is_empty());
                 report.holds.push(report::HoldInfo {
                     id: format!("{}.*", h.table),
                     matter: format!("holds table '{}'", h.table),
                     source: src,
-                    reason: None,
+                    reason: note.cloned(),
                     subject_count: 0,
                     policies: vec![],
                     expires: None,

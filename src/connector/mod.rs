@@ -431,6 +431,16 @@ pub trait Connector: Send + Sync + fmt::Display {
         None
     }
 
+    /// The policy names (a few) of holds in force at `now` in the holds table that are none
+    /// of `known`: such a hold holds nothing (a typo, or a retired policy). Default: none.
+    async fn holds_of_other_policies(
+        &self,
+        _known: &[String],
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<String>, ConnectorError> {
+        Ok(vec![])
+    }
+
     /// Whether [`Connector::destroy`] records its batch atomically with the destruction (SQL:
     /// the journal rows are inserted in the destroying transaction). When `false` (object
     /// stores: `DeleteObjects` has no transaction), the engine writes a durable write-ahead

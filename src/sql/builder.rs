@@ -718,6 +718,27 @@ impl<'a> Builder<'a> {
             sql.bind(Value::Text(self.scope.policy.clone()));
             sql.push(")");
         }
+        self.table_hold_unexpired(sql, ht);
+    }
+
+    /// The policies named by holds in force in the holds table that are none of `known`,
+    /// compared as the holds are matched (so by the column's collation): such a hold holds
+    /// nothing. `None` without a policy column.
+    pub fn holds_of_other_policies(&self, ht: &HoldsTable, known: &[String]) -> Option<Sql> {
+        let p = ht.policy.as_ref()?;
+        let hp = self.col("lh", p);
+        let mut sql = Sql::new(self.d);
+        sql.push(&format!("SELECT DISTINCT {hp} FROM {} lh WHERE {hp} IS NOT NULL", self.q(&ht.table)));
+        for name in known {
+            sql.push(&format!(" AND {hp} <> "));
+            sql.bind(Value::Text(name.clone()));
+        }
+        self.table_hold_unexpired(&mut sql, ht);
+        sql.push(&format!(" ORDER BY {hp} LIMIT 20"));
+        Some(sql)
+    }
+
+    fn table_hold_unexpired(&self, sql: &mut Sql, ht: &HoldsTable) {
         if let Some(e) = &ht.expires {
             // An expiry the database cannot read as a time (SQLite text that is no date,
             // MariaDB/MySQL's zero date) keeps the hold: keeping wins.

@@ -743,19 +743,10 @@ impl SqlConnector {
             Err(ConnectorError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        let dummy = Scope {
-            policy: String::new(),
-            table: TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
-            key: vec![],
-            subject: None,
-            lapse: Filter::True,
-            work: Work::Delete,
-            holds: crate::connector::HoldScope { file: vec![], table: None, now: Utc::now() },
-            restrict: vec![],
-            cascade: vec![],
-            pseudonym_key: None,
-            objects: None,
-        };
+        let dummy = bare_scope(
+            TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
+            Utc::now(),
+        );
         let ddl = self.builder(&dummy).journal_create();
         let mut attempt = 0;
         loop {
@@ -1727,10 +1718,50 @@ impl SqlConnector {
     }
 }
 
+/// A scope of no policy over `table`, for the statements that are about a table or the
+/// connection rather than a policy's rows.
+fn bare_scope(table: TableInfo, now: DateTime<Utc>) -> Scope {
+    Scope {
+        policy: String::new(),
+        table,
+        key: vec![],
+        subject: None,
+        lapse: Filter::True,
+        work: Work::Delete,
+        holds: crate::connector::HoldScope { file: vec![], table: None, now },
+        restrict: vec![],
+        cascade: vec![],
+        pseudonym_key: None,
+        objects: None,
+    }
+}
+
 #[async_trait]
 impl crate::connector::Connector for SqlConnector {
     fn holds_table(&self) -> Option<&HoldsTable> {
         self.holds_table.as_ref().map(|(h, _)| h)
+    }
+
+    async fn holds_of_other_policies(
+        &self,
+        known: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let Some((ht, info)) = &self.holds_table else { return Ok(vec![]) };
+        let scope = bare_scope(info.clone(), now);
+        let Some(sql) = self.builder(&scope).holds_of_other_policies(ht, known) else { return Ok(vec![]) };
+        let ctx = format!("reading holds table '{}'", ht.table);
+        with_pool!(self, p => {
+            let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(match r.value(0).map_err(db_err(&ctx))? {
+                        Value::Text(s) => s,
+                        other => other.canonical(),
+                    })
+                })
+                .collect()
+        })
     }
 
     async fn prepare_run(&self) -> Result<(), ConnectorError> {
@@ -2119,19 +2150,7 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     async fn anchor_readable(&self, table: &TableInfo, column: &str) -> Result<bool, ConnectorError> {
-        let scope = Scope {
-            policy: String::new(),
-            table: table.clone(),
-            key: vec![],
-            subject: None,
-            lapse: Filter::True,
-            work: Work::Delete,
-            holds: crate::connector::HoldScope { file: vec![], table: None, now: Utc::now() },
-            restrict: vec![],
-            cascade: vec![],
-            pseudonym_key: None,
-            objects: None,
-        };
+        let scope = bare_scope(table.clone(), Utc::now());
         let sql = self.builder(&scope).anchor_readable(column);
         let ctx = format!("reading anchor column '{column}' of '{}'", table.name);
         let readable: i64 =
