@@ -650,7 +650,26 @@ pub async fn execute(
         let note = match conn.holds_of_other_policies(&known, started_at).await {
             Ok(names) if names.is_empty() => String::new(),
             Ok(names) => {
-                let names: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+                // Quoted only when it could be a policy's name: the column is the database's,
+                // and what else it holds is not for a log.
+                let could_be_a_name = |n: &str| {
+                    !n.is_empty()
+                        && n.len() <= 100
+                        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                };
+                let names: Vec<String> =
+                    names
+                        .iter()
+                        .map(|n| {
+                            if could_be_a_name(n) {
+                                format!("'{n}'")
+                            } else {
+                                "(a value that is no policy name)".into()
+                            }
+                        })
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
                 format!(
                     "holds in force name {} {}, which no policy is named: they hold nothing",
                     if names.len() == 1 { "policy" } else { "policies" },

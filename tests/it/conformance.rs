@@ -346,7 +346,7 @@ pub async fn holds_from_table(b: Backend) {
     f.db.exec(
         "INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-1', 'S-HELD', NULL, NULL), \
          ('T-EXPIRED', 'S-2', NULL, '2020-01-01 00:00:00'), ('T-OTHER', 'S-3', 'another-policy', NULL), ('T-MINE', 'S-1', 'people', '2099-01-01 00:00:00'), \
-         ('T-RETIRED', 'S-4', 'retired-policy', '2020-01-01 00:00:00')",
+         ('T-RETIRED', 'S-4', 'retired-policy', '2020-01-01 00:00:00'), ('T-ODD', 'S-5', 'person5@example.com', NULL)",
     )
     .await;
     f.policy("people", &policy("delete", ONE_YEAR, ""));
@@ -355,9 +355,10 @@ pub async fn holds_from_table(b: Backend) {
     assert_eq!(ids_text(&f).await, vec![1, 4, 5, 6, 7]);
     // A hold in force for a policy no policy is named holds nothing: said before the run
     // destroys, and in the report; an expired one is not.
-    let said = "holds in force name policy 'another-policy', which no policy is named: they hold nothing";
+    let said = "holds in force name policies 'another-policy', (a value that is no policy name), which no policy is named: they hold nothing";
     assert!(out.stderr.contains(said), "{}", out.stderr);
     assert!(!out.stderr.contains("retired-policy"), "{}", out.stderr);
+    assert!(!out.stderr.contains("person5@"), "{}", out.stderr);
     let r = f.report("run");
     let table_hold =
         r["holds"].as_array().unwrap().iter().find(|h| h["id"] == "legal_holds.*").expect("the table's hold entry");
