@@ -632,10 +632,19 @@ impl SqlConnector {
                 (Dialect::Sqlite, Pool::Lite(pool), writer)
             }
             other => {
-                return Err(ConnectorError::Connect {
-                    name: name.to_string(),
-                    message: format!("unsupported URL scheme '{other}' (use postgres://, mysql:// or sqlite://)"),
-                })
+                // The value is a secret: a key/value DSN or a bare password carries no `scheme:`
+                // and would be quoted whole. Only a scheme that is one is named.
+                let scheme_like = url.contains("://")
+                    && !other.is_empty()
+                    && other.len() <= 20
+                    && other.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+                let what = match scheme_like {
+                    true => format!("unsupported URL scheme '{other}'"),
+                    false => "the URL is not of the form scheme://… (its value is not shown)".to_string(),
+                };
+                return Err(ConnectorError::Invalid(format!(
+                    "connection '{name}': {what} (use postgres://, mysql:// or sqlite://)"
+                )));
             }
         };
         let returning = match &pool {

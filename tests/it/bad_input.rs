@@ -731,6 +731,24 @@ async fn holds_table_column_is_located_at_the_column() {
     refused_one(Backend::Sqlite, c, OFFLINE).await;
 }
 
+/// A connection secret that is no `scheme://` URL (a libpq key/value DSN, a bare password
+/// mounted in place of the URL) is invalid input, and its value is not printed (before, it was
+/// quoted whole as an "unsupported URL scheme", exit 1).
+#[tokio::test]
+async fn a_secret_that_is_no_url_is_not_printed() {
+    for secret in ["host=db.internal user=app password=Hunter2Secret dbname=shop", "Hunter2Secret"] {
+        let f = seeded(Backend::Sqlite).await;
+        f.policy("people", POLICY);
+        std::fs::write(f.path("db.url"), format!("{secret}\n")).unwrap();
+        let expect = ["connection 'db': the URL is not of the form scheme://… (its value is not shown)".to_string()];
+        check(&f, secret, CATALOG, &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
+        for cmd in CATALOG {
+            let r = f.lapse(cmd);
+            assert!(!r.stderr.contains("Hunter2") && !r.stdout.contains("Hunter2"), "secret printed:\n{}", r.stderr);
+        }
+    }
+}
+
 #[tokio::test]
 async fn inline_url_with_a_password() {
     let text = edit(CONFIG, "    url_file: db.url", "    url: postgres://app:s3cretpw@127.0.0.1:5432/app");
