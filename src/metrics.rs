@@ -82,8 +82,11 @@ impl MetricsConfig {
             if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
                 out.push((
                     "metrics.pushgateway.url".into(),
-                    format!("pushgateway url '{}' must start with http:// or https://", p.url),
+                    format!("pushgateway url '{}' must start with http:// or https://", shown(&p.url)),
                 ));
+            }
+            if let Some(m) = credentials_problem(&p.url) {
+                out.push(("metrics.pushgateway.url".into(), m));
             }
             if p.job.is_empty() {
                 out.push(("metrics.pushgateway.job".into(), "pushgateway job must not be empty".into()));
@@ -264,8 +267,35 @@ pub fn push_url(p: &Pushgateway, shard: Option<crate::report::ShardInfo>) -> Str
     url
 }
 
+/// A URL as it may be printed: without the credentials of its authority (`user:password@`).
+pub fn shown(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}<credentials>@{}", &rest[at + 1..]),
+        None => format!("{scheme}{rest}"),
+    }
+}
+
+/// Credentials in the pushgateway URL: refused (a secret in the config file or on the command
+/// line, and lapse sends no authentication).
+fn credentials_problem(url: &str) -> Option<String> {
+    (shown(url) != url).then(|| {
+        "the pushgateway url carries credentials (user:password@), which lapse neither sends nor keeps in its config: \
+         reach the gateway without them (a sidecar or network policy)"
+            .to_string()
+    })
+}
+
 /// POSTs the exposition to the Pushgateway (POST replaces only the metric names pushed).
 pub async fn push(p: &Pushgateway, url: &str, body: String) -> anyhow::Result<()> {
+    if let Some(m) = credentials_problem(url) {
+        anyhow::bail!("{m}");
+    }
+    let show = shown(&p.url);
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
@@ -280,24 +310,20 @@ pub async fn push(p: &Pushgateway, url: &str, body: String) -> anyhow::Result<()
     let req = hyper::Request::post(url)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
         .body(Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| anyhow::anyhow!("pushgateway url '{}': {e}", p.url))?;
+        .map_err(|e| anyhow::anyhow!("pushgateway url '{show}': {e}"))?;
     let send = async {
-        let resp = client.request(req).await.map_err(|e| anyhow::anyhow!("pushgateway '{}': {e}", p.url))?;
+        let resp = client.request(req).await.map_err(|e| anyhow::anyhow!("pushgateway '{show}': {e}"))?;
         let status = resp.status();
         let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         if !status.is_success() {
             let t = String::from_utf8_lossy(&text);
-            anyhow::bail!(
-                "pushgateway '{}' answered {status}: {}",
-                p.url,
-                t.trim().chars().take(200).collect::<String>()
-            );
+            anyhow::bail!("pushgateway '{show}' answered {status}: {}", t.trim().chars().take(200).collect::<String>());
         }
         Ok(())
     };
     tokio::time::timeout(Duration::from_secs(p.timeout_seconds), send)
         .await
-        .map_err(|_| anyhow::anyhow!("pushgateway '{}': no answer within {} s", p.url, p.timeout_seconds))?
+        .map_err(|_| anyhow::anyhow!("pushgateway '{show}': no answer within {} s", p.timeout_seconds))?
 }
 
 /// Writes and pushes the metrics of a finished run; returns the problems (already logged as
@@ -327,6 +353,29 @@ pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pushgateway URL with credentials is refused at validation, and no message prints them
+    /// (before, they were accepted, never sent, and logged on every run).
+    #[test]
+    fn pushgateway_credentials_are_refused_and_never_shown() {
+        assert_eq!(shown("http://metrics:Hunter2@gw:9091/x?a@b"), "http://<credentials>@gw:9091/x?a@b");
+        assert_eq!(shown("https://gw:9091"), "https://gw:9091");
+        assert_eq!(shown("hxxp://u:Hunter2@gw"), "hxxp://<credentials>@gw");
+        for url in ["http://metrics:Hunter2@127.0.0.1:1", "hxxp://metrics:Hunter2@127.0.0.1:1"] {
+            let m = MetricsConfig {
+                pushgateway: Some(Pushgateway {
+                    url: url.into(),
+                    job: default_job(),
+                    grouping: BTreeMap::new(),
+                    timeout_seconds: default_timeout(),
+                }),
+                ..Default::default()
+            };
+            let problems = m.problems();
+            assert!(problems.iter().any(|(_, msg)| msg.contains("carries credentials")), "{url}: {problems:?}");
+            assert!(problems.iter().all(|(_, msg)| !msg.contains("Hunter2")), "{url}: {problems:?}");
+        }
+    }
 
     #[test]
     fn grouping_segments() {
