@@ -857,17 +857,24 @@ impl<'a> Builder<'a> {
         // Holds of the row's subject and holds of every subject are counted apart: a join on
         // `subject = … OR subject IS NULL` cannot be a hash join, and would compare every row
         // with every hold.
+        // A row counts once per hold id: a hold id may have several rows (a subject's and
+        // every subject's, or the same one twice), and `UNION` keeps each (hold id, key) once.
         let int = if self.d == Dialect::MySql { "SIGNED" } else { "BIGINT" };
-        sql.push(&format!("SELECT hold_id, CAST(SUM(n) AS {int}) FROM ("));
+        let keys: Vec<String> =
+            self.scope.key.iter().enumerate().map(|(i, k)| format!("{} AS k{i}", self.col(&t, k))).collect();
+        sql.push(&format!("SELECT hold_id, CAST(COUNT(*) AS {int}) FROM ("));
         for (i, part) in [true, false].into_iter().enumerate() {
             if i > 0 {
-                sql.push(" UNION ALL ");
+                sql.push(" UNION ");
             }
-            sql.push(&format!("SELECT {read_id} AS hold_id, COUNT(*) AS n FROM {t} JOIN {} lh ON ", self.q(&ht.table)));
+            sql.push(&format!(
+                "SELECT {read_id} AS hold_id, {} FROM {t} JOIN {} lh ON ",
+                keys.join(", "),
+                self.q(&ht.table)
+            ));
             self.table_hold_match_part(&mut sql, ht, &t, Some(part));
             sql.push(" WHERE ");
             self.filter(&mut sql, f, &t);
-            sql.push(&format!(" GROUP BY {id}"));
         }
         sql.push(") held GROUP BY hold_id ORDER BY hold_id");
         Some(sql)

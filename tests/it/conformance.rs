@@ -369,6 +369,27 @@ pub async fn holds_from_table(b: Backend) {
     assert!(p["held_by"].get("T-EXPIRED").is_none());
 }
 
+/// `held_by` counts records: a hold id with several rows in the holds table (a subject's and
+/// every subject's, or one written twice) counts each record it holds once (before, once per
+/// matching hold row: 7 records held of 5 lapsed).
+pub async fn held_by_counts_each_record_once(b: Backend) {
+    let f = seeded(b).await;
+    f.db.exec(
+        "CREATE TABLE holds2 (hold_id VARCHAR(64) NOT NULL, subject VARCHAR(64), policy VARCHAR(64)); \
+         INSERT INTO holds2 (hold_id, subject, policy) VALUES ('LH-9', 'S-1', 'people'), ('LH-9', NULL, 'people'), ('LH-9', 'S-1', 'people')",
+    )
+    .await;
+    f.config(
+        "    holds_table:\n      table: holds2\n      id: hold_id\n      subject: subject\n      policy: policy\n",
+    );
+    f.policy("people", &policy("delete", ONE_YEAR, ""));
+    f.lapse(&["run"]).ok();
+    assert_eq!(ids_text(&f).await, vec![1, 2, 3, 4, 5, 6, 7, 8], "every record is held");
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["held"]), 5);
+    assert_eq!(n(&p["held_by"]["LH-9"]), 5, "each of the 5 lapsed records once");
+}
+
 /// A holds-table expiry the database cannot read as a time keeps its hold (keeping wins):
 /// SQLite text that is no date, MariaDB's zero date (before, `NULL > now` let the row go). On
 /// PostgreSQL, where text cannot be compared with a time, a text expiry column is refused.
@@ -1781,6 +1802,7 @@ async fn postgres_row_kept_by_a_trigger() {
 }
 
 per_backend!(
+    held_by_counts_each_record_once,
     month_periods_lapse_at_month_ends,
     failed_batch_is_taken_again,
     batches_of_integer_keys,
