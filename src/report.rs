@@ -398,6 +398,7 @@ impl Report {
                 }
                 let _ = write!(held_by, "{k}:{v}");
             }
+            let held_by = spreadsheet_safe(held_by);
             let deps: Vec<String> = p.dependents_deleted.iter().map(|(k, v)| format!("{k}:{v}")).collect();
             w.write_record([
                 self.run_id.clone(),
@@ -406,7 +407,7 @@ impl Report {
                 self.cutoff.to_rfc3339(),
                 p.name.clone(),
                 p.connection.clone(),
-                p.table.clone(),
+                spreadsheet_safe(p.table.clone()),
                 p.action.clone(),
                 p.legal_bases.join(";"),
                 p.outcome.clone(),
@@ -419,7 +420,7 @@ impl Report {
                 held_by,
                 p.null_anchor_kept.to_string(),
                 p.blocked_by_dependents.to_string(),
-                deps.join(";"),
+                spreadsheet_safe(deps.join(";")),
                 p.failed.to_string(),
                 format!("{:.4}", p.guardrail.share),
                 p.guardrail.tripped.to_string(),
@@ -430,5 +431,28 @@ impl Report {
         let mut out = w.into_inner().map_err(|e| anyhow::anyhow!("writing the CSV report: {}", e.error()))?;
         out.flush()?;
         Ok(())
+    }
+}
+/// A CSV cell a spreadsheet will not run as a formula: text from a holds table or file (a hold
+/// id) that starts with `=`, `+`, `-`, `@` or a control character is written after a `'`.
+fn spreadsheet_safe(cell: String) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    /// A hold id such as `=HYPERLINK(…)` is not run by a spreadsheet opening the CSV.
+    #[test]
+    fn csv_cells_are_no_formulas() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"http://x/\")".into()), "'=HYPERLINK(\"http://x/\")");
+        for c in ["+1", "-1", "@SUM(A1)", "\tx"] {
+            assert!(spreadsheet_safe(c.into()).starts_with('\''), "{c}");
+        }
+        assert_eq!(spreadsheet_safe("LH-1:3".into()), "LH-1:3");
     }
 }

@@ -95,10 +95,13 @@ fn rank_status(s: &str) -> u8 {
     }
 }
 
+/// The worse of two shards' outcomes wins: a shard that `--max-batches` stopped leaves rows due,
+/// so the policy is `stopped`, not `done` (before, the two tied and the first shard's won).
 fn rank_outcome(s: &str) -> u8 {
     match s {
-        "failed" => 3,
-        "guardrail" => 2,
+        "failed" => 4,
+        "guardrail" => 3,
+        "stopped" => 2,
         "held" => 1,
         _ => 0,
     }
@@ -291,5 +294,19 @@ impl Combined {
             ));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank_outcome;
+
+    #[test]
+    fn the_worse_outcome_wins() {
+        let order = ["done", "held", "stopped", "guardrail", "failed"];
+        for w in order.windows(2) {
+            assert!(rank_outcome(w[0]) < rank_outcome(w[1]), "{} ranks below {}", w[0], w[1]);
+        }
+        assert_eq!(rank_outcome("planned"), rank_outcome("done"));
     }
 }
