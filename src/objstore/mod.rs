@@ -364,6 +364,10 @@ struct Facts {
     anchors: HashMap<String, Option<DateTime<Utc>>>,
     subject: Option<String>,
     subject_readable: bool,
+    /// The key has the shape of the dataset's key pattern (or there is none). A key under the
+    /// prefix that does not (`README.txt` beside `{*}.pdf`) is not the policy's to destroy,
+    /// whatever its other facts: it is unreadable.
+    in_pattern: bool,
 }
 
 impl ObjectConnector {
@@ -421,7 +425,8 @@ impl ObjectConnector {
                 Fact::Tag(n) => tags.as_ref()?.get(n).cloned(),
             }
         };
-        let mut facts = Facts { key: entry.key.clone(), ..Default::default() };
+        let in_pattern = ds.pattern.is_none() || key_facts.is_some();
+        let mut facts = Facts { key: entry.key.clone(), in_pattern, ..Default::default() };
         for a in anchors {
             let t = Fact::parse(&a, false).ok().and_then(|f| read(&f)).and_then(|s| crate::holds::parse_time(&s).ok());
             facts.anchors.insert(a, t);
@@ -437,7 +442,7 @@ impl ObjectConnector {
     }
 
     fn readable(f: &Facts) -> bool {
-        f.subject_readable && f.anchors.values().all(Option::is_some)
+        f.in_pattern && f.subject_readable && f.anchors.values().all(Option::is_some)
     }
 
     fn eval(f: &Filter, facts: &Facts, scope: &Scope) -> bool {

@@ -260,6 +260,23 @@ pub async fn delete_due_objects(kind: StoreKind) {
     assert_eq!(n(&s.f.report("run")["policies"][0]["deleted"]), 0);
 }
 
+/// A key pattern says which objects of its prefix are the dataset's: with every fact from
+/// elsewhere (`last_modified`), a key without the pattern's shape is unreadable, counted and
+/// kept (before, everything under the literal prefix was destroyed).
+pub async fn a_key_pattern_limits_the_dataset(kind: StoreKind) {
+    let s = Store::new(kind, false, false).await;
+    for k in ["invoices/2019/inv-1.pdf", "invoices/2019/README.txt", "invoices/hr/contracts/jane.docx"] {
+        s.put(k, "data").await;
+    }
+    let purposes = "  - name: billing\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+    s.policy("  key_pattern: \"invoices/{*}/{*}.pdf\"\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run"]).ok();
+    assert_eq!(s.keys().await, ["invoices/2019/README.txt", "invoices/hr/contracts/jane.docx"]);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1);
+    assert_eq!(n(&p["unreadable"]), 2, "the keys without the pattern's shape");
+}
+
 pub async fn guardrail_and_resume(kind: StoreKind) {
     let s = seeded(kind, false).await;
     s.policy(PATTERN, BY_KEY_DATE, "");
@@ -600,7 +617,7 @@ macro_rules! per_kind {
 
 per_kind!(
     [s3 => S3, rgw => Rgw, dir => Dir]
-    [delete_due_objects, guardrail_and_resume, last_modified_anchor, interrupted_deletion_is_reconciled]
+    [delete_due_objects, a_key_pattern_limits_the_dataset, guardrail_and_resume, last_modified_anchor, interrupted_deletion_is_reconciled]
 );
 
 // S3-only checks, on moto (`s3_on_moto`) and on Ceph RGW (`s3_on_rgw`).
