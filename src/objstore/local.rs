@@ -25,7 +25,27 @@ impl DirBackend {
         if key.is_empty() || key.starts_with('/') || key.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
             return Err(ConnectorError::Invalid("object key outside the directory".into()));
         }
+        self.no_link_on_the_way(key)?;
         Ok(self.root.join(key))
+    }
+
+    /// A path under the root reached through a symbolic link may lead outside it (the walk
+    /// never follows one; a prefix or key naming one must not either).
+    fn no_link_on_the_way(&self, rel: &str) -> Result<(), ConnectorError> {
+        let mut p = self.root.clone();
+        for c in rel.split('/').filter(|c| !c.is_empty()) {
+            p.push(c);
+            match std::fs::symlink_metadata(&p) {
+                Ok(md) if md.file_type().is_symlink() => {
+                    return Err(ConnectorError::Invalid(
+                        "the path passes through a symbolic link, which may lead outside the directory".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(_) => break, // nothing there (yet): nothing to follow
+            }
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +157,10 @@ impl ObjectBackend for DirBackend {
             Some(i) => (&prefix[..=i], &prefix[i + 1..]),
             None => ("", prefix),
         };
+        if prefix.starts_with('/') || dir_part.split('/').any(|c| c == ".." || c == ".") {
+            return Err(ConnectorError::Invalid(format!("prefix '{prefix}' leaves the directory")));
+        }
+        self.no_link_on_the_way(dir_part)?;
         let dir = self.root.join(dir_part);
         if !dir.is_dir() {
             return Ok((vec![], false));
@@ -238,5 +262,27 @@ mod tests {
         let (page, _) = b.list("", "b/", None, 10).await.unwrap();
         assert_eq!(page.len(), 2);
         assert!(b.path("../etc/passwd").is_err());
+    }
+
+    /// A prefix or key through a symbolic link is refused: the link may lead outside the root
+    /// (before, `files/exports -> /elsewhere` made lapse delete files there, and their emptied
+    /// directories).
+    #[tokio::test]
+    async fn no_path_through_a_symbolic_link() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("2020")).unwrap();
+        std::fs::write(outside.path().join("2020/victim.csv"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("exports")).unwrap();
+        let b = DirBackend::new(root.path().to_path_buf());
+        assert!(b.list("", "exports/", None, 10).await.is_err());
+        assert!(b.list("", "exports/2020/", None, 10).await.is_err());
+        assert!(b.list("", "../", None, 10).await.is_err());
+        assert!(b.delete("", &[("exports/2020/victim.csv".into(), None)]).await.is_err());
+        assert!(b.head("", "exports/2020/victim.csv").await.is_err());
+        assert!(outside.path().join("2020/victim.csv").exists());
+        // The walk from the root skips the link.
+        let (all, _) = b.list("", "", None, 10).await.unwrap();
+        assert!(all.is_empty());
     }
 }
