@@ -65,8 +65,8 @@ struct RunArgs {
     /// anchor + period <= cutoff.
     #[arg(long)]
     cutoff: Option<String>,
-    /// Rows per batch (one transaction each); overrides config and policy.
-    #[arg(long)]
+    /// Rows per batch (one transaction each, 1 to 50000); overrides config and policy.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50000))]
     batch_size: Option<u32>,
     /// Exempt a policy from its guardrail for this run (`*` for all). Repeatable.
     #[arg(long = "allow-share")]

@@ -731,6 +731,18 @@ async fn holds_table_column_is_located_at_the_column() {
     refused_one(Backend::Sqlite, c, OFFLINE).await;
 }
 
+/// `--batch-size` is checked like `batch_size:` (before, `0` destroyed nothing and reported
+/// `done`, `complete`, exit 0).
+#[tokio::test]
+async fn batch_size_flag_out_of_range() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    for (n, cmd) in [("0", &["run", "--batch-size", "0"]), ("60000", &["plan", "--batch-size", "60000"])] {
+        let expect = [format!("invalid value '{n}' for '--batch-size <BATCH_SIZE>': {n} is not in 1..=50000")];
+        check(&f, n, &[cmd], &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 /// A connection secret that is no `scheme://` URL (a libpq key/value DSN, a bare password
 /// mounted in place of the URL) is invalid input, and its value is not printed (before, it was
 /// quoted whole as an "unsupported URL scheme", exit 1).
