@@ -703,6 +703,14 @@ pub async fn execute(
             part: opts.shard.and_then(|s| s.part(p)),
         };
         let mut pr = describe_policy(p, prep, &ctx);
+        if cancel.load(Ordering::SeqCst) {
+            // Interrupted before this policy began: not counted (the grace period is for the
+            // batch in flight, not for more counts), nothing done.
+            pr.outcome = "interrupted".into();
+            pr.errors.push("not started: the run was interrupted before this policy".into());
+            report.policies.push(pr);
+            continue;
+        }
         let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
         let t0 = std::time::Instant::now();
         // A policy that fails part-way (a lost connection, even a bug's panic) keeps what it
@@ -1220,6 +1228,9 @@ async fn enforce(
                 // A batch already begun is in flight: it finishes (commits) first.
                 if ctx.cancel.load(Ordering::SeqCst) && open.is_none() {
                     pr.errors.push("interrupted: stopped after the last committed batch".into());
+                    if pr.outcome == "done" {
+                        pr.outcome = "interrupted".into();
+                    }
                     break;
                 }
                 if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {

@@ -241,7 +241,7 @@ fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
                 eprintln!("error: second signal: exiting now; committed batches are in the journal table, the report was not written");
             }
             _ = tokio::time::sleep(grace) => {
-                eprintln!("error: the current batch did not finish within {}s of the signal: exiting; committed batches are in the journal table", grace.as_secs());
+                eprintln!("error: the run did not stop within {}s of the signal (a batch or a count was in flight): exiting without a report; committed batches are in the journal table and the evidence file", grace.as_secs());
             }
         }
         std::process::exit(Exit::Partial as i32);

@@ -240,7 +240,9 @@ pub struct PolicyReport {
     /// Personal columns by name.
     pub columns: BTreeMap<String, ColumnMethod>,
     /// `done`, `failed`, `guardrail`, `held` (a hold covers the whole policy), `stopped`
-    /// (`--max-batches` ended a stage while rows may still be due) or `planned`.
+    /// (`--max-batches` ended a stage while rows may still be due), `interrupted` (a signal
+    /// stopped the run during or before this policy: what is still due is left for the next
+    /// run) or `planned`.
     pub outcome: String,
     pub rows_total: u64,
     /// Rows due, summed over stages (holds excluded).

@@ -99,8 +99,9 @@ fn rank_status(s: &str) -> u8 {
 /// so the policy is `stopped`, not `done` (before, the two tied and the first shard's won).
 fn rank_outcome(s: &str) -> u8 {
     match s {
-        "failed" => 4,
-        "guardrail" => 3,
+        "failed" => 5,
+        "guardrail" => 4,
+        "interrupted" => 3,
         "stopped" => 2,
         "held" => 1,
         _ => 0,
@@ -303,7 +304,7 @@ mod tests {
 
     #[test]
     fn the_worse_outcome_wins() {
-        let order = ["done", "held", "stopped", "guardrail", "failed"];
+        let order = ["done", "held", "stopped", "interrupted", "guardrail", "failed"];
         for w in order.windows(2) {
             assert!(rank_outcome(w[0]) < rank_outcome(w[1]), "{} ranks below {}", w[0], w[1]);
         }

@@ -198,6 +198,20 @@ async fn two_workers_exactly_one_enforces_sqlite() {
 async fn sigterm_finishes_the_batch_and_reports_the_truth() {
     let f = seeded(Backend::Postgres).await;
     f.policy("people", POLICY);
+    // A second policy, after `people`: interrupted before it began, it is not counted.
+    f.db.exec(
+        "CREATE TABLE visits (id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(64), created_at TIMESTAMP NOT NULL); \
+               INSERT INTO visits VALUES (1, 'v@example.com', '2019-01-01 00:00:00')",
+    )
+    .await;
+    f.policy(
+        "zz-visits",
+        &POLICY
+            .replace("name: people", "name: zz-visits")
+            .replace("table: people", "table: visits")
+            .replace("  subject: subject\n", "")
+            .replace("  full_name: { category: name }\n", ""),
+    );
     let lock = RowLock::take(&f, 2).await; // batch 1 (row 1) commits, batch 2 (row 2) waits
     let mut a = spawn(&f, &["run", "--batch-size", "1"], &f.path("a.log"));
     until("the second batch waiting", Duration::from_secs(60), async || someone_waits(&f).await).await;
@@ -214,8 +228,18 @@ async fn sigterm_finishes_the_batch_and_reports_the_truth() {
     assert_eq!(gone, 2, "the batch in flight finished, no further batch started");
     assert_eq!(deleted(&r), gone, "the report counts exactly what is gone");
     assert_eq!(f.db.journal_records().await, gone, "journal agrees");
+    // Not claimed done (before, every policy said `done`).
+    let policies = r["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 2, "{r}");
+    assert_eq!(policies[0]["outcome"], "interrupted");
+    assert_eq!(policies[1]["name"], "zz-visits");
+    assert_eq!(policies[1]["outcome"], "interrupted");
+    assert_eq!(policies[1]["rows_total"], 0, "not counted after the signal");
+    assert!(policies[1]["errors"][0].as_str().unwrap().starts_with("not started"), "{}", policies[1]);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM visits").await, 1);
     f.lapse(&["run"]).ok();
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8 - LAPSED);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM visits").await, 0);
 }
 
 /// `lapse schedule`: a job every second; the first run is held, later firings are skipped (no
