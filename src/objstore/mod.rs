@@ -754,10 +754,15 @@ impl Connector for ObjectConnector {
                 }
             };
             let Some(versions) = versions else { continue };
-            for v in versions {
-                match &v.lock {
-                    Some(l) => locked.entry(i).or_default().push(l.clone()),
-                    None => items.push((i, key.clone(), v.id.clone(), if v.delete_marker { 0 } else { v.size })),
+            // A key with a version under the storage's own hold is held whole: deleting its
+            // other versions would destroy data while reporting the object held, and removing a
+            // delete marker above a locked version would show the object again.
+            let locks: Vec<String> = versions.iter().filter_map(|v| v.lock.clone()).collect();
+            if !locks.is_empty() {
+                locked.entry(i).or_default().extend(locks);
+            } else {
+                for v in versions {
+                    items.push((i, key.clone(), v.id.clone(), if v.delete_marker { 0 } else { v.size }));
                 }
             }
             outcome.details.entry(i).or_default();

@@ -738,18 +738,47 @@ pub async fn object_lock_wins(kind: StoreKind) {
         .await
         .unwrap();
     s.put("exports/2020/01/04/S-4.csv", "free").await;
+    // A key held by one locked version is held whole: its newer, unlocked version stays, and
+    // so does a delete marker above a locked version (removing it would show the object
+    // again). Before, both went, and the report said the objects were held.
+    s.put("exports/2020/01/01/S-1.csv", "newer, unlocked").await;
+    s.put("exports/2020/01/05/S-5.csv", "hidden, legal hold").await;
+    c.put_object_legal_hold()
+        .bucket(&b)
+        .key("exports/2020/01/05/S-5.csv")
+        .legal_hold(aws_sdk_s3::types::ObjectLockLegalHold::builder().status(ObjectLockLegalHoldStatus::On).build())
+        .send()
+        .await
+        .unwrap();
+    c.delete_object().bucket(&b).key("exports/2020/01/05/S-5.csv").send().await.unwrap();
+    let versions = |key: &'static str| {
+        let c = c.clone();
+        let b = b.clone();
+        async move {
+            let r = c.list_object_versions().bucket(&b).prefix(key).send().await.unwrap();
+            (r.versions().len(), r.delete_markers().len())
+        }
+    };
     let _ = ObjectLockRetentionMode::Governance;
     s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
     s.f.lapse(&["run"]).ok();
     assert_eq!(
         s.keys().await,
-        ["exports/2020/01/01/S-1.csv", "exports/2020/01/02/S-2.csv", "exports/2020/01/03/S-3.csv"],
+        [
+            "exports/2020/01/01/S-1.csv",
+            "exports/2020/01/02/S-2.csv",
+            "exports/2020/01/03/S-3.csv",
+            "exports/2020/01/05/S-5.csv"
+        ],
         "locked versions survive; the free one is gone"
     );
+    assert_eq!(versions("exports/2020/01/01/S-1.csv").await, (2, 0), "both versions of a held key stay");
+    assert_eq!(versions("exports/2020/01/05/S-5.csv").await, (1, 1), "the delete marker above a locked version stays");
     let p = &s.f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 1);
-    assert_eq!(n(&p["held_by_storage"]), 3);
-    assert_eq!(n(&p["held_by"]["storage:legal-hold"]), 1);
+    assert_eq!(n(&p["versions_deleted"]), 1, "only the free object's version");
+    assert_eq!(n(&p["held_by_storage"]), 4);
+    assert_eq!(n(&p["held_by"]["storage:legal-hold"]), 2);
     assert_eq!(n(&p["held_by"]["storage:GOVERNANCE"]), 1);
     assert_eq!(n(&p["held_by"]["storage:COMPLIANCE"]), 1);
 }
