@@ -132,7 +132,13 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
         for (j, s) in h.subjects.iter().enumerate() {
             match s {
                 serde_yaml_ng::Value::String(s) => subjects.push(s.clone()),
-                serde_yaml_ng::Value::Number(n) => subjects.push(n.to_string()),
+                // As written: YAML reads `+4915112345678`, `007`, `12.50` or `0x1F` as numbers,
+                // whose text (`4915112345678`, `7`, `12.5`, `31`) names another subject.
+                serde_yaml_ng::Value::Number(n) => subjects.push(
+                    pos.scalar(0, &format!("holds.{i}.subjects.{j}"))
+                        .map(str::to_string)
+                        .unwrap_or_else(|| n.to_string()),
+                ),
                 _ => err(&format!("subjects.{j}"), format!("hold '{}': a subject must be a string or a number", h.id)),
             }
         }

@@ -23,6 +23,9 @@ pub struct Positions {
     keys: HashMap<(usize, String), (usize, usize)>,
     /// Every key written a second time in a mapping.
     duplicates: Vec<Duplicate>,
+    /// (document index, path) -> a scalar value's text as written (`+4915…`, `0x1F`, `12.50`:
+    /// what YAML reads as a number, before it is one).
+    scalars: HashMap<(usize, String), String>,
 }
 
 /// A key repeated in one mapping.
@@ -50,6 +53,11 @@ impl Positions {
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut walker, true);
         walker.out
+    }
+
+    /// The text of the scalar at `path` as written.
+    pub fn scalar(&self, doc: usize, path: &str) -> Option<&str> {
+        self.scalars.get(&(doc, path.to_string())).map(String::as_str)
     }
 
     /// Where the value at `path` (dot-separated, sequence items by index) starts.
@@ -336,7 +344,9 @@ impl MarkedEventReceiver for Walker {
                     }
                     return;
                 }
-                self.node_path(mark, style == TScalarStyle::Plain && value.is_empty());
+                if let Some(path) = self.node_path(mark, style == TScalarStyle::Plain && value.is_empty()) {
+                    self.out.scalars.insert((self.doc, path), value);
+                }
             }
             Event::Alias(_) => {
                 self.node_path(mark, false);

@@ -277,6 +277,22 @@ pub async fn a_key_pattern_limits_the_dataset(kind: StoreKind) {
     assert_eq!(n(&p["unreadable"]), 2, "the keys without the pattern's shape");
 }
 
+/// A hold subject YAML reads as a number is compared as written: `+4915112345678` and `007`
+/// (before, as `4915112345678` and `7`, which hold nothing here, and the objects were
+/// destroyed).
+pub async fn numeric_hold_subjects_as_written(kind: StoreKind) {
+    let s = Store::new(kind, false, false).await;
+    for k in ["exports/2020/03/01/+4915112345678.csv", "exports/2020/03/01/007.csv", "exports/2020/03/01/7.csv"] {
+        s.put(k, "data").await;
+    }
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [+4915112345678, 007]\n");
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(s.keys().await, ["exports/2020/03/01/+4915112345678.csv", "exports/2020/03/01/007.csv"]);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["held_by"]["LH-1"]), 2);
+}
+
 pub async fn guardrail_and_resume(kind: StoreKind) {
     let s = seeded(kind, false).await;
     s.policy(PATTERN, BY_KEY_DATE, "");
@@ -617,7 +633,7 @@ macro_rules! per_kind {
 
 per_kind!(
     [s3 => S3, rgw => Rgw, dir => Dir]
-    [delete_due_objects, a_key_pattern_limits_the_dataset, guardrail_and_resume, last_modified_anchor, interrupted_deletion_is_reconciled]
+    [delete_due_objects, a_key_pattern_limits_the_dataset, numeric_hold_subjects_as_written, guardrail_and_resume, last_modified_anchor, interrupted_deletion_is_reconciled]
 );
 
 // S3-only checks, on moto (`s3_on_moto`) and on Ceph RGW (`s3_on_rgw`).
