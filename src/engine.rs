@@ -1233,6 +1233,9 @@ async fn enforce(
                     }
                     break;
                 }
+                // The run lock still held (a server may end the session that holds it): else
+                // another worker may be destroying too.
+                conn.run_lock_alive().await?;
                 if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
                     // Every batch so far was full: more may be due. Said, not claimed done.
                     let msg = format!(

@@ -473,6 +473,12 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(())
     }
 
+    /// Whether the run locks taken are still held (checked before each batch); a lock whose
+    /// holder died is taken again, or the run stops with an error. Default: yes.
+    async fn run_lock_alive(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Takes the run lock `name` (one per policy and shard) for the rest of the process: `false`
     /// when another worker holds it. The lock dies with the process (a session-level database
     /// lock, an OS file lock), so a killed worker never leaves a stale lock behind.

@@ -60,8 +60,9 @@ pub struct SqlConnector {
     /// [`bounds_id`]: `begin_next` scans only between them.
     due_bounds: std::sync::Mutex<std::collections::HashMap<String, (Value, Value)>>,
     /// Run locks taken by `try_run_lock`: the sessions (or lock files) that hold them, kept
-    /// open until the connector is dropped at the end of the process.
-    run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// open until the connector is dropped at the end of the process (`run_lock_alive` checks
+    /// the sessions between batches).
+    run_locks: tokio::sync::Mutex<Vec<HeldLock>>,
     /// SQLite: the one connection on which batches select and destroy their own rows
     /// (`sqlite_delete_next`, `anonymize_next`; `destroy` uses the pool). One, so that its
     /// `PRAGMA data_version` tells whether another connection committed between two batches
@@ -669,7 +670,7 @@ impl SqlConnector {
             db_random,
             journal_per_record: std::sync::atomic::AtomicBool::new(false),
             due_bounds: std::sync::Mutex::new(std::collections::HashMap::new()),
-            run_locks: std::sync::Mutex::new(Vec::new()),
+            run_locks: tokio::sync::Mutex::new(Vec::new()),
             lite_writer,
             read_ahead: std::sync::Mutex::new(None),
         };
@@ -1212,7 +1213,88 @@ fn redact_url(msg: &str, url: &str) -> String {
     out
 }
 
+/// A run lock held (see `try_run_lock`): its name, and what holds it.
+struct HeldLock {
+    name: String,
+    session: LockSession,
+}
+
+enum LockSession {
+    Pg(sqlx::PgConnection),
+    My(sqlx::MySqlConnection),
+    File(#[allow(dead_code)] std::fs::File),
+}
+
 impl SqlConnector {
+    /// Takes the run lock `name` on a session (or lock file) of its own; `None` when another
+    /// worker holds it.
+    async fn take_run_lock(&self, name: &str) -> Result<Option<HeldLock>, ConnectorError> {
+        let ctx = "taking the run lock";
+        let digest = |extra: &str| {
+            use sha2::Digest;
+            sha2::Sha256::digest(format!("{extra}\0{name}").as_bytes())
+        };
+        let session = match &self.pool {
+            Pool::Pg(p) => {
+                let key = i64::from_be_bytes(digest("").as_slice()[..8].try_into().expect("8 bytes"));
+                let mut c = p.acquire().await.map_err(db_err(ctx))?.detach();
+                let sql = self.dialect.try_lock().expect("postgres");
+                let got: bool = sqlx::query_scalar(sql).bind(key).fetch_one(&mut c).await.map_err(db_err(ctx))?;
+                if !got {
+                    return Ok(None);
+                }
+                LockSession::Pg(c)
+            }
+            Pool::My(p) => {
+                // GET_LOCK names are server-wide: the database name is part of the key.
+                let mut c = p.acquire().await.map_err(db_err(ctx))?.detach();
+                let db: Option<String> =
+                    sqlx::query_scalar("SELECT DATABASE()").fetch_one(&mut c).await.map_err(db_err(ctx))?;
+                let key = format!("lapse:{}", &hex::encode(digest(&db.unwrap_or_default()))[..40]);
+                let sql = self.dialect.try_lock().expect("mysql");
+                let got: Option<i64> =
+                    sqlx::query_scalar(sql).bind(key).fetch_one(&mut c).await.map_err(db_err(ctx))?;
+                if got != Some(1) {
+                    return Ok(None);
+                }
+                LockSession::My(c)
+            }
+            Pool::Lite(p) => {
+                let file: Option<String> =
+                    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                        .fetch_optional(p)
+                        .await
+                        .map_err(db_err(ctx))?;
+                let Some(file) = file.filter(|f| !f.is_empty()) else {
+                    // In memory: no other process can reach it.
+                    return Ok(Some(HeldLock {
+                        name: name.to_string(),
+                        session: LockSession::File(tempfile::tempfile().map_err(|e| ConnectorError::Query {
+                            context: ctx.into(),
+                            message: format!("lock file: {}", e.kind()),
+                        })?),
+                    }));
+                };
+                let path = format!("{file}.lapse-lock-{}", &hex::encode(digest(""))[..16]);
+                let f =
+                    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| {
+                        ConnectorError::Query { context: ctx.into(), message: format!("lock file: {}", e.kind()) }
+                    })?;
+                match f.try_lock() {
+                    Ok(()) => LockSession::File(f),
+                    Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(ConnectorError::Query {
+                            context: ctx.into(),
+                            message: format!("lock file: {}", e.kind()),
+                        })
+                    }
+                }
+            }
+        };
+        Ok(Some(HeldLock { name: name.to_string(), session }))
+    }
+
     /// The first and last due key of the scope's last count (see `due_bounds`).
     fn bounds_of(&self, scope: &Scope) -> Option<(Value, Value)> {
         self.due_bounds.lock().expect("bounds").get(&bounds_id(scope, &scope.destroy_filter())).cloned()
@@ -1804,62 +1886,57 @@ impl crate::connector::Connector for SqlConnector {
         name: &str,
         _objects: Option<&crate::policy::ObjectDataset>,
     ) -> Result<bool, ConnectorError> {
-        let ctx = "taking the run lock";
-        let digest = |extra: &str| {
-            use sha2::Digest;
-            sha2::Sha256::digest(format!("{extra}\0{name}").as_bytes())
-        };
-        let held: Box<dyn std::any::Any + Send> = match &self.pool {
-            Pool::Pg(p) => {
-                let key = i64::from_be_bytes(digest("").as_slice()[..8].try_into().expect("8 bytes"));
-                let mut c = p.acquire().await.map_err(db_err(ctx))?.detach();
-                let sql = self.dialect.try_lock().expect("postgres");
-                let got: bool = sqlx::query_scalar(sql).bind(key).fetch_one(&mut c).await.map_err(db_err(ctx))?;
-                if !got {
-                    return Ok(false);
-                }
-                Box::new(c)
+        match self.take_run_lock(name).await? {
+            Some(held) => {
+                self.run_locks.lock().await.push(held);
+                Ok(true)
             }
-            Pool::My(p) => {
-                // GET_LOCK names are server-wide: the database name is part of the key.
-                let mut c = p.acquire().await.map_err(db_err(ctx))?.detach();
-                let db: Option<String> =
-                    sqlx::query_scalar("SELECT DATABASE()").fetch_one(&mut c).await.map_err(db_err(ctx))?;
-                let key = format!("lapse:{}", &hex::encode(digest(&db.unwrap_or_default()))[..40]);
-                let sql = self.dialect.try_lock().expect("mysql");
-                let got: Option<i64> =
-                    sqlx::query_scalar(sql).bind(key).fetch_one(&mut c).await.map_err(db_err(ctx))?;
-                if got != Some(1) {
-                    return Ok(false);
-                }
-                Box::new(c)
-            }
-            Pool::Lite(p) => {
-                let file: Option<String> =
-                    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                        .fetch_optional(p)
+            None => Ok(false),
+        }
+    }
+
+    /// A session-level lock lives as long as its session, which the server may end while the
+    /// run goes on (PostgreSQL's `idle_session_timeout`, MariaDB's `wait_timeout`, a DBA, a
+    /// proxy dropping an idle connection): another worker could then take it and both would
+    /// destroy at once. Each session is asked for a sign of life; a dead one's lock is taken
+    /// again on a new session, and if another worker has it meanwhile, the run stops.
+    async fn run_lock_alive(&self) -> Result<(), ConnectorError> {
+        let mut locks = self.run_locks.lock().await;
+        for held in locks.iter_mut() {
+            let alive = match &mut held.session {
+                LockSession::Pg(c) => {
+                    tokio::time::timeout(Duration::from_secs(10), sqlx::query("SELECT 1").execute(&mut *c))
                         .await
-                        .map_err(db_err(ctx))?;
-                let Some(file) = file.filter(|f| !f.is_empty()) else { return Ok(true) }; // in-memory
-                let path = format!("{file}.lapse-lock-{}", &hex::encode(digest(""))[..16]);
-                let f =
-                    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| {
-                        ConnectorError::Query { context: ctx.into(), message: format!("lock file: {}", e.kind()) }
-                    })?;
-                match f.try_lock() {
-                    Ok(()) => Box::new(f),
-                    Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-                    Err(std::fs::TryLockError::Error(e)) => {
-                        return Err(ConnectorError::Query {
-                            context: ctx.into(),
-                            message: format!("lock file: {}", e.kind()),
-                        })
-                    }
+                        .is_ok_and(|r| r.is_ok())
+                }
+                LockSession::My(c) => {
+                    tokio::time::timeout(Duration::from_secs(10), sqlx::query("SELECT 1").execute(&mut *c))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                }
+                LockSession::File(_) => true,
+            };
+            if alive {
+                continue;
+            }
+            tracing::warn!("the session holding the run lock ended; taking the lock again");
+            match self.take_run_lock(&held.name).await {
+                Ok(Some(again)) => *held = again,
+                Ok(None) => {
+                    return Err(ConnectorError::Query {
+                        context: "checking the run lock".into(),
+                        message: "the session holding the run lock ended, and another worker holds the lock now: stopping before the next batch".into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(ConnectorError::Query {
+                        context: "checking the run lock".into(),
+                        message: format!("the session holding the run lock ended, and the lock could not be taken again: {e}"),
+                    })
                 }
             }
-        };
-        self.run_locks.lock().expect("run locks").push(held);
-        Ok(true)
+        }
+        Ok(())
     }
 
     async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {

@@ -192,6 +192,63 @@ async fn two_workers_exactly_one_enforces_sqlite() {
     assert_eq!(run_reports(&f).len(), 1);
 }
 
+/// The server ends the session that holds worker A's run lock mid-run (an idle timeout, a DBA,
+/// a proxy). If nobody took the lock since, A takes it again and finishes; if another worker
+/// did, A stops before its next batch (before, A never noticed, and two workers destroyed at
+/// once).
+async fn run_lock_session_ended(another_worker_takes_it: bool) {
+    let f = seeded(Backend::Postgres).await;
+    f.policy("people", POLICY);
+    let lock = RowLock::take(&f, 2).await; // batch 1 (row 1) commits, batch 2 (row 2) waits
+    let mut a = spawn(&f, &["run", "--batch-size", "1"], &f.path("a.log"));
+    until("the second batch waiting", Duration::from_secs(60), async || someone_waits(&f).await).await;
+    let mut admin = sqlx::PgConnection::connect(&f.db.url).await.unwrap();
+    let (pid, key): (i32, i64) = sqlx::query_as(
+        "SELECT pid, (classid::bigint << 32) | objid::bigint FROM pg_locks WHERE locktype = 'advisory' \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    let ended: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut admin).await.unwrap();
+    assert!(ended);
+    if another_worker_takes_it {
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut admin).await.unwrap();
+        assert!(got, "the lock was free once its session ended");
+    }
+    lock.release().await;
+    let code = wait(&mut a, Duration::from_secs(60));
+    let log = std::fs::read_to_string(f.path("a.log")).unwrap();
+    let left = f.db.count("SELECT COUNT(*) FROM people").await;
+    let r = f.report("run");
+    if another_worker_takes_it {
+        assert_eq!(code, 1, "{log}");
+        // Batch 1 committed; batch 2, begun while the lock was held, committed or was rolled
+        // back (whether its statement ended before the check); no batch began after.
+        assert!(left >= 8 - 2, "{left} rows left");
+        assert_eq!(deleted(&r), 8 - left, "the report counts exactly what is gone");
+        let errors = r["policies"][0]["errors"].to_string();
+        assert!(errors.contains("another worker holds the lock now"), "{errors}");
+        assert_eq!(r["policies"][0]["outcome"], "failed");
+    } else {
+        assert_eq!(code, 0, "{log}");
+        assert!(log.contains("taking the lock again"), "{log}");
+        assert_eq!(left, 8 - LAPSED);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_lock_taken_again_when_its_session_ends() {
+    run_lock_session_ended(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_lock_lost_to_another_worker_stops_the_run() {
+    run_lock_session_ended(true).await;
+}
+
 /// SIGTERM while a batch waits: the batch finishes, no new batch starts, the report is written,
 /// marked incomplete, and counts exactly what is gone; a re-run completes the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
