@@ -1041,10 +1041,15 @@ async fn enforce(
     let null_filter = within(Filter::Any(null_anchors.clone()));
     // One deleting stage whose destroy filter is "lapsed and not held": every lapsed row is
     // either due or held, so `held = lapsed - due`, and the lapsed rows are counted instead of
-    // the held ones (a plain predicate, where "held" is a semi-join per row). Otherwise the held
-    // rows are counted themselves.
-    let held_by_difference =
-        p.objects.is_none() && stages.len() == 1 && matches!(full.work, Work::Delete) && full.restrict.is_empty();
+    // the held ones (a plain predicate, where "held" is a semi-join per row). Only where both
+    // counts are one statement (one snapshot): a holds table makes the due count a statement of
+    // its own, and rows the application deletes between the two showed as held with no hold.
+    // Otherwise the held rows are counted themselves.
+    let held_by_difference = p.objects.is_none()
+        && stages.len() == 1
+        && matches!(full.work, Work::Delete)
+        && full.restrict.is_empty()
+        && full.holds.table.is_none();
     let held_filter = if held_by_difference { any_lapse.clone() } else { held_filter };
     // Held rows of a table counted as such (a semi-join per row) are for the report only, like
     // the per-hold counts below, and no batch changes them: they are counted alongside the
