@@ -669,7 +669,16 @@ impl Connector for ObjectConnector {
         // From the count pass's memo when there is one: no listing at all, or a listing from
         // the last remembered due object on when the memo is full.
         if let Some(m) = self.due.lock().expect("due memo").get(&due_memo_id(scope)) {
-            let start = after.as_deref().map_or(0, |a| m.due.partition_point(|(k, _)| k.as_str() <= a));
+            // The memo is in the backend's listing order, which is not string order everywhere
+            // (a directory lists `a/2.log` before `a-b.log`): the previous batch's last key is
+            // found by itself (a binary search by string order skipped due objects). A key
+            // not in the memo came from a listing past it.
+            let found = after.as_deref().map(|a| m.due.iter().position(|(k, _)| k == a));
+            let start = match found {
+                None => 0,
+                Some(Some(i)) => i + 1,
+                Some(None) => m.due.len(),
+            };
             out.extend(
                 m.due[start..]
                     .iter()
@@ -680,7 +689,7 @@ impl Connector for ObjectConnector {
                 return Ok(out);
             }
             if let Some((last, _)) = m.due.last() {
-                if after.as_deref().is_none_or(|a| a < last.as_str()) {
+                if !matches!(found, Some(None)) {
                     after = Some(last.clone());
                 }
             }
