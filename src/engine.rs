@@ -213,6 +213,7 @@ pub async fn prepare<'a>(
     let named = canonical_names(ws, conns, &out).await;
     same_table_spelled_alike(&named, &out, &mut d);
     no_cascade_into_a_governed_table(&named, conns, &out, &mut d).await;
+    overlapping_object_datasets(ws, &out, &mut d);
     for w in d.0.iter().filter(|w| !w.is_error()) {
         tracing::warn!("{w}");
     }
@@ -220,6 +221,44 @@ pub async fn prepare<'a>(
         Err(d)
     } else {
         Ok(out)
+    }
+}
+
+/// Object policies are merged (keeping wins) by their dataset as written, like tables: two
+/// whose datasets overlap (one prefix inside the other, or one bucket named once and once as
+/// the connection's) would each be enforced alone, and the shorter retention would destroy
+/// what the longer one keeps. Such a pair is refused, the unselected policies included.
+fn overlapping_object_datasets(ws: &Workspace, prepared: &[(&Policy, Prepared)], d: &mut Diagnostics) {
+    let selected = |p: &Policy| prepared.iter().any(|(q, _)| q.name == p.name);
+    let bucket = |p: &Policy| {
+        let o = p.objects.as_ref()?;
+        o.bucket
+            .clone()
+            .or_else(|| ws.config.connections.get(&p.connection).and_then(|c| c.bucket.clone()))
+            .or(Some(String::new()))
+    };
+    let objects: Vec<&Policy> = ws.policies.policies.iter().filter(|p| p.objects.is_some()).collect();
+    for (i, a) in objects.iter().enumerate() {
+        for b in &objects[i + 1..] {
+            let (Some(pa), Some(pb)) = (a.objects.as_ref(), b.objects.as_ref()) else { continue };
+            let overlap = pa.prefix.starts_with(&pb.prefix) || pb.prefix.starts_with(&pa.prefix);
+            if a.connection == b.connection
+                && bucket(a) == bucket(b)
+                && overlap
+                && a.table != b.table
+                && (selected(a) || selected(b))
+            {
+                d.push(a.error(
+                    "dataset",
+                    format!(
+                        "its objects ('{}') overlap those of policy '{}' ('{}'): each would be enforced alone, and the shorter \
+                         retention would destroy what the other keeps; make them one policy (the same dataset, written the \
+                         same way), or give them prefixes that do not overlap",
+                        a.table, b.name, b.table
+                    ),
+                ));
+            }
+        }
     }
 }
 

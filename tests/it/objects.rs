@@ -310,6 +310,24 @@ async fn directory_batches_take_every_due_file() {
     assert_eq!(n(&p["deleted"]), 4);
 }
 
+/// Two object policies whose datasets overlap are refused, as two spellings of one table are:
+/// each would be enforced alone (before, the 1-year policy deleted what the 10-year one keeps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_object_datasets_are_refused() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("exports/2024/03/01/alice@example.com.csv", "data").await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let long = "name: archive\ndataset:\n  connection: store\n  prefix: exports/2024/\npersonal:\n  content: { category: free_text }\n\
+                purposes:\n  - name: tax\n    legal_basis: legal_obligation\n    retain: 10y\n    after: last_modified\non_lapse: delete\n";
+    s.f.policy("archive", long);
+    for cmd in [&["validate", "--connect"][..], &["run"][..]] {
+        let out = s.f.lapse(cmd);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(out.stderr.contains("overlap those of policy"), "{}", out.stderr);
+    }
+    assert_eq!(s.keys().await, ["exports/2024/03/01/alice@example.com.csv"]);
+}
+
 pub async fn guardrail_and_resume(kind: StoreKind) {
     let s = seeded(kind, false).await;
     s.policy(PATTERN, BY_KEY_DATE, "");
