@@ -414,8 +414,15 @@ impl ObjectConnector {
         let key_facts = ds.pattern.as_ref().and_then(|p| p.matches(&entry.key));
         let needs_meta = wanted.iter().any(|f| matches!(f, Fact::Metadata(_)));
         let needs_tags = wanted.iter().any(|f| matches!(f, Fact::Tag(_)));
-        let meta = if needs_meta { self.backend.head(bucket, &entry.key).await?.map(|(_, m)| m) } else { None };
-        let tags = if needs_tags { Some(self.backend.tags(bucket, &entry.key).await?) } else { None };
+        let key = &entry.key;
+        let meta = match needs_meta {
+            true => self.backend.head(bucket, key).await.map_err(|e| without_key(e, key))?.map(|(_, m)| m),
+            false => None,
+        };
+        let tags = match needs_tags {
+            true => Some(self.backend.tags(bucket, key).await.map_err(|e| without_key(e, key))?),
+            false => None,
+        };
         let read = |f: &Fact| -> Option<String> {
             match f {
                 Fact::LastModified => entry.last_modified.map(|t| t.to_rfc3339()),
@@ -574,6 +581,21 @@ fn scrub(msg: &str, key: &str) -> String {
     }
 }
 
+/// `scrub` for every key of a batch.
+fn scrub_all(msg: &str, keys: &[String]) -> String {
+    keys.iter().fold(msg.to_string(), |m, k| scrub(&m, k))
+}
+
+/// An error about one object, without its key (keys hold personal data).
+fn without_key(e: ConnectorError, key: &str) -> ConnectorError {
+    match e {
+        ConnectorError::Query { context, message } => ConnectorError::Query { context, message: scrub(&message, key) },
+        ConnectorError::Lost { context, message } => ConnectorError::Lost { context, message: scrub(&message, key) },
+        ConnectorError::Invalid(m) => ConnectorError::Invalid(scrub(&m, key)),
+        other => other,
+    }
+}
+
 #[async_trait]
 impl Connector for ObjectConnector {
     async fn try_run_lock(&self, name: &str, objects: Option<&ObjectDataset>) -> Result<bool, ConnectorError> {
@@ -717,7 +739,7 @@ impl Connector for ObjectConnector {
         let keys: Vec<String> = batch.iter().map(|c| c.key[0].canonical()).collect();
         let scrubbed = |e: ConnectorError| ConnectorError::Query {
             context: "checking objects".into(),
-            message: scrub(&e.to_string(), keys.first().map(String::as_str).unwrap_or_default()),
+            message: scrub_all(&e.to_string(), &keys),
         };
         // A guess of a batch's versions (most objects have one or two): sizes the listing's pages.
         let expected = keys.len() + keys.len() / 4;
@@ -752,8 +774,7 @@ impl Connector for ObjectConnector {
             let (i, key, versions) = match r {
                 Ok(x) => x,
                 Err(e) => {
-                    let k = batch.first().map(|c| c.key[0].canonical()).unwrap_or_default();
-                    let (context, message) = ("checking objects".to_string(), scrub(&e.to_string(), &k));
+                    let (context, message) = ("checking objects".to_string(), scrub_all(&e.to_string(), &keys));
                     // Transient (a 503, a lost connection): the engine retries the batch.
                     return Err(if e.is_transient() {
                         ConnectorError::Lost { context, message }
@@ -894,6 +915,21 @@ impl Connector for ObjectConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An object's error names no key: not the failing one, not any other of its batch
+    /// (before, only the batch's first key was scrubbed, and the count pass scrubbed none).
+    #[test]
+    fn object_errors_name_no_key() {
+        let e = ConnectorError::Query {
+            context: "reading tags".into(),
+            message: "AccessDenied on arn:aws:s3:::b/exports/jane.doe@example.com.csv".into(),
+        };
+        let m = without_key(e, "exports/jane.doe@example.com.csv").to_string();
+        assert!(!m.contains("jane.doe"), "{m}");
+        let keys = vec!["a/first@example.com".to_string(), "a/second@example.com".to_string()];
+        let m = scrub_all("failed: a/second@example.com and a/first@example.com", &keys);
+        assert_eq!(m, "failed: <key> and <key>");
+    }
 
     #[test]
     fn delete_calls_are_even_and_within_limits() {

@@ -50,10 +50,11 @@ where
             let m = s.err();
             // A HEAD answer has no body, hence no error code: name the HTTP status instead.
             let status = s.raw().status().as_u16();
-            match (m.code(), m.message()) {
-                (Some(code), Some(msg)) => format!("{code}: {msg}"),
-                (Some(code), None) => format!("{code} (HTTP {status})"),
-                (None, _) => format!("HTTP {status}"),
+            // The code only: the server's message may quote the key or an ARN holding it
+            // (`…:object/exports/jane.doe@example.com.csv`), and keys hold personal data.
+            match m.code() {
+                Some(code) => format!("{code} (HTTP {status})"),
+                None => format!("HTTP {status}"),
             }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
