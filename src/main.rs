@@ -71,6 +71,10 @@ struct RunArgs {
     /// Exempt a policy from its guardrail for this run (`*` for all). Repeatable.
     #[arg(long = "allow-share")]
     allow_share: Vec<String>,
+    /// Let `run` take a --cutoff in the future (it destroys what lapses only then; `plan` looks
+    /// ahead without it).
+    #[arg(long)]
+    allow_future_cutoff: bool,
     /// Stop each stage after N batches.
     #[arg(long)]
     max_batches: Option<u64>,
@@ -273,6 +277,16 @@ async fn plan_or_run(
         }
         None => None,
     };
+    // A cutoff ahead of now destroys what has not lapsed yet: `2062` typed for `2026`. A few
+    // minutes of clock skew between workers are not the future.
+    if let Some(c) = cutoff.filter(|c| mode == Mode::Run && *c > chrono::Utc::now() + chrono::Duration::minutes(5)) {
+        if !args.allow_future_cutoff {
+            return Err(invalid(format!(
+                "--cutoff {} is in the future: a run would destroy what has not lapsed yet (plan looks ahead; --allow-future-cutoff if a run should)",
+                c.to_rfc3339()
+            )));
+        }
+    }
     let conns = ws.connect(&args.common.policies, mode == Mode::Plan).await.map_err(connect_exit)?;
     let prepared = engine::prepare(&ws, &args.common.policies, &conns).await.map_err(|d| {
         print_diags(&d);
@@ -355,6 +369,7 @@ async fn schedule(
             cutoff: None,
             batch_size: None,
             allow_share: vec![],
+            allow_future_cutoff: false,
             max_batches: None,
             report_dir: report_dir.clone(),
             shard: None,
@@ -434,6 +449,7 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool, cancel: Arc<AtomicB
         cutoff: None,
         batch_size: None,
         allow_share: vec![],
+        allow_future_cutoff: false,
         max_batches: None,
         report_dir: None,
         shard: None,

@@ -743,6 +743,23 @@ async fn batch_size_flag_out_of_range() {
     }
 }
 
+/// `run --cutoff` in the future destroys what has not lapsed yet (`2062` typed for `2026`):
+/// refused unless `--allow-future-cutoff`; `plan` looks ahead freely. (Before, it ran.)
+#[tokio::test]
+async fn a_future_cutoff_is_refused_for_a_run() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let before = f.db.snapshot("people", "id").await;
+    let out = f.lapse_at("2062-01-01", &["run"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--cutoff 2062-01-01T00:00:00+00:00 is in the future"), "{}", out.stderr);
+    assert_eq!(f.db.snapshot("people", "id").await, before, "nothing changed");
+    assert!(run_reports(&f).is_empty());
+    f.lapse_at("2062-01-01T00:00:00Z", &["plan"]).ok();
+    f.lapse_at("2062-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    assert_ne!(f.db.snapshot("people", "id").await, before, "allowed explicitly, it runs");
+}
+
 /// A connection secret that is no `scheme://` URL (a libpq key/value DSN, a bare password
 /// mounted in place of the URL) is invalid input, and its value is not printed (before, it was
 /// quoted whole as an "unsupported URL scheme", exit 1).

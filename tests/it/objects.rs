@@ -270,7 +270,7 @@ pub async fn a_key_pattern_limits_the_dataset(kind: StoreKind) {
     }
     let purposes = "  - name: billing\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
     s.policy("  key_pattern: \"invoices/{*}/{*}.pdf\"\n", purposes, "guardrail:\n  max_share: 100%\n");
-    s.f.lapse_at("2030-01-01T00:00:00Z", &["run"]).ok();
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
     assert_eq!(s.keys().await, ["invoices/2019/README.txt", "invoices/hr/contracts/jane.docx"]);
     let p = &s.f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 1);
@@ -304,7 +304,7 @@ async fn directory_batches_take_every_due_file() {
     }
     let purposes = "  - name: ops\n    legal_basis: legitimate_interests\n    retain: 1d\n    after: last_modified\n";
     s.policy("  prefix: logs/\n", purposes, "guardrail:\n  max_share: 100%\n");
-    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--batch-size", "1"]).ok();
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff", "--batch-size", "1"]).ok();
     assert_eq!(s.keys().await, Vec::<String>::new(), "every due file is gone");
     let p = &s.f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 4);
@@ -353,7 +353,7 @@ pub async fn last_modified_anchor(kind: StoreKind) {
     let out = std::process::Command::new(crate::common::lapse_bin())
         .args(["run", "--yes", "-c"])
         .arg(s.f.path("lapse.yaml"))
-        .args(["--cutoff", &(chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339()])
+        .args(["--cutoff", &(chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339(), "--allow-future-cutoff"])
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
