@@ -186,27 +186,34 @@ pub struct Answer {
     pub found: bool,
 }
 
-/// The keyed hashes a subject may have been recorded under: its text, and its integer form
-/// when it is one (an integer subject column hashes the integer's canonical text).
-pub fn subject_hashes(key: &EvidenceKey, id: &str) -> Vec<String> {
-    let mut v = vec![key.subject(&Value::Text(id.to_string()))];
-    if let Ok(n) = id.trim().parse::<i64>() {
-        v.push(key.subject(&Value::Int(n)));
+/// The spellings a value may have been recorded under: as given, without surrounding spaces,
+/// and, for a uuid, as databases write one (lower case, hyphens). Not a number's other
+/// spellings: `042` is not `42` in a text column, and another person's record would answer
+/// (an integer column's `42` hashes as the text `42`).
+fn spellings(id: &str) -> Vec<String> {
+    let mut v = vec![id.to_string(), id.trim().to_string()];
+    if let Ok(u) = uuid::Uuid::parse_str(id.trim()) {
+        v.push(u.hyphenated().to_string());
     }
     v.sort();
     v.dedup();
     v
 }
 
-/// The keyed hashes of a record key in each candidate dataset, trying each key part as text and,
-/// when it parses, as an integer.
+/// The keyed hashes a subject may have been recorded under (see `spellings`).
+pub fn subject_hashes(key: &EvidenceKey, id: &str) -> Vec<String> {
+    let mut v: Vec<String> = spellings(id).into_iter().map(|s| key.subject(&Value::Text(s))).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The keyed hashes of a record key in each candidate dataset, trying each key part's
+/// spellings (see `spellings`).
 pub fn record_hashes(key: &EvidenceKey, datasets: &BTreeSet<(String, String)>, parts: &[String]) -> Vec<String> {
     let mut combos: Vec<Vec<Value>> = vec![Vec::new()];
     for p in parts {
-        let mut forms = vec![Value::Text(p.clone())];
-        if let Ok(n) = p.trim().parse::<i64>() {
-            forms.push(Value::Int(n));
-        }
+        let forms: Vec<Value> = spellings(p).into_iter().map(Value::Text).collect();
         combos = combos
             .into_iter()
             .flat_map(|c| {

@@ -289,6 +289,39 @@ async fn verify_names_every_tampering() {
     lapse(&["report", "verify", p(&clean), "--public-key", p(&other)]).code(2);
 }
 
+/// A number's other spelling is another text: in a text column, `042` is not `42`, and asking
+/// for `042` must not answer with the destroyed record of `42` (before, every spelling that
+/// parsed as the integer 42 did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_takes_no_number_for_another_text() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE tickets (id TEXT NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO tickets VALUES ('42', '42', 'a@example.com', '2019-01-01 00:00:00'), \
+         ('042', '042', 'b@example.com', '2025-12-01 00:00:00')",
+    )
+    .await;
+    f.policy(
+        "tickets",
+        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    f.lapse(&["run"]).ok();
+    let dir = f.path("reports");
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]).ok();
+    f.lapse(&["report", "lookup", p(&dir), "--subject", " 42 "]).ok();
+    f.lapse(&["report", "lookup", p(&dir), "--key", "42", "--policy", "tickets"]).ok();
+    for other in ["042", "+42"] {
+        let r = f.lapse(&["report", "lookup", p(&dir), "--subject", other]);
+        r.code(5);
+        assert!(r.stdout.contains("NOTHING FOUND"), "{}", r.stdout);
+    }
+    f.lapse(&["report", "lookup", p(&dir), "--key", "042", "--policy", "tickets"]).code(5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_finds_destroyed_and_held_subjects() {
     let (f, _) = signed_chain().await;
