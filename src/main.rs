@@ -717,6 +717,9 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             }
             if answer.found {
                 ExitCode::SUCCESS
+            } else if answer.evidence_unreadable > 0 {
+                // Not "nothing found": evidence that could hold the answer was not read.
+                ExitCode::from(INVALID)
             } else {
                 ExitCode::from(reporting::EXIT_NOT_FOUND)
             }

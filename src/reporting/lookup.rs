@@ -184,6 +184,9 @@ pub struct Answer {
     pub warnings: Vec<String>,
     /// Destroyed or held.
     pub found: bool,
+    /// Evidence files of the reports that could not be read: with nothing found, the question
+    /// is not answered (exit 2, not 5).
+    pub evidence_unreadable: usize,
 }
 
 /// The spellings a value may have been recorded under: as given, without surrounding spaces,
@@ -254,6 +257,12 @@ pub fn lookup(
             Err(e) => warnings.push(format!("{name}: not readable as a report ({e}); skipped")),
         }
     }
+    if reports.is_empty() {
+        // Nothing to search is no answer (exit 2), not "nothing found" (5).
+        anyhow::bail!(
+            "no run report here to search (each shard of a sharded deployment keeps its reports in a shard-<i>-of-<n> directory of its own: look up in each)"
+        );
+    }
     reports.sort_by_key(|(_, r)| (r.sequence, r.started_at));
     let other_key: Vec<&str> =
         reports.iter().filter(|(_, r)| r.evidence_key_id != key_id).map(|(n, _)| n.as_str()).collect();
@@ -287,12 +296,14 @@ pub fn lookup(
     let wanted: BTreeSet<&str> = hashes.iter().map(String::as_str).collect();
     let mut destroyed = Vec::new();
     let mut scanned = 0u64;
+    let mut evidence_unreadable = 0usize;
     for (name, r) in reports.iter().filter(|(_, r)| r.evidence_key_id == key_id) {
         let Some(ev) = &r.evidence else { continue };
         let reader = match st.open(&ev.file) {
             Ok(x) => x,
             Err(e) => {
                 warnings.push(format!("{}: evidence of {name} cannot be read ({e}); skipped", ev.file));
+                evidence_unreadable += 1;
                 continue;
             }
         };
@@ -416,6 +427,11 @@ pub fn lookup(
         ));
     }
     cannot.push("Records that had not lapsed yet were neither destroyed nor recorded.".into());
+    if evidence_unreadable > 0 {
+        cannot.push(format!(
+            "The evidence of {evidence_unreadable} run report(s) could not be read (see the warnings): what those runs destroyed is not known here."
+        ));
+    }
     let found = !destroyed.is_empty() || !held.is_empty();
     Ok(Answer {
         target: label,
@@ -428,6 +444,7 @@ pub fn lookup(
         cannot_answer: cannot,
         warnings,
         found,
+        evidence_unreadable,
     })
 }
 
@@ -506,7 +523,13 @@ impl Answer {
                 }
             }
         }
-        if !self.found {
+        if !self.found && self.evidence_unreadable > 0 {
+            s.push_str(&format!(
+                "NOT ANSWERED: no evidence record of this {} in the evidence that could be read, but the evidence of {} run report(s) could not be read.\n",
+                if self.target == "subject" { "subject" } else { "record" },
+                self.evidence_unreadable
+            ));
+        } else if !self.found {
             s.push_str(&format!(
                 "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file names it.\n\
                  Either lapse never destroyed it (not lapsed, not under a policy, or held as below), or the reports were written with another evidence key.\n",

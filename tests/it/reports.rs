@@ -320,6 +320,15 @@ async fn lookup_takes_no_number_for_another_text() {
         assert!(r.stdout.contains("NOTHING FOUND"), "{}", r.stdout);
     }
     f.lapse(&["report", "lookup", p(&dir), "--key", "042", "--policy", "tickets"]).code(5);
+    // Nothing to search, or evidence that cannot be read, is no answer (2), not "nothing
+    // found" (5): a sharded deployment's reports directory holds only shard directories, and
+    // an evidence file may be lost.
+    f.lapse(&["report", "lookup", p(&f.path("policies")), "--subject", "42"]).code(2).stderr_has("no run report here");
+    let evidence = f.latest("run", ".evidence.jsonl");
+    std::fs::remove_file(&evidence).unwrap();
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
+    r.code(2);
+    assert!(r.stdout.contains("NOT ANSWERED"), "{}", r.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
