@@ -817,7 +817,11 @@ pub async fn execute(
     };
     report.signing_key_id = signer.as_ref().map(|s| s.key_id());
     if mode == Mode::Run {
-        // Chain: this run report points at the newest run report of the directory.
+        // Chain: this run report points at the newest run report of the directory (a report
+        // a killed run signed but did not rename first takes its name).
+        for r in report::finish_interrupted_writes(&report_dir, signer.as_ref()) {
+            tracing::warn!("finished the report write an interrupted run left: {}", r.display());
+        }
         let local = crate::integrity::chain_head(&report_dir)?;
         report.previous = match (local, bucket_head) {
             (Some(l), Some(b)) => Some(if b.sequence > l.sequence { b } else { l }),

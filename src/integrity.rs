@@ -52,6 +52,10 @@ impl Signer {
         key_id(&self.key.verifying_key())
     }
 
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
     /// Hex signature of `bytes`.
     pub fn sign(&self, bytes: &[u8]) -> String {
         hex::encode(self.key.sign(bytes).to_bytes())

@@ -322,6 +322,44 @@ fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
     Ok(leaked)
 }
 
+/// Finishes the report writes a killed run left half-done in `dir`: a report is written to
+/// `.<stem>.json.tmp` (its signature beside it first) and then renamed; a run killed between
+/// the two left a complete, signed report under the temporary name and a signature without
+/// its report, which `report verify` takes for a deleted report from then on. A temporary
+/// file that is a whole report, and that the signature (if any) signs with this signer's key
+/// (if it has one), takes its name, with its CSV. Returns the reports finished.
+pub fn finish_interrupted_writes(dir: &Path, signer: Option<&crate::integrity::Signer>) -> Vec<PathBuf> {
+    let mut done = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return done };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".json.tmp")) else { continue };
+        if !stem.starts_with("lapse-run-") {
+            continue;
+        }
+        let json = dir.join(format!("{stem}.json"));
+        let sig = dir.join(format!("{stem}.json.sig"));
+        if json.exists() {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else { continue };
+        let Ok(report) = serde_json::from_slice::<Report>(&bytes) else { continue }; // cut short: not a report
+        let signed_here = match (std::fs::read_to_string(&sig).ok(), signer) {
+            (Some(s), Some(k)) => crate::integrity::check_signature(&k.verifying_key(), &bytes, &s),
+            (None, None) => true,
+            _ => false, // signed without a key here, or unsigned where reports are signed: left to verify
+        };
+        if !signed_here || std::fs::rename(e.path(), &json).is_err() {
+            continue;
+        }
+        if let Ok(f) = std::fs::File::create(dir.join(format!("{stem}.csv"))) {
+            let _ = report.csv_to(std::io::BufWriter::new(f));
+        }
+        done.push(json);
+    }
+    done
+}
+
 impl Report {
     pub fn file_stem(&self) -> String {
         format!("lapse-{}-{}-{}", self.mode, self.started_at.format("%Y%m%dT%H%M%SZ"), &self.run_id[..8])

@@ -289,6 +289,27 @@ async fn verify_names_every_tampering() {
     lapse(&["report", "verify", p(&clean), "--public-key", p(&other)]).code(2);
 }
 
+/// A run killed between signing its report and renaming it into place left the signature and
+/// a whole report under its temporary name: `verify` took that for a deleted report, for good.
+/// The next run finishes the write (the signature checks), chains to it, and all verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_write_cut_short_is_finished_by_the_next_run() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let seqs = by_sequence(&dir);
+    let newest = seqs[&4].clone();
+    let stem = newest.strip_suffix(".json").unwrap();
+    std::fs::rename(dir.join(&newest), dir.join(format!(".{stem}.json.tmp"))).unwrap();
+    std::fs::remove_file(dir.join(format!("{stem}.csv"))).unwrap();
+    f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).code(4);
+    f.lapse(&["run"]).ok();
+    assert!(dir.join(&newest).exists(), "the cut-short report took its name");
+    assert!(dir.join(format!("{stem}.csv")).exists());
+    let seqs = by_sequence(&dir);
+    assert_eq!(seqs.len(), 5, "{seqs:?}");
+    f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
+}
+
 /// A number's other spelling is another text: in a text column, `042` is not `42`, and asking
 /// for `042` must not answer with the destroyed record of `42` (before, every spelling that
 /// parsed as the integer 42 did).
