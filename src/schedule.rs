@@ -67,6 +67,16 @@ pub fn normalize_cron(expr: &str) -> Result<String, String> {
             ))
         }
     };
+    // Both day fields restricted: the scheduler fires when both match (the 1st that is a
+    // Monday), cron and a Kubernetes CronJob when either does: a job meant for every Monday
+    // and the 1st would run a few times a year. Refused rather than read either way.
+    let parts: Vec<&str> = six.split_whitespace().collect();
+    let restricted = |f: &str| f != "*" && f != "?";
+    if restricted(parts[3]) && restricted(parts[5]) {
+        return Err(format!(
+            "cron expression '{expr}' restricts both the day of the month and the weekday, which cron schedulers read differently (either, or both): restrict one, and use two jobs for both"
+        ));
+    }
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
@@ -178,4 +188,20 @@ where
     sched.shutdown().await?;
     let _last = busy.lock().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_cron;
+
+    /// Both day fields restricted is refused: this scheduler would fire on the 1st that is a
+    /// Monday, cron on the 1st and on every Monday.
+    #[test]
+    fn both_day_fields_are_refused() {
+        let e = normalize_cron("0 0 1 * MON").unwrap_err();
+        assert!(e.contains("restricts both the day of the month and the weekday"), "{e}");
+        assert!(normalize_cron("30 2 1,15 * SUN").is_err());
+        assert_eq!(normalize_cron("0 0 1 * *").unwrap(), "0 0 0 1 * *");
+        assert!(normalize_cron("0 3 * * MON").is_ok());
+    }
 }
