@@ -726,6 +726,9 @@ fn chart_schema_rejects_unknown_keys_and_wrong_types() {
         ("policies:\n  files:\n    customers.txt: \"name: x\"\n", "customers.txt"),
         ("extraVolumeMounts:\n  - { name: x }\n", "mountPath"),
         ("tmp:\n  sizeLimit: lots\n", "/tmp/sizeLimit"),
+        // Below 20 s the kubelet kills the pod before lapse (15 s earlier) can finish its
+        // batch and write its report.
+        ("terminationGracePeriodSeconds: 3\n", "/terminationGracePeriodSeconds"),
     ] {
         let err = helm.refused(values);
         assert!(err.contains(expected), "for values\n{values}expected an error naming {expected:?}, got:\n{err}");
