@@ -753,8 +753,14 @@ impl Connector for ObjectConnector {
                 async move {
                     // Re-check with the facts of the newest data version: an object overwritten
                     // since it was listed is no longer due.
-                    let newest =
-                        versions.iter().filter(|v| !v.delete_marker).max_by_key(|v| (v.latest, v.last_modified));
+                    // A key left with delete markers only (its data gone, its name, which may
+                    // name a person, still listed) is judged by its newest marker, as the
+                    // listing saw it: before, it was due on every run and never removed.
+                    let newest = versions
+                        .iter()
+                        .filter(|v| !v.delete_marker)
+                        .max_by_key(|v| (v.latest, v.last_modified))
+                        .or_else(|| versions.iter().max_by_key(|v| (v.latest, v.last_modified)));
                     let Some(newest) = newest else { return Ok((i, key.clone(), None)) };
                     let entry =
                         ObjectEntry { key: key.clone(), last_modified: newest.last_modified, size: newest.size };

@@ -692,6 +692,24 @@ pub async fn every_version_and_delete_marker_is_removed(kind: StoreKind) {
     s.put("exports/2020/01/02/S-2.csv", "v1").await;
     c.delete_object().bucket(&s.bucket).key("exports/2020/01/02/S-2.csv").send().await.unwrap(); // a delete marker hides it
     s.put("exports/2025/12/01/S-3.csv", "recent").await;
+    // A key left with a delete marker only (its one version deleted by id): its name still
+    // lists; before, it was due on every run and never removed.
+    let v = c
+        .put_object()
+        .bucket(&s.bucket)
+        .key("exports/2020/01/03/S-4.csv")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    c.delete_object().bucket(&s.bucket).key("exports/2020/01/03/S-4.csv").send().await.unwrap();
+    c.delete_object()
+        .bucket(&s.bucket)
+        .key("exports/2020/01/03/S-4.csv")
+        .version_id(v.version_id().unwrap())
+        .send()
+        .await
+        .unwrap();
     s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
     s.f.lapse(&["run"]).ok();
     assert_eq!(
@@ -700,8 +718,10 @@ pub async fn every_version_and_delete_marker_is_removed(kind: StoreKind) {
         "no version nor delete marker of a destroyed key survives"
     );
     let p = &s.f.report("run")["policies"][0];
-    assert_eq!(n(&p["deleted"]), 2);
-    assert_eq!(n(&p["versions_deleted"]), 5, "3 versions + 1 version + 1 delete marker");
+    assert_eq!(n(&p["deleted"]), 3);
+    assert_eq!(n(&p["versions_deleted"]), 6, "3 versions + 1 version + 1 delete marker + the lone marker");
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(n(&s.f.report("run")["policies"][0]["rows_due"]), 0, "nothing due again");
 }
 
 /// A batch's re-read and verification listings are sized to the versions they expect (a
