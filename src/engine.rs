@@ -1283,7 +1283,7 @@ async fn enforce(
                 }
                 // The run lock still held (a server may end the session that holds it): else
                 // another worker may be destroying too.
-                conn.run_lock_alive().await?;
+                retry(|| conn.run_lock_alive()).await?;
                 if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
                     // Every batch so far was full: more may be due. Said, not claimed done.
                     let msg = format!(

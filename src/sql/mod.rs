@@ -1928,6 +1928,13 @@ impl crate::connector::Connector for SqlConnector {
                         message: "the session holding the run lock ended, and another worker holds the lock now: stopping before the next batch".into(),
                     })
                 }
+                // A server restarting: worth another try (the engine retries, with backoff).
+                Err(e) if e.is_transient() => {
+                    return Err(ConnectorError::Lost {
+                        context: "checking the run lock".into(),
+                        message: format!("the session holding the run lock ended, and the lock could not be taken again yet: {e}"),
+                    })
+                }
                 Err(e) => {
                     return Err(ConnectorError::Query {
                         context: "checking the run lock".into(),
