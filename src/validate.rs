@@ -245,6 +245,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             .at(policy.at("dataset.key")),
         );
     }
+    let mut when_ask: Vec<(String, crate::connector::ColumnInfo, String)> = Vec::new();
     let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
     for (i, p) in policy.purposes.iter().enumerate().filter(|(_, p)| p.from_policy.is_none()) {
         if let Some(c) = table.column(&p.anchor) {
@@ -305,6 +306,14 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                                 term.column
                             ),
                         );
+                    } else if let (
+                        Literal::Text(t),
+                        ColumnKind::Timestamp { .. } | ColumnKind::Date | ColumnKind::Other,
+                    ) = (l, c.kind)
+                    {
+                        // Text the column's type must read (`'2019-13-45'` is no time): asked
+                        // below, where the database knows (else every count of the run failed).
+                        when_ask.push((format!("purposes.{i}.when"), c.clone(), t.clone()));
                     }
                 }
             }
@@ -423,6 +432,19 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                 &path,
                 format!("column '{}' is part of the key; anonymizing it would lose the record's identity", c.name),
             );
+        }
+    }
+    for (path, info, t) in when_ask {
+        if let Err(why) = conn.accepts(&info, &Value::Text(t.clone())).await {
+            diags.push(policy.error(
+                &path,
+                format!(
+                    "the condition's literal '{t}' does not fit {} column '{}' ({}): {why}",
+                    kind_name(info.kind),
+                    info.name,
+                    info.sql_type
+                ),
+            ));
         }
     }
     for (path, info, v) in ask {

@@ -927,6 +927,29 @@ async fn postgres_constants_the_type_refuses_are_invalid() {
     assert_eq!(f.db.snapshot("docs2", "id").await, before, "nothing changed");
 }
 
+/// A `when:` literal the column's type cannot read (`'2019-13-45'` against a timestamp) is
+/// refused by `validate`, which asks PostgreSQL (before, validation passed and every run failed
+/// at its first count, with the database's message withheld).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_condition_literals_the_type_refuses_are_invalid() {
+    if !Backend::Postgres.enabled() {
+        return;
+    }
+    let schema =
+        "CREATE TABLE docs3 (id BIGINT PRIMARY KEY, email TEXT, closed_at timestamptz, created_at timestamp NOT NULL);";
+    let f = Fixture::new(Backend::Postgres, schema).await;
+    f.db.exec("INSERT INTO docs3 VALUES (1, 'a@example.com', '2020-01-01', '2020-03-01')").await;
+    f.policy(
+        "docs3",
+        &typed_policy("docs3", "  email: { category: email }\n", "    when: \"closed_at > '2019-13-45'\"\n", "delete"),
+    );
+    let r = f.lapse(&["validate", "--connect"]);
+    r.code(2);
+    r.stderr_has("the condition's literal '2019-13-45' does not fit timestamp column 'closed_at' (timestamp with time zone): PostgreSQL refuses it");
+    f.lapse(&["run"]).code(2);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM docs3").await, 1, "nothing changed");
+}
+
 /// A policy over `table` (key `id`, anchor `created_at`, lapsed after a year) with these
 /// `personal` lines and this purpose `extra` (a `when:` line, or nothing).
 fn typed_policy(table: &str, personal: &str, extra: &str, action: &str) -> String {
