@@ -522,11 +522,19 @@ impl SqlConnector {
             name: name.to_string(),
             message: redact_url(&e.to_string(), url),
         };
+        // A URL that cannot be read (a bad port, an unknown sslmode) is the configuration's
+        // fault (exit 2), not a server that did not answer (1).
+        let url_err = |e: sqlx::Error| {
+            ConnectorError::Invalid(format!(
+                "connection '{name}': the URL cannot be read: {}",
+                redact_url(&e.to_string(), url)
+            ))
+        };
         let scheme = url.split(':').next().unwrap_or_default();
         let acquire = Duration::from_secs(15);
         let (dialect, pool, lite_writer) = match scheme {
             "postgres" | "postgresql" => {
-                let mut opts = PgConnectOptions::from_str(url).map_err(conn_err)?.options([("TimeZone", "UTC")]);
+                let mut opts = PgConnectOptions::from_str(url).map_err(url_err)?.options([("TimeZone", "UTC")]);
                 if read_only {
                     opts = opts.options([("default_transaction_read_only", "on")]);
                 } else {
@@ -547,7 +555,7 @@ impl SqlConnector {
             }
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
-                let opts = MySqlConnectOptions::from_str(&url).map_err(conn_err)?.timezone(Some("+00:00".to_string()));
+                let opts = MySqlConnectOptions::from_str(&url).map_err(url_err)?.timezone(Some("+00:00".to_string()));
                 let pool = MySqlPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(acquire)
@@ -567,7 +575,7 @@ impl SqlConnector {
             }
             "sqlite" => {
                 let opts = SqliteConnectOptions::from_str(url)
-                    .map_err(conn_err)?
+                    .map_err(url_err)?
                     .read_only(read_only)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)

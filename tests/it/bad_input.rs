@@ -776,6 +776,16 @@ async fn a_secret_that_is_no_url_is_not_printed() {
             assert!(!r.stderr.contains("Hunter2") && !r.stdout.contains("Hunter2"), "secret printed:\n{}", r.stderr);
         }
     }
+    // A URL that cannot be read is invalid input too (it was exit 1, as a server not answering).
+    for url in ["postgres://app:Hunter2Secret@db:notaport/shop", "postgres://app:Hunter2Secret@db/shop?sslmode=bogus"] {
+        let f = seeded(Backend::Sqlite).await;
+        f.policy("people", POLICY);
+        std::fs::write(f.path("db.url"), format!("{url}\n")).unwrap();
+        let expect = ["connection 'db': the URL cannot be read".to_string()];
+        check(&f, url, CATALOG, &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
+        let r = f.lapse(&["validate", "--connect"]);
+        assert!(!r.stderr.contains("Hunter2"), "secret printed:\n{}", r.stderr);
+    }
 }
 
 #[tokio::test]
