@@ -547,8 +547,16 @@ fn resolve(
         }
     }
     if let (Some(s), true) = (&p.subject, is_objects) {
-        if let Err(e) = crate::objstore::Fact::parse(s, true) {
-            errs.push(p.error("dataset.subject", e));
+        match crate::objstore::Fact::parse(s, true) {
+            // Without `{subject}` in a key pattern, no object's subject could be read: every
+            // object would be unreadable, for good.
+            Ok(crate::objstore::Fact::KeySubject)
+                if p.objects.as_ref().is_some_and(|o| o.pattern.as_ref().is_none_or(|k| !k.has_subject())) =>
+            {
+                errs.push(p.error("dataset.subject", "subject 'key' needs a key_pattern with {subject}"));
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(p.error("dataset.subject", e)),
         }
     } else if let Some(s) = &p.subject {
         if !valid_identifier(s) {

@@ -986,6 +986,9 @@ async fn bad_object_input_is_refused() {
     // Malformed key pattern, with its position.
     s.policy("  key_pattern: \"exports/{yyyy}/{month}/{subject}.csv\"\n  subject: key\n", BY_KEY_DATE, "");
     s.f.lapse(&["validate"]).code(2).stderr_has("unknown placeholder '{month}'").stderr_has("exports.yaml:5:");
+    // `subject: key` without `{subject}` in the pattern: every object would be unreadable.
+    s.policy("  key_pattern: \"exports/{yyyy}/{mm}/{dd}/{*}.csv\"\n  subject: key\n", BY_KEY_DATE, "");
+    s.f.lapse(&["validate"]).code(2).stderr_has("subject 'key' needs a key_pattern with {subject}");
     // Endpoint unreachable.
     let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap().replace(&endpoint(), "http://127.0.0.1:9");
     std::fs::write(s.f.path("lapse.yaml"), cfg).unwrap();
