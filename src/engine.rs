@@ -435,7 +435,8 @@ enum SinkMsg {
 impl EvidenceSink {
     fn create(path: PathBuf) -> anyhow::Result<EvidenceSink> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create report directory '{}': {e}", dir.display()))?;
         }
         let file = std::fs::File::create(&path)
             .map_err(|e| anyhow::anyhow!("cannot create evidence file '{}': {e}", path.display()))?;

@@ -760,6 +760,21 @@ async fn a_future_cutoff_is_refused_for_a_run() {
     assert_ne!(f.db.snapshot("people", "id").await, before, "allowed explicitly, it runs");
 }
 
+/// A report directory that cannot be made is named, and nothing is destroyed (before: `File
+/// exists (os error 17)`, with no path).
+#[tokio::test]
+async fn an_unusable_report_directory_is_named() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    std::fs::write(f.path("not-a-dir"), "x").unwrap();
+    let before = f.db.snapshot("people", "id").await;
+    let target = f.path("not-a-dir").join("reports");
+    let r = f.lapse(&["run", "--report-dir", target.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("cannot create report directory") && r.stderr.contains("not-a-dir"), "{}", r.stderr);
+    assert_eq!(f.db.snapshot("people", "id").await, before, "nothing changed");
+}
+
 /// A connection secret that is no `scheme://` URL (a libpq key/value DSN, a bare password
 /// mounted in place of the URL) is invalid input, and its value is not printed (before, it was
 /// quoted whole as an "unsupported URL scheme", exit 1).
