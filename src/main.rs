@@ -159,10 +159,23 @@ enum Cmd {
 fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
-    let mut filter =
-        EnvFilter::try_from_env("LAPSE_LOG").unwrap_or_else(|_| EnvFilter::new(format!("lapse={default},warn")));
     // At DEBUG and TRACE the AWS SDK logs the resolved credentials (the access key id; the secret key and
-    // session token it redacts) when it resolves endpoints and signs: never below INFO for them.
+    // session token it redacts) when it resolves endpoints and signs, and request URLs (object keys):
+    // never below INFO for them. A directive of LAPSE_LOG naming one of their modules
+    // (`aws_smithy_runtime::client=debug`, more specific than the clamp, would win) is dropped.
+    const AWS: [&str; 5] = ["aws_sdk_s3", "aws_smithy_runtime", "aws_smithy_runtime_api", "aws_runtime", "aws_sigv4"];
+    let user = std::env::var("LAPSE_LOG").ok().map(|v| {
+        v.split(',')
+            .filter(|d| {
+                let target = d.trim().split(['=', '[']).next().unwrap_or_default();
+                !AWS.iter().any(|a| target == *a || target.starts_with(&format!("{a}::")) || target.starts_with("aws"))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let mut filter = user
+        .and_then(|u| EnvFilter::try_new(u).ok())
+        .unwrap_or_else(|| EnvFilter::new(format!("lapse={default},warn")));
     for quiet in [
         "aws_sdk_s3=info",
         "aws_smithy_runtime=info",

@@ -1002,6 +1002,20 @@ async fn bad_object_input_is_refused() {
     );
 }
 
+/// The AWS SDK's debug logs (credentials, request URLs with keys) stay off whatever LAPSE_LOG
+/// says: a directive naming one of its modules (more specific than lapse's clamp, it won)
+/// is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_debug_logs_stay_off() {
+    let s = seeded(StoreKind::S3, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let r = s
+        .f
+        .lapse_env(&["run"], &[("LAPSE_LOG", "info,aws_smithy_runtime::client=debug,aws_sigv4::http_request=trace")]);
+    r.ok();
+    assert!(!r.stderr.contains("access_key_id") && !r.stderr.contains("S-1.csv"), "{}", r.stderr);
+}
+
 /// The S3 run lock is a lease object created with `If-None-Match: *`: a second holder is refused
 /// (a `lapse run` exits 6 and deletes nothing), the lock is gone when its holder ends, an expired
 /// lease (a killed worker's) is taken over, and lock objects are never listed as data.
