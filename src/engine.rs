@@ -77,6 +77,18 @@ impl Workspace {
                 ));
             }
         }
+        // A schedule job naming no policy would fail at each firing; `validate` says so now.
+        if let Some(sch) = &config.schedule {
+            let names: BTreeSet<&str> = policies.policies.iter().map(|p| p.name.as_str()).collect();
+            for j in &sch.jobs {
+                for p in j.policies.iter().filter(|p| !names.contains(p.as_str())) {
+                    d.push(
+                        Diagnostic::error(format!("schedule job '{}': unknown policy '{p}'", j.name))
+                            .in_file(config.path.clone()),
+                    );
+                }
+            }
+        }
         let holds = match &config.holds_file {
             Some(f) => holds::load(&config.resolve(f), &mut d),
             None => Vec::new(),

@@ -378,6 +378,8 @@ async fn bad_schedules_are_refused() {
     )
     .unwrap();
     f.lapse(&["schedule"]).code(2).stderr_has("schedule job 'a': unknown policy 'nope'");
+    // `validate` says so too (before, it passed what `schedule` then refused).
+    f.lapse(&["validate"]).code(2).stderr_has("schedule job 'a': unknown policy 'nope'").stderr_has("lapse.yaml");
     std::fs::write(f.path("lapse.yaml"), &cfg).unwrap();
     f.lapse(&["schedule"]).code(2).stderr_has("has no `schedule:` section");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8);
