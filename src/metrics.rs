@@ -177,7 +177,7 @@ pub fn exposition(r: &Report, exit_code: u8, last_success: Option<f64>) -> Strin
         (
             "lapse_records_fields_anonymized_total",
             "counter",
-            "Records whose lapsed fields were anonymized by the last run (the record is kept).",
+            "Field-level anonymizations of the last run: a kept record counts once per group of its fields that lapsed (per stage).",
             |p| p.fields_anonymized as f64,
         ),
         ("lapse_records_due", "gauge", "Records due at the start of the last run (holds excluded).", |p| {

@@ -249,7 +249,8 @@ pub struct PolicyReport {
     pub rows_due: u64,
     pub deleted: u64,
     pub anonymized: u64,
-    /// Rows whose lapsed columns were anonymized while the record was kept.
+    /// Field-level anonymizations: a kept record whose lapsed columns were anonymized, counted once
+    /// per stage (a record whose fields lapse under two purposes, in two stages, counts twice).
     pub fields_anonymized: u64,
     /// Lapsed rows kept by a legal hold.
     pub held: u64,

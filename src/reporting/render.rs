@@ -237,7 +237,7 @@ fn summary(h: &mut String, r: &Report) {
     } else {
         tot(deleted, "records deleted");
         tot(anonymized, "records anonymized");
-        tot(fields, "records with lapsed fields anonymized");
+        tot(fields, "field-level anonymizations (a record per stage: lapsed fields of kept records)");
         tot(cascaded, "dependent rows deleted");
         let reconciled = sum(&|p| p.reconciled);
         if reconciled > 0 {
@@ -696,7 +696,7 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
         h,
         "Records",
         format!(
-            "{} deleted; {} anonymized; {} with lapsed fields anonymized; {} dependent rows deleted by cascade",
+            "{} deleted; {} anonymized; {} field-level anonymizations (a kept record counts once per group of fields that lapsed); {} dependent rows deleted by cascade",
             num(sum(&|p| p.deleted)),
             num(sum(&|p| p.anonymized)),
             num(sum(&|p| p.fields_anonymized)),
