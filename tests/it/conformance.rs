@@ -995,16 +995,18 @@ pub async fn fractional_buckets_and_decimal_conditions(b: Backend) {
 /// A condition on a timestamp compares instants: on SQLite, whatever the text's shape or a
 /// number of Unix seconds (before, SQLite compared the stored text: `T03:00` sorted after
 /// `05:00`, and a Unix time matched nothing).
-/// `anchor + period <= cutoff`, exactly, where a month period ends on a shorter month: 29, 30
-/// and 31 January + 1 month are 28 February (before, they lapsed only once `cutoff - 1 month`
-/// reached them, up to three days late), and all of 28 February + 1 month is before 31 March,
-/// to its last microsecond, while 1 March 00:00 is not.
+/// A month period at month ends. At a cutoff of 31 March 06:00, all of 28 February + 1 month
+/// is before it (28 March), to the last second, while 1 March 00:00 is not (before, such an
+/// anchor lapsed only once `cutoff - 1 month` reached it, up to three days late). At a cutoff
+/// of 28 February 12:00, 29-31 January lapse at some times of day and not at others (30 January
+/// 08:00 + 1 month is 28 February 08:00, 31 January 18:00 is 28 February 18:00): they are kept
+/// until `cutoff - 1 month` reaches them, never destroyed early.
 pub async fn month_periods_lapse_at_month_ends(b: Backend) {
     let schema = "CREATE TABLE subs (id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(64), created_at {TS} NOT NULL);";
     let f = Fixture::new(b, schema).await;
     f.db.exec(
         "INSERT INTO subs (id, created_at) VALUES (1, '2026-01-28 12:00:00'), (2, '2026-01-30 08:00:00'), \
-         (3, '2026-01-31 12:00:00'), (4, '2026-01-31 12:00:01'), (5, '2026-02-01 00:00:00'), \
+         (3, '2026-01-31 18:00:00'), (4, '2026-01-31 12:00:01'), (5, '2026-02-01 00:00:00'), \
          (6, '2026-02-28 23:59:59'), (7, '2026-03-01 00:00:00')",
     )
     .await;
@@ -1016,11 +1018,11 @@ pub async fn month_periods_lapse_at_month_ends(b: Backend) {
     f.lapse_at("2026-02-28T12:00:00Z", &["run"]).ok();
     assert_eq!(
         left(column_texts(&f, "subs", "id").await),
-        vec![4, 5, 6, 7],
-        "29-31 January + 1 month is 28 February 12:00 at the latest"
+        vec![2, 3, 4, 5, 6, 7],
+        "only what has lapsed (28 January 12:00), and not all of it: 31 January 18:00 + 1 month is after the cutoff"
     );
     let p = &f.report("run")["policies"][0];
-    assert_eq!(p["purposes"][0]["lapsed_if_anchor_before_or_at"], "2026-01-31T12:00:00Z");
+    assert_eq!(p["purposes"][0]["lapsed_if_anchor_before_or_at"], "2026-01-28T12:00:00Z");
     f.lapse_at("2026-03-31T06:00:00Z", &["run"]).ok();
     assert_eq!(
         left(column_texts(&f, "subs", "id").await),
