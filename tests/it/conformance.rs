@@ -1555,6 +1555,7 @@ async fn sqlite_anchor_stored_as_text_or_number() {
         (10, "NULL"),                       // no anchor: kept, counted
         (11, "2458909.5"),                  // Julian day, 2020-03-01 00:00 UTC: lapsed
         (12, "2461010.9166666665"),         // Julian day, 2025-12-01 10:00 UTC: not yet
+        (13, "'2019'"),                     // a year (stored as the integer 2019; julianday: 4708 BC): no time, kept
     ];
     let mut sql = String::new();
     for (id, at) in anchors {
@@ -1567,7 +1568,7 @@ async fn sqlite_anchor_stored_as_text_or_number() {
     let kinds: Vec<String> = kinds.into_iter().map(|k| k.unwrap()).collect();
     assert_eq!(
         kinds,
-        ["text", "integer", "real", "blob", "text", "integer", "text", "text", "text", "null", "real", "real"],
+        ["text", "integer", "real", "blob", "text", "integer", "text", "text", "text", "null", "real", "real", "integer"],
         "each anchor kept its storage class"
     );
     f.policy("people", PEOPLE_DELETE);
@@ -1575,10 +1576,10 @@ async fn sqlite_anchor_stored_as_text_or_number() {
     let plan = f.report("plan");
     assert_eq!(n(&plan["policies"][0]["stages"][0]["due"]), 6, "plan counts the lapsed anchors of every storage class");
     f.lapse(&["run"]).ok();
-    assert_eq!(ids(&f).await, vec![6, 7, 8, 9, 10, 12], "1 to 5 and 11 lapsed and are gone");
+    assert_eq!(ids(&f).await, vec![6, 7, 8, 9, 10, 12, 13], "1 to 5 and 11 lapsed and are gone");
     let p = &f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 6);
-    assert_eq!(n(&p["null_anchor_kept"]), 2, "the NULL anchor and the text that is no time");
+    assert_eq!(n(&p["null_anchor_kept"]), 3, "the NULL anchor and the texts that are no time");
 }
 
 /// A STRICT table has no date type to declare: its times are `TEXT`, and such a column is an
@@ -1598,7 +1599,7 @@ CREATE TABLE ev_typo (id INTEGER PRIMARY KEY, email TEXT, at TEXT) STRICT;";
     f.db.exec(
         "INSERT INTO ev_text VALUES (1, 'a@example.com', '2020-03-01 10:00:00'), (2, 'b@example.com', '2025-12-01T10:00:00Z'), (3, 'c@example.com', 'soon');
 INSERT INTO ev_int VALUES (1, 'a@example.com', 1583056800), (2, 'b@example.com', 1764583200);
-INSERT INTO ev_typo VALUES (1, 'a@example.com', 'a@example.com'), (2, 'b@example.com', NULL);",
+INSERT INTO ev_typo VALUES (1, 'a@example.com', 'a@example.com'), (2, 'b@example.com', NULL), (3, 'c@example.com', '2019');",
     )
     .await;
     let policy = |table: &str| {
