@@ -174,6 +174,7 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
             .join(",")
     });
     let mut filter = user
+        .filter(|u| !u.trim().is_empty())
         .and_then(|u| EnvFilter::try_new(u).ok())
         .unwrap_or_else(|| EnvFilter::new(format!("lapse={default},warn")));
     for quiet in [
@@ -195,11 +196,18 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     if !json && !quiet && !no_progress && std::io::stderr().is_terminal() {
         lapse::progress::enable();
     }
+    // And whatever enabled them (a span directive such as `[policy]=debug` enables every event
+    // inside the span, the SDK's too), no AWS crate's event below INFO gets out.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let aws_quiet = tracing_subscriber::filter::filter_fn(|m| {
+        !(m.target().starts_with("aws") && *m.level() > tracing::Level::INFO)
+    });
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(lapse::progress::writer).with_target(false);
     if json {
-        b.json().flatten_event(true).with_current_span(true).init();
+        b.json().flatten_event(true).with_current_span(true).finish().with(aws_quiet).init();
     } else {
-        b.with_ansi(std::io::stderr().is_terminal()).init();
+        b.with_ansi(std::io::stderr().is_terminal()).finish().with(aws_quiet).init();
     }
 }
 

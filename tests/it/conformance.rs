@@ -1568,7 +1568,10 @@ async fn sqlite_anchor_stored_as_text_or_number() {
     let kinds: Vec<String> = kinds.into_iter().map(|k| k.unwrap()).collect();
     assert_eq!(
         kinds,
-        ["text", "integer", "real", "blob", "text", "integer", "text", "text", "text", "null", "real", "real", "integer"],
+        [
+            "text", "integer", "real", "blob", "text", "integer", "text", "text", "text", "null", "real", "real",
+            "integer"
+        ],
         "each anchor kept its storage class"
     );
     f.policy("people", PEOPLE_DELETE);
