@@ -267,14 +267,14 @@ pub fn push_url(p: &Pushgateway, shard: Option<crate::report::ShardInfo>) -> Str
     url
 }
 
-/// A URL as it may be printed: without the credentials of its authority (`user:password@`).
+/// A URL as it may be printed: without what comes before its last `@` (`user:password@`; a
+/// password may hold `/`, `?` or `#`, so the authority cannot be told from the path there).
 pub fn shown(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (format!("{s}://"), r),
         None => (String::new(), url),
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}<credentials>@{}", &rest[at + 1..]),
         None => format!("{scheme}{rest}"),
     }
@@ -358,10 +358,12 @@ mod tests {
     /// (before, they were accepted, never sent, and logged on every run).
     #[test]
     fn pushgateway_credentials_are_refused_and_never_shown() {
-        assert_eq!(shown("http://metrics:Hunter2@gw:9091/x?a@b"), "http://<credentials>@gw:9091/x?a@b");
+        assert_eq!(shown("http://metrics:Hunter2@gw:9091/x"), "http://<credentials>@gw:9091/x");
+        assert_eq!(shown("http://metrics:ab/c+d@gw:9091"), "http://<credentials>@gw:9091");
+        assert_eq!(shown("http://u:p#ss@gw"), "http://<credentials>@gw");
         assert_eq!(shown("https://gw:9091"), "https://gw:9091");
         assert_eq!(shown("hxxp://u:Hunter2@gw"), "hxxp://<credentials>@gw");
-        for url in ["http://metrics:Hunter2@127.0.0.1:1", "hxxp://metrics:Hunter2@127.0.0.1:1"] {
+        for url in ["http://metrics:Hunter2@127.0.0.1:1", "hxxp://metrics:Hunter2@127.0.0.1:1", "http://m:Hunter2/x@gw:1"] {
             let m = MetricsConfig {
                 pushgateway: Some(Pushgateway {
                     url: url.into(),
