@@ -274,6 +274,14 @@ fn overlapping_object_datasets(ws: &Workspace, prepared: &[(&Policy, Prepared)],
     }
 }
 
+/// The run lock of a policy (a shard locks only its part of a key-sharded one).
+fn run_lock_name(p: &Policy, opts: &Options) -> String {
+    match opts.shard.filter(|s| s.part(p).is_some()) {
+        Some(s) => format!("lapse/policy/{}/shard/{}-of-{}", p.name, s.index, s.count),
+        None => format!("lapse/policy/{}", p.name),
+    }
+}
+
 /// The catalog's name of every policy's table that the cross-policy checks below compare (see
 /// `Connector::identify`), read once: the selected policies' from their preparation, the others
 /// on the same open connections asked here. `Err`: the catalog could not answer.
@@ -651,11 +659,7 @@ pub async fn execute(
         // A shard locks only its policies, and only its part of a key-sharded one.
         for (p, _) in &prepared {
             let conn = &conns[&p.connection];
-            let name = match opts.shard.filter(|s| s.part(p).is_some()) {
-                Some(s) => format!("lapse/policy/{}/shard/{}-of-{}", p.name, s.index, s.count),
-                None => format!("lapse/policy/{}", p.name),
-            };
-            let got = conn.try_run_lock(&name, p.objects.as_ref()).await?;
+            let got = conn.try_run_lock(&run_lock_name(p, opts), p.objects.as_ref()).await?;
             if !got {
                 return Err(Busy { policy: p.name.clone(), connection: p.connection.clone() }.into());
             }
@@ -1296,7 +1300,8 @@ async fn enforce(
                 }
                 // The run lock still held (a server may end the session that holds it): else
                 // another worker may be destroying too.
-                retry(|| conn.run_lock_alive()).await?;
+                let lock = run_lock_name(p, ctx.opts);
+                retry(|| conn.run_lock_alive(&lock)).await?;
                 if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
                     // Every batch so far was full: more may be due. Said, not claimed done.
                     let msg = format!(

@@ -363,7 +363,9 @@ mod tests {
         assert_eq!(shown("http://u:p#ss@gw"), "http://<credentials>@gw");
         assert_eq!(shown("https://gw:9091"), "https://gw:9091");
         assert_eq!(shown("hxxp://u:Hunter2@gw"), "hxxp://<credentials>@gw");
-        for url in ["http://metrics:Hunter2@127.0.0.1:1", "hxxp://metrics:Hunter2@127.0.0.1:1", "http://m:Hunter2/x@gw:1"] {
+        for url in
+            ["http://metrics:Hunter2@127.0.0.1:1", "hxxp://metrics:Hunter2@127.0.0.1:1", "http://m:Hunter2/x@gw:1"]
+        {
             let m = MetricsConfig {
                 pushgateway: Some(Pushgateway {
                     url: url.into(),

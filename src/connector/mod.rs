@@ -473,9 +473,10 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(())
     }
 
-    /// Whether the run locks taken are still held (checked before each batch); a lock whose
-    /// holder died is taken again, or the run stops with an error. Default: yes.
-    async fn run_lock_alive(&self) -> Result<(), ConnectorError> {
+    /// Whether run lock `name` (taken by `try_run_lock`) is still held (checked before each
+    /// batch); a lock whose holder died is taken again, or the policy stops with an error.
+    /// Default: yes.
+    async fn run_lock_alive(&self, _name: &str) -> Result<(), ConnectorError> {
         Ok(())
     }
 

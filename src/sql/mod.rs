@@ -1906,52 +1906,62 @@ impl crate::connector::Connector for SqlConnector {
     /// A session-level lock lives as long as its session, which the server may end while the
     /// run goes on (PostgreSQL's `idle_session_timeout`, MariaDB's `wait_timeout`, a DBA, a
     /// proxy dropping an idle connection): another worker could then take it and both would
-    /// destroy at once. Each session is asked for a sign of life; a dead one's lock is taken
-    /// again on a new session, and if another worker has it meanwhile, the run stops.
-    async fn run_lock_alive(&self) -> Result<(), ConnectorError> {
+    /// destroy at once. The session holding lock `name` is asked for a sign of life; a dead
+    /// one's lock is taken again on a new session, and if another worker has it meanwhile, this
+    /// policy stops (the lock is forgotten: the other policies' locks are their own). A session
+    /// slow to answer is not taken for dead (its lock would refuse the new session): the engine
+    /// asks again.
+    async fn run_lock_alive(&self, name: &str) -> Result<(), ConnectorError> {
         let mut locks = self.run_locks.lock().await;
-        for held in locks.iter_mut() {
-            let alive = match &mut held.session {
-                LockSession::Pg(c) => {
-                    tokio::time::timeout(Duration::from_secs(10), sqlx::query("SELECT 1").execute(&mut *c))
-                        .await
-                        .is_ok_and(|r| r.is_ok())
-                }
-                LockSession::My(c) => {
-                    tokio::time::timeout(Duration::from_secs(10), sqlx::query("SELECT 1").execute(&mut *c))
-                        .await
-                        .is_ok_and(|r| r.is_ok())
-                }
-                LockSession::File(_) => true,
-            };
-            if alive {
-                continue;
+        let Some(i) = locks.iter().position(|h| h.name == name) else { return Ok(()) };
+        let answer = match &mut locks[i].session {
+            LockSession::Pg(c) => {
+                tokio::time::timeout(Duration::from_secs(10), sqlx::query("SELECT 1").execute(&mut *c))
+                    .await
+                    .map(|r| r.is_ok())
             }
-            tracing::warn!("the session holding the run lock ended; taking the lock again");
-            match self.take_run_lock(&held.name).await {
-                Ok(Some(again)) => *held = again,
-                Ok(None) => {
-                    return Err(ConnectorError::Query {
-                        context: "checking the run lock".into(),
-                        message: "the session holding the run lock ended, and another worker holds the lock now: stopping before the next batch".into(),
-                    })
-                }
-                // A server restarting: worth another try (the engine retries, with backoff).
-                Err(e) if e.is_transient() => {
-                    return Err(ConnectorError::Lost {
-                        context: "checking the run lock".into(),
-                        message: format!("the session holding the run lock ended, and the lock could not be taken again yet: {e}"),
-                    })
-                }
-                Err(e) => {
-                    return Err(ConnectorError::Query {
-                        context: "checking the run lock".into(),
-                        message: format!("the session holding the run lock ended, and the lock could not be taken again: {e}"),
-                    })
-                }
+            LockSession::My(c) => {
+                tokio::time::timeout(Duration::from_secs(10), sqlx::query("SELECT 1").execute(&mut *c))
+                    .await
+                    .map(|r| r.is_ok())
             }
+            LockSession::File(_) => Ok(true),
+        };
+        match answer {
+            Ok(true) => return Ok(()),
+            Err(_) => {
+                return Err(ConnectorError::Lost {
+                    context: "checking the run lock".into(),
+                    message: "the session holding the run lock did not answer within 10 s".into(),
+                })
+            }
+            Ok(false) => {}
         }
-        Ok(())
+        tracing::warn!("the session holding the run lock ended; taking the lock again");
+        match self.take_run_lock(name).await {
+            Ok(Some(again)) => {
+                locks[i] = again;
+                Ok(())
+            }
+            Ok(None) => {
+                locks.remove(i);
+                Err(ConnectorError::Query {
+                    context: "checking the run lock".into(),
+                    message: "the session holding the run lock ended, and another worker holds the lock now: stopping before the next batch".into(),
+                })
+            }
+            // A server restarting: worth another try (the engine retries, with backoff).
+            Err(e) if e.is_transient() => Err(ConnectorError::Lost {
+                context: "checking the run lock".into(),
+                message: format!(
+                    "the session holding the run lock ended, and the lock could not be taken again yet: {e}"
+                ),
+            }),
+            Err(e) => Err(ConnectorError::Query {
+                context: "checking the run lock".into(),
+                message: format!("the session holding the run lock ended, and the lock could not be taken again: {e}"),
+            }),
+        }
     }
 
     async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
