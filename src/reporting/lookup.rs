@@ -246,6 +246,8 @@ pub fn lookup(
     let key_id = ctx.key.key_id();
     let mut warnings = ctx.warnings.clone();
     let mut reports: Vec<(String, RunView)> = Vec::new();
+    // Evidence not searched (a report or evidence file unreadable, altered or cut short).
+    let mut evidence_unreadable = 0usize;
     for name in st.list()? {
         if store::kind(&name) != FileKind::Report || !name.starts_with("lapse-run-") {
             continue;
@@ -254,7 +256,11 @@ pub fn lookup(
             st.read(&name).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<RunView>(&b)?));
         match parsed {
             Ok(r) => reports.push((name, r)),
-            Err(e) => warnings.push(format!("{name}: not readable as a report ({e}); skipped")),
+            Err(e) => {
+                warnings.push(format!("{name}: not readable as a report ({e}); skipped"));
+                // Its evidence is not searched: no answer can be "nothing".
+                evidence_unreadable += 1;
+            }
         }
     }
     if reports.is_empty() {
@@ -296,7 +302,6 @@ pub fn lookup(
     let wanted: BTreeSet<&str> = hashes.iter().map(String::as_str).collect();
     let mut destroyed = Vec::new();
     let mut scanned = 0u64;
-    let mut evidence_unreadable = 0usize;
     for (name, r) in reports.iter().filter(|(_, r)| r.evidence_key_id == key_id) {
         let Some(ev) = &r.evidence else { continue };
         let reader = match st.open(&ev.file) {
@@ -343,6 +348,8 @@ pub fn lookup(
                 "{} does not match what {name} records (altered or truncated): run `lapse report verify`",
                 ev.file
             ));
+            // What is missing from it may be the answer.
+            evidence_unreadable += 1;
         }
     }
     destroyed.sort_by_key(|d| d.at);
@@ -429,7 +436,7 @@ pub fn lookup(
     cannot.push("Records that had not lapsed yet were neither destroyed nor recorded.".into());
     if evidence_unreadable > 0 {
         cannot.push(format!(
-            "The evidence of {evidence_unreadable} run report(s) could not be read (see the warnings): what those runs destroyed is not known here."
+            "The evidence of {evidence_unreadable} run report(s) could not be read whole (see the warnings): what those runs destroyed is not known here."
         ));
     }
     let found = !destroyed.is_empty() || !held.is_empty();
@@ -525,7 +532,7 @@ impl Answer {
         }
         if !self.found && self.evidence_unreadable > 0 {
             s.push_str(&format!(
-                "NOT ANSWERED: no evidence record of this {} in the evidence that could be read, but the evidence of {} run report(s) could not be read.\n",
+                "NOT ANSWERED: no evidence record of this {} in the evidence that could be read, but the evidence of {} run report(s) could not be read whole.\n",
                 if self.target == "subject" { "subject" } else { "record" },
                 self.evidence_unreadable
             ));

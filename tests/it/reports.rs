@@ -346,6 +346,11 @@ async fn lookup_takes_no_number_for_another_text() {
     // an evidence file may be lost.
     f.lapse(&["report", "lookup", p(&f.path("policies")), "--subject", "42"]).code(2).stderr_has("no run report here");
     let evidence = f.latest("run", ".evidence.jsonl");
+    // Cut short (a full disk), the record sought may be in what is missing.
+    std::fs::write(&evidence, "").unwrap();
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
+    r.code(2);
+    assert!(r.stdout.contains("NOT ANSWERED"), "{}", r.stdout);
     std::fs::remove_file(&evidence).unwrap();
     let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
     r.code(2);
