@@ -246,6 +246,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
         );
     }
     let mut when_ask: Vec<(String, crate::connector::ColumnInfo, String)> = Vec::new();
+    let mut later: Vec<Diagnostic> = Vec::new();
     let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
     for (i, p) in policy.purposes.iter().enumerate().filter(|(_, p)| p.from_policy.is_none()) {
         if let Some(c) = table.column(&p.anchor) {
@@ -274,7 +275,11 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                             c.sql_type
                         ),
                     ),
-                    Err(e) => err(&format!("purposes.{i}.after"), e.to_string()),
+                    Err(e) => {
+                        // A database that did not answer says nothing of the policy (exit 1).
+                        let d = policy.error(&format!("purposes.{i}.after"), e.to_string());
+                        later.push(if unavailable(&e) { d.unavailable() } else { d });
+                    }
                 }
             }
         }
@@ -434,9 +439,16 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             );
         }
     }
+    for d in later {
+        diags.push(d);
+    }
+    // `accepts` says "it could not be checked" when the database did not answer: that says
+    // nothing of the policy (exit 1, not 2).
+    let unchecked =
+        |why: &str, d: Diagnostic| if why.starts_with("it could not be checked") { d.unavailable() } else { d };
     for (path, info, t) in when_ask {
         if let Err(why) = conn.accepts(&info, &Value::Text(t.clone())).await {
-            diags.push(policy.error(
+            let d = policy.error(
                 &path,
                 format!(
                     "the condition's literal '{t}' does not fit {} column '{}' ({}): {why}",
@@ -444,12 +456,13 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                     info.name,
                     info.sql_type
                 ),
-            ));
+            );
+            diags.push(unchecked(&why, d));
         }
     }
     for (path, info, v) in ask {
         if let Err(why) = conn.accepts(&info, &v).await {
-            diags.push(policy.error(
+            let d = policy.error(
                 &path,
                 format!(
                     "the constant does not fit {} column '{}' ({}): {why}",
@@ -457,7 +470,8 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                     info.name,
                     info.sql_type
                 ),
-            ));
+            );
+            diags.push(unchecked(&why, d));
         }
     }
     let (cascade, restrict) = if policy.action == Action::Delete {
