@@ -242,22 +242,28 @@ pub async fn prepare<'a>(
 /// what the longer one keeps. Such a pair is refused, the unselected policies included.
 fn overlapping_object_datasets(ws: &Workspace, prepared: &[(&Policy, Prepared)], d: &mut Diagnostics) {
     let selected = |p: &Policy| prepared.iter().any(|(q, _)| q.name == p.name);
+    // Where the objects are: the store (an S3 endpoint, a directory; two connections may name
+    // the same one) and the bucket.
     let bucket = |p: &Policy| {
         let o = p.objects.as_ref()?;
-        o.bucket
-            .clone()
-            .or_else(|| ws.config.connections.get(&p.connection).and_then(|c| c.bucket.clone()))
-            .or(Some(String::new()))
+        let c = ws.config.connections.get(&p.connection)?;
+        let store = match c.kind {
+            ConnectionKind::Directory => {
+                let dir = ws.config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new(".")));
+                format!("dir:{}", std::fs::canonicalize(&dir).unwrap_or(dir).display())
+            }
+            _ => format!("s3:{}", c.endpoint.clone().unwrap_or_default()),
+        };
+        Some((store, o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default()))
     };
     let objects: Vec<&Policy> = ws.policies.policies.iter().filter(|p| p.objects.is_some()).collect();
     for (i, a) in objects.iter().enumerate() {
         for b in &objects[i + 1..] {
             let (Some(pa), Some(pb)) = (a.objects.as_ref(), b.objects.as_ref()) else { continue };
             let overlap = pa.prefix.starts_with(&pb.prefix) || pb.prefix.starts_with(&pa.prefix);
-            if a.connection == b.connection
-                && bucket(a) == bucket(b)
+            if bucket(a) == bucket(b)
                 && overlap
-                && a.table != b.table
+                && (a.connection != b.connection || a.table != b.table)
                 && (selected(a) || selected(b))
             {
                 d.push(a.error(

@@ -326,6 +326,17 @@ async fn overlapping_object_datasets_are_refused() {
         assert!(out.stderr.contains("overlap those of policy"), "{}", out.stderr);
     }
     assert_eq!(s.keys().await, ["exports/2024/03/01/alice@example.com.csv"]);
+    // The same dataset through two connections to one directory: not merged either.
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    let cfg = cfg.replacen("connections:\n", "connections:\n  store2:\n    kind: directory\n    path: files\n", 1);
+    std::fs::write(s.f.path("lapse.yaml"), cfg).unwrap();
+    s.f.policy(
+        "archive",
+        &long.replace("connection: store\n  prefix: exports/2024/", "connection: store2\n  prefix: exports/"),
+    );
+    let out = s.f.lapse(&["validate", "--connect"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("overlap those of policy"), "{}", out.stderr);
 }
 
 pub async fn guardrail_and_resume(kind: StoreKind) {
