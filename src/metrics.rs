@@ -292,7 +292,8 @@ fn credentials_problem(url: &str) -> Option<String> {
 
 /// POSTs the exposition to the Pushgateway (POST replaces only the metric names pushed).
 pub async fn push(p: &Pushgateway, url: &str, body: String) -> anyhow::Result<()> {
-    if let Some(m) = credentials_problem(url) {
+    // The configured URL (the grouping key's segments after it may hold `@base64`).
+    if let Some(m) = credentials_problem(&p.url) {
         anyhow::bail!("{m}");
     }
     let show = shown(&p.url);
