@@ -700,6 +700,18 @@ impl SqlConnector {
                     )));
                 }
             }
+            if let Some(pc) = &h.policy {
+                // Policy names are text: a number column is compared with them by every count
+                // (PostgreSQL refuses `integer = text` there, after validation passed).
+                let kind = info.kind(pc);
+                if !matches!(kind, ColumnKind::Text | ColumnKind::Other) {
+                    return Err(ConnectorError::Invalid(format!(
+                        "connection '{name}': the policy column '{pc}' of holds table '{}' is {}, not text (it holds policy names)",
+                        h.table,
+                        info.column(pc).map(|c| c.sql_type.as_str()).unwrap_or("?")
+                    )));
+                }
+            }
             if let Some(e) = &h.expires {
                 // SQLite keeps times as text or numbers, read by `julianday`; elsewhere text
                 // would be compared with a time (PostgreSQL refuses it at the first count,

@@ -714,6 +714,20 @@ async fn holds_table_missing_or_incomplete(b: Backend) {
         ),
     ];
     refused(b, cases, CATALOG).await;
+    // A number column for policy names: every count compared it with text (PostgreSQL
+    // refused it at the first count, after validation passed).
+    let f = seeded(b).await;
+    f.policy("people", POLICY);
+    f.db.exec("CREATE TABLE holds_n (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy INTEGER)").await;
+    let text = edit(
+        CONFIG,
+        "    url_file: db.url\n",
+        "    url_file: db.url\n    holds_table:\n      table: holds_n\n      subject: subject\n      policy: policy\n",
+    );
+    File::Config.write(&f, text.as_bytes());
+    let expect =
+        ["connection 'db': the policy column 'policy' of holds table 'holds_n' is".to_string(), "not text".to_string()];
+    check(&f, "holds policy column of numbers", CATALOG, &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test]
