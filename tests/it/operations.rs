@@ -214,9 +214,15 @@ async fn run_lock_session_ended(another_worker_takes_it: bool) {
         sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut admin).await.unwrap();
     assert!(ended);
     if another_worker_takes_it {
-        let got: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut admin).await.unwrap();
-        assert!(got, "the lock was free once its session ended");
+        // `pg_terminate_backend` signals the session; it ends (and frees the lock) soon after.
+        until("the lock free once its session ended", Duration::from_secs(10), async || {
+            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap()
+        })
+        .await;
     }
     lock.release().await;
     let code = wait(&mut a, Duration::from_secs(60));
