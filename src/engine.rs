@@ -254,7 +254,12 @@ fn overlapping_object_datasets(ws: &Workspace, prepared: &[(&Policy, Prepared)],
             }
             _ => format!("s3:{}", c.endpoint.clone().unwrap_or_default()),
         };
-        Some((store, o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default()))
+        // A directory has no buckets (its store ignores one).
+        let bucket = match c.kind {
+            ConnectionKind::Directory => String::new(),
+            _ => o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default(),
+        };
+        Some((store, bucket))
     };
     let objects: Vec<&Policy> = ws.policies.policies.iter().filter(|p| p.objects.is_some()).collect();
     for (i, a) in objects.iter().enumerate() {

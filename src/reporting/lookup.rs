@@ -273,6 +273,8 @@ pub fn lookup(
     let other_key: Vec<&str> =
         reports.iter().filter(|(_, r)| r.evidence_key_id != key_id).map(|(n, _)| n.as_str()).collect();
     if !other_key.is_empty() {
+        // Not searched (their hashes cannot match): the record sought may be among them.
+        evidence_unreadable += other_key.len();
         warnings.push(format!(
             "{} report(s) were written with another evidence key than the configured one ({key_id}), so their hashes cannot match: {}",
             other_key.len(),
@@ -530,13 +532,14 @@ impl Answer {
                 }
             }
         }
-        if !self.found && self.evidence_unreadable > 0 {
+        if self.destroyed.is_empty() && self.evidence_unreadable > 0 {
             s.push_str(&format!(
                 "NOT ANSWERED: no evidence record of this {} in the evidence that could be read, but the evidence of {} run report(s) could not be read whole.\n",
                 if self.target == "subject" { "subject" } else { "record" },
                 self.evidence_unreadable
             ));
-        } else if !self.found {
+        }
+        if !self.found && self.evidence_unreadable == 0 {
             s.push_str(&format!(
                 "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file names it.\n\
                  Either lapse never destroyed it (not lapsed, not under a policy, or held as below), or the reports were written with another evidence key.\n",

@@ -183,7 +183,8 @@ impl<'a> Builder<'a> {
     /// `'auto'` (up to 5373484.5 a Julian day number, the `REAL` convention of SQLite's manual;
     /// beyond, Unix seconds), and only from 2415020.5 (1 January 1900 as a Julian day): below,
     /// a number is a year (`2019`), a sentinel (`0`) or a time in the first weeks of 1970, no
-    /// anchor to trust (unknown, kept); text (or a blob) only when it starts with a date `YYYY-MM-DD`:
+    /// anchor to trust (unknown, kept), nor is one from 10000101 to 99991231 (a date written
+    /// `YYYYMMDD`, which `'auto'` would read as Unix seconds of 1970-1973); text (or a blob) only when it starts with a date `YYYY-MM-DD`:
     /// `julianday` also reads text of digits as a Julian day (`'2019'`, a year, is 4708 BC; `'0'`,
     /// a sentinel, 4713 BC), and `'now'` as now; such text is no time here (unknown, kept). The
     /// simple `CASE` reads the storage class once per row (a scan of a million rows: 0.24 s
@@ -192,8 +193,8 @@ impl<'a> Builder<'a> {
         let e = self.col(qual, c);
         match self.d {
             Dialect::Sqlite => format!(
-                "(CASE typeof({e}) WHEN 'integer' THEN (CASE WHEN {e} >= 2415020.5 THEN julianday({e},'auto') END) \
-                 WHEN 'real' THEN (CASE WHEN {e} >= 2415020.5 THEN julianday({e},'auto') END) \
+                "(CASE typeof({e}) WHEN 'integer' THEN (CASE WHEN {e} >= 2415020.5 AND NOT {e} BETWEEN 10000101 AND 99991231 THEN julianday({e},'auto') END) \
+                 WHEN 'real' THEN (CASE WHEN {e} >= 2415020.5 AND NOT {e} BETWEEN 10000101 AND 99991231 THEN julianday({e},'auto') END) \
                  ELSE (CASE WHEN {e} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' THEN julianday({e}) END) END)"
             ),
             _ => e,

@@ -1556,6 +1556,7 @@ async fn sqlite_anchor_stored_as_text_or_number() {
         (11, "2458909.5"),                  // Julian day, 2020-03-01 00:00 UTC: lapsed
         (12, "2461010.9166666665"),         // Julian day, 2025-12-01 10:00 UTC: not yet
         (13, "'2019'"),                     // a year (stored as the integer 2019; julianday: 4708 BC): no time, kept
+        (14, "20250101"),                   // a date as YYYYMMDD ('auto': Unix seconds of 1970): no time, kept
     ];
     let mut sql = String::new();
     for (id, at) in anchors {
@@ -1570,7 +1571,7 @@ async fn sqlite_anchor_stored_as_text_or_number() {
         kinds,
         [
             "text", "integer", "real", "blob", "text", "integer", "text", "text", "text", "null", "real", "real",
-            "integer"
+            "integer", "integer"
         ],
         "each anchor kept its storage class"
     );
@@ -1579,10 +1580,10 @@ async fn sqlite_anchor_stored_as_text_or_number() {
     let plan = f.report("plan");
     assert_eq!(n(&plan["policies"][0]["stages"][0]["due"]), 6, "plan counts the lapsed anchors of every storage class");
     f.lapse(&["run"]).ok();
-    assert_eq!(ids(&f).await, vec![6, 7, 8, 9, 10, 12, 13], "1 to 5 and 11 lapsed and are gone");
+    assert_eq!(ids(&f).await, vec![6, 7, 8, 9, 10, 12, 13, 14], "1 to 5 and 11 lapsed and are gone");
     let p = &f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 6);
-    assert_eq!(n(&p["null_anchor_kept"]), 3, "the NULL anchor and the texts that are no time");
+    assert_eq!(n(&p["null_anchor_kept"]), 4, "the NULL anchor and the values that are no time");
 }
 
 /// A STRICT table has no date type to declare: its times are `TEXT`, and such a column is an
