@@ -719,24 +719,18 @@ pub async fn execute(
             Ok(names) => {
                 // Quoted only when it could be a policy's name: the column is the database's,
                 // and what else it holds is not for a log.
-                let could_be_a_name = |n: &str| {
-                    !n.is_empty()
-                        && n.len() <= 100
-                        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                };
-                let names: Vec<String> =
-                    names
-                        .iter()
-                        .map(|n| {
-                            if could_be_a_name(n) {
-                                format!("'{n}'")
-                            } else {
-                                "(a value that is no policy name)".into()
-                            }
-                        })
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect();
+                let names: Vec<String> = names
+                    .iter()
+                    .map(|n| {
+                        if policy::valid_policy_name(n) {
+                            format!("'{n}'")
+                        } else {
+                            "(a value that is no policy name)".into()
+                        }
+                    })
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
                 format!(
                     "holds in force name {} {}, which no policy is named: they hold nothing",
                     if names.len() == 1 { "policy" } else { "policies" },
@@ -1177,30 +1171,19 @@ async fn enforce(
             retry(|| conn.count_by_table_hold(full, &any_lapse)).await
         }
     };
-    let held_alone = {
+    // A report-only count beside the batches, when `on`.
+    let beside = |on: bool, f: Filter| {
         let wait = after_counts();
-        async {
-            match held_alongside {
-                true => {
-                    wait.await;
-                    Some(retry(|| conn.count(full, &held_filter)).await)
-                }
-                false => None,
+        async move {
+            if !on {
+                return None;
             }
+            wait.await;
+            Some(retry(|| conn.count(full, &f)).await)
         }
     };
-    let null_alone = {
-        let wait = after_counts();
-        async {
-            match null_alongside {
-                true => {
-                    wait.await;
-                    Some(retry(|| conn.count(full, &null_filter)).await)
-                }
-                false => None,
-            }
-        }
-    };
+    let held_alone = beside(held_alongside, held_filter.clone());
+    let null_alone = beside(null_alongside, null_filter.clone());
     let rest = async {
         let counts = retry(|| conn.counts(full, &filters)).await;
         let _ = counted.send(());

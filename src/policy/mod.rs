@@ -242,6 +242,11 @@ pub struct ObjectDataset {
     pub pattern: Option<crate::objstore::KeyPattern>,
 }
 
+/// A policy's name: letters, digits, `-` and `_`, at most 100.
+pub fn valid_policy_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
@@ -491,10 +496,7 @@ fn resolve(
         positions,
     };
     let mut errs: Vec<Diagnostic> = Vec::new();
-    let name_ok = !raw.name.is_empty()
-        && raw.name.len() <= 100
-        && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !name_ok {
+    if !valid_policy_name(&raw.name) {
         errs.push(p.error(
             "name",
             format!("invalid policy name '{}': use letters, digits, '-' and '_' (at most 100)", raw.name),
