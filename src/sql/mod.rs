@@ -747,6 +747,7 @@ impl SqlConnector {
             journal_table: &self.journal_table,
             mariadb: self.is_mariadb(),
             db_random: self.db_random,
+            counting: std::cell::Cell::new(false),
         }
     }
 

@@ -369,6 +369,47 @@ pub async fn holds_from_table(b: Backend) {
     assert!(p["held_by"].get("T-EXPIRED").is_none());
 }
 
+/// The due and held counts of a plan in every shape of holds: holds of subjects in the holds
+/// table (in force, expired, of another policy), a hold of every subject there (in force or
+/// expired), a hold of the whole policy in the holds file, and a subject held by both. SQLite
+/// counts them from the holds' side, due as the lapsed rows less the held ones
+/// (`Builder::lite_split_held`); every database must give the same numbers. Five rows have
+/// lapsed (1, 2, 3, 7 and 8).
+pub async fn due_and_held_counts_in_every_hold_shape(b: Backend) {
+    const SUBJECT_HOLDS: &str = "('T-1', 'S-HELD', NULL, NULL), ('T-2', 'S-1', NULL, '2020-01-01 00:00:00'), \
+         ('T-3', 'S-2', 'another-policy', NULL), ('T-4', NULL, 'people', '2020-01-01 00:00:00')";
+    let cases: [(&str, &str, Option<&str>, u64, u64); 5] = [
+        ("subjects' holds", "", None, 4, 1),
+        ("a hold of every subject in force", ", ('T-ALL', NULL, 'people', NULL)", None, 0, 5),
+        ("a hold of every subject for another policy", ", ('T-ALL', NULL, 'another-policy', NULL)", None, 4, 1),
+        ("a hold of the whole policy in the file", "", Some("    policies: [people]\n"), 0, 5),
+        (
+            "a subject held by the file and the table",
+            ", ('T-5', 'S-1', 'people', NULL)",
+            Some("    subjects: [S-1, S-8]\n"),
+            2,
+            3,
+        ),
+    ];
+    for (what, more, file, due, held) in cases {
+        let f = seeded(b).await;
+        f.holds_table_config();
+        f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {SUBJECT_HOLDS}{more}"))
+            .await;
+        if let Some(file) = file {
+            f.holds(&format!("holds:\n  - id: F-1\n    matter: a matter\n{file}"));
+        }
+        f.policy("people", &policy("delete", ONE_YEAR, ""));
+        f.lapse(&["plan"]).ok();
+        let p = &f.report("plan")["policies"][0];
+        assert_eq!((n(&p["rows_due"]), n(&p["held"])), (due, held), "{what}: {p}");
+        f.lapse(&["run"]).ok();
+        let p = &f.report("run")["policies"][0];
+        assert_eq!((n(&p["deleted"]), n(&p["held"])), (due, held), "{what}: {p}");
+        assert_eq!(ids_text(&f).await.len() as u64, 8 - due, "{what}");
+    }
+}
+
 /// `held_by` counts records: a hold id with several rows in the holds table (a subject's and
 /// every subject's, or one written twice) counts each record it holds once (before, once per
 /// matching hold row: 7 records held of 5 lapsed).
@@ -1832,6 +1873,7 @@ async fn postgres_row_kept_by_a_trigger() {
 }
 
 per_backend!(
+    due_and_held_counts_in_every_hold_shape,
     held_by_counts_each_record_once,
     month_periods_lapse_at_month_ends,
     failed_batch_is_taken_again,
