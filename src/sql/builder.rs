@@ -1764,10 +1764,10 @@ impl<'a> Builder<'a> {
                             "CASE WHEN {e} IS NULL THEN NULL WHEN LENGTH({e}) = 10 THEN SUBSTR({e}, 1, {len}) || '{lite_tail}' \
                              ELSE SUBSTR({e}, 1, {len}) || '{lite_tail} 00:00:00' END"
                         ))],
-                        Some(vec![S(format!(
-                            "({lite_text} AND SUBSTR({e}, 1, 10) GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' \
-                             AND date(SUBSTR({e}, 1, 10)) IS SUBSTR({e}, 1, 10))"
-                        ))]),
+                        // `date` writes a date as `YYYY-MM-DD` and nothing else (a year before 1
+                        // with a sign, longer): what reads back as itself is such a date (a
+                        // `GLOB` for its shape before it cost a pattern match per row, for nothing).
+                        Some(vec![S(format!("({lite_text} AND date(SUBSTR({e}, 1, 10)) IS SUBSTR({e}, 1, 10))"))]),
                     ),
                     _ => None,
                 }
