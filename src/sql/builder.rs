@@ -150,7 +150,7 @@ fn lite_time_expr(e: &str) -> String {
     format!(
         "(CASE typeof({e}) WHEN 'integer' THEN (CASE WHEN {e} >= 2415020.5 AND NOT {e} BETWEEN 10000101 AND 99991231 THEN julianday({e},'auto') END) \
          WHEN 'real' THEN (CASE WHEN {e} >= 2415020.5 AND NOT {e} BETWEEN 10000101 AND 99991231 THEN julianday({e},'auto') END) \
-         ELSE (CASE WHEN {e} LIKE '____-__-__%' AND unicode({e}) BETWEEN 48 AND 57 THEN julianday({e}) END) END)"
+         WHEN 'blob' THEN NULL ELSE (CASE WHEN {e} LIKE '____-__-__%' AND unicode({e}) BETWEEN 48 AND 57 THEN julianday({e}) END) END)"
     )
 }
 
@@ -171,15 +171,16 @@ fn lite_time_expr_plain(e: &str) -> String {
 
 /// SQLite: a range of stored values that holds every anchor `time_expr` reads as at or before
 /// `threshold`, so that an index on the anchor serves the lapsed test (which, through
-/// `julianday`, serves none): every number (numbers sort before text), text before the date two
-/// days after the threshold's, and every blob (blobs sort after text). Text reads as a time
-/// only when it starts with a date `YYYY-MM-DD` (`time_expr`), and a time at or before the
-/// threshold is written on a date at most one day after the threshold's, since a zone offset
-/// is at most 14:59 (`+14:59`: the local date is the next one) and a day past the month's end
-/// (`02-31`) only moves the time later; such text sorts before that date two days on, whatever
-/// follows the date and whatever the column's built-in collation (`NOCASE`, `RTRIM`: digits and
-/// `-` only). `None` where that date is past year 9999 (four digits no longer sort by value):
-/// no range then.
+/// `julianday`, serves none): every number (numbers sort before text), and text before the date
+/// two days after the threshold's. Text reads as a time only when it starts with a date
+/// `YYYY-MM-DD` (`time_expr`; a blob never does), and a time at or before the threshold is
+/// written on a date at most one day after the threshold's, since a zone offset is at most 14:59
+/// (`+14:59`: the local date is the next one) and a day past the month's end (`02-31`) only
+/// moves the time later; such text sorts before that date two days on, whatever follows the
+/// date and whatever the column's built-in collation (`NOCASE`, `RTRIM`: digits and `-` only).
+/// One range, not two (blobs sort after text): SQLite answers an `OR` of two ranges by
+/// collecting every row id it finds, memory that grows with the table. `None` where that date
+/// is past year 9999 (four digits no longer sort by value): no range then.
 pub fn lite_lapsed_range(threshold: DateTime<Utc>) -> Option<String> {
     let upper = threshold.date_naive().checked_add_days(chrono::Days::new(2))?;
     use chrono::Datelike;
@@ -252,7 +253,8 @@ impl<'a> Builder<'a> {
     /// beyond, Unix seconds), and only from 2415020.5 (1 January 1900 as a Julian day): below,
     /// a number is a year (`2019`), a sentinel (`0`) or a time in the first weeks of 1970, no
     /// anchor to trust (unknown, kept), nor is one from 10000101 to 99991231 (a date written
-    /// `YYYYMMDD`, which `'auto'` would read as Unix seconds of 1970-1973); text (or a blob) only when it starts with a date `YYYY-MM-DD`:
+    /// `YYYYMMDD`, which `'auto'` would read as Unix seconds of 1970-1973); text only when it starts with a date `YYYY-MM-DD` (a blob never:
+    /// no one stores a time so, and one range of text then holds every lapsed anchor, `lite_lapsed_range`):
     /// `julianday` also reads text of digits as a Julian day (`'2019'`, a year, is 4708 BC; `'0'`,
     /// a sentinel, 4713 BC), and `'now'` as now; such text is no time here (unknown, kept). The
     /// simple `CASE` reads the storage class once per row (a scan of a million rows: 0.24 s
@@ -549,9 +551,9 @@ impl<'a> Builder<'a> {
             // away (`lite_lapsed_range`).
             sql.push(&format!("({anchor} IS NOT NULL AND "));
             if let Some(upper) = lite_lapsed_range(rule.threshold).filter(|_| self.counting.get()) {
-                sql.push(&format!("({anchor} < "));
+                sql.push(&format!("{anchor} < "));
                 sql.bind(Value::Text(upper));
-                sql.push(&format!(" OR {anchor} >= x'') AND "));
+                sql.push(" AND ");
             }
             sql.push(&format!("COALESCE({t} <= "));
             self.bind_time(sql, rule.threshold);
@@ -2295,8 +2297,8 @@ mod tests {
                 let c = format!("t.c{i}");
                 let lapsed = format!("COALESCE({} <= julianday(?), 1=0)", lite_time_expr(&c));
                 let sql = format!(
-                    "SELECT COALESCE(SUM({lapsed}), 0), COALESCE(SUM({lapsed} AND NOT ({c} < ? OR {c} >= x'')), 0), \
-                     (SELECT COUNT(*) FROM t INDEXED BY t_c{i} WHERE ({c} < ? OR {c} >= x'') AND {lapsed}) FROM t"
+                    "SELECT COALESCE(SUM({lapsed}), 0), COALESCE(SUM({lapsed} AND NOT {c} < ?), 0), \
+                     (SELECT COUNT(*) FROM t INDEXED BY t_c{i} WHERE {c} < ? AND {lapsed}) FROM t"
                 );
                 let row = sqlx::query(&sql)
                     .bind(th)
