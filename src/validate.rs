@@ -158,7 +158,12 @@ fn unavailable(e: &ConnectorError) -> bool {
 /// when there were none.
 pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostics) -> Option<Prepared> {
     let before = diags.0.iter().filter(|d| d.is_error()).count();
-    let table = match conn.describe(&policy.table).await {
+    // A dataset of objects without a bucket is on the connection's default one (`describe`).
+    let described = match &policy.objects {
+        Some(o) if o.bucket.is_none() => format!("/{}", policy.table),
+        _ => policy.table.clone(),
+    };
+    let table = match conn.describe(&described).await {
         Ok(t) => t,
         Err(ConnectorError::NotFound { what }) if policy.objects.is_some() => {
             let path =

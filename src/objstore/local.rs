@@ -66,7 +66,7 @@ fn io_err(context: &str) -> impl Fn(std::io::Error) -> ConnectorError + '_ {
 }
 
 fn entry(key: String, md: &std::fs::Metadata) -> ObjectEntry {
-    ObjectEntry { key, last_modified: md.modified().ok().map(DateTime::<Utc>::from), size: md.len() }
+    ObjectEntry { key, last_modified: md.modified().ok().map(DateTime::<Utc>::from), size: md.len(), version: None }
 }
 
 /// Depth-first, sorted walk collecting up to `max` files after `after`. Returns true if it stopped
@@ -133,7 +133,7 @@ impl ObjectBackend for DirBackend {
         let path = self.root.join(format!("{LOCK_PREFIX}{}", &hex::encode(sha2::Sha256::digest(name))[..16]));
         let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(err)?;
         match f.try_lock() {
-            Ok(()) => Ok(super::RunLock::Held(Box::new(f))),
+            Ok(()) => Ok(super::RunLock::Held(Box::new(f), None)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(super::RunLock::Busy),
             Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
         }
@@ -182,6 +182,7 @@ impl ObjectBackend for DirBackend {
         &self,
         _bucket: &str,
         key: &str,
+        _version: Option<&str>,
     ) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
         match std::fs::metadata(self.path(key)?) {
             Ok(md) if md.is_file() => Ok(Some((entry(key.to_string(), &md), HashMap::new()))),
@@ -191,12 +192,17 @@ impl ObjectBackend for DirBackend {
         }
     }
 
-    async fn tags(&self, _bucket: &str, _key: &str) -> Result<HashMap<String, String>, ConnectorError> {
+    async fn tags(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _version: Option<&str>,
+    ) -> Result<HashMap<String, String>, ConnectorError> {
         Err(ConnectorError::Invalid("files in a directory have no tags; use last_modified or key_date".into()))
     }
 
     async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>, ConnectorError> {
-        let head = self.head(bucket, key).await?;
+        let head = self.head(bucket, key, None).await?;
         Ok(head
             .map(|(e, _)| Version {
                 id: None,
@@ -279,7 +285,7 @@ mod tests {
         assert!(b.list("", "exports/2020/", None, 10).await.is_err());
         assert!(b.list("", "../", None, 10).await.is_err());
         assert!(b.delete("", &[("exports/2020/victim.csv".into(), None)]).await.is_err());
-        assert!(b.head("", "exports/2020/victim.csv").await.is_err());
+        assert!(b.head("", "exports/2020/victim.csv", None).await.is_err());
         assert!(outside.path().join("2020/victim.csv").exists());
         // The walk from the root skips the link.
         let (all, _) = b.list("", "", None, 10).await.unwrap();

@@ -236,6 +236,10 @@ pub struct ObjectEntry {
     pub key: String,
     pub last_modified: Option<DateTime<Utc>>,
     pub size: u64,
+    /// The id of the data version these facts are of, where the store keeps versions: an
+    /// object hidden by a delete marker has its facts (metadata, tags) read from its newest
+    /// data version (asked without a version, the store answers for the marker: not found).
+    pub version: Option<String>,
 }
 
 /// One version (or delete marker) of a key.
@@ -254,12 +258,74 @@ pub struct Version {
 
 /// The answer of [`ObjectBackend::try_lock`].
 pub enum RunLock {
-    /// Taken; the value holds it until dropped.
-    Held(Box<dyn std::any::Any + Send>),
+    /// Taken; the value holds it until dropped. With a [`Lease`] (S3): whether it still holds.
+    Held(Box<dyn std::any::Any + Send>, Option<std::sync::Arc<Lease>>),
     /// Another worker holds it.
     Busy,
     /// The store has no lock that dies with its holder (S3).
     Unsupported,
+}
+
+/// A run lock that holds only while renewed (S3's lock object), as its renewal sees it: until
+/// when it surely holds (a monotonic instant: the start of its last successful renewal plus the
+/// lease), and whether another worker's lock took its place.
+pub struct Lease {
+    lease: std::time::Duration,
+    valid_until: std::sync::Mutex<std::time::Instant>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Lease {
+    /// A lease taken (its create sent) at `from`.
+    pub fn new(lease: std::time::Duration, from: std::time::Instant) -> Lease {
+        Lease { lease, valid_until: std::sync::Mutex::new(from + lease), lost: Default::default() }
+    }
+
+    /// Renewed by a write sent at `from`.
+    pub fn renewed(&self, from: std::time::Instant) {
+        let mut until = self.valid_until.lock().expect("lease");
+        *until = (*until).max(from + self.lease);
+    }
+
+    /// Another worker's lock object is where this one was.
+    pub fn lose(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether another worker's lock object took this one's place.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the lease has run out: nothing may be renewed after that (another worker may
+    /// have taken the lock over).
+    pub fn expired(&self) -> bool {
+        std::time::Instant::now() >= *self.valid_until.lock().expect("lease")
+    }
+
+    /// Ok while the lock surely holds for a third of its lease more (time for a batch); an
+    /// error, which stops the policy before its next batch, once it was lost or two renewals in
+    /// a row have failed.
+    pub fn check(&self) -> Result<(), ConnectorError> {
+        let context = "checking the run lock".to_string();
+        if self.is_lost() {
+            return Err(ConnectorError::Query {
+                context,
+                message: "another worker's lock object replaced this worker's: stopping before the next batch".into(),
+            });
+        }
+        let left = self.valid_until.lock().expect("lease").saturating_duration_since(std::time::Instant::now());
+        if left < self.lease / 3 {
+            return Err(ConnectorError::Query {
+                context,
+                message: format!(
+                    "the run lock's lease could not be renewed and ends in {} s (another worker may take it over then): stopping before the next batch",
+                    left.as_secs()
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A storage backend for objects: listing, facts, versions, deletion.
@@ -279,13 +345,21 @@ pub trait ObjectBackend: Send + Sync + fmt::Display {
         after: Option<&str>,
         max: usize,
     ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError>;
-    /// Current version's facts: last-modified and user metadata. `None` when gone.
+    /// A version's facts (the current version's without one): last-modified and user metadata.
+    /// `None` when gone.
     async fn head(
         &self,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
     ) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError>;
-    async fn tags(&self, bucket: &str, key: &str) -> Result<HashMap<String, String>, ConnectorError>;
+    /// A version's tags (the current version's without one).
+    async fn tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<HashMap<String, String>, ConnectorError>;
     /// Every version and delete marker of exactly `key`, with lock state.
     async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>, ConnectorError>;
     /// Every version of each of `keys` (in key order), by key; a key without versions is
@@ -326,7 +400,9 @@ pub struct ObjectConnector {
     backend: Box<dyn ObjectBackend>,
     default_bucket: Option<String>,
     concurrency: usize,
-    run_locks: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// Run locks taken by `try_run_lock`, by name: what holds each, and its lease if it has one.
+    #[allow(clippy::type_complexity)]
+    run_locks: std::sync::Mutex<Vec<(String, Box<dyn std::any::Any + Send>, Option<std::sync::Arc<Lease>>)>>,
     /// The due objects each policy's count pass found, by [`due_memo_id`].
     due: std::sync::Mutex<HashMap<String, DueMemo>>,
     due_memo_max: usize,
@@ -416,11 +492,18 @@ impl ObjectConnector {
         let needs_tags = wanted.iter().any(|f| matches!(f, Fact::Tag(_)));
         let key = &entry.key;
         let meta = match needs_meta {
-            true => self.backend.head(bucket, key).await.map_err(|e| without_key(e, key))?.map(|(_, m)| m),
+            true => self
+                .backend
+                .head(bucket, key, entry.version.as_deref())
+                .await
+                .map_err(|e| without_key(e, key))?
+                .map(|(_, m)| m),
             false => None,
         };
         let tags = match needs_tags {
-            true => Some(self.backend.tags(bucket, key).await.map_err(|e| without_key(e, key))?),
+            true => {
+                Some(self.backend.tags(bucket, key, entry.version.as_deref()).await.map_err(|e| without_key(e, key))?)
+            }
             false => None,
         };
         let read = |f: &Fact| -> Option<String> {
@@ -598,11 +681,23 @@ fn without_key(e: ConnectorError, key: &str) -> ConnectorError {
 
 #[async_trait]
 impl Connector for ObjectConnector {
+    /// A lock object's lease (S3) must still hold for a while: its renewal failed twice in a
+    /// row, or another worker's lock replaced it, and the policy stops before its next batch
+    /// (before, a failed renewal only warned, and a worker went on destroying past its lease,
+    /// when another may have taken the lock over). A lock file holds until the process ends.
+    async fn run_lock_alive(&self, name: &str) -> Result<(), ConnectorError> {
+        let locks = self.run_locks.lock().expect("run locks");
+        match locks.iter().find(|(n, _, _)| n == name) {
+            Some((_, _, Some(lease))) => lease.check(),
+            _ => Ok(()),
+        }
+    }
+
     async fn try_run_lock(&self, name: &str, objects: Option<&ObjectDataset>) -> Result<bool, ConnectorError> {
         let bucket = objects.and_then(|o| o.bucket.as_deref()).or(self.default_bucket.as_deref()).unwrap_or("");
         match self.backend.try_lock(bucket, name).await? {
-            RunLock::Held(h) => {
-                self.run_locks.lock().expect("run locks").push(h);
+            RunLock::Held(h, lease) => {
+                self.run_locks.lock().expect("run locks").push((name.to_string(), h, lease));
                 Ok(true)
             }
             RunLock::Busy => Ok(false),
@@ -616,10 +711,14 @@ impl Connector for ObjectConnector {
         }
     }
 
+    /// `table` is `bucket/prefix`, or `/prefix` on the connection's default bucket (validation
+    /// asks so for a dataset without a bucket: its prefix may hold a `/` itself, which was read
+    /// as a bucket's end, `unknown bucket 'exports'` for `exports/2020/`).
     async fn describe(&self, table: &str) -> Result<TableInfo, ConnectorError> {
-        let bucket = match table.split_once('/') {
-            Some((b, _)) if self.default_bucket.is_none() || !b.is_empty() => b.to_string(),
-            _ => self.default_bucket.clone().unwrap_or_default(),
+        let (bucket, table) = match table.split_once('/') {
+            Some(("", prefix)) => (self.default_bucket.clone().unwrap_or_default(), prefix),
+            Some((b, _)) if self.default_bucket.is_none() || !b.is_empty() => (b.to_string(), table),
+            _ => (self.default_bucket.clone().unwrap_or_default(), table),
         };
         self.backend.check(&bucket).await?;
         let col = |name: &str, kind: ColumnKind| ColumnInfo {
@@ -762,8 +861,13 @@ impl Connector for ObjectConnector {
                         .max_by_key(|v| (v.latest, v.last_modified))
                         .or_else(|| versions.iter().max_by_key(|v| (v.latest, v.last_modified)));
                     let Some(newest) = newest else { return Ok((i, key.clone(), None)) };
-                    let entry =
-                        ObjectEntry { key: key.clone(), last_modified: newest.last_modified, size: newest.size };
+                    let entry = ObjectEntry {
+                        key: key.clone(),
+                        last_modified: newest.last_modified,
+                        size: newest.size,
+                        // An unversioned bucket's one version (`null`) is the current one.
+                        version: newest.id.clone().filter(|id| !newest.delete_marker && id != "null"),
+                    };
                     let facts = self.facts(scope, &entry).await?;
                     if !Self::eval(filter, &facts, scope) {
                         return Ok((i, key.clone(), None));
@@ -920,6 +1024,26 @@ impl Connector for ObjectConnector {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_lease_holds_while_renewed_and_not_once_lost() {
+        use std::time::{Duration, Instant};
+        let lease = Duration::from_secs(30);
+        let l = Lease::new(lease, Instant::now());
+        assert!(l.check().is_ok(), "just taken");
+        // Taken 25 s ago and never renewed (two renewals failed): 5 s left, under a third.
+        let old = Lease::new(lease, Instant::now() - Duration::from_secs(25));
+        let e = old.check().unwrap_err().to_string();
+        assert!(e.contains("could not be renewed"), "{e}");
+        assert!(!old.expired());
+        old.renewed(Instant::now());
+        assert!(old.check().is_ok(), "renewed");
+        let gone = Lease::new(lease, Instant::now() - Duration::from_secs(31));
+        assert!(gone.expired() && gone.check().is_err());
+        l.lose();
+        assert!(l.is_lost());
+        assert!(l.check().unwrap_err().to_string().contains("another worker's lock object replaced"));
+    }
     use super::*;
 
     /// An object's error names no key: not the failing one, not any other of its batch

@@ -214,7 +214,7 @@ fn add_page(
     after: Option<&str>,
 ) {
     let wanted = |k: &str| after.is_none_or(|a| k > a);
-    let blank = |k: &str| ObjectEntry { key: k.to_string(), last_modified: None, size: 0 };
+    let blank = |k: &str| ObjectEntry { key: k.to_string(), last_modified: None, size: 0, version: None };
     for v in r.versions() {
         let Some(k) = v.key().filter(|k| wanted(k)) else { continue };
         let e = entries.entry(k.to_string()).or_insert_with(|| blank(k));
@@ -222,6 +222,8 @@ fn add_page(
         if t > e.last_modified {
             e.last_modified = t;
             e.size = v.size().unwrap_or(0).max(0) as u64;
+            // An unversioned bucket's one version is `null`: asked for as the current one.
+            e.version = v.version_id().filter(|id| *id != "null").map(str::to_string);
         }
     }
     for m in r.delete_markers() {
@@ -246,17 +248,23 @@ pub const LOCK_PREFIX: &str = ".lapse-locks/";
 /// connection's `run_lock_lease`.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 
-/// A held lock object: renews its lease until dropped, then deletes it.
+/// A held lock object: renews its lease until dropped, then deletes it (unless it was lost to
+/// another worker, or its lease ran out: another worker's lock object may be there now).
 struct LeaseGuard {
     renew: tokio::task::JoinHandle<()>,
     client: Client,
     bucket: String,
     key: String,
+    lease: std::sync::Arc<super::Lease>,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.renew.abort();
+        // Lost, or run out (another worker may have taken it over): not this worker's to delete.
+        if self.lease.is_lost() || self.lease.expired() {
+            return;
+        }
         let (c, b, k) = (self.client.clone(), self.bucket.clone(), self.key.clone());
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
@@ -317,17 +325,22 @@ impl S3Backend {
 
     /// The lock object's holder, and whether its lease is over (or unreadable, e.g. half-written).
     async fn lock_state(&self, bucket: &str, key: &str) -> Result<(Option<String>, bool), ConnectorError> {
-        let r = match self.client.get_object().bucket(bucket).key(key).send().await {
-            Ok(r) => r,
-            Err(e) if is_not_found(&e) => return Ok((None, true)),
-            Err(e) => return Err(err("reading the run lock", e)),
-        };
-        let bytes = r.body.collect().await.map(|b| b.into_bytes()).unwrap_or_default();
-        let v = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
-        let holder = v.get("holder").and_then(|h| h.as_str()).map(str::to_string);
-        let expires = v.get("expires").and_then(|e| e.as_str()).and_then(|e| DateTime::parse_from_rfc3339(e).ok());
-        Ok((holder, expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now())))
+        lock_state(&self.client, bucket, key).await
     }
+}
+
+/// [`S3Backend::lock_state`].
+async fn lock_state(c: &Client, bucket: &str, key: &str) -> Result<(Option<String>, bool), ConnectorError> {
+    let r = match c.get_object().bucket(bucket).key(key).send().await {
+        Ok(r) => r,
+        Err(e) if is_not_found(&e) => return Ok((None, true)),
+        Err(e) => return Err(err("reading the run lock", e)),
+    };
+    let bytes = r.body.collect().await.map(|b| b.into_bytes()).unwrap_or_default();
+    let v = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+    let holder = v.get("holder").and_then(|h| h.as_str()).map(str::to_string);
+    let expires = v.get("expires").and_then(|e| e.as_str()).and_then(|e| DateTime::parse_from_rfc3339(e).ok());
+    Ok((holder, expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now())))
 }
 
 #[async_trait]
@@ -342,6 +355,7 @@ impl ObjectBackend for S3Backend {
         if self.lease.is_zero() {
             return Ok(super::RunLock::Unsupported);
         }
+        let mut taken_at = std::time::Instant::now();
         let mut got = self.put_lock(bucket, &key, &holder).await?;
         if !got {
             // Our own first attempt may have succeeded with its answer lost (the SDK then
@@ -357,6 +371,7 @@ impl ObjectBackend for S3Backend {
                     .send()
                     .await
                     .map_err(|e| err("removing an expired run lock", e))?;
+                taken_at = std::time::Instant::now();
                 got = self.put_lock(bucket, &key, &holder).await?;
             }
         }
@@ -380,23 +395,49 @@ impl ObjectBackend for S3Backend {
                 return Err(e);
             }
         }
-        let (c, b, k) = (self.client.clone(), bucket.to_string(), key.clone());
+        let state = std::sync::Arc::new(super::Lease::new(self.lease, taken_at));
+        let (c, b, k, s) = (self.client.clone(), bucket.to_string(), key.clone(), state.clone());
         let lease = self.lease;
+        // Renewed only while it holds: not once its lease is over (another worker may hold the
+        // lock by then), nor once another worker's lock object is in its place (written over,
+        // it would let two workers destroy); `Lease::check` then stops the policy.
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
+                if s.expired() {
+                    tracing::warn!("the run lock's lease ran out before it could be renewed");
+                    return;
+                }
+                let from = std::time::Instant::now();
+                match lock_state(&c, &b, &k).await {
+                    Ok((owner, _)) if owner.as_deref() != Some(holder.as_str()) => {
+                        tracing::warn!("another worker's lock object replaced this worker's run lock");
+                        s.lose();
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("renewing the run lock failed: {e}");
+                        continue;
+                    }
+                }
                 let body = aws_sdk_s3::primitives::ByteStream::from(lease_body(&holder, lease));
-                if let Err(e) = c.put_object().bucket(&b).key(&k).body(body).send().await {
-                    tracing::warn!("renewing the run lock failed: {}", DisplayErrorContext(&e));
+                match c.put_object().bucket(&b).key(&k).body(body).send().await {
+                    Ok(_) => s.renewed(from),
+                    Err(e) => tracing::warn!("renewing the run lock failed: {}", DisplayErrorContext(&e)),
                 }
             }
         });
-        Ok(super::RunLock::Held(Box::new(LeaseGuard {
-            renew,
-            client: self.client.clone(),
-            bucket: bucket.into(),
-            key,
-        })))
+        Ok(super::RunLock::Held(
+            Box::new(LeaseGuard {
+                renew,
+                client: self.client.clone(),
+                bucket: bucket.into(),
+                key,
+                lease: state.clone(),
+            }),
+            Some(state),
+        ))
     }
 
     async fn check(&self, bucket: &str) -> Result<(), ConnectorError> {
@@ -426,8 +467,10 @@ impl ObjectBackend for S3Backend {
         &self,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
     ) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self.client.head_object().bucket(bucket).key(key).set_version_id(version.map(str::to_string)).send().await
+        {
             Ok(h) => {
                 let meta = h
                     .metadata()
@@ -440,6 +483,7 @@ impl ObjectBackend for S3Backend {
                     key: key.to_string(),
                     last_modified: time(h.last_modified()),
                     size: h.content_length().unwrap_or(0).max(0) as u64,
+                    version: h.version_id().filter(|id| *id != "null").map(str::to_string),
                 };
                 Ok(Some((e, meta)))
             }
@@ -448,8 +492,21 @@ impl ObjectBackend for S3Backend {
         }
     }
 
-    async fn tags(&self, bucket: &str, key: &str) -> Result<HashMap<String, String>, ConnectorError> {
-        match self.client.get_object_tagging().bucket(bucket).key(key).send().await {
+    async fn tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<HashMap<String, String>, ConnectorError> {
+        match self
+            .client
+            .get_object_tagging()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+        {
             Ok(t) => Ok(t.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()),
             Err(e) if is_not_found(&e) => Ok(HashMap::new()),
             Err(e) => Err(err("reading an object's tags", e)),

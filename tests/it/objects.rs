@@ -516,11 +516,16 @@ impl ObjectBackend for ScriptedStore {
     ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
         self.inner.list(b, p, a, m).await
     }
-    async fn head(&self, b: &str, k: &str) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
-        self.inner.head(b, k).await
+    async fn head(
+        &self,
+        b: &str,
+        k: &str,
+        v: Option<&str>,
+    ) -> Result<Option<(ObjectEntry, HashMap<String, String>)>, ConnectorError> {
+        self.inner.head(b, k, v).await
     }
-    async fn tags(&self, b: &str, k: &str) -> Result<HashMap<String, String>, ConnectorError> {
-        self.inner.tags(b, k).await
+    async fn tags(&self, b: &str, k: &str, v: Option<&str>) -> Result<HashMap<String, String>, ConnectorError> {
+        self.inner.tags(b, k, v).await
     }
     async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
         self.inner.versions(b, k).await
@@ -690,6 +695,8 @@ per_kind!([s3_on_moto => S3, s3_on_rgw => Rgw] [
     object_lock_wins,
     metadata_and_tag_facts,
     s3_run_lock_is_a_lease_object,
+    s3_run_lock_replaced_is_lost,
+    a_nested_prefix_on_the_default_bucket,
 ]);
 
 // ---- S3 only ------------------------------------------------------------------------------------
@@ -888,6 +895,31 @@ pub async fn metadata_and_tag_facts(kind: StoreKind) {
     s.f.lapse(&["run"]).ok();
     assert_eq!(s.keys().await, ["u/2", "u/3", "u/4"]);
     assert_eq!(n(&s.f.report("run")["policies"][0]["unreadable"]), 2);
+
+    // A hidden object (its current version a delete marker) has its facts read from its newest
+    // data version: lapsed, it is destroyed, every version (before, they were asked for
+    // without a version, the store answered for the marker, and it was kept as unreadable).
+    let v = Store::new(kind, true, false).await;
+    let c = v.client.clone().unwrap();
+    for (k, created) in [("u/1", "2020-01-01"), ("u/2", "2025-12-20")] {
+        c.put_object()
+            .bucket(&v.bucket)
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .metadata("created-at", created)
+            .tagging("subject=S-1")
+            .send()
+            .await
+            .unwrap();
+        c.delete_object().bucket(&v.bucket).key(k).send().await.unwrap();
+    }
+    v.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    v.f.lapse(&["run"]).ok();
+    let p = &v.f.report("run")["policies"][0];
+    assert_eq!((n(&p["deleted"]), n(&p["unreadable"])), (1, 0), "{p}");
+    let left = c.list_object_versions().bucket(&v.bucket).prefix("u/").send().await.unwrap();
+    let keys: Vec<&str> = left.versions().iter().filter_map(|x| x.key()).collect();
+    assert_eq!(keys, ["u/2"], "the lapsed hidden object is gone, every version; the recent one is kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1078,6 +1110,57 @@ pub async fn s3_run_lock_is_a_lease_object(kind: StoreKind) {
     assert_eq!(n(&s.f.report("run")["policies"][0]["rows_total"]), 1);
     let left = client.list_objects_v2().bucket(&s.bucket).prefix(".lapse-locks/").send().await.unwrap();
     assert_eq!(left.key_count(), Some(0), "lock object deleted when the run ended");
+}
+
+/// A dataset without a bucket is on the connection's default bucket, whatever its prefix holds
+/// (before, `exports/2020/` was refused as "unknown bucket 'exports'").
+pub async fn a_nested_prefix_on_the_default_bucket(kind: StoreKind) {
+    let s = seeded(kind, false).await;
+    let text = format!(
+        "name: exports\ndataset:\n  connection: store\n  prefix: exports/2020/\n{PATTERN}personal:\n  content: {{ category: free_text }}\npurposes:\n{BY_KEY_DATE}on_lapse: delete\nguardrail:\n  max_share: 100%\n"
+    );
+    s.f.policy("exports", &text);
+    s.f.lapse(&["validate"]).ok();
+    s.f.lapse(&["run"]).ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!((n(&p["deleted"]), n(&p["unreadable"]), n(&p["rows_total"])), (3, 1, 4), "{p}");
+    assert!(s.keys().await.iter().all(|k| !k.starts_with("exports/2020/03/")), "the three lapsed are gone");
+}
+
+/// A lock object another worker's replaced (after this worker's lease ran out unrenewed, say)
+/// is lost: the renewal sees the other holder and stops renewing (before, it wrote its own lease
+/// back over the other's, and both destroyed), the worker's next check between batches fails
+/// (`run_lock_alive`, which stops the policy), and ending the worker leaves the other's lock
+/// object in place (before, it deleted it).
+pub async fn s3_run_lock_replaced_is_lost(kind: StoreKind) {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let s = Store::new(kind, kind != StoreKind::Rgw, false).await;
+    let ds = lapse::policy::ObjectDataset { bucket: Some(s.bucket.clone()), prefix: "exports/".into(), pattern: None };
+    // A lease of 3 s: renewed every second.
+    let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&kind.endpoint()), true)
+        .await
+        .with_lease(std::time::Duration::from_secs(3));
+    let a = ObjectConnector::new("store", Box::new(b), Some(s.bucket.clone()), 4);
+    let name = "lapse/policy/exports";
+    assert!(a.try_run_lock(name, Some(&ds)).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    a.run_lock_alive(name).await.expect("renewed: the lock holds");
+    let key = {
+        use sha2::Digest;
+        format!(".lapse-locks/{}", &hex::encode(sha2::Sha256::digest(name))[..16])
+    };
+    let other = br#"{"holder":"another-worker","expires":"2099-01-01T00:00:00+00:00"}"#;
+    let client = s.client.clone().unwrap();
+    client.put_object().bucket(&s.bucket).key(&key).body(ByteStream::from_static(other)).send().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let e = a.run_lock_alive(name).await.expect_err("the lock is lost");
+    assert!(e.to_string().contains("another worker's lock object replaced"), "{e}");
+    let body = client.get_object().bucket(&s.bucket).key(&key).send().await.unwrap().body.collect().await.unwrap();
+    assert_eq!(body.into_bytes().as_ref(), other, "the other worker's lock object is not written over");
+    drop(a);
+    let body = client.get_object().bucket(&s.bucket).key(&key).send().await.unwrap().body.collect().await.unwrap();
+    assert_eq!(body.into_bytes().as_ref(), other, "nor deleted when this worker ends");
 }
 
 /// Ceph RGW 16.2 (Debian 12's) ignores `If-None-Match: *` on a versioned bucket: a lock object
