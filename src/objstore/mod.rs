@@ -236,9 +236,9 @@ pub struct ObjectEntry {
     pub key: String,
     pub last_modified: Option<DateTime<Utc>>,
     pub size: u64,
-    /// The id of the data version these facts are of, where the store keeps versions: an
-    /// object hidden by a delete marker has its facts (metadata, tags) read from its newest
-    /// data version (asked without a version, the store answers for the marker: not found).
+    /// An object hidden by a delete marker: the id of its newest data version, which its facts
+    /// (metadata, tags) are read from (asked without a version, the store answers for the
+    /// marker: not found). `None` for a visible object: its current version's facts.
     pub version: Option<String>,
 }
 
@@ -304,8 +304,8 @@ impl Lease {
     }
 
     /// Ok while the lock surely holds for a third of its lease more (time for a batch); an
-    /// error, which stops the policy before its next batch, once it was lost or two renewals in
-    /// a row have failed.
+    /// error, which stops the policy before its next batch, once it was lost or no renewal has
+    /// succeeded for two thirds of the lease.
     pub fn check(&self) -> Result<(), ConnectorError> {
         let context = "checking the run lock".to_string();
         if self.is_lost() {
@@ -865,8 +865,8 @@ impl Connector for ObjectConnector {
                         key: key.clone(),
                         last_modified: newest.last_modified,
                         size: newest.size,
-                        // An unversioned bucket's one version (`null`) is the current one.
-                        version: newest.id.clone().filter(|id| !newest.delete_marker && id != "null"),
+                        // A hidden object's facts are its newest data version's (`ObjectEntry`).
+                        version: newest.id.clone().filter(|_| !newest.delete_marker && !newest.latest),
                     };
                     let facts = self.facts(scope, &entry).await?;
                     if !Self::eval(filter, &facts, scope) {
@@ -1031,7 +1031,7 @@ mod tests {
         let lease = Duration::from_secs(30);
         let l = Lease::new(lease, Instant::now());
         assert!(l.check().is_ok(), "just taken");
-        // Taken 25 s ago and never renewed (two renewals failed): 5 s left, under a third.
+        // Taken 25 s ago and never renewed since: 5 s left, under a third.
         let old = Lease::new(lease, Instant::now() - Duration::from_secs(25));
         let e = old.check().unwrap_err().to_string();
         assert!(e.contains("could not be renewed"), "{e}");

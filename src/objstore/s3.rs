@@ -222,8 +222,14 @@ fn add_page(
         if t > e.last_modified {
             e.last_modified = t;
             e.size = v.size().unwrap_or(0).max(0) as u64;
-            // An unversioned bucket's one version is `null`: asked for as the current one.
-            e.version = v.version_id().filter(|id| *id != "null").map(str::to_string);
+            // Only a hidden object's facts are asked for by version (`null` too: written before
+            // the bucket kept versions); a visible one's are the current version's, asked for
+            // without one (a version needs `s3:GetObjectVersion`, its tags
+            // `s3:GetObjectVersionTagging`).
+            e.version = match v.is_latest() {
+                Some(true) => None,
+                _ => v.version_id().map(str::to_string),
+            };
         }
     }
     for m in r.delete_markers() {
@@ -255,6 +261,7 @@ struct LeaseGuard {
     client: Client,
     bucket: String,
     key: String,
+    holder: String,
     lease: std::sync::Arc<super::Lease>,
 }
 
@@ -265,12 +272,20 @@ impl Drop for LeaseGuard {
         if self.lease.is_lost() || self.lease.expired() {
             return;
         }
-        let (c, b, k) = (self.client.clone(), self.bucket.clone(), self.key.clone());
+        let (c, b, k, holder) = (self.client.clone(), self.bucket.clone(), self.key.clone(), self.holder.clone());
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
                 // Every version of the lock object (a plain delete on a versioned bucket would
-                // leave them behind, and a delete marker).
-                tokio::task::block_in_place(|| h.block_on(delete_every_version(&c, &b, &k)));
+                // leave them behind, and a delete marker), if it is still this worker's.
+                tokio::task::block_in_place(|| {
+                    h.block_on(async {
+                        if let Ok((Some(owner), _)) = lock_state(&c, &b, &k).await {
+                            if owner == holder {
+                                delete_every_version(&c, &b, &k).await;
+                            }
+                        }
+                    })
+                });
             }
         }
     }
@@ -396,7 +411,7 @@ impl ObjectBackend for S3Backend {
             }
         }
         let state = std::sync::Arc::new(super::Lease::new(self.lease, taken_at));
-        let (c, b, k, s) = (self.client.clone(), bucket.to_string(), key.clone(), state.clone());
+        let (c, b, k, s, h) = (self.client.clone(), bucket.to_string(), key.clone(), state.clone(), holder.clone());
         let lease = self.lease;
         // Renewed only while it holds: not once its lease is over (another worker may hold the
         // lock by then), nor once another worker's lock object is in its place (written over,
@@ -415,6 +430,12 @@ impl ObjectBackend for S3Backend {
                         s.lose();
                         return;
                     }
+                    // Its written expiry has passed: another worker may take it over any moment.
+                    Ok((_, true)) => {
+                        tracing::warn!("the run lock's lease ran out before it could be renewed");
+                        s.lose();
+                        return;
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!("renewing the run lock failed: {e}");
@@ -423,6 +444,14 @@ impl ObjectBackend for S3Backend {
                 }
                 let body = aws_sdk_s3::primitives::ByteStream::from(lease_body(&holder, lease));
                 match c.put_object().bucket(&b).key(&k).body(body).send().await {
+                    // Written after the lease ran out (a write that hung): another worker may
+                    // have taken the lock over meanwhile, and had it written over. Lost: this
+                    // worker stops (the other, finding this one's lock object, stops too).
+                    Ok(_) if s.expired() => {
+                        tracing::warn!("the run lock's renewal was written after its lease ran out");
+                        s.lose();
+                        return;
+                    }
                     Ok(_) => s.renewed(from),
                     Err(e) => tracing::warn!("renewing the run lock failed: {}", DisplayErrorContext(&e)),
                 }
@@ -434,6 +463,7 @@ impl ObjectBackend for S3Backend {
                 client: self.client.clone(),
                 bucket: bucket.into(),
                 key,
+                holder: h,
                 lease: state.clone(),
             }),
             Some(state),
@@ -483,7 +513,7 @@ impl ObjectBackend for S3Backend {
                     key: key.to_string(),
                     last_modified: time(h.last_modified()),
                     size: h.content_length().unwrap_or(0).max(0) as u64,
-                    version: h.version_id().filter(|id| *id != "null").map(str::to_string),
+                    version: version.map(str::to_string),
                 };
                 Ok(Some((e, meta)))
             }
