@@ -236,9 +236,10 @@ pub struct ObjectEntry {
     pub key: String,
     pub last_modified: Option<DateTime<Utc>>,
     pub size: u64,
-    /// An object hidden by a delete marker: the id of its newest data version, which its facts
-    /// (metadata, tags) are read from (asked without a version, the store answers for the
-    /// marker: not found). `None` for a visible object: its current version's facts.
+    /// The version whose facts (metadata, tags) are read. As listed: a hidden object's newest
+    /// data version (asked without a version, the store answers for its delete marker: not
+    /// found), `None` for a visible one (its current version). At the re-check before deletion:
+    /// the version judged, so that one written since is not read in its place.
     pub version: Option<String>,
 }
 
@@ -268,11 +269,11 @@ pub enum RunLock {
 
 /// A run lock that holds only while renewed (S3's lock object), as its renewal sees it: until
 /// when it surely holds (a monotonic instant: the start of its last successful renewal plus the
-/// lease), and whether another worker's lock took its place.
+/// lease), and why it was lost, if it was.
 pub struct Lease {
     lease: std::time::Duration,
     valid_until: std::sync::Mutex<std::time::Instant>,
-    lost: std::sync::atomic::AtomicBool,
+    lost: std::sync::Mutex<Option<&'static str>>,
 }
 
 impl Lease {
@@ -287,14 +288,14 @@ impl Lease {
         *until = (*until).max(from + self.lease);
     }
 
-    /// Another worker's lock object is where this one was.
-    pub fn lose(&self) {
-        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// The lock no longer surely holds, for `why`: renewing stops, and so does the policy.
+    pub fn lose(&self, why: &'static str) {
+        self.lost.lock().expect("lease").get_or_insert(why);
     }
 
-    /// Whether another worker's lock object took this one's place.
-    pub fn is_lost(&self) -> bool {
-        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    /// Whether (and why) the lock was lost.
+    pub fn lost(&self) -> Option<&'static str> {
+        *self.lost.lock().expect("lease")
     }
 
     /// Whether the lease has run out: nothing may be renewed after that (another worker may
@@ -308,10 +309,10 @@ impl Lease {
     /// succeeded for two thirds of the lease.
     pub fn check(&self) -> Result<(), ConnectorError> {
         let context = "checking the run lock".to_string();
-        if self.is_lost() {
+        if let Some(why) = self.lost() {
             return Err(ConnectorError::Query {
                 context,
-                message: "another worker's lock object replaced this worker's: stopping before the next batch".into(),
+                message: format!("the run lock was lost ({why}): stopping before the next batch"),
             });
         }
         let left = self.valid_until.lock().expect("lease").saturating_duration_since(std::time::Instant::now());
@@ -865,8 +866,12 @@ impl Connector for ObjectConnector {
                         key: key.clone(),
                         last_modified: newest.last_modified,
                         size: newest.size,
-                        // A hidden object's facts are its newest data version's (`ObjectEntry`).
-                        version: newest.id.clone().filter(|_| !newest.delete_marker && !newest.latest),
+                        // The facts of exactly the version judged (one written since must not be
+                        // read in its place), except an unversioned bucket's current `null`.
+                        version: newest
+                            .id
+                            .clone()
+                            .filter(|id| !newest.delete_marker && (!newest.latest || id != "null")),
                     };
                     let facts = self.facts(scope, &entry).await?;
                     if !Self::eval(filter, &facts, scope) {
@@ -1040,8 +1045,8 @@ mod tests {
         assert!(old.check().is_ok(), "renewed");
         let gone = Lease::new(lease, Instant::now() - Duration::from_secs(31));
         assert!(gone.expired() && gone.check().is_err());
-        l.lose();
-        assert!(l.is_lost());
+        l.lose("another worker's lock object replaced this worker's");
+        assert!(l.lost().is_some());
         assert!(l.check().unwrap_err().to_string().contains("another worker's lock object replaced"));
     }
     use super::*;

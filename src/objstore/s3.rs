@@ -254,24 +254,19 @@ pub const LOCK_PREFIX: &str = ".lapse-locks/";
 /// connection's `run_lock_lease`.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 
-/// A held lock object: renews its lease until dropped, then deletes it (unless it was lost to
-/// another worker, or its lease ran out: another worker's lock object may be there now).
+/// A held lock object: renews its lease until dropped, then deletes it if it still names this
+/// worker (another worker's may be there now).
 struct LeaseGuard {
     renew: tokio::task::JoinHandle<()>,
     client: Client,
     bucket: String,
     key: String,
     holder: String,
-    lease: std::sync::Arc<super::Lease>,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.renew.abort();
-        // Lost, or run out (another worker may have taken it over): not this worker's to delete.
-        if self.lease.is_lost() || self.lease.expired() {
-            return;
-        }
         let (c, b, k, holder) = (self.client.clone(), self.bucket.clone(), self.key.clone(), self.holder.clone());
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
@@ -427,13 +422,13 @@ impl ObjectBackend for S3Backend {
                 match lock_state(&c, &b, &k).await {
                     Ok((owner, _)) if owner.as_deref() != Some(holder.as_str()) => {
                         tracing::warn!("another worker's lock object replaced this worker's run lock");
-                        s.lose();
+                        s.lose("another worker's lock object replaced this worker's");
                         return;
                     }
                     // Its written expiry has passed: another worker may take it over any moment.
                     Ok((_, true)) => {
                         tracing::warn!("the run lock's lease ran out before it could be renewed");
-                        s.lose();
+                        s.lose("its written expiry passed before it could be renewed");
                         return;
                     }
                     Ok(_) => {}
@@ -449,7 +444,9 @@ impl ObjectBackend for S3Backend {
                     // worker stops (the other, finding this one's lock object, stops too).
                     Ok(_) if s.expired() => {
                         tracing::warn!("the run lock's renewal was written after its lease ran out");
-                        s.lose();
+                        s.lose(
+                            "its renewal was written after the lease ran out: another worker may have taken it over",
+                        );
                         return;
                     }
                     Ok(_) => s.renewed(from),
@@ -458,14 +455,7 @@ impl ObjectBackend for S3Backend {
             }
         });
         Ok(super::RunLock::Held(
-            Box::new(LeaseGuard {
-                renew,
-                client: self.client.clone(),
-                bucket: bucket.into(),
-                key,
-                holder: h,
-                lease: state.clone(),
-            }),
+            Box::new(LeaseGuard { renew, client: self.client.clone(), bucket: bucket.into(), key, holder: h }),
             Some(state),
         ))
     }

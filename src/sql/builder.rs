@@ -547,7 +547,12 @@ impl<'a> Builder<'a> {
             Dialect::Sqlite => (format!(" OR ({t} IS NULL AND typeof({anchor}) <> 'blob')"), String::new()),
             Dialect::Postgres => (String::new(), String::new()),
         };
-        if rule.null_lapses {
+        if rule.null_lapses && self.d == Dialect::Sqlite {
+            // A blob's `t` is NULL too, and `NULL <= x` no answer: said false, as below.
+            sql.push(&format!("({anchor} IS NULL{zero} OR COALESCE({t} <= "));
+            self.bind_time(sql, rule.threshold);
+            sql.push(", 1=0))");
+        } else if rule.null_lapses {
             sql.push(&format!("({anchor} IS NULL{zero} OR {t} <= "));
             self.bind_time(sql, rule.threshold);
             sql.push(")");

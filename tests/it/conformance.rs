@@ -1641,6 +1641,25 @@ async fn sqlite_anchor_stored_as_text_or_number() {
     assert!(PEOPLE_DELETE.contains("after: created_at\n"), "{PEOPLE_DELETE}");
     g.lapse(&["run"]).ok();
     assert_eq!(ids(&g).await, vec![1, 3], "the NULL anchor lapsed; the blob and the recent one are kept");
+
+    // A purpose whose anchor is a blob has not lapsed, as an answer (not SQL's unknown): another
+    // purpose's lapsed fields of that row are anonymized (before, `NOT (every purpose lapsed)`
+    // was unknown for it and the row was left out).
+    let h = Fixture::new(Backend::Sqlite, SCHEMA).await;
+    h.db.exec(
+        "INSERT INTO people (id, subject, email, full_name, ip, status, created_at, last_seen) VALUES \
+         (1, 'S-1', 'p1@example.com', 'P 1', '203.0.113.11', 'closed', X'323032352D31322D3031', '2010-01-01 00:00:00'), \
+         (2, 'S-2', 'p2@example.com', 'P 2', '203.0.113.12', 'closed', '2025-12-01 10:00:00', '2010-01-01 00:00:00');",
+    )
+    .await;
+    let purposes = "  - name: account\n    legal_basis: contract\n    retain: 1y\n    after: created_at\n    null_anchor: lapse\n    covers: [email, full_name, birth, postcode, score]\n  - name: security\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: last_seen\n    covers: [ip]\n";
+    h.policy("people", &policy("delete", purposes, ""));
+    h.lapse(&["run"]).ok();
+    assert_eq!(ids(&h).await, vec![1, 2], "no record lapsed whole");
+    for id in [1, 2] {
+        assert_eq!(col(&h, "ip", id).await.as_deref(), Some("203.0.113.0"), "record {id}'s lapsed field");
+        assert_eq!(col(&h, "email", id).await, Some(format!("p{id}@example.com")), "record {id}'s live field");
+    }
 }
 
 /// SQLite counts held rows from the holds' side (`subject IN (the holds' subjects)`), which
