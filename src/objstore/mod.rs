@@ -682,8 +682,8 @@ fn without_key(e: ConnectorError, key: &str) -> ConnectorError {
 
 #[async_trait]
 impl Connector for ObjectConnector {
-    /// A lock object's lease (S3) must still hold for a while: its renewal failed twice in a
-    /// row, or another worker's lock replaced it, and the policy stops before its next batch
+    /// A lock object's lease (S3) must still hold for a while (`Lease::check`): once it was lost
+    /// or no renewal has succeeded for two thirds of it, the policy stops before its next batch
     /// (before, a failed renewal only warned, and a worker went on destroying past its lease,
     /// when another may have taken the lock over). A lock file holds until the process ends.
     async fn run_lock_alive(&self, name: &str) -> Result<(), ConnectorError> {
@@ -1029,6 +1029,7 @@ impl Connector for ObjectConnector {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_lease_holds_while_renewed_and_not_once_lost() {
@@ -1049,7 +1050,6 @@ mod tests {
         assert!(l.lost().is_some());
         assert!(l.check().unwrap_err().to_string().contains("another worker's lock object replaced"));
     }
-    use super::*;
 
     /// An object's error names no key: not the failing one, not any other of its batch
     /// (before, only the batch's first key was scrubbed, and the count pass scrubbed none).

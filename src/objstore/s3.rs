@@ -332,14 +332,9 @@ impl S3Backend {
             Err(e) => Err(err("taking the run lock", e)),
         }
     }
-
-    /// The lock object's holder, and whether its lease is over (or unreadable, e.g. half-written).
-    async fn lock_state(&self, bucket: &str, key: &str) -> Result<(Option<String>, bool), ConnectorError> {
-        lock_state(&self.client, bucket, key).await
-    }
 }
 
-/// [`S3Backend::lock_state`].
+/// The lock object's holder, and whether its lease is over (or unreadable, e.g. half-written).
 async fn lock_state(c: &Client, bucket: &str, key: &str) -> Result<(Option<String>, bool), ConnectorError> {
     let r = match c.get_object().bucket(bucket).key(key).send().await {
         Ok(r) => r,
@@ -370,7 +365,7 @@ impl ObjectBackend for S3Backend {
         if !got {
             // Our own first attempt may have succeeded with its answer lost (the SDK then
             // retried into a 412): the lock is ours.
-            let (owner, expired) = self.lock_state(bucket, &key).await?;
+            let (owner, expired) = lock_state(&self.client, bucket, &key).await?;
             got = owner.as_deref() == Some(holder.as_str());
             if !got && expired {
                 tracing::warn!("taking over an expired run lock (a worker ended without releasing it)");

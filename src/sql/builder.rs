@@ -131,20 +131,6 @@ fn is_bpchar(c: &crate::connector::ColumnInfo) -> bool {
     c.sql_type.starts_with("character(") || c.sql_type == "bpchar" || c.sql_type == "character"
 }
 
-/// Integers as a JSON array, for `json_each`.
-fn json_ints(keys: &[i64]) -> String {
-    let mut list = String::with_capacity(keys.len() * 8 + 2);
-    list.push('[');
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            list.push(',');
-        }
-        list.push_str(&k.to_string());
-    }
-    list.push(']');
-    list
-}
-
 /// SQLite's `time_expr` of the expression `e`.
 fn lite_time_expr(e: &str) -> String {
     format!(
@@ -547,15 +533,12 @@ impl<'a> Builder<'a> {
             Dialect::Sqlite => (format!(" OR ({t} IS NULL AND typeof({anchor}) <> 'blob')"), String::new()),
             Dialect::Postgres => (String::new(), String::new()),
         };
-        if rule.null_lapses && self.d == Dialect::Sqlite {
-            // A blob's `t` is NULL too, and `NULL <= x` no answer: said false, as below.
-            sql.push(&format!("({anchor} IS NULL{zero} OR COALESCE({t} <= "));
+        if rule.null_lapses {
+            // SQLite: a blob's `t` is NULL too, and `NULL <= x` no answer: said false, as below.
+            let (open, close) = if self.d == Dialect::Sqlite { ("COALESCE(", ", 1=0)") } else { ("", "") };
+            sql.push(&format!("({anchor} IS NULL{zero} OR {open}{t} <= "));
             self.bind_time(sql, rule.threshold);
-            sql.push(", 1=0))");
-        } else if rule.null_lapses {
-            sql.push(&format!("({anchor} IS NULL{zero} OR {t} <= "));
-            self.bind_time(sql, rule.threshold);
-            sql.push(")");
+            sql.push(&format!("{close})"));
         } else if self.d == Dialect::Sqlite {
             // `julianday` of text that is no time is NULL, and `NULL <= x` no answer: said false,
             // so that a `NOT` around this (a stage's "not every purpose lapsed") is an answer too.
@@ -898,22 +881,16 @@ impl<'a> Builder<'a> {
     /// Whether the holds of the whole policy or of every subject (not of one subject) apply:
     /// the same for every row.
     fn held_everywhere(&self, sql: &mut Sql) {
-        let t = self.table();
-        let mut parts: Vec<&str> = Vec::new();
-        if self.scope.holds.file.iter().any(|h| h.whole_policy) {
-            parts.push("1=1");
+        let whole_policy = self.scope.holds.file.iter().any(|h| h.whole_policy);
+        let every_subject = self.table_hold_parts().contains(&false);
+        sql.push(match (whole_policy, every_subject) {
+            (true, _) => "(1=1)",
+            (false, false) => "(1=0)",
+            (false, true) => "",
+        });
+        if !whole_policy && every_subject {
+            self.table_hold_exists(sql, &self.table(), false);
         }
-        sql.push("(");
-        sql.push(&parts.join(" OR "));
-        if self.table_hold_parts().contains(&false) {
-            if !parts.is_empty() {
-                sql.push(" OR ");
-            }
-            self.table_hold_exists(sql, &t, false);
-        } else if parts.is_empty() {
-            sql.push("1=0");
-        }
-        sql.push(")");
     }
 
     /// SQLite, with a holds table: a count of rows held, or not held, among others (`f` is
@@ -1921,8 +1898,17 @@ impl<'a> Builder<'a> {
     /// ` WHERE key IN (…)`: the integer keys `keys` as one bound JSON array (`json_each`).
     fn listed(&self, sql: &mut Sql, qual: &str, keys: &[i64]) {
         let key = self.col(qual, &self.scope.key[0]);
+        let mut list = String::with_capacity(keys.len() * 8 + 2);
+        list.push('[');
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                list.push(',');
+            }
+            list.push_str(&k.to_string());
+        }
+        list.push(']');
         sql.push(&format!(" WHERE {key} IN (SELECT value FROM json_each("));
-        sql.bind(Value::Text(json_ints(keys)));
+        sql.bind(Value::Text(list));
         sql.push("))");
     }
 

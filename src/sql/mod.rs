@@ -54,8 +54,8 @@ pub struct SqlConnector {
     returning: bool,
     /// The database has a strong random source callable in SQL (`Builder::db_random`).
     db_random: bool,
-    /// SQLite: the schema declares a collation somewhere (`Builder::split_holds` is off).
-    collated: bool,
+    /// `Builder::split_holds`: not on SQLite where the schema declares a collation somewhere.
+    split_holds: bool,
     /// The journal table has the earlier shape, a row per record (see `ensure_journal`).
     journal_per_record: std::sync::atomic::AtomicBool,
     /// The first and last key of the rows each counted filter matched (single integer keys), by
@@ -670,15 +670,15 @@ impl SqlConnector {
             Pool::My(p) => sqlx::query("SELECT RANDOM_BYTES(1)").execute(p).await.is_ok(),
             Pool::Lite(_) => true,
         };
-        // SQLite: whether the schema declares a collation anywhere (`Builder::split_holds`).
-        let collated = match &pool {
+        // SQLite: whether the schema declares no collation anywhere (`Builder::split_holds`).
+        let split_holds = match &pool {
             Pool::Lite(p) => {
                 sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sqlite_master WHERE sql LIKE '%collate%'")
                     .fetch_one(p)
                     .await
-                    .map_or(true, |n| n > 0)
+                    .is_ok_and(|n| n == 0)
             }
-            _ => false,
+            _ => true,
         };
         let mut c = SqlConnector {
             name: name.to_string(),
@@ -688,7 +688,7 @@ impl SqlConnector {
             holds_table: None,
             returning,
             db_random,
-            collated,
+            split_holds,
             journal_per_record: std::sync::atomic::AtomicBool::new(false),
             due_bounds: std::sync::Mutex::new(std::collections::HashMap::new()),
             run_locks: tokio::sync::Mutex::new(Vec::new()),
@@ -761,7 +761,7 @@ impl SqlConnector {
             mariadb: self.is_mariadb(),
             db_random: self.db_random,
             counting: std::cell::Cell::new(false),
-            split_holds: !self.collated,
+            split_holds: self.split_holds,
         }
     }
 
