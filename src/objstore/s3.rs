@@ -274,7 +274,7 @@ impl Drop for LeaseGuard {
                 // leave them behind, and a delete marker), if it is still this worker's.
                 tokio::task::block_in_place(|| {
                     h.block_on(async {
-                        if let Ok((Some(owner), _)) = lock_state(&c, &b, &k).await {
+                        if let Ok(LockState { holder: Some(owner), .. }) = lock_state(&c, &b, &k).await {
                             if owner == holder {
                                 delete_every_version(&c, &b, &k).await;
                             }
@@ -324,28 +324,196 @@ impl S3Backend {
             .await;
         match r {
             Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e))
-                if e.raw().status().as_u16() == 412 || e.err().code() == Some("PreconditionFailed") =>
-            {
-                Ok(false)
-            }
+            Err(e) if refused(&e) => Ok(false),
             Err(e) => Err(err("taking the run lock", e)),
         }
     }
 }
 
-/// The lock object's holder, and whether its lease is over (or unreadable, e.g. half-written).
-async fn lock_state(c: &Client, bucket: &str, key: &str) -> Result<(Option<String>, bool), ConnectorError> {
+/// A precondition (`If-Match`, `If-None-Match`) that did not hold: 412.
+fn refused<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => s.raw().status().as_u16() == 412 || s.err().code() == Some("PreconditionFailed"),
+        _ => false,
+    }
+}
+
+/// The lock object as read: its holder, whether its lease is over (or unreadable, e.g.
+/// half-written), its ETag (none when there is no lock object) and its content.
+struct LockState {
+    holder: Option<String>,
+    expired: bool,
+    etag: Option<String>,
+    body: Vec<u8>,
+}
+
+async fn lock_state(c: &Client, bucket: &str, key: &str) -> Result<LockState, ConnectorError> {
     let r = match c.get_object().bucket(bucket).key(key).send().await {
         Ok(r) => r,
-        Err(e) if is_not_found(&e) => return Ok((None, true)),
+        Err(e) if is_not_found(&e) => return Ok(LockState { holder: None, expired: true, etag: None, body: vec![] }),
         Err(e) => return Err(err("reading the run lock", e)),
     };
-    let bytes = r.body.collect().await.map(|b| b.into_bytes()).unwrap_or_default();
-    let v = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+    let etag = r.e_tag().map(str::to_string);
+    let body = r.body.collect().await.map(|b| b.to_vec()).unwrap_or_default();
+    let v = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
     let holder = v.get("holder").and_then(|h| h.as_str()).map(str::to_string);
     let expires = v.get("expires").and_then(|e| e.as_str()).and_then(|e| DateTime::parse_from_rfc3339(e).ok());
-    Ok((holder, expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now())))
+    let expired = expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now());
+    Ok(LockState { holder, expired, etag, body })
+}
+
+/// How a server takes the ETag of an `If-Match` on a write: as it gave it (quoted, as S3 does),
+/// or bare (Ceph RGW 16.2 refuses the quoted form even when it matches).
+#[derive(Clone, Copy)]
+enum EtagForm {
+    AsGiven,
+    Bare,
+}
+
+impl EtagForm {
+    fn of(self, etag: &str) -> String {
+        match self {
+            EtagForm::AsGiven => etag.to_string(),
+            EtagForm::Bare => etag.trim_matches('"').to_string(),
+        }
+    }
+}
+
+/// Writes this worker's lease to the lock object, under `If-Match` when `cond` is given: the
+/// new ETag (if the server gave one), or `None` when the precondition failed (412).
+async fn put_lease(
+    c: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    cond: Option<String>,
+) -> Result<Option<Option<String>>, SdkError<aws_sdk_s3::operation::put_object::PutObjectError, HttpResponse>> {
+    let put = c.put_object().bucket(bucket).key(key).set_if_match(cond).body(body.into());
+    match put.send().await {
+        Ok(r) => Ok(Some(r.e_tag().map(str::to_string))),
+        Err(e) if refused(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A request that the server answers with an error because it does not support a header it
+/// was given (rather than because a precondition failed).
+fn unsupported<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => {
+            matches!(s.raw().status().as_u16(), 400 | 501)
+                || matches!(s.err().code(), Some("NotImplemented" | "InvalidArgument" | "InvalidRequest"))
+        }
+        _ => false,
+    }
+}
+
+/// What a write under `If-Match` did to the lock object.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// Written; the new ETag, if the server gave one.
+    Written(Option<String>),
+    /// Refused: the lock object is no longer the one read (another worker's write).
+    Replaced,
+    /// There is no lock object any more.
+    Gone,
+    /// The server does not take the condition in this form (it refused an unchanged object,
+    /// or refused the header).
+    Unsupported,
+}
+
+/// Writes `body` over the lock object read with ETag `etag`, under `If-Match` in `form`. A
+/// refusal is told apart by reading the lock object again: this very write, landed with its
+/// answer lost and retried by the SDK (the content is `body`); an unchanged object (the
+/// server does not take this form); or another worker's write.
+async fn write_if_match(
+    c: &Client,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+    etag: &str,
+    form: EtagForm,
+) -> Result<Conditional, ConnectorError> {
+    match put_lease(c, bucket, key, body.to_vec(), Some(form.of(etag))).await {
+        Ok(Some(now)) => Ok(Conditional::Written(now)),
+        Ok(None) => {
+            let l = lock_state(c, bucket, key).await?;
+            Ok(match l.etag {
+                None => Conditional::Gone,
+                Some(_) if l.body == body => Conditional::Written(l.etag),
+                Some(now) if now == etag => Conditional::Unsupported,
+                Some(_) => Conditional::Replaced,
+            })
+        }
+        Err(e) if is_not_found(&e) => Ok(Conditional::Gone),
+        Err(e) if unsupported(&e) => Ok(Conditional::Unsupported),
+        Err(e) => Err(err("writing the run lock", e)),
+    }
+}
+
+/// In which form, if any, the server honours `If-Match` on a write of the lock object this
+/// worker holds (ETag `etag`): a write under a wrong ETag must be refused and one under the
+/// right ETag taken. S3 and moto take the ETag quoted, as they give it; Ceph RGW 16.2 refuses
+/// the quoted form even when it matches, and takes the bare one. A server that takes a write
+/// under a wrong ETag ignores the header. Where none holds, renewals are not conditional.
+async fn if_match_form(
+    c: &Client,
+    bucket: &str,
+    key: &str,
+    holder: &str,
+    lease: Duration,
+    etag: &str,
+) -> Option<EtagForm> {
+    for form in [EtagForm::AsGiven, EtagForm::Bare] {
+        let wrong = form.of("\"00000000000000000000000000000000\"");
+        match put_lease(c, bucket, key, lease_body(holder, lease), Some(wrong)).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return None,
+            Err(e) if unsupported(&e) => return None,
+            Err(_) => return None,
+        }
+        match write_if_match(c, bucket, key, &lease_body(holder, lease), etag, form).await {
+            Ok(Conditional::Written(_)) => return Some(form),
+            Ok(Conditional::Unsupported) => continue,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// How taking over an expired lock object went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TakeOver {
+    /// This worker's lease is written over the expired one: the lock is this worker's.
+    Taken,
+    /// Another worker wrote its own first: busy.
+    Busy,
+    /// The lock object is gone: whoever creates it first (`If-None-Match: *`) holds the lock.
+    Gone,
+    /// The server takes no `If-Match` on a write: the expired object can only be removed
+    /// without condition, and created again.
+    Unconditional,
+}
+
+/// Takes over the expired lock object read with ETag `etag`: writes this worker's lease
+/// (`body`) over it under `If-Match` that ETag, so that of two workers that found it expired
+/// only the first succeeds; the other's write names an ETag the lock object no longer has.
+pub async fn take_over_expired_lock(
+    c: &Client,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+    etag: &str,
+) -> Result<TakeOver, ConnectorError> {
+    for form in [EtagForm::AsGiven, EtagForm::Bare] {
+        match write_if_match(c, bucket, key, body, etag, form).await? {
+            Conditional::Written(_) => return Ok(TakeOver::Taken),
+            Conditional::Replaced => return Ok(TakeOver::Busy),
+            Conditional::Gone => return Ok(TakeOver::Gone),
+            Conditional::Unsupported => continue,
+        }
+    }
+    Ok(TakeOver::Unconditional)
 }
 
 #[async_trait]
@@ -365,19 +533,33 @@ impl ObjectBackend for S3Backend {
         if !got {
             // Our own first attempt may have succeeded with its answer lost (the SDK then
             // retried into a 412): the lock is ours.
-            let (owner, expired) = lock_state(&self.client, bucket, &key).await?;
-            got = owner.as_deref() == Some(holder.as_str());
-            if !got && expired {
-                tracing::warn!("taking over an expired run lock (a worker ended without releasing it)");
-                self.client
-                    .delete_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .map_err(|e| err("removing an expired run lock", e))?;
+            let state = lock_state(&self.client, bucket, &key).await?;
+            got = state.holder.as_deref() == Some(holder.as_str());
+            if !got && state.expired {
                 taken_at = std::time::Instant::now();
-                got = self.put_lock(bucket, &key, &holder).await?;
+                let body = lease_body(&holder, self.lease);
+                let how = match state.etag.as_deref() {
+                    Some(etag) => take_over_expired_lock(&self.client, bucket, &key, &body, etag).await?,
+                    None => TakeOver::Gone,
+                };
+                got = match how {
+                    TakeOver::Taken => true,
+                    TakeOver::Busy => return Ok(super::RunLock::Busy),
+                    TakeOver::Gone => self.put_lock(bucket, &key, &holder).await?,
+                    TakeOver::Unconditional => {
+                        self.client
+                            .delete_object()
+                            .bucket(bucket)
+                            .key(&key)
+                            .send()
+                            .await
+                            .map_err(|e| err("removing an expired run lock", e))?;
+                        self.put_lock(bucket, &key, &holder).await?
+                    }
+                };
+                if got {
+                    tracing::warn!("took over an expired run lock (a worker ended without releasing it)");
+                }
             }
         }
         if !got {
@@ -400,6 +582,19 @@ impl ObjectBackend for S3Backend {
                 return Err(e);
             }
         }
+        // Renewals are conditional (`If-Match` the ETag the renewal's read found) where the
+        // server honours that: a renewal then never writes over another worker's lock object,
+        // even one written between its read and its write.
+        let held = lock_state(&self.client, bucket, &key).await.ok().filter(|l| l.holder.as_deref() == Some(&holder));
+        let form = match held.and_then(|l| l.etag) {
+            Some(etag) => if_match_form(&self.client, bucket, &key, &holder, self.lease, &etag).await,
+            None => None,
+        };
+        if form.is_none() {
+            tracing::warn!(
+                "the S3 server does not honour If-Match on writes: the run lock's renewals are not conditional"
+            );
+        }
         let state = std::sync::Arc::new(super::Lease::new(self.lease, taken_at));
         let (c, b, k, s, h) = (self.client.clone(), bucket.to_string(), key.clone(), state.clone(), holder.clone());
         let lease = self.lease;
@@ -414,38 +609,54 @@ impl ObjectBackend for S3Backend {
                     return;
                 }
                 let from = std::time::Instant::now();
-                match lock_state(&c, &b, &k).await {
-                    Ok((owner, _)) if owner.as_deref() != Some(holder.as_str()) => {
+                let read = match lock_state(&c, &b, &k).await {
+                    Ok(l) if l.holder.as_deref() != Some(holder.as_str()) => {
                         tracing::warn!("another worker's lock object replaced this worker's run lock");
                         s.lose("another worker's lock object replaced this worker's");
                         return;
                     }
                     // Its written expiry has passed: another worker may take it over any moment.
-                    Ok((_, true)) => {
+                    Ok(l) if l.expired => {
                         tracing::warn!("the run lock's lease ran out before it could be renewed");
                         s.lose("its written expiry passed before it could be renewed");
                         return;
                     }
-                    Ok(_) => {}
+                    Ok(l) => l,
                     Err(e) => {
                         tracing::warn!("renewing the run lock failed: {e}");
                         continue;
                     }
-                }
-                let body = aws_sdk_s3::primitives::ByteStream::from(lease_body(&holder, lease));
-                match c.put_object().bucket(&b).key(&k).body(body).send().await {
+                };
+                let body = lease_body(&holder, lease);
+                let written = match (form, read.etag.as_deref()) {
+                    (Some(form), Some(etag)) => write_if_match(&c, &b, &k, &body, etag, form).await,
+                    _ => put_lease(&c, &b, &k, body, None)
+                        .await
+                        .map(|_| Conditional::Written(None))
+                        .map_err(|e| err("writing the run lock", e)),
+                };
+                match written {
                     // Written after the lease ran out (a write that hung): another worker may
                     // have taken the lock over meanwhile, and had it written over. Lost: this
                     // worker stops (the other, finding this one's lock object, stops too).
-                    Ok(_) if s.expired() => {
+                    Ok(Conditional::Written(_)) if s.expired() => {
                         tracing::warn!("the run lock's renewal was written after its lease ran out");
                         s.lose(
                             "its renewal was written after the lease ran out: another worker may have taken it over",
                         );
                         return;
                     }
-                    Ok(_) => s.renewed(from),
-                    Err(e) => tracing::warn!("renewing the run lock failed: {}", DisplayErrorContext(&e)),
+                    Ok(Conditional::Written(_)) => s.renewed(from),
+                    // Replaced (or removed) between the read and the write.
+                    Ok(Conditional::Replaced | Conditional::Gone) => {
+                        tracing::warn!("another worker's lock object replaced this worker's run lock");
+                        s.lose("another worker's lock object replaced this worker's");
+                        return;
+                    }
+                    Ok(Conditional::Unsupported) => {
+                        tracing::warn!("renewing the run lock failed: the server refused its If-Match")
+                    }
+                    Err(e) => tracing::warn!("renewing the run lock failed: {e}"),
                 }
             }
         });

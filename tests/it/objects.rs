@@ -696,6 +696,7 @@ per_kind!([s3_on_moto => S3, s3_on_rgw => Rgw] [
     metadata_and_tag_facts,
     s3_run_lock_is_a_lease_object,
     s3_run_lock_replaced_is_lost,
+    an_expired_lock_taken_over_meanwhile_is_left_alone,
     a_nested_prefix_on_the_default_bucket,
 ]);
 
@@ -1121,7 +1122,10 @@ pub async fn s3_run_lock_is_a_lease_object(kind: StoreKind) {
         .send()
         .await
         .unwrap();
-    s.f.lapse(&["run"]).ok();
+    let r = s.f.lapse(&["run"]);
+    r.ok().stderr_has("took over an expired run lock");
+    // Both servers honour `If-Match` on a write (moto quoted, RGW bare): renewals are conditional.
+    assert!(!r.stderr.contains("does not honour If-Match"), "{}", r.stderr);
     assert_eq!(n(&s.f.report("run")["policies"][0]["deleted"]), 1);
     // The lock object was removed at the end and was never counted as an object.
     assert_eq!(n(&s.f.report("run")["policies"][0]["rows_total"]), 1);
@@ -1188,6 +1192,52 @@ pub async fn s3_run_lock_replaced_is_lost(kind: StoreKind) {
     drop(a);
     let body = client.get_object().bucket(&s.bucket).key(&key).send().await.unwrap().body.collect().await.unwrap();
     assert_eq!(body.into_bytes().as_ref(), other, "nor deleted when this worker ends");
+}
+
+/// Two workers that find the same expired lock object: the first writes its lease over it
+/// (`If-Match` the ETag it read), the second's write names that same ETag, which the lock object
+/// no longer has, so it is refused and the second worker is busy; the first's lease is left in
+/// place. (Before, the second deleted the expired object without condition, that is, the
+/// first's fresh one, and created its own: both held the lock.) Moto takes the quoted ETag,
+/// Ceph RGW 16.2 the bare one (it refuses the quoted form); on versioned buckets too, except
+/// RGW's, where lapse takes no S3 lock (it ignores `If-None-Match` there). The renewals'
+/// conditional write is the same `write_if_match`.
+pub async fn an_expired_lock_taken_over_meanwhile_is_left_alone(kind: StoreKind) {
+    use lapse::objstore::s3::{take_over_expired_lock, TakeOver};
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let kinds: &[bool] = if kind == StoreKind::Rgw { &[false] } else { &[false, true] };
+    for &versioned in kinds {
+        let s = Store::new(kind, versioned, false).await;
+        let c = s.client.clone().unwrap();
+        let key = ".lapse-locks/0123456789abcdef";
+        let put = |body: &'static [u8]| {
+            let c = c.clone();
+            let bucket = s.bucket.clone();
+            async move {
+                let r = c.put_object().bucket(&bucket).key(key).body(ByteStream::from_static(body)).send().await;
+                r.unwrap().e_tag().unwrap().to_string()
+            }
+        };
+        let read = || async {
+            let r = c.get_object().bucket(&s.bucket).key(key).send().await.unwrap();
+            r.body.collect().await.unwrap().into_bytes().to_vec()
+        };
+        let expired = put(br#"{"holder":"killed","expires":"2020-01-01T00:00:00+00:00"}"#).await;
+        // The first worker's lease, written over the expired one.
+        let first = br#"{"holder":"first","expires":"2099-01-01T00:00:00+00:00"}"#;
+        assert_eq!(take_over_expired_lock(&c, &s.bucket, key, first, &expired).await.unwrap(), TakeOver::Taken);
+        assert_eq!(read().await, first, "versioned: {versioned}");
+        // The second, which read the expired one too.
+        let second = br#"{"holder":"second","expires":"2099-01-01T00:00:00+00:00"}"#;
+        let how = take_over_expired_lock(&c, &s.bucket, key, second, &expired).await.unwrap();
+        assert_eq!(how, TakeOver::Busy, "versioned: {versioned}");
+        assert_eq!(read().await, first, "the first worker's lease is left (versioned: {versioned})");
+        // Gone meanwhile: whoever creates it first holds the lock.
+        c.delete_object().bucket(&s.bucket).key(key).send().await.unwrap();
+        let how = take_over_expired_lock(&c, &s.bucket, key, second, &expired).await.unwrap();
+        assert_eq!(how, TakeOver::Gone, "versioned: {versioned}");
+    }
 }
 
 /// Ceph RGW 16.2 (Debian 12's) ignores `If-None-Match: *` on a versioned bucket: a lock object
