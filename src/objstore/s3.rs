@@ -258,6 +258,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 /// worker (another worker's may be there now).
 struct LeaseGuard {
     renew: tokio::task::JoinHandle<()>,
+    /// Tells the renewal task to end after the write it may be making.
+    stop: std::sync::Arc<tokio::sync::Notify>,
     client: Client,
     bucket: String,
     key: String,
@@ -266,14 +268,18 @@ struct LeaseGuard {
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.renew.abort();
         let (c, b, k, holder) = (self.client.clone(), self.bucket.clone(), self.key.clone(), self.holder.clone());
+        let renew = &mut self.renew;
+        self.stop.notify_one();
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
                 // Every version of the lock object (a plain delete on a versioned bucket would
-                // leave them behind, and a delete marker), if it is still this worker's.
+                // leave them behind, and a delete marker), if it is still this worker's; once
+                // the renewal task has ended (a renewal in flight could land after the listing,
+                // and would be left).
                 tokio::task::block_in_place(|| {
                     h.block_on(async {
+                        let _ = tokio::time::timeout(Duration::from_secs(30), &mut *renew).await;
                         if let Ok(LockState { holder: Some(owner), .. }) = lock_state(&c, &b, &k).await {
                             if owner == holder {
                                 delete_every_version(&c, &b, &k).await;
@@ -283,6 +289,7 @@ impl Drop for LeaseGuard {
                 });
             }
         }
+        self.renew.abort();
     }
 }
 
@@ -341,6 +348,7 @@ fn refused<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
 /// The lock object as read: its holder, whether its lease is over (or unreadable, e.g.
 /// half-written), its ETag (none when there is no lock object) and its content.
 struct LockState {
+    exists: bool,
     holder: Option<String>,
     expired: bool,
     etag: Option<String>,
@@ -350,7 +358,9 @@ struct LockState {
 async fn lock_state(c: &Client, bucket: &str, key: &str) -> Result<LockState, ConnectorError> {
     let r = match c.get_object().bucket(bucket).key(key).send().await {
         Ok(r) => r,
-        Err(e) if is_not_found(&e) => return Ok(LockState { holder: None, expired: true, etag: None, body: vec![] }),
+        Err(e) if is_not_found(&e) => {
+            return Ok(LockState { exists: false, holder: None, expired: true, etag: None, body: vec![] })
+        }
         Err(e) => return Err(err("reading the run lock", e)),
     };
     let etag = r.e_tag().map(str::to_string);
@@ -359,7 +369,7 @@ async fn lock_state(c: &Client, bucket: &str, key: &str) -> Result<LockState, Co
     let holder = v.get("holder").and_then(|h| h.as_str()).map(str::to_string);
     let expires = v.get("expires").and_then(|e| e.as_str()).and_then(|e| DateTime::parse_from_rfc3339(e).ok());
     let expired = expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now());
-    Ok(LockState { holder, expired, etag, body })
+    Ok(LockState { exists: true, holder, expired, etag, body })
 }
 
 /// How a server takes the ETag of an `If-Match` on a write: as it gave it (quoted, as S3 does),
@@ -401,7 +411,7 @@ async fn put_lease(
 fn unsupported<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
     match e {
         SdkError::ServiceError(s) => {
-            matches!(s.raw().status().as_u16(), 400 | 501)
+            s.raw().status().as_u16() == 501
                 || matches!(s.err().code(), Some("NotImplemented" | "InvalidArgument" | "InvalidRequest"))
         }
         _ => false,
@@ -434,20 +444,30 @@ async fn write_if_match(
     etag: &str,
     form: EtagForm,
 ) -> Result<Conditional, ConnectorError> {
-    match put_lease(c, bucket, key, body.to_vec(), Some(form.of(etag))).await {
-        Ok(Some(now)) => Ok(Conditional::Written(now)),
-        Ok(None) => {
-            let l = lock_state(c, bucket, key).await?;
-            Ok(match l.etag {
-                None => Conditional::Gone,
-                Some(_) if l.body == body => Conditional::Written(l.etag),
-                Some(now) if now == etag => Conditional::Unsupported,
-                Some(_) => Conditional::Replaced,
-            })
-        }
-        Err(e) if is_not_found(&e) => Ok(Conditional::Gone),
-        Err(e) if unsupported(&e) => Ok(Conditional::Unsupported),
-        Err(e) => Err(err("writing the run lock", e)),
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        return match put_lease(c, bucket, key, body.to_vec(), Some(form.of(etag))).await {
+            Ok(Some(now)) => Ok(Conditional::Written(now)),
+            Ok(None) => {
+                let l = lock_state(c, bucket, key).await?;
+                Ok(match l.etag {
+                    _ if !l.exists => Conditional::Gone,
+                    _ if l.body == body => Conditional::Written(l.etag),
+                    Some(now) if now == etag => Conditional::Unsupported,
+                    _ => Conditional::Replaced,
+                })
+            }
+            Err(e) if is_not_found(&e) => Ok(Conditional::Gone),
+            // S3's answer to two conditional writes of one key at once (two workers taking an
+            // expired lock over): neither is known to have won yet. The same write again.
+            Err(e) if attempt < 5 && matches!(&e, SdkError::ServiceError(s) if s.raw().status().as_u16() == 409) => {
+                tokio::time::sleep(Duration::from_millis(100 * attempt + rand::random::<u64>() % 100)).await;
+                continue;
+            }
+            Err(e) if unsupported(&e) => Ok(Conditional::Unsupported),
+            Err(e) => Err(err("writing the run lock", e)),
+        };
     }
 }
 
@@ -497,7 +517,9 @@ pub enum TakeOver {
 
 /// Takes over the expired lock object read with ETag `etag`: writes this worker's lease
 /// (`body`) over it under `If-Match` that ETag, so that of two workers that found it expired
-/// only the first succeeds; the other's write names an ETag the lock object no longer has.
+/// only the first succeeds where the server honours the header; the other's write names an
+/// ETag the lock object no longer has. (A server that ignores it takes both writes: the first
+/// worker's next renewal then finds the other's holder, and stops.)
 pub async fn take_over_expired_lock(
     c: &Client,
     bucket: &str,
@@ -540,12 +562,17 @@ impl ObjectBackend for S3Backend {
                 let body = lease_body(&holder, self.lease);
                 let how = match state.etag.as_deref() {
                     Some(etag) => take_over_expired_lock(&self.client, bucket, &key, &body, etag).await?,
+                    None if state.exists => TakeOver::Unconditional,
                     None => TakeOver::Gone,
                 };
                 got = match how {
                     TakeOver::Taken => true,
                     TakeOver::Busy => return Ok(super::RunLock::Busy),
                     TakeOver::Gone => self.put_lock(bucket, &key, &holder).await?,
+                    // Unless it changed since it was read (another worker took it over).
+                    TakeOver::Unconditional if lock_state(&self.client, bucket, &key).await?.etag != state.etag => {
+                        return Ok(super::RunLock::Busy)
+                    }
                     TakeOver::Unconditional => {
                         self.client
                             .delete_object()
@@ -592,7 +619,7 @@ impl ObjectBackend for S3Backend {
         };
         if form.is_none() {
             tracing::warn!(
-                "the S3 server does not honour If-Match on writes: the run lock's renewals are not conditional"
+                "the run lock's renewals are not conditional: the S3 server does not honour If-Match on writes (or the probe failed)"
             );
         }
         let state = std::sync::Arc::new(super::Lease::new(self.lease, taken_at));
@@ -601,9 +628,14 @@ impl ObjectBackend for S3Backend {
         // Renewed only while it holds: not once its lease is over (another worker may hold the
         // lock by then), nor once another worker's lock object is in its place (written over,
         // it would let two workers destroy); `Lease::check` then stops the policy.
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
         let renew = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(lease / 3).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(lease / 3) => {}
+                    _ = stopped.notified() => return,
+                }
                 if s.expired() {
                     tracing::warn!("the run lock's lease ran out before it could be renewed");
                     return;
@@ -637,8 +669,8 @@ impl ObjectBackend for S3Backend {
                 };
                 match written {
                     // Written after the lease ran out (a write that hung): another worker may
-                    // have taken the lock over meanwhile, and had it written over. Lost: this
-                    // worker stops (the other, finding this one's lock object, stops too).
+                    // have taken the lock over meanwhile (and, where the write was not
+                    // conditional, had it written over). Lost: this worker stops.
                     Ok(Conditional::Written(_)) if s.expired() => {
                         tracing::warn!("the run lock's renewal was written after its lease ran out");
                         s.lose(
@@ -654,14 +686,14 @@ impl ObjectBackend for S3Backend {
                         return;
                     }
                     Ok(Conditional::Unsupported) => {
-                        tracing::warn!("renewing the run lock failed: the server refused its If-Match")
+                        tracing::warn!("renewing the run lock failed: the server refused the write")
                     }
                     Err(e) => tracing::warn!("renewing the run lock failed: {e}"),
                 }
             }
         });
         Ok(super::RunLock::Held(
-            Box::new(LeaseGuard { renew, client: self.client.clone(), bucket: bucket.into(), key, holder: h }),
+            Box::new(LeaseGuard { renew, stop, client: self.client.clone(), bucket: bucket.into(), key, holder: h }),
             Some(state),
         ))
     }

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""A/B runs on SQLite: lapse builds (or one build under different environments) alternating with
+the anchor-column `LIMIT` loop, on fresh copies of one template, to tell a change's effect from
+the machine's run-to-run spread (up to a third here). Prints each contender's median and spread,
+and the loop's, measured in the same rounds. Used for the experiments of BENCHMARKS.md that moved
+nothing measurable; `scripts/bench.sh` remains the benchmark.
+
+    scripts/bench/sqlite-ab.py --op delete --rounds 5 A=target/release/lapse B=/tmp/old-lapse
+    scripts/bench/sqlite-ab.py --op anonymize --rounds 5 'ck0=env:LAPSE_X=0:target/release/lapse' ...
+
+A contender is NAME=BINARY or NAME=env:VAR=VALUE[,VAR=VALUE]:BINARY. Every run's result must have
+the same signature as the loop's (rows left and their key sum), or the script stops."""
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sqlbench as sb  # noqa: E402
+
+
+def contender(spec):
+    name, rest = spec.split("=", 1)
+    env = {}
+    if rest.startswith("env:"):
+        assigns, rest = rest[4:].rsplit(":", 1)
+        env = dict(a.split("=", 1) for a in assigns.split(","))
+    return name, os.path.abspath(rest), env
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--op", choices=["delete", "anonymize"], default="delete")
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--work", default=".bench/sqlite-ab")
+    ap.add_argument("contenders", nargs="+", help="NAME=BINARY or NAME=env:VAR=VALUE:BINARY")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    args = argparse.Namespace(rows=a.rows, lapsed=0.30, batch=5000, lapse_batch=0, lapse=None)
+    b = sb.Sqlite(args, os.path.join(os.path.abspath(a.work), "bench.db"))
+    b.now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    if not os.path.exists(b.tpl):
+        b.load_template()
+    times = {"loop": []}
+    expected = None
+    for r in range(a.rounds):
+        b.restore()
+        t0 = time.perf_counter()
+        b.baseline_limited(a.op)
+        times["loop"].append(time.perf_counter() - t0)
+        b.connect()
+        expected = b.signature(a.op)
+        for spec in a.contenders:
+            name, binary, env = contender(spec)
+            b.restore()
+            args.lapse = binary
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                secs, _, code = sb.run_lapse(args, os.path.abspath(a.work), f"sqlite://{b.path}", a.op)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            b.connect()
+            got = b.signature(a.op)
+            if code != 0 or got != expected:
+                sys.exit(f"{name}: exit {code}, result {got} where the loop left {expected}")
+            times.setdefault(name, []).append(secs)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), flush=True)
+    loop = statistics.median(times["loop"])
+    for name, t in times.items():
+        m = statistics.median(t)
+        print(f"{name:>10}: median {m:.3f} s (min {min(t):.3f}, max {max(t):.3f}); loop / this {loop / m:.2f}")
+
+
+if __name__ == "__main__":
+    main()
