@@ -389,19 +389,19 @@ impl EtagForm {
     }
 }
 
-/// Writes this worker's lease to the lock object, under `If-Match` when `cond` is given: the
-/// new ETag (if the server gave one), or `None` when the precondition failed (412).
+/// Writes this worker's lease to the lock object, under `If-Match` when `cond` is given: false
+/// when the precondition failed (412).
 async fn put_lease(
     c: &Client,
     bucket: &str,
     key: &str,
     body: Vec<u8>,
     cond: Option<String>,
-) -> Result<Option<Option<String>>, SdkError<aws_sdk_s3::operation::put_object::PutObjectError, HttpResponse>> {
+) -> Result<bool, SdkError<aws_sdk_s3::operation::put_object::PutObjectError, HttpResponse>> {
     let put = c.put_object().bucket(bucket).key(key).set_if_match(cond).body(body.into());
     match put.send().await {
-        Ok(r) => Ok(Some(r.e_tag().map(str::to_string))),
-        Err(e) if refused(&e) => Ok(None),
+        Ok(_) => Ok(true),
+        Err(e) if refused(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -419,10 +419,8 @@ fn unsupported<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
 }
 
 /// What a write under `If-Match` did to the lock object.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Conditional {
-    /// Written; the new ETag, if the server gave one.
-    Written(Option<String>),
+enum Conditional {
+    Written,
     /// Refused: the lock object is no longer the one read (another worker's write).
     Replaced,
     /// There is no lock object any more.
@@ -448,12 +446,12 @@ async fn write_if_match(
     loop {
         attempt += 1;
         return match put_lease(c, bucket, key, body.to_vec(), Some(form.of(etag))).await {
-            Ok(Some(now)) => Ok(Conditional::Written(now)),
-            Ok(None) => {
+            Ok(true) => Ok(Conditional::Written),
+            Ok(false) => {
                 let l = lock_state(c, bucket, key).await?;
                 Ok(match l.etag {
                     _ if !l.exists => Conditional::Gone,
-                    _ if l.body == body => Conditional::Written(l.etag),
+                    _ if l.body == body => Conditional::Written,
                     Some(now) if now == etag => Conditional::Unsupported,
                     _ => Conditional::Replaced,
                 })
@@ -487,13 +485,12 @@ async fn if_match_form(
     for form in [EtagForm::AsGiven, EtagForm::Bare] {
         let wrong = form.of("\"00000000000000000000000000000000\"");
         match put_lease(c, bucket, key, lease_body(holder, lease), Some(wrong)).await {
-            Ok(None) => {}
-            Ok(Some(_)) => return None,
-            Err(e) if unsupported(&e) => return None,
-            Err(_) => return None,
+            Ok(false) => {}
+            // Taken under a wrong ETag (the header is ignored), or no answer to go by.
+            Ok(true) | Err(_) => return None,
         }
         match write_if_match(c, bucket, key, &lease_body(holder, lease), etag, form).await {
-            Ok(Conditional::Written(_)) => return Some(form),
+            Ok(Conditional::Written) => return Some(form),
             Ok(Conditional::Unsupported) => continue,
             _ => return None,
         }
@@ -529,7 +526,7 @@ pub async fn take_over_expired_lock(
 ) -> Result<TakeOver, ConnectorError> {
     for form in [EtagForm::AsGiven, EtagForm::Bare] {
         match write_if_match(c, bucket, key, body, etag, form).await? {
-            Conditional::Written(_) => return Ok(TakeOver::Taken),
+            Conditional::Written => return Ok(TakeOver::Taken),
             Conditional::Replaced => return Ok(TakeOver::Busy),
             Conditional::Gone => return Ok(TakeOver::Gone),
             Conditional::Unsupported => continue,
@@ -664,21 +661,21 @@ impl ObjectBackend for S3Backend {
                     (Some(form), Some(etag)) => write_if_match(&c, &b, &k, &body, etag, form).await,
                     _ => put_lease(&c, &b, &k, body, None)
                         .await
-                        .map(|_| Conditional::Written(None))
+                        .map(|_| Conditional::Written)
                         .map_err(|e| err("writing the run lock", e)),
                 };
                 match written {
                     // Written after the lease ran out (a write that hung): another worker may
                     // have taken the lock over meanwhile (and, where the write was not
                     // conditional, had it written over). Lost: this worker stops.
-                    Ok(Conditional::Written(_)) if s.expired() => {
+                    Ok(Conditional::Written) if s.expired() => {
                         tracing::warn!("the run lock's renewal was written after its lease ran out");
                         s.lose(
                             "its renewal was written after the lease ran out: another worker may have taken it over",
                         );
                         return;
                     }
-                    Ok(Conditional::Written(_)) => s.renewed(from),
+                    Ok(Conditional::Written) => s.renewed(from),
                     // Replaced (or removed) between the read and the write.
                     Ok(Conditional::Replaced | Conditional::Gone) => {
                         tracing::warn!("another worker's lock object replaced this worker's run lock");
