@@ -1092,17 +1092,22 @@ async fn enforce(
     // when every anchor may be NULL; with a NOT NULL one among them, alongside the batches
     // (report only, and no batch changes such a row: its purpose never lapses), so that the
     // first batch does not wait for what is usually nothing.
+    // Under `null_anchor: lapse`, an unknown anchor lapses, except one that never does
+    // (SQLite's blob): such rows are counted with the kept ones (SQL only: an object store
+    // reports unknown facts as unreadable), alongside the batches (usually there are none).
     let null_anchors: Vec<Filter> = p
         .purposes
         .iter()
-        .filter(|x| x.null_anchor == NullAnchor::Keep)
-        .map(|x| Filter::AnchorNull(x.anchor.clone()))
+        .filter_map(|x| match x.null_anchor {
+            NullAnchor::Keep => Some(Filter::AnchorNull(x.anchor.clone())),
+            NullAnchor::Lapse if p.objects.is_none() => Some(Filter::AnchorNeverLapses(x.anchor.clone())),
+            NullAnchor::Lapse => None,
+        })
         .collect();
     let null_alongside = p.objects.is_none()
         && p.purposes
             .iter()
-            .filter(|x| x.null_anchor == NullAnchor::Keep)
-            .any(|x| prep.table.column(&x.anchor).is_some_and(|c| !c.nullable));
+            .any(|x| x.null_anchor == NullAnchor::Lapse || prep.table.column(&x.anchor).is_some_and(|c| !c.nullable));
     let null_filter = within(Filter::Any(null_anchors.clone()));
     // One deleting stage whose destroy filter is "lapsed and not held": every lapsed row is
     // either due or held, so `held = lapsed - due`, and the lapsed rows are counted instead of

@@ -119,6 +119,9 @@ pub enum Filter {
     True,
     Lapsed(LapseRule),
     AnchorNull(String),
+    /// An anchor that is unknown and lapses not even under `null_anchor: lapse` (SQLite's
+    /// blob): the row is kept, and counted with the unknown anchors kept.
+    AnchorNeverLapses(String),
     All(Vec<Filter>),
     Any(Vec<Filter>),
     Not(Box<Filter>),

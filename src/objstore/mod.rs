@@ -546,6 +546,8 @@ impl ObjectConnector {
                     && Self::readable(facts)
             }
             Filter::AnchorNull(a) => matches!(facts.anchors.get(a), Some(None)),
+            // Unknown facts are reported as unreadable.
+            Filter::AnchorNeverLapses(_) => false,
             Filter::Unreadable => !Self::readable(facts),
             Filter::All(v) => v.iter().all(|x| Self::eval(x, facts, scope)),
             Filter::Any(v) => v.iter().any(|x| Self::eval(x, facts, scope)),

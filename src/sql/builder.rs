@@ -380,6 +380,16 @@ impl<'a> Builder<'a> {
                     Dialect::Postgres => sql.push(&format!("{e} IS NULL")),
                 };
             }
+            Filter::AnchorNeverLapses(c) => match self.d {
+                // A blob (`lapsed`): every blob sorts after every other value, the empty one
+                // first, so that this is one range of an index on the anchor.
+                Dialect::Sqlite => {
+                    sql.push(&format!("{} >= x''", self.col(qual, c)));
+                }
+                _ => {
+                    sql.push("1=0");
+                }
+            },
             Filter::All(parts) | Filter::Any(parts) => {
                 let (op, empty) = if matches!(f, Filter::All(_)) { (" AND ", "1=1") } else { (" OR ", "1=0") };
                 if parts.is_empty() {
@@ -1035,9 +1045,12 @@ impl<'a> Builder<'a> {
             Filter::Held | Filter::HeldByFile(_) | Filter::HasDependents | Filter::Unreadable => false,
             Filter::All(parts) | Filter::Any(parts) => parts.iter().all(Builder::plain),
             Filter::Not(inner) => Builder::plain(inner),
-            Filter::True | Filter::Lapsed(_) | Filter::AnchorNull(_) | Filter::Pending(_) | Filter::KeyShard { .. } => {
-                true
-            }
+            Filter::True
+            | Filter::Lapsed(_)
+            | Filter::AnchorNull(_)
+            | Filter::AnchorNeverLapses(_)
+            | Filter::Pending(_)
+            | Filter::KeyShard { .. } => true,
         }
     }
 

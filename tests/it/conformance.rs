@@ -184,6 +184,7 @@ pub async fn null_anchor_lapses_only_when_explicit(b: Backend) {
     f.policy("people", &policy("delete", &purposes, ""));
     f.lapse(&["run"]).ok();
     assert_eq!(ids_text(&f).await, vec![4, 5]);
+    assert_eq!(n(&f.report("run")["policies"][0]["null_anchor_kept"]), 0, "every unknown anchor lapsed");
 }
 
 pub async fn condition_limits_lapse(b: Backend) {
@@ -1641,6 +1642,8 @@ async fn sqlite_anchor_stored_as_text_or_number() {
     assert!(PEOPLE_DELETE.contains("after: created_at\n"), "{PEOPLE_DELETE}");
     g.lapse(&["run"]).ok();
     assert_eq!(ids(&g).await, vec![1, 3], "the NULL anchor lapsed; the blob and the recent one are kept");
+    // The blob is kept for good: counted with the unknown anchors kept (before, nowhere).
+    assert_eq!(n(&g.report("run")["policies"][0]["null_anchor_kept"]), 1);
 
     // A purpose whose anchor is a blob has not lapsed, as an answer (not SQL's unknown): another
     // purpose's lapsed fields of that row are anonymized (before, `NOT (every purpose lapsed)`
