@@ -21,7 +21,8 @@ use tracing::Instrument;
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
 use crate::connector::{
-    Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
+    Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope,
+    TableIdentity, Work,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
@@ -222,7 +223,7 @@ pub async fn prepare<'a>(
             out.push((p, prep));
         }
     }
-    let named = canonical_names(ws, conns, &out).await;
+    let named = canonical_names(ws, conns, &out, &mut d).await;
     same_table_spelled_alike(&named, &out, &mut d);
     no_cascade_into_a_governed_table(&named, conns, &out, &mut d).await;
     overlapping_object_datasets(ws, &out, &mut d);
@@ -296,38 +297,77 @@ fn run_lock_name(p: &Policy, opts: &Options) -> String {
 /// The catalog's name of every policy's table that the cross-policy checks below compare (see
 /// `Connector::identify`), read once: the selected policies' from their preparation, the others
 /// on the same open connections asked here. `Err`: the catalog could not answer.
-type Canonical<'a> = Vec<(&'a Policy, Result<Option<String>, String>)>;
+type Canonical<'a> = Vec<(&'a Policy, Result<Option<TableIdentity>, String>)>;
 
 async fn canonical_names<'a>(
     ws: &'a Workspace,
     conns: &Connections,
     prepared: &[(&'a Policy, Prepared)],
+    d: &mut Diagnostics,
 ) -> Canonical<'a> {
-    let mut named: Canonical<'a> =
-        prepared.iter().map(|(p, prep)| (*p, Ok(prep.identity.as_ref().map(|i| i.canonical.clone())))).collect();
+    let mut named: Canonical<'a> = prepared.iter().map(|(p, prep)| (*p, Ok(prep.identity.clone()))).collect();
+    // The connections of unselected policies only, opened read-only here: another connection
+    // may reach the same database (`same_table_spelled_alike`). One that cannot be opened
+    // (a secret this environment lacks, a server down) is warned of, not an error: it is not
+    // this run's.
+    let mut others: BTreeMap<String, Option<Arc<dyn Connector>>> = BTreeMap::new();
     for p in &ws.policies.policies {
         if named.iter().any(|(q, _)| q.name == p.name) || p.objects.is_some() {
             continue;
         }
-        let Some(conn) = conns.get(&p.connection) else { continue };
-        let canonical = conn.identify(&p.table).await.map(|i| i.map(|i| i.canonical)).map_err(|e| e.to_string());
-        named.push((p, canonical));
+        let conn = match conns.get(&p.connection) {
+            Some(c) => c.clone(),
+            None => {
+                if !others.contains_key(&p.connection) {
+                    let opened = open_sql_read_only(ws, &p.connection).await;
+                    if let Err(e) = &opened {
+                        let mut w = p.error(
+                            "dataset.connection",
+                            format!(
+                                "cannot tell whether connection '{}' reaches a database of this run's policies \
+                                 (their purposes would not be merged with this policy's): {e:#}",
+                                p.connection
+                            ),
+                        );
+                        w.severity = crate::diag::Severity::Warning;
+                        d.push(w);
+                    }
+                    others.insert(p.connection.clone(), opened.ok());
+                }
+                match &others[&p.connection] {
+                    Some(c) => c.clone(),
+                    None => continue,
+                }
+            }
+        };
+        named.push((p, conn.identify(&p.table).await.map_err(|e| e.to_string())));
     }
     named
 }
 
-/// Policies on one table share their purposes (keeping wins), matched by the table's name as
-/// written: two policies that name the same table differently (`mp` and `public.mp`; on SQLite
-/// `MP`) would each be enforced alone, and the shorter retention would destroy what the longer
-/// one keeps. Such a pair is refused, the unselected policies of the same connections included.
+/// A SQL connection of the config opened read-only (as `plan` opens it), without its holds table.
+async fn open_sql_read_only(ws: &Workspace, name: &str) -> anyhow::Result<Arc<dyn Connector>> {
+    let c = &ws.config.connections[name];
+    let url = c.url(name, &ws.config.base_dir)?;
+    Ok(Arc::new(SqlConnector::open(name, &url, true, &c.journal_table, None).await?))
+}
+
+/// Policies on one table share their purposes (keeping wins), matched by the connection and the
+/// table's name as written: two policies that name the same table differently (`mp` and
+/// `public.mp`; on SQLite `MP`), or through two connections that reach one database, would each
+/// be enforced alone, and the shorter retention would destroy what the longer one keeps. Such a
+/// pair is refused, the unselected policies of the open connections included.
 fn same_table_spelled_alike(named: &Canonical, prepared: &[(&Policy, Prepared)], d: &mut Diagnostics) {
-    let named: Vec<(&Policy, &String)> =
+    let named: Vec<(&Policy, &TableIdentity)> =
         named.iter().filter_map(|(p, c)| Some((*p, c.as_ref().ok()?.as_ref()?))).collect();
     let selected = |p: &Policy| prepared.iter().any(|(q, _)| q.name == p.name);
-    for (i, (a, ca)) in named.iter().enumerate() {
-        for (b, cb) in &named[i + 1..] {
+    for (i, (a, ia)) in named.iter().enumerate() {
+        for (b, ib) in &named[i + 1..] {
             // A pair neither of which runs now is for the run that selects one of them.
-            if a.connection == b.connection && ca == cb && a.table != b.table && (selected(a) || selected(b)) {
+            if !(selected(a) || selected(b)) {
+                continue;
+            }
+            if a.connection == b.connection && ia.canonical == ib.canonical && a.table != b.table {
                 d.push(a.error(
                     "dataset.table",
                     format!(
@@ -336,8 +376,28 @@ fn same_table_spelled_alike(named: &Canonical, prepared: &[(&Policy, Prepared)],
                         a.table, b.table, b.name
                     ),
                 ));
+            } else if a.connection != b.connection && ia.place.is_some() && ia.place == ib.place {
+                d.push(a.error(
+                    "dataset.connection",
+                    format!(
+                        "table '{}' of connection '{}' is the same table as '{}' of connection '{}' (policy '{}'): \
+                         the two connections reach one database; name it through the same connection, and the same way, \
+                         in both policies, so that each keeps the other's records while its purposes last",
+                        a.table, a.connection, b.table, b.connection, b.name
+                    ),
+                ));
             }
         }
+    }
+}
+
+/// Whether a table identified as `ct` (named `t`) through policy `p`'s connection is policy
+/// `q`'s table (identified as `cq`): on the same connection, by name as written or as the
+/// catalog names it; through another connection that reaches the same database, by place.
+fn same_table(p: &Policy, t: &str, ct: Option<&TableIdentity>, q: &Policy, cq: Option<&TableIdentity>) -> bool {
+    match q.connection == p.connection {
+        true => q.table == t || matches!((ct, cq), (Some(a), Some(b)) if a.canonical == b.canonical),
+        false => matches!((ct, cq), (Some(a), Some(b)) if a.place.is_some() && a.place == b.place),
     }
 }
 
@@ -368,22 +428,24 @@ async fn no_cascade_into_a_governed_table(
             // Fails closed: a table the catalog cannot name is compared by its name only, and
             // a failed lookup is an error, not "no other policy".
             let ct = match conn.identify(&t).await {
-                Ok(c) => c.map(|i| i.canonical),
+                Ok(c) => c,
                 Err(e) => {
                     d.push(p.error("dependents", format!("cannot check dependent '{t}': {e}")).unavailable());
                     continue;
                 }
             };
-            for (q, cq) in named.iter().filter(|(q, _)| q.connection == p.connection && q.name != p.name) {
-                let same = q.table == t
-                    || match (&ct, cq) {
-                        (Some(a), Ok(Some(b))) => a == b,
-                        (_, Err(e)) => {
+            for (q, cq) in named.iter().filter(|(q, _)| q.name != p.name) {
+                let same = match cq {
+                    Ok(cq) => same_table(p, &t, ct.as_ref(), q, cq.as_ref()),
+                    Err(_) if q.connection != p.connection => false,
+                    Err(e) => {
+                        if q.table != t {
                             d.push(p.error("dependents", format!("cannot check dependent '{t}': {e}")).unavailable());
                             continue;
                         }
-                        _ => false,
-                    };
+                        true
+                    }
+                };
                 if same && said.insert((t.clone(), q.name.clone())) {
                     let how = match top == t {
                         true => format!("declare '{t}' with on_delete: restrict (a record waits until '{}' has destroyed its dependents)", q.name),

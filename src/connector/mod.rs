@@ -91,6 +91,12 @@ pub struct TableIdentity {
     pub canonical: String,
     /// What it is when it is not a base table (`view`, `materialized view`).
     pub not_a_table: Option<&'static str>,
+    /// Where the table is stored, the same through every connection that reaches it (two
+    /// connections of the config may reach one database): PostgreSQL, the server's start time,
+    /// the database's and the table's object ids; MariaDB/MySQL, the server's host name, port,
+    /// data directory and id, the table's name and creation time; SQLite, the database file's
+    /// canonical path and the table's name. `None`: cannot tell (an in-memory SQLite database).
+    pub place: Option<String>,
 }
 
 impl TableInfo {

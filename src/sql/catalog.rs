@@ -116,9 +116,15 @@ pub fn is_json_check(clause: &str, column: &str) -> bool {
 }
 
 /// The canonical name and relation kind of a table (see `Connector::identify`).
-pub const PG_IDENTIFY: &str = "SELECT n.nspname::text || '.' || c.relname::text, c.relkind::text FROM pg_class c \
-     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
-pub const MY_IDENTIFY: &str = "SELECT CAST(CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) AS CHAR), CAST(TABLE_TYPE AS CHAR) \
+/// The table's name, kind and place (`TableIdentity::place`; a start time as seconds since the
+/// epoch, whatever the session's time zone).
+pub const PG_IDENTIFY: &str = "SELECT n.nspname::text || '.' || c.relname::text, c.relkind::text, \
+     'postgres/' || extract(epoch FROM pg_postmaster_start_time())::text || '/' || \
+     (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())::text || '/' || c.oid::text \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
+pub const MY_IDENTIFY: &str = "SELECT CAST(CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) AS CHAR), CAST(TABLE_TYPE AS CHAR), \
+     CAST(CONCAT_WS('/', 'mysql', @@hostname, @@port, @@datadir, @@server_id, TABLE_SCHEMA, TABLE_NAME, \
+     UNIX_TIMESTAMP(CREATE_TIME)) AS CHAR) \
      FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
 pub const LITE_IDENTIFY: &str =
     "SELECT lower(name), type FROM sqlite_master WHERE name = ? COLLATE NOCASE AND type IN ('table', 'view')";

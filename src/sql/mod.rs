@@ -1998,7 +1998,7 @@ impl crate::connector::Connector for SqlConnector {
     async fn identify(&self, table: &str) -> Result<Option<TableIdentity>, ConnectorError> {
         let ctx = format!("reading the catalog of '{table}'");
         let (schema, bare) = split_table(table);
-        let row: Option<(String, String)> = match &self.pool {
+        let row: Option<(String, String, Option<String>)> = match &self.pool {
             Pool::Pg(p) => sqlx::query_as(catalog::PG_IDENTIFY)
                 .bind(self.dialect.quote(table))
                 .fetch_optional(p)
@@ -2015,20 +2015,40 @@ impl crate::connector::Connector for SqlConnector {
                     Some(r) => Some((
                         r.try_get_unchecked(0).map_err(db_err(&ctx))?,
                         r.try_get_unchecked(1).map_err(db_err(&ctx))?,
+                        r.try_get_unchecked(2).map_err(db_err(&ctx))?,
                     )),
                     None => None,
                 }
             }
             // Tables of an attached database are not in `main`'s catalog: nothing said.
             Pool::Lite(_) if schema.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("main")) => None,
-            Pool::Lite(p) => sqlx::query_as(catalog::LITE_IDENTIFY)
-                .bind(&bare)
-                .fetch_optional(p)
-                .await
-                .map_err(db_err(&ctx))?
-                .map(|(name, kind): (String, String)| (format!("main.{name}"), kind)),
+            Pool::Lite(p) => {
+                let row: Option<(String, String)> =
+                    sqlx::query_as(catalog::LITE_IDENTIFY).bind(&bare).fetch_optional(p).await.map_err(db_err(&ctx))?;
+                match row {
+                    Some((name, kind)) => {
+                        // The main database's file, as the file system names it (`..`, links
+                        // and relative paths resolved); none in memory.
+                        let file: Option<String> =
+                            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                                .fetch_optional(p)
+                                .await
+                                .map_err(db_err(&ctx))?;
+                        let place = file
+                            .filter(|f| !f.is_empty())
+                            .and_then(|f| std::fs::canonicalize(f).ok())
+                            .map(|f| format!("sqlite/{}/{name}", f.display()));
+                        Some((format!("main.{name}"), kind, place))
+                    }
+                    None => None,
+                }
+            }
         };
-        Ok(row.map(|(canonical, kind)| TableIdentity { canonical, not_a_table: catalog::not_a_table(&kind) }))
+        Ok(row.map(|(canonical, kind, place)| TableIdentity {
+            canonical,
+            not_a_table: catalog::not_a_table(&kind),
+            place,
+        }))
     }
 
     async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError> {

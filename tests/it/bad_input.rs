@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Backend, Fixture, Run, CUTOFF};
+use crate::common::{Backend, Fixture, Run, TestDb, CUTOFF};
 use crate::conformance::seeded;
 use crate::per_backend;
 
@@ -1164,6 +1164,54 @@ async fn one_table_named_two_ways(b: Backend) {
     }
 }
 
+/// Two connections of the config can reach one database: policies on one table through both
+/// would each be enforced alone (purposes are merged per connection and table), and the shorter
+/// retention would destroy what the longer one keeps. Refused, and nothing is destroyed; the
+/// same table name in two databases is not. SQLite's second URL spells the file's path another
+/// way (`..`); the servers' is the same URL.
+async fn one_table_through_two_connections(b: Backend) {
+    let f = seeded(b).await;
+    let url2 = match b {
+        Backend::Sqlite => {
+            let path = f.db.url.trim_start_matches("sqlite://");
+            let p = std::path::Path::new(path);
+            let dir = p.parent().unwrap();
+            format!(
+                "sqlite://{}/../{}/{}",
+                dir.display(),
+                dir.file_name().unwrap().to_string_lossy(),
+                p.file_name().unwrap().to_string_lossy()
+            )
+        }
+        _ => f.db.url.clone(),
+    };
+    std::fs::write(f.path("db2.url"), &url2).unwrap();
+    f.config("  db2:\n    url_file: db2.url");
+    let long = edit(&edit(POLICY, "name: people", "name: people-archive"), "connection: db", "connection: db2");
+    let long = edit(&long, "retain: 1y", "retain: 30y");
+    f.policy("people", POLICY);
+    f.policy("archive", &long);
+    let msg =
+        ["is the same table as 'people' of connection".to_string(), "the two connections reach one database".into()];
+    check(&f, "people through db and db2", CATALOG, &msg, None).await.unwrap_or_else(|e| panic!("{e}"));
+    let one: &[&[&str]] = &[&["run", "-p", "people"]];
+    check(&f, "people through db and db2, -p people", one, &msg, None).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // A connection that cannot be opened (here: its secret is missing) is not this run's: it
+    // is warned of, and the selected policy runs.
+    std::fs::remove_file(f.path("db2.url")).unwrap();
+    let r = f.lapse(&["plan", "-p", "people"]);
+    r.ok().stderr_has("cannot tell whether connection 'db2' reaches a database of this run's policies");
+    std::fs::write(f.path("db2.url"), &url2).unwrap();
+
+    // A table of the same name in another database is another table.
+    let other = TestDb::new(b).await;
+    other.exec(&crate::conformance::SCHEMA.replace("{TS}", b.ts())).await;
+    std::fs::write(f.path("db2.url"), &other.url).unwrap();
+    let r = f.lapse(&["validate", "--connect"]);
+    assert_eq!(r.code, 0, "another database's table of the same name refused:\n{}", r.stderr);
+}
+
 /// A key that may be NULL: such a row can be neither recorded nor destroyed by its key, and its
 /// batch never finished (before, the run said `complete` and anonymized none of the batch).
 async fn nullable_key(b: Backend) {
@@ -1411,6 +1459,7 @@ per_backend!(
     personal_column_in_another_case,
     view_as_table,
     one_table_named_two_ways,
+    one_table_through_two_connections,
     nullable_key,
     generated_column,
     strategy_that_collides_on_a_unique_column,

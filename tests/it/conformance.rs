@@ -695,6 +695,19 @@ pub async fn foreign_key_dependents(b: Backend) {
         );
     }
     assert_eq!((f.db.snapshot("people", "id").await, f.db.snapshot("orders", "id").await), before);
+    // The same with the orders' policy on a second connection to this database (before, only
+    // the policies of the people's own connection were looked at).
+    std::fs::write(f.path("db2.url"), &f.db.url).unwrap();
+    f.config("  db2:\n    url_file: db2.url");
+    let orders = typed_policy("orders", "  note: { category: free_text }\n", lines, "delete");
+    assert!(orders.contains("connection: db\n"));
+    f.policy("orders", &orders.replace("connection: db\n", "connection: db2\n"));
+    for cmd in [&["validate", "--connect"][..], &["run"], &["run", "-p", "people"]] {
+        f.lapse(cmd).code(2).stderr_has("this policy's deletes cascade into 'orders', which policy 'orders' governs");
+    }
+    assert_eq!((f.db.snapshot("people", "id").await, f.db.snapshot("orders", "id").await), before);
+    f.config("");
+    f.policy("orders", &orders);
     // Restrict: person 9 waits for its order, which its own policy keeps (no anchor yet).
     f.policy("people", &policy("delete", ONE_YEAR, "dependents:\n  - table: orders\n    on_delete: restrict\n"));
     f.lapse(&["run"]).ok();
