@@ -308,8 +308,8 @@ async fn canonical_names<'a>(
     let mut named: Canonical<'a> = prepared.iter().map(|(p, prep)| (*p, Ok(prep.identity.clone()))).collect();
     // The connections of unselected policies only, opened read-only here: another connection
     // may reach the same database (`same_table_spelled_alike`). One that cannot be opened
-    // (a secret this environment lacks, a server down) is warned of, not an error: it is not
-    // this run's.
+    // (a secret this environment lacks, a server down) is warned of; its policies' tables are
+    // unknown (`Err`), which refuses only a selected policy whose table has the same name.
     let mut others: BTreeMap<String, Option<Arc<dyn Connector>>> = BTreeMap::new();
     for p in &ws.policies.policies {
         if named.iter().any(|(q, _)| q.name == p.name) || p.objects.is_some() {
@@ -336,7 +336,10 @@ async fn canonical_names<'a>(
                 }
                 match &others[&p.connection] {
                     Some(c) => c.clone(),
-                    None => continue,
+                    None => {
+                        named.push((p, Err(format!("connection '{}' could not be opened", p.connection))));
+                        continue;
+                    }
                 }
             }
         };
@@ -358,8 +361,6 @@ async fn open_sql_read_only(ws: &Workspace, name: &str) -> anyhow::Result<Arc<dy
 /// be enforced alone, and the shorter retention would destroy what the longer one keeps. Such a
 /// pair is refused, the unselected policies of the open connections included.
 fn same_table_spelled_alike(named: &Canonical, prepared: &[(&Policy, Prepared)], d: &mut Diagnostics) {
-    let named: Vec<(&Policy, &TableIdentity)> =
-        named.iter().filter_map(|(p, c)| Some((*p, c.as_ref().ok()?.as_ref()?))).collect();
     let selected = |p: &Policy| prepared.iter().any(|(q, _)| q.name == p.name);
     for (i, (a, ia)) in named.iter().enumerate() {
         for (b, ib) in &named[i + 1..] {
@@ -367,6 +368,31 @@ fn same_table_spelled_alike(named: &Canonical, prepared: &[(&Policy, Prepared)],
             if !(selected(a) || selected(b)) {
                 continue;
             }
+            let (ia, ib) = match (ia, ib) {
+                (Ok(Some(ia)), Ok(Some(ib))) => (ia, ib),
+                // Fails closed: a table that could not be identified (its connection could not
+                // be opened, its catalog not asked) may be this one when its name is.
+                (Err(e), _) | (_, Err(e))
+                    if (a.connection != b.connection || a.table != b.table)
+                        && bare_name(&a.table) == bare_name(&b.table) =>
+                {
+                    let (sel, other) = if selected(a) { (a, b) } else { (b, a) };
+                    d.push(
+                        sel.error(
+                            "dataset.table",
+                            format!(
+                                "cannot tell whether '{}' is the same table as '{}' of policy '{}' (connection '{}'): {e}; \
+                                 if it is, their purposes would not be merged and the shorter retention would destroy what \
+                                 the other keeps (make that connection reachable from here)",
+                                sel.table, other.table, other.name, other.connection
+                            ),
+                        )
+                        .unavailable(),
+                    );
+                    continue;
+                }
+                _ => continue,
+            };
             if a.connection == b.connection && ia.canonical == ib.canonical && a.table != b.table {
                 d.push(a.error(
                     "dataset.table",
@@ -389,6 +415,11 @@ fn same_table_spelled_alike(named: &Canonical, prepared: &[(&Policy, Prepared)],
             }
         }
     }
+}
+
+/// A table's name without its schema, unquoted, in lower case: two names that may be one table.
+fn bare_name(t: &str) -> String {
+    t.rsplit('.').next().unwrap_or(t).trim_matches(|c| c == '"' || c == '`').to_lowercase()
 }
 
 /// Whether a table identified as `ct` (named `t`) through policy `p`'s connection is policy
@@ -437,14 +468,14 @@ async fn no_cascade_into_a_governed_table(
             for (q, cq) in named.iter().filter(|(q, _)| q.name != p.name) {
                 let same = match cq {
                     Ok(cq) => same_table(p, &t, ct.as_ref(), q, cq.as_ref()),
-                    Err(_) if q.connection != p.connection => false,
-                    Err(e) => {
-                        if q.table != t {
-                            d.push(p.error("dependents", format!("cannot check dependent '{t}': {e}")).unavailable());
-                            continue;
-                        }
-                        true
+                    // Written alike on the same connection: the same table.
+                    Err(_) if q.connection == p.connection && q.table == t => true,
+                    // Fails closed where it may be the same table.
+                    Err(e) if q.connection == p.connection || bare_name(&q.table) == bare_name(&t) => {
+                        d.push(p.error("dependents", format!("cannot check dependent '{t}': {e}")).unavailable());
+                        continue;
                     }
+                    Err(_) => false,
                 };
                 if same && said.insert((t.clone(), q.name.clone())) {
                     let how = match top == t {

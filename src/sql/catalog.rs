@@ -116,10 +116,10 @@ pub fn is_json_check(clause: &str, column: &str) -> bool {
 }
 
 /// The canonical name and relation kind of a table (see `Connector::identify`).
-/// The table's name, kind and place (`TableIdentity::place`; a start time as seconds since the
-/// epoch, whatever the session's time zone).
+/// The table's name, kind and place (`TableIdentity::place`; a start time as microseconds since
+/// the epoch, whatever the session's time zone and float format).
 pub const PG_IDENTIFY: &str = "SELECT n.nspname::text || '.' || c.relname::text, c.relkind::text, \
-     'postgres/' || extract(epoch FROM pg_postmaster_start_time())::text || '/' || \
+     'postgres/' || (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text || '/' || \
      (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())::text || '/' || c.oid::text \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
 pub const MY_IDENTIFY: &str = "SELECT CAST(CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) AS CHAR), CAST(TABLE_TYPE AS CHAR), \

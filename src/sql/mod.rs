@@ -1047,6 +1047,20 @@ impl SqlConnector {
     }
 }
 
+/// Which file `path` is, whatever path names it: its device and inode (elsewhere, its canonical
+/// path).
+fn lite_file_id(path: &str) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| format!("{}:{}", m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::canonicalize(path).ok().map(|p| p.display().to_string())
+    }
+}
+
 /// Identifies a policy's filter for the `due_bounds` memo (the filter's rendering names its
 /// columns, thresholds, holds and shard; the values of a condition are redacted in it, so the
 /// policy is part of the id: its counts always come just before its batches).
@@ -2027,8 +2041,8 @@ impl crate::connector::Connector for SqlConnector {
                     sqlx::query_as(catalog::LITE_IDENTIFY).bind(&bare).fetch_optional(p).await.map_err(db_err(&ctx))?;
                 match row {
                     Some((name, kind)) => {
-                        // The main database's file, as the file system names it (`..`, links
-                        // and relative paths resolved); none in memory.
+                        // The main database's file, by its device and inode (one file under
+                        // any path, link or mount); none in memory.
                         let file: Option<String> =
                             sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
                                 .fetch_optional(p)
@@ -2036,8 +2050,8 @@ impl crate::connector::Connector for SqlConnector {
                                 .map_err(db_err(&ctx))?;
                         let place = file
                             .filter(|f| !f.is_empty())
-                            .and_then(|f| std::fs::canonicalize(f).ok())
-                            .map(|f| format!("sqlite/{}/{name}", f.display()));
+                            .and_then(|f| lite_file_id(&f))
+                            .map(|f| format!("sqlite/{f}/{name}"));
                         Some((format!("main.{name}"), kind, place))
                     }
                     None => None,

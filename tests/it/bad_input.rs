@@ -1197,11 +1197,23 @@ async fn one_table_through_two_connections(b: Backend) {
     let one: &[&[&str]] = &[&["run", "-p", "people"]];
     check(&f, "people through db and db2, -p people", one, &msg, None).await.unwrap_or_else(|e| panic!("{e}"));
 
-    // A connection that cannot be opened (here: its secret is missing) is not this run's: it
-    // is warned of, and the selected policy runs.
+    // A connection that cannot be opened (here: its secret is missing) is warned of. A policy
+    // on it whose table has the selected one's name may be the same table: the run is refused
+    // (exit 1: the database could not be asked), nothing destroyed. Another name is no matter.
     std::fs::remove_file(f.path("db2.url")).unwrap();
-    let r = f.lapse(&["plan", "-p", "people"]);
-    r.ok().stderr_has("cannot tell whether connection 'db2' reaches a database of this run's policies");
+    let before = f.db.snapshot("people", "id").await;
+    for cmd in [&["plan", "-p", "people"][..], &["run", "-p", "people"]] {
+        f.lapse(cmd)
+            .code(1)
+            .stderr_has("cannot tell whether connection 'db2' reaches a database of this run's policies")
+            .stderr_has("cannot tell whether 'people' is the same table as 'people' of policy 'people-archive' (connection 'db2')");
+    }
+    assert_eq!(f.db.snapshot("people", "id").await, before);
+    f.policy("archive", &edit(&long, "table: people", "table: legal_holds"));
+    f.lapse(&["plan", "-p", "people"])
+        .ok()
+        .stderr_has("cannot tell whether connection 'db2' reaches a database of this run's policies");
+    f.policy("archive", &long);
     std::fs::write(f.path("db2.url"), &url2).unwrap();
 
     // A table of the same name in another database is another table.
