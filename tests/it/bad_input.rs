@@ -596,6 +596,46 @@ async fn sql_in_conditions() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// A config with problems in several sections says each section's, each where it is written
+/// (deserialising stops at the first: before, one was said per attempt), and destroys nothing.
+#[tokio::test]
+async fn config_problems_are_all_said() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let text = format!(
+        "{}{}",
+        edit(
+            &edit(CONFIG, "    url_file: db.url\n", "    url_file: db.url\n    kind: sqll\n  store:\n    kind: directory\n    path: files\n    concurrency: -1\n"),
+            "reports:\n",
+            "reprots:\n  dir: r\nreports:\n  formatt: json\n"
+        ),
+        "defaults:\n  batch_size: many\n"
+    );
+    File::Config.write(&f, text.as_bytes());
+    let before = f.db.snapshot("people", "id").await;
+    for cmd in [&["validate"][..], &["run"]] {
+        let r = f.lapse(cmd);
+        r.code(2);
+        let at = |context: &str, needle: &str| pos_in(File::Config, &text, context, needle);
+        for (msg, context, needle) in [
+            ("connections.db.kind: unknown variant `sqll`", "kind: sqll", "sqll"),
+            ("connections.store.concurrency: invalid value: integer `-1`", "concurrency: -1", "-1"),
+            ("reprots: unknown field `reprots`", "reprots:", "reprots"),
+            ("reports.formatt: unknown field `formatt`", "formatt: json", "formatt"),
+            ("defaults.batch_size: invalid type: string \"many\"", "batch_size: many", "many"),
+        ] {
+            let at = at(context, needle);
+            assert!(
+                r.stderr.lines().any(|l| l.contains(msg) && l.contains(&at)),
+                "no line says {msg:?} at {at}:\n{}",
+                r.stderr
+            );
+        }
+        r.stderr_has("5 problems found; nothing was changed");
+    }
+    assert_eq!(f.db.snapshot("people", "id").await, before);
+}
+
 #[tokio::test]
 async fn config_errors() {
     let c = File::Config;
