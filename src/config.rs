@@ -261,10 +261,10 @@ impl Config {
             Err(e) => {
                 // Deserialising stops at the first problem: the sections are read again one by
                 // one (each connection alone), so that every section's first problem is said.
-                let each = section_errors(path, &text, &pos);
-                match each.is_empty() {
-                    true => diags.push(crate::yamlpos::serde_error(path, &e, 0, &pos)),
-                    false => diags.0.extend(each),
+                let whole = crate::yamlpos::serde_error(path, &e, 0, &pos);
+                match section_errors(path, &text, &pos) {
+                    Some(each) => diags.0.extend(each.with(whole)),
+                    None => diags.push(whole),
                 }
                 return None;
             }
@@ -421,11 +421,15 @@ impl Config {
 }
 
 /// The first problem of each top-level section of a config that does not deserialise, each
-/// connection read alone, located by its path ([`Positions`]). Empty when the text is no YAML
-/// mapping (the whole-file error says why) or every section reads alone.
-fn section_errors(path: &Path, text: &str, pos: &Positions) -> Vec<Diagnostic> {
+/// connection read alone ([`crate::yamlpos::Sections`]). None when the text is no YAML mapping
+/// (the whole-file error says why).
+fn section_errors<'a>(path: &'a Path, text: &str, pos: &'a Positions) -> Option<crate::yamlpos::Sections<'a>> {
     use serde_yaml_ng::Value;
-    const SECTIONS: [&str; 9] = [
+    let Ok(Some(Value::Mapping(top))) = crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<Value>(text)).transpose()
+    else {
+        return None;
+    };
+    let known = [
         "connections",
         "policies",
         "holds_file",
@@ -436,70 +440,22 @@ fn section_errors(path: &Path, text: &str, pos: &Positions) -> Vec<Diagnostic> {
         "metrics",
         "schedule",
     ];
-    fn read<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), (String, String)> {
-        serde_path_to_error::deserialize::<_, T>(v.clone()).map(|_| ()).map_err(|e| {
-            let inner = e.path().to_string();
-            (if inner == "." { String::new() } else { inner }, e.into_inner().to_string())
-        })
-    }
-    let Ok(Some(Value::Mapping(top))) = crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<Value>(text)).transpose()
-    else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut fail = |at: String, msg: String| {
-        // An unknown key where it is written; any other problem at the value.
-        let loc = match msg.starts_with("unknown field") {
-            true => pos.key(0, &at),
-            false => pos.value(0, &at),
-        };
-        let loc = loc.or_else(|| pos.nearest(0, &at));
-        let shown = if at.is_empty() { msg } else { format!("{at}: {msg}") };
-        out.push(Diagnostic::error(shown).at(loc).in_file(path));
-    };
-    let join = |a: &str, b: &str| if b.is_empty() { a.to_string() } else { format!("{a}.{b}") };
-    for required in ["connections", "evidence"] {
-        if !top.contains_key(required) {
-            fail(String::new(), format!("missing field `{required}`"));
+    let mut s = crate::yamlpos::Sections::new(path, pos, 0);
+    s.top(&top, &known, &["connections", "evidence"], |s, k, v| {
+        let at = [k.to_string()];
+        match k {
+            "connections" => s.each_entry::<Connection, BTreeMap<String, Connection>>(&at, v),
+            "policies" => s.read::<PathBuf>(&at, v),
+            "holds_file" => s.read::<Option<PathBuf>>(&at, v),
+            "evidence" => s.read::<SecretRef>(&at, v),
+            "pseudonymization" => s.read::<Option<SecretRef>>(&at, v),
+            "reports" => s.read::<Reports>(&at, v),
+            "defaults" => s.read::<Defaults>(&at, v),
+            "metrics" => s.read::<crate::metrics::MetricsConfig>(&at, v),
+            _ => s.read::<Option<crate::schedule::Schedule>>(&at, v),
         }
-    }
-    for (k, v) in &top {
-        let Some(k) = k.as_str() else {
-            fail(String::new(), "a key that is not text".into());
-            continue;
-        };
-        let r = match k {
-            "connections" => match v {
-                Value::Mapping(m) => {
-                    for (name, c) in m {
-                        let name = name.as_str().unwrap_or_default();
-                        if let Err((at, msg)) = read::<Connection>(c) {
-                            fail(join(&format!("connections.{name}"), &at), msg);
-                        }
-                    }
-                    Ok(())
-                }
-                _ => read::<BTreeMap<String, Connection>>(v),
-            },
-            "policies" => read::<PathBuf>(v),
-            "holds_file" => read::<Option<PathBuf>>(v),
-            "evidence" => read::<SecretRef>(v),
-            "pseudonymization" => read::<Option<SecretRef>>(v),
-            "reports" => read::<Reports>(v),
-            "defaults" => read::<Defaults>(v),
-            "metrics" => read::<crate::metrics::MetricsConfig>(v),
-            "schedule" => read::<Option<crate::schedule::Schedule>>(v),
-            other => {
-                let expected: Vec<String> = SECTIONS.iter().map(|s| format!("`{s}`")).collect();
-                fail(other.to_string(), format!("unknown field `{other}`, expected one of {}", expected.join(", ")));
-                continue;
-            }
-        };
-        if let Err((at, msg)) = r {
-            fail(join(k, &at), msg);
-        }
-    }
-    out
+    });
+    Some(s)
 }
 
 fn url_has_password(url: &str) -> bool {

@@ -137,6 +137,165 @@ pub fn serde_error(file: &Path, e: &serde_yaml_ng::Error, doc: usize, positions:
     Diagnostic::error(msg).at(location).in_file(file)
 }
 
+/// Reads the sections of a YAML mapping that did not deserialise as a whole, one by one, to say
+/// each one's first problem (deserialising stops at the first problem of the whole). Each
+/// problem is located through [`Positions`] by the path `serde_path_to_error` gives.
+/// [`Sections::with`] puts the whole's own error first: deserialised from the text, its words
+/// are serde's best (a `Value` knows no tag: "expected a Value::Tagged enum" where the text
+/// says "unknown variant `~`").
+pub struct Sections<'a> {
+    file: &'a Path,
+    positions: &'a Positions,
+    doc: usize,
+    found: Vec<Diagnostic>,
+    /// Each part read alone: where it starts, and the range of `found` it said.
+    parts: Vec<(Option<LineColumn>, std::ops::Range<usize>)>,
+}
+
+/// A 1-based line and column.
+type LineColumn = (usize, usize);
+
+impl<'a> Sections<'a> {
+    pub fn new(file: &'a Path, positions: &'a Positions, doc: usize) -> Self {
+        Sections { file, positions, doc, found: Vec::new(), parts: Vec::new() }
+    }
+
+    /// `whole`, the error of the whole, then every problem found in the parts but the one
+    /// `whole` is in (the part that starts last at or before it) and its repetitions.
+    pub fn with(self, whole: Diagnostic) -> Vec<Diagnostic> {
+        let at = whole.location.as_ref().map(|l| (l.line, l.column));
+        let covered = at.and_then(|at| {
+            self.parts.iter().filter(|(start, _)| start.is_some_and(|s| s <= at)).max_by_key(|(start, _)| *start)
+        });
+        let covered = covered.map(|(_, r)| r.clone()).unwrap_or_default();
+        let mut out = vec![whole];
+        for (i, d) in self.found.into_iter().enumerate() {
+            let same = d.message == out[0].message && d.location == out[0].location;
+            if !covered.contains(&i) && !same {
+                out.push(d);
+            }
+        }
+        // In the order they are written.
+        out.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+        out
+    }
+
+    /// Notes the problems `f` finds as those of the part at `at`.
+    fn part(&mut self, at: &[String], f: impl FnOnce(&mut Self)) {
+        let from = self.found.len();
+        f(self);
+        let start = self.positions.key(self.doc, &at.join(".")).map(|l| (l.line, l.column));
+        self.parts.push((start, from..self.found.len()));
+    }
+
+    /// A problem at `at` (dot-separated, items by index); an unknown key is located where it
+    /// is written, anything else at its value.
+    pub fn fail(&mut self, at: &[String], msg: String) {
+        let dotted = at.join(".");
+        let loc = match msg.starts_with("unknown field") {
+            true => self.positions.key(self.doc, &dotted),
+            false => self.positions.value(self.doc, &dotted),
+        };
+        let loc = loc.or_else(|| self.positions.nearest(self.doc, &dotted));
+        // Said of the mapping that has the unknown key, as serde says it.
+        let said = match msg.starts_with("unknown field") {
+            true => &at[..at.len().saturating_sub(1)],
+            false => at,
+        };
+        let mut shown = String::new();
+        for part in said {
+            match part.parse::<usize>() {
+                Ok(_) if !shown.is_empty() => shown.push_str(&format!("[{part}]")),
+                _ if shown.is_empty() => shown.push_str(part),
+                _ => shown.push_str(&format!(".{part}")),
+            }
+        }
+        let msg = if shown.is_empty() { msg } else { format!("{shown}: {msg}") };
+        self.found.push(Diagnostic::error(msg).at(loc).in_file(self.file));
+    }
+
+    /// Reads `v` at `at` as a `T`; says its first problem.
+    pub fn read<T: serde::de::DeserializeOwned>(&mut self, at: &[String], v: &serde_yaml_ng::Value) {
+        self.part(at, |s| s.read_alone::<T>(at, v));
+    }
+
+    fn read_alone<T: serde::de::DeserializeOwned>(&mut self, at: &[String], v: &serde_yaml_ng::Value) {
+        if let Err(e) = serde_path_to_error::deserialize::<_, T>(v.clone()) {
+            let mut path = at.to_vec();
+            for seg in e.path().iter() {
+                path.push(match seg {
+                    serde_path_to_error::Segment::Seq { index } => index.to_string(),
+                    serde_path_to_error::Segment::Map { key } => key.clone(),
+                    serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+                    serde_path_to_error::Segment::Unknown => "?".into(),
+                });
+            }
+            self.fail(&path, e.into_inner().to_string());
+        }
+    }
+
+    /// Reads each entry of a mapping at `at` alone as a `T`; anything else as a whole, a `Whole`.
+    pub fn each_entry<T: serde::de::DeserializeOwned, Whole: serde::de::DeserializeOwned>(
+        &mut self,
+        at: &[String],
+        v: &serde_yaml_ng::Value,
+    ) {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) => {
+                for (k, item) in m {
+                    self.read::<T>(&[at, &[k.as_str().unwrap_or_default().to_string()]].concat(), item);
+                }
+            }
+            _ => self.read::<Whole>(at, v),
+        }
+    }
+
+    /// Reads each item of a sequence at `at` alone as a `T`; anything else as a whole, a `Whole`.
+    pub fn each_item<T: serde::de::DeserializeOwned, Whole: serde::de::DeserializeOwned>(
+        &mut self,
+        at: &[String],
+        v: &serde_yaml_ng::Value,
+    ) {
+        match v {
+            serde_yaml_ng::Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.read::<T>(&[at, &[i.to_string()]].concat(), item);
+                }
+            }
+            _ => self.read::<Whole>(at, v),
+        }
+    }
+
+    /// The top-level keys: each known one read by `read_key` (false: unknown), the required
+    /// ones that are missing said.
+    pub fn top(
+        &mut self,
+        top: &serde_yaml_ng::Mapping,
+        known: &[&str],
+        required: &[&str],
+        mut read_key: impl FnMut(&mut Self, &str, &serde_yaml_ng::Value),
+    ) {
+        for r in required {
+            if !top.contains_key(*r) {
+                self.fail(&[], format!("missing field `{r}`"));
+            }
+        }
+        for (k, v) in top {
+            match k.as_str() {
+                Some(k) if known.contains(&k) => read_key(self, k, v),
+                Some(k) => {
+                    let expected: Vec<String> = known.iter().map(|s| format!("`{s}`")).collect();
+                    let at = [k.to_string()];
+                    self.part(&at, |s| {
+                        s.fail(&at, format!("unknown field `{k}`, expected one of {}", expected.join(", ")))
+                    });
+                }
+                None => self.fail(&[], "a key that is not text".into()),
+            }
+        }
+    }
+}
+
 /// The key named by a duplicate-key message: serde's "duplicate field `k`" and
 /// `policy::unique_keys`' "duplicate entry 'k'".
 fn duplicated_key(msg: &str) -> Option<&str> {

@@ -437,6 +437,11 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut 
     }
     let positions = Arc::new(Positions::index(path, &text));
     let mut last_error: Option<String> = None;
+    // The documents again, for the sections of those that do not deserialise (the first few:
+    // a file of thousands of broken documents gets one problem each).
+    const SECTIONED_DOCUMENTS: usize = 20;
+    let mut sectioned = 0;
+    let mut again = serde_yaml_ng::Deserializer::from_str(&text).enumerate();
     for (doc, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
         let Some(parsed) = crate::yamlpos::no_panic(|| RawPolicy::deserialize(de)) else {
             diags.push(Diagnostic::error(crate::yamlpos::PARSER_FAILED).in_file(path));
@@ -455,13 +460,73 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut 
                     break;
                 }
                 last_error = Some(e.to_string());
-                diags.push(crate::yamlpos::serde_error(path, &e, doc, &positions));
+                // Deserialising stops at the first problem: the document's sections are read
+                // again one by one (each column, purpose and dependent alone), so that every
+                // one's first problem is said.
+                let whole = crate::yamlpos::serde_error(path, &e, doc, &positions);
+                let each = match sectioned < SECTIONED_DOCUMENTS {
+                    true => {
+                        sectioned += 1;
+                        let de = again.by_ref().find(|(i, _)| *i >= doc).filter(|(i, _)| *i == doc);
+                        de.and_then(|(_, de)| section_errors(path, de, doc, &positions))
+                    }
+                    false => None,
+                };
+                match each {
+                    Some(each) => diags.0.extend(each.with(whole)),
+                    None => diags.push(whole),
+                }
                 if e.location().is_none() || doc > 10_000 {
                     break;
                 }
             }
         }
     }
+}
+
+/// The first problem of each section of policy document `doc` (which did not deserialise), each
+/// personal column, purpose and dependent read alone ([`crate::yamlpos::Sections`]). None when
+/// the document is no YAML mapping (the whole-document error says why).
+fn section_errors<'a>(
+    path: &'a Path,
+    de: serde_yaml_ng::Deserializer,
+    doc: usize,
+    positions: &'a Positions,
+) -> Option<crate::yamlpos::Sections<'a>> {
+    use serde_yaml_ng::Value;
+    let Some(Ok(Value::Mapping(top))) = crate::yamlpos::no_panic(|| Value::deserialize(de)) else {
+        return None;
+    };
+    let known = [
+        "name",
+        "description",
+        "dataset",
+        "personal",
+        "purposes",
+        "on_lapse",
+        "dependents",
+        "guardrail",
+        "batch_size",
+        "shard_by_key",
+    ];
+    let required = ["name", "dataset", "personal", "purposes", "on_lapse"];
+    let mut s = crate::yamlpos::Sections::new(path, positions, doc);
+    s.top(&top, &known, &required, |s, k, v| {
+        let at = [k.to_string()];
+        match k {
+            "name" => s.read::<String>(&at, v),
+            "description" => s.read::<Option<String>>(&at, v),
+            "dataset" => s.read::<RawDataset>(&at, v),
+            "personal" => s.each_entry::<RawColumn, BTreeMap<String, RawColumn>>(&at, v),
+            "purposes" => s.each_item::<RawPurpose, Vec<RawPurpose>>(&at, v),
+            "on_lapse" => s.read::<Action>(&at, v),
+            "dependents" => s.each_item::<RawDependent, Vec<RawDependent>>(&at, v),
+            "guardrail" => s.read::<Option<RawGuardrail>>(&at, v),
+            "batch_size" => s.read::<Option<u32>>(&at, v),
+            _ => s.read::<bool>(&at, v),
+        }
+    });
+    Some(s)
 }
 
 fn resolve(

@@ -620,8 +620,8 @@ async fn config_problems_are_all_said() {
         for (msg, context, needle) in [
             ("connections.db.kind: unknown variant `sqll`", "kind: sqll", "sqll"),
             ("connections.store.concurrency: invalid value: integer `-1`", "concurrency: -1", "-1"),
-            ("reprots: unknown field `reprots`", "reprots:", "reprots"),
-            ("reports.formatt: unknown field `formatt`", "formatt: json", "formatt"),
+            ("unknown field `reprots`", "reprots:", "reprots"),
+            ("reports: unknown field `formatt`", "formatt: json", "formatt"),
             ("defaults.batch_size: invalid type: string \"many\"", "batch_size: many", "many"),
         ] {
             let at = at(context, needle);
@@ -632,6 +632,45 @@ async fn config_problems_are_all_said() {
             );
         }
         r.stderr_has("5 problems found; nothing was changed");
+    }
+    assert_eq!(f.db.snapshot("people", "id").await, before);
+}
+
+/// A policy with problems in several sections (the second document of its file) says each
+/// one's, each where it is written: a misspelt key, a purpose's unknown legal basis, a second
+/// purpose's bad period type, an unknown action.
+#[tokio::test]
+async fn policy_problems_are_all_said() {
+    let f = seeded(Backend::Sqlite).await;
+    let broken = edit(
+        &edit(
+            &edit(&edit(POLICY, "name: people", "name: people-2"), "  key: id\n", "  key: id\n  tabel: x\n"),
+            "    legal_basis: contract\n    retain: 1y\n    after: created_at\n",
+            "    legal_basis: contrct\n    retain: 1y\n    after: created_at\n  - name: billing\n    legal_basis: contract\n    retain: [1y]\n    after: created_at\n",
+        ),
+        "on_lapse: delete",
+        "on_lapse: delet",
+    );
+    let text = format!("{POLICY}---\n{broken}");
+    f.policy("people", &text);
+    let before = f.db.snapshot("people", "id").await;
+    for cmd in [&["validate"][..], &["run"]] {
+        let r = f.lapse(cmd);
+        r.code(2);
+        for (msg, context, needle) in [
+            ("dataset: unknown field `tabel`", "tabel: x", "tabel"),
+            ("purposes[0].legal_basis: unknown variant `contrct`", "contrct", "contrct"),
+            ("purposes[1].retain: invalid type: sequence", "[1y]", "["),
+            ("on_lapse: unknown variant `delet`", "on_lapse: delet\n", "delet"),
+        ] {
+            let at = pos_in(File::Policy, &text, context, needle);
+            assert!(
+                r.stderr.lines().any(|l| l.contains(msg) && l.contains(&at)),
+                "no line says {msg:?} at {at}:\n{}",
+                r.stderr
+            );
+        }
+        r.stderr_has("4 problems found; nothing was changed");
     }
     assert_eq!(f.db.snapshot("people", "id").await, before);
 }
