@@ -420,29 +420,34 @@ impl Config {
     }
 }
 
+/// The top-level keys of [`Config`] (`section_errors` reads each alone).
+const SECTIONS: [&str; 9] = [
+    "connections",
+    "policies",
+    "holds_file",
+    "evidence",
+    "pseudonymization",
+    "reports",
+    "defaults",
+    "metrics",
+    "schedule",
+];
+
 /// The first problem of each top-level section of a config that does not deserialise, each
 /// connection read alone ([`crate::yamlpos::Sections`]). None when the text is no YAML mapping
 /// (the whole-file error says why).
 fn section_errors<'a>(path: &'a Path, text: &str, pos: &'a Positions) -> Option<crate::yamlpos::Sections<'a>> {
     use serde_yaml_ng::Value;
+    if !pos.sectionable(0) {
+        return None;
+    }
     let Ok(Some(Value::Mapping(top))) = crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<Value>(text)).transpose()
     else {
         return None;
     };
-    let known = [
-        "connections",
-        "policies",
-        "holds_file",
-        "evidence",
-        "pseudonymization",
-        "reports",
-        "defaults",
-        "metrics",
-        "schedule",
-    ];
     let mut s = crate::yamlpos::Sections::new(path, pos, 0);
-    s.top(&top, &known, &["connections", "evidence"], |s, k, v| {
-        let at = [k.to_string()];
+    s.top(&top, &SECTIONS, &["connections", "evidence"], |s, k, v| {
+        let at = [crate::yamlpos::Seg::key(k)];
         match k {
             "connections" => s.each_entry::<Connection, BTreeMap<String, Connection>>(&at, v),
             "policies" => s.read::<PathBuf>(&at, v),
@@ -512,6 +517,14 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+    /// `SECTIONS` is `Config`'s fields, as serde lists them.
+    #[test]
+    fn sections_are_the_config_fields() {
+        let e = serde_yaml_ng::from_str::<super::Config>("zzz: 1").unwrap_err().to_string();
+        let listed: Vec<&str> = e.split('`').skip(3).step_by(2).collect();
+        assert_eq!(listed, super::SECTIONS, "{e}");
+    }
+
     use super::*;
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Positions {
     /// (document index, path) -> a scalar value's text as written (`+4915…`, `0x1F`, `12.50`:
     /// what YAML reads as a number, before it is one).
     scalars: HashMap<(usize, String), String>,
+    /// The documents that use an alias (`*a`).
+    aliased: HashSet<usize>,
+    /// Whether the whole text was read (a syntax error stops the walk).
+    complete: bool,
 }
 
 /// A key repeated in one mapping.
@@ -51,8 +55,15 @@ impl Positions {
             chars: text.chars().collect(),
         };
         let mut parser = Parser::new_from_str(text);
-        let _ = parser.load(&mut walker, true);
+        walker.out.complete = parser.load(&mut walker, true).is_ok();
         walker.out
+    }
+
+    /// Whether document `doc` can be read again part by part ([`Sections`]): the whole text was
+    /// read, and the document uses no alias (each read of a part as a `Value` copies what an
+    /// alias names: a few kilobytes of aliases of aliases make gigabytes).
+    pub fn sectionable(&self, doc: usize) -> bool {
+        self.complete && !self.aliased.contains(&doc)
     }
 
     /// The text of the scalar at `path` as written.
@@ -138,11 +149,11 @@ pub fn serde_error(file: &Path, e: &serde_yaml_ng::Error, doc: usize, positions:
 }
 
 /// Reads the sections of a YAML mapping that did not deserialise as a whole, one by one, to say
-/// each one's first problem (deserialising stops at the first problem of the whole). Each
-/// problem is located through [`Positions`] by the path `serde_path_to_error` gives.
-/// [`Sections::with`] puts the whole's own error first: deserialised from the text, its words
-/// are serde's best (a `Value` knows no tag: "expected a Value::Tagged enum" where the text
-/// says "unknown variant `~`").
+/// each one's first problem (deserialising stops at the first problem of the whole). Each part
+/// is written back to YAML and read from that text (as the whole was: a plain `2024` is a
+/// string where a string is wanted, a tag is a tag), its problem located through [`Positions`]
+/// by the path `serde_path_to_error` gives. [`Sections::with`] puts the whole's own error
+/// first, in place of its part's. Only for a document [`Positions::sectionable`] allows.
 pub struct Sections<'a> {
     file: &'a Path,
     positions: &'a Positions,
@@ -150,18 +161,73 @@ pub struct Sections<'a> {
     found: Vec<Diagnostic>,
     /// Each part read alone: where it starts, and the range of `found` it said.
     parts: Vec<(Option<LineColumn>, std::ops::Range<usize>)>,
+    /// Parts not read, past [`MAX_SECTION_PROBLEMS`] problems.
+    skipped: bool,
 }
 
 /// A 1-based line and column.
 type LineColumn = (usize, usize);
 
+/// Problems said of one document's parts, at most (the rest after they are mended).
+const MAX_SECTION_PROBLEMS: usize = 50;
+
+/// A step of a path into a YAML document: a mapping's key or a sequence's item.
+#[derive(Debug, Clone)]
+pub enum Seg {
+    Key(String),
+    Item(usize),
+}
+
+impl Seg {
+    pub fn key(k: &str) -> Seg {
+        Seg::Key(k.to_string())
+    }
+
+    /// As [`Positions`] paths name it (`purposes.0.after`).
+    fn dotted(path: &[Seg]) -> String {
+        let parts: Vec<String> = path
+            .iter()
+            .map(|s| match s {
+                Seg::Key(k) => k.clone(),
+                Seg::Item(i) => i.to_string(),
+            })
+            .collect();
+        parts.join(".")
+    }
+
+    /// As serde says it (`purposes[0].after`).
+    fn shown(path: &[Seg]) -> String {
+        let mut out = String::new();
+        for s in path {
+            match s {
+                Seg::Item(i) => out.push_str(&format!("[{i}]")),
+                Seg::Key(k) if out.is_empty() => out.push_str(k),
+                Seg::Key(k) => out.push_str(&format!(".{k}")),
+            }
+        }
+        out
+    }
+}
+
+/// A mapping key as text (YAML keys may be numbers or booleans).
+fn key_text(k: &serde_yaml_ng::Value) -> String {
+    match k {
+        serde_yaml_ng::Value::String(s) => s.clone(),
+        serde_yaml_ng::Value::Number(n) => n.to_string(),
+        serde_yaml_ng::Value::Bool(b) => b.to_string(),
+        serde_yaml_ng::Value::Null => "null".into(),
+        _ => "?".into(),
+    }
+}
+
 impl<'a> Sections<'a> {
     pub fn new(file: &'a Path, positions: &'a Positions, doc: usize) -> Self {
-        Sections { file, positions, doc, found: Vec::new(), parts: Vec::new() }
+        Sections { file, positions, doc, found: Vec::new(), parts: Vec::new(), skipped: false }
     }
 
     /// `whole`, the error of the whole, then every problem found in the parts but the one
-    /// `whole` is in (the part that starts last at or before it) and its repetitions.
+    /// `whole` is in (the part that starts last at or before it) and its repetitions, in the
+    /// order they are written.
     pub fn with(self, whole: Diagnostic) -> Vec<Diagnostic> {
         let at = whole.location.as_ref().map(|l| (l.line, l.column));
         let covered = at.and_then(|at| {
@@ -175,75 +241,90 @@ impl<'a> Sections<'a> {
                 out.push(d);
             }
         }
-        // In the order they are written.
         out.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+        if self.skipped {
+            out.push(
+                Diagnostic::error(format!(
+                    "more parts of this document were not read after {MAX_SECTION_PROBLEMS} problems"
+                ))
+                .in_file(self.file),
+            );
+        }
         out
     }
 
     /// Notes the problems `f` finds as those of the part at `at`.
-    fn part(&mut self, at: &[String], f: impl FnOnce(&mut Self)) {
+    fn part(&mut self, at: &[Seg], f: impl FnOnce(&mut Self)) {
+        if self.found.len() >= MAX_SECTION_PROBLEMS {
+            self.skipped = true;
+            return;
+        }
         let from = self.found.len();
         f(self);
-        let start = self.positions.key(self.doc, &at.join(".")).map(|l| (l.line, l.column));
+        let start = self.positions.key(self.doc, &Seg::dotted(at)).map(|l| (l.line, l.column));
         self.parts.push((start, from..self.found.len()));
     }
 
-    /// A problem at `at` (dot-separated, items by index); an unknown key is located where it
-    /// is written, anything else at its value.
-    pub fn fail(&mut self, at: &[String], msg: String) {
-        let dotted = at.join(".");
-        let loc = match msg.starts_with("unknown field") {
+    /// A problem at `at`; an unknown key is located where it is written and said of its
+    /// mapping (as serde says it), anything else at its value.
+    fn fail(&mut self, at: &[Seg], msg: String) {
+        let dotted = Seg::dotted(at);
+        let unknown = msg.starts_with("unknown field");
+        let loc = match unknown {
             true => self.positions.key(self.doc, &dotted),
             false => self.positions.value(self.doc, &dotted),
         };
         let loc = loc.or_else(|| self.positions.nearest(self.doc, &dotted));
-        // Said of the mapping that has the unknown key, as serde says it.
-        let said = match msg.starts_with("unknown field") {
-            true => &at[..at.len().saturating_sub(1)],
-            false => at,
-        };
-        let mut shown = String::new();
-        for part in said {
-            match part.parse::<usize>() {
-                Ok(_) if !shown.is_empty() => shown.push_str(&format!("[{part}]")),
-                _ if shown.is_empty() => shown.push_str(part),
-                _ => shown.push_str(&format!(".{part}")),
-            }
-        }
+        let said = if unknown { &at[..at.len().saturating_sub(1)] } else { at };
+        let shown = Seg::shown(said);
         let msg = if shown.is_empty() { msg } else { format!("{shown}: {msg}") };
         self.found.push(Diagnostic::error(msg).at(loc).in_file(self.file));
     }
 
     /// Reads `v` at `at` as a `T`; says its first problem.
-    pub fn read<T: serde::de::DeserializeOwned>(&mut self, at: &[String], v: &serde_yaml_ng::Value) {
+    pub fn read<T: serde::de::DeserializeOwned>(&mut self, at: &[Seg], v: &serde_yaml_ng::Value) {
         self.part(at, |s| s.read_alone::<T>(at, v));
     }
 
-    fn read_alone<T: serde::de::DeserializeOwned>(&mut self, at: &[String], v: &serde_yaml_ng::Value) {
-        if let Err(e) = serde_path_to_error::deserialize::<_, T>(v.clone()) {
-            let mut path = at.to_vec();
-            for seg in e.path().iter() {
-                path.push(match seg {
-                    serde_path_to_error::Segment::Seq { index } => index.to_string(),
-                    serde_path_to_error::Segment::Map { key } => key.clone(),
-                    serde_path_to_error::Segment::Enum { variant } => variant.clone(),
-                    serde_path_to_error::Segment::Unknown => "?".into(),
-                });
-            }
-            self.fail(&path, e.into_inner().to_string());
+    fn read_alone<T: serde::de::DeserializeOwned>(&mut self, at: &[Seg], v: &serde_yaml_ng::Value) {
+        let Ok(text) = serde_yaml_ng::to_string(v) else { return };
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        let Some(Err(e)) = no_panic(|| serde_path_to_error::deserialize::<_, T>(de).map(|_| ())) else { return };
+        let inner: Vec<Seg> = e
+            .path()
+            .iter()
+            .map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => Seg::Item(*index),
+                serde_path_to_error::Segment::Map { key } => Seg::Key(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Seg::Key(variant.clone()),
+                serde_path_to_error::Segment::Unknown => Seg::key("?"),
+            })
+            .collect();
+        let mut msg = e.into_inner().to_string();
+        // The position in the part's own text means nothing here, and its path inside the
+        // part is said with the part's (`fail`).
+        if let Some(i) = msg.rfind(" at line ") {
+            msg.truncate(i);
         }
+        for prefix in [Seg::shown(&inner), Seg::shown(&inner[..inner.len().saturating_sub(1)])] {
+            if let Some(rest) = msg.strip_prefix(&format!("{prefix}: ")).filter(|_| !prefix.is_empty()) {
+                msg = rest.to_string();
+                break;
+            }
+        }
+        self.fail(&[at, &inner].concat(), msg);
     }
 
     /// Reads each entry of a mapping at `at` alone as a `T`; anything else as a whole, a `Whole`.
     pub fn each_entry<T: serde::de::DeserializeOwned, Whole: serde::de::DeserializeOwned>(
         &mut self,
-        at: &[String],
+        at: &[Seg],
         v: &serde_yaml_ng::Value,
     ) {
         match v {
             serde_yaml_ng::Value::Mapping(m) => {
                 for (k, item) in m {
-                    self.read::<T>(&[at, &[k.as_str().unwrap_or_default().to_string()]].concat(), item);
+                    self.read::<T>(&[at, &[Seg::Key(key_text(k))]].concat(), item);
                 }
             }
             _ => self.read::<Whole>(at, v),
@@ -253,20 +334,20 @@ impl<'a> Sections<'a> {
     /// Reads each item of a sequence at `at` alone as a `T`; anything else as a whole, a `Whole`.
     pub fn each_item<T: serde::de::DeserializeOwned, Whole: serde::de::DeserializeOwned>(
         &mut self,
-        at: &[String],
+        at: &[Seg],
         v: &serde_yaml_ng::Value,
     ) {
         match v {
             serde_yaml_ng::Value::Sequence(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    self.read::<T>(&[at, &[i.to_string()]].concat(), item);
+                    self.read::<T>(&[at, &[Seg::Item(i)]].concat(), item);
                 }
             }
             _ => self.read::<Whole>(at, v),
         }
     }
 
-    /// The top-level keys: each known one read by `read_key` (false: unknown), the required
+    /// The top-level keys: each known one read by `read_key`, the others unknown; the required
     /// ones that are missing said.
     pub fn top(
         &mut self,
@@ -283,14 +364,14 @@ impl<'a> Sections<'a> {
         for (k, v) in top {
             match k.as_str() {
                 Some(k) if known.contains(&k) => read_key(self, k, v),
-                Some(k) => {
+                _ => {
+                    let k = key_text(k);
                     let expected: Vec<String> = known.iter().map(|s| format!("`{s}`")).collect();
-                    let at = [k.to_string()];
+                    let at = [Seg::Key(k.clone())];
                     self.part(&at, |s| {
                         s.fail(&at, format!("unknown field `{k}`, expected one of {}", expected.join(", ")))
                     });
                 }
-                None => self.fail(&[], "a key that is not text".into()),
             }
         }
     }
@@ -508,6 +589,7 @@ impl MarkedEventReceiver for Walker {
                 }
             }
             Event::Alias(_) => {
+                self.out.aliased.insert(self.doc);
                 self.node_path(mark, false);
             }
             Event::SequenceStart(..) => {

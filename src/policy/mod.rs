@@ -484,6 +484,20 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut 
     }
 }
 
+/// The top-level keys of a policy (`section_errors` reads each alone).
+const SECTIONS: [&str; 10] = [
+    "name",
+    "description",
+    "dataset",
+    "personal",
+    "purposes",
+    "on_lapse",
+    "dependents",
+    "guardrail",
+    "batch_size",
+    "shard_by_key",
+];
+
 /// The first problem of each section of policy document `doc` (which did not deserialise), each
 /// personal column, purpose and dependent read alone ([`crate::yamlpos::Sections`]). None when
 /// the document is no YAML mapping (the whole-document error says why).
@@ -494,25 +508,16 @@ fn section_errors<'a>(
     positions: &'a Positions,
 ) -> Option<crate::yamlpos::Sections<'a>> {
     use serde_yaml_ng::Value;
+    if !positions.sectionable(doc) {
+        return None;
+    }
     let Some(Ok(Value::Mapping(top))) = crate::yamlpos::no_panic(|| Value::deserialize(de)) else {
         return None;
     };
-    let known = [
-        "name",
-        "description",
-        "dataset",
-        "personal",
-        "purposes",
-        "on_lapse",
-        "dependents",
-        "guardrail",
-        "batch_size",
-        "shard_by_key",
-    ];
     let required = ["name", "dataset", "personal", "purposes", "on_lapse"];
     let mut s = crate::yamlpos::Sections::new(path, positions, doc);
-    s.top(&top, &known, &required, |s, k, v| {
-        let at = [k.to_string()];
+    s.top(&top, &SECTIONS, &required, |s, k, v| {
+        let at = [crate::yamlpos::Seg::key(k)];
         match k {
             "name" => s.read::<String>(&at, v),
             "description" => s.read::<Option<String>>(&at, v),
@@ -926,6 +931,14 @@ pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
 
 #[cfg(test)]
 mod tests {
+    /// `SECTIONS` is `RawPolicy`'s fields, as serde lists them.
+    #[test]
+    fn sections_are_the_policy_fields() {
+        let e = serde_yaml_ng::from_str::<super::RawPolicy>("zzz: 1").unwrap_err().to_string();
+        let listed: Vec<&str> = e.split('`').skip(3).step_by(2).collect();
+        assert_eq!(listed, super::SECTIONS, "{e}");
+    }
+
     use super::*;
 
     fn load(text: &str) -> (PolicySet, Diagnostics) {

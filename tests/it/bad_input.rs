@@ -619,7 +619,7 @@ async fn config_problems_are_all_said() {
         let at = |context: &str, needle: &str| pos_in(File::Config, &text, context, needle);
         for (msg, context, needle) in [
             ("connections.db.kind: unknown variant `sqll`", "kind: sqll", "sqll"),
-            ("connections.store.concurrency: invalid value: integer `-1`", "concurrency: -1", "-1"),
+            ("connections.store.concurrency: invalid type: integer `-1`", "concurrency: -1", "-1"),
             ("unknown field `reprots`", "reprots:", "reprots"),
             ("reports: unknown field `formatt`", "formatt: json", "formatt"),
             ("defaults.batch_size: invalid type: string \"many\"", "batch_size: many", "many"),
@@ -651,6 +651,8 @@ async fn policy_problems_are_all_said() {
         "on_lapse: delete",
         "on_lapse: delet",
     );
+    // A plain `2024` is a string where one is wanted, in the whole as in its parts.
+    let broken = edit(&broken, "name: people-2\n", "name: people-2\ndescription: 2024\n");
     let text = format!("{POLICY}---\n{broken}");
     f.policy("people", &text);
     let before = f.db.snapshot("people", "id").await;
@@ -673,6 +675,11 @@ async fn policy_problems_are_all_said() {
         r.stderr_has("4 problems found; nothing was changed");
     }
     assert_eq!(f.db.snapshot("people", "id").await, before);
+    // A document with an alias is not read part by part (each part read alone would copy what
+    // the alias names): its first problem only.
+    let aliased = edit(&broken, "description: 2024\n", "description: &d 2024\nbatch_size: *d\n");
+    f.policy("people", &format!("{POLICY}---\n{aliased}"));
+    f.lapse(&["validate"]).code(2).stderr_has("1 problem found; nothing was changed");
 }
 
 #[tokio::test]
