@@ -2,9 +2,10 @@
 //! `/`-separated relative paths, the anchor is the modification time. No versions, no locks.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,11 +15,24 @@ use crate::connector::ConnectorError;
 
 pub struct DirBackend {
     root: PathBuf,
+    /// Entries whose names are not UTF-8 met by listings (`walk`): no key can name them, so
+    /// they are never objects. Each one once (a listing's pages walk a directory again), at
+    /// most [`MAX_UNNAMED`]; the count pass takes them (`take_unnamed`).
+    unnamed: Arc<Mutex<Unnamed>>,
 }
+
+#[derive(Default)]
+struct Unnamed {
+    seen: HashSet<PathBuf>,
+    new: u64,
+}
+
+/// Distinct unnamed entries remembered, at most.
+const MAX_UNNAMED: usize = 100_000;
 
 impl DirBackend {
     pub fn new(root: PathBuf) -> Self {
-        DirBackend { root }
+        DirBackend { root, unnamed: Arc::default() }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, ConnectorError> {
@@ -78,11 +92,25 @@ fn walk(
     after: Option<&str>,
     max: usize,
     out: &mut Vec<ObjectEntry>,
+    unnamed: &Mutex<Unnamed>,
 ) -> std::io::Result<bool> {
     let mut names: Vec<(String, std::fs::FileType)> = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
-        let Ok(name) = e.file_name().into_string() else { continue }; // non-UTF-8 names are not keys
+        let name = match e.file_name().into_string() {
+            Ok(name) => name,
+            // Not UTF-8: no key names it (nor, for a directory, anything in it). Noted when
+            // inside the listed prefix (the valid start of a name says that exactly).
+            Err(raw) => {
+                if first.is_none_or(|p| raw.to_string_lossy().starts_with(p)) {
+                    let mut u = unnamed.lock().expect("unnamed");
+                    if u.seen.len() < MAX_UNNAMED && u.seen.insert(e.path()) {
+                        u.new += 1;
+                    }
+                }
+                continue;
+            }
+        };
         if rel.is_empty() && name.starts_with(LOCK_PREFIX) {
             continue; // run lock files (`try_lock`), never objects
         }
@@ -102,7 +130,7 @@ fn walk(
                     continue;
                 }
             }
-            if walk(&dir.join(&name), &format!("{key}/"), None, after, max, out)? {
+            if walk(&dir.join(&name), &format!("{key}/"), None, after, max, out, unnamed)? {
                 return Ok(true);
             }
         } else if ft.is_file() {
@@ -124,6 +152,13 @@ const LOCK_PREFIX: &str = ".lapse-lock-";
 
 #[async_trait]
 impl ObjectBackend for DirBackend {
+    fn take_unnamed(&self) -> u64 {
+        let mut u = self.unnamed.lock().expect("unnamed");
+        let new = u.new;
+        *u = Unnamed::default();
+        new
+    }
+
     async fn try_lock(&self, _bucket: &str, name: &str) -> Result<super::RunLock, ConnectorError> {
         use sha2::Digest;
         let err = |e: std::io::Error| ConnectorError::Query {
@@ -165,12 +200,12 @@ impl ObjectBackend for DirBackend {
         if !dir.is_dir() {
             return Ok((vec![], false));
         }
-        let root = self.root.clone();
+        let (root, unnamed) = (self.root.clone(), self.unnamed.clone());
         let (rel, first, after) = (dir_part.to_string(), first.to_string(), after.map(str::to_string));
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             let first = (!first.is_empty()).then_some(first.as_str());
-            let more = walk(&root.join(&rel), &rel, first, after.as_deref(), max, &mut out)
+            let more = walk(&root.join(&rel), &rel, first, after.as_deref(), max, &mut out, &unnamed)
                 .map_err(io_err("listing the directory"))?;
             Ok((out, more))
         })

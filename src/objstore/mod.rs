@@ -332,6 +332,11 @@ impl Lease {
 /// A storage backend for objects: listing, facts, versions, deletion.
 #[async_trait]
 pub trait ObjectBackend: Send + Sync + fmt::Display {
+    /// How many entries the listings since the last call met that no key can name (a
+    /// directory's names that are not UTF-8), each once; forgets them.
+    fn take_unnamed(&self) -> u64 {
+        0
+    }
     /// A run lock that dies with the process, where the store has one.
     async fn try_lock(&self, _bucket: &str, _name: &str) -> Result<RunLock, ConnectorError> {
         Ok(RunLock::Unsupported)
@@ -758,6 +763,7 @@ impl Connector for ObjectConnector {
         let mut n = vec![0u64; filters.len()];
         let destroy = scope.destroy_filter();
         let mut memo = DueMemo { due: Vec::new(), complete: true };
+        self.backend.take_unnamed();
         self.scan(scope, &Filter::True, None, |f| {
             for (i, filter) in filters.iter().enumerate() {
                 if Self::eval(filter, f, scope) {
@@ -774,6 +780,22 @@ impl Connector for ObjectConnector {
             true
         })
         .await?;
+        // Entries no key can name are never objects: kept, and counted as unreadable (by the
+        // unsharded count: every shard would meet them).
+        let unnamed = self.backend.take_unnamed();
+        if unnamed > 0 {
+            tracing::warn!(
+                connection = %self.name,
+                policy = %scope.policy,
+                unnamed,
+                "{unnamed} entries under the dataset have names that are not UTF-8: no key can name them, so they are kept and counted as unreadable; rename them"
+            );
+            for (i, f) in filters.iter().enumerate() {
+                if matches!(f, Filter::Unreadable) {
+                    n[i] += unnamed;
+                }
+            }
+        }
         self.due.lock().expect("due memo").insert(due_memo_id(scope), memo);
         Ok(n)
     }

@@ -310,6 +310,38 @@ async fn directory_batches_take_every_due_file() {
     assert_eq!(n(&p["deleted"]), 4);
 }
 
+/// A file or directory whose name is not UTF-8 cannot be named by a key. Before, the listing
+/// skipped it without a word: its contents were kept for good and never reported. It is kept,
+/// warned of (by count, never by name) and counted as unreadable; one outside the dataset is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_are_not_utf8_are_counted_as_unreadable() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let root = s.f.path("files");
+    let day = root.join("exports/2020/03/04");
+    std::fs::create_dir_all(&day).unwrap();
+    let file = day.join(OsStr::from_bytes(b"S-\xff.csv"));
+    std::fs::write(&file, "id,email\n4,person4@example.com\n").unwrap();
+    let dir = root.join("exports").join(OsStr::from_bytes(b"\xfe2020"));
+    std::fs::create_dir_all(dir.join("03/01")).unwrap();
+    std::fs::write(dir.join("03/01/S-8.csv"), "id,email\n8,person8@example.com\n").unwrap();
+    let outside = root.join("other").join(OsStr::from_bytes(b"\xff.csv"));
+    std::fs::write(&outside, "outside the prefix").unwrap();
+    let warning = "2 entries under the dataset have names that are not UTF-8";
+    // Pages of one file: a directory walked again on every page is counted once.
+    let plan = s.f.lapse(&["plan", "--batch-size", "1"]);
+    plan.ok().stderr_has(warning);
+    assert_eq!(n(&s.f.report("plan")["policies"][0]["unreadable"]), 4, "2 seeded, 2 not UTF-8");
+    let run = s.f.lapse(&["run"]);
+    run.ok().stderr_has(warning);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!((n(&p["unreadable"]), n(&p["deleted"])), (4, 4), "S-1 to S-3 and S-HELD (no hold here)");
+    assert!(file.exists() && dir.join("03/01/S-8.csv").exists() && outside.exists(), "kept");
+    assert!(!run.stderr.contains('\u{fffd}') && !run.stderr.contains("S-8"), "a name was logged");
+}
+
 /// Two object policies whose datasets overlap are refused, as two spellings of one table are:
 /// each would be enforced alone (before, the 1-year policy deleted what the 10-year one keeps).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
