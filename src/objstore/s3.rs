@@ -280,9 +280,16 @@ impl Drop for LeaseGuard {
                 tokio::task::block_in_place(|| {
                     h.block_on(async {
                         let _ = tokio::time::timeout(Duration::from_secs(30), &mut *renew).await;
-                        if let Ok(LockState { holder: Some(owner), .. }) = lock_state(&c, &b, &k).await {
-                            if owner == holder {
-                                delete_every_version(&c, &b, &k).await;
+                        if let Ok(LockState { holder: Some(owner), etag, .. }) = lock_state(&c, &b, &k).await {
+                            if owner == holder && !delete_every_version(&c, &b, &k).await {
+                                // A version the bucket keeps (a default Object Lock retention):
+                                // the lease is ended instead, under `If-Match` the version read,
+                                // so that the next worker takes the lock over at once rather
+                                // than find it busy until the lease would have expired.
+                                if let Some(etag) = etag {
+                                    let ended = lease_body(&holder, Duration::ZERO);
+                                    let _ = take_over_expired_lock(&c, &b, &k, &ended, &etag).await;
+                                }
                             }
                         }
                     })
@@ -294,9 +301,9 @@ impl Drop for LeaseGuard {
 }
 
 /// Deletes every version and delete marker of `key` (a plain delete on a versioned bucket would
-/// leave them behind, and add a delete marker), best effort.
-async fn delete_every_version(c: &Client, b: &str, k: &str) {
-    let Ok(r) = c.list_object_versions().bucket(b).prefix(k).send().await else { return };
+/// leave them behind, and add a delete marker), best effort: false if one could not be.
+async fn delete_every_version(c: &Client, b: &str, k: &str) -> bool {
+    let Ok(r) = c.list_object_versions().bucket(b).prefix(k).send().await else { return false };
     let ids = r
         .versions()
         .iter()
@@ -305,11 +312,13 @@ async fn delete_every_version(c: &Client, b: &str, k: &str) {
         .chain(r.delete_markers().iter().filter(|m| m.key() == Some(k)).map(|m| m.version_id().map(str::to_string)))
         .collect::<Vec<_>>();
     if ids.is_empty() {
-        let _ = c.delete_object().bucket(b).key(k).send().await;
+        return c.delete_object().bucket(b).key(k).send().await.is_ok();
     }
+    let mut all = true;
     for id in ids {
-        let _ = c.delete_object().bucket(b).key(k).set_version_id(id).send().await;
+        all &= c.delete_object().bucket(b).key(k).set_version_id(id).send().await.is_ok();
     }
+    all
 }
 
 fn lease_body(holder: &str, lease: Duration) -> Vec<u8> {
