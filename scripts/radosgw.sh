@@ -16,8 +16,10 @@
 # one DeleteObjects request concurrently and crashed here (SIGSEGV in
 # RGWDeleteMultiObj::handle_individual_object -> get_obj_state) under concurrent DeleteObjects
 # requests; with 1 it deletes a request's keys one after another.
-set -euo pipefail
+set -Eeuo pipefail
 log() { printf '[radosgw] %s\n' "$*" >&2; }
+# A step that fails says which, with the daemons' last log lines (set -e alone exits silently).
+trap 'rc=$?; log "failed (exit $rc) at line $LINENO: $BASH_COMMAND"; tail -n 20 "${RUNDIR_LOGS:-/nonexistent}"/*.log >&2 2>/dev/null || true' ERR
 ACCESS_KEY=${RGW_ACCESS_KEY:-benchkey} SECRET_KEY=${RGW_SECRET_KEY:-benchsecret}
 
 install() {
@@ -40,6 +42,7 @@ start() {
     install
     stop "$dir"
     mkdir -p "$dir"/{mon,osd,log,run}
+    RUNDIR_LOGS="$dir/log"
     local fsid osd_uuid mon_port
     fsid=$(python3 -c 'import uuid; print(uuid.uuid4())')
     osd_uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')

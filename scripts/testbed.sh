@@ -365,7 +365,11 @@ cmd_start() {
     if [[ "${LAPSE_TESTBED_RGW:-1}" != 0 ]]; then
         step_begin "s3: Ceph RGW (scripts/radosgw.sh)"
         rgw_port="$(pick_port 57000)"
+        # Once more if it fails: its start failed once in many here (a step of the monitor's
+        # or the OSD's start, on a busy machine); radosgw.sh says which step.
         RGW_ACCESS_KEY=test RGW_SECRET_KEY=test "$REPO_ROOT/scripts/radosgw.sh" start "$rundir/rgw" "$rgw_port" \
+            || { log "radosgw failed to start; once more"; rgw_port="$(pick_port 57000)"
+                 RGW_ACCESS_KEY=test RGW_SECRET_KEY=test "$REPO_ROOT/scripts/radosgw.sh" start "$rundir/rgw" "$rgw_port"; } \
             || die "radosgw failed to start"
         step_end
     fi
