@@ -260,7 +260,8 @@ pub struct PolicyReport {
     pub null_anchor_kept: u64,
     /// Lapsed rows kept because a `restrict` dependent still references them.
     pub blocked_by_dependents: u64,
-    /// Objects whose facts (anchor, subject) could not be read: never destroyed.
+    /// Objects whose facts (anchor, subject) could not be read, and a directory's files and
+    /// directories whose names are not UTF-8 (no key names them): never destroyed.
     #[serde(default)]
     pub unreadable: u64,
     /// Objects kept because a version is under S3 Object Lock (also counted in `held`).

@@ -28,7 +28,7 @@ struct Unnamed {
 }
 
 /// Distinct unnamed entries remembered, at most.
-const MAX_UNNAMED: usize = 100_000;
+pub const MAX_UNNAMED: usize = 100_000;
 
 impl DirBackend {
     pub fn new(root: PathBuf) -> Self {
@@ -102,7 +102,9 @@ fn walk(
             // Not UTF-8: no key names it (nor, for a directory, anything in it). Noted when
             // inside the listed prefix (the valid start of a name says that exactly).
             Err(raw) => {
-                if first.is_none_or(|p| raw.to_string_lossy().starts_with(p)) {
+                let kind = e.file_type()?;
+                let listed = kind.is_file() || kind.is_dir();
+                if listed && first.is_none_or(|p| raw.as_encoded_bytes().starts_with(p.as_bytes())) {
                     let mut u = unnamed.lock().expect("unnamed");
                     if u.seen.len() < MAX_UNNAMED && u.seen.insert(e.path()) {
                         u.new += 1;
@@ -283,6 +285,41 @@ impl ObjectBackend for DirBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names that are not UTF-8 are noted once each however many pages walk their directory,
+    /// only within the listed prefix (its last, partial segment included), only files and
+    /// directories; `take_unnamed` forgets them.
+    #[tokio::test]
+    async fn unnamed_entries_are_noted_once_within_the_prefix() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("logs");
+        std::fs::create_dir_all(&d).unwrap();
+        for k in ["app-1.log", "app-2.log", "app-3.log", "other.log"] {
+            std::fs::write(d.join(k), k).unwrap();
+        }
+        std::fs::write(d.join(OsStr::from_bytes(b"app-\xff.log")), "x").unwrap();
+        std::fs::create_dir_all(d.join(OsStr::from_bytes(b"app-\xfe"))).unwrap();
+        std::fs::write(d.join(OsStr::from_bytes(b"other-\xff.log")), "outside the prefix").unwrap();
+        std::os::unix::fs::symlink("app-1.log", d.join(OsStr::from_bytes(b"app-\xfd.log"))).unwrap();
+        let b = DirBackend::new(dir.path().to_path_buf());
+        let mut after: Option<String> = None;
+        let mut keys = Vec::new();
+        loop {
+            let (page, more) = b.list("", "logs/app-", after.as_deref(), 1).await.unwrap();
+            keys.extend(page.iter().map(|e| e.key.clone()));
+            after = page.last().map(|e| e.key.clone());
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(keys, ["logs/app-1.log", "logs/app-2.log", "logs/app-3.log"]);
+        assert_eq!(b.take_unnamed(), 2, "the file and the directory, once each over three pages");
+        assert_eq!(b.take_unnamed(), 0, "forgotten once taken");
+        b.list("", "logs/app-", None, 100).await.unwrap();
+        assert_eq!(b.take_unnamed(), 2, "noted again by a later listing");
+    }
 
     #[tokio::test]
     async fn lists_in_key_order_and_resumes() {

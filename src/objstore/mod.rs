@@ -780,18 +780,28 @@ impl Connector for ObjectConnector {
             true
         })
         .await?;
-        // Entries no key can name are never objects: kept, and counted as unreadable (by the
-        // unsharded count: every shard would meet them).
+        // Entries no key can name are never objects: kept, and counted as unreadable (of a
+        // policy sharded by key, by shard 0 alone: every shard meets them).
         let unnamed = self.backend.take_unnamed();
         if unnamed > 0 {
+            let unreadable = |f: &Filter| match f {
+                Filter::Unreadable => true,
+                Filter::All(parts) => {
+                    matches!(parts.as_slice(), [Filter::KeyShard { index: 0, .. }, Filter::Unreadable])
+                }
+                _ => false,
+            };
+            let counted = filters.iter().any(unreadable);
+            let at_least = if unnamed as usize >= local::MAX_UNNAMED { "at least " } else { "" };
             tracing::warn!(
                 connection = %self.name,
                 policy = %scope.policy,
                 unnamed,
-                "{unnamed} entries under the dataset have names that are not UTF-8: no key can name them, so they are kept and counted as unreadable; rename them"
+                "{at_least}{unnamed} files or directories under the dataset have names that are not UTF-8: no key can name them, so they are kept{}; rename them",
+                if counted { " and counted as unreadable" } else { "" }
             );
             for (i, f) in filters.iter().enumerate() {
-                if matches!(f, Filter::Unreadable) {
+                if unreadable(f) {
                     n[i] += unnamed;
                 }
             }

@@ -264,11 +264,14 @@ struct LeaseGuard {
     bucket: String,
     key: String,
     holder: String,
+    /// How the server takes `If-Match` on a write (`if_match_form`); none: it does not.
+    form: Option<EtagForm>,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        let (c, b, k, holder) = (self.client.clone(), self.bucket.clone(), self.key.clone(), self.holder.clone());
+        let (c, b, k, holder, form) =
+            (self.client.clone(), self.bucket.clone(), self.key.clone(), self.holder.clone(), self.form);
         let renew = &mut self.renew;
         self.stop.notify_one();
         if let Ok(h) = tokio::runtime::Handle::try_current() {
@@ -280,15 +283,21 @@ impl Drop for LeaseGuard {
                 tokio::task::block_in_place(|| {
                     h.block_on(async {
                         let _ = tokio::time::timeout(Duration::from_secs(30), &mut *renew).await;
-                        if let Ok(LockState { holder: Some(owner), etag, .. }) = lock_state(&c, &b, &k).await {
+                        if let Ok(LockState { holder: Some(owner), .. }) = lock_state(&c, &b, &k).await {
                             if owner == holder && !delete_every_version(&c, &b, &k).await {
                                 // A version the bucket keeps (a default Object Lock retention):
-                                // the lease is ended instead, under `If-Match` the version read,
-                                // so that the next worker takes the lock over at once rather
-                                // than find it busy until the lease would have expired.
-                                if let Some(etag) = etag {
-                                    let ended = lease_body(&holder, Duration::ZERO);
-                                    let _ = take_over_expired_lock(&c, &b, &k, &ended, &etag).await;
+                                // the lease is ended instead, so that the next worker takes the
+                                // lock over at once rather than find it busy until the lease
+                                // would have expired. Read again (the current version may be
+                                // another now), and written under `If-Match` what was read:
+                                // never over another worker's (nor where the server ignores it).
+                                if let (Some(form), Ok(l)) = (form, lock_state(&c, &b, &k).await) {
+                                    if let (Some(owner), Some(etag)) = (l.holder, l.etag) {
+                                        if owner == holder {
+                                            let ended = ended_lease_body(&holder);
+                                            let _ = write_if_match(&c, &b, &k, &ended, &etag, form).await;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -319,6 +328,14 @@ async fn delete_every_version(c: &Client, b: &str, k: &str) -> bool {
         all &= c.delete_object().bucket(b).key(k).set_version_id(id).send().await.is_ok();
     }
     all
+}
+
+/// A lease its worker ended without deleting the lock object: expired whatever the reader's
+/// clock (it names the epoch), and said to be ended (`LockState::ended`).
+fn ended_lease_body(holder: &str) -> Vec<u8> {
+    serde_json::json!({ "holder": holder, "expires": "1970-01-01T00:00:00+00:00", "ended": true })
+        .to_string()
+        .into_bytes()
 }
 
 fn lease_body(holder: &str, lease: Duration) -> Vec<u8> {
@@ -360,6 +377,8 @@ struct LockState {
     exists: bool,
     holder: Option<String>,
     expired: bool,
+    /// Its worker ended the lease (`ended_lease_body`): not a worker that was killed.
+    ended: bool,
     etag: Option<String>,
     body: Vec<u8>,
 }
@@ -368,7 +387,7 @@ async fn lock_state(c: &Client, bucket: &str, key: &str) -> Result<LockState, Co
     let r = match c.get_object().bucket(bucket).key(key).send().await {
         Ok(r) => r,
         Err(e) if is_not_found(&e) => {
-            return Ok(LockState { exists: false, holder: None, expired: true, etag: None, body: vec![] })
+            return Ok(LockState { exists: false, holder: None, expired: true, ended: false, etag: None, body: vec![] })
         }
         Err(e) => return Err(err("reading the run lock", e)),
     };
@@ -377,8 +396,9 @@ async fn lock_state(c: &Client, bucket: &str, key: &str) -> Result<LockState, Co
     let v = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
     let holder = v.get("holder").and_then(|h| h.as_str()).map(str::to_string);
     let expires = v.get("expires").and_then(|e| e.as_str()).and_then(|e| DateTime::parse_from_rfc3339(e).ok());
-    let expired = expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now());
-    Ok(LockState { exists: true, holder, expired, etag, body })
+    let ended = v.get("ended").and_then(|e| e.as_bool()) == Some(true);
+    let expired = ended || expires.is_none_or(|e| e.with_timezone(&Utc) <= Utc::now());
+    Ok(LockState { exists: true, holder, expired, ended, etag, body })
 }
 
 /// How a server takes the ETag of an `If-Match` on a write: as it gave it (quoted, as S3 does),
@@ -590,8 +610,11 @@ impl ObjectBackend for S3Backend {
                         self.put_lock(bucket, &key, &holder).await?
                     }
                 };
-                if got {
-                    tracing::warn!("took over an expired run lock (a worker ended without releasing it)");
+                match got {
+                    // Left by a worker that ended in a bucket that keeps versions: as expected.
+                    true if state.ended => tracing::info!("took over an ended run lock"),
+                    true => tracing::warn!("took over an expired run lock (a worker ended without releasing it)"),
+                    false => {}
                 }
             }
         }
@@ -699,7 +722,15 @@ impl ObjectBackend for S3Backend {
             }
         });
         Ok(super::RunLock::Held(
-            Box::new(LeaseGuard { renew, stop, client: self.client.clone(), bucket: bucket.into(), key, holder: h }),
+            Box::new(LeaseGuard {
+                renew,
+                stop,
+                client: self.client.clone(),
+                bucket: bucket.into(),
+                key,
+                holder: h,
+                form,
+            }),
             Some(state),
         ))
     }

@@ -329,7 +329,7 @@ async fn names_that_are_not_utf8_are_counted_as_unreadable() {
     std::fs::write(dir.join("03/01/S-8.csv"), "id,email\n8,person8@example.com\n").unwrap();
     let outside = root.join("other").join(OsStr::from_bytes(b"\xff.csv"));
     std::fs::write(&outside, "outside the prefix").unwrap();
-    let warning = "2 entries under the dataset have names that are not UTF-8";
+    let warning = "2 files or directories under the dataset have names that are not UTF-8";
     // Pages of one file: a directory walked again on every page is counted once.
     let plan = s.f.lapse(&["plan", "--batch-size", "1"]);
     plan.ok().stderr_has(warning);
@@ -1202,8 +1202,17 @@ async fn a_lock_in_a_bucket_that_retains_versions_is_released() {
     s.f.lapse(&["run"]).ok();
     let locks = c.list_object_versions().bucket(&s.bucket).prefix(".lapse-locks/").send().await.unwrap();
     assert!(!locks.versions().is_empty(), "the bucket kept the lock object's versions (else this tests nothing)");
-    let r = s.f.lapse(&["run"]);
-    r.ok().stderr_has("took over an expired run lock");
+    // The current lock object: the ended lease of the first run's worker.
+    let key = locks.versions()[0].key().unwrap().to_string();
+    let body = c.get_object().bucket(&s.bucket).key(&key).send().await.unwrap().body.collect().await.unwrap();
+    let lease: serde_json::Value = serde_json::from_slice(&body.into_bytes()).unwrap();
+    assert_eq!(lease["ended"], true, "{lease}");
+    // Taken over at once, as an ended lease (not a killed worker's: no warning), run after run.
+    for _ in 0..2 {
+        let r = s.f.lapse(&["run"]);
+        r.ok().stderr_has("took over an ended run lock");
+        assert!(!r.stderr.contains("took over an expired run lock"), "{}", r.stderr);
+    }
 }
 
 /// A dataset without a bucket is on the connection's default bucket, whatever its prefix holds
