@@ -348,11 +348,18 @@ async fn canonical_names<'a>(
     named
 }
 
-/// A SQL connection of the config opened read-only (as `plan` opens it), without its holds table.
+/// A SQL connection of the config opened read-only (as `plan` opens it), without its holds table,
+/// within `OTHER_CONNECTION_WAIT` (not the run's own: a server down would hold every `-p` run up
+/// for the pool's whole acquire timeout).
 async fn open_sql_read_only(ws: &Workspace, name: &str) -> anyhow::Result<Arc<dyn Connector>> {
+    const OTHER_CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
     let c = &ws.config.connections[name];
     let url = c.url(name, &ws.config.base_dir)?;
-    Ok(Arc::new(SqlConnector::open(name, &url, true, &c.journal_table, None).await?))
+    let open = SqlConnector::open(name, &url, true, &c.journal_table, None);
+    match tokio::time::timeout(OTHER_CONNECTION_WAIT, open).await {
+        Ok(opened) => Ok(Arc::new(opened?)),
+        Err(_) => anyhow::bail!("it did not answer within {} s", OTHER_CONNECTION_WAIT.as_secs()),
+    }
 }
 
 /// Policies on one table share their purposes (keeping wins), matched by the connection and the

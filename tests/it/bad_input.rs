@@ -1320,6 +1320,30 @@ async fn one_table_through_two_connections(b: Backend) {
     assert_eq!(r.code, 0, "another database's table of the same name refused:\n{}", r.stderr);
 }
 
+/// Another policy's connection to a server that does not answer (here: a socket that never
+/// replies) holds a `-p` run up for 5 s, not the pool's whole acquire timeout (15 s), and is a
+/// warning when no policy on it names the selected policy's table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_connection_that_does_not_answer_is_waited_for_briefly() {
+    let f = seeded(Backend::Sqlite).await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::fs::write(f.path("db2.url"), format!("postgres://lapse:secret@127.0.0.1:{port}/x")).unwrap();
+    f.config("  db2:\n    url_file: db2.url");
+    f.policy("people", POLICY);
+    let other = edit(&edit(POLICY, "name: people", "name: elsewhere"), "connection: db", "connection: db2");
+    f.policy("elsewhere", &edit(&other, "table: people", "table: accounts"));
+    let started = Instant::now();
+    let r = f.lapse(&["plan", "-p", "people"]);
+    let took = started.elapsed();
+    r.ok()
+        .stderr_has("cannot tell whether connection 'db2' reaches a database of this run's policies")
+        .stderr_has("did not answer within 5 s");
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    assert!(!r.stderr.contains("secret"), "the password was printed");
+    drop(silent);
+}
+
 /// A key that may be NULL: such a row can be neither recorded nor destroyed by its key, and its
 /// batch never finished (before, the run said `complete` and anonymized none of the batch).
 async fn nullable_key(b: Backend) {
