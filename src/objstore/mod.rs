@@ -257,6 +257,13 @@ pub struct Version {
     pub latest: bool,
 }
 
+/// The newest of `versions` (in the store's listing order, newest first): the current one, else
+/// the last modified; of two modified in the same second (S3 dates versions to the second), the
+/// first listed. (`max_by_key` keeps the last of equals: the older version's facts were read.)
+fn newest_version<'a>(versions: impl Iterator<Item = &'a Version>) -> Option<&'a Version> {
+    versions.reduce(|best, v| if (v.latest, v.last_modified) > (best.latest, best.last_modified) { v } else { best })
+}
+
 /// The answer of [`ObjectBackend::try_lock`].
 pub enum RunLock {
     /// Taken; the value holds it until dropped. With a [`Lease`] (S3): whether it still holds.
@@ -890,11 +897,8 @@ impl Connector for ObjectConnector {
                     // A key left with delete markers only (its data gone, its name, which may
                     // name a person, still listed) is judged by its newest marker, as the
                     // listing saw it: before, it was due on every run and never removed.
-                    let newest = versions
-                        .iter()
-                        .filter(|v| !v.delete_marker)
-                        .max_by_key(|v| (v.latest, v.last_modified))
-                        .or_else(|| versions.iter().max_by_key(|v| (v.latest, v.last_modified)));
+                    let newest = newest_version(versions.iter().filter(|v| !v.delete_marker))
+                        .or_else(|| newest_version(versions.iter()));
                     let Some(newest) = newest else { return Ok((i, key.clone(), None)) };
                     let entry = ObjectEntry {
                         key: key.clone(),
@@ -1063,6 +1067,24 @@ impl Connector for ObjectConnector {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_newest_version_of_a_tie_is_the_first_listed() {
+        let at = |secs: i64, id: &str, latest: bool| Version {
+            id: Some(id.into()),
+            size: 1,
+            delete_marker: false,
+            lock: None,
+            last_modified: DateTime::from_timestamp(secs, 0),
+            latest,
+        };
+        // Listed newest first; the object was deleted (its current version a marker, not here).
+        let listed = [at(100, "b", false), at(100, "a", false), at(50, "z", false)];
+        assert_eq!(newest_version(listed.iter()).and_then(|v| v.id.as_deref()), Some("b"));
+        let listed = [at(90, "c", true), at(100, "b", false)];
+        assert_eq!(newest_version(listed.iter()).and_then(|v| v.id.as_deref()), Some("c"), "the current one first");
+        assert!(newest_version([].iter()).is_none());
+    }
     use super::*;
 
     #[test]
