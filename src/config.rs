@@ -446,19 +446,16 @@ fn section_errors<'a>(path: &'a Path, text: &str, pos: &'a Positions) -> Option<
         return None;
     };
     let mut s = crate::yamlpos::Sections::new(path, pos, 0);
-    s.top(&top, &SECTIONS, &["connections", "evidence"], |s, k, v| {
-        let at = [crate::yamlpos::Seg::key(k)];
-        match k {
-            "connections" => s.each_entry::<Connection, BTreeMap<String, Connection>>(&at, v),
-            "policies" => s.read::<PathBuf>(&at, v),
-            "holds_file" => s.read::<Option<PathBuf>>(&at, v),
-            "evidence" => s.read::<SecretRef>(&at, v),
-            "pseudonymization" => s.read::<Option<SecretRef>>(&at, v),
-            "reports" => s.read::<Reports>(&at, v),
-            "defaults" => s.read::<Defaults>(&at, v),
-            "metrics" => s.read::<crate::metrics::MetricsConfig>(&at, v),
-            _ => s.read::<Option<crate::schedule::Schedule>>(&at, v),
-        }
+    s.top(&top, &SECTIONS, &["connections", "evidence"], |s, k, at, v| match k {
+        "connections" => s.each_entry::<Connection, BTreeMap<String, Connection>>(at, v),
+        "policies" => s.read::<PathBuf>(at, v),
+        "holds_file" => s.read::<Option<PathBuf>>(at, v),
+        "evidence" => s.read::<SecretRef>(at, v),
+        "pseudonymization" => s.read::<Option<SecretRef>>(at, v),
+        "reports" => s.read::<Reports>(at, v),
+        "defaults" => s.read::<Defaults>(at, v),
+        "metrics" => s.read::<crate::metrics::MetricsConfig>(at, v),
+        _ => s.read::<Option<crate::schedule::Schedule>>(at, v),
     });
     Some(s)
 }

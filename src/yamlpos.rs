@@ -347,14 +347,14 @@ impl<'a> Sections<'a> {
         }
     }
 
-    /// The top-level keys: each known one read by `read_key`, the others unknown; the required
-    /// ones that are missing said.
+    /// The top-level keys: each known one read by `read_key` (given the key and its path), the
+    /// others unknown; the required ones that are missing said.
     pub fn top(
         &mut self,
         top: &serde_yaml_ng::Mapping,
         known: &[&str],
         required: &[&str],
-        mut read_key: impl FnMut(&mut Self, &str, &serde_yaml_ng::Value),
+        mut read_key: impl FnMut(&mut Self, &str, &[Seg], &serde_yaml_ng::Value),
     ) {
         for r in required {
             if !top.contains_key(*r) {
@@ -363,7 +363,7 @@ impl<'a> Sections<'a> {
         }
         for (k, v) in top {
             match k.as_str() {
-                Some(k) if known.contains(&k) => read_key(self, k, v),
+                Some(k) if known.contains(&k) => read_key(self, k, &[Seg::key(k)], v),
                 _ => {
                     let k = key_text(k);
                     let expected: Vec<String> = known.iter().map(|s| format!("`{s}`")).collect();

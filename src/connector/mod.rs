@@ -95,7 +95,7 @@ pub struct TableIdentity {
     /// connections of the config may reach one database): PostgreSQL, the server's start time,
     /// the database's and the table's object ids; MariaDB/MySQL, the server's host name, port,
     /// data directory and id, the table's name and creation time; SQLite, the database file's
-    /// canonical path and the table's name. `None`: cannot tell (an in-memory SQLite database).
+    /// device and inode and the table's name. `None`: cannot tell (an in-memory SQLite database).
     pub place: Option<String>,
 }
 

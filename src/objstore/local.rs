@@ -18,13 +18,7 @@ pub struct DirBackend {
     /// Entries whose names are not UTF-8 met by listings (`walk`): no key can name them, so
     /// they are never objects. Each one once (a listing's pages walk a directory again), at
     /// most [`MAX_UNNAMED`]; the count pass takes them (`take_unnamed`).
-    unnamed: Arc<Mutex<Unnamed>>,
-}
-
-#[derive(Default)]
-struct Unnamed {
-    seen: HashSet<PathBuf>,
-    new: u64,
+    unnamed: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 /// Distinct unnamed entries remembered, at most.
@@ -92,7 +86,7 @@ fn walk(
     after: Option<&str>,
     max: usize,
     out: &mut Vec<ObjectEntry>,
-    unnamed: &Mutex<Unnamed>,
+    unnamed: &Mutex<HashSet<PathBuf>>,
 ) -> std::io::Result<bool> {
     let mut names: Vec<(String, std::fs::FileType)> = Vec::new();
     for e in std::fs::read_dir(dir)? {
@@ -105,9 +99,9 @@ fn walk(
                 let kind = e.file_type()?;
                 let listed = kind.is_file() || kind.is_dir();
                 if listed && first.is_none_or(|p| raw.as_encoded_bytes().starts_with(p.as_bytes())) {
-                    let mut u = unnamed.lock().expect("unnamed");
-                    if u.seen.len() < MAX_UNNAMED && u.seen.insert(e.path()) {
-                        u.new += 1;
+                    let mut seen = unnamed.lock().expect("unnamed");
+                    if seen.len() < MAX_UNNAMED {
+                        seen.insert(e.path());
                     }
                 }
                 continue;
@@ -155,10 +149,7 @@ const LOCK_PREFIX: &str = ".lapse-lock-";
 #[async_trait]
 impl ObjectBackend for DirBackend {
     fn take_unnamed(&self) -> u64 {
-        let mut u = self.unnamed.lock().expect("unnamed");
-        let new = u.new;
-        *u = Unnamed::default();
-        new
+        std::mem::take(&mut *self.unnamed.lock().expect("unnamed")).len() as u64
     }
 
     async fn try_lock(&self, _bucket: &str, name: &str) -> Result<super::RunLock, ConnectorError> {

@@ -1067,6 +1067,7 @@ impl Connector for ObjectConnector {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn the_newest_version_of_a_tie_is_the_first_listed() {
@@ -1085,7 +1086,6 @@ mod tests {
         assert_eq!(newest_version(listed.iter()).and_then(|v| v.id.as_deref()), Some("c"), "the current one first");
         assert!(newest_version([].iter()).is_none());
     }
-    use super::*;
 
     #[test]
     fn a_lease_holds_while_renewed_and_not_once_lost() {

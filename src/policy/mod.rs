@@ -516,20 +516,17 @@ fn section_errors<'a>(
     };
     let required = ["name", "dataset", "personal", "purposes", "on_lapse"];
     let mut s = crate::yamlpos::Sections::new(path, positions, doc);
-    s.top(&top, &SECTIONS, &required, |s, k, v| {
-        let at = [crate::yamlpos::Seg::key(k)];
-        match k {
-            "name" => s.read::<String>(&at, v),
-            "description" => s.read::<Option<String>>(&at, v),
-            "dataset" => s.read::<RawDataset>(&at, v),
-            "personal" => s.each_entry::<RawColumn, BTreeMap<String, RawColumn>>(&at, v),
-            "purposes" => s.each_item::<RawPurpose, Vec<RawPurpose>>(&at, v),
-            "on_lapse" => s.read::<Action>(&at, v),
-            "dependents" => s.each_item::<RawDependent, Vec<RawDependent>>(&at, v),
-            "guardrail" => s.read::<Option<RawGuardrail>>(&at, v),
-            "batch_size" => s.read::<Option<u32>>(&at, v),
-            _ => s.read::<bool>(&at, v),
-        }
+    s.top(&top, &SECTIONS, &required, |s, k, at, v| match k {
+        "name" => s.read::<String>(at, v),
+        "description" => s.read::<Option<String>>(at, v),
+        "dataset" => s.read::<RawDataset>(at, v),
+        "personal" => s.each_entry::<RawColumn, BTreeMap<String, RawColumn>>(at, v),
+        "purposes" => s.each_item::<RawPurpose, Vec<RawPurpose>>(at, v),
+        "on_lapse" => s.read::<Action>(at, v),
+        "dependents" => s.each_item::<RawDependent, Vec<RawDependent>>(at, v),
+        "guardrail" => s.read::<Option<RawGuardrail>>(at, v),
+        "batch_size" => s.read::<Option<u32>>(at, v),
+        _ => s.read::<bool>(at, v),
     });
     Some(s)
 }

@@ -1047,6 +1047,13 @@ impl SqlConnector {
     }
 }
 
+/// The main database's file; `None` in memory.
+async fn lite_main_file(p: &SqlitePool) -> Result<Option<String>, sqlx::Error> {
+    let file: Option<String> =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'").fetch_optional(p).await?;
+    Ok(file.filter(|f| !f.is_empty()))
+}
+
 /// Which file `path` is, whatever path names it: its device and inode (elsewhere, its canonical
 /// path).
 fn lite_file_id(path: &str) -> Option<String> {
@@ -1309,12 +1316,7 @@ impl SqlConnector {
                 LockSession::My(c)
             }
             Pool::Lite(p) => {
-                let file: Option<String> =
-                    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                        .fetch_optional(p)
-                        .await
-                        .map_err(db_err(ctx))?;
-                let Some(file) = file.filter(|f| !f.is_empty()) else {
+                let Some(file) = lite_main_file(p).await.map_err(db_err(ctx))? else {
                     // In memory: no other process can reach it.
                     return Ok(Some(HeldLock {
                         name: name.to_string(),
@@ -2043,15 +2045,8 @@ impl crate::connector::Connector for SqlConnector {
                     Some((name, kind)) => {
                         // The main database's file, by its device and inode (one file under
                         // any path, link or mount); none in memory.
-                        let file: Option<String> =
-                            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                                .fetch_optional(p)
-                                .await
-                                .map_err(db_err(&ctx))?;
-                        let place = file
-                            .filter(|f| !f.is_empty())
-                            .and_then(|f| lite_file_id(&f))
-                            .map(|f| format!("sqlite/{f}/{name}"));
+                        let file = lite_main_file(p).await.map_err(db_err(&ctx))?;
+                        let place = file.and_then(|f| lite_file_id(&f)).map(|f| format!("sqlite/{f}/{name}"));
                         Some((format!("main.{name}"), kind, place))
                     }
                     None => None,
