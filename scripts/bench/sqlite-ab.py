@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A/B runs on SQLite: lapse builds (or one build under different environments) alternating with
-the anchor-column `LIMIT` loop, on fresh copies of one template, to tell a change's effect from
+the anchor-column `LIMIT` loop (or, with `--baseline single`, the single statement), on fresh
+copies of one template, to tell a change's effect from
 the machine's run-to-run spread (up to a third here). Prints each contender's median and spread,
 and the loop's, measured in the same rounds. Used for the experiments of BENCHMARKS.md that moved
 nothing measurable; `scripts/bench.sh` remains the benchmark.
@@ -35,6 +36,8 @@ def main():
     ap.add_argument("--op", choices=["delete", "anonymize"], default="delete")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--baseline", choices=["limited", "single"], default="limited",
+                    help="the loop on the anchor column (default) or the single unbatched statement")
     ap.add_argument("--work", default=".bench/sqlite-ab")
     ap.add_argument("contenders", nargs="+", help="NAME=BINARY or NAME=env:VAR=VALUE:BINARY")
     a = ap.parse_args()
@@ -49,7 +52,7 @@ def main():
     for r in range(a.rounds):
         b.restore()
         t0 = time.perf_counter()
-        b.baseline_limited(a.op)
+        getattr(b, f"baseline_{a.baseline}")(a.op)
         times["loop"].append(time.perf_counter() - t0)
         b.connect()
         expected = b.signature(a.op)
