@@ -461,10 +461,21 @@ fn section_errors<'a>(path: &'a Path, text: &str, pos: &'a Positions) -> Option<
 }
 
 fn url_has_password(url: &str) -> bool {
-    url.split_once("://")
+    let in_userinfo = url
+        .split_once("://")
         .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or_default())
         .and_then(|auth| auth.rsplit_once('@'))
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    // The drivers also take one as a query parameter (`?password=…`; PostgreSQL's
+    // `sslpassword` unlocks a client key).
+    let in_query = url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = name.to_ascii_lowercase();
+            !value.is_empty() && ["password", "pass", "passwd", "pwd", "sslpassword"].contains(&name.as_str())
+        })
+    });
+    in_userinfo || in_query
 }
 
 /// Reads a secret. Errors name the variable or file, never the content.
@@ -530,5 +541,10 @@ mod tests {
         assert!(!url_has_password("postgres://app@db:5432/app"));
         assert!(!url_has_password("sqlite://data/app.db"));
         assert!(!url_has_password("mysql://db:3306/app?x=a:b@c"));
+        assert!(url_has_password("postgres://app@db/app?password=s3cret"));
+        assert!(url_has_password("postgres://app@db/app?sslmode=require&PassWord=s3cret"));
+        assert!(url_has_password("postgres://app@db/app?sslpassword=s3cret"));
+        assert!(!url_has_password("postgres://app@db/app?password="));
+        assert!(!url_has_password("postgres://app@db/app?application_name=password"));
     }
 }

@@ -150,10 +150,23 @@ impl Workspace {
         self.policies.policies.iter().filter(|p| only.is_empty() || only.contains(&p.name)).collect()
     }
 
-    /// Resolves every secret the selected policies need (connection URLs, evidence key) without
-    /// connecting: a missing variable or file is a configuration error.
+    /// Resolves every secret the selected policies need (connection URLs, evidence key, the
+    /// report signing key and the pseudonymization key, each read and parsed as it will be used)
+    /// without connecting: a missing variable or file, or a key of the wrong form, is a
+    /// configuration error before anything is destroyed, not a run that destroys and then
+    /// cannot sign its report.
     pub fn check_secrets(&self, only: &[String]) -> anyhow::Result<()> {
         self.evidence_key()?;
+        if let Some(r) = &self.config.reports.signing_key {
+            crate::integrity::Signer::from_secret(&config::read_secret(
+                r,
+                &self.config.base_dir,
+                "report signing key",
+            )?)?;
+        }
+        if let Some(r) = &self.config.pseudonymization {
+            config::read_secret(r, &self.config.base_dir, "pseudonymization key")?;
+        }
         for p in self.selected(only) {
             let c = &self.config.connections[&p.connection];
             if c.kind == ConnectionKind::Sql {
@@ -1375,7 +1388,8 @@ async fn enforce(
             // and batch i-1 is verified; each on its own pooled connection. Batch i+1's rows are
             // re-checked by its own destroying statements, so reading them early changes nothing
             // of what is destroyed.
-            let mut prefetched: Option<Result<Vec<Candidate>, ConnectorError>> = None;
+            // Candidates read ahead, with the limit they were read with.
+            let mut prefetched: Option<(usize, Result<Vec<Candidate>, ConnectorError>)> = None;
             let mut fused = conn.destroys_next(&stage.scope);
             // After rows changed under a batch, that batch goes by its candidates, then the
             // stage goes back to `begin_next`.
@@ -1384,8 +1398,15 @@ async fn enforce(
                 record: ctx.key.record(&p.connection, &p.table, &c.key),
                 subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
             };
-            // A batch begun ahead (`begin_next`) whose transaction is still open.
-            let mut open: Option<crate::connector::Begun<'_>> = None;
+            // A batch begun ahead (`begin_next`) whose transaction is still open, with its limit.
+            let mut open: Option<(usize, crate::connector::Begun<'_>)> = None;
+            // What the stage may still destroy in this run: no batch asks for more, so the
+            // budget is never passed, even by rows that became due after the counts (a hold
+            // released meanwhile). `--allow-share` lifts it.
+            let room = |destroyed: u64| match pr.guardrail.overridden {
+                true => batch_size,
+                false => budget.saturating_sub(destroyed).min(batch_size as u64) as usize,
+            };
             let mut unverified: Vec<Vec<Value>> = Vec::new();
             crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
             loop {
@@ -1414,18 +1435,37 @@ async fn enforce(
                     }
                     break;
                 }
+                // The budget spent (and no batch begun ahead, which asked for no more than was
+                // left): if anything more is due, the guardrail stops the stage here, nothing
+                // of it destroyed.
+                let limit = match &open {
+                    Some((l, _)) => *l,
+                    None => room(stage_destroyed),
+                };
+                if limit == 0 {
+                    let more = retry(|| conn.candidates(&stage.scope, after.as_deref(), 1)).await;
+                    let more = more.map_err(|e| anyhow::anyhow!("stage {}: {e}", stage.name))?;
+                    if !more.is_empty() {
+                        let msg = format!(
+                            "guardrail: destroyed {stage_destroyed} rows, the budget of {budget} for this run, and more are due now than were counted at the start; stopped"
+                        );
+                        tracing::warn!("{msg}");
+                        pr.errors.push(msg);
+                        pr.guardrail.tripped = true;
+                        pr.outcome = "guardrail".into();
+                    }
+                    break;
+                }
                 // Where the stage can, the batch is selected and destroyed by its own statements
                 // (`begin_next`); otherwise its candidates are read first (or were read ahead).
                 let to_verify = std::mem::take(&mut unverified);
                 let (cands, mut ids, outcome, left) = if fused {
                     let begun = match open.take() {
-                        Some(b) => Ok(b),
+                        Some((_, b)) => Ok(b),
                         None => {
                             let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
-                            retry(|| {
-                                conn.begin_next(&stage.scope, after.as_deref(), batch_size, &hash, journal.clone())
-                            })
-                            .await
+                            retry(|| conn.begin_next(&stage.scope, after.as_deref(), limit, &hash, journal.clone()))
+                                .await
                         }
                     };
                     let begun = match begun {
@@ -1445,8 +1485,10 @@ async fn enforce(
                     // and committed: their key ranges are disjoint. It commits only after this one
                     // has (also after an interrupt: it is in flight), and is rolled back if this one
                     // fails or the stage stops here (guardrail).
+                    let next_limit = room(stage_destroyed + begun.taken as u64);
                     let ahead = conn.overlaps_batches()
-                        && begun.taken >= batch_size
+                        && begun.taken >= limit
+                        && next_limit > 0
                         && ctx.opts.max_batches.is_none_or(|m| batches + 2 <= m)
                         && !ctx.cancel.load(Ordering::SeqCst);
                     let next_after = begun.last.clone();
@@ -1458,7 +1500,7 @@ async fn enforce(
                                     conn.begin_next(
                                         &stage.scope,
                                         next_after.as_deref(),
-                                        batch_size,
+                                        next_limit,
                                         &hash,
                                         next_journal.clone(),
                                     )
@@ -1475,7 +1517,7 @@ async fn enforce(
                     match done {
                         Ok((cands, ids, outcome)) => {
                             match next {
-                                Some(Ok(b)) => open = Some(b),
+                                Some(Ok(b)) => open = Some((next_limit, b)),
                                 // The next batch goes the other way, after this one.
                                 Some(Err(e)) => {
                                     tracing::warn!(stage = %stage.name, batch = batches + 2, "{e}; taking the batch again by its candidates");
@@ -1502,12 +1544,17 @@ async fn enforce(
                         }
                     }
                 } else {
+                    // Read ahead with a limit at least this batch's: its first `limit` rows are
+                    // what this batch would read now (a smaller one could look short).
                     let cands = match prefetched.take() {
-                        Some(c) => c,
-                        None => retry(|| conn.candidates(&stage.scope, after.as_deref(), batch_size)).await,
+                        Some((read_with, c)) if read_with >= limit => c,
+                        _ => retry(|| conn.candidates(&stage.scope, after.as_deref(), limit)).await,
                     };
                     let cands = match cands {
-                        Ok(c) => c,
+                        Ok(mut c) => {
+                            c.truncate(limit);
+                            c
+                        }
                         // The stage cannot go on: the policy stops here (its committed counts stay).
                         Err(e) => anyhow::bail!("stage {}: {e}", stage.name),
                     };
@@ -1538,7 +1585,9 @@ async fn enforce(
                     let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
                     let last = cands.last().map(|c| c.key.clone());
                     // After a short batch nothing more was due: no read-ahead.
-                    let read_ahead = cands.len() >= batch_size && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
+                    let next_limit = room(stage_destroyed + cands.len() as u64);
+                    let read_ahead =
+                        cands.len() >= limit && next_limit > 0 && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
                     let destroying = async {
                         if cands.is_empty() {
                             return Ok(Default::default());
@@ -1564,7 +1613,10 @@ async fn enforce(
                     };
                     let reading = async {
                         match read_ahead {
-                            true => Some(retry(|| conn.candidates(&stage.scope, last.as_deref(), batch_size)).await),
+                            true => Some((
+                                next_limit,
+                                retry(|| conn.candidates(&stage.scope, last.as_deref(), next_limit)).await,
+                            )),
                             false => None,
                         }
                     };
@@ -1587,7 +1639,7 @@ async fn enforce(
                 // Fewer rows than asked for: no more are due. (A batch that selected and destroyed
                 // its own rows and destroyed fewer than it asked for has checked that none are
                 // left before it commits: `Connector::begin_next`.)
-                let short = cands.len() < batch_size;
+                let short = cands.len() < limit;
                 after = cands.last().map(|c| c.key.clone());
                 crate::progress::advance(cands.len() as u64);
                 let o = match outcome {

@@ -382,6 +382,10 @@ async fn schedule(
             }
         }
     }
+    // A key or URL that cannot be read is said at start, not by every scheduled run.
+    for j in &jobs {
+        ws.check_secrets(&j.policies).map_err(|e| (Exit::Invalid, format!("schedule job '{}': {e:#}", j.name)))?;
+    }
     let config = common.config.clone();
     let inner = cancel.clone();
     lapse::schedule::serve(jobs, cancel, move |job| {

@@ -536,7 +536,11 @@ impl SqlConnector {
         let acquire = Duration::from_secs(15);
         let (dialect, pool, lite_writer) = match scheme {
             "postgres" | "postgresql" => {
-                let mut opts = PgConnectOptions::from_str(url).map_err(url_err)?.options([("TimeZone", "UTC")]);
+                // No notices or warnings from the server: a trigger's `RAISE WARNING` may quote a row's
+                // values, and the driver would log it (errors are sanitized, `sanitize`).
+                let mut opts = PgConnectOptions::from_str(url)
+                    .map_err(url_err)?
+                    .options([("TimeZone", "UTC"), ("client_min_messages", "error")]);
                 if read_only {
                     opts = opts.options([("default_transaction_read_only", "on")]);
                 } else {

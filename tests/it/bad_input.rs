@@ -905,16 +905,25 @@ async fn a_secret_that_is_no_url_is_not_printed() {
 
 #[tokio::test]
 async fn inline_url_with_a_password() {
-    let text = edit(CONFIG, "    url_file: db.url", "    url: postgres://app:s3cretpw@127.0.0.1:5432/app");
-    let f = seeded(Backend::Sqlite).await;
-    f.policy("people", POLICY);
-    File::Config.write(&f, text.as_bytes());
-    let at = pos_in(File::Config, &text, "url: postgres", "postgres");
-    let expect = ["connection 'db': the inline url carries a password; put it in an environment variable".to_string()];
-    check(&f, "inline url with a password", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
-    for cmd in OFFLINE {
-        let r = f.lapse(cmd);
-        assert!(!r.stderr.contains("s3cretpw") && !r.stdout.contains("s3cretpw"), "password printed:\n{}", r.stderr);
+    // In the user information, and as a query parameter (which the PostgreSQL driver takes as
+    // the password; before, that form passed).
+    for url in ["postgres://app:s3cretpw@127.0.0.1:5432/app", "postgres://app@127.0.0.1:5432/app?password=s3cretpw"] {
+        let text = edit(CONFIG, "    url_file: db.url", &format!("    url: {url}"));
+        let f = seeded(Backend::Sqlite).await;
+        f.policy("people", POLICY);
+        File::Config.write(&f, text.as_bytes());
+        let at = pos_in(File::Config, &text, "url: postgres", "postgres");
+        let expect =
+            ["connection 'db': the inline url carries a password; put it in an environment variable".to_string()];
+        check(&f, url, OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+        for cmd in OFFLINE {
+            let r = f.lapse(cmd);
+            assert!(
+                !r.stderr.contains("s3cretpw") && !r.stdout.contains("s3cretpw"),
+                "password printed:\n{}",
+                r.stderr
+            );
+        }
     }
 }
 
@@ -1175,6 +1184,41 @@ async fn missing_files_and_names() {
     check(&f, "-p with an unknown policy", &[&["run", "-p", "peple"]], &expect, None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Keys the run needs only after its batches (the report's signing key) or only for some
+/// strategies (the pseudonymization key) are read and parsed before anything is destroyed:
+/// before, a signing key of the wrong form let `validate` pass and `run` delete every due row,
+/// then fail to write its report (exit 1, no report).
+#[tokio::test]
+async fn keys_of_the_wrong_form_are_refused_before_anything_is_destroyed() {
+    let signing = "reports:\n  dir: reports\n  signing_key:\n    key_file: signing.key\n";
+    let pseudonym = "pseudonymization:\n  key_file: pseudonym.key\n";
+    let cases: [(&str, &str, Option<&str>, &str); 4] = [
+        ("a signing key too short", signing, Some("abcdef0123"), "report signing key"),
+        ("a signing key that is not hex", signing, Some(&"zz".repeat(32)), "signing key: expected 64 hex characters"),
+        ("a signing key file missing", signing, None, "report signing key"),
+        ("a pseudonymization key file missing", pseudonym, None, "pseudonymization key"),
+    ];
+    let mut failures = Vec::new();
+    for (what, section, content, expect) in cases {
+        let f = seeded(Backend::Sqlite).await;
+        f.policy("people", POLICY);
+        let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+        let cfg = match section.starts_with("reports:") {
+            true => cfg.replace("reports:\n  dir: reports\n", section),
+            false => format!("{cfg}{section}"),
+        };
+        std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+        let file = if section.starts_with("reports:") { "signing.key" } else { "pseudonym.key" };
+        if let Some(c) = content {
+            std::fs::write(f.path(file), c).unwrap();
+        }
+        if let Err(e) = check(&f, what, OFFLINE, &[expect.to_string()], None).await {
+            failures.push(e);
+        }
+    }
+    fail_all(failures, 4);
 }
 
 // ---- catalog cases (every backend) -----------------------------------------------------------

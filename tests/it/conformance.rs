@@ -730,6 +730,55 @@ pub async fn guardrail_stops_before_destroying(b: Backend) {
     assert_eq!(ids_text(&f).await, vec![4, 5, 6]);
 }
 
+/// The in-run guardrail: rows that become due after the counts (here a hold released by a
+/// trigger on the journal table, in the first batch's transaction) never take a stage past its
+/// budget. Each batch asks for no more than is left of it; once it is spent and more is due,
+/// the stage stops (exit 3) with exactly the budget destroyed (before, the check came after
+/// each commit: the batch that crossed the budget stayed, 60 rows destroyed for a budget of 50).
+pub async fn guardrail_budget_is_never_passed(b: Backend) {
+    let f = Fixture::new(b, SCHEMA).await;
+    let mut sql = String::new();
+    for id in 1..=100 {
+        // Held rows among the due ones (the servers' batches keep to the key range counted).
+        let subject = if id % 5 == 0 || id % 5 == 4 { format!("S-{id}") } else { "S-HELD".into() };
+        sql.push_str(&format!(
+            "INSERT INTO people (id, subject, full_name, status, created_at) VALUES ({id}, '{subject}', 'n', 'closed', '2020-03-01 10:00:00');\n"
+        ));
+    }
+    sql.push_str("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LH-1', 'S-HELD', NULL, NULL);\n");
+    sql.push_str(
+        "CREATE TABLE lapse_journal (run_id VARCHAR(64) NOT NULL, policy VARCHAR(128) NOT NULL, \
+         stage VARCHAR(128) NOT NULL, action VARCHAR(32) NOT NULL, batch_no BIGINT NOT NULL, \
+         record_count BIGINT NOT NULL, records TEXT NOT NULL, subjects TEXT NOT NULL, committed_at VARCHAR(40) NOT NULL);",
+    );
+    f.db.exec(&sql).await;
+    let release = match b {
+        Backend::Sqlite => "CREATE TRIGGER release_holds AFTER INSERT ON lapse_journal BEGIN DELETE FROM legal_holds; END",
+        Backend::Postgres => {
+            "CREATE FUNCTION release_holds() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM legal_holds; RETURN NULL; END $$; \
+             CREATE TRIGGER release_holds AFTER INSERT ON lapse_journal FOR EACH STATEMENT EXECUTE FUNCTION release_holds();"
+        }
+        Backend::MySql => "CREATE TRIGGER release_holds AFTER INSERT ON lapse_journal FOR EACH ROW DELETE FROM legal_holds",
+    };
+    f.db.exec(release).await;
+    f.holds_table_config();
+    f.policy("people", &PEOPLE_DELETE.replace("max_share: 100%", "max_share: 50%"));
+    // 40 of 100 due at the start (40 %, under 50 %): the budget is 50 rows.
+    f.lapse(&["run", "--batch-size", "15"]).code(3).stderr_has("the budget of 50 for this run");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM legal_holds").await, 0, "the trigger released the hold");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 50, "exactly the budget destroyed");
+    let r = f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(r["status"], "guardrail", "{r:#}");
+    assert_eq!(p["guardrail"]["tripped"], true, "{p:#}");
+    assert_eq!(p["deleted"], 50, "{p:#}");
+    // The journal says the same: 50 records.
+    assert_eq!(f.db.journal_records().await, 50);
+    // Overridden for one run, the rest goes.
+    f.lapse(&["run", "--allow-share", "people"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0);
+}
+
 /// `generalize_date` on dates kept as text and on timestamps: the database's test of what is
 /// still to do agrees with `Strategy::apply` (what it writes is done; anything else is due), so
 /// a second run finds nothing. (PostgreSQL once tested text with `to_char`, which has no text
@@ -1983,6 +2032,7 @@ per_backend!(
     a_null_subject_is_not_held,
     a_null_in_a_condition_does_not_keep_other_fields,
     guardrail_stops_before_destroying,
+    guardrail_budget_is_never_passed,
     idempotent_rerun,
     interrupted_run_resumes,
     dates_generalized_as_text_and_timestamps,

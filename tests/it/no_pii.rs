@@ -844,6 +844,45 @@ per_backend!(
     trigger_error_leaks_no_personal_value,
 );
 
+/// A PostgreSQL trigger that lets the delete go on but says the row's values in a `RAISE
+/// WARNING` and a `RAISE NOTICE`: the server sends neither (`client_min_messages`), at any log
+/// level, in every format, `-q` included (before, the driver logged the warning at the default
+/// level, the e-mail and the name in it).
+#[tokio::test]
+async fn postgres_trigger_notices_leak_no_personal_value() {
+    const ROW: &str = "INSERT INTO contacts (id, subject, full_name, email, created_at) VALUES \
+         (48151611, 'SUBJ-Q9Z7X', 'Xavier Qwertyuiop', 'zelda.quux.7731@example.org', '2019-04-23 13:37:11');";
+    let f = Fixture::new(Backend::Postgres, CONTACTS).await;
+    f.db.exec(
+        "CREATE FUNCTION tell() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE WARNING 'removing % (%)', OLD.email, OLD.full_name; \
+         RAISE NOTICE 'notice of %', OLD.email; RETURN OLD; END $$; \
+         CREATE TRIGGER tell BEFORE DELETE ON contacts FOR EACH ROW EXECUTE FUNCTION tell();",
+    )
+    .await;
+    f.policy("contacts", &CONTACTS_POLICY.replace("    covers: [email]\n", "").replace("retain: 10y", "retain: 1y"));
+    let mut seen = Seen::default();
+    // The default level (an empty `LAPSE_LOG`), the driver's every message, and `-q`.
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let default: Env = &[("LAPSE_LOG", "")];
+    let runs: [(&[&str], Env); 3] =
+        [(&["run"], default), (&["run"], &[("LAPSE_LOG", LOG_ALL)]), (&["run", "-q"], default)];
+    for format in FORMATS {
+        for (args, env) in runs {
+            f.db.exec(ROW).await;
+            let r = lapse_env(&f, &["plan"], format, env);
+            seen.run(&format!("--log-format {format} {env:?}: lapse plan"), &r);
+            r.ok();
+            let r = lapse_env(&f, args, format, env);
+            seen.run(&format!("--log-format {format} {env:?}: lapse {}", args.join(" ")), &r);
+            r.ok();
+            assert_eq!(f.db.count("SELECT COUNT(*) FROM contacts").await, 0, "the run deleted the row");
+        }
+    }
+    seen.files(&f.path("reports"));
+    seen.assert_absent(&["zelda.quux.7731".into(), "Qwertyuiop".into(), "removing".into(), "notice of".into()]);
+}
+
 /// A trigger that refuses the delete with the row's e-mail in its message, unquoted (which
 /// `sanitize` cannot tell from the database's own words): the message is withheld whole, its
 /// code kept (before, `no delete of zelda…` reached the log and the report).
