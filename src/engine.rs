@@ -1083,8 +1083,17 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     // A uuid column compares as the database writes uuids (lower case, hyphens): a hold may
     // write them in capitals, without hyphens or in braces, and must still hold the subject.
     let uuid_subject = p.subject.as_ref().and_then(|s| prep.table.column(s)).is_some_and(|c| c.sql_type == "uuid");
+    // A hold scoped to any policy on this table keeps its records from every policy on it:
+    // their purposes are shared (`policy::check_set` lends each the others'), and so are their
+    // holds (before, one policy destroyed what another's hold kept).
+    let mut policies = vec![p.name.clone()];
+    for from in p.purposes.iter().filter_map(|x| x.from_policy.as_ref()) {
+        if !policies.contains(from) {
+            policies.push(from.clone());
+        }
+    }
     let mut file = Vec::new();
-    for h in ctx.holds.iter().filter(|h| h.applies_to(&p.name)) {
+    for h in ctx.holds.iter().filter(|h| policies.iter().any(|n| h.applies_to(n))) {
         let mut subjects = Vec::new();
         for s in &h.subjects {
             let s = match uuid_subject.then(|| uuid::Uuid::parse_str(s.trim())) {
@@ -1102,6 +1111,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         file.push(FileHold { id: h.id.clone(), subjects, whole_policy: h.whole_policy() });
     }
     let holds = HoldScope {
+        policies,
         file,
         table: None, // filled per connector below
         now: ctx.now,

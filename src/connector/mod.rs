@@ -169,6 +169,10 @@ pub struct FileHold {
 /// The holds that apply to one policy.
 #[derive(Debug, Clone)]
 pub struct HoldScope {
+    /// The policies whose holds keep this dataset's records: this policy and every other
+    /// policy on the same table (whose purposes it shares, `policy::check_set`), so that a hold
+    /// scoped to one of them is not passed by another's destruction. Empty: this policy only.
+    pub policies: Vec<String>,
     pub file: Vec<FileHold>,
     /// The database's holds table (checked inside each destroying statement).
     pub table: Option<HoldsTable>,

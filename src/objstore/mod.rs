@@ -1211,6 +1211,7 @@ mod tests {
             }),
             work: Work::Delete,
             holds: HoldScope {
+                policies: vec![],
                 file: vec![FileHold { id: "H".into(), subjects: vec![Value::Text("s2".into())], whole_policy: false }],
                 table: None,
                 now: threshold,

@@ -808,9 +808,18 @@ impl<'a> Builder<'a> {
     fn table_hold_active(&self, sql: &mut Sql, ht: &HoldsTable) {
         if let Some(p) = &ht.policy {
             let hp = self.col("lh", p);
-            sql.push(&format!(" AND ({hp} IS NULL OR {hp} = "));
-            sql.bind(Value::Text(self.scope.policy.clone()));
-            sql.push(")");
+            let names = match self.scope.holds.policies.is_empty() {
+                true => std::slice::from_ref(&self.scope.policy),
+                false => &self.scope.holds.policies[..],
+            };
+            sql.push(&format!(" AND ({hp} IS NULL OR {hp} IN ("));
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(Value::Text(name.clone()));
+            }
+            sql.push("))");
         }
         self.table_hold_unexpired(sql, ht);
     }

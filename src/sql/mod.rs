@@ -1874,7 +1874,7 @@ fn bare_scope(table: TableInfo, now: DateTime<Utc>) -> Scope {
         subject: None,
         lapse: Filter::True,
         work: Work::Delete,
-        holds: crate::connector::HoldScope { file: vec![], table: None, now },
+        holds: crate::connector::HoldScope { policies: vec![], file: vec![], table: None, now },
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,

@@ -370,6 +370,41 @@ pub async fn holds_from_table(b: Backend) {
     assert!(p["held_by"].get("T-EXPIRED").is_none());
 }
 
+/// Two policies on one table share their holds as they share their purposes: a hold scoped to
+/// one of them (in the holds file, in the holds table, of a subject or of the whole policy)
+/// keeps the records from the other too, in its counts and its batches (before, `-p people`
+/// deleted the records a hold for `people-archive` kept).
+pub async fn holds_of_a_policy_on_the_same_table_keep_its_records(b: Backend) {
+    let f = seeded(b).await;
+    f.holds_table_config();
+    f.db.exec(
+        "INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-ARCHIVE', 'S-2', 'people-archive', NULL)",
+    )
+    .await;
+    f.holds("holds:\n  - id: F-ARCHIVE\n    matter: m\n    subjects: [S-1]\n    policies: [people-archive]\n");
+    f.policy("people", &policy("delete", ONE_YEAR, ""));
+    // Two years: the seeded rows of 2019 and 2020 have lapsed for both.
+    let archive = policy("delete", &ONE_YEAR.replace("retain: 1y", "retain: 2y"), "")
+        .replace("name: people\n", "name: people-archive\n");
+    f.policy("people-archive", &archive);
+    let plan = f.lapse(&["plan", "-p", "people"]);
+    plan.ok();
+    let p = &f.report("plan")["policies"][0];
+    assert_eq!((n(&p["rows_due"]), n(&p["held"])), (3, 2), "{p:#}");
+    f.lapse(&["run", "-p", "people"]).ok();
+    // Lapsed: 1, 2, 3, 7, 8; held: 1 and 2, by the archive's holds.
+    assert_eq!(ids_text(&f).await, vec![1, 2, 4, 5, 6], "the archive's holds kept 1 and 2");
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["held_by"]["F-ARCHIVE"]), 1, "{p:#}");
+    assert_eq!(n(&p["held_by"]["T-ARCHIVE"]), 1, "{p:#}");
+    // A hold of the whole other policy keeps every record of the table.
+    f.holds("holds:\n  - id: F-ALL\n    matter: m\n    policies: [people-archive]\n");
+    f.db.exec("DELETE FROM legal_holds").await;
+    f.lapse(&["run", "-p", "people"]).ok();
+    assert_eq!(ids_text(&f).await, vec![1, 2, 4, 5, 6]);
+    assert_eq!(n(&f.report("run")["policies"][0]["held_by"]["F-ALL"]), 2);
+}
+
 /// The due and held counts of a plan in every shape of holds: holds of subjects in the holds
 /// table (in force, expired, of another policy), a hold of every subject there (in force or
 /// expired), a hold of the whole policy in the holds file, and a subject held by both. SQLite
@@ -538,7 +573,7 @@ async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scop
             null_lapses: false,
         }),
         work,
-        holds: HoldScope { file: vec![], table: conn.holds_table().cloned(), now: Utc::now() },
+        holds: HoldScope { policies: vec![], file: vec![], table: conn.holds_table().cloned(), now: Utc::now() },
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,
@@ -2025,6 +2060,7 @@ per_backend!(
     field_level_lapse,
     holds_from_file,
     holds_from_table,
+    holds_of_a_policy_on_the_same_table_keep_its_records,
     hold_inserted_mid_run,
     hold_inserted_between_batches,
     foreign_key_dependents,

@@ -1008,7 +1008,7 @@ async fn per_key_failures_are_retried_then_reported() {
             null_lapses: false,
         }),
         work: Work::Delete,
-        holds: HoldScope { file: vec![], table: None, now: chrono::Utc::now() },
+        holds: HoldScope { policies: vec![], file: vec![], table: None, now: chrono::Utc::now() },
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,
