@@ -113,10 +113,24 @@ impl Workspace {
                 continue;
             }
             let file = config.holds_file.as_ref().map(|f| config.resolve(f)).unwrap_or_default();
-            for p in policies.policies.iter().filter(|p| p.subject.is_none() && h.applies_to(&p.name)) {
-                let j = h.policies.iter().position(|x| x == &p.name);
+            for p in policies.policies.iter().filter(|p| p.subject.is_none()) {
+                // The hold applies to this policy, or to one on the same table (whose holds
+                // keep this policy's records too, `stages`).
+                let shared: Vec<&str> = std::iter::once(p.name.as_str())
+                    .chain(p.purposes.iter().filter_map(|x| x.from_policy.as_deref()))
+                    .collect();
+                if !shared.iter().any(|n| h.applies_to(n)) {
+                    continue;
+                }
+                let j = h.policies.iter().position(|x| shared.contains(&x.as_str()));
+                let via = match h.policies.iter().find(|x| shared.contains(&x.as_str()) && *x != &p.name) {
+                    Some(other) if !h.policies.contains(&p.name) => {
+                        format!(" (it holds the records of policy '{other}', on the same table)")
+                    }
+                    _ => String::new(),
+                };
                 let msg = format!(
-                    "hold '{}' lists subjects, but policy '{}' has no 'subject' column to find their records by",
+                    "hold '{}' lists subjects, but policy '{}'{via} has no 'subject' column to find their records by",
                     h.id, p.name
                 );
                 d.push(match j {

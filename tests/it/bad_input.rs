@@ -994,6 +994,18 @@ async fn subject_hold_on_a_policy_without_subjects() {
     let r = f.lapse(&["validate"]);
     r.ok();
     r.stderr_has("hold 'LH-1' lists subjects, but policy 'people' has no 'subject' column to find their records by: the hold keeps none of its records");
+    // A hold of subjects for another policy on the same table holds this one's records too,
+    // which it cannot find without subjects: refused likewise.
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", &edit(POLICY, "  subject: subject\n", ""));
+    f.policy("archive", &edit(POLICY, "name: people", "name: archive"));
+    let text = "holds:\n  - id: LH-1\n    matter: m\n    subjects: [S-1]\n    policies: [archive]\n";
+    File::Holds.write(&f, text.as_bytes());
+    let at = pos_in(File::Holds, text, "[archive]", "archive");
+    let msg = ["hold 'LH-1' lists subjects, but policy 'people' (it holds the records of policy 'archive', on the same table) has no 'subject' column".to_string()];
+    check(&f, "subject hold of a policy on the same table", OFFLINE, &msg, Some(&at))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test]
