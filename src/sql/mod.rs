@@ -699,6 +699,14 @@ impl SqlConnector {
             lite_writer,
             read_ahead: std::sync::Mutex::new(None),
         };
+        // A journal table that exists must be one (its first batch would fail, every run).
+        match c.describe_table(&c.journal_table).await {
+            Ok(t) => {
+                journal_shape(&t).map_err(|m| ConnectorError::Invalid(format!("connection '{name}': {m}")))?;
+            }
+            Err(ConnectorError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
         if let Some(h) = holds {
             let info = c.describe_table(&h.table).await.map_err(|e| match e {
                 ConnectorError::NotFound { .. } => {
@@ -785,7 +793,7 @@ impl SqlConnector {
         match self.describe_table(&self.journal_table).await {
             Ok(t) => {
                 // A table made for an earlier lapse (a row per record) is written in its shape.
-                let per_record = t.column("records").is_none() && t.column("record").is_some();
+                let per_record = journal_shape(&t).map_err(ConnectorError::Invalid)?;
                 self.journal_per_record.store(per_record, std::sync::atomic::Ordering::Relaxed);
                 return Ok(());
             }
@@ -1226,6 +1234,25 @@ fn int_key_and_subject(scope: &Scope) -> bool {
 
 /// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
 /// `destroyed`, stamped with the time it is written (just before the commit).
+/// Whether an existing journal table is of the earlier shape, a row per record (`true`), or the
+/// current one, a row per batch (`false`); an error names what a table of neither lacks.
+fn journal_shape(t: &TableInfo) -> Result<bool, String> {
+    const COMMON: [&str; 5] = ["run_id", "policy", "stage", "action", "committed_at"];
+    const PER_BATCH: [&str; 4] = ["batch_no", "record_count", "records", "subjects"];
+    const PER_RECORD: [&str; 2] = ["record", "subject"];
+    let per_record = t.column("records").is_none() && t.column("record").is_some();
+    let wanted = COMMON.iter().chain(if per_record { &PER_RECORD[..] } else { &PER_BATCH[..] });
+    let missing: Vec<&str> = wanted.filter(|c| t.column(c).is_none()).copied().collect();
+    match missing.is_empty() {
+        true => Ok(per_record),
+        false => Err(format!(
+            "journal_table '{}' exists but is no lapse journal: it has no column {} (name a table of its own, or create it as the README says)",
+            t.name,
+            missing.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
 fn journal_sql(b: &Builder, per_record: bool, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize]) -> Sql {
     let constants = [
         Value::Text(journal.run_id.clone()),

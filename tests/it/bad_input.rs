@@ -1198,6 +1198,27 @@ async fn missing_files_and_names() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A `journal_table` that exists but is no journal (another table's name): refused by
+/// `validate --connect` and `run` with the columns it lacks, exit 2, nothing destroyed (before,
+/// validation passed and every run failed at its first batch, exit 1, with a withheld message).
+#[tokio::test]
+async fn a_journal_table_that_is_no_journal() {
+    for b in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        if !b.enabled() {
+            continue;
+        }
+        let f = seeded(b).await;
+        f.policy("people", POLICY);
+        f.config("    journal_table: legal_holds\n");
+        let expect = [
+            "connection 'db': journal_table 'legal_holds' exists but is no lapse journal: it has no column 'run_id', 'stage', 'action', 'committed_at', 'batch_no'".to_string(),
+        ];
+        check(&f, &format!("{b:?}: a journal table that is no journal"), CATALOG, &expect, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 /// Keys the run needs only after its batches (the report's signing key) or only for some
 /// strategies (the pseudonymization key) are read and parsed before anything is destroyed:
 /// before, a signing key of the wrong form let `validate` pass and `run` delete every due row,
