@@ -163,7 +163,8 @@ pub struct StageReport {
     /// `deleted`, `anonymized` or `fields_anonymized`.
     pub action: String,
     pub columns: Vec<String>,
-    /// Rows due when counted (holds excluded).
+    /// Rows due when counted (holds excluded; objects found under Object Lock by a run's
+    /// batches moved to held).
     pub due: u64,
     pub destroyed: u64,
     /// Rows already in their anonymized form.
@@ -245,7 +246,8 @@ pub struct PolicyReport {
     /// run) or `planned`.
     pub outcome: String,
     pub rows_total: u64,
-    /// Rows due, summed over stages (holds excluded).
+    /// Rows due, summed over stages (holds excluded). Objects: a run moves those it finds under
+    /// Object Lock from due to held (a listing does not show the lock; a plan counts them due).
     pub rows_due: u64,
     pub deleted: u64,
     pub anonymized: u64,
