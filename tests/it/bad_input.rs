@@ -1589,6 +1589,17 @@ async fn constant_longer_than_its_column(b: Backend) {
         "{ constant",
     )
     .await;
+    // A number is written as its text: 17 digits do not fit a VARCHAR(16) either (PostgreSQL
+    // cut them).
+    let text = edit(POLICY, "on_lapse: delete", "on_lapse: anonymize");
+    let text = edit(
+        &text,
+        "purposes:",
+        "  status: { category: account_id, anonymize: { constant: 12345678901234567 } }\npurposes:",
+    );
+    let msg = ["column 'status' holds at most 16 characters; the constant has more"];
+    catalog_case(b, "a number of 17 digits in VARCHAR(16)", &text, &msg, "anonymize: { constant: 1234", "{ constant")
+        .await;
 }
 
 async fn fractional_bucket_on_integers(b: Backend) {
