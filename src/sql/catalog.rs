@@ -148,3 +148,142 @@ pub const LITE_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'tabl
 
 pub const LITE_FOREIGN_KEYS: &str =
     "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?) ORDER BY id, seq";
+
+/// MariaDB/MySQL: why a policy's constant would not fit a column of type `column_type`
+/// (`COLUMN_TYPE`), as strict mode refuses it at the write (every run's batches failed); `None`
+/// when it fits, or for a type not checked here. Integers by the column's own range (a decimal
+/// is rounded), `DECIMAL(p,s)` by the digits before the point, `YEAR`, `TIMESTAMP`'s range,
+/// `TIME`'s form and range, and the byte lengths of `BINARY`, `VARBINARY`, the `TEXT`s and
+/// `BLOB`s (a `VARCHAR`'s characters are measured by `validate`).
+pub fn my_misfit(column_type: &str, value: &crate::value::Value) -> Option<String> {
+    use crate::value::Value;
+    let text = match value {
+        Value::Text(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => u8::from(*b).to_string(),
+        _ => return None,
+    };
+    let t = column_type.trim().to_ascii_lowercase();
+    let base: String = t.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    let args: Vec<u64> = t
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(a, _)| a.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let unsigned = t.contains("unsigned");
+    let s = text.trim();
+    let number = || s.parse::<f64>().ok().filter(|x| x.is_finite());
+    let bytes = |max: u64| {
+        let n = text.len() as u64;
+        (n > max).then(|| format!("it holds at most {max} bytes; the constant has {n}"))
+    };
+    match base.as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => {
+            let bits = match base.as_str() {
+                "tinyint" => 8,
+                "smallint" => 16,
+                "mediumint" => 24,
+                "int" | "integer" => 32,
+                _ => 64,
+            };
+            let (lo, hi) = match unsigned {
+                true => (0i128, (1i128 << bits) - 1),
+                false => (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1),
+            };
+            let Some(x) = number() else { return Some("it is not a number".into()) };
+            let r = x.round();
+            (r < lo as f64 || r > hi as f64).then(|| format!("it is out of the column's range ({lo} to {hi})"))
+        }
+        "decimal" | "numeric" | "dec" | "fixed" => {
+            let p = args.first().copied().unwrap_or(10);
+            let scale = args.get(1).copied().unwrap_or(0);
+            let Some(x) = number() else { return Some("it is not a number".into()) };
+            if unsigned && x < 0.0 {
+                return Some("the column holds no negative number".into());
+            }
+            let whole = x.abs().trunc();
+            let digits = if whole < 1.0 { 0 } else { format!("{whole:.0}").len() as u64 };
+            (digits > p.saturating_sub(scale))
+                .then(|| format!("it holds at most {} digits before the point", p.saturating_sub(scale)))
+        }
+        "year" => {
+            let ok = s.parse::<i64>().is_ok_and(|y| y == 0 || (1..=99).contains(&y) || (1901..=2155).contains(&y));
+            (!ok).then(|| "a year from 1901 to 2155 (or 0)".into())
+        }
+        "timestamp" => {
+            let at = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+                .or_else(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)));
+            let lo = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 1));
+            let hi = chrono::NaiveDate::from_ymd_opt(2038, 1, 19).and_then(|d| d.and_hms_opt(3, 14, 7));
+            match (at, lo, hi) {
+                (Some(at), Some(lo), Some(hi)) if at < lo || at > hi => {
+                    Some("a TIMESTAMP holds 1970-01-01 00:00:01 to 2038-01-19 03:14:07 (UTC)".into())
+                }
+                _ => None,
+            }
+        }
+        "time" => {
+            // [-][D ]H[H…][:MM[:SS[.f]]], at most 838:59:59.
+            let body = s.strip_prefix('-').unwrap_or(s);
+            let (days, rest) = match body.split_once(' ') {
+                Some((d, r)) => (d.parse::<u64>().ok(), r),
+                None => (Some(0), body),
+            };
+            let mut parts = rest.split(':');
+            let hours = parts.next().and_then(|h| h.parse::<u64>().ok());
+            let min_sec_ok = parts.enumerate().all(|(i, p)| {
+                let p = if i == 1 { p.split('.').next().unwrap_or_default() } else { p };
+                i < 2 && p.len() <= 2 && p.parse::<u64>().is_ok_and(|v| v < 60)
+            });
+            let ok = matches!((days, hours), (Some(d), Some(h)) if min_sec_ok && d * 24 + h <= 838);
+            (!ok).then(|| "a time as \"10:00:00\", at most 838:59:59".into())
+        }
+        "binary" | "varbinary" => bytes(args.first().copied().unwrap_or(1)),
+        "tinytext" | "tinyblob" => bytes(255),
+        "text" | "blob" => bytes(args.first().copied().unwrap_or(65_535)),
+        "mediumtext" | "mediumblob" => bytes(16_777_215),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::my_misfit;
+    use crate::value::Value;
+
+    fn fits(t: &str, v: Value) -> bool {
+        my_misfit(t, &v).is_none()
+    }
+
+    /// The cases a review found passing `validate --connect` and failing every run (strict
+    /// mode), and their neighbours that fit.
+    #[test]
+    fn mariadb_constants_that_do_not_fit_their_column() {
+        assert!(!fits("int(11)", Value::Int(9_999_999_999)));
+        assert!(fits("int(11)", Value::Int(2_147_483_647)));
+        assert!(!fits("int(10) unsigned", Value::Int(-1)));
+        assert!(fits("bigint(20)", Value::Int(9_999_999_999)));
+        assert!(!fits("tinyint(4)", Value::Text("abc".into())));
+        assert!(!fits("decimal(5,2)", Value::Int(12345)));
+        assert!(fits("decimal(5,2)", Value::Float(123.456)), "rounded, as the server does");
+        assert!(fits("decimal(5,2)", Value::Text("-999.99".into())));
+        assert!(!fits("timestamp", Value::Text("1900-01-01 00:00:00".into())));
+        assert!(fits("timestamp", Value::Text("2000-01-01 00:00:00".into())));
+        assert!(!fits("year(4)", Value::Int(1800)));
+        assert!(fits("year", Value::Int(2000)));
+        assert!(!fits("varbinary(4)", Value::Text("abcdefgh".into())));
+        assert!(fits("varbinary(4)", Value::Text("abcd".into())));
+        assert!(!fits("time", Value::Text("zz".into())));
+        assert!(fits("time", Value::Text("10:00:00".into())));
+        assert!(fits("time", Value::Text("-838:59:59".into())));
+        assert!(!fits("time", Value::Text("839:00:00".into())));
+        assert!(fits("time", Value::Text("1 10:00:00.5".into())));
+        assert!(!fits("tinytext", Value::Text("é".repeat(200))));
+        assert!(fits("tinytext", Value::Text("é".repeat(100))));
+        assert!(fits("varchar(3)", Value::Int(123_456)), "characters: measured by validate");
+        assert!(fits("json", Value::Text("{}".into())));
+    }
+}

@@ -2319,9 +2319,13 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     async fn accepts(&self, column: &ColumnInfo, value: &Value) -> Result<(), String> {
-        // MariaDB/MySQL and SQLite convert what they are given (or refuse it at the write),
-        // but a JSON column takes only JSON; PostgreSQL's types (uuid, inet, json, bytea…) parse
-        // it, and can be asked.
+        // MariaDB/MySQL: strict mode refuses at the write what does not fit (a number out of
+        // range, a date out of a TIMESTAMP's, too many bytes): known from the type.
+        if let (Pool::My(_), Some(why)) = (&self.pool, catalog::my_misfit(&column.sql_type, value)) {
+            return Err(why);
+        }
+        // SQLite converts what it is given; a JSON column takes only JSON; PostgreSQL's types
+        // (uuid, inet, json, bytea…) parse it, and can be asked.
         if let (Pool::My(p), "json") = (&self.pool, column.sql_type.as_str()) {
             // As it will be written (a number or boolean as its text).
             let Ok(Value::Text(t)) = builder::coerce(value.clone(), ColumnKind::Other) else { return Ok(()) };

@@ -1198,6 +1198,57 @@ async fn missing_files_and_names() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Constants that the column cannot hold, as the database's strict mode would refuse them at
+/// every run's first batch: refused by `validate --connect` and `run` (exit 2, nothing
+/// destroyed), and their neighbours that fit accepted (a review found each of these passing
+/// validation on MariaDB, and a `real` overflow on PostgreSQL).
+#[tokio::test]
+async fn constants_that_do_not_fit_their_column() {
+    let policy = |col: &str, constant: &str| {
+        format!(
+            "name: fits\ndataset:\n  connection: db\n  table: fits\n  key: id\npersonal:\n  {col}: {{ category: account_id, anonymize: {{ constant: {constant} }} }}\npurposes:\n  - name: service\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: anonymize\nguardrail:\n  max_share: 100%\n"
+        )
+    };
+    let long_text = format!("'{}'", "é".repeat(130));
+    let cases: Vec<(Backend, &str, &str, &str, &str, &str)> = vec![
+        // backend, column type, column, refused constant, what is said, a constant that fits
+        (Backend::MySql, "INT", "i", "9999999999", "out of the column's range", "2147483647"),
+        (Backend::MySql, "DECIMAL(5,2)", "d", "12345", "at most 3 digits before the point", "123.45"),
+        (Backend::MySql, "TIMESTAMP NULL", "ts", "'1900-01-01 00:00:00'", "a TIMESTAMP holds", "'2000-01-01 00:00:00'"),
+        (Backend::MySql, "YEAR", "y", "1800", "a year from 1901 to 2155", "2000"),
+        (Backend::MySql, "VARBINARY(4)", "vb", "'abcdefgh'", "at most 4 bytes", "'abcd'"),
+        (Backend::MySql, "TIME", "tm", "'zz'", "a time as", "'10:00:00'"),
+        (Backend::MySql, "TINYTEXT", "tt", &long_text, "at most 255 bytes", "'é'"),
+        (Backend::Postgres, "REAL", "r", "1e300", "PostgreSQL refuses it", "1e30"),
+    ];
+    let mut failures = Vec::new();
+    for (b, sql_type, col, bad, said, good) in cases {
+        if !b.enabled() {
+            continue;
+        }
+        let schema = format!(
+            "{}\nCREATE TABLE fits (id BIGINT NOT NULL PRIMARY KEY, created_at {{TS}} NULL, {col} {sql_type});",
+            crate::conformance::SCHEMA
+        );
+        let f = Fixture::new(b, &schema).await;
+        f.db.exec("INSERT INTO fits (id, created_at) VALUES (1, '2020-01-01 00:00:00')").await;
+        f.policy("fits", &policy(col, good));
+        let r = f.lapse(&["validate", "--connect"]);
+        if r.code != 0 {
+            failures.push(format!("{b:?} {sql_type} {good}: refused, exit {}\n{}", r.code, r.stderr));
+            continue;
+        }
+        f.policy("fits", &policy(col, bad));
+        let expect = ["the constant does not fit".to_string(), format!("column '{col}'"), said.to_string()];
+        if let Err(e) = check(&f, &format!("{b:?} {sql_type} {bad}"), CATALOG, &expect, None).await {
+            failures.push(e);
+        }
+        let before = f.db.texts(&format!("SELECT CAST({col} AS CHAR(300)) FROM fits")).await;
+        assert_eq!(before, vec![None], "{b:?} {sql_type}: nothing written");
+    }
+    fail_all(failures, 8);
+}
+
 /// A `journal_table` that exists but is no journal (another table's name): refused by
 /// `validate --connect` and `run` with the columns it lacks, exit 2, nothing destroyed (before,
 /// validation passed and every run failed at its first batch, exit 1, with a withheld message).
