@@ -1184,6 +1184,17 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     Ok(out)
 }
 
+/// The rows a stage may destroy in one run: `max_share` of `total`, rounded down, with the
+/// floating-point error of the product forgiven (100 × 0.29 is 28.999…: 29 rows).
+fn rows_budget(total: u64, max_share: f64) -> u64 {
+    let exact = total as f64 * max_share;
+    let near = exact.round();
+    match (exact - near).abs() <= 1e-9 * exact.max(1.0) {
+        true => near as u64,
+        false => exact.floor() as u64,
+    }
+}
+
 async fn enforce(
     p: &Policy,
     prep: &Prepared,
@@ -1367,12 +1378,12 @@ async fn enforce(
         let worst = pr.stages.iter().map(|s| s.due).max().unwrap_or(0);
         let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
         let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
-        pr.guardrail = Guardrail {
-            max_share,
-            share,
-            tripped: share > max_share && !overridden,
-            overridden: overridden && share > max_share,
-        };
+        // In whole rows, the same number the run's batches keep to (`budget` below): a share
+        // compared in floating point could pass here and leave a budget of one row less
+        // (29 of 100 at 29 %: 100 × 0.29 = 28.999…).
+        let budget = rows_budget(pr.rows_total, max_share);
+        let above = worst > budget;
+        pr.guardrail = Guardrail { max_share, share, tripped: above && !overridden, overridden: overridden && above };
         if let Some(s) = stages.iter().find(|s| pr.stages.iter().any(|r| r.name == s.name && r.due > 0)) {
             let sample = conn.candidates(&s.scope, None, 5).await?;
             pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
@@ -1391,7 +1402,7 @@ async fn enforce(
             return Ok(());
         }
         // Safety net during the run: no stage may destroy more than its share allows.
-        let budget = ((pr.rows_total as f64) * max_share).floor() as u64;
+        let budget = rows_budget(pr.rows_total, max_share);
         let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
         let mut verify =
             Verification { method: "re-query of every destroyed key after commit".into(), ..Default::default() };
@@ -2009,6 +2020,22 @@ pub fn summary(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_is_the_share_in_whole_rows() {
+        assert_eq!(super::rows_budget(100, 0.29), 29, "100 × 0.29 is 28.999… in floating point");
+        assert_eq!(super::rows_budget(3, 0.5), 1);
+        assert_eq!(super::rows_budget(1_000_000, 1.0), 1_000_000);
+        assert_eq!(super::rows_budget(0, 0.1), 0);
+        assert_eq!(super::rows_budget(7, 0.1), 0);
+        // Every share of a whole percent, every total to 1,000: the guardrail's test (above the
+        // budget) and the exact share in integers agree.
+        for pct in 0..=100u64 {
+            for total in 1..=1_000u64 {
+                assert_eq!(super::rows_budget(total, pct as f64 / 100.0), total * pct / 100, "{pct} % of {total}");
+            }
+        }
+    }
 
     #[test]
     fn summary_lists_the_ten_largest_holds() {

@@ -380,7 +380,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                     Literal::Text(t) => Some(t.clone()),
                     Literal::Int(i) => Some(i.to_string()),
                     Literal::Float(f) => Some(f.to_string()),
-                    Literal::Bool(_) => None,
+                    Literal::Bool(b) => Some(b.to_string()),
                 };
                 let long = match (info.kind, info.max_len, written) {
                     (ColumnKind::Text, Some(n), Some(t)) if t.chars().count() as u64 > n => Some(n),
@@ -478,7 +478,12 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
         }
     }
     for (path, info, v) in ask {
-        if let Err(why) = conn.accepts(&info, &v).await {
+        let stored = conn.stores(&info, &v);
+        let stored = match stored {
+            Ok(()) => conn.accepts(&info, &v).await,
+            Err(why) => Err(why),
+        };
+        if let Err(why) = stored {
             let d = policy.error(
                 &path,
                 format!(

@@ -432,6 +432,13 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(())
     }
 
+    /// Whether `column` can store `value` (a constant the run will write, not a literal it
+    /// compares with), where the database's limits are known from the type; `Err` says why
+    /// not. Default: yes.
+    fn stores(&self, _column: &ColumnInfo, _value: &Value) -> Result<(), String> {
+        Ok(())
+    }
+
     /// For an anchor whose declared type is no date (`ColumnInfo::instant` on a text column):
     /// whether any of its values reads as a time, or it has none. `validate` refuses an anchor
     /// whose every value is something else (`after: email`). Default: yes.

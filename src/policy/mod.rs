@@ -876,6 +876,23 @@ pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
                 continue;
             }
             if i < j {
+                // Their holds are shared as their purposes are (a hold of either keeps the
+                // records from both, `engine::stages`), and a hold names subjects: both must
+                // find a subject in the same column.
+                if a.subject != b.subject {
+                    let name = |s: &Option<String>| s.as_ref().map_or("none".to_string(), |c| format!("'{c}'"));
+                    diags.push(a.error(
+                        "dataset",
+                        format!(
+                            "policies on table '{}' name different subject columns: {} here, {} in policy '{}' ({}); their holds are shared, so they must find subjects alike",
+                            a.table,
+                            name(&a.subject),
+                            name(&b.subject),
+                            b.name,
+                            b.at("dataset").map(|l| l.to_string()).unwrap_or_default()
+                        ),
+                    ));
+                }
                 if a.action != b.action {
                     diags.push(a.error(
                         "on_lapse",

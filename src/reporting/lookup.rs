@@ -244,6 +244,11 @@ pub fn lookup(
     only_policy: Option<&str>,
 ) -> anyhow::Result<Answer> {
     let key_id = ctx.key.key_id();
+    // A hold of a policy on the same table as the one asked about keeps its records too
+    // (holds are shared as purposes are).
+    let shares = |asked: &str, held: &str| {
+        asked == held || ctx.datasets.get(asked).is_some_and(|d| ctx.datasets.get(held) == Some(d))
+    };
     let mut warnings = ctx.warnings.clone();
     let mut reports: Vec<(String, RunView)> = Vec::new();
     // Evidence not searched (a report or evidence file unreadable, altered or cut short).
@@ -365,7 +370,7 @@ pub fn lookup(
                 if !h.subjects.iter().any(|s| same_subject(s, id)) {
                     continue;
                 }
-                if only_policy.is_some_and(|p| !h.applies_to(p)) {
+                if only_policy.is_some_and(|p| !(h.policies.is_empty() || h.policies.iter().any(|q| shares(p, q)))) {
                     continue;
                 }
                 let kept_in = reports
@@ -417,7 +422,7 @@ pub fn lookup(
     let mut whole: BTreeMap<(String, String, Vec<String>), Vec<String>> = BTreeMap::new();
     for (_, r) in &reports {
         for x in r.holds.iter().filter(|x| x.source == "file" && x.subject_count == 0 && !x.policies.is_empty()) {
-            if only_policy.is_some_and(|p| !x.policies.iter().any(|q| q == p)) {
+            if only_policy.is_some_and(|p| !x.policies.iter().any(|q| shares(p, q))) {
                 continue;
             }
             whole

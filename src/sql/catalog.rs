@@ -154,8 +154,12 @@ pub const LITE_FOREIGN_KEYS: &str =
 /// when it fits, or for a type not checked here. Integers by the column's own range (a decimal
 /// is rounded), `DECIMAL(p,s)` by the digits before the point, `YEAR`, `TIMESTAMP`'s range,
 /// `TIME`'s form and range, and the byte lengths of `BINARY`, `VARBINARY`, the `TEXT`s and
-/// `BLOB`s (a `VARCHAR`'s characters are measured by `validate`).
-pub fn my_misfit(column_type: &str, value: &crate::value::Value) -> Option<String> {
+/// `BLOB`s, the characters of the `TEXT`s (a `VARCHAR`'s are measured by `validate`).
+pub fn my_misfit(
+    column_type: &str,
+    value: &crate::value::Value,
+    timestamp_max: chrono::NaiveDateTime,
+) -> Option<String> {
     use crate::value::Value;
     let text = match value {
         Value::Text(s) => s.clone(),
@@ -177,6 +181,10 @@ pub fn my_misfit(column_type: &str, value: &crate::value::Value) -> Option<Strin
     let bytes = |max: u64| {
         let n = text.len() as u64;
         (n > max).then(|| format!("it holds at most {max} bytes; the constant has {n}"))
+    };
+    let chars = |max: u64| {
+        let n = text.chars().count() as u64;
+        (n > max).then(|| format!("it holds at most {max} bytes; the constant has {n} characters"))
     };
     match base.as_str() {
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => {
@@ -217,45 +225,69 @@ pub fn my_misfit(column_type: &str, value: &crate::value::Value) -> Option<Strin
                 .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
                 .or_else(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)));
             let lo = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 1));
-            let hi = chrono::NaiveDate::from_ymd_opt(2038, 1, 19).and_then(|d| d.and_hms_opt(3, 14, 7));
-            match (at, lo, hi) {
-                (Some(at), Some(lo), Some(hi)) if at < lo || at > hi => {
-                    Some("a TIMESTAMP holds 1970-01-01 00:00:01 to 2038-01-19 03:14:07 (UTC)".into())
+            match (at, lo) {
+                (Some(at), Some(lo)) if at < lo || at > timestamp_max => {
+                    Some(format!("a TIMESTAMP holds {lo} to {timestamp_max} (UTC) on this server"))
                 }
                 _ => None,
             }
         }
         "time" => {
-            // [-][D ]H[H…][:MM[:SS[.f]]], at most 838:59:59.
+            // [-][D ]H[H…][:MM[:SS[.f]]], or a number read as [H…]HMMSS[.f]; at most 838:59:59.
             let body = s.strip_prefix('-').unwrap_or(s);
-            let (days, rest) = match body.split_once(' ') {
-                Some((d, r)) => (d.parse::<u64>().ok(), r),
-                None => (Some(0), body),
+            let whole = body.split('.').next().unwrap_or_default();
+            let ok = if !body.contains(':') && !body.contains(' ') {
+                let n = whole.parse::<u64>().ok();
+                let frac_ok = body.split('.').nth(1).is_none_or(|f| f.bytes().all(|b| b.is_ascii_digit()));
+                matches!(n, Some(n) if frac_ok && n % 100 < 60 && n / 100 % 100 < 60 && n / 10_000 <= 838)
+            } else {
+                let (days, rest) = match body.split_once(' ') {
+                    Some((d, r)) => (d.parse::<u64>().ok(), r),
+                    None => (Some(0), body),
+                };
+                let mut parts = rest.split(':');
+                let hours = parts.next().and_then(|h| h.parse::<u64>().ok());
+                let min_sec_ok = parts.enumerate().all(|(i, p)| {
+                    let p = if i == 1 { p.split('.').next().unwrap_or_default() } else { p };
+                    i < 2 && p.len() <= 2 && p.parse::<u64>().is_ok_and(|v| v < 60)
+                });
+                matches!((days, hours), (Some(d), Some(h)) if min_sec_ok && d * 24 + h <= 838)
             };
-            let mut parts = rest.split(':');
-            let hours = parts.next().and_then(|h| h.parse::<u64>().ok());
-            let min_sec_ok = parts.enumerate().all(|(i, p)| {
-                let p = if i == 1 { p.split('.').next().unwrap_or_default() } else { p };
-                i < 2 && p.len() <= 2 && p.parse::<u64>().is_ok_and(|v| v < 60)
-            });
-            let ok = matches!((days, hours), (Some(d), Some(h)) if min_sec_ok && d * 24 + h <= 838);
             (!ok).then(|| "a time as \"10:00:00\", at most 838:59:59".into())
         }
         "binary" | "varbinary" => bytes(args.first().copied().unwrap_or(1)),
-        "tinytext" | "tinyblob" => bytes(255),
-        "text" | "blob" => bytes(args.first().copied().unwrap_or(65_535)),
-        "mediumtext" | "mediumblob" => bytes(16_777_215),
+        "tinyblob" => bytes(255),
+        "blob" => bytes(args.first().copied().unwrap_or(65_535)),
+        "mediumblob" => bytes(16_777_215),
+        // Text in the column's character set, which this does not know: at least a byte a
+        // character (a utf8mb4 column refuses more at the write; never refused here wrongly).
+        "tinytext" => chars(255),
+        "text" => chars(args.first().copied().unwrap_or(65_535)),
+        "mediumtext" => chars(16_777_215),
         _ => None,
     }
 }
 
+/// MariaDB/MySQL: the latest instant a `TIMESTAMP` holds, by the server's `VERSION()`: MariaDB
+/// 11.5 took it from 2038 to 2106 (unsigned seconds); MySQL and earlier MariaDB stop in 2038.
+pub fn my_timestamp_max(version: &str) -> chrono::NaiveDateTime {
+    let mut nums = version.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    let wide = version.contains("MariaDB") && (major, minor) >= (11, 5);
+    let (date, time) = match wide {
+        true => (chrono::NaiveDate::from_ymd_opt(2106, 2, 7), chrono::NaiveTime::from_hms_opt(6, 28, 15)),
+        false => (chrono::NaiveDate::from_ymd_opt(2038, 1, 19), chrono::NaiveTime::from_hms_opt(3, 14, 7)),
+    };
+    date.zip(time).map(|(d, t)| d.and_time(t)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::my_misfit;
+    use super::{my_misfit, my_timestamp_max};
     use crate::value::Value;
 
     fn fits(t: &str, v: Value) -> bool {
-        my_misfit(t, &v).is_none()
+        my_misfit(t, &v, my_timestamp_max("10.11.19-MariaDB-0+deb12u1")).is_none()
     }
 
     /// The cases a review found passing `validate --connect` and failing every run (strict
@@ -281,8 +313,18 @@ mod tests {
         assert!(fits("time", Value::Text("-838:59:59".into())));
         assert!(!fits("time", Value::Text("839:00:00".into())));
         assert!(fits("time", Value::Text("1 10:00:00.5".into())));
-        assert!(!fits("tinytext", Value::Text("é".repeat(200))));
-        assert!(fits("tinytext", Value::Text("é".repeat(100))));
+        assert!(!fits("tinyblob", Value::Text("é".repeat(200))));
+        assert!(fits("tinytext", Value::Text("é".repeat(200))), "a latin1 column holds them");
+        assert!(!fits("tinytext", Value::Text("x".repeat(256))));
+        assert!(fits("time", Value::Int(100_000)), "10:00:00");
+        assert!(fits("time", Value::Text("1000".into())), "00:10:00");
+        assert!(fits("time", Value::Float(10.5)));
+        assert!(!fits("time", Value::Int(8_400_000)));
+        assert!(!fits("timestamp", Value::Text("2050-01-01 00:00:00".into())));
+        let wide = my_timestamp_max("11.8.2-MariaDB");
+        assert!(my_misfit("timestamp", &Value::Text("2050-01-01 00:00:00".into()), wide).is_none());
+        assert!(my_misfit("timestamp", &Value::Text("2107-01-01 00:00:00".into()), wide).is_some());
+        assert_eq!(my_timestamp_max("8.0.36"), my_timestamp_max("10.11.19-MariaDB"));
         assert!(fits("varchar(3)", Value::Int(123_456)), "characters: measured by validate");
         assert!(fits("json", Value::Text("{}".into())));
     }

@@ -72,6 +72,8 @@ pub struct SqlConnector {
     lite_writer: Option<LiteWriter>,
     /// SQLite: the next batch's read, begun while this one is destroyed.
     read_ahead: std::sync::Mutex<Option<ReadAhead>>,
+    /// MariaDB/MySQL: the latest instant a `TIMESTAMP` holds on this server (`catalog::my_misfit`).
+    my_timestamp_max: chrono::NaiveDateTime,
 }
 
 /// How long a batch waits, under its write lock, for the batch read ahead ([`ReadAhead`]).
@@ -662,12 +664,12 @@ impl SqlConnector {
                 )));
             }
         };
-        let returning = match &pool {
+        let (returning, my_timestamp_max) = match &pool {
             Pool::My(p) => {
                 let version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(p).await.map_err(conn_err)?;
-                version.contains("MariaDB")
+                (version.contains("MariaDB"), catalog::my_timestamp_max(&version))
             }
-            _ => true,
+            _ => (true, catalog::my_timestamp_max("")),
         };
         let db_random = match &pool {
             Pool::Pg(p) => sqlx::query("SELECT gen_random_uuid()").execute(p).await.is_ok(),
@@ -698,11 +700,13 @@ impl SqlConnector {
             run_locks: tokio::sync::Mutex::new(Vec::new()),
             lite_writer,
             read_ahead: std::sync::Mutex::new(None),
+            my_timestamp_max,
         };
         // A journal table that exists must be one (its first batch would fail, every run).
         match c.describe_table(&c.journal_table).await {
             Ok(t) => {
-                journal_shape(&t).map_err(|m| ConnectorError::Invalid(format!("connection '{name}': {m}")))?;
+                journal_shape(&t, c.dialect != Dialect::Postgres)
+                    .map_err(|m| ConnectorError::Invalid(format!("connection '{name}': {m}")))?;
             }
             Err(ConnectorError::NotFound { .. }) => {}
             Err(e) => return Err(e),
@@ -793,7 +797,8 @@ impl SqlConnector {
         match self.describe_table(&self.journal_table).await {
             Ok(t) => {
                 // A table made for an earlier lapse (a row per record) is written in its shape.
-                let per_record = journal_shape(&t).map_err(ConnectorError::Invalid)?;
+                let per_record =
+                    journal_shape(&t, self.dialect != Dialect::Postgres).map_err(ConnectorError::Invalid)?;
                 self.journal_per_record.store(per_record, std::sync::atomic::Ordering::Relaxed);
                 return Ok(());
             }
@@ -1236,13 +1241,17 @@ fn int_key_and_subject(scope: &Scope) -> bool {
 /// `destroyed`, stamped with the time it is written (just before the commit).
 /// Whether an existing journal table is of the earlier shape, a row per record (`true`), or the
 /// current one, a row per batch (`false`); an error names what a table of neither lacks.
-fn journal_shape(t: &TableInfo) -> Result<bool, String> {
+///
+/// The journal's statements name its columns unquoted: MariaDB and SQLite match them in any
+/// case (`any_case`), PostgreSQL folds them to lower case.
+fn journal_shape(t: &TableInfo, any_case: bool) -> Result<bool, String> {
     const COMMON: [&str; 5] = ["run_id", "policy", "stage", "action", "committed_at"];
     const PER_BATCH: [&str; 4] = ["batch_no", "record_count", "records", "subjects"];
     const PER_RECORD: [&str; 2] = ["record", "subject"];
-    let per_record = t.column("records").is_none() && t.column("record").is_some();
+    let has = |c: &str| t.columns.iter().any(|x| x.name == c || (any_case && x.name.eq_ignore_ascii_case(c)));
+    let per_record = !has("records") && has("record");
     let wanted = COMMON.iter().chain(if per_record { &PER_RECORD[..] } else { &PER_BATCH[..] });
-    let missing: Vec<&str> = wanted.filter(|c| t.column(c).is_none()).copied().collect();
+    let missing: Vec<&str> = wanted.filter(|c| !has(c)).copied().collect();
     match missing.is_empty() {
         true => Ok(per_record),
         false => Err(format!(
@@ -2319,11 +2328,6 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     async fn accepts(&self, column: &ColumnInfo, value: &Value) -> Result<(), String> {
-        // MariaDB/MySQL: strict mode refuses at the write what does not fit (a number out of
-        // range, a date out of a TIMESTAMP's, too many bytes): known from the type.
-        if let (Pool::My(_), Some(why)) = (&self.pool, catalog::my_misfit(&column.sql_type, value)) {
-            return Err(why);
-        }
         // SQLite converts what it is given; a JSON column takes only JSON; PostgreSQL's types
         // (uuid, inet, json, bytea…) parse it, and can be asked.
         if let (Pool::My(p), "json") = (&self.pool, column.sql_type.as_str()) {
@@ -2348,6 +2352,15 @@ impl crate::connector::Connector for SqlConnector {
                 Err(format!("PostgreSQL refuses it: {} [{}]", e.message(), e.code().as_deref().unwrap_or("?")))
             }
             Err(e) => Err(format!("it could not be checked: {e}")),
+        }
+    }
+
+    /// MariaDB/MySQL: strict mode refuses at the write what does not fit (a number out of
+    /// range, a date out of a TIMESTAMP's, too many bytes): known from the type.
+    fn stores(&self, column: &ColumnInfo, value: &Value) -> Result<(), String> {
+        match &self.pool {
+            Pool::My(_) => catalog::my_misfit(&column.sql_type, value, self.my_timestamp_max).map_or(Ok(()), Err),
+            _ => Ok(()),
         }
     }
 

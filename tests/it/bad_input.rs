@@ -1218,7 +1218,7 @@ async fn constants_that_do_not_fit_their_column() {
         (Backend::MySql, "YEAR", "y", "1800", "a year from 1901 to 2155", "2000"),
         (Backend::MySql, "VARBINARY(4)", "vb", "'abcdefgh'", "at most 4 bytes", "'abcd'"),
         (Backend::MySql, "TIME", "tm", "'zz'", "a time as", "'10:00:00'"),
-        (Backend::MySql, "TINYTEXT", "tt", &long_text, "at most 255 bytes", "'é'"),
+        (Backend::MySql, "TINYBLOB", "tb", &long_text, "at most 255 bytes", "'é'"),
         (Backend::Postgres, "REAL", "r", "1e300", "PostgreSQL refuses it", "1e30"),
     ];
     let mut failures = Vec::new();
@@ -1247,6 +1247,37 @@ async fn constants_that_do_not_fit_their_column() {
         assert_eq!(before, vec![None], "{b:?} {sql_type}: nothing written");
     }
     fail_all(failures, 8);
+    // A literal a condition compares with is not a value written: no limit of what the column
+    // stores applies to it (a review found `when: "ts > '1970-01-01'"` refused on a TIMESTAMP).
+    if Backend::MySql.enabled() {
+        let schema = format!(
+            "{}\nCREATE TABLE fits (id BIGINT NOT NULL PRIMARY KEY, created_at {{TS}} NULL, ts TIMESTAMP NULL, e VARCHAR(255));",
+            crate::conformance::SCHEMA
+        );
+        let f = Fixture::new(Backend::MySql, &schema).await;
+        let text = policy("e", "'x'").replace(
+            "    after: created_at\n",
+            "    after: created_at\n    when: \"ts > '1970-01-01 00:00:00' and ts < '2040-01-01 00:00:00'\"\n",
+        );
+        f.policy("fits", &text);
+        f.lapse(&["validate", "--connect"]).ok();
+    }
+}
+
+/// Two policies on one table share their holds, which name subjects: they must find subjects
+/// in the same column (before, one policy's subject holds were matched against the other's
+/// column, keeping the wrong rows and destroying the held ones).
+#[tokio::test]
+async fn policies_on_one_table_with_different_subject_columns() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let other = edit(&edit(POLICY, "name: people", "name: archive"), "  subject: subject\n", "  subject: email\n");
+    f.policy("archive", &other);
+    let expect = [
+        "policies on table 'people' name different subject columns: ".to_string(),
+        "their holds are shared".to_string(),
+    ];
+    check(&f, "two subject columns on one table", OFFLINE, &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A `journal_table` that exists but is no journal (another table's name): refused by

@@ -771,6 +771,16 @@ pub async fn guardrail_stops_before_destroying(b: Backend) {
 /// the stage stops (exit 3) with exactly the budget destroyed (before, the check came after
 /// each commit: the batch that crossed the budget stayed, 60 rows destroyed for a budget of 50).
 pub async fn guardrail_budget_is_never_passed(b: Backend) {
+    // Not on MariaDB: there the batch begun ahead holds shared locks on the hold rows its
+    // statement read, and a trigger inside the batch before it cannot delete them until the
+    // lock wait times out (50 s). (A hold released by another session waits for the batch.)
+    if b != Backend::MySql {
+        hold_released_in_the_run(b).await;
+    }
+    shares_in_whole_rows(b).await;
+}
+
+async fn hold_released_in_the_run(b: Backend) {
     let f = Fixture::new(b, SCHEMA).await;
     let mut sql = String::new();
     for id in 1..=100 {
@@ -812,6 +822,24 @@ pub async fn guardrail_budget_is_never_passed(b: Backend) {
     // Overridden for one run, the rest goes.
     f.lapse(&["run", "--allow-share", "people"]).ok();
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0);
+}
+
+async fn shares_in_whole_rows(b: Backend) {
+    // The share and the budget are one number of rows: 29 of 100 due at 29 % pass the check
+    // and are all destroyed (100 × 0.29 is 28.999… in floating point: the budget was 28, and
+    // the run stopped one row short with exit 3).
+    let f = Fixture::new(b, SCHEMA).await;
+    let mut sql = String::new();
+    for id in 1..=100 {
+        let created = if id <= 29 { "2020-03-01 10:00:00" } else { "2025-12-01 10:00:00" };
+        sql.push_str(&format!(
+            "INSERT INTO people (id, subject, full_name, status, created_at) VALUES ({id}, 'S-{id}', 'n', 'closed', '{created}');\n"
+        ));
+    }
+    f.db.exec(&sql).await;
+    f.policy("people", &PEOPLE_DELETE.replace("max_share: 100%", "max_share: 29%"));
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 71);
 }
 
 /// `generalize_date` on dates kept as text and on timestamps: the database's test of what is

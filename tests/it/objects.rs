@@ -900,6 +900,7 @@ pub async fn object_lock_wins(kind: StoreKind) {
     assert_eq!(n(&p["deleted"]), 1);
     assert_eq!(n(&p["versions_deleted"]), 1, "only the free object's version");
     assert_eq!(n(&p["held_by_storage"]), 4);
+    assert_eq!(n(&p["held_by"]["storage:legal-hold"]), 2);
     // Found under a lock by the batch: held, no longer due (before, counted in both).
     assert_eq!((n(&p["rows_due"]), n(&p["held"])), (1, 4), "{p:#}");
     assert_eq!(n(&p["stages"][0]["due"]), 1, "{p:#}");
