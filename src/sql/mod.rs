@@ -189,7 +189,9 @@ impl fmt::Display for SqlConnector {
 /// PostgreSQL's `invalid input syntax for type uuid: "…"` quote row values (and MySQL does not
 /// even escape quotes inside them). Otherwise only the error's class is kept.
 pub fn sanitize(msg: &str) -> String {
-    if msg.contains(['\'', '"', '`']) {
+    // A server set to another language (`lc_messages`) quotes with other marks (« », „ “, ‘ ’,
+    // 「 」…): a message that is not plain ASCII is withheld too.
+    if msg.contains(['\'', '"', '`']) || !msg.is_ascii() {
         "the database's message quotes values and is withheld".to_string()
     } else {
         msg.to_string()
@@ -2438,6 +2440,14 @@ mod tests {
         assert!(!sanitize("Duplicate entry 'z-O'Qwertyuiop' for key 'ab'").contains("Qwerty"));
         assert!(!sanitize("invalid input syntax for type uuid: \"zelda@example.org\"").contains("zelda"));
         assert_eq!(sanitize("deadlock detected"), "deadlock detected");
+        // Localized messages (lc_messages): other quotation marks.
+        for m in [
+            "la valeur d'une clé dupliquée rompt la contrainte unique « people_email_key »",
+            "ungültige Eingabesyntax für Typ uuid: „zelda@example.org“",
+            "неверный синтаксис для типа uuid: «zelda@example.org»",
+        ] {
+            assert!(!sanitize(m).contains("zelda") && !sanitize(m).contains("people_email"), "{m}");
+        }
     }
 
     #[test]
