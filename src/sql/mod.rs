@@ -2346,7 +2346,10 @@ impl crate::connector::Connector for SqlConnector {
             };
         }
         let Pool::Pg(p) = &self.pool else { return Ok(()) };
-        let probe = builder::cast_probe(&column.sql_type, value.clone());
+        // As the run binds it (`Builder::update` coerces a constant to the column's kind first:
+        // a number for a `jsonb` column is sent as its text, which the cast reads).
+        let sent = builder::coerce(value.clone(), column.kind).unwrap_or_else(|_| value.clone());
+        let probe = builder::cast_probe(&column.sql_type, sent);
         match bound!(probe).fetch_one(p).await {
             Ok(_) => Ok(()),
             // The constant is the policy's own text, not personal data: the message may quote it.
