@@ -116,9 +116,7 @@ impl Workspace {
             for p in policies.policies.iter().filter(|p| p.subject.is_none()) {
                 // The hold applies to this policy, or to one on the same table (whose holds
                 // keep this policy's records too, `stages`).
-                let shared: Vec<&str> = std::iter::once(p.name.as_str())
-                    .chain(p.purposes.iter().filter_map(|x| x.from_policy.as_deref()))
-                    .collect();
+                let shared = p.hold_policies();
                 if !shared.iter().any(|n| h.applies_to(n)) {
                     continue;
                 }
@@ -1100,12 +1098,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     // A hold scoped to any policy on this table keeps its records from every policy on it:
     // their purposes are shared (`policy::check_set` lends each the others'), and so are their
     // holds (before, one policy destroyed what another's hold kept).
-    let mut policies = vec![p.name.clone()];
-    for from in p.purposes.iter().filter_map(|x| x.from_policy.as_ref()) {
-        if !policies.contains(from) {
-            policies.push(from.clone());
-        }
-    }
+    let policies: Vec<String> = p.hold_policies().into_iter().map(str::to_string).collect();
     let mut file = Vec::new();
     for h in ctx.holds.iter().filter(|h| policies.iter().any(|n| h.applies_to(n))) {
         let mut subjects = Vec::new();
@@ -1182,6 +1175,14 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         });
     }
     Ok(out)
+}
+
+/// The policy stops at its guardrail, saying why.
+fn stop_at_guardrail(pr: &mut PolicyReport, msg: String) {
+    tracing::warn!("{msg}");
+    pr.errors.push(msg);
+    pr.guardrail.tripped = true;
+    pr.outcome = "guardrail".into();
 }
 
 /// The rows a stage may destroy in one run: `max_share` of `total`, rounded down, with the
@@ -1389,13 +1390,11 @@ async fn enforce(
             pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
         }
         if pr.guardrail.tripped {
-            pr.outcome = "guardrail".into();
             let msg = format!(
             "guardrail: {} of {} rows ({:.1}%) are due, above the policy's maximum of {:.1}%; nothing destroyed (override with --allow-share {})",
             worst, pr.rows_total, share * 100.0, max_share * 100.0, p.name
         );
-            tracing::warn!("{msg}");
-            pr.errors.push(msg);
+            stop_at_guardrail(pr, msg);
             return Ok(());
         }
         if ctx.mode == Mode::Plan {
@@ -1438,7 +1437,8 @@ async fn enforce(
             // What the stage may still destroy in this run: no batch asks for more, so the
             // budget is never passed, even by rows that became due after the counts (a hold
             // released meanwhile). `--allow-share` lifts it.
-            let room = |destroyed: u64| match pr.guardrail.overridden {
+            let overridden = pr.guardrail.overridden;
+            let room = |destroyed: u64| match overridden {
                 true => batch_size,
                 false => budget.saturating_sub(destroyed).min(batch_size as u64) as usize,
             };
@@ -1484,10 +1484,7 @@ async fn enforce(
                         let msg = format!(
                             "guardrail: destroyed {stage_destroyed} rows, the budget of {budget} for this run, and more are due now than were counted at the start; stopped"
                         );
-                        tracing::warn!("{msg}");
-                        pr.errors.push(msg);
-                        pr.guardrail.tripped = true;
-                        pr.outcome = "guardrail".into();
+                        stop_at_guardrail(pr, msg);
                     }
                     break;
                 }
@@ -1787,12 +1784,9 @@ async fn enforce(
                 tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
                 if stage_destroyed > budget && !pr.guardrail.overridden {
                     let msg = format!(
-                    "guardrail: destroyed {stage_destroyed} rows, above the budget of {budget} for this run; stopped"
-                );
-                    tracing::warn!("{msg}");
-                    pr.errors.push(msg);
-                    pr.guardrail.tripped = true;
-                    pr.outcome = "guardrail".into();
+                        "guardrail: destroyed {stage_destroyed} rows, above the budget of {budget} for this run; stopped"
+                    );
+                    stop_at_guardrail(pr, msg);
                     break;
                 }
                 if short {

@@ -478,12 +478,12 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
         }
     }
     for (path, info, v) in ask {
-        let stored = conn.stores(&info, &v);
-        let stored = match stored {
+        // What the type cannot store first, then what the database refuses.
+        let verdict = match conn.stores(&info, &v) {
             Ok(()) => conn.accepts(&info, &v).await,
-            Err(why) => Err(why),
+            refused => refused,
         };
-        if let Err(why) = stored {
+        if let Err(why) = verdict {
             let d = policy.error(
                 &path,
                 format!(

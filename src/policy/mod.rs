@@ -271,6 +271,18 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policies whose holds keep this policy's records: itself first, then every other
+    /// policy on its table (those whose purposes `check_set` lent it), each once.
+    pub fn hold_policies(&self) -> Vec<&str> {
+        let mut out = vec![self.name.as_str()];
+        for from in self.purposes.iter().filter_map(|x| x.from_policy.as_deref()) {
+            if !out.contains(&from) {
+                out.push(from);
+            }
+        }
+        out
+    }
+
     /// The position of a path inside this policy's document, for diagnostics.
     pub fn at(&self, path: &str) -> Option<Location> {
         self.positions.value(self.doc, path).or_else(|| self.positions.nearest(self.doc, path))

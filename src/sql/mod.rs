@@ -1239,8 +1239,6 @@ fn int_key_and_subject(scope: &Scope) -> bool {
     int_key(scope) && scope.subject.as_ref().is_none_or(|s| scope.table.kind(s) == crate::connector::ColumnKind::Int)
 }
 
-/// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
-/// `destroyed`, stamped with the time it is written (just before the commit).
 /// Whether an existing journal table is of the earlier shape, a row per record (`true`), or the
 /// current one, a row per batch (`false`); an error names what a table of neither lacks.
 ///
@@ -1264,6 +1262,8 @@ fn journal_shape(t: &TableInfo, any_case: bool) -> Result<bool, String> {
     }
 }
 
+/// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
+/// `destroyed`, stamped with the time it is written (just before the commit).
 fn journal_sql(b: &Builder, per_record: bool, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize]) -> Sql {
     let constants = [
         Value::Text(journal.run_id.clone()),
