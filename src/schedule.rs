@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -144,6 +145,76 @@ impl Schedule {
     }
 }
 
+/// The first time `spec` fires after `after`, in its time zone's own offsets: each occurrence
+/// is found in the zone (a job at 02:30 Europe/Berlin runs at 02:30 local time in winter and in
+/// summer). `tokio-cron-scheduler`'s cron jobs keep the zone's offset of the moment they were
+/// made, so a process started in winter ran summer's jobs an hour late: lapse finds each
+/// occurrence itself and gives the scheduler one one-shot job at a time.
+pub fn next_fire(spec: &JobSpec, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&spec.cron)
+        .ok()?;
+    cron.find_next_occurrence(&after.with_timezone(&spec.tz), false).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// What every firing of every job shares.
+struct Serving<F> {
+    /// Held by the run in progress: runs never overlap.
+    busy: Arc<tokio::sync::Mutex<()>>,
+    run: Arc<F>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<F> Clone for Serving<F> {
+    fn clone(&self) -> Self {
+        Serving { busy: self.busy.clone(), run: self.run.clone(), cancel: self.cancel.clone() }
+    }
+}
+
+/// A one-shot job that fires `spec` at `at` and, as it fires, arms the next occurrence (first,
+/// so that a run longer than the interval skips firings but never ends the schedule).
+fn firing<F, Fut>(spec: JobSpec, at: DateTime<Utc>, serving: Serving<F>) -> anyhow::Result<Job>
+where
+    F: Fn(JobSpec) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+    let name = spec.name.clone();
+    let job = Job::new_one_shot_at_instant_async(std::time::Instant::now() + wait, move |_id, sched| {
+        let (spec, serving) = (spec.clone(), serving.clone());
+        Box::pin(async move {
+            if serving.cancel.load(Ordering::SeqCst) {
+                return;
+            }
+            // After this firing's own time, even if it fired a little early.
+            match next_fire(&spec, at.max(Utc::now())) {
+                Some(next) => match firing(spec.clone(), next, serving.clone()) {
+                    Ok(job) => {
+                        if let Err(e) = sched.add(job).await {
+                            tracing::error!(job = %spec.name, "the job's next run could not be scheduled: {e}");
+                        }
+                    }
+                    Err(e) => tracing::error!(job = %spec.name, "the job's next run could not be scheduled: {e}"),
+                },
+                None => tracing::warn!(job = %spec.name, "the job has no later occurrence"),
+            }
+            let Ok(guard) = serving.busy.clone().try_lock_owned() else {
+                tracing::warn!(job = %spec.name, "scheduled run skipped: the previous run is still in progress (runs never overlap)");
+                return;
+            };
+            tracing::info!(job = %spec.name, dry_run = spec.dry_run, "scheduled run starting");
+            (serving.run)(spec.clone()).await;
+            tracing::info!(job = %spec.name, "scheduled run finished");
+            drop(guard);
+        })
+    })
+    .map_err(|e| anyhow::anyhow!("job '{name}': {e}"))?;
+    Ok(job)
+}
+
 /// Runs `jobs` until `cancel` is set, then waits for the run in progress. `run` performs one
 /// run (it observes `cancel` itself to stop after its current batch).
 pub async fn serve<F, Fut>(jobs: Vec<JobSpec>, cancel: Arc<AtomicBool>, run: F) -> anyhow::Result<()>
@@ -152,32 +223,16 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut sched = JobScheduler::new().await?;
-    let busy = Arc::new(tokio::sync::Mutex::new(()));
-    let run = Arc::new(run);
+    let serving = Serving { busy: Arc::new(tokio::sync::Mutex::new(())), run: Arc::new(run), cancel: cancel.clone() };
     for spec in jobs {
-        let (busy2, run2, cancel2, spec2) = (busy.clone(), run.clone(), cancel.clone(), spec.clone());
-        let job = Job::new_async_tz(spec.cron.as_str(), spec.tz, move |_id, _sched| {
-            let (busy, run, cancel, spec) = (busy2.clone(), run2.clone(), cancel2.clone(), spec2.clone());
-            Box::pin(async move {
-                if cancel.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(guard) = busy.try_lock_owned() else {
-                    tracing::warn!(job = %spec.name, "scheduled run skipped: the previous run is still in progress (runs never overlap)");
-                    return;
-                };
-                tracing::info!(job = %spec.name, dry_run = spec.dry_run, "scheduled run starting");
-                run(spec.clone()).await;
-                tracing::info!(job = %spec.name, "scheduled run finished");
-                drop(guard);
-            })
-        })
-        .map_err(|e| anyhow::anyhow!("job '{}': {e}", spec.name))?;
-        let id = sched.add(job).await?;
-        let next = sched.next_tick_for_job(id).await.ok().flatten();
+        let Some(next) = next_fire(&spec, Utc::now()) else {
+            tracing::warn!(job = %spec.name, cron = %spec.cron, "the job has no later occurrence: not scheduled");
+            continue;
+        };
+        sched.add(firing(spec.clone(), next, serving.clone())?).await?;
         tracing::info!(
             job = %spec.name, cron = %spec.cron, timezone = %spec.tz,
-            next = %next.map(|t| t.to_rfc3339()).unwrap_or_default(), "job scheduled"
+            next = %next.with_timezone(&spec.tz).to_rfc3339(), "job scheduled"
         );
     }
     sched.start().await?;
@@ -186,13 +241,47 @@ where
     }
     tracing::info!("stopping the schedule: no new run starts; waiting for the run in progress");
     sched.shutdown().await?;
-    let _last = busy.lock().await;
+    let _last = serving.busy.lock().await;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_cron;
+    use super::{next_fire, normalize_cron, JobSpec};
+    use chrono::{DateTime, Utc};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn spec(cron: &str, tz: &str) -> JobSpec {
+        JobSpec {
+            name: "j".into(),
+            cron: normalize_cron(cron).unwrap(),
+            tz: tz.parse().unwrap(),
+            policies: vec![],
+            dry_run: false,
+        }
+    }
+
+    /// Every occurrence in the zone's offset of its own day: a process started in winter runs
+    /// a 12:00 Europe/Berlin job at 11:00 UTC in winter and at 10:00 UTC in summer, and the
+    /// other way round (`tokio-cron-scheduler` kept the offset of the job's creation).
+    #[test]
+    fn occurrences_follow_daylight_saving_time() {
+        let noon = spec("0 12 * * *", "Europe/Berlin");
+        assert_eq!(next_fire(&noon, at("2026-03-28T11:00:00Z")), Some(at("2026-03-29T10:00:00Z")));
+        assert_eq!(next_fire(&noon, at("2026-03-27T12:00:00Z")), Some(at("2026-03-28T11:00:00Z")));
+        assert_eq!(next_fire(&noon, at("2026-10-24T10:00:00Z")), Some(at("2026-10-25T11:00:00Z")));
+        // The 1st of the month at midnight, local time: not 23:00 of the month before.
+        let monthly = spec("0 0 1 * *", "Europe/Berlin");
+        assert_eq!(next_fire(&monthly, at("2026-01-15T00:00:00Z")), Some(at("2026-01-31T23:00:00Z")));
+        assert_eq!(next_fire(&monthly, at("2026-05-15T00:00:00Z")), Some(at("2026-05-31T22:00:00Z")));
+        // Strictly after: a firing at its own time arms the next one, not itself.
+        assert_eq!(next_fire(&noon, at("2026-03-29T10:00:00Z")), Some(at("2026-03-30T10:00:00Z")));
+        let utc = spec("30 2 * * *", "UTC");
+        assert_eq!(next_fire(&utc, at("2026-06-01T00:00:00Z")), Some(at("2026-06-01T02:30:00Z")));
+    }
 
     /// Both day fields restricted is refused: this scheduler would fire on the 1st that is a
     /// Monday, cron on the 1st and on every Monday.
