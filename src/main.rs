@@ -343,10 +343,16 @@ async fn plan_or_run(
             (Exit::Partial, format!("{e:#}"))
         }
     })?;
+    // A report not stored on the report bucket fails the run (exit 1; the next run retries).
+    let code = match (&out.archive_error, Exit::of(&out.report)) {
+        (Some(_), Exit::Success) => Exit::Partial,
+        (_, code) => code,
+    };
     if mode == Mode::Run {
-        // Metrics never change the exit code; a failure is logged (see `lapse::metrics`).
+        // Metrics never change the exit code; a failure is logged (see `lapse::metrics`). They
+        // give the process's own: a run whose report is not on the bucket is no success.
         let m = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir);
-        lapse::metrics::publish(&m, &out.report, Exit::of(&out.report) as u8).await;
+        lapse::metrics::publish(&m, &out.report, code as u8).await;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
@@ -356,10 +362,8 @@ async fn plan_or_run(
     tracing::info!(report = %out.report_path.display(), status = %out.report.status, "report written");
     if let Some(e) = &out.archive_error {
         eprintln!("error: the report was not stored on the report bucket (the next run retries): {e}");
-        let code = Exit::of(&out.report);
-        return Ok(if code == Exit::Success { Exit::Partial } else { code });
     }
-    Ok(Exit::of(&out.report))
+    Ok(code)
 }
 
 async fn schedule(

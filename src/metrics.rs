@@ -140,6 +140,8 @@ impl MetricsConfig {
 /// Prometheus text exposition format (version 0.0.4).
 struct Exposition {
     out: String,
+    /// Labels every sample carries (a sharded run's textfile: `shard`).
+    common: Vec<(&'static str, String)>,
 }
 
 fn escape(v: &str) -> String {
@@ -153,6 +155,8 @@ impl Exposition {
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.out.push_str(name);
+        let common = self.common.iter().map(|(k, v)| (*k, v.as_str()));
+        let labels: Vec<(&str, &str)> = labels.iter().copied().chain(common).collect();
         if !labels.is_empty() {
             let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
             let _ = write!(self.out, "{{{}}}", parts.join(","));
@@ -165,7 +169,16 @@ impl Exposition {
 /// `lapse_last_success_timestamp_seconds` (this run's end when it succeeded, else the previous
 /// success if known); omitted when `None`.
 pub fn exposition(r: &Report, exit_code: u8, last_success: Option<f64>) -> String {
-    let mut e = Exposition { out: String::new() };
+    exposition_with(r, exit_code, last_success, vec![])
+}
+
+fn exposition_with(
+    r: &Report,
+    exit_code: u8,
+    last_success: Option<f64>,
+    common: Vec<(&'static str, String)>,
+) -> String {
+    let mut e = Exposition { out: String::new(), common };
     type Get = fn(&crate::report::PolicyReport) -> f64;
     let per_policy: [(&str, &str, &str, Get); 8] = [
         ("lapse_records_destroyed_total", "counter", "Records (rows or objects) deleted by the last run.", |p| {
@@ -215,11 +228,23 @@ pub fn exposition(r: &Report, exit_code: u8, last_success: Option<f64>) -> Strin
     e.out
 }
 
+/// A shard's textfile: `<stem>-shard-<i>-of-<n>.prom` beside the configured one.
+pub fn shard_textfile(path: &Path, s: crate::report::ShardInfo) -> std::path::PathBuf {
+    let stem = path.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_else(|| "lapse".into());
+    let ext = path.extension().map(|x| format!(".{}", x.to_string_lossy())).unwrap_or_default();
+    path.with_file_name(format!("{stem}-shard-{}-of-{}{ext}", s.index, s.count))
+}
+
 /// The previous `lapse_last_success_timestamp_seconds` of a textfile, if any.
 fn previous_success(path: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(path).ok()?;
+    // With or without labels (a shard's file: `{shard="1"}`).
     text.lines()
-        .find_map(|l| l.strip_prefix("lapse_last_success_timestamp_seconds "))
+        .find_map(|l| {
+            l.strip_prefix("lapse_last_success_timestamp_seconds")
+                .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                .and_then(|rest| rest.rsplit(' ').next())
+        })
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -229,7 +254,9 @@ pub fn write_textfile(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| anyhow::anyhow!("'{}' is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    // Unique to this write: pods on one node share a textfile directory, and each is pid 1.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let tmp = dir.join(format!(".{}.{}.{nanos}.tmp", name.to_string_lossy(), std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
@@ -334,8 +361,14 @@ pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String
     let succeeded = exit_code == 0;
     let end = r.finished_at.unwrap_or(r.started_at).timestamp_millis() as f64 / 1000.0;
     if let Some(path) = &m.textfile {
-        let last = if succeeded { Some(end) } else { previous_success(path) };
-        if let Err(e) = write_textfile(path, &exposition(r, exit_code, last)) {
+        // The shards of a run, on one node, write a file each (`lapse-shard-1-of-4.prom`), their
+        // samples labelled with the shard: one file would keep only the last shard's policies.
+        let (path, common) = match r.shard {
+            Some(s) => (shard_textfile(path, s), vec![("shard", s.index.to_string())]),
+            None => (path.clone(), vec![]),
+        };
+        let last = if succeeded { Some(end) } else { previous_success(&path) };
+        if let Err(e) = write_textfile(&path, &exposition_with(r, exit_code, last, common)) {
             problems.push(format!("{e:#}"));
         }
     }
@@ -354,6 +387,28 @@ pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shards of a run on one node write a textfile each, every sample labelled with its
+    /// shard, and a shard's last success is read back from its own labelled file (before, they
+    /// shared one file, which kept only the last shard's policies).
+    #[test]
+    fn shards_write_textfiles_of_their_own() {
+        let s = crate::report::ShardInfo { index: 1, count: 4 };
+        let path = shard_textfile(Path::new("/var/lib/textfile/lapse.prom"), s);
+        assert_eq!(path, Path::new("/var/lib/textfile/lapse-shard-1-of-4.prom"));
+        let mut e = Exposition { out: String::new(), common: vec![("shard", "1".into())] };
+        e.sample("lapse_run_exit_code", &[], 0.0);
+        e.sample("lapse_records_due", &[("policy", "p")], 3.0);
+        e.sample("lapse_last_success_timestamp_seconds", &[], 1700000000.5);
+        assert!(e.out.contains("lapse_run_exit_code{shard=\"1\"} 0\n"), "{}", e.out);
+        assert!(e.out.contains("lapse_records_due{policy=\"p\",shard=\"1\"} 3\n"), "{}", e.out);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.prom");
+        write_textfile(&file, &e.out).unwrap();
+        assert_eq!(previous_success(&file), Some(1700000000.5));
+        std::fs::write(&file, "lapse_last_success_timestamp_seconds 12\n").unwrap();
+        assert_eq!(previous_success(&file), Some(12.0));
+    }
 
     /// A pushgateway URL with credentials is refused at validation, and no message prints them
     /// (before, they were accepted, never sent, and logged on every run).
