@@ -327,11 +327,12 @@ fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
 }
 
 /// Finishes the report writes a killed run left half-done in `dir`: a report is written to
-/// `.<stem>.json.tmp` (its signature beside it first) and then renamed; a run killed between
-/// the two left a complete, signed report under the temporary name and a signature without
-/// its report, which `report verify` takes for a deleted report from then on. A temporary
-/// file that is a whole report, and that the signature (if any) signs with this signer's key
-/// (if it has one), takes its name, with its CSV. Returns the reports finished.
+/// `.<stem>.json.tmp`, then its signature, then renamed; a run killed before the rename left
+/// a report under the temporary name. A temporary file that is a whole report, and that the
+/// signature (if any) signs with this signer's key (if it has one), takes its name, with its
+/// CSV; one the killed run had no time to sign is signed now, by this signer (its key is the
+/// killed run's: the signature says the report is the key holder's, and the bytes are the run's
+/// own). Returns the reports finished.
 pub fn finish_interrupted_writes(dir: &Path, signer: Option<&crate::integrity::Signer>) -> Vec<PathBuf> {
     let mut done = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else { return done };
@@ -351,7 +352,12 @@ pub fn finish_interrupted_writes(dir: &Path, signer: Option<&crate::integrity::S
         let signed_here = match (std::fs::read_to_string(&sig).ok(), signer) {
             (Some(s), Some(k)) => crate::integrity::check_signature(&k.verifying_key(), &bytes, &s),
             (None, None) => true,
-            _ => false, // signed without a key here, or unsigned where reports are signed: left to verify
+            // Killed after the report and before its signature (reports are signed here).
+            (None, Some(k)) => {
+                report.signing_key_id.as_deref() == Some(k.key_id().as_str())
+                    && std::fs::write(&sig, k.sign(&bytes)).is_ok()
+            }
+            _ => false, // signed without a key here: left to verify
         };
         if !signed_here || std::fs::rename(e.path(), &json).is_err() {
             continue;
@@ -377,23 +383,36 @@ impl Report {
         let stem = self.file_stem();
         let json = dir.join(format!("{stem}.json"));
         let tmp = dir.join(format!(".{stem}.json.tmp"));
+        let failed = |what: &Path, e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("the report was not written: writing '{}': {e}", what.display())
+        };
         // Unsigned, the JSON goes straight to the file; signed, its bytes are kept for the
         // signature. Neither it nor the CSV is held in memory otherwise: with a count per hold
-        // of the holds table, both grow with the holds.
+        // of the holds table, both grow with the holds. The report first, then its signature,
+        // then the rename: a run killed before the rename leaves a whole report under the
+        // temporary name, which the next run finishes (`finish_interrupted_writes`), never a
+        // signature without its report.
         match signer {
             Some(s) => {
                 let bytes = serde_json::to_vec_pretty(self)?;
-                std::fs::write(dir.join(format!("{stem}.json.sig")), s.sign(&bytes))?;
-                std::fs::write(&tmp, &bytes)?;
+                std::fs::write(&tmp, &bytes).map_err(|e| failed(&tmp, &e))?;
+                let sig = dir.join(format!("{stem}.json.sig"));
+                std::fs::write(&sig, s.sign(&bytes)).map_err(|e| failed(&sig, &e))?;
             }
             None => {
-                let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-                serde_json::to_writer_pretty(&mut w, self)?;
-                std::io::Write::flush(&mut w)?;
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| failed(&tmp, &e))?);
+                serde_json::to_writer_pretty(&mut w, self).map_err(|e| failed(&tmp, &e))?;
+                std::io::Write::flush(&mut w).map_err(|e| failed(&tmp, &e))?;
             }
         }
-        std::fs::rename(&tmp, &json)?;
-        self.csv_to(std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{stem}.csv")))?))?;
+        std::fs::rename(&tmp, &json).map_err(|e| failed(&json, &e))?;
+        let csv = dir.join(format!("{stem}.csv"));
+        let f = std::fs::File::create(&csv).map_err(|e| {
+            anyhow::anyhow!("the report '{}' was written, its CSV not: '{}': {e}", json.display(), csv.display())
+        })?;
+        self.csv_to(std::io::BufWriter::new(f)).map_err(|e| {
+            anyhow::anyhow!("the report '{}' was written, its CSV not: '{}': {e}", json.display(), csv.display())
+        })?;
         Ok(json)
     }
 

@@ -309,12 +309,50 @@ pub fn lookup(
     let wanted: BTreeSet<&str> = hashes.iter().map(String::as_str).collect();
     let mut destroyed = Vec::new();
     let mut scanned = 0u64;
-    for (name, r) in reports.iter().filter(|(_, r)| r.evidence_key_id == key_id) {
-        let Some(ev) = &r.evidence else { continue };
-        let reader = match st.open(&ev.file) {
+    // What to search: the evidence of every run report with this key, then evidence files no
+    // report names: a run killed before its report (its batches' records are in its journal
+    // table; its evidence file is the only record a lookup here can read), searched too, never
+    // taken for "nothing found".
+    struct Source<'a> {
+        file: String,
+        run_id: String,
+        report: String,
+        /// The report's SHA-256 of the file (none: no report names it).
+        sha256: Option<&'a str>,
+    }
+    let mut sources: Vec<Source> = reports
+        .iter()
+        .filter(|(_, r)| r.evidence_key_id == key_id)
+        .filter_map(|(name, r)| {
+            r.evidence.as_ref().map(|ev| Source {
+                file: ev.file.clone(),
+                run_id: r.run_id.clone(),
+                report: name.clone(),
+                sha256: Some(ev.sha256.as_str()),
+            })
+        })
+        .collect();
+    let named: BTreeSet<String> =
+        reports.iter().filter_map(|(_, r)| r.evidence.as_ref().map(|e| e.file.clone())).collect();
+    for name in st.list()? {
+        if store::kind(&name) == FileKind::Evidence && name.starts_with("lapse-run-") && !named.contains(&name) {
+            warnings.push(format!(
+                "{name}: the evidence of a run that wrote no report (killed, or still running): searched too; its records are also in its journal table"
+            ));
+            let stem = name.trim_end_matches(".evidence.jsonl");
+            sources.push(Source {
+                file: name.clone(),
+                run_id: format!("(the run of {stem}, which wrote no report)"),
+                report: "(none)".into(),
+                sha256: None,
+            });
+        }
+    }
+    for src in &sources {
+        let reader = match st.open(&src.file) {
             Ok(x) => x,
             Err(e) => {
-                warnings.push(format!("{}: evidence of {name} cannot be read ({e}); skipped", ev.file));
+                warnings.push(format!("{}: evidence of {} cannot be read ({e}); skipped", src.file, src.report));
                 evidence_unreadable += 1;
                 continue;
             }
@@ -322,7 +360,7 @@ pub fn lookup(
         let mut hash = Sha256::new();
         let mut bad = 0u64;
         for line in reader.split(b'\n') {
-            let line = line?;
+            let line = line.map_err(|e| anyhow::anyhow!("reading evidence file {}: {e}", src.file))?;
             hash.update(&line);
             hash.update(b"\n");
             scanned += 1;
@@ -344,19 +382,27 @@ pub fn lookup(
                     action: e.action,
                     stage: e.stage,
                     batch: e.batch,
-                    run_id: r.run_id.clone(),
-                    report: name.clone(),
+                    // An object an interrupted run deleted, found gone by this one: that run
+                    // destroyed it (the time is when it was found gone).
+                    run_id: e.reconciled_from.unwrap_or_else(|| src.run_id.clone()),
+                    report: src.report.clone(),
                     record: e.record,
                 });
             }
         }
-        if bad > 0 || hex::encode(hash.finalize()) != ev.sha256 {
-            warnings.push(format!(
-                "{} does not match what {name} records (altered or truncated): run `lapse report verify`",
-                ev.file
-            ));
-            // What is missing from it may be the answer.
-            evidence_unreadable += 1;
+        match src.sha256 {
+            Some(sha) if bad > 0 || hex::encode(hash.finalize()) != sha => {
+                warnings.push(format!(
+                    "{} does not match what {} records (altered or truncated): run `lapse report verify`",
+                    src.file, src.report
+                ));
+                // What is missing from it may be the answer.
+                evidence_unreadable += 1;
+            }
+            None if bad > 0 => {
+                warnings.push(format!("{}: {bad} line(s) are not evidence (cut short?)", src.file));
+            }
+            _ => {}
         }
     }
     destroyed.sort_by_key(|d| d.at);

@@ -308,6 +308,57 @@ async fn a_report_write_cut_short_is_finished_by_the_next_run() {
     let seqs = by_sequence(&dir);
     assert_eq!(seqs.len(), 5, "{seqs:?}");
     f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
+
+    // Killed after writing the report and before signing it (a report is written first, then
+    // its signature): the next run signs it with the same key and finishes it.
+    let newest = seqs[&5].clone();
+    let stem = newest.strip_suffix(".json").unwrap();
+    std::fs::rename(dir.join(&newest), dir.join(format!(".{stem}.json.tmp"))).unwrap();
+    std::fs::remove_file(dir.join(format!("{stem}.csv"))).unwrap();
+    std::fs::remove_file(dir.join(format!("{stem}.json.sig"))).unwrap();
+    f.lapse(&["run"]).ok();
+    assert!(dir.join(&newest).exists(), "the unsigned, cut-short report took its name");
+    assert!(dir.join(format!("{stem}.json.sig")).exists(), "and was signed");
+    assert_eq!(by_sequence(&dir).len(), 6);
+    f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
+}
+
+/// A run killed before its report leaves its evidence file, flushed batch by batch: the only
+/// record of what it destroyed that a lookup here can read. Before, `lookup` searched only the
+/// evidence that reports name and answered "NOTHING FOUND … lapse never destroyed it" (exit 5)
+/// for a subject whose record that run had destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_searches_the_evidence_of_a_run_that_wrote_no_report() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO tickets VALUES (1, '42', 'a@example.com', '2019-01-01 00:00:00'), \
+         (2, '43', 'b@example.com', '2025-12-01 00:00:00')",
+    )
+    .await;
+    f.policy(
+        "tickets",
+        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    // A first run, at a cutoff where nothing is due yet: a report to search.
+    f.lapse_at("2019-06-01T00:00:00Z", &["run"]).ok();
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 1);
+    // As if killed before its report: the report and its CSV never written.
+    let report = f.latest("run", ".json");
+    std::fs::remove_file(&report).unwrap();
+    std::fs::remove_file(report.with_extension("csv")).unwrap();
+    let dir = f.path("reports");
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record"), "{}", r.stdout);
+    assert!(r.stdout.contains("wrote no report") || r.stderr.contains("wrote no report"), "{}{}", r.stdout, r.stderr);
+    // And a subject it did not destroy is still nothing found.
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "43"]).code(5);
 }
 
 /// A number's other spelling is another text: in a text column, `042` is not `42`, and asking
