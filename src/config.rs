@@ -74,6 +74,13 @@ pub struct Connection {
     /// the policy at most that long); 0 turns the S3 run lock off.
     #[serde(default = "default_lease")]
     pub run_lock_lease: u64,
+    /// SQL: seconds a statement waits for a lock another session holds (a row the application
+    /// has locked, a table being altered) before its batch fails (default 50, InnoDB's own;
+    /// 1 to 3600): PostgreSQL's `lock_timeout`, MariaDB/MySQL's `innodb_lock_wait_timeout` and
+    /// `lock_wait_timeout`, SQLite's busy timeout. Without it a run, and a scheduler's later
+    /// ticks, could wait for ever.
+    #[serde(default = "default_lock_wait")]
+    pub lock_wait: u64,
     /// Objects: parallel requests (default 8).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -105,6 +112,10 @@ pub enum ConnectionKind {
 
 fn default_lease() -> u64 {
     crate::objstore::s3::DEFAULT_LEASE.as_secs()
+}
+
+fn default_lock_wait() -> u64 {
+    50
 }
 
 fn default_concurrency() -> usize {
@@ -292,6 +303,15 @@ impl Config {
             if c.concurrency == 0 || c.concurrency > 256 {
                 diags.push(
                     Diagnostic::error(format!("connection '{name}': concurrency must be from 1 to 256")).at(at(&base)),
+                );
+            }
+            if !(1..=3600).contains(&c.lock_wait) {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "connection '{name}': lock_wait must be from 1 to 3600 seconds, not {}",
+                        c.lock_wait
+                    ))
+                    .at(at(&format!("{base}.lock_wait"))),
                 );
             }
             if !objects && sources != 1 {

@@ -209,8 +209,15 @@ impl Workspace {
                 ConnectionKind::Sql => {
                     let url = c.url(&p.connection, &self.config.base_dir)?;
                     Arc::new(
-                        SqlConnector::open(&p.connection, &url, read_only, &c.journal_table, c.holds_table.clone())
-                            .await?,
+                        SqlConnector::open(
+                            &p.connection,
+                            &url,
+                            read_only,
+                            &c.journal_table,
+                            c.holds_table.clone(),
+                            std::time::Duration::from_secs(c.lock_wait),
+                        )
+                        .await?,
                     )
                 }
                 ConnectionKind::S3 => {
@@ -380,7 +387,8 @@ async fn open_sql_read_only(ws: &Workspace, name: &str) -> anyhow::Result<Arc<dy
     const OTHER_CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
     let c = &ws.config.connections[name];
     let url = c.url(name, &ws.config.base_dir)?;
-    let open = SqlConnector::open(name, &url, true, &c.journal_table, None);
+    let open =
+        SqlConnector::open(name, &url, true, &c.journal_table, None, std::time::Duration::from_secs(c.lock_wait));
     match tokio::time::timeout(OTHER_CONNECTION_WAIT, open).await {
         Ok(opened) => Ok(Arc::new(opened?)),
         Err(_) => anyhow::bail!("it did not answer within {} s", OTHER_CONNECTION_WAIT.as_secs()),
@@ -577,6 +585,8 @@ pub struct EvidenceSink {
     /// Bounded: a writer that falls behind holds the batch loop back instead of its memory.
     tx: Option<std::sync::mpsc::SyncSender<SinkMsg>>,
     worker: Option<std::thread::JoinHandle<anyhow::Result<(String, u64)>>>,
+    /// What the writer failed on, once it has: nothing more is destroyed after that.
+    failed: Option<String>,
 }
 
 enum SinkMsg {
@@ -653,7 +663,18 @@ impl EvidenceSink {
             file.get_ref().sync_data()?;
             Ok((hex::encode(hash.finalize()), records))
         })?;
-        Ok(EvidenceSink { path, tx: Some(tx), worker: Some(worker) })
+        Ok(EvidenceSink { path, tx: Some(tx), worker: Some(worker), failed: None })
+    }
+
+    /// Whether the writer still runs. It stops only on an error (a full disk), which this
+    /// returns: a batch whose evidence cannot be written must not be destroyed. (The writer
+    /// works behind the batches, so the batch that met the error may have committed; its
+    /// records are in its journal rows or write-ahead intents.)
+    fn check(&mut self) -> anyhow::Result<()> {
+        match &self.worker {
+            Some(w) if !w.is_finished() => Ok(()),
+            _ => Err(self.stop()),
+        }
     }
 
     fn send(&mut self, msg: SinkMsg) -> anyhow::Result<()> {
@@ -664,13 +685,17 @@ impl EvidenceSink {
         }
     }
 
-    /// Ends the writer after a failure and returns what it failed on.
+    /// Ends the writer after a failure and returns what it failed on (the first failure, on
+    /// every call).
     fn stop(&mut self) -> anyhow::Error {
         self.tx = None;
-        match self.worker.take().map(|w| w.join()) {
-            Some(Ok(Err(e))) => anyhow::anyhow!("writing evidence file '{}': {e}", self.path.display()),
-            _ => anyhow::anyhow!("evidence file '{}': the writer stopped", self.path.display()),
+        if let Some(w) = self.worker.take() {
+            self.failed = Some(match w.join() {
+                Ok(Err(e)) => format!("writing evidence file '{}': {e}", self.path.display()),
+                _ => format!("evidence file '{}': the writer stopped", self.path.display()),
+            });
         }
+        anyhow::anyhow!("{}", self.failed.as_deref().unwrap_or("evidence file: the writer stopped"))
     }
 
     fn write(&mut self, e: &Evidence) -> anyhow::Result<()> {
@@ -701,18 +726,36 @@ impl EvidenceSink {
         }
     }
 
-    fn finish(mut self) -> anyhow::Result<EvidenceFile> {
+    /// Ends the writer. After a failure, the error, and the file as the failure left it, cut
+    /// back to its last whole line and described as it is (`None` if it cannot be read): the
+    /// report still binds the evidence that was written, and says what is missing.
+    fn finish(mut self) -> (Option<EvidenceFile>, Option<anyhow::Error>) {
         self.tx = None;
-        let (sha256, records) = match self.worker.take().map(|w| w.join()) {
-            Some(Ok(Ok(done))) => done,
-            Some(Ok(Err(e))) => anyhow::bail!("writing evidence file '{}': {e}", self.path.display()),
-            _ => anyhow::bail!("evidence file '{}': the writer stopped", self.path.display()),
-        };
-        Ok(EvidenceFile {
-            file: self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            sha256,
-            records,
-        })
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if self.failed.is_none() {
+            match self.worker.take().map(|w| w.join()) {
+                Some(Ok(Ok((sha256, records)))) => return (Some(EvidenceFile { file: name, sha256, records }), None),
+                Some(Ok(Err(e))) => self.failed = Some(format!("writing evidence file '{}': {e}", self.path.display())),
+                _ => self.failed = Some(format!("evidence file '{}': the writer stopped", self.path.display())),
+            }
+        }
+        let e = anyhow::anyhow!("{}", self.failed.as_deref().unwrap_or("evidence file: the writer stopped"));
+        let as_written = (|| -> std::io::Result<EvidenceFile> {
+            let mut bytes = std::fs::read(&self.path)?;
+            let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if whole < bytes.len() {
+                bytes.truncate(whole);
+                let f = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+                f.set_len(whole as u64)?;
+                f.sync_all()?;
+            }
+            let records = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+            Ok(EvidenceFile { file: name.clone(), sha256: hex::encode(Sha256::digest(&bytes)), records })
+        })();
+        match as_written {
+            Ok(ev) => (Some(ev), Some(e)),
+            Err(read) => (None, Some(anyhow::anyhow!("{e}; and it cannot be read back: {read}"))),
+        }
     }
 }
 
@@ -897,6 +940,14 @@ pub async fn execute(
             report.policies.push(pr);
             continue;
         }
+        if let Some(Err(e)) = ctx.evidence.as_deref_mut().map(EvidenceSink::check) {
+            // The evidence of what it would destroy could not be written: nothing of it is.
+            pr.outcome = "failed".into();
+            pr.errors.push(format!("not started: {e}; nothing more is destroyed in this run"));
+            report.policies.push(pr);
+            aborted = true;
+            continue;
+        }
         let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
         let t0 = std::time::Instant::now();
         // A policy that fails part-way (a lost connection, even a bug's panic) keeps what it
@@ -942,7 +993,25 @@ pub async fn execute(
         }
     }
     if let Some(s) = sink {
-        report.evidence = Some(s.finish()?);
+        let (evidence, failed) = s.finish();
+        report.evidence = evidence;
+        if let Some(e) = failed {
+            // The report still says what was committed; the evidence file binds what was
+            // written, and the policy whose lines were lost says so. (A policy that met the
+            // failure itself already says it.)
+            let e = format!("{e:#}");
+            tracing::error!("{e}");
+            aborted = true;
+            let met = report.policies.iter().any(|p| p.errors.iter().any(|x| x.contains(&e)));
+            let last =
+                report.policies.iter_mut().rev().find(|p| {
+                    p.deleted + p.anonymized + p.versions_deleted + p.reconciled > 0 || p.fields_anonymized > 0
+                });
+            if let Some(p) = last.filter(|_| !met) {
+                p.errors.push(format!("{e}: the evidence of its last records may be missing"));
+                p.outcome = "failed".into();
+            }
+        }
     }
     report.finished_at = Some(Utc::now());
     report.status = if cancel.load(Ordering::SeqCst) || aborted {
@@ -1212,6 +1281,8 @@ async fn enforce(
             let msg = format!("intents of an interrupted run could not be reconciled (the next run retries): {e:#}");
             tracing::error!("{msg}");
             pr.errors.push(msg);
+            // Destructions of that run are in no report yet: not a complete run.
+            pr.outcome = "failed".into();
         }
     }
     // A key-sharded policy: every count and every destroy sees only this shard's part.
@@ -1338,6 +1409,8 @@ async fn enforce(
     };
     let held_alone = beside(held_alongside, held_filter.clone());
     let null_alone = beside(null_alongside, null_filter.clone());
+    // Outside the batches' block: what they re-checked is reported even when they fail.
+    let mut verify = Verification::default();
     let rest = async {
         let counts = retry(|| conn.counts(full, &filters)).await;
         let _ = counted.send(());
@@ -1403,8 +1476,7 @@ async fn enforce(
         // Safety net during the run: no stage may destroy more than its share allows.
         let budget = rows_budget(pr.rows_total, max_share);
         let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
-        let mut verify =
-            Verification { method: "re-query of every destroyed key after commit".into(), ..Default::default() };
+        verify.method = "re-query of every destroyed key after commit".into();
         for (si, stage) in stages.iter().enumerate() {
             let journal = JournalCtx {
                 run_id: ctx.run_id.clone(),
@@ -1452,6 +1524,11 @@ async fn enforce(
                         pr.outcome = "interrupted".into();
                     }
                     break;
+                }
+                // The evidence writer still running (it stops only on an error): a batch whose
+                // evidence cannot be written is not destroyed.
+                if let Some(sink) = ctx.evidence.as_deref_mut() {
+                    sink.check()?;
                 }
                 // The run lock still held (a server may end the session that holds it): else
                 // another worker may be destroying too.
@@ -1822,13 +1899,13 @@ async fn enforce(
                 pr.outcome = "failed".into();
             }
         }
-        pr.verification = verify;
         if pr.failed > 0 && pr.outcome == "done" {
             pr.outcome = "failed".into();
         }
         anyhow::Ok(())
     };
     let (by_table, held_alone, null_alone, rest) = futures::join!(by_table, held_alone, null_alone, rest);
+    pr.verification = verify;
     // Recorded even when the batches failed; their error comes first.
     let held_by = by_table.map(|by| pr.held_by.extend(by));
     let held = held_alone.map(|n| n.map(|n| pr.held = n)).transpose();
@@ -2070,7 +2147,11 @@ mod tests {
             one.write(&Evidence { record: r.into(), subject: s.map(Into::into), ..proto.clone() }).unwrap();
         }
         batch.write_batch(&proto, ids.iter().map(|(r, s)| (r.to_string(), s.map(str::to_string))).collect()).unwrap();
-        let (a, b) = (one.finish().unwrap(), batch.finish().unwrap());
+        let done = |(ev, failed): (Option<EvidenceFile>, Option<anyhow::Error>)| {
+            assert!(failed.is_none(), "{failed:?}");
+            ev.unwrap()
+        };
+        let (a, b) = (done(one.finish()), done(batch.finish()));
         assert_eq!(a.records, 3);
         assert_eq!((a.sha256, a.records), (b.sha256, b.records));
         let text = std::fs::read_to_string(dir.path().join("batch.jsonl")).unwrap();

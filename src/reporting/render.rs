@@ -177,7 +177,7 @@ fn status_text(r: &Report) -> (&'static str, String) {
         ),
         "incomplete" => (
             "bad",
-            "Incomplete: the run was interrupted. Only the batches committed before the interruption are counted; a re-run finishes the job.".into(),
+            "Incomplete: the run was interrupted, or a policy stopped part-way (see What failed). Only the batches committed before that are counted; a re-run finishes the job.".into(),
         ),
         other => ("bad", format!("Status: {other}.")),
     }
@@ -350,9 +350,26 @@ fn cascade_note(p: &PolicyReport) -> String {
     format!("<br>Dependents deleted with it: {}", casc.join(", "))
 }
 
+/// Records the policy destroyed (deleted, anonymized, object versions, reconciled).
+fn destroyed(p: &PolicyReport) -> u64 {
+    p.deleted + p.anonymized + p.versions_deleted + p.reconciled
+}
+
+/// A policy's re-check passed: every record it destroyed was re-checked and none is still
+/// there (or it destroyed nothing). A policy that stopped before its re-check did not pass.
+fn verification_passed(p: &PolicyReport) -> bool {
+    p.verification.verified || (destroyed(p) == 0 && p.verification.checked == 0 && p.verification.still_present == 0)
+}
+
 fn verified_cell(p: &PolicyReport) -> String {
     let v = &p.verification;
-    if v.checked == 0 && v.still_present == 0 {
+    if v.still_present == 0 && !v.verified && v.checked < p.deleted + p.anonymized {
+        format!(
+            "<span class=\"bad\">NOT VERIFIED</span>: the policy stopped before its re-check ended ({} of {} re-checked, none still present)",
+            num(v.checked),
+            num(p.deleted + p.anonymized)
+        )
+    } else if v.checked == 0 && v.still_present == 0 {
         "— (nothing destroyed)".into()
     } else if v.verified {
         format!("<span class=\"good\">yes</span>, {} re-checked", num(v.checked))
@@ -510,7 +527,15 @@ fn failed_section(h: &mut String, r: &Report) {
     h.push_str("<h3>What failed</h3>\n");
     let mut items = Vec::new();
     if r.status == "incomplete" {
-        items.push("The run was interrupted; batches after the last committed one were not attempted.".to_string());
+        items.push(
+            match r.policies.iter().any(|p| p.outcome == "interrupted") {
+                true => "The run was interrupted; batches after the last committed one were not attempted.",
+                false => {
+                    "A policy stopped part-way (below); its batches after the last committed one were not attempted."
+                }
+            }
+            .to_string(),
+        );
     }
     for p in &r.policies {
         let name = esc(&p.name);
@@ -766,7 +791,7 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
     );
     let checked = sum(&|p| p.verification.checked);
     let still = sum(&|p| p.verification.still_present);
-    let all_ok = r.policies.iter().all(|p| p.verification.verified || p.verification.checked == 0);
+    let all_ok = r.policies.iter().all(verification_passed);
     row(
         h,
         "Result",

@@ -517,12 +517,15 @@ fn decode_all<R: DecodeRow + Row>(row: &R) -> Result<Vec<Value>, sqlx::Error> {
 
 impl SqlConnector {
     /// Opens a pool. `read_only` sessions cannot write at all: `plan` and `validate` use them.
+    /// `lock_wait`: how long a statement waits for a lock another session holds (the
+    /// connection's `lock_wait`).
     pub async fn open(
         name: &str,
         url: &str,
         read_only: bool,
         journal_table: &str,
         holds: Option<HoldsTable>,
+        lock_wait: Duration,
     ) -> Result<SqlConnector, ConnectorError> {
         let conn_err = |e: sqlx::Error| ConnectorError::Connect {
             name: name.to_string(),
@@ -555,6 +558,9 @@ impl SqlConnector {
                     // emptying: a generic plan, chosen once, can scan the whole range each time.
                     opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
                 }
+                // A row lock the application holds (a session idle in its transaction) would
+                // keep a batch waiting for ever, and a scheduler's every later tick with it.
+                opts = opts.options([("lock_timeout", format!("{}s", lock_wait.as_secs()))]);
                 let pool = PgPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(acquire)
@@ -572,6 +578,13 @@ impl SqlConnector {
                     .after_connect(move |c, _| {
                         Box::pin(async move {
                             c.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                            // Row locks and metadata locks (a table being altered) alike.
+                            let wait = lock_wait.as_secs();
+                            c.execute(
+                                format!("SET SESSION innodb_lock_wait_timeout = {wait}, lock_wait_timeout = {wait}")
+                                    .as_str(),
+                            )
+                            .await?;
                             if read_only {
                                 c.execute("SET SESSION TRANSACTION READ ONLY").await?;
                             }
@@ -587,7 +600,7 @@ impl SqlConnector {
                 let opts = SqliteConnectOptions::from_str(url)
                     .map_err(url_err)?
                     .read_only(read_only)
-                    .busy_timeout(Duration::from_secs(30))
+                    .busy_timeout(lock_wait)
                     .foreign_keys(true)
                     .row_buffer_size(ROW_BUFFER)
                     // `REGEXP` (the `regex` crate, each pattern compiled once per statement):

@@ -222,7 +222,10 @@ fn guarantees(r: &Rendered) -> Vec<String> {
     p.check(spec["concurrencyPolicy"].as_str() == Some("Forbid"), "concurrencyPolicy must be Forbid");
     p.check(spec["schedule"].as_str().is_some_and(|s| !s.is_empty()), "schedule must be set");
     let job = &spec["jobTemplate"]["spec"];
-    p.check(job["backoffLimit"].as_i64().is_some(), "backoffLimit must be set");
+    p.check(
+        job["backoffLimit"].as_i64().is_some() || job["backoffLimitPerIndex"].as_i64().is_some(),
+        "backoffLimit (or, sharded, backoffLimitPerIndex) must be set",
+    );
     p.check(job["activeDeadlineSeconds"].as_i64().is_some_and(|s| s > 0), "activeDeadlineSeconds must be set");
     let pod = r.pod();
     p.check(pod["restartPolicy"].as_str() == Some("Never"), "restartPolicy must be Never");
@@ -1110,6 +1113,13 @@ fn chart_sharding_renders_an_indexed_job_with_object_stores_and_metrics() {
     assert_eq!(job["completions"].as_i64(), Some(4));
     assert_eq!(job["parallelism"].as_i64(), Some(2));
     assert_eq!(r.cronjob()["spec"]["concurrencyPolicy"].as_str(), Some("Forbid"));
+    // Each shard retries on its own, and a guardrail (exit 3) fails only its shard's index:
+    // FailJob would end the other shards' pods and start no more of them.
+    assert_eq!(job["backoffLimitPerIndex"].as_i64(), Some(2));
+    assert!(job["backoffLimit"].is_null(), "a shared backoffLimit lets one shard use up the others' retries");
+    let rules = seq(&job["podFailurePolicy"]["rules"]);
+    assert_eq!(rules[0]["action"].as_str(), Some("FailIndex"));
+    assert_eq!(rules[0]["onExitCodes"]["values"], serde_yaml_ng::from_str::<Value>("[2, 3]").unwrap());
     // Kubernetes expands $(JOB_COMPLETION_INDEX) (0-based) in each pod's arguments.
     let args = r.args();
     let at = args.iter().position(|a| a == "--shard").expect("--shard");
@@ -1168,6 +1178,8 @@ fn chart_sharding_renders_an_indexed_job_with_object_stores_and_metrics() {
     let plain = helm.template(&[]);
     let job = &plain.cronjob()["spec"]["jobTemplate"]["spec"];
     assert!(job["completionMode"].is_null() && job["completions"].is_null());
+    assert!(job["backoffLimitPerIndex"].is_null() && job["backoffLimit"].as_i64() == Some(2));
+    assert_eq!(seq(&job["podFailurePolicy"]["rules"])[0]["action"].as_str(), Some("FailJob"));
     assert!(!plain.args().contains(&"--shard".to_string()));
     assert!(plain.config()["metrics"].is_null());
 }

@@ -558,7 +558,10 @@ async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scop
         expires: Some("expires_at".into()),
         matter: None,
     };
-    let conn = SqlConnector::open("db", &f.db.url, false, "lapse_journal", Some(holds)).await.unwrap();
+    let conn =
+        SqlConnector::open("db", &f.db.url, false, "lapse_journal", Some(holds), std::time::Duration::from_secs(50))
+            .await
+            .unwrap();
     conn.ensure_journal().await.unwrap();
     let table = conn.describe("people").await.unwrap();
     let scope = Scope {

@@ -281,3 +281,175 @@ async fn mysql_restart_mid_run() {
         sql_restart_mid_run(Backend::MySql).await
     }
 }
+
+// ------------------------------------------------------------------------ local resources ---
+
+const ROWS_TABLE: &str = "(id BIGINT PRIMARY KEY, email TEXT, created_at {TS})";
+
+fn rows_policy(name: &str) -> String {
+    format!(
+        "name: {name}\ndataset:\n  connection: db\n  table: {name}\n  key: id\npersonal:\n  email: {{ category: email }}\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\n\
+         guardrail:\n  max_share: 100%\n"
+    )
+}
+
+async fn insert_lapsed(f: &Fixture, table: &str, n: usize) {
+    let rows: Vec<String> = (1..=n).map(|i| format!("({i}, 'person{i}@example.com', '2019-03-01 00:00:00')")).collect();
+    f.db.exec(&format!("INSERT INTO {table} VALUES {}", rows.join(", "))).await;
+}
+
+/// The volume of the reports fills up part-way through a run (here: the file-size limit, which
+/// fails the evidence file's writes as a full disk would). Before, the run went on destroying
+/// with every later policy, one batch each, and then wrote no report at all. Now the policy
+/// that met the failure stops, no later policy starts (its rows are all still there), and the
+/// report is written: `incomplete`, the evidence file bound as it was written (cut back to its
+/// last whole line), the journal holding every committed batch, the policy that stopped shown
+/// as not verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_evidence_volume_stops_destruction_and_the_report_says_so() {
+    let b = Backend::Postgres;
+    if !b.enabled() {
+        return;
+    }
+    let ts = b.ts();
+    let schema = ["a_first", "b_second", "c_third"]
+        .map(|t| format!("CREATE TABLE {t} {};", ROWS_TABLE.replace("{TS}", ts)))
+        .join("\n");
+    let f = Fixture::new(b, &schema).await;
+    for (t, n) in [("a_first", 40), ("b_second", 400), ("c_third", 30)] {
+        insert_lapsed(&f, t, n).await;
+        f.policy(t, &rows_policy(t));
+    }
+    let public = f.sign_reports();
+    // A limit the first policy's evidence (40 lines of about 300 bytes) fits in, the second's
+    // not; SIGXFSZ ignored, so that a write past it fails (EFBIG) instead of killing lapse.
+    let out = std::process::Command::new("sh")
+        .args(["-c", "trap '' XFSZ; exec prlimit --fsize=30000 \"$0\" \"$@\""])
+        .arg(crate::common::lapse_bin())
+        .args(["run", "--yes", "--batch-size", "20", "--cutoff", crate::common::CUTOFF, "-c"])
+        .arg(f.path("lapse.yaml"))
+        .env("LAPSE_LOG", "lapse=info")
+        .env_remove("LAPSE_CONFIG")
+        .output()
+        .unwrap();
+    let r = crate::common::Run::from(out);
+    r.code(1);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+
+    let rep = f.report("run");
+    assert_eq!(rep["status"], "incomplete", "{}", r.stderr);
+    let pol = |name: &str| rep["policies"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone();
+    let (a, bb, c) = (pol("a_first"), pol("b_second"), pol("c_third"));
+    assert_eq!(a["outcome"], "done");
+    assert_eq!(a["deleted"], 40);
+    assert_eq!(bb["outcome"], "failed");
+    let b_errors = bb["errors"].to_string();
+    assert!(b_errors.contains("evidence file"), "{b_errors}");
+    let b_deleted = bb["deleted"].as_u64().unwrap();
+    assert!(b_deleted > 0 && b_deleted < 400, "the second policy stopped part-way: {b_deleted}");
+    assert!(
+        bb["verification"]["checked"].as_u64().unwrap() < b_deleted && bb["verification"]["verified"] == false,
+        "{}",
+        bb["verification"]
+    );
+    // Not started: nothing of it destroyed.
+    assert_eq!(c["outcome"], "failed");
+    assert!(c["errors"].to_string().contains("not started"), "{}", c["errors"]);
+    assert_eq!(c["deleted"], 0);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM c_third").await, 30);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM a_first").await, 0);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM b_second").await, 400 - b_deleted as i64);
+    // Every committed batch is in the journal, written in its own transaction.
+    assert_eq!(f.db.journal_records().await, 40 + b_deleted as i64);
+
+    // The evidence file as written: whole lines, as many as the report says, and the report
+    // set verifies.
+    let ev = rep["evidence"].clone();
+    let text = std::fs::read_to_string(f.path("reports").join(ev["file"].as_str().unwrap())).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'));
+    assert_eq!(text.lines().count() as u64, ev["records"].as_u64().unwrap());
+    assert!(text.lines().count() >= 40 && (text.lines().count() as u64) < 40 + b_deleted);
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+    f.lapse(&["report", "verify", f.path("reports").to_str().unwrap(), "--public-key", public.to_str().unwrap()]).ok();
+
+    // The certificate does not call that a pass.
+    let html = f.path("report.html");
+    crate::common::Run::from(
+        std::process::Command::new(crate::common::lapse_bin())
+            .args(["report", "render", "--format", "html", "--public-key"])
+            .arg(&public)
+            .arg("--out")
+            .arg(&html)
+            .arg(f.latest("run", ".json"))
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(html.contains("NOT VERIFIED"), "the stopped policy's re-check is shown as not done");
+    assert!(!html.contains("class=\"good\">Pass"), "the certificate says Pass");
+
+    // With room again, the next run finishes the job.
+    f.lapse(&["run", "--batch-size", "20"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM b_second").await, 0);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM c_third").await, 0);
+}
+
+/// A row the application keeps locked (a session idle in its transaction) held a PostgreSQL
+/// batch for ever, and with it a scheduler's every later tick. The connection's `lock_wait`
+/// bounds the wait: the batch holding the row fails after it (its other rows are rolled back
+/// with it: a batch is one transaction), the later batches are destroyed, the run ends
+/// `partial` with the lock named, and the next run, the lock gone, destroys the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_locked_by_another_session_bounds_the_wait() {
+    for b in [Backend::Postgres, Backend::MySql] {
+        if !b.enabled() {
+            continue;
+        }
+        let f = Fixture::new(b, &format!("CREATE TABLE tickets {ROWS_TABLE};")).await;
+        insert_lapsed(&f, "tickets", 50).await;
+        f.policy("tickets", &rows_policy("tickets"));
+        f.config("    lock_wait: 1\n");
+        // One session of its own, its transaction left open.
+        let lock = "BEGIN; SELECT id FROM tickets WHERE id = 17 FOR UPDATE;";
+        let mut locker = match b {
+            Backend::Postgres => {
+                let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&f.db.url).await.unwrap();
+                sqlx::raw_sql(lock).execute(&mut c).await.unwrap();
+                (Some(c), None)
+            }
+            _ => {
+                let mut c = <sqlx::MySqlConnection as sqlx::Connection>::connect(&f.db.url).await.unwrap();
+                sqlx::raw_sql(lock).execute(&mut c).await.unwrap();
+                (None, Some(c))
+            }
+        };
+        let t = Instant::now();
+        let r = f.lapse(&["run", "--batch-size", "10"]);
+        let took = t.elapsed();
+        r.code(1);
+        assert!(took < Duration::from_secs(90), "{b:?}: the run waited {took:?}");
+        let rep = f.report("run");
+        assert_eq!(rep["status"], "partial", "{b:?}: {}", r.stderr);
+        let p = &rep["policies"][0];
+        assert_eq!(p["deleted"], 40, "{b:?}: {p}");
+        assert_eq!(p["failed"], 10, "{b:?}: {p}");
+        assert!(p["errors"].to_string().to_lowercase().contains("lock"), "{b:?}: {}", p["errors"]);
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets WHERE id BETWEEN 11 AND 20").await, 10);
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 10);
+        match &mut locker {
+            (Some(c), _) => sqlx::raw_sql("ROLLBACK").execute(c).await.map(|_| ()),
+            (_, Some(c)) => sqlx::raw_sql("ROLLBACK").execute(c).await.map(|_| ()),
+            _ => unreachable!(),
+        }
+        .unwrap();
+        f.lapse(&["run"]).ok();
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 0, "{b:?}");
+        // Out of range: refused with where it is.
+        f.config("    lock_wait: 0\n");
+        f.lapse(&["validate"]).code(2).stderr_has("lock_wait must be from 1 to 3600");
+    }
+}

@@ -140,8 +140,8 @@ Also fails the render on a connection without exactly one URL source.
 {{- range $name, $c := .Values.config.connections }}
 {{- $kind := default "sql" $c.kind }}
 {{- if ne $kind "sql" }}
-{{- if or $c.url $c.urlSecretKey $c.holdsTable $c.journalTable }}
-{{- fail (printf "config.connections.%s is an object store (kind %s): url, urlSecretKey, holdsTable and journalTable are for SQL connections" $name $kind) }}
+{{- if or $c.url $c.urlSecretKey $c.holdsTable $c.journalTable $c.lockWait }}
+{{- fail (printf "config.connections.%s is an object store (kind %s): url, urlSecretKey, holdsTable, journalTable and lockWait are for SQL connections" $name $kind) }}
 {{- end }}
 {{- if and (eq $kind "directory") (not $c.path) }}
 {{- fail (printf "config.connections.%s (kind directory) needs path: the directory in the container (mount it with extraVolumes and extraVolumeMounts)" $name) }}
@@ -218,6 +218,9 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- end }}
 {{- with $c.journalTable }}
 {{- $_ := set $conn "journal_table" . }}
+{{- end }}
+{{- with $c.lockWait }}
+{{- $_ := set $conn "lock_wait" . }}
 {{- end }}
 {{- $_ := set $connections $name $conn }}
 {{- end }}
