@@ -1081,6 +1081,7 @@ fn describe_policy(p: &Policy, prep: &Prepared, ctx: &Ctx) -> PolicyReport {
         file: p.file.clone(),
         connection: p.connection.clone(),
         table: prep.table.name.clone(),
+        kind: if p.objects.is_some() { "objects" } else { "table" }.into(),
         action: action_name(p.action).into(),
         legal_bases: bases,
         purposes: p
@@ -1476,7 +1477,11 @@ async fn enforce(
         // Safety net during the run: no stage may destroy more than its share allows.
         let budget = rows_budget(pr.rows_total, max_share);
         let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
-        verify.method = "re-query of every destroyed key after commit".into();
+        verify.method = match p.objects.is_some() {
+            true => "re-listing of every deleted object's versions after deletion",
+            false => "re-query of every destroyed key after commit",
+        }
+        .into();
         for (si, stage) in stages.iter().enumerate() {
             let journal = JournalCtx {
                 run_id: ctx.run_id.clone(),

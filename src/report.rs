@@ -234,6 +234,11 @@ pub struct PolicyReport {
     pub file: PathBuf,
     pub connection: String,
     pub table: String,
+    /// What `table` names: `table` (a SQL table) or `objects` (a bucket or directory and prefix,
+    /// whose records are objects). Empty in reports written before it was recorded: read as
+    /// `table`.
+    #[serde(default)]
+    pub kind: String,
     /// `delete` or `anonymize`.
     pub action: String,
     pub legal_bases: Vec<String>,
@@ -295,6 +300,13 @@ pub struct PolicyReport {
     /// A few due records as keyed hashes (plan).
     pub sample: Vec<String>,
     pub errors: Vec<String>,
+}
+
+impl PolicyReport {
+    /// The policy's records are objects of an object store.
+    pub fn is_objects(&self) -> bool {
+        self.kind == "objects"
+    }
 }
 
 /// Schema of a policy file digest (the report stores `crate::policy::PolicyFile`).

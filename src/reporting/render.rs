@@ -329,6 +329,7 @@ fn method_cell(p: &PolicyReport) -> String {
         })
         .collect();
     let head = match p.action.as_str() {
+        "delete" if p.is_objects() => "Deletion of the object: every version and delete marker",
         "delete" => "Deletion of the record",
         "anonymize" => "Anonymization in place",
         other => return esc(other),
@@ -709,7 +710,10 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
             esc(&p.connection),
             esc(&p.table),
             esc(&p.name),
-            plural(p.rows_total, "record", "records"),
+            match p.is_objects() {
+                true => plural(p.rows_total, "object", "objects"),
+                false => plural(p.rows_total, "record", "records"),
+            },
             esc(&cats.into_iter().collect::<Vec<_>>().join(", "))
         );
     }
@@ -717,17 +721,35 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
     row(h, "Datasets", ds);
     row(h, "Categories of personal data", esc(&categories.into_iter().collect::<Vec<_>>().join(", ")));
     let cascaded = sum(&|p| p.dependents_deleted.values().sum());
-    row(
-        h,
-        "Records",
-        format!(
-            "{} deleted; {} anonymized; {} field-level anonymizations (a kept record counts once per group of fields that lapsed); {} dependent rows deleted by cascade",
-            num(sum(&|p| p.deleted)),
-            num(sum(&|p| p.anonymized)),
-            num(sum(&|p| p.fields_anonymized)),
-            num(cascaded)
-        ),
-    );
+    let objects = r.policies.iter().any(|p| p.is_objects());
+    let tables = r.policies.iter().any(|p| !p.is_objects());
+    if tables {
+        row(
+            h,
+            "Records",
+            format!(
+                "{} deleted; {} anonymized; {} field-level anonymizations (a kept record counts once per group of fields that lapsed); {} dependent rows deleted by cascade",
+                num(sum(&|p| if p.is_objects() { 0 } else { p.deleted })),
+                num(sum(&|p| p.anonymized)),
+                num(sum(&|p| p.fields_anonymized)),
+                num(cascaded)
+            ),
+        );
+    }
+    if objects {
+        let of_objects = |f: &dyn Fn(&PolicyReport) -> u64| sum(&|p| if p.is_objects() { f(p) } else { 0 });
+        row(
+            h,
+            "Objects",
+            format!(
+                "{} deleted ({}, {} reclaimed); {} deleted by an interrupted run and reconciled from its write-ahead intents",
+                num(of_objects(&|p| p.deleted)),
+                plural(of_objects(&|p| p.versions_deleted), "version or delete marker", "versions and delete markers"),
+                plural(of_objects(&|p| p.bytes_reclaimed), "byte", "bytes"),
+                num(of_objects(&|p| p.reconciled))
+            ),
+        );
+    }
     row(
         h,
         "Kept",
@@ -756,11 +778,14 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
     }
     m.push_str("</ul>");
     row(h, "Method per dataset", m);
-    row(
-        h,
-        "Method type",
-        "Logical destruction in the database: rows deleted (SQL DELETE, dependents in the same transaction) or personal columns overwritten in place by irreversible anonymization, in bounded transactions that re-check legal holds inside the destroying statement.".into(),
-    );
+    let mut kinds = Vec::new();
+    if tables {
+        kinds.push("Logical destruction in the database: rows deleted (SQL DELETE, dependents in the same transaction) or personal columns overwritten in place by irreversible anonymization, in bounded transactions that re-check legal holds inside the destroying statement.");
+    }
+    if objects {
+        kinds.push("Deletion from the object store: every version and delete marker of each lapsed object removed (S3 DeleteObjects by version id; a file removed from a directory), objects under a legal hold left out of every batch, a version under S3 Object Lock kept and counted as held, a write-ahead intent recorded before each batch is sent.");
+    }
+    row(h, "Method type", kinds.join(" "));
     let pseudo: Vec<String> = r
         .policies
         .iter()

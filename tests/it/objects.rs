@@ -255,6 +255,24 @@ pub async fn delete_due_objects(kind: StoreKind) {
     let ev = std::fs::read_to_string(s.f.latest("run", ".evidence.jsonl")).unwrap();
     assert_eq!(ev.lines().count(), 3);
     assert!(ev.contains("\"versions\":1"));
+    // The certificate describes objects as objects: deleted from the store with their versions,
+    // not rows deleted by SQL.
+    assert_eq!(p["kind"], "objects");
+    let html = s.f.path("run.html");
+    crate::common::Run::from(
+        std::process::Command::new(crate::common::lapse_bin())
+            .args(["report", "render", "--format", "html", "--out"])
+            .arg(&html)
+            .arg(s.f.latest("run", ".json"))
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(html.contains("Deletion from the object store"), "{html}");
+    assert!(html.contains("3 deleted (3 versions and delete markers"), "{html}");
+    assert!(html.contains("objects in the dataset"), "{html}");
+    assert!(!html.contains("Logical destruction in the database") && !html.contains("SQL DELETE"), "{html}");
     // Idempotent.
     s.f.lapse(&["run"]).ok();
     assert_eq!(n(&s.f.report("run")["policies"][0]["deleted"]), 0);
