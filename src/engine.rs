@@ -1032,6 +1032,17 @@ pub async fn execute(
         None => None,
     };
     report.signing_key_id = signer.as_ref().map(|s| s.key_id());
+    // Runs of other policies may share the directory: the chain head is read and this report
+    // written under an exclusive lock of the directory, else two reports could name the same
+    // previous one and fork the chain (`report verify` would refuse it).
+    let chain_lock = match mode {
+        Mode::Run => Some(crate::integrity::lock_chain(&report_dir)?),
+        Mode::Plan => None,
+    };
+    if mode == Mode::Run {
+        // Sealed now, under the lock: the chain's order is the order of `finished_at`.
+        report.finished_at = Some(Utc::now());
+    }
     if mode == Mode::Run {
         // Chain: this run report points at the newest run report of the directory (a report
         // a killed run signed but did not rename first takes its name).
@@ -1046,6 +1057,7 @@ pub async fn execute(
         report.sequence = report.previous.as_ref().map_or(1, |p| p.sequence + 1);
     }
     let report_path = report.write(&report_dir, signer.as_ref())?;
+    drop(chain_lock);
     if let Some(log) = intents.filter(|_| matches!(report.status.as_str(), "complete" | "guardrail")) {
         // The report and its evidence now account for every intent of this run. (After a
         // failure the file stays: a deletion whose answer was lost may have happened, and the

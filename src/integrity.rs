@@ -103,6 +103,22 @@ pub fn run_reports(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Locks the report chain of `dir` (exclusively, waiting for another process that holds it)
+/// until the returned file is dropped: `.lapse-chain.lock`, which no report command reads.
+pub fn lock_chain(dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create report directory '{}': {e}", dir.display()))?;
+    let path = dir.join(".lapse-chain.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open the report chain lock '{}': {e}", path.display()))?;
+    f.lock().map_err(|e| anyhow::anyhow!("cannot lock the report chain '{}': {e}", path.display()))?;
+    Ok(f)
+}
+
 /// The newest run report of `dir` (highest sequence), as the link the next report points to.
 pub fn chain_head(dir: &Path) -> anyhow::Result<Option<ChainLink>> {
     let mut best: Option<ChainLink> = None;

@@ -417,12 +417,17 @@ impl Report {
                 std::io::Write::flush(&mut w).map_err(|e| failed(&tmp, &e))?;
             }
         }
-        std::fs::rename(&tmp, &json).map_err(|e| failed(&json, &e))?;
+        // The CSV is whole before the report appears: a report in the directory means its
+        // companions are final (the report bucket stores them again until then).
         let csv = dir.join(format!("{stem}.csv"));
-        let f = std::fs::File::create(&csv).map_err(|e| {
-            anyhow::anyhow!("the report '{}' was written, its CSV not: '{}': {e}", json.display(), csv.display())
-        })?;
-        self.csv_to(std::io::BufWriter::new(f)).map_err(|e| {
+        let csv_tmp = dir.join(format!(".{stem}.csv.tmp"));
+        let csv_written = std::fs::File::create(&csv_tmp)
+            .map_err(anyhow::Error::from)
+            .and_then(|f| self.csv_to(std::io::BufWriter::new(f)))
+            .and_then(|()| std::fs::rename(&csv_tmp, &csv).map_err(anyhow::Error::from));
+        std::fs::rename(&tmp, &json).map_err(|e| failed(&json, &e))?;
+        csv_written.map_err(|e| {
+            let _ = std::fs::remove_file(&csv_tmp);
             anyhow::anyhow!("the report '{}' was written, its CSV not: '{}': {e}", json.display(), csv.display())
         })?;
         Ok(json)

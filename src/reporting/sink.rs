@@ -177,6 +177,9 @@ impl S3Reports {
     }
 
     /// Uploads every report file of `dir` the bucket does not have yet; returns their names.
+    /// A report's companions (evidence, signature, CSV) are uploaded again until the report is
+    /// in the bucket: the evidence file of a run still going on in the same directory, or of one
+    /// killed, may be stored part-written, and must not stay so once its run finished.
     pub async fn store_dir(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
         let have: std::collections::BTreeSet<String> = self.names().await?.into_iter().collect();
         let mut todo: Vec<String> = std::fs::read_dir(dir)
@@ -184,7 +187,17 @@ impl S3Reports {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| kind(n) != FileKind::Other && !have.contains(n))
+            .filter(|n| match kind(n) {
+                FileKind::Other => false,
+                FileKind::Report => !have.contains(n),
+                FileKind::Signature { report } | FileKind::Csv { report } => {
+                    !have.contains(n) || !have.contains(&report)
+                }
+                FileKind::Evidence => {
+                    let report = format!("{}.json", n.trim_end_matches(".evidence.jsonl"));
+                    !have.contains(n) || !have.contains(&report)
+                }
+            })
             .collect();
         // Evidence, CSV and signatures first: a report object in the bucket implies its companions.
         todo.sort_by_key(|n| (kind(n) == FileKind::Report, n.clone()));

@@ -123,6 +123,10 @@ struct Head {
     mode: String,
     run_id: String,
     started_at: DateTime<Utc>,
+    /// Sealed under the directory's chain lock, in sequence order (runs of other policies may
+    /// overlap: one that started earlier can end later).
+    #[serde(default)]
+    finished_at: Option<DateTime<Utc>>,
     #[serde(default)]
     sequence: u64,
     #[serde(default)]
@@ -606,21 +610,23 @@ impl Verifier<'_> {
                 }
             }
         }
-        // Time order: a later sequence cannot have started earlier.
+        // Time order: a later sequence cannot have ended earlier. (Not started: runs of other
+        // policies overlap, and the one that started first may end last.)
         let firsts: Vec<&Entry> = by_seq.values().map(|g| g[0]).collect();
         for w in firsts.windows(2) {
             let (a, b) = (w[0].head.as_ref().unwrap(), w[1].head.as_ref().unwrap());
-            if b.started_at < a.started_at {
+            let (ta, tb) = (a.finished_at.unwrap_or(a.started_at), b.finished_at.unwrap_or(b.started_at));
+            if tb < ta {
                 self.find(
                     Problem::OutOfOrder,
                     &w[1].name,
                     format!(
-                        "is sequence {} but started at {}, before sequence {} ({}, started {})",
+                        "is sequence {} but ended at {}, before sequence {} ({}, ended {})",
                         b.sequence,
-                        b.started_at.to_rfc3339(),
+                        tb.to_rfc3339(),
                         a.sequence,
                         w[0].name,
-                        a.started_at.to_rfc3339()
+                        ta.to_rfc3339()
                     ),
                 );
             }

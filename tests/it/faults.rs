@@ -453,3 +453,45 @@ async fn a_row_locked_by_another_session_bounds_the_wait() {
         f.lapse(&["validate"]).code(2).stderr_has("lock_wait must be from 1 to 3600");
     }
 }
+
+/// Runs of different policies (separate CronJobs, or a person's manual run beside the
+/// schedule) may share a report directory. Each read the chain's head and then wrote its
+/// report: two that ended together both named the same previous report, the chain forked and
+/// `report verify` refused a directory nobody had tampered with. The head is now read and the
+/// report written under a lock of the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_of_other_policies_keep_one_chain() {
+    let b = Backend::Sqlite;
+    let tables: Vec<String> = (1..=6).map(|i| format!("t{i}")).collect();
+    let schema =
+        tables.iter().map(|t| format!("CREATE TABLE {t} {};", ROWS_TABLE.replace("{TS}", b.ts()))).collect::<String>();
+    let f = Fixture::new(b, &schema).await;
+    for t in &tables {
+        insert_lapsed(&f, t, 5).await;
+        f.policy(t, &rows_policy(t));
+    }
+    let public = f.sign_reports();
+    // Three rounds of six runs at once, one policy each.
+    for _ in 0..3 {
+        std::thread::scope(|s| {
+            let runs: Vec<_> = tables.iter().map(|t| s.spawn(|| f.lapse(&["run", "--policy", t]))).collect();
+            for r in runs {
+                r.join().unwrap().ok();
+            }
+        });
+    }
+    let reports = f.path("reports");
+    let mut seqs: Vec<u64> = lapse::integrity::run_reports(&reports)
+        .iter()
+        .map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+            v["sequence"].as_u64().unwrap()
+        })
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=18).collect::<Vec<u64>>(), "one chain, no two reports in one place");
+    f.lapse(&["report", "verify", reports.to_str().unwrap(), "--public-key", public.to_str().unwrap()]).ok();
+    for t in &tables {
+        assert_eq!(f.db.count(&format!("SELECT COUNT(*) FROM {t}")).await, 0);
+    }
+}

@@ -766,4 +766,30 @@ async fn reports_are_archived_on_a_locked_bucket() {
     let r = f.lapse(&["report", "verify", &loc, "--public-key", p(&public)]);
     r.code(4);
     assert!(r.stdout.contains(&first), "{}", r.stdout);
+
+    // A run of another policy still going on in the same directory: its evidence file, not
+    // yet whole, is stored as it is, and stored again once it grew (before, the bucket kept the
+    // part-written copy for good).
+    let busy = "lapse-run-20991231T000000Z-0123abcd.evidence.jsonl";
+    std::fs::write(f.path("reports").join(busy), "{\"part\":1}\n").unwrap();
+    f.lapse(&["run"]).ok();
+    let stored = |key: String| {
+        let c = c.clone();
+        let bucket = bucket.clone();
+        async move {
+            let o = c.get_object().bucket(&bucket).key(key).send().await.unwrap();
+            String::from_utf8(o.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+        }
+    };
+    assert_eq!(stored(format!("prod/{busy}")).await, "{\"part\":1}\n");
+    std::fs::write(f.path("reports").join(busy), "{\"part\":1}\n{\"part\":2}\n").unwrap();
+    f.lapse(&["run"]).ok();
+    assert_eq!(stored(format!("prod/{busy}")).await, "{\"part\":1}\n{\"part\":2}\n");
+    // A finished run's files are stored once: the run before the last one stored them, and the
+    // last one, finding its report in the bucket, did not again.
+    let runs = lapse::integrity::run_reports(&f.path("reports"));
+    let third = runs[runs.len() - 2].file_name().unwrap().to_string_lossy().into_owned();
+    let prefix = format!("prod/{}", third.trim_end_matches(".json"));
+    let versions = c.list_object_versions().bucket(&bucket).prefix(prefix).send().await.unwrap();
+    assert_eq!(versions.versions().len(), 4, "{:?}", versions.versions());
 }
