@@ -532,9 +532,14 @@ enum ReportCmd {
     Verify {
         /// A report (`lapse-*.json`), a directory of reports, or `s3://bucket/prefix`.
         path: PathBuf,
-        /// The Ed25519 public key file (64 hex characters, e.g. signing.pub).
-        #[arg(long)]
-        public_key: PathBuf,
+        /// The Ed25519 public key file (64 hex characters, e.g. signing.pub). Repeatable: after a
+        /// key rotation, give the old and the new; each report is checked with the key it names.
+        #[arg(long, required = true)]
+        public_key: Vec<PathBuf>,
+        /// The sequence the chain starts at, when the reports before it were deleted on purpose
+        /// (their own retention ended): the absence of sequences 1..N-1 is then not a problem.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        first_sequence: u64,
         /// For `s3://` locations: take endpoint, region and addressing from this config's
         /// `reports.s3` connection (default: the AWS environment).
         #[arg(long, short)]
@@ -622,16 +627,17 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
     use lapse::reporting::{self, lookup, render, store, verify};
     const INVALID: u8 = Exit::Invalid as u8;
     match cmd {
-        ReportCmd::Verify { path, public_key, config, json } => {
-            let key = match lapse::integrity::read_public_key(&public_key) {
-                Ok(k) => k,
-                Err(e) => return fail(INVALID, format!("{e:#}")),
-            };
+        ReportCmd::Verify { path, public_key, first_sequence, config, json } => {
+            let keys =
+                match public_key.iter().map(|k| lapse::integrity::read_public_key(k)).collect::<Result<Vec<_>, _>>() {
+                    Ok(k) => k,
+                    Err(e) => return fail(INVALID, format!("{e:#}")),
+                };
             let cfg = match config.as_deref().map(load_config).transpose() {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let out = match verify::verify_path(&path, &key, cfg.as_ref()) {
+            let out = match verify::verify_path(&path, &keys, first_sequence, cfg.as_ref()) {
                 Ok(o) => o,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };

@@ -106,7 +106,7 @@ pub struct ChainSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub location: String,
-    /// Identifies the public key used.
+    /// Identifies the public keys used (comma-separated when several were given).
     pub key_id: String,
     pub reports: Vec<Checked>,
     /// Absent when a single file was checked or the directory has no run report.
@@ -160,14 +160,23 @@ impl Entry {
 }
 
 /// Verifies a report file, or every report of a directory.
-pub fn verify_path(path: &Path, key: &VerifyingKey, config: Option<&crate::config::Config>) -> anyhow::Result<Outcome> {
+/// `keys`: the public keys reports may be signed with (after a key rotation, the old and the new);
+/// each report is checked with the one its `signing_key_id` names.
+/// `first`: the sequence the chain is expected to start at (1, or after the oldest reports were
+/// deleted on purpose, the oldest one kept).
+pub fn verify_path(
+    path: &Path,
+    keys: &[VerifyingKey],
+    first: u64,
+    config: Option<&crate::config::Config>,
+) -> anyhow::Result<Outcome> {
     if path.is_dir() || path.to_string_lossy().starts_with("s3://") {
         let st = store::open(path, config)?;
         let names = st.list()?;
         if !names.iter().any(|n| matches!(store::kind(n), FileKind::Report | FileKind::Signature { .. })) {
             anyhow::bail!("no report (lapse-<mode>-<time>-<run>.json) in '{}'", st.location());
         }
-        Ok(verify(st.as_ref(), None, key))
+        Ok(verify(st.as_ref(), None, keys, first))
     } else if path.is_file() {
         let name = path
             .file_name()
@@ -177,16 +186,16 @@ pub fn verify_path(path: &Path, key: &VerifyingKey, config: Option<&crate::confi
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => ".".into(),
         };
-        Ok(verify(&LocalDir::new(dir), Some(&name), key))
+        Ok(verify(&LocalDir::new(dir), Some(&name), keys, first))
     } else {
         anyhow::bail!("'{}' does not exist", path.display())
     }
 }
 
 /// Verifies the reports of a store (`only`: one report, its link to the previous one included).
-pub fn verify(st: &dyn ReportStore, only: Option<&str>, key: &VerifyingKey) -> Outcome {
-    let mut v = Verifier { st, key, findings: Vec::new(), notes: Vec::new() };
-    let key_id = integrity::key_id(key);
+pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], first: u64) -> Outcome {
+    let mut v = Verifier { st, keys, findings: Vec::new(), notes: Vec::new() };
+    let key_id = keys.iter().map(integrity::key_id).collect::<Vec<_>>().join(", ");
     let names = match st.list() {
         Ok(n) => n,
         Err(e) => {
@@ -233,7 +242,7 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, key: &VerifyingKey) -> O
                     }
                 }
             }
-            chain = v.check_chain(&entries, &renamed);
+            chain = v.check_chain(&entries, &renamed, first);
             v.check_leftovers(&names, &entries, &claimed);
             v.check_csv(&entries);
         }
@@ -274,12 +283,21 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, key: &VerifyingKey) -> O
 
 struct Verifier<'a> {
     st: &'a dyn ReportStore,
-    key: &'a VerifyingKey,
+    keys: &'a [VerifyingKey],
     findings: Vec<Finding>,
     notes: Vec<String>,
 }
 
 impl Verifier<'_> {
+    /// The signature verifies over the bytes with the key the report names, or (a report that
+    /// names none) with any given key.
+    fn signed(&self, bytes: &[u8], sig: &str, signed_by: Option<&str>) -> bool {
+        self.keys
+            .iter()
+            .filter(|k| signed_by.is_none_or(|id| integrity::key_id(k) == id))
+            .any(|k| integrity::check_signature(k, bytes, sig))
+    }
+
     fn find(&mut self, problem: Problem, file: &str, message: String) {
         self.findings.push(Finding { problem, file: file.to_string(), message });
     }
@@ -329,7 +347,7 @@ impl Verifier<'_> {
         let (sig, sig_text) = match self.st.read(&sig_name) {
             Ok(s) => {
                 let text = String::from_utf8_lossy(&s).into_owned();
-                if integrity::check_signature(self.key, &bytes, &text) {
+                if self.signed(&bytes, &text, head.as_ref().and_then(|h| h.signing_key_id.as_deref())) {
                     (Sig::Valid, Some(text))
                 } else {
                     (Sig::Invalid, Some(text))
@@ -355,13 +373,12 @@ impl Verifier<'_> {
     /// Explains each invalid signature: swapped with another report's, malformed, another key,
     /// or (most often) a report altered after signing.
     fn resolve_signatures(&mut self, entries: &[Entry]) {
-        let key_id = integrity::key_id(self.key);
+        let ids: Vec<String> = self.keys.iter().map(integrity::key_id).collect();
+        let key_id = ids.join(", ");
         for e in entries.iter().filter(|e| e.sig == Sig::Invalid) {
             let text = e.sig_text.as_deref().unwrap_or_default();
             let sig_name = format!("{}.sig", e.name);
-            if let Some(owner) =
-                entries.iter().find(|o| o.name != e.name && integrity::check_signature(self.key, &o.bytes, text))
-            {
+            if let Some(owner) = entries.iter().find(|o| o.name != e.name && self.signed(&o.bytes, text, None)) {
                 self.find(
                     Problem::SignatureSwapped,
                     &e.name,
@@ -382,12 +399,13 @@ impl Verifier<'_> {
                 continue;
             }
             let signed_by = e.head.as_ref().and_then(|h| h.signing_key_id.clone());
-            if let Some(k) = signed_by.filter(|k| *k != key_id) {
+            if let Some(k) = signed_by.filter(|k| !ids.contains(k)) {
                 self.find(
                     Problem::SignatureInvalid,
                     &e.name,
                     format!(
-                        "does not verify with the given public key (id {key_id}); the report names signing key {k}: wrong public key, or the report was altered"
+                        "does not verify with the given public key{} (id {key_id}); the report names signing key {k}: wrong public key (after a key rotation, give every key with --public-key), or the report was altered",
+                        if ids.len() == 1 { "" } else { "s" }
                     ),
                 );
                 continue;
@@ -475,7 +493,7 @@ impl Verifier<'_> {
         ("ok", lines)
     }
 
-    fn check_chain(&mut self, entries: &[Entry], renamed: &BTreeSet<String>) -> Option<ChainSummary> {
+    fn check_chain(&mut self, entries: &[Entry], renamed: &BTreeSet<String>, first: u64) -> Option<ChainSummary> {
         let mut runs: Vec<&Entry> =
             entries.iter().filter(|e| e.head.as_ref().is_some_and(|h| h.mode == "run")).collect();
         if runs.is_empty() {
@@ -506,8 +524,15 @@ impl Verifier<'_> {
             }
         }
         let present: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-        // Gaps.
-        let mut expect = 1u64;
+        // Gaps. (Reports before `first` were deleted on purpose: the chain starts there, and its
+        // first report's link points at a report that is not here.)
+        let first = first.max(1);
+        if first > 1 {
+            self.notes.push(format!(
+                "reports before sequence {first} are taken as deleted on purpose (--first-sequence): their absence is not checked"
+            ));
+        }
+        let mut expect = by_seq.keys().next().map_or(first, |&lowest| lowest.min(first));
         let mut prev: Option<&Entry> = None;
         for (s, group) in &by_seq {
             let e = group[0];
@@ -738,8 +763,9 @@ impl Outcome {
     /// For a terminal.
     pub fn text(&self) -> String {
         let mut s = format!(
-            "verify {} with public key {} ({} report{})\n",
+            "verify {} with public key{} {} ({} report{})\n",
             self.location,
+            if self.key_id.contains(',') { "s" } else { "" },
             self.key_id,
             self.reports.len(),
             if self.reports.len() == 1 { "" } else { "s" }

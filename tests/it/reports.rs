@@ -133,6 +133,81 @@ fn has_problem(out: &str, kind: &str, needles: &[&str]) {
     );
 }
 
+/// The signing key is rotated part-way through a chain: `verify` takes every key the chain was
+/// signed with (each report is checked with the key it names) and, given only the new one,
+/// names the reports signed with the old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_follows_a_key_rotation() {
+    let (f, old) = signed_chain().await;
+    let old_copy = f.path("old.pub");
+    std::fs::copy(&old, &old_copy).unwrap();
+    // A new key pair in place of the old one; the chain goes on.
+    let new = lapse::integrity::Signer::generate();
+    std::fs::write(f.path("signing.key"), new.secret_hex()).unwrap();
+    std::fs::write(f.path("new.pub"), new.public_hex()).unwrap();
+    for _ in 0..2 {
+        f.lapse(&["run"]).ok();
+    }
+    let dir = f.path("reports");
+    let seqs = by_sequence(&dir);
+    assert_eq!(seqs.len(), 6);
+    let both =
+        lapse(&["report", "verify", p(&dir), "--public-key", p(&old_copy), "--public-key", p(&f.path("new.pub"))]);
+    both.ok();
+    assert!(both.stdout.contains("sequences 1..6") && both.stdout.contains("result: OK"), "{}", both.stdout);
+    let only_new = lapse(&["report", "verify", p(&dir), "--public-key", p(&f.path("new.pub"))]);
+    only_new.code(4);
+    let old_id = lapse::integrity::key_id(&lapse::integrity::read_public_key(&old_copy).unwrap());
+    has_problem(&only_new.stdout, "signature-invalid", &[&seqs[&4], &format!("names signing key {old_id}")]);
+    assert!(status_line(&only_new.stdout, &seqs[&5]).starts_with("  ok"), "{}", only_new.stdout);
+    // A key that did not sign anything here changes nothing for the others.
+    let stray = lapse::integrity::Signer::generate();
+    std::fs::write(f.path("stray.pub"), stray.public_hex()).unwrap();
+    lapse(&[
+        "report",
+        "verify",
+        p(&dir),
+        "--public-key",
+        p(&f.path("stray.pub")),
+        "--public-key",
+        p(&old_copy),
+        "--public-key",
+        p(&f.path("new.pub")),
+    ])
+    .ok();
+}
+
+/// The oldest reports are deleted when their own retention ends: `--first-sequence` says where
+/// the kept chain starts; without it, or with an earlier start, the deletion is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_a_chain_whose_oldest_reports_were_deleted() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let seqs = by_sequence(&dir);
+    for s in [1, 2] {
+        let stem = seqs[&s].trim_end_matches(".json").to_string();
+        for suffix in [".json", ".json.sig", ".csv", ".evidence.jsonl"] {
+            std::fs::remove_file(dir.join(format!("{stem}{suffix}"))).unwrap();
+        }
+    }
+    let plain = lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
+    plain.code(4);
+    has_problem(&plain.stdout, "missing", &["the chain does not start at 1"]);
+    let kept = lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--first-sequence", "3"]);
+    kept.ok();
+    assert!(kept.stdout.contains("before sequence 3 are taken as deleted on purpose"), "{}", kept.stdout);
+    let early = lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--first-sequence", "2"]);
+    early.code(4);
+    has_problem(&early.stdout, "missing", &[&seqs[&2]]);
+    // A later report deleted is still found.
+    let stem = seqs[&3].trim_end_matches(".json").to_string();
+    std::fs::remove_file(dir.join(format!("{stem}.json"))).unwrap();
+    let gap = lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--first-sequence", "3"]);
+    gap.code(4);
+    has_problem(&gap.stdout, "missing", &[&seqs[&3]]);
+    lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--first-sequence", "0"]).code(2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_accepts_an_intact_chain() {
     let (f, public) = signed_chain().await;
