@@ -861,6 +861,9 @@ pub async fn execute(
     };
     let mut sink = match mode {
         Mode::Run => {
+            // The report chain can be locked (a volume without locks stops the run here,
+            // before anything is destroyed, not after).
+            drop(crate::integrity::lock_chain(&report_dir)?);
             for c in conns.values() {
                 c.prepare_run().await?;
             }
@@ -969,6 +972,18 @@ pub async fn execute(
             pr.outcome = "failed".into();
             aborted = true;
         }
+        // Its evidence on disk before the next policy starts: a write that fails now (the
+        // writer works behind the batches) is this policy's, whose last lines are lost.
+        let destroyed = pr.deleted + pr.anonymized + pr.versions_deleted + pr.reconciled + pr.fields_anonymized > 0;
+        if let Some(Err(e)) = ctx.evidence.as_deref_mut().filter(|_| destroyed).map(EvidenceSink::flush) {
+            let e = format!("{e:#}");
+            if !pr.errors.iter().any(|x| x.contains(&e)) {
+                tracing::error!("{e}");
+                pr.errors.push(format!("{e}: the evidence of its last records may be missing"));
+            }
+            pr.outcome = "failed".into();
+            aborted = true;
+        }
         pr.duration_seconds = t0.elapsed().as_secs_f64();
         tracing::info!(
             outcome = %pr.outcome, due = pr.rows_due, deleted = pr.deleted, anonymized = pr.anonymized,
@@ -1002,12 +1017,11 @@ pub async fn execute(
             let e = format!("{e:#}");
             tracing::error!("{e}");
             aborted = true;
-            let met = report.policies.iter().any(|p| p.errors.iter().any(|x| x.contains(&e)));
             let last =
                 report.policies.iter_mut().rev().find(|p| {
                     p.deleted + p.anonymized + p.versions_deleted + p.reconciled > 0 || p.fields_anonymized > 0
                 });
-            if let Some(p) = last.filter(|_| !met) {
+            if let Some(p) = last.filter(|p| !p.errors.iter().any(|x| x.contains(&e))) {
                 p.errors.push(format!("{e}: the evidence of its last records may be missing"));
                 p.outcome = "failed".into();
             }
@@ -1035,8 +1049,23 @@ pub async fn execute(
     // Runs of other policies may share the directory: the chain head is read and this report
     // written under an exclusive lock of the directory, else two reports could name the same
     // previous one and fork the chain (`report verify` would refuse it).
+    // (Taken once before anything was destroyed: a directory that cannot be locked stopped the
+    // run then. If it fails now all the same, the report is still written.)
     let chain_lock = match mode {
-        Mode::Run => Some(crate::integrity::lock_chain(&report_dir)?),
+        Mode::Run => {
+            let dir = report_dir.clone();
+            match tokio::task::spawn_blocking(move || crate::integrity::lock_chain(&dir)).await {
+                Ok(Ok(lock)) => Some(lock),
+                Ok(Err(e)) => {
+                    tracing::error!("{e:#}; the report is written without it");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!("locking the report chain: {e}; the report is written without it");
+                    None
+                }
+            }
+        }
         Mode::Plan => None,
     };
     if mode == Mode::Run {

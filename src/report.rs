@@ -338,13 +338,13 @@ fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
     Ok(leaked)
 }
 
-/// Finishes the report writes a killed run left half-done in `dir`: a report is written to
-/// `.<stem>.json.tmp`, then its signature, then renamed; a run killed before the rename left
-/// a report under the temporary name. A temporary file that is a whole report, and that the
-/// signature (if any) signs with this signer's key (if it has one), takes its name, with its
-/// CSV; one the killed run had no time to sign is signed now, by this signer (its key is the
-/// killed run's: the signature says the report is the key holder's, and the bytes are the run's
-/// own). Returns the reports finished.
+/// Finishes the report writes a killed run left half-done in `dir`. A report is written as
+/// `.<stem>.json.sig.tmp` (its signature), `.<stem>.json.tmp` (the report), the CSV, then the
+/// signature and the report renamed into place, in that order. A temporary report that is whole
+/// and that its signature (final or temporary) signs with this signer's key takes its name, with
+/// its signature and CSV; without a signer, an unsigned one does. Nothing is signed here: an
+/// unsigned temporary report in a signed directory is left as it is (whoever can write to the
+/// directory could have put it there), and `verify` names it. Returns the reports finished.
 pub fn finish_interrupted_writes(dir: &Path, signer: Option<&crate::integrity::Signer>) -> Vec<PathBuf> {
     let mut done = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else { return done };
@@ -356,28 +356,39 @@ pub fn finish_interrupted_writes(dir: &Path, signer: Option<&crate::integrity::S
         }
         let json = dir.join(format!("{stem}.json"));
         let sig = dir.join(format!("{stem}.json.sig"));
+        let sig_tmp = dir.join(format!(".{stem}.json.sig.tmp"));
         if json.exists() {
             continue;
         }
         let Ok(bytes) = std::fs::read(e.path()) else { continue };
         let Ok(report) = serde_json::from_slice::<Report>(&bytes) else { continue }; // cut short: not a report
-        let signed_here = match (std::fs::read_to_string(&sig).ok(), signer) {
-            (Some(s), Some(k)) => crate::integrity::check_signature(&k.verifying_key(), &bytes, &s),
-            (None, None) => true,
-            // Killed after the report and before its signature (reports are signed here).
-            (None, Some(k)) => {
-                report.signing_key_id.as_deref() == Some(k.key_id().as_str())
-                    && std::fs::write(&sig, k.sign(&bytes)).is_ok()
-            }
-            _ => false, // signed without a key here: left to verify
+        let signs = |path: &Path, k: &crate::integrity::Signer| {
+            std::fs::read_to_string(path)
+                .is_ok_and(|s| crate::integrity::check_signature(&k.verifying_key(), &bytes, &s))
         };
-        if !signed_here || std::fs::rename(e.path(), &json).is_err() {
+        let ready = match signer {
+            Some(k) if signs(&sig, k) => true,
+            Some(k) if signs(&sig_tmp, k) => std::fs::rename(&sig_tmp, &sig).is_ok(),
+            Some(_) => false,
+            None => !sig.exists() && !sig_tmp.exists(),
+        };
+        if !ready {
+            tracing::warn!(
+                "{} is a temporary report this run cannot finish (no signature of it by this run's signing key); left as it is",
+                e.path().display()
+            );
             continue;
         }
-        if let Ok(f) = std::fs::File::create(dir.join(format!("{stem}.csv"))) {
-            let _ = report.csv_to(std::io::BufWriter::new(f));
+        let csv = dir.join(format!("{stem}.csv"));
+        let csv_tmp = dir.join(format!(".{stem}.csv.tmp"));
+        if let Ok(f) = std::fs::File::create(&csv_tmp) {
+            if report.csv_to(std::io::BufWriter::new(f)).is_ok() {
+                let _ = std::fs::rename(&csv_tmp, &csv);
+            }
         }
-        done.push(json);
+        if std::fs::rename(e.path(), &json).is_ok() {
+            done.push(json);
+        }
     }
     done
 }
@@ -400,16 +411,20 @@ impl Report {
         };
         // Unsigned, the JSON goes straight to the file; signed, its bytes are kept for the
         // signature. Neither it nor the CSV is held in memory otherwise: with a count per hold
-        // of the holds table, both grow with the holds. The report first, then its signature,
-        // then the rename: a run killed before the rename leaves a whole report under the
-        // temporary name, which the next run finishes (`finish_interrupted_writes`), never a
-        // signature without its report.
+        // of the holds table, both grow with the holds. The signature first, under a temporary
+        // name, then the report, then the renames (signature, report): a run killed before
+        // them leaves a whole report and its signature, which the next run finishes
+        // (`finish_interrupted_writes`) without signing anything itself.
+        let sig = dir.join(format!("{stem}.json.sig"));
+        let sig_tmp = dir.join(format!(".{stem}.json.sig.tmp"));
         match signer {
             Some(s) => {
                 let bytes = serde_json::to_vec_pretty(self)?;
+                std::fs::write(&sig_tmp, s.sign(&bytes)).map_err(|e| {
+                    let _ = std::fs::remove_file(&sig_tmp);
+                    failed(&sig_tmp, &e)
+                })?;
                 std::fs::write(&tmp, &bytes).map_err(|e| failed(&tmp, &e))?;
-                let sig = dir.join(format!("{stem}.json.sig"));
-                std::fs::write(&sig, s.sign(&bytes)).map_err(|e| failed(&sig, &e))?;
             }
             None => {
                 let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| failed(&tmp, &e))?);
@@ -425,6 +440,9 @@ impl Report {
             .map_err(anyhow::Error::from)
             .and_then(|f| self.csv_to(std::io::BufWriter::new(f)))
             .and_then(|()| std::fs::rename(&csv_tmp, &csv).map_err(anyhow::Error::from));
+        if signer.is_some() {
+            std::fs::rename(&sig_tmp, &sig).map_err(|e| failed(&sig, &e))?;
+        }
         std::fs::rename(&tmp, &json).map_err(|e| failed(&json, &e))?;
         csv_written.map_err(|e| {
             let _ = std::fs::remove_file(&csv_tmp);

@@ -157,7 +157,19 @@ pub fn next_fire(spec: &JobSpec, after: DateTime<Utc>) -> Option<DateTime<Utc>> 
         .build()
         .parse(&spec.cron)
         .ok()?;
-    cron.find_next_occurrence(&after.with_timezone(&spec.tz), false).ok().map(|t| t.with_timezone(&Utc))
+    // croner searches the zone's wall-clock time: in the hour that repeats when the clocks go
+    // back, it can answer with the first pass of a time while `after` is in the second, a time
+    // already past (a scheduler would fire at once, and again, until the hour is over). Such
+    // an answer is searched past, a minute at a time (at most the repeated hour and a little).
+    let mut from = after;
+    for _ in 0..=180 {
+        let t = cron.find_next_occurrence(&from.with_timezone(&spec.tz), false).ok()?.with_timezone(&Utc);
+        if t > after {
+            return Some(t);
+        }
+        from += chrono::Duration::minutes(1);
+    }
+    None
 }
 
 /// What every firing of every job shares.
@@ -281,6 +293,23 @@ mod tests {
         assert_eq!(next_fire(&noon, at("2026-03-29T10:00:00Z")), Some(at("2026-03-30T10:00:00Z")));
         let utc = spec("30 2 * * *", "UTC");
         assert_eq!(next_fire(&utc, at("2026-06-01T00:00:00Z")), Some(at("2026-06-01T02:30:00Z")));
+        // The hour that repeats when the clocks go back (Berlin, 2026-10-25: 02:00–03:00 CEST,
+        // 00:00–01:00Z, then 02:00–03:00 CET, 01:00–02:00Z). Asked from the second pass, the
+        // answer is never a time already past (before: 02:30 CEST, 00:30Z, at every ask).
+        let night = spec("30 2 * * *", "Europe/Berlin");
+        let after = at("2026-10-25T01:10:00Z");
+        let next = next_fire(&night, after).unwrap();
+        assert!(next > after, "{next}");
+        assert!(next <= at("2026-10-26T01:30:00Z"), "{next}");
+        // Every minute, across the repeated hour: each answer later than the one before.
+        let minutely = spec("* * * * *", "Europe/Berlin");
+        let mut t = at("2026-10-24T23:50:00Z");
+        for _ in 0..150 {
+            let n = next_fire(&minutely, t).unwrap();
+            assert!(n > t && n - t <= chrono::Duration::minutes(61), "{t} -> {n}");
+            t = n;
+        }
+        assert!(t >= at("2026-10-25T01:20:00Z"), "150 firings reach past the repeated hour: {t}");
     }
 
     /// Both day fields restricted is refused: this scheduler would fire on the 1st that is a

@@ -351,24 +351,25 @@ fn cascade_note(p: &PolicyReport) -> String {
     format!("<br>Dependents deleted with it: {}", casc.join(", "))
 }
 
-/// Records the policy destroyed (deleted, anonymized, object versions, reconciled).
-fn destroyed(p: &PolicyReport) -> u64 {
-    p.deleted + p.anonymized + p.versions_deleted + p.reconciled
+/// Records the policy's re-check is owed: deleted (rows or objects), anonymized, and kept records
+/// whose lapsed fields were anonymized. (Reconciled objects were found gone, not destroyed here.)
+fn to_recheck(p: &PolicyReport) -> u64 {
+    p.deleted + p.anonymized + p.fields_anonymized
 }
 
 /// A policy's re-check passed: every record it destroyed was re-checked and none is still
 /// there (or it destroyed nothing). A policy that stopped before its re-check did not pass.
 fn verification_passed(p: &PolicyReport) -> bool {
-    p.verification.verified || (destroyed(p) == 0 && p.verification.checked == 0 && p.verification.still_present == 0)
+    p.verification.verified || (to_recheck(p) == 0 && p.verification.checked == 0 && p.verification.still_present == 0)
 }
 
 fn verified_cell(p: &PolicyReport) -> String {
     let v = &p.verification;
-    if v.still_present == 0 && !v.verified && v.checked < p.deleted + p.anonymized {
+    if v.still_present == 0 && !v.verified && v.checked < to_recheck(p) {
         format!(
             "<span class=\"bad\">NOT VERIFIED</span>: the policy stopped before its re-check ended ({} of {} re-checked, none still present)",
             num(v.checked),
-            num(p.deleted + p.anonymized)
+            num(to_recheck(p))
         )
     } else if v.checked == 0 && v.still_present == 0 {
         "— (nothing destroyed)".into()

@@ -115,6 +115,11 @@ impl S3Reports {
 
     /// Names of the report files directly under the prefix.
     pub async fn names(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.listing().await?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Report files of the bucket with their sizes, by name.
+    async fn listing(&self) -> anyhow::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -130,7 +135,7 @@ impl S3Reports {
             for o in r.contents() {
                 if let Some(name) = o.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) {
                     if plain_name(name) {
-                        out.push(name.to_string());
+                        out.push((name.to_string(), o.size().unwrap_or(0).max(0) as u64));
                     }
                 }
             }
@@ -177,26 +182,25 @@ impl S3Reports {
     }
 
     /// Uploads every report file of `dir` the bucket does not have yet; returns their names.
-    /// A report's companions (evidence, signature, CSV) are uploaded again until the report is
-    /// in the bucket: the evidence file of a run still going on in the same directory, or of one
-    /// killed, may be stored part-written, and must not stay so once its run finished.
+    /// A report is stored once (it is never rewritten); its evidence, signature and CSV again
+    /// whenever the bucket's copy differs in size from the local file: the evidence file of a
+    /// run still going on in the same directory is stored as it is then, and stored whole by a
+    /// later run (also when an upload of the part-written file ended after the whole one).
     pub async fn store_dir(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
-        let have: std::collections::BTreeSet<String> = self.names().await?.into_iter().collect();
+        let have: std::collections::BTreeMap<String, u64> = self.listing().await?.into_iter().collect();
         let mut todo: Vec<String> = std::fs::read_dir(dir)
             .with_context(|| format!("reading report directory '{}'", dir.display()))?
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| match kind(n) {
-                FileKind::Other => false,
-                FileKind::Report => !have.contains(n),
-                FileKind::Signature { report } | FileKind::Csv { report } => {
-                    !have.contains(n) || !have.contains(&report)
-                }
-                FileKind::Evidence => {
-                    let report = format!("{}.json", n.trim_end_matches(".evidence.jsonl"));
-                    !have.contains(n) || !have.contains(&report)
-                }
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let stored = have.get(&n);
+                let upload = match kind(&n) {
+                    FileKind::Other => false,
+                    FileKind::Report => stored.is_none(),
+                    _ => stored.is_none_or(|&size| e.metadata().is_ok_and(|m| m.len() != size)),
+                };
+                upload.then_some(n)
             })
             .collect();
         // Evidence, CSV and signatures first: a report object in the bucket implies its companions.

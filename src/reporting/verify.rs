@@ -686,6 +686,11 @@ impl Verifier<'_> {
                         ));
                     }
                 }
+                FileKind::Other if n.starts_with(".lapse-run-") && n.ends_with(".json.tmp") => {
+                    self.notes.push(format!(
+                        "{n} is a report whose write did not finish (a run killed while writing it; the next run finishes it when its signature checks): not part of the chain"
+                    ));
+                }
                 FileKind::Other if n.ends_with(crate::intent::SUFFIX) => {
                     self.notes.push(format!(
                         "{n} holds write-ahead intents of a run stopped before it wrote its report; the next run of its policies reconciles them"

@@ -280,7 +280,10 @@ impl Seen {
             } else {
                 let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
                 self.0.push((path.display().to_string(), text));
-                n += 1;
+                // Scanned, not counted: the chain's lock file (`.lapse-chain.lock`, empty).
+                if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                    n += 1;
+                }
             }
         }
         n

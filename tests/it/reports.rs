@@ -384,18 +384,38 @@ async fn a_report_write_cut_short_is_finished_by_the_next_run() {
     assert_eq!(seqs.len(), 5, "{seqs:?}");
     f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
 
-    // Killed after writing the report and before signing it (a report is written first, then
-    // its signature): the next run signs it with the same key and finishes it.
+    // Killed before the signature was renamed into place: the next run finishes both.
     let newest = seqs[&5].clone();
     let stem = newest.strip_suffix(".json").unwrap();
     std::fs::rename(dir.join(&newest), dir.join(format!(".{stem}.json.tmp"))).unwrap();
     std::fs::remove_file(dir.join(format!("{stem}.csv"))).unwrap();
-    std::fs::remove_file(dir.join(format!("{stem}.json.sig"))).unwrap();
+    std::fs::rename(dir.join(format!("{stem}.json.sig")), dir.join(format!(".{stem}.json.sig.tmp"))).unwrap();
     f.lapse(&["run"]).ok();
-    assert!(dir.join(&newest).exists(), "the unsigned, cut-short report took its name");
-    assert!(dir.join(format!("{stem}.json.sig")).exists(), "and was signed");
-    assert_eq!(by_sequence(&dir).len(), 6);
+    assert!(dir.join(&newest).exists(), "the cut-short report took its name");
+    assert!(dir.join(format!("{stem}.json.sig")).exists(), "with its signature");
+    assert!(dir.join(format!("{stem}.csv")).exists());
+    let seqs = by_sequence(&dir);
+    assert_eq!(seqs.len(), 6);
     f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
+
+    // A whole temporary report without a signature (planted by whoever can write here, or
+    // altered after the run signed it) is never signed by a later run: it stays out of the
+    // chain, and verify says it is there.
+    let newest = seqs[&6].clone();
+    let stem = newest.strip_suffix(".json").unwrap();
+    let planted = std::fs::read_to_string(dir.join(&newest)).unwrap().replace("\"sequence\": 6", "\"sequence\": 7");
+    let fake_stem = stem.replace("lapse-run-", "lapse-run-2099");
+    std::fs::write(dir.join(format!(".{fake_stem}.json.tmp")), &planted).unwrap();
+    let r = f.lapse(&["run"]);
+    r.ok();
+    assert!(r.stderr.contains("cannot finish"), "{}", r.stderr);
+    assert!(!dir.join(format!("{fake_stem}.json")).exists(), "an unsigned report was taken in");
+    assert!(!dir.join(format!("{fake_stem}.json.sig")).exists(), "an unsigned report was signed");
+    let seqs = by_sequence(&dir);
+    assert_eq!(seqs.len(), 7);
+    let v = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
+    v.ok();
+    assert!(v.stdout.contains("whose write did not finish"), "{}", v.stdout);
 }
 
 /// A run killed before its report leaves its evidence file, flushed batch by batch: the only
@@ -844,7 +864,7 @@ async fn reports_are_archived_on_a_locked_bucket() {
 
     // A run of another policy still going on in the same directory: its evidence file, not
     // yet whole, is stored as it is, and stored again once it grew (before, the bucket kept the
-    // part-written copy for good).
+    // part-written copy for good), and no more once it stopped changing.
     let busy = "lapse-run-20991231T000000Z-0123abcd.evidence.jsonl";
     std::fs::write(f.path("reports").join(busy), "{\"part\":1}\n").unwrap();
     f.lapse(&["run"]).ok();
@@ -860,6 +880,10 @@ async fn reports_are_archived_on_a_locked_bucket() {
     std::fs::write(f.path("reports").join(busy), "{\"part\":1}\n{\"part\":2}\n").unwrap();
     f.lapse(&["run"]).ok();
     assert_eq!(stored(format!("prod/{busy}")).await, "{\"part\":1}\n{\"part\":2}\n");
+    // It does not change any more (the run was killed): not stored again.
+    f.lapse(&["run"]).ok();
+    let v = c.list_object_versions().bucket(&bucket).prefix(format!("prod/{busy}")).send().await.unwrap();
+    assert_eq!(v.versions().len(), 2, "{:?}", v.versions());
     // A finished run's files are stored once: the run before the last one stored them, and the
     // last one, finding its report in the bucket, did not again.
     let runs = lapse::integrity::run_reports(&f.path("reports"));
