@@ -371,6 +371,12 @@ async fn schedule(
     report_dir: Option<PathBuf>,
     cancel: Arc<AtomicBool>,
 ) -> Result<Exit, (Exit, String)> {
+    if !common.policies.is_empty() {
+        return Err((
+            Exit::Invalid,
+            "`schedule` takes no --policy: each job names its policies (`schedule.jobs[].policies`)".into(),
+        ));
+    }
     let ws = Workspace::load(&common.config).map_err(|d| {
         print_diags(&d);
         (Exit::Invalid, String::new())

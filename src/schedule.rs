@@ -64,7 +64,7 @@ pub fn normalize_cron(expr: &str) -> Result<String, String> {
         6 | 7 => expr.trim().to_string(),
         _ => {
             return Err(format!(
-                "cron expression '{expr}' must have 5 fields (minute hour day month weekday) or 6 with seconds first"
+                "cron expression '{expr}' must have 5 fields (minute hour day month weekday), or 6 with seconds first (7 with a year last)"
             ))
         }
     };
@@ -291,6 +291,11 @@ mod tests {
         assert_eq!(next_fire(&monthly, at("2026-05-15T00:00:00Z")), Some(at("2026-05-31T22:00:00Z")));
         // Strictly after: a firing at its own time arms the next one, not itself.
         assert_eq!(next_fire(&noon, at("2026-03-29T10:00:00Z")), Some(at("2026-03-30T10:00:00Z")));
+        // Once on that night: the first pass's 02:30 arms the next day's.
+        assert_eq!(
+            next_fire(&spec("30 2 * * *", "Europe/Berlin"), at("2026-10-25T00:30:00Z")),
+            Some(at("2026-10-26T01:30:00Z"))
+        );
         let utc = spec("30 2 * * *", "UTC");
         assert_eq!(next_fire(&utc, at("2026-06-01T00:00:00Z")), Some(at("2026-06-01T02:30:00Z")));
         // The hour that repeats when the clocks go back (Berlin, 2026-10-25: 02:00–03:00 CEST,
@@ -320,6 +325,10 @@ mod tests {
         assert!(e.contains("restricts both the day of the month and the weekday"), "{e}");
         assert!(normalize_cron("30 2 1,15 * SUN").is_err());
         assert_eq!(normalize_cron("0 0 1 * *").unwrap(), "0 0 0 1 * *");
+        // A seventh field is the year, and the occurrences keep to it.
+        let seven = normalize_cron("0 30 2 * * * 2027").unwrap();
+        let j = JobSpec { cron: seven, ..spec("30 2 * * *", "UTC") };
+        assert_eq!(next_fire(&j, at("2026-06-01T00:00:00Z")), Some(at("2027-01-01T02:30:00Z")));
         assert!(normalize_cron("0 3 * * MON").is_ok());
     }
 }

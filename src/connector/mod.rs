@@ -340,7 +340,7 @@ impl ConnectorError {
 }
 
 /// A dataset backend. Implementations: [`crate::sql::SqlConnector`] (PostgreSQL, MySQL/MariaDB,
-/// SQLite).
+/// SQLite) and [`crate::objstore::ObjectConnector`] (S3, local directories).
 #[async_trait]
 pub trait Connector: Send + Sync + fmt::Display {
     /// Columns, key and referencing foreign keys of a table, from the catalog.

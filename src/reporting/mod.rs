@@ -1,8 +1,8 @@
 //! After the run: checking, reading and questioning reports (`lapse report verify|render|lookup|
 //! schema`) and generating keys (`lapse keygen`).
 //!
-//! - `store` — where reports are read from ([`store::ReportStore`]; a local directory today, the
-//!   hook for reading them back from S3).
+//! - `store` — where reports are read from ([`store::ReportStore`]: a local directory, or a bucket
+//!   prefix through `sink::S3Reports`).
 //! - `verify` — signatures, evidence files and the hash chain, with the public key alone.
 //! - `render` — self-contained HTML (summary, chart, certificate of destruction) and CSV.
 //! - `lookup` — "was subject X destroyed, and when?" through the keyed hashes.

@@ -384,6 +384,8 @@ async fn bad_schedules_are_refused() {
     )
     .unwrap();
     f.lapse(&["schedule"]).code(2).stderr_has("schedule job 'a': unknown policy 'nope'");
+    // --policy would be ignored by the jobs: refused.
+    f.lapse(&["schedule", "--policy", "people"]).code(2).stderr_has("`schedule` takes no --policy");
     // `validate` says so too (before, it passed what `schedule` then refused).
     f.lapse(&["validate"]).code(2).stderr_has("schedule job 'a': unknown policy 'nope'").stderr_has("lapse.yaml");
     std::fs::write(f.path("lapse.yaml"), &cfg).unwrap();
