@@ -268,8 +268,10 @@ pub fn lookup(
             }
         }
     }
-    if reports.is_empty() {
-        // Nothing to search is no answer (exit 2), not "nothing found" (5).
+    let any_evidence = st.list()?.iter().any(|n| store::kind(n) == FileKind::Evidence && n.starts_with("lapse-run-"));
+    if reports.is_empty() && !any_evidence {
+        // Nothing to search is no answer (exit 2), not "nothing found" (5). (A first run killed
+        // before its report left its evidence: that is searched.)
         anyhow::bail!(
             "no run report here to search (each shard of a sharded deployment keeps its reports in a shard-<i>-of-<n> directory of its own: look up in each)"
         );
@@ -334,15 +336,25 @@ pub fn lookup(
         .collect();
     let named: BTreeSet<String> =
         reports.iter().filter_map(|(_, r)| r.evidence.as_ref().map(|e| e.file.clone())).collect();
-    for name in st.list()? {
-        if store::kind(&name) == FileKind::Evidence && name.starts_with("lapse-run-") && !named.contains(&name) {
-            warnings.push(format!(
-                "{name}: the evidence of a run that wrote no report (killed, or still running): searched too; its records are also in its journal table"
-            ));
+    let listed = st.list()?;
+    for name in &listed {
+        if store::kind(name) == FileKind::Evidence && name.starts_with("lapse-run-") && !named.contains(name) {
             let stem = name.trim_end_matches(".evidence.jsonl");
+            let report = format!("{stem}.json");
+            // Its report may be here all the same: unreadable, or naming no evidence (the file
+            // could not be read back when the report was written).
+            let (why, run) = match (listed.contains(&report), reports.iter().find(|(n, _)| *n == report)) {
+                (_, Some((_, r))) if r.evidence_key_id != key_id => continue, // another key: counted above
+                (_, Some(_)) => ("its report names no evidence file", "whose report names no evidence file"),
+                (true, None) => ("its report cannot be read", "whose report cannot be read"),
+                (false, None) => ("a run that wrote no report (killed, or still running)", "which wrote no report"),
+            };
+            warnings.push(format!(
+                "{name}: the evidence of {why}: searched too; its records are also in its journal table"
+            ));
             sources.push(Source {
                 file: name.clone(),
-                run_id: format!("(the run of {stem}, which wrote no report)"),
+                run_id: format!("(the run of {stem}, {run})"),
                 report: "(none)".into(),
                 sha256: None,
             });

@@ -445,6 +445,7 @@ async fn lookup_searches_the_evidence_of_a_run_that_wrote_no_report() {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 1);
     // As if killed before its report: the report and its CSV never written.
     let report = f.latest("run", ".json");
+    let ev_stem = report.file_stem().unwrap().to_string_lossy().into_owned();
     std::fs::remove_file(&report).unwrap();
     std::fs::remove_file(report.with_extension("csv")).unwrap();
     let dir = f.path("reports");
@@ -454,6 +455,19 @@ async fn lookup_searches_the_evidence_of_a_run_that_wrote_no_report() {
     assert!(r.stdout.contains("wrote no report") || r.stderr.contains("wrote no report"), "{}{}", r.stdout, r.stderr);
     // And a subject it did not destroy is still nothing found.
     f.lapse(&["report", "lookup", p(&dir), "--subject", "43"]).code(5);
+    // No report at all (a first run killed before its report): its evidence is still searched,
+    // not refused as "nothing here to search".
+    for r in lapse::integrity::run_reports(&dir) {
+        std::fs::remove_file(&r).unwrap();
+    }
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record"), "{}", r.stdout);
+    // A report that cannot be read is said to be so, not "no report".
+    std::fs::write(dir.join(format!("{}.json", ev_stem)), "{ not a report").unwrap();
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
+    assert!(r.stdout.contains("DESTROYED: 1 record"), "{}", r.stdout);
+    assert!(format!("{}{}", r.stdout, r.stderr).contains("its report cannot be read"), "{}{}", r.stdout, r.stderr);
 }
 
 /// A number's other spelling is another text: in a text column, `042` is not `42`, and asking
