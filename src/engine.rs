@@ -863,7 +863,8 @@ pub async fn execute(
         Mode::Run => {
             // The report chain can be locked (a volume without locks stops the run here,
             // before anything is destroyed, not after).
-            drop(crate::integrity::lock_chain(&report_dir)?);
+            let dir = report_dir.clone();
+            drop(tokio::task::spawn_blocking(move || crate::integrity::lock_chain(&dir)).await??);
             for c in conns.values() {
                 c.prepare_run().await?;
             }
@@ -973,9 +974,9 @@ pub async fn execute(
             aborted = true;
         }
         // Its evidence on disk before the next policy starts: a write that fails now (the
-        // writer works behind the batches) is this policy's, whose last lines are lost.
-        let destroyed = pr.deleted + pr.anonymized + pr.versions_deleted + pr.reconciled + pr.fields_anonymized > 0;
-        if let Some(Err(e)) = ctx.evidence.as_deref_mut().filter(|_| destroyed).map(EvidenceSink::flush) {
+        // writer works behind the batches) is this policy's, whose last lines are lost. (With
+        // nothing written since the last sync, a sync costs nothing.)
+        if let Some(Err(e)) = ctx.evidence.as_deref_mut().map(EvidenceSink::flush) {
             let e = format!("{e:#}");
             if !pr.errors.iter().any(|x| x.contains(&e)) {
                 tracing::error!("{e}");
@@ -1017,11 +1018,14 @@ pub async fn execute(
             let e = format!("{e:#}");
             tracing::error!("{e}");
             aborted = true;
+            // Every policy's evidence was synced as it ended: a policy that met the failure
+            // says so; otherwise the lines lost are the last destroying policy's.
+            let met = report.policies.iter().any(|p| p.errors.iter().any(|x| x.contains(&e)));
             let last =
                 report.policies.iter_mut().rev().find(|p| {
                     p.deleted + p.anonymized + p.versions_deleted + p.reconciled > 0 || p.fields_anonymized > 0
                 });
-            if let Some(p) = last.filter(|p| !p.errors.iter().any(|x| x.contains(&e))) {
+            if let Some(p) = last.filter(|_| !met) {
                 p.errors.push(format!("{e}: the evidence of its last records may be missing"));
                 p.outcome = "failed".into();
             }
@@ -1075,8 +1079,11 @@ pub async fn execute(
     if mode == Mode::Run {
         // Chain: this run report points at the newest run report of the directory (a report
         // a killed run signed but did not rename first takes its name).
-        for r in report::finish_interrupted_writes(&report_dir, signer.as_ref()) {
-            tracing::warn!("finished the report write an interrupted run left: {}", r.display());
+        // Only under the lock: without it, the write it would finish may be a live run's.
+        if chain_lock.is_some() {
+            for r in report::finish_interrupted_writes(&report_dir, signer.as_ref()) {
+                tracing::warn!("finished the report write an interrupted run left: {}", r.display());
+            }
         }
         let local = crate::integrity::chain_head(&report_dir)?;
         report.previous = match (local, bucket_head) {

@@ -340,57 +340,90 @@ fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
 
 /// Finishes the report writes a killed run left half-done in `dir`. A report is written as
 /// `.<stem>.json.sig.tmp` (its signature), `.<stem>.json.tmp` (the report), the CSV, then the
-/// signature and the report renamed into place, in that order. A temporary report that is whole
-/// and that its signature (final or temporary) signs with this signer's key takes its name, with
-/// its signature and CSV; without a signer, an unsigned one does. Nothing is signed here: an
-/// unsigned temporary report in a signed directory is left as it is (whoever can write to the
-/// directory could have put it there), and `verify` names it. Returns the reports finished.
+/// signature and the report renamed into place, in that order. A temporary report that is whole,
+/// that its signature (final or temporary) signs with this signer's key (without a signer: an
+/// unsigned one), and that is the chain's next link (its `previous` is the directory's newest run
+/// report) takes its name, with its signature and CSV. Nothing is signed here: an unsigned
+/// temporary report in a signed directory is left as it is (whoever can write to the directory
+/// could have put it there), and so is one the chain has moved past (another run took its
+/// sequence); `verify` names both. Call with the chain locked. Returns the reports finished.
 pub fn finish_interrupted_writes(dir: &Path, signer: Option<&crate::integrity::Signer>) -> Vec<PathBuf> {
     let mut done = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else { return done };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".json.tmp")) else { continue };
-        if !stem.starts_with("lapse-run-") {
-            continue;
-        }
+    let mut pending: Vec<(String, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_prefix('.')?.strip_suffix(".json.tmp")?;
+            stem.starts_with("lapse-run-").then(|| (stem.to_string(), e.path()))
+        })
+        .collect();
+    pending.sort();
+    for (stem, path) in pending {
         let json = dir.join(format!("{stem}.json"));
         let sig = dir.join(format!("{stem}.json.sig"));
         let sig_tmp = dir.join(format!(".{stem}.json.sig.tmp"));
         if json.exists() {
             continue;
         }
-        let Ok(bytes) = std::fs::read(e.path()) else { continue };
+        let Ok(bytes) = std::fs::read(&path) else { continue };
         let Ok(report) = serde_json::from_slice::<Report>(&bytes) else { continue }; // cut short: not a report
         let signs = |path: &Path, k: &crate::integrity::Signer| {
             std::fs::read_to_string(path)
                 .is_ok_and(|s| crate::integrity::check_signature(&k.verifying_key(), &bytes, &s))
         };
-        let ready = match signer {
-            Some(k) if signs(&sig, k) => true,
-            Some(k) if signs(&sig_tmp, k) => std::fs::rename(&sig_tmp, &sig).is_ok(),
-            Some(_) => false,
+        let signed = match signer {
+            Some(k) => signs(&sig, k) || signs(&sig_tmp, k),
             None => !sig.exists() && !sig_tmp.exists(),
         };
-        if !ready {
+        if !signed {
             tracing::warn!(
                 "{} is a temporary report this run cannot finish (no signature of it by this run's signing key); left as it is",
-                e.path().display()
+                path.display()
             );
+            continue;
+        }
+        let head = crate::integrity::chain_head(dir).ok().flatten();
+        let next = match (&report.previous, &head) {
+            (Some(l), Some(h)) => l.file == h.file && l.sha256 == h.sha256 && report.sequence == h.sequence + 1,
+            (None, None) => report.sequence == 1,
+            _ => false,
+        };
+        if !next {
+            tracing::warn!(
+                "{} is a temporary report the chain has moved past (another run took its place); left as it is",
+                path.display()
+            );
+            continue;
+        }
+        if signer.is_some() && !sig.exists() && std::fs::rename(&sig_tmp, &sig).is_err() {
             continue;
         }
         let csv = dir.join(format!("{stem}.csv"));
         let csv_tmp = dir.join(format!(".{stem}.csv.tmp"));
-        if let Ok(f) = std::fs::File::create(&csv_tmp) {
-            if report.csv_to(std::io::BufWriter::new(f)).is_ok() {
-                let _ = std::fs::rename(&csv_tmp, &csv);
-            }
+        if report.write_csv_synced(&csv_tmp).is_ok() {
+            let _ = std::fs::rename(&csv_tmp, &csv);
         }
-        if std::fs::rename(e.path(), &json).is_ok() {
+        if std::fs::rename(&path, &json).is_ok() {
+            sync_dir(dir);
             done.push(json);
         }
     }
     done
+}
+
+/// Writes `bytes` to `path` and syncs them to the disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()
+}
+
+/// Syncs a directory's entries (renames) to the disk; best effort (not every file system can).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 impl Report {
@@ -417,38 +450,57 @@ impl Report {
         // (`finish_interrupted_writes`) without signing anything itself.
         let sig = dir.join(format!("{stem}.json.sig"));
         let sig_tmp = dir.join(format!(".{stem}.json.sig.tmp"));
-        match signer {
-            Some(s) => {
-                let bytes = serde_json::to_vec_pretty(self)?;
-                std::fs::write(&sig_tmp, s.sign(&bytes)).map_err(|e| {
-                    let _ = std::fs::remove_file(&sig_tmp);
-                    failed(&sig_tmp, &e)
-                })?;
-                std::fs::write(&tmp, &bytes).map_err(|e| failed(&tmp, &e))?;
-            }
-            None => {
-                let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| failed(&tmp, &e))?);
-                serde_json::to_writer_pretty(&mut w, self).map_err(|e| failed(&tmp, &e))?;
-                std::io::Write::flush(&mut w).map_err(|e| failed(&tmp, &e))?;
-            }
-        }
-        // The CSV is whole before the report appears: a report in the directory means its
-        // companions are final (the report bucket stores them again until then).
         let csv = dir.join(format!("{stem}.csv"));
         let csv_tmp = dir.join(format!(".{stem}.csv.tmp"));
-        let csv_written = std::fs::File::create(&csv_tmp)
-            .map_err(anyhow::Error::from)
-            .and_then(|f| self.csv_to(std::io::BufWriter::new(f)))
-            .and_then(|()| std::fs::rename(&csv_tmp, &csv).map_err(anyhow::Error::from));
+        // A write that failed leaves no temporary file for a later run to take for a report.
+        let clean = || {
+            for t in [&sig_tmp, &tmp, &csv_tmp] {
+                let _ = std::fs::remove_file(t);
+            }
+        };
+        // Each file is synced before it is renamed, and the directory after: a power loss leaves
+        // the old state or the new one, never an empty report under its final name.
+        let written = match signer {
+            Some(s) => serde_json::to_vec_pretty(self).map_err(|e| failed(&tmp, &e)).and_then(|bytes| {
+                write_synced(&sig_tmp, s.sign(&bytes).as_bytes()).map_err(|e| failed(&sig_tmp, &e))?;
+                write_synced(&tmp, &bytes).map_err(|e| failed(&tmp, &e))
+            }),
+            None => (|| -> std::io::Result<()> {
+                let f = std::fs::File::create(&tmp)?;
+                let mut w = std::io::BufWriter::new(&f);
+                serde_json::to_writer_pretty(&mut w, self).map_err(std::io::Error::other)?;
+                std::io::Write::flush(&mut w)?;
+                drop(w);
+                f.sync_all()
+            })()
+            .map_err(|e| failed(&tmp, &e)),
+        };
+        if let Err(e) = written {
+            clean();
+            return Err(e);
+        }
+        // The CSV is whole before the report appears: a report in the directory means its
+        // companions are final.
+        let csv_written =
+            self.write_csv_synced(&csv_tmp).and_then(|()| std::fs::rename(&csv_tmp, &csv).map_err(anyhow::Error::from));
         if signer.is_some() {
             std::fs::rename(&sig_tmp, &sig).map_err(|e| failed(&sig, &e))?;
         }
         std::fs::rename(&tmp, &json).map_err(|e| failed(&json, &e))?;
+        sync_dir(dir);
         csv_written.map_err(|e| {
             let _ = std::fs::remove_file(&csv_tmp);
             anyhow::anyhow!("the report '{}' was written, its CSV not: '{}': {e}", json.display(), csv.display())
         })?;
         Ok(json)
+    }
+
+    /// The CSV form, written to `path` and synced to the disk.
+    fn write_csv_synced(&self, path: &Path) -> anyhow::Result<()> {
+        let f = std::fs::File::create(path)?;
+        self.csv_to(std::io::BufWriter::new(&f))?;
+        f.sync_all()?;
+        Ok(())
     }
 
     pub fn csv(&self) -> anyhow::Result<Vec<u8>> {

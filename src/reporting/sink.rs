@@ -118,8 +118,8 @@ impl S3Reports {
         Ok(self.listing().await?.into_iter().map(|(n, _)| n).collect())
     }
 
-    /// Report files of the bucket with their sizes, by name.
-    async fn listing(&self) -> anyhow::Result<Vec<(String, u64)>> {
+    /// Report files of the bucket with their sizes (when the listing gives one), by name.
+    async fn listing(&self) -> anyhow::Result<Vec<(String, Option<u64>)>> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -135,7 +135,7 @@ impl S3Reports {
             for o in r.contents() {
                 if let Some(name) = o.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) {
                     if plain_name(name) {
-                        out.push((name.to_string(), o.size().unwrap_or(0).max(0) as u64));
+                        out.push((name.to_string(), o.size().map(|n| n.max(0) as u64)));
                     }
                 }
             }
@@ -187,28 +187,57 @@ impl S3Reports {
     /// run still going on in the same directory is stored as it is then, and stored whole by a
     /// later run (also when an upload of the part-written file ended after the whole one).
     pub async fn store_dir(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
-        let have: std::collections::BTreeMap<String, u64> = self.listing().await?.into_iter().collect();
-        let mut todo: Vec<String> = std::fs::read_dir(dir)
+        let have: std::collections::BTreeMap<String, Option<u64>> = self.listing().await?.into_iter().collect();
+        let todo: Vec<String> = std::fs::read_dir(dir)
             .with_context(|| format!("reading report directory '{}'", dir.display()))?
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                let stored = have.get(&n);
-                let upload = match kind(&n) {
-                    FileKind::Other => false,
-                    FileKind::Report => stored.is_none(),
-                    _ => stored.is_none_or(|&size| e.metadata().is_ok_and(|m| m.len() != size)),
+                let upload = match (kind(&n), have.get(&n)) {
+                    (FileKind::Other, _) => false,
+                    (_, None) => true,
+                    (FileKind::Report, Some(_)) => false,
+                    // A size the listing does not give is taken as the same.
+                    (_, Some(size)) => size.is_some_and(|size| e.metadata().is_ok_and(|m| m.len() != size)),
                 };
                 upload.then_some(n)
             })
             .collect();
-        // Evidence, CSV and signatures first: a report object in the bucket implies its companions.
-        todo.sort_by_key(|n| (kind(n) == FileKind::Report, n.clone()));
-        for n in &todo {
-            self.put(n, &dir.join(n)).await?;
+        // By run: a report's evidence, CSV and signature, then the report (a report object in the
+        // bucket implies its companions). A run whose files cannot be stored does not hold the
+        // others back; its error is returned after them.
+        let stem = |n: &str| -> String {
+            let n = n.strip_suffix(".sig").unwrap_or(n);
+            for suffix in [".evidence.jsonl", ".json", ".csv"] {
+                if let Some(s) = n.strip_suffix(suffix) {
+                    return s.to_string();
+                }
+            }
+            n.to_string()
+        };
+        let mut runs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for n in todo {
+            runs.entry(stem(&n)).or_default().push(n);
         }
-        Ok(todo)
+        let (mut stored, mut errors) = (Vec::new(), Vec::new());
+        for (_, mut files) in runs {
+            files.sort_by_key(|n| (kind(n) == FileKind::Report, n.clone()));
+            for n in &files {
+                match self.put(n, &dir.join(n)).await {
+                    Ok(()) => stored.push(n.clone()),
+                    Err(e) => {
+                        errors.push(format!("{e:#}"));
+                        break;
+                    }
+                }
+            }
+        }
+        match errors.len() {
+            0 => Ok(stored),
+            1 => anyhow::bail!("{}", errors[0]),
+            n => anyhow::bail!("{} (and {} more: {})", errors[0], n - 1, errors[1..].join("; ")),
+        }
     }
 
     /// The newest run report of the bucket (highest sequence).

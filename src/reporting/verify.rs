@@ -671,6 +671,13 @@ impl Verifier<'_> {
         let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         for n in names {
             match store::kind(n) {
+                FileKind::Signature { report }
+                    if !listed.contains(report.as_str()) && listed.contains(format!(".{report}.tmp").as_str()) =>
+                {
+                    self.notes.push(format!(
+                        "{report} is not written yet: its signature {n} is here and the report under its temporary name .{report}.tmp (a run killed between the two renames; the next run finishes it)"
+                    ));
+                }
                 FileKind::Signature { report } if !listed.contains(report.as_str()) => {
                     self.find(
                         Problem::Missing,
@@ -688,7 +695,7 @@ impl Verifier<'_> {
                 }
                 FileKind::Other if n.starts_with(".lapse-run-") && n.ends_with(".json.tmp") => {
                     self.notes.push(format!(
-                        "{n} is a report whose write did not finish (a run killed while writing it; the next run finishes it when its signature checks): not part of the chain"
+                        "{n} is a report whose write did not finish (a run killed while writing it; the next run finishes it if it is whole, its signature checks with that run's key and no other report took its place in the chain): not part of the chain"
                     ));
                 }
                 FileKind::Other if n.ends_with(crate::intent::SUFFIX) => {
