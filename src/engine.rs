@@ -1086,6 +1086,21 @@ pub async fn execute(
             }
         }
         let local = crate::integrity::chain_head(&report_dir)?;
+        // The bucket's head again, now: another worker sharing the bucket (not this directory)
+        // may have stored a report since this run began. (If it cannot be read now, the one
+        // read at the start.)
+        let bucket_head = match &report_bucket {
+            Some(b) => match b.chain_head().await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(
+                        "reading the report bucket's chain head again: {e:#}; using the one read at the start"
+                    );
+                    bucket_head
+                }
+            },
+            None => None,
+        };
         report.previous = match (local, bucket_head) {
             (Some(l), Some(b)) => Some(if b.sequence > l.sequence { b } else { l }),
             (l, b) => l.or(b),

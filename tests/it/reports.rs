@@ -924,3 +924,93 @@ async fn reports_are_archived_on_a_locked_bucket() {
     let versions = c.list_object_versions().bucket(&bucket).prefix(prefix).send().await.unwrap();
     assert_eq!(versions.versions().len(), 4, "{:?}", versions.versions());
 }
+
+/// Two workers with directories of their own share one report bucket and prefix (two CronJobs of
+/// other policies). The second began before the first stored its report and ended after: it
+/// read the bucket's chain head when it began, so both reports claimed sequence 1, a fork
+/// `verify` refuses. The head is now read again when the report is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_sharing_only_a_report_bucket_keep_one_chain() {
+    use std::io::BufRead;
+    let c = crate::objects::client();
+    let bucket = crate::objects::unique("shared");
+    c.create_bucket().bucket(&bucket).send().await.unwrap();
+    let schema = "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, email TEXT, created_at TIMESTAMP);";
+    let policy = "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\npersonal:\n  email: { category: email }\n\
+                  purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\n\
+                  guardrail:\n  max_share: 100%\n";
+    let (a, b) = (Fixture::new(Backend::Sqlite, schema).await, Fixture::new(Backend::Sqlite, schema).await);
+    // B long enough to be overtaken: 20,000 rows at 200 a batch; A: 10 rows.
+    for (f, n) in [(&a, 10), (&b, 20_000)] {
+        f.db.exec(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             INSERT INTO tickets SELECT i, 'p' || i || '@example.com', '2019-03-01 00:00:00' FROM n"
+        ))
+        .await;
+        f.policy("tickets", policy);
+        let archive = format!(
+            "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
+            crate::objects::endpoint()
+        );
+        let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+        let cfg = cfg.replace("policies: policies\n", &archive).replace(
+            "reports:\n  dir: reports\n",
+            &format!(
+                "reports:\n  dir: reports\n  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: shared\n"
+            ),
+        );
+        std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+    }
+    // B starts, reads the bucket's head (none yet) and destroys batch after batch; once it has
+    // committed its first batch, A runs from start to end and stores its report.
+    let mut child = std::process::Command::new(crate::common::lapse_bin())
+        .args(["run", "--yes", "--batch-size", "200", "--log-format", "json", "--cutoff", crate::common::CUTOFF, "-c"])
+        .arg(b.path("lapse.yaml"))
+        .env("LAPSE_LOG", "lapse=info")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("LAPSE_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("batch committed") {
+            break;
+        }
+    }
+    assert!(log.contains("batch committed"), "{log}");
+    a.lapse(&["run"]).ok();
+    assert!(
+        c.list_objects_v2()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap()
+            .contents()
+            .iter()
+            .any(|o| o.key().unwrap().ends_with(".json")),
+        "A's report is in the bucket"
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{log}{}", rest.join("\n"));
+    let (ra, rb) = (a.report("run"), b.report("run"));
+    assert_eq!(rb["policies"][0]["deleted"], 20_000);
+    // One chain: one of them is sequence 1, the other 2 and linked to it (B, unless it ended
+    // before A stored its report, which the 20,000 rows make unlikely).
+    let name = |f: &Fixture| f.latest("run", ".json").file_name().unwrap().to_string_lossy().into_owned();
+    let (first, second, first_name) = match (ra["sequence"].as_u64(), rb["sequence"].as_u64()) {
+        (Some(1), Some(2)) => (&ra, &rb, name(&a)),
+        (Some(2), Some(1)) => (&rb, &ra, name(&b)),
+        other => panic!("not one chain: sequences {other:?} (A {}, B {})", ra["previous"], rb["previous"]),
+    };
+    assert!(first["previous"].is_null());
+    assert_eq!(second["previous"]["file"], first_name.as_str());
+}
