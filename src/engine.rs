@@ -685,15 +685,21 @@ impl EvidenceSink {
         }
     }
 
+    /// What the writer failed on, from its thread's end: its error, or (a panic, or no error)
+    /// that it stopped.
+    fn failure(&self, ended: std::thread::Result<Option<anyhow::Error>>) -> String {
+        match ended {
+            Ok(Some(e)) => format!("writing evidence file '{}': {e}", self.path.display()),
+            _ => format!("evidence file '{}': the writer stopped", self.path.display()),
+        }
+    }
+
     /// Ends the writer after a failure and returns what it failed on (the first failure, on
     /// every call).
     fn stop(&mut self) -> anyhow::Error {
         self.tx = None;
         if let Some(w) = self.worker.take() {
-            self.failed = Some(match w.join() {
-                Ok(Err(e)) => format!("writing evidence file '{}': {e}", self.path.display()),
-                _ => format!("evidence file '{}': the writer stopped", self.path.display()),
-            });
+            self.failed = Some(self.failure(w.join().map(|r| r.err())));
         }
         anyhow::anyhow!("{}", self.failed.as_deref().unwrap_or("evidence file: the writer stopped"))
     }
@@ -735,8 +741,8 @@ impl EvidenceSink {
         if self.failed.is_none() {
             match self.worker.take().map(|w| w.join()) {
                 Some(Ok(Ok((sha256, records)))) => return (Some(EvidenceFile { file: name, sha256, records }), None),
-                Some(Ok(Err(e))) => self.failed = Some(format!("writing evidence file '{}': {e}", self.path.display())),
-                _ => self.failed = Some(format!("evidence file '{}': the writer stopped", self.path.display())),
+                Some(Ok(Err(e))) => self.failed = Some(self.failure(Ok(Some(e)))),
+                _ => self.failed = Some(self.failure(Ok(None))),
             }
         }
         let e = anyhow::anyhow!("{}", self.failed.as_deref().unwrap_or("evidence file: the writer stopped"));
@@ -776,6 +782,15 @@ pub struct Outcome {
     /// Set when `reports.s3` is configured and storing the reports there failed (the next run
     /// uploads what is missing).
     pub archive_error: Option<String>,
+}
+
+/// [`crate::integrity::lock_chain`] off the async workers (it waits while another process holds
+/// the lock).
+async fn lock_chain(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::integrity::lock_chain(&dir))
+        .await
+        .map_err(|e| anyhow::anyhow!("locking the report chain: {e}"))?
 }
 
 /// Plans or runs the prepared policies and writes the report.
@@ -863,8 +878,7 @@ pub async fn execute(
         Mode::Run => {
             // The report chain can be locked (a volume without locks stops the run here,
             // before anything is destroyed, not after).
-            let dir = report_dir.clone();
-            drop(tokio::task::spawn_blocking(move || crate::integrity::lock_chain(&dir)).await??);
+            drop(lock_chain(&report_dir).await?);
             for c in conns.values() {
                 c.prepare_run().await?;
             }
@@ -1056,27 +1070,18 @@ pub async fn execute(
     // (Taken once before anything was destroyed: a directory that cannot be locked stopped the
     // run then. If it fails now all the same, the report is still written.)
     let chain_lock = match mode {
-        Mode::Run => {
-            let dir = report_dir.clone();
-            match tokio::task::spawn_blocking(move || crate::integrity::lock_chain(&dir)).await {
-                Ok(Ok(lock)) => Some(lock),
-                Ok(Err(e)) => {
-                    tracing::error!("{e:#}; the report is written without it");
-                    None
-                }
-                Err(e) => {
-                    tracing::error!("locking the report chain: {e}; the report is written without it");
-                    None
-                }
+        Mode::Run => match lock_chain(&report_dir).await {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                tracing::error!("{e:#}; the report is written without it");
+                None
             }
-        }
+        },
         Mode::Plan => None,
     };
     if mode == Mode::Run {
         // Sealed now, under the lock: the chain's order is the order of `finished_at`.
         report.finished_at = Some(Utc::now());
-    }
-    if mode == Mode::Run {
         // Chain: this run report points at the newest run report of the directory (a report
         // a killed run signed but did not rename first takes its name).
         // Only under the lock: without it, the write it would finish may be a live run's.

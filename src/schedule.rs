@@ -49,7 +49,7 @@ pub struct ScheduledJob {
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub name: String,
-    /// Six fields (seconds first), as `tokio-cron-scheduler` wants them.
+    /// Six fields (seconds first; a seventh, the year, optional), as [`next_fire`] reads them.
     pub cron: String,
     pub tz: chrono_tz::Tz,
     pub policies: Vec<String>,
@@ -203,14 +203,12 @@ where
             }
             // After this firing's own time, even if it fired a little early.
             match next_fire(&spec, at.max(Utc::now())) {
-                Some(next) => match firing(spec.clone(), next, serving.clone()) {
-                    Ok(job) => {
-                        if let Err(e) = sched.add(job).await {
-                            tracing::error!(job = %spec.name, "the job's next run could not be scheduled: {e}");
-                        }
+                Some(next) => {
+                    let armed = async { anyhow::Ok(sched.add(firing(spec.clone(), next, serving.clone())?).await?) };
+                    if let Err(e) = armed.await {
+                        tracing::error!(job = %spec.name, "the job's next run could not be scheduled: {e}");
                     }
-                    Err(e) => tracing::error!(job = %spec.name, "the job's next run could not be scheduled: {e}"),
-                },
+                }
                 None => tracing::warn!(job = %spec.name, "the job has no later occurrence"),
             }
             let Ok(guard) = serving.busy.clone().try_lock_owned() else {

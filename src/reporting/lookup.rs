@@ -253,14 +253,15 @@ pub fn lookup(
     let mut reports: Vec<(String, RunView)> = Vec::new();
     // Evidence not searched (a report or evidence file unreadable, altered or cut short).
     let mut evidence_unreadable = 0usize;
-    for name in st.list()? {
-        if store::kind(&name) != FileKind::Report || !name.starts_with("lapse-run-") {
+    let listed = st.list()?;
+    for name in &listed {
+        if store::kind(name) != FileKind::Report || !name.starts_with("lapse-run-") {
             continue;
         }
         let parsed =
-            st.read(&name).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<RunView>(&b)?));
+            st.read(name).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<RunView>(&b)?));
         match parsed {
-            Ok(r) => reports.push((name, r)),
+            Ok(r) => reports.push((name.clone(), r)),
             Err(e) => {
                 warnings.push(format!("{name}: not readable as a report ({e}); skipped"));
                 // Its evidence is not searched: no answer can be "nothing".
@@ -268,8 +269,16 @@ pub fn lookup(
             }
         }
     }
-    let any_evidence = st.list()?.iter().any(|n| store::kind(n) == FileKind::Evidence && n.starts_with("lapse-run-"));
-    if reports.is_empty() && !any_evidence {
+    // Run evidence files with the report each belongs to.
+    let evidence: Vec<(&String, String)> = listed
+        .iter()
+        .filter(|n| n.starts_with("lapse-run-"))
+        .filter_map(|n| match store::kind(n) {
+            FileKind::Evidence { report } => Some((n, report)),
+            _ => None,
+        })
+        .collect();
+    if reports.is_empty() && evidence.is_empty() {
         // Nothing to search is no answer (exit 2), not "nothing found" (5). (A first run killed
         // before its report left its evidence: that is searched.)
         anyhow::bail!(
@@ -336,29 +345,24 @@ pub fn lookup(
         .collect();
     let named: BTreeSet<String> =
         reports.iter().filter_map(|(_, r)| r.evidence.as_ref().map(|e| e.file.clone())).collect();
-    let listed = st.list()?;
-    for name in &listed {
-        if store::kind(name) == FileKind::Evidence && name.starts_with("lapse-run-") && !named.contains(name) {
-            let stem = name.trim_end_matches(".evidence.jsonl");
-            let report = format!("{stem}.json");
-            // Its report may be here all the same: unreadable, or naming no evidence (the file
-            // could not be read back when the report was written).
-            let (why, run) = match (listed.contains(&report), reports.iter().find(|(n, _)| *n == report)) {
-                (_, Some((_, r))) if r.evidence_key_id != key_id => continue, // another key: counted above
-                (_, Some(_)) => ("its report names no evidence file", "whose report names no evidence file"),
-                (true, None) => ("its report cannot be read", "whose report cannot be read"),
-                (false, None) => ("a run that wrote no report (killed, or still running)", "which wrote no report"),
-            };
-            warnings.push(format!(
-                "{name}: the evidence of {why}: searched too; its records are also in its journal table"
-            ));
-            sources.push(Source {
-                file: name.clone(),
-                run_id: format!("(the run of {stem}, {run})"),
-                report: "(none)".into(),
-                sha256: None,
-            });
-        }
+    for (name, report) in evidence.iter().filter(|(n, _)| !named.contains(*n)) {
+        let stem = report.trim_end_matches(".json");
+        // Its report may be here all the same: unreadable, or naming no evidence (the file could
+        // not be read back when the report was written).
+        let (why, run) = match (listed.contains(report), reports.iter().find(|(n, _)| n == report)) {
+            (_, Some((_, r))) if r.evidence_key_id != key_id => continue, // another key: counted above
+            (_, Some(_)) => ("its report names no evidence file", "whose report names no evidence file"),
+            (true, None) => ("its report cannot be read", "whose report cannot be read"),
+            (false, None) => ("a run that wrote no report (killed, or still running)", "which wrote no report"),
+        };
+        warnings
+            .push(format!("{name}: the evidence of {why}: searched too; its records are also in its journal table"));
+        sources.push(Source {
+            file: name.to_string(),
+            run_id: format!("(the run of {stem}, {run})"),
+            report: "(none)".into(),
+            sha256: None,
+        });
     }
     for src in &sources {
         let reader = match st.open(&src.file) {

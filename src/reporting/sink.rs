@@ -207,18 +207,10 @@ impl S3Reports {
         // By run: a report's evidence, CSV and signature, then the report (a report object in the
         // bucket implies its companions). A run whose files cannot be stored does not hold the
         // others back; its error is returned after them.
-        let stem = |n: &str| -> String {
-            let n = n.strip_suffix(".sig").unwrap_or(n);
-            for suffix in [".evidence.jsonl", ".json", ".csv"] {
-                if let Some(s) = n.strip_suffix(suffix) {
-                    return s.to_string();
-                }
-            }
-            n.to_string()
-        };
         let mut runs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for n in todo {
-            runs.entry(stem(&n)).or_default().push(n);
+            let report = kind(&n).report().map_or_else(|| n.clone(), str::to_string);
+            runs.entry(report).or_default().push(n);
         }
         let (mut stored, mut errors) = (Vec::new(), Vec::new());
         for (_, mut files) in runs {

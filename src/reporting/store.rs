@@ -98,12 +98,24 @@ pub enum FileKind {
         report: String,
     },
     /// `<stem>.evidence.jsonl`
-    Evidence,
+    Evidence {
+        report: String,
+    },
     /// `<stem>.csv`
     Csv {
         report: String,
     },
     Other,
+}
+
+impl FileKind {
+    /// The report a companion file (signature, evidence, CSV) belongs to.
+    pub fn report(&self) -> Option<&str> {
+        match self {
+            FileKind::Signature { report } | FileKind::Evidence { report } | FileKind::Csv { report } => Some(report),
+            FileKind::Report | FileKind::Other => None,
+        }
+    }
 }
 
 pub fn kind(name: &str) -> FileKind {
@@ -115,8 +127,8 @@ pub fn kind(name: &str) -> FileKind {
             return FileKind::Signature { report: r.to_string() };
         }
     }
-    if name.ends_with(".evidence.jsonl") {
-        return FileKind::Evidence;
+    if let Some(stem) = name.strip_suffix(".evidence.jsonl") {
+        return FileKind::Evidence { report: format!("{stem}.json") };
     }
     if let Some(stem) = name.strip_suffix(".csv") {
         return FileKind::Csv { report: format!("{stem}.json") };
@@ -138,7 +150,10 @@ mod tests {
             kind("lapse-run-20260101T000000Z-abcd1234.json.sig"),
             FileKind::Signature { report: "lapse-run-20260101T000000Z-abcd1234.json".into() }
         );
-        assert_eq!(kind("lapse-run-20260101T000000Z-abcd1234.evidence.jsonl"), FileKind::Evidence);
+        assert_eq!(
+            kind("lapse-run-20260101T000000Z-abcd1234.evidence.jsonl"),
+            FileKind::Evidence { report: "lapse-run-20260101T000000Z-abcd1234.json".into() }
+        );
         assert_eq!(kind(".lapse-run-x.json.tmp"), FileKind::Other);
         assert_eq!(kind("notes.json"), FileKind::Other);
         assert!(!plain_name("../etc/passwd"));

@@ -685,13 +685,10 @@ impl Verifier<'_> {
                         format!("is missing, but its signature {n} is still here (a deleted report?)"),
                     );
                 }
-                FileKind::Evidence if !claimed.contains(n) => {
-                    let report = format!("{}.json", n.trim_end_matches(".evidence.jsonl"));
-                    if !present.contains(report.as_str()) {
-                        self.notes.push(format!(
-                            "{n} belongs to no report here (a run killed before it wrote its report — its journal table has the records; objects it deleted without an evidence line are recorded by a later run as reconciled — or a deleted report)"
-                        ));
-                    }
+                FileKind::Evidence { report } if !claimed.contains(n) && !present.contains(report.as_str()) => {
+                    self.notes.push(format!(
+                        "{n} belongs to no report here (a run killed before it wrote its report — its journal table has the records; objects it deleted without an evidence line are recorded by a later run as reconciled — or a deleted report)"
+                    ));
                 }
                 FileKind::Other if n.starts_with(".lapse-run-") && n.ends_with(".json.tmp") => {
                     self.notes.push(format!(

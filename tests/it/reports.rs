@@ -436,27 +436,36 @@ async fn a_report_write_cut_short_is_finished_by_the_next_run() {
     f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
 }
 
+/// A SQLite `tickets` table (key of type `id_type`, subject, e-mail, anchor) holding `rows`, and
+/// a delete policy on it lapsing a year after `created_at`.
+async fn tickets(id_type: &str, rows: &str) -> Fixture {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        &format!(
+            "CREATE TABLE tickets (id {id_type} NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);"
+        ),
+    )
+    .await;
+    f.db.exec(&format!("INSERT INTO tickets VALUES {rows}")).await;
+    f.policy(
+        "tickets",
+        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    f
+}
+
 /// A run killed before its report leaves its evidence file, flushed batch by batch: the only
 /// record of what it destroyed that a lookup here can read. Before, `lookup` searched only the
 /// evidence that reports name and answered "NOTHING FOUND … lapse never destroyed it" (exit 5)
 /// for a subject whose record that run had destroyed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_searches_the_evidence_of_a_run_that_wrote_no_report() {
-    let f = Fixture::new(
-        Backend::Sqlite,
-        "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);",
+    let f = tickets(
+        "INTEGER",
+        "(1, '42', 'a@example.com', '2019-01-01 00:00:00'), (2, '43', 'b@example.com', '2025-12-01 00:00:00')",
     )
     .await;
-    f.db.exec(
-        "INSERT INTO tickets VALUES (1, '42', 'a@example.com', '2019-01-01 00:00:00'), \
-         (2, '43', 'b@example.com', '2025-12-01 00:00:00')",
-    )
-    .await;
-    f.policy(
-        "tickets",
-        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
-         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
-    );
     // A first run, at a cutoff where nothing is due yet: a report to search.
     f.lapse_at("2019-06-01T00:00:00Z", &["run"]).ok();
     f.lapse(&["run"]).ok();
@@ -493,21 +502,11 @@ async fn lookup_searches_the_evidence_of_a_run_that_wrote_no_report() {
 /// parsed as the integer 42 did).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_takes_no_number_for_another_text() {
-    let f = Fixture::new(
-        Backend::Sqlite,
-        "CREATE TABLE tickets (id TEXT NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);",
+    let f = tickets(
+        "TEXT",
+        "('42', '42', 'a@example.com', '2019-01-01 00:00:00'), ('042', '042', 'b@example.com', '2025-12-01 00:00:00')",
     )
     .await;
-    f.db.exec(
-        "INSERT INTO tickets VALUES ('42', '42', 'a@example.com', '2019-01-01 00:00:00'), \
-         ('042', '042', 'b@example.com', '2025-12-01 00:00:00')",
-    )
-    .await;
-    f.policy(
-        "tickets",
-        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
-         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
-    );
     f.lapse(&["run"]).ok();
     let dir = f.path("reports");
     f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]).ok();
