@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A/B runs on SQLite: lapse builds (or one build under different environments) alternating with
+"""A/B runs on SQLite (or, with `--backend`, PostgreSQL or MariaDB of the test servers): lapse builds (or one build under different environments) alternating with
 the anchor-column `LIMIT` loop (or, with `--baseline single`, the single statement), on fresh
 copies of one template, to tell a change's effect from
 the machine's run-to-run spread (up to a third here). Prints each contender's median and spread,
@@ -8,6 +8,9 @@ nothing measurable; `scripts/bench.sh` remains the benchmark.
 
     scripts/bench/sqlite-ab.py --op delete --rounds 5 A=target/release/lapse B=/tmp/old-lapse
     scripts/bench/sqlite-ab.py --op anonymize --rounds 5 'ck0=env:LAPSE_X=0:target/release/lapse' ...
+    .bench/venv/bin/python scripts/bench/sqlite-ab.py --backend postgres --baseline single A=... B=...
+      (PostgreSQL and MariaDB: the servers of `scripts/testbed.sh`, URLs from `.testbed/env`; the
+      template is loaded once per invocation)
 
 A contender is NAME=BINARY or NAME=env:VAR=VALUE[,VAR=VALUE]:BINARY. Every run's result must have
 the same signature as the loop's (rows left and their key sum), or the script stops."""
@@ -31,6 +34,24 @@ def contender(spec):
     return name, os.path.abspath(rest), env
 
 
+def backend(a, args):
+    """The backend's driver and the URL lapse gets."""
+    if a.backend == "sqlite":
+        b = sb.Sqlite(args, os.path.join(os.path.abspath(a.work), "bench.db"))
+        return b, f"sqlite://{b.path}"
+    env = {}
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".testbed", "env")) as f:
+        for line in f:
+            if line.startswith("export ") and "=" in line:
+                k, v = line[7:].strip().split("=", 1)
+                env[k] = v.strip("'\"")
+    if a.backend == "postgres":
+        url = env["LAPSE_TEST_PG_URL"]
+        return sb.Postgres(args, url), url
+    url = env["LAPSE_TEST_MYSQL_URL"]
+    return sb.MySql(args, url), url
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--op", choices=["delete", "anonymize"], default="delete")
@@ -38,14 +59,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--baseline", choices=["limited", "single"], default="limited",
                     help="the loop on the anchor column (default) or the single unbatched statement")
+    ap.add_argument("--backend", choices=["sqlite", "postgres", "mariadb"], default="sqlite")
     ap.add_argument("--work", default=".bench/sqlite-ab")
     ap.add_argument("contenders", nargs="+", help="NAME=BINARY or NAME=env:VAR=VALUE:BINARY")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     args = argparse.Namespace(rows=a.rows, lapsed=0.30, batch=5000, lapse_batch=0, lapse=None)
-    b = sb.Sqlite(args, os.path.join(os.path.abspath(a.work), "bench.db"))
+    b, url = backend(a, args)
     b.now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    if not os.path.exists(b.tpl):
+    if a.backend != "sqlite" or not os.path.exists(b.tpl):
         b.load_template()
     times = {"loop": []}
     expected = None
@@ -54,7 +76,8 @@ def main():
         t0 = time.perf_counter()
         getattr(b, f"baseline_{a.baseline}")(a.op)
         times["loop"].append(time.perf_counter() - t0)
-        b.connect()
+        if a.backend == "sqlite":
+            b.connect()
         expected = b.signature(a.op)
         for spec in a.contenders:
             name, binary, env = contender(spec)
@@ -63,14 +86,15 @@ def main():
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:
-                secs, _, code = sb.run_lapse(args, os.path.abspath(a.work), f"sqlite://{b.path}", a.op)
+                secs, _, code = sb.run_lapse(args, os.path.abspath(a.work), url, a.op)
             finally:
                 for k, v in saved.items():
                     if v is None:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
-            b.connect()
+            if a.backend == "sqlite":
+                b.connect()
             got = b.signature(a.op)
             if code != 0 or got != expected:
                 sys.exit(f"{name}: exit {code}, result {got} where the loop left {expected}")
