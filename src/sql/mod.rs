@@ -1158,6 +1158,22 @@ fn evidence_ids(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
     })
 }
 
+/// [`evidence_ids`] a slice at a time, yielding to the task between slices. A server batch's
+/// `finish` hashes its rows on the task that also begins the next batch (`futures::join!` in the
+/// engine): hashed in one go, the 5,000 rows kept the next batch's statement from being sent
+/// until they were done, after its `BEGIN` had been answered (PostgreSQL's statement log: the
+/// journal's `INSERT`, sent after the hashing, went out before the next batch's `DELETE`).
+/// Between slices, the next batch's statements go out and run in the server meanwhile.
+async fn evidence_ids_yielding(batch: &[Candidate], id: &IdFn<'_>) -> Vec<EvidenceId> {
+    const SLICE: usize = 1024;
+    let mut ids = Vec::with_capacity(batch.len());
+    for slice in batch.chunks(SLICE) {
+        tokio::task::yield_now().await;
+        ids.extend(slice.iter().map(id));
+    }
+    ids
+}
+
 /// Whether `f` selects every row (of this shard): the report's total.
 fn counts_everything(f: &Filter) -> bool {
     match f {
@@ -1544,9 +1560,11 @@ impl SqlConnector {
                 let mut upd = upd.into_iter();
                 let (ids, updated) = match (done, upd.next()) {
                     (Some(ids), _) => (ids, !batch.is_empty()),
-                    // The evidence ids are computed while the (first) update runs.
+                    // The evidence ids are computed while the (first) update runs, a slice at a
+                    // time: the next batch, begun beside this one, sends its statements meanwhile.
                     (None, Some(first)) => {
-                        let (r, ids) = meanwhile(bound!(first).execute(&mut *tx), || evidence_ids(&batch, id)).await;
+                        let (r, ids) =
+                            futures::join!(bound!(first).execute(&mut *tx), evidence_ids_yielding(&batch, id));
                         let mut changed = r.map_err(db_err(&ctx))?.rows_affected();
                         for more in upd {
                             changed += bound!(more).execute(&mut *tx).await.map_err(db_err(&ctx))?.rows_affected();
@@ -2328,7 +2346,7 @@ impl crate::connector::Connector for SqlConnector {
                     tx.rollback().await.map_err(db_err(&ctx))?;
                     return Err(ConnectorError::Changed { context: ctx });
                 }
-                let ids = evidence_ids(&batch, id);
+                let ids = evidence_ids_yielding(&batch, id).await;
                 if !batch.is_empty() {
                     let all: Vec<usize> = (0..batch.len()).collect();
                     let ins = journal_sql(&b, per_record, &journal, &ids, &all);
