@@ -1693,8 +1693,9 @@ async fn enforce(
                         }
                     };
                     let verifying = verify_batch(conn, &stage.scope, &to_verify);
-                    // The next batch first: its statement is sent before this batch's `finish`
-                    // hashes its rows (synchronously) on this task.
+                    // The next batch first: it is polled before this batch's `finish`, which
+                    // hashes its rows on this task a slice at a time, so that the next batch's
+                    // statements go out between slices (`sql::evidence_ids_yielding`).
                     let (next, done, left) = futures::join!(beginning, begun.finish, verifying);
                     match done {
                         Ok((cands, ids, outcome)) => {
