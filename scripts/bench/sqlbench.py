@@ -37,6 +37,10 @@ class Backend:
     def __init__(self, args):
         self.args = args
 
+    def connect(self):
+        """Opens the driver's connection again after lapse ran (SQLite's file); a server's
+        connection stays open."""
+
     def created_start(self):
         # created_at grows with id; the first `lapsed` share of ids is at or before THRESHOLD.
         n = self.args.rows
@@ -558,7 +562,7 @@ def main():
                     secs = time.perf_counter() - t0
                     ev = None
                 cpu = None if c0 is None else round(machine_busy() - c0, 2)
-                if isinstance(b, Sqlite) and who == "lapse":
+                if who == "lapse":
                     b.connect()
                 sig = b.signature(verb)
                 r = {"backend": name, "contender": who, "verb": verb, "rows": args.rows, "due": due, "held": held,

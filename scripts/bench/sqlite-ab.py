@@ -8,9 +8,9 @@ nothing measurable; `scripts/bench.sh` remains the benchmark.
 
     scripts/bench/sqlite-ab.py --op delete --rounds 5 A=target/release/lapse B=/tmp/old-lapse
     scripts/bench/sqlite-ab.py --op anonymize --rounds 5 'ck0=env:LAPSE_X=0:target/release/lapse' ...
-    .bench/venv/bin/python scripts/bench/sqlite-ab.py --backend postgres --baseline single A=... B=...
-      (PostgreSQL and MariaDB: the servers of `scripts/testbed.sh`, URLs from `.testbed/env`; the
-      template is loaded once per invocation)
+    source .testbed/env; .bench/venv/bin/python scripts/bench/sqlite-ab.py --backend postgres A=... B=...
+      (PostgreSQL and MariaDB: the servers of `scripts/testbed.sh`, their URLs from the
+      environment `.testbed/env` sets; the template is loaded once per invocation)
 
 A contender is NAME=BINARY or NAME=env:VAR=VALUE[,VAR=VALUE]:BINARY. Every run's result must have
 the same signature as the loop's (rows left and their key sum), or the script stops."""
@@ -39,16 +39,10 @@ def backend(a, args):
     if a.backend == "sqlite":
         b = sb.Sqlite(args, os.path.join(os.path.abspath(a.work), "bench.db"))
         return b, f"sqlite://{b.path}"
-    env = {}
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".testbed", "env")) as f:
-        for line in f:
-            if line.startswith("export ") and "=" in line:
-                k, v = line[7:].strip().split("=", 1)
-                env[k] = v.strip("'\"")
     if a.backend == "postgres":
-        url = env["LAPSE_TEST_PG_URL"]
+        url = os.environ["LAPSE_TEST_PG_URL"]
         return sb.Postgres(args, url), url
-    url = env["LAPSE_TEST_MYSQL_URL"]
+    url = os.environ["LAPSE_TEST_MYSQL_URL"]
     return sb.MySql(args, url), url
 
 
@@ -76,8 +70,7 @@ def main():
         t0 = time.perf_counter()
         getattr(b, f"baseline_{a.baseline}")(a.op)
         times["loop"].append(time.perf_counter() - t0)
-        if a.backend == "sqlite":
-            b.connect()
+        b.connect()
         expected = b.signature(a.op)
         for spec in a.contenders:
             name, binary, env = contender(spec)
@@ -93,8 +86,7 @@ def main():
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
-            if a.backend == "sqlite":
-                b.connect()
+            b.connect()
             got = b.signature(a.op)
             if code != 0 or got != expected:
                 sys.exit(f"{name}: exit {code}, result {got} where the loop left {expected}")
