@@ -537,6 +537,33 @@ fn chart_secrets_as_env_use_secret_key_refs() {
     }
 }
 
+/// The install notes say where the reports go: lost with the pod on the default emptyDir, kept on
+/// a claim, or kept on a report bucket set through `config.extra` (the chain continues from it;
+/// only a killed object-store run's intents are lost without a claim).
+#[test]
+fn chart_notes_say_whether_the_reports_are_kept() {
+    let Some(helm) = helm() else { return };
+    let chart = chart_dir();
+    let notes = |set: &[&str]| {
+        let mut args = vec!["install", RELEASE, "--dry-run=client", "--namespace", NAMESPACE];
+        args.push(chart.to_str().unwrap());
+        args.extend(set);
+        let out = helm.run(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "helm install --dry-run failed: {}", String::from_utf8_lossy(&out.stderr));
+        text[text.find("NOTES:").expect("no NOTES section")..].to_string()
+    };
+    let lost = "the destruction reports are written to an emptyDir and are lost with the pod";
+    let bucket = "The reports are stored on the report bucket";
+    let n = notes(&[]);
+    assert!(n.contains(lost) && !n.contains(bucket), "{n}");
+    let n = notes(&["--set", "reports.existingClaim=lapse-reports"]);
+    assert!(!n.contains(lost) && !n.contains(bucket), "{n}");
+    let n =
+        notes(&["--set-json", r#"config.extra={"reports":{"s3":{"connection":"archive","bucket":"acme-reports"}}}"#]);
+    assert!(!n.contains(lost) && n.contains(bucket) && n.contains("set reports.existingClaim"), "{n}");
+}
+
 #[test]
 fn chart_uses_existing_configmaps_and_claim() {
     let Some(helm) = helm() else { return };
