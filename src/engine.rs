@@ -1080,8 +1080,6 @@ pub async fn execute(
         Mode::Plan => None,
     };
     if mode == Mode::Run {
-        // Sealed now, under the lock: the chain's order is the order of `finished_at`.
-        report.finished_at = Some(Utc::now());
         // Chain: this run report points at the newest run report of the directory (a report
         // a killed run signed but did not rename first takes its name).
         // Only under the lock: without it, the write it would finish may be a live run's.
@@ -1111,6 +1109,12 @@ pub async fn execute(
             (l, b) => l.or(b),
         };
         report.sequence = report.previous.as_ref().map_or(1, |p| p.sequence + 1);
+        // Sealed now, under the lock and after the heads were read: the chain's order is the
+        // order of `finished_at` (a head this report follows was sealed before it was read).
+        report.finished_at = Some(Utc::now());
+        if let Some(b) = &report_bucket {
+            claim_sequence(b, &mut report).await;
+        }
     }
     let report_path = report.write(&report_dir, signer.as_ref())?;
     drop(chain_lock);
@@ -1138,6 +1142,58 @@ pub async fn execute(
         }
     }
     Ok(Outcome { report, report_path, archive_error })
+}
+
+/// Claims the report's sequence on the report bucket before the report is written, so that
+/// workers sharing only the bucket never fork its chain: a sequence another report claimed first
+/// sends this one after the bucket's head, read again, until a claim holds. A bucket that cannot
+/// be claimed on (unreachable, or refusing) leaves the report as it is, said in the log: the
+/// report is written all the same (the destruction happened), and `report verify` would show a
+/// fork that resulted.
+async fn claim_sequence(b: &crate::reporting::sink::S3Reports, report: &mut Report) {
+    use crate::reporting::sink::Claim;
+    const TRIES: u32 = 10;
+    for attempt in 1..=TRIES {
+        let link = match report.link() {
+            Ok(l) => l,
+            Err(e) => return tracing::warn!("cannot claim the report's sequence on the report bucket: {e:#}"),
+        };
+        match b.claim(&link).await {
+            Ok(Claim::Claimed) => return,
+            Ok(Claim::Taken) => {
+                tracing::info!(
+                    sequence = link.sequence,
+                    "another report claimed this sequence first: chaining after it"
+                );
+                match b.chain_head().await {
+                    Ok(Some(head)) if head.sequence >= report.sequence => {
+                        report.sequence = head.sequence + 1;
+                        report.previous = Some(head);
+                        // Sealed again: after the head it now follows.
+                        report.finished_at = Some(Utc::now());
+                    }
+                    // The winner's claim is not readable yet (409: its write is under way).
+                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt))).await,
+                    Err(e) => {
+                        return tracing::warn!(
+                            "reading the report bucket's chain head after a lost claim: {e:#}; the report keeps sequence {}, which another report has",
+                            report.sequence
+                        )
+                    }
+                }
+            }
+            Err(e) => {
+                return tracing::warn!(
+                    "{e:#}: the report keeps sequence {} unclaimed (another worker sharing the bucket may take it too)",
+                    report.sequence
+                )
+            }
+        }
+    }
+    tracing::warn!(
+        "the report's sequence could not be claimed on the report bucket in {TRIES} tries; it keeps sequence {}",
+        report.sequence
+    );
 }
 
 fn describe_policy(p: &Policy, prep: &Prepared, ctx: &Ctx) -> PolicyReport {

@@ -431,6 +431,29 @@ impl Report {
         format!("lapse-{}-{}-{}", self.mode, self.started_at.format("%Y%m%dT%H%M%SZ"), &self.run_id[..8])
     }
 
+    /// The link to this report as [`Report::write`] will write it (file name, SHA-256 of the
+    /// JSON's exact bytes, sequence), hashed as it is serialized, never held whole.
+    pub fn link(&self) -> anyhow::Result<crate::integrity::ChainLink> {
+        use sha2::Digest;
+        struct Hashing(sha2::Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.update(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(sha2::Sha256::new());
+        serde_json::to_writer_pretty(&mut h, self)?;
+        Ok(crate::integrity::ChainLink {
+            file: format!("{}.json", self.file_stem()),
+            sha256: hex::encode(h.0.finalize()),
+            sequence: self.sequence,
+        })
+    }
+
     /// Writes `<stem>.json` (and `<stem>.json.sig` when a signer is given) and `<stem>.csv`
     /// into `dir`; returns the JSON path. The signature covers the exact bytes of the JSON file.
     pub fn write(&self, dir: &Path, signer: Option<&crate::integrity::Signer>) -> anyhow::Result<PathBuf> {

@@ -10,14 +10,21 @@
 //!   whichever is further along (a CronJob's scratch directory starts empty every time).
 //! - [`S3Reports`] is also a [`ReportStore`], so `report verify` and `report lookup` read
 //!   `s3://bucket/prefix` directly.
+//! - A file larger than [`PART_SIZE`] (an evidence file of a run of millions of records) is
+//!   uploaded in parts, streamed from the file a part at a time: a single `PutObject` takes at
+//!   most 5 GiB and must finish within one attempt's timeout. An upload that fails is aborted,
+//!   so no stored parts are left behind on the bucket.
 
 use std::path::Path;
 
 use anyhow::Context;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ObjectLockEnabled, ObjectLockMode};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockEnabled, ObjectLockMode,
+};
 use aws_sdk_s3::Client;
 use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
 
 use super::store::{kind, plain_name, FileKind, ReportStore};
 use crate::config::{Config, LockMode, ReportRetention};
@@ -39,7 +46,19 @@ pub struct S3Reports {
     /// Empty or ending with `/`.
     prefix: String,
     retention: Option<ReportRetention>,
+    /// Files larger than this are uploaded in parts of this size (or larger: see [`MAX_PARTS`]).
+    part_size: u64,
 }
+
+/// The size of an upload's parts: files up to this size are stored with one `PutObject`. Small
+/// enough that a part's upload ends well within the client's 60 s attempt timeout on a slow link
+/// (64 MiB in 60 s is 1.1 MB/s), large enough that few requests are made.
+pub const PART_SIZE: u64 = 64 * 1024 * 1024;
+/// S3 numbers an upload's parts 1 to 10,000: a file larger than 10,000 parts of [`PART_SIZE`]
+/// (625 GiB) is uploaded in larger parts.
+pub const MAX_PARTS: u64 = 10_000;
+/// Parts of one file uploaded at the same time.
+const PARTS_AT_ONCE: usize = 4;
 
 impl S3Reports {
     /// The sink of `reports.s3`, if configured.
@@ -47,12 +66,13 @@ impl S3Reports {
         let r = cfg.reports.s3.as_ref()?;
         let c = cfg.connections.get(&r.connection)?;
         let client = s3::client(c.region.as_deref(), c.endpoint.as_deref(), c.path_style).await;
-        Some(S3Reports {
-            client,
-            bucket: r.bucket.clone(),
-            prefix: cfg.report_prefix(),
-            retention: r.retention.clone(),
-        })
+        Some(S3Reports::new(client, &r.bucket, &cfg.report_prefix(), r.retention.clone()))
+    }
+
+    /// A sink on `bucket` under `prefix` (empty, or ending with `/` once made) with `client`.
+    pub fn new(client: Client, bucket: &str, prefix: &str, retention: Option<ReportRetention>) -> S3Reports {
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+        S3Reports { client, bucket: bucket.to_string(), prefix, retention, part_size: PART_SIZE }
     }
 
     /// `s3://bucket/prefix`, for `verify` and `lookup`. The client settings (endpoint, region,
@@ -69,8 +89,15 @@ impl S3Reports {
             Some(c) => s3::client(c.region.as_deref(), c.endpoint.as_deref(), c.path_style).await,
             None => s3::client(None, None, false).await,
         };
-        let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
-        Ok(S3Reports { client, bucket: bucket.to_string(), prefix, retention: None })
+        Ok(S3Reports::new(client, bucket, prefix, None))
+    }
+
+    /// Uploads files larger than `bytes` in parts of `bytes` ([`PART_SIZE`] unless set). S3
+    /// refuses parts under 5 MiB other than the last, so a smaller size only serves tests of
+    /// what happens when an upload fails.
+    pub fn with_part_size(mut self, bytes: u64) -> S3Reports {
+        self.part_size = bytes.max(1);
+        self
     }
 
     /// The same bucket one level down: `<prefix><dir>/` (a shard's reports, its own chain).
@@ -164,20 +191,180 @@ impl S3Reports {
         Ok(r.body.collect().await.context("reading a report object")?.into_bytes().to_vec())
     }
 
-    /// Uploads one file, with the configured Object Lock retention.
-    pub async fn put(&self, name: &str, path: &Path) -> anyhow::Result<()> {
-        let body = ByteStream::from_path(path).await.with_context(|| format!("reading '{}'", path.display()))?;
-        let mut req = self.client.put_object().bucket(&self.bucket).key(format!("{}{name}", self.prefix)).body(body);
-        if let Some(r) = &self.retention {
+    /// The Object Lock mode and retain-until date of an object stored now, when configured.
+    fn lock(&self) -> Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)> {
+        self.retention.as_ref().map(|r| {
             let until = Utc::now() + chrono::Duration::days(i64::from(r.days));
-            req = req
-                .object_lock_mode(match r.mode {
-                    LockMode::Compliance => ObjectLockMode::Compliance,
-                    LockMode::Governance => ObjectLockMode::Governance,
-                })
-                .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()));
+            let mode = match r.mode {
+                LockMode::Compliance => ObjectLockMode::Compliance,
+                LockMode::Governance => ObjectLockMode::Governance,
+            };
+            (mode, aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()))
+        })
+    }
+
+    /// Uploads one file, with the configured Object Lock retention: in one request up to the
+    /// part size, in parts above it.
+    pub async fn put(&self, name: &str, path: &Path) -> anyhow::Result<()> {
+        let len = tokio::fs::metadata(path).await.with_context(|| format!("reading '{}'", path.display()))?.len();
+        if len > self.part_size {
+            return self.put_in_parts(name, path, len).await;
+        }
+        let crc = crc32(path, 0, len).await?;
+        let body = ByteStream::read_from()
+            .path(path)
+            .length(Length::Exact(len))
+            .build()
+            .await
+            .with_context(|| format!("reading '{}'", path.display()))?;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{name}", self.prefix))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_crc32(crc)
+            .body(body);
+        if let Some((mode, until)) = self.lock() {
+            req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
         }
         req.send().await.map_err(|e| s3::err(&format!("storing {}{name}", self.url()), e))?;
+        Ok(())
+    }
+
+    /// A multipart upload of the file's first `len` bytes (an evidence file being appended to is
+    /// stored as it was when listed; a later run stores it whole), each part read from the file
+    /// when it is sent and checksummed (CRC32) by the client. The retention is set when the
+    /// upload is created; the object appears, locked, only when the upload completes. Any
+    /// failure aborts the upload, so its parts are not left (and billed) on the bucket.
+    async fn put_in_parts(&self, name: &str, path: &Path, len: u64) -> anyhow::Result<()> {
+        let key = format!("{}{name}", self.prefix);
+        let what = format!("storing {}{name}", self.url());
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32);
+        let lock = self.lock();
+        if let Some((mode, until)) = lock.clone() {
+            req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
+        }
+        let created = req.send().await.map_err(|e| s3::err(&what, e))?;
+        let id = created.upload_id().with_context(|| format!("{what}: the store gave no upload id"))?.to_string();
+        let part = self.part_size.max(len.div_ceil(MAX_PARTS));
+        let uploaded = async {
+            let parts: Vec<CompletedPart> = futures::stream::iter(0..len.div_ceil(part))
+                .map(|i| {
+                    let (key, id, what) = (&key, &id, &what);
+                    async move {
+                        let (offset, size) = (i * part, part.min(len - i * part));
+                        let crc = crc32(path, offset, size).await?;
+                        let body = ByteStream::read_from()
+                            .path(path)
+                            .offset(offset)
+                            .length(Length::Exact(size))
+                            .build()
+                            .await
+                            .with_context(|| format!("reading '{}'", path.display()))?;
+                        let number = i as i32 + 1;
+                        let r = self
+                            .client
+                            .upload_part()
+                            .bucket(&self.bucket)
+                            .key(key)
+                            .upload_id(id)
+                            .part_number(number)
+                            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                            .checksum_crc32(crc)
+                            .body(body)
+                            .send()
+                            .await
+                            .map_err(|e| s3::err(&format!("{what} (part {number})"), e))?;
+                        anyhow::Ok(
+                            CompletedPart::builder()
+                                .part_number(number)
+                                .set_e_tag(r.e_tag)
+                                .set_checksum_crc32(r.checksum_crc32)
+                                .build(),
+                        )
+                    }
+                })
+                .buffered(PARTS_AT_ONCE)
+                .try_collect()
+                .await?;
+            let done = self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map_err(|e| s3::err(&what, e))?;
+            anyhow::Ok(done.version_id)
+        }
+        .await;
+        let version = match uploaded {
+            Ok(v) => v,
+            Err(e) => {
+                if let Err(a) =
+                    self.client.abort_multipart_upload().bucket(&self.bucket).key(&key).upload_id(&id).send().await
+                {
+                    let a = s3::err(&format!("aborting the upload of {}{name}", self.url()), a);
+                    return Err(
+                        e.context(format!("{a}; its parts stay on the bucket until a lifecycle rule removes them"))
+                    );
+                }
+                return Err(e);
+            }
+        };
+        self.ensure_retention(&key, version.as_deref(), lock).await
+    }
+
+    /// Checks the stored version has the retention it was uploaded with, and sets it if not:
+    /// some S3-compatible stores (Ceph RGW before Quincy, moto) drop the Object Lock headers of a
+    /// multipart upload and would leave the object unprotected.
+    async fn ensure_retention(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        lock: Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)>,
+    ) -> anyhow::Result<()> {
+        let Some((mode, until)) = lock else { return Ok(()) };
+        let what = format!("s3://{}/{key}", self.bucket);
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| s3::err(&format!("checking the retention of {what}"), e))?;
+        let kept = head.object_lock_mode() == Some(&mode)
+            && head.object_lock_retain_until_date().is_some_and(|d| d.secs() >= until.secs());
+        if kept {
+            return Ok(());
+        }
+        tracing::info!(
+            "the store did not apply the upload's Object Lock retention to a report file: set on its version"
+        );
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .retention(
+                aws_sdk_s3::types::ObjectLockRetention::builder()
+                    .mode(aws_sdk_s3::types::ObjectLockRetentionMode::from(mode.as_str()))
+                    .retain_until_date(until)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3::err(&format!("setting the retention of {what}"), e))?;
         Ok(())
     }
 
@@ -232,8 +419,13 @@ impl S3Reports {
         }
     }
 
-    /// The newest run report of the bucket (highest sequence).
+    /// The chain's head: the newest claim (see [`S3Reports::claim`]), or, on a bucket without
+    /// claims (reports stored by lapse before claims, or a store that keeps none), the run
+    /// report of the highest sequence, read report by report.
     pub async fn chain_head(&self) -> anyhow::Result<Option<ChainLink>> {
+        if let Some(head) = self.claimed_head().await? {
+            return Ok(Some(head));
+        }
         let mut best: Option<ChainLink> = None;
         for n in self.names().await? {
             if !(n.starts_with("lapse-run-") && kind(&n) == FileKind::Report) {
@@ -248,6 +440,124 @@ impl S3Reports {
         }
         Ok(best)
     }
+
+    /// The key of the claim of sequence `n`: zero-padded, so the keys sort as the sequences.
+    fn claim_key(&self, n: u64) -> String {
+        format!("{}{CLAIMS}{n:020}", self.prefix)
+    }
+
+    /// The claim of the highest sequence, if any: one listing of the claims and one read.
+    async fn claimed_head(&self) -> anyhow::Result<Option<ChainLink>> {
+        let prefix = format!("{}{CLAIMS}", self.prefix);
+        let (mut newest, mut token) = (None::<u64>, None);
+        loop {
+            let r = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| s3::err(&format!("listing the chain's claims in {}", self.url()), e))?;
+            for o in r.contents() {
+                let seq = o.key().and_then(|k| k.strip_prefix(prefix.as_str())).filter(|n| n.len() == 20);
+                if let Some(seq) = seq.and_then(|n| n.parse::<u64>().ok()) {
+                    newest = newest.max(Some(seq));
+                }
+            }
+            match r.next_continuation_token() {
+                Some(t) if r.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        let Some(seq) = newest else { return Ok(None) };
+        let key = self.claim_key(seq);
+        let r = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| s3::err(&format!("reading the chain's claim s3://{}/{key}", self.bucket), e))?;
+        let bytes = r.body.collect().await.context("reading a claim")?.into_bytes();
+        let link: ChainLink = serde_json::from_slice(&bytes)
+            .ok()
+            .filter(|l: &ChainLink| l.sequence == seq && plain_name(&l.file))
+            .with_context(|| format!("s3://{}/{key} is no claim of sequence {seq}", self.bucket))?;
+        Ok(Some(link))
+    }
+
+    /// Claims `link.sequence` for the run report `link` names, before that report is written:
+    /// the claim object is created only if no claim of that sequence exists (`If-None-Match:
+    /// *`), so of two workers sharing the bucket that read the same head, one gets the sequence
+    /// and the other learns it lost it and chains after the winner instead of forking the
+    /// chain. With a retention configured the claim is locked like the reports. A store that
+    /// ignores conditional writes accepts every claim (the fork stays possible there).
+    pub async fn claim(&self, link: &ChainLink) -> anyhow::Result<Claim> {
+        let key = self.claim_key(link.sequence);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .content_type("application/json")
+            .body(ByteStream::from(serde_json::to_vec(link)?));
+        if let Some((mode, until)) = self.lock() {
+            req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
+        }
+        match req.send().await {
+            Ok(_) => Ok(Claim::Claimed),
+            // 412: the claim exists. 409: another conditional write of it is under way.
+            Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if matches!(e.raw().status().as_u16(), 409 | 412) => {
+                Ok(Claim::Taken)
+            }
+            Err(e) => Err(s3::err(&format!("claiming sequence {} in {}", link.sequence, self.url()), e).into()),
+        }
+    }
+}
+
+/// What claiming a sequence of the chain found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The sequence is this report's.
+    Claimed,
+    /// Another report claimed it first: read the head again and chain after it.
+    Taken,
+}
+
+/// Where the chain's claims are, under the prefix: `<prefix>chain/<sequence, 20 digits>`, each
+/// holding the [`ChainLink`] of the run report that took the sequence.
+pub const CLAIMS: &str = "chain/";
+
+/// The CRC32 (base64, as S3 takes it) of `len` bytes of the file from `offset`. Sent as a header
+/// with the upload (the store checks the bytes it got against it) instead of the client's
+/// default, a checksum trailer after a chunk-encoded body, which S3-compatible stores that
+/// predate trailers (Ceph RGW before Reef) refuse: the file is read twice, the second time as it
+/// is sent.
+async fn crc32(path: &Path, offset: u64, len: u64) -> anyhow::Result<String> {
+    use base64::Engine;
+    use std::io::{Read, Seek};
+    let p = path.to_path_buf();
+    let crc = tokio::task::spawn_blocking(move || -> std::io::Result<u32> {
+        let mut f = std::fs::File::open(&p)?;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        let (mut h, mut buf, mut left) = (crc32fast::Hasher::new(), vec![0u8; 1 << 20], len);
+        while left > 0 {
+            let n = f.read(&mut buf[..left.min(1 << 20) as usize])?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file got shorter"));
+            }
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(h.finalize())
+    })
+    .await?
+    .with_context(|| format!("reading '{}'", path.display()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes()))
 }
 
 fn block<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> std::io::Result<T> {

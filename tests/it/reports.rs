@@ -924,6 +924,199 @@ async fn reports_are_archived_on_a_locked_bucket() {
     assert_eq!(versions.versions().len(), 4, "{:?}", versions.versions());
 }
 
+/// A report file larger than the part size (the evidence file of a run of millions of records:
+/// one `PutObject` takes at most 5 GiB, within one 60 s attempt) is stored in parts, each read
+/// from the file when sent: byte-identical on the bucket, with the configured retention, and no
+/// upload left open. An upload the store refuses (parts under S3's 5 MiB minimum) fails with
+/// the store's reason, is aborted (no parts left behind, none billed), and stores nothing. On
+/// moto and on Ceph RGW, which both drop the Object Lock headers of a multipart upload: lapse
+/// sets the retention on the stored version then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_report_files_are_stored_in_parts_with_their_retention() {
+    use crate::objects::StoreKind;
+    use aws_sdk_s3::types::ObjectLockMode;
+    use lapse::config::{LockMode, ReportRetention};
+    use lapse::reporting::sink::S3Reports;
+    use rand::RngCore;
+    let retention = || Some(ReportRetention { mode: LockMode::Governance, days: 7 });
+    // 12 MiB and a few bytes of random data: parts of 5, 5 and 2 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let name = "lapse-run-20991231T000000Z-0123abcd.evidence.jsonl";
+    let mut data = vec![0u8; 12 * 1024 * 1024 + 4321];
+    rand::thread_rng().fill_bytes(&mut data);
+    std::fs::write(dir.path().join(name), &data).unwrap();
+    // Its report, small: one PutObject.
+    let report = "lapse-run-20991231T000000Z-0123abcd.json";
+    std::fs::write(dir.path().join(report), "{\"sequence\": 1}\n").unwrap();
+    let small = tempfile::tempdir().unwrap();
+    let other = "lapse-run-20991231T000001Z-0123abcd.evidence.jsonl";
+    std::fs::write(small.path().join(other), &data[..3 * 1024 * 1024]).unwrap();
+
+    for kind in [StoreKind::S3, StoreKind::Rgw] {
+        let c = crate::objects::client_of(kind);
+        let bucket = crate::objects::unique("parts");
+        c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(true).send().await.unwrap();
+        let sink = S3Reports::new(c.clone(), &bucket, "big", retention()).with_part_size(5 * 1024 * 1024);
+        sink.check().await.unwrap();
+        let stored = sink.store_dir(dir.path()).await.unwrap_or_else(|e| panic!("{kind:?}: {e:#}"));
+        assert_eq!(stored, [name, report], "{kind:?}");
+        let o = c.get_object().bucket(&bucket).key(format!("big/{report}")).send().await.unwrap();
+        assert_eq!(o.body.collect().await.unwrap().into_bytes().as_ref(), b"{\"sequence\": 1}\n", "{kind:?}");
+
+        let key = format!("big/{name}");
+        let h = c.head_object().bucket(&bucket).key(&key).send().await.unwrap();
+        assert_eq!(h.content_length(), Some(data.len() as i64), "{kind:?}");
+        for key in [&key, &format!("big/{report}")] {
+            let h = c.head_object().bucket(&bucket).key(key).send().await.unwrap();
+            assert_eq!(h.object_lock_mode(), Some(&ObjectLockMode::Governance), "{kind:?}: {key}");
+            let until = h.object_lock_retain_until_date().unwrap().secs();
+            let days = (until - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+            assert!((6.9..=7.1).contains(&days), "{kind:?}: {key} retained for {days} days");
+        }
+        // A multipart object's ETag ends in its number of parts.
+        assert!(h.e_tag().unwrap().trim_matches('"').ends_with("-3"), "{kind:?}: ETag {:?}", h.e_tag());
+        let o = c.get_object().bucket(&bucket).key(&key).send().await.unwrap();
+        assert!(o.body.collect().await.unwrap().into_bytes().as_ref() == data.as_slice(), "{kind:?}: the copy differs");
+        let open = c.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
+        assert!(open.uploads().is_empty(), "{kind:?}: {:?}", open.uploads());
+
+        // Parts of 1 MiB: the store refuses to complete the upload, which is then aborted.
+        let sink = S3Reports::new(c.clone(), &bucket, "big", retention()).with_part_size(1024 * 1024);
+        let e = format!("{:#}", sink.store_dir(small.path()).await.unwrap_err());
+        assert!(
+            e.contains(&format!("storing s3://{bucket}/big/{other}")) && e.contains("EntityTooSmall"),
+            "{kind:?}: {e}"
+        );
+        let open = c.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
+        assert!(open.uploads().is_empty(), "{kind:?}: an upload was left open: {:?}", open.uploads());
+        let listed = c.list_objects_v2().bucket(&bucket).prefix(format!("big/{other}")).send().await.unwrap();
+        assert!(listed.contents().is_empty(), "{kind:?}: {:?}", listed.contents());
+    }
+}
+
+/// A sequence of a bucket's chain is claimed once: the first claim gets it, a second one for the
+/// same sequence learns it lost (and takes no object's place), and the head is the newest claim.
+/// On moto and on Ceph RGW.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_of_the_bucket_chain_is_claimed_once() {
+    use lapse::integrity::ChainLink;
+    use lapse::reporting::sink::{Claim, S3Reports};
+    for kind in [crate::objects::StoreKind::S3, crate::objects::StoreKind::Rgw] {
+        let c = crate::objects::client_of(kind);
+        let bucket = crate::objects::unique("claims");
+        c.create_bucket().bucket(&bucket).send().await.unwrap();
+        let sink = S3Reports::new(c.clone(), &bucket, "prod", None);
+        assert_eq!(sink.chain_head().await.unwrap(), None);
+        let link = |who: &str, sequence| ChainLink {
+            file: format!("lapse-run-20991231T00000{sequence}Z-{who}.json"),
+            sha256: format!("{who:0>64}"),
+            sequence,
+        };
+        assert_eq!(sink.claim(&link("a", 1)).await.unwrap(), Claim::Claimed);
+        assert_eq!(sink.claim(&link("b", 1)).await.unwrap(), Claim::Taken);
+        assert_eq!(sink.chain_head().await.unwrap(), Some(link("a", 1)), "the first claim stands");
+        assert_eq!(sink.claim(&link("b", 2)).await.unwrap(), Claim::Claimed);
+        assert_eq!(sink.chain_head().await.unwrap(), Some(link("b", 2)));
+        // The claims are beside the reports, not among them.
+        let keys: Vec<String> = c
+            .list_objects_v2()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap()
+            .contents()
+            .iter()
+            .map(|o| o.key().unwrap().to_string())
+            .collect();
+        assert_eq!(keys, ["prod/chain/00000000000000000001", "prod/chain/00000000000000000002"]);
+        assert!(sink.names().await.unwrap().is_empty());
+    }
+}
+
+/// Workers that share only a report bucket and end at the same moment: each claims its report's
+/// sequence on the bucket before writing the report, so however their ends interleave the chain
+/// does not fork: 4 workers started together, 3 times over, make one chain of 12 reports, each
+/// sequence claimed by the report that has it, and `report verify` of the bucket passes. On moto
+/// and on Ceph RGW (both honour `If-None-Match: *`; without the claims, this fails every time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_ending_together_on_a_shared_report_bucket_do_not_fork_its_chain() {
+    ending_together(crate::objects::StoreKind::S3).await;
+    ending_together(crate::objects::StoreKind::Rgw).await;
+}
+
+async fn ending_together(kind: crate::objects::StoreKind) {
+    let c = crate::objects::client_of(kind);
+    let bucket = crate::objects::unique("together");
+    c.create_bucket().bucket(&bucket).send().await.unwrap();
+    let schema = "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, email TEXT, created_at TIMESTAMP);";
+    let policy = "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\npersonal:\n  email: { category: email }\n\
+                  purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\n\
+                  guardrail:\n  max_share: 100%\n";
+    let mut workers: Vec<Fixture> = Vec::new();
+    for _ in 0..4 {
+        let f = Fixture::new(Backend::Sqlite, schema).await;
+        f.policy("tickets", policy);
+        // One signing key for all, so that one `report verify` checks the whole chain.
+        f.sign_reports();
+        if let Some(first) = workers.first() {
+            std::fs::copy(first.path("signing.key"), f.path("signing.key")).unwrap();
+        }
+        let archive = format!(
+            "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
+            kind.endpoint()
+        );
+        let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+        let cfg = cfg.replace("policies: policies\n", &archive).replace(
+            "reports:\n  dir: reports\n",
+            &format!(
+                "reports:\n  dir: reports\n  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: shared\n"
+            ),
+        );
+        std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+        workers.push(f);
+    }
+    for round in 0..3 {
+        for f in &workers {
+            f.db.exec(&format!("INSERT INTO tickets VALUES ({round}, 'p{round}@example.com', '2019-03-01 00:00:00')"))
+                .await;
+        }
+        std::thread::scope(|s| {
+            for f in &workers {
+                s.spawn(|| {
+                    f.lapse(&["run"]).ok();
+                });
+            }
+        });
+    }
+    // Every report, from every worker's directory: 12 distinct sequences, 1 to 12, each linked
+    // to the one before it and claimed by itself.
+    let mut reports: Vec<(u64, String, serde_json::Value, String)> = Vec::new();
+    for f in &workers {
+        for path in lapse::integrity::run_reports(&f.path("reports")) {
+            let bytes = std::fs::read(&path).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            reports.push((v["sequence"].as_u64().unwrap(), name, v, lapse::integrity::sha256_hex(&bytes)));
+        }
+    }
+    reports.sort_by_key(|r| r.0);
+    let sequences: Vec<u64> = reports.iter().map(|r| r.0).collect();
+    assert_eq!(sequences, (1..=12).collect::<Vec<u64>>(), "{kind:?}: a fork or a gap");
+    for w in reports.windows(2) {
+        assert_eq!(w[1].2["previous"]["file"], w[0].1.as_str(), "sequence {}", w[1].0);
+        assert_eq!(w[1].2["previous"]["sha256"], w[0].3.as_str(), "sequence {}", w[1].0);
+    }
+    for (seq, name, _, sha) in &reports {
+        let o = c.get_object().bucket(&bucket).key(format!("shared/chain/{seq:020}")).send().await.unwrap();
+        let claim: serde_json::Value = serde_json::from_slice(&o.body.collect().await.unwrap().into_bytes()).unwrap();
+        assert_eq!(claim, serde_json::json!({"file": name, "sha256": sha, "sequence": seq}));
+    }
+    let public = workers[0].path("signing.pub");
+    let r = workers[0].lapse(&["report", "verify", &format!("s3://{bucket}/shared"), "--public-key", p(&public)]);
+    r.ok();
+    assert!(!r.stdout.contains("fork"), "{kind:?}: {}", r.stdout);
+}
+
 /// Two workers with directories of their own share one report bucket and prefix (two CronJobs of
 /// other policies). The second began before the first stored its report and ended after: it
 /// read the bucket's chain head when it began, so both reports claimed sequence 1, a fork
