@@ -448,8 +448,14 @@ impl S3Reports {
 
     /// The claim of the highest sequence, if any: one listing of the claims and one read.
     async fn claimed_head(&self) -> anyhow::Result<Option<ChainLink>> {
+        let Some(&seq) = self.claimed().await?.last() else { return Ok(None) };
+        self.read_claim(seq).await.map(Some)
+    }
+
+    /// The sequences claimed, ascending.
+    async fn claimed(&self) -> anyhow::Result<Vec<u64>> {
         let prefix = format!("{}{CLAIMS}", self.prefix);
-        let (mut newest, mut token) = (None::<u64>, None);
+        let (mut claimed, mut token) = (Vec::new(), None);
         loop {
             let r = self
                 .client
@@ -463,7 +469,7 @@ impl S3Reports {
             for o in r.contents() {
                 let seq = o.key().and_then(|k| k.strip_prefix(prefix.as_str())).filter(|n| n.len() == 20);
                 if let Some(seq) = seq.and_then(|n| n.parse::<u64>().ok()) {
-                    newest = newest.max(Some(seq));
+                    claimed.push(seq);
                 }
             }
             match r.next_continuation_token() {
@@ -471,7 +477,12 @@ impl S3Reports {
                 _ => break,
             }
         }
-        let Some(seq) = newest else { return Ok(None) };
+        claimed.sort_unstable();
+        Ok(claimed)
+    }
+
+    /// The link the claim of `seq` holds.
+    async fn read_claim(&self, seq: u64) -> anyhow::Result<ChainLink> {
         let key = self.claim_key(seq);
         let r = self
             .client
@@ -486,7 +497,7 @@ impl S3Reports {
             .ok()
             .filter(|l: &ChainLink| l.sequence == seq && plain_name(&l.file))
             .with_context(|| format!("s3://{}/{key} is no claim of sequence {seq}", self.bucket))?;
-        Ok(Some(link))
+        Ok(link)
     }
 
     /// Claims `link.sequence` for the run report `link` names, before that report is written:
@@ -576,6 +587,16 @@ impl ReportStore for S3Reports {
 
     fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
         block(self.get(name))
+    }
+
+    fn claims(&self) -> std::io::Result<Vec<(u64, Result<ChainLink, String>)>> {
+        block(async {
+            let mut out = Vec::new();
+            for seq in self.claimed().await? {
+                out.push((seq, self.read_claim(seq).await.map_err(|e| format!("{e:#}"))));
+            }
+            Ok(out)
+        })
     }
 
     /// Evidence files can be large: streamed to an anonymous temporary file, then read from it.

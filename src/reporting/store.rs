@@ -18,6 +18,11 @@ pub trait ReportStore {
     fn read(&self, name: &str) -> std::io::Result<Vec<u8>>;
     /// A file as a stream (evidence files can be large).
     fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + '_>>;
+    /// The chain's claims, by sequence: the link each holds, or why it cannot be read. Only a
+    /// report bucket has claims (`sink::CLAIMS`); a directory has none.
+    fn claims(&self) -> std::io::Result<Vec<(u64, Result<crate::integrity::ChainLink, String>)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A directory of the local file system.

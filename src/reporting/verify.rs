@@ -243,6 +243,7 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
                 }
             }
             chain = v.check_chain(&entries, &renamed, first);
+            v.check_claims(&entries, first);
             v.check_leftovers(&names, &entries, &claimed);
             v.check_csv(&entries);
         }
@@ -666,6 +667,68 @@ impl Verifier<'_> {
     }
 
     /// Signatures, evidence and CSV files whose report is gone.
+    /// A report bucket's claims (`sink::CLAIMS`): each names the run report that took its
+    /// sequence, with its SHA-256. The claimed report must be in the store (a missing newest
+    /// report, which no later link reveals, shows here), with the claimed bytes and sequence;
+    /// another report of that sequence forked the chain. Claims below `first` are not checked.
+    fn check_claims(&mut self, entries: &[Entry], first: u64) {
+        let claims = match self.st.claims() {
+            Ok(c) => c,
+            Err(e) => {
+                let at = format!("{}{}", self.st.location(), super::sink::CLAIMS);
+                return self.find(Problem::Unreadable, &at, format!("cannot list the chain's claims: {e}"));
+            }
+        };
+        for (seq, claim) in claims.into_iter().filter(|(s, _)| *s >= first) {
+            let c = match claim {
+                Ok(c) => c,
+                Err(e) => {
+                    let at = format!("{}{}{seq:020}", self.st.location(), super::sink::CLAIMS);
+                    self.find(Problem::Unreadable, &at, format!("the claim of sequence {seq} cannot be read: {e}"));
+                    continue;
+                }
+            };
+            match entries.iter().find(|e| e.name == c.file) {
+                // A report missing in the middle of the chain is already found by its successor.
+                None if self.findings.iter().any(|f| f.problem == Problem::Missing && f.file == c.file) => {}
+                None => self.find(
+                    Problem::Missing,
+                    &c.file,
+                    format!(
+                        "is missing: the bucket's claim gives it sequence {seq}, but the store has no such report (its run may still be storing it; else it ended before storing it, or the report was removed)"
+                    ),
+                ),
+                Some(e) if e.sha != c.sha256 => self.find(
+                    Problem::Altered,
+                    &e.name,
+                    format!(
+                        "was altered: its SHA-256 is {}…, but the bucket's claim of sequence {seq} recorded {}…",
+                        &e.sha[..16],
+                        c.sha256.get(..16).unwrap_or(&c.sha256)
+                    ),
+                ),
+                Some(e) if e.seq() != seq => self.find(
+                    Problem::BrokenLink,
+                    &e.name,
+                    format!("is sequence {}, but the bucket's claim gives it sequence {seq}", e.seq()),
+                ),
+                Some(_) => {}
+            }
+            let others: Vec<String> = entries
+                .iter()
+                .filter(|e| e.seq() == seq && e.name != c.file && e.head.as_ref().is_some_and(|h| h.mode == "run"))
+                .map(|e| e.name.clone())
+                .collect();
+            for o in others {
+                self.find(
+                    Problem::Fork,
+                    &o,
+                    format!("fork: it has sequence {seq}, which the bucket's claim gives to {}", c.file),
+                );
+            }
+        }
+    }
+
     fn check_leftovers(&mut self, names: &[String], entries: &[Entry], claimed: &BTreeSet<String>) {
         let present: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();

@@ -1036,8 +1036,9 @@ async fn a_sequence_of_the_bucket_chain_is_claimed_once() {
 /// Workers that share only a report bucket and end at the same moment: each claims its report's
 /// sequence on the bucket before writing the report, so however their ends interleave the chain
 /// does not fork: 4 workers started together, 3 times over, make one chain of 12 reports, each
-/// sequence claimed by the report that has it, and `report verify` of the bucket passes. On moto
-/// and on Ceph RGW (both honour `If-None-Match: *`; without the claims, this fails every time).
+/// sequence claimed by the report that has it, and `report verify` of the bucket passes; once the
+/// newest report is removed, its claim makes `verify` find it missing. On moto and on Ceph RGW
+/// (both honour `If-None-Match: *`; without the claims, this fails every time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_ending_together_on_a_shared_report_bucket_do_not_fork_its_chain() {
     ending_together(crate::objects::StoreKind::S3).await;
@@ -1115,6 +1116,18 @@ async fn ending_together(kind: crate::objects::StoreKind) {
     let r = workers[0].lapse(&["report", "verify", &format!("s3://{bucket}/shared"), "--public-key", p(&public)]);
     r.ok();
     assert!(!r.stdout.contains("fork"), "{kind:?}: {}", r.stdout);
+
+    // The newest report removed from the bucket (no retention here): no later report links to
+    // it, but its claim names it, so `verify` finds it missing.
+    let newest = &reports[11].1;
+    c.delete_object().bucket(&bucket).key(format!("shared/{newest}")).send().await.unwrap();
+    let r = workers[0].lapse(&["report", "verify", &format!("s3://{bucket}/shared"), "--public-key", p(&public)]);
+    r.code(4);
+    assert!(
+        r.stdout.contains(&format!("{newest} is missing: the bucket's claim gives it sequence 12")),
+        "{kind:?}: {}",
+        r.stdout
+    );
 }
 
 /// Two workers with directories of their own share one report bucket and prefix (two CronJobs of
