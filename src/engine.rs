@@ -1409,6 +1409,16 @@ async fn enforce(
             // Destructions of that run are in no report yet: not a complete run.
             pr.outcome = "failed".into();
         }
+        match orphaned_intents(p, ctx) {
+            Ok(found) => {
+                for msg in found {
+                    tracing::error!("{msg}");
+                    pr.errors.push(msg);
+                    pr.outcome = "failed".into();
+                }
+            }
+            Err(e) => tracing::warn!("cannot look for intents of another shard layout: {e:#}"),
+        }
     }
     // A key-sharded policy: every count and every destroy sees only this shard's part.
     let within = |f: Filter| match &ctx.part {
@@ -2045,6 +2055,55 @@ async fn enforce(
     held?;
     unknown?;
     Ok(())
+}
+
+/// Intents an interrupted run of another shard layout left for this policy (the shard count
+/// changed, or sharding was switched on or off): they are in a report directory no run of this
+/// layout reads, so they would never be reconciled, and that run's last destructions would be in
+/// no report. This run does not take them over (a run of the other layout may still be going on,
+/// and a key-sharded part sees only its own keys): it names them, with the run that reconciles
+/// them, and the policy fails until one has.
+fn orphaned_intents(p: &Policy, ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
+    let Some(log) = ctx.intents.as_deref() else { return Ok(Vec::new()) };
+    let (root, layout) = match ctx.opts.shard {
+        Some(s) => match log.dir().parent() {
+            Some(parent) => (parent.to_path_buf(), Some(s.count)),
+            None => return Ok(Vec::new()),
+        },
+        None => (log.dir().to_path_buf(), None),
+    };
+    let mut dirs: Vec<(PathBuf, String)> = Vec::new();
+    if layout.is_some() {
+        dirs.push((root.clone(), "lapse run".into()));
+    }
+    let entries = match std::fs::read_dir(&root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((i, n)) = name.strip_prefix("shard-").and_then(|r| r.split_once("-of-")) else { continue };
+        let (Ok(i), Ok(n)) = (i.parse::<u32>(), n.parse::<u32>()) else { continue };
+        if Some(n) != layout && e.file_type().is_ok_and(|t| t.is_dir()) {
+            dirs.push((e.path(), format!("lapse run --shard {i}/{n}")));
+        }
+    }
+    let key_id = ctx.key.key_id();
+    let mut out = Vec::new();
+    for (dir, how) in dirs {
+        for x in crate::intent::pending(&dir, log.stem(), &p.name, &key_id)? {
+            let n = x.intents.len() + x.other_key;
+            if n > 0 {
+                out.push(format!(
+                    "{n} write-ahead intents of interrupted run {} are in '{}', left by another shard layout, where no run of this layout reconciles them: run `{how}` once, so that the destructions of that run get into a report",
+                    x.run_id,
+                    dir.display()
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Reconciles the write-ahead intents that interrupted runs left for this policy

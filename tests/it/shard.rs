@@ -362,6 +362,72 @@ async fn object_shards_destroy_what_one_worker_destroys(kind: crate::objects::St
     assert_eq!(data(sharded.keys().await), data(single.keys().await), "the same objects are left");
 }
 
+/// The shard layout changed (3 shards, then 2, then none) after a run of the old layout was
+/// killed between deleting objects and recording them: its write-ahead intents are in
+/// `reports/shard-1-of-3/`, which no run of the new layout reads. A run of the new layout names
+/// them and the run that reconciles them, and fails the policy (exit 1) rather than leave that
+/// run's destructions in no report without a word; once the old layout's shard has run (and
+/// reconciled them), the new layout runs clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_of_an_earlier_shard_layout_are_named_until_reconciled() {
+    use crate::objects::{Store, StoreKind};
+    // The newest run report of a directory (several runs write to each here).
+    let newest = |dir: &Path| {
+        lapse::integrity::run_reports(dir)
+            .iter()
+            .map(|p| read_json(p))
+            .max_by_key(|r| r["sequence"].as_u64())
+            .unwrap_or_else(|| panic!("no run report in {}", dir.display()))
+    };
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    for i in 0..30 {
+        s.put(&format!("exports/{}/01/01/S-{i}.csv", 2019 + i % 3), "id,email").await;
+    }
+    s.policy(
+        "  key_pattern: \"exports/{yyyy}/{mm}/{dd}/{subject}.csv\"\n  subject: key\n",
+        "  - { name: reporting, legal_basis: legitimate_interests, retain: 2y, after: key_date }\n",
+        "guardrail: { max_share: 100% }\nshard_by_key: true\n",
+    );
+    s.f.lapse(&["run", "--shard", "1/3"]).ok();
+    let old = s.f.path("reports/shard-1-of-3");
+    let key_id = newest(&old)["evidence_key_id"].as_str().unwrap().to_string();
+    // What the killed run left: the intent of a deletion it made (the object is gone) and
+    // never recorded.
+    let intent = serde_json::json!({
+        "kind": "intent", "run_id": "0badc0de-0000-4000-8000-000000000001", "policy": "exports",
+        "stage": "record", "action": "deleted", "batch": 1, "record": "f".repeat(64),
+        "key_id": key_id, "at": "2026-01-01T00:00:00Z"
+    });
+    let intents = old.join("lapse-run-20260101T000000Z-0badc0de.intents.jsonl");
+    std::fs::write(&intents, format!("{intent}\n")).unwrap();
+
+    for args in [&["run", "--shard", "0/2"][..], &["run"][..]] {
+        let r = s.f.lapse(args);
+        r.code(1);
+        let dir = if args.len() > 1 { "reports/shard-0-of-2" } else { "reports" };
+        let report = newest(&s.f.path(dir));
+        let p = &report["policies"][0];
+        assert_eq!(p["outcome"], "failed", "{args:?}: {p}");
+        let errors = p["errors"].to_string();
+        assert!(
+            errors.contains("1 write-ahead intents of interrupted run 0badc0de-0000-4000-8000-000000000001")
+                && errors.contains("shard-1-of-3")
+                && errors.contains("run `lapse run --shard 1/3` once"),
+            "{args:?}: {errors}"
+        );
+        assert!(p["deleted"].as_u64().unwrap() > 0, "{args:?}: the policy still ran: {p}");
+        assert!(intents.exists(), "{args:?}: not this layout's to resolve");
+    }
+    // The old layout's shard reconciles them; then the new layout runs clean.
+    s.f.lapse(&["run", "--shard", "1/3"]).ok();
+    let p = &newest(&old)["policies"][0];
+    assert_eq!(p["reconciled"], 1, "{p}");
+    assert!(!intents.exists());
+    s.f.lapse(&["run", "--shard", "0/2"]).ok();
+    let p = &newest(&s.f.path("reports/shard-0-of-2"))["policies"][0];
+    assert_eq!(p["errors"], serde_json::json!([]), "{p}");
+}
+
 mod objects {
     use crate::objects::StoreKind;
 
