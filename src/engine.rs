@@ -1166,7 +1166,8 @@ async fn claim_sequence(b: &crate::reporting::sink::S3Reports, report: &mut Repo
                     "another report claimed this sequence first: chaining after it"
                 );
                 match b.chain_head().await {
-                    Ok(Some(head)) if head.sequence >= report.sequence => {
+                    // (Never its own claim: `claim` tells a retry of it apart.)
+                    Ok(Some(head)) if head.sequence >= report.sequence && head.file != link.file => {
                         report.sequence = head.sequence + 1;
                         report.previous = Some(head);
                         // Sealed again: after the head it now follows.

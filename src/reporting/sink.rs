@@ -26,7 +26,7 @@ use aws_sdk_s3::Client;
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 
-use super::store::{kind, plain_name, FileKind, ReportStore};
+use super::store::{kind, plain_name, FileKind, ReportStore, StoredClaim};
 use crate::config::{Config, LockMode, ReportRetention};
 use crate::integrity::{sha256_hex, ChainLink};
 use crate::objstore::s3;
@@ -228,8 +228,8 @@ impl S3Reports {
         if let Some((mode, until)) = self.lock() {
             req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
         }
-        req.send().await.map_err(|e| s3::err(&format!("storing {}{name}", self.url()), e))?;
-        Ok(())
+        let put = req.send().await.map_err(|e| s3::err(&format!("storing {}{name}", self.url()), e))?;
+        self.ensure_retention(&format!("{}{name}", self.prefix), put.version_id(), self.lock()).await
     }
 
     /// A multipart upload of the file's first `len` bytes (an evidence file being appended to is
@@ -276,7 +276,7 @@ impl S3Reports {
                             .upload_id(id)
                             .part_number(number)
                             .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                            .checksum_crc32(crc)
+                            .checksum_crc32(crc.clone())
                             .body(body)
                             .send()
                             .await
@@ -285,7 +285,8 @@ impl S3Reports {
                             CompletedPart::builder()
                                 .part_number(number)
                                 .set_e_tag(r.e_tag)
-                                .set_checksum_crc32(r.checksum_crc32)
+                                // The CRC sent, when the store does not echo it.
+                                .checksum_crc32(r.checksum_crc32.unwrap_or(crc))
                                 .build(),
                         )
                     }
@@ -301,9 +302,18 @@ impl S3Reports {
                 .upload_id(&id)
                 .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                 .send()
-                .await
-                .map_err(|e| s3::err(&what, e))?;
-            anyhow::Ok(done.version_id)
+                .await;
+            match done {
+                Ok(done) => anyhow::Ok(done.version_id),
+                // A retry of a completion whose answer was lost: the object may be there whole.
+                Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("NoSuchUpload") => {
+                    match self.client.head_object().bucket(&self.bucket).key(&key).send().await {
+                        Ok(h) if h.content_length() == Some(len as i64) => Ok(h.version_id),
+                        _ => Err(s3::err(&what, e).into()),
+                    }
+                }
+                Err(e) => Err(s3::err(&what, e).into()),
+            }
         }
         .await;
         let version = match uploaded {
@@ -323,9 +333,12 @@ impl S3Reports {
         self.ensure_retention(&key, version.as_deref(), lock).await
     }
 
-    /// Checks the stored version has the retention it was uploaded with, and sets it if not:
-    /// some S3-compatible stores (Ceph RGW before Quincy, moto) drop the Object Lock headers of a
-    /// multipart upload and would leave the object unprotected.
+    /// Checks that the stored version has the retention it was uploaded with (or a stronger one:
+    /// compliance for governance, a later date), and sets it if not: some S3-compatible stores
+    /// (Ceph RGW 16.2, moto) drop the Object Lock headers of a multipart upload and would leave
+    /// the file unprotected. If it cannot be set, the unprotected version is deleted (it is not
+    /// locked, so it can be), so that the next run stores the file again instead of taking the
+    /// bucket's copy for stored.
     async fn ensure_retention(
         &self,
         key: &str,
@@ -334,38 +347,53 @@ impl S3Reports {
     ) -> anyhow::Result<()> {
         let Some((mode, until)) = lock else { return Ok(()) };
         let what = format!("s3://{}/{key}", self.bucket);
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(version.map(str::to_string))
-            .send()
-            .await
-            .map_err(|e| s3::err(&format!("checking the retention of {what}"), e))?;
-        let kept = head.object_lock_mode() == Some(&mode)
-            && head.object_lock_retain_until_date().is_some_and(|d| d.secs() >= until.secs());
-        if kept {
-            return Ok(());
-        }
-        tracing::info!(
-            "the store did not apply the upload's Object Lock retention to a report file: set on its version"
-        );
-        self.client
-            .put_object_retention()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(version.map(str::to_string))
-            .retention(
-                aws_sdk_s3::types::ObjectLockRetention::builder()
-                    .mode(aws_sdk_s3::types::ObjectLockRetentionMode::from(mode.as_str()))
-                    .retain_until_date(until)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| s3::err(&format!("setting the retention of {what}"), e))?;
-        Ok(())
+        let set = async {
+            let head = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_string))
+                .send()
+                .await
+                .map_err(|e| s3::err(&format!("checking the retention of {what}"), e))?;
+            let strong_enough = match head.object_lock_mode() {
+                Some(ObjectLockMode::Compliance) => true,
+                Some(m) => *m == mode,
+                None => false,
+            };
+            if strong_enough && head.object_lock_retain_until_date().is_some_and(|d| d.secs() >= until.secs()) {
+                return anyhow::Ok(());
+            }
+            tracing::info!(
+                "the store did not apply the upload's Object Lock retention to a report file: setting it on its version"
+            );
+            self.client
+                .put_object_retention()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_string))
+                .retention(
+                    aws_sdk_s3::types::ObjectLockRetention::builder()
+                        .mode(aws_sdk_s3::types::ObjectLockRetentionMode::from(mode.as_str()))
+                        .retain_until_date(until)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| s3::err(&format!("setting the retention of {what}"), e))?;
+            Ok(())
+        };
+        let Err(e) = set.await else { return Ok(()) };
+        let removed = match version {
+            Some(v) => self.client.delete_object().bucket(&self.bucket).key(key).version_id(v).send().await.is_ok(),
+            None => false,
+        };
+        Err(e.context(if removed {
+            "the version stored without its retention was deleted; the next run stores the file again"
+        } else {
+            "the version stored without its retention could not be deleted: it stays on the bucket unprotected"
+        }))
     }
 
     /// Uploads every report file of `dir` the bucket does not have yet; returns their names.
@@ -483,6 +511,11 @@ impl S3Reports {
 
     /// The link the claim of `seq` holds.
     async fn read_claim(&self, seq: u64) -> anyhow::Result<ChainLink> {
+        Ok(self.read_claim_at(seq).await?.0)
+    }
+
+    /// The link the claim of `seq` holds, and when the claim was made.
+    async fn read_claim_at(&self, seq: u64) -> anyhow::Result<(ChainLink, Option<chrono::DateTime<Utc>>)> {
         let key = self.claim_key(seq);
         let r = self
             .client
@@ -492,12 +525,13 @@ impl S3Reports {
             .send()
             .await
             .map_err(|e| s3::err(&format!("reading the chain's claim s3://{}/{key}", self.bucket), e))?;
+        let at = r.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
         let bytes = r.body.collect().await.context("reading a claim")?.into_bytes();
         let link: ChainLink = serde_json::from_slice(&bytes)
             .ok()
             .filter(|l: &ChainLink| l.sequence == seq && plain_name(&l.file))
             .with_context(|| format!("s3://{}/{key} is no claim of sequence {seq}", self.bucket))?;
-        Ok(link)
+        Ok((link, at))
     }
 
     /// Claims `link.sequence` for the run report `link` names, before that report is written:
@@ -521,9 +555,14 @@ impl S3Reports {
         }
         match req.send().await {
             Ok(_) => Ok(Claim::Claimed),
-            // 412: the claim exists. 409: another conditional write of it is under way.
+            // 412: the claim exists. 409: another conditional write of it is under way. Either
+            // may answer a retry of this very claim whose first attempt was written but whose
+            // answer was lost: then the claim is this report's.
             Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if matches!(e.raw().status().as_u16(), 409 | 412) => {
-                Ok(Claim::Taken)
+                match self.read_claim(link.sequence).await {
+                    Ok(found) if found == *link => Ok(Claim::Claimed),
+                    _ => Ok(Claim::Taken),
+                }
             }
             Err(e) => Err(s3::err(&format!("claiming sequence {} in {}", link.sequence, self.url()), e).into()),
         }
@@ -589,11 +628,15 @@ impl ReportStore for S3Reports {
         block(self.get(name))
     }
 
-    fn claims(&self) -> std::io::Result<Vec<(u64, Result<ChainLink, String>)>> {
+    fn claims(&self) -> std::io::Result<Vec<StoredClaim>> {
         block(async {
             let mut out = Vec::new();
-            for seq in self.claimed().await? {
-                out.push((seq, self.read_claim(seq).await.map_err(|e| format!("{e:#}"))));
+            for sequence in self.claimed().await? {
+                let (link, at) = match self.read_claim_at(sequence).await {
+                    Ok((l, at)) => (Ok(l), at),
+                    Err(e) => (Err(format!("{e:#}")), None),
+                };
+                out.push(StoredClaim { sequence, link, at });
             }
             Ok(out)
         })

@@ -18,11 +18,20 @@ pub trait ReportStore {
     fn read(&self, name: &str) -> std::io::Result<Vec<u8>>;
     /// A file as a stream (evidence files can be large).
     fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + '_>>;
-    /// The chain's claims, by sequence: the link each holds, or why it cannot be read. Only a
-    /// report bucket has claims (`sink::CLAIMS`); a directory has none.
-    fn claims(&self) -> std::io::Result<Vec<(u64, Result<crate::integrity::ChainLink, String>)>> {
+    /// The chain's claims, by sequence. Only a report bucket has claims (`sink::CLAIMS`); a
+    /// directory has none.
+    fn claims(&self) -> std::io::Result<Vec<StoredClaim>> {
         Ok(Vec::new())
     }
+}
+
+/// A claim of a sequence of a report bucket's chain.
+pub struct StoredClaim {
+    pub sequence: u64,
+    /// The link it holds, or why it cannot be read.
+    pub link: Result<crate::integrity::ChainLink, String>,
+    /// When it was made (the store's time).
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A directory of the local file system.

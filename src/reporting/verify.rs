@@ -243,8 +243,8 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
                 }
             }
             chain = v.check_chain(&entries, &renamed, first);
-            v.check_claims(&entries, first);
             v.check_leftovers(&names, &entries, &claimed);
+            v.check_claims(&entries, first);
             v.check_csv(&entries);
         }
         Some(name) => v.check_single_link(&entries, name),
@@ -281,6 +281,12 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
     }
     out
 }
+
+/// How long a claim newer than every stored report may wait for its report before `verify` calls
+/// the report missing: a run stores its report last, after its evidence (minutes, for gigabytes
+/// of it). An upload that failed is retried by the next run; until then the bucket lacks a
+/// report, and `verify` says so.
+const PENDING_HOURS: i64 = 1;
 
 struct Verifier<'a> {
     st: &'a dyn ReportStore,
@@ -679,8 +685,10 @@ impl Verifier<'_> {
                 return self.find(Problem::Unreadable, &at, format!("cannot list the chain's claims: {e}"));
             }
         };
-        for (seq, claim) in claims.into_iter().filter(|(s, _)| *s >= first) {
-            let c = match claim {
+        let newest_stored = entries.iter().map(Entry::seq).max().unwrap_or(0);
+        for claim in claims.into_iter().filter(|c| c.sequence >= first) {
+            let seq = claim.sequence;
+            let c = match claim.link {
                 Ok(c) => c,
                 Err(e) => {
                     let at = format!("{}{}{seq:020}", self.st.location(), super::sink::CLAIMS);
@@ -691,6 +699,18 @@ impl Verifier<'_> {
             match entries.iter().find(|e| e.name == c.file) {
                 // A report missing in the middle of the chain is already found by its successor.
                 None if self.findings.iter().any(|f| f.problem == Problem::Missing && f.file == c.file) => {}
+                // Claimed after every stored report, less than a day ago: its run may still be
+                // storing it (the report goes last, after its evidence), or failed to and the
+                // next run stores it.
+                None if seq > newest_stored
+                    && claim.at.is_some_and(|at| chrono::Utc::now() - at < chrono::Duration::hours(PENDING_HOURS)) =>
+                {
+                    self.notes.push(format!(
+                        "{} has sequence {seq} by the bucket's claim of {}, but is not stored yet: its run may still be storing it, or the next run will; if it is still not there {PENDING_HOURS} h after the claim, verify finds it missing",
+                        c.file,
+                        claim.at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    ))
+                }
                 None => self.find(
                     Problem::Missing,
                     &c.file,
