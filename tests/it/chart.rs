@@ -562,6 +562,83 @@ fn chart_notes_say_whether_the_reports_are_kept() {
     let n =
         notes(&["--set-json", r#"config.extra={"reports":{"s3":{"connection":"archive","bucket":"acme-reports"}}}"#]);
     assert!(!n.contains(lost) && n.contains(bucket) && n.contains("set reports.existingClaim"), "{n}");
+    let n = notes(&[
+        "--set-json",
+        r#"config.connections={"archive":{"kind":"s3","region":"eu-west-1"}}"#,
+        "--set",
+        "reports.bucket.name=acme-reports,reports.bucket.connection=archive",
+    ]);
+    assert!(!n.contains(lost) && n.contains("The reports are stored on the report bucket acme-reports"), "{n}");
+}
+
+/// `reports.bucket` becomes the config's `reports.s3` (connection, bucket, prefix, retention);
+/// a bucket without an s3 connection, a retention without days or mode, or bucket settings
+/// without a name are refused at render time.
+#[test]
+fn chart_report_bucket_becomes_reports_s3() {
+    let Some(helm) = helm() else { return };
+    let values = r#"
+config:
+  connections:
+    archive:
+      kind: s3
+      region: eu-west-1
+reports:
+  bucket:
+    name: acme-reports
+    connection: archive
+    prefix: prod/lapse
+    retention:
+      mode: compliance
+      days: 2555
+"#;
+    let r = helm.template(&[values]);
+    assert_guarantees(&r);
+    let s3 = &r.config()["reports"]["s3"];
+    assert_eq!(s3["bucket"].as_str(), Some("acme-reports"), "{s3:?}");
+    assert_eq!(s3["connection"].as_str(), Some("archive"));
+    assert_eq!(s3["prefix"].as_str(), Some("prod/lapse"));
+    assert_eq!(s3["retention"]["mode"].as_str(), Some("compliance"));
+    assert_eq!(s3["retention"]["days"].as_u64(), Some(2555));
+    // lapse accepts it.
+    let etc = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(etc.path().join("policies")).unwrap();
+    std::fs::write(etc.path().join("lapse.yaml"), &r.configmap(&format!("{FULLNAME}-config"))["lapse.yaml"]).unwrap();
+    std::fs::write(
+        etc.path().join("policies/exports.yaml"),
+        "name: exports\ndataset: { connection: archive, bucket: acme-exports, key_pattern: \"exports/{yyyy}/{mm}/{dd}/{subject}.csv\", subject: key }\npersonal: { content: { category: free_text } }\npurposes:\n  - { name: sar, legal_basis: legal_obligation, retain: 90d, after: key_date }\non_lapse: delete\n",
+    )
+    .unwrap();
+    let out = Command::new(crate::common::lapse_bin())
+        .args(["validate", "--skip-secrets", "-c"])
+        .arg(etc.path().join("lapse.yaml"))
+        .env_remove("LAPSE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Without the optional parts: only what is set.
+    let r = helm.template(&[
+        values,
+        "reports:\n  bucket:\n    prefix: \"\"\n    retention:\n      mode: \"\"\n      days: 0\n",
+    ]);
+    let s3 = &r.config()["reports"]["s3"];
+    assert!(s3["prefix"].is_null() && s3["retention"].is_null(), "{s3:?}");
+    // Refused.
+    for (bad, says) in [
+        ("reports:\n  bucket:\n    name: acme-reports\n", "reports.bucket.connection: name the kind: s3 connection"),
+        (
+            "config:\n  connections:\n    db:\n      url: sqlite:///data/shop.db\nreports:\n  bucket:\n    name: acme-reports\n    connection: db\n",
+            "reports.bucket.connection 'db' is not a kind: s3 connection",
+        ),
+        (
+            "config:\n  connections:\n    archive:\n      kind: s3\nreports:\n  bucket:\n    name: acme-reports\n    connection: archive\n    retention:\n      mode: governance\n",
+            "reports.bucket.retention.days",
+        ),
+        ("reports:\n  bucket:\n    connection: archive\n", "reports.bucket.name"),
+    ] {
+        let e = helm.refused(bad);
+        assert!(e.contains(says), "{bad}\n{e}");
+    }
 }
 
 #[test]

@@ -236,6 +236,31 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- if .Values.secretKeys.signingKey }}
 {{- $_ := set $reports "signing_key" (include "lapse.secretSource" (list . "key" .Values.secretKeys.signingKey "LAPSE_SIGNING_KEY") | fromYaml) }}
 {{- end }}
+{{- with .Values.reports.bucket }}
+{{- if .name }}
+{{- $conn := index $.Values.config.connections (.connection | default "") | default dict }}
+{{- if not .connection }}
+{{- fail "reports.bucket.connection: name the kind: s3 connection of config.connections that reaches the report bucket" }}
+{{- else if ne (default "sql" $conn.kind) "s3" }}
+{{- fail (printf "reports.bucket.connection '%s' is not a kind: s3 connection of config.connections" .connection) }}
+{{- end }}
+{{- $s3 := dict "connection" .connection "bucket" .name }}
+{{- with .prefix }}
+{{- $_ := set $s3 "prefix" . }}
+{{- end }}
+{{- if .retention.mode }}
+{{- if not .retention.days }}
+{{- fail "reports.bucket.retention.days: how many days each stored report file stays locked (1 to 36500)" }}
+{{- end }}
+{{- $_ := set $s3 "retention" (dict "mode" .retention.mode "days" (int .retention.days)) }}
+{{- else if .retention.days }}
+{{- fail "reports.bucket.retention.mode: compliance or governance (days alone lock nothing)" }}
+{{- end }}
+{{- $_ := set $reports "s3" $s3 }}
+{{- else if or .connection .prefix .retention.mode }}
+{{- fail "reports.bucket.name: the report bucket's name (connection, prefix and retention are set without one)" }}
+{{- end }}
+{{- end }}
 {{- $_ := set $cfg "reports" $reports }}
 {{- $_ := set $cfg "defaults" (dict "batch_size" (int .Values.config.defaults.batchSize) "max_share" .Values.config.defaults.maxShare) }}
 {{- $metrics := dict }}
