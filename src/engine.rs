@@ -1410,15 +1410,13 @@ async fn enforce(
             // Destructions of that run are in no report yet: not a complete run.
             pr.outcome = "failed".into();
         }
-        match orphaned_intents(p, ctx) {
-            Ok(found) => {
-                for msg in found {
-                    tracing::error!("{msg}");
-                    pr.errors.push(msg);
-                    pr.outcome = "failed".into();
-                }
+        // (Only unreconciled intents fail the policy: the others cannot be acted on by a run.)
+        for (msg, fails) in orphaned_intents(p, ctx) {
+            tracing::error!("{msg}");
+            pr.errors.push(msg);
+            if fails {
+                pr.outcome = "failed".into();
             }
-            Err(e) => tracing::warn!("cannot look for intents of another shard layout: {e:#}"),
         }
     }
     // A key-sharded policy: every count and every destroy sees only this shard's part.
@@ -2059,52 +2057,96 @@ async fn enforce(
 }
 
 /// Intents an interrupted run of another shard layout left for this policy (the shard count
-/// changed, or sharding was switched on or off): they are in a report directory no run of this
-/// layout reads, so they would never be reconciled, and that run's last destructions would be in
-/// no report. This run does not take them over (a run of the other layout may still be going on,
-/// and a key-sharded part sees only its own keys): it names them, with the run that reconciles
-/// them, and the policy fails until one has.
-fn orphaned_intents(p: &Policy, ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
-    let Some(log) = ctx.intents.as_deref() else { return Ok(Vec::new()) };
-    let (root, layout) = match ctx.opts.shard {
-        Some(s) => match log.dir().parent() {
-            Some(parent) => (parent.to_path_buf(), Some(s.count)),
-            None => return Ok(Vec::new()),
+/// changed, sharding was switched on or off, or the policy stopped or started being split by
+/// key): they are in a report directory no run of this layout reads for this policy, so they
+/// would never be reconciled, and that run's last destructions would be in no report. This run
+/// does not take them over (a run of the other layout may still be going on, and a key-sharded
+/// part sees only its own keys): it names them, with the run that reconciles them, and the
+/// policy fails until one has. Directories are only read here, never tidied.
+fn orphaned_intents(p: &Policy, ctx: &Ctx<'_>) -> Vec<(String, bool)> {
+    use crate::shard::Shard;
+    let Some(log) = ctx.intents.as_deref() else { return Vec::new() };
+    let root = match ctx.opts.shard {
+        Some(_) => match log.dir().parent() {
+            Some(parent) => parent.to_path_buf(),
+            None => return Vec::new(),
         },
-        None => (log.dir().to_path_buf(), None),
+        None => log.dir().to_path_buf(),
     };
-    let mut dirs: Vec<(PathBuf, String)> = Vec::new();
-    if layout.is_some() {
-        dirs.push((root.clone(), "lapse run".into()));
+    // (directory, the command whose run reads it for this policy, if this configuration has one)
+    let mut dirs: Vec<(PathBuf, Option<String>)> = Vec::new();
+    if ctx.opts.shard.is_some() {
+        dirs.push((root.clone(), Some("lapse run".into())));
     }
     let entries = match std::fs::read_dir(&root) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            return vec![(
+                format!("cannot look for intents of another shard layout in '{}': {e}", root.display()),
+                false,
+            )]
+        }
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some((i, n)) = name.strip_prefix("shard-").and_then(|r| r.split_once("-of-")) else { continue };
-        let (Ok(i), Ok(n)) = (i.parse::<u32>(), n.parse::<u32>()) else { continue };
-        if Some(n) != layout && e.file_type().is_ok_and(|t| t.is_dir()) {
-            dirs.push((e.path(), format!("lapse run --shard {i}/{n}")));
+        let (Ok(index), Ok(count)) = (i.parse::<u32>(), n.parse::<u32>()) else { continue };
+        let shard = Shard { index, count };
+        // Only the names shards write (`shard-1-of-3`, not `shard-01-of-3` or `shard-5-of-3`).
+        if index >= count || shard.dir_name() != name || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
         }
+        let takes = shard.takes(p);
+        // A shard of this layout that takes the policy reads its own directory.
+        if ctx.opts.shard.is_some_and(|s| s.count == count) && takes {
+            continue;
+        }
+        dirs.push((e.path(), takes.then(|| format!("lapse run --shard {index}/{count}"))));
     }
     let key_id = ctx.key.key_id();
     let mut out = Vec::new();
     for (dir, how) in dirs {
-        for x in crate::intent::pending(&dir, log.stem(), &p.name, &key_id)? {
-            let n = x.intents.len() + x.other_key;
-            if n > 0 {
-                out.push(format!(
-                    "{n} write-ahead intents of interrupted run {} are in '{}', left by another shard layout, where no run of this layout reconciles them: run `{how}` once, so that the destructions of that run get into a report",
-                    x.run_id,
-                    dir.display()
+        let found = match crate::intent::pending(&dir, log.stem(), &p.name, &key_id, false) {
+            Ok(f) => f,
+            Err(e) => {
+                out.push((format!("cannot read the intents in '{}': {e:#}", dir.display()), false));
+                continue;
+            }
+        };
+        for x in found {
+            if !x.intents.is_empty() {
+                let remedy = match &how {
+                    Some(cmd) => format!("run `{cmd}` once"),
+                    None => format!(
+                        "no run of the current configuration reads them for this policy: run `lapse run --shard {}` once under the configuration that wrote them",
+                        dir.file_name().map(|n| n.to_string_lossy().replace("shard-", "").replace("-of-", "/")).unwrap_or_default()
+                    ),
+                };
+                out.push((
+                    format!(
+                        "{} write-ahead intents of interrupted run {} are in '{}', left by another shard layout, where no run of this layout reconciles them: {remedy}, so that the destructions of that run get into a report",
+                        x.intents.len(),
+                        x.run_id,
+                        dir.display()
+                    ),
+                    true,
+                ));
+            }
+            if x.other_key > 0 {
+                out.push((
+                    format!(
+                        "{} write-ahead intents of interrupted run {} in '{}' were made with another evidence key and cannot be reconciled",
+                        x.other_key,
+                        x.run_id,
+                        dir.display()
+                    ),
+                    false,
                 ));
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Reconciles the write-ahead intents that interrupted runs left for this policy
@@ -2121,7 +2163,7 @@ async fn reconcile(
 ) -> anyhow::Result<()> {
     let Some(log) = ctx.intents.as_deref() else { return Ok(()) };
     let key_id = ctx.key.key_id();
-    let pending = crate::intent::pending(log.dir(), log.stem(), &p.name, &key_id)?;
+    let pending = crate::intent::pending(log.dir(), log.stem(), &p.name, &key_id, true)?;
     if pending.is_empty() {
         return Ok(());
     }

@@ -166,8 +166,10 @@ fn without_report(names: &BTreeSet<String>, suffix: &str) -> Vec<String> {
 /// The intents of `policy` that earlier runs left in `dir` (killed, or finished with failures)
 /// unconfirmed by any evidence: their own evidence file, or an earlier reconciliation by a run
 /// that was itself interrupted before it could mark them resolved. Files whose every policy is
-/// resolved are removed on the way. `own_stem`: the current run.
-pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str) -> anyhow::Result<Vec<Pending>> {
+/// resolved are removed on the way when `tidy` (a directory this run's layout owns; never one of
+/// another layout, whose run may be live). A file with no intent line yet is a run's that is
+/// just starting to write it: never removed. `own_stem`: the current run.
+pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str, tidy: bool) -> anyhow::Result<Vec<Pending>> {
     let names: BTreeSet<String> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -181,7 +183,12 @@ pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str) -> anyhow
             continue;
         }
         let path = dir.join(format!("{stem}{SUFFIX}"));
-        let lines = read_lines(&path)?;
+        let lines = match read_lines(&path) {
+            Ok(l) => l,
+            // Removed since the listing (its run closed it, or another run resolved it).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
         let mut intents = Vec::new();
         let mut policies = BTreeSet::new();
         let mut resolved = BTreeSet::new();
@@ -198,8 +205,13 @@ pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str) -> anyhow
                 }
             }
         }
+        if policies.is_empty() {
+            continue;
+        }
         if policies.is_subset(&resolved) {
-            let _ = std::fs::remove_file(&path);
+            if tidy {
+                let _ = std::fs::remove_file(&path);
+            }
             continue;
         }
         if resolved.contains(policy) || intents.is_empty() {
@@ -329,18 +341,43 @@ mod tests {
         line.extend_from_slice(b"\n{\"record\": \"cut by a ki");
         std::fs::write(dir.join(format!("{stem}.evidence.jsonl")), line).unwrap();
         drop(log);
-        let p = pending(&dir, "lapse-run-20260101T000001Z-bbbbbbbb", "p", "k").unwrap();
+        let p = pending(&dir, "lapse-run-20260101T000001Z-bbbbbbbb", "p", "k", true).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].run_id, "A");
         assert_eq!(p[0].intents.iter().map(|i| i.record.as_str()).collect::<Vec<_>>(), ["r2"]);
         // Another key: cannot be looked up.
-        assert_eq!(pending(&dir, "x", "p", "other").unwrap()[0].other_key, 1);
+        assert_eq!(pending(&dir, "x", "p", "other", true).unwrap()[0].other_key, 1);
         resolve(&p[0], "p", "B").unwrap();
-        assert!(pending(&dir, "x", "p", "k").unwrap().is_empty(), "p is resolved");
-        assert_eq!(pending(&dir, "x", "q", "k").unwrap()[0].intents.len(), 1);
-        let q = pending(&dir, "x", "q", "k").unwrap();
+        assert!(pending(&dir, "x", "p", "k", true).unwrap().is_empty(), "p is resolved");
+        assert_eq!(pending(&dir, "x", "q", "k", true).unwrap()[0].intents.len(), 1);
+        let q = pending(&dir, "x", "q", "k", true).unwrap();
         resolve(&q[0], "q", "B").unwrap();
         assert!(!dir.join(format!("{stem}{SUFFIX}")).exists(), "every policy resolved: removed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_being_written_or_of_another_layout_are_left_alone() {
+        let dir = std::env::temp_dir().join(format!("lapse-intent-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Created by a run that has not written its first intent yet.
+        let starting = dir.join(format!("lapse-run-20260101T000000Z-aaaaaaaa{SUFFIX}"));
+        std::fs::write(&starting, "").unwrap();
+        assert!(pending(&dir, "x", "p", "k", true).unwrap().is_empty());
+        assert!(starting.exists(), "a file without an intent line is a run's just starting");
+        // Every policy resolved, but in a directory this run does not tidy.
+        let stem = "lapse-run-20260101T000001Z-bbbbbbbb";
+        let mut log = IntentLog::new(dir.clone(), stem.into());
+        log.record(&[intent("A", "p", "r1")]).unwrap();
+        let p = pending(&dir, "x", "p", "k", false).unwrap();
+        let mut line =
+            serde_json::to_vec(&Line::Resolved { policy: "p".into(), by_run: "B".into(), at: Utc::now() }).unwrap();
+        line.push(b'\n');
+        std::fs::OpenOptions::new().append(true).open(&p[0].path).unwrap().write_all(&line).unwrap();
+        assert!(pending(&dir, "x", "p", "k", false).unwrap().is_empty());
+        assert!(log.path().exists(), "not removed without tidy");
+        assert!(pending(&dir, "x", "p", "k", true).unwrap().is_empty());
+        assert!(!log.path().exists(), "removed with tidy");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -351,8 +388,8 @@ mod tests {
         let mut log = IntentLog::new(dir.clone(), stem.into());
         log.record(&[intent("A", "p", "r1")]).unwrap();
         let path = log.path();
-        assert_eq!(pending(&dir, stem, "p", "k").unwrap().len(), 0, "the own run is not reconciled");
-        assert_eq!(pending(&dir, "x", "p", "k").unwrap().len(), 1);
+        assert_eq!(pending(&dir, stem, "p", "k", true).unwrap().len(), 0, "the own run is not reconciled");
+        assert_eq!(pending(&dir, "x", "p", "k", true).unwrap().len(), 1);
         log.close().unwrap();
         assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);

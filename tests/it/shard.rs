@@ -426,6 +426,28 @@ async fn intents_of_an_earlier_shard_layout_are_named_until_reconciled() {
     s.f.lapse(&["run", "--shard", "0/2"]).ok();
     let p = &newest(&s.f.path("reports/shard-0-of-2"))["policies"][0];
     assert_eq!(p["errors"], serde_json::json!([]), "{p}");
+
+    // The policy no longer split by key, same shard count: it goes whole to one shard, and the
+    // intents a killed run of the other shard left for it are that shard's no longer. Named,
+    // with the configuration the reconciling run needs.
+    let owner = lapse::shard::Shard::owner("exports", 2);
+    let other = 1 - owner;
+    let policy = std::fs::read_to_string(s.f.path("policies/exports.yaml")).unwrap();
+    std::fs::write(s.f.path("policies/exports.yaml"), policy.replace("shard_by_key: true\n", "")).unwrap();
+    let left = s.f.path(&format!("reports/shard-{other}-of-2/lapse-run-20260101T000000Z-0badc0de.intents.jsonl"));
+    std::fs::create_dir_all(left.parent().unwrap()).unwrap();
+    std::fs::write(&left, format!("{intent}\n")).unwrap();
+    let r = s.f.lapse(&["run", "--shard", &format!("{owner}/2")]);
+    r.code(1);
+    let p = &newest(&s.f.path(&format!("reports/shard-{owner}-of-2")))["policies"][0];
+    let errors = p["errors"].to_string();
+    assert!(
+        errors.contains(&format!("shard-{other}-of-2"))
+            && errors.contains("no run of the current configuration reads them for this policy")
+            && errors.contains(&format!("`lapse run --shard {other}/2` once under the configuration that wrote them")),
+        "{errors}"
+    );
+    assert!(left.exists());
 }
 
 mod objects {
