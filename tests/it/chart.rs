@@ -616,6 +616,11 @@ reports:
         .output()
         .unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // A connection given through config.extra is one too.
+    let r = helm.template(&[
+        "config:\n  extra:\n    connections:\n      vault: { kind: s3 }\nreports:\n  bucket:\n    name: acme-reports\n    connection: vault\n",
+    ]);
+    assert_eq!(r.config()["reports"]["s3"]["connection"].as_str(), Some("vault"));
     // Without the optional parts: only what is set.
     let r = helm.template(&[
         values,
@@ -635,6 +640,14 @@ reports:
             "reports.bucket.retention.days",
         ),
         ("reports:\n  bucket:\n    connection: archive\n", "reports.bucket.name"),
+        (
+            "config:\n  connections:\n    archive:\n      kind: s3\nreports:\n  bucket:\n    name: acme-reports\n    connection: archive\n    prefix: /prod\n",
+            "reports.bucket.prefix '/prod' must be a relative key prefix",
+        ),
+        (
+            "config:\n  connections:\n    archive:\n      kind: s3\n  extra:\n    reports:\n      s3: { connection: archive, bucket: old-reports }\nreports:\n  bucket:\n    name: acme-reports\n    connection: archive\n",
+            "reports.bucket and config.extra.reports.s3 both set a report bucket",
+        ),
     ] {
         let e = helm.refused(bad);
         assert!(e.contains(says), "{bad}\n{e}");

@@ -237,27 +237,36 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- $_ := set $reports "signing_key" (include "lapse.secretSource" (list . "key" .Values.secretKeys.signingKey "LAPSE_SIGNING_KEY") | fromYaml) }}
 {{- end }}
 {{- with .Values.reports.bucket }}
+{{- $ret := .retention | default dict }}
 {{- if .name }}
-{{- $conn := index $.Values.config.connections (.connection | default "") | default dict }}
+{{- if dig "reports" "s3" nil ($.Values.config.extra | default dict) }}
+{{- fail "reports.bucket and config.extra.reports.s3 both set a report bucket: keep one (reports.bucket)" }}
+{{- end }}
+{{- $conns := merge (deepCopy (dig "connections" dict ($.Values.config.extra | default dict))) (deepCopy ($.Values.config.connections | default dict)) }}
+{{- $conn := index $conns (.connection | default "") | default dict }}
 {{- if not .connection }}
 {{- fail "reports.bucket.connection: name the kind: s3 connection of config.connections that reaches the report bucket" }}
 {{- else if ne (default "sql" $conn.kind) "s3" }}
 {{- fail (printf "reports.bucket.connection '%s' is not a kind: s3 connection of config.connections" .connection) }}
 {{- end }}
+{{- $prefix := .prefix | default "" }}
+{{- if or (hasPrefix "/" $prefix) (contains ".." $prefix) (regexMatch "[\x00-\x1f\x7f]" $prefix) }}
+{{- fail (printf "reports.bucket.prefix '%s' must be a relative key prefix without '..'" $prefix) }}
+{{- end }}
 {{- $s3 := dict "connection" .connection "bucket" .name }}
-{{- with .prefix }}
+{{- with $prefix }}
 {{- $_ := set $s3 "prefix" . }}
 {{- end }}
-{{- if .retention.mode }}
-{{- if not .retention.days }}
+{{- if $ret.mode }}
+{{- if not $ret.days }}
 {{- fail "reports.bucket.retention.days: how many days each stored report file stays locked (1 to 36500)" }}
 {{- end }}
-{{- $_ := set $s3 "retention" (dict "mode" .retention.mode "days" (int .retention.days)) }}
-{{- else if .retention.days }}
+{{- $_ := set $s3 "retention" (dict "mode" $ret.mode "days" (int $ret.days)) }}
+{{- else if $ret.days }}
 {{- fail "reports.bucket.retention.mode: compliance or governance (days alone lock nothing)" }}
 {{- end }}
 {{- $_ := set $reports "s3" $s3 }}
-{{- else if or .connection .prefix .retention.mode }}
+{{- else if or .connection .prefix $ret.mode }}
 {{- fail "reports.bucket.name: the report bucket's name (connection, prefix and retention are set without one)" }}
 {{- end }}
 {{- end }}
