@@ -447,11 +447,27 @@ impl S3Reports {
         }
     }
 
-    /// The chain's head: the newest claim (see [`S3Reports::claim`]), or, on a bucket without
-    /// claims (reports stored by lapse before claims, or a store that keeps none), the run
-    /// report of the highest sequence, read report by report.
+    /// The chain's head: the newest claim (see [`S3Reports::claim`]), or a run report stored
+    /// after it with a higher sequence and no claim (a worker of a version that did not claim
+    /// yet, sharing the bucket: a rolling upgrade); on a bucket without claims (reports stored
+    /// by lapse before claims, or a store that keeps none), the run report of the highest
+    /// sequence, read report by report.
     pub async fn chain_head(&self) -> anyhow::Result<Option<ChainLink>> {
-        if let Some(head) = self.claimed_head().await? {
+        if let Some(seq) = self.claimed().await?.last().copied() {
+            let (mut head, at) = self.read_claim_at(seq).await?;
+            // Reports stored since the claim (minus a margin for the store's clocks): usually
+            // only the claimed one, which is not read again.
+            let since = at.map(|t| t - chrono::Duration::minutes(10));
+            for n in self.run_reports_since(since).await? {
+                if n == head.file {
+                    continue;
+                }
+                if let Some(link) = self.report_link(&n).await? {
+                    if link.sequence > head.sequence {
+                        head = link;
+                    }
+                }
+            }
             return Ok(Some(head));
         }
         let mut best: Option<ChainLink> = None;
@@ -459,25 +475,61 @@ impl S3Reports {
             if !(n.starts_with("lapse-run-") && kind(&n) == FileKind::Report) {
                 continue;
             }
-            let bytes = self.get(&n).await?;
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
-            let seq = v.get("sequence").and_then(|s| s.as_u64()).unwrap_or(0);
-            if best.as_ref().is_none_or(|b| seq > b.sequence) {
-                best = Some(ChainLink { file: n, sha256: sha256_hex(&bytes), sequence: seq });
+            if let Some(link) = self.report_link(&n).await? {
+                if best.as_ref().is_none_or(|b| link.sequence > b.sequence) {
+                    best = Some(link);
+                }
             }
         }
         Ok(best)
     }
 
+    /// The link to a stored run report (its sequence read from it), if it reads as one.
+    async fn report_link(&self, name: &str) -> anyhow::Result<Option<ChainLink>> {
+        let bytes = self.get(name).await?;
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Ok(None) };
+        let sequence = v.get("sequence").and_then(|s| s.as_u64()).unwrap_or(0);
+        Ok(Some(ChainLink { file: name.to_string(), sha256: sha256_hex(&bytes), sequence }))
+    }
+
+    /// Names of the run reports directly under the prefix stored at or after `since` (all, if
+    /// the store gave no time).
+    async fn run_reports_since(&self, since: Option<chrono::DateTime<Utc>>) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let r = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .delimiter("/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| s3::err(&format!("listing reports in {}", self.url()), e))?;
+            for o in r.contents() {
+                let Some(name) = o.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else { continue };
+                if !(plain_name(name) && name.starts_with("lapse-run-") && kind(name) == FileKind::Report) {
+                    continue;
+                }
+                let stored =
+                    o.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                if since.is_none_or(|since| stored.is_none_or(|t| t >= since)) {
+                    out.push(name.to_string());
+                }
+            }
+            match r.next_continuation_token() {
+                Some(t) if r.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// The key of the claim of sequence `n`: zero-padded, so the keys sort as the sequences.
     fn claim_key(&self, n: u64) -> String {
         format!("{}{CLAIMS}{n:020}", self.prefix)
-    }
-
-    /// The claim of the highest sequence, if any: one listing of the claims and one read.
-    async fn claimed_head(&self) -> anyhow::Result<Option<ChainLink>> {
-        let Some(&seq) = self.claimed().await?.last() else { return Ok(None) };
-        self.read_claim(seq).await.map(Some)
     }
 
     /// The sequences claimed, ascending.

@@ -1019,6 +1019,14 @@ async fn a_sequence_of_the_bucket_chain_is_claimed_once() {
         assert_eq!(sink.chain_head().await.unwrap(), Some(link("a", 1)), "the first claim stands");
         assert_eq!(sink.claim(&link("b", 2)).await.unwrap(), Claim::Claimed);
         assert_eq!(sink.chain_head().await.unwrap(), Some(link("b", 2)));
+        // A worker of a version that does not claim stores sequence 3 without a claim (a
+        // rolling upgrade): the head is its report, so the next claim is 4, not a second 3.
+        let old = "lapse-run-20991231T000003Z-oldver00.json";
+        let body = b"{\n  \"sequence\": 3\n}".to_vec();
+        c.put_object().bucket(&bucket).key(format!("prod/{old}")).body(body.clone().into()).send().await.unwrap();
+        let head = sink.chain_head().await.unwrap().unwrap();
+        let expected = ChainLink { file: old.into(), sha256: lapse::integrity::sha256_hex(&body), sequence: 3 };
+        assert_eq!(head, expected, "{kind:?}");
         // The claims are beside the reports, not among them.
         let keys: Vec<String> = c
             .list_objects_v2()
@@ -1030,8 +1038,9 @@ async fn a_sequence_of_the_bucket_chain_is_claimed_once() {
             .iter()
             .map(|o| o.key().unwrap().to_string())
             .collect();
-        assert_eq!(keys, ["prod/chain/00000000000000000001", "prod/chain/00000000000000000002"]);
-        assert!(sink.names().await.unwrap().is_empty());
+        let old_key = format!("prod/{old}");
+        assert_eq!(keys, ["prod/chain/00000000000000000001", "prod/chain/00000000000000000002", old_key.as_str()]);
+        assert_eq!(sink.names().await.unwrap(), [old]);
     }
 }
 
