@@ -146,6 +146,8 @@ impl S3Reports {
     }
 
     /// Report files of the bucket with their sizes (when the listing gives one), by name.
+    /// Only the prefix's direct children are listed (`/` as delimiter): not the chain's claims,
+    /// nor the reports of shards (`<prefix>shard-<i>-of-<n>/`), which grow with every run.
     async fn listing(&self) -> anyhow::Result<Vec<(String, Option<u64>)>> {
         let mut out = Vec::new();
         let mut token = None;
@@ -155,6 +157,7 @@ impl S3Reports {
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(&self.prefix)
+                .delimiter("/")
                 .set_continuation_token(token)
                 .send()
                 .await
