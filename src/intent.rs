@@ -88,27 +88,38 @@ impl IntentLog {
 
     /// Appends the intents and makes them durable (flush + fsync) before returning: only then
     /// may the batch be destroyed.
+    ///
+    /// The file appears under its name with its first intents in it (written to a temporary
+    /// name, synced, renamed): a run reading the directory meanwhile (another policy's, sharing
+    /// it) never finds it empty, so it can take an intent file without a whole line for one a
+    /// killed run left, and remove it.
     pub fn record(&mut self, intents: &[Intent]) -> anyhow::Result<()> {
-        if self.file.is_none() {
-            std::fs::create_dir_all(&self.dir)?;
-            let path = self.path();
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| anyhow::anyhow!("cannot create intent journal '{}': {e}", path.display()))?;
-            // The file's name must survive a crash too, not only its bytes.
-            std::fs::File::open(&self.dir)?.sync_all()?;
-            self.file = Some(f);
-        }
-        let f = self.file.as_mut().expect("opened above");
         let mut buf = Vec::new();
         for i in intents {
             serde_json::to_writer(&mut buf, &Line::Intent(i.clone()))?;
             buf.push(b'\n');
         }
-        f.write_all(&buf)?;
-        f.sync_data()?;
+        match self.file.as_mut() {
+            Some(f) => {
+                f.write_all(&buf)?;
+                f.sync_data()?;
+            }
+            None => {
+                std::fs::create_dir_all(&self.dir)?;
+                let path = self.path();
+                let tmp = self.dir.join(format!(".{}{SUFFIX}.tmp", self.stem));
+                let cannot =
+                    |e: std::io::Error| anyhow::anyhow!("cannot create intent journal '{}': {e}", path.display());
+                let mut f =
+                    std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp).map_err(cannot)?;
+                f.write_all(&buf).and_then(|()| f.sync_data()).map_err(cannot)?;
+                std::fs::rename(&tmp, &path).map_err(cannot)?;
+                // The file's name must survive a crash too, not only its bytes.
+                std::fs::File::open(&self.dir)?.sync_all()?;
+                // Later intents are appended through the same handle (its offset is the end).
+                self.file = Some(f);
+            }
+        }
         Ok(())
     }
 
@@ -167,8 +178,7 @@ fn without_report(names: &BTreeSet<String>, suffix: &str) -> Vec<String> {
 /// unconfirmed by any evidence: their own evidence file, or an earlier reconciliation by a run
 /// that was itself interrupted before it could mark them resolved. Files whose every policy is
 /// resolved are removed on the way when `tidy` (a directory this run's layout owns; never one of
-/// another layout, whose run may be live). A file with no intent line yet is a run's that is
-/// just starting to write it: never removed. `own_stem`: the current run.
+/// another layout, whose run may be live). `own_stem`: the current run.
 pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str, tidy: bool) -> anyhow::Result<Vec<Pending>> {
     let names: BTreeSet<String> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
@@ -205,9 +215,8 @@ pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str, tidy: boo
                 }
             }
         }
-        if policies.is_empty() {
-            continue;
-        }
+        // (Also a file without a whole line: a killed run's, whose first batch was never sent;
+        // a live run's file always has its first intents, see `IntentLog::record`.)
         if policies.is_subset(&resolved) {
             if tidy {
                 let _ = std::fs::remove_file(&path);
@@ -357,14 +366,24 @@ mod tests {
     }
 
     #[test]
-    fn files_being_written_or_of_another_layout_are_left_alone() {
+    fn files_cut_short_are_removed_and_another_layouts_are_left_alone() {
         let dir = std::env::temp_dir().join(format!("lapse-intent-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        // Created by a run that has not written its first intent yet.
-        let starting = dir.join(format!("lapse-run-20260101T000000Z-aaaaaaaa{SUFFIX}"));
-        std::fs::write(&starting, "").unwrap();
+        // A killed run's file whose first line was cut: its batch was never sent.
+        let cut = dir.join(format!("lapse-run-20260101T000000Z-aaaaaaaa{SUFFIX}"));
+        std::fs::write(&cut, "{\"kind\":\"intent\",\"run_id\":\"A\",\"pol").unwrap();
+        assert!(pending(&dir, "x", "p", "k", false).unwrap().is_empty());
+        assert!(cut.exists(), "not removed without tidy");
         assert!(pending(&dir, "x", "p", "k", true).unwrap().is_empty());
-        assert!(starting.exists(), "a file without an intent line is a run's just starting");
+        assert!(!cut.exists(), "removed with tidy");
+        // A log never shows under its name without its first intents.
+        let mut log = IntentLog::new(dir.clone(), "lapse-run-20260101T000002Z-cccccccc".into());
+        log.record(&[intent("C", "p", "r1")]).unwrap();
+        log.record(&[intent("C", "p", "r2")]).unwrap();
+        let lines = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(lines.lines().count(), 2, "{lines}");
+        assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+        log.close().unwrap();
         // Every policy resolved, but in a directory this run does not tidy.
         let stem = "lapse-run-20260101T000001Z-bbbbbbbb";
         let mut log = IntentLog::new(dir.clone(), stem.into());
