@@ -686,7 +686,15 @@ impl Verifier<'_> {
             }
         };
         let newest_stored = entries.iter().map(Entry::seq).max().unwrap_or(0);
-        for claim in claims.into_iter().filter(|c| c.sequence >= first) {
+        let claims: Vec<_> = claims.into_iter().filter(|c| c.sequence >= first).collect();
+        if let (Some(low), Some(high)) = (claims.first().map(|c| c.sequence), claims.last().map(|c| c.sequence)) {
+            self.notes.push(format!(
+                "{} claims of the bucket's chain ({}, sequences {low}..{high}) checked against the reports they name",
+                claims.len(),
+                super::sink::CLAIMS
+            ));
+        }
+        for claim in claims {
             let seq = claim.sequence;
             let c = match claim.link {
                 Ok(c) => c,

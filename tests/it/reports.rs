@@ -1127,6 +1127,13 @@ async fn ending_together(kind: crate::objects::StoreKind) {
     let r = workers[0].lapse(&["report", "verify", &format!("s3://{bucket}/shared"), "--public-key", p(&public)]);
     r.ok();
     assert!(!r.stdout.contains("fork"), "{kind:?}: {}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "note: 12 claims of the bucket's chain (chain/, sequences 1..12) checked against the reports they name"
+        ),
+        "{kind:?}: {}",
+        r.stdout
+    );
 
     // The newest report removed from the bucket with its companions (no retention here): no
     // later report links to it, no leftover names it, but its claim does. Within the hour after the claim, its run may still be storing
