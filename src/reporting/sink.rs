@@ -572,11 +572,13 @@ impl S3Reports {
     /// The link the claim of `seq` holds, and when the claim was made.
     async fn read_claim_at(&self, seq: u64) -> anyhow::Result<(ChainLink, Option<chrono::DateTime<Utc>>)> {
         let key = self.claim_key(seq);
+        let first = self.first_version(&key).await;
         let r = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&key)
+            .set_version_id(first)
             .send()
             .await
             .map_err(|e| s3::err(&format!("reading the chain's claim s3://{}/{key}", self.bucket), e))?;
@@ -589,12 +591,58 @@ impl S3Reports {
         Ok((link, at))
     }
 
+    /// The version of a claim's key written first, when the key has several: Ceph RGW 16.2
+    /// ignores `If-None-Match` on a versioned bucket (every bucket with Object Lock is one) and
+    /// stores a second claim as a newer version; the first written holds. `None` when the key
+    /// has one version, or its versions cannot be listed (`s3:ListBucketVersions` not granted:
+    /// the conditional write is trusted then).
+    async fn first_version(&self, key: &str) -> Option<String> {
+        let (mut versions, mut key_marker, mut version_marker) = (Vec::new(), None, None);
+        loop {
+            let r = match self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker)
+                .set_version_id_marker(version_marker)
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let e = s3::err(&format!("listing the versions of s3://{}/{key}", self.bucket), e);
+                    tracing::debug!("{e}; the claim is taken as written once");
+                    return None;
+                }
+            };
+            // Newest first.
+            versions.extend(
+                r.versions().iter().filter(|v| v.key() == Some(key)).filter_map(|v| v.version_id().map(str::to_string)),
+            );
+            if r.is_truncated() != Some(true) {
+                break;
+            }
+            (key_marker, version_marker) =
+                (r.next_key_marker().map(str::to_string), r.next_version_id_marker().map(str::to_string));
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
+        }
+        match versions.len() {
+            0 | 1 => None,
+            _ => versions.pop(),
+        }
+    }
+
     /// Claims `link.sequence` for the run report `link` names, before that report is written:
     /// the claim object is created only if no claim of that sequence exists (`If-None-Match:
     /// *`), so of two workers sharing the bucket that read the same head, one gets the sequence
     /// and the other learns it lost it and chains after the winner instead of forking the
     /// chain. With a retention configured the claim is locked like the reports. A store that
-    /// ignores conditional writes accepts every claim (the fork stays possible there).
+    /// ignores the condition on a versioned bucket (Ceph RGW 16.2) keeps each claim as a version:
+    /// the first written holds ([`S3Reports::first_version`]). One that ignores it on a bucket
+    /// without versions accepts every claim (the fork stays possible there).
     pub async fn claim(&self, link: &ChainLink) -> anyhow::Result<Claim> {
         let key = self.claim_key(link.sequence);
         let mut req = self
@@ -609,7 +657,15 @@ impl S3Reports {
             req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
         }
         match req.send().await {
-            Ok(_) => Ok(Claim::Claimed),
+            // Written; but a store that ignored the condition may hold an earlier claim of it
+            // as an earlier version.
+            Ok(_) => match self.first_version(&key).await {
+                None => Ok(Claim::Claimed),
+                Some(_) => match self.read_claim(link.sequence).await {
+                    Ok(found) if found == *link => Ok(Claim::Claimed),
+                    _ => Ok(Claim::Taken),
+                },
+            },
             // 412: the claim exists. 409: another conditional write of it is under way. Either
             // may answer a retry of this very claim whose first attempt was written but whose
             // answer was lost: then the claim is this report's.

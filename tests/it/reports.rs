@@ -1004,8 +1004,10 @@ async fn a_sequence_of_the_bucket_chain_is_claimed_once() {
     for kind in [crate::objects::StoreKind::S3, crate::objects::StoreKind::Rgw] {
         let c = crate::objects::client_of(kind);
         let bucket = crate::objects::unique("claims");
-        c.create_bucket().bucket(&bucket).send().await.unwrap();
-        let sink = S3Reports::new(c.clone(), &bucket, "prod", None);
+        // With Object Lock: each claim is locked like the reports.
+        c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(true).send().await.unwrap();
+        let retention = lapse::config::ReportRetention { mode: lapse::config::LockMode::Governance, days: 3 };
+        let sink = S3Reports::new(c.clone(), &bucket, "prod", Some(retention));
         assert_eq!(sink.chain_head().await.unwrap(), None);
         let link = |who: &str, sequence| ChainLink {
             file: format!("lapse-run-20991231T00000{sequence}Z-{who}.json"),
@@ -1015,8 +1017,10 @@ async fn a_sequence_of_the_bucket_chain_is_claimed_once() {
         assert_eq!(sink.claim(&link("a", 1)).await.unwrap(), Claim::Claimed);
         // The same claim again (a retry whose first attempt was stored but whose answer was lost).
         assert_eq!(sink.claim(&link("a", 1)).await.unwrap(), Claim::Claimed, "{kind:?}");
-        assert_eq!(sink.claim(&link("b", 1)).await.unwrap(), Claim::Taken);
+        assert_eq!(sink.claim(&link("b", 1)).await.unwrap(), Claim::Taken, "{kind:?}");
         assert_eq!(sink.chain_head().await.unwrap(), Some(link("a", 1)), "the first claim stands");
+        let h = c.head_object().bucket(&bucket).key("prod/chain/00000000000000000001").send().await.unwrap();
+        assert_eq!(h.object_lock_mode(), Some(&aws_sdk_s3::types::ObjectLockMode::Governance), "{kind:?}");
         assert_eq!(sink.claim(&link("b", 2)).await.unwrap(), Claim::Claimed);
         assert_eq!(sink.chain_head().await.unwrap(), Some(link("b", 2)));
         // A worker of a version that does not claim stores sequence 3 without a claim (a
@@ -1049,17 +1053,21 @@ async fn a_sequence_of_the_bucket_chain_is_claimed_once() {
 /// does not fork: 4 workers started together, 3 times over, make one chain of 12 reports, each
 /// sequence claimed by the report that has it, and `report verify` of the bucket passes; once the
 /// newest report is removed, its claim makes `verify` find it missing. On moto and on Ceph RGW
-/// (both honour `If-None-Match: *`; without the claims, this fails every time).
+/// (both honour `If-None-Match: *`), also on a versioned bucket, where RGW ignores it and keeps a
+/// lost claim as a later version (without the claims, this fails every time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_ending_together_on_a_shared_report_bucket_do_not_fork_its_chain() {
-    ending_together(crate::objects::StoreKind::S3).await;
-    ending_together(crate::objects::StoreKind::Rgw).await;
+    ending_together(crate::objects::StoreKind::S3, false).await;
+    ending_together(crate::objects::StoreKind::Rgw, false).await;
+    // A versioned bucket (Object Lock on), where Ceph RGW 16.2 ignores `If-None-Match`: each
+    // claim is kept as a version, and the first written holds.
+    ending_together(crate::objects::StoreKind::Rgw, true).await;
 }
 
-async fn ending_together(kind: crate::objects::StoreKind) {
+async fn ending_together(kind: crate::objects::StoreKind, versioned: bool) {
     let c = crate::objects::client_of(kind);
     let bucket = crate::objects::unique("together");
-    c.create_bucket().bucket(&bucket).send().await.unwrap();
+    c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(versioned).send().await.unwrap();
     let schema = "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, email TEXT, created_at TIMESTAMP);";
     let policy = "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\npersonal:\n  email: { category: email }\n\
                   purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\n\
@@ -1118,11 +1126,22 @@ async fn ending_together(kind: crate::objects::StoreKind) {
         assert_eq!(w[1].2["previous"]["file"], w[0].1.as_str(), "sequence {}", w[1].0);
         assert_eq!(w[1].2["previous"]["sha256"], w[0].3.as_str(), "sequence {}", w[1].0);
     }
+    // Each claim (its first version: on the versioned bucket a lost claim may be a later one)
+    // names the report that has its sequence.
+    let mut lost = 0;
     for (seq, name, _, sha) in &reports {
-        let o = c.get_object().bucket(&bucket).key(format!("shared/chain/{seq:020}")).send().await.unwrap();
+        let key = format!("shared/chain/{seq:020}");
+        let versions = c.list_object_versions().bucket(&bucket).prefix(&key).send().await.unwrap();
+        let ids: Vec<String> = versions.versions().iter().filter_map(|v| v.version_id().map(str::to_string)).collect();
+        lost += ids.len() - 1;
+        let o = c.get_object().bucket(&bucket).key(&key).version_id(ids.last().unwrap()).send().await.unwrap();
         let claim: serde_json::Value = serde_json::from_slice(&o.body.collect().await.unwrap().into_bytes()).unwrap();
-        assert_eq!(claim, serde_json::json!({"file": name, "sha256": sha, "sequence": seq}));
+        assert_eq!(claim, serde_json::json!({"file": name, "sha256": sha, "sequence": seq}), "{kind:?}");
     }
+    if !versioned {
+        assert_eq!(lost, 0, "{kind:?}: a claim written over another");
+    }
+    eprintln!("{kind:?}, versioned {versioned}: {lost} claims lost as later versions");
     let public = workers[0].path("signing.pub");
     let r = workers[0].lapse(&["report", "verify", &format!("s3://{bucket}/shared"), "--public-key", p(&public)]);
     r.ok();
