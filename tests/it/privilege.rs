@@ -575,3 +575,79 @@ async fn s3_iam_actions() {
     let locks = admin.list_object_versions().bucket(least).prefix(".lapse-locks/").send().await.unwrap();
     assert!(locks.versions().is_empty() && locks.delete_markers().is_empty(), "the run lock was released");
 }
+
+/// The README's actions for the report bucket (`reports.s3`, without a retention), and moto's
+/// `s3:HeadBucket` for the bucket check.
+const S3_SINK_ACTIONS: &[&str] = &[
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+    "s3:AbortMultipartUpload",
+    MOTO_HEAD_BUCKET,
+];
+
+/// A run whose reports go to a report bucket, as a user with the data's run actions and exactly
+/// the README's report-bucket actions: it stores its report files and claims its sequence (on a
+/// versioned bucket, so its claim's versions are listed too). Without `s3:PutObject` on the
+/// report bucket it exits 1 and says the report was not stored, naming the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_report_bucket_iam_actions() {
+    let moto = Moto::start(300);
+    let (data, reports) = ("lapse-data", "lapse-reports");
+    let data_arns = vec![format!("arn:aws:s3:::{data}"), format!("arn:aws:s3:::{data}/*")];
+    let report_arns = vec![format!("arn:aws:s3:::{reports}"), format!("arn:aws:s3:::{reports}/*")];
+    let locks = (S3_LOCK_ACTIONS.to_vec(), vec![format!("arn:aws:s3:::{data}/.lapse-locks/*")]);
+    let run_actions: Vec<&str> =
+        S3_PLAN_ACTIONS.iter().chain(S3_DELETE_ACTIONS).copied().chain([MOTO_HEAD_BUCKET]).collect();
+    let no_put: Vec<&str> = S3_SINK_ACTIONS.iter().copied().filter(|a| *a != "s3:PutObject").collect();
+    let spec = serde_json::json!({
+        "buckets": [data, reports],
+        "objects": S3_OBJECTS,
+        "users": {
+            "admin": iam_policy(&[(vec!["s3:*"], vec!["*".to_string()])]),
+            "sink": iam_policy(&[(run_actions.clone(), data_arns.clone()), locks.clone(), (S3_SINK_ACTIONS.to_vec(), report_arns.clone())]),
+            "noput": iam_policy(&[(run_actions, data_arns), locks, (no_put, report_arns)]),
+        }
+    });
+    let out = std::process::Command::new(&moto.python)
+        .args(["-c", MOTO_SETUP, &moto.endpoint, &spec.to_string()])
+        .output()
+        .expect("run the moto setup script");
+    assert!(out.status.success(), "moto setup failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let admin = moto.client(keys["admin"][0].as_str().unwrap(), keys["admin"][1].as_str().unwrap());
+
+    let f = s3_workspace(&moto.endpoint, data).await;
+    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    let cfg = cfg
+        .replace(
+            "policies: policies\n",
+            &format!(
+                "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
+                moto.endpoint
+            ),
+        )
+        .replace(
+            "reports:\n  dir: reports\n",
+            &format!("reports:\n  dir: reports\n  s3:\n    connection: archive\n    bucket: {reports}\n    prefix: prod\n"),
+        );
+    std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+
+    let r = f.lapse_env(&["run"], &creds(&keys, "sink"));
+    r.ok();
+    let stem = f.latest("run", ".json").file_name().unwrap().to_string_lossy().trim_end_matches(".json").to_string();
+    // (The setup seeds every bucket with the same objects: the reports are under `prod/`.)
+    let listed = admin.list_objects_v2().bucket(reports).prefix("prod/").send().await.unwrap();
+    let mut stored: Vec<String> = listed.contents().iter().map(|o| o.key().unwrap().to_string()).collect();
+    stored.sort();
+    let mut expected: Vec<String> =
+        [".csv", ".evidence.jsonl", ".json"].iter().map(|s| format!("prod/{stem}{s}")).collect();
+    expected.insert(0, "prod/chain/00000000000000000001".into());
+    assert_eq!(stored, expected, "{}", r.stderr);
+
+    let r = f.lapse_env(&["run"], &creds(&keys, "noput"));
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("not stored on the report bucket") && r.stderr.contains("AccessDenied"), "{}", r.stderr);
+}
