@@ -142,13 +142,21 @@ impl S3Reports {
 
     /// Names of the report files directly under the prefix.
     pub async fn names(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self.listing().await?.into_iter().map(|(n, _)| n).collect())
+        Ok(self.listing().await?.into_iter().map(|o| o.name).collect())
     }
 
-    /// Report files of the bucket with their sizes (when the listing gives one), by name.
-    /// Only the prefix's direct children are listed (`/` as delimiter): not the chain's claims,
-    /// nor the reports of shards (`<prefix>shard-<i>-of-<n>/`), which grow with every run.
-    async fn listing(&self) -> anyhow::Result<Vec<(String, Option<u64>)>> {
+    /// Report files of the bucket (plain names) with their sizes and times, by name.
+    async fn listing(&self) -> anyhow::Result<Vec<Listed>> {
+        let mut out: Vec<Listed> =
+            self.children(&self.prefix, "listing reports").await?.into_iter().filter(|o| plain_name(&o.name)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The objects directly under `prefix` (`/` as delimiter: not the chain's claims, nor the
+    /// reports of shards, `<prefix>shard-<i>-of-<n>/`, which grow with every run), named
+    /// relative to it.
+    async fn children(&self, prefix: &str, what: &str) -> anyhow::Result<Vec<Listed>> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -156,17 +164,21 @@ impl S3Reports {
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
-                .prefix(&self.prefix)
+                .prefix(prefix)
                 .delimiter("/")
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(|e| s3::err(&format!("listing reports in {}", self.url()), e))?;
+                .map_err(|e| s3::err(&format!("{what} in s3://{}/{prefix}", self.bucket), e))?;
             for o in r.contents() {
-                if let Some(name) = o.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) {
-                    if plain_name(name) {
-                        out.push((name.to_string(), o.size().map(|n| n.max(0) as u64)));
-                    }
+                if let Some(name) = o.key().and_then(|k| k.strip_prefix(prefix)) {
+                    out.push(Listed {
+                        name: name.to_string(),
+                        size: o.size().map(|n| n.max(0) as u64),
+                        modified: o
+                            .last_modified()
+                            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                    });
                 }
             }
             match r.next_continuation_token() {
@@ -174,7 +186,6 @@ impl S3Reports {
                 _ => break,
             }
         }
-        out.sort();
         Ok(out)
     }
 
@@ -228,11 +239,14 @@ impl S3Reports {
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .checksum_crc32(crc)
             .body(body);
-        if let Some((mode, until)) = self.lock() {
+        // One date for the upload and its check (a second date, taken later, could be a
+        // second later and ask to extend what was just set).
+        let lock = self.lock();
+        if let Some((mode, until)) = lock.clone() {
             req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
         }
         let put = req.send().await.map_err(|e| s3::err(&format!("storing {}{name}", self.url()), e))?;
-        self.ensure_retention(&format!("{}{name}", self.prefix), put.version_id(), self.lock()).await
+        self.ensure_retention(&format!("{}{name}", self.prefix), put.version_id(), lock).await
     }
 
     /// A multipart upload of the file's first `len` bytes (an evidence file being appended to is
@@ -405,7 +419,8 @@ impl S3Reports {
     /// run still going on in the same directory is stored as it is then, and stored whole by a
     /// later run (also when an upload of the part-written file ended after the whole one).
     pub async fn store_dir(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
-        let have: std::collections::BTreeMap<String, Option<u64>> = self.listing().await?.into_iter().collect();
+        let have: std::collections::BTreeMap<String, Option<u64>> =
+            self.listing().await?.into_iter().map(|o| (o.name, o.size)).collect();
         let todo: Vec<String> = std::fs::read_dir(dir)
             .with_context(|| format!("reading report directory '{}'", dir.display()))?
             .filter_map(|e| e.ok())
@@ -498,36 +513,14 @@ impl S3Reports {
     /// Names of the run reports directly under the prefix stored at or after `since` (all, if
     /// the store gave no time).
     async fn run_reports_since(&self, since: Option<chrono::DateTime<Utc>>) -> anyhow::Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let r = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&self.prefix)
-                .delimiter("/")
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| s3::err(&format!("listing reports in {}", self.url()), e))?;
-            for o in r.contents() {
-                let Some(name) = o.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else { continue };
-                if !(plain_name(name) && name.starts_with("lapse-run-") && kind(name) == FileKind::Report) {
-                    continue;
-                }
-                let stored =
-                    o.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
-                if since.is_none_or(|since| stored.is_none_or(|t| t >= since)) {
-                    out.push(name.to_string());
-                }
-            }
-            match r.next_continuation_token() {
-                Some(t) if r.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
-        Ok(out)
+        Ok(self
+            .listing()
+            .await?
+            .into_iter()
+            .filter(|o| o.name.starts_with("lapse-run-") && kind(&o.name) == FileKind::Report)
+            .filter(|o| since.is_none_or(|since| o.modified.is_none_or(|t| t >= since)))
+            .map(|o| o.name)
+            .collect())
     }
 
     /// The key of the claim of sequence `n`: zero-padded, so the keys sort as the sequences.
@@ -538,28 +531,13 @@ impl S3Reports {
     /// The sequences claimed, ascending.
     async fn claimed(&self) -> anyhow::Result<Vec<u64>> {
         let prefix = format!("{}{CLAIMS}", self.prefix);
-        let (mut claimed, mut token) = (Vec::new(), None);
-        loop {
-            let r = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| s3::err(&format!("listing the chain's claims in {}", self.url()), e))?;
-            for o in r.contents() {
-                let seq = o.key().and_then(|k| k.strip_prefix(prefix.as_str())).filter(|n| n.len() == 20);
-                if let Some(seq) = seq.and_then(|n| n.parse::<u64>().ok()) {
-                    claimed.push(seq);
-                }
-            }
-            match r.next_continuation_token() {
-                Some(t) if r.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
+        let mut claimed: Vec<u64> = self
+            .children(&prefix, "listing the chain's claims")
+            .await?
+            .into_iter()
+            .filter(|o| o.name.len() == 20)
+            .filter_map(|o| o.name.parse().ok())
+            .collect();
         claimed.sort_unstable();
         Ok(claimed)
     }
@@ -571,14 +549,23 @@ impl S3Reports {
 
     /// The link the claim of `seq` holds, and when the claim was made.
     async fn read_claim_at(&self, seq: u64) -> anyhow::Result<(ChainLink, Option<chrono::DateTime<Utc>>)> {
+        let first = self.first_version(&self.claim_key(seq)).await;
+        self.read_claim_version(seq, first).await
+    }
+
+    /// The link a version of the claim of `seq` holds (`None`: the current one), and its time.
+    async fn read_claim_version(
+        &self,
+        seq: u64,
+        version: Option<String>,
+    ) -> anyhow::Result<(ChainLink, Option<chrono::DateTime<Utc>>)> {
         let key = self.claim_key(seq);
-        let first = self.first_version(&key).await;
         let r = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&key)
-            .set_version_id(first)
+            .set_version_id(version)
             .send()
             .await
             .map_err(|e| s3::err(&format!("reading the chain's claim s3://{}/{key}", self.bucket), e))?;
@@ -661,8 +648,8 @@ impl S3Reports {
             // as an earlier version.
             Ok(_) => match self.first_version(&key).await {
                 None => Ok(Claim::Claimed),
-                Some(_) => match self.read_claim(link.sequence).await {
-                    Ok(found) if found == *link => Ok(Claim::Claimed),
+                Some(first) => match self.read_claim_version(link.sequence, Some(first)).await {
+                    Ok((found, _)) if found == *link => Ok(Claim::Claimed),
                     _ => Ok(Claim::Taken),
                 },
             },
@@ -678,6 +665,14 @@ impl S3Reports {
             Err(e) => Err(s3::err(&format!("claiming sequence {} in {}", link.sequence, self.url()), e).into()),
         }
     }
+}
+
+/// An object directly under a listed prefix.
+struct Listed {
+    /// Its key without the prefix.
+    name: String,
+    size: Option<u64>,
+    modified: Option<chrono::DateTime<Utc>>,
 }
 
 /// What claiming a sequence of the chain found.
