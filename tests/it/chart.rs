@@ -397,6 +397,25 @@ resources:
   limits: { memory: 1Gi }
 "#;
 
+/// `lapse validate --skip-secrets` of a rendered config laid out as the pod mounts it (secrets
+/// are mounted only at run time): asserts it passes, returns its stdout and stderr.
+fn lapse_validates(config: &Path) -> (String, String) {
+    let out = Command::new(crate::common::lapse_bin())
+        .args(["validate", "--skip-secrets", "-c"])
+        .arg(config)
+        .env_remove("LAPSE_CONFIG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(
+        out.status.success(),
+        "lapse validate refused the chart's config:\n{stdout}{stderr}\n{}",
+        std::fs::read_to_string(config).unwrap_or_default()
+    );
+    (stdout, stderr)
+}
+
 /// The demo's policies, as `--set-file` arguments (how a team ships its repository's files).
 fn demo_policy_args() -> Vec<String> {
     ["customers", "orders", "support", "leads"]
@@ -609,13 +628,7 @@ reports:
         "name: exports\ndataset: { connection: archive, bucket: acme-exports, key_pattern: \"exports/{yyyy}/{mm}/{dd}/{subject}.csv\", subject: key }\npersonal: { content: { category: free_text } }\npurposes:\n  - { name: sar, legal_basis: legal_obligation, retain: 90d, after: key_date }\non_lapse: delete\n",
     )
     .unwrap();
-    let out = Command::new(crate::common::lapse_bin())
-        .args(["validate", "--skip-secrets", "-c"])
-        .arg(etc.path().join("lapse.yaml"))
-        .env_remove("LAPSE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    lapse_validates(&etc.path().join("lapse.yaml"));
     // A connection given through config.extra is one too.
     let r = helm.template(&[
         "config:\n  extra:\n    connections:\n      vault: { kind: s3 }\nreports:\n  bucket:\n    name: acme-reports\n    connection: vault\n",
@@ -776,19 +789,7 @@ holds:
         std::fs::write(etc.path().join("policies").join(file), text).unwrap();
     }
     std::fs::write(etc.path().join("holds/holds.yaml"), &holds["holds.yaml"]).unwrap();
-    let out = Command::new(crate::common::lapse_bin())
-        .args(["validate", "--skip-secrets", "-c"])
-        .arg(etc.path().join("lapse.yaml"))
-        .env_remove("LAPSE_CONFIG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "lapse validate refused the chart's config:\n{stdout}{stderr}\n{}",
-        config["lapse.yaml"]
-    );
+    let (stdout, stderr) = lapse_validates(&etc.path().join("lapse.yaml"));
     assert!(stdout.contains("ok: 4 policies in 4 files"), "{stdout}");
     assert!(!stderr.to_lowercase().contains("warn"), "{stderr}");
 }
@@ -1276,20 +1277,7 @@ fn chart_sharding_renders_an_indexed_job_with_object_stores_and_metrics() {
         );
         std::fs::write(etc.path().join(format!("policies/{conn}.yaml")), policy).unwrap();
     }
-    let out = Command::new(crate::common::lapse_bin())
-        .args(["validate", "--skip-secrets", "-c"])
-        .arg(etc.path().join("lapse.yaml"))
-        .env_remove("LAPSE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lapse validate refused the chart's config:\n{}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        config["lapse.yaml"]
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 2 policies"));
+    assert!(lapse_validates(&etc.path().join("lapse.yaml")).0.contains("ok: 2 policies"));
 
     // Without sharding: a plain Job, no --shard, no metrics section.
     let plain = helm.template(&[]);

@@ -318,6 +318,19 @@ impl Fixture {
     /// Turns report signing on: writes an Ed25519 key pair (`signing.key`, `signing.pub`) and
     /// adds `reports.signing_key` to `lapse.yaml` (`config` rewrites that file: call this after
     /// it). Returns the public key file, which is all `lapse report verify` needs.
+    /// Stores the reports also on `bucket` under `prefix` of the S3 server at `endpoint`
+    /// (`reports.s3`, through a connection `archive`).
+    pub fn report_bucket(&self, endpoint: &str, bucket: &str, prefix: &str) {
+        let cfg = std::fs::read_to_string(self.path("lapse.yaml")).unwrap();
+        let (policies, reports) = ("policies: policies\n", "reports:\n  dir: reports\n");
+        assert!(cfg.contains(policies) && cfg.contains(reports), "lapse.yaml:\n{cfg}");
+        let archive = format!(
+            "  archive:\n    kind: s3\n    endpoint: {endpoint}\n    path_style: true\n    region: us-east-1\n{policies}"
+        );
+        let sink = format!("{reports}  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: {prefix}\n");
+        std::fs::write(self.path("lapse.yaml"), cfg.replace(policies, &archive).replace(reports, &sink)).unwrap();
+    }
+
     pub fn sign_reports(&self) -> PathBuf {
         let signer = lapse::integrity::Signer::generate();
         std::fs::write(self.path("signing.key"), signer.secret_hex()).unwrap();

@@ -424,6 +424,19 @@ impl Moto {
         moto
     }
 
+    /// Runs [`MOTO_SETUP`] with `spec` (buckets, objects, users): the users' keys, and a client
+    /// of the user `admin`.
+    fn setup(&self, spec: &serde_json::Value) -> (serde_json::Value, aws_sdk_s3::Client) {
+        let out = std::process::Command::new(&self.python)
+            .args(["-c", MOTO_SETUP, &self.endpoint, &spec.to_string()])
+            .output()
+            .expect("run the moto setup script");
+        assert!(out.status.success(), "moto setup failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let admin = self.client(keys["admin"][0].as_str().unwrap(), keys["admin"][1].as_str().unwrap());
+        (keys, admin)
+    }
+
     fn client(&self, key: &str, secret: &str) -> aws_sdk_s3::Client {
         let creds = aws_sdk_s3::config::Credentials::new(key, secret, None, None, "static");
         let conf = aws_sdk_s3::config::Builder::new()
@@ -514,13 +527,7 @@ async fn s3_iam_actions() {
             "nodelete": iam_policy(&[(plan_actions, both), lock]),
         }
     });
-    let out = std::process::Command::new(&moto.python)
-        .args(["-c", MOTO_SETUP, &moto.endpoint, &spec.to_string()])
-        .output()
-        .expect("run the moto setup script");
-    assert!(out.status.success(), "moto setup failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let admin = moto.client(keys["admin"][0].as_str().unwrap(), keys["admin"][1].as_str().unwrap());
+    let (keys, admin) = moto.setup(&spec);
     // IAM is on: the default test key is refused now.
     assert!(moto.client("test", "test").list_object_versions().bucket(least).send().await.is_err());
     let seeded = s3_state(&admin, least).await;
@@ -611,29 +618,10 @@ async fn s3_report_bucket_iam_actions() {
             "noput": iam_policy(&[(run_actions, data_arns), locks, (no_put, report_arns)]),
         }
     });
-    let out = std::process::Command::new(&moto.python)
-        .args(["-c", MOTO_SETUP, &moto.endpoint, &spec.to_string()])
-        .output()
-        .expect("run the moto setup script");
-    assert!(out.status.success(), "moto setup failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let admin = moto.client(keys["admin"][0].as_str().unwrap(), keys["admin"][1].as_str().unwrap());
+    let (keys, admin) = moto.setup(&spec);
 
     let f = s3_workspace(&moto.endpoint, data).await;
-    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
-    let cfg = cfg
-        .replace(
-            "policies: policies\n",
-            &format!(
-                "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
-                moto.endpoint
-            ),
-        )
-        .replace(
-            "reports:\n  dir: reports\n",
-            &format!("reports:\n  dir: reports\n  s3:\n    connection: archive\n    bucket: {reports}\n    prefix: prod\n"),
-        );
-    std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+    f.report_bucket(&moto.endpoint, reports, "prod");
 
     let r = f.lapse_env(&["run"], &creds(&keys, "sink"));
     r.ok();

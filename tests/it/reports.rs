@@ -1081,18 +1081,7 @@ async fn ending_together(kind: crate::objects::StoreKind, versioned: bool) {
         if let Some(first) = workers.first() {
             std::fs::copy(first.path("signing.key"), f.path("signing.key")).unwrap();
         }
-        let archive = format!(
-            "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
-            kind.endpoint()
-        );
-        let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
-        let cfg = cfg.replace("policies: policies\n", &archive).replace(
-            "reports:\n  dir: reports\n",
-            &format!(
-                "reports:\n  dir: reports\n  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: shared\n"
-            ),
-        );
-        std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+        f.report_bucket(&kind.endpoint(), &bucket, "shared");
         workers.push(f);
     }
     for round in 0..3 {
@@ -1279,18 +1268,7 @@ async fn workers_sharing_only_a_report_bucket_keep_one_chain() {
         ))
         .await;
         f.policy("tickets", policy);
-        let archive = format!(
-            "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
-            crate::objects::endpoint()
-        );
-        let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
-        let cfg = cfg.replace("policies: policies\n", &archive).replace(
-            "reports:\n  dir: reports\n",
-            &format!(
-                "reports:\n  dir: reports\n  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: shared\n"
-            ),
-        );
-        std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+        f.report_bucket(&crate::objects::endpoint(), &bucket, "shared");
     }
     // B starts, reads the bucket's head (none yet) and destroys batch after batch; once it has
     // committed its first batch, A runs from start to end and stores its report.
