@@ -840,6 +840,7 @@ pub async fn execute(
         signing_key_id: None,
         evidence: None,
         shard: opts.shard.map(|s| report::ShardInfo { index: s.index, count: s.count }),
+        interrupted_runs: Vec::new(),
     };
     let mut report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
     if let Some(s) = opts.shard {
@@ -886,6 +887,9 @@ pub async fn execute(
         }
         Mode::Plan => None,
     };
+    // Locked until this function returns, after the report is written (or the process ends):
+    // a run finding this evidence file without its report knows this run is still going on.
+    let _evidence_lock = sink.as_ref().and_then(|s| report::hold_evidence(&s.path));
     let mut intents = match mode {
         Mode::Run => Some(IntentLog::new(report_dir.clone(), report.file_stem())),
         Mode::Plan => None,
@@ -1087,6 +1091,16 @@ pub async fn execute(
             for r in report::finish_interrupted_writes(&report_dir, signer.as_ref()) {
                 tracing::warn!("finished the report write an interrupted run left: {}", r.display());
             }
+            // Runs that ended without a report: this report accounts for their evidence.
+            report.interrupted_runs = report::unreported_evidence(&report_dir, &report.file_stem());
+            for r in &report.interrupted_runs {
+                tracing::warn!(
+                    evidence = %r.evidence.file,
+                    records = r.evidence.records,
+                    "a run ended without its report ({}): this report accounts for its evidence",
+                    r.report
+                );
+            }
         }
         let local = crate::integrity::chain_head(&report_dir)?;
         // The bucket's head again, now: another worker sharing the bucket (not this directory)
@@ -1117,6 +1131,7 @@ pub async fn execute(
         }
     }
     let report_path = report.write(&report_dir, signer.as_ref())?;
+    report::mark_accounted(&report_dir, &report, &report_path);
     drop(chain_lock);
     if let Some(log) = intents.filter(|_| matches!(report.status.as_str(), "complete" | "guardrail")) {
         // The report and its evidence now account for every intent of this run. (After a
@@ -2316,6 +2331,21 @@ pub fn summary(r: &Report) -> String {
         for e in &p.errors {
             s.push_str(&format!("      ! {e}\n"));
         }
+    }
+    for i in &r.interrupted_runs {
+        let by: Vec<String> = i
+            .destroyed
+            .iter()
+            .flat_map(|(p, actions)| actions.iter().map(move |(a, n)| format!("{p} {a} {n}")))
+            .collect();
+        s.push_str(&format!(
+            "  interrupted run {} ended without its report: {} records in {} (SHA-256 {}…), accounted for here{}\n",
+            i.report.trim_end_matches(".json"),
+            i.evidence.records,
+            i.evidence.file,
+            &i.evidence.sha256[..16.min(i.evidence.sha256.len())],
+            if by.is_empty() { String::new() } else { format!(": {}", by.join(", ")) }
+        ));
     }
     s
 }

@@ -71,6 +71,30 @@ pub struct Report {
     /// reports together (`lapse report combine`) account for the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// Evidence files of earlier runs that ended without a report of their own (killed, out of
+    /// memory, a lost node), found in this report's directory by this run and accounted for here:
+    /// their SHA-256 binds them into the chain. What such a run committed after its last
+    /// evidence line is in its journal rows (SQL) or write-ahead intents (objects).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted_runs: Vec<InterruptedRun>,
+}
+
+/// A run that ended without its report (killed, out of memory, a lost node), as its evidence
+/// file shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InterruptedRun {
+    /// The run's report name, as it would have been (`lapse-run-<started>-<run id prefix>.json`).
+    pub report: String,
+    /// Its evidence file as this run found it. A line the run was writing when it stopped, cut
+    /// short, is part of the file's bytes but not counted as a record.
+    pub evidence: EvidenceFile,
+    /// Its records per policy and action (`deleted`, `anonymized`, `fields_anonymized`),
+    /// from the whole lines.
+    pub destroyed: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Time of its first evidence line.
+    pub first_at: Option<DateTime<Utc>>,
+    /// Time of its last evidence line.
+    pub last_at: Option<DateTime<Utc>>,
 }
 
 /// Which part of a sharded run a report covers.
@@ -336,6 +360,118 @@ fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
     let leaked: &'static str = Box::leak(s.into_boxed_str());
     seen.insert(leaked);
     Ok(leaked)
+}
+
+/// Holds this run's evidence file locked (`flock`) for as long as the returned handle lives:
+/// the kernel releases the lock when the process ends, however it ends, so a run that finds
+/// another run's evidence file without its report can tell a run still going on (locked) from
+/// one that ended without a report (see [`unreported_evidence`]). `None` where the file system
+/// has no such locks (then nothing tells them apart, and no evidence file is taken for a killed
+/// run's: see `unreported_evidence`).
+pub fn hold_evidence(path: &Path) -> Option<std::fs::File> {
+    let f = std::fs::File::open(path).ok()?;
+    match f.try_lock() {
+        Ok(()) => Some(f),
+        Err(e) => {
+            tracing::warn!("cannot lock this run's evidence file '{}': {e}", path.display());
+            None
+        }
+    }
+}
+
+/// The marker of an evidence file a report has accounted for as an interrupted run's
+/// (`.<evidence file>.accounted`, holding that report's name).
+fn accounted_marker(dir: &Path, evidence: &str) -> PathBuf {
+    dir.join(format!(".{evidence}.accounted"))
+}
+
+/// Evidence files in `dir` of runs that ended without writing their report: no report of
+/// theirs, no report that accounted for them already (its marker), not this run's (`own_stem`),
+/// and not locked by a run still going on ([`hold_evidence`]; a file that cannot be locked is
+/// left alone). Call with the chain locked (so that two runs never account for the same file),
+/// after [`finish_interrupted_writes`]: a report write a killed run left that is still not
+/// finished then (cut short, unsigned, or passed by the chain) never joins the chain, so its
+/// evidence is accounted for here like that of a run killed earlier.
+pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let mut found = Vec::new();
+    for name in names {
+        let crate::reporting::store::FileKind::Evidence { report } = crate::reporting::store::kind(&name) else {
+            continue;
+        };
+        let stem = report.trim_end_matches(".json");
+        let done = |dir: &Path| dir.join(&report).exists() || accounted_marker(dir, &name).exists();
+        if stem == own_stem || !stem.starts_with("lapse-run-") || done(dir) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let Ok(f) = std::fs::File::open(&path) else { continue };
+        if f.try_lock().is_err() {
+            continue; // a run still going on (or a file system without locks)
+        }
+        // Its run may have written its report between the test above and the lock.
+        if done(dir) {
+            continue;
+        }
+        let mut run = InterruptedRun {
+            report: report.clone(),
+            evidence: EvidenceFile { file: name.clone(), sha256: String::new(), records: 0 },
+            destroyed: BTreeMap::new(),
+            first_at: None,
+            last_at: None,
+        };
+        // Streamed: an evidence file may hold millions of lines.
+        let read = (|| -> std::io::Result<String> {
+            use sha2::Digest;
+            use std::io::BufRead;
+            let mut r = std::io::BufReader::with_capacity(1 << 16, &f);
+            let (mut hash, mut line) = (sha2::Sha256::new(), Vec::with_capacity(256));
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                hash.update(&line);
+                if line.last() != Some(&b'\n') {
+                    break; // cut short by the end of its run: bound by the hash, not a record
+                }
+                run.evidence.records += 1;
+                let Ok(e) = serde_json::from_slice::<Evidence>(&line) else { continue };
+                *run.destroyed.entry(e.policy).or_default().entry(e.action).or_default() += 1;
+                run.first_at = Some(run.first_at.map_or(e.at, |t| t.min(e.at)));
+                run.last_at = Some(run.last_at.map_or(e.at, |t| t.max(e.at)));
+            }
+            Ok(hex::encode(hash.finalize()))
+        })();
+        match read {
+            Ok(sha) => run.evidence.sha256 = sha,
+            Err(e) => {
+                tracing::warn!("cannot read the evidence file '{}' of a run without a report: {e}", path.display());
+                continue;
+            }
+        }
+        found.push(run);
+    }
+    found
+}
+
+/// Marks the evidence files `report` accounted for (see [`unreported_evidence`]), so that later
+/// runs do not account for them again. A marker that cannot be written is said: the next run
+/// then accounts for that file again, in its own report (twice is better than never).
+pub fn mark_accounted(dir: &Path, report: &Report, report_path: &Path) {
+    let name = report_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for r in &report.interrupted_runs {
+        let marker = accounted_marker(dir, &r.evidence.file);
+        if let Err(e) = std::fs::write(&marker, format!("{name}\n")) {
+            tracing::warn!(
+                "cannot write '{}' ({e}): the next run accounts for {} again",
+                marker.display(),
+                r.evidence.file
+            );
+        }
+    }
 }
 
 /// Finishes the report writes a killed run left half-done in `dir`. A report is written as

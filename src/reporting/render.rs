@@ -284,11 +284,43 @@ fn summary(h: &mut String, r: &Report) {
         h.push_str("</tr>\n");
     }
     h.push_str("</tbody>\n</table>\n");
+    interrupted(h, r);
 
     chart(h, r);
     kept(h, r);
     failed_section(h, r);
     h.push_str("</section>\n");
+}
+
+/// Runs that ended without their report, whose evidence this report accounts for.
+fn interrupted(h: &mut String, r: &Report) {
+    if r.interrupted_runs.is_empty() {
+        return;
+    }
+    h.push_str("<h3>Runs that ended without their report</h3>\n<p>These runs were stopped before they wrote their report (killed, out of memory, a lost node). What they destroyed is in their evidence files, accounted for here by SHA-256; what they committed after their last evidence line is in the journal table (SQL) or their write-ahead intents (objects).</p>\n");
+    h.push_str("<table id=\"interrupted\">\n<thead><tr><th>Run</th><th>Evidence file</th><th class=\"num\">Records</th><th>Destroyed</th><th>From – to</th></tr></thead>\n<tbody>\n");
+    for i in &r.interrupted_runs {
+        let by: Vec<String> = i
+            .destroyed
+            .iter()
+            .flat_map(|(p, actions)| actions.iter().map(move |(a, n)| format!("{p}: {} {a}", num(*n))))
+            .collect();
+        let span = match (&i.first_at, &i.last_at) {
+            (Some(a), Some(b)) => format!("{} – {}", when(a), when(b)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td><code>{}</code><span class=\"dataset\">SHA-256 {}</span></td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(i.report.trim_end_matches(".json")),
+            esc(&i.evidence.file),
+            esc(&i.evidence.sha256),
+            num(i.evidence.records),
+            esc(&by.join("; ")),
+            esc(&span)
+        );
+    }
+    h.push_str("</tbody>\n</table>\n");
 }
 
 fn purposes_cell(p: &PolicyReport) -> String {

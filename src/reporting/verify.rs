@@ -135,6 +135,14 @@ struct Head {
     signing_key_id: Option<String>,
     #[serde(default)]
     evidence: Option<EvidenceFile>,
+    /// Evidence files of runs that ended without their report, accounted for by this one.
+    #[serde(default)]
+    interrupted_runs: Vec<Accounted>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Accounted {
+    evidence: EvidenceFile,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +228,11 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
         if let Some(ev) = e.head.as_ref().and_then(|h| h.evidence.as_ref()) {
             claimed.insert(ev.file.clone());
             evidence_state.insert(e.name.clone(), v.check_evidence(&e.name, ev));
+        }
+        // An interrupted run's evidence, bound by the report that accounted for it.
+        for a in e.head.iter().flat_map(|h| &h.interrupted_runs) {
+            claimed.insert(a.evidence.file.clone());
+            v.check_evidence(&e.name, &a.evidence);
         }
     }
     let mut chain = None;

@@ -643,6 +643,47 @@ pub fn intent_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Every evidence file of the directory is bound into the report chain once a run has ended
+/// there: by its own run report, or by the `interrupted_runs` of a later one (a run killed before
+/// its report), whose SHA-256 matches the file's bytes.
+pub fn evidence_files_accounted_for(dir: &Path) -> Result<usize, String> {
+    let mut covered: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut accounted = 0;
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if !(n.starts_with("lapse-run-") && n.ends_with(".json")) {
+            continue;
+        }
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap())
+            .map_err(|err| format!("report {n} cannot be read: {err}"))?;
+        if let Some(f) = r["evidence"]["file"].as_str() {
+            covered.insert(f.to_string(), None);
+        }
+        for i in r["interrupted_runs"].as_array().into_iter().flatten() {
+            let f = i["evidence"]["file"].as_str().unwrap_or_default().to_string();
+            covered.insert(f, i["evidence"]["sha256"].as_str().map(str::to_string));
+        }
+    }
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if !n.ends_with(".evidence.jsonl") {
+            continue;
+        }
+        match covered.get(&n) {
+            None => return Err(format!("evidence file {n} is in no report, and no report accounted for it")),
+            Some(Some(sha)) => {
+                let now = lapse::integrity::sha256_hex(&std::fs::read(e.path()).unwrap());
+                if &now != sha {
+                    return Err(format!("evidence file {n} changed after a report accounted for it"));
+                }
+                accounted += 1;
+            }
+            Some(None) => {}
+        }
+    }
+    Ok(accounted)
+}
+
 pub fn run_reports(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -710,6 +751,8 @@ pub struct Landings {
     pub objects_in_window: usize,
     /// Evidence lines of completing runs marked `reconciled_from` an interrupted run.
     pub reconciled: usize,
+    /// Evidence files of killed runs that a later run's report accounted for.
+    pub accounted: usize,
 }
 
 impl Landings {
@@ -732,7 +775,7 @@ impl Landings {
 
     fn print(&self, label: &str, ms: u128) {
         eprintln!(
-            "[crash] FIGURES {label}: trials={} killed_before_first_commit={} killed_during_destruction={} killed_after_last_commit={} exited_before_kill={} report_already_written={} reruns={} kills_in_deletion_window={} objects_only_in_intents={} reconciled={} unaccounted=0 lost=0 wall_ms={ms}",
+            "[crash] FIGURES {label}: trials={} killed_before_first_commit={} killed_during_destruction={} killed_after_last_commit={} exited_before_kill={} report_already_written={} reruns={} kills_in_deletion_window={} objects_only_in_intents={} reconciled={} evidence_files_of_killed_runs_accounted={} unaccounted=0 lost=0 wall_ms={ms}",
             self.trials,
             self.before_first_commit,
             self.during,
@@ -742,7 +785,8 @@ impl Landings {
             self.reruns,
             self.kills_in_window,
             self.objects_in_window,
-            self.reconciled
+            self.reconciled,
+            self.accounted
         );
     }
 
@@ -888,6 +932,7 @@ pub async fn kill_anywhere_sql(b: Backend) {
             .unwrap_or_else(|e| panic!("{ctx}: after the re-run: {e}"));
         assert_eq!(done, oracle.total(), "{ctx}: the re-run did not converge to the oracle");
         assert_eq!(st.journal.len(), oracle.total(), "{ctx}: journal has other entries than the oracle's");
+        land.accounted += evidence_files_accounted_for(&f.path("reports")).unwrap_or_else(|e| panic!("{ctx}: {e}"));
     }
     land.print(&label, t0.elapsed().as_millis());
     land.assert_spread(&label);
@@ -1243,6 +1288,7 @@ pub async fn kill_anywhere_s3() {
         let (_, unaccounted) = check(&s3_state(&c, &s.bucket).await).unwrap();
         assert_eq!(unaccounted, 0, "{ctx}: deleted objects missing from the evidence after the re-run");
         assert_eq!(intent_files(&reports), Vec::<String>::new(), "{ctx}: intents left open after the re-run");
+        land.accounted += evidence_files_accounted_for(&reports).unwrap_or_else(|e| panic!("{ctx}: {e}"));
         let lines = evidence_lines(&reports);
         let mut seen = BTreeSet::new();
         for (r, _) in &lines {

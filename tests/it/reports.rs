@@ -1323,3 +1323,122 @@ async fn workers_sharing_only_a_report_bucket_keep_one_chain() {
     assert!(first["previous"].is_null());
     assert_eq!(second["previous"]["file"], first_name.as_str());
 }
+
+/// Lines of a file (0 if it is not there yet).
+fn line_count(path: &Path) -> usize {
+    std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0)
+}
+
+/// A run killed before its report (SIGKILL) leaves its evidence file and nothing else in the
+/// directory. Before, no report ever mentioned what it destroyed: `verify` only noted a file
+/// that "belongs to no report". Now the next run accounts for it in its own report (the file's
+/// SHA-256 and records, per policy and action), bound into the signed chain: `verify` checks it
+/// like any report's evidence (an alteration is found), and later runs do not account for it
+/// again. A run still going on holds its evidence file locked: a run of another policy in the
+/// same directory meanwhile leaves it alone, and the live run's own report covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_before_its_report_is_accounted_for_by_the_next() {
+    let rows: Vec<String> =
+        (1..=10000).map(|i| format!("({i}, 'S{i}', 'e{i}@example.com', '2019-01-01 00:00:00')")).collect();
+    let f = tickets("INTEGER", &rows.join(", ")).await;
+    f.db.exec("CREATE TABLE notes (id INTEGER NOT NULL PRIMARY KEY, body TEXT, created_at TIMESTAMP)").await;
+    f.db.exec("INSERT INTO notes VALUES (1, 'n1', '2019-01-01 00:00:00'), (2, 'n2', '2019-01-01 00:00:00')").await;
+    f.policy(
+        "notes",
+        "name: notes\ndataset:\n  connection: db\n  table: notes\n  key: id\npersonal:\n  body: { category: free_text }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    let public = f.sign_reports();
+    let dir = f.path("reports");
+    let config = f.path("lapse.yaml");
+    let evidence = |dir: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(dir).map(|rd| rd.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+        v.retain(|p| p.to_string_lossy().ends_with(".evidence.jsonl"));
+        v
+    };
+    // A slow run of `tickets` (a batch per row, each committed and synced on its own).
+    let start = || {
+        let mut cmd = crate::crash::lapse_cmd(&config, 1);
+        cmd.args(["--policy", "tickets"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        cmd.spawn().expect("spawn lapse")
+    };
+    let wait_for_evidence = |dir: PathBuf| async move {
+        for _ in 0..1000 {
+            if let Some(e) = evidence(&dir).first() {
+                if line_count(e) >= 3 {
+                    return e.clone();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the run wrote no evidence");
+    };
+
+    // 1. While it runs, a run of the other policy in the same directory leaves its file alone.
+    let mut live = start();
+    let live_evidence = wait_for_evidence(dir.clone()).await;
+    f.lapse(&["run", "--policy", "notes"]).ok();
+    let r = f.report("run");
+    assert_eq!(r["policies"][0]["name"], "notes");
+    assert!(r.get("interrupted_runs").is_none(), "a live run's evidence was taken for a killed run's: {r}");
+    // 2. Killed: no report of its own, its evidence file stays.
+    live.start_kill().expect("SIGKILL");
+    live.wait().await.unwrap();
+    let killed_stem = live_evidence.file_name().unwrap().to_string_lossy().replace(".evidence.jsonl", "");
+    assert!(!dir.join(format!("{killed_stem}.json")).exists(), "the killed run wrote its report");
+    let records = line_count(&live_evidence);
+    let destroyed = 10000 - f.db.count("SELECT COUNT(*) FROM tickets").await as usize;
+    assert!(records >= 3 && records <= destroyed, "{records} evidence lines, {destroyed} rows gone");
+    let v = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
+    v.ok();
+    assert!(v.stdout.contains("belongs to no report"), "{}", v.stdout);
+
+    // 3. The next run accounts for it: file, SHA-256, records per policy and action.
+    let next = f.lapse(&["run", "--policy", "notes"]);
+    next.ok();
+    assert!(
+        next.stdout.contains(&format!("interrupted run {killed_stem} ended without its report")),
+        "{}",
+        next.stdout
+    );
+    let r = f.report("run");
+    let i = &r["interrupted_runs"];
+    assert_eq!(i.as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(i[0]["report"], format!("{killed_stem}.json"));
+    assert_eq!(i[0]["evidence"]["file"], format!("{killed_stem}.evidence.jsonl"));
+    assert_eq!(i[0]["evidence"]["records"], records as u64);
+    let sha = lapse::integrity::sha256_hex(&std::fs::read(&live_evidence).unwrap());
+    assert_eq!(i[0]["evidence"]["sha256"], sha.as_str());
+    assert_eq!(i[0]["destroyed"]["tickets"]["deleted"], records as u64, "{i}");
+    assert!(i[0]["first_at"].is_string() && i[0]["last_at"].is_string(), "{i}");
+    // Every record of it is in the journal, which the killed run's committed batches wrote.
+    let journal =
+        f.db.count(&format!(
+            "SELECT COALESCE(SUM(record_count), 0) FROM lapse_journal WHERE run_id LIKE '{}%'",
+            killed_stem.rsplit('-').next().unwrap()
+        ))
+        .await as usize;
+    assert!(journal >= records, "journal {journal} < evidence {records}");
+    // verify checks it as the evidence of that report, and no longer notes it.
+    let v = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
+    v.ok();
+    assert!(!v.stdout.contains("belongs to no report"), "{}", v.stdout);
+    // The HTML names it.
+    let html = f.path("report.html");
+    lapse(&["report", "render", p(&f.latest("run", ".json")), "--out", p(&html)]).ok();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Runs that ended without their report") && page.contains(&killed_stem), "HTML");
+
+    // 4. Accounted for once: the run after does not list it again.
+    f.lapse(&["run", "--policy", "notes"]).ok();
+    assert!(f.report("run").get("interrupted_runs").is_none(), "accounted for twice");
+
+    // 5. Altered afterwards: verify names it against the report that accounted for it.
+    let mut bytes = std::fs::read(&live_evidence).unwrap();
+    bytes.extend_from_slice(b"{\"record\":\"00\"}\n");
+    std::fs::write(&live_evidence, bytes).unwrap();
+    let v = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
+    v.code(4);
+    has_problem(&v.stdout, "evidence-altered", &[&killed_stem]);
+}
