@@ -52,6 +52,10 @@ pub struct ShardRef {
     pub signing_key_id: Option<String>,
     /// Records in the shard's evidence file.
     pub evidence_records: Option<u64>,
+    /// Reports of earlier runs of this shard that ended without them (killed), whose evidence
+    /// files this shard's report accounts for (its `interrupted_runs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted_runs: Vec<String>,
 }
 
 /// One policy over all shards.
@@ -207,6 +211,7 @@ pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
             status: r.status.clone(),
             signing_key_id: r.signing_key_id.clone(),
             evidence_records: r.evidence.as_ref().map(|e| e.records),
+            interrupted_runs: r.interrupted_runs.iter().map(|i| i.report.clone()).collect(),
         });
         for p in &r.policies {
             let c = policies.entry(p.name.clone()).or_insert_with(|| CombinedPolicy {
@@ -292,6 +297,14 @@ impl Combined {
                 p.name,
                 if p.shards.len() == 1 { p.shards[0].to_string() } else { "all".into() },
                 p.rows_total, p.rows_due, p.deleted, p.anonymized, p.fields_anonymized, p.held, p.failed, p.outcome
+            ));
+        }
+        for sh in self.shards.iter().filter(|sh| !sh.interrupted_runs.is_empty()) {
+            s.push_str(&format!(
+                "  shard {} accounts for the evidence of {} earlier run(s) that ended without their report: {}\n",
+                sh.index,
+                sh.interrupted_runs.len(),
+                sh.interrupted_runs.join(", ")
             ));
         }
         s

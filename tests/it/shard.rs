@@ -299,6 +299,26 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
         Command::new(crate::common::lapse_bin()).args(["report", "combine", &dirs[0], &dirs[2]]).output().unwrap(),
     );
     missing.code(2).stderr_has("shard 1 of 3 is missing");
+
+    // Shard 1's run as if killed before its report (the report never written): the shard's
+    // next run accounts for its evidence, and the combined report of that run says which shard.
+    let dir1 = sharded.path(&format!("reports/shard-1-of-{N}"));
+    let killed = run_report(&dir1);
+    let killed_name = killed.file_name().unwrap().to_string_lossy().into_owned();
+    for suffix in ["json", "json.sig", "csv"] {
+        let _ = std::fs::remove_file(killed.with_extension(suffix));
+    }
+    for i in 0..N {
+        let out = lapse_cmd(&sharded, &["run", "--shard", &format!("{i}/{N}")]).output().unwrap();
+        crate::common::Run::from(out).ok();
+    }
+    let r = crate::common::Run::from(Command::new(crate::common::lapse_bin()).args(&args).output().unwrap());
+    r.ok();
+    assert!(r.stdout.contains("shard 1 accounts for the evidence of 1 earlier run(s)"), "{}", r.stdout);
+    let c = read_json(&out);
+    let shards = c["shards"].as_array().unwrap();
+    assert_eq!(shards[1]["interrupted_runs"], serde_json::json!([killed_name]), "{c:#}");
+    assert!(shards[0].get("interrupted_runs").is_none() && shards[2].get("interrupted_runs").is_none(), "{c:#}");
 }
 
 /// A policy split by key needs a single integer key: a text key is refused before anything runs.
