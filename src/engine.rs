@@ -1434,6 +1434,16 @@ async fn enforce(
             }
         }
     }
+    if ctx.mode == Mode::Run && conn.journaled_destroy() {
+        if let Err(e) = reconcile_journal(p, conn, ctx, pr).await {
+            let msg = format!(
+                "the journal of a run killed before its report could not be reconciled with its evidence (the next run retries): {e:#}"
+            );
+            tracing::error!("{msg}");
+            pr.errors.push(msg);
+            pr.outcome = "failed".into();
+        }
+    }
     // A key-sharded policy: every count and every destroy sees only this shard's part.
     let within = |f: Filter| match &ctx.part {
         Some(part) => Filter::All(vec![part.clone(), f]),
@@ -2234,6 +2244,99 @@ async fn reconcile(
     Ok(())
 }
 
+/// Batches a run killed before its report committed (its journal rows, in the destroying
+/// transactions) but whose evidence lines it did not write (killed between the commit and the
+/// line): written to this run's evidence `reconciled_from` that run and counted in the policy's
+/// `reconciled`, so that the evidence, the lookup and the reports cover every committed record.
+/// Once per killed run and policy (a marker next to its evidence file); the killed run's
+/// evidence file itself is accounted for in this run's report (`interrupted_runs`).
+async fn reconcile_journal(
+    p: &Policy,
+    conn: &dyn Connector,
+    ctx: &mut Ctx<'_>,
+    pr: &mut PolicyReport,
+) -> anyhow::Result<()> {
+    let Some(log) = ctx.intents.as_deref() else { return Ok(()) };
+    let (dir, own) = (log.dir().to_path_buf(), log.stem().to_string());
+    // Accounted for by a report or not: that report's run may not have enforced this policy.
+    for o in report::orphan_evidence(&dir, &own, true) {
+        if report::journal_reconciled(&dir, &o.name).contains(&p.name) {
+            continue;
+        }
+        let Some((started, prefix)) = o.run() else { continue };
+        let since = started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let batches = retry(|| conn.journal_batches(&p.name, prefix, &since)).await?;
+        let runs: BTreeSet<&str> = batches.iter().map(|b| b.run_id.as_str()).collect();
+        if runs.len() > 1 {
+            pr.errors.push(format!(
+                "the journal holds batches of {} runs whose id starts with {prefix} since {since}: which one wrote {} is not known, so its journal is not reconciled with it",
+                runs.len(),
+                o.name
+            ));
+            continue;
+        }
+        // What its evidence file has of each batch of this policy (its own lines only), read as
+        // a stream: the file may hold millions of lines.
+        let each_line = |visit: &mut dyn FnMut(Evidence)| -> anyhow::Result<()> {
+            use std::io::BufRead;
+            let r = std::io::BufReader::new(std::fs::File::open(dir.join(&o.name))?);
+            for line in r.split(b'\n') {
+                if let Ok(e) = serde_json::from_slice::<Evidence>(&line?) {
+                    if e.policy == p.name && e.reconciled_from.is_none() {
+                        visit(e);
+                    }
+                }
+            }
+            Ok(())
+        };
+        let mut have: BTreeMap<(String, u64), u64> = BTreeMap::new();
+        each_line(&mut |e| *have.entry((e.stage, e.batch)).or_default() += 1)?;
+        let mut n = 0u64;
+        let at = Utc::now();
+        for b in &batches {
+            if have.get(&(b.stage.clone(), b.batch)).copied().unwrap_or(0) >= b.records {
+                continue; // its evidence lines are all there
+            }
+            let ids = retry(|| conn.journal_batch_ids(&p.name, b)).await?;
+            // Cut short within the batch: the lines written are left out.
+            let mut written = BTreeSet::new();
+            each_line(&mut |e| {
+                if e.stage == b.stage && e.batch == b.batch {
+                    written.insert(e.record);
+                }
+            })?;
+            let Some(sink) = ctx.evidence.as_deref_mut() else { continue };
+            for id in ids.into_iter().filter(|id| !written.contains(&id.record)) {
+                sink.write(&Evidence {
+                    record: id.record,
+                    subject: id.subject,
+                    policy: p.name.clone(),
+                    action: b.action.clone(),
+                    stage: b.stage.clone(),
+                    batch: b.batch,
+                    at,
+                    versions: None,
+                    bytes: None,
+                    reconciled_from: Some(b.run_id.clone()),
+                })?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            if let Some(sink) = ctx.evidence.as_deref_mut() {
+                sink.flush()?;
+            }
+            let run = batches[0].run_id.clone();
+            pr.reconciled += n;
+            *pr.reconciled_from.entry(run.clone()).or_default() += n;
+            tracing::info!(interrupted_run = %run, reconciled = n, "committed batches of a run killed before its evidence lines reconciled from the journal");
+        }
+        // Only once the evidence is durable: a kill before this makes the next run look again.
+        report::mark_journal_reconciled(&dir, &o.name, &p.name);
+    }
+    Ok(())
+}
+
 /// Runs `op` again after a transient error ([`ConnectorError::is_transient`]: a lost connection,
 /// a server temporarily unavailable), at most 4 attempts with exponential backoff and jitter
 /// (about 4 s in all), so that a database restart or a dropped connection costs a pause, not the
@@ -2321,7 +2424,12 @@ pub fn summary(r: &Report) -> String {
         s.push_str(&held_lines(&p.held_by));
         for (run, n) in &p.reconciled_from {
             s.push_str(&format!(
-                "      reconciled: {n} destroyed by interrupted run {run} (write-ahead intent, object gone)\n"
+                "      reconciled: {n} destroyed by interrupted run {run} ({})\n",
+                if p.is_objects() {
+                    "write-ahead intent, object gone"
+                } else {
+                    "committed in its journal, no evidence line"
+                }
             ));
         }
         if !p.sample.is_empty() && r.mode == "plan" {

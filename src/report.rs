@@ -305,9 +305,11 @@ pub struct PolicyReport {
     pub bytes_reclaimed: u64,
     /// Rows of dependent tables deleted by cascade, per table.
     pub dependents_deleted: BTreeMap<String, u64>,
-    /// Objects destroyed by an interrupted run of this policy after its write-ahead intent and
-    /// before its evidence: found gone by this run and recorded in this run's evidence (lines
-    /// with `reconciled_from`). Not counted in `deleted`.
+    /// Records destroyed by an interrupted run of this policy that its evidence lacks, recorded
+    /// in this run's evidence (lines with `reconciled_from`): objects deleted after its
+    /// write-ahead intent and found gone by this run, and rows of batches it committed (its
+    /// journal rows) before it was killed, ahead of their evidence lines. Not counted in
+    /// `deleted` or `anonymized`.
     #[serde(default)]
     pub reconciled: u64,
     /// `reconciled` per interrupted run id.
@@ -385,14 +387,28 @@ fn accounted_marker(dir: &Path, evidence: &str) -> PathBuf {
     dir.join(format!(".{evidence}.accounted"))
 }
 
-/// Evidence files in `dir` of runs that ended without writing their report: no report of
-/// theirs, no report that accounted for them already (its marker), not this run's (`own_stem`),
-/// and not locked by a run still going on ([`hold_evidence`]; a file that cannot be locked is
-/// left alone). Call with the chain locked (so that two runs never account for the same file),
-/// after [`finish_interrupted_writes`]: a report write a killed run left that is still not
-/// finished then (cut short, unsigned, or passed by the chain) never joins the chain, so its
-/// evidence is accounted for here like that of a run killed earlier.
-pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
+/// An evidence file whose run ended without its report, held locked while the value lives.
+pub struct Orphan {
+    /// `<stem>.evidence.jsonl`
+    pub name: String,
+    /// `<stem>.json`, the report its run did not write.
+    pub report: String,
+    pub file: std::fs::File,
+}
+
+impl Orphan {
+    /// The run's start (to the second) and the first 8 hex digits of its id, from the name.
+    pub fn run(&self) -> Option<(DateTime<Utc>, &str)> {
+        let rest = self.report.strip_prefix("lapse-run-")?.strip_suffix(".json")?;
+        let (at, id) = rest.split_once('-')?;
+        let at = chrono::NaiveDateTime::parse_from_str(at, "%Y%m%dT%H%M%SZ").ok()?.and_utc();
+        Some((at, id))
+    }
+}
+
+/// The evidence files of `dir` whose run ended without writing its report, each locked; with
+/// `accounted`, also those a report already accounted for (see [`unreported_evidence`]).
+pub fn orphan_evidence(dir: &Path, own_stem: &str, accounted: bool) -> Vec<Orphan> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -402,19 +418,34 @@ pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
             continue;
         };
         let stem = report.trim_end_matches(".json");
-        let done = |dir: &Path| dir.join(&report).exists() || accounted_marker(dir, &name).exists();
+        let done = |dir: &Path| dir.join(&report).exists() || (!accounted && accounted_marker(dir, &name).exists());
         if stem == own_stem || !stem.starts_with("lapse-run-") || done(dir) {
             continue;
         }
-        let path = dir.join(&name);
-        let Ok(f) = std::fs::File::open(&path) else { continue };
-        if f.try_lock().is_err() {
+        let Ok(file) = std::fs::File::open(dir.join(&name)) else { continue };
+        if file.try_lock().is_err() {
             continue; // a run still going on (or a file system without locks)
         }
         // Its run may have written its report between the test above and the lock.
         if done(dir) {
             continue;
         }
+        found.push(Orphan { name, report, file });
+    }
+    found
+}
+
+/// Evidence files in `dir` of runs that ended without writing their report: no report of
+/// theirs, no report that accounted for them already (its marker), not this run's (`own_stem`),
+/// and not locked by a run still going on ([`hold_evidence`]; a file that cannot be locked is
+/// left alone). Call with the chain locked (so that two runs never account for the same file),
+/// after [`finish_interrupted_writes`]: a report write a killed run left that is still not
+/// finished then (cut short, unsigned, or passed by the chain) never joins the chain, so its
+/// evidence is accounted for here like that of a run killed earlier.
+pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
+    let mut found = Vec::new();
+    for Orphan { name, report, file: f } in orphan_evidence(dir, own_stem, false) {
+        let path = dir.join(&name);
         let mut run = InterruptedRun {
             report: report.clone(),
             evidence: EvidenceFile { file: name.clone(), sha256: String::new(), records: 0 },
@@ -455,6 +486,34 @@ pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
         found.push(run);
     }
     found
+}
+
+/// The marker of the policies whose journal batches were reconciled with an interrupted run's
+/// evidence file (`.<evidence file>.reconciled`, a policy name per line).
+fn reconciled_marker(dir: &Path, evidence: &str) -> PathBuf {
+    dir.join(format!(".{evidence}.reconciled"))
+}
+
+/// The policies whose journal was already reconciled with evidence file `evidence` of `dir`.
+pub fn journal_reconciled(dir: &Path, evidence: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(reconciled_marker(dir, evidence))
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Notes that `policy`'s journal was reconciled with evidence file `evidence` (see
+/// [`journal_reconciled`]). If it cannot be written, the next run reconciles it again.
+pub fn mark_journal_reconciled(dir: &Path, evidence: &str, policy: &str) {
+    use std::io::Write as _;
+    let marker = reconciled_marker(dir, evidence);
+    let done = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&marker)
+        .and_then(|mut f| f.write_all(format!("{policy}\n").as_bytes()).and_then(|()| f.sync_data()));
+    if let Err(e) = done {
+        tracing::warn!("cannot write '{}' ({e}): the next run reconciles it again", marker.display());
+    }
 }
 
 /// Marks the evidence files `report` accounted for (see [`unreported_evidence`]), so that later

@@ -267,6 +267,17 @@ pub struct JournalCtx {
     pub batch: u64,
 }
 
+/// A batch in the journal, as [`Connector::journal_batches`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalBatch {
+    pub run_id: String,
+    pub stage: String,
+    pub action: String,
+    pub batch: u64,
+    /// Records the batch destroyed (its `record_count`).
+    pub records: u64,
+}
+
 /// Makes the evidence id of a row (the engine's keyed hashes of its key and subject).
 pub type IdFn<'a> = dyn for<'c> Fn(&'c Candidate) -> EvidenceId + Send + Sync + 'a;
 
@@ -480,6 +491,24 @@ pub trait Connector: Send + Sync + fmt::Display {
         _records: &BTreeSet<String>,
     ) -> Result<BTreeSet<String>, ConnectorError> {
         Err(ConnectorError::Invalid("this connector has no write-ahead intents to reconcile".into()))
+    }
+
+    /// The batches of `policy` the journal holds for runs whose id starts with `run_prefix`,
+    /// committed at or after `since` (RFC 3339, milliseconds): what a run killed before its
+    /// report committed, to be compared with its evidence file. Default: none (no journal; a
+    /// journal table of the earlier per-record shape is not read either).
+    async fn journal_batches(
+        &self,
+        _policy: &str,
+        _run_prefix: &str,
+        _since: &str,
+    ) -> Result<Vec<JournalBatch>, ConnectorError> {
+        Ok(vec![])
+    }
+
+    /// The evidence ids (records and subjects, in order) of one journaled batch.
+    async fn journal_batch_ids(&self, _policy: &str, _batch: &JournalBatch) -> Result<Vec<EvidenceId>, ConnectorError> {
+        Ok(vec![])
     }
 
     /// The largest batch [`Connector::destroy`] can take for this scope (e.g. a database's

@@ -241,7 +241,7 @@ fn summary(h: &mut String, r: &Report) {
         tot(cascaded, "dependent rows deleted");
         let reconciled = sum(&|p| p.reconciled);
         if reconciled > 0 {
-            tot(reconciled, "objects deleted by an interrupted run, reconciled from its write-ahead intents");
+            tot(reconciled, "records destroyed by an interrupted run, reconciled from its write-ahead intents (objects) or its journal (SQL)");
         }
     }
     tot(held, "lapsed records kept by legal holds");
@@ -761,11 +761,12 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
             h,
             "Records",
             format!(
-                "{} deleted; {} anonymized; {} field-level anonymizations (a kept record counts once per group of fields that lapsed); {} dependent rows deleted by cascade",
+                "{} deleted; {} anonymized; {} field-level anonymizations (a kept record counts once per group of fields that lapsed); {} dependent rows deleted by cascade; {} destroyed by an interrupted run and reconciled from its journal",
                 num(sum(&|p| if p.is_objects() { 0 } else { p.deleted })),
                 num(sum(&|p| p.anonymized)),
                 num(sum(&|p| p.fields_anonymized)),
-                num(cascaded)
+                num(cascaded),
+                num(sum(&|p| if p.is_objects() { 0 } else { p.reconciled }))
             ),
         );
     }

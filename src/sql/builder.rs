@@ -2003,6 +2003,37 @@ impl<'a> Builder<'a> {
         sql
     }
 
+    /// The batches of `policy` journaled by runs whose id starts with `run_prefix` (hex digits
+    /// only, checked by the caller), committed at or after `since` (RFC 3339 text, as written).
+    pub fn journal_batches(&self, policy: &str, run_prefix: &str, since: &str) -> Sql {
+        let mut sql = Sql::new(self.d);
+        sql.push(&format!(
+            "SELECT run_id, stage, action, batch_no, record_count FROM {} WHERE policy = ",
+            self.q(self.journal_table)
+        ));
+        sql.bind(Value::Text(policy.to_string()));
+        sql.push(" AND run_id LIKE ");
+        sql.bind(Value::Text(format!("{run_prefix}%")));
+        sql.push(" AND committed_at >= ");
+        sql.bind(Value::Text(since.to_string()));
+        sql.push(" ORDER BY run_id, stage, batch_no");
+        sql
+    }
+
+    /// The record and subject lists of one journaled batch.
+    pub fn journal_batch_ids(&self, policy: &str, run_id: &str, stage: &str, batch: u64) -> Sql {
+        let mut sql = Sql::new(self.d);
+        sql.push(&format!("SELECT records, subjects FROM {} WHERE run_id = ", self.q(self.journal_table)));
+        sql.bind(Value::Text(run_id.to_string()));
+        sql.push(" AND policy = ");
+        sql.bind(Value::Text(policy.to_string()));
+        sql.push(" AND stage = ");
+        sql.bind(Value::Text(stage.to_string()));
+        sql.push(" AND batch_no = ");
+        sql.bind(Value::Int(batch as i64));
+        sql
+    }
+
     /// A journal table of the earlier per-record shape (`record`, `subject` columns, no
     /// `records`), still written in its own shape. One journal row per record: the batch's constants (run, policy, stage, action, commit
     /// time) are bound once; records and subjects come from a derived table.

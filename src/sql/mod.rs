@@ -1983,6 +1983,82 @@ impl crate::connector::Connector for SqlConnector {
         self.ensure_journal().await
     }
 
+    async fn journal_batches(
+        &self,
+        policy: &str,
+        run_prefix: &str,
+        since: &str,
+    ) -> Result<Vec<crate::connector::JournalBatch>, ConnectorError> {
+        if self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed)
+            || !run_prefix.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Ok(vec![]);
+        }
+        let scope = bare_scope(
+            TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
+            Utc::now(),
+        );
+        let sql = self.builder(&scope).journal_batches(policy, run_prefix, since);
+        let ctx = format!("reading journal table '{}'", self.journal_table);
+        let text = |v: Value| match v {
+            Value::Text(s) => s,
+            other => other.canonical(),
+        };
+        with_pool!(self, p => {
+            let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
+            rows.iter()
+                .map(|r| {
+                    let int = |v: Value| match v {
+                        Value::Int(n) => n.max(0) as u64,
+                        other => other.canonical().parse().unwrap_or(0),
+                    };
+                    Ok(crate::connector::JournalBatch {
+                        run_id: text(r.value(0).map_err(db_err(&ctx))?),
+                        stage: text(r.value(1).map_err(db_err(&ctx))?),
+                        action: text(r.value(2).map_err(db_err(&ctx))?),
+                        batch: int(r.value(3).map_err(db_err(&ctx))?),
+                        records: int(r.value(4).map_err(db_err(&ctx))?),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn journal_batch_ids(
+        &self,
+        policy: &str,
+        b: &crate::connector::JournalBatch,
+    ) -> Result<Vec<EvidenceId>, ConnectorError> {
+        let scope = bare_scope(
+            TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
+            Utc::now(),
+        );
+        let sql = self.builder(&scope).journal_batch_ids(policy, &b.run_id, &b.stage, b.batch);
+        let ctx = format!("reading journal table '{}'", self.journal_table);
+        let lists: Vec<(String, String)> = with_pool!(self, p => {
+            let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
+            rows.iter()
+                .map(|r| {
+                    let t = |v: Value| match v {
+                        Value::Text(s) => s,
+                        Value::Null => String::new(),
+                        other => other.canonical(),
+                    };
+                    Ok((t(r.value(0).map_err(db_err(&ctx))?), t(r.value(1).map_err(db_err(&ctx))?)))
+                })
+                .collect::<Result<Vec<_>, ConnectorError>>()
+        })?;
+        let mut ids = Vec::new();
+        for (records, subjects) in lists {
+            let subjects: Vec<&str> = subjects.split(',').collect();
+            for (i, r) in records.split(',').filter(|r| !r.is_empty()).enumerate() {
+                let s = subjects.get(i).copied().unwrap_or_default();
+                ids.push(EvidenceId { record: r.to_string(), subject: (!s.is_empty()).then(|| s.to_string()) });
+            }
+        }
+        Ok(ids)
+    }
+
     /// A batch's statements bind a few values per row (its key in an `IN` list, the new values
     /// of an anonymizing update computed in Rust): the batch is kept under the smallest limit
     /// on bound parameters of the three databases (SQLite's 32,766) with room to spare. Not

@@ -933,6 +933,13 @@ pub async fn kill_anywhere_sql(b: Backend) {
         assert_eq!(done, oracle.total(), "{ctx}: the re-run did not converge to the oracle");
         assert_eq!(st.journal.len(), oracle.total(), "{ctx}: journal has other entries than the oracle's");
         land.accounted += evidence_files_accounted_for(&f.path("reports")).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        // Every committed record is in the evidence: a batch whose lines a kill stopped is
+        // written by a later run, `reconciled_from` the killed one.
+        let lines = evidence_lines(&f.path("reports"));
+        let named: BTreeSet<&String> = lines.iter().map(|(r, _)| r).collect();
+        let unnamed = st.journal.iter().filter(|(_, _, r)| !named.contains(r)).count();
+        assert_eq!(unnamed, 0, "{ctx}: {unnamed} journaled records are in no evidence line after the re-run");
+        land.reconciled += lines.iter().filter(|(_, from)| from.is_some()).count();
     }
     land.print(&label, t0.elapsed().as_millis());
     land.assert_spread(&label);
