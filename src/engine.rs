@@ -2276,11 +2276,11 @@ async fn reconcile_journal(
             continue;
         }
         // What its evidence file has of each batch of this policy (its own lines only), read as
-        // a stream: the file may hold millions of lines.
+        // a stream through the locked handle: the file may hold millions of lines.
         let each_line = |visit: &mut dyn FnMut(Evidence)| -> anyhow::Result<()> {
-            use std::io::BufRead;
-            let r = std::io::BufReader::new(std::fs::File::open(dir.join(&o.name))?);
-            for line in r.split(b'\n') {
+            use std::io::{BufRead, Seek};
+            (&o.file).rewind()?;
+            for line in std::io::BufReader::new(&o.file).split(b'\n') {
                 if let Ok(e) = serde_json::from_slice::<Evidence>(&line?) {
                     if e.policy == p.name && e.reconciled_from.is_none() {
                         visit(e);
@@ -2290,23 +2290,31 @@ async fn reconcile_journal(
             Ok(())
         };
         let mut have: BTreeMap<(String, u64), u64> = BTreeMap::new();
-        each_line(&mut |e| *have.entry((e.stage, e.batch)).or_default() += 1)?;
-        let mut n = 0u64;
-        let at = Utc::now();
-        for b in &batches {
-            if have.get(&(b.stage.clone(), b.batch)).copied().unwrap_or(0) >= b.records {
-                continue; // its evidence lines are all there
-            }
-            let ids = retry(|| conn.journal_batch_ids(&p.name, b)).await?;
-            // Cut short within the batch: the lines written are left out.
-            let mut written = BTreeSet::new();
+        if !batches.is_empty() {
+            each_line(&mut |e| *have.entry((e.stage, e.batch)).or_default() += 1)?;
+        }
+        // Batches whose evidence lines are not all there; of those, the lines that are (cut
+        // short within the batch), read in one more pass.
+        let short: Vec<&crate::connector::JournalBatch> = batches
+            .iter()
+            .filter(|b| have.get(&(b.stage.clone(), b.batch)).copied().unwrap_or(0) < b.records)
+            .collect();
+        let mut written: BTreeMap<(String, u64), BTreeSet<String>> =
+            short.iter().map(|b| ((b.stage.clone(), b.batch), BTreeSet::new())).collect();
+        if short.iter().any(|b| have.contains_key(&(b.stage.clone(), b.batch))) {
             each_line(&mut |e| {
-                if e.stage == b.stage && e.batch == b.batch {
-                    written.insert(e.record);
+                if let Some(w) = written.get_mut(&(e.stage, e.batch)) {
+                    w.insert(e.record);
                 }
             })?;
+        }
+        let mut n = 0u64;
+        let at = Utc::now();
+        for b in short {
+            let ids = retry(|| conn.journal_batch_ids(&p.name, b)).await?;
             let Some(sink) = ctx.evidence.as_deref_mut() else { continue };
-            for id in ids.into_iter().filter(|id| !written.contains(&id.record)) {
+            let lines = &written[&(b.stage.clone(), b.batch)];
+            for id in ids.into_iter().filter(|id| !lines.contains(&id.record)) {
                 sink.write(&Evidence {
                     record: id.record,
                     subject: id.subject,

@@ -820,10 +820,7 @@ impl SqlConnector {
             Err(ConnectorError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        let dummy = bare_scope(
-            TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
-            Utc::now(),
-        );
+        let dummy = journal_scope();
         let ddl = self.builder(&dummy).journal_create();
         let mut attempt = 0;
         loop {
@@ -1933,6 +1930,23 @@ impl SqlConnector {
     }
 }
 
+/// The scope of the journal's own statements: no policy, no table.
+fn journal_scope() -> Scope {
+    bare_scope(
+        TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
+        Utc::now(),
+    )
+}
+
+/// A journal column's text (its columns are text; a NULL reads as empty).
+fn journal_text(v: Value) -> String {
+    match v {
+        Value::Text(s) => s,
+        Value::Null => String::new(),
+        other => other.canonical(),
+    }
+}
+
 /// A scope of no policy over `table`, for the statements that are about a table or the
 /// connection rather than a policy's rows.
 fn bare_scope(table: TableInfo, now: DateTime<Utc>) -> Scope {
@@ -1994,16 +2008,9 @@ impl crate::connector::Connector for SqlConnector {
         {
             return Ok(vec![]);
         }
-        let scope = bare_scope(
-            TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
-            Utc::now(),
-        );
+        let scope = journal_scope();
         let sql = self.builder(&scope).journal_batches(policy, run_prefix, since);
         let ctx = format!("reading journal table '{}'", self.journal_table);
-        let text = |v: Value| match v {
-            Value::Text(s) => s,
-            other => other.canonical(),
-        };
         with_pool!(self, p => {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
             rows.iter()
@@ -2013,9 +2020,9 @@ impl crate::connector::Connector for SqlConnector {
                         other => other.canonical().parse().unwrap_or(0),
                     };
                     Ok(crate::connector::JournalBatch {
-                        run_id: text(r.value(0).map_err(db_err(&ctx))?),
-                        stage: text(r.value(1).map_err(db_err(&ctx))?),
-                        action: text(r.value(2).map_err(db_err(&ctx))?),
+                        run_id: journal_text(r.value(0).map_err(db_err(&ctx))?),
+                        stage: journal_text(r.value(1).map_err(db_err(&ctx))?),
+                        action: journal_text(r.value(2).map_err(db_err(&ctx))?),
                         batch: int(r.value(3).map_err(db_err(&ctx))?),
                         records: int(r.value(4).map_err(db_err(&ctx))?),
                     })
@@ -2029,22 +2036,14 @@ impl crate::connector::Connector for SqlConnector {
         policy: &str,
         b: &crate::connector::JournalBatch,
     ) -> Result<Vec<EvidenceId>, ConnectorError> {
-        let scope = bare_scope(
-            TableInfo { name: String::new(), columns: vec![], primary_key: vec![], referenced_by: vec![] },
-            Utc::now(),
-        );
+        let scope = journal_scope();
         let sql = self.builder(&scope).journal_batch_ids(policy, &b.run_id, &b.stage, b.batch);
         let ctx = format!("reading journal table '{}'", self.journal_table);
         let lists: Vec<(String, String)> = with_pool!(self, p => {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
             rows.iter()
                 .map(|r| {
-                    let t = |v: Value| match v {
-                        Value::Text(s) => s,
-                        Value::Null => String::new(),
-                        other => other.canonical(),
-                    };
-                    Ok((t(r.value(0).map_err(db_err(&ctx))?), t(r.value(1).map_err(db_err(&ctx))?)))
+                    Ok((journal_text(r.value(0).map_err(db_err(&ctx))?), journal_text(r.value(1).map_err(db_err(&ctx))?)))
                 })
                 .collect::<Result<Vec<_>, ConnectorError>>()
         })?;
