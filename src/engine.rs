@@ -587,6 +587,8 @@ pub struct EvidenceSink {
     worker: Option<std::thread::JoinHandle<anyhow::Result<(String, u64)>>>,
     /// What the writer failed on, once it has: nothing more is destroyed after that.
     failed: Option<String>,
+    /// The file's lock, until [`EvidenceSink::take_lock`].
+    lock: Option<std::fs::File>,
 }
 
 enum SinkMsg {
@@ -604,8 +606,23 @@ impl EvidenceSink {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create report directory '{}': {e}", dir.display()))?;
         }
-        let file = std::fs::File::create(&path)
-            .map_err(|e| anyhow::anyhow!("cannot create evidence file '{}': {e}", path.display()))?;
+        // Locked before it appears under its name (written under a temporary name, locked,
+        // renamed): a run that finds it without its report can tell this run, still going on,
+        // from one that ended without writing its report (`report::orphan_evidence`). The
+        // kernel releases the lock when the process ends, however it ends.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.tmp"));
+        let cannot = |e: std::io::Error| anyhow::anyhow!("cannot create evidence file '{}': {e}", path.display());
+        let file = std::fs::File::create(&tmp).map_err(cannot)?;
+        let lock = file.try_clone().map_err(cannot)?;
+        let lock = match lock.try_lock() {
+            Ok(()) => Some(lock),
+            Err(e) => {
+                tracing::warn!("cannot lock this run's evidence file '{}': {e}", path.display());
+                None
+            }
+        };
+        std::fs::rename(&tmp, &path).map_err(cannot)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<SinkMsg>(4);
         let worker = std::thread::Builder::new().name("lapse-evidence".into()).spawn(move || {
             let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -663,7 +680,12 @@ impl EvidenceSink {
             file.get_ref().sync_data()?;
             Ok((hex::encode(hash.finalize()), records))
         })?;
-        Ok(EvidenceSink { path, tx: Some(tx), worker: Some(worker), failed: None })
+        Ok(EvidenceSink { path, tx: Some(tx), worker: Some(worker), failed: None, lock })
+    }
+
+    /// The lock of the evidence file, to be held until the run's report is written.
+    fn take_lock(&mut self) -> Option<std::fs::File> {
+        self.lock.take()
     }
 
     /// Whether the writer still runs. It stops only on an error (a full disk), which this
@@ -889,7 +911,7 @@ pub async fn execute(
     };
     // Locked until this function returns, after the report is written (or the process ends):
     // a run finding this evidence file without its report knows this run is still going on.
-    let _evidence_lock = sink.as_ref().and_then(|s| report::hold_evidence(&s.path));
+    let _evidence_lock = sink.as_mut().and_then(EvidenceSink::take_lock);
     let mut intents = match mode {
         Mode::Run => Some(IntentLog::new(report_dir.clone(), report.file_stem())),
         Mode::Plan => None,

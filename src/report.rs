@@ -364,23 +364,6 @@ fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
     Ok(leaked)
 }
 
-/// Holds this run's evidence file locked (`flock`) for as long as the returned handle lives:
-/// the kernel releases the lock when the process ends, however it ends, so a run that finds
-/// another run's evidence file without its report can tell a run still going on (locked) from
-/// one that ended without a report (see [`unreported_evidence`]). `None` where the file system
-/// has no such locks (then nothing tells them apart, and no evidence file is taken for a killed
-/// run's: see `unreported_evidence`).
-pub fn hold_evidence(path: &Path) -> Option<std::fs::File> {
-    let f = std::fs::File::open(path).ok()?;
-    match f.try_lock() {
-        Ok(()) => Some(f),
-        Err(e) => {
-            tracing::warn!("cannot lock this run's evidence file '{}': {e}", path.display());
-            None
-        }
-    }
-}
-
 /// The marker of an evidence file a report has accounted for as an interrupted run's
 /// (`.<evidence file>.accounted`, holding that report's name).
 fn accounted_marker(dir: &Path, evidence: &str) -> PathBuf {
@@ -437,8 +420,8 @@ pub fn orphan_evidence(dir: &Path, own_stem: &str, accounted: bool) -> Vec<Orpha
 
 /// Evidence files in `dir` of runs that ended without writing their report: no report of
 /// theirs, no report that accounted for them already (its marker), not this run's (`own_stem`),
-/// and not locked by a run still going on ([`hold_evidence`]; a file that cannot be locked is
-/// left alone). Call with the chain locked (so that two runs never account for the same file),
+/// and not locked by a run still going on (a run locks its evidence file before it appears; a
+/// file that cannot be locked is left alone). Call with the chain locked (so that two runs never account for the same file),
 /// after [`finish_interrupted_writes`]: a report write a killed run left that is still not
 /// finished then (cut short, unsigned, or passed by the chain) never joins the chain, so its
 /// evidence is accounted for here like that of a run killed earlier.
