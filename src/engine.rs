@@ -1152,8 +1152,9 @@ pub async fn execute(
             claim_sequence(b, &mut report).await;
         }
     }
+    // The markers of the evidence this report accounts for name it, before it is written.
+    report::mark_accounted(&report_dir, &report, &format!("{}.json", report.file_stem()));
     let report_path = report.write(&report_dir, signer.as_ref())?;
-    report::mark_accounted(&report_dir, &report, &report_path);
     drop(chain_lock);
     if let Some(log) = intents.filter(|_| matches!(report.status.as_str(), "complete" | "guardrail")) {
         // The report and its evidence now account for every intent of this run. (After a
@@ -2266,6 +2267,20 @@ async fn reconcile(
     Ok(())
 }
 
+/// Every whole evidence line of `file` (read from its start, as a stream: an evidence file may
+/// hold millions of lines); lines that do not parse are skipped.
+fn each_evidence_line(file: &std::fs::File, visit: &mut dyn FnMut(Evidence)) -> anyhow::Result<()> {
+    use std::io::{BufRead, Seek};
+    let mut f = file;
+    f.rewind()?;
+    for line in std::io::BufReader::new(f).split(b'\n') {
+        if let Ok(e) = serde_json::from_slice::<Evidence>(&line?) {
+            visit(e);
+        }
+    }
+    Ok(())
+}
+
 /// Batches a run killed before its report committed (its journal rows, in the destroying
 /// transactions) but whose evidence lines it did not write (killed between the commit and the
 /// line): written to this run's evidence `reconciled_from` that run and counted in the policy's
@@ -2279,9 +2294,13 @@ async fn reconcile_journal(
     pr: &mut PolicyReport,
 ) -> anyhow::Result<()> {
     let Some(log) = ctx.intents.as_deref() else { return Ok(()) };
+    if ctx.evidence.is_none() {
+        return Ok(()); // nowhere to write the lines: left for a run that has
+    }
     let (dir, own) = (log.dir().to_path_buf(), log.stem().to_string());
     // Accounted for by a report or not: that report's run may not have enforced this policy.
-    for o in report::orphan_evidence(&dir, &own, true) {
+    let orphans = report::orphan_evidence(&dir, &own, true);
+    for (i, o) in orphans.iter().enumerate() {
         if report::journal_reconciled(&dir, &o.name).contains(&p.name) {
             continue;
         }
@@ -2295,25 +2314,19 @@ async fn reconcile_journal(
                 runs.len(),
                 o.name
             ));
+            // Said once, in this report: the next run would find the same runs again.
+            report::mark_journal_reconciled(&dir, &o.name, &p.name);
             continue;
         }
         // What its evidence file has of each batch of this policy (its own lines only), read as
         // a stream through the locked handle: the file may hold millions of lines.
-        let each_line = |visit: &mut dyn FnMut(Evidence)| -> anyhow::Result<()> {
-            use std::io::{BufRead, Seek};
-            (&o.file).rewind()?;
-            for line in std::io::BufReader::new(&o.file).split(b'\n') {
-                if let Ok(e) = serde_json::from_slice::<Evidence>(&line?) {
-                    if e.policy == p.name && e.reconciled_from.is_none() {
-                        visit(e);
-                    }
-                }
-            }
-            Ok(())
-        };
         let mut have: BTreeMap<(String, u64), u64> = BTreeMap::new();
         if !batches.is_empty() {
-            each_line(&mut |e| *have.entry((e.stage, e.batch)).or_default() += 1)?;
+            each_evidence_line(&o.file, &mut |e| {
+                if e.policy == p.name && e.reconciled_from.is_none() {
+                    *have.entry((e.stage, e.batch)).or_default() += 1;
+                }
+            })?;
         }
         // Batches whose evidence lines are not all there; of those, the lines that are (cut
         // short within the batch), read in one more pass.
@@ -2324,15 +2337,32 @@ async fn reconcile_journal(
         let mut written: BTreeMap<(String, u64), BTreeSet<String>> =
             short.iter().map(|b| ((b.stage.clone(), b.batch), BTreeSet::new())).collect();
         if short.iter().any(|b| have.contains_key(&(b.stage.clone(), b.batch))) {
-            each_line(&mut |e| {
-                if let Some(w) = written.get_mut(&(e.stage, e.batch)) {
-                    w.insert(e.record);
+            each_evidence_line(&o.file, &mut |e| {
+                if e.policy == p.name && e.reconciled_from.is_none() {
+                    if let Some(w) = written.get_mut(&(e.stage, e.batch)) {
+                        w.insert(e.record);
+                    }
                 }
             })?;
         }
+        // A run that reconciled them already and was killed before its marker (its evidence
+        // file is another run's without a report) wrote them `reconciled_from` this run.
+        if let Some(run) = short.first().map(|b| b.run_id.clone()) {
+            for other in orphans.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, x)| x) {
+                each_evidence_line(&other.file, &mut |e| {
+                    if e.policy == p.name && e.reconciled_from.as_deref() == Some(run.as_str()) {
+                        if let Some(w) = written.get_mut(&(e.stage, e.batch)) {
+                            w.insert(e.record);
+                        }
+                    }
+                })?;
+            }
+        }
         let mut n = 0u64;
-        let at = Utc::now();
+        let now = Utc::now();
         for b in short {
+            // When the killed run destroyed them: the batch's commit, as its journal row says.
+            let at = b.committed_at.unwrap_or(now);
             let ids = retry(|| conn.journal_batch_ids(&p.name, b)).await?;
             let Some(sink) = ctx.evidence.as_deref_mut() else { continue };
             let lines = &written[&(b.stage.clone(), b.batch)];

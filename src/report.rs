@@ -89,7 +89,8 @@ pub struct InterruptedRun {
     /// short, is part of the file's bytes but not counted as a record.
     pub evidence: EvidenceFile,
     /// Its records per policy and action (`deleted`, `anonymized`, `fields_anonymized`),
-    /// from the whole lines.
+    /// from the whole lines (those it wrote `reconciled_from` an earlier interrupted run
+    /// included).
     pub destroyed: BTreeMap<String, BTreeMap<String, u64>>,
     /// Time of its first evidence line.
     pub first_at: Option<DateTime<Utc>>,
@@ -242,10 +243,12 @@ pub struct Evidence {
     /// Objects: bytes reclaimed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
-    /// Set when the record was destroyed by an interrupted run (this run id) that recorded its
-    /// write-ahead intent but was stopped before its evidence line: this run found the object
-    /// gone (no version left) and records it here. `at` is when it was found gone; `batch` is
-    /// the interrupted run's.
+    /// Set when the record was destroyed by an interrupted run (this run id) that was stopped
+    /// before its evidence line, and this run records it here. Objects: the run recorded its
+    /// write-ahead intent, and this run found the object gone (no version left); `at` is when it
+    /// was found gone. SQL rows: the run's batch committed (its journal row, written in the
+    /// destroying transaction); `at` is that commit, as the journal row gives it. `stage` and
+    /// `batch` are the interrupted run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciled_from: Option<String>,
 }
@@ -370,6 +373,17 @@ fn accounted_marker(dir: &Path, evidence: &str) -> PathBuf {
     dir.join(format!(".{evidence}.accounted"))
 }
 
+/// The report that accounted for evidence file `evidence` of `dir` as an interrupted run's: the
+/// one its marker names, if that report is there. (The marker is written before the report: a
+/// run killed between the two leaves a marker naming a report that never appeared, and the
+/// evidence is still to be accounted for.)
+pub fn accounted_by(dir: &Path, evidence: &str) -> Option<String> {
+    let named = std::fs::read_to_string(accounted_marker(dir, evidence)).ok()?;
+    let named = named.trim();
+    let plain = !named.is_empty() && !named.contains(['/', '\\']) && !named.starts_with('.');
+    (plain && dir.join(named).is_file()).then(|| named.to_string())
+}
+
 /// An evidence file whose run ended without its report, held locked while the value lives.
 pub struct Orphan {
     /// `<stem>.evidence.jsonl`
@@ -401,7 +415,7 @@ pub fn orphan_evidence(dir: &Path, own_stem: &str, accounted: bool) -> Vec<Orpha
             continue;
         };
         let stem = report.trim_end_matches(".json");
-        let done = |dir: &Path| dir.join(&report).exists() || (!accounted && accounted_marker(dir, &name).exists());
+        let done = |dir: &Path| dir.join(&report).exists() || (!accounted && accounted_by(dir, &name).is_some());
         if stem == own_stem || !stem.starts_with("lapse-run-") || done(dir) {
             continue;
         }
@@ -500,13 +514,20 @@ pub fn mark_journal_reconciled(dir: &Path, evidence: &str, policy: &str) {
 }
 
 /// Marks the evidence files `report` accounted for (see [`unreported_evidence`]), so that later
-/// runs do not account for them again. A marker that cannot be written is said: the next run
-/// then accounts for that file again, in its own report (twice is better than never).
-pub fn mark_accounted(dir: &Path, report: &Report, report_path: &Path) {
-    let name = report_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+/// runs do not account for them again: each marker names `report_name`, the file the report is
+/// about to be written as. Called before the report is written (a marker counts only once the
+/// report it names is there, [`accounted_by`]): a run killed after its report, or whose report
+/// write a later run finishes, has left its markers, so no later run accounts for the same
+/// file again, and one killed before its report leaves markers that do not count. A marker that
+/// cannot be written is said: the next run then accounts for that file again, in its own report
+/// (twice is better than never).
+pub fn mark_accounted(dir: &Path, report: &Report, report_name: &str) {
+    use std::io::Write as _;
     for r in &report.interrupted_runs {
         let marker = accounted_marker(dir, &r.evidence.file);
-        if let Err(e) = std::fs::write(&marker, format!("{name}\n")) {
+        let written = std::fs::File::create(&marker)
+            .and_then(|mut f| f.write_all(format!("{report_name}\n").as_bytes()).and_then(|()| f.sync_data()));
+        if let Err(e) = written {
             tracing::warn!(
                 "cannot write '{}' ({e}): the next run accounts for {} again",
                 marker.display(),

@@ -276,6 +276,8 @@ pub struct JournalBatch {
     pub batch: u64,
     /// Records the batch destroyed (its `record_count`).
     pub records: u64,
+    /// When its transaction was committed (as the run wrote it; `None` if unreadable).
+    pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Makes the evidence id of a row (the engine's keyed hashes of its key and subject).

@@ -2008,7 +2008,7 @@ impl<'a> Builder<'a> {
     pub fn journal_batches(&self, policy: &str, run_prefix: &str, since: &str) -> Sql {
         let mut sql = Sql::new(self.d);
         sql.push(&format!(
-            "SELECT run_id, stage, action, batch_no, record_count FROM {} WHERE policy = ",
+            "SELECT run_id, stage, action, batch_no, record_count, committed_at FROM {} WHERE policy = ",
             self.q(self.journal_table)
         ));
         sql.bind(Value::Text(policy.to_string()));

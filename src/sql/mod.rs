@@ -2025,6 +2025,11 @@ impl crate::connector::Connector for SqlConnector {
                         action: journal_text(r.value(2).map_err(db_err(&ctx))?),
                         batch: int(r.value(3).map_err(db_err(&ctx))?),
                         records: int(r.value(4).map_err(db_err(&ctx))?),
+                        committed_at: chrono::DateTime::parse_from_rfc3339(&journal_text(
+                            r.value(5).map_err(db_err(&ctx))?,
+                        ))
+                        .ok()
+                        .map(|t| t.with_timezone(&chrono::Utc)),
                     })
                 })
                 .collect()

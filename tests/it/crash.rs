@@ -645,7 +645,7 @@ pub fn intent_files(dir: &Path) -> Vec<String> {
 
 /// Every evidence file of the directory is bound into the report chain once a run has ended
 /// there: by its own run report, or by the `interrupted_runs` of a later one (a run killed before
-/// its report), whose SHA-256 matches the file's bytes.
+/// its report), whose SHA-256 matches the file's bytes; and by only one report.
 pub fn evidence_files_accounted_for(dir: &Path) -> Result<usize, String> {
     let mut covered: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut accounted = 0;
@@ -656,12 +656,17 @@ pub fn evidence_files_accounted_for(dir: &Path) -> Result<usize, String> {
         }
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap())
             .map_err(|err| format!("report {n} cannot be read: {err}"))?;
+        // Each file once: by its own report, or by one report that accounted for it.
+        let mut cover = |f: String, sha: Option<String>| match covered.insert(f.clone(), sha) {
+            Some(_) => Err(format!("evidence file {f} is accounted for by more than one report (again by {n})")),
+            None => Ok(()),
+        };
         if let Some(f) = r["evidence"]["file"].as_str() {
-            covered.insert(f.to_string(), None);
+            cover(f.to_string(), None)?;
         }
         for i in r["interrupted_runs"].as_array().into_iter().flatten() {
             let f = i["evidence"]["file"].as_str().unwrap_or_default().to_string();
-            covered.insert(f, i["evidence"]["sha256"].as_str().map(str::to_string));
+            cover(f, i["evidence"]["sha256"].as_str().map(str::to_string))?;
         }
     }
     for e in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {

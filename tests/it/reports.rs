@@ -8,7 +8,7 @@
 //! on, then one plan and four runs: a chain of run reports with sequences 1..4, the first with
 //! the evidence of 4 deleted records (rows 1, 2, 3, 8; row 7 is held).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -1383,6 +1383,7 @@ async fn a_run_killed_before_its_report_is_accounted_for_by_the_next() {
     assert_eq!(r["policies"][0]["name"], "notes");
     assert!(r.get("interrupted_runs").is_none(), "a live run's evidence was taken for a killed run's: {r}");
     // 2. Killed: no report of its own, its evidence file stays.
+    assert!(live.try_wait().unwrap().is_none(), "the slow run ended before it was killed");
     live.start_kill().expect("SIGKILL");
     live.wait().await.unwrap();
     let killed_stem = live_evidence.file_name().unwrap().to_string_lossy().replace(".evidence.jsonl", "");
@@ -1393,6 +1394,11 @@ async fn a_run_killed_before_its_report_is_accounted_for_by_the_next() {
     let v = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
     v.ok();
     assert!(v.stdout.contains("belongs to no report"), "{}", v.stdout);
+
+    // A marker naming a report that was never written (a run killed after it marked the file,
+    // before its report) does not count.
+    let marker = dir.join(format!(".{killed_stem}.evidence.jsonl.accounted"));
+    std::fs::write(&marker, "lapse-run-20200101T000000Z-deadbeef.json\n").unwrap();
 
     // 3. The next run accounts for it: file, SHA-256, records per policy and action.
     let next = f.lapse(&["run", "--policy", "notes"]);
@@ -1429,6 +1435,10 @@ async fn a_run_killed_before_its_report_is_accounted_for_by_the_next() {
     lapse(&["report", "render", p(&f.latest("run", ".json")), "--out", p(&html)]).ok();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("Runs that ended without their report") && page.contains(&killed_stem), "HTML");
+
+    // Its marker names the report that accounted for it.
+    let accounting = f.latest("run", ".json");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), accounting.file_name().unwrap().to_string_lossy());
 
     // 4. Accounted for once: the run after does not list it again.
     f.lapse(&["run", "--policy", "notes"]).ok();
@@ -1507,6 +1517,36 @@ async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_fr
     look.ok();
     assert!(look.stdout.contains("DESTROYED: 1 record"), "{}", look.stdout);
     f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
+    // Dated by the killed run's commits, not by the run that wrote them.
+    let started = rep["started_at"].as_str().unwrap();
+    let at = |e: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+    let started = chrono::DateTime::parse_from_rfc3339(started).unwrap();
+    assert!(reconciled.iter().all(|e| at(e) < started), "reconciled lines dated by the batches' commits");
+
+    // The reconciling run killed after its lines, before its `.reconciled` marker and its report
+    // (both removed by hand; the `.accounted` marker it wrote names a report that is gone):
+    // the next run finds the lines in that run's evidence and writes none again.
+    let reconciling = f.latest("run", ".json");
+    let reconciling_stem = reconciling.file_stem().unwrap().to_string_lossy().into_owned();
+    for suffix in ["json", "json.sig", "csv"] {
+        let _ = std::fs::remove_file(reconciling.with_extension(suffix));
+    }
+    std::fs::remove_file(dir.join(format!(".{stem}.evidence.jsonl.reconciled"))).unwrap();
+    let r = f.lapse(&["run", "--batch-size", "10"]);
+    r.ok();
+    let rep = f.report("run");
+    assert_eq!(rep["policies"][0]["reconciled"], 0, "{rep:#}");
+    let accounted: BTreeSet<&str> =
+        rep["interrupted_runs"].as_array().unwrap().iter().map(|i| i["report"].as_str().unwrap()).collect();
+    assert_eq!(
+        accounted,
+        BTreeSet::from([format!("{stem}.json").as_str(), format!("{reconciling_stem}.json").as_str()])
+    );
+    let mut named: Vec<String> = crate::crash::evidence_lines(&dir).into_iter().map(|(r, _)| r).collect();
+    named.sort();
+    let before = named.len();
+    named.dedup();
+    assert_eq!((before, named.len()), (50, 50), "every journaled record once in the evidence");
 
     // Once: the run after reconciles nothing and accounts for nothing.
     f.lapse(&["run", "--batch-size", "10"]).ok();
