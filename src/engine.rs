@@ -1153,7 +1153,8 @@ pub async fn execute(
         }
     }
     // The markers of the evidence this report accounts for name it, before it is written.
-    report::mark_accounted(&report_dir, &report, &format!("{}.json", report.file_stem()));
+    let name = format!("{}.json", report.file_stem());
+    report::mark_accounted(&report_dir, &mut report, &name);
     let report_path = report.write(&report_dir, signer.as_ref())?;
     drop(chain_lock);
     if let Some(log) = intents.filter(|_| matches!(report.status.as_str(), "complete" | "guardrail")) {
@@ -2299,8 +2300,7 @@ async fn reconcile_journal(
     }
     let (dir, own) = (log.dir().to_path_buf(), log.stem().to_string());
     // Accounted for by a report or not: that report's run may not have enforced this policy.
-    let orphans = report::orphan_evidence(&dir, &own, true);
-    for (i, o) in orphans.iter().enumerate() {
+    for o in report::orphan_evidence(&dir, &own, true) {
         if report::journal_reconciled(&dir, &o.name).contains(&p.name) {
             continue;
         }
@@ -2314,7 +2314,9 @@ async fn reconcile_journal(
                 runs.len(),
                 o.name
             ));
-            // Said once, in this report: the next run would find the same runs again.
+            pr.outcome = "failed".into();
+            // Said once, in this report (the policy fails in it): the next run would find the
+            // same runs again.
             report::mark_journal_reconciled(&dir, &o.name, &p.name);
             continue;
         }
@@ -2334,6 +2336,10 @@ async fn reconcile_journal(
             .iter()
             .filter(|b| have.get(&(b.stage.clone(), b.batch)).copied().unwrap_or(0) < b.records)
             .collect();
+        let Some(run) = short.first().map(|b| b.run_id.clone()) else {
+            report::mark_journal_reconciled(&dir, &o.name, &p.name);
+            continue;
+        };
         let mut written: BTreeMap<(String, u64), BTreeSet<String>> =
             short.iter().map(|b| ((b.stage.clone(), b.batch), BTreeSet::new())).collect();
         if short.iter().any(|b| have.contains_key(&(b.stage.clone(), b.batch))) {
@@ -2345,52 +2351,63 @@ async fn reconcile_journal(
                 }
             })?;
         }
-        // A run that reconciled them already and was killed before its marker (its evidence
-        // file is another run's without a report) wrote them `reconciled_from` this run.
-        if let Some(run) = short.first().map(|b| b.run_id.clone()) {
-            for other in orphans.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, x)| x) {
-                each_evidence_line(&other.file, &mut |e| {
-                    if e.policy == p.name && e.reconciled_from.as_deref() == Some(run.as_str()) {
-                        if let Some(w) = written.get_mut(&(e.stage, e.batch)) {
-                            w.insert(e.record);
-                        }
-                    }
-                })?;
+        // Lines a later run already wrote `reconciled_from` this one: a run killed after them
+        // and before its marker, or whose marker could not be written, or that stopped halfway
+        // on an error. Every later run's evidence file, reported or not, locked or not (a run of
+        // this policy cannot be going on: this run holds its lock).
+        for path in report::run_evidence_since(&dir, started, &own) {
+            if path.file_name().is_some_and(|n| n.to_string_lossy() == o.name) {
+                continue;
             }
+            let Ok(file) = std::fs::File::open(&path) else { continue };
+            each_evidence_line(&file, &mut |e| {
+                if e.policy == p.name && e.reconciled_from.as_deref() == Some(run.as_str()) {
+                    if let Some(w) = written.get_mut(&(e.stage, e.batch)) {
+                        w.insert(e.record);
+                    }
+                }
+            })?;
         }
+        // Every batch's records read before any line is written: a read that fails leaves
+        // nothing half-written.
+        let mut missing = Vec::with_capacity(short.len());
+        for b in short {
+            let ids = retry(|| conn.journal_batch_ids(&p.name, b)).await?;
+            let lines = &written[&(b.stage.clone(), b.batch)];
+            missing.push((b, ids.into_iter().filter(|id| !lines.contains(&id.record)).collect::<Vec<_>>()));
+        }
+        let Some(sink) = ctx.evidence.as_deref_mut() else { return Ok(()) };
         let mut n = 0u64;
         let now = Utc::now();
-        for b in short {
-            // When the killed run destroyed them: the batch's commit, as its journal row says.
-            let at = b.committed_at.unwrap_or(now);
-            let ids = retry(|| conn.journal_batch_ids(&p.name, b)).await?;
-            let Some(sink) = ctx.evidence.as_deref_mut() else { continue };
-            let lines = &written[&(b.stage.clone(), b.batch)];
-            for id in ids.into_iter().filter(|id| !lines.contains(&id.record)) {
-                sink.write(&Evidence {
-                    record: id.record,
-                    subject: id.subject,
-                    policy: p.name.clone(),
-                    action: b.action.clone(),
-                    stage: b.stage.clone(),
-                    batch: b.batch,
-                    at,
-                    versions: None,
-                    bytes: None,
-                    reconciled_from: Some(b.run_id.clone()),
-                })?;
-                n += 1;
+        let wrote = (|| -> anyhow::Result<()> {
+            for (b, ids) in missing {
+                // When the killed run destroyed them: the batch's commit, as its journal row says.
+                let at = b.committed_at.unwrap_or(now);
+                for id in ids {
+                    sink.write(&Evidence {
+                        record: id.record,
+                        subject: id.subject,
+                        policy: p.name.clone(),
+                        action: b.action.clone(),
+                        stage: b.stage.clone(),
+                        batch: b.batch,
+                        at,
+                        versions: None,
+                        bytes: None,
+                        reconciled_from: Some(b.run_id.clone()),
+                    })?;
+                    n += 1;
+                }
             }
-        }
+            sink.flush()
+        })();
+        // Counted as written, even when a write failed after some.
         if n > 0 {
-            if let Some(sink) = ctx.evidence.as_deref_mut() {
-                sink.flush()?;
-            }
-            let run = batches[0].run_id.clone();
             pr.reconciled += n;
             *pr.reconciled_from.entry(run.clone()).or_default() += n;
             tracing::info!(interrupted_run = %run, reconciled = n, "committed batches of a run killed before its evidence lines reconciled from the journal");
         }
+        wrote?;
         // Only once the evidence is durable: a kill before this makes the next run look again.
         report::mark_journal_reconciled(&dir, &o.name, &p.name);
     }

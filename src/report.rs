@@ -396,11 +396,37 @@ pub struct Orphan {
 impl Orphan {
     /// The run's start (to the second) and the first 8 hex digits of its id, from the name.
     pub fn run(&self) -> Option<(DateTime<Utc>, &str)> {
-        let rest = self.report.strip_prefix("lapse-run-")?.strip_suffix(".json")?;
-        let (at, id) = rest.split_once('-')?;
-        let at = chrono::NaiveDateTime::parse_from_str(at, "%Y%m%dT%H%M%SZ").ok()?.and_utc();
-        Some((at, id))
+        run_of(&self.report)
     }
+}
+
+/// A run report's start (to the second) and the first 8 hex digits of its run id, from its name
+/// (`lapse-run-<start>-<id>.json`).
+fn run_of(report: &str) -> Option<(DateTime<Utc>, &str)> {
+    let rest = report.strip_prefix("lapse-run-")?.strip_suffix(".json")?;
+    let (at, id) = rest.split_once('-')?;
+    let at = chrono::NaiveDateTime::parse_from_str(at, "%Y%m%dT%H%M%SZ").ok()?.and_utc();
+    Some((at, id))
+}
+
+/// The evidence files in `dir` of runs started at or after `since` (to the second, from their
+/// names), whatever became of those runs, except `own_stem`'s: where lines a run wrote
+/// `reconciled_from` an interrupted one can be.
+pub fn run_evidence_since(dir: &Path, since: DateTime<Utc>, own_stem: &str) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<PathBuf> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let crate::reporting::store::FileKind::Evidence { report } = crate::reporting::store::kind(&name) else {
+                return None;
+            };
+            let (at, _) = run_of(&report)?;
+            (at >= since && report.trim_end_matches(".json") != own_stem).then(|| e.path())
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// The evidence files of `dir` whose run ended without writing its report, each locked; with
@@ -518,23 +544,36 @@ pub fn mark_journal_reconciled(dir: &Path, evidence: &str, policy: &str) {
 /// about to be written as. Called before the report is written (a marker counts only once the
 /// report it names is there, [`accounted_by`]): a run killed after its report, or whose report
 /// write a later run finishes, has left its markers, so no later run accounts for the same
-/// file again, and one killed before its report leaves markers that do not count. A marker that
-/// cannot be written is said: the next run then accounts for that file again, in its own report
-/// (twice is better than never).
-pub fn mark_accounted(dir: &Path, report: &Report, report_name: &str) {
+/// file again, and one killed before its report leaves markers that do not count. A file whose
+/// marker cannot be written is taken out of the report (its marker removed), and the next run
+/// accounts for it; only if the marker can be neither written nor removed does it stay in the
+/// report, said (twice is better than never).
+pub fn mark_accounted(dir: &Path, report: &mut Report, report_name: &str) {
     use std::io::Write as _;
-    for r in &report.interrupted_runs {
+    report.interrupted_runs.retain(|r| {
         let marker = accounted_marker(dir, &r.evidence.file);
         let written = std::fs::File::create(&marker)
             .and_then(|mut f| f.write_all(format!("{report_name}\n").as_bytes()).and_then(|()| f.sync_data()));
-        if let Err(e) = written {
-            tracing::warn!(
-                "cannot write '{}' ({e}): the next run accounts for {} again",
-                marker.display(),
-                r.evidence.file
-            );
+        let Err(e) = written else { return true };
+        match std::fs::remove_file(&marker) {
+            Err(gone) if gone.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(
+                    "cannot write '{}' ({e}) nor remove it ({gone}): this report accounts for {}, and the next run may again",
+                    marker.display(),
+                    r.evidence.file
+                );
+                true
+            }
+            _ => {
+                tracing::warn!(
+                    "cannot write '{}' ({e}): {} is left for the next run to account for",
+                    marker.display(),
+                    r.evidence.file
+                );
+                false
+            }
         }
-    }
+    });
 }
 
 /// Finishes the report writes a killed run left half-done in `dir`. A report is written as

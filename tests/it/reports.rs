@@ -1506,7 +1506,8 @@ async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_fr
     let before = named.len();
     named.dedup();
     assert_eq!((before, named.len()), (50, 50), "every journaled record once in the evidence");
-    let reconciled: Vec<serde_json::Value> = std::fs::read_to_string(f.latest("run", ".evidence.jsonl"))
+    let reconciled_in = f.latest("run", ".evidence.jsonl").file_name().unwrap().to_string_lossy().into_owned();
+    let reconciled: Vec<serde_json::Value> = std::fs::read_to_string(dir.join(&reconciled_in))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -1523,10 +1524,19 @@ async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_fr
     let started = chrono::DateTime::parse_from_rfc3339(started).unwrap();
     assert!(reconciled.iter().all(|e| at(e) < started), "reconciled lines dated by the batches' commits");
 
+    // Its `.reconciled` marker lost (it could not be written): the next run finds the lines in
+    // that run's evidence file, reported, and writes none again.
+    std::fs::remove_file(dir.join(format!(".{stem}.evidence.jsonl.reconciled"))).unwrap();
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    let rep = f.report("run");
+    assert_eq!(rep["policies"][0]["reconciled"], 0, "{rep:#}");
+    assert!(rep.get("interrupted_runs").is_none(), "{rep:#}");
+    assert!(dir.join(format!(".{stem}.evidence.jsonl.reconciled")).exists());
+
     // The reconciling run killed after its lines, before its `.reconciled` marker and its report
     // (both removed by hand; the `.accounted` marker it wrote names a report that is gone):
     // the next run finds the lines in that run's evidence and writes none again.
-    let reconciling = f.latest("run", ".json");
+    let reconciling = dir.join(format!("{}.json", reconciled_in.trim_end_matches(".evidence.jsonl")));
     let reconciling_stem = reconciling.file_stem().unwrap().to_string_lossy().into_owned();
     for suffix in ["json", "json.sig", "csv"] {
         let _ = std::fs::remove_file(reconciling.with_extension(suffix));
