@@ -2522,6 +2522,7 @@ pub fn summary(r: &Report) -> String {
             .destroyed
             .iter()
             .flat_map(|(p, actions)| actions.iter().map(move |(a, n)| format!("{p} {a} {n}")))
+            .chain(i.reconciled.iter().map(|(p, n)| format!("{p} reconciled for an earlier run {n}")))
             .collect();
         s.push_str(&format!(
             "  interrupted run {} ended without its report: {} records in {} (SHA-256 {}…), accounted for here{}\n",

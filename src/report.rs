@@ -89,9 +89,12 @@ pub struct InterruptedRun {
     /// short, is part of the file's bytes but not counted as a record.
     pub evidence: EvidenceFile,
     /// Its records per policy and action (`deleted`, `anonymized`, `fields_anonymized`),
-    /// from the whole lines (those it wrote `reconciled_from` an earlier interrupted run
-    /// included).
+    /// from the whole lines it wrote of its own destructions.
     pub destroyed: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Records per policy that it wrote `reconciled_from` an earlier interrupted run (destroyed
+    /// by that run, not by this one; counted in `evidence.records`, not in `destroyed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reconciled: BTreeMap<String, u64>,
     /// Time of its first evidence line.
     pub first_at: Option<DateTime<Utc>>,
     /// Time of its last evidence line.
@@ -473,6 +476,7 @@ pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
             report: report.clone(),
             evidence: EvidenceFile { file: name.clone(), sha256: String::new(), records: 0 },
             destroyed: BTreeMap::new(),
+            reconciled: BTreeMap::new(),
             first_at: None,
             last_at: None,
         };
@@ -493,7 +497,10 @@ pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
                 }
                 run.evidence.records += 1;
                 let Ok(e) = serde_json::from_slice::<Evidence>(&line) else { continue };
-                *run.destroyed.entry(e.policy).or_default().entry(e.action).or_default() += 1;
+                match e.reconciled_from {
+                    Some(_) => *run.reconciled.entry(e.policy).or_default() += 1,
+                    None => *run.destroyed.entry(e.policy).or_default().entry(e.action).or_default() += 1,
+                }
                 run.first_at = Some(run.first_at.map_or(e.at, |t| t.min(e.at)));
                 run.last_at = Some(run.last_at.map_or(e.at, |t| t.max(e.at)));
             }

@@ -304,6 +304,9 @@ fn interrupted(h: &mut String, r: &Report) {
             .destroyed
             .iter()
             .flat_map(|(p, actions)| actions.iter().map(move |(a, n)| format!("{p}: {} {a}", num(*n))))
+            .chain(
+                i.reconciled.iter().map(|(p, n)| format!("{p}: {} reconciled for an earlier interrupted run", num(*n))),
+            )
             .collect();
         let span = match (&i.first_at, &i.last_at) {
             (Some(a), Some(b)) => format!("{} – {}", when(a), when(b)),

@@ -1552,6 +1552,17 @@ async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_fr
         accounted,
         BTreeSet::from([format!("{stem}.json").as_str(), format!("{reconciling_stem}.json").as_str()])
     );
+    // The reconciling run's file holds what the first run destroyed: counted apart.
+    let entry = |name: String| {
+        rep["interrupted_runs"].as_array().unwrap().iter().find(|i| i["report"] == name.as_str()).unwrap().clone()
+    };
+    let theirs = entry(format!("{reconciling_stem}.json"));
+    assert_eq!(theirs["evidence"]["records"], 27, "{theirs:#}");
+    assert_eq!(theirs["reconciled"]["tickets"], 27, "{theirs:#}");
+    assert!(theirs["destroyed"].as_object().unwrap().is_empty(), "{theirs:#}");
+    let first = entry(format!("{stem}.json"));
+    assert_eq!(first["destroyed"]["tickets"]["deleted"], 23, "{first:#}");
+    assert!(first.get("reconciled").is_none(), "{first:#}");
     let mut named: Vec<String> = crate::crash::evidence_lines(&dir).into_iter().map(|(r, _)| r).collect();
     named.sort();
     let before = named.len();
