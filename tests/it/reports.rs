@@ -1576,6 +1576,64 @@ async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_fr
     assert!(rep.get("interrupted_runs").is_none());
 }
 
+/// Two runs of the policy in the journal share the 8 hex digits a killed run's file name keeps
+/// of its id (one chance in billions, made here by hand): which one wrote the file is not known.
+/// The next run says so and its policy fails, once: the run after neither repeats it nor
+/// reconciles anything, and no record was written to the evidence for either run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_journal_shared_by_two_run_ids_is_reported_once() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE tickets (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(32), email VARCHAR(64), created_at {TS})",
+    )
+    .await;
+    let rows: Vec<String> =
+        (1..=30).map(|i| format!("({i}, 'S{i}', 'e{i}@example.com', '2019-01-01 00:00:00')")).collect();
+    f.db.exec(&format!("INSERT INTO tickets VALUES {}", rows.join(", "))).await;
+    f.policy(
+        "tickets",
+        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    let dir = f.path("reports");
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    let killed = f.latest("run", ".json");
+    let stem = killed.file_stem().unwrap().to_string_lossy().into_owned();
+    let evidence = dir.join(format!("{stem}.evidence.jsonl"));
+    let text = std::fs::read_to_string(&evidence).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    std::fs::write(&evidence, all[..5].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    for suffix in ["json", "csv"] {
+        let _ = std::fs::remove_file(killed.with_extension(suffix));
+    }
+    // Another run id with the same first 8 hex digits, a batch of its own journaled since.
+    let run_id = f.db.texts("SELECT DISTINCT run_id FROM lapse_journal").await[0].clone().unwrap();
+    let twin = format!("{}-0000-4000-8000-000000000000", &run_id[..8]);
+    f.db.exec(&format!(
+        "INSERT INTO lapse_journal (run_id, policy, stage, action, batch_no, record_count, records, subjects, committed_at) \
+         SELECT '{twin}', policy, stage, action, batch_no, record_count, records, subjects, committed_at FROM lapse_journal WHERE batch_no = 1"
+    ))
+    .await;
+
+    f.lapse(&["run", "--batch-size", "10"]).code(1);
+    let rep = f.report("run");
+    let pol = &rep["policies"][0];
+    assert_eq!(pol["outcome"], "failed", "{pol:#}");
+    assert_eq!(pol["reconciled"], 0, "{pol:#}");
+    let errors = pol["errors"].to_string();
+    assert!(errors.contains("runs whose id starts with") && errors.contains(&stem), "{errors}");
+    assert_eq!(rep["interrupted_runs"][0]["evidence"]["records"], 5, "{rep:#}");
+
+    // Once: the next run neither repeats it nor reconciles.
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    let rep = f.report("run");
+    assert_eq!(rep["policies"][0]["outcome"], "done", "{rep:#}");
+    assert_eq!(rep["policies"][0]["reconciled"], 0, "{rep:#}");
+    assert!(rep["policies"][0]["errors"].as_array().is_none_or(|e| e.is_empty()), "{rep:#}");
+    let reconciled = crate::crash::evidence_lines(&dir).len();
+    assert_eq!(reconciled, 5, "no line written for either run");
+}
+
 mod journal {
     use super::committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal;
     crate::per_backend!(committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal);
