@@ -2340,28 +2340,23 @@ async fn reconcile_journal(
             report::mark_journal_reconciled(&dir, &o.name, &p.name);
             continue;
         };
+        // The lines already written of those batches: the killed run's own (cut short within a
+        // batch: read again only then), and those a later run wrote `reconciled_from` it (a
+        // run killed after them and before its marker, or whose marker could not be written,
+        // or that stopped halfway on an error), in every later run's evidence file, reported or
+        // not, locked or not (a run of this policy cannot be going on: this run holds its lock).
         let mut written: BTreeMap<(String, u64), BTreeSet<String>> =
             short.iter().map(|b| ((b.stage.clone(), b.batch), BTreeSet::new())).collect();
-        if short.iter().any(|b| have.contains_key(&(b.stage.clone(), b.batch))) {
-            each_evidence_line(&o.file, &mut |e| {
-                if e.policy == p.name && e.reconciled_from.is_none() {
-                    if let Some(w) = written.get_mut(&(e.stage, e.batch)) {
-                        w.insert(e.record);
-                    }
-                }
-            })?;
-        }
-        // Lines a later run already wrote `reconciled_from` this one: a run killed after them
-        // and before its marker, or whose marker could not be written, or that stopped halfway
-        // on an error. Every later run's evidence file, reported or not, locked or not (a run of
-        // this policy cannot be going on: this run holds its lock).
+        let cut_short = short.iter().any(|b| have.contains_key(&(b.stage.clone(), b.batch)));
         for path in report::run_evidence_since(&dir, started, &own) {
-            if path.file_name().is_some_and(|n| n.to_string_lossy() == o.name) {
+            let its_own = path.file_name().is_some_and(|n| n.to_string_lossy() == o.name);
+            if its_own && !cut_short {
                 continue;
             }
             let Ok(file) = std::fs::File::open(&path) else { continue };
+            let from = if its_own { None } else { Some(run.as_str()) };
             each_evidence_line(&file, &mut |e| {
-                if e.policy == p.name && e.reconciled_from.as_deref() == Some(run.as_str()) {
+                if e.policy == p.name && e.reconciled_from.as_deref() == from {
                     if let Some(w) = written.get_mut(&(e.stage, e.batch)) {
                         w.insert(e.record);
                     }
@@ -2376,7 +2371,7 @@ async fn reconcile_journal(
             let lines = &written[&(b.stage.clone(), b.batch)];
             missing.push((b, ids.into_iter().filter(|id| !lines.contains(&id.record)).collect::<Vec<_>>()));
         }
-        let Some(sink) = ctx.evidence.as_deref_mut() else { return Ok(()) };
+        let sink = ctx.evidence.as_deref_mut().expect("checked at the start");
         let mut n = 0u64;
         let now = Utc::now();
         let wrote = (|| -> anyhow::Result<()> {

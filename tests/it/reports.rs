@@ -1453,6 +1453,24 @@ async fn a_run_killed_before_its_report_is_accounted_for_by_the_next() {
     has_problem(&v.stdout, "evidence-altered", &[&killed_stem]);
 }
 
+/// A `tickets` table of `n` lapsed rows (subjects `S<i>`) and a policy deleting them.
+async fn lapsed_tickets(b: Backend, n: usize) -> Fixture {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE tickets (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(32), email VARCHAR(64), created_at {TS})",
+    )
+    .await;
+    let rows: Vec<String> =
+        (1..=n).map(|i| format!("({i}, 'S{i}', 'e{i}@example.com', '2019-01-01 00:00:00')")).collect();
+    f.db.exec(&format!("INSERT INTO tickets VALUES {}", rows.join(", "))).await;
+    f.policy(
+        "tickets",
+        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    f
+}
+
 /// A run killed between a batch's commit and its evidence lines: the journal (written in the
 /// destroying transaction) has the batch, its evidence file does not. The state is made by hand
 /// from a finished run (report removed, evidence cut back to 23 of 50 lines: two whole batches of
@@ -1461,19 +1479,7 @@ async fn a_run_killed_before_its_report_is_accounted_for_by_the_next() {
 /// the killed run's evidence file, and `report lookup` finds a subject of the reconciled batch;
 /// the run after reconciles nothing again.
 async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal(b: Backend) {
-    let f = Fixture::new(
-        b,
-        "CREATE TABLE tickets (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(32), email VARCHAR(64), created_at {TS})",
-    )
-    .await;
-    let rows: Vec<String> =
-        (1..=50).map(|i| format!("({i}, 'S{i}', 'e{i}@example.com', '2019-01-01 00:00:00')")).collect();
-    f.db.exec(&format!("INSERT INTO tickets VALUES {}", rows.join(", "))).await;
-    f.policy(
-        "tickets",
-        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
-         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
-    );
+    let f = lapsed_tickets(b, 50).await;
     let dir = f.path("reports");
     let public = f.sign_reports();
     f.lapse(&["run", "--batch-size", "10"]).ok();
@@ -1582,19 +1588,7 @@ async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_fr
 /// reconciles anything, and no record was written to the evidence for either run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_runs_journal_shared_by_two_run_ids_is_reported_once() {
-    let f = Fixture::new(
-        Backend::Sqlite,
-        "CREATE TABLE tickets (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(32), email VARCHAR(64), created_at {TS})",
-    )
-    .await;
-    let rows: Vec<String> =
-        (1..=30).map(|i| format!("({i}, 'S{i}', 'e{i}@example.com', '2019-01-01 00:00:00')")).collect();
-    f.db.exec(&format!("INSERT INTO tickets VALUES {}", rows.join(", "))).await;
-    f.policy(
-        "tickets",
-        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
-         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
-    );
+    let f = lapsed_tickets(Backend::Sqlite, 30).await;
     let dir = f.path("reports");
     f.lapse(&["run", "--batch-size", "10"]).ok();
     let killed = f.latest("run", ".json");
