@@ -1718,9 +1718,14 @@ async fn enforce(
                     sink.check()?;
                 }
                 // The run lock still held (a server may end the session that holds it): else
-                // another worker may be destroying too.
+                // another worker may be destroying too. A batch destroyed by its own statements
+                // (`fused`) is asked about below, before its commit and after its statement (and
+                // any wait for a row lock), beside the next batch's statement; any other batch
+                // here, before it is destroyed.
                 let lock = run_lock_name(p, ctx.opts);
-                retry(|| conn.run_lock_alive(&lock)).await?;
+                if !fused {
+                    retry(|| conn.run_lock_alive(&lock)).await?;
+                }
                 if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
                     // Every batch so far was full: more may be due. Said, not claimed done.
                     let msg = format!(
@@ -1807,10 +1812,30 @@ async fn enforce(
                         }
                     };
                     let verifying = verify_batch(conn, &stage.scope, &to_verify);
+                    // This batch commits (`finish`) only once the run lock is known to be held,
+                    // asked after its statement ended: a round trip that no longer holds up the
+                    // next batch's statement, sent meanwhile (PostgreSQL's and MariaDB's deletes
+                    // 4-5 % faster, BENCHMARKS.md). A lost lock stops the policy; this batch and
+                    // the next, uncommitted, roll back as they are dropped.
+                    let finishing = async {
+                        retry(|| conn.run_lock_alive(&lock)).await?;
+                        Ok::<_, ConnectorError>(begun.finish.await)
+                    };
                     // The next batch first: it is polled before this batch's `finish`, which
                     // hashes its rows on this task a slice at a time, so that the next batch's
                     // statements go out between slices (`sql::evidence_ids_yielding`).
-                    let (next, done, left) = futures::join!(beginning, begun.finish, verifying);
+                    let (next, done, left) = futures::join!(beginning, finishing, verifying);
+                    let done = match done {
+                        Ok(done) => done,
+                        Err(lost) => {
+                            drop(next);
+                            left.map(|n| {
+                                verify.checked += to_verify.len() as u64;
+                                verify.still_present += n;
+                            })?;
+                            return Err(lost.into());
+                        }
+                    };
                     match done {
                         Ok((cands, ids, outcome)) => {
                             match next {

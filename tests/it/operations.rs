@@ -194,14 +194,19 @@ async fn two_workers_exactly_one_enforces_sqlite() {
 
 /// The server ends the session that holds worker A's run lock mid-run (an idle timeout, a DBA,
 /// a proxy). If nobody took the lock since, A takes it again and finishes; if another worker
-/// did, A stops before its next batch (before, A never noticed, and two workers destroyed at
-/// once).
+/// did, A stops before its next commit (before, A never noticed, and two workers destroyed at
+/// once): the batch whose statement was waiting for a row lock meanwhile is rolled back, as
+/// the lock is asked about after a batch's statement, before its commit.
 async fn run_lock_session_ended(another_worker_takes_it: bool) {
     let f = seeded(Backend::Postgres).await;
     f.policy("people", POLICY);
     let lock = RowLock::take(&f, 2).await; // batch 1 (row 1) commits, batch 2 (row 2) waits
     let mut a = spawn(&f, &["run", "--batch-size", "1"], &f.path("a.log"));
     until("the second batch waiting", Duration::from_secs(60), async || someone_waits(&f).await).await;
+    until("the first batch committed", Duration::from_secs(60), async || {
+        f.db.count("SELECT COUNT(*) FROM people").await == 8 - 1
+    })
+    .await;
     let mut admin = sqlx::PgConnection::connect(&f.db.url).await.unwrap();
     let (pid, key): (i32, i64) = sqlx::query_as(
         "SELECT pid, (classid::bigint << 32) | objid::bigint FROM pg_locks WHERE locktype = 'advisory' \
@@ -231,9 +236,9 @@ async fn run_lock_session_ended(another_worker_takes_it: bool) {
     let r = f.report("run");
     if another_worker_takes_it {
         assert_eq!(code, 1, "{log}");
-        // Batch 1 committed; batch 2, begun while the lock was held, committed or was rolled
-        // back (whether its statement ended before the check); no batch began after.
-        assert!(left >= 8 - 2, "{left} rows left");
+        // Batch 1 committed; batch 2, whose statement waited while the lock was lost, was
+        // rolled back (asked about after its statement); no batch began after.
+        assert_eq!(left, 8 - 1, "{log}");
         assert_eq!(deleted(&r), 8 - left, "the report counts exactly what is gone");
         let errors = r["policies"][0]["errors"].to_string();
         assert!(errors.contains("another worker holds the lock now"), "{errors}");
