@@ -2399,8 +2399,9 @@ impl crate::connector::Connector for SqlConnector {
             true => b.delete_next_packed(after, limit, bounds.as_ref()),
             false => b.delete_next(after, limit, bounds.as_ref()),
         };
+        let begin = self.dialect.begin_delete_batch(scope.holds.table.is_some() && scope.restrict.is_empty());
         with_pool!(self, p => {
-            let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+            let mut tx = p.begin_with(begin).await.map_err(db_err(&ctx))?;
             let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
             let mut batch: Vec<Candidate> = match packed {
                 true => rows.first().map(|r| r.arrays(Subjects::of(scope))).transpose().map_err(db_err(&ctx))?.unwrap_or_default(),
