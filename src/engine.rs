@@ -1829,10 +1829,7 @@ async fn enforce(
                         Ok(done) => done,
                         Err(lost) => {
                             drop(next);
-                            left.map(|n| {
-                                verify.checked += to_verify.len() as u64;
-                                verify.still_present += n;
-                            })?;
+                            verify.add(to_verify.len(), left?);
                             return Err(lost.into());
                         }
                     };
@@ -1855,10 +1852,7 @@ async fn enforce(
                             // (`Changed`) are re-selected that way once, then batches go on as
                             // before; after any other failure the stage stays on that path.
                             drop(next);
-                            left.map(|n| {
-                                verify.checked += to_verify.len() as u64;
-                                verify.still_present += n;
-                            })?;
+                            verify.add(to_verify.len(), left?);
                             tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
                             fuse_again = matches!(e, ConnectorError::Changed { .. });
                             fused = false;
@@ -1949,10 +1943,7 @@ async fn enforce(
                 };
                 // A failed verification stops the policy, but only after this batch's committed
                 // outcome is accounted for below.
-                let verified = left.map(|n| {
-                    verify.checked += to_verify.len() as u64;
-                    verify.still_present += n;
-                });
+                let verified = left.map(|n| verify.add(to_verify.len(), n));
                 if cands.is_empty() {
                     verified?;
                     break;

@@ -226,6 +226,14 @@ pub struct Verification {
     pub verified: bool,
 }
 
+impl Verification {
+    /// `checked` more records re-checked, `still_present` of them found as before.
+    pub fn add(&mut self, checked: usize, still_present: u64) {
+        self.checked += checked as u64;
+        self.still_present += still_present;
+    }
+}
+
 /// One line of the evidence file: a destroyed record, identified by keyed hash.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Evidence {
