@@ -207,13 +207,13 @@ impl S3Backend {
 /// Folds one `ListObjectVersions` page into `entries` (per key, its newest data version), keys
 /// at or before `after` left out: S3 lists strictly after a `key-marker` given alone, but Ceph
 /// RGW (Pacific) lists the marker key's versions again, and every page after the first would
-/// count its first key twice.
+/// count its first key twice. Run lock objects (`LOCK_PREFIX`) are never objects: left out.
 fn add_page(
     entries: &mut std::collections::BTreeMap<String, ObjectEntry>,
     r: &aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput,
     after: Option<&str>,
 ) {
-    let wanted = |k: &str| after.is_none_or(|a| k > a);
+    let wanted = |k: &str| after.is_none_or(|a| k > a) && !k.starts_with(LOCK_PREFIX);
     let blank = |k: &str| ObjectEntry { key: k.to_string(), last_modified: None, size: 0, version: None };
     for v in r.versions() {
         let Some(k) = v.key().filter(|k| wanted(k)) else { continue };
@@ -753,9 +753,10 @@ impl ObjectBackend for S3Backend {
         // Always from the versions listing: on a versioned bucket an object hidden by a delete
         // marker still holds data, and `ListObjectsV2` does not show it. (An unversioned bucket
         // answers the same listing with one `null` version per key.)
-        let (mut entries, more) = self.list_versions(bucket, prefix, after, max).await?;
-        entries.retain(|e| !e.key.starts_with(LOCK_PREFIX));
-        Ok((entries, more))
+        // Run lock objects are left out page by page (`add_page`): dropped from a page that
+        // was already cut, they left it empty while the listing went on, and an empty page
+        // ends every scan (the counts, the candidates and the intents' reconciliation).
+        self.list_versions(bucket, prefix, after, max).await
     }
 
     async fn head(
