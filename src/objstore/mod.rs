@@ -128,55 +128,127 @@ impl KeyPattern {
         self.parts.contains(&Part::Subject)
     }
 
-    /// Matches a whole key. `None` when the key does not have the pattern's shape or holds an
-    /// impossible date.
+    /// Matches a whole key. `None` when the key does not have the pattern's shape, holds an
+    /// impossible date, or can be read in two ways that give different facts: a `{subject}`
+    /// or `{*}` may contain the literal after it (`{subject}-{*}.pdf` over
+    /// `550e8400-e29b-….pdf`), and reading only up to its first occurrence gave a subject cut
+    /// short, which no hold names: the object was destroyed under a hold of its subject. Such
+    /// a key is unreadable instead (kept, and counted). A key read one way only is read that
+    /// way wherever the literal falls (`{subject}.csv` over `a.csv.csv`: subject `a.csv`).
     pub fn matches(&self, key: &str) -> Option<KeyFacts> {
-        let mut rest = key;
-        let (mut y, mut m, mut d) = (None, None, None);
-        let mut subject = None;
-        for (i, part) in self.parts.iter().enumerate() {
-            match part {
-                Part::Lit(l) => rest = rest.strip_prefix(l.as_str())?,
-                Part::Year | Part::Month | Part::Day => {
-                    let n = if *part == Part::Year { 4 } else { 2 };
-                    let digits = rest.get(..n)?;
-                    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-                        return None;
-                    }
-                    let v: u32 = digits.parse().ok()?;
-                    match part {
-                        Part::Year => y = Some(v as i32),
-                        Part::Month => m = Some(v),
-                        _ => d = Some(v),
-                    }
-                    rest = &rest[n..];
+        let mut found = Found::Nothing;
+        let mut budget = MATCH_STEPS;
+        self.walk(0, key, Partial::default(), &mut found, &mut budget);
+        match found {
+            Found::One(f) => Some(f),
+            Found::Nothing | Found::Ambiguous => None,
+        }
+    }
+
+    /// Every way the parts from `i` on match `rest`, given what the parts before found, into
+    /// `found` (stopping at the second distinct one, or when `budget` steps are spent: a
+    /// pattern such as `{*}a{*}a{*}b` over a long run of `a`s has very many ways to fail).
+    fn walk<'k>(&self, i: usize, rest: &'k str, acc: Partial<'k>, found: &mut Found, budget: &mut usize) {
+        if matches!(found, Found::Ambiguous) {
+            return;
+        }
+        if *budget == 0 {
+            *found = Found::Ambiguous;
+            return;
+        }
+        *budget -= 1;
+        let Some(part) = self.parts.get(i) else {
+            if !rest.is_empty() {
+                return;
+            }
+            let date = match acc.y {
+                Some(y) => match NaiveDate::from_ymd_opt(y, acc.m.unwrap_or(1), acc.d.unwrap_or(1)) {
+                    Some(d) => Some(d),
+                    None => return,
+                },
+                None => None,
+            };
+            let facts = KeyFacts { date, subject: acc.subject.map(str::to_string) };
+            *found = match std::mem::replace(found, Found::Nothing) {
+                Found::Nothing => Found::One(facts),
+                Found::One(f) if f == facts => Found::One(f),
+                _ => Found::Ambiguous,
+            };
+            return;
+        };
+        match part {
+            Part::Lit(l) => {
+                if let Some(r) = rest.strip_prefix(l.as_str()) {
+                    self.walk(i + 1, r, acc, found, budget);
                 }
-                Part::Subject | Part::Any => {
-                    // Up to the next literal (placeholders are always separated by one).
-                    let end = match self.parts.get(i + 1) {
-                        Some(Part::Lit(next)) => rest.find(next.as_str())?,
-                        _ => rest.len(),
-                    };
-                    let value = &rest[..end];
-                    if value.is_empty() || value.contains('/') {
-                        return None;
-                    }
+            }
+            Part::Year | Part::Month | Part::Day => {
+                let n = if *part == Part::Year { 4 } else { 2 };
+                let Some(digits) = rest.get(..n) else { return };
+                if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return;
+                }
+                let Ok(v) = digits.parse::<u32>() else { return };
+                let mut acc = acc;
+                match part {
+                    Part::Year => acc.y = Some(v as i32),
+                    Part::Month => acc.m = Some(v),
+                    _ => acc.d = Some(v),
+                }
+                self.walk(i + 1, &rest[n..], acc, found, budget);
+            }
+            Part::Subject | Part::Any => {
+                // A value is not empty and holds no `/`; it ends where the next literal
+                // (placeholders are always separated by one) begins, at any of its occurrences.
+                let limit = rest.find('/').unwrap_or(rest.len());
+                let take = |end: usize, found: &mut Found, budget: &mut usize| {
+                    let mut acc = acc.clone();
                     if *part == Part::Subject {
-                        subject = Some(value.to_string());
+                        acc.subject = Some(&rest[..end]);
                     }
-                    rest = &rest[end..];
+                    self.walk(i + 1, &rest[end..], acc, found, budget);
+                };
+                match self.parts.get(i + 1) {
+                    Some(Part::Lit(next)) => {
+                        let mut from = rest.chars().next().map_or(1, char::len_utf8);
+                        while let Some(at) = rest.get(from..).and_then(|r| r.find(next.as_str())) {
+                            let end = from + at;
+                            if end > limit {
+                                break;
+                            }
+                            take(end, found, budget);
+                            from = end + rest[end..].chars().next().map_or(1, char::len_utf8);
+                        }
+                    }
+                    _ => {
+                        if !rest.is_empty() && limit == rest.len() {
+                            take(rest.len(), found, budget);
+                        }
+                    }
                 }
             }
         }
-        if !rest.is_empty() {
-            return None;
-        }
-        let date = match y {
-            Some(y) => Some(NaiveDate::from_ymd_opt(y, m.unwrap_or(1), d.unwrap_or(1))?),
-            None => None,
-        };
-        Some(KeyFacts { date, subject })
     }
+}
+
+/// The steps one key's match may take before it is called ambiguous (unreadable): far more than
+/// any key of a sensible pattern needs (one step per part and per occurrence of a literal).
+const MATCH_STEPS: usize = 10_000;
+
+/// What the parts of a key pattern matched so far.
+#[derive(Clone, Default)]
+struct Partial<'k> {
+    y: Option<i32>,
+    m: Option<u32>,
+    d: Option<u32>,
+    subject: Option<&'k str>,
+}
+
+/// The facts of the ways a key matched: none, one, or two that differ.
+enum Found {
+    Nothing,
+    One(KeyFacts),
+    Ambiguous,
 }
 
 impl fmt::Display for KeyPattern {
@@ -1169,6 +1241,35 @@ mod tests {
         assert!(p.matches("exports/2021/13/04/x.csv").is_none(), "impossible month");
         assert!(p.matches("exports/2021/03/04/a/b.csv").is_none());
         assert!(p.matches("other/2021/03/04/x.csv").is_none());
+    }
+
+    /// A key the pattern reads in two ways with different facts is unreadable (before, the
+    /// first occurrence of the next literal ended a `{subject}`: a UUID cut at its first `-`,
+    /// which no hold names); one read is taken wherever the literal falls.
+    #[test]
+    fn ambiguous_keys_are_unreadable() {
+        let p = KeyPattern::parse("exports/{subject}-{*}.pdf").unwrap();
+        assert_eq!(p.matches("exports/550e8400-e29b-41d4-a716-446655440000-invoice.pdf"), None);
+        assert_eq!(p.matches("exports/S1-invoice.pdf").unwrap().subject.as_deref(), Some("S1"));
+        let p = KeyPattern::parse("{*}_{subject}.csv").unwrap();
+        assert_eq!(p.matches("inv_2020_alice.csv"), None, "subject '2020_alice' or 'alice'");
+        assert_eq!(p.matches("inv_alice.csv").unwrap().subject.as_deref(), Some("alice"));
+        // One read only, the literal inside the value: `a.csv` (before: no match at all).
+        let p = KeyPattern::parse("{subject}.csv").unwrap();
+        assert_eq!(p.matches("a.csv.csv").unwrap().subject.as_deref(), Some("a.csv"));
+        assert_eq!(p.matches("ünï.csv").unwrap().subject.as_deref(), Some("ünï"));
+        // Two reads of `{*}` that give the same facts: readable.
+        let p = KeyPattern::parse("{subject}/{*}-{*}.pdf").unwrap();
+        assert_eq!(p.matches("S1/a-b-c.pdf").unwrap().subject.as_deref(), Some("S1"));
+        // A date read two ways is ambiguous too; read one way it is kept.
+        let p = KeyPattern::parse("{*}-{yyyy}-{*}.log").unwrap();
+        assert_eq!(p.matches("app-2021-x.log").unwrap().date, NaiveDate::from_ymd_opt(2021, 1, 1));
+        assert_eq!(p.matches("app-2021-03-x.log").unwrap().date, NaiveDate::from_ymd_opt(2021, 1, 1));
+        assert_eq!(p.matches("a-2020-b-2021-c.log"), None, "2020 or 2021");
+        // Very many ways to fail end within the step budget, unreadable.
+        let p = KeyPattern::parse("{*}a{*}a{*}a{*}a{*}b").unwrap();
+        assert_eq!(p.matches(&"a".repeat(1000)), None);
+        assert_eq!(p.matches("xayazawavb").unwrap(), KeyFacts::default());
     }
 
     #[test]
