@@ -51,6 +51,9 @@ pub enum Strategy {
 /// second run changes nothing.
 pub const TOKEN_PREFIX: &str = "anon_";
 
+/// The prefix of a pseudonym (32 hex digits of a keyed hash follow); likewise left alone.
+pub const PSEUDONYM_PREFIX: &str = "pse_";
+
 impl Strategy {
     pub fn is_anonymization(&self) -> bool {
         !matches!(self, Strategy::Pseudonymize)
@@ -131,8 +134,8 @@ impl Strategy {
         match self {
             Strategy::Nullify => Some(PendingTest::NotNull),
             Strategy::Constant(l) => Some(PendingTest::NotEqual(literal_value(l))),
-            Strategy::RandomToken => Some(PendingTest::NotPrefixed(TOKEN_PREFIX.into())),
-            Strategy::Pseudonymize => Some(PendingTest::NotPrefixed("pse_".into())),
+            Strategy::RandomToken => Some(PendingTest::NotToken(TOKEN_PREFIX.into())),
+            Strategy::Pseudonymize => Some(PendingTest::NotToken(PSEUDONYM_PREFIX.into())),
             Strategy::GeneralizeIp => Some(PendingTest::NotIpNetwork),
             Strategy::GeneralizeDate(unit) => Some(PendingTest::NotTruncated(*unit)),
             Strategy::KeepPrefix(n) => Some(PendingTest::LongerThan(*n)),
@@ -152,12 +155,12 @@ impl Strategy {
                 rand::thread_rng().fill_bytes(&mut bytes);
                 Value::Text(format!("{TOKEN_PREFIX}{}", hex16(&bytes)))
             }
-            (Strategy::Pseudonymize, Value::Text(s)) if s.starts_with("pse_") => return Ok(None),
+            (Strategy::Pseudonymize, Value::Text(s)) if is_shaped(PSEUDONYM_PREFIX, s) => return Ok(None),
             (Strategy::Pseudonymize, other) => {
                 let key = pseudonym_key.ok_or("pseudonymize needs a pseudonymization key in the worker config")?;
                 let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| e.to_string())?;
                 mac.update(other.canonical().as_bytes());
-                Value::Text(format!("pse_{}", hex16(&mac.finalize().into_bytes()[..16])))
+                Value::Text(format!("{PSEUDONYM_PREFIX}{}", hex16(&mac.finalize().into_bytes()[..16])))
             }
             (Strategy::GeneralizeDate(unit), Value::Timestamp(t)) => Value::Timestamp(truncate(*t, *unit)),
             (Strategy::GeneralizeDate(unit), Value::Date(d)) => {
@@ -194,7 +197,10 @@ impl Strategy {
 pub enum PendingTest {
     NotNull,
     NotEqual(Value),
-    NotPrefixed(String),
+    /// Not the prefix followed by 32 hex digits and nothing else: a random token or a
+    /// pseudonym as lapse writes them (a value that only starts with the prefix, such as
+    /// `anon_jsmith@example.com`, is still to do).
+    NotToken(String),
     /// Not an IPv4 /24 network (`a.b.c.0`) nor an IPv6 /48 (`a:b:c::`).
     NotIpNetwork,
     /// Not the first instant of its month/year.
@@ -215,9 +221,12 @@ pub fn literal_value(l: &Literal) -> Value {
 }
 
 fn is_token(s: &str) -> bool {
-    s.len() == TOKEN_PREFIX.len() + 32
-        && s.starts_with(TOKEN_PREFIX)
-        && s[TOKEN_PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit())
+    is_shaped(TOKEN_PREFIX, s)
+}
+
+/// `s` is `prefix` and 32 hex digits: a random token or a pseudonym.
+fn is_shaped(prefix: &str, s: &str) -> bool {
+    s.len() == prefix.len() + 32 && s.starts_with(prefix) && s[prefix.len()..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn truncate(t: NaiveDateTime, unit: DateUnit) -> NaiveDateTime {
@@ -295,6 +304,18 @@ mod tests {
 
     fn t(s: &str) -> Value {
         Value::Text(s.into())
+    }
+
+    /// A token or a pseudonym is recognised by its whole shape, not its prefix: a value that
+    /// only starts with `anon_` or `pse_` is personal data still to do.
+    #[test]
+    fn tokens_and_pseudonyms_by_their_whole_shape() {
+        let key = Some(&b"k"[..]);
+        let pse = Strategy::Pseudonymize.apply(&t("pse_john@example.com"), key).unwrap().expect("pseudonymized");
+        assert!(matches!(&pse, Value::Text(p) if is_shaped(PSEUDONYM_PREFIX, p)), "{pse:?}");
+        assert_eq!(Strategy::Pseudonymize.apply(&pse, key).unwrap(), None, "a pseudonym is kept");
+        assert!(Strategy::RandomToken.apply(&t("anon_jsmith@example.com"), None).unwrap().is_some());
+        assert_eq!(Strategy::RandomToken.apply(&t("anon_0123456789abcdef0123456789ABCDEF"), None).unwrap(), None);
     }
 
     #[test]

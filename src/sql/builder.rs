@@ -14,6 +14,19 @@ use crate::policy::condition::{Literal, Test};
 use crate::policy::strategy::{literal_value, DateUnit, PendingTest, Strategy};
 use crate::value::Value;
 
+/// What `generalize_ip` writes for an address, as a regular expression without its end anchor
+/// (dialects differ: PCRE's `$` also matches before a final newline): an IPv4 /24 `a.b.c.0`,
+/// the same as IPv6 `::ffff:a.b.c.0`, or an IPv6 /48 as Rust writes one (lowercase, no leading
+/// zeros, the zeros after it folded: `2001:db8:c::`, `2001::`, `::`).
+const IP_NETWORK: &str = concat!(
+    "^(",
+    "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){2}\\.0",
+    "|::ffff:(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){2}\\.0",
+    "|(0|[1-9a-f][0-9a-f]{0,3})(:(0|[1-9a-f][0-9a-f]{0,3})){0,2}::",
+    "|::",
+    ")"
+);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Postgres,
@@ -438,7 +451,7 @@ impl<'a> Builder<'a> {
                 let cost = |t: &PendingTest| match t {
                     PendingTest::NotNull => 0,
                     PendingTest::NotEqual(_) | PendingTest::NotMultipleOf(_) | PendingTest::LongerThan(_) => 1,
-                    PendingTest::NotPrefixed(_) => 2,
+                    PendingTest::NotToken(_) => 2,
                     PendingTest::NotIpNetwork => 3,
                     PendingTest::NotTruncated(_) => 4,
                 };
@@ -472,11 +485,37 @@ impl<'a> Builder<'a> {
                         PendingTest::NotIpNetwork => {
                             // As `Strategy::apply` sees it: the column's text (an `inet` column's
                             // includes its mask, `10.1.2.0/32`), the address before any `/mask`.
+                            // Done is what `generalize_ip` writes, exactly: the `LIKE`s decide
+                            // most rows cheaply, then the address before any `/` must be a
+                            // network as Rust writes one (`IP_NETWORK`). The `LIKE`s alone took
+                            // `203.0.113.7/255.255.255.0` and `198.51.100.23, 10.0.0.0` for
+                            // done: never anonymized, never reported.
                             let t = self.read_expr(qual, c);
                             let colons = format!("(LENGTH({t}) - LENGTH(REPLACE({t}, ':', '')))");
+                            let (addr, end) = match self.d {
+                                Dialect::Postgres => (format!("split_part({t}, '/', 1) ~ "), "$"),
+                                Dialect::MySql => {
+                                    (format!("CAST(SUBSTRING_INDEX({t}, '/', 1) AS BINARY) REGEXP "), "\\z")
+                                }
+                                // `REGEXP` (the `regex` crate) sees only ASCII: text that is not
+                                // UTF-8 would fail the statement there.
+                                Dialect::Sqlite => {
+                                    let a = format!(
+                                        "(CASE WHEN instr({t}, '/') > 0 THEN substr({t}, 1, instr({t}, '/') - 1) ELSE {t} END)"
+                                    );
+                                    (
+                                        format!(
+                                            "typeof({t}) = 'text' AND {a} NOT GLOB '*[^0-9a-f.:]*' AND {a} REGEXP "
+                                        ),
+                                        "$",
+                                    )
+                                }
+                            };
                             sql.push(&format!(
-                                "({e} IS NOT NULL AND NOT ((({t} LIKE '%.0' OR {t} LIKE '%.0/%') AND ({t} NOT LIKE '%:%' OR {t} LIKE '::ffff:%')) OR (({t} LIKE '%::' OR {t} LIKE '%::/%') AND {colons} <= 4)))"
+                                "({e} IS NOT NULL AND NOT (((({t} LIKE '%.0' OR {t} LIKE '%.0/%') AND ({t} NOT LIKE '%:%' OR {t} LIKE '::ffff:%')) OR (({t} LIKE '%::' OR {t} LIKE '%::/%') AND {colons} <= 4)) AND {addr}"
                             ));
+                            sql.bind(Value::Text(format!("{IP_NETWORK}{end}")));
+                            sql.push("))");
                         }
                         PendingTest::NotTruncated(unit) => {
                             let kind = info.map(|i| i.kind).unwrap_or(ColumnKind::Other);
@@ -490,10 +529,24 @@ impl<'a> Builder<'a> {
                             let kind = info.map(|i| i.kind).unwrap_or(ColumnKind::Other);
                             sql.push(&format!("({e} IS NOT NULL AND {})", self.not_multiple(&e, kind, *w)));
                         }
-                        PendingTest::NotPrefixed(p) => {
-                            sql.push(&format!("({e} IS NOT NULL AND SUBSTR({e}, 1, {}) <> ", p.chars().count()));
-                            sql.bind(Value::Text(p.clone()));
-                            sql.push(")");
+                        PendingTest::NotToken(p) => {
+                            // The prefix and 32 hex digits, exactly (`Strategy::apply`'s test).
+                            let n = p.len() + 32;
+                            let done = match self.d {
+                                Dialect::Postgres => format!("LENGTH({e}) = {n} AND CAST({e} AS TEXT) ~ "),
+                                Dialect::MySql => format!("CHAR_LENGTH({e}) = {n} AND CAST({e} AS BINARY) REGEXP "),
+                                Dialect::Sqlite => format!(
+                                    "typeof({e}) = 'text' AND LENGTH({e}) = {n} AND SUBSTR({e}, {}) NOT GLOB '*[^0-9a-fA-F]*' AND SUBSTR({e}, 1, {}) = ",
+                                    p.len() + 1,
+                                    p.len()
+                                ),
+                            };
+                            sql.push(&format!("({e} IS NOT NULL AND NOT ({done}"));
+                            sql.bind(Value::Text(match self.d {
+                                Dialect::Sqlite => p.clone(),
+                                _ => format!("^{p}[0-9a-fA-F]{{32}}$"),
+                            }));
+                            sql.push("))");
                         }
                     }
                 }
@@ -2274,6 +2327,53 @@ enum Cell<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `IP_NETWORK` admits exactly what `generalize_ip` writes: every address's network, and
+    /// no address that is not one (its test of what is left to do must not pass them).
+    #[test]
+    fn ip_network_is_what_generalize_ip_writes() {
+        let re = regex::Regex::new(&format!("{IP_NETWORK}$")).unwrap();
+        let ip = |s: &str| Strategy::GeneralizeIp.apply(&Value::Text(s.into()), None).unwrap();
+        for a in [
+            "192.168.17.42",
+            "0.0.0.7",
+            "255.255.255.255",
+            "10.1.2.3/32",
+            "::ffff:10.1.2.3",
+            "2001:db8:abcd:12::1",
+            "2001:0:c:1::1",
+            "0:0:0:0:0:0:0:1",
+            "::1",
+            "fe80::1/64",
+            "2001:db8::",
+            "1:2:3:4:5:6:7:8",
+        ] {
+            let net = match ip(a) {
+                Some(Value::Text(n)) => n,
+                None => a.to_string(),
+                other => panic!("{a}: {other:?}"),
+            };
+            let addr = net.split('/').next().unwrap();
+            assert!(re.is_match(addr), "{a} -> {net}");
+            assert_eq!(ip(&net), None, "{net} is done");
+        }
+        for not_done in [
+            "203.0.113.7",
+            "198.51.100.23, 10.0.0.0",
+            "010.1.2.0",
+            "256.1.2.0",
+            " 10.1.2.0",
+            "10.1.2.0 ",
+            "::FFFF:1.2.3.0",
+            "2001:DB8::",
+            "2001:0db8::",
+            "foo::",
+            "1:2:3:4::",
+            "anon_10.0.0.0",
+        ] {
+            assert!(!re.is_match(not_done), "{not_done}");
+        }
+    }
 
     #[test]
     fn quoting_neutralizes_hostile_identifiers() {

@@ -307,6 +307,50 @@ pub async fn anonymize_in_database_as_in_lapse(b: Backend) {
     assert_eq!(f.db.snapshot("people", "id").await, after);
 }
 
+/// A value that only looks anonymized is still to do: the database's test of what is left
+/// must be `Strategy::apply`'s (before, any text starting with `anon_` passed for a random
+/// token, and any text ending in `.0` for an IPv4 network: such rows were never due, never
+/// anonymized and never reported).
+pub async fn values_that_only_look_anonymized_are_anonymized(b: Backend) {
+    let f = seeded(b).await;
+    f.db.exec("DELETE FROM people").await;
+    let rows = [
+        (13, "'anon_jsmith@example.com'", "'10.0.0.0'"),
+        (14, "'anon_0123456789abcdef0123456789abcdef'", "'203.0.113.7/255.255.255.0'"),
+        (15, "'anon_0123456789abcdef0123456789abcdeX'", "'2001:db8:c::'"),
+        // Not an address at all: due, and failed by lapse (not silently kept).
+        (16, "'anon_0123456789abcdef0123456789abcdef'", "'198.51.100.23, 10.0.0.0'"),
+    ];
+    let mut sql = String::new();
+    for (id, email, ip) in rows {
+        sql.push_str(&format!(
+            "INSERT INTO people (id, subject, email, full_name, ip, birth, postcode, score, status, created_at, last_seen) VALUES \
+             ({id}, 'S-{id}', {email}, '(anonymized)', {ip}, '1999-01-01', 'AB', NULL, 'closed', '2020-03-01 10:00:00', NULL);\n"
+        ));
+    }
+    f.db.exec(&sql).await;
+    f.policy("people", &policy("anonymize", ONE_YEAR, "").replace("{ bucket: 10 }", "nullify"));
+    f.lapse(&["plan"]).ok();
+    assert_eq!(n(&f.report("plan")["policies"][0]["rows_due"]), 4, "every row has a value still to do");
+    f.db.exec("DELETE FROM people WHERE id = 16").await;
+    f.lapse(&["run"]).ok();
+    let email = col(&f, "email", 13).await.unwrap_or_default();
+    assert!(email.len() == 37 && email.starts_with("anon_") && !email.contains('@'), "{email}");
+    assert_eq!(col(&f, "ip", 14).await.as_deref(), Some("203.0.113.0/255.255.255.0"));
+    assert_ne!(col(&f, "email", 15).await.as_deref(), Some("anon_0123456789abcdef0123456789abcdeX"));
+    // Already done: kept.
+    assert_eq!(col(&f, "ip", 13).await.as_deref(), Some("10.0.0.0"));
+    assert_eq!(col(&f, "ip", 15).await.as_deref(), Some("2001:db8:c::"));
+    assert_eq!(col(&f, "email", 14).await.as_deref(), Some("anon_0123456789abcdef0123456789abcdef"));
+    let r = f.report("run");
+    assert_eq!(n(&r["policies"][0]["anonymized"]), 3);
+    assert_eq!(r["policies"][0]["verification"]["verified"], true);
+    let after = f.db.snapshot("people", "id").await;
+    f.lapse(&["run"]).ok();
+    assert_eq!(n(&f.report("run")["policies"][0]["anonymized"]), 0);
+    assert_eq!(f.db.snapshot("people", "id").await, after);
+}
+
 pub async fn field_level_lapse(b: Backend) {
     let f = seeded(b).await;
     let purposes = "  - name: service\n    legal_basis: contract\n    retain: 10y\n    after: created_at\n    covers: [email, full_name, birth, postcode, score]\n  - name: security\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: created_at\n    covers: [ip]\n";
@@ -2087,6 +2131,7 @@ per_backend!(
     condition_limits_lapse,
     anonymize_every_strategy,
     anonymize_in_database_as_in_lapse,
+    values_that_only_look_anonymized_are_anonymized,
     hold_inserted_into_an_in_place_batch,
     field_level_lapse,
     holds_from_file,
