@@ -793,6 +793,7 @@ impl SqlConnector {
             db_random: self.db_random,
             counting: std::cell::Cell::new(false),
             split_holds: self.split_holds,
+            quick_pending: false,
         }
     }
 
@@ -2494,7 +2495,8 @@ impl crate::connector::Connector for SqlConnector {
         if keys.is_empty() {
             return Ok(0);
         }
-        let b = self.builder(scope);
+        // The quick tests of what is left to do; `Strategy::apply` decides each row below.
+        let b = Builder { quick_pending: true, ..self.builder(scope) };
         let ctx = format!("verifying '{}'", scope.table.name);
         let names: Vec<String> = match &scope.work {
             Work::Delete => vec![],
