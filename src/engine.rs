@@ -1829,7 +1829,12 @@ async fn enforce(
                         Ok(done) => done,
                         Err(lost) => {
                             drop(next);
-                            verify.add(to_verify.len(), left?);
+                            // The lost lock is the policy's error: a re-check that failed
+                            // beside it (one blip of the server, say) leaves its records
+                            // unverified, not the report without the reason it stopped.
+                            if let Ok(left) = left {
+                                verify.add(to_verify.len(), left);
+                            }
                             return Err(lost.into());
                         }
                     };

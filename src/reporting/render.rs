@@ -406,6 +406,13 @@ fn verified_cell(p: &PolicyReport) -> String {
             num(v.checked),
             num(to_recheck(p))
         )
+    } else if v.still_present == 0 && !v.verified && v.checked > 0 {
+        // Every record re-checked, none found, but the policy stopped before it ended (a lost
+        // run lock): not a failed re-check.
+        format!(
+            "<span class=\"bad\">NOT VERIFIED</span>: the policy stopped before its verification ended ({} re-checked, none still present)",
+            num(v.checked)
+        )
     } else if v.checked == 0 && v.still_present == 0 {
         "— (nothing destroyed)".into()
     } else if v.verified {
@@ -962,5 +969,20 @@ mod tests {
         );
         assert_eq!(num(1234567), "1,234,567");
         assert_eq!(num(12), "12");
+    }
+
+    /// A policy stopped after re-checking every record it destroyed (a lost run lock) shows
+    /// NOT VERIFIED, not "NO: 0 of N still present", which reads as a failed re-check.
+    #[test]
+    fn a_stopped_policy_is_not_verified_not_failed() {
+        let mut p = PolicyReport { deleted: 8, ..Default::default() };
+        (p.verification.checked, p.verification.still_present, p.verification.verified) = (8, 0, false);
+        assert!(verified_cell(&p).contains("NOT VERIFIED"), "{}", verified_cell(&p));
+        p.verification.checked = 3;
+        assert!(verified_cell(&p).contains("3 of 8 re-checked"), "{}", verified_cell(&p));
+        (p.verification.checked, p.verification.still_present) = (8, 2);
+        assert!(verified_cell(&p).contains("NO</span>: 2 of 8 still present"), "{}", verified_cell(&p));
+        (p.verification.still_present, p.verification.verified) = (0, true);
+        assert!(verified_cell(&p).contains("yes"), "{}", verified_cell(&p));
     }
 }
