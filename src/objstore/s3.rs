@@ -154,7 +154,7 @@ impl S3Backend {
         after: Option<&str>,
         max: usize,
     ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
-        let mut entries: std::collections::BTreeMap<String, ObjectEntry> = std::collections::BTreeMap::new();
+        let mut entries: std::collections::BTreeMap<String, Listed> = std::collections::BTreeMap::new();
         let (mut key_marker, mut version_marker) = (after.map(str::to_string), None::<String>);
         loop {
             let r = self
@@ -170,7 +170,7 @@ impl S3Backend {
                 .map_err(|e| err(&format!("listing versions in bucket '{bucket}'"), e))?;
             add_page(&mut entries, &r, after);
             if !r.is_truncated().unwrap_or(false) {
-                return Ok((entries.into_values().collect(), false));
+                return Ok((entries.into_values().map(Listed::into_entry).collect(), false));
             }
             key_marker = r.next_key_marker().map(str::to_string);
             version_marker = r.next_version_id_marker().map(str::to_string);
@@ -178,7 +178,7 @@ impl S3Backend {
                 // The last key may continue on the next page: leave it to the next call.
                 let last = entries.keys().next_back().cloned().expect("non-empty");
                 entries.remove(&last);
-                return Ok((entries.into_values().collect(), true));
+                return Ok((entries.into_values().map(Listed::into_entry).collect(), true));
             }
         }
     }
@@ -204,22 +204,50 @@ impl S3Backend {
     }
 }
 
-/// Folds one `ListObjectVersions` page into `entries` (per key, its newest data version), keys
-/// at or before `after` left out: S3 lists strictly after a `key-marker` given alone, but Ceph
-/// RGW (Pacific) lists the marker key's versions again, and every page after the first would
-/// count its first key twice. Run lock objects (`LOCK_PREFIX`) are never objects: left out.
+/// A key as the versions listing shows it: its newest data version, and its newest delete
+/// marker's date.
+struct Listed {
+    entry: ObjectEntry,
+    data: bool,
+    marker: Option<DateTime<Utc>>,
+}
+
+impl Listed {
+    /// The key's entry; a key left with delete markers only (its data gone, its name, which
+    /// may name a person, still listed) is dated by its newest marker, as a batch's re-check
+    /// judges it (`destroy`): undated, a `last_modified` anchor left it unreadable on every run.
+    fn into_entry(self) -> ObjectEntry {
+        let mut e = self.entry;
+        if !self.data {
+            e.last_modified = self.marker;
+        }
+        e
+    }
+}
+
+/// Folds one `ListObjectVersions` page into `entries` (per key, its newest data version and
+/// newest delete marker), keys at or before `after` left out: S3 lists strictly after a
+/// `key-marker` given alone, but Ceph RGW (Pacific) lists the marker key's versions again, and
+/// every page after the first would count its first key twice. Run lock objects
+/// (`LOCK_PREFIX`) are never objects: left out.
 fn add_page(
-    entries: &mut std::collections::BTreeMap<String, ObjectEntry>,
+    entries: &mut std::collections::BTreeMap<String, Listed>,
     r: &aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput,
     after: Option<&str>,
 ) {
     let wanted = |k: &str| after.is_none_or(|a| k > a) && !k.starts_with(LOCK_PREFIX);
-    let blank = |k: &str| ObjectEntry { key: k.to_string(), last_modified: None, size: 0, version: None };
+    let blank = |k: &str| Listed {
+        entry: ObjectEntry { key: k.to_string(), last_modified: None, size: 0, version: None },
+        data: false,
+        marker: None,
+    };
     for v in r.versions() {
         let Some(k) = v.key().filter(|k| wanted(k)) else { continue };
-        let e = entries.entry(k.to_string()).or_insert_with(|| blank(k));
+        let l = entries.entry(k.to_string()).or_insert_with(|| blank(k));
         let t = time(v.last_modified());
-        if t > e.last_modified {
+        if !l.data || t > l.entry.last_modified {
+            l.data = true;
+            let e = &mut l.entry;
             e.last_modified = t;
             e.size = v.size().unwrap_or(0).max(0) as u64;
             // Only a hidden object's facts are asked for by version (`null` too: written before
@@ -234,7 +262,11 @@ fn add_page(
     }
     for m in r.delete_markers() {
         let Some(k) = m.key().filter(|k| wanted(k)) else { continue };
-        entries.entry(k.to_string()).or_insert_with(|| blank(k));
+        let l = entries.entry(k.to_string()).or_insert_with(|| blank(k));
+        let t = time(m.last_modified());
+        if l.marker.is_none() || t > l.marker {
+            l.marker = t;
+        }
     }
 }
 
@@ -984,12 +1016,29 @@ mod tests {
             .build();
         let mut after_b = std::collections::BTreeMap::new();
         add_page(&mut after_b, &page, Some("b"));
-        let keys: Vec<_> = after_b.values().map(|e| (e.key.as_str(), e.size)).collect();
+        let keys: Vec<_> = after_b.values().map(|l| (l.entry.key.as_str(), l.entry.size)).collect();
         assert_eq!(keys, [("c", 4), ("d", 0)], "the newest data version per key, none of b");
         let mut from_start = std::collections::BTreeMap::new();
         add_page(&mut from_start, &page, None);
         assert_eq!(from_start.keys().map(String::as_str).collect::<Vec<_>>(), ["b", "c", "d"]);
-        assert_eq!(from_start["b"].size, 2);
+        assert_eq!(from_start["b"].entry.size, 2);
+    }
+
+    /// A key left with delete markers only is dated by its newest marker (a `last_modified`
+    /// anchor can judge it); a key with data keeps its newest data version's date.
+    #[test]
+    fn a_key_with_markers_only_is_dated_by_its_newest_marker() {
+        let page = ListObjectVersionsOutput::builder()
+            .versions(ObjectVersion::builder().key("a").last_modified(DateTime::from_secs(10)).size(3).build())
+            .delete_markers(DeleteMarkerEntry::builder().key("a").last_modified(DateTime::from_secs(20)).build())
+            .delete_markers(DeleteMarkerEntry::builder().key("b").last_modified(DateTime::from_secs(30)).build())
+            .delete_markers(DeleteMarkerEntry::builder().key("b").last_modified(DateTime::from_secs(40)).build())
+            .build();
+        let mut listed = std::collections::BTreeMap::new();
+        add_page(&mut listed, &page, None);
+        let entries: Vec<_> = listed.into_values().map(super::Listed::into_entry).collect();
+        let secs: Vec<_> = entries.iter().map(|e| (e.key.as_str(), e.last_modified.map(|t| t.timestamp()))).collect();
+        assert_eq!(secs, [("a", Some(10)), ("b", Some(40))]);
     }
 
     #[test]

@@ -749,6 +749,7 @@ per_kind!([s3_on_moto => S3, s3_on_rgw => Rgw] [
     an_expired_lock_taken_over_meanwhile_is_left_alone,
     a_nested_prefix_on_the_default_bucket,
     run_lock_objects_never_end_a_listing,
+    a_key_with_delete_markers_only_lapses_by_last_modified,
 ]);
 
 // ---- S3 only ------------------------------------------------------------------------------------
@@ -876,6 +877,30 @@ pub async fn run_lock_objects_never_end_a_listing(kind: StoreKind) {
         }
         assert_eq!(keys, ["2020/01/S-1.csv", "2020/02/S-2.csv"], "pages of {max} versions");
     }
+}
+
+/// A key left with delete markers only (its data deleted by version id, its name, which may
+/// name a person, still listed) lapses by its newest marker's date under a `last_modified`
+/// anchor, as it does under `key_date`: before, the listing left it undated, unreadable on
+/// every run, never removed.
+pub async fn a_key_with_delete_markers_only_lapses_by_last_modified(kind: StoreKind) {
+    let s = Store::new(kind, true, false).await;
+    let c = s.client.clone().unwrap();
+    let v =
+        c.put_object().bucket(&s.bucket).key("logs/a.log").body(ByteStream::from_static(b"x")).send().await.unwrap();
+    c.delete_object().bucket(&s.bucket).key("logs/a.log").send().await.unwrap();
+    c.delete_object().bucket(&s.bucket).key("logs/a.log").version_id(v.version_id().unwrap()).send().await.unwrap();
+    s.put("logs/b.log", "y").await;
+    let purposes =
+        "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
+    s.policy("  prefix: logs/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    let cutoff = (chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339();
+    s.f.lapse_at(&cutoff, &["plan", "--allow-future-cutoff"]).ok();
+    let p = &s.f.report("plan")["policies"][0];
+    assert_eq!((n(&p["rows_due"]), n(&p["unreadable"])), (2, 0), "{p}");
+    s.f.lapse_at(&cutoff, &["run", "--allow-future-cutoff"]).ok();
+    assert!(s.keys().await.is_empty(), "{:?}", s.keys().await);
+    assert_eq!(n(&s.f.report("run")["policies"][0]["deleted"]), 2);
 }
 
 pub async fn object_lock_wins(kind: StoreKind) {
