@@ -1594,6 +1594,8 @@ async fn enforce(
     let null_alone = beside(null_alongside, null_filter.clone());
     // Outside the batches' block: what they re-checked is reported even when they fail.
     let mut verify = Verification::default();
+    // Records destroyed and recorded but never re-checked (a lost COMMIT acknowledgement).
+    let mut unchecked = 0u64;
     let rest = async {
         let counts = retry(|| conn.counts(full, &filters)).await;
         let _ = counted.send(());
@@ -1858,6 +1860,55 @@ async fn enforce(
                             // before; after any other failure the stage stays on that path.
                             drop(next);
                             verify.add(to_verify.len(), left?);
+                            // Unless the server committed it and only the acknowledgement was lost
+                            // with the connection: the journal, written in the batch's transaction,
+                            // says so. Its records go to the evidence and the counts from there
+                            // (before, they were in the journal only, and the batch's number was
+                            // given again to the rows after them).
+                            if let Some((jb, jids)) = journaled_anyway(conn, &journal, batches + 1, ctx.now).await {
+                                batches += 1;
+                                after = next_after.clone();
+                                let n = jb.records;
+                                stage_destroyed += n;
+                                let sr = &mut pr.stages[si];
+                                sr.destroyed += n;
+                                sr.batches = batches;
+                                match stage.action {
+                                    "deleted" => pr.deleted += n,
+                                    "anonymized" => pr.anonymized += n,
+                                    _ => pr.fields_anonymized += n,
+                                }
+                                crate::progress::advance(n);
+                                if let Some(sink) = ctx.evidence.as_deref_mut() {
+                                    let proto = Evidence {
+                                        record: String::new(),
+                                        subject: None,
+                                        policy: p.name.clone(),
+                                        action: stage.action.into(),
+                                        stage: stage.name.clone(),
+                                        batch: batches,
+                                        at: jb.committed_at.unwrap_or_else(Utc::now),
+                                        versions: None,
+                                        bytes: None,
+                                        reconciled_from: None,
+                                    };
+                                    sink.write_batch(
+                                        &proto,
+                                        jids.into_iter().map(|id| (id.record, id.subject)).collect(),
+                                    )?;
+                                }
+                                // Its keys are not known here (the journal has their keyed hashes):
+                                // not re-checked, and said so.
+                                let msg = format!(
+                                    "stage {}: batch {batches} was committed but its acknowledgement was lost ({e}): its {n} records are recorded from the journal and were not re-checked",
+                                    stage.name
+                                );
+                                tracing::warn!("{msg}");
+                                pr.errors.push(msg);
+                                unchecked += n;
+                                fused = false;
+                                continue;
+                            }
                             tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
                             fuse_again = matches!(e, ConnectorError::Changed { .. });
                             fused = false;
@@ -2094,7 +2145,11 @@ async fn enforce(
                 break;
             }
         }
-        verify.verified = verify.still_present == 0 && pr.failed == 0;
+        verify.verified = verify.still_present == 0 && pr.failed == 0 && unchecked == 0;
+        if unchecked > 0 && pr.outcome == "done" {
+            // Destroyed and recorded, but not re-checked (a lost acknowledgement): not claimed.
+            pr.outcome = "failed".into();
+        }
         if verify.still_present > 0 {
             // The storage acknowledged a destruction the re-query does not see: the run must not
             // claim it (status partial, exit 1), whatever the counts say.
@@ -2454,6 +2509,32 @@ where
 }
 
 /// How many of a committed batch's destroyed keys still need work (0: verified).
+/// Batch `batch` of this run's stage as the journal has it, with its records' evidence ids:
+/// committed, though the call that destroyed it failed (the COMMIT's acknowledgement lost with
+/// the connection). `None` if the journal does not have it, or cannot be read (the batch is
+/// then taken again, as after any failure).
+async fn journaled_anyway(
+    conn: &dyn Connector,
+    journal: &JournalCtx,
+    batch: u64,
+    started: DateTime<Utc>,
+) -> Option<(crate::connector::JournalBatch, Vec<EvidenceId>)> {
+    // The journal's commit times are this run's clock, from its start on: an hour of margin.
+    let since = (started - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // By the run id's leading hex digits (what `journal_batches` takes), then the whole id.
+    let prefix = journal.run_id.split('-').next().unwrap_or_default();
+    let batches = match retry(|| conn.journal_batches(&journal.policy, prefix, &since)).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("the journal could not be read to see whether the batch committed: {e}");
+            return None;
+        }
+    };
+    let b = batches.into_iter().find(|b| b.run_id == journal.run_id && b.stage == journal.stage && b.batch == batch)?;
+    let ids = retry(|| conn.journal_batch_ids(&journal.policy, &b)).await.ok()?;
+    Some((b, ids))
+}
+
 async fn verify_batch(conn: &dyn Connector, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
     if keys.is_empty() {
         return Ok(0);

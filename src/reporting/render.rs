@@ -402,7 +402,7 @@ fn verified_cell(p: &PolicyReport) -> String {
     let v = &p.verification;
     if v.still_present == 0 && !v.verified && v.checked < to_recheck(p) {
         format!(
-            "<span class=\"bad\">NOT VERIFIED</span>: the policy stopped before its re-check ended ({} of {} re-checked, none still present)",
+            "<span class=\"bad\">NOT VERIFIED</span>: {} of {} re-checked, none still present (the policy stopped before its re-check ended, or a batch was recorded from the journal)",
             num(v.checked),
             num(to_recheck(p))
         )

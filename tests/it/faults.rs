@@ -254,6 +254,70 @@ async fn sql_restart_mid_run(b: Backend) {
     assert!(k.killed.load(Ordering::SeqCst) > 0, "no live connection was cut");
 }
 
+/// The server commits a batch and the connection drops before lapse reads the acknowledgement
+/// (cut just after the `COMMIT` went out): the batch is in the journal, written in its
+/// transaction, and the run records it from there: every deleted row in the evidence and the
+/// counts, the run `partial` (those records were not re-checked), the rows after it deleted by
+/// the next batches. Before, the batch's records were in the journal only, and the rows after
+/// it were journaled under its number again.
+async fn sql_lost_commit_acknowledgement(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);",
+    )
+    .await;
+    let rows: Vec<String> =
+        (1..=40).map(|i| format!("({i}, 'S-{i}', 'p{i}@example.com', '2020-03-01 10:00:00')")).collect();
+    f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", rows.join(", "))).await;
+    f.policy(
+        "people",
+        "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    let url = f.db.url.clone();
+    let at = url.find("127.0.0.1:").expect("a loopback url") + "127.0.0.1:".len();
+    let port: String = url[at..].chars().take_while(char::is_ascii_digit).collect();
+    let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap(), 7).await;
+    std::fs::write(f.path("db.url"), url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1)).unwrap();
+    // Batch 1 commits; batch 2's COMMIT reaches the server, its acknowledgement does not.
+    proxy.cut_after_commit(1);
+    let run = f.lapse(&["run", "--batch-size", "10"]);
+    let k = proxy.counters();
+    eprintln!(
+        "[faults] FIGURES {b:?} lost commit acknowledgement: commits={} cut={}",
+        k.commits.load(Ordering::SeqCst),
+        k.commits_cut.load(Ordering::SeqCst)
+    );
+    run.code(1);
+    assert_eq!(proxy.counters().commits_cut.load(Ordering::SeqCst), 1, "one COMMIT cut");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0, "every lapsed row deleted");
+    let r = f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(p["deleted"], 40, "{p}");
+    assert_eq!(r["status"], "partial", "{r}");
+    let errors = p["errors"].to_string();
+    assert!(errors.contains("batch 2 was committed but its acknowledgement was lost"), "{errors}");
+    assert_eq!(evidence_records(&f.path("reports")).len(), 40, "every deleted record in the evidence");
+    assert_eq!(f.db.journal_records().await, 40);
+    let batches = f.db.count("SELECT COUNT(DISTINCT batch_no) FROM lapse_journal").await;
+    assert_eq!(batches, f.db.count("SELECT COUNT(*) FROM lapse_journal").await, "no batch number given twice");
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.report("run")["policies"][0]["rows_due"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lost_commit_acknowledgement() {
+    if Backend::Postgres.enabled() {
+        sql_lost_commit_acknowledgement(Backend::Postgres).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_lost_commit_acknowledgement() {
+    if Backend::MySql.enabled() {
+        sql_lost_commit_acknowledgement(Backend::MySql).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connection_drops_converge() {
     if Backend::Postgres.enabled() {

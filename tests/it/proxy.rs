@@ -38,6 +38,10 @@ pub struct TcpCounters {
     pub killed: AtomicUsize,
     /// Connections refused while the "server" was down.
     pub refused: AtomicUsize,
+    /// Connections cut just after a `COMMIT` went to the server (its acknowledgement lost).
+    pub commits_cut: AtomicUsize,
+    /// `COMMIT`s seen going to the server.
+    pub commits: AtomicUsize,
     pub bytes: AtomicU64,
 }
 
@@ -48,6 +52,8 @@ struct TcpState {
     drop: Mutex<(f64, u64, u64)>,
     rng: Mutex<Rng>,
     kill: tokio::sync::watch::Sender<u64>,
+    /// `COMMIT`s still to let through before the next one is cut (`usize::MAX`: none is).
+    commits_before_cut: AtomicUsize,
     counters: TcpCounters,
 }
 
@@ -74,6 +80,7 @@ impl TcpProxy {
             drop: Mutex::new((0.0, 0, 0)),
             rng: Mutex::new(Rng::new(seed)),
             kill: tokio::sync::watch::channel(0).0,
+            commits_before_cut: AtomicUsize::new(usize::MAX),
             counters: TcpCounters::default(),
         });
         let st = state.clone();
@@ -107,6 +114,13 @@ impl TcpProxy {
         *self.state.drop.lock().unwrap() = (p, lo, hi);
     }
 
+    /// Lets `n` batches' `COMMIT`s through (a `COMMIT` after an `INSERT INTO lapse_journal` on
+    /// its connection), then cuts the connection that sends the next one once the server had
+    /// time to commit it: the client never sees the acknowledgement. Once.
+    pub fn cut_after_commit(&self, n: usize) {
+        self.state.commits_before_cut.store(n, Ordering::SeqCst);
+    }
+
     /// Cuts every live connection.
     pub fn kill_all(&self) {
         self.state.kill.send_modify(|g| *g += 1);
@@ -133,6 +147,9 @@ async fn pipe(client: TcpStream, st: Arc<TcpState>, budget: Option<u64>) {
     let mut left = budget.unwrap_or(u64::MAX);
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
+    // A journal row was inserted on this connection since its last `COMMIT`: the next one ends
+    // a batch.
+    let mut journaled = false;
     let mut a = vec![0u8; 16 * 1024];
     let mut b = vec![0u8; 16 * 1024];
     let cut = loop {
@@ -150,6 +167,30 @@ async fn pipe(client: TcpStream, st: Arc<TcpState>, budget: Option<u64>) {
         left -= n as u64;
         if w.is_err() {
             break false;
+        }
+        if to_server
+            && data[..n].windows(13).any(|w| w == b"lapse_journal")
+            && data[..n].windows(6).any(|w| w == b"INSERT")
+        {
+            journaled = true;
+        }
+        if to_server && data[..n].windows(6).any(|w| w == b"COMMIT") {
+            st.counters.commits.fetch_add(1, Ordering::SeqCst);
+            let batch = std::mem::take(&mut journaled);
+            let cut_now = batch
+                && st
+                    .commits_before_cut
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| match c {
+                        usize::MAX => None,
+                        0 => Some(usize::MAX),
+                        c => Some(c - 1),
+                    })
+                    .is_ok_and(|c| c == 0);
+            if cut_now {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                st.counters.commits_cut.fetch_add(1, Ordering::SeqCst);
+                break true;
+            }
         }
         if left == 0 {
             st.counters.dropped_mid_stream.fetch_add(1, Ordering::SeqCst);
