@@ -490,6 +490,9 @@ pub struct ObjectConnector {
     run_locks: std::sync::Mutex<Vec<(String, Box<dyn std::any::Any + Send>, Option<std::sync::Arc<Lease>>)>>,
     /// The due objects each policy's count pass found, by [`due_memo_id`].
     due: std::sync::Mutex<HashMap<String, DueMemo>>,
+    /// The version ids `destroy` deleted, by key, until `remaining` re-checks them: a version
+    /// written since (the object uploaded again) is not one of them.
+    deleted: std::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
     due_memo_max: usize,
 }
 
@@ -545,6 +548,7 @@ impl ObjectConnector {
             concurrency: concurrency.max(1),
             run_locks: Default::default(),
             due: Default::default(),
+            deleted: Default::default(),
             due_memo_max: DUE_MEMO_MAX,
         }
     }
@@ -1027,6 +1031,7 @@ impl Connector for ObjectConnector {
         //    retried with backoff and jitter, then reported per object.
         let in_flight = self.concurrency.min(DELETE_CALLS_IN_FLIGHT);
         let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+        let mut deleted: HashMap<String, Vec<Option<String>>> = HashMap::new();
         let mut pending = items;
         for attempt in 0..3 {
             if pending.is_empty() {
@@ -1059,6 +1064,7 @@ impl Connector for ObjectConnector {
                                     d.versions += 1;
                                     d.bytes += item.3;
                                     failed.remove(&item.0);
+                                    deleted.entry(item.1.clone()).or_default().push(item.2.clone());
                                 }
                                 Err(code) => {
                                     failed.insert(item.0, code);
@@ -1088,6 +1094,7 @@ impl Connector for ObjectConnector {
             l.dedup();
             outcome.held_by_storage.push((i, l.join(", ")));
         }
+        self.deleted.lock().expect("deleted versions").extend(deleted);
         let bad: std::collections::BTreeSet<usize> =
             outcome.failures.iter().map(|(i, _)| *i).chain(outcome.held_by_storage.iter().map(|(i, _)| *i)).collect();
         let mut destroyed: Vec<usize> = outcome.details.keys().copied().filter(|i| !bad.contains(i)).collect();
@@ -1133,7 +1140,25 @@ impl Connector for ObjectConnector {
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
         let (bucket, _) = self.dataset(scope)?;
         let keys: Vec<String> = keys.iter().map(|k| k[0].canonical()).collect();
-        Ok(self.backend.versions_of(bucket, &keys, 0, self.concurrency).await?.len() as u64)
+        let listed = self.backend.versions_of(bucket, &keys, 0, self.concurrency).await?;
+        // A key is still there if a version `destroy` deleted is listed again; one written since
+        // (the object uploaded again meanwhile) is new data, not a failed deletion. Where the
+        // deleted versions are not known, or one had no id of its own (`null`: an unversioned
+        // bucket, where a new upload takes the same id), any version counts.
+        let mut deleted = self.deleted.lock().expect("deleted versions");
+        let mut left = 0;
+        for key in &keys {
+            let ids = deleted.remove(key);
+            let Some(versions) = listed.get(key) else { continue };
+            let present = match ids {
+                Some(ids) if ids.iter().all(|id| id.as_deref().is_some_and(|v| v != "null")) => {
+                    versions.iter().any(|v| ids.contains(&v.id))
+                }
+                _ => !versions.is_empty(),
+            };
+            left += u64::from(present);
+        }
+        Ok(left)
     }
 }
 

@@ -750,6 +750,7 @@ per_kind!([s3_on_moto => S3, s3_on_rgw => Rgw] [
     a_nested_prefix_on_the_default_bucket,
     run_lock_objects_never_end_a_listing,
     a_key_with_delete_markers_only_lapses_by_last_modified,
+    an_object_uploaded_again_is_new_data_not_a_failed_deletion,
 ]);
 
 // ---- S3 only ------------------------------------------------------------------------------------
@@ -901,6 +902,65 @@ pub async fn a_key_with_delete_markers_only_lapses_by_last_modified(kind: StoreK
     s.f.lapse_at(&cutoff, &["run", "--allow-future-cutoff"]).ok();
     assert!(s.keys().await.is_empty(), "{:?}", s.keys().await);
     assert_eq!(n(&s.f.report("run")["policies"][0]["deleted"]), 2);
+}
+
+/// The verification after a batch looks for the versions the batch deleted: an object uploaded
+/// again meanwhile (a new version, new data) is not a deletion that failed (before, any version
+/// of the key counted, and the policy failed). On an unversioned bucket, where a new upload takes
+/// the same `null` id, any version still counts.
+pub async fn an_object_uploaded_again_is_new_data_not_a_failed_deletion(kind: StoreKind) {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    for versioned in [true, false] {
+        let s = Store::new(kind, versioned, false).await;
+        for key in ["exports/2020/01/01/S-1.csv", "exports/2020/01/02/S-2.csv"] {
+            s.put(key, "v1").await;
+        }
+        s.put("exports/2020/01/01/S-1.csv", "v2").await;
+        let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&kind.endpoint()), true).await;
+        let conn = ObjectConnector::new("store", Box::new(b), Some(s.bucket.clone()), 4);
+        let ds = lapse::policy::ObjectDataset {
+            bucket: Some(s.bucket.clone()),
+            prefix: "exports/".into(),
+            pattern: Some(lapse::objstore::KeyPattern::parse("exports/{yyyy}/{mm}/{dd}/{subject}.csv").unwrap()),
+        };
+        let table = conn.describe(&format!("{}/exports/", s.bucket)).await.unwrap();
+        let scope = Scope {
+            policy: "exports".into(),
+            table,
+            key: vec!["key".into()],
+            subject: Some("key".into()),
+            lapse: Filter::Lapsed(LapseRule {
+                anchor: "key_date".into(),
+                threshold: chrono::Utc::now(),
+                condition: None,
+                null_lapses: false,
+            }),
+            work: Work::Delete,
+            holds: HoldScope { policies: vec![], file: vec![], table: None, now: chrono::Utc::now() },
+            restrict: vec![],
+            cascade: vec![],
+            pseudonym_key: None,
+            objects: Some(ds),
+        };
+        let cands = conn.candidates(&scope, None, 100).await.unwrap();
+        assert_eq!(cands.len(), 2);
+        let ids: Vec<EvidenceId> = (0..2).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
+        let j = JournalCtx {
+            run_id: "t".into(),
+            policy: "exports".into(),
+            stage: "record".into(),
+            action: "deleted".into(),
+            batch: 1,
+        };
+        let out = conn.destroy(&scope, &cands, &ids, &j).await.unwrap();
+        assert_eq!(out.destroyed.len(), 2);
+        // Uploaded again after the deletion, before the verification.
+        s.put("exports/2020/01/01/S-1.csv", "new data").await;
+        let keys: Vec<Vec<Value>> = cands.iter().map(|c| c.key.clone()).collect();
+        let left = conn.remaining(&scope, &keys).await.unwrap();
+        assert_eq!(left, u64::from(!versioned), "versioned: {versioned}");
+    }
 }
 
 pub async fn object_lock_wins(kind: StoreKind) {
