@@ -2508,7 +2508,6 @@ where
     }
 }
 
-/// How many of a committed batch's destroyed keys still need work (0: verified).
 /// Batch `batch` of this run's stage as the journal has it, with its records' evidence ids:
 /// committed, though the call that destroyed it failed (the COMMIT's acknowledgement lost with
 /// the connection). `None` if the journal does not have it, or cannot be read (the batch is
@@ -2535,6 +2534,7 @@ async fn journaled_anyway(
     Some((b, ids))
 }
 
+/// How many of a committed batch's destroyed keys still need work (0: verified).
 async fn verify_batch(conn: &dyn Connector, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
     if keys.is_empty() {
         return Ok(0);
