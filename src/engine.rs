@@ -1341,9 +1341,14 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
                 Some(Ok(u)) => u.hyphenated().to_string(),
                 _ => s.clone(),
             };
-            // A subject of another shape (text for an integer column) cannot match this dataset.
-            if let Some(Ok(v)) = subject_kind.map(|k| coerce(Value::Text(s), k)) {
-                subjects.push(v);
+            // A subject of another shape than the column's (text for an integer column) is kept
+            // as written: SQLite keeps any type in any column, and the SQL builder leaves it out
+            // where the column cannot hold it (before, it was dropped here, and a SQLite row with
+            // that text in its integer subject column was destroyed under the hold).
+            match subject_kind.map(|k| coerce(Value::Text(s.clone()), k)) {
+                Some(Ok(v)) => subjects.push(v),
+                Some(Err(_)) => subjects.push(Value::Text(s)),
+                None => {}
             }
         }
         if !h.whole_policy() && subjects.is_empty() {

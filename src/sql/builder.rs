@@ -709,14 +709,24 @@ impl<'a> Builder<'a> {
                 sql.push(" OR ");
             }
             parts += 1;
+            // A subject column of a non-standard type (uuid…) is compared as text, so a hold
+            // subject of another shape matches nothing instead of failing the cast.
+            let as_text = subject_info.is_some_and(|c| c.kind == ColumnKind::Other);
+            // A subject the column's type cannot hold (text for an integer column) can be in
+            // the column on SQLite only, which keeps any type in any column: compared as
+            // written there, left out elsewhere (a server would fail the comparison, or, as
+            // MariaDB does, compare the text as the number 0).
+            let kind = subject_info.map(|c| c.kind).unwrap_or(ColumnKind::Other);
+            let subjects: Vec<&Value> = h
+                .subjects
+                .iter()
+                .filter(|v| as_text || self.d == Dialect::Sqlite || coerce((*v).clone(), kind).is_ok())
+                .collect();
             match (h.whole_policy, subject) {
                 (true, _) => {
                     sql.push("1=1");
                 }
-                (false, Some(s)) if !h.subjects.is_empty() => {
-                    // A subject column of a non-standard type (uuid…) is compared as text, so a
-                    // hold subject of another shape matches nothing instead of failing the cast.
-                    let as_text = subject_info.is_some_and(|c| c.kind == ColumnKind::Other);
+                (false, Some(s)) if !subjects.is_empty() => {
                     // A NULL subject is no subject a hold names: `COALESCE` makes that a "no"
                     // rather than SQL's unknown, which `NOT` would keep unknown, and the row
                     // neither destroyed nor counted due (as the holds table's join says already).
@@ -726,7 +736,7 @@ impl<'a> Builder<'a> {
                     } else {
                         sql.push(&format!("COALESCE({} IN (", self.col(qual, s)));
                     }
-                    for (i, v) in h.subjects.iter().enumerate() {
+                    for (i, v) in subjects.into_iter().enumerate() {
                         if i > 0 {
                             sql.push(", ");
                         }

@@ -351,6 +351,38 @@ pub async fn values_that_only_look_anonymized_are_anonymized(b: Backend) {
     assert_eq!(f.db.snapshot("people", "id").await, after);
 }
 
+/// A holds-file subject the subject column's type cannot hold (`cus_123` for an integer column)
+/// breaks nothing and holds what it names: on SQLite, which keeps any type in any column, the
+/// row whose integer column holds that text (before, the subject was dropped as not a number,
+/// and the row destroyed under the hold); on the servers it is left out of the statement.
+pub async fn hold_subjects_of_another_type(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject BIGINT, email VARCHAR(255), created_at {TS} NULL);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO people (id, subject, email, created_at) VALUES (2, 42, 'b@example.com', '2020-01-01 00:00:00'), \
+         (3, 43, 'c@example.com', '2020-01-01 00:00:00')",
+    )
+    .await;
+    if b == Backend::Sqlite {
+        f.db.exec("INSERT INTO people VALUES (1, 'cus_123', 'a@example.com', '2020-01-01 00:00:00')").await;
+    }
+    f.holds("holds:\n  - id: LH-1\n    matter: m\n    subjects: [cus_123, '42']\n");
+    f.policy(
+        "people",
+        "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    f.lapse(&["plan"]).ok();
+    let held = if b == Backend::Sqlite { 2 } else { 1 };
+    assert_eq!(n(&f.report("plan")["policies"][0]["held_by"]["LH-1"]), held);
+    f.lapse(&["run"]).ok();
+    let left = f.db.count("SELECT COUNT(*) FROM people").await;
+    assert_eq!(left, held as i64, "the held rows kept, the other deleted");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people WHERE id = 3").await, 0);
+}
+
 pub async fn field_level_lapse(b: Backend) {
     let f = seeded(b).await;
     let purposes = "  - name: service\n    legal_basis: contract\n    retain: 10y\n    after: created_at\n    covers: [email, full_name, birth, postcode, score]\n  - name: security\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: created_at\n    covers: [ip]\n";
@@ -2119,6 +2151,7 @@ async fn postgres_row_kept_by_a_trigger() {
 }
 
 per_backend!(
+    hold_subjects_of_another_type,
     due_and_held_counts_in_every_hold_shape,
     held_by_counts_each_record_once,
     month_periods_lapse_at_month_ends,
