@@ -1864,13 +1864,16 @@ async fn enforce(
                             // (`Changed`) are re-selected that way once, then batches go on as
                             // before; after any other failure the stage stays on that path.
                             drop(next);
-                            verify.add(to_verify.len(), left?);
                             // Unless the server committed it and only the acknowledgement was lost
                             // with the connection: the journal, written in the batch's transaction,
                             // says so. Its records go to the evidence and the counts from there
                             // (before, they were in the journal only, and the batch's number was
                             // given again to the rows after them).
-                            if let Some((jb, jids)) = journaled_anyway(conn, &journal, batches + 1, ctx.now).await {
+                            // (Recorded before the previous batch's re-check is accounted for:
+                            // that re-check may have failed in the same outage.)
+                            let lost = matches!(e, ConnectorError::Lost { .. });
+                            if let Some((jb, jids)) = journaled_anyway(conn, &journal, batches + 1, ctx.now, lost).await
+                            {
                                 batches += 1;
                                 after = next_after.clone();
                                 let n = jb.records;
@@ -1911,9 +1914,11 @@ async fn enforce(
                                 tracing::warn!("{msg}");
                                 pr.errors.push(msg);
                                 unchecked += n;
+                                verify.add(to_verify.len(), left?);
                                 fused = false;
                                 continue;
                             }
+                            verify.add(to_verify.len(), left?);
                             tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
                             fuse_again = matches!(e, ConnectorError::Changed { .. });
                             fused = false;
@@ -2522,21 +2527,34 @@ async fn journaled_anyway(
     journal: &JournalCtx,
     batch: u64,
     started: DateTime<Utc>,
+    lost: bool,
 ) -> Option<(crate::connector::JournalBatch, Vec<EvidenceId>)> {
     // The journal's commit times are this run's clock, from its start on: an hour of margin.
     let since = (started - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     // By the run id's leading hex digits (what `journal_batches` takes), then the whole id.
     let prefix = journal.run_id.split('-').next().unwrap_or_default();
-    let batches = match retry(|| conn.journal_batches(&journal.policy, prefix, &since)).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!("the journal could not be read to see whether the batch committed: {e}");
-            return None;
+    // After a lost connection the server may still be committing (a synchronous standby, say):
+    // asked again a few times before the batch is taken to be rolled back.
+    let attempts = if lost { 4 } else { 1 };
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(250 * attempt)).await;
         }
-    };
-    let b = batches.into_iter().find(|b| b.run_id == journal.run_id && b.stage == journal.stage && b.batch == batch)?;
-    let ids = retry(|| conn.journal_batch_ids(&journal.policy, &b)).await.ok()?;
-    Some((b, ids))
+        let batches = match retry(|| conn.journal_batches(&journal.policy, prefix, &since)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("the journal could not be read to see whether the batch committed: {e}");
+                return None;
+            }
+        };
+        let found =
+            batches.into_iter().find(|b| b.run_id == journal.run_id && b.stage == journal.stage && b.batch == batch);
+        if let Some(b) = found {
+            let ids = retry(|| conn.journal_batch_ids(&journal.policy, &b)).await.ok()?;
+            return Some((b, ids));
+        }
+    }
+    None
 }
 
 /// How many of a committed batch's destroyed keys still need work (0: verified).

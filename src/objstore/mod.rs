@@ -490,9 +490,11 @@ pub struct ObjectConnector {
     run_locks: std::sync::Mutex<Vec<(String, Box<dyn std::any::Any + Send>, Option<std::sync::Arc<Lease>>)>>,
     /// The due objects each policy's count pass found, by [`due_memo_id`].
     due: std::sync::Mutex<HashMap<String, DueMemo>>,
-    /// The version ids `destroy` deleted, by key, until `remaining` re-checks them: a version
-    /// written since (the object uploaded again) is not one of them.
-    deleted: std::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
+    /// The version ids `destroy` deleted, by key, with the newest version it saw of the key,
+    /// until `remaining` re-checks them: a version written since (the object uploaded again)
+    /// is newer than any it saw.
+    #[allow(clippy::type_complexity)]
+    deleted: std::sync::Mutex<HashMap<String, (Vec<Option<String>>, Option<DateTime<Utc>>)>>,
     due_memo_max: usize,
 }
 
@@ -962,6 +964,10 @@ impl Connector for ObjectConnector {
         let expected = keys.len() + keys.len() / 4;
         let mut all_versions =
             self.backend.versions_of(bucket, &keys, expected, self.concurrency).await.map_err(scrubbed)?;
+        let newest_seen: HashMap<String, Option<DateTime<Utc>>> = all_versions
+            .iter()
+            .map(|(k, vs)| (k.clone(), vs.iter().map(|v| v.last_modified).max().flatten()))
+            .collect();
         let check_futs: Vec<_> = keys
             .iter()
             .enumerate()
@@ -1031,7 +1037,7 @@ impl Connector for ObjectConnector {
         //    retried with backoff and jitter, then reported per object.
         let in_flight = self.concurrency.min(DELETE_CALLS_IN_FLIGHT);
         let mut failed: BTreeMap<usize, String> = BTreeMap::new();
-        let mut deleted: HashMap<String, Vec<Option<String>>> = HashMap::new();
+        let mut deleted: HashMap<String, (Vec<Option<String>>, Option<DateTime<Utc>>)> = HashMap::new();
         let mut pending = items;
         for attempt in 0..3 {
             if pending.is_empty() {
@@ -1064,7 +1070,12 @@ impl Connector for ObjectConnector {
                                     d.versions += 1;
                                     d.bytes += item.3;
                                     failed.remove(&item.0);
-                                    deleted.entry(item.1.clone()).or_default().push(item.2.clone());
+                                    let seen = newest_seen.get(&item.1).copied().flatten();
+                                    deleted
+                                        .entry(item.1.clone())
+                                        .or_insert_with(|| (Vec::new(), seen))
+                                        .0
+                                        .push(item.2.clone());
                                 }
                                 Err(code) => {
                                     failed.insert(item.0, code);
@@ -1141,18 +1152,19 @@ impl Connector for ObjectConnector {
         let (bucket, _) = self.dataset(scope)?;
         let keys: Vec<String> = keys.iter().map(|k| k[0].canonical()).collect();
         let listed = self.backend.versions_of(bucket, &keys, 0, self.concurrency).await?;
-        // A key is still there if a version `destroy` deleted is listed again; one written since
-        // (the object uploaded again meanwhile) is new data, not a failed deletion. Where the
-        // deleted versions are not known, or one had no id of its own (`null`: an unversioned
-        // bucket, where a new upload takes the same id), any version counts.
+        // A key is still there if a version `destroy` deleted is listed again, or one no newer
+        // than the newest it saw (one its listing missed); one written since (the object
+        // uploaded again meanwhile) is new data, not a failed deletion. Where the deleted
+        // versions are not known, or one had no id of its own (`null`: an unversioned bucket,
+        // where a new upload takes the same id), any version counts.
         let mut deleted = self.deleted.lock().expect("deleted versions");
         let mut left = 0;
         for key in &keys {
             let ids = deleted.remove(key);
             let Some(versions) = listed.get(key) else { continue };
             let present = match ids {
-                Some(ids) if ids.iter().all(|id| id.as_deref().is_some_and(|v| v != "null")) => {
-                    versions.iter().any(|v| ids.contains(&v.id))
+                Some((ids, Some(seen))) if ids.iter().all(|id| id.as_deref().is_some_and(|v| v != "null")) => {
+                    versions.iter().any(|v| ids.contains(&v.id) || v.last_modified.is_none_or(|t| t <= seen))
                 }
                 _ => !versions.is_empty(),
             };

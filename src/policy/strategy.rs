@@ -260,6 +260,14 @@ fn generalize_ip(s: &str) -> Result<String, String> {
         None => (s, None),
     };
     let ip: IpAddr = addr.parse().map_err(|_| "value is not an IP address".to_string())?;
+    // A mask is a prefix length or an IPv4 netmask, kept as written; anything else after a `/`
+    // (`10.0.0.0/8, 203.0.113.7`) is not one address: failed, not passed for a network.
+    if let Some(m) = mask {
+        let length = !m.is_empty() && m.len() <= 3 && m.bytes().all(|b| b.is_ascii_digit());
+        if !length && m.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err("value is not an IP address (with a prefix length or netmask)".into());
+        }
+    }
     let net = match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -326,6 +334,11 @@ mod tests {
         // A mask (PostgreSQL's `inet` as text) is kept, so the column's value is done afterwards.
         assert_eq!(Strategy::GeneralizeIp.apply(&t("10.1.2.3/32"), None).unwrap(), Some(t("10.1.2.0/32")));
         assert_eq!(Strategy::GeneralizeIp.apply(&t("10.1.2.0/32"), None).unwrap(), None);
+        assert_eq!(
+            Strategy::GeneralizeIp.apply(&t("203.0.113.7/255.255.255.0"), None).unwrap(),
+            Some(t("203.0.113.0/255.255.255.0"))
+        );
+        assert!(Strategy::GeneralizeIp.apply(&t("10.0.0.0/8, 203.0.113.7"), None).is_err(), "not one address");
         assert_eq!(Strategy::GeneralizeIp.apply(&t("2001:db8:1:2::1/128"), None).unwrap(), Some(t("2001:db8:1::/128")));
         assert_eq!(Strategy::GeneralizeIp.apply(&t("::ffff:10.1.2.3"), None).unwrap(), Some(t("::ffff:10.1.2.0")));
         assert_eq!(Strategy::GeneralizeIp.apply(&t("::ffff:10.1.2.0"), None).unwrap(), None);

@@ -406,6 +406,10 @@ fn verified_cell(p: &PolicyReport) -> String {
             num(v.checked),
             num(to_recheck(p))
         )
+    } else if v.still_present == 0 && !v.verified && v.checked > 0 && p.failed > 0 {
+        // Every destroyed record re-checked and gone; the records that failed were not destroyed
+        // (the errors say which): not a failed re-check.
+        format!("{} re-checked, none still present; {} failed and kept (see errors)", num(v.checked), num(p.failed))
     } else if v.still_present == 0 && !v.verified && v.checked > 0 {
         // Every record re-checked, none found, but the policy stopped before it ended (a lost
         // run lock): not a failed re-check.
@@ -984,5 +988,8 @@ mod tests {
         assert!(verified_cell(&p).contains("NO</span>: 2 of 8 still present"), "{}", verified_cell(&p));
         (p.verification.still_present, p.verification.verified) = (0, true);
         assert!(verified_cell(&p).contains("yes"), "{}", verified_cell(&p));
+        // Finished, with records that failed (kept): re-checked, not "stopped".
+        (p.verification.verified, p.failed) = (false, 2);
+        assert!(verified_cell(&p).contains("none still present; 2 failed"), "{}", verified_cell(&p));
     }
 }

@@ -27,10 +27,12 @@ const IP_NETWORK: &str = concat!(
     ")"
 );
 
-/// A value `generalize_ip` leaves as it is: a network (`IP_NETWORK`), then any `/mask`, which
-/// it keeps as written; `end` is the dialect's end-of-text anchor.
+/// A value `generalize_ip` leaves as it is: a network (`IP_NETWORK`), then any mask, which it
+/// keeps as written (a prefix length, or an IPv4 netmask as Rust parses one); `end` is the
+/// dialect's end-of-text anchor.
 fn ip_done(end: &str) -> String {
-    format!("(?s){IP_NETWORK}(/.*)?{end}")
+    const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+    format!("{IP_NETWORK}(/([0-9]{{1,3}}|{OCTET}(\\.{OCTET}){{3}}))?{end}")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -2361,6 +2363,7 @@ mod tests {
             "0.0.0.7",
             "255.255.255.255",
             "10.1.2.3/32",
+            "203.0.113.7/255.255.255.0",
             "::ffff:10.1.2.3",
             "2001:db8:abcd:12::1",
             "2001:0:c:1::1",
@@ -2391,6 +2394,8 @@ mod tests {
             "foo::",
             "203.0.113.7/255.255.255.0",
             "10.1.2.0\n",
+            "10.0.0.0/8, 203.0.113.7",
+            "10.1.2.0/24\n203.0.113.7",
             "1:2:3:4::",
             "anon_10.0.0.0",
         ] {
