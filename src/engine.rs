@@ -1308,6 +1308,34 @@ struct Stage {
     scope: Scope,
 }
 
+impl Stage {
+    /// Adds `n` records this stage destroyed to the policy's count of its action.
+    fn count_destroyed(&self, pr: &mut PolicyReport, n: u64) {
+        match self.action {
+            "deleted" => pr.deleted += n,
+            "anonymized" => pr.anonymized += n,
+            _ => pr.fields_anonymized += n,
+        }
+    }
+
+    /// The evidence line of a record of this stage's batch `batch` (record and subject empty,
+    /// filled in per record).
+    fn evidence_line(&self, policy: &str, batch: u64, at: DateTime<Utc>) -> Evidence {
+        Evidence {
+            record: String::new(),
+            subject: None,
+            policy: policy.to_string(),
+            action: self.action.into(),
+            stage: self.name.clone(),
+            batch,
+            at,
+            versions: None,
+            bytes: None,
+            reconciled_from: None,
+        }
+    }
+}
+
 /// Record-level stage first, then field-level stages (columns grouped by the purposes that
 /// cover them). Keeping wins: a column is touched only when every purpose covering it lapsed,
 /// a record only when every purpose lapsed.
@@ -1881,25 +1909,11 @@ async fn enforce(
                                 let sr = &mut pr.stages[si];
                                 sr.destroyed += n;
                                 sr.batches = batches;
-                                match stage.action {
-                                    "deleted" => pr.deleted += n,
-                                    "anonymized" => pr.anonymized += n,
-                                    _ => pr.fields_anonymized += n,
-                                }
+                                stage.count_destroyed(pr, n);
                                 crate::progress::advance(n);
                                 if let Some(sink) = ctx.evidence.as_deref_mut() {
-                                    let proto = Evidence {
-                                        record: String::new(),
-                                        subject: None,
-                                        policy: p.name.clone(),
-                                        action: stage.action.into(),
-                                        stage: stage.name.clone(),
-                                        batch: batches,
-                                        at: jb.committed_at.unwrap_or_else(Utc::now),
-                                        versions: None,
-                                        bytes: None,
-                                        reconciled_from: None,
-                                    };
+                                    let at = jb.committed_at.unwrap_or_else(Utc::now);
+                                    let proto = stage.evidence_line(&p.name, batches, at);
                                     sink.write_batch(
                                         &proto,
                                         jids.into_iter().map(|id| (id.record, id.subject)).collect(),
@@ -2073,28 +2087,13 @@ async fn enforce(
                     n + o.unchanged.len() as u64 + o.failures.len() as u64 + o.held_by_storage.len() as u64,
                 );
                 sr.batches = batches;
-                match stage.action {
-                    "deleted" => pr.deleted += n,
-                    "anonymized" => pr.anonymized += n,
-                    _ => pr.fields_anonymized += n,
-                }
+                stage.count_destroyed(pr, n);
                 for (t, k) in o.cascaded {
                     *pr.dependents_deleted.entry(t).or_default() += k;
                 }
                 let at = Utc::now();
                 if let Some(sink) = ctx.evidence.as_deref_mut() {
-                    let proto = Evidence {
-                        record: String::new(),
-                        subject: None,
-                        policy: p.name.clone(),
-                        action: stage.action.into(),
-                        stage: stage.name.clone(),
-                        batch: batches,
-                        at,
-                        versions: None,
-                        bytes: None,
-                        reconciled_from: None,
-                    };
+                    let proto = stage.evidence_line(&p.name, batches, at);
                     if o.details.is_empty() {
                         // The batch's ids are not needed after this: moved to the sink, not copied.
                         let lines = o

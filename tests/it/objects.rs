@@ -919,40 +919,11 @@ pub async fn an_object_uploaded_again_is_new_data_not_a_failed_deletion(kind: St
         s.put("exports/2020/01/01/S-1.csv", "v2").await;
         let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&kind.endpoint()), true).await;
         let conn = ObjectConnector::new("store", Box::new(b), Some(s.bucket.clone()), 4);
-        let ds = lapse::policy::ObjectDataset {
-            bucket: Some(s.bucket.clone()),
-            prefix: "exports/".into(),
-            pattern: Some(lapse::objstore::KeyPattern::parse("exports/{yyyy}/{mm}/{dd}/{subject}.csv").unwrap()),
-        };
-        let table = conn.describe(&format!("{}/exports/", s.bucket)).await.unwrap();
-        let scope = Scope {
-            policy: "exports".into(),
-            table,
-            key: vec!["key".into()],
-            subject: Some("key".into()),
-            lapse: Filter::Lapsed(LapseRule {
-                anchor: "key_date".into(),
-                threshold: chrono::Utc::now(),
-                condition: None,
-                null_lapses: false,
-            }),
-            work: Work::Delete,
-            holds: HoldScope { policies: vec![], file: vec![], table: None, now: chrono::Utc::now() },
-            restrict: vec![],
-            cascade: vec![],
-            pseudonym_key: None,
-            objects: Some(ds),
-        };
+        let scope = exports_delete_scope(&conn, &s.bucket).await;
         let cands = conn.candidates(&scope, None, 100).await.unwrap();
         assert_eq!(cands.len(), 2);
         let ids: Vec<EvidenceId> = (0..2).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
-        let j = JournalCtx {
-            run_id: "t".into(),
-            policy: "exports".into(),
-            stage: "record".into(),
-            action: "deleted".into(),
-            batch: 1,
-        };
+        let j = first_batch();
         let out = conn.destroy(&scope, &cands, &ids, &j).await.unwrap();
         assert_eq!(out.destroyed.len(), 2);
         // Uploaded again after the deletion, before the verification (a second later: listings
@@ -1115,6 +1086,46 @@ pub async fn metadata_and_tag_facts(kind: StoreKind) {
     assert_eq!(keys, ["u/2"], "the lapsed hidden object is gone, every version; the recent one is kept");
 }
 
+/// The scope of a delete policy over `exports/{yyyy}/{mm}/{dd}/{subject}.csv` in `bucket`,
+/// lapsed by the key's date, without holds: for checks that call the connector directly.
+async fn exports_delete_scope(conn: &ObjectConnector, bucket: &str) -> Scope {
+    let ds = lapse::policy::ObjectDataset {
+        bucket: Some(bucket.to_string()),
+        prefix: "exports/".into(),
+        pattern: Some(lapse::objstore::KeyPattern::parse("exports/{yyyy}/{mm}/{dd}/{subject}.csv").unwrap()),
+    };
+    let table = conn.describe(&format!("{bucket}/exports/")).await.unwrap();
+    Scope {
+        policy: "exports".into(),
+        table,
+        key: vec!["key".into()],
+        subject: Some("key".into()),
+        lapse: Filter::Lapsed(LapseRule {
+            anchor: "key_date".into(),
+            threshold: chrono::Utc::now(),
+            condition: None,
+            null_lapses: false,
+        }),
+        work: Work::Delete,
+        holds: HoldScope { policies: vec![], file: vec![], table: None, now: chrono::Utc::now() },
+        restrict: vec![],
+        cascade: vec![],
+        pseudonym_key: None,
+        objects: Some(ds),
+    }
+}
+
+/// The journal context of a policy `exports`'s first batch.
+fn first_batch() -> JournalCtx {
+    JournalCtx {
+        run_id: "t".into(),
+        policy: "exports".into(),
+        stage: "record".into(),
+        action: "deleted".into(),
+        batch: 1,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_failures_are_retried_then_reported() {
     let s = Store::new(StoreKind::S3, true, false).await;
@@ -1133,40 +1144,11 @@ async fn per_key_failures_are_retried_then_reported() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     let conn = Arc::new(ObjectConnector::new("store", Box::new(faulty), Some(s.bucket.clone()), 4));
-    let ds = lapse::policy::ObjectDataset {
-        bucket: Some(s.bucket.clone()),
-        prefix: "exports/".into(),
-        pattern: Some(lapse::objstore::KeyPattern::parse("exports/{yyyy}/{mm}/{dd}/{subject}.csv").unwrap()),
-    };
-    let table = conn.describe(&format!("{}/exports/", s.bucket)).await.unwrap();
-    let scope = Scope {
-        policy: "exports".into(),
-        table,
-        key: vec!["key".into()],
-        subject: Some("key".into()),
-        lapse: Filter::Lapsed(LapseRule {
-            anchor: "key_date".into(),
-            threshold: chrono::Utc::now(),
-            condition: None,
-            null_lapses: false,
-        }),
-        work: Work::Delete,
-        holds: HoldScope { policies: vec![], file: vec![], table: None, now: chrono::Utc::now() },
-        restrict: vec![],
-        cascade: vec![],
-        pseudonym_key: None,
-        objects: Some(ds),
-    };
+    let scope = exports_delete_scope(&conn, &s.bucket).await;
     let cands: Vec<Candidate> = conn.candidates(&scope, None, 100).await.unwrap();
     assert_eq!(cands.len(), 6);
     let ids: Vec<EvidenceId> = (0..6).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
-    let j = JournalCtx {
-        run_id: "t".into(),
-        policy: "exports".into(),
-        stage: "record".into(),
-        action: "deleted".into(),
-        batch: 1,
-    };
+    let j = first_batch();
     let out = conn.destroy(&scope, &cands, &ids, &j).await.unwrap();
     assert_eq!(out.destroyed.len(), 5, "the flaky key succeeded on retry");
     assert_eq!(out.failures.len(), 1);
