@@ -14,14 +14,28 @@ use crate::policy::condition::{Literal, Test};
 use crate::policy::strategy::{literal_value, DateUnit, PendingTest, Strategy};
 use crate::value::Value;
 
+/// One decimal octet of a canonical dotted quad (0–255, no leading zeros), as a regular
+/// expression: the IPv4 guard of the in-place update and the test of a done network.
+macro_rules! octet {
+    () => {
+        "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+    };
+}
+
 /// What `generalize_ip` writes for an address, as a regular expression without its end anchor
 /// (dialects differ: PCRE's `$` also matches before a final newline): an IPv4 /24 `a.b.c.0`,
 /// the same as IPv6 `::ffff:a.b.c.0`, or an IPv6 /48 as Rust writes one (lowercase, no leading
 /// zeros, the zeros after it folded: `2001:db8:c::`, `2001::`, `::`).
 const IP_NETWORK: &str = concat!(
     "^(",
-    "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){2}\\.0",
-    "|::ffff:(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){2}\\.0",
+    octet!(),
+    "(\\.",
+    octet!(),
+    "){2}\\.0|::ffff:",
+    octet!(),
+    "(\\.",
+    octet!(),
+    "){2}\\.0",
     "|(0|[1-9a-f][0-9a-f]{0,3})(:(0|[1-9a-f][0-9a-f]{0,3})){0,2}::",
     "|::",
     ")"
@@ -31,7 +45,7 @@ const IP_NETWORK: &str = concat!(
 /// keeps as written (a prefix length, or an IPv4 netmask as Rust parses one); `end` is the
 /// dialect's end-of-text anchor.
 fn ip_done(end: &str) -> String {
-    const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+    const OCTET: &str = octet!();
     format!("{IP_NETWORK}(/([0-9]{{1,3}}|{OCTET}(\\.{OCTET}){{3}}))?{end}")
 }
 
@@ -1883,7 +1897,7 @@ impl<'a> Builder<'a> {
             }
             Strategy::GeneralizeIp if text_ok => {
                 // A canonical dotted quad: four decimal octets of 0–255 without leading zeros.
-                const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+                const OCTET: &str = octet!();
                 let pattern = format!("^{OCTET}(\\.{OCTET}){{3}}$");
                 let last_octet_zero = format!("rtrim({e}, '0123456789') || '0'");
                 let (text, len, op, set) = match d {
