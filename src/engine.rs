@@ -8,7 +8,7 @@
 //! Architecture invariant: the engine never asks a connector to destroy anything except through
 //! `destroy(scope, …)`, whose rows are chosen by [`Scope::destroy_filter`] (holds included).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +21,8 @@ use tracing::Instrument;
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
 use crate::connector::{
-    Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule, Scope,
-    TableIdentity, Work,
+    BatchOutcome, Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule,
+    Scope, TableIdentity, Work,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
@@ -1629,6 +1629,9 @@ async fn enforce(
     let mut verify = Verification::default();
     // Records destroyed and recorded but never re-checked (a lost COMMIT acknowledgement).
     let mut unchecked = 0u64;
+    // Batches recorded from the journal after their COMMIT's acknowledgement was lost (destroyed
+    // by candidates: re-checked as any batch, but what the lost reply carried is not known).
+    let mut acks_lost = 0u64;
     let rest = async {
         let counts = retry(|| conn.counts(full, &filters)).await;
         let _ = counted.send(());
@@ -1986,23 +1989,23 @@ async fn enforce(
                         cands.len() >= limit && next_limit > 0 && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
                     let destroying = async {
                         if cands.is_empty() {
-                            return Ok(Default::default());
+                            return Ok((Default::default(), None));
                         }
                         let mut attempt = 0;
                         loop {
                             attempt += 1;
-                            // A lost connection rolled the batch back (or, if only the
-                            // acknowledgement of the COMMIT was lost, the retry finds nothing left
-                            // to do): retried, bounded.
-                            match retry(|| conn.destroy(&stage.scope, &cands, &ids, &journal)).await {
-                                Ok(o) if o.conflict && attempt < 3 => continue,
-                                Ok(o) if o.conflict => {
+                            // A lost connection rolled the batch back, and it is retried (bounded),
+                            // unless only the acknowledgement of its COMMIT was lost: then the
+                            // journal has it (`destroy_or_journaled`).
+                            match destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now).await {
+                                Ok((o, _)) if o.conflict && attempt < 3 => continue,
+                                Ok((o, _)) if o.conflict => {
                                     break Err(anyhow::anyhow!(
                                         "batch {}: rows kept changing under the batch (3 attempts); skipped",
                                         batches + 1
                                     ))
                                 }
-                                Ok(o) => break Ok(o),
+                                Ok(r) => break Ok(r),
                                 Err(e) => break Err(anyhow::anyhow!("batch {}: {e}", batches + 1)),
                             }
                         }
@@ -2019,6 +2022,23 @@ async fn enforce(
                     let verifying = verify_batch(conn, &stage.scope, &to_verify);
                     let (outcome, next, left) = futures::join!(destroying, reading, verifying);
                     prefetched = next;
+                    let outcome = outcome.map(|(o, lost)| {
+                        if let Some(e) = lost {
+                            // Accounted for as committed (its keys are known: re-checked as any
+                            // batch), and said so: what the lost reply would have told (the rows
+                            // deleted with it by cascades) is not known.
+                            let msg = format!(
+                                "stage {}: batch {} was committed but its acknowledgement was lost ({e}): its {} records are recorded from the journal; rows deleted with them in dependent tables are not counted",
+                                stage.name,
+                                batches + 1,
+                                o.destroyed.len()
+                            );
+                            tracing::warn!("{msg}");
+                            pr.errors.push(msg);
+                            acks_lost += 1;
+                        }
+                        o
+                    });
                     (cands, ids, outcome, left)
                 };
                 // A failed verification stops the policy, but only after this batch's committed
@@ -2155,8 +2175,9 @@ async fn enforce(
             }
         }
         verify.verified = verify.still_present == 0 && pr.failed == 0 && unchecked == 0;
-        if unchecked > 0 && pr.outcome == "done" {
-            // Destroyed and recorded, but not re-checked (a lost acknowledgement): not claimed.
+        if (unchecked > 0 || acks_lost > 0) && pr.outcome == "done" {
+            // Destroyed and recorded, but not re-checked, or not fully counted (a lost
+            // acknowledgement): not claimed.
             pr.outcome = "failed".into();
         }
         if verify.still_present > 0 {
@@ -2514,6 +2535,54 @@ where
             }
             r => return r,
         }
+    }
+}
+
+/// A batch destroyed by its candidates ([`Connector::destroy`]), run again after a transient
+/// error as [`retry`] does, but first looked for in the journal: if the call failed after the
+/// server committed the batch (the COMMIT's acknowledgement lost with the connection), a retry
+/// would find nothing left and count the batch's rows as gone concurrently, their records in the
+/// journal only. The journal's records are matched to the batch by their evidence ids; with
+/// them comes the error whose reply was lost.
+async fn destroy_or_journaled(
+    conn: &dyn Connector,
+    scope: &Scope,
+    cands: &[Candidate],
+    ids: &[EvidenceId],
+    journal: &JournalCtx,
+    started: DateTime<Utc>,
+) -> Result<(BatchOutcome, Option<ConnectorError>), ConnectorError> {
+    let mut attempt = 0u32;
+    loop {
+        let e = match conn.destroy(scope, cands, ids, journal).await {
+            Ok(o) => return Ok((o, None)),
+            Err(e) => e,
+        };
+        if conn.journaled_destroy() {
+            let lost = matches!(e, ConnectorError::Lost { .. });
+            if let Some((_, jids)) = journaled_anyway(conn, journal, journal.batch, started, lost).await {
+                let at: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.record.as_str(), i)).collect();
+                let mut destroyed: Vec<usize> =
+                    jids.iter().filter_map(|j| at.get(j.record.as_str()).copied()).collect();
+                destroyed.sort_unstable();
+                destroyed.dedup();
+                if destroyed.len() == jids.len() {
+                    return Ok((BatchOutcome { destroyed, ..Default::default() }, Some(e)));
+                }
+                // Records of another batch under its number (never written so): not this batch.
+                tracing::warn!(
+                    "batch {}: the journal's records are not this batch's; not taken from it",
+                    journal.batch
+                );
+            }
+        }
+        if !e.is_transient() || attempt >= 3 {
+            return Err(e);
+        }
+        attempt += 1;
+        let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;
+        tracing::warn!(attempt, wait_ms = wait, "{e}; retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     }
 }
 
