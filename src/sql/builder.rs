@@ -1976,16 +1976,52 @@ impl<'a> Builder<'a> {
     }
 
     /// Anonymizes a batch read and locked by [`Builder::next_in_place`] in the database: every
-    /// column of `cols` set to its form's expression, over the batch's key range (`first` to
-    /// `last`) and the destroy filter (a row that became held since it was read is not updated;
-    /// the caller compares the count). One table, no join: MariaDB's single-table update reads
-    /// the range semi-consistently, so it never waits for the rows of the batch begun after it.
-    pub fn update_in_place(&self, cols: &[(String, Strategy)], first: &[Value], last: &[Value]) -> Sql {
+    /// column of `cols` set to its form's expression, for the batch's rows (`keys`, in key order)
+    /// that still pass the destroy filter (a row that became held since it was read is not
+    /// updated; the caller compares the count). Only the batch's own rows: over its key range
+    /// with the filter alone, a hold that moved from a row of the batch to a held row of the
+    /// range left the count as it was and the evidence naming the wrong row. PostgreSQL: joined
+    /// with the batch's keys (`unnest`, one array); MariaDB: by the batch's keys (a single-table
+    /// update of rows it has locked, which never waits for the rows of the batch begun after
+    /// it); SQLite: over the key range (its batches read and update under one write lock: no
+    /// hold moves between them).
+    pub fn update_in_place(&self, cols: &[(String, Strategy)], keys: &[Vec<Value>]) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         self.set_in_place(&mut sql, cols);
-        sql.push(" WHERE ");
-        self.rows(&mut sql, &t, Rows::Range(first, last));
+        match (self.d, keys.first(), keys.last()) {
+            (Dialect::Sqlite, Some(first), Some(last)) => {
+                sql.push(" WHERE ");
+                self.rows(&mut sql, &t, Rows::Range(first, last));
+            }
+            (Dialect::Postgres, Some(first), Some(last)) => {
+                let infos: Vec<_> = self.scope.key.iter().map(|k| self.scope.table.column(k)).collect();
+                let names: Vec<String> = (0..self.scope.key.len()).map(|j| format!("k{j}")).collect();
+                let table: Vec<Vec<Cell>> = keys
+                    .iter()
+                    .map(|k| k.iter().zip(&infos).map(|(v, i)| Cell::Key(v.clone(), *i)).collect())
+                    .collect();
+                sql.push(" FROM ");
+                self.derived(&mut sql, &names, table);
+                let join: Vec<String> =
+                    self.scope.key.iter().enumerate().map(|(j, k)| format!("{} = v.k{j}", self.col(&t, k))).collect();
+                sql.push(&format!(" WHERE {} AND ", join.join(" AND ")));
+                self.rows(&mut sql, &t, Rows::Range(first, last));
+            }
+            (_, Some(first), Some(last)) => {
+                // The range for the optimizer; the batch's keys tested on each row of it (as
+                // `(… IN …) = 1`, a test the range optimizer does not make 5,000 point ranges of).
+                sql.push(" WHERE ");
+                self.rows(&mut sql, &t, Rows::Range(first, last));
+                sql.push(" AND (");
+                self.keys_in(&mut sql, &t, keys);
+                sql.push(") = 1");
+            }
+            _ => {
+                sql.push(" WHERE ");
+                self.keys_in(&mut sql, &t, keys);
+            }
+        }
         sql.push(" AND ");
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         sql

@@ -1506,10 +1506,8 @@ impl SqlConnector {
                 }
                 drop(read);
                 if exact {
-                    let upd: Vec<Sql> = (!batch.is_empty())
-                        .then(|| b.update_in_place(cols, &batch[0].key, &batch[batch.len() - 1].key))
-                        .into_iter()
-                        .collect();
+                    let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
+                    let upd: Vec<Sql> = (!batch.is_empty()).then(|| b.update_in_place(cols, &keys)).into_iter().collect();
                     let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
                     let expected = batch.len();
                     prepared = Some((batch, outcome, upd, expected, None));

@@ -592,3 +592,98 @@ async fn concurrent_runs_of_other_policies_keep_one_chain() {
         assert_eq!(f.db.count(&format!("SELECT COUNT(*) FROM {t}")).await, 0);
     }
 }
+
+/// A hold moves from one subject to another while an in-place anonymize batch is begun beside
+/// the batch before it (its rows read and locked, its `UPDATE` not yet run): the row that became
+/// held is kept and the row that became due is anonymized, each recorded as what happened to it.
+/// Before, the batch's `UPDATE` over its key range re-applied the due filter and compared only
+/// the count: one row fewer and one more made the same count, so the evidence named the held
+/// row (kept, recorded anonymized) and not the other (anonymized without evidence). A trigger
+/// that sleeps in the first batch's `UPDATE` holds the second batch between its read and its
+/// update while the hold moves.
+async fn sql_hold_moved_under_an_in_place_batch(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);
+         CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy VARCHAR(64), expires_at {TS} NULL);",
+    )
+    .await;
+    f.holds_table_config();
+    let rows: Vec<String> =
+        (1..=30).map(|i| format!("({i}, 'S-{i}', 'p{i}@example.com', '2020-03-01 10:00:00')")).collect();
+    f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", rows.join(", "))).await;
+    // Person 15 is held: the second batch is 11-14 and 16-21, its key range 11..21.
+    f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('H-A', 'S-15', NULL, NULL)").await;
+    match b {
+        Backend::Postgres => {
+            f.db.exec(
+                "CREATE FUNCTION slow_five() RETURNS trigger AS $$ BEGIN IF NEW.id = 5 THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+                 CREATE TRIGGER slow_five BEFORE UPDATE ON people FOR EACH ROW EXECUTE FUNCTION slow_five();",
+            )
+            .await
+        }
+        _ => {
+            f.db.exec(
+                "CREATE TRIGGER slow_five BEFORE UPDATE ON people FOR EACH ROW BEGIN IF NEW.id = 5 THEN DO SLEEP(3); END IF; END",
+            )
+            .await
+        }
+    }
+    f.policy(
+        "people",
+        "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: anonymize\nguardrail:\n  max_share: 100%\n",
+    );
+    let child = lapse_cmd(&f.path("lapse.yaml"), 10)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first batch's UPDATE sleeps on person 5; the second batch is begun meanwhile.
+    let sleeping = match b {
+        Backend::Postgres => "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+        _ => "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User sleep'",
+    };
+    let t = Instant::now();
+    while f.db.count(sleeping).await == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{b:?}: the first batch never reached its sleep");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The hold moves from person 15 to person 12, in one transaction.
+    f.db.exec(
+        "BEGIN; DELETE FROM legal_holds WHERE id = 'H-A'; INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('H-B', 'S-12', NULL, NULL); COMMIT;",
+    )
+    .await;
+    let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{b:?}: {text}");
+    let left = f.db.texts(&format!("SELECT {} FROM people WHERE email IS NOT NULL ORDER BY id", f.db.text("id"))).await;
+    let left: Vec<String> = left.into_iter().flatten().collect();
+    assert_eq!(left, vec!["12".to_string()], "{b:?}: only the newly held person keeps their e-mail:\n{text}");
+    // The evidence names exactly the rows anonymized: every person but 12, 15 among them.
+    assert_eq!(evidence_records(&f.path("reports")).len(), 29, "{b:?}: one evidence line per anonymized row:\n{text}");
+    let reports = f.path("reports");
+    let dir = reports.to_str().unwrap();
+    let found = |id: i64| {
+        let r = f.lapse(&["report", "lookup", dir, "--key", &id.to_string(), "--policy", "people", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .map_or(0, |v| v["destroyed"].as_array().map_or(0, Vec::len))
+    };
+    assert_eq!(found(1), 1, "{b:?}: person 1 is in the evidence:\n{text}");
+    assert_eq!(found(15), 1, "{b:?}: person 15, anonymized, is in the evidence:\n{text}");
+    assert_eq!(found(12), 0, "{b:?}: person 12, kept by the hold, is not:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hold_moved_under_an_in_place_batch() {
+    if Backend::Postgres.enabled() {
+        sql_hold_moved_under_an_in_place_batch(Backend::Postgres).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_hold_moved_under_an_in_place_batch() {
+    if Backend::MySql.enabled() {
+        sql_hold_moved_under_an_in_place_batch(Backend::MySql).await
+    }
+}
