@@ -2025,14 +2025,22 @@ async fn enforce(
                     let outcome = outcome.map(|(o, lost)| {
                         if let Some(e) = lost {
                             // Accounted for as committed (its keys are known: re-checked as any
-                            // batch), and said so: what the lost reply would have told (the rows
-                            // deleted with it by cascades) is not known.
-                            let msg = format!(
-                                "stage {}: batch {} was committed but its acknowledgement was lost ({e}): its {} records are recorded from the journal; rows deleted with them in dependent tables are not counted",
+                            // batch), and said so; what only the lost reply told is not known.
+                            let mut msg = format!(
+                                "stage {}: batch {} was committed but its acknowledgement was lost ({e}): its {} records are recorded from the journal",
                                 stage.name,
                                 batches + 1,
                                 o.destroyed.len()
                             );
+                            if !stage.scope.cascade.is_empty() {
+                                msg.push_str("; rows deleted with them in dependent tables are not counted");
+                            }
+                            let other = cands.len().saturating_sub(o.destroyed.len() + o.unchanged.len() + o.failures.len());
+                            if other > 0 {
+                                msg.push_str(&format!(
+                                    "; its other {other} rows were not destroyed, and are counted as changed under the batch (why is not known)"
+                                ));
+                            }
                             tracing::warn!("{msg}");
                             pr.errors.push(msg);
                             acks_lost += 1;
@@ -2543,7 +2551,10 @@ where
 /// server committed the batch (the COMMIT's acknowledgement lost with the connection), a retry
 /// would find nothing left and count the batch's rows as gone concurrently, their records in the
 /// journal only. The journal's records are matched to the batch by their evidence ids; with
-/// them comes the error whose reply was lost.
+/// them comes the error whose reply was lost. After a lost connection, a later attempt that
+/// finds rows of the batch gone asks the journal again (the commit may have become visible only
+/// after the lookups: a synchronous standby), and attempts that run out say that the batch may
+/// have committed.
 async fn destroy_or_journaled(
     conn: &dyn Connector,
     scope: &Scope,
@@ -2551,39 +2562,79 @@ async fn destroy_or_journaled(
     ids: &[EvidenceId],
     journal: &JournalCtx,
     started: DateTime<Utc>,
-) -> Result<(BatchOutcome, Option<ConnectorError>), ConnectorError> {
+) -> anyhow::Result<(BatchOutcome, Option<String>)> {
     let mut attempt = 0u32;
+    // The first lost connection's error, once one was met.
+    let mut lost: Option<String> = None;
     loop {
         let e = match conn.destroy(scope, cands, ids, journal).await {
-            Ok(o) => return Ok((o, None)),
+            Ok(mut o) => {
+                if let Some(e) = lost.filter(|_| !o.conflict && o.destroyed.len() < cands.len()) {
+                    // The journal has this attempt's records and, if it committed after all,
+                    // the earlier one's, under the same batch number.
+                    if let Some(earlier) = from_journal(conn, ids, journal, started, false).await {
+                        o.destroyed.extend(earlier);
+                        o.destroyed.sort_unstable();
+                        o.destroyed.dedup();
+                        o.unchanged.retain(|i| o.destroyed.binary_search(i).is_err());
+                        o.failures.retain(|(i, _)| o.destroyed.binary_search(i).is_err());
+                        return Ok((o, Some(e)));
+                    }
+                }
+                return Ok((o, None));
+            }
             Err(e) => e,
         };
-        if conn.journaled_destroy() {
-            let lost = matches!(e, ConnectorError::Lost { .. });
-            if let Some((_, jids)) = journaled_anyway(conn, journal, journal.batch, started, lost).await {
-                let at: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.record.as_str(), i)).collect();
-                let mut destroyed: Vec<usize> =
-                    jids.iter().filter_map(|j| at.get(j.record.as_str()).copied()).collect();
-                destroyed.sort_unstable();
-                destroyed.dedup();
-                if destroyed.len() == jids.len() {
-                    return Ok((BatchOutcome { destroyed, ..Default::default() }, Some(e)));
-                }
-                // Records of another batch under its number (never written so): not this batch.
-                tracing::warn!(
-                    "batch {}: the journal's records are not this batch's; not taken from it",
-                    journal.batch
-                );
-            }
+        let is_lost = matches!(e, ConnectorError::Lost { .. });
+        if let Some(destroyed) = from_journal(conn, ids, journal, started, is_lost).await {
+            return Ok((BatchOutcome { destroyed, ..Default::default() }, Some(e.to_string())));
+        }
+        if is_lost && lost.is_none() {
+            lost = Some(e.to_string());
         }
         if !e.is_transient() || attempt >= 3 {
-            return Err(e);
+            return Err(match lost {
+                Some(_) => anyhow::anyhow!(
+                    "{e}; the connection was lost while the batch was destroyed, and it may have been committed with its acknowledgement lost: the journal table, written in its transaction, is the authority"
+                ),
+                None => e.into(),
+            });
         }
         attempt += 1;
         let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;
         tracing::warn!(attempt, wait_ms = wait, "{e}; retrying");
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     }
+}
+
+/// The batch's indices whose records the journal has under this batch's number
+/// ([`journaled_anyway`]), if it has any and every one of them is this batch's. (A batch number
+/// can be journaled twice: a batch destroyed by its own statements whose lost acknowledgement
+/// its own lookups missed, then the batch taken again by its candidates; such records are not
+/// taken for this batch's.)
+async fn from_journal(
+    conn: &dyn Connector,
+    ids: &[EvidenceId],
+    journal: &JournalCtx,
+    started: DateTime<Utc>,
+    lost: bool,
+) -> Option<Vec<usize>> {
+    if !conn.journaled_destroy() {
+        return None;
+    }
+    let (_, jids) = journaled_anyway(conn, journal, journal.batch, started, lost).await?;
+    let at: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.record.as_str(), i)).collect();
+    let mut destroyed: Vec<usize> = jids.iter().filter_map(|j| at.get(j.record.as_str()).copied()).collect();
+    destroyed.sort_unstable();
+    destroyed.dedup();
+    if destroyed.len() != jids.len() {
+        tracing::warn!(
+            "batch {}: the journal's records under its number are not all this batch's; not taken from it",
+            journal.batch
+        );
+        return None;
+    }
+    Some(destroyed)
 }
 
 /// Batch `batch` of this run's stage as the journal has it, with its records' evidence ids:

@@ -1979,8 +1979,8 @@ impl<'a> Builder<'a> {
     /// column of `cols` set to its form's expression, for the batch's rows (`keys`, in key order)
     /// that still pass the destroy filter (a row that became held since it was read is not
     /// updated; the caller compares the count). Only the batch's own rows: over its key range
-    /// with the filter alone, a hold that moved from a row of the batch to a held row of the
-    /// range left the count as it was and the evidence naming the wrong row. PostgreSQL: joined
+    /// with the filter alone, a hold that moved from a held row of the range to a row of the
+    /// batch left the count as it was and the evidence naming the wrong row. PostgreSQL: joined
     /// with the batch's keys (`unnest`, one array); MariaDB: by the batch's keys (a single-table
     /// update of rows it has locked, which never waits for the rows of the batch begun after
     /// it); SQLite: over the key range (its batches read and update under one write lock: no

@@ -640,8 +640,10 @@ async fn sql_hold_moved_under_an_in_place_batch(b: Backend) {
         .unwrap();
     // The first batch's UPDATE sleeps on person 5; the second batch is begun meanwhile.
     let sleeping = match b {
-        Backend::Postgres => "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
-        _ => "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User sleep'",
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()"
+        }
+        _ => "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User sleep' AND DB = DATABASE()",
     };
     let t = Instant::now();
     while f.db.count(sleeping).await == 0 {
@@ -657,6 +659,13 @@ async fn sql_hold_moved_under_an_in_place_batch(b: Backend) {
     let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(matches!(out.status.code(), Some(0 | 1)), "{b:?}: {text}");
+    // The race happened: the second batch's update changed one row fewer than it had read.
+    assert!(
+        text.contains(
+            "rows changed under the batch; nothing of it committed; taking the batch again by its candidates"
+        ),
+        "{b:?}: the hold moved before the second batch was read:\n{text}"
+    );
     let left = f.db.texts(&format!("SELECT {} FROM people WHERE email IS NOT NULL ORDER BY id", f.db.text("id"))).await;
     let left: Vec<String> = left.into_iter().flatten().collect();
     assert_eq!(left, vec!["12".to_string()], "{b:?}: only the newly held person keeps their e-mail:\n{text}");
