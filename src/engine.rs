@@ -1991,24 +1991,12 @@ async fn enforce(
                         if cands.is_empty() {
                             return Ok((Default::default(), None));
                         }
-                        let mut attempt = 0;
-                        loop {
-                            attempt += 1;
-                            // A lost connection rolled the batch back, and it is retried (bounded),
-                            // unless only the acknowledgement of its COMMIT was lost: then the
-                            // journal has it (`destroy_or_journaled`).
-                            match destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now).await {
-                                Ok((o, _)) if o.conflict && attempt < 3 => continue,
-                                Ok((o, _)) if o.conflict => {
-                                    break Err(anyhow::anyhow!(
-                                        "batch {}: rows kept changing under the batch (3 attempts); skipped",
-                                        batches + 1
-                                    ))
-                                }
-                                Ok(r) => break Ok(r),
-                                Err(e) => break Err(anyhow::anyhow!("batch {}: {e}", batches + 1)),
-                            }
-                        }
+                        // A lost connection rolled the batch back, and it is retried (bounded),
+                        // unless only the acknowledgement of its COMMIT was lost: then the
+                        // journal has it (`destroy_or_journaled`).
+                        destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("batch {}: {e}", batches + 1))
                     };
                     let reading = async {
                         match read_ahead {
@@ -2023,24 +2011,8 @@ async fn enforce(
                     let (outcome, next, left) = futures::join!(destroying, reading, verifying);
                     prefetched = next;
                     let outcome = outcome.map(|(o, lost)| {
-                        if let Some(e) = lost {
-                            // Accounted for as committed (its keys are known: re-checked as any
-                            // batch), and said so; what only the lost reply told is not known.
-                            let mut msg = format!(
-                                "stage {}: batch {} was committed but its acknowledgement was lost ({e}): its {} records are recorded from the journal",
-                                stage.name,
-                                batches + 1,
-                                o.destroyed.len()
-                            );
-                            if !stage.scope.cascade.is_empty() {
-                                msg.push_str("; rows deleted with them in dependent tables are not counted");
-                            }
-                            let other = cands.len().saturating_sub(o.destroyed.len() + o.unchanged.len() + o.failures.len());
-                            if other > 0 {
-                                msg.push_str(&format!(
-                                    "; its other {other} rows were not destroyed, and are counted as changed under the batch (why is not known)"
-                                ));
-                            }
+                        if let Some(lost) = lost {
+                            let msg = lost_message(&stage.name, batches + 1, &stage.scope, cands.len(), &o, &lost);
                             tracing::warn!("{msg}");
                             pr.errors.push(msg);
                             acks_lost += 1;
@@ -2546,15 +2518,53 @@ where
     }
 }
 
+/// What a lost connection left unknown about a batch destroyed by its candidates.
+enum LostReply {
+    /// An attempt committed and its acknowledgement was lost: `from_journal` of the batch's
+    /// records destroyed are recorded from the journal (all of them when no later attempt
+    /// succeeded, `retried` false).
+    Recovered { error: String, from_journal: usize, retried: bool },
+    /// A later attempt succeeded without all of the batch, and the journal could not say whether
+    /// the lost attempt had destroyed the rest.
+    Uncertain { error: String },
+}
+
+/// The report's line for a batch whose reply was lost ([`destroy_or_journaled`]): what is
+/// recorded from the journal, and what only the lost reply told.
+fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchOutcome, lost: &LostReply) -> String {
+    let other = taken.saturating_sub(o.destroyed.len() + o.unchanged.len() + o.failures.len());
+    let cascades = matches!(scope.work, Work::Delete) && !scope.cascade.is_empty();
+    match lost {
+        LostReply::Recovered { error, from_journal, retried } => {
+            let mut msg = format!(
+                "stage {stage}: batch {batch} was committed but its acknowledgement was lost ({error}): its {from_journal} records destroyed then are recorded from the journal"
+            );
+            if cascades {
+                msg.push_str("; rows deleted with them in dependent tables are not counted");
+            }
+            if other > 0 && !retried {
+                msg.push_str(&format!(
+                    "; its other {other} rows were not destroyed, and are counted as changed under the batch (why is not known)"
+                ));
+            }
+            msg
+        }
+        LostReply::Uncertain { error } => format!(
+            "stage {stage}: batch {batch}: the connection was lost during an attempt ({error}) and the journal could not tell whether it committed: {other} of the batch's rows counted as changed under it may have been destroyed then (the journal table, written in the destroying transaction, is the authority)"
+        ),
+    }
+}
+
 /// A batch destroyed by its candidates ([`Connector::destroy`]), run again after a transient
-/// error as [`retry`] does, but first looked for in the journal: if the call failed after the
-/// server committed the batch (the COMMIT's acknowledgement lost with the connection), a retry
-/// would find nothing left and count the batch's rows as gone concurrently, their records in the
-/// journal only. The journal's records are matched to the batch by their evidence ids; with
-/// them comes the error whose reply was lost. After a lost connection, a later attempt that
-/// finds rows of the batch gone asks the journal again (the commit may have become visible only
-/// after the lookups: a synchronous standby), and attempts that run out say that the batch may
-/// have committed.
+/// error as [`retry`] does (and, as before, up to three times when its rows changed under it),
+/// but first looked for in the journal: if the call failed after the server committed the batch
+/// (the COMMIT's acknowledgement lost with the connection), a retry would find nothing left and
+/// count the batch's rows as gone concurrently, their records in the journal only. The journal's
+/// records are matched to the batch by their evidence ids. After a lost connection, a later
+/// attempt that destroys less than the batch asks the journal again (the commit may have become
+/// visible only after the lookups: a synchronous standby; the later attempt, which waited for
+/// its rows' locks, sees it), and only records that attempt did not destroy itself are the lost
+/// one's; attempts that run out after a lost connection say that the batch may have committed.
 async fn destroy_or_journaled(
     conn: &dyn Connector,
     scope: &Scope,
@@ -2562,43 +2572,61 @@ async fn destroy_or_journaled(
     ids: &[EvidenceId],
     journal: &JournalCtx,
     started: DateTime<Utc>,
-) -> anyhow::Result<(BatchOutcome, Option<String>)> {
-    let mut attempt = 0u32;
-    // The first lost connection's error, once one was met.
+) -> anyhow::Result<(BatchOutcome, Option<LostReply>)> {
+    let (mut attempt, mut conflicts) = (0u32, 0u32);
+    // The first lost connection's error, once one was met (journaled destroys only).
     let mut lost: Option<String> = None;
+    let may_have_committed = |lost: &Option<String>| {
+        match lost {
+        Some(_) => "; the connection was lost during an earlier attempt, which may have been committed with its acknowledgement lost: the journal table, written in its transaction, is the authority",
+        None => "",
+    }
+    };
     loop {
         let e = match conn.destroy(scope, cands, ids, journal).await {
-            Ok(mut o) => {
-                if let Some(e) = lost.filter(|_| !o.conflict && o.destroyed.len() < cands.len()) {
-                    // The journal has this attempt's records and, if it committed after all,
-                    // the earlier one's, under the same batch number.
-                    if let Some(earlier) = from_journal(conn, ids, journal, started, false).await {
-                        o.destroyed.extend(earlier);
-                        o.destroyed.sort_unstable();
-                        o.destroyed.dedup();
-                        o.unchanged.retain(|i| o.destroyed.binary_search(i).is_err());
-                        o.failures.retain(|(i, _)| o.destroyed.binary_search(i).is_err());
-                        return Ok((o, Some(e)));
-                    }
+            Ok(o) if o.conflict => {
+                conflicts += 1;
+                if conflicts < 3 {
+                    continue;
                 }
-                return Ok((o, None));
+                anyhow::bail!("rows kept changing under the batch (3 attempts); skipped{}", may_have_committed(&lost));
+            }
+            Ok(mut o) => {
+                let Some(error) = lost.filter(|_| o.destroyed.len() < cands.len()) else { return Ok((o, None)) };
+                // The journal has this attempt's records and, if it committed after all, the
+                // lost one's, under the same batch number.
+                let Some(journaled) = from_journal(conn, ids, journal, started, false).await else {
+                    return Ok((o, Some(LostReply::Uncertain { error })));
+                };
+                let before = o.destroyed.len();
+                o.destroyed.extend(journaled);
+                o.destroyed.sort_unstable();
+                o.destroyed.dedup();
+                if o.destroyed.len() == before {
+                    // Only this attempt's own records: the lost one was rolled back.
+                    return Ok((o, None));
+                }
+                o.unchanged.retain(|i| o.destroyed.binary_search(i).is_err());
+                o.failures.retain(|(i, _)| o.destroyed.binary_search(i).is_err());
+                let from_journal = o.destroyed.len() - before;
+                return Ok((o, Some(LostReply::Recovered { error, from_journal, retried: true })));
             }
             Err(e) => e,
         };
-        let is_lost = matches!(e, ConnectorError::Lost { .. });
+        let is_lost = matches!(e, ConnectorError::Lost { .. }) && conn.journaled_destroy();
         if let Some(destroyed) = from_journal(conn, ids, journal, started, is_lost).await {
-            return Ok((BatchOutcome { destroyed, ..Default::default() }, Some(e.to_string())));
+            let from_journal = destroyed.len();
+            let error = e.to_string();
+            return Ok((
+                BatchOutcome { destroyed, ..Default::default() },
+                Some(LostReply::Recovered { error, from_journal, retried: false }),
+            ));
         }
         if is_lost && lost.is_none() {
             lost = Some(e.to_string());
         }
         if !e.is_transient() || attempt >= 3 {
-            return Err(match lost {
-                Some(_) => anyhow::anyhow!(
-                    "{e}; the connection was lost while the batch was destroyed, and it may have been committed with its acknowledgement lost: the journal table, written in its transaction, is the authority"
-                ),
-                None => e.into(),
-            });
+            anyhow::bail!("{e}{}", may_have_committed(&lost));
         }
         attempt += 1;
         let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;

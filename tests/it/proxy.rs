@@ -54,6 +54,8 @@ struct TcpState {
     kill: tokio::sync::watch::Sender<u64>,
     /// `COMMIT`s still to let through before the next one is cut (`usize::MAX`: none is).
     commits_before_cut: AtomicUsize,
+    /// The cut `COMMIT` is not sent on: the server rolls the batch back.
+    cut_before_commit: AtomicBool,
     counters: TcpCounters,
 }
 
@@ -81,6 +83,7 @@ impl TcpProxy {
             rng: Mutex::new(Rng::new(seed)),
             kill: tokio::sync::watch::channel(0).0,
             commits_before_cut: AtomicUsize::new(usize::MAX),
+            cut_before_commit: AtomicBool::new(false),
             counters: TcpCounters::default(),
         });
         let st = state.clone();
@@ -118,6 +121,13 @@ impl TcpProxy {
     /// its connection), then cuts the connection that sends the next one once the server had
     /// time to commit it: the client never sees the acknowledgement. Once.
     pub fn cut_after_commit(&self, n: usize) {
+        self.state.commits_before_cut.store(n, Ordering::SeqCst);
+    }
+
+    /// As [`TcpProxy::cut_after_commit`], but the `COMMIT` never reaches the server: the batch is
+    /// rolled back, and the client sees its connection lost as in the other case.
+    pub fn cut_instead_of_commit(&self, n: usize) {
+        self.state.cut_before_commit.store(true, Ordering::SeqCst);
         self.state.commits_before_cut.store(n, Ordering::SeqCst);
     }
 
@@ -162,35 +172,41 @@ async fn pipe(client: TcpStream, st: Arc<TcpState>, budget: Option<u64>) {
             }
         };
         let n = (data.len() as u64).min(left) as usize;
-        let w = if to_server { uw.write_all(&data[..n]).await } else { cw.write_all(&data[..n]).await };
+        let chunk = &data[..n];
+        let mut cut_now = false;
+        if to_server {
+            if chunk.windows(13).any(|w| w == b"lapse_journal") && chunk.windows(6).any(|w| w == b"INSERT") {
+                journaled = true;
+            }
+            if chunk.windows(6).any(|w| w == b"COMMIT") {
+                st.counters.commits.fetch_add(1, Ordering::SeqCst);
+                let batch = std::mem::take(&mut journaled);
+                cut_now = batch
+                    && st
+                        .commits_before_cut
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| match c {
+                            usize::MAX => None,
+                            0 => Some(usize::MAX),
+                            c => Some(c - 1),
+                        })
+                        .is_ok_and(|c| c == 0);
+            }
+        }
+        if cut_now && st.cut_before_commit.load(Ordering::SeqCst) {
+            // The COMMIT is not sent: the server rolls the transaction back when the connection goes.
+            st.counters.commits_cut.fetch_add(1, Ordering::SeqCst);
+            break true;
+        }
+        let w = if to_server { uw.write_all(chunk).await } else { cw.write_all(chunk).await };
         st.counters.bytes.fetch_add(n as u64, Ordering::SeqCst);
         left -= n as u64;
         if w.is_err() {
             break false;
         }
-        if to_server
-            && data[..n].windows(13).any(|w| w == b"lapse_journal")
-            && data[..n].windows(6).any(|w| w == b"INSERT")
-        {
-            journaled = true;
-        }
-        if to_server && data[..n].windows(6).any(|w| w == b"COMMIT") {
-            st.counters.commits.fetch_add(1, Ordering::SeqCst);
-            let batch = std::mem::take(&mut journaled);
-            let cut_now = batch
-                && st
-                    .commits_before_cut
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| match c {
-                        usize::MAX => None,
-                        0 => Some(usize::MAX),
-                        c => Some(c - 1),
-                    })
-                    .is_ok_and(|c| c == 0);
-            if cut_now {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                st.counters.commits_cut.fetch_add(1, Ordering::SeqCst);
-                break true;
-            }
+        if cut_now {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            st.counters.commits_cut.fetch_add(1, Ordering::SeqCst);
+            break true;
         }
         if left == 0 {
             st.counters.dropped_mid_stream.fetch_add(1, Ordering::SeqCst);
