@@ -1903,7 +1903,8 @@ async fn enforce(
                             // (Recorded before the previous batch's re-check is accounted for:
                             // that re-check may have failed in the same outage.)
                             let lost = matches!(e, ConnectorError::Lost { .. });
-                            if let Some((jb, jids)) = journaled_anyway(conn, &journal, batches + 1, ctx.now, lost).await
+                            if let Ok(Some((jb, jids))) =
+                                journaled_anyway(conn, &journal, batches + 1, ctx.now, lost).await
                             {
                                 batches += 1;
                                 after = next_after.clone();
@@ -2595,8 +2596,11 @@ async fn destroy_or_journaled(
                 let Some(error) = lost.filter(|_| o.destroyed.len() < cands.len()) else { return Ok((o, None)) };
                 // The journal has this attempt's records and, if it committed after all, the
                 // lost one's, under the same batch number.
-                let Some(journaled) = from_journal(conn, ids, journal, started, false).await else {
-                    return Ok((o, Some(LostReply::Uncertain { error })));
+                let journaled = match from_journal(conn, ids, journal, started, false).await {
+                    Journal::Found(j) => j,
+                    // Neither attempt journaled anything: the lost one was rolled back.
+                    Journal::Absent if o.destroyed.is_empty() => return Ok((o, None)),
+                    Journal::Absent | Journal::Unknown => return Ok((o, Some(LostReply::Uncertain { error }))),
                 };
                 let before = o.destroyed.len();
                 o.destroyed.extend(journaled);
@@ -2614,7 +2618,7 @@ async fn destroy_or_journaled(
             Err(e) => e,
         };
         let is_lost = matches!(e, ConnectorError::Lost { .. }) && conn.journaled_destroy();
-        if let Some(destroyed) = from_journal(conn, ids, journal, started, is_lost).await {
+        if let Journal::Found(destroyed) = from_journal(conn, ids, journal, started, is_lost).await {
             let from_journal = destroyed.len();
             let error = e.to_string();
             return Ok((
@@ -2635,8 +2639,18 @@ async fn destroy_or_journaled(
     }
 }
 
-/// The batch's indices whose records the journal has under this batch's number
-/// ([`journaled_anyway`]), if it has any and every one of them is this batch's. (A batch number
+/// What the journal says of a batch ([`from_journal`]).
+enum Journal {
+    /// The batch's indices whose records it has under the batch's number.
+    Found(Vec<usize>),
+    /// It was read and has nothing under the batch's number.
+    Absent,
+    /// No journal, one this connector cannot read by batch (the earlier per-record shape), a
+    /// read that failed, or records under the number that are not all this batch's.
+    Unknown,
+}
+
+/// What the journal has of this batch under its number ([`journaled_anyway`]). (A batch number
 /// can be journaled twice: a batch destroyed by its own statements whose lost acknowledgement
 /// its own lookups missed, then the batch taken again by its candidates; such records are not
 /// taken for this batch's.)
@@ -2646,11 +2660,15 @@ async fn from_journal(
     journal: &JournalCtx,
     started: DateTime<Utc>,
     lost: bool,
-) -> Option<Vec<usize>> {
-    if !conn.journaled_destroy() {
-        return None;
+) -> Journal {
+    if !conn.journaled_destroy() || !conn.journal_readable() {
+        return Journal::Unknown;
     }
-    let (_, jids) = journaled_anyway(conn, journal, journal.batch, started, lost).await?;
+    let jids = match journaled_anyway(conn, journal, journal.batch, started, lost).await {
+        Ok(Some((_, jids))) => jids,
+        Ok(None) => return Journal::Absent,
+        Err(()) => return Journal::Unknown,
+    };
     let at: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.record.as_str(), i)).collect();
     let mut destroyed: Vec<usize> = jids.iter().filter_map(|j| at.get(j.record.as_str()).copied()).collect();
     destroyed.sort_unstable();
@@ -2660,22 +2678,25 @@ async fn from_journal(
             "batch {}: the journal's records under its number are not all this batch's; not taken from it",
             journal.batch
         );
-        return None;
+        return Journal::Unknown;
     }
-    Some(destroyed)
+    Journal::Found(destroyed)
 }
 
 /// Batch `batch` of this run's stage as the journal has it, with its records' evidence ids:
 /// committed, though the call that destroyed it failed (the COMMIT's acknowledgement lost with
-/// the connection). `None` if the journal does not have it, or cannot be read (the batch is
-/// then taken again, as after any failure).
+/// the connection). `Ok(None)` if the journal does not have it, `Err` if it cannot be read
+/// (either way the batch is then taken again, as after any failure).
 async fn journaled_anyway(
     conn: &dyn Connector,
     journal: &JournalCtx,
     batch: u64,
     started: DateTime<Utc>,
     lost: bool,
-) -> Option<(crate::connector::JournalBatch, Vec<EvidenceId>)> {
+) -> Result<Option<(crate::connector::JournalBatch, Vec<EvidenceId>)>, ()> {
+    if !conn.journal_readable() {
+        return Err(());
+    }
     // The journal's commit times are this run's clock, from its start on: an hour of margin.
     let since = (started - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     // By the run id's leading hex digits (what `journal_batches` takes), then the whole id.
@@ -2691,17 +2712,19 @@ async fn journaled_anyway(
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!("the journal could not be read to see whether the batch committed: {e}");
-                return None;
+                return Err(());
             }
         };
         let found =
             batches.into_iter().find(|b| b.run_id == journal.run_id && b.stage == journal.stage && b.batch == batch);
         if let Some(b) = found {
-            let ids = retry(|| conn.journal_batch_ids(&journal.policy, &b)).await.ok()?;
-            return Some((b, ids));
+            let ids = retry(|| conn.journal_batch_ids(&journal.policy, &b)).await.map_err(|e| {
+                tracing::warn!("the journal could not be read to see whether the batch committed: {e}");
+            })?;
+            return Ok(Some((b, ids)));
         }
     }
-    None
+    Ok(None)
 }
 
 /// How many of a committed batch's destroyed keys still need work (0: verified).

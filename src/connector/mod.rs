@@ -508,6 +508,13 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(vec![])
     }
 
+    /// Whether [`Connector::journal_batches`] reads this connector's journal (SQL: not a journal
+    /// table of the earlier per-record shape), so that a batch it does not list was not
+    /// journaled. Default: whether there is a journal at all.
+    fn journal_readable(&self) -> bool {
+        self.journaled_destroy()
+    }
+
     /// The evidence ids (records and subjects, in order) of one journaled batch.
     async fn journal_batch_ids(&self, _policy: &str, _batch: &JournalBatch) -> Result<Vec<EvidenceId>, ConnectorError> {
         Ok(vec![])

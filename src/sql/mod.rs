@@ -1996,6 +1996,10 @@ impl crate::connector::Connector for SqlConnector {
         self.ensure_journal().await
     }
 
+    fn journal_readable(&self) -> bool {
+        !self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn journal_batches(
         &self,
         policy: &str,

@@ -699,11 +699,13 @@ async fn mysql_hold_moved_under_an_in_place_batch() {
 
 /// A batch destroyed by its candidates loses its connection as its `COMMIT` goes out, and the
 /// server never gets the `COMMIT` (rolled back); meanwhile a row of the batch is put under a
-/// hold, so the retry destroys all of the batch but that row. The journal then has the retry's
-/// records only: nothing was lost with the connection, and the run says nothing of the kind
-/// (before the second review of 11da415, a retry short of its batch after a lost connection
-/// was reported as a lost acknowledgement, and the policy failed).
-async fn sql_commit_lost_with_its_connection(b: Backend) {
+/// hold (`whole`: every row of it), so the retry destroys all of the batch but that row (none of
+/// it). The journal then has the retry's records only (nothing under the batch's number):
+/// nothing was lost with the connection, and the run says nothing of the kind (before the
+/// second and third reviews of 11da415, a retry short of its batch after a lost connection was
+/// reported as a lost acknowledgement, or as one the journal could not tell, and the policy
+/// failed).
+async fn sql_commit_lost_with_its_connection(b: Backend, whole: bool) {
     let f = Fixture::new(
         b,
         "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);
@@ -738,35 +740,53 @@ async fn sql_commit_lost_with_its_connection(b: Backend) {
         assert!(t.elapsed() < Duration::from_secs(30), "{b:?}: no COMMIT was cut");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Before the retry (lapse first asks the journal for 1.5 s): person 15 is held.
-    f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('H-15', 'S-15', NULL, NULL)").await;
+    // Before the retry (lapse first asks the journal for 1.5 s): person 15 is held, or every
+    // person of the batch (11 to 20).
+    let held: Vec<i64> = if whole { (11..=20).collect() } else { vec![15] };
+    let holds: Vec<String> = held.iter().map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
+    f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", "))).await;
+    let (kept, gone) = (held.len() as i64, 40 - held.len() as i64);
     let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{b:?}: {text}");
     assert!(!text.contains("acknowledgement was lost") && !text.contains("may have been"), "{b:?}: {text}");
     assert!(text.contains("retrying"), "{b:?}: the batch was retried after its connection was lost: {text}");
-    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 1, "{b:?}: only the held person is left");
-    assert_eq!(f.db.count("SELECT COUNT(*) FROM orders").await, 1, "{b:?}: and their order");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, kept, "{b:?}: only the held people are left");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM orders").await, kept, "{b:?}: and their orders");
     let r = f.report("run");
     let p = &r["policies"][0];
     assert_eq!(r["status"], "complete", "{r}");
-    assert_eq!(p["deleted"], 39, "{p}");
-    assert_eq!(p["dependents_deleted"]["orders"], 39, "{p}");
-    assert_eq!(p["stages"][0]["skipped_concurrently"], 1, "{p}");
-    assert_eq!(evidence_records(&f.path("reports")).len(), 39);
-    assert_eq!(f.db.journal_records().await, 39);
+    assert_eq!(p["deleted"], gone, "{p}");
+    assert_eq!(p["dependents_deleted"]["orders"], gone, "{p}");
+    assert_eq!(p["stages"][0]["skipped_concurrently"], kept, "{p}");
+    assert_eq!(evidence_records(&f.path("reports")).len() as i64, gone);
+    assert_eq!(f.db.journal_records().await, gone);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_lost_with_its_connection() {
     if Backend::Postgres.enabled() {
-        sql_commit_lost_with_its_connection(Backend::Postgres).await
+        sql_commit_lost_with_its_connection(Backend::Postgres, false).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_commit_lost_with_its_connection() {
     if Backend::MySql.enabled() {
-        sql_commit_lost_with_its_connection(Backend::MySql).await
+        sql_commit_lost_with_its_connection(Backend::MySql, false).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_lost_with_its_connection_then_all_held() {
+    if Backend::Postgres.enabled() {
+        sql_commit_lost_with_its_connection(Backend::Postgres, true).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_commit_lost_with_its_connection_then_all_held() {
+    if Backend::MySql.enabled() {
+        sql_commit_lost_with_its_connection(Backend::MySql, true).await
     }
 }
