@@ -2596,9 +2596,24 @@ async fn destroy_or_journaled(
                 let Some(error) = lost.filter(|_| o.destroyed.len() < cands.len()) else { return Ok((o, None)) };
                 // The journal has this attempt's records and, if it committed after all, the
                 // lost one's, under the same batch number.
-                let journaled = match from_journal(conn, ids, journal, started, false).await {
+                let mut says = from_journal(conn, ids, journal, started, false).await;
+                if matches!(says, Journal::Absent) && o.destroyed.is_empty() {
+                    // This attempt locked none of the batch's rows (every one held or no longer
+                    // due by then), so it did not wait for the lost one, which may still be
+                    // committing: wait for the rows' locks, then ask again.
+                    let keys: Vec<Vec<Value>> = cands.iter().map(|c| c.key.clone()).collect();
+                    says = match retry(|| conn.settle(scope, &keys)).await {
+                        Ok(()) => from_journal(conn, ids, journal, started, false).await,
+                        Err(e) => {
+                            tracing::warn!("batch {}: {e}", journal.batch);
+                            Journal::Unknown
+                        }
+                    };
+                }
+                let journaled = match says {
                     Journal::Found(j) => j,
-                    // Neither attempt journaled anything: the lost one was rolled back.
+                    // Neither attempt journaled anything, and no transaction holds the rows:
+                    // the lost one was rolled back.
                     Journal::Absent if o.destroyed.is_empty() => return Ok((o, None)),
                     Journal::Absent | Journal::Unknown => return Ok((o, Some(LostReply::Uncertain { error }))),
                 };

@@ -508,6 +508,15 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(vec![])
     }
 
+    /// Waits until no other transaction holds a lock on the rows of `keys` (whatever they hold
+    /// now), so that a transaction that was changing them has ended and what it committed is
+    /// visible: after a lost connection, a retry that locked none of its batch's rows (every one
+    /// held or no longer due by then) did not wait for the lost attempt, which may still be
+    /// committing. Bounded by the connection's lock wait. Default: nothing to wait for.
+    async fn settle(&self, _scope: &Scope, _keys: &[Vec<Value>]) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Whether [`Connector::journal_batches`] reads this connector's journal (SQL: not a journal
     /// table of the earlier per-record shape), so that a batch it does not list was not
     /// journaled. Default: whether there is a journal at all.

@@ -1242,6 +1242,24 @@ impl<'a> Builder<'a> {
         sql
     }
 
+    /// Reads the rows of `keys` under a shared lock, whatever their values (no filter): waits for
+    /// any transaction that is changing or deleting them ([`crate::connector::Connector::settle`]).
+    /// PostgreSQL `FOR SHARE`, MySQL/MariaDB `LOCK IN SHARE MODE`; SQLite has one writer and no
+    /// row locks (the statement is never run there).
+    pub fn share_lock(&self, keys: &[Vec<Value>]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
+        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
+        self.keys_in(&mut sql, &t, keys);
+        match self.d {
+            Dialect::Postgres => sql.push(" FOR SHARE"),
+            Dialect::MySql => sql.push(" LOCK IN SHARE MODE"),
+            Dialect::Sqlite => &mut sql,
+        };
+        sql
+    }
+
     /// Inside the destroying transaction: reads and locks the next `limit` due rows after
     /// `after`, in key order, with the values the anonymization needs (a batch without a
     /// candidate query first). Columns: keys, the subject if the scope has one, then `columns`.

@@ -2493,6 +2493,20 @@ impl crate::connector::Connector for SqlConnector {
         Ok(readable != 0)
     }
 
+    async fn settle(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<(), ConnectorError> {
+        if keys.is_empty() || self.dialect == Dialect::Sqlite {
+            return Ok(());
+        }
+        let sql = self.builder(scope).share_lock(keys);
+        let ctx = format!("waiting for the rows of a batch of '{}'", scope.table.name);
+        with_pool!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err(&ctx))?;
+            bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+            tx.rollback().await.map_err(db_err(&ctx))?;
+        });
+        Ok(())
+    }
+
     async fn remaining(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<u64, ConnectorError> {
         if keys.is_empty() {
             return Ok(0);

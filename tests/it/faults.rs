@@ -790,3 +790,73 @@ async fn mysql_commit_lost_with_its_connection_then_all_held() {
         sql_commit_lost_with_its_connection(Backend::MySql, true).await
     }
 }
+
+/// PostgreSQL: a batch's `COMMIT` reaches the server, which takes 3 s to make it visible (a
+/// deferred constraint trigger that sleeps at commit, as a synchronous standby would make it
+/// wait) while it holds the batch's row locks, and the connection is cut meanwhile. lapse asks
+/// the journal for 1.5 s (nothing yet); before its retry every person of the batch is held, so
+/// the retry locks none of the batch's rows and does not wait for the lost attempt. It then
+/// waits for the rows' locks (`Connector::settle`) and finds the lost attempt's commit in the
+/// journal: recorded, and the policy fails saying so. (Before the fourth review of 11da415, the
+/// journal was read once at that point, found nothing, and the batch's 10 records stayed in the
+/// journal only: exit 0.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_late() {
+    if !Backend::Postgres.enabled() {
+        return;
+    }
+    let b = Backend::Postgres;
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);
+         CREATE TABLE orders (id BIGINT NOT NULL PRIMARY KEY, person_id BIGINT NOT NULL, note VARCHAR(10), FOREIGN KEY (person_id) REFERENCES people (id));
+         CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy VARCHAR(64), expires_at {TS} NULL);
+         CREATE FUNCTION slow_commit() RETURNS trigger AS $$ BEGIN IF OLD.id = 15 THEN PERFORM pg_sleep(3); END IF; RETURN OLD; END $$ LANGUAGE plpgsql;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER DELETE ON people DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+    )
+    .await;
+    f.holds_table_config();
+    let people: Vec<String> =
+        (1..=40).map(|i| format!("({i}, 'S-{i}', 'p{i}@example.com', '2020-03-01 10:00:00')")).collect();
+    f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", people.join(", "))).await;
+    let orders: Vec<String> = (1..=40).map(|i| format!("({}, {i}, 'o')", 100 + i)).collect();
+    f.db.exec(&format!("INSERT INTO orders (id, person_id, note) VALUES {}", orders.join(", "))).await;
+    f.policy(
+        "people",
+        "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\ndependents:\n  - table: orders\n    on_delete: cascade\n",
+    );
+    let url = f.db.url.clone();
+    let at = url.find("127.0.0.1:").expect("a loopback url") + "127.0.0.1:".len();
+    let port: String = url[at..].chars().take_while(char::is_ascii_digit).collect();
+    let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap(), 7).await;
+    std::fs::write(f.path("db.url"), url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1)).unwrap();
+    // Batch 2's COMMIT goes through; its connection is cut 300 ms later, during the 3 s commit.
+    proxy.cut_after_commit(1);
+    let child = lapse_cmd(&f.path("lapse.yaml"), 10)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while proxy.counters().commits_cut.load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no COMMIT was cut");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Still committing (the trigger sleeps), and lapse still asking the journal: every person
+    // of batch 2 is held before its retry.
+    let holds: Vec<String> = (11..=20).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
+    f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", "))).await;
+    let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0, "the late commit deleted batch 2: {text}");
+    let r = f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(r["status"], "partial", "{r}");
+    assert_eq!(p["deleted"], 40, "{p}");
+    let errors = p["errors"].to_string();
+    assert!(errors.contains("batch 2 was committed but its acknowledgement was lost"), "{errors}");
+    assert!(errors.contains("its 10 records destroyed then are recorded from the journal"), "{errors}");
+    assert_eq!(evidence_records(&f.path("reports")).len(), 40, "every deleted record in the evidence");
+    assert_eq!(f.db.journal_records().await, 40);
+}
