@@ -1725,6 +1725,10 @@ async fn enforce(
             // After rows changed under a batch, that batch goes by its candidates, then the
             // stage goes back to `begin_next`.
             let mut fuse_again = false;
+            // A batch destroyed by its own statements whose connection was lost, and which the
+            // journal did not show: the same batch taken again by its candidates starts knowing it
+            // (the lost attempt may still be committing).
+            let mut retake_lost: Option<String> = None;
             let hash = |c: &Candidate| EvidenceId {
                 record: ctx.key.record(&p.connection, &p.table, &c.key),
                 subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
@@ -1938,6 +1942,9 @@ async fn enforce(
                             }
                             verify.add(to_verify.len(), left?);
                             tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
+                            if lost {
+                                retake_lost = Some(e.to_string());
+                            }
                             fuse_again = matches!(e, ConnectorError::Changed { .. });
                             fused = false;
                             continue;
@@ -1995,7 +2002,7 @@ async fn enforce(
                         // A lost connection rolled the batch back, and it is retried (bounded),
                         // unless only the acknowledgement of its COMMIT was lost: then the
                         // journal has it (`destroy_or_journaled`).
-                        destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now)
+                        destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now, retake_lost.take())
                             .await
                             .map_err(|e| anyhow::anyhow!("batch {}: {e}", batches + 1))
                     };
@@ -2573,10 +2580,12 @@ async fn destroy_or_journaled(
     ids: &[EvidenceId],
     journal: &JournalCtx,
     started: DateTime<Utc>,
+    lost_before: Option<String>,
 ) -> anyhow::Result<(BatchOutcome, Option<LostReply>)> {
     let (mut attempt, mut conflicts) = (0u32, 0u32);
-    // The first lost connection's error, once one was met (journaled destroys only).
-    let mut lost: Option<String> = None;
+    // The first lost connection's error, once one was met (journaled destroys only): this
+    // call's, or that of the batch's attempt by its own statements (`lost_before`).
+    let mut lost: Option<String> = lost_before.filter(|_| conn.journaled_destroy());
     let may_have_committed = |lost: &Option<String>| {
         match lost {
         Some(_) => "; the connection was lost during an earlier attempt, which may have been committed with its acknowledgement lost: the journal table, written in its transaction, is the authority",
@@ -2595,21 +2604,21 @@ async fn destroy_or_journaled(
             Ok(mut o) => {
                 let Some(error) = lost.filter(|_| o.destroyed.len() < cands.len()) else { return Ok((o, None)) };
                 // The journal has this attempt's records and, if it committed after all, the
-                // lost one's, under the same batch number.
-                let mut says = from_journal(conn, ids, journal, started, false).await;
-                if matches!(says, Journal::Absent) && o.destroyed.is_empty() {
-                    // This attempt locked none of the batch's rows (every one held or no longer
-                    // due by then), so it did not wait for the lost one, which may still be
-                    // committing: wait for the rows' locks, then ask again.
-                    let keys: Vec<Vec<Value>> = cands.iter().map(|c| c.key.clone()).collect();
-                    says = match retry(|| conn.settle(scope, &keys)).await {
-                        Ok(()) => from_journal(conn, ids, journal, started, false).await,
-                        Err(e) => {
-                            tracing::warn!("batch {}: {e}", journal.batch);
-                            Journal::Unknown
-                        }
-                    };
-                }
+                // lost one's, under the same batch number. But this attempt did not lock the rows
+                // it left (held or no longer due by then), so it did not wait for the lost one,
+                // which may still be committing them: first wait for those rows' locks.
+                o.destroyed.sort_unstable();
+                let keys: Vec<Vec<Value>> = (0..cands.len())
+                    .filter(|i| o.destroyed.binary_search(i).is_err())
+                    .map(|i| cands[i].key.clone())
+                    .collect();
+                let says = match retry(|| conn.settle(scope, &keys)).await {
+                    Ok(()) => from_journal(conn, ids, journal, started, false).await,
+                    Err(e) => {
+                        tracing::warn!("batch {}: {e}", journal.batch);
+                        Journal::Unknown
+                    }
+                };
                 let journaled = match says {
                     Journal::Found(j) => j,
                     // Neither attempt journaled anything, and no transaction holds the rows:

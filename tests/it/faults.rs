@@ -791,17 +791,23 @@ async fn mysql_commit_lost_with_its_connection_then_all_held() {
     }
 }
 
-/// PostgreSQL: a batch's `COMMIT` reaches the server, which takes 3 s to make it visible (a
-/// deferred constraint trigger that sleeps at commit, as a synchronous standby would make it
-/// wait) while it holds the batch's row locks, and the connection is cut meanwhile. lapse asks
+/// PostgreSQL: a batch's `COMMIT` reaches the server, which does not make it visible until the
+/// test lets it (a deferred constraint trigger waits at commit for an advisory lock the test
+/// holds, as a synchronous standby would make it wait) while it holds the batch's row locks,
+/// and the connection is cut meanwhile. lapse asks
 /// the journal for 1.5 s (nothing yet); before its retry every person of the batch is held, so
 /// the retry locks none of the batch's rows and does not wait for the lost attempt. It then
 /// waits for the rows' locks (`Connector::settle`) and finds the lost attempt's commit in the
 /// journal: recorded, and the policy fails saying so. (Before the fourth review of 11da415, the
 /// journal was read once at that point, found nothing, and the batch's 10 records stayed in the
 /// journal only: exit 0.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_commit_visible_late() {
+///
+/// Without `cascade` the batch is destroyed by its own statements (`begin_next`); after the lost
+/// acknowledgement the journal shows nothing for 1.5 s, and the batch is taken again by its
+/// candidates, whose `DELETE` waits for the rows' locks and finds them gone. That attempt starts
+/// knowing the connection was lost before (before the fifth review: it did not, and counted the
+/// 10 rows as gone concurrently, exit 0).
+async fn postgres_commit_visible_late(cascade: bool) {
     if !Backend::Postgres.enabled() {
         return;
     }
@@ -811,7 +817,7 @@ async fn postgres_commit_visible_late() {
         "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);
          CREATE TABLE orders (id BIGINT NOT NULL PRIMARY KEY, person_id BIGINT NOT NULL, note VARCHAR(10), FOREIGN KEY (person_id) REFERENCES people (id));
          CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy VARCHAR(64), expires_at {TS} NULL);
-         CREATE FUNCTION slow_commit() RETURNS trigger AS $$ BEGIN IF OLD.id = 15 THEN PERFORM pg_sleep(3); END IF; RETURN OLD; END $$ LANGUAGE plpgsql;
+         CREATE FUNCTION slow_commit() RETURNS trigger AS $$ BEGIN IF OLD.id = 15 THEN PERFORM pg_advisory_xact_lock(4242); END IF; RETURN OLD; END $$ LANGUAGE plpgsql;
          CREATE CONSTRAINT TRIGGER slow_commit AFTER DELETE ON people DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
     )
     .await;
@@ -821,16 +827,22 @@ async fn postgres_commit_visible_late() {
     f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", people.join(", "))).await;
     let orders: Vec<String> = (1..=40).map(|i| format!("({}, {i}, 'o')", 100 + i)).collect();
     f.db.exec(&format!("INSERT INTO orders (id, person_id, note) VALUES {}", orders.join(", "))).await;
-    f.policy(
-        "people",
-        "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\ndependents:\n  - table: orders\n    on_delete: cascade\n",
-    );
+    let mut policy = "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n".to_string();
+    if cascade {
+        policy.push_str("dependents:\n  - table: orders\n    on_delete: cascade\n");
+    } else {
+        f.db.exec("DROP TABLE orders").await;
+    }
+    f.policy("people", &policy);
     let url = f.db.url.clone();
     let at = url.find("127.0.0.1:").expect("a loopback url") + "127.0.0.1:".len();
     let port: String = url[at..].chars().take_while(char::is_ascii_digit).collect();
     let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap(), 7).await;
     std::fs::write(f.path("db.url"), url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1)).unwrap();
-    // Batch 2's COMMIT goes through; its connection is cut 300 ms later, during the 3 s commit.
+    // The commit of batch 2 (which deletes person 15) waits for this lock.
+    let mut gate: sqlx::PgConnection = sqlx::Connection::connect(&f.db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut gate).await.unwrap();
+    // Batch 2's COMMIT goes through; its connection is cut 300 ms later, during the commit.
     proxy.cut_after_commit(1);
     let child = lapse_cmd(&f.path("lapse.yaml"), 10)
         .stdout(std::process::Stdio::piped())
@@ -842,12 +854,33 @@ async fn postgres_commit_visible_late() {
         assert!(t.elapsed() < Duration::from_secs(30), "no COMMIT was cut");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Still committing (the trigger sleeps), and lapse still asking the journal: every person
-    // of batch 2 is held before its retry.
-    let holds: Vec<String> = (11..=20).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
-    f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", "))).await;
+    // Still committing (waiting for the test's lock), and lapse still asking the journal. With
+    // `cascade`, every person of batch 2 is held before its retry, which then destroys nothing
+    // and waits for the rows' locks; without, the retry's `DELETE` waits for them. Only then the
+    // commit goes on. (Where lapse does not wait, it goes on after 20 s.)
+    let waiting = if cascade {
+        let holds: Vec<String> = (11..=20).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
+        f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", ")))
+            .await;
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'"
+    } else {
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND wait_event_type = 'Lock' AND wait_event <> 'advisory'"
+    };
+    let t = Instant::now();
+    let mut settled = false;
+    while t.elapsed() < Duration::from_secs(20) {
+        if f.db.count(waiting).await > 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut gate).await.unwrap();
     let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(settled, "lapse never waited for the batch's row locks:\n{text}");
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0, "the late commit deleted batch 2: {text}");
     let r = f.report("run");
@@ -859,4 +892,14 @@ async fn postgres_commit_visible_late() {
     assert!(errors.contains("its 10 records destroyed then are recorded from the journal"), "{errors}");
     assert_eq!(evidence_records(&f.path("reports")).len(), 40, "every deleted record in the evidence");
     assert_eq!(f.db.journal_records().await, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_late_on_a_cascading_batch() {
+    postgres_commit_visible_late(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_late_on_a_batch_of_its_own_statements() {
+    postgres_commit_visible_late(false).await
 }
