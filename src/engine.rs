@@ -1995,14 +1995,29 @@ async fn enforce(
                     let next_limit = room(stage_destroyed + cands.len() as u64);
                     let read_ahead =
                         cands.len() >= limit && next_limit > 0 && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
+                    let retake = retake_lost.take();
                     let destroying = async {
                         if cands.is_empty() {
-                            return Ok((Default::default(), None));
+                            // Nothing left after a lost attempt by the batch's own statements: if
+                            // the journal has anything under its number, that attempt committed
+                            // (its rows are gone, so nothing here is matched to them).
+                            let lost = match retake {
+                                Some(error)
+                                    if !matches!(
+                                        from_journal(conn, &[], &journal, ctx.now, false).await,
+                                        Journal::Absent
+                                    ) =>
+                                {
+                                    Some(LostReply::Uncertain { error })
+                                }
+                                _ => None,
+                            };
+                            return Ok((Default::default(), lost));
                         }
                         // A lost connection rolled the batch back, and it is retried (bounded),
                         // unless only the acknowledgement of its COMMIT was lost: then the
                         // journal has it (`destroy_or_journaled`).
-                        destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now, retake_lost.take())
+                        destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now, retake)
                             .await
                             .map_err(|e| anyhow::anyhow!("batch {}: {e}", batches + 1))
                     };
@@ -2558,7 +2573,7 @@ fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchO
             msg
         }
         LostReply::Uncertain { error } => format!(
-            "stage {stage}: batch {batch}: the connection was lost during an attempt ({error}) and the journal could not tell whether it committed: {other} of the batch's rows counted as changed under it may have been destroyed then (the journal table, written in the destroying transaction, is the authority)"
+            "stage {stage}: batch {batch}: the connection was lost during an attempt ({error}) and the journal could not tell whether it committed: rows it destroyed then are not in this run's evidence or counts (the journal table, written in the destroying transaction, is the authority)"
         ),
     }
 }
@@ -2586,6 +2601,11 @@ async fn destroy_or_journaled(
     // The first lost connection's error, once one was met (journaled destroys only): this
     // call's, or that of the batch's attempt by its own statements (`lost_before`).
     let mut lost: Option<String> = lost_before.filter(|_| conn.journaled_destroy());
+    // After a lost attempt by the batch's own statements, its commit may have become visible
+    // before these candidates were read (then they are the rows after it, and the journal has
+    // records under this batch's number that are not theirs): the journal is asked whatever
+    // this call destroys.
+    let retake = lost.is_some();
     let may_have_committed = |lost: &Option<String>| {
         match lost {
         Some(_) => "; the connection was lost during an earlier attempt, which may have been committed with its acknowledgement lost: the journal table, written in its transaction, is the authority",
@@ -2602,7 +2622,9 @@ async fn destroy_or_journaled(
                 anyhow::bail!("rows kept changing under the batch (3 attempts); skipped{}", may_have_committed(&lost));
             }
             Ok(mut o) => {
-                let Some(error) = lost.filter(|_| o.destroyed.len() < cands.len()) else { return Ok((o, None)) };
+                let Some(error) = lost.filter(|_| retake || o.destroyed.len() < cands.len()) else {
+                    return Ok((o, None));
+                };
                 // The journal has this attempt's records and, if it committed after all, the
                 // lost one's, under the same batch number. But this attempt did not lock the rows
                 // it left (held or no longer due by then), so it did not wait for the lost one,
@@ -2612,18 +2634,18 @@ async fn destroy_or_journaled(
                     .filter(|i| o.destroyed.binary_search(i).is_err())
                     .map(|i| cands[i].key.clone())
                     .collect();
-                let says = match retry(|| conn.settle(scope, &keys)).await {
-                    Ok(()) => from_journal(conn, ids, journal, started, false).await,
+                let settled = match retry(|| conn.settle(scope, &keys)).await {
+                    Ok(()) => true,
                     Err(e) => {
                         tracing::warn!("batch {}: {e}", journal.batch);
-                        Journal::Unknown
+                        false
                     }
                 };
-                let journaled = match says {
+                let journaled = match from_journal(conn, ids, journal, started, false).await {
                     Journal::Found(j) => j,
                     // Neither attempt journaled anything, and no transaction holds the rows:
                     // the lost one was rolled back.
-                    Journal::Absent if o.destroyed.is_empty() => return Ok((o, None)),
+                    Journal::Absent if o.destroyed.is_empty() && settled => return Ok((o, None)),
                     Journal::Absent | Journal::Unknown => return Ok((o, Some(LostReply::Uncertain { error }))),
                 };
                 let before = o.destroyed.len();
@@ -2631,8 +2653,9 @@ async fn destroy_or_journaled(
                 o.destroyed.sort_unstable();
                 o.destroyed.dedup();
                 if o.destroyed.len() == before {
-                    // Only this attempt's own records: the lost one was rolled back.
-                    return Ok((o, None));
+                    // Only this attempt's own records: once no transaction holds the rows it left,
+                    // the lost one was rolled back (if the wait failed, it may still commit).
+                    return Ok((o, (!settled).then_some(LostReply::Uncertain { error })));
                 }
                 o.unchanged.retain(|i| o.destroyed.binary_search(i).is_err());
                 o.failures.retain(|(i, _)| o.destroyed.binary_search(i).is_err());
