@@ -1997,23 +1997,6 @@ async fn enforce(
                         cands.len() >= limit && next_limit > 0 && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
                     let retake = retake_lost.take();
                     let destroying = async {
-                        if cands.is_empty() {
-                            // Nothing left after a lost attempt by the batch's own statements: if
-                            // the journal has anything under its number, that attempt committed
-                            // (its rows are gone, so nothing here is matched to them).
-                            let lost = match retake {
-                                Some(error)
-                                    if !matches!(
-                                        from_journal(conn, &[], &journal, ctx.now, false).await,
-                                        Journal::Absent
-                                    ) =>
-                                {
-                                    Some(LostReply::Uncertain { error })
-                                }
-                                _ => None,
-                            };
-                            return Ok((Default::default(), lost));
-                        }
                         // A lost connection rolled the batch back, and it is retried (bounded),
                         // unless only the acknowledgement of its COMMIT was lost: then the
                         // journal has it (`destroy_or_journaled`).
@@ -2532,13 +2515,18 @@ where
         match op().await {
             Err(e) if e.is_transient() && attempt < 3 => {
                 attempt += 1;
-                let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;
-                tracing::warn!(attempt, wait_ms = wait, "{e}; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                backoff(attempt, &e).await;
             }
             r => return r,
         }
     }
+}
+
+/// The pause before attempt `attempt + 1` after the transient error `e` ([`retry`]).
+async fn backoff(attempt: u32, e: &ConnectorError) {
+    let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;
+    tracing::warn!(attempt, wait_ms = wait, "{e}; retrying");
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
 }
 
 /// What a lost connection left unknown about a batch destroyed by its candidates.
@@ -2583,11 +2571,12 @@ fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchO
 /// but first looked for in the journal: if the call failed after the server committed the batch
 /// (the COMMIT's acknowledgement lost with the connection), a retry would find nothing left and
 /// count the batch's rows as gone concurrently, their records in the journal only. The journal's
-/// records are matched to the batch by their evidence ids. After a lost connection, a later
-/// attempt that destroys less than the batch asks the journal again (the commit may have become
-/// visible only after the lookups: a synchronous standby; the later attempt, which waited for
-/// its rows' locks, sees it), and only records that attempt did not destroy itself are the lost
-/// one's; attempts that run out after a lost connection say that the batch may have committed.
+/// records are matched to the batch by their evidence ids. After a lost connection (this call's,
+/// or `lost_before`, that of the batch's attempt by its own statements), a later attempt asks
+/// the journal again once no transaction holds the rows it left (`Connector::settle`: it did not
+/// lock them, so it did not wait for a lost attempt still committing them), and only records it
+/// did not destroy itself are the lost one's; attempts that run out after a lost connection say
+/// that the batch may have committed.
 async fn destroy_or_journaled(
     conn: &dyn Connector,
     scope: &Scope,
@@ -2601,6 +2590,18 @@ async fn destroy_or_journaled(
     // The first lost connection's error, once one was met (journaled destroys only): this
     // call's, or that of the batch's attempt by its own statements (`lost_before`).
     let mut lost: Option<String> = lost_before.filter(|_| conn.journaled_destroy());
+    if cands.is_empty() {
+        // Nothing left after a lost attempt by the batch's own statements: if the journal has
+        // anything under its number, that attempt committed (its rows are gone, so nothing here
+        // is matched to them).
+        let lost = match lost {
+            Some(error) if !matches!(from_journal(conn, &[], journal, started, false).await, Journal::Absent) => {
+                Some(LostReply::Uncertain { error })
+            }
+            _ => None,
+        };
+        return Ok((BatchOutcome::default(), lost));
+    }
     // After a lost attempt by the batch's own statements, its commit may have become visible
     // before these candidates were read (then they are the rows after it, and the journal has
     // records under this batch's number that are not theirs): the journal is asked whatever
@@ -2680,9 +2681,7 @@ async fn destroy_or_journaled(
             anyhow::bail!("{e}{}", may_have_committed(&lost));
         }
         attempt += 1;
-        let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;
-        tracing::warn!(attempt, wait_ms = wait, "{e}; retrying");
-        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        backoff(attempt, &e).await;
     }
 }
 
@@ -2708,9 +2707,6 @@ async fn from_journal(
     started: DateTime<Utc>,
     lost: bool,
 ) -> Journal {
-    if !conn.journaled_destroy() || !conn.journal_readable() {
-        return Journal::Unknown;
-    }
     let jids = match journaled_anyway(conn, journal, journal.batch, started, lost).await {
         Ok(Some((_, jids))) => jids,
         Ok(None) => return Journal::Absent,

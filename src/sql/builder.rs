@@ -1628,8 +1628,7 @@ impl<'a> Builder<'a> {
             })
             .collect();
         let varying: Vec<usize> = (0..columns.len()).filter(|&ci| uniform[ci].is_none()).collect();
-        let key_infos: Vec<_> = self.scope.key.iter().map(|k| self.scope.table.column(k)).collect();
-        let mut names: Vec<String> = (0..self.scope.key.len()).map(|j| format!("k{j}")).collect();
+        let mut names = self.key_names();
         for &ci in &varying {
             names.push(format!("v{ci}"));
             names.push(format!("f{ci}"));
@@ -1637,7 +1636,7 @@ impl<'a> Builder<'a> {
         let table: Vec<Vec<Cell>> = rows
             .iter()
             .map(|(key, vs)| {
-                let mut cells: Vec<Cell> = key.iter().zip(&key_infos).map(|(v, i)| Cell::Key(v.clone(), *i)).collect();
+                let mut cells = self.key_cells(key);
                 for &ci in &varying {
                     let info = self.scope.table.column(&columns[ci]);
                     let (v, set) = match &vs[ci] {
@@ -1670,8 +1669,7 @@ impl<'a> Builder<'a> {
                 }
             }
         };
-        let join: Vec<String> =
-            self.scope.key.iter().enumerate().map(|(j, k)| format!("{} = v.k{j}", self.col(&t, k))).collect();
+        let join = self.key_join(&t);
         if varying.is_empty() {
             sql.push(&format!("UPDATE {t} SET "));
             set(&mut sql, false);
@@ -1704,6 +1702,21 @@ impl<'a> Builder<'a> {
         }
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         sql
+    }
+
+    /// The key's columns in a derived table of keys ([`Builder::derived`]): `k0`, `k1`, …
+    fn key_names(&self) -> Vec<String> {
+        (0..self.scope.key.len()).map(|j| format!("k{j}")).collect()
+    }
+
+    /// A key's cells in a derived table, each with its column's type.
+    fn key_cells(&self, key: &[Value]) -> Vec<Cell<'_>> {
+        key.iter().zip(&self.scope.key).map(|(v, k)| Cell::Key(v.clone(), self.scope.table.column(k))).collect()
+    }
+
+    /// The table's key equal to the derived table's (`t.id = v.k0`, …).
+    fn key_join(&self, t: &str) -> Vec<String> {
+        self.scope.key.iter().enumerate().map(|(j, k)| format!("{} = v.k{j}", self.col(t, k))).collect()
     }
 
     /// A derived table `v` with columns `names` and one row per entry of `rows`: `(VALUES ...)`
@@ -2013,17 +2026,9 @@ impl<'a> Builder<'a> {
                 self.rows(&mut sql, &t, Rows::Range(first, last));
             }
             (Dialect::Postgres, Some(first), Some(last)) => {
-                let infos: Vec<_> = self.scope.key.iter().map(|k| self.scope.table.column(k)).collect();
-                let names: Vec<String> = (0..self.scope.key.len()).map(|j| format!("k{j}")).collect();
-                let table: Vec<Vec<Cell>> = keys
-                    .iter()
-                    .map(|k| k.iter().zip(&infos).map(|(v, i)| Cell::Key(v.clone(), *i)).collect())
-                    .collect();
                 sql.push(" FROM ");
-                self.derived(&mut sql, &names, table);
-                let join: Vec<String> =
-                    self.scope.key.iter().enumerate().map(|(j, k)| format!("{} = v.k{j}", self.col(&t, k))).collect();
-                sql.push(&format!(" WHERE {} AND ", join.join(" AND ")));
+                self.derived(&mut sql, &self.key_names(), keys.iter().map(|k| self.key_cells(k)).collect());
+                sql.push(&format!(" WHERE {} AND ", self.key_join(&t).join(" AND ")));
                 self.rows(&mut sql, &t, Rows::Range(first, last));
             }
             (_, Some(first), Some(last)) => {
