@@ -138,14 +138,71 @@ async fn s3_deletes_fail() {
 async fn sql_behind_proxy(b: Backend, name: &str) -> (Fixture, SqlSeed, TcpProxy) {
     let seed = SqlSeed::generate(DATA_SEED, SQL_CUSTOMERS, SQL_LEADS);
     let f = sql_fixture(b, &seed).await;
+    let proxy = proxy_in_front(&f, seed_of(name)).await;
+    (f, seed, proxy)
+}
+
+/// Points the fixture's `db.url` at a TCP proxy in front of its server.
+async fn proxy_in_front(f: &Fixture, seed: u64) -> TcpProxy {
     let url = f.db.url.clone();
     let at = url.find("127.0.0.1:").expect("a loopback url") + "127.0.0.1:".len();
     let port: String = url[at..].chars().take_while(char::is_ascii_digit).collect();
-    let target = format!("127.0.0.1:{port}").parse().unwrap();
-    let proxy = TcpProxy::start(target, seed_of(name)).await;
-    let via = url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1);
-    std::fs::write(f.path("db.url"), via).unwrap();
-    (f, seed, proxy)
+    let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap(), seed).await;
+    std::fs::write(f.path("db.url"), url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1)).unwrap();
+    proxy
+}
+
+/// `people` with `n` lapsed rows (id `i`, subject `S-i`), and when asked `orders` (order `100 + i`
+/// of person `i`) and the holds table `legal_holds` (configured, empty), then `extra` statements.
+async fn people(b: Backend, n: i64, orders: bool, holds: bool, extra: &str) -> Fixture {
+    let mut schema = "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);".to_string();
+    if orders {
+        schema.push_str(" CREATE TABLE orders (id BIGINT NOT NULL PRIMARY KEY, person_id BIGINT NOT NULL, note VARCHAR(10), FOREIGN KEY (person_id) REFERENCES people (id));");
+    }
+    if holds {
+        schema.push_str(" CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy VARCHAR(64), expires_at {TS} NULL);");
+    }
+    schema.push_str(extra);
+    let f = Fixture::new(b, &schema).await;
+    if holds {
+        f.holds_table_config();
+    }
+    let rows: Vec<String> =
+        (1..=n).map(|i| format!("({i}, 'S-{i}', 'p{i}@example.com', '2020-03-01 10:00:00')")).collect();
+    f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", rows.join(", "))).await;
+    if orders {
+        let rows: Vec<String> = (1..=n).map(|i| format!("({}, {i}, 'o')", 100 + i)).collect();
+        f.db.exec(&format!("INSERT INTO orders (id, person_id, note) VALUES {}", rows.join(", "))).await;
+    }
+    f
+}
+
+/// The policy of [`people`]: `on_lapse` after a year, e-mails nullified, and with `cascade` the
+/// person's orders deleted with them.
+fn people_policy(on_lapse: &str, cascade: bool) -> String {
+    let mut policy = format!("name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: {{ category: email, anonymize: nullify }}\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: {on_lapse}\nguardrail:\n  max_share: 100%\n");
+    if cascade {
+        policy.push_str("dependents:\n  - table: orders\n    on_delete: cascade\n");
+    }
+    policy
+}
+
+/// `lapse run` in batches of 10, its output captured.
+fn spawn_run(f: &Fixture) -> tokio::process::Child {
+    lapse_cmd(&f.path("lapse.yaml"), 10)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Until the proxy has cut a batch's `COMMIT` (bounded).
+async fn wait_for_cut(proxy: &TcpProxy) {
+    let t = Instant::now();
+    while proxy.counters().commits_cut.load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no COMMIT was cut");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn journal_exists(f: &Fixture) -> bool {
@@ -266,30 +323,9 @@ async fn sql_restart_mid_run(b: Backend) {
 /// batch's call is retried after the lost connection, found nothing left and counted the rows
 /// as gone concurrently, their records in the journal only (the same defect on the other path).
 async fn sql_lost_commit_acknowledgement(b: Backend, cascade: bool) {
-    let orders = match cascade {
-        true => " CREATE TABLE orders (id BIGINT NOT NULL PRIMARY KEY, person_id BIGINT NOT NULL, note VARCHAR(10), FOREIGN KEY (person_id) REFERENCES people (id));",
-        false => "",
-    };
-    let f = Fixture::new(
-        b,
-        &format!("CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {{TS}} NULL);{orders}"),
-    )
-    .await;
-    let rows: Vec<String> =
-        (1..=40).map(|i| format!("({i}, 'S-{i}', 'p{i}@example.com', '2020-03-01 10:00:00')")).collect();
-    f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", rows.join(", "))).await;
-    let mut policy = "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n".to_string();
-    if cascade {
-        let rows: Vec<String> = (1..=40).map(|i| format!("({}, {i}, 'o')", 100 + i)).collect();
-        f.db.exec(&format!("INSERT INTO orders (id, person_id, note) VALUES {}", rows.join(", "))).await;
-        policy.push_str("dependents:\n  - table: orders\n    on_delete: cascade\n");
-    }
-    f.policy("people", &policy);
-    let url = f.db.url.clone();
-    let at = url.find("127.0.0.1:").expect("a loopback url") + "127.0.0.1:".len();
-    let port: String = url[at..].chars().take_while(char::is_ascii_digit).collect();
-    let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap(), 7).await;
-    std::fs::write(f.path("db.url"), url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1)).unwrap();
+    let f = people(b, 40, cascade, false, "").await;
+    f.policy("people", &people_policy("delete", cascade));
+    let proxy = proxy_in_front(&f, 7).await;
     // Batch 1 commits; batch 2's COMMIT reaches the server, its acknowledgement does not.
     proxy.cut_after_commit(1);
     let run = f.lapse(&["run", "--batch-size", "10"]);
@@ -602,16 +638,7 @@ async fn concurrent_runs_of_other_policies_keep_one_chain() {
 /// that sleeps in the first batch's `UPDATE` holds the second batch between its read and its
 /// update while the hold moves.
 async fn sql_hold_moved_under_an_in_place_batch(b: Backend) {
-    let f = Fixture::new(
-        b,
-        "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);
-         CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy VARCHAR(64), expires_at {TS} NULL);",
-    )
-    .await;
-    f.holds_table_config();
-    let rows: Vec<String> =
-        (1..=30).map(|i| format!("({i}, 'S-{i}', 'p{i}@example.com', '2020-03-01 10:00:00')")).collect();
-    f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", rows.join(", "))).await;
+    let f = people(b, 30, false, true, "").await;
     // Person 15 is held: the second batch is 11-14 and 16-21, its key range 11..21.
     f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('H-A', 'S-15', NULL, NULL)").await;
     match b {
@@ -629,15 +656,8 @@ async fn sql_hold_moved_under_an_in_place_batch(b: Backend) {
             .await
         }
     }
-    f.policy(
-        "people",
-        "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: anonymize\nguardrail:\n  max_share: 100%\n",
-    );
-    let child = lapse_cmd(&f.path("lapse.yaml"), 10)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    f.policy("people", &people_policy("anonymize", false));
+    let child = spawn_run(&f);
     // The first batch's UPDATE sleeps on person 5; the second batch is begun meanwhile.
     let sleeping = match b {
         Backend::Postgres => {
@@ -706,40 +726,13 @@ async fn mysql_hold_moved_under_an_in_place_batch() {
 /// reported as a lost acknowledgement, or as one the journal could not tell, and the policy
 /// failed).
 async fn sql_commit_lost_with_its_connection(b: Backend, whole: bool) {
-    let f = Fixture::new(
-        b,
-        "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);
-         CREATE TABLE orders (id BIGINT NOT NULL PRIMARY KEY, person_id BIGINT NOT NULL, note VARCHAR(10), FOREIGN KEY (person_id) REFERENCES people (id));
-         CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy VARCHAR(64), expires_at {TS} NULL);",
-    )
-    .await;
-    f.holds_table_config();
-    let people: Vec<String> =
-        (1..=40).map(|i| format!("({i}, 'S-{i}', 'p{i}@example.com', '2020-03-01 10:00:00')")).collect();
-    f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", people.join(", "))).await;
-    let orders: Vec<String> = (1..=40).map(|i| format!("({}, {i}, 'o')", 100 + i)).collect();
-    f.db.exec(&format!("INSERT INTO orders (id, person_id, note) VALUES {}", orders.join(", "))).await;
-    f.policy(
-        "people",
-        "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\ndependents:\n  - table: orders\n    on_delete: cascade\n",
-    );
-    let url = f.db.url.clone();
-    let at = url.find("127.0.0.1:").expect("a loopback url") + "127.0.0.1:".len();
-    let port: String = url[at..].chars().take_while(char::is_ascii_digit).collect();
-    let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap(), 7).await;
-    std::fs::write(f.path("db.url"), url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1)).unwrap();
+    let f = people(b, 40, true, true, "").await;
+    f.policy("people", &people_policy("delete", true));
+    let proxy = proxy_in_front(&f, 7).await;
     // Batch 1 commits; batch 2's COMMIT is dropped with its connection.
     proxy.cut_instead_of_commit(1);
-    let child = lapse_cmd(&f.path("lapse.yaml"), 10)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while proxy.counters().commits_cut.load(Ordering::SeqCst) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(30), "{b:?}: no COMMIT was cut");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let child = spawn_run(&f);
+    wait_for_cut(&proxy).await;
     // Before the retry (lapse first asks the journal for 1.5 s): person 15 is held, or every
     // person of the batch (11 to 20).
     let held: Vec<i64> = if whole { (11..=20).collect() } else { vec![15] };
@@ -812,48 +805,24 @@ async fn postgres_commit_visible_late(cascade: bool) {
         return;
     }
     let b = Backend::Postgres;
-    let f = Fixture::new(
+    let f = people(
         b,
-        "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255), created_at {TS} NULL);
-         CREATE TABLE orders (id BIGINT NOT NULL PRIMARY KEY, person_id BIGINT NOT NULL, note VARCHAR(10), FOREIGN KEY (person_id) REFERENCES people (id));
-         CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy VARCHAR(64), expires_at {TS} NULL);
-         CREATE FUNCTION slow_commit() RETURNS trigger AS $$ BEGIN IF OLD.id = 15 THEN PERFORM pg_advisory_xact_lock(4242); END IF; RETURN OLD; END $$ LANGUAGE plpgsql;
+        40,
+        cascade,
+        true,
+        " CREATE FUNCTION slow_commit() RETURNS trigger AS $$ BEGIN IF OLD.id = 15 THEN PERFORM pg_advisory_xact_lock(4242); END IF; RETURN OLD; END $$ LANGUAGE plpgsql;
          CREATE CONSTRAINT TRIGGER slow_commit AFTER DELETE ON people DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
     )
     .await;
-    f.holds_table_config();
-    let people: Vec<String> =
-        (1..=40).map(|i| format!("({i}, 'S-{i}', 'p{i}@example.com', '2020-03-01 10:00:00')")).collect();
-    f.db.exec(&format!("INSERT INTO people (id, subject, email, created_at) VALUES {}", people.join(", "))).await;
-    let orders: Vec<String> = (1..=40).map(|i| format!("({}, {i}, 'o')", 100 + i)).collect();
-    f.db.exec(&format!("INSERT INTO orders (id, person_id, note) VALUES {}", orders.join(", "))).await;
-    let mut policy = "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: nullify }\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n".to_string();
-    if cascade {
-        policy.push_str("dependents:\n  - table: orders\n    on_delete: cascade\n");
-    } else {
-        f.db.exec("DROP TABLE orders").await;
-    }
-    f.policy("people", &policy);
-    let url = f.db.url.clone();
-    let at = url.find("127.0.0.1:").expect("a loopback url") + "127.0.0.1:".len();
-    let port: String = url[at..].chars().take_while(char::is_ascii_digit).collect();
-    let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap(), 7).await;
-    std::fs::write(f.path("db.url"), url.replacen(&format!("127.0.0.1:{port}"), &proxy.addr.to_string(), 1)).unwrap();
+    f.policy("people", &people_policy("delete", cascade));
+    let proxy = proxy_in_front(&f, 7).await;
     // The commit of batch 2 (which deletes person 15) waits for this lock.
     let mut gate: sqlx::PgConnection = sqlx::Connection::connect(&f.db.url).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut gate).await.unwrap();
     // Batch 2's COMMIT goes through; its connection is cut 300 ms later, during the commit.
     proxy.cut_after_commit(1);
-    let child = lapse_cmd(&f.path("lapse.yaml"), 10)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while proxy.counters().commits_cut.load(Ordering::SeqCst) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(30), "no COMMIT was cut");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let child = spawn_run(&f);
+    wait_for_cut(&proxy).await;
     // Still committing (waiting for the test's lock), and lapse still asking the journal. With
     // `cascade`, every person of batch 2 is held before its retry, which then destroys nothing
     // and waits for the rows' locks; without, the retry's `DELETE` waits for them. Only then the
