@@ -1318,6 +1318,28 @@ impl Stage {
         }
     }
 
+    /// Records of this stage (its stage report `si`) known from the journal only (their
+    /// batch's acknowledgement was lost): counted and written to the evidence as `proto` (the
+    /// batch's line, dated by the journal's commit time). Their keys are not known, so they are
+    /// not re-checked; the caller counts them as unchecked.
+    fn record_journaled(
+        &self,
+        pr: &mut PolicyReport,
+        si: usize,
+        sink: Option<&mut EvidenceSink>,
+        proto: Evidence,
+        ids: Vec<EvidenceId>,
+    ) -> anyhow::Result<u64> {
+        let n = ids.len() as u64;
+        pr.stages[si].destroyed += n;
+        self.count_destroyed(pr, n);
+        crate::progress::advance(n);
+        if let Some(sink) = sink {
+            sink.write_batch(&proto, ids.into_iter().map(|id| (id.record, id.subject)).collect())?;
+        }
+        Ok(n)
+    }
+
     /// The evidence line of a record of this stage's batch `batch` (record and subject empty,
     /// filled in per record).
     fn evidence_line(&self, policy: &str, batch: u64, at: DateTime<Utc>) -> Evidence {
@@ -1912,21 +1934,12 @@ async fn enforce(
                             {
                                 batches += 1;
                                 after = next_after.clone();
-                                let n = jb.records;
+                                pr.stages[si].batches = batches;
+                                let at = jb.committed_at.unwrap_or_else(Utc::now);
+                                let proto = stage.evidence_line(&p.name, batches, at);
+                                let sink = ctx.evidence.as_deref_mut();
+                                let n = stage.record_journaled(pr, si, sink, proto, jids)?;
                                 stage_destroyed += n;
-                                let sr = &mut pr.stages[si];
-                                sr.destroyed += n;
-                                sr.batches = batches;
-                                stage.count_destroyed(pr, n);
-                                crate::progress::advance(n);
-                                if let Some(sink) = ctx.evidence.as_deref_mut() {
-                                    let at = jb.committed_at.unwrap_or_else(Utc::now);
-                                    let proto = stage.evidence_line(&p.name, batches, at);
-                                    sink.write_batch(
-                                        &proto,
-                                        jids.into_iter().map(|id| (id.record, id.subject)).collect(),
-                                    )?;
-                                }
                                 // Its keys are not known here (the journal has their keyed hashes):
                                 // not re-checked, and said so.
                                 let msg = format!(
@@ -2016,15 +2029,33 @@ async fn enforce(
                     let verifying = verify_batch(conn, &stage.scope, &to_verify);
                     let (outcome, next, left) = futures::join!(destroying, reading, verifying);
                     prefetched = next;
-                    let outcome = outcome.map(|(o, lost)| {
-                        if let Some(lost) = lost {
+                    let outcome = match outcome {
+                        Ok((o, Some(lost))) => {
                             let msg = lost_message(&stage.name, batches + 1, &stage.scope, cands.len(), &o, &lost);
                             tracing::warn!("{msg}");
                             pr.errors.push(msg);
                             acks_lost += 1;
+                            if let LostReply::Recovered { earlier, at, .. } = lost {
+                                if !earlier.is_empty() {
+                                    // The lost attempt's own records, under this batch's number.
+                                    let at = at.unwrap_or_else(Utc::now);
+                                    let proto = stage.evidence_line(&p.name, batches + 1, at);
+                                    let sink = ctx.evidence.as_deref_mut();
+                                    let n = stage.record_journaled(pr, si, sink, proto, earlier)?;
+                                    stage_destroyed += n;
+                                    unchecked += n;
+                                    if cands.is_empty() {
+                                        // Its batch, though nothing was left for this attempt.
+                                        batches += 1;
+                                        pr.stages[si].batches = batches;
+                                    }
+                                }
+                            }
+                            Ok(o)
                         }
-                        o
-                    });
+                        Ok((o, None)) => Ok(o),
+                        Err(e) => Err(e),
+                    };
                     (cands, ids, outcome, left)
                 };
                 // A failed verification stops the policy, but only after this batch's committed
@@ -2533,8 +2564,11 @@ async fn backoff(attempt: u32, e: &ConnectorError) {
 enum LostReply {
     /// An attempt committed and its acknowledgement was lost: `from_journal` of the batch's
     /// records destroyed are recorded from the journal (all of them when no later attempt
-    /// succeeded, `retried` false).
-    Recovered { error: String, from_journal: usize, retried: bool },
+    /// succeeded, `retried` false). Among them `earlier`: records of the batch's lost attempt
+    /// by its own statements, committed before this batch's candidates were read (which were
+    /// then the rows after them), known by their evidence ids only; the caller records them
+    /// (`Stage::record_journaled`), dated `at`.
+    Recovered { error: String, from_journal: usize, retried: bool, earlier: Vec<EvidenceId>, at: Option<DateTime<Utc>> },
     /// A later attempt succeeded without all of the batch, and the journal could not say whether
     /// the lost attempt had destroyed the rest.
     Uncertain { error: String },
@@ -2546,10 +2580,16 @@ fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchO
     let other = taken.saturating_sub(o.destroyed.len() + o.unchanged.len() + o.failures.len());
     let cascades = matches!(scope.work, Work::Delete) && !scope.cascade.is_empty();
     match lost {
-        LostReply::Recovered { error, from_journal, retried } => {
+        LostReply::Recovered { error, from_journal, retried, earlier, .. } => {
             let mut msg = format!(
                 "stage {stage}: batch {batch} was committed but its acknowledgement was lost ({error}): its {from_journal} records destroyed then are recorded from the journal"
             );
+            if !earlier.is_empty() {
+                msg.push_str(&format!(
+                    "; {} of them were committed before the batch was taken again by its candidates, which were then the rows after them: they were not re-checked",
+                    earlier.len()
+                ));
+            }
             if cascades {
                 msg.push_str("; rows deleted with them in dependent tables are not counted");
             }
@@ -2591,14 +2631,19 @@ async fn destroy_or_journaled(
     // call's, or that of the batch's attempt by its own statements (`lost_before`).
     let mut lost: Option<String> = lost_before.filter(|_| conn.journaled_destroy());
     if cands.is_empty() {
-        // Nothing left after a lost attempt by the batch's own statements: if the journal has
-        // anything under its number, that attempt committed (its rows are gone, so nothing here
-        // is matched to them).
+        // Nothing left after a lost attempt by the batch's own statements: whatever the journal
+        // has under its number, that attempt committed (its rows are gone, so nothing here is
+        // matched to them).
         let lost = match lost {
-            Some(error) if !matches!(from_journal(conn, &[], journal, started, false).await, Journal::Absent) => {
-                Some(LostReply::Uncertain { error })
-            }
-            _ => None,
+            Some(error) => match from_journal(conn, &[], journal, started, false, true).await {
+                Journal::Absent => None,
+                Journal::Found(_) => Some(LostReply::Uncertain { error }),
+                Journal::Earlier { theirs, at, .. } => {
+                    Some(LostReply::Recovered { error, from_journal: theirs.len(), retried: true, earlier: theirs, at })
+                }
+                Journal::Unknown => Some(LostReply::Uncertain { error }),
+            },
+            None => None,
         };
         return Ok((BatchOutcome::default(), lost));
     }
@@ -2642,8 +2687,9 @@ async fn destroy_or_journaled(
                         false
                     }
                 };
-                let journaled = match from_journal(conn, ids, journal, started, false).await {
-                    Journal::Found(j) => j,
+                let (journaled, earlier, at) = match from_journal(conn, ids, journal, started, false, retake).await {
+                    Journal::Found(j) => (j, vec![], None),
+                    Journal::Earlier { mine, theirs, at } => (mine, theirs, at),
                     // Neither attempt journaled anything, and no transaction holds the rows:
                     // the lost one was rolled back.
                     Journal::Absent if o.destroyed.is_empty() && settled => return Ok((o, None)),
@@ -2653,25 +2699,33 @@ async fn destroy_or_journaled(
                 o.destroyed.extend(journaled);
                 o.destroyed.sort_unstable();
                 o.destroyed.dedup();
-                if o.destroyed.len() == before {
+                if o.destroyed.len() == before && earlier.is_empty() {
                     // Only this attempt's own records: once no transaction holds the rows it left,
                     // the lost one was rolled back (if the wait failed, it may still commit).
                     return Ok((o, (!settled).then_some(LostReply::Uncertain { error })));
                 }
                 o.unchanged.retain(|i| o.destroyed.binary_search(i).is_err());
                 o.failures.retain(|(i, _)| o.destroyed.binary_search(i).is_err());
-                let from_journal = o.destroyed.len() - before;
-                return Ok((o, Some(LostReply::Recovered { error, from_journal, retried: true })));
+                let from_journal = o.destroyed.len() - before + earlier.len();
+                return Ok((o, Some(LostReply::Recovered { error, from_journal, retried: true, earlier, at })));
             }
             Err(e) => e,
         };
         let is_lost = matches!(e, ConnectorError::Lost { .. }) && conn.journaled_destroy();
-        if let Journal::Found(destroyed) = from_journal(conn, ids, journal, started, is_lost).await {
-            let from_journal = destroyed.len();
+        // This attempt's records in the journal (with, after a lost attempt by the batch's own
+        // statements, that attempt's): it committed. The lost attempt's alone: this one was
+        // rolled back, and is tried again.
+        let (destroyed, earlier, at) = match from_journal(conn, ids, journal, started, is_lost, retake).await {
+            Journal::Found(mine) => (mine, vec![], None),
+            Journal::Earlier { mine, theirs, at } if !mine.is_empty() => (mine, theirs, at),
+            _ => (vec![], vec![], None),
+        };
+        if !destroyed.is_empty() {
+            let from_journal = destroyed.len() + earlier.len();
             let error = e.to_string();
             return Ok((
                 BatchOutcome { destroyed, ..Default::default() },
-                Some(LostReply::Recovered { error, from_journal, retried: false }),
+                Some(LostReply::Recovered { error, from_journal, retried: false, earlier, at }),
             ));
         }
         if is_lost && lost.is_none() {
@@ -2689,6 +2743,12 @@ async fn destroy_or_journaled(
 enum Journal {
     /// The batch's indices whose records it has under the batch's number.
     Found(Vec<usize>),
+    /// After a lost attempt by the batch's own statements (`retake`), records under the batch's
+    /// number that are not all this batch's: the batch's indices whose records it has (`mine`),
+    /// and the rest (`theirs`), which only that attempt can have written (no other writes this
+    /// run's stage under the number): it committed before this batch's candidates were read.
+    /// `at`: the earliest commit time journaled under the number.
+    Earlier { mine: Vec<usize>, theirs: Vec<EvidenceId>, at: Option<DateTime<Utc>> },
     /// It was read and has nothing under the batch's number.
     Absent,
     /// No journal, one this connector cannot read by batch (the earlier per-record shape), a
@@ -2698,7 +2758,8 @@ enum Journal {
 
 /// What the journal has of this batch under its number ([`journaled_anyway`]). (A batch number
 /// can be journaled twice: a batch destroyed by its own statements whose lost acknowledgement
-/// its own lookups missed, then the batch taken again by its candidates; such records are not
+/// its own lookups missed, then the batch taken again by its candidates, `retake`: records that
+/// are not this batch's are then that attempt's, `Journal::Earlier`; otherwise they are not
 /// taken for this batch's.)
 async fn from_journal(
     conn: &dyn Connector,
@@ -2706,9 +2767,10 @@ async fn from_journal(
     journal: &JournalCtx,
     started: DateTime<Utc>,
     lost: bool,
+    retake: bool,
 ) -> Journal {
-    let jids = match journaled_anyway(conn, journal, journal.batch, started, lost).await {
-        Ok(Some((_, jids))) => jids,
+    let (jb, jids) = match journaled_anyway(conn, journal, journal.batch, started, lost).await {
+        Ok(Some(found)) => found,
         Ok(None) => return Journal::Absent,
         Err(()) => return Journal::Unknown,
     };
@@ -2716,6 +2778,17 @@ async fn from_journal(
     let mut destroyed: Vec<usize> = jids.iter().filter_map(|j| at.get(j.record.as_str()).copied()).collect();
     destroyed.sort_unstable();
     destroyed.dedup();
+    if destroyed.len() != jids.len() && retake {
+        let mut seen = BTreeSet::new();
+        let theirs: Vec<EvidenceId> =
+            jids.into_iter().filter(|j| !at.contains_key(j.record.as_str()) && seen.insert(j.record.clone())).collect();
+        tracing::warn!(
+            "batch {}: the journal has {} records under its number that are not this batch's: its lost attempt committed before the batch was taken again",
+            journal.batch,
+            theirs.len()
+        );
+        return Journal::Earlier { mine: destroyed, theirs, at: jb.committed_at };
+    }
     if destroyed.len() != jids.len() {
         tracing::warn!(
             "batch {}: the journal's records under its number are not all this batch's; not taken from it",
@@ -2758,8 +2831,11 @@ async fn journaled_anyway(
                 return Err(());
             }
         };
-        let found =
-            batches.into_iter().find(|b| b.run_id == journal.run_id && b.stage == journal.stage && b.batch == batch);
+        // The earliest, if the number was journaled twice (`from_journal`).
+        let found = batches
+            .into_iter()
+            .filter(|b| b.run_id == journal.run_id && b.stage == journal.stage && b.batch == batch)
+            .min_by_key(|b| b.committed_at);
         if let Some(b) = found {
             let ids = retry(|| conn.journal_batch_ids(&journal.policy, &b)).await.map_err(|e| {
                 tracing::warn!("the journal could not be read to see whether the batch committed: {e}");

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Backend, Fixture};
 use crate::crash::{
-    check_s3, check_sql, evidence_records, lapse_cmd, reset_sql, run_to_end, s3_drop, s3_reseed, s3_state, sql_fixture,
-    S3Seed, SqlOracle, SqlSeed, SqlState, DATA_SEED, S3_OBJECTS, S3_POLICY_DATASET, S3_PURPOSES, SQL_CUSTOMERS,
-    SQL_LEADS,
+    check_s3, check_sql, evidence_lines, evidence_records, lapse_cmd, reset_sql, run_to_end, s3_drop, s3_reseed,
+    s3_state, sql_fixture, S3Seed, SqlOracle, SqlSeed, SqlState, DATA_SEED, S3_OBJECTS, S3_POLICY_DATASET, S3_PURPOSES,
+    SQL_CUSTOMERS, SQL_LEADS,
 };
 use crate::objects::{endpoint, Store, StoreKind};
 use crate::proxy::{Fault, S3Proxy, TcpProxy};
@@ -861,6 +861,103 @@ async fn postgres_commit_visible_late(cascade: bool) {
     assert!(errors.contains("its 10 records destroyed then are recorded from the journal"), "{errors}");
     assert_eq!(evidence_records(&f.path("reports")).len(), 40, "every deleted record in the evidence");
     assert_eq!(f.db.journal_records().await, 40);
+}
+
+/// A batch destroyed by its own statements loses its connection during its `COMMIT`, and the
+/// commit becomes visible only after lapse's journal lookups gave up on it, but before the batch
+/// is taken again by its candidates: their read finds the rows after it (21–30), which the
+/// retake destroys under the lost batch's number. The journal then has both attempts' records
+/// under that number; the lost one's are recorded from it, not left there alone.
+async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i64) {
+    if !Backend::Postgres.enabled() {
+        return;
+    }
+    let b = Backend::Postgres;
+    let event = if on_lapse == "delete" { "DELETE" } else { "UPDATE" };
+    let f = people(
+        b,
+        rows,
+        false,
+        true,
+        &format!(" CREATE FUNCTION slow_commit() RETURNS trigger AS $$ BEGIN IF OLD.id = 15 THEN PERFORM pg_advisory_xact_lock(4242); END IF; RETURN OLD; END $$ LANGUAGE plpgsql;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER {event} ON people DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();"),
+    )
+    .await;
+    f.policy("people", &people_policy(on_lapse, false));
+    let public = f.sign_reports();
+    let proxy = proxy_in_front(&f, 7).await;
+    // The commit of batch 2 (persons 11–20) waits for this lock.
+    let mut gate: sqlx::PgConnection = sqlx::Connection::connect(&f.db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut gate).await.unwrap();
+    proxy.cut_after_commit(1);
+    let child = spawn_run(&f);
+    wait_for_cut(&proxy).await;
+    // An exclusive lock on the holds table, queued behind the committing transaction (which read
+    // it): every later read of the table queues behind it, so the retake's read of its
+    // candidates waits until the commit is through (the lock is then taken and let go at once).
+    let url = f.db.url.clone();
+    let queued = tokio::spawn(async move {
+        let mut c: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+        sqlx::query("LOCK TABLE legal_holds IN ACCESS EXCLUSIVE MODE").execute(&mut c).await.unwrap();
+        sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+    });
+    // Until lapse's read of the candidates waits for the holds table, after its journal lookups.
+    let waiting =
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND wait_event_type = 'Lock' AND wait_event = 'relation' AND query NOT LIKE 'LOCK TABLE%'";
+    let t = Instant::now();
+    let mut read_waits = false;
+    while t.elapsed() < Duration::from_secs(20) {
+        if f.db.count(waiting).await > 0 {
+            read_waits = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut gate).await.unwrap();
+    tokio::time::timeout(BOUND, queued).await.expect("bounded").unwrap();
+    let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(read_waits, "lapse's read of the candidates never waited for the holds table:\n{text}");
+    assert!(text.contains("taking the batch again by its candidates"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let left = match on_lapse {
+        "delete" => "SELECT COUNT(*) FROM people",
+        _ => "SELECT COUNT(*) FROM people WHERE email IS NOT NULL",
+    };
+    assert_eq!(f.db.count(left).await, 0, "every person's e-mail destroyed: {text}");
+    let done = if on_lapse == "delete" { "deleted" } else { "anonymized" };
+    let r = f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(r["status"], "partial", "{r}");
+    assert_eq!(p[done], rows, "{p}");
+    let errors = p["errors"].to_string();
+    assert!(errors.contains("batch 2 was committed but its acknowledgement was lost"), "{errors}");
+    assert!(errors.contains("its 10 records destroyed then are recorded from the journal"), "{errors}");
+    assert_eq!(evidence_records(&f.path("reports")).len() as i64, rows, "every deleted record in the evidence");
+    assert_eq!(evidence_lines(&f.path("reports")).len() as i64, rows, "no record twice");
+    assert_eq!(f.db.journal_records().await, rows);
+    // The run's report holds together with its evidence, and nothing is left to do.
+    f.lapse(&["report", "verify", f.path("reports").to_str().unwrap(), "--public-key", public.to_str().unwrap()]).ok();
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.report("run")["policies"][0][done], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_before_the_retakes_read_of_a_delete() {
+    postgres_commit_visible_before_the_retakes_read("delete", 40).await
+}
+
+/// The same when the lost batch was the last: the retake's read finds nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_before_the_retakes_read_of_the_last_batch() {
+    postgres_commit_visible_before_the_retakes_read("delete", 20).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_before_the_retakes_read_of_an_anonymize() {
+    postgres_commit_visible_before_the_retakes_read("anonymize", 40).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
