@@ -6,7 +6,10 @@
 # one too (scripts/testbed.sh).
 #
 #   scripts/radosgw.sh start RUNDIR PORT   # S3 on http://127.0.0.1:PORT, user benchkey/benchsecret
-#                                          # (RGW_ACCESS_KEY / RGW_SECRET_KEY to choose others)
+#                                          # (RGW_ACCESS_KEY / RGW_SECRET_KEY to choose others),
+#                                          # and a user `limited` (limitedkey/limitedsecret) that
+#                                          # owns nothing: what it may do, buckets' policies grant
+#                                          # (tests/it/privilege.rs)
 #   scripts/radosgw.sh pids RUNDIR         # the daemons' pids, comma-separated (for CPU accounting)
 #   scripts/radosgw.sh stop RUNDIR
 #
@@ -96,6 +99,8 @@ CONF
         if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/', timeout=2)" 2>/dev/null; then
             radosgw-admin user create --uid bench --display-name bench --access-key "$ACCESS_KEY" \
                 --secret "$SECRET_KEY" >/dev/null 2>&1
+            radosgw-admin user create --uid limited --display-name limited --access-key limitedkey \
+                --secret limitedsecret >/dev/null 2>&1
             log "radosgw ready on 127.0.0.1:$port (Ceph $(ceph-mon --version | awk '{print $3}'))"
             return
         fi

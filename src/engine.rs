@@ -1749,8 +1749,10 @@ async fn enforce(
             let mut fuse_again = false;
             // A batch destroyed by its own statements whose connection was lost, and which the
             // journal did not show: the same batch taken again by its candidates starts knowing it
-            // (the lost attempt may still be committing).
-            let mut retake_lost: Option<String> = None;
+            // (the lost attempt may still be committing), with the rows that attempt took, which
+            // may have been destroyed: the retake asks for no more than the budget leaves beside
+            // them.
+            let mut retake_lost: Option<(String, u64)> = None;
             let hash = |c: &Candidate| EvidenceId {
                 record: ctx.key.record(&p.connection, &p.table, &c.key),
                 subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
@@ -1806,11 +1808,14 @@ async fn enforce(
                 // The budget spent (and no batch begun ahead, which asked for no more than was
                 // left): if anything more is due, the guardrail stops the stage here, nothing
                 // of it destroyed.
+                let pending = retake_lost.as_ref().map_or(0, |(_, taken)| *taken);
                 let limit = match &open {
                     Some((l, _)) => *l,
-                    None => room(stage_destroyed),
+                    None => room(stage_destroyed + pending),
                 };
-                if limit == 0 {
+                // (With a lost batch still to be looked up, no room is left for its retake: it
+                // asks the journal with no candidates, and the budget is judged again after.)
+                if limit == 0 && pending == 0 {
                     let more = retry(|| conn.candidates(&stage.scope, after.as_deref(), 1)).await;
                     let more = more.map_err(|e| anyhow::anyhow!("stage {}: {e}", stage.name))?;
                     if !more.is_empty() {
@@ -1881,6 +1886,7 @@ async fn enforce(
                     // next batch's statement, sent meanwhile (PostgreSQL's and MariaDB's deletes
                     // 4-5 % faster, BENCHMARKS.md). A lost lock stops the policy; this batch and
                     // the next, uncommitted, roll back as they are dropped.
+                    let taken = begun.taken as u64;
                     let finishing = async {
                         retry(|| conn.run_lock_alive(&lock)).await?;
                         Ok::<_, ConnectorError>(begun.finish.await)
@@ -1956,7 +1962,7 @@ async fn enforce(
                             verify.add(to_verify.len(), left?);
                             tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
                             if lost {
-                                retake_lost = Some(e.to_string());
+                                retake_lost = Some((e.to_string(), taken));
                             }
                             fuse_again = matches!(e, ConnectorError::Changed { .. });
                             fused = false;
@@ -2008,14 +2014,14 @@ async fn enforce(
                     let next_limit = room(stage_destroyed + cands.len() as u64);
                     let read_ahead =
                         cands.len() >= limit && next_limit > 0 && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
-                    let retake = retake_lost.take();
+                    let retake = retake_lost.take().map(|(e, _)| e);
                     let destroying = async {
                         // A lost connection rolled the batch back, and it is retried (bounded),
                         // unless only the acknowledgement of its COMMIT was lost: then the
                         // journal has it (`destroy_or_journaled`).
                         destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now, retake)
                             .await
-                            .map_err(|e| anyhow::anyhow!("batch {}: {e}", batches + 1))
+                            .map_err(|(e, lost)| (anyhow::anyhow!("batch {}: {e}", batches + 1), lost))
                     };
                     let reading = async {
                         match read_ahead {
@@ -2029,33 +2035,35 @@ async fn enforce(
                     let verifying = verify_batch(conn, &stage.scope, &to_verify);
                     let (outcome, next, left) = futures::join!(destroying, reading, verifying);
                     prefetched = next;
-                    let outcome = match outcome {
-                        Ok((o, Some(lost))) => {
-                            let msg = lost_message(&stage.name, batches + 1, &stage.scope, cands.len(), &o, &lost);
-                            tracing::warn!("{msg}");
-                            pr.errors.push(msg);
-                            acks_lost += 1;
-                            if let LostReply::Recovered { earlier, at, .. } = lost {
-                                if !earlier.is_empty() {
-                                    // The lost attempt's own records, under this batch's number.
-                                    let at = at.unwrap_or_else(Utc::now);
-                                    let proto = stage.evidence_line(&p.name, batches + 1, at);
-                                    let sink = ctx.evidence.as_deref_mut();
-                                    let n = stage.record_journaled(pr, si, sink, proto, earlier)?;
-                                    stage_destroyed += n;
-                                    unchecked += n;
-                                    if cands.is_empty() {
-                                        // Its batch, though nothing was left for this attempt.
-                                        batches += 1;
-                                        pr.stages[si].batches = batches;
-                                    }
+                    let (outcome, lost) = match outcome {
+                        Ok((o, lost)) => (Ok(o), lost),
+                        Err((e, lost)) => (Err(e), lost),
+                    };
+                    if let Some(lost) = lost {
+                        let none = BatchOutcome::default();
+                        let o = outcome.as_ref().unwrap_or(&none);
+                        let msg = lost_message(&stage.name, batches + 1, &stage.scope, cands.len(), o, &lost);
+                        tracing::warn!("{msg}");
+                        pr.errors.push(msg);
+                        acks_lost += 1;
+                        if let LostReply::Recovered { earlier, at, .. } = lost {
+                            if !earlier.is_empty() {
+                                // The lost attempt's own records, under this batch's number
+                                // (also when this attempt failed: the journal showed them).
+                                let at = at.unwrap_or_else(Utc::now);
+                                let proto = stage.evidence_line(&p.name, batches + 1, at);
+                                let sink = ctx.evidence.as_deref_mut();
+                                let n = stage.record_journaled(pr, si, sink, proto, earlier)?;
+                                stage_destroyed += n;
+                                unchecked += n;
+                                if cands.is_empty() {
+                                    // Its batch, though nothing was left for this attempt.
+                                    batches += 1;
+                                    pr.stages[si].batches = batches;
                                 }
                             }
-                            Ok(o)
                         }
-                        Ok((o, None)) => Ok(o),
-                        Err(e) => Err(e),
-                    };
+                    }
                     (cands, ids, outcome, left)
                 };
                 // A failed verification stops the policy, but only after this batch's committed
@@ -2063,6 +2071,11 @@ async fn enforce(
                 let verified = left.map(|n| verify.add(to_verify.len(), n));
                 if cands.is_empty() {
                     verified?;
+                    if limit == 0 {
+                        // A lost batch looked up with no room for its retake: the budget is
+                        // judged again, with what the journal had of it.
+                        continue;
+                    }
                     break;
                 }
                 batches += 1;
@@ -2192,9 +2205,10 @@ async fn enforce(
             }
         }
         verify.verified = verify.still_present == 0 && pr.failed == 0 && unchecked == 0;
-        if (unchecked > 0 || acks_lost > 0) && pr.outcome == "done" {
+        if (unchecked > 0 || acks_lost > 0) && matches!(pr.outcome.as_str(), "done" | "guardrail") {
             // Destroyed and recorded, but not re-checked, or not fully counted (a lost
-            // acknowledgement): not claimed.
+            // acknowledgement): not claimed. (Nor hidden behind a guardrail's stop: a lost batch
+            // found committed can take the stage past its budget.)
             pr.outcome = "failed".into();
         }
         if verify.still_present > 0 {
@@ -2625,7 +2639,7 @@ async fn destroy_or_journaled(
     journal: &JournalCtx,
     started: DateTime<Utc>,
     lost_before: Option<String>,
-) -> anyhow::Result<(BatchOutcome, Option<LostReply>)> {
+) -> Result<(BatchOutcome, Option<LostReply>), (anyhow::Error, Option<LostReply>)> {
     let (mut attempt, mut conflicts) = (0u32, 0u32);
     // The first lost connection's error, once one was met (journaled destroys only): this
     // call's, or that of the batch's attempt by its own statements (`lost_before`).
@@ -2652,10 +2666,24 @@ async fn destroy_or_journaled(
     // records under this batch's number that are not theirs): the journal is asked whatever
     // this call destroys.
     let retake = lost.is_some();
-    let may_have_committed = |lost: &Option<String>| {
-        match lost {
-        Some(_) => "; the connection was lost during an earlier attempt, which may have been committed with its acknowledgement lost: the journal table, written in its transaction, is the authority",
-        None => "",
+    // The lost attempt's records, once the journal showed them beside an attempt of this call
+    // that failed (rolled back): recorded even if every attempt fails.
+    let mut shown: Option<(Vec<EvidenceId>, Option<DateTime<Utc>>)> = None;
+    let give_up = |msg: String, lost: &Option<String>, shown: Option<(Vec<EvidenceId>, Option<DateTime<Utc>>)>| {
+        match (
+        lost, shown,
+    ) {
+        (Some(error), Some((earlier, at))) => {
+            let reply = LostReply::Recovered { error: error.clone(), from_journal: earlier.len(), retried: true, earlier, at };
+            (anyhow::anyhow!("{msg}"), Some(reply))
+        }
+        (Some(_), None) => (
+            anyhow::anyhow!(
+                "{msg}; the connection was lost during an earlier attempt, which may have been committed with its acknowledgement lost: the journal table, written in its transaction, is the authority"
+            ),
+            None,
+        ),
+        (None, _) => (anyhow::anyhow!("{msg}"), None),
     }
     };
     loop {
@@ -2665,7 +2693,7 @@ async fn destroy_or_journaled(
                 if conflicts < 3 {
                     continue;
                 }
-                anyhow::bail!("rows kept changing under the batch (3 attempts); skipped{}", may_have_committed(&lost));
+                return Err(give_up("rows kept changing under the batch (3 attempts); skipped".into(), &lost, shown));
             }
             Ok(mut o) => {
                 let Some(error) = lost.filter(|_| retake || o.destroyed.len() < cands.len()) else {
@@ -2718,6 +2746,10 @@ async fn destroy_or_journaled(
         let (destroyed, earlier, at) = match from_journal(conn, ids, journal, started, is_lost, retake).await {
             Journal::Found(mine) => (mine, vec![], None),
             Journal::Earlier { mine, theirs, at } if !mine.is_empty() => (mine, theirs, at),
+            Journal::Earlier { theirs, at, .. } => {
+                shown = Some((theirs, at));
+                (vec![], vec![], None)
+            }
             _ => (vec![], vec![], None),
         };
         if !destroyed.is_empty() {
@@ -2732,7 +2764,7 @@ async fn destroy_or_journaled(
             lost = Some(e.to_string());
         }
         if !e.is_transient() || attempt >= 3 {
-            anyhow::bail!("{e}{}", may_have_committed(&lost));
+            return Err(give_up(e.to_string(), &lost, shown));
         }
         attempt += 1;
         backoff(attempt, &e).await;

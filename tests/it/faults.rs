@@ -935,6 +935,12 @@ async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i
     let errors = p["errors"].to_string();
     assert!(errors.contains("batch 2 was committed but its acknowledgement was lost"), "{errors}");
     assert!(errors.contains("its 10 records destroyed then are recorded from the journal"), "{errors}");
+    // (Not the batch's own rows read again before the commit was visible, which the late-commit
+    // tests cover: the rows after them.)
+    assert!(
+        errors.contains("10 of them were committed before the batch was taken again by its candidates"),
+        "{errors}"
+    );
     assert_eq!(evidence_records(&f.path("reports")).len() as i64, rows, "every deleted record in the evidence");
     assert_eq!(evidence_lines(&f.path("reports")).len() as i64, rows, "no record twice");
     assert_eq!(f.db.journal_records().await, rows);

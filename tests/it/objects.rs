@@ -54,11 +54,16 @@ pub fn client() -> Client {
 }
 
 pub fn client_of(kind: StoreKind) -> Client {
-    let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "static");
+    client_with(&kind.endpoint(), "test", "test")
+}
+
+/// A path-style client of the S3 server at `endpoint` with these keys.
+pub fn client_with(endpoint: &str, key: &str, secret: &str) -> Client {
+    let creds = aws_sdk_s3::config::Credentials::new(key, secret, None, None, "static");
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(kind.endpoint())
+        .endpoint_url(endpoint)
         .credentials_provider(creds)
         .force_path_style(true)
         .build();

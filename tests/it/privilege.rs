@@ -13,6 +13,9 @@
 //! the same three checks: `plan` with the plan actions changes nothing; `run` with the run actions
 //! destroys what a run with `s3:*` destroys; `run` without the delete actions fails (exit 1,
 //! `AccessDenied` in the report) and destroys nothing. See that test for what moto checks.
+//! `s3_actions_on_rgw` checks every S3 action of the README on Ceph RGW (the test bed's), which
+//! asks for the actions AWS documents, as a user that owns nothing and holds exactly those
+//! actions by the bucket's policy, leaving each out in turn.
 
 use crate::common::{Backend, Fixture, Run};
 use crate::conformance::seeded;
@@ -293,18 +296,24 @@ mod mysql {
 // `s3:DeleteObjectVersion`, and returns lock headers without `s3:GetObjectLegalHold` /
 // `s3:GetObjectRetention`.
 
-/// The README's S3 actions for `plan` (no tag facts here, so no `s3:GetObjectTagging`).
-const S3_PLAN_ACTIONS: &[&str] = &[
-    "s3:ListBucket",
-    "s3:ListBucketVersions",
+/// The README's S3 actions for `plan` (no metadata or tag facts here).
+const S3_PLAN_ACTIONS: &[&str] = &["s3:ListBucket", "s3:ListBucketVersions"];
+/// What `run` reads on top of the plan actions: the bucket's Object Lock, and each version's
+/// lock before deletion.
+const S3_RUN_READS: &[&str] = &[
     "s3:GetBucketObjectLockConfiguration",
     "s3:GetObject",
     "s3:GetObjectVersion",
     "s3:GetObjectLegalHold",
     "s3:GetObjectRetention",
 ];
-/// What `run` needs on top of the plan actions.
+/// What `run` deletes with.
 const S3_DELETE_ACTIONS: &[&str] = &["s3:DeleteObject", "s3:DeleteObjectVersion"];
+
+/// The README's S3 actions for `run` (without the run lock's).
+fn s3_run_actions() -> Vec<&'static str> {
+    S3_PLAN_ACTIONS.iter().chain(S3_RUN_READS).chain(S3_DELETE_ACTIONS).copied().collect()
+}
 /// The run lock's actions, on `.lapse-locks/*` only (README, "One worker per policy").
 const S3_LOCK_ACTIONS: &[&str] =
     &["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:ListBucketVersions"];
@@ -438,15 +447,7 @@ impl Moto {
     }
 
     fn client(&self, key: &str, secret: &str) -> aws_sdk_s3::Client {
-        let creds = aws_sdk_s3::config::Credentials::new(key, secret, None, None, "static");
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(creds)
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        crate::objects::client_with(&self.endpoint, key, secret)
     }
 }
 
@@ -513,7 +514,8 @@ async fn s3_iam_actions() {
     let locks_arn = format!("arn:aws:s3:::{least}/.lapse-locks/*");
     let both = vec![bucket_arn.clone(), objects_arn.clone()];
     let plan_actions: Vec<&str> = S3_PLAN_ACTIONS.iter().copied().chain([MOTO_HEAD_BUCKET]).collect();
-    let run_actions: Vec<&str> = plan_actions.iter().chain(S3_DELETE_ACTIONS).copied().collect();
+    let run_actions: Vec<&str> = s3_run_actions().into_iter().chain([MOTO_HEAD_BUCKET]).collect();
+    let no_delete: Vec<&str> = plan_actions.iter().chain(S3_RUN_READS).copied().collect();
     let no_listing: Vec<&str> = plan_actions.iter().copied().filter(|a| *a != "s3:ListBucketVersions").collect();
     let lock = (S3_LOCK_ACTIONS.to_vec(), vec![locks_arn]);
     let spec = serde_json::json!({
@@ -524,7 +526,7 @@ async fn s3_iam_actions() {
             "plan": iam_policy(&[(plan_actions.clone(), both.clone())]),
             "nolisting": iam_policy(&[(no_listing, both.clone())]),
             "run": iam_policy(&[(run_actions, both.clone()), lock.clone()]),
-            "nodelete": iam_policy(&[(plan_actions, both), lock]),
+            "nodelete": iam_policy(&[(no_delete, both), lock]),
         }
     });
     let (keys, admin) = moto.setup(&spec);
@@ -606,8 +608,7 @@ async fn s3_report_bucket_iam_actions() {
     let data_arns = vec![format!("arn:aws:s3:::{data}"), format!("arn:aws:s3:::{data}/*")];
     let report_arns = vec![format!("arn:aws:s3:::{reports}"), format!("arn:aws:s3:::{reports}/*")];
     let locks = (S3_LOCK_ACTIONS.to_vec(), vec![format!("arn:aws:s3:::{data}/.lapse-locks/*")]);
-    let run_actions: Vec<&str> =
-        S3_PLAN_ACTIONS.iter().chain(S3_DELETE_ACTIONS).copied().chain([MOTO_HEAD_BUCKET]).collect();
+    let run_actions: Vec<&str> = s3_run_actions().into_iter().chain([MOTO_HEAD_BUCKET]).collect();
     let no_put: Vec<&str> = S3_SINK_ACTIONS.iter().copied().filter(|a| *a != "s3:PutObject").collect();
     let spec = serde_json::json!({
         "buckets": [data, reports],
@@ -638,4 +639,182 @@ async fn s3_report_bucket_iam_actions() {
     let r = f.lapse_env(&["run"], &creds(&keys, "noput"));
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("not stored on the report bucket") && r.stderr.contains("AccessDenied"), "{}", r.stderr);
+}
+
+// ---- S3: the README's actions, against Ceph RGW's bucket policies ------------------------------
+//
+// Ceph RGW (the test bed's, `scripts/radosgw.sh`) authorizes a user's request on a bucket the
+// user does not own against the bucket's policy, asking for the actions AWS documents where moto
+// does not: `HeadBucket` `s3:ListBucket`, `GetObjectLockConfiguration`
+// `s3:GetBucketObjectLockConfiguration`, `HeadObject` of a version `s3:GetObjectVersion`,
+// `DeleteObjects` `s3:DeleteObject` and, per version, `s3:DeleteObjectVersion`; and it leaves a
+// version's legal hold out of `HeadObject` without `s3:GetObjectLegalHold`. The user `limited`
+// owns nothing; the test grants it actions by the bucket's policy.
+
+/// The test bed's RGW user that owns nothing (`scripts/radosgw.sh`).
+const RGW_LIMITED: [(&str, &str); 2] =
+    [("AWS_ACCESS_KEY_ID", "limitedkey"), ("AWS_SECRET_ACCESS_KEY", "limitedsecret")];
+
+/// Versions locked by the storage itself, due by their dates: an Object Lock legal hold, and a
+/// governance-mode retention until 2099.
+const S3_LOCKED_KEY: &str = "exports/2019/06/01/S-LOCKED.csv";
+const S3_RETAINED_KEY: &str = "exports/2019/07/01/S-RETAINED.csv";
+
+/// An Object Lock bucket (versioned) with [`S3_OBJECTS`], [`S3_LOCKED_KEY`] and [`S3_RETAINED_KEY`].
+async fn rgw_bucket(owner: &aws_sdk_s3::Client, bucket: &str) {
+    use aws_sdk_s3::types::{ObjectLockLegalHoldStatus, ObjectLockMode};
+    owner.create_bucket().bucket(bucket).object_lock_enabled_for_bucket(true).send().await.unwrap();
+    for (key, bodies) in S3_OBJECTS {
+        for body in *bodies {
+            match body {
+                Some(b) => {
+                    owner
+                        .put_object()
+                        .bucket(bucket)
+                        .key(*key)
+                        .body(b.as_bytes().to_vec().into())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                None => {
+                    owner.delete_object().bucket(bucket).key(*key).send().await.unwrap();
+                }
+            }
+        }
+    }
+    let body = || b"id,email\n9,locked@example.com\n".to_vec().into();
+    let put = owner.put_object().bucket(bucket).body(body());
+    put.key(S3_LOCKED_KEY).object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On).send().await.unwrap();
+    let until = aws_sdk_s3::primitives::DateTime::from_secs(4_102_444_800); // 2100-01-01
+    let put = owner.put_object().bucket(bucket).body(body()).key(S3_RETAINED_KEY);
+    put.object_lock_mode(ObjectLockMode::Governance).object_lock_retain_until_date(until).send().await.unwrap();
+}
+
+/// The bucket's policy, replaced: the user `limited` may do `actions` on the bucket and its
+/// objects, and the run lock's actions on `.lapse-locks/*`.
+async fn rgw_grant(owner: &aws_sdk_s3::Client, bucket: &str, actions: &[&str]) {
+    let who = serde_json::json!({ "AWS": ["arn:aws:iam:::user/limited"] });
+    let doc = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            { "Effect": "Allow", "Principal": who, "Action": actions,
+              "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")] },
+            { "Effect": "Allow", "Principal": who, "Action": S3_LOCK_ACTIONS,
+              "Resource": [format!("arn:aws:s3:::{bucket}/.lapse-locks/*")] },
+        ]
+    });
+    owner.put_bucket_policy().bucket(bucket).policy(doc.to_string()).send().await.unwrap();
+}
+
+fn without<'a>(actions: &[&'a str], left_out: &str) -> Vec<&'a str> {
+    actions.iter().copied().filter(|a| *a != left_out).collect()
+}
+
+/// On Ceph RGW, as a user that owns nothing, with a bucket policy granting it exactly the
+/// README's actions: `plan` changes nothing, and fails without either listing action; `run`
+/// destroys what the owner's run destroys on a twin bucket and reports both storage locks as
+/// held; without `s3:DeleteObject` or `s3:DeleteObjectVersion`, or without `s3:GetObjectVersion`
+/// (the locks are read by version), it exits 1 and destroys nothing; without
+/// `s3:GetObjectLegalHold` or `s3:GetObjectRetention` that lock is not shown to lapse, and its
+/// version is reported failed instead of held (the storage refuses its deletion all the same);
+/// without `s3:GetBucketObjectLockConfiguration` every version's head is read, to the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_actions_on_rgw() {
+    use crate::objects::{client_of, unique, StoreKind};
+    let endpoint = StoreKind::Rgw.endpoint();
+    let owner = client_of(StoreKind::Rgw);
+    let owner_keys = [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")];
+    let run_actions = s3_run_actions();
+    // A workspace on a fresh bucket whose policy grants `limited` `actions`.
+    let bucket_granting = |actions: Vec<&'static str>| {
+        let (owner, endpoint) = (owner.clone(), endpoint.clone());
+        async move {
+            let bucket = unique("lapse-priv");
+            rgw_bucket(&owner, &bucket).await;
+            rgw_grant(&owner, &bucket, &actions).await;
+            (s3_workspace(&endpoint, &bucket).await, bucket)
+        }
+    };
+    let kept_all: Vec<(String, usize)> = [
+        ("exports/2019/01/01/S-HELD.csv", 1),
+        (S3_LOCKED_KEY, 1),
+        (S3_RETAINED_KEY, 1),
+        ("exports/2025/12/01/S-4.csv", 1),
+        ("other/2019/01/01/S-7.csv", 1),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), *n))
+    .collect();
+
+    // The owner's run on its own bucket: what the user's runs are held to.
+    let (g, twin) = bucket_granting(vec![]).await;
+    g.lapse_env(&["run"], &owner_keys).ok();
+    let q = &g.report("run")["policies"][0];
+    assert_eq!((q["deleted"].as_u64(), q["held_by_storage"].as_u64()), (Some(3), Some(2)), "{q}");
+    assert_eq!(
+        shape(&s3_state(&owner, &twin).await),
+        kept_all,
+        "S-1 (2 versions), S-2 (version + marker), S-3 destroyed"
+    );
+
+    // 1. `plan` with exactly the plan actions counts and changes nothing; without a grant, or
+    //    without either listing action, it is refused.
+    let (f, least) = bucket_granting(vec![]).await;
+    let seeded = s3_state(&owner, &least).await;
+    assert_eq!(seeded.len(), 10, "9 versions and 1 delete marker");
+    let r = f.lapse_env(&["plan"], &RGW_LIMITED);
+    assert_ne!(r.code, 0, "plan without any grant\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    rgw_grant(&owner, &least, S3_PLAN_ACTIONS).await;
+    let plan = f.lapse_env(&["plan"], &RGW_LIMITED);
+    plan.ok();
+    let due = f.report("plan")["policies"][0]["rows_due"].as_u64();
+    assert_eq!(due, Some(5), "S-1, S-2, S-3, S-LOCKED and S-RETAINED\n{}", plan.stdout);
+    for (action, code) in [("s3:ListBucket", 2), ("s3:ListBucketVersions", 1)] {
+        rgw_grant(&owner, &least, &without(S3_PLAN_ACTIONS, action)).await;
+        let r = f.lapse_env(&["plan"], &RGW_LIMITED);
+        assert_eq!(r.code, code, "plan without {action}\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("403"), "{}", r.stderr);
+    }
+    assert_eq!(s3_state(&owner, &least).await, seeded, "plan changed nothing");
+
+    // 2. `run` with exactly the run actions: what the owner's run did.
+    rgw_grant(&owner, &least, &run_actions).await;
+    f.lapse_env(&["run"], &RGW_LIMITED).ok();
+    assert_eq!(shape(&s3_state(&owner, &least).await), kept_all);
+    let p = &f.report("run")["policies"][0];
+    for field in ["deleted", "versions_deleted", "held_by_storage", "failed"] {
+        assert_eq!(p[field], q[field], "{field}: {p}\n{q}");
+    }
+
+    // 3. Without an action the deletion or the locks' reading needs: exit 1, nothing destroyed.
+    for action in ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObjectVersion"] {
+        let (f, bucket) = bucket_granting(without(&run_actions, action)).await;
+        let seeded = s3_state(&owner, &bucket).await;
+        let r = f.lapse_env(&["run"], &RGW_LIMITED);
+        assert_eq!(r.code, 1, "run without {action}\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        let p = &f.report("run")["policies"][0];
+        assert_eq!(p["deleted"].as_u64(), Some(0), "{action}: {p}");
+        assert!(p["errors"].to_string().contains("403") || p["errors"].to_string().contains("AccessDenied"), "{p}");
+        assert_eq!(s3_state(&owner, &bucket).await, seeded, "a run without {action} destroyed nothing");
+    }
+
+    // 4. Without the action that shows a lock, its version looks unlocked: reported failed, not
+    //    held; the storage keeps it.
+    for action in ["s3:GetObjectLegalHold", "s3:GetObjectRetention"] {
+        let (f, bucket) = bucket_granting(without(&run_actions, action)).await;
+        let r = f.lapse_env(&["run"], &RGW_LIMITED);
+        assert_eq!(r.code, 1, "run without {action}\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        let p = &f.report("run")["policies"][0];
+        let counts = (p["deleted"].as_u64(), p["failed"].as_u64(), p["held_by_storage"].as_u64());
+        assert_eq!(counts, (Some(3), Some(1), Some(1)), "{action}: {p}");
+        assert_eq!(shape(&s3_state(&owner, &bucket).await), kept_all, "{action}");
+    }
+
+    // 5. Without `s3:GetBucketObjectLockConfiguration`: the locks are read anyway.
+    let (f, bucket) = bucket_granting(without(&run_actions, "s3:GetBucketObjectLockConfiguration")).await;
+    f.lapse_env(&["run"], &RGW_LIMITED).ok();
+    let p = &f.report("run")["policies"][0];
+    assert_eq!((p["deleted"].as_u64(), p["held_by_storage"].as_u64()), (Some(3), Some(2)), "{p}");
+    assert_eq!(shape(&s3_state(&owner, &bucket).await), kept_all);
 }
