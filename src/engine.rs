@@ -2443,7 +2443,7 @@ async fn reconcile_journal(
         }
         let Some((started, prefix)) = o.run() else { continue };
         let since = started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let batches = retry(|| conn.journal_batches(&p.name, prefix, &since)).await?;
+        let batches = one_row_per_batch(retry(|| conn.journal_batches(&p.name, prefix, &since)).await?);
         let runs: BTreeSet<&str> = batches.iter().map(|b| b.run_id.as_str()).collect();
         if runs.len() > 1 {
             pr.errors.push(format!(
@@ -2544,6 +2544,30 @@ async fn reconcile_journal(
         report::mark_journal_reconciled(&dir, &o.name, &p.name);
     }
     Ok(())
+}
+
+/// The journal's batches with a batch number journaled twice taken as one (a batch taken again
+/// by its candidates after a lost attempt that had committed: `from_journal`): both rows'
+/// records counted, dated by the earlier commit. (`Connector::journal_batch_ids` reads every
+/// row under the number.)
+fn one_row_per_batch(batches: Vec<crate::connector::JournalBatch>) -> Vec<crate::connector::JournalBatch> {
+    let mut out: BTreeMap<(String, String, u64), crate::connector::JournalBatch> = BTreeMap::new();
+    for b in batches {
+        match out.entry((b.run_id.clone(), b.stage.clone(), b.batch)) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(b);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let o = o.get_mut();
+                o.records += b.records;
+                o.committed_at = match (o.committed_at, b.committed_at) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+            }
+        }
+    }
+    out.into_values().collect()
 }
 
 /// Runs `op` again after a transient error ([`ConnectorError::is_transient`]: a lost connection,
@@ -2647,9 +2671,10 @@ async fn destroy_or_journaled(
     if cands.is_empty() {
         // Nothing left after a lost attempt by the batch's own statements: whatever the journal
         // has under its number, that attempt committed (its rows are gone, so nothing here is
-        // matched to them).
+        // matched to them). Asked as after a lost connection (a few times over 1.5 s): nothing
+        // may be left for another reason (the rows held since) while that attempt still commits.
         let lost = match lost {
-            Some(error) => match from_journal(conn, &[], journal, started, false, true).await {
+            Some(error) => match from_journal(conn, &[], journal, started, true, true).await {
                 Journal::Absent => None,
                 Journal::Found(_) => Some(LostReply::Uncertain { error }),
                 Journal::Earlier { theirs, at, .. } => {
@@ -2894,7 +2919,8 @@ pub enum Exit {
     Partial = 1,
     /// Configuration or policies are invalid; nothing was destroyed.
     Invalid = 2,
-    /// A guardrail stopped at least one policy; nothing of that policy was destroyed.
+    /// A guardrail stopped at least one policy: before anything of it was destroyed, or once its
+    /// share for the run was destroyed and more was due.
     Guardrail = 3,
     /// Another worker holds the run lock of a selected policy; nothing was done.
     Busy = 6,
@@ -2995,6 +3021,41 @@ mod tests {
                 assert_eq!(super::rows_budget(total, pct as f64 / 100.0), total * pct / 100, "{pct} % of {total}");
             }
         }
+    }
+
+    #[test]
+    fn a_batch_number_journaled_twice_is_one_batch_of_both_rows() {
+        let at = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        let row = |run: &str, stage: &str, batch: u64, records: u64, when: Option<DateTime<Utc>>| {
+            crate::connector::JournalBatch {
+                run_id: run.into(),
+                stage: stage.into(),
+                action: "deleted".into(),
+                batch,
+                records,
+                committed_at: when,
+            }
+        };
+        let rows = vec![
+            row("r1", "record", 1, 10, at("2026-01-01T00:00:01Z")),
+            row("r1", "record", 2, 10, at("2026-01-01T00:00:05Z")),
+            row("r1", "record", 2, 7, at("2026-01-01T00:00:02Z")),
+            row("r1", "record", 3, 10, None),
+            row("r1", "other", 2, 4, None),
+            row("r1", "other", 2, 1, at("2026-01-01T00:00:09Z")),
+        ];
+        let merged = one_row_per_batch(rows);
+        let got: Vec<(&str, u64, u64, Option<DateTime<Utc>>)> =
+            merged.iter().map(|b| (b.stage.as_str(), b.batch, b.records, b.committed_at)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("other", 2, 5, at("2026-01-01T00:00:09Z")),
+                ("record", 1, 10, at("2026-01-01T00:00:01Z")),
+                ("record", 2, 17, at("2026-01-01T00:00:02Z")),
+                ("record", 3, 10, None),
+            ]
+        );
     }
 
     #[test]

@@ -171,6 +171,16 @@ fn status_text(r: &Report) -> (&'static str, String) {
             "bad",
             "A guardrail would stop at least one policy: it would destroy an implausible share of its dataset, so a run would destroy nothing of it (see What failed).".into(),
         ),
+        "guardrail"
+            if r.policies.iter().any(|p| {
+                p.guardrail.tripped && p.deleted + p.anonymized + p.fields_anonymized + p.versions_deleted > 0
+            }) =>
+        {
+            (
+                "bad",
+                "Stopped by a guardrail: at least one policy destroyed its share of its dataset for this run, and more was due than that share allows; what it destroyed is counted here, the rest is left (see What failed).".into(),
+            )
+        }
         "guardrail" => (
             "bad",
             "Stopped by a guardrail: at least one policy would have destroyed an implausible share of its dataset and destroyed nothing (see What failed).".into(),

@@ -868,7 +868,10 @@ async fn postgres_commit_visible_late(cascade: bool) {
 /// is taken again by its candidates: their read finds the rows after it (21–30), which the
 /// retake destroys under the lost batch's number. The journal then has both attempts' records
 /// under that number; the lost one's are recorded from it, not left there alone.
-async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i64) {
+/// With `budget`, 50 people of whom 26–50 are held at the start, under a guardrail of 50 %: a
+/// budget of 25 rows, all of them due at the start; the holds are released while batch 2 is lost,
+/// so more is due than the budget allows when the batch is taken again.
+async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i64, budget: bool) {
     if !Backend::Postgres.enabled() {
         return;
     }
@@ -883,7 +886,14 @@ async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i
          CREATE CONSTRAINT TRIGGER slow_commit AFTER {event} ON people DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();"),
     )
     .await;
-    f.policy("people", &people_policy(on_lapse, false));
+    let mut policy = people_policy(on_lapse, false);
+    if budget {
+        policy = policy.replace("max_share: 100%", "max_share: 50%");
+        let holds: Vec<String> = (26..=rows).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
+        f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", ")))
+            .await;
+    }
+    f.policy("people", &policy);
     let public = f.sign_reports();
     let proxy = proxy_in_front(&f, 7).await;
     // The commit of batch 2 (persons 11–20) waits for this lock.
@@ -892,6 +902,9 @@ async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i
     proxy.cut_after_commit(1);
     let child = spawn_run(&f);
     wait_for_cut(&proxy).await;
+    if budget {
+        f.db.exec("DELETE FROM legal_holds").await;
+    }
     // An exclusive lock on the holds table, queued behind the committing transaction (which read
     // it): every later read of the table queues behind it, so the retake's read of its
     // candidates waits until the commit is through (the lock is then taken and let go at once).
@@ -926,12 +939,17 @@ async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i
         "delete" => "SELECT COUNT(*) FROM people",
         _ => "SELECT COUNT(*) FROM people WHERE email IS NOT NULL",
     };
-    assert_eq!(f.db.count(left).await, 0, "every person's e-mail destroyed: {text}");
+    // Within the budget: with it, the retake asks for the 5 rows that batch 1 and the lost batch
+    // 2 leave of it (before: 10, and the run destroyed 30, and was reported stopped by the
+    // guardrail, exit 3, as if it had destroyed nothing).
+    let destroyed = if budget { 25 } else { rows };
+    assert_eq!(f.db.count(left).await, rows - destroyed, "every due person's e-mail destroyed: {text}");
     let done = if on_lapse == "delete" { "deleted" } else { "anonymized" };
     let r = f.report("run");
     let p = &r["policies"][0];
     assert_eq!(r["status"], "partial", "{r}");
-    assert_eq!(p[done], rows, "{p}");
+    assert_eq!(p[done], destroyed, "{p}");
+    assert_eq!(p["guardrail"]["tripped"], budget, "{p}");
     let errors = p["errors"].to_string();
     assert!(errors.contains("batch 2 was committed but its acknowledgement was lost"), "{errors}");
     assert!(errors.contains("its 10 records destroyed then are recorded from the journal"), "{errors}");
@@ -941,29 +959,37 @@ async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i
         errors.contains("10 of them were committed before the batch was taken again by its candidates"),
         "{errors}"
     );
-    assert_eq!(evidence_records(&f.path("reports")).len() as i64, rows, "every deleted record in the evidence");
-    assert_eq!(evidence_lines(&f.path("reports")).len() as i64, rows, "no record twice");
-    assert_eq!(f.db.journal_records().await, rows);
+    assert_eq!(evidence_records(&f.path("reports")).len() as i64, destroyed, "every deleted record in the evidence");
+    assert_eq!(evidence_lines(&f.path("reports")).len() as i64, destroyed, "no record twice");
+    assert_eq!(f.db.journal_records().await, destroyed);
     // The run's report holds together with its evidence, and nothing is left to do.
     f.lapse(&["report", "verify", f.path("reports").to_str().unwrap(), "--public-key", public.to_str().unwrap()]).ok();
-    f.lapse(&["run"]).ok();
-    assert_eq!(f.report("run")["policies"][0][done], 0);
+    if !budget {
+        f.lapse(&["run"]).ok();
+        assert_eq!(f.report("run")["policies"][0][done], 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_visible_before_the_retakes_read_of_a_delete() {
-    postgres_commit_visible_before_the_retakes_read("delete", 40).await
+    postgres_commit_visible_before_the_retakes_read("delete", 40, false).await
 }
 
 /// The same when the lost batch was the last: the retake's read finds nothing left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_visible_before_the_retakes_read_of_the_last_batch() {
-    postgres_commit_visible_before_the_retakes_read("delete", 20).await
+    postgres_commit_visible_before_the_retakes_read("delete", 20, false).await
+}
+
+/// The same near the guardrail's budget, with more due than it allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_before_the_retakes_read_near_the_budget() {
+    postgres_commit_visible_before_the_retakes_read("delete", 50, true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_visible_before_the_retakes_read_of_an_anonymize() {
-    postgres_commit_visible_before_the_retakes_read("anonymize", 40).await
+    postgres_commit_visible_before_the_retakes_read("anonymize", 40, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
