@@ -1829,6 +1829,8 @@ async fn enforce(
                 // Where the stage can, the batch is selected and destroyed by its own statements
                 // (`begin_next`); otherwise its candidates are read first (or were read ahead).
                 let to_verify = std::mem::take(&mut unverified);
+                // What the journal said of a lost batch looked up with no room for its retake.
+                let mut looked: Option<Looked> = None;
                 let (cands, mut ids, outcome, left) = if fused {
                     let begun = match open.take() {
                         Some((_, b)) => Ok(b),
@@ -2012,9 +2014,13 @@ async fn enforce(
                     let last = cands.last().map(|c| c.key.clone());
                     // After a short batch nothing more was due: no read-ahead.
                     let next_limit = room(stage_destroyed + cands.len() as u64);
-                    let read_ahead =
-                        cands.len() >= limit && next_limit > 0 && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
+                    // (Not after a lookup with no room for a retake, `limit` 0: nothing was read.)
+                    let read_ahead = limit > 0
+                        && cands.len() >= limit
+                        && next_limit > 0
+                        && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
                     let retake = retake_lost.take().map(|(e, _)| e);
+                    let rearm = retake.clone().filter(|_| limit == 0);
                     let destroying = async {
                         // A lost connection rolled the batch back, and it is retried (bounded),
                         // unless only the acknowledgement of its COMMIT was lost: then the
@@ -2039,6 +2045,13 @@ async fn enforce(
                         Ok((o, lost)) => (Ok(o), lost),
                         Err((e, lost)) => (Err(e), lost),
                     };
+                    if let Some(error) = rearm {
+                        looked = Some(match &lost {
+                            Some(LostReply::Recovered { .. }) => Looked::Committed,
+                            Some(LostReply::Uncertain { .. }) => Looked::Unknown,
+                            None => Looked::NotYet(error),
+                        });
+                    }
                     if let Some(lost) = lost {
                         let none = BatchOutcome::default();
                         let o = outcome.as_ref().unwrap_or(&none);
@@ -2071,12 +2084,28 @@ async fn enforce(
                 let verified = left.map(|n| verify.add(to_verify.len(), n));
                 if cands.is_empty() {
                     verified?;
-                    if limit == 0 {
+                    match looked {
                         // A lost batch looked up with no room for its retake: the budget is
                         // judged again, with what the journal had of it.
-                        continue;
+                        Some(Looked::Committed) => continue,
+                        // Not in the journal (yet): taken again by its candidates, as after any
+                        // lost batch (they wait for a commit still going on), in the room the
+                        // budget leaves.
+                        Some(Looked::NotYet(error)) => {
+                            retake_lost = Some((error, 0));
+                            continue;
+                        }
+                        // The journal cannot tell: if the batch committed, the budget is spent.
+                        Some(Looked::Unknown) => {
+                            pr.errors.push(format!(
+                                "stage {}: stopped: batch {} may have committed, and the guardrail's budget for this run leaves no room beside it",
+                                stage.name,
+                                batches + 1
+                            ));
+                            break;
+                        }
+                        None => break,
                     }
-                    break;
                 }
                 batches += 1;
                 // Fewer rows than asked for: no more are due. (A batch that selected and destroyed
@@ -2598,6 +2627,18 @@ async fn backoff(attempt: u32, e: &ConnectorError) {
     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
 }
 
+/// What the journal said of a lost batch looked up with no room left in the budget for its
+/// retake (`limit` 0 in the batch loop).
+enum Looked {
+    /// It committed: its records are recorded from the journal.
+    Committed,
+    /// Not there (yet): the retake goes on in the room the budget leaves (after the lost
+    /// connection's error).
+    NotYet(String),
+    /// The journal cannot tell.
+    Unknown,
+}
+
 /// What a lost connection left unknown about a batch destroyed by its candidates.
 enum LostReply {
     /// An attempt committed and its acknowledgement was lost: `from_journal` of the batch's
@@ -2743,6 +2784,12 @@ async fn destroy_or_journaled(
                 let (journaled, earlier, at) = match from_journal(conn, ids, journal, started, false, retake).await {
                     Journal::Found(j) => (j, vec![], None),
                     Journal::Earlier { mine, theirs, at } => (mine, theirs, at),
+                    // The lost attempt's records the journal showed before (beside an attempt that
+                    // failed), which it cannot show now.
+                    _ if shown.is_some() => {
+                        let (earlier, at) = shown.take().expect("checked");
+                        (vec![], earlier, at)
+                    }
                     // Neither attempt journaled anything, and no transaction holds the rows:
                     // the lost one was rolled back.
                     Journal::Absent if o.destroyed.is_empty() && settled => return Ok((o, None)),

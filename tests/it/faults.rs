@@ -800,7 +800,9 @@ async fn mysql_commit_lost_with_its_connection_then_all_held() {
 /// candidates, whose `DELETE` waits for the rows' locks and finds them gone. That attempt starts
 /// knowing the connection was lost before (before the fifth review: it did not, and counted the
 /// 10 rows as gone concurrently, exit 0).
-async fn postgres_commit_visible_late(cascade: bool) {
+/// With `budget`, persons 21–40 are held and the guardrail allows 50 %: batch 2 fills the run's
+/// budget, so no room is left to take it again until the journal has been asked.
+async fn postgres_commit_visible_late(cascade: bool, budget: bool) {
     if !Backend::Postgres.enabled() {
         return;
     }
@@ -814,7 +816,14 @@ async fn postgres_commit_visible_late(cascade: bool) {
          CREATE CONSTRAINT TRIGGER slow_commit AFTER DELETE ON people DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
     )
     .await;
-    f.policy("people", &people_policy("delete", cascade));
+    let mut policy = people_policy("delete", cascade);
+    if budget {
+        policy = policy.replace("max_share: 100%", "max_share: 50%");
+        let holds: Vec<String> = (21..=40).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
+        f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", ")))
+            .await;
+    }
+    f.policy("people", &policy);
     let proxy = proxy_in_front(&f, 7).await;
     // The commit of batch 2 (which deletes person 15) waits for this lock.
     let mut gate: sqlx::PgConnection = sqlx::Connection::connect(&f.db.url).await.unwrap();
@@ -851,16 +860,18 @@ async fn postgres_commit_visible_late(cascade: bool) {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(settled, "lapse never waited for the batch's row locks:\n{text}");
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0, "the late commit deleted batch 2: {text}");
+    let destroyed = if budget { 20 } else { 40 };
+    let left = f.db.count("SELECT COUNT(*) FROM people").await;
+    assert_eq!(left, 40 - destroyed, "the late commit deleted batch 2: {text}");
     let r = f.report("run");
     let p = &r["policies"][0];
     assert_eq!(r["status"], "partial", "{r}");
-    assert_eq!(p["deleted"], 40, "{p}");
+    assert_eq!(p["deleted"], destroyed, "{p}");
     let errors = p["errors"].to_string();
     assert!(errors.contains("batch 2 was committed but its acknowledgement was lost"), "{errors}");
     assert!(errors.contains("its 10 records destroyed then are recorded from the journal"), "{errors}");
-    assert_eq!(evidence_records(&f.path("reports")).len(), 40, "every deleted record in the evidence");
-    assert_eq!(f.db.journal_records().await, 40);
+    assert_eq!(evidence_records(&f.path("reports")).len() as i64, destroyed, "every deleted record in the evidence");
+    assert_eq!(f.db.journal_records().await, destroyed);
 }
 
 /// A batch destroyed by its own statements loses its connection during its `COMMIT`, and the
@@ -994,10 +1005,18 @@ async fn postgres_commit_visible_before_the_retakes_read_of_an_anonymize() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_visible_late_on_a_cascading_batch() {
-    postgres_commit_visible_late(true).await
+    postgres_commit_visible_late(true, false).await
+}
+
+/// The batch fills the budget: its lookup with no room for a retake finds nothing yet, and it
+/// is taken again in the room left once the journal was asked (before: the next batch read its
+/// rows as any batch, found them gone and counted them deleted concurrently, exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_late_on_a_batch_that_fills_the_budget() {
+    postgres_commit_visible_late(false, true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_visible_late_on_a_batch_of_its_own_statements() {
-    postgres_commit_visible_late(false).await
+    postgres_commit_visible_late(false, false).await
 }

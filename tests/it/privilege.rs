@@ -724,6 +724,11 @@ async fn s3_actions_on_rgw() {
     use crate::objects::{client_of, unique, StoreKind};
     let endpoint = StoreKind::Rgw.endpoint();
     let owner = client_of(StoreKind::Rgw);
+    let limited = crate::objects::client_with(&endpoint, RGW_LIMITED[0].1, RGW_LIMITED[1].1);
+    assert!(
+        limited.list_buckets().send().await.is_ok(),
+        "the RGW user `limited` is missing: restart the test bed (scripts/testbed.sh start; scripts/radosgw.sh makes it)"
+    );
     let owner_keys = [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")];
     let run_actions = s3_run_actions();
     // A workspace on a fresh bucket whose policy grants `limited` `actions`.
