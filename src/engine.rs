@@ -1752,7 +1752,7 @@ async fn enforce(
             // (the lost attempt may still be committing), with the rows that attempt took, which
             // may have been destroyed: the retake asks for no more than the budget leaves beside
             // them.
-            let mut retake_lost: Option<(String, u64)> = None;
+            let mut retake_lost: Option<LostBatch> = None;
             let hash = |c: &Candidate| EvidenceId {
                 record: ctx.key.record(&p.connection, &p.table, &c.key),
                 subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
@@ -1808,7 +1808,7 @@ async fn enforce(
                 // The budget spent (and no batch begun ahead, which asked for no more than was
                 // left): if anything more is due, the guardrail stops the stage here, nothing
                 // of it destroyed.
-                let pending = retake_lost.as_ref().map_or(0, |(_, taken)| *taken);
+                let pending = retake_lost.as_ref().map_or(0, |l| l.taken);
                 let limit = match &open {
                     Some((l, _)) => *l,
                     None => room(stage_destroyed + pending),
@@ -1964,7 +1964,8 @@ async fn enforce(
                             verify.add(to_verify.len(), left?);
                             tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
                             if lost {
-                                retake_lost = Some((e.to_string(), taken));
+                                let last = next_after.clone();
+                                retake_lost = Some(LostBatch { error: e.to_string(), taken, last });
                             }
                             fuse_again = matches!(e, ConnectorError::Changed { .. });
                             fused = false;
@@ -2019,8 +2020,11 @@ async fn enforce(
                         && cands.len() >= limit
                         && next_limit > 0
                         && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
-                    let retake = retake_lost.take().map(|(e, _)| e);
+                    let retake = retake_lost.take();
                     let rearm = retake.clone().filter(|_| limit == 0);
+                    // The lost batch's rows: after the batch before it, up to its last key.
+                    let retake =
+                        retake.map(|l| LostBefore { error: l.error, range: l.last.map(|last| (after.clone(), last)) });
                     let destroying = async {
                         // A lost connection rolled the batch back, and it is retried (bounded),
                         // unless only the acknowledgement of its COMMIT was lost: then the
@@ -2091,8 +2095,8 @@ async fn enforce(
                         // Not in the journal (yet): taken again by its candidates, as after any
                         // lost batch (they wait for a commit still going on), in the room the
                         // budget leaves.
-                        Some(Looked::NotYet(error)) => {
-                            retake_lost = Some((error, 0));
+                        Some(Looked::NotYet(lost)) => {
+                            retake_lost = Some(LostBatch { taken: 0, ..lost });
                             continue;
                         }
                         // The journal cannot tell: if the batch committed, the budget is spent.
@@ -2632,11 +2636,30 @@ async fn backoff(attempt: u32, e: &ConnectorError) {
 enum Looked {
     /// It committed: its records are recorded from the journal.
     Committed,
-    /// Not there (yet): the retake goes on in the room the budget leaves (after the lost
-    /// connection's error).
-    NotYet(String),
+    /// Not there (yet): the retake goes on in the room the budget leaves.
+    NotYet(LostBatch),
     /// The journal cannot tell.
     Unknown,
+}
+
+/// A batch destroyed by its own statements whose connection was lost at its commit, and which
+/// the journal did not show (yet): taken again by its candidates (`retake_lost`).
+#[derive(Clone)]
+struct LostBatch {
+    /// The lost connection's error.
+    error: String,
+    /// The rows it took, which may have been destroyed: the budget's room for its retake leaves
+    /// them out.
+    taken: u64,
+    /// Its last key (the rows it took are after the batch before it, up to this one).
+    last: Option<Vec<Value>>,
+}
+
+/// What [`destroy_or_journaled`] knows of a lost attempt by the batch's own statements.
+struct LostBefore {
+    error: String,
+    /// The key range that attempt read (after, up to): its rows, whatever they hold now.
+    range: Option<(Option<Vec<Value>>, Vec<Value>)>,
 }
 
 /// What a lost connection left unknown about a batch destroyed by its candidates.
@@ -2703,26 +2726,42 @@ async fn destroy_or_journaled(
     ids: &[EvidenceId],
     journal: &JournalCtx,
     started: DateTime<Utc>,
-    lost_before: Option<String>,
+    lost_before: Option<LostBefore>,
 ) -> Result<(BatchOutcome, Option<LostReply>), (anyhow::Error, Option<LostReply>)> {
     let (mut attempt, mut conflicts) = (0u32, 0u32);
+    let lost_before = lost_before.filter(|_| conn.journaled_destroy());
+    // The rows the lost attempt by the batch's own statements read, which this call may not
+    // read again (no longer due: held since, say): waited for as well as the rows it leaves.
+    let range = lost_before.as_ref().and_then(|l| l.range.as_ref()).map(|(a, l)| (a.as_deref(), l.as_slice()));
     // The first lost connection's error, once one was met (journaled destroys only): this
     // call's, or that of the batch's attempt by its own statements (`lost_before`).
-    let mut lost: Option<String> = lost_before.filter(|_| conn.journaled_destroy());
+    let mut lost: Option<String> = lost_before.as_ref().map(|l| l.error.clone());
     if cands.is_empty() {
         // Nothing left after a lost attempt by the batch's own statements: whatever the journal
         // has under its number, that attempt committed (its rows are gone, so nothing here is
-        // matched to them). Asked as after a lost connection (a few times over 1.5 s): nothing
-        // may be left for another reason (the rows held since) while that attempt still commits.
+        // matched to them). Asked once no transaction holds its rows, and as after a lost
+        // connection (a few times over 1.5 s).
         let lost = match lost {
-            Some(error) => match from_journal(conn, &[], journal, started, true, true).await {
-                Journal::Absent => None,
-                Journal::Found(_) => Some(LostReply::Uncertain { error }),
-                Journal::Earlier { theirs, at, .. } => {
-                    Some(LostReply::Recovered { error, from_journal: theirs.len(), retried: true, earlier: theirs, at })
+            Some(error) => {
+                let settled = match retry(|| conn.settle(scope, &[], range)).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!("batch {}: {e}", journal.batch);
+                        false
+                    }
+                };
+                match from_journal(conn, &[], journal, started, true, true).await {
+                    Journal::Absent if settled => None,
+                    Journal::Earlier { theirs, at, .. } => Some(LostReply::Recovered {
+                        error,
+                        from_journal: theirs.len(),
+                        retried: true,
+                        earlier: theirs,
+                        at,
+                    }),
+                    Journal::Absent | Journal::Found(_) | Journal::Unknown => Some(LostReply::Uncertain { error }),
                 }
-                Journal::Unknown => Some(LostReply::Uncertain { error }),
-            },
+            }
             None => None,
         };
         return Ok((BatchOutcome::default(), lost));
@@ -2774,7 +2813,7 @@ async fn destroy_or_journaled(
                     .filter(|i| o.destroyed.binary_search(i).is_err())
                     .map(|i| cands[i].key.clone())
                     .collect();
-                let settled = match retry(|| conn.settle(scope, &keys)).await {
+                let settled = match retry(|| conn.settle(scope, &keys, range.filter(|_| retake))).await {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::warn!("batch {}: {e}", journal.batch);

@@ -508,12 +508,19 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(vec![])
     }
 
-    /// Waits until no other transaction holds a lock on the rows of `keys` (whatever they hold
-    /// now), so that a transaction that was changing them has ended and what it committed is
-    /// visible: after a lost connection, a retry that locked none of its batch's rows (every one
-    /// held or no longer due by then) did not wait for the lost attempt, which may still be
-    /// committing. Bounded by the connection's lock wait. Default: nothing to wait for.
-    async fn settle(&self, _scope: &Scope, _keys: &[Vec<Value>]) -> Result<(), ConnectorError> {
+    /// Waits until no other transaction holds a lock on the rows of `keys`, and on those with a
+    /// key in `range` (after its first, up to its last; whatever they hold now), so that a
+    /// transaction that was changing them has ended and what it committed is visible: after a
+    /// lost connection, a retry that locked none of its batch's rows (every one held or no
+    /// longer due by then) did not wait for the lost attempt, which may still be committing; nor
+    /// did a retake of a batch of its own statements, whose rows (the range it read) it may not
+    /// have read again. Bounded by the connection's lock wait. Default: nothing to wait for.
+    async fn settle(
+        &self,
+        _scope: &Scope,
+        _keys: &[Vec<Value>],
+        _range: Option<(Option<&[Value]>, &[Value])>,
+    ) -> Result<(), ConnectorError> {
         Ok(())
     }
 

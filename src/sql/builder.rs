@@ -1260,6 +1260,27 @@ impl<'a> Builder<'a> {
         sql
     }
 
+    /// Reads the rows with a key after `after` (if any) up to `upto` under a shared lock,
+    /// whatever their values, as [`Builder::share_lock`] does for a list of keys: the key range
+    /// a batch of its own statements read ([`crate::connector::Connector::settle`]).
+    pub fn share_lock_range(&self, after: Option<&[Value]>, upto: &[Value]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
+        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
+        if let Some(after) = after {
+            self.key_compare(&mut sql, &t, ">", after);
+            sql.push(" AND ");
+        }
+        self.key_compare(&mut sql, &t, "<=", upto);
+        match self.d {
+            Dialect::Postgres => sql.push(" FOR SHARE"),
+            Dialect::MySql => sql.push(" LOCK IN SHARE MODE"),
+            Dialect::Sqlite => &mut sql,
+        };
+        sql
+    }
+
     /// Inside the destroying transaction: reads and locks the next `limit` due rows after
     /// `after`, in key order, with the values the anonymization needs (a batch without a
     /// candidate query first). Columns: keys, the subject if the scope has one, then `columns`.

@@ -2493,15 +2493,29 @@ impl crate::connector::Connector for SqlConnector {
         Ok(readable != 0)
     }
 
-    async fn settle(&self, scope: &Scope, keys: &[Vec<Value>]) -> Result<(), ConnectorError> {
-        if keys.is_empty() || self.dialect == Dialect::Sqlite {
+    async fn settle(
+        &self,
+        scope: &Scope,
+        keys: &[Vec<Value>],
+        range: Option<(Option<&[Value]>, &[Value])>,
+    ) -> Result<(), ConnectorError> {
+        if (keys.is_empty() && range.is_none()) || self.dialect == Dialect::Sqlite {
             return Ok(());
         }
-        let sql = self.builder(scope).share_lock(keys);
+        let b = self.builder(scope);
+        let mut locks = Vec::new();
+        if !keys.is_empty() {
+            locks.push(b.share_lock(keys));
+        }
+        if let Some((after, upto)) = range {
+            locks.push(b.share_lock_range(after, upto));
+        }
         let ctx = format!("waiting for the rows of a batch of '{}'", scope.table.name);
         with_pool!(self, p => {
             let mut tx = p.begin().await.map_err(db_err(&ctx))?;
-            bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+            for sql in locks {
+                bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
+            }
             tx.rollback().await.map_err(db_err(&ctx))?;
         });
         Ok(())

@@ -685,6 +685,77 @@ pub async fn hold_inserted_mid_run(b: Backend) {
     assert_eq!(conn.remaining(&scope, &[cands[0].key.clone()]).await.unwrap(), 0);
 }
 
+/// `settle` waits for a transaction that is changing a row of its keys or of its key range, and
+/// not for one outside them (servers: SQLite has one writer and nothing to wait for). It is
+/// what a batch taken again after a lost connection waits on before it asks the journal.
+pub async fn settle_waits_for_the_rows_it_names(b: Backend) {
+    if b == Backend::Sqlite {
+        return;
+    }
+    let f = seeded(b).await;
+    let (conn, scope) = people_with_holds_table(&f, Work::Delete).await;
+    let conn = std::sync::Arc::new(conn);
+    let int = |i: i64| vec![Value::Int(i)];
+    // An open transaction that changed persons 2 and 5 (a lost batch's deletion, still
+    // committing, holds its rows the same way: `faults::postgres_commit_visible_late_*`).
+    let (tx_begin, tx_end) = ("BEGIN", "COMMIT");
+    let statements = ["UPDATE people SET email = NULL WHERE id = 2", "UPDATE people SET email = NULL WHERE id = 5"];
+    macro_rules! with_open_tx {
+        ($c:expr) => {{
+            let mut c = $c;
+            sqlx::query(tx_begin).execute(&mut c).await.unwrap();
+            for st in statements {
+                sqlx::query(st).execute(&mut c).await.unwrap();
+            }
+            c
+        }};
+    }
+    enum Open {
+        Pg(sqlx::PgConnection),
+        My(sqlx::MySqlConnection),
+    }
+    let mut open = match b {
+        Backend::Postgres => {
+            Open::Pg(with_open_tx!(<sqlx::PgConnection as sqlx::Connection>::connect(&f.db.url).await.unwrap()))
+        }
+        _ => Open::My(with_open_tx!(<sqlx::MySqlConnection as sqlx::Connection>::connect(&f.db.url).await.unwrap())),
+    };
+    // Rows outside the transaction's: no wait.
+    let quick = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        conn.settle(&scope, &[int(3)], Some((Some(&[Value::Int(5)]), &[Value::Int(7)][..]))).await
+    });
+    // (5 is excluded: the range is after 5, up to 7.)
+    quick.await.expect("no wait for rows no transaction holds").unwrap();
+    // The key range (1, 3] and the range up to 2 hold person 2; the key 5 the other.
+    for (keys, range) in [(vec![], Some((Some(int(1)), int(3)))), (vec![int(5)], None), (vec![], Some((None, int(2))))]
+    {
+        let (c, sc) = (conn.clone(), scope.clone());
+        let waiting = tokio::spawn(async move {
+            let range = range.as_ref().map(|(a, u): &(Option<Vec<Value>>, Vec<Value>)| (a.as_deref(), u.as_slice()));
+            c.settle(&sc, &keys, range).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "settle did not wait for the open transaction");
+        // Let it go by ending the transaction (then open it again for the next case).
+        open = match open {
+            Open::Pg(mut c) => {
+                sqlx::query(tx_end).execute(&mut c).await.unwrap();
+                Open::Pg(with_open_tx!(c))
+            }
+            Open::My(mut c) => {
+                sqlx::query(tx_end).execute(&mut c).await.unwrap();
+                Open::My(with_open_tx!(c))
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("settle returned once the transaction ended")
+            .unwrap()
+            .unwrap();
+    }
+    drop(open);
+}
+
 /// A hold inserted between two batches, after the second was read ahead (SQLite reads batch
 /// *i+1* while batch *i* is deleted, `ReadAhead`): the second batch must not take the held row.
 /// SQLite sees that another connection committed (`PRAGMA data_version`) and reads the batch
@@ -2185,6 +2256,7 @@ per_backend!(
     holds_from_table,
     holds_of_a_policy_on_the_same_table_keep_its_records,
     hold_inserted_mid_run,
+    settle_waits_for_the_rows_it_names,
     hold_inserted_between_batches,
     foreign_key_dependents,
     unreadable_hold_expiry_keeps_the_hold,

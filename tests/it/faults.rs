@@ -802,7 +802,8 @@ async fn mysql_commit_lost_with_its_connection_then_all_held() {
 /// 10 rows as gone concurrently, exit 0).
 /// With `budget`, persons 21–40 are held and the guardrail allows 50 %: batch 2 fills the run's
 /// budget, so no room is left to take it again until the journal has been asked.
-async fn postgres_commit_visible_late(cascade: bool, budget: bool) {
+/// With `hold`, every person of batch 2 is held once its connection is cut.
+async fn postgres_commit_visible_late(cascade: bool, budget: bool, hold: bool) {
     if !Backend::Postgres.enabled() {
         return;
     }
@@ -833,10 +834,10 @@ async fn postgres_commit_visible_late(cascade: bool, budget: bool) {
     let child = spawn_run(&f);
     wait_for_cut(&proxy).await;
     // Still committing (waiting for the test's lock), and lapse still asking the journal. With
-    // `cascade`, every person of batch 2 is held before its retry, which then destroys nothing
-    // and waits for the rows' locks; without, the retry's `DELETE` waits for them. Only then the
-    // commit goes on. (Where lapse does not wait, it goes on after 20 s.)
-    let waiting = if cascade {
+    // `hold`, every person of batch 2 is held before its retry, which then destroys nothing of
+    // it and waits for the rows' locks; without, the retry's `DELETE` waits for them. Only then
+    // the commit goes on. (Where lapse does not wait, it goes on after 20 s.)
+    let waiting = if hold {
         let holds: Vec<String> = (11..=20).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
         f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", ")))
             .await;
@@ -1005,7 +1006,7 @@ async fn postgres_commit_visible_before_the_retakes_read_of_an_anonymize() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_visible_late_on_a_cascading_batch() {
-    postgres_commit_visible_late(true, false).await
+    postgres_commit_visible_late(true, false, true).await
 }
 
 /// The batch fills the budget: its lookup with no room for a retake finds nothing yet, and it
@@ -1013,10 +1014,19 @@ async fn postgres_commit_visible_late_on_a_cascading_batch() {
 /// rows as any batch, found them gone and counted them deleted concurrently, exit 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_visible_late_on_a_batch_that_fills_the_budget() {
-    postgres_commit_visible_late(false, true).await
+    postgres_commit_visible_late(false, true, false).await
+}
+
+/// Its rows all held once its connection is cut: its retake reads the rows after them, which it
+/// destroys, and then waits for the lost batch's key range (before: it waited for nothing, found
+/// only its own records in the journal, and the run exited 0 with batch 2's 10 records in the
+/// journal only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_visible_late_on_a_batch_of_its_own_statements_then_held() {
+    postgres_commit_visible_late(false, false, true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commit_visible_late_on_a_batch_of_its_own_statements() {
-    postgres_commit_visible_late(false, false).await
+    postgres_commit_visible_late(false, false, false).await
 }
