@@ -1985,7 +1985,15 @@ async fn enforce(
                             c
                         }
                         // The stage cannot go on: the policy stops here (its committed counts stay).
-                        Err(e) => anyhow::bail!("stage {}: {e}", stage.name),
+                        Err(e) => match &retake_lost {
+                            Some(l) => anyhow::bail!(
+                                "stage {}: {e}; batch {}, whose connection was lost during its commit ({}), may have committed (the journal table, written in its transaction, is the authority)",
+                                stage.name,
+                                batches + 1,
+                                l.error
+                            ),
+                            None => anyhow::bail!("stage {}: {e}", stage.name),
+                        },
                     };
                     let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
                     if !cands.is_empty() && !conn.journaled_destroy() {
@@ -2227,6 +2235,19 @@ async fn enforce(
                     fuse_again = false;
                     prefetched = None;
                 }
+            }
+            // A lost batch not yet taken again when the stage stopped (interrupted, say): it may
+            // have committed.
+            if let Some(l) = retake_lost.take() {
+                let msg = format!(
+                    "stage {}: batch {}: the connection was lost during its commit ({}), and the stage stopped before it was taken again: it may have committed (the journal table, written in its transaction, is the authority)",
+                    stage.name,
+                    batches + 1,
+                    l.error
+                );
+                tracing::warn!("{msg}");
+                pr.errors.push(msg);
+                acks_lost += 1;
             }
             // A batch begun ahead of a stop (guardrail, failure) is rolled back.
             drop(open.take());
