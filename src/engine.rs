@@ -1780,8 +1780,10 @@ async fn enforce(
                 }
                 // The evidence writer still running (it stops only on an error): a batch whose
                 // evidence cannot be written is not destroyed.
+                // (A lost batch still to be taken again is named with either error: it may have
+                // committed.)
                 if let Some(sink) = ctx.evidence.as_deref_mut() {
-                    sink.check()?;
+                    sink.check().map_err(|e| anyhow::anyhow!("{e}{}", pending_lost(batches + 1, &retake_lost)))?;
                 }
                 // The run lock still held (a server may end the session that holds it): else
                 // another worker may be destroying too. A batch destroyed by its own statements
@@ -1790,7 +1792,9 @@ async fn enforce(
                 // here, before it is destroyed.
                 let lock = run_lock_name(p, ctx.opts);
                 if !fused {
-                    retry(|| conn.run_lock_alive(&lock)).await?;
+                    retry(|| conn.run_lock_alive(&lock))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}{}", pending_lost(batches + 1, &retake_lost)))?;
                 }
                 if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
                     // Every batch so far was full: more may be due. Said, not claimed done.
@@ -1985,15 +1989,7 @@ async fn enforce(
                             c
                         }
                         // The stage cannot go on: the policy stops here (its committed counts stay).
-                        Err(e) => match &retake_lost {
-                            Some(l) => anyhow::bail!(
-                                "stage {}: {e}; batch {}, whose connection was lost during its commit ({}), may have committed (the journal table, written in its transaction, is the authority)",
-                                stage.name,
-                                batches + 1,
-                                l.error
-                            ),
-                            None => anyhow::bail!("stage {}: {e}", stage.name),
-                        },
+                        Err(e) => anyhow::bail!("stage {}: {e}{}", stage.name, pending_lost(batches + 1, &retake_lost)),
                     };
                     let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
                     if !cands.is_empty() && !conn.journaled_destroy() {
@@ -2676,6 +2672,18 @@ struct LostBatch {
     last: Option<Vec<Value>>,
 }
 
+/// What an error that stops a stage adds when a lost batch (`batch`) was still to be taken
+/// again: it may have committed.
+fn pending_lost(batch: u64, lost: &Option<LostBatch>) -> String {
+    match lost {
+        Some(l) => format!(
+            "; batch {batch}, whose connection was lost during its commit ({}), may have committed (the journal table, written in its transaction, is the authority)",
+            l.error
+        ),
+        None => String::new(),
+    }
+}
+
 /// What [`destroy_or_journaled`] knows of a lost attempt by the batch's own statements.
 struct LostBefore {
     error: String,
@@ -2688,8 +2696,8 @@ enum LostReply {
     /// An attempt committed and its acknowledgement was lost: `from_journal` of the batch's
     /// records destroyed are recorded from the journal (all of them when no later attempt
     /// succeeded, `retried` false). Among them `earlier`: records of the batch's lost attempt
-    /// by its own statements, committed before this batch's candidates were read (which were
-    /// then the rows after them), known by their evidence ids only; the caller records them
+    /// by its own statements, of rows this batch's candidates are not (gone when they were read,
+    /// or held or no longer due by then), known by their evidence ids only; the caller records them
     /// (`Stage::record_journaled`), dated `at`.
     Recovered { error: String, from_journal: usize, retried: bool, earlier: Vec<EvidenceId>, at: Option<DateTime<Utc>> },
     /// A later attempt succeeded without all of the batch, and the journal could not say whether
@@ -2709,7 +2717,7 @@ fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchO
             );
             if !earlier.is_empty() {
                 msg.push_str(&format!(
-                    "; {} of them were committed before the batch was taken again by its candidates, which were then the rows after them: they were not re-checked",
+                    "; {} of them by that attempt alone, not among the rows taken again (its own were gone, held or no longer due when they were read): they were not re-checked",
                     earlier.len()
                 ));
             }
@@ -2910,7 +2918,8 @@ enum Journal {
     /// After a lost attempt by the batch's own statements (`retake`), records under the batch's
     /// number that are not all this batch's: the batch's indices whose records it has (`mine`),
     /// and the rest (`theirs`), which only that attempt can have written (no other writes this
-    /// run's stage under the number): it committed before this batch's candidates were read.
+    /// run's stage under the number): it destroyed rows this batch's candidates are not (gone
+    /// when they were read, or held or no longer due by then).
     /// `at`: the earliest commit time journaled under the number.
     Earlier { mine: Vec<usize>, theirs: Vec<EvidenceId>, at: Option<DateTime<Utc>> },
     /// It was read and has nothing under the batch's number.
@@ -2947,7 +2956,7 @@ async fn from_journal(
         let theirs: Vec<EvidenceId> =
             jids.into_iter().filter(|j| !at.contains_key(j.record.as_str()) && seen.insert(j.record.clone())).collect();
         tracing::warn!(
-            "batch {}: the journal has {} records under its number that are not this batch's: its lost attempt committed before the batch was taken again",
+            "batch {}: the journal has {} records under its number that are not this batch's: its lost attempt's, which destroyed other rows than those taken again",
             journal.batch,
             theirs.len()
         );
