@@ -21,8 +21,8 @@ use tracing::Instrument;
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
 use crate::connector::{
-    BatchOutcome, Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, LapseRule,
-    Scope, TableIdentity, Work,
+    BatchOutcome, Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, KeyRange,
+    LapseRule, Scope, TableIdentity, Work,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
@@ -1749,9 +1749,7 @@ async fn enforce(
             let mut fuse_again = false;
             // A batch destroyed by its own statements whose connection was lost, and which the
             // journal did not show: the same batch taken again by its candidates starts knowing it
-            // (the lost attempt may still be committing), with the rows that attempt took, which
-            // may have been destroyed: the retake asks for no more than the budget leaves beside
-            // them.
+            // (the lost attempt may still be committing).
             let mut retake_lost: Option<LostBatch> = None;
             let hash = |c: &Candidate| EvidenceId {
                 record: ctx.key.record(&p.connection, &p.table, &c.key),
@@ -1783,7 +1781,7 @@ async fn enforce(
                 // (A lost batch still to be taken again is named with either error: it may have
                 // committed.)
                 if let Some(sink) = ctx.evidence.as_deref_mut() {
-                    sink.check().map_err(|e| anyhow::anyhow!("{e}{}", pending_lost(batches + 1, &retake_lost)))?;
+                    sink.check().map_err(|e| stopped(e, batches + 1, retake_lost.as_ref()))?;
                 }
                 // The run lock still held (a server may end the session that holds it): else
                 // another worker may be destroying too. A batch destroyed by its own statements
@@ -1794,7 +1792,7 @@ async fn enforce(
                 if !fused {
                     retry(|| conn.run_lock_alive(&lock))
                         .await
-                        .map_err(|e| anyhow::anyhow!("{e}{}", pending_lost(batches + 1, &retake_lost)))?;
+                        .map_err(|e| stopped(e, batches + 1, retake_lost.as_ref()))?;
                 }
                 if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
                     // Every batch so far was full: more may be due. Said, not claimed done.
@@ -1810,16 +1808,16 @@ async fn enforce(
                     break;
                 }
                 // The budget spent (and no batch begun ahead, which asked for no more than was
-                // left): if anything more is due, the guardrail stops the stage here, nothing
-                // of it destroyed.
-                let pending = retake_lost.as_ref().map_or(0, |l| l.taken);
+                // left): if anything more is due, the guardrail stops the stage here, with its
+                // share destroyed.
+                let reserved = retake_lost.as_ref().map_or(0, |l| l.reserved);
                 let limit = match &open {
                     Some((l, _)) => *l,
-                    None => room(stage_destroyed + pending),
+                    None => room(stage_destroyed + reserved),
                 };
                 // (With a lost batch still to be looked up, no room is left for its retake: it
                 // asks the journal with no candidates, and the budget is judged again after.)
-                if limit == 0 && pending == 0 {
+                if limit == 0 && reserved == 0 {
                     let more = retry(|| conn.candidates(&stage.scope, after.as_deref(), 1)).await;
                     let more = more.map_err(|e| anyhow::anyhow!("stage {}: {e}", stage.name))?;
                     if !more.is_empty() {
@@ -1969,7 +1967,7 @@ async fn enforce(
                             tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
                             if lost {
                                 let last = next_after.clone();
-                                retake_lost = Some(LostBatch { error: e.to_string(), taken, last });
+                                retake_lost = Some(LostBatch { error: e.to_string(), reserved: taken, last });
                             }
                             fuse_again = matches!(e, ConnectorError::Changed { .. });
                             fused = false;
@@ -1989,7 +1987,13 @@ async fn enforce(
                             c
                         }
                         // The stage cannot go on: the policy stops here (its committed counts stay).
-                        Err(e) => anyhow::bail!("stage {}: {e}{}", stage.name, pending_lost(batches + 1, &retake_lost)),
+                        Err(e) => {
+                            return Err(stopped(
+                                format!("stage {}: {e}", stage.name),
+                                batches + 1,
+                                retake_lost.as_ref(),
+                            ))
+                        }
                     };
                     let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
                     if !cands.is_empty() && !conn.journaled_destroy() {
@@ -2025,17 +2029,16 @@ async fn enforce(
                         && next_limit > 0
                         && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
                     let retake = retake_lost.take();
-                    let rearm = retake.clone().filter(|_| limit == 0);
+                    let looked_up_without_room = retake.as_ref().filter(|_| limit == 0).cloned();
                     // The lost batch's rows: after the batch before it, up to its last key.
-                    let retake =
-                        retake.map(|l| LostBefore { error: l.error, range: l.last.map(|last| (after.clone(), last)) });
+                    let retake = retake.map(|l| l.into_before(after.clone()));
                     let destroying = async {
                         // A lost connection rolled the batch back, and it is retried (bounded),
                         // unless only the acknowledgement of its COMMIT was lost: then the
                         // journal has it (`destroy_or_journaled`).
-                        destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now, retake)
-                            .await
-                            .map_err(|(e, lost)| (anyhow::anyhow!("batch {}: {e}", batches + 1), lost))
+                        let (outcome, lost) =
+                            destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now, retake).await;
+                        (outcome.map_err(|e| anyhow::anyhow!("batch {}: {e}", batches + 1)), lost)
                     };
                     let reading = async {
                         match read_ahead {
@@ -2047,17 +2050,13 @@ async fn enforce(
                         }
                     };
                     let verifying = verify_batch(conn, &stage.scope, &to_verify);
-                    let (outcome, next, left) = futures::join!(destroying, reading, verifying);
+                    let ((outcome, lost), next, left) = futures::join!(destroying, reading, verifying);
                     prefetched = next;
-                    let (outcome, lost) = match outcome {
-                        Ok((o, lost)) => (Ok(o), lost),
-                        Err((e, lost)) => (Err(e), lost),
-                    };
-                    if let Some(error) = rearm {
+                    if let Some(batch) = looked_up_without_room {
                         looked = Some(match &lost {
                             Some(LostReply::Recovered { .. }) => Looked::Committed,
                             Some(LostReply::Uncertain { .. }) => Looked::Unknown,
-                            None => Looked::NotYet(error),
+                            None => Looked::NotYet(batch),
                         });
                     }
                     if let Some(lost) = lost {
@@ -2067,21 +2066,19 @@ async fn enforce(
                         tracing::warn!("{msg}");
                         pr.errors.push(msg);
                         acks_lost += 1;
-                        if let LostReply::Recovered { earlier, at, .. } = lost {
-                            if !earlier.is_empty() {
-                                // The lost attempt's own records, under this batch's number
-                                // (also when this attempt failed: the journal showed them).
-                                let at = at.unwrap_or_else(Utc::now);
-                                let proto = stage.evidence_line(&p.name, batches + 1, at);
-                                let sink = ctx.evidence.as_deref_mut();
-                                let n = stage.record_journaled(pr, si, sink, proto, earlier)?;
-                                stage_destroyed += n;
-                                unchecked += n;
-                                if cands.is_empty() {
-                                    // Its batch, though nothing was left for this attempt.
-                                    batches += 1;
-                                    pr.stages[si].batches = batches;
-                                }
+                        if let LostReply::Recovered { unread: Some(unread), .. } = lost {
+                            // The lost attempt's records of rows this one did not read, under
+                            // this batch's number (also when this attempt failed: the journal
+                            // showed them).
+                            let proto = stage.evidence_line(&p.name, batches + 1, unread.at.unwrap_or_else(Utc::now));
+                            let sink = ctx.evidence.as_deref_mut();
+                            let n = stage.record_journaled(pr, si, sink, proto, unread.ids)?;
+                            stage_destroyed += n;
+                            unchecked += n;
+                            if cands.is_empty() {
+                                // Its batch, though nothing was left for this attempt.
+                                batches += 1;
+                                pr.stages[si].batches = batches;
                             }
                         }
                     }
@@ -2096,11 +2093,10 @@ async fn enforce(
                         // A lost batch looked up with no room for its retake: the budget is
                         // judged again, with what the journal had of it.
                         Some(Looked::Committed) => continue,
-                        // Not in the journal (yet): taken again by its candidates, as after any
-                        // lost batch (they wait for a commit still going on), in the room the
-                        // budget leaves.
+                        // Rolled back: taken again by its candidates, as after any lost batch, in
+                        // the room the budget leaves.
                         Some(Looked::NotYet(lost)) => {
-                            retake_lost = Some(LostBatch { taken: 0, ..lost });
+                            retake_lost = Some(LostBatch { reserved: 0, ..lost });
                             continue;
                         }
                         // The journal cannot tell: if the batch committed, the budget is spent.
@@ -2236,10 +2232,9 @@ async fn enforce(
             // have committed.
             if let Some(l) = retake_lost.take() {
                 let msg = format!(
-                    "stage {}: batch {}: the connection was lost during its commit ({}), and the stage stopped before it was taken again: it may have committed (the journal table, written in its transaction, is the authority)",
+                    "stage {}: stopped before it was taken again: {}",
                     stage.name,
-                    batches + 1,
-                    l.error
+                    l.may_have_committed(batches + 1)
                 );
                 tracing::warn!("{msg}");
                 pr.errors.push(msg);
@@ -2257,8 +2252,8 @@ async fn enforce(
         verify.verified = verify.still_present == 0 && pr.failed == 0 && unchecked == 0;
         if (unchecked > 0 || acks_lost > 0) && matches!(pr.outcome.as_str(), "done" | "guardrail") {
             // Destroyed and recorded, but not re-checked, or not fully counted (a lost
-            // acknowledgement): not claimed. (Nor hidden behind a guardrail's stop: a lost batch
-            // found committed can take the stage past its budget.)
+            // acknowledgement): not claimed, even when the guardrail stopped the stage after
+            // (exit 1, not 3: a lost acknowledgement is the failure to act on).
             pr.outcome = "failed".into();
         }
         if verify.still_present > 0 {
@@ -2653,11 +2648,15 @@ async fn backoff(attempt: u32, e: &ConnectorError) {
 enum Looked {
     /// It committed: its records are recorded from the journal.
     Committed,
-    /// Not there (yet): the retake goes on in the room the budget leaves.
+    /// Not there, once no transaction held its rows: rolled back. Taken again in the room the
+    /// budget leaves.
     NotYet(LostBatch),
     /// The journal cannot tell.
     Unknown,
 }
+
+/// Where the journal, written in the destroying transaction, is the only witness.
+const JOURNAL_IS_AUTHORITY: &str = "the journal table, written in its transaction, is the authority";
 
 /// A batch destroyed by its own statements whose connection was lost at its commit, and which
 /// the journal did not show (yet): taken again by its candidates (`retake_lost`).
@@ -2666,21 +2665,32 @@ struct LostBatch {
     /// The lost connection's error.
     error: String,
     /// The rows it took, which may have been destroyed: the budget's room for its retake leaves
-    /// them out.
-    taken: u64,
+    /// them out. 0 once the journal was asked with no room left (`Looked::NotYet`).
+    reserved: u64,
     /// Its last key (the rows it took are after the batch before it, up to this one).
     last: Option<Vec<Value>>,
 }
 
-/// What an error that stops a stage adds when a lost batch (`batch`) was still to be taken
-/// again: it may have committed.
-fn pending_lost(batch: u64, lost: &Option<LostBatch>) -> String {
+impl LostBatch {
+    /// Said of it (batch `batch`) when the stage stops before it is taken again.
+    fn may_have_committed(&self, batch: u64) -> String {
+        format!(
+            "batch {batch}, whose connection was lost during its commit ({}), may have committed ({JOURNAL_IS_AUTHORITY})",
+            self.error
+        )
+    }
+
+    /// What its retake, reading after `after` (the batch before it), knows of it.
+    fn into_before(self, after: Option<Vec<Value>>) -> LostBefore {
+        LostBefore { error: self.error, range: self.last.map(|upto| (after, upto)) }
+    }
+}
+
+/// An error that stops a stage, naming a lost batch (`batch`) still to be taken again.
+fn stopped(e: impl std::fmt::Display, batch: u64, lost: Option<&LostBatch>) -> anyhow::Error {
     match lost {
-        Some(l) => format!(
-            "; batch {batch}, whose connection was lost during its commit ({}), may have committed (the journal table, written in its transaction, is the authority)",
-            l.error
-        ),
-        None => String::new(),
+        Some(l) => anyhow::anyhow!("{e}; {}", l.may_have_committed(batch)),
+        None => anyhow::anyhow!("{e}"),
     }
 }
 
@@ -2691,18 +2701,33 @@ struct LostBefore {
     range: Option<(Option<Vec<Value>>, Vec<Value>)>,
 }
 
-/// What a lost connection left unknown about a batch destroyed by its candidates.
+/// Records of a lost attempt by a batch's own statements that the journal has under the
+/// batch's number but that are not among the rows of the batch taken again (gone when those
+/// were read, or held or no longer due by then): known by their evidence ids only, dated by
+/// the earliest commit journaled under the number. Nothing else writes this run's stage under
+/// the number, so they can only be that attempt's.
+struct Unread {
+    ids: Vec<EvidenceId>,
+    at: Option<DateTime<Utc>>,
+}
+
+/// What a lost connection left unknown about a batch ([`destroy_or_journaled`]).
 enum LostReply {
     /// An attempt committed and its acknowledgement was lost: `from_journal` of the batch's
-    /// records destroyed are recorded from the journal (all of them when no later attempt
-    /// succeeded, `retried` false). Among them `earlier`: records of the batch's lost attempt
-    /// by its own statements, of rows this batch's candidates are not (gone when they were read,
-    /// or held or no longer due by then), known by their evidence ids only; the caller records them
-    /// (`Stage::record_journaled`), dated `at`.
-    Recovered { error: String, from_journal: usize, retried: bool, earlier: Vec<EvidenceId>, at: Option<DateTime<Utc>> },
-    /// A later attempt succeeded without all of the batch, and the journal could not say whether
-    /// the lost attempt had destroyed the rest.
+    /// records destroyed are recorded from the journal, among them the lost attempt's `unread`
+    /// ones, which the caller records (`Stage::record_journaled`). `others_accounted`: the
+    /// batch's other rows are accounted for by a later attempt (or its failure); otherwise the
+    /// report says they were not destroyed, and that why is not known.
+    Recovered { error: String, from_journal: usize, others_accounted: bool, unread: Option<Unread> },
+    /// The journal could not tell whether an attempt whose connection was lost committed.
     Uncertain { error: String },
+}
+
+impl LostReply {
+    /// Only the lost attempt's unread records, beside whatever this batch did.
+    fn unread_only(error: String, unread: Unread) -> LostReply {
+        LostReply::Recovered { error, from_journal: unread.ids.len(), others_accounted: true, unread: Some(unread) }
+    }
 }
 
 /// The report's line for a batch whose reply was lost ([`destroy_or_journaled`]): what is
@@ -2711,20 +2736,20 @@ fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchO
     let other = taken.saturating_sub(o.destroyed.len() + o.unchanged.len() + o.failures.len());
     let cascades = matches!(scope.work, Work::Delete) && !scope.cascade.is_empty();
     match lost {
-        LostReply::Recovered { error, from_journal, retried, earlier, .. } => {
+        LostReply::Recovered { error, from_journal, others_accounted, unread } => {
             let mut msg = format!(
                 "stage {stage}: batch {batch} was committed but its acknowledgement was lost ({error}): its {from_journal} records destroyed then are recorded from the journal"
             );
-            if !earlier.is_empty() {
+            if let Some(u) = unread {
                 msg.push_str(&format!(
                     "; {} of them by that attempt alone, not among the rows taken again (its own were gone, held or no longer due when they were read): they were not re-checked",
-                    earlier.len()
+                    u.ids.len()
                 ));
             }
             if cascades {
                 msg.push_str("; rows deleted with them in dependent tables are not counted");
             }
-            if other > 0 && !retried {
+            if other > 0 && !others_accounted {
                 msg.push_str(&format!(
                     "; its other {other} rows were not destroyed, and are counted as changed under the batch (why is not known)"
                 ));
@@ -2737,17 +2762,56 @@ fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchO
     }
 }
 
+/// Waits for the rows of `keys` and of `range` ([`Connector::settle`]): false if the wait
+/// failed (a transaction may still be committing them).
+async fn settle_or_warn(
+    conn: &dyn Connector,
+    scope: &Scope,
+    keys: &[Vec<Value>],
+    range: Option<KeyRange<'_>>,
+    batch: u64,
+) -> bool {
+    match retry(|| conn.settle(scope, keys, range)).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("batch {batch}: {e}");
+            false
+        }
+    }
+}
+
+/// The error of a batch whose every attempt failed, with the reply that goes with it: the lost
+/// attempt's unread records if the journal showed them (`shown`), else, after a lost
+/// connection (`lost`), a warning that an attempt may have committed.
+fn give_up(msg: String, lost: Option<&str>, shown: Option<Unread>) -> (anyhow::Error, Option<LostReply>) {
+    match (lost, shown) {
+        (Some(error), Some(unread)) => (anyhow::Error::msg(msg), Some(LostReply::unread_only(error.to_string(), unread))),
+        (Some(_), None) => (
+            anyhow::Error::msg(format!(
+                "{msg}; the connection was lost during an earlier attempt, which may have been committed with its acknowledgement lost: {JOURNAL_IS_AUTHORITY}"
+            )),
+            None,
+        ),
+        (None, _) => (anyhow::Error::msg(msg), None),
+    }
+}
+
 /// A batch destroyed by its candidates ([`Connector::destroy`]), run again after a transient
 /// error as [`retry`] does (and, as before, up to three times when its rows changed under it),
 /// but first looked for in the journal: if the call failed after the server committed the batch
 /// (the COMMIT's acknowledgement lost with the connection), a retry would find nothing left and
 /// count the batch's rows as gone concurrently, their records in the journal only. The journal's
-/// records are matched to the batch by their evidence ids. After a lost connection (this call's,
-/// or `lost_before`, that of the batch's attempt by its own statements), a later attempt asks
-/// the journal again once no transaction holds the rows it left (`Connector::settle`: it did not
-/// lock them, so it did not wait for a lost attempt still committing them), and only records it
-/// did not destroy itself are the lost one's; attempts that run out after a lost connection say
-/// that the batch may have committed.
+/// records are matched to the batch by their evidence ids.
+///
+/// After a lost connection (this call's, or `lost_before`, that of the batch's attempt by its
+/// own statements: a retake), a later attempt asks the journal again once no transaction holds
+/// the rows it left, nor, in a retake, the lost attempt's key range, which it may not have read
+/// again (`Connector::settle`: it did not lock them, so it did not wait for a lost attempt still
+/// committing them); records it did not destroy itself are the lost one's (in a retake, also
+/// records of rows it did not read: [`Unread`]). A retake that finds nothing left asks the
+/// journal the same way. Attempts that run out after a lost connection say that the batch may
+/// have committed, or return the unread records the journal showed beside a failed attempt
+/// with their error.
 async fn destroy_or_journaled(
     conn: &dyn Connector,
     scope: &Scope,
@@ -2756,70 +2820,33 @@ async fn destroy_or_journaled(
     journal: &JournalCtx,
     started: DateTime<Utc>,
     lost_before: Option<LostBefore>,
-) -> Result<(BatchOutcome, Option<LostReply>), (anyhow::Error, Option<LostReply>)> {
+) -> (anyhow::Result<BatchOutcome>, Option<LostReply>) {
     let (mut attempt, mut conflicts) = (0u32, 0u32);
     let lost_before = lost_before.filter(|_| conn.journaled_destroy());
-    // The rows the lost attempt by the batch's own statements read, which this call may not
-    // read again (no longer due: held since, say): waited for as well as the rows it leaves.
-    let range = lost_before.as_ref().and_then(|l| l.range.as_ref()).map(|(a, l)| (a.as_deref(), l.as_slice()));
+    let range = lost_before
+        .as_ref()
+        .and_then(|l| l.range.as_ref())
+        .map(|(after, upto)| KeyRange { after: after.as_deref(), upto });
     // The first lost connection's error, once one was met (journaled destroys only): this
     // call's, or that of the batch's attempt by its own statements (`lost_before`).
     let mut lost: Option<String> = lost_before.as_ref().map(|l| l.error.clone());
-    if cands.is_empty() {
-        // Nothing left after a lost attempt by the batch's own statements: whatever the journal
-        // has under its number, that attempt committed (its rows are gone, so nothing here is
-        // matched to them). Asked once no transaction holds its rows, and as after a lost
-        // connection (a few times over 1.5 s).
-        let lost = match lost {
-            Some(error) => {
-                let settled = match retry(|| conn.settle(scope, &[], range)).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!("batch {}: {e}", journal.batch);
-                        false
-                    }
-                };
-                match from_journal(conn, &[], journal, started, true, true).await {
-                    Journal::Absent if settled => None,
-                    Journal::Earlier { theirs, at, .. } => Some(LostReply::Recovered {
-                        error,
-                        from_journal: theirs.len(),
-                        retried: true,
-                        earlier: theirs,
-                        at,
-                    }),
-                    Journal::Absent | Journal::Found(_) | Journal::Unknown => Some(LostReply::Uncertain { error }),
-                }
-            }
-            None => None,
-        };
-        return Ok((BatchOutcome::default(), lost));
-    }
-    // After a lost attempt by the batch's own statements, its commit may have become visible
-    // before these candidates were read (then they are the rows after it, and the journal has
-    // records under this batch's number that are not theirs): the journal is asked whatever
-    // this call destroys.
+    // A retake: the journal is asked whatever this call destroys.
     let retake = lost.is_some();
-    // The lost attempt's records, once the journal showed them beside an attempt of this call
-    // that failed (rolled back): recorded even if every attempt fails.
-    let mut shown: Option<(Vec<EvidenceId>, Option<DateTime<Utc>>)> = None;
-    let give_up = |msg: String, lost: &Option<String>, shown: Option<(Vec<EvidenceId>, Option<DateTime<Utc>>)>| {
-        match (
-        lost, shown,
-    ) {
-        (Some(error), Some((earlier, at))) => {
-            let reply = LostReply::Recovered { error: error.clone(), from_journal: earlier.len(), retried: true, earlier, at };
-            (anyhow::anyhow!("{msg}"), Some(reply))
-        }
-        (Some(_), None) => (
-            anyhow::anyhow!(
-                "{msg}; the connection was lost during an earlier attempt, which may have been committed with its acknowledgement lost: the journal table, written in its transaction, is the authority"
-            ),
-            None,
-        ),
-        (None, _) => (anyhow::anyhow!("{msg}"), None),
+    if cands.is_empty() {
+        // Nothing left to take again: whatever the journal has under the batch's number, the
+        // lost attempt committed (its rows are gone, so nothing here is matched to them).
+        let Some(error) = lost else { return (Ok(BatchOutcome::default()), None) };
+        let settled = settle_or_warn(conn, scope, &[], range, journal.batch).await;
+        let reply = match from_journal(conn, &[], journal, started, true, true).await {
+            Journal::Absent if settled => None,
+            Journal::WithUnread { unread, .. } => Some(LostReply::unread_only(error, unread)),
+            Journal::Absent | Journal::Found(_) | Journal::Unknown => Some(LostReply::Uncertain { error }),
+        };
+        return (Ok(BatchOutcome::default()), reply);
     }
-    };
+    // The lost attempt's unread records, once the journal showed them beside an attempt of this
+    // call that failed (rolled back): recorded even if every attempt fails.
+    let mut shown: Option<Unread> = None;
     loop {
         let e = match conn.destroy(scope, cands, ids, journal).await {
             Ok(o) if o.conflict => {
@@ -2827,84 +2854,82 @@ async fn destroy_or_journaled(
                 if conflicts < 3 {
                     continue;
                 }
-                return Err(give_up("rows kept changing under the batch (3 attempts); skipped".into(), &lost, shown));
+                let (e, reply) =
+                    give_up("rows kept changing under the batch (3 attempts); skipped".into(), lost.as_deref(), shown);
+                return (Err(e), reply);
             }
             Ok(mut o) => {
                 let Some(error) = lost.filter(|_| retake || o.destroyed.len() < cands.len()) else {
-                    return Ok((o, None));
+                    return (Ok(o), None);
                 };
                 // The journal has this attempt's records and, if it committed after all, the
                 // lost one's, under the same batch number. But this attempt did not lock the rows
-                // it left (held or no longer due by then), so it did not wait for the lost one,
-                // which may still be committing them: first wait for those rows' locks.
+                // it left (held or no longer due by then), nor, in a retake, those of the lost
+                // attempt it did not read, so it did not wait for the lost one, which may still be
+                // committing them: first wait for those rows' locks.
                 o.destroyed.sort_unstable();
                 let keys: Vec<Vec<Value>> = (0..cands.len())
                     .filter(|i| o.destroyed.binary_search(i).is_err())
                     .map(|i| cands[i].key.clone())
                     .collect();
-                let settled = match retry(|| conn.settle(scope, &keys, range.filter(|_| retake))).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!("batch {}: {e}", journal.batch);
-                        false
-                    }
-                };
-                let (journaled, earlier, at) = match from_journal(conn, ids, journal, started, false, retake).await {
-                    Journal::Found(j) => (j, vec![], None),
-                    Journal::Earlier { mine, theirs, at } => (mine, theirs, at),
-                    // The lost attempt's records the journal showed before (beside an attempt that
-                    // failed), which it cannot show now.
-                    _ if shown.is_some() => {
-                        let (earlier, at) = shown.take().expect("checked");
-                        (vec![], earlier, at)
-                    }
+                let settled = settle_or_warn(conn, scope, &keys, range, journal.batch).await;
+                let (journaled, unread) = match (from_journal(conn, ids, journal, started, false, retake).await, shown)
+                {
+                    (Journal::Found(mine), _) => (mine, None),
+                    (Journal::WithUnread { mine, unread }, _) => (mine, Some(unread)),
+                    // The lost attempt's records the journal showed before (beside an attempt
+                    // that failed), which it cannot show now.
+                    (_, Some(unread)) => (vec![], Some(unread)),
                     // Neither attempt journaled anything, and no transaction holds the rows:
                     // the lost one was rolled back.
-                    Journal::Absent if o.destroyed.is_empty() && settled => return Ok((o, None)),
-                    Journal::Absent | Journal::Unknown => return Ok((o, Some(LostReply::Uncertain { error }))),
+                    (Journal::Absent, None) if o.destroyed.is_empty() && settled => return (Ok(o), None),
+                    (Journal::Absent | Journal::Unknown, None) => {
+                        return (Ok(o), Some(LostReply::Uncertain { error }));
+                    }
                 };
                 let before = o.destroyed.len();
                 o.destroyed.extend(journaled);
                 o.destroyed.sort_unstable();
                 o.destroyed.dedup();
-                if o.destroyed.len() == before && earlier.is_empty() {
+                if o.destroyed.len() == before && unread.is_none() {
                     // Only this attempt's own records: once no transaction holds the rows it left,
                     // the lost one was rolled back (if the wait failed, it may still commit).
-                    return Ok((o, (!settled).then_some(LostReply::Uncertain { error })));
+                    return (Ok(o), (!settled).then_some(LostReply::Uncertain { error }));
                 }
                 o.unchanged.retain(|i| o.destroyed.binary_search(i).is_err());
                 o.failures.retain(|(i, _)| o.destroyed.binary_search(i).is_err());
-                let from_journal = o.destroyed.len() - before + earlier.len();
-                return Ok((o, Some(LostReply::Recovered { error, from_journal, retried: true, earlier, at })));
+                let from_journal = o.destroyed.len() - before + unread.as_ref().map_or(0, |u| u.ids.len());
+                return (Ok(o), Some(LostReply::Recovered { error, from_journal, others_accounted: true, unread }));
             }
             Err(e) => e,
         };
         let is_lost = matches!(e, ConnectorError::Lost { .. }) && conn.journaled_destroy();
-        // This attempt's records in the journal (with, after a lost attempt by the batch's own
-        // statements, that attempt's): it committed. The lost attempt's alone: this one was
-        // rolled back, and is tried again.
-        let (destroyed, earlier, at) = match from_journal(conn, ids, journal, started, is_lost, retake).await {
-            Journal::Found(mine) => (mine, vec![], None),
-            Journal::Earlier { mine, theirs, at } if !mine.is_empty() => (mine, theirs, at),
-            Journal::Earlier { theirs, at, .. } => {
-                shown = Some((theirs, at));
-                (vec![], vec![], None)
+        // This attempt's records in the journal (with, in a retake, the lost attempt's unread
+        // ones): it committed. The unread ones alone: this one was rolled back, and is tried
+        // again (they are kept, should every attempt fail).
+        let (destroyed, unread) = match from_journal(conn, ids, journal, started, is_lost, retake).await {
+            Journal::Found(mine) => (mine, None),
+            Journal::WithUnread { mine, unread } if !mine.is_empty() => (mine, Some(unread)),
+            Journal::WithUnread { unread, .. } => {
+                shown = Some(unread);
+                (vec![], None)
             }
-            _ => (vec![], vec![], None),
+            Journal::Absent | Journal::Unknown => (vec![], None),
         };
         if !destroyed.is_empty() {
-            let from_journal = destroyed.len() + earlier.len();
+            let from_journal = destroyed.len() + unread.as_ref().map_or(0, |u| u.ids.len());
             let error = e.to_string();
-            return Ok((
-                BatchOutcome { destroyed, ..Default::default() },
-                Some(LostReply::Recovered { error, from_journal, retried: false, earlier, at }),
-            ));
+            return (
+                Ok(BatchOutcome { destroyed, ..Default::default() }),
+                Some(LostReply::Recovered { error, from_journal, others_accounted: false, unread }),
+            );
         }
         if is_lost && lost.is_none() {
             lost = Some(e.to_string());
         }
         if !e.is_transient() || attempt >= 3 {
-            return Err(give_up(e.to_string(), &lost, shown));
+            let (e, reply) = give_up(e.to_string(), lost.as_deref(), shown);
+            return (Err(e), reply);
         }
         attempt += 1;
         backoff(attempt, &e).await;
@@ -2915,34 +2940,33 @@ async fn destroy_or_journaled(
 enum Journal {
     /// The batch's indices whose records it has under the batch's number.
     Found(Vec<usize>),
-    /// After a lost attempt by the batch's own statements (`retake`), records under the batch's
-    /// number that are not all this batch's: the batch's indices whose records it has (`mine`),
-    /// and the rest (`theirs`), which only that attempt can have written (no other writes this
-    /// run's stage under the number): it destroyed rows this batch's candidates are not (gone
-    /// when they were read, or held or no longer due by then).
-    /// `at`: the earliest commit time journaled under the number.
-    Earlier { mine: Vec<usize>, theirs: Vec<EvidenceId>, at: Option<DateTime<Utc>> },
+    /// In a retake, records under the batch's number that are not all this batch's: the
+    /// batch's indices whose records it has (`mine`), and the lost attempt's records of rows
+    /// this batch did not read ([`Unread`]).
+    WithUnread { mine: Vec<usize>, unread: Unread },
     /// It was read and has nothing under the batch's number.
     Absent,
     /// No journal, one this connector cannot read by batch (the earlier per-record shape), a
-    /// read that failed, or records under the number that are not all this batch's.
+    /// read that failed, or, outside a retake, records under the number that are not all this
+    /// batch's.
     Unknown,
 }
 
-/// What the journal has of this batch under its number ([`journaled_anyway`]). (A batch number
-/// can be journaled twice: a batch destroyed by its own statements whose lost acknowledgement
-/// its own lookups missed, then the batch taken again by its candidates, `retake`: records that
-/// are not this batch's are then that attempt's, `Journal::Earlier`; otherwise they are not
-/// taken for this batch's.)
+/// What the journal has of this batch under its number ([`journaled_anyway`]), asked a few
+/// times over 1.5 s when `after_lost_connection` (the server may still be committing). (A batch
+/// number can be journaled twice: a batch destroyed by its own statements whose lost
+/// acknowledgement its own lookups missed, then the batch taken again by its candidates,
+/// `retake`: records that are not this batch's are then that attempt's, `Journal::WithUnread`;
+/// otherwise they are not taken for this batch's.)
 async fn from_journal(
     conn: &dyn Connector,
     ids: &[EvidenceId],
     journal: &JournalCtx,
     started: DateTime<Utc>,
-    lost: bool,
+    after_lost_connection: bool,
     retake: bool,
 ) -> Journal {
-    let (jb, jids) = match journaled_anyway(conn, journal, journal.batch, started, lost).await {
+    let (jb, jids) = match journaled_anyway(conn, journal, journal.batch, started, after_lost_connection).await {
         Ok(Some(found)) => found,
         Ok(None) => return Journal::Absent,
         Err(()) => return Journal::Unknown,
@@ -2953,14 +2977,14 @@ async fn from_journal(
     destroyed.dedup();
     if destroyed.len() != jids.len() && retake {
         let mut seen = BTreeSet::new();
-        let theirs: Vec<EvidenceId> =
+        let ids: Vec<EvidenceId> =
             jids.into_iter().filter(|j| !at.contains_key(j.record.as_str()) && seen.insert(j.record.clone())).collect();
         tracing::warn!(
             "batch {}: the journal has {} records under its number that are not this batch's: its lost attempt's, which destroyed other rows than those taken again",
             journal.batch,
-            theirs.len()
+            ids.len()
         );
-        return Journal::Earlier { mine: destroyed, theirs, at: jb.committed_at };
+        return Journal::WithUnread { mine: destroyed, unread: Unread { ids, at: jb.committed_at } };
     }
     if destroyed.len() != jids.len() {
         tracing::warn!(
@@ -3004,7 +3028,8 @@ async fn journaled_anyway(
                 return Err(());
             }
         };
-        // The earliest, if the number was journaled twice (`from_journal`).
+        // If the number was journaled twice (`from_journal`), the row committed first (an
+        // undated one before any).
         let found = batches
             .into_iter()
             .filter(|b| b.run_id == journal.run_id && b.stage == journal.stage && b.batch == batch)

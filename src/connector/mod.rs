@@ -267,6 +267,13 @@ pub struct JournalCtx {
     pub batch: u64,
 }
 
+/// The keys after `after` (all, when `None`) up to `upto`, in the scope's key order.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRange<'a> {
+    pub after: Option<&'a [Value]>,
+    pub upto: &'a [Value],
+}
+
 /// A batch in the journal, as [`Connector::journal_batches`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalBatch {
@@ -519,7 +526,7 @@ pub trait Connector: Send + Sync + fmt::Display {
         &self,
         _scope: &Scope,
         _keys: &[Vec<Value>],
-        _range: Option<(Option<&[Value]>, &[Value])>,
+        _range: Option<KeyRange<'_>>,
     ) -> Result<(), ConnectorError> {
         Ok(())
     }

@@ -1247,32 +1247,28 @@ impl<'a> Builder<'a> {
     /// PostgreSQL `FOR SHARE`, MySQL/MariaDB `LOCK IN SHARE MODE`; SQLite has one writer and no
     /// row locks (the statement is never run there).
     pub fn share_lock(&self, keys: &[Vec<Value>]) -> Sql {
-        let mut sql = Sql::new(self.d);
-        let t = self.table();
-        let cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
-        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
-        self.keys_in(&mut sql, &t, keys);
-        match self.d {
-            Dialect::Postgres => sql.push(" FOR SHARE"),
-            Dialect::MySql => sql.push(" LOCK IN SHARE MODE"),
-            Dialect::Sqlite => &mut sql,
-        };
-        sql
+        self.share_lock_where(|b, sql, t| b.keys_in(sql, t, keys))
     }
 
-    /// Reads the rows with a key after `after` (if any) up to `upto` under a shared lock,
-    /// whatever their values, as [`Builder::share_lock`] does for a list of keys: the key range
-    /// a batch of its own statements read ([`crate::connector::Connector::settle`]).
+    /// The same for the rows with a key after `after` (if any) up to `upto`: the key range a
+    /// batch of its own statements read.
     pub fn share_lock_range(&self, after: Option<&[Value]>, upto: &[Value]) -> Sql {
+        self.share_lock_where(|b, sql, t| {
+            if let Some(after) = after {
+                b.key_compare(sql, t, ">", after);
+                sql.push(" AND ");
+            }
+            b.key_compare(sql, t, "<=", upto);
+        })
+    }
+
+    /// `SELECT` the keys of the rows `rows` writes the condition of, under a shared lock.
+    fn share_lock_where(&self, rows: impl FnOnce(&Self, &mut Sql, &str)) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         let cols: Vec<String> = self.scope.key.iter().map(|k| self.read_expr(&t, k)).collect();
         sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
-        if let Some(after) = after {
-            self.key_compare(&mut sql, &t, ">", after);
-            sql.push(" AND ");
-        }
-        self.key_compare(&mut sql, &t, "<=", upto);
+        rows(self, &mut sql, &t);
         match self.d {
             Dialect::Postgres => sql.push(" FOR SHARE"),
             Dialect::MySql => sql.push(" LOCK IN SHARE MODE"),

@@ -2497,7 +2497,7 @@ impl crate::connector::Connector for SqlConnector {
         &self,
         scope: &Scope,
         keys: &[Vec<Value>],
-        range: Option<(Option<&[Value]>, &[Value])>,
+        range: Option<crate::connector::KeyRange<'_>>,
     ) -> Result<(), ConnectorError> {
         if (keys.is_empty() && range.is_none()) || self.dialect == Dialect::Sqlite {
             return Ok(());
@@ -2507,8 +2507,8 @@ impl crate::connector::Connector for SqlConnector {
         if !keys.is_empty() {
             locks.push(b.share_lock(keys));
         }
-        if let Some((after, upto)) = range {
-            locks.push(b.share_lock_range(after, upto));
+        if let Some(r) = range {
+            locks.push(b.share_lock_range(r.after, r.upto));
         }
         let ctx = format!("waiting for the rows of a batch of '{}'", scope.table.name);
         with_pool!(self, p => {

@@ -61,6 +61,33 @@ pub enum Pool {
 }
 
 /// A fresh, empty database.
+/// A connection of its own to a server's test database, outside any pool: for a transaction a
+/// test holds open while lapse runs (PostgreSQL and MariaDB).
+pub enum Session {
+    Pg(sqlx::PgConnection),
+    My(sqlx::MySqlConnection),
+}
+
+impl Session {
+    pub async fn open(db: &TestDb) -> Session {
+        use sqlx::Connection;
+        match db.backend {
+            Backend::Postgres => Session::Pg(sqlx::PgConnection::connect(&db.url).await.unwrap()),
+            Backend::MySql => Session::My(sqlx::MySqlConnection::connect(&db.url).await.unwrap()),
+            Backend::Sqlite => panic!("a session of its own is for the servers"),
+        }
+    }
+
+    /// Runs `sql` (statements separated by `;`).
+    pub async fn exec(&mut self, sql: &str) {
+        match self {
+            Session::Pg(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+            Session::My(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
 pub struct TestDb {
     pub backend: Backend,
     pub url: String,

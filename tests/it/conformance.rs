@@ -7,7 +7,7 @@
 use chrono::{TimeZone, Utc};
 use lapse::config::HoldsTable;
 use lapse::connector::{
-    Candidate, Connector, ConnectorError, EvidenceId, Filter, HoldScope, JournalCtx, LapseRule, Scope, Work,
+    Candidate, Connector, ConnectorError, EvidenceId, Filter, HoldScope, JournalCtx, KeyRange, LapseRule, Scope, Work,
 };
 use lapse::policy::condition::Literal;
 use lapse::policy::strategy::Strategy;
@@ -698,62 +698,34 @@ pub async fn settle_waits_for_the_rows_it_names(b: Backend) {
     let int = |i: i64| vec![Value::Int(i)];
     // An open transaction that changed persons 2 and 5 (a lost batch's deletion, still
     // committing, holds its rows the same way: `faults::postgres_commit_visible_late_*`).
-    let (tx_begin, tx_end) = ("BEGIN", "COMMIT");
-    let statements = ["UPDATE people SET email = NULL WHERE id = 2", "UPDATE people SET email = NULL WHERE id = 5"];
-    macro_rules! with_open_tx {
-        ($c:expr) => {{
-            let mut c = $c;
-            sqlx::query(tx_begin).execute(&mut c).await.unwrap();
-            for st in statements {
-                sqlx::query(st).execute(&mut c).await.unwrap();
-            }
-            c
-        }};
-    }
-    enum Open {
-        Pg(sqlx::PgConnection),
-        My(sqlx::MySqlConnection),
-    }
-    let mut open = match b {
-        Backend::Postgres => {
-            Open::Pg(with_open_tx!(<sqlx::PgConnection as sqlx::Connection>::connect(&f.db.url).await.unwrap()))
-        }
-        _ => Open::My(with_open_tx!(<sqlx::MySqlConnection as sqlx::Connection>::connect(&f.db.url).await.unwrap())),
-    };
-    // Rows outside the transaction's: no wait.
-    let quick = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        conn.settle(&scope, &[int(3)], Some((Some(&[Value::Int(5)]), &[Value::Int(7)][..]))).await
-    });
-    // (5 is excluded: the range is after 5, up to 7.)
+    let change = "BEGIN; UPDATE people SET email = NULL WHERE id = 2; UPDATE people SET email = NULL WHERE id = 5";
+    let mut open = crate::common::Session::open(&f.db).await;
+    open.exec(change).await;
+    // Rows outside the transaction's: no wait (5 is excluded: the range is after 5, up to 7).
+    let (five, seven) = (int(5), int(7));
+    let range = KeyRange { after: Some(&five), upto: &seven };
+    let three = [int(3)];
+    let quick = tokio::time::timeout(std::time::Duration::from_secs(5), conn.settle(&scope, &three, Some(range)));
     quick.await.expect("no wait for rows no transaction holds").unwrap();
     // The key range (1, 3] and the range up to 2 hold person 2; the key 5 the other.
     for (keys, range) in [(vec![], Some((Some(int(1)), int(3)))), (vec![int(5)], None), (vec![], Some((None, int(2))))]
     {
         let (c, sc) = (conn.clone(), scope.clone());
         let waiting = tokio::spawn(async move {
-            let range = range.as_ref().map(|(a, u): &(Option<Vec<Value>>, Vec<Value>)| (a.as_deref(), u.as_slice()));
+            let range = range.as_ref().map(|(after, upto)| KeyRange { after: after.as_deref(), upto });
             c.settle(&sc, &keys, range).await
         });
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert!(!waiting.is_finished(), "settle did not wait for the open transaction");
-        // Let it go by ending the transaction (then open it again for the next case).
-        open = match open {
-            Open::Pg(mut c) => {
-                sqlx::query(tx_end).execute(&mut c).await.unwrap();
-                Open::Pg(with_open_tx!(c))
-            }
-            Open::My(mut c) => {
-                sqlx::query(tx_end).execute(&mut c).await.unwrap();
-                Open::My(with_open_tx!(c))
-            }
-        };
+        // Let it go by ending the transaction, then open it again for the next case.
+        open.exec("COMMIT").await;
         tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
             .await
             .expect("settle returned once the transaction ended")
             .unwrap()
             .unwrap();
+        open.exec(change).await;
     }
-    drop(open);
 }
 
 /// A hold inserted between two batches, after the second was read ahead (SQLite reads batch

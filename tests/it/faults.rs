@@ -196,6 +196,24 @@ fn spawn_run(f: &Fixture) -> tokio::process::Child {
         .unwrap()
 }
 
+/// Holds in the holds table of [`people`] on the persons `ids` (subject `S-i`).
+async fn hold_people(f: &Fixture, ids: impl IntoIterator<Item = i64>) {
+    let holds: Vec<String> = ids.into_iter().map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
+    f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", "))).await;
+}
+
+/// Whether the count `sql` became positive within 20 s (polled every 20 ms).
+async fn poll_until(f: &Fixture, sql: &str) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        if f.db.count(sql).await > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// Until the proxy has cut a batch's `COMMIT` (bounded).
 async fn wait_for_cut(proxy: &TcpProxy) {
     let t = Instant::now();
@@ -736,8 +754,7 @@ async fn sql_commit_lost_with_its_connection(b: Backend, whole: bool) {
     // Before the retry (lapse first asks the journal for 1.5 s): person 15 is held, or every
     // person of the batch (11 to 20).
     let held: Vec<i64> = if whole { (11..=20).collect() } else { vec![15] };
-    let holds: Vec<String> = held.iter().map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
-    f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", "))).await;
+    hold_people(&f, held.iter().copied()).await;
     let (kept, gone) = (held.len() as i64, 40 - held.len() as i64);
     let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -820,9 +837,7 @@ async fn postgres_commit_visible_late(cascade: bool, budget: bool, hold: bool) {
     let mut policy = people_policy("delete", cascade);
     if budget {
         policy = policy.replace("max_share: 100%", "max_share: 50%");
-        let holds: Vec<String> = (21..=40).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
-        f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", ")))
-            .await;
+        hold_people(&f, 21..=40).await;
     }
     f.policy("people", &policy);
     let proxy = proxy_in_front(&f, 7).await;
@@ -838,24 +853,14 @@ async fn postgres_commit_visible_late(cascade: bool, budget: bool, hold: bool) {
     // it and waits for the rows' locks; without, the retry's `DELETE` waits for them. Only then
     // the commit goes on. (Where lapse does not wait, it goes on after 20 s.)
     let waiting = if hold {
-        let holds: Vec<String> = (11..=20).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
-        f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", ")))
-            .await;
+        hold_people(&f, 11..=20).await;
         "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
          AND wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'"
     } else {
         "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
          AND wait_event_type = 'Lock' AND wait_event <> 'advisory'"
     };
-    let t = Instant::now();
-    let mut settled = false;
-    while t.elapsed() < Duration::from_secs(20) {
-        if f.db.count(waiting).await > 0 {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let settled = poll_until(&f, waiting).await;
     sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut gate).await.unwrap();
     let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -901,9 +906,7 @@ async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i
     let mut policy = people_policy(on_lapse, false);
     if budget {
         policy = policy.replace("max_share: 100%", "max_share: 50%");
-        let holds: Vec<String> = (26..=rows).map(|i| format!("('H-{i}', 'S-{i}', NULL, NULL)")).collect();
-        f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES {}", holds.join(", ")))
-            .await;
+        hold_people(&f, 26..=rows).await;
     }
     f.policy("people", &policy);
     let public = f.sign_reports();
@@ -931,15 +934,7 @@ async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i
     let waiting =
         "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
                    AND wait_event_type = 'Lock' AND wait_event = 'relation' AND query NOT LIKE 'LOCK TABLE%'";
-    let t = Instant::now();
-    let mut read_waits = false;
-    while t.elapsed() < Duration::from_secs(20) {
-        if f.db.count(waiting).await > 0 {
-            read_waits = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let read_waits = poll_until(&f, waiting).await;
     sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut gate).await.unwrap();
     tokio::time::timeout(BOUND, queued).await.expect("bounded").unwrap();
     let out = tokio::time::timeout(BOUND, child.wait_with_output()).await.expect("bounded").unwrap();

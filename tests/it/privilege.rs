@@ -516,7 +516,7 @@ async fn s3_iam_actions() {
     let plan_actions: Vec<&str> = S3_PLAN_ACTIONS.iter().copied().chain([MOTO_HEAD_BUCKET]).collect();
     let run_actions: Vec<&str> = s3_run_actions().into_iter().chain([MOTO_HEAD_BUCKET]).collect();
     let no_delete: Vec<&str> = plan_actions.iter().chain(S3_RUN_READS).copied().collect();
-    let no_listing: Vec<&str> = plan_actions.iter().copied().filter(|a| *a != "s3:ListBucketVersions").collect();
+    let no_listing = without(&plan_actions, "s3:ListBucketVersions");
     let lock = (S3_LOCK_ACTIONS.to_vec(), vec![locks_arn]);
     let spec = serde_json::json!({
         "buckets": [least, normal],
@@ -609,7 +609,7 @@ async fn s3_report_bucket_iam_actions() {
     let report_arns = vec![format!("arn:aws:s3:::{reports}"), format!("arn:aws:s3:::{reports}/*")];
     let locks = (S3_LOCK_ACTIONS.to_vec(), vec![format!("arn:aws:s3:::{data}/.lapse-locks/*")]);
     let run_actions: Vec<&str> = s3_run_actions().into_iter().chain([MOTO_HEAD_BUCKET]).collect();
-    let no_put: Vec<&str> = S3_SINK_ACTIONS.iter().copied().filter(|a| *a != "s3:PutObject").collect();
+    let no_put = without(S3_SINK_ACTIONS, "s3:PutObject");
     let spec = serde_json::json!({
         "buckets": [data, reports],
         "objects": S3_OBJECTS,
@@ -651,9 +651,11 @@ async fn s3_report_bucket_iam_actions() {
 // version's legal hold out of `HeadObject` without `s3:GetObjectLegalHold`. The user `limited`
 // owns nothing; the test grants it actions by the bucket's policy.
 
-/// The test bed's RGW user that owns nothing (`scripts/radosgw.sh`).
+/// The keys of the test bed's RGW user that owns nothing (`scripts/radosgw.sh`).
+const RGW_LIMITED_KEYS: (&str, &str) = ("limitedkey", "limitedsecret");
+/// The same as lapse's environment.
 const RGW_LIMITED: [(&str, &str); 2] =
-    [("AWS_ACCESS_KEY_ID", "limitedkey"), ("AWS_SECRET_ACCESS_KEY", "limitedsecret")];
+    [("AWS_ACCESS_KEY_ID", RGW_LIMITED_KEYS.0), ("AWS_SECRET_ACCESS_KEY", RGW_LIMITED_KEYS.1)];
 
 /// Versions locked by the storage itself, due by their dates: an Object Lock legal hold, and a
 /// governance-mode retention until 2099.
@@ -724,7 +726,7 @@ async fn s3_actions_on_rgw() {
     use crate::objects::{client_of, unique, StoreKind};
     let endpoint = StoreKind::Rgw.endpoint();
     let owner = client_of(StoreKind::Rgw);
-    let limited = crate::objects::client_with(&endpoint, RGW_LIMITED[0].1, RGW_LIMITED[1].1);
+    let limited = crate::objects::client_with(&endpoint, RGW_LIMITED_KEYS.0, RGW_LIMITED_KEYS.1);
     assert!(
         limited.list_buckets().send().await.is_ok(),
         "the RGW user `limited` is missing: restart the test bed (scripts/testbed.sh start; scripts/radosgw.sh makes it)"
