@@ -2979,6 +2979,10 @@ async fn from_journal(
         let mut seen = BTreeSet::new();
         let ids: Vec<EvidenceId> =
             jids.into_iter().filter(|j| !at.contains_key(j.record.as_str()) && seen.insert(j.record.clone())).collect();
+        if ids.is_empty() {
+            // Only this batch's records, one of them twice: nothing of another attempt.
+            return Journal::Found(destroyed);
+        }
         tracing::warn!(
             "batch {}: the journal has {} records under its number that are not this batch's: its lost attempt's, which destroyed other rows than those taken again",
             journal.batch,

@@ -60,7 +60,6 @@ pub enum Pool {
     Lite(SqlitePool),
 }
 
-/// A fresh, empty database.
 /// A connection of its own to a server's test database, outside any pool: for a transaction a
 /// test holds open while lapse runs (PostgreSQL and MariaDB).
 pub enum Session {
@@ -88,6 +87,7 @@ impl Session {
     }
 }
 
+/// A fresh, empty database.
 pub struct TestDb {
     pub backend: Backend,
     pub url: String,
