@@ -52,9 +52,10 @@ where
             let status = s.raw().status().as_u16();
             // The code only: the server's message may quote the key or an ARN holding it
             // (`…:object/exports/jane.doe@example.com.csv`), and keys hold personal data.
-            match m.code() {
-                Some(code) => format!("{code} (HTTP {status})"),
-                None => format!("HTTP {status}"),
+            match (m.code(), status) {
+                (Some(code), _) => format!("{code} (HTTP {status})"),
+                (None, 403) => "access denied (HTTP 403)".to_string(),
+                (None, _) => format!("HTTP {status}"),
             }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
@@ -73,6 +74,14 @@ where
         ConnectorError::Lost { context, message }
     } else {
         ConnectorError::Query { context, message }
+    }
+}
+
+/// The action a `HeadObject` needs (named in its errors: a HEAD answer has no error code).
+fn head_action(version: Option<&str>) -> &'static str {
+    match version {
+        Some(_) => "HeadObject: s3:GetObjectVersion",
+        None => "HeadObject: s3:GetObject",
     }
 }
 
@@ -189,7 +198,7 @@ impl S3Backend {
         let h = match r {
             Ok(h) => h,
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(err("reading an object version's lock", e)),
+            Err(e) => return Err(err(&format!("reading an object version's lock ({})", head_action(version)), e)),
         };
         if h.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On) {
             return Ok(Some("legal-hold".into()));
@@ -771,7 +780,7 @@ impl ObjectBackend for S3Backend {
         match self.client.head_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Err(ConnectorError::NotFound { what: format!("bucket '{bucket}'") }),
-            Err(e) => Err(err(&format!("checking bucket '{bucket}'"), e)),
+            Err(e) => Err(err(&format!("checking bucket '{bucket}' (HeadBucket: s3:ListBucket)"), e)),
         }
     }
 
@@ -816,7 +825,7 @@ impl ObjectBackend for S3Backend {
                 Ok(Some((e, meta)))
             }
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(err("reading an object's metadata", e)),
+            Err(e) => Err(err(&format!("reading an object's metadata ({})", head_action(version)), e)),
         }
     }
 

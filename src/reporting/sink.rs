@@ -119,7 +119,7 @@ impl S3Reports {
             }
             return Err(SinkCheck::Unavailable(format!(
                 "reports.s3: {}",
-                s3::err(&format!("checking bucket '{}'", self.bucket), e)
+                s3::err(&format!("checking bucket '{}' (HeadBucket: s3:ListBucket)", self.bucket), e)
             )));
         }
         if self.retention.is_some() {
