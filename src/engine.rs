@@ -2717,8 +2717,11 @@ enum LostReply {
     /// records destroyed are recorded from the journal, among them the lost attempt's `unread`
     /// ones, which the caller records (`Stage::record_journaled`). `others_accounted`: the
     /// batch's other rows are accounted for by a later attempt (or its failure); otherwise the
-    /// report says they were not destroyed, and that why is not known.
-    Recovered { error: String, from_journal: usize, others_accounted: bool, unread: Option<Unread> },
+    /// report says they were not destroyed, and that why is not known. `untold`: the journal,
+    /// which had shown the unread records beside an attempt that lost its connection, did not
+    /// tell again after the attempt that succeeded: whether that lost attempt committed late is
+    /// not known.
+    Recovered { error: String, from_journal: usize, others_accounted: bool, unread: Option<Unread>, untold: bool },
     /// The journal could not tell whether an attempt whose connection was lost committed.
     Uncertain { error: String },
 }
@@ -2726,7 +2729,13 @@ enum LostReply {
 impl LostReply {
     /// Only the lost attempt's unread records, beside whatever this batch did.
     fn unread_only(error: String, unread: Unread) -> LostReply {
-        LostReply::Recovered { error, from_journal: unread.ids.len(), others_accounted: true, unread: Some(unread) }
+        LostReply::Recovered {
+            error,
+            from_journal: unread.ids.len(),
+            others_accounted: true,
+            unread: Some(unread),
+            untold: false,
+        }
     }
 }
 
@@ -2736,7 +2745,7 @@ fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchO
     let other = taken.saturating_sub(o.destroyed.len() + o.unchanged.len() + o.failures.len());
     let cascades = matches!(scope.work, Work::Delete) && !scope.cascade.is_empty();
     match lost {
-        LostReply::Recovered { error, from_journal, others_accounted, unread } => {
+        LostReply::Recovered { error, from_journal, others_accounted, unread, untold } => {
             let mut msg = format!(
                 "stage {stage}: batch {batch} was committed but its acknowledgement was lost ({error}): its {from_journal} records destroyed then are recorded from the journal"
             );
@@ -2748,6 +2757,9 @@ fn lost_message(stage: &str, batch: u64, scope: &Scope, taken: usize, o: &BatchO
             }
             if cascades {
                 msg.push_str("; rows deleted with them in dependent tables are not counted");
+            }
+            if *untold {
+                msg.push_str("; an attempt after it lost its connection too, and the journal could not tell again whether that one committed: rows it destroyed then are not in this run's evidence or counts (the journal table, written in the destroying transaction, is the authority)");
             }
             if other > 0 && !others_accounted {
                 msg.push_str(&format!(
@@ -2873,13 +2885,17 @@ async fn destroy_or_journaled(
                     .map(|i| cands[i].key.clone())
                     .collect();
                 let settled = settle_or_warn(conn, scope, &keys, range, journal.batch).await;
+                let mut untold = false;
                 let (journaled, unread) = match (from_journal(conn, ids, journal, started, false, retake).await, shown)
                 {
                     (Journal::Found(mine), _) => (mine, None),
                     (Journal::WithUnread { mine, unread }, _) => (mine, Some(unread)),
                     // The lost attempt's records the journal showed before (beside an attempt
                     // that failed), which it cannot show now.
-                    (_, Some(unread)) => (vec![], Some(unread)),
+                    (_, Some(unread)) => {
+                        untold = true;
+                        (vec![], Some(unread))
+                    }
                     // Neither attempt journaled anything, and no transaction holds the rows:
                     // the lost one was rolled back.
                     (Journal::Absent, None) if o.destroyed.is_empty() && settled => return (Ok(o), None),
@@ -2899,7 +2915,8 @@ async fn destroy_or_journaled(
                 o.unchanged.retain(|i| o.destroyed.binary_search(i).is_err());
                 o.failures.retain(|(i, _)| o.destroyed.binary_search(i).is_err());
                 let from_journal = o.destroyed.len() - before + unread.as_ref().map_or(0, |u| u.ids.len());
-                return (Ok(o), Some(LostReply::Recovered { error, from_journal, others_accounted: true, unread }));
+                let reply = LostReply::Recovered { error, from_journal, others_accounted: true, unread, untold };
+                return (Ok(o), Some(reply));
             }
             Err(e) => e,
         };
@@ -2921,7 +2938,7 @@ async fn destroy_or_journaled(
             let error = e.to_string();
             return (
                 Ok(BatchOutcome { destroyed, ..Default::default() }),
-                Some(LostReply::Recovered { error, from_journal, others_accounted: false, unread }),
+                Some(LostReply::Recovered { error, from_journal, others_accounted: false, unread, untold: false }),
             );
         }
         if is_lost && lost.is_none() {
