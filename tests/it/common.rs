@@ -274,6 +274,21 @@ impl Fixture {
         std::fs::write(self.path("holds.yaml"), yaml).unwrap();
     }
 
+    /// The newest run report rendered as HTML by `lapse report render` (`extra`: more of its
+    /// arguments, e.g. `--public-key`).
+    pub fn render_html(&self, extra: &[&str]) -> String {
+        let html = self.path("run.html");
+        let out = Command::new(lapse_bin())
+            .args(["report", "render", "--format", "html", "--out"])
+            .arg(&html)
+            .args(extra)
+            .arg(self.latest("run", ".json"))
+            .output()
+            .unwrap();
+        Run::from(out).ok();
+        std::fs::read_to_string(html).unwrap()
+    }
+
     /// Runs `lapse <args> -c lapse.yaml` (with the fixed cutoff for plan and run).
     pub fn lapse(&self, args: &[&str]) -> Run {
         self.lapse_env(args, &[])

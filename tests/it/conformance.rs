@@ -942,17 +942,7 @@ async fn hold_released_in_the_run(b: Backend) {
     // The journal says the same: 50 records.
     assert_eq!(f.db.journal_records().await, 50);
     // The rendered report says what was destroyed (before: "destroyed nothing").
-    let html = f.path("run.html");
-    let latest = f.latest("run", ".json");
-    crate::common::Run::from(
-        std::process::Command::new(crate::common::lapse_bin())
-            .args(["report", "render", "--format", "html", "--out"])
-            .args([&html, &latest])
-            .output()
-            .unwrap(),
-    )
-    .ok();
-    let html = std::fs::read_to_string(html).unwrap();
+    let html = f.render_html(&[]);
     assert!(html.contains("destroyed its share of its dataset for this run"), "{html}");
     assert!(!html.contains("destroyed nothing"), "{html}");
     // Overridden for one run, the rest goes.

@@ -527,19 +527,7 @@ async fn a_full_evidence_volume_stops_destruction_and_the_report_says_so() {
     f.lapse(&["report", "verify", f.path("reports").to_str().unwrap(), "--public-key", public.to_str().unwrap()]).ok();
 
     // The certificate does not call that a pass.
-    let html = f.path("report.html");
-    crate::common::Run::from(
-        std::process::Command::new(crate::common::lapse_bin())
-            .args(["report", "render", "--format", "html", "--public-key"])
-            .arg(&public)
-            .arg("--out")
-            .arg(&html)
-            .arg(f.latest("run", ".json"))
-            .output()
-            .unwrap(),
-    )
-    .ok();
-    let html = std::fs::read_to_string(html).unwrap();
+    let html = f.render_html(&["--public-key", public.to_str().unwrap()]);
     assert!(html.contains("NOT VERIFIED"), "the stopped policy's re-check is shown as not done");
     assert!(!html.contains("class=\"good\">Pass"), "the certificate says Pass");
 

@@ -263,17 +263,7 @@ pub async fn delete_due_objects(kind: StoreKind) {
     // The certificate describes objects as objects: deleted from the store with their versions,
     // not rows deleted by SQL.
     assert_eq!(p["kind"], "objects");
-    let html = s.f.path("run.html");
-    crate::common::Run::from(
-        std::process::Command::new(crate::common::lapse_bin())
-            .args(["report", "render", "--format", "html", "--out"])
-            .arg(&html)
-            .arg(s.f.latest("run", ".json"))
-            .output()
-            .unwrap(),
-    )
-    .ok();
-    let html = std::fs::read_to_string(html).unwrap();
+    let html = s.f.render_html(&[]);
     assert!(html.contains("Deletion from the object store"), "{html}");
     assert!(html.contains("3 deleted (3 versions and delete markers"), "{html}");
     assert!(html.contains("objects in the dataset"), "{html}");
