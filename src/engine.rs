@@ -844,6 +844,13 @@ pub async fn execute(
         tool: report::Tool { name: "lapse", version: env!("CARGO_PKG_VERSION") },
         evidence_key_id: key.key_id(),
         policy_files: ws.policies.files.clone(),
+        selected_policies: if prepared.len() == ws.policies.policies.len() {
+            Vec::new()
+        } else {
+            let mut names: Vec<String> = prepared.iter().map(|(p, _)| p.name.clone()).collect();
+            names.sort();
+            names
+        },
         holds: active
             .iter()
             .map(|h| report::HoldInfo {

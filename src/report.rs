@@ -53,6 +53,10 @@ pub struct Report {
     #[serde(deserialize_with = "policy_files")]
     #[schemars(with = "Vec<PolicyFileDigest>")]
     pub policy_files: Vec<PolicyFile>,
+    /// The policies this run was limited to (`--policy`), by name; empty: every policy of the
+    /// policy files. A sharded run's shards must agree on it (`lapse report combine`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected_policies: Vec<String>,
     /// Legal holds active at the start of the run (identifiers of held subjects are never
     /// included, only their number).
     pub holds: Vec<HoldInfo>,

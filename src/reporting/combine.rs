@@ -33,6 +33,10 @@ pub struct Combined {
     pub tool_version: String,
     pub evidence_key_id: String,
     pub shard_count: u32,
+    /// The policies the run was limited to (`--policy`), the same in every shard; empty: every
+    /// policy of the policy files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected_policies: Vec<String>,
     /// One entry per shard, in index order.
     pub shards: Vec<ShardRef>,
     /// Per policy, counts summed over the shards that processed it.
@@ -187,6 +191,11 @@ pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
         if digests(r) != digests(first) {
             return Err(differs("the policy files (SHA-256)"));
         }
+        if r.selected_policies != first.selected_policies {
+            // A shard limited to other policies (`--policy`) left its share of the others
+            // undone: the shards together are not one run of anything.
+            return Err(differs("the policies selected with --policy"));
+        }
         if let Some(j) = by_index.insert(s.index, i) {
             anyhow::bail!(
                 "shard {} of {n} is given twice ('{}' and '{}')",
@@ -276,6 +285,7 @@ pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
         tool_version: first.tool.version.to_string(),
         evidence_key_id: first.evidence_key_id.clone(),
         shard_count: n,
+        selected_policies: first.selected_policies.clone(),
         shards,
         policies: policies.into_values().collect(),
     })
@@ -291,6 +301,9 @@ impl Combined {
             self.cutoff.to_rfc3339(),
             self.status
         );
+        if !self.selected_policies.is_empty() {
+            s.push_str(&format!("  limited to the policies {} (--policy)\n", self.selected_policies.join(", ")));
+        }
         for p in &self.policies {
             s.push_str(&format!(
                 "  {:<24} shards {:<9} total {:>8}  due {:>8}  deleted {:>8}  anonymized {:>8}  fields {:>8}  held {:>6}  failed {:>4}  [{}]\n",

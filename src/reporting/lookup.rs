@@ -42,6 +42,16 @@ struct RunView {
     holds: Vec<HoldView>,
     #[serde(default)]
     policies: Vec<PolicyView>,
+    /// Evidence files of runs that ended without their report, accounted for (and bound by
+    /// their SHA-256) by this report.
+    #[serde(default)]
+    interrupted_runs: Vec<InterruptedView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InterruptedView {
+    report: String,
+    evidence: EvidenceFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,7 +324,17 @@ pub fn lookup(
                     "policy '{policy}' is neither in the policy files nor in any run report here: its connection and table (part of the record hash) are unknown"
                 );
             }
-            (format!("record of policy {policy}"), record_hashes(&ctx.key, &ds, key), Some(policy.clone()))
+            let mut hashes = record_hashes(&ctx.key, &ds, key);
+            if key.len() > 1 {
+                // A key part with a comma in it, split by `--key`'s comma-separated form: the
+                // whole is tried too (a single-column key has no other way to be given).
+                hashes.extend(record_hashes(&ctx.key, &ds, &[key.join(",")]));
+                hashes.sort();
+                hashes.dedup();
+            }
+            // Not only the evidence of `policy` itself: the hash names the dataset (connection
+            // and table), and another policy of the same table may have destroyed the record.
+            (format!("record of policy {policy}"), hashes, None)
         }
     };
     let wanted: BTreeSet<&str> = hashes.iter().map(String::as_str).collect();
@@ -343,8 +363,25 @@ pub fn lookup(
             })
         })
         .collect();
-    let named: BTreeSet<String> =
-        reports.iter().filter_map(|(_, r)| r.evidence.as_ref().map(|e| e.file.clone())).collect();
+    // Evidence files of runs killed before their report, which a later report accounted for:
+    // bound by that report's SHA-256 like its own evidence (an altered or missing one is no
+    // answer, not "nothing found").
+    for (name, r) in reports.iter().filter(|(_, r)| r.evidence_key_id == key_id) {
+        for i in &r.interrupted_runs {
+            sources.push(Source {
+                file: i.evidence.file.clone(),
+                run_id: format!("(the run of {}, killed before its report)", i.report.trim_end_matches(".json")),
+                report: format!("{name}, which accounts for it"),
+                sha256: Some(i.evidence.sha256.as_str()),
+            });
+        }
+    }
+    let named: BTreeSet<String> = reports
+        .iter()
+        .flat_map(|(_, r)| {
+            r.evidence.iter().map(|e| e.file.clone()).chain(r.interrupted_runs.iter().map(|i| i.evidence.file.clone()))
+        })
+        .collect();
     for (name, report) in evidence.iter().filter(|(n, _)| !named.contains(*n)) {
         let stem = report.trim_end_matches(".json");
         // Its report may be here all the same: unreadable, or naming no evidence (the file could
@@ -553,9 +590,18 @@ impl Answer {
             if self.hashes.len() == 1 { "" } else { "es" },
             self.hashes.iter().map(|h| format!("{}…", &h[..16.min(h.len())])).collect::<Vec<_>>().join(", ")
         ));
-        if !self.destroyed.is_empty() {
-            s.push_str(&format!("DESTROYED: {} record(s)\n", self.destroyed.len()));
-            for d in &self.destroyed {
+        // Only some of a record's fields anonymized is not its destruction: said apart.
+        let (fields, whole): (Vec<&Destroyed>, Vec<&Destroyed>) =
+            self.destroyed.iter().partition(|d| d.action == "fields_anonymized");
+        for (list, head) in [
+            (whole, "DESTROYED: {} record(s)\n"),
+            (fields, "FIELDS ANONYMIZED: {} record(s) kept, some of their fields anonymized (see each stage)\n"),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            s.push_str(&head.replace("{}", &list.len().to_string()));
+            for d in list {
                 s.push_str(&format!(
                     "  {}  policy {}  {} (stage {}, batch {})  run {}  record {}…  [{}]\n",
                     d.at.format("%Y-%m-%d %H:%M:%S UTC"),

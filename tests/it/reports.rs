@@ -497,6 +497,82 @@ async fn lookup_searches_the_evidence_of_a_run_that_wrote_no_report() {
     assert!(format!("{}{}", r.stdout, r.stderr).contains("its report cannot be read"), "{}{}", r.stdout, r.stderr);
 }
 
+/// The evidence file of a run killed before its report, once a later report accounts for it,
+/// is bound by that report's SHA-256: altered or gone, the lookup has no answer (exit 2), as
+/// for a report's own evidence. Before, it was searched as if no report named it, and a line
+/// taken out of it answered "NOTHING FOUND" (exit 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_checks_the_evidence_a_later_report_accounts_for() {
+    let f = tickets("INTEGER", "(1, '42', 'a@example.com', '2019-01-01 00:00:00')").await;
+    f.lapse(&["run"]).ok();
+    let report = f.latest("run", ".json");
+    let evidence = f.latest("run", ".evidence.jsonl");
+    std::fs::remove_file(&report).unwrap();
+    std::fs::remove_file(report.with_extension("csv")).unwrap();
+    f.lapse(&["run"]).ok();
+    let accounted = f.report("run");
+    assert_eq!(accounted["interrupted_runs"].as_array().map(Vec::len), Some(1), "{accounted}");
+    let dir = f.path("reports");
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record(s)") && r.stdout.contains("which accounts for it"), "{}", r.stdout);
+    std::fs::write(&evidence, "").unwrap();
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
+    r.code(2);
+    assert!(r.stdout.contains("NOT ANSWERED"), "{}", r.stdout);
+    std::fs::remove_file(&evidence).unwrap();
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]).code(2);
+}
+
+/// What the lookup answers must be what was done to the record. Before: a record whose
+/// sign-up address alone was anonymized (the record kept) was "DESTROYED"; a record destroyed
+/// by another policy of the same table was "NOTHING FOUND" when asked under this one's name
+/// (the record's hash is the same); and a key with a comma in it (split by `--key`'s
+/// comma-separated form) could not be asked for at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_answers_what_was_done_to_the_record() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE tickets (id TEXT NOT NULL PRIMARY KEY, subject TEXT, email TEXT, signup_ip TEXT, created_at TIMESTAMP, last_seen TIMESTAMP);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO tickets VALUES ('Doe, Jane', 'S-1', 'a@example.com', '10.1.2.3', '2019-01-01 00:00:00', '2019-01-01 00:00:00'), \
+         ('T-2', 'S-2', 'b@example.com', '10.1.2.4', '2019-01-01 00:00:00', '2025-12-01 00:00:00')",
+    )
+    .await;
+    for name in ["tickets", "tickets-archive"] {
+        f.policy(
+            name,
+            &format!(
+                "name: {name}\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: {{ category: email, anonymize: nullify }}\n  \
+                 signup_ip: {{ category: ip_address, anonymize: generalize_ip }}\npurposes:\n  - name: support\n    legal_basis: contract\n    \
+                 retain: 1y\n    after: last_seen\n    covers: [email]\n  - name: fraud\n    legal_basis: legitimate_interests\n    retain: 90d\n    \
+                 after: created_at\n    covers: [signup_ip]\non_lapse: delete\nguardrail:\n  max_share: 100%\n"
+            ),
+        );
+    }
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 1);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets WHERE signup_ip = '10.1.2.3'").await, 0);
+    let dir = f.path("reports");
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-2"]);
+    r.ok();
+    assert!(!r.stdout.contains("DESTROYED"), "a kept record is not destroyed:\n{}", r.stdout);
+    assert!(r.stdout.contains("FIELDS ANONYMIZED: 1 record(s) kept"), "{}", r.stdout);
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1"]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record(s)"), "{}", r.stdout);
+    // Asked under either policy's name (one of them destroyed it), by its whole key.
+    for policy in ["tickets", "tickets-archive"] {
+        let r = f.lapse(&["report", "lookup", p(&dir), "--key", "Doe, Jane", "--policy", policy]);
+        r.ok();
+        assert!(r.stdout.contains("DESTROYED: 1 record(s)") && r.stdout.contains("deleted"), "{policy}:\n{}", r.stdout);
+        assert!(!r.stdout.contains("Doe") && !r.stdout.contains("Jane"), "the key is never printed:\n{}", r.stdout);
+    }
+    f.lapse(&["report", "lookup", p(&dir), "--key", "Doe", "--policy", "tickets"]).code(5);
+}
+
 /// A number's other spelling is another text: in a text column, `042` is not `42`, and asking
 /// for `042` must not answer with the destroyed record of `42` (before, every spelling that
 /// parsed as the integer 42 did).

@@ -319,6 +319,28 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
     let shards = c["shards"].as_array().unwrap();
     assert_eq!(shards[1]["interrupted_runs"], serde_json::json!([killed_name]), "{c:#}");
     assert!(shards[0].get("interrupted_runs").is_none() && shards[2].get("interrupted_runs").is_none(), "{c:#}");
+
+    // Shards limited to other policies are not one run: before, shard 0 run with `--policy
+    // customers` beside whole shards combined as "complete", its share of the others left out.
+    let run_shards = |only: &[&str], every_shard: bool| {
+        for i in 0..N {
+            let shard = format!("{i}/{N}");
+            let mut a = vec!["run", "--shard", shard.as_str()];
+            if i == 0 || every_shard {
+                a.extend(only.iter().flat_map(|p| ["--policy", *p]));
+            }
+            crate::common::Run::from(lapse_cmd(&sharded, &a).output().unwrap()).ok();
+        }
+    };
+    // (Both split by key, so each shard still has its share of them: only the selection tells.)
+    run_shards(&["customers", "accounts"], false);
+    let r = crate::common::Run::from(Command::new(crate::common::lapse_bin()).args(&args).output().unwrap());
+    r.code(2).stderr_has("the policies selected with --policy differs");
+    run_shards(&["customers", "accounts"], true);
+    let r = crate::common::Run::from(Command::new(crate::common::lapse_bin()).args(&args).output().unwrap());
+    r.ok();
+    assert!(r.stdout.contains("limited to the policies accounts, customers (--policy)"), "{}", r.stdout);
+    assert_eq!(read_json(&out)["selected_policies"], serde_json::json!(["accounts", "customers"]));
 }
 
 /// A policy split by key needs a single integer key: a text key is refused before anything runs.
