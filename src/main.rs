@@ -446,6 +446,12 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
         print_diags(&d);
         (Exit::Invalid, String::new())
     })?;
+    // As `plan` and `run` do: a misspelt name must not pass a CI gate as "ok".
+    for p in &common.policies {
+        if !ws.policies.policies.iter().any(|x| &x.name == p) {
+            return Err((Exit::Invalid, format!("unknown policy '{p}'")));
+        }
+    }
     if !skip_secrets {
         ws.check_secrets(&common.policies).map_err(|e| (Exit::Invalid, format!("{e:#}")))?;
     }

@@ -1193,9 +1193,14 @@ async fn missing_files_and_names() {
     let f = seeded(Backend::Sqlite).await;
     f.policy("people", POLICY);
     let expect = ["unknown policy 'peple'".to_string()];
-    check(&f, "-p with an unknown policy", &[&["run", "-p", "peple"]], &expect, None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    // (`validate` said "ok" to it before: a CI gate with a misspelt name passed.)
+    let cmds: &[&[&str]] = &[
+        &["run", "-p", "peple"],
+        &["plan", "-p", "peple"],
+        &["validate", "-p", "peple"],
+        &["validate", "--connect", "-p", "peple"],
+    ];
+    check(&f, "-p with an unknown policy", cmds, &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Constants that the column cannot hold, as the database's strict mode would refuse them at

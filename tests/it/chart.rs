@@ -864,6 +864,16 @@ fn chart_refuses_inconsistent_values_with_a_clear_message() {
             "config:\n  connections:\n    shop:\n      url: \"postgres://app:s3cret-pw@db:5432/shop\"\n",
             "config.connections.shop.url carries a password",
         ),
+        // In the query string too (before, rendered into the ConfigMap, which the built-in
+        // `view` role can read), and in the Pushgateway's URL.
+        (
+            "config:\n  connections:\n    shop:\n      url: \"postgres://app@db:5432/shop?sslmode=require&Password=s3cret-pw\"\n",
+            "config.connections.shop.url carries a password",
+        ),
+        (
+            "metrics:\n  pushgateway:\n    url: \"http://metrics:s3cret-pw@gw:9091\"\n",
+            "metrics.pushgateway.url carries credentials",
+        ),
         ("config:\n  connections:\n    shop:\n      journalTable: j\n", "config.connections.shop needs urlSecretKey"),
         (
             "config:\n  connections:\n    shop:\n      url: \"sqlite:///data/x.db\"\n      urlSecretKey: k\n",

@@ -158,7 +158,7 @@ Also fails the render on a connection without exactly one URL source.
 {{- if not (or $c.url $c.urlSecretKey) }}
 {{- fail (printf "config.connections.%s needs urlSecretKey (a key of existingSecret holding the URL) or url (inline, without a password)" $name) }}
 {{- end }}
-{{- if and $c.url (regexMatch "://[^/?]*:[^/?]*@" $c.url) }}
+{{- if and $c.url (or (regexMatch "://[^/?]*:[^/?]*@" $c.url) (regexMatch "(?i)[?&](password|pass|passwd|pwd|sslpassword)=[^&]" $c.url)) }}
 {{- fail (printf "config.connections.%s.url carries a password: put the URL in existingSecret and name its key in urlSecretKey" $name) }}
 {{- end }}
 {{- if $c.urlSecretKey }}
@@ -277,6 +277,9 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- $_ := set $metrics "textfile" . }}
 {{- end }}
 {{- with .Values.metrics.pushgateway.url }}
+{{- if regexMatch "://[^/?#]*@" . }}
+{{- fail "metrics.pushgateway.url carries credentials (user:password@), which lapse neither sends nor keeps in its config: reach the gateway without them (a sidecar or network policy)" }}
+{{- end }}
 {{- $_ := set $metrics "pushgateway" (dict "url" . "job" $.Values.metrics.pushgateway.job "grouping" (deepCopy $.Values.metrics.pushgateway.grouping)) }}
 {{- end }}
 {{- with $metrics }}
