@@ -408,7 +408,7 @@ async fn schedule(
             max_batches: None,
             report_dir: report_dir.clone(),
             shard: None,
-            metrics: Default::default(),
+            metrics: lapse::metrics::MetricsArgs { schedule_job: Some(job.name.clone()), ..Default::default() },
         };
         let cancel = inner.clone();
         async move {

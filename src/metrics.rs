@@ -28,6 +28,11 @@ pub struct MetricsConfig {
     pub textfile: Option<PathBuf>,
     #[serde(default)]
     pub pushgateway: Option<Pushgateway>,
+    /// The `lapse schedule` job whose run this is (not from the config): its metrics go to a
+    /// textfile and a grouping key of their own, labelled `schedule_job`, so that one job's
+    /// run never replaces another's series (its failures, its last success).
+    #[serde(skip)]
+    pub schedule_job: Option<String>,
 }
 
 /// Where and how to push.
@@ -65,6 +70,9 @@ pub struct MetricsArgs {
     /// Push Prometheus metrics to this Pushgateway at the end of the run (job `lapse`).
     #[arg(long, value_name = "URL")]
     pub pushgateway: Option<String>,
+    /// Set by `lapse schedule` for each job's runs (see [`MetricsConfig::schedule_job`]).
+    #[arg(skip)]
+    pub schedule_job: Option<String>,
 }
 
 fn valid_label(name: &str) -> bool {
@@ -129,6 +137,7 @@ impl MetricsConfig {
             p.url = u.clone();
             m.pushgateway = Some(p);
         }
+        m.schedule_job = args.schedule_job.clone();
         m
     }
 
@@ -181,15 +190,15 @@ fn exposition_with(
     let mut e = Exposition { out: String::new(), common };
     type Get = fn(&crate::report::PolicyReport) -> f64;
     let per_policy: [(&str, &str, &str, Get); 8] = [
-        ("lapse_records_destroyed_total", "counter", "Records (rows or objects) deleted by the last run.", |p| {
+        ("lapse_records_deleted", "gauge", "Records (rows or objects) deleted by the last run.", |p| {
             p.deleted as f64
         }),
-        ("lapse_records_anonymized_total", "counter", "Records fully anonymized by the last run.", |p| {
+        ("lapse_records_anonymized", "gauge", "Records fully anonymized by the last run.", |p| {
             p.anonymized as f64
         }),
         (
-            "lapse_records_fields_anonymized_total",
-            "counter",
+            "lapse_records_fields_anonymized",
+            "gauge",
             "Field-level anonymizations of the last run: a kept record counts once per group of its fields that lapsed (per stage).",
             |p| p.fields_anonymized as f64,
         ),
@@ -230,9 +239,19 @@ fn exposition_with(
 
 /// A shard's textfile: `<stem>-shard-<i>-of-<n>.prom` beside the configured one.
 pub fn shard_textfile(path: &Path, s: crate::report::ShardInfo) -> std::path::PathBuf {
+    suffixed(path, &format!("shard-{}-of-{}", s.index, s.count))
+}
+
+/// A scheduled job's textfile: `<stem>-job-<name>.prom` beside the configured one (job names
+/// are identifiers, with `-`: `schedule::ScheduleConfig::problems`).
+pub fn job_textfile(path: &Path, job: &str) -> std::path::PathBuf {
+    suffixed(path, &format!("job-{job}"))
+}
+
+fn suffixed(path: &Path, suffix: &str) -> std::path::PathBuf {
     let stem = path.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_else(|| "lapse".into());
     let ext = path.extension().map(|x| format!(".{}", x.to_string_lossy())).unwrap_or_default();
-    path.with_file_name(format!("{stem}-shard-{}-of-{}{ext}", s.index, s.count))
+    path.with_file_name(format!("{stem}-{suffix}{ext}"))
 }
 
 /// The previous `lapse_last_success_timestamp_seconds` of a textfile, if any.
@@ -282,10 +301,13 @@ fn segment(label: &str, value: &str) -> String {
 }
 
 /// The push URL: `<url>/metrics/job/<job>{/<label>/<value>}`.
-pub fn push_url(p: &Pushgateway, shard: Option<crate::report::ShardInfo>) -> String {
+pub fn push_url(p: &Pushgateway, shard: Option<crate::report::ShardInfo>, job: Option<&str>) -> String {
     let mut grouping = p.grouping.clone();
     if let Some(s) = shard {
         grouping.entry("shard".into()).or_insert_with(|| s.index.to_string());
+    }
+    if let Some(j) = job {
+        grouping.insert("schedule_job".into(), j.to_string());
     }
     let mut url = format!("{}/metrics{}", p.url.trim_end_matches('/'), segment("job", &p.job));
     for (k, v) in &grouping {
@@ -363,17 +385,23 @@ pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String
     if let Some(path) = &m.textfile {
         // The shards of a run, on one node, write a file each (`lapse-shard-1-of-4.prom`), their
         // samples labelled with the shard: one file would keep only the last shard's policies.
-        let (path, common) = match r.shard {
+        let (mut path, mut common) = match r.shard {
             Some(s) => (shard_textfile(path, s), vec![("shard", s.index.to_string())]),
             None => (path.clone(), vec![]),
         };
+        // Likewise each job of `lapse schedule`: one file would keep only the last job's
+        // policies, and any job's success would hide another's failures.
+        if let Some(j) = &m.schedule_job {
+            path = job_textfile(&path, j);
+            common.push(("schedule_job", j.clone()));
+        }
         let last = if succeeded { Some(end) } else { previous_success(&path) };
         if let Err(e) = write_textfile(&path, &exposition_with(r, exit_code, last, common)) {
             problems.push(format!("{e:#}"));
         }
     }
     if let Some(p) = &m.pushgateway {
-        let url = push_url(p, r.shard);
+        let url = push_url(p, r.shard, m.schedule_job.as_deref());
         if let Err(e) = push(p, &url, exposition(r, exit_code, succeeded.then_some(end))).await {
             problems.push(format!("{e:#}"));
         }

@@ -176,13 +176,41 @@ pub fn next_fire(spec: &JobSpec, after: DateTime<Utc>) -> Option<DateTime<Utc>> 
 struct Serving<F> {
     /// Held by the run in progress: runs never overlap.
     busy: Arc<tokio::sync::Mutex<()>>,
+    /// The jobs with a run in progress or waiting for `busy`: a job's firing while its own
+    /// run is still there is skipped; another job's waits its turn.
+    queued: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     run: Arc<F>,
     cancel: Arc<AtomicBool>,
 }
 
 impl<F> Clone for Serving<F> {
     fn clone(&self) -> Self {
-        Serving { busy: self.busy.clone(), run: self.run.clone(), cancel: self.cancel.clone() }
+        Serving {
+            busy: self.busy.clone(),
+            queued: self.queued.clone(),
+            run: self.run.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+}
+
+/// A job's place among those with a run in progress or waiting ([`Serving::queued`]), given up
+/// when dropped (also if the run panics).
+struct Queued {
+    set: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    name: String,
+}
+
+impl Queued {
+    fn enter(set: &Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>, name: &str) -> Option<Queued> {
+        let fresh = set.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string());
+        fresh.then(|| Queued { set: set.clone(), name: name.to_string() })
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.name);
     }
 }
 
@@ -211,13 +239,26 @@ where
                 }
                 None => tracing::warn!(job = %spec.name, "the job has no later occurrence"),
             }
-            let Ok(guard) = serving.busy.clone().try_lock_owned() else {
-                tracing::warn!(job = %spec.name, "scheduled run skipped: the previous run is still in progress (runs never overlap)");
+            // Runs never overlap. A job's firing while its previous run is still in progress
+            // (or still waiting) is skipped: the next firing catches up. Another job's firing
+            // waits for the run in progress (before, it was skipped too: two jobs on the same
+            // cron each lost about half their runs).
+            let Some(_queued) = Queued::enter(&serving.queued, &spec.name) else {
+                tracing::warn!(job = %spec.name, "scheduled run skipped: this job's previous run is still in progress");
                 return;
             };
-            tracing::info!(job = %spec.name, dry_run = spec.dry_run, "scheduled run starting");
-            (serving.run)(spec.clone()).await;
-            tracing::info!(job = %spec.name, "scheduled run finished");
+            let guard = match serving.busy.clone().try_lock_owned() {
+                Ok(g) => g,
+                Err(_) => {
+                    tracing::info!(job = %spec.name, "scheduled run waiting: another job's run is in progress (runs never overlap)");
+                    serving.busy.clone().lock_owned().await
+                }
+            };
+            if !serving.cancel.load(Ordering::SeqCst) {
+                tracing::info!(job = %spec.name, dry_run = spec.dry_run, "scheduled run starting");
+                (serving.run)(spec.clone()).await;
+                tracing::info!(job = %spec.name, "scheduled run finished");
+            }
             drop(guard);
         })
     })
@@ -233,7 +274,12 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut sched = JobScheduler::new().await?;
-    let serving = Serving { busy: Arc::new(tokio::sync::Mutex::new(())), run: Arc::new(run), cancel: cancel.clone() };
+    let serving = Serving {
+        busy: Arc::new(tokio::sync::Mutex::new(())),
+        queued: Arc::default(),
+        run: Arc::new(run),
+        cancel: cancel.clone(),
+    };
     for spec in jobs {
         let Some(next) = next_fire(&spec, Utc::now()) else {
             tracing::warn!(job = %spec.name, cron = %spec.cron, "the job has no later occurrence: not scheduled");

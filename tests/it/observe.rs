@@ -68,9 +68,9 @@ pub async fn textfile_metrics_agree_with_the_report(b: Backend) {
     let r = f.report("run");
     let p = &r["policies"][0];
     let s = series("people");
-    assert_eq!(m[&s("lapse_records_destroyed_total")], p["deleted"].as_f64().unwrap());
-    assert_eq!(m[&s("lapse_records_destroyed_total")], 5.0);
-    assert_eq!(m[&s("lapse_records_anonymized_total")], 0.0);
+    assert_eq!(m[&s("lapse_records_deleted")], p["deleted"].as_f64().unwrap());
+    assert_eq!(m[&s("lapse_records_deleted")], 5.0);
+    assert_eq!(m[&s("lapse_records_anonymized")], 0.0);
     assert_eq!(m[&s("lapse_records_held")], p["held"].as_f64().unwrap());
     assert_eq!(m[&s("lapse_records_failed")], 0.0);
     assert!(m[&s("lapse_policy_duration_seconds")] > 0.0);
@@ -163,8 +163,8 @@ pub async fn metrics_pushed_to_a_pushgateway(b: Backend) {
         .unwrap();
     let rep: Json = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     let s = series("people");
-    assert_eq!(m[&s("lapse_records_destroyed_total")], rep["policies"][0]["deleted"].as_f64().unwrap());
-    assert_eq!(m[&s("lapse_records_destroyed_total")], 5.0);
+    assert_eq!(m[&s("lapse_records_deleted")], rep["policies"][0]["deleted"].as_f64().unwrap());
+    assert_eq!(m[&s("lapse_records_deleted")], 5.0);
     assert_eq!(m["lapse_run_exit_code"], 0.0);
     assert!(m.contains_key("lapse_last_success_timestamp_seconds"));
     assert!(!got.body.contains("S-1") && !got.body.contains("example.com"), "no personal data in metrics");

@@ -311,14 +311,20 @@ async fn sigterm_finishes_the_batch_and_reports_the_truth() {
 }
 
 /// `lapse schedule`: a job every second; the first run is held, later firings are skipped (no
-/// overlap); once released the work is done; SIGTERM stops the scheduler cleanly.
+/// overlap); once released the work is done; SIGTERM stops the scheduler cleanly. A second job
+/// firing meanwhile waits for the run in progress, not skipped (before, two jobs on one cron
+/// each lost about half their runs), and each job's metrics are a textfile of their own,
+/// labelled with the job (before, every job rewrote one file: the last job's success hid the
+/// other's failures).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_fires_skips_overlaps_and_stops_on_sigterm() {
     let f = seeded(Backend::Postgres).await;
     f.policy("people", POLICY);
     let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
     // The scheduled runs use the real clock: every seeded row older than a year lapses.
-    let schedule = "schedule:\n  timezone: Europe/Berlin\n  jobs:\n    - name: every-second\n      cron: \"* * * * * *\"\n      policies: [people]\n";
+    let schedule = "schedule:\n  timezone: Europe/Berlin\n  jobs:\n    - name: every-second\n      cron: \"* * * * * *\"\n      policies: [people]\n    \
+                    - name: other\n      cron: \"*/2 * * * * *\"\n      policies: [people]\nmetrics:\n  textfile: metrics/lapse.prom\n";
+    std::fs::create_dir_all(f.path("metrics")).unwrap();
     std::fs::write(f.path("lapse.yaml"), format!("{cfg}{schedule}")).unwrap();
     f.lapse(&["validate"]).ok();
 
@@ -330,8 +336,33 @@ async fn schedule_fires_skips_overlaps_and_stops_on_sigterm() {
         std::fs::read_to_string(&log).unwrap().contains("scheduled run skipped")
     })
     .await;
+    let started = |job: &str| {
+        let needle = format!("\"job\":\"{job}\"");
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("scheduled run starting") && l.contains(&needle))
+            .count()
+    };
+    let first = if started("other") == 1 { "other" } else { "every-second" };
+    let second = if first == "other" { "every-second" } else { "other" };
+    until("the other job's firing waiting its turn", Duration::from_secs(30), async || {
+        std::fs::read_to_string(&log).unwrap().contains("scheduled run waiting")
+    })
+    .await;
     lock.release().await;
     until("the held run's report", Duration::from_secs(60), async || !run_reports(&f).is_empty()).await;
+    until("the waiting job's run", Duration::from_secs(60), async || started(second) >= 1).await;
+    until("both jobs' metrics", Duration::from_secs(60), async || {
+        f.path("metrics/lapse-job-every-second.prom").exists() && f.path("metrics/lapse-job-other.prom").exists()
+    })
+    .await;
+    assert!(started(first) >= 1);
+    for job in ["every-second", "other"] {
+        let prom = std::fs::read_to_string(f.path(&format!("metrics/lapse-job-{job}.prom"))).unwrap();
+        assert!(prom.contains(&format!("lapse_run_exit_code{{schedule_job=\"{job}\"}} 0")), "{prom}");
+    }
+    assert!(!f.path("metrics/lapse.prom").exists(), "no job writes the shared file");
     signal(&s, "TERM");
     let code = wait(&mut s, Duration::from_secs(30));
     let text = std::fs::read_to_string(&log).unwrap();
