@@ -188,6 +188,7 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
             filter = filter.add_directive(d);
         }
     }
+    JSON_DIAGNOSTICS.store(matches!(format, Some(LogFormat::Json)), Ordering::Relaxed);
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -225,16 +226,50 @@ fn prepare_exit(d: &Diagnostics) -> Exit {
 /// 20,000 lines); the count of the rest follows.
 const MAX_PRINTED_DIAGNOSTICS: usize = 50;
 
-fn print_diags(d: &Diagnostics) {
+/// Set by `--log-format json`: diagnostics and the final error line are log events too (a log
+/// pipeline reads one JSON object per line; before, the lines that say why a run exited 2 were
+/// plain text among them). Not when JSON was only picked because stderr is no terminal.
+static JSON_DIAGNOSTICS: AtomicBool = AtomicBool::new(false);
+
+/// Prints the diagnostics (at most [`MAX_PRINTED_DIAGNOSTICS`]); returns the closing line's
+/// text (how many problems, nothing changed), empty without errors, for the caller's error.
+fn print_diags(d: &Diagnostics) -> String {
+    let json = JSON_DIAGNOSTICS.load(Ordering::Relaxed);
     for x in d.0.iter().take(MAX_PRINTED_DIAGNOSTICS) {
-        eprintln!("{x}");
+        if !json {
+            eprintln!("{x}");
+            continue;
+        }
+        let (file, line, column) = match (&x.location, &x.file) {
+            (Some(l), _) => (Some(l.file.display().to_string()), Some(l.line), Some(l.column)),
+            (None, Some(f)) => (Some(f.display().to_string()), None, None),
+            (None, None) => (None, None, None),
+        };
+        let policy = x.policy.as_deref();
+        match x.severity {
+            lapse::diag::Severity::Warning => tracing::warn!(file, line, column, policy, "{x}"),
+            _ => tracing::error!(file, line, column, policy, "{x}"),
+        }
     }
     if d.0.len() > MAX_PRINTED_DIAGNOSTICS {
-        eprintln!("... and {} more", d.0.len() - MAX_PRINTED_DIAGNOSTICS);
+        say_error(&format!("... and {} more", d.0.len() - MAX_PRINTED_DIAGNOSTICS), false);
     }
     let n = d.errors().count();
     if n > 0 {
-        eprintln!("error: {n} problem{} found; nothing was changed", if n == 1 { "" } else { "s" });
+        format!("{n} problem{} found; nothing was changed", if n == 1 { "" } else { "s" })
+    } else {
+        String::new()
+    }
+}
+
+/// The final error line: `error: …` on stderr, or an ERROR event with `--log-format json`.
+fn say_error(msg: &str, prefixed: bool) {
+    if JSON_DIAGNOSTICS.load(Ordering::Relaxed) {
+        tracing::error!("{msg}");
+    } else if prefixed {
+        eprintln!("error: {msg}");
+    } else {
+        eprintln!("{msg}");
     }
 }
 
@@ -281,10 +316,7 @@ async fn plan_or_run(
     cancel: Arc<AtomicBool>,
 ) -> Result<Exit, (Exit, String)> {
     let invalid = |m: String| (Exit::Invalid, m);
-    let ws = Workspace::load(&args.common.config).map_err(|d| {
-        print_diags(&d);
-        (Exit::Invalid, String::new())
-    })?;
+    let ws = Workspace::load(&args.common.config).map_err(|d| (Exit::Invalid, print_diags(&d)))?;
     for p in &args.common.policies {
         if !ws.policies.policies.iter().any(|x| &x.name == p) {
             return Err(invalid(format!("unknown policy '{p}'")));
@@ -309,10 +341,8 @@ async fn plan_or_run(
         }
     }
     let conns = ws.connect(&args.common.policies, mode == Mode::Plan).await.map_err(connect_exit)?;
-    let prepared = engine::prepare(&ws, &args.common.policies, &conns).await.map_err(|d| {
-        print_diags(&d);
-        (prepare_exit(&d), String::new())
-    })?;
+    let prepared =
+        engine::prepare(&ws, &args.common.policies, &conns).await.map_err(|d| (prepare_exit(&d), print_diags(&d)))?;
     if mode == Mode::Run {
         ws.check_report_bucket().await.map_err(sink_exit)?;
     }
@@ -377,10 +407,7 @@ async fn schedule(
             "`schedule` takes no --policy: each job names its policies (`schedule.jobs[].policies`)".into(),
         ));
     }
-    let ws = Workspace::load(&common.config).map_err(|d| {
-        print_diags(&d);
-        (Exit::Invalid, String::new())
-    })?;
+    let ws = Workspace::load(&common.config).map_err(|d| (Exit::Invalid, print_diags(&d)))?;
     let Some(sch) = &ws.config.schedule else {
         return Err((Exit::Invalid, format!("'{}' has no `schedule:` section", common.config.display())));
     };
@@ -442,10 +469,7 @@ fn sink_exit(e: lapse::reporting::sink::SinkCheck) -> (Exit, String) {
 }
 
 async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<Exit, (Exit, String)> {
-    let ws = Workspace::load(&common.config).map_err(|d| {
-        print_diags(&d);
-        (Exit::Invalid, String::new())
-    })?;
+    let ws = Workspace::load(&common.config).map_err(|d| (Exit::Invalid, print_diags(&d)))?;
     // As `plan` and `run` do: a misspelt name must not pass a CI gate as "ok".
     for p in &common.policies {
         if !ws.policies.policies.iter().any(|x| &x.name == p) {
@@ -457,10 +481,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
     }
     if connect {
         let conns = ws.connect(&common.policies, true).await.map_err(connect_exit)?;
-        engine::prepare(&ws, &common.policies, &conns).await.map_err(|d| {
-            print_diags(&d);
-            (prepare_exit(&d), String::new())
-        })?;
+        engine::prepare(&ws, &common.policies, &conns).await.map_err(|d| (prepare_exit(&d), print_diags(&d)))?;
         ws.check_report_bucket().await.map_err(sink_exit)?;
     }
     println!(
@@ -528,7 +549,7 @@ async fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code as u8),
         Err((code, msg)) => {
             if !msg.is_empty() {
-                eprintln!("error: {msg}");
+                say_error(&msg, true);
             }
             ExitCode::from(code as u8)
         }
@@ -630,7 +651,10 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 fn load_config(path: &std::path::Path) -> Result<lapse::config::Config, ExitCode> {
     let mut d = lapse::diag::Diagnostics::default();
     lapse::config::Config::load(path, &mut d).ok_or_else(|| {
-        print_diags(&d);
+        let m = print_diags(&d);
+        if !m.is_empty() {
+            say_error(&m, true);
+        }
         ExitCode::from(Exit::Invalid as u8)
     })
 }
@@ -737,7 +761,10 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             let ctx = match lookup::Context::load(&config) {
                 Ok(c) => c,
                 Err(d) => {
-                    print_diags(&d);
+                    let m = print_diags(&d);
+                    if !m.is_empty() {
+                        say_error(&m, true);
+                    }
                     return ExitCode::from(INVALID);
                 }
             };

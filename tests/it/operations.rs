@@ -428,3 +428,37 @@ async fn bad_schedules_are_refused() {
     f.lapse(&["schedule"]).code(2).stderr_has("has no `schedule:` section");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8);
 }
+
+/// With `--log-format json` (as the chart runs it), the lines that say why a run exited 2 are
+/// JSON log events too, with the file, line and column as fields (before, the diagnostics and
+/// the closing `error:` line were plain text among the JSON, and a scheduled run's `run
+/// failed` event had an empty message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_diagnostics() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", &POLICY.replace("on_lapse: delete", "on_lapse: delete\nretension: 3y"));
+    for cmd in [&["validate", "--log-format", "json"][..], &["run", "--log-format", "json"]] {
+        let r = f.lapse(cmd);
+        r.code(2);
+        let events: Vec<serde_json::Value> = r
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}\n{}", r.stderr)))
+            .collect();
+        let diag = events
+            .iter()
+            .find(|e| e["message"].as_str().is_some_and(|m| m.contains("retension")))
+            .unwrap_or_else(|| panic!("no event names the unknown key:\n{}", r.stderr));
+        assert_eq!(diag["level"], "ERROR", "{diag}");
+        assert!(diag["file"].as_str().is_some_and(|p| p.ends_with("people.yaml")), "{diag}");
+        assert!(diag["line"].as_u64().is_some() && diag["column"].as_u64().is_some(), "{diag}");
+        assert!(
+            events.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("found; nothing was changed"))),
+            "{}",
+            r.stderr
+        );
+    }
+    // Without it, plain lines as before.
+    f.lapse(&["validate", "--log-format", "text"]).code(2).stderr_has("error: 1 problem found; nothing was changed");
+}
