@@ -573,6 +573,11 @@ enum ReportCmd {
         /// (their own retention ended): the absence of sequences 1..N-1 is then not a problem.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         first_sequence: u64,
+        /// A run report you recorded earlier (`NAME:SHA256`, as the last verify printed it): it
+        /// must still be in the chain with these bytes (a removed newest report leaves no other
+        /// trace in a directory). Repeatable.
+        #[arg(long, value_name = "NAME:SHA256")]
+        known: Vec<lapse::reporting::verify::Known>,
         /// For `s3://` locations: take endpoint, region and addressing from this config's
         /// `reports.s3` connection (default: the AWS environment).
         #[arg(long, short)]
@@ -663,7 +668,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
     use lapse::reporting::{self, lookup, render, store, verify};
     const INVALID: u8 = Exit::Invalid as u8;
     match cmd {
-        ReportCmd::Verify { path, public_key, first_sequence, config, json } => {
+        ReportCmd::Verify { path, public_key, first_sequence, known, config, json } => {
             let keys =
                 match public_key.iter().map(|k| lapse::integrity::read_public_key(k)).collect::<Result<Vec<_>, _>>() {
                     Ok(k) => k,
@@ -673,7 +678,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let out = match verify::verify_path(&path, &keys, first_sequence, cfg.as_ref()) {
+            let out = match verify::verify_path(&path, &keys, first_sequence, &known, cfg.as_ref()) {
                 Ok(o) => o,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };

@@ -7,8 +7,10 @@
 //! the preceding sequence with the SHA-256 of its bytes, start times in sequence order, file names
 //! matching their content. Every problem names the file it is about.
 //!
-//! Limits: removing the newest report (with its signature) leaves no trace in the directory;
-//! compare the chain's last sequence with the last one you know of. File modification times are
+//! Limits: removing the newest report (with its signature) leaves no trace in the directory:
+//! verify prints the newest report's name and SHA-256 for the reader to keep, and
+//! `--known NAME:SHA256` checks later that a report one kept is still there, unchanged (a
+//! report bucket's claims do this by themselves). File modification times are
 //! not used (copies and archives change them); the times inside the signed reports are.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,6 +103,8 @@ pub struct ChainSummary {
     pub last_sequence: u64,
     /// The report with the highest sequence.
     pub newest: String,
+    /// SHA-256 (hex) of its bytes: with its name, what to keep for `--known`.
+    pub newest_sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +180,7 @@ pub fn verify_path(
     path: &Path,
     keys: &[VerifyingKey],
     first: u64,
+    known: &[Known],
     config: Option<&crate::config::Config>,
 ) -> anyhow::Result<Outcome> {
     if path.is_dir() || path.to_string_lossy().starts_with("s3://") {
@@ -184,7 +189,7 @@ pub fn verify_path(
         if !names.iter().any(|n| matches!(store::kind(n), FileKind::Report | FileKind::Signature { .. })) {
             anyhow::bail!("no report (lapse-<mode>-<time>-<run>.json) in '{}'", st.location());
         }
-        Ok(verify(st.as_ref(), None, keys, first))
+        Ok(verify(st.as_ref(), None, keys, first, known))
     } else if path.is_file() {
         let name = path
             .file_name()
@@ -194,14 +199,40 @@ pub fn verify_path(
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => ".".into(),
         };
-        Ok(verify(&LocalDir::new(dir), Some(&name), keys, first))
+        if !known.is_empty() {
+            anyhow::bail!("--known checks a directory's chain: give the directory, not one report");
+        }
+        Ok(verify(&LocalDir::new(dir), Some(&name), keys, first, known))
     } else {
         anyhow::bail!("'{}' does not exist", path.display())
     }
 }
 
+/// A run report the reader knows of (`--known NAME:SHA256`, as an earlier verify printed it):
+/// it must still be in the chain, with these bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub name: String,
+    pub sha256: String,
+}
+
+impl std::str::FromStr for Known {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Known, String> {
+        let (name, sha) = s.rsplit_once(':').ok_or("expected NAME:SHA256 (as `report verify` prints them)")?;
+        let sha = sha.trim().to_ascii_lowercase();
+        if store::kind(name) != FileKind::Report || !name.starts_with("lapse-run-") {
+            return Err(format!("'{name}' is not a run report's file name (lapse-run-<time>-<run>.json)"));
+        }
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the SHA-256 must be 64 hex digits".into());
+        }
+        Ok(Known { name: name.to_string(), sha256: sha })
+    }
+}
+
 /// Verifies the reports of a store (`only`: one report, its link to the previous one included).
-pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], first: u64) -> Outcome {
+pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], first: u64, known: &[Known]) -> Outcome {
     let mut v = Verifier { st, keys, findings: Vec::new(), notes: Vec::new() };
     let key_id = keys.iter().map(integrity::key_id).collect::<Vec<_>>().join(", ");
     let names = match st.list() {
@@ -258,6 +289,7 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
             chain = v.check_chain(&entries, &renamed, first);
             v.check_leftovers(&names, &entries, &claimed);
             v.check_claims(&entries, first);
+            v.check_known(&entries, known);
             v.check_csv(&entries);
         }
         Some(name) => v.check_single_link(&entries, name),
@@ -331,8 +363,8 @@ impl Verifier<'_> {
         if let Some(c) = &chain {
             if self.findings.is_empty() {
                 self.notes.push(format!(
-                    "the newest run report is sequence {} ({}); a removed newest report leaves no trace here, so compare this with the last sequence you know of",
-                    c.last_sequence, c.newest
+                    "the newest run report is sequence {} ({}); a removed newest report leaves no trace here: keep this line, and check later that it is still here with --known {}:{}",
+                    c.last_sequence, c.newest, c.newest, c.newest_sha256
                 ));
             }
         }
@@ -682,7 +714,40 @@ impl Verifier<'_> {
             first_sequence: firsts[0].seq(),
             last_sequence: last.seq(),
             newest: last.name.clone(),
+            newest_sha256: last.sha.clone(),
         })
+    }
+
+    /// The reports the reader kept a record of (`--known`): still here, with the same bytes. A
+    /// removed newest report, whose sequence a later run then took, shows only this way (or by a
+    /// report bucket's claims).
+    fn check_known(&mut self, entries: &[Entry], known: &[Known]) {
+        for k in known {
+            match entries.iter().find(|e| e.name == k.name) {
+                Some(e) if e.sha == k.sha256 => {}
+                Some(e) => self.find(
+                    Problem::Altered,
+                    &k.name,
+                    format!(
+                        "is not the report you knew: its SHA-256 is {}…, you recorded {}…",
+                        &e.sha[..16],
+                        &k.sha256[..16]
+                    ),
+                ),
+                None => {
+                    let same_bytes = entries.iter().find(|e| e.sha == k.sha256);
+                    self.find(
+                        Problem::Missing,
+                        &k.name,
+                        match same_bytes {
+                            Some(e) => format!("is not here by that name: its bytes are {}", e.name),
+                            None => "is not here: a report you recorded was removed (a later run may have taken its sequence)"
+                                .to_string(),
+                        },
+                    )
+                }
+            }
+        }
     }
 
     /// Signatures, evidence and CSV files whose report is gone.

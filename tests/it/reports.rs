@@ -87,6 +87,42 @@ async fn signed_chain() -> (Fixture, PathBuf) {
     (f, public)
 }
 
+/// A removed newest report, whose sequence the next run then takes, leaves the chain whole:
+/// verify says so, prints the newest report's name and SHA-256 to keep, and `--known` with a
+/// kept line finds the report gone (or altered). Before, the only advice was to compare the
+/// last sequence, which the next run had taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_a_report_one_kept_a_record_of() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let r = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
+    r.ok();
+    let newest = by_sequence(&dir).last_key_value().map(|(_, n)| n.clone()).unwrap();
+    let sha = lapse::integrity::sha256_hex(&std::fs::read(dir.join(&newest)).unwrap());
+    let kept = format!("{newest}:{sha}");
+    assert!(r.stdout.contains(&format!("--known {kept}")), "{}", r.stdout);
+    f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--known", &kept]).ok();
+    // The newest report removed, with all its files, and a later run.
+    let stem = newest.trim_end_matches(".json").to_string();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with(&stem) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    f.lapse(&["run"]).ok();
+    f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
+    let r = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--known", &kept]);
+    r.code(4);
+    assert!(r.stdout.contains("missing") && r.stdout.contains("a report you recorded was removed"), "{}", r.stdout);
+    // Another report's bytes under a kept name: altered.
+    let other = by_sequence(&dir).first_key_value().map(|(_, n)| n.clone()).unwrap();
+    let r = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--known", &format!("{other}:{sha}")]);
+    r.code(4);
+    assert!(r.stdout.contains("is not the report you knew"), "{}", r.stdout);
+    f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--known", "nonsense"]).code(2);
+}
+
 /// Run reports of a directory by sequence.
 fn by_sequence(dir: &Path) -> BTreeMap<u64, String> {
     let mut m = BTreeMap::new();
@@ -1297,7 +1333,8 @@ async fn a_claim_whose_report_never_came_is_missing() {
     let key = lapse::integrity::read_public_key(&public).unwrap();
     let ghost =
         ChainLink { file: "lapse-run-20991231T000000Z-deadbeef.json".into(), sha256: "0".repeat(64), sequence: 3 };
-    let check = |claims: Vec<(u64, ChainLink, i64)>| verify(&WithClaims(LocalDir::new(&dir), claims), None, &[key], 1);
+    let check =
+        |claims: Vec<(u64, ChainLink, i64)>| verify(&WithClaims(LocalDir::new(&dir), claims), None, &[key], 1, &[]);
 
     // The claims agree with the reports.
     let o = check(vec![(1, links[0].clone(), 120), (2, links[1].clone(), 90)]);
