@@ -1338,6 +1338,38 @@ async fn keys_of_the_wrong_form_are_refused_before_anything_is_destroyed() {
     fail_all(failures, 4);
 }
 
+// ---- review of the policy language (defects found with the binary on SQLite) -----------------
+
+/// A UTF-8 byte order mark before a policy or config: read as if it were not there (before,
+/// the file was refused with wrong positions), and errors located as without it.
+#[tokio::test]
+async fn a_byte_order_mark_is_ignored() {
+    let bom = |t: &str| [&b"\xef\xbb\xbf"[..], t.as_bytes()].concat();
+    let f = seeded(Backend::Sqlite).await;
+    File::Policy.write(&f, &bom(POLICY));
+    File::Config.write(&f, &bom(CONFIG));
+    f.lapse(&["validate", "--connect"]).ok();
+    let shred = edit(POLICY, "on_lapse: delete", "on_lapse: shred");
+    let at = pos_in(File::Policy, &shred, "shred", "shred");
+    let c = Case {
+        what: "BOM and a bad value".into(),
+        file: File::Policy,
+        text: bom(&shred),
+        expect: vec!["unknown variant `shred`".into()],
+        at: Some(at),
+    };
+    let grace = edit(CONFIG, "reports:\n", "reports:\n  nonsense: 1\n");
+    let at = pos_in(File::Config, &grace, "nonsense", "nonsense");
+    let d = Case {
+        what: "BOM and an unknown config key".into(),
+        file: File::Config,
+        text: bom(&grace),
+        expect: vec!["unknown field `nonsense`".into()],
+        at: Some(at),
+    };
+    refused(Backend::Sqlite, vec![c, d], OFFLINE).await;
+}
+
 // ---- catalog cases (every backend) -----------------------------------------------------------
 
 /// A policy that is valid offline but wrong for the live table.
