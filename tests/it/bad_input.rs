@@ -1370,6 +1370,58 @@ async fn a_byte_order_mark_is_ignored() {
     refused(Backend::Sqlite, vec![c, d], OFFLINE).await;
 }
 
+/// A URL or key pasted where the name of its environment variable goes is refused at load
+/// and never printed (before: "environment variable 'postgres://app:S3CRETpw@…' is not set").
+#[tokio::test]
+async fn a_secret_in_place_of_a_variable_name_is_not_printed() {
+    let url = edit(CONFIG, "    url_file: db.url", "    url_env: 'postgres://app:S3CRETpw@db.internal/app'");
+    let key = edit(CONFIG, "key_file: evidence.key", "key_env: 'S3CRETpw-0123456789abcdef'");
+    let cases = vec![
+        case(
+            "url_env holds a URL",
+            File::Config,
+            url,
+            &["connection 'db': the value is not an environment variable name (letters, digits and '_', not starting with a digit), and is not shown"],
+            "'postgres",
+            "'",
+        ),
+        case(
+            "key_env holds a key",
+            File::Config,
+            key,
+            &["evidence: key_env the value is not an environment variable name"],
+            "'S3CRET",
+            "'",
+        ),
+    ];
+    for c in &cases {
+        let f = seeded(Backend::Sqlite).await;
+        f.policy("people", POLICY);
+        c.file.write(&f, &c.text);
+        for cmd in OFFLINE {
+            let r = f.lapse(cmd);
+            assert!(!r.stderr.contains("S3CRET") && !r.stdout.contains("S3CRET"), "secret printed:\n{}", r.stderr);
+        }
+    }
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
+/// `key_env` and `key_file` both set: which key is meant is unknown (before, key_env won
+/// without a word).
+#[tokio::test]
+async fn a_key_from_two_sources_is_ambiguous() {
+    let text = edit(CONFIG, "  key_file: evidence.key\n", "  key_file: evidence.key\n  key_env: LAPSE_TEST_KEY\n");
+    let c = case(
+        "key_env and key_file",
+        File::Config,
+        text,
+        &["evidence: both key_env and key_file are set; give one of them"],
+        "key_file: evidence.key",
+        "key_file",
+    );
+    refused_one(Backend::Sqlite, c, OFFLINE).await;
+}
+
 // ---- catalog cases (every backend) -----------------------------------------------------------
 
 /// A policy that is valid offline but wrong for the live table.
