@@ -404,11 +404,30 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
             return set;
         }
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut subdirs: Vec<PathBuf> = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if path.is_dir() {
+            // Hidden directories are not policies: a Kubernetes ConfigMap mount keeps its
+            // files in `..data` and a timestamped `..2024_…` beside the links it reads.
+            if !hidden {
+                subdirs.push(path);
+            }
+        } else if is_policy_file(&path) {
+            paths.push(path);
+        }
+    }
     paths.sort();
+    subdirs.sort();
+    for d in &subdirs {
+        // Not read: a policy file in it would be skipped without a word.
+        diags.push(Diagnostic::error(format!(
+            "'{}' is a directory inside the policy directory; subdirectories are not read: move its policy files up into '{}'",
+            d.display(),
+            dir.display()
+        )));
+    }
     if paths.is_empty() {
         diags.push(Diagnostic::error(format!("no policy files (*.yaml) in '{}'", dir.display())));
     }
@@ -417,6 +436,13 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
     }
     check_set(&mut set, diags);
     set
+}
+
+/// A policy file's name ends in `.yaml` or `.yml`, in any case (`extra.YAML` too).
+fn is_policy_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
 pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {

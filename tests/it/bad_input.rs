@@ -1422,6 +1422,32 @@ async fn a_key_from_two_sources_is_ambiguous() {
     refused_one(Backend::Sqlite, c, OFFLINE).await;
 }
 
+/// Policy files named `*.YAML` are read (before, skipped without a word), and a subdirectory,
+/// which is not read, is refused by name (hidden ones, as a Kubernetes ConfigMap mount's
+/// `..data`, are not policies and are passed over).
+#[tokio::test]
+async fn policy_files_are_never_skipped_silently() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    std::fs::create_dir_all(f.path("policies/..data")).unwrap();
+    std::fs::write(f.path("policies/..data/people.yaml"), POLICY).unwrap();
+    f.lapse(&["validate"]).ok();
+    let extra = edit(&edit(POLICY, "name: people", "name: extra"), "on_lapse: delete", "on_lapse: shred");
+    std::fs::write(f.path("policies/extra.YAML"), &extra).unwrap();
+    let at = pos_in(File::Policy, &extra, "shred", "shred").replace("people.yaml", "extra.YAML");
+    let expect = ["unknown variant `shred`".to_string()];
+    check(&f, "extra.YAML", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(f.path("policies/extra.YAML")).unwrap();
+    std::fs::create_dir_all(f.path("policies/team")).unwrap();
+    std::fs::write(f.path("policies/team/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
+    let expect = [format!(
+        "'{}' is a directory inside the policy directory; subdirectories are not read: move its policy files up into '{}'",
+        f.path("policies/team").display(),
+        f.path("policies").display()
+    )];
+    check(&f, "policies/team/x.yaml", OFFLINE, &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 // ---- catalog cases (every backend) -----------------------------------------------------------
 
 /// A policy that is valid offline but wrong for the live table.
