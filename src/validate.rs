@@ -316,6 +316,20 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                                 term.column
                             ),
                         );
+                    } else if let Some(t) = match (l, c.kind) {
+                        (Literal::Text(t), ColumnKind::Timestamp { .. } | ColumnKind::Date)
+                            if !crate::policy::condition::is_time_literal(t) =>
+                        {
+                            Some(t)
+                        }
+                        _ => None,
+                    } {
+                        // Each database reads other text its own way: SQLite's `julianday` reads
+                        // `'1995'` as a Julian day (every row lapses), and says yes to anything.
+                        err(
+                            &format!("purposes.{i}.when"),
+                            crate::policy::time_literal_error(&p.name, t, kind_name(c.kind), &term.column),
+                        );
                     } else if let (
                         Literal::Text(t),
                         ColumnKind::Timestamp { .. } | ColumnKind::Date | ColumnKind::Other,

@@ -785,6 +785,16 @@ fn resolve(
             ));
         }
     }
+    // A column a purpose counts from is a date or timestamp: text compared with it must be a
+    // full date, whatever the database (validation checks the other temporal columns).
+    for (i, pu) in p.purposes.iter().enumerate() {
+        let Some(cond) = &pu.condition else { continue };
+        for anchor in p.purposes.iter().map(|x| x.anchor.as_str()).collect::<BTreeSet<_>>() {
+            for t in cond.texts_for(anchor).filter(|t| !condition::is_time_literal(t)) {
+                errs.push(p.error(&format!("purposes.{i}.when"), time_literal_error(&pu.name, t, "anchor", anchor)));
+            }
+        }
+    }
     p.dependents = resolve_dependents(&p, raw.dependents, "dependents", &mut errs);
     if let Some(g) = raw.guardrail {
         match parse_share(&g.max_share) {
@@ -807,6 +817,15 @@ fn resolve(
     }
     diags.0.extend(errs);
     (diags.0.len() == start).then_some(p)
+}
+
+/// A condition's text literal that is no full date or time, compared with a date or timestamp column.
+/// `what` names the column's kind (`date`, `timestamp`, or `anchor` where the catalog is not read).
+pub fn time_literal_error(purpose: &str, literal: &str, what: &str, column: &str) -> String {
+    format!(
+        "purpose '{purpose}': the condition compares {what} column '{column}' with '{literal}', which is not a full date or time: write {}",
+        condition::TIME_LITERAL_SHAPES
+    )
 }
 
 fn resolve_dependents(p: &Policy, raw: Vec<RawDependent>, base: &str, errs: &mut Vec<Diagnostic>) -> Vec<Dependent> {

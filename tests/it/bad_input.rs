@@ -1340,6 +1340,22 @@ async fn keys_of_the_wrong_form_are_refused_before_anything_is_destroyed() {
 
 // ---- review of the policy language (defects found with the binary on SQLite) -----------------
 
+/// A text literal compared with an anchor (a date or timestamp) must be a whole date: SQLite's
+/// `julianday` read `'2000'` as Julian day 2000 (4708 BC), and the purpose never lapsed, or
+/// with `>` every row lapsed (before, validation passed).
+#[tokio::test]
+async fn a_condition_date_that_is_no_whole_date_offline() {
+    let mut cases = Vec::new();
+    for lit in ["2000", "31/12/1995", "2000-1-1"] {
+        let text = when(&format!("\"created_at < '{lit}'\""));
+        let msg = format!(
+            "purpose 'service': the condition compares anchor column 'created_at' with '{lit}', which is not a full date or time: write a date as 'YYYY-MM-DD'"
+        );
+        cases.push(case(&format!("created_at < '{lit}'"), File::Policy, text, &[&msg], "when: \"", "\""));
+    }
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
 /// A UTF-8 byte order mark before a policy or config: read as if it were not there (before,
 /// the file was refused with wrong positions), and errors located as without it.
 #[tokio::test]
@@ -1866,6 +1882,18 @@ async fn sql_in_identifiers(b: Backend) {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM legal_holds").await, 0, "table legal_holds is still there");
 }
 
+/// A text literal compared with a date or timestamp column must be a whole date, on every
+/// backend: SQLite said yes to `'1995'` and read it as Julian day 1995, so every row lapsed.
+async fn condition_date_that_is_no_whole_date(b: Backend) {
+    for lit in ["1995", "31/12/1995"] {
+        let text = when(&format!("\"birth > '{lit}'\""));
+        let msg = format!(
+            "purpose 'service': the condition compares date column 'birth' with '{lit}', which is not a full date or time"
+        );
+        catalog_case(b, &format!("birth > '{lit}'"), &text, &[&msg], "when: \"", "\"").await;
+    }
+}
+
 per_backend!(
     unknown_table,
     holds_table_missing_or_incomplete,
@@ -1889,6 +1917,7 @@ per_backend!(
     constant_longer_than_its_column,
     fractional_bucket_on_integers,
     condition_literal_of_another_type,
+    condition_date_that_is_no_whole_date,
     dependent_without_foreign_key,
     sql_in_identifiers,
 );

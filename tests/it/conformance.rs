@@ -1220,9 +1220,11 @@ async fn postgres_constants_the_type_refuses_are_invalid() {
     assert_eq!(f.db.snapshot("docs2", "id").await, before, "nothing changed");
 }
 
-/// A `when:` literal the column's type cannot read (`'2019-13-45'` against a timestamp) is
-/// refused by `validate`, which asks PostgreSQL (before, validation passed and every run failed
-/// at its first count, with the database's message withheld).
+/// A `when:` literal the column's type cannot read (`'0000-01-01'` against a timestamp: PostgreSQL
+/// has no year 0) is refused by `validate`, which asks PostgreSQL (before, validation passed and
+/// every run failed at its first count, with the database's message withheld). A literal of no
+/// date's shape (`'2019-13-45'`) is refused before the database is asked, on every backend
+/// (`bad_input::*::condition_date_that_is_no_whole_date`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_condition_literals_the_type_refuses_are_invalid() {
     if !Backend::Postgres.enabled() {
@@ -1234,11 +1236,11 @@ async fn postgres_condition_literals_the_type_refuses_are_invalid() {
     f.db.exec("INSERT INTO docs3 VALUES (1, 'a@example.com', '2020-01-01', '2020-03-01')").await;
     f.policy(
         "docs3",
-        &typed_policy("docs3", "  email: { category: email }\n", "    when: \"closed_at > '2019-13-45'\"\n", "delete"),
+        &typed_policy("docs3", "  email: { category: email }\n", "    when: \"closed_at > '0000-01-01'\"\n", "delete"),
     );
     let r = f.lapse(&["validate", "--connect"]);
     r.code(2);
-    r.stderr_has("the condition's literal '2019-13-45' does not fit timestamp column 'closed_at' (timestamp with time zone): PostgreSQL refuses it");
+    r.stderr_has("the condition's literal '0000-01-01' does not fit timestamp column 'closed_at' (timestamp with time zone): PostgreSQL refuses it");
     f.lapse(&["run"]).code(2);
     assert_eq!(f.db.count("SELECT COUNT(*) FROM docs3").await, 1, "nothing changed");
 }
