@@ -813,7 +813,7 @@ fn resolve(
             errs.push(p.error("purposes", "purposes of an object policy cover the whole object (no 'covers')"));
         }
     } else {
-        check_strategies(&p, &mut errs);
+        check_anonymization(&p, &mut errs);
     }
     diags.0.extend(errs);
     (diags.0.len() == start).then_some(p)
@@ -875,6 +875,22 @@ fn parse_share(v: &serde_yaml_ng::Value) -> Result<f64, String> {
     }
 }
 
+/// A purpose, as a diagnostic names it: with its policy when another policy on the table lent it.
+fn purpose_name(pu: &Purpose) -> String {
+    match &pu.from_policy {
+        Some(other) => format!("purpose '{}' of policy '{other}'", pu.name),
+        None => format!("purpose '{}'", pu.name),
+    }
+}
+
+/// The checks of a policy's anonymization, on its own purposes (`resolve`) and again on those
+/// merged with the other policies' on its table (`check_set`), where more can lapse apart.
+fn check_anonymization(p: &Policy, errs: &mut Vec<Diagnostic>) {
+    check_strategies(p, errs);
+    check_anchors_kept(p, errs);
+    check_subject_kept(p, errs);
+}
+
 /// Anonymization must be complete: every column that may be anonymized needs an irreversible
 /// strategy, or the record would keep personal data while being reported as anonymized.
 fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
@@ -888,8 +904,19 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
             let why = if p.action == Action::Anonymize {
                 "the policy anonymizes on lapse".to_string()
             } else {
+                // Purposes lent by another policy on the table keep the record, not the column.
+                let lent: Vec<String> = p
+                    .purposes
+                    .iter()
+                    .filter(|x| x.from_policy.is_some() && !x.covers.contains(&c.name))
+                    .map(purpose_name)
+                    .collect();
+                let kept = match lent.is_empty() {
+                    true => String::new(),
+                    false => format!("; the record is kept by {}", lent.join(", ")),
+                };
                 format!(
-                    "it lapses before the record does (covered only by {})",
+                    "it lapses before the record does (covered only by {}{kept})",
                     covering.iter().cloned().collect::<Vec<_>>().join(", ")
                 )
             };
@@ -902,6 +929,61 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
             ));
         }
     }
+}
+
+/// A column a purpose counts its lapse from (`after`), or whose condition reads it (`when`),
+/// is never anonymized: a changed value moves that purpose's lapse (a `constant: 1900-01-01`
+/// birth date, a year-generalized one, lapses earlier), and a second run with the same cutoff
+/// would destroy more.
+fn check_anchors_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
+    for c in p.columns.iter().filter(|c| c.strategy.is_some()) {
+        let path = format!("personal.{}.anonymize", c.name);
+        if let Some(pu) = p.purposes.iter().find(|pu| pu.anchor == c.name) {
+            errs.push(p.error(
+                &path,
+                format!(
+                    "column '{}' cannot be anonymized: {} counts its lapse from it (after: {}), and a changed value would move that lapse",
+                    c.name,
+                    purpose_name(pu),
+                    c.name
+                ),
+            ));
+        } else if let Some(pu) =
+            p.purposes.iter().find(|pu| pu.condition.as_ref().is_some_and(|k| k.columns().any(|x| x == c.name)))
+        {
+            errs.push(p.error(
+                &path,
+                format!(
+                    "column '{}' cannot be anonymized: the condition (when) of {} reads it, and a changed value would change when that purpose lapses",
+                    c.name,
+                    purpose_name(pu)
+                ),
+            ));
+        }
+    }
+}
+
+/// The subject column is what a legal hold names: anonymized while the record keeps other
+/// personal data, a hold added later would no longer find the record, which is then destroyed.
+fn check_subject_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
+    let Some(subject) = p.subject.as_deref() else { return };
+    let Some(c) = p.column(subject).filter(|c| c.strategy.is_some()) else { return };
+    // A purpose that does not cover the subject column keeps the record (and the columns it
+    // covers) after the subject column is anonymized.
+    let Some(pu) = p.purposes.iter().find(|pu| !pu.covers.contains(&c.name)) else { return };
+    let keeps = match pu.covers.is_empty() {
+        true => String::new(),
+        false => format!(" and its {}", pu.covers.iter().map(|x| format!("'{x}'")).collect::<Vec<_>>().join(", ")),
+    };
+    errs.push(p.error(
+        &format!("personal.{}.anonymize", c.name),
+        format!(
+            "subject column '{}' cannot be anonymized before the record: {} keeps the record{keeps} longer, and a legal hold on the subject could no longer find it; let every purpose cover '{}', or do not anonymize it",
+            c.name,
+            purpose_name(pu),
+            c.name
+        ),
+    ));
 }
 
 /// Checks across policies: unique names; policies on the same table must agree on what happens
@@ -997,6 +1079,14 @@ pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
     }
     for (p, extra) in set.policies.iter_mut().zip(borrowed) {
         p.purposes.extend(extra);
+    }
+    // Merged, a column may lapse before the record (another policy keeps it), and another
+    // policy's purpose may count from a column this one anonymizes: checked again (each policy
+    // passed them alone, so only what the merge brought is said).
+    for p in set.policies.iter().filter(|p| p.objects.is_none() && p.purposes.iter().any(|x| x.from_policy.is_some())) {
+        let mut errs = Vec::new();
+        check_anonymization(p, &mut errs);
+        diags.0.extend(errs);
     }
 }
 

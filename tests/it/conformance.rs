@@ -1136,13 +1136,15 @@ async fn postgres_inet_addresses_generalized() {
 /// written to typed columns: a condition on a date, constants for a date, a timestamp and a
 /// float. (PostgreSQL compared `date` with `text`: every run of such a policy failed.)
 pub async fn typed_constants_and_conditions(b: Backend) {
-    let schema = "CREATE TABLE typed (id BIGINT NOT NULL PRIMARY KEY, d DATE, ts {TS} NULL, n DOUBLE PRECISION, flag BOOLEAN, created_at {TS} NOT NULL);";
+    // The condition reads `joined`, a date no strategy changes (a column a condition reads is
+    // never anonymized: its new value would change what lapses).
+    let schema = "CREATE TABLE typed (id BIGINT NOT NULL PRIMARY KEY, d DATE, ts {TS} NULL, n DOUBLE PRECISION, flag BOOLEAN, joined DATE, created_at {TS} NOT NULL);";
     let f = Fixture::new(b, schema).await;
     f.db.exec(
-        "INSERT INTO typed (id, d, ts, n, flag, created_at) VALUES \
-         (1, '1990-05-06', '1990-05-06 10:00:00', 1.5, TRUE, '2020-03-01 10:00:00'), \
-         (2, '1970-05-06', '1970-05-06 10:00:00', 2.5, TRUE, '2020-03-01 10:00:00'), \
-         (3, '1995-01-02', NULL, NULL, NULL, '2020-03-01 10:00:00')",
+        "INSERT INTO typed (id, d, ts, n, flag, joined, created_at) VALUES \
+         (1, '1990-05-06', '1990-05-06 10:00:00', 1.5, TRUE, '1990-05-06', '2020-03-01 10:00:00'), \
+         (2, '1970-05-06', '1970-05-06 10:00:00', 2.5, TRUE, '1970-05-06', '2020-03-01 10:00:00'), \
+         (3, '1995-01-02', NULL, NULL, NULL, '1995-01-02', '2020-03-01 10:00:00')",
     )
     .await;
     let personal = "  d: { category: date_of_birth, anonymize: { constant: \"1900-01-01\" } }
@@ -1150,7 +1152,7 @@ pub async fn typed_constants_and_conditions(b: Backend) {
   n: { category: account_id, anonymize: { constant: 0 } }
   flag: { category: free_text, anonymize: { constant: false } }
 ";
-    f.policy("typed", &typed_policy("typed", personal, "    when: \"d > '1980-01-01'\"\n", "anonymize"));
+    f.policy("typed", &typed_policy("typed", personal, "    when: \"joined > '1980-01-01'\"\n", "anonymize"));
     anonymized_then_done(&f, 2).await;
     let d = column_texts(&f, "typed", "d").await;
     assert_eq!(d, [Some("1900-01-01"), Some("1970-05-06"), Some("1900-01-01")].map(|x| x.map(String::from)));
