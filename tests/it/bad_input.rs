@@ -1994,6 +1994,21 @@ async fn condition_date_that_is_no_whole_date(b: Backend) {
     }
 }
 
+/// Strategies that change nothing (the lapsed records were then counted as anonymized).
+async fn strategy_that_changes_nothing(b: Backend) {
+    let text = edit(POLICY, "on_lapse: delete", "on_lapse: anonymize");
+    let bucket = edit(&text, "purposes:", "  score: { category: account_id, anonymize: { bucket: 1 } }\npurposes:");
+    let msg = ["column 'score' holds integers; a bucket width of 1 changes none of them"];
+    catalog_case(b, "bucket 1 on an integer", &bucket, &msg, "anonymize: { bucket: 1", "{ bucket").await;
+    if b == Backend::Sqlite {
+        return; // SQLite keeps text of any length in a VARCHAR(32): a prefix of 32 may cut it.
+    }
+    let prefix =
+        edit(&text, "purposes:", "  postcode: { category: postal_address, anonymize: { keep_prefix: 32 } }\npurposes:");
+    let msg = ["column 'postcode' holds at most 32 characters; keep_prefix: 32 keeps all of them"];
+    catalog_case(b, "keep_prefix 32 on VARCHAR(32)", &prefix, &msg, "anonymize: { keep_prefix", "{ keep_prefix").await;
+}
+
 per_backend!(
     unknown_table,
     holds_table_missing_or_incomplete,
@@ -2018,6 +2033,7 @@ per_backend!(
     fractional_bucket_on_integers,
     condition_literal_of_another_type,
     condition_date_that_is_no_whole_date,
+    strategy_that_changes_nothing,
     dependent_without_foreign_key,
     sql_in_identifiers,
 );
