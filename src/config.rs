@@ -320,6 +320,12 @@ impl Config {
                         .at(at(&base)),
                 );
             }
+            if c.url_env.as_deref().is_some_and(|v| !env_name(v)) {
+                diags.push(
+                    Diagnostic::error(format!("connection '{name}': {NOT_AN_ENV_NAME}"))
+                        .at(at(&format!("{base}.url_env"))),
+                );
+            }
             if let Some(u) = &c.url {
                 if url_has_password(u) {
                     diags.push(Diagnostic::error(format!(
@@ -356,6 +362,25 @@ impl Config {
                         );
                     }
                 }
+            }
+        }
+        let secrets = [
+            ("evidence", Some(&cfg.evidence)),
+            ("pseudonymization", cfg.pseudonymization.as_ref()),
+            ("reports.signing_key", cfg.reports.signing_key.as_ref()),
+        ];
+        for (what, r) in secrets.into_iter().filter_map(|(w, r)| Some((w, r?))) {
+            if r.key_env.as_deref().is_some_and(|v| !env_name(v)) {
+                diags.push(
+                    Diagnostic::error(format!("{what}: key_env {NOT_AN_ENV_NAME}")).at(at(&format!("{what}.key_env"))),
+                );
+            }
+            if r.key_env.is_some() && r.key_file.is_some() {
+                // Before, key_env won without a word: the key file named was not the key used.
+                diags.push(
+                    Diagnostic::error(format!("{what}: both key_env and key_file are set; give one of them"))
+                        .at(at(what)),
+                );
             }
         }
         if cfg.evidence.key_env.is_none() && cfg.evidence.key_file.is_none() {
@@ -480,6 +505,17 @@ fn section_errors<'a>(path: &'a Path, text: &str, pos: &'a Positions) -> Option<
     Some(s)
 }
 
+/// An environment variable's name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn env_name(v: &str) -> bool {
+    let mut chars = v.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// What is said of a `url_env` or `key_env` that is no variable name. Not what it is: a URL or
+/// key pasted in the name's place is a secret.
+const NOT_AN_ENV_NAME: &str = "the value is not an environment variable name (letters, digits and '_', not starting with a digit), and is not shown: it may be a secret written in the name's place";
+
 fn url_has_password(url: &str) -> bool {
     let in_userinfo = url
         .split_once("://")
@@ -554,6 +590,16 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn environment_variable_names() {
+        for ok in ["DB_URL", "_x", "a1"] {
+            assert!(env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "postgres://app:S3CRETpw@db.internal/app", "A-B", "A B", "ÄX"] {
+            assert!(!env_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn detects_inline_passwords() {

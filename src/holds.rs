@@ -144,6 +144,8 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
         }
         let expires = match h.expires.as_deref().map(parse_plausible_time) {
             None => None,
+            // A bare date holds through that day: the hold ends at the next midnight (UTC).
+            Some(Ok(t)) if h.expires.as_deref().is_some_and(is_bare_date) => Some(t + chrono::Duration::days(1)),
             Some(Ok(t)) => Some(t),
             Some(Err(e)) => {
                 err("expires", format!("hold '{}': {e}", h.id));
@@ -182,6 +184,11 @@ pub fn parse_plausible_time(s: &str) -> Result<DateTime<Utc>, String> {
     Ok(t)
 }
 
+/// A hold's `expires` written as a date alone (`2027-06-30`), which holds through that day.
+fn is_bare_date(s: &str) -> bool {
+    DateTime::parse_from_rfc3339(s).is_err() && NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+}
+
 /// `YYYY-MM-DD` (midnight UTC) or RFC 3339.
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -190,4 +197,37 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map(|d| d.and_time(NaiveTime::MIN).and_utc())
         .map_err(|_| format!("invalid date '{s}' (expected YYYY-MM-DD or RFC 3339)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(expires: &str) -> Hold {
+        let dir = std::env::temp_dir().join(format!("lapse-holds-{}-{}", std::process::id(), expires.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("holds.yaml");
+        std::fs::write(&path, format!("holds:\n  - id: H\n    matter: M\n    policies: [p]\n    expires: {expires}\n"))
+            .unwrap();
+        let mut diags = Diagnostics::default();
+        let mut holds = load(&path, &mut diags);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(!diags.has_errors(), "{:?}", diags.0);
+        holds.pop().unwrap()
+    }
+
+    /// A legal hold that says `expires: 2027-06-30` is in force on that day, all of it (before,
+    /// it ended at 2027-06-30 00:00 UTC, and a run that day destroyed what it held).
+    #[test]
+    fn a_bare_date_expires_at_the_end_of_that_day() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let h = loaded("2027-06-30");
+        assert!(h.active_at(at("2027-06-30T00:00:00Z")));
+        assert!(h.active_at(at("2027-06-30T23:59:59Z")));
+        assert!(!h.active_at(at("2027-07-01T00:00:00Z")));
+        // An instant is taken as written.
+        let h = loaded("2027-06-30T12:00:00Z");
+        assert!(h.active_at(at("2027-06-30T11:59:59Z")));
+        assert!(!h.active_at(at("2027-06-30T12:00:00Z")));
+    }
 }

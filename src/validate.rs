@@ -316,6 +316,20 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                                 term.column
                             ),
                         );
+                    } else if let Some(t) = match (l, c.kind) {
+                        (Literal::Text(t), ColumnKind::Timestamp { .. } | ColumnKind::Date)
+                            if !crate::policy::condition::is_time_literal(t) =>
+                        {
+                            Some(t)
+                        }
+                        _ => None,
+                    } {
+                        // Each database reads other text its own way: SQLite's `julianday` reads
+                        // `'1995'` as a Julian day (every row lapses), and says yes to anything.
+                        err(
+                            &format!("purposes.{i}.when"),
+                            crate::policy::time_literal_error(&p.name, t, kind_name(c.kind), &term.column),
+                        );
                     } else if let (
                         Literal::Text(t),
                         ColumnKind::Timestamp { .. } | ColumnKind::Date | ColumnKind::Other,
@@ -423,9 +437,34 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                         ),
                     );
                 }
+                if info.kind == ColumnKind::Int && *w == 1.0 {
+                    // Every integer is a multiple of 1: nothing would change, and the lapsed
+                    // records would be counted as anonymized.
+                    err(
+                        &path,
+                        format!(
+                            "column '{}' holds integers; a bucket width of 1 changes none of them (use a wider bucket)",
+                            c.name
+                        ),
+                    );
+                }
                 matches!(info.kind, ColumnKind::Int | ColumnKind::Float)
             }
-            Strategy::KeepPrefix(_) => info.kind == ColumnKind::Text,
+            Strategy::KeepPrefix(n) => {
+                if let (ColumnKind::Text, Some(max)) = (info.kind, info.max_len) {
+                    if *n as u64 >= max {
+                        // No value is longer than the prefix kept: nothing would change.
+                        err(
+                            &path,
+                            format!(
+                                "column '{}' holds at most {max} characters; keep_prefix: {n} keeps all of them (keep fewer)",
+                                c.name
+                            ),
+                        );
+                    }
+                }
+                info.kind == ColumnKind::Text
+            }
             Strategy::RandomToken | Strategy::Pseudonymize => {
                 if info.kind == ColumnKind::Text {
                     if let Some(n) = info.max_len {

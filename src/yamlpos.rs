@@ -113,13 +113,17 @@ impl Positions {
 
 /// Decodes a file's bytes; bytes that are not UTF-8 are an error located at the first bad byte
 /// (line, and column in characters), which also names its offset.
-pub fn decode(file: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+/// A leading byte order mark (U+FEFF, which some editors write) is dropped, so that the
+/// position index and serde read the same text.
+pub fn decode(file: &Path, mut bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    let bom = if bytes.starts_with("\u{feff}".as_bytes()) { 3 } else { 0 };
+    bytes.drain(..bom);
     String::from_utf8(bytes).map_err(|e| {
         let bad = e.utf8_error().valid_up_to();
         let valid = std::str::from_utf8(&e.as_bytes()[..bad]).unwrap_or_default();
         let line = valid.matches('\n').count() + 1;
         let column = valid[valid.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
-        Diagnostic::error(format!("not valid UTF-8 (byte {bad})")).at(Some(Location {
+        Diagnostic::error(format!("not valid UTF-8 (byte {})", bom + bad)).at(Some(Location {
             file: file.to_path_buf(),
             line,
             column,
@@ -700,6 +704,9 @@ mod tests {
         let d = decode(Path::new("x.yaml"), b"\xff".to_vec()).unwrap_err();
         assert_eq!(d.to_string(), "x.yaml:1:1: not valid UTF-8 (byte 0)");
         assert_eq!(decode(Path::new("x.yaml"), b"a: 1".to_vec()).unwrap(), "a: 1");
+        assert_eq!(decode(Path::new("x.yaml"), b"\xef\xbb\xbfa: 1".to_vec()).unwrap(), "a: 1", "a BOM is dropped");
+        let d = decode(Path::new("x.yaml"), b"\xef\xbb\xbfa: 1\n\xff".to_vec()).unwrap_err();
+        assert_eq!(d.to_string(), "x.yaml:2:1: not valid UTF-8 (byte 8)", "the file's own offset");
     }
 
     #[test]

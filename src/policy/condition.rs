@@ -64,6 +64,50 @@ impl Condition {
     pub fn columns(&self) -> impl Iterator<Item = &str> {
         self.terms.iter().map(|t| t.column.as_str())
     }
+
+    /// The text literals compared with `column` (by a comparison or in a list).
+    pub fn texts_for<'a>(&'a self, column: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.terms.iter().filter(move |t| t.column == column).flat_map(|t| {
+            let lits: Vec<&Literal> = match &t.test {
+                Test::Compare(_, l) => vec![l],
+                Test::In(ls) => ls.iter().collect(),
+                _ => vec![],
+            };
+            lits.into_iter().filter_map(|l| match l {
+                Literal::Text(s) => Some(s.as_str()),
+                _ => None,
+            })
+        })
+    }
+}
+
+/// What a text literal compared with a date or timestamp column must be: a whole date
+/// (`YYYY-MM-DD`), a date and time (`YYYY-MM-DD HH:MM:SS[.f]`, also with `T`) or RFC 3339.
+/// Anything else is read differently by each database, or not at all: SQLite's `julianday`
+/// reads `'1995'` as Julian day 1995 (4708 BC), and `'31/12/1995'` as no time.
+pub const TIME_LITERAL_SHAPES: &str = "a date as 'YYYY-MM-DD', a date and time as 'YYYY-MM-DD HH:MM:SS', or RFC 3339";
+
+pub fn is_time_literal(s: &str) -> bool {
+    // Digits where the shape has them, two for each field (chrono also reads `1995-1-1`, which
+    // SQLite does not).
+    let shape = |pattern: &str| {
+        s.len() >= pattern.len()
+            && s.bytes().zip(pattern.bytes()).all(|(c, p)| {
+                if p == b'9' {
+                    c.is_ascii_digit()
+                } else {
+                    c == p || p == b'T' && c == b' '
+                }
+            })
+    };
+    if !shape("9999-99-99") || s.len() > 10 && !shape("9999-99-99T99:99:99") {
+        return false;
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+        || ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+            .iter()
+            .any(|f| chrono::NaiveDateTime::parse_from_str(s, f).is_ok())
+        || chrono::DateTime::parse_from_rfc3339(s).is_ok()
 }
 
 impl fmt::Display for Condition {
@@ -300,6 +344,35 @@ pub fn parse(input: &str) -> Result<Condition, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn time_literals_are_whole_dates() {
+        for ok in [
+            "1995-01-01",
+            "1995-12-31 23:59:59",
+            "1995-12-31 23:59:59.250",
+            "1995-12-31T23:59:59",
+            "1995-12-31T23:59:59Z",
+            "1995-12-31T23:59:59+02:00",
+        ] {
+            assert!(super::is_time_literal(ok), "{ok}");
+        }
+        for bad in [
+            "1995",
+            "2000",
+            "31/12/1995",
+            "1995-1-1",
+            "1995-13-01",
+            "1995-12",
+            "19950101",
+            "now",
+            " 1995-01-01",
+            "1995-01-01 10",
+            "1995-01-01x",
+        ] {
+            assert!(!super::is_time_literal(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -404,11 +404,30 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
             return set;
         }
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut subdirs: Vec<PathBuf> = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if path.is_dir() {
+            // Hidden directories are not policies: a Kubernetes ConfigMap mount keeps its
+            // files in `..data` and a timestamped `..2024_…` beside the links it reads.
+            if !hidden {
+                subdirs.push(path);
+            }
+        } else if is_policy_file(&path) {
+            paths.push(path);
+        }
+    }
     paths.sort();
+    subdirs.sort();
+    for d in &subdirs {
+        // Not read: a policy file in it would be skipped without a word.
+        diags.push(Diagnostic::error(format!(
+            "'{}' is a directory inside the policy directory; subdirectories are not read: move its policy files up into '{}'",
+            d.display(),
+            dir.display()
+        )));
+    }
     if paths.is_empty() {
         diags.push(Diagnostic::error(format!("no policy files (*.yaml) in '{}'", dir.display())));
     }
@@ -417,6 +436,13 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
     }
     check_set(&mut set, diags);
     set
+}
+
+/// A policy file's name ends in `.yaml` or `.yml`, in any case (`extra.YAML` too).
+fn is_policy_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
 pub fn load_file(path: &Path, set: &mut PolicySet, diags: &mut Diagnostics) {
@@ -759,6 +785,16 @@ fn resolve(
             ));
         }
     }
+    // A column a purpose counts from is a date or timestamp: text compared with it must be a
+    // full date, whatever the database (validation checks the other temporal columns).
+    for (i, pu) in p.purposes.iter().enumerate() {
+        let Some(cond) = &pu.condition else { continue };
+        for anchor in p.purposes.iter().map(|x| x.anchor.as_str()).collect::<BTreeSet<_>>() {
+            for t in cond.texts_for(anchor).filter(|t| !condition::is_time_literal(t)) {
+                errs.push(p.error(&format!("purposes.{i}.when"), time_literal_error(&pu.name, t, "anchor", anchor)));
+            }
+        }
+    }
     p.dependents = resolve_dependents(&p, raw.dependents, "dependents", &mut errs);
     if let Some(g) = raw.guardrail {
         match parse_share(&g.max_share) {
@@ -777,10 +813,19 @@ fn resolve(
             errs.push(p.error("purposes", "purposes of an object policy cover the whole object (no 'covers')"));
         }
     } else {
-        check_strategies(&p, &mut errs);
+        check_anonymization(&p, &mut errs);
     }
     diags.0.extend(errs);
     (diags.0.len() == start).then_some(p)
+}
+
+/// A condition's text literal that is no full date or time, compared with a date or timestamp column.
+/// `what` names the column's kind (`date`, `timestamp`, or `anchor` where the catalog is not read).
+pub fn time_literal_error(purpose: &str, literal: &str, what: &str, column: &str) -> String {
+    format!(
+        "purpose '{purpose}': the condition compares {what} column '{column}' with '{literal}', which is not a full date or time: write {}",
+        condition::TIME_LITERAL_SHAPES
+    )
 }
 
 fn resolve_dependents(p: &Policy, raw: Vec<RawDependent>, base: &str, errs: &mut Vec<Diagnostic>) -> Vec<Dependent> {
@@ -830,6 +875,22 @@ fn parse_share(v: &serde_yaml_ng::Value) -> Result<f64, String> {
     }
 }
 
+/// A purpose, as a diagnostic names it: with its policy when another policy on the table lent it.
+fn purpose_name(pu: &Purpose) -> String {
+    match &pu.from_policy {
+        Some(other) => format!("purpose '{}' of policy '{other}'", pu.name),
+        None => format!("purpose '{}'", pu.name),
+    }
+}
+
+/// The checks of a policy's anonymization, on its own purposes (`resolve`) and again on those
+/// merged with the other policies' on its table (`check_set`), where more can lapse apart.
+fn check_anonymization(p: &Policy, errs: &mut Vec<Diagnostic>) {
+    check_strategies(p, errs);
+    check_anchors_kept(p, errs);
+    check_subject_kept(p, errs);
+}
+
 /// Anonymization must be complete: every column that may be anonymized needs an irreversible
 /// strategy, or the record would keep personal data while being reported as anonymized.
 fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
@@ -843,8 +904,19 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
             let why = if p.action == Action::Anonymize {
                 "the policy anonymizes on lapse".to_string()
             } else {
+                // Purposes lent by another policy on the table keep the record, not the column.
+                let lent: Vec<String> = p
+                    .purposes
+                    .iter()
+                    .filter(|x| x.from_policy.is_some() && !x.covers.contains(&c.name))
+                    .map(purpose_name)
+                    .collect();
+                let kept = match lent.is_empty() {
+                    true => String::new(),
+                    false => format!("; the record is kept by {}", lent.join(", ")),
+                };
                 format!(
-                    "it lapses before the record does (covered only by {})",
+                    "it lapses before the record does (covered only by {}{kept})",
                     covering.iter().cloned().collect::<Vec<_>>().join(", ")
                 )
             };
@@ -857,6 +929,61 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
             ));
         }
     }
+}
+
+/// A column a purpose counts its lapse from (`after`), or whose condition reads it (`when`),
+/// is never anonymized: a changed value moves that purpose's lapse (a `constant: 1900-01-01`
+/// birth date, a year-generalized one, lapses earlier), and a second run with the same cutoff
+/// would destroy more.
+fn check_anchors_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
+    for c in p.columns.iter().filter(|c| c.strategy.is_some()) {
+        let path = format!("personal.{}.anonymize", c.name);
+        if let Some(pu) = p.purposes.iter().find(|pu| pu.anchor == c.name) {
+            errs.push(p.error(
+                &path,
+                format!(
+                    "column '{}' cannot be anonymized: {} counts its lapse from it (after: {}), and a changed value would move that lapse",
+                    c.name,
+                    purpose_name(pu),
+                    c.name
+                ),
+            ));
+        } else if let Some(pu) =
+            p.purposes.iter().find(|pu| pu.condition.as_ref().is_some_and(|k| k.columns().any(|x| x == c.name)))
+        {
+            errs.push(p.error(
+                &path,
+                format!(
+                    "column '{}' cannot be anonymized: the condition (when) of {} reads it, and a changed value would change when that purpose lapses",
+                    c.name,
+                    purpose_name(pu)
+                ),
+            ));
+        }
+    }
+}
+
+/// The subject column is what a legal hold names: anonymized while the record keeps other
+/// personal data, a hold added later would no longer find the record, which is then destroyed.
+fn check_subject_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
+    let Some(subject) = p.subject.as_deref() else { return };
+    let Some(c) = p.column(subject).filter(|c| c.strategy.is_some()) else { return };
+    // A purpose that does not cover the subject column keeps the record (and the columns it
+    // covers) after the subject column is anonymized.
+    let Some(pu) = p.purposes.iter().find(|pu| !pu.covers.contains(&c.name)) else { return };
+    let keeps = match pu.covers.is_empty() {
+        true => String::new(),
+        false => format!(" and its {}", pu.covers.iter().map(|x| format!("'{x}'")).collect::<Vec<_>>().join(", ")),
+    };
+    errs.push(p.error(
+        &format!("personal.{}.anonymize", c.name),
+        format!(
+            "subject column '{}' cannot be anonymized before the record: {} keeps the record{keeps} longer, and a legal hold on the subject could no longer find it; let every purpose cover '{}', or do not anonymize it",
+            c.name,
+            purpose_name(pu),
+            c.name
+        ),
+    ));
 }
 
 /// Checks across policies: unique names; policies on the same table must agree on what happens
@@ -952,6 +1079,14 @@ pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
     }
     for (p, extra) in set.policies.iter_mut().zip(borrowed) {
         p.purposes.extend(extra);
+    }
+    // Merged, a column may lapse before the record (another policy keeps it), and another
+    // policy's purpose may count from a column this one anonymizes: checked again (each policy
+    // passed them alone, so only what the merge brought is said).
+    for p in set.policies.iter().filter(|p| p.objects.is_none() && p.purposes.iter().any(|x| x.from_policy.is_some())) {
+        let mut errs = Vec::new();
+        check_anonymization(p, &mut errs);
+        diags.0.extend(errs);
     }
 }
 

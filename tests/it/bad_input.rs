@@ -1343,6 +1343,231 @@ async fn keys_of_the_wrong_form_are_refused_before_anything_is_destroyed() {
     fail_all(failures, 4);
 }
 
+// ---- review of the policy language (defects found with the binary on SQLite) -----------------
+
+/// A text literal compared with an anchor (a date or timestamp) must be a whole date: SQLite's
+/// `julianday` read `'2000'` as Julian day 2000 (4708 BC), and the purpose never lapsed, or
+/// with `>` every row lapsed (before, validation passed).
+#[tokio::test]
+async fn a_condition_date_that_is_no_whole_date_offline() {
+    let mut cases = Vec::new();
+    for lit in ["2000", "31/12/1995", "2000-1-1"] {
+        let text = when(&format!("\"created_at < '{lit}'\""));
+        let msg = format!(
+            "purpose 'service': the condition compares anchor column 'created_at' with '{lit}', which is not a full date or time: write a date as 'YYYY-MM-DD'"
+        );
+        cases.push(case(&format!("created_at < '{lit}'"), File::Policy, text, &[&msg], "when: \"", "\""));
+    }
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
+/// A column a purpose counts from, or whose condition reads it, is never anonymized: a birth
+/// date set to 1900-01-01 (or to its year's first day) made `youth-protection` lapse, and a
+/// second run with the same cutoff destroyed more (before, accepted).
+#[tokio::test]
+async fn anonymizing_an_anchor_or_a_condition_column() {
+    let youth =
+        "  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse:";
+    let mut cases = Vec::new();
+    for (strategy, context) in
+        [("{ constant: \"1900-01-01\" }", "{ constant: \"1900"), ("{ generalize_date: year }", "{ generalize_date")]
+    {
+        let text = edit(
+            &edit(
+                POLICY,
+                "purposes:",
+                &format!("  birth: {{ category: date_of_birth, anonymize: {strategy} }}\npurposes:"),
+            ),
+            "on_lapse:",
+            youth,
+        );
+        cases.push(case(
+            &format!("birth: {strategy}"),
+            File::Policy,
+            text,
+            &["policy 'people'", "column 'birth' cannot be anonymized: purpose 'youth-protection' counts its lapse from it (after: birth), and a changed value would move that lapse"],
+            context,
+            "{",
+        ));
+    }
+    let text = edit(
+        &when("\"status = 'closed'\""),
+        "purposes:",
+        "  status: { category: account_id, anonymize: { constant: 'x' } }\npurposes:",
+    );
+    cases.push(case(
+        "status read by a condition",
+        File::Policy,
+        text,
+        &["column 'status' cannot be anonymized: the condition (when) of purpose 'service' reads it"],
+        "{ constant: 'x'",
+        "{",
+    ));
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
+/// The same when the purpose is another policy's on the same table (their purposes are merged).
+#[tokio::test]
+async fn anonymizing_an_anchor_of_another_policy_on_the_table() {
+    let f = seeded(Backend::Sqlite).await;
+    let text = edit(
+        POLICY,
+        "purposes:",
+        "  birth: { category: date_of_birth, anonymize: { generalize_date: year } }\npurposes:",
+    );
+    f.policy("people", &text);
+    let minors = "name: minors\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: random_token }\npurposes:\n  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse: delete\n";
+    f.policy("minors", minors);
+    let at = pos_in(File::Policy, &text, "{ generalize_date", "{");
+    let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth)".to_string()];
+    check(&f, "anchor of another policy", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The subject column anonymized while the record keeps other personal data: a legal hold
+/// added later on the subject could not find the record, which was then deleted (before,
+/// accepted).
+#[tokio::test]
+async fn anonymizing_the_subject_before_the_record() {
+    let text = edit(POLICY, "  subject: subject\n", "  subject: email\n");
+    let text = edit(
+        &text,
+        "    after: created_at\n",
+        "    after: created_at\n    covers: [full_name]\n  - name: newsletter\n    legal_basis: consent\n    retain: 30d\n    after: created_at\n    covers: [email]\n",
+    );
+    let c = case(
+        "subject email anonymized at 30d, full_name kept 1y",
+        File::Policy,
+        text,
+        &["subject column 'email' cannot be anonymized before the record: purpose 'service' keeps the record and its 'full_name' longer, and a legal hold on the subject could no longer find it"],
+        "{ category: email, anonymize: random_token }",
+        "random_token",
+    );
+    refused_one(Backend::Sqlite, c, OFFLINE).await;
+}
+
+/// Merged with another policy's purposes on the table, a column may lapse before the record:
+/// it needs a strategy, or it was kept past its lapse while the report said "deleted with the
+/// record" (before, each policy was checked alone).
+#[tokio::test]
+async fn a_column_that_lapses_before_the_record_once_policies_are_merged() {
+    let f = seeded(Backend::Sqlite).await;
+    let text = edit(POLICY, "{ category: name, anonymize: { constant: '(anonymized)' } }", "{ category: name }");
+    f.policy("people", &text);
+    let archive = "name: people-archive\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  postcode: { category: postal_address, anonymize: nullify }\npurposes:\n  - name: archive\n    legal_basis: legal_obligation\n    retain: 5y\n    after: created_at\non_lapse: delete\n";
+    f.policy("people_archive", archive);
+    let at = pos_in(File::Policy, &text, "  full_name: {", "{");
+    let expect = ["policy 'people'".to_string(), "personal column 'full_name' has no 'anonymize' strategy, but it lapses before the record does (covered only by service; the record is kept by purpose 'archive' of policy 'people-archive'): the record would keep it".to_string()];
+    check(&f, "full_name kept by another policy", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A UTF-8 byte order mark before a policy or config: read as if it were not there (before,
+/// the file was refused with wrong positions), and errors located as without it.
+#[tokio::test]
+async fn a_byte_order_mark_is_ignored() {
+    let bom = |t: &str| [&b"\xef\xbb\xbf"[..], t.as_bytes()].concat();
+    let f = seeded(Backend::Sqlite).await;
+    File::Policy.write(&f, &bom(POLICY));
+    File::Config.write(&f, &bom(CONFIG));
+    f.lapse(&["validate", "--connect"]).ok();
+    let shred = edit(POLICY, "on_lapse: delete", "on_lapse: shred");
+    let at = pos_in(File::Policy, &shred, "shred", "shred");
+    let c = Case {
+        what: "BOM and a bad value".into(),
+        file: File::Policy,
+        text: bom(&shred),
+        expect: vec!["unknown variant `shred`".into()],
+        at: Some(at),
+    };
+    let grace = edit(CONFIG, "reports:\n", "reports:\n  nonsense: 1\n");
+    let at = pos_in(File::Config, &grace, "nonsense", "nonsense");
+    let d = Case {
+        what: "BOM and an unknown config key".into(),
+        file: File::Config,
+        text: bom(&grace),
+        expect: vec!["unknown field `nonsense`".into()],
+        at: Some(at),
+    };
+    refused(Backend::Sqlite, vec![c, d], OFFLINE).await;
+}
+
+/// A URL or key pasted where the name of its environment variable goes is refused at load
+/// and never printed (before: "environment variable 'postgres://app:S3CRETpw@…' is not set").
+#[tokio::test]
+async fn a_secret_in_place_of_a_variable_name_is_not_printed() {
+    let url = edit(CONFIG, "    url_file: db.url", "    url_env: 'postgres://app:S3CRETpw@db.internal/app'");
+    let key = edit(CONFIG, "key_file: evidence.key", "key_env: 'S3CRETpw-0123456789abcdef'");
+    let cases = vec![
+        case(
+            "url_env holds a URL",
+            File::Config,
+            url,
+            &["connection 'db': the value is not an environment variable name (letters, digits and '_', not starting with a digit), and is not shown"],
+            "'postgres",
+            "'",
+        ),
+        case(
+            "key_env holds a key",
+            File::Config,
+            key,
+            &["evidence: key_env the value is not an environment variable name"],
+            "'S3CRET",
+            "'",
+        ),
+    ];
+    for c in &cases {
+        let f = seeded(Backend::Sqlite).await;
+        f.policy("people", POLICY);
+        c.file.write(&f, &c.text);
+        for cmd in OFFLINE {
+            let r = f.lapse(cmd);
+            assert!(!r.stderr.contains("S3CRET") && !r.stdout.contains("S3CRET"), "secret printed:\n{}", r.stderr);
+        }
+    }
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
+/// `key_env` and `key_file` both set: which key is meant is unknown (before, key_env won
+/// without a word).
+#[tokio::test]
+async fn a_key_from_two_sources_is_ambiguous() {
+    let text = edit(CONFIG, "  key_file: evidence.key\n", "  key_file: evidence.key\n  key_env: LAPSE_TEST_KEY\n");
+    let c = case(
+        "key_env and key_file",
+        File::Config,
+        text,
+        &["evidence: both key_env and key_file are set; give one of them"],
+        "key_file: evidence.key",
+        "key_file",
+    );
+    refused_one(Backend::Sqlite, c, OFFLINE).await;
+}
+
+/// Policy files named `*.YAML` are read (before, skipped without a word), and a subdirectory,
+/// which is not read, is refused by name (hidden ones, as a Kubernetes ConfigMap mount's
+/// `..data`, are not policies and are passed over).
+#[tokio::test]
+async fn policy_files_are_never_skipped_silently() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    std::fs::create_dir_all(f.path("policies/..data")).unwrap();
+    std::fs::write(f.path("policies/..data/people.yaml"), POLICY).unwrap();
+    f.lapse(&["validate"]).ok();
+    let extra = edit(&edit(POLICY, "name: people", "name: extra"), "on_lapse: delete", "on_lapse: shred");
+    std::fs::write(f.path("policies/extra.YAML"), &extra).unwrap();
+    let at = pos_in(File::Policy, &extra, "shred", "shred").replace("people.yaml", "extra.YAML");
+    let expect = ["unknown variant `shred`".to_string()];
+    check(&f, "extra.YAML", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(f.path("policies/extra.YAML")).unwrap();
+    std::fs::create_dir_all(f.path("policies/team")).unwrap();
+    std::fs::write(f.path("policies/team/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
+    let expect = [format!(
+        "'{}' is a directory inside the policy directory; subdirectories are not read: move its policy files up into '{}'",
+        f.path("policies/team").display(),
+        f.path("policies").display()
+    )];
+    check(&f, "policies/team/x.yaml", OFFLINE, &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 // ---- catalog cases (every backend) -----------------------------------------------------------
 
 /// A policy that is valid offline but wrong for the live table.
@@ -1624,9 +1849,10 @@ async fn unknown_condition_column(b: Backend) {
 }
 
 async fn text_anchor(b: Backend) {
-    let text = edit(POLICY, "after: created_at", "after: email");
-    let msg = ["anchor column 'email' of purpose 'service' is text (", "not a date or timestamp"];
-    catalog_case(b, "after: email", &text, &msg, "after: email", "email").await;
+    // A text column no strategy changes (`after: email` is refused offline: email is anonymized).
+    let text = edit(POLICY, "after: created_at", "after: status");
+    let msg = ["anchor column 'status' of purpose 'service' is text (", "not a date or timestamp"];
+    catalog_case(b, "after: status", &text, &msg, "after: status", "status").await;
 }
 
 async fn integer_anchor(b: Backend) {
@@ -1761,6 +1987,33 @@ async fn sql_in_identifiers(b: Backend) {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM legal_holds").await, 0, "table legal_holds is still there");
 }
 
+/// A text literal compared with a date or timestamp column must be a whole date, on every
+/// backend: SQLite said yes to `'1995'` and read it as Julian day 1995, so every row lapsed.
+async fn condition_date_that_is_no_whole_date(b: Backend) {
+    for lit in ["1995", "31/12/1995"] {
+        let text = when(&format!("\"birth > '{lit}'\""));
+        let msg = format!(
+            "purpose 'service': the condition compares date column 'birth' with '{lit}', which is not a full date or time"
+        );
+        catalog_case(b, &format!("birth > '{lit}'"), &text, &[&msg], "when: \"", "\"").await;
+    }
+}
+
+/// Strategies that change nothing (the lapsed records were then counted as anonymized).
+async fn strategy_that_changes_nothing(b: Backend) {
+    let text = edit(POLICY, "on_lapse: delete", "on_lapse: anonymize");
+    let bucket = edit(&text, "purposes:", "  score: { category: account_id, anonymize: { bucket: 1 } }\npurposes:");
+    let msg = ["column 'score' holds integers; a bucket width of 1 changes none of them"];
+    catalog_case(b, "bucket 1 on an integer", &bucket, &msg, "anonymize: { bucket: 1", "{ bucket").await;
+    if b == Backend::Sqlite {
+        return; // SQLite keeps text of any length in a VARCHAR(32): a prefix of 32 may cut it.
+    }
+    let prefix =
+        edit(&text, "purposes:", "  postcode: { category: postal_address, anonymize: { keep_prefix: 32 } }\npurposes:");
+    let msg = ["column 'postcode' holds at most 32 characters; keep_prefix: 32 keeps all of them"];
+    catalog_case(b, "keep_prefix 32 on VARCHAR(32)", &prefix, &msg, "anonymize: { keep_prefix", "{ keep_prefix").await;
+}
+
 per_backend!(
     unknown_table,
     holds_table_missing_or_incomplete,
@@ -1784,6 +2037,8 @@ per_backend!(
     constant_longer_than_its_column,
     fractional_bucket_on_integers,
     condition_literal_of_another_type,
+    condition_date_that_is_no_whole_date,
+    strategy_that_changes_nothing,
     dependent_without_foreign_key,
     sql_in_identifiers,
 );

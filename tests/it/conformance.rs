@@ -1136,13 +1136,15 @@ async fn postgres_inet_addresses_generalized() {
 /// written to typed columns: a condition on a date, constants for a date, a timestamp and a
 /// float. (PostgreSQL compared `date` with `text`: every run of such a policy failed.)
 pub async fn typed_constants_and_conditions(b: Backend) {
-    let schema = "CREATE TABLE typed (id BIGINT NOT NULL PRIMARY KEY, d DATE, ts {TS} NULL, n DOUBLE PRECISION, flag BOOLEAN, created_at {TS} NOT NULL);";
+    // The condition reads `joined`, a date no strategy changes (a column a condition reads is
+    // never anonymized: its new value would change what lapses).
+    let schema = "CREATE TABLE typed (id BIGINT NOT NULL PRIMARY KEY, d DATE, ts {TS} NULL, n DOUBLE PRECISION, flag BOOLEAN, joined DATE, created_at {TS} NOT NULL);";
     let f = Fixture::new(b, schema).await;
     f.db.exec(
-        "INSERT INTO typed (id, d, ts, n, flag, created_at) VALUES \
-         (1, '1990-05-06', '1990-05-06 10:00:00', 1.5, TRUE, '2020-03-01 10:00:00'), \
-         (2, '1970-05-06', '1970-05-06 10:00:00', 2.5, TRUE, '2020-03-01 10:00:00'), \
-         (3, '1995-01-02', NULL, NULL, NULL, '2020-03-01 10:00:00')",
+        "INSERT INTO typed (id, d, ts, n, flag, joined, created_at) VALUES \
+         (1, '1990-05-06', '1990-05-06 10:00:00', 1.5, TRUE, '1990-05-06', '2020-03-01 10:00:00'), \
+         (2, '1970-05-06', '1970-05-06 10:00:00', 2.5, TRUE, '1970-05-06', '2020-03-01 10:00:00'), \
+         (3, '1995-01-02', NULL, NULL, NULL, '1995-01-02', '2020-03-01 10:00:00')",
     )
     .await;
     let personal = "  d: { category: date_of_birth, anonymize: { constant: \"1900-01-01\" } }
@@ -1150,7 +1152,7 @@ pub async fn typed_constants_and_conditions(b: Backend) {
   n: { category: account_id, anonymize: { constant: 0 } }
   flag: { category: free_text, anonymize: { constant: false } }
 ";
-    f.policy("typed", &typed_policy("typed", personal, "    when: \"d > '1980-01-01'\"\n", "anonymize"));
+    f.policy("typed", &typed_policy("typed", personal, "    when: \"joined > '1980-01-01'\"\n", "anonymize"));
     anonymized_then_done(&f, 2).await;
     let d = column_texts(&f, "typed", "d").await;
     assert_eq!(d, [Some("1900-01-01"), Some("1970-05-06"), Some("1900-01-01")].map(|x| x.map(String::from)));
@@ -1220,9 +1222,11 @@ async fn postgres_constants_the_type_refuses_are_invalid() {
     assert_eq!(f.db.snapshot("docs2", "id").await, before, "nothing changed");
 }
 
-/// A `when:` literal the column's type cannot read (`'2019-13-45'` against a timestamp) is
-/// refused by `validate`, which asks PostgreSQL (before, validation passed and every run failed
-/// at its first count, with the database's message withheld).
+/// A `when:` literal the column's type cannot read (`'0000-01-01'` against a timestamp: PostgreSQL
+/// has no year 0) is refused by `validate`, which asks PostgreSQL (before, validation passed and
+/// every run failed at its first count, with the database's message withheld). A literal of no
+/// date's shape (`'2019-13-45'`) is refused before the database is asked, on every backend
+/// (`bad_input::*::condition_date_that_is_no_whole_date`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_condition_literals_the_type_refuses_are_invalid() {
     if !Backend::Postgres.enabled() {
@@ -1234,11 +1238,11 @@ async fn postgres_condition_literals_the_type_refuses_are_invalid() {
     f.db.exec("INSERT INTO docs3 VALUES (1, 'a@example.com', '2020-01-01', '2020-03-01')").await;
     f.policy(
         "docs3",
-        &typed_policy("docs3", "  email: { category: email }\n", "    when: \"closed_at > '2019-13-45'\"\n", "delete"),
+        &typed_policy("docs3", "  email: { category: email }\n", "    when: \"closed_at > '0000-01-01'\"\n", "delete"),
     );
     let r = f.lapse(&["validate", "--connect"]);
     r.code(2);
-    r.stderr_has("the condition's literal '2019-13-45' does not fit timestamp column 'closed_at' (timestamp with time zone): PostgreSQL refuses it");
+    r.stderr_has("the condition's literal '0000-01-01' does not fit timestamp column 'closed_at' (timestamp with time zone): PostgreSQL refuses it");
     f.lapse(&["run"]).code(2);
     assert_eq!(f.db.count("SELECT COUNT(*) FROM docs3").await, 1, "nothing changed");
 }
