@@ -931,32 +931,41 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
     }
 }
 
-/// A column a purpose counts its lapse from (`after`), or whose condition reads it (`when`),
-/// is never anonymized: a changed value moves that purpose's lapse (a `constant: 1900-01-01`
-/// birth date, a year-generalized one, lapses earlier), and a second run with the same cutoff
-/// would destroy more.
+/// A column a purpose counts its lapse from (`after`), or whose condition reads it (`when`), is
+/// never anonymized while that purpose may still run: a changed value moves that purpose's lapse
+/// (a `constant: 1900-01-01` birth date, a year-generalized one, lapses earlier), and a second
+/// run with the same cutoff would destroy more. A purpose that covers the column is safe: the
+/// column is anonymized only once every purpose covering it has lapsed, that one included, and
+/// an earlier anchor leaves a lapsed purpose lapsed. So the column must not be anonymized when a
+/// purpose that reads it does not cover it (the column may lapse first, at field level).
 fn check_anchors_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
     for c in p.columns.iter().filter(|c| c.strategy.is_some()) {
         let path = format!("personal.{}.anonymize", c.name);
-        if let Some(pu) = p.purposes.iter().find(|pu| pu.anchor == c.name) {
+        let outlives = |pu: &&Purpose| !pu.covers.contains(&c.name);
+        if let Some(pu) = p.purposes.iter().filter(outlives).find(|pu| pu.anchor == c.name) {
             errs.push(p.error(
                 &path,
                 format!(
-                    "column '{}' cannot be anonymized: {} counts its lapse from it (after: {}), and a changed value would move that lapse",
+                    "column '{}' cannot be anonymized: {} counts its lapse from it (after: {}) and does not cover it, so a changed value would move that lapse; let it cover '{}', or do not anonymize it",
                     c.name,
                     purpose_name(pu),
+                    c.name,
                     c.name
                 ),
             ));
-        } else if let Some(pu) =
-            p.purposes.iter().find(|pu| pu.condition.as_ref().is_some_and(|k| k.columns().any(|x| x == c.name)))
+        } else if let Some(pu) = p
+            .purposes
+            .iter()
+            .filter(outlives)
+            .find(|pu| pu.condition.as_ref().is_some_and(|k| k.columns().any(|x| x == c.name)))
         {
             errs.push(p.error(
                 &path,
                 format!(
-                    "column '{}' cannot be anonymized: the condition (when) of {} reads it, and a changed value would change when that purpose lapses",
+                    "column '{}' cannot be anonymized: the condition (when) of {} reads it and that purpose does not cover it, so a changed value would change when it lapses; let it cover '{}', or do not anonymize it",
                     c.name,
-                    purpose_name(pu)
+                    purpose_name(pu),
+                    c.name
                 ),
             ));
         }

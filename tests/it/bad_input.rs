@@ -1366,8 +1366,8 @@ async fn a_condition_date_that_is_no_whole_date_offline() {
 /// second run with the same cutoff destroyed more (before, accepted).
 #[tokio::test]
 async fn anonymizing_an_anchor_or_a_condition_column() {
-    let youth =
-        "  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse:";
+    // (Covering `birth`, youth-protection would keep it until it lapses itself: accepted, below.)
+    let youth = "  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\n    covers: [email]\non_lapse:";
     let mut cases = Vec::new();
     for (strategy, context) in
         [("{ constant: \"1900-01-01\" }", "{ constant: \"1900"), ("{ generalize_date: year }", "{ generalize_date")]
@@ -1385,25 +1385,43 @@ async fn anonymizing_an_anchor_or_a_condition_column() {
             &format!("birth: {strategy}"),
             File::Policy,
             text,
-            &["policy 'people'", "column 'birth' cannot be anonymized: purpose 'youth-protection' counts its lapse from it (after: birth), and a changed value would move that lapse"],
+            &["policy 'people'", "column 'birth' cannot be anonymized: purpose 'youth-protection' counts its lapse from it (after: birth) and does not cover it"],
             context,
             "{",
         ));
     }
     let text = edit(
-        &when("\"status = 'closed'\""),
-        "purposes:",
-        "  status: { category: account_id, anonymize: { constant: 'x' } }\npurposes:",
+        &edit(
+            &when("\"status = 'closed'\""),
+            "purposes:",
+            "  status: { category: account_id, anonymize: { constant: 'x' } }\npurposes:",
+        ),
+        "    when: \"status = 'closed'\"\n",
+        "    when: \"status = 'closed'\"\n    covers: [email, full_name]\n  - name: kyc\n    legal_basis: legal_obligation\n    retain: 90d\n    after: created_at\n    covers: [status]\n",
     );
     cases.push(case(
         "status read by a condition",
         File::Policy,
         text,
-        &["column 'status' cannot be anonymized: the condition (when) of purpose 'service' reads it"],
+        &["column 'status' cannot be anonymized: the condition (when) of purpose 'service' reads it and that purpose does not cover it"],
         "{ constant: 'x'",
         "{",
     ));
     refused(Backend::Sqlite, cases, OFFLINE).await;
+    // A purpose that covers the column it counts from keeps it until it lapses itself: the
+    // record's anonymization may generalize it then (a kept column would be personal data).
+    let f = seeded(Backend::Sqlite).await;
+    let covered = edit(
+        &edit(
+            POLICY,
+            "purposes:",
+            "  birth: { category: date_of_birth, anonymize: { generalize_date: year } }\npurposes:",
+        ),
+        "on_lapse:",
+        "  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse:",
+    );
+    f.policy("people", &covered);
+    f.lapse(&["validate"]).ok();
 }
 
 /// The same when the purpose is another policy's on the same table (their purposes are merged).
@@ -1419,7 +1437,7 @@ async fn anonymizing_an_anchor_of_another_policy_on_the_table() {
     let minors = "name: minors\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: random_token }\npurposes:\n  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse: delete\n";
     f.policy("minors", minors);
     let at = pos_in(File::Policy, &text, "{ generalize_date", "{");
-    let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth)".to_string()];
+    let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth) and does not cover it".to_string()];
     check(&f, "anchor of another policy", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
