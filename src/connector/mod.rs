@@ -176,6 +176,10 @@ pub struct HoldScope {
     pub file: Vec<FileHold>,
     /// The database's holds table (checked inside each destroying statement).
     pub table: Option<HoldsTable>,
+    /// Object policies: the holds in force for this policy in the holds tables of the run's
+    /// SQL connections (an object store has no holds table of its own), as read by
+    /// [`Connector::holds_in_force`]; read again before each batch. Empty for tables.
+    pub tables: Vec<FileHold>,
     /// Holds expiring before this instant no longer hold. Fixed at the start of the run.
     pub now: DateTime<Utc>,
 }
@@ -478,6 +482,18 @@ pub trait Connector: Send + Sync + fmt::Display {
         _known: &[String],
         _now: DateTime<Utc>,
     ) -> Result<Vec<String>, ConnectorError> {
+        Ok(vec![])
+    }
+
+    /// The holds in force at `now` in this connection's holds table that apply to any of
+    /// `policies` (a hold naming one of them, or every policy), each hold id once with the
+    /// subjects its rows name (as text; a row with no subject: every subject). For object
+    /// policies, whose store has no holds table. Default: none (no holds table).
+    async fn holds_in_force(
+        &self,
+        _policies: &[String],
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<FileHold>, ConnectorError> {
         Ok(vec![])
     }
 

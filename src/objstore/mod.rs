@@ -642,7 +642,9 @@ impl ObjectConnector {
             Filter::All(v) => v.iter().all(|x| Self::eval(x, facts, scope)),
             Filter::Any(v) => v.iter().any(|x| Self::eval(x, facts, scope)),
             Filter::Not(x) => !Self::eval(x, facts, scope),
-            Filter::Held => scope.holds.file.iter().any(|h| Self::held_by(h, facts)),
+            // File holds, and the holds-table holds of the run's SQL connections (an object
+            // store has no holds table of its own).
+            Filter::Held => scope.holds.file.iter().chain(&scope.holds.tables).any(|h| Self::held_by(h, facts)),
             Filter::HeldByFile(id) => scope.holds.file.iter().any(|h| &h.id == id && Self::held_by(h, facts)),
             Filter::Pending(_) => true,
             Filter::HasDependents => false,
@@ -895,8 +897,22 @@ impl Connector for ObjectConnector {
         Ok(n)
     }
 
-    async fn count_by_table_hold(&self, _: &Scope, _: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
-        Ok(vec![])
+    /// The holds-table holds of the run's SQL connections (`HoldScope::tables`): one listing
+    /// of the prefix, each object matching `filter` counted under every such hold that holds it.
+    async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
+        let holds = &scope.holds.tables;
+        if holds.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut n: BTreeMap<String, u64> = BTreeMap::new();
+        self.scan(scope, filter, None, |f| {
+            for h in holds.iter().filter(|h| Self::held_by(h, f)) {
+                *n.entry(h.id.clone()).or_default() += 1;
+            }
+            true
+        })
+        .await?;
+        Ok(n.into_iter().collect())
     }
 
     async fn candidates(
@@ -1352,6 +1368,7 @@ mod tests {
                 policies: vec![],
                 file: vec![FileHold { id: "H".into(), subjects: vec![Value::Text("s2".into())], whole_policy: false }],
                 table: None,
+                tables: vec![],
                 now: threshold,
             },
             restrict: vec![],

@@ -652,7 +652,7 @@ async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scop
             null_lapses: false,
         }),
         work,
-        holds: HoldScope { policies: vec![], file: vec![], table: conn.holds_table().cloned(), now: Utc::now() },
+        holds: HoldScope { policies: vec![], file: vec![], table: conn.holds_table().cloned(), tables: vec![], now: Utc::now() },
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,

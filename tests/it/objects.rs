@@ -1102,7 +1102,7 @@ async fn exports_delete_scope(conn: &ObjectConnector, bucket: &str) -> Scope {
             null_lapses: false,
         }),
         work: Work::Delete,
-        holds: HoldScope { policies: vec![], file: vec![], table: None, now: chrono::Utc::now() },
+        holds: HoldScope { policies: vec![], file: vec![], table: None, tables: vec![], now: chrono::Utc::now() },
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,
@@ -1471,4 +1471,56 @@ async fn a_server_ignoring_if_none_match_gets_no_false_lock() {
     drop((a, b));
     s.f.lapse(&["run"]).ok().stderr_has("does not honour If-None-Match on this bucket");
     assert_eq!(s.keys().await, ["other/probe"], "the due object is gone, and no probe nor lock object is left");
+}
+
+/// The `db` connection of a store's workspace gets the holds table `legal_holds` (id, subject,
+/// policy, expires_at) with these rows (SQL literals).
+async fn object_holds_table(s: &Store, rows: &[&str]) {
+    s.f.db.exec("CREATE TABLE legal_holds (id TEXT, subject TEXT, policy TEXT, expires_at TEXT)").await;
+    for r in rows {
+        s.f.db.exec(&format!("INSERT INTO legal_holds VALUES ({r})")).await;
+    }
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    let with = cfg.replace(
+        "    url_file: db.url\n",
+        "    url_file: db.url\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n",
+    );
+    assert_ne!(cfg, with);
+    std::fs::write(s.f.path("lapse.yaml"), with).unwrap();
+}
+
+/// A directory or bucket has no holds table: holds in a SQL connection's holds table that name
+/// an object policy, or every policy, hold its objects (before, they were ignored without a
+/// word, and the held objects were deleted). Run with the object policy alone selected too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_table_holds_objects() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(
+        &s,
+        &[
+            "'LH-S1', 'S-1', 'exports', NULL",
+            "'LH-S2', 'S-2', NULL, NULL",
+            "'LH-GONE', 'S-3', 'exports', '2000-01-01'",
+            "'LH-ELSE', 'S-3', 'crm-leadz', NULL",
+        ],
+    )
+    .await;
+    let out = s.f.lapse(&["plan", "--policy", "exports"]);
+    out.ok();
+    let p = &s.f.report("plan")["policies"][0];
+    assert_eq!(n(&p["rows_due"]), 2, "{p}");
+    assert_eq!(n(&p["held"]), 2, "{p}");
+    assert_eq!((n(&p["held_by"]["LH-S1"]), n(&p["held_by"]["LH-S2"])), (1, 1), "{p}");
+    assert!(out.stderr.contains("'crm-leadz'"), "the stray hold is warned of: {}", out.stderr);
+    s.f.lapse(&["run"]).ok();
+    let keys = s.keys().await;
+    assert!(keys.contains(&"exports/2020/03/01/S-1.csv".to_string()), "{keys:?}");
+    assert!(keys.contains(&"exports/2020/03/02/S-2.csv".to_string()), "{keys:?}");
+    assert!(!keys.contains(&"exports/2020/03/03/S-3.csv".to_string()), "{keys:?}");
+    let r = s.f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(n(&p["deleted"]), 2, "S-3 and S-HELD: {p}");
+    assert_eq!((n(&p["held_by"]["LH-S1"]), n(&p["held_by"]["LH-S2"])), (1, 1), "{p}");
+    assert!(r["holds"].as_array().unwrap().iter().any(|h| h["source"] == "table:db"), "{}", r["holds"]);
 }
