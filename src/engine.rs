@@ -2239,6 +2239,21 @@ async fn enforce(
                 for (t, k) in o.cascaded {
                     *pr.dependents_deleted.entry(t).or_default() += k;
                 }
+                // The batch's records it destroyed nothing of, by a known outcome (gone or no
+                // longer due at its re-check, held by the storage, failed with no version
+                // deleted): their write-ahead intents are void, so that a later run does not
+                // take such an object, gone by then, for one this run destroyed. (The records
+                // it destroyed are settled by their evidence lines, written first.)
+                let void: Vec<String> = match conn.journaled_destroy() {
+                    true => Vec::new(),
+                    false => {
+                        let done: BTreeSet<usize> = o.destroyed.iter().copied().collect();
+                        (0..cands.len())
+                            .filter(|i| !done.contains(i) && o.details.get(i).is_none_or(|d| d.versions == 0))
+                            .filter_map(|i| ids.get(i).map(|id| id.record.clone()))
+                            .collect()
+                    }
+                };
                 let at = Utc::now();
                 if let Some(sink) = ctx.evidence.as_deref_mut() {
                     let proto = stage.evidence_line(&p.name, batches, at);
@@ -2268,6 +2283,10 @@ async fn enforce(
                         // is destroyed and syncs the file once, before the report.)
                         sink.flush()?;
                     }
+                }
+                if let Some(log) = ctx.intents.as_deref_mut() {
+                    log.void(&p.name, &stage.name, batches, void)
+                        .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
                 }
                 verified?;
                 // Verified (the destroyed keys no longer match) alongside the next batch.
@@ -2484,7 +2503,12 @@ async fn reconcile(
     if pending.is_empty() {
         return Ok(());
     }
-    let wanted: BTreeSet<String> = pending.iter().flat_map(|x| x.intents.iter().map(|i| i.record.clone())).collect();
+    // Each record with its latest intent: a version written after it is not what was intended.
+    let mut wanted: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for i in pending.iter().flat_map(|x| &x.intents) {
+        let at = wanted.entry(i.record.clone()).or_insert(i.at);
+        *at = (*at).max(i.at);
+    }
     let present = if wanted.is_empty() {
         BTreeSet::new()
     } else {

@@ -506,14 +506,17 @@ pub trait Connector: Send + Sync + fmt::Display {
         true
     }
 
-    /// Which of `records` (keyed hashes of record keys, as `hash` makes them) still exist in the
-    /// dataset in any form (object stores: any version or delete marker of the key). Used to
-    /// reconcile write-ahead intents; only connectors without a journaled destroy implement it.
+    /// Which of `records` (keyed hashes of record keys, as `hash` makes them, each with the
+    /// time of its intent) still exist in the dataset as they were then (object stores: a
+    /// version or delete marker of the key; on a versioned store, not one written after the
+    /// intent: the object uploaded again under its key after the interrupted run destroyed it).
+    /// Used to reconcile write-ahead intents; only connectors without a journaled destroy
+    /// implement it.
     async fn still_present(
         &self,
         _scope: &Scope,
         _hash: &(dyn for<'k> Fn(&'k [Value]) -> String + Send + Sync),
-        _records: &BTreeSet<String>,
+        _records: &BTreeMap<String, DateTime<Utc>>,
     ) -> Result<BTreeSet<String>, ConnectorError> {
         Err(ConnectorError::Invalid("this connector has no write-ahead intents to reconcile".into()))
     }

@@ -764,6 +764,17 @@ fn scrub_all(msg: &str, keys: &[String]) -> String {
     keys.iter().fold(msg.to_string(), |m, k| scrub(&m, k))
 }
 
+/// An error about objects, under `context`, with none of `keys` in its message, and as
+/// transient as it was (a 503 or a dropped connection is retried).
+fn scrub_errors(e: ConnectorError, context: &str, keys: &[String]) -> ConnectorError {
+    let message = scrub_all(&e.to_string(), keys);
+    let context = context.to_string();
+    match e.is_transient() {
+        true => ConnectorError::Lost { context, message },
+        false => ConnectorError::Query { context, message },
+    }
+}
+
 /// An error about one object, without its key (keys hold personal data).
 fn without_key(e: ConnectorError, key: &str) -> ConnectorError {
     match e {
@@ -1138,14 +1149,20 @@ impl Connector for ObjectConnector {
     /// One listing of the dataset's prefix (the backend lists every key that has a version or a
     /// delete marker, hidden ones included), each key hashed and looked up; keys never leave
     /// this function.
+    ///
+    /// A listed key is then read version by version: on a versioned store, a version written
+    /// after the intent (the object uploaded again after the interrupted run destroyed it) does
+    /// not make the intended object present. Where versions have no id of their own (a
+    /// directory, an unversioned bucket: an upload replaces the object), any version does: an
+    /// overwrite cannot be told from a deletion and a new upload, and is not claimed.
     async fn still_present(
         &self,
         scope: &Scope,
         hash: &(dyn for<'k> Fn(&'k [Value]) -> String + Send + Sync),
-        records: &BTreeSet<String>,
+        records: &BTreeMap<String, DateTime<Utc>>,
     ) -> Result<BTreeSet<String>, ConnectorError> {
         let (bucket, ds) = self.dataset(scope)?;
-        let mut out = BTreeSet::new();
+        let mut listed: Vec<(String, String)> = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let (page, more) = self.backend.list(bucket, &ds.prefix, cursor.as_deref(), 1000).await?;
@@ -1153,12 +1170,31 @@ impl Connector for ObjectConnector {
             cursor = Some(last.key.clone());
             for e in &page {
                 let h = hash(&[Value::Text(e.key.clone())]);
-                if records.contains(&h) {
-                    out.insert(h);
+                if records.contains_key(&h) {
+                    listed.push((e.key.clone(), h));
                 }
             }
             if !more {
                 break;
+            }
+        }
+        listed.sort();
+        let keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+        let versions = self
+            .backend
+            .versions_of(bucket, &keys, keys.len(), self.concurrency)
+            .await
+            .map_err(|e| scrub_errors(e, "reading objects' versions", &keys))?;
+        let mut out = BTreeSet::new();
+        for (key, h) in listed {
+            let Some(vs) = versions.get(&key) else { continue };
+            let at = records[&h];
+            let present = vs.iter().any(|v| {
+                let own_id = v.id.as_deref().is_some_and(|id| id != "null");
+                !own_id || v.last_modified.is_none_or(|t| t <= at)
+            });
+            if present {
+                out.insert(h);
             }
         }
         Ok(out)

@@ -1524,3 +1524,74 @@ async fn holds_table_holds_objects() {
     assert_eq!((n(&p["held_by"]["LH-S1"]), n(&p["held_by"]["LH-S2"])), (1, 1), "{p}");
     assert!(r["holds"].as_array().unwrap().iter().any(|h| h["source"] == "table:db"), "{}", r["holds"]);
 }
+
+/// A batch's write-ahead intents of objects it did not destroy (here: a deletion that failed on
+/// every retry) are void once the batch is done: the run ends `partial`, its intents stay, and
+/// when the object is then deleted by someone else, the next run does not claim it as destroyed
+/// by the earlier run (before: "reconciled: 1 destroyed by interrupted run", false evidence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_of_objects_a_batch_did_not_destroy_are_void() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let broken = "exports/2020/03/02/S-2.csv";
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::Fail { flaky: "none".into(), broken: broken.into(), flaky_failures: AtomicUsize::new(0) },
+    };
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(out.report.status, "partial");
+    assert_eq!(out.report.policies[0].failed, 1);
+    assert!(!lapse::intent::all_records(&s.f.path("reports")).is_empty(), "the partial run's intents stay");
+    drop(prepared);
+    drop(conns); // releases the run lock, as the process's end would
+    std::fs::remove_file(s.f.path("files").join(broken)).unwrap();
+    let run = s.f.lapse(&["run"]);
+    run.ok();
+    assert!(!run.stdout.contains("reconciled"), "{}", run.stdout);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 0, "{p}");
+}
+
+/// An object an interrupted run destroyed after its intent, then uploaded again under the same
+/// key (a versioned bucket): the new version, written after the intent, is not the intended
+/// object. Before, the key's new version made the intent void, and the destruction was in no
+/// evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_uploaded_again_after_an_interrupted_deletion_is_reconciled() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let k = "exports/2020/03/01/S-1.csv";
+    s.put(k, "old").await;
+    let c = s.client.clone().unwrap();
+    // The interrupted run: intended, then every version deleted.
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
+    let rec = key.record("store", &format!("{}/exports/", s.bucket), &[Value::Text(k.to_string())]);
+    let killed = "0badc0de-0000-4000-8000-000000000002";
+    let reports = s.f.path("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let versions = c.list_object_versions().bucket(&s.bucket).send().await.unwrap();
+    for v in versions.versions() {
+        c.delete_object().bucket(&s.bucket).key(k).version_id(v.version_id().unwrap()).send().await.unwrap();
+    }
+    let intent = serde_json::json!({
+        "kind": "intent", "run_id": killed, "policy": "exports", "stage": "record", "action": "deleted",
+        "batch": 1, "record": rec, "key_id": key.key_id(), "at": chrono::Utc::now().to_rfc3339()
+    });
+    std::fs::write(reports.join(format!("lapse-run-20251231T230000Z-0badc0de{}", lapse::intent::SUFFIX)), format!("{intent}\n"))
+        .unwrap();
+    // Uploaded again, in a later second (S3 dates versions to the second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s.put(k, "new").await;
+    let out = s.f.lapse(&["run"]);
+    out.ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 1, "{p}");
+    assert_eq!(n(&p["reconciled_from"][killed]), 1, "{p}");
+}
