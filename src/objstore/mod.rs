@@ -477,6 +477,24 @@ pub trait ObjectBackend: Send + Sync + fmt::Display {
         bucket: &str,
         items: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), String>>, ConnectorError>;
+    /// [`ObjectBackend::delete`] for a dataset whose keys start with `keep`, the deepest
+    /// directory its prefix names (`app/uploads/` of `app/uploads/{yyyy}/{subject}.pdf`; empty:
+    /// none): a store that removes the directories a deletion empties (a directory) keeps that
+    /// one and those above it, which are not the dataset's. Default: `delete`.
+    async fn delete_within(
+        &self,
+        bucket: &str,
+        _keep: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        self.delete(bucket, items).await
+    }
+}
+
+/// The deepest directory a dataset's listing prefix names, `/` included (`logs/app-` names
+/// `logs/`); empty when it names none.
+fn prefix_dir(prefix: &str) -> &str {
+    prefix.rfind('/').map(|i| &prefix[..=i]).unwrap_or("")
 }
 
 /// A connector over an [`ObjectBackend`].
@@ -977,7 +995,8 @@ impl Connector for ObjectConnector {
         _ids: &[EvidenceId],
         _journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError> {
-        let (bucket, _) = self.dataset(scope)?;
+        let (bucket, ds) = self.dataset(scope)?;
+        let keep = prefix_dir(&ds.prefix);
         let filter = scope.destroy_filter();
         // 1. Re-check each object against the destroy filter (it may have been overwritten or
         //    put under a hold since it was listed), and gather its versions.
@@ -1081,7 +1100,7 @@ impl Connector for ObjectConnector {
                 .map(|chunk| async move {
                     let ids: Vec<(String, Option<String>)> =
                         chunk.iter().map(|(_, k, v, _)| (k.clone(), v.clone())).collect();
-                    let r = self.backend.delete(bucket, &ids).await;
+                    let r = self.backend.delete_within(bucket, keep, &ids).await;
                     (chunk, r)
                 })
                 .collect();

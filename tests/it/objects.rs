@@ -1595,3 +1595,21 @@ async fn an_object_uploaded_again_after_an_interrupted_deletion_is_reconciled() 
     assert_eq!(n(&p["reconciled"]), 1, "{p}");
     assert_eq!(n(&p["reconciled_from"][killed]), 1, "{p}");
 }
+
+/// Removing a file removes the directories it emptied, but not the dataset's own directory
+/// (`app/uploads/` of `app/uploads/{yyyy}/{subject}.pdf`) nor those above it: before, `app/`
+/// and `app/uploads/` went too, up to the store's root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_keeps_the_datasets_own_directories() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("app/uploads/2019/S-1.pdf", "data").await;
+    s.policy(
+        "  key_pattern: \"app/uploads/{yyyy}/{subject}.pdf\"\n  subject: key\n",
+        "  - name: ops\n    legal_basis: legitimate_interests\n    retain: 1d\n    after: last_modified\n",
+        "guardrail:\n  max_share: 100%\n",
+    );
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    assert_eq!(s.keys().await, Vec::<String>::new());
+    assert!(!s.f.path("files/app/uploads/2019").exists(), "the emptied year directory goes");
+    assert!(s.f.path("files/app/uploads").is_dir(), "the dataset's own directory stays");
+}
