@@ -69,6 +69,21 @@ impl Workspace {
                 {
                     d.push(p.error("dataset", "no bucket: set dataset.bucket or the connection's bucket"));
                 }
+                // Files have no tags: a run would fail at its first file.
+                if c.kind == ConnectionKind::Directory && p.objects.is_some() {
+                    let no_tags = |what: &str, fact: &str| {
+                        format!(
+                            "{what} '{fact}': files in a directory (connection '{}') have no tags; use last_modified or key_date",
+                            p.connection
+                        )
+                    };
+                    for (i, x) in p.purposes.iter().enumerate().filter(|(_, x)| x.anchor.starts_with("tag:")) {
+                        d.push(p.error(&format!("purposes.{i}.after"), no_tags("anchor", &x.anchor)));
+                    }
+                    if let Some(s) = p.subject.as_deref().filter(|s| s.starts_with("tag:")) {
+                        d.push(p.error("dataset.subject", no_tags("subject", s)));
+                    }
+                }
             }
             if !config.connections.contains_key(&p.connection) {
                 let known: Vec<&str> = config.connections.keys().map(String::as_str).collect();
@@ -1442,7 +1457,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     let holds = HoldScope {
         policies,
         file,
-        table: None, // filled per connector below
+        table: None,    // filled per connector below
         tables: vec![], // object policies: read from the holds tables before the counts
         now: ctx.now,
     };

@@ -147,8 +147,7 @@ impl IntentLog {
             return Ok(());
         }
         let Some(f) = self.file.as_mut() else { return Ok(()) };
-        let mut line =
-            serde_json::to_vec(&Line::Void { policy: policy.into(), stage: stage.into(), batch, records })?;
+        let mut line = serde_json::to_vec(&Line::Void { policy: policy.into(), stage: stage.into(), batch, records })?;
         line.push(b'\n');
         f.write_all(&line)?;
         f.sync_data()?;

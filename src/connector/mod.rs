@@ -489,11 +489,7 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// `policies` (a hold naming one of them, or every policy), each hold id once with the
     /// subjects its rows name (as text; a row with no subject: every subject). For object
     /// policies, whose store has no holds table. Default: none (no holds table).
-    async fn holds_in_force(
-        &self,
-        _policies: &[String],
-        _now: DateTime<Utc>,
-    ) -> Result<Vec<FileHold>, ConnectorError> {
+    async fn holds_in_force(&self, _policies: &[String], _now: DateTime<Utc>) -> Result<Vec<FileHold>, ConnectorError> {
         Ok(vec![])
     }
 

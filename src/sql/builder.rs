@@ -958,12 +958,7 @@ impl<'a> Builder<'a> {
             _ => format!("CAST({} AS TEXT)", self.col("lh", c)),
         };
         let mut sql = Sql::new(self.d);
-        sql.push(&format!(
-            "SELECT {}, {} FROM {} lh WHERE 1=1",
-            text(&ht.id),
-            text(&ht.subject),
-            self.q(&ht.table)
-        ));
+        sql.push(&format!("SELECT {}, {} FROM {} lh WHERE 1=1", text(&ht.id), text(&ht.subject), self.q(&ht.table)));
         self.table_hold_active(&mut sql, ht);
         sql.push(" ORDER BY 1, 2");
         sql

@@ -1584,8 +1584,11 @@ async fn an_object_uploaded_again_after_an_interrupted_deletion_is_reconciled() 
         "kind": "intent", "run_id": killed, "policy": "exports", "stage": "record", "action": "deleted",
         "batch": 1, "record": rec, "key_id": key.key_id(), "at": chrono::Utc::now().to_rfc3339()
     });
-    std::fs::write(reports.join(format!("lapse-run-20251231T230000Z-0badc0de{}", lapse::intent::SUFFIX)), format!("{intent}\n"))
-        .unwrap();
+    std::fs::write(
+        reports.join(format!("lapse-run-20251231T230000Z-0badc0de{}", lapse::intent::SUFFIX)),
+        format!("{intent}\n"),
+    )
+    .unwrap();
     // Uploaded again, in a later second (S3 dates versions to the second).
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     s.put(k, "new").await;
@@ -1612,4 +1615,24 @@ async fn a_directory_keeps_the_datasets_own_directories() {
     assert_eq!(s.keys().await, Vec::<String>::new());
     assert!(!s.f.path("files/app/uploads/2019").exists(), "the emptied year directory goes");
     assert!(s.f.path("files/app/uploads").is_dir(), "the dataset's own directory stays");
+}
+
+/// Files in a directory have no tags: an anchor or subject read from a tag is refused by
+/// `validate`, where it is written, instead of failing the run at its first file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_on_a_directory_are_refused_at_validate() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("exports/2020/03/01/S-1.csv", "data").await;
+    let by_tag = "  - name: reporting\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: tag:created\n";
+    s.policy(PATTERN, by_tag, "");
+    s.f.lapse(&["validate"])
+        .code(2)
+        .stderr_has("files in a directory (connection 'store') have no tags")
+        .stderr_has("exports.yaml:12:");
+    let by_mtime =
+        "  - name: reporting\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: last_modified\n";
+    s.policy("  prefix: exports/\n  subject: tag:subject\n", by_mtime, "");
+    s.f.lapse(&["validate"]).code(2).stderr_has("subject 'tag:subject'").stderr_has("exports.yaml:5:");
+    s.f.lapse(&["run"]).code(2);
+    assert_eq!(s.keys().await, ["exports/2020/03/01/S-1.csv"]);
 }
