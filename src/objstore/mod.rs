@@ -1002,10 +1002,8 @@ impl Connector for ObjectConnector {
         //    put under a hold since it was listed), and gather its versions.
         let filter = &filter;
         let keys: Vec<String> = batch.iter().map(|c| c.key[0].canonical()).collect();
-        let scrubbed = |e: ConnectorError| ConnectorError::Query {
-            context: "checking objects".into(),
-            message: scrub_all(&e.to_string(), &keys),
-        };
+        // Transient stays transient (a 503, a dropped connection): the engine retries the batch.
+        let scrubbed = |e: ConnectorError| scrub_errors(e, "checking objects", &keys);
         // A guess of a batch's versions (most objects have one or two): sizes the listing's pages.
         let expected = keys.len() + keys.len() / 4;
         let mut all_versions =

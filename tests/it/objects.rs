@@ -536,6 +536,9 @@ enum OnDelete {
     /// Fails deletes of chosen keys: `flaky` fails once (retried), `broken` always (reported per
     /// key, the rest of the batch goes on).
     Fail { flaky: String, broken: String, flaky_failures: AtomicUsize },
+    /// Deletes like `inner`; the first read of a key's versions (a batch's re-check) fails as
+    /// a server answering 503 does.
+    FirstReadUnavailable(AtomicUsize),
 }
 
 impl fmt::Display for ScriptedStore {
@@ -573,6 +576,11 @@ impl ObjectBackend for ScriptedStore {
         self.inner.tags(b, k, v).await
     }
     async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
+        if let OnDelete::FirstReadUnavailable(reads) = &self.on_delete {
+            if reads.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(ConnectorError::Lost { context: "listing versions".into(), message: "HTTP 503".into() });
+            }
+        }
         self.inner.versions(b, k).await
     }
     async fn delete(
@@ -583,6 +591,7 @@ impl ObjectBackend for ScriptedStore {
         let (reports, hash, deleted) = match &self.on_delete {
             OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
             OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
+            OnDelete::FirstReadUnavailable(_) => return self.inner.delete(b, items).await,
             OnDelete::Fail { flaky, broken, flaky_failures } => {
                 let (pass, fail): (Vec<_>, Vec<_>) = items.iter().cloned().enumerate().partition(|(_, (k, _))| {
                     k != broken && !(k == flaky && flaky_failures.fetch_add(1, Ordering::SeqCst) == 0)
@@ -1635,4 +1644,29 @@ async fn tags_on_a_directory_are_refused_at_validate() {
     s.f.lapse(&["validate"]).code(2).stderr_has("subject 'tag:subject'").stderr_has("exports.yaml:5:");
     s.f.lapse(&["run"]).code(2);
     assert_eq!(s.keys().await, ["exports/2020/03/01/S-1.csv"]);
+}
+
+/// A batch's re-read of its objects' versions that meets a transient error (a 503, a dropped
+/// connection) is retried like any lost batch: before, it was mapped to a plain query error and
+/// the batch failed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_error_in_a_batchs_re_read_is_retried() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::FirstReadUnavailable(AtomicUsize::new(0)),
+    };
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert_eq!((p.deleted, p.failed), (3, 0), "{:?}", p.errors);
+    assert_eq!(out.report.status, "complete", "{:?}", p.errors);
 }
