@@ -2236,7 +2236,13 @@ async fn enforce(
                 // A listing does not show Object Lock: the batch finds it, and what it keeps moves
                 // from due to held (counted in both, due and held added up to more than the
                 // dataset, and a run that destroyed all it could seemed to leave some due).
-                let locked = o.held_by_storage.len() as u64;
+                for (_, holds) in &o.held {
+                    for h in holds {
+                        *pr.held_by.entry(h.clone()).or_default() += 1;
+                    }
+                    pr.held += 1;
+                }
+                let locked = (o.held_by_storage.len() + o.held.len()) as u64;
                 pr.rows_due = pr.rows_due.saturating_sub(locked);
                 pr.stages[si].due = pr.stages[si].due.saturating_sub(locked);
                 for d in o.details.values() {
@@ -2247,7 +2253,10 @@ async fn enforce(
                 sr.destroyed += n;
                 sr.unchanged += o.unchanged.len() as u64;
                 sr.skipped_concurrently += (cands.len() as u64).saturating_sub(
-                    n + o.unchanged.len() as u64 + o.failures.len() as u64 + o.held_by_storage.len() as u64,
+                    n + o.unchanged.len() as u64
+                        + o.failures.len() as u64
+                        + o.held_by_storage.len() as u64
+                        + o.held.len() as u64,
                 );
                 sr.batches = batches;
                 stage.count_destroyed(pr, n);

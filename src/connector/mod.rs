@@ -322,6 +322,10 @@ pub struct BatchOutcome {
     pub details: BTreeMap<usize, ObjectDetail>,
     /// Objects kept because a version is under an Object Lock (legal hold or retention).
     pub held_by_storage: Vec<(usize, String)>,
+    /// Objects kept because an older version's subject (read from its own metadata or tags)
+    /// is under a hold, with the ids of those holds: the newest version, which the counts
+    /// judged, is not.
+    pub held: Vec<(usize, Vec<String>)>,
     /// Items that could not be destroyed: objects after retries, with the storage's error
     /// code; rows whose value a strategy cannot anonymize, with what is wrong (never the value).
     pub failures: Vec<(usize, String)>,

@@ -672,6 +672,21 @@ impl ObjectConnector {
         }
     }
 
+    /// The ids of the holds (file and holds tables) that hold an object of these facts.
+    fn holds_of(&self, scope: &Scope, facts: &Facts) -> Vec<String> {
+        let mut ids: Vec<String> = scope
+            .holds
+            .file
+            .iter()
+            .chain(&scope.holds.tables)
+            .filter(|h| Self::held_by(h, facts))
+            .map(|h| h.id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     fn held_by(h: &crate::connector::FileHold, facts: &Facts) -> bool {
         h.whole_policy || facts.subject.as_ref().is_some_and(|s| h.subjects.iter().any(|v| &v.canonical() == s))
     }
@@ -1012,6 +1027,10 @@ impl Connector for ObjectConnector {
             .iter()
             .map(|(k, vs)| (k.clone(), vs.iter().map(|v| v.last_modified).max().flatten()))
             .collect();
+        let per_version_subject = scope
+            .subject
+            .as_deref()
+            .is_some_and(|s| matches!(Fact::parse(s, true), Ok(Fact::Metadata(_) | Fact::Tag(_))));
         let check_futs: Vec<_> = keys
             .iter()
             .enumerate()
@@ -1041,7 +1060,24 @@ impl Connector for ObjectConnector {
                     if !Self::eval(filter, &facts, scope) {
                         return Ok((i, key.clone(), None));
                     }
-                    Ok::<_, ConnectorError>((i, key.clone(), Some(versions)))
+                    // A subject read from metadata or tags is each version's own: every version
+                    // goes with the key, so a hold on the subject of any of them holds it whole.
+                    if per_version_subject {
+                        let newest_id = newest.id.clone();
+                        for v in versions.iter().filter(|v| !v.delete_marker && v.id.is_some() && v.id != newest_id) {
+                            let older = ObjectEntry {
+                                key: key.clone(),
+                                last_modified: v.last_modified,
+                                size: v.size,
+                                version: v.id.clone(),
+                            };
+                            let held = self.holds_of(scope, &self.facts(scope, &older).await?);
+                            if !held.is_empty() {
+                                return Ok((i, key.clone(), Some(Err(held))));
+                            }
+                        }
+                    }
+                    Ok::<_, ConnectorError>((i, key.clone(), Some(Ok(versions))))
                 }
             })
             .collect();
@@ -1062,7 +1098,14 @@ impl Connector for ObjectConnector {
                     });
                 }
             };
-            let Some(versions) = versions else { continue };
+            let versions = match versions {
+                None => continue,
+                Some(Ok(v)) => v,
+                Some(Err(held)) => {
+                    outcome.held.push((i, held));
+                    continue;
+                }
+            };
             // A key with a version under the storage's own hold is held whole: deleting its
             // other versions would destroy data while reporting the object held, and removing a
             // delete marker above a locked version would show the object again.

@@ -1670,3 +1670,34 @@ async fn a_transient_error_in_a_batchs_re_read_is_retried() {
     assert_eq!((p.deleted, p.failed), (3, 0), "{:?}", p.errors);
     assert_eq!(out.report.status, "complete", "{:?}", p.errors);
 }
+
+/// S3 keeps tags per version: with the subject read from a tag, a key whose older version
+/// names a held subject is held whole, every version kept and reported held (before, only the
+/// newest version's subject was read, and every version was deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_subject_of_an_older_version_holds_the_key() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    let c = s.client.clone().unwrap();
+    for (k, subject) in [("u/a", "S-HELD"), ("u/a", "S-FREE"), ("u/b", "S-FREE")] {
+        c.put_object()
+            .bucket(&s.bucket)
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .tagging(&format!("subject={subject}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    let left = c.list_object_versions().bucket(&s.bucket).prefix("u/").send().await.unwrap();
+    let keys: Vec<&str> = left.versions().iter().filter_map(|x| x.key()).collect();
+    assert_eq!(keys, ["u/a", "u/a"], "both versions of the held key are kept");
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["held_by"]["LH-1"]), 1, "{p}");
+    assert_eq!(n(&p["held"]), 1, "{p}");
+    assert_eq!(n(&p["rows_due"]), 1, "{p}");
+}
