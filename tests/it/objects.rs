@@ -1683,7 +1683,7 @@ async fn a_held_subject_of_an_older_version_holds_the_key() {
             .bucket(&s.bucket)
             .key(k)
             .body(ByteStream::from_static(b"x"))
-            .tagging(&format!("subject={subject}"))
+            .tagging(format!("subject={subject}"))
             .send()
             .await
             .unwrap();
