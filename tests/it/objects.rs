@@ -539,6 +539,9 @@ enum OnDelete {
     /// Deletes like `inner`; the first read of a key's versions (a batch's re-check) fails as
     /// a server answering 503 does.
     FirstReadUnavailable(AtomicUsize),
+    /// Deletes like `inner`; after the first call, runs `sql` on the SQLite database `pool`
+    /// (e.g. inserts a hold while the run goes on).
+    ThenSql { pool: sqlx::SqlitePool, sql: String, calls: AtomicUsize },
 }
 
 impl fmt::Display for ScriptedStore {
@@ -592,6 +595,13 @@ impl ObjectBackend for ScriptedStore {
             OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
             OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
             OnDelete::FirstReadUnavailable(_) => return self.inner.delete(b, items).await,
+            OnDelete::ThenSql { pool, sql, calls } => {
+                let r = self.inner.delete(b, items).await;
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    sqlx::raw_sql(sql).execute(pool).await.unwrap();
+                }
+                return r;
+            }
             OnDelete::Fail { flaky, broken, flaky_failures } => {
                 let (pass, fail): (Vec<_>, Vec<_>) = items.iter().cloned().enumerate().partition(|(_, (k, _))| {
                     k != broken && !(k == flaky && flaky_failures.fetch_add(1, Ordering::SeqCst) == 0)
@@ -1700,4 +1710,64 @@ async fn a_held_subject_of_an_older_version_holds_the_key() {
     assert_eq!(n(&p["held_by"]["LH-1"]), 1, "{p}");
     assert_eq!(n(&p["held"]), 1, "{p}");
     assert_eq!(n(&p["rows_due"]), 1, "{p}");
+}
+
+/// An object policy whose holds table cannot be read is not run: it fails before anything is
+/// destroyed (here the table is dropped after the connections were opened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_holds_table_destroys_no_object() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(&s, &["'LH-S1', 'S-1', 'exports', NULL"]).await;
+    let before = s.keys().await;
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let conns = ws.connect(&[], false).await.unwrap();
+    assert!(conns.contains_key("db"), "the holds table's connection is opened for the object policy");
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    s.f.db.exec("DROP TABLE legal_holds").await;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let opts = lapse::engine::Options { cutoff: Some("2026-01-01T00:00:00Z".parse().unwrap()), ..Default::default() };
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert_eq!(p.outcome, "failed");
+    assert!(p.errors.iter().any(|e| e.contains("holds table 'legal_holds' could not be read")), "{:?}", p.errors);
+    assert_eq!(p.deleted, 0);
+    assert_eq!(s.keys().await, before, "nothing destroyed");
+}
+
+/// A holds-table hold inserted while an object policy runs holds the objects of the batches
+/// after it: the holds are read again before each batch's re-check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holds_table_hold_inserted_during_a_run_holds_the_next_batches() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(&s, &[]).await;
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let pool = sqlx::SqlitePool::connect(&s.f.db.url).await.unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::ThenSql {
+            pool,
+            sql: "INSERT INTO legal_holds VALUES ('LH-LATE', 'S-3', 'exports', NULL)".into(),
+            calls: AtomicUsize::new(0),
+        },
+    };
+    let (mut conns, opts) = scripted_run(backend);
+    for (name, c) in ws.connect(&[], true).await.unwrap() {
+        if name != "store" {
+            conns.insert(name, c);
+        }
+    }
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert_eq!(p.deleted, 3, "{:?}", p.errors);
+    assert!(s.keys().await.contains(&"exports/2020/03/03/S-3.csv".to_string()), "held by the late hold");
 }
