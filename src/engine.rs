@@ -69,6 +69,21 @@ impl Workspace {
                 {
                     d.push(p.error("dataset", "no bucket: set dataset.bucket or the connection's bucket"));
                 }
+                // Files have no tags: a run would fail at its first file.
+                if c.kind == ConnectionKind::Directory && p.objects.is_some() {
+                    let no_tags = |what: &str, fact: &str| {
+                        format!(
+                            "{what} '{fact}': files in a directory (connection '{}') have no tags; use last_modified or key_date",
+                            p.connection
+                        )
+                    };
+                    for (i, x) in p.purposes.iter().enumerate().filter(|(_, x)| x.anchor.starts_with("tag:")) {
+                        d.push(p.error(&format!("purposes.{i}.after"), no_tags("anchor", &x.anchor)));
+                    }
+                    if let Some(s) = p.subject.as_deref().filter(|s| s.starts_with("tag:")) {
+                        d.push(p.error("dataset.subject", no_tags("subject", s)));
+                    }
+                }
             }
             if !config.connections.contains_key(&p.connection) {
                 let known: Vec<&str> = config.connections.keys().map(String::as_str).collect();
@@ -232,6 +247,27 @@ impl Workspace {
                 }
             };
             out.insert(p.connection.clone(), conn);
+        }
+        // An object store has no holds table: an object policy is held by the holds tables of
+        // the configuration's SQL connections (read only), which must open, or nothing runs.
+        if self.selected(only).iter().any(|p| p.objects.is_some()) {
+            for (name, c) in &self.config.connections {
+                if c.kind != ConnectionKind::Sql || c.holds_table.is_none() || out.contains_key(name) {
+                    continue;
+                }
+                let url = c.url(name, &self.config.base_dir)?;
+                let conn = SqlConnector::open(
+                    name,
+                    &url,
+                    true,
+                    &c.journal_table,
+                    c.holds_table.clone(),
+                    std::time::Duration::from_secs(c.lock_wait),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e} (its holds table holds the objects of object policies)"))?;
+                out.insert(name.clone(), Arc::new(conn) as Arc<dyn Connector>);
+            }
         }
         Ok(out)
     }
@@ -575,6 +611,9 @@ struct Ctx<'a> {
     intents: Option<&'a mut IntentLog>,
     /// This shard's part of a key-sharded policy (`None`: the whole policy).
     part: Option<Filter>,
+    /// The run's SQL connections that have a holds table, by name: an object policy's holds
+    /// are read from them (its store has none of its own).
+    hold_tables: &'a [(String, Arc<dyn Connector>)],
 }
 
 /// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes. Lines are formatted,
@@ -909,8 +948,10 @@ pub async fn execute(
             // The report chain can be locked (a volume without locks stops the run here,
             // before anything is destroyed, not after).
             drop(lock_chain(&report_dir).await?);
-            for c in conns.values() {
-                c.prepare_run().await?;
+            // The connections of the policies to run (not one opened only for its holds table).
+            let used: BTreeSet<&String> = prepared.iter().map(|(p, _)| &p.connection).collect();
+            for c in used {
+                conns[c].prepare_run().await?;
             }
             Some(EvidenceSink::create(report_dir.join(format!("{}.evidence.jsonl", report.file_stem())))?)
         }
@@ -925,14 +966,14 @@ pub async fn execute(
     };
     // Holds-table holds in force for a policy that does not exist hold nothing: a typo, or a
     // retired policy. Said before anything is destroyed, and in the report's hold entry.
+    // Every holds table of the run: those of the policies' connections, and those opened for
+    // object policies (`Workspace::connect`).
     let known: Vec<String> = ws.policies.policies.iter().map(|p| p.name.clone()).collect();
+    let hold_tables: Vec<(String, Arc<dyn Connector>)> =
+        conns.iter().filter(|(_, c)| c.holds_table().is_some()).map(|(n, c)| (n.clone(), c.clone())).collect();
     let mut stray_holds: BTreeMap<String, String> = BTreeMap::new();
-    for (p, _) in &prepared {
-        let conn = &conns[&p.connection];
+    for (name, conn) in &hold_tables {
         let Some(h) = conn.holds_table() else { continue };
-        if stray_holds.contains_key(&p.connection) {
-            continue;
-        }
         let note = match conn.holds_of_other_policies(&known, started_at).await {
             Ok(names) if names.is_empty() => String::new(),
             Ok(names) => {
@@ -959,9 +1000,9 @@ pub async fn execute(
             Err(e) => format!("the policies its holds name could not be read: {e}"),
         };
         if !note.is_empty() {
-            tracing::warn!("connection '{}': holds table '{}': {note}", p.connection, h.table);
+            tracing::warn!("connection '{name}': holds table '{}': {note}", h.table);
         }
-        stray_holds.insert(p.connection.clone(), note);
+        stray_holds.insert(name.clone(), note);
     }
     // A policy that stopped part-way makes the run `incomplete` (per-record failures: `partial`).
     let mut aborted = false;
@@ -981,6 +1022,7 @@ pub async fn execute(
             evidence: sink.as_mut(),
             intents: intents.as_mut(),
             part: opts.shard.and_then(|s| s.part(p)),
+            hold_tables: &hold_tables,
         };
         let mut pr = describe_policy(p, prep, &ctx);
         if cancel.load(Ordering::SeqCst) {
@@ -1038,11 +1080,17 @@ pub async fn execute(
             fields_anonymized = pr.fields_anonymized, held = pr.held, failed = pr.failed, "policy finished"
         );
         report.policies.push(pr);
-        // Table holds become known while counting.
-        if let Some(h) = conn.holds_table() {
-            let src = format!("table:{}", p.connection);
+        // Table holds become known while counting. An object policy's are those of every
+        // holds table of the run.
+        let sources: Vec<(&String, &Arc<dyn Connector>)> = match p.objects.is_some() {
+            true => hold_tables.iter().map(|(n, c)| (n, c)).collect(),
+            false => vec![(&p.connection, &conn)],
+        };
+        for (name, c) in sources {
+            let Some(h) = c.holds_table() else { continue };
+            let src = format!("table:{name}");
             if !report.holds.iter().any(|x| x.source == src) {
-                let note = stray_holds.get(&p.connection).filter(|n| !n.is_empty());
+                let note = stray_holds.get(name).filter(|n| !n.is_empty());
                 report.holds.push(report::HoldInfo {
                     id: format!("{}.*", h.table),
                     matter: format!("holds table '{}'", h.table),
@@ -1416,7 +1464,8 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     let holds = HoldScope {
         policies,
         file,
-        table: None, // filled per connector below
+        table: None,    // filled per connector below
+        tables: vec![], // object policies: read from the holds tables before the counts
         now: ctx.now,
     };
     let base = |lapse: Filter, work: Work| Scope {
@@ -1538,6 +1587,15 @@ async fn enforce(
     for s in &mut stages {
         s.scope.holds.table = conn.holds_table().cloned();
         s.scope.lapse = within(s.scope.lapse.clone());
+    }
+    // An object store has no holds table: the holds tables of the run's SQL connections hold
+    // its objects (read again before each batch). Unreadable: nothing of the policy is done.
+    let objects_held_by_tables = p.objects.is_some() && !ctx.hold_tables.is_empty();
+    if objects_held_by_tables {
+        let tables = table_holds_for_objects(ctx, &stages[0].scope).await?;
+        for s in &mut stages {
+            s.scope.holds.tables = tables.clone();
+        }
     }
     let full = &stages[0].scope;
     let any_lapse = Filter::Any(stages.iter().map(|s| s.scope.lapse.clone()).collect());
@@ -2002,6 +2060,28 @@ async fn enforce(
                             ))
                         }
                     };
+                    // An object policy's holds-table holds, read again right before the batch's
+                    // re-check: a hold inserted since the counts is honoured; one that cannot be
+                    // read stops the policy before anything of the batch is sent.
+                    let refreshed;
+                    let scope = match objects_held_by_tables && !cands.is_empty() {
+                        true => match table_holds_for_objects(ctx, &stage.scope).await {
+                            Ok(tables) => {
+                                let mut s = stage.scope.clone();
+                                s.holds.tables = tables;
+                                refreshed = s;
+                                &refreshed
+                            }
+                            Err(e) => {
+                                return Err(stopped(
+                                    format!("stage {}: {e:#}", stage.name),
+                                    batches + 1,
+                                    retake_lost.as_ref(),
+                                ))
+                            }
+                        },
+                        false => &stage.scope,
+                    };
                     let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
                     if !cands.is_empty() && !conn.journaled_destroy() {
                         // Write-ahead: durable before the first deletion is sent, so that a kill
@@ -2044,7 +2124,7 @@ async fn enforce(
                         // unless only the acknowledgement of its COMMIT was lost: then the
                         // journal has it (`destroy_or_journaled`).
                         let (outcome, lost) =
-                            destroy_or_journaled(conn, &stage.scope, &cands, &ids, &journal, ctx.now, retake).await;
+                            destroy_or_journaled(conn, scope, &cands, &ids, &journal, ctx.now, retake).await;
                         (outcome.map_err(|e| anyhow::anyhow!("batch {}: {e}", batches + 1)), lost)
                     };
                     let reading = async {
@@ -2163,7 +2243,13 @@ async fn enforce(
                 // A listing does not show Object Lock: the batch finds it, and what it keeps moves
                 // from due to held (counted in both, due and held added up to more than the
                 // dataset, and a run that destroyed all it could seemed to leave some due).
-                let locked = o.held_by_storage.len() as u64;
+                for (_, holds) in &o.held {
+                    for h in holds {
+                        *pr.held_by.entry(h.clone()).or_default() += 1;
+                    }
+                    pr.held += 1;
+                }
+                let locked = (o.held_by_storage.len() + o.held.len()) as u64;
                 pr.rows_due = pr.rows_due.saturating_sub(locked);
                 pr.stages[si].due = pr.stages[si].due.saturating_sub(locked);
                 for d in o.details.values() {
@@ -2174,13 +2260,31 @@ async fn enforce(
                 sr.destroyed += n;
                 sr.unchanged += o.unchanged.len() as u64;
                 sr.skipped_concurrently += (cands.len() as u64).saturating_sub(
-                    n + o.unchanged.len() as u64 + o.failures.len() as u64 + o.held_by_storage.len() as u64,
+                    n + o.unchanged.len() as u64
+                        + o.failures.len() as u64
+                        + o.held_by_storage.len() as u64
+                        + o.held.len() as u64,
                 );
                 sr.batches = batches;
                 stage.count_destroyed(pr, n);
                 for (t, k) in o.cascaded {
                     *pr.dependents_deleted.entry(t).or_default() += k;
                 }
+                // The batch's records it destroyed nothing of, by a known outcome (gone or no
+                // longer due at its re-check, held by the storage, failed with no version
+                // deleted): their write-ahead intents are void, so that a later run does not
+                // take such an object, gone by then, for one this run destroyed. (The records
+                // it destroyed are settled by their evidence lines, written first.)
+                let void: Vec<String> = match conn.journaled_destroy() {
+                    true => Vec::new(),
+                    false => {
+                        let done: BTreeSet<usize> = o.destroyed.iter().copied().collect();
+                        (0..cands.len())
+                            .filter(|i| !done.contains(i) && o.details.get(i).is_none_or(|d| d.versions == 0))
+                            .filter_map(|i| ids.get(i).map(|id| id.record.clone()))
+                            .collect()
+                    }
+                };
                 let at = Utc::now();
                 if let Some(sink) = ctx.evidence.as_deref_mut() {
                     let proto = stage.evidence_line(&p.name, batches, at);
@@ -2210,6 +2314,10 @@ async fn enforce(
                         // is destroyed and syncs the file once, before the report.)
                         sink.flush()?;
                     }
+                }
+                if let Some(log) = ctx.intents.as_deref_mut() {
+                    log.void(&p.name, &stage.name, batches, void)
+                        .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
                 }
                 verified?;
                 // Verified (the destroyed keys no longer match) alongside the next batch.
@@ -2292,6 +2400,27 @@ async fn enforce(
     held?;
     unknown?;
     Ok(())
+}
+
+/// The holds in force for an object policy (its scope's policies, or every policy) in the
+/// holds tables of the run's SQL connections. A table that cannot be read is an error: the
+/// policy destroys nothing it could not check.
+async fn table_holds_for_objects(ctx: &Ctx<'_>, scope: &Scope) -> anyhow::Result<Vec<FileHold>> {
+    let names = match scope.holds.policies.is_empty() {
+        true => vec![scope.policy.clone()],
+        false => scope.holds.policies.clone(),
+    };
+    let mut out = Vec::new();
+    for (name, c) in ctx.hold_tables {
+        let table = c.holds_table().map(|h| h.table.as_str()).unwrap_or("?");
+        let found = retry(|| c.holds_in_force(&names, ctx.now)).await.map_err(|e| {
+            anyhow::anyhow!(
+                "connection '{name}': holds table '{table}' could not be read, so no object of this policy is destroyed: {e}"
+            )
+        })?;
+        out.extend(found);
+    }
+    Ok(out)
 }
 
 /// Intents an interrupted run of another shard layout left for this policy (the shard count
@@ -2405,7 +2534,12 @@ async fn reconcile(
     if pending.is_empty() {
         return Ok(());
     }
-    let wanted: BTreeSet<String> = pending.iter().flat_map(|x| x.intents.iter().map(|i| i.record.clone())).collect();
+    // Each record with its latest intent: a version written after it is not what was intended.
+    let mut wanted: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for i in pending.iter().flat_map(|x| &x.intents) {
+        let at = wanted.entry(i.record.clone()).or_insert(i.at);
+        *at = (*at).max(i.at);
+    }
     let present = if wanted.is_empty() {
         BTreeSet::new()
     } else {

@@ -7,6 +7,13 @@
 //! `<report stem>.intents.jsonl` next to the evidence file, and flushes and fsyncs it. An intent
 //! holds the same keyed hashes as evidence (record, subject), never a key or a value.
 //!
+//! After each batch, the records whose outcome is known and of which nothing was destroyed
+//! (gone or no longer due at the batch's re-check, held by the storage, failed with no version
+//! deleted) are marked void in the same file ([`IntentLog::void`]); the destroyed ones are
+//! settled by their evidence lines. Only intents with no outcome are ever reconciled: a run
+//! that ends with failures does not leave a later run to claim objects it skipped, which
+//! someone else may have deleted since.
+//!
 //! A run that completes without failures has resolved its intents (its evidence says what it
 //! destroyed) and removes the file once its report is written. An intent file left behind comes
 //! from a run that was killed (or whose batches failed, e.g. a `DeleteObjects` whose response was
@@ -52,6 +59,15 @@ pub struct Intent {
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Line {
     Intent(Intent),
+    /// Records of a batch whose outcome is known and destroyed nothing of them (gone or no
+    /// longer due at the batch's re-check, held by the storage, failed with no version
+    /// deleted): their intents are void, never reconciled as destroyed.
+    Void {
+        policy: String,
+        stage: String,
+        batch: u64,
+        records: Vec<String>,
+    },
     /// A later run reconciled this policy's intents.
     Resolved {
         policy: String,
@@ -120,6 +136,21 @@ impl IntentLog {
                 self.file = Some(f);
             }
         }
+        Ok(())
+    }
+
+    /// Marks intents of `policy`'s batch void: the batch's outcome for these records is known
+    /// and it destroyed nothing of them (a `void` line). Written after the batch, synced;
+    /// the records it destroyed are settled by their evidence lines.
+    pub fn void(&mut self, policy: &str, stage: &str, batch: u64, records: Vec<String>) -> anyhow::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let Some(f) = self.file.as_mut() else { return Ok(()) };
+        let mut line = serde_json::to_vec(&Line::Void { policy: policy.into(), stage: stage.into(), batch, records })?;
+        line.push(b'\n');
+        f.write_all(&line)?;
+        f.sync_data()?;
         Ok(())
     }
 
@@ -202,12 +233,18 @@ pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str, tidy: boo
         let mut intents = Vec::new();
         let mut policies = BTreeSet::new();
         let mut resolved = BTreeSet::new();
+        let mut void: BTreeSet<(String, String)> = BTreeSet::new();
         for l in lines {
             match l {
                 Line::Intent(i) => {
                     policies.insert(i.policy.clone());
                     if i.policy == policy {
                         intents.push(i);
+                    }
+                }
+                Line::Void { policy: vp, stage, records, .. } => {
+                    if vp == policy {
+                        void.extend(records.into_iter().map(|r| (r, stage.clone())));
                     }
                 }
                 Line::Resolved { policy, .. } => {
@@ -251,7 +288,7 @@ pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str, tidy: boo
         let mut left = Vec::new();
         for i in intents {
             let id = (i.record.clone(), i.stage.clone());
-            if own.contains(&id) || done.is_some_and(|d| d.contains(&id)) || !seen.insert(id) {
+            if own.contains(&id) || void.contains(&id) || done.is_some_and(|d| d.contains(&id)) || !seen.insert(id) {
                 continue;
             }
             if i.key_id != key_id {
@@ -279,6 +316,7 @@ pub fn resolve(p: &Pending, policy: &str, by_run: &str) -> anyhow::Result<()> {
             Line::Resolved { policy, .. } => {
                 resolved.insert(policy.clone());
             }
+            Line::Void { .. } => {}
         }
     }
     if policies.is_subset(&resolved) {

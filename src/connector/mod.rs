@@ -176,6 +176,10 @@ pub struct HoldScope {
     pub file: Vec<FileHold>,
     /// The database's holds table (checked inside each destroying statement).
     pub table: Option<HoldsTable>,
+    /// Object policies: the holds in force for this policy in the holds tables of the run's
+    /// SQL connections (an object store has no holds table of its own), as read by
+    /// [`Connector::holds_in_force`]; read again before each batch. Empty for tables.
+    pub tables: Vec<FileHold>,
     /// Holds expiring before this instant no longer hold. Fixed at the start of the run.
     pub now: DateTime<Utc>,
 }
@@ -318,6 +322,10 @@ pub struct BatchOutcome {
     pub details: BTreeMap<usize, ObjectDetail>,
     /// Objects kept because a version is under an Object Lock (legal hold or retention).
     pub held_by_storage: Vec<(usize, String)>,
+    /// Objects kept because an older version's subject (read from its own metadata or tags)
+    /// is under a hold, with the ids of those holds: the newest version, which the counts
+    /// judged, is not.
+    pub held: Vec<(usize, Vec<String>)>,
     /// Items that could not be destroyed: objects after retries, with the storage's error
     /// code; rows whose value a strategy cannot anonymize, with what is wrong (never the value).
     pub failures: Vec<(usize, String)>,
@@ -481,6 +489,14 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(vec![])
     }
 
+    /// The holds in force at `now` in this connection's holds table that apply to any of
+    /// `policies` (a hold naming one of them, or every policy), each hold id once with the
+    /// subjects its rows name (as text; a row with no subject: every subject). For object
+    /// policies, whose store has no holds table. Default: none (no holds table).
+    async fn holds_in_force(&self, _policies: &[String], _now: DateTime<Utc>) -> Result<Vec<FileHold>, ConnectorError> {
+        Ok(vec![])
+    }
+
     /// Whether [`Connector::destroy`] records its batch atomically with the destruction (SQL:
     /// the journal rows are inserted in the destroying transaction). When `false` (object
     /// stores: `DeleteObjects` has no transaction), the engine writes a durable write-ahead
@@ -490,14 +506,17 @@ pub trait Connector: Send + Sync + fmt::Display {
         true
     }
 
-    /// Which of `records` (keyed hashes of record keys, as `hash` makes them) still exist in the
-    /// dataset in any form (object stores: any version or delete marker of the key). Used to
-    /// reconcile write-ahead intents; only connectors without a journaled destroy implement it.
+    /// Which of `records` (keyed hashes of record keys, as `hash` makes them, each with the
+    /// time of its intent) still exist in the dataset as they were then (object stores: a
+    /// version or delete marker of the key; on a versioned store, not one written after the
+    /// intent: the object uploaded again under its key after the interrupted run destroyed it).
+    /// Used to reconcile write-ahead intents; only connectors without a journaled destroy
+    /// implement it.
     async fn still_present(
         &self,
         _scope: &Scope,
         _hash: &(dyn for<'k> Fn(&'k [Value]) -> String + Send + Sync),
-        _records: &BTreeSet<String>,
+        _records: &BTreeMap<String, DateTime<Utc>>,
     ) -> Result<BTreeSet<String>, ConnectorError> {
         Err(ConnectorError::Invalid("this connector has no write-ahead intents to reconcile".into()))
     }

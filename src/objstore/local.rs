@@ -246,18 +246,37 @@ impl ObjectBackend for DirBackend {
 
     async fn delete(
         &self,
-        _bucket: &str,
+        bucket: &str,
         items: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        self.delete_within(bucket, "", items).await
+    }
+
+    /// Each file, then the directories its removal emptied (their names can hold personal
+    /// data too), up to `keep` (the dataset's deepest literal directory, which is not the
+    /// dataset's to remove, nor are those above it). A key that names no file under the root
+    /// fails alone: the files before it in the call are removed and reported so.
+    async fn delete_within(
+        &self,
+        _bucket: &str,
+        keep: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        let keep = self.root.join(keep.trim_end_matches('/'));
         let mut out = Vec::with_capacity(items.len());
         for (key, _) in items {
-            let path = self.path(key)?;
+            let path = match self.path(key) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    continue;
+                }
+            };
             let r = match std::fs::remove_file(&path) {
                 Ok(()) => {
-                    // Directory names can hold personal data too: remove emptied parents.
                     let mut p = path.parent();
                     while let Some(dir) = p {
-                        if dir == self.root || std::fs::remove_dir(dir).is_err() {
+                        if !dir.starts_with(&keep) || dir == keep || std::fs::remove_dir(dir).is_err() {
                             break;
                         }
                         p = dir.parent();
@@ -276,6 +295,38 @@ impl ObjectBackend for DirBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key that names no file under the root fails alone; the files before and after it in
+    /// the call are removed and reported removed (before, the whole call failed after the
+    /// first file was already gone).
+    #[tokio::test]
+    async fn a_bad_key_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        for k in ["a.csv", "b.csv"] {
+            std::fs::write(dir.path().join(k), k).unwrap();
+        }
+        let b = DirBackend::new(dir.path().to_path_buf());
+        let items: Vec<(String, Option<String>)> =
+            ["a.csv", "../outside.csv", "b.csv"].iter().map(|k| (k.to_string(), None)).collect();
+        let r = b.delete("", &items).await.unwrap();
+        assert!(r[0].is_ok() && r[1].is_err() && r[2].is_ok(), "{r:?}");
+        assert!(!dir.path().join("a.csv").exists() && !dir.path().join("b.csv").exists());
+    }
+
+    /// Emptied directories are removed up to the dataset's deepest literal directory, which is
+    /// kept with those above it.
+    #[tokio::test]
+    async fn emptied_directories_go_up_to_the_datasets_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("app/uploads/2019");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("S-1.pdf"), "x").unwrap();
+        let b = DirBackend::new(dir.path().to_path_buf());
+        let r = b.delete_within("", "app/uploads/", &[("app/uploads/2019/S-1.pdf".into(), None)]).await.unwrap();
+        assert!(r[0].is_ok());
+        assert!(!d.exists(), "the emptied year directory goes");
+        assert!(dir.path().join("app/uploads").is_dir(), "the dataset's directory stays");
+    }
 
     /// Names that are not UTF-8 are noted once each however many pages walk their directory,
     /// only within the listed prefix (its last, partial segment included), only files and
@@ -347,7 +398,7 @@ mod tests {
         assert!(b.list("", "exports/", None, 10).await.is_err());
         assert!(b.list("", "exports/2020/", None, 10).await.is_err());
         assert!(b.list("", "../", None, 10).await.is_err());
-        assert!(b.delete("", &[("exports/2020/victim.csv".into(), None)]).await.is_err());
+        assert!(b.delete("", &[("exports/2020/victim.csv".into(), None)]).await.unwrap()[0].is_err());
         assert!(b.head("", "exports/2020/victim.csv", None).await.is_err());
         assert!(outside.path().join("2020/victim.csv").exists());
         // The walk from the root skips the link.

@@ -477,6 +477,24 @@ pub trait ObjectBackend: Send + Sync + fmt::Display {
         bucket: &str,
         items: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), String>>, ConnectorError>;
+    /// [`ObjectBackend::delete`] for a dataset whose keys start with `keep`, the deepest
+    /// directory its prefix names (`app/uploads/` of `app/uploads/{yyyy}/{subject}.pdf`; empty:
+    /// none): a store that removes the directories a deletion empties (a directory) keeps that
+    /// one and those above it, which are not the dataset's. Default: `delete`.
+    async fn delete_within(
+        &self,
+        bucket: &str,
+        _keep: &str,
+        items: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), String>>, ConnectorError> {
+        self.delete(bucket, items).await
+    }
+}
+
+/// The deepest directory a dataset's listing prefix names, `/` included (`logs/app-` names
+/// `logs/`); empty when it names none.
+fn prefix_dir(prefix: &str) -> &str {
+    prefix.rfind('/').map(|i| &prefix[..=i]).unwrap_or("")
 }
 
 /// A connector over an [`ObjectBackend`].
@@ -642,7 +660,9 @@ impl ObjectConnector {
             Filter::All(v) => v.iter().all(|x| Self::eval(x, facts, scope)),
             Filter::Any(v) => v.iter().any(|x| Self::eval(x, facts, scope)),
             Filter::Not(x) => !Self::eval(x, facts, scope),
-            Filter::Held => scope.holds.file.iter().any(|h| Self::held_by(h, facts)),
+            // File holds, and the holds-table holds of the run's SQL connections (an object
+            // store has no holds table of its own).
+            Filter::Held => scope.holds.file.iter().chain(&scope.holds.tables).any(|h| Self::held_by(h, facts)),
             Filter::HeldByFile(id) => scope.holds.file.iter().any(|h| &h.id == id && Self::held_by(h, facts)),
             Filter::Pending(_) => true,
             Filter::HasDependents => false,
@@ -650,6 +670,21 @@ impl ObjectConnector {
                 crate::shard::key_hash(&facts.key) % u64::from(*count) == u64::from(*index)
             }
         }
+    }
+
+    /// The ids of the holds (file and holds tables) that hold an object of these facts.
+    fn holds_of(&self, scope: &Scope, facts: &Facts) -> Vec<String> {
+        let mut ids: Vec<String> = scope
+            .holds
+            .file
+            .iter()
+            .chain(&scope.holds.tables)
+            .filter(|h| Self::held_by(h, facts))
+            .map(|h| h.id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     fn held_by(h: &crate::connector::FileHold, facts: &Facts) -> bool {
@@ -760,6 +795,17 @@ fn scrub(msg: &str, key: &str) -> String {
 /// `scrub` for every key of a batch.
 fn scrub_all(msg: &str, keys: &[String]) -> String {
     keys.iter().fold(msg.to_string(), |m, k| scrub(&m, k))
+}
+
+/// An error about objects, under `context`, with none of `keys` in its message, and as
+/// transient as it was (a 503 or a dropped connection is retried).
+fn scrub_errors(e: ConnectorError, context: &str, keys: &[String]) -> ConnectorError {
+    let message = scrub_all(&e.to_string(), keys);
+    let context = context.to_string();
+    match e.is_transient() {
+        true => ConnectorError::Lost { context, message },
+        false => ConnectorError::Query { context, message },
+    }
 }
 
 /// An error about one object, without its key (keys hold personal data).
@@ -895,8 +941,22 @@ impl Connector for ObjectConnector {
         Ok(n)
     }
 
-    async fn count_by_table_hold(&self, _: &Scope, _: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
-        Ok(vec![])
+    /// The holds-table holds of the run's SQL connections (`HoldScope::tables`): one listing
+    /// of the prefix, each object matching `filter` counted under every such hold that holds it.
+    async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
+        let holds = &scope.holds.tables;
+        if holds.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut n: BTreeMap<String, u64> = BTreeMap::new();
+        self.scan(scope, filter, None, |f| {
+            for h in holds.iter().filter(|h| Self::held_by(h, f)) {
+                *n.entry(h.id.clone()).or_default() += 1;
+            }
+            true
+        })
+        .await?;
+        Ok(n.into_iter().collect())
     }
 
     async fn candidates(
@@ -950,16 +1010,15 @@ impl Connector for ObjectConnector {
         _ids: &[EvidenceId],
         _journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError> {
-        let (bucket, _) = self.dataset(scope)?;
+        let (bucket, ds) = self.dataset(scope)?;
+        let keep = prefix_dir(&ds.prefix);
         let filter = scope.destroy_filter();
         // 1. Re-check each object against the destroy filter (it may have been overwritten or
         //    put under a hold since it was listed), and gather its versions.
         let filter = &filter;
         let keys: Vec<String> = batch.iter().map(|c| c.key[0].canonical()).collect();
-        let scrubbed = |e: ConnectorError| ConnectorError::Query {
-            context: "checking objects".into(),
-            message: scrub_all(&e.to_string(), &keys),
-        };
+        // Transient stays transient (a 503, a dropped connection): the engine retries the batch.
+        let scrubbed = |e: ConnectorError| scrub_errors(e, "checking objects", &keys);
         // A guess of a batch's versions (most objects have one or two): sizes the listing's pages.
         let expected = keys.len() + keys.len() / 4;
         let mut all_versions =
@@ -968,6 +1027,10 @@ impl Connector for ObjectConnector {
             .iter()
             .map(|(k, vs)| (k.clone(), vs.iter().map(|v| v.last_modified).max().flatten()))
             .collect();
+        let per_version_subject = scope
+            .subject
+            .as_deref()
+            .is_some_and(|s| matches!(Fact::parse(s, true), Ok(Fact::Metadata(_) | Fact::Tag(_))));
         let check_futs: Vec<_> = keys
             .iter()
             .enumerate()
@@ -997,7 +1060,24 @@ impl Connector for ObjectConnector {
                     if !Self::eval(filter, &facts, scope) {
                         return Ok((i, key.clone(), None));
                     }
-                    Ok::<_, ConnectorError>((i, key.clone(), Some(versions)))
+                    // A subject read from metadata or tags is each version's own: every version
+                    // goes with the key, so a hold on the subject of any of them holds it whole.
+                    if per_version_subject {
+                        let newest_id = newest.id.clone();
+                        for v in versions.iter().filter(|v| !v.delete_marker && v.id.is_some() && v.id != newest_id) {
+                            let older = ObjectEntry {
+                                key: key.clone(),
+                                last_modified: v.last_modified,
+                                size: v.size,
+                                version: v.id.clone(),
+                            };
+                            let held = self.holds_of(scope, &self.facts(scope, &older).await?);
+                            if !held.is_empty() {
+                                return Ok((i, key.clone(), Some(Err(held))));
+                            }
+                        }
+                    }
+                    Ok::<_, ConnectorError>((i, key.clone(), Some(Ok(versions))))
                 }
             })
             .collect();
@@ -1018,7 +1098,14 @@ impl Connector for ObjectConnector {
                     });
                 }
             };
-            let Some(versions) = versions else { continue };
+            let versions = match versions {
+                None => continue,
+                Some(Ok(v)) => v,
+                Some(Err(held)) => {
+                    outcome.held.push((i, held));
+                    continue;
+                }
+            };
             // A key with a version under the storage's own hold is held whole: deleting its
             // other versions would destroy data while reporting the object held, and removing a
             // delete marker above a locked version would show the object again.
@@ -1054,7 +1141,7 @@ impl Connector for ObjectConnector {
                 .map(|chunk| async move {
                     let ids: Vec<(String, Option<String>)> =
                         chunk.iter().map(|(_, k, v, _)| (k.clone(), v.clone())).collect();
-                    let r = self.backend.delete(bucket, &ids).await;
+                    let r = self.backend.delete_within(bucket, keep, &ids).await;
                     (chunk, r)
                 })
                 .collect();
@@ -1122,14 +1209,20 @@ impl Connector for ObjectConnector {
     /// One listing of the dataset's prefix (the backend lists every key that has a version or a
     /// delete marker, hidden ones included), each key hashed and looked up; keys never leave
     /// this function.
+    ///
+    /// A listed key is then read version by version: on a versioned store, a version written
+    /// after the intent (the object uploaded again after the interrupted run destroyed it) does
+    /// not make the intended object present. Where versions have no id of their own (a
+    /// directory, an unversioned bucket: an upload replaces the object), any version does: an
+    /// overwrite cannot be told from a deletion and a new upload, and is not claimed.
     async fn still_present(
         &self,
         scope: &Scope,
         hash: &(dyn for<'k> Fn(&'k [Value]) -> String + Send + Sync),
-        records: &BTreeSet<String>,
+        records: &BTreeMap<String, DateTime<Utc>>,
     ) -> Result<BTreeSet<String>, ConnectorError> {
         let (bucket, ds) = self.dataset(scope)?;
-        let mut out = BTreeSet::new();
+        let mut listed: Vec<(String, String)> = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let (page, more) = self.backend.list(bucket, &ds.prefix, cursor.as_deref(), 1000).await?;
@@ -1137,12 +1230,31 @@ impl Connector for ObjectConnector {
             cursor = Some(last.key.clone());
             for e in &page {
                 let h = hash(&[Value::Text(e.key.clone())]);
-                if records.contains(&h) {
-                    out.insert(h);
+                if records.contains_key(&h) {
+                    listed.push((e.key.clone(), h));
                 }
             }
             if !more {
                 break;
+            }
+        }
+        listed.sort();
+        let keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+        let versions = self
+            .backend
+            .versions_of(bucket, &keys, keys.len(), self.concurrency)
+            .await
+            .map_err(|e| scrub_errors(e, "reading objects' versions", &keys))?;
+        let mut out = BTreeSet::new();
+        for (key, h) in listed {
+            let Some(vs) = versions.get(&key) else { continue };
+            let at = records[&h];
+            let present = vs.iter().any(|v| {
+                let own_id = v.id.as_deref().is_some_and(|id| id != "null");
+                !own_id || v.last_modified.is_none_or(|t| t <= at)
+            });
+            if present {
+                out.insert(h);
             }
         }
         Ok(out)
@@ -1352,6 +1464,7 @@ mod tests {
                 policies: vec![],
                 file: vec![FileHold { id: "H".into(), subjects: vec![Value::Text("s2".into())], whole_policy: false }],
                 table: None,
+                tables: vec![],
                 now: threshold,
             },
             restrict: vec![],

@@ -949,6 +949,21 @@ impl<'a> Builder<'a> {
         Some(sql)
     }
 
+    /// The holds in force that apply to the scope's policies (`table_hold_active`), as text:
+    /// hold id, subject (NULL: every subject). For object policies, whose store has no holds
+    /// table: the engine evaluates them beside the holds file's.
+    pub fn holds_in_force(&self, ht: &HoldsTable) -> Sql {
+        let text = |c: &str| match self.d {
+            Dialect::MySql => format!("CAST({} AS CHAR)", self.col("lh", c)),
+            _ => format!("CAST({} AS TEXT)", self.col("lh", c)),
+        };
+        let mut sql = Sql::new(self.d);
+        sql.push(&format!("SELECT {}, {} FROM {} lh WHERE 1=1", text(&ht.id), text(&ht.subject), self.q(&ht.table)));
+        self.table_hold_active(&mut sql, ht);
+        sql.push(" ORDER BY 1, 2");
+        sql
+    }
+
     fn table_hold_unexpired(&self, sql: &mut Sql, ht: &HoldsTable) {
         if let Some(e) = &ht.expires {
             // An expiry the database cannot read as a time (SQLite text that is no date,

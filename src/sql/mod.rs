@@ -1956,7 +1956,7 @@ fn bare_scope(table: TableInfo, now: DateTime<Utc>) -> Scope {
         subject: None,
         lapse: Filter::True,
         work: Work::Delete,
-        holds: crate::connector::HoldScope { policies: vec![], file: vec![], table: None, now },
+        holds: crate::connector::HoldScope { policies: vec![], file: vec![], table: None, tables: vec![], now },
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,
@@ -1990,6 +1990,45 @@ impl crate::connector::Connector for SqlConnector {
                 })
                 .collect()
         })
+    }
+
+    async fn holds_in_force(
+        &self,
+        policies: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::connector::FileHold>, ConnectorError> {
+        let Some((ht, info)) = &self.holds_table else { return Ok(vec![]) };
+        let mut scope = bare_scope(info.clone(), now);
+        scope.policy = policies.first().cloned().unwrap_or_default();
+        scope.holds.policies = policies.to_vec();
+        let sql = self.builder(&scope).holds_in_force(ht);
+        let ctx = format!("reading holds table '{}'", ht.table);
+        let rows: Vec<(String, Option<String>)> = with_pool!(self, p => {
+            let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
+            rows.iter()
+                .map(|r| {
+                    let text = |v: Value| match v {
+                        Value::Null => None,
+                        Value::Text(s) => Some(s),
+                        other => Some(other.canonical()),
+                    };
+                    let id = text(r.value(0).map_err(db_err(&ctx))?).unwrap_or_default();
+                    Ok((id, text(r.value(1).map_err(db_err(&ctx))?)))
+                })
+                .collect::<Result<Vec<_>, ConnectorError>>()
+        })?;
+        let mut out: Vec<crate::connector::FileHold> = Vec::new();
+        for (id, subject) in rows {
+            if out.last().is_none_or(|h| h.id != id) {
+                out.push(crate::connector::FileHold { id, subjects: vec![], whole_policy: false });
+            }
+            let h = out.last_mut().expect("pushed");
+            match subject {
+                Some(s) => h.subjects.push(Value::Text(s)),
+                None => h.whole_policy = true,
+            }
+        }
+        Ok(out)
     }
 
     async fn prepare_run(&self) -> Result<(), ConnectorError> {

@@ -536,6 +536,12 @@ enum OnDelete {
     /// Fails deletes of chosen keys: `flaky` fails once (retried), `broken` always (reported per
     /// key, the rest of the batch goes on).
     Fail { flaky: String, broken: String, flaky_failures: AtomicUsize },
+    /// Deletes like `inner`; the first read of a key's versions (a batch's re-check) fails as
+    /// a server answering 503 does.
+    FirstReadUnavailable(AtomicUsize),
+    /// Deletes like `inner`; after the first call, runs `sql` on the SQLite database `pool`
+    /// (e.g. inserts a hold while the run goes on).
+    ThenSql { pool: sqlx::SqlitePool, sql: String, calls: AtomicUsize },
 }
 
 impl fmt::Display for ScriptedStore {
@@ -573,6 +579,11 @@ impl ObjectBackend for ScriptedStore {
         self.inner.tags(b, k, v).await
     }
     async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
+        if let OnDelete::FirstReadUnavailable(reads) = &self.on_delete {
+            if reads.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(ConnectorError::Lost { context: "listing versions".into(), message: "HTTP 503".into() });
+            }
+        }
         self.inner.versions(b, k).await
     }
     async fn delete(
@@ -583,6 +594,14 @@ impl ObjectBackend for ScriptedStore {
         let (reports, hash, deleted) = match &self.on_delete {
             OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
             OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
+            OnDelete::FirstReadUnavailable(_) => return self.inner.delete(b, items).await,
+            OnDelete::ThenSql { pool, sql, calls } => {
+                let r = self.inner.delete(b, items).await;
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    sqlx::raw_sql(sql).execute(pool).await.unwrap();
+                }
+                return r;
+            }
             OnDelete::Fail { flaky, broken, flaky_failures } => {
                 let (pass, fail): (Vec<_>, Vec<_>) = items.iter().cloned().enumerate().partition(|(_, (k, _))| {
                     k != broken && !(k == flaky && flaky_failures.fetch_add(1, Ordering::SeqCst) == 0)
@@ -1102,7 +1121,7 @@ async fn exports_delete_scope(conn: &ObjectConnector, bucket: &str) -> Scope {
             null_lapses: false,
         }),
         work: Work::Delete,
-        holds: HoldScope { policies: vec![], file: vec![], table: None, now: chrono::Utc::now() },
+        holds: HoldScope { policies: vec![], file: vec![], table: None, tables: vec![], now: chrono::Utc::now() },
         restrict: vec![],
         cascade: vec![],
         pseudonym_key: None,
@@ -1471,4 +1490,284 @@ async fn a_server_ignoring_if_none_match_gets_no_false_lock() {
     drop((a, b));
     s.f.lapse(&["run"]).ok().stderr_has("does not honour If-None-Match on this bucket");
     assert_eq!(s.keys().await, ["other/probe"], "the due object is gone, and no probe nor lock object is left");
+}
+
+/// The `db` connection of a store's workspace gets the holds table `legal_holds` (id, subject,
+/// policy, expires_at) with these rows (SQL literals).
+async fn object_holds_table(s: &Store, rows: &[&str]) {
+    s.f.db.exec("CREATE TABLE legal_holds (id TEXT, subject TEXT, policy TEXT, expires_at TEXT)").await;
+    for r in rows {
+        s.f.db.exec(&format!("INSERT INTO legal_holds VALUES ({r})")).await;
+    }
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    let with = cfg.replace(
+        "    url_file: db.url\n",
+        "    url_file: db.url\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n",
+    );
+    assert_ne!(cfg, with);
+    std::fs::write(s.f.path("lapse.yaml"), with).unwrap();
+}
+
+/// A directory or bucket has no holds table: holds in a SQL connection's holds table that name
+/// an object policy, or every policy, hold its objects (before, they were ignored without a
+/// word, and the held objects were deleted). Run with the object policy alone selected too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_table_holds_objects() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(
+        &s,
+        &[
+            "'LH-S1', 'S-1', 'exports', NULL",
+            "'LH-S2', 'S-2', NULL, NULL",
+            "'LH-GONE', 'S-3', 'exports', '2000-01-01'",
+            "'LH-ELSE', 'S-3', 'crm-leadz', NULL",
+        ],
+    )
+    .await;
+    let out = s.f.lapse(&["plan", "--policy", "exports"]);
+    out.ok();
+    let p = &s.f.report("plan")["policies"][0];
+    assert_eq!(n(&p["rows_due"]), 2, "{p}");
+    assert_eq!(n(&p["held"]), 2, "{p}");
+    assert_eq!((n(&p["held_by"]["LH-S1"]), n(&p["held_by"]["LH-S2"])), (1, 1), "{p}");
+    assert!(out.stderr.contains("'crm-leadz'"), "the stray hold is warned of: {}", out.stderr);
+    s.f.lapse(&["run"]).ok();
+    let keys = s.keys().await;
+    assert!(keys.contains(&"exports/2020/03/01/S-1.csv".to_string()), "{keys:?}");
+    assert!(keys.contains(&"exports/2020/03/02/S-2.csv".to_string()), "{keys:?}");
+    assert!(!keys.contains(&"exports/2020/03/03/S-3.csv".to_string()), "{keys:?}");
+    let r = s.f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(n(&p["deleted"]), 2, "S-3 and S-HELD: {p}");
+    assert_eq!((n(&p["held_by"]["LH-S1"]), n(&p["held_by"]["LH-S2"])), (1, 1), "{p}");
+    assert!(r["holds"].as_array().unwrap().iter().any(|h| h["source"] == "table:db"), "{}", r["holds"]);
+}
+
+/// A batch's write-ahead intents of objects it did not destroy (here: a deletion that failed on
+/// every retry) are void once the batch is done: the run ends `partial`, its intents stay, and
+/// when the object is then deleted by someone else, the next run does not claim it as destroyed
+/// by the earlier run (before: "reconciled: 1 destroyed by interrupted run", false evidence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_of_objects_a_batch_did_not_destroy_are_void() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let broken = "exports/2020/03/02/S-2.csv";
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::Fail { flaky: "none".into(), broken: broken.into(), flaky_failures: AtomicUsize::new(0) },
+    };
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(out.report.status, "partial");
+    assert_eq!(out.report.policies[0].failed, 1);
+    assert!(!lapse::intent::all_records(&s.f.path("reports")).is_empty(), "the partial run's intents stay");
+    drop(prepared);
+    drop(conns); // releases the run lock, as the process's end would
+    std::fs::remove_file(s.f.path("files").join(broken)).unwrap();
+    let run = s.f.lapse(&["run"]);
+    run.ok();
+    assert!(!run.stdout.contains("reconciled"), "{}", run.stdout);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 0, "{p}");
+}
+
+/// An object an interrupted run destroyed after its intent, then uploaded again under the same
+/// key (a versioned bucket): the new version, written after the intent, is not the intended
+/// object. Before, the key's new version made the intent void, and the destruction was in no
+/// evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_uploaded_again_after_an_interrupted_deletion_is_reconciled() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let k = "exports/2020/03/01/S-1.csv";
+    s.put(k, "old").await;
+    let c = s.client.clone().unwrap();
+    // The interrupted run: intended, then every version deleted.
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
+    let rec = key.record("store", &format!("{}/exports/", s.bucket), &[Value::Text(k.to_string())]);
+    let killed = "0badc0de-0000-4000-8000-000000000002";
+    let reports = s.f.path("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let versions = c.list_object_versions().bucket(&s.bucket).send().await.unwrap();
+    for v in versions.versions() {
+        c.delete_object().bucket(&s.bucket).key(k).version_id(v.version_id().unwrap()).send().await.unwrap();
+    }
+    let intent = serde_json::json!({
+        "kind": "intent", "run_id": killed, "policy": "exports", "stage": "record", "action": "deleted",
+        "batch": 1, "record": rec, "key_id": key.key_id(), "at": chrono::Utc::now().to_rfc3339()
+    });
+    std::fs::write(
+        reports.join(format!("lapse-run-20251231T230000Z-0badc0de{}", lapse::intent::SUFFIX)),
+        format!("{intent}\n"),
+    )
+    .unwrap();
+    // Uploaded again, in a later second (S3 dates versions to the second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s.put(k, "new").await;
+    let out = s.f.lapse(&["run"]);
+    out.ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 1, "{p}");
+    assert_eq!(n(&p["reconciled_from"][killed]), 1, "{p}");
+}
+
+/// Removing a file removes the directories it emptied, but not the dataset's own directory
+/// (`app/uploads/` of `app/uploads/{yyyy}/{subject}.pdf`) nor those above it: before, `app/`
+/// and `app/uploads/` went too, up to the store's root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_keeps_the_datasets_own_directories() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("app/uploads/2019/S-1.pdf", "data").await;
+    s.policy(
+        "  key_pattern: \"app/uploads/{yyyy}/{subject}.pdf\"\n  subject: key\n",
+        "  - name: ops\n    legal_basis: legitimate_interests\n    retain: 1d\n    after: last_modified\n",
+        "guardrail:\n  max_share: 100%\n",
+    );
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    assert_eq!(s.keys().await, Vec::<String>::new());
+    assert!(!s.f.path("files/app/uploads/2019").exists(), "the emptied year directory goes");
+    assert!(s.f.path("files/app/uploads").is_dir(), "the dataset's own directory stays");
+}
+
+/// Files in a directory have no tags: an anchor or subject read from a tag is refused by
+/// `validate`, where it is written, instead of failing the run at its first file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_on_a_directory_are_refused_at_validate() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("exports/2020/03/01/S-1.csv", "data").await;
+    let by_tag = "  - name: reporting\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: tag:created\n";
+    s.policy(PATTERN, by_tag, "");
+    s.f.lapse(&["validate"])
+        .code(2)
+        .stderr_has("files in a directory (connection 'store') have no tags")
+        .stderr_has("exports.yaml:12:");
+    let by_mtime =
+        "  - name: reporting\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: last_modified\n";
+    s.policy("  prefix: exports/\n  subject: tag:subject\n", by_mtime, "");
+    s.f.lapse(&["validate"]).code(2).stderr_has("subject 'tag:subject'").stderr_has("exports.yaml:5:");
+    s.f.lapse(&["run"]).code(2);
+    assert_eq!(s.keys().await, ["exports/2020/03/01/S-1.csv"]);
+}
+
+/// A batch's re-read of its objects' versions that meets a transient error (a 503, a dropped
+/// connection) is retried like any lost batch: before, it was mapped to a plain query error and
+/// the batch failed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_error_in_a_batchs_re_read_is_retried() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::FirstReadUnavailable(AtomicUsize::new(0)),
+    };
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert_eq!((p.deleted, p.failed), (3, 0), "{:?}", p.errors);
+    assert_eq!(out.report.status, "complete", "{:?}", p.errors);
+}
+
+/// S3 keeps tags per version: with the subject read from a tag, a key whose older version
+/// names a held subject is held whole, every version kept and reported held (before, only the
+/// newest version's subject was read, and every version was deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_subject_of_an_older_version_holds_the_key() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    let c = s.client.clone().unwrap();
+    for (k, subject) in [("u/a", "S-HELD"), ("u/a", "S-FREE"), ("u/b", "S-FREE")] {
+        c.put_object()
+            .bucket(&s.bucket)
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .tagging(format!("subject={subject}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    let left = c.list_object_versions().bucket(&s.bucket).prefix("u/").send().await.unwrap();
+    let keys: Vec<&str> = left.versions().iter().filter_map(|x| x.key()).collect();
+    assert_eq!(keys, ["u/a", "u/a"], "both versions of the held key are kept");
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["held_by"]["LH-1"]), 1, "{p}");
+    assert_eq!(n(&p["held"]), 1, "{p}");
+    assert_eq!(n(&p["rows_due"]), 1, "{p}");
+}
+
+/// An object policy whose holds table cannot be read is not run: it fails before anything is
+/// destroyed (here the table is dropped after the connections were opened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_holds_table_destroys_no_object() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(&s, &["'LH-S1', 'S-1', 'exports', NULL"]).await;
+    let before = s.keys().await;
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let conns = ws.connect(&[], false).await.unwrap();
+    assert!(conns.contains_key("db"), "the holds table's connection is opened for the object policy");
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    s.f.db.exec("DROP TABLE legal_holds").await;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let opts = lapse::engine::Options { cutoff: Some("2026-01-01T00:00:00Z".parse().unwrap()), ..Default::default() };
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert_eq!(p.outcome, "failed");
+    assert!(p.errors.iter().any(|e| e.contains("holds table 'legal_holds' could not be read")), "{:?}", p.errors);
+    assert_eq!(p.deleted, 0);
+    assert_eq!(s.keys().await, before, "nothing destroyed");
+}
+
+/// A holds-table hold inserted while an object policy runs holds the objects of the batches
+/// after it: the holds are read again before each batch's re-check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holds_table_hold_inserted_during_a_run_holds_the_next_batches() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(&s, &[]).await;
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let pool = sqlx::SqlitePool::connect(&s.f.db.url).await.unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::ThenSql {
+            pool,
+            sql: "INSERT INTO legal_holds VALUES ('LH-LATE', 'S-3', 'exports', NULL)".into(),
+            calls: AtomicUsize::new(0),
+        },
+    };
+    let (mut conns, opts) = scripted_run(backend);
+    for (name, c) in ws.connect(&[], true).await.unwrap() {
+        if name != "store" {
+            conns.insert(name, c);
+        }
+    }
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert_eq!(p.deleted, 3, "{:?}", p.errors);
+    assert!(s.keys().await.contains(&"exports/2020/03/03/S-3.csv".to_string()), "held by the late hold");
 }
