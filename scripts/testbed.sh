@@ -71,11 +71,13 @@ step_end() {
 # (the caller's cwd may be unreadable to it, which initdb/pg_ctl complain about).
 as_user() { local user=$1; shift; (cd / && runuser -u "$user" -- "$@"); }
 
-# Is something already listening on 127.0.0.1:PORT (or any address)?
+# Is 127.0.0.1:PORT (or any address) taken: listened on, or held by any socket (a
+# restarted testbed's closed connections linger in TIME-WAIT on the old servers' ports, and
+# mariadbd cannot bind a port in that state: "Address already in use")?
 port_in_use() {
     local port=$1
     if command -v ss >/dev/null 2>&1; then
-        [[ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]]
+        [[ -n "$(ss -Htan "sport = :$port" 2>/dev/null)" ]]
     else
         # Fallback without iproute2: a successful connect means "taken".
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null

@@ -614,6 +614,9 @@ struct Ctx<'a> {
     /// The run's SQL connections that have a holds table, by name: an object policy's holds
     /// are read from them (its store has none of its own).
     hold_tables: &'a [(String, Arc<dyn Connector>)],
+    /// Per evidence file of a run that ended without its report, per policy: its lines that the
+    /// policy's journal does not hold (`reconcile_journal`; `InterruptedRun::unconfirmed`).
+    unconfirmed: &'a mut BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes. Lines are formatted,
@@ -1006,6 +1009,7 @@ pub async fn execute(
     }
     // A policy that stopped part-way makes the run `incomplete` (per-record failures: `partial`).
     let mut aborted = false;
+    let mut unconfirmed = BTreeMap::new();
     for (p, prep) in prepared {
         let conn = conns[&p.connection].clone();
         let mut ctx = Ctx {
@@ -1023,6 +1027,7 @@ pub async fn execute(
             intents: intents.as_mut(),
             part: opts.shard.and_then(|s| s.part(p)),
             hold_tables: &hold_tables,
+            unconfirmed: &mut unconfirmed,
         };
         let mut pr = describe_policy(p, prep, &ctx);
         if cancel.load(Ordering::SeqCst) {
@@ -1170,6 +1175,9 @@ pub async fn execute(
             }
             // Runs that ended without a report: this report accounts for their evidence.
             report.interrupted_runs = report::unreported_evidence(&report_dir, &report.file_stem());
+            for r in &mut report.interrupted_runs {
+                r.unconfirmed = unconfirmed.remove(&r.evidence.file).unwrap_or_default();
+            }
             for r in &report.interrupted_runs {
                 tracing::warn!(
                     evidence = %r.evidence.file,
@@ -2646,12 +2654,27 @@ async fn reconcile_journal(
         // What its evidence file has of each batch of this policy (its own lines only), read as
         // a stream through the locked handle: the file may hold millions of lines.
         let mut have: BTreeMap<(String, u64), u64> = BTreeMap::new();
-        if !batches.is_empty() {
-            each_evidence_line(&o.file, &mut |e| {
-                if e.policy == p.name && e.reconciled_from.is_none() {
-                    *have.entry((e.stage, e.batch)).or_default() += 1;
-                }
-            })?;
+        each_evidence_line(&o.file, &mut |e| {
+            if e.policy == p.name && e.reconciled_from.is_none() {
+                *have.entry((e.stage, e.batch)).or_default() += 1;
+            }
+        })?;
+        // Every line of a committed batch has its record in the journal row the batch wrote in
+        // its destroying transaction. Lines of a batch the journal does not hold, or more lines
+        // than it journaled, are no destruction the journal shows: a file that run did not
+        // write (planted where reports are kept), or altered. The report says so beside them.
+        let journaled: BTreeMap<(&str, u64), u64> =
+            batches.iter().map(|b| ((b.stage.as_str(), b.batch), b.records)).collect();
+        let unbacked: u64 = have
+            .iter()
+            .map(|((stage, batch), n)| n.saturating_sub(journaled.get(&(stage.as_str(), *batch)).copied().unwrap_or(0)))
+            .sum();
+        if unbacked > 0 {
+            tracing::warn!(
+                evidence = %o.name, lines = unbacked,
+                "evidence lines of a run without its report that its journal does not hold: not shown to be destructions of that run"
+            );
+            ctx.unconfirmed.entry(o.name.clone()).or_default().insert(p.name.clone(), unbacked);
         }
         // Batches whose evidence lines are not all there; of those, the lines that are (cut
         // short within the batch), read in one more pass.
@@ -3302,6 +3325,11 @@ pub fn summary(r: &Report) -> String {
             &i.evidence.sha256[..16.min(i.evidence.sha256.len())],
             if by.is_empty() { String::new() } else { format!(": {}", by.join(", ")) }
         ));
+        for (p, n) in &i.unconfirmed {
+            s.push_str(&format!(
+                "      ! {n} of its lines of {p} are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered)\n"
+            ));
+        }
     }
     s
 }

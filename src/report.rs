@@ -99,6 +99,13 @@ pub struct InterruptedRun {
     /// by that run, not by this one; counted in `evidence.records`, not in `destroyed`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reconciled: BTreeMap<String, u64>,
+    /// Per policy (SQL), its lines that this run found in no batch of that run in the policy's
+    /// journal table, where every committed batch records its records in its destroying
+    /// transaction (lines of a batch the journal does not hold, or beyond what it journaled):
+    /// not shown to be destructions of that run. A file that run did not write (planted where
+    /// the reports are kept), or altered. Counted in `destroyed`, as the file has them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unconfirmed: BTreeMap<String, u64>,
     /// Time of its first evidence line.
     pub first_at: Option<DateTime<Utc>>,
     /// Time of its last evidence line.
@@ -489,6 +496,7 @@ pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
             evidence: EvidenceFile { file: name.clone(), sha256: String::new(), records: 0 },
             destroyed: BTreeMap::new(),
             reconciled: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
             first_at: None,
             last_at: None,
         };

@@ -52,6 +52,8 @@ struct RunView {
 struct InterruptedView {
     report: String,
     evidence: EvidenceFile,
+    #[serde(default)]
+    unconfirmed: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,6 +352,8 @@ pub fn lookup(
         report: String,
         /// The report's SHA-256 of the file (none: no report names it).
         sha256: Option<&'a str>,
+        /// Per policy, lines of it the journal did not hold (`InterruptedRun::unconfirmed`).
+        unconfirmed: Option<&'a BTreeMap<String, u64>>,
     }
     let mut sources: Vec<Source> = reports
         .iter()
@@ -360,6 +364,7 @@ pub fn lookup(
                 run_id: r.run_id.clone(),
                 report: name.clone(),
                 sha256: Some(ev.sha256.as_str()),
+                unconfirmed: None,
             })
         })
         .collect();
@@ -373,6 +378,7 @@ pub fn lookup(
                 run_id: format!("(the run of {}, killed before its report)", i.report.trim_end_matches(".json")),
                 report: format!("{name}, which accounts for it"),
                 sha256: Some(i.evidence.sha256.as_str()),
+                unconfirmed: Some(&i.unconfirmed),
             });
         }
     }
@@ -399,6 +405,7 @@ pub fn lookup(
             run_id: format!("(the run of {stem}, {run})"),
             report: "(none)".into(),
             sha256: None,
+            unconfirmed: None,
         });
     }
     for src in &sources {
@@ -429,6 +436,12 @@ pub fn lookup(
                 Target::Record { .. } => wanted.contains(e.record.as_str()),
             };
             if hit {
+                if let Some(n) = src.unconfirmed.and_then(|u| u.get(&e.policy)) {
+                    warnings.push(format!(
+                        "{}: {} ({n} of its lines of {} are in no batch its journal holds): this record's line may not be a destruction by that run",
+                        src.file, src.report, e.policy
+                    ));
+                }
                 destroyed.push(Destroyed {
                     at: e.at,
                     policy: e.policy,

@@ -317,6 +317,12 @@ fn interrupted(h: &mut String, r: &Report) {
             .chain(
                 i.reconciled.iter().map(|(p, n)| format!("{p}: {} reconciled for an earlier interrupted run", num(*n))),
             )
+            .chain(i.unconfirmed.iter().map(|(p, n)| {
+                format!(
+                    "{p}: {} of these NOT in its journal (unconfirmed: not shown to be destructions of that run)",
+                    num(*n)
+                )
+            }))
             .collect();
         let span = match (&i.first_at, &i.last_at) {
             (Some(a), Some(b)) => format!("{} – {}", when(a), when(b)),

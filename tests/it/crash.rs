@@ -666,6 +666,10 @@ pub fn evidence_files_accounted_for(dir: &Path) -> Result<usize, String> {
         }
         for i in r["interrupted_runs"].as_array().into_iter().flatten() {
             let f = i["evidence"]["file"].as_str().unwrap_or_default().to_string();
+            // A killed run's own lines are all in its journal (or its intents).
+            if let Some(u) = i.get("unconfirmed") {
+                return Err(format!("{n} reports lines of the killed run's {f} as in no journal batch: {u}"));
+            }
             cover(f, i["evidence"]["sha256"].as_str().map(str::to_string))?;
         }
     }

@@ -548,6 +548,8 @@ async fn lookup_checks_the_evidence_a_later_report_accounts_for() {
     f.lapse(&["run"]).ok();
     let accounted = f.report("run");
     assert_eq!(accounted["interrupted_runs"].as_array().map(Vec::len), Some(1), "{accounted}");
+    // Its journal holds every line of it.
+    assert!(accounted["interrupted_runs"][0].get("unconfirmed").is_none(), "{accounted}");
     let dir = f.path("reports");
     let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
     r.ok();
@@ -558,6 +560,43 @@ async fn lookup_checks_the_evidence_a_later_report_accounts_for() {
     assert!(r.stdout.contains("NOT ANSWERED"), "{}", r.stdout);
     std::fs::remove_file(&evidence).unwrap();
     f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]).code(2);
+}
+
+/// An evidence file no run wrote, planted where the reports are kept (no signing key needed),
+/// was accounted for by the next run as a killed run's destructions, signed into the chain, and
+/// found by `lookup` as DESTROYED. Now each of its lines of a SQL policy is checked against
+/// the journal, where every committed batch records its records in its destroying
+/// transaction: the report says which lines no batch of that run accounts for, and the lookup
+/// says so beside a hit. A real killed run's file has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_no_journal_backs_is_reported_unconfirmed() {
+    let f = tickets(
+        "INTEGER",
+        "(1, '42', 'a@example.com', '2019-01-01 00:00:00'), (2, '43', 'b@example.com', '2025-12-01 00:00:00')",
+    )
+    .await;
+    f.lapse(&["run"]).ok();
+    let line = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
+    let dir = f.path("reports");
+    // Subject 43's record is there, not lapsed: a line claiming its destruction, in the real
+    // line's shape, as someone who can write to the directory would write it.
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(f.path("evidence.key")).unwrap());
+    let real: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let mut fake = real.clone();
+    fake["subject"] = key.subject(&lapse::value::Value::Text("43".into())).into();
+    fake["record"] = key.record("db", "tickets", &[lapse::value::Value::Int(2)]).into();
+    std::fs::write(dir.join("lapse-run-20260101T000000Z-deadbeef.evidence.jsonl"), format!("{fake}\n")).unwrap();
+    let r = f.lapse(&["run"]);
+    r.ok();
+    assert!(r.stdout.contains("1 of its lines of tickets are in no batch its journal holds"), "{}", r.stdout);
+    let accounted = f.report("run");
+    let runs = accounted["interrupted_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{accounted}");
+    assert_eq!(runs[0]["unconfirmed"], serde_json::json!({"tickets": 1}), "{accounted}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 1, "the record is still there");
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "43"]);
+    assert!(r.stdout.contains("may not be a destruction by that run"), "{}", r.stdout);
+    assert!(f.render_html(&[]).contains("NOT in its journal"), "the certificate says so");
 }
 
 /// What the lookup answers must be what was done to the record. Before: a record whose
