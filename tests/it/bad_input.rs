@@ -1361,12 +1361,14 @@ async fn a_condition_date_that_is_no_whole_date_offline() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
-/// A column a purpose counts from, or whose condition reads it, is never anonymized: a birth
-/// date set to 1900-01-01 (or to its year's first day) made `youth-protection` lapse, and a
-/// second run with the same cutoff destroyed more (before, accepted).
+/// A column a purpose counts from, or whose condition reads it, is anonymized only with the
+/// whole record (every purpose covers it): a birth date set to 1900-01-01 (or to its year's
+/// first day) made `youth-protection` lapse, and a second run with the same cutoff destroyed
+/// more; a covering purpose is not enough, as the anonymized value may un-lapse it while
+/// another purpose keeps the record, which is then never deleted (before, accepted).
 #[tokio::test]
 async fn anonymizing_an_anchor_or_a_condition_column() {
-    // (Covering `birth`, youth-protection would keep it until it lapses itself: accepted, below.)
+    // (Covered by every purpose, `birth` is anonymized only with the record: accepted, below.)
     let youth = "  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\n    covers: [email]\non_lapse:";
     let mut cases = Vec::new();
     for (strategy, context) in
@@ -1403,7 +1405,61 @@ async fn anonymizing_an_anchor_or_a_condition_column() {
         "status read by a condition",
         File::Policy,
         text,
-        &["column 'status' cannot be anonymized: the condition (when) of purpose 'service' reads it and that purpose does not cover it"],
+        &["column 'status' cannot be anonymized: purpose 'service' reads it in its condition (when) and does not cover it"],
+        "{ constant: 'x'",
+        "{",
+    ));
+    // The reading purpose covers the column, another keeps the record longer: nulled after
+    // 90 days (null_anchor: keep), `security` never lapses again and the row stays forever.
+    let text = edit(
+        &edit(
+            POLICY,
+            "purposes:",
+            "  last_seen: { category: device, anonymize: nullify }\npurposes:",
+        ),
+        "  - name: service\n    legal_basis: contract\n    retain: 1y\n    after: created_at\n",
+        "  - name: security\n    legal_basis: legitimate_interests\n    retain: 90d\n    after: last_seen\n    null_anchor: keep\n    covers: [last_seen, email]\n  - name: account\n    legal_basis: contract\n    retain: 2y\n    after: created_at\n    covers: [email, full_name]\n",
+    );
+    cases.push(case(
+        "anchor covered by its purpose, record kept by another",
+        File::Policy,
+        text,
+        &["column 'last_seen' cannot be anonymized: purpose 'security' counts its lapse from it (after: last_seen) and purpose 'account' does not cover it"],
+        "{ category: device, anonymize: nullify",
+        "nullify",
+    ));
+    // Likewise a constant later than the value, and a condition's column.
+    let text = edit(
+        &edit(
+            POLICY,
+            "purposes:",
+            "  birth: { category: date_of_birth, anonymize: { constant: \"2099-01-01\" } }\npurposes:",
+        ),
+        "    after: created_at\n",
+        "    after: created_at\n    covers: [email, full_name]\n  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\n",
+    );
+    cases.push(case(
+        "later constant on an anchor its purpose covers",
+        File::Policy,
+        text,
+        &["column 'birth' cannot be anonymized: purpose 'youth-protection' counts its lapse from it (after: birth) and purpose 'service' does not cover it"],
+        "{ constant: \"2099",
+        "{",
+    ));
+    let text = edit(
+        &edit(
+            POLICY,
+            "purposes:",
+            "  status: { category: account_id, anonymize: { constant: 'x' } }\npurposes:",
+        ),
+        "    after: created_at\n",
+        "    after: created_at\n    covers: [email, full_name]\n  - name: open\n    legal_basis: contract\n    retain: 90d\n    after: created_at\n    when: \"status = 'closed'\"\n",
+    );
+    cases.push(case(
+        "condition column its purpose covers",
+        File::Policy,
+        text,
+        &["column 'status' cannot be anonymized: purpose 'open' reads it in its condition (when) and purpose 'service' does not cover it"],
         "{ constant: 'x'",
         "{",
     ));
@@ -1439,6 +1495,20 @@ async fn anonymizing_an_anchor_of_another_policy_on_the_table() {
     let at = pos_in(File::Policy, &text, "{ generalize_date", "{");
     let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth) and does not cover it".to_string()];
     check(&f, "anchor of another policy", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+    // Covering `birth` there is not enough while a purpose of this policy does not.
+    let text = edit(
+        &text,
+        "    after: created_at\n",
+        "    after: created_at\n    covers: [email, full_name]\n  - name: records\n    legal_basis: legal_obligation\n    retain: 5y\n    after: created_at\n    covers: [birth]\n",
+    );
+    f.policy("people", &text);
+    let minors = "name: minors\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: random_token }\n  birth: { category: date_of_birth, anonymize: { generalize_date: year } }\npurposes:\n  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse: delete\n";
+    f.policy("minors", minors);
+    let at = pos_in(File::Policy, &text, "{ generalize_date", "{");
+    let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth) and purpose 'service' does not cover it".to_string()];
+    check(&f, "anchor of another policy, covered there", OFFLINE, &expect, Some(&at))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The subject column anonymized while the record keeps other personal data: a legal hold
