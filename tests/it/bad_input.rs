@@ -1614,6 +1614,73 @@ async fn a_secret_in_place_of_a_variable_name_is_not_printed() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// A key pasted into `key_env` or `url_env` that passes as a variable name (a hex key starts
+/// with a letter 37% of the time) is not printed when the variable is unset: the config path
+/// is; and a `*_file` that is a URL is refused at load, and a path with `://` or `@` is not
+/// printed by a read error (before: "environment variable 'deadbeef…' is not set", "cannot
+/// read url file '…/postgres://app:S3CRETpw@db/app'").
+#[tokio::test]
+async fn a_secret_in_place_of_a_name_or_path_is_not_printed() {
+    let hex = "deadbeef5ec7e70123456789abcdef01";
+    let key = edit(CONFIG, "key_file: evidence.key", &format!("key_env: {hex}"));
+    let url_env = edit(CONFIG, "    url_file: db.url", &format!("    url_env: {hex}"));
+    let key_at = edit(CONFIG, "key_file: evidence.key", "key_file: 'ev@S3CRETpw.key'");
+    let run_cases = vec![
+        case_nopos(
+            "hex key in key_env",
+            File::Config,
+            key.into_bytes(),
+            &["evidence key: the environment variable named by evidence.key_env is not set"],
+        ),
+        case_nopos(
+            "hex key in url_env",
+            File::Config,
+            url_env.into_bytes(),
+            &["connection 'db': the environment variable named by connections.db.url_env is not set"],
+        ),
+        case_nopos(
+            "key_file path with '@'",
+            File::Config,
+            key_at.into_bytes(),
+            &["evidence key: cannot read key file (not shown: it may hold a secret)"],
+        ),
+    ];
+    let url_file = edit(CONFIG, "    url_file: db.url", "    url_file: 'postgres://app:S3CRETpw@db/app'");
+    let key_file = edit(CONFIG, "key_file: evidence.key", "key_file: 'https://S3CRETpw@vault/key'");
+    let load_cases = vec![
+        case(
+            "url_file holds a URL",
+            File::Config,
+            url_file,
+            &["connection 'db': url_file contains '://': it is not a file path, and is not shown"],
+            "'postgres",
+            "'",
+        ),
+        case(
+            "key_file holds a URL",
+            File::Config,
+            key_file,
+            &["evidence: key_file contains '://': it is not a file path, and is not shown"],
+            "'https",
+            "'",
+        ),
+    ];
+    for (cases, cmds) in [(&run_cases, RUN), (&load_cases, OFFLINE)] {
+        for c in cases {
+            let f = seeded(Backend::Sqlite).await;
+            f.policy("people", POLICY);
+            c.file.write(&f, &c.text);
+            for cmd in cmds.iter().chain([&["validate", "--connect"][..]].iter()) {
+                let r = f.lapse(cmd);
+                let out = format!("{}{}", r.stdout, r.stderr);
+                assert!(!out.contains("S3CRET") && !out.contains(hex), "[{}] secret printed:\n{}", c.what, r.stderr);
+            }
+        }
+    }
+    refused(Backend::Sqlite, run_cases, RUN).await;
+    refused(Backend::Sqlite, load_cases, OFFLINE).await;
+}
+
 /// `key_env` and `key_file` both set: which key is meant is unknown (before, key_env won
 /// without a word).
 #[tokio::test]
