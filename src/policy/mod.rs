@@ -410,8 +410,12 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
         let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
         if path.is_dir() {
             // Hidden directories are not policies: a Kubernetes ConfigMap mount keeps its
-            // files in `..data` and a timestamped `..2024_…` beside the links it reads.
-            if !hidden {
+            // files in `..data` and a timestamped `..2024_…` beside the links it reads. Nor is
+            // `lost+found` (the root of an ext4 volume), nor any directory without policy
+            // files directly in it (`policies: .` beside other directories): only one with
+            // policy files is refused, as those would be skipped without a word.
+            let lost_found = path.file_name().is_some_and(|n| n == "lost+found");
+            if !hidden && !lost_found && holds_policy_files(&path) {
                 subdirs.push(path);
             }
         } else if is_policy_file(&path) {
@@ -423,7 +427,7 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
     for d in &subdirs {
         // Not read: a policy file in it would be skipped without a word.
         diags.push(Diagnostic::error(format!(
-            "'{}' is a directory inside the policy directory; subdirectories are not read: move its policy files up into '{}'",
+            "'{}' is a directory inside the policy directory with policy files (*.yaml) in it; subdirectories are not read: move its policy files up into '{}'",
             d.display(),
             dir.display()
         )));
@@ -439,6 +443,13 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
 }
 
 /// A policy file's name ends in `.yaml` or `.yml`, in any case (`extra.YAML` too).
+/// Whether a directory has policy files directly in it (one it cannot read has none to skip).
+fn holds_policy_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).any(|p| !p.is_dir() && is_policy_file(&p)))
+        .unwrap_or(false)
+}
+
 fn is_policy_file(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())

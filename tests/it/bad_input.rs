@@ -1697,8 +1697,8 @@ async fn a_key_from_two_sources_is_ambiguous() {
     refused_one(Backend::Sqlite, c, OFFLINE).await;
 }
 
-/// Policy files named `*.YAML` are read (before, skipped without a word), and a subdirectory,
-/// which is not read, is refused by name (hidden ones, as a Kubernetes ConfigMap mount's
+/// Policy files named `*.YAML` are read (before, skipped without a word), and a subdirectory
+/// with policy files in it, which is not read, is refused by name (hidden ones, as a Kubernetes ConfigMap mount's
 /// `..data`, are not policies and are passed over).
 #[tokio::test]
 async fn policy_files_are_never_skipped_silently() {
@@ -1713,10 +1713,18 @@ async fn policy_files_are_never_skipped_silently() {
     let expect = ["unknown variant `shred`".to_string()];
     check(&f, "extra.YAML", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_file(f.path("policies/extra.YAML")).unwrap();
+    // A directory without policy files directly in it is passed over: `lost+found` at the
+    // root of a volume, or others beside `policies: .` (before, each stopped every run).
+    for d in ["policies/lost+found", "policies/notes", "policies/archive/old"] {
+        std::fs::create_dir_all(f.path(d)).unwrap();
+    }
+    std::fs::write(f.path("policies/notes/README.md"), "notes").unwrap();
+    std::fs::write(f.path("policies/archive/old/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
+    f.lapse(&["validate"]).ok();
     std::fs::create_dir_all(f.path("policies/team")).unwrap();
     std::fs::write(f.path("policies/team/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
     let expect = [format!(
-        "'{}' is a directory inside the policy directory; subdirectories are not read: move its policy files up into '{}'",
+        "'{}' is a directory inside the policy directory with policy files (*.yaml) in it; subdirectories are not read: move its policy files up into '{}'",
         f.path("policies/team").display(),
         f.path("policies").display()
     )];
