@@ -326,6 +326,12 @@ impl Config {
                         .at(at(&format!("{base}.url_env"))),
                 );
             }
+            if c.url_file.as_deref().is_some_and(path_is_url) {
+                diags.push(
+                    Diagnostic::error(format!("connection '{name}': url_file {PATH_IS_A_URL}"))
+                        .at(at(&format!("{base}.url_file"))),
+                );
+            }
             if let Some(u) = &c.url {
                 if url_has_password(u) {
                     diags.push(Diagnostic::error(format!(
@@ -373,6 +379,11 @@ impl Config {
             if r.key_env.as_deref().is_some_and(|v| !env_name(v)) {
                 diags.push(
                     Diagnostic::error(format!("{what}: key_env {NOT_AN_ENV_NAME}")).at(at(&format!("{what}.key_env"))),
+                );
+            }
+            if r.key_file.as_deref().is_some_and(path_is_url) {
+                diags.push(
+                    Diagnostic::error(format!("{what}: key_file {PATH_IS_A_URL}")).at(at(&format!("{what}.key_file"))),
                 );
             }
             if r.key_env.is_some() && r.key_file.is_some() {
@@ -516,6 +527,55 @@ fn env_name(v: &str) -> bool {
 /// key pasted in the name's place is a secret.
 const NOT_AN_ENV_NAME: &str = "the value is not an environment variable name (letters, digits and '_', not starting with a digit), and is not shown: it may be a secret written in the name's place";
 
+/// Whether a variable name may be printed: a conventional name (`[A-Z_][A-Z0-9_]*`, at most 64
+/// characters) that is not hex digits alone. A name `env_name` admits may be a key pasted in its
+/// place (a hex key starts with a letter more than a third of the time): such a name is not
+/// printed, the config path that names it is.
+fn env_name_shown(v: &str) -> bool {
+    let mut chars = v.chars();
+    v.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && !v.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// How an unset variable is named in an error: by its name when that cannot be a secret, else
+/// by the config path (`evidence.key_env`) that holds it.
+fn unset_var(var: &str, config_path: &str) -> String {
+    match env_name_shown(var) {
+        true => format!("environment variable '{var}' is not set"),
+        false => format!(
+            "the environment variable named by {config_path} is not set (its name is not shown: it may be a secret)"
+        ),
+    }
+}
+
+/// What is said of a `url_file` or `key_file` that is a URL: it is likely the secret itself.
+const PATH_IS_A_URL: &str = "contains '://': it is not a file path, and is not shown: it may be a secret written in the path's place (name a file that holds it)";
+
+fn path_is_url(p: &Path) -> bool {
+    p.to_string_lossy().contains("://")
+}
+
+/// A path as a read error prints it: not one that could carry a secret (`://`, `@`).
+fn shown_path(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    match s.contains("://") || s.contains('@') {
+        true => "(not shown: it may hold a secret)".to_string(),
+        false => format!("'{}'", p.display()),
+    }
+}
+
+/// The config section a secret `read_secret` reads (named by `what`) is configured in.
+fn secret_section(what: &str) -> &'static str {
+    match what {
+        "evidence key" => "evidence",
+        "pseudonymization key" => "pseudonymization",
+        "report signing key" => "reports.signing_key",
+        _ => "its section",
+    }
+}
+
 fn url_has_password(url: &str) -> bool {
     let in_userinfo = url
         .split_once("://")
@@ -537,10 +597,11 @@ fn url_has_password(url: &str) -> bool {
 /// Reads a secret. Errors name the variable or file, never the content.
 pub fn read_secret(r: &SecretRef, base: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     let bytes = if let Some(var) = &r.key_env {
-        std::env::var(var).map_err(|_| anyhow::anyhow!("{what}: environment variable '{var}' is not set"))?.into_bytes()
+        let named_by = format!("{}.key_env", secret_section(what));
+        std::env::var(var).map_err(|_| anyhow::anyhow!("{what}: {}", unset_var(var, &named_by)))?.into_bytes()
     } else if let Some(file) = &r.key_file {
         let path = if file.is_absolute() { file.clone() } else { base.join(file) };
-        std::fs::read(&path).map_err(|e| anyhow::anyhow!("{what}: cannot read key file '{}': {e}", path.display()))?
+        std::fs::read(&path).map_err(|e| anyhow::anyhow!("{what}: cannot read key file {}: {e}", shown_path(&path)))?
     } else {
         anyhow::bail!("{what}: no key_env or key_file configured");
     };
@@ -565,13 +626,14 @@ impl Connection {
             return Ok(u.to_string());
         }
         if let Some(var) = &self.url_env {
+            let named_by = format!("connections.{name}.url_env");
             return std::env::var(var)
-                .map_err(|_| anyhow::anyhow!("connection '{name}': environment variable '{var}' is not set"));
+                .map_err(|_| anyhow::anyhow!("connection '{name}': {}", unset_var(var, &named_by)));
         }
         if let Some(f) = &self.url_file {
             let path = if f.is_absolute() { f.clone() } else { base.join(f) };
             return Ok(std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("connection '{name}': cannot read url file '{}': {e}", path.display()))?
+                .map_err(|e| anyhow::anyhow!("connection '{name}': cannot read url file {}: {e}", shown_path(&path)))?
                 .trim()
                 .to_string());
         }
@@ -590,6 +652,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn variable_names_that_may_be_secrets_are_not_shown() {
+        for shown in ["DB_URL", "_X", "LAPSE_TEST_NO_SUCH_KEY_VAR", "Z1"] {
+            assert!(env_name_shown(shown), "{shown}");
+        }
+        // Hex keys (lower or upper case), lower-case or mixed names, and overlong ones.
+        let long = "A".repeat(65);
+        for hidden in ["deadbeef0123456789abcdef", "DEADBEEF0123", "ABC", "db_url", "S3cret", long.as_str()] {
+            assert!(!env_name_shown(hidden), "{hidden}");
+            let said = unset_var(hidden, "evidence.key_env");
+            assert!(!said.contains(hidden) && said.contains("evidence.key_env"), "{said}");
+        }
+        assert!(shown_path(Path::new("/run/secrets/postgres://app:pw@db/app")).contains("not shown"));
+        assert!(shown_path(Path::new("/run/app@x/key")).contains("not shown"));
+        assert_eq!(shown_path(Path::new("/run/secrets/db.url")), "'/run/secrets/db.url'");
+    }
 
     #[test]
     fn environment_variable_names() {

@@ -410,8 +410,12 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
         let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
         if path.is_dir() {
             // Hidden directories are not policies: a Kubernetes ConfigMap mount keeps its
-            // files in `..data` and a timestamped `..2024_…` beside the links it reads.
-            if !hidden {
+            // files in `..data` and a timestamped `..2024_…` beside the links it reads. Nor is
+            // `lost+found` (the root of an ext4 volume), nor any directory without policy
+            // files directly in it (`policies: .` beside other directories): only one with
+            // policy files is refused, as those would be skipped without a word.
+            let lost_found = path.file_name().is_some_and(|n| n == "lost+found");
+            if !hidden && !lost_found && holds_policy_files(&path) {
                 subdirs.push(path);
             }
         } else if is_policy_file(&path) {
@@ -423,7 +427,7 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
     for d in &subdirs {
         // Not read: a policy file in it would be skipped without a word.
         diags.push(Diagnostic::error(format!(
-            "'{}' is a directory inside the policy directory; subdirectories are not read: move its policy files up into '{}'",
+            "'{}' is a directory inside the policy directory with policy files (*.yaml) in it; subdirectories are not read: move its policy files up into '{}'",
             d.display(),
             dir.display()
         )));
@@ -439,6 +443,13 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
 }
 
 /// A policy file's name ends in `.yaml` or `.yml`, in any case (`extra.YAML` too).
+/// Whether a directory has policy files directly in it (one it cannot read has none to skip).
+fn holds_policy_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).any(|p| !p.is_dir() && is_policy_file(&p)))
+        .unwrap_or(false)
+}
+
 fn is_policy_file(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -932,43 +943,44 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
 }
 
 /// A column a purpose counts its lapse from (`after`), or whose condition reads it (`when`), is
-/// never anonymized while that purpose may still run: a changed value moves that purpose's lapse
-/// (a `constant: 1900-01-01` birth date, a year-generalized one, lapses earlier), and a second
-/// run with the same cutoff would destroy more. A purpose that covers the column is safe: the
-/// column is anonymized only once every purpose covering it has lapsed, that one included, and
-/// an earlier anchor leaves a lapsed purpose lapsed. So the column must not be anonymized when a
-/// purpose that reads it does not cover it (the column may lapse first, at field level).
+/// anonymized only together with the whole record: a changed value moves that purpose's lapse
+/// (a `constant: 1900-01-01` birth date, a year-generalized one, lapses earlier, and a second
+/// run with the same cutoff would destroy more), or undoes it (a nulled anchor under
+/// `null_anchor: keep`, a later constant, a condition no longer true): a purpose that lapsed
+/// runs again. A purpose covering the column is not enough: once the column is anonymized
+/// (when the purposes covering it have lapsed), the reading purpose may run again while another
+/// purpose keeps the record, and then the record never lapses (nor do the columns only both
+/// cover). So every purpose of the (merged) policy must cover the column: it is then anonymized
+/// only with the whole record, where nothing is left to lapse.
 fn check_anchors_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
     for c in p.columns.iter().filter(|c| c.strategy.is_some()) {
+        let Some(open) = p.purposes.iter().find(|pu| !pu.covers.contains(&c.name)) else { continue };
         let path = format!("personal.{}.anonymize", c.name);
-        let outlives = |pu: &&Purpose| !pu.covers.contains(&c.name);
-        if let Some(pu) = p.purposes.iter().filter(outlives).find(|pu| pu.anchor == c.name) {
-            errs.push(p.error(
-                &path,
-                format!(
-                    "column '{}' cannot be anonymized: {} counts its lapse from it (after: {}) and does not cover it, so a changed value would move that lapse; let it cover '{}', or do not anonymize it",
-                    c.name,
-                    purpose_name(pu),
-                    c.name,
-                    c.name
-                ),
-            ));
-        } else if let Some(pu) = p
-            .purposes
-            .iter()
-            .filter(outlives)
-            .find(|pu| pu.condition.as_ref().is_some_and(|k| k.columns().any(|x| x == c.name)))
-        {
-            errs.push(p.error(
-                &path,
-                format!(
-                    "column '{}' cannot be anonymized: the condition (when) of {} reads it and that purpose does not cover it, so a changed value would change when it lapses; let it cover '{}', or do not anonymize it",
-                    c.name,
-                    purpose_name(pu),
-                    c.name
-                ),
-            ));
-        }
+        let reads_when = |pu: &&Purpose| pu.condition.as_ref().is_some_and(|k| k.columns().any(|x| x == c.name));
+        // Name the purpose that does not cover the column itself when it is the reader.
+        let pick = |f: &dyn Fn(&&Purpose) -> bool| {
+            p.purposes.iter().filter(|pu| f(pu)).min_by_key(|pu| pu.covers.contains(&c.name))
+        };
+        let (reader, how) = if let Some(pu) = pick(&|pu: &&Purpose| pu.anchor == c.name) {
+            (pu, format!("counts its lapse from it (after: {})", c.name))
+        } else if let Some(pu) = pick(&reads_when) {
+            (pu, "reads it in its condition (when)".to_string())
+        } else {
+            continue;
+        };
+        let open_words = match reader.covers.contains(&c.name) {
+            false => "does not cover it".to_string(),
+            true => format!("{} does not cover it", purpose_name(open)),
+        };
+        errs.push(p.error(
+            &path,
+            format!(
+                "column '{}' cannot be anonymized: {} {how} and {open_words}, so the column may be anonymized while the record is kept, and a changed value would move or undo that lapse (the record then kept past it); let every purpose cover '{}', or do not anonymize it",
+                c.name,
+                purpose_name(reader),
+                c.name
+            ),
+        ));
     }
 }
 

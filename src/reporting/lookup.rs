@@ -641,11 +641,16 @@ impl Answer {
                     } else {
                         format!("policies {}", h.policies.join(", "))
                     },
-                    match &h.expires {
-                        Some(t) => format!("expires {}", t.format("%Y-%m-%d")),
-                        None => "until released".into(),
+                    match (&h.expires, h.active) {
+                        (Some(t), true) => super::hold_expiry(t),
+                        (Some(t), false) => format!("was {}", super::hold_expiry(t)),
+                        (None, _) => "until released".into(),
                     },
-                    if h.active { ", in force" } else { ", EXPIRED" }
+                    match (&h.expires, h.active) {
+                        (_, false) => ", EXPIRED",
+                        (None, true) => ", in force",
+                        (Some(_), true) => "",
+                    }
                 ));
                 for k in &h.kept_in {
                     s.push_str(&format!(
@@ -689,6 +694,39 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `expires: 2027-06-30` holds through that day: lookup says so, not "expires 2027-07-01".
+    #[test]
+    fn a_bare_date_hold_is_said_through_its_day() {
+        let expires = chrono::DateTime::parse_from_rfc3339("2027-07-01T00:00:00Z").unwrap().to_utc();
+        let hold = HeldBy {
+            hold: "LH-1".into(),
+            matter: "m".into(),
+            reason: None,
+            policies: vec![],
+            expires: Some(expires),
+            active: true,
+            kept_in: vec![],
+        };
+        let answer = Answer {
+            target: "subject".into(),
+            hashes: vec![],
+            evidence_key_id: "k".into(),
+            run_reports: 0,
+            evidence_records_scanned: 0,
+            destroyed: vec![],
+            held: vec![hold.clone(), HeldBy { active: false, ..hold.clone() }, HeldBy { expires: None, ..hold }],
+            cannot_answer: vec![],
+            warnings: vec![],
+            found: true,
+            evidence_unreadable: 0,
+        };
+        let text = answer.text("reports");
+        assert!(text.contains("  LH-1 — m — every policy, in force through 2027-06-30\n"), "{text}");
+        assert!(text.contains("every policy, was in force through 2027-06-30, EXPIRED\n"), "{text}");
+        assert!(text.contains("every policy, until released, in force\n"), "{text}");
+        assert!(!text.contains("2027-07-01"), "{text}");
+    }
 
     #[test]
     fn integer_subjects_hash_like_their_text() {

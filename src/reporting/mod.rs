@@ -17,6 +17,19 @@ pub mod sink;
 pub mod store;
 pub mod verify;
 
+/// A hold's expiry as people read it: a bare date in the holds file (`expires: 2027-06-30`)
+/// holds through that day and is stored as the next midnight UTC, which is said as the day it
+/// holds through ("in force through 2027-06-30"), not as the next day; any other instant whole.
+pub fn hold_expiry(t: &chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::Timelike;
+    if t.num_seconds_from_midnight() == 0 && t.nanosecond() == 0 {
+        let day = t.date_naive().pred_opt().unwrap_or(t.date_naive());
+        format!("in force through {}", day.format("%Y-%m-%d"))
+    } else {
+        format!("in force until {}", t.format("%Y-%m-%d %H:%M:%S UTC"))
+    }
+}
+
 /// `report verify`: a report is altered, missing, out of order, or badly signed.
 pub const EXIT_VERIFY_FAILED: u8 = 4;
 /// `report lookup`: nothing is known of the subject or record.
@@ -38,4 +51,17 @@ fn pretty(schema: schemars::Schema) -> String {
     let mut s = serde_json::to_string_pretty(&schema).expect("a schema serializes");
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    /// A bare-date hold (`expires: 2027-06-30`, stored as 2027-07-01T00:00Z) is said as the day
+    /// it holds through (before, lookup printed "expires 2027-07-01").
+    #[test]
+    fn a_hold_expiry_is_said_as_the_day_it_holds_through() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        assert_eq!(super::hold_expiry(&at("2027-07-01T00:00:00Z")), "in force through 2027-06-30");
+        assert_eq!(super::hold_expiry(&at("2027-07-01T12:30:00Z")), "in force until 2027-07-01 12:30:00 UTC");
+        assert_eq!(super::hold_expiry(&at("2027-07-01T00:00:00.5Z")), "in force until 2027-07-01 00:00:00 UTC");
+    }
 }

@@ -62,6 +62,12 @@ fn when(t: &DateTime<Utc>) -> String {
     format!("<time datetime=\"{}\">{}</time>", esc(&t.to_rfc3339()), t.format("%Y-%m-%d %H:%M:%S UTC"))
 }
 
+/// A hold's expiry: the instant in `datetime`, said as the day a bare-date hold holds through
+/// (`super::hold_expiry`; before, `expires: 2027-06-30` showed as 2027-07-01 00:00:00).
+fn hold_expiry_cell(t: &DateTime<Utc>) -> String {
+    format!("<time datetime=\"{}\">{}</time>", esc(&t.to_rfc3339()), esc(&super::hold_expiry(t)))
+}
+
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", num(n), if n == 1 { one } else { many })
 }
@@ -531,7 +537,7 @@ fn kept(h: &mut String, r: &Report) {
     if r.holds.is_empty() && kept_by.is_empty() {
         h.push_str("<p id=\"holds\">No legal hold was in force.</p>\n");
     } else {
-        h.push_str("<table id=\"holds\">\n<thead><tr><th>Hold</th><th>Matter</th><th>Reason</th><th>Source</th><th>Applies to</th><th>Expires</th><th class=\"num\">Lapsed records kept</th></tr></thead>\n<tbody>\n");
+        h.push_str("<table id=\"holds\">\n<thead><tr><th>Hold</th><th>Matter</th><th>Reason</th><th>Source</th><th>Applies to</th><th>In force</th><th class=\"num\">Lapsed records kept</th></tr></thead>\n<tbody>\n");
         let listed: BTreeSet<&str> = r.holds.iter().map(|x| x.id.as_str()).collect();
         for x in &r.holds {
             let scope = match (x.subject_count, x.policies.is_empty()) {
@@ -556,7 +562,7 @@ fn kept(h: &mut String, r: &Report) {
                 x.reason.as_deref().map(esc).unwrap_or_else(|| "—".into()),
                 esc(&x.source),
                 scope,
-                x.expires.as_ref().map(when).unwrap_or_else(|| "until released".into()),
+                x.expires.as_ref().map(hold_expiry_cell).unwrap_or_else(|| "until released".into()),
                 kept
             );
         }
@@ -1007,5 +1013,15 @@ mod tests {
         // Finished, with records that failed (kept): re-checked, not "stopped".
         (p.verification.verified, p.failed) = (false, 2);
         assert!(verified_cell(&p).contains("none still present; 2 failed"), "{}", verified_cell(&p));
+    }
+
+    /// A bare-date hold's expiry (the next midnight) shows the day it holds through (before,
+    /// `expires: 2027-06-30` showed "2027-07-01 00:00:00 UTC").
+    #[test]
+    fn a_hold_expiry_shows_the_day_it_holds_through() {
+        let t = chrono::DateTime::parse_from_rfc3339("2027-07-01T00:00:00Z").unwrap().to_utc();
+        let cell = hold_expiry_cell(&t);
+        assert!(cell.contains(">in force through 2027-06-30</time>"), "{cell}");
+        assert!(cell.contains("datetime=\"2027-07-01T00:00:00+00:00\""), "{cell}");
     }
 }

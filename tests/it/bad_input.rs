@@ -1361,12 +1361,14 @@ async fn a_condition_date_that_is_no_whole_date_offline() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
-/// A column a purpose counts from, or whose condition reads it, is never anonymized: a birth
-/// date set to 1900-01-01 (or to its year's first day) made `youth-protection` lapse, and a
-/// second run with the same cutoff destroyed more (before, accepted).
+/// A column a purpose counts from, or whose condition reads it, is anonymized only with the
+/// whole record (every purpose covers it): a birth date set to 1900-01-01 (or to its year's
+/// first day) made `youth-protection` lapse, and a second run with the same cutoff destroyed
+/// more; a covering purpose is not enough, as the anonymized value may un-lapse it while
+/// another purpose keeps the record, which is then never deleted (before, accepted).
 #[tokio::test]
 async fn anonymizing_an_anchor_or_a_condition_column() {
-    // (Covering `birth`, youth-protection would keep it until it lapses itself: accepted, below.)
+    // (Covered by every purpose, `birth` is anonymized only with the record: accepted, below.)
     let youth = "  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\n    covers: [email]\non_lapse:";
     let mut cases = Vec::new();
     for (strategy, context) in
@@ -1403,7 +1405,61 @@ async fn anonymizing_an_anchor_or_a_condition_column() {
         "status read by a condition",
         File::Policy,
         text,
-        &["column 'status' cannot be anonymized: the condition (when) of purpose 'service' reads it and that purpose does not cover it"],
+        &["column 'status' cannot be anonymized: purpose 'service' reads it in its condition (when) and does not cover it"],
+        "{ constant: 'x'",
+        "{",
+    ));
+    // The reading purpose covers the column, another keeps the record longer: nulled after
+    // 90 days (null_anchor: keep), `security` never lapses again and the row stays forever.
+    let text = edit(
+        &edit(
+            POLICY,
+            "purposes:",
+            "  last_seen: { category: device, anonymize: nullify }\npurposes:",
+        ),
+        "  - name: service\n    legal_basis: contract\n    retain: 1y\n    after: created_at\n",
+        "  - name: security\n    legal_basis: legitimate_interests\n    retain: 90d\n    after: last_seen\n    null_anchor: keep\n    covers: [last_seen, email]\n  - name: account\n    legal_basis: contract\n    retain: 2y\n    after: created_at\n    covers: [email, full_name]\n",
+    );
+    cases.push(case(
+        "anchor covered by its purpose, record kept by another",
+        File::Policy,
+        text,
+        &["column 'last_seen' cannot be anonymized: purpose 'security' counts its lapse from it (after: last_seen) and purpose 'account' does not cover it"],
+        "{ category: device, anonymize: nullify",
+        "nullify",
+    ));
+    // Likewise a constant later than the value, and a condition's column.
+    let text = edit(
+        &edit(
+            POLICY,
+            "purposes:",
+            "  birth: { category: date_of_birth, anonymize: { constant: \"2099-01-01\" } }\npurposes:",
+        ),
+        "    after: created_at\n",
+        "    after: created_at\n    covers: [email, full_name]\n  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\n",
+    );
+    cases.push(case(
+        "later constant on an anchor its purpose covers",
+        File::Policy,
+        text,
+        &["column 'birth' cannot be anonymized: purpose 'youth-protection' counts its lapse from it (after: birth) and purpose 'service' does not cover it"],
+        "{ constant: \"2099",
+        "{",
+    ));
+    let text = edit(
+        &edit(
+            POLICY,
+            "purposes:",
+            "  status: { category: account_id, anonymize: { constant: 'x' } }\npurposes:",
+        ),
+        "    after: created_at\n",
+        "    after: created_at\n    covers: [email, full_name]\n  - name: open\n    legal_basis: contract\n    retain: 90d\n    after: created_at\n    when: \"status = 'closed'\"\n",
+    );
+    cases.push(case(
+        "condition column its purpose covers",
+        File::Policy,
+        text,
+        &["column 'status' cannot be anonymized: purpose 'open' reads it in its condition (when) and purpose 'service' does not cover it"],
         "{ constant: 'x'",
         "{",
     ));
@@ -1439,6 +1495,20 @@ async fn anonymizing_an_anchor_of_another_policy_on_the_table() {
     let at = pos_in(File::Policy, &text, "{ generalize_date", "{");
     let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth) and does not cover it".to_string()];
     check(&f, "anchor of another policy", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+    // Covering `birth` there is not enough while a purpose of this policy does not.
+    let text = edit(
+        &text,
+        "    after: created_at\n",
+        "    after: created_at\n    covers: [email, full_name]\n  - name: records\n    legal_basis: legal_obligation\n    retain: 5y\n    after: created_at\n    covers: [birth]\n",
+    );
+    f.policy("people", &text);
+    let minors = "name: minors\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: random_token }\n  birth: { category: date_of_birth, anonymize: { generalize_date: year } }\npurposes:\n  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse: delete\n";
+    f.policy("minors", minors);
+    let at = pos_in(File::Policy, &text, "{ generalize_date", "{");
+    let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth) and purpose 'service' does not cover it".to_string()];
+    check(&f, "anchor of another policy, covered there", OFFLINE, &expect, Some(&at))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The subject column anonymized while the record keeps other personal data: a legal hold
@@ -1544,6 +1614,73 @@ async fn a_secret_in_place_of_a_variable_name_is_not_printed() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// A key pasted into `key_env` or `url_env` that passes as a variable name (a hex key starts
+/// with a letter 37% of the time) is not printed when the variable is unset: the config path
+/// is; and a `*_file` that is a URL is refused at load, and a path with `://` or `@` is not
+/// printed by a read error (before: "environment variable 'deadbeef…' is not set", "cannot
+/// read url file '…/postgres://app:S3CRETpw@db/app'").
+#[tokio::test]
+async fn a_secret_in_place_of_a_name_or_path_is_not_printed() {
+    let hex = "deadbeef5ec7e70123456789abcdef01";
+    let key = edit(CONFIG, "key_file: evidence.key", &format!("key_env: {hex}"));
+    let url_env = edit(CONFIG, "    url_file: db.url", &format!("    url_env: {hex}"));
+    let key_at = edit(CONFIG, "key_file: evidence.key", "key_file: 'ev@S3CRETpw.key'");
+    let run_cases = vec![
+        case_nopos(
+            "hex key in key_env",
+            File::Config,
+            key.into_bytes(),
+            &["evidence key: the environment variable named by evidence.key_env is not set"],
+        ),
+        case_nopos(
+            "hex key in url_env",
+            File::Config,
+            url_env.into_bytes(),
+            &["connection 'db': the environment variable named by connections.db.url_env is not set"],
+        ),
+        case_nopos(
+            "key_file path with '@'",
+            File::Config,
+            key_at.into_bytes(),
+            &["evidence key: cannot read key file (not shown: it may hold a secret)"],
+        ),
+    ];
+    let url_file = edit(CONFIG, "    url_file: db.url", "    url_file: 'postgres://app:S3CRETpw@db/app'");
+    let key_file = edit(CONFIG, "key_file: evidence.key", "key_file: 'https://S3CRETpw@vault/key'");
+    let load_cases = vec![
+        case(
+            "url_file holds a URL",
+            File::Config,
+            url_file,
+            &["connection 'db': url_file contains '://': it is not a file path, and is not shown"],
+            "'postgres",
+            "'",
+        ),
+        case(
+            "key_file holds a URL",
+            File::Config,
+            key_file,
+            &["evidence: key_file contains '://': it is not a file path, and is not shown"],
+            "'https",
+            "'",
+        ),
+    ];
+    for (cases, cmds) in [(&run_cases, RUN), (&load_cases, OFFLINE)] {
+        for c in cases {
+            let f = seeded(Backend::Sqlite).await;
+            f.policy("people", POLICY);
+            c.file.write(&f, &c.text);
+            for cmd in cmds.iter().chain([&["validate", "--connect"][..]].iter()) {
+                let r = f.lapse(cmd);
+                let out = format!("{}{}", r.stdout, r.stderr);
+                assert!(!out.contains("S3CRET") && !out.contains(hex), "[{}] secret printed:\n{}", c.what, r.stderr);
+            }
+        }
+    }
+    refused(Backend::Sqlite, run_cases, RUN).await;
+    refused(Backend::Sqlite, load_cases, OFFLINE).await;
+}
+
 /// `key_env` and `key_file` both set: which key is meant is unknown (before, key_env won
 /// without a word).
 #[tokio::test]
@@ -1560,8 +1697,8 @@ async fn a_key_from_two_sources_is_ambiguous() {
     refused_one(Backend::Sqlite, c, OFFLINE).await;
 }
 
-/// Policy files named `*.YAML` are read (before, skipped without a word), and a subdirectory,
-/// which is not read, is refused by name (hidden ones, as a Kubernetes ConfigMap mount's
+/// Policy files named `*.YAML` are read (before, skipped without a word), and a subdirectory
+/// with policy files in it, which is not read, is refused by name (hidden ones, as a Kubernetes ConfigMap mount's
 /// `..data`, are not policies and are passed over).
 #[tokio::test]
 async fn policy_files_are_never_skipped_silently() {
@@ -1576,10 +1713,18 @@ async fn policy_files_are_never_skipped_silently() {
     let expect = ["unknown variant `shred`".to_string()];
     check(&f, "extra.YAML", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_file(f.path("policies/extra.YAML")).unwrap();
+    // A directory without policy files directly in it is passed over: `lost+found` at the
+    // root of a volume, or others beside `policies: .` (before, each stopped every run).
+    for d in ["policies/lost+found", "policies/notes", "policies/archive/old"] {
+        std::fs::create_dir_all(f.path(d)).unwrap();
+    }
+    std::fs::write(f.path("policies/notes/README.md"), "notes").unwrap();
+    std::fs::write(f.path("policies/archive/old/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
+    f.lapse(&["validate"]).ok();
     std::fs::create_dir_all(f.path("policies/team")).unwrap();
     std::fs::write(f.path("policies/team/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
     let expect = [format!(
-        "'{}' is a directory inside the policy directory; subdirectories are not read: move its policy files up into '{}'",
+        "'{}' is a directory inside the policy directory with policy files (*.yaml) in it; subdirectories are not read: move its policy files up into '{}'",
         f.path("policies/team").display(),
         f.path("policies").display()
     )];
