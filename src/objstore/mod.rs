@@ -687,8 +687,16 @@ impl ObjectConnector {
         ids
     }
 
+    /// A hold's subject names an object's however either is written (`crate::holds::same_subject`:
+    /// `961` a key's `0961`, a uuid in capitals, `s-1` `S-1`): the holds table's column may be a
+    /// number, a uuid or a case-insensitive text, which SQL policies compare through the
+    /// database. Leniency may only hold more, never less.
     fn held_by(h: &crate::connector::FileHold, facts: &Facts) -> bool {
-        h.whole_policy || facts.subject.as_ref().is_some_and(|s| h.subjects.iter().any(|v| &v.canonical() == s))
+        h.whole_policy
+            || facts
+                .subject
+                .as_ref()
+                .is_some_and(|s| h.subjects.iter().any(|v| crate::holds::same_subject(&v.canonical(), s)))
     }
 
     /// Streams the listing, evaluating `f` on each object; calls `each` for matches until it

@@ -290,20 +290,26 @@ pub async fn a_key_pattern_limits_the_dataset(kind: StoreKind) {
     assert_eq!(n(&p["unreadable"]), 2, "the keys without the pattern's shape");
 }
 
-/// A hold subject YAML reads as a number is compared as written: `+4915112345678` and `007`
-/// (before, as `4915112345678` and `7`, which hold nothing here, and the objects were
-/// destroyed).
+/// A hold subject YAML reads as a number is kept as written: `+4915112345678` and `007`
+/// (before, read as `4915112345678` and `7`, they held nothing here, and the objects were
+/// destroyed). A subject is then compared however it is written (`holds::same_subject`: only
+/// ever holding more), so `007` holds `7.csv` too.
 pub async fn numeric_hold_subjects_as_written(kind: StoreKind) {
     let s = Store::new(kind, false, false).await;
     for k in ["exports/2020/03/01/+4915112345678.csv", "exports/2020/03/01/007.csv", "exports/2020/03/01/7.csv"] {
         s.put(k, "data").await;
     }
+    s.put("exports/2020/03/01/8.csv", "data").await;
     s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
     s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [+4915112345678, 007]\n");
     s.f.lapse(&["run"]).ok();
-    assert_eq!(s.keys().await, ["exports/2020/03/01/+4915112345678.csv", "exports/2020/03/01/007.csv"]);
+    assert_eq!(
+        s.keys().await,
+        ["exports/2020/03/01/+4915112345678.csv", "exports/2020/03/01/007.csv", "exports/2020/03/01/7.csv"]
+    );
     let p = &s.f.report("run")["policies"][0];
-    assert_eq!(n(&p["held_by"]["LH-1"]), 2);
+    assert_eq!(n(&p["held_by"]["LH-1"]), 3);
+    assert_eq!(n(&p["deleted"]), 1);
 }
 
 /// A directory lists `logs/a/2.log` before `logs/a-b.log` (component by component), which is
@@ -1770,4 +1776,44 @@ async fn a_holds_table_hold_inserted_during_a_run_holds_the_next_batches() {
     let p = &out.report.policies[0];
     assert_eq!(p.deleted, 3, "{:?}", p.errors);
     assert!(s.keys().await.contains(&"exports/2020/03/03/S-3.csv".to_string()), "held by the late hold");
+}
+
+/// Holds-table subjects are compared with an object's subject however either is written, as a
+/// SQL policy's are through the database: `961` in an INTEGER column holds `0961.csv`. File
+/// holds too: a uuid in lower case holds the key's capitals, ` s-7` holds `S-7`. Before, the
+/// text had to be equal and the three were destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_subjects_match_objects_however_written() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    let uuid = "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11";
+    for k in ["0961", uuid, "S-7", "S-8"] {
+        s.put(&format!("exports/2020/03/01/{k}.csv"), "data").await;
+    }
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds(
+        "holds:\n  - id: LH-F\n    matter: Doe v. Example\n    subjects: [\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\", \" s-7\"]\n",
+    );
+    s.f.db.exec("CREATE TABLE legal_holds (id TEXT, subject INTEGER, policy TEXT, expires_at TEXT)").await;
+    s.f.db.exec("INSERT INTO legal_holds VALUES ('LH-T', 961, 'exports', NULL)").await;
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    std::fs::write(
+        s.f.path("lapse.yaml"),
+        cfg.replace(
+            "    url_file: db.url\n",
+            "    url_file: db.url\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n",
+        ),
+    )
+    .unwrap();
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(
+        s.keys().await,
+        [
+            "exports/2020/03/01/0961.csv",
+            format!("exports/2020/03/01/{uuid}.csv").as_str(),
+            "exports/2020/03/01/S-7.csv"
+        ]
+    );
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!((n(&p["held_by"]["LH-T"]), n(&p["held_by"]["LH-F"])), (1, 2), "{p}");
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
 }
