@@ -497,6 +497,20 @@ fn prefix_dir(prefix: &str) -> &str {
     prefix.rfind('/').map(|i| &prefix[..=i]).unwrap_or("")
 }
 
+/// The deepest directory that is the dataset's own, kept when a deletion empties it: the
+/// deeper of the listing prefix's (`prefix_dir`) and the key pattern's literal start's. A
+/// `prefix:` written explicitly (`""` or `app/`) names less than `app/uploads/{yyyy}/{subject}.pdf`
+/// does, and `app/uploads/` is still the dataset's (every key of it starts with both, so the
+/// longer one is the deeper).
+fn keep_dir(ds: &ObjectDataset) -> String {
+    let of_prefix = prefix_dir(&ds.prefix);
+    let of_pattern = ds.pattern.as_ref().map(|p| prefix_dir(&p.literal_prefix()).to_string()).unwrap_or_default();
+    match of_pattern.len() > of_prefix.len() {
+        true => of_pattern,
+        false => of_prefix.to_string(),
+    }
+}
+
 /// A connector over an [`ObjectBackend`].
 pub struct ObjectConnector {
     name: String,
@@ -1019,7 +1033,8 @@ impl Connector for ObjectConnector {
         _journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError> {
         let (bucket, ds) = self.dataset(scope)?;
-        let keep = prefix_dir(&ds.prefix);
+        let keep = keep_dir(ds);
+        let keep = keep.as_str();
         let filter = scope.destroy_filter();
         // 1. Re-check each object against the destroy filter (it may have been overwritten or
         //    put under a hold since it was listed), and gather its versions.

@@ -1817,3 +1817,24 @@ async fn hold_subjects_match_objects_however_written() {
     assert_eq!((n(&p["held_by"]["LH-T"]), n(&p["held_by"]["LH-F"])), (1, 2), "{p}");
     assert_eq!(n(&p["deleted"]), 1, "{p}");
 }
+
+/// With `prefix:` written explicitly (empty, or above the pattern's directories), a deletion
+/// still keeps the pattern's literal directories (`app/uploads/` of
+/// `app/uploads/{yyyy}/{subject}.pdf`): before, the prefix alone decided, and `app/uploads/`
+/// and `app/` were removed once emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_keeps_the_patterns_directories_under_an_explicit_prefix() {
+    for prefix in ["\"\"", "app/"] {
+        let s = Store::new(StoreKind::Dir, false, false).await;
+        s.put("app/uploads/2019/S-1.pdf", "data").await;
+        s.policy(
+            &format!("  prefix: {prefix}\n  key_pattern: \"app/uploads/{{yyyy}}/{{subject}}.pdf\"\n  subject: key\n"),
+            "  - name: ops\n    legal_basis: legitimate_interests\n    retain: 1d\n    after: last_modified\n",
+            "guardrail:\n  max_share: 100%\n",
+        );
+        s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+        assert_eq!(s.keys().await, Vec::<String>::new());
+        assert!(!s.f.path("files/app/uploads/2019").exists(), "prefix {prefix}: the emptied year directory goes");
+        assert!(s.f.path("files/app/uploads").is_dir(), "prefix {prefix}: the dataset's own directory stays");
+    }
+}
