@@ -2392,7 +2392,12 @@ async fn enforce(
     let (by_table, held_alone, null_alone, rest) = futures::join!(by_table, held_alone, null_alone, rest);
     pr.verification = verify;
     // Recorded even when the batches failed; their error comes first.
-    let held_by = by_table.map(|by| pr.held_by.extend(by));
+    // Added to what the batches found under the same hold (an older version's subject).
+    let held_by = by_table.map(|by| {
+        for (id, n) in by {
+            *pr.held_by.entry(id).or_default() += n;
+        }
+    });
     let held = held_alone.map(|n| n.map(|n| pr.held = n)).transpose();
     let unknown = null_alone.map(|n| n.map(|n| pr.null_anchor_kept = n)).transpose();
     rest?;

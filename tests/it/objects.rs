@@ -1838,3 +1838,30 @@ async fn a_directory_keeps_the_patterns_directories_under_an_explicit_prefix() {
         assert!(s.f.path("files/app/uploads").is_dir(), "prefix {prefix}: the dataset's own directory stays");
     }
 }
+
+/// A holds-table hold counted over the newest versions and found again by a batch in an older
+/// version's subject is reported with both: before, the count of the holds table replaced what
+/// the batches had added under the same hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_by_adds_a_batchs_older_versions_to_the_holds_table_count() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    let c = s.client.clone().unwrap();
+    for (k, subject) in [("u/a", "S-HELD"), ("u/a", "S-FREE"), ("u/b", "S-FREE"), ("u/c", "S-HELD")] {
+        c.put_object()
+            .bucket(&s.bucket)
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .tagging(format!("subject={subject}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(&s, &["'LH-T', 'S-HELD', 'exports', NULL"]).await;
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["held"]), 2, "{p}");
+    assert_eq!(n(&p["held_by"]["LH-T"]), 2, "u/c by the count, u/a by the batch: {p}");
+}
