@@ -2271,14 +2271,17 @@ async fn enforce(
                     *pr.dependents_deleted.entry(t).or_default() += k;
                 }
                 // The batch's records it destroyed nothing of, by a known outcome (gone or no
-                // longer due at its re-check, held by the storage, failed with no version
-                // deleted): their write-ahead intents are void, so that a later run does not
-                // take such an object, gone by then, for one this run destroyed. (The records
-                // it destroyed are settled by their evidence lines, written first.)
+                // longer due at its re-check, held, held by the storage, unreadable, failed by
+                // a per-item error in a reply that arrived, with no version deleted): their
+                // write-ahead intents are void, so that a later run does not take such an
+                // object, gone by then, for one this run destroyed. Not those a whole delete
+                // call failed for (`unknown`: its reply lost, the server may have deleted
+                // them): a later run reconciles them. (The records it destroyed are settled by
+                // their evidence lines, written first.)
                 let void: Vec<String> = match conn.journaled_destroy() {
                     true => Vec::new(),
                     false => {
-                        let done: BTreeSet<usize> = o.destroyed.iter().copied().collect();
+                        let done: BTreeSet<usize> = o.destroyed.iter().chain(&o.unknown).copied().collect();
                         (0..cands.len())
                             .filter(|i| !done.contains(i) && o.details.get(i).is_none_or(|d| d.versions == 0))
                             .filter_map(|i| ids.get(i).map(|id| id.record.clone()))

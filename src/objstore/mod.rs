@@ -1147,6 +1147,8 @@ impl Connector for ObjectConnector {
         //    retried with backoff and jitter, then reported per object.
         let in_flight = self.concurrency.min(DELETE_CALLS_IN_FLIGHT);
         let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+        // Items a whole call failed for on some attempt: the server may have deleted them.
+        let mut unknown: BTreeSet<usize> = BTreeSet::new();
         let mut deleted: HashMap<String, (Vec<Option<String>>, Option<DateTime<Utc>>)> = HashMap::new();
         let mut pending = items;
         for attempt in 0..3 {
@@ -1196,6 +1198,7 @@ impl Connector for ObjectConnector {
                     }
                     Err(e) => {
                         for item in chunk {
+                            unknown.insert(item.0);
                             failed.insert(item.0, scrub(&e.to_string(), &item.1));
                             pending.push(item);
                         }
@@ -1209,6 +1212,7 @@ impl Connector for ObjectConnector {
         }
         outcome.failures.sort();
         outcome.failures.dedup_by_key(|(i, _)| *i);
+        outcome.unknown = unknown.into_iter().collect();
         for (i, locks) in locked {
             let mut l = locks;
             l.sort();

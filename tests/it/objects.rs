@@ -548,6 +548,9 @@ enum OnDelete {
     /// Deletes like `inner`; after the first call, runs `sql` on the SQLite database `pool`
     /// (e.g. inserts a hold while the run goes on).
     ThenSql { pool: sqlx::SqlitePool, sql: String, calls: AtomicUsize },
+    /// Deletes like `inner`, then answers every call with an error, as when the reply of a
+    /// `DeleteObjects` that the server carried out is lost.
+    LoseReply,
 }
 
 impl fmt::Display for ScriptedStore {
@@ -601,6 +604,13 @@ impl ObjectBackend for ScriptedStore {
             OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
             OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
             OnDelete::FirstReadUnavailable(_) => return self.inner.delete(b, items).await,
+            OnDelete::LoseReply => {
+                let _ = self.inner.delete(b, items).await;
+                return Err(ConnectorError::Lost {
+                    context: "deleting objects".into(),
+                    message: "connection reset".into(),
+                });
+            }
             OnDelete::ThenSql { pool, sql, calls } => {
                 let r = self.inner.delete(b, items).await;
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -1776,6 +1786,42 @@ async fn a_holds_table_hold_inserted_during_a_run_holds_the_next_batches() {
     let p = &out.report.policies[0];
     assert_eq!(p.deleted, 3, "{:?}", p.errors);
     assert!(s.keys().await.contains(&"exports/2020/03/03/S-3.csv".to_string()), "held by the late hold");
+}
+
+/// A `DeleteObjects` call whose reply is lost (the server deleted the objects, the connection
+/// dropped before its answer) leaves the batch's outcome unknown: its intents stay open, and the
+/// next run, finding the objects gone, reconciles them from the run that sent the call. Before,
+/// such items counted as "failed with no version deleted" and their intents were void: the
+/// destruction was in no evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_whose_reply_was_lost_is_reconciled_not_void() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::LoseReply,
+    };
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert_eq!((p.deleted, p.failed), (0, 3), "{:?}", p.errors);
+    assert_eq!(out.report.status, "partial");
+    drop(prepared);
+    drop(conns); // releases the run lock, as the process's end would
+    for k in ["exports/2020/03/01/S-1.csv", "exports/2020/03/02/S-2.csv", "exports/2020/03/03/S-3.csv"] {
+        assert!(!s.f.path("files").join(k).exists(), "{k} was deleted, its reply lost");
+    }
+    s.f.lapse(&["run"]).ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 3, "{p}");
+    assert!(lapse::intent::all_records(&s.f.path("reports")).is_empty(), "no intent left open");
 }
 
 /// Holds-table subjects are compared with an object's subject however either is written, as a
