@@ -2249,7 +2249,10 @@ async fn enforce(
                     }
                     pr.held += 1;
                 }
-                let locked = (o.held_by_storage.len() + o.held.len()) as u64;
+                // An older version's subject that cannot be read keeps the key whole: it moves
+                // from due to unreadable, as an unreadable newest version is counted.
+                pr.unreadable += o.unreadable.len() as u64;
+                let locked = (o.held_by_storage.len() + o.held.len() + o.unreadable.len()) as u64;
                 pr.rows_due = pr.rows_due.saturating_sub(locked);
                 pr.stages[si].due = pr.stages[si].due.saturating_sub(locked);
                 for d in o.details.values() {
@@ -2263,7 +2266,8 @@ async fn enforce(
                     n + o.unchanged.len() as u64
                         + o.failures.len() as u64
                         + o.held_by_storage.len() as u64
-                        + o.held.len() as u64,
+                        + o.held.len() as u64
+                        + o.unreadable.len() as u64,
                 );
                 sr.batches = batches;
                 stage.count_destroyed(pr, n);

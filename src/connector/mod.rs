@@ -333,6 +333,9 @@ pub struct BatchOutcome {
     /// lost, a dropped connection, a 5xx) on some attempt, so the server may have deleted them.
     /// Never void: a later run reconciles them from their intents.
     pub unknown: Vec<usize>,
+    /// Objects kept because the subject of one of their older versions cannot be read (a
+    /// metadata field or tag missing): whether a hold names it is unknown.
+    pub unreadable: Vec<usize>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -511,6 +511,14 @@ fn keep_dir(ds: &ObjectDataset) -> String {
     }
 }
 
+/// Why a batch's re-check keeps a due key whole, found in an older version's subject.
+enum Kept {
+    /// Named by these holds.
+    Held(Vec<String>),
+    /// Not readable: whether a hold names it is unknown.
+    Unreadable,
+}
+
 /// A connector over an [`ObjectBackend`].
 pub struct ObjectConnector {
     name: String,
@@ -1050,10 +1058,13 @@ impl Connector for ObjectConnector {
             .iter()
             .map(|(k, vs)| (k.clone(), vs.iter().map(|v| v.last_modified).max().flatten()))
             .collect();
+        // Only where a hold could name one: without file or holds-table holds, older versions'
+        // subjects change nothing (a whole-policy hold makes nothing due).
         let per_version_subject = scope
             .subject
             .as_deref()
-            .is_some_and(|s| matches!(Fact::parse(s, true), Ok(Fact::Metadata(_) | Fact::Tag(_))));
+            .is_some_and(|s| matches!(Fact::parse(s, true), Ok(Fact::Metadata(_) | Fact::Tag(_))))
+            && !(scope.holds.file.is_empty() && scope.holds.tables.is_empty());
         let check_futs: Vec<_> = keys
             .iter()
             .enumerate()
@@ -1094,9 +1105,15 @@ impl Connector for ObjectConnector {
                                 size: v.size,
                                 version: v.id.clone(),
                             };
-                            let held = self.holds_of(scope, &self.facts(scope, &older).await?);
+                            let facts = self.facts(scope, &older).await?;
+                            // A version whose subject cannot be read may be a held one's: the
+                            // key is kept whole, as an unreadable newest version keeps it.
+                            if facts.subject.is_none() {
+                                return Ok((i, key.clone(), Some(Err(Kept::Unreadable))));
+                            }
+                            let held = self.holds_of(scope, &facts);
                             if !held.is_empty() {
-                                return Ok((i, key.clone(), Some(Err(held))));
+                                return Ok((i, key.clone(), Some(Err(Kept::Held(held)))));
                             }
                         }
                     }
@@ -1124,8 +1141,12 @@ impl Connector for ObjectConnector {
             let versions = match versions {
                 None => continue,
                 Some(Ok(v)) => v,
-                Some(Err(held)) => {
+                Some(Err(Kept::Held(held))) => {
                     outcome.held.push((i, held));
+                    continue;
+                }
+                Some(Err(Kept::Unreadable)) => {
+                    outcome.unreadable.push(i);
                     continue;
                 }
             };

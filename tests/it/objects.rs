@@ -551,6 +551,8 @@ enum OnDelete {
     /// Deletes like `inner`, then answers every call with an error, as when the reply of a
     /// `DeleteObjects` that the server carried out is lost.
     LoseReply,
+    /// Deletes like `inner`; counts the reads of a given version's tags or metadata.
+    CountVersionReads(Arc<AtomicUsize>),
 }
 
 impl fmt::Display for ScriptedStore {
@@ -585,6 +587,9 @@ impl ObjectBackend for ScriptedStore {
         self.inner.head(b, k, v).await
     }
     async fn tags(&self, b: &str, k: &str, v: Option<&str>) -> Result<HashMap<String, String>, ConnectorError> {
+        if let (OnDelete::CountVersionReads(n), Some(_)) = (&self.on_delete, v) {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.tags(b, k, v).await
     }
     async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
@@ -603,7 +608,9 @@ impl ObjectBackend for ScriptedStore {
         let (reports, hash, deleted) = match &self.on_delete {
             OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
             OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
-            OnDelete::FirstReadUnavailable(_) => return self.inner.delete(b, items).await,
+            OnDelete::FirstReadUnavailable(_) | OnDelete::CountVersionReads(_) => {
+                return self.inner.delete(b, items).await
+            }
             OnDelete::LoseReply => {
                 let _ = self.inner.delete(b, items).await;
                 return Err(ConnectorError::Lost {
@@ -1885,6 +1892,30 @@ async fn a_directory_keeps_the_patterns_directories_under_an_explicit_prefix() {
     }
 }
 
+/// S3, subject from a tag: a key whose older version has no subject tag (whether a hold names
+/// it is unknown) is kept whole and counted unreadable, as an unreadable newest version is.
+/// Before, the older version was deleted without a hold check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_version_without_a_subject_keeps_the_key() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    let c = s.client.clone().unwrap();
+    for (k, tag) in [("u/a", None), ("u/a", Some("S-FREE")), ("u/b", Some("S-FREE"))] {
+        let put = c.put_object().bucket(&s.bucket).key(k).body(ByteStream::from_static(b"x"));
+        put.set_tagging(tag.map(|t| format!("subject={t}"))).send().await.unwrap();
+    }
+    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-OTHER]\n");
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    let left = c.list_object_versions().bucket(&s.bucket).prefix("u/").send().await.unwrap();
+    let keys: Vec<&str> = left.versions().iter().filter_map(|x| x.key()).collect();
+    assert_eq!(keys, ["u/a", "u/a"], "both versions of the key are kept");
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["unreadable"]), 1, "{p}");
+    assert_eq!(n(&p["rows_due"]), 1, "{p}");
+}
+
 /// A holds-table hold counted over the newest versions and found again by a batch in an older
 /// version's subject is reported with both: before, the count of the holds table replaced what
 /// the batches had added under the same hold.
@@ -1910,4 +1941,45 @@ async fn held_by_adds_a_batchs_older_versions_to_the_holds_table_count() {
     assert_eq!(n(&p["deleted"]), 1, "{p}");
     assert_eq!(n(&p["held"]), 2, "{p}");
     assert_eq!(n(&p["held_by"]["LH-T"]), 2, "u/c by the count, u/a by the batch: {p}");
+}
+
+/// Older versions' subjects are read only where a hold could name one: without file or
+/// holds-table holds they change nothing, and the reads are skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_versions_subjects_are_read_only_under_holds() {
+    let mut reads = Vec::new();
+    for holds in ["holds: []\n", "holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-OTHER]\n"] {
+        let s = Store::new(StoreKind::S3, true, false).await;
+        let c = s.client.clone().unwrap();
+        for (k, subject) in [("u/a", "S-1"), ("u/a", "S-1"), ("u/a", "S-1"), ("u/b", "S-2")] {
+            c.put_object()
+                .bucket(&s.bucket)
+                .key(k)
+                .body(ByteStream::from_static(b"x"))
+                .tagging(format!("subject={subject}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+        s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+        s.f.holds(holds);
+        let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+        let key = ws.evidence_key().unwrap();
+        let counter = Arc::new(AtomicUsize::new(0));
+        let inner = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await;
+        let backend = ScriptedStore { inner: Box::new(inner), on_delete: OnDelete::CountVersionReads(counter.clone()) };
+        let mut conns: lapse::engine::Connections = Default::default();
+        conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
+        let opts =
+            lapse::engine::Options { cutoff: Some("2030-01-01T00:00:00Z".parse().unwrap()), ..Default::default() };
+        let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(out.report.policies[0].deleted, 2, "{:?}", out.report.policies[0].errors);
+        reads.push(counter.load(Ordering::SeqCst));
+    }
+    assert_eq!(reads[1], reads[0] + 2, "the two older versions of u/a, under a hold only: {reads:?}");
 }
