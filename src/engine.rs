@@ -2257,7 +2257,10 @@ async fn enforce(
                     }
                     pr.held += 1;
                 }
-                let locked = (o.held_by_storage.len() + o.held.len()) as u64;
+                // An older version's subject that cannot be read keeps the key whole: it moves
+                // from due to unreadable, as an unreadable newest version is counted.
+                pr.unreadable += o.unreadable.len() as u64;
+                let locked = (o.held_by_storage.len() + o.held.len() + o.unreadable.len()) as u64;
                 pr.rows_due = pr.rows_due.saturating_sub(locked);
                 pr.stages[si].due = pr.stages[si].due.saturating_sub(locked);
                 for d in o.details.values() {
@@ -2271,7 +2274,8 @@ async fn enforce(
                     n + o.unchanged.len() as u64
                         + o.failures.len() as u64
                         + o.held_by_storage.len() as u64
-                        + o.held.len() as u64,
+                        + o.held.len() as u64
+                        + o.unreadable.len() as u64,
                 );
                 sr.batches = batches;
                 stage.count_destroyed(pr, n);
@@ -2279,14 +2283,17 @@ async fn enforce(
                     *pr.dependents_deleted.entry(t).or_default() += k;
                 }
                 // The batch's records it destroyed nothing of, by a known outcome (gone or no
-                // longer due at its re-check, held by the storage, failed with no version
-                // deleted): their write-ahead intents are void, so that a later run does not
-                // take such an object, gone by then, for one this run destroyed. (The records
-                // it destroyed are settled by their evidence lines, written first.)
+                // longer due at its re-check, held, held by the storage, unreadable, failed by
+                // a per-item error in a reply that arrived, with no version deleted): their
+                // write-ahead intents are void, so that a later run does not take such an
+                // object, gone by then, for one this run destroyed. Not those a whole delete
+                // call failed for (`unknown`: its reply lost, the server may have deleted
+                // them): a later run reconciles them. (The records it destroyed are settled by
+                // their evidence lines, written first.)
                 let void: Vec<String> = match conn.journaled_destroy() {
                     true => Vec::new(),
                     false => {
-                        let done: BTreeSet<usize> = o.destroyed.iter().copied().collect();
+                        let done: BTreeSet<usize> = o.destroyed.iter().chain(&o.unknown).copied().collect();
                         (0..cands.len())
                             .filter(|i| !done.contains(i) && o.details.get(i).is_none_or(|d| d.versions == 0))
                             .filter_map(|i| ids.get(i).map(|id| id.record.clone()))
@@ -2400,7 +2407,12 @@ async fn enforce(
     let (by_table, held_alone, null_alone, rest) = futures::join!(by_table, held_alone, null_alone, rest);
     pr.verification = verify;
     // Recorded even when the batches failed; their error comes first.
-    let held_by = by_table.map(|by| pr.held_by.extend(by));
+    // Added to what the batches found under the same hold (an older version's subject).
+    let held_by = by_table.map(|by| {
+        for (id, n) in by {
+            *pr.held_by.entry(id).or_default() += n;
+        }
+    });
     let held = held_alone.map(|n| n.map(|n| pr.held = n)).transpose();
     let unknown = null_alone.map(|n| n.map(|n| pr.null_anchor_kept = n)).transpose();
     rest?;

@@ -329,6 +329,13 @@ pub struct BatchOutcome {
     /// Items that could not be destroyed: objects after retries, with the storage's error
     /// code; rows whose value a strategy cannot anonymize, with what is wrong (never the value).
     pub failures: Vec<(usize, String)>,
+    /// Objects a deletion was sent for whose outcome is unknown: a whole call failed (its reply
+    /// lost, a dropped connection, a 5xx) on some attempt, so the server may have deleted them.
+    /// Never void: a later run reconciles them from their intents.
+    pub unknown: Vec<usize>,
+    /// Objects kept because the subject of one of their older versions cannot be read (a
+    /// metadata field or tag missing): whether a hold names it is unknown.
+    pub unreadable: Vec<usize>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]

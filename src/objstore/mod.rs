@@ -497,6 +497,28 @@ fn prefix_dir(prefix: &str) -> &str {
     prefix.rfind('/').map(|i| &prefix[..=i]).unwrap_or("")
 }
 
+/// The deepest directory that is the dataset's own, kept when a deletion empties it: the
+/// deeper of the listing prefix's (`prefix_dir`) and the key pattern's literal start's. A
+/// `prefix:` written explicitly (`""` or `app/`) names less than `app/uploads/{yyyy}/{subject}.pdf`
+/// does, and `app/uploads/` is still the dataset's (every key of it starts with both, so the
+/// longer one is the deeper).
+fn keep_dir(ds: &ObjectDataset) -> String {
+    let of_prefix = prefix_dir(&ds.prefix);
+    let of_pattern = ds.pattern.as_ref().map(|p| prefix_dir(&p.literal_prefix()).to_string()).unwrap_or_default();
+    match of_pattern.len() > of_prefix.len() {
+        true => of_pattern,
+        false => of_prefix.to_string(),
+    }
+}
+
+/// Why a batch's re-check keeps a due key whole, found in an older version's subject.
+enum Kept {
+    /// Named by these holds.
+    Held(Vec<String>),
+    /// Not readable: whether a hold names it is unknown.
+    Unreadable,
+}
+
 /// A connector over an [`ObjectBackend`].
 pub struct ObjectConnector {
     name: String,
@@ -687,8 +709,16 @@ impl ObjectConnector {
         ids
     }
 
+    /// A hold's subject names an object's however either is written (`crate::holds::same_subject`:
+    /// `961` a key's `0961`, a uuid in capitals, `s-1` `S-1`): the holds table's column may be a
+    /// number, a uuid or a case-insensitive text, which SQL policies compare through the
+    /// database. Leniency may only hold more, never less.
     fn held_by(h: &crate::connector::FileHold, facts: &Facts) -> bool {
-        h.whole_policy || facts.subject.as_ref().is_some_and(|s| h.subjects.iter().any(|v| &v.canonical() == s))
+        h.whole_policy
+            || facts
+                .subject
+                .as_ref()
+                .is_some_and(|s| h.subjects.iter().any(|v| crate::holds::same_subject(&v.canonical(), s)))
     }
 
     /// Streams the listing, evaluating `f` on each object; calls `each` for matches until it
@@ -1011,7 +1041,8 @@ impl Connector for ObjectConnector {
         _journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError> {
         let (bucket, ds) = self.dataset(scope)?;
-        let keep = prefix_dir(&ds.prefix);
+        let keep = keep_dir(ds);
+        let keep = keep.as_str();
         let filter = scope.destroy_filter();
         // 1. Re-check each object against the destroy filter (it may have been overwritten or
         //    put under a hold since it was listed), and gather its versions.
@@ -1027,10 +1058,13 @@ impl Connector for ObjectConnector {
             .iter()
             .map(|(k, vs)| (k.clone(), vs.iter().map(|v| v.last_modified).max().flatten()))
             .collect();
+        // Only where a hold could name one: without file or holds-table holds, older versions'
+        // subjects change nothing (a whole-policy hold makes nothing due).
         let per_version_subject = scope
             .subject
             .as_deref()
-            .is_some_and(|s| matches!(Fact::parse(s, true), Ok(Fact::Metadata(_) | Fact::Tag(_))));
+            .is_some_and(|s| matches!(Fact::parse(s, true), Ok(Fact::Metadata(_) | Fact::Tag(_))))
+            && !(scope.holds.file.is_empty() && scope.holds.tables.is_empty());
         let check_futs: Vec<_> = keys
             .iter()
             .enumerate()
@@ -1071,9 +1105,15 @@ impl Connector for ObjectConnector {
                                 size: v.size,
                                 version: v.id.clone(),
                             };
-                            let held = self.holds_of(scope, &self.facts(scope, &older).await?);
+                            let facts = self.facts(scope, &older).await?;
+                            // A version whose subject cannot be read may be a held one's: the
+                            // key is kept whole, as an unreadable newest version keeps it.
+                            if facts.subject.is_none() {
+                                return Ok((i, key.clone(), Some(Err(Kept::Unreadable))));
+                            }
+                            let held = self.holds_of(scope, &facts);
                             if !held.is_empty() {
-                                return Ok((i, key.clone(), Some(Err(held))));
+                                return Ok((i, key.clone(), Some(Err(Kept::Held(held)))));
                             }
                         }
                     }
@@ -1101,8 +1141,12 @@ impl Connector for ObjectConnector {
             let versions = match versions {
                 None => continue,
                 Some(Ok(v)) => v,
-                Some(Err(held)) => {
+                Some(Err(Kept::Held(held))) => {
                     outcome.held.push((i, held));
+                    continue;
+                }
+                Some(Err(Kept::Unreadable)) => {
+                    outcome.unreadable.push(i);
                     continue;
                 }
             };
@@ -1124,6 +1168,8 @@ impl Connector for ObjectConnector {
         //    retried with backoff and jitter, then reported per object.
         let in_flight = self.concurrency.min(DELETE_CALLS_IN_FLIGHT);
         let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+        // Items a whole call failed for on some attempt: the server may have deleted them.
+        let mut unknown: BTreeSet<usize> = BTreeSet::new();
         let mut deleted: HashMap<String, (Vec<Option<String>>, Option<DateTime<Utc>>)> = HashMap::new();
         let mut pending = items;
         for attempt in 0..3 {
@@ -1173,6 +1219,7 @@ impl Connector for ObjectConnector {
                     }
                     Err(e) => {
                         for item in chunk {
+                            unknown.insert(item.0);
                             failed.insert(item.0, scrub(&e.to_string(), &item.1));
                             pending.push(item);
                         }
@@ -1186,6 +1233,7 @@ impl Connector for ObjectConnector {
         }
         outcome.failures.sort();
         outcome.failures.dedup_by_key(|(i, _)| *i);
+        outcome.unknown = unknown.into_iter().collect();
         for (i, locks) in locked {
             let mut l = locks;
             l.sort();

@@ -574,12 +574,10 @@ pub fn lookup(
     })
 }
 
-/// The same subject however written: a number with or without leading zeros, a uuid in capitals
-/// or without hyphens (as the run compares them).
+/// The same subject however written, as an object policy's run compares them
+/// (`crate::holds::same_subject`).
 fn same_subject(a: &str, b: &str) -> bool {
-    a == b
-        || matches!((a.trim().parse::<i64>(), b.trim().parse::<i64>()), (Ok(x), Ok(y)) if x == y)
-        || matches!((uuid::Uuid::parse_str(a.trim()), uuid::Uuid::parse_str(b.trim())), (Ok(x), Ok(y)) if x == y)
+    crate::holds::same_subject(a, b)
 }
 
 fn short(s: &str) -> &str {

@@ -290,20 +290,26 @@ pub async fn a_key_pattern_limits_the_dataset(kind: StoreKind) {
     assert_eq!(n(&p["unreadable"]), 2, "the keys without the pattern's shape");
 }
 
-/// A hold subject YAML reads as a number is compared as written: `+4915112345678` and `007`
-/// (before, as `4915112345678` and `7`, which hold nothing here, and the objects were
-/// destroyed).
+/// A hold subject YAML reads as a number is kept as written: `+4915112345678` and `007`
+/// (before, read as `4915112345678` and `7`, they held nothing here, and the objects were
+/// destroyed). A subject is then compared however it is written (`holds::same_subject`: only
+/// ever holding more), so `007` holds `7.csv` too.
 pub async fn numeric_hold_subjects_as_written(kind: StoreKind) {
     let s = Store::new(kind, false, false).await;
     for k in ["exports/2020/03/01/+4915112345678.csv", "exports/2020/03/01/007.csv", "exports/2020/03/01/7.csv"] {
         s.put(k, "data").await;
     }
+    s.put("exports/2020/03/01/8.csv", "data").await;
     s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
     s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [+4915112345678, 007]\n");
     s.f.lapse(&["run"]).ok();
-    assert_eq!(s.keys().await, ["exports/2020/03/01/+4915112345678.csv", "exports/2020/03/01/007.csv"]);
+    assert_eq!(
+        s.keys().await,
+        ["exports/2020/03/01/+4915112345678.csv", "exports/2020/03/01/007.csv", "exports/2020/03/01/7.csv"]
+    );
     let p = &s.f.report("run")["policies"][0];
-    assert_eq!(n(&p["held_by"]["LH-1"]), 2);
+    assert_eq!(n(&p["held_by"]["LH-1"]), 3);
+    assert_eq!(n(&p["deleted"]), 1);
 }
 
 /// A directory lists `logs/a/2.log` before `logs/a-b.log` (component by component), which is
@@ -542,6 +548,11 @@ enum OnDelete {
     /// Deletes like `inner`; after the first call, runs `sql` on the SQLite database `pool`
     /// (e.g. inserts a hold while the run goes on).
     ThenSql { pool: sqlx::SqlitePool, sql: String, calls: AtomicUsize },
+    /// Deletes like `inner`, then answers every call with an error, as when the reply of a
+    /// `DeleteObjects` that the server carried out is lost.
+    LoseReply,
+    /// Deletes like `inner`; counts the reads of a given version's tags or metadata.
+    CountVersionReads(Arc<AtomicUsize>),
 }
 
 impl fmt::Display for ScriptedStore {
@@ -576,6 +587,9 @@ impl ObjectBackend for ScriptedStore {
         self.inner.head(b, k, v).await
     }
     async fn tags(&self, b: &str, k: &str, v: Option<&str>) -> Result<HashMap<String, String>, ConnectorError> {
+        if let (OnDelete::CountVersionReads(n), Some(_)) = (&self.on_delete, v) {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.tags(b, k, v).await
     }
     async fn versions(&self, b: &str, k: &str) -> Result<Vec<Version>, ConnectorError> {
@@ -594,7 +608,16 @@ impl ObjectBackend for ScriptedStore {
         let (reports, hash, deleted) = match &self.on_delete {
             OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
             OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
-            OnDelete::FirstReadUnavailable(_) => return self.inner.delete(b, items).await,
+            OnDelete::FirstReadUnavailable(_) | OnDelete::CountVersionReads(_) => {
+                return self.inner.delete(b, items).await
+            }
+            OnDelete::LoseReply => {
+                let _ = self.inner.delete(b, items).await;
+                return Err(ConnectorError::Lost {
+                    context: "deleting objects".into(),
+                    message: "connection reset".into(),
+                });
+            }
             OnDelete::ThenSql { pool, sql, calls } => {
                 let r = self.inner.delete(b, items).await;
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -1770,4 +1793,193 @@ async fn a_holds_table_hold_inserted_during_a_run_holds_the_next_batches() {
     let p = &out.report.policies[0];
     assert_eq!(p.deleted, 3, "{:?}", p.errors);
     assert!(s.keys().await.contains(&"exports/2020/03/03/S-3.csv".to_string()), "held by the late hold");
+}
+
+/// A `DeleteObjects` call whose reply is lost (the server deleted the objects, the connection
+/// dropped before its answer) leaves the batch's outcome unknown: its intents stay open, and the
+/// next run, finding the objects gone, reconciles them from the run that sent the call. Before,
+/// such items counted as "failed with no version deleted" and their intents were void: the
+/// destruction was in no evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_whose_reply_was_lost_is_reconciled_not_void() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::LoseReply,
+    };
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert_eq!((p.deleted, p.failed), (0, 3), "{:?}", p.errors);
+    assert_eq!(out.report.status, "partial");
+    drop(prepared);
+    drop(conns); // releases the run lock, as the process's end would
+    for k in ["exports/2020/03/01/S-1.csv", "exports/2020/03/02/S-2.csv", "exports/2020/03/03/S-3.csv"] {
+        assert!(!s.f.path("files").join(k).exists(), "{k} was deleted, its reply lost");
+    }
+    s.f.lapse(&["run"]).ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 3, "{p}");
+    assert!(lapse::intent::all_records(&s.f.path("reports")).is_empty(), "no intent left open");
+}
+
+/// Holds-table subjects are compared with an object's subject however either is written, as a
+/// SQL policy's are through the database: `961` in an INTEGER column holds `0961.csv`. File
+/// holds too: a uuid in lower case holds the key's capitals, ` s-7` holds `S-7`. Before, the
+/// text had to be equal and the three were destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_subjects_match_objects_however_written() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    let uuid = "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11";
+    for k in ["0961", uuid, "S-7", "S-8"] {
+        s.put(&format!("exports/2020/03/01/{k}.csv"), "data").await;
+    }
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds(
+        "holds:\n  - id: LH-F\n    matter: Doe v. Example\n    subjects: [\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\", \" s-7\"]\n",
+    );
+    s.f.db.exec("CREATE TABLE legal_holds (id TEXT, subject INTEGER, policy TEXT, expires_at TEXT)").await;
+    s.f.db.exec("INSERT INTO legal_holds VALUES ('LH-T', 961, 'exports', NULL)").await;
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    std::fs::write(
+        s.f.path("lapse.yaml"),
+        cfg.replace(
+            "    url_file: db.url\n",
+            "    url_file: db.url\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n",
+        ),
+    )
+    .unwrap();
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(
+        s.keys().await,
+        [
+            "exports/2020/03/01/0961.csv",
+            format!("exports/2020/03/01/{uuid}.csv").as_str(),
+            "exports/2020/03/01/S-7.csv"
+        ]
+    );
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!((n(&p["held_by"]["LH-T"]), n(&p["held_by"]["LH-F"])), (1, 2), "{p}");
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+}
+
+/// With `prefix:` written explicitly (empty, or above the pattern's directories), a deletion
+/// still keeps the pattern's literal directories (`app/uploads/` of
+/// `app/uploads/{yyyy}/{subject}.pdf`): before, the prefix alone decided, and `app/uploads/`
+/// and `app/` were removed once emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_keeps_the_patterns_directories_under_an_explicit_prefix() {
+    for prefix in ["\"\"", "app/"] {
+        let s = Store::new(StoreKind::Dir, false, false).await;
+        s.put("app/uploads/2019/S-1.pdf", "data").await;
+        s.policy(
+            &format!("  prefix: {prefix}\n  key_pattern: \"app/uploads/{{yyyy}}/{{subject}}.pdf\"\n  subject: key\n"),
+            "  - name: ops\n    legal_basis: legitimate_interests\n    retain: 1d\n    after: last_modified\n",
+            "guardrail:\n  max_share: 100%\n",
+        );
+        s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+        assert_eq!(s.keys().await, Vec::<String>::new());
+        assert!(!s.f.path("files/app/uploads/2019").exists(), "prefix {prefix}: the emptied year directory goes");
+        assert!(s.f.path("files/app/uploads").is_dir(), "prefix {prefix}: the dataset's own directory stays");
+    }
+}
+
+/// S3, subject from a tag: a key whose older version has no subject tag (whether a hold names
+/// it is unknown) is kept whole and counted unreadable, as an unreadable newest version is.
+/// Before, the older version was deleted without a hold check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_version_without_a_subject_keeps_the_key() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    let c = s.client.clone().unwrap();
+    for (k, tag) in [("u/a", None), ("u/a", Some("S-FREE")), ("u/b", Some("S-FREE"))] {
+        let put = c.put_object().bucket(&s.bucket).key(k).body(ByteStream::from_static(b"x"));
+        put.set_tagging(tag.map(|t| format!("subject={t}"))).send().await.unwrap();
+    }
+    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-OTHER]\n");
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    let left = c.list_object_versions().bucket(&s.bucket).prefix("u/").send().await.unwrap();
+    let keys: Vec<&str> = left.versions().iter().filter_map(|x| x.key()).collect();
+    assert_eq!(keys, ["u/a", "u/a"], "both versions of the key are kept");
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["unreadable"]), 1, "{p}");
+    assert_eq!(n(&p["rows_due"]), 1, "{p}");
+}
+
+/// A holds-table hold counted over the newest versions and found again by a batch in an older
+/// version's subject is reported with both: before, the count of the holds table replaced what
+/// the batches had added under the same hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_by_adds_a_batchs_older_versions_to_the_holds_table_count() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    let c = s.client.clone().unwrap();
+    for (k, subject) in [("u/a", "S-HELD"), ("u/a", "S-FREE"), ("u/b", "S-FREE"), ("u/c", "S-HELD")] {
+        c.put_object()
+            .bucket(&s.bucket)
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .tagging(format!("subject={subject}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(&s, &["'LH-T', 'S-HELD', 'exports', NULL"]).await;
+    s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["held"]), 2, "{p}");
+    assert_eq!(n(&p["held_by"]["LH-T"]), 2, "u/c by the count, u/a by the batch: {p}");
+}
+
+/// Older versions' subjects are read only where a hold could name one: without file or
+/// holds-table holds they change nothing, and the reads are skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_versions_subjects_are_read_only_under_holds() {
+    let mut reads = Vec::new();
+    for holds in ["holds: []\n", "holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-OTHER]\n"] {
+        let s = Store::new(StoreKind::S3, true, false).await;
+        let c = s.client.clone().unwrap();
+        for (k, subject) in [("u/a", "S-1"), ("u/a", "S-1"), ("u/a", "S-1"), ("u/b", "S-2")] {
+            c.put_object()
+                .bucket(&s.bucket)
+                .key(k)
+                .body(ByteStream::from_static(b"x"))
+                .tagging(format!("subject={subject}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+        s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+        s.f.holds(holds);
+        let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+        let key = ws.evidence_key().unwrap();
+        let counter = Arc::new(AtomicUsize::new(0));
+        let inner = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await;
+        let backend = ScriptedStore { inner: Box::new(inner), on_delete: OnDelete::CountVersionReads(counter.clone()) };
+        let mut conns: lapse::engine::Connections = Default::default();
+        conns.insert("store".into(), Arc::new(ObjectConnector::new("store", Box::new(backend), None, 4)));
+        let opts =
+            lapse::engine::Options { cutoff: Some("2030-01-01T00:00:00Z".parse().unwrap()), ..Default::default() };
+        let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(out.report.policies[0].deleted, 2, "{:?}", out.report.policies[0].errors);
+        reads.push(counter.load(Ordering::SeqCst));
+    }
+    assert_eq!(reads[1], reads[0] + 2, "the two older versions of u/a, under a hold only: {reads:?}");
 }
