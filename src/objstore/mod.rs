@@ -1211,6 +1211,14 @@ impl Connector for ObjectConnector {
                                         .push(item.2.clone());
                                 }
                                 Err(code) => {
+                                    // A server-side failure of that one key (not a refusal)
+                                    // says nothing sure of what was done: as a lost reply.
+                                    if ["InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"]
+                                        .iter()
+                                        .any(|c| code.starts_with(c))
+                                    {
+                                        unknown.insert(item.0);
+                                    }
                                     failed.insert(item.0, code);
                                     pending.push(item);
                                 }

@@ -634,8 +634,10 @@ impl ObjectBackend for ScriptedStore {
                 for ((i, _), r) in pass.iter().zip(ok) {
                     out[*i] = r;
                 }
-                for (i, _) in fail {
-                    out[i] = Err("InternalError".into());
+                // The flaky key fails as a server error would (what was done is not known),
+                // the broken one as a refusal (nothing was done).
+                for (i, (k, _)) in fail {
+                    out[i] = Err(if k == *broken { "AccessDenied" } else { "InternalError" }.into());
                 }
                 return Ok(out);
             }
@@ -1189,8 +1191,10 @@ async fn per_key_failures_are_retried_then_reported() {
     let out = conn.destroy(&scope, &cands, &ids, &j).await.unwrap();
     assert_eq!(out.destroyed.len(), 5, "the flaky key succeeded on retry");
     assert_eq!(out.failures.len(), 1);
-    assert_eq!(out.failures[0].1, "InternalError");
+    assert_eq!(out.failures[0].1, "AccessDenied");
     assert!(!out.failures[0].1.contains("S-2"), "no key in the error");
+    // A refusal is a known outcome (nothing done); the flaky key's server error was not.
+    assert!(out.unknown.contains(&1) && !out.unknown.contains(&2), "{:?}", out.unknown);
     assert_eq!(s.keys().await, ["exports/2020/01/03/S-2.csv"]);
     let left = conn.remaining(&scope, &[vec![Value::Text("exports/2020/01/03/S-2.csv".into())]]).await.unwrap();
     assert_eq!(left, 1);
