@@ -201,7 +201,8 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 /// Whether a hold's subject `a` names the subject `b`, however either is written: as text, a
 /// number with or without leading zeros (`961`, `0961`), a uuid in capitals or without hyphens,
-/// or text differing only in ASCII case and surrounding spaces (`S-1`, ` s-1`). Where lapse
+/// or text differing only in case (Unicode, as a case-insensitive collation folds `JÖRG` and
+/// `jörg`) and surrounding spaces (`S-1`, ` s-1`). Where lapse
 /// compares subjects itself (object policies, `report lookup`) rather than through a database
 /// (whose column may be a number, a uuid or a case-insensitive text): it may hold more than an
 /// exact comparison, never less.
@@ -209,6 +210,7 @@ pub fn same_subject(a: &str, b: &str) -> bool {
     let (x, y) = (a.trim(), b.trim());
     a == b
         || x.eq_ignore_ascii_case(y)
+        || x.to_lowercase() == y.to_lowercase()
         || matches!((x.parse::<i128>(), y.parse::<i128>()), (Ok(m), Ok(n)) if m == n)
         || matches!((uuid::Uuid::parse_str(x), uuid::Uuid::parse_str(y)), (Ok(m), Ok(n)) if m == n)
 }
@@ -222,6 +224,7 @@ mod tests {
         assert!(same_subject("961", "0961") && same_subject("+49151", "49151"));
         assert!(same_subject("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "A0EEBC999C0B4EF8BB6D6BB9BD380A11"));
         assert!(same_subject(" s-7", "S-7") && same_subject("S-1", "S-1"));
+        assert!(same_subject("JÖRG@x.de", "jörg@X.DE"));
         assert!(!same_subject("S-1", "S-01") && !same_subject("961", "9610") && !same_subject("", "0"));
     }
 

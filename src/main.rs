@@ -245,11 +245,15 @@ fn print_diags(d: &Diagnostics) -> String {
             (None, Some(f)) => (Some(f.display().to_string()), None, None),
             (None, None) => (None, None, None),
         };
-        let policy = x.policy.as_deref();
-        match x.severity {
-            lapse::diag::Severity::Warning => tracing::warn!(file, line, column, policy, "{x}"),
-            _ => tracing::error!(file, line, column, policy, "{x}"),
-        }
+        let level = match x.severity {
+            lapse::diag::Severity::Warning => "WARN",
+            _ => "ERROR",
+        };
+        json_event(
+            level,
+            &x.to_string(),
+            serde_json::json!({"file": file, "line": line, "column": column, "policy": x.policy}),
+        );
     }
     if d.0.len() > MAX_PRINTED_DIAGNOSTICS {
         say_error(&format!("... and {} more", d.0.len() - MAX_PRINTED_DIAGNOSTICS), false);
@@ -262,10 +266,23 @@ fn print_diags(d: &Diagnostics) -> String {
     }
 }
 
+/// One JSON log line in the shape of the log's (`timestamp`, `level`, `message`, then `fields`'
+/// non-null entries), written directly: no `LAPSE_LOG` filter may drop why a run exited 2.
+fn json_event(level: &str, message: &str, fields: serde_json::Value) {
+    let mut o = serde_json::Map::new();
+    o.insert("timestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
+    o.insert("level".into(), level.into());
+    o.insert("message".into(), message.into());
+    if let serde_json::Value::Object(f) = fields {
+        o.extend(f.into_iter().filter(|(_, v)| !v.is_null()));
+    }
+    eprintln!("{}", serde_json::Value::Object(o));
+}
+
 /// The final error line: `error: …` on stderr, or an ERROR event with `--log-format json`.
 fn say_error(msg: &str, prefixed: bool) {
     if JSON_DIAGNOSTICS.load(Ordering::Relaxed) {
-        tracing::error!("{msg}");
+        json_event("ERROR", msg, serde_json::Value::Null);
     } else if prefixed {
         eprintln!("error: {msg}");
     } else {

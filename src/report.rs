@@ -399,7 +399,7 @@ fn accounted_marker(dir: &Path, evidence: &str) -> PathBuf {
 /// one its marker names, if that report is there. (The marker is written before the report: a
 /// run killed between the two leaves a marker naming a report that never appeared, and the
 /// evidence is still to be accounted for.)
-fn accounted_by(dir: &Path, evidence: &str) -> Option<String> {
+pub fn accounted_by(dir: &Path, evidence: &str) -> Option<String> {
     let named = std::fs::read_to_string(accounted_marker(dir, evidence)).ok()?;
     let named = named.trim();
     let plain = !named.is_empty() && !named.contains(['/', '\\']) && !named.starts_with('.');

@@ -244,7 +244,7 @@ where
             // waits for the run in progress (before, it was skipped too: two jobs on the same
             // cron each lost about half their runs).
             let Some(_queued) = Queued::enter(&serving.queued, &spec.name) else {
-                tracing::warn!(job = %spec.name, "scheduled run skipped: this job's previous run is still in progress");
+                tracing::warn!(job = %spec.name, "scheduled run skipped: this job's previous run is still in progress or waiting for another job's");
                 return;
             };
             let guard = match serving.busy.clone().try_lock_owned() {

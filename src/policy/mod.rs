@@ -415,7 +415,7 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
             // files directly in it (`policies: .` beside other directories): only one with
             // policy files is refused, as those would be skipped without a word.
             let lost_found = path.file_name().is_some_and(|n| n == "lost+found");
-            if !hidden && !lost_found && holds_policy_files(&path) {
+            if !hidden && !lost_found && holds_policy_files(&path, 4) {
                 subdirs.push(path);
             }
         } else if is_policy_file(&path) {
@@ -427,7 +427,7 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
     for d in &subdirs {
         // Not read: a policy file in it would be skipped without a word.
         diags.push(Diagnostic::error(format!(
-            "'{}' is a directory inside the policy directory with policy files (*.yaml) in it; subdirectories are not read: move its policy files up into '{}'",
+            "'{}' is a directory inside the policy directory with policy files (*.yaml) in it or below it (or that cannot be read); subdirectories are not read: move its policy files up into '{}'",
             d.display(),
             dir.display()
         )));
@@ -442,14 +442,20 @@ pub fn load_dir(dir: &Path, diags: &mut Diagnostics) -> PolicySet {
     set
 }
 
-/// A policy file's name ends in `.yaml` or `.yml`, in any case (`extra.YAML` too).
-/// Whether a directory has policy files directly in it (one it cannot read has none to skip).
-fn holds_policy_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).any(|p| !p.is_dir() && is_policy_file(&p)))
-        .unwrap_or(false)
+/// Whether a directory has policy files in it or in its (not hidden) directories, `depth` levels
+/// down; one that cannot be read may have (said, not passed over).
+fn holds_policy_files(dir: &Path, depth: usize) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return true };
+    entries.filter_map(|e| e.ok().map(|e| e.path())).any(|p| {
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n == "lost+found");
+        match p.is_dir() {
+            true => depth > 0 && !hidden && holds_policy_files(&p, depth - 1),
+            false => is_policy_file(&p),
+        }
+    })
 }
 
+/// A policy file's name ends in `.yaml` or `.yml`, in any case (`extra.YAML` too).
 fn is_policy_file(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -961,7 +967,18 @@ fn check_anchors_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
         let pick = |f: &dyn Fn(&&Purpose) -> bool| {
             p.purposes.iter().filter(|pu| f(pu)).min_by_key(|pu| pu.covers.contains(&c.name))
         };
-        let (reader, how) = if let Some(pu) = pick(&|pu: &&Purpose| pu.anchor == c.name) {
+        // A strategy that only moves a date earlier, or a NULL that counts as lapsed, leaves a
+        // purpose that covers the column (so has lapsed when it is anonymized) lapsed.
+        let keeps_lapsed = |pu: &Purpose| {
+            pu.covers.contains(&c.name)
+                && match &c.strategy {
+                    Some(Strategy::GeneralizeDate(_)) => true,
+                    Some(Strategy::Nullify) => pu.null_anchor == NullAnchor::Lapse,
+                    _ => false,
+                }
+        };
+        let anchored = |pu: &&Purpose| pu.anchor == c.name && !keeps_lapsed(pu);
+        let (reader, how) = if let Some(pu) = pick(&anchored) {
             (pu, format!("counts its lapse from it (after: {})", c.name))
         } else if let Some(pu) = pick(&reads_when) {
             (pu, "reads it in its condition (when)".to_string())

@@ -1478,6 +1478,32 @@ async fn anonymizing_an_anchor_or_a_condition_column() {
     );
     f.policy("people", &covered);
     f.lapse(&["validate"]).ok();
+    // Generalized (only ever earlier), its own purpose's anchor leaves that purpose lapsed, even
+    // while another purpose keeps the record: accepted (as NULL under `null_anchor: lapse`).
+    for (strategy, null) in [("{ generalize_date: month }", ""), ("nullify", "    null_anchor: lapse\n")] {
+        let analytics = edit(
+            &edit(&edit(POLICY, "    after: created_at\n", "    after: created_at\n    covers: [email, full_name]\n"),
+                "purposes:",
+                &format!("  last_seen: {{ category: device, anonymize: {strategy} }}\npurposes:"),
+            ),
+            "on_lapse:",
+            &format!("  - name: analytics\n    legal_basis: legitimate_interests\n    retain: 90d\n    after: last_seen\n{null}    covers: [last_seen]\non_lapse:"),
+        );
+        f.policy("people", &analytics);
+        let r = f.lapse(&["validate"]);
+        assert_eq!(r.code, 0, "{strategy}:\n{}{}", r.stdout, r.stderr);
+    }
+    // Nulled under `null_anchor: keep`, the purpose would count as not lapsed again: refused.
+    let keep = edit(
+        &edit(&edit(POLICY, "    after: created_at\n", "    after: created_at\n    covers: [email, full_name]\n"),
+            "purposes:",
+            "  last_seen: { category: device, anonymize: nullify }\npurposes:",
+        ),
+        "on_lapse:",
+        "  - name: analytics\n    legal_basis: legitimate_interests\n    retain: 90d\n    after: last_seen\n    covers: [last_seen]\non_lapse:",
+    );
+    f.policy("people", &keep);
+    f.lapse(&["validate"]).code(2).stderr_has("column 'last_seen' cannot be anonymized");
 }
 
 /// The same when the purpose is another policy's on the same table (their purposes are merged).
@@ -1495,16 +1521,17 @@ async fn anonymizing_an_anchor_of_another_policy_on_the_table() {
     let at = pos_in(File::Policy, &text, "{ generalize_date", "{");
     let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth) and does not cover it".to_string()];
     check(&f, "anchor of another policy", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
-    // Covering `birth` there is not enough while a purpose of this policy does not.
+    // Covering `birth` there is not enough while a purpose of this policy does not (and the
+    // strategy may move it later: generalized, it would only move earlier, which is accepted).
     let text = edit(
-        &text,
+        &edit(&text, "{ generalize_date: year }", "{ constant: \"2100-01-01\" }"),
         "    after: created_at\n",
         "    after: created_at\n    covers: [email, full_name]\n  - name: records\n    legal_basis: legal_obligation\n    retain: 5y\n    after: created_at\n    covers: [birth]\n",
     );
     f.policy("people", &text);
-    let minors = "name: minors\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: random_token }\n  birth: { category: date_of_birth, anonymize: { generalize_date: year } }\npurposes:\n  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse: delete\n";
+    let minors = "name: minors\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: { category: email, anonymize: random_token }\n  birth: { category: date_of_birth, anonymize: { constant: \"2100-01-01\" } }\npurposes:\n  - name: youth-protection\n    legal_basis: legal_obligation\n    retain: 30y\n    after: birth\non_lapse: delete\n";
     f.policy("minors", minors);
-    let at = pos_in(File::Policy, &text, "{ generalize_date", "{");
+    let at = pos_in(File::Policy, &text, "{ constant: \"2100", "{");
     let expect = ["policy 'people'".to_string(), "column 'birth' cannot be anonymized: purpose 'youth-protection' of policy 'minors' counts its lapse from it (after: birth) and purpose 'service' does not cover it".to_string()];
     check(&f, "anchor of another policy, covered there", OFFLINE, &expect, Some(&at))
         .await
@@ -1713,18 +1740,27 @@ async fn policy_files_are_never_skipped_silently() {
     let expect = ["unknown variant `shred`".to_string()];
     check(&f, "extra.YAML", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_file(f.path("policies/extra.YAML")).unwrap();
-    // A directory without policy files directly in it is passed over: `lost+found` at the
-    // root of a volume, or others beside `policies: .` (before, each stopped every run).
-    for d in ["policies/lost+found", "policies/notes", "policies/archive/old"] {
+    // A directory without policy files in it is passed over: `lost+found` at the root of a
+    // volume, or others beside `policies: .` (before, each stopped every run).
+    for d in ["policies/lost+found", "policies/notes"] {
         std::fs::create_dir_all(f.path(d)).unwrap();
     }
     std::fs::write(f.path("policies/notes/README.md"), "notes").unwrap();
-    std::fs::write(f.path("policies/archive/old/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
+    std::fs::write(f.path("policies/lost+found/x.yaml"), "recovered").unwrap();
     f.lapse(&["validate"]).ok();
+    // One with policy files deeper down is not: they would be skipped without a word.
+    std::fs::create_dir_all(f.path("policies/archive/old")).unwrap();
+    std::fs::write(f.path("policies/archive/old/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
+    let expect = [format!(
+        "'{}' is a directory inside the policy directory with policy files",
+        f.path("policies/archive").display()
+    )];
+    check(&f, "policies/archive/old/x.yaml", OFFLINE, &expect, None).await.unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(f.path("policies/archive")).unwrap();
     std::fs::create_dir_all(f.path("policies/team")).unwrap();
     std::fs::write(f.path("policies/team/x.yaml"), edit(POLICY, "name: people", "name: x")).unwrap();
     let expect = [format!(
-        "'{}' is a directory inside the policy directory with policy files (*.yaml) in it; subdirectories are not read: move its policy files up into '{}'",
+        "'{}' is a directory inside the policy directory with policy files (*.yaml) in it or below it (or that cannot be read); subdirectories are not read: move its policy files up into '{}'",
         f.path("policies/team").display(),
         f.path("policies").display()
     )];

@@ -459,6 +459,10 @@ async fn json_logs_carry_the_diagnostics() {
             r.stderr
         );
     }
+    // No log filter drops them: they are why the run exited 2.
+    let r = f.lapse_env(&["validate", "--log-format", "json"], &[("LAPSE_LOG", "off")]);
+    r.code(2);
+    assert!(r.stderr.contains("retension") && r.stderr.contains("nothing was changed"), "{}", r.stderr);
     // Without it, plain lines as before.
     f.lapse(&["validate", "--log-format", "text"]).code(2).stderr_has("error: 1 problem found; nothing was changed");
 }

@@ -545,6 +545,10 @@ async fn lookup_checks_the_evidence_a_later_report_accounts_for() {
     let evidence = f.latest("run", ".evidence.jsonl");
     std::fs::remove_file(&report).unwrap();
     std::fs::remove_file(report.with_extension("csv")).unwrap();
+    // Killed in the middle of writing a line: the file ends cut short.
+    let mut cut = std::fs::OpenOptions::new().append(true).open(&evidence).unwrap();
+    std::io::Write::write_all(&mut cut, b"{\"record\":\"0123").unwrap();
+    drop(cut);
     f.lapse(&["run"]).ok();
     let accounted = f.report("run");
     assert_eq!(accounted["interrupted_runs"].as_array().map(Vec::len), Some(1), "{accounted}");
@@ -554,6 +558,9 @@ async fn lookup_checks_the_evidence_a_later_report_accounts_for() {
     let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
     r.ok();
     assert!(r.stdout.contains("DESTROYED: 1 record(s)") && r.stdout.contains("which accounts for it"), "{}", r.stdout);
+    assert!(!r.stdout.contains("does not match"), "a line cut short is part of the bytes accounted for:\n{}", r.stdout);
+    // Nothing of another subject: "nothing found" (5), not "not answered" (2).
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "77"]).code(5);
     std::fs::write(&evidence, "").unwrap();
     let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "42"]);
     r.code(2);
