@@ -211,8 +211,15 @@ pub fn same_subject(a: &str, b: &str) -> bool {
     a == b
         || x.eq_ignore_ascii_case(y)
         || x.to_lowercase() == y.to_lowercase()
-        || matches!((x.parse::<i128>(), y.parse::<i128>()), (Ok(m), Ok(n)) if m == n)
+        || matches!((whole_number(x), whole_number(y)), (Some(m), Some(n)) if m == n)
         || matches!((uuid::Uuid::parse_str(x), uuid::Uuid::parse_str(y)), (Ok(m), Ok(n)) if m == n)
+}
+
+/// A whole number however written: `961`, `0961`, `+961`, `961.00` (a `NUMERIC(10,2)` holds
+/// column read as text).
+fn whole_number(s: &str) -> Option<i128> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    (frac.bytes().all(|b| b == b'0') && !int.is_empty()).then(|| int.parse::<i128>().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -225,6 +232,7 @@ mod tests {
         assert!(same_subject("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "A0EEBC999C0B4EF8BB6D6BB9BD380A11"));
         assert!(same_subject(" s-7", "S-7") && same_subject("S-1", "S-1"));
         assert!(same_subject("JÖRG@x.de", "jörg@X.DE"));
+        assert!(same_subject("961.00", "961") && !same_subject("961.5", "961") && !same_subject(".0", "0"));
         assert!(!same_subject("S-1", "S-01") && !same_subject("961", "9610") && !same_subject("", "0"));
     }
 

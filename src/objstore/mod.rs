@@ -35,6 +35,19 @@ enum Part {
     Any,
 }
 
+/// Per-key errors of a delete that say the storage refused it, so did nothing to the object
+/// (its write-ahead intent may be voided); any other leaves the outcome unknown.
+const REFUSALS: [&str; 9] = [
+    "AccessDenied",
+    "InvalidArgument",
+    "InvalidRequest",
+    "NoSuchBucket",
+    "NoSuchVersion",
+    "MethodNotAllowed",
+    "ObjectLocked",
+    "InvalidObjectState",
+    "AllAccessDisabled",
+];
 /// A key pattern such as `exports/{yyyy}/{mm}/{dd}/{subject}.csv`. Placeholders: `{yyyy}`,
 /// `{mm}`, `{dd}` (digits), `{subject}` and `{*}` (any characters except `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1211,12 +1224,10 @@ impl Connector for ObjectConnector {
                                         .push(item.2.clone());
                                 }
                                 Err(code) => {
-                                    // A server-side failure of that one key (not a refusal)
-                                    // says nothing sure of what was done: as a lost reply.
-                                    if ["InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"]
-                                        .iter()
-                                        .any(|c| code.starts_with(c))
-                                    {
+                                    // Only a refusal says nothing was done for that key; any
+                                    // other failure (a server error, a code-less one) leaves it
+                                    // unknown, as a lost reply does.
+                                    if !REFUSALS.iter().any(|c| code.starts_with(c)) {
                                         unknown.insert(item.0);
                                     }
                                     failed.insert(item.0, code);
