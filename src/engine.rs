@@ -1187,6 +1187,16 @@ pub async fn execute(
                 );
             }
         }
+        // Files this report does not list (another run's report accounted for them since they
+        // were checked, or the directory could not be locked): said by the policy, as when an
+        // earlier report had (`reconcile_journal`), not lost.
+        for (file, policies) in std::mem::take(&mut unconfirmed) {
+            for (policy, lines) in policies {
+                if let Some(pr) = report.policies.iter_mut().find(|p| p.name == policy) {
+                    pr.errors.push(unconfirmed_words(lines, &file));
+                }
+            }
+        }
         let local = crate::integrity::chain_head(&report_dir)?;
         // The bucket's head again, now: another worker sharing the bucket (not this directory)
         // may have stored a report since this run began. (If it cannot be read now, the one
@@ -2625,6 +2635,14 @@ fn each_evidence_line(file: &std::fs::File, visit: &mut dyn FnMut(Evidence)) -> 
     Ok(())
 }
 
+/// What a policy's report says of evidence lines of a run without its report that its journal
+/// does not hold, where this report does not list the file (another report accounted for it).
+fn unconfirmed_words(lines: u64, file: &str) -> String {
+    format!(
+        "{lines} line(s) of {file} (a run without its report, which this report does not list) are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered)"
+    )
+}
+
 /// Batches a run killed before its report committed (its journal rows, in the destroying
 /// transactions) but whose evidence lines it did not write (killed between the commit and the
 /// line): written to this run's evidence `reconciled_from` that run and counted in the policy's
@@ -2690,10 +2708,7 @@ async fn reconcile_journal(
             if report::accounted_by(&dir, &o.name).is_some() {
                 // An earlier report accounted for the file before this policy's lines were
                 // checked (that run did not enforce it): said in this report, by the policy.
-                pr.errors.push(format!(
-                    "{unbacked} line(s) of {} (a run without its report, accounted for by an earlier report) are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered)",
-                    o.name
-                ));
+                pr.errors.push(unconfirmed_words(unbacked, &o.name));
             } else {
                 ctx.unconfirmed.entry(o.name.clone()).or_default().insert(p.name.clone(), unbacked);
             }

@@ -268,10 +268,12 @@ impl ObjectBackend for DirBackend {
             let path = match self.path(key) {
                 Ok(p) => p,
                 Err(e) => {
-                    out.push(Err(e.to_string()));
+                    out.push(Err(format!("Refused: {e}")));
                     continue;
                 }
             };
+            // A failed unlink removed nothing: every error here is a refusal (so the object's
+            // write-ahead intent is voided, not left to be claimed once someone else deletes it).
             let r = match std::fs::remove_file(&path) {
                 Ok(()) => {
                     let mut p = path.parent();
@@ -284,7 +286,7 @@ impl ObjectBackend for DirBackend {
                     Ok(())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(format!("{:?}", e.kind())),
+                Err(e) => Err(format!("Refused: {:?}", e.kind())),
             };
             out.push(r);
         }
@@ -311,6 +313,25 @@ mod tests {
         let r = b.delete("", &items).await.unwrap();
         assert!(r[0].is_ok() && r[1].is_err() && r[2].is_ok(), "{r:?}");
         assert!(!dir.path().join("a.csv").exists() && !dir.path().join("b.csv").exists());
+    }
+
+    /// Every per-key error of the directory store is a refusal: a failed unlink removed
+    /// nothing, so the key's write-ahead intent is voided. Before, an error such as
+    /// `IsADirectory` or `PermissionDenied` left the intent open, and a later run claimed the
+    /// object as destroyed by this run once someone else removed it.
+    #[tokio::test]
+    async fn its_delete_errors_are_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("x.csv")).unwrap();
+        let b = DirBackend::new(dir.path().to_path_buf());
+        let items: Vec<(String, Option<String>)> =
+            ["x.csv", "../outside.csv"].iter().map(|k| (k.to_string(), None)).collect();
+        let r = b.delete("", &items).await.unwrap();
+        for e in &r {
+            let code = e.as_ref().expect_err("both fail");
+            assert!(crate::objstore::is_refusal(code), "{code}");
+        }
+        assert!(dir.path().join("x.csv").is_dir());
     }
 
     /// Emptied directories are removed up to the dataset's deepest literal directory, which is

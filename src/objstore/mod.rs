@@ -36,8 +36,11 @@ enum Part {
 }
 
 /// Per-key errors of a delete that say the storage refused it, so did nothing to the object
-/// (its write-ahead intent may be voided); any other leaves the outcome unknown.
-const REFUSALS: [&str; 9] = [
+/// (its write-ahead intent may be voided); any other leaves the outcome unknown. `Refused` is
+/// the code a backend gives when it knows it did nothing (the directory store: a failed unlink
+/// removes nothing).
+const REFUSALS: [&str; 10] = [
+    "Refused",
     "AccessDenied",
     "InvalidArgument",
     "InvalidRequest",
@@ -48,6 +51,12 @@ const REFUSALS: [&str; 9] = [
     "InvalidObjectState",
     "AllAccessDisabled",
 ];
+
+/// Whether a per-key delete error says the storage did nothing to the object.
+pub fn is_refusal(code: &str) -> bool {
+    REFUSALS.iter().any(|c| code.starts_with(c))
+}
+
 /// A key pattern such as `exports/{yyyy}/{mm}/{dd}/{subject}.csv`. Placeholders: `{yyyy}`,
 /// `{mm}`, `{dd}` (digits), `{subject}` and `{*}` (any characters except `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1227,7 +1236,7 @@ impl Connector for ObjectConnector {
                                     // Only a refusal says nothing was done for that key; any
                                     // other failure (a server error, a code-less one) leaves it
                                     // unknown, as a lost reply does.
-                                    if !REFUSALS.iter().any(|c| code.starts_with(c)) {
+                                    if !is_refusal(&code) {
                                         unknown.insert(item.0);
                                     }
                                     failed.insert(item.0, code);

@@ -246,8 +246,62 @@ fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
     }
     let date =
         s.get(..10).and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()).ok_or("value is not an ISO date")?;
+    // A time with a zone offset is read (SQLite's `julianday`) as the UTC instant, and what is
+    // written has no offset, so reads as UTC: generalized from the UTC date, never later than
+    // the value (`2020-06-01 02:00+05:00` is May 31 in UTC: `2020-05-01`, not `2020-06-01`,
+    // which would move a lapse up to 15 hours later). `2020-05-31 24:00` is June's.
+    let date = s.get(10..).and_then(utc_offset_of).map_or(date, |off| {
+        let local = date.and_hms_opt(0, 0, 0).expect("midnight") + off.0;
+        (local - chrono::Duration::seconds(off.1)).date()
+    });
     let t = truncate(date.and_hms_opt(0, 0, 0).expect("midnight"), unit);
     Ok(if s.len() == 10 { t.format("%Y-%m-%d").to_string() } else { t.format("%Y-%m-%d %H:%M:%S").to_string() })
+}
+
+/// The time of day and the zone offset (seconds east of UTC) of what follows a date, as SQLite
+/// reads a time: `[ T]HH:MM[:SS[.fff]]` (to the millisecond), spaces, then nothing, `Z` or `±HH:MM`; `24:00` is the
+/// next day's midnight. `None` where SQLite reads no time (the value then reads as no instant).
+fn utc_offset_of(rest: &str) -> Option<(chrono::Duration, i64)> {
+    let rest = rest.strip_prefix('T').or_else(|| rest.strip_prefix(' '))?.trim_start_matches(' ');
+    let num = |t: &str| t.bytes().all(|b| b.is_ascii_digit()).then(|| t.parse::<i64>().ok()).flatten();
+    let (hh, mm) = (num(rest.get(..2)?)?, num(rest.get(3..5)?)?);
+    if rest.as_bytes().get(2) != Some(&b':') || hh > 24 || mm > 59 {
+        return None;
+    }
+    let mut tail = &rest[5..];
+    let mut secs = hh * 3600 + mm * 60;
+    let mut millis = 0;
+    if let Some(t) = tail.strip_prefix(':') {
+        let ss = num(t.get(..2)?)?;
+        if ss > 59 {
+            return None;
+        }
+        secs += ss;
+        tail = &t[2..];
+        if let Some(f) = tail.strip_prefix('.') {
+            let rest = f.trim_start_matches(|c: char| c.is_ascii_digit());
+            let digits = &f[..f.len() - rest.len()];
+            // SQLite keeps times to the millisecond, rounded (`23:59:59.9999` is midnight).
+            millis = format!("0.{digits}").parse::<f64>().map_or(0, |x| (x * 1000.0).round() as i64);
+            tail = rest;
+        }
+    }
+    let tail = tail.trim_matches(' ');
+    let off = match tail.as_bytes().first().copied().unwrap_or(b' ') {
+        b' ' => 0,
+        b'Z' | b'z' if tail.len() == 1 => 0,
+        sign @ (b'+' | b'-') if tail.len() == 6 && tail.as_bytes()[3] == b':' => {
+            let (oh, om) = (num(&tail[1..3])?, num(&tail[4..6])?);
+            let o = oh * 3600 + om * 60;
+            if sign == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return None,
+    };
+    Some((chrono::Duration::milliseconds(secs * 1000 + millis), off))
 }
 
 /// The /24 (IPv4) or /48 (IPv6) network of an address. A `/mask` after it is kept as written
@@ -353,6 +407,22 @@ mod tests {
         assert_eq!(
             Strategy::GeneralizeDate(DateUnit::Month).apply(&t("2021-05-09 13:14:15"), None).unwrap(),
             Some(t("2021-05-01 00:00:00"))
+        );
+        // A zone offset: generalized from the UTC date (what SQLite reads the anchor as), so
+        // never later than the value; written without an offset, which reads as UTC.
+        for (v, want) in [
+            ("2021-06-01 02:00:00+05:00", "2021-05-01 00:00:00"),
+            ("2021-06-01T02:00+05:00", "2021-05-01 00:00:00"),
+            ("2021-05-31 22:00:00.5 -05:00", "2021-06-01 00:00:00"),
+            ("2021-06-01 00:00:00Z", "2021-06-01 00:00:00"),
+            ("2021-06-15 10:00:00+14:59", "2021-06-01 00:00:00"),
+            ("2021-06-01 02:00:00 garbage", "2021-06-01 00:00:00"),
+        ] {
+            assert_eq!(Strategy::GeneralizeDate(DateUnit::Month).apply(&t(v), None).unwrap(), Some(t(want)), "{v}");
+        }
+        assert_eq!(
+            Strategy::GeneralizeDate(DateUnit::Year).apply(&t("2021-01-01 05:00:00+06:00"), None).unwrap(),
+            Some(t("2020-01-01 00:00:00"))
         );
         let tok = Strategy::RandomToken.apply(&t("alice@example.com"), None).unwrap().unwrap();
         assert!(matches!(&tok, Value::Text(s) if is_token(s)));

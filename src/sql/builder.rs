@@ -207,6 +207,24 @@ fn lite_time_expr_plain(e: &str) -> String {
     )
 }
 
+/// SQLite's `generalize_date` of text `e` (`Strategy::apply`'s `truncate_text`): the first
+/// `len` characters of the date (`YYYY` or `YYYY-MM`) and `tail`, with the time's shape. A time
+/// with a zone offset is generalized from its UTC date (`datetime`, which reads it as the
+/// anchor's `julianday` does), since what is written has no offset and reads as UTC: never
+/// later than the value.
+fn lite_generalize_date(e: &str, len: usize, tail: &str) -> String {
+    format!(
+        "CASE WHEN {e} IS NULL THEN NULL WHEN LENGTH({e}) = 10 THEN SUBSTR({e}, 1, {len}) || '{tail}' \
+         ELSE SUBSTR(COALESCE(datetime({e}), {e}), 1, {len}) || '{tail} 00:00:00' END"
+    )
+}
+
+/// The values `lite_generalize_date` computes as `Strategy::apply` does: text starting with a
+/// real date.
+fn lite_generalize_date_guard(e: &str) -> String {
+    format!("(typeof({e}) = 'text' AND date(SUBSTR({e}, 1, 10)) IS SUBSTR({e}, 1, 10))")
+}
+
 /// SQLite: a range of stored values that holds every anchor `time_expr` reads as at or before
 /// `threshold`, so that an index on the anchor serves the lapsed test (which, through
 /// `julianday`, serves none): every number (numbers sort before text), and text before the date
@@ -1944,16 +1962,15 @@ impl<'a> Builder<'a> {
                         Some(vec![S(format!("(YEAR({e}) > 0 AND MONTH({e}) > 0 AND DAYOFMONTH({e}) > 0)"))]),
                     ),
                     // Text in SQLite whatever the declared type (`truncate_text`): an ISO date,
-                    // alone or followed by a time, keeps its shape.
+                    // alone or followed by a time, keeps its shape. A time with a zone offset
+                    // is generalized from its UTC date (`datetime`, which reads it as the
+                    // anchor's `julianday` does), as what is written has none: never later.
                     (Dialect::Sqlite, _) => form(
-                        vec![S(format!(
-                            "CASE WHEN {e} IS NULL THEN NULL WHEN LENGTH({e}) = 10 THEN SUBSTR({e}, 1, {len}) || '{lite_tail}' \
-                             ELSE SUBSTR({e}, 1, {len}) || '{lite_tail} 00:00:00' END"
-                        ))],
+                        vec![S(lite_generalize_date(&e, len, lite_tail))],
                         // `date` writes a date as `YYYY-MM-DD` and nothing else (a year before 1
                         // with a sign, longer): what reads back as itself is such a date (a
                         // `GLOB` for its shape before it cost a pattern match per row, for nothing).
-                        Some(vec![S(format!("({lite_text} AND date(SUBSTR({e}, 1, 10)) IS SUBSTR({e}, 1, 10))"))]),
+                        Some(vec![S(lite_generalize_date_guard(&e))]),
                     ),
                     _ => None,
                 }
@@ -2627,6 +2644,68 @@ mod tests {
     /// `lite_time_expr` reads every value as the plain rule does (`lite_time_expr_plain`), in
     /// SQLite itself: text shaped like dates and times and numbers and none of them, and
     /// random text over their characters.
+    #[tokio::test]
+    async fn sqlite_generalized_dates_are_what_rust_writes_and_never_later() {
+        use sqlx::Row;
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let values = [
+            "2021-06-01",
+            "2021-06-01 02:00:00",
+            "2021-06-01 02:00:00+05:00",
+            "2021-06-01T02:00+05:00",
+            "2021-06-01T02:00:00.123456+05:00",
+            "2021-06-01 02:00:00 +05:00",
+            "2021-06-01  02:00:00+05:00",
+            "2021-06-01 02:00:00+05:00 ",
+            "2021-05-31 22:00:00.5 -05:00",
+            "2021-05-31 24:00:00+05:00",
+            "2021-05-31 24:00:00",
+            "2021-05-31 24:30:00",
+            "2021-05-31 24:00:01",
+            "2021-05-31 23:59:59.9999",
+            "2021-05-31 23:59:59.9994",
+            "2021-05-31 23:59:59.",
+            "2021-06-01 00:00:00Z",
+            "2021-06-01 00:00:00z",
+            "2021-01-01 05:00:00+06:00",
+            "2021-01-01 00:30+14:59",
+            "2021-12-31 23:00:00-14:59",
+            "2021-06-01 02:00:60+05:00",
+            "2021-06-01 02:00:00+5:00",
+            "2021-06-01 02:00:00+05",
+            "2021-06-01 25:00:00+05:00",
+            "2021-06-01 02:00:00 garbage",
+            "2021-06-01t02:00:00+05:00",
+            "2021-06-01x",
+        ];
+        for unit in [DateUnit::Month, DateUnit::Year] {
+            let (len, tail) = match unit {
+                DateUnit::Year => (4, "-01-01"),
+                DateUnit::Month => (7, "-01"),
+            };
+            let sql = format!(
+                "SELECT {}, {}, julianday(?1), julianday({})",
+                lite_generalize_date_guard("?1"),
+                lite_generalize_date("?1", len, tail),
+                lite_generalize_date("?1", len, tail)
+            );
+            for v in values {
+                let row = sqlx::query(&sql).bind(v).fetch_one(&pool).await.unwrap();
+                assert!(row.get::<bool, _>(0), "{v}: guarded");
+                let got: String = row.get(1);
+                let want = match Strategy::GeneralizeDate(unit).apply(&Value::Text(v.into()), None).unwrap() {
+                    Some(Value::Text(t)) => t,
+                    None => v.to_string(),
+                    other => panic!("{v}: {other:?}"),
+                };
+                assert_eq!(got, want, "{v} ({unit:?}): SQLite and Rust agree");
+                if let (Some(before), Some(after)) = (row.get::<Option<f64>, _>(2), row.get::<Option<f64>, _>(3)) {
+                    assert!(after <= before, "{v} ({unit:?}) -> {got}: never later");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn sqlite_text_anchor_test_reads_as_the_plain_rule() {
         use sqlx::Row;
