@@ -553,6 +553,9 @@ enum OnDelete {
     LoseReply,
     /// Deletes like `inner`; counts the reads of a given version's tags or metadata.
     CountVersionReads(Arc<AtomicUsize>),
+    /// Deletes like `inner`; after the first call, runs the closure (e.g. does what another
+    /// worker would do in the reports directory while the run goes on).
+    Then(Box<dyn Fn() + Send + Sync>, AtomicUsize),
 }
 
 impl fmt::Display for ScriptedStore {
@@ -617,6 +620,13 @@ impl ObjectBackend for ScriptedStore {
                     context: "deleting objects".into(),
                     message: "connection reset".into(),
                 });
+            }
+            OnDelete::Then(then, calls) => {
+                let r = self.inner.delete(b, items).await;
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    then();
+                }
+                return r;
             }
             OnDelete::ThenSql { pool, sql, calls } => {
                 let r = self.inner.delete(b, items).await;
@@ -1797,6 +1807,93 @@ async fn a_holds_table_hold_inserted_during_a_run_holds_the_next_batches() {
     let p = &out.report.policies[0];
     assert_eq!(p.deleted, 3, "{:?}", p.errors);
     assert!(s.keys().await.contains(&"exports/2020/03/03/S-3.csv".to_string()), "held by the late hold");
+}
+
+/// Evidence lines of a run without its report that no journal batch holds ("unconfirmed"),
+/// found by a SQL policy's check, when another report accounts for that file before this
+/// report is assembled (here: its accounted marker is written while a later object policy of
+/// the same run deletes, as another worker's report would): this report does not list the
+/// file, so the count cannot go in its `interrupted_runs`, and is said in the policy's errors.
+/// Before, it was kept only for `interrupted_runs` and silently dropped: no report said the
+/// lines were in no batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_lines_of_a_file_another_report_accounts_for_meanwhile_are_said() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.f.db
+        .exec(
+            "CREATE TABLE accounts (id INTEGER NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP); \
+             INSERT INTO accounts VALUES (1, '42', 'a@example.com', '2019-01-01 00:00:00'), (2, '43', 'b@example.com', '2025-12-01 00:00:00')",
+        )
+        .await;
+    // `accounts.yaml` sorts before `exports.yaml`: the SQL policy runs (and checks the
+    // evidence) first, then the object policy, whose first deletion the marker follows.
+    s.f.policy(
+        "accounts",
+        "name: accounts\ndataset:\n  connection: db\n  table: accounts\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    // A real run of the SQL policy alone: the report another run's marker names, and the shape
+    // of an evidence line.
+    s.f.lapse(&["run"]).ok();
+    let earlier = s.f.latest("run", ".json").file_name().unwrap().to_string_lossy().into_owned();
+    let line = std::fs::read_to_string(s.f.latest("run", ".evidence.jsonl")).unwrap();
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
+    // A planted file of a run without its report: a line claiming the destruction of record 2
+    // (still there, not lapsed), in no batch of the journal.
+    let reports = s.f.path("reports");
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
+    let mut fake: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    fake["subject"] = key.subject(&Value::Text("43".into())).into();
+    fake["record"] = key.record("db", "accounts", &[Value::Int(2)]).into();
+    let planted = "lapse-run-20260101T000000Z-deadbeef.evidence.jsonl";
+    std::fs::write(reports.join(planted), format!("{fake}\n")).unwrap();
+    // Once the SQL policy has checked it: the file is accounted for by another report, as
+    // `report::mark_accounted` marks it (`.<evidence file>.accounted`, naming the report).
+    let marker = reports.join(format!(".{planted}.accounted"));
+    let mark = marker.clone();
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::Then(
+            Box::new(move || std::fs::write(&mark, format!("{earlier}\n")).unwrap()),
+            AtomicUsize::new(0),
+        ),
+    };
+    let (mut conns, opts) = scripted_run(backend);
+    for (name, c) in ws.connect(&[], false).await.unwrap() {
+        if name != "store" {
+            conns.insert(name, c);
+        }
+    }
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(prepared.iter().map(|(p, _)| p.name.as_str()).collect::<Vec<_>>(), ["accounts", "exports"]);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(marker.is_file(), "the object policy deleted, and the marker was written");
+    let objects = out.report.policies.iter().find(|p| p.name == "exports").unwrap();
+    assert_eq!(objects.deleted, 3, "{:?}", objects.errors);
+    assert!(
+        !out.report.interrupted_runs.iter().any(|r| r.evidence.file == planted),
+        "another report accounts for it: {:?}",
+        out.report.interrupted_runs.iter().map(|r| &r.evidence.file).collect::<Vec<_>>()
+    );
+    let sql = out.report.policies.iter().find(|p| p.name == "accounts").unwrap();
+    let said: Vec<&String> = sql
+        .errors
+        .iter()
+        .filter(|e| {
+            e.contains(planted)
+                && e.contains("are in no batch its journal holds")
+                && e.contains("which this report does not list")
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "the unconfirmed line is said, once: {:?}", sql.errors);
+    assert!(said[0].starts_with("1 line(s) of "), "{}", said[0]);
+    assert_eq!(s.f.db.count("SELECT COUNT(*) FROM accounts").await, 1, "record 2 is still there");
 }
 
 /// A `DeleteObjects` call whose reply is lost (the server deleted the objects, the connection
