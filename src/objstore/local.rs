@@ -272,8 +272,10 @@ impl ObjectBackend for DirBackend {
                     continue;
                 }
             };
-            // A failed unlink removed nothing: every error here is a refusal (so the object's
-            // write-ahead intent is voided, not left to be claimed once someone else deletes it).
+            // An unlink the file system refused removed nothing: a refusal, so the object's
+            // write-ahead intent is voided, not left to be claimed once someone else deletes it.
+            // Any other error (`EIO`, `ETIMEDOUT`, `ESTALE` on NFS or FUSE) may follow an unlink
+            // the server performed: its outcome is unknown, and the intent stays open.
             let r = match std::fs::remove_file(&path) {
                 Ok(()) => {
                     let mut p = path.parent();
@@ -286,13 +288,25 @@ impl ObjectBackend for DirBackend {
                     Ok(())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(format!("Refused: {:?}", e.kind())),
+                Err(e) if REFUSED.contains(&e.kind()) => Err(format!("Refused: {:?}", e.kind())),
+                Err(e) => Err(format!("{:?}", e.kind())),
             };
             out.push(r);
         }
         Ok(out)
     }
 }
+
+/// Errors of an unlink that say the file system removed nothing: a refusal (`Refused`, which
+/// `objstore::is_refusal` knows). The key is checked before (`path`): one that leaves the root
+/// or passes a symlink is refused as well.
+const REFUSED: [std::io::ErrorKind; 5] = [
+    std::io::ErrorKind::PermissionDenied,
+    std::io::ErrorKind::ReadOnlyFilesystem,
+    std::io::ErrorKind::IsADirectory,
+    std::io::ErrorKind::NotADirectory,
+    std::io::ErrorKind::ResourceBusy,
+];
 
 #[cfg(test)]
 mod tests {
@@ -315,10 +329,10 @@ mod tests {
         assert!(!dir.path().join("a.csv").exists() && !dir.path().join("b.csv").exists());
     }
 
-    /// Every per-key error of the directory store is a refusal: a failed unlink removed
-    /// nothing, so the key's write-ahead intent is voided. Before, an error such as
-    /// `IsADirectory` or `PermissionDenied` left the intent open, and a later run claimed the
-    /// object as destroyed by this run once someone else removed it.
+    /// The directory store's refusals (`IsADirectory`, a key leaving the root) are said as
+    /// refusals: the unlink removed nothing, so the key's write-ahead intent is voided. Before,
+    /// such an error left the intent open, and a later run claimed the object as destroyed by
+    /// this run once someone else removed it. Other errors (`EIO` on NFS) stay unknown.
     #[tokio::test]
     async fn its_delete_errors_are_refusals() {
         let dir = tempfile::tempdir().unwrap();

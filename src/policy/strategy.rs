@@ -244,64 +244,91 @@ fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
     if s.starts_with("0000-00-00") {
         return Ok(s.to_string());
     }
-    let date =
-        s.get(..10).and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()).ok_or("value is not an ISO date")?;
+    let date = s
+        .get(..10)
+        .filter(|p| p.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }))
+        .and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok())
+        .ok_or("value is not an ISO date")?;
     // A time with a zone offset is read (SQLite's `julianday`) as the UTC instant, and what is
     // written has no offset, so reads as UTC: generalized from the UTC date, never later than
     // the value (`2020-06-01 02:00+05:00` is May 31 in UTC: `2020-05-01`, not `2020-06-01`,
     // which would move a lapse up to 15 hours later). `2020-05-31 24:00` is June's.
-    let date = s.get(10..).and_then(utc_offset_of).map_or(date, |off| {
-        let local = date.and_hms_opt(0, 0, 0).expect("midnight") + off.0;
-        (local - chrono::Duration::seconds(off.1)).date()
-    });
+    let date = match sqlite_utc_millis(&s.as_bytes()[10..]) {
+        None => date,
+        Some(ms) => {
+            let utc = (date.and_hms_opt(0, 0, 0).expect("midnight") + chrono::Duration::milliseconds(ms)).date();
+            // SQLite writes no date outside years 0–9999 as one (nor does `%Y` in four digits).
+            if !(0..=9999).contains(&utc.year()) {
+                return Err("value's UTC date is outside the years 0000-9999".into());
+            }
+            utc
+        }
+    };
     let t = truncate(date.and_hms_opt(0, 0, 0).expect("midnight"), unit);
     Ok(if s.len() == 10 { t.format("%Y-%m-%d").to_string() } else { t.format("%Y-%m-%d %H:%M:%S").to_string() })
 }
 
-/// The time of day and the zone offset (seconds east of UTC) of what follows a date, as SQLite
-/// reads a time: `[ T]HH:MM[:SS[.fff]]` (to the millisecond), spaces, then nothing, `Z` or `±HH:MM`; `24:00` is the
-/// next day's midnight. `None` where SQLite reads no time (the value then reads as no instant).
-fn utc_offset_of(rest: &str) -> Option<(chrono::Duration, i64)> {
-    let rest = rest.strip_prefix('T').or_else(|| rest.strip_prefix(' '))?.trim_start_matches(' ');
-    let num = |t: &str| t.bytes().all(|b| b.is_ascii_digit()).then(|| t.parse::<i64>().ok()).flatten();
-    let (hh, mm) = (num(rest.get(..2)?)?, num(rest.get(3..5)?)?);
-    if rest.as_bytes().get(2) != Some(&b':') || hh > 24 || mm > 59 {
+/// What follows a date `YYYY-MM-DD`, read as SQLite reads it (date.c, `parseYyyyMmDd`): a run of
+/// whitespace (`\t\n\v\f\r `) or `T`, then a time `HH:MM[:SS[.F…]]` (`HH` to 24, `24:00` being
+/// the next day's midnight) and a zone (whitespace, then nothing, `Z` or `±HH:MM` up to `14:59`,
+/// then whitespace). The milliseconds from the date's midnight to the UTC instant, computed as
+/// SQLite computes them (`(SS.F × 1000 + 0.5)` in doubles, truncated); `None` where SQLite reads
+/// no time (nothing follows, or what follows is no time: the value then reads as the date, or
+/// as no instant).
+fn sqlite_utc_millis(rest: &[u8]) -> Option<i64> {
+    let space = |b: &u8| *b == b' ' || (9..=13).contains(b);
+    let r = &rest[rest.iter().take_while(|b| space(b) || **b == b'T').count()..];
+    let two = |j: usize, max: i64| -> Option<i64> {
+        let (a, b) = (*r.get(j)?, *r.get(j + 1)?);
+        let v = (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i64::from(a - b'0') * 10 + i64::from(b - b'0'))?;
+        (v <= max).then_some(v)
+    };
+    let (h, m) = (two(0, 24)?, two(3, 59)?);
+    if r.get(2) != Some(&b':') {
         return None;
     }
-    let mut tail = &rest[5..];
-    let mut secs = hh * 3600 + mm * 60;
-    let mut millis = 0;
-    if let Some(t) = tail.strip_prefix(':') {
-        let ss = num(t.get(..2)?)?;
-        if ss > 59 {
-            return None;
-        }
-        secs += ss;
-        tail = &t[2..];
-        if let Some(f) = tail.strip_prefix('.') {
-            let rest = f.trim_start_matches(|c: char| c.is_ascii_digit());
-            let digits = &f[..f.len() - rest.len()];
-            // SQLite keeps times to the millisecond, rounded (`23:59:59.9999` is midnight).
-            millis = format!("0.{digits}").parse::<f64>().map_or(0, |x| (x * 1000.0).round() as i64);
-            tail = rest;
+    let mut j = 5;
+    let mut sec = 0f64;
+    if r.get(j) == Some(&b':') {
+        sec = two(j + 1, 59)? as f64;
+        j += 3;
+        if r.get(j) == Some(&b'.') && r.get(j + 1).is_some_and(u8::is_ascii_digit) {
+            let (mut f, mut scale) = (0f64, 1f64);
+            j += 1;
+            while let Some(d) = r.get(j).filter(|d| d.is_ascii_digit()) {
+                f = f * 10.0 + f64::from(d - b'0');
+                scale *= 10.0;
+                j += 1;
+            }
+            sec += f / scale;
         }
     }
-    let tail = tail.trim_matches(' ');
-    let off = match tail.as_bytes().first().copied().unwrap_or(b' ') {
-        b' ' => 0,
-        b'Z' | b'z' if tail.len() == 1 => 0,
-        sign @ (b'+' | b'-') if tail.len() == 6 && tail.as_bytes()[3] == b':' => {
-            let (oh, om) = (num(&tail[1..3])?, num(&tail[4..6])?);
-            let o = oh * 3600 + om * 60;
+    j += r[j..].iter().take_while(|b| space(b)).count();
+    let tz = match r.get(j) {
+        None => 0,
+        Some(b'Z' | b'z') => {
+            j += 1;
+            0
+        }
+        Some(&sign @ (b'+' | b'-')) => {
+            if r.get(j + 3) != Some(&b':') {
+                return None;
+            }
+            let o = two(j + 1, 14)? * 60 + two(j + 4, 59)?;
+            j += 6;
             if sign == b'+' {
                 o
             } else {
                 -o
             }
         }
-        _ => return None,
+        Some(_) => return None,
     };
-    Some((chrono::Duration::milliseconds(secs * 1000 + millis), off))
+    j += r[j..].iter().take_while(|b| space(b)).count();
+    // A fraction of hundreds of digits is no number (infinity over infinity): SQLite's JD is
+    // then out of range, and the value reads as no instant.
+    let frac = sec * 1000.0 + 0.5;
+    (j == r.len() && frac.is_finite()).then(|| h * 3_600_000 + m * 60_000 + frac as i64 - tz * 60_000)
 }
 
 /// The /24 (IPv4) or /48 (IPv6) network of an address. A `/mask` after it is kept as written

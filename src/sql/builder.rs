@@ -220,9 +220,13 @@ fn lite_generalize_date(e: &str, len: usize, tail: &str) -> String {
 }
 
 /// The values `lite_generalize_date` computes as `Strategy::apply` does: text starting with a
-/// real date.
+/// real date, alone or in years 0001–9998 (where a time and offset cannot move the UTC date out
+/// of the years `datetime` writes in four digits; `Strategy::apply` refuses those).
 fn lite_generalize_date_guard(e: &str) -> String {
-    format!("(typeof({e}) = 'text' AND date(SUBSTR({e}, 1, 10)) IS SUBSTR({e}, 1, 10))")
+    format!(
+        "(typeof({e}) = 'text' AND date(SUBSTR({e}, 1, 10)) IS SUBSTR({e}, 1, 10) \
+         AND (LENGTH({e}) = 10 OR {e} BETWEEN '0001' AND '9999'))"
+    )
 }
 
 /// SQLite: a range of stored values that holds every anchor `time_expr` reads as at or before
@@ -2641,9 +2645,12 @@ mod tests {
         assert!(lapsed_seen > 1000, "the values straddle the thresholds ({lapsed_seen} lapsed)");
     }
 
-    /// `lite_time_expr` reads every value as the plain rule does (`lite_time_expr_plain`), in
-    /// SQLite itself: text shaped like dates and times and numbers and none of them, and
-    /// random text over their characters.
+    /// SQLite's `generalize_date` of text writes what `Strategy::apply` writes wherever its
+    /// guard admits the value, and neither ever writes a value that reads as later than the one
+    /// it replaces: SQLite's own reading of times (any whitespace or `T`s before the time,
+    /// whitespace around the offset, offsets to 14:59, fractions as doubles) is Rust's too.
+    /// Values the guard leaves to Rust (years 0000 and 9999 with a time) are generalized or
+    /// refused there, never later either.
     #[tokio::test]
     async fn sqlite_generalized_dates_are_what_rust_writes_and_never_later() {
         use sqlx::Row;
@@ -2677,6 +2684,40 @@ mod tests {
             "2021-06-01 02:00:00 garbage",
             "2021-06-01t02:00:00+05:00",
             "2021-06-01x",
+            "2021-06-01\t02:00+05:00",
+            "2021-06-0102:00+05:00",
+            "2021-06-01TT02:00+05:00",
+            "2021-06-01 T02:00+05:00",
+            "2021-06-01T 02:00+05:00",
+            "2021-06-01 02:00\t+05:00",
+            "2021-06-01 02:00+05:00\n",
+            "2021-06-01 02:00+05:00\r",
+            "2021-06-01\x0b02:00+05:00\x0c",
+            "2021-06-01 02:00 Z ",
+            "2021-06-01 02:00+15:00",
+            "2021-06-01 02:00+05:60",
+            "2021-06-01 02:00:00.+05:00",
+            "2021-06-01 02:00.5+05:00",
+            "2021-05-31 24:00:00.",
+            "2021-06-01 \u{a0}02:00+05:00",
+            "2021-06-01 02:00:00.9995+05:00",
+            "2021-05-31 23:59:59.99949999999",
+            "0001-01-01 02:00+05:00",
+            "9998-12-31 23:00-05:00",
+            "0000-01-01",
+            "9999-12-31",
+        ];
+        let fraction = |digit: &str, n: usize| format!("2021-06-01 02:00:00.{}+05:00", digit.repeat(n));
+        let long = [fraction("9", 400), fraction("0", 400), fraction("1", 300), fraction("5", 20)];
+        // Left to Rust by the guard: generalized there, or refused.
+        let rust_only = [
+            "9999-12-31 23:00-05:00",
+            "9999-12-31 24:00:00",
+            "9999-12-31 12:00:00",
+            "0000-01-01 02:00+05:00",
+            "0000-01-01 12:00:00",
+            "2021-02-30 02:00+05:00",
+            " 2021-06-01 02:00+05:00",
         ];
         for unit in [DateUnit::Month, DateUnit::Year] {
             let (len, tail) = match unit {
@@ -2689,23 +2730,46 @@ mod tests {
                 lite_generalize_date("?1", len, tail),
                 lite_generalize_date("?1", len, tail)
             );
-            for v in values {
+            let guarded = values.iter().map(|v| v.to_string()).chain(long.iter().cloned());
+            for v in guarded {
+                let v = v.as_str();
                 let row = sqlx::query(&sql).bind(v).fetch_one(&pool).await.unwrap();
-                assert!(row.get::<bool, _>(0), "{v}: guarded");
+                assert!(row.get::<bool, _>(0), "{v:?}: guarded");
                 let got: String = row.get(1);
                 let want = match Strategy::GeneralizeDate(unit).apply(&Value::Text(v.into()), None).unwrap() {
                     Some(Value::Text(t)) => t,
                     None => v.to_string(),
                     other => panic!("{v}: {other:?}"),
                 };
-                assert_eq!(got, want, "{v} ({unit:?}): SQLite and Rust agree");
+                assert_eq!(got, want, "{v:?} ({unit:?}): SQLite and Rust agree");
                 if let (Some(before), Some(after)) = (row.get::<Option<f64>, _>(2), row.get::<Option<f64>, _>(3)) {
-                    assert!(after <= before, "{v} ({unit:?}) -> {got}: never later");
+                    assert!(after <= before, "{v:?} ({unit:?}) -> {got}: never later");
+                }
+            }
+            for v in rust_only {
+                let row = sqlx::query(&sql).bind(v).fetch_one(&pool).await.unwrap();
+                assert!(!row.get::<bool, _>(0), "{v:?}: left to Rust");
+                let Ok(Some(Value::Text(got))) = Strategy::GeneralizeDate(unit).apply(&Value::Text(v.into()), None)
+                else {
+                    continue; // refused: the value is reported as failed, unchanged
+                };
+                let (before, after): (Option<f64>, Option<f64>) = sqlx::query_as("SELECT julianday(?1), julianday(?2)")
+                    .bind(v)
+                    .bind(&got)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                assert!(after.is_some(), "{v:?} -> {got}: a date SQLite reads");
+                if let (Some(before), Some(after)) = (before, after) {
+                    assert!(after <= before, "{v:?} ({unit:?}) -> {got}: never later");
                 }
             }
         }
     }
 
+    /// `lite_time_expr` reads every value as the plain rule does (`lite_time_expr_plain`), in
+    /// SQLite itself: text shaped like dates and times and numbers and none of them, and
+    /// random text over their characters.
     #[tokio::test]
     async fn sqlite_text_anchor_test_reads_as_the_plain_rule() {
         use sqlx::Row;
