@@ -288,8 +288,7 @@ impl ObjectBackend for DirBackend {
                     Ok(())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) if REFUSED.contains(&e.kind()) => Err(format!("Refused: {:?}", e.kind())),
-                Err(e) => Err(format!("{:?}", e.kind())),
+                Err(e) => Err(unlink_error(&e)),
             };
             out.push(r);
         }
@@ -308,9 +307,36 @@ const REFUSED: [std::io::ErrorKind; 5] = [
     std::io::ErrorKind::ResourceBusy,
 ];
 
+/// The per-key error of a failed unlink: `Refused: …` where the file system removed nothing
+/// (`REFUSED`), the error's kind otherwise (its outcome unknown). With the system's message,
+/// which names no path.
+fn unlink_error(e: &std::io::Error) -> String {
+    let refused = if REFUSED.contains(&e.kind()) { "Refused: " } else { "" };
+    format!("{refused}{:?}: {e}", e.kind())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Permission, a read-only file system, a directory, a busy mount point: refusals. An I/O
+    /// error, a timeout or a stale handle (NFS, FUSE), which may follow an unlink the server
+    /// performed: unknown, and the system's message is kept.
+    #[test]
+    fn only_unlinks_that_removed_nothing_are_refusals() {
+        use std::io::Error;
+        // Linux's errno values: EPERM, EACCES, EROFS, EISDIR, ENOTDIR, EBUSY.
+        for errno in [1, 13, 30, 21, 20, 16] {
+            let code = unlink_error(&Error::from_raw_os_error(errno));
+            assert!(crate::objstore::is_refusal(&code), "errno {errno}: {code}");
+        }
+        // EIO, ETIMEDOUT, ESTALE, EINTR, ENOSPC.
+        for errno in [5, 110, 116, 4, 28] {
+            let code = unlink_error(&Error::from_raw_os_error(errno));
+            assert!(!crate::objstore::is_refusal(&code), "errno {errno}: {code}");
+            assert!(code.contains(&format!("os error {errno}")), "{code}");
+        }
+    }
 
     /// A key that names no file under the root fails alone; the files before and after it in
     /// the call are removed and reported removed (before, the whole call failed after the

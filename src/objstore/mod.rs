@@ -37,8 +37,9 @@ enum Part {
 
 /// Per-key errors of a delete that say the storage refused it, so did nothing to the object
 /// (its write-ahead intent may be voided); any other leaves the outcome unknown. `Refused` is
-/// the code a backend gives when it knows it did nothing (the directory store: a failed unlink
-/// removes nothing).
+/// the code a backend gives when it knows it did nothing (the directory store: an unlink refused
+/// for permission, a read-only file system, a directory or a busy file, or a key outside the
+/// root; its other errors, such as `EIO` on NFS, leave the outcome unknown).
 const REFUSALS: [&str; 10] = [
     "Refused",
     "AccessDenied",

@@ -244,6 +244,8 @@ fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
     if s.starts_with("0000-00-00") {
         return Ok(s.to_string());
     }
+    // SQLite reads text only up to its first NUL (as `julianday`, `LENGTH` and `GLOB` do).
+    let s = s.split('\0').next().unwrap_or_default();
     let date = s
         .get(..10)
         .filter(|p| p.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }))
@@ -253,7 +255,7 @@ fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
     // written has no offset, so reads as UTC: generalized from the UTC date, never later than
     // the value (`2020-06-01 02:00+05:00` is May 31 in UTC: `2020-05-01`, not `2020-06-01`,
     // which would move a lapse up to 15 hours later). `2020-05-31 24:00` is June's.
-    let date = match sqlite_utc_millis(&s.as_bytes()[10..]) {
+    let date = match sqlite_utc_millis(&s.as_bytes()[10..])? {
         None => date,
         Some(ms) => {
             let utc = (date.and_hms_opt(0, 0, 0).expect("midnight") + chrono::Duration::milliseconds(ms)).date();
@@ -274,8 +276,19 @@ fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
 /// then whitespace). The milliseconds from the date's midnight to the UTC instant, computed as
 /// SQLite computes them (`(SS.F × 1000 + 0.5)` in doubles, truncated); `None` where SQLite reads
 /// no time (nothing follows, or what follows is no time: the value then reads as the date, or
-/// as no instant).
-fn sqlite_utc_millis(rest: &[u8]) -> Option<i64> {
+/// as no instant). A fraction of hundreds of digits is no number (infinity over infinity),
+/// whose conversion C leaves undefined: refused.
+fn sqlite_utc_millis(rest: &[u8]) -> Result<Option<i64>, String> {
+    Ok(match sqlite_time(rest) {
+        None => None,
+        Some((_, frac, _)) if !frac.is_finite() => return Err("value's fraction of a second is out of range".into()),
+        Some((hm, frac, tz)) => Some(hm + frac as i64 - tz * 60_000),
+    })
+}
+
+/// The parts of `sqlite_utc_millis`: the milliseconds of hours and minutes, the seconds'
+/// `SS.F × 1000 + 0.5` and the offset in minutes.
+fn sqlite_time(rest: &[u8]) -> Option<(i64, f64, i64)> {
     let space = |b: &u8| *b == b' ' || (9..=13).contains(b);
     let r = &rest[rest.iter().take_while(|b| space(b) || **b == b'T').count()..];
     let two = |j: usize, max: i64| -> Option<i64> {
@@ -296,7 +309,9 @@ fn sqlite_utc_millis(rest: &[u8]) -> Option<i64> {
             let (mut f, mut scale) = (0f64, 1f64);
             j += 1;
             while let Some(d) = r.get(j).filter(|d| d.is_ascii_digit()) {
-                f = f * 10.0 + f64::from(d - b'0');
+                // As C evaluates `ms*10.0 + *zDate - '0'` (the order rounds differently past
+                // 2^53, in long fractions).
+                f = (f * 10.0 + f64::from(*d)) - 48.0;
                 scale *= 10.0;
                 j += 1;
             }
@@ -325,10 +340,7 @@ fn sqlite_utc_millis(rest: &[u8]) -> Option<i64> {
         Some(_) => return None,
     };
     j += r[j..].iter().take_while(|b| space(b)).count();
-    // A fraction of hundreds of digits is no number (infinity over infinity): SQLite's JD is
-    // then out of range, and the value reads as no instant.
-    let frac = sec * 1000.0 + 0.5;
-    (j == r.len() && frac.is_finite()).then(|| h * 3_600_000 + m * 60_000 + frac as i64 - tz * 60_000)
+    (j == r.len()).then_some((h * 3_600_000 + m * 60_000, sec * 1000.0 + 0.5, tz))
 }
 
 /// The /24 (IPv4) or /48 (IPv6) network of an address. A `/mask` after it is kept as written
