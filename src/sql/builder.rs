@@ -194,7 +194,8 @@ fn lite_time_expr(e: &str) -> String {
 
 /// SQLite's `not_truncated`: a value not in either shape `truncate_text` writes, `YYYY-MM-01`
 /// or `YYYY-MM-01 00:00:00` (`MM` `01` for a year), with a month `[01][0-9]` from 01 to 12
-/// (`00` and `13`–`19` are no month).
+/// (`00` and `13`–`19` are no month), nor MariaDB's zero date, which `truncate_text` leaves as
+/// it is (else it would be read again in every run).
 fn lite_not_truncated(e: &str, unit: DateUnit) -> String {
     let day = match unit {
         DateUnit::Year => "01-01",
@@ -202,7 +203,7 @@ fn lite_not_truncated(e: &str, unit: DateUnit) -> String {
     };
     format!(
         "NOT (({e} GLOB '[0-9][0-9][0-9][0-9]-{day}' OR {e} GLOB '[0-9][0-9][0-9][0-9]-{day} 00:00:00') \
-         AND SUBSTR({e}, 6, 2) BETWEEN '01' AND '12')"
+         AND SUBSTR({e}, 6, 2) BETWEEN '01' AND '12' OR {e} GLOB '0000-00-00*')"
     )
 }
 
@@ -2832,6 +2833,16 @@ mod tests {
                 .await
                 .unwrap();
             assert!(to_do, "{v}: to do");
+        }
+        // MariaDB's zero date, which `Strategy::apply` leaves, is done.
+        for v in ["0000-00-00", "0000-00-00 12:00:00"] {
+            assert_eq!(Strategy::GeneralizeDate(DateUnit::Month).apply(&Value::Text(v.into()), None), Ok(None));
+            let to_do: bool = sqlx::query_scalar(&format!("SELECT {}", lite_not_truncated("?1", DateUnit::Month)))
+                .bind(v)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert!(!to_do, "{v}: done");
         }
     }
 
