@@ -280,6 +280,11 @@ impl Config {
                 return None;
             }
         };
+        let nulls = pos.null_values(0);
+        if !nulls.is_empty() {
+            diags.0.extend(nulls);
+            return None;
+        }
         cfg.path = path.to_path_buf();
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let at = |p: &str| pos.nearest(0, p);

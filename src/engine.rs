@@ -85,6 +85,19 @@ impl Workspace {
                     }
                 }
             }
+            // Every record's anonymization would fail at the run.
+            if config.pseudonymization.is_none() {
+                for c in p
+                    .columns
+                    .iter()
+                    .filter(|c| matches!(c.strategy, Some(crate::policy::strategy::Strategy::Pseudonymize)))
+                {
+                    d.push(p.error(
+                        &format!("personal.{}.anonymize", c.name),
+                        "pseudonymize needs a key: set 'pseudonymization' (key_file or key_env) in the config",
+                    ));
+                }
+            }
             if !config.connections.contains_key(&p.connection) {
                 let known: Vec<&str> = config.connections.keys().map(String::as_str).collect();
                 d.push(p.error(
@@ -291,6 +304,7 @@ pub async fn prepare<'a>(
             out.push((p, prep));
         }
     }
+    hold_subjects_of_another_type(ws, &out, &mut d);
     let named = canonical_names(ws, conns, &out, &mut d).await;
     same_table_spelled_alike(&named, &out, &mut d);
     no_cascade_into_a_governed_table(&named, conns, &out, &mut d).await;
@@ -302,6 +316,41 @@ pub async fn prepare<'a>(
         Err(d)
     } else {
         Ok(out)
+    }
+}
+
+/// A hold's subject that no value of a policy's subject column can equal (`0x2` or `S-1` for an
+/// integer column) holds nothing there: an error where the hold names the policy (it was meant
+/// for it: `0x2`, which YAML reads as 2, was taken as written and held nothing), a warning where
+/// the hold is on every policy (its subjects may be meant for another table's column).
+fn hold_subjects_of_another_type(ws: &Workspace, prepared: &[(&Policy, Prepared)], d: &mut Diagnostics) {
+    let file = ws.config.holds_file.as_ref().map(|f| ws.config.resolve(f)).unwrap_or_default();
+    for (p, prep) in prepared.iter().filter(|(p, _)| p.objects.is_none()) {
+        let Some(col) = p.subject.as_ref().and_then(|s| prep.table.column(s)) else { continue };
+        if matches!(col.kind, crate::connector::ColumnKind::Text | crate::connector::ColumnKind::Other) {
+            continue;
+        }
+        let policies = p.hold_policies();
+        for h in ws.holds.iter().filter(|h| policies.iter().any(|n| h.applies_to(n))) {
+            let named = !h.policies.is_empty();
+            for (j, s) in h.subjects.iter().enumerate() {
+                if coerce(Value::Text(s.clone()), col.kind).is_ok() {
+                    continue;
+                }
+                let msg = format!(
+                    "hold '{}': subject #{} is no value of policy '{}''s subject column '{}' ({}), so it holds nothing there{}",
+                    h.id,
+                    j + 1,
+                    p.name,
+                    col.name,
+                    col.sql_type,
+                    if named { "; write it as the column's values are written (a number in decimal)" } else { "" }
+                );
+                let at = h.subject_locations.get(j).cloned().flatten();
+                let diag = if named { Diagnostic::error(msg) } else { Diagnostic::warning(msg) };
+                d.push(diag.at(at).in_file(file.clone()));
+            }
+        }
     }
 }
 
@@ -2443,7 +2492,7 @@ async fn table_holds_for_objects(ctx: &Ctx<'_>, scope: &Scope) -> anyhow::Result
     let mut out = Vec::new();
     for (name, c) in ctx.hold_tables {
         let table = c.holds_table().map(|h| h.table.as_str()).unwrap_or("?");
-        let found = retry(|| c.holds_in_force(&names, ctx.now)).await.map_err(|e| {
+        let found = retry(|| c.holds_in_force(&names, ctx.now, scope.subject.is_none())).await.map_err(|e| {
             anyhow::anyhow!(
                 "connection '{name}': holds table '{table}' could not be read, so no object of this policy is destroyed: {e}"
             )

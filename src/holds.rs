@@ -62,6 +62,9 @@ pub struct Hold {
     /// Where each entry of `policies` is written (for diagnostics).
     #[serde(skip)]
     pub policy_locations: Vec<Option<Location>>,
+    /// Where each entry of `subjects` is written (for diagnostics).
+    #[serde(skip)]
+    pub subject_locations: Vec<Option<Location>>,
 }
 
 impl Hold {
@@ -107,6 +110,11 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
             return Vec::new();
         }
     };
+    let nulls = pos.null_values(0);
+    if !nulls.is_empty() {
+        diags.0.extend(nulls);
+        return Vec::new();
+    }
     let mut out = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     for (i, h) in raw.holds.into_iter().enumerate() {
@@ -154,8 +162,10 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
         };
         if ok {
             let policy_locations = (0..h.policies.len()).map(|j| at(&format!("policies.{j}"))).collect();
+            let subject_locations = (0..subjects.len()).map(|j| at(&format!("subjects.{j}"))).collect();
             out.push(Hold {
                 policy_locations,
+                subject_locations,
                 id: h.id,
                 matter: h.matter,
                 reason: h.reason,

@@ -28,6 +28,8 @@ pub struct Positions {
     scalars: HashMap<(usize, String), String>,
     /// The documents that use an alias (`*a`).
     aliased: HashSet<usize>,
+    /// (document index, path) of every mapping value written as null (nothing, `~`, `null`).
+    nulls: Vec<(usize, String)>,
     /// Whether the whole text was read (a syntax error stops the walk).
     complete: bool,
 }
@@ -74,6 +76,22 @@ impl Positions {
     /// Where the value at `path` (dot-separated, sequence items by index) starts.
     pub fn value(&self, doc: usize, path: &str) -> Option<Location> {
         self.values.get(&(doc, path.to_string())).map(|&(line, column)| self.loc(line, column))
+    }
+
+    /// An error for every key of document `doc` whose value is written as null (nothing, `~`
+    /// or `null`): none of lapse's keys takes null, and an optional key given one would read as
+    /// left out (`when: ~`, no condition: every record lapses; `holds_file:`, no holds).
+    pub fn null_values(&self, doc: usize) -> Vec<Diagnostic> {
+        self.nulls
+            .iter()
+            .filter(|(d, _)| *d == doc)
+            .map(|(_, path)| {
+                Diagnostic::error(format!(
+                    "'{path}' has no value (it is empty, '~' or 'null'): write one, or leave the key out"
+                ))
+                .at(self.value(doc, path))
+            })
+            .collect()
     }
 
     /// Where the key leading to `path` starts; falls back to the value.
@@ -588,7 +606,14 @@ impl MarkedEventReceiver for Walker {
                     }
                     return;
                 }
+                let in_map = matches!(self.stack.last(), Some(Frame::Map { .. }));
                 if let Some(path) = self.node_path(mark, style == TScalarStyle::Plain && value.is_empty()) {
+                    if in_map
+                        && style == TScalarStyle::Plain
+                        && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL")
+                    {
+                        self.out.nulls.push((self.doc, path.clone()));
+                    }
                     self.out.scalars.insert((self.doc, path), value);
                 }
             }

@@ -498,9 +498,16 @@ pub trait Connector: Send + Sync + fmt::Display {
 
     /// The holds in force at `now` in this connection's holds table that apply to any of
     /// `policies` (a hold naming one of them, or every policy), each hold id once with the
-    /// subjects its rows name (as text; a row with no subject: every subject). For object
-    /// policies, whose store has no holds table. Default: none (no holds table).
-    async fn holds_in_force(&self, _policies: &[String], _now: DateTime<Utc>) -> Result<Vec<FileHold>, ConnectorError> {
+    /// subjects its rows name (as text; a row with no subject: every subject; for a
+    /// `subjectless` policy, a row with a subject that names a policy, not every policy, keeps
+    /// the whole policy too). For object policies, whose store has no holds table. Default:
+    /// none (no holds table).
+    async fn holds_in_force(
+        &self,
+        _policies: &[String],
+        _now: DateTime<Utc>,
+        _subjectless: bool,
+    ) -> Result<Vec<FileHold>, ConnectorError> {
         Ok(vec![])
     }
 

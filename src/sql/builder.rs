@@ -910,6 +910,13 @@ impl<'a> Builder<'a> {
                 sql.push(&format!("{held} = {row}"))
             }
             (None, Some(true)) => sql.push("1=0"),
+            // A policy without a subject column cannot tell a subject's records: a hold that
+            // names this policy (not every policy) and a subject keeps all of them, as a hold of
+            // every subject does (refused in a holds file; a table's rows come at run time).
+            (None, _) if ht.policy.is_some() => {
+                let hp = self.col("lh", ht.policy.as_deref().expect("policy column"));
+                sql.push(&format!("({hs} IS NULL OR {hp} IS NOT NULL)"))
+            }
             (_, _) => sql.push(&format!("{hs} IS NULL")),
         };
         self.table_hold_active(sql, ht);
@@ -996,8 +1003,19 @@ impl<'a> Builder<'a> {
             Dialect::MySql => format!("CAST({} AS CHAR)", self.col("lh", c)),
             _ => format!("CAST({} AS TEXT)", self.col("lh", c)),
         };
+        // Whether the hold names a policy (not every policy): a policy without subjects cannot
+        // tell a subject's objects, and such a hold of a subject keeps all of them.
+        let named = match &ht.policy {
+            Some(p) => format!("CASE WHEN {} IS NULL THEN 0 ELSE 1 END", self.col("lh", p)),
+            None => "0".into(),
+        };
         let mut sql = Sql::new(self.d);
-        sql.push(&format!("SELECT {}, {} FROM {} lh WHERE 1=1", text(&ht.id), text(&ht.subject), self.q(&ht.table)));
+        sql.push(&format!(
+            "SELECT {}, {}, {named} FROM {} lh WHERE 1=1",
+            text(&ht.id),
+            text(&ht.subject),
+            self.q(&ht.table)
+        ));
         self.table_hold_active(&mut sql, ht);
         sql.push(" ORDER BY 1, 2");
         sql

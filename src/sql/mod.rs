@@ -1996,6 +1996,7 @@ impl crate::connector::Connector for SqlConnector {
         &self,
         policies: &[String],
         now: DateTime<Utc>,
+        subjectless: bool,
     ) -> Result<Vec<crate::connector::FileHold>, ConnectorError> {
         let Some((ht, info)) = &self.holds_table else { return Ok(vec![]) };
         let mut scope = bare_scope(info.clone(), now);
@@ -2003,7 +2004,7 @@ impl crate::connector::Connector for SqlConnector {
         scope.holds.policies = policies.to_vec();
         let sql = self.builder(&scope).holds_in_force(ht);
         let ctx = format!("reading holds table '{}'", ht.table);
-        let rows: Vec<(String, Option<String>)> = with_pool!(self, p => {
+        let rows: Vec<(String, Option<String>, bool)> = with_pool!(self, p => {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
             rows.iter()
                 .map(|r| {
@@ -2013,20 +2014,27 @@ impl crate::connector::Connector for SqlConnector {
                         other => Some(other.canonical()),
                     };
                     let id = text(r.value(0).map_err(db_err(&ctx))?).unwrap_or_default();
-                    Ok((id, text(r.value(1).map_err(db_err(&ctx))?)))
+                    let named = !matches!(r.value(2).map_err(db_err(&ctx))?, Value::Int(0));
+                    Ok((id, text(r.value(1).map_err(db_err(&ctx))?), named))
                 })
                 .collect::<Result<Vec<_>, ConnectorError>>()
         })?;
         let mut out: Vec<crate::connector::FileHold> = Vec::new();
-        for (id, subject) in rows {
+        for (id, subject, named) in rows {
             if out.last().is_none_or(|h| h.id != id) {
                 out.push(crate::connector::FileHold { id, subjects: vec![], whole_policy: false });
             }
             let h = out.last_mut().expect("pushed");
             match subject {
+                // A policy without subjects cannot tell a subject's objects: a hold of a
+                // subject that names it keeps all of them (a holds file naming it is refused).
+                Some(_) if subjectless && named => h.whole_policy = true,
                 Some(s) => h.subjects.push(Value::Text(s)),
                 None => h.whole_policy = true,
             }
+        }
+        for h in out.iter_mut().filter(|h| h.whole_policy) {
+            h.subjects.clear();
         }
         Ok(out)
     }

@@ -411,6 +411,67 @@ async fn an_empty_value_is_located_on_its_own_line() {
     refused_one(Backend::Sqlite, c, OFFLINE).await;
 }
 
+/// A key written with no value (nothing, `~`, `null`) is refused where it is written, in every
+/// file: an optional key read as left out changed what is destroyed (`when: ~` made every
+/// record lapse; `holds_file:` turned the holds off; `subject: ~` made holds of subjects hold
+/// nothing).
+#[tokio::test]
+async fn a_key_written_with_no_value_is_refused() {
+    let (p, c, h) = (File::Policy, File::Config, File::Holds);
+    let msg = "has no value (it is empty, '~' or 'null'): write one, or leave the key out";
+    let when = edit(POLICY, "    after: created_at\n", "    after: created_at\n    when: ~\n");
+    let subject = edit(POLICY, "  subject: subject\n", "  subject: null\n");
+    let description = edit(POLICY, "name: people\n", "name: people\ndescription:\n");
+    let holds_file = edit(CONFIG, "holds_file: holds.yaml\n", "holds_file: ~\n");
+    let expires = "holds:\n  - id: LH-1\n    matter: m\n    subjects: [S-1]\n    expires: NULL\n".to_string();
+    let cases = vec![
+        case("when: ~", p, when, &["'purposes.0.when'", msg], "when: ~", "~"),
+        case("subject: null", p, subject, &["'dataset.subject'", msg], "subject: null", "null"),
+        case("description:", p, description, &["'description'", msg], "description:\n", "\n"),
+        case("holds_file: ~", c, holds_file, &["'holds_file'", msg], "holds_file: ~", "~"),
+        case("expires: NULL", h, expires, &["'holds.0.expires'", msg], "expires: NULL", "NULL"),
+    ];
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
+/// `pseudonymize` without a pseudonymization key in the config is refused offline (before, it
+/// validated, and the run failed every record).
+#[tokio::test]
+async fn pseudonymize_without_a_key_is_refused() {
+    let text = edit(POLICY, "anonymize: random_token }", "anonymize: pseudonymize }");
+    let c = case(
+        "pseudonymize without a key",
+        File::Policy,
+        text,
+        &["policy 'people'", "pseudonymize needs a key: set 'pseudonymization'"],
+        "anonymize: pseudonymize",
+        "pseudonymize",
+    );
+    refused_one(Backend::Sqlite, c, OFFLINE).await;
+}
+
+/// A hold's subject that no value of the policy's subject column can equal holds nothing
+/// there: refused where the hold names the policy (`0x2`, which YAML reads as 2, was taken as
+/// written, held nothing, and the run deleted subject 2), with where it is written.
+#[tokio::test]
+async fn a_hold_subject_of_another_type_than_the_column_is_refused() {
+    let c = case(
+        "hold subject 0x2 for an integer subject column",
+        File::Holds,
+        "holds:\n  - id: LH-1\n    matter: m\n    subjects: [0x2]\n    policies: [people]\n".to_string(),
+        &["hold 'LH-1': subject #1 is no value of policy 'people''s subject column 'id'"],
+        "[0x2]",
+        "0x2",
+    );
+    let f = seeded(Backend::Sqlite).await;
+    // The policy's subject is its integer key.
+    f.policy("people", &edit(POLICY, "  subject: subject\n", "  subject: id\n"));
+    c.file.write(&f, &c.text);
+    if let Err(e) = check(&f, &c.what, CATALOG, &c.expect, c.at.as_deref()).await {
+        panic!("{e}");
+    }
+}
+
 #[tokio::test]
 async fn unknown_connection() {
     let text = edit(POLICY, "connection: db", "connection: warehouse");

@@ -446,6 +446,27 @@ pub async fn holds_from_table(b: Backend) {
     assert!(p["held_by"].get("T-EXPIRED").is_none());
 }
 
+/// A policy without a subject column cannot tell a subject's records: a row of the holds
+/// table that names it and a subject keeps all of them (a holds file naming it is refused),
+/// counted under that hold; a hold of a subject on every policy keeps nothing there. Before,
+/// the named hold was dropped and every record deleted, held subject included.
+pub async fn a_subject_hold_naming_a_policy_without_subjects_keeps_it_whole(b: Backend) {
+    let f = seeded(b).await;
+    f.holds_table_config();
+    f.policy("people", &policy("delete", ONE_YEAR, "").replace("  subject: subject\n", ""));
+    f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-EVERY', 'S-1', NULL, NULL)").await;
+    f.lapse(&["plan"]).ok();
+    let p = &f.report("plan")["policies"][0];
+    assert_eq!((n(&p["rows_due"]), n(&p["held"])), (5, 0), "a hold of every policy keeps nothing here: {p}");
+    f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-NAMED', 'S-3', 'people', NULL)")
+        .await;
+    f.lapse(&["run"]).ok();
+    assert_eq!(ids(&f).await, vec![1, 2, 3, 4, 5, 6, 7, 8], "nothing deleted");
+    let p = &f.report("run")["policies"][0];
+    assert_eq!((n(&p["deleted"]), n(&p["held"]), n(&p["held_by"]["T-NAMED"])), (0, 5, 5), "{p}");
+    assert!(p["held_by"].get("T-EVERY").is_none(), "{p}");
+}
+
 /// Two policies on one table share their holds as they share their purposes: a hold scoped to
 /// one of them (in the holds file, in the holds table, of a subject or of the whole policy)
 /// keeps the records from the other too, in its counts and its batches (before, `-p people`
@@ -2226,6 +2247,7 @@ per_backend!(
     field_level_lapse,
     holds_from_file,
     holds_from_table,
+    a_subject_hold_naming_a_policy_without_subjects_keeps_it_whole,
     holds_of_a_policy_on_the_same_table_keep_its_records,
     hold_inserted_mid_run,
     settle_waits_for_the_rows_it_names,

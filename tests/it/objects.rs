@@ -221,6 +221,13 @@ async fn seeded(kind: StoreKind, versioned: bool) -> Store {
     s
 }
 
+/// The local S3 servers' credentials, for backends built in the test process (the SDK's
+/// default chain reads them from the environment; without them it asks IMDS, which is denied).
+fn test_credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+}
+
 fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -911,6 +918,7 @@ pub async fn run_lock_objects_never_end_a_listing(kind: StoreKind) {
             s.put(key, &format!("v{v}")).await;
         }
     }
+    test_credentials();
     let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&kind.endpoint()), true).await;
     for max in [1, 2, 3, 1000] {
         // As `ObjectConnector::scan` pages: from the last key of each page, until an empty
@@ -966,6 +974,7 @@ pub async fn an_object_uploaded_again_is_new_data_not_a_failed_deletion(kind: St
             s.put(key, "v1").await;
         }
         s.put("exports/2020/01/01/S-1.csv", "v2").await;
+        test_credentials();
         let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&kind.endpoint()), true).await;
         let conn = ObjectConnector::new("store", Box::new(b), Some(s.bucket.clone()), 4);
         let scope = exports_delete_scope(&conn, &s.bucket).await;
@@ -1181,6 +1190,7 @@ async fn per_key_failures_are_retried_then_reported() {
     for i in 0..6 {
         s.put(&format!("exports/2020/01/0{}/S-{i}.csv", i + 1), "x").await;
     }
+    test_credentials();
     let backend = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await;
     let faulty = ScriptedStore {
         inner: Box::new(backend),
@@ -1299,6 +1309,7 @@ pub async fn s3_run_lock_is_a_lease_object(kind: StoreKind) {
     s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
     let ds = lapse::policy::ObjectDataset { bucket: Some(s.bucket.clone()), prefix: "exports/".into(), pattern: None };
     let open = || async {
+        test_credentials();
         let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&kind.endpoint()), true).await;
         ObjectConnector::new("store", Box::new(b), Some(s.bucket.clone()), 4)
     };
@@ -1417,6 +1428,7 @@ pub async fn s3_run_lock_replaced_is_lost(kind: StoreKind) {
     let s = Store::new(kind, kind != StoreKind::Rgw, false).await;
     let ds = lapse::policy::ObjectDataset { bucket: Some(s.bucket.clone()), prefix: "exports/".into(), pattern: None };
     // A lease of 12 s: renewed every 4 s; the policy stops with less than 4 s left.
+    test_credentials();
     let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&kind.endpoint()), true)
         .await
         .with_lease(std::time::Duration::from_secs(12));
@@ -1518,6 +1530,7 @@ async fn a_server_ignoring_if_none_match_gets_no_false_lock() {
     s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
     let ds = lapse::policy::ObjectDataset { bucket: Some(s.bucket.clone()), prefix: "exports/".into(), pattern: None };
     let open = || async {
+        test_credentials();
         let b = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&StoreKind::Rgw.endpoint()), true).await;
         ObjectConnector::new("store", Box::new(b), Some(s.bucket.clone()), 4)
     };
@@ -1579,6 +1592,24 @@ async fn holds_table_holds_objects() {
     assert_eq!(n(&p["deleted"]), 2, "S-3 and S-HELD: {p}");
     assert_eq!((n(&p["held_by"]["LH-S1"]), n(&p["held_by"]["LH-S2"])), (1, 1), "{p}");
     assert!(r["holds"].as_array().unwrap().iter().any(|h| h["source"] == "table:db"), "{}", r["holds"]);
+}
+
+/// An object policy without subjects cannot tell a subject's objects: a row of the holds table
+/// that names it and a subject keeps all of them; a hold of a subject on every policy keeps
+/// nothing there. Before, the named hold held nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_hold_naming_an_object_policy_without_subjects_keeps_it_whole() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy("  key_pattern: \"exports/{yyyy}/{mm}/{dd}/{*}.csv\"\n", BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(&s, &["'LH-EVERY', 'S-1', NULL, NULL", "'LH-NAMED', 'S-2', 'exports', NULL"]).await;
+    let before = s.keys().await;
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(s.keys().await, before, "nothing deleted");
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 0, "{p}");
+    assert_eq!(n(&p["held"]), n(&p["held_by"]["LH-NAMED"]), "{p}");
+    assert_eq!(n(&p["held"]), 4, "S-1, S-2, S-3, S-HELD: {p}");
+    assert!(p["held_by"].get("LH-EVERY").is_none(), "{p}");
 }
 
 /// A batch's write-ahead intents of objects it did not destroy (here: a deletion that failed on
@@ -2068,6 +2099,7 @@ async fn older_versions_subjects_are_read_only_under_holds() {
         let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
         let key = ws.evidence_key().unwrap();
         let counter = Arc::new(AtomicUsize::new(0));
+        test_credentials();
         let inner = lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await;
         let backend = ScriptedStore { inner: Box::new(inner), on_delete: OnDelete::CountVersionReads(counter.clone()) };
         let mut conns: lapse::engine::Connections = Default::default();
