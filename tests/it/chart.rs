@@ -85,6 +85,11 @@ impl Helm {
             "--namespace".into(),
             NAMESPACE.into(),
         ];
+        // Most tests render connections without a claim for the reports, which the chart
+        // refuses unless told to accept an emptyDir (`chart_refuses_to_enforce_without_a_reports_claim`).
+        let base = dir.path().join("values-base.yaml");
+        std::fs::write(&base, "reports:\n  ephemeral: true\n").unwrap();
+        args.extend(["-f".into(), base.display().to_string()]);
         for (i, v) in values.iter().enumerate() {
             let path = dir.path().join(format!("values-{i}.yaml"));
             std::fs::write(&path, v).unwrap();
@@ -559,6 +564,29 @@ fn chart_secrets_as_env_use_secret_key_refs() {
 /// The install notes say where the reports go: lost with the pod on the default emptyDir, kept on
 /// a claim, or kept on a report bucket set through `config.extra` (the chain continues from it;
 /// only a killed object-store run's intents are lost without a claim).
+/// An enforcing chart with connections and no claim for the reports is refused, with what would
+/// be lost and the two ways out: the next run needs what a killed one left in that directory
+/// (its committed SQL batches reach a report only from there). A claim, `reports.ephemeral`,
+/// a dry run (`plan` leaves nothing the next run needs) or no connections render.
+#[test]
+fn chart_refuses_to_enforce_without_a_reports_claim() {
+    let Some(helm) = helm() else { return };
+    let connections = "config:\n  connections:\n    crm:\n      urlSecretKey: crm-url\n";
+    let refused = |extra: &[&str]| {
+        let mut args = vec!["--set", "reports.ephemeral=false"];
+        args.extend(extra);
+        helm.template_with(&chart_dir(), &[connections], &args)
+    };
+    let Err(e) = refused(&[]) else { panic!("an enforcing chart without a claim renders") };
+    assert!(e.contains("reports.existingClaim is empty") && e.contains("reports.ephemeral=true"), "{e}");
+    assert!(e.contains("committed SQL batches"), "{e}");
+    for ok in [&["--set", "reports.existingClaim=lapse-reports"][..], &["--set", "dryRun=true"][..]] {
+        refused(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+    }
+    helm.template_with(&chart_dir(), &[connections], &["--set", "reports.ephemeral=true"]).unwrap();
+    helm.template_with(&chart_dir(), &[], &["--set", "reports.ephemeral=false"]).expect("no connections: renders");
+}
+
 #[test]
 fn chart_notes_say_whether_the_reports_are_kept() {
     let Some(helm) = helm() else { return };
@@ -585,7 +613,7 @@ fn chart_notes_say_whether_the_reports_are_kept() {
         "--set-json",
         r#"config.connections={"archive":{"kind":"s3","region":"eu-west-1"}}"#,
         "--set",
-        "reports.bucket.name=acme-reports,reports.bucket.connection=archive",
+        "reports.bucket.name=acme-reports,reports.bucket.connection=archive,reports.ephemeral=true",
     ]);
     assert!(!n.contains(lost) && n.contains("The reports are stored on the report bucket acme-reports"), "{n}");
 }
