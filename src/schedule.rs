@@ -181,6 +181,37 @@ struct Serving<F> {
     queued: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     run: Arc<F>,
     cancel: Arc<AtomicBool>,
+    /// Why the schedule stopped by itself: a job's next firing could not be scheduled (the
+    /// job would never run again while the process looks alive), or none is left.
+    stopped: Arc<std::sync::Mutex<Option<Stop>>>,
+    /// Jobs with a firing still to come.
+    armed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a job's last firing out of `Serving::armed` when dropped (its run done or skipped),
+/// and says the schedule is exhausted when it was the last job.
+struct ExhaustOnDrop<F> {
+    serving: Option<Serving<F>>,
+}
+
+impl<F> Drop for ExhaustOnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(s) = &self.serving {
+            if s.armed.fetch_sub(1, Ordering::SeqCst) == 1 {
+                s.stopped.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(Stop::Exhausted);
+            }
+        }
+    }
+}
+
+/// Why `serve` stops without being asked.
+#[derive(Debug, Clone)]
+enum Stop {
+    /// A job's next firing could not be scheduled: an error (the process exits non-zero, so
+    /// that whatever supervises it starts it again).
+    Failed(String),
+    /// No job has a later occurrence.
+    Exhausted,
 }
 
 impl<F> Clone for Serving<F> {
@@ -190,6 +221,8 @@ impl<F> Clone for Serving<F> {
             queued: self.queued.clone(),
             run: self.run.clone(),
             cancel: self.cancel.clone(),
+            stopped: self.stopped.clone(),
+            armed: self.armed.clone(),
         }
     }
 }
@@ -230,15 +263,22 @@ where
                 return;
             }
             // After this firing's own time, even if it fired a little early.
-            match next_fire(&spec, at.max(Utc::now())) {
+            let next = next_fire(&spec, at.max(Utc::now()));
+            match next {
                 Some(next) => {
                     let armed = async { anyhow::Ok(sched.add(firing(spec.clone(), next, serving.clone())?).await?) };
                     if let Err(e) = armed.await {
-                        tracing::error!(job = %spec.name, "the job's next run could not be scheduled: {e}");
+                        let msg = format!("job '{}': its next run could not be scheduled: {e}", spec.name);
+                        tracing::error!(job = %spec.name, "{msg}; the schedule stops");
+                        *serving.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(Stop::Failed(msg));
+                        return;
                     }
                 }
                 None => tracing::warn!(job = %spec.name, "the job has no later occurrence"),
             }
+            // The job's last firing: once its run is done (or skipped), the schedule may have
+            // nothing left to do.
+            let last = ExhaustOnDrop { serving: next.is_none().then(|| serving.clone()) };
             // Runs never overlap. A job's firing while its previous run is still in progress
             // (or still waiting) is skipped: the next firing catches up. Another job's firing
             // waits for the run in progress (before, it was skipped too: two jobs on the same
@@ -260,6 +300,7 @@ where
                 tracing::info!(job = %spec.name, "scheduled run finished");
             }
             drop(guard);
+            drop(last);
         })
     })
     .map_err(|e| anyhow::anyhow!("job '{name}': {e}"))?;
@@ -279,6 +320,8 @@ where
         queued: Arc::default(),
         run: Arc::new(run),
         cancel: cancel.clone(),
+        stopped: Arc::default(),
+        armed: Arc::default(),
     };
     for spec in jobs {
         let Some(next) = next_fire(&spec, Utc::now()) else {
@@ -286,19 +329,33 @@ where
             continue;
         };
         sched.add(firing(spec.clone(), next, serving.clone())?).await?;
+        serving.armed.fetch_add(1, Ordering::SeqCst);
         tracing::info!(
             job = %spec.name, cron = %spec.cron, timezone = %spec.tz,
             next = %next.with_timezone(&spec.tz).to_rfc3339(), "job scheduled"
         );
     }
+    if serving.armed.load(Ordering::SeqCst) == 0 {
+        anyhow::bail!("no job of the schedule has a later occurrence: nothing to run");
+    }
     sched.start().await?;
-    while !cancel.load(Ordering::SeqCst) {
+    let stopped = || serving.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    while !cancel.load(Ordering::SeqCst) && stopped().is_none() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tracing::info!("stopping the schedule: no new run starts; waiting for the run in progress");
+    match stopped() {
+        Some(Stop::Exhausted) => {
+            tracing::info!("no job has a later occurrence: the schedule ends after the run in progress")
+        }
+        Some(Stop::Failed(_)) => tracing::error!("stopping the schedule: waiting for the run in progress"),
+        None => tracing::info!("stopping the schedule: no new run starts; waiting for the run in progress"),
+    }
     sched.shutdown().await?;
     let _last = serving.busy.lock().await;
-    Ok(())
+    match stopped() {
+        Some(Stop::Failed(msg)) => Err(anyhow::anyhow!(msg)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +375,35 @@ mod tests {
             policies: vec![],
             dry_run: false,
         }
+    }
+
+    /// A schedule whose jobs have no later occurrence ends once the last one's run is done
+    /// (before, it idled for ever, looking alive); one with none to begin with is an error.
+    #[tokio::test]
+    async fn a_schedule_with_no_occurrence_left_ends_after_its_last_run() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let at = Utc::now() + chrono::Duration::seconds(2);
+        let once = at.format("%S %M %H %d %m ? %Y").to_string();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let served = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            super::serve(vec![spec(&once, "UTC")], Arc::new(AtomicBool::new(false)), move |_| {
+                let counted = counted.clone();
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        )
+        .await
+        .expect("the schedule ends by itself");
+        served.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "its one run, done before the end");
+        let past = super::serve(vec![spec("0 0 3 * * ? 2020", "UTC")], Arc::new(AtomicBool::new(false)), |_| async {});
+        let e = past.await.expect_err("nothing to run");
+        assert!(e.to_string().contains("no job of the schedule has a later occurrence"), "{e}");
     }
 
     /// Every occurrence in the zone's offset of its own day: a process started in winter runs
