@@ -280,7 +280,7 @@ impl Config {
                 return None;
             }
         };
-        let nulls = pos.null_values(0);
+        let nulls = pos.unread_values(0);
         if !nulls.is_empty() {
             diags.0.extend(nulls);
             return None;

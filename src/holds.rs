@@ -110,7 +110,7 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
             return Vec::new();
         }
     };
-    let nulls = pos.null_values(0);
+    let nulls = pos.unread_values(0);
     if !nulls.is_empty() {
         diags.0.extend(nulls);
         return Vec::new();

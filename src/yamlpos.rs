@@ -30,6 +30,9 @@ pub struct Positions {
     aliased: HashSet<usize>,
     /// (document index, path) of every mapping value written as null (nothing, `~`, `null`).
     nulls: Vec<(usize, String)>,
+    /// (document index, path, tag as written) of every node with a tag lapse does not read
+    /// (anything but `!!str`, `!!int`, `!!float` and `!!bool`).
+    tags: Vec<(usize, String, String)>,
     /// Whether the whole text was read (a syntax error stops the walk).
     complete: bool,
 }
@@ -80,18 +83,25 @@ impl Positions {
 
     /// An error for every key of document `doc` whose value is written as null (nothing, `~`
     /// or `null`): none of lapse's keys takes null, and an optional key given one would read as
-    /// left out (`when: ~`, no condition: every record lapses; `holds_file:`, no holds).
-    pub fn null_values(&self, doc: usize) -> Vec<Diagnostic> {
-        self.nulls
-            .iter()
-            .filter(|(d, _)| *d == doc)
-            .map(|(_, path)| {
-                Diagnostic::error(format!(
-                    "'{path}' has no value (it is empty, '~' or 'null'): write one, or leave the key out"
-                ))
-                .at(self.value(doc, path))
-            })
-            .collect()
+    /// left out (`when: ~`, no condition: every record lapses; `holds_file:`, no holds); and
+    /// for every node with a tag the reader drops.
+    pub fn unread_values(&self, doc: usize) -> Vec<Diagnostic> {
+        let nulls = self.nulls.iter().filter(|(d, _)| *d == doc).map(|(_, path)| {
+            Diagnostic::error(format!(
+                "'{path}' has no value (it is empty, '~' or 'null'): write one, or leave the key out"
+            ))
+            .at(self.value(doc, path))
+        });
+        // A tag is dropped by the reader: `!!binary AAEC` would be the text `AAEC`, and
+        // `!custom 1y` a period.
+        let tags = self.tags.iter().filter(|(d, ..)| *d == doc).map(|(_, path, tag)| {
+            let node = if path.is_empty() { "the document".to_string() } else { format!("'{path}'") };
+            Diagnostic::error(format!(
+                "{node} has the tag '{tag}', which is not read (only !!str, !!int, !!float and !!bool are): remove it"
+            ))
+            .at(self.value(doc, path))
+        });
+        nulls.chain(tags).collect()
     }
 
     /// Where the key leading to `path` starts; falls back to the value.
@@ -546,6 +556,20 @@ impl Walker {
         Some(path)
     }
 
+    /// Notes a tag lapse does not read on the node at `path`.
+    fn tagged(&mut self, path: &str, tag: Option<&yaml_rust2::parser::Tag>) {
+        let Some(t) = tag else { return };
+        let core = t.handle == "!!" || t.handle == "tag:yaml.org,2002:";
+        if !(core && matches!(t.suffix.as_str(), "str" | "int" | "float" | "bool")) {
+            let written = if t.handle == "tag:yaml.org,2002:" {
+                format!("!!{}", t.suffix)
+            } else {
+                format!("{}{}", t.handle, t.suffix)
+            };
+            self.out.tags.push((self.doc, path.to_string(), written));
+        }
+    }
+
     /// A key of the innermost mapping starts at `mark`: the first one is where a block mapping
     /// starts (the parser marks a block mapping at the ':' after its first key).
     fn first_key(&mut self, mark: Marker) {
@@ -592,7 +616,7 @@ impl MarkedEventReceiver for Walker {
                 self.started = true;
                 self.stack.clear();
             }
-            Event::Scalar(value, style, ..) => {
+            Event::Scalar(value, style, _, tag) => {
                 if let Some(Frame::Map { expecting_key: true, .. }) = self.stack.last() {
                     self.first_key(mark);
                     let doc = self.doc;
@@ -608,6 +632,7 @@ impl MarkedEventReceiver for Walker {
                 }
                 let in_map = matches!(self.stack.last(), Some(Frame::Map { .. }));
                 if let Some(path) = self.node_path(mark, style == TScalarStyle::Plain && value.is_empty()) {
+                    self.tagged(&path, tag.as_ref());
                     if in_map
                         && style == TScalarStyle::Plain
                         && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL")
@@ -621,12 +646,14 @@ impl MarkedEventReceiver for Walker {
                 self.out.aliased.insert(self.doc);
                 self.node_path(mark, false);
             }
-            Event::SequenceStart(..) => {
+            Event::SequenceStart(_, tag) => {
                 let path = self.node_path(mark, false).unwrap_or_default();
+                self.tagged(&path, tag.as_ref());
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
-            Event::MappingStart(..) => {
+            Event::MappingStart(_, tag) => {
                 let indexed = self.node_path(mark, false);
+                self.tagged(indexed.as_deref().unwrap_or_default(), tag.as_ref());
                 let block = self.chars.get(mark.index()) != Some(&'{');
                 self.stack.push(Frame::Map {
                     path: indexed.clone().unwrap_or_default(),

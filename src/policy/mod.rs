@@ -506,7 +506,7 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut 
             Ok(raw) => {
                 // Said besides what `resolve` says of the same key (`retain:` is an empty period
                 // there too); either error keeps the policy from running.
-                diags.0.extend(positions.null_values(doc));
+                diags.0.extend(positions.unread_values(doc));
                 if let Some(p) = resolve(raw, path, doc, positions.clone(), diags) {
                     set.policies.push(p);
                 }

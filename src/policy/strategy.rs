@@ -103,7 +103,12 @@ impl Strategy {
                             Y::String(s) => Literal::Text(s.clone()),
                             Y::Bool(b) => Literal::Bool(*b),
                             Y::Number(n) if n.is_i64() => Literal::Int(n.as_i64().unwrap_or_default()),
-                            Y::Number(n) => Literal::Float(n.as_f64().unwrap_or_default()),
+                            Y::Number(n) if n.as_f64().is_some_and(f64::is_finite) => {
+                                Literal::Float(n.as_f64().unwrap_or_default())
+                            }
+                            // `.nan` was written as NULL (and counted anonymized), `.inf` refused
+                            // by the database at the run.
+                            Y::Number(_) => return Err("constant must be a finite number (not .nan or .inf)".into()),
                             _ => return Err("constant must be a string, number or boolean".into()),
                         };
                         Ok(Strategy::Constant(lit))

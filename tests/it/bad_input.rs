@@ -434,6 +434,23 @@ async fn a_key_written_with_no_value_is_refused() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// A tag the reader drops is refused where it is written (`!!binary AAEC` was written as the
+/// text `AAEC`, `!custom 1y` read as a period), as is a constant that is no finite number
+/// (`.nan` was written as NULL and counted as anonymized).
+#[tokio::test]
+async fn dropped_tags_and_non_finite_constants_are_refused() {
+    let p = File::Policy;
+    let binary = edit(POLICY, "{ constant: '(anonymized)' }", "{ constant: !!binary AAEC }");
+    let custom = edit(POLICY, "retain: 1y", "retain: !custom 1y");
+    let nan = edit(POLICY, "{ constant: '(anonymized)' }", "{ constant: .nan }");
+    let cases = vec![
+        case("!!binary", p, binary, &["has the tag '!!binary', which is not read"], "!!binary AAEC", "AAEC"),
+        case("!custom", p, custom, &["'purposes.0.retain' has the tag '!custom'"], "!custom 1y", "1y"),
+        case("constant .nan", p, nan, &["constant must be a finite number"], "{ constant: .nan }", "{"),
+    ];
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
 /// `pseudonymize` without a pseudonymization key in the config is refused offline (before, it
 /// validated, and the run failed every record).
 #[tokio::test]
