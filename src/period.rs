@@ -32,6 +32,8 @@ impl Period {
         let mut period = Period::default();
         let mut rest = text;
         let mut terms = 0;
+        // Each unit once: `1y1y` or `1 year 1 year` is a slip, not two years.
+        let mut seen: Vec<char> = Vec::new();
         while !rest.is_empty() {
             let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             if digits_end == 0 {
@@ -51,6 +53,20 @@ impl Period {
             }
             let add = |a: u32, b: u32| a.checked_add(b).ok_or_else(|| format!("invalid period '{input}': too large"));
             let mul = |a: u32, b: u32| a.checked_mul(b).ok_or_else(|| format!("invalid period '{input}': too large"));
+            let kind = match unit.as_str() {
+                "h" | "hour" | "hours" => 'h',
+                "d" | "day" | "days" => 'd',
+                "w" | "week" | "weeks" => 'w',
+                "m" | "mo" | "month" | "months" => 'm',
+                "y" | "year" | "years" => 'y',
+                _ => ' ',
+            };
+            if kind != ' ' && seen.contains(&kind) {
+                return Err(format!(
+                    "invalid period '{input}': the unit '{unit}' is given twice (write each unit once)"
+                ));
+            }
+            seen.push(kind);
             match unit.as_str() {
                 "h" | "hour" | "hours" => period.hours = add(period.hours, number)?,
                 "d" | "day" | "days" => period.days = add(period.days, number)?,
@@ -157,6 +173,10 @@ mod tests {
             assert!(err.contains("period"), "{bad}: {err}");
         }
         assert!(Period::parse("5 fortnights").unwrap_err().contains("'fortnights'"));
+        // A unit given twice is a slip, not a sum (before, `1y1y` was two years).
+        for twice in ["1y1y", "1 year 1 year", "1y 6m 1 years", "3d 2 days"] {
+            assert!(Period::parse(twice).unwrap_err().contains("given twice"), "{twice}");
+        }
     }
 
     #[test]

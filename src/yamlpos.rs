@@ -171,6 +171,20 @@ pub fn serde_error(file: &Path, e: &serde_yaml_ng::Error, doc: usize, positions:
             msg.truncate(i);
         }
     }
+    // The reader's own type names mean nothing to whoever wrote the file.
+    for (internal, said) in [
+        ("struct RawPolicy", "a policy (a mapping of name, dataset, personal, purposes, on_lapse, …)"),
+        ("struct RawDataset", "a dataset (a mapping)"),
+        ("struct RawColumn", "a personal column (a mapping of category and anonymize)"),
+        ("struct RawPurpose", "a purpose (a mapping of name, legal_basis, retain, after, …)"),
+        ("struct RawDependent", "a dependent (a mapping)"),
+        ("struct RawGuardrail", "a guardrail (a mapping)"),
+        ("struct RawFile", "a holds file (a mapping with 'holds')"),
+        ("struct RawHold", "a hold (a mapping of id, matter, subjects, policies, …)"),
+        ("struct Config", "a worker config (a mapping of connections, policies, …)"),
+    ] {
+        msg = msg.replace(internal, said);
+    }
     if let Some(key) = duplicated_key(&msg) {
         let mapping = location.as_ref().map(|l| (l.line, l.column));
         if let Some(l) = positions.duplicate(doc, key, mapping) {

@@ -726,7 +726,9 @@ fn resolve(
     let mut purpose_names = BTreeSet::new();
     for (i, rp) in raw.purposes.into_iter().enumerate() {
         let path = format!("purposes.{i}");
-        if !purpose_names.insert(rp.name.clone()) {
+        // Names differing only in case are one name to a reader, and to a case-insensitive
+        // collation.
+        if !purpose_names.insert(rp.name.to_lowercase()) {
             errs.push(p.error(&format!("{path}.name"), format!("duplicate purpose '{}'", rp.name)));
         }
         let period = match Period::parse(&rp.retain) {
@@ -771,6 +773,11 @@ fn resolve(
             None => all_columns.clone(),
             Some(list) => {
                 for (j, c) in list.iter().enumerate() {
+                    if list[..j].contains(c) {
+                        errs.push(
+                            p.error(&format!("{path}.covers.{j}"), format!("purpose '{}' covers '{c}' twice", rp.name)),
+                        );
+                    }
                     if !all_columns.contains(c) {
                         errs.push(p.error(
                             &format!("{path}.covers.{j}"),
@@ -1030,9 +1037,11 @@ fn check_subject_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
 /// Checks across policies: unique names; policies on the same table must agree on what happens
 /// to shared columns; and they share their purposes, because keeping wins over destroying.
 pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
+    // Names differing only in case are one name to a reader, to a case-insensitive file system
+    // (report files) and to a case-insensitive collation (a holds table's policy column).
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for (i, p) in set.policies.iter().enumerate() {
-        if let Some(&j) = names.get(&p.name) {
+        if let Some(&j) = names.get(&p.name.to_lowercase()) {
             let other = &set.policies[j];
             diags.push(p.error(
                 "name",
@@ -1043,7 +1052,7 @@ pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
                 ),
             ));
         } else {
-            names.insert(p.name.clone(), i);
+            names.insert(p.name.to_lowercase(), i);
         }
     }
     let n = set.policies.len();

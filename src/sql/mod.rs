@@ -999,6 +999,12 @@ impl SqlConnector {
                 Ok(TableInfo { name: table.to_string(), columns, primary_key: pk, referenced_by })
             }
             Pool::Lite(p) => {
+                // The catalog read is the main database's: a table of another schema
+                // (`temp.people`, an attached or unknown one) is no table lapse knows (before,
+                // `nosuch.people` passed validation as `people`, and the run failed on it).
+                if schema.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("main")) {
+                    return Err(not_found());
+                }
                 let cols = sqlx::query(catalog::LITE_COLUMNS).bind(&bare).fetch_all(p).await.map_err(db_err(&ctx))?;
                 if cols.is_empty() {
                     return Err(not_found());

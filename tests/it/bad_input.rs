@@ -434,6 +434,27 @@ async fn a_key_written_with_no_value_is_refused() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// Slips that read as something else are refused where they are written: a period's unit given
+/// twice (`1y1y` was two years), a column covered twice, purposes whose names differ only in
+/// case.
+#[tokio::test]
+async fn slips_are_refused() {
+    let p = File::Policy;
+    let twice = edit(POLICY, "retain: 1y", "retain: 1y1y");
+    let covers = edit(POLICY, "    after: created_at\n", "    after: created_at\n    covers: [email, email]\n");
+    let purposes = edit(
+        POLICY,
+        "on_lapse: delete\n",
+        "  - name: Service\n    legal_basis: contract\n    retain: 2y\n    after: created_at\non_lapse: delete\n",
+    );
+    let cases = vec![
+        case("1y1y", p, twice, &["invalid period '1y1y': the unit 'y' is given twice"], "retain: 1y1y", "1y1y"),
+        case("covers twice", p, covers, &["purpose 'service' covers 'email' twice"], ", email]", "email"),
+        case("purposes in two cases", p, purposes, &["duplicate purpose 'Service'"], "name: Service", "Service"),
+    ];
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
 /// A tag the reader drops is refused where it is written (`!!binary AAEC` was written as the
 /// text `AAEC`, `!custom 1y` read as a period), as is a constant that is no finite number
 /// (`.nan` was written as NULL and counted as anonymized).
@@ -1860,6 +1881,18 @@ async fn catalog_case(b: Backend, what: &str, text: &str, expect: &[&str], conte
 async fn unknown_table(b: Backend) {
     let text = edit(POLICY, "table: people", "table: peple");
     catalog_case(b, "unknown table", &text, &["unknown table 'peple' on connection 'db'"], "peple", "peple").await;
+}
+
+/// SQLite reads the main database's catalog: a table of another schema is unknown (before,
+/// `nosuch.people` validated as `people`, and the run failed on it with exit 1 and a report).
+#[tokio::test]
+async fn sqlite_table_of_another_schema_is_unknown() {
+    for schema in ["nosuch", "temp"] {
+        let table = format!("{schema}.people");
+        let text = edit(POLICY, "table: people", &format!("table: {table}"));
+        let msg = format!("unknown table '{table}' on connection 'db'");
+        catalog_case(Backend::Sqlite, "table of another schema", &text, &[msg.as_str()], &table, &table).await;
+    }
 }
 
 async fn unknown_personal_column(b: Backend) {
