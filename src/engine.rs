@@ -304,7 +304,7 @@ pub async fn prepare<'a>(
             out.push((p, prep));
         }
     }
-    hold_subjects_of_another_type(ws, &out, &mut d);
+    hold_subjects_of_another_type(ws, conns, &out, &mut d);
     let named = canonical_names(ws, conns, &out, &mut d).await;
     same_table_spelled_alike(&named, &out, &mut d);
     no_cascade_into_a_governed_table(&named, conns, &out, &mut d).await;
@@ -320,36 +320,65 @@ pub async fn prepare<'a>(
 }
 
 /// A hold's subject that no value of a policy's subject column can equal (`0x2` or `S-1` for an
-/// integer column) holds nothing there: an error where the hold names the policy (it was meant
-/// for it: `0x2`, which YAML reads as 2, was taken as written and held nothing), a warning where
-/// the hold is on every policy (its subjects may be meant for another table's column).
-fn hold_subjects_of_another_type(ws: &Workspace, prepared: &[(&Policy, Prepared)], d: &mut Diagnostics) {
+/// integer column) holds nothing there. An error where the hold names policies and the subject
+/// fits none of their subject columns (it was meant for one of them: `0x2`, which YAML reads as
+/// 2, was taken as written and held nothing); a warning otherwise: a hold on several policies
+/// may carry identifiers of each one's shape, a hold on every policy subjects meant for other
+/// tables, and SQLite keeps any type in any column, where the subject is compared as written.
+fn hold_subjects_of_another_type(
+    ws: &Workspace,
+    conns: &Connections,
+    prepared: &[(&Policy, Prepared)],
+    d: &mut Diagnostics,
+) {
+    use crate::connector::ColumnKind;
     let file = ws.config.holds_file.as_ref().map(|f| ws.config.resolve(f)).unwrap_or_default();
-    for (p, prep) in prepared.iter().filter(|(p, _)| p.objects.is_none()) {
-        let Some(col) = p.subject.as_ref().and_then(|s| prep.table.column(s)) else { continue };
-        if matches!(col.kind, crate::connector::ColumnKind::Text | crate::connector::ColumnKind::Other) {
-            continue;
-        }
-        let policies = p.hold_policies();
-        for h in ws.holds.iter().filter(|h| policies.iter().any(|n| h.applies_to(n))) {
-            let named = !h.policies.is_empty();
-            for (j, s) in h.subjects.iter().enumerate() {
-                if coerce(Value::Text(s.clone()), col.kind).is_ok() {
-                    continue;
-                }
-                let msg = format!(
-                    "hold '{}': subject #{} is no value of policy '{}''s subject column '{}' ({}), so it holds nothing there{}",
-                    h.id,
-                    j + 1,
-                    p.name,
-                    col.name,
-                    col.sql_type,
-                    if named { "; write it as the column's values are written (a number in decimal)" } else { "" }
-                );
-                let at = h.subject_locations.get(j).cloned().flatten();
-                let diag = if named { Diagnostic::error(msg) } else { Diagnostic::warning(msg) };
-                d.push(diag.at(at).in_file(file.clone()));
+    for h in &ws.holds {
+        // The SQL policies the hold reaches, with their subject column and whether a value of
+        // another type can be in it (SQLite).
+        let reached: Vec<(&Policy, &crate::connector::ColumnInfo, bool)> = prepared
+            .iter()
+            .filter(|(p, _)| p.objects.is_none() && p.hold_policies().iter().any(|n| h.applies_to(n)))
+            .filter_map(|(p, prep)| {
+                let col = p.subject.as_ref().and_then(|s| prep.table.column(s))?;
+                let any_type = conns.get(&p.connection).is_some_and(|c| c.keeps_any_type());
+                Some((*p, col, any_type))
+            })
+            .collect();
+        // The subjects as written (the numbers of those written in hexadecimal or octal follow,
+        // held too: such a subject holds its number).
+        for (j, s) in h.subjects.iter().enumerate().take(h.subject_count) {
+            if crate::holds::non_decimal_number(s).is_some() {
+                continue;
             }
+            let typed = |col: &crate::connector::ColumnInfo| {
+                matches!(col.kind, ColumnKind::Text | ColumnKind::Other)
+                    || coerce(Value::Text(s.clone()), col.kind).is_ok()
+            };
+            let misfits: Vec<_> = reached.iter().filter(|(_, col, _)| !typed(col)).collect();
+            if misfits.is_empty() {
+                continue;
+            }
+            let fits_one = reached.iter().any(|(_, col, any_type)| *any_type || typed(col));
+            let where_: Vec<String> = misfits
+                .iter()
+                .map(|(p, col, _)| format!("policy '{}''s '{}' ({})", p.name, col.name, col.sql_type))
+                .collect();
+            let named = !h.policies.is_empty();
+            let msg = format!(
+                "hold '{}': subject #{} is no value of the subject column of {}, so it holds nothing there{}",
+                h.id,
+                j + 1,
+                where_.join(", "),
+                if named && !fits_one {
+                    "; write it as the column's values are written (a number in decimal)"
+                } else {
+                    ""
+                }
+            );
+            let at = h.subject_locations.get(j).cloned().flatten();
+            let diag = if named && !fits_one { Diagnostic::error(msg) } else { Diagnostic::warning(msg) };
+            d.push(diag.at(at).in_file(file.clone()));
         }
     }
 }

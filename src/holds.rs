@@ -46,6 +46,24 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
+/// The value of an integer YAML writes in hexadecimal or octal (`0x1F`, `-0o17`), which no
+/// database reads as a number.
+pub fn non_decimal_number(s: &str) -> Option<i64> {
+    let t = s.trim();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()?
+    } else if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        i64::from_str_radix(o, 8).ok()?
+    } else {
+        return None;
+    };
+    Some(if neg { -v } else { v })
+}
+
 /// One legal hold.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hold {
@@ -110,10 +128,14 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
             return Vec::new();
         }
     };
-    let nulls = pos.unread_values(0);
-    if !nulls.is_empty() {
-        diags.0.extend(nulls);
-        return Vec::new();
+    // Said, and the holds still read: a run refuses on the error, and `report lookup`, which
+    // only warns, still answers HELD for the holds that are there.
+    for mut d in pos.unread_values(0) {
+        // Every hold commented out leaves `holds:` alone; the key itself is required.
+        if d.message.starts_with("'holds' has no value") {
+            d.message = "'holds' has no value: a file without holds says 'holds: []'".into();
+        }
+        diags.push(d);
     }
     let mut out = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
@@ -137,16 +159,26 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
             );
         }
         let mut subjects = Vec::new();
+        // The numbers of subjects written in hexadecimal or octal, held besides them.
+        let mut extra = Vec::new();
         for (j, s) in h.subjects.iter().enumerate() {
             match s {
                 serde_yaml_ng::Value::String(s) => subjects.push(s.clone()),
                 // As written: YAML reads `+4915112345678`, `007`, `12.50` or `0x1F` as numbers,
                 // whose text (`4915112345678`, `7`, `12.5`, `31`) names another subject.
-                serde_yaml_ng::Value::Number(n) => subjects.push(
-                    pos.scalar(0, &format!("holds.{i}.subjects.{j}"))
+                serde_yaml_ng::Value::Number(n) => {
+                    let written = pos
+                        .scalar(0, &format!("holds.{i}.subjects.{j}"))
                         .map(str::to_string)
-                        .unwrap_or_else(|| n.to_string()),
-                ),
+                        .unwrap_or_else(|| n.to_string());
+                    // `0x2` or `0o2`, which YAML reads as 2 and no database as a number: the
+                    // number is held too (keeping wins; before, an integer subject column held
+                    // nothing for it).
+                    if let Some(v) = non_decimal_number(&written) {
+                        extra.push(v.to_string());
+                    }
+                    subjects.push(written);
+                }
                 _ => err(&format!("subjects.{j}"), format!("hold '{}': a subject must be a string or a number", h.id)),
             }
         }
@@ -170,7 +202,7 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
                 matter: h.matter,
                 reason: h.reason,
                 subject_count: subjects.len(),
-                subjects,
+                subjects: subjects.into_iter().chain(extra).collect(),
                 policies: h.policies,
                 expires,
             });

@@ -188,18 +188,24 @@ struct Serving<F> {
     armed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Counts a job's last firing out of `Serving::armed` when dropped (its run done or skipped),
-/// and says the schedule is exhausted when it was the last job.
-struct ExhaustOnDrop<F> {
-    serving: Option<Serving<F>>,
+/// When a firing is done (its run finished or skipped): stops the schedule if its job could not
+/// be armed again (`failed`), or counts the job's last firing out of `Serving::armed` and says
+/// the schedule is exhausted when it was the last job. Set after the run, so that the serving
+/// loop never stops before it.
+struct StopOnDrop<F> {
+    serving: Serving<F>,
+    last: bool,
+    failed: Option<String>,
 }
 
-impl<F> Drop for ExhaustOnDrop<F> {
+impl<F> Drop for StopOnDrop<F> {
     fn drop(&mut self) {
-        if let Some(s) = &self.serving {
-            if s.armed.fetch_sub(1, Ordering::SeqCst) == 1 {
-                s.stopped.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(Stop::Exhausted);
-            }
+        let s = &self.serving;
+        let mut stopped = s.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(msg) = self.failed.take() {
+            *stopped = Some(Stop::Failed(msg));
+        } else if self.last && s.armed.fetch_sub(1, Ordering::SeqCst) == 1 {
+            stopped.get_or_insert(Stop::Exhausted);
         }
     }
 }
@@ -264,21 +270,21 @@ where
             }
             // After this firing's own time, even if it fired a little early.
             let next = next_fire(&spec, at.max(Utc::now()));
+            let mut failed = None;
             match next {
                 Some(next) => {
                     let armed = async { anyhow::Ok(sched.add(firing(spec.clone(), next, serving.clone())?).await?) };
                     if let Err(e) = armed.await {
                         let msg = format!("job '{}': its next run could not be scheduled: {e}", spec.name);
-                        tracing::error!(job = %spec.name, "{msg}; the schedule stops");
-                        *serving.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(Stop::Failed(msg));
-                        return;
+                        tracing::error!(job = %spec.name, "{msg}; the schedule stops after this run");
+                        failed = Some(msg);
                     }
                 }
                 None => tracing::warn!(job = %spec.name, "the job has no later occurrence"),
             }
             // The job's last firing: once its run is done (or skipped), the schedule may have
             // nothing left to do.
-            let last = ExhaustOnDrop { serving: next.is_none().then(|| serving.clone()) };
+            let last = StopOnDrop { serving: serving.clone(), last: next.is_none(), failed };
             // Runs never overlap. A job's firing while its previous run is still in progress
             // (or still waiting) is skipped: the next firing catches up. Another job's firing
             // waits for the run in progress (before, it was skipped too: two jobs on the same

@@ -502,6 +502,12 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// `subjectless` policy, a row with a subject that names a policy, not every policy, keeps
     /// the whole policy too). For object policies, whose store has no holds table. Default:
     /// none (no holds table).
+    /// Whether a column can hold a value of another type than it declares (SQLite): a hold's
+    /// subject that is no value of the subject column's type may still be in it.
+    fn keeps_any_type(&self) -> bool {
+        false
+    }
+
     async fn holds_in_force(
         &self,
         _policies: &[String],

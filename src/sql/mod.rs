@@ -1998,6 +1998,10 @@ impl crate::connector::Connector for SqlConnector {
         })
     }
 
+    fn keeps_any_type(&self) -> bool {
+        self.dialect == Dialect::Sqlite
+    }
+
     async fn holds_in_force(
         &self,
         policies: &[String],

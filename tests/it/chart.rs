@@ -585,6 +585,12 @@ fn chart_refuses_to_enforce_without_a_reports_claim() {
     }
     helm.template_with(&chart_dir(), &[connections], &["--set", "reports.ephemeral=true"]).unwrap();
     helm.template_with(&chart_dir(), &[], &["--set", "reports.ephemeral=false"]).expect("no connections: renders");
+    // Connections given through config.extra count too.
+    let extra = "config:\n  extra:\n    connections:\n      crm:\n        url: sqlite:///data/crm.db\n";
+    let Err(e) = helm.template_with(&chart_dir(), &[extra], &["--set", "reports.ephemeral=false"]) else {
+        panic!("connections in config.extra, no claim: renders")
+    };
+    assert!(e.contains("reports.existingClaim is empty"), "{e}");
 }
 
 #[test]
