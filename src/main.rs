@@ -617,7 +617,8 @@ enum ReportCmd {
         public_key: Option<PathBuf>,
     },
     /// Was a subject (or record) destroyed, when and how, or is it held? Uses the evidence key.
-    /// Exit 0: found (destroyed or held); 5: nothing found; 2: bad arguments or config.
+    /// Exit 0: found (destroyed or held); 5: nothing found; 2: bad arguments or config, or no
+    /// answer (evidence unreadable, or found only in evidence no report accounts for).
     Lookup {
         /// A directory of reports, or `s3://bucket/prefix` (client settings from the config's
         /// `reports.s3` connection).
@@ -813,8 +814,9 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             }
             if answer.found {
                 ExitCode::SUCCESS
-            } else if answer.evidence_unreadable > 0 {
-                // Not "nothing found": evidence that could hold the answer was not read.
+            } else if answer.evidence_unreadable > 0 || !answer.unconfirmed.is_empty() {
+                // Not "nothing found": evidence that could hold the answer was not read, or
+                // says what no signed report confirms.
                 ExitCode::from(INVALID)
             } else {
                 ExitCode::from(reporting::EXIT_NOT_FOUND)

@@ -190,6 +190,10 @@ pub struct Answer {
     pub run_reports: usize,
     pub evidence_records_scanned: u64,
     pub destroyed: Vec<Destroyed>,
+    /// Lines found only in evidence files no report accounts for (a run killed before its
+    /// report, whose next run of the policy checks them against its journal and accounts for
+    /// them; or a file put there): no signed report vouches for them, so they are no answer.
+    pub unconfirmed: Vec<Destroyed>,
     pub held: Vec<HeldBy>,
     /// What the reports cannot tell about this target, and where to look instead.
     pub cannot_answer: Vec<String>,
@@ -341,6 +345,7 @@ pub fn lookup(
     };
     let wanted: BTreeSet<&str> = hashes.iter().map(String::as_str).collect();
     let mut destroyed = Vec::new();
+    let mut unconfirmed = Vec::new();
     let mut scanned = 0u64;
     // What to search: the evidence of every run report with this key, then evidence files no
     // report names: a run killed before its report (its batches' records are in its journal
@@ -398,8 +403,9 @@ pub fn lookup(
             (true, None) => ("its report cannot be read", "whose report cannot be read"),
             (false, None) => ("a run that wrote no report (killed, or still running)", "which wrote no report"),
         };
-        warnings
-            .push(format!("{name}: the evidence of {why}: searched too; its records are also in its journal table"));
+        warnings.push(format!(
+            "{name}: the evidence of {why}: searched too, but no report accounts for it (the next run of its policies checks it against their journal table and accounts for it): what it says is unconfirmed"
+        ));
         sources.push(Source {
             file: name.to_string(),
             run_id: format!("(the run of {stem}, {run})"),
@@ -454,7 +460,8 @@ pub fn lookup(
                         src.file, src.report, e.policy
                     ));
                 }
-                destroyed.push(Destroyed {
+                let list = if src.sha256.is_some() { &mut destroyed } else { &mut unconfirmed };
+                list.push(Destroyed {
                     at: e.at,
                     policy: e.policy,
                     action: e.action,
@@ -484,6 +491,7 @@ pub fn lookup(
         }
     }
     destroyed.sort_by_key(|d| d.at);
+    unconfirmed.sort_by_key(|d| d.at);
 
     let mut held = Vec::new();
     let mut cannot = Vec::new();
@@ -565,6 +573,10 @@ pub fn lookup(
         ));
     }
     cannot.push("Records that had not lapsed yet were neither destroyed nor recorded.".into());
+    cannot.push(
+        "The reports are read as they are here; their signatures and chain are not checked by a lookup: `lapse report verify` checks them."
+            .into(),
+    );
     if evidence_unreadable > 0 {
         cannot.push(format!(
             "The evidence of {evidence_unreadable} run report(s) could not be read whole (see the warnings): what those runs destroyed is not known here."
@@ -578,6 +590,7 @@ pub fn lookup(
         run_reports: reports.len(),
         evidence_records_scanned: scanned,
         destroyed,
+        unconfirmed,
         held,
         cannot_answer: cannot,
         warnings,
@@ -621,9 +634,14 @@ impl Answer {
         // Only some of a record's fields anonymized is not its destruction: said apart.
         let (fields, whole): (Vec<&Destroyed>, Vec<&Destroyed>) =
             self.destroyed.iter().partition(|d| d.action == "fields_anonymized");
+        let unconfirmed: Vec<&Destroyed> = self.unconfirmed.iter().collect();
         for (list, head) in [
             (whole, "DESTROYED: {} record(s)\n"),
             (fields, "FIELDS ANONYMIZED: {} record(s) kept, some of their fields anonymized (see each stage)\n"),
+            (
+                unconfirmed,
+                "UNCONFIRMED: {} line(s) in evidence no report accounts for (a run killed before its report, accounted for by its policies' next run; or a file put there): no signed report says so yet\n",
+            ),
         ] {
             if list.is_empty() {
                 continue;
@@ -730,6 +748,7 @@ mod tests {
             run_reports: 0,
             evidence_records_scanned: 0,
             destroyed: vec![],
+            unconfirmed: vec![],
             held: vec![hold.clone(), HeldBy { active: false, ..hold.clone() }, HeldBy { expires: None, ..hold }],
             cannot_answer: vec![],
             warnings: vec![],
