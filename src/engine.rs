@@ -123,14 +123,21 @@ impl Workspace {
             None => Vec::new(),
         };
         let names: BTreeSet<&str> = policies.policies.iter().map(|p| p.name.as_str()).collect();
+        // Policies already said to be broken, and whether some policy file could not be read at
+        // all: a hold naming one of those is no typo of its own.
+        let broken: BTreeSet<String> = d.0.iter().filter(|x| x.is_error()).filter_map(|x| x.policy.clone()).collect();
+        let unreadable = d.0.iter().any(|x| x.is_error() && x.policy.is_none());
         for h in &holds {
             for (j, p) in h.policies.iter().enumerate() {
-                if !names.contains(p.as_str()) {
+                if !names.contains(p.as_str()) && !broken.contains(p) {
                     // A typo here would silently release what the hold protects.
                     let file = config.holds_file.as_ref().map(|f| config.resolve(f)).unwrap_or_default();
                     let at = h.policy_locations.get(j).cloned().flatten();
+                    let hint = if unreadable { " (or one in a policy file that could not be read, above)" } else { "" };
                     d.push(
-                        Diagnostic::error(format!("hold '{}' names unknown policy '{p}'", h.id)).at(at).in_file(file),
+                        Diagnostic::error(format!("hold '{}' names unknown policy '{p}'{hint}", h.id))
+                            .at(at)
+                            .in_file(file),
                     );
                 }
             }

@@ -121,6 +121,8 @@ enum Cmd {
     },
     /// Long-running: run the config's `schedule.jobs` on their cron schedules (with time zones);
     /// runs never overlap; SIGTERM finishes the current batch, writes the report and exits.
+    /// Each job names its policies (`--policy` is refused here).
+    #[command(mut_arg("policies", |a| a.hide(true)))]
     Schedule {
         #[command(flatten)]
         common: Common,
@@ -176,7 +178,9 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     let mut filter = user
         .filter(|u| !u.trim().is_empty())
         .and_then(|u| EnvFilter::try_new(u).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("lapse={default},warn")));
+        // tokio-cron-scheduler logs "Error receiving Closed" at ERROR as `schedule` stops: its
+        // channels closing, no error of a run (`serve` returns the errors of its calls).
+        .unwrap_or_else(|| EnvFilter::new(format!("lapse={default},warn,tokio_cron_scheduler=off")));
     for quiet in [
         "aws_sdk_s3=info",
         "aws_smithy_runtime=info",
