@@ -997,6 +997,7 @@ pub async fn execute(
         evidence: None,
         shard: opts.shard.map(|s| report::ShardInfo { index: s.index, count: s.count }),
         interrupted_runs: Vec::new(),
+        previous_unverified: None,
     };
     let mut report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
     if let Some(s) = opts.shard {
@@ -1303,6 +1304,23 @@ pub async fn execute(
             (l, b) => l.or(b),
         };
         report.sequence = report.previous.as_ref().map_or(1, |p| p.sequence + 1);
+        // A head in this directory that this run's key did not sign (a forged report would be
+        // chained to, and vouched for, silently): said in this signed report.
+        if let (Some(k), Some(prev)) = (signer.as_ref(), report.previous.as_ref()) {
+            let path = report_dir.join(&prev.file);
+            if let Ok(bytes) = std::fs::read(&path) {
+                let sig = std::fs::read_to_string(report_dir.join(format!("{}.sig", prev.file))).unwrap_or_default();
+                if !crate::integrity::check_signature(&k.verifying_key(), &bytes, sig.trim()) {
+                    let why = format!(
+                        "the previous report {} carries no signature by this run's signing key {}: written without signing, signed with another key, or put there; `lapse report verify` with the right public keys tells which",
+                        prev.file,
+                        k.key_id()
+                    );
+                    tracing::warn!("{why}");
+                    report.previous_unverified = Some(why);
+                }
+            }
+        }
         // Sealed now, under the lock and after the heads were read: the chain's order is the
         // order of `finished_at` (a head this report follows was sealed before it was read).
         report.finished_at = Some(Utc::now());

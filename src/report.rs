@@ -67,6 +67,12 @@ pub struct Report {
     /// The previous run report of the chain: its file name and SHA-256. Removing, altering or
     /// reordering reports breaks the chain.
     pub previous: Option<crate::integrity::ChainLink>,
+    /// Set when this run signs and the previous report of the chain carries no signature by its
+    /// key: written without signing, signed with another key (a rotation), or put there. This
+    /// report links to it all the same (the chain stays whole) and says so, signed: `lapse
+    /// report verify` with the right public keys tells which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_unverified: Option<String>,
     /// Identifies the Ed25519 key that signs this report (`<file>.sig`), when signing is on.
     pub signing_key_id: Option<String>,
     /// Per-record evidence, streamed to a JSON Lines file next to the report as batches commit.

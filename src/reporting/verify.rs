@@ -137,6 +137,9 @@ struct Head {
     previous: Option<ChainLink>,
     #[serde(default)]
     signing_key_id: Option<String>,
+    /// The report's own word that the report it follows carries no signature by its key.
+    #[serde(default)]
+    previous_unverified: Option<String>,
     #[serde(default)]
     evidence: Option<EvidenceFile>,
     /// Evidence files of runs that ended without their report, accounted for by this one.
@@ -573,6 +576,11 @@ impl Verifier<'_> {
                         format!("fork: sequence {s} is claimed by {} reports: {}", group.len(), names.join(", ")),
                     );
                 }
+            }
+        }
+        for e in entries.iter() {
+            if let Some(why) = e.head.as_ref().and_then(|h| h.previous_unverified.as_deref()) {
+                self.notes.push(format!("{} says: {why}", e.name));
             }
         }
         let present: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();

@@ -187,10 +187,19 @@ async fn verify_follows_a_key_rotation() {
     let dir = f.path("reports");
     let seqs = by_sequence(&dir);
     assert_eq!(seqs.len(), 6);
+    // The first report under the new key says, signed, that the one it follows is not signed by
+    // that key (a forged head would be chained to the same way); the next one does not.
+    let report = |seq: u64| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(&seqs[&seq])).unwrap()).unwrap()
+    };
+    let said = report(5)["previous_unverified"].as_str().unwrap_or_default().to_string();
+    assert!(said.contains(&seqs[&4]) && said.contains("carries no signature by this run's signing key"), "{said}");
+    assert!(report(6).get("previous_unverified").is_none() && report(4).get("previous_unverified").is_none());
     let both =
         lapse(&["report", "verify", p(&dir), "--public-key", p(&old_copy), "--public-key", p(&f.path("new.pub"))]);
     both.ok();
     assert!(both.stdout.contains("sequences 1..6") && both.stdout.contains("result: OK"), "{}", both.stdout);
+    assert!(both.stdout.contains(&format!("{} says: the previous report {}", seqs[&5], seqs[&4])), "{}", both.stdout);
     let only_new = lapse(&["report", "verify", p(&dir), "--public-key", p(&f.path("new.pub"))]);
     only_new.code(4);
     let old_id = lapse::integrity::key_id(&lapse::integrity::read_public_key(&old_copy).unwrap());
