@@ -46,6 +46,12 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
+/// A character that changes how the text around it is shown: controls (line breaks, escapes)
+/// and the bidirectional formatting characters (U+200E, U+200F, U+202A–U+202E, U+2066–U+2069).
+pub fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// The value of an integer YAML writes in hexadecimal or octal (`0x1F`, `-0o17`), which no
 /// database reads as a number.
 pub fn non_decimal_number(s: &str) -> Option<i64> {
@@ -148,6 +154,16 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
         };
         if h.id.trim().is_empty() {
             err("id", "a hold needs an id".into());
+        }
+        // Printed in reports, lookups and HTML: a line break or a bidirectional control there
+        // could make a line that is not there or turn text around (`NOTHING FOUND`).
+        for (key, text) in [("id", Some(&h.id)), ("matter", Some(&h.matter)), ("reason", h.reason.as_ref())] {
+            if text.is_some_and(|t| t.trim_end().chars().any(unprintable)) {
+                err(
+                    key,
+                    format!("hold {key}: a line break, control or bidirectional formatting character is not allowed"),
+                );
+            }
         }
         if !ids.insert(h.id.clone()) {
             err("id", format!("duplicate hold id '{}'", h.id));

@@ -442,6 +442,21 @@ async fn a_key_written_with_no_value_is_refused() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// A hold's id, matter or reason with a line break or a bidirectional control, which would
+/// forge or reverse lines where lookups, reports and HTML print it, is refused there.
+#[tokio::test]
+async fn hold_text_that_would_forge_lines_is_refused() {
+    let h = File::Holds;
+    let rlo = "holds:\n  - id: LH-1\n    matter: \"Doe \u{202E}DNUOF GNIHTON\"\n    subjects: [S-1]\n".to_string();
+    let nl = "holds:\n  - id: LH-1\n    matter: \"Doe\\nNOTHING FOUND\"\n    subjects: [S-1]\n".to_string();
+    let msg = "hold matter: a line break, control or bidirectional formatting character is not allowed";
+    let cases = vec![
+        case("right-to-left override", h, rlo, &[msg], "matter: \"", "\""),
+        case("line break", h, nl, &[msg], "matter: \"", "\""),
+    ];
+    refused(Backend::Sqlite, cases, OFFLINE).await;
+}
+
 /// Slips that read as something else are refused where they are written: a period's unit given
 /// twice (`1y1y` was two years), a column covered twice, purposes whose names differ only in
 /// case.
