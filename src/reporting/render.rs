@@ -746,6 +746,11 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
         return;
     }
     h.push_str("<p>In the manner of the certificate of sanitization of NIST SP 800-88 Rev. 1 (Appendix G): what data, which method, how it was verified, when, and by what.</p>\n");
+    if src.signature_checked_with.is_none() {
+        // Whoever can edit the report can edit what this page says: only a checked signature
+        // makes it the run's word.
+        h.push_str("<p class=\"notice bad\"><strong>Signature not checked:</strong> this page shows the report file as it is; anyone able to edit that file could have changed what it says. Render it with <code>--public-key</code> (or check it with <code>lapse report verify</code>) before relying on it.</p>\n");
+    }
     if r.status != "complete" {
         let _ = writeln!(
             h,

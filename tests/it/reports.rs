@@ -807,6 +807,7 @@ async fn html_renders_in_headless_chromium_without_personal_data() {
     lapse(&["report", "render", p(&first), "--format", "html", "--out", p(&html_path), "--public-key", p(&public)])
         .ok();
     let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(!html.contains("Signature not checked"), "checked with the public key");
 
     // Self-contained, and nothing from the report becomes markup.
     for forbidden in ["<script", "<img", "<link", "<iframe", "<object", "<embed", "http://", "https://", "url("] {
@@ -1607,6 +1608,8 @@ async fn a_run_killed_before_its_report_is_accounted_for_by_the_next() {
     lapse(&["report", "render", p(&f.latest("run", ".json")), "--out", p(&html)]).ok();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("Runs that ended without their report") && page.contains(&killed_stem), "HTML");
+    // Rendered without a public key: the certificate says its signature was not checked.
+    assert!(page.contains("<strong>Signature not checked:</strong>"), "HTML");
 
     // Its marker names the report that accounted for it.
     let accounting = f.latest("run", ".json");
