@@ -1307,10 +1307,9 @@ pub async fn execute(
         // A head in this directory that this run's key did not sign (a forged report would be
         // chained to, and vouched for, silently): said in this signed report.
         if let (Some(k), Some(prev)) = (signer.as_ref(), report.previous.as_ref()) {
-            let path = report_dir.join(&prev.file);
-            if let Ok(bytes) = std::fs::read(&path) {
-                let sig = std::fs::read_to_string(report_dir.join(format!("{}.sig", prev.file))).unwrap_or_default();
-                if !crate::integrity::check_signature(&k.verifying_key(), &bytes, sig.trim()) {
+            if let Ok(bytes) = std::fs::read(report_dir.join(&prev.file)) {
+                let sig = report_dir.join(format!("{}.sig", prev.file));
+                if !crate::integrity::signature_file_signs(&k.verifying_key(), &bytes, &sig) {
                     let why = format!(
                         "the previous report {} carries no signature by this run's signing key {}: written without signing, signed with another key, or put there; `lapse report verify` with the right public keys tells which",
                         prev.file,

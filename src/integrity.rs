@@ -87,6 +87,11 @@ pub fn check_signature(key: &VerifyingKey, bytes: &[u8], sig_hex: &str) -> bool 
     key.verify(bytes, &ed25519_dalek::Signature::from_bytes(&arr)).is_ok()
 }
 
+/// Whether the signature file at `sig_path` (absent: no) is `key`'s signature of `bytes`.
+pub fn signature_file_signs(key: &VerifyingKey, bytes: &[u8], sig_path: &Path) -> bool {
+    std::fs::read_to_string(sig_path).is_ok_and(|s| check_signature(key, bytes, &s))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

@@ -59,20 +59,6 @@ impl Period {
                 "w" | "week" | "weeks" => 'w',
                 "m" | "mo" | "month" | "months" => 'm',
                 "y" | "year" | "years" => 'y',
-                _ => ' ',
-            };
-            if kind != ' ' && seen.contains(&kind) {
-                return Err(format!(
-                    "invalid period '{input}': the unit '{unit}' is given twice (write each unit once)"
-                ));
-            }
-            seen.push(kind);
-            match unit.as_str() {
-                "h" | "hour" | "hours" => period.hours = add(period.hours, number)?,
-                "d" | "day" | "days" => period.days = add(period.days, number)?,
-                "w" | "week" | "weeks" => period.days = add(period.days, mul(number, 7)?)?,
-                "m" | "mo" | "month" | "months" => period.months = add(period.months, number)?,
-                "y" | "year" | "years" => period.months = add(period.months, mul(number, 12)?)?,
                 "" => {
                     return Err(format!("invalid period '{input}': missing unit after {number} (use h, d, w, m or y)"))
                 }
@@ -81,6 +67,19 @@ impl Period {
                         "invalid period '{input}': unknown unit '{other}' (use hours, days, weeks, months or years)"
                     ))
                 }
+            };
+            if seen.contains(&kind) {
+                return Err(format!(
+                    "invalid period '{input}': the unit '{unit}' is given twice (write each unit once)"
+                ));
+            }
+            seen.push(kind);
+            match kind {
+                'h' => period.hours = add(period.hours, number)?,
+                'd' => period.days = add(period.days, number)?,
+                'w' => period.days = add(period.days, mul(number, 7)?)?,
+                'm' => period.months = add(period.months, number)?,
+                _ => period.months = add(period.months, mul(number, 12)?)?,
             }
             terms += 1;
         }

@@ -640,8 +640,7 @@ pub fn finish_interrupted_writes(dir: &Path, signer: Option<&crate::integrity::S
         let Ok(bytes) = std::fs::read(&path) else { continue };
         let Ok(report) = serde_json::from_slice::<Report>(&bytes) else { continue }; // cut short: not a report
         let signs = |path: &Path, k: &crate::integrity::Signer| {
-            std::fs::read_to_string(path)
-                .is_ok_and(|s| crate::integrity::check_signature(&k.verifying_key(), &bytes, &s))
+            crate::integrity::signature_file_signs(&k.verifying_key(), &bytes, path)
         };
         let signed = match signer {
             Some(k) => signs(&sig, k) || signs(&sig_tmp, k),

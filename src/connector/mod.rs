@@ -496,18 +496,18 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(vec![])
     }
 
-    /// The holds in force at `now` in this connection's holds table that apply to any of
-    /// `policies` (a hold naming one of them, or every policy), each hold id once with the
-    /// subjects its rows name (as text; a row with no subject: every subject; for a
-    /// `subjectless` policy, a row with a subject that names a policy, not every policy, keeps
-    /// the whole policy too). For object policies, whose store has no holds table. Default:
-    /// none (no holds table).
     /// Whether a column can hold a value of another type than it declares (SQLite): a hold's
     /// subject that is no value of the subject column's type may still be in it.
     fn keeps_any_type(&self) -> bool {
         false
     }
 
+    /// The holds in force at `now` in this connection's holds table that apply to any of
+    /// `policies` (a hold naming one of them, or every policy), each hold id once with the
+    /// subjects its rows name (as text; a row with no subject: every subject; for a
+    /// `subjectless` policy, a row with a subject that names a policy, not every policy, keeps
+    /// the whole policy too). For object policies, whose store has no holds table. Default:
+    /// none (no holds table).
     async fn holds_in_force(
         &self,
         _policies: &[String],
