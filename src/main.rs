@@ -639,6 +639,10 @@ enum ReportCmd {
         /// Only this policy (required with --key).
         #[arg(long, short)]
         policy: Option<String>,
+        /// Check each run report's signature with this Ed25519 public key (repeatable, as for
+        /// `verify`): what a report no given key signed says is then unconfirmed (exit 2).
+        #[arg(long)]
+        public_key: Vec<PathBuf>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -776,7 +780,12 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        ReportCmd::Lookup { dir, subject, key, config, policy, json } => {
+        ReportCmd::Lookup { dir, subject, key, config, policy, public_key, json } => {
+            let keys =
+                match public_key.iter().map(|k| lapse::integrity::read_public_key(k)).collect::<Result<Vec<_>, _>>() {
+                    Ok(k) => k,
+                    Err(e) => return fail(INVALID, format!("{e:#}")),
+                };
             let target = match (subject, key.is_empty(), &policy) {
                 (Some(s), true, _) => lookup::Target::Subject(s),
                 (None, false, Some(p)) => lookup::Target::Record { policy: p.clone(), key },
@@ -807,7 +816,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };
-            let answer = match lookup::lookup(st.as_ref(), &ctx, &target, policy.as_deref()) {
+            let answer = match lookup::lookup(st.as_ref(), &ctx, &target, policy.as_deref(), &keys) {
                 Ok(a) => a,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };

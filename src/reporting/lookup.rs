@@ -37,6 +37,8 @@ struct RunView {
     sequence: u64,
     evidence_key_id: String,
     #[serde(default)]
+    signing_key_id: Option<String>,
+    #[serde(default)]
     evidence: Option<EvidenceFile>,
     #[serde(default)]
     holds: Vec<HoldView>,
@@ -192,7 +194,8 @@ pub struct Answer {
     pub destroyed: Vec<Destroyed>,
     /// Lines found only in evidence files no report accounts for (a run killed before its
     /// report, whose next run of the policy checks them against its journal and accounts for
-    /// them; or a file put there): no signed report vouches for them, so they are no answer.
+    /// them; or a file put there), or, with `--public-key`, accounted for only by reports whose
+    /// signature does not verify: nothing signed vouches for them, so they are no answer.
     pub unconfirmed: Vec<Destroyed>,
     pub held: Vec<HeldBy>,
     /// What the reports cannot tell about this target, and where to look instead.
@@ -203,6 +206,12 @@ pub struct Answer {
     /// Evidence files of the reports that could not be read: with nothing found, the question
     /// is not answered (exit 2, not 5).
     pub evidence_unreadable: usize,
+    /// Key ids of the public keys the reports' signatures were checked with (`--public-key`);
+    /// empty: not checked.
+    pub signatures_checked_with: Vec<String>,
+    /// Run reports whose signature did not verify with those keys (their evidence: `unconfirmed`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reports_unsigned: Vec<String>,
 }
 
 /// The spellings a value may have been recorded under: as given, without surrounding spaces,
@@ -253,11 +262,15 @@ pub fn record_hashes(key: &EvidenceKey, datasets: &BTreeSet<(String, String)>, p
 }
 
 /// Looks `target` up in the run reports of `st`.
+/// `keys`: public keys to check each run report's signature (`<report>.sig`) with; when given,
+/// what a report that no key's signature vouches for says is no answer (`unconfirmed`), as
+/// evidence no report accounts for. Empty: reports are read as they are (the answer says so).
 pub fn lookup(
     st: &dyn ReportStore,
     ctx: &Context,
     target: &Target,
     only_policy: Option<&str>,
+    keys: &[ed25519_dalek::VerifyingKey],
 ) -> anyhow::Result<Answer> {
     let key_id = ctx.key.key_id();
     // A hold of a policy on the same table as the one asked about keeps its records too
@@ -267,6 +280,8 @@ pub fn lookup(
     };
     let mut warnings = ctx.warnings.clone();
     let mut reports: Vec<(String, RunView)> = Vec::new();
+    // Run reports no given key's signature vouches for (with `keys` only).
+    let mut unsigned: BTreeSet<String> = BTreeSet::new();
     // Evidence not searched (a report or evidence file unreadable, altered or cut short).
     let mut evidence_unreadable = 0usize;
     let listed = st.list()?;
@@ -274,10 +289,27 @@ pub fn lookup(
         if store::kind(name) != FileKind::Report || !name.starts_with("lapse-run-") {
             continue;
         }
-        let parsed =
-            st.read(name).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<RunView>(&b)?));
+        let parsed = st.read(name).map_err(anyhow::Error::from).and_then(|b| {
+            let r = serde_json::from_slice::<RunView>(&b)?;
+            Ok((b, r))
+        });
         match parsed {
-            Ok(r) => reports.push((name.clone(), r)),
+            Ok((bytes, r)) => {
+                if !keys.is_empty() {
+                    let sig = st.read(&format!("{name}.sig")).map(|s| String::from_utf8_lossy(&s).into_owned());
+                    let signed =
+                        sig.is_ok_and(|s| keys.iter().any(|k| crate::integrity::check_signature(k, &bytes, &s)));
+                    if !signed {
+                        warnings.push(format!(
+                            "{name}: its signature is missing or does not verify with the given public key{} (the report names signing key {}): what its evidence says is unconfirmed; run `lapse report verify`",
+                            if keys.len() == 1 { "" } else { "s" },
+                            r.signing_key_id.as_deref().unwrap_or("none")
+                        ));
+                        unsigned.insert(name.clone());
+                    }
+                }
+                reports.push((name.clone(), r))
+            }
             Err(e) => {
                 warnings.push(format!("{name}: not readable as a report ({e}); skipped"));
                 // Its evidence is not searched: no answer can be "nothing".
@@ -359,6 +391,8 @@ pub fn lookup(
         sha256: Option<&'a str>,
         /// Per policy, lines of it the journal did not hold (`InterruptedRun::unconfirmed`).
         unconfirmed: Option<&'a BTreeMap<String, u64>>,
+        /// The report naming it is signed by a given key, or no keys were given.
+        vouched: bool,
     }
     let mut sources: Vec<Source> = reports
         .iter()
@@ -370,6 +404,7 @@ pub fn lookup(
                 report: name.clone(),
                 sha256: Some(ev.sha256.as_str()),
                 unconfirmed: None,
+                vouched: !unsigned.contains(name),
             })
         })
         .collect();
@@ -384,6 +419,7 @@ pub fn lookup(
                 report: format!("{name}, which accounts for it"),
                 sha256: Some(i.evidence.sha256.as_str()),
                 unconfirmed: Some(&i.unconfirmed),
+                vouched: !unsigned.contains(name),
             });
         }
     }
@@ -412,6 +448,7 @@ pub fn lookup(
             report: "(none)".into(),
             sha256: None,
             unconfirmed: None,
+            vouched: false,
         });
     }
     for src in &sources {
@@ -460,7 +497,7 @@ pub fn lookup(
                         src.file, src.report, e.policy
                     ));
                 }
-                let list = if src.sha256.is_some() { &mut destroyed } else { &mut unconfirmed };
+                let list = if src.sha256.is_some() && src.vouched { &mut destroyed } else { &mut unconfirmed };
                 list.push(Destroyed {
                     at: e.at,
                     policy: e.policy,
@@ -507,6 +544,7 @@ pub fn lookup(
                 }
                 let kept_in = reports
                     .iter()
+                    .filter(|(name, _)| !unsigned.contains(name))
                     .flat_map(|(name, r)| {
                         r.policies.iter().filter_map(move |p| {
                             p.held_by.get(&h.id).filter(|n| **n > 0).map(|n| KeptIn {
@@ -573,10 +611,19 @@ pub fn lookup(
         ));
     }
     cannot.push("Records that had not lapsed yet were neither destroyed nor recorded.".into());
-    cannot.push(
-        "The reports are read as they are here; their signatures and chain are not checked by a lookup: `lapse report verify` checks them."
-            .into(),
-    );
+    if keys.is_empty() {
+        cannot.push(
+            "The reports are read as they are here; their signatures and chain are not checked by this lookup (give --public-key, or run `lapse report verify`): anyone able to write here could have changed what they say."
+                .into(),
+        );
+    } else {
+        cannot.push(format!(
+            "Each run report's signature was checked ({} of {} vouched for by key {}); their chain was not: a report removed whole is not noticed here (`lapse report verify` checks the chain).",
+            reports.len() - unsigned.len(),
+            reports.len(),
+            keys.iter().map(crate::integrity::key_id).collect::<Vec<_>>().join(", ")
+        ));
+    }
     if evidence_unreadable > 0 {
         cannot.push(format!(
             "The evidence of {evidence_unreadable} run report(s) could not be read whole (see the warnings): what those runs destroyed is not known here."
@@ -596,6 +643,8 @@ pub fn lookup(
         warnings,
         found,
         evidence_unreadable,
+        signatures_checked_with: keys.iter().map(crate::integrity::key_id).collect(),
+        reports_unsigned: unsigned.into_iter().collect(),
     })
 }
 
@@ -640,7 +689,7 @@ impl Answer {
             (fields, "FIELDS ANONYMIZED: {} record(s) kept, some of their fields anonymized (see each stage)\n"),
             (
                 unconfirmed,
-                "UNCONFIRMED: {} line(s) in evidence no report accounts for (a run killed before its report, accounted for by its policies' next run; or a file put there): no signed report says so yet\n",
+                "UNCONFIRMED: {} line(s) in evidence no report vouches for (a run killed before its report, accounted for by its policies' next run; a report whose signature does not verify with --public-key; or a file put there): no answer\n",
             ),
         ] {
             if list.is_empty() {
@@ -754,6 +803,8 @@ mod tests {
             warnings: vec![],
             found: true,
             evidence_unreadable: 0,
+            signatures_checked_with: vec![],
+            reports_unsigned: vec![],
         };
         let text = answer.text("reports");
         assert!(text.contains("  LH-1 — m — every policy, in force through 2027-06-30\n"), "{text}");

@@ -744,6 +744,85 @@ async fn lookup_finds_destroyed_and_held_subjects() {
     f.lapse(&["report", "lookup", p(&dir), "--key", "2"]).code(2);
 }
 
+/// A lookup reads the reports as they are: anyone able to write where they are kept could
+/// add a line claiming a subject's destruction to an evidence file and put its new SHA-256 in
+/// the report, and the lookup answered DESTROYED. With `--public-key`, each run report's
+/// signature is checked: what a report no given key signed says is UNCONFIRMED (exit 2), and
+/// the answer says which reports were vouched for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_with_a_public_key_answers_only_from_signed_reports() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1", "--public-key", p(&public)]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record(s)"), "{}", r.stdout);
+    let reports = by_sequence(&dir).len();
+    assert!(r.stdout.contains(&format!("({reports} of {reports} vouched for by key")), "{}", r.stdout);
+    // Without a key the answer says the signatures were not checked.
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1"]);
+    r.ok();
+    assert!(r.stdout.contains("not checked by this lookup (give --public-key"), "{}", r.stdout);
+
+    // S-4 was never destroyed; a line claiming it is added to the newest report's evidence,
+    // and the report's SHA-256 of that file updated (its signature is now stale).
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "S-4", "--public-key", p(&public)]).code(5);
+    let newest = by_sequence(&dir).last_key_value().map(|(_, n)| n.clone()).unwrap();
+    let first = by_sequence(&dir)[&1].clone();
+    let real_evidence = dir.join(first.replace(".json", ".evidence.jsonl"));
+    let line = std::fs::read_to_string(&real_evidence).unwrap().lines().next().unwrap().to_string();
+    let mut fake: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(f.path("evidence.key")).unwrap());
+    fake["subject"] = key.subject(&lapse::value::Value::Text("S-4".into())).into();
+    let mut report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(&newest)).unwrap()).unwrap();
+    let ev_name = match report["evidence"]["file"].as_str() {
+        Some(n) => n.to_string(),
+        None => newest.replace(".json", ".evidence.jsonl"),
+    };
+    let ev_path = dir.join(&ev_name);
+    let mut bytes = std::fs::read(&ev_path).unwrap_or_default();
+    bytes.extend_from_slice(format!("{fake}\n").as_bytes());
+    std::fs::write(&ev_path, &bytes).unwrap();
+    let records = report["evidence"]["records"].as_u64().unwrap_or(0) + 1;
+    report["evidence"] = serde_json::json!({
+        "file": ev_name,
+        "sha256": lapse::integrity::sha256_hex(&bytes),
+        "records": records,
+    });
+    std::fs::write(dir.join(&newest), serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    // Read as it is, the forgery answers DESTROYED.
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-4"]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record(s)"), "{}", r.stdout);
+    // Checked, it is no answer, and the report is named.
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-4", "--public-key", p(&public)]);
+    r.code(2);
+    assert!(r.stdout.contains("UNCONFIRMED: 1 line") && !r.stdout.contains("DESTROYED"), "{}", r.stdout);
+    assert!(r.stdout.contains(&format!("{newest}: its signature is missing or does not verify")), "{}", r.stdout);
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-4", "--public-key", p(&public), "--json"]);
+    r.code(2);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["reports_unsigned"], serde_json::json!([newest]), "{v}");
+    assert_eq!(v["unconfirmed"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["signatures_checked_with"].as_array().map(Vec::len), Some(1), "{v}");
+    // The other reports still answer: S-1's destruction is in the first, still signed.
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1", "--public-key", p(&public)]).ok();
+    // Another key vouches for nothing; a key file that is not a key is refused.
+    let other = f.path("other.pub");
+    std::fs::write(&other, lapse::integrity::Signer::generate().public_hex()).unwrap();
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1", "--public-key", p(&other)]);
+    r.code(2);
+    assert!(
+        r.stdout.contains("UNCONFIRMED: 1 line") && r.stdout.contains(&format!("(0 of {reports} vouched")),
+        "{}",
+        r.stdout
+    );
+    // After a rotation, both keys: each report is checked with the one that signed it.
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1", "--public-key", p(&other), "--public-key", p(&public)])
+        .ok();
+    std::fs::write(&other, "not a key").unwrap();
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1", "--public-key", p(&other)]).code(2);
+}
+
 fn chromium() -> Option<String> {
     let bin = std::env::var("LAPSE_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let found = Command::new(&bin).arg("--version").output().is_ok_and(|o| o.status.success());
