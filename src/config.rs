@@ -43,6 +43,10 @@ pub struct Config {
     pub base_dir: PathBuf,
     #[serde(skip)]
     pub path: PathBuf,
+    /// Set by the loader: SHA-256 (hex) of the bytes read (reports carry it keyed,
+    /// `report::Inputs`).
+    #[serde(skip)]
+    pub sha256: String,
 }
 
 fn default_policies() -> PathBuf {
@@ -247,14 +251,17 @@ fn default_share() -> f64 {
 impl Config {
     /// Reads and checks the config offline. Every problem is a diagnostic.
     pub fn load(path: &Path, diags: &mut Diagnostics) -> Option<Config> {
-        let text = match std::fs::read(path) {
-            Ok(b) => match crate::yamlpos::decode(path, b) {
-                Ok(t) => t,
-                Err(d) => {
-                    diags.push(d);
-                    return None;
+        let (text, sha256) = match std::fs::read(path) {
+            Ok(b) => {
+                let sha256 = crate::integrity::sha256_hex(&b);
+                match crate::yamlpos::decode(path, b) {
+                    Ok(t) => (t, sha256),
+                    Err(d) => {
+                        diags.push(d);
+                        return None;
+                    }
                 }
-            },
+            }
             Err(e) => {
                 diags.push(Diagnostic::error(format!("cannot read config: {e}")).in_file(path));
                 return None;
@@ -286,6 +293,7 @@ impl Config {
             return None;
         }
         cfg.path = path.to_path_buf();
+        cfg.sha256 = sha256;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let at = |p: &str| pos.nearest(0, p);
         let before = diags.0.iter().filter(|d| d.is_error()).count();

@@ -46,6 +46,8 @@ pub struct Workspace {
     pub config: Config,
     pub policies: PolicySet,
     pub holds: Vec<Hold>,
+    /// SHA-256 (hex) of the holds file's bytes as read (none: no holds file).
+    pub holds_sha256: Option<String>,
 }
 
 impl Workspace {
@@ -118,9 +120,9 @@ impl Workspace {
                 }
             }
         }
-        let holds = match &config.holds_file {
+        let (holds, holds_sha256) = match &config.holds_file {
             Some(f) => holds::load(&config.resolve(f), &mut d),
-            None => Vec::new(),
+            None => (Vec::new(), None),
         };
         let names: BTreeSet<&str> = policies.policies.iter().map(|p| p.name.as_str()).collect();
         // Policies already said to be broken, and whether some policy file could not be read at
@@ -180,7 +182,7 @@ impl Workspace {
             return Err(d);
         }
         // Print warnings later with the rest.
-        let ws = Workspace { config, policies, holds };
+        let ws = Workspace { config, policies, holds, holds_sha256 };
         if !d.0.is_empty() {
             for w in &d.0 {
                 tracing::warn!("{w}");
@@ -971,6 +973,18 @@ pub async fn execute(
         tool: report::Tool { name: "lapse", version: env!("CARGO_PKG_VERSION") },
         evidence_key_id: key.key_id(),
         policy_files: ws.policies.files.clone(),
+        inputs: Some(report::Inputs {
+            config: report::KeyedDigest {
+                path: ws.config.path.display().to_string(),
+                hmac_sha256: key.file_digest(&ws.config.sha256),
+            },
+            holds_file: ws.config.holds_file.as_ref().zip(ws.holds_sha256.as_ref()).map(|(f, sha)| {
+                report::KeyedDigest {
+                    path: ws.config.resolve(f).display().to_string(),
+                    hmac_sha256: key.file_digest(sha),
+                }
+            }),
+        }),
         selected_policies: if prepared.len() == ws.policies.policies.len() {
             Vec::new()
         } else {

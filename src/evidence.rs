@@ -53,6 +53,14 @@ impl EvidenceKey {
         self.mac(&["subject"], std::slice::from_ref(subject))
     }
 
+    /// A keyed digest of a file the run read (config, holds file), given the SHA-256 (hex) of
+    /// its bytes: `HMAC-SHA256(key, "file" ‖ NUL ‖ hex SHA-256)`. Keyed because a holds file
+    /// names data subjects and a config may hold credentials: a plain digest would let a
+    /// reader confirm a guess of them.
+    pub fn file_digest(&self, sha256_hex: &str) -> String {
+        self.mac(&["file", sha256_hex], &[])
+    }
+
     /// Identifies the key itself (so reports made with different keys can be told apart) without
     /// revealing it.
     pub fn key_id(&self) -> String {

@@ -106,26 +106,34 @@ impl Hold {
     }
 }
 
-pub fn load(path: &Path, diags: &mut Diagnostics) -> Vec<Hold> {
-    let text = match std::fs::read(path) {
-        Ok(b) => match crate::yamlpos::decode(path, b) {
-            Ok(t) => t,
-            Err(d) => {
-                diags.push(d);
-                return Vec::new();
-            }
-        },
+/// Reads the holds file: its holds, and the SHA-256 (hex) of the bytes read (none when it
+/// could not be read), which reports carry keyed (`report::Inputs`).
+pub fn load(path: &Path, diags: &mut Diagnostics) -> (Vec<Hold>, Option<String>) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) => {
             diags.push(Diagnostic::error(format!("cannot read holds file: {e}")).in_file(path));
-            return Vec::new();
+            return (Vec::new(), None);
         }
     };
-    if let Some((line, column)) = crate::yamlpos::too_deep(&text) {
+    let sha256 = crate::integrity::sha256_hex(&bytes);
+    let holds = match crate::yamlpos::decode(path, bytes) {
+        Ok(text) => parse(path, &text, diags),
+        Err(d) => {
+            diags.push(d);
+            Vec::new()
+        }
+    };
+    (holds, Some(sha256))
+}
+
+fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<Hold> {
+    if let Some((line, column)) = crate::yamlpos::too_deep(text) {
         diags.push(crate::policy::deep_error().at(Some(Location { file: path.to_path_buf(), line, column })));
         return Vec::new();
     }
-    let pos = Positions::index(path, &text);
-    let raw: RawFile = match crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<RawFile>(&text))
+    let pos = Positions::index(path, text);
+    let raw: RawFile = match crate::yamlpos::no_panic(|| serde_yaml_ng::from_str::<RawFile>(text))
         .unwrap_or_else(|| Err(serde::de::Error::custom(crate::yamlpos::PARSER_FAILED)))
     {
         Ok(r) => r,
@@ -304,7 +312,7 @@ mod tests {
         let mut holds = load(&path, &mut diags);
         std::fs::remove_dir_all(&dir).ok();
         assert!(!diags.has_errors(), "{:?}", diags.0);
-        holds.pop().unwrap()
+        holds.0.pop().unwrap()
     }
 
     /// A legal hold that says `expires: 2027-06-30` is in force on that day, all of it (before,

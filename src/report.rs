@@ -53,6 +53,9 @@ pub struct Report {
     #[serde(deserialize_with = "policy_files")]
     #[schemars(with = "Vec<PolicyFileDigest>")]
     pub policy_files: Vec<PolicyFile>,
+    /// The config and holds file this run read, as keyed digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Inputs>,
     /// The policies this run was limited to (`--policy`), by name; empty: every policy of the
     /// policy files. A sharded run's shards must agree on it (`lapse report combine`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -87,6 +90,29 @@ pub struct Report {
     /// evidence line is in its journal rows (SQL) or write-ahead intents (objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interrupted_runs: Vec<InterruptedRun>,
+}
+
+/// The files a run read besides the policy files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Inputs {
+    /// The worker config.
+    pub config: KeyedDigest,
+    /// The holds file (`holds_file`), when the config names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds_file: Option<KeyedDigest>,
+}
+
+/// A file identified without its content being guessable from the report: a holds file names
+/// data subjects and a config may hold credentials, so a plain digest would let a reader
+/// confirm a guess of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct KeyedDigest {
+    /// The file as the run read it.
+    pub path: String,
+    /// HMAC-SHA256 with the evidence key of `"file" NUL <hex SHA-256 of its bytes>`, hex:
+    /// whoever holds the evidence key and a file can tell whether it is the one read (`lapse
+    /// report lookup` does for the holds file it answers from).
+    pub hmac_sha256: String,
 }
 
 /// A run that ended without its report (killed, out of memory, a lost node), as its evidence

@@ -38,6 +38,9 @@ struct RunView {
     evidence_key_id: String,
     #[serde(default)]
     signing_key_id: Option<String>,
+    /// The config and holds file it read (keyed digests; none in reports of earlier versions).
+    #[serde(default)]
+    inputs: Option<crate::report::Inputs>,
     #[serde(default)]
     evidence: Option<EvidenceFile>,
     #[serde(default)]
@@ -94,6 +97,9 @@ pub struct Context {
     pub key: EvidenceKey,
     pub holds: Vec<Hold>,
     pub holds_file: Option<PathBuf>,
+    /// The holds file's keyed digest as it is now (`report::Inputs`), to tell whether the runs
+    /// read the same file.
+    pub holds_digest: Option<String>,
     /// Policy name → (connection, table) of the current policy files.
     pub datasets: BTreeMap<String, (String, String)>,
     /// Problems that limit the answer (an unreadable holds file, invalid policies).
@@ -124,10 +130,12 @@ impl Context {
         }
         let datasets = set.policies.iter().map(|p| (p.name.clone(), (p.connection.clone(), p.table.clone()))).collect();
         let holds_file = cfg.holds_file.as_ref().map(|f| cfg.resolve(f));
+        let mut holds_digest = None;
         let holds = match &holds_file {
             Some(f) => {
                 let mut hd = Diagnostics::default();
-                let h = holds::load(f, &mut hd);
+                let (h, sha256) = holds::load(f, &mut hd);
+                holds_digest = sha256.map(|s| key.file_digest(&s));
                 if hd.has_errors() {
                     warnings.push(format!(
                         "the holds file {} has errors (run lapse validate); holds that could not be read were not checked",
@@ -138,7 +146,7 @@ impl Context {
             }
             None => Vec::new(),
         };
-        Ok(Context { key, holds, holds_file, datasets, warnings })
+        Ok(Context { key, holds, holds_file, holds_digest, datasets, warnings })
     }
 }
 
@@ -212,6 +220,10 @@ pub struct Answer {
     /// Run reports whose signature did not verify with those keys (their evidence: `unconfirmed`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reports_unsigned: Vec<String>,
+    /// Whether the holds file as it is now is, byte for byte, the one the newest run read (by
+    /// its keyed digest in that run's report); none: not known (no holds file, or no report
+    /// recording it).
+    pub holds_file_unchanged: Option<bool>,
 }
 
 /// The spellings a value may have been recorded under: as given, without surrounding spaces,
@@ -530,6 +542,37 @@ pub fn lookup(
     destroyed.sort_by_key(|d| d.at);
     unconfirmed.sort_by_key(|d| d.at);
 
+    // Is the holds file as it is now the one the newest run read? (Reports of runs that
+    // recorded their inputs, and, with keys, whose signature verifies.)
+    let as_read = |r: &RunView| r.inputs.as_ref().and_then(|i| i.holds_file.as_ref()).map(|h| h.hmac_sha256.clone());
+    let recorded: Vec<&(String, RunView)> =
+        reports.iter().filter(|(n, r)| !unsigned.contains(n) && r.inputs.is_some()).collect();
+    let mut holds_file_unchanged = None;
+    let subject = matches!(target, Target::Subject(_));
+    if let (true, Some(now), Some(f), Some((_, newest))) =
+        (subject, &ctx.holds_digest, &ctx.holds_file, recorded.last())
+    {
+        let same = as_read(newest).as_ref() == Some(now);
+        holds_file_unchanged = Some(same);
+        if !same {
+            let last_read = recorded.iter().rev().find(|(_, r)| as_read(r).as_ref() == Some(now));
+            warnings.push(format!(
+                "the holds file {} is not the file the newest run ({}, {}) read{}: holds in force then may be gone from it, or others added; {}",
+                f.display(),
+                short(&newest.run_id),
+                newest.started_at.format("%Y-%m-%d %H:%M UTC"),
+                if as_read(newest).is_none() { ", which read none" } else { "" },
+                match last_read {
+                    Some((_, r)) => format!(
+                        "the last run that read this very file was {} ({})",
+                        short(&r.run_id),
+                        r.started_at.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                    None => "no run report here read this very file".into(),
+                }
+            ));
+        }
+    }
     let mut held = Vec::new();
     let mut cannot = Vec::new();
     let now = Utc::now();
@@ -569,8 +612,13 @@ pub fn lookup(
             }
             cannot.push(match &ctx.holds_file {
                 Some(f) => format!(
-                    "Reports record holds by id, matter and number of subjects, never the subjects: whether this subject is held was checked against the holds file {} as it is now; a hold removed from it since is not visible.",
-                    f.display()
+                    "Reports record holds by id, matter and number of subjects, never the subjects: whether this subject is held was checked against the holds file {} as it is now; {}",
+                    f.display(),
+                    match holds_file_unchanged {
+                        Some(true) => "the newest run read this very file (its keyed digest is the same).",
+                        Some(false) => "it is not the file the newest run read (see the warnings): a hold removed from it since is not visible.",
+                        None => "a hold removed from it since is not visible.",
+                    }
                 ),
                 None => "Reports record holds by id, matter and number of subjects, never the subjects; the config names no holds file, so no subject hold was checked.".into(),
             });
@@ -645,6 +693,7 @@ pub fn lookup(
         evidence_unreadable,
         signatures_checked_with: keys.iter().map(crate::integrity::key_id).collect(),
         reports_unsigned: unsigned.into_iter().collect(),
+        holds_file_unchanged,
     })
 }
 
@@ -805,6 +854,7 @@ mod tests {
             evidence_unreadable: 0,
             signatures_checked_with: vec![],
             reports_unsigned: vec![],
+            holds_file_unchanged: None,
         };
         let text = answer.text("reports");
         assert!(text.contains("  LH-1 — m — every policy, in force through 2027-06-30\n"), "{text}");

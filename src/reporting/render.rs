@@ -977,6 +977,21 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
     }
     pf.push_str("</ul>");
     row(h, "Policy files", pf);
+    if let Some(i) = &r.inputs {
+        let mut inp = String::from("<ul class=\"plain\">");
+        for (what, d) in [("config", Some(&i.config)), ("holds file", i.holds_file.as_ref())] {
+            if let Some(d) = d {
+                let _ = write!(
+                    inp,
+                    "<li>{what} <code class=\"hash\">{}</code><br>HMAC-SHA256 <code class=\"hash\">{}</code></li>",
+                    esc(&d.path),
+                    esc(&d.hmac_sha256)
+                );
+            }
+        }
+        inp.push_str("</ul><span class=\"dataset\">Keyed with the evidence key (a holds file names data subjects): whoever holds that key and a file can tell whether it is the one read; <code>lapse report lookup</code> does for the holds file.</span>");
+        row(h, "Config and holds file", inp);
+    }
 
     group(h, "7. Notes");
     row(

@@ -823,6 +823,66 @@ async fn lookup_with_a_public_key_answers_only_from_signed_reports() {
     f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1", "--public-key", p(&other)]).code(2);
 }
 
+/// A report named the policy files it read (SHA-256) but not the holds file or the config: a
+/// compliance officer could not tell which holds a run honoured, and `lookup`, which answers
+/// HELD from the holds file as it is now, could not tell whether that was the file the runs
+/// read. Both are now in `inputs`, keyed with the evidence key (a holds file names data
+/// subjects: its plain digest would let a reader confirm a guess of them), and the lookup says
+/// whether the holds file is the one the newest run read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_name_the_config_and_holds_file_they_read_keyed() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(f.path("evidence.key")).unwrap());
+    let holds = std::fs::read(f.path("holds.yaml")).unwrap();
+    let config = std::fs::read(f.path("lapse.yaml")).unwrap();
+    let report = f.report("run");
+    let text = std::fs::read_to_string(f.latest("run", ".json")).unwrap();
+    let inputs = &report["inputs"];
+    assert_eq!(inputs["holds_file"]["hmac_sha256"], key.file_digest(&lapse::integrity::sha256_hex(&holds)), "{inputs}");
+    assert_eq!(inputs["config"]["hmac_sha256"], key.file_digest(&lapse::integrity::sha256_hex(&config)), "{inputs}");
+    assert!(inputs["holds_file"]["path"].as_str().unwrap().ends_with("holds.yaml"), "{inputs}");
+    assert!(inputs["config"]["path"].as_str().unwrap().ends_with("lapse.yaml"), "{inputs}");
+    for plain in [lapse::integrity::sha256_hex(&holds), lapse::integrity::sha256_hex(&config)] {
+        assert!(!text.contains(&plain), "a plain digest of the holds file or config is in the report");
+    }
+    // Another key gives another digest: it is keyed.
+    let other = lapse::evidence::EvidenceKey::new(b"another-evidence-key".to_vec());
+    assert_ne!(inputs["holds_file"]["hmac_sha256"], other.file_digest(&lapse::integrity::sha256_hex(&holds)));
+    assert!(f.render_html(&[]).contains("Config and holds file"), "the certificate names them");
+
+    let lookup = |json: bool| {
+        let mut args = vec!["report", "lookup", p(&dir), "--subject", "S-HELD", "--public-key", p(&public)];
+        if json {
+            args.push("--json");
+        }
+        f.lapse(&args)
+    };
+    let r = lookup(false);
+    r.ok();
+    assert!(r.stdout.contains("the newest run read this very file"), "{}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(&lookup(true).stdout).unwrap();
+    assert_eq!(v["holds_file_unchanged"], true, "{v}");
+    // Edited since (even a comment: other bytes), the answer says it is not the file read.
+    std::fs::write(f.path("holds.yaml"), [holds.as_slice(), b"# edited\n"].concat()).unwrap();
+    let r = lookup(false);
+    r.ok();
+    assert!(
+        r.stdout.contains("is not the file the newest run")
+            && r.stdout.contains("no run report here read this very file"),
+        "{}",
+        r.stdout
+    );
+    let v: serde_json::Value = serde_json::from_str(&lookup(true).stdout).unwrap();
+    assert_eq!(v["holds_file_unchanged"], false, "{v}");
+    // A run reads the edited file; the earlier bytes back are the file an earlier run read.
+    f.lapse(&["run"]).ok();
+    assert_eq!(lookup(true).stdout.contains("\"holds_file_unchanged\": true"), true);
+    std::fs::write(f.path("holds.yaml"), &holds).unwrap();
+    let r = lookup(false);
+    assert!(r.stdout.contains("the last run that read this very file was"), "{}", r.stdout);
+}
+
 fn chromium() -> Option<String> {
     let bin = std::env::var("LAPSE_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let found = Command::new(&bin).arg("--version").output().is_ok_and(|o| o.status.success());
