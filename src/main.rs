@@ -603,6 +603,11 @@ enum ReportCmd {
         /// `reports.s3` connection (default: the AWS environment).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also read the journal tables of the config's SQL policies (read only; needs
+        /// --config): every run they record since the earliest run report here must be
+        /// accounted for by a report (a removed newest report leaves its batches there).
+        #[arg(long, requires = "config")]
+        journal: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -690,11 +695,50 @@ fn load_config(path: &std::path::Path) -> Result<lapse::config::Config, ExitCode
     })
 }
 
+/// `report verify --journal`: the journal tables of the config's SQL policies against the
+/// reports of `path` (and, for a `shard-<i>-of-<n>` directory, of its sibling shards).
+async fn verify_journal(
+    path: &std::path::Path,
+    config: &std::path::Path,
+    cfg: Option<&lapse::config::Config>,
+    first: u64,
+    out: &mut lapse::reporting::verify::Outcome,
+) -> anyhow::Result<()> {
+    use lapse::reporting::store;
+    if path.is_file() {
+        anyhow::bail!("it compares a directory's reports with the journal: give the directory, not one report");
+    }
+    let ws = lapse::engine::Workspace::load(config).map_err(|d| anyhow::anyhow!("{}", print_diags(&d)))?;
+    let mut dirs = vec![path.to_path_buf()];
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let (Some(count), Some(parent)) =
+        (name.strip_prefix("shard-").and_then(|r| r.split_once("-of-")).map(|(_, n)| n.to_string()), path.parent())
+    {
+        if path.is_dir() {
+            let suffix = format!("-of-{count}");
+            dirs = std::fs::read_dir(parent)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_dir()
+                        && p.file_name().is_some_and(|n| {
+                            let n = n.to_string_lossy();
+                            n.starts_with("shard-") && n.ends_with(&suffix)
+                        })
+                })
+                .collect();
+            dirs.sort();
+        }
+    }
+    let stores = dirs.iter().map(|d| store::open(d, cfg)).collect::<anyhow::Result<Vec<_>>>()?;
+    let conns = ws.connect(&[], true).await?;
+    lapse::reporting::journal::check(&stores, &ws, &conns, first, out).await
+}
+
 fn report_cmd(cmd: ReportCmd) -> ExitCode {
     use lapse::reporting::{self, lookup, render, store, verify};
     const INVALID: u8 = Exit::Invalid as u8;
     match cmd {
-        ReportCmd::Verify { path, public_key, first_sequence, known, config, json } => {
+        ReportCmd::Verify { path, public_key, first_sequence, known, config, journal, json } => {
             let keys =
                 match public_key.iter().map(|k| lapse::integrity::read_public_key(k)).collect::<Result<Vec<_>, _>>() {
                     Ok(k) => k,
@@ -704,10 +748,25 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let out = match verify::verify_path(&path, &keys, first_sequence, &known, cfg.as_ref()) {
+            let mut out = match verify::verify_path(&path, &keys, first_sequence, &known, cfg.as_ref()) {
                 Ok(o) => o,
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };
+            if journal {
+                let config = config.unwrap_or_default();
+                let checked = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(verify_journal(
+                        &path,
+                        &config,
+                        cfg.as_ref(),
+                        first_sequence,
+                        &mut out,
+                    ))
+                });
+                if let Err(e) = checked {
+                    return fail(INVALID, format!("--journal: {e:#}"));
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             } else {

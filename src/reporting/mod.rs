@@ -7,9 +7,12 @@
 //! - `render` — self-contained HTML (summary, chart, certificate of destruction) and CSV.
 //! - `lookup` — "was subject X destroyed, and when?" through the keyed hashes.
 //! - `keygen` — signing key pair and evidence key files.
+//! - `journal` — `verify --journal`: every run the SQL journal tables record is accounted for by
+//!   a report (a removed newest report leaves its batches there).
 //! - `combine` — the shard reports of one sharded run (`--shard i/n`) summed into one summary.
 
 pub mod combine;
+pub mod journal;
 pub mod keygen;
 pub mod lookup;
 pub mod render;

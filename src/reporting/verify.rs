@@ -51,6 +51,9 @@ pub enum Problem {
     OutOfOrder,
     /// A chain link that does not fit (absent, wrong sequence, pointing nowhere).
     BrokenLink,
+    /// A run the journal records committing batches that no report here accounts for
+    /// (`--journal`).
+    UnaccountedRun,
 }
 
 impl Problem {
@@ -67,6 +70,7 @@ impl Problem {
             Problem::Fork => "fork",
             Problem::OutOfOrder => "out-of-order",
             Problem::BrokenLink => "broken-link",
+            Problem::UnaccountedRun => "unaccounted-run",
         }
     }
 }

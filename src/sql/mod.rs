@@ -2071,29 +2071,42 @@ impl crate::connector::Connector for SqlConnector {
         let scope = journal_scope();
         let sql = self.builder(&scope).journal_batches(policy, run_prefix, since);
         let ctx = format!("reading journal table '{}'", self.journal_table);
-        with_pool!(self, p => {
-            let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
-            rows.iter()
-                .map(|r| {
-                    let int = |v: Value| match v {
-                        Value::Int(n) => n.max(0) as u64,
-                        other => other.canonical().parse().unwrap_or(0),
-                    };
-                    Ok(crate::connector::JournalBatch {
-                        run_id: journal_text(r.value(0).map_err(db_err(&ctx))?),
-                        stage: journal_text(r.value(1).map_err(db_err(&ctx))?),
-                        action: journal_text(r.value(2).map_err(db_err(&ctx))?),
-                        batch: int(r.value(3).map_err(db_err(&ctx))?),
-                        records: int(r.value(4).map_err(db_err(&ctx))?),
-                        committed_at: chrono::DateTime::parse_from_rfc3339(&journal_text(
-                            r.value(5).map_err(db_err(&ctx))?,
-                        ))
-                        .ok()
-                        .map(|t| t.with_timezone(&chrono::Utc)),
+        // The rows decoded inside (each backend's row type is its own); the query's own error
+        // apart: no journal table yet (nothing run on this connection; `report verify
+        // --journal` creates nothing) is nothing journaled.
+        let fetched = with_pool!(self, p => {
+            match bound!(sql).fetch_all(p).await {
+                Err(e) => Err(e),
+                Ok(rows) => Ok(rows
+                    .iter()
+                    .map(|r| {
+                        let int = |v: Value| match v {
+                            Value::Int(n) => n.max(0) as u64,
+                            other => other.canonical().parse().unwrap_or(0),
+                        };
+                        Ok(crate::connector::JournalBatch {
+                            run_id: journal_text(r.value(0).map_err(db_err(&ctx))?),
+                            stage: journal_text(r.value(1).map_err(db_err(&ctx))?),
+                            action: journal_text(r.value(2).map_err(db_err(&ctx))?),
+                            batch: int(r.value(3).map_err(db_err(&ctx))?),
+                            records: int(r.value(4).map_err(db_err(&ctx))?),
+                            committed_at: chrono::DateTime::parse_from_rfc3339(&journal_text(
+                                r.value(5).map_err(db_err(&ctx))?,
+                            ))
+                            .ok()
+                            .map(|t| t.with_timezone(&chrono::Utc)),
+                        })
                     })
-                })
-                .collect()
-        })
+                    .collect::<Result<Vec<_>, ConnectorError>>()),
+            }
+        });
+        match fetched {
+            Ok(batches) => batches,
+            Err(e) => match self.describe_table(&self.journal_table).await {
+                Err(ConnectorError::NotFound { .. }) => Ok(vec![]),
+                _ => Err(db_err(&ctx)(e)),
+            },
+        }
     }
 
     async fn journal_batch_ids(

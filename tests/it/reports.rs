@@ -877,7 +877,7 @@ async fn reports_name_the_config_and_holds_file_they_read_keyed() {
     assert_eq!(v["holds_file_unchanged"], false, "{v}");
     // A run reads the edited file; the earlier bytes back are the file an earlier run read.
     f.lapse(&["run"]).ok();
-    assert_eq!(lookup(true).stdout.contains("\"holds_file_unchanged\": true"), true);
+    assert!(lookup(true).stdout.contains("\"holds_file_unchanged\": true"), "a run read the edited file");
     std::fs::write(f.path("holds.yaml"), &holds).unwrap();
     let r = lookup(false);
     assert!(r.stdout.contains("the last run that read this very file was"), "{}", r.stdout);
@@ -1945,4 +1945,113 @@ async fn a_killed_runs_journal_shared_by_two_run_ids_is_reported_once() {
 mod journal {
     use super::committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal;
     crate::per_backend!(committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal);
+}
+
+/// The newest run report removed with all its files, and a later run that takes its sequence,
+/// leave a chain that verifies: before, only `verify --known` with a line kept from an earlier
+/// verify could tell. The removed run's batches stay in the journal table, written in their
+/// destroying transactions: `verify --journal` reads it and names the run no report accounts
+/// for. A run killed before its report (its evidence file still here) is said, not a problem,
+/// and once the next run accounts for it the check passes again.
+async fn verify_journal_finds_a_removed_newest_report(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO tickets VALUES (1, '42', 'a@example.com', '2019-01-01 00:00:00'), \
+         (2, '43', 'b@example.com', '2020-06-01 00:00:00'), (3, '44', 'c@example.com', '2021-06-01 00:00:00')",
+    )
+    .await;
+    f.policy(
+        "tickets",
+        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    let public = f.sign_reports();
+    let dir = f.path("reports");
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["report", "verify", p(&dir), "--public-key", p(&public)];
+        args.extend_from_slice(extra);
+        f.lapse(&args)
+    };
+    // (`f.lapse` gives the config, which --journal needs to find the databases.)
+    let journal = ["--journal"];
+    f.lapse_at("2020-03-01T00:00:00Z", &["run"]).ok();
+    f.lapse_at("2021-09-01T00:00:00Z", &["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 1);
+    let r = verify(&journal);
+    r.ok();
+    assert!(
+        r.stdout.contains("journal: 2 run(s) of 1 SQL policy") && r.stdout.contains("each accounted for"),
+        "{}",
+        r.stdout
+    );
+    // The newest report removed, with its evidence, signature and summary; a later run.
+    let newest = f.latest("run", ".json");
+    let gone: serde_json::Value = serde_json::from_slice(&std::fs::read(&newest).unwrap()).unwrap();
+    let stem = newest.file_name().unwrap().to_string_lossy().trim_end_matches(".json").to_string();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with(&stem) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    f.lapse_at("2021-09-02T00:00:00Z", &["run"]).ok();
+    verify(&[]).ok();
+    let r = verify(&journal);
+    r.code(4);
+    let run_id = gone["run_id"].as_str().unwrap();
+    assert!(r.stdout.contains("unaccounted-run") && r.stdout.contains(run_id), "{}", r.stdout);
+    assert!(r.stdout.contains("committed 1 batch(es), 1 record(s), of policy 'tickets'"), "{}", r.stdout);
+    let r = verify(&["--journal", "--json"]);
+    r.code(4);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["findings"][0]["problem"], "unaccounted-run", "{v}");
+}
+
+/// A run killed before its report leaves its evidence file: said by `verify --journal`, not a
+/// problem, until its policy's next run accounts for it.
+async fn verify_journal_leaves_a_killed_run_to_its_next_run(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);",
+    )
+    .await;
+    f.db.exec("INSERT INTO tickets VALUES (1, '42', 'a@example.com', '2019-01-01 00:00:00')").await;
+    f.policy(
+        "tickets",
+        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    let public = f.sign_reports();
+    let dir = f.path("reports");
+    f.lapse(&["plan"]).ok();
+    f.lapse(&["run"]).ok();
+    // The run's report, summary and signature gone, as if killed before writing them.
+    let run = f.latest("run", ".json");
+    let stem = run.file_name().unwrap().to_string_lossy().trim_end_matches(".json").to_string();
+    for ext in [".json", ".csv", ".json.sig"] {
+        std::fs::remove_file(dir.join(format!("{stem}{ext}"))).unwrap();
+    }
+    assert!(dir.join(format!("{stem}.evidence.jsonl")).exists());
+    let verify = || f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public), "--journal"]);
+    let r = verify();
+    r.ok();
+    assert!(r.stdout.contains("has an evidence file here but no report yet"), "{}", r.stdout);
+    assert!(!r.stdout.contains("unaccounted-run"), "{}", r.stdout);
+    // The next run accounts for its evidence file: no longer said.
+    f.lapse(&["run"]).ok();
+    let r = verify();
+    r.ok();
+    assert!(!r.stdout.contains("no report yet") && r.stdout.contains("each accounted for"), "{}", r.stdout);
+}
+
+mod verify_journal {
+    use super::{verify_journal_finds_a_removed_newest_report, verify_journal_leaves_a_killed_run_to_its_next_run};
+    crate::per_backend!(
+        verify_journal_finds_a_removed_newest_report,
+        verify_journal_leaves_a_killed_run_to_its_next_run
+    );
 }

@@ -320,6 +320,40 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
     assert_eq!(shards[1]["interrupted_runs"], serde_json::json!([killed_name]), "{c:#}");
     assert!(shards[0].get("interrupted_runs").is_none() && shards[2].get("interrupted_runs").is_none(), "{c:#}");
 
+    // `verify --journal` on one shard's directory reads its siblings' reports too: the journal
+    // of a key-sharded policy holds every shard's runs, each accounted for (the killed one by
+    // shard 1's next report). A shard directory without its siblings is no answer.
+    let public = sharded.path("unused.pub");
+    std::fs::write(&public, lapse::integrity::Signer::generate().public_hex()).unwrap();
+    let verify_journal = |dir: &std::path::Path| {
+        crate::common::Run::from(
+            Command::new(crate::common::lapse_bin())
+                .args(["report", "verify"])
+                .arg(dir)
+                .arg("--public-key")
+                .arg(&public)
+                .args(["--journal", "--json", "-c"])
+                .arg(sharded.path("lapse.yaml"))
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = verify_journal(&dir1);
+    let v: Json = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
+    let unaccounted: Vec<&Json> =
+        v["findings"].as_array().unwrap().iter().filter(|f| f["problem"] == "unaccounted-run").collect();
+    assert!(unaccounted.is_empty(), "{unaccounted:#?}");
+    assert!(v["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("each accounted for")), "{v:#}");
+    let alone = sharded.path(&format!("alone/shard-1-of-{N}"));
+    std::fs::create_dir_all(&alone).unwrap();
+    for e in std::fs::read_dir(&dir1).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), alone.join(e.file_name())).unwrap();
+        }
+    }
+    verify_journal(&alone).code(2).stderr_has("needs the reports of every shard");
+
     // Shards limited to other policies are not one run: before, shard 0 run with `--policy
     // customers` beside whole shards combined as "complete", its share of the others left out.
     let run_shards = |only: &[&str], every_shard: bool| {
