@@ -709,25 +709,29 @@ async fn verify_journal(
         anyhow::bail!("it compares a directory's reports with the journal: give the directory, not one report");
     }
     let ws = lapse::engine::Workspace::load(config).map_err(|d| anyhow::anyhow!("{}", print_diags(&d)))?;
-    let mut dirs = vec![path.to_path_buf()];
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if let (Some(count), Some(parent)) =
-        (name.strip_prefix("shard-").and_then(|r| r.split_once("-of-")).map(|(_, n)| n.to_string()), path.parent())
-    {
-        if path.is_dir() {
-            let suffix = format!("-of-{count}");
-            dirs = std::fs::read_dir(parent)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_dir()
-                        && p.file_name().is_some_and(|n| {
-                            let n = n.to_string_lossy();
-                            n.starts_with("shard-") && n.ends_with(&suffix)
-                        })
+    // The whole reports tree: the directory and its shard-<i>-of-<n> directories (for a shard
+    // directory, its parent's), whatever the layout: the journal holds the runs of every layout
+    // the deployment had.
+    let shard_dir = |p: &std::path::Path| {
+        p.is_dir()
+            && p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.strip_prefix("shard-").and_then(|r| r.split_once("-of-")).is_some_and(|(i, c)| {
+                    !i.is_empty() && !c.is_empty() && i.bytes().chain(c.bytes()).all(|b| b.is_ascii_digit())
                 })
-                .collect();
-            dirs.sort();
-        }
+            })
+    };
+    let mut dirs = vec![path.to_path_buf()];
+    if path.is_dir() {
+        let root = match path.parent() {
+            Some(parent) if shard_dir(path) => parent.to_path_buf(),
+            _ => path.to_path_buf(),
+        };
+        dirs = vec![root.clone()];
+        let mut shards: Vec<std::path::PathBuf> =
+            std::fs::read_dir(&root)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| shard_dir(p)).collect();
+        shards.sort();
+        dirs.extend(shards);
     }
     let stores = dirs.iter().map(|d| store::open(d, cfg)).collect::<anyhow::Result<Vec<_>>>()?;
     let conns = ws.connect(&[], true).await?;

@@ -56,8 +56,8 @@ struct Accounted {
     pending: BTreeSet<String>,
     /// Start of the earliest run report read.
     since: Option<DateTime<Utc>>,
-    /// Shard layouts the reports say they belong to (`count`).
-    shard_counts: BTreeSet<u32>,
+    /// Per shard layout (`count`), the shards whose reports were read.
+    shards: BTreeMap<u32, BTreeSet<u32>>,
     reports: usize,
 }
 
@@ -94,7 +94,7 @@ fn read_store(st: &dyn ReportStore, acc: &mut Accounted) -> anyhow::Result<()> {
                     acc.runs.extend(p.reconciled_from.keys().map(|k| k.to_ascii_lowercase()));
                 }
                 if let Some(s) = v.shard {
-                    acc.shard_counts.insert(s.count);
+                    acc.shards.entry(s.count).or_default().insert(s.index);
                 }
                 reported.insert(name.clone());
             }
@@ -119,7 +119,7 @@ struct JournalRun {
 }
 
 /// Checks the runs the journal tables of `ws`'s SQL policies record against the reports of
-/// `stores` (a directory, with the directories of the other shards of its layout), adding a
+/// `stores` (a reports directory and its shard directories), adding a
 /// finding per run no report accounts for and notes on what was read. `Err`: a journal could
 /// not be read, or the stores do not hold every shard of a sharded layout (no answer).
 ///
@@ -137,13 +137,13 @@ pub async fn check(
     for st in stores {
         read_store(st.as_ref(), &mut acc)?;
     }
-    if let Some(n) = acc.shard_counts.iter().copied().max() {
+    for (n, seen) in &acc.shards {
         // Key-sharded policies journal every shard's runs in one table: the other shards' run
         // reports are needed to account for them.
-        if stores.len() < n as usize || acc.shard_counts.len() > 1 {
+        if seen.len() < *n as usize {
             anyhow::bail!(
-                "--journal needs the reports of every shard of the layout ({n} shards; {} directory(ies) read): check a shard-<i>-of-{n} directory with its siblings beside it",
-                stores.len()
+                "--journal needs the reports of every shard of the layout ({n} shards; reports of {} read): check a shard-<i>-of-{n} directory with its siblings beside it",
+                seen.len()
             );
         }
     }
