@@ -47,9 +47,11 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 /// A character that changes how the text around it is shown: controls (line breaks, escapes)
-/// and the bidirectional formatting characters (U+200E, U+200F, U+202A–U+202E, U+2066–U+2069).
+/// and the bidirectional formatting characters (U+061C, U+200E, U+200F, U+202A–U+202E,
+/// U+2066–U+2069).
 pub fn unprintable(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The value of an integer YAML writes in hexadecimal or octal (`0x1F`, `-0o17`), which no

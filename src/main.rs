@@ -653,7 +653,8 @@ enum ReportCmd {
         json: bool,
     },
     /// Combine the reports of the n shards of one run (`--shard i/n`) into one summary.
-    /// Exit 0: combined; 2: not every shard of one run (missing, duplicated, or different runs).
+    /// Exit 0: combined; 2: not every shard of one run (missing, duplicated, or different runs:
+    /// settings, policy files, holds file or config differ); 4: a signature did not verify.
     Combine {
         /// Shard reports, or directories (each's newest run report is taken).
         #[arg(required = true)]
@@ -661,6 +662,10 @@ enum ReportCmd {
         /// Write the combined JSON here (the summary goes to stdout).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Check each shard report's signature with this Ed25519 public key first (repeatable):
+        /// exit 4, nothing combined, if one does not verify.
+        #[arg(long)]
+        public_key: Vec<PathBuf>,
         /// Print the combined JSON on stdout instead of the summary.
         #[arg(long)]
         json: bool,
@@ -898,9 +903,17 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 ExitCode::from(reporting::EXIT_NOT_FOUND)
             }
         }
-        ReportCmd::Combine { paths, out, json } => {
-            let c = match lapse::reporting::combine::combine(&paths) {
+        ReportCmd::Combine { paths, out, public_key, json } => {
+            let keys =
+                match public_key.iter().map(|k| lapse::integrity::read_public_key(k)).collect::<Result<Vec<_>, _>>() {
+                    Ok(k) => k,
+                    Err(e) => return fail(INVALID, format!("{e:#}")),
+                };
+            let c = match lapse::reporting::combine::combine(&paths, &keys) {
                 Ok(c) => c,
+                Err(e) if e.is::<lapse::reporting::combine::SignatureFailed>() => {
+                    return fail(reporting::EXIT_VERIFY_FAILED, format!("{e:#}"))
+                }
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };
             let text = serde_json::to_string_pretty(&c).unwrap_or_default() + "\n";

@@ -869,17 +869,19 @@ impl Report {
             }
             let held_by = spreadsheet_safe(held_by);
             let deps: Vec<String> = p.dependents_deleted.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            // Every text cell: a connection name is free text in the config, a policy name
+            // may start with `-`, and a report read back may say anything.
             w.write_record([
-                self.run_id.clone(),
-                self.mode.clone(),
-                self.status.clone(),
+                spreadsheet_safe(self.run_id.clone()),
+                spreadsheet_safe(self.mode.clone()),
+                spreadsheet_safe(self.status.clone()),
                 self.cutoff.to_rfc3339(),
-                p.name.clone(),
-                p.connection.clone(),
+                spreadsheet_safe(p.name.clone()),
+                spreadsheet_safe(p.connection.clone()),
                 spreadsheet_safe(p.table.clone()),
-                p.action.clone(),
-                p.legal_bases.join(";"),
-                p.outcome.clone(),
+                spreadsheet_safe(p.action.clone()),
+                spreadsheet_safe(p.legal_bases.join(";")),
+                spreadsheet_safe(p.outcome.clone()),
                 p.rows_total.to_string(),
                 p.rows_due.to_string(),
                 p.deleted.to_string(),

@@ -37,6 +37,10 @@ pub struct Combined {
     /// policy of the policy files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub selected_policies: Vec<String>,
+    /// Key ids of the public keys every shard report's signature was checked with
+    /// (`--public-key`); empty: not checked.
+    #[serde(default)]
+    pub signatures_checked_with: Vec<String>,
     /// One entry per shard, in index order.
     pub shards: Vec<ShardRef>,
     /// Per policy, counts summed over the shards that processed it.
@@ -138,13 +142,36 @@ fn pick(path: &Path) -> anyhow::Result<PathBuf> {
     best.map(|b| b.3).ok_or_else(|| anyhow::anyhow!("no lapse report in '{}'", path.display()))
 }
 
+/// A shard report whose signature does not verify with the given keys (`combine --public-key`).
+#[derive(Debug)]
+pub struct SignatureFailed(pub String);
+
+impl std::fmt::Display for SignatureFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SignatureFailed {}
+
 /// Reads the shard reports (files or directories) and combines them. Every reason they are not
-/// the complete set of one run is an error.
-pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
+/// the complete set of one run is an error; with `keys`, so is a shard report no given key
+/// signed ([`SignatureFailed`]).
+pub fn combine(paths: &[PathBuf], keys: &[ed25519_dalek::VerifyingKey]) -> anyhow::Result<Combined> {
     let mut reports: Vec<(PathBuf, String, Report)> = Vec::new();
     for p in paths {
         let file = pick(p)?;
         let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", file.display()))?;
+        if !keys.is_empty() {
+            let sig = std::fs::read_to_string(format!("{}.sig", file.display())).unwrap_or_default();
+            if !keys.iter().any(|k| crate::integrity::check_signature(k, &bytes, &sig)) {
+                return Err(SignatureFailed(format!(
+                    "the signature of '{}' is missing or does not verify with the given public key(s); not combined (run `lapse report verify`)",
+                    file.display()
+                ))
+                .into());
+            }
+        }
         let r: Report = serde_json::from_slice(&bytes)
             .map_err(|e| anyhow::anyhow!("'{}' is not a lapse report: {e}", file.display()))?;
         reports.push((file, crate::integrity::sha256_hex(&bytes), r));
@@ -191,6 +218,17 @@ pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
         if digests(r) != digests(first) {
             return Err(differs("the policy files (SHA-256)"));
         }
+        // Shards that read another holds file or config did not enforce one run's rules (a
+        // shard report left from an earlier run of the same cutoff, a holds file edited between
+        // the shards' starts).
+        if let (Some(a), Some(b)) = (&r.inputs, &first.inputs) {
+            if a.holds_file.as_ref().map(|h| &h.hmac_sha256) != b.holds_file.as_ref().map(|h| &h.hmac_sha256) {
+                return Err(differs("the holds file (its keyed digest)"));
+            }
+            if a.config.hmac_sha256 != b.config.hmac_sha256 {
+                return Err(differs("the config (its keyed digest)"));
+            }
+        }
         if r.selected_policies != first.selected_policies {
             // A shard limited to other policies (`--policy`) left its share of the others
             // undone: the shards together are not one run of anything.
@@ -236,26 +274,28 @@ pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
             if rank_outcome(&p.outcome) > rank_outcome(&c.outcome) {
                 c.outcome = p.outcome.clone();
             }
-            c.rows_total += p.rows_total;
-            c.rows_due += p.rows_due;
-            c.deleted += p.deleted;
-            c.anonymized += p.anonymized;
-            c.fields_anonymized += p.fields_anonymized;
-            c.held += p.held;
+            c.rows_total = c.rows_total.saturating_add(p.rows_total);
+            c.rows_due = c.rows_due.saturating_add(p.rows_due);
+            c.deleted = c.deleted.saturating_add(p.deleted);
+            c.anonymized = c.anonymized.saturating_add(p.anonymized);
+            c.fields_anonymized = c.fields_anonymized.saturating_add(p.fields_anonymized);
+            c.held = c.held.saturating_add(p.held);
             for (h, k) in &p.held_by {
-                *c.held_by.entry(h.clone()).or_default() += k;
+                let n = c.held_by.entry(h.clone()).or_default();
+                *n = n.saturating_add(*k);
             }
-            c.null_anchor_kept += p.null_anchor_kept;
-            c.blocked_by_dependents += p.blocked_by_dependents;
-            c.unreadable += p.unreadable;
-            c.held_by_storage += p.held_by_storage;
-            c.versions_deleted += p.versions_deleted;
-            c.bytes_reclaimed += p.bytes_reclaimed;
+            c.null_anchor_kept = c.null_anchor_kept.saturating_add(p.null_anchor_kept);
+            c.blocked_by_dependents = c.blocked_by_dependents.saturating_add(p.blocked_by_dependents);
+            c.unreadable = c.unreadable.saturating_add(p.unreadable);
+            c.held_by_storage = c.held_by_storage.saturating_add(p.held_by_storage);
+            c.versions_deleted = c.versions_deleted.saturating_add(p.versions_deleted);
+            c.bytes_reclaimed = c.bytes_reclaimed.saturating_add(p.bytes_reclaimed);
             for (t, k) in &p.dependents_deleted {
-                *c.dependents_deleted.entry(t.clone()).or_default() += k;
+                let n = c.dependents_deleted.entry(t.clone()).or_default();
+                *n = n.saturating_add(*k);
             }
-            c.reconciled += p.reconciled;
-            c.failed += p.failed;
+            c.reconciled = c.reconciled.saturating_add(p.reconciled);
+            c.failed = c.failed.saturating_add(p.failed);
             c.verified &= p.verification.verified || r.mode != "run";
         }
     }
@@ -286,6 +326,7 @@ pub fn combine(paths: &[PathBuf]) -> anyhow::Result<Combined> {
         evidence_key_id: first.evidence_key_id.clone(),
         shard_count: n,
         selected_policies: first.selected_policies.clone(),
+        signatures_checked_with: keys.iter().map(crate::integrity::key_id).collect(),
         shards,
         policies: policies.into_values().collect(),
     })
@@ -310,6 +351,14 @@ impl Combined {
                 p.name,
                 if p.shards.len() == 1 { p.shards[0].to_string() } else { "all".into() },
                 p.rows_total, p.rows_due, p.deleted, p.anonymized, p.fields_anonymized, p.held, p.failed, p.outcome
+            ));
+        }
+        if self.signatures_checked_with.is_empty() {
+            s.push_str("  the shard reports' signatures were not checked (give --public-key, or run `lapse report verify` on each shard directory)\n");
+        } else {
+            s.push_str(&format!(
+                "  every shard report's signature verified (key {})\n",
+                self.signatures_checked_with.join(", ")
             ));
         }
         for sh in self.shards.iter().filter(|sh| !sh.interrupted_runs.is_empty()) {

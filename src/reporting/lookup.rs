@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::printable;
 use super::store::{self, FileKind, ReportStore};
 use crate::config::{self, Config};
 use crate::diag::Diagnostics;
@@ -31,6 +32,8 @@ use crate::value::Value;
 /// by other versions.
 #[derive(Debug, Deserialize)]
 struct RunView {
+    #[serde(default)]
+    mode: Option<String>,
     run_id: String,
     started_at: DateTime<Utc>,
     #[serde(default)]
@@ -306,6 +309,13 @@ pub fn lookup(
             Ok((b, r))
         });
         match parsed {
+            Ok((_, r)) if r.mode.as_deref().is_some_and(|m| m != "run") => {
+                // A plan report renamed: it destroyed nothing and holds no evidence.
+                warnings.push(format!(
+                    "{name}: named as a run report but it is a {} report (renamed?): skipped; run `lapse report verify`",
+                    r.mode.as_deref().unwrap_or_default()
+                ));
+            }
             Ok((bytes, r)) => {
                 if !keys.is_empty() {
                     let sig = st.read(&format!("{name}.sig")).map(|s| String::from_utf8_lossy(&s).into_owned());
@@ -346,6 +356,9 @@ pub fn lookup(
         );
     }
     reports.sort_by_key(|(_, r)| (r.sequence, r.started_at));
+    // A report no given key signed: what its evidence says is unconfirmed, and what it does not
+    // say is no answer either (a line taken out of it, its digest rewritten, reads the same).
+    evidence_unreadable += reports.iter().filter(|(n, r)| unsigned.contains(n) && r.evidence_key_id == key_id).count();
     let other_key: Vec<&str> =
         reports.iter().filter(|(_, r)| r.evidence_key_id != key_id).map(|(n, _)| n.as_str()).collect();
     if !other_key.is_empty() {
@@ -474,6 +487,7 @@ pub fn lookup(
         };
         let mut hash = Sha256::new();
         let mut bad = 0u64;
+        let mut hits: Vec<Destroyed> = Vec::new();
         // The file's bytes as they are hashed (a killed run's file may end in a line cut short,
         // which its accounting report's SHA-256 covers and which is no record).
         let mut reader = reader;
@@ -509,8 +523,9 @@ pub fn lookup(
                         src.file, src.report, e.policy
                     ));
                 }
-                let list = if src.sha256.is_some() && src.vouched { &mut destroyed } else { &mut unconfirmed };
-                list.push(Destroyed {
+                // Kept apart until the file's digest is known: a line added to a signed
+                // report's evidence file is no destruction that report vouches for.
+                hits.push(Destroyed {
                     at: e.at,
                     policy: e.policy,
                     action: e.action,
@@ -524,10 +539,19 @@ pub fn lookup(
                 });
             }
         }
+        let intact = match src.sha256 {
+            Some(sha) => bad == 0 && hex::encode(hash.finalize()) == sha,
+            None => false,
+        };
+        if intact && src.vouched {
+            destroyed.append(&mut hits);
+        } else {
+            unconfirmed.append(&mut hits);
+        }
         match src.sha256 {
-            Some(sha) if bad > 0 || hex::encode(hash.finalize()) != sha => {
+            Some(_) if !intact => {
                 warnings.push(format!(
-                    "{} does not match what {} records (altered or truncated): run `lapse report verify`",
+                    "{} does not match what {} records (altered or truncated): what it says is unconfirmed; run `lapse report verify`",
                     src.file, src.report
                 ));
                 // What is missing from it may be the answer.
@@ -716,8 +740,9 @@ impl Answer {
     /// For a terminal. Never prints the identifier looked up (only its keyed hash).
     pub fn text(&self, location: &str) -> String {
         let mut s = format!(
-            "lookup {} in {location}: {} run report{}, {} evidence record{} scanned (evidence key {})\n",
-            self.target,
+            "lookup {} in {}: {} run report{}, {} evidence record{} scanned (evidence key {})\n",
+            printable(&self.target),
+            printable(location),
             self.run_reports,
             if self.run_reports == 1 { "" } else { "s" },
             self.evidence_records_scanned,
@@ -749,13 +774,13 @@ impl Answer {
                 s.push_str(&format!(
                     "  {}  policy {}  {} (stage {}, batch {})  run {}  record {}…  [{}]\n",
                     d.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    d.policy,
-                    d.action,
-                    d.stage,
+                    printable(&d.policy),
+                    printable(&d.action),
+                    printable(&d.stage),
                     d.batch,
-                    d.run_id,
-                    &d.record[..16.min(d.record.len())],
-                    d.report
+                    printable(&d.run_id),
+                    printable(&d.record.chars().take(16).collect::<String>()),
+                    printable(&d.report)
                 ));
             }
         }
@@ -764,13 +789,13 @@ impl Answer {
             for h in &self.held {
                 s.push_str(&format!(
                     "  {} — {}{} — {}, {}{}\n",
-                    h.hold,
-                    h.matter,
-                    h.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                    printable(&h.hold),
+                    printable(&h.matter),
+                    h.reason.as_deref().map(|r| format!(" ({})", printable(r))).unwrap_or_default(),
                     if h.policies.is_empty() {
                         "every policy".to_string()
                     } else {
-                        format!("policies {}", h.policies.join(", "))
+                        format!("policies {}", printable(&h.policies.join(", ")))
                     },
                     match (&h.expires, h.active) {
                         (Some(t), true) => super::hold_expiry(t),
@@ -787,8 +812,8 @@ impl Answer {
                     s.push_str(&format!(
                         "    kept {} lapsed record(s) of policy {} (all its subjects together) in run {} on {}\n",
                         k.records,
-                        k.policy,
-                        short(&k.run_id),
+                        printable(&k.policy),
+                        printable(short(&k.run_id)),
                         k.started_at.format("%Y-%m-%d")
                     ));
                 }
@@ -812,11 +837,11 @@ impl Answer {
         if !self.cannot_answer.is_empty() {
             s.push_str("not answerable from the reports:\n");
             for c in &self.cannot_answer {
-                s.push_str(&format!("  - {c}\n"));
+                s.push_str(&format!("  - {}\n", printable(c)));
             }
         }
         for w in &self.warnings {
-            s.push_str(&format!("warning: {w}\n"));
+            s.push_str(&format!("warning: {}\n", printable(w)));
         }
         s
     }

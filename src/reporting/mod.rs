@@ -33,6 +33,24 @@ pub fn hold_expiry(t: &chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
+/// Text for a terminal: controls (line breaks, escapes) and bidirectional formatting
+/// characters written as `\u{..}` escapes, so that a file name or a field read from the reports
+/// directory cannot move the cursor, erase or forge a line, or turn text around.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(crate::holds::unprintable) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if crate::holds::unprintable(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `report verify`: a report is altered, missing, out of order, or badly signed.
 pub const EXIT_VERIFY_FAILED: u8 = 4;
 /// `report lookup`: nothing is known of the subject or record.
@@ -66,5 +84,14 @@ mod tests {
         assert_eq!(super::hold_expiry(&at("2027-07-01T00:00:00Z")), "in force through 2027-06-30");
         assert_eq!(super::hold_expiry(&at("2027-07-01T12:30:00Z")), "in force until 2027-07-01 12:30:00 UTC");
         assert_eq!(super::hold_expiry(&at("2027-07-01T00:00:00.5Z")), "in force until 2027-07-01 00:00:00 UTC");
+    }
+
+    /// A file name or field read from the reports directory cannot drive the terminal.
+    #[test]
+    fn printable_escapes_controls_and_bidi() {
+        assert_eq!(super::printable("lapse-run-1.json"), "lapse-run-1.json");
+        let s = super::printable("x\r\u{1b}[3A\nresult: OK\u{202e}");
+        assert!(!s.chars().any(crate::holds::unprintable), "{s}");
+        assert_eq!(s, "x\\u{d}\\u{1b}[3A\\u{a}result: OK\\u{202e}");
     }
 }

@@ -38,7 +38,9 @@ pub fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
+            // Controls, and bidirectional formatting characters (a hold id of a holds table
+            // could turn a row's signed numbers around).
+            c if c != '\n' && c != '\t' && crate::holds::unprintable(c) => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -179,7 +181,7 @@ fn status_text(r: &Report) -> (&'static str, String) {
         ),
         "guardrail"
             if r.policies.iter().any(|p| {
-                p.guardrail.tripped && p.deleted + p.anonymized + p.fields_anonymized + p.versions_deleted > 0
+                p.guardrail.tripped && (p.deleted | p.anonymized | p.fields_anonymized | p.versions_deleted) > 0
             }) =>
         {
             (
@@ -223,10 +225,12 @@ fn header(h: &mut String, r: &Report, title: &str) {
 /// Per policy: (deleted, anonymized incl. field-level, held). For a plan: what is due.
 fn series(r: &Report, p: &PolicyReport) -> [u64; 3] {
     if r.mode == "plan" {
-        let due = |pred: &dyn Fn(&str) -> bool| p.stages.iter().filter(|s| pred(&s.action)).map(|s| s.due).sum::<u64>();
+        let due = |pred: &dyn Fn(&str) -> bool| {
+            p.stages.iter().filter(|s| pred(&s.action)).map(|s| s.due).fold(0u64, u64::saturating_add)
+        };
         [due(&|a| a == "deleted"), due(&|a| a != "deleted"), p.held]
     } else {
-        [p.deleted, p.anonymized + p.fields_anonymized, p.held]
+        [p.deleted, p.anonymized.saturating_add(p.fields_anonymized), p.held]
     }
 }
 
@@ -235,12 +239,12 @@ fn summary(h: &mut String, r: &Report) {
     h.push_str("<section id=\"summary\" aria-labelledby=\"summary-h\">\n<h2 id=\"summary-h\">Summary</h2>\n");
     let (class, text) = status_text(r);
     let _ = writeln!(h, "<p class=\"notice {class}\" id=\"status\">{}</p>", esc(&text));
-    let sum = |f: &dyn Fn(&PolicyReport) -> u64| r.policies.iter().map(f).sum::<u64>();
+    let sum = |f: &dyn Fn(&PolicyReport) -> u64| r.policies.iter().map(f).fold(0u64, u64::saturating_add);
     let deleted = sum(&|p| series(r, p)[0]);
     let anonymized = sum(&|p| p.anonymized);
     let fields = sum(&|p| p.fields_anonymized);
     let due_anon = sum(&|p| series(r, p)[1]);
-    let cascaded = sum(&|p| p.dependents_deleted.values().sum());
+    let cascaded = sum(&|p| p.dependents_deleted.values().fold(0u64, |a, b| a.saturating_add(*b)));
     let held = sum(&|p| p.held);
     let failed = sum(&|p| p.failed);
     h.push_str("<ul class=\"totals\" id=\"totals\">\n");
@@ -411,7 +415,7 @@ fn cascade_note(p: &PolicyReport) -> String {
 /// Records the policy's re-check is owed: deleted (rows or objects), anonymized, and kept records
 /// whose lapsed fields were anonymized. (Reconciled objects were found gone, not destroyed here.)
 fn to_recheck(p: &PolicyReport) -> u64 {
-    p.deleted + p.anonymized + p.fields_anonymized
+    p.deleted.saturating_add(p.anonymized).saturating_add(p.fields_anonymized)
 }
 
 /// A policy's re-check passed: every record it destroyed was re-checked and none is still
@@ -531,7 +535,8 @@ fn kept(h: &mut String, r: &Report) {
     let mut kept_by: BTreeMap<&str, u64> = BTreeMap::new();
     for p in &r.policies {
         for (id, n) in &p.held_by {
-            *kept_by.entry(id.as_str()).or_default() += n;
+            let k = kept_by.entry(id.as_str()).or_default();
+            *k = k.saturating_add(*n);
         }
     }
     if r.holds.is_empty() && kept_by.is_empty() {
@@ -764,7 +769,7 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
     let group = |h: &mut String, k: &str| {
         let _ = writeln!(h, "<tr class=\"group\"><th colspan=\"2\" scope=\"rowgroup\">{k}</th></tr>");
     };
-    let sum = |f: &dyn Fn(&PolicyReport) -> u64| r.policies.iter().map(f).sum::<u64>();
+    let sum = |f: &dyn Fn(&PolicyReport) -> u64| r.policies.iter().map(f).fold(0u64, u64::saturating_add);
     h.push_str("<table class=\"form\" id=\"certificate-form\">\n<tbody>\n");
 
     group(h, "1. Performed by");
@@ -794,7 +799,7 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
     ds.push_str("</ul>");
     row(h, "Datasets", ds);
     row(h, "Categories of personal data", esc(&categories.into_iter().collect::<Vec<_>>().join(", ")));
-    let cascaded = sum(&|p| p.dependents_deleted.values().sum());
+    let cascaded = sum(&|p| p.dependents_deleted.values().fold(0u64, |a, b| a.saturating_add(*b)));
     let objects = r.policies.iter().any(|p| p.is_objects());
     let tables = r.policies.iter().any(|p| !p.is_objects());
     if tables {
@@ -1013,6 +1018,10 @@ mod tests {
             esc("<script>alert('x')</script> & \"q\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
+        // A right-to-left override (a hold id of a holds table) would turn signed numbers
+        // around; a terminal escape is no text either.
+        assert_eq!(esc("LH-7\u{202e}: 12"), "LH-7\u{fffd}: 12");
+        assert_eq!(esc("a\u{1b}[2Kb\u{2066}c"), "a\u{fffd}[2Kb\u{fffd}c");
         assert_eq!(num(1234567), "1,234,567");
         assert_eq!(num(12), "12");
     }

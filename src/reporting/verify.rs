@@ -22,6 +22,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::printable;
 use super::store::{self, FileKind, LocalDir, ReportStore};
 use crate::integrity::{self, ChainLink};
 use crate::report::{EvidenceFile, Report};
@@ -622,7 +623,7 @@ impl Verifier<'_> {
                     None => self.find(Problem::Missing, &range, format!("missing {between}{start}")),
                 }
             }
-            expect = s + 1;
+            expect = s.saturating_add(1);
             prev = Some(e);
         }
         // Links.
@@ -954,7 +955,7 @@ impl Outcome {
     pub fn text(&self) -> String {
         let mut s = format!(
             "verify {} with public key{} {} ({} report{})\n",
-            self.location,
+            printable(&self.location),
             if self.key_id.contains(',') { "s" } else { "" },
             self.key_id,
             self.reports.len(),
@@ -974,8 +975,8 @@ impl Outcome {
             s.push_str(&format!(
                 "  {:<4}  {:<width$}  {:<8}  signature {}{}\n",
                 if r.ok { "ok" } else { "FAIL" },
-                r.file,
-                what,
+                printable(&r.file),
+                printable(&what),
                 r.signature,
                 ev
             ));
@@ -987,17 +988,17 @@ impl Outcome {
                 if c.run_reports == 1 { "" } else { "s" },
                 c.first_sequence,
                 c.last_sequence,
-                c.newest
+                printable(&c.newest)
             ));
         }
         if !self.findings.is_empty() {
             s.push_str(&format!("problems ({}):\n", self.findings.len()));
             for f in &self.findings {
-                s.push_str(&format!("  {:<18} {} {}\n", f.problem.label(), f.file, f.message));
+                s.push_str(&format!("  {:<18} {} {}\n", f.problem.label(), printable(&f.file), printable(&f.message)));
             }
         }
         for n in &self.notes {
-            s.push_str(&format!("note: {n}\n"));
+            s.push_str(&format!("note: {}\n", printable(n)));
         }
         if self.ok {
             s.push_str("result: OK — signatures valid, evidence intact");

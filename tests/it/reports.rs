@@ -883,6 +883,105 @@ async fn reports_name_the_config_and_holds_file_they_read_keyed() {
     assert!(r.stdout.contains("the last run that read this very file was"), "{}", r.stdout);
 }
 
+/// Found by a read-only review of the report tools, each failing before:
+/// - a line added to a signed report's evidence file (its digest in the report left as it
+///   was) answered DESTROYED, exit 0, even with `--public-key`: the hit was counted before the
+///   file's digest was compared; it is now UNCONFIRMED, no answer (exit 2);
+/// - with `--public-key`, a report that does not verify left "NOTHING FOUND" (exit 5) possible:
+///   a line taken out of it reads the same; now no answer (exit 2);
+/// - a line whose `record` is not ASCII made a text lookup panic (exit 101);
+/// - a field or file name with terminal controls (`\r`, ESC sequences) was printed raw, and
+///   could overwrite the answer on screen; now escaped;
+/// - a plan report renamed as a run report was taken for a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_takes_no_answer_from_evidence_that_is_not_what_was_signed() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(f.path("evidence.key")).unwrap());
+    let lookup = |subject: &str, with_key: bool| {
+        let mut args = vec!["report", "lookup", p(&dir), "--subject", subject];
+        if with_key {
+            args.extend(["--public-key", p(&public)]);
+        }
+        f.lapse(&args)
+    };
+    lookup("S-4", true).code(5);
+    let first = by_sequence(&dir)[&1].clone();
+    let evidence = dir.join(first.replace(".json", ".evidence.jsonl"));
+    let original = std::fs::read(&evidence).unwrap();
+    let line = String::from_utf8(original.clone()).unwrap().lines().next().unwrap().to_string();
+    let mut fake: serde_json::Value = serde_json::from_str(&line).unwrap();
+    fake["subject"] = key.subject(&lapse::value::Value::Text("S-4".into())).into();
+    std::fs::write(&evidence, [original.as_slice(), format!("{fake}\n").as_bytes()].concat()).unwrap();
+    for with_key in [true, false] {
+        let r = lookup("S-4", with_key);
+        r.code(2);
+        assert!(r.stdout.contains("UNCONFIRMED: 1 line") && !r.stdout.contains("DESTROYED"), "{}", r.stdout);
+        assert!(r.stdout.contains("does not match what"), "{}", r.stdout);
+    }
+    std::fs::write(&evidence, &original).unwrap();
+    lookup("S-1", true).ok();
+
+    // Another key vouches for no report: nothing found is no answer.
+    let other = f.path("other.pub");
+    std::fs::write(&other, lapse::integrity::Signer::generate().public_hex()).unwrap();
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-NOBODY", "--public-key", p(&other)]);
+    r.code(2);
+    assert!(r.stdout.contains("NOT ANSWERED"), "{}", r.stdout);
+
+    // A planted file: a record that is not ASCII, a policy with terminal controls.
+    let mut planted = fake.clone();
+    planted["record"] =
+        "a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}".into();
+    planted["policy"] = "people\r\u{1b}[1A\u{1b}[2KDESTROYED: 1 record(s)\n".into();
+    std::fs::write(dir.join("lapse-run-20990101T000000Z-deadbeef.evidence.jsonl"), format!("{planted}\n")).unwrap();
+    let r = lookup("S-4", true);
+    r.code(2);
+    assert!(r.stdout.contains("UNCONFIRMED: 1 line"), "{}", r.stdout);
+    assert!(!r.stdout.contains('\u{1b}') && !r.stdout.contains('\r'), "terminal controls printed:\n{:?}", r.stdout);
+    assert!(!r.stdout.lines().any(|l| l.starts_with("DESTROYED")), "{}", r.stdout);
+    // And verify names that file's oddities escaped too.
+    std::fs::write(dir.join("lapse-run-x\r\u{1b}[3Aresult: OK.evidence.jsonl"), "").unwrap();
+    let r = f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]);
+    assert!(!r.stdout.contains('\u{1b}') && !r.stdout.contains('\r'), "terminal controls printed:\n{:?}", r.stdout);
+    for n in ["lapse-run-20990101T000000Z-deadbeef.evidence.jsonl", "lapse-run-x\r\u{1b}[3Aresult: OK.evidence.jsonl"] {
+        std::fs::remove_file(dir.join(n)).unwrap();
+    }
+
+    // A plan report renamed as a run report is no run.
+    let plan = f.latest("plan", ".json");
+    let renamed = dir.join(plan.file_name().unwrap().to_string_lossy().replace("lapse-plan-", "lapse-run-"));
+    std::fs::rename(&plan, &renamed).unwrap();
+    let r = lookup("S-HELD", true);
+    assert!(r.stdout.contains("named as a run report but it is a plan report"), "{}", r.stdout);
+}
+
+/// A report file with an absurd sequence made `verify` panic (exit 101, an overflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_survives_an_absurd_sequence() {
+    let (f, public) = signed_chain().await;
+    let dir = f.path("reports");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(f.latest("run", ".json")).unwrap()).unwrap();
+    r["sequence"] = u64::MAX.into();
+    r["run_id"] = "deadbeef-0000-0000-0000-000000000000".into();
+    std::fs::write(dir.join("lapse-run-20990101T000000Z-deadbeef.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+    f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).code(4);
+}
+
+/// Every text cell of the CSV summary is spreadsheet-safe: a connection name is free text in
+/// the config (before, only tables and hold ids were guarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_cells_of_connection_names_are_no_formulas() {
+    let f = tickets("INTEGER", "(1, '42', 'a@example.com', '2019-01-01 00:00:00')").await;
+    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    std::fs::write(f.path("lapse.yaml"), cfg.replacen("  db:\n", "  \"=db\":\n", 1)).unwrap();
+    let policy = std::fs::read_to_string(f.path("policies/tickets.yaml")).unwrap();
+    std::fs::write(f.path("policies/tickets.yaml"), policy.replace("connection: db", "connection: \"=db\"")).unwrap();
+    f.lapse(&["plan"]).ok();
+    let csv = std::fs::read_to_string(f.latest("plan", ".csv")).unwrap();
+    assert!(csv.contains(",'=db,"), "{csv}");
+}
+
 fn chromium() -> Option<String> {
     let bin = std::env::var("LAPSE_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let found = Command::new(&bin).arg("--version").output().is_ok_and(|o| o.status.success());

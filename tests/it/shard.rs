@@ -375,6 +375,19 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
     r.ok();
     assert!(r.stdout.contains("limited to the policies accounts, customers (--policy)"), "{}", r.stdout);
     assert_eq!(read_json(&out)["selected_policies"], serde_json::json!(["accounts", "customers"]));
+    assert!(r.stdout.contains("signatures were not checked"), "{}", r.stdout);
+
+    // With --public-key, a shard report no given key signed (these are unsigned) is refused.
+    let mut signed = args.clone();
+    signed.extend(["--public-key", public.to_str().unwrap()]);
+    let r = crate::common::Run::from(Command::new(crate::common::lapse_bin()).args(&signed).output().unwrap());
+    r.code(4).stderr_has("does not verify");
+    // A shard that read another holds file did not enforce the same run: before, combined.
+    let holds = std::fs::read_to_string(sharded.path("holds.yaml")).unwrap();
+    std::fs::write(sharded.path("holds.yaml"), format!("{holds}# edited\n")).unwrap();
+    crate::common::Run::from(lapse_cmd(&sharded, &["run", "--shard", &format!("1/{N}")]).output().unwrap()).ok();
+    let r = crate::common::Run::from(Command::new(crate::common::lapse_bin()).args(&args).output().unwrap());
+    r.code(2).stderr_has("the holds file (its keyed digest) differs");
 }
 
 /// A policy split by key needs a single integer key: a text key is refused before anything runs.
