@@ -178,6 +178,11 @@ impl Workspace {
                 });
             }
         }
+        let ws_probe = Workspace { config, policies, holds: Vec::new(), holds_sha256: None };
+        for x in reports_inside_a_dataset(&ws_probe, &ws_probe.config.resolve(&ws_probe.config.reports.dir)) {
+            d.push(x);
+        }
+        let Workspace { config, policies, .. } = ws_probe;
         if d.has_errors() {
             return Err(d);
         }
@@ -439,6 +444,91 @@ fn overlapping_object_datasets(ws: &Workspace, prepared: &[(&Policy, Prepared)],
             }
         }
     }
+}
+
+/// A path made absolute and resolved as far as it exists (symbolic links, `..`): the report
+/// directory may not exist yet.
+fn resolved(path: &std::path::Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+    };
+    let mut rest = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(cur) {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// Whether the keys under `inner` (a key prefix ending in `/`) and the keys a dataset with
+/// `prefix` holds can meet.
+fn prefixes_meet(inner: &str, prefix: &str) -> bool {
+    inner.starts_with(prefix) || prefix.starts_with(inner)
+}
+
+/// The reports, and the intents, markers and chain lock beside them, must not be the data of
+/// an object policy: a directory dataset whose keys include the report directory, or a bucket
+/// and prefix that include the report bucket's, would have lapse destroy its own proof once
+/// the reports are older than the retention (and the chain start again at 1, still verifying).
+/// `report_dir`: the report directory of the run (`reports.dir`, or `--report-dir`).
+pub fn reports_inside_a_dataset(ws: &Workspace, report_dir: &std::path::Path) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let reports = resolved(report_dir);
+    let bucket = ws.config.reports.s3.as_ref();
+    for p in &ws.policies.policies {
+        let (Some(o), Some(c)) = (p.objects.as_ref(), ws.config.connections.get(&p.connection)) else { continue };
+        let clash = match c.kind {
+            ConnectionKind::Directory => {
+                let root = resolved(&ws.config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))));
+                match reports.strip_prefix(&root) {
+                    Ok(rel) => {
+                        let mut key: String = rel
+                            .components()
+                            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        key.push('/');
+                        (key == "/" || prefixes_meet(&key, &o.prefix))
+                            .then(|| format!("the report directory {} is inside its directory", report_dir.display()))
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => bucket.and_then(|b| {
+                let same_store = ws.config.connections.get(&b.connection).is_some_and(|rc| rc.endpoint == c.endpoint);
+                let data_bucket = o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default();
+                (same_store && data_bucket == b.bucket && prefixes_meet(&b.prefix, &o.prefix)).then(|| {
+                    format!(
+                        "the report bucket's prefix '{}' of bucket '{}' (reports.s3) is inside its dataset",
+                        b.prefix, b.bucket
+                    )
+                })
+            }),
+        };
+        if let Some(what) = clash {
+            out.push(p.error(
+                "dataset",
+                format!(
+                    "{what}: lapse would destroy its own reports, intents and chain as data once they are older than the retention; keep the reports outside the dataset (another directory, bucket or prefix)"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// The run lock of a policy (a shard locks only its part of a key-sharded one).
@@ -1014,6 +1104,10 @@ pub async fn execute(
         previous_unverified: None,
     };
     let mut report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
+    if let Some(x) = reports_inside_a_dataset(ws, &report_dir).into_iter().next() {
+        // (`reports.dir` was checked when the workspace was loaded; this is `--report-dir`.)
+        anyhow::bail!("{x}");
+    }
     if let Some(s) = opts.shard {
         // One report chain per shard: shards run at once and must not fork each other's chain.
         report_dir = report_dir.join(s.dir_name());

@@ -343,6 +343,12 @@ async fn plan_or_run(
             return Err(invalid(format!("unknown policy '{p}'")));
         }
     }
+    if let Some(dir) = &args.report_dir {
+        let d = lapse::diag::Diagnostics(lapse::engine::reports_inside_a_dataset(&ws, dir));
+        if !d.0.is_empty() {
+            return Err(invalid(format!("--report-dir: {}", print_diags(&d))));
+        }
+    }
     ws.check_secrets(&args.common.policies).map_err(|e| invalid(format!("{e:#}")))?;
     let key = ws.evidence_key().map_err(|e| invalid(format!("{e:#}")))?;
     let cutoff = match &args.cutoff {

@@ -2116,3 +2116,51 @@ async fn older_versions_subjects_are_read_only_under_holds() {
     }
     assert_eq!(reads[1], reads[0] + 2, "the two older versions of u/a, under a hold only: {reads:?}");
 }
+
+/// Found by a read-only review: a report directory inside a directory dataset, or a report
+/// bucket prefix inside an object policy's bucket and prefix, had lapse delete its own earlier
+/// reports, signatures, evidence and chain lock as data once they were older than the retention
+/// (the chain then started again at 1 and still verified). Refused by `validate`, `plan` and
+/// `run`, and `--report-dir` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_inside_an_object_dataset_are_refused() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("exports/a.pdf", "x").await;
+    let purposes =
+        "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
+    s.policy("  prefix: \"\"\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse(&["validate"]).ok();
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    std::fs::write(s.f.path("lapse.yaml"), cfg.replace("  dir: reports\n", "  dir: files/lapse-reports\n")).unwrap();
+    for cmd in ["validate", "plan", "run"] {
+        s.f.lapse(&[cmd]).code(2).stderr_has("is inside its directory: lapse would destroy its own reports");
+    }
+    // A dataset prefix elsewhere in the directory does not meet the reports.
+    s.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse(&["validate"]).ok();
+    // Nor `--report-dir` pointing into the dataset.
+    std::fs::write(s.f.path("lapse.yaml"), &cfg).unwrap();
+    let inside = s.f.path("files/exports/reports");
+    s.f.lapse(&["run", "--report-dir", inside.to_str().unwrap()])
+        .code(2)
+        .stderr_has("lapse would destroy its own reports");
+    assert_eq!(s.keys().await, vec!["exports/a.pdf".to_string()], "nothing destroyed, nothing written there");
+
+    // A report bucket prefix inside an S3 policy's dataset, on the same store.
+    let s3 = Store::new(StoreKind::S3, true, false).await;
+    s3.policy("  prefix: \"\"\n", purposes, "guardrail:\n  max_share: 100%\n");
+    let cfg = std::fs::read_to_string(s3.f.path("lapse.yaml")).unwrap();
+    let with_bucket = |prefix: &str| {
+        cfg.replace(
+            "reports:\n  dir: reports\n",
+            &format!(
+                "reports:\n  dir: reports\n  s3:\n    connection: store\n    bucket: {}\n    prefix: {prefix}\n",
+                s3.bucket
+            ),
+        )
+    };
+    std::fs::write(s3.f.path("lapse.yaml"), with_bucket("lapse/prod/")).unwrap();
+    s3.f.lapse(&["validate"]).code(2).stderr_has("(reports.s3) is inside its dataset");
+    s3.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s3.f.lapse(&["validate"]).ok();
+}
