@@ -77,6 +77,14 @@ fn entry(key: String, md: &std::fs::Metadata) -> ObjectEntry {
     ObjectEntry { key, last_modified: md.modified().ok().map(DateTime::<Utc>::from), size: md.len(), version: None }
 }
 
+/// Notes a file or directory the walk cannot read (counted as unreadable, never destroyed).
+fn note_unreadable(unnamed: &Mutex<HashSet<PathBuf>>, path: &Path) {
+    let mut seen = unnamed.lock().expect("unnamed");
+    if seen.len() < MAX_UNNAMED {
+        seen.insert(path.to_path_buf());
+    }
+}
+
 /// Depth-first, sorted walk collecting up to `max` files after `after`. Returns true if it stopped
 /// early (more may follow).
 fn walk(
@@ -89,15 +97,36 @@ fn walk(
     unnamed: &Mutex<HashSet<PathBuf>>,
 ) -> std::io::Result<bool> {
     let mut names: Vec<(String, std::fs::FileType)> = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
+    // Below the root, a directory that vanished while the walk went on holds nothing now, and
+    // one this process may not read (a root-owned `lost+found` at a volume's root) is noted
+    // like a name that is not UTF-8 (counted as unreadable, nothing in it destroyed): neither
+    // stops the listing of the rest. The root itself unreadable stops it.
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if !rel.is_empty() && e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if !rel.is_empty() && e.kind() == std::io::ErrorKind::PermissionDenied => {
+            note_unreadable(unnamed, dir);
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = match e {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let ft = match e.file_type() {
+            Ok(ft) => ft,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
         let name = match e.file_name().into_string() {
             Ok(name) => name,
             // Not UTF-8: no key names it (nor, for a directory, anything in it). Noted when
             // inside the listed prefix (the valid start of a name says that exactly).
             Err(raw) => {
-                let kind = e.file_type()?;
-                let listed = kind.is_file() || kind.is_dir();
+                let listed = ft.is_file() || ft.is_dir();
                 if listed && first.is_none_or(|p| raw.as_encoded_bytes().starts_with(p.as_bytes())) {
                     let mut seen = unnamed.lock().expect("unnamed");
                     if seen.len() < MAX_UNNAMED {
@@ -110,7 +139,7 @@ fn walk(
         if rel.is_empty() && name.starts_with(LOCK_PREFIX) {
             continue; // run lock files (`try_lock`), never objects
         }
-        names.push((name, e.file_type()?));
+        names.push((name, ft));
     }
     names.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, ft) in names {
@@ -133,7 +162,16 @@ fn walk(
             if after.is_some_and(|a| cmp_keys(&key, a) != Ordering::Greater) {
                 continue;
             }
-            let md = std::fs::metadata(dir.join(&name))?;
+            let md = match std::fs::metadata(dir.join(&name)) {
+                Ok(md) => md,
+                // Removed since the directory was read: not there to destroy.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    note_unreadable(unnamed, &dir.join(&name));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             out.push(entry(key, &md));
             if out.len() >= max {
                 return Ok(true);
@@ -318,6 +356,37 @@ fn unlink_error(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by a read-only review: a directory removed while the walk went on (another
+    /// process's temporary files), or one this process may not read (a root-owned `lost+found`
+    /// at a volume's root, lapse running as uid 65532), failed the whole listing, and the
+    /// policy destroyed nothing, every run. Now the rest is listed; the unreadable one is noted.
+    #[test]
+    fn a_walk_goes_on_past_vanished_and_unreadable_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let unnamed = Mutex::new(HashSet::new());
+        let mut out = Vec::new();
+        // Listed by its parent, gone before the walk reached it.
+        let more = walk(&root.path().join("gone"), "gone/", None, None, 10, &mut out, &unnamed).unwrap();
+        assert!(!more && out.is_empty());
+        // The root itself missing is still an error.
+        assert!(walk(&root.path().join("gone"), "", None, None, 10, &mut out, &unnamed).is_err());
+
+        std::fs::create_dir_all(root.path().join("a")).unwrap();
+        std::fs::write(root.path().join("a/x.pdf"), "x").unwrap();
+        std::fs::create_dir_all(root.path().join("lost+found")).unwrap();
+        std::fs::write(root.path().join("z.pdf"), "z").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.path().join("lost+found"), std::fs::Permissions::from_mode(0o000)).unwrap();
+        let denied = std::fs::read_dir(root.path().join("lost+found")).is_err();
+        let mut out = Vec::new();
+        let r = walk(root.path(), "", None, None, 10, &mut out, &unnamed);
+        std::fs::set_permissions(root.path().join("lost+found"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let keys: Vec<&str> = out.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["a/x.pdf", "z.pdf"], "{r:?}");
+        // (As root every directory is readable: the refusal only happens without privileges.)
+        assert_eq!(unnamed.lock().unwrap().len(), usize::from(denied));
+    }
 
     /// Permission, a read-only file system, a directory, a busy mount point: refusals. An I/O
     /// error, a timeout or a stale handle (NFS, FUSE), which may follow an unlink the server
