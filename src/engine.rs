@@ -2328,6 +2328,7 @@ async fn enforce(
                                     subject: id.subject.clone(),
                                     key_id: ctx.key.key_id(),
                                     at,
+                                    dataset: Some((p.connection.clone(), p.table.clone())),
                                 })
                                 .collect();
                             log.record(&lines)
@@ -2788,12 +2789,31 @@ async fn reconcile(
         let hash = move |k: &[Value]| key.record(&connection, &table, k);
         retry(|| conn.still_present(scope, &hash, &wanted)).await?
     };
+    let here = (p.connection.clone(), p.table.clone());
     for x in &pending {
         if x.other_key > 0 {
             pr.errors.push(format!(
                 "{} write-ahead intents of interrupted run {} were made with another evidence key and cannot be reconciled",
                 x.other_key, x.run_id
             ));
+            continue;
+        }
+        // Made for another spelling of the dataset (connection renamed, bucket moved into the
+        // policy, prefix changed): their hashes name that one, so every object would look gone
+        // here, and still-present objects would be recorded as destroyed (before this check).
+        let elsewhere: BTreeSet<&(String, String)> =
+            x.intents.iter().filter_map(|i| i.dataset.as_ref()).filter(|d| **d != here).collect();
+        if let Some((connection, table)) = elsewhere.into_iter().next() {
+            pr.errors.push(format!(
+                "{} write-ahead intents of interrupted run {} were made for dataset '{table}' of connection '{connection}', which this policy no longer names as such ('{}' of '{}'): they cannot be looked up here and are left unreconciled ({}); run the policy once with its dataset written as it was, or remove that file once the objects it names are accounted for",
+                x.intents.len(),
+                x.run_id,
+                p.table,
+                p.connection,
+                x.path.display()
+            ));
+            // That run's destructions may be in no report yet: not a complete run.
+            pr.outcome = "failed".into();
             continue;
         }
         let gone: Vec<&Intent> = x.intents.iter().filter(|i| !present.contains(&i.record)).collect();

@@ -52,6 +52,11 @@ pub struct Intent {
     /// Identifies the evidence key the hashes were made with.
     pub key_id: String,
     pub at: DateTime<Utc>,
+    /// The policy's connection and dataset (as written) when the intent was made: the record
+    /// hashes name them, so intents of another spelling of the dataset cannot be looked up
+    /// (absent in intents of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<(String, String)>,
 }
 
 /// One line of an intent journal.
@@ -363,6 +368,7 @@ mod tests {
             subject: None,
             key_id: "k".into(),
             at: Utc::now(),
+            dataset: None,
         }
     }
 

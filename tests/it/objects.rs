@@ -2164,3 +2164,45 @@ async fn reports_inside_an_object_dataset_are_refused() {
     s3.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
     s3.f.lapse(&["validate"]).ok();
 }
+
+/// Found by a read-only review: a run killed between its write-ahead intents and its
+/// deletions, then the dataset written another way (a narrower prefix, the bucket moved into
+/// the policy, a renamed connection): the intents' hashes name the old spelling, so every
+/// intended object looked gone to the next run, which recorded objects still there as
+/// destroyed (`reconciled`, and `lookup` said DESTROYED). Such intents are now left
+/// unreconciled, and the policy says so and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_of_another_spelling_of_the_dataset_are_not_reconciled() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("exports/2019/a.csv", "x").await;
+    let purposes =
+        "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
+    s.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    // A first run at a cutoff where nothing is due: its report gives the dataset and key id.
+    s.f.lapse_at("2000-01-01T00:00:00Z", &["run"]).ok();
+    let first = s.f.report("run");
+    let (table, key_id) =
+        (first["policies"][0]["table"].as_str().unwrap().to_string(), first["evidence_key_id"].clone());
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
+    let record = key.record("store", &table, &[lapse::value::Value::Text("exports/2019/a.csv".into())]);
+    // What a run killed before it sent its deletion left: the intent, the object still there.
+    let intent = serde_json::json!({
+        "kind": "intent", "run_id": "0badc0de-0000-4000-8000-000000000001", "policy": "exports",
+        "stage": "record", "action": "deleted", "batch": 1, "record": record,
+        "key_id": key_id, "at": "2000-01-01T00:00:00Z", "dataset": ["store", table]
+    });
+    std::fs::write(s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.intents.jsonl"), format!("{intent}\n"))
+        .unwrap();
+    // The dataset written another way (a narrower prefix), the object not under it.
+    s.policy("  prefix: exports/2020/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    let r = s.f.lapse_at("2000-01-02T00:00:00Z", &["run"]);
+    r.code(1);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(p["reconciled"], 0, "an object still there recorded as destroyed: {p}");
+    assert!(p["errors"].to_string().contains("which this policy no longer names as such"), "{p}");
+    assert_eq!(s.keys().await, vec!["exports/2019/a.csv".to_string()]);
+    // Written as it was, the run looks the intent up: the object is there, the intent void.
+    s.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse_at("2000-01-03T00:00:00Z", &["run"]).ok();
+    assert_eq!(s.f.report("run")["policies"][0]["reconciled"], 0);
+}
