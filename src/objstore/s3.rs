@@ -404,6 +404,12 @@ impl S3Backend {
     }
 }
 
+/// Whether XML 1.0 can carry `key` as text (no control character but tab; a line break or
+/// carriage return would be normalized by the server's parser).
+fn xml_safe(key: &str) -> bool {
+    !key.chars().any(|c| (c < ' ' && c != '\t') || matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+}
+
 /// A precondition (`If-Match`, `If-None-Match`) that did not hold: 412.
 fn refused<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
     match e {
@@ -964,6 +970,28 @@ impl ObjectBackend for S3Backend {
     ) -> Result<Vec<Result<(), String>>, ConnectorError> {
         if items.is_empty() {
             return Ok(Vec::new());
+        }
+        // A key with a character XML 1.0 cannot carry (a control character) makes the whole
+        // `DeleteObjects` request malformed: every key of the batch failed with it, on every
+        // run. Such keys go alone, by `DeleteObject`, whose key travels in the URL.
+        if items.iter().any(|(k, _)| !xml_safe(k)) {
+            let (odd, fine): (Vec<usize>, Vec<usize>) = (0..items.len()).partition(|&i| !xml_safe(&items[i].0));
+            let mut out: Vec<Result<(), String>> = vec![Ok(()); items.len()];
+            let rest: Vec<(String, Option<String>)> = fine.iter().map(|&i| items[i].clone()).collect();
+            for (i, r) in fine.iter().zip(self.delete(bucket, &rest).await?) {
+                out[*i] = r;
+            }
+            for i in odd {
+                let (k, v) = &items[i];
+                let r = self.client.delete_object().bucket(bucket).key(k).set_version_id(v.clone()).send().await;
+                out[i] = match r {
+                    Ok(_) => Ok(()),
+                    Err(SdkError::ServiceError(e)) => Err(e.err().code().unwrap_or("error").to_string()),
+                    // No answer: the outcome is unknown, as for a whole batch.
+                    Err(e) => return Err(err("deleting an object", e)),
+                };
+            }
+            return Ok(out);
         }
         let ids = items
             .iter()
