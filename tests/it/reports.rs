@@ -484,8 +484,12 @@ async fn a_report_write_cut_short_is_finished_by_the_next_run() {
 /// A SQLite `tickets` table (key of type `id_type`, subject, e-mail, anchor) holding `rows`, and
 /// a delete policy on it lapsing a year after `created_at`.
 async fn tickets(id_type: &str, rows: &str) -> Fixture {
+    tickets_on(Backend::Sqlite, id_type, rows).await
+}
+
+async fn tickets_on(b: Backend, id_type: &str, rows: &str) -> Fixture {
     let f = Fixture::new(
-        Backend::Sqlite,
+        b,
         &format!(
             "CREATE TABLE tickets (id {id_type} NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);"
         ),
@@ -2053,21 +2057,13 @@ mod journal {
 /// for. A run killed before its report (its evidence file still here) is said, not a problem,
 /// and once the next run accounts for it the check passes again.
 async fn verify_journal_finds_a_removed_newest_report(b: Backend) {
-    let f = Fixture::new(
+    let f = tickets_on(
         b,
-        "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);",
+        "INTEGER",
+        "(1, '42', 'a@example.com', '2019-01-01 00:00:00'), (2, '43', 'b@example.com', '2020-06-01 00:00:00'), \
+         (3, '44', 'c@example.com', '2021-06-01 00:00:00')",
     )
     .await;
-    f.db.exec(
-        "INSERT INTO tickets VALUES (1, '42', 'a@example.com', '2019-01-01 00:00:00'), \
-         (2, '43', 'b@example.com', '2020-06-01 00:00:00'), (3, '44', 'c@example.com', '2021-06-01 00:00:00')",
-    )
-    .await;
-    f.policy(
-        "tickets",
-        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
-         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
-    );
     let public = f.sign_reports();
     let dir = f.path("reports");
     let verify = |extra: &[&str]| {
@@ -2113,17 +2109,7 @@ async fn verify_journal_finds_a_removed_newest_report(b: Backend) {
 /// A run killed before its report leaves its evidence file: said by `verify --journal`, not a
 /// problem, until its policy's next run accounts for it.
 async fn verify_journal_leaves_a_killed_run_to_its_next_run(b: Backend) {
-    let f = Fixture::new(
-        b,
-        "CREATE TABLE tickets (id INTEGER NOT NULL PRIMARY KEY, subject TEXT, email TEXT, created_at TIMESTAMP);",
-    )
-    .await;
-    f.db.exec("INSERT INTO tickets VALUES (1, '42', 'a@example.com', '2019-01-01 00:00:00')").await;
-    f.policy(
-        "tickets",
-        "name: tickets\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
-         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
-    );
+    let f = tickets_on(b, "INTEGER", "(1, '42', 'a@example.com', '2019-01-01 00:00:00')").await;
     let public = f.sign_reports();
     let dir = f.path("reports");
     f.lapse(&["plan"]).ok();
