@@ -16,7 +16,7 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::{Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus};
+use aws_sdk_s3::types::{Delete, EncodingType, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus};
 use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -174,8 +174,10 @@ impl S3Backend {
                 .set_key_marker(key_marker.clone())
                 .set_version_id_marker(version_marker.clone())
                 .max_keys(max.clamp(1, 1000) as i32)
+                .encoding_type(EncodingType::Url)
                 .send()
                 .await
+                .map(url_decoded)
                 .map_err(|e| err(&format!("listing versions in bucket '{bucket}'"), e))?;
             add_page(&mut entries, &r, after);
             if !r.is_truncated().unwrap_or(false) {
@@ -402,6 +404,37 @@ impl S3Backend {
             Err(e) => Err(err("taking the run lock", e)),
         }
     }
+}
+
+/// A listing asked for with `encoding-type=url` (a key with a control character cannot be
+/// written in XML 1.0, and the whole listing failed to parse): its keys, markers and prefixes
+/// decoded as the AWS SDKs for Python and Ruby decode them (`+` is a space). Left as it is when
+/// the server did not encode (the response names no encoding).
+fn url_decoded(
+    mut r: aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput,
+) -> aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput {
+    if r.encoding_type() != Some(&EncodingType::Url) {
+        return r;
+    }
+    fn dec(s: &mut Option<String>) {
+        if let Some(v) = s.as_mut() {
+            *v = percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
+        }
+    }
+    dec(&mut r.key_marker);
+    dec(&mut r.next_key_marker);
+    dec(&mut r.prefix);
+    dec(&mut r.delimiter);
+    for v in r.versions.iter_mut().flatten() {
+        dec(&mut v.key);
+    }
+    for m in r.delete_markers.iter_mut().flatten() {
+        dec(&mut m.key);
+    }
+    for p in r.common_prefixes.iter_mut().flatten() {
+        dec(&mut p.prefix);
+    }
+    r
 }
 
 /// Whether XML 1.0 can carry `key` as text (no control character but tab; a line break or
@@ -904,8 +937,10 @@ impl ObjectBackend for S3Backend {
                 .set_key_marker(marker.clone())
                 .set_version_id_marker(version_marker.clone())
                 .max_keys(page as i32)
+                .encoding_type(EncodingType::Url)
                 .send()
                 .await
+                .map(url_decoded)
                 .map_err(|e| err("listing the versions of a batch", e))?;
             let mut this_page = 0usize;
             for v in r.versions().iter().filter(|v| v.key().is_some_and(|k| wanted.contains(k))) {
@@ -1031,10 +1066,31 @@ impl ObjectBackend for S3Backend {
 
 #[cfg(test)]
 mod tests {
-    use super::{add_page, page_size};
+    use super::{add_page, page_size, url_decoded, xml_safe};
     use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
     use aws_sdk_s3::primitives::DateTime;
-    use aws_sdk_s3::types::{DeleteMarkerEntry, ObjectVersion};
+    use aws_sdk_s3::types::{DeleteMarkerEntry, EncodingType, ObjectVersion};
+
+    /// Keys of a listing asked for with `encoding-type=url` are decoded as the AWS SDKs for
+    /// Python and Ruby decode them (`+` a space, `%2B` a plus), only when the server encoded.
+    #[test]
+    fn url_encoded_listings_are_decoded() {
+        let page = |enc: Option<EncodingType>| {
+            ListObjectVersionsOutput::builder()
+                .set_encoding_type(enc)
+                .versions(ObjectVersion::builder().key("u/c+d%2Be%01.csv").build())
+                .delete_markers(DeleteMarkerEntry::builder().key("u/%C3%B6.csv").build())
+                .next_key_marker("u/c+d")
+                .build()
+        };
+        let r = url_decoded(page(Some(EncodingType::Url)));
+        assert_eq!(r.versions()[0].key(), Some("u/c d+e\u{1}.csv"));
+        assert_eq!(r.delete_markers()[0].key(), Some("u/\u{f6}.csv"));
+        assert_eq!(r.next_key_marker(), Some("u/c d"));
+        let raw = url_decoded(page(None));
+        assert_eq!(raw.versions()[0].key(), Some("u/c+d%2Be%01.csv"), "not encoded: left as it is");
+        assert!(xml_safe("u/a b+c.csv") && xml_safe("tab\there") && !xml_safe("b\u{1}") && !xml_safe("a\nb"));
+    }
 
     #[test]
     fn a_page_resumed_after_a_key_leaves_that_key_out() {

@@ -2209,21 +2209,29 @@ async fn intents_of_another_spelling_of_the_dataset_are_not_reconciled() {
 
 /// Found by a read-only review: a key with a control character (which XML 1.0 cannot carry)
 /// made the whole `DeleteObjects` request malformed (HTTP 400): every key of its batch failed,
-/// on every run. Such a key now goes alone, by `DeleteObject` (Ceph RGW, versioned: its listing
-/// carries the key; moto's does not).
+/// on every run (Ceph RGW); and a listing that carried such a key raw failed to parse, and the
+/// policy with it (moto). Such a key now goes alone, by `DeleteObject`, and listings ask for
+/// `encoding-type=url` (decoded as the AWS SDKs decode it: `+` a space, `%2B` a plus).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_with_a_control_character_fails_no_batch() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-    let s = Store::new(StoreKind::Rgw, true, false).await;
-    for k in ["u/a.csv", "u/b\u{1}.csv", "u/c.csv"] {
-        s.put(k, "x").await;
+    // (moto ignores `encoding-type` in this listing and writes such a key raw: there, only
+    // the keys that `+` and `%` decoding must leave as they are.)
+    for (kind, keys) in [
+        (StoreKind::Rgw, &["u/a.csv", "u/b\u{1}.csv", "u/c d+e%20f.csv", "u/g.csv"][..]),
+        (StoreKind::S3, &["u/a.csv", "u/c d+e%20f.csv", "u/g.csv"][..]),
+    ] {
+        let s = Store::new(kind, true, false).await;
+        for k in keys {
+            s.put(k, "x").await;
+        }
+        let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
+        s.policy("  prefix: u/\n", purposes, "guardrail:\n  max_share: 100%\n");
+        let r = s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]);
+        assert_eq!(r.code, 0, "{kind:?}: {}{}", r.stdout, r.stderr);
+        let p = &s.f.report("run")["policies"][0];
+        assert_eq!((p["deleted"].as_u64(), p["failed"].as_u64()), (Some(keys.len() as u64), Some(0)), "{kind:?}: {p}");
+        assert!(s.keys().await.is_empty(), "{kind:?}: {:?}", s.keys().await);
     }
-    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
-    s.policy("  prefix: u/\n", purposes, "guardrail:\n  max_share: 100%\n");
-    let r = s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]);
-    r.ok();
-    let p = &s.f.report("run")["policies"][0];
-    assert_eq!((p["deleted"].as_u64(), p["failed"].as_u64()), (Some(3), Some(0)), "{p}");
-    assert!(s.keys().await.is_empty(), "{:?}", s.keys().await);
 }
