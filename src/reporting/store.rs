@@ -53,6 +53,16 @@ impl LocalDir {
         }
         Ok(self.dir.join(name))
     }
+
+    /// The path of a regular file of the directory: a name that is a link to a device or a
+    /// pipe (`/dev/zero`, which never ends) is no report or evidence file.
+    fn regular(&self, name: &str) -> std::io::Result<PathBuf> {
+        let p = self.path(name)?;
+        if !std::fs::metadata(&p)?.is_file() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a regular file: {name}")));
+        }
+        Ok(p)
+    }
 }
 
 impl ReportStore for LocalDir {
@@ -73,11 +83,11 @@ impl ReportStore for LocalDir {
     }
 
     fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.path(name)?)
+        std::fs::read(self.regular(name)?)
     }
 
     fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + '_>> {
-        Ok(Box::new(BufReader::new(std::fs::File::open(self.path(name)?)?)))
+        Ok(Box::new(BufReader::new(std::fs::File::open(self.regular(name)?)?)))
     }
 }
 
@@ -172,5 +182,20 @@ mod tests {
         assert_eq!(kind("notes.json"), FileKind::Other);
         assert!(!plain_name("../etc/passwd"));
         assert!(plain_name("lapse-run-x.evidence.jsonl"));
+    }
+
+    /// An evidence file linked to `/dev/zero` made `verify` and `lookup` read forever.
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("lapse-run-x.evidence.jsonl")).unwrap();
+        std::fs::write(dir.path().join("lapse-run-y.json"), "{}").unwrap();
+        let st = LocalDir::new(dir.path());
+        assert_eq!(
+            st.open("lapse-run-x.evidence.jsonl").err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::InvalidInput)
+        );
+        assert!(st.read("lapse-run-x.evidence.jsonl").is_err());
+        assert_eq!(st.read("lapse-run-y.json").unwrap(), b"{}");
     }
 }
