@@ -155,6 +155,13 @@ impl Sql {
             }
             _ => None,
         };
+        // Compared, a value is cast to the column's type without its modifier: `numeric(10,0)`
+        // rounds 2.5 to 3 and `character(6)` cuts 'closed_final' to 'closed', and the
+        // comparison then matched rows it must not (`score <= 2.5` lapsed a score of 3).
+        let cast = match (cast, assign) {
+            (Some(t), false) => Some(comparison_type(&t)),
+            (t, _) => t,
+        };
         match cast {
             Some(t) => {
                 self.push("CAST(");
@@ -179,6 +186,51 @@ pub fn cast_probe(sql_type: &str, v: Value) -> Sql {
 
 /// A PostgreSQL `char(n)`: compared with a text parameter it is cast to text, which drops its
 /// padding (`'a  '` no longer equals the key read back), so its parameters are cast to it.
+/// A PostgreSQL type (as `format_type` spells it) without its modifier, to compare a value
+/// with a column of it: `numeric(10,0)` → `numeric`, `timestamp(0) with time zone` →
+/// `timestamp with time zone`, `character(6)` → `bpchar` (blank-padded comparison, no length:
+/// `character` alone is `character(1)`), `bit(3)` → `bit varying`.
+fn comparison_type(t: &str) -> String {
+    let mut out = String::with_capacity(t.len());
+    let mut depth = 0usize;
+    for c in t.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    match out.as_str() {
+        "character" | "bpchar" => "bpchar".into(),
+        "bit" => "bit varying".into(),
+        _ => out,
+    }
+}
+
+/// A `numeric`/`decimal` column (kind `Other`: read as text), whose values a hold's subject
+/// must also be compared with as numbers (`42` is the stored `42.00`).
+fn is_decimal(c: &crate::connector::ColumnInfo) -> bool {
+    let t = c.sql_type.to_ascii_lowercase();
+    c.kind == ColumnKind::Other && (t.starts_with("numeric") || t.starts_with("decimal"))
+}
+
+/// A subject written as a plain decimal number that a `DECIMAL(65,30)` holds: the text to
+/// cast and compare with a decimal column. None for anything else (compared as text only).
+fn decimal_subject(v: &Value) -> Option<String> {
+    let t = v.canonical();
+    let t = t.trim();
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let plain = !int.is_empty()
+        && int.len() <= 35
+        && frac.len() <= 30
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| t.to_string())
+}
+
 fn is_bpchar(c: &crate::connector::ColumnInfo) -> bool {
     c.sql_type.starts_with("character(") || c.sql_type == "bpchar" || c.sql_type == "character"
 }
@@ -440,7 +492,24 @@ impl<'a> Builder<'a> {
 
     fn literal(&self, sql: &mut Sql, qual_col: Option<&crate::connector::ColumnInfo>, l: &Literal) {
         let kind = qual_col.map(|c| c.kind).unwrap_or(ColumnKind::Other);
-        let v = coerce(literal_value(l), kind).unwrap_or_else(|_| literal_value(l));
+        let mut v = coerce(literal_value(l), kind).unwrap_or_else(|_| literal_value(l));
+        // A column without a zone (MariaDB's DATETIME and TIMESTAMP, read in the session's
+        // UTC; PostgreSQL's `timestamp` and `date`) compared with text that has an offset:
+        // MariaDB read `2020-06-01T00:00:00+02:00` as 2020-06-01 00:00:00 and PostgreSQL's cast
+        // dropped the offset, so rows lapsed two hours early; SQLite (`julianday`) and
+        // PostgreSQL's `timestamptz` honour it. The instant in UTC, as lapse reads such columns.
+        let naive = match self.d {
+            Dialect::MySql => kind.is_temporal(),
+            Dialect::Postgres => matches!(kind, ColumnKind::Timestamp { tz: false } | ColumnKind::Date),
+            Dialect::Sqlite => false,
+        };
+        if naive {
+            if let Value::Text(t) = &v {
+                if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t.trim()) {
+                    v = Value::Timestamp(at.naive_utc());
+                }
+            }
+        }
         if self.lite_time(kind) {
             // Compared as an instant, like the column's side (`time_expr`).
             sql.push("julianday(");
@@ -791,6 +860,12 @@ impl<'a> Builder<'a> {
                     } else {
                         sql.push(&format!("COALESCE({} IN (", self.col(qual, s)));
                     }
+                    // A decimal column's value is read as text (`42.00`): subjects written as
+                    // numbers are compared as numbers too (before, `42` held nothing there).
+                    let numbers: Vec<String> = match subject_info.filter(|c| is_decimal(c)) {
+                        Some(_) => subjects.iter().filter_map(|v| decimal_subject(v)).collect(),
+                        None => Vec::new(),
+                    };
                     for (i, v) in subjects.into_iter().enumerate() {
                         if i > 0 {
                             sql.push(", ");
@@ -801,7 +876,21 @@ impl<'a> Builder<'a> {
                             sql.bind_for(v.clone(), subject_info, false);
                         }
                     }
-                    sql.push("), 1=0)");
+                    sql.push(")");
+                    if !numbers.is_empty() {
+                        let decimal = if self.d == Dialect::MySql { "DECIMAL(65,30)" } else { "NUMERIC" };
+                        sql.push(&format!(" OR {} IN (", self.col(qual, s)));
+                        for (i, n) in numbers.into_iter().enumerate() {
+                            if i > 0 {
+                                sql.push(", ");
+                            }
+                            sql.push("CAST(");
+                            sql.bind(Value::Text(n));
+                            sql.push(&format!(" AS {decimal})"));
+                        }
+                        sql.push(")");
+                    }
+                    sql.push(", 1=0)");
                 }
                 _ => {
                     sql.push("1=0");
@@ -2512,6 +2601,24 @@ enum Cell<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value compared with a column is cast to its type without the modifier (which would
+    /// round or cut the value), and a decimal subject is a plain number only.
+    #[test]
+    fn comparison_types_drop_their_modifier() {
+        assert_eq!(comparison_type("numeric(10,0)"), "numeric");
+        assert_eq!(comparison_type("character(6)"), "bpchar");
+        assert_eq!(comparison_type("character varying(20)"), "character varying");
+        assert_eq!(comparison_type("timestamp(0) without time zone"), "timestamp without time zone");
+        assert_eq!(comparison_type("time(3) with time zone"), "time with time zone");
+        assert_eq!(comparison_type("bit(3)"), "bit varying");
+        assert_eq!(comparison_type("uuid"), "uuid");
+        assert_eq!(decimal_subject(&Value::Text(" 42.00 ".into())).as_deref(), Some("42.00"));
+        assert_eq!(decimal_subject(&Value::Int(-7)).as_deref(), Some("-7"));
+        for not in ["4e2", "0x2A", "", ".5", "1.2.3", "S-42"] {
+            assert_eq!(decimal_subject(&Value::Text(not.into())), None, "{not}");
+        }
+    }
 
     /// `IP_NETWORK` admits exactly what `generalize_ip` writes: every address's network, and
     /// no address that is not one (its test of what is left to do must not pass them).

@@ -1387,6 +1387,62 @@ pub async fn time_conditions_compare_instants(b: Backend) {
     assert_eq!(left, want, "only rows seen after 05:00 UTC are deleted");
 }
 
+/// Found by a read-only review of SQL enforcement (each failed before on the backend named):
+/// a `when:` literal with a zone offset compared with a column without a zone lost its offset
+/// (MariaDB; PostgreSQL's `timestamp`), and rows lapsed two hours early; PostgreSQL cast a
+/// literal to the column's type with its modifier, so `score <= 2.5` on `numeric(10,0)` lapsed
+/// a score of 3 and `status = 'closed_final'` on `char(6)` lapsed 'closed'.
+pub async fn condition_literals_are_compared_as_written(b: Backend) {
+    let schema = "CREATE TABLE cases (id BIGINT NOT NULL PRIMARY KEY, closed {TS} NULL, score DECIMAL(10,0) NULL, \
+                  status CHAR(6) NULL, created_at {TS} NOT NULL);";
+    let rows = "INSERT INTO cases (id, closed, score, status, created_at) VALUES \
+                (1, '2020-05-31 23:00:00', 9, 'open', '2019-01-01 00:00:00'), \
+                (2, '2020-05-31 21:00:00', 9, 'open', '2019-01-01 00:00:00'), \
+                (3, NULL, 2, 'open', '2019-01-01 00:00:00'), (4, NULL, 3, 'open', '2019-01-01 00:00:00'), \
+                (5, NULL, 9, 'closed', '2019-01-01 00:00:00')";
+    for (when, deleted) in [
+        ("closed < '2020-06-01T00:00:00+02:00'", 2),
+        ("score <= 2.5", 3),
+        ("status = 'closed_final'", 0),
+        ("status = 'closed'", 5),
+    ] {
+        let f = Fixture::new(b, schema).await;
+        f.db.exec(rows).await;
+        let extra = format!("    when: \"{when}\"\n");
+        f.policy("cases", &typed_policy("cases", "  status: { category: free_text }\n", &extra, "delete"));
+        f.lapse(&["run"]).ok();
+        let left: Vec<i64> =
+            column_texts(&f, "cases", "id").await.into_iter().map(|x| x.unwrap().trim().parse().unwrap()).collect();
+        let want: Vec<i64> = (1..=5).filter(|i| *i != deleted).collect();
+        assert_eq!(left, want, "when: {when}");
+    }
+}
+
+/// Found by the same review: a holds-file subject written as a number did not hold a row of a
+/// `numeric`/`DECIMAL` subject column (PostgreSQL, MariaDB), which is read as text (`42.00`):
+/// the row was deleted under the hold.
+pub async fn a_decimal_subject_is_held_by_its_number(b: Backend) {
+    let f = Fixture::new(
+        b,
+        "CREATE TABLE accounts (id BIGINT NOT NULL PRIMARY KEY, num DECIMAL(12,2) NULL, email VARCHAR(100), created_at {TS} NOT NULL);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO accounts VALUES (1, 42, 'a@example.com', '2019-01-01 00:00:00'), (2, 43, 'b@example.com', '2019-01-01 00:00:00'), \
+         (3, 44, 'c@example.com', '2019-01-01 00:00:00')",
+    )
+    .await;
+    let policy = typed_policy("accounts", "  email: { category: email }\n", "", "delete")
+        .replace("  key: id\n", "  key: id\n  subject: num\n");
+    f.policy("accounts", &policy);
+    f.holds("holds:\n  - id: H1\n    matter: m\n    subjects: [42, \"43.00\"]\n    policies: [accounts]\n");
+    f.lapse(&["run"]).ok();
+    let left: Vec<i64> =
+        column_texts(&f, "accounts", "id").await.into_iter().map(|x| x.unwrap().trim().parse().unwrap()).collect();
+    assert_eq!(left, [1, 2], "42 and 43.00 held, 44 deleted");
+    assert_eq!(n(&f.report("run")["policies"][0]["held_by"]["H1"]), 2);
+}
+
 /// PostgreSQL `char(n)` (bpchar) keys and columns: read as text (before, every batch failed
 /// with "unsupported column type CHAR").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2266,6 +2322,8 @@ per_backend!(
     typed_constants_and_conditions,
     fractional_buckets_and_decimal_conditions,
     time_conditions_compare_instants,
+    condition_literals_are_compared_as_written,
+    a_decimal_subject_is_held_by_its_number,
     a_bad_value_fails_only_its_row,
 );
 
