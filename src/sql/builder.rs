@@ -149,7 +149,10 @@ impl Sql {
                     || c.kind == ColumnKind::Other
                     || (c.kind.is_temporal() && matches!(v, Value::Text(_)))
                     || (c.kind == ColumnKind::Bytes && matches!(v, Value::Text(_)))
-                    || is_bpchar(c) =>
+                    || is_bpchar(c)
+                    // `citext = text` compares as text, case and all: a hold of `A@X.DE`
+                    // must hold `a@x.de` as the column's own comparison does.
+                    || c.sql_type.ends_with("citext") =>
             {
                 Some(c.sql_type.clone())
             }

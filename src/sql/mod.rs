@@ -399,7 +399,10 @@ impl DecodeRow for PgRow {
             "TIMESTAMPTZ" => Value::Timestamp(self.try_get::<DateTime<Utc>, _>(i)?.naive_utc()),
             "DATE" => Value::Date(self.try_get(i)?),
             "BYTEA" => Value::Bytes(self.try_get(i)?),
-            "TEXT" | "VARCHAR" | "CHAR" | "BPCHAR" | "NAME" | "CITEXT" => Value::Text(self.try_get_unchecked(i)?),
+            // (`citext`, an extension's type, is named as its catalog spells it.)
+            "TEXT" | "VARCHAR" | "CHAR" | "BPCHAR" | "NAME" | "CITEXT" | "citext" => {
+                Value::Text(self.try_get_unchecked(i)?)
+            }
             other => return Err(unknown_type(other)),
         })
     }
