@@ -294,6 +294,9 @@ fn say_error(msg: &str, prefixed: bool) {
     }
 }
 
+/// Set while `run` waits at its confirmation prompt: a signal then aborts at once.
+static PROMPTING: AtomicBool = AtomicBool::new(false);
+
 /// SIGTERM / SIGINT: set `flag` (the run stops after its current batch and writes its report);
 /// exit anyway after `grace`, or at once on a second signal.
 fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
@@ -312,6 +315,12 @@ fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
     }
     tokio::spawn(async move {
         next_signal().await;
+        if PROMPTING.load(Ordering::SeqCst) {
+            // At the confirmation nothing has started: no batch to finish, no grace to wait.
+            eprintln!();
+            say_error("aborted at the confirmation; nothing was changed", true);
+            std::process::exit(Exit::Partial as i32);
+        }
         tracing::warn!(
             grace_seconds = grace.as_secs(),
             "signal received: finishing the current batch, then writing the report"
@@ -319,10 +328,10 @@ fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
         flag.store(true, Ordering::SeqCst);
         tokio::select! {
             _ = next_signal() => {
-                eprintln!("error: second signal: exiting now; committed batches are in the journal table, the report was not written");
+                say_error("second signal: exiting now; committed batches are in the journal table, the report was not written", true);
             }
             _ = tokio::time::sleep(grace) => {
-                eprintln!("error: the run did not stop within {}s of the signal (a batch or a count was in flight): exiting without a report; committed batches are in the journal table and the evidence file", grace.as_secs());
+                say_error(&format!("the run did not stop within {}s of the signal (a batch or a count was in flight): exiting without a report; committed batches are in the journal table and the evidence file", grace.as_secs()), true);
             }
         }
         std::process::exit(Exit::Partial as i32);
@@ -343,13 +352,35 @@ async fn plan_or_run(
             return Err(invalid(format!("unknown policy '{p}'")));
         }
     }
+    // A typo here left the guardrail in place, and the run meant to clear a backlog stopped
+    // at it again without a word.
+    for p in args.allow_share.iter().filter(|p| p.as_str() != "*") {
+        if !ws.policies.policies.iter().any(|x| &x.name == p) {
+            return Err(invalid(format!("--allow-share: unknown policy '{p}'")));
+        }
+    }
+    // A shard opens, checks and prepares only the policies it runs (its own, and its part of
+    // the key-sharded ones): before, every policy's database had to answer, and one outage or
+    // broken table failed every shard of the run. (A shard that takes none goes through all,
+    // as before: an empty selection means every policy.)
+    let selected: Vec<String> = match args.shard {
+        Some(s) => ws
+            .policies
+            .policies
+            .iter()
+            .filter(|p| args.common.policies.is_empty() || args.common.policies.contains(&p.name))
+            .filter(|p| s.takes(p))
+            .map(|p| p.name.clone())
+            .collect(),
+        None => args.common.policies.clone(),
+    };
     if let Some(dir) = &args.report_dir {
         let d = lapse::diag::Diagnostics(lapse::engine::reports_inside_a_dataset(&ws, dir));
         if !d.0.is_empty() {
             return Err(invalid(format!("--report-dir: {}", print_diags(&d))));
         }
     }
-    ws.check_secrets(&args.common.policies).map_err(|e| invalid(format!("{e:#}")))?;
+    ws.check_secrets(&selected).map_err(|e| invalid(format!("{e:#}")))?;
     let key = ws.evidence_key().map_err(|e| invalid(format!("{e:#}")))?;
     let cutoff = match &args.cutoff {
         Some(c) => {
@@ -367,20 +398,27 @@ async fn plan_or_run(
             )));
         }
     }
-    let conns = ws.connect(&args.common.policies, mode == Mode::Plan).await.map_err(connect_exit)?;
-    let prepared =
-        engine::prepare(&ws, &args.common.policies, &conns).await.map_err(|d| (prepare_exit(&d), print_diags(&d)))?;
+    let conns = ws.connect(&selected, mode == Mode::Plan).await.map_err(connect_exit)?;
+    let prepared = engine::prepare(&ws, &selected, &conns).await.map_err(|d| (prepare_exit(&d), print_diags(&d)))?;
     if mode == Mode::Run {
         ws.check_report_bucket().await.map_err(sink_exit)?;
     }
     if mode == Mode::Run && !yes && std::io::stdin().is_terminal() {
+        if !std::io::stderr().is_terminal() {
+            // The prompt would go to a file or a log pipeline and the run would seem to hang.
+            return Err(invalid(
+                "run asks for confirmation on the terminal, but stderr is not one (redirected): give --yes to run without asking".into(),
+            ));
+        }
+        let n = prepared.iter().filter(|(p, _)| args.shard.is_none_or(|s| s.takes(p))).count();
         eprint!(
-            "This will destroy or anonymize data under {} polic{}. Continue? [y/N] ",
-            prepared.len(),
-            if prepared.len() == 1 { "y" } else { "ies" }
+            "This will destroy or anonymize data under {n} polic{}. Continue? [y/N] ",
+            if n == 1 { "y" } else { "ies" }
         );
+        PROMPTING.store(true, Ordering::SeqCst);
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
+        PROMPTING.store(false, Ordering::SeqCst);
         if !matches!(line.trim(), "y" | "Y" | "yes") {
             return Err((Exit::Partial, "aborted; nothing was changed".into()));
         }
@@ -418,7 +456,7 @@ async fn plan_or_run(
     }
     tracing::info!(report = %out.report_path.display(), status = %out.report.status, "report written");
     if let Some(e) = &out.archive_error {
-        eprintln!("error: the report was not stored on the report bucket (the next run retries): {e}");
+        say_error(&format!("the report was not stored on the report bucket (the next run retries): {e}"), true);
     }
     Ok(code)
 }

@@ -466,3 +466,87 @@ async fn json_logs_carry_the_diagnostics() {
     // Without it, plain lines as before.
     f.lapse(&["validate", "--log-format", "text"]).code(2).stderr_has("error: 1 problem found; nothing was changed");
 }
+
+/// Found by a read-only review of the operational surface: with `--log-format json` (as the
+/// chart runs it), the line saying why a run left no report after a signal (the grace spent)
+/// was plain text among the JSON events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_line_is_a_json_event() {
+    let f = seeded(Backend::Postgres).await;
+    f.policy("people", POLICY);
+    let lock = RowLock::take(&f, 2).await; // batch 2 (row 2) waits on the lock
+    let mut a =
+        spawn(&f, &["run", "--batch-size", "1", "--log-format", "json", "--shutdown-grace", "0"], &f.path("a.log"));
+    until("the second batch waiting", Duration::from_secs(60), async || someone_waits(&f).await).await;
+    signal(&a, "TERM");
+    let code = wait(&mut a, Duration::from_secs(30));
+    lock.release().await;
+    let log = std::fs::read_to_string(f.path("a.log")).unwrap();
+    assert_eq!(code, 1, "{log}");
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("the last line is not JSON:\n{log}"));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(last["message"].as_str().is_some_and(|m| m.contains("did not stop within 0s")), "{last}");
+}
+
+/// `lapse run` on a terminal, through a pseudo-terminal (Python's `pty`). Found by the same
+/// review: Ctrl-C at the confirmation prompt waited out the whole shutdown grace, then said a
+/// batch had been in flight; and with stderr redirected the prompt went to the file and the
+/// run seemed to hang. Now the signal aborts at once, saying nothing was changed, and a
+/// redirected stderr is refused (give --yes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_confirmation_prompt_on_a_terminal() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let script = r#"
+import os, pty, signal, sys, time
+lapse, cfg, cutoff, mode, errfile = sys.argv[1:6]
+pid, fd = pty.fork()
+if pid == 0:
+    if mode == "redirected":
+        os.dup2(os.open(errfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+    os.execv(lapse, [lapse, "run", "-c", cfg, "--cutoff", cutoff, "--no-progress", "--shutdown-grace", "60"])
+out = b""
+deadline = time.time() + 60
+while time.time() < deadline:
+    if mode == "interrupt" and b"Continue?" in out:
+        os.kill(pid, signal.SIGINT)
+        mode = "sent"
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(str(os.waitstatus_to_exitcode(status)) + "\n" + out.decode(errors="replace"))
+"#;
+    let run = |mode: &str| {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(crate::common::lapse_bin())
+            .arg(f.path("lapse.yaml"))
+            .arg(CUTOFF)
+            .arg(mode)
+            .arg(f.path("err.log"))
+            .output()
+            .expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, rest) = text.split_once('\n').unwrap_or(("", ""));
+        (
+            code.trim().parse::<i32>().unwrap_or_else(|_| panic!("{text}{}", String::from_utf8_lossy(&out.stderr))),
+            rest.to_string(),
+        )
+    };
+    let (code, out) = run("interrupt");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("aborted at the confirmation; nothing was changed"), "{out}");
+    assert!(!out.contains("did not stop within"), "{out}");
+    let (code, out) = run("redirected");
+    assert_eq!(code, 2, "{out}");
+    let err = std::fs::read_to_string(f.path("err.log")).unwrap();
+    assert!(err.contains("give --yes") && !err.contains("Continue?"), "{err}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing was changed");
+}
