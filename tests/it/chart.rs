@@ -918,6 +918,15 @@ fn chart_refuses_inconsistent_values_with_a_clear_message() {
             "secretsMountAs: env\nconfig:\n  connections: {shop-db: {urlSecretKey: a}, shop_db: {urlSecretKey: b}}\n",
             "LAPSE_URL_SHOP_DB",
         ),
+        // Arguments the chart sets, given again: lapse would refuse to start on every run
+        // (found by a read-only review; before, rendered).
+        ("extraArgs: [--log-format, text]\n", "extraArgs: --log-format is set by the chart"),
+        ("extraArgs: [\"--shutdown-grace=10\"]\n", "extraArgs: --shutdown-grace is set by the chart"),
+        ("sharding: {enabled: true, shards: 2}\nextraArgs: [--cutoff, this-hour]\n", "extraArgs: --cutoff is set by the chart"),
+        ("sharding: {enabled: true, shards: 2}\nextraArgs: [--shard, 0/2]\n", "extraArgs: --shard is set by the chart"),
+        // Two volume mounts at one path (the API server refuses the pod).
+        ("reports: {mountPath: /tmp, ephemeral: true}\n", "reports.mountPath /tmp meets /tmp"),
+        ("reports: {mountPath: /etc/lapse/reports, ephemeral: true}\n", "meets /etc/lapse"),
     ] {
         let err = helm.refused(values);
         assert!(err.contains(expected), "for values\n{values}expected {expected:?}, got:\n{err}");

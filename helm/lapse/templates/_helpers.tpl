@@ -309,6 +309,18 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- /* Finish the batch and write the report well before the kubelet's SIGKILL. */}}
 {{- $grace := max 5 (sub (int .Values.terminationGracePeriodSeconds) 15) }}
 {{- $args = concat $args (list "--shutdown-grace" (toString $grace)) }}
+{{- /* An argument the chart sets, given again in extraArgs, makes lapse refuse to start (exit 2) on every run. */}}
+{{- $owned := list "-c" "--config" "--log-format" "--shutdown-grace" }}
+{{- if not .Values.dryRun }}{{- $owned = append $owned "--yes" }}{{- end }}
+{{- if .Values.sharding.enabled }}{{- $owned = concat $owned (list "--shard" "--cutoff") }}{{- end }}
+{{- range .Values.extraArgs }}
+{{- $a := toString . }}
+{{- range $owned }}
+{{- if or (eq $a .) (hasPrefix (printf "%s=" .) $a) }}
+{{- fail (printf "extraArgs: %s is set by the chart (from logFormat, terminationGracePeriodSeconds, dryRun or sharding): given twice, lapse refuses to start on every run" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $args = concat $args .Values.extraArgs }}
 {{- toYaml $args }}
 {{- end }}
