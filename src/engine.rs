@@ -770,6 +770,10 @@ pub struct Options {
     pub report_dir: Option<PathBuf>,
     /// This worker's shard of a run split across workers (`--shard i/n`); see [`crate::shard`].
     pub shard: Option<crate::shard::Shard>,
+    /// The run's selection of policies as asked (`--policy`; empty: all), when `prepared` is
+    /// narrower than it: a shard prepares only its own policies, and its report must still
+    /// name the selection every shard of the run shares (`report combine` compares them).
+    pub selection: Option<Vec<String>>,
 }
 
 struct Ctx<'a> {
@@ -1075,12 +1079,18 @@ pub async fn execute(
                 }
             }),
         }),
-        selected_policies: if prepared.len() == ws.policies.policies.len() {
-            Vec::new()
-        } else {
-            let mut names: Vec<String> = prepared.iter().map(|(p, _)| p.name.clone()).collect();
+        selected_policies: {
+            let mut names: Vec<String> = match &opts.selection {
+                Some(asked) => asked.clone(),
+                None => prepared.iter().map(|(p, _)| p.name.clone()).collect(),
+            };
             names.sort();
-            names
+            names.dedup();
+            if names.is_empty() || names.len() == ws.policies.policies.len() {
+                Vec::new()
+            } else {
+                names
+            }
         },
         holds: active
             .iter()

@@ -430,6 +430,8 @@ async fn plan_or_run(
         max_batches: args.max_batches,
         report_dir: args.report_dir,
         shard: args.shard,
+        // A shard prepared only its own policies: its report names the run's selection.
+        selection: args.shard.map(|_| args.common.policies.clone()),
     };
     let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel).await.map_err(|e| {
         if e.downcast_ref::<engine::Busy>().is_some() {

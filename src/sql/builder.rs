@@ -212,6 +212,23 @@ fn comparison_type(t: &str) -> String {
     }
 }
 
+/// MariaDB/MySQL: the type to cast a constant to so that it compares equal to what the column
+/// stores: a single-precision `FLOAT` keeps `0.1` as 0.100000001, a `DECIMAL(10,2)` rounds
+/// `1.005` to 1.01. None for other types (compared as they are).
+fn mysql_stored_type(c: &crate::connector::ColumnInfo) -> Option<String> {
+    let t = c.sql_type.to_ascii_lowercase();
+    let t = t.trim_end_matches(" unsigned zerofill").trim_end_matches(" unsigned").trim_end_matches(" zerofill");
+    if t == "float" || (t.starts_with("float(") && !t.contains(',')) {
+        return Some("FLOAT".into());
+    }
+    if let Some(args) = t.strip_prefix("decimal(").and_then(|r| r.strip_suffix(')')) {
+        if args.bytes().all(|b| b.is_ascii_digit() || b == b',') {
+            return Some(format!("DECIMAL({args})"));
+        }
+    }
+    None
+}
+
 /// A `numeric`/`decimal` column (kind `Other`: read as text), whose values a hold's subject
 /// must also be compared with as numbers (`42` is the stored `42.00`).
 fn is_decimal(c: &crate::connector::ColumnInfo) -> bool {
@@ -608,16 +625,30 @@ impl<'a> Builder<'a> {
                             sql.push(&format!("{e} IS NOT NULL"));
                         }
                         PendingTest::NotEqual(v) => {
+                            // The constant as the column stores it (the cast of an assignment,
+                            // modifier and all: `0` is `0.00` in a `numeric(10,2)`, `0.1` a
+                            // single-precision `real`'s nearest value), or the written value
+                            // never equals the stored one and the row is anonymized again on
+                            // every run.
                             let kind = info.map(|i| i.kind).unwrap_or(ColumnKind::Other);
                             let v = coerce(v.clone(), kind).unwrap_or_else(|_| v.clone());
                             if self.d == Dialect::Postgres && kind == ColumnKind::Other {
                                 // Compared as the column's text: some types (`json`) have no `<>`.
                                 sql.push(&format!("({e} IS NOT NULL AND CAST({e} AS TEXT) <> CAST("));
-                                sql.bind_for(v, info, false);
+                                sql.bind_for(v, info, true);
                                 sql.push(" AS TEXT))");
                             } else {
                                 sql.push(&format!("({e} IS NOT NULL AND {e} <> "));
-                                sql.bind_for(v, info, false);
+                                match (self.d, info.and_then(mysql_stored_type)) {
+                                    (Dialect::MySql, Some(t)) => {
+                                        sql.push("CAST(");
+                                        sql.bind(v);
+                                        sql.push(&format!(" AS {t})"));
+                                    }
+                                    _ => {
+                                        sql.bind_for(v, info, true);
+                                    }
+                                }
                                 sql.push(")");
                             }
                         }
