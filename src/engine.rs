@@ -210,24 +210,37 @@ impl Workspace {
     /// configuration error before anything is destroyed, not a run that destroys and then
     /// cannot sign its report.
     pub fn check_secrets(&self, only: &[String]) -> anyhow::Result<()> {
-        self.evidence_key()?;
+        // Every missing or malformed secret at once (before, one per invocation).
+        let mut problems: Vec<String> = Vec::new();
+        let mut note = |r: anyhow::Result<()>| {
+            if let Err(e) = r {
+                let m = format!("{e:#}");
+                if !problems.contains(&m) {
+                    problems.push(m);
+                }
+            }
+        };
+        note(self.evidence_key().map(drop));
         if let Some(r) = &self.config.reports.signing_key {
-            crate::integrity::Signer::from_secret(&config::read_secret(
-                r,
-                &self.config.base_dir,
-                "report signing key",
-            )?)?;
+            note(
+                config::read_secret(r, &self.config.base_dir, "report signing key")
+                    .and_then(|k| crate::integrity::Signer::from_secret(&k).map(drop)),
+            );
         }
         if let Some(r) = &self.config.pseudonymization {
-            config::read_secret(r, &self.config.base_dir, "pseudonymization key")?;
+            note(config::read_secret(r, &self.config.base_dir, "pseudonymization key").map(drop));
         }
         for p in self.selected(only) {
             let c = &self.config.connections[&p.connection];
             if c.kind == ConnectionKind::Sql {
-                c.url(&p.connection, &self.config.base_dir)?;
+                note(c.url(&p.connection, &self.config.base_dir).map(drop));
             }
         }
-        Ok(())
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(anyhow::anyhow!("{}", problems.remove(0))),
+            n => Err(anyhow::anyhow!("{n} secrets cannot be used:\n  - {}", problems.join("\n  - "))),
+        }
     }
 
     /// `reports.s3`, when configured: the bucket exists, and has Object Lock when a retention is

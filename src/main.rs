@@ -380,6 +380,11 @@ async fn plan_or_run(
             return Err(invalid(format!("--report-dir: {}", print_diags(&d))));
         }
     }
+    // The command line's metrics settings are checked as the config's are, before anything is
+    // destroyed (a `--pushgateway` URL with credentials was refused only when publishing).
+    if let Some((_, m)) = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir).problems().into_iter().next() {
+        return Err(invalid(format!("--pushgateway: {m}")));
+    }
     ws.check_secrets(&selected).map_err(|e| invalid(format!("{e:#}")))?;
     let key = ws.evidence_key().map_err(|e| invalid(format!("{e:#}")))?;
     let cutoff = match &args.cutoff {

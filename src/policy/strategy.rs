@@ -34,7 +34,7 @@ pub enum Strategy {
     Constant(Literal),
     /// Truncate a date or timestamp to the first instant of its month or year.
     GeneralizeDate(DateUnit),
-    /// Keep the network of an IP address: IPv4 /24, IPv6 /48.
+    /// Keep the network of an IP address: IPv4 /24, IPv6 /48 (6to4: /40, its IPv4's /24).
     GeneralizeIp,
     /// Replace a number by the lower bound of its bucket of this width.
     Bucket(f64),
@@ -382,6 +382,11 @@ fn generalize_ip(s: &str) -> Result<String, String> {
             for s in seg.iter_mut().skip(3) {
                 *s = 0;
             }
+            // 6to4 (`2002::/16`): bits 16 to 47 are the whole IPv4 address, which the /48 would
+            // keep. Its /24, as for the address written as IPv4: a /40.
+            if seg[0] == 0x2002 {
+                seg[2] &= 0xff00;
+            }
             std::net::Ipv6Addr::from(seg).to_string()
         }
     };
@@ -429,6 +434,10 @@ mod tests {
         assert_eq!(Strategy::GeneralizeIp.apply(&t("192.168.17.42"), None).unwrap(), Some(t("192.168.17.0")));
         assert_eq!(Strategy::GeneralizeIp.apply(&t("192.168.17.0"), None).unwrap(), None);
         assert_eq!(Strategy::GeneralizeIp.apply(&t("2001:db8:abcd:12::1"), None).unwrap(), Some(t("2001:db8:abcd::")));
+        // 6to4 keeps its embedded IPv4 address's /24 only (203.0.113.7 → 203.0.113.0).
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("2002:cb00:7107::1"), None).unwrap(), Some(t("2002:cb00:7100::")));
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("2002:cb00:7107::"), None).unwrap(), Some(t("2002:cb00:7100::")));
+        assert_eq!(Strategy::GeneralizeIp.apply(&t("2002:cb00:7100::"), None).unwrap(), None);
         // A mask (PostgreSQL's `inet` as text) is kept, so the column's value is done afterwards.
         assert_eq!(Strategy::GeneralizeIp.apply(&t("10.1.2.3/32"), None).unwrap(), Some(t("10.1.2.0/32")));
         assert_eq!(Strategy::GeneralizeIp.apply(&t("10.1.2.0/32"), None).unwrap(), None);

@@ -24,8 +24,10 @@ macro_rules! octet {
 
 /// What `generalize_ip` writes for an address, as a regular expression without its end anchor
 /// (dialects differ: PCRE's `$` also matches before a final newline): an IPv4 /24 `a.b.c.0`,
-/// the same as IPv6 `::ffff:a.b.c.0`, or an IPv6 /48 as Rust writes one (lowercase, no leading
-/// zeros, the zeros after it folded: `2001:db8:c::`, `2001::`, `::`).
+/// the same as IPv6 `::ffff:a.b.c.0`, an IPv6 /48 as Rust writes one (lowercase, no leading
+/// zeros, the zeros after it folded: `2001:db8:c::`, `2001::`, `::`), or a 6to4 address's /40
+/// (`2002:cb00:7100::`: its embedded IPv4 address's /24; its /48 would keep all of it). The
+/// first group of a /48 is any but `2002`, spelled out (no look-ahead in every dialect).
 const IP_NETWORK: &str = concat!(
     "^(",
     octet!(),
@@ -36,7 +38,9 @@ const IP_NETWORK: &str = concat!(
     "(\\.",
     octet!(),
     "){2}\\.0",
-    "|(0|[1-9a-f][0-9a-f]{0,3})(:(0|[1-9a-f][0-9a-f]{0,3})){0,2}::",
+    "|(0|[1-9a-f][0-9a-f]{0,2}|[13-9a-f][0-9a-f]{3}|2[1-9a-f][0-9a-f]{2}|20[1-9a-f][0-9a-f]|200[013-9a-f])",
+    "(:(0|[1-9a-f][0-9a-f]{0,3})){0,2}::",
+    "|2002(:(0|[1-9a-f][0-9a-f]{0,3})(:(0|[1-9a-f][0-9a-f]?00))?)?::",
     "|::",
     ")"
 );
@@ -662,7 +666,7 @@ impl<'a> Builder<'a> {
                             // done: never anonymized, never reported.
                             let t = self.read_expr(qual, c);
                             let colons = format!("(LENGTH({t}) - LENGTH(REPLACE({t}, ':', '')))");
-                            let quick = format!("(({t} LIKE '%.0' OR {t} LIKE '%.0/%') AND ({t} NOT LIKE '%:%' OR {t} LIKE '::ffff:%')) OR (({t} LIKE '%::' OR {t} LIKE '%::/%') AND {colons} <= 4)");
+                            let quick = format!("(({t} LIKE '%.0' OR {t} LIKE '%.0/%') AND ({t} NOT LIKE '%:%' OR {t} LIKE '::ffff:%')) OR (({t} LIKE '%::' OR {t} LIKE '%::/%') AND {colons} <= 4 AND {t} NOT LIKE '2002:%')");
                             if self.quick_pending {
                                 sql.push(&format!("({e} IS NOT NULL AND NOT ({quick}))"));
                                 continue;
@@ -2674,6 +2678,12 @@ mod tests {
             "fe80::1/64",
             "2001:db8::",
             "1:2:3:4:5:6:7:8",
+            "2002:cb00:7107::1",
+            "2002:cb00:7107:42:a:b:c:d",
+            "2002:cb00:7::1",
+            "2002::1",
+            "2003:1:2:3::1",
+            "200f:1:2::1",
         ] {
             let net = match ip(a) {
                 Some(Value::Text(n)) => n,
@@ -2700,6 +2710,9 @@ mod tests {
             "10.1.2.0/24\n203.0.113.7",
             "1:2:3:4::",
             "anon_10.0.0.0",
+            // A 6to4 address's /48 keeps its whole IPv4 address (what generalize_ip wrote before).
+            "2002:cb00:7107::",
+            "2002:cb00:71::",
         ] {
             assert!(!re.is_match(not_done), "{not_done}");
         }
