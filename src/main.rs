@@ -382,7 +382,8 @@ async fn plan_or_run(
     }
     // The command line's metrics settings are checked as the config's are, before anything is
     // destroyed (a `--pushgateway` URL with credentials was refused only when publishing).
-    if let Some((_, m)) = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir).problems().into_iter().next() {
+    if let Some((_, m)) = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir).problems().into_iter().next()
+    {
         return Err(invalid(format!("--pushgateway: {m}")));
     }
     ws.check_secrets(&selected).map_err(|e| invalid(format!("{e:#}")))?;

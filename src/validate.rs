@@ -354,7 +354,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             err(
                 &path,
                 format!(
-                    "column '{}' is unique: {} could give two records the same value; \
+                    "column '{}' is in a unique index or constraint: {} could give two records the same value; \
                      use random_token, pseudonymize or nullify",
                     c.name,
                     s.method()

@@ -59,7 +59,8 @@ pub struct ColumnInfo {
     /// Computed by the database (a generated column; PostgreSQL's `GENERATED ALWAYS AS IDENTITY`):
     /// an `UPDATE` cannot write it.
     pub generated: bool,
-    /// Alone under a unique index or constraint: two rows cannot share a value.
+    /// In a unique index or constraint (alone or with other columns, partial, or in an index
+    /// expression): two rows may not be able to share a value.
     pub unique: bool,
 }
 

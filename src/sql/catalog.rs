@@ -62,17 +62,20 @@ pub const PG_COLUMNS: &str =
      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
 
-/// The columns that alone carry a unique index (whole-table, on the whole column itself: not
-/// partial, not on an expression, not on a prefix).
-pub const PG_UNIQUE: &str = "SELECT a.attname::text FROM pg_index i \
-     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-     WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL \
-     AND i.indexprs IS NULL";
-pub const MY_UNIQUE: &str = "SELECT CAST(MAX(COLUMN_NAME) AS CHAR) FROM information_schema.STATISTICS \
-     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
-     GROUP BY INDEX_NAME HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) IS NOT NULL AND MAX(SUB_PART) IS NULL";
-pub const LITE_UNIQUE: &str = "SELECT MAX(ii.name) FROM pragma_index_list(?) AS l, pragma_index_info(l.name) AS ii \
-     WHERE l.\"unique\" = 1 AND l.partial = 0 GROUP BY l.name HAVING COUNT(*) = 1 AND MAX(ii.name) IS NOT NULL";
+/// The columns of any unique index or constraint: alone or with others (`UNIQUE (tenant,
+/// email)`), partial, on a prefix, or in an index expression (PostgreSQL: the column named in
+/// it). A value many records share (a constant, a bucket) collides in any of them, and the
+/// index refuses the batch on every run (before, only single-column whole indexes counted).
+pub const PG_UNIQUE: &str = "SELECT DISTINCT a.attname::text FROM pg_index i \
+     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped \
+     WHERE i.indrelid = to_regclass($1) AND i.indisunique \
+     AND (a.attnum = ANY(i.indkey) OR (i.indexprs IS NOT NULL \
+          AND pg_get_expr(i.indexprs, i.indrelid) ~ ('\\m' || a.attname || '\\M')))";
+pub const MY_UNIQUE: &str = "SELECT DISTINCT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
+     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND COLUMN_NAME IS NOT NULL";
+pub const LITE_UNIQUE: &str =
+    "SELECT DISTINCT ii.name FROM pragma_index_list(?) AS l, pragma_index_info(l.name) AS ii \
+     WHERE l.\"unique\" = 1 AND ii.name IS NOT NULL";
 
 pub const PG_PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
