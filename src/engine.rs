@@ -487,10 +487,20 @@ fn resolved(path: &std::path::Path) -> PathBuf {
     }
 }
 
-/// Whether the keys under `inner` (a key prefix ending in `/`) and the keys a dataset with
-/// `prefix` holds can meet.
+/// Whether a dataset whose keys start with `prefix` holds any of what lapse writes under
+/// `inner` (a key prefix, empty or ending in `/`): its reports and evidence (`lapse-…`), shard
+/// directories (`shard-…`), the bucket's chain claims (`chain/…`) and the directory's lock and
+/// markers (`.…`). `reports` under a dataset of `reports/archive/` do not meet; nor reports at a
+/// bucket's root and a dataset of `invoices/`.
 fn prefixes_meet(inner: &str, prefix: &str) -> bool {
-    inner.starts_with(prefix) || prefix.starts_with(inner)
+    const WRITTEN: [&str; 4] = ["lapse-", "shard-", "chain/", "."];
+    if inner.starts_with(prefix) {
+        return true;
+    }
+    match prefix.strip_prefix(inner) {
+        Some(rest) => WRITTEN.iter().any(|w| w.starts_with(rest) || rest.starts_with(w)),
+        None => false,
+    }
 }
 
 /// The reports, and the intents, markers and chain lock beside them, must not be the data of
@@ -514,8 +524,10 @@ pub fn reports_inside_a_dataset(ws: &Workspace, report_dir: &std::path::Path) ->
                             .map(|c| c.as_os_str().to_string_lossy().into_owned())
                             .collect::<Vec<_>>()
                             .join("/");
-                        key.push('/');
-                        (key == "/" || prefixes_meet(&key, &o.prefix))
+                        if !key.is_empty() {
+                            key.push('/');
+                        }
+                        prefixes_meet(&key, &o.prefix)
                             .then(|| format!("the report directory {} is inside its directory", report_dir.display()))
                     }
                     Err(_) => None,
@@ -524,7 +536,8 @@ pub fn reports_inside_a_dataset(ws: &Workspace, report_dir: &std::path::Path) ->
             _ => bucket.and_then(|b| {
                 let same_store = ws.config.connections.get(&b.connection).is_some_and(|rc| rc.endpoint == c.endpoint);
                 let data_bucket = o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default();
-                (same_store && data_bucket == b.bucket && prefixes_meet(&b.prefix, &o.prefix)).then(|| {
+                let inner = ws.config.report_prefix();
+                (same_store && data_bucket == b.bucket && prefixes_meet(&inner, &o.prefix)).then(|| {
                     format!(
                         "the report bucket's prefix '{}' of bucket '{}' (reports.s3) is inside its dataset",
                         b.prefix, b.bucket
@@ -1135,8 +1148,13 @@ pub async fn execute(
         // One report chain per shard: shards run at once and must not fork each other's chain.
         report_dir = report_dir.join(s.dir_name());
     }
-    let prepared: Vec<&(&Policy, Prepared)> =
-        prepared.iter().filter(|(p, _)| opts.shard.is_none_or(|s| s.takes(p))).collect();
+    // This shard's policies, of the run's selection (`opts.selection`, when `prepared` may be
+    // wider than it: never a policy nobody asked for).
+    let prepared: Vec<&(&Policy, Prepared)> = prepared
+        .iter()
+        .filter(|(p, _)| opts.shard.is_none_or(|s| s.takes(p)))
+        .filter(|(p, _)| opts.selection.as_ref().is_none_or(|sel| sel.is_empty() || sel.contains(&p.name)))
+        .collect();
     if mode == Mode::Run {
         // One worker per policy at a time: the locks die with the process (see `try_run_lock`).
         // A shard locks only its policies, and only its part of a key-sharded one.
@@ -3627,6 +3645,24 @@ pub fn summary(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What lapse writes under a report prefix meets a dataset's prefix only where a name it
+    /// writes can start with it (found by a review: a report bucket prefix `lapse` was refused
+    /// beside a dataset of `lapse-data/`, and reports at a bucket's root beside any dataset).
+    #[test]
+    fn report_prefixes_meet_datasets_only_where_their_names_can() {
+        assert!(prefixes_meet("", ""));
+        assert!(prefixes_meet("lapse/prod/", "lapse/"));
+        assert!(prefixes_meet("", "lapse-run-"));
+        assert!(prefixes_meet("", "l"));
+        assert!(prefixes_meet("reports/", "reports/shard-0"));
+        assert!(prefixes_meet("", "chain/"));
+        assert!(prefixes_meet("x/", "x/."));
+        assert!(!prefixes_meet("lapse/", "lapse-data/"));
+        assert!(!prefixes_meet("", "invoices/"));
+        assert!(!prefixes_meet("reports/", "reports/archive/"));
+        assert!(!prefixes_meet("lapse-reports/", "exports/"));
+    }
 
     #[test]
     fn the_budget_is_the_share_in_whole_rows() {

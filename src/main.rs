@@ -364,14 +364,23 @@ async fn plan_or_run(
     // broken table failed every shard of the run. (A shard that takes none goes through all,
     // as before: an empty selection means every policy.)
     let selected: Vec<String> = match args.shard {
-        Some(s) => ws
-            .policies
-            .policies
-            .iter()
-            .filter(|p| args.common.policies.is_empty() || args.common.policies.contains(&p.name))
-            .filter(|p| s.takes(p))
-            .map(|p| p.name.clone())
-            .collect(),
+        Some(s) => {
+            let mine: Vec<String> = ws
+                .policies
+                .policies
+                .iter()
+                .filter(|p| args.common.policies.is_empty() || args.common.policies.contains(&p.name))
+                .filter(|p| s.takes(p))
+                .map(|p| p.name.clone())
+                .collect();
+            // None of the asked policies is this shard's: the selection as asked (an empty
+            // list would mean every policy, and the shard would run policies nobody asked for).
+            if mine.is_empty() {
+                args.common.policies.clone()
+            } else {
+                mine
+            }
+        }
         None => args.common.policies.clone(),
     };
     if let Some(dir) = &args.report_dir {

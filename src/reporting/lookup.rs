@@ -569,8 +569,11 @@ pub fn lookup(
     // Is the holds file as it is now the one the newest run read? (Reports of runs that
     // recorded their inputs, and, with keys, whose signature verifies.)
     let as_read = |r: &RunView| r.inputs.as_ref().and_then(|i| i.holds_file.as_ref()).map(|h| h.hmac_sha256.clone());
-    let recorded: Vec<&(String, RunView)> =
-        reports.iter().filter(|(n, r)| !unsigned.contains(n) && r.inputs.is_some()).collect();
+    // (Digests are keyed: only reports made with the configured evidence key can tell.)
+    let recorded: Vec<&(String, RunView)> = reports
+        .iter()
+        .filter(|(n, r)| !unsigned.contains(n) && r.inputs.is_some() && r.evidence_key_id == key_id)
+        .collect();
     let mut holds_file_unchanged = None;
     let subject = matches!(target, Target::Subject(_));
     if let (true, Some(now), Some(f), Some((_, newest))) =

@@ -198,6 +198,11 @@ pub fn cast_probe(sql_type: &str, v: Value) -> Sql {
 /// `timestamp with time zone`, `character(6)` → `bpchar` (blank-padded comparison, no length:
 /// `character` alone is `character(1)`), `bit(3)` → `bit varying`.
 fn comparison_type(t: &str) -> String {
+    // An array of a type: the array of its element's comparison type (`character(6)[]` is
+    // `bpchar[]`, not `character[]`, which is `character(1)[]`).
+    if let Some(element) = t.trim_end().strip_suffix("[]") {
+        return format!("{}[]", comparison_type(element));
+    }
     let mut out = String::with_capacity(t.len());
     let mut depth = 0usize;
     for c in t.chars() {
@@ -237,7 +242,7 @@ fn mysql_stored_type(c: &crate::connector::ColumnInfo) -> Option<String> {
 /// must also be compared with as numbers (`42` is the stored `42.00`).
 fn is_decimal(c: &crate::connector::ColumnInfo) -> bool {
     let t = c.sql_type.to_ascii_lowercase();
-    c.kind == ColumnKind::Other && (t.starts_with("numeric") || t.starts_with("decimal"))
+    c.kind == ColumnKind::Other && (t.starts_with("numeric") || t.starts_with("decimal")) && !t.ends_with("[]")
 }
 
 /// A subject written as a plain decimal number that a `DECIMAL(65,30)` holds: the text to
@@ -2651,6 +2656,8 @@ mod tests {
         assert_eq!(comparison_type("time(3) with time zone"), "time with time zone");
         assert_eq!(comparison_type("bit(3)"), "bit varying");
         assert_eq!(comparison_type("uuid"), "uuid");
+        assert_eq!(comparison_type("character(6)[]"), "bpchar[]");
+        assert_eq!(comparison_type("numeric(4,1)[]"), "numeric[]");
         assert_eq!(decimal_subject(&Value::Text(" 42.00 ".into())).as_deref(), Some("42.00"));
         assert_eq!(decimal_subject(&Value::Int(-7)).as_deref(), Some("-7"));
         for not in ["4e2", "0x2A", "", ".5", "1.2.3", "S-42"] {

@@ -69,8 +69,8 @@ pub const PG_COLUMNS: &str =
 pub const PG_UNIQUE: &str = "SELECT DISTINCT a.attname::text FROM pg_index i \
      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped \
      WHERE i.indrelid = to_regclass($1) AND i.indisunique \
-     AND (a.attnum = ANY(i.indkey) OR (i.indexprs IS NOT NULL \
-          AND pg_get_expr(i.indexprs, i.indrelid) ~ ('\\m' || a.attname || '\\M')))";
+     AND (a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) OR (i.indexprs IS NOT NULL \
+          AND pg_get_expr(i.indexprs, i.indrelid) ~ ('\\m' || regexp_replace(a.attname, '(\\W)', '\\\\\\1', 'g') || '\\M')))";
 pub const MY_UNIQUE: &str = "SELECT DISTINCT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND COLUMN_NAME IS NOT NULL";
 pub const LITE_UNIQUE: &str =

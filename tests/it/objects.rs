@@ -2163,6 +2163,16 @@ async fn reports_inside_an_object_dataset_are_refused() {
     s3.f.lapse(&["validate"]).code(2).stderr_has("(reports.s3) is inside its dataset");
     s3.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
     s3.f.lapse(&["validate"]).ok();
+    // Names that only look alike do not meet: reports under `lapse/` beside `lapse-data/`, and
+    // reports at the bucket's root beside `invoices/` (a review found both refused).
+    s3.policy("  prefix: lapse-data/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    std::fs::write(s3.f.path("lapse.yaml"), with_bucket("lapse")).unwrap();
+    s3.f.lapse(&["validate"]).ok();
+    s3.policy("  prefix: invoices/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    std::fs::write(s3.f.path("lapse.yaml"), with_bucket("\"\"")).unwrap();
+    s3.f.lapse(&["validate"]).ok();
+    s3.policy("  prefix: lapse-\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s3.f.lapse(&["validate"]).code(2).stderr_has("(reports.s3) is inside its dataset");
 }
 
 /// Found by a read-only review: a run killed between its write-ahead intents and its

@@ -580,6 +580,21 @@ async fn a_shard_needs_only_its_own_databases() {
     let r = crate::common::Run::from(lapse_cmd(&f, &["run", "--shard", &format!("{owner}/{N}")]).output().unwrap());
     assert_ne!(r.code, 0, "the shard that owns the broken policy fails:\n{}", r.stderr);
     assert!(r.stderr.contains("broken"), "{}", r.stderr);
+    // Found by a review of the fix above: a shard that takes none of the policies asked for
+    // with --policy ran every policy it takes (an empty selection meant all). It runs nothing.
+    let (shard, asked) = (0..N)
+        .flat_map(|i| ["events", "leads", "tickets"].map(|p| (i, p)))
+        .find(|(i, p)| lapse::shard::Shard::owner(p, N) != *i)
+        .unwrap();
+    let before = f.db.count(&format!("SELECT COUNT(*) FROM {asked}")).await;
+    let r = crate::common::Run::from(
+        lapse_cmd(&f, &["run", "--shard", &format!("{shard}/{N}"), "--policy", asked]).output().unwrap(),
+    );
+    r.ok();
+    let report = read_json(&run_report(&f.path(&format!("reports/shard-{shard}-of-{N}"))));
+    assert_eq!(report["policies"].as_array().map(Vec::len), Some(0), "{report:#}");
+    assert_eq!(report["selected_policies"], serde_json::json!([asked]), "{report:#}");
+    assert_eq!(f.db.count(&format!("SELECT COUNT(*) FROM {asked}")).await, before);
     // A typo in --allow-share is said (before, ignored: the guardrail stopped the run again).
     f.lapse(&["plan", "--allow-share", "custmers"]).code(2).stderr_has("--allow-share: unknown policy 'custmers'");
 }
