@@ -178,11 +178,9 @@ impl Workspace {
                 });
             }
         }
-        let ws_probe = Workspace { config, policies, holds: Vec::new(), holds_sha256: None };
-        for x in reports_inside_a_dataset(&ws_probe, &ws_probe.config.resolve(&ws_probe.config.reports.dir)) {
+        for x in reports_inside_a_dataset(&config, &policies.policies, &config.resolve(&config.reports.dir)) {
             d.push(x);
         }
-        let Workspace { config, policies, .. } = ws_probe;
         if d.has_errors() {
             return Err(d);
         }
@@ -508,15 +506,15 @@ fn prefixes_meet(inner: &str, prefix: &str) -> bool {
 /// and prefix that include the report bucket's, would have lapse destroy its own proof once
 /// the reports are older than the retention (and the chain start again at 1, still verifying).
 /// `report_dir`: the report directory of the run (`reports.dir`, or `--report-dir`).
-pub fn reports_inside_a_dataset(ws: &Workspace, report_dir: &std::path::Path) -> Vec<Diagnostic> {
+pub fn reports_inside_a_dataset(config: &Config, policies: &[Policy], report_dir: &std::path::Path) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let reports = resolved(report_dir);
-    let bucket = ws.config.reports.s3.as_ref();
-    for p in &ws.policies.policies {
-        let (Some(o), Some(c)) = (p.objects.as_ref(), ws.config.connections.get(&p.connection)) else { continue };
+    let bucket = config.reports.s3.as_ref();
+    for p in policies {
+        let (Some(o), Some(c)) = (p.objects.as_ref(), config.connections.get(&p.connection)) else { continue };
         let clash = match c.kind {
             ConnectionKind::Directory => {
-                let root = resolved(&ws.config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))));
+                let root = resolved(&config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))));
                 match reports.strip_prefix(&root) {
                     Ok(rel) => {
                         let mut key: String = rel
@@ -534,9 +532,9 @@ pub fn reports_inside_a_dataset(ws: &Workspace, report_dir: &std::path::Path) ->
                 }
             }
             _ => bucket.and_then(|b| {
-                let same_store = ws.config.connections.get(&b.connection).is_some_and(|rc| rc.endpoint == c.endpoint);
+                let same_store = config.connections.get(&b.connection).is_some_and(|rc| rc.endpoint == c.endpoint);
                 let data_bucket = o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default();
-                let inner = ws.config.report_prefix();
+                let inner = config.report_prefix();
                 (same_store && data_bucket == b.bucket && prefixes_meet(&inner, &o.prefix)).then(|| {
                     format!(
                         "the report bucket's prefix '{}' of bucket '{}' (reports.s3) is inside its dataset",
@@ -1140,7 +1138,7 @@ pub async fn execute(
         previous_unverified: None,
     };
     let mut report_dir = opts.report_dir.clone().unwrap_or_else(|| ws.config.resolve(&ws.config.reports.dir));
-    if let Some(x) = reports_inside_a_dataset(ws, &report_dir).into_iter().next() {
+    if let Some(x) = reports_inside_a_dataset(&ws.config, &ws.policies.policies, &report_dir).into_iter().next() {
         // (`reports.dir` was checked when the workspace was loaded; this is `--report-dir`.)
         anyhow::bail!("{x}");
     }

@@ -384,7 +384,8 @@ async fn plan_or_run(
         None => args.common.policies.clone(),
     };
     if let Some(dir) = &args.report_dir {
-        let d = lapse::diag::Diagnostics(lapse::engine::reports_inside_a_dataset(&ws, dir));
+        let d =
+            lapse::diag::Diagnostics(lapse::engine::reports_inside_a_dataset(&ws.config, &ws.policies.policies, dir));
         if !d.0.is_empty() {
             return Err(invalid(format!("--report-dir: {}", print_diags(&d))));
         }
@@ -804,16 +805,24 @@ async fn verify_journal(
     lapse::reporting::journal::check(&stores, &ws, &conns, first, out).await
 }
 
+/// The `--public-key` files of a report command (exit 2 for one that is not a key).
+fn read_public_keys(paths: &[PathBuf]) -> Result<Vec<ed25519_dalek::VerifyingKey>, ExitCode> {
+    paths
+        .iter()
+        .map(|k| lapse::integrity::read_public_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(Exit::Invalid as u8, format!("{e:#}")))
+}
+
 fn report_cmd(cmd: ReportCmd) -> ExitCode {
     use lapse::reporting::{self, lookup, render, store, verify};
     const INVALID: u8 = Exit::Invalid as u8;
     match cmd {
         ReportCmd::Verify { path, public_key, first_sequence, known, config, journal, json } => {
-            let keys =
-                match public_key.iter().map(|k| lapse::integrity::read_public_key(k)).collect::<Result<Vec<_>, _>>() {
-                    Ok(k) => k,
-                    Err(e) => return fail(INVALID, format!("{e:#}")),
-                };
+            let keys = match read_public_keys(&public_key) {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
             let cfg = match config.as_deref().map(load_config).transpose() {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -910,11 +919,10 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             ExitCode::SUCCESS
         }
         ReportCmd::Lookup { dir, subject, key, config, policy, public_key, json } => {
-            let keys =
-                match public_key.iter().map(|k| lapse::integrity::read_public_key(k)).collect::<Result<Vec<_>, _>>() {
-                    Ok(k) => k,
-                    Err(e) => return fail(INVALID, format!("{e:#}")),
-                };
+            let keys = match read_public_keys(&public_key) {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
             let target = match (subject, key.is_empty(), &policy) {
                 (Some(s), true, _) => lookup::Target::Subject(s),
                 (None, false, Some(p)) => lookup::Target::Record { policy: p.clone(), key },
@@ -965,11 +973,10 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             }
         }
         ReportCmd::Combine { paths, out, public_key, json } => {
-            let keys =
-                match public_key.iter().map(|k| lapse::integrity::read_public_key(k)).collect::<Result<Vec<_>, _>>() {
-                    Ok(k) => k,
-                    Err(e) => return fail(INVALID, format!("{e:#}")),
-                };
+            let keys = match read_public_keys(&public_key) {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
             let c = match lapse::reporting::combine::combine(&paths, &keys) {
                 Ok(c) => c,
                 Err(e) if e.is::<lapse::reporting::combine::SignatureFailed>() => {

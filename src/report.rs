@@ -456,7 +456,7 @@ impl Orphan {
 
 /// A run report's start (to the second) and the first 8 hex digits of its run id, from its name
 /// (`lapse-run-<start>-<id>.json`).
-fn run_of(report: &str) -> Option<(DateTime<Utc>, &str)> {
+pub fn run_of(report: &str) -> Option<(DateTime<Utc>, &str)> {
     let rest = report.strip_prefix("lapse-run-")?.strip_suffix(".json")?;
     let (at, id) = rest.split_once('-')?;
     let at = chrono::NaiveDateTime::parse_from_str(at, "%Y%m%dT%H%M%SZ").ok()?.and_utc();

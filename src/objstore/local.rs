@@ -128,10 +128,7 @@ fn walk(
             Err(raw) => {
                 let listed = ft.is_file() || ft.is_dir();
                 if listed && first.is_none_or(|p| raw.as_encoded_bytes().starts_with(p.as_bytes())) {
-                    let mut seen = unnamed.lock().expect("unnamed");
-                    if seen.len() < MAX_UNNAMED {
-                        seen.insert(e.path());
-                    }
+                    note_unreadable(unnamed, &e.path());
                 }
                 continue;
             }

@@ -61,10 +61,15 @@ struct Accounted {
     reports: usize,
 }
 
-/// The run id prefix in a report or evidence file name (`lapse-run-<time>-<prefix>.json`).
+/// The run id prefix in a run report's or its evidence file's name
+/// (`lapse-run-<time>-<prefix>.json`, as `report::run_of` reads it).
 fn prefix_of(name: &str) -> Option<String> {
-    let stem = name.strip_suffix(".evidence.jsonl").or_else(|| name.strip_suffix(".json"))?;
-    let p = stem.rsplit('-').next()?;
+    let report = match store::kind(name) {
+        FileKind::Report => name.to_string(),
+        FileKind::Evidence { report } => report,
+        _ => return None,
+    };
+    let (_, p) = crate::report::run_of(&report)?;
     (p.len() == 8 && p.bytes().all(|b| b.is_ascii_hexdigit())).then(|| p.to_ascii_lowercase())
 }
 

@@ -191,8 +191,6 @@ pub fn cast_probe(sql_type: &str, v: Value) -> Sql {
     sql
 }
 
-/// A PostgreSQL `char(n)`: compared with a text parameter it is cast to text, which drops its
-/// padding (`'a  '` no longer equals the key read back), so its parameters are cast to it.
 /// A PostgreSQL type (as `format_type` spells it) without its modifier, to compare a value
 /// with a column of it: `numeric(10,0)` → `numeric`, `timestamp(0) with time zone` →
 /// `timestamp with time zone`, `character(6)` → `bpchar` (blank-padded comparison, no length:
@@ -260,6 +258,8 @@ fn decimal_subject(v: &Value) -> Option<String> {
     plain.then(|| t.to_string())
 }
 
+/// A PostgreSQL `char(n)`: compared with a text parameter it is cast to text, which drops its
+/// padding (`'a  '` no longer equals the key read back), so its parameters are cast to it.
 fn is_bpchar(c: &crate::connector::ColumnInfo) -> bool {
     c.sql_type.starts_with("character(") || c.sql_type == "bpchar" || c.sql_type == "character"
 }

@@ -2078,10 +2078,8 @@ impl crate::connector::Connector for SqlConnector {
         // apart: no journal table yet (nothing run on this connection; `report verify
         // --journal` creates nothing) is nothing journaled.
         let fetched = with_pool!(self, p => {
-            match bound!(sql).fetch_all(p).await {
-                Err(e) => Err(e),
-                Ok(rows) => Ok(rows
-                    .iter()
+            bound!(sql).fetch_all(p).await.map(|rows| {
+                rows.iter()
                     .map(|r| {
                         let int = |v: Value| match v {
                             Value::Int(n) => n.max(0) as u64,
@@ -2100,8 +2098,8 @@ impl crate::connector::Connector for SqlConnector {
                             .map(|t| t.with_timezone(&chrono::Utc)),
                         })
                     })
-                    .collect::<Result<Vec<_>, ConnectorError>>()),
-            }
+                    .collect::<Result<Vec<_>, ConnectorError>>()
+            })
         });
         match fetched {
             Ok(batches) => batches,
