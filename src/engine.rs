@@ -2840,9 +2840,7 @@ async fn reconcile(
         // Made for another spelling of the dataset (connection renamed, bucket moved into the
         // policy, prefix changed): their hashes name that one, so every object would look gone
         // here, and still-present objects would be recorded as destroyed (before this check).
-        let elsewhere: BTreeSet<&(String, String)> =
-            x.intents.iter().filter_map(|i| i.dataset.as_ref()).filter(|d| **d != here).collect();
-        if let Some((connection, table)) = elsewhere.into_iter().next() {
+        if let Some((connection, table)) = x.intents.iter().filter_map(|i| i.dataset.as_ref()).find(|d| **d != here) {
             pr.errors.push(format!(
                 "{} write-ahead intents of interrupted run {} were made for dataset '{table}' of connection '{connection}', which this policy no longer names as such ('{}' of '{}'): they cannot be looked up here and are left unreconciled ({}); run the policy once with its dataset written as it was, or remove that file once the objects it names are accounted for",
                 x.intents.len(),
