@@ -607,6 +607,12 @@ fn chart_notes_say_whether_the_reports_are_kept() {
         text[text.find("NOTES:").expect("no NOTES section")..].to_string()
     };
     let lost = "the destruction reports are written to an emptyDir and are lost with the pod";
+    // An enforcing release without a signing key says its reports are unsigned (a review found
+    // it silent); a dry run, or a key, says nothing of it.
+    let unsigned = "the destruction reports are not signed";
+    assert!(notes(&[]).contains(unsigned));
+    assert!(!notes(&["--set", "secretKeys.signingKey=signing.key"]).contains(unsigned));
+    assert!(!notes(&["--set", "dryRun=true"]).contains(unsigned));
     let bucket = "The reports are stored on the report bucket";
     let n = notes(&[]);
     assert!(n.contains(lost) && !n.contains(bucket), "{n}");
@@ -924,6 +930,31 @@ fn chart_refuses_inconsistent_values_with_a_clear_message() {
         ("extraArgs: [\"--shutdown-grace=10\"]\n", "extraArgs: --shutdown-grace is set by the chart"),
         ("sharding: {enabled: true, shards: 2}\nextraArgs: [--cutoff, this-hour]\n", "extraArgs: --cutoff is set by the chart"),
         ("sharding: {enabled: true, shards: 2}\nextraArgs: [--shard, 0/2]\n", "extraArgs: --shard is set by the chart"),
+        // One-off overrides would hold for every scheduled run (found by a read-only review of
+        // the chart, whose README told operators to put `--allow-share` there; before, rendered).
+        ("extraArgs: [--allow-share, customers]\n", "extraArgs: --allow-share is for one run"),
+        ("extraArgs: [\"--allow-share=*\"]\n", "extraArgs: --allow-share is for one run"),
+        ("extraArgs: [--cutoff, 2027-06-01, --allow-future-cutoff]\n", "extraArgs: --cutoff is for one run"),
+        ("extraArgs: [--allow-future-cutoff]\n", "extraArgs: --allow-future-cutoff is for one run"),
+        ("extraArgs: [--shard, 0/2]\n", "extraArgs: --shard is for one run"),
+        ("extraEnvVars: [{name: LAPSE_SHARD, value: 0/2}]\n", "extraEnvVars: LAPSE_SHARD"),
+        // Secrets by other paths than config.connections.*.url: config.extra, an S3 endpoint,
+        // extraEnvVars (before, rendered into the ConfigMap or the CronJob).
+        (
+            "config:\n  extra:\n    connections:\n      legacy: {url: \"postgres://lapse:s3cret-pw@db/shop\"}\n",
+            "connections.legacy.url (config.connections or config.extra) carries a password",
+        ),
+        (
+            "config:\n  connections:\n    archive: {kind: s3, endpoint: \"https://AKIAX:s3cret-pw@minio.local:9000\"}\n",
+            "connections.archive.endpoint carries credentials",
+        ),
+        (
+            "config:\n  extra:\n    metrics: {pushgateway: {url: \"http://admin:s3cret-pw@pgw:9091\"}}\n",
+            "metrics.pushgateway.url (config.extra) carries credentials",
+        ),
+        ("extraEnvVars: [{name: PGPASSWORD, value: s3cret-pw}]\n", "extraEnvVars: PGPASSWORD is given a literal value"),
+        ("extraEnvVars: [{name: AWS_SECRET_ACCESS_KEY, value: s3cret-pw}]\n", "extraEnvVars: AWS_SECRET_ACCESS_KEY"),
+        ("extraEnvVars: [{name: SHOP_DB, value: \"mysql://a:s3cret-pw@h/db\"}]\n", "extraEnvVars: SHOP_DB"),
         // Two volume mounts at one path (the API server refuses the pod).
         ("reports: {mountPath: /tmp, ephemeral: true}\n", "reports.mountPath /tmp meets /tmp"),
         ("reports: {mountPath: /etc/lapse/reports, ephemeral: true}\n", "meets /etc/lapse"),
@@ -932,6 +963,43 @@ fn chart_refuses_inconsistent_values_with_a_clear_message() {
         assert!(err.contains(expected), "for values\n{values}expected {expected:?}, got:\n{err}");
         assert!(!err.contains("s3cret-pw"), "the error must not echo the password:\n{err}");
     }
+}
+
+/// The pod failure policy: exit codes in the ascending order the API server demands (given in
+/// any order: `[3, 2, 6]` passed `helm lint` and failed at install), and the eviction rule kept
+/// with no exit code (`[]` dropped the whole policy, and with it the wait for an evicted pod to
+/// stop before its replacement starts). Sharding needs Kubernetes 1.29 (per-index retries).
+/// Found by a read-only review of the chart.
+#[test]
+fn chart_pod_failure_policy_and_cluster_version() {
+    let Some(helm) = helm() else { return };
+    let rules = |values: &str| {
+        let r = helm.template(&[values]);
+        let job = &r.cronjob()["spec"]["jobTemplate"]["spec"];
+        seq(&job["podFailurePolicy"]["rules"]).to_vec()
+    };
+    let r = rules("cronjob: {failFastExitCodes: [6, 3, 2]}\n");
+    assert_eq!(r.len(), 2, "{r:?}");
+    let codes: Vec<i64> = seq(&r[0]["onExitCodes"]["values"]).iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(codes, [2, 3, 6]);
+    for values in ["cronjob: {failFastExitCodes: []}\n", "cronjob: {failFastExitCodes: null}\n"] {
+        let r = rules(values);
+        assert_eq!(r.len(), 1, "{values}: {r:?}");
+        assert_eq!(r[0]["action"].as_str(), Some("Ignore"));
+        assert_eq!(r[0]["onPodConditions"][0]["type"].as_str(), Some("DisruptionTarget"));
+    }
+    let sharded = "sharding: {enabled: true, shards: 2}\n";
+    for old in ["1.27.0", "1.28.5"] {
+        let err = helm
+            .template_with(&chart_dir(), &[sharded], &["--kube-version", old])
+            .err()
+            .unwrap_or_else(|| panic!("sharding rendered for Kubernetes {old}"));
+        assert!(err.contains("sharding.enabled needs Kubernetes 1.29"), "{err}");
+    }
+    let r = helm.template_with(&chart_dir(), &[sharded], &["--kube-version", "1.29.0"]).unwrap();
+    assert_eq!(r.cronjob()["spec"]["jobTemplate"]["spec"]["completionMode"].as_str(), Some("Indexed"));
+    // Unsharded, an older cluster still renders.
+    assert!(helm.template_with(&chart_dir(), &[""], &["--kube-version", "1.27.0"]).is_ok());
 }
 
 /// Every value is in the schema and documented in the chart's README, and vice versa.

@@ -286,6 +286,23 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- $_ := set $cfg "metrics" . }}
 {{- end }}
 {{- $cfg = mergeOverwrite $cfg (deepCopy .Values.config.extra) }}
+{{- /* What config.extra adds is checked as config.connections is: no secret in the ConfigMap. */}}
+{{- range $name, $c := (get $cfg "connections" | default dict) }}
+{{- if kindIs "map" $c }}
+{{- $url := get $c "url" }}
+{{- if and (kindIs "string" $url) (or (regexMatch "://[^/?#]*:[^/?#]*@" $url) (regexMatch "(?i)[?&](password|pass|passwd|pwd|sslpassword)=[^&]" $url)) }}
+{{- fail (printf "connections.%s.url (config.connections or config.extra) carries a password: put the URL in existingSecret and name its key in urlSecretKey" $name) }}
+{{- end }}
+{{- $endpoint := get $c "endpoint" }}
+{{- if and (kindIs "string" $endpoint) (regexMatch "://[^/?#]*@" $endpoint) }}
+{{- fail (printf "connections.%s.endpoint carries credentials (user:password@): the S3 client takes them from the AWS chain (IRSA, or a secret through extraEnvVars valueFrom)" $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $push := dig "metrics" "pushgateway" "url" "" $cfg }}
+{{- if and (kindIs "string" $push) (regexMatch "://[^/?#]*@" $push) }}
+{{- fail "metrics.pushgateway.url (config.extra) carries credentials (user:password@), which lapse neither sends nor keeps in its config: reach the gateway without them (a sidecar or network policy)" }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -313,11 +330,19 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- $owned := list "-c" "--config" "--log-format" "--shutdown-grace" }}
 {{- if not .Values.dryRun }}{{- $owned = append $owned "--yes" }}{{- end }}
 {{- if .Values.sharding.enabled }}{{- $owned = concat $owned (list "--shard" "--cutoff") }}{{- end }}
+{{- /* One-off overrides: in the CronJob they would hold for every scheduled run, not once. */}}
+{{- $once := list "--allow-share" "--allow-future-cutoff" }}
+{{- if not .Values.sharding.enabled }}{{- $once = concat $once (list "--cutoff" "--shard") }}{{- end }}
 {{- range .Values.extraArgs }}
 {{- $a := toString . }}
 {{- range $owned }}
 {{- if or (eq $a .) (hasPrefix (printf "%s=" .) $a) }}
 {{- fail (printf "extraArgs: %s is set by the chart (from logFormat, terminationGracePeriodSeconds, dryRun or sharding): given twice, lapse refuses to start on every run" .) }}
+{{- end }}
+{{- end }}
+{{- range $once }}
+{{- if or (eq $a .) (hasPrefix (printf "%s=" .) $a) }}
+{{- fail (printf "extraArgs: %s is for one run, not for the schedule: in the CronJob it would hold for every run until removed. Run it once as a Job (the chart's README, Operations: a guardrail tripped)" .) }}
 {{- end }}
 {{- end }}
 {{- end }}
