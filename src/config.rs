@@ -287,7 +287,8 @@ impl Config {
                 return None;
             }
         };
-        let nulls = pos.unread_values(0);
+        let mut nulls = pos.unread_values(0);
+        nulls.extend(pos.unreadable(0));
         if !nulls.is_empty() {
             diags.0.extend(nulls);
             return None;
@@ -316,6 +317,17 @@ impl Config {
             if c.concurrency == 0 || c.concurrency > 256 {
                 diags.push(
                     Diagnostic::error(format!("connection '{name}': concurrency must be from 1 to 256")).at(at(&base)),
+                );
+            }
+            // Past a day a killed worker would block its policies that long; a lease near
+            // u64::MAX overflowed the lock's expiry (a panic before anything was done).
+            if c.run_lock_lease > 86_400 {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "connection '{name}': run_lock_lease must be from 0 (no run lock) to 86400 seconds, not {}",
+                        c.run_lock_lease
+                    ))
+                    .at(at(&format!("{base}.run_lock_lease"))),
                 );
             }
             if !(1..=3600).contains(&c.lock_wait) {
@@ -600,7 +612,8 @@ fn url_has_password(url: &str) -> bool {
     let in_query = url.split_once('?').is_some_and(|(_, query)| {
         query.split('&').any(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = name.to_ascii_lowercase();
+            // The drivers decode the names (`pass%77ord` is `password`).
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy().to_ascii_lowercase();
             !value.is_empty() && ["password", "pass", "passwd", "pwd", "sslpassword"].contains(&name.as_str())
         })
     });
@@ -702,6 +715,9 @@ mod tests {
         assert!(url_has_password("postgres://app@db/app?password=s3cret"));
         assert!(url_has_password("postgres://app@db/app?sslmode=require&PassWord=s3cret"));
         assert!(url_has_password("postgres://app@db/app?sslpassword=s3cret"));
+        // Percent-encoded names, which the drivers decode (a review found them passed).
+        assert!(url_has_password("postgres://app@127.0.0.1:1/app?pass%77ord=S3cretPw"));
+        assert!(url_has_password("mysql://app@db/app?%50ASSWORD=S3cretPw"));
         assert!(!url_has_password("postgres://app@db/app?password="));
         assert!(!url_has_password("postgres://app@db/app?application_name=password"));
     }

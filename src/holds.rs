@@ -146,6 +146,7 @@ fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<Hold> {
     };
     // Said, and the holds still read: a run refuses on the error, and `report lookup`, which
     // only warns, still answers HELD for the holds that are there.
+    diags.0.extend(pos.unreadable(0));
     for mut d in pos.unread_values(0) {
         // Every hold commented out leaves `holds:` alone; the key itself is required.
         if d.message.starts_with("'holds' has no value") {

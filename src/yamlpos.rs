@@ -35,6 +35,11 @@ pub struct Positions {
     tags: Vec<(usize, String, String)>,
     /// Whether the whole text was read (a syntax error stops the walk).
     complete: bool,
+    /// Where the walk stopped when it did not read the whole text: the document it was in and
+    /// the scanner's position and reason.
+    stopped: Option<(usize, (usize, usize), String)>,
+    /// (document index, position) of every alias (`*a`).
+    aliases: Vec<(usize, (usize, usize))>,
 }
 
 /// A key repeated in one mapping.
@@ -60,8 +65,42 @@ impl Positions {
             chars: text.chars().collect(),
         };
         let mut parser = Parser::new_from_str(text);
-        walker.out.complete = parser.load(&mut walker, true).is_ok();
+        let loaded = parser.load(&mut walker, true);
+        walker.out.complete = loaded.is_ok();
+        if let Err(e) = loaded {
+            let at = (e.marker().line(), e.marker().col() + 1);
+            walker.out.stopped = Some((walker.doc, at, e.info().to_string()));
+        }
         walker.out
+    }
+
+    /// What makes document `doc`, which serde read, unsafe to take as read: an alias (what it
+    /// names is copied past every check of values as written: a null, a tag, a number's text),
+    /// and a text this index could not read where serde could (the checks of values as
+    /// written would see nothing from there on). Errors, each at its position.
+    pub fn unreadable(&self, doc: usize) -> Vec<Diagnostic> {
+        let mut out: Vec<Diagnostic> = self
+            .aliases
+            .iter()
+            .filter(|(d, _)| *d == doc)
+            .map(|(_, (line, column))| {
+                Diagnostic::error(
+                    "a YAML alias (*name) is not accepted here: what it names would escape the checks of values as written (nulls, tags, numbers' text); write the value out",
+                )
+                .at(Some(self.loc(*line, *column)))
+            })
+            .collect();
+        if let Some((at_doc, (line, column), why)) = &self.stopped {
+            if *at_doc <= doc {
+                out.push(
+                    Diagnostic::error(format!(
+                        "this YAML cannot be read exactly from here on ({why}), though the YAML reader accepts it: rewrite it plainly"
+                    ))
+                    .at(Some(self.loc(*line, *column))),
+                );
+            }
+        }
+        out
     }
 
     /// Whether document `doc` can be read again part by part ([`Sections`]): the whole text was
@@ -143,20 +182,34 @@ impl Positions {
 /// (line, and column in characters), which also names its offset.
 /// A leading byte order mark (U+FEFF, which some editors write) is dropped, so that the
 /// position index and serde read the same text.
+///
+/// Characters the two YAML readers (serde's and the position index's) or a person reading the
+/// file would take differently are refused where they are: U+0085, U+2028 and U+2029, which
+/// break lines for serde's reader only (a "comment" could carry a key no reviewer sees), and a
+/// byte order mark anywhere but at the start (files joined together), which stopped the index.
 pub fn decode(file: &Path, mut bytes: Vec<u8>) -> Result<String, Diagnostic> {
     let bom = if bytes.starts_with("\u{feff}".as_bytes()) { 3 } else { 0 };
     bytes.drain(..bom);
-    String::from_utf8(bytes).map_err(|e| {
-        let bad = e.utf8_error().valid_up_to();
-        let valid = std::str::from_utf8(&e.as_bytes()[..bad]).unwrap_or_default();
+    let at = |valid: &str| {
         let line = valid.matches('\n').count() + 1;
         let column = valid[valid.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
-        Diagnostic::error(format!("not valid UTF-8 (byte {})", bom + bad)).at(Some(Location {
-            file: file.to_path_buf(),
-            line,
-            column,
-        }))
-    })
+        Some(Location { file: file.to_path_buf(), line, column })
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let valid = std::str::from_utf8(&e.as_bytes()[..bad]).unwrap_or_default();
+        Diagnostic::error(format!("not valid UTF-8 (byte {})", bom + bad)).at(at(valid))
+    })?;
+    if let Some((i, c)) =
+        text.char_indices().find(|(_, c)| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{feff}'))
+    {
+        let what = match c {
+            '\u{feff}' => "a byte order mark (U+FEFF) inside the file (files joined together?)".to_string(),
+            _ => format!("U+{:04X}, a line break to the YAML reader but not to most editors", u32::from(c)),
+        };
+        return Err(Diagnostic::error(format!("{what}: remove it")).at(at(&text[..i])));
+    }
+    Ok(text)
 }
 
 /// The diagnostic for an error of the serde pass over document `doc` of `file`. The position
@@ -658,6 +711,7 @@ impl MarkedEventReceiver for Walker {
             }
             Event::Alias(_) => {
                 self.out.aliased.insert(self.doc);
+                self.out.aliases.push((self.doc, (mark.line(), mark.col() + 1)));
                 self.node_path(mark, false);
             }
             Event::SequenceStart(_, tag) => {

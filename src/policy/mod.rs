@@ -507,6 +507,7 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut 
                 // Said besides what `resolve` says of the same key (`retain:` is an empty period
                 // there too); either error keeps the policy from running.
                 diags.0.extend(positions.unread_values(doc));
+                diags.0.extend(positions.unreadable(doc));
                 if let Some(p) = resolve(raw, path, doc, positions.clone(), diags) {
                     set.policies.push(p);
                 }
@@ -921,11 +922,12 @@ fn check_anonymization(p: &Policy, errs: &mut Vec<Diagnostic>) {
 /// Anonymization must be complete: every column that may be anonymized needs an irreversible
 /// strategy, or the record would keep personal data while being reported as anonymized.
 fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
-    let all: BTreeSet<&str> = p.purposes.iter().map(|x| x.name.as_str()).collect();
     for c in &p.columns {
-        let covering: BTreeSet<&str> =
-            p.purposes.iter().filter(|x| x.covers.contains(&c.name)).map(|x| x.name.as_str()).collect();
-        let field_level = covering != all; // may lapse before the record does
+        // By purpose, not by name: a purpose lent by another policy on the table may have the
+        // name of one of this policy's (both `retention`), and compared by name, a column
+        // covered by one only passed for covered by both.
+        let covering: Vec<&Purpose> = p.purposes.iter().filter(|x| x.covers.contains(&c.name)).collect();
+        let field_level = covering.len() != p.purposes.len(); // may lapse before the record does
         let needs = p.action == Action::Anonymize || field_level;
         if needs && c.strategy.is_none() {
             let why = if p.action == Action::Anonymize {
@@ -942,10 +944,14 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
                     true => String::new(),
                     false => format!("; the record is kept by {}", lent.join(", ")),
                 };
-                format!(
-                    "it lapses before the record does (covered only by {}{kept})",
-                    covering.iter().cloned().collect::<Vec<_>>().join(", ")
-                )
+                let names: Vec<String> = covering
+                    .iter()
+                    .map(|x| match x.from_policy {
+                        Some(_) => purpose_name(x),
+                        None => x.name.clone(),
+                    })
+                    .collect();
+                format!("it lapses before the record does (covered only by {}{kept})", names.join(", "))
             };
             errs.push(p.error(
                 &format!("personal.{}", c.name),

@@ -1703,6 +1703,74 @@ async fn a_column_that_lapses_before_the_record_once_policies_are_merged() {
     let at = pos_in(File::Policy, &text, "  full_name: {", "{");
     let expect = ["policy 'people'".to_string(), "personal column 'full_name' has no 'anonymize' strategy, but it lapses before the record does (covered only by service; the record is kept by purpose 'archive' of policy 'people-archive'): the record would keep it".to_string()];
     check(&f, "full_name kept by another policy", OFFLINE, &expect, Some(&at)).await.unwrap_or_else(|e| panic!("{e}"));
+    // The other policy's purpose has this one's name (`service`): still two purposes (before,
+    // compared by name, the column passed for covered by both, and was kept past its lapse).
+    f.policy("people_archive", &archive.replace("name: archive", "name: service"));
+    let expect = ["policy 'people'".to_string(), "personal column 'full_name' has no 'anonymize' strategy, but it lapses before the record does (covered only by service; the record is kept by purpose 'service' of policy 'people-archive'): the record would keep it".to_string()];
+    check(&f, "full_name kept by a purpose of the same name", OFFLINE, &expect, Some(&at))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Text the two YAML readers (serde's, which decides what a value is, and the position index,
+/// which checks values as written) or a reviewer would take apart is refused where it is: a
+/// line break only serde's reader sees (a "comment" with U+2028 carried `null_anchor: lapse`,
+/// and U+0085 a hold's `expires`), a byte order mark past the start (it stopped the index: an
+/// empty `holds_file:` passed, turning the holds off), and aliases (a number's text or a null
+/// through `*a` escaped the checks: a held subject `+4915…` read as a number held nothing).
+/// Found by a read-only review; before, each was accepted. And a run lock lease that
+/// overflowed the lock's expiry (a panic) is refused.
+#[tokio::test]
+async fn text_the_yaml_readers_take_apart_is_refused() {
+    let (p, c, h) = (File::Policy, File::Config, File::Holds);
+    let ls = edit(
+        POLICY,
+        "    after: created_at\n",
+        "    after: created_at\n    # NULL kept\u{2028}    null_anchor: lapse\n",
+    );
+    let nel = "holds:\n  - id: LH-1\n    matter: m\n    subjects: [S-1]\n    # frozen\u{85}    expires: 2025-01-01\n";
+    let bom_config = edit(CONFIG, "policies: policies\n", "\u{feff}policies: policies\n");
+    let bom_doc = format!("{POLICY}---\n\u{feff}{}", edit(POLICY, "name: people\n", "name: people-two\n"));
+    let alias_holds = "holds:\n  - id: LH-0\n    matter: m\n    subjects: [&w +4915112345678]\n    expires: 2020-01-01\n  - id: LH-1\n    matter: m\n    subjects: [*w]\n";
+    let alias_policy = edit(POLICY, "name: people\n", "name: &n people\ndescription: *n\n");
+    let alias_config =
+        edit(&edit(CONFIG, "policies: policies\n", "policies: &p policies\n"), "  dir: reports\n", "  dir: *p\n");
+    let lease =
+        edit(CONFIG, "    url_file: db.url\n", "    url_file: db.url\n    run_lock_lease: 18446744073709551615\n");
+    let break_msg = "a line break to the YAML reader but not to most editors: remove it";
+    let alias_msg = "a YAML alias (*name) is not accepted here";
+    let cases = vec![
+        case("U+2028 in a comment", p, ls, &["U+2028", break_msg], "kept\u{2028}", "\u{2028}"),
+        case("U+0085 in a comment", h, nel.to_string(), &["U+0085", break_msg], "frozen\u{85}", "\u{85}"),
+        case(
+            "a byte order mark inside the config",
+            c,
+            bom_config,
+            &["a byte order mark (U+FEFF) inside the file"],
+            "\u{feff}policies",
+            "\u{feff}",
+        ),
+        case(
+            "a byte order mark before a second document",
+            p,
+            bom_doc,
+            &["a byte order mark (U+FEFF) inside the file"],
+            "---\n\u{feff}",
+            "\u{feff}",
+        ),
+        case("an alias in the holds file", h, alias_holds.to_string(), &[alias_msg], "[*w]", "*w"),
+        case("an alias in a policy", p, alias_policy, &[alias_msg], "description: *n", "*n"),
+        case("an alias in the config", c, alias_config, &[alias_msg], "dir: *p", "*p"),
+        case(
+            "run_lock_lease past a day",
+            c,
+            lease,
+            &["run_lock_lease must be from 0 (no run lock) to 86400 seconds"],
+            "run_lock_lease: 1844",
+            "1844",
+        ),
+    ];
+    refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
 /// A UTF-8 byte order mark before a policy or config: read as if it were not there (before,
