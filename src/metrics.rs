@@ -10,7 +10,7 @@
 //! textfile carries the old value over, and the Pushgateway is sent a `POST` (which replaces only
 //! the metric names pushed) without it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -178,7 +178,83 @@ impl Exposition {
 /// `lapse_last_success_timestamp_seconds` (this run's end when it succeeded, else the previous
 /// success if known); omitted when `None`.
 pub fn exposition(r: &Report, exit_code: u8, last_success: Option<f64>) -> String {
-    exposition_with(r, exit_code, last_success, vec![])
+    exposition_with(r, exit_code, last_success, vec![], &Carried::default())
+}
+
+/// Each policy's last success: the end of the last run in which it was done or held.
+const POLICY_SUCCESS: &str = "lapse_policy_last_success_timestamp_seconds";
+
+/// What a textfile keeps of the one it replaces: each policy's last success, and, for a run of
+/// some policies only (`--policy`), the samples of the others, which that run did not count
+/// (before, it replaced them all: their failures, their counts).
+#[derive(Debug, Default)]
+struct Carried {
+    /// Metric name -> sample lines, as written, of policies the run did not take.
+    lines: BTreeMap<String, Vec<String>>,
+    /// Policy -> its `lapse_policy_last_success_timestamp_seconds`.
+    success: BTreeMap<String, f64>,
+}
+
+/// A label's value in a sample line (`name{a="x",policy="p"} 1`), unescaped.
+fn label_value(line: &str, key: &str) -> Option<String> {
+    let labels = &line[line.find('{')? + 1..];
+    let mut rest = labels;
+    loop {
+        let (k, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (i, '"') => break i,
+                (_, c) => value.push(c),
+            }
+        };
+        if k.trim_start_matches(',') == key {
+            return Some(value);
+        }
+        rest = &after[end + 1..];
+    }
+}
+
+/// Reads `previous` (the textfile being replaced): the last success of each policy, and when
+/// `partial`, the samples of the per-policy families of policies not in `taken`.
+fn carried(previous: &str, taken: &BTreeSet<&str>, partial: bool, families: &[&str]) -> Carried {
+    let mut c = Carried::default();
+    for line in previous.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let name = &line[..line.find(['{', ' ']).unwrap_or(line.len())];
+        let Some(policy) = label_value(line, "policy") else { continue };
+        if name == POLICY_SUCCESS {
+            if let Some(v) = line.rsplit(' ').next().and_then(|v| v.trim().parse().ok()) {
+                c.success.insert(policy.clone(), v);
+            }
+        }
+        if partial && !taken.contains(policy.as_str()) && (families.contains(&name) || name == POLICY_SUCCESS) {
+            c.lines.entry(name.to_string()).or_default().push(line.to_string());
+        }
+    }
+    c
+}
+
+/// The policy families of the exposition (for [`carried`]).
+const POLICY_FAMILIES: [&str; 9] = [
+    "lapse_records_deleted",
+    "lapse_records_anonymized",
+    "lapse_records_fields_anonymized",
+    "lapse_records_due",
+    "lapse_records_held",
+    "lapse_records_failed",
+    "lapse_policy_guardrail_tripped",
+    "lapse_policy_duration_seconds",
+    "lapse_policy_outcome",
+];
+
+/// A policy's outcome that counts as its success.
+fn succeeded(outcome: &str) -> bool {
+    matches!(outcome, "done" | "held")
 }
 
 fn exposition_with(
@@ -186,8 +262,15 @@ fn exposition_with(
     exit_code: u8,
     last_success: Option<f64>,
     common: Vec<(&'static str, String)>,
+    carried: &Carried,
 ) -> String {
     let mut e = Exposition { out: String::new(), common };
+    let keep = |e: &mut Exposition, name: &str| {
+        for line in carried.lines.get(name).into_iter().flatten() {
+            e.out.push_str(line);
+            e.out.push('\n');
+        }
+    };
     type Get = fn(&crate::report::PolicyReport) -> f64;
     let per_policy: [(&str, &str, &str, Get); 8] = [
         ("lapse_records_deleted", "gauge", "Records (rows or objects) deleted by the last run.", |p| {
@@ -221,7 +304,29 @@ fn exposition_with(
         for p in &r.policies {
             e.sample(name, &[("policy", &p.name), ("connection", &p.connection)], get(p));
         }
+        keep(&mut e, name);
     }
+    // What became of each policy: its counts above are 0 where it was never counted (a run
+    // stopped before it, a connection lost while counting), which alone reads as "nothing due".
+    let outcome = "lapse_policy_outcome";
+    e.family(
+        outcome,
+        "gauge",
+        "1 for the policy's outcome in the last run (done, held, failed, guardrail, stopped, interrupted): its counts mean something only where it is done, held or stopped.",
+    );
+    for p in &r.policies {
+        e.sample(outcome, &[("policy", &p.name), ("connection", &p.connection), ("outcome", &p.outcome)], 1.0);
+    }
+    keep(&mut e, outcome);
+    let end = r.finished_at.unwrap_or(r.started_at).timestamp_millis() as f64 / 1000.0;
+    e.family(POLICY_SUCCESS, "gauge", "End of the last run in which the policy was done or held (Unix time).");
+    for p in &r.policies {
+        let t = if succeeded(&p.outcome) { Some(end) } else { carried.success.get(&p.name).copied() };
+        if let Some(t) = t {
+            e.sample(POLICY_SUCCESS, &[("policy", &p.name), ("connection", &p.connection)], t);
+        }
+    }
+    keep(&mut e, POLICY_SUCCESS);
     let end = r.finished_at.unwrap_or(r.started_at);
     let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
     e.family("lapse_run_duration_seconds", "gauge", "Duration of the last run.");
@@ -301,8 +406,16 @@ fn segment(label: &str, value: &str) -> String {
 }
 
 /// The push URL: `<url>/metrics/job/<job>{/<label>/<value>}`.
-pub fn push_url(p: &Pushgateway, shard: Option<crate::report::ShardInfo>, job: Option<&str>) -> String {
+pub fn push_url(
+    p: &Pushgateway,
+    shard: Option<crate::report::ShardInfo>,
+    job: Option<&str>,
+    policies: Option<&str>,
+) -> String {
     let mut grouping = p.grouping.clone();
+    if let Some(names) = policies {
+        grouping.insert("policies".into(), names.to_string());
+    }
     if let Some(s) = shard {
         grouping.entry("shard".into()).or_insert_with(|| s.index.to_string());
     }
@@ -376,6 +489,21 @@ pub async fn push(p: &Pushgateway, url: &str, body: String) -> anyhow::Result<()
         .map_err(|_| anyhow::anyhow!("pushgateway '{show}': no answer within {} s", p.timeout_seconds))?
 }
 
+/// A run limited to some policies by `--policy` (a shard's or a scheduled job's runs have
+/// files and groups of their own, and always take the same policies).
+fn partial(r: &Report, m: &MetricsConfig) -> bool {
+    !r.selected_policies.is_empty() && r.shard.is_none() && m.schedule_job.is_none()
+}
+
+/// The exposition without family `name` (its `# HELP`, `# TYPE` and samples).
+fn without_family(text: &str, name: &str) -> String {
+    let ours = |l: &str| {
+        let l = l.strip_prefix("# HELP ").or_else(|| l.strip_prefix("# TYPE ")).unwrap_or(l);
+        l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' ']))
+    };
+    text.lines().filter(|l| !ours(l)).map(|l| format!("{l}\n")).collect()
+}
+
 /// Writes and pushes the metrics of a finished run; returns the problems (already logged as
 /// warnings). Never fails the run.
 pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String> {
@@ -395,14 +523,28 @@ pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String
             path = job_textfile(&path, j);
             common.push(("schedule_job", j.clone()));
         }
-        let last = if succeeded { Some(end) } else { previous_success(&path) };
-        if let Err(e) = write_textfile(&path, &exposition_with(r, exit_code, last, common)) {
+        // A run of some policies only (`--policy`) keeps the others' samples, and is not the
+        // success of the whole: the last success stays that of a run of every policy.
+        let partial = partial(r, m);
+        let previous = std::fs::read_to_string(&path).unwrap_or_default();
+        let taken: BTreeSet<&str> = r.policies.iter().map(|p| p.name.as_str()).collect();
+        let kept = carried(&previous, &taken, partial, &POLICY_FAMILIES);
+        let last = if succeeded && !partial { Some(end) } else { previous_success(&path) };
+        if let Err(e) = write_textfile(&path, &exposition_with(r, exit_code, last, common, &kept)) {
             problems.push(format!("{e:#}"));
         }
     }
     if let Some(p) = &m.pushgateway {
-        let url = push_url(p, r.shard, m.schedule_job.as_deref());
-        if let Err(e) = push(p, &url, exposition(r, exit_code, succeeded.then_some(end))).await {
+        // A run of some policies only pushes to a group of its own (`policies=<names>`): a
+        // `POST` replaces every series of a name in its group, the other policies' too.
+        let selection = partial(r, m).then(|| r.selected_policies.join(","));
+        let url = push_url(p, r.shard, m.schedule_job.as_deref(), selection.as_deref());
+        let mut body = exposition(r, exit_code, succeeded.then_some(end));
+        if !succeeded {
+            // Each policy's last success survives a failed run as the run's does: not pushed.
+            body = without_family(&body, POLICY_SUCCESS);
+        }
+        if let Err(e) = push(p, &url, body).await {
             problems.push(format!("{e:#}"));
         }
     }

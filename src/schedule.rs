@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde::Deserialize;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -113,12 +113,32 @@ impl Schedule {
             if !names.insert(j.name.clone()) {
                 out.push((format!("{at}.name"), format!("duplicate job name '{}'", j.name)));
             }
-            if let Err(e) = normalize_cron(&j.cron) {
-                out.push((format!("{at}.cron"), e));
-            }
-            if let Some(tz) = &j.timezone {
-                if let Err(e) = parse_tz(tz) {
-                    out.push((format!("{at}.timezone"), e));
+            let tz = match j.timezone.as_deref().or(self.timezone.as_deref()).map(parse_tz).transpose() {
+                Ok(tz) => Some(tz.unwrap_or(chrono_tz::UTC)),
+                Err(e) => {
+                    if j.timezone.is_some() {
+                        out.push((format!("{at}.timezone"), e));
+                    }
+                    None
+                }
+            };
+            match normalize_cron(&j.cron) {
+                Err(e) => out.push((format!("{at}.cron"), e)),
+                // A job that never fires (the 31st of a month of 30 days, a year gone by) would
+                // leave its policies unenforced while the schedule looks alive.
+                Ok(cron) => {
+                    if let Some(tz) = tz {
+                        let spec = JobSpec { name: j.name.clone(), cron, tz, policies: vec![], dry_run: j.dry_run };
+                        if next_fire(&spec, Utc::now()).is_none() {
+                            out.push((
+                                format!("{at}.cron"),
+                                format!(
+                                    "job '{}': '{}' has no occurrence from now on: it would never run",
+                                    j.name, j.cron
+                                ),
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -161,7 +181,10 @@ pub fn next_fire(spec: &JobSpec, after: DateTime<Utc>) -> Option<DateTime<Utc>> 
     // back, it can answer with the first pass of a time while `after` is in the second, a time
     // already past (a scheduler would fire at once, and again, until the hour is over). Such
     // an answer is searched past, a minute at a time (at most the repeated hour and a little).
-    let mut from = after;
+    // From the whole second: croner keeps `after`'s fraction in what it finds (a job at 03:00
+    // was armed for 03:00:00.77, and fired early by the scheduler's rounding to seconds).
+    let after_second = after.with_nanosecond(0).unwrap_or(after);
+    let mut from = after_second;
     for _ in 0..=180 {
         let t = cron.find_next_occurrence(&from.with_timezone(&spec.tz), false).ok()?.with_timezone(&Utc);
         if t > after {
@@ -204,6 +227,9 @@ impl<F> Drop for StopOnDrop<F> {
         let mut stopped = s.stopped.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(msg) = self.failed.take() {
             *stopped = Some(Stop::Failed(msg));
+            // No run starts after this: a firing already waiting for the run lock would start
+            // one while the schedule stops (and the process may end in its middle).
+            s.cancel.store(true, Ordering::SeqCst);
         } else if self.last && s.armed.fetch_sub(1, Ordering::SeqCst) == 1 {
             stopped.get_or_insert(Stop::Exhausted);
         }
@@ -265,6 +291,12 @@ where
     let job = Job::new_one_shot_at_instant_async(std::time::Instant::now() + wait, move |_id, sched| {
         let (spec, serving) = (spec.clone(), serving.clone());
         Box::pin(async move {
+            // The scheduler waits in whole seconds and may fire up to two seconds early: a job
+            // at midnight on the 1st started on the last day of the month before, its cutoff,
+            // report and name a day and month early. Never before its time.
+            if let Ok(early) = (at - Utc::now()).to_std() {
+                tokio::time::sleep(early).await;
+            }
             if serving.cancel.load(Ordering::SeqCst) {
                 return;
             }
@@ -367,7 +399,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::{next_fire, normalize_cron, JobSpec};
-    use chrono::{DateTime, Utc};
+    use chrono::{DateTime, Timelike, Utc};
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -391,12 +423,16 @@ mod tests {
         use std::sync::Arc;
         let at = Utc::now() + chrono::Duration::seconds(2);
         let once = at.format("%S %M %H %d %m ? %Y").to_string();
+        let due = at.with_nanosecond(0).unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
+        let started = Arc::new(std::sync::Mutex::new(None));
+        let start = started.clone();
         let served = tokio::time::timeout(
             std::time::Duration::from_secs(30),
             super::serve(vec![spec(&once, "UTC")], Arc::new(AtomicBool::new(false)), move |_| {
                 let counted = counted.clone();
+                *start.lock().unwrap() = Some(Utc::now());
                 async move {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     counted.fetch_add(1, Ordering::SeqCst);
@@ -407,6 +443,9 @@ mod tests {
         .expect("the schedule ends by itself");
         served.unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 1, "its one run, done before the end");
+        // Never before its time (the scheduler's whole seconds fired it up to two seconds early).
+        let started = started.lock().unwrap().expect("started");
+        assert!(started >= due, "started at {started}, due at {due}");
         let past = super::serve(vec![spec("0 0 3 * * ? 2020", "UTC")], Arc::new(AtomicBool::new(false)), |_| async {});
         let e = past.await.expect_err("nothing to run");
         assert!(e.to_string().contains("no job of the schedule has a later occurrence"), "{e}");
@@ -425,6 +464,11 @@ mod tests {
         let monthly = spec("0 0 1 * *", "Europe/Berlin");
         assert_eq!(next_fire(&monthly, at("2026-01-15T00:00:00Z")), Some(at("2026-01-31T23:00:00Z")));
         assert_eq!(next_fire(&monthly, at("2026-05-15T00:00:00Z")), Some(at("2026-05-31T22:00:00Z")));
+        // On the whole second, whatever the fraction of the moment asked from (before, 03:00
+        // carried it: 03:00:00.772, which the scheduler's rounding fired a second early).
+        let three = spec("0 3 * * *", "UTC");
+        assert_eq!(next_fire(&three, at("2026-06-01T00:00:00.772Z")), Some(at("2026-06-01T03:00:00Z")));
+        assert_eq!(next_fire(&three, at("2026-06-01T03:00:00.5Z")), Some(at("2026-06-02T03:00:00Z")));
         // Strictly after: a firing at its own time arms the next one, not itself.
         assert_eq!(next_fire(&noon, at("2026-03-29T10:00:00Z")), Some(at("2026-03-30T10:00:00Z")));
         // Once on that night: the first pass's 02:30 arms the next day's.
@@ -451,6 +495,30 @@ mod tests {
             t = n;
         }
         assert!(t >= at("2026-10-25T01:20:00Z"), "150 firings reach past the repeated hour: {t}");
+    }
+
+    /// A job that can never fire is refused by `validate` (before, it passed, and `schedule`
+    /// dropped it with a warning, its policies never enforced).
+    #[test]
+    fn jobs_that_never_fire_are_refused() {
+        let schedule = |cron: &str| super::Schedule {
+            timezone: None,
+            jobs: vec![super::ScheduledJob {
+                name: "j".into(),
+                cron: cron.into(),
+                timezone: None,
+                policies: vec![],
+                dry_run: false,
+            }],
+        };
+        for cron in ["0 3 31 4,6,9,11 *", "0 0 30 2 *", "0 0 0 1 1 * 2025"] {
+            let problems = schedule(cron).problems();
+            assert!(
+                problems.iter().any(|(at, e)| at == "schedule.jobs.0.cron" && e.contains("it would never run")),
+                "{cron}: {problems:?}"
+            );
+        }
+        assert!(schedule("0 3 31 * *").problems().is_empty());
     }
 
     /// Both day fields restricted is refused: this scheduler would fire on the 1st that is a

@@ -74,6 +74,9 @@ pub async fn textfile_metrics_agree_with_the_report(b: Backend) {
     assert_eq!(m[&s("lapse_records_held")], p["held"].as_f64().unwrap());
     assert_eq!(m[&s("lapse_records_failed")], 0.0);
     assert!(m[&s("lapse_policy_duration_seconds")] > 0.0);
+    let outcome = |o: &str| format!("lapse_policy_outcome{{policy=\"people\",connection=\"db\",outcome=\"{o}\"}}");
+    assert_eq!(m[&outcome("done")], 1.0, "{m:?}");
+    assert_eq!(m.keys().filter(|k| k.starts_with("lapse_policy_outcome")).count(), 1, "one outcome per policy");
     assert_eq!(m["lapse_run_exit_code"], 0.0);
     let success = m["lapse_last_success_timestamp_seconds"];
     assert_eq!(success, m["lapse_last_run_timestamp_seconds"]);
@@ -92,6 +95,7 @@ pub async fn textfile_metrics_agree_with_the_report(b: Backend) {
     let m = parse_exposition(&std::fs::read_to_string(&prom).unwrap());
     assert_eq!(m["lapse_run_exit_code"], 3.0);
     assert_eq!(m[&s("lapse_policy_guardrail_tripped")], 1.0);
+    assert_eq!(m[&outcome("guardrail")], 1.0, "{m:?}");
     assert_eq!(m["lapse_last_success_timestamp_seconds"], success, "a failed run keeps the last success");
     assert!(m["lapse_last_run_timestamp_seconds"] > success);
 }
@@ -229,6 +233,67 @@ pub async fn text_logs_name_the_policy(b: Backend) {
         assert!(l.contains("policy=people") && l.contains("run_id="), "{l}");
     }
     assert!(!r.stderr.contains('\u{1b}'), "escape codes on a non-terminal stderr");
+}
+
+/// A run of some policies only (`--policy`) keeps the other policies' samples in the textfile
+/// (their outcome, their counts, their last success) and does not advance the whole run's last
+/// success, and each policy has a last success of its own (found by a read-only review: such a
+/// run replaced every other policy's series and reset the success a staleness alert watches,
+/// while another policy kept failing).
+#[tokio::test]
+async fn a_run_of_some_policies_keeps_the_others_metrics() {
+    let f = seeded(Backend::Sqlite).await;
+    f.db.exec(
+        "CREATE TABLE visits (id INTEGER PRIMARY KEY, subject TEXT NOT NULL, email TEXT, created_at TEXT NOT NULL);
+         INSERT INTO visits VALUES (1, 'S-1', 'a@example.com', '2020-01-01 00:00:00');
+         INSERT INTO visits VALUES (2, 'S-2', 'b@example.com', '2020-01-02 00:00:00');",
+    )
+    .await;
+    let visits = "name: visits
+dataset: { connection: db, table: visits, key: id, subject: subject }
+personal:
+  email: { category: email }
+purposes:
+  - { name: service, legal_basis: contract, retain: 1y, after: created_at }
+on_lapse: delete
+guardrail: { max_share: 100% }
+";
+    f.policy("people", PEOPLE);
+    f.policy("visits", visits);
+    let prom = f.path("metrics/lapse.prom");
+    std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    let prom_s = prom.display().to_string();
+    let read = || parse_exposition(&std::fs::read_to_string(&prom).unwrap());
+    let outcome =
+        |p: &str, o: &str| format!("lapse_policy_outcome{{policy=\"{p}\",connection=\"db\",outcome=\"{o}\"}}");
+    let success = |p: &str| format!("lapse_policy_last_success_timestamp_seconds{{policy=\"{p}\",connection=\"db\"}}");
+    f.lapse(&["run", "--metrics-textfile", &prom_s]).ok();
+    let m = read();
+    let first = m["lapse_last_success_timestamp_seconds"];
+    assert_eq!(m[&success("people")], first);
+    assert_eq!(m[&success("visits")], first);
+    // `people` trips its guardrail: its outcome says so, its last success stays the first run's.
+    f.policy("people", &PEOPLE.replace("max_share: 100%", "max_share: 1%").replace("retain: 1y", "retain: 1d"));
+    f.db.exec("INSERT INTO visits VALUES (3, 'S-3', 'c@example.com', '2020-01-03 00:00:00');").await;
+    f.lapse(&["run", "--metrics-textfile", &prom_s]).code(3);
+    let m = read();
+    assert_eq!(m[&outcome("people", "guardrail")], 1.0, "{m:?}");
+    assert_eq!(m[&success("people")], first, "{m:?}");
+    assert!(m[&success("visits")] > first, "{m:?}");
+    assert_eq!(m["lapse_last_success_timestamp_seconds"], first);
+    // Then `visits` alone: `people`'s series are still there, as the last run of it left them.
+    f.db.exec("INSERT INTO visits VALUES (4, 'S-4', 'd@example.com', '2020-01-04 00:00:00');").await;
+    f.lapse(&["run", "--policy", "visits", "--metrics-textfile", &prom_s]).ok();
+    let m = read();
+    assert_eq!(m[&outcome("people", "guardrail")], 1.0, "{m:?}");
+    assert_eq!(m[&outcome("visits", "done")], 1.0, "{m:?}");
+    assert_eq!(m["lapse_policy_guardrail_tripped{policy=\"people\",connection=\"db\"}"], 1.0, "{m:?}");
+    assert_eq!(m["lapse_records_deleted{policy=\"visits\",connection=\"db\"}"], 1.0, "{m:?}");
+    assert_eq!(m[&success("people")], first, "{m:?}");
+    let visits_success = m[&success("visits")];
+    assert_eq!(visits_success, m["lapse_last_run_timestamp_seconds"]);
+    assert_eq!(m["lapse_run_exit_code"], 0.0);
+    assert_eq!(m["lapse_last_success_timestamp_seconds"], first, "a run of some policies is not the whole's success");
 }
 
 crate::per_backend!(
