@@ -272,7 +272,24 @@ fn truncate_text(s: &str, unit: DateUnit) -> Result<String, String> {
         }
     };
     let t = truncate(date.and_hms_opt(0, 0, 0).expect("midnight"), unit);
-    Ok(if s.len() == 10 { t.format("%Y-%m-%d").to_string() } else { t.format("%Y-%m-%d %H:%M:%S").to_string() })
+    // The value's own shape, never longer (a `VARCHAR(16)` of `YYYY-MM-DD HH:MM` would not hold
+    // seconds): a date alone, a time to the minute, or to the second.
+    let shape = if s.len() == 10 {
+        "%Y-%m-%d"
+    } else if to_the_minute(&s[10..]) {
+        "%Y-%m-%d %H:%M"
+    } else {
+        "%Y-%m-%d %H:%M:%S"
+    };
+    Ok(t.format(shape).to_string())
+}
+
+/// What follows a date is a time to the minute, `HH:MM` with no seconds, as SQLite's
+/// `lite_generalize_date` tells it (after any whitespace or `T`, a `:` third and none sixth,
+/// counted in characters): the shape `truncate_text` keeps.
+pub(crate) fn to_the_minute(rest: &str) -> bool {
+    let mut t = rest.trim_start_matches(|c: char| c == 'T' || c == ' ' || ('\t'..='\r').contains(&c)).chars();
+    t.nth(2) == Some(':') && t.nth(2) != Some(':')
 }
 
 /// What follows a date `YYYY-MM-DD`, read as SQLite reads it (date.c, `parseYyyyMmDd`): a run of
@@ -465,7 +482,7 @@ mod tests {
         // never later than the value; written without an offset, which reads as UTC.
         for (v, want) in [
             ("2021-06-01 02:00:00+05:00", "2021-05-01 00:00:00"),
-            ("2021-06-01T02:00+05:00", "2021-05-01 00:00:00"),
+            ("2021-06-01T02:00+05:00", "2021-05-01 00:00"),
             ("2021-05-31 22:00:00.5 -05:00", "2021-06-01 00:00:00"),
             ("2021-06-01 00:00:00Z", "2021-06-01 00:00:00"),
             ("2021-06-15 10:00:00+14:59", "2021-06-01 00:00:00"),
@@ -477,6 +494,16 @@ mod tests {
             Strategy::GeneralizeDate(DateUnit::Year).apply(&t("2021-01-01 05:00:00+06:00"), None).unwrap(),
             Some(t("2020-01-01 00:00:00"))
         );
+        // A time to the minute keeps its shape: never longer than the value (`VARCHAR(16)`).
+        for (v, want) in [
+            ("2021-05-09 13:14", Some("2021-05-01 00:00")),
+            ("2021-05-09T13:14Z", Some("2021-05-01 00:00")),
+            ("2021-05-01 00:00", None),
+            ("2021-05-01 00:00:00", None),
+            ("2021-05-31 24:00", Some("2021-06-01 00:00")),
+        ] {
+            assert_eq!(Strategy::GeneralizeDate(DateUnit::Month).apply(&t(v), None).unwrap(), want.map(t), "{v}");
+        }
         let tok = Strategy::RandomToken.apply(&t("alice@example.com"), None).unwrap().unwrap();
         assert!(matches!(&tok, Value::Text(s) if is_token(s)));
         assert_eq!(Strategy::RandomToken.apply(&tok, None).unwrap(), None);

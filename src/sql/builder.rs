@@ -273,8 +273,8 @@ fn lite_time_expr(e: &str) -> String {
     )
 }
 
-/// SQLite's `not_truncated`: a value not in either shape `truncate_text` writes, `YYYY-MM-01`
-/// or `YYYY-MM-01 00:00:00` (`MM` `01` for a year), with a month `[01][0-9]` from 01 to 12
+/// SQLite's `not_truncated`: a value not in any shape `truncate_text` writes, `YYYY-MM-01`,
+/// `YYYY-MM-01 00:00` or `YYYY-MM-01 00:00:00` (`MM` `01` for a year), with a month `[01][0-9]` from 01 to 12
 /// (`00` and `13`–`19` are no month), nor MariaDB's zero date, which `truncate_text` leaves as
 /// it is (else it would be read again in every run).
 fn lite_not_truncated(e: &str, unit: DateUnit) -> String {
@@ -283,7 +283,8 @@ fn lite_not_truncated(e: &str, unit: DateUnit) -> String {
         DateUnit::Month => "[01][0-9]-01",
     };
     format!(
-        "NOT (({e} GLOB '[0-9][0-9][0-9][0-9]-{day}' OR {e} GLOB '[0-9][0-9][0-9][0-9]-{day} 00:00:00') \
+        "NOT (({e} GLOB '[0-9][0-9][0-9][0-9]-{day}' OR {e} GLOB '[0-9][0-9][0-9][0-9]-{day} 00:00:00' \
+         OR {e} GLOB '[0-9][0-9][0-9][0-9]-{day} 00:00') \
          AND SUBSTR({e}, 6, 2) BETWEEN '01' AND '12' OR {e} GLOB '0000-00-00*')"
     )
 }
@@ -309,10 +310,15 @@ fn lite_time_expr_plain(e: &str) -> String {
 /// anchor's `julianday` does), since what is written has no offset and reads as UTC: never
 /// later than the value. `'+0 days'` has `datetime` write the date it computed, not the one
 /// written (`2021-02-28 24:00` is March's, which `datetime` alone writes as it is).
+///
+/// A time to the minute keeps that shape (`strategy::to_the_minute`: after whitespace or `T`, a
+/// `:` third and none sixth), so that what is written is never longer than the value.
 fn lite_generalize_date(e: &str, len: usize, tail: &str) -> String {
     format!(
         "CASE WHEN {e} IS NULL THEN NULL WHEN LENGTH({e}) = 10 THEN SUBSTR({e}, 1, {len}) || '{tail}' \
-         ELSE SUBSTR(COALESCE(datetime({e}, '+0 days'), {e}), 1, {len}) || '{tail} 00:00:00' END"
+         ELSE SUBSTR(COALESCE(datetime({e}, '+0 days'), {e}), 1, {len}) || '{tail} 00:00' \
+         || CASE WHEN SUBSTR(LTRIM(SUBSTR({e}, 11), 'T ' || char(9, 10, 11, 12, 13)), 3, 1) = ':' \
+         AND SUBSTR(LTRIM(SUBSTR({e}, 11), 'T ' || char(9, 10, 11, 12, 13)), 6, 1) <> ':' THEN '' ELSE ':00' END END"
     )
 }
 
@@ -440,8 +446,8 @@ impl<'a> Builder<'a> {
 
     /// A non-NULL value of a column of `kind` that `generalize_date` would still change: not
     /// the first instant of its year or month, exactly as `Strategy::apply` sees it. Text is
-    /// already generalized only in the two shapes `Strategy::apply` writes (`YYYY-01-01` and
-    /// `YYYY-01-01 00:00:00`); anything else is left to it (which rewrites it or reports it as
+    /// already generalized only in the three shapes `Strategy::apply` writes (`YYYY-01-01`,
+    /// `YYYY-01-01 00:00` and `YYYY-01-01 00:00:00`); anything else is left to it (which rewrites it or reports it as
     /// no ISO date). PostgreSQL's dates and timestamps are compared by `date_part` and
     /// `date_trunc` (sessions run in UTC, as lapse reads instants): a third of `to_char`'s cost
     /// over a million rows, and `to_char` has no form for text.
@@ -454,8 +460,8 @@ impl<'a> Builder<'a> {
         // the declared type).
         if kind == ColumnKind::Text || self.d == Dialect::Sqlite {
             return match self.d {
-                Dialect::Postgres => format!("{e} !~ '^[0-9]{{4}}-{day}( 00:00:00)?$'"),
-                Dialect::MySql => format!("CAST({e} AS BINARY) NOT REGEXP '^[0-9]{{4}}-{day}( 00:00:00)?$'"),
+                Dialect::Postgres => format!("{e} !~ '^[0-9]{{4}}-{day}( 00:00(:00)?)?$'"),
+                Dialect::MySql => format!("CAST({e} AS BINARY) NOT REGEXP '^[0-9]{{4}}-{day}( 00:00(:00)?)?$'"),
                 Dialect::Sqlite => lite_not_truncated(e, unit),
             };
         }
@@ -2864,6 +2870,9 @@ mod tests {
         let fraction = |digits: String| format!("2021-06-01 02:00:00.{digits}+05:00");
         let mut values: Vec<(String, Path)> = [
             "2021-06-01",
+            "2021-06-01 02:00",
+            "2021-06-01 00:00",
+            "2021-06-01 02:00Z",
             "2021-06-01 02:00:00",
             "2021-06-01 02:00:00+05:00",
             "2021-06-01T02:00+05:00",
@@ -2989,6 +2998,8 @@ mod tests {
                     let after = after.unwrap_or_else(|| panic!("{v:?} -> {got:?}: a date SQLite reads"));
                     if let Some(before) = before {
                         assert!(after <= before, "{v:?} in {c} ({unit:?}) -> {got:?}: never later");
+                        // A time SQLite reads is written in no more characters than the value's.
+                        assert!(got.chars().count() <= v.chars().count(), "{v:?} -> {got:?}: never longer");
                     }
                     let done: bool = sqlx::query_scalar(&format!("SELECT NOT {}", lite_not_truncated("?1", unit)))
                         .bind(&got)
