@@ -1726,7 +1726,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         if !h.whole_policy() && subjects.is_empty() {
             continue;
         }
-        file.push(FileHold { id: h.id.clone(), subjects, whole_policy: h.whole_policy() });
+        file.push(FileHold::new(h.id.clone(), subjects, h.whole_policy()));
     }
     let holds = HoldScope {
         policies,

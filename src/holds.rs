@@ -288,6 +288,24 @@ pub fn same_subject(a: &str, b: &str) -> bool {
         || matches!((uuid::Uuid::parse_str(x), uuid::Uuid::parse_str(y)), (Ok(m), Ok(n)) if m == n)
 }
 
+/// What [`same_subject`] compares, as keys: two subjects are the same exactly where they share
+/// one (each kind tagged). A hold's subjects are keyed once ([`crate::connector::FileHold`]),
+/// and each object's subject looked up among them: comparing every object with every subject
+/// of a hold of hundreds cost an S3 run of 50,000 objects seconds of CPU.
+pub fn subject_keys(s: &str) -> Vec<String> {
+    let x = s.trim();
+    let mut keys = vec![format!("l:{}", x.to_lowercase())];
+    // `folded` of ASCII is its ASCII lower case (NFKC leaves ASCII as it is).
+    keys.push(format!("f:{}", if x.is_ascii() { x.to_ascii_lowercase() } else { folded(x) }));
+    if let Some(n) = whole_number(x) {
+        keys.push(format!("n:{n}"));
+    }
+    if let Ok(u) = uuid::Uuid::parse_str(x) {
+        keys.push(format!("u:{u}"));
+    }
+    keys
+}
+
 /// Compatibility-composed (NFKC), then lower case: one spelling of what a case-insensitive
 /// Unicode collation compares equal (it may fold more, never less here).
 fn folded(s: &str) -> String {
@@ -316,6 +334,61 @@ mod tests {
         assert!(!same_subject("Jörg", "Jorg"));
         assert!(same_subject("961.00", "961") && !same_subject("961.5", "961") && !same_subject(".0", "0"));
         assert!(!same_subject("S-1", "S-01") && !same_subject("961", "9610") && !same_subject("", "0"));
+    }
+
+    /// `subject_keys` says exactly what `same_subject` says: two subjects share a key where
+    /// they are the same, and only there.
+    #[test]
+    fn subject_keys_agree_with_same_subject() {
+        let words = [
+            "961",
+            "0961",
+            "+961",
+            "961.00",
+            "961.5",
+            "9610",
+            "",
+            "0",
+            ".0",
+            " s-7",
+            "S-7",
+            "s-7",
+            "S-1",
+            "S-01",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "A0EEBC999C0B4EF8BB6D6BB9BD380A11",
+            "JÖRG@x.de",
+            "jörg@X.DE",
+            "Jörg",
+            "Jo\u{308}rg",
+            "JO\u{308}RG",
+            "Jorg",
+            "ﬁle",
+            "FILE",
+            "file",
+            "Straße",
+            "STRASSE",
+            "İstanbul",
+            "istanbul",
+            "ǅ",
+            "ǆ",
+            "Ǆ",
+            "①",
+            "1",
+            "+49151",
+            "49151",
+            "00",
+            "-0",
+            "+0",
+            "1e3",
+        ];
+        for a in words {
+            for b in words {
+                let ka = subject_keys(a);
+                let shared = subject_keys(b).iter().any(|k| ka.contains(k));
+                assert_eq!(shared, same_subject(a, b), "{a:?} / {b:?}");
+            }
+        }
     }
 
     fn loaded(expires: &str) -> Hold {

@@ -165,6 +165,24 @@ pub struct FileHold {
     /// Subject values typed like the subject column. Empty with `whole_policy`.
     pub subjects: Vec<Value>,
     pub whole_policy: bool,
+    /// `holds::subject_keys` of every subject, built at the first [`FileHold::holds_subject`]
+    /// (once `subjects` is complete).
+    keys: std::sync::OnceLock<std::collections::HashSet<String>>,
+}
+
+impl FileHold {
+    pub fn new(id: String, subjects: Vec<Value>, whole_policy: bool) -> FileHold {
+        FileHold { id, subjects, whole_policy, keys: Default::default() }
+    }
+
+    /// Whether one of the hold's subjects is `subject` however either is written
+    /// (`holds::same_subject`), by a look-up of its keys.
+    pub fn holds_subject(&self, subject: &str) -> bool {
+        let keys = self
+            .keys
+            .get_or_init(|| self.subjects.iter().flat_map(|v| crate::holds::subject_keys(&v.canonical())).collect());
+        crate::holds::subject_keys(subject).iter().any(|k| keys.contains(k))
+    }
 }
 
 /// The holds that apply to one policy.

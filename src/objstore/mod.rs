@@ -737,11 +737,7 @@ impl ObjectConnector {
     /// number, a uuid or a case-insensitive text, which SQL policies compare through the
     /// database. Leniency may only hold more, never less.
     fn held_by(h: &crate::connector::FileHold, facts: &Facts) -> bool {
-        h.whole_policy
-            || facts
-                .subject
-                .as_ref()
-                .is_some_and(|s| h.subjects.iter().any(|v| crate::holds::same_subject(&v.canonical(), s)))
+        h.whole_policy || facts.subject.as_ref().is_some_and(|s| h.holds_subject(s))
     }
 
     /// Streams the listing, evaluating `f` on each object; calls `each` for matches until it
@@ -1539,7 +1535,7 @@ mod tests {
             work: Work::Delete,
             holds: HoldScope {
                 policies: vec![],
-                file: vec![FileHold { id: "H".into(), subjects: vec![Value::Text("s2".into())], whole_policy: false }],
+                file: vec![FileHold::new("H".into(), vec![Value::Text("s2".into())], false)],
                 table: None,
                 tables: vec![],
                 now: threshold,

@@ -2035,7 +2035,7 @@ impl crate::connector::Connector for SqlConnector {
         let mut out: Vec<crate::connector::FileHold> = Vec::new();
         for (id, subject, named) in rows {
             if out.last().is_none_or(|h| h.id != id) {
-                out.push(crate::connector::FileHold { id, subjects: vec![], whole_policy: false });
+                out.push(crate::connector::FileHold::new(id, vec![], false));
             }
             let h = out.last_mut().expect("pushed");
             match subject {
