@@ -165,7 +165,7 @@ pub struct FileHold {
     /// Subject values typed like the subject column. Empty with `whole_policy`.
     pub subjects: Vec<Value>,
     pub whole_policy: bool,
-    /// `holds::subject_keys` of every subject, built at the first [`FileHold::holds_subject`]
+    /// `holds::subject_keys` of every subject, built at the first [`FileHold::holds_any_of`]
     /// (once `subjects` is complete).
     keys: std::sync::OnceLock<std::collections::HashSet<String>>,
 }
@@ -175,13 +175,13 @@ impl FileHold {
         FileHold { id, subjects, whole_policy, keys: Default::default() }
     }
 
-    /// Whether one of the hold's subjects is `subject` however either is written
-    /// (`holds::same_subject`), by a look-up of its keys.
-    pub fn holds_subject(&self, subject: &str) -> bool {
+    /// Whether one of the hold's subjects is the subject of `subject_keys`
+    /// (`holds::subject_keys` of it) however either is written (`holds::same_subject`).
+    pub fn holds_any_of(&self, subject_keys: &[String]) -> bool {
         let keys = self
             .keys
             .get_or_init(|| self.subjects.iter().flat_map(|v| crate::holds::subject_keys(&v.canonical())).collect());
-        crate::holds::subject_keys(subject).iter().any(|k| keys.contains(k))
+        subject_keys.iter().any(|k| keys.contains(k))
     }
 }
 

@@ -592,6 +592,9 @@ struct Facts {
     key: String,
     anchors: HashMap<String, Option<DateTime<Utc>>>,
     subject: Option<String>,
+    /// `holds::subject_keys` of `subject`, made at the first hold's test of this object and
+    /// looked up by every hold after it (a holds table may give thousands).
+    subject_keys: std::cell::OnceCell<Vec<String>>,
     subject_readable: bool,
     /// The key has the shape of the dataset's key pattern (or there is none). A key under the
     /// prefix that does not (`README.txt` beside `{*}.pdf`) is not the policy's to destroy,
@@ -737,7 +740,11 @@ impl ObjectConnector {
     /// number, a uuid or a case-insensitive text, which SQL policies compare through the
     /// database. Leniency may only hold more, never less.
     fn held_by(h: &crate::connector::FileHold, facts: &Facts) -> bool {
-        h.whole_policy || facts.subject.as_ref().is_some_and(|s| h.holds_subject(s))
+        h.whole_policy
+            || facts
+                .subject
+                .as_ref()
+                .is_some_and(|s| h.holds_any_of(facts.subject_keys.get_or_init(|| crate::holds::subject_keys(s))))
     }
 
     /// Streams the listing, evaluating `f` on each object; calls `each` for matches until it
