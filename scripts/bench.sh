@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh [--rows N] [--big] [--objects M] [--only pg,mysql,sqlite,s3]
 #                    [--batch B] [--lapse-batch B] [--repeat R] [--rss-sizes 100000,1000000]
-#                    [--s3-servers radosgw,moto] [--out FILE]
+#                    [--s3-servers radosgw,moto] [--contenders LIST] [--out FILE]
 #
 #   --rows N        rows of the SQL table (default 1,000,000); --big: 10,000,000
 #   --objects M     objects in the versioned bucket (default 50,000)
@@ -19,6 +19,9 @@
 #   --s3-servers L  with `s3` in --only: the S3 servers to run it on, one after the other
 #                   (default radosgw,moto): radosgw, Ceph's S3 gateway (scripts/radosgw.sh), and
 #                   moto, the test suite's server (scripts/moto.sh)
+#   --contenders L  SQL contenders to time (default all: lapse-, batched-, limited-, single-
+#                   delete and anonymize); e.g. without limited-anonymize at --big, whose
+#                   statements each read past every row changed before them (quadratic)
 #   --out FILE      JSON results (default .bench/results-<time>.json); a Markdown summary is
 #                   printed at the end
 #
@@ -30,7 +33,7 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 REPEAT=1 RSS_SIZES="100000,1000000" LAPSE_BIN="" S3_SERVERS="radosgw,moto"
+ROWS=1000000 OBJECTS=50000 ONLY="pg,mysql,sqlite,s3" BATCH=5000 LAPSE_BATCH=0 REPEAT=1 RSS_SIZES="100000,1000000" LAPSE_BIN="" S3_SERVERS="radosgw,moto" CONTENDERS=""
 OUT=".bench/results-$(date -u +%Y%m%dT%H%M%SZ).json"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -44,8 +47,9 @@ while [[ $# -gt 0 ]]; do
     --lapse-bin) LAPSE_BIN=$2; shift 2 ;;
     --rss-sizes) RSS_SIZES=$2; shift 2 ;;
     --s3-servers) S3_SERVERS=$2; shift 2 ;;
+    --contenders) CONTENDERS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -111,7 +115,8 @@ if [[ -n "$only_sql" ]]; then
     log "SQL: $ROWS rows on ${only_sql%,}"
     "$VENV/bin/python" scripts/bench/sqlbench.py --rows "$ROWS" --only "${only_sql%,}" --batch "$BATCH" \
         --lapse-batch "$LAPSE_BATCH" --lapse "$LAPSE" --work "$WORK" --pg-url "$LAPSE_TEST_PG_URL" \
-        --mysql-url "$LAPSE_TEST_MYSQL_URL" --repeat "$REPEAT" --plan --json-out "$OUT.sql"
+        --mysql-url "$LAPSE_TEST_MYSQL_URL" --repeat "$REPEAT" --plan --json-out "$OUT.sql" \
+        ${CONTENDERS:+--contenders "$CONTENDERS"}
     PARTS+=("$OUT.sql")
 fi
 if has rss; then
