@@ -228,10 +228,20 @@ impl Workspace {
         if let Some(r) = &self.config.pseudonymization {
             note(config::read_secret(r, &self.config.base_dir, "pseudonymization key").map(drop));
         }
-        for p in self.selected(only) {
+        let selected = self.selected(only);
+        for p in &selected {
             let c = &self.config.connections[&p.connection];
             if c.kind == ConnectionKind::Sql {
                 note(c.url(&p.connection, &self.config.base_dir).map(drop));
+            }
+        }
+        // The holds tables of every SQL connection hold the objects of object policies
+        // (`connect` opens them all): their URLs too.
+        if selected.iter().any(|p| p.objects.is_some()) {
+            for (name, c) in &self.config.connections {
+                if c.kind == ConnectionKind::Sql && c.holds_table.is_some() {
+                    note(c.url(name, &self.config.base_dir).map(drop));
+                }
             }
         }
         match problems.len() {
@@ -406,6 +416,18 @@ fn hold_subjects_of_another_type(
             d.push(diag.at(at).in_file(file.clone()));
         }
     }
+}
+
+/// The bytes a holds-file subject names in a binary subject column: a UUID (any spelling the
+/// `uuid` crate reads: hyphens or none, braces, `urn:uuid:`), or hexadecimal (`0x` or `\x`
+/// first, or neither). `None` for other text.
+pub fn binary_subject(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if let Ok(u) = uuid::Uuid::parse_str(s) {
+        return Some(u.as_bytes().to_vec());
+    }
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("\\x")).unwrap_or(s);
+    hex::decode(hex).ok().filter(|b| !b.is_empty())
 }
 
 /// Object policies are merged (keeping wins) by their dataset as written, like tables: two
@@ -809,6 +831,8 @@ struct Ctx<'a> {
     holds: &'a [Hold],
     opts: &'a Options,
     defaults: &'a config::Defaults,
+    /// This policy's guardrail ([`table_max_share`]) and the policy that sets it.
+    max_share: (f64, String),
     pseudonym_key: Option<Vec<u8>>,
     cancel: &'a AtomicBool,
     evidence: Option<&'a mut EvidenceSink>,
@@ -1254,6 +1278,7 @@ pub async fn execute(
             holds: &active,
             opts,
             defaults: &ws.config.defaults,
+            max_share: table_max_share(ws, p),
             pseudonym_key: pseudonym_key.clone(),
             cancel,
             evidence: sink.as_mut(),
@@ -1717,6 +1742,15 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
             // as written: SQLite keeps any type in any column, and the SQL builder leaves it out
             // where the column cannot hold it (before, it was dropped here, and a SQLite row with
             // that text in its integer subject column was destroyed under the hold).
+            // A binary subject column (a UUID in `BINARY(16)`, `bytea`, a blob): a subject written
+            // as a UUID or in hexadecimal is held by its bytes too, beside the text as written
+            // (before, only the text was compared, which no binary value equals: found by a
+            // read-only review).
+            if subject_kind == Some(crate::connector::ColumnKind::Bytes) {
+                if let Some(b) = binary_subject(&s) {
+                    subjects.push(Value::Bytes(b));
+                }
+            }
             match subject_kind.map(|k| coerce(Value::Text(s.clone()), k)) {
                 Some(Ok(v)) => subjects.push(v),
                 Some(Err(_)) => subjects.push(Value::Text(s)),
@@ -1789,12 +1823,31 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     Ok(out)
 }
 
-/// The policy stops at its guardrail, saying why.
+/// The guardrail of `p`: the smallest `max_share` of the policies on its table, and the policy
+/// that sets it (`p` itself where it is as small). Their purposes are shared (`check_set`), so
+/// they find the same records due: a mistake that trips one policy's guardrail must not pass
+/// through another's larger one (found by a read-only review).
+fn table_max_share(ws: &Workspace, p: &Policy) -> (f64, String) {
+    let share = |q: &Policy| q.max_share.unwrap_or(ws.config.defaults.max_share);
+    let mut out = (share(p), p.name.clone());
+    for q in &ws.policies.policies {
+        if q.connection == p.connection && q.table == p.table && share(q) < out.0 {
+            out = (share(q), q.name.clone());
+        }
+    }
+    out
+}
+
+/// The policy stops at its guardrail, saying why. A policy that has already failed (a killed
+/// run's journal or intents it could not reconcile) stays `failed`: exit 1 asks why, where
+/// `guardrail` (exit 3) would only ask for `--allow-share`.
 fn stop_at_guardrail(pr: &mut PolicyReport, msg: String) {
     tracing::warn!("{msg}");
     pr.errors.push(msg);
     pr.guardrail.tripped = true;
-    pr.outcome = "guardrail".into();
+    if pr.outcome != "failed" {
+        pr.outcome = "guardrail".into();
+    }
 }
 
 /// The rows a stage may destroy in one run: `max_share` of `total`, rounded down, with the
@@ -2022,7 +2075,7 @@ async fn enforce(
             pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
         }
         // Guardrail: an implausible share stops the policy before anything is destroyed.
-        let max_share = p.max_share.unwrap_or(ctx.defaults.max_share);
+        let max_share = ctx.max_share.0;
         // The share is per stage (a row may be due in several stages, for different columns).
         let worst = pr.stages.iter().map(|s| s.due).max().unwrap_or(0);
         let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
@@ -2038,10 +2091,18 @@ async fn enforce(
             pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
         }
         if pr.guardrail.tripped {
+            let whose = match &ctx.max_share.1 {
+                by if *by == p.name => "the policy's maximum".to_string(),
+                by => format!("the maximum that policy '{by}' sets for this table (the smallest of its policies')"),
+            };
             let msg = format!(
-            "guardrail: {} of {} rows ({:.1}%) are due, above the policy's maximum of {:.1}%; nothing destroyed (override with --allow-share {})",
-            worst, pr.rows_total, share * 100.0, max_share * 100.0, p.name
-        );
+                "guardrail: {} of {} rows ({:.1}%) are due, above {whose} of {:.1}%; nothing destroyed (override with --allow-share {})",
+                worst,
+                pr.rows_total,
+                share * 100.0,
+                max_share * 100.0,
+                p.name
+            );
             stop_at_guardrail(pr, msg);
             return Ok(());
         }

@@ -233,6 +233,24 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             ));
         }
     }
+    // A binary subject column against a holds table's subject column that is not binary: no
+    // text equals a binary value (MariaDB compares bytes, SQLite storage classes, PostgreSQL
+    // refuses), so every hold of that table would keep nothing here (found by a read-only
+    // review: held rows were destroyed without a word).
+    let subject_col = policy.subject.as_ref().and_then(|s| table.column(s));
+    if let (Some(c), Some(h), Some(ht)) = (subject_col, conn.holds_subject_column(), conn.holds_table()) {
+        if c.kind == ColumnKind::Bytes && h.kind != ColumnKind::Bytes {
+            diags.push(policy.error(
+                "dataset.subject",
+                format!(
+                    "subject column '{}' is {} (binary), and the subject column '{}' of holds table '{}' is {}: \
+                     a text subject never equals a binary value, so that table's holds would keep nothing here; \
+                     make the holds table's subject column binary too",
+                    c.name, c.sql_type, h.name, ht.table, h.sql_type
+                ),
+            ));
+        }
+    }
     let same_columns = |a: &[String], b: &[String]| {
         a.len() == b.len() && a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
     };

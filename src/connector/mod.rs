@@ -505,6 +505,11 @@ pub trait Connector: Send + Sync + fmt::Display {
         None
     }
 
+    /// The subject column of the holds table, if any, as the catalog describes it.
+    fn holds_subject_column(&self) -> Option<&ColumnInfo> {
+        None
+    }
+
     /// The policy names (a few) of holds in force at `now` in the holds table that are none
     /// of `known`: such a hold holds nothing (a typo, or a retired policy). Default: none.
     async fn holds_of_other_policies(

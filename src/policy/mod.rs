@@ -1040,6 +1040,32 @@ fn check_subject_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
     ));
 }
 
+/// How two policies' dependents (of one table) differ, if they do: the first difference, said
+/// of the first list ("'orders' is cascade here, restrict"), by table and foreign key.
+fn dependents_differ(a: &[Dependent], b: &[Dependent]) -> Option<String> {
+    let word = |o: OnDelete| match o {
+        OnDelete::Cascade => "cascade",
+        OnDelete::Restrict => "restrict",
+    };
+    let same = |x: &Dependent, y: &Dependent| x.table == y.table && x.foreign_key == y.foreign_key;
+    let name = |d: &Dependent| match &d.foreign_key {
+        Some(fk) => format!("'{}' (foreign key '{fk}')", d.table),
+        None => format!("'{}'", d.table),
+    };
+    for x in a {
+        let Some(y) = b.iter().find(|y| same(x, y)) else {
+            return Some(format!("dependent {} is declared here, not", name(x)));
+        };
+        if x.on_delete != y.on_delete {
+            return Some(format!("dependent {} is {} here, {}", name(x), word(x.on_delete), word(y.on_delete)));
+        }
+        if let Some(why) = dependents_differ(&x.dependents, &y.dependents) {
+            return Some(format!("under dependent {}, {why}", name(x)));
+        }
+    }
+    b.iter().find(|y| !a.iter().any(|x| same(x, y))).map(|y| format!("dependent {} is not declared here, but", name(y)))
+}
+
 /// Checks across policies: unique names; policies on the same table must agree on what happens
 /// to shared columns; and they share their purposes, because keeping wins over destroying.
 pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
@@ -1100,6 +1126,23 @@ pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
                             action_word(b.action)
                         ),
                     ));
+                }
+                // They find the same records due, and each deletes them with its own
+                // dependents: a child one keeps its parent for (`restrict`) that the other
+                // deletes with it (`cascade`) would be deleted all the same (found by a
+                // read-only review).
+                if a.action == Action::Delete && b.action == Action::Delete {
+                    if let Some(why) = dependents_differ(&a.dependents, &b.dependents) {
+                        diags.push(a.error(
+                            "dependents",
+                            format!(
+                                "policies on table '{}' treat its dependents differently: {why} in policy '{}' ({}); they delete the same records, so their dependents must be declared alike",
+                                a.table,
+                                b.name,
+                                b.at("dependents").or_else(|| b.at("name")).map(|l| l.to_string()).unwrap_or_default()
+                            ),
+                        ));
+                    }
                 }
                 for c in &a.columns {
                     if let Some(bc) = b.column(&c.name) {
@@ -1185,6 +1228,37 @@ purposes:
     when: "status = 'closed'"
 on_lapse: delete
 "#;
+
+    /// Two policies on one table that delete with different dependents (found by a read-only
+    /// review: one's `cascade` deleted the records and children the other's `restrict` kept).
+    #[test]
+    fn policies_on_one_table_declare_their_dependents_alike() {
+        let load_two = |a: &str, b: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("a.yaml"), a).unwrap();
+            std::fs::write(dir.path().join("b.yaml"), b).unwrap();
+            let mut d = Diagnostics::default();
+            load_dir(dir.path(), &mut d);
+            d.to_string()
+        };
+        let a = format!("{GOOD}dependents:\n  - table: orders\n    on_delete: restrict\n");
+        let msg = load_two(&a, &a.replace("crm-leads", "marketing").replace("restrict", "cascade"));
+        assert!(msg.contains("policies on table 'leads' treat its dependents differently: dependent 'orders' is restrict here, cascade in policy 'marketing' (") && msg.contains("b.yaml:19:3)"), "{msg}");
+        let msg = load_two(&a, &GOOD.replace("crm-leads", "marketing"));
+        assert!(msg.contains("dependent 'orders' is declared here, not in policy 'marketing'"), "{msg}");
+        let c = a.replace("restrict", "cascade");
+        let nested = |o: &str| format!("{c}    dependents:\n      - table: lines\n        on_delete: {o}\n");
+        let msg = load_two(&nested("cascade"), &nested("restrict").replace("crm-leads", "marketing"));
+        assert!(
+            msg.contains("under dependent 'orders', dependent 'lines' is cascade here, restrict in policy 'marketing'"),
+            "{msg}"
+        );
+        let msg = load_two(&nested("cascade"), &nested("cascade").replace("crm-leads", "marketing"));
+        assert!(!msg.contains("dependents differently"), "{msg}");
+        // Another table: nothing to agree on.
+        let msg = load_two(&a, &GOOD.replace("crm-leads", "marketing").replace("table: leads", "table: prospects"));
+        assert!(!msg.contains("dependents differently"), "{msg}");
+    }
 
     #[test]
     fn a_good_policy_loads() {

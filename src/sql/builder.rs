@@ -545,6 +545,17 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        // A date column against a literal with a time of day: compared as that instant (the
+        // date as its midnight), as SQLite (`julianday`) and MariaDB compare them. PostgreSQL's
+        // cast to `date` dropped the time: `closed_on >= '2024-06-30 12:00:00'` held for
+        // 2024-06-30 there, and nowhere else (found by a read-only review).
+        if kind == ColumnKind::Date && self.d != Dialect::Sqlite {
+            if let Value::Text(t) = &v {
+                if let Some(at) = text_date_time(t) {
+                    v = Value::Timestamp(at);
+                }
+            }
+        }
         if self.lite_time(kind) {
             // Compared as an instant, like the column's side (`time_expr`).
             sql.push("julianday(");
@@ -574,7 +585,7 @@ impl<'a> Builder<'a> {
                 match self.d {
                     // The zero date, and SQLite's text that is no time, count as NULL (see
                     // `lapsed`).
-                    Dialect::MySql => sql.push(&format!("({e} IS NULL OR YEAR({e}) = 0)")),
+                    Dialect::MySql => sql.push(&format!("({e} IS NULL OR {})", my_partial(&e))),
                     Dialect::Sqlite => sql.push(&format!("{} IS NULL", self.time_expr(qual, c))),
                     // NOT NULL is known there.
                     Dialect::Postgres if self.scope.table.column(c).is_some_and(|c| !c.nullable) => sql.push("1=0"),
@@ -788,11 +799,12 @@ impl<'a> Builder<'a> {
         let anchor = self.col(qual, &rule.anchor);
         let t = self.time_expr(qual, &rule.anchor);
         sql.push("(");
-        // MariaDB/MySQL's zero date (`0000-00-00`, written where the date is unknown) sorts
-        // before every date: it is taken for NULL, not for lapsed long ago.
+        // MariaDB/MySQL's zero date (`0000-00-00`, written where the date is unknown) and
+        // partial dates (`2023-00-00`, `2023-06-00`: a month or day unknown) sort before every
+        // date they could mean: taken for NULL, not for lapsed at the earliest of them.
         // SQLite's text that is no time (`julianday` gives NULL) is unknown too.
         let (zero, not_zero) = match self.d {
-            Dialect::MySql => (format!(" OR YEAR({anchor}) = 0"), format!(" AND YEAR({anchor}) <> 0")),
+            Dialect::MySql => (format!(" OR {}", my_partial(&anchor)), format!(" AND NOT {}", my_partial(&anchor))),
             // A blob is no time either, but it was read as text: a date in a blob lapsing at
             // once under `null_anchor: lapse` would destroy it before its time. It never lapses.
             Dialect::Sqlite => (format!(" OR ({t} IS NULL AND typeof({anchor}) <> 'blob')"), String::new()),
@@ -1162,10 +1174,10 @@ impl<'a> Builder<'a> {
     fn table_hold_unexpired(&self, sql: &mut Sql, ht: &HoldsTable) {
         if let Some(e) = &ht.expires {
             // An expiry the database cannot read as a time (SQLite text that is no date,
-            // MariaDB/MySQL's zero date) keeps the hold: keeping wins.
+            // MariaDB/MySQL's zero or partial date) keeps the hold: keeping wins.
             let he = self.col("lh", e);
             let t = self.time_expr("lh", e);
-            let zero = if self.d == Dialect::MySql { format!(" OR YEAR({he}) = 0") } else { String::new() };
+            let zero = if self.d == Dialect::MySql { format!(" OR {}", my_partial(&he)) } else { String::new() };
             sql.push(&format!(" AND ({he} IS NULL{zero} OR COALESCE({t} > "));
             self.bind_time(sql, self.scope.holds.now);
             sql.push(", 1=1))");
@@ -2645,6 +2657,20 @@ enum Cell<'a> {
     Value(Value),
     /// A literal 0/1 flag (not data).
     Flag(u8),
+}
+
+/// A date and a time of day written without a zone (`2024-06-30 12:00`, `2024-06-30T12:00:00.5`).
+fn text_date_time(t: &str) -> Option<chrono::NaiveDateTime> {
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t.trim(), f).ok())
+}
+
+/// MariaDB/MySQL: whether a date or time `e` is the zero date or a partial one (`2023-00-00`,
+/// `2023-06-00`, which MariaDB stores outside `NO_ZERO_IN_DATE`): no moment the database can
+/// compare; each sorts before every date it could mean.
+fn my_partial(e: &str) -> String {
+    format!("(YEAR({e}) = 0 OR MONTH({e}) = 0 OR DAYOFMONTH({e}) = 0)")
 }
 
 #[cfg(test)]

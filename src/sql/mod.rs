@@ -1979,6 +1979,10 @@ impl crate::connector::Connector for SqlConnector {
         self.holds_table.as_ref().map(|(h, _)| h)
     }
 
+    fn holds_subject_column(&self) -> Option<&crate::connector::ColumnInfo> {
+        self.holds_table.as_ref().and_then(|(h, info)| info.column(&h.subject))
+    }
+
     async fn holds_of_other_policies(
         &self,
         known: &[String],

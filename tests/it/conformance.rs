@@ -582,6 +582,16 @@ pub async fn unreadable_hold_expiry_keeps_the_hold(b: Backend) {
             return;
         }
         Backend::MySql => {
+            // A partial date (a day unknown) sorted before the month it names: the hold
+            // expired at the earliest moment it could mean (found by a read-only review).
+            f.db.exec(
+                "SET SESSION sql_mode = ''; INSERT INTO legal_holds (id, subject, policy, expires_at) \
+                 VALUES ('T-PART', 'S-1', NULL, '2000-06-00 00:00:00')",
+            )
+            .await;
+            f.lapse(&["plan"]).ok();
+            assert_eq!(n(&f.report("plan")["policies"][0]["held"]), 1, "person 1, by the partial expiry");
+            f.db.exec("DELETE FROM legal_holds WHERE id = 'T-PART'").await;
             f.db.exec(
                 "SET SESSION sql_mode = ''; INSERT INTO legal_holds (id, subject, policy, expires_at) \
                  VALUES ('T-ZERO', 'S-1', NULL, '0000-00-00 00:00:00')",
@@ -910,6 +920,19 @@ pub async fn guardrail_stops_before_destroying(b: Backend) {
     let r = f.report("run");
     assert_eq!(r["status"], "guardrail");
     assert_eq!(r["policies"][0]["guardrail"]["tripped"], true);
+    // Two policies on the table find the same rows due (their purposes are shared): the
+    // smallest guardrail holds for both. Before (found by a read-only review), the policy
+    // allowing 100 % destroyed what the other's 5 % had stopped.
+    let all = policy("delete", ONE_YEAR, "");
+    assert!(all.contains("max_share: 100%"));
+    f.policy("people", &all);
+    f.policy("people-b", &all.replace("name: people", "name: people-b").replace("max_share: 100%", "max_share: 5%"));
+    f.lapse(&["run"]).code(3).stderr_has("above the maximum that policy 'people-b' sets for this table");
+    assert_eq!(f.db.snapshot("people", "id").await, before, "both stopped, nothing destroyed");
+    let r = f.report("run");
+    assert!(r["policies"].as_array().unwrap().iter().all(|p| p["guardrail"]["tripped"] == true), "{r}");
+    std::fs::remove_file(f.path("policies/people-b.yaml")).unwrap();
+    f.policy("people", &text);
     f.lapse(&["run", "--allow-share", "people"]).ok();
     assert_eq!(ids_text(&f).await, vec![4, 5, 6]);
 }
@@ -1457,6 +1480,34 @@ pub async fn condition_literals_are_compared_as_written(b: Backend) {
     }
 }
 
+/// A `date` column against a `when:` literal with a time of day is compared as that instant,
+/// the date as its midnight, on every backend. Found by a read-only review: PostgreSQL cast the
+/// literal to `date`, dropping the time, so `closed_on >= '2024-06-30 12:00:00'` held for
+/// 2024-06-30 there and the row lapsed.
+pub async fn a_time_of_day_against_a_date_column(b: Backend) {
+    let schema =
+        "CREATE TABLE closings (id BIGINT NOT NULL PRIMARY KEY, closed_on DATE NULL, created_at {TS} NOT NULL);";
+    for (when, deleted) in [
+        ("closed_on >= '2024-06-30 12:00:00'", &[2][..]),
+        ("closed_on >= '2024-06-30 00:00:00'", &[1, 2][..]),
+        ("closed_on < '2024-06-30 12:00:00'", &[1, 3][..]),
+    ] {
+        let f = Fixture::new(b, schema).await;
+        f.db.exec(
+            "INSERT INTO closings VALUES (1, '2024-06-30', '2019-01-01 00:00:00'), (2, '2024-07-01', '2019-01-01 00:00:00'), \
+             (3, '2024-06-29', '2019-01-01 00:00:00')",
+        )
+        .await;
+        let extra = format!("    when: \"{when}\"\n");
+        f.policy("closings", &typed_policy("closings", "  closed_on: { category: free_text }\n", &extra, "delete"));
+        f.lapse(&["run"]).ok();
+        let left: Vec<i64> =
+            column_texts(&f, "closings", "id").await.into_iter().map(|x| x.unwrap().trim().parse().unwrap()).collect();
+        let want: Vec<i64> = (1..=3).filter(|i| !deleted.contains(i)).collect();
+        assert_eq!(left, want, "when: {when}");
+    }
+}
+
 /// Found by the same review: a holds-file subject written as a number did not hold a row of a
 /// `numeric`/`DECIMAL` subject column (PostgreSQL, MariaDB), which is read as text (`42.00`):
 /// the row was deleted under the hold.
@@ -1714,6 +1765,60 @@ async fn uuid_subjects_held_in_any_spelling(b: Backend) {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM hu").await, 2);
 }
 
+/// A binary subject column (a UUID in `BINARY(16)`, `bytea`, a blob): holds-file subjects
+/// written as a UUID or in hexadecimal hold the rows by their bytes, and a holds table whose
+/// subject column is text (which no binary value equals) is refused; a binary one holds. Before
+/// (found by a read-only review), the subjects were compared as text, held nothing, and the
+/// held rows were deleted without a word.
+pub async fn binary_subjects_are_held_by_their_bytes(b: Backend) {
+    let (bin, lit): (&str, fn(&str) -> String) = match b {
+        Backend::Postgres => ("BYTEA", |h| format!("'\\x{h}'::bytea")),
+        Backend::MySql => ("BINARY(16)", |h| format!("X'{h}'")),
+        Backend::Sqlite => ("BLOB", |h| format!("X'{h}'")),
+    };
+    let u = |i: u8| format!("a0eebc999c0b4ef8bb6d6bb9bd380a{i:02x}");
+    let f = Fixture::new(
+        b,
+        &format!(
+            "CREATE TABLE hb (id BIGINT PRIMARY KEY, sub {bin} NOT NULL, note VARCHAR(20), created_at {{TS}} NULL);\n\
+             CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject VARCHAR(64), policy VARCHAR(64), expires_at {{TS}} NULL);"
+        ),
+    )
+    .await;
+    let rows: Vec<String> = (1..=4).map(|i| format!("({i}, {}, 'n', '2019-01-01')", lit(&u(i)))).collect();
+    f.db.exec(&format!("INSERT INTO hb VALUES {}", rows.join(", "))).await;
+    f.holds(
+        "holds:\n  - id: LH-B\n    matter: m\n    subjects: ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A01', \
+         '0xa0eebc999c0b4ef8bb6d6bb9bd380a02']\n",
+    );
+    let policy = typed_policy("hb", "  note: { category: free_text }\n", "", "delete")
+        .replace("  key: id\n", "  key: id\n  subject: sub\n");
+    f.policy("hb", &policy);
+    f.lapse(&["plan"]).ok();
+    assert_eq!(n(&f.report("plan")["policies"][0]["held_by"]["LH-B"]), 2, "{}", f.report("plan"));
+    // A text holds table against the binary column: refused, nothing destroyed.
+    f.holds_table_config();
+    f.db.exec(&format!("INSERT INTO legal_holds VALUES ('T-B', '{}', NULL, NULL)", u(3))).await;
+    for cmd in [&["validate", "--connect"][..], &["run"]] {
+        f.lapse(cmd).code(2).stderr_has("of holds table 'legal_holds' is");
+    }
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM hb").await, 4);
+    // A binary holds table holds by the bytes.
+    f.db.exec("DROP TABLE legal_holds").await;
+    f.db.exec(&format!(
+        "CREATE TABLE legal_holds (id VARCHAR(64) NOT NULL PRIMARY KEY, subject {bin}, policy VARCHAR(64), expires_at {} NULL)",
+        b.ts()
+    ))
+    .await;
+    f.db.exec(&format!("INSERT INTO legal_holds VALUES ('T-B', {}, NULL, NULL)", lit(&u(3)))).await;
+    f.lapse(&["run"]).ok();
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 1, "{p}");
+    assert_eq!(n(&p["held"]), 3, "{p}");
+    let left = f.db.count("SELECT COUNT(*) FROM hb WHERE id IN (1, 2, 3)").await;
+    assert_eq!((left, f.db.count("SELECT COUNT(*) FROM hb").await), (3, 3), "rows 1-3 held, 4 deleted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_uuid_subjects_held_in_any_spelling() {
     if Backend::Postgres.enabled() {
@@ -1732,9 +1837,11 @@ async fn legacy_ids(f: &Fixture) -> Vec<String> {
     f.db.texts("SELECT CAST(id AS CHAR) FROM legacy ORDER BY id").await.into_iter().map(|x| x.unwrap()).collect()
 }
 
-/// MariaDB's zero date (`0000-00-00`, what legacy applications write for "unknown") is kept
-/// and counted like a NULL anchor, and lapses only with `null_anchor: lapse` (before, it sorted
-/// before every date and the row was destroyed at once).
+/// MariaDB's zero date (`0000-00-00`, what legacy applications write for "unknown") and
+/// partial dates (`2019-00-00`, `2019-06-00`: a month or day unknown) are kept and counted like
+/// a NULL anchor, and lapse only with `null_anchor: lapse` (before, the zero date sorted before
+/// every date and the row was destroyed at once; a partial date, found by a read-only review,
+/// lapsed at the earliest moment it could mean).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_zero_date_anchors_are_unknown() {
     if !Backend::MySql.enabled() {
@@ -1747,15 +1854,17 @@ async fn mysql_zero_date_anchors_are_unknown() {
     .await;
     f.db.exec(
         "SET SESSION sql_mode = ''; INSERT INTO legacy VALUES (1, 'a', '0000-00-00 00:00:00'), (2, 'b', '2019-01-01'), \
-         (3, 'c', NULL), (4, 'd', '2025-12-01')",
+         (3, 'c', NULL), (4, 'd', '2025-12-01'), (5, 'e', '2019-00-00'), (6, 'f', '2019-06-00')",
     )
     .await;
     f.policy("legacy", &typed_policy("legacy", "  note: { category: free_text }\n", "", "delete"));
+    f.lapse(&["plan"]).ok();
+    assert_eq!(n(&f.report("plan")["policies"][0]["null_anchor_kept"]), 4, "{}", f.report("plan"));
     f.lapse(&["run"]).ok();
     let p = &f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 1, "{p}");
-    assert_eq!(n(&p["null_anchor_kept"]), 2, "the zero date and the NULL: {p}");
-    assert_eq!(legacy_ids(&f).await, ["1", "3", "4"]);
+    assert_eq!(n(&p["null_anchor_kept"]), 4, "the zero date, the partial dates and the NULL: {p}");
+    assert_eq!(legacy_ids(&f).await, ["1", "3", "4", "5", "6"]);
     f.policy(
         "legacy",
         &typed_policy("legacy", "  note: { category: free_text }\n", "    null_anchor: lapse\n", "delete"),
@@ -2390,6 +2499,8 @@ per_backend!(
     condition_literals_are_compared_as_written,
     a_decimal_subject_is_held_by_its_number,
     a_bad_value_fails_only_its_row,
+    binary_subjects_are_held_by_their_bytes,
+    a_time_of_day_against_a_date_column,
 );
 
 #[allow(dead_code)]

@@ -1594,6 +1594,23 @@ async fn holds_table_holds_objects() {
     assert!(r["holds"].as_array().unwrap().iter().any(|h| h["source"] == "table:db"), "{}", r["holds"]);
 }
 
+/// The holds table's connection is a secret an object policy needs: `validate` reads its URL
+/// with the rest (exit 2, named), where before it said ok and every `run` then failed with
+/// exit 1 when it opened the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_policy_needs_the_holds_table_connection_secret() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    object_holds_table(&s, &["'LH-S1', 'S-1', 'exports', NULL"]).await;
+    s.f.lapse(&["validate", "--policy", "exports"]).ok();
+    std::fs::remove_file(s.f.path("db.url")).unwrap();
+    let before = s.keys().await;
+    for cmd in [&["validate", "--policy", "exports"][..], &["run", "--policy", "exports"]] {
+        s.f.lapse(cmd).code(2).stderr_has("connection 'db': cannot read url file");
+    }
+    assert_eq!(s.keys().await, before, "nothing destroyed");
+}
+
 /// An object policy without subjects cannot tell a subject's objects: a row of the holds table
 /// that names it and a subject keeps all of them; a hold of a subject on every policy keeps
 /// nothing there. Before, the named hold held nothing.
@@ -2215,6 +2232,44 @@ async fn intents_of_another_spelling_of_the_dataset_are_not_reconciled() {
     s.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
     s.f.lapse_at("2000-01-03T00:00:00Z", &["run"]).ok();
     assert_eq!(s.f.report("run")["policies"][0]["reconciled"], 0);
+}
+
+/// Found by a read-only review: a policy that had already failed (here, intents it could not
+/// reconcile) and then tripped its guardrail was reported as a guardrail stop (exit 3, "look at
+/// the share"), hiding the failure; it stays failed (exit 1), the trip still recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reconciliation_is_not_reported_as_a_guardrail_stop() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("exports/2019/a.csv", "x").await;
+    s.put("exports/2020/b.csv", "x").await;
+    let purposes =
+        "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
+    s.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse_at("2000-01-01T00:00:00Z", &["run"]).ok();
+    let first = s.f.report("run");
+    let (table, key_id) =
+        (first["policies"][0]["table"].as_str().unwrap().to_string(), first["evidence_key_id"].clone());
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
+    let record = key.record("store", &table, &[lapse::value::Value::Text("exports/2019/a.csv".into())]);
+    let intent = serde_json::json!({
+        "kind": "intent", "run_id": "0badc0de-0000-4000-8000-000000000002", "policy": "exports",
+        "stage": "record", "action": "deleted", "batch": 1, "record": record,
+        "key_id": key_id, "at": "2000-01-01T00:00:00Z", "dataset": ["store", table]
+    });
+    std::fs::write(s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.intents.jsonl"), format!("{intent}\n"))
+        .unwrap();
+    // Another spelling of the dataset (its intents cannot be reconciled), and every object
+    // under it due, above a 50 % share.
+    s.policy("  prefix: exports/2020/\n", purposes, "guardrail:\n  max_share: 50%\n");
+    let r = s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]);
+    r.code(1);
+    let report = s.f.report("run");
+    let p = &report["policies"][0];
+    assert_eq!(p["outcome"], "failed", "{p}");
+    assert_eq!(p["guardrail"]["tripped"], true, "{p}");
+    assert!(p["errors"].to_string().contains("which this policy no longer names as such"), "{p}");
+    assert_eq!(report["status"], "partial", "{report}");
+    assert_eq!(s.keys().await, ["exports/2019/a.csv", "exports/2020/b.csv"], "nothing destroyed");
 }
 
 /// Found by a read-only review: a key with a control character (which XML 1.0 cannot carry)
