@@ -1755,14 +1755,18 @@ async fn uuid_subjects_held_in_any_spelling(b: Backend) {
         "holds:\n  - id: LH-U\n    matter: m\n    subjects: ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', \
          'A0EEBC999C0B4EF8BB6D6BB9BD380A12']\n",
     );
-    let policy = typed_policy("hu", "  note: { category: free_text }\n", "", "delete")
-        .replace("  key: id\n", "  key: id\n  subject: sub\n");
-    f.policy("hu", &policy);
+    f.policy("hu", &note_policy_with_subject("hu", "sub"));
     f.lapse(&["run"]).ok();
     let p = &f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 1, "{p}");
     assert_eq!(n(&p["held"]), 2, "{p}");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM hu").await, 2);
+}
+
+/// A delete policy on `table` (a `note` column, anchor `created_at`) whose subjects are `column`.
+fn note_policy_with_subject(table: &str, column: &str) -> String {
+    typed_policy(table, "  note: { category: free_text }\n", "", "delete")
+        .replace("  key: id\n", &format!("  key: id\n  subject: {column}\n"))
 }
 
 /// A binary subject column (a UUID in `BINARY(16)`, `bytea`, a blob): holds-file subjects
@@ -1791,9 +1795,7 @@ pub async fn binary_subjects_are_held_by_their_bytes(b: Backend) {
         "holds:\n  - id: LH-B\n    matter: m\n    subjects: ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A01', \
          '0xa0eebc999c0b4ef8bb6d6bb9bd380a02']\n",
     );
-    let policy = typed_policy("hb", "  note: { category: free_text }\n", "", "delete")
-        .replace("  key: id\n", "  key: id\n  subject: sub\n");
-    f.policy("hb", &policy);
+    f.policy("hb", &note_policy_with_subject("hb", "sub"));
     f.lapse(&["plan"]).ok();
     assert_eq!(n(&f.report("plan")["policies"][0]["held_by"]["LH-B"]), 2, "{}", f.report("plan"));
     // A text holds table against the binary column: refused, nothing destroyed.

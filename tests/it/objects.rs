@@ -2192,6 +2192,30 @@ async fn reports_inside_an_object_dataset_are_refused() {
     s3.f.lapse(&["validate"]).code(2).stderr_has("(reports.s3) is inside its dataset");
 }
 
+/// The purposes of the intent tests below: 30 days after the last change.
+const DEBUGGING: &str =
+    "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
+
+/// A first run of `exports/` at a cutoff where nothing is due (its report gives the dataset and
+/// key id), then what a run `run_id` killed before it sent its deletion left: the intent to
+/// delete `exports/2019/a.csv`, the object still there.
+async fn an_intent_left_by_a_killed_run(s: &Store, run_id: &str) {
+    s.policy("  prefix: exports/\n", DEBUGGING, "guardrail:\n  max_share: 100%\n");
+    s.f.lapse_at("2000-01-01T00:00:00Z", &["run"]).ok();
+    let first = s.f.report("run");
+    let (table, key_id) =
+        (first["policies"][0]["table"].as_str().unwrap().to_string(), first["evidence_key_id"].clone());
+    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
+    let record = key.record("store", &table, &[lapse::value::Value::Text("exports/2019/a.csv".into())]);
+    let intent = serde_json::json!({
+        "kind": "intent", "run_id": run_id, "policy": "exports",
+        "stage": "record", "action": "deleted", "batch": 1, "record": record,
+        "key_id": key_id, "at": "2000-01-01T00:00:00Z", "dataset": ["store", table]
+    });
+    std::fs::write(s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.intents.jsonl"), format!("{intent}\n"))
+        .unwrap();
+}
+
 /// Found by a read-only review: a run killed between its write-ahead intents and its
 /// deletions, then the dataset written another way (a narrower prefix, the bucket moved into
 /// the policy, a renamed connection): the intents' hashes name the old spelling, so every
@@ -2202,24 +2226,8 @@ async fn reports_inside_an_object_dataset_are_refused() {
 async fn intents_of_another_spelling_of_the_dataset_are_not_reconciled() {
     let s = Store::new(StoreKind::Dir, false, false).await;
     s.put("exports/2019/a.csv", "x").await;
-    let purposes =
-        "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
-    s.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
-    // A first run at a cutoff where nothing is due: its report gives the dataset and key id.
-    s.f.lapse_at("2000-01-01T00:00:00Z", &["run"]).ok();
-    let first = s.f.report("run");
-    let (table, key_id) =
-        (first["policies"][0]["table"].as_str().unwrap().to_string(), first["evidence_key_id"].clone());
-    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
-    let record = key.record("store", &table, &[lapse::value::Value::Text("exports/2019/a.csv".into())]);
-    // What a run killed before it sent its deletion left: the intent, the object still there.
-    let intent = serde_json::json!({
-        "kind": "intent", "run_id": "0badc0de-0000-4000-8000-000000000001", "policy": "exports",
-        "stage": "record", "action": "deleted", "batch": 1, "record": record,
-        "key_id": key_id, "at": "2000-01-01T00:00:00Z", "dataset": ["store", table]
-    });
-    std::fs::write(s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.intents.jsonl"), format!("{intent}\n"))
-        .unwrap();
+    let purposes = DEBUGGING;
+    an_intent_left_by_a_killed_run(&s, "0badc0de-0000-4000-8000-000000000001").await;
     // The dataset written another way (a narrower prefix), the object not under it.
     s.policy("  prefix: exports/2020/\n", purposes, "guardrail:\n  max_share: 100%\n");
     let r = s.f.lapse_at("2000-01-02T00:00:00Z", &["run"]);
@@ -2242,22 +2250,8 @@ async fn a_failed_reconciliation_is_not_reported_as_a_guardrail_stop() {
     let s = Store::new(StoreKind::Dir, false, false).await;
     s.put("exports/2019/a.csv", "x").await;
     s.put("exports/2020/b.csv", "x").await;
-    let purposes =
-        "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
-    s.policy("  prefix: exports/\n", purposes, "guardrail:\n  max_share: 100%\n");
-    s.f.lapse_at("2000-01-01T00:00:00Z", &["run"]).ok();
-    let first = s.f.report("run");
-    let (table, key_id) =
-        (first["policies"][0]["table"].as_str().unwrap().to_string(), first["evidence_key_id"].clone());
-    let key = lapse::evidence::EvidenceKey::new(std::fs::read(s.f.path("evidence.key")).unwrap());
-    let record = key.record("store", &table, &[lapse::value::Value::Text("exports/2019/a.csv".into())]);
-    let intent = serde_json::json!({
-        "kind": "intent", "run_id": "0badc0de-0000-4000-8000-000000000002", "policy": "exports",
-        "stage": "record", "action": "deleted", "batch": 1, "record": record,
-        "key_id": key_id, "at": "2000-01-01T00:00:00Z", "dataset": ["store", table]
-    });
-    std::fs::write(s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.intents.jsonl"), format!("{intent}\n"))
-        .unwrap();
+    let purposes = DEBUGGING;
+    an_intent_left_by_a_killed_run(&s, "0badc0de-0000-4000-8000-000000000002").await;
     // Another spelling of the dataset (its intents cannot be reconciled), and every object
     // under it due, above a 50 % share.
     s.policy("  prefix: exports/2020/\n", purposes, "guardrail:\n  max_share: 50%\n");
