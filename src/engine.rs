@@ -1738,10 +1738,6 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
                 Some(Ok(u)) => u.hyphenated().to_string(),
                 _ => s.clone(),
             };
-            // A subject of another shape than the column's (text for an integer column) is kept
-            // as written: SQLite keeps any type in any column, and the SQL builder leaves it out
-            // where the column cannot hold it (before, it was dropped here, and a SQLite row with
-            // that text in its integer subject column was destroyed under the hold).
             // A binary subject column (a UUID in `BINARY(16)`, `bytea`, a blob): a subject written
             // as a UUID or in hexadecimal is held by its bytes too, beside the text as written
             // (before, only the text was compared, which no binary value equals: found by a
@@ -1751,6 +1747,10 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
                     subjects.push(Value::Bytes(b));
                 }
             }
+            // A subject of another shape than the column's (text for an integer column) is kept
+            // as written: SQLite keeps any type in any column, and the SQL builder leaves it out
+            // where the column cannot hold it (before, it was dropped here, and a SQLite row with
+            // that text in its integer subject column was destroyed under the hold).
             match subject_kind.map(|k| coerce(Value::Text(s.clone()), k)) {
                 Some(Ok(v)) => subjects.push(v),
                 Some(Err(_)) => subjects.push(Value::Text(s)),

@@ -2659,9 +2659,10 @@ enum Cell<'a> {
     Flag(u8),
 }
 
-/// A date and a time of day written without a zone (`2024-06-30 12:00`, `2024-06-30T12:00:00.5`).
+/// A date and a time of day written without a zone, in the shapes `when:` takes
+/// (`2024-06-30 12:00:00`, `2024-06-30T12:00:00.5`; `condition::is_time_literal`).
 fn text_date_time(t: &str) -> Option<chrono::NaiveDateTime> {
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
         .iter()
         .find_map(|f| chrono::NaiveDateTime::parse_from_str(t.trim(), f).ok())
 }
