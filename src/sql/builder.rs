@@ -1514,9 +1514,25 @@ impl<'a> Builder<'a> {
         let t = self.table();
         let mut cols = self.key_and_subject(&t);
         cols.extend(columns.iter().map(|c| self.read_expr(&t, c)));
-        sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
+        self.next_select(&mut sql);
+        sql.push(&format!("{} FROM {t} WHERE ", cols.join(", ")));
         self.next_locked(&mut sql, after, limit, bounds);
         sql
+    }
+
+    /// `SELECT ` of a read of the next batch (`ORDER BY key LIMIT n` over the rest of the due
+    /// key range). On MariaDB with the holds' `NOT EXISTS` kept as it is written, a look-up in
+    /// the holds' subject index for each row read: MariaDB otherwise turns it into `NOT IN`
+    /// (`exists_to_in`) and, costing the range as if the whole of it were read (the `LIMIT`
+    /// left out), materializes the holds table for every batch, a scan of every hold (92 ms a
+    /// batch with 265,000 holds, against 20 ms by look-ups; at 10,000,000 rows the reads were
+    /// two thirds of an anonymize run). `SET STATEMENT` sets it for this statement alone;
+    /// the counts, which read every lapsed row, keep the materialization, faster there.
+    fn next_select(&self, sql: &mut Sql) {
+        if self.mariadb {
+            sql.push("SET STATEMENT optimizer_switch='exists_to_in=off' FOR ");
+        }
+        sql.push("SELECT ");
     }
 
     /// The rest of a read of the next batch after its columns (`... FROM t WHERE `): the next
@@ -1723,7 +1739,8 @@ impl<'a> Builder<'a> {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         let key = self.col(&t, &self.scope.key[0]);
-        sql.push(&format!("SELECT {} FROM {t} WHERE ", self.key_and_subject(&t).join(", ")));
+        self.next_select(&mut sql);
+        sql.push(&format!("{} FROM {t} WHERE ", self.key_and_subject(&t).join(", ")));
         self.next_rows(&mut sql, &t, after, bounds);
         self.filter(&mut sql, &self.scope.destroy_filter(), &t);
         sql.push(&format!(" ORDER BY {key} LIMIT {limit}"));
@@ -2213,7 +2230,8 @@ impl<'a> Builder<'a> {
     ) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
-        sql.push(&format!("SELECT {}", self.key_and_subject(&t).join(", ")));
+        self.next_select(&mut sql);
+        sql.push(&self.key_and_subject(&t).join(", "));
         let guards = self.guards(cols);
         if !guards.is_empty() {
             sql.push(", ");

@@ -1875,6 +1875,49 @@ async fn mysql_zero_date_anchors_are_unknown() {
     assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the zero date with the NULL");
 }
 
+/// MariaDB: a batch's locking read (`SELECT … ORDER BY id LIMIT n FOR UPDATE` over the rest of
+/// the due keys) tests the holds by looking each row's subject up in the holds' index. Left to
+/// itself MariaDB turns the `NOT EXISTS` into `NOT IN`, costs the whole key range as read (not
+/// the `LIMIT`) and materializes the holds table for every batch: every hold read once a batch,
+/// two thirds of an anonymize run at 10,000,000 rows (BENCHMARKS.md). Measured by the rows
+/// MariaDB reads from the holds table (`userstat`), with 36 batches and 2,000 holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_batches_look_holds_up_instead_of_reading_them_all() {
+    if !Backend::MySql.enabled() {
+        return;
+    }
+    let f = Fixture::new(
+        Backend::MySql,
+        "CREATE TABLE lots (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at DATETIME NOT NULL);\n\
+         CREATE TABLE legal_holds (id VARCHAR(64) PRIMARY KEY, subject BIGINT, policy VARCHAR(128), \
+         expires_at DATETIME NULL, KEY legal_holds_subject (subject));",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO lots SELECT seq, 'n', '2019-01-01' FROM seq_1_to_20000; \
+         INSERT INTO legal_holds SELECT CONCAT('H-', seq), seq * 10, NULL, NULL FROM seq_1_to_2000; \
+         ANALYZE TABLE lots, legal_holds; SET GLOBAL userstat = 1",
+    )
+    .await;
+    f.holds_table_config();
+    let policy = typed_policy("lots", "  note: { category: free_text, anonymize: nullify }\n", "", "anonymize");
+    f.policy("lots", &policy.replace("  key: id\n", "  key: id\n  subject: id\n"));
+    let holds_read = || {
+        f.db.count(
+            "SELECT CAST(COALESCE(SUM(ROWS_READ), 0) AS SIGNED) FROM information_schema.TABLE_STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'legal_holds'",
+        )
+    };
+    let before = holds_read().await;
+    f.lapse(&["run", "--batch-size", "500"]).ok();
+    let read = holds_read().await - before;
+    let p = &f.report("run")["policies"][0];
+    assert_eq!((n(&p["anonymized"]), n(&p["held"])), (18_000, 2_000), "{p}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM lots WHERE note IS NOT NULL").await, 2_000);
+    // The counts read every hold (a few times); 36 batches materializing them read 72,000.
+    assert!((2_000..20_000).contains(&read), "rows read from the holds table: {read}");
+}
+
 /// SQLite keeps any text in a date column: an anchor that is no time (`julianday` reads
 /// nothing in it) is unknown, kept and counted like a NULL one, and lapses only with
 /// `null_anchor: lapse` (before, such rows were kept without being counted anywhere).
