@@ -797,6 +797,7 @@ impl SqlConnector {
             counting: std::cell::Cell::new(false),
             split_holds: self.split_holds,
             quick_pending: false,
+            batch_keys: Default::default(),
         }
     }
 
