@@ -1875,6 +1875,40 @@ async fn mysql_zero_date_anchors_are_unknown() {
     assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the zero date with the NULL");
 }
 
+/// A table `lots` of 20,000 lapsed rows and a holds table of 2,000 holds spread over its keys
+/// (every tenth key, its subject), with an index on their subject; a policy on `lots` whose
+/// subject is its key, deleting (`action` `delete`) or nulling `note` (`anonymize`).
+async fn lots_with_spread_holds(b: Backend, action: &str) -> Fixture {
+    let (holds, rows, load) = match b {
+        Backend::MySql => (
+            "CREATE TABLE legal_holds (id VARCHAR(64) PRIMARY KEY, subject BIGINT, policy VARCHAR(128), \
+             expires_at DATETIME NULL, KEY legal_holds_subject (subject));",
+            "INSERT INTO lots SELECT seq, 'n', '2019-01-01' FROM seq_1_to_20000",
+            "INSERT INTO legal_holds SELECT CONCAT('H-', seq), seq * 10, NULL, NULL FROM seq_1_to_2000; \
+             ANALYZE TABLE lots, legal_holds",
+        ),
+        _ => (
+            "CREATE TABLE legal_holds (id VARCHAR(64) PRIMARY KEY, subject BIGINT, policy VARCHAR(128), \
+             expires_at {TS} NULL);\nCREATE INDEX legal_holds_subject ON legal_holds (subject);",
+            "INSERT INTO lots SELECT g, 'n', '2019-01-01' FROM generate_series(1, 20000) g",
+            "INSERT INTO legal_holds SELECT 'H-' || g, g * 10, NULL, NULL FROM generate_series(1, 2000) g; \
+             ANALYZE lots; ANALYZE legal_holds",
+        ),
+    };
+    let schema =
+        format!("CREATE TABLE lots (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at {{TS}} NOT NULL);\n{holds}");
+    let f = Fixture::new(b, &schema).await;
+    f.db.exec(&format!("{rows}; {load}")).await;
+    f.holds_table_config();
+    let personal = match action {
+        "delete" => "  note: { category: free_text }\n",
+        _ => "  note: { category: free_text, anonymize: nullify }\n",
+    };
+    let policy = typed_policy("lots", personal, "", action);
+    f.policy("lots", &policy.replace("  key: id\n", "  key: id\n  subject: id\n"));
+    f
+}
+
 /// MariaDB: a batch's locking read (`SELECT … ORDER BY id LIMIT n FOR UPDATE` over the rest of
 /// the due keys) tests the holds by looking each row's subject up in the holds' index. Left to
 /// itself MariaDB turns the `NOT EXISTS` into `NOT IN`, costs the whole key range as read (not
@@ -1886,22 +1920,8 @@ async fn mariadb_batches_look_holds_up_instead_of_reading_them_all() {
     if !Backend::MySql.enabled() {
         return;
     }
-    let f = Fixture::new(
-        Backend::MySql,
-        "CREATE TABLE lots (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at DATETIME NOT NULL);\n\
-         CREATE TABLE legal_holds (id VARCHAR(64) PRIMARY KEY, subject BIGINT, policy VARCHAR(128), \
-         expires_at DATETIME NULL, KEY legal_holds_subject (subject));",
-    )
-    .await;
-    f.db.exec(
-        "INSERT INTO lots SELECT seq, 'n', '2019-01-01' FROM seq_1_to_20000; \
-         INSERT INTO legal_holds SELECT CONCAT('H-', seq), seq * 10, NULL, NULL FROM seq_1_to_2000; \
-         ANALYZE TABLE lots, legal_holds; SET GLOBAL userstat = 1",
-    )
-    .await;
-    f.holds_table_config();
-    let policy = typed_policy("lots", "  note: { category: free_text, anonymize: nullify }\n", "", "anonymize");
-    f.policy("lots", &policy.replace("  key: id\n", "  key: id\n  subject: id\n"));
+    let f = lots_with_spread_holds(Backend::MySql, "anonymize").await;
+    f.db.exec("SET GLOBAL userstat = 1").await;
     let holds_read = || {
         f.db.count(
             "SELECT CAST(COALESCE(SUM(ROWS_READ), 0) AS SIGNED) FROM information_schema.TABLE_STATISTICS \
@@ -1930,22 +1950,7 @@ async fn postgres_batches_read_only_their_own_holds() {
     if !Backend::Postgres.enabled() {
         return;
     }
-    let f = Fixture::new(
-        Backend::Postgres,
-        "CREATE TABLE lots (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at TIMESTAMP NOT NULL);\n\
-         CREATE TABLE legal_holds (id VARCHAR(64) PRIMARY KEY, subject BIGINT, policy VARCHAR(128), \
-         expires_at TIMESTAMP NULL);\n\
-         CREATE INDEX legal_holds_subject ON legal_holds (subject);",
-    )
-    .await;
-    f.db.exec(
-        "INSERT INTO lots SELECT g, 'n', '2019-01-01' FROM generate_series(1, 20000) g; \
-         INSERT INTO legal_holds SELECT 'H-' || g, g * 10, NULL, NULL FROM generate_series(1, 2000) g; \
-         ANALYZE lots; ANALYZE legal_holds",
-    )
-    .await;
-    f.holds_table_config();
-    f.policy("lots", &note_policy_with_subject("lots", "id"));
+    let f = lots_with_spread_holds(Backend::Postgres, "delete").await;
     // Cumulative statistics reach the view when the sessions that read end: wait for them.
     let index_reads = || async {
         let q = "SELECT CAST(COALESCE(SUM(idx_tup_read), 0) AS BIGINT) FROM pg_stat_user_indexes \
