@@ -401,16 +401,16 @@ pub struct Builder<'a> {
     /// the exact form, so the quick form finds the same rows; the exact tests, run on every
     /// anonymized row of the range, took SQLite's benchmark run 9 % longer.
     pub quick_pending: bool,
-    /// While a PostgreSQL batch `DELETE`'s filter is rendered: the key range the batch reads
-    /// (after its lower bound, exclusive or not, and up to its upper bound), which then bounds
-    /// the holds' subjects too where the subject is the integer key
-    /// ([`Builder::table_hold_match_part`]).
+    /// While the filter of a batch `DELETE` bounded by a subquery is rendered
+    /// ([`Builder::delete_next`] on PostgreSQL and SQLite): the key range the batch reads, which
+    /// then bounds the holds' subjects too where the subject is the integer key
+    /// ([`Builder::held_subjects_within`]).
     pub batch_keys: std::cell::RefCell<Option<KeyWindow>>,
 }
 
 /// The key range of a batch's statement: its lower bound (and whether it is inclusive), its
 /// upper bound (inclusive).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub struct KeyWindow {
     pub lower: Option<(Value, bool)>,
     pub upper: Option<Value>,
@@ -1070,9 +1070,7 @@ impl<'a> Builder<'a> {
             }
             (Some(s), Some(true)) => {
                 let (row, held) = self.subject_pair(ht, qual, s);
-                sql.push(&format!("{held} = {row}"));
-                self.held_subjects_within(sql, ht, s, &held);
-                &mut *sql
+                sql.push(&format!("{held} = {row}"))
             }
             (None, Some(true)) => sql.push("1=0"),
             // A policy without a subject column cannot tell a subject's records: a hold that
@@ -1084,6 +1082,9 @@ impl<'a> Builder<'a> {
             }
             (_, _) => sql.push(&format!("{hs} IS NULL")),
         };
+        if by_subject == Some(true) {
+            self.held_subjects_within(sql, ht, &hs);
+        }
         self.table_hold_active(sql, ht);
     }
 
@@ -1094,12 +1095,17 @@ impl<'a> Builder<'a> {
     /// start at the batch's first key. Without it each batch read that index from its first
     /// entry, the holds of every key before the batch: at 10,000,000 rows the last batches of
     /// a delete took 21.5 ms instead of 6 ms (BENCHMARKS.md).
-    fn held_subjects_within(&self, sql: &mut Sql, ht: &HoldsTable, s: &str, held: &str) {
+    fn held_subjects_within(&self, sql: &mut Sql, ht: &HoldsTable, held: &str) {
         let window = self.batch_keys.borrow();
         let Some(w) = window.as_ref() else { return };
         let int = |c: Option<&crate::connector::ColumnInfo>| c.is_some_and(|c| c.kind == ColumnKind::Int);
         let held_info = self.holds_info.and_then(|i| i.column(&ht.subject));
-        if self.scope.key.len() != 1 || self.scope.key[0] != s || !int(self.scope.table.column(s)) || !int(held_info) {
+        let key = &self.scope.key[0];
+        if self.scope.key.len() != 1
+            || self.scope.subject.as_ref() != Some(key)
+            || !int(self.scope.table.column(key))
+            || !int(held_info)
+        {
             return;
         }
         if let Some((v, inclusive)) = &w.lower {
