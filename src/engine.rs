@@ -862,6 +862,10 @@ pub struct EvidenceSink {
     lock: Option<std::fs::File>,
 }
 
+/// How much evidence the writer lets pile up unsynced (a batch of 5,000 records is about
+/// 1.3 MB): each sync then takes a few milliseconds of the writer's thread, none of the batches'.
+const EVIDENCE_SYNC_BYTES: usize = 8 << 20;
+
 enum SinkMsg {
     /// One serialized line, newline included.
     Line(Vec<u8>),
@@ -900,12 +904,19 @@ impl EvidenceSink {
             let mut hash = Sha256::new();
             let mut records = 0u64;
             let mut line = Vec::with_capacity(256);
+            // Bytes written since the last sync. Synced as they pile up, on this thread and so
+            // behind the batches: otherwise the kernel holds them all (it starts writing dirty
+            // pages only after 30 s or at a tenth of memory), and the sync at the policy's end,
+            // which the run waits for, writes the whole file: 48 ms of a 0.85 s run for the
+            // 77 MB of 297,000 records.
+            let mut unsynced = 0usize;
             for msg in rx {
                 match msg {
                     SinkMsg::Line(l) => {
                         hash.update(&l);
                         file.write_all(&l)?;
                         records += 1;
+                        unsynced += l.len();
                     }
                     SinkMsg::Batch { rest, ids } => {
                         // Keyed hashes are hex digits, which JSON needs no escaping for; anything
@@ -936,6 +947,7 @@ impl EvidenceSink {
                             hash.update(&line);
                             file.write_all(&line)?;
                             records += 1;
+                            unsynced += line.len();
                         }
                         // To the OS: a killed process loses none of it.
                         file.flush()?;
@@ -943,8 +955,15 @@ impl EvidenceSink {
                     SinkMsg::Sync(done) => {
                         file.flush()?;
                         file.get_ref().sync_data()?;
+                        unsynced = 0;
                         let _ = done.send(());
+                        continue;
                     }
+                }
+                if unsynced >= EVIDENCE_SYNC_BYTES {
+                    file.flush()?;
+                    file.get_ref().sync_data()?;
+                    unsynced = 0;
                 }
             }
             file.flush()?;
