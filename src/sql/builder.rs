@@ -1100,12 +1100,8 @@ impl<'a> Builder<'a> {
         let Some(w) = window.as_ref() else { return };
         let int = |c: Option<&crate::connector::ColumnInfo>| c.is_some_and(|c| c.kind == ColumnKind::Int);
         let held_info = self.holds_info.and_then(|i| i.column(&ht.subject));
-        let key = &self.scope.key[0];
-        if self.scope.key.len() != 1
-            || self.scope.subject.as_ref() != Some(key)
-            || !int(self.scope.table.column(key))
-            || !int(held_info)
-        {
+        let [key] = self.scope.key.as_slice() else { return };
+        if self.scope.subject.as_ref() != Some(key) || !int(self.scope.table.column(key)) || !int(held_info) {
             return;
         }
         if let Some((v, inclusive)) = &w.lower {
