@@ -2422,13 +2422,17 @@ impl<'a> Builder<'a> {
         )
     }
 
-    /// The journal: one row per committed batch, its records' keyed hashes in one text (a
-    /// batch of thousands is one short insert, where a row per record cost as much as the
-    /// deletion itself).
+    /// The journal: one row per committed batch, its records' keyed hashes in one value, 32
+    /// bytes each (a batch of thousands is one short insert, where a row per record cost as much
+    /// as the deletion itself; bytes, not hex text, halve what is sent and stored).
     pub fn journal_create(&self) -> String {
-        let text = if self.d == Dialect::MySql { "LONGTEXT" } else { "TEXT" };
+        let bytes = match self.d {
+            Dialect::Postgres => "BYTEA",
+            Dialect::MySql => "LONGBLOB",
+            Dialect::Sqlite => "BLOB",
+        };
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (run_id VARCHAR(64) NOT NULL, policy VARCHAR(128) NOT NULL, stage VARCHAR(128) NOT NULL, action VARCHAR(32) NOT NULL, batch_no BIGINT NOT NULL, record_count BIGINT NOT NULL, records {text} NOT NULL, subjects {text} NOT NULL, committed_at VARCHAR(40) NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {} (run_id VARCHAR(64) NOT NULL, policy VARCHAR(128) NOT NULL, stage VARCHAR(128) NOT NULL, action VARCHAR(32) NOT NULL, batch_no BIGINT NOT NULL, record_count BIGINT NOT NULL, records {bytes} NOT NULL, subjects {bytes} NOT NULL, committed_at VARCHAR(40) NOT NULL)",
             self.q(self.journal_table)
         )
     }
@@ -2445,15 +2449,15 @@ impl<'a> Builder<'a> {
     }
 
     /// The journal row of one committed batch: `constants` are run, policy, stage, action and
-    /// commit time; `records` and `subjects` the batch's keyed hashes, comma-separated, in the
-    /// same order (an empty subject entry: the record has none); `count` entries each.
+    /// commit time; `records` and `subjects` the batch's `count` keyed hashes in the same order,
+    /// as the table stores them (bytes, or comma-separated hex text).
     pub fn journal_insert_batch(
         &self,
         constants: &[Value; 5],
         batch: u64,
         count: usize,
-        records: String,
-        subjects: String,
+        records: Value,
+        subjects: Value,
     ) -> Sql {
         let mut sql = Sql::new(self.d);
         sql.push(&format!(
@@ -2468,9 +2472,9 @@ impl<'a> Builder<'a> {
         sql.push(", ");
         sql.bind(Value::Int(count as i64));
         sql.push(", ");
-        sql.bind(Value::Text(records));
+        sql.bind(records);
         sql.push(", ");
-        sql.bind(Value::Text(subjects));
+        sql.bind(subjects);
         sql.push(", ");
         sql.bind(constants[4].clone());
         sql.push(")");

@@ -56,8 +56,9 @@ pub struct SqlConnector {
     db_random: bool,
     /// `Builder::split_holds`: not on SQLite where the schema declares a collation somewhere.
     split_holds: bool,
-    /// The journal table has the earlier shape, a row per record (see `ensure_journal`).
-    journal_per_record: std::sync::atomic::AtomicBool,
+    /// The journal table's [`JournalShape`], as a `u8` (tables made by an earlier lapse keep
+    /// theirs; see `ensure_journal`).
+    journal_shape: std::sync::atomic::AtomicU8,
     /// The first and last key of the rows each counted filter matched (single integer keys), by
     /// [`bounds_id`]: `begin_next` scans only between them.
     due_bounds: std::sync::Mutex<std::collections::HashMap<String, (Value, Value)>>,
@@ -713,7 +714,7 @@ impl SqlConnector {
             returning,
             db_random,
             split_holds,
-            journal_per_record: std::sync::atomic::AtomicBool::new(false),
+            journal_shape: std::sync::atomic::AtomicU8::new(JournalShape::Binary as u8),
             due_bounds: std::sync::Mutex::new(std::collections::HashMap::new()),
             run_locks: tokio::sync::Mutex::new(Vec::new()),
             lite_writer,
@@ -723,8 +724,9 @@ impl SqlConnector {
         // A journal table that exists must be one (its first batch would fail, every run).
         match c.describe_table(&c.journal_table).await {
             Ok(t) => {
-                journal_shape(&t, c.dialect != Dialect::Postgres)
+                let shape = journal_shape(&t, c.dialect != Dialect::Postgres)
                     .map_err(|m| ConnectorError::Invalid(format!("connection '{name}': {m}")))?;
+                c.journal_shape.store(shape as u8, std::sync::atomic::Ordering::Relaxed);
             }
             Err(ConnectorError::NotFound { .. }) => {}
             Err(e) => return Err(e),
@@ -781,6 +783,10 @@ impl SqlConnector {
         self.dialect
     }
 
+    fn journal(&self) -> JournalShape {
+        JournalShape::from_u8(self.journal_shape.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// MariaDB rather than MySQL: of the two, only MariaDB has `DELETE ... RETURNING`.
     fn is_mariadb(&self) -> bool {
         self.dialect == Dialect::MySql && self.returning
@@ -816,10 +822,9 @@ impl SqlConnector {
     pub async fn ensure_journal(&self) -> Result<(), ConnectorError> {
         match self.describe_table(&self.journal_table).await {
             Ok(t) => {
-                // A table made for an earlier lapse (a row per record) is written in its shape.
-                let per_record =
-                    journal_shape(&t, self.dialect != Dialect::Postgres).map_err(ConnectorError::Invalid)?;
-                self.journal_per_record.store(per_record, std::sync::atomic::Ordering::Relaxed);
+                // A table made for an earlier lapse is written in its shape.
+                let shape = journal_shape(&t, self.dialect != Dialect::Postgres).map_err(ConnectorError::Invalid)?;
+                self.journal_shape.store(shape as u8, std::sync::atomic::Ordering::Relaxed);
                 return Ok(());
             }
             Err(ConnectorError::NotFound { .. }) => {}
@@ -834,6 +839,8 @@ impl SqlConnector {
             // Shards starting at once race on `CREATE TABLE IF NOT EXISTS` (PostgreSQL can
             // answer a unique violation in its catalog); the loser's retry finds the table.
             if r.is_ok() {
+                // (A table made meanwhile by another shard is of the same shape.)
+                self.journal_shape.store(JournalShape::Binary as u8, std::sync::atomic::Ordering::Relaxed);
                 if let Some(tune) = self.builder(&dummy).journal_storage() {
                     // Only a speed setting: a refusal changes nothing else.
                     let t = with_pool!(self, p => { sqlx::query(&tune).execute(p).await.map(|_| ()) });
@@ -1276,32 +1283,67 @@ fn int_key_and_subject(scope: &Scope) -> bool {
     int_key(scope) && scope.subject.as_ref().is_none_or(|s| scope.table.kind(s) == crate::connector::ColumnKind::Int)
 }
 
-/// Whether an existing journal table is of the earlier shape, a row per record (`true`), or the
-/// current one, a row per batch (`false`); an error names what a table of neither lacks.
+/// How a journal table stores a committed batch. A table keeps the shape it was made with: one
+/// made by an earlier lapse is written in its own shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum JournalShape {
+    /// A row per batch, its records' and subjects' keyed hashes as bytes, 32 each, in the same
+    /// order (`records` and `subjects` binary: half the bytes of hex text to send and store).
+    Binary = 0,
+    /// A row per batch, the hashes as comma-separated hex text (`records` and `subjects` text).
+    TextLists = 1,
+    /// A row per record (`record`, `subject` columns).
+    PerRecord = 2,
+}
+
+impl JournalShape {
+    fn from_u8(v: u8) -> JournalShape {
+        match v {
+            0 => JournalShape::Binary,
+            1 => JournalShape::TextLists,
+            _ => JournalShape::PerRecord,
+        }
+    }
+}
+
+/// An existing journal table's shape; an error names what a table of none lacks.
 ///
 /// The journal's statements name its columns unquoted: MariaDB and SQLite match them in any
 /// case (`any_case`), PostgreSQL folds them to lower case.
-fn journal_shape(t: &TableInfo, any_case: bool) -> Result<bool, String> {
+fn journal_shape(t: &TableInfo, any_case: bool) -> Result<JournalShape, String> {
     const COMMON: [&str; 5] = ["run_id", "policy", "stage", "action", "committed_at"];
     const PER_BATCH: [&str; 4] = ["batch_no", "record_count", "records", "subjects"];
     const PER_RECORD: [&str; 2] = ["record", "subject"];
-    let has = |c: &str| t.columns.iter().any(|x| x.name == c || (any_case && x.name.eq_ignore_ascii_case(c)));
+    let named = |c: &str| t.columns.iter().find(|x| x.name == c || (any_case && x.name.eq_ignore_ascii_case(c)));
+    let has = |c: &str| named(c).is_some();
     let per_record = !has("records") && has("record");
     let wanted = COMMON.iter().chain(if per_record { &PER_RECORD[..] } else { &PER_BATCH[..] });
     let missing: Vec<&str> = wanted.filter(|c| !has(c)).copied().collect();
-    match missing.is_empty() {
-        true => Ok(per_record),
-        false => Err(format!(
+    if !missing.is_empty() {
+        return Err(format!(
             "journal_table '{}' exists but is no lapse journal: it has no column {} (name a table of its own, or create it as the README says)",
             t.name,
             missing.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ")
-        )),
+        ));
     }
+    let binary = |c: &str| named(c).is_some_and(|x| x.kind == ColumnKind::Bytes);
+    Ok(match (per_record, binary("records"), binary("subjects")) {
+        (true, _, _) => JournalShape::PerRecord,
+        (false, true, true) => JournalShape::Binary,
+        (false, false, false) => JournalShape::TextLists,
+        (false, _, _) => {
+            return Err(format!(
+                "journal_table '{}' exists but is no lapse journal: its columns 'records' and 'subjects' must both be binary or both be text",
+                t.name
+            ))
+        }
+    })
 }
 
 /// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
 /// `destroyed`, stamped with the time it is written (just before the commit).
-fn journal_sql(b: &Builder, per_record: bool, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize]) -> Sql {
+fn journal_sql(b: &Builder, shape: JournalShape, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize]) -> Sql {
     let constants = [
         Value::Text(journal.run_id.clone()),
         Value::Text(journal.policy.clone()),
@@ -1309,28 +1351,83 @@ fn journal_sql(b: &Builder, per_record: bool, journal: &JournalCtx, ids: &[Evide
         Value::Text(journal.action.clone()),
         Value::Text(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     ];
-    if per_record {
-        let records: Vec<(Value, Value)> = destroyed
-            .iter()
-            .map(|&i| {
-                (Value::Text(ids[i].record.clone()), ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null))
+    let (records, subjects) = match shape {
+        JournalShape::PerRecord => {
+            let records: Vec<(Value, Value)> = destroyed
+                .iter()
+                .map(|&i| {
+                    (Value::Text(ids[i].record.clone()), ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null))
+                })
+                .collect();
+            return b.journal_insert_rows(&constants, &records);
+        }
+        JournalShape::Binary => {
+            // 32 bytes a record; subjects likewise, an absent one as 32 zero bytes (no keyed
+            // hash is), or none at all when no record of the batch has one.
+            let digest = |hex_digest: &str, out: &mut [u8]| {
+                assert!(crate::evidence::digest_bytes(hex_digest, out), "keyed hashes are 64 hex digits")
+            };
+            let mut records = vec![0u8; destroyed.len() * 32];
+            for (slot, &i) in records.chunks_exact_mut(32).zip(destroyed) {
+                digest(&ids[i].record, slot);
+            }
+            let has_subjects = destroyed.iter().any(|&i| ids[i].subject.is_some());
+            let mut subjects = vec![0u8; if has_subjects { destroyed.len() * 32 } else { 0 }];
+            for (slot, &i) in subjects.chunks_exact_mut(32).zip(destroyed) {
+                if let Some(s) = &ids[i].subject {
+                    digest(s, slot);
+                }
+            }
+            (Value::Bytes(records), Value::Bytes(subjects))
+        }
+        JournalShape::TextLists => {
+            // The lists are joined straight from the ids, without a copy of every digest first.
+            let has_subjects = destroyed.first().is_some_and(|&i| ids[i].subject.is_some());
+            let mut records = String::with_capacity(destroyed.len() * 65);
+            let mut subjects = String::with_capacity(if has_subjects { destroyed.len() * 65 } else { destroyed.len() });
+            for (n, &i) in destroyed.iter().enumerate() {
+                if n > 0 {
+                    records.push(',');
+                    subjects.push(',');
+                }
+                records.push_str(&ids[i].record);
+                subjects.push_str(ids[i].subject.as_deref().unwrap_or_default());
+            }
+            (Value::Text(records), Value::Text(subjects))
+        }
+    };
+    b.journal_insert_batch(&constants, journal.batch, destroyed.len(), records, subjects)
+}
+
+/// The record and subject hashes of one journal row of `shape` (not `PerRecord`), in order.
+fn journal_entries(shape: JournalShape, records: Value, subjects: Value) -> Vec<EvidenceId> {
+    if shape == JournalShape::Binary {
+        // (MariaDB hands a blob that happens to be valid UTF-8 over as text.)
+        let bytes = |v: Value| match v {
+            Value::Bytes(b) => b,
+            Value::Text(s) => s.into_bytes(),
+            _ => vec![],
+        };
+        let (records, subjects) = (bytes(records), bytes(subjects));
+        let mut subjects = subjects.chunks_exact(32);
+        return records
+            .chunks_exact(32)
+            .map(|r| EvidenceId {
+                record: hex::encode(r),
+                subject: subjects.next().filter(|s| s.iter().any(|&b| b != 0)).map(hex::encode),
             })
             .collect();
-        return b.journal_insert_rows(&constants, &records);
     }
-    // The lists are joined straight from the ids, without a copy of every digest first.
-    let has_subjects = destroyed.first().is_some_and(|&i| ids[i].subject.is_some());
-    let mut records = String::with_capacity(destroyed.len() * 65);
-    let mut subjects = String::with_capacity(if has_subjects { destroyed.len() * 65 } else { destroyed.len() });
-    for (n, &i) in destroyed.iter().enumerate() {
-        if n > 0 {
-            records.push(',');
-            subjects.push(',');
-        }
-        records.push_str(&ids[i].record);
-        subjects.push_str(ids[i].subject.as_deref().unwrap_or_default());
-    }
-    b.journal_insert_batch(&constants, journal.batch, destroyed.len(), records, subjects)
+    let (records, subjects) = (journal_text(records), journal_text(subjects));
+    let mut subjects = subjects.split(',');
+    records
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let s = subjects.next().unwrap_or_default();
+            EvidenceId { record: r.to_string(), subject: (!s.is_empty()).then(|| s.to_string()) }
+        })
+        .collect()
 }
 
 /// Removes the URL (which may carry a password) from an error message.
@@ -1449,7 +1546,7 @@ impl SqlConnector {
         journal: JournalCtx,
     ) -> Result<Begun<'a>, ConnectorError> {
         let b = self.builder(scope);
-        let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
+        let shape = self.journal();
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let work_cols: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
         let bounds = self.bounds_of(scope);
@@ -1584,7 +1681,7 @@ impl SqlConnector {
                     (None, None) => (evidence_ids(&batch, id), false),
                 };
                 if updated {
-                    let ins = journal_sql(&b, per_record, &journal, &ids, &outcome.destroyed);
+                    let ins = journal_sql(&b, shape, &journal, &ids, &outcome.destroyed);
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                 }
                 tx.commit().await.map_err(db_err(&ctx))?;
@@ -1716,7 +1813,7 @@ impl SqlConnector {
         journal: JournalCtx,
     ) -> Result<Begun<'a>, ConnectorError> {
         let b = self.builder(scope);
-        let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
+        let shape = self.journal();
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let bounds = self.bounds_of(scope);
         let mut tx = p.for_writes(self).begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
@@ -1760,7 +1857,7 @@ impl SqlConnector {
             }
             if !batch.is_empty() {
                 let all: Vec<usize> = (0..batch.len()).collect();
-                let ins = journal_sql(&b, per_record, &journal, &ids, &all);
+                let ins = journal_sql(&b, shape, &journal, &ids, &all);
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;
@@ -1779,7 +1876,7 @@ impl SqlConnector {
         journal: &JournalCtx,
     ) -> Result<BatchOutcome, ConnectorError> {
         let b = self.builder(scope);
-        let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
+        let shape = self.journal();
         let keys: Vec<Vec<Value>> = batch.iter().map(|c| c.key.clone()).collect();
         let work_cols: Vec<String> = match &scope.work {
             Work::Delete => vec![],
@@ -1826,7 +1923,7 @@ impl SqlConnector {
                 if destroyed.len() == rows.len() {
                     destroyed.sort_unstable();
                     if !destroyed.is_empty() {
-                        let ins = journal_sql(&b, per_record, journal, ids, &destroyed);
+                        let ins = journal_sql(&b, shape, journal, ids, &destroyed);
                         bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     }
                     tx.commit().await.map_err(db_err(&ctx))?;
@@ -1855,7 +1952,7 @@ impl SqlConnector {
                 }
                 let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
                 if r.rows_affected() == batch.len() as u64 {
-                    let ins = journal_sql(&b, per_record, journal, ids, &all);
+                    let ins = journal_sql(&b, shape, journal, ids, &all);
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     tx.commit().await.map_err(db_err(&ctx))?;
                     Some(BatchOutcome { destroyed: all.clone(), cascaded, ..Default::default() })
@@ -1930,7 +2027,7 @@ impl SqlConnector {
             }
             // 4. The journal, in the same transaction: committed work is always accounted for.
             if expected > 0 {
-                let ins = journal_sql(&b, per_record, journal, ids, &outcome.destroyed);
+                let ins = journal_sql(&b, shape, journal, ids, &outcome.destroyed);
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;
@@ -2062,7 +2159,7 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     fn journal_readable(&self) -> bool {
-        !self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed)
+        self.journal() != JournalShape::PerRecord
     }
 
     async fn journal_batches(
@@ -2071,9 +2168,7 @@ impl crate::connector::Connector for SqlConnector {
         run_prefix: &str,
         since: &str,
     ) -> Result<Vec<crate::connector::JournalBatch>, ConnectorError> {
-        if self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed)
-            || !run_prefix.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if self.journal() == JournalShape::PerRecord || !run_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(vec![]);
         }
         let scope = journal_scope();
@@ -2123,23 +2218,14 @@ impl crate::connector::Connector for SqlConnector {
         let scope = journal_scope();
         let sql = self.builder(&scope).journal_batch_ids(policy, &b.run_id, &b.stage, b.batch);
         let ctx = format!("reading journal table '{}'", self.journal_table);
-        let lists: Vec<(String, String)> = with_pool!(self, p => {
+        let shape = self.journal();
+        let rows: Vec<(Value, Value)> = with_pool!(self, p => {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
             rows.iter()
-                .map(|r| {
-                    Ok((journal_text(r.value(0).map_err(db_err(&ctx))?), journal_text(r.value(1).map_err(db_err(&ctx))?)))
-                })
+                .map(|r| Ok((r.value(0).map_err(db_err(&ctx))?, r.value(1).map_err(db_err(&ctx))?)))
                 .collect::<Result<Vec<_>, ConnectorError>>()
         })?;
-        let mut ids = Vec::new();
-        for (records, subjects) in lists {
-            let subjects: Vec<&str> = subjects.split(',').collect();
-            for (i, r) in records.split(',').filter(|r| !r.is_empty()).enumerate() {
-                let s = subjects.get(i).copied().unwrap_or_default();
-                ids.push(EvidenceId { record: r.to_string(), subject: (!s.is_empty()).then(|| s.to_string()) });
-            }
-        }
-        Ok(ids)
+        Ok(rows.into_iter().flat_map(|(records, subjects)| journal_entries(shape, records, subjects)).collect())
     }
 
     /// A batch's statements bind a few values per row (its key in an `IN` list, the new values
@@ -2149,10 +2235,10 @@ impl crate::connector::Connector for SqlConnector {
     /// when a value needs one, is split to fit (`update_rows`).
     fn max_batch(&self, scope: &Scope) -> usize {
         // The journal binds a few values per batch, or per record in a per-record table.
-        let journal = match (self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed), self.dialect) {
-            (false, _) => 0,
-            (true, Dialect::MySql) => 7,
-            (true, _) => 2,
+        let journal = match (self.journal(), self.dialect) {
+            (JournalShape::Binary | JournalShape::TextLists, _) => 0,
+            (JournalShape::PerRecord, Dialect::MySql) => 7,
+            (JournalShape::PerRecord, _) => 2,
         };
         // An anonymizing batch the database computes itself binds nothing per row; when a value
         // sends it to Rust, its update is split to fit (`update_rows`).
@@ -2469,7 +2555,7 @@ impl crate::connector::Connector for SqlConnector {
             return self.sqlite_delete_next(p, scope, after, limit, id, journal).await;
         }
         let b = self.builder(scope);
-        let per_record = self.journal_per_record.load(std::sync::atomic::Ordering::Relaxed);
+        let shape = self.journal();
         let ctx = format!("destroying a batch of '{}'", scope.table.name);
         let bounds = self.bounds_of(scope);
         // PostgreSQL, integer keys and subjects: the deleted rows come back as one row of arrays.
@@ -2509,7 +2595,7 @@ impl crate::connector::Connector for SqlConnector {
                 let ids = evidence_ids_yielding(&batch, id).await;
                 if !batch.is_empty() {
                     let all: Vec<usize> = (0..batch.len()).collect();
-                    let ins = journal_sql(&b, per_record, &journal, &ids, &all);
+                    let ins = journal_sql(&b, shape, &journal, &ids, &all);
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                 }
                 tx.commit().await.map_err(db_err(&ctx))?;

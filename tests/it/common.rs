@@ -182,6 +182,80 @@ impl TestDb {
         r.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// A binary value as lower-case hex digits, in this dialect.
+    pub fn hex(&self, expr: &str) -> String {
+        match self.backend {
+            Backend::Postgres => format!("encode({expr}, 'hex')"),
+            _ => format!("LOWER(HEX({expr}))"),
+        }
+    }
+
+    /// The journal table as lapse made it before its hashes were stored as bytes: a row per
+    /// batch, the hashes as comma-separated hex text. Such a table is still written and read
+    /// in its shape.
+    pub fn text_lists_journal_ddl(&self) -> String {
+        let text = if self.backend == Backend::MySql { "LONGTEXT" } else { "TEXT" };
+        format!(
+            "CREATE TABLE lapse_journal (run_id VARCHAR(64) NOT NULL, policy VARCHAR(128) NOT NULL, \
+             stage VARCHAR(128) NOT NULL, action VARCHAR(32) NOT NULL, batch_no BIGINT NOT NULL, \
+             record_count BIGINT NOT NULL, records {text} NOT NULL, subjects {text} NOT NULL, \
+             committed_at VARCHAR(40) NOT NULL)"
+        )
+    }
+
+    /// The journal's batches as (record, subject) hash pairs, whichever of its per-batch
+    /// shapes the table has (bytes, 32 a hash, an absent subject all zeros; or hex text,
+    /// comma-separated, an absent subject empty).
+    pub async fn journal_entries(&self) -> Vec<(String, Option<String>)> {
+        let binary = self
+            .texts(&format!(
+                "SELECT {} FROM lapse_journal WHERE record_count > 0",
+                self.text("CASE WHEN LENGTH(records) = 32 * record_count THEN 1 ELSE 0 END")
+            ))
+            .await;
+        let binary = match binary.first().cloned().flatten().as_deref() {
+            Some("1") => true,
+            Some("0") => false,
+            None => return vec![],
+            Some(other) => panic!("LENGTH(records) = 32 * record_count: {other}"),
+        };
+        let (r, s) = match binary {
+            true => (self.hex("records"), self.hex("subjects")),
+            false => (self.text("records"), self.text("subjects")),
+        };
+        let rows = self
+            .texts(&format!(
+                "SELECT {} FROM lapse_journal ORDER BY run_id, stage, batch_no",
+                self.concat(&[&r, "'|'", &s])
+            ))
+            .await;
+        let mut out = vec![];
+        for row in rows.into_iter().flatten() {
+            let (records, subjects) = row.split_once('|').unwrap();
+            let split = |l: &str| -> Vec<String> {
+                match binary {
+                    true => l.as_bytes().chunks(64).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect(),
+                    false => l.split(',').map(str::to_string).collect(),
+                }
+            };
+            let records = split(records);
+            let subjects = split(subjects);
+            for (i, r) in records.into_iter().enumerate() {
+                let s = subjects.get(i).filter(|s| !s.is_empty() && s.bytes().any(|b| b != b'0')).cloned();
+                out.push((r, s));
+            }
+        }
+        out
+    }
+
+    /// `a || b || ...` in this dialect.
+    pub fn concat(&self, parts: &[&str]) -> String {
+        match self.backend {
+            Backend::MySql => format!("CONCAT({})", parts.join(", ")),
+            _ => parts.join(" || "),
+        }
+    }
+
     /// A text cast in this dialect: `CAST(x AS TEXT)` / `CAST(x AS CHAR)`.
     pub fn text(&self, expr: &str) -> String {
         match self.backend {

@@ -2062,8 +2062,9 @@ pub async fn interrupted_run_resumes(b: Backend) {
     assert_eq!(n(&f.report("run")["policies"][0]["deleted"]), 3);
 }
 
-/// A journal table of the earlier shape (a row per record) is still written in its shape, and
-/// the journal's batch rows say which records each committed batch destroyed.
+/// Journal tables of the earlier shapes (a row per record; a row per batch with hex text) are
+/// still written in their shapes, and the journal's batch rows say which records (and
+/// subjects) each committed batch destroyed.
 pub async fn journal_shapes(b: Backend) {
     let f = seeded(b).await;
     f.policy("people", &policy("delete", ONE_YEAR, ""));
@@ -2084,20 +2085,53 @@ pub async fn journal_shapes(b: Backend) {
         assert!(records.contains(e["record"].as_str().unwrap()), "evidence line not journaled: {line}");
     }
 
-    let f = seeded(b).await;
-    f.policy("people", &policy("delete", ONE_YEAR, ""));
-    f.lapse(&["run", "--batch-size", "2"]).ok();
-    assert_eq!(f.db.count("SELECT COUNT(*) FROM lapse_journal").await, 3, "a row per batch (2 + 2 + 1)");
-    assert_eq!(f.db.journal_records().await, 5);
-    let lists = f.db.texts(&format!("SELECT {} FROM lapse_journal", f.db.text("records"))).await;
-    let journaled: BTreeSet<String> =
-        lists.into_iter().flatten().flat_map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>()).collect();
-    let evidence = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
-    let evidenced: BTreeSet<String> = evidence
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(journaled, evidenced, "the journal's batches hold exactly the evidence's records");
+    // A table of the per-batch shape lapse made before (hex text), and the one it makes now
+    // (bytes): a row per batch, its records and subjects those of the evidence, in its order; a
+    // record without a subject has none in the journal either.
+    for text_lists in [true, false] {
+        let f = seeded(b).await;
+        f.policy("people", &policy("delete", ONE_YEAR, ""));
+        f.db.exec("UPDATE people SET subject = NULL WHERE id = 2").await;
+        if text_lists {
+            f.db.exec(&f.db.text_lists_journal_ddl()).await;
+        }
+        f.lapse(&["run", "--batch-size", "2"]).ok();
+        let shape = if text_lists { "text lists" } else { "bytes" };
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM lapse_journal").await, 3, "{shape}: a row per batch (2 + 2 + 1)");
+        assert_eq!(f.db.journal_records().await, 5);
+        let width = f.db.texts(&format!("SELECT {} FROM lapse_journal", f.db.text("LENGTH(records)"))).await;
+        let widths: BTreeSet<i64> = width.into_iter().flatten().map(|w| w.parse().unwrap()).collect();
+        let expected = if text_lists { [64, 129] } else { [32, 64] };
+        assert_eq!(widths, expected.into_iter().collect(), "{shape}: the records' column");
+        let journaled = f.db.journal_entries().await;
+        let evidence = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
+        let evidenced: Vec<(String, Option<String>)> = evidence
+            .lines()
+            .map(|l| {
+                let e = serde_json::from_str::<serde_json::Value>(l).unwrap();
+                (e["record"].as_str().unwrap().to_string(), e["subject"].as_str().map(str::to_string))
+            })
+            .collect();
+        assert_eq!(evidenced.iter().filter(|(_, s)| s.is_none()).count(), 1, "one record has no subject");
+        let (mut journaled, mut evidenced) = (journaled, evidenced);
+        journaled.sort();
+        evidenced.sort();
+        assert_eq!(journaled, evidenced, "{shape}: the journal's batches hold exactly the evidence's records");
+        // The README's query for the batch that destroyed a record finds it, and only it.
+        for (h, _) in &evidenced {
+            let found = match (text_lists, b) {
+                (true, _) => format!("records LIKE '%{h}%'"),
+                (false, Backend::Postgres) => format!("position(decode('{h}', 'hex') in records) % 32 = 1"),
+                (false, Backend::MySql) => format!("LOCATE(UNHEX('{h}'), records) % 32 = 1"),
+                (false, Backend::Sqlite) => format!("instr(records, x'{h}') % 32 = 1"),
+            };
+            assert_eq!(
+                f.db.count(&format!("SELECT COUNT(*) FROM lapse_journal WHERE {found}")).await,
+                1,
+                "{shape}: {found}"
+            );
+        }
+    }
 }
 
 /// A batch whose commit fails is taken again by its candidates, and a batch begun after it

@@ -475,12 +475,13 @@ impl SqlState {
             .map(|r| (int(&r[0]), (r[1].clone(), if r[2] == "<null>" { None } else { Some(r[2].clone()) })))
             .collect();
         let journal = if with_journal {
-            // A row per batch, its records' hashes comma-separated.
-            rows(db, "lapse_journal", &["policy", "stage", "records"])
+            // A row per batch, its records' hashes 32 bytes each.
+            rows(db, "lapse_journal", &["policy", "stage", &db.hex("records")])
                 .await
                 .into_iter()
                 .flat_map(|r| {
-                    r[2].split(',').map(|rec| (r[0].clone(), r[1].clone(), rec.to_string())).collect::<Vec<_>>()
+                    let hashes = r[2].as_bytes().chunks(64).map(|h| String::from_utf8(h.to_vec()).unwrap());
+                    hashes.map(|rec| (r[0].clone(), r[1].clone(), rec)).collect::<Vec<_>>()
                 })
                 .collect()
         } else {

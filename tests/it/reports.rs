@@ -1896,7 +1896,20 @@ async fn lapsed_tickets(b: Backend, n: usize) -> Fixture {
 /// the killed run's evidence file, and `report lookup` finds a subject of the reconciled batch;
 /// the run after reconciles nothing again.
 async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal(b: Backend) {
+    reconciled_from_the_journal(b, false).await
+}
+
+/// The same from a journal table of the shape lapse made before (hex text lists), up to the
+/// reconciled records and the subject found.
+async fn reconciled_from_a_journal_of_text_lists(b: Backend) {
+    reconciled_from_the_journal(b, true).await
+}
+
+async fn reconciled_from_the_journal(b: Backend, text_lists: bool) {
     let f = lapsed_tickets(b, 50).await;
+    if text_lists {
+        f.db.exec(&f.db.text_lists_journal_ddl()).await;
+    }
     let dir = f.path("reports");
     let public = f.sign_reports();
     f.lapse(&["run", "--batch-size", "10"]).ok();
@@ -1941,6 +1954,11 @@ async fn committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_fr
     look.ok();
     assert!(look.stdout.contains("DESTROYED: 1 record"), "{}", look.stdout);
     f.lapse(&["report", "verify", p(&dir), "--public-key", p(&public)]).ok();
+    if text_lists {
+        let width = f.db.texts(&format!("SELECT {} FROM lapse_journal", f.db.text("LENGTH(records)"))).await;
+        assert!(width.iter().flatten().all(|w| w == "649"), "written as text lists of 10: {width:?}");
+        return;
+    }
     // Dated by the killed run's commits, not by the run that wrote them.
     let started = rep["started_at"].as_str().unwrap();
     let at = |e: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
@@ -2046,8 +2064,14 @@ async fn a_killed_runs_journal_shared_by_two_run_ids_is_reported_once() {
 }
 
 mod journal {
-    use super::committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal;
-    crate::per_backend!(committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal);
+    use super::{
+        committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal,
+        reconciled_from_a_journal_of_text_lists,
+    };
+    crate::per_backend!(
+        committed_batches_missing_from_a_killed_runs_evidence_are_reconciled_from_the_journal,
+        reconciled_from_a_journal_of_text_lists
+    );
 }
 
 /// The newest run report removed with all its files, and a later run that takes its sequence,
