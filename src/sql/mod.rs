@@ -1342,8 +1342,15 @@ fn journal_shape(t: &TableInfo, any_case: bool) -> Result<JournalShape, String> 
 }
 
 /// The journal row (or, in a per-record journal table, rows) of the destroyed batch entries
-/// `destroyed`, stamped with the time it is written (just before the commit).
-fn journal_sql(b: &Builder, shape: JournalShape, journal: &JournalCtx, ids: &[EvidenceId], destroyed: &[usize]) -> Sql {
+/// `destroyed`, stamped with the time it is written (just before the commit). An error, before
+/// anything is written, when a hash is not one (64 hex digits) and the table stores bytes.
+fn journal_sql(
+    b: &Builder,
+    shape: JournalShape,
+    journal: &JournalCtx,
+    ids: &[EvidenceId],
+    destroyed: &[usize],
+) -> Result<Sql, ConnectorError> {
     let constants = [
         Value::Text(journal.run_id.clone()),
         Value::Text(journal.policy.clone()),
@@ -1359,23 +1366,27 @@ fn journal_sql(b: &Builder, shape: JournalShape, journal: &JournalCtx, ids: &[Ev
                     (Value::Text(ids[i].record.clone()), ids[i].subject.clone().map(Value::Text).unwrap_or(Value::Null))
                 })
                 .collect();
-            return b.journal_insert_rows(&constants, &records);
+            return Ok(b.journal_insert_rows(&constants, &records));
         }
         JournalShape::Binary => {
             // 32 bytes a record; subjects likewise, an absent one as 32 zero bytes (no keyed
             // hash is), or none at all when no record of the batch has one.
-            let digest = |hex_digest: &str, out: &mut [u8]| {
-                assert!(crate::evidence::digest_bytes(hex_digest, out), "keyed hashes are 64 hex digits")
+            let digest = |hex_digest: &str, out: &mut [u8]| match crate::evidence::digest_bytes(hex_digest, out) {
+                true => Ok(()),
+                false => Err(ConnectorError::Invalid(format!(
+                    "journal_table: an evidence id of {} characters is no keyed hash (64 hex digits)",
+                    hex_digest.len()
+                ))),
             };
             let mut records = vec![0u8; destroyed.len() * 32];
             for (slot, &i) in records.chunks_exact_mut(32).zip(destroyed) {
-                digest(&ids[i].record, slot);
+                digest(&ids[i].record, slot)?;
             }
             let has_subjects = destroyed.iter().any(|&i| ids[i].subject.is_some());
             let mut subjects = vec![0u8; if has_subjects { destroyed.len() * 32 } else { 0 }];
             for (slot, &i) in subjects.chunks_exact_mut(32).zip(destroyed) {
                 if let Some(s) = &ids[i].subject {
-                    digest(s, slot);
+                    digest(s, slot)?;
                 }
             }
             (Value::Bytes(records), Value::Bytes(subjects))
@@ -1396,7 +1407,7 @@ fn journal_sql(b: &Builder, shape: JournalShape, journal: &JournalCtx, ids: &[Ev
             (Value::Text(records), Value::Text(subjects))
         }
     };
-    b.journal_insert_batch(&constants, journal.batch, destroyed.len(), records, subjects)
+    Ok(b.journal_insert_batch(&constants, journal.batch, destroyed.len(), records, subjects))
 }
 
 /// The record and subject hashes of one journal row of `shape` (not `PerRecord`), in order.
@@ -1681,7 +1692,7 @@ impl SqlConnector {
                     (None, None) => (evidence_ids(&batch, id), false),
                 };
                 if updated {
-                    let ins = journal_sql(&b, shape, &journal, &ids, &outcome.destroyed);
+                    let ins = journal_sql(&b, shape, &journal, &ids, &outcome.destroyed)?;
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                 }
                 tx.commit().await.map_err(db_err(&ctx))?;
@@ -1857,7 +1868,7 @@ impl SqlConnector {
             }
             if !batch.is_empty() {
                 let all: Vec<usize> = (0..batch.len()).collect();
-                let ins = journal_sql(&b, shape, &journal, &ids, &all);
+                let ins = journal_sql(&b, shape, &journal, &ids, &all)?;
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;
@@ -1923,7 +1934,7 @@ impl SqlConnector {
                 if destroyed.len() == rows.len() {
                     destroyed.sort_unstable();
                     if !destroyed.is_empty() {
-                        let ins = journal_sql(&b, shape, journal, ids, &destroyed);
+                        let ins = journal_sql(&b, shape, journal, ids, &destroyed)?;
                         bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     }
                     tx.commit().await.map_err(db_err(&ctx))?;
@@ -1952,7 +1963,7 @@ impl SqlConnector {
                 }
                 let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
                 if r.rows_affected() == batch.len() as u64 {
-                    let ins = journal_sql(&b, shape, journal, ids, &all);
+                    let ins = journal_sql(&b, shape, journal, ids, &all)?;
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     tx.commit().await.map_err(db_err(&ctx))?;
                     Some(BatchOutcome { destroyed: all.clone(), cascaded, ..Default::default() })
@@ -2027,7 +2038,7 @@ impl SqlConnector {
             }
             // 4. The journal, in the same transaction: committed work is always accounted for.
             if expected > 0 {
-                let ins = journal_sql(&b, shape, journal, ids, &outcome.destroyed);
+                let ins = journal_sql(&b, shape, journal, ids, &outcome.destroyed)?;
                 bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
             }
             tx.commit().await.map_err(db_err(&ctx))?;
@@ -2595,7 +2606,7 @@ impl crate::connector::Connector for SqlConnector {
                 let ids = evidence_ids_yielding(&batch, id).await;
                 if !batch.is_empty() {
                     let all: Vec<usize> = (0..batch.len()).collect();
-                    let ins = journal_sql(&b, shape, &journal, &ids, &all);
+                    let ins = journal_sql(&b, shape, &journal, &ids, &all)?;
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                 }
                 tx.commit().await.map_err(db_err(&ctx))?;

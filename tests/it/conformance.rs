@@ -698,6 +698,12 @@ async fn people_with_holds_table(f: &Fixture, work: Work) -> (SqlConnector, Scop
     (conn, scope)
 }
 
+/// A candidate's evidence id as a run makes it (a keyed hash, as the journal stores it).
+fn hashed(c: &Candidate) -> EvidenceId {
+    let key = lapse::evidence::EvidenceKey::new(b"conformance-evidence-key".to_vec());
+    EvidenceId { record: key.record("db", "people", &c.key), subject: None }
+}
+
 /// The hold arrives after the candidates were selected and before the batch is destroyed: the
 /// destroying statement itself must refuse the held row.
 pub async fn hold_inserted_mid_run(b: Backend) {
@@ -706,8 +712,6 @@ pub async fn hold_inserted_mid_run(b: Backend) {
     let cands = conn.candidates(&scope, None, 100).await.unwrap();
     assert_eq!(cands.len(), 5);
     f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LATE', 'S-HELD', NULL, NULL)").await;
-    let ids: Vec<EvidenceId> =
-        (0..cands.len()).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
     let journal = JournalCtx {
         run_id: "t".into(),
         policy: "people".into(),
@@ -715,6 +719,15 @@ pub async fn hold_inserted_mid_run(b: Backend) {
         action: "deleted".into(),
         batch: 1,
     };
+    // Ids that are no keyed hashes cannot be journaled as bytes: refused, nothing destroyed.
+    let no_hashes: Vec<EvidenceId> =
+        (0..cands.len()).map(|i| EvidenceId { record: format!("r{i}"), subject: None }).collect();
+    match conn.destroy(&scope, &cands, &no_hashes, &journal).await {
+        Err(ConnectorError::Invalid(m)) => assert!(m.contains("no keyed hash"), "{m}"),
+        other => panic!("expected the ids to be refused, got {:?}", other.map(|o| o.destroyed)),
+    }
+    assert_eq!(ids_text(&f).await, vec![1, 2, 3, 4, 5, 6, 7, 8], "nothing destroyed");
+    let ids: Vec<EvidenceId> = cands.iter().map(hashed).collect();
     let out = conn.destroy(&scope, &cands, &ids, &journal).await.unwrap();
     assert!(!out.conflict);
     assert_eq!(out.destroyed.len(), 4);
@@ -784,7 +797,7 @@ pub async fn hold_inserted_between_batches(b: Backend) {
         action: "deleted".into(),
         batch,
     };
-    let id = |c: &Candidate| EvidenceId { record: format!("{:?}", c.key), subject: None };
+    let id = hashed;
     // Due: 1, 2, 3, 7 and 8. Batch 1 is 1 and 2; batch 2 (3 and 7) is read meanwhile.
     let first = conn.begin_next(&scope, None, 2, &id, journal(1)).await.unwrap();
     let (batch, _, _) = first.finish.await.unwrap();
@@ -823,7 +836,7 @@ pub async fn hold_inserted_into_an_in_place_batch(b: Backend) {
         batch: 1,
     };
     let before = f.db.snapshot("people", "id").await;
-    let id = |c: &Candidate| EvidenceId { record: format!("{:?}", c.key), subject: None };
+    let id = hashed;
     let begun = conn.begin_next(&scope, None, 100, &id, journal).await.unwrap();
     assert_eq!(begun.taken, 5, "rows 1, 2, 3, 7 and 8 are due");
     f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LATE', 'S-HELD', NULL, NULL)").await;
