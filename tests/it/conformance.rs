@@ -711,6 +711,12 @@ pub async fn hold_inserted_mid_run(b: Backend) {
     let (conn, scope) = people_with_holds_table(&f, Work::Delete).await;
     let cands = conn.candidates(&scope, None, 100).await.unwrap();
     assert_eq!(cands.len(), 5);
+    // The verification's count of what is left: every due row named, and only those (4 is not
+    // due; integer keys are looked up as integers, the others by their text).
+    let keys: Vec<Vec<Value>> = cands.iter().map(|c| c.key.clone()).collect();
+    assert_eq!(conn.remaining(&scope, &keys).await.unwrap(), 5);
+    let some = [vec![Value::Int(2)], vec![Value::Int(4)], vec![Value::Int(7)]];
+    assert_eq!(conn.remaining(&scope, &some).await.unwrap(), 2, "2 and 7, not 4");
     f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LATE', 'S-HELD', NULL, NULL)").await;
     let journal = JournalCtx {
         run_id: "t".into(),
