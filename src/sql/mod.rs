@@ -1410,8 +1410,10 @@ fn journal_sql(
     Ok(b.journal_insert_batch(&constants, journal.batch, destroyed.len(), records, subjects))
 }
 
-/// The record and subject hashes of one journal row of `shape` (not `PerRecord`), in order.
-fn journal_entries(shape: JournalShape, records: Value, subjects: Value) -> Vec<EvidenceId> {
+/// The record and subject hashes of one journal row of `shape` (not `PerRecord`), in order; an
+/// error, not a shorter list, when a binary row's lengths are not those lapse writes (whole
+/// hashes, and as many subjects as records or none).
+fn journal_entries(shape: JournalShape, records: Value, subjects: Value) -> Result<Vec<EvidenceId>, String> {
     if shape == JournalShape::Binary {
         // (MariaDB hands a blob that happens to be valid UTF-8 over as text.)
         let bytes = |v: Value| match v {
@@ -1420,25 +1422,32 @@ fn journal_entries(shape: JournalShape, records: Value, subjects: Value) -> Vec<
             _ => vec![],
         };
         let (records, subjects) = (bytes(records), bytes(subjects));
+        if records.len() % 32 != 0 || !(subjects.is_empty() || subjects.len() == records.len()) {
+            return Err(format!(
+                "a batch row's hashes are {} bytes of records and {} of subjects, not 32 bytes a hash",
+                records.len(),
+                subjects.len()
+            ));
+        }
         let mut subjects = subjects.chunks_exact(32);
-        return records
+        return Ok(records
             .chunks_exact(32)
             .map(|r| EvidenceId {
                 record: hex::encode(r),
                 subject: subjects.next().filter(|s| s.iter().any(|&b| b != 0)).map(hex::encode),
             })
-            .collect();
+            .collect());
     }
     let (records, subjects) = (journal_text(records), journal_text(subjects));
     let mut subjects = subjects.split(',');
-    records
+    Ok(records
         .split(',')
         .filter(|r| !r.is_empty())
         .map(|r| {
             let s = subjects.next().unwrap_or_default();
             EvidenceId { record: r.to_string(), subject: (!s.is_empty()).then(|| s.to_string()) }
         })
-        .collect()
+        .collect())
 }
 
 /// Removes the URL (which may carry a password) from an error message.
@@ -2236,7 +2245,16 @@ impl crate::connector::Connector for SqlConnector {
                 .map(|r| Ok((r.value(0).map_err(db_err(&ctx))?, r.value(1).map_err(db_err(&ctx))?)))
                 .collect::<Result<Vec<_>, ConnectorError>>()
         })?;
-        Ok(rows.into_iter().flat_map(|(records, subjects)| journal_entries(shape, records, subjects)).collect())
+        let mut ids = Vec::new();
+        for (records, subjects) in rows {
+            ids.extend(journal_entries(shape, records, subjects).map_err(|m| {
+                ConnectorError::Invalid(format!(
+                    "{ctx}: batch {} of run {} (policy '{policy}', stage '{}'): {m}",
+                    b.batch, b.run_id, b.stage
+                ))
+            })?);
+        }
+        Ok(ids)
     }
 
     /// A batch's statements bind a few values per row (its key in an `IN` list, the new values
@@ -2752,6 +2770,44 @@ impl crate::connector::Connector for SqlConnector {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn journal_rows_read_as_written() {
+        let h = |n: u8| [n; 32];
+        let mut records = [h(1), h(2), h(3)].concat();
+        let subjects = [h(7), [0; 32], h(9)].concat();
+        let ids = journal_entries(JournalShape::Binary, Value::Bytes(records.clone()), Value::Bytes(subjects)).unwrap();
+        let got: Vec<(String, Option<String>)> = ids.into_iter().map(|i| (i.record, i.subject)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (hex::encode(h(1)), Some(hex::encode(h(7)))),
+                (hex::encode(h(2)), None),
+                (hex::encode(h(3)), Some(hex::encode(h(9)))),
+            ],
+            "a zero subject is none"
+        );
+        // No subject in the batch; bytes that MariaDB handed over as text.
+        let ascii = [b'a'; 64];
+        let ids = journal_entries(JournalShape::Binary, Value::Text("a".repeat(64)), Value::Bytes(vec![])).unwrap();
+        assert_eq!(
+            ids.iter().map(|i| (i.record.clone(), i.subject.clone())).collect::<Vec<_>>(),
+            vec![(hex::encode(&ascii[..32]), None), (hex::encode(&ascii[32..]), None)]
+        );
+        // Lengths lapse does not write: an error, not fewer records.
+        let short = journal_entries(JournalShape::Binary, Value::Bytes(records[..40].to_vec()), Value::Bytes(vec![]));
+        assert!(short.unwrap_err().contains("40 bytes of records"));
+        records.truncate(64);
+        let odd = journal_entries(JournalShape::Binary, Value::Bytes(records), Value::Bytes(vec![7; 32]));
+        assert!(odd.unwrap_err().contains("32 of subjects"));
+        // The earlier text lists, an empty subject entry none.
+        let ids =
+            journal_entries(JournalShape::TextLists, Value::Text("ab,cd".into()), Value::Text(",ef".into())).unwrap();
+        assert_eq!(
+            ids.iter().map(|i| (i.record.as_str(), i.subject.as_deref())).collect::<Vec<_>>(),
+            vec![("ab", None), ("cd", Some("ef"))]
+        );
+    }
 
     #[test]
     fn mysql_zero_and_partial_dates_as_text() {
