@@ -723,11 +723,7 @@ impl SqlConnector {
         };
         // A journal table that exists must be one (its first batch would fail, every run).
         match c.describe_table(&c.journal_table).await {
-            Ok(t) => {
-                let shape = journal_shape(&t, c.dialect != Dialect::Postgres)
-                    .map_err(|m| ConnectorError::Invalid(format!("connection '{name}': {m}")))?;
-                c.journal_shape.store(shape as u8, std::sync::atomic::Ordering::Relaxed);
-            }
+            Ok(t) => c.learn_journal(&t).map_err(|m| ConnectorError::Invalid(format!("connection '{name}': {m}")))?,
             Err(ConnectorError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -787,6 +783,13 @@ impl SqlConnector {
         JournalShape::from_u8(self.journal_shape.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Takes the shape of the existing journal table `t`; an error when it is no journal.
+    fn learn_journal(&self, t: &TableInfo) -> Result<(), String> {
+        let shape = journal_shape(t, self.dialect != Dialect::Postgres)?;
+        self.journal_shape.store(shape as u8, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// MariaDB rather than MySQL: of the two, only MariaDB has `DELETE ... RETURNING`.
     fn is_mariadb(&self) -> bool {
         self.dialect == Dialect::MySql && self.returning
@@ -821,12 +824,8 @@ impl SqlConnector {
     /// CREATE could not use a journal table its administrator made for it.
     pub async fn ensure_journal(&self) -> Result<(), ConnectorError> {
         match self.describe_table(&self.journal_table).await {
-            Ok(t) => {
-                // A table made for an earlier lapse is written in its shape.
-                let shape = journal_shape(&t, self.dialect != Dialect::Postgres).map_err(ConnectorError::Invalid)?;
-                self.journal_shape.store(shape as u8, std::sync::atomic::Ordering::Relaxed);
-                return Ok(());
-            }
+            // A table made for an earlier lapse is written in its shape.
+            Ok(t) => return self.learn_journal(&t).map_err(ConnectorError::Invalid),
             Err(ConnectorError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -203,22 +203,11 @@ impl TestDb {
         )
     }
 
-    /// The journal's batches as (record, subject) hash pairs, whichever of its per-batch
-    /// shapes the table has (bytes, 32 a hash, an absent subject all zeros; or hex text,
-    /// comma-separated, an absent subject empty).
-    pub async fn journal_entries(&self) -> Vec<(String, Option<String>)> {
-        let binary = self
-            .texts(&format!(
-                "SELECT {} FROM lapse_journal WHERE record_count > 0",
-                self.text("CASE WHEN LENGTH(records) = 32 * record_count THEN 1 ELSE 0 END")
-            ))
-            .await;
-        let binary = match binary.first().cloned().flatten().as_deref() {
-            Some("1") => true,
-            Some("0") => false,
-            None => return vec![],
-            Some(other) => panic!("LENGTH(records) = 32 * record_count: {other}"),
-        };
+    /// The journal's batches as (record, subject) hash pairs, from a table of bytes (32 a hash,
+    /// an absent subject all zeros) or, `text_lists`, of comma-separated hex text (an absent
+    /// subject empty).
+    pub async fn journal_entries(&self, text_lists: bool) -> Vec<(String, Option<String>)> {
+        let binary = !text_lists;
         let (r, s) = match binary {
             true => (self.hex("records"), self.hex("subjects")),
             false => (self.text("records"), self.text("subjects")),

@@ -2122,9 +2122,9 @@ pub async fn journal_shapes(b: Backend) {
         let widths: BTreeSet<i64> = width.into_iter().flatten().map(|w| w.parse().unwrap()).collect();
         let expected = if text_lists { [64, 129] } else { [32, 64] };
         assert_eq!(widths, expected.into_iter().collect(), "{shape}: the records' column");
-        let journaled = f.db.journal_entries().await;
+        let mut journaled = f.db.journal_entries(text_lists).await;
         let evidence = std::fs::read_to_string(f.latest("run", ".evidence.jsonl")).unwrap();
-        let evidenced: Vec<(String, Option<String>)> = evidence
+        let mut evidenced: Vec<(String, Option<String>)> = evidence
             .lines()
             .map(|l| {
                 let e = serde_json::from_str::<serde_json::Value>(l).unwrap();
@@ -2132,7 +2132,6 @@ pub async fn journal_shapes(b: Backend) {
             })
             .collect();
         assert_eq!(evidenced.iter().filter(|(_, s)| s.is_none()).count(), 1, "one record has no subject");
-        let (mut journaled, mut evidenced) = (journaled, evidenced);
         journaled.sort();
         evidenced.sort();
         assert_eq!(journaled, evidenced, "{shape}: the journal's batches hold exactly the evidence's records");
