@@ -130,6 +130,13 @@ impl Sql {
         self
     }
 
+    /// The same statement with other values, as many and in the same places.
+    pub fn rebound(mut self, params: Vec<Value>) -> Sql {
+        assert_eq!(params.len(), self.params.len(), "a statement rebound with as many values");
+        self.params = params;
+        self
+    }
+
     fn bind(&mut self, v: Value) -> &mut Self {
         self.params.push(v);
         match self.dialect {
@@ -1828,18 +1835,44 @@ impl<'a> Builder<'a> {
         sql
     }
 
+    /// The keys of the rows from key `first` to key `last`, at most `most` of them (SQLite, a
+    /// single-column key): how many were read, and their text as a comma-separated list. For a
+    /// batch that [`Builder::select_next_packed`] read: the keys in its range that are not in
+    /// it (rows not due, held), when they are few, let [`Builder::delete_listed`] and
+    /// [`Builder::update_listed`] take the range less those instead of looking every key up.
+    /// Read through the key's index only. (A key that is not an integer — a real between two
+    /// integers — does not read back as one: the caller then goes by the keys.)
+    pub fn keys_between(&self, first: i64, last: i64, most: usize) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let key = self.col(&t, &self.scope.key[0]);
+        sql.push(&format!("SELECT COUNT(*), group_concat(k) FROM (SELECT {key} AS k FROM {t} WHERE {key} >= "));
+        sql.bind(Value::Int(first));
+        sql.push(&format!(" AND {key} <= "));
+        sql.bind(Value::Int(last));
+        sql.push(&format!(" ORDER BY {key} LIMIT "));
+        sql.bind(Value::Int(most as i64));
+        sql.push(")");
+        sql
+    }
+
     /// Deletes the rows whose integer key is in `keys` (SQLite, one parameter: a JSON array read
     /// by `json_each`), for a batch that [`Builder::select_next_packed`] read in the same
     /// `BEGIN IMMEDIATE` transaction, or ahead with nothing committed since (`ReadAhead` in
     /// `sql`): nothing else can have changed which of them are due, so `destroy_filter` is not
     /// tested again (that cost as much as the deletion itself: 16
     /// against 8 ms per 5,000 rows). A row the database keeps (a trigger's `RAISE(IGNORE)`)
-    /// shows in the count, which the caller compares with the batch's.
-    pub fn delete_listed(&self, keys: &[i64]) -> Sql {
+    /// shows in the count, which the caller compares with the batch's. With `others`, every key
+    /// between the batch's first and last that is not in it ([`Builder::keys_between`], read
+    /// in the batch's read transaction): the rows of that key range less those, exactly the
+    /// batch for the same reason (no row can have come into the range since), in a quarter less
+    /// time than a look-up of each key when they are few (4.5 against 5.9 ms per 5,000 rows of
+    /// the benchmark's table, 1.5 ms less for the anonymizing update).
+    pub fn delete_listed(&self, keys: &[i64], others: Option<&[i64]>) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         sql.push(&format!("DELETE FROM {t}"));
-        self.listed(&mut sql, &t, keys);
+        self.listed(&mut sql, &t, keys, others);
         sql
     }
 
@@ -2364,11 +2397,11 @@ impl<'a> Builder<'a> {
     /// nothing committed since). The caller
     /// compares the count with the batch's: a row left out has a value only Rust computes
     /// exactly (or the database kept it).
-    pub fn update_listed(&self, cols: &[(String, Strategy)], keys: &[i64]) -> Sql {
+    pub fn update_listed(&self, cols: &[(String, Strategy)], keys: &[i64], others: Option<&[i64]>) -> Sql {
         let mut sql = Sql::new(self.d);
         let t = self.table();
         self.set_in_place(&mut sql, cols);
-        self.listed(&mut sql, &t, keys);
+        self.listed(&mut sql, &t, keys, others);
         let guards = self.guards(cols);
         if !guards.is_empty() {
             sql.push(" AND ");
@@ -2391,21 +2424,39 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// ` WHERE key IN (…)`: the integer keys `keys` as one bound JSON array (`json_each`).
-    fn listed(&self, sql: &mut Sql, qual: &str, keys: &[i64]) {
+    /// ` WHERE key IN (…)`: the integer keys `keys` (in order) as one bound JSON array
+    /// (`json_each`); with `others` (the keys between the first and the last of `keys` that are
+    /// not in it), ` WHERE key >= first AND key <= last AND key NOT IN (others)`.
+    fn listed(&self, sql: &mut Sql, qual: &str, keys: &[i64], others: Option<&[i64]>) {
         let key = self.col(qual, &self.scope.key[0]);
-        let mut list = String::with_capacity(keys.len() * 8 + 2);
-        list.push('[');
-        for (i, k) in keys.iter().enumerate() {
-            if i > 0 {
-                list.push(',');
+        let json = |keys: &[i64]| {
+            let mut list = String::with_capacity(keys.len() * 8 + 2);
+            list.push('[');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    list.push(',');
+                }
+                list.push_str(&k.to_string());
             }
-            list.push_str(&k.to_string());
+            list.push(']');
+            Value::Text(list)
+        };
+        match (others, keys.first(), keys.last()) {
+            (Some(others), Some(&first), Some(&last)) => {
+                sql.push(&format!(" WHERE {key} >= "));
+                sql.bind(Value::Int(first));
+                sql.push(&format!(" AND {key} <= "));
+                sql.bind(Value::Int(last));
+                sql.push(&format!(" AND {key} NOT IN (SELECT value FROM json_each("));
+                sql.bind(json(others));
+                sql.push("))");
+            }
+            _ => {
+                sql.push(&format!(" WHERE {key} IN (SELECT value FROM json_each("));
+                sql.bind(json(keys));
+                sql.push("))");
+            }
         }
-        list.push(']');
-        sql.push(&format!(" WHERE {key} IN (SELECT value FROM json_each("));
-        sql.bind(Value::Text(list));
-        sql.push("))");
     }
 
     // ---- journal ------------------------------------------------------------------------------

@@ -354,6 +354,65 @@ struct Packed {
     batch: Vec<Candidate>,
     /// The batch's keys, in the same order.
     keys: Vec<i64>,
+    /// The keys between the batch's first and last that are not in it, when they are few
+    /// ([`others_between`]): the batch is then destroyed as its key range less those.
+    others: Option<Vec<i64>>,
+}
+
+/// The most keys between a batch's first and last that may be left out of it for the batch to
+/// be destroyed as its key range less those ([`Builder::delete_listed`]): a quarter of the batch.
+fn most_others(batch: usize) -> usize {
+    batch / 4 + 16
+}
+
+/// Reads the keys between the first and the last of `p`'s batch (`between`: the statement of
+/// [`Builder::keys_between`], bound here), on the connection (and in the transaction) that read
+/// the batch, and sets `p.others` to those not in it when they are few and all integers (else
+/// it stays `None`: the batch goes by its keys).
+async fn others_between(c: &mut sqlx::SqliteConnection, between: Sql, p: &mut Packed) -> Result<(), sqlx::Error> {
+    let (Some(&first), Some(&last)) = (p.keys.first(), p.keys.last()) else { return Ok(()) };
+    let most = p.keys.len() + most_others(p.keys.len());
+    let read = between.rebound(vec![Value::Int(first), Value::Int(last), Value::Int(most as i64 + 1)]);
+    let row = bound!(read).fetch_one(&mut *c).await?;
+    let (n, list): (i64, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+    if n as usize > most {
+        tracing::debug!(keys = p.keys.len(), "many rows between the batch's keys: the batch goes by its keys");
+        return Ok(());
+    }
+    let Some(mut between) = list
+        .unwrap_or_default()
+        .split(',')
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<i64>().ok())
+        .collect::<Option<Vec<_>>>()
+    else {
+        tracing::debug!(
+            keys = p.keys.len(),
+            "a key between the batch's keys is not an integer: the batch goes by its keys"
+        );
+        return Ok(());
+    };
+    between.sort_unstable();
+    // Every key of the batch must be among them (in order, both sorted); the rest are the others.
+    let mut others = Vec::with_capacity(between.len().saturating_sub(p.keys.len()));
+    let mut batch = p.keys.iter().peekable();
+    for k in between {
+        match batch.peek() {
+            Some(&&b) if b == k => {
+                batch.next();
+            }
+            _ => others.push(k),
+        }
+    }
+    if batch.next().is_none() {
+        tracing::debug!(
+            keys = p.keys.len(),
+            others = others.len(),
+            "the batch goes as its key range less the keys not in it"
+        );
+        p.others = Some(others);
+    }
+    Ok(())
 }
 
 fn unknown_type(name: &str) -> sqlx::Error {
@@ -1153,7 +1212,7 @@ fn unpack(row: &SqliteRow, shape: Subjects) -> Result<Option<Packed>, sqlx::Erro
     pairs.sort_unstable_by_key(|&(k, _)| k);
     let batch =
         pairs.iter().map(|&(k, s)| Candidate { key: vec![Value::Int(k)], subject: s.map(Value::Int) }).collect();
-    Ok(Some(Packed { batch, keys: pairs.into_iter().map(|(k, _)| k).collect() }))
+    Ok(Some(Packed { batch, keys: pairs.into_iter().map(|(k, _)| k).collect(), others: None }))
 }
 
 /// The evidence ids of a batch, computed on two threads for a large batch: work between the
@@ -1579,8 +1638,8 @@ impl SqlConnector {
             let mut prepared = None;
             // SQLite, integer keys (and subjects): the batch comes as one row of lists
             // (`Builder::select_next_packed`, under the write lock or ahead: `read_packed`),
-            // and is updated at once by
-            // its keys, with the guards in the update instead of the read; the evidence ids are
+            // and is updated at once by its keys (or as its key range less the few other keys
+            // in it, `others_between`), with the guards in the update instead of the read; the evidence ids are
             // hashed meanwhile. A row the guards leave out (a value only Rust computes exactly)
             // rolls the update back to its savepoint, and the batch goes by the path below, in
             // the same transaction.
@@ -1588,14 +1647,14 @@ impl SqlConnector {
             let mut row_wise = in_place;
             if in_place && self.packs(scope) {
                 let packed = (*tx).read_packed(self, scope, after, limit).await.map_err(db_err(&ctx))?;
-                if let Some(Packed { batch, keys }) = packed {
+                if let Some(Packed { batch, keys, others }) = packed {
                     row_wise = false;
                     let outcome = BatchOutcome { destroyed: (0..batch.len()).collect(), ..Default::default() };
                     if batch.is_empty() {
                         prepared = Some((batch, outcome, Vec::new(), 0, None));
                     } else {
                         sqlx::query("SAVEPOINT lapse_in_place").execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                        let upd = b.update_listed(cols, &keys);
+                        let upd = b.update_listed(cols, &keys, others.as_deref());
                         let (r, ids) = meanwhile(bound!(upd).execute(&mut *tx), || evidence_ids(&batch, id)).await;
                         if r.map_err(db_err(&ctx))?.rows_affected() == batch.len() as u64 {
                             sqlx::query("RELEASE lapse_in_place").execute(&mut *tx).await.map_err(db_err(&ctx))?;
@@ -1746,12 +1805,22 @@ impl SqlConnector {
         if batch.len() < limit || !no_triggers || !scope.table.referenced_by.is_empty() {
             return;
         }
-        let read =
-            self.builder(scope).select_next_packed(Some(&[Value::Int(*last)]), limit, self.bounds_of(scope).as_ref());
+        let b = self.builder(scope);
+        let read = b.select_next_packed(Some(&[Value::Int(*last)]), limit, self.bounds_of(scope).as_ref());
+        // The keys between are read in the same transaction (one snapshot), by the statement
+        // `keys_between` gives, built here and bound there.
+        let between = b.keys_between(0, 0, 0);
         let (pool, subjects) = (pool.clone(), Subjects::of(scope));
         let task = tokio::spawn(async move {
-            let row = bound!(read).fetch_one(&pool).await?;
-            row.packed(subjects)
+            let mut tx = pool.begin().await?;
+            let row = bound!(read).fetch_one(&mut *tx).await?;
+            let mut packed = row.packed(subjects)?;
+            drop(row);
+            if let Some(p) = packed.as_mut() {
+                others_between(&mut tx, between, p).await?;
+            }
+            tx.commit().await?;
+            Ok(packed)
         });
         let at = (bounds_id(scope, &scope.destroy_filter()), *last, limit);
         *self.read_ahead.lock().expect("read ahead") = Some(ReadAhead { at, writer, task });
@@ -1793,8 +1862,13 @@ impl SqlConnector {
         let packed = match packed {
             Some(p) => p,
             None => {
-                let read = self.builder(scope).select_next_packed(after, limit, self.bounds_of(scope).as_ref());
-                bound!(read).fetch_one(&mut *tx).await?.packed(Subjects::of(scope))?
+                let b = self.builder(scope);
+                let read = b.select_next_packed(after, limit, self.bounds_of(scope).as_ref());
+                let mut packed = bound!(read).fetch_one(&mut *tx).await?.packed(Subjects::of(scope))?;
+                if let Some(p) = packed.as_mut() {
+                    others_between(tx, b.keys_between(0, 0, 0), p).await?;
+                }
+                packed
             }
         };
         if let (Some(mark), Some(p)) = (mark, &packed) {
@@ -1813,10 +1887,11 @@ impl SqlConnector {
     /// IMMEDIATE` makes this batch that writer until it commits, so the batch is read first,
     /// then deleted while the evidence ids are computed here, on this thread, as the
     /// connection's worker thread deletes. Integer keys and subjects: read as one row of lists
-    /// (`Builder::select_next_packed`) and deleted by their keys (`Builder::delete_listed`),
-    /// without testing the filter again: nothing else can change what is due under the write
-    /// lock (a batch read ahead, before the lock, is used only if nothing else committed since:
-    /// [`ReadAhead`]). (Nor can a trigger: where a table has triggers, SQLite evaluates a statement's
+    /// (`Builder::select_next_packed`) and deleted by their keys (`Builder::delete_listed`), or
+    /// as their key range less the few other keys in it (`others_between`), without testing the
+    /// filter again: nothing else can change what is due, nor which rows are in the range,
+    /// under the write lock (a batch read ahead, before the lock, is used only if nothing else
+    /// committed since: [`ReadAhead`]). (Nor can a trigger: where a table has triggers, SQLite evaluates a statement's
     /// `WHERE` for every row before it deletes the first.) Otherwise read row by row (`Builder::select_next`) and
     /// the key range deleted with the filter (`Builder::delete_span`). The count deleted must be the count read (else
     /// `finish` rolls back: `ConnectorError::Changed`). A single `DELETE … RETURNING` (the
@@ -1844,8 +1919,8 @@ impl SqlConnector {
         }
         // Read as integers under the write lock (or ahead, nothing committed since): the batch
         // is deleted by its keys, without testing the filter again.
-        let (batch, keys): (Vec<Candidate>, Option<Vec<i64>>) = match packed {
-            Some(Packed { batch, keys }) => (batch, Some(keys)),
+        let (batch, keys) = match packed {
+            Some(Packed { batch, keys, others }) => (batch, Some((keys, others))),
             None => {
                 let read = b.select_next(after, limit, bounds.as_ref());
                 let rows = bound!(read).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
@@ -1861,7 +1936,7 @@ impl SqlConnector {
         let (deleted, ids) = match (batch.first(), batch.last()) {
             (Some(first), Some(last)) => {
                 let del = match &keys {
-                    Some(keys) => b.delete_listed(keys),
+                    Some((keys, others)) => b.delete_listed(keys, others.as_deref()),
                     None => b.delete_span(&first.key, &last.key),
                 };
                 let (deleted, ids) = meanwhile(bound!(del).execute(&mut *tx), || evidence_ids(&batch, id)).await;

@@ -820,6 +820,72 @@ pub async fn hold_inserted_between_batches(b: Backend) {
     assert_eq!(ids_text(&f).await, vec![3, 4, 5, 6], "the late hold is honoured");
 }
 
+/// SQLite destroys a batch of integer keys as its key range less the keys in it that are not
+/// in the batch (not due, held), when those are few and all integers
+/// (`Builder::keys_between`, `Builder::delete_listed`); else by its keys. Each way takes exactly
+/// the batch: batches 1–2 and 3–8 (rows 4, 5, 6 and the held 7 between) go as ranges, 19–60
+/// (40 rows between, more than a batch of two allows) and 70–71 (a key 70.5 between, a real)
+/// by their keys. The same rows stay, for a delete and for an in-place anonymize.
+pub async fn batch_as_key_range(b: Backend) {
+    if b != Backend::Sqlite {
+        return;
+    }
+    for action in ["delete", "anonymize"] {
+        let f = seeded(b).await;
+        f.holds_table_config();
+        let mut sql = String::from(
+            "INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-7', '7', NULL, NULL);\n",
+        );
+        let row = |id: &str, created: &str| {
+            format!(
+                "INSERT INTO people (id, subject, email, full_name, ip, status, created_at) VALUES \
+                 ({id}, 'S', 'p{id}@example.com', 'P {id}', '203.0.113.9', 'closed', '{created}');\n"
+            )
+        };
+        for id in 20..60 {
+            sql.push_str(&row(&id.to_string(), "2025-12-01 10:00:00"));
+        }
+        for id in ["19", "60", "70", "71"] {
+            sql.push_str(&row(id, "2019-01-01 09:00:00"));
+        }
+        sql.push_str(&row("70.5", "2025-12-01 10:00:00"));
+        f.db.exec(&sql).await;
+        let p = policy(action, ONE_YEAR, "")
+            .replace("subject: subject", "subject: id")
+            .replace("{ bucket: 10 }", "nullify");
+        f.policy("people", &p);
+        let run = f.lapse(&["run", "--batch-size", "2"]);
+        run.ok();
+        let r = f.report("run");
+        let pr = &r["policies"][0];
+        let done = [1, 2, 3, 8, 19, 60, 70, 71];
+        let mut kept: Vec<String> =
+            [4, 5, 6, 7].iter().chain(&(20..60).collect::<Vec<_>>()).map(|i| i.to_string()).collect();
+        kept.push("70.5".into());
+        let left = f.db.texts("SELECT CAST(id AS TEXT) FROM people WHERE email NOT LIKE 'anon%' ORDER BY id").await;
+        let left: Vec<String> = left.into_iter().map(Option::unwrap).collect();
+        assert_eq!(left, kept, "{action}: exactly the due rows, none between them");
+        if action == "delete" {
+            assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, kept.len() as i64, "{action}");
+            assert_eq!(n(&pr["deleted"]), done.len() as u64, "{action}");
+        } else {
+            for id in done {
+                assert_eq!(col(&f, "full_name", id).await.as_deref(), Some("(anonymized)"), "{action}: row {id}");
+            }
+            assert_eq!(n(&pr["anonymized"]), done.len() as u64, "{action}");
+        }
+        assert_eq!(f.db.journal_records().await, done.len() as i64, "{action}: journal");
+        for (says, what) in [
+            ("the batch goes as its key range less the keys not in it", "1–2 and 3–8"),
+            ("many rows between the batch's keys: the batch goes by its keys", "19–60"),
+            ("a key between the batch's keys is not an integer: the batch goes by its keys", "70–71"),
+        ] {
+            assert!(run.stderr.contains(says), "{action}: batch {what}: {says}\n{}", run.stderr);
+        }
+        assert!(!run.stderr.contains("taking the batch again"), "{}", run.stderr);
+    }
+}
+
 /// A hold inserted between an in-place anonymizing batch's locked read and its `UPDATE`: the
 /// update's own filter leaves the held row alone, the count differs, and the batch rolls back
 /// with `Changed` (the engine then takes it by its candidates, computed in lapse). Servers only:
@@ -2622,6 +2688,7 @@ per_backend!(
     month_periods_lapse_at_month_ends,
     failed_batch_is_taken_again,
     batches_of_integer_keys,
+    batch_as_key_range,
     large_batch_computed_in_lapse,
     journal_shapes,
     delete_lapsed,
