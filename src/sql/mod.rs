@@ -392,6 +392,10 @@ async fn others_between(c: &mut sqlx::SqliteConnection, between: Sql, p: &mut Pa
         );
         return Ok(());
     };
+    // As many keys as were counted (a value that is no number is never in the range).
+    if between.len() as i64 != n {
+        return Ok(());
+    }
     between.sort_unstable();
     // Every key of the batch must be among them (in order, both sorted); the rest are the others.
     let mut others = Vec::with_capacity(between.len().saturating_sub(p.keys.len()));
