@@ -447,7 +447,7 @@ def timed_child(cmd, logfile):
     with open(logfile, "w") as lf:
         t0 = time.perf_counter()
         p = subprocess.Popen(wrap + cmd, stdout=lf, stderr=subprocess.STDOUT,
-                             env={**os.environ, "LAPSE_LOG": "lapse=warn"})
+                             env={**os.environ, "LAPSE_LOG": os.environ.get("LAPSE_BENCH_LOG", "lapse=warn")})
         _, status, ru = os.wait4(p.pid, 0)
         secs = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)

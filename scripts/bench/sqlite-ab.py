@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A/B runs on SQLite (or, with `--backend`, PostgreSQL or MariaDB of the test servers): lapse builds (or one build under different environments) alternating with
-the anchor-column `LIMIT` loop (or, with `--baseline single`, the single statement), on fresh
+the anchor-column `LIMIT` loop (or, with `--baseline single`, the single statement; with
+`--baseline batched`, the key windows), on fresh
 copies of one template, to tell a change's effect from
 the machine's run-to-run spread (up to a third here). Prints each contender's median and spread,
 and the loop's, measured in the same rounds. Used for the experiments of BENCHMARKS.md that moved
@@ -11,6 +12,9 @@ nothing measurable; `scripts/bench.sh` remains the benchmark.
     source .testbed/env; .bench/venv/bin/python scripts/bench/sqlite-ab.py --backend postgres A=... B=...
       (PostgreSQL and MariaDB: the servers of `scripts/testbed.sh`, their URLs from the
       environment `.testbed/env` sets; the template is loaded once per invocation)
+
+lapse logs at `lapse=warn` unless `LAPSE_BENCH_LOG` says otherwise (`lapse=debug,sqlx=debug`
+for a timeline of the statements, in `<work>/ws-<op>/lapse.log`).
 
 A contender is NAME=BINARY or NAME=env:VAR=VALUE[,VAR=VALUE]:BINARY. Every run's result must have
 the same signature as the loop's (rows left and their key sum), or the script stops."""
@@ -51,8 +55,8 @@ def main():
     ap.add_argument("--op", choices=["delete", "anonymize"], default="delete")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--baseline", choices=["limited", "single"], default="limited",
-                    help="the loop on the anchor column (default) or the single unbatched statement")
+    ap.add_argument("--baseline", choices=["limited", "single", "batched"], default="limited",
+                    help="the loop on the anchor column (default), the single unbatched statement, or the key windows (batched)")
     ap.add_argument("--backend", choices=["sqlite", "postgres", "mariadb"], default="sqlite")
     ap.add_argument("--work", default=".bench/sqlite-ab")
     ap.add_argument("contenders", nargs="+", help="NAME=BINARY or NAME=env:VAR=VALUE:BINARY")
