@@ -1406,6 +1406,38 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// The first and last key (single-column keys) of the rows `f` matches, `NULL`s when
+    /// none: with `f` a lapse rule on an indexed anchor, a read of that index alone where a
+    /// secondary index holds the primary key (InnoDB), for [`Self::count_bounds_between`].
+    pub fn key_bounds(&self, f: &Filter) -> Sql {
+        self.counting(|| {
+            let mut sql = Sql::new(self.d);
+            let t = self.table();
+            let k = self.col(&t, &self.scope.key[0]);
+            sql.push(&format!("SELECT MIN({k}), MAX({k}) FROM {t} WHERE "));
+            self.filter(&mut sql, f, &t);
+            sql
+        })
+    }
+
+    /// [`Self::count_bounds`] of the rows whose key is from `first` to `last`, which must hold
+    /// every row `f` matches ([`Self::key_bounds`] of a filter that every row of `f` matches):
+    /// the same count, read as a range of the primary key where the table is stored in its
+    /// order (InnoDB) instead of the whole table.
+    pub fn count_bounds_between(&self, f: &Filter, first: &Value, last: &Value) -> Sql {
+        self.counting(|| {
+            let mut sql = Sql::new(self.d);
+            let t = self.table();
+            let k = self.col(&t, &self.scope.key[0]);
+            sql.push(&format!("SELECT COUNT(*), MIN({k}), MAX({k}) FROM {t} WHERE "));
+            self.next_rows(&mut sql, &t, None, Some(&(first.clone(), last.clone())));
+            sql.push("(");
+            self.filter(&mut sql, f, &t);
+            sql.push(")");
+            sql
+        })
+    }
+
     /// Rows matching each of `filters` in one scan of the table: `SELECT COUNT(CASE WHEN f1
     /// THEN 1 END), …`. Only for filters without subqueries ([`Builder::plain`]), which cost
     /// the same per row in one statement as in several.

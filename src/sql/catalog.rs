@@ -73,6 +73,10 @@ pub const PG_UNIQUE: &str = "SELECT DISTINCT a.attname::text FROM pg_index i \
           AND pg_get_expr(i.indexprs, i.indrelid) ~ ('\\m' || regexp_replace(a.attname, '(\\W)', '\\\\\\1', 'g') || '\\M')))";
 pub const MY_UNIQUE: &str = "SELECT DISTINCT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND COLUMN_NAME IS NOT NULL";
+/// MariaDB/MySQL: whether a column leads an index (the primary key's included), so that the
+/// key range of the rows a range of it selects is read from that index alone (`counts`).
+pub const MY_LEADS_INDEX: &str = "SELECT COUNT(*) FROM information_schema.STATISTICS \
+     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ? AND SEQ_IN_INDEX = 1";
 pub const LITE_UNIQUE: &str =
     "SELECT DISTINCT ii.name FROM pragma_index_list(?) AS l, pragma_index_info(l.name) AS ii \
      WHERE l.\"unique\" = 1 AND ii.name IS NOT NULL";
