@@ -1407,14 +1407,19 @@ impl<'a> Builder<'a> {
     }
 
     /// The first and last key (single-column keys) of the rows `f` matches, `NULL`s when
-    /// none: with `f` a lapse rule on an indexed anchor, a read of that index alone where a
-    /// secondary index holds the primary key (InnoDB), for [`Self::count_bounds_between`].
+    /// none, then the table's first and last key: with `f` a lapse rule on an indexed anchor, a
+    /// read of that index alone where a secondary index holds the primary key (InnoDB), and
+    /// two reads of the primary key's ends, for [`Self::count_bounds_between`].
     pub fn key_bounds(&self, f: &Filter) -> Sql {
         self.counting(|| {
             let mut sql = Sql::new(self.d);
             let t = self.table();
             let k = self.col(&t, &self.scope.key[0]);
-            sql.push(&format!("SELECT MIN({k}), MAX({k}) FROM {t} WHERE "));
+            let all = self.q("all_rows");
+            let ak = self.col(&all, &self.scope.key[0]);
+            sql.push(&format!(
+                "SELECT MIN({k}), MAX({k}), (SELECT MIN({ak}) FROM {t} {all}), (SELECT MAX({ak}) FROM {t} {all}) FROM {t} WHERE "
+            ));
             self.filter(&mut sql, f, &t);
             sql
         })

@@ -830,7 +830,8 @@ pub async fn hold_inserted_between_batches(b: Backend) {
 /// the anchor's index (MariaDB/MySQL, `lapsed_key_range`): the same rows counted and destroyed
 /// as on every backend, with a `when` condition (left out of the range, which it only narrows),
 /// a held row and rows not lapsed inside the range, and a lapsed row the condition excludes at
-/// its end; and at an earlier cutoff, where no row has lapsed, nothing.
+/// its end; at an earlier cutoff, where no row has lapsed, nothing; and where the lapsed rows'
+/// range is the whole table's, the whole table, as before.
 pub async fn due_count_within_lapsed_key_range(b: Backend) {
     let f = seeded(b).await;
     f.holds_table_config();
@@ -843,6 +844,7 @@ pub async fn due_count_within_lapsed_key_range(b: Backend) {
         (21, "2025-12-02 10:00:00", "closed"),
         (22, "2025-12-03 10:00:00", "closed"),
         (30, "2018-06-01 10:00:00", "open"),
+        (100, "2025-12-04 10:00:00", "closed"),
     ] {
         sql.push_str(&format!(
             "INSERT INTO people (id, subject, email, full_name, status, created_at) VALUES \
@@ -859,7 +861,7 @@ pub async fn due_count_within_lapsed_key_range(b: Backend) {
     early.ok();
     let plan = f.report("plan");
     assert_eq!(n(&plan["policies"][0]["rows_due"]), 0, "nothing due in 2010");
-    assert_eq!(n(&plan["policies"][0]["rows_total"]), 12);
+    assert_eq!(n(&plan["policies"][0]["rows_total"]), 13);
     assert_eq!(early.stderr.contains(none), b == Backend::MySql, "{}", early.stderr);
     let run = f.lapse(&["run"]);
     run.ok();
@@ -870,9 +872,21 @@ pub async fn due_count_within_lapsed_key_range(b: Backend) {
     assert_eq!(n(&pr["held"]), 1, "{pr}");
     let mut left = ids_text(&f).await;
     left.sort_unstable(); // PostgreSQL orders the text
-    assert_eq!(left, vec![3, 4, 5, 6, 8, 20, 21, 22, 30]);
+    assert_eq!(left, vec![3, 4, 5, 6, 8, 20, 21, 22, 30, 100]);
     assert_eq!(run.stderr.contains(within), b == Backend::MySql, "{}", run.stderr);
     assert!(!run.stderr.contains("taking the batch again"), "{}", run.stderr);
+    // A lapsed row with the last key: the lapsed rows' range is the whole table's, which is
+    // counted as a whole (a range scan of all of it was slower), the same rows.
+    f.db.exec(
+        "INSERT INTO people (id, subject, email, full_name, status, created_at) VALUES \
+         (200, 'S-200', 'p200@example.com', 'P 200', 'closed', '2018-01-01 10:00:00')",
+    )
+    .await;
+    let plan = f.lapse(&["plan"]);
+    plan.ok();
+    let pr = &f.report("plan")["policies"][0];
+    assert_eq!((n(&pr["rows_due"]), n(&pr["held"])), (1, 1), "{pr}");
+    assert!(!plan.stderr.contains(within), "{}", plan.stderr);
 }
 
 pub async fn batch_as_key_range(b: Backend) {
