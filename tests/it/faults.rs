@@ -214,13 +214,27 @@ async fn poll_until(f: &Fixture, sql: &str) -> bool {
     false
 }
 
-/// Until the proxy has cut a batch's `COMMIT` (bounded).
-async fn wait_for_cut(proxy: &TcpProxy) {
+/// Until the proxy has cut a batch's `COMMIT` (bounded): the running `child` back. If lapse
+/// exits first, or the bound passes, the test fails with what lapse wrote.
+async fn wait_for_cut(proxy: &TcpProxy, mut child: tokio::process::Child) -> tokio::process::Child {
     let t = Instant::now();
     while proxy.counters().commits_cut.load(Ordering::SeqCst) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(30), "no COMMIT was cut");
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || t.elapsed() >= Duration::from_secs(30) {
+            if exited.is_none() {
+                child.start_kill().unwrap();
+            }
+            let out = child.wait_with_output().await.unwrap();
+            let why = exited.map_or("in 30 s".to_string(), |s| format!("before lapse exited ({s})"));
+            panic!(
+                "no COMMIT was cut {why}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    child
 }
 
 async fn journal_exists(f: &Fixture) -> bool {
@@ -737,8 +751,7 @@ async fn sql_commit_lost_with_its_connection(b: Backend, whole: bool) {
     let proxy = proxy_in_front(&f, 7).await;
     // Batch 1 commits; batch 2's COMMIT is dropped with its connection.
     proxy.cut_instead_of_commit(1);
-    let child = spawn_run(&f);
-    wait_for_cut(&proxy).await;
+    let child = wait_for_cut(&proxy, spawn_run(&f)).await;
     // Before the retry (lapse first asks the journal for 1.5 s): person 15 is held, or every
     // person of the batch (11 to 20).
     let held: Vec<i64> = if whole { (11..=20).collect() } else { vec![15] };
@@ -834,8 +847,7 @@ async fn postgres_commit_visible_late(cascade: bool, budget: bool, hold: bool) {
     sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut gate).await.unwrap();
     // Batch 2's COMMIT goes through; its connection is cut 300 ms later, during the commit.
     proxy.cut_after_commit(1);
-    let child = spawn_run(&f);
-    wait_for_cut(&proxy).await;
+    let child = wait_for_cut(&proxy, spawn_run(&f)).await;
     // Still committing (waiting for the test's lock), and lapse still asking the journal. With
     // `hold`, every person of batch 2 is held before its retry, which then destroys nothing of
     // it and waits for the rows' locks; without, the retry's `DELETE` waits for them. Only then
@@ -903,8 +915,7 @@ async fn postgres_commit_visible_before_the_retakes_read(on_lapse: &str, rows: i
     let mut gate: sqlx::PgConnection = sqlx::Connection::connect(&f.db.url).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut gate).await.unwrap();
     proxy.cut_after_commit(1);
-    let child = spawn_run(&f);
-    wait_for_cut(&proxy).await;
+    let child = wait_for_cut(&proxy, spawn_run(&f)).await;
     if budget {
         f.db.exec("DELETE FROM legal_holds").await;
     }
