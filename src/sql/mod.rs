@@ -1625,7 +1625,7 @@ impl SqlConnector {
         self.due_bounds.lock().expect("bounds").get(&bounds_id(scope, &scope.destroy_filter())).cloned()
     }
 
-    /// MariaDB/MySQL, single integer keys: the first and last key of the rows that meet a lapse
+    /// MariaDB/MySQL: the first and last key of the rows that meet a lapse
     /// rule every row of `f` meets ([`bounding_rule`]), when its anchor leads an index: read
     /// from that index alone (a secondary index holds the primary key), so that `f` is then
     /// counted over that range of the primary key, in whose order InnoDB stores the table,
@@ -1635,9 +1635,9 @@ impl SqlConnector {
     /// the benchmark's due count (30 % of 1,000,000 rows due) took 0.2 s and 0.09 s for the
     /// range, against 0.75 s, BENCHMARKS.md. `None`: not here, no such rule, or a range over
     /// more than three quarters of the table's keys; `Some(None)`: no row meets the rule, so
-    /// none matches `f`. (PostgreSQL's planner reads
-    /// the anchor's index itself, bitmap scans; SQLite's table is stored in the order of its
-    /// rowid, which is not the key unless declared `INTEGER PRIMARY KEY`.)
+    /// none matches `f`. (PostgreSQL's planner reads the anchor's index itself, bitmap scans;
+    /// SQLite's table is stored in the order of its rowid, which is not the key unless declared
+    /// `INTEGER PRIMARY KEY`.) The caller counts single integer keys only (`counts`).
     /// The range and the count are two statements: a row that lapses between them (inserted
     /// with an old anchor) outside the range is not counted, as if it had come after the count.
     async fn lapsed_key_range(
@@ -1646,7 +1646,7 @@ impl SqlConnector {
         f: &Filter,
     ) -> Result<Option<Option<(Value, Value)>>, ConnectorError> {
         let Pool::My(p) = &self.pool else { return Ok(None) };
-        let Some(rule) = bounding_rule(f).filter(|_| int_key(scope)) else { return Ok(None) };
+        let Some(rule) = bounding_rule(f) else { return Ok(None) };
         let ctx = format!("counting rows of '{}'", scope.table.name);
         let id = (scope.table.name.clone(), rule.anchor.clone());
         let cached = self.leads_index.lock().expect("index").get(&id).copied();
