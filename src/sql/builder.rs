@@ -1479,8 +1479,11 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Rows matching `f` per hold of the holds table.
-    pub fn count_by_table_hold(&self, f: &Filter) -> Option<Sql> {
+    /// Rows matching `f` per hold of the holds table; with `within`, only rows whose key is
+    /// from its first to its last value, which must hold every row `f` matches
+    /// ([`Self::key_bounds`]): the same count, whose row reads then stay in that part of the
+    /// table.
+    pub fn count_by_table_hold(&self, f: &Filter, within: Option<&(Value, Value)>) -> Option<Sql> {
         self.counting(|| {
             let ht = self.scope.holds.table.as_ref()?;
             self.holds_info?;
@@ -1511,6 +1514,7 @@ impl<'a> Builder<'a> {
                 ));
                 self.table_hold_match_part(&mut sql, ht, &t, Some(part));
                 sql.push(" WHERE ");
+                self.next_rows(&mut sql, &t, None, within);
                 self.filter(&mut sql, f, &t);
             }
             sql.push(") held GROUP BY hold_id ORDER BY hold_id");

@@ -831,13 +831,17 @@ pub async fn hold_inserted_between_batches(b: Backend) {
 /// as on every backend, with a `when` condition (left out of the range, which it only narrows),
 /// a held row and rows not lapsed inside the range, and a lapsed row the condition excludes at
 /// its end; at an earlier cutoff, where no row has lapsed, nothing; and where the lapsed rows'
-/// range is the whole table's, the whole table, as before.
+/// range is the whole table's, the whole table, as before. The report's rows per hold are
+/// counted within that range too: a hold of a row inside it and of one after it that have not
+/// lapsed count nothing.
 pub async fn due_count_within_lapsed_key_range(b: Backend) {
     let f = seeded(b).await;
     f.holds_table_config();
     let mut sql = String::from(
         "CREATE INDEX people_created ON people (created_at);\n\
-         INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-3', 'S-3', NULL, NULL);\n",
+         INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-3', 'S-3', NULL, NULL);\n\
+         INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-20', 'S-20', NULL, NULL);\n\
+         INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-100', 'S-100', NULL, NULL);\n",
     );
     for (id, created, status) in [
         (20, "2025-12-01 10:00:00", "closed"),
@@ -862,6 +866,7 @@ pub async fn due_count_within_lapsed_key_range(b: Backend) {
     let plan = f.report("plan");
     assert_eq!(n(&plan["policies"][0]["rows_due"]), 0, "nothing due in 2010");
     assert_eq!(n(&plan["policies"][0]["rows_total"]), 13);
+    assert_eq!(plan["policies"][0]["held_by"], serde_json::json!({}), "nothing held has lapsed in 2010");
     assert_eq!(early.stderr.contains(none), b == Backend::MySql, "{}", early.stderr);
     let run = f.lapse(&["run"]);
     run.ok();
@@ -870,10 +875,13 @@ pub async fn due_count_within_lapsed_key_range(b: Backend) {
     assert_eq!(n(&pr["rows_due"]), 3, "{pr}");
     assert_eq!(n(&pr["deleted"]), 3, "{pr}");
     assert_eq!(n(&pr["held"]), 1, "{pr}");
+    assert_eq!(pr["held_by"], serde_json::json!({"T-3": 1}), "{pr}");
     let mut left = ids_text(&f).await;
     left.sort_unstable(); // PostgreSQL orders the text
     assert_eq!(left, vec![3, 4, 5, 6, 8, 20, 21, 22, 30, 100]);
     assert_eq!(run.stderr.contains(within), b == Backend::MySql, "{}", run.stderr);
+    let held_within = "held rows counted within the key range of the lapsed rows";
+    assert_eq!(run.stderr.contains(held_within), b == Backend::MySql, "{}", run.stderr);
     assert!(!run.stderr.contains("taking the batch again"), "{}", run.stderr);
     // A lapsed row with the last key: the lapsed rows' range is the whole table's, which is
     // counted as a whole (a range scan of all of it was slower), the same rows.
@@ -886,7 +894,9 @@ pub async fn due_count_within_lapsed_key_range(b: Backend) {
     plan.ok();
     let pr = &f.report("plan")["policies"][0];
     assert_eq!((n(&pr["rows_due"]), n(&pr["held"])), (1, 1), "{pr}");
+    assert_eq!(pr["held_by"], serde_json::json!({"T-3": 1}), "{pr}");
     assert!(!plan.stderr.contains(within), "{}", plan.stderr);
+    assert!(!plan.stderr.contains(held_within), "{}", plan.stderr);
 }
 
 pub async fn batch_as_key_range(b: Backend) {
