@@ -1646,13 +1646,16 @@ impl SqlConnector {
     /// more than three quarters of the table's keys; `Some(None)`: no row meets the rule, so
     /// none matches `f`. (PostgreSQL's planner reads the anchor's index itself, bitmap scans;
     /// SQLite's table is stored in the order of its rowid, which is not the key unless declared
-    /// `INTEGER PRIMARY KEY`.) The caller counts single integer keys only (`counts`).
+    /// `INTEGER PRIMARY KEY`.) Single integer keys only.
     /// The range and the count are two statements: a row that lapses between them (inserted
     /// with an old anchor) outside the range is not counted, as if it had come after the count.
     /// Read once per run and rule (`lapsed_ranges`): a row inserted with an old anchor outside
     /// it during the run is not in the report's later counts either.
     async fn lapsed_key_range(&self, scope: &Scope, f: &Filter) -> Result<LapsedRange, ConnectorError> {
         let Pool::My(p) = &self.pool else { return Ok(None) };
+        if !int_key(scope) {
+            return Ok(None);
+        }
         let Some(rule) = bounding_rule(f) else { return Ok(None) };
         let ctx = format!("counting rows of '{}'", scope.table.name);
         let id = (scope.table.name.clone(), rule.anchor.clone());
@@ -2650,24 +2653,20 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {
-        if self.builder(scope).count_by_table_hold(filter, None).is_none() {
+        if scope.holds.table.is_none() {
             return Ok(vec![]);
         }
         // MariaDB/MySQL: the rows each hold names are read within the lapsed rows' key range
         // (`lapsed_key_range`), where the batches read too, instead of anywhere in the table:
         // on the benchmark's table, larger than the buffer pool, 0.05 s instead of 0.5 s, with
         // a hold per held subject (BENCHMARKS.md).
-        let within = if int_key(scope) {
-            match self.lapsed_key_range(scope, filter).await? {
-                Some(Some(range)) => {
-                    tracing::debug!(table = %scope.table.name, "held rows counted within the key range of the lapsed rows");
-                    Some(range)
-                }
-                Some(None) => return Ok(vec![]),
-                None => None,
+        let within = match self.lapsed_key_range(scope, filter).await? {
+            Some(Some(range)) => {
+                tracing::debug!(table = %scope.table.name, "held rows counted within the key range of the lapsed rows");
+                Some(range)
             }
-        } else {
-            None
+            Some(None) => return Ok(vec![]),
+            None => None,
         };
         let Some(sql) = self.builder(scope).count_by_table_hold(filter, within.as_ref()) else { return Ok(vec![]) };
         let ctx = format!("counting held rows of '{}'", scope.table.name);
