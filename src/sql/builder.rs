@@ -408,6 +408,12 @@ pub struct Builder<'a> {
     /// the exact form, so the quick form finds the same rows; the exact tests, run on every
     /// anonymized row of the range, took SQLite's benchmark run 9 % longer.
     pub quick_pending: bool,
+    /// MariaDB/MySQL, a count of unknown anchors (`Filter::AnchorNull`) of this `DATE` or
+    /// `DATETIME` column, which leads an index, whose dates from `0001-01-01` on are of these
+    /// years (from, to): the zero and partial dates are read from the index where they sort,
+    /// before `0001-01-01` and between one month's last instant and the next one's first
+    /// ([`zero_date_gaps`]), instead of testing every entry of the index.
+    pub unknown_years: Option<(String, i32, i32)>,
     /// While the filter of a batch `DELETE` bounded by a subquery is rendered
     /// ([`Builder::delete_next`] on PostgreSQL and SQLite): the key range the batch reads, which
     /// then bounds the holds' subjects too where the subject is the integer key
@@ -605,12 +611,41 @@ impl<'a> Builder<'a> {
                 match self.d {
                     // The zero date, and SQLite's text that is no time, count as NULL (see
                     // `lapsed`).
-                    Dialect::MySql => sql.push(&format!("({e} IS NULL OR {})", my_partial(&e))),
-                    Dialect::Sqlite => sql.push(&format!("{} IS NULL", self.time_expr(qual, c))),
+                    Dialect::MySql => match &self.unknown_years {
+                        // The same rows: every one the test below finds is in one of these
+                        // ranges of the index (`zero_date_gaps`), which hold no other date.
+                        Some((col, from, to)) if col == c => {
+                            let date_only = self.scope.table.column(c).is_some_and(|i| i.kind == ColumnKind::Date);
+                            let year_one = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default();
+                            sql.push(&format!("({e} IS NULL OR (({e} < "));
+                            sql.bind(match date_only {
+                                true => Value::Date(year_one),
+                                false => Value::Timestamp(year_one.and_time(chrono::NaiveTime::MIN)),
+                            });
+                            for (after, before) in zero_date_gaps(*from, *to, date_only) {
+                                sql.push(&format!(" OR ({e} > "));
+                                sql.bind(after);
+                                sql.push(&format!(" AND {e} < "));
+                                sql.bind(before);
+                                sql.push(")");
+                            }
+                            sql.push(&format!(") AND {}))", my_partial(&e)));
+                        }
+                        _ => {
+                            sql.push(&format!("({e} IS NULL OR {})", my_partial(&e)));
+                        }
+                    },
+                    Dialect::Sqlite => {
+                        sql.push(&format!("{} IS NULL", self.time_expr(qual, c)));
+                    }
                     // NOT NULL is known there.
-                    Dialect::Postgres if self.scope.table.column(c).is_some_and(|c| !c.nullable) => sql.push("1=0"),
-                    Dialect::Postgres => sql.push(&format!("{e} IS NULL")),
-                };
+                    Dialect::Postgres if self.scope.table.column(c).is_some_and(|c| !c.nullable) => {
+                        sql.push("1=0");
+                    }
+                    Dialect::Postgres => {
+                        sql.push(&format!("{e} IS NULL"));
+                    }
+                }
             }
             Filter::AnchorNeverLapses(c) => match self.d {
                 // A blob (`lapsed`): every blob sorts after every other value, the empty one
@@ -1425,6 +1460,50 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// MariaDB/MySQL: the first and last year of the dates of column `c` from `0001-01-01` on
+    /// (two reads of its index), for [`Builder::unknown_years`].
+    pub fn anchor_years(&self, c: &str) -> Sql {
+        let mut sql = Sql::new(self.d);
+        sql.push("SELECT ");
+        self.anchor_years_of(&mut sql, c);
+        sql
+    }
+
+    /// `(first year), (last year)` of [`Self::anchor_years`], as two subqueries.
+    fn anchor_years_of(&self, sql: &mut Sql, c: &str) {
+        let t = self.table();
+        let y = self.q("anchor_years");
+        let e = self.col(&y, c);
+        let date_only = self.scope.table.column(c).is_some_and(|i| i.kind == ColumnKind::Date);
+        let year_one = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default();
+        let from = match date_only {
+            true => Value::Date(year_one),
+            false => Value::Timestamp(year_one.and_time(chrono::NaiveTime::MIN)),
+        };
+        for (i, f) in ["MIN", "MAX"].iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push(&format!("(SELECT YEAR({f}({e})) FROM {t} {y} WHERE {e} >= "));
+            sql.bind(from.clone());
+            sql.push(")");
+        }
+    }
+
+    /// A count of `f` with [`Self::anchor_years`] of `c` read in the same statement (one
+    /// snapshot), to tell that the [`Builder::unknown_years`] it was rendered with still hold.
+    pub fn count_with_anchor_years(&self, f: &Filter, c: &str) -> Sql {
+        self.counting(|| {
+            let mut sql = Sql::new(self.d);
+            let t = self.table();
+            sql.push("SELECT COUNT(*), ");
+            self.anchor_years_of(&mut sql, c);
+            sql.push(&format!(" FROM {t} WHERE "));
+            self.filter(&mut sql, f, &t);
+            sql
+        })
+    }
+
     /// [`Self::count_bounds`] of the rows whose key is from `first` to `last`, which must hold
     /// every row `f` matches ([`Self::key_bounds`] of a filter that every row of `f` matches):
     /// the same count, read as a range of the primary key where the table is stored in its
@@ -1652,8 +1731,11 @@ impl<'a> Builder<'a> {
         sql.push(&format!("SELECT {} FROM {t} WHERE ", cols.join(", ")));
         self.rows(&mut sql, &t, rows);
         sql.push(" AND ");
-        let mut all = vec![self.scope.lapse.clone()];
-        all.extend(self.scope.pending());
+        // What is left to do first: after a batch, it is false for nearly every row of the
+        // range, and the database then skips the anchor's test (a date parsed per row on
+        // SQLite); the rows are the same in either order.
+        let mut all: Vec<Filter> = self.scope.pending().into_iter().collect();
+        all.push(self.scope.lapse.clone());
         self.filter(&mut sql, &Filter::All(all), &t);
         sql
     }
@@ -2839,6 +2921,38 @@ fn my_partial(e: &str) -> String {
     format!("(YEAR({e}) = 0 OR MONTH({e}) = 0 OR DAYOFMONTH({e}) = 0)")
 }
 
+/// MariaDB/MySQL order a `DATE` or `DATETIME` by year, month, day and time, zero parts
+/// included: a date with a zero month sorts after every date of the year before and before
+/// the year's `01-01`, one with a zero day (or a day past the month's end, which only
+/// `ALLOW_INVALID_DATES` stores) after the month before and before the month's `01`, and one
+/// with a zero year before `0001-01-01`. So every zero or partial date of the years `from` to
+/// `to` lies strictly between the bounds of one of these pairs (a month's last day, at
+/// 23:59:59 for a `DATETIME`, and the next month's first, at midnight), and no whole date
+/// does but a `DATETIME(n)` in the last second of a month, which the test of the zero parts
+/// then leaves out. The bounds are whole seconds, which no conversion to the column's
+/// precision rounds. Year 1's zero month and January's zero day sort before `0001-01-01`:
+/// not repeated here.
+pub(crate) fn zero_date_gaps(from: i32, to: i32, date_only: bool) -> Vec<(Value, Value)> {
+    let mut out = Vec::new();
+    for year in from.max(1)..=to {
+        for month in 1..=12u32 {
+            if year == 1 && month == 1 {
+                continue;
+            }
+            let Some(first) = chrono::NaiveDate::from_ymd_opt(year, month, 1) else { continue };
+            let Some(last) = first.pred_opt() else { continue };
+            out.push(match date_only {
+                true => (Value::Date(last), Value::Date(first)),
+                false => (
+                    Value::Timestamp(last.and_hms_opt(23, 59, 59).unwrap_or_default()),
+                    Value::Timestamp(first.and_time(chrono::NaiveTime::MIN)),
+                ),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2921,6 +3035,24 @@ mod tests {
         ] {
             assert!(!re.is_match(not_done), "{not_done}");
         }
+    }
+
+    /// The ranges between months where MariaDB's partial dates sort: from each month's last
+    /// second (or day) to the next month's first instant, February's end in a leap year
+    /// included; year 1 without its January (before `0001-01-01`).
+    #[test]
+    fn zero_date_gaps_lie_between_months() {
+        let at = |s: &str| Value::Timestamp(chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap());
+        let day = |s: &str| Value::Date(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap());
+        let gaps = zero_date_gaps(1, 2, false);
+        assert_eq!(gaps.len(), 11 + 12);
+        assert_eq!(gaps[0], (at("0001-01-31 23:59:59"), at("0001-02-01 00:00:00")));
+        assert_eq!(gaps[11], (at("0001-12-31 23:59:59"), at("0002-01-01 00:00:00")));
+        let leap = zero_date_gaps(2020, 2020, true);
+        assert_eq!(leap[0], (day("2019-12-31"), day("2020-01-01")));
+        assert_eq!(leap[2], (day("2020-02-29"), day("2020-03-01")));
+        assert_eq!(leap[11], (day("2020-11-30"), day("2020-12-01")));
+        assert!(zero_date_gaps(1, 0, false).is_empty(), "no year from 1 on: no range");
     }
 
     #[test]

@@ -878,6 +878,7 @@ impl SqlConnector {
             counting: std::cell::Cell::new(false),
             split_holds: self.split_holds,
             quick_pending: false,
+            unknown_years: None,
             batch_keys: Default::default(),
         }
     }
@@ -1276,6 +1277,25 @@ fn bounding_rule(f: &Filter) -> Option<crate::connector::LapseRule> {
     }
 }
 
+/// The one column `f` tests for an unknown anchor (`Filter::AnchorNull`), if it tests one
+/// column only.
+fn sole_anchor_null(f: &Filter) -> Option<&str> {
+    fn walk<'f>(f: &'f Filter, out: &mut Vec<&'f str>) {
+        match f {
+            Filter::AnchorNull(c) => out.push(c),
+            Filter::All(parts) | Filter::Any(parts) => parts.iter().for_each(|p| walk(p, out)),
+            _ => {}
+        }
+    }
+    let mut cols = Vec::new();
+    walk(f, &mut cols);
+    cols.dedup();
+    match cols.as_slice() {
+        [c] => Some(c),
+        _ => None,
+    }
+}
+
 /// Whether `f` selects every row (of this shard): the report's total.
 fn counts_everything(f: &Filter) -> bool {
     match f {
@@ -1658,24 +1678,7 @@ impl SqlConnector {
         }
         let Some(rule) = bounding_rule(f) else { return Ok(None) };
         let ctx = format!("counting rows of '{}'", scope.table.name);
-        let id = (scope.table.name.clone(), rule.anchor.clone());
-        let cached = self.leads_index.lock().expect("index").get(&id).copied();
-        let indexed = match cached {
-            Some(b) => b,
-            None => {
-                let (schema, bare) = split_table(&scope.table.name);
-                let n: i64 = sqlx::query_scalar(catalog::MY_LEADS_INDEX)
-                    .bind(&schema)
-                    .bind(&bare)
-                    .bind(&rule.anchor)
-                    .fetch_one(p)
-                    .await
-                    .map_err(db_err(&ctx))?;
-                self.leads_index.lock().expect("index").insert(id, n > 0);
-                n > 0
-            }
-        };
-        if !indexed {
+        if !self.leads_index(p, scope, &rule.anchor).await? {
             return Ok(None);
         }
         let memo = format!("{}\n{}\n{rule:?}", scope.policy, scope.table.name);
@@ -1696,6 +1699,73 @@ impl SqlConnector {
         };
         self.lapsed_ranges.lock().expect("ranges").insert(memo, range.clone());
         Ok(range)
+    }
+
+    /// MariaDB/MySQL: whether column `c` of the scope's table leads an index (asked once per
+    /// run and column).
+    async fn leads_index(&self, p: &sqlx::MySqlPool, scope: &Scope, c: &str) -> Result<bool, ConnectorError> {
+        let id = (scope.table.name.clone(), c.to_string());
+        if let Some(b) = self.leads_index.lock().expect("index").get(&id).copied() {
+            return Ok(b);
+        }
+        let (schema, bare) = split_table(&scope.table.name);
+        let n: i64 = sqlx::query_scalar(catalog::MY_LEADS_INDEX)
+            .bind(&schema)
+            .bind(&bare)
+            .bind(c)
+            .fetch_one(p)
+            .await
+            .map_err(db_err(format!("reading the indexes of '{}'", scope.table.name)))?;
+        self.leads_index.lock().expect("index").insert(id, n > 0);
+        Ok(n > 0)
+    }
+
+    /// MariaDB/MySQL: a count of `f`, whose only unknown-anchor test is of column `c`, with
+    /// the zero and partial dates read where they sort in `c`'s index ([`Builder::unknown_years`])
+    /// instead of testing every entry: about as many index reads as the column's dates span
+    /// months, where the whole index took 0.5 s of the benchmark's table of 1,000,000 rows,
+    /// beside the batches. `None` where that does not apply: not a `DATE` or `DATETIME` (a
+    /// `TIMESTAMP` holds no partial date; text is read as it is), no index led by `c`, dates over
+    /// more than a century, or years that kept moving between the statements.
+    /// The years are read again in the count's own statement: what it counted holds only for
+    /// the years it was written for.
+    async fn count_unknown_in_gaps(&self, scope: &Scope, f: &Filter, c: &str) -> Result<Option<u64>, ConnectorError> {
+        const MAX_YEARS: i32 = 100;
+        let Pool::My(p) = &self.pool else { return Ok(None) };
+        let Some(info) = scope.table.column(c) else { return Ok(None) };
+        let ty = info.sql_type.to_ascii_lowercase();
+        if !(ty == "date" || ty.starts_with("datetime")) || !self.leads_index(p, scope, c).await? {
+            return Ok(None);
+        }
+        let ctx = format!("counting rows of '{}'", scope.table.name);
+        let year = |v: &Value| match v {
+            Value::Int(y) => i32::try_from(*y).ok(),
+            _ => None,
+        };
+        let row = self.rows(&self.builder(scope).anchor_years(c), &ctx).await?.pop().unwrap_or_default();
+        let mut years = match row.as_slice() {
+            [a, b] => year(a).zip(year(b)),
+            _ => return Ok(None),
+        };
+        for _ in 0..3 {
+            // No date from year 1 on: the NULLs and zero years only.
+            let (from, to) = years.unwrap_or((1, 0));
+            if to - from > MAX_YEARS {
+                return Ok(None);
+            }
+            let b = Builder { unknown_years: Some((c.to_string(), from, to)), ..self.builder(scope) };
+            let row = self.rows(&b.count_with_anchor_years(f, c), &ctx).await?.pop().unwrap_or_default();
+            let [Value::Int(n), a, z] = row.as_slice() else { return Ok(None) };
+            let now = year(a).zip(year(z));
+            match now {
+                Some((a, z)) if a < from || z > to => years = now,
+                _ => {
+                    tracing::debug!(table = %scope.table.name, "unknown anchors read where they sort in the anchor's index");
+                    return Ok(Some(*n as u64));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// `Connector::begin_next` for an anonymizing stage: locks the next due rows and computes
@@ -2575,6 +2645,11 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError> {
+        if let Some(c) = sole_anchor_null(filter) {
+            if let Some(n) = self.count_unknown_in_gaps(scope, filter, c).await? {
+                return Ok(n);
+            }
+        }
         let sql = self.builder(scope).count(filter);
         let rows = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?;
         Ok(match rows.first().and_then(|r| r.first()) {

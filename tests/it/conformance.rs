@@ -2039,6 +2039,85 @@ async fn mysql_zero_date_anchors_are_unknown() {
     assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the zero date with the NULL");
 }
 
+/// MariaDB's zero and partial dates in a `NOT NULL` anchor with an index, counted beside the
+/// batches where they sort in the index (before `0001-01-01`, between a month's last second
+/// and the next month's first) instead of by a test of every entry: the same rows, for a
+/// `DATETIME(6)` and a `DATE`, with values on and next to every bound (a month's last second
+/// and microsecond, a day past the month's end that `ALLOW_INVALID_DATES` stores, which is no
+/// partial date), over years 1 and 2 (year 1's zero month and January's zero day sort before
+/// `0001-01-01`) and over 2019-2025; dates over more than a century are tested entry by entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_partial_dates_counted_where_they_sort() {
+    if !Backend::MySql.enabled() {
+        return;
+    }
+    let read_where_they_sort = "unknown anchors read where they sort in the anchor's index";
+    for ty in ["DATETIME(6)", "DATE"] {
+        let f = Fixture::new(
+            Backend::MySql,
+            &format!(
+                "CREATE TABLE legacy (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at {ty} NOT NULL, \
+                 KEY legacy_created (created_at));"
+            ),
+        )
+        .await;
+        f.policy("legacy", &typed_policy("legacy", "  note: { category: free_text }\n", "", "delete"));
+        let insert = |rows: &[(u32, &str)]| {
+            let values: Vec<String> = rows.iter().map(|(id, at)| format!("({id}, 'n', '{at}')")).collect();
+            format!("SET SESSION sql_mode = 'ALLOW_INVALID_DATES'; INSERT INTO legacy VALUES {}", values.join(", "))
+        };
+        let kept = |f: &Fixture, expected: u64, gaps: bool, what: &str| {
+            let plan = f.lapse(&["plan"]);
+            plan.ok();
+            let p = &f.report("plan")["policies"][0];
+            assert_eq!(n(&p["null_anchor_kept"]), expected, "{ty}, {what}: {p}");
+            assert_eq!(plan.stderr.contains(read_where_they_sort), gaps, "{ty}, {what}: {}", plan.stderr);
+        };
+        // Years 0 to 2: eight partial dates, and whole dates on the bounds.
+        f.db.exec(&insert(&[
+            (1, "0000-00-00 00:00:00"),
+            (2, "0000-05-10 00:00:00"),
+            (3, "0001-00-05 00:00:00"),
+            (4, "0001-01-00 00:00:00"),
+            (5, "0001-03-00 00:00:00"),
+            (6, "0002-00-00 00:00:00"),
+            (7, "0002-01-00 12:00:00"),
+            (8, "0002-12-00 00:00:00"),
+            (9, "0001-01-01 00:00:00"),
+            (10, "0001-02-28 23:59:59"),
+            (11, "0001-03-01 00:00:00"),
+            (12, "0001-12-31 23:59:59.999999"),
+            (13, "0002-01-01 00:00:00"),
+            (14, "0002-02-30 00:00:00"),
+        ]))
+        .await;
+        kept(&f, 8, true, "years 0 to 2");
+        // Years 2019 to 2025 besides: a century or less, still read where they sort.
+        f.db.exec("DELETE FROM legacy").await;
+        f.db.exec(&insert(&[
+            (21, "0000-00-00 00:00:00"),
+            (22, "2019-00-00 00:00:00"),
+            (23, "2019-01-00 10:00:00"),
+            (24, "2019-03-00 23:59:59"),
+            (25, "2020-12-00 00:00:00"),
+            (26, "2021-00-15 08:00:00"),
+            (27, "2020-03-00 00:00:00"),
+            (31, "2019-02-28 23:59:59.999999"),
+            (32, "2020-02-29 23:59:59"),
+            (33, "2019-03-01 00:00:00"),
+            (34, "2020-02-30 00:00:00"),
+            (35, "2019-06-15 00:00:00"),
+            (36, "2025-12-31 23:59:59"),
+            (37, "2024-12-31 23:59:59.999999"),
+        ]))
+        .await;
+        kept(&f, 7, true, "2019 to 2025");
+        // Year 2 as well: over a century, tested entry by entry, the same rows.
+        f.db.exec(&insert(&[(41, "0002-00-00 00:00:00"), (42, "0002-06-01 00:00:00")])).await;
+        kept(&f, 8, false, "year 2 to 2025");
+    }
+}
+
 /// A table `lots` of 20,000 lapsed rows and a holds table of 2,000 holds spread over its keys
 /// (every tenth key, its subject), with an index on their subject; a policy on `lots` whose
 /// subject is its key, deleting (`action` `delete`) or nulling `note` (`anonymize`).
