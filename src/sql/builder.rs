@@ -615,13 +615,9 @@ impl<'a> Builder<'a> {
                         // The same rows: every one the test below finds is in one of these
                         // ranges of the index (`zero_date_gaps`), which hold no other date.
                         Some((col, from, to)) if col == c => {
-                            let date_only = self.scope.table.column(c).is_some_and(|i| i.kind == ColumnKind::Date);
-                            let year_one = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default();
+                            let date_only = self.is_date(c);
                             sql.push(&format!("({e} IS NULL OR (({e} < "));
-                            sql.bind(match date_only {
-                                true => Value::Date(year_one),
-                                false => Value::Timestamp(year_one.and_time(chrono::NaiveTime::MIN)),
-                            });
+                            sql.bind(year_one(date_only));
                             for (after, before) in zero_date_gaps(*from, *to, date_only) {
                                 sql.push(&format!(" OR ({e} > "));
                                 sql.bind(after);
@@ -1474,12 +1470,7 @@ impl<'a> Builder<'a> {
         let t = self.table();
         let y = self.q("anchor_years");
         let e = self.col(&y, c);
-        let date_only = self.scope.table.column(c).is_some_and(|i| i.kind == ColumnKind::Date);
-        let year_one = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default();
-        let from = match date_only {
-            true => Value::Date(year_one),
-            false => Value::Timestamp(year_one.and_time(chrono::NaiveTime::MIN)),
-        };
+        let from = year_one(self.is_date(c));
         for (i, f) in ["MIN", "MAX"].iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -1488,6 +1479,11 @@ impl<'a> Builder<'a> {
             sql.bind(from.clone());
             sql.push(")");
         }
+    }
+
+    /// Whether column `c` holds dates without a time of day.
+    fn is_date(&self, c: &str) -> bool {
+        self.scope.table.column(c).is_some_and(|i| i.kind == ColumnKind::Date)
     }
 
     /// A count of `f` with [`Self::anchor_years`] of `c` read in the same statement (one
@@ -2919,6 +2915,15 @@ fn text_date_time(t: &str) -> Option<chrono::NaiveDateTime> {
 /// compare; each sorts before every date it could mean.
 fn my_partial(e: &str) -> String {
     format!("(YEAR({e}) = 0 OR MONTH({e}) = 0 OR DAYOFMONTH({e}) = 0)")
+}
+
+/// `0001-01-01` (at midnight unless `date_only`): MariaDB/MySQL's zero years sort before it.
+fn year_one(date_only: bool) -> Value {
+    let day = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default();
+    match date_only {
+        true => Value::Date(day),
+        false => Value::Timestamp(day.and_time(chrono::NaiveTime::MIN)),
+    }
 }
 
 /// MariaDB/MySQL order a `DATE` or `DATETIME` by year, month, day and time, zero parts

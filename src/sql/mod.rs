@@ -1289,11 +1289,8 @@ fn sole_anchor_null(f: &Filter) -> Option<&str> {
     }
     let mut cols = Vec::new();
     walk(f, &mut cols);
-    cols.dedup();
-    match cols.as_slice() {
-        [c] => Some(c),
-        _ => None,
-    }
+    let first = *cols.first()?;
+    cols.iter().all(|c| *c == first).then_some(first)
 }
 
 /// Whether `f` selects every row (of this shard): the report's total.
