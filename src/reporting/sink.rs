@@ -578,11 +578,13 @@ impl S3Reports {
         Ok((link, at))
     }
 
-    /// The version of a claim's key written first, when the key has several: Ceph RGW 16.2
-    /// ignores `If-None-Match` on a versioned bucket (every bucket with Object Lock is one) and
-    /// stores a second claim as a newer version; the first written holds. `None` when the key
-    /// has one version, or its versions cannot be listed (`s3:ListBucketVersions` not granted:
-    /// the conditional write is trusted then).
+    /// The version of a claim's key written first: Ceph RGW 16.2 ignores `If-None-Match` on a
+    /// versioned bucket (every bucket with Object Lock is one) and stores a second claim as a
+    /// newer version; the first written holds. Also when the listing shows one version: a claim
+    /// written between the listing and the read would be the current version by then, so that
+    /// one version is read, not the current one (the race broke the chain under load). `None`
+    /// on a bucket without versions (the listing's `null` version), or when the versions cannot
+    /// be listed (`s3:ListBucketVersions` not granted: the conditional write is trusted then).
     async fn first_version(&self, key: &str) -> Option<String> {
         let (mut versions, mut key_marker, mut version_marker) = (Vec::new(), None, None);
         loop {
@@ -616,10 +618,7 @@ impl S3Reports {
                 break;
             }
         }
-        match versions.len() {
-            0 | 1 => None,
-            _ => versions.pop(),
-        }
+        versions.pop().filter(|v| v != "null")
     }
 
     /// Claims `link.sequence` for the run report `link` names, before that report is written:
