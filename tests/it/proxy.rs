@@ -157,9 +157,9 @@ async fn pipe(client: TcpStream, st: Arc<TcpState>, budget: Option<u64>) {
     let mut left = budget.unwrap_or(u64::MAX);
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
-    // A journal row was inserted on this connection since its last `COMMIT`: the next one ends
-    // a batch.
-    let mut journaled = false;
+    // Whether a journal row was inserted on this connection since its last `COMMIT` (the next
+    // one ends a batch), followed through the wire protocol's prepared statements.
+    let mut watch = JournalWatch::default();
     let mut a = vec![0u8; 16 * 1024];
     let mut b = vec![0u8; 16 * 1024];
     let cut = loop {
@@ -174,23 +174,19 @@ async fn pipe(client: TcpStream, st: Arc<TcpState>, budget: Option<u64>) {
         let n = (data.len() as u64).min(left) as usize;
         let chunk = &data[..n];
         let mut cut_now = false;
-        if to_server {
-            if chunk.windows(13).any(|w| w == b"lapse_journal") && chunk.windows(6).any(|w| w == b"INSERT") {
-                journaled = true;
-            }
-            if chunk.windows(6).any(|w| w == b"COMMIT") {
-                st.counters.commits.fetch_add(1, Ordering::SeqCst);
-                let batch = std::mem::take(&mut journaled);
-                cut_now = batch
-                    && st
-                        .commits_before_cut
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| match c {
-                            usize::MAX => None,
-                            0 => Some(usize::MAX),
-                            c => Some(c - 1),
-                        })
-                        .is_ok_and(|c| c == 0);
-            }
+        watch.saw(chunk, to_server);
+        if to_server && chunk.windows(6).any(|w| w == b"COMMIT") {
+            st.counters.commits.fetch_add(1, Ordering::SeqCst);
+            let batch = std::mem::take(&mut watch.journaled);
+            cut_now = batch
+                && st
+                    .commits_before_cut
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| match c {
+                        usize::MAX => None,
+                        0 => Some(usize::MAX),
+                        c => Some(c - 1),
+                    })
+                    .is_ok_and(|c| c == 0);
         }
         if cut_now && st.cut_before_commit.load(Ordering::SeqCst) {
             // The COMMIT is not sent: the server rolls the transaction back when the connection goes.
@@ -219,6 +215,108 @@ async fn pipe(client: TcpStream, st: Arc<TcpState>, budget: Option<u64>) {
             reset(&c);
             reset(&u);
         }
+    }
+}
+
+/// Follows a connection's statements far enough to tell when the journal's `INSERT` runs. sqlx
+/// caches a prepared statement per connection: its text goes to the server once (PostgreSQL's
+/// `Parse`, MySQL's `COM_STMT_PREPARE`), and later runs name it only (a `Bind` of the statement's
+/// name, a `COM_STMT_EXECUTE` of the id the server gave it). A search of each chunk for the
+/// text missed a batch whose connection had run the journal's `INSERT` before, and the proxy
+/// then cut a later batch than the test asked for (seen under load). The wire is told by who
+/// speaks first: the MySQL server greets, a PostgreSQL client starts.
+#[derive(Default)]
+struct JournalWatch {
+    /// A journal row was inserted since the last `COMMIT`.
+    journaled: bool,
+    /// `Some(true)`: MySQL; `Some(false)`: PostgreSQL.
+    mysql: Option<bool>,
+    /// Bytes of an incomplete message, from the client and from the server.
+    from_client: Vec<u8>,
+    from_server: Vec<u8>,
+    /// PostgreSQL: the untyped startup messages are done.
+    started: bool,
+    /// The prepared statements that are the journal's `INSERT`: PostgreSQL's names, MySQL's ids.
+    names: std::collections::HashSet<Vec<u8>>,
+    ids: std::collections::HashSet<u32>,
+    /// MySQL: the server's answer to a `COM_STMT_PREPARE` of the journal's `INSERT` is awaited.
+    preparing: bool,
+}
+
+impl JournalWatch {
+    fn saw(&mut self, chunk: &[u8], to_server: bool) {
+        let mysql = *self.mysql.get_or_insert(!to_server);
+        let buf = if to_server { &mut self.from_client } else { &mut self.from_server };
+        buf.extend_from_slice(chunk);
+        let mut buf = std::mem::take(buf);
+        let mut at = 0;
+        while let Some(len) = self.message(&buf[at..], mysql, to_server) {
+            at += len;
+        }
+        buf.drain(..at);
+        *(if to_server { &mut self.from_client } else { &mut self.from_server }) = buf;
+    }
+
+    /// Handles the complete message at the start of `b`, if there is one, and returns its length.
+    fn message(&mut self, b: &[u8], mysql: bool, to_server: bool) -> Option<usize> {
+        fn journal(sql: &[u8]) -> bool {
+            sql.windows(13).any(|w| w == b"lapse_journal") && sql.windows(6).any(|w| w == b"INSERT")
+        }
+        fn cstr(b: &[u8]) -> (&[u8], &[u8]) {
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            (&b[..end], b.get(end + 1..).unwrap_or_default())
+        }
+        if mysql {
+            // A packet: length (3 bytes, little-endian), sequence number, payload.
+            let len = u32::from_le_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, 0]) as usize;
+            let p = b.get(4..4 + len)?;
+            let id = |p: &[u8]| p.get(1..5).map(|i| u32::from_le_bytes(i.try_into().unwrap()));
+            match (to_server, p.first()) {
+                (true, Some(0x03)) if journal(p) => self.journaled = true, // COM_QUERY
+                (true, Some(0x16)) => self.preparing = journal(p),         // COM_STMT_PREPARE
+                (true, Some(0x17)) if id(p).is_some_and(|i| self.ids.contains(&i)) => self.journaled = true,
+                (false, Some(0x00)) if self.preparing && len >= 12 => {
+                    self.ids.extend(id(p));
+                    self.preparing = false;
+                }
+                (false, Some(0xff)) => self.preparing = false,
+                _ => {}
+            }
+            return Some(4 + len);
+        }
+        if !to_server {
+            return (!b.is_empty()).then_some(b.len()); // only the client's side is read
+        }
+        if !self.started {
+            // SSLRequest / GSSENCRequest, then StartupMessage: length (4 bytes) and a code.
+            let len = u32::from_be_bytes(b.get(..4)?.try_into().unwrap()) as usize;
+            let code = u32::from_be_bytes(b.get(4..8)?.try_into().unwrap());
+            b.get(..len)?;
+            self.started = !matches!(code, 80877103 | 80877104);
+            return Some(len.max(8));
+        }
+        // A message: type, length (4 bytes, itself included), body.
+        let len = u32::from_be_bytes(b.get(1..5)?.try_into().unwrap()) as usize;
+        let body = b.get(5..1 + len)?;
+        match b[0] {
+            b'Q' if journal(body) => self.journaled = true,
+            b'P' => {
+                let (name, rest) = cstr(body);
+                if journal(cstr(rest).0) {
+                    self.names.insert(name.to_vec());
+                } else {
+                    self.names.remove(name);
+                }
+            }
+            b'B' => {
+                let (_portal, rest) = cstr(body);
+                if self.names.contains(cstr(rest).0) {
+                    self.journaled = true;
+                }
+            }
+            _ => {}
+        }
+        Some(1 + len)
     }
 }
 
