@@ -625,23 +625,15 @@ impl<'a> Builder<'a> {
                                 sql.bind(before);
                                 sql.push(")");
                             }
-                            sql.push(&format!(") AND {}))", my_partial(&e)));
+                            sql.push(&format!(") AND {}))", my_partial(&e)))
                         }
-                        _ => {
-                            sql.push(&format!("({e} IS NULL OR {})", my_partial(&e)));
-                        }
+                        _ => sql.push(&format!("({e} IS NULL OR {})", my_partial(&e))),
                     },
-                    Dialect::Sqlite => {
-                        sql.push(&format!("{} IS NULL", self.time_expr(qual, c)));
-                    }
+                    Dialect::Sqlite => sql.push(&format!("{} IS NULL", self.time_expr(qual, c))),
                     // NOT NULL is known there.
-                    Dialect::Postgres if self.scope.table.column(c).is_some_and(|c| !c.nullable) => {
-                        sql.push("1=0");
-                    }
-                    Dialect::Postgres => {
-                        sql.push(&format!("{e} IS NULL"));
-                    }
-                }
+                    Dialect::Postgres if self.scope.table.column(c).is_some_and(|c| !c.nullable) => sql.push("1=0"),
+                    Dialect::Postgres => sql.push(&format!("{e} IS NULL")),
+                };
             }
             Filter::AnchorNeverLapses(c) => match self.d {
                 // A blob (`lapsed`): every blob sorts after every other value, the empty one

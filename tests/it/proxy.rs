@@ -231,9 +231,8 @@ struct JournalWatch {
     journaled: bool,
     /// `Some(true)`: MySQL; `Some(false)`: PostgreSQL.
     mysql: Option<bool>,
-    /// Bytes of an incomplete message, from the client and from the server.
-    from_client: Vec<u8>,
-    from_server: Vec<u8>,
+    /// Bytes of an incomplete message, from the server (`[0]`) and from the client (`[1]`).
+    partial: [Vec<u8>; 2],
     /// PostgreSQL: the untyped startup messages are done.
     started: bool,
     /// The prepared statements that are the journal's `INSERT`: PostgreSQL's names, MySQL's ids.
@@ -246,15 +245,14 @@ struct JournalWatch {
 impl JournalWatch {
     fn saw(&mut self, chunk: &[u8], to_server: bool) {
         let mysql = *self.mysql.get_or_insert(!to_server);
-        let buf = if to_server { &mut self.from_client } else { &mut self.from_server };
+        let mut buf = std::mem::take(&mut self.partial[usize::from(to_server)]);
         buf.extend_from_slice(chunk);
-        let mut buf = std::mem::take(buf);
         let mut at = 0;
         while let Some(len) = self.message(&buf[at..], mysql, to_server) {
             at += len;
         }
         buf.drain(..at);
-        *(if to_server { &mut self.from_client } else { &mut self.from_server }) = buf;
+        self.partial[usize::from(to_server)] = buf;
     }
 
     /// Handles the complete message at the start of `b`, if there is one, and returns its length.
