@@ -68,6 +68,7 @@ def main():
     if a.backend != "sqlite" or not os.path.exists(b.tpl):
         b.load_template()
     times = {"loop": []}
+    names = [contender(spec)[0] for spec in a.contenders]
     expected = None
     for r in range(a.rounds):
         b.restore()
@@ -76,7 +77,9 @@ def main():
         times["loop"].append(time.perf_counter() - t0)
         b.connect()
         expected = b.signature(a.op)
-        for spec in a.contenders:
+        # Every other round in the opposite order: a contender is not always the one that
+        # runs right after the loop, or after another.
+        for spec in (a.contenders if r % 2 == 0 else a.contenders[::-1]):
             name, binary, env = contender(spec)
             b.restore()
             args.lapse = binary
@@ -95,7 +98,7 @@ def main():
             if code != 0 or got != expected:
                 sys.exit(f"{name}: exit {code}, result {got} where the loop left {expected}")
             times.setdefault(name, []).append(secs)
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), flush=True)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {times[k][-1]:.3f} s" for k in ["loop", *names]), flush=True)
     loop = statistics.median(times["loop"])
     for name, t in times.items():
         m = statistics.median(t)
