@@ -16,6 +16,10 @@ nothing measurable; `scripts/bench.sh` remains the benchmark.
 lapse logs at `lapse=warn` unless `LAPSE_BENCH_LOG` says otherwise (`lapse=debug,sqlx=debug`
 for a timeline of the statements, in `<work>/ws-<op>/lapse.log`).
 
+Contenders run in the order given in odd rounds and in the opposite order in even ones, and each
+after the first is compared with it round by round (the mean and median of the relative
+differences, and in how many rounds it was faster).
+
 A contender is NAME=BINARY or NAME=env:VAR=VALUE[,VAR=VALUE]:BINARY. Every run's result must have
 the same signature as the loop's (rows left and their key sum), or the script stops."""
 import argparse
@@ -103,6 +107,14 @@ def main():
     for name, t in times.items():
         m = statistics.median(t)
         print(f"{name:>10}: median {m:.3f} s (min {min(t):.3f}, max {max(t):.3f}); loop / this {loop / m:.2f}")
+    # Each later contender against the first, round by round: the rounds share the machine's
+    # state, so the paired differences spread less than the times do.
+    first = names[0]
+    for name in names[1:]:
+        d = [(b - a) / a for a, b in zip(times[first], times[name])]
+        spread = f", sd {statistics.stdev(d):.1%}" if len(d) > 1 else ""
+        print(f"{name:>10}: against {first}, round by round: mean {statistics.mean(d):+.1%}, "
+              f"median {statistics.median(d):+.1%}{spread}; faster in {sum(x < 0 for x in d)} of {len(d)}")
 
 
 if __name__ == "__main__":
