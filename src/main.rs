@@ -689,7 +689,8 @@ enum ReportCmd {
     },
     /// Was a subject (or record) destroyed, when and how, or is it held? Uses the evidence key.
     /// Exit 0: found (destroyed or held); 5: nothing found; 2: bad arguments or config, or no
-    /// answer (evidence unreadable, or found only in evidence no report accounts for).
+    /// answer (evidence unreadable, found only in evidence no report accounts for, holds file
+    /// unreadable, or a hold naming the subject only as another spelling of its number or uuid).
     Lookup {
         /// A directory of reports, or `s3://bucket/prefix` (client settings from the config's
         /// `reports.s3` connection).
@@ -697,9 +698,10 @@ enum ReportCmd {
         /// The data subject (value of the policies' subject column).
         #[arg(long, conflicts_with = "key", required_unless_present = "key")]
         subject: Option<String>,
-        /// A record key (comma-separated values for a composite key); needs --policy.
-        #[arg(long, value_delimiter = ',', num_args = 1.., requires = "policy")]
-        key: Vec<String>,
+        /// A record key: its values in key order, separated by commas for a composite key (a
+        /// comma inside a value written `\,`, a backslash before a comma `\\`); needs --policy.
+        #[arg(long, requires = "policy")]
+        key: Option<String>,
         /// Worker configuration (for the evidence key, holds file and policies).
         #[arg(long, short, default_value = "lapse.yaml", env = "LAPSE_CONFIG", hide_env_values = true)]
         config: PathBuf,
@@ -923,10 +925,10 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 Ok(k) => k,
                 Err(code) => return code,
             };
-            let target = match (subject, key.is_empty(), &policy) {
-                (Some(s), true, _) => lookup::Target::Subject(s),
-                (None, false, Some(p)) => lookup::Target::Record { policy: p.clone(), key },
-                (None, false, None) => {
+            let target = match (subject, key, &policy) {
+                (Some(s), None, _) => lookup::Target::Subject(s),
+                (None, Some(k), Some(p)) => lookup::Target::Record { policy: p.clone(), key: lookup::key_parts(&k) },
+                (None, Some(_), None) => {
                     return fail(INVALID, "--key needs --policy (the record hash covers its dataset)")
                 }
                 _ => return fail(INVALID, "give --subject ID or --key K1[,K2] --policy NAME"),
@@ -964,9 +966,14 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             }
             if answer.found {
                 ExitCode::SUCCESS
-            } else if answer.evidence_unreadable > 0 || !answer.unconfirmed.is_empty() {
+            } else if answer.evidence_unreadable > 0
+                || !answer.unconfirmed.is_empty()
+                || answer.holds_unreadable
+                || !answer.held.is_empty()
+            {
                 // Not "nothing found": evidence that could hold the answer was not read, or
-                // says what no signed report confirms.
+                // says what no signed report confirms; the holds file could not be read; or a
+                // hold names the subject only as another spelling of its number or uuid.
                 ExitCode::from(INVALID)
             } else {
                 ExitCode::from(reporting::EXIT_NOT_FOUND)

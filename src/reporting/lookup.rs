@@ -105,6 +105,11 @@ pub struct Context {
     pub holds_digest: Option<String>,
     /// Policy name → (connection, table) of the current policy files.
     pub datasets: BTreeMap<String, (String, String)>,
+    /// Policy name → the number of its key columns (current policy files).
+    pub key_columns: BTreeMap<String, usize>,
+    /// The config names a holds file that could not be read whole (missing, or invalid): no
+    /// answer can then be "no hold names it".
+    pub holds_unreadable: bool,
     /// Problems that limit the answer (an unreadable holds file, invalid policies).
     pub warnings: Vec<String>,
 }
@@ -132,16 +137,19 @@ impl Context {
             ));
         }
         let datasets = set.policies.iter().map(|p| (p.name.clone(), (p.connection.clone(), p.table.clone()))).collect();
+        let key_columns = set.policies.iter().map(|p| (p.name.clone(), p.key.len())).collect();
         let holds_file = cfg.holds_file.as_ref().map(|f| cfg.resolve(f));
         let mut holds_digest = None;
+        let mut holds_unreadable = false;
         let holds = match &holds_file {
             Some(f) => {
                 let mut hd = Diagnostics::default();
                 let (h, sha256) = holds::load(f, &mut hd);
                 holds_digest = sha256.map(|s| key.file_digest(&s));
                 if hd.has_errors() {
+                    holds_unreadable = true;
                     warnings.push(format!(
-                        "the holds file {} has errors (run lapse validate); holds that could not be read were not checked",
+                        "the holds file {} cannot be read whole (run lapse validate): holds that could not be read were not checked",
                         f.display()
                     ));
                 }
@@ -149,7 +157,7 @@ impl Context {
             }
             None => Vec::new(),
         };
-        Ok(Context { key, holds, holds_file, holds_digest, datasets, warnings })
+        Ok(Context { key, holds, holds_file, holds_digest, datasets, key_columns, holds_unreadable, warnings })
     }
 }
 
@@ -179,6 +187,10 @@ pub struct HeldBy {
     pub expires: Option<DateTime<Utc>>,
     /// In force now.
     pub active: bool,
+    /// The hold names the subject as it was asked for (or with surrounding spaces); false: as
+    /// another spelling of the same number or uuid (`017` for `17`), which holds it where the
+    /// subject column is numeric (or a uuid) but not in a text column: no answer then.
+    pub exact: bool,
     /// Runs in which this hold kept lapsed records (of any of its subjects).
     pub kept_in: Vec<KeptIn>,
 }
@@ -227,20 +239,71 @@ pub struct Answer {
     /// its keyed digest in that run's report); none: not known (no holds file, or no report
     /// recording it).
     pub holds_file_unchanged: Option<bool>,
+    /// The config's holds file could not be read whole: with nothing found, the question is not
+    /// answered (exit 2, not 5).
+    pub holds_unreadable: bool,
 }
 
 /// The spellings a value may have been recorded under: as given, without surrounding spaces,
 /// and, for a uuid, as databases write one (lower case, hyphens). Not a number's other
 /// spellings: `042` is not `42` in a text column, and another person's record would answer
 /// (an integer column's `42` hashes as the text `42`).
+///
+/// A value written as bytes — a uuid, or hex after `0x` or `\x` (as holds name a binary
+/// subject, `engine::binary_subject`) — is also tried as a binary column's value is recorded:
+/// its bytes in lower-case hex (`Value::canonical`), and, where they are UTF-8, as that text
+/// (MariaDB's binary columns are read as text when they are). Bare hex is not: `CAFE` and
+/// `cafe` are two subjects of a text column.
 fn spellings(id: &str) -> Vec<String> {
     let mut v = vec![id.to_string(), id.trim().to_string()];
-    if let Ok(u) = uuid::Uuid::parse_str(id.trim()) {
-        v.push(u.hyphenated().to_string());
+    let t = id.trim();
+    let bytes = match uuid::Uuid::parse_str(t) {
+        Ok(u) => {
+            v.push(u.hyphenated().to_string());
+            Some(u.as_bytes().to_vec())
+        }
+        Err(_) => t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .or_else(|| t.strip_prefix("\\x"))
+            .and_then(|h| hex::decode(h).ok())
+            .filter(|b| !b.is_empty()),
+    };
+    if let Some(b) = bytes {
+        v.push(hex::encode(&b));
+        if let Ok(text) = String::from_utf8(b) {
+            v.push(text);
+        }
     }
     v.sort();
     v.dedup();
     v
+}
+
+/// `--key`'s values: separated by commas, a comma inside a value written `\\,` and a
+/// backslash before a comma `\\\\` (a key's values are anything a column holds).
+pub fn key_parts(arg: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = arg.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // Any other backslash is itself (a value like `C:\\dir`).
+            '\\' => {
+                let part = parts.last_mut().expect("one part at least");
+                match chars.next() {
+                    Some(n @ (',' | '\\')) => part.push(n),
+                    Some(n) => {
+                        part.push('\\');
+                        part.push(n);
+                    }
+                    None => part.push('\\'),
+                }
+            }
+            ',' => parts.push(String::new()),
+            c => parts.last_mut().expect("one part at least").push(c),
+        }
+    }
+    parts
 }
 
 /// The keyed hashes a subject may have been recorded under (see `spellings`).
@@ -288,11 +351,6 @@ pub fn lookup(
     keys: &[ed25519_dalek::VerifyingKey],
 ) -> anyhow::Result<Answer> {
     let key_id = ctx.key.key_id();
-    // A hold of a policy on the same table as the one asked about keeps its records too
-    // (holds are shared as purposes are).
-    let shares = |asked: &str, held: &str| {
-        asked == held || ctx.datasets.get(asked).is_some_and(|d| ctx.datasets.get(held) == Some(d))
-    };
     let mut warnings = ctx.warnings.clone();
     let mut reports: Vec<(String, RunView)> = Vec::new();
     // Run reports no given key's signature vouches for (with `keys` only).
@@ -356,6 +414,39 @@ pub fn lookup(
         );
     }
     reports.sort_by_key(|(_, r)| (r.sequence, r.started_at));
+    // Each policy's datasets (connection, table): the policy files' and, for a policy since
+    // renamed or removed, the reports'.
+    let mut datasets: BTreeMap<&str, BTreeSet<(String, String)>> = BTreeMap::new();
+    for (name, d) in &ctx.datasets {
+        datasets.entry(name.as_str()).or_default().insert(d.clone());
+    }
+    for (_, r) in &reports {
+        for p in r.policies.iter().filter(|p| !p.table.is_empty()) {
+            datasets.entry(p.name.as_str()).or_default().insert((p.connection.clone(), p.table.clone()));
+        }
+    }
+    // A policy of the same table as the one asked about destroys and holds its records too
+    // (holds are shared as purposes are; two policies of one table find the same rows due, and
+    // which destroys a row depends on which ran first).
+    let shares = |asked: &str, other: &str| {
+        asked == other || datasets.get(asked).zip(datasets.get(other)).is_some_and(|(a, b)| !a.is_disjoint(b))
+    };
+    let asked_policy = match target {
+        Target::Subject(_) => only_policy,
+        Target::Record { policy, .. } => Some(policy.as_str()),
+    };
+    if let Some(policy) = asked_policy {
+        if !datasets.contains_key(policy) && !reports.iter().any(|(_, r)| r.policies.iter().any(|p| p.name == policy)) {
+            anyhow::bail!(
+                "policy '{policy}' is neither in the policy files nor in any run report here{}",
+                if matches!(target, Target::Record { .. }) {
+                    ": its connection and table (part of the record hash) are unknown"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     // A report no given key signed: what its evidence says is unconfirmed, and what it does not
     // say is no answer either (a line taken out of it, its digest rewritten, reads the same).
     evidence_unreadable += reports.iter().filter(|(n, r)| unsigned.contains(n) && r.evidence_key_id == key_id).count();
@@ -370,35 +461,43 @@ pub fn lookup(
             other_key.join(", ")
         ));
     }
-    let (label, hashes, policy_filter) = match target {
-        Target::Subject(id) => ("subject".to_string(), subject_hashes(&ctx.key, id), only_policy.map(str::to_string)),
+    let (label, hashes) = match target {
+        Target::Subject(id) => ("subject".to_string(), subject_hashes(&ctx.key, id)),
         Target::Record { policy, key } => {
-            let mut ds = BTreeSet::new();
-            if let Some(d) = ctx.datasets.get(policy) {
-                ds.insert(d.clone());
-            }
-            for (_, r) in &reports {
-                for p in r.policies.iter().filter(|p| &p.name == policy) {
-                    ds.insert((p.connection.clone(), p.table.clone()));
-                }
-            }
+            let ds = datasets.get(policy.as_str()).cloned().unwrap_or_default();
             if ds.is_empty() {
                 anyhow::bail!(
-                    "policy '{policy}' is neither in the policy files nor in any run report here: its connection and table (part of the record hash) are unknown"
+                    "policy '{policy}' names no table in the policy files or the run reports here: its connection and table (part of the record hash) are unknown"
                 );
             }
-            let mut hashes = record_hashes(&ctx.key, &ds, key);
-            if key.len() > 1 {
-                // A key part with a comma in it, split by `--key`'s comma-separated form: the
-                // whole is tried too (a single-column key has no other way to be given).
-                hashes.extend(record_hashes(&ctx.key, &ds, &[key.join(",")]));
-                hashes.sort();
-                hashes.dedup();
-            }
-            // Not only the evidence of `policy` itself: the hash names the dataset (connection
-            // and table), and another policy of the same table may have destroyed the record.
-            (format!("record of policy {policy}"), hashes, None)
+            let hashes = match ctx.key_columns.get(policy) {
+                // A single-column key given with a comma in it (split by `--key`'s
+                // comma-separated form): the whole, as typed.
+                Some(1) => record_hashes(&ctx.key, &ds, &[key.join(",")]),
+                Some(&n) if n != key.len() => anyhow::bail!(
+                    "policy '{policy}' has a key of {n} columns; --key gave {} value(s) (separate them with commas; write a comma inside a value as \\,)",
+                    key.len()
+                ),
+                Some(_) => record_hashes(&ctx.key, &ds, key),
+                // A policy no longer in the policy files: the parts as given, and the whole.
+                None => {
+                    let mut h = record_hashes(&ctx.key, &ds, key);
+                    if key.len() > 1 {
+                        h.extend(record_hashes(&ctx.key, &ds, &[key.join(",")]));
+                        h.sort();
+                        h.dedup();
+                    }
+                    h
+                }
+            };
+            (format!("record of policy {policy}"), hashes)
         }
+    };
+    // Not only the evidence of the policy asked about: a record's hash names its dataset, and
+    // another policy of the same table may have destroyed the record (or the subject's).
+    let policy_filter = match target {
+        Target::Subject(_) => only_policy,
+        Target::Record { .. } => None,
     };
     let wanted: BTreeSet<&str> = hashes.iter().map(String::as_str).collect();
     let mut destroyed = Vec::new();
@@ -509,7 +608,7 @@ pub fn lookup(
                 }
                 continue;
             };
-            if policy_filter.as_ref().is_some_and(|p| *p != e.policy) {
+            if policy_filter.is_some_and(|p| !shares(p, &e.policy)) {
                 continue;
             }
             let hit = match target {
@@ -609,6 +708,7 @@ pub fn lookup(
                 if !h.subjects.iter().any(|s| same_subject(s, id)) {
                     continue;
                 }
+                let exact = h.subjects.iter().any(|s| s == id || s.trim() == id.trim());
                 if only_policy.is_some_and(|p| !(h.policies.is_empty() || h.policies.iter().any(|q| shares(p, q)))) {
                     continue;
                 }
@@ -634,6 +734,7 @@ pub fn lookup(
                     policies: h.policies.clone(),
                     expires: h.expires,
                     active: h.active_at(now),
+                    exact,
                     kept_in,
                 });
             }
@@ -704,7 +805,10 @@ pub fn lookup(
             "The evidence of {evidence_unreadable} run report(s) could not be read whole (see the warnings): what those runs destroyed is not known here."
         ));
     }
-    let found = !destroyed.is_empty() || !held.is_empty();
+    // A hold that names the subject only as another spelling of its number or uuid is no
+    // answer: it holds the subject in a numeric (or uuid) column, not in a text one.
+    let found = !destroyed.is_empty() || held.iter().any(|h| h.exact);
+    let holds_unreadable = matches!(target, Target::Subject(_)) && ctx.holds_unreadable;
     Ok(Answer {
         target: label,
         hashes,
@@ -721,6 +825,7 @@ pub fn lookup(
         signatures_checked_with: keys.iter().map(crate::integrity::key_id).collect(),
         reports_unsigned: unsigned.into_iter().collect(),
         holds_file_unchanged,
+        holds_unreadable,
     })
 }
 
@@ -787,9 +892,19 @@ impl Answer {
                 ));
             }
         }
-        if !self.held.is_empty() {
-            s.push_str("HELD: named by the holds file\n");
-            for h in &self.held {
+        let (exact, other): (Vec<&HeldBy>, Vec<&HeldBy>) = self.held.iter().partition(|h| h.exact);
+        for (list, head) in [
+            (exact, "HELD: named by the holds file\n"),
+            (
+                other,
+                "MAYBE HELD: named by the holds file as another spelling of the same number or uuid (`017` for `17`): held where the subject column is numeric (or a uuid), NOT in a text column, where it is another subject: no answer\n",
+            ),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            s.push_str(head);
+            for h in list {
                 s.push_str(&format!(
                     "  {} — {}{} — {}, {}{}\n",
                     printable(&h.hold),
@@ -822,6 +937,11 @@ impl Answer {
                 }
             }
         }
+        if !self.found && self.holds_unreadable {
+            s.push_str(
+                "NOT ANSWERED: the holds file could not be read whole (see the warnings): whether a hold names this subject is not known.\n",
+            );
+        }
         if self.destroyed.is_empty() && self.evidence_unreadable > 0 {
             s.push_str(&format!(
                 "NOT ANSWERED: no evidence record of this {} in the evidence that could be read, but the evidence of {} run report(s) could not be read whole.\n",
@@ -829,7 +949,7 @@ impl Answer {
                 self.evidence_unreadable
             ));
         }
-        if !self.found && self.evidence_unreadable == 0 {
+        if !self.found && self.evidence_unreadable == 0 && !self.holds_unreadable && self.held.is_empty() {
             s.push_str(&format!(
                 "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file names it.\n\
                  Either lapse never destroyed it (not lapsed, not under a policy, or held as below), or the reports were written with another evidence key.\n",
@@ -865,6 +985,7 @@ mod tests {
             policies: vec![],
             expires: Some(expires),
             active: true,
+            exact: true,
             kept_in: vec![],
         };
         let answer = Answer {
@@ -883,6 +1004,7 @@ mod tests {
             signatures_checked_with: vec![],
             reports_unsigned: vec![],
             holds_file_unchanged: None,
+            holds_unreadable: false,
         };
         let text = answer.text("reports");
         assert!(text.contains("  LH-1 — m — every policy, in force through 2027-06-30\n"), "{text}");
@@ -908,5 +1030,43 @@ mod tests {
         assert!(!same_subject("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"));
         // Not case: a text column holds `S-1` and `s-1` apart.
         assert!(!same_subject("S-1", "s-1"));
+    }
+
+    /// A binary subject column's value is recorded as its bytes in lower-case hex (or, read as
+    /// text where MariaDB does, as that text): asked for as a uuid or as `0x`/`\x` hex, it is
+    /// found; bare hex is taken as written (`CAFE` is not `cafe` in a text column).
+    #[test]
+    fn binary_subjects_are_tried_as_their_bytes() {
+        let k = EvidenceKey::new(b"0123456789abcdef0123".to_vec());
+        let bytes = hex::decode("a0eebc999c0b4ef8bb6d6bb9bd380a11").unwrap();
+        let recorded = k.subject(&Value::Bytes(bytes.clone()));
+        for asked in [
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "0xA0EEBC999C0B4EF8BB6D6BB9BD380A11",
+            "\\xa0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        ] {
+            assert!(subject_hashes(&k, asked).contains(&recorded), "{asked}");
+        }
+        let upper = "A0EEBC999C0B4EF8BB6D6BB9BD380A11";
+        // (A uuid all the same: 32 hex digits parse as one.)
+        assert!(subject_hashes(&k, upper).contains(&recorded));
+        assert_eq!(subject_hashes(&k, "CAFE"), vec![k.subject(&Value::Text("CAFE".into()))]);
+        assert!(subject_hashes(&k, "0xCAFE").contains(&k.subject(&Value::Bytes(vec![0xca, 0xfe]))));
+        // Bytes that are UTF-8: as MariaDB's binary column is read.
+        assert!(subject_hashes(&k, "0x414243").contains(&k.subject(&Value::Text("ABC".into()))));
+        assert!(!subject_hashes(&k, "0x").contains(&k.subject(&Value::Text(String::new()))));
+    }
+
+    #[test]
+    fn key_values_are_split_at_commas_not_escaped_ones() {
+        assert_eq!(key_parts("7,2"), vec!["7", "2"]);
+        assert_eq!(key_parts("Doe\\, Jr.,John"), vec!["Doe, Jr.", "John"]);
+        assert_eq!(key_parts("a\\\\,b"), vec!["a\\", "b"]);
+        assert_eq!(key_parts("C:\\dir"), vec!["C:\\dir"]);
+        assert_eq!(key_parts("x\\"), vec!["x\\"]);
+        assert_eq!(key_parts(""), vec![""]);
     }
 }

@@ -672,6 +672,147 @@ async fn lookup_answers_what_was_done_to_the_record() {
     f.lapse(&["report", "lookup", p(&dir), "--key", "Doe", "--policy", "tickets"]).code(5);
 }
 
+/// `--subject S --policy P` answers for P's table: another policy of the same table may have
+/// destroyed the subject's record (whichever ran first). Before, only evidence lines of P itself
+/// were searched ("NOTHING FOUND", exit 5), and a misspelt policy name answered "NOTHING FOUND"
+/// too; now it is no answer (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_of_a_subject_under_a_policy_searches_its_table() {
+    let f = tickets(
+        "INTEGER",
+        "(1, 'S-1', 'a@example.com', '2019-01-01 00:00:00'), (2, 'S-2', 'b@example.com', '2025-12-01 00:00:00')",
+    )
+    .await;
+    f.policy(
+        "tickets-archive",
+        "name: tickets-archive\ndataset:\n  connection: db\n  table: tickets\n  key: id\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: archive\n    legal_basis: contract\n    retain: 2y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 1);
+    let dir = f.path("reports");
+    for policy in ["tickets", "tickets-archive"] {
+        let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1", "--policy", policy]);
+        r.ok();
+        assert!(r.stdout.contains("DESTROYED: 1 record(s)"), "{policy}:\n{}", r.stdout);
+    }
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "S-2", "--policy", "tickets"]).code(5);
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1", "--policy", "tikets"]);
+    r.code(2).stderr_has("policy 'tikets' is neither in the policy files nor in any run report here");
+    assert!(!r.stdout.contains("NOTHING FOUND"), "{}", r.stdout);
+}
+
+/// A holds file the lookup cannot read (missing, or invalid) leaves "is this subject held?"
+/// unanswered: before, the answer was "NOTHING FOUND … no hold of the holds file names it"
+/// (exit 5) for a subject under a legal hold. And a hold that names the subject only as another
+/// spelling of its number (`017` for `17`) holds it in a numeric column but not in a text one,
+/// where `017` is another subject: MAYBE HELD, no answer (exit 2), not HELD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_without_a_readable_holds_file_gives_no_answer() {
+    let (f, _) = signed_chain().await;
+    let dir = f.path("reports");
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "S-HELD"]).ok();
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "S-NOBODY"]).code(5);
+    // Destroyed is still an answer without the holds file.
+    let destroyed = |f: &Fixture| {
+        let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-1"]);
+        r.ok();
+        assert!(r.stdout.contains("DESTROYED: 1 record(s)"), "{}", r.stdout);
+    };
+    for broken in ["holds:\n  - id: LH-1\n    matter: [unclosed\n", ""] {
+        if broken.is_empty() {
+            std::fs::remove_file(f.path("holds.yaml")).unwrap();
+        } else {
+            f.holds(broken);
+        }
+        for subject in ["S-HELD", "S-NOBODY"] {
+            let r = f.lapse(&["report", "lookup", p(&dir), "--subject", subject]);
+            r.code(2);
+            assert!(r.stdout.contains("NOT ANSWERED: the holds file could not be read whole"), "{}", r.stdout);
+            assert!(!r.stdout.contains("NOTHING FOUND"), "{}", r.stdout);
+        }
+        destroyed(&f);
+    }
+    f.holds("holds:\n  - id: LH-7\n    matter: m\n    subjects: ['017']\n");
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "17"]);
+    r.code(2);
+    assert!(r.stdout.contains("MAYBE HELD") && r.stdout.contains("LH-7"), "{}", r.stdout);
+    assert!(!r.stdout.lines().any(|l| l.starts_with("HELD:")) && !r.stdout.contains("NOTHING FOUND"), "{}", r.stdout);
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "017"]);
+    r.ok();
+    assert!(r.stdout.contains("HELD: named by the holds file") && !r.stdout.contains("MAYBE"), "{}", r.stdout);
+}
+
+/// A composite key is asked for by its values in key order; a comma inside one is written
+/// `\,`. Before, a value with a comma could not be given, and too few values answered
+/// "NOTHING FOUND" (exit 5) where the question was wrong (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_of_a_composite_key_checks_its_values() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE lines (order_ref TEXT NOT NULL, line INTEGER NOT NULL, subject TEXT, email TEXT, created_at TIMESTAMP, PRIMARY KEY (order_ref, line));",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO lines VALUES ('Doe, Jr.', 1, 'S-1', 'a@example.com', '2019-01-01 00:00:00'), \
+         ('Doe, Jr.', 2, 'S-1', 'b@example.com', '2025-12-01 00:00:00')",
+    )
+    .await;
+    f.policy(
+        "lines",
+        "name: lines\ndataset:\n  connection: db\n  table: lines\n  key: [order_ref, line]\n  subject: subject\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM lines").await, 1);
+    let dir = f.path("reports");
+    let r = f.lapse(&["report", "lookup", p(&dir), "--key", "Doe\\, Jr.,1", "--policy", "lines"]);
+    r.ok();
+    assert!(r.stdout.contains("DESTROYED: 1 record(s)"), "{}", r.stdout);
+    assert!(!r.stdout.contains("Doe"), "the key is never printed:\n{}", r.stdout);
+    f.lapse(&["report", "lookup", p(&dir), "--key", "Doe\\, Jr.,2", "--policy", "lines"]).code(5);
+    for wrong in ["1", "Doe, Jr.,1"] {
+        f.lapse(&["report", "lookup", p(&dir), "--key", wrong, "--policy", "lines"])
+            .code(2)
+            .stderr_has("policy 'lines' has a key of 2 columns");
+    }
+}
+
+/// A subject kept in a binary column (a uuid's 16 bytes) is recorded by its bytes: asked for as
+/// the uuid, or as `0x` hex, it is found. Before, only the text as typed was tried: "NOTHING
+/// FOUND" (exit 5) for a destroyed record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_finds_a_binary_subject_by_its_uuid() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE devices (id INTEGER NOT NULL PRIMARY KEY, owner BLOB, email TEXT, created_at TIMESTAMP);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO devices VALUES (1, X'A0EEBC999C0B4EF8BB6D6BB9BD380A11', 'a@example.com', '2019-01-01 00:00:00'), \
+         (2, X'B0EEBC999C0B4EF8BB6D6BB9BD380A11', 'b@example.com', '2025-12-01 00:00:00')",
+    )
+    .await;
+    f.policy(
+        "devices",
+        "name: devices\ndataset:\n  connection: db\n  table: devices\n  key: id\n  subject: owner\npersonal:\n  email: { category: email }\n\
+         purposes:\n  - name: support\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: 100%\n",
+    );
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM devices").await, 1);
+    let dir = f.path("reports");
+    for asked in [
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        "0xa0eebc999c0b4ef8bb6d6bb9bd380a11",
+    ] {
+        let r = f.lapse(&["report", "lookup", p(&dir), "--subject", asked]);
+        r.ok();
+        assert!(r.stdout.contains("DESTROYED: 1 record(s)"), "{asked}:\n{}", r.stdout);
+    }
+    f.lapse(&["report", "lookup", p(&dir), "--subject", "b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]).code(5);
+}
+
 /// A number's other spelling is another text: in a text column, `042` is not `42`, and asking
 /// for `042` must not answer with the destroyed record of `42` (before, every spelling that
 /// parsed as the integer 42 did).
