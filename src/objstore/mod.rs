@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures::StreamExt;
 
 use crate::connector::{
@@ -185,10 +185,24 @@ impl KeyPattern {
                 return;
             }
             let date = match acc.y {
-                Some(y) => match NaiveDate::from_ymd_opt(y, acc.m.unwrap_or(1), acc.d.unwrap_or(1)) {
-                    Some(d) => Some(d),
-                    None => return,
-                },
+                // `0000`: a placeholder for "no date", no year of the calendar.
+                Some(0) => return,
+                // A key that names only part of its date stands for every day of that part:
+                // it is anchored on the latest of them, so that its purpose never lapses early
+                // (a December invoice under `{yyyy}/` is not anchored on 1 January, 11 months
+                // before its retention ends; `{yyyy}` and `{dd}` without `{mm}`: December's).
+                Some(y) => {
+                    let m = acc.m.unwrap_or(12);
+                    let last_of_month = || {
+                        NaiveDate::from_ymd_opt(y + i32::from(m == 12), m % 12 + 1, 1)
+                            .and_then(|first| first.pred_opt())
+                            .map(|d| d.day())
+                    };
+                    match acc.d.or_else(last_of_month).and_then(|d| NaiveDate::from_ymd_opt(y, m, d)) {
+                        Some(d) => Some(d),
+                        None => return,
+                    }
+                }
                 None => None,
             };
             let facts = KeyFacts { date, subject: acc.subject.map(str::to_string) };
@@ -1470,6 +1484,24 @@ mod tests {
         assert!(p.matches("exports/2021/13/04/x.csv").is_none(), "impossible month");
         assert!(p.matches("exports/2021/03/04/a/b.csv").is_none());
         assert!(p.matches("other/2021/03/04/x.csv").is_none());
+        assert!(p.matches("exports/0000/01/01/x.csv").is_none(), "a placeholder, no date");
+    }
+
+    /// A key that names part of its date is anchored on the latest day it can stand for: before,
+    /// on the first (`{yyyy}` → 1 January), so that a December invoice under a 7-year legal
+    /// obligation lapsed 11 months early.
+    #[test]
+    fn a_partial_key_date_is_its_latest_day() {
+        let date = |pattern: &str, key: &str| KeyPattern::parse(pattern).unwrap().matches(key).and_then(|f| f.date);
+        assert_eq!(date("app/{yyyy}/{subject}.pdf", "app/2018/S-1.pdf"), NaiveDate::from_ymd_opt(2018, 12, 31));
+        assert_eq!(date("app/{yyyy}/{mm}/{subject}.pdf", "app/2024/02/S-1.pdf"), NaiveDate::from_ymd_opt(2024, 2, 29));
+        assert_eq!(date("app/{yyyy}/{mm}/{subject}.pdf", "app/2023/02/S-1.pdf"), NaiveDate::from_ymd_opt(2023, 2, 28));
+        assert_eq!(date("app/{yyyy}/{mm}/{subject}.pdf", "app/2023/12/S-1.pdf"), NaiveDate::from_ymd_opt(2023, 12, 31));
+        assert_eq!(date("app/{yyyy}/{mm}/{subject}.pdf", "app/2023/04/S-1.pdf"), NaiveDate::from_ymd_opt(2023, 4, 30));
+        assert_eq!(date("app/{yyyy}-{dd}/{subject}.pdf", "app/2023-05/S-1.pdf"), NaiveDate::from_ymd_opt(2023, 12, 5));
+        assert_eq!(date("app/{yyyy}/{mm}/{subject}.pdf", "app/2023/00/S-1.pdf"), None);
+        assert_eq!(date("app/{yyyy}/{subject}.pdf", "app/0000/S-1.pdf"), None);
+        assert_eq!(date("app/{yyyy}/{subject}.pdf", "app/9999/S-1.pdf"), NaiveDate::from_ymd_opt(9999, 12, 31));
     }
 
     /// A key the pattern reads in two ways with different facts is unreadable (before, the
@@ -1492,8 +1524,8 @@ mod tests {
         assert_eq!(p.matches("S1/a-b-c.pdf").unwrap().subject.as_deref(), Some("S1"));
         // A date read two ways is ambiguous too; read one way it is kept.
         let p = KeyPattern::parse("{*}-{yyyy}-{*}.log").unwrap();
-        assert_eq!(p.matches("app-2021-x.log").unwrap().date, NaiveDate::from_ymd_opt(2021, 1, 1));
-        assert_eq!(p.matches("app-2021-03-x.log").unwrap().date, NaiveDate::from_ymd_opt(2021, 1, 1));
+        assert_eq!(p.matches("app-2021-x.log").unwrap().date, NaiveDate::from_ymd_opt(2021, 12, 31));
+        assert_eq!(p.matches("app-2021-03-x.log").unwrap().date, NaiveDate::from_ymd_opt(2021, 12, 31));
         assert_eq!(p.matches("a-2020-b-2021-c.log"), None, "2020 or 2021");
         // Very many ways to fail end within the step budget, unreadable.
         let p = KeyPattern::parse("{*}a{*}a{*}a{*}a{*}b").unwrap();

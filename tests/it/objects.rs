@@ -1254,6 +1254,28 @@ async fn a_prefix_of_20000_objects() {
     assert_eq!(left.key_count(), Some(0));
 }
 
+/// A key that names only its year (or its year and month) stands for every day of it, and is
+/// anchored on the last: before, on the first, so that `{yyyy}` made a December object's
+/// purpose lapse 11 months early (a 7-year legal obligation ended in its seventh January).
+/// `0000`, a placeholder for "no date", is no year: unreadable, kept and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_naming_only_its_year_lapses_after_the_whole_year() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    for k in ["exports/2024/S-1.csv", "exports/2023/S-2.csv", "exports/0000/S-3.csv"] {
+        s.put(k, "x").await;
+    }
+    s.policy(
+        "  key_pattern: \"exports/{yyyy}/{subject}.csv\"\n  subject: key\n",
+        BY_KEY_DATE,
+        "guardrail:\n  max_share: 100%\n",
+    );
+    s.f.lapse_at("2025-01-02T00:00:00Z", &["run"]).ok();
+    assert_eq!(s.keys().await, ["exports/0000/S-3.csv", "exports/2024/S-1.csv"]);
+    assert_eq!(n(&s.f.report("run")["policies"][0]["unreadable"]), 1);
+    s.f.lapse_at("2026-01-01T00:00:00Z", &["run"]).ok();
+    assert_eq!(s.keys().await, ["exports/0000/S-3.csv"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_object_input_is_refused() {
     let s = Store::new(StoreKind::S3, false, false).await;
