@@ -1893,11 +1893,16 @@ async fn enforce(
         // Before anything of this policy is destroyed: an object this run deletes itself must
         // not also be taken for one an interrupted run deleted.
         if let Err(e) = reconcile(p, &stages[0].scope, conn, ctx, pr).await {
-            let msg = format!("intents of an interrupted run could not be reconciled (the next run retries): {e:#}");
+            let msg = format!(
+                "intents of an interrupted run could not be reconciled: nothing of this policy was destroyed (the next run retries): {e:#}"
+            );
             tracing::error!("{msg}");
             pr.errors.push(msg);
-            // Destructions of that run are in no report yet: not a complete run.
+            // Destructions of that run are in no report yet: not a complete run. And none by
+            // this one: an object it deleted that an open intent names would be taken, by the
+            // next run's reconciliation, for one the interrupted run deleted, and recorded twice.
             pr.outcome = "failed".into();
+            return Ok(());
         }
         // (Only unreconciled intents fail the policy: the others cannot be acted on by a run.)
         for (msg, fails) in orphaned_intents(p, ctx) {

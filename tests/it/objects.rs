@@ -560,6 +560,8 @@ enum OnDelete {
     LoseReply,
     /// Deletes like `inner`; counts the reads of a given version's tags or metadata.
     CountVersionReads(Arc<AtomicUsize>),
+    /// Deletes like `inner`; the first listing is refused (not a transient error: not retried).
+    FirstListRefused(AtomicUsize),
     /// Deletes like `inner`; after the first call, runs the closure (e.g. does what another
     /// worker would do in the reports directory while the run goes on).
     Then(Box<dyn Fn() + Send + Sync>, AtomicUsize),
@@ -586,6 +588,14 @@ impl ObjectBackend for ScriptedStore {
         a: Option<&str>,
         m: usize,
     ) -> Result<(Vec<ObjectEntry>, bool), ConnectorError> {
+        if let OnDelete::FirstListRefused(calls) = &self.on_delete {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(ConnectorError::Query {
+                    context: "listing objects".into(),
+                    message: "AccessDenied".into(),
+                });
+            }
+        }
         self.inner.list(b, p, a, m).await
     }
     async fn head(
@@ -618,7 +628,7 @@ impl ObjectBackend for ScriptedStore {
         let (reports, hash, deleted) = match &self.on_delete {
             OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
             OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
-            OnDelete::FirstReadUnavailable(_) | OnDelete::CountVersionReads(_) => {
+            OnDelete::FirstReadUnavailable(_) | OnDelete::CountVersionReads(_) | OnDelete::FirstListRefused(_) => {
                 return self.inner.delete(b, items).await
             }
             OnDelete::LoseReply => {
@@ -666,6 +676,69 @@ impl ObjectBackend for ScriptedStore {
         deleted.lock().unwrap().extend(seen);
         std::future::pending::<()>().await;
         unreachable!()
+    }
+}
+
+/// Intents of a killed run that cannot be reconciled (the listing refused) stop the policy
+/// before it destroys anything. Before, it went on: it deleted the objects the open intents
+/// named that were still there, with evidence lines of its own, and the next run, finding them
+/// gone, recorded them again as destroyed by the killed run: two destructions of one object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_that_cannot_be_reconciled_stop_the_policy() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let rec = |k: &str| key.record("store", "exports/", &[Value::Text(k.to_string())]);
+    let (gone, still_there) = ("exports/2020/03/01/S-1.csv", "exports/2020/03/02/S-2.csv");
+    let killed = "0badc0de-0000-4000-8000-000000000002";
+    let reports = s.f.path("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let intents: Vec<String> = [gone, still_there]
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "kind": "intent", "run_id": killed, "policy": "exports", "stage": "record", "action": "deleted",
+                "batch": 1, "record": rec(k), "key_id": key.key_id(), "at": "2025-12-31T23:00:01Z"
+            })
+            .to_string()
+        })
+        .collect();
+    let stem = "lapse-run-20251231T230000Z-0badc0de";
+    std::fs::write(reports.join(format!("{stem}{}", lapse::intent::SUFFIX)), intents.join("\n") + "\n").unwrap();
+    std::fs::remove_file(s.f.path("files").join(gone)).unwrap();
+    let before = s.keys().await;
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::FirstListRefused(AtomicUsize::new(0)),
+    };
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    drop(prepared);
+    drop(conns);
+    let p = &out.report.policies[0];
+    assert_eq!(p.outcome, "failed");
+    assert!(p.errors.iter().any(|e| e.contains("nothing of this policy was destroyed")), "{:?}", p.errors);
+    assert_eq!(s.keys().await, before, "nothing destroyed");
+    // The next run reconciles, then destroys: each object recorded once.
+    s.f.lapse(&["run"]).ok();
+    let r = s.f.report("run");
+    let p = &r["policies"][0];
+    assert_eq!(n(&p["reconciled"]), 1, "{p}");
+    assert_eq!(n(&p["deleted"]), 3, "S-2, S-3 and S-HELD (no holds file here): {p}");
+    let mut lines = String::new();
+    for e in std::fs::read_dir(&reports).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with(".evidence.jsonl") {
+            lines.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    for k in [gone, still_there] {
+        assert_eq!(lines.matches(&rec(k)).count(), 1, "{k} recorded once:\n{lines}");
     }
 }
 
