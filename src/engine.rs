@@ -2574,10 +2574,27 @@ async fn enforce(
                 let n = o.destroyed.len() as u64;
                 stage_destroyed += n;
                 pr.failed += o.failures.len() as u64;
+                // Objects some of whose versions were deleted before another was refused (a
+                // legal hold put on that version after the batch's re-check, or lock headers the
+                // run's credentials may not read): kept, and their deleted versions recorded
+                // (`versions_deleted` evidence lines, below). Not those with an unknown outcome
+                // (a lost reply): a later run reconciles them.
+                let partly: BTreeSet<usize> = o
+                    .failures
+                    .iter()
+                    .map(|(i, _)| *i)
+                    .filter(|i| !o.unknown.contains(i) && o.details.get(i).is_some_and(|d| d.versions > 0))
+                    .collect();
                 for (i, code) in &o.failures {
                     // The storage's error code only: an object key may itself be personal data.
                     // A row is named by its evidence id (a keyed hash), never by its values.
                     let msg = match p.objects.is_some() {
+                        true if partly.contains(i) => format!(
+                            "stage {}: object {} could not be deleted whole after retries ({code}): {} of its versions were deleted, the others kept (evidence action versions_deleted)",
+                            stage.name,
+                            ids.get(*i).map(|x| x.record.as_str()).unwrap_or("?"),
+                            o.details.get(i).map_or(0, |d| d.versions)
+                        ),
                         true => format!("stage {}: an object could not be deleted after retries: {code}", stage.name),
                         false => format!(
                             "stage {}: record {} could not be anonymized: {code}",
@@ -2661,6 +2678,16 @@ async fn enforce(
                             sink.write(&Evidence {
                                 record: ids[i].record.clone(),
                                 subject: ids[i].subject.clone(),
+                                versions: o.details.get(&i).map(|d| d.versions),
+                                bytes: o.details.get(&i).map(|d| d.bytes),
+                                ..proto.clone()
+                            })?;
+                        }
+                        for &i in &partly {
+                            sink.write(&Evidence {
+                                record: ids[i].record.clone(),
+                                subject: ids[i].subject.clone(),
+                                action: "versions_deleted".into(),
                                 versions: o.details.get(&i).map(|d| d.versions),
                                 bytes: o.details.get(&i).map(|d| d.bytes),
                                 ..proto.clone()

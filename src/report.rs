@@ -286,7 +286,8 @@ pub struct Evidence {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     pub policy: String,
-    /// `deleted`, `anonymized` or `fields_anonymized`.
+    /// `deleted`, `anonymized` or `fields_anonymized`; objects: `versions_deleted` for one some of
+    /// whose versions were deleted before the storage refused another (kept, reported failed).
     pub action: String,
     pub stage: String,
     pub batch: u64,

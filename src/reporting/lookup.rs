@@ -862,13 +862,20 @@ impl Answer {
             if self.hashes.len() == 1 { "" } else { "es" },
             self.hashes.iter().map(|h| format!("{}…", &h[..16.min(h.len())])).collect::<Vec<_>>().join(", ")
         ));
-        // Only some of a record's fields anonymized is not its destruction: said apart.
+        // Only some of a record's fields anonymized, or some of an object's versions deleted,
+        // is not its destruction: said apart.
         let (fields, whole): (Vec<&Destroyed>, Vec<&Destroyed>) =
             self.destroyed.iter().partition(|d| d.action == "fields_anonymized");
+        let (versions, whole): (Vec<&Destroyed>, Vec<&Destroyed>) =
+            whole.into_iter().partition(|d| d.action == "versions_deleted");
         let unconfirmed: Vec<&Destroyed> = self.unconfirmed.iter().collect();
         for (list, head) in [
             (whole, "DESTROYED: {} record(s)\n"),
             (fields, "FIELDS ANONYMIZED: {} record(s) kept, some of their fields anonymized (see each stage)\n"),
+            (
+                versions,
+                "VERSIONS DELETED: {} object(s) kept, some of their versions deleted before the storage refused another (see the run's errors)\n",
+            ),
             (
                 unconfirmed,
                 "UNCONFIRMED: {} line(s) in evidence no report vouches for (a run killed before its report, accounted for by its policies' next run; a report whose signature does not verify with --public-key; or a file put there): no answer\n",

@@ -562,6 +562,9 @@ enum OnDelete {
     CountVersionReads(Arc<AtomicUsize>),
     /// Deletes like `inner`; the first listing is refused (not a transient error: not retried).
     FirstListRefused(AtomicUsize),
+    /// Deletes like `inner`, except the version with this id, refused as a legal hold put on
+    /// it after the batch's re-check makes the storage refuse it.
+    RefuseVersion(String),
     /// Deletes like `inner`; after the first call, runs the closure (e.g. does what another
     /// worker would do in the reports directory while the run goes on).
     Then(Box<dyn Fn() + Send + Sync>, AtomicUsize),
@@ -628,6 +631,18 @@ impl ObjectBackend for ScriptedStore {
         let (reports, hash, deleted) = match &self.on_delete {
             OnDelete::DieAfter { reports, hash, deleted } => (reports, hash, deleted),
             OnDelete::Lie => return Ok(items.iter().map(|_| Ok(())).collect()),
+            OnDelete::RefuseVersion(refused) => {
+                let pass: Vec<(String, Option<String>)> =
+                    items.iter().filter(|(_, v)| v.as_deref() != Some(refused.as_str())).cloned().collect();
+                let mut done = self.inner.delete(b, &pass).await?.into_iter();
+                return Ok(items
+                    .iter()
+                    .map(|(_, v)| match v.as_deref() == Some(refused.as_str()) {
+                        true => Err("AccessDenied".into()),
+                        false => done.next().expect("one result per item"),
+                    })
+                    .collect());
+            }
             OnDelete::FirstReadUnavailable(_) | OnDelete::CountVersionReads(_) | OnDelete::FirstListRefused(_) => {
                 return self.inner.delete(b, items).await
             }
@@ -1255,6 +1270,70 @@ fn first_batch() -> JournalCtx {
         action: "deleted".into(),
         batch: 1,
     }
+}
+
+/// An object some of whose versions were deleted before the storage refused another (a legal
+/// hold put on that version after the batch's re-check) is kept, reported failed, and what was
+/// deleted of it is recorded: a `versions_deleted` evidence line, which `lookup` reports as
+/// such. Before, the deleted versions were counted in `versions_deleted` but no evidence line
+/// named the object, and the next run, finding it still there, voided its intent: the deletion
+/// was recorded nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_deleted_before_a_refusal_are_recorded() {
+    let s = Store::new(StoreKind::S3, true, false).await;
+    let (partly, whole) = ("exports/2020/03/01/S-1.csv", "exports/2020/03/02/S-2.csv");
+    s.put(partly, "first").await;
+    s.put(partly, "second").await;
+    s.put(whole, "x").await;
+    let c = s.client.as_ref().unwrap();
+    let listed = c.list_object_versions().bucket(&s.bucket).prefix(partly).send().await.unwrap();
+    let older = listed
+        .versions()
+        .iter()
+        .find(|v| v.is_latest() == Some(false))
+        .and_then(|v| v.version_id())
+        .expect("an older version")
+        .to_string();
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    test_credentials();
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await),
+        on_delete: OnDelete::RefuseVersion(older.clone()),
+    };
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    drop(prepared);
+    drop(conns);
+    let p = &out.report.policies[0];
+    assert_eq!((p.deleted, p.failed, p.versions_deleted), (1, 1, 2), "{p:?}");
+    assert!(p.errors.iter().any(|e| e.contains("1 of its versions were deleted")), "{:?}", p.errors);
+    let left = c.list_object_versions().bucket(&s.bucket).prefix("exports/").send().await.unwrap();
+    let left: Vec<(&str, &str)> =
+        left.versions().iter().map(|v| (v.key().unwrap_or_default(), v.version_id().unwrap_or_default())).collect();
+    assert_eq!(left, [(partly, older.as_str())], "only the refused version is left");
+    let table = format!("{}/exports/", s.bucket);
+    let rec = |k: &str| key.record("store", &table, &[Value::Text(k.to_string())]);
+    let ev =
+        std::fs::read_to_string(s.f.path("reports").join(out.report.evidence.as_ref().unwrap().file.as_str())).unwrap();
+    let lines: Vec<serde_json::Value> = ev.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let line = |k: &str| lines.iter().find(|l| l["record"] == rec(k)).unwrap_or_else(|| panic!("{k} not in {ev}"));
+    assert_eq!(
+        (line(partly)["action"].as_str(), line(partly)["versions"].as_u64()),
+        (Some("versions_deleted"), Some(1))
+    );
+    assert_eq!(line(whole)["action"], "deleted");
+    // The next run (nothing refused) deletes what was kept; it reconciles nothing: the intent
+    // was settled by the line.
+    let r = s.f.lapse(&["run"]);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!((n(&p["reconciled"]), n(&p["deleted"])), (0, 1), "{p}\n{}", r.stdout);
+    assert!(s.keys().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
