@@ -6,6 +6,12 @@
 //! in the one shard its name hashes to or (split by key) in all of them. Counts are summed per
 //! policy. The combined file names each shard report with the SHA-256 of its bytes, so it can be
 //! checked against the (signed) shard reports, which remain the evidence.
+//!
+//! A shard retried (the chart's per-index retries, or a run started again with the same cutoff)
+//! leaves several run reports of the same run in its directory: each attempt destroyed what it
+//! reports, so they are all combined — what they destroyed summed, the rows total and due as the
+//! first attempt found them, what was kept (held, unreadable, failed, the outcome) as the last
+//! left it — and the earlier attempts are named with their status.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +70,20 @@ pub struct ShardRef {
     /// files this shard's report accounts for (its `interrupted_runs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interrupted_runs: Vec<String>,
+    /// Earlier attempts of this shard at the same run (same cutoff, config, holds and policy
+    /// files), oldest first: their destructions are in the counts too. (This entry is the last.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_attempts: Vec<Attempt>,
+}
+
+/// An earlier run report of a shard, combined with its last.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Attempt {
+    pub run_id: String,
+    pub file: PathBuf,
+    /// SHA-256 (hex) of the report file's bytes.
+    pub sha256: String,
+    pub status: String,
 }
 
 /// One policy over all shards.
@@ -120,13 +140,64 @@ fn rank_outcome(s: &str) -> u8 {
     }
 }
 
-/// The run report a path stands for: the file itself, or a directory's newest run report (the
-/// highest `sequence`; plan reports when there is no run report).
-fn pick(path: &Path) -> anyhow::Result<PathBuf> {
-    if !path.is_dir() {
-        return Ok(path.to_path_buf());
+/// Whether two reports are of one run: the same mode, shard, cutoff, tool version, evidence
+/// key, policy files, holds file, config and selected policies.
+fn same_run(a: &Report, b: &Report) -> Option<&'static str> {
+    let digests = |r: &Report| {
+        let mut v: Vec<(String, String)> = r
+            .policy_files
+            .iter()
+            .map(|f| (f.path.file_name().unwrap_or_default().to_string_lossy().into_owned(), f.sha256.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let count = |r: &Report| r.shard.map(|s| s.count);
+    if count(a) != count(b) {
+        return Some("the number of shards");
     }
-    let mut best: Option<(bool, u64, DateTime<Utc>, PathBuf)> = None;
+    if a.mode != b.mode {
+        return Some("the mode");
+    }
+    if a.cutoff != b.cutoff {
+        return Some("the cutoff (shards of one run need the same one: `--cutoff today`, `this-hour` or an instant)");
+    }
+    if a.tool.version != b.tool.version {
+        return Some("the tool version");
+    }
+    if a.evidence_key_id != b.evidence_key_id {
+        return Some("the evidence key");
+    }
+    if digests(a) != digests(b) {
+        return Some("the policy files (SHA-256)");
+    }
+    // Shards that read another holds file or config did not enforce one run's rules (a
+    // shard report left from an earlier run of the same cutoff, a holds file edited between
+    // the shards' starts).
+    if let (Some(x), Some(y)) = (&a.inputs, &b.inputs) {
+        if x.holds_file.as_ref().map(|h| &h.hmac_sha256) != y.holds_file.as_ref().map(|h| &h.hmac_sha256) {
+            return Some("the holds file (its keyed digest)");
+        }
+        if x.config.hmac_sha256 != y.config.hmac_sha256 {
+            return Some("the config (its keyed digest)");
+        }
+    }
+    if a.selected_policies != b.selected_policies {
+        // A shard limited to other policies (`--policy`) left its share of the others
+        // undone: the shards together are not one run of anything.
+        return Some("the policies selected with --policy");
+    }
+    None
+}
+
+/// The run reports a path stands for, oldest first: the file itself, or a directory's newest
+/// run report (the highest `sequence`; plan reports when there is no run report) after the
+/// earlier run reports of the same run in that directory (a retried shard's attempts).
+fn pick(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut all: Vec<(bool, u64, DateTime<Utc>, PathBuf, Report)> = Vec::new();
     for e in std::fs::read_dir(path).map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", path.display()))? {
         let p = e?.path();
         let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -134,12 +205,20 @@ fn pick(path: &Path) -> anyhow::Result<PathBuf> {
             continue;
         }
         let Ok(r) = serde_json::from_slice::<Report>(&std::fs::read(&p)?) else { continue };
-        let key = (r.mode == "run", r.sequence, r.started_at, p);
-        if best.as_ref().is_none_or(|b| (key.0, key.1, key.2) > (b.0, b.1, b.2)) {
-            best = Some(key);
-        }
+        all.push((r.mode == "run", r.sequence, r.started_at, p, r));
     }
-    best.map(|b| b.3).ok_or_else(|| anyhow::anyhow!("no lapse report in '{}'", path.display()))
+    all.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    let Some((run, _, _, newest, last)) = all.pop() else { anyhow::bail!("no lapse report in '{}'", path.display()) };
+    let mut files: Vec<PathBuf> = match run {
+        true => all
+            .into_iter()
+            .filter(|(run, _, _, _, r)| *run && r.shard == last.shard && same_run(r, &last).is_none())
+            .map(|(_, _, _, p, _)| p)
+            .collect(),
+        false => Vec::new(),
+    };
+    files.push(newest);
+    Ok(files)
 }
 
 /// A shard report whose signature does not verify with the given keys (`combine --public-key`).
@@ -158,9 +237,27 @@ impl std::error::Error for SignatureFailed {}
 /// the complete set of one run is an error; with `keys`, so is a shard report no given key
 /// signed ([`SignatureFailed`]).
 pub fn combine(paths: &[PathBuf], keys: &[ed25519_dalek::VerifyingKey]) -> anyhow::Result<Combined> {
+    // Each given path's reports: the last of each (the shard's report), and before it, for a
+    // directory, its earlier attempts at the same run.
     let mut reports: Vec<(PathBuf, String, Report)> = Vec::new();
+    let mut earlier: Vec<Vec<(PathBuf, String, Report)>> = Vec::new();
     for p in paths {
-        let file = pick(p)?;
+        let mut files = pick(p)?;
+        let last = files.pop().expect("pick gives one report at least");
+        let mut attempts = Vec::new();
+        for file in files.into_iter().chain([last]) {
+            attempts.push(read_report(&file, keys)?);
+        }
+        reports.push(attempts.pop().expect("the last"));
+        earlier.push(attempts);
+    }
+    combine_reports(reports, earlier, keys)
+}
+
+/// A report file, its SHA-256, and (with `keys`) its signature checked.
+fn read_report(file: &Path, keys: &[ed25519_dalek::VerifyingKey]) -> anyhow::Result<(PathBuf, String, Report)> {
+    {
+        let file = file.to_path_buf();
         let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", file.display()))?;
         if !keys.is_empty() {
             let sig = std::fs::read_to_string(format!("{}.sig", file.display())).unwrap_or_default();
@@ -174,8 +271,15 @@ pub fn combine(paths: &[PathBuf], keys: &[ed25519_dalek::VerifyingKey]) -> anyho
         }
         let r: Report = serde_json::from_slice(&bytes)
             .map_err(|e| anyhow::anyhow!("'{}' is not a lapse report: {e}", file.display()))?;
-        reports.push((file, crate::integrity::sha256_hex(&bytes), r));
+        Ok((file, crate::integrity::sha256_hex(&bytes), r))
     }
+}
+
+fn combine_reports(
+    reports: Vec<(PathBuf, String, Report)>,
+    earlier: Vec<Vec<(PathBuf, String, Report)>>,
+    keys: &[ed25519_dalek::VerifyingKey],
+) -> anyhow::Result<Combined> {
     let Some((first_file, _, first)) = reports.first() else { anyhow::bail!("no shard reports given") };
     let Some(s0) = first.shard else {
         anyhow::bail!("'{}' is not a shard report (the run had no --shard)", first_file.display())
@@ -186,53 +290,8 @@ pub fn combine(paths: &[PathBuf], keys: &[ed25519_dalek::VerifyingKey]) -> anyho
         let Some(s) = r.shard else {
             anyhow::bail!("'{}' is not a shard report (the run had no --shard)", file.display())
         };
-        let differs = |what: &str| {
-            anyhow::anyhow!("'{}' is not of the same run as '{}': {what} differs", file.display(), first_file.display())
-        };
-        if s.count != n {
-            return Err(differs("the number of shards"));
-        }
-        if r.mode != first.mode {
-            return Err(differs("the mode"));
-        }
-        if r.cutoff != first.cutoff {
-            return Err(differs(
-                "the cutoff (shards of one run need the same one: `--cutoff today`, `this-hour` or an instant)",
-            ));
-        }
-        if r.tool.version != first.tool.version {
-            return Err(differs("the tool version"));
-        }
-        if r.evidence_key_id != first.evidence_key_id {
-            return Err(differs("the evidence key"));
-        }
-        let digests = |r: &Report| {
-            let mut v: Vec<(String, String)> = r
-                .policy_files
-                .iter()
-                .map(|f| (f.path.file_name().unwrap_or_default().to_string_lossy().into_owned(), f.sha256.clone()))
-                .collect();
-            v.sort();
-            v
-        };
-        if digests(r) != digests(first) {
-            return Err(differs("the policy files (SHA-256)"));
-        }
-        // Shards that read another holds file or config did not enforce one run's rules (a
-        // shard report left from an earlier run of the same cutoff, a holds file edited between
-        // the shards' starts).
-        if let (Some(a), Some(b)) = (&r.inputs, &first.inputs) {
-            if a.holds_file.as_ref().map(|h| &h.hmac_sha256) != b.holds_file.as_ref().map(|h| &h.hmac_sha256) {
-                return Err(differs("the holds file (its keyed digest)"));
-            }
-            if a.config.hmac_sha256 != b.config.hmac_sha256 {
-                return Err(differs("the config (its keyed digest)"));
-            }
-        }
-        if r.selected_policies != first.selected_policies {
-            // A shard limited to other policies (`--policy`) left its share of the others
-            // undone: the shards together are not one run of anything.
-            return Err(differs("the policies selected with --policy"));
+        if let Some(what) = same_run(r, first) {
+            anyhow::bail!("'{}' is not of the same run as '{}': {what} differs", file.display(), first_file.display());
         }
         if let Some(j) = by_index.insert(s.index, i) {
             anyhow::bail!(
@@ -259,8 +318,18 @@ pub fn combine(paths: &[PathBuf], keys: &[ed25519_dalek::VerifyingKey]) -> anyho
             signing_key_id: r.signing_key_id.clone(),
             evidence_records: r.evidence.as_ref().map(|e| e.records),
             interrupted_runs: r.interrupted_runs.iter().map(|i| i.report.clone()).collect(),
+            earlier_attempts: earlier[i]
+                .iter()
+                .map(|(file, sha256, a)| Attempt {
+                    run_id: a.run_id.clone(),
+                    file: file.clone(),
+                    sha256: sha256.clone(),
+                    status: a.status.clone(),
+                })
+                .collect(),
         });
-        for p in &r.policies {
+        let attempts: Vec<&Report> = earlier[i].iter().map(|(_, _, a)| a).collect();
+        for p in &merged(&attempts, r) {
             let c = policies.entry(p.name.clone()).or_insert_with(|| CombinedPolicy {
                 name: p.name.clone(),
                 connection: p.connection.clone(),
@@ -332,6 +401,36 @@ pub fn combine(paths: &[PathBuf], keys: &[ed25519_dalek::VerifyingKey]) -> anyho
     })
 }
 
+/// A shard's policies over its attempts (`earlier`, oldest first, then `last`): what they
+/// destroyed summed; the rows total and due as the first attempt that ran the policy found them;
+/// what was kept, failed, and the outcome as the last left them (its earlier failures are named
+/// by their attempts' status); verified only if every attempt verified.
+fn merged(earlier: &[&Report], last: &Report) -> Vec<crate::report::PolicyReport> {
+    let mut out = last.policies.clone();
+    for p in &mut out {
+        let before: Vec<&crate::report::PolicyReport> =
+            earlier.iter().filter_map(|r| r.policies.iter().find(|q| q.name == p.name)).collect();
+        if let Some(first) = before.first() {
+            p.rows_total = first.rows_total;
+            p.rows_due = first.rows_due;
+        }
+        for q in before {
+            p.deleted = p.deleted.saturating_add(q.deleted);
+            p.anonymized = p.anonymized.saturating_add(q.anonymized);
+            p.fields_anonymized = p.fields_anonymized.saturating_add(q.fields_anonymized);
+            p.versions_deleted = p.versions_deleted.saturating_add(q.versions_deleted);
+            p.bytes_reclaimed = p.bytes_reclaimed.saturating_add(q.bytes_reclaimed);
+            for (t, k) in &q.dependents_deleted {
+                let n = p.dependents_deleted.entry(t.clone()).or_default();
+                *n = n.saturating_add(*k);
+            }
+            p.reconciled = p.reconciled.saturating_add(q.reconciled);
+            p.verification.verified &= q.verification.verified;
+        }
+    }
+    out
+}
+
 impl Combined {
     /// A few lines for a terminal.
     pub fn text(&self) -> String {
@@ -359,6 +458,18 @@ impl Combined {
             s.push_str(&format!(
                 "  every shard report's signature verified (key {})\n",
                 self.signatures_checked_with.join(", ")
+            ));
+        }
+        for sh in self.shards.iter().filter(|sh| !sh.earlier_attempts.is_empty()) {
+            s.push_str(&format!(
+                "  shard {} was run {} times at this cutoff (retried): its counts include the earlier attempts, {}\n",
+                sh.index,
+                sh.earlier_attempts.len() + 1,
+                sh.earlier_attempts
+                    .iter()
+                    .map(|a| format!("{} ({})", a.run_id, a.status))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         for sh in self.shards.iter().filter(|sh| !sh.interrupted_runs.is_empty()) {

@@ -390,6 +390,58 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
     r.code(2).stderr_has("the holds file (its keyed digest) differs");
 }
 
+/// A shard retried at the same cutoff (the chart's per-index retries, or a run started again)
+/// leaves two run reports of the same run in its directory; each destroyed what it reports.
+/// `combine` takes them all: what they destroyed summed, the rows total and due as the first
+/// attempt found them, the kept rows as the last left them, and the earlier attempt named.
+/// Before, only the newest report of each shard directory was read: the first attempt's
+/// destructions (and its status) were left out of the combined summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_shards_attempts_are_all_combined() {
+    const N: u32 = 2;
+    let single = workspace(Backend::Sqlite).await;
+    let sharded = workspace(Backend::Sqlite).await;
+    single.lapse(&["run", "--batch-size", "7"]).ok();
+    let one = read_json(&run_report(&single.path("reports")));
+    for i in 0..N {
+        let shard = format!("{i}/{N}");
+        // A first attempt that stops after one batch of each stage (with its report), then the retry.
+        let first = lapse_cmd(&sharded, &["run", "--shard", &shard, "--max-batches", "1"]).output().unwrap();
+        assert!(first.status.code().is_some(), "{first:?}");
+        crate::common::Run::from(lapse_cmd(&sharded, &["run", "--shard", &shard]).output().unwrap()).ok();
+    }
+    assert_eq!(snapshot(&sharded).await, snapshot(&single).await, "the attempts left the data as one worker did");
+    let dirs: Vec<String> =
+        (0..N).map(|i| sharded.path(&format!("reports/shard-{i}-of-{N}")).display().to_string()).collect();
+    let out = sharded.path("combined.json");
+    let r = crate::common::Run::from(
+        Command::new(crate::common::lapse_bin())
+            .args(["report", "combine", &dirs[0], &dirs[1], "--out"])
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    r.ok();
+    assert!(r.stdout.contains("shard 0 was run 2 times at this cutoff (retried)"), "{}", r.stdout);
+    let c = read_json(&out);
+    let expected = totals(std::slice::from_ref(&one));
+    let mut destroyed_by_first_attempts = 0;
+    for (name, want) in &expected {
+        let p = c["policies"].as_array().unwrap().iter().find(|p| p["name"] == name.as_str()).unwrap();
+        for k in COUNTS {
+            assert_eq!(p[k].as_u64().unwrap(), want[k], "combined {name}.{k}:\n{c:#}");
+        }
+    }
+    for (i, sh) in c["shards"].as_array().unwrap().iter().enumerate() {
+        let attempts = sh["earlier_attempts"].as_array().unwrap_or_else(|| panic!("shard {i}: {c:#}"));
+        assert_eq!(attempts.len(), 1, "{c:#}");
+        let first = read_json(Path::new(attempts[0]["file"].as_str().unwrap()));
+        destroyed_by_first_attempts +=
+            first["policies"].as_array().unwrap().iter().map(|p| p["deleted"].as_u64().unwrap()).sum::<u64>();
+    }
+    assert!(destroyed_by_first_attempts > 0, "the first attempts destroyed something, counted once");
+}
+
 /// A policy split by key needs a single integer key: a text key is refused before anything runs.
 pub async fn key_sharding_needs_an_integer_key(b: Backend) {
     let f = workspace(b).await;
