@@ -207,7 +207,7 @@ fn pick(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let Ok(r) = serde_json::from_slice::<Report>(&std::fs::read(&p)?) else { continue };
         all.push((r.mode == "run", r.sequence, r.started_at, p, r));
     }
-    all.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    all.sort_by_key(|a| (a.0, a.1, a.2));
     let Some((run, _, _, newest, last)) = all.pop() else { anyhow::bail!("no lapse report in '{}'", path.display()) };
     let mut files: Vec<PathBuf> = match run {
         true => all
