@@ -1712,6 +1712,7 @@ impl Stage {
         Evidence {
             record: String::new(),
             subject: None,
+            other_subjects: Vec::new(),
             policy: policy.to_string(),
             action: self.action.into(),
             stage: self.name.clone(),
@@ -2674,19 +2675,34 @@ async fn enforce(
                             .collect();
                         sink.write_batch(&proto, lines)?;
                     } else {
+                        // The subjects the batch's re-check read of each version (a subject
+                        // of metadata or tags), else the one the candidate was listed with.
+                        let subjects = |i: usize| -> (Option<String>, Vec<String>) {
+                            match o.subjects.get(&i) {
+                                Some(read) => {
+                                    let mut h = read.iter().map(|s| ctx.key.subject(&Value::Text(s.clone())));
+                                    (h.next(), h.collect())
+                                }
+                                None => (ids[i].subject.clone(), Vec::new()),
+                            }
+                        };
                         for &i in &o.destroyed {
+                            let (subject, other_subjects) = subjects(i);
                             sink.write(&Evidence {
                                 record: ids[i].record.clone(),
-                                subject: ids[i].subject.clone(),
+                                subject,
+                                other_subjects,
                                 versions: o.details.get(&i).map(|d| d.versions),
                                 bytes: o.details.get(&i).map(|d| d.bytes),
                                 ..proto.clone()
                             })?;
                         }
                         for &i in &partly {
+                            let (subject, other_subjects) = subjects(i);
                             sink.write(&Evidence {
                                 record: ids[i].record.clone(),
-                                subject: ids[i].subject.clone(),
+                                subject,
+                                other_subjects,
                                 action: "versions_deleted".into(),
                                 versions: o.details.get(&i).map(|d| d.versions),
                                 bytes: o.details.get(&i).map(|d| d.bytes),
@@ -2972,6 +2988,7 @@ async fn reconcile(
                 sink.write(&Evidence {
                     record: i.record.clone(),
                     subject: i.subject.clone(),
+                    other_subjects: Vec::new(),
                     policy: i.policy.clone(),
                     action: i.action.clone(),
                     stage: i.stage.clone(),
@@ -3144,6 +3161,7 @@ async fn reconcile_journal(
                     sink.write(&Evidence {
                         record: id.record,
                         subject: id.subject,
+                        other_subjects: Vec::new(),
                         policy: p.name.clone(),
                         action: b.action.clone(),
                         stage: b.stage.clone(),
@@ -3848,6 +3866,7 @@ mod tests {
         let proto = Evidence {
             record: String::new(),
             subject: None,
+            other_subjects: Vec::new(),
             policy: "crm \"leads\"".into(),
             action: "deleted".into(),
             stage: "fields:email,phone".into(),
@@ -3888,6 +3907,7 @@ mod tests {
         let proto = Evidence {
             record: String::new(),
             subject: None,
+            other_subjects: Vec::new(),
             policy: "customers".into(),
             action: "deleted".into(),
             stage: "record".into(),

@@ -381,6 +381,7 @@ mod tests {
         let ev = Evidence {
             record: "r1".into(),
             subject: None,
+            other_subjects: Vec::new(),
             policy: "p".into(),
             action: "deleted".into(),
             stage: "record".into(),

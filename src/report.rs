@@ -285,6 +285,10 @@ pub struct Evidence {
     /// HMAC of the data subject, when the dataset has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// Objects whose subject is each version's own (metadata or tags): HMACs of the other
+    /// subjects of the versions destroyed with it (`subject` is the newest version's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_subjects: Vec<String>,
     pub policy: String,
     /// `deleted`, `anonymized` or `fields_anonymized`; objects: `versions_deleted` for one some of
     /// whose versions were deleted before the storage refused another (kept, reported failed).

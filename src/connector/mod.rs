@@ -355,6 +355,10 @@ pub struct BatchOutcome {
     /// Objects kept because the subject of one of their older versions cannot be read (a
     /// metadata field or tag missing): whether a hold names it is unknown.
     pub unreadable: Vec<usize>,
+    /// Objects whose subject is each version's own (read from metadata or tags): the distinct
+    /// subjects of their data versions as the batch's re-check read them, newest first (the
+    /// evidence names them all; personal data, only ever hashed).
+    pub subjects: BTreeMap<usize, Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]

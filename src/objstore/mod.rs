@@ -1098,13 +1098,15 @@ impl Connector for ObjectConnector {
             .iter()
             .map(|(k, vs)| (k.clone(), vs.iter().map(|v| v.last_modified).max().flatten()))
             .collect();
-        // Only where a hold could name one: without file or holds-table holds, older versions'
-        // subjects change nothing (a whole-policy hold makes nothing due).
+        // A subject read from metadata or tags is each version's own: the re-check reads every
+        // data version's, for the holds (where a hold could name one: without file or
+        // holds-table holds they change nothing, a whole-policy hold makes nothing due) and for
+        // the evidence, which names the subjects of every version it destroys.
         let per_version_subject = scope
             .subject
             .as_deref()
-            .is_some_and(|s| matches!(Fact::parse(s, true), Ok(Fact::Metadata(_) | Fact::Tag(_))))
-            && !(scope.holds.file.is_empty() && scope.holds.tables.is_empty());
+            .is_some_and(|s| matches!(Fact::parse(s, true), Ok(Fact::Metadata(_) | Fact::Tag(_))));
+        let subject_holds = !(scope.holds.file.is_empty() && scope.holds.tables.is_empty());
         let check_futs: Vec<_> = keys
             .iter()
             .enumerate()
@@ -1134,6 +1136,12 @@ impl Connector for ObjectConnector {
                     if !Self::eval(filter, &facts, scope) {
                         return Ok((i, key.clone(), None));
                     }
+                    // The subjects of its data versions, newest first, as read now (an object
+                    // overwritten since the counts names its new subject).
+                    let mut subjects: Vec<String> = Vec::new();
+                    if per_version_subject {
+                        subjects.extend(facts.subject.clone());
+                    }
                     // A subject read from metadata or tags is each version's own: every version
                     // goes with the key, so a hold on the subject of any of them holds it whole.
                     if per_version_subject {
@@ -1146,18 +1154,25 @@ impl Connector for ObjectConnector {
                                 version: v.id.clone(),
                             };
                             let facts = self.facts(scope, &older).await?;
-                            // A version whose subject cannot be read may be a held one's: the
-                            // key is kept whole, as an unreadable newest version keeps it.
-                            if facts.subject.is_none() {
-                                return Ok((i, key.clone(), Some(Err(Kept::Unreadable))));
+                            if subject_holds {
+                                // A version whose subject cannot be read may be a held one's:
+                                // the key is kept whole, as an unreadable newest version keeps it.
+                                if facts.subject.is_none() {
+                                    return Ok((i, key.clone(), Some(Err(Kept::Unreadable))));
+                                }
+                                let held = self.holds_of(scope, &facts);
+                                if !held.is_empty() {
+                                    return Ok((i, key.clone(), Some(Err(Kept::Held(held)))));
+                                }
                             }
-                            let held = self.holds_of(scope, &facts);
-                            if !held.is_empty() {
-                                return Ok((i, key.clone(), Some(Err(Kept::Held(held)))));
+                            if let Some(s) = facts.subject {
+                                if !subjects.contains(&s) {
+                                    subjects.push(s);
+                                }
                             }
                         }
                     }
-                    Ok::<_, ConnectorError>((i, key.clone(), Some(Ok(versions))))
+                    Ok::<_, ConnectorError>((i, key.clone(), Some(Ok((versions, subjects)))))
                 }
             })
             .collect();
@@ -1180,7 +1195,12 @@ impl Connector for ObjectConnector {
             };
             let versions = match versions {
                 None => continue,
-                Some(Ok(v)) => v,
+                Some(Ok((v, subjects))) => {
+                    if !subjects.is_empty() {
+                        outcome.subjects.insert(i, subjects);
+                    }
+                    v
+                }
                 Some(Err(Kept::Held(held))) => {
                     outcome.held.push((i, held));
                     continue;

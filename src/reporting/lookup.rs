@@ -612,7 +612,10 @@ pub fn lookup(
                 continue;
             }
             let hit = match target {
-                Target::Subject(_) => e.subject.as_deref().is_some_and(|s| wanted.contains(s)),
+                Target::Subject(_) => {
+                    e.subject.as_deref().is_some_and(|s| wanted.contains(s))
+                        || e.other_subjects.iter().any(|s| wanted.contains(s.as_str()))
+                }
                 Target::Record { .. } => wanted.contains(e.record.as_str()),
             };
             if hit {
