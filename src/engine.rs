@@ -1789,16 +1789,20 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         tables: vec![], // object policies: read from the holds tables before the counts
         now: ctx.now,
     };
+    // Dependents block (`restrict`) or go with (`cascade`) a record that is deleted; one that
+    // is anonymized, whole or field by field, is kept, and its dependents change nothing (a
+    // field stage blocked by them was never done and reported nowhere: found by a review).
+    let deletes = |work: &Work| matches!(work, Work::Delete);
     let base = |lapse: Filter, work: Work| Scope {
         policy: p.name.clone(),
         table: prep.table.clone(),
         key: p.key.clone(),
         subject: p.subject.clone(),
         lapse,
+        restrict: if deletes(&work) { prep.restrict.clone() } else { Vec::new() },
+        cascade: if deletes(&work) { prep.cascade.clone() } else { Vec::new() },
         work,
         holds: holds.clone(),
-        restrict: prep.restrict.clone(),
-        cascade: prep.cascade.clone(),
         pseudonym_key: ctx.pseudonym_key.clone(),
         objects: p.objects.clone(),
     };

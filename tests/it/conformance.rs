@@ -395,6 +395,16 @@ pub async fn field_level_lapse(b: Backend) {
     let r = f.report("run");
     assert_eq!(n(&r["policies"][0]["fields_anonymized"]), 5);
     assert_eq!(n(&r["policies"][0]["deleted"]), 0);
+    // A `restrict` dependent keeps a record from being deleted, not its lapsed fields from
+    // being anonymized: before, a field stage inherited it, and person 1's address (it has
+    // orders) was kept and reported nowhere (found by a review).
+    let g = seeded(b).await;
+    g.db.exec(&FK_SCHEMA.replace("{TS}", b.ts())).await;
+    g.db.exec("INSERT INTO orders (id, person_id, note) VALUES (10, 1, 'a');").await;
+    g.policy("people", &policy("delete", purposes, "dependents:\n  - table: orders\n    on_delete: restrict\n"));
+    g.lapse(&["run"]).ok();
+    assert_eq!(col(&g, "ip", 1).await.as_deref(), Some("203.0.113.0"));
+    assert_eq!(n(&g.report("run")["policies"][0]["fields_anonymized"]), 5);
 }
 
 pub async fn holds_from_file(b: Backend) {
