@@ -342,6 +342,11 @@ fn lite_generalize_date_guard(e: &str) -> String {
     )
 }
 
+/// PostgreSQL: a date or timestamp that is no time (`infinity`, `-infinity`).
+fn pg_infinite(e: &str) -> String {
+    format!("{e} IN ('-infinity', 'infinity')")
+}
+
 /// SQLite: a range of stored values that holds every anchor `time_expr` reads as at or before
 /// `threshold`, so that an index on the anchor serves the lapsed test (which, through
 /// `julianday`, serves none): every number (numbers sort before text), and text before the date
@@ -630,9 +635,19 @@ impl<'a> Builder<'a> {
                         _ => sql.push(&format!("({e} IS NULL OR {})", my_partial(&e))),
                     },
                     Dialect::Sqlite => sql.push(&format!("{} IS NULL", self.time_expr(qual, c))),
-                    // NOT NULL is known there.
-                    Dialect::Postgres if self.scope.table.column(c).is_some_and(|c| !c.nullable) => sql.push("1=0"),
-                    Dialect::Postgres => sql.push(&format!("{e} IS NULL")),
+                    // `infinity` and `-infinity` (a NOT NULL column's "no date") are no time
+                    // either (two points of an index on the anchor).
+                    Dialect::Postgres => {
+                        let col = self.scope.table.column(c);
+                        let infinite = col.is_some_and(|c| c.kind.is_temporal()).then(|| pg_infinite(&e));
+                        match (col.is_some_and(|c| !c.nullable), infinite) {
+                            (true, Some(inf)) => sql.push(&inf),
+                            // NOT NULL is known there.
+                            (true, None) => sql.push("1=0"),
+                            (false, Some(inf)) => sql.push(&format!("({e} IS NULL OR {inf})")),
+                            (false, None) => sql.push(&format!("{e} IS NULL")),
+                        }
+                    }
                 };
             }
             Filter::AnchorNeverLapses(c) => match self.d {
@@ -851,6 +866,11 @@ impl<'a> Builder<'a> {
             // A blob is no time either, but it was read as text: a date in a blob lapsing at
             // once under `null_anchor: lapse` would destroy it before its time. It never lapses.
             Dialect::Sqlite => (format!(" OR ({t} IS NULL AND typeof({anchor}) <> 'blob')"), String::new()),
+            // `-infinity` (a NOT NULL column's "no date", as the zero date is MariaDB's) sorts
+            // before every date: unknown, not lapsed since the beginning of time.
+            Dialect::Postgres if self.scope.table.column(&rule.anchor).is_some_and(|c| c.kind.is_temporal()) => {
+                (format!(" OR {}", pg_infinite(&anchor)), format!(" AND {anchor} <> '-infinity'"))
+            }
             Dialect::Postgres => (String::new(), String::new()),
         };
         if rule.null_lapses {

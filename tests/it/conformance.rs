@@ -2049,6 +2049,41 @@ async fn mysql_zero_date_anchors_are_unknown() {
     assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the zero date with the NULL");
 }
 
+/// PostgreSQL's `-infinity` and `infinity` (what an application writes for "no date" in a
+/// `NOT NULL` column) are kept and counted like a NULL anchor, and lapse only with
+/// `null_anchor: lapse`. Before, `-infinity` sorted before every date and the row was destroyed
+/// on the first run, counted nowhere as unknown (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_infinite_anchors_are_unknown() {
+    if !Backend::Postgres.enabled() {
+        return;
+    }
+    for (null, ts) in [("NOT NULL", "TIMESTAMPTZ"), ("NULL", "TIMESTAMP"), ("NOT NULL", "DATE")] {
+        let f = Fixture::new(
+            Backend::Postgres,
+            &format!("CREATE TABLE legacy (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at {ts} {null});"),
+        )
+        .await;
+        f.db.exec(
+            "INSERT INTO legacy VALUES (1, 'a', '-infinity'), (2, 'b', '2019-01-01'), (3, 'c', 'infinity'), (4, 'd', '2025-12-01')",
+        )
+        .await;
+        f.db.exec("CREATE INDEX legacy_created ON legacy (created_at)").await;
+        f.policy("legacy", &typed_policy("legacy", "  note: { category: free_text }\n", "", "delete"));
+        f.lapse(&["run"]).ok();
+        let p = &f.report("run")["policies"][0];
+        assert_eq!(n(&p["deleted"]), 1, "{ts} {null}: {p}");
+        assert_eq!(n(&p["null_anchor_kept"]), 2, "{ts} {null}: both infinities: {p}");
+        assert_eq!(legacy_ids(&f).await, ["1", "3", "4"], "{ts} {null}");
+        f.policy(
+            "legacy",
+            &typed_policy("legacy", "  note: { category: free_text }\n", "    null_anchor: lapse\n", "delete"),
+        );
+        f.lapse(&["run"]).ok();
+        assert_eq!(legacy_ids(&f).await, ["4"], "{ts} {null}: null_anchor: lapse takes them");
+    }
+}
+
 /// MariaDB's zero and partial dates in a `NOT NULL` anchor with an index, counted beside the
 /// batches where they sort in the index (before `0001-01-01`, between a month's last second
 /// and the next month's first) instead of by a test of every entry: the same rows, for a
