@@ -490,6 +490,14 @@ async fn schedule(
             "`schedule` takes no --policy: each job names its policies (`schedule.jobs[].policies`)".into(),
         ));
     }
+    // Set for `run --shard` (the chart's Indexed Job): a scheduler does not shard, and every host
+    // given one would run every policy, the intended split silently not happening.
+    if std::env::var_os("LAPSE_SHARD").is_some_and(|v| !v.is_empty()) {
+        return Err((
+            Exit::Invalid,
+            "`schedule` does not shard, but LAPSE_SHARD is set: shards are runs (`lapse run --shard I/N`, the chart's Indexed Job); unset it, or give each scheduler its own jobs' policies".into(),
+        ));
+    }
     let ws = Workspace::load(&common.config).map_err(|d| (Exit::Invalid, print_diags(&d)))?;
     let Some(sch) = &ws.config.schedule else {
         return Err((Exit::Invalid, format!("'{}' has no `schedule:` section", common.config.display())));

@@ -105,6 +105,13 @@ impl MetricsConfig {
                         format!("metrics.pushgateway.grouping.{k}"),
                         format!("'{k}' is not a usable grouping label name"),
                     ));
+                } else if ["shard", "schedule_job", "policies"].contains(&k.as_str()) {
+                    // lapse sets these itself, a group per shard, scheduled job or selection: one
+                    // given here would put them all in one group, each push replacing the last.
+                    out.push((
+                        format!("metrics.pushgateway.grouping.{k}"),
+                        format!("'{k}' is a grouping label lapse sets itself (per shard, scheduled job or --policy selection)"),
+                    ));
                 }
             }
             if p.timeout_seconds == 0 || p.timeout_seconds > 300 {
@@ -417,7 +424,7 @@ pub fn push_url(
         grouping.insert("policies".into(), names.to_string());
     }
     if let Some(s) = shard {
-        grouping.entry("shard".into()).or_insert_with(|| s.index.to_string());
+        grouping.insert("shard".into(), s.index.to_string());
     }
     if let Some(j) = job {
         grouping.insert("schedule_job".into(), j.to_string());
@@ -605,6 +612,33 @@ mod tests {
             assert!(problems.iter().any(|(_, msg)| msg.contains("carries credentials")), "{url}: {problems:?}");
             assert!(problems.iter().all(|(_, msg)| !msg.contains("Hunter2")), "{url}: {problems:?}");
         }
+    }
+
+    /// The labels lapse groups by itself are refused in `grouping`: a `shard` given there put
+    /// every shard's push in one group, the last replacing the others (found by a review).
+    #[test]
+    fn grouping_labels_lapse_sets_are_refused() {
+        for k in ["shard", "schedule_job", "policies", "job"] {
+            let m = MetricsConfig {
+                pushgateway: Some(Pushgateway {
+                    url: "http://gw:9091".into(),
+                    job: default_job(),
+                    grouping: BTreeMap::from([(k.to_string(), "db-03".to_string())]),
+                    timeout_seconds: default_timeout(),
+                }),
+                ..Default::default()
+            };
+            assert!(m.problems().iter().any(|(at, _)| at == &format!("metrics.pushgateway.grouping.{k}")), "{k}");
+        }
+        let p = Pushgateway {
+            url: "http://gw:9091".into(),
+            job: default_job(),
+            grouping: BTreeMap::from([("cluster".to_string(), "eu".to_string())]),
+            timeout_seconds: default_timeout(),
+        };
+        let shard = |index| Some(crate::report::ShardInfo { index, count: 2 });
+        assert_ne!(push_url(&p, shard(0), None, None), push_url(&p, shard(1), None, None));
+        assert_eq!(push_url(&p, shard(1), None, None), "http://gw:9091/metrics/job/lapse/cluster/eu/shard/1");
     }
 
     #[test]

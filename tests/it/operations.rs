@@ -422,6 +422,9 @@ async fn bad_schedules_are_refused() {
     f.lapse(&["schedule"]).code(2).stderr_has("schedule job 'a': unknown policy 'nope'");
     // --policy would be ignored by the jobs: refused.
     f.lapse(&["schedule", "--policy", "people"]).code(2).stderr_has("`schedule` takes no --policy");
+    // LAPSE_SHARD (the chart's Indexed Job sets it for `run`): a scheduler does not shard, and
+    // every host given one ran every policy, silently (found by a review).
+    f.lapse_env(&["schedule"], &[("LAPSE_SHARD", "1/3")]).code(2).stderr_has("`schedule` does not shard");
     // `validate` says so too (before, it passed what `schedule` then refused).
     f.lapse(&["validate"]).code(2).stderr_has("schedule job 'a': unknown policy 'nope'").stderr_has("lapse.yaml");
     std::fs::write(f.path("lapse.yaml"), &cfg).unwrap();
