@@ -1247,34 +1247,68 @@ pub async fn execute(
     // retired policy. Said before anything is destroyed, and in the report's hold entry.
     // Every holds table of the run: those of the policies' connections, and those opened for
     // object policies (`Workspace::connect`).
-    let known: Vec<String> = ws.policies.policies.iter().map(|p| p.name.clone()).collect();
+    // A holds table holds the tables of its own connection and every object policy: a row
+    // naming a SQL policy of another connection holds nothing either (before, it was taken
+    // for a known policy and said nowhere: found by a review).
+    let known_by = |conn: &str| -> Vec<String> {
+        ws.policies
+            .policies
+            .iter()
+            .filter(|p| p.objects.is_some() || p.connection == conn)
+            .map(|p| p.name.clone())
+            .collect()
+    };
     let hold_tables: Vec<(String, Arc<dyn Connector>)> =
         conns.iter().filter(|(_, c)| c.holds_table().is_some()).map(|(n, c)| (n.clone(), c.clone())).collect();
     let mut stray_holds: BTreeMap<String, String> = BTreeMap::new();
+    for (name, c) in &ws.config.connections {
+        if let (Some(h), false) = (&c.holds_table, hold_tables.iter().any(|(n, _)| n == name)) {
+            if known_by(name).is_empty() {
+                tracing::warn!(
+                    "connection '{name}': holds table '{}' holds nothing: a holds table holds its own connection's tables and the object policies, and this connection has neither",
+                    h.table
+                );
+            }
+        }
+    }
     for (name, conn) in &hold_tables {
         let Some(h) = conn.holds_table() else { continue };
+        let known = known_by(name);
         let note = match conn.holds_of_other_policies(&known, started_at).await {
             Ok(names) if names.is_empty() => String::new(),
             Ok(names) => {
                 // Quoted only when it could be a policy's name: the column is the database's,
                 // and what else it holds is not for a log.
-                let names: Vec<String> = names
-                    .iter()
-                    .map(|n| {
-                        if policy::valid_policy_name(n) {
-                            format!("'{n}'")
-                        } else {
-                            "(a value that is no policy name)".into()
-                        }
-                    })
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                format!(
-                    "holds in force name {} {}, which no policy is named: they hold nothing",
-                    if names.len() == 1 { "policy" } else { "policies" },
-                    names.join(", ")
-                )
+                let (elsewhere, unknown): (Vec<&String>, Vec<&String>) =
+                    names.iter().partition(|n| ws.policies.policies.iter().any(|p| &p.name == *n));
+                let said = |names: Vec<&String>| -> Vec<String> {
+                    names
+                        .into_iter()
+                        .map(|n| {
+                            if policy::valid_policy_name(n) {
+                                format!("'{n}'")
+                            } else {
+                                "(a value that is no policy name)".into()
+                            }
+                        })
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect()
+                };
+                let plural = |n: &[String]| if n.len() == 1 { "policy" } else { "policies" };
+                let (unknown, elsewhere) = (said(unknown), said(elsewhere));
+                let mut parts = Vec::new();
+                if !unknown.is_empty() {
+                    parts.push(format!("{} {}, which no policy is named", plural(&unknown), unknown.join(", ")));
+                }
+                if !elsewhere.is_empty() {
+                    parts.push(format!(
+                        "{} {} of another connection (a holds table holds its own connection's tables and the object policies)",
+                        plural(&elsewhere),
+                        elsewhere.join(", ")
+                    ));
+                }
+                format!("holds in force name {}: they hold nothing", parts.join(", and "))
             }
             Err(e) => format!("the policies its holds name could not be read: {e}"),
         };

@@ -456,6 +456,42 @@ pub async fn holds_from_table(b: Backend) {
     assert!(p["held_by"].get("T-EXPIRED").is_none());
 }
 
+/// A holds table holds its own connection's tables (and the object policies): a row of another
+/// connection's holds table naming a SQL policy holds nothing, and is said so before the run
+/// destroys anything. Before, nothing was said (`people` being a known policy name), and with
+/// no object policy that connection was not even opened (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holds_table_of_another_connection_is_said_to_hold_nothing() {
+    let f = seeded(Backend::Sqlite).await;
+    let legal = f.path("legal.db");
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new().filename(&legal).create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE legal_holds (id TEXT PRIMARY KEY, subject TEXT, policy TEXT, expires_at TEXT); \
+         INSERT INTO legal_holds VALUES ('L-1', 'S-1', 'people', NULL);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    f.config(&format!(
+        "  legal:\n    url: sqlite://{}\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n",
+        legal.display()
+    ));
+    f.policy("people", &policy("delete", ONE_YEAR, ""));
+    let out = f.lapse(&["run"]);
+    out.ok();
+    assert!(
+        out.stderr.contains("connection 'legal': holds table 'legal_holds' holds nothing")
+            && out.stderr.contains("holds its own connection's tables and the object policies"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A policy without a subject column cannot tell a subject's records: a row of the holds
 /// table that names it and a subject keeps all of them (a holds file naming it is refused),
 /// counted under that hold; a hold of a subject on every policy keeps nothing there. Before,
