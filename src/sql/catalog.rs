@@ -101,11 +101,16 @@ pub const MY_COLUMNS: &str = "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE
 pub const MY_PRIMARY_KEY: &str = "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION";
 
+/// A referencing table of another database than the connection's is named with its database
+/// (`tenant_b.orders`), as PostgreSQL's `regclass` names one outside the search path: unqualified,
+/// the cascade and restrict statements read and deleted the connection's own `orders` (found by
+/// a review).
 pub const MY_REFERENCED_BY: &str =
-    "SELECT CAST(CONSTRAINT_NAME AS CHAR), CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR), \
+    "SELECT CAST(CONSTRAINT_NAME AS CHAR), \
+     CAST(IF(TABLE_SCHEMA = DATABASE(), TABLE_NAME, CONCAT(TABLE_SCHEMA, '.', TABLE_NAME)) AS CHAR), CAST(COLUMN_NAME AS CHAR), \
      CAST(REFERENCED_COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
      WHERE REFERENCED_TABLE_SCHEMA = COALESCE(?, DATABASE()) AND REFERENCED_TABLE_NAME = ? \
-     ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION";
+     ORDER BY TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION";
 
 /// MariaDB's `JSON` is `LONGTEXT` with a `json_valid` check; MySQL's is a type of its own
 /// (`DATA_TYPE` `json`), and its `CHECK_CONSTRAINTS` has no `TABLE_NAME`.

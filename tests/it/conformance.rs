@@ -2120,6 +2120,55 @@ async fn postgres_infinite_anchors_are_unknown() {
     }
 }
 
+/// MariaDB/MySQL: the dependents of a policy's table in another database than the connection's
+/// are that database's tables. Before, the catalog named them without their database, and the
+/// `restrict` and `cascade` statements read and deleted the connection's own table of that name
+/// (found by a review): a person with orders only in the other database was deleted (and the
+/// database's own `ON DELETE CASCADE` took the orders), or the connection's `orders` lost rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_dependents_of_a_table_in_another_database_are_that_databases() {
+    if !Backend::MySql.enabled() {
+        return;
+    }
+    let f = Fixture::new(
+        Backend::MySql,
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, person_id BIGINT, note VARCHAR(20));",
+    )
+    .await;
+    let other = format!("lapse_other_{}_{}", std::process::id(), rand::random::<u32>());
+    f.db.exec(&format!(
+        "CREATE DATABASE {other}; \
+         CREATE TABLE {other}.people (id BIGINT PRIMARY KEY, email VARCHAR(64), created_at DATETIME NULL); \
+         CREATE TABLE {other}.orders (id BIGINT PRIMARY KEY, person_id BIGINT, note VARCHAR(20), \
+           FOREIGN KEY (person_id) REFERENCES {other}.people (id) ON DELETE CASCADE); \
+         INSERT INTO {other}.people VALUES (1, 'a@example.com', '2019-01-01'), (2, 'b@example.com', '2019-01-01'); \
+         INSERT INTO {other}.orders VALUES (10, 1, 'x'); \
+         INSERT INTO orders VALUES (20, 2, 'default db'), (21, 1, 'default db');"
+    ))
+    .await;
+    let policy = |on_delete: &str| {
+        format!(
+            "name: people\ndataset:\n  connection: db\n  table: {other}.people\n  key: id\npersonal:\n  email: {{ category: email }}\n\
+             purposes:\n  - name: service\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\n\
+             guardrail:\n  max_share: 100%\ndependents:\n  - table: {other}.orders\n    on_delete: {on_delete}\n"
+        )
+    };
+    let people_q = format!("SELECT CAST(id AS CHAR) FROM {other}.people ORDER BY id");
+    f.policy("people", &policy("restrict"));
+    f.lapse(&["validate", "--connect"]).ok();
+    f.lapse(&["run"]).ok();
+    let people: Vec<Option<String>> = f.db.texts(&people_q).await;
+    assert_eq!(people, [Some("1".to_string())], "person 1 has an order in its own database; person 2 none there");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM orders").await, 2, "the connection's own orders untouched");
+    f.policy("people", &policy("cascade"));
+    f.lapse(&["run"]).ok();
+    assert!(f.db.texts(&people_q).await.is_empty());
+    assert_eq!(f.db.count(&format!("SELECT COUNT(*) FROM {other}.orders")).await, 0);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM orders").await, 2, "the connection's own orders untouched");
+    assert_eq!(n(&f.report("run")["policies"][0]["dependents_deleted"][format!("{other}.orders")]), 1);
+    f.db.exec(&format!("DROP DATABASE {other}")).await;
+}
+
 /// MariaDB's zero and partial dates in a `NOT NULL` anchor with an index, counted beside the
 /// batches where they sort in the index (before `0001-01-01`, between a month's last second
 /// and the next month's first) instead of by a test of every entry: the same rows, for a
