@@ -955,6 +955,11 @@ fn chart_refuses_inconsistent_values_with_a_clear_message() {
         ("extraEnvVars: [{name: PGPASSWORD, value: s3cret-pw}]\n", "extraEnvVars: PGPASSWORD is given a literal value"),
         ("extraEnvVars: [{name: AWS_SECRET_ACCESS_KEY, value: s3cret-pw}]\n", "extraEnvVars: AWS_SECRET_ACCESS_KEY"),
         ("extraEnvVars: [{name: SHOP_DB, value: \"mysql://a:s3cret-pw@h/db\"}]\n", "extraEnvVars: SHOP_DB"),
+        // A password as a query parameter, and credentials in an argument (found by a review:
+        // both rendered into the CronJob).
+        ("extraEnvVars: [{name: SHOP_URL, value: \"postgres://app@db/shop?password=s3cret-pw\"}]\n", "extraEnvVars: SHOP_URL"),
+        ("extraArgs: [\"--pushgateway=http://u:s3cret-pw@gw:9091\"]\n", "extraArgs: an argument carries credentials"),
+        ("extraArgs: [\"--report-dir\", \"s3://b/p?sslpassword=s3cret-pw\"]\n", "extraArgs: an argument carries credentials"),
         // Two volume mounts at one path (the API server refuses the pod).
         ("reports: {mountPath: /tmp, ephemeral: true}\n", "reports.mountPath /tmp meets /tmp"),
         ("reports: {mountPath: /etc/lapse/reports, ephemeral: true}\n", "meets /etc/lapse"),

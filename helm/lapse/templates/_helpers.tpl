@@ -335,6 +335,10 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- if not .Values.sharding.enabled }}{{- $once = concat $once (list "--cutoff" "--shard") }}{{- end }}
 {{- range .Values.extraArgs }}
 {{- $a := toString . }}
+{{- /* Container arguments are in the CronJob spec, which the built-in view role reads. */}}
+{{- if or (regexMatch "://[^/?#]*:[^/?#]*@" $a) (regexMatch "(?i)[?&](password|pass|passwd|pwd|sslpassword)=[^&]" $a) }}
+{{- fail "extraArgs: an argument carries credentials (user:password@ or a password parameter): it would be written into the CronJob, readable by the built-in view role" }}
+{{- end }}
 {{- range $owned }}
 {{- if or (eq $a .) (hasPrefix (printf "%s=" .) $a) }}
 {{- fail (printf "extraArgs: %s is set by the chart (from logFormat, terminationGracePeriodSeconds, dryRun or sharding): given twice, lapse refuses to start on every run" .) }}
