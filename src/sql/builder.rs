@@ -1841,6 +1841,53 @@ impl<'a> Builder<'a> {
         self.delete_next_as(after, limit, bounds, false)
     }
 
+    /// PostgreSQL with a holds table: one row if a hold now applies to any of `subjects` (those
+    /// of the rows a batch's single destroying statement just deleted, or of its candidates),
+    /// none otherwise. Run in the batch's transaction after that statement: under READ
+    /// COMMITTED the statement read the holds table as of its start, and a row it had to wait
+    /// for (locked by a transaction that then inserted a hold on its subject and committed) was
+    /// deleted without that hold being seen; this statement, begun after every deleted row's
+    /// lock was taken, sees it (found by a review). `None` where it does not apply, or where a
+    /// subject cannot be put in an array (bytes): the caller then takes the batch by locking its
+    /// rows first.
+    pub fn holds_probe(&self, subjects: &[Value]) -> Option<Sql> {
+        if self.d != Dialect::Postgres || self.scope.holds.table.is_none() {
+            return None;
+        }
+        let mut sql = Sql::new(self.d);
+        sql.push("SELECT 1 FROM ");
+        match self.scope.subject.as_deref() {
+            Some(s) => {
+                let info = self.scope.table.column(s)?;
+                if subjects
+                    .iter()
+                    .any(|v| matches!(v, Value::Bytes(_)) || matches!(v, Value::Float(f) if !f.is_finite()))
+                {
+                    return None;
+                }
+                let mut literal = String::with_capacity(subjects.len() * 12 + 2);
+                literal.push('{');
+                for (i, v) in subjects.iter().enumerate() {
+                    if i > 0 {
+                        literal.push(',');
+                    }
+                    pg_array_item(&mut literal, &Cell::Value(v.clone()));
+                }
+                literal.push('}');
+                sql.push("(SELECT unnest(CAST(");
+                sql.bind(Value::Text(literal));
+                sql.push(&format!(" AS {}[])) AS {}) t", info.sql_type, self.q(s)));
+            }
+            None => {
+                sql.push("(SELECT 1) t");
+            }
+        }
+        sql.push(" WHERE ");
+        self.held(&mut sql, "t", None);
+        sql.push(" LIMIT 1");
+        Some(sql)
+    }
+
     /// [`Builder::delete_next`] on PostgreSQL, returning one row: the count of rows deleted,
     /// their keys and their subjects as `bigint[]` (`array_agg` over the `DELETE … RETURNING`;
     /// `NULL::bigint[]` instead of the subjects when there are none or they are the keys). Integer keys and subjects only: a driver hands a row over at a cost of its

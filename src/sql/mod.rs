@@ -2152,7 +2152,13 @@ impl SqlConnector {
             batch.iter().enumerate().map(|(i, c)| (c.key.iter().map(Value::canonical).collect(), i)).collect();
         let index_of = |key: &[Value]| position.get(&key.iter().map(Value::canonical).collect::<Vec<_>>()).copied();
 
-        if matches!(scope.work, Work::Delete) && cascades.is_empty() && self.returning && !batch.is_empty() {
+        // PostgreSQL with a holds table: the holds seen by a fast path's single statement are
+        // checked again after it (`Builder::holds_probe`); where they cannot be, the batch takes
+        // the locking path.
+        let subjects: Vec<Value> = batch.iter().map(|c| c.subject.clone().unwrap_or(Value::Null)).collect();
+        let probe = b.holds_probe(&subjects);
+        let fast = !(self.dialect == Dialect::Postgres && scope.holds.table.is_some() && probe.is_none());
+        if fast && matches!(scope.work, Work::Delete) && cascades.is_empty() && self.returning && !batch.is_empty() {
             // Fastest path: one range delete over the batch's key range that returns what it
             // deleted. Every row it deletes passed `destroy_filter` in that statement; a
             // candidate that became held or changed meanwhile is simply not deleted. Only a
@@ -2174,7 +2180,11 @@ impl SqlConnector {
                         None => break,
                     }
                 }
-                if destroyed.len() == rows.len() {
+                let held_since = match &probe {
+                    Some(sql) if !rows.is_empty() => !bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?.is_empty(),
+                    _ => false,
+                };
+                if destroyed.len() == rows.len() && !held_since {
                     destroyed.sort_unstable();
                     if !destroyed.is_empty() {
                         let ins = journal_sql(&b, shape, journal, ids, &destroyed)?;
@@ -2190,7 +2200,7 @@ impl SqlConnector {
             if let Some(o) = done {
                 return Ok(o);
             }
-        } else if matches!(scope.work, Work::Delete) && !batch.is_empty() {
+        } else if fast && matches!(scope.work, Work::Delete) && !batch.is_empty() {
             // Fast path: the destroying statements re-check every row with the destroy filter
             // themselves; if they destroy exactly the batch, no row changed since it was
             // selected and nothing needs locking first. Otherwise roll back and take the
@@ -2205,7 +2215,11 @@ impl SqlConnector {
                     *cascaded.entry(table.clone()).or_default() += r.rows_affected();
                 }
                 let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                if r.rows_affected() == batch.len() as u64 {
+                let held_since = match &probe {
+                    Some(sql) => !bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?.is_empty(),
+                    None => false,
+                };
+                if r.rows_affected() == batch.len() as u64 && !held_since {
                     let ins = journal_sql(&b, shape, journal, ids, &all)?;
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     tx.commit().await.map_err(db_err(&ctx))?;
@@ -2882,6 +2896,20 @@ impl crate::connector::Connector for SqlConnector {
             } else {
                 false
             };
+            // PostgreSQL with a holds table: a hold committed while the statement waited for a
+            // row's lock (`Builder::holds_probe`). Found, or not to be checked here: taken again
+            // by its candidates, which lock their rows first.
+            let unsure = unsure
+                || match (self.dialect == Dialect::Postgres && scope.holds.table.is_some() && !batch.is_empty(), &batch) {
+                    (true, batch) => {
+                        let subjects: Vec<Value> = batch.iter().map(|c| c.subject.clone().unwrap_or(Value::Null)).collect();
+                        match b.holds_probe(&subjects) {
+                            Some(sql) => !bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?.is_empty(),
+                            None => true,
+                        }
+                    }
+                    _ => false,
+                };
             let finish = Box::pin(async move {
                 if unsure {
                     tx.rollback().await.map_err(db_err(&ctx))?;

@@ -607,6 +607,55 @@ async fn a_row_locked_by_another_session_bounds_the_wait() {
     }
 }
 
+/// PostgreSQL: a hold committed by a session that had locked the held person's row, while
+/// lapse's batch statement waited for that lock. Under READ COMMITTED that statement read the
+/// holds table as of its start and, once the lock was free, deleted the row without the hold
+/// (found by a review). A statement after it, in the batch's transaction, finds the hold
+/// (`Builder::holds_probe`): the batch is taken again with its rows locked first, and the held
+/// person is kept, with batches of 10 and of 1,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_committed_while_a_batch_waits_for_its_row_is_honoured() {
+    if !Backend::Postgres.enabled() {
+        return;
+    }
+    for batch in ["10", "1000"] {
+        let f = people(Backend::Postgres, 30, false, true, "").await;
+        f.policy("people", &people_policy("delete", false));
+        let mut locker = <sqlx::PgConnection as sqlx::Connection>::connect(&f.db.url).await.unwrap();
+        sqlx::raw_sql(
+            "BEGIN; SELECT id FROM people WHERE id = 7 FOR UPDATE; \
+             INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LATE', 'S-7', NULL, NULL);",
+        )
+        .execute(&mut locker)
+        .await
+        .unwrap();
+        let run = lapse_cmd(&f.path("lapse.yaml"), batch.parse().unwrap())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until a statement of the run waits for the row's lock.
+        let waiting = poll_until(
+            &f,
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .await;
+        sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
+        let out = run.wait_with_output().await.unwrap();
+        assert!(waiting, "batch {batch}: the run never waited for the row");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "batch {batch}: {stderr}");
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 1, "batch {batch}: only the held person is left");
+        assert_eq!(
+            f.db.count("SELECT COUNT(*) FROM people WHERE id = 7").await,
+            1,
+            "batch {batch}: the held person kept"
+        );
+        let p = &f.report("run")["policies"][0];
+        assert_eq!(p["deleted"], 29, "batch {batch}: {p}");
+    }
+}
+
 /// Runs of different policies (separate CronJobs, or a person's manual run beside the
 /// schedule) may share a report directory. Each read the chain's head and then wrote its
 /// report: two that ended together both named the same previous report, the chain forked and
