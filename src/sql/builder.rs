@@ -1888,6 +1888,50 @@ impl<'a> Builder<'a> {
         Some(sql)
     }
 
+    /// PostgreSQL: the oldest transaction running at this statement's snapshot (`xid8`, as
+    /// text), taken before a fast path's destroying statement ([`Builder::holds_recent`]).
+    pub fn holds_snapshot_xmin(&self) -> Sql {
+        let mut sql = Sql::new(self.d);
+        sql.push("SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)");
+        sql
+    }
+
+    /// PostgreSQL: one row if a row of the holds table was written by a transaction not older
+    /// than `xid` (its 32 bits), the oldest running at a destroying statement's snapshot: a
+    /// superset of the holds that statement could not see, usually empty (a hold written
+    /// earlier, even much earlier by a transaction older than `xid`, had committed before
+    /// the statement began, or is frozen). Then, and only then, [`Builder::holds_probe`].
+    /// Integer subjects compared with an integer holds column: only the holds of every subject
+    /// and those within the subjects' range are read (an index on the holds' subject serves it).
+    pub fn holds_recent(&self, xid: u32, subjects: &[Value]) -> Sql {
+        let mut sql = Sql::new(self.d);
+        let Some(ht) = self.scope.holds.table.as_ref() else {
+            sql.push("SELECT 1 WHERE 1=0");
+            return sql;
+        };
+        sql.push(&format!("SELECT 1 FROM {} lh WHERE age(lh.xmin) <= age(CAST(", self.q(&ht.table)));
+        sql.bind(Value::Text(xid.to_string()));
+        sql.push(" AS xid))");
+        let int = |info: Option<&crate::connector::ColumnInfo>| info.is_some_and(|c| c.kind == ColumnKind::Int);
+        let ints: Option<Vec<i64>> =
+            subjects.iter().map(|v| if let Value::Int(i) = v { Some(*i) } else { None }).collect();
+        let subject_info = self.scope.subject.as_deref().and_then(|s| self.scope.table.column(s));
+        if let (true, true, Some(ints)) =
+            (int(subject_info), int(self.holds_info.and_then(|i| i.column(&ht.subject))), ints)
+        {
+            if let (Some(lo), Some(hi)) = (ints.iter().min(), ints.iter().max()) {
+                let hs = format!("lh.{}", self.q(&ht.subject));
+                sql.push(&format!(" AND ({hs} IS NULL OR ({hs} >= "));
+                sql.bind(Value::Int(*lo));
+                sql.push(&format!(" AND {hs} <= "));
+                sql.bind(Value::Int(*hi));
+                sql.push("))");
+            }
+        }
+        sql.push(" LIMIT 1");
+        sql
+    }
+
     /// [`Builder::delete_next`] on PostgreSQL, returning one row: the count of rows deleted,
     /// their keys and their subjects as `bigint[]` (`array_agg` over the `DELETE … RETURNING`;
     /// `NULL::bigint[]` instead of the subjects when there are none or they are the keys). Integer keys and subjects only: a driver hands a row over at a cost of its

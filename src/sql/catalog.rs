@@ -134,6 +134,8 @@ pub const PG_IDENTIFY: &str = "SELECT n.nspname::text || '.' || c.relname::text,
      'postgres/' || (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text || '/' || \
      (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())::text || '/' || c.oid::text \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
+/// PostgreSQL: a relation's kind (`r` a plain table, `v` a view…), or none.
+pub const PG_RELKIND: &str = "SELECT c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1)";
 pub const MY_IDENTIFY: &str = "SELECT CAST(CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) AS CHAR), CAST(TABLE_TYPE AS CHAR), \
      CAST(CONCAT_WS('/', 'mysql', @@hostname, @@port, @@datadir, @@server_id, TABLE_SCHEMA, TABLE_NAME, \
      UNIX_TIMESTAMP(CREATE_TIME)) AS CHAR) \

@@ -56,6 +56,9 @@ pub struct SqlConnector {
     db_random: bool,
     /// `Builder::split_holds`: not on SQLite where the schema declares a collation somewhere.
     split_holds: bool,
+    /// PostgreSQL: the holds table is a plain table, whose rows' `xmin` tells the holds written
+    /// since a snapshot (`holds_since`); a view has none, and every batch then probes in full.
+    holds_xmin: bool,
     /// The journal table's [`JournalShape`], as a `u8` (tables made by an earlier lapse keep
     /// theirs; see `ensure_journal`).
     journal_shape: std::sync::atomic::AtomicU8,
@@ -589,6 +592,44 @@ fn decode_all<R: DecodeRow + Row>(row: &R) -> Result<Vec<Value>, sqlx::Error> {
     (0..row.len()).map(|i| row.value(i)).collect()
 }
 
+/// PostgreSQL with a holds table, in a fast path's transaction: before its destroying
+/// statement, the snapshot's oldest running transaction (`holds_since`; `None` where the holds
+/// table has no `xmin` or there is nothing to watch)…
+macro_rules! holds_since {
+    ($self:expr, $b:expr, $tx:expr, $watch:expr, $ctx:expr) => {
+        match ($watch, $self.holds_xmin) {
+            (true, true) => {
+                let snap = $b.holds_snapshot_xmin();
+                let row = bound!(snap).fetch_one(&mut *$tx).await.map_err(db_err(&$ctx))?;
+                let text: String = row.try_get(0).map_err(db_err(&$ctx))?;
+                text.parse::<u64>().ok().map(|x| (x % (1u64 << 32)) as u32).filter(|x| *x >= 3)
+            }
+            _ => None,
+        }
+    };
+}
+
+/// …and after it, whether a hold may have been committed while it ran on a row it deleted
+/// (`Builder::holds_probe`): holds written by a transaction not older than that snapshot's
+/// oldest (usually none: one short scan of the holds table), and only then the full probe of
+/// the subjects. `probe` `None`: cannot be checked, as if found.
+macro_rules! held_since {
+    ($self:expr, $b:expr, $tx:expr, $since:expr, $subjects:expr, $probe:expr, $ctx:expr) => {{
+        let recent = match $since {
+            Some(x) => {
+                let recent = $b.holds_recent(x, $subjects);
+                !bound!(recent).fetch_all(&mut *$tx).await.map_err(db_err(&$ctx))?.is_empty()
+            }
+            None => true,
+        };
+        match ($probe, recent) {
+            (_, false) => false,
+            (Some(sql), true) => !bound!(sql).fetch_all(&mut *$tx).await.map_err(db_err(&$ctx))?.is_empty(),
+            (None, true) => true,
+        }
+    }};
+}
+
 impl SqlConnector {
     /// Opens a pool. `read_only` sessions cannot write at all: `plan` and `validate` use them.
     /// `lock_wait`: how long a statement waits for a lock another session holds (the
@@ -784,6 +825,7 @@ impl SqlConnector {
             returning,
             db_random,
             split_holds,
+            holds_xmin: false,
             journal_shape: std::sync::atomic::AtomicU8::new(JournalShape::Binary as u8),
             due_bounds: std::sync::Mutex::new(std::collections::HashMap::new()),
             leads_index: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -841,6 +883,15 @@ impl SqlConnector {
                         info.column(e).map(|c| c.sql_type.as_str()).unwrap_or("?")
                     )));
                 }
+            }
+            if let Pool::Pg(p) = &c.pool {
+                let kind: Option<String> = sqlx::query_scalar(catalog::PG_RELKIND)
+                    .bind(&h.table)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(db_err(format!("reading holds table '{}'", h.table)))?
+                    .flatten();
+                c.holds_xmin = kind.as_deref() == Some("r");
             }
             c.holds_table = Some((h, info));
         }
@@ -2157,7 +2208,8 @@ impl SqlConnector {
         // the locking path.
         let subjects: Vec<Value> = batch.iter().map(|c| c.subject.clone().unwrap_or(Value::Null)).collect();
         let probe = b.holds_probe(&subjects);
-        let fast = !(self.dialect == Dialect::Postgres && scope.holds.table.is_some() && probe.is_none());
+        let watch = self.dialect == Dialect::Postgres && scope.holds.table.is_some();
+        let fast = !(watch && probe.is_none());
         if fast && matches!(scope.work, Work::Delete) && cascades.is_empty() && self.returning && !batch.is_empty() {
             // Fastest path: one range delete over the batch's key range that returns what it
             // deleted. Every row it deletes passed `destroy_filter` in that statement; a
@@ -2168,6 +2220,7 @@ impl SqlConnector {
             let del = b.delete_range(&batch[0].key, &batch[batch.len() - 1].key);
             let done = with_pool!(self, p => {
                 let mut tx = p.begin_with(self.dialect.begin_write()).await.map_err(db_err(&ctx))?;
+                let since = holds_since!(self, b, tx, watch, ctx);
                 let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
                 let mut destroyed = Vec::with_capacity(rows.len());
                 for row in &rows {
@@ -2180,11 +2233,8 @@ impl SqlConnector {
                         None => break,
                     }
                 }
-                let held_since = match &probe {
-                    Some(sql) if !rows.is_empty() => !bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?.is_empty(),
-                    _ => false,
-                };
-                if destroyed.len() == rows.len() && !held_since {
+                let held = watch && !rows.is_empty() && held_since!(self, b, tx, since, &subjects, &probe, ctx);
+                if destroyed.len() == rows.len() && !held {
                     destroyed.sort_unstable();
                     if !destroyed.is_empty() {
                         let ins = journal_sql(&b, shape, journal, ids, &destroyed)?;
@@ -2209,17 +2259,15 @@ impl SqlConnector {
             let all: Vec<usize> = (0..batch.len()).collect();
             let done = with_pool!(self, p => {
                 let mut tx = p.begin().await.map_err(db_err(&ctx))?;
+                let since = holds_since!(self, b, tx, watch, ctx);
                 let mut cascaded: BTreeMap<String, u64> = BTreeMap::new();
                 for (table, sql) in &cascades {
                     let r = bound!(sql).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (dependent table '{table}')")))?;
                     *cascaded.entry(table.clone()).or_default() += r.rows_affected();
                 }
                 let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                let held_since = match &probe {
-                    Some(sql) => !bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?.is_empty(),
-                    None => false,
-                };
-                if r.rows_affected() == batch.len() as u64 && !held_since {
+                let held = watch && held_since!(self, b, tx, since, &subjects, &probe, ctx);
+                if r.rows_affected() == batch.len() as u64 && !held {
                     let ins = journal_sql(&b, shape, journal, ids, &all)?;
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
                     tx.commit().await.map_err(db_err(&ctx))?;
@@ -2874,8 +2922,10 @@ impl crate::connector::Connector for SqlConnector {
             false => b.delete_next(after, limit, bounds.as_ref()),
         };
         let begin = self.dialect.begin_delete_batch(scope.holds.table.is_some() && scope.restrict.is_empty());
+        let watch = self.dialect == Dialect::Postgres && scope.holds.table.is_some();
         with_pool!(self, p => {
             let mut tx = p.begin_with(begin).await.map_err(db_err(&ctx))?;
+            let since = holds_since!(self, b, tx, watch, ctx);
             let rows = bound!(del).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
             let mut batch: Vec<Candidate> = match packed {
                 true => rows.first().map(|r| r.arrays(Subjects::of(scope))).transpose().map_err(db_err(&ctx))?.unwrap_or_default(),
@@ -2900,16 +2950,11 @@ impl crate::connector::Connector for SqlConnector {
             // row's lock (`Builder::holds_probe`). Found, or not to be checked here: taken again
             // by its candidates, which lock their rows first.
             let unsure = unsure
-                || match (self.dialect == Dialect::Postgres && scope.holds.table.is_some() && !batch.is_empty(), &batch) {
-                    (true, batch) => {
-                        let subjects: Vec<Value> = batch.iter().map(|c| c.subject.clone().unwrap_or(Value::Null)).collect();
-                        match b.holds_probe(&subjects) {
-                            Some(sql) => !bound!(sql).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?.is_empty(),
-                            None => true,
-                        }
-                    }
-                    _ => false,
-                };
+                || (watch && !batch.is_empty() && {
+                    let subjects: Vec<Value> = batch.iter().map(|c| c.subject.clone().unwrap_or(Value::Null)).collect();
+                    let probe = b.holds_probe(&subjects);
+                    held_since!(self, b, tx, since, &subjects, &probe, ctx)
+                });
             let finish = Box::pin(async move {
                 if unsure {
                     tx.rollback().await.map_err(db_err(&ctx))?;
