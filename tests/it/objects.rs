@@ -529,6 +529,21 @@ fn scripted_run(backend: ScriptedStore) -> (lapse::engine::Connections, lapse::e
     (conns, opts)
 }
 
+/// `lapse run` through the engine over a scripted backend ([`scripted_run`]); its connections
+/// dropped on return (the run lock released, as when the process ends).
+async fn run_scripted(
+    ws: &lapse::engine::Workspace,
+    key: &lapse::evidence::EvidenceKey,
+    backend: ScriptedStore,
+) -> lapse::engine::Outcome {
+    let (conns, opts) = scripted_run(backend);
+    let prepared = lapse::engine::prepare(ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    lapse::engine::execute(ws, &prepared, &conns, key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 struct ScriptedStore {
     inner: Box<dyn ObjectBackend>,
     on_delete: OnDelete,
@@ -727,14 +742,7 @@ async fn intents_that_cannot_be_reconciled_stop_the_policy() {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
         on_delete: OnDelete::FirstListRefused(AtomicUsize::new(0)),
     };
-    let (conns, opts) = scripted_run(backend);
-    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    drop(prepared);
-    drop(conns);
+    let out = run_scripted(&ws, &key, backend).await;
     let p = &out.report.policies[0];
     assert_eq!(p.outcome, "failed");
     assert!(p.errors.iter().any(|e| e.contains("nothing of this policy was destroyed")), "{:?}", p.errors);
@@ -770,12 +778,7 @@ async fn an_acknowledged_deletion_that_did_not_happen_fails_the_run() {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
         on_delete: OnDelete::Lie,
     };
-    let (conns, opts) = scripted_run(backend);
-    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let out = run_scripted(&ws, &key, backend).await;
     let p = &out.report.policies[0];
     assert!(
         p.verification.checked > 0 && p.verification.still_present == p.verification.checked,
@@ -1302,14 +1305,7 @@ async fn versions_deleted_before_a_refusal_are_recorded() {
         inner: Box::new(lapse::objstore::s3::S3Backend::new(Some("us-east-1"), Some(&endpoint()), true).await),
         on_delete: OnDelete::RefuseVersion(older.clone()),
     };
-    let (conns, opts) = scripted_run(backend);
-    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    drop(prepared);
-    drop(conns);
+    let out = run_scripted(&ws, &key, backend).await;
     let p = &out.report.policies[0];
     assert_eq!((p.deleted, p.failed, p.versions_deleted), (1, 1, 2), "{p:?}");
     assert!(p.errors.iter().any(|e| e.contains("1 of its versions were deleted")), "{:?}", p.errors);
@@ -1818,17 +1814,10 @@ async fn intents_of_objects_a_batch_did_not_destroy_are_void() {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
         on_delete: OnDelete::Fail { flaky: "none".into(), broken: broken.into(), flaky_failures: AtomicUsize::new(0) },
     };
-    let (conns, opts) = scripted_run(backend);
-    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let out = run_scripted(&ws, &key, backend).await;
     assert_eq!(out.report.status, "partial");
     assert_eq!(out.report.policies[0].failed, 1);
     assert!(!lapse::intent::all_records(&s.f.path("reports")).is_empty(), "the partial run's intents stay");
-    drop(prepared);
-    drop(conns); // releases the run lock, as the process's end would
     std::fs::remove_file(s.f.path("files").join(broken)).unwrap();
     let run = s.f.lapse(&["run"]);
     run.ok();
@@ -1929,28 +1918,22 @@ async fn a_transient_error_in_a_batchs_re_read_is_retried() {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
         on_delete: OnDelete::FirstReadUnavailable(AtomicUsize::new(0)),
     };
-    let (conns, opts) = scripted_run(backend);
-    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let out = run_scripted(&ws, &key, backend).await;
     let p = &out.report.policies[0];
     assert_eq!((p.deleted, p.failed), (3, 0), "{:?}", p.errors);
     assert_eq!(out.report.status, "complete", "{:?}", p.errors);
 }
 
-/// S3 keeps tags per version: with the subject read from a tag, a key whose older version
-/// names a held subject is held whole, every version kept and reported held (before, only the
-/// newest version's subject was read, and every version was deleted).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_subject_of_an_older_version_holds_the_key() {
+/// A versioned S3 bucket with `objects` put in order (a key given again gets another version),
+/// each version tagged `subject=<its subject>`, and the policy `exports` over `u/` reading the
+/// subject from that tag, lapsed a day after a version was written; the store and its client.
+async fn tagged_versions(objects: &[(&str, &str)]) -> (Store, Client) {
     let s = Store::new(StoreKind::S3, true, false).await;
     let c = s.client.clone().unwrap();
-    for (k, subject) in [("u/a", "S-HELD"), ("u/a", "S-FREE"), ("u/b", "S-FREE")] {
+    for (k, subject) in objects {
         c.put_object()
             .bucket(&s.bucket)
-            .key(k)
+            .key(*k)
             .body(ByteStream::from_static(b"x"))
             .tagging(format!("subject={subject}"))
             .send()
@@ -1959,6 +1942,15 @@ async fn a_held_subject_of_an_older_version_holds_the_key() {
     }
     let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
     s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    (s, c)
+}
+
+/// S3 keeps tags per version: with the subject read from a tag, a key whose older version
+/// names a held subject is held whole, every version kept and reported held (before, only the
+/// newest version's subject was read, and every version was deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_subject_of_an_older_version_holds_the_key() {
+    let (s, c) = tagged_versions(&[("u/a", "S-HELD"), ("u/a", "S-FREE"), ("u/b", "S-FREE")]).await;
     s.f.holds("holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-HELD]\n");
     s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
     let left = c.list_object_versions().bucket(&s.bucket).prefix("u/").send().await.unwrap();
@@ -2134,17 +2126,10 @@ async fn a_deletion_whose_reply_was_lost_is_reconciled_not_void() {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
         on_delete: OnDelete::LoseReply,
     };
-    let (conns, opts) = scripted_run(backend);
-    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let out = run_scripted(&ws, &key, backend).await;
     let p = &out.report.policies[0];
     assert_eq!((p.deleted, p.failed), (0, 3), "{:?}", p.errors);
     assert_eq!(out.report.status, "partial");
-    drop(prepared);
-    drop(conns); // releases the run lock, as the process's end would
     for k in ["exports/2020/03/01/S-1.csv", "exports/2020/03/02/S-2.csv", "exports/2020/03/03/S-3.csv"] {
         assert!(!s.f.path("files").join(k).exists(), "{k} was deleted, its reply lost");
     }
@@ -2246,20 +2231,7 @@ async fn an_older_version_without_a_subject_keeps_the_key() {
 /// `lookup --subject` of the older one answered NOTHING FOUND (exit 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_names_the_subject_of_every_version_destroyed() {
-    let s = Store::new(StoreKind::S3, true, false).await;
-    let c = s.client.clone().unwrap();
-    for (k, subject) in [("u/a", "S-OLD"), ("u/a", "S-NEW"), ("u/b", "S-B")] {
-        c.put_object()
-            .bucket(&s.bucket)
-            .key(k)
-            .body(ByteStream::from_static(b"x"))
-            .tagging(format!("subject={subject}"))
-            .send()
-            .await
-            .unwrap();
-    }
-    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
-    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    let (s, _) = tagged_versions(&[("u/a", "S-OLD"), ("u/a", "S-NEW"), ("u/b", "S-B")]).await;
     s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
     let p = &s.f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 2, "{p}");
@@ -2286,20 +2258,7 @@ async fn evidence_names_the_subject_of_every_version_destroyed() {
 /// the batches had added under the same hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_by_adds_a_batchs_older_versions_to_the_holds_table_count() {
-    let s = Store::new(StoreKind::S3, true, false).await;
-    let c = s.client.clone().unwrap();
-    for (k, subject) in [("u/a", "S-HELD"), ("u/a", "S-FREE"), ("u/b", "S-FREE"), ("u/c", "S-HELD")] {
-        c.put_object()
-            .bucket(&s.bucket)
-            .key(k)
-            .body(ByteStream::from_static(b"x"))
-            .tagging(format!("subject={subject}"))
-            .send()
-            .await
-            .unwrap();
-    }
-    let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
-    s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+    let (s, _) = tagged_versions(&[("u/a", "S-HELD"), ("u/a", "S-FREE"), ("u/b", "S-FREE"), ("u/c", "S-HELD")]).await;
     object_holds_table(&s, &["'LH-T', 'S-HELD', 'exports', NULL"]).await;
     s.f.lapse_at("2030-01-01T00:00:00Z", &["run", "--allow-future-cutoff"]).ok();
     let p = &s.f.report("run")["policies"][0];
@@ -2315,20 +2274,7 @@ async fn held_by_adds_a_batchs_older_versions_to_the_holds_table_count() {
 async fn older_versions_subjects_are_read_with_or_without_holds() {
     let mut reads = Vec::new();
     for holds in ["holds: []\n", "holds:\n  - id: LH-1\n    matter: Doe v. Example\n    subjects: [S-OTHER]\n"] {
-        let s = Store::new(StoreKind::S3, true, false).await;
-        let c = s.client.clone().unwrap();
-        for (k, subject) in [("u/a", "S-1"), ("u/a", "S-1"), ("u/a", "S-1"), ("u/b", "S-2")] {
-            c.put_object()
-                .bucket(&s.bucket)
-                .key(k)
-                .body(ByteStream::from_static(b"x"))
-                .tagging(format!("subject={subject}"))
-                .send()
-                .await
-                .unwrap();
-        }
-        let purposes = "  - name: uploads\n    legal_basis: contract\n    retain: 1d\n    after: last_modified\n";
-        s.policy("  prefix: u/\n  subject: tag:subject\n", purposes, "guardrail:\n  max_share: 100%\n");
+        let (s, _) = tagged_versions(&[("u/a", "S-1"), ("u/a", "S-1"), ("u/a", "S-1"), ("u/b", "S-2")]).await;
         s.f.holds(holds);
         let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
         let key = ws.evidence_key().unwrap();
