@@ -1823,9 +1823,10 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         tables: vec![], // object policies: read from the holds tables before the counts
         now: ctx.now,
     };
-    // Dependents block (`restrict`) or go with (`cascade`) a record that is deleted; one that
-    // is anonymized, whole or field by field, is kept, and its dependents change nothing (a
-    // field stage blocked by them was never done and reported nowhere: found by a review).
+    // Dependents go with (`cascade`) a record that is deleted; one that is anonymized, whole or
+    // field by field, is kept, and its dependents change nothing: `restrict` blocks deletes
+    // only (`Scope::destroy_filter`; a field stage blocked by them was never done and reported
+    // nowhere: found by a review).
     let deletes = |work: &Work| matches!(work, Work::Delete);
     let base = |lapse: Filter, work: Work| Scope {
         policy: p.name.clone(),
@@ -1833,7 +1834,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         key: p.key.clone(),
         subject: p.subject.clone(),
         lapse,
-        restrict: if deletes(&work) { prep.restrict.clone() } else { Vec::new() },
+        restrict: prep.restrict.clone(),
         cascade: if deletes(&work) { prep.cascade.clone() } else { Vec::new() },
         work,
         holds: holds.clone(),
@@ -1865,10 +1866,17 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
             groups.entry(cover).or_default().push((c.name.clone(), s.clone()));
         }
     }
+    // A field stage takes the rows the record stage does not destroy: not every purpose lapsed,
+    // or (a delete kept by a `restrict` dependent) every purpose lapsed and children left. Before,
+    // such a blocked record kept its lapsed fields as long as its children, said nowhere.
+    let destroyed_whole = match (p.action, prep.restrict.is_empty()) {
+        (Action::Delete, false) => Filter::All(vec![all_lapsed.clone(), Filter::negate(Filter::HasDependents)]),
+        _ => all_lapsed.clone(),
+    };
     for (cover, cols) in groups {
         let lapse = Filter::All(vec![
             Filter::All(cover.iter().map(|&i| rules[i].clone()).collect()),
-            Filter::negate(all_lapsed.clone()),
+            Filter::negate(destroyed_whole.clone()),
         ]);
         let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
         out.push(Stage {
@@ -2050,7 +2058,8 @@ async fn enforce(
         filters.push(null_filter.clone());
         filters.len() - 1
     });
-    let blocked_at = (!full.restrict.is_empty()).then(|| {
+    // (Dependents block deletes only: an anonymized record is not blocked.)
+    let blocked_at = (!full.restrict.is_empty() && matches!(full.work, Work::Delete)).then(|| {
         filters.push(Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]));
         filters.len() - 1
     });
@@ -2806,7 +2815,9 @@ async fn enforce(
             }
         }
         verify.verified = verify.still_present == 0 && pr.failed == 0 && unchecked == 0;
-        if (unchecked > 0 || acks_lost > 0) && matches!(pr.outcome.as_str(), "done" | "guardrail") {
+        // (`stopped` by --max-batches, or `guardrail`, is no excuse either: before, such a policy
+        // kept its outcome and the run said `complete`, exit 0: found by a review.)
+        if (unchecked > 0 || acks_lost > 0) && matches!(pr.outcome.as_str(), "done" | "guardrail" | "stopped") {
             // Destroyed and recorded, but not re-checked, or not fully counted (a lost
             // acknowledgement): not claimed, even when the guardrail stopped the stage after
             // (exit 1, not 3: a lost acknowledgement is the failure to act on).
@@ -2821,11 +2832,11 @@ async fn enforce(
             );
             tracing::error!("{msg}");
             pr.errors.push(msg);
-            if pr.outcome == "done" {
+            if matches!(pr.outcome.as_str(), "done" | "guardrail" | "stopped") {
                 pr.outcome = "failed".into();
             }
         }
-        if pr.failed > 0 && pr.outcome == "done" {
+        if pr.failed > 0 && matches!(pr.outcome.as_str(), "done" | "stopped") {
             pr.outcome = "failed".into();
         }
         anyhow::Ok(())

@@ -250,7 +250,8 @@ impl Scope {
     pub fn destroy_filter(&self) -> Filter {
         let mut all = vec![self.lapse.clone(), Filter::negate(Filter::Held)];
         all.extend(self.pending());
-        if !self.restrict.is_empty() {
+        // Dependents block a delete only: an anonymized record is kept, children and all.
+        if !self.restrict.is_empty() && matches!(self.work, Work::Delete) {
             all.push(Filter::negate(Filter::HasDependents));
         }
         Filter::All(all)

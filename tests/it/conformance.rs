@@ -405,6 +405,20 @@ pub async fn field_level_lapse(b: Backend) {
     g.lapse(&["run"]).ok();
     assert_eq!(col(&g, "ip", 1).await.as_deref(), Some("203.0.113.0"));
     assert_eq!(n(&g.report("run")["policies"][0]["fields_anonymized"]), 5);
+    // Every purpose lapsed, the record kept by its order: its fields are anonymized meanwhile
+    // (before, it fell between the record stage, blocked, and the field stages, which took only
+    // records not every purpose of which had lapsed: found by a review).
+    let h = seeded(b).await;
+    h.db.exec(&FK_SCHEMA.replace("{TS}", b.ts())).await;
+    h.db.exec("INSERT INTO orders (id, person_id, note) VALUES (10, 1, 'a');").await;
+    let both_lapsed = purposes.replace("retain: 10y", "retain: 1y");
+    h.policy("people", &policy("delete", &both_lapsed, "dependents:\n  - table: orders\n    on_delete: restrict\n"));
+    h.lapse(&["run"]).ok();
+    assert_eq!(ids_text(&h).await, vec![1, 4, 5, 6], "person 1 kept by its order");
+    assert_eq!(col(&h, "ip", 1).await.as_deref(), Some("203.0.113.0"));
+    assert_ne!(col(&h, "email", 1).await.as_deref(), Some("person1@example.com"));
+    let p = &h.report("run")["policies"][0];
+    assert_eq!(n(&p["blocked_by_dependents"]), 1, "{p}");
 }
 
 pub async fn holds_from_file(b: Backend) {

@@ -792,6 +792,33 @@ async fn an_acknowledged_deletion_that_did_not_happen_fails_the_run() {
     assert_eq!(lapse::engine::Exit::of(&out.report), lapse::engine::Exit::Partial);
 }
 
+/// The same with `--max-batches`: a policy the limit stopped, whose deletions the re-query still
+/// finds, is `failed` too (before, it stayed `stopped`, and the run said `complete`, exit 0:
+/// found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_verification_under_max_batches_fails_the_run() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let ws = lapse::engine::Workspace::load(&s.f.path("lapse.yaml")).unwrap();
+    let key = ws.evidence_key().unwrap();
+    let backend = ScriptedStore {
+        inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
+        on_delete: OnDelete::Lie,
+    };
+    let (conns, opts) = scripted_run(backend);
+    let opts = lapse::engine::Options { max_batches: Some(1), ..opts };
+    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let p = &out.report.policies[0];
+    assert!(p.verification.still_present > 0, "{:?}", p.verification);
+    assert_eq!(p.outcome, "failed", "{:?}", p.errors);
+    assert_eq!(out.report.status, "partial");
+    assert_eq!(lapse::engine::Exit::of(&out.report), lapse::engine::Exit::Partial);
+}
+
 /// The window, through the real engine: a run whose deletion of its first batch returned is
 /// stopped there (its future dropped — no evidence line, no report, like a SIGKILL). The intents
 /// were durable before the deletion was sent; the next run (the real binary) accounts for the
