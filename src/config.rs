@@ -279,7 +279,7 @@ impl Config {
             Err(e) => {
                 // Deserialising stops at the first problem: the sections are read again one by
                 // one (each connection alone), so that every section's first problem is said.
-                let whole = crate::yamlpos::serde_error(path, &e, 0, &pos);
+                let whole = crate::yamlpos::serde_error(path, &e, 0, &pos, false);
                 match section_errors(path, &text, &pos) {
                     Some(each) => diags.0.extend(each.with(whole)),
                     None => diags.push(whole),

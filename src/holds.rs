@@ -140,7 +140,7 @@ fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<Hold> {
     {
         Ok(r) => r,
         Err(e) => {
-            diags.push(crate::yamlpos::serde_error(path, &e, 0, &pos));
+            diags.push(crate::yamlpos::serde_error(path, &e, 0, &pos, true));
             return Vec::new();
         }
     };

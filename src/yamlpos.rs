@@ -212,11 +212,67 @@ pub fn decode(file: &Path, mut bytes: Vec<u8>) -> Result<String, Diagnostic> {
     Ok(text)
 }
 
+/// serde's message without the value it quotes where that could be a secret or a data subject:
+/// `invalid type: string "postgres://app:pw@db"` becomes `invalid type: string`. A URL, a key
+/// or a subject written where a mapping or a list is wanted was printed, and logged (found by a
+/// review); the position says where it is. `all`: every value (a holds file's are subjects);
+/// otherwise a short one without `@`, `:`, `/` or `\` stays (`"many"` for a batch size, `-1`).
+pub fn without_values(msg: &str, all: bool) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) =
+        ["invalid type: ", "invalid value: "].iter().filter_map(|p| rest.find(p).map(|i| i + p.len())).min()
+    {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        // The kind (`string`, `integer`, `floating point`, …), then its quoted value.
+        let kind_end = rest.find(|c: char| !(c.is_ascii_lowercase() || c == ' ')).unwrap_or(rest.len());
+        let (kind, after) = rest.split_at(kind_end);
+        let skip = match after.chars().next() {
+            Some('"') => {
+                let mut escaped = false;
+                after[1..]
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        let end = c == '"' && !escaped;
+                        escaped = c == '\\' && !escaped;
+                        end
+                    })
+                    .map(|(j, _)| j + 2)
+            }
+            Some('`') => after[1..].find('`').map(|j| j + 2),
+            _ => None,
+        };
+        let shown = |n: usize| {
+            let value = &after[1..n - 1];
+            !all && value.chars().count() <= 12 && !value.contains(['@', ':', '/', '\\'])
+        };
+        match skip {
+            Some(n) if !shown(n) => {
+                out.push_str(kind.trim_end());
+                rest = &after[n..];
+            }
+            _ => {
+                out.push_str(kind);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The diagnostic for an error of the serde pass over document `doc` of `file`. The position
 /// `serde_yaml_ng` gives is kept, except for a repeated key: serde locates that at the mapping,
 /// `positions` knows where the repetition is written.
-pub fn serde_error(file: &Path, e: &serde_yaml_ng::Error, doc: usize, positions: &Positions) -> Diagnostic {
-    let mut msg = e.to_string();
+pub fn serde_error(
+    file: &Path,
+    e: &serde_yaml_ng::Error,
+    doc: usize,
+    positions: &Positions,
+    hide_all: bool,
+) -> Diagnostic {
+    let mut msg = without_values(&e.to_string(), hide_all);
     let mut location = e.location().map(|l| Location { file: file.to_path_buf(), line: l.line(), column: l.column() });
     if location.is_some() {
         // serde_yaml_ng appends " at line L column C"; the location already says it.
@@ -235,6 +291,7 @@ pub fn serde_error(file: &Path, e: &serde_yaml_ng::Error, doc: usize, positions:
         ("struct RawFile", "a holds file (a mapping with 'holds')"),
         ("struct RawHold", "a hold (a mapping of id, matter, subjects, policies, …)"),
         ("struct Config", "a worker config (a mapping of connections, policies, …)"),
+        ("struct Connection", "a connection (a mapping of kind, url, url_env or url_file, …)"),
     ] {
         msg = msg.replace(internal, said);
     }
@@ -367,6 +424,7 @@ impl<'a> Sections<'a> {
     /// A problem at `at`; an unknown key is located where it is written and said of its
     /// mapping (as serde says it), anything else at its value.
     fn fail(&mut self, at: &[Seg], msg: String) {
+        let msg = without_values(&msg, false);
         let dotted = Seg::dotted(at);
         let unknown = msg.starts_with("unknown field");
         let loc = match unknown {
@@ -809,7 +867,7 @@ mod tests {
         for (text, at) in [("a: 1\nm: { x: 1 }\na: 2\n", (3, 1)), ("m:\n  x: 1\n  x: 2\na: 1\n", (3, 3))] {
             let file = Path::new("x.yaml");
             let e = serde_yaml_ng::from_str::<T>(text).unwrap_err();
-            let d = serde_error(file, &e, 0, &Positions::index(file, text));
+            let d = serde_error(file, &e, 0, &Positions::index(file, text), false);
             let l = d.location.clone().unwrap_or_else(|| panic!("{d}"));
             assert_eq!((l.line, l.column), at, "{d}");
             assert!(d.message.contains("duplicate") && !d.message.contains(" at line "), "{d}");
@@ -823,6 +881,50 @@ mod tests {
         assert_eq!((l.line, l.column, d.message.as_str()), (2, 11, "not valid UTF-8 (byte 19)"));
         let d = decode(Path::new("x.yaml"), b"\xff".to_vec()).unwrap_err();
         assert_eq!(d.to_string(), "x.yaml:1:1: not valid UTF-8 (byte 0)");
+        assert_eq!(
+            without_values(
+                "connections.db: invalid type: string \"postgres://app:S3CRET@db/app\", expected a connection",
+                false
+            ),
+            "connections.db: invalid type: string, expected a connection"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"a \\\"q\\\" b\", expected x", true),
+            "invalid type: string, expected x"
+        );
+        assert_eq!(
+            without_values("invalid type: integer `4915112345678`, expected a sequence", false),
+            "invalid type: integer, expected a sequence"
+        );
+        assert_eq!(
+            without_values("invalid value: floating point `1.5`, expected u8", true),
+            "invalid value: floating point, expected u8"
+        );
+        assert_eq!(
+            without_values("invalid type: map, expected a string", true),
+            "invalid type: map, expected a string"
+        );
+        assert_eq!(
+            without_values("unknown field `emial`, expected one of", true),
+            "unknown field `emial`, expected one of"
+        );
+        // Short values that can be no secret stay where they help (a batch size of "many", -1).
+        assert_eq!(
+            without_values("invalid type: string \"many\", expected u32", false),
+            "invalid type: string \"many\", expected u32"
+        );
+        assert_eq!(
+            without_values("invalid type: integer `-1`, expected usize", false),
+            "invalid type: integer `-1`, expected usize"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"a@b.c\", expected x", false),
+            "invalid type: string, expected x"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"S-1\", expected x", true),
+            "invalid type: string, expected x"
+        );
         assert_eq!(decode(Path::new("x.yaml"), b"a: 1".to_vec()).unwrap(), "a: 1");
         assert_eq!(decode(Path::new("x.yaml"), b"\xef\xbb\xbfa: 1".to_vec()).unwrap(), "a: 1", "a BOM is dropped");
         let d = decode(Path::new("x.yaml"), b"\xef\xbb\xbfa: 1\n\xff".to_vec()).unwrap_err();

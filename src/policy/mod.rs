@@ -522,7 +522,7 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>, set: &mut PolicySet, diags: &mut 
                 // Deserialising stops at the first problem: the document's sections are read
                 // again one by one (each column, purpose and dependent alone), so that every
                 // one's first problem is said.
-                let whole = crate::yamlpos::serde_error(path, &e, doc, &positions);
+                let whole = crate::yamlpos::serde_error(path, &e, doc, &positions, false);
                 let each = match sectioned < SECTIONED_DOCUMENTS {
                     true => {
                         sectioned += 1;

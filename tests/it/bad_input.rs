@@ -1839,6 +1839,38 @@ async fn a_secret_in_place_of_a_variable_name_is_not_printed() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// A secret or a data subject written where a mapping or a list is wanted (a connection given
+/// as its URL, a signing key as `signing_key`'s value, a hold's `subjects` as one identifier)
+/// is refused with its position, and its value not printed: before, serde's message quoted it
+/// (`invalid type: string "postgres://app:S3CRETpw@…"`), on stderr and in the log (found by a
+/// review).
+#[tokio::test]
+async fn a_secret_or_subject_in_place_of_a_section_is_not_printed() {
+    let cases = [
+        (File::Config, edit(CONFIG, "  db:\n    url_file: db.url", "  db: 'postgres://app:S3CRETpw@db/app'"), "lapse.yaml:2:"),
+        (
+            File::Config,
+            edit(CONFIG, "reports:\n  dir: reports", "reports:\n  dir: reports\n  signing_key: 5ec4e7S3CRET0000000000000000000000000000000000000000000000000000"),
+            "lapse.yaml:",
+        ),
+        (File::Holds, "holds:\n  - id: LH-1\n    matter: m\n    subjects: jane.S3CRET@example.org\n".to_string(), "holds.yaml:4:"),
+        (File::Holds, "holds:\n  - id: LH-1\n    matter: m\n    subjects: 4915112345678\n".to_string(), "holds.yaml:4:"),
+    ];
+    for (file, text, at) in cases {
+        let f = seeded(Backend::Sqlite).await;
+        f.policy("people", POLICY);
+        file.write(&f, text.as_bytes());
+        for cmd in OFFLINE {
+            let r = f.lapse(cmd);
+            assert_eq!(r.code, 2, "{cmd:?}:\n{}", r.stderr);
+            assert!(r.stderr.contains(at), "{cmd:?}: no position {at}:\n{}", r.stderr);
+            for secret in ["S3CRET", "4915112345678"] {
+                assert!(!r.stderr.contains(secret) && !r.stdout.contains(secret), "{cmd:?}: printed:\n{}", r.stderr);
+            }
+        }
+    }
+}
+
 /// A key pasted into `key_env` or `url_env` that passes as a variable name (a hex key starts
 /// with a letter 37% of the time) is not printed when the variable is unset: the config path
 /// is; and a `*_file` that is a URL is refused at load, and a path with `://` or `@` is not
