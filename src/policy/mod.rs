@@ -923,6 +923,18 @@ fn check_anonymization(p: &Policy, errs: &mut Vec<Diagnostic>) {
 /// strategy, or the record would keep personal data while being reported as anonymized.
 fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
     for c in &p.columns {
+        // Any prefix of an e-mail address is its local part (`jane.doe`), which names the
+        // person; and a prefix as long as most addresses changes none of them, each then
+        // counted done (found by a review).
+        if let (Category::Email, Some(Strategy::KeepPrefix(n))) = (c.category, &c.strategy) {
+            errs.push(p.error(
+                &format!("personal.{}.anonymize", c.name),
+                format!(
+                    "column '{}' is an e-mail address: keep_prefix: {n} keeps its local part, which names the person (use random_token, pseudonymize or nullify)",
+                    c.name
+                ),
+            ));
+        }
         // By purpose, not by name: a purpose lent by another policy on the table may have the
         // name of one of this policy's (both `retention`), and compared by name, a column
         // covered by one only passed for covered by both.

@@ -1839,6 +1839,27 @@ async fn a_secret_in_place_of_a_variable_name_is_not_printed() {
     refused(Backend::Sqlite, cases, OFFLINE).await;
 }
 
+/// `keep_prefix` on an e-mail column keeps its local part, which names the person (and a prefix
+/// as long as most addresses changes none, each counted done): refused, where it is written
+/// (found by a review).
+#[tokio::test]
+async fn keep_prefix_on_an_email_is_refused() {
+    let text = edit(
+        POLICY,
+        "email: { category: email, anonymize: random_token }",
+        "email: { category: email, anonymize: { keep_prefix: 40 } }",
+    );
+    let c = case(
+        "keep_prefix on an e-mail",
+        File::Policy,
+        text,
+        &["column 'email' is an e-mail address: keep_prefix: 40 keeps its local part"],
+        "anonymize: { keep_prefix",
+        "{ keep_prefix",
+    );
+    refused(Backend::Sqlite, vec![c], OFFLINE).await;
+}
+
 /// A secret or a data subject written where a mapping or a list is wanted (a connection given
 /// as its URL, a signing key as `signing_key`'s value, a hold's `subjects` as one identifier)
 /// is refused with its position, and its value not printed: before, serde's message quoted it
