@@ -2275,7 +2275,7 @@ async fn strategy_that_collides_on_a_unique_column(b: Backend) {
         let policy = |strategy: &str| {
             format!(
                 "name: uq\ndataset:\n  connection: db\n  table: uq\n  key: id\npersonal:\n  \
-                 email: {{ category: email, anonymize: {strategy} }}\npurposes:\n  - name: service\n    \
+                 email: {{ category: account_id, anonymize: {strategy} }}\npurposes:\n  - name: service\n    \
                  legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: anonymize\nguardrail:\n  \
                  max_share: 100%\n"
             )
