@@ -556,6 +556,12 @@ pub fn too_deep(text: &str) -> Option<(usize, usize)> {
     let mut quote: Option<char> = None;
     let mut comment = false;
     let mut prev = '\n';
+    // Whether a scalar may start here: at a line's start, after an indicator followed by a
+    // space (`: `, `- `, `? `) or a flow one (`[`, `{`, `,`). A quote elsewhere is inside a
+    // plain scalar (`don't`, `rock 'n roll`): taken for one, it never closed, and every
+    // bracket after it went uncounted (found by a review).
+    let mut scalar_may_start = true;
+    let mut raw_depth = 0usize;
     for c in text.chars() {
         col += 1;
         if c == '\n' {
@@ -563,26 +569,52 @@ pub fn too_deep(text: &str) -> Option<(usize, usize)> {
             col = 0;
             comment = false;
             prev = c;
+            if quote.is_none() {
+                scalar_may_start = true;
+            }
             continue;
         }
+        // A backstop whatever the quotes: every bracket counted, at four times the bound (a
+        // quote taken for one where it is none, a plain scalar's continuation line starting
+        // with `'`, must not hide a bomb).
+        match c {
+            '[' | '{' => {
+                raw_depth += 1;
+                if raw_depth > 4 * MAX_FLOW_DEPTH {
+                    return Some((line, col));
+                }
+            }
+            ']' | '}' => raw_depth = raw_depth.saturating_sub(1),
+            _ => {}
+        }
         match quote {
-            Some(q) if c == q => quote = None,
+            Some(q) if c == q => {
+                quote = None;
+                scalar_may_start = false;
+            }
             Some(_) => {}
             None if comment => {}
             None => match c {
                 '#' if prev.is_whitespace() => comment = true,
-                // A quoted scalar starts after a separator, not inside a word (`don't`).
-                '\'' | '"' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':' | '-' | '?') => {
-                    quote = Some(c)
+                ' ' | '\t' => {
+                    if matches!(prev, ':' | '-' | '?') {
+                        scalar_may_start = true;
+                    }
                 }
+                '\'' | '"' if scalar_may_start => quote = Some(c),
                 '[' | '{' => {
+                    scalar_may_start = true;
                     depth += 1;
                     if depth > MAX_FLOW_DEPTH {
                         return Some((line, col));
                     }
                 }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
+                ',' => scalar_may_start = true,
+                ']' | '}' => {
+                    scalar_may_start = false;
+                    depth = depth.saturating_sub(1);
+                }
+                _ => scalar_may_start = false,
             },
         }
         prev = c;
@@ -938,6 +970,13 @@ mod tests {
         assert_eq!(too_deep(&hidden), Some((2, 104)));
         let deep = format!("a: 1\nb: {}{}\n", "[".repeat(101), "]".repeat(101));
         assert_eq!(too_deep(&deep), Some((2, 104)));
+        // A quote inside a plain scalar opens nothing (before, `rock 'n roll` hid every
+        // bracket after it: found by a review); and whatever the quotes, 401 unclosed are found.
+        let after_apostrophe = format!("d: rock 'n roll\nb: {}{}\n", "[".repeat(101), "]".repeat(101));
+        assert_eq!(too_deep(&after_apostrophe), Some((2, 104)));
+        let continued = format!("d: rock\n  'n roll\nb: {}\n", "{a: ".repeat(500));
+        assert!(too_deep(&continued).is_some());
+        assert_eq!(too_deep("a: 'it''s [[['\nb: \"[[[\"\nc: rock 'n [roll]\n"), None);
     }
 
     #[test]
