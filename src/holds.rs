@@ -54,8 +54,9 @@ pub fn unprintable(c: char) -> bool {
         || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// The value of an integer YAML writes in hexadecimal or octal (`0x1F`, `-0o17`), which no
-/// database reads as a number.
+/// The value of an integer YAML writes in hexadecimal, octal or binary (`0x1F`, `-0o17`,
+/// `0b101`, which the YAML reader takes for 5: before, only the text `0b101` was held, found by
+/// a review), which no database reads as a number.
 pub fn non_decimal_number(s: &str) -> Option<i64> {
     let t = s.trim();
     let (neg, t) = match t.strip_prefix('-') {
@@ -66,6 +67,8 @@ pub fn non_decimal_number(s: &str) -> Option<i64> {
         i64::from_str_radix(h, 16).ok()?
     } else if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
         i64::from_str_radix(o, 8).ok()?
+    } else if let Some(b) = t.strip_prefix("0b").or_else(|| t.strip_prefix("0B")) {
+        i64::from_str_radix(b, 2).ok()?
     } else {
         return None;
     };
@@ -323,6 +326,18 @@ fn whole_number(s: &str) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_yaml_writes_otherwise_are_read_as_it_reads_them() {
+        assert_eq!(non_decimal_number("0x1F"), Some(31));
+        assert_eq!(non_decimal_number("-0o17"), Some(-15));
+        assert_eq!(non_decimal_number("0b101"), Some(5));
+        assert_eq!(non_decimal_number("0b102"), None);
+        assert_eq!(non_decimal_number("101"), None);
+        // As the YAML reader does: `subjects: [0b101]` is the number 5.
+        let v: Vec<i64> = serde_yaml_ng::from_str("[0b101, 0x1F, 0o17]").unwrap();
+        assert_eq!(v, [5, 31, 15]);
+    }
 
     #[test]
     fn same_subject_only_ever_holds_more() {
