@@ -914,7 +914,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             };
             match out {
                 Some(o) => {
-                    if let Err(e) = std::fs::write(&o, &text) {
+                    if let Err(e) = lapse::report::write_whole(&o, &text) {
                         return fail(1, format!("cannot write '{}': {e}", o.display()));
                     }
                     eprintln!("wrote {}", o.display());

@@ -720,6 +720,23 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside it, synced, renamed
+/// over it (`report render --out`: a render killed midway left a truncated certificate that
+/// still opened: found by a review).
+pub fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = write_synced(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
 /// Syncs a directory's entries (renames) to the disk; best effort (not every file system can).
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
@@ -912,10 +929,17 @@ impl Report {
 /// A CSV cell a spreadsheet will not run as a formula: text from a holds table or file (a hold
 /// id) that starts with `=`, `+`, `-`, `@` or a control character is written after a `'`.
 fn spreadsheet_safe(cell: String) -> String {
-    match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
-        _ => cell,
+    // Each `;`-separated piece as a cell of its own: a spreadsheet set to a locale whose list
+    // separator is `;` splits an unquoted cell there (a hold id `LH;=1+1` gave the formula
+    // `=1+1`: found by a review).
+    let guard = |piece: &str| match piece.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{piece}"),
+        _ => piece.to_string(),
+    };
+    if !cell.contains(';') {
+        return guard(&cell);
     }
+    cell.split(';').map(guard).collect::<Vec<_>>().join(";")
 }
 
 #[cfg(test)]
@@ -926,6 +950,8 @@ mod tests {
     #[test]
     fn csv_cells_are_no_formulas() {
         assert_eq!(spreadsheet_safe("=HYPERLINK(\"http://x/\")".into()), "'=HYPERLINK(\"http://x/\")");
+        assert_eq!(spreadsheet_safe("LH;=1+1;x:3".into()), "LH;'=1+1;x:3");
+        assert_eq!(spreadsheet_safe("a:1;b:2".into()), "a:1;b:2");
         for c in ["+1", "-1", "@SUM(A1)", "\tx"] {
             assert!(spreadsheet_safe(c.into()).starts_with('\''), "{c}");
         }

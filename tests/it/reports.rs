@@ -1191,6 +1191,10 @@ async fn html_renders_in_headless_chromium_without_personal_data() {
         .ok();
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(!html.contains("Signature not checked"), "checked with the public key");
+    // Written whole (a temporary file renamed): nothing else left beside it.
+    let beside: Vec<String> =
+        std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(beside, ["report.html"]);
 
     // Self-contained, and nothing from the report becomes markup.
     for forbidden in ["<script", "<img", "<link", "<iframe", "<object", "<embed", "http://", "https://", "url("] {
