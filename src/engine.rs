@@ -1827,7 +1827,6 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     // field by field, is kept, and its dependents change nothing: `restrict` blocks deletes
     // only (`Scope::destroy_filter`; a field stage blocked by them was never done and reported
     // nowhere: found by a review).
-    let deletes = |work: &Work| matches!(work, Work::Delete);
     let base = |lapse: Filter, work: Work| Scope {
         policy: p.name.clone(),
         table: prep.table.clone(),
@@ -1835,7 +1834,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         subject: p.subject.clone(),
         lapse,
         restrict: prep.restrict.clone(),
-        cascade: if deletes(&work) { prep.cascade.clone() } else { Vec::new() },
+        cascade: if matches!(work, Work::Delete) { prep.cascade.clone() } else { Vec::new() },
         work,
         holds: holds.clone(),
         pseudonym_key: ctx.pseudonym_key.clone(),
@@ -2733,24 +2732,15 @@ async fn enforce(
                                 None => (ids[i].subject.clone(), Vec::new()),
                             }
                         };
-                        for &i in &o.destroyed {
+                        let lines = o.destroyed.iter().map(|&i| (i, &proto.action));
+                        let versions_deleted = "versions_deleted".to_string();
+                        for (i, action) in lines.chain(partly.iter().map(|&i| (i, &versions_deleted))) {
                             let (subject, other_subjects) = subjects(i);
                             sink.write(&Evidence {
                                 record: ids[i].record.clone(),
                                 subject,
                                 other_subjects,
-                                versions: o.details.get(&i).map(|d| d.versions),
-                                bytes: o.details.get(&i).map(|d| d.bytes),
-                                ..proto.clone()
-                            })?;
-                        }
-                        for &i in &partly {
-                            let (subject, other_subjects) = subjects(i);
-                            sink.write(&Evidence {
-                                record: ids[i].record.clone(),
-                                subject,
-                                other_subjects,
-                                action: "versions_deleted".into(),
+                                action: action.clone(),
                                 versions: o.details.get(&i).map(|d| d.versions),
                                 bytes: o.details.get(&i).map(|d| d.bytes),
                                 ..proto.clone()

@@ -1139,12 +1139,10 @@ impl Connector for ObjectConnector {
                     // The subjects of its data versions, newest first, as read now (an object
                     // overwritten since the counts names its new subject).
                     let mut subjects: Vec<String> = Vec::new();
-                    if per_version_subject {
-                        subjects.extend(facts.subject.clone());
-                    }
                     // A subject read from metadata or tags is each version's own: every version
                     // goes with the key, so a hold on the subject of any of them holds it whole.
                     if per_version_subject {
+                        subjects.extend(facts.subject.clone());
                         let newest_id = newest.id.clone();
                         for v in versions.iter().filter(|v| !v.delete_marker && v.id.is_some() && v.id != newest_id) {
                             let older = ObjectEntry {

@@ -1851,7 +1851,7 @@ impl<'a> Builder<'a> {
     /// subject cannot be put in an array (bytes): the caller then takes the batch by locking its
     /// rows first.
     pub fn holds_probe(&self, subjects: &[Value]) -> Option<Sql> {
-        if self.d != Dialect::Postgres || self.scope.holds.table.is_none() {
+        if !self.holds_probe_fits(subjects) {
             return None;
         }
         let mut sql = Sql::new(self.d);
@@ -1859,12 +1859,6 @@ impl<'a> Builder<'a> {
         match self.scope.subject.as_deref() {
             Some(s) => {
                 let info = self.scope.table.column(s)?;
-                if subjects
-                    .iter()
-                    .any(|v| matches!(v, Value::Bytes(_)) || matches!(v, Value::Float(f) if !f.is_finite()))
-                {
-                    return None;
-                }
                 let mut literal = String::with_capacity(subjects.len() * 12 + 2);
                 literal.push('{');
                 for (i, v) in subjects.iter().enumerate() {
@@ -1886,6 +1880,22 @@ impl<'a> Builder<'a> {
         self.held(&mut sql, "t", None);
         sql.push(" LIMIT 1");
         Some(sql)
+    }
+
+    /// Whether [`Builder::holds_probe`] can check `subjects` (PostgreSQL with a holds table,
+    /// subjects an array can hold), without building it.
+    pub fn holds_probe_fits(&self, subjects: &[Value]) -> bool {
+        self.d == Dialect::Postgres
+            && self.scope.holds.table.is_some()
+            && match self.scope.subject.as_deref() {
+                Some(s) => {
+                    self.scope.table.column(s).is_some()
+                        && !subjects
+                            .iter()
+                            .any(|v| matches!(v, Value::Bytes(_)) || matches!(v, Value::Float(f) if !f.is_finite()))
+                }
+                None => true,
+            }
     }
 
     /// PostgreSQL: the oldest transaction running at this statement's snapshot (`xid8`, as

@@ -609,25 +609,31 @@ macro_rules! holds_since {
     };
 }
 
-/// …and after it, whether a hold may have been committed while it ran on a row it deleted
-/// (`Builder::holds_probe`): holds written by a transaction not older than that snapshot's
-/// oldest (usually none: one short scan of the holds table), and only then the full probe of
-/// the subjects. `probe` `None`: cannot be checked, as if found.
+/// …and after it, whether a hold may have been committed while it ran on a row it deleted:
+/// holds written by a transaction not older than that snapshot's oldest (usually none: one
+/// short scan of the holds table), and only then the full probe of the subjects
+/// (`Builder::holds_probe`, built only then). Subjects it cannot check count as found.
 macro_rules! held_since {
-    ($self:expr, $b:expr, $tx:expr, $since:expr, $subjects:expr, $probe:expr, $ctx:expr) => {{
+    ($b:expr, $tx:expr, $since:expr, $subjects:expr, $ctx:expr) => {{
+        let subjects: &[Value] = $subjects;
         let recent = match $since {
             Some(x) => {
-                let recent = $b.holds_recent(x, $subjects);
+                let recent = $b.holds_recent(x, subjects);
                 !bound!(recent).fetch_all(&mut *$tx).await.map_err(db_err(&$ctx))?.is_empty()
             }
             None => true,
         };
-        match ($probe, recent) {
-            (_, false) => false,
-            (Some(sql), true) => !bound!(sql).fetch_all(&mut *$tx).await.map_err(db_err(&$ctx))?.is_empty(),
-            (None, true) => true,
+        match recent.then(|| $b.holds_probe(subjects)) {
+            None => false,
+            Some(Some(probe)) => !bound!(probe).fetch_all(&mut *$tx).await.map_err(db_err(&$ctx))?.is_empty(),
+            Some(None) => true,
         }
     }};
+}
+
+/// The subjects of a batch's candidates, `NULL` for none, for the hold probe (`held_since`).
+fn subjects_of(batch: &[Candidate]) -> Vec<Value> {
+    batch.iter().map(|c| c.subject.clone().unwrap_or(Value::Null)).collect()
 }
 
 impl SqlConnector {
@@ -2206,10 +2212,9 @@ impl SqlConnector {
         // PostgreSQL with a holds table: the holds seen by a fast path's single statement are
         // checked again after it (`Builder::holds_probe`); where they cannot be, the batch takes
         // the locking path.
-        let subjects: Vec<Value> = batch.iter().map(|c| c.subject.clone().unwrap_or(Value::Null)).collect();
-        let probe = b.holds_probe(&subjects);
         let watch = self.dialect == Dialect::Postgres && scope.holds.table.is_some();
-        let fast = !(watch && probe.is_none());
+        let subjects = if watch { subjects_of(batch) } else { Vec::new() };
+        let fast = !watch || b.holds_probe_fits(&subjects);
         if fast && matches!(scope.work, Work::Delete) && cascades.is_empty() && self.returning && !batch.is_empty() {
             // Fastest path: one range delete over the batch's key range that returns what it
             // deleted. Every row it deletes passed `destroy_filter` in that statement; a
@@ -2233,7 +2238,7 @@ impl SqlConnector {
                         None => break,
                     }
                 }
-                let held = watch && !rows.is_empty() && held_since!(self, b, tx, since, &subjects, &probe, ctx);
+                let held = watch && !rows.is_empty() && held_since!(b, tx, since, &subjects, ctx);
                 if destroyed.len() == rows.len() && !held {
                     destroyed.sort_unstable();
                     if !destroyed.is_empty() {
@@ -2266,7 +2271,7 @@ impl SqlConnector {
                     *cascaded.entry(table.clone()).or_default() += r.rows_affected();
                 }
                 let r = bound!(del).execute(&mut *tx).await.map_err(db_err(&ctx))?;
-                let held = watch && held_since!(self, b, tx, since, &subjects, &probe, ctx);
+                let held = watch && held_since!(b, tx, since, &subjects, ctx);
                 if r.rows_affected() == batch.len() as u64 && !held {
                     let ins = journal_sql(&b, shape, journal, ids, &all)?;
                     bound!(ins).execute(&mut *tx).await.map_err(db_err(format!("{ctx} (writing the journal)")))?;
@@ -2949,12 +2954,7 @@ impl crate::connector::Connector for SqlConnector {
             // PostgreSQL with a holds table: a hold committed while the statement waited for a
             // row's lock (`Builder::holds_probe`). Found, or not to be checked here: taken again
             // by its candidates, which lock their rows first.
-            let unsure = unsure
-                || (watch && !batch.is_empty() && {
-                    let subjects: Vec<Value> = batch.iter().map(|c| c.subject.clone().unwrap_or(Value::Null)).collect();
-                    let probe = b.holds_probe(&subjects);
-                    held_since!(self, b, tx, since, &subjects, &probe, ctx)
-                });
+            let unsure = unsure || (watch && !batch.is_empty() && held_since!(b, tx, since, &subjects_of(&batch), ctx));
             let finish = Box::pin(async move {
                 if unsure {
                     tx.rollback().await.map_err(db_err(&ctx))?;

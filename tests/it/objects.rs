@@ -536,7 +536,18 @@ async fn run_scripted(
     key: &lapse::evidence::EvidenceKey,
     backend: ScriptedStore,
 ) -> lapse::engine::Outcome {
-    let (conns, opts) = scripted_run(backend);
+    run_scripted_with(ws, key, backend, |o| o).await
+}
+
+/// [`run_scripted`] with its options changed by `opts`.
+async fn run_scripted_with(
+    ws: &lapse::engine::Workspace,
+    key: &lapse::evidence::EvidenceKey,
+    backend: ScriptedStore,
+    opts: impl FnOnce(lapse::engine::Options) -> lapse::engine::Options,
+) -> lapse::engine::Outcome {
+    let (conns, defaults) = scripted_run(backend);
+    let opts = opts(defaults);
     let prepared = lapse::engine::prepare(ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
     let cancel = std::sync::atomic::AtomicBool::new(false);
     lapse::engine::execute(ws, &prepared, &conns, key, lapse::engine::Mode::Run, &opts, &cancel)
@@ -805,13 +816,7 @@ async fn a_failed_verification_under_max_batches_fails_the_run() {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
         on_delete: OnDelete::Lie,
     };
-    let (conns, opts) = scripted_run(backend);
-    let opts = lapse::engine::Options { max_batches: Some(1), ..opts };
-    let prepared = lapse::engine::prepare(&ws, &[], &conns).await.unwrap_or_else(|d| panic!("{d:?}"));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let out = lapse::engine::execute(&ws, &prepared, &conns, &key, lapse::engine::Mode::Run, &opts, &cancel)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let out = run_scripted_with(&ws, &key, backend, |o| lapse::engine::Options { max_batches: Some(1), ..o }).await;
     let p = &out.report.policies[0];
     assert!(p.verification.still_present > 0, "{:?}", p.verification);
     assert_eq!(p.outcome, "failed", "{:?}", p.errors);
