@@ -1892,7 +1892,10 @@ impl SqlConnector {
                 // exactly (the guard's 0) sends the batch to the path below, in the same
                 // transaction: the rows it locks are the same. (Reading without the lock and
                 // checking what a `RETURNING` update returned was slower on PostgreSQL: the read
-                // costs the same, and the update then also takes the row locks.)
+                // costs the same, and the update then also takes the row locks. Both in one
+                // statement, as a delete batch is, was slower too: its statements took less
+                // time, but the read of the next batch no longer ran beside this one's update;
+                // BENCHMARKS.md, 2026-12-07 10:55.)
                 let read = b.next_in_place(after, limit, bounds.as_ref(), cols);
                 let read = bound!(read).fetch_all(&mut *tx).await.map_err(db_err(&ctx))?;
                 let mut batch = Vec::with_capacity(read.len());
