@@ -464,6 +464,9 @@ impl Config {
             for (path, msg) in sch.problems() {
                 diags.push(Diagnostic::error(msg).at(at(&path)));
             }
+            for (path, msg) in sch.finished(chrono::Utc::now()) {
+                diags.push(Diagnostic::warning(msg).at(at(&path)));
+            }
         }
         if !(0.0..=1.0).contains(&cfg.defaults.max_share) {
             diags.push(Diagnostic::error("defaults.max_share must be from 0 to 1").at(at("defaults.max_share")));

@@ -1545,6 +1545,13 @@ pub async fn execute(
                 }
             }
         }
+        // The markers of the evidence this report accounts for name it, before it is written,
+        // and before its bucket claim hashes it: an interrupted run whose marker cannot be
+        // written is left out of the report, which changes its bytes (marked after the claim,
+        // a genuine report differed from its own locked claim for good: `altered`; found by a
+        // review).
+        let name = format!("{}.json", report.file_stem());
+        report::mark_accounted(&report_dir, &mut report, &name);
         // Sealed now, under the lock and after the heads were read: the chain's order is the
         // order of `finished_at` (a head this report follows was sealed before it was read).
         report.finished_at = Some(Utc::now());
@@ -1552,9 +1559,6 @@ pub async fn execute(
             claim_sequence(b, &mut report).await;
         }
     }
-    // The markers of the evidence this report accounts for name it, before it is written.
-    let name = format!("{}.json", report.file_stem());
-    report::mark_accounted(&report_dir, &mut report, &name);
     let report_path = report.write(&report_dir, signer.as_ref())?;
     drop(chain_lock);
     if let Some(log) = intents.filter(|_| matches!(report.status.as_str(), "complete" | "guardrail")) {

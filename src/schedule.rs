@@ -124,18 +124,19 @@ impl Schedule {
             };
             match normalize_cron(&j.cron) {
                 Err(e) => out.push((format!("{at}.cron"), e)),
-                // A job that never fires (the 31st of a month of 30 days, a year gone by) would
-                // leave its policies unenforced while the schedule looks alive.
+                // A job that can never fire (the 31st of a month of 30 days) would leave its
+                // policies unenforced while the schedule looks alive. One whose occurrences are
+                // all past (a year field) may have run its course: `Schedule::finished`, a
+                // warning. (It was this error, and the configuration that had been valid for
+                // the job's last run was refused from that run on: that run, every other job's,
+                // and `run` and `validate` with it, exit 2.)
                 Ok(cron) => {
                     if let Some(tz) = tz {
                         let spec = JobSpec { name: j.name.clone(), cron, tz, policies: vec![], dry_run: j.dry_run };
-                        if next_fire(&spec, Utc::now()).is_none() {
+                        if next_fire(&spec, DateTime::<Utc>::UNIX_EPOCH).is_none() {
                             out.push((
                                 format!("{at}.cron"),
-                                format!(
-                                    "job '{}': '{}' has no occurrence from now on: it would never run",
-                                    j.name, j.cron
-                                ),
+                                format!("job '{}': '{}' has no occurrence at all: it would never run", j.name, j.cron),
                             ));
                         }
                     }
@@ -143,6 +144,27 @@ impl Schedule {
             }
         }
         out
+    }
+
+    /// The jobs whose every occurrence is before `now` (a year field gone by), with where they
+    /// are and what to say: `validate` warns of them, `schedule` does not arm them (and ends
+    /// when no job is left).
+    pub fn finished(&self, now: DateTime<Utc>) -> Vec<(String, String)> {
+        let Ok(specs) = self.specs() else { return Vec::new() };
+        specs
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| next_fire(spec, now).is_none())
+            .map(|(i, spec)| {
+                (
+                    format!("schedule.jobs.{i}.cron"),
+                    format!(
+                        "job '{}': '{}' has no occurrence from now on: it will not run again",
+                        spec.name, self.jobs[i].cron
+                    ),
+                )
+            })
+            .collect()
     }
 
     pub fn specs(&self) -> Result<Vec<JobSpec>, String> {
@@ -498,7 +520,8 @@ mod tests {
     }
 
     /// A job that can never fire is refused by `validate` (before, it passed, and `schedule`
-    /// dropped it with a warning, its policies never enforced).
+    /// dropped it with a warning, its policies never enforced): a date no month has, also
+    /// within a year field.
     #[test]
     fn jobs_that_never_fire_are_refused() {
         let schedule = |cron: &str| super::Schedule {
@@ -511,7 +534,7 @@ mod tests {
                 dry_run: false,
             }],
         };
-        for cron in ["0 3 31 4,6,9,11 *", "0 0 30 2 *", "0 0 0 1 1 * 2025"] {
+        for cron in ["0 3 31 4,6,9,11 *", "0 0 30 2 *", "0 0 0 31 4 * 2027"] {
             let problems = schedule(cron).problems();
             assert!(
                 problems.iter().any(|(at, e)| at == "schedule.jobs.0.cron" && e.contains("it would never run")),
@@ -519,6 +542,44 @@ mod tests {
             );
         }
         assert!(schedule("0 3 31 * *").problems().is_empty());
+        assert!(schedule("0 3 31 * *").finished(Utc::now()).is_empty());
+    }
+
+    /// A job whose occurrences are all past (a year field) has run its course: no error, or a
+    /// configuration valid for its last run is refused from that run on (every other job's
+    /// runs, `run` and `validate` too; found by a review), but a warning.
+    #[test]
+    fn a_job_whose_occurrences_are_past_is_a_warning_not_an_error() {
+        let schedule = |cron: &str| super::Schedule {
+            timezone: None,
+            jobs: vec![
+                super::ScheduledJob {
+                    name: "every".into(),
+                    cron: "0 3 * * *".into(),
+                    timezone: None,
+                    policies: vec![],
+                    dry_run: false,
+                },
+                super::ScheduledJob {
+                    name: "once".into(),
+                    cron: cron.into(),
+                    timezone: None,
+                    policies: vec![],
+                    dry_run: true,
+                },
+            ],
+        };
+        let gone = schedule("0 0 0 1 1 * 2025");
+        assert!(gone.problems().is_empty(), "{:?}", gone.problems());
+        let finished = gone.finished(Utc::now());
+        assert_eq!(finished.len(), 1, "{finished:?}");
+        assert_eq!(finished[0].0, "schedule.jobs.1.cron");
+        assert!(finished[0].1.contains("job 'once'") && finished[0].1.contains("will not run again"), "{finished:?}");
+        // Its last occurrence: valid just before it, finished just after, never an error.
+        let last = schedule("30 0 12 7 12 * 2026");
+        assert!(last.problems().is_empty());
+        assert!(last.finished(at("2026-12-07T12:00:29Z")).is_empty());
+        assert_eq!(last.finished(at("2026-12-07T12:00:30Z")).len(), 1);
     }
 
     /// Both day fields restricted is refused: this scheduler would fire on the 1st that is a

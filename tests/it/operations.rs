@@ -427,9 +427,41 @@ async fn bad_schedules_are_refused() {
     f.lapse_env(&["schedule"], &[("LAPSE_SHARD", "1/3")]).code(2).stderr_has("`schedule` does not shard");
     // `validate` says so too (before, it passed what `schedule` then refused).
     f.lapse(&["validate"]).code(2).stderr_has("schedule job 'a': unknown policy 'nope'").stderr_has("lapse.yaml");
+    // A date no month has, also within a year field: refused.
+    std::fs::write(
+        f.path("lapse.yaml"),
+        format!("{cfg}schedule:\n  jobs:\n    - name: a\n      cron: \"0 0 0 31 4 * 2030\"\n"),
+    )
+    .unwrap();
+    f.lapse(&["validate"]).code(2).stderr_has("has no occurrence at all: it would never run");
     std::fs::write(f.path("lapse.yaml"), &cfg).unwrap();
     f.lapse(&["schedule"]).code(2).stderr_has("has no `schedule:` section");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8);
+}
+
+/// A job whose occurrences are all past (a year field) has run its course: `validate` warns,
+/// and the configuration stays valid for `run` and the other jobs. Before, it became invalid
+/// at the job's last occurrence: that run, every other job's runs, and `run`, `validate` and
+/// `report lookup` all exited 2 (found by a review). A schedule with no job left says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_ran_its_course_leaves_the_configuration_valid() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    let once = "    - name: once\n      cron: \"0 0 0 1 1 * 2025\"\n      dry_run: true\n";
+    std::fs::write(
+        f.path("lapse.yaml"),
+        format!("{cfg}schedule:\n  jobs:\n    - name: nightly\n      cron: \"0 3 * * *\"\n{once}"),
+    )
+    .unwrap();
+    f.lapse(&["validate"])
+        .code(0)
+        .stderr_has("job 'once': '0 0 0 1 1 * 2025' has no occurrence from now on: it will not run again")
+        .stderr_has("lapse.yaml:");
+    f.lapse(&["run"]).code(0);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8 - LAPSED);
+    std::fs::write(f.path("lapse.yaml"), format!("{cfg}schedule:\n  jobs:\n{once}")).unwrap();
+    f.lapse(&["schedule"]).code(1).stderr_has("no job of the schedule has a later occurrence: nothing to run");
 }
 
 /// With `--log-format json` (as the chart runs it), the lines that say why a run exited 2 are

@@ -1483,6 +1483,44 @@ async fn reports_are_archived_on_a_locked_bucket() {
     assert_eq!(versions.versions().len(), 4, "{:?}", versions.versions());
 }
 
+/// An interrupted run whose `.accounted` marker cannot be written is left out of the report
+/// (the next run accounts for it): with a report bucket, before the report's claim hashes it.
+/// Before, the marker was written after the claim, the report's bytes then differed from the
+/// hash its locked claim recorded, and `report verify` of the bucket said `altered` of a
+/// genuine report for good (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_leaves_out_an_interrupted_run_matches_its_bucket_claim() {
+    let c = crate::objects::client();
+    let bucket = crate::objects::unique("reports");
+    c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(true).send().await.unwrap();
+    let f = seeded(Backend::Sqlite).await;
+    let public = f.sign_reports();
+    f.policy("people", POLICY);
+    let base = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    let archive = format!(
+        "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
+        crate::objects::endpoint()
+    );
+    let cfg = base.replace("policies: policies\n", &archive).replace(
+        "  signing_key:\n",
+        &format!("  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: prod\n    retention:\n      mode: governance\n      days: 1\n  signing_key:\n"),
+    );
+    std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+    let dir = f.path("reports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let orphan = "lapse-run-20261207T000000Z-deadbeef.evidence.jsonl";
+    std::fs::write(dir.join(orphan), "").unwrap();
+    // Its marker cannot be written: a link to a directory that does not exist.
+    std::os::unix::fs::symlink("/nonexistent-lapse-dir/x", dir.join(format!(".{orphan}.accounted"))).unwrap();
+    f.lapse(&["run"]).ok().stderr_has("is left for the next run to account for");
+    let rep = f.report("run");
+    assert!(rep.get("interrupted_runs").is_none(), "{rep:#}");
+    let loc = format!("s3://{bucket}/prod");
+    let r = f.lapse(&["report", "verify", &loc, "--public-key", p(&public)]);
+    assert!(!r.stdout.contains("altered"), "{}", r.stdout);
+    r.ok();
+}
+
 /// A report file larger than the part size (the evidence file of a run of millions of records:
 /// one `PutObject` takes at most 5 GiB, within one 60 s attempt) is stored in parts, each read
 /// from the file when sent: byte-identical on the bucket, with the configured retention, and no
