@@ -701,12 +701,31 @@ impl Verifier<'_> {
             }
         }
         // Time order: a later sequence cannot have ended earlier. (Not started: runs of other
-        // policies overlap, and the one that started first may end last.)
+        // policies overlap, and the one that started first may end last.) Unless it links to
+        // the earlier one by its hash: then it was written after it, whatever its clock read,
+        // and the clock of a host was stepped back between them (an NTP correction, a moved
+        // VM): a note, the times being as the hosts' clocks read them. (It was `out-of-order`,
+        // and an untouched chain failed every verification from then on; found by a review.)
         let firsts: Vec<&Entry> = by_seq.values().map(|g| g[0]).collect();
         for w in firsts.windows(2) {
             let (a, b) = (w[0].head.as_ref().unwrap(), w[1].head.as_ref().unwrap());
             let (ta, tb) = (a.finished_at.unwrap_or(a.started_at), b.finished_at.unwrap_or(b.started_at));
-            if tb < ta {
+            let linked = b
+                .previous
+                .as_ref()
+                .is_some_and(|l| l.file == w[0].name && l.sha256 == w[0].sha && l.sequence == a.sequence);
+            if tb < ta && linked {
+                self.notes.push(format!(
+                    "{} (sequence {}) ended at {}, before sequence {} ({}, ended {}), and links to it by its hash: it was written after it, by a clock {} s behind",
+                    w[1].name,
+                    b.sequence,
+                    tb.to_rfc3339(),
+                    a.sequence,
+                    w[0].name,
+                    ta.to_rfc3339(),
+                    (ta - tb).num_seconds().max(1)
+                ));
+            } else if tb < ta {
                 self.find(
                     Problem::OutOfOrder,
                     &w[1].name,

@@ -1483,6 +1483,48 @@ async fn reports_are_archived_on_a_locked_bucket() {
     assert_eq!(versions.versions().len(), 4, "{:?}", versions.versions());
 }
 
+/// A host's clock stepped back between two runs (an NTP correction, a moved VM): the second
+/// report ends before the first, and links to it by its hash, so it was written after it.
+/// `report verify` says so in a note and passes. Before, it was `out-of-order`, and the
+/// untouched chain failed every verification from then on (found by a review). The clock is
+/// moved by a library preloaded into the second run (`clock_gettime`, 10 minutes back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepped_back_between_two_runs_is_a_note_not_a_broken_chain() {
+    let f = seeded(Backend::Sqlite).await;
+    let public = f.sign_reports();
+    f.policy("people", POLICY);
+    f.lapse(&["run"]).ok();
+    let src = f.path("behind.c");
+    std::fs::write(
+        &src,
+        "#define _GNU_SOURCE\n#include <time.h>\n#include <dlfcn.h>\n\
+         int clock_gettime(clockid_t c, struct timespec *ts) {\n\
+           static int (*real)(clockid_t, struct timespec *) = 0;\n\
+           if (!real) real = dlsym(RTLD_NEXT, \"clock_gettime\");\n\
+           int r = real(c, ts);\n\
+           if (r == 0 && (c == CLOCK_REALTIME || c == CLOCK_REALTIME_COARSE)) ts->tv_sec -= 600;\n\
+           return r;\n}\n",
+    )
+    .unwrap();
+    let so = f.path("behind.so");
+    let cc = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&so).arg(&src).arg("-ldl").status();
+    assert!(cc.unwrap().success(), "cc could not build the clock library");
+    f.lapse_env(&["run"], &[("LD_PRELOAD", so.to_str().unwrap())]).ok();
+    let reports: Vec<serde_json::Value> = lapse::integrity::run_reports(&f.path("reports"))
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    let at = |seq: u64| {
+        let r = reports.iter().find(|r| r["sequence"] == seq).unwrap_or_else(|| panic!("no sequence {seq}"));
+        chrono::DateTime::parse_from_rfc3339(r["finished_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(at(2) < at(1), "the second run's clock was not behind: {} against {}", at(2), at(1));
+    let r = f.lapse(&["report", "verify", p(&f.path("reports")), "--public-key", p(&public)]);
+    assert!(!r.stdout.contains("out-of-order"), "{}", r.stdout);
+    assert!(r.stdout.contains("links to it by its hash: it was written after it, by a clock"), "{}", r.stdout);
+    r.ok();
+}
+
 /// An interrupted run whose `.accounted` marker cannot be written is left out of the report
 /// (the next run accounts for it): with a report bucket, before the report's claim hashes it.
 /// Before, the marker was written after the claim, the report's bytes then differed from the
