@@ -523,6 +523,43 @@ impl S3Reports {
             .collect())
     }
 
+    /// The names under the prefix (its files and the chain's claims) whose newest entry is a
+    /// delete marker over stored versions ([`ReportStore::hidden`]), sorted.
+    async fn hidden_names(&self) -> anyhow::Result<Vec<String>> {
+        let (mut marked, mut stored) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            let r = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .set_key_marker(key_marker)
+                .set_version_id_marker(version_marker)
+                .send()
+                .await
+                .map_err(|e| s3::err(&format!("listing the versions in s3://{}/{}", self.bucket, self.prefix), e))?;
+            let ours = |k: Option<&str>| {
+                k.and_then(|k| k.strip_prefix(self.prefix.as_str()))
+                    .filter(|n| !n.contains('/') || n.strip_prefix(CLAIMS).is_some_and(|c| !c.contains('/')))
+                    .map(str::to_string)
+            };
+            marked.extend(
+                r.delete_markers().iter().filter(|m| m.is_latest() == Some(true)).filter_map(|m| ours(m.key())),
+            );
+            stored.extend(r.versions().iter().filter_map(|v| ours(v.key())));
+            if r.is_truncated() != Some(true) {
+                break;
+            }
+            (key_marker, version_marker) =
+                (r.next_key_marker().map(str::to_string), r.next_version_id_marker().map(str::to_string));
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
+        }
+        Ok(marked.intersection(&stored).cloned().collect())
+    }
+
     /// The key of the claim of sequence `n`: zero-padded, so the keys sort as the sequences.
     fn claim_key(&self, n: u64) -> String {
         format!("{}{CLAIMS}{n:020}", self.prefix)
@@ -745,6 +782,10 @@ impl ReportStore for S3Reports {
             }
             Ok(out)
         })
+    }
+
+    fn hidden(&self) -> std::io::Result<Vec<String>> {
+        block(self.hidden_names())
     }
 
     /// Evidence files can be large: streamed to an anonymous temporary file, then read from it.

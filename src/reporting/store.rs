@@ -23,6 +23,13 @@ pub trait ReportStore {
     fn claims(&self) -> std::io::Result<Vec<StoredClaim>> {
         Ok(Vec::new())
     }
+    /// Files a versioned store keeps but no longer shows: names whose newest entry is a delete
+    /// marker over stored versions (a `DELETE` without a version id, which Object Lock allows:
+    /// it hides a report and its claim from listings and reads without removing them). A
+    /// directory has none.
+    fn hidden(&self) -> std::io::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A claim of a sequence of a report bucket's chain.

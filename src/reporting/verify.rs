@@ -294,6 +294,7 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
                     }
                 }
             }
+            v.check_hidden();
             chain = v.check_chain(&entries, &renamed, first);
             v.check_leftovers(&names, &entries, &claimed);
             v.check_claims(&entries, first);
@@ -787,6 +788,34 @@ impl Verifier<'_> {
     /// sequence, with its SHA-256. The claimed report must be in the store (a missing newest
     /// report, which no later link reveals, shows here), with the claimed bytes and sequence;
     /// another report of that sequence forked the chain. Claims below `first` are not checked.
+    /// Files of a versioned store hidden by a delete marker (`ReportStore::hidden`): a
+    /// report, its signature, evidence or claim deleted without its version id is gone from
+    /// every listing and read, and a newest report and its claim so hidden left a chain that
+    /// verified (found by a review). Each is `missing`, with how to show it again. Versions
+    /// that cannot be listed are a note.
+    fn check_hidden(&mut self) {
+        match self.st.hidden() {
+            Ok(names) => {
+                for name in names {
+                    self.find(
+                        Problem::Missing,
+                        &name,
+                        format!(
+                            "is hidden: the store keeps its versions, but its newest entry is a delete marker (a DELETE without a version id); deleting that marker shows it again ({})",
+                            self.st.location()
+                        ),
+                    );
+                }
+            }
+            // Credentials that may read the reports but not list their versions: said, not a
+            // failure of the reports.
+            Err(e) => self.notes.push(format!(
+                "the versions of {} cannot be listed ({e}): a report or claim hidden by a delete marker would not be found; verify with credentials that may list them (s3:ListBucketVersions)",
+                self.st.location()
+            )),
+        }
+    }
+
     fn check_claims(&mut self, entries: &[Entry], first: u64) {
         let claims = match self.st.claims() {
             Ok(c) => c,

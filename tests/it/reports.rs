@@ -1525,6 +1525,58 @@ async fn a_clock_stepped_back_between_two_runs_is_a_note_not_a_broken_chain() {
     r.ok();
 }
 
+/// Points `f`'s reports at `bucket` (an Object Lock bucket of the local S3 server), prefix
+/// `prod`, locked a day in governance mode.
+fn with_report_bucket(f: &Fixture, bucket: &str) {
+    let base = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    let archive = format!(
+        "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
+        crate::objects::endpoint()
+    );
+    let cfg = base.replace("policies: policies\n", &archive).replace(
+        "  signing_key:\n",
+        &format!("  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: prod\n    retention:\n      mode: governance\n      days: 1\n  signing_key:\n"),
+    );
+    std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+}
+
+/// The newest report of a bucket and its claim deleted without version ids (which Object Lock
+/// allows: a delete marker hides them from listings and reads, the versions stay): `report
+/// verify` of the bucket finds each hidden file `missing`, and says how to show it again.
+/// Before, the chain ended at the report before and verified OK (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_hidden_on_the_bucket_by_a_delete_marker_is_missing() {
+    let c = crate::objects::client();
+    let bucket = crate::objects::unique("reports");
+    c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(true).send().await.unwrap();
+    let f = seeded(Backend::Sqlite).await;
+    let public = f.sign_reports();
+    f.policy("people", POLICY);
+    with_report_bucket(&f, &bucket);
+    f.lapse(&["run"]).ok();
+    f.lapse(&["run"]).ok();
+    let loc = format!("s3://{bucket}/prod");
+    f.lapse(&["report", "verify", &loc, "--public-key", p(&public)]).ok();
+    let newest = f.report("run");
+    assert_eq!(newest["sequence"], 2, "{newest:#}");
+    let stem = f.latest("run", ".json").file_name().unwrap().to_string_lossy().trim_end_matches(".json").to_string();
+    let mut hidden: Vec<String> =
+        [".json", ".json.sig", ".csv", ".evidence.jsonl"].iter().map(|s| format!("{stem}{s}")).collect();
+    hidden.push("chain/00000000000000000002".into());
+    for name in &hidden {
+        c.delete_object().bucket(&bucket).key(format!("prod/{name}")).send().await.unwrap();
+    }
+    let r = f.lapse(&["report", "verify", &loc, "--public-key", p(&public)]);
+    r.code(4);
+    for name in &hidden {
+        assert!(
+            r.stdout.lines().any(|l| l.contains("missing") && l.contains(name.as_str()) && l.contains("is hidden")),
+            "{name}: {}",
+            r.stdout
+        );
+    }
+}
+
 /// An interrupted run whose `.accounted` marker cannot be written is left out of the report
 /// (the next run accounts for it): with a report bucket, before the report's claim hashes it.
 /// Before, the marker was written after the claim, the report's bytes then differed from the
@@ -1538,16 +1590,7 @@ async fn a_report_that_leaves_out_an_interrupted_run_matches_its_bucket_claim() 
     let f = seeded(Backend::Sqlite).await;
     let public = f.sign_reports();
     f.policy("people", POLICY);
-    let base = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
-    let archive = format!(
-        "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
-        crate::objects::endpoint()
-    );
-    let cfg = base.replace("policies: policies\n", &archive).replace(
-        "  signing_key:\n",
-        &format!("  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: prod\n    retention:\n      mode: governance\n      days: 1\n  signing_key:\n"),
-    );
-    std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
+    with_report_bucket(&f, &bucket);
     let dir = f.path("reports");
     std::fs::create_dir_all(&dir).unwrap();
     let orphan = "lapse-run-20261207T000000Z-deadbeef.evidence.jsonl";
