@@ -154,6 +154,9 @@ struct Head {
 
 #[derive(Debug, Deserialize)]
 struct Accounted {
+    /// The report its run did not write.
+    #[serde(default)]
+    report: Option<String>,
     evidence: EvidenceFile,
 }
 
@@ -241,7 +244,7 @@ impl std::str::FromStr for Known {
 
 /// Verifies the reports of a store (`only`: one report, its link to the previous one included).
 pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], first: u64, known: &[Known]) -> Outcome {
-    let mut v = Verifier { st, keys, findings: Vec::new(), notes: Vec::new() };
+    let mut v = Verifier { st, keys, findings: Vec::new(), notes: Vec::new(), never_written: BTreeSet::new() };
     let key_id = keys.iter().map(integrity::key_id).collect::<Vec<_>>().join(", ");
     let names = match st.list() {
         Ok(n) => n,
@@ -347,6 +350,9 @@ struct Verifier<'a> {
     keys: &'a [VerifyingKey],
     findings: Vec<Finding>,
     notes: Vec<String>,
+    /// Reports of the chain never written (a killed run's claimed sequence), as their
+    /// successors account for them.
+    never_written: BTreeSet<String>,
 }
 
 impl Verifier<'_> {
@@ -615,13 +621,31 @@ impl Verifier<'_> {
                     None => format!("before {} (sequence {s})", e.name),
                 };
                 let start = if prev.is_none() { ": the chain does not start at 1" } else { "" };
-                match absent {
-                    Some(l) => self.find(
+                // A run that claimed its sequence on a report bucket and was killed before it
+                // wrote its report: the next run chained to the claim, and its signed report
+                // accounts for that run's evidence as an interrupted run's, found without its
+                // report (it cannot have been there then). A note; before, the genuine chain
+                // had a `missing` report for good (found by a review).
+                let never_written = absent.filter(|l| {
+                    *s - expect == 1
+                        && e.head.as_ref().is_some_and(|h| {
+                            h.interrupted_runs.iter().any(|a| a.report.as_deref() == Some(l.file.as_str()))
+                        })
+                });
+                match (absent, never_written) {
+                    (_, Some(l)) => {
+                        self.never_written.insert(l.file.clone());
+                        self.notes.push(format!(
+                            "{range} ({}) was never written: its run ended after claiming it and before writing its report; {} (sequence {s}) links to it and accounts for that run's evidence",
+                            l.file, e.name
+                        ));
+                    }
+                    (Some(l), None) => self.find(
                         Problem::Missing,
                         &l.file,
                         format!("is missing: {range} missing {between}, which links to it{start}"),
                     ),
-                    None => self.find(Problem::Missing, &range, format!("missing {between}{start}")),
+                    (None, _) => self.find(Problem::Missing, &range, format!("missing {between}{start}")),
                 }
             }
             expect = s.saturating_add(1);
@@ -844,8 +868,10 @@ impl Verifier<'_> {
                 }
             };
             match entries.iter().find(|e| e.name == c.file) {
-                // A report missing in the middle of the chain is already found by its successor.
-                None if self.findings.iter().any(|f| f.problem == Problem::Missing && f.file == c.file) => {}
+                // A report missing in the middle of the chain is already found by its successor,
+                // or accounted for by it as never written.
+                None if self.never_written.contains(&c.file)
+                    || self.findings.iter().any(|f| f.problem == Problem::Missing && f.file == c.file) => {}
                 // Claimed after every stored report, less than a day ago: its run may still be
                 // storing it (the report goes last, after its evidence), or failed to and the
                 // next run stores it.

@@ -1528,6 +1528,11 @@ async fn a_clock_stepped_back_between_two_runs_is_a_note_not_a_broken_chain() {
 /// Points `f`'s reports at `bucket` (an Object Lock bucket of the local S3 server), prefix
 /// `prod`, locked a day in governance mode.
 fn with_report_bucket(f: &Fixture, bucket: &str) {
+    with_report_bucket_kept(f, bucket, "    retention:\n      mode: governance\n      days: 1\n")
+}
+
+/// [`with_report_bucket`] with `retention` (the lines of `reports.s3.retention`, or none).
+fn with_report_bucket_kept(f: &Fixture, bucket: &str, retention: &str) {
     let base = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
     let archive = format!(
         "  archive:\n    kind: s3\n    endpoint: {}\n    path_style: true\n    region: us-east-1\npolicies: policies\n",
@@ -1535,7 +1540,7 @@ fn with_report_bucket(f: &Fixture, bucket: &str) {
     );
     let cfg = base.replace("policies: policies\n", &archive).replace(
         "  signing_key:\n",
-        &format!("  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: prod\n    retention:\n      mode: governance\n      days: 1\n  signing_key:\n"),
+        &format!("  s3:\n    connection: archive\n    bucket: {bucket}\n    prefix: prod\n{retention}  signing_key:\n"),
     );
     std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
 }
@@ -1575,6 +1580,54 @@ async fn a_report_hidden_on_the_bucket_by_a_delete_marker_is_missing() {
             r.stdout
         );
     }
+}
+
+/// A run killed after claiming its sequence on the report bucket and before writing its
+/// report (here: its report removed, its evidence left in the directory, as such a kill leaves
+/// them): the next run chains to the claim and accounts for the run's evidence. `report
+/// verify`, of the bucket and of the directory, notes the sequence as never written and
+/// passes. Before, the genuine chain had a `missing` report for good (found by a review). The
+/// same gap with a successor that does not account for that run stays `missing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_claimed_by_a_run_killed_before_its_report_is_noted_not_missing() {
+    let c = crate::objects::client();
+    let bucket = crate::objects::unique("reports");
+    c.create_bucket().bucket(&bucket).send().await.unwrap();
+    let f = seeded(Backend::Sqlite).await;
+    let public = f.sign_reports();
+    f.policy("people", POLICY);
+    with_report_bucket_kept(&f, &bucket, "");
+    f.lapse(&["run"]).ok();
+    let first = f.latest("run", ".json").file_name().unwrap().to_string_lossy().into_owned();
+    let stem = first.trim_end_matches(".json").to_string();
+    for suffix in [".json", ".json.sig", ".csv"] {
+        std::fs::remove_file(f.path("reports").join(format!("{stem}{suffix}"))).unwrap();
+    }
+    for suffix in [".json", ".json.sig", ".csv", ".evidence.jsonl"] {
+        c.delete_object().bucket(&bucket).key(format!("prod/{stem}{suffix}")).send().await.unwrap();
+    }
+    f.lapse(&["run"]).ok();
+    let next = f.report("run");
+    assert_eq!(next["sequence"], 2, "{next:#}");
+    assert_eq!(next["previous"]["file"], first.as_str(), "{next:#}");
+    assert_eq!(next["interrupted_runs"][0]["report"], first.as_str(), "{next:#}");
+    let loc = format!("s3://{bucket}/prod");
+    for at in [loc.as_str(), p(&f.path("reports"))] {
+        let r = f.lapse(&["report", "verify", at, "--public-key", p(&public)]);
+        assert!(r.stdout.contains(&format!("sequence 1 ({first}) was never written")), "{at}: {}", r.stdout);
+        r.ok();
+    }
+    // A successor that does not account for it: missing.
+    let next_name = f.latest("run", ".json");
+    let rewritten = std::fs::read_to_string(&next_name).unwrap();
+    let d = f.path("unaccounted");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&rewritten).unwrap();
+    v.as_object_mut().unwrap().remove("interrupted_runs");
+    std::fs::write(d.join(next_name.file_name().unwrap()), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let r = f.lapse(&["report", "verify", p(&d), "--public-key", p(&public)]);
+    assert!(r.stdout.contains("missing") && r.stdout.contains(&first), "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("never written"), "{}", r.stdout);
 }
 
 /// An interrupted run whose `.accounted` marker cannot be written is left out of the report
