@@ -108,9 +108,30 @@ impl Default for Sizes {
     }
 }
 
-/// Writes config, policies, holds and an evidence key into `dir`, and (re)creates `demo.db`.
+/// The file that says a directory is the demo's own: only such a directory (or an empty or
+/// new one) is written into.
+pub const MARKER: &str = ".lapse-demo";
+
+/// Refuses a directory with anything in it that the demo did not make ([`setup`]).
+pub fn refuse_foreign(dir: &Path) -> anyhow::Result<()> {
+    let has_anything = std::fs::read_dir(dir).map(|mut e| e.next().is_some()).unwrap_or(false);
+    if has_anything && !dir.join(MARKER).exists() && !dir.join("demo.db").exists() {
+        anyhow::bail!(
+            "{} is not empty and is not a directory `lapse demo` made: the demo replaces its files/ and lapse.yaml, then deletes data there; give a new or empty directory (--dir)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes config, policies, holds and an evidence key into `dir`, and (re)creates `demo.db`
+/// and `files/`. Refuses a directory with anything in it that the demo did not make (a marker,
+/// or `demo.db` of an earlier demo): it replaces `files/` and `lapse.yaml` there, and then
+/// runs (before, `--dir` of a directory of one's own wiped its `files/`; found by a review).
 pub async fn setup(dir: &Path, sizes: Sizes, seed: u64) -> anyhow::Result<()> {
+    refuse_foreign(dir)?;
     std::fs::create_dir_all(dir.join("policies"))?;
+    std::fs::write(dir.join(MARKER), "made by `lapse demo`: it may rewrite this directory\n")?;
     for (name, text) in FILES {
         std::fs::write(dir.join(name), text)?;
     }

@@ -436,31 +436,34 @@ pub fn binary_subject(s: &str) -> Option<Vec<u8>> {
 /// what the longer one keeps. Such a pair is refused, the unselected policies included.
 fn overlapping_object_datasets(ws: &Workspace, prepared: &[(&Policy, Prepared)], d: &mut Diagnostics) {
     let selected = |p: &Policy| prepared.iter().any(|(q, _)| q.name == p.name);
-    // Where the objects are: the store (an S3 endpoint, a directory; two connections may name
-    // the same one) and the bucket.
-    let bucket = |p: &Policy| {
+    // Where the objects are: the store (an S3 endpoint, or the file system; two connections
+    // may name the same one), the bucket, and the prefix within it. A directory's prefix is its
+    // resolved path and the policy's prefix: one connection's directory may be inside another's
+    // (`files` and `files/exports`; before, such a pair passed, and the shorter retention
+    // deleted what the longer one kept; found by a review).
+    let place = |p: &Policy| {
         let o = p.objects.as_ref()?;
         let c = ws.config.connections.get(&p.connection)?;
-        let store = match c.kind {
+        Some(match c.kind {
             ConnectionKind::Directory => {
-                let dir = ws.config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new(".")));
-                format!("dir:{}", std::fs::canonicalize(&dir).unwrap_or(dir).display())
+                let dir = resolved(&ws.config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))));
+                let root = dir.to_string_lossy().trim_end_matches('/').to_string();
+                // (A directory has no buckets: its store ignores one.)
+                ("dir".to_string(), String::new(), format!("{root}/{}", o.prefix))
             }
-            _ => format!("s3:{}", c.endpoint.clone().unwrap_or_default()),
-        };
-        // A directory has no buckets (its store ignores one).
-        let bucket = match c.kind {
-            ConnectionKind::Directory => String::new(),
-            _ => o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default(),
-        };
-        Some((store, bucket))
+            _ => (
+                format!("s3:{}", c.endpoint.clone().unwrap_or_default()),
+                o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default(),
+                o.prefix.clone(),
+            ),
+        })
     };
     let objects: Vec<&Policy> = ws.policies.policies.iter().filter(|p| p.objects.is_some()).collect();
     for (i, a) in objects.iter().enumerate() {
         for b in &objects[i + 1..] {
-            let (Some(pa), Some(pb)) = (a.objects.as_ref(), b.objects.as_ref()) else { continue };
-            let overlap = pa.prefix.starts_with(&pb.prefix) || pb.prefix.starts_with(&pa.prefix);
-            if bucket(a) == bucket(b)
+            let (Some((sa, ba, pa)), Some((sb, bb, pb))) = (place(a), place(b)) else { continue };
+            let overlap = pa.starts_with(&pb) || pb.starts_with(&pa);
+            if (sa, ba) == (sb, bb)
                 && overlap
                 && (a.connection != b.connection || a.table != b.table)
                 && (selected(a) || selected(b))
@@ -573,8 +576,56 @@ pub fn reports_inside_a_dataset(config: &Config, policies: &[Policy], report_dir
                 ),
             ));
         }
+        // Nor lapse's own files: its keys, holds, config and policies (before, a directory
+        // dataset of `{subject}.{*}` at the config's directory deleted the evidence key and the
+        // holds file as data; found by a review).
+        if c.kind == ConnectionKind::Directory {
+            let root = resolved(&config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))));
+            for (what, path, dir) in own_files(config) {
+                let Ok(rel) = resolved(&path).strip_prefix(&root).map(std::path::Path::to_path_buf) else { continue };
+                let mut key: String = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if dir {
+                    key.push('/');
+                }
+                if key.starts_with(&o.prefix) || (dir && o.prefix.starts_with(&key)) {
+                    out.push(p.error(
+                        "dataset",
+                        format!(
+                            "{what} {} is inside its directory: lapse would delete it as data; keep it outside the dataset (another directory, or a prefix that does not include it)",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
     }
     out
+}
+
+/// The files lapse reads to run, which no dataset may hold: what they are, where, and whether
+/// a directory.
+fn own_files(config: &Config) -> Vec<(String, std::path::PathBuf, bool)> {
+    let mut files = vec![
+        ("the config file".to_string(), config.path.clone(), false),
+        ("the policies directory".to_string(), config.resolve(&config.policies), true),
+    ];
+    let mut file = |what: &str, p: Option<&std::path::PathBuf>| {
+        if let Some(p) = p {
+            files.push((what.to_string(), config.resolve(p), false));
+        }
+    };
+    file("the holds file", config.holds_file.as_ref());
+    file("the evidence key file", config.evidence.key_file.as_ref());
+    file("the pseudonymization key file", config.pseudonymization.as_ref().and_then(|k| k.key_file.as_ref()));
+    file("the report signing key file", config.reports.signing_key.as_ref().and_then(|k| k.key_file.as_ref()));
+    for (name, c) in &config.connections {
+        file(&format!("connection '{name}''s url_file"), c.url_file.as_ref());
+    }
+    files
 }
 
 /// The run lock of a policy (a shard locks only its part of a key-sharded one).

@@ -136,7 +136,7 @@ enum Cmd {
         #[arg(long, default_value = "demo-out")]
         dir: PathBuf,
         /// Number of customers to seed.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
         customers: u32,
         /// Only create the data and config; do not plan or run.
         #[arg(long)]
@@ -588,6 +588,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
 
 async fn demo(dir: PathBuf, customers: u32, seed_only: bool, cancel: Arc<AtomicBool>) -> Result<Exit, (Exit, String)> {
     let fail = |e: anyhow::Error| (Exit::Partial, format!("{e:#}"));
+    lapse::demo::refuse_foreign(&dir).map_err(|e| (Exit::Invalid, format!("{e:#}")))?;
     lapse::demo::setup(&dir, lapse::demo::Sizes { customers, ..Default::default() }, 42).await.map_err(fail)?;
     eprintln!(
         "demo: seeded {} (customers, orders, order items, support tickets, newsletter leads, legal holds)",

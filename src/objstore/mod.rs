@@ -998,7 +998,7 @@ impl Connector for ObjectConnector {
                 connection = %self.name,
                 policy = %scope.policy,
                 unnamed,
-                "{at_least}{unnamed} files or directories under the dataset have names that are not UTF-8: no key can name them, so they are kept{}; rename them",
+                "{at_least}{unnamed} files or directories under the dataset cannot be named or read (names that are not UTF-8, symbolic links, FIFOs or sockets, subtrees the walk cannot read): they are kept{}; rename, move or fix them",
                 if counted { " and counted as unreadable" } else { "" }
             );
             for (i, f) in filters.iter().enumerate() {

@@ -355,7 +355,7 @@ async fn names_that_are_not_utf8_are_counted_as_unreadable() {
     std::fs::write(dir.join("03/01/S-8.csv"), "id,email\n8,person8@example.com\n").unwrap();
     let outside = root.join("other").join(OsStr::from_bytes(b"\xff.csv"));
     std::fs::write(&outside, "outside the prefix").unwrap();
-    let warning = "2 files or directories under the dataset have names that are not UTF-8";
+    let warning = "2 files or directories under the dataset cannot be named or read (names that are not UTF-8";
     // Pages of one file: a directory walked again on every page is counted once.
     let plan = s.f.lapse(&["plan", "--batch-size", "1"]);
     plan.ok().stderr_has(warning);
@@ -395,6 +395,92 @@ async fn overlapping_object_datasets_are_refused() {
     let out = s.f.lapse(&["validate", "--connect"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("overlap those of policy"), "{}", out.stderr);
+    // A connection to a directory inside the other's: refused (before, it passed, and the
+    // 1-year policy deleted what the 10-year one keeps; found by a review).
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    std::fs::write(
+        s.f.path("lapse.yaml"),
+        cfg.replace(
+            "store2:\n    kind: directory\n    path: files\n",
+            "store2:\n    kind: directory\n    path: files/exports\n",
+        ),
+    )
+    .unwrap();
+    s.f.policy(
+        "archive",
+        &long.replace("connection: store\n  prefix: exports/2024/", "connection: store2\n  prefix: \"2024/\""),
+    );
+    for cmd in [&["validate", "--connect"][..], &["run"][..]] {
+        let out = s.f.lapse(cmd);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(out.stderr.contains("overlap those of policy"), "{}", out.stderr);
+    }
+    assert_eq!(s.keys().await, ["exports/2024/03/01/alice@example.com.csv"]);
+}
+
+/// What a directory holds besides files and directories, and files lapse cannot destroy by
+/// removing their name (found by a review): a symbolic link, a FIFO (named after people) are
+/// counted as unreadable (before, left without a word); a file with another hard link is
+/// refused, kept (before, reported deleted while its content stayed under the other name); a
+/// path longer than the system takes makes its subtree unreadable (before, the dataset's
+/// listing failed on every run), and the rest is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_special_files_and_long_paths_in_a_directory() {
+    let s = seeded(StoreKind::Dir, false).await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let root = s.f.path("files");
+    let day = root.join("exports/2020/03/05");
+    std::fs::create_dir_all(&day).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", day.join("S-LINK.csv")).unwrap();
+    let fifo = day.join("S-FIFO.csv");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let copy = s.f.path("copy-of-S-2.csv");
+    std::fs::hard_link(root.join("exports/2020/03/02/S-2.csv"), &copy).unwrap();
+    // Directories nested past PATH_MAX (4096), created one at a time from inside.
+    let mut deep = root.join("exports/2020/03/06");
+    std::fs::create_dir_all(&deep).unwrap();
+    let long = "d".repeat(200);
+    let mut made = String::new();
+    for _ in 0..25 {
+        made.push_str(&long);
+        made.push('/');
+    }
+    assert!(std::process::Command::new("mkdir").arg("-p").arg(&made).current_dir(&deep).status().unwrap().success());
+    deep.push(&long);
+    let run = s.f.lapse(&["run"]);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!(n(&p["deleted"]), 3, "S-1, S-3, S-HELD (no hold here): {p:#}");
+    assert!(n(&p["unreadable"]) >= 5, "2 seeded, the link, the FIFO, the deep subtree: {p:#}");
+    assert!(root.join("exports/2020/03/02/S-2.csv").exists() && copy.exists(), "the hard-linked file is kept");
+    assert!(p["errors"].to_string().contains("other hard link(s)"), "{p:#}");
+    assert_eq!(run.code, 1, "a deletion refused: {}", run.stderr);
+    assert!(std::fs::symlink_metadata(day.join("S-LINK.csv")).is_ok() && fifo.exists());
+    assert!(std::path::Path::new("/etc/hostname").exists());
+    assert!(!run.stderr.contains("person2@example.com"));
+}
+
+/// lapse's own files inside a directory dataset (here every file of the config's directory):
+/// refused before anything is destroyed. Before, `{subject}.{*}` there deleted the evidence
+/// key and the holds file as data (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapses_own_files_inside_a_directory_dataset_are_refused() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    std::fs::write(
+        s.f.path("lapse.yaml"),
+        cfg.replace("    kind: directory\n    path: files\n", "    kind: directory\n    path: .\n"),
+    )
+    .unwrap();
+    let purposes =
+        "  - name: debugging\n    legal_basis: legitimate_interests\n    retain: 30d\n    after: last_modified\n";
+    s.policy("  key_pattern: \"{subject}.{*}\"\n  subject: key\n", purposes, "guardrail:\n  max_share: 100%\n");
+    for cmd in ["validate", "run"] {
+        s.f.lapse(&[cmd])
+            .code(2)
+            .stderr_has("the evidence key file")
+            .stderr_has("is inside its directory: lapse would delete it as data");
+    }
+    assert!(s.f.path("evidence.key").exists());
 }
 
 pub async fn guardrail_and_resume(kind: StoreKind) {

@@ -585,3 +585,39 @@ sys.stdout.write(str(os.waitstatus_to_exitcode(status)) + "\n" + out.decode(erro
     assert!(err.contains("give --yes") && !err.contains("Continue?"), "{err}");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing was changed");
 }
+
+/// `lapse demo` (the README's first command) end to end in a directory of its own: seeded, run,
+/// its reports verify; run again in the same directory. A directory with files of one's own
+/// is refused with exit 2 and left as it was (before, the demo wiped its `files/` and replaced
+/// its `lapse.yaml`, then ran; found by a review); so is `--customers 0` (before, a panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_in_a_directory_of_its_own_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = |dir: &Path, extra: &[&str]| {
+        Command::new(crate::common::lapse_bin()).arg("demo").arg("--dir").arg(dir).args(extra).output().unwrap()
+    };
+    let d = tmp.path().join("demo");
+    for round in 0..2 {
+        let out = demo(&d, &[]);
+        assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let verify = Command::new(crate::common::lapse_bin())
+        .args(["report", "verify"])
+        .arg(d.join("reports"))
+        .arg("--public-key")
+        .arg(d.join("signing.pub"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir_all(mine.join("files/thesis")).unwrap();
+    std::fs::write(mine.join("files/thesis/thesis.tex"), "\\documentclass{article}").unwrap();
+    std::fs::write(mine.join("lapse.yaml"), "# mine\n").unwrap();
+    let out = demo(&mine, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory `lapse demo` made"));
+    assert!(mine.join("files/thesis/thesis.tex").exists());
+    assert_eq!(std::fs::read_to_string(mine.join("lapse.yaml")).unwrap(), "# mine\n");
+    let out = demo(&tmp.path().join("zero"), &["--customers", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

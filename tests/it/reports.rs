@@ -1881,10 +1881,23 @@ async fn ending_together(kind: crate::objects::StoreKind, versioned: bool) {
     // The newest report removed from the bucket with its companions (no retention here): no
     // later report links to it, no leftover names it, but its claim does. Within the hour after the claim, its run may still be storing
     // it: `verify` notes it (an older claim: missing, `a_claim_whose_report_never_came`).
+    // (On a versioned bucket, every version: a `DELETE` without one leaves a delete marker,
+    // which hides the report without removing it, and `verify` finds it hidden.)
     let newest = &reports[11].1;
     let stem = newest.trim_end_matches(".json");
     for suffix in [".json", ".json.sig", ".csv", ".evidence.jsonl"] {
-        c.delete_object().bucket(&bucket).key(format!("shared/{stem}{suffix}")).send().await.unwrap();
+        let key = format!("shared/{stem}{suffix}");
+        match versioned {
+            false => {
+                c.delete_object().bucket(&bucket).key(&key).send().await.unwrap();
+            }
+            true => {
+                let v = c.list_object_versions().bucket(&bucket).prefix(&key).send().await.unwrap();
+                for id in v.versions().iter().filter(|v| v.key() == Some(key.as_str())).filter_map(|v| v.version_id()) {
+                    c.delete_object().bucket(&bucket).key(&key).version_id(id).send().await.unwrap();
+                }
+            }
+        }
     }
     let r = workers[0].lapse(&["report", "verify", &format!("s3://{bucket}/shared"), "--public-key", p(&public)]);
     r.ok();
