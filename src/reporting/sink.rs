@@ -527,37 +527,50 @@ impl S3Reports {
     /// delete marker over stored versions ([`ReportStore::hidden`]), sorted.
     async fn hidden_names(&self) -> anyhow::Result<Vec<String>> {
         let (mut marked, mut stored) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+        let ours = |k: Option<&str>| {
+            k.and_then(|k| k.strip_prefix(self.prefix.as_str()))
+                .filter(|n| !n.contains('/') || n.strip_prefix(CLAIMS).is_some_and(|c| !c.contains('/')))
+                .map(str::to_string)
+        };
+        self.version_pages(&self.prefix, |r| {
+            marked.extend(
+                r.delete_markers().iter().filter(|m| m.is_latest() == Some(true)).filter_map(|m| ours(m.key())),
+            );
+            stored.extend(r.versions().iter().filter_map(|v| ours(v.key())));
+        })
+        .await
+        .map_err(|e| s3::err(&format!("listing the versions in s3://{}/{}", self.bucket, self.prefix), e))?;
+        Ok(marked.intersection(&stored).cloned().collect())
+    }
+
+    /// Every page of `ListObjectVersions` under `prefix`, in order, handed to `each`.
+    async fn version_pages(
+        &self,
+        prefix: &str,
+        mut each: impl FnMut(&aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput),
+    ) -> Result<(), aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::list_object_versions::ListObjectVersionsError>>
+    {
         let (mut key_marker, mut version_marker) = (None, None);
         loop {
             let r = self
                 .client
                 .list_object_versions()
                 .bucket(&self.bucket)
-                .prefix(&self.prefix)
+                .prefix(prefix)
                 .set_key_marker(key_marker)
                 .set_version_id_marker(version_marker)
                 .send()
-                .await
-                .map_err(|e| s3::err(&format!("listing the versions in s3://{}/{}", self.bucket, self.prefix), e))?;
-            let ours = |k: Option<&str>| {
-                k.and_then(|k| k.strip_prefix(self.prefix.as_str()))
-                    .filter(|n| !n.contains('/') || n.strip_prefix(CLAIMS).is_some_and(|c| !c.contains('/')))
-                    .map(str::to_string)
-            };
-            marked.extend(
-                r.delete_markers().iter().filter(|m| m.is_latest() == Some(true)).filter_map(|m| ours(m.key())),
-            );
-            stored.extend(r.versions().iter().filter_map(|v| ours(v.key())));
+                .await?;
+            each(&r);
             if r.is_truncated() != Some(true) {
-                break;
+                return Ok(());
             }
             (key_marker, version_marker) =
                 (r.next_key_marker().map(str::to_string), r.next_version_id_marker().map(str::to_string));
             if key_marker.is_none() && version_marker.is_none() {
-                break;
+                return Ok(());
             }
         }
-        Ok(marked.intersection(&stored).cloned().collect())
     }
 
     /// The key of the claim of sequence `n`: zero-padded, so the keys sort as the sequences.
@@ -623,37 +636,22 @@ impl S3Reports {
     /// on a bucket without versions (the listing's `null` version), or when the versions cannot
     /// be listed (`s3:ListBucketVersions` not granted: the conditional write is trusted then).
     async fn first_version(&self, key: &str) -> Option<String> {
-        let (mut versions, mut key_marker, mut version_marker) = (Vec::new(), None, None);
-        loop {
-            let r = match self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(key)
-                .set_key_marker(key_marker)
-                .set_version_id_marker(version_marker)
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let e = s3::err(&format!("listing the versions of s3://{}/{key}", self.bucket), e);
-                    tracing::debug!("{e}; the claim is taken as written once");
-                    return None;
-                }
-            };
-            // Newest first.
-            versions.extend(
-                r.versions().iter().filter(|v| v.key() == Some(key)).filter_map(|v| v.version_id().map(str::to_string)),
-            );
-            if r.is_truncated() != Some(true) {
-                break;
-            }
-            (key_marker, version_marker) =
-                (r.next_key_marker().map(str::to_string), r.next_version_id_marker().map(str::to_string));
-            if key_marker.is_none() && version_marker.is_none() {
-                break;
-            }
+        let mut versions = Vec::new();
+        // Newest first.
+        let read = self
+            .version_pages(key, |r| {
+                versions.extend(
+                    r.versions()
+                        .iter()
+                        .filter(|v| v.key() == Some(key))
+                        .filter_map(|v| v.version_id().map(str::to_string)),
+                )
+            })
+            .await;
+        if let Err(e) = read {
+            let e = s3::err(&format!("listing the versions of s3://{}/{key}", self.bucket), e);
+            tracing::debug!("{e}; the claim is taken as written once");
+            return None;
         }
         versions.pop().filter(|v| v != "null")
     }

@@ -1545,12 +1545,9 @@ fn with_report_bucket_kept(f: &Fixture, bucket: &str, retention: &str) {
     std::fs::write(f.path("lapse.yaml"), cfg).unwrap();
 }
 
-/// The newest report of a bucket and its claim deleted without version ids (which Object Lock
-/// allows: a delete marker hides them from listings and reads, the versions stay): `report
-/// verify` of the bucket finds each hidden file `missing`, and says how to show it again.
-/// Before, the chain ended at the report before and verified OK (found by a review).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_report_hidden_on_the_bucket_by_a_delete_marker_is_missing() {
+/// A signed SQLite fixture of the people policy whose reports go to a new Object Lock bucket
+/// ([`with_report_bucket`]): the client, the bucket, the fixture, the public key.
+async fn on_a_locked_report_bucket() -> (aws_sdk_s3::Client, String, Fixture, PathBuf) {
     let c = crate::objects::client();
     let bucket = crate::objects::unique("reports");
     c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(true).send().await.unwrap();
@@ -1558,6 +1555,16 @@ async fn a_report_hidden_on_the_bucket_by_a_delete_marker_is_missing() {
     let public = f.sign_reports();
     f.policy("people", POLICY);
     with_report_bucket(&f, &bucket);
+    (c, bucket, f, public)
+}
+
+/// The newest report of a bucket and its claim deleted without version ids (which Object Lock
+/// allows: a delete marker hides them from listings and reads, the versions stay): `report
+/// verify` of the bucket finds each hidden file `missing`, and says how to show it again.
+/// Before, the chain ended at the report before and verified OK (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_hidden_on_the_bucket_by_a_delete_marker_is_missing() {
+    let (c, bucket, f, public) = on_a_locked_report_bucket().await;
     f.lapse(&["run"]).ok();
     f.lapse(&["run"]).ok();
     let loc = format!("s3://{bucket}/prod");
@@ -1637,13 +1644,7 @@ async fn a_sequence_claimed_by_a_run_killed_before_its_report_is_noted_not_missi
 /// genuine report for good (found by a review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_that_leaves_out_an_interrupted_run_matches_its_bucket_claim() {
-    let c = crate::objects::client();
-    let bucket = crate::objects::unique("reports");
-    c.create_bucket().bucket(&bucket).object_lock_enabled_for_bucket(true).send().await.unwrap();
-    let f = seeded(Backend::Sqlite).await;
-    let public = f.sign_reports();
-    f.policy("people", POLICY);
-    with_report_bucket(&f, &bucket);
+    let (_, bucket, f, public) = on_a_locked_report_bucket().await;
     let dir = f.path("reports");
     std::fs::create_dir_all(&dir).unwrap();
     let orphan = "lapse-run-20261207T000000Z-deadbeef.evidence.jsonl";
