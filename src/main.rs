@@ -979,10 +979,12 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 || !answer.unconfirmed.is_empty()
                 || answer.holds_unreadable
                 || !answer.held.is_empty()
+                || answer.shard_only.is_some()
             {
                 // Not "nothing found": evidence that could hold the answer was not read, or
                 // says what no signed report confirms; the holds file could not be read; or a
-                // hold names the subject only as another spelling of its number or uuid.
+                // hold names the subject only as another spelling of its number or uuid; or the
+                // reports are one shard's.
                 ExitCode::from(INVALID)
             } else {
                 ExitCode::from(reporting::EXIT_NOT_FOUND)

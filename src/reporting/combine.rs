@@ -406,13 +406,23 @@ fn combine_reports(
 /// what was kept, failed, and the outcome as the last left them (its earlier failures are named
 /// by their attempts' status); verified only if every attempt verified.
 fn merged(earlier: &[&Report], last: &Report) -> Vec<crate::report::PolicyReport> {
+    // An attempt stopped before it began a policy counted nothing of it: its zero totals and
+    // unverified state are no attempt's findings (before, they set the combined totals; found
+    // by a review).
+    let started = |q: &crate::report::PolicyReport| !q.errors.iter().any(|e| e.starts_with("not started"));
     let mut out = last.policies.clone();
     for p in &mut out {
-        let before: Vec<&crate::report::PolicyReport> =
-            earlier.iter().filter_map(|r| r.policies.iter().find(|q| q.name == p.name)).collect();
+        let before: Vec<&crate::report::PolicyReport> = earlier
+            .iter()
+            .filter_map(|r| r.policies.iter().find(|q| q.name == p.name))
+            .filter(|q| started(q))
+            .collect();
         if let Some(first) = before.first() {
             p.rows_total = first.rows_total;
             p.rows_due = first.rows_due;
+        }
+        if !started(p) && !before.is_empty() {
+            p.verification.verified = true;
         }
         for q in before {
             p.deleted = p.deleted.saturating_add(q.deleted);

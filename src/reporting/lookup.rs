@@ -54,6 +54,9 @@ struct RunView {
     /// their SHA-256) by this report.
     #[serde(default)]
     interrupted_runs: Vec<InterruptedView>,
+    /// The shard of a sharded run this report is (none: the whole run).
+    #[serde(default)]
+    shard: Option<crate::report::ShardInfo>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +245,11 @@ pub struct Answer {
     /// The config's holds file could not be read whole: with nothing found, the question is not
     /// answered (exit 2, not 5).
     pub holds_unreadable: bool,
+    /// The reports searched are those of one shard of a sharded run (`shard i of n`): with
+    /// nothing found, the question is not answered (exit 2, not 5): another shard may have
+    /// destroyed it (before, "NOTHING FOUND"; found by a review).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_only: Option<String>,
 }
 
 /// The spellings a value may have been recorded under: as given, without surrounding spaces,
@@ -812,6 +820,8 @@ pub fn lookup(
     // answer: it holds the subject in a numeric (or uuid) column, not in a text one.
     let found = !destroyed.is_empty() || held.iter().any(|h| h.exact);
     let holds_unreadable = matches!(target, Target::Subject(_)) && ctx.holds_unreadable;
+    let shard_only =
+        reports.iter().find_map(|(_, r)| r.shard.as_ref()).map(|s| format!("shard {} of {}", s.index, s.count));
     Ok(Answer {
         target: label,
         hashes,
@@ -829,6 +839,7 @@ pub fn lookup(
         reports_unsigned: unsigned.into_iter().collect(),
         holds_file_unchanged,
         holds_unreadable,
+        shard_only,
     })
 }
 
@@ -959,7 +970,12 @@ impl Answer {
                 self.evidence_unreadable
             ));
         }
-        if !self.found && self.evidence_unreadable == 0 && !self.holds_unreadable && self.held.is_empty() {
+        if let Some(shard) = self.shard_only.as_ref().filter(|_| !self.found) {
+            s.push_str(&format!(
+                "NOT ANSWERED: these are the reports of {shard} of a sharded run only: another shard may have destroyed this {}; look up in each shard-<i>-of-<n> directory.\n",
+                if self.target == "subject" { "subject" } else { "record" },
+            ));
+        } else if !self.found && self.evidence_unreadable == 0 && !self.holds_unreadable && self.held.is_empty() {
             s.push_str(&format!(
                 "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file names it.\n\
                  Either lapse never destroyed it (not lapsed, not under a policy, or held as below), or the reports were written with another evidence key.\n",
@@ -1015,6 +1031,7 @@ mod tests {
             reports_unsigned: vec![],
             holds_file_unchanged: None,
             holds_unreadable: false,
+            shard_only: None,
         };
         let text = answer.text("reports");
         assert!(text.contains("  LH-1 — m — every policy, in force through 2027-06-30\n"), "{text}");

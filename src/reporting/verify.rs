@@ -150,6 +150,9 @@ struct Head {
     /// Evidence files of runs that ended without their report, accounted for by this one.
     #[serde(default)]
     interrupted_runs: Vec<Accounted>,
+    /// The shard of a sharded run the report is.
+    #[serde(default)]
+    shard: Option<crate::report::ShardInfo>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +301,7 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
                 }
             }
             v.check_hidden();
+            v.check_shard_dir(&entries);
             chain = v.check_chain(&entries, &renamed, first);
             v.check_leftovers(&names, &entries, &claimed);
             v.check_claims(&entries, first);
@@ -837,6 +841,29 @@ impl Verifier<'_> {
                 "the versions of {} cannot be listed ({e}): a report or claim hidden by a delete marker would not be found; verify with credentials that may list them (s3:ListBucketVersions)",
                 self.st.location()
             )),
+        }
+    }
+
+    /// A `shard-<i>-of-<n>` directory (or bucket prefix) holds the reports of that shard only:
+    /// one holding another shard's reports had its directories swapped or copied (before,
+    /// `shard-1-of-3` copied in place of `shard-2-of-3` verified OK; found by a review).
+    fn check_shard_dir(&mut self, entries: &[Entry]) {
+        let location = self.st.location();
+        let last = location.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+        let Some((i, n)) = last.strip_prefix("shard-").and_then(|r| r.split_once("-of-")) else { return };
+        let (Ok(i), Ok(n)) = (i.parse::<u32>(), n.parse::<u32>()) else { return };
+        for e in entries {
+            let Some(h) = &e.head else { continue };
+            let holds = match &h.shard {
+                Some(s) if s.index == i && s.count == n => continue,
+                Some(s) => format!("shard {} of {}", s.index, s.count),
+                None => "a whole run (no shard)".to_string(),
+            };
+            self.find(
+                Problem::OutOfOrder,
+                &e.name,
+                format!("is the report of {holds}, in the directory of shard {i} of {n} ({last}): directories swapped or copied"),
+            );
         }
     }
 

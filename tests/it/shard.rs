@@ -353,6 +353,49 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
         }
     }
     verify_journal(&alone).code(2).stderr_has("needs the reports of every shard");
+    // Shard 1's reports copied in place of shard 0's: `verify` of that directory says so
+    // (before, it passed; found by a review).
+    let swapped = sharded.path(&format!("swapped/shard-0-of-{N}"));
+    std::fs::create_dir_all(&swapped).unwrap();
+    for e in std::fs::read_dir(&dir1).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), swapped.join(e.file_name())).unwrap();
+        }
+    }
+    let r = crate::common::Run::from(
+        Command::new(crate::common::lapse_bin())
+            .args(["report", "verify"])
+            .arg(&swapped)
+            .arg("--public-key")
+            .arg(&public)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        r.stdout.contains(&format!("is the report of shard 1 of {N}, in the directory of shard 0 of {N}")),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    // A look-up in one shard's reports that finds nothing is no answer (exit 2): another shard
+    // may have destroyed it (before, "NOTHING FOUND", exit 5).
+    let r = crate::common::Run::from(
+        Command::new(crate::common::lapse_bin())
+            .args(["report", "lookup"])
+            .arg(&dir1)
+            .args(["--subject", "C-nobody", "-c"])
+            .arg(sharded.path("lapse.yaml"))
+            .output()
+            .unwrap(),
+    );
+    r.code(2);
+    assert!(
+        r.stdout.contains(&format!("NOT ANSWERED: these are the reports of shard 1 of {N} of a sharded run only")),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("NOTHING FOUND"), "{}", r.stdout);
 
     // Shards limited to other policies are not one run: before, shard 0 run with `--policy
     // customers` beside whole shards combined as "complete", its share of the others left out.
@@ -440,6 +483,48 @@ async fn a_retried_shards_attempts_are_all_combined() {
             first["policies"].as_array().unwrap().iter().map(|p| p["deleted"].as_u64().unwrap()).sum::<u64>();
     }
     assert!(destroyed_by_first_attempts > 0, "the first attempts destroyed something, counted once");
+
+    // An attempt stopped before it began a policy (here: shard 0's first attempt, its last
+    // policy made "not started", as an interrupt before it leaves it) counted nothing of it:
+    // the combined totals are the retry's and it is verified (before, 0 and unverified; found
+    // by a review).
+    let first_attempt = c["shards"][0]["earlier_attempts"][0]["file"].as_str().unwrap().to_string();
+    let mut r0 = read_json(Path::new(&first_attempt));
+    let p = r0["policies"].as_array_mut().unwrap().last_mut().unwrap();
+    let name = p["name"].as_str().unwrap().to_string();
+    for k in ["rows_total", "rows_due", "deleted", "anonymized", "fields_anonymized", "held", "failed"] {
+        if p.get(k).is_some() {
+            p[k] = serde_json::json!(0);
+        }
+    }
+    p["outcome"] = serde_json::json!("interrupted");
+    p["errors"] = serde_json::json!(["not started: the run was interrupted before this policy"]);
+    p["verification"]["verified"] = serde_json::json!(false);
+    std::fs::write(&first_attempt, serde_json::to_vec_pretty(&r0).unwrap()).unwrap();
+    let r = crate::common::Run::from(
+        Command::new(crate::common::lapse_bin())
+            .args(["report", "combine", &dirs[0], &dirs[1], "--out"])
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    r.ok();
+    let again = read_json(&out);
+    let p = again["policies"].as_array().unwrap().iter().find(|p| p["name"] == name.as_str()).unwrap();
+    // Shard 0's from its retry, shard 1's from its first attempt (none where the policy is
+    // whole, run by one shard).
+    let of = |file: &Json, k: &str| {
+        let r = read_json(Path::new(file.as_str().unwrap()));
+        let p = r["policies"].as_array().unwrap().iter().find(|p| p["name"] == name.as_str());
+        p.map_or(0, |p| p[k].as_u64().unwrap())
+    };
+    let shards = again["shards"].as_array().unwrap();
+    for k in ["rows_total", "rows_due"] {
+        let want = of(&shards[0]["file"], k) + of(&shards[1]["earlier_attempts"][0]["file"], k);
+        assert!(want > 0, "{k}");
+        assert_eq!(p[k].as_u64().unwrap(), want, "combined {name}.{k}:\n{again:#}");
+    }
+    assert_eq!(p["verified"], serde_json::json!(true), "{again:#}");
 }
 
 /// A policy split by key needs a single integer key: a text key is refused before anything runs.
