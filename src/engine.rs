@@ -2314,7 +2314,13 @@ async fn enforce(
                         .map_err(|e| stopped(e, batches + 1, retake_lost.as_ref()))?;
                 }
                 if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
-                    // Every batch so far was full: more may be due. Said, not claimed done.
+                    // Every batch so far was full: more may be due. Said, not claimed done,
+                    // unless nothing is (the last batch was exactly the rest: before, `stopped`
+                    // then too, and "left for the next run"; found by a review).
+                    let more = retry(|| conn.candidates(&stage.scope, after.as_deref(), 1)).await;
+                    if more.map_err(|e| anyhow::anyhow!("stage {}: {e}", stage.name))?.is_empty() {
+                        break;
+                    }
                     let msg = format!(
                         "stage '{}' stopped after {m} batches (--max-batches): what is still due is left for the next run",
                         stage.name

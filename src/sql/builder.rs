@@ -556,6 +556,44 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// SQLite keeps any type in any column and orders every number before every text: a value
+    /// of another type than a condition's literal made `!=`, `>` and `>=` true, and the row
+    /// lapsed (`vip != true` deleted a row whose `vip` is the text `'t'`; `score > 3` the
+    /// empty text; found by a review). ` AND typeof(e) IN (…)` of the literals' types, bound
+    /// as [`Builder::literal`] binds them: another type is no answer, as NULL is (the purpose
+    /// has not lapsed). Empty elsewhere, and for times (compared through `julianday`, which
+    /// gives NULL for what is no time).
+    fn lite_same_type(&self, e: &str, info: Option<&crate::connector::ColumnInfo>, literals: &[&Literal]) -> String {
+        let kind = info.map(|c| c.kind).unwrap_or(ColumnKind::Other);
+        if self.d != Dialect::Sqlite || self.lite_time(kind) {
+            return String::new();
+        }
+        // The class each comparison is made in, by SQLite's rules: a column of TEXT affinity
+        // makes the literal text; one of numeric affinity (INTEGER, REAL, NUMERIC: `DECIMAL`,
+        // `BOOLEAN`…) makes a literal that reads as a number a number (and its own values that
+        // read as numbers are numbers already); a column of no affinity leaves it as bound.
+        let declared = info.map(|c| c.sql_type.to_ascii_uppercase()).unwrap_or_default();
+        let text_affinity = !declared.contains("INT") && ["CHAR", "CLOB", "TEXT"].iter().any(|t| declared.contains(t));
+        let no_affinity = declared.is_empty() || (declared.contains("BLOB") && !declared.contains("INT"));
+        let mut types = std::collections::BTreeSet::new();
+        for l in literals {
+            let bound = coerce(literal_value(l), kind).unwrap_or_else(|_| literal_value(l));
+            let number = match &bound {
+                Value::Int(_) | Value::Float(_) | Value::Bool(_) => true,
+                Value::Text(t) if !no_affinity => t.trim().parse::<f64>().is_ok_and(f64::is_finite),
+                Value::Text(_) => false,
+                _ => return String::new(),
+            };
+            match number && !text_affinity {
+                true => types.extend(["'integer'", "'real'"]),
+                false => {
+                    types.insert("'text'");
+                }
+            }
+        }
+        format!(" AND typeof({e}) IN ({})", types.into_iter().collect::<Vec<_>>().join(", "))
+    }
+
     fn literal(&self, sql: &mut Sql, qual_col: Option<&crate::connector::ColumnInfo>, l: &Literal) {
         let kind = qual_col.map(|c| c.kind).unwrap_or(ColumnKind::Other);
         let mut v = coerce(literal_value(l), kind).unwrap_or_else(|_| literal_value(l));
@@ -912,12 +950,14 @@ impl<'a> Builder<'a> {
                 // (`IS NOT NULL AND` rather than `COALESCE`: an index on the column still serves.)
                 match &term.test {
                     Test::Compare(op, l) => {
-                        sql.push(&format!("({e} IS NOT NULL AND {e} {} ", op.sql()));
+                        let same = self.lite_same_type(&e, info, &[l]);
+                        sql.push(&format!("({e} IS NOT NULL{same} AND {e} {} ", op.sql()));
                         self.literal(sql, info, l);
                         sql.push(")");
                     }
                     Test::In(list) => {
-                        sql.push(&format!("({e} IS NOT NULL AND {e} IN ("));
+                        let same = self.lite_same_type(&e, info, &list.iter().collect::<Vec<_>>());
+                        sql.push(&format!("({e} IS NOT NULL{same} AND {e} IN ("));
                         for (i, l) in list.iter().enumerate() {
                             if i > 0 {
                                 sql.push(", ");

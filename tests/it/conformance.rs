@@ -2447,6 +2447,13 @@ pub async fn interrupted_run_resumes(b: Backend) {
     f.lapse(&["run", "--batch-size", "2"]).ok();
     assert_eq!(ids_text(&f).await, vec![4, 5, 6], "the re-run finishes the job, nothing more");
     assert_eq!(n(&f.report("run")["policies"][0]["deleted"]), 3);
+    // The last allowed batch exactly the rest: done, not stopped (before, stopped, with "left
+    // for the next run"; found by a review).
+    let f = seeded(b).await;
+    f.policy("people", &policy("delete", ONE_YEAR, ""));
+    f.lapse(&["run", "--batch-size", "5", "--max-batches", "1"]).ok();
+    let p = &f.report("run")["policies"][0];
+    assert_eq!((n(&p["deleted"]), p["outcome"].as_str()), (5, Some("done")), "{p}");
 }
 
 /// Journal tables of the earlier shapes (a row per record; a row per batch with hex text) are
@@ -3033,4 +3040,41 @@ per_backend!(
 #[allow(dead_code)]
 async fn unused(f: &Fixture) -> Vec<i64> {
     ids(f).await
+}
+
+/// SQLite keeps any type in any column and orders every number before every text: a value of
+/// another type than a condition's literal is no answer (the purpose has not lapsed), as NULL
+/// is. Before, `vip != true` deleted a row whose `vip` is the text `'t'` (a boolean as older
+/// Rails writes it), `score > 3` one whose score is the empty text, `code != '5'` one whose
+/// code is the integer 5 (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_conditions_give_no_answer_for_values_of_another_type() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE acct (id INTEGER PRIMARY KEY, email TEXT, created_at DATETIME, vip BOOLEAN, code, score INTEGER);",
+    )
+    .await;
+    let rows = "DELETE FROM acct; INSERT INTO acct VALUES (1, 'a@example.com', '2020-01-01', 't', 5, ''), \
+                (2, 'b@example.com', '2020-01-01', 0, '5', 1), (3, 'c@example.com', '2020-01-01', 1, 6, 5);";
+    for (condition, left) in [("vip != true", vec![1, 3]), ("code != '5'", vec![1, 2, 3]), ("score > 3", vec![1, 2])] {
+        f.db.exec(rows).await;
+        let text = format!(
+            "name: acct\ndataset:\n  connection: db\n  table: acct\n  key: id\npersonal:\n  \
+             email: {{ category: email }}\npurposes:\n  - name: a\n    legal_basis: contract\n    retain: 1y\n    \
+             after: created_at\n    when: \"{condition}\"\non_lapse: delete\nguardrail:\n  max_share: 100%\n"
+        );
+        f.policy("acct", &text);
+        let plan = f.lapse(&["plan", "--json"]);
+        plan.ok();
+        f.lapse(&["run"]).ok();
+        let kept: Vec<i64> =
+            f.db.texts("SELECT CAST(id AS TEXT) FROM acct ORDER BY id")
+                .await
+                .into_iter()
+                .map(|t| t.unwrap().parse().unwrap())
+                .collect();
+        assert_eq!(kept, left, "{condition}");
+        let due = n(&f.report("run")["policies"][0]["rows_due"]);
+        assert_eq!(due as usize, 3 - left.len(), "{condition}: planned and destroyed the same rows");
+    }
 }
