@@ -591,6 +591,26 @@ fn chart_refuses_to_enforce_without_a_reports_claim() {
         panic!("connections in config.extra, no claim: renders")
     };
     assert!(e.contains("reports.existingClaim is empty"), "{e}");
+    // The reports moved off the claim (config.extra, --report-dir), or metrics written to the
+    // read-only root: refused (before, rendered; the reports then lost with the pod, or every
+    // run failing; found by a review).
+    let claimed = ["--set", "reports.existingClaim=lapse-reports"];
+    for (values, expected) in [
+        ("config:\n  extra:\n    reports:\n      dir: /tmp/reports\n", "config.extra.reports.dir /tmp/reports"),
+        ("extraArgs: [--report-dir, /tmp/reports]\n", "extraArgs: --report-dir is set by the chart"),
+        ("metrics:\n  textfile: /var/lib/node-exporter/textfile/lapse.prom\n", "is on the read-only root file system"),
+    ] {
+        let Err(e) = helm.template_with(&chart_dir(), &[connections, values], &claimed) else {
+            panic!("rendered:\n{values}")
+        };
+        assert!(e.contains(expected), "{values}: {e}");
+    }
+    helm.template_with(
+        &chart_dir(),
+        &[connections, "config:\n  extra:\n    reports:\n      dir: /var/lib/lapse/reports/\n"],
+        &claimed,
+    )
+    .expect("the mount path itself");
 }
 
 #[test]
@@ -959,7 +979,7 @@ fn chart_refuses_inconsistent_values_with_a_clear_message() {
         // both rendered into the CronJob).
         ("extraEnvVars: [{name: SHOP_URL, value: \"postgres://app@db/shop?password=s3cret-pw\"}]\n", "extraEnvVars: SHOP_URL"),
         ("extraArgs: [\"--pushgateway=http://u:s3cret-pw@gw:9091\"]\n", "extraArgs: an argument carries credentials"),
-        ("extraArgs: [\"--report-dir\", \"s3://b/p?sslpassword=s3cret-pw\"]\n", "extraArgs: an argument carries credentials"),
+        ("extraArgs: [\"--pushgateway\", \"http://g:9091/?sslpassword=s3cret-pw\"]\n", "extraArgs: an argument carries credentials"),
         // Two volume mounts at one path (the API server refuses the pod).
         ("reports: {mountPath: /tmp, ephemeral: true}\n", "reports.mountPath /tmp meets /tmp"),
         ("reports: {mountPath: /etc/lapse/reports, ephemeral: true}\n", "meets /etc/lapse"),
@@ -1340,9 +1360,13 @@ config:
 extraVolumes:
   - name: exports
     persistentVolumeClaim: { claimName: exports }
+  - name: textfile
+    hostPath: { path: /var/lib/node-exporter/textfile }
 extraVolumeMounts:
   - name: exports
     mountPath: /data/exports
+  - name: textfile
+    mountPath: /var/lib/node-exporter/textfile
 "#;
 
 /// Sharding renders an Indexed Job whose pods each take their shard; object-store connections and
@@ -1425,6 +1449,9 @@ fn chart_schema_rejects_bad_scale_out_and_object_store_values() {
         ("sharding:\n  cutoff: now\n", "/sharding/cutoff"),
         ("metrics:\n  pushgateway:\n    url: pushgateway:9091\n", "/metrics/pushgateway/url"),
         ("metrics:\n  pushgateway:\n    grouping: { job: x }\n", "invalid propertyName 'job'"),
+        // Labels lapse sets itself, or reserved ones: lapse refuses them (exit 2) on every run.
+        ("metrics:\n  pushgateway:\n    grouping: { shard: x }\n", "invalid propertyName 'shard'"),
+        ("metrics:\n  pushgateway:\n    grouping: { __tenant: x }\n", "invalid propertyName '__tenant'"),
         ("metrics:\n  textfile: lapse.prom\n", "/metrics/textfile"),
         ("metrics:\n  prometheus: {}\n", "additional properties 'prometheus' not allowed"),
         ("config:\n  connections:\n    a:\n      kind: gcs\n", "kind"),

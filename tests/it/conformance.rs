@@ -3078,3 +3078,40 @@ async fn sqlite_conditions_give_no_answer_for_values_of_another_type() {
         assert_eq!(due as usize, 3 - left.len(), "{condition}: planned and destroyed the same rows");
     }
 }
+
+/// Anonymizations the database's test of what is left to do disagreed with (found by a
+/// review), each anonymized once and then done: on SQLite a constant stored as the column's
+/// affinity makes it (`0.0` in a `TEXT` column is `'0.0'`, `true` is `'1'`, `0` in a column of
+/// no type the integer 0; before, compared with `'0'`, `'true'`, `'0'`: anonymized again on
+/// every run); a blank address or date, which holds nothing (before, an error that kept the
+/// row's e-mail on every run); a 6to4 network, which `generalize_ip` writes (before, due on
+/// every run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_constants_blank_values_and_6to4_networks_are_done_once() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE visits (id INTEGER PRIMARY KEY, email TEXT, ip TEXT NOT NULL DEFAULT '', born TEXT, \
+         a TEXT, b TEXT, c, created_at DATETIME);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO visits VALUES (1, 'jane@example.com', '', '', 'x', 'y', 'z', '2020-01-01'), \
+         (2, 'john@example.com', '2002:cb00:7107::1', '  ', 'x', 'y', 'z', '2020-01-01'), \
+         (3, 'ann@example.com', '203.0.113.7', '1980-05-17', 'x', 'y', 'z', '2020-01-01')",
+    )
+    .await;
+    let personal = "  email: { category: email, anonymize: random_token }\n  \
+                    ip: { category: ip_address, anonymize: generalize_ip }\n  \
+                    born: { category: date_of_birth, anonymize: { generalize_date: year } }\n  \
+                    a: { category: free_text, anonymize: { constant: 0.0 } }\n  \
+                    b: { category: free_text, anonymize: { constant: true } }\n  \
+                    c: { category: free_text, anonymize: { constant: 0 } }\n";
+    f.policy("visits", &anon_policy("visits", personal));
+    anonymized_then_done(&f, 3).await;
+    let emails = f.db.texts("SELECT email FROM visits ORDER BY id").await;
+    assert!(emails.iter().all(|e| e.as_deref().is_some_and(|e| e.starts_with("anon_"))), "{emails:?}");
+    assert_eq!(
+        f.db.texts("SELECT ip FROM visits ORDER BY id").await,
+        [Some(String::new()), Some("2002:cb00:7100::".into()), Some("203.0.113.0".into())]
+    );
+}

@@ -274,6 +274,17 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- $_ := set $cfg "defaults" (dict "batch_size" (int .Values.config.defaults.batchSize) "max_share" .Values.config.defaults.maxShare) }}
 {{- $metrics := dict }}
 {{- with .Values.metrics.textfile }}
+{{- /* The root file system is read-only: the file's directory must be a mounted volume, or
+every run only warns that it cannot write the metrics. */}}
+{{- $dir := dir (clean .) }}
+{{- $mounted := false }}
+{{- range $.Values.extraVolumeMounts }}
+{{- $m := clean (toString .mountPath) }}
+{{- if or (eq $dir $m) (hasPrefix (printf "%s/" $m) $dir) }}{{- $mounted = true }}{{- end }}
+{{- end }}
+{{- if not $mounted }}
+{{- fail (printf "metrics.textfile %s: its directory %s is on the read-only root file system; mount node_exporter's textfile directory there with extraVolumes and extraVolumeMounts" . $dir) }}
+{{- end }}
 {{- $_ := set $metrics "textfile" . }}
 {{- end }}
 {{- with .Values.metrics.pushgateway.url }}
@@ -284,6 +295,13 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- end }}
 {{- with $metrics }}
 {{- $_ := set $cfg "metrics" . }}
+{{- end }}
+{{- /* The reports stay where the chart mounts them (reports.mountPath, the claim): elsewhere
+they would be on the read-only root or in scratch space, lost with the pod. */}}
+{{- with dig "reports" "dir" nil (.Values.config.extra | default dict) }}
+{{- if ne (clean (toString .)) (clean $.Values.reports.mountPath) }}
+{{- fail (printf "config.extra.reports.dir %s: the reports directory is reports.mountPath (%s), where the chart mounts reports.existingClaim; set reports.mountPath instead" (toString .) $.Values.reports.mountPath) }}
+{{- end }}
 {{- end }}
 {{- $cfg = mergeOverwrite $cfg (deepCopy .Values.config.extra) }}
 {{- /* What config.extra adds is checked as config.connections is: no secret in the ConfigMap. */}}
@@ -327,7 +345,7 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- $grace := max 5 (sub (int .Values.terminationGracePeriodSeconds) 15) }}
 {{- $args = concat $args (list "--shutdown-grace" (toString $grace)) }}
 {{- /* An argument the chart sets, given again in extraArgs, makes lapse refuse to start (exit 2) on every run. */}}
-{{- $owned := list "-c" "--config" "--log-format" "--shutdown-grace" }}
+{{- $owned := list "-c" "--config" "--log-format" "--shutdown-grace" "--report-dir" }}
 {{- if not .Values.dryRun }}{{- $owned = append $owned "--yes" }}{{- end }}
 {{- if .Values.sharding.enabled }}{{- $owned = concat $owned (list "--shard" "--cutoff") }}{{- end }}
 {{- /* One-off overrides: in the CronJob they would hold for every scheduled run, not once. */}}
@@ -341,7 +359,7 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- end }}
 {{- range $owned }}
 {{- if or (eq $a .) (hasPrefix (printf "%s=" .) $a) }}
-{{- fail (printf "extraArgs: %s is set by the chart (from logFormat, terminationGracePeriodSeconds, dryRun or sharding): given twice, lapse refuses to start on every run" .) }}
+{{- fail (printf "extraArgs: %s is set by the chart (from logFormat, terminationGracePeriodSeconds, dryRun, sharding or reports.mountPath): given twice, or elsewhere than the chart mounts it, a run fails or loses what it leaves for the next" .) }}
 {{- end }}
 {{- end }}
 {{- range $once }}
