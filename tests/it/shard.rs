@@ -457,13 +457,16 @@ async fn a_retried_shards_attempts_are_all_combined() {
     let dirs: Vec<String> =
         (0..N).map(|i| sharded.path(&format!("reports/shard-{i}-of-{N}")).display().to_string()).collect();
     let out = sharded.path("combined.json");
-    let r = crate::common::Run::from(
-        Command::new(crate::common::lapse_bin())
-            .args(["report", "combine", &dirs[0], &dirs[1], "--out"])
-            .arg(&out)
-            .output()
-            .unwrap(),
-    );
+    let combine = || {
+        crate::common::Run::from(
+            Command::new(crate::common::lapse_bin())
+                .args(["report", "combine", &dirs[0], &dirs[1], "--out"])
+                .arg(&out)
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = combine();
     r.ok();
     assert!(r.stdout.contains("shard 0 was run 2 times at this cutoff (retried)"), "{}", r.stdout);
     let c = read_json(&out);
@@ -501,14 +504,7 @@ async fn a_retried_shards_attempts_are_all_combined() {
     p["errors"] = serde_json::json!(["not started: the run was interrupted before this policy"]);
     p["verification"]["verified"] = serde_json::json!(false);
     std::fs::write(&first_attempt, serde_json::to_vec_pretty(&r0).unwrap()).unwrap();
-    let r = crate::common::Run::from(
-        Command::new(crate::common::lapse_bin())
-            .args(["report", "combine", &dirs[0], &dirs[1], "--out"])
-            .arg(&out)
-            .output()
-            .unwrap(),
-    );
-    r.ok();
+    combine().ok();
     let again = read_json(&out);
     let p = again["policies"].as_array().unwrap().iter().find(|p| p["name"] == name.as_str()).unwrap();
     // Shard 0's from its retry, shard 1's from its first attempt (none where the policy is
