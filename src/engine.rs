@@ -622,8 +622,20 @@ fn own_files(config: &Config) -> Vec<(String, std::path::PathBuf, bool)> {
     file("the evidence key file", config.evidence.key_file.as_ref());
     file("the pseudonymization key file", config.pseudonymization.as_ref().and_then(|k| k.key_file.as_ref()));
     file("the report signing key file", config.reports.signing_key.as_ref().and_then(|k| k.key_file.as_ref()));
+    file("the metrics textfile", config.metrics.textfile.as_ref());
     for (name, c) in &config.connections {
         file(&format!("connection '{name}''s url_file"), c.url_file.as_ref());
+    }
+    // A SQLite database written in the config (one behind url_file or url_env is not known
+    // here), with the files SQLite keeps beside it.
+    for (name, c) in &config.connections {
+        let db = c.url.as_deref().and_then(|u| u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")));
+        if let Some(db) = db.map(|d| d.split('?').next().unwrap_or(d)).filter(|d| !d.is_empty() && *d != ":memory:") {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let path = std::path::PathBuf::from(format!("{db}{suffix}"));
+                files.push((format!("connection '{name}''s SQLite database"), config.resolve(&path), false));
+            }
+        }
     }
     files
 }

@@ -308,6 +308,15 @@ impl ObjectBackend for DirBackend {
         items: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), String>>, ConnectorError> {
         let keep = self.root.join(keep.trim_end_matches('/'));
+        // How many of this call's names each file has: a file all of whose names are here is
+        // removed whole (before, two names of one file in the dataset were refused for good).
+        use std::os::unix::fs::MetadataExt as _;
+        let mut names: std::collections::HashMap<(u64, u64), u64> = std::collections::HashMap::new();
+        for (key, _) in items {
+            if let Ok(md) = self.path(key).and_then(|p| std::fs::symlink_metadata(p).map_err(io_err("reading"))) {
+                *names.entry((md.dev(), md.ino())).or_default() += 1;
+            }
+        }
         let mut out = Vec::with_capacity(items.len());
         for (key, _) in items {
             let path = match self.path(key) {
@@ -321,11 +330,11 @@ impl ObjectBackend for DirBackend {
             // the others, and the report would say it was destroyed (found by a review).
             // Refused, removing nothing.
             if let Ok(md) = std::fs::symlink_metadata(&path) {
-                use std::os::unix::fs::MetadataExt as _;
-                if md.is_file() && md.nlink() > 1 {
+                let here = names.get(&(md.dev(), md.ino())).copied().unwrap_or(1);
+                if md.is_file() && md.nlink() > here.max(1) {
                     out.push(Err(format!(
-                        "Refused: the file has {} other hard link(s): removing this name would not destroy its content",
-                        md.nlink() - 1
+                        "Refused: the file has {} other hard link(s) outside this deletion: removing this name would not destroy its content",
+                        md.nlink() - here.max(1)
                     )));
                     continue;
                 }

@@ -820,8 +820,10 @@ pub fn lookup(
     // answer: it holds the subject in a numeric (or uuid) column, not in a text one.
     let found = !destroyed.is_empty() || held.iter().any(|h| h.exact);
     let holds_unreadable = matches!(target, Target::Subject(_)) && ctx.holds_unreadable;
-    let shard_only =
-        reports.iter().find_map(|(_, r)| r.shard.as_ref()).map(|s| format!("shard {} of {}", s.index, s.count));
+    let shard_only = reports
+        .iter()
+        .find_map(|(_, r)| r.shard.as_ref().filter(|s| s.count > 1))
+        .map(|s| format!("shard {} of {}", s.index, s.count));
     Ok(Answer {
         target: label,
         hashes,

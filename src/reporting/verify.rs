@@ -245,6 +245,15 @@ impl std::str::FromStr for Known {
     }
 }
 
+/// The start a run's file name carries (`lapse-run-20261207T120000Z-…`: `20261207T120000Z`),
+/// which sorts as time.
+fn run_stamp(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("lapse-")?;
+    let (_, rest) = rest.split_once('-')?;
+    let stamp = rest.get(..16)?;
+    (stamp.len() == 16 && stamp.as_bytes()[8] == b'T' && stamp.ends_with('Z')).then(|| stamp.to_string())
+}
+
 /// Verifies the reports of a store (`only`: one report, its link to the previous one included).
 pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], first: u64, known: &[Known]) -> Outcome {
     let mut v = Verifier { st, keys, findings: Vec::new(), notes: Vec::new(), never_written: BTreeSet::new() };
@@ -300,7 +309,7 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
                     }
                 }
             }
-            v.check_hidden();
+            v.check_hidden(&entries, first);
             v.check_shard_dir(&entries);
             chain = v.check_chain(&entries, &renamed, first);
             v.check_leftovers(&names, &entries, &claimed);
@@ -821,10 +830,21 @@ impl Verifier<'_> {
     /// every listing and read, and a newest report and its claim so hidden left a chain that
     /// verified (found by a review). Each is `missing`, with how to show it again. Versions
     /// that cannot be listed are a note.
-    fn check_hidden(&mut self) {
+    fn check_hidden(&mut self, entries: &[Entry], first: u64) {
+        // From `--first-sequence` on (older reports may have been expired on purpose, by a
+        // lifecycle rule that leaves delete markers): a claim by its sequence, a run's file by
+        // the start its name carries, against the report of that first sequence here.
+        let since = entries.iter().filter(|e| e.seq() == first && first > 1).find_map(|e| run_stamp(&e.name));
+        let kept = |name: &str| match name.strip_prefix(super::sink::CLAIMS) {
+            Some(seq) => seq.parse::<u64>().is_ok_and(|s| s >= first),
+            None => {
+                name.starts_with("lapse-")
+                    && since.as_deref().is_none_or(|s| run_stamp(name).is_none_or(|n| n.as_str() >= s))
+            }
+        };
         match self.st.hidden() {
             Ok(names) => {
-                for name in names {
+                for name in names.into_iter().filter(|n| kept(n)) {
                     self.find(
                         Problem::Missing,
                         &name,
@@ -848,7 +868,9 @@ impl Verifier<'_> {
     /// one holding another shard's reports had its directories swapped or copied (before,
     /// `shard-1-of-3` copied in place of `shard-2-of-3` verified OK; found by a review).
     fn check_shard_dir(&mut self, entries: &[Entry]) {
+        // A directory by its resolved path (`.` inside a shard directory is that directory).
         let location = self.st.location();
+        let location = std::fs::canonicalize(&location).map(|p| p.display().to_string()).unwrap_or(location);
         let last = location.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
         let Some((i, n)) = last.strip_prefix("shard-").and_then(|r| r.split_once("-of-")) else { return };
         let (Ok(i), Ok(n)) = (i.parse::<u32>(), n.parse::<u32>()) else { return };

@@ -599,6 +599,12 @@ fn chart_refuses_to_enforce_without_a_reports_claim() {
         ("config:\n  extra:\n    reports:\n      dir: /tmp/reports\n", "config.extra.reports.dir /tmp/reports"),
         ("extraArgs: [--report-dir, /tmp/reports]\n", "extraArgs: --report-dir is set by the chart"),
         ("metrics:\n  textfile: /var/lib/node-exporter/textfile/lapse.prom\n", "is on the read-only root file system"),
+        // The same through config.extra.
+        ("config:\n  extra:\n    metrics:\n      textfile: /opt/x.prom\n", "is on the read-only root file system"),
+        (
+            "config:\n  extra:\n    metrics:\n      pushgateway:\n        url: http://g:9091\n        grouping: { shard: \"1\" }\n",
+            "grouping label 'shard'",
+        ),
     ] {
         let Err(e) = helm.template_with(&chart_dir(), &[connections, values], &claimed) else {
             panic!("rendered:\n{values}")
@@ -611,6 +617,12 @@ fn chart_refuses_to_enforce_without_a_reports_claim() {
         &claimed,
     )
     .expect("the mount path itself");
+    helm.template_with(
+        &chart_dir(),
+        &[connections, "metrics:\n  textfile: /var/lib/lapse/reports/lapse.prom\n"],
+        &claimed,
+    )
+    .expect("a textfile on the reports volume");
 }
 
 #[test]

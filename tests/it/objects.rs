@@ -432,6 +432,11 @@ async fn links_special_files_and_long_paths_in_a_directory() {
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let copy = s.f.path("copy-of-S-2.csv");
     std::fs::hard_link(root.join("exports/2020/03/02/S-2.csv"), &copy).unwrap();
+    // A file whose two names are both due in the dataset: removed whole, both names.
+    let twice = root.join("exports/2020/03/07");
+    std::fs::create_dir_all(&twice).unwrap();
+    std::fs::write(twice.join("S-A.csv"), "id,email\n10,person10@example.com\n").unwrap();
+    std::fs::hard_link(twice.join("S-A.csv"), twice.join("S-B.csv")).unwrap();
     // Directories nested past PATH_MAX (4096), created one at a time from inside.
     let mut deep = root.join("exports/2020/03/06");
     std::fs::create_dir_all(&deep).unwrap();
@@ -445,7 +450,8 @@ async fn links_special_files_and_long_paths_in_a_directory() {
     deep.push(&long);
     let run = s.f.lapse(&["run"]);
     let p = &s.f.report("run")["policies"][0];
-    assert_eq!(n(&p["deleted"]), 3, "S-1, S-3, S-HELD (no hold here): {p:#}");
+    assert_eq!(n(&p["deleted"]), 5, "S-1, S-3, S-HELD (no hold here), S-A and S-B: {p:#}");
+    assert!(!twice.join("S-A.csv").exists() && !twice.join("S-B.csv").exists());
     assert!(n(&p["unreadable"]) >= 5, "2 seeded, the link, the FIFO, the deep subtree: {p:#}");
     assert!(root.join("exports/2020/03/02/S-2.csv").exists() && copy.exists(), "the hard-linked file is kept");
     assert!(p["errors"].to_string().contains("other hard link(s)"), "{p:#}");
@@ -477,6 +483,14 @@ async fn lapses_own_files_inside_a_directory_dataset_are_refused() {
             .stderr_has("is inside its directory: lapse would delete it as data");
     }
     assert!(s.f.path("evidence.key").exists());
+    // A SQLite database of a connection too.
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    std::fs::write(
+        s.f.path("lapse.yaml"),
+        cfg.replacen("connections:\n", "connections:\n  shop:\n    url: sqlite://shop.db\n", 1),
+    )
+    .unwrap();
+    s.f.lapse(&["validate"]).code(2).stderr_has("connection 'shop''s SQLite database");
 }
 
 pub async fn guardrail_and_resume(kind: StoreKind) {

@@ -1587,6 +1587,12 @@ async fn a_report_hidden_on_the_bucket_by_a_delete_marker_is_missing() {
             r.stdout
         );
     }
+    // Reports before `--first-sequence` may be gone on purpose (a lifecycle rule that leaves
+    // delete markers): not hidden then.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    f.lapse(&["run"]).ok();
+    let r = f.lapse(&["report", "verify", &loc, "--public-key", p(&public), "--first-sequence", "3"]);
+    assert!(!r.stdout.contains("is hidden"), "{}", r.stdout);
 }
 
 /// A run killed after claiming its sequence on the report bucket and before writing its

@@ -378,6 +378,16 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
         r.stdout,
         r.stderr
     );
+    // Given as `.` inside it: the same.
+    let r = crate::common::Run::from(
+        Command::new(crate::common::lapse_bin())
+            .args(["report", "verify", ".", "--public-key"])
+            .arg(&public)
+            .current_dir(&swapped)
+            .output()
+            .unwrap(),
+    );
+    assert!(r.stdout.contains(&format!("is the report of shard 1 of {N}")), "{}{}", r.stdout, r.stderr);
     // A look-up in one shard's reports that finds nothing is no answer (exit 2): another shard
     // may have destroyed it (before, "NOTHING FOUND", exit 5).
     let r = crate::common::Run::from(

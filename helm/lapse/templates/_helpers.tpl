@@ -274,17 +274,6 @@ policies and holds are relative to the config file (/etc/lapse), like the README
 {{- $_ := set $cfg "defaults" (dict "batch_size" (int .Values.config.defaults.batchSize) "max_share" .Values.config.defaults.maxShare) }}
 {{- $metrics := dict }}
 {{- with .Values.metrics.textfile }}
-{{- /* The root file system is read-only: the file's directory must be a mounted volume, or
-every run only warns that it cannot write the metrics. */}}
-{{- $dir := dir (clean .) }}
-{{- $mounted := false }}
-{{- range $.Values.extraVolumeMounts }}
-{{- $m := clean (toString .mountPath) }}
-{{- if or (eq $dir $m) (hasPrefix (printf "%s/" $m) $dir) }}{{- $mounted = true }}{{- end }}
-{{- end }}
-{{- if not $mounted }}
-{{- fail (printf "metrics.textfile %s: its directory %s is on the read-only root file system; mount node_exporter's textfile directory there with extraVolumes and extraVolumeMounts" . $dir) }}
-{{- end }}
 {{- $_ := set $metrics "textfile" . }}
 {{- end }}
 {{- with .Values.metrics.pushgateway.url }}
@@ -315,6 +304,27 @@ they would be on the read-only root or in scratch space, lost with the pod. */}}
 {{- if and (kindIs "string" $endpoint) (regexMatch "://[^/?#]*@" $endpoint) }}
 {{- fail (printf "connections.%s.endpoint carries credentials (user:password@): the S3 client takes them from the AWS chain (IRSA, or a secret through extraEnvVars valueFrom)" $name) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- /* Metrics as merged (metrics.* and config.extra.metrics). The root file system is
+read-only: a textfile's directory must be a mounted volume (extraVolumeMounts, the reports
+volume, /tmp), or every run only warns that it cannot write it. */}}
+{{- with dig "metrics" "textfile" "" $cfg }}
+{{- $dir := dir (clean (toString .)) }}
+{{- $mounts := list (clean $.Values.reports.mountPath) "/tmp" }}
+{{- range $.Values.extraVolumeMounts }}{{- $mounts = append $mounts (clean (toString .mountPath)) }}{{- end }}
+{{- $mounted := false }}
+{{- range $mounts }}
+{{- if or (eq $dir .) (hasPrefix (printf "%s/" .) $dir) }}{{- $mounted = true }}{{- end }}
+{{- end }}
+{{- if not $mounted }}
+{{- fail (printf "metrics.textfile %s: its directory %s is on the read-only root file system; mount node_exporter's textfile directory there with extraVolumes and extraVolumeMounts" (toString .) $dir) }}
+{{- end }}
+{{- end }}
+{{- /* Grouping labels lapse refuses (exit 2 on every run): its own, and reserved ones. */}}
+{{- range $label, $_ := (dig "metrics" "pushgateway" "grouping" dict $cfg) }}
+{{- if or (has $label (list "job" "shard" "schedule_job" "policies")) (hasPrefix "__" $label) }}
+{{- fail (printf "metrics pushgateway grouping label '%s' is one lapse sets itself or a reserved name: every run would exit 2" $label) }}
 {{- end }}
 {{- end }}
 {{- $push := dig "metrics" "pushgateway" "url" "" $cfg }}
