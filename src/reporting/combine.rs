@@ -10,8 +10,9 @@
 //! A shard retried (the chart's per-index retries, or a run started again with the same cutoff)
 //! leaves several run reports of the same run in its directory: each attempt destroyed what it
 //! reports, so they are all combined — what they destroyed summed, the rows total and due as the
-//! first attempt found them, what was kept (held, unreadable, failed, the outcome) as the last
-//! left it — and the earlier attempts are named with their status.
+//! first attempt that began each policy found them, what was kept (held, unreadable, failed, the
+//! outcome) as the last that began it left it — and the earlier attempts are named with their
+//! status.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -403,26 +404,33 @@ fn combine_reports(
 
 /// A shard's policies over its attempts (`earlier`, oldest first, then `last`): what they
 /// destroyed summed; the rows total and due as the first attempt that ran the policy found them;
-/// what was kept, failed, and the outcome as the last left them (its earlier failures are named
+/// what was kept, failed, and the outcome as the last that began it left them (its earlier failures are named
 /// by their attempts' status); verified only if every attempt verified.
 fn merged(earlier: &[&Report], last: &Report) -> Vec<crate::report::PolicyReport> {
     // An attempt stopped before it began a policy counted nothing of it: its zero totals and
     // unverified state are no attempt's findings (before, they set the combined totals; found
     // by a review).
+    // When the last attempt did not begin it, what was kept, failed and the outcome are those
+    // of the last attempt that did (its "not started" said among the errors).
     let started = |q: &crate::report::PolicyReport| !q.errors.iter().any(|e| e.starts_with("not started"));
     let mut out = last.policies.clone();
     for p in &mut out {
-        let before: Vec<&crate::report::PolicyReport> = earlier
+        let mut before: Vec<&crate::report::PolicyReport> = earlier
             .iter()
             .filter_map(|r| r.policies.iter().find(|q| q.name == p.name))
             .filter(|q| started(q))
             .collect();
-        if let Some(first) = before.first() {
-            p.rows_total = first.rows_total;
-            p.rows_due = first.rows_due;
+        let totals = before.first().map(|first| (first.rows_total, first.rows_due));
+        if !started(p) {
+            if let Some(base) = before.pop() {
+                let errors = std::mem::take(&mut p.errors);
+                *p = base.clone();
+                p.errors.extend(errors);
+            }
         }
-        if !started(p) && !before.is_empty() {
-            p.verification.verified = true;
+        if let Some((total, due)) = totals {
+            p.rows_total = total;
+            p.rows_due = due;
         }
         for q in before {
             p.deleted = p.deleted.saturating_add(q.deleted);

@@ -531,6 +531,29 @@ async fn a_retried_shards_attempts_are_all_combined() {
         assert_eq!(p[k].as_u64().unwrap(), want, "combined {name}.{k}:\n{again:#}");
     }
     assert_eq!(p["verified"], serde_json::json!(true), "{again:#}");
+    // The last attempt (shard 1's) stopped before the policy instead: what was kept and the
+    // outcome are its first attempt's (before, the interrupted attempt's zeros).
+    let retry = again["shards"][1]["file"].as_str().unwrap().to_string();
+    let earlier_one = again["shards"][1]["earlier_attempts"][0]["file"].as_str().unwrap().to_string();
+    let mut r1 = read_json(Path::new(&retry));
+    let keyed = r1["policies"].as_array().unwrap().iter().position(|p| p["name"] == "customers");
+    if let Some(i) = keyed {
+        let p = &mut r1["policies"][i];
+        for k in ["rows_total", "rows_due", "deleted", "anonymized", "fields_anonymized", "held", "failed"] {
+            p[k] = serde_json::json!(0);
+        }
+        p["outcome"] = serde_json::json!("interrupted");
+        p["errors"] = serde_json::json!(["not started: the run was interrupted before this policy"]);
+        std::fs::write(&retry, serde_json::to_vec_pretty(&r1).unwrap()).unwrap();
+        combine().ok();
+        let third = read_json(&out);
+        let c = third["policies"].as_array().unwrap().iter().find(|p| p["name"] == "customers").unwrap();
+        let first = read_json(Path::new(&earlier_one));
+        let f1 = first["policies"].as_array().unwrap().iter().find(|p| p["name"] == "customers").unwrap();
+        let r0 = read_json(Path::new(third["shards"][0]["file"].as_str().unwrap()));
+        let s0 = r0["policies"].as_array().unwrap().iter().find(|p| p["name"] == "customers").unwrap();
+        assert_eq!(c["held"].as_u64(), Some(f1["held"].as_u64().unwrap() + s0["held"].as_u64().unwrap()), "{third:#}");
+    }
 }
 
 /// A policy split by key needs a single integer key: a text key is refused before anything runs.
