@@ -446,8 +446,7 @@ fn overlapping_object_datasets(ws: &Workspace, prepared: &[(&Policy, Prepared)],
         let c = ws.config.connections.get(&p.connection)?;
         Some(match c.kind {
             ConnectionKind::Directory => {
-                let dir = resolved(&ws.config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))));
-                let root = dir.to_string_lossy().trim_end_matches('/').to_string();
+                let root = directory_root(&ws.config, c).to_string_lossy().trim_end_matches('/').to_string();
                 // (A directory has no buckets: its store ignores one.)
                 ("dir".to_string(), String::new(), format!("{root}/{}", o.prefix))
             }
@@ -537,26 +536,16 @@ pub fn reports_inside_a_dataset(config: &Config, policies: &[Policy], report_dir
     let bucket = config.reports.s3.as_ref();
     for p in policies {
         let (Some(o), Some(c)) = (p.objects.as_ref(), config.connections.get(&p.connection)) else { continue };
-        let clash = match c.kind {
-            ConnectionKind::Directory => {
-                let root = resolved(&config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))));
-                match reports.strip_prefix(&root) {
-                    Ok(rel) => {
-                        let mut key: String = rel
-                            .components()
-                            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                            .collect::<Vec<_>>()
-                            .join("/");
-                        if !key.is_empty() {
-                            key.push('/');
-                        }
-                        prefixes_meet(&key, &o.prefix)
-                            .then(|| format!("the report directory {} is inside its directory", report_dir.display()))
-                    }
-                    Err(_) => None,
+        let root = (c.kind == ConnectionKind::Directory).then(|| directory_root(config, c));
+        let clash = match &root {
+            Some(root) => key_under(root, &reports).and_then(|mut key| {
+                if !key.is_empty() {
+                    key.push('/');
                 }
-            }
-            _ => bucket.and_then(|b| {
+                prefixes_meet(&key, &o.prefix)
+                    .then(|| format!("the report directory {} is inside its directory", report_dir.display()))
+            }),
+            None => bucket.and_then(|b| {
                 let same_store = config.connections.get(&b.connection).is_some_and(|rc| rc.endpoint == c.endpoint);
                 let data_bucket = o.bucket.clone().or_else(|| c.bucket.clone()).unwrap_or_default();
                 let inner = config.report_prefix();
@@ -579,15 +568,9 @@ pub fn reports_inside_a_dataset(config: &Config, policies: &[Policy], report_dir
         // Nor lapse's own files: its keys, holds, config and policies (before, a directory
         // dataset of `{subject}.{*}` at the config's directory deleted the evidence key and the
         // holds file as data; found by a review).
-        if c.kind == ConnectionKind::Directory {
-            let root = resolved(&config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))));
+        if let Some(root) = &root {
             for (what, path, dir) in own_files(config) {
-                let Ok(rel) = resolved(&path).strip_prefix(&root).map(std::path::Path::to_path_buf) else { continue };
-                let mut key: String = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/");
+                let Some(mut key) = key_under(root, &resolved(&path)) else { continue };
                 if dir {
                     key.push('/');
                 }
@@ -604,6 +587,18 @@ pub fn reports_inside_a_dataset(config: &Config, policies: &[Policy], report_dir
         }
     }
     out
+}
+
+/// A directory connection's root, resolved (`resolved`).
+fn directory_root(config: &Config, c: &crate::config::Connection) -> std::path::PathBuf {
+    resolved(&config.resolve(c.path.as_deref().unwrap_or(std::path::Path::new("."))))
+}
+
+/// `path` as a key of the directory `root` (both resolved): its components joined by `/`
+/// (empty for the root itself); `None` outside it.
+fn key_under(root: &std::path::Path, path: &std::path::Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    Some(rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"))
 }
 
 /// The files lapse reads to run, which no dataset may hold: what they are, where, and whether
@@ -2977,11 +2972,10 @@ fn orphaned_intents(p: &Policy, ctx: &Ctx<'_>) -> Vec<(String, bool)> {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some((i, n)) = name.strip_prefix("shard-").and_then(|r| r.split_once("-of-")) else { continue };
-        let (Ok(index), Ok(count)) = (i.parse::<u32>(), n.parse::<u32>()) else { continue };
-        let shard = Shard { index, count };
         // Only the names shards write (`shard-1-of-3`, not `shard-01-of-3` or `shard-5-of-3`).
-        if index >= count || shard.dir_name() != name || !e.file_type().is_ok_and(|t| t.is_dir()) {
+        let Some(shard) = Shard::from_dir_name(&name) else { continue };
+        let Shard { index, count } = shard;
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let takes = shard.takes(p);

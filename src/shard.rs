@@ -65,6 +65,14 @@ impl Shard {
         format!("shard-{}-of-{}", self.index, self.count)
     }
 
+    /// The shard whose [`Shard::dir_name`] `name` is, exactly (not `shard-01-of-3`, nor
+    /// `shard-5-of-3`).
+    pub fn from_dir_name(name: &str) -> Option<Shard> {
+        let (i, n) = name.strip_prefix("shard-")?.split_once("-of-")?;
+        let shard = Shard { index: i.parse().ok()?, count: n.parse().ok()? };
+        (shard.index < shard.count && shard.dir_name() == name).then_some(shard)
+    }
+
     /// Does this shard process `p` (wholly, or its part of the keys)?
     pub fn takes(&self, p: &Policy) -> bool {
         p.shard_by_key || Shard::owner(&p.name, self.count) == self.index

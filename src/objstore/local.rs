@@ -308,18 +308,25 @@ impl ObjectBackend for DirBackend {
         items: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), String>>, ConnectorError> {
         let keep = self.root.join(keep.trim_end_matches('/'));
-        // How many of this call's names each file has: a file all of whose names are here is
-        // removed whole (before, two names of one file in the dataset were refused for good).
+        // Each key's path (checked: under the root, no link on the way) and what is there, read
+        // once. How many of this call's names each file has: a file all of whose names are here
+        // is removed whole (before, two names of one file in the dataset were refused for good).
         use std::os::unix::fs::MetadataExt as _;
+        let found: Vec<(Result<PathBuf, ConnectorError>, Option<std::fs::Metadata>)> = items
+            .iter()
+            .map(|(key, _)| {
+                let path = self.path(key);
+                let md = path.as_ref().ok().and_then(|p| std::fs::symlink_metadata(p).ok());
+                (path, md)
+            })
+            .collect();
         let mut names: std::collections::HashMap<(u64, u64), u64> = std::collections::HashMap::new();
-        for (key, _) in items {
-            if let Ok(md) = self.path(key).and_then(|p| std::fs::symlink_metadata(p).map_err(io_err("reading"))) {
-                *names.entry((md.dev(), md.ino())).or_default() += 1;
-            }
+        for md in found.iter().filter_map(|(_, md)| md.as_ref()) {
+            *names.entry((md.dev(), md.ino())).or_default() += 1;
         }
         let mut out = Vec::with_capacity(items.len());
-        for (key, _) in items {
-            let path = match self.path(key) {
+        for (path, md) in found {
+            let path = match path {
                 Ok(p) => p,
                 Err(e) => {
                     out.push(Err(format!("Refused: {e}")));
@@ -329,12 +336,12 @@ impl ObjectBackend for DirBackend {
             // A file with other hard links: removing this name would leave its content under
             // the others, and the report would say it was destroyed (found by a review).
             // Refused, removing nothing.
-            if let Ok(md) = std::fs::symlink_metadata(&path) {
+            if let Some(md) = md.filter(|md| md.is_file()) {
                 let here = names.get(&(md.dev(), md.ino())).copied().unwrap_or(1);
-                if md.is_file() && md.nlink() > here.max(1) {
+                if md.nlink() > here {
                     out.push(Err(format!(
                         "Refused: the file has {} other hard link(s) outside this deletion: removing this name would not destroy its content",
-                        md.nlink() - here.max(1)
+                        md.nlink() - here
                     )));
                     continue;
                 }

@@ -409,9 +409,8 @@ fn combine_reports(
 fn merged(earlier: &[&Report], last: &Report) -> Vec<crate::report::PolicyReport> {
     // An attempt stopped before it began a policy counted nothing of it: its zero totals and
     // unverified state are no attempt's findings (before, they set the combined totals; found
-    // by a review).
-    // When the last attempt did not begin it, what was kept, failed and the outcome are those
-    // of the last attempt that did (its "not started" said among the errors).
+    // by a review). When the last attempt did not begin it, what was kept, failed and the
+    // outcome are those of the last attempt that did (its "not started" among the errors).
     let started = |q: &crate::report::PolicyReport| !q.errors.iter().any(|e| e.starts_with("not started"));
     let mut out = last.policies.clone();
     for p in &mut out {

@@ -872,8 +872,9 @@ impl Verifier<'_> {
         let location = self.st.location();
         let location = std::fs::canonicalize(&location).map(|p| p.display().to_string()).unwrap_or(location);
         let last = location.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
-        let Some((i, n)) = last.strip_prefix("shard-").and_then(|r| r.split_once("-of-")) else { return };
-        let (Ok(i), Ok(n)) = (i.parse::<u32>(), n.parse::<u32>()) else { return };
+        let Some(crate::shard::Shard { index: i, count: n }) = crate::shard::Shard::from_dir_name(&last) else {
+            return;
+        };
         for e in entries {
             let Some(h) = &e.head else { continue };
             let holds = match &h.shard {

@@ -577,9 +577,10 @@ impl<'a> Builder<'a> {
         // makes the literal text; one of numeric affinity (INTEGER, REAL, NUMERIC: `DECIMAL`,
         // `BOOLEAN`…) makes a literal that reads as a number a number (and its own values that
         // read as numbers are numbers already); a column of no affinity leaves it as bound.
-        let declared = info.map(|c| c.sql_type.to_ascii_uppercase()).unwrap_or_default();
-        let text_affinity = !declared.contains("INT") && ["CHAR", "CLOB", "TEXT"].iter().any(|t| declared.contains(t));
-        let no_affinity = declared.is_empty() || (declared.contains("BLOB") && !declared.contains("INT"));
+        // The column's kind is its affinity (`catalog::sqlite_kind`), times aside: `Text` for
+        // TEXT, `Bytes` for a declared BLOB, `Other` for NUMERIC or none, told apart here.
+        let text_affinity = kind == ColumnKind::Text;
+        let no_affinity = kind == ColumnKind::Bytes || info.is_none_or(|c| c.sql_type.trim().is_empty());
         let mut types = std::collections::BTreeSet::new();
         for l in literals {
             let bound = coerce(literal_value(l), kind).unwrap_or_else(|_| literal_value(l));
