@@ -978,7 +978,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             } else if answer.evidence_unreadable > 0
                 || !answer.unconfirmed.is_empty()
                 || answer.holds_unreadable
-                || !answer.held.is_empty()
+                || answer.held.iter().any(|h| h.active)
                 || answer.shard_only.is_some()
             {
                 // Not "nothing found": evidence that could hold the answer was not read, or
@@ -1004,7 +1004,8 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             };
             let text = serde_json::to_string_pretty(&c).unwrap_or_default() + "\n";
             if let Some(o) = &out {
-                if let Err(e) = std::fs::write(o, &text) {
+                // Whole or not at all, as `render --out` (found by a review).
+                if let Err(e) = lapse::report::write_whole(o, text.as_bytes()) {
                     return fail(1, format!("cannot write '{}': {e}", o.display()));
                 }
             }

@@ -247,13 +247,15 @@ fn carried(previous: &str, taken: &BTreeSet<&str>, partial: bool, families: &[&s
 }
 
 /// The policy families of the exposition (for [`carried`]).
-const POLICY_FAMILIES: [&str; 9] = [
+const POLICY_FAMILIES: [&str; 11] = [
     "lapse_records_deleted",
     "lapse_records_anonymized",
     "lapse_records_fields_anonymized",
     "lapse_records_due",
     "lapse_records_held",
     "lapse_records_failed",
+    "lapse_records_skipped",
+    "lapse_records_unreadable",
     "lapse_policy_guardrail_tripped",
     "lapse_policy_duration_seconds",
     "lapse_policy_outcome",
@@ -279,7 +281,7 @@ fn exposition_with(
         }
     };
     type Get = fn(&crate::report::PolicyReport) -> f64;
-    let per_policy: [(&str, &str, &str, Get); 8] = [
+    let per_policy: [(&str, &str, &str, Get); 10] = [
         ("lapse_records_deleted", "gauge", "Records (rows or objects) deleted by the last run.", |p| {
             p.deleted as f64
         }),
@@ -297,6 +299,18 @@ fn exposition_with(
         }),
         ("lapse_records_held", "gauge", "Lapsed records kept by a legal hold in the last run.", |p| p.held as f64),
         ("lapse_records_failed", "gauge", "Records whose destruction failed in the last run.", |p| p.failed as f64),
+        (
+            "lapse_records_skipped",
+            "gauge",
+            "Due records the last run's batches selected and did not destroy: they changed meanwhile, or the database kept them (a trigger); the next run looks at them again.",
+            |p| p.skipped() as f64,
+        ),
+        (
+            "lapse_records_unreadable",
+            "gauge",
+            "Objects whose facts (anchor, subject) could not be read in the last run: never destroyed.",
+            |p| p.unreadable as f64,
+        ),
         ("lapse_policy_guardrail_tripped", "gauge", "1 when the guardrail stopped the policy in the last run.", |p| {
             if p.guardrail.tripped {
                 1.0

@@ -331,7 +331,8 @@ pub struct PolicyReport {
     pub purposes: Vec<PurposeInfo>,
     /// Personal columns by name.
     pub columns: BTreeMap<String, ColumnMethod>,
-    /// `done`, `failed`, `guardrail`, `held` (a hold covers the whole policy), `stopped`
+    /// `done` (also when a hold keeps every record: they are counted in `held`), `failed`,
+    /// `guardrail`, `stopped`
     /// (`--max-batches` ended a stage while rows may still be due), `interrupted` (a signal
     /// stopped the run during or before this policy: what is still due is left for the next
     /// run) or `planned`.
@@ -394,6 +395,13 @@ impl PolicyReport {
     /// The policy's records are objects of an object store.
     pub fn is_objects(&self) -> bool {
         self.kind == "objects"
+    }
+
+    /// Due records its batches selected and did not destroy: they stopped matching while their
+    /// batch ran, or the database kept them (a trigger that skips a deletion). The next run
+    /// looks at them again.
+    pub fn skipped(&self) -> u64 {
+        self.stages.iter().map(|s| s.skipped_concurrently).sum()
     }
 }
 

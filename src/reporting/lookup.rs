@@ -87,6 +87,40 @@ struct PolicyView {
     table: String,
     #[serde(default)]
     held_by: BTreeMap<String, u64>,
+    #[serde(default)]
+    columns: BTreeMap<String, ColumnView>,
+    #[serde(default)]
+    stages: Vec<StageView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ColumnView {
+    #[serde(default = "yes")]
+    irreversible: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+struct StageView {
+    name: String,
+    #[serde(default)]
+    columns: Vec<String>,
+}
+
+impl PolicyView {
+    /// Records a stage of it anonymized are pseudonymized: a column it rewrote (the stage's, or
+    /// every personal column for the whole record) is pseudonymized, which its key's holder can
+    /// link (not anonymization; found by a review: lookup said DESTROYED).
+    fn pseudonymizes(&self, stage: &str) -> bool {
+        let columns = self.stages.iter().find(|s| s.name == stage).map(|s| &s.columns).filter(|c| !c.is_empty());
+        match columns {
+            Some(cs) => cs.iter().any(|c| self.columns.get(c).is_some_and(|m| !m.irreversible)),
+            None => self.columns.values().any(|m| !m.irreversible),
+        }
+    }
 }
 
 /// What to look for.
@@ -177,6 +211,9 @@ pub struct Destroyed {
     pub report: String,
     /// The record's keyed hash.
     pub record: String,
+    /// Anonymized with a pseudonym among its values (`pseudonymize`): not anonymization, its
+    /// key's holder can link it.
+    pub pseudonymized: bool,
 }
 
 /// A hold of the holds file that names the subject.
@@ -525,6 +562,8 @@ pub fn lookup(
         unconfirmed: Option<&'a BTreeMap<String, u64>>,
         /// The report naming it is signed by a given key, or no keys were given.
         vouched: bool,
+        /// The policies of the report that names it.
+        policies: &'a [PolicyView],
     }
     let mut sources: Vec<Source> = reports
         .iter()
@@ -537,6 +576,7 @@ pub fn lookup(
                 sha256: Some(ev.sha256.as_str()),
                 unconfirmed: None,
                 vouched: !unsigned.contains(name),
+                policies: &r.policies,
             })
         })
         .collect();
@@ -552,6 +592,7 @@ pub fn lookup(
                 sha256: Some(i.evidence.sha256.as_str()),
                 unconfirmed: Some(&i.unconfirmed),
                 vouched: !unsigned.contains(name),
+                policies: &r.policies,
             });
         }
     }
@@ -581,6 +622,7 @@ pub fn lookup(
             sha256: None,
             unconfirmed: None,
             vouched: false,
+            policies: &[],
         });
     }
     for src in &sources {
@@ -635,7 +677,10 @@ pub fn lookup(
                 }
                 // Kept apart until the file's digest is known: a line added to a signed
                 // report's evidence file is no destruction that report vouches for.
+                let pseudonymized = e.action != "deleted"
+                    && src.policies.iter().find(|p| p.name == e.policy).is_some_and(|p| p.pseudonymizes(&e.stage));
                 hits.push(Destroyed {
+                    pseudonymized,
                     at: e.at,
                     policy: e.policy,
                     action: e.action,
@@ -818,7 +863,8 @@ pub fn lookup(
     }
     // A hold that names the subject only as another spelling of its number or uuid is no
     // answer: it holds the subject in a numeric (or uuid) column, not in a text one.
-    let found = !destroyed.is_empty() || held.iter().any(|h| h.exact);
+    // (A hold that has expired keeps nothing: no answer of HELD; found by a review.)
+    let found = !destroyed.is_empty() || held.iter().any(|h| h.exact && h.active);
     let holds_unreadable = matches!(target, Target::Subject(_)) && ctx.holds_unreadable;
     let shard_only = reports
         .iter()
@@ -884,9 +930,15 @@ impl Answer {
             self.destroyed.iter().partition(|d| d.action == "fields_anonymized");
         let (versions, whole): (Vec<&Destroyed>, Vec<&Destroyed>) =
             whole.into_iter().partition(|d| d.action == "versions_deleted");
+        let (pseudonymized, whole): (Vec<&Destroyed>, Vec<&Destroyed>) =
+            whole.into_iter().partition(|d| d.pseudonymized);
         let unconfirmed: Vec<&Destroyed> = self.unconfirmed.iter().collect();
         for (list, head) in [
             (whole, "DESTROYED: {} record(s)\n"),
+            (
+                pseudonymized,
+                "PSEUDONYMIZED: {} record(s) kept with a pseudonym among their values (`pseudonymize`): not anonymization, the pseudonym key's holder can link them\n",
+            ),
             (fields, "FIELDS ANONYMIZED: {} record(s) kept, some of their fields anonymized (see each stage)\n"),
             (
                 versions,
@@ -916,8 +968,11 @@ impl Answer {
             }
         }
         let (exact, other): (Vec<&HeldBy>, Vec<&HeldBy>) = self.held.iter().partition(|h| h.exact);
+        let (exact, expired): (Vec<&HeldBy>, Vec<&HeldBy>) = exact.into_iter().partition(|h| h.active);
+        let other: Vec<&HeldBy> = other.into_iter().filter(|h| h.active).collect();
         for (list, head) in [
             (exact, "HELD: named by the holds file\n"),
+            (expired, "NO LONGER HELD: named by a hold of the holds file that has expired, which keeps nothing\n"),
             (
                 other,
                 "MAYBE HELD: named by the holds file as another spelling of the same number or uuid (`017` for `17`): held where the subject column is numeric (or a uuid), NOT in a text column, where it is another subject: no answer\n",
@@ -977,9 +1032,13 @@ impl Answer {
                 "NOT ANSWERED: these are the reports of {shard} of a sharded run only: another shard may have destroyed this {}; look up in each shard-<i>-of-<n> directory.\n",
                 if self.target == "subject" { "subject" } else { "record" },
             ));
-        } else if !self.found && self.evidence_unreadable == 0 && !self.holds_unreadable && self.held.is_empty() {
+        } else if !self.found
+            && self.evidence_unreadable == 0
+            && !self.holds_unreadable
+            && !self.held.iter().any(|h| h.active)
+        {
             s.push_str(&format!(
-                "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file names it.\n\
+                "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file in force names it.\n\
                  Either lapse never destroyed it (not lapsed, not under a policy, or held as below), or the reports were written with another evidence key.\n",
                 if self.target == "subject" { "subject" } else { "record" },
                 self.run_reports
@@ -1040,6 +1099,53 @@ mod tests {
         assert!(text.contains("every policy, was in force through 2027-06-30, EXPIRED\n"), "{text}");
         assert!(text.contains("every policy, until released, in force\n"), "{text}");
         assert!(!text.contains("2027-07-01"), "{text}");
+    }
+
+    /// A record anonymized with a pseudonym among its values is said apart from a destroyed one
+    /// (before, DESTROYED; found by a review): its stage's columns, or every personal column
+    /// for the whole record, decide.
+    #[test]
+    fn pseudonymized_records_are_not_destroyed_ones() {
+        let p: PolicyView = serde_json::from_str(
+            r#"{"name":"p","columns":{"email":{"irreversible":false},"name":{"irreversible":true}},
+                "stages":[{"name":"record","columns":[]},{"name":"fields:name","columns":["name"]}]}"#,
+        )
+        .unwrap();
+        assert!(p.pseudonymizes("record"));
+        assert!(!p.pseudonymizes("fields:name"));
+        let d = Destroyed {
+            at: Utc::now(),
+            policy: "p".into(),
+            action: "anonymized".into(),
+            stage: "record".into(),
+            batch: 1,
+            run_id: "r".into(),
+            report: "x.json".into(),
+            record: "ab".repeat(32),
+            pseudonymized: true,
+        };
+        let answer = Answer {
+            target: "subject".into(),
+            hashes: vec![],
+            evidence_key_id: "k".into(),
+            run_reports: 1,
+            evidence_records_scanned: 1,
+            destroyed: vec![d.clone(), Destroyed { pseudonymized: false, ..d }],
+            unconfirmed: vec![],
+            held: vec![],
+            cannot_answer: vec![],
+            warnings: vec![],
+            found: true,
+            evidence_unreadable: 0,
+            signatures_checked_with: vec![],
+            reports_unsigned: vec![],
+            holds_file_unchanged: None,
+            holds_unreadable: false,
+            shard_only: None,
+        };
+        let text = answer.text("reports");
+        assert!(text.contains("\nDESTROYED: 1 record(s)\n"), "{text}");
+        assert!(text.contains("\nPSEUDONYMIZED: 1 record(s) kept with a pseudonym"), "{text}");
     }
 
     #[test]

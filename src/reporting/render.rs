@@ -173,6 +173,10 @@ fn status_text(r: &Report) -> (&'static str, String) {
             "good",
             "Complete for the batches allowed: a stage stopped at --max-batches, and what is still due is left for the next run.".into(),
         ),
+        "complete" if !plan && r.policies.iter().any(|p| p.skipped() > 0) => (
+            "bad",
+            "Complete, except for due records that were selected and kept: they changed meanwhile, or the database kept them (see What failed); the next run looks at them again.".into(),
+        ),
         "complete" => ("good", "Complete: everything due was destroyed, except what holds and the rules below kept.".into()),
         "partial" => ("bad", "Partial: some work failed (see What failed). What was committed is counted here.".into()),
         "guardrail" if plan => (
@@ -346,7 +350,9 @@ fn interrupted(h: &mut String, r: &Report) {
             esc(&i.evidence.sha256),
             num(i.evidence.records),
             esc(&by.join("; ")),
-            esc(&span)
+            // (`when` escapes its text: the span is HTML already, once escaped again it showed
+            // its tags; found by a review.)
+            span
         );
     }
     h.push_str("</tbody>\n</table>\n");
@@ -614,10 +620,20 @@ fn failed_section(h: &mut String, r: &Report) {
     }
     for p in &r.policies {
         let name = esc(&p.name);
-        if p.guardrail.tripped {
+        // Tripped before the first batch (the counts' share above the maximum), nothing was
+        // destroyed; tripped by the batches (more became due than was counted), the budget was
+        // (found by a review: the page said "nothing of it was destroyed" then too).
+        let destroyed = p.deleted + p.anonymized + p.fields_anonymized;
+        if p.guardrail.tripped && (destroyed | p.versions_deleted) == 0 {
             items.push(format!(
                 "<strong>{name}</strong>: stopped by its guardrail — {:.1}% of the dataset was due, above the maximum of {:.1}%; nothing of it was destroyed.",
                 p.guardrail.share * 100.0,
+                p.guardrail.max_share * 100.0
+            ));
+        } else if p.guardrail.tripped {
+            items.push(format!(
+                "<strong>{name}</strong>: stopped by its guardrail after {} destroyed, the most one run may destroy ({:.1}% of the dataset): more became due during the run than were counted at its start. What is still due is left for the next run.",
+                plural(destroyed, "record", "records"),
                 p.guardrail.max_share * 100.0
             ));
         }
@@ -626,6 +642,18 @@ fn failed_section(h: &mut String, r: &Report) {
                 "<strong>{name}</strong>: {} ({} in failed batches).",
                 if p.outcome == "failed" { "failed" } else { "partly failed" },
                 plural(p.failed, "record", "records")
+            ));
+        }
+        if p.skipped() > 0 {
+            items.push(format!(
+                "<strong>{name}</strong>: {} selected by a batch and not destroyed: changed while it ran, or kept by the database (a trigger that skips a deletion). The next run looks at them again; the same number run after run means something keeps them.",
+                plural(p.skipped(), "due record", "due records"),
+            ));
+        }
+        if p.unreadable > 0 {
+            items.push(format!(
+                "<strong>{name}</strong>: {} whose date or subject could not be read (from the name, the metadata, or the file itself) kept: lapse never destroys what it cannot judge.",
+                plural(p.unreadable, "object", "objects")
             ));
         }
         if p.verification.still_present > 0 {

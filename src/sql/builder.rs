@@ -570,7 +570,7 @@ impl<'a> Builder<'a> {
     /// gives NULL for what is no time).
     fn lite_same_type(&self, e: &str, info: Option<&crate::connector::ColumnInfo>, literals: &[&Literal]) -> String {
         let kind = info.map(|c| c.kind).unwrap_or(ColumnKind::Other);
-        if self.d != Dialect::Sqlite || self.lite_time(kind) {
+        if self.d != Dialect::Sqlite || self.lite_time(info) {
             return String::new();
         }
         // The class each comparison is made in, by SQLite's rules: a column of TEXT affinity
@@ -631,7 +631,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        if self.lite_time(kind) {
+        if self.lite_time(qual_col) {
             // Compared as an instant, like the column's side (`time_expr`).
             sql.push("julianday(");
             sql.bind(v);
@@ -644,8 +644,25 @@ impl<'a> Builder<'a> {
     /// A condition's column compared by instant: SQLite keeps a date or time as text of any
     /// shape, or a number, so comparing what is stored compares text (`2020-01-01T03:00:00` >
     /// `2020-01-01 05:00:00`) or mixes kinds; both sides go through `julianday` instead.
-    fn lite_time(&self, kind: ColumnKind) -> bool {
-        self.d == Dialect::Sqlite && kind.is_temporal()
+    /// So is a text column a purpose counts from (its values are times, `anchor_readable`): a
+    /// condition on it compared text, and `at > '2024-06-30 12:00:00'` held for
+    /// `2024-06-30T06:00:00` (`T` sorts after a space; found by a review).
+    fn lite_time(&self, info: Option<&crate::connector::ColumnInfo>) -> bool {
+        self.d == Dialect::Sqlite
+            && info.is_some_and(|c| c.kind.is_temporal() || (c.instant && self.is_anchor(&c.name)))
+    }
+
+    /// A purpose of the scope counts from `column`.
+    fn is_anchor(&self, column: &str) -> bool {
+        fn walk(f: &Filter, column: &str) -> bool {
+            match f {
+                Filter::Lapsed(r) => r.anchor == column,
+                Filter::All(parts) | Filter::Any(parts) => parts.iter().any(|p| walk(p, column)),
+                Filter::Not(inner) => walk(inner, column),
+                _ => false,
+            }
+        }
+        walk(&self.scope.lapse, column)
     }
 
     /// Renders a filter over the scope's table, qualified by `qual`.
@@ -694,16 +711,20 @@ impl<'a> Builder<'a> {
                     }
                 };
             }
-            Filter::AnchorNeverLapses(c) => match self.d {
-                // A blob (`lapsed`): every blob sorts after every other value, the empty one
-                // first, so that this is one range of an index on the anchor.
-                Dialect::Sqlite => {
-                    sql.push(&format!("{} >= x''", self.col(qual, c)));
-                }
-                _ => {
-                    sql.push("1=0");
-                }
-            },
+            // Unknown and not "no date" (`lapsed` under `null_anchor: lapse`): kept.
+            Filter::AnchorNeverLapses(c) => {
+                let e = self.col(qual, c);
+                match self.d {
+                    Dialect::Sqlite => sql.push(&format!(
+                        "({e} IS NOT NULL AND {} IS NULL AND NOT {})",
+                        self.time_expr(qual, c),
+                        lite_blank(&e)
+                    )),
+                    Dialect::MySql => sql.push(&format!("({} AND NOT {})", my_partial(&e), my_zero(&e))),
+                    Dialect::Postgres if self.is_temporal(c) => sql.push(&format!("{e} = 'infinity'")),
+                    Dialect::Postgres => sql.push("1=0"),
+                };
+            }
             Filter::All(parts) | Filter::Any(parts) => {
                 let (op, empty) = if matches!(f, Filter::All(_)) { (" AND ", "1=1") } else { (" OR ", "1=0") };
                 if parts.is_empty() {
@@ -921,26 +942,33 @@ impl<'a> Builder<'a> {
         sql.push("(");
         // MariaDB/MySQL's zero date (`0000-00-00`, written where the date is unknown) and
         // partial dates (`2023-00-00`, `2023-06-00`: a month or day unknown) sort before every
-        // date they could mean: taken for NULL, not for lapsed at the earliest of them.
+        // date they could mean: not lapsed at the earliest of them, but unknown.
         // SQLite's text that is no time (`julianday` gives NULL) is unknown too.
-        let (zero, not_zero) = match self.d {
-            Dialect::MySql => (format!(" OR {}", my_partial(&anchor)), format!(" AND NOT {}", my_partial(&anchor))),
-            // A blob is no time either, but it was read as text: a date in a blob lapsing at
-            // once under `null_anchor: lapse` would destroy it before its time. It never lapses.
-            Dialect::Sqlite => (format!(" OR ({t} IS NULL AND typeof({anchor}) <> 'blob')"), String::new()),
+        let not_zero = match self.d {
+            Dialect::MySql => format!(" AND NOT {}", my_partial(&anchor)),
             // `-infinity` (a NOT NULL column's "no date", as the zero date is MariaDB's) sorts
             // before every date: unknown, not lapsed since the beginning of time.
-            Dialect::Postgres if self.scope.table.column(&rule.anchor).is_some_and(|c| c.kind.is_temporal()) => {
-                (format!(" OR {}", pg_infinite(&anchor)), format!(" AND {anchor} <> '-infinity'"))
-            }
-            Dialect::Postgres => (String::new(), String::new()),
+            Dialect::Postgres if self.is_temporal(&rule.anchor) => format!(" AND {anchor} <> '-infinity'"),
+            _ => String::new(),
         };
         if rule.null_lapses {
-            // SQLite: a blob's `t` is NULL too, and `NULL <= x` no answer: said false, as below.
+            // `null_anchor: lapse`: what says "no date" lapses, as NULL does: MariaDB's zero
+            // date, PostgreSQL's `-infinity`, SQLite's empty text. Not what is a date lapse
+            // cannot place: a partial date (`2026-11-00`), `infinity`, SQLite's text or number
+            // in a shape it does not read (`2026-11-24T10:00:00+0100`, `20261124`), a blob.
+            // Those lapsed at once, up to a whole period early (found by a review); they are
+            // kept and counted with the unknown anchors kept (`Filter::AnchorNeverLapses`).
+            let no_date = match self.d {
+                Dialect::MySql => format!(" OR {}", my_zero(&anchor)),
+                Dialect::Postgres if self.is_temporal(&rule.anchor) => format!(" OR {anchor} = '-infinity'"),
+                Dialect::Postgres => String::new(),
+                Dialect::Sqlite => format!(" OR {}", lite_blank(&anchor)),
+            };
+            // SQLite: `NULL <= x` is no answer: said false, as below.
             let (open, close) = if self.d == Dialect::Sqlite { ("COALESCE(", ", 1=0)") } else { ("", "") };
-            sql.push(&format!("({anchor} IS NULL{zero} OR {open}{t} <= "));
+            sql.push(&format!("({anchor} IS NULL{no_date} OR ({open}{t} <= "));
             self.bind_time(sql, rule.threshold);
-            sql.push(&format!("{close})"));
+            sql.push(&format!("{close}{not_zero}))"));
         } else if self.d == Dialect::Sqlite {
             // `julianday` of text that is no time is NULL, and `NULL <= x` no answer: said false,
             // so that a `NOT` around this (a stage's "not every purpose lapsed") is an answer too.
@@ -963,7 +991,7 @@ impl<'a> Builder<'a> {
         if let Some(cond) = &rule.condition {
             for term in &cond.terms {
                 let info = self.scope.table.column(&term.column);
-                let e = match info.is_some_and(|c| self.lite_time(c.kind)) {
+                let e = match self.lite_time(info) {
                     true => self.time_expr(qual, &term.column),
                     false => self.col(qual, &term.column),
                 };
@@ -1558,6 +1586,10 @@ impl<'a> Builder<'a> {
     }
 
     /// Whether column `c` holds dates without a time of day.
+    fn is_temporal(&self, c: &str) -> bool {
+        self.scope.table.column(c).is_some_and(|i| i.kind.is_temporal())
+    }
+
     fn is_date(&self, c: &str) -> bool {
         self.scope.table.column(c).is_some_and(|i| i.kind == ColumnKind::Date)
     }
@@ -3092,6 +3124,16 @@ fn text_date_time(t: &str) -> Option<chrono::NaiveDateTime> {
 /// compare; each sorts before every date it could mean.
 fn my_partial(e: &str) -> String {
     format!("(YEAR({e}) = 0 OR MONTH({e}) = 0 OR DAYOFMONTH({e}) = 0)")
+}
+
+/// MariaDB/MySQL's zero date (`0000-00-00`, at any time of day): "no date".
+fn my_zero(e: &str) -> String {
+    format!("(YEAR({e}) = 0 AND MONTH({e}) = 0 AND DAYOFMONTH({e}) = 0)")
+}
+
+/// SQLite: empty text, or spaces only: "no date".
+fn lite_blank(e: &str) -> String {
+    format!("(typeof({e}) = 'text' AND TRIM({e}) = '')")
 }
 
 /// `0001-01-01` (at midnight unless `date_only`): MariaDB/MySQL's zero years sort before it.

@@ -1219,6 +1219,9 @@ async fn hold_released_in_the_run(b: Backend) {
     let html = f.render_html(&[]);
     assert!(html.contains("destroyed its share of its dataset for this run"), "{html}");
     assert!(!html.contains("destroyed nothing"), "{html}");
+    // And so does What failed (before: "nothing of it was destroyed"; found by a review).
+    assert!(html.contains("stopped by its guardrail after 50 records destroyed"), "{html}");
+    assert!(!html.contains("nothing of it was destroyed"), "{html}");
     // Overridden for one run, the rest goes.
     f.lapse(&["run", "--allow-share", "people"]).ok();
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0);
@@ -2065,9 +2068,10 @@ async fn legacy_ids(f: &Fixture) -> Vec<String> {
 
 /// MariaDB's zero date (`0000-00-00`, what legacy applications write for "unknown") and
 /// partial dates (`2019-00-00`, `2019-06-00`: a month or day unknown) are kept and counted like
-/// a NULL anchor, and lapse only with `null_anchor: lapse` (before, the zero date sorted before
-/// every date and the row was destroyed at once; a partial date, found by a read-only review,
-/// lapsed at the earliest moment it could mean).
+/// a NULL anchor (before, the zero date sorted before every date and the row was destroyed at
+/// once; a partial date, found by a read-only review, lapsed at the earliest moment it could
+/// mean). `null_anchor: lapse` takes the zero date with the NULL, but not a partial date: a date
+/// all the same, which lapsed at once under it, `2026-11-00` too (found by a later review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_zero_date_anchors_are_unknown() {
     if !Backend::MySql.enabled() {
@@ -2080,29 +2084,33 @@ async fn mysql_zero_date_anchors_are_unknown() {
     .await;
     f.db.exec(
         "SET SESSION sql_mode = ''; INSERT INTO legacy VALUES (1, 'a', '0000-00-00 00:00:00'), (2, 'b', '2019-01-01'), \
-         (3, 'c', NULL), (4, 'd', '2025-12-01'), (5, 'e', '2019-00-00'), (6, 'f', '2019-06-00')",
+         (3, 'c', NULL), (4, 'd', '2025-12-01'), (5, 'e', '2019-00-00'), (6, 'f', '2019-06-00'), \
+         (7, 'g', '2026-11-00'), (8, 'h', '0000-00-00 10:00:00')",
     )
     .await;
     f.policy("legacy", &typed_policy("legacy", "  note: { category: free_text }\n", "", "delete"));
     f.lapse(&["plan"]).ok();
-    assert_eq!(n(&f.report("plan")["policies"][0]["null_anchor_kept"]), 4, "{}", f.report("plan"));
+    assert_eq!(n(&f.report("plan")["policies"][0]["null_anchor_kept"]), 6, "{}", f.report("plan"));
     f.lapse(&["run"]).ok();
     let p = &f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 1, "{p}");
-    assert_eq!(n(&p["null_anchor_kept"]), 4, "the zero date, the partial dates and the NULL: {p}");
-    assert_eq!(legacy_ids(&f).await, ["1", "3", "4", "5", "6"]);
+    assert_eq!(n(&p["null_anchor_kept"]), 6, "the zero dates, the partial dates and the NULL: {p}");
+    assert_eq!(legacy_ids(&f).await, ["1", "3", "4", "5", "6", "7", "8"]);
     f.policy(
         "legacy",
         &typed_policy("legacy", "  note: { category: free_text }\n", "    null_anchor: lapse\n", "delete"),
     );
     f.lapse(&["run"]).ok();
-    assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the zero date with the NULL");
+    assert_eq!(legacy_ids(&f).await, ["4", "5", "6", "7"], "null_anchor: lapse takes the zero dates with the NULL");
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["null_anchor_kept"]), 3, "the partial dates, kept under `lapse` too: {p}");
 }
 
 /// PostgreSQL's `-infinity` and `infinity` (what an application writes for "no date" in a
-/// `NOT NULL` column) are kept and counted like a NULL anchor, and lapse only with
-/// `null_anchor: lapse`. Before, `-infinity` sorted before every date and the row was destroyed
-/// on the first run, counted nowhere as unknown (found by a review).
+/// `NOT NULL` column) are kept and counted like a NULL anchor. Before, `-infinity` sorted before
+/// every date and the row was destroyed on the first run, counted nowhere as unknown (found by a
+/// review). `null_anchor: lapse` takes `-infinity`, not `infinity` (a date later than any: it
+/// lapsed at once under `lapse`; found by a later review), which is counted kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_infinite_anchors_are_unknown() {
     if !Backend::Postgres.enabled() {
@@ -2130,7 +2138,9 @@ async fn postgres_infinite_anchors_are_unknown() {
             &typed_policy("legacy", "  note: { category: free_text }\n", "    null_anchor: lapse\n", "delete"),
         );
         f.lapse(&["run"]).ok();
-        assert_eq!(legacy_ids(&f).await, ["4"], "{ts} {null}: null_anchor: lapse takes them");
+        assert_eq!(legacy_ids(&f).await, ["3", "4"], "{ts} {null}: null_anchor: lapse takes -infinity");
+        let p = &f.report("run")["policies"][0];
+        assert_eq!(n(&p["null_anchor_kept"]), 1, "{ts} {null}: infinity: {p}");
     }
 }
 
@@ -2366,8 +2376,10 @@ async fn postgres_batches_read_only_their_own_holds() {
 }
 
 /// SQLite keeps any text in a date column: an anchor that is no time (`julianday` reads
-/// nothing in it) is unknown, kept and counted like a NULL one, and lapses only with
-/// `null_anchor: lapse` (before, such rows were kept without being counted anywhere).
+/// nothing in it) is unknown, kept and counted like a NULL one (before, such rows were kept
+/// without being counted anywhere). `null_anchor: lapse` takes the NULL and empty text ("no
+/// date"), not text lapse cannot read, which may be a recent date in another shape
+/// (`2026-11-24T10:00:00+0100`, `17/05/2019`): it lapsed at once (found by a review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_unreadable_anchors_are_unknown() {
     if !Backend::Sqlite.enabled() {
@@ -2380,21 +2392,55 @@ async fn sqlite_unreadable_anchors_are_unknown() {
     .await;
     f.db.exec(
         "INSERT INTO legacy VALUES (1, 'a', 'garbage'), (2, 'b', '2019-01-01'), (3, 'c', NULL), (4, 'd', '2025-12-01'), \
-         (5, 'e', '17/05/2019'), (6, 'f', '')",
+         (5, 'e', '17/05/2019'), (6, 'f', ''), (7, 'g', '2026-11-24T10:00:00+0100'), (8, 'h', '  ')",
     )
     .await;
     f.policy("legacy", &typed_policy("legacy", "  note: { category: free_text }\n", "", "delete"));
     f.lapse(&["run"]).ok();
     let p = &f.report("run")["policies"][0];
     assert_eq!(n(&p["deleted"]), 1, "{p}");
-    assert_eq!(n(&p["null_anchor_kept"]), 4, "NULL and three texts that are no time: {p}");
-    assert_eq!(legacy_ids(&f).await, ["1", "3", "4", "5", "6"]);
+    assert_eq!(n(&p["null_anchor_kept"]), 6, "NULL and five texts that are no time: {p}");
+    assert_eq!(legacy_ids(&f).await, ["1", "3", "4", "5", "6", "7", "8"]);
     f.policy(
         "legacy",
         &typed_policy("legacy", "  note: { category: free_text }\n", "    null_anchor: lapse\n", "delete"),
     );
     f.lapse(&["run"]).ok();
-    assert_eq!(legacy_ids(&f).await, ["4"], "null_anchor: lapse takes the unknown with the NULL");
+    assert_eq!(legacy_ids(&f).await, ["1", "4", "5", "7"], "null_anchor: lapse takes the NULL and the empty texts");
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(n(&p["null_anchor_kept"]), 3, "the texts lapse cannot read, kept under `lapse` too: {p}");
+}
+
+/// SQLite: a condition on a text column a purpose counts from compares instants, as the lapse
+/// test does. Before, it compared text: `created_at > '2024-06-30 12:00:00'` held for
+/// `2024-06-30T06:00:00` (`T` sorts after a space), which was deleted, while the same value in a
+/// `DATETIME` column was kept (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_condition_on_a_text_anchor_compares_instants() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE legacy (id BIGINT PRIMARY KEY, note VARCHAR(20), created_at TEXT NOT NULL);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO legacy VALUES (1, 'a', '2024-06-30T06:00:00'), (2, 'b', '2024-07-01T01:00:00+05:00'), \
+         (3, 'c', '2024-06-30T18:00:00'), (4, 'd', '2024-06-30 11:59:59')",
+    )
+    .await;
+    f.policy(
+        "legacy",
+        &typed_policy(
+            "legacy",
+            "  note: { category: free_text }\n",
+            "    when: \"created_at > '2024-06-30 12:00:00'\"\n",
+            "delete",
+        ),
+    );
+    f.lapse(&["run"]).ok();
+    assert_eq!(legacy_ids(&f).await, ["1", "4"], "2 (20:00 UTC) and 3 are after noon; 1 and 4 before");
 }
 
 /// A value a strategy cannot anonymize fails its own row, named by its evidence id, never by
@@ -2591,7 +2637,9 @@ async fn row_kept_by_a_trigger(b: Backend, subject: &str) {
         Backend::MySql => unreachable!("MariaDB triggers cannot skip a row"),
     };
     f.db.exec(trigger).await;
-    f.lapse(&["run", "--batch-size", "2"]).ok();
+    let prom = f.path("lapse.prom");
+    let run = f.lapse(&["run", "--batch-size", "2", "--metrics-textfile", &prom.display().to_string()]);
+    run.ok();
     // Due: 1, 2, 3, 7 and 8 (6 has no anchor; 4 and 5 are recent). In batches of two: 1 and 2
     // (2 kept), 3 and 7 (both kept: a batch that destroys nothing), 8.
     assert_eq!(ids_text(&f).await, vec![2, 3, 4, 5, 6, 7], "2, 3 and 7 are kept by the trigger, 1 and 8 are gone");
@@ -2605,6 +2653,15 @@ async fn row_kept_by_a_trigger(b: Backend, subject: &str) {
     // (SQLite), or fewer than it asked for while a row is still due (PostgreSQL), rolls back and
     // is taken again by its candidates, which account for the rows still there.
     assert_eq!(n(&p["stages"][0]["skipped_concurrently"]), 3, "the kept rows are accounted for");
+    // And said where people look: the summary, the rendered report, the metrics (before, "due
+    // 5 deleted 2 … [done]", "Complete: everything due was destroyed", and nothing to alert on;
+    // found by a review).
+    assert!(run.stdout.contains("not destroyed: 3 due, selected and kept"), "{}", run.stdout);
+    let html = f.render_html(&[]);
+    assert!(!html.contains("everything due was destroyed"), "{html}");
+    assert!(html.contains("3 due records selected by a batch and not destroyed"), "{html}");
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(text.contains("lapse_records_skipped{policy=\"people\",connection=\"db\"} 3\n"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -243,7 +243,10 @@ pub async fn delete_due_objects(kind: StoreKind) {
     assert_eq!(n(&p["rows_due"]), 3);
     assert_eq!(n(&p["unreadable"]), 2);
     assert_eq!(n(&p["held_by"]["LH-1"]), 1);
-    s.f.lapse(&["run"]).ok();
+    let run = s.f.lapse(&["run"]);
+    run.ok();
+    // The unreadable objects are said in the summary, not only in the JSON (found by a review).
+    assert!(run.stdout.contains("unreadable: 2 (facts that cannot be read; never destroyed)"), "{}", run.stdout);
     assert_eq!(
         s.keys().await,
         [
@@ -275,6 +278,7 @@ pub async fn delete_due_objects(kind: StoreKind) {
     assert!(html.contains("3 deleted (3 versions and delete markers"), "{html}");
     assert!(html.contains("objects in the dataset"), "{html}");
     assert!(!html.contains("Logical destruction in the database") && !html.contains("SQL DELETE"), "{html}");
+    assert!(html.contains("2 objects whose date or subject could not be read"), "{html}");
     // Idempotent.
     s.f.lapse(&["run"]).ok();
     assert_eq!(n(&s.f.report("run")["policies"][0]["deleted"]), 0);

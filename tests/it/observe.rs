@@ -73,6 +73,8 @@ pub async fn textfile_metrics_agree_with_the_report(b: Backend) {
     assert_eq!(m[&s("lapse_records_anonymized")], 0.0);
     assert_eq!(m[&s("lapse_records_held")], p["held"].as_f64().unwrap());
     assert_eq!(m[&s("lapse_records_failed")], 0.0);
+    assert_eq!(m[&s("lapse_records_skipped")], 0.0);
+    assert_eq!(m[&s("lapse_records_unreadable")], 0.0);
     assert!(m[&s("lapse_policy_duration_seconds")] > 0.0);
     let outcome = |o: &str| format!("lapse_policy_outcome{{policy=\"people\",connection=\"db\",outcome=\"{o}\"}}");
     assert_eq!(m[&outcome("done")], 1.0, "{m:?}");

@@ -741,6 +741,15 @@ async fn lookup_without_a_readable_holds_file_gives_no_answer() {
     let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "017"]);
     r.ok();
     assert!(r.stdout.contains("HELD: named by the holds file") && !r.stdout.contains("MAYBE"), "{}", r.stdout);
+    // A hold that has expired keeps nothing: not HELD, exit 0 (found by a review), but said.
+    f.holds("holds:\n  - id: LH-8\n    matter: m\n    subjects: ['S-OLD']\n    expires: 2021-01-01\n");
+    let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-OLD"]);
+    r.code(5);
+    assert!(r.stdout.contains("NO LONGER HELD") && r.stdout.contains("LH-8"), "{}", r.stdout);
+    assert!(!r.stdout.lines().any(|l| l.starts_with("HELD:")) && r.stdout.contains("NOTHING FOUND"), "{}", r.stdout);
+    let json = f.lapse(&["report", "lookup", p(&dir), "--subject", "S-OLD", "--json"]);
+    let a: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(a["found"], false, "{a}");
 }
 
 /// A composite key is asked for by its values in key order; a comma inside one is written
