@@ -75,7 +75,9 @@ pub enum NullAnchor {
     /// Never destroy a row whose anchor is unknown (the default).
     #[default]
     Keep,
-    /// Treat an unknown anchor as long past. Only for datasets where NULL means "no longer needed".
+    /// Treat an anchor that says "no date" (NULL, MariaDB's zero date, PostgreSQL's `-infinity`,
+    /// SQLite's blank text) as long past. Only for datasets where NULL means "no longer needed".
+    /// A date lapse cannot place (partial, `infinity`, a shape it does not read) never lapses.
     Lapse,
 }
 
