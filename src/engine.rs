@@ -386,15 +386,20 @@ fn hold_subjects_of_another_type(
             if crate::holds::non_decimal_number(s).is_some() {
                 continue;
             }
-            let typed = |col: &crate::connector::ColumnInfo| {
+            // (A uuid column of PostgreSQL or MariaDB holds uuids only: a subject that is none,
+            // one digit short, held nothing without a word; found by a review.)
+            let typed = |col: &crate::connector::ColumnInfo, any_type: bool| {
+                if col.sql_type.eq_ignore_ascii_case("uuid") && !any_type {
+                    return uuid::Uuid::parse_str(s.trim()).is_ok();
+                }
                 matches!(col.kind, ColumnKind::Text | ColumnKind::Other)
                     || coerce(Value::Text(s.clone()), col.kind).is_ok()
             };
-            let misfits: Vec<_> = reached.iter().filter(|(_, col, _)| !typed(col)).collect();
+            let misfits: Vec<_> = reached.iter().filter(|(_, col, any_type)| !typed(col, *any_type)).collect();
             if misfits.is_empty() {
                 continue;
             }
-            let fits_one = reached.iter().any(|(_, col, any_type)| *any_type || typed(col));
+            let fits_one = reached.iter().any(|(_, col, any_type)| *any_type || typed(col, *any_type));
             let where_: Vec<String> = misfits
                 .iter()
                 .map(|(p, col, _)| format!("policy '{}''s '{}' ({})", p.name, col.name, col.sql_type))
@@ -1824,7 +1829,8 @@ impl Stage {
 /// Record-level stage first, then field-level stages (columns grouped by the purposes that
 /// cover them). Keeping wins: a column is touched only when every purpose covering it lapsed,
 /// a record only when every purpose lapsed.
-fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> {
+/// `keeps_any_type`: the connection keeps any text in any column (SQLite).
+fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx, keeps_any_type: bool) -> anyhow::Result<Vec<Stage>> {
     let rules: Vec<Filter> = p
         .purposes
         .iter()
@@ -1841,7 +1847,8 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
     let subject_kind = p.subject.as_ref().map(|s| prep.table.kind(s));
     // A uuid column compares as the database writes uuids (lower case, hyphens): a hold may
     // write them in capitals, without hyphens or in braces, and must still hold the subject.
-    let uuid_subject = p.subject.as_ref().and_then(|s| prep.table.column(s)).is_some_and(|c| c.sql_type == "uuid");
+    let uuid_subject =
+        p.subject.as_ref().and_then(|s| prep.table.column(s)).is_some_and(|c| c.sql_type.eq_ignore_ascii_case("uuid"));
     // A hold scoped to any policy on this table keeps its records from every policy on it:
     // their purposes are shared (`policy::check_set` lends each the others'), and so are their
     // holds (before, one policy destroyed what another's hold kept).
@@ -1851,6 +1858,17 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx) -> anyhow::Result<Vec<Stage>> 
         let mut subjects = Vec::new();
         for s in &h.subjects {
             let s = match uuid_subject.then(|| uuid::Uuid::parse_str(s.trim())) {
+                // SQLite has no uuid type: a column declared so keeps the text as the
+                // application wrote it, and the hold holds it as written (before, only the
+                // database's spelling was held there, and a row in capitals was deleted under
+                // its hold; found by a review).
+                Some(Ok(u)) if keeps_any_type => {
+                    let canonical = u.hyphenated().to_string();
+                    if canonical != *s {
+                        subjects.push(Value::Text(canonical));
+                    }
+                    s.clone()
+                }
                 Some(Ok(u)) => u.hyphenated().to_string(),
                 _ => s.clone(),
             };
@@ -1995,7 +2013,7 @@ async fn enforce(
     ctx: &mut Ctx<'_>,
     pr: &mut PolicyReport,
 ) -> anyhow::Result<()> {
-    let mut stages = stages(p, prep, ctx)?;
+    let mut stages = stages(p, prep, ctx, conn.keeps_any_type())?;
     if ctx.mode == Mode::Run && !conn.journaled_destroy() {
         // Only connectors that get intents have any to reconcile (SQL: none, nothing read).
         // Before anything of this policy is destroyed: an object this run deletes itself must

@@ -1333,7 +1333,12 @@ impl<'a> Builder<'a> {
     /// hold id, subject (NULL: every subject). For object policies, whose store has no holds
     /// table: the engine evaluates them beside the holds file's.
     pub fn holds_in_force(&self, ht: &HoldsTable) -> Sql {
+        // (A binary subject is read as its bytes, which the connector gives as lower-case hex,
+        // as the evidence records them and as a uuid reads: cast to text, PostgreSQL's `\x…`
+        // and MariaDB's raw bytes matched no object's subject, and a held one was deleted;
+        // found by a review.)
         let text = |c: &str| match self.d {
+            _ if self.scope.table.kind(c) == ColumnKind::Bytes => self.col("lh", c),
             Dialect::MySql => format!("CAST({} AS CHAR)", self.col("lh", c)),
             _ => format!("CAST({} AS TEXT)", self.col("lh", c)),
         };

@@ -1988,6 +1988,12 @@ async fn uuid_subjects_held_in_any_spelling(b: Backend) {
     assert_eq!(n(&p["deleted"]), 1, "{p}");
     assert_eq!(n(&p["held"]), 2, "{p}");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM hu").await, 2);
+    // A subject that is no uuid (one digit short) holds nothing in a uuid column: refused where
+    // the hold names the policy (before, `validate` said ok; found by a review).
+    f.holds("holds:\n  - id: LH-T\n    matter: m\n    subjects: ['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1']\n    policies: [hu]\n");
+    f.lapse(&["validate", "--connect"])
+        .code(2)
+        .stderr_has("hold 'LH-T': subject #1 is no value of the subject column of policy 'hu''s 'sub'");
 }
 
 /// A delete policy on `table` (a `note` column, anchor `created_at`) whose subjects are `column`.
@@ -2059,6 +2065,40 @@ async fn postgres_uuid_subjects_held_in_any_spelling() {
 async fn mariadb_uuid_subjects_held_in_any_spelling() {
     if Backend::MySql.enabled() {
         uuid_subjects_held_in_any_spelling(Backend::MySql).await;
+    }
+}
+
+/// SQLite has no uuid type: a column declared `uuid` (in any case) keeps the text the
+/// application wrote, and a hold written the same way holds it. Before, the hold's subject was
+/// replaced by the lower-case hyphenated spelling, which such a row is not, and the row was
+/// deleted under its hold (found by a review); that spelling is held too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_uuid_subjects_held_as_written() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    for declared in ["uuid", "UUID"] {
+        let f = Fixture::new(
+            Backend::Sqlite,
+            &format!("CREATE TABLE hu (id BIGINT PRIMARY KEY, sub {declared} NOT NULL, note VARCHAR(20), created_at {{TS}} NULL);"),
+        )
+        .await;
+        f.db.exec(
+            "INSERT INTO hu VALUES (1, 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', 'a', '2019-01-01'), \
+             (2, 'b1eebc999c0b4ef8bb6d6bb9bd380a22', 'b', '2019-01-01'), \
+             (3, 'c2eebc99-9c0b-4ef8-bb6d-6bb9bd380a33', 'c', '2019-01-01'), \
+             (4, 'd3eebc99-9c0b-4ef8-bb6d-6bb9bd380a44', 'd', '2019-01-01')",
+        )
+        .await;
+        f.holds(
+            "holds:\n  - id: LH-U\n    matter: m\n    subjects: ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', \
+             'b1eebc999c0b4ef8bb6d6bb9bd380a22', 'C2EEBC999C0B4EF8BB6D6BB9BD380A33']\n",
+        );
+        f.policy("hu", &note_policy_with_subject("hu", "sub"));
+        f.lapse(&["run"]).ok();
+        let p = &f.report("run")["policies"][0];
+        assert_eq!((n(&p["deleted"]), n(&p["held"])), (1, 3), "{declared}: {p}");
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM hu WHERE id = 4").await, 0, "{declared}");
     }
 }
 

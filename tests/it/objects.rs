@@ -1896,6 +1896,36 @@ async fn holds_table_holds_objects() {
     assert!(r["holds"].as_array().unwrap().iter().any(|h| h["source"] == "table:db"), "{}", r["holds"]);
 }
 
+/// A holds table whose subject column is binary (a uuid in a blob, `bytea`, `BINARY(16)`) holds
+/// the objects of that subject: its bytes are read as such (lower-case hex, which reads as the
+/// uuid). Before, they were cast to text (SQLite: not UTF-8, every run failed; PostgreSQL
+/// `\x…` and MariaDB raw bytes matched no object, and the held one was deleted; found by a
+/// review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_holds_table_subject_holds_objects() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    for k in [
+        "exports/2020/03/01/a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11.csv",
+        "exports/2020/03/02/b1eebc99-9c0b-4ef8-bb6d-6bb9bd380a22.csv",
+    ] {
+        s.put(k, "x").await;
+    }
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    s.f.db.exec("CREATE TABLE legal_holds (id TEXT, subject BLOB, policy TEXT, expires_at TEXT)").await;
+    s.f.db.exec("INSERT INTO legal_holds VALUES ('LH-B', X'a0eebc999c0b4ef8bb6d6bb9bd380a11', NULL, NULL)").await;
+    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
+    let with = cfg.replace(
+        "    url_file: db.url\n",
+        "    url_file: db.url\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n",
+    );
+    assert_ne!(cfg, with);
+    std::fs::write(s.f.path("lapse.yaml"), with).unwrap();
+    s.f.lapse(&["run"]).ok();
+    assert_eq!(s.keys().await, ["exports/2020/03/01/a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11.csv"], "the held one is kept");
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!((n(&p["deleted"]), n(&p["held_by"]["LH-B"])), (1, 1), "{p}");
+}
+
 /// The holds table's connection is a secret an object policy needs: `validate` reads its URL
 /// with the rest (exit 2, named), where before it said ok and every `run` then failed with
 /// exit 1 when it opened the connection.
