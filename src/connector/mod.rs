@@ -62,6 +62,10 @@ pub struct ColumnInfo {
     /// In a unique index or constraint (alone or with other columns, partial, or in an index
     /// expression): two rows may not be able to share a value.
     pub unique: bool,
+    /// Set to the current time by the database when another column of the row changes
+    /// (MariaDB/MySQL's `ON UPDATE CURRENT_TIMESTAMP`): an anonymizing `UPDATE` sets it to
+    /// itself, or it would move the anchor it is and put off the record's lapse.
+    pub on_update: bool,
 }
 
 /// A foreign key by which `table` references the described table.

@@ -939,6 +939,7 @@ impl Connector for ObjectConnector {
             max_len: None,
             generated: false,
             unique: false,
+            on_update: false,
         };
         Ok(TableInfo {
             name: table.to_string(),

@@ -2341,6 +2341,10 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
+            for c in self.anchors_kept_in_place(columns) {
+                let target = if qualified { self.col(&t, c) } else { self.q(c) };
+                sql.push(&format!(", {target} = {}", self.col(&t, c)));
+            }
         };
         let join = self.key_join(&t);
         if varying.is_empty() {
@@ -2755,6 +2759,25 @@ impl<'a> Builder<'a> {
             let form = self.in_place_form(c, s).expect("in_place checked by the caller");
             render(sql, form.set);
         }
+        let set: Vec<&String> = cols.iter().map(|(c, _)| c).collect();
+        for c in self.anchors_kept_in_place(set) {
+            sql.push(&format!(", {0} = {0}", self.q(c)));
+        }
+    }
+
+    /// The anchors an `UPDATE` of `set` would move: MariaDB/MySQL's `ON UPDATE
+    /// CURRENT_TIMESTAMP` columns a purpose counts from, which the statement sets to themselves
+    /// (the database then leaves them). Before, anonymizing a field set its record's anchor to
+    /// the run's time, and the record lapsed a whole period late (found by a review).
+    fn anchors_kept_in_place<'c, S: AsRef<str>>(&'c self, set: impl IntoIterator<Item = S>) -> Vec<&'c str> {
+        let set: Vec<S> = set.into_iter().collect();
+        self.scope
+            .table
+            .columns
+            .iter()
+            .filter(|c| c.on_update && self.is_anchor(&c.name) && !set.iter().any(|s| s.as_ref() == c.name))
+            .map(|c| c.name.as_str())
+            .collect()
     }
 
     /// ` WHERE key IN (…)`: the integer keys `keys` (in order) as one bound JSON array

@@ -1009,6 +1009,7 @@ impl SqlConnector {
                             max_len: r.try_get::<Option<i64>, _>(4)?.map(|x| x as u64),
                             generated: r.try_get(5)?,
                             unique: false,
+                            on_update: false,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -1062,6 +1063,7 @@ impl SqlConnector {
                             max_len: r.try_get_unchecked::<Option<i64>, _>(4)?.map(|x| x as u64),
                             generated: r.try_get_unchecked::<i64, _>(5)? != 0,
                             unique: false,
+                            on_update: r.try_get_unchecked::<i64, _>(6)? != 0,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -1172,6 +1174,7 @@ impl SqlConnector {
                         max_len: None,
                         generated: hidden >= 2,
                         unique: false,
+                        on_update: false,
                     });
                 }
                 pk.sort();

@@ -2102,6 +2102,43 @@ async fn sqlite_uuid_subjects_held_as_written() {
     }
 }
 
+/// MariaDB/MySQL: an anchor that is `ON UPDATE CURRENT_TIMESTAMP` is left as it is by the
+/// anonymizing `UPDATE`s (set to itself), in place and from values alike. Before, anonymizing
+/// set it to the run's time, and a record whose fields lapsed first lapsed whole a period late
+/// (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_on_update_anchors_are_not_moved() {
+    if !Backend::MySql.enabled() {
+        return;
+    }
+    let f = Fixture::new(
+        Backend::MySql,
+        "CREATE TABLE legacy (id BIGINT PRIMARY KEY, note VARCHAR(40), email VARCHAR(80), \
+         created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP);",
+    )
+    .await;
+    f.db.exec(
+        "INSERT INTO legacy VALUES (1, 'a', 'a@example.com', '2020-01-01 10:00:00'), \
+         (2, 'b', 'b@example.com', '2020-01-02 10:00:00')",
+    )
+    .await;
+    let personal =
+        "  note: { category: free_text, anonymize: nullify }\n  email: { category: email, anonymize: random_token }\n";
+    f.policy("legacy", &typed_policy("legacy", personal, "", "anonymize"));
+    f.lapse(&["run"]).ok();
+    assert_eq!(n(&f.report("run")["policies"][0]["anonymized"]), 2, "{}", f.report("run"));
+    assert_eq!(
+        f.db.count("SELECT COUNT(*) FROM legacy WHERE note IS NULL AND email NOT LIKE '%@example.com'").await,
+        2
+    );
+    let at = f.db.texts("SELECT CAST(created_at AS CHAR) FROM legacy ORDER BY id").await;
+    assert_eq!(
+        at,
+        [Some("2020-01-01 10:00:00".to_string()), Some("2020-01-02 10:00:00".to_string())],
+        "the anchors are as they were"
+    );
+}
+
 async fn legacy_ids(f: &Fixture) -> Vec<String> {
     f.db.texts("SELECT CAST(id AS CHAR) FROM legacy ORDER BY id").await.into_iter().map(|x| x.unwrap()).collect()
 }
