@@ -2769,7 +2769,7 @@ impl<'a> Builder<'a> {
     /// CURRENT_TIMESTAMP` columns a purpose counts from, which the statement sets to themselves
     /// (the database then leaves them). Before, anonymizing a field set its record's anchor to
     /// the run's time, and the record lapsed a whole period late (found by a review).
-    fn anchors_kept_in_place<'c, S: AsRef<str>>(&'c self, set: impl IntoIterator<Item = S>) -> Vec<&'c str> {
+    fn anchors_kept_in_place<S: AsRef<str>>(&self, set: impl IntoIterator<Item = S>) -> Vec<&str> {
         let set: Vec<S> = set.into_iter().collect();
         self.scope
             .table
