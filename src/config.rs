@@ -477,6 +477,9 @@ impl Config {
         for (p, m) in cfg.metrics.problems() {
             diags.push(Diagnostic::error(m).at(at(&p)));
         }
+        if let Some(m) = cfg.metrics.textfile.as_deref().and_then(|t| crate::engine::textfile_overwrites(&cfg, t)) {
+            diags.push(Diagnostic::error(m).at(at("metrics.textfile")));
+        }
         for d in diags.0.iter_mut().skip(before) {
             if d.file.is_none() {
                 d.file = Some(path.to_path_buf());

@@ -606,6 +606,25 @@ fn key_under(root: &std::path::Path, path: &std::path::Path) -> Option<String> {
     Some(rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"))
 }
 
+/// What the metrics textfile `textfile` would overwrite of lapse's own files (its config, keys,
+/// holds, policies, a SQLite database), if anything: the textfile is replaced whole at the end
+/// of every run (before, `--metrics-textfile evidence.key` made the metrics the evidence key,
+/// and `metrics.textfile: holds.yaml` wiped the holds; found by a review).
+pub fn textfile_overwrites(config: &Config, textfile: &std::path::Path) -> Option<String> {
+    let target = resolved(&config.resolve(textfile));
+    own_files(config).into_iter().filter(|(what, _, _)| what != "the metrics textfile").find_map(|(what, path, dir)| {
+        let path = resolved(&path);
+        let hit = if dir { target.starts_with(&path) } else { target == path };
+        hit.then(|| {
+            format!(
+                "the metrics textfile {} would overwrite {what} ({}) at the end of every run: name another file",
+                textfile.display(),
+                path.display()
+            )
+        })
+    })
+}
+
 /// The files lapse reads to run, which no dataset may hold: what they are, where, and whether
 /// a directory.
 fn own_files(config: &Config) -> Vec<(String, std::path::PathBuf, bool)> {

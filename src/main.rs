@@ -3,7 +3,7 @@
 //! 6 another worker holds the run lock (nothing done). `lapse report`: 4 verification failed, 5 not found.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -392,9 +392,12 @@ async fn plan_or_run(
     }
     // The command line's metrics settings are checked as the config's are, before anything is
     // destroyed (a `--pushgateway` URL with credentials was refused only when publishing).
-    if let Some((_, m)) = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir).problems().into_iter().next()
-    {
+    let metrics = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir);
+    if let Some((_, m)) = metrics.problems().into_iter().next() {
         return Err(invalid(format!("--pushgateway: {m}")));
+    }
+    if let Some(m) = metrics.textfile.as_deref().and_then(|t| lapse::engine::textfile_overwrites(&ws.config, t)) {
+        return Err(invalid(m));
     }
     ws.check_secrets(&selected).map_err(|e| invalid(format!("{e:#}")))?;
     let key = ws.evidence_key().map_err(|e| invalid(format!("{e:#}")))?;
@@ -817,6 +820,28 @@ async fn verify_journal(
 }
 
 /// The `--public-key` files of a report command (exit 2 for one that is not a key).
+/// Why `--out` may not be written: it is one of the `inputs` (a report, a directory of them) or
+/// inside one, or it has the name of one of lapse's own files (`lapse-…`: a report, its
+/// evidence or signature). Before, `report render R.json --out R.json` replaced the signed
+/// report with its HTML, and `combine --out` a shard's report (found by a review).
+fn out_over_reports(out: &Path, inputs: &[&Path]) -> Option<String> {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if name.starts_with("lapse-") {
+        return Some(format!(
+            "--out {}: 'lapse-…' names lapse's own reports, evidence and signatures; name the output otherwise",
+            out.display()
+        ));
+    }
+    // Where `out` would be: its directory resolved (it may not exist yet).
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let at = std::fs::canonicalize(parent).ok()?.join(out.file_name()?);
+    inputs.iter().filter_map(|i| std::fs::canonicalize(i).ok()).find_map(|i| {
+        (at == i || (i.is_dir() && at.starts_with(&i))).then(|| {
+            format!("--out {} would replace what is read ({}); write it elsewhere", out.display(), i.display())
+        })
+    })
+}
+
 fn read_public_keys(paths: &[PathBuf]) -> Result<Vec<ed25519_dalek::VerifyingKey>, ExitCode> {
     paths
         .iter()
@@ -871,6 +896,9 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
         ReportCmd::Render { path, format, out, public_key } => {
             if path.is_dir() {
                 return fail(INVALID, format!("'{}' is a directory; render one report file", path.display()));
+            }
+            if let Some(m) = out.as_deref().and_then(|o| out_over_reports(o, &[path.as_path()])) {
+                return fail(INVALID, m);
             }
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
@@ -991,6 +1019,10 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             }
         }
         ReportCmd::Combine { paths, out, public_key, json } => {
+            let inputs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+            if let Some(m) = out.as_deref().and_then(|o| out_over_reports(o, &inputs)) {
+                return fail(INVALID, m);
+            }
             let keys = match read_public_keys(&public_key) {
                 Ok(k) => k,
                 Err(code) => return code,

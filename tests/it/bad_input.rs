@@ -2519,3 +2519,30 @@ per_backend!(
     dependent_without_foreign_key,
     sql_in_identifiers,
 );
+
+/// The metrics textfile is replaced whole at the end of every run: one that is lapse's own file
+/// (the holds file, the evidence key) is refused, in the config (with its position) and on the
+/// command line. Before, `metrics.textfile: holds.yaml` wiped the holds at the first run, and
+/// `--metrics-textfile evidence.key` made the metrics the evidence key (found by a review).
+#[tokio::test]
+async fn a_metrics_textfile_over_lapses_own_files_is_refused() {
+    let text = edit(CONFIG, "reports:\n", "metrics:\n  textfile: holds.yaml\nreports:\n");
+    let c = case(
+        "metrics textfile over the holds file",
+        File::Config,
+        text,
+        &["the metrics textfile holds.yaml would overwrite the holds file"],
+        "textfile: holds.yaml",
+        "holds.yaml",
+    );
+    refused_one(Backend::Sqlite, c, OFFLINE).await;
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    File::Config.write(&f, CONFIG.as_bytes());
+    let key = f.path("evidence.key");
+    let before = std::fs::read(&key).unwrap();
+    let r = lapse(&f, &["run", "--metrics-textfile", &key.display().to_string()]);
+    r.code(2).stderr_has("would overwrite the evidence key file");
+    assert_eq!(std::fs::read(&key).unwrap(), before, "the key is as it was");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing destroyed");
+}

@@ -1287,6 +1287,18 @@ async fn html_renders_in_headless_chromium_without_personal_data() {
     std::fs::write(&tampered, text).unwrap();
     std::fs::copy(format!("{}.sig", first.display()), format!("{}.sig", tampered.display())).unwrap();
     lapse(&["report", "render", p(&tampered), "--public-key", p(&public)]).code(4);
+    // `--out` never replaces a report: the one rendered, another of lapse's files, or a file in
+    // a directory `combine` reads (before, the signed report became its HTML; found by a review).
+    let bytes = std::fs::read(&first).unwrap();
+    lapse(&["report", "render", p(&first), "--out", p(&first)]).code(2).stderr_has("'lapse-…' names lapse's own");
+    let renamed = out.path().join("report.json");
+    std::fs::copy(&first, &renamed).unwrap();
+    lapse(&["report", "render", p(&renamed), "--out", p(&renamed)]).code(2).stderr_has("would replace what is read");
+    lapse(&["report", "combine", p(&dir), "--out", p(&dir.join("combined.json"))])
+        .code(2)
+        .stderr_has("would replace what is read");
+    assert_eq!(std::fs::read(&first).unwrap(), bytes, "the report is as it was");
+    assert!(!dir.join("combined.json").exists());
 }
 
 #[test]
