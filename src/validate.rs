@@ -208,6 +208,26 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
         ));
         return None;
     }
+    // Not lapse's own tables: its holds table (a policy there destroyed the holds in force, as
+    // data past their period) or its journal (found by a review).
+    let own = conn
+        .holds_table()
+        .map(|h| ("the connection's holds table", h.table.clone()))
+        .into_iter()
+        .chain(conn.own_tables().into_iter().map(|t| ("lapse's journal table", t)));
+    for (what, t) in own {
+        let same = match (&identity, conn.identify(&t).await) {
+            (Some(a), Ok(Some(b))) => a.canonical == b.canonical,
+            _ => t == policy.table,
+        };
+        if same {
+            diags.push(policy.error(
+                "dataset.table",
+                format!("'{}' is {what} '{t}': lapse keeps it, no policy may destroy its rows", policy.table),
+            ));
+            return None;
+        }
+    }
     let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
     let mut seen = BTreeSet::new();
     for (col, path) in policy.referenced_columns() {

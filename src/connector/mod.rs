@@ -514,6 +514,12 @@ pub trait Connector: Send + Sync + fmt::Display {
         None
     }
 
+    /// The tables lapse itself keeps through this connection (its journal), beside the holds
+    /// table: no policy may govern them.
+    fn own_tables(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The subject column of the holds table, if any, as the catalog describes it.
     fn holds_subject_column(&self) -> Option<&ColumnInfo> {
         None

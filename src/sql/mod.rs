@@ -2404,6 +2404,10 @@ impl crate::connector::Connector for SqlConnector {
         self.holds_table.as_ref().map(|(h, _)| h)
     }
 
+    fn own_tables(&self) -> Vec<String> {
+        vec![self.journal_table.clone()]
+    }
+
     fn holds_subject_column(&self) -> Option<&crate::connector::ColumnInfo> {
         self.holds_table.as_ref().and_then(|(h, info)| info.column(&h.subject))
     }

@@ -2139,6 +2139,31 @@ async fn mariadb_on_update_anchors_are_not_moved() {
     );
 }
 
+/// No policy may govern lapse's own tables: the holds table (a policy there deleted the holds
+/// in force as data past their period) and the journal. Refused by `validate --connect`, and by
+/// a run, which destroys nothing (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapses_own_tables_are_no_dataset() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let f = Fixture::new(Backend::Sqlite, SCHEMA).await;
+    f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LH-1', 'S-1', NULL, '2020-01-01')")
+        .await;
+    f.holds_table_config();
+    f.policy("people", PEOPLE_DELETE);
+    f.lapse(&["run"]).ok();
+    std::fs::remove_file(f.path("policies/people.yaml")).unwrap();
+    for (table, what) in [("legal_holds", "the connection's holds table"), ("lapse_journal", "lapse's journal table")] {
+        let policy = typed_policy(table, "  subject: { category: free_text }\n", "", "delete")
+            .replace("after: created_at", "after: expires_at");
+        f.policy("own", &policy);
+        f.lapse(&["validate", "--connect"]).code(2).stderr_has(&format!("'{table}' is {what} '{table}'"));
+        f.lapse(&["run"]).code(2);
+    }
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM legal_holds").await, 1, "the hold is there");
+}
+
 async fn legacy_ids(f: &Fixture) -> Vec<String> {
     f.db.texts("SELECT CAST(id AS CHAR) FROM legacy ORDER BY id").await.into_iter().map(|x| x.unwrap()).collect()
 }
