@@ -75,8 +75,9 @@ struct RunArgs {
     /// ahead without it).
     #[arg(long)]
     allow_future_cutoff: bool,
-    /// Stop each stage after N batches.
-    #[arg(long)]
+    /// Stop each stage after N batches (at least 1: a run of none destroyed nothing and
+    /// exited 0, found by a review).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_batches: Option<u64>,
     /// Write reports here instead of the config's reports.dir.
     #[arg(long)]

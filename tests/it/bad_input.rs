@@ -2546,3 +2546,15 @@ async fn a_metrics_textfile_over_lapses_own_files_is_refused() {
     assert_eq!(std::fs::read(&key).unwrap(), before, "the key is as it was");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing destroyed");
 }
+
+/// `--max-batches 0` is refused (exit 2): a run of no batch destroyed nothing, said every stage
+/// stopped, and exited 0, so a job with it looked healthy for ever (found by a review).
+#[tokio::test]
+async fn no_batches_is_refused() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    File::Config.write(&f, CONFIG.as_bytes());
+    lapse(&f, &["run", "--max-batches", "0"]).code(2).stderr_has("--max-batches");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing destroyed");
+    lapse(&f, &["run", "--max-batches", "1"]).ok();
+}
