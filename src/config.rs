@@ -647,29 +647,34 @@ pub fn read_secret(r: &SecretRef, base: &Path, what: &str) -> anyhow::Result<Vec
 impl Connection {
     /// The connection URL. Errors name the source, never the URL (it may hold a password).
     pub fn url(&self, name: &str, base: &Path) -> anyhow::Result<String> {
-        if let Some(u) = &self.url {
-            let u = u.trim();
-            // sqlite paths are relative to the config file
-            if let Some(rest) = u.strip_prefix("sqlite://") {
-                if !rest.starts_with('/') && !rest.starts_with(':') {
-                    return Ok(format!("sqlite://{}", base.join(rest).display()));
-                }
-            }
-            return Ok(u.to_string());
-        }
-        if let Some(var) = &self.url_env {
+        let raw = if let Some(u) = &self.url {
+            u.clone()
+        } else if let Some(var) = &self.url_env {
             let named_by = format!("connections.{name}.url_env");
-            return std::env::var(var)
-                .map_err(|_| anyhow::anyhow!("connection '{name}': {}", unset_var(var, &named_by)));
-        }
-        if let Some(f) = &self.url_file {
+            std::env::var(var).map_err(|_| anyhow::anyhow!("connection '{name}': {}", unset_var(var, &named_by)))?
+        } else if let Some(f) = &self.url_file {
             let path = if f.is_absolute() { f.clone() } else { base.join(f) };
-            return Ok(std::fs::read_to_string(&path)
+            std::fs::read_to_string(&path)
                 .map_err(|e| anyhow::anyhow!("connection '{name}': cannot read url file {}: {e}", shown_path(&path)))?
-                .trim()
-                .to_string());
+        } else {
+            anyhow::bail!("connection '{name}' has no url")
+        };
+        // (A variable's value trimmed too: a trailing newline made SQLite's path another file.)
+        Ok(sqlite_relative_to(raw.trim(), base))
+    }
+}
+
+/// A SQLite URL's relative path, `sqlite://db.sqlite` or `sqlite:db.sqlite`, made relative to
+/// the config file's directory, however the URL is given (inline, `url_env`, `url_file`):
+/// before, only the inline `sqlite://` form was, and the same config run from another
+/// directory read another database (found by a review). Other URLs as they are.
+pub fn sqlite_relative_to(u: &str, base: &Path) -> String {
+    let rest = u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:").filter(|r| !r.starts_with("//")));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.starts_with(':') => {
+            format!("sqlite://{}", base.join(rest).display())
         }
-        anyhow::bail!("connection '{name}' has no url")
+        _ => u.to_string(),
     }
 }
 
@@ -684,6 +689,22 @@ mod tests {
     }
 
     use super::*;
+
+    /// A SQLite URL's relative path is relative to the config's directory in both spellings
+    /// sqlx reads, and from a variable or a file too (before, `sqlite:demo.db` and any URL from
+    /// a variable or file were relative to the working directory; found by a review).
+    #[test]
+    fn sqlite_paths_are_relative_to_the_config() {
+        let base = Path::new("/etc/lapse");
+        assert_eq!(sqlite_relative_to("sqlite:demo.db", base), "sqlite:///etc/lapse/demo.db");
+        assert_eq!(sqlite_relative_to("sqlite://demo.db?mode=ro", base), "sqlite:///etc/lapse/demo.db?mode=ro");
+        assert_eq!(sqlite_relative_to("sqlite:///var/db.sqlite", base), "sqlite:///var/db.sqlite");
+        assert_eq!(sqlite_relative_to("sqlite::memory:", base), "sqlite::memory:");
+        assert_eq!(sqlite_relative_to("postgres://h/db", base), "postgres://h/db");
+        let c: Connection = serde_yaml_ng::from_str("url_env: LAPSE_TEST_URL_WITH_NEWLINE").unwrap();
+        std::env::set_var("LAPSE_TEST_URL_WITH_NEWLINE", "sqlite:shop.db\n");
+        assert_eq!(c.url("db", base).unwrap(), "sqlite:///etc/lapse/shop.db");
+    }
 
     #[test]
     fn variable_names_that_may_be_secrets_are_not_shown() {

@@ -195,7 +195,11 @@ impl Workspace {
     }
 
     pub fn evidence_key(&self) -> anyhow::Result<EvidenceKey> {
-        Ok(EvidenceKey::new(config::read_secret(&self.config.evidence, &self.config.base_dir, "evidence key")?))
+        Ok(EvidenceKey::new(self.evidence_key_bytes()?))
+    }
+
+    fn evidence_key_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        config::read_secret(&self.config.evidence, &self.config.base_dir, "evidence key")
     }
 
     pub fn selected(&self, only: &[String]) -> Vec<&Policy> {
@@ -228,11 +232,34 @@ impl Workspace {
         if let Some(r) = &self.config.pseudonymization {
             note(config::read_secret(r, &self.config.base_dir, "pseudonymization key").map(drop));
         }
+        // Not the evidence key the signing key's secret or public key (the published one): one
+        // secret would serve two ends, or a public one key the records' hashes (found by a
+        // review).
+        if let (Ok(ev), Some(r)) = (self.evidence_key_bytes(), &self.config.reports.signing_key) {
+            if let Ok(signer) = config::read_secret(r, &self.config.base_dir, "report signing key")
+                .and_then(|k| crate::integrity::Signer::from_secret(&k))
+            {
+                let ev = String::from_utf8_lossy(&ev).trim().to_ascii_lowercase();
+                if ev == signer.secret_hex() || ev == signer.public_hex() {
+                    note(Err(anyhow::anyhow!(
+                        "evidence key: it is the report signing key's {} key; the evidence key is a secret of its own (lapse keygen writes one)",
+                        if ev == signer.public_hex() { "public" } else { "secret" }
+                    )));
+                }
+            }
+        }
         let selected = self.selected(only);
+        // A URL that is none of the schemes lapse reads failed only at connect: said here, where
+        // `validate` sees it (the URL itself is never shown: it may hold a password).
         for p in &selected {
             let c = &self.config.connections[&p.connection];
             if c.kind == ConnectionKind::Sql {
-                note(c.url(&p.connection, &self.config.base_dir).map(drop));
+                note(c.url(&p.connection, &self.config.base_dir).and_then(|u| {
+                    match crate::sql::url_scheme_problem(&p.connection, &u) {
+                        Some(m) => Err(anyhow::anyhow!("{m}")),
+                        None => Ok(()),
+                    }
+                }));
             }
         }
         // The holds tables of every SQL connection hold the objects of object policies
@@ -645,10 +672,14 @@ fn own_files(config: &Config) -> Vec<(String, std::path::PathBuf, bool)> {
     for (name, c) in &config.connections {
         file(&format!("connection '{name}''s url_file"), c.url_file.as_ref());
     }
-    // A SQLite database written in the config (one behind url_file or url_env is not known
-    // here), with the files SQLite keeps beside it.
+    // A SQLite database (where the connection's URL can be read: inline, or its variable or
+    // file), as it is opened (`Connection::url`), with the files SQLite keeps beside it.
     for (name, c) in &config.connections {
-        let db = c.url.as_deref().and_then(|u| u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")));
+        let url = match c.kind {
+            ConnectionKind::Sql => c.url(name, &config.base_dir).ok(),
+            _ => None,
+        };
+        let db = url.as_deref().and_then(|u| u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")));
         if let Some(db) = db.map(|d| d.split('?').next().unwrap_or(d)).filter(|d| !d.is_empty() && *d != ":memory:") {
             for suffix in ["", "-wal", "-shm", "-journal"] {
                 let path = std::path::PathBuf::from(format!("{db}{suffix}"));

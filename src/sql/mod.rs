@@ -784,20 +784,10 @@ impl SqlConnector {
                 };
                 (Dialect::Sqlite, Pool::Lite(pool), writer)
             }
-            other => {
-                // The value is a secret: a key/value DSN or a bare password carries no `scheme:`
-                // and would be quoted whole. Only a scheme that is one is named.
-                let scheme_like = url.contains("://")
-                    && !other.is_empty()
-                    && other.len() <= 20
-                    && other.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
-                let what = match scheme_like {
-                    true => format!("unsupported URL scheme '{other}'"),
-                    false => "the URL is not of the form scheme://… (its value is not shown)".to_string(),
-                };
-                return Err(ConnectorError::Invalid(format!(
-                    "connection '{name}': {what} (use postgres://, mysql:// or sqlite://)"
-                )));
+            _ => {
+                return Err(ConnectorError::Invalid(
+                    url_scheme_problem(name, url).unwrap_or_else(|| format!("connection '{name}': unreadable URL")),
+                ));
             }
         };
         let (returning, my_timestamp_max) = match &pool {
@@ -1615,6 +1605,25 @@ fn journal_entries(shape: JournalShape, records: Value, subjects: Value) -> Resu
 }
 
 /// Removes the URL (which may carry a password) from an error message.
+/// What is wrong with `url`'s scheme, if lapse reads none of its kind; said without the URL
+/// (a secret): a key/value DSN or a bare password carries no `scheme:` and would be quoted
+/// whole. Only a scheme that is one is named. Checked by `validate` too (`check_secrets`).
+pub fn url_scheme_problem(name: &str, url: &str) -> Option<String> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    if ["postgres", "postgresql", "mysql", "mariadb", "sqlite"].contains(&scheme) && url.len() > scheme.len() {
+        return None;
+    }
+    let scheme_like = url.contains("://")
+        && !scheme.is_empty()
+        && scheme.len() <= 20
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+    let what = match scheme_like {
+        true => format!("unsupported URL scheme '{scheme}'"),
+        false => "the URL is not of the form scheme://… (its value is not shown)".to_string(),
+    };
+    Some(format!("connection '{name}': {what} (use postgres://, mysql:// or sqlite://)"))
+}
+
 fn redact_url(msg: &str, url: &str) -> String {
     let mut out = msg.replace(url, "<url>");
     if let Some((_, rest)) = url.split_once("://") {

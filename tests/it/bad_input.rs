@@ -2558,3 +2558,30 @@ async fn no_batches_is_refused() {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing destroyed");
     lapse(&f, &["run", "--max-batches", "1"]).ok();
 }
+
+/// `validate` refuses what would fail or mislead later: an evidence key that is the report
+/// signing key's secret or public key, and a connection URL of no scheme lapse reads (before,
+/// both were "ok"; the URL failed only at connect). The URL is never shown.
+#[tokio::test]
+async fn keys_of_two_ends_and_urls_of_no_scheme_are_refused() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    const SEED: &str = "5d3f9a0c7e21b4869f0a3c5e7d9b1f2468ace0bd13579fdb2468ace013579bdf";
+    std::fs::write(f.path("signing.key"), SEED).unwrap();
+    let signed = edit(CONFIG, "  dir: reports\n", "  dir: reports\n  signing_key:\n    key_file: signing.key\n");
+    File::Config.write(&f, signed.as_bytes());
+    lapse(&f, &["validate"]).ok();
+    let before = std::fs::read(f.path("evidence.key")).unwrap();
+    std::fs::write(f.path("evidence.key"), format!("{SEED}\n")).unwrap();
+    lapse(&f, &["validate"]).code(2).stderr_has("evidence key: it is the report signing key's secret key");
+    lapse(&f, &["run"]).code(2);
+    std::fs::write(f.path("evidence.key"), &before).unwrap();
+    let url = std::fs::read_to_string(f.path("db.url")).unwrap();
+    std::fs::write(f.path("db.url"), "shop-database-host\n").unwrap();
+    let r = lapse(&f, &["validate"]);
+    r.code(2).stderr_has("connection 'db': the URL is not of the form scheme://… (its value is not shown)");
+    assert!(!r.stderr.contains("shop-database-host"), "{}", r.stderr);
+    std::fs::write(f.path("db.url"), url).unwrap();
+    lapse(&f, &["validate"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing destroyed");
+}
