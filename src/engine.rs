@@ -71,6 +71,21 @@ impl Workspace {
                 {
                     d.push(p.error("dataset", "no bucket: set dataset.bucket or the connection's bucket"));
                 }
+                // A directory has no buckets, and its keys stay inside it: said here, not by
+                // the first `plan` (exit 1, as if transient) or not at all (found by a review).
+                if let (ConnectionKind::Directory, Some(o)) = (c.kind, &p.objects) {
+                    if o.bucket.is_some() {
+                        d.push(p.error(
+                            "dataset.bucket",
+                            format!("connection '{}' is a directory: it has no buckets", p.connection),
+                        ));
+                    }
+                    if o.prefix.starts_with('/') || o.prefix.split('/').any(|x| x == ".." || x == ".") {
+                        let at =
+                            if p.key_at("dataset.prefix").is_some() { "dataset.prefix" } else { "dataset.key_pattern" };
+                        d.push(p.error(at, format!("prefix '{}' leaves the directory (a key is a relative path in it, without '.' or '..')", o.prefix)));
+                    }
+                }
                 // Files have no tags: a run would fail at its first file.
                 if c.kind == ConnectionKind::Directory && p.objects.is_some() {
                     let no_tags = |what: &str, fact: &str| {

@@ -651,6 +651,17 @@ fn resolve(
             .prefix
             .clone()
             .unwrap_or_else(|| pattern.as_ref().map(|k| k.literal_prefix()).unwrap_or_default());
+        // A prefix and a pattern no key can meet govern nothing, without a word (found by a
+        // review: `prefix: files/` with `key_pattern: exports/…` counted 0 objects, exit 0).
+        if let (Some(given), Some(k)) = (&raw.dataset.prefix, &pattern) {
+            let lp = k.literal_prefix();
+            if !(lp.starts_with(given.as_str()) || given.starts_with(lp.as_str())) {
+                errs.push(p.error(
+                    "dataset.prefix",
+                    format!("no key under prefix '{given}' can match the key_pattern, whose keys begin '{lp}'"),
+                ));
+            }
+        }
         if let Some(b) = &raw.dataset.bucket {
             if !crate::objstore::valid_bucket(b) {
                 errs.push(p.error("dataset.bucket", format!("invalid bucket name '{b}'")));

@@ -2064,6 +2064,22 @@ async fn tags_on_a_directory_are_refused_at_validate() {
     s.f.lapse(&["validate"]).code(2).stderr_has("subject 'tag:subject'").stderr_has("exports.yaml:5:");
     s.f.lapse(&["run"]).code(2);
     assert_eq!(s.keys().await, ["exports/2020/03/01/S-1.csv"]);
+    // A prefix that leaves the directory, a bucket, and a prefix no key of the pattern is under
+    // are refused by `validate` too (before: `plan` failed with exit 1, the bucket was ignored,
+    // and nothing was governed without a word; found by a review).
+    for (dataset, said) in [
+        ("  prefix: ../\n", "prefix '../' leaves the directory"),
+        ("  prefix: /etc/\n", "prefix '/etc/' leaves the directory"),
+        ("  bucket: exports\n  prefix: exports/\n", "connection 'store' is a directory: it has no buckets"),
+        (
+            "  prefix: files/\n  key_pattern: \"exports/{yyyy}/{mm}/{dd}/{subject}.csv\"\n  subject: key\n",
+            "no key under prefix 'files/' can match the key_pattern",
+        ),
+    ] {
+        s.policy(dataset, by_mtime, "");
+        s.f.lapse(&["validate"]).code(2).stderr_has(said).stderr_has("exports.yaml:");
+    }
+    assert_eq!(s.keys().await, ["exports/2020/03/01/S-1.csv"]);
 }
 
 /// A batch's re-read of its objects' versions that meets a transient error (a 503, a dropped
