@@ -290,6 +290,33 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     }
     let mut when_ask: Vec<(String, crate::connector::ColumnInfo, String)> = Vec::new();
     let mut later: Vec<Diagnostic> = Vec::new();
+    // An anchor without a zone (MariaDB's DATETIME, `date`) is read as UTC: times an application
+    // writes in the server's zone west of UTC lapse that many hours early. Said where the
+    // server's zone is another (found by a review).
+    let zoneless: Vec<(usize, &str, String)> = policy
+        .purposes
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.from_policy.is_none())
+        .filter_map(|(i, p)| {
+            let c = table.column(&p.anchor)?;
+            matches!(c.kind, ColumnKind::Timestamp { tz: false } | ColumnKind::Date)
+                .then(|| (i, p.anchor.as_str(), c.sql_type.clone()))
+        })
+        .collect();
+    if !zoneless.is_empty() {
+        if let Some(zone) = conn.local_time_zone().await {
+            for (i, anchor, sql_type) in zoneless {
+                diags.push(
+                    Diagnostic::warning(format!(
+                        "anchor column '{anchor}' ({sql_type}) holds no time zone and is read as UTC, but the server's time zone is '{zone}': times written in it (NOW()) lapse by its offset early or late; write UTC, or use a TIMESTAMP column"
+                    ))
+                    .policy(&policy.name)
+                    .at(policy.at(&format!("purposes.{i}.after"))),
+                );
+            }
+        }
+    }
     let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
     for (i, p) in policy.purposes.iter().enumerate().filter(|(_, p)| p.from_policy.is_none()) {
         if let Some(c) = table.column(&p.anchor) {

@@ -509,6 +509,13 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(true)
     }
 
+    /// The time zone the database server writes zone-less times in (`NOW()` into a MariaDB
+    /// `DATETIME`), when it is not UTC and can be told; lapse reads such columns as UTC.
+    /// Default: none (UTC or unknown).
+    async fn local_time_zone(&self) -> Option<String> {
+        None
+    }
+
     /// The holds table of this connection, if any.
     fn holds_table(&self) -> Option<&HoldsTable> {
         None

@@ -1605,6 +1605,14 @@ fn journal_entries(shape: JournalShape, records: Value, subjects: Value) -> Resu
 }
 
 /// Removes the URL (which may carry a password) from an error message.
+/// MariaDB/MySQL: the zone a server writes `NOW()` in (`@@global.time_zone`, or the host's
+/// `@@system_time_zone` for `SYSTEM`), unless it is UTC.
+fn non_utc_zone(global: &str, system: &str) -> Option<String> {
+    let zone = if global.eq_ignore_ascii_case("SYSTEM") { system } else { global };
+    let utc = ["UTC", "GMT", "+00:00", "-00:00", "Etc/UTC", "Etc/GMT", "Z", "Coordinated Universal Time"];
+    (!utc.iter().any(|u| zone.trim().eq_ignore_ascii_case(u))).then(|| zone.trim().to_string())
+}
+
 /// What is wrong with `url`'s scheme, if lapse reads none of its kind; said without the URL
 /// (a secret): a key/value DSN or a bare password carries no `scheme:` and would be quoted
 /// whole. Only a scheme that is one is named. Checked by `validate` too (`check_secrets`).
@@ -3033,6 +3041,18 @@ impl crate::connector::Connector for SqlConnector {
         }
     }
 
+    async fn local_time_zone(&self) -> Option<String> {
+        let Pool::My(p) = &self.pool else { return None };
+        // The server's zone (`SYSTEM`: the host's), which the application's sessions write
+        // `NOW()` in unless they set one of their own.
+        let (global, system): (String, String) =
+            sqlx::query_as("SELECT CAST(@@global.time_zone AS CHAR), CAST(@@system_time_zone AS CHAR)")
+                .fetch_one(p)
+                .await
+                .ok()?;
+        non_utc_zone(&global, &system)
+    }
+
     async fn anchor_readable(&self, table: &TableInfo, column: &str) -> Result<bool, ConnectorError> {
         let scope = bare_scope(table.clone(), Utc::now());
         let sql = self.builder(&scope).anchor_readable(column);
@@ -3193,6 +3213,15 @@ mod tests {
         ] {
             assert!(!sanitize(m).contains("zelda") && !sanitize(m).contains("people_email"), "{m}");
         }
+    }
+
+    #[test]
+    fn a_servers_zone_is_said_unless_utc() {
+        assert_eq!(non_utc_zone("SYSTEM", "UTC"), None);
+        assert_eq!(non_utc_zone("+00:00", "CET"), None);
+        assert_eq!(non_utc_zone("SYSTEM", "CET").as_deref(), Some("CET"));
+        assert_eq!(non_utc_zone("-05:00", "UTC").as_deref(), Some("-05:00"));
+        assert_eq!(non_utc_zone("Europe/Berlin", "UTC").as_deref(), Some("Europe/Berlin"));
     }
 
     #[test]
