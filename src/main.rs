@@ -397,7 +397,13 @@ async fn plan_or_run(
     if let Some((_, m)) = metrics.problems().into_iter().next() {
         return Err(invalid(format!("--pushgateway: {m}")));
     }
-    if let Some(m) = metrics.textfile.as_deref().and_then(|t| lapse::engine::textfile_overwrites(&ws.config, t)) {
+    // (A path of the command line is the working directory's, as it is written: before, it was
+    // checked as the config directory's; found by a review.)
+    let textfile = metrics.textfile.as_deref().map(|t| match t.is_relative() {
+        true => std::env::current_dir().map(|d| d.join(t)).unwrap_or_else(|_| t.to_path_buf()),
+        false => t.to_path_buf(),
+    });
+    if let Some(m) = textfile.and_then(|t| lapse::engine::textfile_overwrites(&ws.config, &t)) {
         return Err(invalid(m));
     }
     ws.check_secrets(&selected).map_err(|e| invalid(format!("{e:#}")))?;

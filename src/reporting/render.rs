@@ -169,13 +169,13 @@ fn status_text(r: &Report) -> (&'static str, String) {
     let plan = r.mode == "plan";
     match r.status.as_str() {
         "complete" if plan => ("good", "Plan complete: the counts below are what a run would destroy; nothing was changed.".into()),
-        "complete" if r.policies.iter().any(|p| p.outcome == "stopped") => (
-            "good",
-            "Complete for the batches allowed: a stage stopped at --max-batches, and what is still due is left for the next run.".into(),
-        ),
         "complete" if !plan && r.policies.iter().any(|p| p.skipped() > 0) => (
             "bad",
             "Complete, except for due records that were selected and kept: they changed meanwhile, or the database kept them (see What failed); the next run looks at them again.".into(),
+        ),
+        "complete" if r.policies.iter().any(|p| p.outcome == "stopped") => (
+            "good",
+            "Complete for the batches allowed: a stage stopped at --max-batches, and what is still due is left for the next run.".into(),
         ),
         "complete" => ("good", "Complete: everything due was destroyed, except what holds and the rules below kept.".into()),
         "partial" => ("bad", "Partial: some work failed (see What failed). What was committed is counted here.".into()),

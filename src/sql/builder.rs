@@ -600,7 +600,8 @@ impl<'a> Builder<'a> {
         format!(" AND typeof({e}) IN ({})", types.into_iter().collect::<Vec<_>>().join(", "))
     }
 
-    fn literal(&self, sql: &mut Sql, qual_col: Option<&crate::connector::ColumnInfo>, l: &Literal) {
+    /// `instant`: compared as an instant (SQLite, `lite_time_term`), through `julianday`.
+    fn literal(&self, sql: &mut Sql, qual_col: Option<&crate::connector::ColumnInfo>, l: &Literal, instant: bool) {
         let kind = qual_col.map(|c| c.kind).unwrap_or(ColumnKind::Other);
         let mut v = coerce(literal_value(l), kind).unwrap_or_else(|_| literal_value(l));
         // A column without a zone (MariaDB's DATETIME and TIMESTAMP, read in the session's
@@ -631,7 +632,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        if self.lite_time(qual_col) {
+        if instant {
             // Compared as an instant, like the column's side (`time_expr`).
             sql.push("julianday(");
             sql.bind(v);
@@ -650,6 +651,20 @@ impl<'a> Builder<'a> {
     fn lite_time(&self, info: Option<&crate::connector::ColumnInfo>) -> bool {
         self.d == Dialect::Sqlite
             && info.is_some_and(|c| c.kind.is_temporal() || (c.instant && self.is_anchor(&c.name)))
+    }
+
+    /// A condition's term on SQLite compared by instant: its column a date or time or a text
+    /// anchor (`lite_time`), or a text column compared with full dates or times only
+    /// (`closed_at > '2024-06-30 12:00:00'` held for `2024-06-30T06:00:00` as text; found by a
+    /// review).
+    fn lite_time_term(&self, info: Option<&crate::connector::ColumnInfo>, literals: &[&Literal]) -> bool {
+        self.lite_time(info)
+            || (self.d == Dialect::Sqlite
+                && info.is_some_and(|c| c.instant)
+                && !literals.is_empty()
+                && literals
+                    .iter()
+                    .all(|l| matches!(l, Literal::Text(t) if crate::policy::condition::is_time_literal(t))))
     }
 
     /// A purpose of the scope counts from `column`.
@@ -677,25 +692,14 @@ impl<'a> Builder<'a> {
                 match self.d {
                     // The zero date, and SQLite's text that is no time, count as NULL (see
                     // `lapsed`).
-                    Dialect::MySql => match &self.unknown_years {
-                        // The same rows: every one the test below finds is in one of these
-                        // ranges of the index (`zero_date_gaps`), which hold no other date.
-                        Some((col, from, to)) if col == c => {
-                            let date_only = self.is_date(c);
-                            sql.push(&format!("({e} IS NULL OR (({e} < "));
-                            sql.bind(year_one(date_only));
-                            for (after, before) in zero_date_gaps(*from, *to, date_only) {
-                                sql.push(&format!(" OR ({e} > "));
-                                sql.bind(after);
-                                sql.push(&format!(" AND {e} < "));
-                                sql.bind(before);
-                                sql.push(")");
-                            }
-                            sql.push(&format!(") AND {}))", my_partial(&e)))
-                        }
-                        _ => sql.push(&format!("({e} IS NULL OR {})", my_partial(&e))),
-                    },
-                    Dialect::Sqlite => sql.push(&format!("{} IS NULL", self.time_expr(qual, c))),
+                    Dialect::MySql => {
+                        sql.push(&format!("({e} IS NULL OR "));
+                        self.my_partial_in_gaps(sql, c, &e);
+                        sql.push(")");
+                    }
+                    Dialect::Sqlite => {
+                        sql.push(&format!("{} IS NULL", self.time_expr(qual, c)));
+                    }
                     // `infinity` and `-infinity` (a NOT NULL column's "no date") are no time
                     // either (two points of an index on the anchor).
                     Dialect::Postgres => {
@@ -707,7 +711,7 @@ impl<'a> Builder<'a> {
                             (true, None) => sql.push("1=0"),
                             (false, Some(inf)) => sql.push(&format!("({e} IS NULL OR {inf})")),
                             (false, None) => sql.push(&format!("{e} IS NULL")),
-                        }
+                        };
                     }
                 };
             }
@@ -715,14 +719,24 @@ impl<'a> Builder<'a> {
             Filter::AnchorNeverLapses(c) => {
                 let e = self.col(qual, c);
                 match self.d {
-                    Dialect::Sqlite => sql.push(&format!(
-                        "({e} IS NOT NULL AND {} IS NULL AND NOT {})",
-                        self.time_expr(qual, c),
-                        lite_blank(&e)
-                    )),
-                    Dialect::MySql => sql.push(&format!("({} AND NOT {})", my_partial(&e), my_zero(&e))),
-                    Dialect::Postgres if self.is_temporal(c) => sql.push(&format!("{e} = 'infinity'")),
-                    Dialect::Postgres => sql.push("1=0"),
+                    Dialect::Sqlite => {
+                        sql.push(&format!(
+                            "({e} IS NOT NULL AND {} IS NULL AND NOT {})",
+                            self.time_expr(qual, c),
+                            lite_blank(&e)
+                        ));
+                    }
+                    Dialect::MySql => {
+                        sql.push("(");
+                        self.my_partial_in_gaps(sql, c, &e);
+                        sql.push(&format!(" AND NOT {})", my_zero(&e)));
+                    }
+                    Dialect::Postgres if self.is_temporal(c) => {
+                        sql.push(&format!("{e} = 'infinity'"));
+                    }
+                    Dialect::Postgres => {
+                        sql.push("1=0");
+                    }
                 };
             }
             Filter::All(parts) | Filter::Any(parts) => {
@@ -991,7 +1005,13 @@ impl<'a> Builder<'a> {
         if let Some(cond) = &rule.condition {
             for term in &cond.terms {
                 let info = self.scope.table.column(&term.column);
-                let e = match self.lite_time(info) {
+                let literals: Vec<&Literal> = match &term.test {
+                    Test::Compare(_, l) => vec![l],
+                    Test::In(list) => list.iter().collect(),
+                    _ => vec![],
+                };
+                let instant = self.lite_time_term(info, &literals);
+                let e = match instant {
                     true => self.time_expr(qual, &term.column),
                     false => self.col(qual, &term.column),
                 };
@@ -1002,19 +1022,22 @@ impl<'a> Builder<'a> {
                 // (`IS NOT NULL AND` rather than `COALESCE`: an index on the column still serves.)
                 match &term.test {
                     Test::Compare(op, l) => {
-                        let same = self.lite_same_type(&e, info, &[l]);
+                        let same = if instant { String::new() } else { self.lite_same_type(&e, info, &[l]) };
                         sql.push(&format!("({e} IS NOT NULL{same} AND {e} {} ", op.sql()));
-                        self.literal(sql, info, l);
+                        self.literal(sql, info, l, instant);
                         sql.push(")");
                     }
                     Test::In(list) => {
-                        let same = self.lite_same_type(&e, info, &list.iter().collect::<Vec<_>>());
+                        let same = match instant {
+                            true => String::new(),
+                            false => self.lite_same_type(&e, info, &list.iter().collect::<Vec<_>>()),
+                        };
                         sql.push(&format!("({e} IS NOT NULL{same} AND {e} IN ("));
                         for (i, l) in list.iter().enumerate() {
                             if i > 0 {
                                 sql.push(", ");
                             }
-                            self.literal(sql, info, l);
+                            self.literal(sql, info, l, instant);
                         }
                         sql.push("))");
                     }
@@ -1591,6 +1614,32 @@ impl<'a> Builder<'a> {
     }
 
     /// Whether column `c` holds dates without a time of day.
+    /// MariaDB/MySQL: `e` (column `c`) is a zero or partial date; where the anchor's years are
+    /// known (`unknown_years`), within the ranges of its index that hold such dates only
+    /// (`zero_date_gaps`), so that the index serves the count instead of a scan.
+    fn my_partial_in_gaps(&self, sql: &mut Sql, c: &str, e: &str) {
+        match &self.unknown_years {
+            // The same rows: every one the test finds is in one of these ranges of the index,
+            // which hold no other date.
+            Some((col, from, to)) if col == c => {
+                let date_only = self.is_date(c);
+                sql.push(&format!("(({e} < "));
+                sql.bind(year_one(date_only));
+                for (after, before) in zero_date_gaps(*from, *to, date_only) {
+                    sql.push(&format!(" OR ({e} > "));
+                    sql.bind(after);
+                    sql.push(&format!(" AND {e} < "));
+                    sql.bind(before);
+                    sql.push(")");
+                }
+                sql.push(&format!(") AND {})", my_partial(e)));
+            }
+            _ => {
+                sql.push(&my_partial(e));
+            }
+        }
+    }
+
     fn is_temporal(&self, c: &str) -> bool {
         self.scope.table.column(c).is_some_and(|i| i.kind.is_temporal())
     }

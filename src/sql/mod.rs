@@ -1332,7 +1332,7 @@ fn bounding_rule(f: &Filter) -> Option<crate::connector::LapseRule> {
 fn sole_anchor_null(f: &Filter) -> Option<&str> {
     fn walk<'f>(f: &'f Filter, out: &mut Vec<&'f str>) {
         match f {
-            Filter::AnchorNull(c) => out.push(c),
+            Filter::AnchorNull(c) | Filter::AnchorNeverLapses(c) => out.push(c),
             Filter::All(parts) | Filter::Any(parts) => parts.iter().for_each(|p| walk(p, out)),
             _ => {}
         }
@@ -2467,18 +2467,17 @@ impl crate::connector::Connector for SqlConnector {
         scope.holds.policies = policies.to_vec();
         let sql = self.builder(&scope).holds_in_force(ht);
         let ctx = format!("reading holds table '{}'", ht.table);
-        let rows: Vec<(String, Option<String>, bool)> = with_pool!(self, p => {
+        let rows: Vec<(String, Option<Value>, bool)> = with_pool!(self, p => {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
             rows.iter()
                 .map(|r| {
-                    let text = |v: Value| match v {
-                        Value::Null => None,
-                        Value::Text(s) => Some(s),
-                        other => Some(other.canonical()),
+                    let id = match r.value(0).map_err(db_err(&ctx))? {
+                        Value::Text(s) => s,
+                        other => other.canonical(),
                     };
-                    let id = text(r.value(0).map_err(db_err(&ctx))?).unwrap_or_default();
                     let named = !matches!(r.value(2).map_err(db_err(&ctx))?, Value::Int(0));
-                    Ok((id, text(r.value(1).map_err(db_err(&ctx))?), named))
+                    let subject = Some(r.value(1).map_err(db_err(&ctx))?).filter(|v| !matches!(v, Value::Null));
+                    Ok((id, subject, named))
                 })
                 .collect::<Result<Vec<_>, ConnectorError>>()
         })?;
@@ -2492,7 +2491,17 @@ impl crate::connector::Connector for SqlConnector {
                 // A policy without subjects cannot tell a subject's objects: a hold of a
                 // subject that names it keeps all of them (a holds file naming it is refused).
                 Some(_) if subjectless && named => h.whole_policy = true,
-                Some(s) => h.subjects.push(Value::Text(s)),
+                // A binary subject as its bytes in hex (a uuid reads so), and as its text when
+                // the bytes are UTF-8 (`CAST('S-1' AS BLOB)`): an identifier stored as bytes
+                // (found by a review of the first fix, which read hex only).
+                Some(Value::Bytes(b)) => {
+                    if let Ok(t) = std::str::from_utf8(&b) {
+                        h.subjects.push(Value::Text(t.to_string()));
+                    }
+                    h.subjects.push(Value::Text(hex::encode(&b)));
+                }
+                Some(Value::Text(s)) => h.subjects.push(Value::Text(s)),
+                Some(other) => h.subjects.push(Value::Text(other.canonical())),
                 None => h.whole_policy = true,
             }
         }

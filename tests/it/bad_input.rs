@@ -2545,6 +2545,30 @@ async fn a_metrics_textfile_over_lapses_own_files_is_refused() {
     r.code(2).stderr_has("would overwrite the evidence key file");
     assert_eq!(std::fs::read(&key).unwrap(), before, "the key is as it was");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing destroyed");
+    // A relative path on the command line is the working directory's (before, it was checked
+    // as the config directory's, and `cd keys && … --metrics-textfile evidence.key` replaced
+    // a key there; found by a review).
+    let cwd = f.path("elsewhere");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::copy(&key, cwd.join("evidence.key")).unwrap();
+    let out = Command::new(crate::common::lapse_bin())
+        .current_dir(&cwd)
+        .args(["run", "--yes", "--cutoff", CUTOFF, "--metrics-textfile", "../evidence.key", "-c"])
+        .arg(f.path("lapse.yaml"))
+        .env_remove("LAPSE_CONFIG")
+        .output()
+        .unwrap();
+    Run::from(out).code(2).stderr_has("would overwrite the evidence key file");
+    let out = Command::new(crate::common::lapse_bin())
+        .current_dir(&cwd)
+        .args(["run", "--yes", "--cutoff", CUTOFF, "--metrics-textfile", "evidence.key", "-c"])
+        .arg(f.path("lapse.yaml"))
+        .env_remove("LAPSE_CONFIG")
+        .output()
+        .unwrap();
+    Run::from(out).ok();
+    assert_eq!(std::fs::read(&key).unwrap(), before, "the config's key is as it was");
+    assert!(std::fs::read_to_string(cwd.join("evidence.key")).unwrap().contains("lapse_run_exit_code"));
 }
 
 /// `--max-batches 0` is refused (exit 2): a run of no batch destroyed nothing, said every stage

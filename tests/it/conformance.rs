@@ -2069,9 +2069,10 @@ async fn mariadb_uuid_subjects_held_in_any_spelling() {
 }
 
 /// SQLite has no uuid type: a column declared `uuid` (in any case) keeps the text the
-/// application wrote, and a hold written the same way holds it. Before, the hold's subject was
-/// replaced by the lower-case hyphenated spelling, which such a row is not, and the row was
-/// deleted under its hold (found by a review); that spelling is held too.
+/// application wrote, in any spelling, and a hold holds it however either is written (capitals
+/// or not, hyphens or not). Before, the hold's subject was replaced by the lower-case hyphenated
+/// spelling, which a row in capitals is not, and the row was deleted under its hold (found by a
+/// review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_uuid_subjects_held_as_written() {
     if !Backend::Sqlite.enabled() {
@@ -2091,8 +2092,8 @@ async fn sqlite_uuid_subjects_held_as_written() {
         )
         .await;
         f.holds(
-            "holds:\n  - id: LH-U\n    matter: m\n    subjects: ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', \
-             'b1eebc999c0b4ef8bb6d6bb9bd380a22', 'C2EEBC999C0B4EF8BB6D6BB9BD380A33']\n",
+            "holds:\n  - id: LH-U\n    matter: m\n    subjects: ['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
+             'B1EEBC99-9C0B-4EF8-BB6D-6BB9BD380A22', 'C2EEBC999C0B4EF8BB6D6BB9BD380A33']\n",
         );
         f.policy("hu", &note_policy_with_subject("hu", "sub"));
         f.lapse(&["run"]).ok();
@@ -2190,6 +2191,9 @@ async fn mysql_zero_date_anchors_are_unknown() {
          (7, 'g', '2026-11-00'), (8, 'h', '0000-00-00 10:00:00')",
     )
     .await;
+    // An index led by the anchor: the unknown anchors are counted where they sort in it
+    // (`count_unknown_in_gaps`), those kept under `null_anchor: lapse` too.
+    f.db.exec("CREATE INDEX legacy_created ON legacy (created_at)").await;
     f.policy("legacy", &typed_policy("legacy", "  note: { category: free_text }\n", "", "delete"));
     // A DATETIME anchor is read as UTC: said where the server writes another zone (found by a
     // review); this server's zone decides which.
@@ -2552,6 +2556,29 @@ async fn sqlite_condition_on_a_text_anchor_compares_instants() {
     );
     f.lapse(&["run"]).ok();
     assert_eq!(legacy_ids(&f).await, ["1", "4"], "2 (20:00 UTC) and 3 are after noon; 1 and 4 before");
+    // So is a text column that is no anchor, compared with full times (found by a review of
+    // the fix, which took anchors only).
+    let g = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE legacy (id BIGINT PRIMARY KEY, note VARCHAR(20), closed_at TEXT, created_at DATETIME NOT NULL);",
+    )
+    .await;
+    g.db.exec(
+        "INSERT INTO legacy VALUES (1, 'a', '2024-06-30T06:00:00', '2020-01-01'), (2, 'b', '2024-07-01T01:00:00+05:00', '2020-01-01'), \
+         (3, 'c', '2024-06-30T18:00:00', '2020-01-01'), (4, 'd', '2024-06-30 11:59:59', '2020-01-01'), (5, 'e', 'open', '2020-01-01')",
+    )
+    .await;
+    g.policy(
+        "legacy",
+        &typed_policy(
+            "legacy",
+            "  note: { category: free_text }\n",
+            "    when: \"closed_at > '2024-06-30 12:00:00'\"\n",
+            "delete",
+        ),
+    );
+    g.lapse(&["run"]).ok();
+    assert_eq!(legacy_ids(&g).await, ["1", "4", "5"], "by instant; 'open' is no time: no answer, kept");
 }
 
 /// A value a strategy cannot anonymize fails its own row, named by its evidence id, never by

@@ -1907,12 +1907,16 @@ async fn a_binary_holds_table_subject_holds_objects() {
     for k in [
         "exports/2020/03/01/a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11.csv",
         "exports/2020/03/02/b1eebc99-9c0b-4ef8-bb6d-6bb9bd380a22.csv",
+        "exports/2020/03/03/S-7.csv",
     ] {
         s.put(k, "x").await;
     }
     s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
     s.f.db.exec("CREATE TABLE legal_holds (id TEXT, subject BLOB, policy TEXT, expires_at TEXT)").await;
     s.f.db.exec("INSERT INTO legal_holds VALUES ('LH-B', X'a0eebc999c0b4ef8bb6d6bb9bd380a11', NULL, NULL)").await;
+    // An identifier stored as bytes holds as its text too (it did before the bytes were read as
+    // such; found by a review of the fix).
+    s.f.db.exec("INSERT INTO legal_holds VALUES ('LH-T', CAST('S-7' AS BLOB), NULL, NULL)").await;
     let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
     let with = cfg.replace(
         "    url_file: db.url\n",
@@ -1921,9 +1925,13 @@ async fn a_binary_holds_table_subject_holds_objects() {
     assert_ne!(cfg, with);
     std::fs::write(s.f.path("lapse.yaml"), with).unwrap();
     s.f.lapse(&["run"]).ok();
-    assert_eq!(s.keys().await, ["exports/2020/03/01/a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11.csv"], "the held one is kept");
+    assert_eq!(
+        s.keys().await,
+        ["exports/2020/03/01/a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11.csv", "exports/2020/03/03/S-7.csv"],
+        "the held ones are kept"
+    );
     let p = &s.f.report("run")["policies"][0];
-    assert_eq!((n(&p["deleted"]), n(&p["held_by"]["LH-B"])), (1, 1), "{p}");
+    assert_eq!((n(&p["deleted"]), n(&p["held_by"]["LH-B"]), n(&p["held_by"]["LH-T"])), (1, 1, 1), "{p}");
 }
 
 /// The holds table's connection is a secret an object policy needs: `validate` reads its URL
