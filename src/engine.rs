@@ -1252,7 +1252,14 @@ pub async fn execute(
         Some(r) => Some(config::read_secret(r, &ws.config.base_dir, "pseudonymization key")?),
         None => None,
     };
-    let active: Vec<Hold> = ws.holds.iter().filter(|h| h.active_at(started_at)).cloned().collect();
+    // Holds are judged as of the run's start; a `plan` that looks ahead (`--cutoff` in the
+    // future), as of its cutoff: what a run then would find (before, a hold that ends before
+    // that cutoff was counted as keeping; found by a review). A run keeps every hold in force.
+    let holds_at = match mode {
+        Mode::Plan => cutoff.max(started_at),
+        _ => started_at,
+    };
+    let active: Vec<Hold> = ws.holds.iter().filter(|h| h.active_at(holds_at)).cloned().collect();
     let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
         run_id: run_id.clone(),
@@ -1456,7 +1463,7 @@ pub async fn execute(
             mode,
             run_id: run_id.clone(),
             cutoff,
-            now: started_at,
+            now: holds_at,
             key,
             holds: &active,
             opts,

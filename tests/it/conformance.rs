@@ -2165,6 +2165,29 @@ async fn lapses_own_tables_are_no_dataset() {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM legal_holds").await, 1, "the hold is there");
 }
 
+/// `plan --cutoff` ahead of now judges holds as of that cutoff, as a run then would: a hold
+/// that ends before it keeps nothing there (before, it was counted as keeping; found by a
+/// review). A plan or run at a cutoff before its end keeps by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_ahead_judges_holds_at_its_cutoff() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", PEOPLE_DELETE);
+    f.holds("holds:\n  - id: LH-F\n    matter: m\n    subjects: [S-HELD]\n    expires: 2030-06-30\n");
+    f.lapse(&["plan"]).ok();
+    let p = &f.report("plan")["policies"][0];
+    assert_eq!((n(&p["held"]), n(&p["held_by"]["LH-F"])), (1, 1), "{p}");
+    let due = n(&p["rows_due"]);
+    f.lapse_at("2031-01-01T00:00:00Z", &["plan"]).ok();
+    let p = &f.report("plan")["policies"][0];
+    assert_eq!(n(&p["held"]), 0, "the hold has ended by then: {p}");
+    assert!(n(&p["rows_due"]) > due, "S-HELD is due then: {p}");
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people WHERE subject = 'S-HELD'").await, 1, "held now");
+}
+
 async fn legacy_ids(f: &Fixture) -> Vec<String> {
     f.db.texts("SELECT CAST(id AS CHAR) FROM legacy ORDER BY id").await.into_iter().map(|x| x.unwrap()).collect()
 }
