@@ -210,23 +210,12 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     }
     // Not lapse's own tables: its holds table (a policy there destroyed the holds in force, as
     // data past their period) or its journal (found by a review).
-    let own = conn
-        .holds_table()
-        .map(|h| ("the connection's holds table", h.table.clone()))
-        .into_iter()
-        .chain(conn.own_tables().into_iter().map(|t| ("lapse's journal table", t)));
-    for (what, t) in own {
-        let same = match (&identity, conn.identify(&t).await) {
-            (Some(a), Ok(Some(b))) => a.canonical == b.canonical,
-            _ => t == policy.table,
-        };
-        if same {
-            diags.push(policy.error(
-                "dataset.table",
-                format!("'{}' is {what} '{t}': lapse keeps it, no policy may destroy its rows", policy.table),
-            ));
-            return None;
-        }
+    if let Some((what, t)) = own_table(conn, &policy.table, identity.as_ref()).await {
+        diags.push(policy.error(
+            "dataset.table",
+            format!("'{}' is {what} '{t}': lapse keeps it, no policy may destroy its rows", policy.table),
+        ));
+        return None;
     }
     let mut err = |path: &str, msg: String| diags.push(policy.error(path, msg));
     let mut seen = BTreeSet::new();
@@ -609,6 +598,34 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
     (after == before).then_some(Prepared { table, identity, cascade, restrict })
 }
 
+/// Whether `table` (its identity, if known) is one lapse keeps through `conn`: its holds table
+/// or its journal. What it is and its name.
+async fn own_table(
+    conn: &dyn Connector,
+    table: &str,
+    identity: Option<&crate::connector::TableIdentity>,
+) -> Option<(&'static str, String)> {
+    let own = conn
+        .holds_table()
+        .map(|h| ("the connection's holds table", h.table.clone()))
+        .into_iter()
+        .chain(conn.own_tables().into_iter().map(|t| ("lapse's journal table", t)));
+    for (what, t) in own {
+        let identity = match identity {
+            Some(i) => Some(i.clone()),
+            None => conn.identify(table).await.ok().flatten(),
+        };
+        let same = match (identity, conn.identify(&t).await) {
+            (Some(a), Ok(Some(b))) => a.canonical == b.canonical,
+            _ => t == table,
+        };
+        if same {
+            return Some((what, t));
+        }
+    }
+    None
+}
+
 /// Matches the declared dependents with the foreign keys the catalog reports; every referencing
 /// foreign key must be declared (recursively for cascades).
 fn dependents<'a>(
@@ -646,6 +663,21 @@ fn dependents<'a>(
                     format!("self-referencing foreign key '{}' cannot cascade; use restrict", fk.constraint),
                 ));
                 continue;
+            }
+            // A cascade into the holds table deleted the holds of the parent's subjects (another
+            // policy's too) with it, and the data they held went in the same run; into the
+            // journal, the evidence of past batches (found by a review). A restrict keeps.
+            if d.on_delete == OnDelete::Cascade {
+                if let Some((what, t)) = own_table(conn, &fk.table, None).await {
+                    diags.push(policy.error(
+                        &d.path,
+                        format!(
+                            "'{}' is {what} '{t}': a cascade would delete its rows with the records; use on_delete: restrict (such records are then kept while it references them)",
+                            fk.table
+                        ),
+                    ));
+                    continue;
+                }
             }
             match d.on_delete {
                 OnDelete::Restrict => restrict.push(fk.clone()),
