@@ -427,6 +427,19 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
             );
             continue;
         }
+        // Another table's foreign key refers to it: a new value breaks the reference unless the
+        // key updates with it, and the database then refuses the batch on every run (found by a
+        // review; whether the key is `ON UPDATE CASCADE` is not read here).
+        if let Some(fk) = table.referenced_by.iter().find(|fk| fk.referenced.contains(&c.name)) {
+            later.push(
+                Diagnostic::warning(format!(
+                    "column '{}' is referenced by foreign key '{}' of table '{}': unless that key is ON UPDATE CASCADE or SET NULL, the database refuses every batch that anonymizes it",
+                    c.name, fk.constraint, fk.table
+                ))
+                .policy(&policy.name)
+                .at(policy.at(&path)),
+            );
+        }
         let fits = match s {
             Strategy::Nullify => {
                 if !info.nullable {

@@ -2226,6 +2226,32 @@ async fn no_cascade_into_the_holds_table() {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM legal_holds").await, 1);
 }
 
+/// Anonymizing a column another table's foreign key refers to is warned of by `validate`: unless
+/// the key updates with it, the database refuses every batch (before, `validate` said ok and
+/// every run failed; found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymizing_a_referenced_column_is_warned_of() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, subject VARCHAR(64), email VARCHAR(255) UNIQUE, \
+         full_name VARCHAR(255) NOT NULL, created_at {TS} NULL); \
+         CREATE TABLE subs (id BIGINT PRIMARY KEY, email VARCHAR(255) REFERENCES people (email));",
+    )
+    .await;
+    let anonymize = PEOPLE_DELETE
+        .replace("  email: { category: email }\n", "  email: { category: email, anonymize: random_token }\n")
+        .replace("  full_name: { category: name }\n", "  full_name: { category: name, anonymize: random_token }\n")
+        .replace("on_lapse: delete", "on_lapse: anonymize");
+    f.policy("people", &anonymize);
+    f.lapse(&["validate", "--connect"])
+        .ok()
+        .stderr_has("column 'email' is referenced by foreign key")
+        .stderr_has("of table 'subs': unless that key is ON UPDATE CASCADE");
+}
+
 /// PostgreSQL: a partitioned table's foreign key is one dependent; the copies PostgreSQL keeps
 /// on each partition are not asked for (before, every new partition made every run exit 2
 /// until it was declared; found by a review).
