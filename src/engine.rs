@@ -2026,8 +2026,10 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx, keeps_any_type: bool) -> anyho
     // A field stage takes the rows the record stage does not destroy: not every purpose lapsed,
     // or (a delete kept by a `restrict` dependent) every purpose lapsed and children left. Before,
     // such a blocked record kept its lapsed fields as long as its children, said nowhere.
-    let destroyed_whole = match (p.action, prep.restrict.is_empty()) {
-        (Action::Delete, false) => Filter::All(vec![all_lapsed.clone(), Filter::negate(Filter::HasDependents)]),
+    let kept_by_dependents =
+        !prep.restrict.is_empty() || !crate::connector::shared_children(&prep.table, &prep.cascade).is_empty();
+    let destroyed_whole = match (p.action, kept_by_dependents) {
+        (Action::Delete, true) => Filter::All(vec![all_lapsed.clone(), Filter::negate(Filter::HasDependents)]),
         _ => all_lapsed.clone(),
     };
     for (cover, cols) in groups {
@@ -2189,7 +2191,7 @@ async fn enforce(
     let held_by_difference = p.objects.is_none()
         && stages.len() == 1
         && matches!(full.work, Work::Delete)
-        && full.restrict.is_empty()
+        && !full.blocks_by_dependents()
         && full.holds.table.is_none();
     let held_filter = if held_by_difference { any_lapse.clone() } else { held_filter };
     // Held rows of a table counted as such (a semi-join per row) are for the report only, like
@@ -2216,7 +2218,7 @@ async fn enforce(
         filters.len() - 1
     });
     // (Dependents block deletes only: an anonymized record is not blocked.)
-    let blocked_at = (!full.restrict.is_empty() && matches!(full.work, Work::Delete)).then(|| {
+    let blocked_at = full.blocks_by_dependents().then(|| {
         filters.push(Filter::All(vec![full.lapse.clone(), Filter::negate(Filter::Held), Filter::HasDependents]));
         filters.len() - 1
     });

@@ -255,10 +255,25 @@ impl Scope {
         let mut all = vec![self.lapse.clone(), Filter::negate(Filter::Held)];
         all.extend(self.pending());
         // Dependents block a delete only: an anonymized record is kept, children and all.
-        if !self.restrict.is_empty() && matches!(self.work, Work::Delete) {
+        if self.blocks_by_dependents() {
             all.push(Filter::negate(Filter::HasDependents));
         }
         Filter::All(all)
+    }
+
+    /// Whether a record can be kept by its dependents (`Filter::HasDependents`): a `restrict`
+    /// one, or a cascaded child that another record of the table, held or not due, also owns.
+    pub fn blocks_by_dependents(&self) -> bool {
+        matches!(self.work, Work::Delete) && (!self.restrict.is_empty() || !self.shared_children().is_empty())
+    }
+
+    /// The cascaded children that reference the table twice: the foreign key they are cascaded
+    /// by, and another of theirs to the same table. Such a child (a message from A to B) is
+    /// B's too: while B is held, or its purposes have not lapsed, the child is kept, and so is
+    /// A, whose deletion would take it (before, A's deletion deleted it under B's hold; found
+    /// by a review).
+    pub fn shared_children(&self) -> Vec<(&ForeignKey, &ForeignKey)> {
+        shared_children(&self.table, &self.cascade)
     }
 
     /// When anonymizing with strategies the database can test: the rows that still need work.
@@ -268,6 +283,17 @@ impl Scope {
             cols.iter().map(|(c, s)| s.pending_test().map(|t| (c.clone(), t))).collect();
         tests.map(Filter::Pending)
     }
+}
+
+/// [`Scope::shared_children`] of `table` cascading to `cascade`.
+pub fn shared_children<'a>(table: &'a TableInfo, cascade: &'a [Cascade]) -> Vec<(&'a ForeignKey, &'a ForeignKey)> {
+    let mut out = Vec::new();
+    for c in cascade {
+        for other in table.referenced_by.iter().filter(|f| f.table == c.fk.table && f.constraint != c.fk.constraint) {
+            out.push((&c.fk, other));
+        }
+    }
+    out
 }
 
 /// A row that is due, identified by its key.

@@ -921,7 +921,8 @@ impl<'a> Builder<'a> {
                 sql.push(")");
             }
             Filter::HasDependents => {
-                if self.scope.restrict.is_empty() {
+                let shared = self.scope.shared_children();
+                if self.scope.restrict.is_empty() && shared.is_empty() {
                     sql.push("1=0");
                     return;
                 }
@@ -934,6 +935,26 @@ impl<'a> Builder<'a> {
                     sql.push(&format!("EXISTS (SELECT 1 FROM {} {alias} WHERE ", self.q(&fk.table)));
                     self.fk_join(sql, fk, &alias, qual);
                     sql.push(")");
+                }
+                // A cascaded child another record owns too, where that record is held or not
+                // lapsed (`Scope::shared_children`). Not "not due": a record kept only by such a
+                // child of its own would keep the other, and neither would ever go.
+                for (i, (by, other)) in shared.iter().enumerate() {
+                    if i > 0 || !self.scope.restrict.is_empty() {
+                        sql.push(" OR ");
+                    }
+                    let (child, owner) = (format!("sh{i}"), format!("so{i}"));
+                    sql.push(&format!("EXISTS (SELECT 1 FROM {} {child} WHERE ", self.q(&by.table)));
+                    self.fk_join(sql, by, &child, qual);
+                    sql.push(&format!(" AND EXISTS (SELECT 1 FROM {} {owner} WHERE ", self.table()));
+                    self.fk_join(sql, other, &child, &owner);
+                    sql.push(" AND NOT (");
+                    self.filter(
+                        sql,
+                        &Filter::All(vec![self.scope.lapse.clone(), Filter::negate(Filter::Held)]),
+                        &owner,
+                    );
+                    sql.push(")))");
                 }
                 sql.push(")");
             }

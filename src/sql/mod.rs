@@ -2962,7 +2962,7 @@ impl crate::connector::Connector for SqlConnector {
             true => b.delete_next_packed(after, limit, bounds.as_ref()),
             false => b.delete_next(after, limit, bounds.as_ref()),
         };
-        let begin = self.dialect.begin_delete_batch(scope.holds.table.is_some() && scope.restrict.is_empty());
+        let begin = self.dialect.begin_delete_batch(scope.holds.table.is_some() && !scope.blocks_by_dependents());
         let watch = self.dialect == Dialect::Postgres && scope.holds.table.is_some();
         with_pool!(self, p => {
             let mut tx = p.begin_with(begin).await.map_err(db_err(&ctx))?;

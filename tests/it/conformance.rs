@@ -2226,6 +2226,40 @@ async fn no_cascade_into_the_holds_table() {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM legal_holds").await, 1);
 }
 
+/// A cascaded child that references the policy's table twice (a message from A to B) is B's
+/// too: while B is held, or its purposes have not lapsed, the child is kept, and so is A,
+/// counted as kept for its dependents. Before, A's deletion deleted the message under B's hold
+/// (found by a review). Two lapsed, unheld owners go with it.
+async fn shared_children_keep_their_owners(b: Backend) {
+    let f = seeded(b).await;
+    f.db.exec(
+        "CREATE TABLE messages (id BIGINT NOT NULL PRIMARY KEY, sender BIGINT NOT NULL, recipient BIGINT NOT NULL, body VARCHAR(64), \
+         CONSTRAINT messages_sender_fk FOREIGN KEY (sender) REFERENCES people (id), \
+         CONSTRAINT messages_recipient_fk FOREIGN KEY (recipient) REFERENCES people (id)); \
+         INSERT INTO messages VALUES (1, 1, 7, 'to the held one'), (2, 1, 2, 'between two lapsed'), (3, 4, 1, 'from a recent one');",
+    )
+    .await;
+    f.holds("holds:\n  - id: LH-1\n    matter: m\n    subjects: [S-HELD]\n");
+    f.policy("people", &policy("delete", ONE_YEAR, "dependents:\n  - table: messages\n    on_delete: cascade\n"));
+    f.lapse(&["plan"]).ok();
+    f.lapse(&["run"]).ok();
+    let p = &f.report("run")["policies"][0];
+    assert_eq!(ids_text(&f).await, vec![1, 4, 5, 6, 7], "{b:?}: 1 kept by messages 1 and 3; 2, 3, 8 gone: {p}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM messages").await, 2, "{b:?}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM messages WHERE id IN (1, 3)").await, 2, "{b:?}: message 2 went with 2");
+    assert_eq!(n(&p["blocked_by_dependents"]), 1, "{b:?}: {p}");
+    assert_eq!(n(&p["dependents_deleted"]["messages"]), 1, "{b:?}: {p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cascaded_children_of_two_owners_keep_both() {
+    for b in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        if b.enabled() {
+            shared_children_keep_their_owners(b).await;
+        }
+    }
+}
+
 /// Anonymizing a column another table's foreign key refers to is warned of by `validate`: unless
 /// the key updates with it, the database refuses every batch (before, `validate` said ok and
 /// every run failed; found by a review).
