@@ -393,6 +393,17 @@ impl Config {
                         );
                     }
                 }
+                // A hold's id goes into every report, its subject never: one column for both
+                // wrote the held subjects into the reports (found by a review).
+                if h.id.eq_ignore_ascii_case(&h.subject) {
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "connection '{name}': the holds table's id column is its subject column '{}': hold ids are written into the reports, subjects never; name a column of its own for the id",
+                            h.subject
+                        ))
+                        .at(at(&format!("{hb}.id"))),
+                    );
+                }
             }
         }
         let secrets = [

@@ -206,8 +206,16 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     // inside the span, the SDK's too), no AWS crate's event below INFO gets out.
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    // Nor any AWS event below WARN: `aws_config` logs the loaded credentials (the access key id)
+    // at INFO from a profile. Never the driver's relay of PostgreSQL notices (a function may
+    // set its own `client_min_messages`, and its `RAISE WARNING` quote a row's values), nor
+    // its connect-option warnings, which quote an unknown URL parameter's value
+    // (`sslpassword=…`) and a malformed `.pgpass` line, password and all (found by a review).
     let aws_quiet = tracing_subscriber::filter::filter_fn(|m| {
-        !(m.target().starts_with("aws") && *m.level() > tracing::Level::INFO)
+        let t = m.target();
+        !((t.starts_with("aws") && *m.level() > tracing::Level::WARN)
+            || t.starts_with("sqlx::postgres::notice")
+            || t.starts_with("sqlx_postgres::options"))
     });
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(lapse::progress::writer).with_target(false);
     if json {

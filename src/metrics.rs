@@ -452,21 +452,24 @@ pub fn push_url(
 
 /// A URL as it may be printed: without what comes before its last `@` (`user:password@`; a
 /// password may hold `/`, `?` or `#`, so the authority cannot be told from the path there).
+/// Nor its query or fragment (`?token=…`), nor anything that is no `scheme://` URL (a bare
+/// token given for one; found by a review).
 pub fn shown(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (format!("{s}://"), r),
-        None => (String::new(), url),
+    let Some((scheme, rest)) = url.split_once("://") else { return "(not shown: no scheme://)".into() };
+    let rest = match rest.rfind('@') {
+        Some(at) => format!("<credentials>@{}", &rest[at + 1..]),
+        None => rest.to_string(),
     };
-    match rest.rfind('@') {
-        Some(at) => format!("{scheme}<credentials>@{}", &rest[at + 1..]),
-        None => format!("{scheme}{rest}"),
+    match rest.find(['?', '#']) {
+        Some(q) => format!("{scheme}://{}?…", &rest[..q]),
+        None => format!("{scheme}://{rest}"),
     }
 }
 
 /// Credentials in the pushgateway URL: refused (a secret in the config file or on the command
 /// line, and lapse sends no authentication).
 fn credentials_problem(url: &str) -> Option<String> {
-    (shown(url) != url).then(|| {
+    url.split_once("://").map_or(url, |(_, r)| r).contains('@').then(|| {
         "the pushgateway url carries credentials (user:password@), which lapse neither sends nor keeps in its config: \
          reach the gateway without them (a sidecar or network policy)"
             .to_string()
@@ -609,6 +612,9 @@ mod tests {
         assert_eq!(shown("http://metrics:ab/c+d@gw:9091"), "http://<credentials>@gw:9091");
         assert_eq!(shown("http://u:p#ss@gw"), "http://<credentials>@gw");
         assert_eq!(shown("https://gw:9091"), "https://gw:9091");
+        // Nor a query's token, nor a bare token given for a URL (found by a review).
+        assert_eq!(shown("http://gw:9091/?token=PuShPw4"), "http://gw:9091/?…");
+        assert_eq!(shown("PuShPw3"), "(not shown: no scheme://)");
         assert_eq!(shown("hxxp://u:Hunter2@gw"), "hxxp://<credentials>@gw");
         for url in
             ["http://metrics:Hunter2@127.0.0.1:1", "hxxp://metrics:Hunter2@127.0.0.1:1", "http://m:Hunter2/x@gw:1"]

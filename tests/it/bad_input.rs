@@ -2609,3 +2609,23 @@ async fn keys_of_two_ends_and_urls_of_no_scheme_are_refused() {
     lapse(&f, &["validate"]).ok();
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 8, "nothing destroyed");
 }
+
+/// A holds table whose id column is its subject column is refused: hold ids are written into
+/// every report, and the held subjects were (found by a review).
+#[tokio::test]
+async fn a_holds_table_id_that_is_its_subject_is_refused() {
+    let text = edit(
+        CONFIG,
+        "    url_file: db.url\n",
+        "    url_file: db.url\n    holds_table: { table: legal_holds, id: subject, subject: subject }\n",
+    );
+    let c = case(
+        "holds table id = subject",
+        File::Config,
+        text,
+        &["the holds table's id column is its subject column 'subject'"],
+        "id: subject",
+        "subject",
+    );
+    refused_one(Backend::Sqlite, c, OFFLINE).await;
+}

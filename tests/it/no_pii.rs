@@ -870,7 +870,9 @@ async fn postgres_trigger_notices_leak_no_personal_value() {
          (48151611, 'SUBJ-Q9Z7X', 'Xavier Qwertyuiop', 'zelda.quux.7731@example.org', '2019-04-23 13:37:11');";
     let f = Fixture::new(Backend::Postgres, &contacts(Backend::Postgres)).await;
     f.db.exec(
-        "CREATE FUNCTION tell() RETURNS trigger LANGUAGE plpgsql AS $$ \
+        // Its own `client_min_messages` (the connection's is `error`): the server sends them,
+        // and the driver's relay of them is never logged (found by a review).
+        "CREATE FUNCTION tell() RETURNS trigger LANGUAGE plpgsql SET client_min_messages = notice AS $$ \
          BEGIN RAISE WARNING 'removing % (%)', OLD.email, OLD.full_name; \
          RAISE NOTICE 'notice of %', OLD.email; RETURN OLD; END $$; \
          CREATE TRIGGER tell BEFORE DELETE ON contacts FOR EACH ROW EXECUTE FUNCTION tell();",
@@ -911,9 +913,11 @@ async fn trigger_error_leaks_no_personal_value(b: Backend) {
              CREATE TRIGGER no_delete BEFORE DELETE ON contacts FOR EACH ROW EXECUTE FUNCTION no_delete();"
         }
         Backend::MySql => {
+            // With a server error's number and class (a duplicate key, to the client): before,
+            // only 1644 and class 45 were taken for a trigger's (found by a review).
             "CREATE TRIGGER no_delete BEFORE DELETE ON contacts FOR EACH ROW BEGIN \
              DECLARE m VARCHAR(255); SET m = CONCAT('no delete of ', OLD.email); \
-             SIGNAL SQLSTATE '45001' SET MESSAGE_TEXT = m; END"
+             SIGNAL SQLSTATE '23000' SET MESSAGE_TEXT = m, MYSQL_ERRNO = 1062; END"
         }
         // SQLite's RAISE takes a literal message before 3.47: a trigger that names a value.
         Backend::Sqlite => {
@@ -936,7 +940,11 @@ async fn trigger_error_leaks_no_personal_value(b: Backend) {
         r.code(1);
         let run = f.report("run");
         let errors = run["policies"][0]["errors"].to_string();
-        assert!(errors.contains("a trigger or function raised an error; its text is withheld"), "{run:#}");
+        let said = match b {
+            Backend::MySql => "the database's message is withheld (error 1062)",
+            _ => "a trigger or function raised an error; its text is withheld",
+        };
+        assert!(errors.contains(said), "{run:#}");
     }
     assert_eq!(f.db.count("SELECT COUNT(*) FROM contacts").await, 1, "the trigger kept the row");
     seen.files(&f.path("reports"));
