@@ -233,12 +233,23 @@ pub struct Defaults {
     /// Default 0.25.
     #[serde(default = "default_share")]
     pub max_share: f64,
+    /// Seconds a run may go without progress (a stage begun, a batch done) before it is
+    /// abandoned as stalled: a database or store that stops answering without closing the
+    /// connection (a partition, a failover behind a stale address) leaves a statement waiting
+    /// for ever. Default 1800 (1 to 86400); what was committed is accounted for by the next
+    /// run, as for a killed one.
+    #[serde(default = "default_stall")]
+    pub stall_seconds: u64,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults { batch_size: default_batch(), max_share: default_share() }
+        Defaults { batch_size: default_batch(), max_share: default_share(), stall_seconds: default_stall() }
     }
+}
+
+fn default_stall() -> u64 {
+    1800
 }
 
 fn default_batch() -> u32 {
@@ -484,6 +495,11 @@ impl Config {
         }
         if cfg.defaults.batch_size == 0 || cfg.defaults.batch_size > 50_000 {
             diags.push(Diagnostic::error("defaults.batch_size must be from 1 to 50000").at(at("defaults.batch_size")));
+        }
+        if !(1..=86_400).contains(&cfg.defaults.stall_seconds) {
+            diags.push(
+                Diagnostic::error("defaults.stall_seconds must be from 1 to 86400").at(at("defaults.stall_seconds")),
+            );
         }
         for (p, m) in cfg.metrics.problems() {
             diags.push(Diagnostic::error(m).at(at(&p)));

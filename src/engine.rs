@@ -1458,6 +1458,7 @@ pub async fn execute(
     let mut aborted = false;
     let mut unconfirmed = BTreeMap::new();
     for (p, prep) in prepared {
+        crate::progress::touch();
         let conn = conns[&p.connection].clone();
         let mut ctx = Ctx {
             mode,
@@ -2394,7 +2395,11 @@ async fn enforce(
             loop {
                 // A batch already begun is in flight: it finishes (commits) first.
                 if ctx.cancel.load(Ordering::SeqCst) && open.is_none() {
-                    pr.errors.push("interrupted: stopped after the last committed batch".into());
+                    // (Once per policy, not per stage.)
+                    let said = "interrupted: stopped after the last committed batch";
+                    if !pr.errors.iter().any(|e| e == said) {
+                        pr.errors.push(said.into());
+                    }
                     if pr.outcome == "done" {
                         pr.outcome = "interrupted".into();
                     }

@@ -314,9 +314,13 @@ fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
         {
             use tokio::signal::unix::{signal, SignalKind};
             let mut term = signal(SignalKind::terminate()).expect("signal handler");
+            // A hang-up (a closed terminal or ssh session) stops the run as SIGTERM does: before,
+            // it killed the process on the spot, without a report (found by a review).
+            let mut hup = signal(SignalKind::hangup()).expect("signal handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
+                _ = hup.recv() => {},
             }
         }
         #[cfg(not(unix))]
@@ -467,7 +471,37 @@ async fn plan_or_run(
         // A shard prepared only its own policies: its report names the run's selection.
         selection: args.shard.map(|_| args.common.policies.clone()),
     };
-    let out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel).await.map_err(|e| {
+    // A watchdog: a statement on a connection that went silent (no answer, no close) waits for
+    // ever, and with it the run, a scheduler's every later job, and a CronJob until its deadline
+    // (found by a review). Without progress for `defaults.stall_seconds` the run is abandoned:
+    // its uncommitted batch rolls back with its connections, what it committed is in its
+    // evidence and journal, and the next run accounts for it, as for a killed run.
+    let stall = std::time::Duration::from_secs(ws.config.defaults.stall_seconds);
+    lapse::progress::touch();
+    let stalled = async {
+        loop {
+            tokio::time::sleep(
+                (stall / 10).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(10)),
+            )
+            .await;
+            if lapse::progress::idle() >= stall {
+                return;
+            }
+        }
+    };
+    let executed = tokio::select! {
+        out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel) => out,
+        _ = stalled => {
+            return Err((
+                Exit::Partial,
+                format!(
+                    "no progress for {} s (defaults.stall_seconds): a database or store stopped answering; the run was abandoned without its report (what it committed is in its evidence file, and the next run accounts for it)",
+                    stall.as_secs()
+                ),
+            ))
+        }
+    };
+    let out = executed.map_err(|e| {
         if e.downcast_ref::<engine::Busy>().is_some() {
             (Exit::Busy, format!("{e:#}"))
         } else {
@@ -547,10 +581,22 @@ async fn schedule(
             metrics: lapse::metrics::MetricsArgs { schedule_job: Some(job.name.clone()), ..Default::default() },
         };
         let cancel = inner.clone();
+        let config = config.clone();
         async move {
+            // The schedule is read at start; the rest of the config at every run. A job changed
+            // since (its cron, policies or `dry_run`: the edit an operator makes to stop
+            // destruction in a hurry) is not run as it was, unsaid: it is skipped until
+            // `schedule` is restarted (found by a review: it ran as before, destroying).
+            if let Some(changed) = schedule_changed(&config, &job) {
+                tracing::error!(job = %job.name, "scheduled run skipped: {changed}; restart `lapse schedule` to apply the config as it is now");
+                return;
+            }
             let mode = if job.dry_run { Mode::Plan } else { Mode::Run };
             match plan_or_run(mode, args, false, true, cancel).await {
-                Ok(code) => tracing::info!(job = %job.name, exit = code as u8, "run done"),
+                // (Not at INFO when it did not succeed: an alert on warnings sees a run that
+                // ended incomplete or at its guardrail; found by a review.)
+                Ok(Exit::Success) => tracing::info!(job = %job.name, exit = 0, "run done"),
+                Ok(code) => tracing::warn!(job = %job.name, exit = code as u8, "run done, not successfully (see its report)"),
                 Err((code, msg)) => tracing::error!(job = %job.name, exit = code as u8, "run failed: {msg}"),
             }
         }
@@ -558,6 +604,25 @@ async fn schedule(
     .await
     .map_err(|e| (Exit::Partial, format!("{e:#}")))?;
     Ok(Exit::Success)
+}
+
+/// How the config's `schedule:` now differs for `job` from what `schedule` started with, if it
+/// does (a config that cannot be read is the run's to say).
+fn schedule_changed(config: &std::path::Path, job: &lapse::schedule::JobSpec) -> Option<String> {
+    let mut d = Diagnostics::default();
+    let cfg = lapse::config::Config::load(config, &mut d)?;
+    let now = match cfg.schedule.as_ref().map(|s| s.specs()) {
+        None => return Some("the config has no `schedule:` section any more".into()),
+        Some(Err(e)) => return Some(format!("the config's schedule is invalid now: {e}")),
+        Some(Ok(specs)) => specs,
+    };
+    match now.into_iter().find(|j| j.name == job.name) {
+        None => Some(format!("job '{}' is no longer in the config", job.name)),
+        Some(j) if j.dry_run != job.dry_run => Some(format!("its dry_run is now {}", j.dry_run)),
+        Some(j) if j.policies != job.policies => Some(format!("its policies are now {}", j.policies.join(", "))),
+        Some(j) if j.cron != job.cron || j.tz != job.tz => Some("its cron or time zone changed".into()),
+        Some(_) => None,
+    }
 }
 
 /// A connection that could not be opened: the configuration's fault (a holds table that does

@@ -4,7 +4,9 @@
 //! code. Log lines go through [`writer`], which lifts the bar while a line is printed.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -23,6 +25,25 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     f(&mut g)
 }
 
+/// When the run last made progress (a stage began, records were handled), in milliseconds since
+/// the process's first call: what the run's watchdog reads (`idle`).
+static LAST: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static E: OnceLock<Instant> = OnceLock::new();
+    *E.get_or_init(Instant::now)
+}
+
+/// The run made progress now (also called by [`stage`], [`advance`] and [`finish`]).
+pub fn touch() {
+    LAST.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+}
+
+/// How long since the run last made progress ([`touch`]).
+pub fn idle() -> Duration {
+    epoch().elapsed().saturating_sub(Duration::from_millis(LAST.load(Ordering::Relaxed)))
+}
+
 /// Turns the bar on for this process.
 pub fn enable() {
     with(|s| s.enabled = true);
@@ -30,6 +51,7 @@ pub fn enable() {
 
 /// A stage starts: `total` records are due.
 pub fn stage(policy: &str, stage: &str, total: u64) {
+    touch();
     with(|s| {
         if !s.enabled {
             return;
@@ -50,6 +72,7 @@ pub fn stage(policy: &str, stage: &str, total: u64) {
 
 /// `n` more records of the stage were handled (destroyed, unchanged or failed).
 pub fn advance(n: u64) {
+    touch();
     with(|s| {
         if let Some(b) = &s.bar {
             b.inc(n);
@@ -59,6 +82,7 @@ pub fn advance(n: u64) {
 
 /// The stage is over: the bar is cleared (the log and the summary say what happened).
 pub fn finish() {
+    touch();
     with(|s| {
         if let Some(b) = s.bar.take() {
             b.finish_and_clear();

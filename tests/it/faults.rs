@@ -391,6 +391,54 @@ async fn sql_lost_commit_acknowledgement(b: Backend, cascade: bool) {
     assert_eq!(f.report("run")["policies"][0]["rows_due"], 0);
 }
 
+/// A database that stops answering without closing its connections (a network partition, a
+/// failover behind a stale address): the run is abandoned after `defaults.stall_seconds`
+/// without progress (exit 1, said), instead of waiting for ever; what it committed is in its
+/// evidence and journal, and the next run accounts for it and finishes (before, the statement
+/// waited for ever, and in `schedule` every later job with it; found by a review).
+async fn sql_silent_database(b: Backend) {
+    let f = people(b, 200, false, false, "").await;
+    f.policy("people", &people_policy("delete", false));
+    let config = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    std::fs::write(f.path("lapse.yaml"), format!("{config}defaults:\n  stall_seconds: 3\n")).unwrap();
+    let proxy = proxy_in_front(&f, 11).await;
+    let child = spawn_run(&f);
+    let t = Instant::now();
+    while proxy.counters().commits.load(Ordering::SeqCst) < 3 && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.freeze(true);
+    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .expect("the run ended by itself")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{b:?}: {text}");
+    assert!(text.contains("no progress for 3 s (defaults.stall_seconds)"), "{b:?}: {text}");
+    proxy.freeze(false);
+    proxy.kill_all();
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0, "{b:?}: the next run finished the job");
+    assert_eq!(evidence_records(&f.path("reports")).len(), 200, "{b:?}: every record in the evidence, once");
+    let r = f.report("run");
+    assert_eq!(r["interrupted_runs"].as_array().map(Vec::len), Some(1), "{b:?}: the abandoned run accounted for: {r}");
+    assert_eq!(f.db.journal_records().await, 200, "{b:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_silent_database_is_abandoned() {
+    if Backend::Postgres.enabled() {
+        sql_silent_database(Backend::Postgres).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_silent_database_is_abandoned() {
+    if Backend::MySql.enabled() {
+        sql_silent_database(Backend::MySql).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lost_commit_acknowledgement() {
     if Backend::Postgres.enabled() {

@@ -392,6 +392,42 @@ async fn schedule_fires_skips_overlaps_and_stops_on_sigterm() {
     }
 }
 
+/// `lapse schedule` reads its schedule at start: a job changed in the config since (here set to
+/// `dry_run: true`, the edit that stops destruction) is skipped, said at ERROR, until the
+/// scheduler is restarted, never run as it was (before, it went on destroying; found by a
+/// review). A hang-up stops the scheduler as SIGTERM does (before, it was killed on the spot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_skips_a_job_changed_since_start_and_stops_on_sighup() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    let schedule = "schedule:\n  jobs:\n    - name: every-second\n      cron: \"* * * * * *\"\n      policies: [people]\n      dry_run: true\n";
+    std::fs::write(f.path("lapse.yaml"), format!("{cfg}{schedule}")).unwrap();
+    let log = f.path("schedule.log");
+    let mut s = spawn(&f, &["schedule", "--log-format", "json"], &log);
+    until("a dry run's report", Duration::from_secs(60), async || {
+        std::fs::read_dir(f.path("reports"))
+            .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("lapse-plan-")))
+    })
+    .await;
+    // The job made destroying: not done until a restart.
+    std::fs::write(f.path("lapse.yaml"), format!("{cfg}{}", schedule.replace("dry_run: true", "dry_run: false")))
+        .unwrap();
+    until("the changed job skipped", Duration::from_secs(30), async || {
+        std::fs::read_to_string(&log).unwrap().contains("its dry_run is now false")
+    })
+    .await;
+    let people = f.db.count("SELECT COUNT(*) FROM people").await;
+    assert_eq!(people, 8, "nothing destroyed");
+    assert!(run_reports(&f).is_empty(), "no run");
+    signal(&s, "HUP");
+    let code = wait(&mut s, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("stopping the schedule"), "{text}");
+    assert!(text.lines().any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("scheduled run skipped")), "{text}");
+}
+
 /// Schedule errors are configuration errors with positions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_schedules_are_refused() {

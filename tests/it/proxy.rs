@@ -56,6 +56,8 @@ struct TcpState {
     commits_before_cut: AtomicUsize,
     /// The cut `COMMIT` is not sent on: the server rolls the batch back.
     cut_before_commit: AtomicBool,
+    /// While set, nothing is passed on either way, and nothing is closed: a silent network.
+    freeze: AtomicBool,
     counters: TcpCounters,
 }
 
@@ -84,6 +86,7 @@ impl TcpProxy {
             kill: tokio::sync::watch::channel(0).0,
             commits_before_cut: AtomicUsize::new(usize::MAX),
             cut_before_commit: AtomicBool::new(false),
+            freeze: AtomicBool::new(false),
             counters: TcpCounters::default(),
         });
         let st = state.clone();
@@ -136,6 +139,12 @@ impl TcpProxy {
         self.state.kill.send_modify(|g| *g += 1);
     }
 
+    /// While set, live connections pass nothing on and stay open (a network partition, a
+    /// failover behind a stale address): a statement sent meanwhile waits for its answer.
+    pub fn freeze(&self, on: bool) {
+        self.state.freeze.store(on, Ordering::SeqCst);
+    }
+
     /// While set, new connections are reset at once (the server is down).
     pub fn refuse(&self, on: bool) {
         self.state.refuse.store(on, Ordering::SeqCst);
@@ -171,6 +180,18 @@ async fn pipe(client: TcpStream, st: Arc<TcpState>, budget: Option<u64>) {
                 break true;
             }
         };
+        // Frozen: what was read is held until the thaw (or the connection is cut).
+        let mut killed = false;
+        while st.freeze.load(Ordering::SeqCst) && !killed {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = kill.changed() => killed = true,
+            }
+        }
+        if killed {
+            st.counters.killed.fetch_add(1, Ordering::SeqCst);
+            break true;
+        }
         let n = (data.len() as u64).min(left) as usize;
         let chunk = &data[..n];
         let mut cut_now = false;
