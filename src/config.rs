@@ -501,6 +501,16 @@ impl Config {
                 Diagnostic::error("defaults.stall_seconds must be from 1 to 86400").at(at("defaults.stall_seconds")),
             );
         }
+        // A statement may wait `lock_wait` for a lock, and a run that waits is not stalled.
+        if let Some((name, c)) = cfg.connections.iter().find(|(_, c)| c.lock_wait >= cfg.defaults.stall_seconds) {
+            diags.push(
+                Diagnostic::error(format!(
+                    "defaults.stall_seconds ({}) must be longer than connection '{name}''s lock_wait ({}): a run waiting for a lock would be taken for stalled",
+                    cfg.defaults.stall_seconds, c.lock_wait
+                ))
+                .at(at("defaults.stall_seconds")),
+            );
+        }
         for (p, m) in cfg.metrics.problems() {
             diags.push(Diagnostic::error(m).at(at(&p)));
         }

@@ -1992,8 +1992,12 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx, keeps_any_type: bool) -> anyho
         key: p.key.clone(),
         subject: p.subject.clone(),
         lapse,
+        whole_lapse: all_lapsed.clone(),
         restrict: prep.restrict.clone(),
-        cascade: if matches!(work, Work::Delete) { prep.cascade.clone() } else { Vec::new() },
+        // (Kept on a field stage too, where nothing cascades (`Work::Anonymize`): its lapse
+        // filter leaves out the records the record stage deletes, and `HasDependents` there
+        // must see the shared children that keep a record from it; found by a review.)
+        cascade: prep.cascade.clone(),
         work,
         holds: holds.clone(),
         pseudonym_key: ctx.pseudonym_key.clone(),
@@ -3433,7 +3437,10 @@ where
 {
     let mut attempt = 0u32;
     loop {
-        match op().await {
+        let r = op().await;
+        // An answer came (or the connection closed): the run is not stalled (`progress::idle`).
+        crate::progress::touch();
+        match r {
             Err(e) if e.is_transient() && attempt < 3 => {
                 attempt += 1;
                 backoff(attempt, &e).await;

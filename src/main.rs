@@ -211,11 +211,14 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     // set its own `client_min_messages`, and its `RAISE WARNING` quote a row's values), nor
     // its connect-option warnings, which quote an unknown URL parameter's value
     // (`sslpassword=…`) and a malformed `.pgpass` line, password and all (found by a review).
+    // (Only the option warnings that carry a value: an unknown parameter's, a `.pgpass` line;
+    // the others, a `.pgpass` too open or unreadable, say nothing secret.)
     let aws_quiet = tracing_subscriber::filter::filter_fn(|m| {
         let t = m.target();
+        let quotes = m.fields().field("value").is_some() || m.fields().field("line").is_some();
         !((t.starts_with("aws") && *m.level() > tracing::Level::WARN)
             || t.starts_with("sqlx::postgres::notice")
-            || t.starts_with("sqlx_postgres::options"))
+            || (t.starts_with("sqlx_postgres::options") && quotes))
     });
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(lapse::progress::writer).with_target(false);
     if json {
@@ -314,13 +317,9 @@ fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
         {
             use tokio::signal::unix::{signal, SignalKind};
             let mut term = signal(SignalKind::terminate()).expect("signal handler");
-            // A hang-up (a closed terminal or ssh session) stops the run as SIGTERM does: before,
-            // it killed the process on the spot, without a report (found by a review).
-            let mut hup = signal(SignalKind::hangup()).expect("signal handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
-                _ = hup.recv() => {},
             }
         }
         #[cfg(not(unix))]
@@ -473,34 +472,31 @@ async fn plan_or_run(
     };
     // A watchdog: a statement on a connection that went silent (no answer, no close) waits for
     // ever, and with it the run, a scheduler's every later job, and a CronJob until its deadline
-    // (found by a review). Without progress for `defaults.stall_seconds` the run is abandoned:
-    // its uncommitted batch rolls back with its connections, what it committed is in its
-    // evidence and journal, and the next run accounts for it, as for a killed run.
+    // (found by a review). Without progress (an answer from a database or store, a batch) for
+    // `defaults.stall_seconds` the process exits 1: the uncommitted batch rolls back with its
+    // connections, what was committed is in the evidence and journal, and the next run accounts
+    // for it, as for a killed run (`schedule` is restarted by its supervisor). A task of its own,
+    // so that a blocked thread of the run cannot hold it up.
     let stall = std::time::Duration::from_secs(ws.config.defaults.stall_seconds);
     lapse::progress::touch();
-    let stalled = async {
+    let watchdog = tokio::spawn(async move {
+        let tick = (stall / 10).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(10));
         loop {
-            tokio::time::sleep(
-                (stall / 10).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(10)),
-            )
-            .await;
+            tokio::time::sleep(tick).await;
             if lapse::progress::idle() >= stall {
-                return;
+                say_error(
+                    &format!(
+                        "no progress for {} s (defaults.stall_seconds): a database or store stopped answering; exiting without the report (what was committed is in the evidence file, and the next run accounts for it)",
+                        stall.as_secs()
+                    ),
+                    true,
+                );
+                std::process::exit(Exit::Partial as i32);
             }
         }
-    };
-    let executed = tokio::select! {
-        out = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel) => out,
-        _ = stalled => {
-            return Err((
-                Exit::Partial,
-                format!(
-                    "no progress for {} s (defaults.stall_seconds): a database or store stopped answering; the run was abandoned without its report (what it committed is in its evidence file, and the next run accounts for it)",
-                    stall.as_secs()
-                ),
-            ))
-        }
-    };
+    });
+    let executed = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel).await;
+    watchdog.abort();
     let out = executed.map_err(|e| {
         if e.downcast_ref::<engine::Busy>().is_some() {
             (Exit::Busy, format!("{e:#}"))

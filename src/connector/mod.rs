@@ -230,6 +230,9 @@ pub struct Scope {
     pub subject: Option<String>,
     /// Rows whose purposes (for this stage) have lapsed.
     pub lapse: Filter,
+    /// Rows whose every purpose has lapsed (the record stage's lapse, without a shard's part):
+    /// what the other owner of a shared child is tested against (`Scope::shared_children`).
+    pub whole_lapse: Filter,
     pub work: Work,
     pub holds: HoldScope,
     /// Foreign keys of `restrict` dependents.

@@ -771,6 +771,7 @@ impl ObjectConnector {
         let mut cursor = after.map(str::to_string);
         loop {
             let (page, more) = self.backend.list(bucket, &ds.prefix, cursor.as_deref(), 1000).await?;
+            crate::progress::touch();
             let Some(last) = page.last() else { break };
             cursor = Some(last.key.clone());
             let futs: Vec<_> = page.iter().map(|e| self.facts(scope, e)).collect();
@@ -1339,6 +1340,7 @@ impl Connector for ObjectConnector {
         let mut cursor: Option<String> = None;
         loop {
             let (page, more) = self.backend.list(bucket, &ds.prefix, cursor.as_deref(), 1000).await?;
+            crate::progress::touch();
             let Some(last) = page.last() else { break };
             cursor = Some(last.key.clone());
             for e in &page {
@@ -1590,6 +1592,7 @@ mod tests {
                 condition: None,
                 null_lapses: true,
             }),
+            whole_lapse: Filter::True,
             work: Work::Delete,
             holds: HoldScope {
                 policies: vec![],

@@ -298,6 +298,7 @@ impl S3Reports {
                             .send()
                             .await
                             .map_err(|e| s3::err(&format!("{what} (part {number})"), e))?;
+                        crate::progress::touch();
                         anyhow::Ok(
                             CompletedPart::builder()
                                 .part_number(number)

@@ -948,12 +948,13 @@ impl<'a> Builder<'a> {
                     self.fk_join(sql, by, &child, qual);
                     sql.push(&format!(" AND EXISTS (SELECT 1 FROM {} {owner} WHERE ", self.table()));
                     self.fk_join(sql, other, &child, &owner);
+                    // (Against the whole record's lapse, whatever shard the other owner is in
+                    // and whatever stage this is: tested against this shard's stage filter, two
+                    // owners in two shards kept each other for good, and a field stage's filter
+                    // holds this very test; found by a review.)
                     sql.push(" AND NOT (");
-                    self.filter(
-                        sql,
-                        &Filter::All(vec![self.scope.lapse.clone(), Filter::negate(Filter::Held)]),
-                        &owner,
-                    );
+                    let lapsed = self.scope.whole_lapse.clone();
+                    self.filter(sql, &Filter::All(vec![lapsed, Filter::negate(Filter::Held)]), &owner);
                     sql.push(")))");
                 }
                 sql.push(")");

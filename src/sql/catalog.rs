@@ -86,15 +86,19 @@ pub const PG_PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
      WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
      ORDER BY array_position(i.indkey::int2[], a.attnum)";
 
-/// (A partitioned table's foreign key is one constraint: the copies PostgreSQL keeps on each
-/// partition, `conparentid <> 0`, are not asked for again; before, every new partition made
-/// every run exit 2 until it was declared; found by a review.)
+/// (A partitioned table's foreign key is one constraint: the copies PostgreSQL keeps on each of
+/// its partitions, whose parent constraint references the same table, are not asked for again;
+/// before, every new partition made every run exit 2 until it was declared; found by a review.
+/// A copy made for a referenced partition, whose parent references the partitioned table, is
+/// kept: a policy on that partition has that dependent.)
 pub const PG_REFERENCED_BY: &str = "SELECT c.conname::text, c.conrelid::regclass::text, \
      (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY k(num, ord) \
         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num), \
      (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.confkey) WITH ORDINALITY k(num, ord) \
         JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num) \
-     FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conparentid = 0 ORDER BY 2, 1";
+     FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) \
+     AND NOT EXISTS (SELECT 1 FROM pg_constraint pc WHERE pc.oid = c.conparentid AND pc.confrelid = c.confrelid) \
+     ORDER BY 2, 1";
 
 pub const MY_COLUMNS: &str = "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(DATA_TYPE AS CHAR), \
      CAST(IS_NULLABLE = 'YES' AS SIGNED), CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED), \

@@ -239,6 +239,7 @@ fn mysql_fixed_text(number: u16, message: &str) -> bool {
         (1040, "Too many connections"),
         (1053, "Server shutdown in progress"),
         (1792, "Cannot execute statement in a READ ONLY transaction"),
+        (1792, "Cannot execute statement in a READ ONLY transaction."),
         (1969, "Query execution was interrupted (max_statement_time exceeded)"),
         (3024, "Query execution was interrupted, maximum statement execution time exceeded"),
     ];
@@ -2443,6 +2444,7 @@ fn bare_scope(table: TableInfo, now: DateTime<Utc>) -> Scope {
         key: vec![],
         subject: None,
         lapse: Filter::True,
+        whole_lapse: Filter::True,
         work: Work::Delete,
         holds: crate::connector::HoldScope { policies: vec![], file: vec![], table: None, tables: vec![], now },
         restrict: vec![],

@@ -400,13 +400,12 @@ async fn sql_silent_database(b: Backend) {
     let f = people(b, 200, false, false, "").await;
     f.policy("people", &people_policy("delete", false));
     let config = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    let config = config.replace("    url_file: db.url\n", "    url_file: db.url\n    lock_wait: 1\n");
     std::fs::write(f.path("lapse.yaml"), format!("{config}defaults:\n  stall_seconds: 3\n")).unwrap();
     let proxy = proxy_in_front(&f, 11).await;
     let child = spawn_run(&f);
-    let t = Instant::now();
-    while proxy.counters().commits.load(Ordering::SeqCst) < 3 && t.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Some batches committed (read past the proxy), then the network goes silent.
+    assert!(poll_until(&f, "SELECT 170 - COUNT(*) FROM people").await, "{b:?}: three batches committed");
     proxy.freeze(true);
     let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
         .await
@@ -415,6 +414,14 @@ async fn sql_silent_database(b: Backend) {
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{b:?}: {text}");
     assert!(text.contains("no progress for 3 s (defaults.stall_seconds)"), "{b:?}: {text}");
+    assert!(
+        !f.path("reports").read_dir().unwrap().flatten().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("lapse-run-")
+            && e.file_name().to_string_lossy().ends_with(".json")),
+        "{b:?}: no report"
+    );
     proxy.freeze(false);
     proxy.kill_all();
     f.lapse(&["run"]).ok();

@@ -1387,6 +1387,7 @@ async fn exports_delete_scope(conn: &ObjectConnector, bucket: &str) -> Scope {
             condition: None,
             null_lapses: false,
         }),
+        whole_lapse: Filter::True,
         work: Work::Delete,
         holds: HoldScope { policies: vec![], file: vec![], table: None, tables: vec![], now: chrono::Utc::now() },
         restrict: vec![],
