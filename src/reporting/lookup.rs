@@ -1061,6 +1061,29 @@ impl Answer {
 mod tests {
     use super::*;
 
+    /// An answer of these destroyed records and holds (found when there are any).
+    fn answer(destroyed: Vec<Destroyed>, held: Vec<HeldBy>) -> Answer {
+        Answer {
+            target: "subject".into(),
+            hashes: vec![],
+            evidence_key_id: "k".into(),
+            run_reports: 1,
+            evidence_records_scanned: destroyed.len() as u64,
+            found: !destroyed.is_empty() || !held.is_empty(),
+            destroyed,
+            unconfirmed: vec![],
+            held,
+            cannot_answer: vec![],
+            warnings: vec![],
+            evidence_unreadable: 0,
+            signatures_checked_with: vec![],
+            reports_unsigned: vec![],
+            holds_file_unchanged: None,
+            holds_unreadable: false,
+            shard_only: None,
+        }
+    }
+
     /// `expires: 2027-06-30` holds through that day: lookup says so, not "expires 2027-07-01".
     #[test]
     fn a_bare_date_hold_is_said_through_its_day() {
@@ -1075,25 +1098,10 @@ mod tests {
             exact: true,
             kept_in: vec![],
         };
-        let answer = Answer {
-            target: "subject".into(),
-            hashes: vec![],
-            evidence_key_id: "k".into(),
-            run_reports: 0,
-            evidence_records_scanned: 0,
-            destroyed: vec![],
-            unconfirmed: vec![],
-            held: vec![hold.clone(), HeldBy { active: false, ..hold.clone() }, HeldBy { expires: None, ..hold }],
-            cannot_answer: vec![],
-            warnings: vec![],
-            found: true,
-            evidence_unreadable: 0,
-            signatures_checked_with: vec![],
-            reports_unsigned: vec![],
-            holds_file_unchanged: None,
-            holds_unreadable: false,
-            shard_only: None,
-        };
+        let answer = answer(
+            vec![],
+            vec![hold.clone(), HeldBy { active: false, ..hold.clone() }, HeldBy { expires: None, ..hold }],
+        );
         let text = answer.text("reports");
         assert!(text.contains("  LH-1 — m — every policy, in force through 2027-06-30\n"), "{text}");
         assert!(text.contains("every policy, was in force through 2027-06-30, EXPIRED\n"), "{text}");
@@ -1124,25 +1132,7 @@ mod tests {
             record: "ab".repeat(32),
             pseudonymized: true,
         };
-        let answer = Answer {
-            target: "subject".into(),
-            hashes: vec![],
-            evidence_key_id: "k".into(),
-            run_reports: 1,
-            evidence_records_scanned: 1,
-            destroyed: vec![d.clone(), Destroyed { pseudonymized: false, ..d }],
-            unconfirmed: vec![],
-            held: vec![],
-            cannot_answer: vec![],
-            warnings: vec![],
-            found: true,
-            evidence_unreadable: 0,
-            signatures_checked_with: vec![],
-            reports_unsigned: vec![],
-            holds_file_unchanged: None,
-            holds_unreadable: false,
-            shard_only: None,
-        };
+        let answer = answer(vec![d.clone(), Destroyed { pseudonymized: false, ..d }], vec![]);
         let text = answer.text("reports");
         assert!(text.contains("\nDESTROYED: 1 record(s)\n"), "{text}");
         assert!(text.contains("\nPSEUDONYMIZED: 1 record(s) kept with a pseudonym"), "{text}");
