@@ -237,31 +237,32 @@ impl Workspace {
                 }
             }
         };
-        note(self.evidence_key().map(drop));
-        if let Some(r) = &self.config.reports.signing_key {
-            note(
-                config::read_secret(r, &self.config.base_dir, "report signing key")
-                    .and_then(|k| crate::integrity::Signer::from_secret(&k).map(drop)),
-            );
+        let evidence = self.evidence_key_bytes();
+        let signer = self.config.reports.signing_key.as_ref().map(|r| {
+            config::read_secret(r, &self.config.base_dir, "report signing key")
+                .and_then(|k| crate::integrity::Signer::from_secret(&k))
+        });
+        // Not the evidence key the signing key's secret or public key (the published one): one
+        // secret would serve two ends, or a public one key the records' hashes (found by a
+        // review).
+        let shared = match (&evidence, &signer) {
+            (Ok(ev), Some(Ok(signer))) => {
+                let ev = String::from_utf8_lossy(ev).trim().to_ascii_lowercase();
+                (ev == signer.public_hex()).then_some("public").or((ev == signer.secret_hex()).then_some("secret"))
+            }
+            _ => None,
+        };
+        note(evidence.map(drop));
+        if let Some(s) = signer {
+            note(s.map(drop));
         }
         if let Some(r) = &self.config.pseudonymization {
             note(config::read_secret(r, &self.config.base_dir, "pseudonymization key").map(drop));
         }
-        // Not the evidence key the signing key's secret or public key (the published one): one
-        // secret would serve two ends, or a public one key the records' hashes (found by a
-        // review).
-        if let (Ok(ev), Some(r)) = (self.evidence_key_bytes(), &self.config.reports.signing_key) {
-            if let Ok(signer) = config::read_secret(r, &self.config.base_dir, "report signing key")
-                .and_then(|k| crate::integrity::Signer::from_secret(&k))
-            {
-                let ev = String::from_utf8_lossy(&ev).trim().to_ascii_lowercase();
-                if ev == signer.secret_hex() || ev == signer.public_hex() {
-                    note(Err(anyhow::anyhow!(
-                        "evidence key: it is the report signing key's {} key; the evidence key is a secret of its own (lapse keygen writes one)",
-                        if ev == signer.public_hex() { "public" } else { "secret" }
-                    )));
-                }
-            }
+        if let Some(which) = shared {
+            note(Err(anyhow::anyhow!(
+                "evidence key: it is the report signing key's {which} key; the evidence key is a secret of its own (lapse keygen writes one)"
+            )));
         }
         let selected = self.selected(only);
         // A URL that is none of the schemes lapse reads failed only at connect: said here, where
@@ -581,6 +582,8 @@ pub fn reports_inside_a_dataset(config: &Config, policies: &[Policy], report_dir
     let mut out = Vec::new();
     let reports = resolved(report_dir);
     let bucket = config.reports.s3.as_ref();
+    // (Read once: a connection's URL may be behind a variable or a file.)
+    let own = own_files(config);
     for p in policies {
         let (Some(o), Some(c)) = (p.objects.as_ref(), config.connections.get(&p.connection)) else { continue };
         let root = (c.kind == ConnectionKind::Directory).then(|| directory_root(config, c));
@@ -616,8 +619,9 @@ pub fn reports_inside_a_dataset(config: &Config, policies: &[Policy], report_dir
         // dataset of `{subject}.{*}` at the config's directory deleted the evidence key and the
         // holds file as data; found by a review).
         if let Some(root) = &root {
-            for (what, path, dir) in own_files(config) {
-                let Some(mut key) = key_under(root, &resolved(&path)) else { continue };
+            for (what, path, dir) in &own {
+                let dir = *dir;
+                let Some(mut key) = key_under(root, &resolved(path)) else { continue };
                 if dir {
                     key.push('/');
                 }
@@ -654,10 +658,10 @@ fn key_under(root: &std::path::Path, path: &std::path::Path) -> Option<String> {
 /// and `metrics.textfile: holds.yaml` wiped the holds; found by a review).
 pub fn textfile_overwrites(config: &Config, textfile: &std::path::Path) -> Option<String> {
     let target = resolved(&config.resolve(textfile));
+    // In the policies directory, only a file it would read as a policy.
+    let yaml = target.extension().is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
     own_files(config).into_iter().filter(|(what, _, _)| what != "the metrics textfile").find_map(|(what, path, dir)| {
         let path = resolved(&path);
-        // In the policies directory, only a file it would read as a policy.
-        let yaml = target.extension().is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
         let hit = if dir { yaml && target.starts_with(&path) } else { target == path };
         hit.then(|| {
             format!(
@@ -3925,22 +3929,12 @@ fn held_lines(held_by: &std::collections::BTreeMap<String, u64>) -> String {
     by.sort_by(order);
     let mut s = String::new();
     for (h, n) in by {
-        s.push_str(&format!("      held by {}: {n}\n", printable(h)));
+        s.push_str(&format!("      held by {}: {n}\n", crate::reporting::printable(h)));
     }
     if held_by.len() > SHOWN {
         s.push_str(&format!("      held by {} more holds (listed in the report)\n", held_by.len() - SHOWN));
     }
     s
-}
-
-/// `s` with its control characters escaped (`\n`, `\u{1b}`): a hold id of a holds table, or an
-/// error quoting one, is the database's text, and a terminal would otherwise act on it (a
-/// forged summary line; found by a review).
-fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    match s.chars().any(char::is_control) {
-        false => s.into(),
-        true => s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.into() }).collect(),
-    }
 }
 
 /// Renders a plan/run summary for a terminal.
@@ -3978,7 +3972,7 @@ pub fn summary(r: &Report) -> String {
             s.push_str(&format!("      e.g. records {}\n", short.join(" ")));
         }
         for e in &p.errors {
-            s.push_str(&format!("      ! {}\n", printable(e)));
+            s.push_str(&format!("      ! {}\n", crate::reporting::printable(e)));
         }
     }
     for i in &r.interrupted_runs {
@@ -4083,8 +4077,7 @@ mod tests {
     #[test]
     fn summary_escapes_controls_of_hold_ids() {
         let held: std::collections::BTreeMap<String, u64> = [("LH\n\u{1b}[2K  orders [done]".to_string(), 2)].into();
-        assert_eq!(held_lines(&held), "      held by LH\\n\\u{1b}[2K  orders [done]: 2\n");
-        assert_eq!(printable("plain"), "plain");
+        assert_eq!(held_lines(&held), "      held by LH\\u{a}\\u{1b}[2K  orders [done]: 2\n");
     }
 
     #[test]

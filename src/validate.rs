@@ -623,12 +623,12 @@ async fn own_table(
         .map(|h| ("the connection's holds table", h.table.clone()))
         .into_iter()
         .chain(conn.own_tables().into_iter().map(|t| ("lapse's journal table", t)));
+    let identity = match identity {
+        Some(i) => Some(i.clone()),
+        None => conn.identify(table).await.ok().flatten(),
+    };
     for (what, t) in own {
-        let identity = match identity {
-            Some(i) => Some(i.clone()),
-            None => conn.identify(table).await.ok().flatten(),
-        };
-        let same = match (identity, conn.identify(&t).await) {
+        let same = match (&identity, conn.identify(&t).await) {
             (Some(a), Ok(Some(b))) => a.canonical == b.canonical,
             _ => t == table,
         };

@@ -2342,17 +2342,7 @@ async fn hold_subjects_match_objects_however_written() {
     s.f.holds(
         "holds:\n  - id: LH-F\n    matter: Doe v. Example\n    subjects: [\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\", \" s-7\"]\n",
     );
-    s.f.db.exec("CREATE TABLE legal_holds (id TEXT, subject INTEGER, policy TEXT, expires_at TEXT)").await;
-    s.f.db.exec("INSERT INTO legal_holds VALUES ('LH-T', 961, 'exports', NULL)").await;
-    let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
-    std::fs::write(
-        s.f.path("lapse.yaml"),
-        cfg.replace(
-            "    url_file: db.url\n",
-            "    url_file: db.url\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n",
-        ),
-    )
-    .unwrap();
+    object_holds_table_of(&s, "INTEGER", &["'LH-T', 961, 'exports', NULL"]).await;
     s.f.lapse(&["run"]).ok();
     assert_eq!(
         s.keys().await,
