@@ -95,6 +95,18 @@ impl MetricsConfig {
             }
             if let Some(m) = credentials_problem(&p.url) {
                 out.push(("metrics.pushgateway.url".into(), m));
+            } else if p.url.contains(['?', '#']) {
+                // lapse appends `/metrics/job/…` to the URL: after a query it became part of the
+                // query, the gateway answered 404 and the metrics were never delivered, with only
+                // a warning (found by a read-only review of operations).
+                out.push((
+                    "metrics.pushgateway.url".into(),
+                    format!(
+                        "pushgateway url '{}' has a query or fragment ('?' or '#'); give the gateway's base url \
+                         (lapse appends /metrics/job/… to its path)",
+                        shown(&p.url)
+                    ),
+                ));
             }
             if p.job.is_empty() {
                 out.push(("metrics.pushgateway.job".into(), "pushgateway job must not be empty".into()));
@@ -631,6 +643,35 @@ mod tests {
             let problems = m.problems();
             assert!(problems.iter().any(|(_, msg)| msg.contains("carries credentials")), "{url}: {problems:?}");
             assert!(problems.iter().all(|(_, msg)| !msg.contains("Hunter2")), "{url}: {problems:?}");
+        }
+    }
+
+    /// A query or fragment is refused: the push path went after it, the gateway answered 404 and
+    /// the metrics were lost with only a warning (found by a review). The token is not shown.
+    #[test]
+    fn pushgateway_url_with_a_query_is_refused() {
+        for (url, refused) in [
+            ("http://gw:9091/?token=PuShPw4", true),
+            ("https://gw:9091/base#frag", true),
+            ("http://gw:9091/base/", false),
+            ("http://gw:9091", false),
+        ] {
+            let m = MetricsConfig {
+                pushgateway: Some(Pushgateway {
+                    url: url.into(),
+                    job: default_job(),
+                    grouping: BTreeMap::new(),
+                    timeout_seconds: default_timeout(),
+                }),
+                ..Default::default()
+            };
+            let problems = m.problems();
+            assert_eq!(
+                problems.iter().any(|(_, msg)| msg.contains("query or fragment")),
+                refused,
+                "{url}: {problems:?}"
+            );
+            assert!(problems.iter().all(|(_, msg)| !msg.contains("PuShPw4")), "{url}: {problems:?}");
         }
     }
 

@@ -916,6 +916,12 @@ fn chart_schema_rejects_unknown_keys_and_wrong_types() {
         ("config:\n  defaults:\n    maxShare: 2\n", "/config/defaults/maxShare"),
         ("holds:\n  entries:\n    - { id: LH-1, matter: m, subjects: [1234567890123456789] }\n", "subjects"),
         ("holds:\n  entries:\n    - { id: LH-1 }\n", "matter"),
+        // A hold with neither subjects nor policies: lapse refuses it, so every run exited 2
+        // (found by a read-only review of the chart; before, rendered).
+        ("holds:\n  entries:\n    - { id: LH-1, matter: m }\n", "at '/holds/entries/0': 'anyOf' failed"),
+        ("holds:\n  entries:\n    - { id: LH-1, matter: m, subjects: [] }\n", "at '/holds/entries/0': 'anyOf' failed"),
+        // A query in the Pushgateway URL: the push path went after it (404, metrics lost).
+        ("metrics:\n  pushgateway:\n    url: \"http://gw:9091/?x=1\"\n", "/metrics/pushgateway/url"),
         ("policies:\n  files:\n    customers.txt: \"name: x\"\n", "customers.txt"),
         ("extraVolumeMounts:\n  - { name: x }\n", "mountPath"),
         ("tmp:\n  sizeLimit: lots\n", "/tmp/sizeLimit"),
@@ -969,6 +975,9 @@ fn chart_refuses_inconsistent_values_with_a_clear_message() {
         ("extraArgs: [--cutoff, 2027-06-01, --allow-future-cutoff]\n", "extraArgs: --cutoff is for one run"),
         ("extraArgs: [--allow-future-cutoff]\n", "extraArgs: --allow-future-cutoff is for one run"),
         ("extraArgs: [--shard, 0/2]\n", "extraArgs: --shard is for one run"),
+        // The attached short form, and the textfile past its mount check (found by a review).
+        ("extraArgs: [-c/etc/x.yaml]\n", "extraArgs: -c is set by the chart"),
+        ("extraArgs: [--metrics-textfile, /var/lib/node_exporter/lapse.prom]\n", "set metrics.textfile instead"),
         ("extraEnvVars: [{name: LAPSE_SHARD, value: 0/2}]\n", "extraEnvVars: LAPSE_SHARD"),
         // Secrets by other paths than config.connections.*.url: config.extra, an S3 endpoint,
         // extraEnvVars (before, rendered into the ConfigMap or the CronJob).

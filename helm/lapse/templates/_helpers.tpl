@@ -367,6 +367,14 @@ The container arguments (the image's entrypoint is the lapse binary).
 {{- if or (regexMatch "://[^/?#]*:[^/?#]*@" $a) (regexMatch "(?i)[?&](password|pass|passwd|pwd|sslpassword)=[^&]" $a) }}
 {{- fail "extraArgs: an argument carries credentials (user:password@ or a password parameter): it would be written into the CronJob, readable by the built-in view role" }}
 {{- end }}
+{{- /* clap also takes a short flag's value attached: -c/etc/x.yaml. */}}
+{{- if and (hasPrefix "-c" $a) (not (hasPrefix "--" $a)) }}
+{{- fail "extraArgs: -c is set by the chart (the mounted config): given twice, lapse refuses to start on every run" }}
+{{- end }}
+{{- /* The textfile's directory must be a mounted volume: metrics.textfile checks that. */}}
+{{- if or (eq $a "--metrics-textfile") (hasPrefix "--metrics-textfile=" $a) }}
+{{- fail "extraArgs: --metrics-textfile: set metrics.textfile instead, which checks that its directory is a mounted volume (the root file system is read-only)" }}
+{{- end }}
 {{- range $owned }}
 {{- if or (eq $a .) (hasPrefix (printf "%s=" .) $a) }}
 {{- fail (printf "extraArgs: %s is set by the chart (from logFormat, terminationGracePeriodSeconds, dryRun, sharding or reports.mountPath): given twice, or elsewhere than the chart mounts it, a run fails or loses what it leaves for the next" .) }}
