@@ -888,7 +888,9 @@ async fn no_cascade_into_a_governed_table(
         tables(&prep.cascade, None, &mut reached);
         let Some(conn) = conns.get(&p.connection) else { continue };
         let mut said = BTreeSet::new();
-        for (t, top) in reached {
+        // The tables of the other policies on this connection, and the tables referencing each.
+        let mut referencing: BTreeMap<String, Result<BTreeSet<String>, String>> = BTreeMap::new();
+        for (t, top) in reached.clone() {
             // Fails closed: a table the catalog cannot name is compared by its name only, and
             // a failed lookup is an error, not "no other policy".
             let ct = match conn.identify(&t).await {
@@ -923,6 +925,58 @@ async fn no_cascade_into_a_governed_table(
                             "this policy's deletes cascade into '{t}', which policy '{}' governs: its legal holds \
                              would not keep those rows; {how}",
                             q.name
+                        ),
+                    ));
+                }
+            }
+            // A cascaded child that also references another policy's table (a message of a
+            // user and of a ticket) is that record's too: the cascade deleted it while the
+            // ticket was held or not lapsed (found by a read-only review). Keeping wins: refused,
+            // as a cascade into that table would be. (A child referencing the policy's own table
+            // twice is kept by `Scope::shared_children`.)
+            for (q, _) in named.iter() {
+                if q.name == p.name || q.connection != p.connection || q.objects.is_some() || q.table == p.table {
+                    continue;
+                }
+                if q.table == t || reached.iter().any(|(r, _)| *r == q.table) {
+                    continue; // a cascade into q's table itself: said above
+                }
+                let refs = match referencing.get(&q.table) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = conn
+                            .describe(&q.table)
+                            .await
+                            .map(|info| info.referenced_by.into_iter().map(|f| f.table).collect::<BTreeSet<_>>())
+                            .map_err(|e| e.to_string());
+                        referencing.insert(q.table.clone(), r.clone());
+                        r
+                    }
+                };
+                let refers = match refs {
+                    Ok(r) => r.contains(&t),
+                    Err(e) => {
+                        // Fails closed: whether the child is the other record's too is unknown.
+                        if said.insert((t.clone(), q.name.clone())) {
+                            d.push(
+                                p.error(
+                                    "dependents",
+                                    format!("cannot check dependent '{t}' against policy '{}''s table: {e}", q.name),
+                                )
+                                .unavailable(),
+                            );
+                        }
+                        continue;
+                    }
+                };
+                if refers && said.insert((t.clone(), q.name.clone())) {
+                    d.push(p.error(
+                        "dependents",
+                        format!(
+                            "this policy's deletes cascade into '{t}', whose rows also reference table '{}', which policy '{}' governs: \
+                             that policy's legal holds and retention would not keep those rows; declare '{top}' with \
+                             on_delete: restrict and give '{t}' a policy of its own",
+                            q.table, q.name
                         ),
                     ));
                 }

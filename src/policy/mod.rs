@@ -1210,7 +1210,64 @@ pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
     for p in set.policies.iter().filter(|p| p.objects.is_none() && p.purposes.iter().any(|x| x.from_policy.is_some())) {
         let mut errs = Vec::new();
         check_anonymization(p, &mut errs);
+        check_read_by_the_table(p, &set.policies, &mut errs);
         diags.0.extend(errs);
+    }
+}
+
+/// Policies that anonymize one table each anonymize their own columns, one record stage after
+/// another, and each finds a record due by the purposes of all of them: a column one changes that
+/// a purpose reads (`when`, or `after` with a strategy that can undo the lapse) made the next
+/// policy find nothing due, so its other columns were kept for ever and counted nowhere, or not,
+/// by the order of the files (found by a read-only review of multi-policy runs). Such a column
+/// is refused unless every policy on the table anonymizes no column this one leaves.
+fn check_read_by_the_table(p: &Policy, all: &[Policy], errs: &mut Vec<Diagnostic>) {
+    if p.action != Action::Anonymize {
+        return;
+    }
+    let mine = |q: &Policy| -> Vec<String> {
+        q.columns.iter().filter(|c| c.strategy.is_some()).map(|c| c.name.clone()).collect()
+    };
+    let own = mine(p);
+    // The other anonymizing policies on the table, with a column this one does not anonymize.
+    let left: Vec<(&Policy, Vec<String>)> = all
+        .iter()
+        .filter(|q| q.name != p.name && q.connection == p.connection && q.table == p.table && q.objects.is_none())
+        .filter(|q| q.action == Action::Anonymize)
+        .map(|q| (q, mine(q).into_iter().filter(|c| !own.contains(c)).collect::<Vec<_>>()))
+        .filter(|(_, cols)| !cols.is_empty())
+        .collect();
+    let Some((q, cols)) = left.first() else { return };
+    for c in p.columns.iter().filter(|c| c.strategy.is_some()) {
+        let stays_lapsed = |pu: &Purpose| match &c.strategy {
+            Some(Strategy::GeneralizeDate(_)) => true,
+            Some(Strategy::Nullify) => pu.null_anchor == NullAnchor::Lapse,
+            _ => false,
+        };
+        let reader = p.purposes.iter().find_map(|pu| {
+            if pu.condition.as_ref().is_some_and(|k| k.columns().any(|x| x == c.name)) {
+                Some((pu, "reads it in its condition (when)".to_string()))
+            } else if pu.anchor == c.name && !stays_lapsed(pu) {
+                Some((pu, format!("counts its lapse from it (after: {})", c.name)))
+            } else {
+                None
+            }
+        });
+        let Some((pu, how)) = reader else { continue };
+        let named = cols.iter().map(|x| format!("'{x}'")).collect::<Vec<_>>().join(", ");
+        errs.push(p.error(
+            &format!("personal.{}.anonymize", c.name),
+            format!(
+                "column '{}' cannot be anonymized: {} {how}, and policy '{}' on the same table anonymizes {named}, which this policy does not; \
+                 once this policy has changed '{}', that purpose would no longer lapse and {named} would be kept for ever. \
+                 Let the policies on this table anonymize the same columns, or do not anonymize '{}'",
+                c.name,
+                purpose_name(pu),
+                q.name,
+                c.name,
+                c.name
+            ),
+        ));
     }
 }
 
@@ -1283,6 +1340,48 @@ on_lapse: delete
         // Another table: nothing to agree on.
         let msg = load_two(&a, &GOOD.replace("crm-leads", "marketing").replace("table: leads", "table: prospects"));
         assert!(!msg.contains("dependents differently"), "{msg}");
+    }
+
+    /// Two policies anonymizing one table, one changing a column a purpose reads: the second
+    /// found nothing due after the first and kept its own column for ever, by the files' order
+    /// (found by a read-only review of multi-policy runs).
+    #[test]
+    fn a_column_read_by_the_table_is_anonymized_by_none_of_several_policies() {
+        let load_two = |a: &str, b: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("a.yaml"), a).unwrap();
+            std::fs::write(dir.path().join("b.yaml"), b).unwrap();
+            let mut d = Diagnostics::default();
+            load_dir(dir.path(), &mut d);
+            d.to_string()
+        };
+        let policy = |name: &str, cols: &str, retain: &str, when: &str| {
+            format!(
+                "name: {name}\ndataset:\n  connection: app\n  table: users\n  key: id\npersonal:\n{cols}purposes:\n  - name: service\n    legal_basis: contract\n    retain: {retain}\n    after: created_at\n{when}on_lapse: anonymize\n"
+            )
+        };
+        let status = "  status: { category: free_text, anonymize: { constant: x } }\n";
+        let a = policy("a", &format!("  email: {{ category: email, anonymize: nullify }}\n{status}"), "30d", "");
+        let b = policy(
+            "b",
+            &format!("  phone: {{ category: phone, anonymize: nullify }}\n{status}"),
+            "7d",
+            "    when: \"status = 'closed'\"\n",
+        );
+        let msg = load_two(&a, &b);
+        assert!(
+            msg.contains("policy 'a'") && msg.contains("column 'status' cannot be anonymized: purpose 'service' of policy 'b' reads it in its condition (when), and policy 'b' on the same table anonymizes 'phone', which this policy does not"),
+            "{msg}"
+        );
+        assert!(msg.contains("policy 'a' on the same table anonymizes 'email'"), "{msg}");
+        // The same columns in both: the first record stage leaves nothing to the second.
+        let both = format!("  email: {{ category: email, anonymize: nullify }}\n  phone: {{ category: phone, anonymize: nullify }}\n{status}");
+        let msg =
+            load_two(&policy("a", &both, "30d", ""), &policy("b", &both, "7d", "    when: \"status = 'closed'\"\n"));
+        assert!(!msg.contains("cannot be anonymized"), "{msg}");
+        // A condition on a column no policy changes.
+        let msg = load_two(&a, &b.replace(status, "").replace("status = 'closed'", "phone = 'x'"));
+        assert!(!msg.contains("'status' cannot be anonymized"), "{msg}");
     }
 
     #[test]

@@ -244,12 +244,17 @@ fn summary(h: &mut String, r: &Report) {
     let (class, text) = status_text(r);
     let _ = writeln!(h, "<p class=\"notice {class}\" id=\"status\">{}</p>", esc(&text));
     let sum = |f: &dyn Fn(&PolicyReport) -> u64| r.policies.iter().map(f).fold(0u64, u64::saturating_add);
-    let deleted = sum(&|p| series(r, p)[0]);
-    let anonymized = sum(&|p| p.anonymized);
+    // Policies on one table find the same records due and held (their purposes and holds are
+    // merged): those are counted once per table, by the largest of its policies' figures (before,
+    // added up: a record kept by one hold counted twice; found by a read-only review). Deletes
+    // are distinct (a record is deleted by one of them) and are added up.
+    let once = |f: &dyn Fn(&PolicyReport) -> u64| per_table_max(r, f);
+    let deleted = if plan { once(&|p| series(r, p)[0]) } else { sum(&|p| p.deleted) };
+    let anonymized = once(&|p| p.anonymized);
     let fields = sum(&|p| p.fields_anonymized);
-    let due_anon = sum(&|p| series(r, p)[1]);
+    let due_anon = once(&|p| series(r, p)[1]);
     let cascaded = sum(&|p| p.dependents_deleted.values().fold(0u64, |a, b| a.saturating_add(*b)));
-    let held = sum(&|p| p.held);
+    let held = once(&|p| p.held);
     let failed = sum(&|p| p.failed);
     h.push_str("<ul class=\"totals\" id=\"totals\">\n");
     let mut tot = |n: u64, label: &str| {
@@ -271,6 +276,18 @@ fn summary(h: &mut String, r: &Report) {
     tot(held, "lapsed records kept by legal holds");
     tot(failed, "records in failed batches");
     h.push_str("</ul>\n");
+    for (table, names) in shared_tables(r) {
+        let after = match plan {
+            true => "",
+            false => "; each policy's figures are taken when it runs, after what the policies before it destroyed",
+        };
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">Table {} is covered by policies {}: they find the same records due and held, so a record is counted once in these totals and under each of them below{after}.</p>",
+            esc(&table),
+            esc(&names.join(", "))
+        );
+    }
 
     // What was destroyed.
     let _ = writeln!(h, "<h3>{}</h3>", if plan { "What a run would destroy" } else { "What was destroyed" });
@@ -535,14 +552,34 @@ fn chart(h: &mut String, r: &Report) {
     );
 }
 
+/// The sum over tables of the largest `f` of the policies on each (`connection · table`).
+fn per_table_max(r: &Report, f: &dyn Fn(&PolicyReport) -> u64) -> u64 {
+    let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for p in &r.policies {
+        let e = by.entry((p.connection.as_str(), p.table.as_str())).or_default();
+        *e = (*e).max(f(p));
+    }
+    by.values().fold(0u64, |a, b| a.saturating_add(*b))
+}
+
+/// The tables (`connection · table`) several policies of the report cover, with their names.
+fn shared_tables(r: &Report) -> Vec<(String, Vec<String>)> {
+    let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in r.policies.iter().filter(|p| p.kind != "objects") {
+        by.entry(format!("{} · {}", p.connection, p.table)).or_default().push(p.name.clone());
+    }
+    by.into_iter().filter(|(_, v)| v.len() > 1).collect()
+}
+
 fn kept(h: &mut String, r: &Report) {
     h.push_str("<h3>What was kept, and why</h3>\n");
-    // Holds: each with id and matter, and how many lapsed records it kept.
+    // Holds: each with id and matter, and how many lapsed records it kept (once per table, as
+    // the totals: the policies on a table keep the same records).
     let mut kept_by: BTreeMap<&str, u64> = BTreeMap::new();
-    for p in &r.policies {
-        for (id, n) in &p.held_by {
-            let k = kept_by.entry(id.as_str()).or_default();
-            *k = k.saturating_add(*n);
+    for (id, _) in r.policies.iter().flat_map(|p| p.held_by.iter()) {
+        if !kept_by.contains_key(id.as_str()) {
+            let n = per_table_max(r, &|p| p.held_by.get(id).copied().unwrap_or(0));
+            kept_by.insert(id.as_str(), n);
         }
     }
     if r.holds.is_empty() && kept_by.is_empty() {

@@ -1061,6 +1061,44 @@ pub async fn hold_inserted_into_an_in_place_batch(b: Backend) {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM lapse_journal").await, 0, "nothing journaled");
 }
 
+/// A cascaded child that also references another policy's table (a message of a person and
+/// of a ticket) is that record's too: the person's cascade deleted it while the ticket was not
+/// lapsed (found by a read-only review of multi-policy runs). Refused like a cascade into a
+/// governed table, and nothing destroyed; `restrict` keeps the person while its message is.
+pub async fn a_cascade_into_a_child_of_another_governed_table_is_refused(b: Backend) {
+    let f = seeded(b).await;
+    f.db.exec(&format!(
+        "CREATE TABLE tickets (id BIGINT NOT NULL PRIMARY KEY, note VARCHAR(255), created_at {} NOT NULL);
+         CREATE TABLE messages (id BIGINT NOT NULL PRIMARY KEY, person_id BIGINT NOT NULL, ticket_id BIGINT NOT NULL,
+           body VARCHAR(255),
+           CONSTRAINT msg_person_fk FOREIGN KEY (person_id) REFERENCES people (id),
+           CONSTRAINT msg_ticket_fk FOREIGN KEY (ticket_id) REFERENCES tickets (id));",
+        b.ts()
+    ))
+    .await;
+    // Person 1 has lapsed; ticket 10, not (created this year).
+    f.db.exec("INSERT INTO tickets (id, note, created_at) VALUES (10, 'n', '2099-01-01 00:00:00');").await;
+    f.db.exec("INSERT INTO messages (id, person_id, ticket_id, body) VALUES (100, 1, 10, 'on the ticket');").await;
+    let restrict = "dependents:\n  - table: messages\n    on_delete: restrict\n";
+    f.policy("tickets", &typed_policy("tickets", "  note: { category: free_text }\n", restrict, "delete"));
+    f.policy("people", &policy("delete", ONE_YEAR, "dependents:\n  - table: messages\n    on_delete: cascade\n"));
+    let before = f.db.snapshot("people", "id").await;
+    for cmd in [&["validate", "--connect"][..], &["run"], &["run", "-p", "people"]] {
+        f.lapse(cmd).code(2).stderr_has(
+            "this policy's deletes cascade into 'messages', whose rows also reference table 'tickets', which policy 'tickets' governs",
+        );
+    }
+    assert_eq!(f.db.snapshot("people", "id").await, before, "nothing destroyed");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM messages").await, 1);
+    // `restrict`: person 1 waits for its message; the other lapsed people go.
+    f.policy("people", &policy("delete", ONE_YEAR, restrict));
+    f.lapse(&["run"]).ok();
+    let ids = ids_text(&f).await;
+    assert!(ids.contains(&1) && ids.len() < before.len(), "{ids:?}");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM messages").await, 1);
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 1);
+}
+
 pub async fn foreign_key_dependents(b: Backend) {
     let f = seeded(b).await;
     f.db.exec(&FK_SCHEMA.replace("{TS}", b.ts())).await;
@@ -3397,6 +3435,7 @@ per_backend!(
     settle_waits_for_the_rows_it_names,
     hold_inserted_between_batches,
     foreign_key_dependents,
+    a_cascade_into_a_child_of_another_governed_table_is_refused,
     unreadable_hold_expiry_keeps_the_hold,
     a_null_subject_is_not_held,
     a_null_in_a_condition_does_not_keep_other_fields,

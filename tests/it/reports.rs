@@ -672,6 +672,45 @@ async fn lookup_answers_what_was_done_to_the_record() {
     f.lapse(&["report", "lookup", p(&dir), "--key", "Doe", "--policy", "tickets"]).code(5);
 }
 
+/// Two policies on one table find the same records due and held: the HTML's totals and a
+/// hold's "Lapsed records kept" count each record once (before, added up over the policies: one
+/// held record showed as 2; found by a read-only review), and a note says the table is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_count_a_record_of_a_shared_table_once() {
+    let f = tickets(
+        "TEXT",
+        "('T-1', 'S-1', 'a@example.com', '2019-01-01 00:00:00'), ('T-2', 'S-2', 'b@example.com', '2019-01-01 00:00:00'), \
+         ('T-3', 'S-3', 'c@example.com', '2019-01-01 00:00:00'), ('T-4', 'S-4', 'd@example.com', '2099-01-01 00:00:00')",
+    )
+    .await;
+    let first = std::fs::read_to_string(f.path("policies/tickets.yaml")).unwrap();
+    f.policy("tickets-b", &first.replace("name: tickets\n", "name: tickets-b\n"));
+    f.holds("holds:\n  - id: LH-1\n    matter: m\n    subjects: [S-1]\n    policies: [tickets-b]\n");
+    let total = |html: &str, label: &str| -> String {
+        let end = html.find(&format!("</span>{label}")).unwrap_or_else(|| panic!("no total {label:?}:\n{html}"));
+        html[..end].rsplit('>').next().unwrap().to_string()
+    };
+    f.lapse(&["plan"]).ok();
+    let plan = f.report("plan");
+    assert_eq!(plan["policies"][0]["held"], 1);
+    assert_eq!(plan["policies"][1]["held"], 1);
+    let html = {
+        let out = f.path("plan.html");
+        lapse(&["report", "render", "--format", "html", "--out", p(&out), p(&f.latest("plan", ".json"))]).ok();
+        std::fs::read_to_string(out).unwrap()
+    };
+    assert_eq!(total(&html, "records due for deletion"), "2", "T-2 and T-3, once");
+    assert_eq!(total(&html, "lapsed records kept by legal holds"), "1", "T-1, once");
+    assert!(html.contains("is covered by policies tickets-b, tickets: they find the same records due"), "{html}");
+    f.lapse(&["run"]).ok();
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 2, "T-1 (held) and T-4 (not lapsed) kept");
+    let html = f.render_html(&[]);
+    assert_eq!(total(&html, "records deleted"), "2");
+    assert_eq!(total(&html, "lapsed records kept by legal holds"), "1");
+    let row = html.split("<code>LH-1</code>").nth(1).and_then(|r| r.split("</tr>").next()).expect("the hold's row");
+    assert!(row.ends_with("<td class=\"num\">1</td>"), "{row}");
+}
+
 /// `--subject S --policy P` answers for P's table: another policy of the same table may have
 /// destroyed the subject's record (whichever ran first). Before, only evidence lines of P itself
 /// were searched ("NOTHING FOUND", exit 5), and a misspelt policy name answered "NOTHING FOUND"
