@@ -1328,6 +1328,7 @@ pub async fn execute(
         cutoff,
         tool: report::Tool { name: "lapse", version: env!("CARGO_PKG_VERSION") },
         evidence_key_id: key.key_id(),
+        evidence_incomplete: false,
         policy_files: ws.policies.files.clone(),
         inputs: Some(report::Inputs {
             config: report::KeyedDigest {
@@ -1618,6 +1619,7 @@ pub async fn execute(
     if let Some(s) = sink {
         let (evidence, failed) = s.finish();
         report.evidence = evidence;
+        report.evidence_incomplete = failed.is_some() && mode == Mode::Run;
         if let Some(e) = failed {
             // The report still says what was committed; the evidence file binds what was
             // written, and the policy whose lines were lost says so. (A policy that met the

@@ -80,6 +80,12 @@ pub struct Report {
     pub signing_key_id: Option<String>,
     /// Per-record evidence, streamed to a JSON Lines file next to the report as batches commit.
     pub evidence: Option<EvidenceFile>,
+    /// The evidence file could not be written to its end (a full volume, a file-size limit, an
+    /// I/O error): batches committed after its last line are in the journal only. The next run
+    /// that enforces the policy writes their lines from the journal (`reconciled_from` this run)
+    /// and counts them in its `reconciled`, as for a run killed before its report.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evidence_incomplete: bool,
     /// Set when this report is one shard of a run split with `--shard index/count`; the shards'
     /// reports together (`lapse report combine`) account for the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -508,7 +514,13 @@ pub fn orphan_evidence(dir: &Path, own_stem: &str, accounted: bool) -> Vec<Orpha
             continue;
         };
         let stem = report.trim_end_matches(".json");
-        let done = |dir: &Path| dir.join(&report).exists() || (!accounted && accounted_by(dir, &name).is_some());
+        // With `accounted` (the journal's reconciliation), a report that says its evidence was
+        // cut short by a write error leaves its file to reconcile too (before, its journal-only
+        // records reached no evidence; found by a read-only review).
+        let done = |dir: &Path| {
+            let reported = dir.join(&report).exists() && !(accounted && evidence_left_incomplete(&dir.join(&report)));
+            reported || (!accounted && accounted_by(dir, &name).is_some())
+        };
         if stem == own_stem || !stem.starts_with("lapse-run-") || done(dir) {
             continue;
         }
@@ -523,6 +535,21 @@ pub fn orphan_evidence(dir: &Path, own_stem: &str, accounted: bool) -> Vec<Orpha
         found.push(Orphan { name, report, file });
     }
     found
+}
+
+/// Whether the report at `path` says its evidence file was left incomplete by a write error
+/// ([`Report::evidence_incomplete`]). A report that cannot be read is taken as complete (it is
+/// `report verify`'s to judge).
+fn evidence_left_incomplete(path: &Path) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        evidence_incomplete: bool,
+    }
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Head>(&b).ok())
+        .is_some_and(|h| h.evidence_incomplete)
 }
 
 /// Evidence files in `dir` of runs that ended without writing their report: no report of
