@@ -428,10 +428,22 @@ impl S3Reports {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                let upload = match (kind(&n), have.get(&n)) {
+                let k = kind(&n);
+                let stored_report = k.report().is_some_and(|r| have.contains_key(r));
+                let upload = match (&k, have.get(&n)) {
                     (FileKind::Other, _) => false,
                     (_, None) => true,
                     (FileKind::Report, Some(_)) => false,
+                    // Its report is on the bucket, so it was stored before it, whole: the
+                    // signature and CSV are renamed into place, never rewritten; an evidence file
+                    // only when the local copy is the one the report binds (a part-written copy
+                    // a concurrent upload left). Before, a local copy altered since replaced the
+                    // bucket's genuine one (found by a read-only review).
+                    (FileKind::Signature { .. } | FileKind::Csv { .. }, Some(_)) if stored_report => false,
+                    (FileKind::Evidence { report }, Some(size)) if stored_report => {
+                        size.is_some_and(|size| e.metadata().is_ok_and(|m| m.len() != size))
+                            && bound_by_report(&dir.join(report), &e.path())
+                    }
                     // A size the listing does not give is taken as the same.
                     (_, Some(size)) => size.is_some_and(|size| e.metadata().is_ok_and(|m| m.len() != size)),
                 };
@@ -802,4 +814,20 @@ impl ReportStore for S3Reports {
         file.rewind()?;
         Ok(Box::new(std::io::BufReader::new(file)))
     }
+}
+
+/// Whether the evidence file at `evidence` is the one the local report at `report` binds (its
+/// SHA-256 as the report states it). Streamed: an evidence file may hold millions of lines.
+fn bound_by_report(report: &Path, evidence: &Path) -> bool {
+    use sha2::Digest;
+    let Ok(r) = std::fs::read(report)
+        .map_err(|_| ())
+        .and_then(|b| serde_json::from_slice::<crate::report::Report>(&b).map_err(|_| ()))
+    else {
+        return false;
+    };
+    let Some(want) = r.evidence.map(|e| e.sha256) else { return false };
+    let Ok(mut f) = std::fs::File::open(evidence) else { return false };
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).is_ok() && hex::encode(h.finalize()) == want
 }

@@ -1539,7 +1539,24 @@ async fn reports_are_archived_on_a_locked_bucket() {
     let runs = lapse::integrity::run_reports(&f.path("reports"));
     let third = runs[runs.len() - 2].file_name().unwrap().to_string_lossy().into_owned();
     let prefix = format!("prod/{}", third.trim_end_matches(".json"));
-    let versions = c.list_object_versions().bucket(&bucket).prefix(prefix).send().await.unwrap();
+    let versions = c.list_object_versions().bucket(&bucket).prefix(&prefix).send().await.unwrap();
+    assert_eq!(versions.versions().len(), 4, "{:?}", versions.versions());
+    // Its local evidence, signature and CSV altered since: the bucket keeps the copies its
+    // report binds (before, the altered files replaced them, the genuine evidence left as an
+    // older version or, unversioned, lost; found by a read-only review).
+    let stem = third.trim_end_matches(".json");
+    let mut genuine = Vec::new();
+    for name in [format!("{stem}.evidence.jsonl"), format!("{third}.sig"), format!("{stem}.csv")] {
+        let path = f.path("reports").join(&name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}planted\n")).unwrap();
+        genuine.push((name, text));
+    }
+    f.lapse(&["run"]).ok();
+    for (name, text) in genuine {
+        assert_eq!(stored(format!("prod/{name}")).await, text, "{name}");
+    }
+    let versions = c.list_object_versions().bucket(&bucket).prefix(&prefix).send().await.unwrap();
     assert_eq!(versions.versions().len(), 4, "{:?}", versions.versions());
 }
 
