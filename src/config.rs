@@ -681,6 +681,24 @@ pub fn read_secret(r: &SecretRef, base: &Path, what: &str) -> anyhow::Result<Vec
     Ok(trimmed)
 }
 
+/// Why a key read by [`read_secret`] is guessable, if it looks so: shorter than 32 bytes, or of
+/// fewer than 12 distinct characters (a word, a date, a repeated pattern). An evidence key that
+/// can be guessed lets anyone holding a report recover small record and subject ids from their
+/// keyed hashes (the hash of one known id confirms a guess; found by a read-only review).
+/// `lapse keygen` writes 64 random hex digits.
+pub fn weak_key(key: &[u8]) -> Option<String> {
+    let distinct = key.iter().collect::<std::collections::BTreeSet<_>>().len();
+    if key.len() < 32 {
+        Some(format!("the key is {} bytes long; use at least 32 random bytes (lapse keygen writes one)", key.len()))
+    } else if distinct < 12 {
+        Some(format!(
+            "the key is made of only {distinct} distinct characters, which looks guessable; use random bytes (lapse keygen writes one)"
+        ))
+    } else {
+        None
+    }
+}
+
 impl Connection {
     /// The connection URL. Errors name the source, never the URL (it may hold a password).
     pub fn url(&self, name: &str, base: &Path) -> anyhow::Result<String> {
@@ -717,6 +735,17 @@ pub fn sqlite_relative_to(u: &str, base: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A guessable evidence key is warned of (found by a review: `password12345678` was taken,
+    /// and its key id let a guess of it be tested offline); keygen's is not.
+    #[test]
+    fn guessable_evidence_keys_are_warned_of() {
+        assert!(super::weak_key(b"password12345678").unwrap().contains("16 bytes long"));
+        assert!(super::weak_key(b"passwordpasswordpasswordpassword").unwrap().contains("distinct characters"));
+        assert!(super::weak_key(b"test-evidence-key-0123456789abcdef").is_none());
+        let keygen = "5f0c1e9a7b3d24e6a8c0f1d2b3e4a5c6d7e8f90112233445566778899aabbccd";
+        assert!(super::weak_key(keygen.as_bytes()).is_none());
+    }
+
     /// `SECTIONS` is `Config`'s fields, as serde lists them.
     #[test]
     fn sections_are_the_config_fields() {

@@ -238,6 +238,13 @@ impl Workspace {
             }
         };
         let evidence = self.evidence_key_bytes();
+        if let Some(w) = evidence.as_deref().ok().and_then(config::weak_key) {
+            // A warning, not a refusal: a deployed key keeps working (a new key starts new
+            // hashes, and lookups of older records need the old one).
+            tracing::warn!(
+                "evidence key: {w}; anyone holding a report could test guesses of it and recover small record and subject ids"
+            );
+        }
         let signer = self.config.reports.signing_key.as_ref().map(|r| {
             config::read_secret(r, &self.config.base_dir, "report signing key")
                 .and_then(|k| crate::integrity::Signer::from_secret(&k))
