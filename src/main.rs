@@ -159,6 +159,24 @@ enum Cmd {
     },
 }
 
+/// `print!` to stdout that takes a closed pipe (`lapse plan | head -3`) for a reader that has
+/// read enough: what was printed is ignored, not a panic (exit 101; found by a read-only
+/// review). The report is written before anything is printed.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// [`out!`] with a line break.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
@@ -516,9 +534,9 @@ async fn plan_or_run(
         lapse::metrics::publish(&m, &out.report, code as u8).await;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
     } else {
-        print!("{}", engine::summary(&out.report));
+        out!("{}", engine::summary(&out.report));
     }
     tracing::info!(report = %out.report_path.display(), status = %out.report.status, "report written");
     if let Some(e) = &out.archive_error {
@@ -654,7 +672,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
         engine::prepare(&ws, &common.policies, &conns).await.map_err(|d| (prepare_exit(&d), print_diags(&d)))?;
         ws.check_report_bucket().await.map_err(sink_exit)?;
     }
-    println!(
+    outln!(
         "ok: {} polic{} in {} file{}{}",
         ws.policies.policies.len(),
         if ws.policies.policies.len() == 1 { "y" } else { "ies" },
@@ -959,9 +977,9 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             } else {
-                print!("{}", out.text());
+                out!("{}", out.text());
             }
             if out.ok {
                 ExitCode::SUCCESS
@@ -1073,9 +1091,9 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 Err(e) => return fail(INVALID, format!("{e:#}")),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
             } else {
-                print!("{}", answer.text(&st.location()));
+                out!("{}", answer.text(&st.location()));
             }
             if answer.found {
                 ExitCode::SUCCESS
@@ -1118,14 +1136,14 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 }
             }
             if json {
-                print!("{text}");
+                out!("{text}");
             } else {
-                print!("{}", c.text());
+                out!("{}", c.text());
             }
             ExitCode::SUCCESS
         }
         ReportCmd::Schema { evidence } => {
-            print!("{}", if evidence { reporting::evidence_schema() } else { reporting::report_schema() });
+            out!("{}", if evidence { reporting::evidence_schema() } else { reporting::report_schema() });
             ExitCode::SUCCESS
         }
     }
@@ -1134,10 +1152,10 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
 fn keygen(out: &std::path::Path, force: bool) -> ExitCode {
     match lapse::reporting::keygen::generate(out, force) {
         Ok(k) => {
-            println!("wrote {} (Ed25519 signing key, mode 0600; key id {})", k.signing_key.display(), k.signing_key_id);
-            println!("wrote {} (public key: all `lapse report verify` needs)", k.public_key.display());
-            println!("wrote {} (evidence HMAC key, mode 0600; key id {})", k.evidence_key.display(), k.evidence_key_id);
-            println!(
+            outln!("wrote {} (Ed25519 signing key, mode 0600; key id {})", k.signing_key.display(), k.signing_key_id);
+            outln!("wrote {} (public key: all `lapse report verify` needs)", k.public_key.display());
+            outln!("wrote {} (evidence HMAC key, mode 0600; key id {})", k.evidence_key.display(), k.evidence_key_id);
+            outln!(
                 "\nin lapse.yaml (mount the secrets as files; never commit them):\nevidence:\n  key_file: {}\nreports:\n  signing_key:\n    key_file: {}",
                 k.evidence_key.display(),
                 k.signing_key.display()

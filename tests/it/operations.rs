@@ -657,3 +657,21 @@ async fn the_demo_runs_in_a_directory_of_its_own_only() {
     let out = demo(&tmp.path().join("zero"), &["--customers", "0"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Output into a pipe its reader closed (`lapse plan | head -3`, `| true`): lapse ends as it
+/// would have, not with a panic and exit 101 (found by a read-only review). The reader is
+/// closed before lapse writes (it exits at once), so the write meets a closed pipe.
+#[test]
+fn output_into_a_closed_pipe_is_no_panic() {
+    let f = crate::common::lapse_bin();
+    for args in ["report schema", "report schema --evidence"] {
+        let out = Command::new("bash")
+            .args(["-c", &format!("set -o pipefail; \"$0\" {args} | true")])
+            .arg(&f)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args}: {stderr}");
+        assert!(out.status.code() == Some(0), "{args}: {:?} {stderr}", out.status);
+    }
+}
