@@ -256,7 +256,14 @@ fn run_stamp(name: &str) -> Option<String> {
 
 /// Verifies the reports of a store (`only`: one report, its link to the previous one included).
 pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], first: u64, known: &[Known]) -> Outcome {
-    let mut v = Verifier { st, keys, findings: Vec::new(), notes: Vec::new(), never_written: BTreeSet::new() };
+    let mut v = Verifier {
+        st,
+        keys,
+        findings: Vec::new(),
+        notes: Vec::new(),
+        claims_checked: false,
+        never_written: BTreeSet::new(),
+    };
     let key_id = keys.iter().map(integrity::key_id).collect::<Vec<_>>().join(", ");
     let names = match st.list() {
         Ok(n) => n,
@@ -363,6 +370,8 @@ struct Verifier<'a> {
     keys: &'a [VerifyingKey],
     findings: Vec<Finding>,
     notes: Vec<String>,
+    /// The bucket's claims were checked: they show a removed newest report.
+    claims_checked: bool,
     /// Reports of the chain never written (a killed run's claimed sequence), as their
     /// successors account for them.
     never_written: BTreeSet<String>,
@@ -389,7 +398,12 @@ impl Verifier<'_> {
                 && !self.findings.iter().any(|f| f.file == r.file);
         }
         if let Some(c) = &chain {
-            if self.findings.is_empty() {
+            if self.findings.is_empty() && self.claims_checked {
+                self.notes.push(format!(
+                    "the newest run report is sequence {} ({}); the bucket's claims would show it removed (and --known {}:{} checks that it is still here)",
+                    c.last_sequence, c.newest, c.newest, c.newest_sha256
+                ));
+            } else if self.findings.is_empty() {
                 self.notes.push(format!(
                     "the newest run report is sequence {} ({}); a removed newest report leaves no trace here: keep this line, and check later that it is still here with --known {}:{}",
                     c.last_sequence, c.newest, c.newest, c.newest_sha256
@@ -901,9 +915,13 @@ impl Verifier<'_> {
         let newest_stored = entries.iter().map(Entry::seq).max().unwrap_or(0);
         let claims: Vec<_> = claims.into_iter().filter(|c| c.sequence >= first).collect();
         if let (Some(low), Some(high)) = (claims.first().map(|c| c.sequence), claims.last().map(|c| c.sequence)) {
+            self.claims_checked = true;
             self.notes.push(format!(
-                "{} claims of the bucket's chain ({}, sequences {low}..{high}) checked against the reports they name",
-                claims.len(),
+                "{} of the bucket's chain ({}, sequences {low}..{high}) checked against the reports they name",
+                match claims.len() {
+                    1 => "1 claim".to_string(),
+                    n => format!("{n} claims"),
+                },
                 super::sink::CLAIMS
             ));
         }
