@@ -2380,7 +2380,8 @@ async fn enforce(
         // Guardrail: an implausible share stops the policy before anything is destroyed.
         let max_share = ctx.max_share.0;
         // The share is per stage (a row may be due in several stages, for different columns).
-        let worst = pr.stages.iter().map(|s| s.due).max().unwrap_or(0);
+        let worst_stage = pr.stages.iter().max_by_key(|s| s.due);
+        let worst = worst_stage.map_or(0, |s| s.due);
         let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
         let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
         // In whole rows, the same number the run's batches keep to (`budget` below): a share
@@ -2398,8 +2399,14 @@ async fn enforce(
                 by if *by == p.name => "the policy's maximum".to_string(),
                 by => format!("the maximum that policy '{by}' sets for this table (the smallest of its policies')"),
             };
+            // Named by its stage where there are several: a field stage's due rows are not the
+            // policy's `due` (found by a README walkthrough: "1696 of 2000" beside "due 1947").
+            let stage = match (pr.stages.len() > 1, worst_stage) {
+                (true, Some(s)) => format!(" in stage '{}'", s.name),
+                _ => String::new(),
+            };
             let msg = format!(
-                "guardrail: {} of {} rows ({:.1}%) are due, above {whose} of {:.1}%; nothing destroyed (override with --allow-share {})",
+                "guardrail: {} of {} rows ({:.1}%) are due{stage}, above {whose} of {:.1}%; nothing destroyed (override with --allow-share {})",
                 worst,
                 pr.rows_total,
                 share * 100.0,

@@ -636,6 +636,12 @@ async fn the_demo_runs_in_a_directory_of_its_own_only() {
     for round in 0..2 {
         let out = demo(&d, &[]);
         assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        if round == 0 {
+            // The plan's guardrail names the stage it counts (before, "1696 of 2000 rows" beside
+            // the policy's "due 1947"; found by a README walkthrough).
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("are due in stage 'fields:signup_ip', above the policy's maximum"), "{err}");
+        }
     }
     let verify = Command::new(crate::common::lapse_bin())
         .args(["report", "verify"])
