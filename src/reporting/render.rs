@@ -841,6 +841,19 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
         let _ = writeln!(h, "<tr class=\"group\"><th colspan=\"2\" scope=\"rowgroup\">{k}</th></tr>");
     };
     let sum = |f: &dyn Fn(&PolicyReport) -> u64| r.policies.iter().map(f).fold(0u64, u64::saturating_add);
+    // A run that destroyed nothing certifies no destruction (before, its form read "Data
+    // destroyed" with every dataset and category, and "Pass — 0 records re-checked"; found by
+    // a README walkthrough).
+    let destroyed = sum(&|p| {
+        [p.deleted, p.anonymized, p.fields_anonymized, p.versions_deleted, p.reconciled]
+            .into_iter()
+            .chain(p.dependents_deleted.values().copied())
+            .fold(0u64, u64::saturating_add)
+    });
+    let nothing = destroyed == 0 && r.interrupted_runs.is_empty();
+    if nothing {
+        h.push_str("<p class=\"notice\" id=\"nothing-destroyed\"><strong>Nothing was destroyed in this run.</strong> The form below records the datasets it enforced and what it checked; it certifies no destruction.</p>\n");
+    }
     h.push_str("<table class=\"form\" id=\"certificate-form\">\n<tbody>\n");
 
     group(h, "1. Performed by");
@@ -848,7 +861,7 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
     row(h, "Run id", format!("<code>{}</code>", esc(&r.run_id)));
     row(h, "Responsible person", "Named in the sign-off below.".into());
 
-    group(h, "2. Data destroyed (what)");
+    group(h, if nothing { "2. Data in scope (nothing destroyed)" } else { "2. Data destroyed (what)" });
     let mut ds = String::from("<ul class=\"plain\">");
     let mut categories = BTreeSet::new();
     for p in &r.policies {
@@ -973,7 +986,9 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
         "Result",
         format!(
             "{} — {} re-checked, {} still present",
-            if all_ok && still == 0 {
+            if nothing && all_ok && still == 0 {
+                "<strong>Nothing to verify</strong>"
+            } else if all_ok && still == 0 {
                 "<strong class=\"good\">Pass</strong>"
             } else {
                 "<strong class=\"bad\">Fail</strong>"

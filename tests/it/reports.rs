@@ -709,6 +709,19 @@ async fn totals_count_a_record_of_a_shared_table_once() {
     assert_eq!(total(&html, "lapsed records kept by legal holds"), "1");
     let row = html.split("<code>LH-1</code>").nth(1).and_then(|r| r.split("</tr>").next()).expect("the hold's row");
     assert!(row.ends_with("<td class=\"num\">1</td>"), "{row}");
+    assert!(!html.contains("Nothing was destroyed") && html.contains("2. Data destroyed (what)"), "{html}");
+    // Run again: nothing is destroyed, and the certificate says so rather than "Data destroyed"
+    // and "Pass" (found by a README walkthrough).
+    f.lapse(&["run"]).ok();
+    let html = f.render_html(&[]);
+    assert!(
+        html.contains("Nothing was destroyed in this run.") && html.contains("2. Data in scope (nothing destroyed)"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<strong>Nothing to verify</strong>") && !html.contains("2. Data destroyed (what)"),
+        "{html}"
+    );
 }
 
 /// `--subject S --policy P` answers for P's table: another policy of the same table may have
