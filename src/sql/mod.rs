@@ -765,6 +765,23 @@ impl SqlConnector {
                     // `REGEXP` (the `regex` crate, each pattern compiled once per statement):
                     // the in-place IPv4 guard (`Builder::in_place_form`).
                     .with_regexp();
+                // Named, where the driver says only "unable to open database file" (a file's path
+                // is no secret; found by a README walkthrough).
+                let file = opts.get_filename().to_path_buf();
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                if !in_memory && !file.exists() {
+                    return Err(ConnectorError::Connect {
+                        name: name.to_string(),
+                        message: format!(
+                            "the SQLite file '{}' does not exist (lapse never creates a database; a relative path is taken from the config file's directory)",
+                            file.display()
+                        ),
+                    });
+                }
+                let conn_err = |e: sqlx::Error| ConnectorError::Connect {
+                    name: name.to_string(),
+                    message: format!("{} (SQLite file '{}')", redact_url(&e.to_string(), url), file.display()),
+                };
                 if !read_only {
                     // WAL stays set in the file: switched once, by one connection, not by every
                     // pooled one. Switching needs the file to itself, and workers started at once

@@ -2629,3 +2629,19 @@ async fn a_holds_table_id_that_is_its_subject_is_refused() {
     );
     refused_one(Backend::Sqlite, c, OFFLINE).await;
 }
+
+/// A SQLite file that does not exist is named (before: "unable to open database file (code:
+/// 14)", no path; found by a README walkthrough), and nothing is created in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_sqlite_file_is_named() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", crate::conformance::PEOPLE_DELETE);
+    let missing = f.path("dmo.db");
+    std::fs::write(f.path("db.url"), format!("sqlite://{}", missing.display())).unwrap();
+    for cmd in [&["plan"][..], &["run"], &["validate", "--connect"]] {
+        let r = f.lapse(cmd);
+        assert_ne!(r.code, 0, "{cmd:?}");
+        r.stderr_has(&format!("the SQLite file '{}' does not exist", missing.display()));
+    }
+    assert!(!missing.exists(), "no database is created");
+}
