@@ -2510,8 +2510,9 @@ async fn enforce(
                         break;
                     }
                     let msg = format!(
-                        "stage '{}' stopped after {m} batches (--max-batches): what is still due is left for the next run",
-                        stage.name
+                        "stage '{}' stopped after {m} batch{} (--max-batches): what is still due is left for the next run",
+                        stage.name,
+                        if m == 1 { "" } else { "es" }
                     );
                     tracing::warn!("{msg}");
                     pr.errors.push(msg);

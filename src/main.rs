@@ -75,8 +75,7 @@ struct RunArgs {
     /// ahead without it).
     #[arg(long)]
     allow_future_cutoff: bool,
-    /// Stop each stage after N batches (at least 1: a run of none destroyed nothing and
-    /// exited 0, found by a review).
+    /// Stop each stage after N batches (at least 1); what is still due is left for the next run.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_batches: Option<u64>,
     /// Write reports here instead of the config's reports.dir.
@@ -379,14 +378,14 @@ async fn plan_or_run(
     let ws = Workspace::load(&args.common.config).map_err(|d| (Exit::Invalid, print_diags(&d)))?;
     for p in &args.common.policies {
         if !ws.policies.policies.iter().any(|x| &x.name == p) {
-            return Err(invalid(format!("unknown policy '{p}'")));
+            return Err(invalid(unknown_policy(&ws, p)));
         }
     }
     // A typo here left the guardrail in place, and the run meant to clear a backlog stopped
     // at it again without a word.
     for p in args.allow_share.iter().filter(|p| p.as_str() != "*") {
         if !ws.policies.policies.iter().any(|x| &x.name == p) {
-            return Err(invalid(format!("--allow-share: unknown policy '{p}'")));
+            return Err(invalid(format!("--allow-share: {}", unknown_policy(&ws, p))));
         }
     }
     // A shard opens, checks and prepares only the policies it runs (its own, and its part of
@@ -572,7 +571,7 @@ async fn schedule(
     for j in &jobs {
         for p in &j.policies {
             if !ws.policies.policies.iter().any(|x| &x.name == p) {
-                return Err((Exit::Invalid, format!("schedule job '{}': unknown policy '{p}'", j.name)));
+                return Err((Exit::Invalid, format!("schedule job '{}': {}", j.name, unknown_policy(&ws, p))));
             }
         }
     }
@@ -661,7 +660,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
     // As `plan` and `run` do: a misspelt name must not pass a CI gate as "ok".
     for p in &common.policies {
         if !ws.policies.policies.iter().any(|x| &x.name == p) {
-            return Err((Exit::Invalid, format!("unknown policy '{p}'")));
+            return Err((Exit::Invalid, unknown_policy(&ws, p)));
         }
     }
     if !skip_secrets {
@@ -934,6 +933,43 @@ fn out_over_reports(out: &Path, inputs: &[&Path]) -> Option<String> {
             format!("--out {} would replace what is read ({}); write it elsewhere", out.display(), i.display())
         })
     })
+}
+
+/// "unknown policy 'x'", with the names there are (a typo of `-p order` said only that; found by
+/// a README walkthrough).
+fn unknown_policy(ws: &Workspace, p: &str) -> String {
+    let names: Vec<&str> = ws.policies.policies.iter().map(|x| x.name.as_str()).collect();
+    let near: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.eq_ignore_ascii_case(p) || n.starts_with(p) || p.starts_with(n) || strsim_close(n, p))
+        .collect();
+    let listed = match names.len() {
+        0 => "no policies are loaded".to_string(),
+        n if n <= 20 => format!("the policies are: {}", names.join(", ")),
+        n => format!("{n} policies are loaded; `lapse validate` lists them"),
+    };
+    match near.first() {
+        Some(n) => format!("unknown policy '{p}' (did you mean '{n}'? {listed})"),
+        None => format!("unknown policy '{p}' ({listed})"),
+    }
+}
+
+/// Whether two names differ by at most two single-character edits (Levenshtein distance).
+fn strsim_close(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 2 {
+        return false;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()] <= 2
 }
 
 fn read_public_keys(paths: &[PathBuf]) -> Result<Vec<ed25519_dalek::VerifyingKey>, ExitCode> {

@@ -1322,7 +1322,9 @@ async fn missing_files_and_names() {
     // A policy selected on the command line that does not exist.
     let f = seeded(Backend::Sqlite).await;
     f.policy("people", POLICY);
-    let expect = ["unknown policy 'peple'".to_string()];
+    // With the names there are, and the one meant (found by a README walkthrough: only
+    // "unknown policy" before).
+    let expect = ["unknown policy 'peple' (did you mean 'people'? the policies are: people)".to_string()];
     // (`validate` said "ok" to it before: a CI gate with a misspelt name passed.)
     let cmds: &[&[&str]] = &[
         &["run", "-p", "peple"],

@@ -2849,7 +2849,7 @@ pub async fn interrupted_run_resumes(b: Backend) {
     assert_eq!(n(&p["deleted"]), 2);
     // Not claimed done: the report says the stage stopped with rows still due.
     assert_eq!(p["outcome"], "stopped", "{p}");
-    assert!(p["errors"].to_string().contains("stopped after 1 batches (--max-batches)"), "{p}");
+    assert!(p["errors"].to_string().contains("stopped after 1 batch (--max-batches)"), "{p}");
     assert_eq!(ids_text(&f).await.len(), 6, "exactly one committed batch");
     f.lapse(&["run", "--batch-size", "2"]).ok();
     assert_eq!(ids_text(&f).await, vec![4, 5, 6], "the re-run finishes the job, nothing more");

@@ -762,5 +762,7 @@ async fn a_shard_needs_only_its_own_databases() {
     assert_eq!(report["selected_policies"], serde_json::json!([asked]), "{report:#}");
     assert_eq!(f.db.count(&format!("SELECT COUNT(*) FROM {asked}")).await, before);
     // A typo in --allow-share is said (before, ignored: the guardrail stopped the run again).
-    f.lapse(&["plan", "--allow-share", "custmers"]).code(2).stderr_has("--allow-share: unknown policy 'custmers'");
+    f.lapse(&["plan", "--allow-share", "custmers"])
+        .code(2)
+        .stderr_has("--allow-share: unknown policy 'custmers' (did you mean 'customers'?");
 }
