@@ -137,6 +137,19 @@ async fn writer_mark(c: &mut sqlx::SqliteConnection, writer: &LiteWriter) -> Res
     Ok(((connection, version), triggers == 0))
 }
 
+/// `before_acquire` of the SQLite pools: whether the connection may be used (see where they
+/// are built).
+fn sqlite_connection_fresh(
+    c: &mut sqlx::SqliteConnection,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    let ok = !sqlx::Connection::is_in_transaction(c);
+    if !ok {
+        tracing::warn!("a SQLite connection left in a transaction by a failed commit is closed and replaced");
+    }
+    Box::pin(async move { Ok(ok) })
+}
+
 /// The pool a batch's writing transaction comes from: SQLite's one writing connection, the
 /// pool itself on the servers.
 trait WritePool {
@@ -805,7 +818,16 @@ impl SqlConnector {
                         }
                     }
                 }
+                // A connection the driver still counts as in a transaction is not used again:
+                // after a COMMIT that failed with an I/O error SQLite has rolled back itself, the
+                // driver's ROLLBACK then fails ("no transaction is active") and its count stays
+                // at one, and every later batch on it failed with "begin_with at non-zero
+                // transaction depth" (found by a read-only review). Checked at acquire, after the
+                // release's ping has run the queued rollback; such a connection is closed and
+                // another opened.
+                let fresh = sqlite_connection_fresh;
                 let pool = SqlitePoolOptions::new()
+                    .before_acquire(fresh)
                     // WAL: the counts, the verification and the next batch's reads go on while a
                     // batch writes; writers wait for each other (`BEGIN IMMEDIATE`, busy timeout).
                     // Four, as for the servers: a batch (on the writing connection below when it
@@ -825,6 +847,7 @@ impl SqlConnector {
                         let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                         let counter = opened.clone();
                         let pool = SqlitePoolOptions::new()
+                            .before_acquire(fresh)
                             .max_connections(1)
                             .idle_timeout(None)
                             .max_lifetime(None)

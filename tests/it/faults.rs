@@ -630,6 +630,48 @@ async fn a_full_evidence_volume_stops_destruction_and_the_report_says_so() {
     f.lapse(&["report", "verify", f.path("reports").to_str().unwrap(), "--public-key", public.to_str().unwrap()]).ok();
 }
 
+/// A SQLite COMMIT that fails with an I/O error (here the file-size limit, met by the WAL):
+/// SQLite rolls back by itself, the driver's own ROLLBACK then fails and it kept counting the
+/// connection as in a transaction, so every later batch on it failed with "begin_with at
+/// non-zero transaction depth" (found by a read-only review). Now such a connection is closed
+/// and replaced: the failed batches are said as I/O errors, and later batches may go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_commit_failed_by_an_io_error_leaves_no_stuck_connection() {
+    let f = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, email TEXT, pad TEXT, created_at TIMESTAMP);",
+    )
+    .await;
+    let rows: Vec<String> = (1..=2000)
+        .map(|i| format!("({i}, 'person{i}@example.com', '{}', '2019-03-01 00:00:00')", "x".repeat(1000)))
+        .collect();
+    for chunk in rows.chunks(500) {
+        f.db.exec(&format!("INSERT INTO t VALUES {}", chunk.join(", "))).await;
+    }
+    f.policy("t", &rows_policy("t"));
+    let out = std::process::Command::new("sh")
+        .args(["-c", "trap '' XFSZ; exec prlimit --fsize=819200 \"$0\" \"$@\""])
+        .arg(crate::common::lapse_bin())
+        .args(["run", "--yes", "--batch-size", "200", "--cutoff", crate::common::CUTOFF, "--log-format", "text", "-c"])
+        .arg(f.path("lapse.yaml"))
+        .env_remove("LAPSE_CONFIG")
+        .output()
+        .unwrap();
+    let r = crate::common::Run::from(out);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("disk I/O error"),
+        "the limit must fail a commit for this test to mean anything:\n{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("non-zero transaction depth"), "{}", r.stderr);
+    let rep = f.report("run");
+    assert!(!rep["policies"][0]["errors"].to_string().contains("transaction depth"), "{}", rep["policies"][0]);
+    // Every row is either deleted (and journaled) or still there.
+    let left = f.db.count("SELECT COUNT(*) FROM t").await as u64;
+    assert_eq!(left + rep["policies"][0]["deleted"].as_u64().unwrap(), 2000);
+}
+
 /// A row the application keeps locked (a session idle in its transaction) held a PostgreSQL
 /// batch for ever, and with it a scheduler's every later tick. The connection's `lock_wait`
 /// bounds the wait: the batch holding the row fails after it (its other rows are rolled back
