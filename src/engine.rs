@@ -1561,7 +1561,10 @@ pub async fn execute(
             aborted = true;
             continue;
         }
-        let span = tracing::info_span!("policy", run_id = %run_id, policy = %p.name);
+        // At ERROR level, so that it is enabled under every filter: at INFO, `--quiet` (filter
+        // `warn`) disabled it and the warnings of policy work lost their policy and run id
+        // (found by a README walkthrough). A span prints nothing of its own.
+        let span = tracing::error_span!("policy", run_id = %run_id, policy = %p.name);
         let t0 = std::time::Instant::now();
         // A policy that fails part-way (a lost connection, even a bug's panic) keeps what it
         // committed in `pr`; the run goes on with the next policy and the report says

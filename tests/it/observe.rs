@@ -221,6 +221,24 @@ pub async fn json_logs_carry_run_id_and_policy(b: Backend) {
     assert!(batches >= 3, "debug-level work lines are among them ({batches} batches)");
     // Not a terminal: no progress bar (no cursor movement or line clearing).
     assert!(!r.stderr.contains('\u{1b}'), "escape codes on a non-terminal stderr");
+    // Quiet (warnings only): a warning of policy work still carries them (before, the span was
+    // filtered out with the INFO lines; found by a README walkthrough).
+    let g = seeded(b).await;
+    g.policy("people", &format!("{PEOPLE}batch_size: 1\n"));
+    // (LAPSE_LOG empty: `-q`'s own filter.)
+    let r = g.lapse_env(&["run", "--log-format", "json", "-q", "--max-batches", "1"], &[("LAPSE_LOG", "")]);
+    r.ok();
+    let warned: Vec<Json> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{') && l.contains("--max-batches"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!warned.is_empty(), "{}", r.stderr);
+    for j in warned {
+        assert_eq!(policy_of(&j).as_deref(), Some("people"), "{j}");
+        assert!(j["span"]["run_id"].is_string(), "{j}");
+    }
 }
 
 /// Text logs also carry the policy on each line of policy work, and no escape codes off a TTY.
