@@ -197,6 +197,23 @@ pub struct HoldInfo {
     pub expires: Option<DateTime<Utc>>,
 }
 
+impl HoldInfo {
+    /// Where the hold is kept, in words: "holds file", or "holds table of connection 'shop'"
+    /// (`source` is `file` or `table:<connection>`; before, shown as written: "table:shop").
+    pub fn source_words(&self) -> String {
+        hold_source_words(&self.source)
+    }
+}
+
+/// [`HoldInfo::source_words`] of a `source`.
+pub fn hold_source_words(source: &str) -> String {
+    match source.strip_prefix("table:") {
+        Some(conn) => format!("holds table of connection '{conn}'"),
+        None if source == "file" => "holds file".to_string(),
+        None => source.to_string(),
+    }
+}
+
 /// A purpose of a policy and when it lapses.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
 pub struct PurposeInfo {

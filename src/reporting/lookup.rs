@@ -815,7 +815,10 @@ pub fn lookup(
     let tables: BTreeSet<String> = reports
         .iter()
         .flat_map(|(_, r)| {
-            r.holds.iter().filter(|x| x.source.starts_with("table:")).map(|x| format!("{} ({})", x.matter, x.source))
+            r.holds
+                .iter()
+                .filter(|x| x.source.starts_with("table:"))
+                .map(|x| format!("{} ({})", x.matter, crate::report::hold_source_words(&x.source)))
         })
         .collect();
     for t in tables {

@@ -614,9 +614,14 @@ fn kept(h: &mut String, r: &Report) {
                 esc(&x.id),
                 esc(&x.matter),
                 x.reason.as_deref().map(esc).unwrap_or_else(|| "—".into()),
-                esc(&x.source),
+                esc(&x.source_words()),
                 scope,
-                x.expires.as_ref().map(hold_expiry_cell).unwrap_or_else(|| "until released".into()),
+                match (&x.expires, x.source.starts_with("table:")) {
+                    (Some(t), _) => hold_expiry_cell(t),
+                    // Each row of the table has its own expiry (an expired row holds nothing).
+                    (None, true) => "by each row's expiry".into(),
+                    (None, false) => "until released".into(),
+                },
                 kept
             );
         }

@@ -1261,6 +1261,10 @@ async fn hold_released_in_the_run(b: Backend) {
     // And so does What failed (before: "nothing of it was destroyed"; found by a review).
     assert!(html.contains("stopped by its guardrail after 50 records destroyed"), "{html}");
     assert!(!html.contains("nothing of it was destroyed"), "{html}");
+    // The holds table named in words, with its rows' own expiry (before: "table:db" and
+    // "until released"; found by a README walkthrough).
+    assert!(html.contains("<td>holds table of connection &#39;db&#39;</td>"), "{html}");
+    assert!(html.contains("<td>by each row&#39;s expiry</td>"), "{html}");
     // Overridden for one run, the rest goes.
     f.lapse(&["run", "--allow-share", "people"]).ok();
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0);

@@ -708,7 +708,7 @@ async fn totals_count_a_record_of_a_shared_table_once() {
     assert_eq!(total(&html, "records deleted"), "2");
     assert_eq!(total(&html, "lapsed records kept by legal holds"), "1");
     let row = html.split("<code>LH-1</code>").nth(1).and_then(|r| r.split("</tr>").next()).expect("the hold's row");
-    assert!(row.ends_with("<td class=\"num\">1</td>"), "{row}");
+    assert!(row.ends_with("<td class=\"num\">1</td>") && row.contains("<td>holds file</td>"), "{row}");
     assert!(!html.contains("Nothing was destroyed") && html.contains("2. Data destroyed (what)"), "{html}");
     // Run again: nothing is destroyed, and the certificate says so rather than "Data destroyed"
     // and "Pass" (found by a README walkthrough).
