@@ -1264,7 +1264,7 @@ async fn hold_released_in_the_run(b: Backend) {
     // The holds table named in words, with its rows' own expiry (before: "table:db" and
     // "until released"; found by a README walkthrough).
     assert!(html.contains("<td>holds table of connection &#39;db&#39;</td>"), "{html}");
-    assert!(html.contains("<td>by each row&#39;s expiry</td>"), "{html}");
+    assert!(html.contains("<td>by each row's expiry</td>"), "{html}");
     // Overridden for one run, the rest goes.
     f.lapse(&["run", "--allow-share", "people"]).ok();
     assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0);
