@@ -931,6 +931,9 @@ impl Report {
             "guardrail_tripped",
             "verified",
             "reconciled",
+            // Whether `--allow-share` let the policy past its guardrail (the JSON's
+            // `guardrail.overridden`; found by a README walkthrough: not in the CSV).
+            "guardrail_overridden",
         ])?;
         for p in &self.policies {
             // Written into one string, not a string per hold joined afterwards.
@@ -971,6 +974,7 @@ impl Report {
                 p.guardrail.tripped.to_string(),
                 p.verification.verified.to_string(),
                 p.reconciled.to_string(),
+                p.guardrail.overridden.to_string(),
             ])?;
         }
         let mut out = w.into_inner().map_err(|e| anyhow::anyhow!("writing the CSV report: {}", e.error()))?;

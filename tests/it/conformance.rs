@@ -1198,6 +1198,11 @@ pub async fn guardrail_stops_before_destroying(b: Backend) {
     f.policy("people", &text);
     f.lapse(&["run", "--allow-share", "people"]).ok();
     assert_eq!(ids_text(&f).await, vec![4, 5, 6]);
+    // The CSV says the guardrail was overridden, as the JSON does (found by a README walkthrough).
+    let mut csv = csv::Reader::from_path(f.latest("run", ".csv")).unwrap();
+    let at = csv.headers().unwrap().iter().position(|h| h == "guardrail_overridden").expect("the column");
+    let row = csv.records().next().unwrap().unwrap();
+    assert_eq!(&row[at], "true");
 }
 
 /// The in-run guardrail: rows that become due after the counts (here a hold released by a
