@@ -890,12 +890,23 @@ async fn no_cascade_into_a_governed_table(
             tables(&n.children, Some(&top), out);
         }
     }
+    /// Every table a cascade reaches, with the tables above it on the way (the policy's first).
+    fn above(c: &[crate::connector::Cascade], path: &[String], out: &mut BTreeMap<String, BTreeSet<String>>) {
+        for n in c {
+            out.entry(n.fk.table.clone()).or_default().extend(path.iter().cloned());
+            let mut deeper = path.to_vec();
+            deeper.push(n.fk.table.clone());
+            above(&n.children, &deeper, out);
+        }
+    }
     for (p, prep) in prepared {
         let mut reached = Vec::new();
         tables(&prep.cascade, None, &mut reached);
+        let mut ancestors = BTreeMap::new();
+        above(&prep.cascade, std::slice::from_ref(&prep.table.name), &mut ancestors);
         let Some(conn) = conns.get(&p.connection) else { continue };
         let mut said = BTreeSet::new();
-        // The tables of the other policies on this connection, and the tables referencing each.
+        // The tables of the other policies in this database, and the tables referencing each.
         let mut referencing: BTreeMap<String, Result<BTreeSet<String>, String>> = BTreeMap::new();
         for (t, top) in reached.clone() {
             // Fails closed: a table the catalog cannot name is compared by its name only, and
@@ -941,9 +952,22 @@ async fn no_cascade_into_a_governed_table(
             // ticket was held or not lapsed (found by a read-only review). Keeping wins: refused,
             // as a cascade into that table would be. (A child referencing the policy's own table
             // twice is kept by `Scope::shared_children`.)
-            for (q, _) in named.iter() {
-                if q.name == p.name || q.connection != p.connection || q.objects.is_some() || q.table == p.table {
+            for (q, cq) in named.iter() {
+                if q.name == p.name || q.objects.is_some() || (q.connection == p.connection && q.table == p.table) {
                     continue;
+                }
+                // Through another connection that reaches the same database (found by a review of
+                // this check): its table, named on this connection, is the same table by the
+                // catalog's place (as `same_table` tells).
+                if q.connection != p.connection {
+                    let here = match conn.identify(&q.table).await {
+                        Ok(Some(a)) => a.place,
+                        _ => None,
+                    };
+                    let there = cq.as_ref().ok().and_then(|c| c.as_ref()).and_then(|b| b.place.clone());
+                    if here.is_none() || here != there {
+                        continue;
+                    }
                 }
                 if q.table == t || reached.iter().any(|(r, _)| *r == q.table) {
                     continue; // a cascade into q's table itself: said above
@@ -960,8 +984,13 @@ async fn no_cascade_into_a_governed_table(
                         r
                     }
                 };
+                // A child that references q's table as a table above it on the way does (an
+                // order's items that name its customer too): that record is already the
+                // other's in the same way, and no second owner is bypassed (found by a review).
+                let via_path =
+                    |r: &BTreeSet<String>| ancestors.get(&t).is_some_and(|a| a.iter().any(|x| r.contains(x)));
                 let refers = match refs {
-                    Ok(r) => r.contains(&t),
+                    Ok(r) => r.contains(&t) && !via_path(&r),
                     Err(e) => {
                         // Fails closed: whether the child is the other record's too is unknown.
                         if said.insert((t.clone(), q.name.clone())) {

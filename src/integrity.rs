@@ -70,7 +70,9 @@ pub fn key_id(k: &VerifyingKey) -> String {
 pub fn public_key(text: &str) -> anyhow::Result<VerifyingKey> {
     let bytes = hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("public key: expected 64 hex characters"))?;
     let arr: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("public key: expected 32 bytes"))?;
-    VerifyingKey::from_bytes(&arr).map_err(|e| anyhow::anyhow!("public key: {e}"))
+    VerifyingKey::from_bytes(&arr).map_err(|e| {
+        anyhow::anyhow!("public key: {e} (not a public key: if this is the signing key's secret, signing.key, pass its public key, signing.pub)")
+    })
 }
 
 /// Reads a public key file (64 hex characters, as written by `lapse keygen` or the demo).

@@ -494,14 +494,21 @@ impl Verifier<'_> {
             }
             let signed_by = e.head.as_ref().and_then(|h| h.signing_key_id.clone());
             if let Some(k) = signed_by.filter(|k| !ids.contains(k)) {
-                self.find(
-                    Problem::SignatureInvalid,
-                    &e.name,
-                    format!(
+                // The secret signing key given for the public one (`signing.key` for
+                // `signing.pub`; found by a README walkthrough): its public key is that id.
+                let secret_given = self.keys.iter().any(|v| {
+                    crate::integrity::key_id(&ed25519_dalek::SigningKey::from_bytes(&v.to_bytes()).verifying_key()) == k
+                });
+                let msg = match secret_given {
+                    true => format!(
+                        "does not verify: the key given is the signing key {k} itself (its secret), not its public key; pass the public key (signing.pub), and keep the secret key secret"
+                    ),
+                    false => format!(
                         "does not verify with the given public key{} (id {key_id}); the report names signing key {k}: wrong public key (after a key rotation, give every key with --public-key), or the report was altered",
                         if ids.len() == 1 { "" } else { "s" }
                     ),
-                );
+                };
+                self.find(Problem::SignatureInvalid, &e.name, msg);
                 continue;
             }
             let vouched = entries

@@ -1090,8 +1090,35 @@ pub async fn a_cascade_into_a_child_of_another_governed_table_is_refused(b: Back
     }
     assert_eq!(f.db.snapshot("people", "id").await, before, "nothing destroyed");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM messages").await, 1);
+    // The tickets' policy through a second connection to this database: the same (before the
+    // review of this check, only policies of the same connection were looked at).
+    std::fs::write(f.path("db2.url"), &f.db.url).unwrap();
+    f.config("  db2:\n    url_file: db2.url");
+    let tickets = typed_policy("tickets", "  note: { category: free_text }\n", restrict, "delete");
+    f.policy("tickets", &tickets.replace("connection: db\n", "connection: db2\n"));
+    f.lapse(&["validate", "--connect"])
+        .code(2)
+        .stderr_has("cascade into 'messages', whose rows also reference table 'tickets'");
+    f.config("");
+    f.policy("tickets", &tickets);
+    // A child that names an owner of a table above it too (an order's items that name its
+    // person, the order itself that person's) is no second owner: not refused (found by a
+    // review of this check).
+    f.db.exec(&format!(
+        "CREATE TABLE orders2 (id BIGINT NOT NULL PRIMARY KEY, person_id BIGINT NOT NULL, note VARCHAR(255), created_at {} NOT NULL,
+           CONSTRAINT o2_person_fk FOREIGN KEY (person_id) REFERENCES people (id));
+         CREATE TABLE items2 (id BIGINT NOT NULL PRIMARY KEY, order_id BIGINT NOT NULL, person_id BIGINT NOT NULL,
+           CONSTRAINT i2_order_fk FOREIGN KEY (order_id) REFERENCES orders2 (id),
+           CONSTRAINT i2_person_fk FOREIGN KEY (person_id) REFERENCES people (id));",
+        b.ts()
+    ))
+    .await;
+    let items = "dependents:\n  - table: items2\n    on_delete: cascade\n";
+    f.policy("orders2", &typed_policy("orders2", "  note: { category: free_text }\n", items, "delete"));
+    let all_restrict = "dependents:\n  - table: messages\n    on_delete: restrict\n  - table: orders2\n    on_delete: restrict\n  - table: items2\n    on_delete: restrict\n";
+    f.policy("people", &policy("delete", ONE_YEAR, all_restrict));
+    f.lapse(&["validate", "--connect"]).ok();
     // `restrict`: person 1 waits for its message; the other lapsed people go.
-    f.policy("people", &policy("delete", ONE_YEAR, restrict));
     f.lapse(&["run"]).ok();
     let ids = ids_text(&f).await;
     assert!(ids.contains(&1) && ids.len() < before.len(), "{ids:?}");
