@@ -87,6 +87,25 @@ async fn signed_chain() -> (Fixture, PathBuf) {
     (f, public)
 }
 
+/// The secret signing key given for the public one (`signing.key` for `signing.pub`): said so
+/// (before, "wrong public key … or the report was altered"; found by a README walkthrough).
+/// Half of all seeds are no valid public key at all; the other half are read as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_secret_key_given_for_the_public_one() {
+    let f = seeded(Backend::Sqlite).await;
+    f.sign_reports();
+    f.policy("people", POLICY);
+    f.lapse(&["run"]).ok();
+    let r = lapse(&["report", "verify", p(&f.path("reports")), "--public-key", p(&f.path("signing.key"))]);
+    assert_ne!(r.code, 0);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains("is the signing key") && said.contains("itself (its secret), not its public key")
+            || said.contains("if this is the signing key's secret, signing.key, pass its public key, signing.pub"),
+        "{said}"
+    );
+}
+
 /// A removed newest report, whose sequence the next run then takes, leaves the chain whole:
 /// verify says so, prints the newest report's name and SHA-256 to keep, and `--known` with a
 /// kept line finds the report gone (or altered). Before, the only advice was to compare the
