@@ -168,6 +168,22 @@ macro_rules! out {
     }};
 }
 
+/// `eprint!` that takes a closed stderr (`lapse validate 2>&1 | true`) as [`out!`] does.
+macro_rules! errout {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
+/// [`errout!`] with a line break.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 /// [`out!`] with a line break.
 macro_rules! outln {
     ($($t:tt)*) => {{
@@ -270,7 +286,7 @@ fn print_diags(d: &Diagnostics) -> String {
     let json = JSON_DIAGNOSTICS.load(Ordering::Relaxed);
     for x in d.0.iter().take(MAX_PRINTED_DIAGNOSTICS) {
         if !json {
-            eprintln!("{x}");
+            errln!("{x}");
             continue;
         }
         let (file, line, column) = match (&x.location, &x.file) {
@@ -309,7 +325,7 @@ fn json_event(level: &str, message: &str, fields: serde_json::Value) {
     if let serde_json::Value::Object(f) = fields {
         o.extend(f.into_iter().filter(|(_, v)| !v.is_null()));
     }
-    eprintln!("{}", serde_json::Value::Object(o));
+    errln!("{}", serde_json::Value::Object(o));
 }
 
 /// The final error line: `error: …` on stderr, or an ERROR event with `--log-format json`.
@@ -317,9 +333,9 @@ fn say_error(msg: &str, prefixed: bool) {
     if JSON_DIAGNOSTICS.load(Ordering::Relaxed) {
         json_event("ERROR", msg, serde_json::Value::Null);
     } else if prefixed {
-        eprintln!("error: {msg}");
+        errln!("error: {msg}");
     } else {
-        eprintln!("{msg}");
+        errln!("{msg}");
     }
 }
 
@@ -346,7 +362,7 @@ fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
         next_signal().await;
         if PROMPTING.load(Ordering::SeqCst) {
             // At the confirmation nothing has started: no batch to finish, no grace to wait.
-            eprintln!();
+            errln!();
             say_error("aborted at the confirmation; nothing was changed", true);
             std::process::exit(Exit::Partial as i32);
         }
@@ -465,7 +481,7 @@ async fn plan_or_run(
             ));
         }
         let n = prepared.iter().filter(|(p, _)| args.shard.is_none_or(|s| s.takes(p))).count();
-        eprint!(
+        errout!(
             "This will destroy or anonymize data under {n} polic{}. Continue? [y/N] ",
             if n == 1 { "y" } else { "ies" }
         );
@@ -686,7 +702,7 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool, cancel: Arc<AtomicB
     let fail = |e: anyhow::Error| (Exit::Partial, format!("{e:#}"));
     lapse::demo::refuse_foreign(&dir).map_err(|e| (Exit::Invalid, format!("{e:#}")))?;
     lapse::demo::setup(&dir, lapse::demo::Sizes { customers, ..Default::default() }, 42).await.map_err(fail)?;
-    eprintln!(
+    errln!(
         "demo: seeded {} (customers, orders, order items, support tickets, newsletter leads, legal holds)",
         dir.join("demo.db").display()
     );
@@ -705,14 +721,14 @@ async fn demo(dir: PathBuf, customers: u32, seed_only: bool, cancel: Arc<AtomicB
         shard: None,
         metrics: Default::default(),
     };
-    eprintln!("\n== lapse plan (dry run, read-only) ==");
+    errln!("\n== lapse plan (dry run, read-only) ==");
     plan_or_run(Mode::Plan, args.clone(), false, true, cancel.clone()).await?;
     // The first run on an old database clears a backlog (the plan above shows the customers
     // guardrail tripping); the demo allows it explicitly, as an operator would.
-    eprintln!("\n== lapse run --allow-share customers ==");
+    errln!("\n== lapse run --allow-share customers ==");
     let args = RunArgs { allow_share: vec!["customers".into()], ..args };
     let code = plan_or_run(Mode::Run, args, false, true, cancel).await?;
-    eprintln!("\nreports (JSON, CSV, evidence) are in {}", dir.join("reports").display());
+    errln!("\nreports (JSON, CSV, evidence) are in {}", dir.join("reports").display());
     Ok(code)
 }
 
@@ -854,7 +870,7 @@ enum RenderFormat {
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
+    errln!("error: {msg}");
     ExitCode::from(code)
 }
 
@@ -1076,12 +1092,14 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                     if let Err(e) = lapse::report::write_whole(&o, &text) {
                         return fail(1, format!("cannot write '{}': {e}", o.display()));
                     }
-                    eprintln!("wrote {}", o.display());
+                    errln!("wrote {}", o.display());
                 }
                 None => {
                     use std::io::Write;
-                    if let Err(e) = std::io::stdout().write_all(&text) {
-                        return fail(1, e);
+                    // A reader that closed the pipe has read what it wanted (as `out!`).
+                    match std::io::stdout().write_all(&text) {
+                        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return fail(1, e),
+                        _ => {}
                     }
                 }
             }

@@ -782,7 +782,9 @@ impl SqlConnector {
                 // is no secret; found by a README walkthrough).
                 let file = opts.get_filename().to_path_buf();
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-                if !in_memory && !file.exists() {
+                // (`?mode=rwc` asks for the file to be created: the operator's explicit choice.)
+                let create = url.contains("mode=rwc");
+                if !in_memory && !create && !file.exists() {
                     return Err(ConnectorError::Connect {
                         name: name.to_string(),
                         message: format!(

@@ -670,7 +670,17 @@ async fn the_demo_runs_in_a_directory_of_its_own_only() {
 #[test]
 fn output_into_a_closed_pipe_is_no_panic() {
     let f = crate::common::lapse_bin();
-    for args in ["report schema", "report schema --evidence"] {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("lapse-run-x.json");
+    std::fs::write(&json, "{}").unwrap();
+    // Stderr into the closed pipe too (`2>&1`), and a command that fails: its own exit code.
+    let missing = tmp.path().join("missing.yaml");
+    for (args, code) in [
+        ("report schema".to_string(), 0),
+        ("report schema --evidence".to_string(), 0),
+        (format!("validate -c {} 2>&1", missing.display()), 2),
+        (format!("report render {} 2>&1", json.display()), 2),
+    ] {
         let out = Command::new("bash")
             .args(["-c", &format!("set -o pipefail; \"$0\" {args} | true")])
             .arg(&f)
@@ -678,6 +688,6 @@ fn output_into_a_closed_pipe_is_no_panic() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{args}: {stderr}");
-        assert!(out.status.code() == Some(0), "{args}: {:?} {stderr}", out.status);
+        assert_eq!(out.status.code(), Some(code), "{args}: {stderr}");
     }
 }
