@@ -3496,8 +3496,13 @@ async fn reconcile_journal(
             }
             sink.flush()
         })();
-        // Counted as written, even when a write failed after some.
-        if n > 0 {
+        // Counted as written, even when a write failed after some. A run with a report (whose
+        // evidence writer failed) counted those records itself: recovered evidence, not
+        // destruction of this run's to count again (found by a review).
+        if n > 0 && dir.join(&o.report).exists() {
+            pr.evidence_recovered += n;
+            tracing::info!(run = %run, lines = n, "evidence lines of batches a run committed and reported but could not write written from the journal");
+        } else if n > 0 {
             pr.reconciled += n;
             *pr.reconciled_from.entry(run.clone()).or_default() += n;
             tracing::info!(interrupted_run = %run, reconciled = n, "committed batches of a run killed before its evidence lines reconciled from the journal");

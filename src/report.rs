@@ -83,7 +83,7 @@ pub struct Report {
     /// The evidence file could not be written to its end (a full volume, a file-size limit, an
     /// I/O error): batches committed after its last line are in the journal only. The next run
     /// that enforces the policy writes their lines from the journal (`reconciled_from` this run)
-    /// and counts them in its `reconciled`, as for a run killed before its report.
+    /// and counts them in its `evidence_recovered` (not as destruction: counted here).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub evidence_incomplete: bool,
     /// Set when this report is one shard of a run split with `--shard index/count`; the shards'
@@ -401,6 +401,12 @@ pub struct PolicyReport {
     /// `reconciled` per interrupted run id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reconciled_from: BTreeMap<String, u64>,
+    /// Evidence lines this run wrote from the journal (`reconciled_from` that run) for records
+    /// an earlier run destroyed and counted in its own report but could not write evidence for
+    /// (its report says `evidence_incomplete`). Counted there, not destroyed here: not part of
+    /// `reconciled`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub evidence_recovered: u64,
     /// Rows whose batch failed.
     pub failed: u64,
     /// Time spent on the policy (counting, destroying, verifying), in seconds.
@@ -552,6 +558,10 @@ pub fn orphan_evidence(dir: &Path, own_stem: &str, accounted: bool) -> Vec<Orpha
         found.push(Orphan { name, report, file });
     }
     found
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Whether the report at `path` says its evidence file was left incomplete by a write error

@@ -272,6 +272,10 @@ fn summary(h: &mut String, r: &Report) {
         if reconciled > 0 {
             tot(reconciled, "records destroyed by an interrupted run, reconciled from its write-ahead intents (objects) or its journal (SQL)");
         }
+        let recovered = sum(&|p| p.evidence_recovered);
+        if recovered > 0 {
+            tot(recovered, "evidence lines written from the journal for records an earlier run destroyed and reported, but could not write evidence for (counted in that run's report, not here)");
+        }
     }
     tot(held, "lapsed records kept by legal holds");
     tot(failed, "records in failed batches");

@@ -150,6 +150,9 @@ struct Head {
     /// Evidence files of runs that ended without their report, accounted for by this one.
     #[serde(default)]
     interrupted_runs: Vec<Accounted>,
+    /// The report's own word that its evidence writer failed (`Report::evidence_incomplete`).
+    #[serde(default)]
+    evidence_incomplete: bool,
     /// The shard of a sharded run the report is.
     #[serde(default)]
     shard: Option<crate::report::ShardInfo>,
@@ -289,6 +292,15 @@ pub fn verify(st: &dyn ReportStore, only: Option<&str>, keys: &[VerifyingKey], f
         if let Some(ev) = e.head.as_ref().and_then(|h| h.evidence.as_ref()) {
             claimed.insert(ev.file.clone());
             evidence_state.insert(e.name.clone(), v.check_evidence(&e.name, ev));
+        }
+        // Not a finding (the file is as the report binds it), but what it lacks is said: a
+        // lookup of those records finds nothing until the next run of the policy writes their
+        // lines from the journal (found by a review).
+        if e.head.as_ref().is_some_and(|h| h.evidence_incomplete) {
+            v.notes.push(format!(
+                "{} says its evidence file was cut short by a write error: batches committed after its last line are in the journal only, until the next run of its policies writes their lines (evidence_recovered)",
+                e.name
+            ));
         }
         // An interrupted run's evidence, bound by the report that accounted for it.
         for a in e.head.iter().flat_map(|h| &h.interrupted_runs) {
