@@ -422,7 +422,9 @@ impl S3Reports {
     pub async fn store_dir(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
         let have: std::collections::BTreeMap<String, Option<u64>> =
             self.listing().await?.into_iter().map(|o| (o.name, o.size)).collect();
-        let todo: Vec<String> = std::fs::read_dir(dir)
+        // Evidence files whose report is on the bucket, to store only as that report binds them.
+        let mut bound: Vec<(String, String)> = Vec::new();
+        let mut todo: Vec<String> = std::fs::read_dir(dir)
             .with_context(|| format!("reading report directory '{}'", dir.display()))?
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -430,26 +432,36 @@ impl S3Reports {
                 let n = e.file_name().to_string_lossy().into_owned();
                 let k = kind(&n);
                 let stored_report = k.report().is_some_and(|r| have.contains_key(r));
+                let differs = |size: &Option<u64>| size.is_some_and(|size| e.metadata().is_ok_and(|m| m.len() != size));
                 let upload = match (&k, have.get(&n)) {
                     (FileKind::Other, _) => false,
-                    (_, None) => true,
-                    (FileKind::Report, Some(_)) => false,
                     // Its report is on the bucket, so it was stored before it, whole: the
                     // signature and CSV are renamed into place, never rewritten; an evidence file
-                    // only when the local copy is the one the report binds (a part-written copy
-                    // a concurrent upload left). Before, a local copy altered since replaced the
-                    // bucket's genuine one (found by a read-only review).
-                    (FileKind::Signature { .. } | FileKind::Csv { .. }, Some(_)) if stored_report => false,
-                    (FileKind::Evidence { report }, Some(size)) if stored_report => {
-                        size.is_some_and(|size| e.metadata().is_ok_and(|m| m.len() != size))
-                            && bound_by_report(&dir.join(report), &e.path())
+                    // only as the bucket's report binds it (a part-written copy a concurrent
+                    // upload left). Before, a local copy altered since replaced the bucket's
+                    // genuine one (found by a read-only review).
+                    (FileKind::Evidence { report }, size) if stored_report => {
+                        if size.is_none_or(differs) {
+                            bound.push((n.clone(), report.clone()));
+                        }
+                        false
                     }
+                    (_, None) => true,
+                    (FileKind::Report, Some(_)) => false,
+                    (FileKind::Signature { .. } | FileKind::Csv { .. }, Some(_)) if stored_report => false,
                     // A size the listing does not give is taken as the same.
-                    (_, Some(size)) => size.is_some_and(|size| e.metadata().is_ok_and(|m| m.len() != size)),
+                    (_, Some(size)) => differs(size),
                 };
                 upload.then_some(n)
             })
             .collect();
+        for (n, report) in bound {
+            // The bucket's report, not the local one (which may have been altered with it).
+            let Ok(stored) = self.get(&report).await else { continue };
+            if bound_by_report(&stored, &dir.join(&n)) {
+                todo.push(n);
+            }
+        }
         // By run: a report's evidence, CSV and signature, then the report (a report object in the
         // bucket implies its companions). A run whose files cannot be stored does not hold the
         // others back; its error is returned after them.
@@ -816,14 +828,11 @@ impl ReportStore for S3Reports {
     }
 }
 
-/// Whether the evidence file at `evidence` is the one the local report at `report` binds (its
-/// SHA-256 as the report states it). Streamed: an evidence file may hold millions of lines.
-fn bound_by_report(report: &Path, evidence: &Path) -> bool {
+/// Whether the evidence file at `evidence` is the one the report `report` (its bytes, as the
+/// bucket holds it) binds (its SHA-256 as the report states it). Streamed: an evidence file may hold millions of lines.
+fn bound_by_report(report: &[u8], evidence: &Path) -> bool {
     use sha2::Digest;
-    let Ok(r) = std::fs::read(report)
-        .map_err(|_| ())
-        .and_then(|b| serde_json::from_slice::<crate::report::Report>(&b).map_err(|_| ()))
-    else {
+    let Ok(r) = serde_json::from_slice::<crate::report::Report>(report) else {
         return false;
     };
     let Some(want) = r.evidence.map(|e| e.sha256) else { return false };

@@ -1584,6 +1584,13 @@ async fn reports_are_archived_on_a_locked_bucket() {
         std::fs::write(&path, format!("{text}planted\n")).unwrap();
         genuine.push((name, text));
     }
+    // The local report altered to bind the altered evidence: the bucket's report is what
+    // counts (found by a review of the fix).
+    let local = f.path("reports").join(&third);
+    let mut rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
+    let altered = std::fs::read(f.path("reports").join(format!("{stem}.evidence.jsonl"))).unwrap();
+    rep["evidence"]["sha256"] = lapse::integrity::sha256_hex(&altered).into();
+    std::fs::write(&local, serde_json::to_vec_pretty(&rep).unwrap()).unwrap();
     f.lapse(&["run"]).ok();
     for (name, text) in genuine {
         assert_eq!(stored(format!("prod/{name}")).await, text, "{name}");
