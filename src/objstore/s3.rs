@@ -58,6 +58,18 @@ where
                 (None, _) => format!("HTTP {status}"),
             }
         }
+        // No credentials anywhere: a setup to fix, not an endpoint that did not answer (before,
+        // "temporarily unavailable: cannot reach the S3 endpoint" and the SDK's debug dump;
+        // found by a README walkthrough).
+        _ if no_credentials(&e) => {
+            let context = context.to_string();
+            return ConnectorError::Query {
+                context,
+                message: "no AWS credentials found (tried the environment, the profile, a web identity token, the ECS \
+                          and instance metadata providers): give lapse credentials"
+                    .to_string(),
+            };
+        }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             format!("cannot reach the S3 endpoint ({})", DisplayErrorContext(&e))
         }
@@ -75,6 +87,20 @@ where
     } else {
         ConnectorError::Query { context, message }
     }
+}
+
+/// Whether the request failed for want of credentials (the credential chain found none).
+fn no_credentials<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<aws_credential_types::provider::error::CredentialsError>().is_some_and(|c| {
+            matches!(c, aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_))
+        }) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The action a `HeadObject` needs (named in its errors: a HEAD answer has no error code).

@@ -2628,3 +2628,43 @@ mod verify_journal {
         verify_journal_leaves_a_killed_run_to_its_next_run
     );
 }
+
+/// No AWS credentials anywhere: said as such (before, "temporarily unavailable: cannot reach
+/// the S3 endpoint" with the SDK's debug dump, an outage to wait out; found by a README
+/// walkthrough), and not as a transient failure.
+#[test]
+fn missing_aws_credentials_are_named() {
+    let Ok(endpoint) = std::env::var("LAPSE_TEST_S3_ENDPOINT") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let signer = lapse::integrity::Signer::generate();
+    std::fs::write(dir.path().join("signing.pub"), signer.public_hex()).unwrap();
+    std::fs::write(dir.path().join("evidence.key"), "test-evidence-key-0123456789abcdef").unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("lapse.yaml"),
+        format!(
+            "connections:\n  store:\n    kind: s3\n    endpoint: {endpoint}\n    path_style: true\n    region: us-east-1\n\
+             policies: policies\nevidence:\n  key_file: evidence.key\nreports:\n  dir: reports\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(crate::common::lapse_bin());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .args(["report", "verify", "s3://no-such-bucket/x", "-c"])
+        .arg(dir.path().join("lapse.yaml"))
+        .arg("--public-key")
+        .arg(dir.path().join("signing.pub"))
+        .env("HOME", dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .output()
+        .unwrap();
+    let r = Run::from(out);
+    assert_ne!(r.code, 0);
+    r.stderr_has("no AWS credentials found");
+    assert!(!r.stderr.contains("temporarily unavailable") && !r.stderr.contains("DispatchFailure"), "{}", r.stderr);
+}
