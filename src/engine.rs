@@ -144,7 +144,10 @@ impl Workspace {
         // all: a hold naming one of those is no typo of its own.
         let broken: BTreeSet<String> = d.0.iter().filter(|x| x.is_error()).filter_map(|x| x.policy.clone()).collect();
         let unreadable = d.0.iter().any(|x| x.is_error() && x.policy.is_none());
-        for h in &holds {
+        // No policy loaded at all (a misspelt `policies:` directory): that error is said; one
+        // more per hold naming a policy would bury it (found by a README walkthrough).
+        let none_loaded = policies.policies.is_empty() && unreadable;
+        for h in holds.iter().filter(|_| !none_loaded) {
             for (j, p) in h.policies.iter().enumerate() {
                 if !names.contains(p.as_str()) && !broken.contains(p) {
                     // A typo here would silently release what the hold protects.

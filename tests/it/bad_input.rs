@@ -2647,3 +2647,18 @@ async fn a_missing_sqlite_file_is_named() {
     }
     assert!(!missing.exists(), "no database is created");
 }
+
+/// A misspelt policy directory is one error, not one more per hold naming a policy (found by a
+/// README walkthrough: five "hold names unknown policy" errors buried it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_policy_directory_is_said_once() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", crate::conformance::PEOPLE_DELETE);
+    f.holds("holds:\n  - id: LH-1\n    matter: m\n    policies: [people]\n  - id: LH-2\n    matter: m\n    subjects: [S-1]\n    policies: [people]\n");
+    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    assert!(cfg.contains("policies: policies\n"));
+    std::fs::write(f.path("lapse.yaml"), cfg.replace("policies: policies\n", "policies: polices\n")).unwrap();
+    let r = f.lapse(&["validate"]);
+    r.code(2).stderr_has("polices");
+    assert!(!r.stderr.contains("names unknown policy"), "{}", r.stderr);
+}
