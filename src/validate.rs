@@ -230,6 +230,9 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
         }
     }
     for k in &policy.key {
+        if let Some(m) = table.column(k).and_then(|c| conn.key_column_problem(c)) {
+            diags.push(policy.error("dataset.key", format!("key column '{k}' cannot be batched by: {m}")));
+        }
         if table.column(k).is_some_and(|c| c.nullable) {
             // A row whose key is NULL can be neither named in evidence nor destroyed by its key,
             // and a batch holding one could not finish.

@@ -531,6 +531,14 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(())
     }
 
+    /// Why `column` cannot be a key lapse batches by, if it cannot: the database orders its
+    /// values otherwise than it compares them with a bound value, so batches taken by key would
+    /// skip rows (MariaDB's `ENUM`/`SET`; a SQLite column of no declared type, where an integer
+    /// never equals the text it is read back as). Default: it can.
+    fn key_column_problem(&self, _column: &ColumnInfo) -> Option<String> {
+        None
+    }
+
     /// For an anchor whose declared type is no date (`ColumnInfo::instant` on a text column):
     /// whether any of its values reads as a time, or it has none. `validate` refuses an anchor
     /// whose every value is something else (`after: email`). Default: yes.

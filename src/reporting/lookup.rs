@@ -320,6 +320,17 @@ fn spellings(id: &str) -> Vec<String> {
             v.push(text);
         }
     }
+    // A date-time, as a timestamp column's value is recorded (`Value::canonical`: `T`, the
+    // fraction in whole milli-, micro- or nanoseconds, UTC): `2024-01-02 03:04:05` as the
+    // database prints it found nothing (found by a read-only review).
+    let naive = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+        .or_else(|| chrono::DateTime::parse_from_rfc3339(t).ok().map(|d| d.naive_utc()))
+        .or_else(|| chrono::DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%#z").ok().map(|d| d.naive_utc()));
+    if let Some(d) = naive {
+        v.push(d.format("%Y-%m-%dT%H:%M:%S%.f").to_string());
+    }
     v.sort();
     v.dedup();
     v
@@ -1063,6 +1074,26 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A date-time as the database prints it is tried as a timestamp key is recorded
+    /// (`Value::canonical`; found by a read-only review: `2024-01-02 03:04:05` found nothing).
+    #[test]
+    fn a_date_time_is_tried_as_a_timestamp_is_recorded() {
+        let recorded = |s: &str| {
+            let t = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+            Value::Timestamp(t).canonical()
+        };
+        for (given, stored) in [
+            ("2024-01-02 03:04:05", "2024-01-02 03:04:05"),
+            ("2024-01-02T03:04:05", "2024-01-02 03:04:05"),
+            ("2024-01-02 03:04:05.5", "2024-01-02 03:04:05.5"),
+            ("2024-01-02T04:04:05.5+01:00", "2024-01-02 03:04:05.5"),
+        ] {
+            let forms = spellings(given);
+            assert!(forms.contains(&recorded(stored)), "{given}: {forms:?}");
+        }
+        assert_eq!(spellings("abc"), vec!["abc".to_string()]);
+    }
 
     /// An answer of these destroyed records and holds (found when there are any).
     fn answer(destroyed: Vec<Destroyed>, held: Vec<HeldBy>) -> Answer {

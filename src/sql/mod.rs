@@ -3143,6 +3143,27 @@ impl crate::connector::Connector for SqlConnector {
         non_utc_zone(&global, &system)
     }
 
+    fn key_column_problem(&self, column: &ColumnInfo) -> Option<String> {
+        let t = column.sql_type.trim().to_ascii_lowercase();
+        match self.dialect {
+            // Found by a read-only review: `k > 'b'` compares the text, the index orders by the
+            // type's list, and rows before the batch's last key were left due, the run "done".
+            Dialect::MySql if t.starts_with("enum") || t.starts_with("set") => Some(format!(
+                "it is {}: MariaDB orders its values by their place in the type's list but compares them with a \
+                 value as text, so batches taken by key would skip rows; use a key of another type",
+                if t.starts_with("enum") { "an ENUM" } else { "a SET" }
+            )),
+            // Its values are read back as text, which equals no integer in a column of no
+            // affinity: every batch after the first matched nothing (found by a review).
+            Dialect::Sqlite if t.is_empty() => Some(
+                "it has no declared type: SQLite compares its integers and texts as different values, so batches \
+                 taken by key would find nothing; declare its type (INTEGER, TEXT, …)"
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
+
     async fn anchor_readable(&self, table: &TableInfo, column: &str) -> Result<bool, ConnectorError> {
         let scope = bare_scope(table.clone(), Utc::now());
         let sql = self.builder(&scope).anchor_readable(column);
