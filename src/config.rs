@@ -380,12 +380,22 @@ impl Config {
                     Diagnostic::error(format!("connection '{name}': invalid journal_table '{}'", c.journal_table))
                         .at(at(&format!("{base}.journal_table"))),
                 );
+            } else if let Some(m) = temporary_schema(&c.journal_table) {
+                diags.push(
+                    Diagnostic::error(format!("connection '{name}': journal_table '{}' {m}", c.journal_table))
+                        .at(at(&format!("{base}.journal_table"))),
+                );
             }
             if let Some(h) = &c.holds_table {
                 let hb = format!("{base}.holds_table");
                 if !valid_table_name(&h.table) {
                     diags.push(
                         Diagnostic::error(format!("connection '{name}': invalid holds table '{}'", h.table))
+                            .at(at(&format!("{hb}.table"))),
+                    );
+                } else if let Some(m) = temporary_schema(&h.table) {
+                    diags.push(
+                        Diagnostic::error(format!("connection '{name}': holds table '{}' {m}", h.table))
                             .at(at(&format!("{hb}.table"))),
                     );
                 }
@@ -661,6 +671,18 @@ fn url_has_password(url: &str) -> bool {
         })
     });
     in_userinfo || in_query
+}
+
+/// Why a table named so would not outlive its session, if it would not: in PostgreSQL's
+/// `pg_temp` (or `pg_temp_N`) schema, or SQLite's `temp`. A journal there vanished with the
+/// connection that made it, and with it the record of committed batches a killed run's
+/// successor reconciles (found by a read-only review).
+fn temporary_schema(table: &str) -> Option<&'static str> {
+    let schema = table.split_once('.')?.0.to_ascii_lowercase();
+    (schema == "temp" || schema == "pg_temp" || schema.starts_with("pg_temp_") || schema.starts_with("pg_toast_temp"))
+        .then_some(
+        "is in a temporary schema: it would vanish with the session that made it; name a table of a permanent schema",
+    )
 }
 
 /// Reads a secret. Errors name the variable or file, never the content.

@@ -201,10 +201,13 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
         // readers are out of sight here. The policy must name the table itself.
         diags.push(policy.error(
             "dataset.table",
-            format!(
-                "'{}' is a {what}, not a table: name the table it reads, so that its foreign keys are checked",
-                policy.table
-            ),
+            match what {
+                "view" | "materialized view" => format!(
+                    "'{}' is a {what}, not a table: name the table it reads, so that its foreign keys are checked",
+                    policy.table
+                ),
+                _ => format!("'{}' is a {what}: lapse cannot destroy its records for good", policy.table),
+            },
         ));
         return None;
     }
@@ -657,8 +660,33 @@ fn dependents<'a>(
         let mut restrict = Vec::new();
         let mut used = vec![false; declared.len()];
         for fk in &parent.referenced_by {
+            // A referencing table whose name lapse cannot write (a dot, a quote or a space in
+            // it: the catalog keeps it quoted) could not be named in a statement without
+            // reaching another table (found by a review): refused, fail closed.
+            if !crate::policy::valid_table_name(&fk.table) {
+                diags.push(policy.error(
+                    path,
+                    format!(
+                        "table {} references '{}' through foreign key '{}', and its name is not one lapse can write in a statement \
+                         (letters, digits and '_', optionally after a schema): rename it",
+                        fk.table, parent.name, fk.constraint
+                    ),
+                ));
+                continue;
+            }
+            // By the name exactly, or in another case only where no other referencing table
+            // has that name in another case: `orders` declared matched `"Orders"` too on
+            // PostgreSQL, and the undeclared table's rows were cascaded (found by a review).
+            let folded = parent
+                .referenced_by
+                .iter()
+                .filter(|f| f.table.eq_ignore_ascii_case(&fk.table))
+                .map(|f| f.table.as_str())
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1;
             let pos = declared.iter().position(|d| {
-                d.table.eq_ignore_ascii_case(&fk.table)
+                (d.table == fk.table || (!folded && d.table.eq_ignore_ascii_case(&fk.table)))
                     && d.foreign_key.as_ref().is_none_or(|n| n.eq_ignore_ascii_case(&fk.constraint))
             });
             let Some(i) = pos else {

@@ -137,6 +137,28 @@ async fn writer_mark(c: &mut sqlx::SqliteConnection, writer: &LiteWriter) -> Res
     Ok(((connection, version), triggers == 0))
 }
 
+/// A referencing table as PostgreSQL's `regclass` text names it (`orders`, `tenant_b.orders`,
+/// `"People"`), quotes taken off where each part is then a plain identifier; otherwise as it is
+/// (`"main.orders"`: a dot in the name would read as schema and table, and the cascade reached
+/// another table; found by a review), which validation refuses.
+fn pg_child_name(raw: &str) -> String {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in raw.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    match parts.len() <= 2 && parts.iter().all(|p| crate::policy::valid_identifier(p)) {
+        true => parts.join("."),
+        false => raw.to_string(),
+    }
+}
+
 /// `before_acquire` of the SQLite pools: whether the connection may be used (see where they
 /// are built).
 fn sqlite_connection_fresh(
@@ -1101,7 +1123,7 @@ impl SqlConnector {
                     .map(|r| {
                         Ok(ForeignKey {
                             constraint: r.try_get(0)?,
-                            table: r.try_get::<String, _>(1)?.replace('"', ""),
+                            table: pg_child_name(&r.try_get::<String, _>(1)?),
                             columns: r.try_get(2)?,
                             referenced: r.try_get(3)?,
                         })
@@ -1181,8 +1203,11 @@ impl SqlConnector {
                     .map(|r| r.try_get_unchecked::<String, _>(0))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(db_err(&ctx))?;
+                // (`REFERENCED_TABLE_NAME` compares without case: the keys referencing `People`
+                // were taken for `people`'s, where names have case; found by a review.)
                 let rows = sqlx::query(catalog::MY_REFERENCED_BY)
                     .bind(&schema)
+                    .bind(&bare)
                     .bind(&bare)
                     .fetch_all(p)
                     .await
@@ -1280,7 +1305,12 @@ impl SqlConnector {
                         let to: Option<String> = r.try_get(3).map_err(db_err(&ctx))?;
                         let fk = by_id.entry(id).or_insert_with(|| ForeignKey {
                             constraint: format!("{child}_fk{id}"),
-                            table: child.clone(),
+                            // A name with a dot (`"main.orders"`) would read as schema and table:
+                            // kept quoted, it is no name validation accepts (found by a review).
+                            table: match crate::policy::valid_identifier(&child) {
+                                true => child.clone(),
+                                false => format!("\"{child}\""),
+                            },
                             columns: vec![],
                             referenced: vec![],
                         });

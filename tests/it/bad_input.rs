@@ -2697,3 +2697,118 @@ async fn keys_batches_cannot_be_taken_by_are_refused() {
         assert_eq!(f.db.count("SELECT COUNT(*) FROM kt").await, 3, "{key_type}: nothing destroyed");
     }
 }
+
+/// A policy on `table` (key `key`, one e-mail column, a year after `created_at`) with `extra`.
+fn plain_policy(table: &str, key: &str, extra: &str) -> String {
+    format!(
+        "name: {table}\ndataset:\n  connection: db\n  table: {table}\n  key: {key}\npersonal:\n  email: {{ category: email }}\n\
+         purposes:\n  - name: s\n    legal_basis: contract\n    retain: 1y\n    after: created_at\n{extra}on_lapse: delete\nguardrail:\n  max_share: 100%\n"
+    )
+}
+
+/// Names read back from the catalog reach the tables they name, and tables lapse cannot
+/// destroy for good are refused (found by a read-only review of identifiers and schemas; each
+/// was validated before and its run destroyed what no policy named, or kept what it said it
+/// destroyed): a declared `orders` matched `"Orders"` too; MariaDB took the keys referencing
+/// `People` for `people`'s; a child named `main.orders` read as schema and table; PostgreSQL's
+/// inheritance children and the foreign keys of a partition went unseen; a MariaDB
+/// system-versioned table keeps every old row; a journal in a temporary schema vanishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_names_reach_the_tables_they_name() {
+    let people = |ts: &str| {
+        format!("CREATE TABLE people (id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(50), created_at {ts} NOT NULL);")
+    };
+    let rows = "INSERT INTO people VALUES (1, 'a@example.com', '2019-01-01 00:00:00'), (2, 'b@example.com', '2019-01-01 00:00:00');";
+    for b in [Backend::Postgres, Backend::MySql] {
+        if !b.enabled() {
+            continue;
+        }
+        let ts = b.ts();
+        // Two children whose names differ only in case; only `orders` declared.
+        let (q1, q2) = if b == Backend::Postgres { ("orders", "\"Orders\"") } else { ("orders", "`Orders`") };
+        let f = Fixture::new(
+            b,
+            &format!(
+                "{} CREATE TABLE {q1} (id BIGINT PRIMARY KEY, person_id BIGINT NOT NULL, CONSTRAINT o1 FOREIGN KEY (person_id) REFERENCES people (id));
+                 CREATE TABLE {q2} (id BIGINT PRIMARY KEY, person_id BIGINT NOT NULL, CONSTRAINT o2 FOREIGN KEY (person_id) REFERENCES people (id));",
+                people(ts)
+            ),
+        )
+        .await;
+        f.db.exec(rows).await;
+        f.db.exec(&format!("INSERT INTO {q2} VALUES (20, 1), (21, 2);")).await;
+        f.policy("people", &plain_policy("people", "id", "dependents:\n  - table: orders\n    on_delete: cascade\n"));
+        for cmd in [&["validate", "--connect"][..], &["run"]] {
+            f.lapse(cmd).code(2).stderr_has("table 'Orders' references 'people' through foreign key 'o2'");
+        }
+        assert_eq!(f.db.count(&format!("SELECT COUNT(*) FROM {q2}")).await, 2, "{b:?}: nothing cascaded");
+    }
+    if Backend::MySql.enabled() {
+        // `tickets` references `People`, another table: not a dependent of `people`.
+        let f = Fixture::new(
+            Backend::MySql,
+            &format!(
+                "{} CREATE TABLE `People` (id BIGINT PRIMARY KEY);
+                 CREATE TABLE tickets (id BIGINT PRIMARY KEY, person_id BIGINT NOT NULL, CONSTRAINT t1 FOREIGN KEY (person_id) REFERENCES `People` (id));
+                 INSERT INTO `People` VALUES (1), (2); INSERT INTO tickets VALUES (100, 1), (101, 2);",
+                people(Backend::MySql.ts())
+            ),
+        )
+        .await;
+        f.db.exec(rows).await;
+        f.policy("people", &plain_policy("people", "id", ""));
+        f.lapse(&["validate", "--connect"]).ok();
+        f.lapse(&["run"]).ok();
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 2);
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await, 0);
+        // System-versioned: refused.
+        let g = Fixture::new(
+            Backend::MySql,
+            "CREATE TABLE sv (id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(50), created_at DATETIME NOT NULL) WITH SYSTEM VERSIONING;",
+        )
+        .await;
+        g.policy("sv", &plain_policy("sv", "id", ""));
+        g.lapse(&["validate", "--connect"]).code(2).stderr_has("'sv' is a system-versioned table");
+    }
+    if Backend::Postgres.enabled() {
+        let ts = Backend::Postgres.ts();
+        // Inheritance children: refused.
+        let f = Fixture::new(
+            Backend::Postgres,
+            &format!("{} CREATE TABLE people_legacy (note TEXT) INHERITS (people);", people(ts)),
+        )
+        .await;
+        f.policy("people", &plain_policy("people", "id", ""));
+        f.lapse(&["validate", "--connect"]).code(2).stderr_has("'people' is a table with inheritance children");
+        // A foreign key to one partition: a dependent of the partitioned table.
+        let g = Fixture::new(
+            Backend::Postgres,
+            "CREATE TABLE pp (id BIGINT NOT NULL, email TEXT, created_at TIMESTAMP NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at);
+             CREATE TABLE pp_2019 PARTITION OF pp FOR VALUES FROM ('2019-01-01') TO ('2020-01-01');
+             CREATE TABLE inv (id BIGINT PRIMARY KEY, pid BIGINT, pc TIMESTAMP,
+               CONSTRAINT inv_fk FOREIGN KEY (pid, pc) REFERENCES pp_2019 (id, created_at) ON DELETE CASCADE);
+             INSERT INTO pp VALUES (1, 'a@example.com', '2019-03-01'); INSERT INTO inv VALUES (10, 1, '2019-03-01');",
+        )
+        .await;
+        g.policy("pp", &plain_policy("pp", "[id, created_at]", ""));
+        g.lapse(&["run"]).code(2).stderr_has("table 'inv' references 'pp' through foreign key 'inv_fk'");
+        assert_eq!(g.db.count("SELECT COUNT(*) FROM inv").await, 1);
+    }
+    // SQLite: a child named with a dot; a journal in the temporary schema.
+    let f = Fixture::new(
+        Backend::Sqlite,
+        &format!(
+            "{} CREATE TABLE \"main.orders\" (id INTEGER PRIMARY KEY, person_id INTEGER REFERENCES people (id));
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, person_id INTEGER);
+             INSERT INTO orders VALUES (10, 1), (11, 2);",
+            people(Backend::Sqlite.ts())
+        ),
+    )
+    .await;
+    f.db.exec(rows).await;
+    f.policy("people", &plain_policy("people", "id", "dependents:\n  - table: main.orders\n    on_delete: cascade\n"));
+    f.lapse(&["run"]).code(2).stderr_has("table \"main.orders\" references 'people'");
+    assert_eq!(f.db.count("SELECT COUNT(*) FROM orders").await, 2);
+    f.config("    journal_table: temp.lapse_journal\n");
+    f.lapse(&["validate"]).code(2).stderr_has("journal_table 'temp.lapse_journal' is in a temporary schema");
+}
