@@ -631,18 +631,23 @@ mod tests {
         for url in
             ["http://metrics:Hunter2@127.0.0.1:1", "hxxp://metrics:Hunter2@127.0.0.1:1", "http://m:Hunter2/x@gw:1"]
         {
-            let m = MetricsConfig {
-                pushgateway: Some(Pushgateway {
-                    url: url.into(),
-                    job: default_job(),
-                    grouping: BTreeMap::new(),
-                    timeout_seconds: default_timeout(),
-                }),
-                ..Default::default()
-            };
+            let m = gateway(url, BTreeMap::new());
             let problems = m.problems();
             assert!(problems.iter().any(|(_, msg)| msg.contains("carries credentials")), "{url}: {problems:?}");
             assert!(problems.iter().all(|(_, msg)| !msg.contains("Hunter2")), "{url}: {problems:?}");
+        }
+    }
+
+    /// A config that pushes to `url` with `grouping`.
+    fn gateway(url: &str, grouping: BTreeMap<String, String>) -> MetricsConfig {
+        MetricsConfig {
+            pushgateway: Some(Pushgateway {
+                url: url.into(),
+                job: default_job(),
+                grouping,
+                timeout_seconds: default_timeout(),
+            }),
+            ..Default::default()
         }
     }
 
@@ -656,15 +661,7 @@ mod tests {
             ("http://gw:9091/base/", false),
             ("http://gw:9091", false),
         ] {
-            let m = MetricsConfig {
-                pushgateway: Some(Pushgateway {
-                    url: url.into(),
-                    job: default_job(),
-                    grouping: BTreeMap::new(),
-                    timeout_seconds: default_timeout(),
-                }),
-                ..Default::default()
-            };
+            let m = gateway(url, BTreeMap::new());
             let problems = m.problems();
             assert_eq!(
                 problems.iter().any(|(_, msg)| msg.contains("query or fragment")),
@@ -680,15 +677,7 @@ mod tests {
     #[test]
     fn grouping_labels_lapse_sets_are_refused() {
         for k in ["shard", "schedule_job", "policies", "job"] {
-            let m = MetricsConfig {
-                pushgateway: Some(Pushgateway {
-                    url: "http://gw:9091".into(),
-                    job: default_job(),
-                    grouping: BTreeMap::from([(k.to_string(), "db-03".to_string())]),
-                    timeout_seconds: default_timeout(),
-                }),
-                ..Default::default()
-            };
+            let m = gateway("http://gw:9091", BTreeMap::from([(k.to_string(), "db-03".to_string())]));
             assert!(m.problems().iter().any(|(at, _)| at == &format!("metrics.pushgateway.grouping.{k}")), "{k}");
         }
         let p = Pushgateway {

@@ -1311,18 +1311,20 @@ purposes:
 on_lapse: delete
 "#;
 
+    /// The diagnostics of two policy files, `a.yaml` and `b.yaml`, loaded together.
+    fn load_two(a: &str, b: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), a).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), b).unwrap();
+        let mut d = Diagnostics::default();
+        load_dir(dir.path(), &mut d);
+        d.to_string()
+    }
+
     /// Two policies on one table that delete with different dependents (found by a read-only
     /// review: one's `cascade` deleted the records and children the other's `restrict` kept).
     #[test]
     fn policies_on_one_table_declare_their_dependents_alike() {
-        let load_two = |a: &str, b: &str| {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("a.yaml"), a).unwrap();
-            std::fs::write(dir.path().join("b.yaml"), b).unwrap();
-            let mut d = Diagnostics::default();
-            load_dir(dir.path(), &mut d);
-            d.to_string()
-        };
         let a = format!("{GOOD}dependents:\n  - table: orders\n    on_delete: restrict\n");
         let msg = load_two(&a, &a.replace("crm-leads", "marketing").replace("restrict", "cascade"));
         assert!(msg.contains("policies on table 'leads' treat its dependents differently: dependent 'orders' is restrict here, cascade in policy 'marketing' (") && msg.contains("b.yaml:19:3)"), "{msg}");
@@ -1347,14 +1349,6 @@ on_lapse: delete
     /// (found by a read-only review of multi-policy runs).
     #[test]
     fn a_column_read_by_the_table_is_anonymized_by_none_of_several_policies() {
-        let load_two = |a: &str, b: &str| {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("a.yaml"), a).unwrap();
-            std::fs::write(dir.path().join("b.yaml"), b).unwrap();
-            let mut d = Diagnostics::default();
-            load_dir(dir.path(), &mut d);
-            d.to_string()
-        };
         let policy = |name: &str, cols: &str, retain: &str, when: &str| {
             format!(
                 "name: {name}\ndataset:\n  connection: app\n  table: users\n  key: id\npersonal:\n{cols}purposes:\n  - name: service\n    legal_basis: contract\n    retain: {retain}\n    after: created_at\n{when}on_lapse: anonymize\n"
