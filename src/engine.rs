@@ -893,20 +893,9 @@ async fn no_cascade_into_a_governed_table(
             tables(&n.children, Some(&top), out);
         }
     }
-    /// Every table a cascade reaches, with the tables above it on the way (the policy's first).
-    fn above(c: &[crate::connector::Cascade], path: &[String], out: &mut BTreeMap<String, BTreeSet<String>>) {
-        for n in c {
-            out.entry(n.fk.table.clone()).or_default().extend(path.iter().cloned());
-            let mut deeper = path.to_vec();
-            deeper.push(n.fk.table.clone());
-            above(&n.children, &deeper, out);
-        }
-    }
     for (p, prep) in prepared {
         let mut reached = Vec::new();
         tables(&prep.cascade, None, &mut reached);
-        let mut ancestors = BTreeMap::new();
-        above(&prep.cascade, std::slice::from_ref(&prep.table.name), &mut ancestors);
         let Some(conn) = conns.get(&p.connection) else { continue };
         let mut said = BTreeSet::new();
         // The tables of the other policies in this database, and the tables referencing each.
@@ -962,12 +951,32 @@ async fn no_cascade_into_a_governed_table(
                 // Through another connection that reaches the same database (found by a review of
                 // this check): its table, named on this connection, is the same table by the
                 // catalog's place (as `same_table` tells).
+                // (By q's name as its own catalog gives it, schema and all: a name as written
+                // resolves by this connection's search path or database; found by a review.)
+                let q_table =
+                    cq.as_ref().ok().and_then(|c| c.as_ref()).map_or(q.table.clone(), |c| c.canonical.clone());
                 if q.connection != p.connection {
-                    let here = match conn.identify(&q.table).await {
-                        Ok(Some(a)) => a.place,
-                        _ => None,
-                    };
                     let there = cq.as_ref().ok().and_then(|c| c.as_ref()).and_then(|b| b.place.clone());
+                    let here = match conn.identify(&q_table).await {
+                        Ok(found) => found.and_then(|a| a.place),
+                        Err(e) if there.is_some() => {
+                            // Fails closed: whether it is the same database is unknown.
+                            if said.insert((t.clone(), q.name.clone())) {
+                                d.push(
+                                    p.error(
+                                        "dependents",
+                                        format!(
+                                            "cannot check dependent '{t}' against policy '{}''s table: {e}",
+                                            q.name
+                                        ),
+                                    )
+                                    .unavailable(),
+                                );
+                            }
+                            continue;
+                        }
+                        Err(_) => None,
+                    };
                     if here.is_none() || here != there {
                         continue;
                     }
@@ -975,25 +984,24 @@ async fn no_cascade_into_a_governed_table(
                 if q.table == t || reached.iter().any(|(r, _)| *r == q.table) {
                     continue; // a cascade into q's table itself: said above
                 }
-                let refs = match referencing.get(&q.table) {
+                let refs = match referencing.get(&q_table) {
                     Some(r) => r.clone(),
                     None => {
                         let r = conn
-                            .describe(&q.table)
+                            .describe(&q_table)
                             .await
                             .map(|info| info.referenced_by.into_iter().map(|f| f.table).collect::<BTreeSet<_>>())
                             .map_err(|e| e.to_string());
-                        referencing.insert(q.table.clone(), r.clone());
+                        referencing.insert(q_table.clone(), r.clone());
                         r
                     }
                 };
-                // A child that references q's table as a table above it on the way does (an
-                // order's items that name its customer too): that record is already the
-                // other's in the same way, and no second owner is bypassed (found by a review).
-                let via_path =
-                    |r: &BTreeSet<String>| ancestors.get(&t).is_some_and(|a| a.iter().any(|x| r.contains(x)));
+                // (Even where a table above it references q's table too, an order's items that
+                // name its customer: nothing proves the two keys name the same row, and a
+                // message by a held person on another person's ticket went with the ticket;
+                // found by a review. Refused: keeping wins.)
                 let refers = match refs {
-                    Ok(r) => r.contains(&t) && !via_path(&r),
+                    Ok(r) => r.contains(&t),
                     Err(e) => {
                         // Fails closed: whether the child is the other record's too is unknown.
                         if said.insert((t.clone(), q.name.clone())) {

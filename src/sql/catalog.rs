@@ -94,6 +94,7 @@ pub const PG_PRIMARY_KEY: &str = "SELECT a.attname::text FROM pg_index i \
 /// partition of a partitioned policy table is that table's dependent too: a delete through the
 /// parent reaches the partition's rows, and before, its cascade went unseen; found by a review.)
 pub const PG_REFERENCED_BY: &str = "SELECT c.conname::text, c.conrelid::regclass::text, \
+     CASE WHEN c.confrelid <> to_regclass($1) THEN c.confrelid::regclass::text END, \
      (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY k(num, ord) \
         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num), \
      (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.confkey) WITH ORDINALITY k(num, ord) \

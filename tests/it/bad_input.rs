@@ -2672,7 +2672,7 @@ async fn keys_batches_cannot_be_taken_by_are_refused() {
     for (b, key_type, keys, said) in [
         (Backend::MySql, "ENUM('b','a','c','e','d') NOT NULL", ["'a'", "'b'", "'c'"], "it is an ENUM"),
         (Backend::MySql, "SET('x','a','m') NOT NULL", ["'a'", "'m'", "'x'"], "it is a SET"),
-        (Backend::Sqlite, "NOT NULL", ["1", "2", "3"], "it has no declared type"),
+        (Backend::Sqlite, "NOT NULL", ["1", "2", "3"], "it has no declared type (or ANY)"),
     ] {
         if !b.enabled() {
             continue;
@@ -2791,10 +2791,27 @@ async fn catalog_names_reach_the_tables_they_name() {
         )
         .await;
         g.policy("pp", &plain_policy("pp", "[id, created_at]", ""));
-        g.lapse(&["run"]).code(2).stderr_has("table 'inv' references 'pp' through foreign key 'inv_fk'");
+        g.lapse(&["run"])
+            .code(2)
+            .stderr_has("table inv references partition pp_2019 of 'pp' through foreign key 'inv_fk'");
         assert_eq!(g.db.count("SELECT COUNT(*) FROM inv").await, 1);
     }
-    // SQLite: a child named with a dot; a journal in the temporary schema.
+    // PostgreSQL: a child whose quoted name holds a quote (`"a""b"`, not `ab`).
+    if Backend::Postgres.enabled() {
+        let ts = Backend::Postgres.ts();
+        let f = Fixture::new(
+            Backend::Postgres,
+            &format!(
+                "{} CREATE TABLE \"a\"\"b\" (id BIGINT PRIMARY KEY, pid BIGINT REFERENCES people (id));
+                 CREATE TABLE ab (id BIGINT PRIMARY KEY, pid BIGINT);",
+                people(ts)
+            ),
+        )
+        .await;
+        f.policy("people", &plain_policy("people", "id", "dependents:\n  - table: ab\n    on_delete: cascade\n"));
+        f.lapse(&["validate", "--connect"]).code(2).stderr_has("its name is not one lapse can write");
+    }
+    // SQLite: a child named with a dot; a journal in the temporary schema; an `ANY` key.
     let f = Fixture::new(
         Backend::Sqlite,
         &format!(
@@ -2811,4 +2828,13 @@ async fn catalog_names_reach_the_tables_they_name() {
     assert_eq!(f.db.count("SELECT COUNT(*) FROM orders").await, 2);
     f.config("    journal_table: temp.lapse_journal\n");
     f.lapse(&["validate"]).code(2).stderr_has("journal_table 'temp.lapse_journal' is in a temporary schema");
+    let g = Fixture::new(
+        Backend::Sqlite,
+        "CREATE TABLE kt (k ANY NOT NULL PRIMARY KEY, email TEXT, created_at TEXT NOT NULL) STRICT;",
+    )
+    .await;
+    g.policy("kt", &plain_policy("kt", "k", ""));
+    g.lapse(&["validate", "--connect"])
+        .code(2)
+        .stderr_has("key column 'k' cannot be batched by: it has no declared type (or ANY)");
 }
