@@ -944,6 +944,7 @@ impl Report {
             // Whether `--allow-share` let the policy past its guardrail (the JSON's
             // `guardrail.overridden`; found by a README walkthrough: not in the CSV).
             "guardrail_overridden",
+            "evidence_recovered",
         ])?;
         for p in &self.policies {
             // Written into one string, not a string per hold joined afterwards.
@@ -985,6 +986,7 @@ impl Report {
                 p.verification.verified.to_string(),
                 p.reconciled.to_string(),
                 p.guardrail.overridden.to_string(),
+                p.evidence_recovered.to_string(),
             ])?;
         }
         let mut out = w.into_inner().map_err(|e| anyhow::anyhow!("writing the CSV report: {}", e.error()))?;
