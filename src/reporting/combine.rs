@@ -67,6 +67,10 @@ pub struct ShardRef {
     pub signing_key_id: Option<String>,
     /// Records in the shard's evidence file.
     pub evidence_records: Option<u64>,
+    /// The shard's report says its evidence file was cut short by a write error
+    /// (`Report::evidence_incomplete`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evidence_incomplete: bool,
     /// Reports of earlier runs of this shard that ended without them (killed), whose evidence
     /// files this shard's report accounts for (its `interrupted_runs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -114,9 +118,17 @@ pub struct CombinedPolicy {
     pub dependents_deleted: BTreeMap<String, u64>,
     /// Destroyed by interrupted runs, recorded from their write-ahead intents.
     pub reconciled: u64,
+    /// Evidence lines written from the journal for an earlier reported run's records
+    /// (`PolicyReport::evidence_recovered`; counted in that run's report, not destroyed here).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub evidence_recovered: u64,
     pub failed: u64,
     /// Every shard verified its destroyed records.
     pub verified: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn rank_status(s: &str) -> u8 {
@@ -318,6 +330,7 @@ fn combine_reports(
             status: r.status.clone(),
             signing_key_id: r.signing_key_id.clone(),
             evidence_records: r.evidence.as_ref().map(|e| e.records),
+            evidence_incomplete: r.evidence_incomplete,
             interrupted_runs: r.interrupted_runs.iter().map(|i| i.report.clone()).collect(),
             earlier_attempts: earlier[i]
                 .iter()
@@ -365,6 +378,7 @@ fn combine_reports(
                 *n = n.saturating_add(*k);
             }
             c.reconciled = c.reconciled.saturating_add(p.reconciled);
+            c.evidence_recovered = c.evidence_recovered.saturating_add(p.evidence_recovered);
             c.failed = c.failed.saturating_add(p.failed);
             c.verified &= p.verification.verified || r.mode != "run";
         }
@@ -442,6 +456,7 @@ fn merged(earlier: &[&Report], last: &Report) -> Vec<crate::report::PolicyReport
                 *n = n.saturating_add(*k);
             }
             p.reconciled = p.reconciled.saturating_add(q.reconciled);
+            p.evidence_recovered = p.evidence_recovered.saturating_add(q.evidence_recovered);
             p.verification.verified &= q.verification.verified;
         }
     }
@@ -495,6 +510,12 @@ impl Combined {
                 sh.index,
                 sh.interrupted_runs.len(),
                 sh.interrupted_runs.join(", ")
+            ));
+        }
+        for sh in self.shards.iter().filter(|sh| sh.evidence_incomplete) {
+            s.push_str(&format!(
+                "  shard {}'s evidence file was cut short by a write error: batches after its last line are in the journal, until the shard's next run writes their lines\n",
+                sh.index
             ));
         }
         s
