@@ -897,8 +897,33 @@ async fn no_cascade_into_a_governed_table(
         let mut reached = Vec::new();
         tables(&prep.cascade, None, &mut reached);
         let Some(conn) = conns.get(&p.connection) else { continue };
+        if reached.is_empty() {
+            continue;
+        }
         let mut said = BTreeSet::new();
-        // The tables of the other policies in this database, and the tables referencing each.
+        // The other policies' tables in this database, each by its name as its own catalog
+        // gives it, schema and all (a name as written resolves by this connection's search path
+        // or database; found by a review): through another connection, the same table by the
+        // catalog's place, as `same_table` tells (found by a review of this check). Looked up
+        // once per policy, not per table the cascade reaches; `Err`: unknown (fails closed).
+        let mut others: Vec<(&Policy, Result<String, String>)> = Vec::new();
+        for (q, cq) in named.iter() {
+            if q.name == p.name || q.objects.is_some() || (q.connection == p.connection && q.table == p.table) {
+                continue;
+            }
+            let q_table = cq.as_ref().ok().and_then(|c| c.as_ref()).map_or(q.table.clone(), |c| c.canonical.clone());
+            if q.connection == p.connection {
+                others.push((q, Ok(q_table)));
+                continue;
+            }
+            let there = cq.as_ref().ok().and_then(|c| c.as_ref()).and_then(|b| b.place.clone());
+            match conn.identify(&q_table).await.map(|found| found.and_then(|a| a.place)) {
+                Ok(here) if there.is_some() && here == there => others.push((q, Ok(q_table))),
+                Err(e) if there.is_some() => others.push((q, Err(e.to_string()))),
+                _ => {}
+            }
+        }
+        // The tables referencing each of them.
         let mut referencing: BTreeMap<String, Result<BTreeSet<String>, String>> = BTreeMap::new();
         for (t, top) in reached.clone() {
             // Fails closed: a table the catalog cannot name is compared by its name only, and
@@ -944,57 +969,24 @@ async fn no_cascade_into_a_governed_table(
             // ticket was held or not lapsed (found by a read-only review). Keeping wins: refused,
             // as a cascade into that table would be. (A child referencing the policy's own table
             // twice is kept by `Scope::shared_children`.)
-            for (q, cq) in named.iter() {
-                if q.name == p.name || q.objects.is_some() || (q.connection == p.connection && q.table == p.table) {
-                    continue;
-                }
-                // Through another connection that reaches the same database (found by a review of
-                // this check): its table, named on this connection, is the same table by the
-                // catalog's place (as `same_table` tells).
-                // (By q's name as its own catalog gives it, schema and all: a name as written
-                // resolves by this connection's search path or database; found by a review.)
-                let q_table =
-                    cq.as_ref().ok().and_then(|c| c.as_ref()).map_or(q.table.clone(), |c| c.canonical.clone());
-                if q.connection != p.connection {
-                    let there = cq.as_ref().ok().and_then(|c| c.as_ref()).and_then(|b| b.place.clone());
-                    let here = match conn.identify(&q_table).await {
-                        Ok(found) => found.and_then(|a| a.place),
-                        Err(e) if there.is_some() => {
-                            // Fails closed: whether it is the same database is unknown.
-                            if said.insert((t.clone(), q.name.clone())) {
-                                d.push(
-                                    p.error(
-                                        "dependents",
-                                        format!(
-                                            "cannot check dependent '{t}' against policy '{}''s table: {e}",
-                                            q.name
-                                        ),
-                                    )
-                                    .unavailable(),
-                                );
-                            }
-                            continue;
-                        }
-                        Err(_) => None,
-                    };
-                    if here.is_none() || here != there {
-                        continue;
-                    }
-                }
+            for (q, q_table) in &others {
                 if q.table == t || reached.iter().any(|(r, _)| *r == q.table) {
                     continue; // a cascade into q's table itself: said above
                 }
-                let refs = match referencing.get(&q_table) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r = conn
-                            .describe(&q_table)
-                            .await
-                            .map(|info| info.referenced_by.into_iter().map(|f| f.table).collect::<BTreeSet<_>>())
-                            .map_err(|e| e.to_string());
-                        referencing.insert(q_table.clone(), r.clone());
-                        r
-                    }
+                let refs = match q_table {
+                    Err(e) => Err(e.clone()),
+                    Ok(q_table) => match referencing.get(q_table) {
+                        Some(r) => r.clone(),
+                        None => {
+                            let r = conn
+                                .describe(q_table)
+                                .await
+                                .map(|info| info.referenced_by.into_iter().map(|f| f.table).collect::<BTreeSet<_>>())
+                                .map_err(|e| e.to_string());
+                            referencing.insert(q_table.clone(), r.clone());
+                            r
+                        }
+                    },
                 };
                 // (Even where a table above it references q's table too, an order's items that
                 // name its customer: nothing proves the two keys name the same row, and a
@@ -1667,9 +1659,13 @@ pub async fn execute(
         }
     }
     if let Some(s) = sink {
+        let path = s.path.clone();
         let (evidence, failed) = s.finish();
         report.evidence = evidence;
         report.evidence_incomplete = failed.is_some() && mode == Mode::Run;
+        if let (true, Some(dir), Some(name)) = (report.evidence_incomplete, path.parent(), path.file_name()) {
+            report::mark_evidence_incomplete(dir, &name.to_string_lossy());
+        }
         if let Some(e) = failed {
             // The report still says what was committed; the evidence file binds what was
             // written, and the policy whose lines were lost says so. (A policy that met the

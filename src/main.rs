@@ -158,39 +158,20 @@ enum Cmd {
     },
 }
 
-/// `print!` to stdout that takes a closed pipe (`lapse plan | head -3`) for a reader that has
-/// read enough: what was printed is ignored, not a panic (exit 101; found by a read-only
-/// review). The report is written before anything is printed.
-macro_rules! out {
-    ($($t:tt)*) => {{
+/// `print!`/`println!` (`write`, `writeln`) to stdout or stderr that take a closed pipe
+/// (`lapse plan | head -3`, `lapse validate 2>&1 | true`) for a reader that has read enough: what
+/// was printed is ignored, not a panic (exit 101; found by a read-only review). The report is
+/// written before anything is printed.
+macro_rules! put {
+    ($stream:ident, $write:ident, $($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($t)*);
+        let _ = $write!(std::io::$stream().lock(), $($t)*);
     }};
 }
-
-/// `eprint!` that takes a closed stderr (`lapse validate 2>&1 | true`) as [`out!`] does.
-macro_rules! errout {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stderr().lock(), $($t)*);
-    }};
-}
-
-/// [`errout!`] with a line break.
-macro_rules! errln {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($t)*);
-    }};
-}
-
-/// [`out!`] with a line break.
-macro_rules! outln {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($t)*);
-    }};
-}
+macro_rules! out { ($($t:tt)*) => { put!(stdout, write, $($t)*) }; }
+macro_rules! outln { ($($t:tt)*) => { put!(stdout, writeln, $($t)*) }; }
+macro_rules! errout { ($($t:tt)*) => { put!(stderr, write, $($t)*) }; }
+macro_rules! errln { ($($t:tt)*) => { put!(stderr, writeln, $($t)*) }; }
 
 fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     use tracing_subscriber::EnvFilter;
@@ -955,37 +936,19 @@ fn out_over_reports(out: &Path, inputs: &[&Path]) -> Option<String> {
 /// a README walkthrough).
 fn unknown_policy(ws: &Workspace, p: &str) -> String {
     let names: Vec<&str> = ws.policies.policies.iter().map(|x| x.name.as_str()).collect();
-    let near: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| n.eq_ignore_ascii_case(p) || n.starts_with(p) || p.starts_with(n) || strsim_close(n, p))
-        .collect();
+    // The one meant: another case, a prefix either way, or at most two edits away.
+    let near = names.iter().find(|n| {
+        n.eq_ignore_ascii_case(p) || n.starts_with(p) || p.starts_with(**n) || strsim::levenshtein(n, p) <= 2
+    });
     let listed = match names.len() {
         0 => "no policies are loaded".to_string(),
         n if n <= 20 => format!("the policies are: {}", names.join(", ")),
         n => format!("{n} policies are loaded; `lapse validate` lists them"),
     };
-    match near.first() {
+    match near {
         Some(n) => format!("unknown policy '{p}' (did you mean '{n}'? {listed})"),
         None => format!("unknown policy '{p}' ({listed})"),
     }
-}
-
-/// Whether two names differ by at most two single-character edits (Levenshtein distance).
-fn strsim_close(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 2 {
-        return false;
-    }
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()] <= 2
 }
 
 fn read_public_keys(paths: &[PathBuf]) -> Result<Vec<ed25519_dalek::VerifyingKey>, ExitCode> {

@@ -537,11 +537,12 @@ pub fn orphan_evidence(dir: &Path, own_stem: &str, accounted: bool) -> Vec<Orpha
             continue;
         };
         let stem = report.trim_end_matches(".json");
-        // With `accounted` (the journal's reconciliation), a report that says its evidence was
-        // cut short by a write error leaves its file to reconcile too (before, its journal-only
-        // records reached no evidence; found by a read-only review).
+        // With `accounted` (the journal's reconciliation), a run that says its evidence was cut
+        // short by a write error (its marker, [`mark_evidence_incomplete`]) leaves its file to
+        // reconcile too (before, its journal-only records reached no evidence; found by a
+        // read-only review). A marker, not the report read: every run would read every report.
         let done = |dir: &Path| {
-            let reported = dir.join(&report).exists() && !(accounted && evidence_left_incomplete(&dir.join(&report)));
+            let reported = dir.join(&report).exists() && !(accounted && incomplete_marker(dir, &name).exists());
             reported || (!accounted && accounted_by(dir, &name).is_some())
         };
         if stem == own_stem || !stem.starts_with("lapse-run-") || done(dir) {
@@ -560,23 +561,25 @@ pub fn orphan_evidence(dir: &Path, own_stem: &str, accounted: bool) -> Vec<Orpha
     found
 }
 
-fn is_zero(n: &u64) -> bool {
+pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Whether the report at `path` says its evidence file was left incomplete by a write error
-/// ([`Report::evidence_incomplete`]). A report that cannot be read is taken as complete (it is
-/// `report verify`'s to judge).
-fn evidence_left_incomplete(path: &Path) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        #[serde(default)]
-        evidence_incomplete: bool,
+fn incomplete_marker(dir: &Path, evidence: &str) -> PathBuf {
+    dir.join(format!(".{evidence}.incomplete"))
+}
+
+/// Notes, before its report is written, that a run's evidence file `evidence` was cut short by
+/// a write error ([`Report::evidence_incomplete`]): later runs reconcile it with the journal as
+/// if its run had no report ([`orphan_evidence`]). If it cannot be written, it is said.
+pub fn mark_evidence_incomplete(dir: &Path, evidence: &str) {
+    let marker = incomplete_marker(dir, evidence);
+    if let Err(e) = std::fs::File::create(&marker).and_then(|f| f.sync_all()) {
+        tracing::error!(
+            "cannot write '{}' ({e}): the batches after the evidence file's last line stay in the journal only",
+            marker.display()
+        );
     }
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Head>(&b).ok())
-        .is_some_and(|h| h.evidence_incomplete)
 }
 
 /// Evidence files in `dir` of runs that ended without writing their report: no report of

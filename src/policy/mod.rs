@@ -989,6 +989,16 @@ fn check_strategies(p: &Policy, errs: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Whether `strategy` on a purpose's anchor leaves a lapsed purpose lapsed: a date moved only
+/// earlier, or a NULL that counts as lapsed under its `null_anchor: lapse`.
+fn anchor_stays_lapsed(strategy: Option<&Strategy>, pu: &Purpose) -> bool {
+    match strategy {
+        Some(Strategy::GeneralizeDate(_)) => true,
+        Some(Strategy::Nullify) => pu.null_anchor == NullAnchor::Lapse,
+        _ => false,
+    }
+}
+
 /// A column a purpose counts its lapse from (`after`), or whose condition reads it (`when`), is
 /// anonymized only together with the whole record: a changed value moves that purpose's lapse
 /// (a `constant: 1900-01-01` birth date, a year-generalized one, lapses earlier, and a second
@@ -1010,14 +1020,7 @@ fn check_anchors_kept(p: &Policy, errs: &mut Vec<Diagnostic>) {
         };
         // A strategy that only moves a date earlier, or a NULL that counts as lapsed, leaves a
         // purpose that covers the column (so has lapsed when it is anonymized) lapsed.
-        let keeps_lapsed = |pu: &Purpose| {
-            pu.covers.contains(&c.name)
-                && match &c.strategy {
-                    Some(Strategy::GeneralizeDate(_)) => true,
-                    Some(Strategy::Nullify) => pu.null_anchor == NullAnchor::Lapse,
-                    _ => false,
-                }
-        };
+        let keeps_lapsed = |pu: &Purpose| pu.covers.contains(&c.name) && anchor_stays_lapsed(c.strategy.as_ref(), pu);
         let anchored = |pu: &&Purpose| pu.anchor == c.name && !keeps_lapsed(pu);
         let (reader, how) = if let Some(pu) = pick(&anchored) {
             (pu, format!("counts its lapse from it (after: {})", c.name))
@@ -1239,15 +1242,10 @@ fn check_read_by_the_table(p: &Policy, all: &[Policy], errs: &mut Vec<Diagnostic
         .collect();
     let Some((q, cols)) = left.first() else { return };
     for c in p.columns.iter().filter(|c| c.strategy.is_some()) {
-        let stays_lapsed = |pu: &Purpose| match &c.strategy {
-            Some(Strategy::GeneralizeDate(_)) => true,
-            Some(Strategy::Nullify) => pu.null_anchor == NullAnchor::Lapse,
-            _ => false,
-        };
         let reader = p.purposes.iter().find_map(|pu| {
             if pu.condition.as_ref().is_some_and(|k| k.columns().any(|x| x == c.name)) {
                 Some((pu, "reads it in its condition (when)".to_string()))
-            } else if pu.anchor == c.name && !stays_lapsed(pu) {
+            } else if pu.anchor == c.name && !anchor_stays_lapsed(c.strategy.as_ref(), pu) {
                 Some((pu, format!("counts its lapse from it (after: {})", c.name)))
             } else {
                 None

@@ -120,15 +120,11 @@ pub struct CombinedPolicy {
     pub reconciled: u64,
     /// Evidence lines written from the journal for an earlier reported run's records
     /// (`PolicyReport::evidence_recovered`; counted in that run's report, not destroyed here).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::report::is_zero")]
     pub evidence_recovered: u64,
     pub failed: u64,
     /// Every shard verified its destroyed records.
     pub verified: bool,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 fn rank_status(s: &str) -> u8 {

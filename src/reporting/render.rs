@@ -1122,8 +1122,6 @@ mod tests {
         assert_eq!(num(12), "12");
     }
 
-    /// A policy stopped after re-checking every record it destroyed (a lost run lock) shows
-    /// NOT VERIFIED, not "NO: 0 of N still present", which reads as a failed re-check.
     /// A deleting policy lists as lapsing earlier only fields a purpose does not cover
     /// (found by a README walkthrough: the demo's orders listed two that never lapse earlier).
     #[test]
@@ -1149,6 +1147,8 @@ mod tests {
         assert_eq!(method_cell(&p), "Deletion of the record");
     }
 
+    /// A policy stopped after re-checking every record it destroyed (a lost run lock) shows
+    /// NOT VERIFIED, not "NO: 0 of N still present", which reads as a failed re-check.
     #[test]
     fn a_stopped_policy_is_not_verified_not_failed() {
         let mut p = PolicyReport { deleted: 8, ..Default::default() };

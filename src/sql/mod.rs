@@ -856,9 +856,8 @@ impl SqlConnector {
                 // transaction depth" (found by a read-only review). Checked at acquire, after the
                 // release's ping has run the queued rollback; such a connection is closed and
                 // another opened.
-                let fresh = sqlite_connection_fresh;
                 let pool = SqlitePoolOptions::new()
-                    .before_acquire(fresh)
+                    .before_acquire(sqlite_connection_fresh)
                     // WAL: the counts, the verification and the next batch's reads go on while a
                     // batch writes; writers wait for each other (`BEGIN IMMEDIATE`, busy timeout).
                     // Four, as for the servers: a batch (on the writing connection below when it
@@ -878,7 +877,7 @@ impl SqlConnector {
                         let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                         let counter = opened.clone();
                         let pool = SqlitePoolOptions::new()
-                            .before_acquire(fresh)
+                            .before_acquire(sqlite_connection_fresh)
                             .max_connections(1)
                             .idle_timeout(None)
                             .max_lifetime(None)
