@@ -511,6 +511,12 @@ async fn plan_or_run(
     });
     let executed = engine::execute(&ws, &prepared, &conns, &key, mode, &opts, &cancel).await;
     watchdog.abort();
+    // Sessions ended, not dropped with the process: SQLite then checkpoints its WAL into the
+    // database file (found by a review: a `-wal` file left behind replayed a run's deletions
+    // into a database restored from a backup). Bounded: a server that stopped answering does
+    // not hold up the exit.
+    let closing = futures::future::join_all(conns.values().map(|c| c.close()));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), closing).await;
     let out = executed.map_err(|e| {
         if e.downcast_ref::<engine::Busy>().is_some() {
             (Exit::Busy, format!("{e:#}"))

@@ -692,4 +692,11 @@ pub trait Connector: Send + Sync + fmt::Display {
         name: &str,
         objects: Option<&crate::policy::ObjectDataset>,
     ) -> Result<bool, ConnectorError>;
+
+    /// Ends the connector's sessions at the end of a command, its run locks with them, so that
+    /// the database sees them close rather than the process vanish: SQLite writes its WAL back
+    /// into the database file when the last connection closes (a `-wal` file left behind holds
+    /// the run's commits, and a database file restored from a backup beside it would have them
+    /// replayed into it). Default: nothing to close.
+    async fn close(&self) {}
 }

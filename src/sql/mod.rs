@@ -2762,6 +2762,28 @@ impl crate::connector::Connector for SqlConnector {
         }
     }
 
+    async fn close(&self) {
+        // The read ahead's task holds a pooled connection: stopped first (`Pool::close` waits
+        // for every connection to come back).
+        let ahead = self.read_ahead.lock().map(|mut a| a.take()).unwrap_or_default();
+        drop(ahead);
+        for held in self.run_locks.lock().await.drain(..) {
+            let _ = match held.session {
+                LockSession::Pg(c) => sqlx::Connection::close(c).await,
+                LockSession::My(c) => sqlx::Connection::close(c).await,
+                LockSession::File(_) => Ok(()),
+            };
+        }
+        if let Some(w) = &self.lite_writer {
+            w.pool.close().await;
+        }
+        match &self.pool {
+            Pool::Pg(p) => p.close().await,
+            Pool::My(p) => p.close().await,
+            Pool::Lite(p) => p.close().await,
+        }
+    }
+
     /// A session-level lock lives as long as its session, which the server may end while the
     /// run goes on (PostgreSQL's `idle_session_timeout`, MariaDB's `wait_timeout`, a DBA, a
     /// proxy dropping an idle connection): another worker could then take it and both would
