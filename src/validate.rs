@@ -135,6 +135,13 @@ fn int_range(sql_type: &str) -> std::ops::RangeInclusive<i128> {
     }
 }
 
+/// Text that starts with a date (`YYYY-MM-DD`): a literal meant as a time.
+fn starts_with_a_date(t: &str) -> bool {
+    let b = t.trim_start().as_bytes();
+    b.len() >= 10
+        && b[..10].iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+}
+
 fn kind_name(k: ColumnKind) -> &'static str {
     match k {
         ColumnKind::Int => "integer",
@@ -390,6 +397,37 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                             &format!("purposes.{i}.when"),
                             crate::policy::time_literal_error(&p.name, t, kind_name(c.kind), &term.column),
                         );
+                    } else if let Some(t) = match (l, c.kind) {
+                        (Literal::Text(t), ColumnKind::Text | ColumnKind::Other)
+                            if starts_with_a_date(t) && !crate::policy::condition::is_time_literal(t) =>
+                        {
+                            Some(t)
+                        }
+                        _ => None,
+                    }
+                    .filter(|_| conn.keeps_any_type())
+                    {
+                        // SQLite compares a column that may hold times with full dates and times
+                        // by instant (`Builder::lite_time_term`); other text, as text, and
+                        // `closed_at >= '2024-06-30 12:00'` held for `2024-06-30T06:00:00`
+                        // (found by a review).
+                        err(
+                            &format!("purposes.{i}.when"),
+                            crate::policy::time_literal_error(&p.name, t, kind_name(c.kind), &term.column),
+                        );
+                    } else if let (Literal::Text(t), ColumnKind::Text, false) = (l, c.kind, conn.keeps_any_type()) {
+                        if starts_with_a_date(t) {
+                            // PostgreSQL and MariaDB compare text with text character by
+                            // character: right only where every value has the literal's shape.
+                            later.push(
+                                Diagnostic::warning(format!(
+                                    "purpose '{}': the condition compares text column '{}' with '{t}' as text, character by character ('2024-06-30 18:00:00' < '2024-06-30T12:00:00'): right only where every value is written in that literal's shape; a date or timestamp column is compared as a time",
+                                    p.name, term.column
+                                ))
+                                .policy(&policy.name)
+                                .at(policy.at(&format!("purposes.{i}.when"))),
+                            );
+                        }
                     } else if let (
                         Literal::Text(t),
                         ColumnKind::Timestamp { .. } | ColumnKind::Date | ColumnKind::Other,

@@ -656,11 +656,14 @@ impl<'a> Builder<'a> {
     /// A condition's term on SQLite compared by instant: its column a date or time or a text
     /// anchor (`lite_time`), or a text column compared with full dates or times only
     /// (`closed_at > '2024-06-30 12:00:00'` held for `2024-06-30T06:00:00` as text; found by a
-    /// review).
+    /// review). So is a column declared with no type or one SQLite gives no other affinity
+    /// (`NUMERIC`, `STRING`): it keeps such text as text too, and `'2024-06-30 18:00:00' <
+    /// '2024-06-30T12:00:00'` held (found by a review: a row closed after the condition's time
+    /// was deleted).
     fn lite_time_term(&self, info: Option<&crate::connector::ColumnInfo>, literals: &[&Literal]) -> bool {
         self.lite_time(info)
             || (self.d == Dialect::Sqlite
-                && info.is_some_and(|c| c.instant)
+                && info.is_some_and(|c| c.instant || c.kind == ColumnKind::Other)
                 && !literals.is_empty()
                 && literals
                     .iter()

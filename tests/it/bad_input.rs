@@ -2477,6 +2477,28 @@ async fn condition_date_that_is_no_whole_date(b: Backend) {
     }
 }
 
+/// A literal that starts with a date but is no full date or time, compared with a text column:
+/// SQLite compares such a column with full times by instant (`Builder::lite_time_term`), and
+/// compared anything else as text, so `closed_at >= '2024-06-30 12:00'` held for
+/// `2024-06-30T06:00:00` (`T` sorts after a space) and the row was deleted: refused there (found
+/// by a review). PostgreSQL and MariaDB compare text with text: validation says so, and passes.
+async fn text_condition_with_a_partial_time(b: Backend) {
+    let lit = "2024-06-30 12:00";
+    let text = when(&format!("\"full_name >= '{lit}'\""));
+    if b == Backend::Sqlite {
+        let msg = format!(
+            "purpose 'service': the condition compares text column 'full_name' with '{lit}', which is not a full date or time"
+        );
+        catalog_case(b, "text column against a partial time", &text, &[&msg], "when: \"", "\"").await;
+        return;
+    }
+    let f = seeded(b).await;
+    f.policy("people", &text);
+    f.lapse(&["validate", "--connect"]).ok().stderr_has(&format!(
+        "the condition compares text column 'full_name' with '{lit}' as text, character by character"
+    ));
+}
+
 /// Strategies that change nothing (the lapsed records were then counted as anonymized).
 async fn strategy_that_changes_nothing(b: Backend) {
     let text = edit(POLICY, "on_lapse: delete", "on_lapse: anonymize");
@@ -2517,6 +2539,7 @@ per_backend!(
     fractional_bucket_on_integers,
     condition_literal_of_another_type,
     condition_date_that_is_no_whole_date,
+    text_condition_with_a_partial_time,
     strategy_that_changes_nothing,
     dependent_without_foreign_key,
     sql_in_identifiers,

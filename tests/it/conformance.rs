@@ -2843,6 +2843,37 @@ async fn sqlite_condition_on_a_text_anchor_compares_instants() {
     );
     g.lapse(&["run"]).ok();
     assert_eq!(legacy_ids(&g).await, ["1", "4", "5"], "by instant; 'open' is no time: no answer, kept");
+    // So is a column declared with no type, or with a type SQLite gives no other affinity: it
+    // keeps such text as text, and `'2024-06-30T18:00:00' > '2024-06-30T12:00:00'` but
+    // `'2024-06-30 18:00:00' < '2024-06-30T12:00:00'` (found by a review: the row closed at
+    // 18:00 was deleted by `closed_at < '…T12:00:00'`).
+    for declared in ["", "NUMERIC", "STRING"] {
+        let h = Fixture::new(
+            Backend::Sqlite,
+            &format!("CREATE TABLE legacy (id BIGINT PRIMARY KEY, note VARCHAR(20), closed_at {declared}, created_at DATETIME NOT NULL);"),
+        )
+        .await;
+        h.db.exec(
+            "INSERT INTO legacy VALUES (1, 'a', '2024-06-30 18:00:00', '2020-01-01'), (2, 'b', '2024-06-29 18:00:00', '2020-01-01'), \
+             (3, 'c', '2024-06-30T06:00:00-05:00', '2020-01-01'), (4, 'd', 'open', '2020-01-01')",
+        )
+        .await;
+        h.policy(
+            "legacy",
+            &typed_policy(
+                "legacy",
+                "  note: { category: free_text }\n",
+                "    when: \"closed_at < '2024-06-30T12:00:00'\"\n",
+                "delete",
+            ),
+        );
+        h.lapse(&["run"]).ok();
+        assert_eq!(
+            legacy_ids(&h).await,
+            ["1", "4"],
+            "closed_at {declared}: 2 and 3 (06:00-05:00 is 11:00 UTC) closed before noon UTC, 1 after; 'open' is no time: kept"
+        );
+    }
 }
 
 /// A value a strategy cannot anonymize fails its own row, named by its evidence id, never by
