@@ -1142,6 +1142,25 @@ pub fn check_set(set: &mut PolicySet, diags: &mut Diagnostics) {
                         ),
                     ));
                 }
+                // Objects under one prefix read with different key patterns: each policy counts
+                // the objects of the other's shape as unreadable, and the purposes they share keep
+                // an object until the other's anchor, which its own objects may not have (a CSV
+                // kept for ever by a `metadata:` anchor only the PDFs carry; found by a review).
+                let pattern = |p: &Policy| p.objects.as_ref().and_then(|o| o.pattern.as_ref()).map(|k| k.to_string());
+                if a.objects.is_some() && b.objects.is_some() && pattern(a) != pattern(b) {
+                    let name = |k: Option<String>| k.map_or("none".to_string(), |k| format!("'{k}'"));
+                    diags.push(a.error(
+                        "dataset",
+                        format!(
+                            "policies on the objects under '{}' read their keys with different key patterns: {} here, {} in policy '{}' ({}); each would count the other's objects as unreadable, and their shared purposes would keep an object until an anchor it may not have; give them one key pattern, or prefixes that do not overlap",
+                            a.table,
+                            name(pattern(a)),
+                            name(pattern(b)),
+                            b.name,
+                            b.at("dataset").map(|l| l.to_string()).unwrap_or_default()
+                        ),
+                    ));
+                }
                 if a.action != b.action {
                     diags.push(a.error(
                         "on_lapse",

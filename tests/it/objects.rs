@@ -418,6 +418,34 @@ async fn overlapping_object_datasets_are_refused() {
     refused(&[&["validate", "--connect"], &["run"]]).await;
 }
 
+/// Two object policies under one prefix with different key patterns are refused: each counted
+/// the other's objects as unreadable, and the purposes they shared kept a CSV until a
+/// `metadata:` anchor only the PDFs carry, for ever (found by a review). Under one pattern
+/// they are merged, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_policies_under_one_prefix_with_different_patterns_are_refused() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("exports/2020/01/02/17.csv", "data").await;
+    s.put("exports/2020/01/02/18.pdf", "data").await;
+    s.policy(PATTERN, BY_KEY_DATE, "guardrail:\n  max_share: 100%\n");
+    let pdf = |pattern: &str| {
+        format!(
+            "name: pdf\ndataset:\n  connection: store\n  key_pattern: \"{pattern}\"\n  subject: key\npersonal:\n  content: {{ category: free_text }}\n\
+             purposes:\n  - name: inv\n    legal_basis: legal_obligation\n    retain: 1y\n    after: \"metadata:closed\"\non_lapse: delete\nguardrail:\n  max_share: 100%\n"
+        )
+    };
+    s.f.policy("pdf", &pdf("exports/{yyyy}/{mm}/{dd}/{subject}.pdf"));
+    for cmd in [&["validate"][..], &["run"]] {
+        let out = s.f.lapse(cmd);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(out.stderr.contains("read their keys with different key patterns: 'exports/{yyyy}/{mm}/{dd}/{subject}.csv' here, 'exports/{yyyy}/{mm}/{dd}/{subject}.pdf' in policy 'pdf'"), "{}", out.stderr);
+    }
+    assert_eq!(s.keys().await, ["exports/2020/01/02/17.csv", "exports/2020/01/02/18.pdf"]);
+    // One pattern: one dataset, merged (keeping wins: the CSV waits for the other's anchor).
+    s.f.policy("pdf", &pdf("exports/{yyyy}/{mm}/{dd}/{subject}.csv"));
+    s.f.lapse(&["validate"]).ok();
+}
+
 /// What a directory holds besides files and directories, and files lapse cannot destroy by
 /// removing their name (found by a review): a symbolic link, a FIFO (named after people) are
 /// counted as unreadable (before, left without a word); a file with another hard link is
