@@ -1467,7 +1467,10 @@ pub async fn execute(
             for c in used {
                 conns[c].prepare_run().await?;
             }
-            Some(EvidenceSink::create(report_dir.join(format!("{}.evidence.jsonl", report.file_stem())))?)
+            let name = format!("{}.evidence.jsonl", report.file_stem());
+            let sink = EvidenceSink::create(report_dir.join(&name))?;
+            report::mark_evidence_key(&report_dir, &name, &key.key_id());
+            Some(sink)
         }
         Mode::Plan => None,
     };
@@ -1805,6 +1808,11 @@ pub async fn execute(
     }
     let report_path = report.write(&report_dir, signer.as_ref())?;
     drop(chain_lock);
+    // The report names the evidence key now (unless its evidence was cut short: later runs
+    // reconcile that file with the journal, and read the note).
+    if let Some(ev) = report.evidence.as_ref().filter(|_| !report.evidence_incomplete) {
+        report::forget_evidence_key(&report_dir, &ev.file);
+    }
     if let Some(log) = intents.filter(|_| matches!(report.status.as_str(), "complete" | "guardrail")) {
         // The report and its evidence now account for every intent of this run. (After a
         // failure the file stays: a deletion whose answer was lost may have happened, and the
@@ -3446,6 +3454,21 @@ async fn reconcile_journal(
             report::mark_journal_reconciled(&dir, &o.name, &p.name);
             continue;
         };
+        // The journal's records are keyed hashes made with that run's evidence key: written
+        // into this run's evidence (under this run's key) only if it is the same. Otherwise
+        // left, and said on every run until one with that key reconciles them (found by a
+        // read-only review: they were written under the new key, and `report lookup` found
+        // them under neither).
+        if let Some(theirs) = report::evidence_key(&dir, &o.name).filter(|k| *k != ctx.key.key_id()) {
+            pr.errors.push(format!(
+                "{}: its run, which ended without its report, journaled {} batch(es) of this policy whose records are not in its evidence, with evidence key {theirs}; this run's key is {}: they are not reconciled into this run's evidence; run once with that evidence key to reconcile them",
+                o.name,
+                short.len(),
+                ctx.key.key_id()
+            ));
+            pr.outcome = "failed".into();
+            continue;
+        }
         // The lines already written of those batches: the killed run's own (cut short within a
         // batch: read again only then), and those a later run wrote `reconciled_from` it (a
         // run killed after them and before its marker, or whose marker could not be written,

@@ -144,6 +144,12 @@ pub struct InterruptedRun {
     /// the reports are kept), or altered. Counted in `destroyed`, as the file has them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unconfirmed: BTreeMap<String, u64>,
+    /// The evidence key its records' hashes were made with, as that run noted it when it began
+    /// (`.<evidence file>.key`): another than this report's means `lapse report lookup` must be
+    /// given that key for them. Absent: not noted (a run of an earlier lapse), taken to be this
+    /// report's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_key_id: Option<String>,
     /// Time of its first evidence line.
     pub first_at: Option<DateTime<Utc>>,
     /// Time of its last evidence line.
@@ -565,6 +571,42 @@ pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn key_marker(dir: &Path, evidence: &str) -> PathBuf {
+    dir.join(format!(".{evidence}.key"))
+}
+
+/// Notes, before anything is destroyed, which evidence key the run's evidence file `evidence`
+/// is hashed with: a run killed before its report leaves its file (and its journal's keyed
+/// hashes) without a report to say it, and a later run may be given another key (found by a
+/// read-only review: a run after a key change wrote the killed run's journal records, hashed
+/// with the old key, into evidence under the new one, and `report lookup` answered "nothing
+/// found" for them under either key). If it cannot be written, it is said.
+pub fn mark_evidence_key(dir: &Path, evidence: &str, key_id: &str) {
+    let marker = key_marker(dir, evidence);
+    let wrote = std::fs::File::create(&marker).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, key_id.as_bytes())?;
+        f.sync_all()
+    });
+    if let Err(e) = wrote {
+        tracing::warn!(
+            "cannot write '{}' ({e}): were this run killed before its report, its evidence key would not be known",
+            marker.display()
+        );
+    }
+}
+
+/// The evidence key a run noted for its evidence file (`mark_evidence_key`), if it did.
+pub fn evidence_key(dir: &Path, evidence: &str) -> Option<String> {
+    let k = std::fs::read_to_string(key_marker(dir, evidence)).ok()?;
+    let k = k.trim();
+    (!k.is_empty()).then(|| k.to_string())
+}
+
+/// Removes the note of a run's evidence key once its report (which names the key) is written.
+pub fn forget_evidence_key(dir: &Path, evidence: &str) {
+    let _ = std::fs::remove_file(key_marker(dir, evidence));
+}
+
 fn incomplete_marker(dir: &Path, evidence: &str) -> PathBuf {
     dir.join(format!(".{evidence}.incomplete"))
 }
@@ -599,6 +641,7 @@ pub fn unreported_evidence(dir: &Path, own_stem: &str) -> Vec<InterruptedRun> {
             destroyed: BTreeMap::new(),
             reconciled: BTreeMap::new(),
             unconfirmed: BTreeMap::new(),
+            evidence_key_id: evidence_key(dir, &name),
             first_at: None,
             last_at: None,
         };

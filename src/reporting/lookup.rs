@@ -65,6 +65,9 @@ struct InterruptedView {
     evidence: EvidenceFile,
     #[serde(default)]
     unconfirmed: BTreeMap<String, u64>,
+    /// The key its hashes were made with, when not the report's (`InterruptedRun::evidence_key_id`).
+    #[serde(default)]
+    evidence_key_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -594,8 +597,21 @@ pub fn lookup(
     // Evidence files of runs killed before their report, which a later report accounted for:
     // bound by that report's SHA-256 like its own evidence (an altered or missing one is no
     // answer, not "nothing found").
-    for (name, r) in reports.iter().filter(|(_, r)| r.evidence_key_id == key_id) {
+    // Searched under the key its run noted (a run killed before a change of key; before, taken
+    // for the accounting report's, and its records were found under neither; found by a review).
+    for (name, r) in &reports {
         for i in &r.interrupted_runs {
+            let theirs = i.evidence_key_id.as_deref().unwrap_or(&r.evidence_key_id);
+            if theirs != key_id {
+                if r.evidence_key_id == key_id {
+                    evidence_unreadable += 1;
+                    warnings.push(format!(
+                        "{} (of a run killed before its report, accounted for by {name}) was written with evidence key {theirs}, not the configured one ({key_id}): not searched; look it up with that key",
+                        i.evidence.file
+                    ));
+                }
+                continue;
+            }
             sources.push(Source {
                 file: i.evidence.file.clone(),
                 run_id: format!("(the run of {}, killed before its report)", i.report.trim_end_matches(".json")),

@@ -2481,6 +2481,74 @@ async fn reconciled_from_the_journal(b: Backend, text_lists: bool) {
     assert!(rep.get("interrupted_runs").is_none());
 }
 
+/// A run killed between a batch's commit and its evidence lines, then the evidence key changed.
+/// The journal's records are hashes made with the old key: the next run, under the new key,
+/// does not write them into its evidence (before, it did, under the new key, and `report lookup`
+/// found them under neither key; found by a read-only review); its policy fails and says how to
+/// reconcile them, on every run until one with the old key does, which then writes them.
+/// `report lookup` under the new key does not search the killed run's file, and says why,
+/// instead of answering "nothing found". A run notes its evidence key beside its evidence file
+/// (`.<file>.key`) and removes the note once its report names the key. The killed run's state
+/// is made by hand from a finished run, as above, its note put back as the run left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_journal_under_another_evidence_key_is_left_for_that_key() {
+    let f = lapsed_tickets(Backend::Sqlite, 50).await;
+    let dir = f.path("reports");
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    let killed = f.latest("run", ".json");
+    let old_key = f.report("run")["evidence_key_id"].as_str().unwrap().to_string();
+    let stem = killed.file_stem().unwrap().to_string_lossy().into_owned();
+    let note = dir.join(format!(".{stem}.evidence.jsonl.key"));
+    assert!(!note.exists(), "the note is removed once the report names the key");
+    let evidence = dir.join(format!("{stem}.evidence.jsonl"));
+    let text = std::fs::read_to_string(&evidence).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    std::fs::write(&evidence, all[..23].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    for suffix in ["json", "json.sig", "csv"] {
+        let _ = std::fs::remove_file(killed.with_extension(suffix));
+    }
+    std::fs::write(&note, &old_key).unwrap();
+    let old_secret = std::fs::read(f.path("evidence.key")).unwrap();
+    std::fs::write(f.path("evidence.key"), "another-evidence-key-0123456789abcdef").unwrap();
+
+    for _ in 0..2 {
+        let r = f.lapse(&["run", "--batch-size", "10"]);
+        r.code(1);
+        let rep = f.report("run");
+        let pol = &rep["policies"][0];
+        assert_ne!(rep["evidence_key_id"], old_key.as_str());
+        assert_eq!(pol["reconciled"], 0, "{pol:#}");
+        assert_eq!(pol["outcome"], "failed", "{pol:#}");
+        let errors = pol["errors"].to_string();
+        assert!(
+            errors.contains(&format!("journaled 3 batch(es) of this policy whose records are not in its evidence, with evidence key {old_key}")),
+            "{errors}"
+        );
+        assert!(errors.contains("run once with that evidence key to reconcile them"), "{errors}");
+    }
+    // The first of them accounted for the killed run's file, under the key its run noted.
+    let accounting = f.lapse(&["report", "lookup", p(&dir), "--subject", "S45"]);
+    let out = &accounting.stdout;
+    assert!(out.contains(&format!("was written with evidence key {old_key}, not the configured one")), "{out}");
+    assert!(out.contains("look it up with that key"), "{out}");
+    assert!(out.contains("NOT ANSWERED") && !out.contains("NOTHING FOUND"), "{out}");
+    let lines = crate::crash::evidence_lines(&dir);
+    assert_eq!(lines.len(), 23, "nothing written under the new key");
+
+    // With the old key again: reconciled, once.
+    std::fs::write(f.path("evidence.key"), &old_secret).unwrap();
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    let rep = f.report("run");
+    assert_eq!(rep["policies"][0]["reconciled"], 27, "{rep:#}");
+    let mut named: Vec<String> = crate::crash::evidence_lines(&dir).into_iter().map(|(r, _)| r).collect();
+    named.sort();
+    named.dedup();
+    assert_eq!(named.len(), 50, "every journaled record in the evidence");
+    let look = f.lapse(&["report", "lookup", p(&dir), "--subject", "S45"]);
+    look.ok();
+    assert!(look.stdout.contains("DESTROYED: 1 record"), "{}", look.stdout);
+}
+
 /// Two runs of the policy in the journal share the 8 hex digits a killed run's file name keeps
 /// of its id (one chance in billions, made here by hand): which one wrote the file is not known.
 /// The next run says so and its policy fails, once: the run after neither repeats it nor
