@@ -1073,6 +1073,11 @@ struct Ctx<'a> {
     /// Per evidence file of a run that ended without its report, per policy: its lines that the
     /// policy's journal does not hold (`reconcile_journal`; `InterruptedRun::unconfirmed`).
     unconfirmed: &'a mut BTreeMap<String, BTreeMap<String, u64>>,
+    /// Every policy the policy files name (selected or not).
+    policy_names: &'a BTreeSet<String>,
+    /// The (connection, evidence file) pairs whose journal was searched this run for batches
+    /// of policies no policy file names now (`unnamed_journal_batches`).
+    journals_named: &'a mut BTreeSet<(String, String)>,
 }
 
 /// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes. Lines are formatted,
@@ -1558,6 +1563,8 @@ pub async fn execute(
     // A policy that stopped part-way makes the run `incomplete` (per-record failures: `partial`).
     let mut aborted = false;
     let mut unconfirmed = BTreeMap::new();
+    let policy_names: BTreeSet<String> = ws.policies.policies.iter().map(|p| p.name.clone()).collect();
+    let mut journals_named = BTreeSet::new();
     for (p, prep) in prepared {
         crate::progress::touch();
         let conn = conns[&p.connection].clone();
@@ -1578,6 +1585,8 @@ pub async fn execute(
             part: opts.shard.and_then(|s| s.part(p)),
             hold_tables: &hold_tables,
             unconfirmed: &mut unconfirmed,
+            policy_names: &policy_names,
+            journals_named: &mut journals_named,
         };
         let mut pr = describe_policy(p, prep, &ctx);
         if cancel.load(Ordering::SeqCst) {
@@ -3273,6 +3282,31 @@ async fn reconcile(
 ) -> anyhow::Result<()> {
     let Some(log) = ctx.intents.as_deref() else { return Ok(()) };
     let key_id = ctx.key.key_id();
+    // Intents of a policy no policy file names now (renamed or removed since the run that left
+    // them was killed): no run reconciles them (a run reconciles its own policy's), and they
+    // stayed without a word (found by a read-only review). Said once, by the first object
+    // policy of this run, which fails in it; then marked resolved: this report is their account.
+    if ctx.journals_named.insert(("(intents)".into(), log.dir().display().to_string())) {
+        let (dir, stem) = (log.dir().to_path_buf(), log.stem().to_string());
+        for name in crate::intent::unresolved_policies(&dir, &stem) {
+            if ctx.policy_names.contains(&name) {
+                continue;
+            }
+            for x in crate::intent::pending(&dir, &stem, &name, &key_id, false)? {
+                let n = x.intents.len() + x.other_key;
+                if n > 0 {
+                    pr.errors.push(format!(
+                        "{}: write-ahead intents of interrupted run {} for {n} object(s) of policy '{}', which no policy file names now (renamed or removed since): whether that run deleted them is in no evidence, and no run reconciles them, so this report is their account",
+                        x.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                        x.run_id,
+                        crate::reporting::printable(&name)
+                    ));
+                    pr.outcome = "failed".into();
+                }
+                crate::intent::resolve(&x, &name, &ctx.run_id)?;
+            }
+        }
+    }
     let pending = crate::intent::pending(log.dir(), log.stem(), &p.name, &key_id, true)?;
     if pending.is_empty() {
         return Ok(());
@@ -3393,11 +3427,16 @@ async fn reconcile_journal(
     let (dir, own) = (log.dir().to_path_buf(), log.stem().to_string());
     // Accounted for by a report or not: that report's run may not have enforced this policy.
     for o in report::orphan_evidence(&dir, &own, true) {
+        let Some((started, prefix)) = o.run() else { continue };
+        let since = started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         if report::journal_reconciled(&dir, &o.name).contains(&p.name) {
             continue;
         }
-        let Some((started, prefix)) = o.run() else { continue };
-        let since = started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // (Looked for with a policy's first reconciliation of the file: once per policy at
+        // most, not on every run for every file.)
+        if ctx.journals_named.insert((p.connection.clone(), o.name.clone())) {
+            unnamed_journal_batches(p, conn, ctx, pr, &dir, &o, prefix, &since).await?;
+        }
         let batches = one_row_per_batch(retry(|| conn.journal_batches(&p.name, prefix, &since)).await?);
         let runs: BTreeSet<&str> = batches.iter().map(|b| b.run_id.as_str()).collect();
         if runs.len() > 1 {
@@ -3540,6 +3579,56 @@ async fn reconcile_journal(
         wrote?;
         // Only once the evidence is durable: a kill before this makes the next run look again.
         report::mark_journal_reconciled(&dir, &o.name, &p.name);
+    }
+    Ok(())
+}
+
+/// Batches the journal of `p`'s connection holds for the run of evidence file `o` under a
+/// policy that no policy file names now (renamed or removed since that run was killed), whose
+/// records its evidence file lacks: no run can reconcile them (a run reconciles its own
+/// policy's), and they were left out of every evidence file without a word (found by a
+/// read-only review). Said once, by the first policy of this run on that connection (it fails
+/// in that run), and marked as the ambiguous runs are: the report that says it is their account.
+#[allow(clippy::too_many_arguments)]
+async fn unnamed_journal_batches(
+    p: &Policy,
+    conn: &dyn Connector,
+    ctx: &mut Ctx<'_>,
+    pr: &mut PolicyReport,
+    dir: &Path,
+    o: &report::Orphan,
+    prefix: &str,
+    since: &str,
+) -> anyhow::Result<()> {
+    let done = report::journal_reconciled(dir, &o.name);
+    let names = retry(|| conn.journal_policies(prefix, since)).await?;
+    for name in names.into_iter().filter(|n| !ctx.policy_names.contains(n) && !done.contains(n)) {
+        let batches = one_row_per_batch(retry(|| conn.journal_batches(&name, prefix, since)).await?);
+        let mut have: BTreeMap<(String, u64), u64> = BTreeMap::new();
+        each_evidence_line(&o.file, &mut |e| {
+            if e.policy == name && e.reconciled_from.is_none() {
+                *have.entry((e.stage, e.batch)).or_default() += 1;
+            }
+        })?;
+        let (mut short, mut records) = (0u64, 0u64);
+        for b in &batches {
+            let n = have.get(&(b.stage.clone(), b.batch)).copied().unwrap_or(0);
+            if n < b.records {
+                short += 1;
+                records += b.records - n;
+            }
+        }
+        if short > 0 {
+            pr.errors.push(format!(
+                "{}: its run, which ended without its report, committed {short} batch(es) of policy '{}' ({records} record(s)) that the journal table of connection '{}' holds and its evidence file lacks, and no policy file names '{}' now (renamed or removed since): no run reconciles them, so this report is their account",
+                o.name,
+                crate::reporting::printable(&name),
+                p.connection,
+                crate::reporting::printable(&name)
+            ));
+            pr.outcome = "failed".into();
+        }
+        report::mark_journal_reconciled(dir, &o.name, &name);
     }
     Ok(())
 }

@@ -307,6 +307,35 @@ pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str, tidy: boo
     Ok(out)
 }
 
+/// The policies with intents not marked resolved in the intent files earlier runs left in
+/// `dir` (not `own_stem`'s): whether a policy has any left is then for [`pending`] to say.
+pub fn unresolved_policies(dir: &Path, own_stem: &str) -> BTreeSet<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return BTreeSet::new() };
+    let mut out = BTreeSet::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(SUFFIX) else { continue };
+        if stem == own_stem || !stem.starts_with("lapse-run-") {
+            continue;
+        }
+        let Ok(lines) = read_lines(&e.path()) else { continue };
+        let (mut policies, mut resolved) = (BTreeSet::new(), BTreeSet::new());
+        for l in lines {
+            match l {
+                Line::Intent(i) => {
+                    policies.insert(i.policy);
+                }
+                Line::Resolved { policy, .. } => {
+                    resolved.insert(policy);
+                }
+                Line::Void { .. } => {}
+            }
+        }
+        out.extend(policies.difference(&resolved).cloned());
+    }
+    out
+}
+
 /// Marks `policy` resolved in an interrupted run's intent file (after the reconciled evidence
 /// is durable); removes the file once every policy in it is resolved.
 pub fn resolve(p: &Pending, policy: &str, by_run: &str) -> anyhow::Result<()> {

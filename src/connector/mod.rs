@@ -637,6 +637,13 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(vec![])
     }
 
+    /// The policy names of the batches the journal holds for runs whose id starts with
+    /// `run_prefix`, committed at or after `since` (as [`Connector::journal_batches`]): a
+    /// policy renamed or removed since such a run is found by its old name. Default: none.
+    async fn journal_policies(&self, _run_prefix: &str, _since: &str) -> Result<Vec<String>, ConnectorError> {
+        Ok(vec![])
+    }
+
     /// Waits until no other transaction holds a lock on the rows of `keys`, and on those with a
     /// key in `range` (after its first, up to its last; whatever they hold now), so that a
     /// transaction that was changing them has ended and what it committed is visible: after a

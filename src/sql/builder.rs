@@ -2979,6 +2979,17 @@ impl<'a> Builder<'a> {
         sql
     }
 
+    /// The policies the journal names in batches of runs whose id starts with `run_prefix`,
+    /// committed at or after `since`.
+    pub fn journal_policies(&self, run_prefix: &str, since: &str) -> Sql {
+        let mut sql = Sql::new(self.d);
+        sql.push(&format!("SELECT DISTINCT policy FROM {} WHERE run_id LIKE ", self.q(self.journal_table)));
+        sql.bind(Value::Text(format!("{run_prefix}%")));
+        sql.push(" AND committed_at >= ");
+        sql.bind(Value::Text(since.to_string()));
+        sql
+    }
+
     /// The record and subject lists of one journaled batch.
     pub fn journal_batch_ids(&self, policy: &str, run_id: &str, stage: &str, batch: u64) -> Sql {
         let mut sql = Sql::new(self.d);

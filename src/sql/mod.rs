@@ -2699,6 +2699,29 @@ impl crate::connector::Connector for SqlConnector {
         }
     }
 
+    async fn journal_policies(&self, run_prefix: &str, since: &str) -> Result<Vec<String>, ConnectorError> {
+        if self.journal() == JournalShape::PerRecord || !run_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(vec![]);
+        }
+        let scope = journal_scope();
+        let sql = self.builder(&scope).journal_policies(run_prefix, since);
+        let ctx = format!("reading journal table '{}'", self.journal_table);
+        let fetched = with_pool!(self, p => {
+            bound!(sql).fetch_all(p).await.map(|rows| {
+                rows.iter()
+                    .map(|r| Ok(journal_text(r.value(0).map_err(db_err(&ctx))?)))
+                    .collect::<Result<Vec<_>, ConnectorError>>()
+            })
+        });
+        match fetched {
+            Ok(names) => names,
+            Err(e) => match self.describe_table(&self.journal_table).await {
+                Err(ConnectorError::NotFound { .. }) => Ok(vec![]),
+                _ => Err(db_err(&ctx)(e)),
+            },
+        }
+    }
+
     async fn journal_batch_ids(
         &self,
         policy: &str,

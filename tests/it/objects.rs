@@ -2612,6 +2612,36 @@ async fn intents_of_another_spelling_of_the_dataset_are_not_reconciled() {
     assert_eq!(s.f.report("run")["policies"][0]["reconciled"], 0);
 }
 
+/// Found by a read-only review: a run killed between its write-ahead intents and its evidence,
+/// then its policy renamed (`exports` to `archive`): a run reconciles its own policy's intents,
+/// so none took the old name's, and every later run said "complete" while the intent file
+/// stayed. The next run says so (the object, the run, the old name) and its object policy
+/// fails; once: the intents are marked resolved, this report being their account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_of_a_policy_renamed_since_are_said_once() {
+    let s = Store::new(StoreKind::Dir, false, false).await;
+    s.put("exports/2019/a.csv", "x").await;
+    an_intent_left_by_a_killed_run(&s, "0badc0de-0000-4000-8000-000000000003").await;
+    let text = std::fs::read_to_string(s.f.path("policies/exports.yaml")).unwrap();
+    std::fs::remove_file(s.f.path("policies/exports.yaml")).unwrap();
+    s.f.policy("archive", &text.replace("name: exports", "name: archive"));
+    let r = s.f.lapse_at("2000-01-02T00:00:00Z", &["run"]);
+    r.code(1);
+    let p = &s.f.report("run")["policies"][0];
+    assert_eq!((p["name"].as_str(), p["outcome"].as_str()), (Some("archive"), Some("failed")), "{p}");
+    assert!(
+        p["errors"].to_string().contains(
+            "lapse-run-20000101T000000Z-0badc0de.intents.jsonl: write-ahead intents of interrupted run 0badc0de-0000-4000-8000-000000000003 for 1 object(s) of policy 'exports', which no policy file names now"
+        ),
+        "{p}"
+    );
+    assert_eq!(s.keys().await, vec!["exports/2019/a.csv".to_string()]);
+    s.f.lapse_at("2000-01-03T00:00:00Z", &["run"]).ok();
+    let p = &s.f.report("run")["policies"][0];
+    assert!(p.get("errors").is_none_or(|e| e.as_array().unwrap().is_empty()), "said once: {p}");
+    assert!(!s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.intents.jsonl").exists(), "resolved, removed");
+}
+
 /// Found by a read-only review: a policy that had already failed (here, intents it could not
 /// reconcile) and then tripped its guardrail was reported as a guardrail stop (exit 3, "look at
 /// the share"), hiding the failure; it stays failed (exit 1), the trip still recorded.

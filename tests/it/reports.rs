@@ -2549,6 +2549,50 @@ async fn a_killed_runs_journal_under_another_evidence_key_is_left_for_that_key()
     assert!(look.stdout.contains("DESTROYED: 1 record"), "{}", look.stdout);
 }
 
+/// A run killed between a batch's commit and its evidence lines, then its policy renamed
+/// (`tickets` to `support`): a run reconciles its own policy's journal rows, so no run took the
+/// killed run's rows under the old name, and their records were in no evidence file, every
+/// report saying "complete" (found by a read-only review). The next run says so in its report,
+/// with the number of batches and records, and its policy on that connection fails; once: the
+/// run after says nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_journal_under_a_policy_renamed_since_is_said() {
+    let f = lapsed_tickets(Backend::Sqlite, 50).await;
+    let dir = f.path("reports");
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    let killed = f.latest("run", ".json");
+    let stem = killed.file_stem().unwrap().to_string_lossy().into_owned();
+    let evidence = dir.join(format!("{stem}.evidence.jsonl"));
+    let text = std::fs::read_to_string(&evidence).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    std::fs::write(&evidence, all[..23].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    for suffix in ["json", "json.sig", "csv"] {
+        let _ = std::fs::remove_file(killed.with_extension(suffix));
+    }
+    let policy = std::fs::read_to_string(f.path("policies/tickets.yaml")).unwrap();
+    std::fs::remove_file(f.path("policies/tickets.yaml")).unwrap();
+    f.policy("support", &policy.replace("name: tickets", "name: support"));
+
+    let r = f.lapse(&["run", "--batch-size", "10"]);
+    r.code(1);
+    let rep = f.report("run");
+    let pol = &rep["policies"][0];
+    assert_eq!(pol["name"], "support");
+    assert_eq!(pol["outcome"], "failed", "{pol:#}");
+    let errors = pol["errors"].to_string();
+    assert!(
+        errors.contains(&format!(
+            "{stem}.evidence.jsonl: its run, which ended without its report, committed 3 batch(es) of policy 'tickets' (27 record(s)) that the journal table of connection 'db' holds and its evidence file lacks, and no policy file names 'tickets' now"
+        )),
+        "{errors}"
+    );
+    assert_eq!(rep["interrupted_runs"][0]["destroyed"]["tickets"]["deleted"], 23, "{rep:#}");
+    // Said once.
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    let rep = f.report("run");
+    assert!(rep["policies"][0].get("errors").is_none_or(|e| e.as_array().unwrap().is_empty()), "{rep:#}");
+}
+
 /// Two runs of the policy in the journal share the 8 hex digits a killed run's file name keeps
 /// of its id (one chance in billions, made here by hand): which one wrote the file is not known.
 /// The next run says so and its policy fails, once: the run after neither repeats it nor
