@@ -532,7 +532,8 @@ async fn plan_or_run(
     if mode == Mode::Run {
         // Metrics never change the exit code; a failure is logged (see `lapse::metrics`). They
         // give the process's own: a run whose report is not on the bucket is no success.
-        let m = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir);
+        let mut m = ws.config.metrics.with_args(&args.metrics, &ws.config.base_dir);
+        m.policies = ws.policies.policies.iter().map(|p| p.name.clone()).collect();
         lapse::metrics::publish(&m, &out.report, code as u8).await;
     }
     if json {

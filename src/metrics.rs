@@ -33,6 +33,10 @@ pub struct MetricsConfig {
     /// run never replaces another's series (its failures, its last success).
     #[serde(skip)]
     pub schedule_job: Option<String>,
+    /// Every policy the policy files name (not from the config; empty: not known): a run of
+    /// some policies carries over only their samples, not those of a policy removed since.
+    #[serde(skip)]
+    pub policies: BTreeSet<String>,
 }
 
 /// Where and how to push.
@@ -241,11 +245,23 @@ fn label_value(line: &str, key: &str) -> Option<String> {
 
 /// Reads `previous` (the textfile being replaced): the last success of each policy, and when
 /// `partial`, the samples of the per-policy families of policies not in `taken`.
-fn carried(previous: &str, taken: &BTreeSet<&str>, partial: bool, families: &[&str]) -> Carried {
+/// Policies not in `known` (when not empty) are not carried: removed from the policy files
+/// since, their last success would only grow old and raise a staleness alert for a policy that
+/// no longer exists (found by a read-only review).
+fn carried(
+    previous: &str,
+    taken: &BTreeSet<&str>,
+    partial: bool,
+    families: &[&str],
+    known: &BTreeSet<String>,
+) -> Carried {
     let mut c = Carried::default();
     for line in previous.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let name = &line[..line.find(['{', ' ']).unwrap_or(line.len())];
         let Some(policy) = label_value(line, "policy") else { continue };
+        if !known.is_empty() && !known.contains(&policy) {
+            continue;
+        }
         if name == POLICY_SUCCESS {
             if let Some(v) = line.rsplit(' ').next().and_then(|v| v.trim().parse().ok()) {
                 c.success.insert(policy.clone(), v);
@@ -345,7 +361,7 @@ fn exposition_with(
     e.family(
         outcome,
         "gauge",
-        "1 for the policy's outcome in the last run (done, held, failed, guardrail, stopped, interrupted): its counts mean something only where it is done, held or stopped.",
+        "1 for the policy's outcome in the last run (done, failed, guardrail, stopped, interrupted; a policy whose due records were all held is done): its counts mean something only where it is done or stopped.",
     );
     for p in &r.policies {
         e.sample(outcome, &[("policy", &p.name), ("connection", &p.connection), ("outcome", &p.outcome)], 1.0);
@@ -564,7 +580,7 @@ pub async fn publish(m: &MetricsConfig, r: &Report, exit_code: u8) -> Vec<String
         let partial = partial(r, m);
         let previous = std::fs::read_to_string(&path).unwrap_or_default();
         let taken: BTreeSet<&str> = r.policies.iter().map(|p| p.name.as_str()).collect();
-        let kept = carried(&previous, &taken, partial, &POLICY_FAMILIES);
+        let kept = carried(&previous, &taken, partial, &POLICY_FAMILIES, &m.policies);
         let last = if succeeded && !partial { Some(end) } else { previous_success(&path) };
         if let Err(e) = write_textfile(&path, &exposition_with(r, exit_code, last, common, &kept)) {
             problems.push(format!("{e:#}"));

@@ -314,6 +314,14 @@ guardrail: { max_share: 100% }
     assert_eq!(visits_success, m["lapse_last_run_timestamp_seconds"]);
     assert_eq!(m["lapse_run_exit_code"], 0.0);
     assert_eq!(m["lapse_last_success_timestamp_seconds"], first, "a run of some policies is not the whole's success");
+    // `people` removed from the policy files: a run of `visits` alone carries none of its
+    // series over (before, its last success grew old for good, and a staleness alert fired for
+    // a policy that no longer exists; found by a read-only review).
+    std::fs::remove_file(f.path("policies/people.yaml")).unwrap();
+    f.lapse(&["run", "--policy", "visits", "--metrics-textfile", &prom_s]).ok();
+    let m = read();
+    assert!(m.keys().all(|k| !k.contains("policy=\"people\"")), "{m:?}");
+    assert_eq!(m[&outcome("visits", "done")], 1.0, "{m:?}");
 }
 
 crate::per_backend!(
