@@ -190,9 +190,12 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
             .collect::<Vec<_>>()
             .join(",")
     });
+    // A filter that does not parse is said once logging is set up (before, it was dropped
+    // without a word; found by a review).
+    let mut unparsed = None;
     let mut filter = user
         .filter(|u| !u.trim().is_empty())
-        .and_then(|u| EnvFilter::try_new(u).ok())
+        .and_then(|u| EnvFilter::try_new(&u).map_err(|e| unparsed = Some(e.to_string())).ok())
         // tokio-cron-scheduler logs "Error receiving Closed" at ERROR as `schedule` stops: its
         // channels closing, no error of a run (`serve` returns the errors of its calls).
         .unwrap_or_else(|| EnvFilter::new(format!("lapse={default},warn,tokio_cron_scheduler=off")));
@@ -227,10 +230,13 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
     // (`sslpassword=…`) and a malformed `.pgpass` line, password and all (found by a review).
     // (Only the option warnings that carry a value: an unknown parameter's, a `.pgpass` line;
     // the others, a `.pgpass` too open or unreadable, say nothing secret.)
-    let aws_quiet = tracing_subscriber::filter::filter_fn(|m| {
+    // `-q` keeps to warnings and errors whatever `LAPSE_LOG` enables (before, a filter of
+    // `LAPSE_LOG`, which the chart always sets, made it do nothing; found by a review).
+    let aws_quiet = tracing_subscriber::filter::filter_fn(move |m| {
         let t = m.target();
         let quotes = m.fields().field("value").is_some() || m.fields().field("line").is_some();
-        !((t.starts_with("aws") && *m.level() > tracing::Level::WARN)
+        !((quiet && m.is_event() && *m.level() > tracing::Level::WARN)
+            || (t.starts_with("aws") && *m.level() > tracing::Level::WARN)
             || t.starts_with("sqlx::postgres::notice")
             || (t.starts_with("sqlx_postgres::options") && quotes))
     });
@@ -239,6 +245,9 @@ fn init_logging(format: Option<LogFormat>, quiet: bool, no_progress: bool) {
         b.json().flatten_event(true).with_current_span(true).finish().with(aws_quiet).init();
     } else {
         b.with_ansi(std::io::stderr().is_terminal()).finish().with(aws_quiet).init();
+    }
+    if let Some(e) = unparsed {
+        tracing::warn!("LAPSE_LOG is no filter lapse can read ({e}): the default filter is used");
     }
 }
 

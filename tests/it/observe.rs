@@ -239,6 +239,21 @@ pub async fn json_logs_carry_run_id_and_policy(b: Backend) {
         assert_eq!(policy_of(&j).as_deref(), Some("people"), "{j}");
         assert!(j["span"]["run_id"].is_string(), "{j}");
     }
+    // `-q` under a `LAPSE_LOG` filter (the chart always sets one): still warnings only (before,
+    // the filter won and every INFO and DEBUG line came out; found by a review).
+    let r = g.lapse_env(&["run", "--log-format", "json", "-q", "--max-batches", "1"], &[("LAPSE_LOG", "lapse=debug")]);
+    r.ok();
+    let levels: std::collections::BTreeSet<String> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Json>(l).unwrap()["level"].as_str().unwrap().to_string())
+        .collect();
+    assert!(levels.iter().all(|l| l == "WARN" || l == "ERROR") && !levels.is_empty(), "{levels:?}\n{}", r.stderr);
+    // A filter that does not parse is said, and the default one used.
+    let r = g.lapse_env(&["plan", "--log-format", "json"], &[("LAPSE_LOG", "lapse=loud")]);
+    assert!(r.stderr.contains("LAPSE_LOG is no filter lapse can read"), "{}", r.stderr);
+    assert!(r.stderr.contains("\"level\":\"INFO\""), "the default filter: {}", r.stderr);
 }
 
 /// Text logs also carry the policy on each line of policy work, and no escape codes off a TTY.
