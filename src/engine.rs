@@ -3404,7 +3404,7 @@ fn each_evidence_line(file: &std::fs::File, visit: &mut dyn FnMut(Evidence)) -> 
 /// does not hold, where this report does not list the file (another report accounted for it).
 fn unconfirmed_words(lines: u64, file: &str) -> String {
     format!(
-        "{lines} line(s) of {file} (a run without its report, which this report does not list) are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered)"
+        "{lines} line(s) of {file} (a run without its report, which this report does not list) are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered; or the database was restored from a backup since, with its journal)"
     )
 }
 
@@ -4219,7 +4219,7 @@ pub fn summary(r: &Report) -> String {
         ));
         for (p, n) in &i.unconfirmed {
             s.push_str(&format!(
-                "      ! {n} of its lines of {p} are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered)\n"
+                "      ! {n} of its lines of {p} are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered; or the database was restored from a backup since, with its journal)\n"
             ));
         }
     }
