@@ -332,9 +332,28 @@ fn say_error(msg: &str, prefixed: bool) {
 /// Set while `run` waits at its confirmation prompt: a signal then aborts at once.
 static PROMPTING: AtomicBool = AtomicBool::new(false);
 
+/// Runs (and plans) in progress: `schedule` is idle between them.
+static IN_PROGRESS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a run in progress for as long as it lives ([`IN_PROGRESS`]).
+struct InProgress;
+
+impl InProgress {
+    fn start() -> InProgress {
+        IN_PROGRESS.fetch_add(1, Ordering::SeqCst);
+        InProgress
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        IN_PROGRESS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// SIGTERM / SIGINT: set `flag` (the run stops after its current batch and writes its report);
 /// exit anyway after `grace`, or at once on a second signal.
-fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
+fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration, schedule: bool) {
     async fn next_signal() {
         #[cfg(unix)]
         {
@@ -354,6 +373,16 @@ fn install_signals(flag: Arc<AtomicBool>, grace: std::time::Duration) {
             // At the confirmation nothing has started: no batch to finish, no grace to wait.
             errln!();
             say_error("aborted at the confirmation; nothing was changed", true);
+            std::process::exit(Exit::Partial as i32);
+        }
+        if schedule && IN_PROGRESS.load(Ordering::SeqCst) == 0 {
+            // Between runs: nothing to finish, and no grace to wait for (before, the schedule
+            // said it was finishing a batch, and with `--shutdown-grace 0` exited 1 saying a
+            // run did not stop; found by a review). It stops within its poll.
+            tracing::warn!("signal received: stopping the schedule (no run in progress)");
+            flag.store(true, Ordering::SeqCst);
+            next_signal().await;
+            say_error("second signal: exiting now", true);
             std::process::exit(Exit::Partial as i32);
         }
         tracing::warn!(
@@ -380,6 +409,7 @@ async fn plan_or_run(
     yes: bool,
     cancel: Arc<AtomicBool>,
 ) -> Result<Exit, (Exit, String)> {
+    let _in_progress = InProgress::start();
     let invalid = |m: String| (Exit::Invalid, m);
     let ws = Workspace::load(&args.common.config).map_err(|d| (Exit::Invalid, print_diags(&d)))?;
     for p in &args.common.policies {
@@ -735,7 +765,8 @@ async fn main() -> ExitCode {
     init_logging(cli.log_format, cli.quiet, cli.no_progress);
     let cancel = Arc::new(AtomicBool::new(false));
     if matches!(cli.cmd, Cmd::Plan { .. } | Cmd::Run { .. } | Cmd::Schedule { .. } | Cmd::Demo { .. }) {
-        install_signals(cancel.clone(), std::time::Duration::from_secs(cli.shutdown_grace));
+        let schedule = matches!(cli.cmd, Cmd::Schedule { .. });
+        install_signals(cancel.clone(), std::time::Duration::from_secs(cli.shutdown_grace), schedule);
     }
     let result = match cli.cmd {
         Cmd::Validate { common, connect, skip_secrets } => validate(common, connect, skip_secrets).await,

@@ -432,6 +432,30 @@ async fn schedule_skips_a_job_changed_since_start() {
     assert!(text.lines().any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("scheduled run skipped")), "{text}");
 }
 
+/// A schedule stopped between runs stops at once and exits 0, with `--shutdown-grace 0` too,
+/// and says so (before, it said it was finishing the current batch, and with a grace of 0
+/// exited 1 saying a run did not stop in time; found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_stopped_between_runs_exits_0() {
+    let f = seeded(Backend::Sqlite).await;
+    f.policy("people", POLICY);
+    let cfg = std::fs::read_to_string(f.path("lapse.yaml")).unwrap();
+    let schedule = "schedule:\n  jobs:\n    - name: yearly\n      cron: \"0 0 3 1 1 *\"\n      policies: [people]\n";
+    std::fs::write(f.path("lapse.yaml"), format!("{cfg}{schedule}")).unwrap();
+    let log = f.path("schedule.log");
+    let mut s = spawn(&f, &["schedule", "--log-format", "json", "--shutdown-grace", "0"], &log);
+    until("the job scheduled", Duration::from_secs(30), async || {
+        std::fs::read_to_string(&log).unwrap().contains("job scheduled")
+    })
+    .await;
+    signal(&s, "TERM");
+    let code = wait(&mut s, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("signal received: stopping the schedule (no run in progress)"), "{text}");
+    assert!(!text.contains("finishing the current batch") && !text.contains("did not stop within"), "{text}");
+}
+
 /// Schedule errors are configuration errors with positions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_schedules_are_refused() {
