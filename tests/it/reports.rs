@@ -2352,6 +2352,23 @@ async fn lapsed_tickets(b: Backend, n: usize) -> Fixture {
     f
 }
 
+/// What a run killed between a batch's commit and its evidence lines leaves, made by hand from
+/// a finished run of `--batch-size 10`: its report gone, its evidence cut back to `keep`
+/// lines. Returns the run's file stem.
+fn killed_after_lines(f: &Fixture, keep: usize) -> String {
+    f.lapse(&["run", "--batch-size", "10"]).ok();
+    let killed = f.latest("run", ".json");
+    let stem = killed.file_stem().unwrap().to_string_lossy().into_owned();
+    let evidence = f.path("reports").join(format!("{stem}.evidence.jsonl"));
+    let text = std::fs::read_to_string(&evidence).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    std::fs::write(&evidence, all[..keep].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    for suffix in ["json", "json.sig", "csv"] {
+        let _ = std::fs::remove_file(killed.with_extension(suffix));
+    }
+    stem
+}
+
 /// A run killed between a batch's commit and its evidence lines: the journal (written in the
 /// destroying transaction) has the batch, its evidence file does not. The state is made by hand
 /// from a finished run (report removed, evidence cut back to 23 of 50 lines: two whole batches of
@@ -2494,19 +2511,10 @@ async fn reconciled_from_the_journal(b: Backend, text_lists: bool) {
 async fn a_killed_runs_journal_under_another_evidence_key_is_left_for_that_key() {
     let f = lapsed_tickets(Backend::Sqlite, 50).await;
     let dir = f.path("reports");
-    f.lapse(&["run", "--batch-size", "10"]).ok();
-    let killed = f.latest("run", ".json");
-    let old_key = f.report("run")["evidence_key_id"].as_str().unwrap().to_string();
-    let stem = killed.file_stem().unwrap().to_string_lossy().into_owned();
+    let old_key = lapse::evidence::EvidenceKey::new(std::fs::read(f.path("evidence.key")).unwrap()).key_id();
+    let stem = killed_after_lines(&f, 23);
     let note = dir.join(format!(".{stem}.evidence.jsonl.key"));
     assert!(!note.exists(), "the note is removed once the report names the key");
-    let evidence = dir.join(format!("{stem}.evidence.jsonl"));
-    let text = std::fs::read_to_string(&evidence).unwrap();
-    let all: Vec<&str> = text.lines().collect();
-    std::fs::write(&evidence, all[..23].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    for suffix in ["json", "json.sig", "csv"] {
-        let _ = std::fs::remove_file(killed.with_extension(suffix));
-    }
     std::fs::write(&note, &old_key).unwrap();
     let old_secret = std::fs::read(f.path("evidence.key")).unwrap();
     std::fs::write(f.path("evidence.key"), "another-evidence-key-0123456789abcdef").unwrap();
@@ -2558,17 +2566,7 @@ async fn a_killed_runs_journal_under_another_evidence_key_is_left_for_that_key()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_runs_journal_under_a_policy_renamed_since_is_said() {
     let f = lapsed_tickets(Backend::Sqlite, 50).await;
-    let dir = f.path("reports");
-    f.lapse(&["run", "--batch-size", "10"]).ok();
-    let killed = f.latest("run", ".json");
-    let stem = killed.file_stem().unwrap().to_string_lossy().into_owned();
-    let evidence = dir.join(format!("{stem}.evidence.jsonl"));
-    let text = std::fs::read_to_string(&evidence).unwrap();
-    let all: Vec<&str> = text.lines().collect();
-    std::fs::write(&evidence, all[..23].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    for suffix in ["json", "json.sig", "csv"] {
-        let _ = std::fs::remove_file(killed.with_extension(suffix));
-    }
+    let stem = killed_after_lines(&f, 23);
     let policy = std::fs::read_to_string(f.path("policies/tickets.yaml")).unwrap();
     std::fs::remove_file(f.path("policies/tickets.yaml")).unwrap();
     f.policy("support", &policy.replace("name: tickets", "name: support"));
