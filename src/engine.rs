@@ -3293,6 +3293,9 @@ async fn reconcile(
                 continue;
             }
             for x in crate::intent::pending(&dir, &stem, &name, &key_id, false)? {
+                if crate::intent::still_running(&x.path) {
+                    continue;
+                }
                 let n = x.intents.len() + x.other_key;
                 if n > 0 {
                     pr.errors.push(format!(
@@ -3429,13 +3432,15 @@ async fn reconcile_journal(
     for o in report::orphan_evidence(&dir, &own, true) {
         let Some((started, prefix)) = o.run() else { continue };
         let since = started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        if report::journal_reconciled(&dir, &o.name).contains(&p.name) {
-            continue;
-        }
-        // (Looked for with a policy's first reconciliation of the file: once per policy at
-        // most, not on every run for every file.)
+        // Once per connection and file in a run, whichever policies reconciled the file already
+        // (looked for only with a policy's first reconciliation of it, a policy removed after
+        // the others had was never said; found by a review). One small read of the journal
+        // (a row per batch) per file that a killed run left.
         if ctx.journals_named.insert((p.connection.clone(), o.name.clone())) {
             unnamed_journal_batches(p, conn, ctx, pr, &dir, &o, prefix, &since).await?;
+        }
+        if report::journal_reconciled(&dir, &o.name).contains(&p.name) {
+            continue;
         }
         let batches = one_row_per_batch(retry(|| conn.journal_batches(&p.name, prefix, &since)).await?);
         let runs: BTreeSet<&str> = batches.iter().map(|b| b.run_id.as_str()).collect();

@@ -307,6 +307,17 @@ pub fn pending(dir: &Path, own_stem: &str, policy: &str, key_id: &str, tidy: boo
     Ok(out)
 }
 
+/// Whether the run that writes intent file `path` is still going on (another worker's, of
+/// other policies, sharing the directory): it holds its evidence file locked, and its intents
+/// are its own, not left (found by a review: a run took a live run's intents for an
+/// interrupted run's, and removed its file).
+pub fn still_running(path: &Path) -> bool {
+    let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(SUFFIX)) else {
+        return false;
+    };
+    std::fs::File::open(path.with_file_name(format!("{stem}.evidence.jsonl"))).is_ok_and(|f| f.try_lock().is_err())
+}
+
 /// The policies with intents not marked resolved in the intent files earlier runs left in
 /// `dir` (not `own_stem`'s): whether a policy has any left is then for [`pending`] to say.
 pub fn unresolved_policies(dir: &Path, own_stem: &str) -> BTreeSet<String> {
@@ -316,6 +327,9 @@ pub fn unresolved_policies(dir: &Path, own_stem: &str) -> BTreeSet<String> {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(stem) = name.strip_suffix(SUFFIX) else { continue };
         if stem == own_stem || !stem.starts_with("lapse-run-") {
+            continue;
+        }
+        if still_running(&e.path()) {
             continue;
         }
         let Ok(lines) = read_lines(&e.path()) else { continue };

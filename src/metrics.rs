@@ -204,7 +204,7 @@ pub fn exposition(r: &Report, exit_code: u8, last_success: Option<f64>) -> Strin
     exposition_with(r, exit_code, last_success, vec![], &Carried::default())
 }
 
-/// Each policy's last success: the end of the last run in which it was done or held.
+/// Each policy's last success: the end of the last run in which it was done.
 const POLICY_SUCCESS: &str = "lapse_policy_last_success_timestamp_seconds";
 
 /// What a textfile keeps of the one it replaces: each policy's last success, and, for a run of
@@ -368,7 +368,7 @@ fn exposition_with(
     }
     keep(&mut e, outcome);
     let end = r.finished_at.unwrap_or(r.started_at).timestamp_millis() as f64 / 1000.0;
-    e.family(POLICY_SUCCESS, "gauge", "End of the last run in which the policy was done or held (Unix time).");
+    e.family(POLICY_SUCCESS, "gauge", "End of the last run in which the policy was done (Unix time).");
     for p in &r.policies {
         let t = if succeeded(&p.outcome) { Some(end) } else { carried.success.get(&p.name).copied() };
         if let Some(t) = t {

@@ -403,12 +403,14 @@ where
     while !cancel.load(Ordering::SeqCst) && stopped().is_none() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // (Said only when a run is in progress: "waiting for the run in progress" after a signal
+    // between runs contradicted the signal's own line; found by a review.)
+    let running = serving.busy.try_lock().is_err();
+    let waiting = if running { "; waiting for the run in progress" } else { "" };
     match stopped() {
-        Some(Stop::Exhausted) => {
-            tracing::info!("no job has a later occurrence: the schedule ends after the run in progress")
-        }
-        Some(Stop::Failed(_)) => tracing::error!("stopping the schedule: waiting for the run in progress"),
-        None => tracing::info!("stopping the schedule: no new run starts; waiting for the run in progress"),
+        Some(Stop::Exhausted) => tracing::info!("no job has a later occurrence: the schedule ends{}", waiting),
+        Some(Stop::Failed(_)) => tracing::error!("stopping the schedule{waiting}"),
+        None => tracing::info!("stopping the schedule: no new run starts{waiting}"),
     }
     sched.shutdown().await?;
     let _last = serving.busy.lock().await;

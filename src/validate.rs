@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::connector::{Cascade, ColumnKind, Connector, ConnectorError, ForeignKey, TableIdentity, TableInfo};
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::policy::condition::{Literal, Test};
+use crate::policy::condition::{CmpOp, Literal, Test};
 use crate::policy::strategy::{literal_value, Strategy, TOKEN_PREFIX};
 use crate::policy::{Action, Dependent, OnDelete, Policy};
 use crate::value::Value;
@@ -363,6 +363,10 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                     Test::In(ls) => ls.iter().collect(),
                     _ => vec![],
                 };
+                // `<`, `<=`, `>`, `>=`: an order, which text of another shape than the literal's
+                // gets wrong (`=`, `!=` and `in` compare text exactly: a label such as
+                // `'2024-06-30-batch7'` is no time meant).
+                let ordering = matches!(&term.test, Test::Compare(CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge, _));
                 // numeric / decimal: compared with numbers (the database converts them).
                 let decimal = ["numeric", "decimal"].iter().any(|t| c.sql_type.to_ascii_lowercase().starts_with(t));
                 for l in lits {
@@ -399,7 +403,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                         );
                     } else if let Some(t) = match (l, c.kind) {
                         (Literal::Text(t), ColumnKind::Text | ColumnKind::Other)
-                            if starts_with_a_date(t) && !crate::policy::condition::is_time_literal(t) =>
+                            if ordering && starts_with_a_date(t) && !crate::policy::condition::is_time_literal(t) =>
                         {
                             Some(t)
                         }
@@ -416,7 +420,7 @@ pub async fn check(policy: &Policy, conn: &dyn Connector, diags: &mut Diagnostic
                             crate::policy::time_literal_error(&p.name, t, kind_name(c.kind), &term.column),
                         );
                     } else if let (Literal::Text(t), ColumnKind::Text, false) = (l, c.kind, conn.keeps_any_type()) {
-                        if starts_with_a_date(t) {
+                        if ordering && starts_with_a_date(t) {
                             // PostgreSQL and MariaDB compare text with text character by
                             // character: right only where every value has the literal's shape.
                             later.push(

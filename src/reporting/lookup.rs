@@ -988,14 +988,18 @@ impl Answer {
             let records: BTreeSet<&str> = list.iter().map(|d| d.record.as_str()).collect();
             let mut line = head.replace("{}", &records.len().to_string());
             if records.len() < list.len() {
-                line = line.replacen(
-                    '\n',
-                    &format!(
-                        " — in {} lines: the same record again (restored from a backup, or its key used again)\n",
-                        list.len()
-                    ),
-                    1,
-                );
+                // One record in several stages or policies is several lines of one run; in two
+                // runs by one policy and stage, it came back (found by a review: the restore was
+                // named for a record of two field stages).
+                let mut runs: BTreeMap<(&str, &str, &str), BTreeSet<&str>> = BTreeMap::new();
+                for d in &list {
+                    runs.entry((&d.record, &d.policy, &d.stage)).or_default().insert(&d.run_id);
+                }
+                let why = match runs.values().any(|r| r.len() > 1) {
+                    true => "the same record again (restored from a backup, or its key used again)",
+                    false => "one for each stage or policy that changed it",
+                };
+                line = line.replacen('\n', &format!(" — in {} lines: {why}\n", list.len()), 1);
             }
             s.push_str(&line);
             for d in list {
@@ -1219,8 +1223,16 @@ mod tests {
             pseudonymized: false,
         };
         let other = Destroyed { record: "cd".repeat(32), ..d.clone() };
-        let text = answer(vec![d.clone(), Destroyed { run_id: "r2".into(), ..d }, other], vec![]).text("reports");
+        let text = answer(vec![d.clone(), Destroyed { run_id: "r2".into(), ..d.clone() }, other.clone()], vec![])
+            .text("reports");
         assert!(text.contains("\nDESTROYED: 2 record(s) — in 3 lines: the same record again"), "{text}");
+        // Two stages of one run: no restore named.
+        let text =
+            answer(vec![d.clone(), Destroyed { stage: "fields:phone".into(), ..d }, other], vec![]).text("reports");
+        assert!(
+            text.contains("\nDESTROYED: 2 record(s) — in 3 lines: one for each stage or policy that changed it"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2625,6 +2625,15 @@ async fn intents_of_a_policy_renamed_since_are_said_once() {
     let text = std::fs::read_to_string(s.f.path("policies/exports.yaml")).unwrap();
     std::fs::remove_file(s.f.path("policies/exports.yaml")).unwrap();
     s.f.policy("archive", &text.replace("name: exports", "name: archive"));
+    // While the run that wrote them goes on (another worker, of other policies, holding its
+    // evidence file locked), they are its own: nothing said, its file left (found by a review
+    // of the fix, which took a live run's intents for left ones and removed its file).
+    let intents = s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.intents.jsonl");
+    let live = std::fs::File::create(s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.evidence.jsonl")).unwrap();
+    live.try_lock().unwrap();
+    s.f.lapse_at("2000-01-02T00:00:00Z", &["run"]).ok();
+    assert!(intents.exists(), "a live run's intents left alone");
+    drop(live);
     let r = s.f.lapse_at("2000-01-02T00:00:00Z", &["run"]);
     r.code(1);
     let p = &s.f.report("run")["policies"][0];
@@ -2639,7 +2648,7 @@ async fn intents_of_a_policy_renamed_since_are_said_once() {
     s.f.lapse_at("2000-01-03T00:00:00Z", &["run"]).ok();
     let p = &s.f.report("run")["policies"][0];
     assert!(p.get("errors").is_none_or(|e| e.as_array().unwrap().is_empty()), "said once: {p}");
-    assert!(!s.f.path("reports/lapse-run-20000101T000000Z-0badc0de.intents.jsonl").exists(), "resolved, removed");
+    assert!(!intents.exists(), "resolved, removed");
 }
 
 /// Found by a read-only review: a policy that had already failed (here, intents it could not

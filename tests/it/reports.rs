@@ -2589,6 +2589,24 @@ async fn a_killed_runs_journal_under_a_policy_renamed_since_is_said() {
     f.lapse(&["run", "--batch-size", "10"]).ok();
     let rep = f.report("run");
     assert!(rep["policies"][0].get("errors").is_none_or(|e| e.as_array().unwrap().is_empty()), "{rep:#}");
+
+    // Removed after another policy of the connection had reconciled the killed run's file: said
+    // too (before, the search went with a policy's first reconciliation of the file, and none
+    // was left to make it; found by a review of the fix).
+    let g = lapsed_tickets(Backend::Sqlite, 50).await;
+    g.db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, subject TEXT, email TEXT, created_at TEXT)").await;
+    g.policy("notes", &policy.replace("name: tickets", "name: notes").replace("table: tickets", "table: notes"));
+    let stem = killed_after_lines(&g, 23);
+    g.lapse(&["run", "--policy", "notes"]).ok();
+    std::fs::remove_file(g.path("policies/tickets.yaml")).unwrap();
+    g.lapse(&["run"]).code(1);
+    let errors = g.report("run")["policies"][0]["errors"].to_string();
+    assert!(
+        errors.contains(&format!(
+            "{stem}.evidence.jsonl: its run, which ended without its report, committed 3 batch(es) of policy 'tickets'"
+        )),
+        "{errors}"
+    );
 }
 
 /// Two runs of the policy in the journal share the 8 hex digits a killed run's file name keeps
