@@ -231,7 +231,9 @@ pub struct Defaults {
     pub batch_size: u32,
     /// Largest share of a dataset one run may destroy before the guardrail stops the policy.
     /// Default 0.25.
-    #[serde(default = "default_share")]
+    /// A fraction (`0.25`) or a percentage (`25%`), as a policy's `guardrail.max_share` (a
+    /// percentage was refused here: "expected f64"; found by a README review).
+    #[serde(default = "default_share", deserialize_with = "share")]
     pub max_share: f64,
     /// Seconds a run may go without progress (a stage begun, a batch done) before it is
     /// abandoned as stalled: a database or store that stops answering without closing the
@@ -240,6 +242,18 @@ pub struct Defaults {
     /// run, as for a killed one.
     #[serde(default = "default_stall")]
     pub stall_seconds: u64,
+}
+
+fn share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    // (Its range is checked with the config's other values.)
+    match <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d)? {
+        serde_yaml_ng::Value::Number(n) => n.as_f64(),
+        serde_yaml_ng::Value::String(s) => {
+            s.trim().strip_suffix('%').and_then(|x| x.trim().parse::<f64>().ok()).map(|x| x / 100.0)
+        }
+        _ => None,
+    }
+    .ok_or_else(|| serde::de::Error::custom("max_share must be a fraction from 0 to 1 or a percentage such as '25%'"))
 }
 
 impl Default for Defaults {

@@ -86,19 +86,28 @@ impl Workspace {
                         d.push(p.error(at, format!("prefix '{}' leaves the directory (a key is a relative path in it, without '.' or '..')", o.prefix)));
                     }
                 }
-                // Files have no tags: a run would fail at its first file.
+                // Files have no tags, and no user metadata: a tag failed the run at its first
+                // file, and `metadata:` made every file unreadable, kept for ever (found by a
+                // README review).
                 if c.kind == ConnectionKind::Directory && p.objects.is_some() {
-                    let no_tags = |what: &str, fact: &str| {
+                    let store_only = |f: &str| f.starts_with("tag:") || f.starts_with("metadata:");
+                    let no_such = |what: &str, fact: &str, instead: &str| {
                         format!(
-                            "{what} '{fact}': files in a directory (connection '{}') have no tags; use last_modified or key_date",
+                            "{what} '{fact}': files in a directory (connection '{}') have no tags or metadata; use {instead}",
                             p.connection
                         )
                     };
-                    for (i, x) in p.purposes.iter().enumerate().filter(|(_, x)| x.anchor.starts_with("tag:")) {
-                        d.push(p.error(&format!("purposes.{i}.after"), no_tags("anchor", &x.anchor)));
+                    for (i, x) in p.purposes.iter().enumerate().filter(|(_, x)| store_only(&x.anchor)) {
+                        d.push(p.error(
+                            &format!("purposes.{i}.after"),
+                            no_such("anchor", &x.anchor, "last_modified or key_date"),
+                        ));
                     }
-                    if let Some(s) = p.subject.as_deref().filter(|s| s.starts_with("tag:")) {
-                        d.push(p.error("dataset.subject", no_tags("subject", s)));
+                    if let Some(s) = p.subject.as_deref().filter(|s| store_only(s)) {
+                        d.push(p.error(
+                            "dataset.subject",
+                            no_such("subject", s, "key (with {subject} in the key pattern)"),
+                        ));
                     }
                 }
             }

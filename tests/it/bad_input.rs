@@ -865,8 +865,22 @@ async fn config_errors() {
             "0",
         ),
         case("evidence: {}", c, evidence, &["evidence needs key_env or key_file"], "{}", "{}"),
+        case(
+            "defaults.max_share: 150%",
+            c,
+            format!("{CONFIG}defaults:\n  max_share: 150%\n"),
+            &["defaults.max_share must be from 0 to 1"],
+            "max_share: 150%",
+            "150%",
+        ),
     ];
     refused(Backend::Sqlite, cases, OFFLINE).await;
+    // A percentage, as a policy's `guardrail.max_share` takes (before, "expected f64"; found by
+    // a README review).
+    let f = Fixture::new(Backend::Sqlite, "").await;
+    std::fs::write(f.path("lapse.yaml"), format!("{CONFIG}defaults:\n  max_share: 25%\n")).unwrap();
+    let r = f.lapse(&["validate"]);
+    assert!(!r.stderr.contains("max_share"), "{}", r.stderr);
 }
 
 fn holds_column_config() -> String {

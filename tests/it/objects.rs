@@ -2084,7 +2084,7 @@ async fn a_directory_keeps_the_datasets_own_directories() {
     assert!(s.f.path("files/app/uploads").is_dir(), "the dataset's own directory stays");
 }
 
-/// Files in a directory have no tags: an anchor or subject read from a tag is refused by
+/// Files in a directory have no tags or metadata: an anchor or subject read from one is refused by
 /// `validate`, where it is written, instead of failing the run at its first file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_on_a_directory_are_refused_at_validate() {
@@ -2099,9 +2099,18 @@ async fn tags_on_a_directory_are_refused_at_validate() {
     let by_mtime =
         "  - name: reporting\n    legal_basis: legitimate_interests\n    retain: 1y\n    after: last_modified\n";
     s.policy("  prefix: exports/\n  subject: tag:subject\n", by_mtime, "");
-    s.f.lapse(&["validate"]).code(2).stderr_has("subject 'tag:subject'").stderr_has("exports.yaml:5:");
+    s.f.lapse(&["validate"])
+        .code(2)
+        .stderr_has("subject 'tag:subject'")
+        .stderr_has("use key (with {subject} in the key pattern)")
+        .stderr_has("exports.yaml:5:");
     s.f.lapse(&["run"]).code(2);
     assert_eq!(s.keys().await, ["exports/2020/03/01/S-1.csv"]);
+    // Nor metadata: every file was unreadable, kept for ever (found by a README review).
+    s.policy(PATTERN, &by_tag.replace("tag:created", "\"metadata:created\""), "");
+    s.f.lapse(&["validate"])
+        .code(2)
+        .stderr_has("anchor 'metadata:created': files in a directory (connection 'store') have no tags or metadata");
     // A prefix that leaves the directory, a bucket, and a prefix no key of the pattern is under
     // are refused by `validate` too (before: `plan` failed with exit 1, the bucket was ignored,
     // and nothing was governed without a word; found by a review).
