@@ -2609,6 +2609,76 @@ async fn a_killed_runs_journal_under_a_policy_renamed_since_is_said() {
     );
 }
 
+/// The certificate says what the JSON says (found by a review of the renderings): an
+/// `evidence_incomplete` report's evidence row says the file is short; each interrupted run's
+/// evidence file is named with its key, another than the run's said so; `previous_unverified`
+/// is shown in the chain row; records held by two policies of one table are counted once in the
+/// Kept row, as in the summary; records that failed one by one do not make the re-check "Fail".
+/// The demo's run report, edited to each case, rendered (its signature is not checked here).
+#[test]
+fn the_certificate_says_what_the_json_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("demo");
+    let out = std::process::Command::new(crate::common::lapse_bin()).arg("demo").arg("--dir").arg(&d).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = std::fs::read_dir(d.join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("lapse-run-") && n.ends_with(".json")
+        })
+        .unwrap();
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&run).unwrap()).unwrap();
+    r["evidence_incomplete"] = true.into();
+    r["previous_unverified"] = "the previous report carries no signature by this run's signing key".into();
+    r["interrupted_runs"] = serde_json::json!([{
+        "report": "lapse-run-20260101T000000Z-0badc0de.json",
+        "evidence": {"file": "lapse-run-20260101T000000Z-0badc0de.evidence.jsonl", "sha256": "00", "records": 7},
+        "destroyed": {"orders": {"deleted": 7}},
+        "evidence_key_id": "0123456789abcdef",
+        "first_at": null, "last_at": null
+    }]);
+    r["previous"] = serde_json::json!({"file": "lapse-run-x.json", "sha256": "11", "sequence": 1});
+    // A second policy on the newsletter leads' table, holding the same records.
+    let policies = r["policies"].as_array_mut().unwrap();
+    let leads = policies.iter().find(|p| p["name"] == "newsletter-leads").unwrap().clone();
+    let held_total: u64 = policies.iter().map(|p| p["held"].as_u64().unwrap()).sum();
+    let mut twin = leads.clone();
+    twin["name"] = "newsletter-leads-b".into();
+    policies.push(twin);
+    // Records that failed one by one, every destroyed one re-checked and gone.
+    let tickets = policies.iter_mut().find(|p| p["name"] == "support-tickets").unwrap();
+    tickets["failed"] = 2.into();
+    tickets["verification"]["verified"] = false.into();
+    let edited = tmp.path().join("edited.json");
+    std::fs::write(&edited, serde_json::to_vec(&r).unwrap()).unwrap();
+    let html = tmp.path().join("edited.html");
+    let out = std::process::Command::new(crate::common::lapse_bin())
+        .args(["report", "render"])
+        .arg(&edited)
+        .arg("--out")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(html.contains("INCOMPLETE</span>: the evidence file could not be written to its end"), "incomplete");
+    assert!(
+        html.contains("lapse-run-20260101T000000Z-0badc0de.evidence.jsonl</code> (a run that ended without its report, accounted for here): 7 records, evidence key <code>0123456789abcdef</code> — <span class=\"bad\">another key than this run's</span>"),
+        "interrupted run's key"
+    );
+    assert!(
+        html.contains("Previous report not vouched for by this key</span>: the previous report carries no signature"),
+        "previous_unverified"
+    );
+    assert!(
+        html.contains(&format!("{held_total} lapsed records kept by legal holds")),
+        "kept once per table ({held_total})"
+    );
+    assert!(html.contains("<strong class=\"good\">Pass</strong>"), "failed records do not fail the re-check");
+}
+
 /// Two runs of the policy in the journal share the 8 hex digits a killed run's file name keeps
 /// of its id (one chance in billions, made here by hand): which one wrote the file is not known.
 /// The next run says so and its policy fails, once: the run after neither repeats it nor
