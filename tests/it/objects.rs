@@ -419,9 +419,9 @@ async fn overlapping_object_datasets_are_refused() {
 }
 
 /// Two object policies under one prefix with different key patterns are refused: each counted
-/// the other's objects as unreadable, and the purposes they shared kept a CSV until a
-/// `metadata:` anchor only the PDFs carry, for ever (found by a review). Under one pattern
-/// they are merged, as before.
+/// the other's objects as unreadable, and the purposes they shared kept a CSV until the other's
+/// anchor (on S3 a `metadata:` one only the PDFs carry: for ever; found by a review). Under one
+/// pattern they are merged, as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_policies_under_one_prefix_with_different_patterns_are_refused() {
     let s = Store::new(StoreKind::Dir, false, false).await;
@@ -431,7 +431,7 @@ async fn object_policies_under_one_prefix_with_different_patterns_are_refused() 
     let pdf = |pattern: &str| {
         format!(
             "name: pdf\ndataset:\n  connection: store\n  key_pattern: \"{pattern}\"\n  subject: key\npersonal:\n  content: {{ category: free_text }}\n\
-             purposes:\n  - name: inv\n    legal_basis: legal_obligation\n    retain: 1y\n    after: \"metadata:closed\"\non_lapse: delete\nguardrail:\n  max_share: 100%\n"
+             purposes:\n  - name: inv\n    legal_basis: legal_obligation\n    retain: 1y\n    after: last_modified\non_lapse: delete\nguardrail:\n  max_share: 100%\n"
         )
     };
     s.f.policy("pdf", &pdf("exports/{yyyy}/{mm}/{dd}/{subject}.pdf"));
