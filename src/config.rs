@@ -246,14 +246,9 @@ pub struct Defaults {
 
 fn share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     // (Its range is checked with the config's other values.)
-    match <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d)? {
-        serde_yaml_ng::Value::Number(n) => n.as_f64(),
-        serde_yaml_ng::Value::String(s) => {
-            s.trim().strip_suffix('%').and_then(|x| x.trim().parse::<f64>().ok()).map(|x| x / 100.0)
-        }
-        _ => None,
-    }
-    .ok_or_else(|| serde::de::Error::custom("max_share must be a fraction from 0 to 1 or a percentage such as '25%'"))
+    crate::policy::share_value(&<serde_yaml_ng::Value as serde::Deserialize>::deserialize(d)?).ok_or_else(|| {
+        serde::de::Error::custom("max_share must be a fraction from 0 to 1 or a percentage such as '25%'")
+    })
 }
 
 impl Default for Defaults {

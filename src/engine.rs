@@ -1087,6 +1087,8 @@ struct Ctx<'a> {
     /// The (connection, evidence file) pairs whose journal was searched this run for batches
     /// of policies no policy file names now (`unnamed_journal_batches`).
     journals_named: &'a mut BTreeSet<(String, String)>,
+    /// Whether the intents were searched this run for those of such policies (`reconcile`).
+    intents_named: &'a mut bool,
 }
 
 /// Streams evidence lines to `<report>.evidence.jsonl`, hashing as it goes. Lines are formatted,
@@ -1574,6 +1576,7 @@ pub async fn execute(
     let mut unconfirmed = BTreeMap::new();
     let policy_names: BTreeSet<String> = ws.policies.policies.iter().map(|p| p.name.clone()).collect();
     let mut journals_named = BTreeSet::new();
+    let mut intents_named = false;
     for (p, prep) in prepared {
         crate::progress::touch();
         let conn = conns[&p.connection].clone();
@@ -1596,6 +1599,7 @@ pub async fn execute(
             unconfirmed: &mut unconfirmed,
             policy_names: &policy_names,
             journals_named: &mut journals_named,
+            intents_named: &mut intents_named,
         };
         let mut pr = describe_policy(p, prep, &ctx);
         if cancel.load(Ordering::SeqCst) {
@@ -3295,7 +3299,7 @@ async fn reconcile(
     // them was killed): no run reconciles them (a run reconciles its own policy's), and they
     // stayed without a word (found by a read-only review). Said once, by the first object
     // policy of this run, which fails in it; then marked resolved: this report is their account.
-    if ctx.journals_named.insert(("(intents)".into(), log.dir().display().to_string())) {
+    if !std::mem::replace(ctx.intents_named, true) {
         let (dir, stem) = (log.dir().to_path_buf(), log.stem().to_string());
         for name in crate::intent::unresolved_policies(&dir, &stem) {
             if ctx.policy_names.contains(&name) {
@@ -3414,6 +3418,18 @@ fn each_evidence_line(file: &std::fs::File, visit: &mut dyn FnMut(Evidence)) -> 
 
 /// What a policy's report says of evidence lines of a run without its report that its journal
 /// does not hold, where this report does not list the file (another report accounted for it).
+/// The lines of `policy`'s own destructions (not `reconciled_from` an earlier run) in an
+/// evidence file, per stage and batch.
+fn own_lines_per_batch(file: &std::fs::File, policy: &str) -> anyhow::Result<BTreeMap<(String, u64), u64>> {
+    let mut have: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    each_evidence_line(file, &mut |e| {
+        if e.policy == policy && e.reconciled_from.is_none() {
+            *have.entry((e.stage, e.batch)).or_default() += 1;
+        }
+    })?;
+    Ok(have)
+}
+
 fn unconfirmed_words(lines: u64, file: &str) -> String {
     format!(
         "{lines} line(s) of {file} (a run without its report, which this report does not list) are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered; or the database was restored from a backup since, with its journal)"
@@ -3467,12 +3483,7 @@ async fn reconcile_journal(
         }
         // What its evidence file has of each batch of this policy (its own lines only), read as
         // a stream through the locked handle: the file may hold millions of lines.
-        let mut have: BTreeMap<(String, u64), u64> = BTreeMap::new();
-        each_evidence_line(&o.file, &mut |e| {
-            if e.policy == p.name && e.reconciled_from.is_none() {
-                *have.entry((e.stage, e.batch)).or_default() += 1;
-            }
-        })?;
+        let have = own_lines_per_batch(&o.file, &p.name)?;
         // Every line of a committed batch has its record in the journal row the batch wrote in
         // its destroying transaction. Lines of a batch the journal does not hold, or more lines
         // than it journaled, are no destruction the journal shows: a file that run did not
@@ -3618,12 +3629,7 @@ async fn unnamed_journal_batches(
     let names = retry(|| conn.journal_policies(prefix, since)).await?;
     for name in names.into_iter().filter(|n| !ctx.policy_names.contains(n) && !done.contains(n)) {
         let batches = one_row_per_batch(retry(|| conn.journal_batches(&name, prefix, since)).await?);
-        let mut have: BTreeMap<(String, u64), u64> = BTreeMap::new();
-        each_evidence_line(&o.file, &mut |e| {
-            if e.policy == name && e.reconciled_from.is_none() {
-                *have.entry((e.stage, e.batch)).or_default() += 1;
-            }
-        })?;
+        let have = own_lines_per_batch(&o.file, &name)?;
         let (mut short, mut records) = (0u64, 0u64);
         for b in &batches {
             let n = have.get(&(b.stage.clone(), b.batch)).copied().unwrap_or(0);

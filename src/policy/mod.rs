@@ -902,15 +902,19 @@ fn action_word(a: Action) -> &'static str {
 }
 
 /// A share is a number from 0 to 1 or a percentage (`25%`).
-fn parse_share(v: &serde_yaml_ng::Value) -> Result<f64, String> {
-    let share = match v {
+/// A share as written: a fraction (`0.25`) or a percentage (`25%`), whatever its range.
+pub(crate) fn share_value(v: &serde_yaml_ng::Value) -> Option<f64> {
+    match v {
         serde_yaml_ng::Value::Number(n) => n.as_f64(),
         serde_yaml_ng::Value::String(s) => {
             s.trim().strip_suffix('%').and_then(|x| x.trim().parse::<f64>().ok()).map(|x| x / 100.0)
         }
         _ => None,
-    };
-    match share {
+    }
+}
+
+fn parse_share(v: &serde_yaml_ng::Value) -> Result<f64, String> {
+    match share_value(v) {
         Some(s) if (0.0..=1.0).contains(&s) => Ok(s),
         _ => Err("max_share must be a fraction from 0 to 1 or a percentage such as '25%'".into()),
     }
