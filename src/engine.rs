@@ -1683,6 +1683,7 @@ pub async fn execute(
             }
         }
     }
+    table_hold_matters(&mut report, &hold_tables, holds_at).await;
     if let Some(s) = sink {
         let path = s.path.clone();
         let (evidence, failed) = s.finish();
@@ -1867,6 +1868,50 @@ pub async fn execute(
 /// be claimed on (unreachable, or refusing) leaves the report as it is, said in the log: the
 /// report is written all the same (the destruction happened), and `report verify` would show a
 /// fork that resulted.
+/// The matter of each holds-table hold that kept records in this run, read from its table
+/// (where the connection names a matter column) and added to `report.holds` beside the table's
+/// own entry (`<table>.*`), so that the certificate and `lookup` name the matter a held record
+/// was kept for, as they do for the holds file's. A SQL policy's holds are its connection's; an
+/// object policy's are those of every holds table. A table that cannot be read now is warned
+/// of: the records were kept, and the report says by which hold id.
+async fn table_hold_matters(report: &mut Report, hold_tables: &[(String, Arc<dyn Connector>)], now: DateTime<Utc>) {
+    let listed: BTreeSet<String> = report.holds.iter().map(|h| h.id.clone()).collect();
+    for (name, conn) in hold_tables {
+        let wanted: BTreeSet<&String> = report
+            .policies
+            .iter()
+            .filter(|p| p.kind == "objects" || p.connection == *name)
+            .flat_map(|p| p.held_by.iter().filter(|(_, n)| **n > 0).map(|(id, _)| id))
+            .filter(|id| !listed.contains(*id) && !id.starts_with("storage:"))
+            .collect();
+        if wanted.is_empty() || conn.holds_table().is_none_or(|h| h.matter.is_none()) {
+            continue;
+        }
+        let matters = match retry(|| conn.hold_matters(now)).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("connection '{name}': {e:#}; the report names its holds by id only");
+                continue;
+            }
+        };
+        let src = format!("table:{name}");
+        for (id, matter) in matters {
+            let placed = report.holds.iter().any(|h| h.id == id && h.source.starts_with("table:"));
+            if wanted.contains(&id) && !placed {
+                report.holds.push(report::HoldInfo {
+                    id,
+                    matter,
+                    source: src.clone(),
+                    reason: None,
+                    subject_count: 0,
+                    policies: vec![],
+                    expires: None,
+                });
+            }
+        }
+    }
+}
+
 async fn claim_sequence(b: &crate::reporting::sink::S3Reports, report: &mut Report) {
     use crate::reporting::sink::Claim;
     const TRIES: u32 = 10;

@@ -188,7 +188,10 @@ pub struct Tool {
 /// A legal hold in force during the run.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HoldInfo {
-    /// The hold's id (`<table>.*` stands for every hold of a holds table).
+    /// The hold's id. `<table>.*` stands for every hold of a holds table; a hold of a holds
+    /// table that kept records in the run is listed by its own id too, with its matter, where
+    /// the connection names the table's matter column (its subjects, policies and expiry are in
+    /// its rows: `subject_count` 0, `policies` empty and `expires` null here).
     pub id: String,
     /// The legal matter (case, inquiry) the hold serves.
     pub matter: String,
@@ -204,6 +207,11 @@ pub struct HoldInfo {
 }
 
 impl HoldInfo {
+    /// The entry that stands for every hold of a holds table (`<table>.*`), not one hold.
+    pub fn is_whole_table(&self) -> bool {
+        self.source.starts_with("table:") && self.id.ends_with(".*")
+    }
+
     /// Where the hold is kept, in words: "holds file", or "holds table of connection 'shop'"
     /// (`source` is `file` or `table:<connection>`; before, shown as written: "table:shop").
     pub fn source_words(&self) -> String {

@@ -579,6 +579,13 @@ pub trait Connector: Send + Sync + fmt::Display {
         Ok(vec![])
     }
 
+    /// The matter of each hold id in force at `now` in this connection's holds table, as
+    /// (hold id, matter), for the report: the ids are those [`Connector::count_by_table_hold`]
+    /// gives. Default: none (no holds table, or no matter column).
+    async fn hold_matters(&self, _now: DateTime<Utc>) -> Result<Vec<(String, String)>, ConnectorError> {
+        Ok(vec![])
+    }
+
     /// Whether a column can hold a value of another type than it declares (SQLite): a hold's
     /// subject that is no value of the subject column's type may still be in it.
     fn keeps_any_type(&self) -> bool {

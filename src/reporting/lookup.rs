@@ -844,7 +844,8 @@ pub fn lookup(
         .flat_map(|(_, r)| {
             r.holds
                 .iter()
-                .filter(|x| x.source.starts_with("table:"))
+                // A holds table by its entry (`<table>.*`), not by each of its holds listed.
+                .filter(|x| x.source.starts_with("table:") && x.id.ends_with(".*"))
                 .map(|x| format!("{} ({})", x.matter, crate::report::hold_source_words(&x.source)))
         })
         .collect();

@@ -613,7 +613,7 @@ fn kept(h: &mut String, r: &Report) {
                 }
             };
             let scope = if x.source.starts_with("table:") { "rows of the holds table".to_string() } else { scope };
-            let kept = if x.source.starts_with("table:") {
+            let kept = if x.is_whole_table() {
                 "see below".to_string()
             } else {
                 num(kept_by.get(x.id.as_str()).copied().unwrap_or(0))
@@ -938,7 +938,14 @@ fn certificate(h: &mut String, r: &Report, src: &Source) {
             // Once per table, as in the summary (two policies on one table hold the same
             // records; found by a review: the summary said 448, this row 896).
             plural(per_table_max(r, &|p| p.held), "lapsed record", "lapsed records"),
-            esc(&r.holds.iter().map(|x| x.id.as_str()).collect::<Vec<_>>().join(", "))
+            // A holds table's holds by its entry (`<table>.*`), each under What was kept.
+            esc(&r
+                .holds
+                .iter()
+                .filter(|x| x.is_whole_table() || !x.source.starts_with("table:"))
+                .map(|x| x.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
         ),
     );
 

@@ -2610,6 +2610,27 @@ impl crate::connector::Connector for SqlConnector {
         })
     }
 
+    async fn hold_matters(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>, ConnectorError> {
+        let Some((ht, info)) = &self.holds_table else { return Ok(vec![]) };
+        let scope = bare_scope(info.clone(), now);
+        let Some(sql) = self.builder(&scope).hold_matters(ht) else { return Ok(vec![]) };
+        let ctx = format!("reading the matters of holds table '{}'", ht.table);
+        let text = |v: Value| match v {
+            Value::Text(s) => s,
+            other => other.canonical(),
+        };
+        // Streamed: a hold per held subject is a row per hold.
+        with_pool!(self, p => {
+            use futures::TryStreamExt;
+            let mut out = Vec::new();
+            let mut rows = bound!(sql).fetch(p);
+            while let Some(row) = rows.try_next().await.map_err(db_err(&ctx))? {
+                out.push((text(row.value(0).map_err(db_err(&ctx))?), text(row.value(1).map_err(db_err(&ctx))?)));
+            }
+            Ok(out)
+        })
+    }
+
     fn keeps_any_type(&self) -> bool {
         self.dialect == Dialect::Sqlite
     }

@@ -443,11 +443,14 @@ pub async fn holds_from_file(b: Backend) {
 
 pub async fn holds_from_table(b: Backend) {
     let f = seeded(b).await;
-    f.holds_table_config();
+    // With its matter column named: the report names each hold that kept records by its matter.
+    f.db.exec("ALTER TABLE legal_holds ADD COLUMN matter VARCHAR(128)").await;
+    f.config("    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n      matter: matter\n");
     f.db.exec(
-        "INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('T-1', 'S-HELD', NULL, NULL), \
-         ('T-EXPIRED', 'S-2', NULL, '2020-01-01 00:00:00'), ('T-OTHER', 'S-3', 'another-policy', NULL), ('T-MINE', 'S-1', 'people', '2099-01-01 00:00:00'), \
-         ('T-RETIRED', 'S-4', 'retired-policy', '2020-01-01 00:00:00'), ('T-ODD', 'S-5', 'person5@example.com', NULL)",
+        "INSERT INTO legal_holds (id, subject, policy, expires_at, matter) VALUES ('T-1', 'S-HELD', NULL, NULL, 'Doe v. Example'), \
+         ('T-EXPIRED', 'S-2', NULL, '2020-01-01 00:00:00', 'closed case'), ('T-OTHER', 'S-3', 'another-policy', NULL, 'another matter'), \
+         ('T-MINE', 'S-1', 'people', '2099-01-01 00:00:00', 'Inquiry <b>7</b>'), \
+         ('T-RETIRED', 'S-4', 'retired-policy', '2020-01-01 00:00:00', NULL), ('T-ODD', 'S-5', 'person5@example.com', NULL, NULL)",
     )
     .await;
     f.policy("people", &policy("delete", ONE_YEAR, ""));
@@ -468,6 +471,28 @@ pub async fn holds_from_table(b: Backend) {
     assert_eq!(n(&p["held_by"]["T-1"]), 1);
     assert_eq!(n(&p["held_by"]["T-MINE"]), 1);
     assert!(p["held_by"].get("T-EXPIRED").is_none());
+    // The holds that kept records, each with its matter; not those that kept none.
+    let listed: Vec<(String, String, String)> = r["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["source"] == "table:db" && h["id"] != "legal_holds.*")
+        .map(|h| [&h["id"], &h["matter"], &h["source"]].map(|v| v.as_str().unwrap_or_default().to_string()))
+        .map(|[id, matter, source]| (id, matter, source))
+        .collect();
+    let db = "table:db".to_string();
+    assert_eq!(
+        listed,
+        vec![
+            ("T-1".into(), "Doe v. Example".into(), db.clone()),
+            ("T-MINE".into(), "Inquiry <b>7</b>".into(), db.clone())
+        ]
+    );
+    let html = f.render_html(&[]);
+    let row = |id: &str| html.lines().find(|l| l.contains(&format!("<code>{id}</code></td><td>"))).unwrap_or_default();
+    assert!(row("T-1").contains("<td>Doe v. Example</td>") && row("T-1").contains(">1</td>"), "{html}");
+    assert!(row("T-MINE").contains("Inquiry &lt;b&gt;7&lt;/b&gt;"), "{html}");
+    assert!(!html.contains("(recorded in the holds table)"), "{html}");
 }
 
 /// A holds table holds its own connection's tables (and the object policies): a row of another

@@ -1881,14 +1881,18 @@ async fn object_holds_table(s: &Store, rows: &[&str]) {
 
 /// [`object_holds_table`] with a subject column of type `subject`.
 async fn object_holds_table_of(s: &Store, subject: &str, rows: &[&str]) {
-    s.f.db.exec(&format!("CREATE TABLE legal_holds (id TEXT, subject {subject}, policy TEXT, expires_at TEXT)")).await;
+    s.f.db
+        .exec(&format!(
+            "CREATE TABLE legal_holds (id TEXT, subject {subject}, policy TEXT, expires_at TEXT, matter TEXT)"
+        ))
+        .await;
     for r in rows {
-        s.f.db.exec(&format!("INSERT INTO legal_holds VALUES ({r})")).await;
+        s.f.db.exec(&format!("INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ({r})")).await;
     }
     let cfg = std::fs::read_to_string(s.f.path("lapse.yaml")).unwrap();
     let with = cfg.replace(
         "    url_file: db.url\n",
-        "    url_file: db.url\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n",
+        "    url_file: db.url\n    holds_table:\n      table: legal_holds\n      id: id\n      subject: subject\n      policy: policy\n      expires: expires_at\n      matter: matter\n",
     );
     assert_ne!(cfg, with);
     std::fs::write(s.f.path("lapse.yaml"), with).unwrap();
@@ -1911,6 +1915,7 @@ async fn holds_table_holds_objects() {
         ],
     )
     .await;
+    s.f.db.exec("UPDATE legal_holds SET matter = 'Case S1' WHERE id = 'LH-S1'").await;
     let out = s.f.lapse(&["plan", "--policy", "exports"]);
     out.ok();
     let p = &s.f.report("plan")["policies"][0];
@@ -1928,6 +1933,15 @@ async fn holds_table_holds_objects() {
     assert_eq!(n(&p["deleted"]), 2, "S-3 and S-HELD: {p}");
     assert_eq!((n(&p["held_by"]["LH-S1"]), n(&p["held_by"]["LH-S2"])), (1, 1), "{p}");
     assert!(r["holds"].as_array().unwrap().iter().any(|h| h["source"] == "table:db"), "{}", r["holds"]);
+    // The hold with a matter is named by it; the one without (NULL) by its id only.
+    let named: Vec<(&str, &str)> = r["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["source"] == "table:db" && h["id"] != "legal_holds.*")
+        .map(|h| (h["id"].as_str().unwrap(), h["matter"].as_str().unwrap()))
+        .collect();
+    assert_eq!(named, vec![("LH-S1", "Case S1")], "{}", r["holds"]);
 }
 
 /// A holds table whose subject column is binary (a uuid in a blob, `bytea`, `BINARY(16)`) holds
@@ -2228,7 +2242,8 @@ async fn a_holds_table_hold_inserted_during_a_run_holds_the_next_batches() {
         inner: Box::new(lapse::objstore::local::DirBackend::new(s.f.path("files"))),
         on_delete: OnDelete::ThenSql {
             pool,
-            sql: "INSERT INTO legal_holds VALUES ('LH-LATE', 'S-3', 'exports', NULL)".into(),
+            sql: "INSERT INTO legal_holds (id, subject, policy, expires_at) VALUES ('LH-LATE', 'S-3', 'exports', NULL)"
+                .into(),
             calls: AtomicUsize::new(0),
         },
     };
