@@ -999,7 +999,20 @@ impl Report {
             // `guardrail.overridden`; found by a README walkthrough: not in the CSV).
             "guardrail_overridden",
             "evidence_recovered",
+            // Run-level facts, the same on every row (the JSON's and the certificate's; a
+            // review of the renderings found them missing here): whether the evidence file
+            // was written to its end, whether the previous report of the chain carries this
+            // run's signing key, the shard, and the interrupted runs this run accounted for,
+            // with this policy's records in them (destroyed, and those its journal does not
+            // confirm).
+            "evidence_incomplete",
+            "previous_unverified",
+            "shard",
+            "interrupted_runs",
+            "interrupted_destroyed",
+            "interrupted_unconfirmed",
         ])?;
+        let shard = self.shard.map(|s| format!("{}/{}", s.index, s.count)).unwrap_or_default();
         for p in &self.policies {
             // Written into one string, not a string per hold joined afterwards.
             let mut held_by = String::new();
@@ -1041,6 +1054,17 @@ impl Report {
                 p.reconciled.to_string(),
                 p.guardrail.overridden.to_string(),
                 p.evidence_recovered.to_string(),
+                self.evidence_incomplete.to_string(),
+                self.previous_unverified.is_some().to_string(),
+                shard.clone(),
+                self.interrupted_runs.len().to_string(),
+                self.interrupted_runs
+                    .iter()
+                    .filter_map(|i| i.destroyed.get(&p.name))
+                    .flat_map(|by_action| by_action.values())
+                    .sum::<u64>()
+                    .to_string(),
+                self.interrupted_runs.iter().filter_map(|i| i.unconfirmed.get(&p.name)).sum::<u64>().to_string(),
             ])?;
         }
         let mut out = w.into_inner().map_err(|e| anyhow::anyhow!("writing the CSV report: {}", e.error()))?;

@@ -1057,7 +1057,7 @@ impl Verifier<'_> {
             let csv = format!("{}.csv", e.name.trim_end_matches(".json"));
             let Ok(bytes) = self.st.read(&csv) else { continue };
             let Ok(report) = serde_json::from_slice::<Report>(&e.bytes) else { continue };
-            if report.csv().is_ok_and(|c| c != bytes) {
+            if report.csv().is_ok_and(|c| !same_csv(&bytes, &c)) {
                 self.notes.push(format!(
                     "{csv} differs from a rendering of the signed {} (the CSV is not signed; the JSON is authoritative)",
                     e.name
@@ -1172,5 +1172,42 @@ impl Outcome {
             ));
         }
         s
+    }
+}
+
+/// Whether a stored CSV summary says what a rendering of its report says. A CSV written by an
+/// earlier lapse has fewer columns (new ones are appended to each row): it is compared on its
+/// own columns, so that reports written before a column was added do not read as altered.
+fn same_csv(stored: &[u8], rendered: &[u8]) -> bool {
+    if stored == rendered {
+        return true;
+    }
+    let rows = |b: &[u8]| -> Option<Vec<csv::StringRecord>> {
+        csv::ReaderBuilder::new().has_headers(false).from_reader(b).records().collect::<Result<_, _>>().ok()
+    };
+    let (Some(stored), Some(rendered)) = (rows(stored), rows(rendered)) else { return false };
+    stored.len() == rendered.len()
+        && stored.iter().zip(&rendered).all(|(s, r)| s.len() < r.len() && s.iter().eq(r.iter().take(s.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_csv;
+
+    #[test]
+    fn an_earlier_csv_is_compared_on_its_own_columns() {
+        let now = b"run_id,policy,held,evidence_incomplete\nr1,p,3,false\n";
+        assert!(same_csv(now, now));
+        assert!(same_csv(b"run_id,policy,held\nr1,p,3\n", now), "written before the last column");
+        assert!(!same_csv(b"run_id,policy,held\nr1,p,4\n", now), "a count changed");
+        assert!(!same_csv(b"run_id,policy\nr1,p\nr2,q\n", now), "a row added");
+        assert!(
+            !same_csv(b"run_id,policy,held\nr1,p,3\n", b"run_id,policy,held\nr1,p,3,x\n"),
+            "not the header's shape"
+        );
+        assert!(
+            !same_csv(b"run_id,policy,held,evidence_incomplete,more\nr1,p,3,false,1\n", now),
+            "more columns than written"
+        );
     }
 }

@@ -603,8 +603,18 @@ async fn a_full_evidence_volume_stops_destruction_and_the_report_says_so() {
     assert!(html.contains("NOT VERIFIED"), "the stopped policy's re-check is shown as not done");
     assert!(!html.contains("class=\"good\">Pass"), "the certificate says Pass");
 
-    // The report says its evidence is incomplete (signed with it).
+    // The report says its evidence is incomplete (signed with it), and so does its CSV.
     assert_eq!(rep["evidence_incomplete"], true);
+    let csv = std::process::Command::new(crate::common::lapse_bin())
+        .args(["report", "render", "--format", "csv"])
+        .arg(f.latest("run", ".json"))
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let mut csv = csv::Reader::from_reader(csv.as_bytes());
+    let at = csv.headers().unwrap().iter().position(|h| h == "evidence_incomplete").expect("the column");
+    let cells: Vec<String> = csv.records().map(|r| r.unwrap()[at].to_string()).collect();
+    assert!(!cells.is_empty() && cells.iter().all(|c| c == "true"), "on every policy's row: {cells:?}");
     let missing = 40 + b_deleted - text.lines().count() as u64;
     assert!(missing > 0, "the test needs batches committed after the last line");
 

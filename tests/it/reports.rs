@@ -636,6 +636,17 @@ async fn evidence_no_journal_backs_is_reported_unconfirmed() {
     let runs = accounted["interrupted_runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1, "{accounted}");
     assert_eq!(runs[0]["unconfirmed"], serde_json::json!({"tickets": 1}), "{accounted}");
+    // The CSV has the run-level facts too, on the policy's row (before, the JSON, the
+    // certificate and the summary only: found by a review of the renderings).
+    let mut csv = csv::Reader::from_path(f.latest("run", ".csv")).unwrap();
+    let head: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+    let row = csv.records().next().unwrap().unwrap();
+    let cell =
+        |name: &str| row[head.iter().position(|h| h == name).unwrap_or_else(|| panic!("{name}: {head:?}"))].to_string();
+    let facts =
+        ["interrupted_runs", "interrupted_destroyed", "interrupted_unconfirmed", "evidence_incomplete", "shard"]
+            .map(cell);
+    assert_eq!(facts, ["1", "1", "1", "false", ""].map(String::from), "{head:?}");
     assert_eq!(f.db.count("SELECT COUNT(*) FROM tickets").await, 1, "the record is still there");
     let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "43"]);
     assert!(r.stdout.contains("may not be a destruction by that run"), "{}", r.stdout);
