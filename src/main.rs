@@ -577,6 +577,9 @@ async fn plan_or_run(
     }
     if json {
         outln!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
+    } else if JSON_DIAGNOSTICS.load(Ordering::Relaxed) {
+        // `--log-format json`: every line lapse writes is JSON.
+        outln!("{}", engine::summary_json(&out.report, &out.report_path));
     } else {
         out!("{}", engine::summary(&out.report));
     }

@@ -201,6 +201,23 @@ pub async fn json_logs_carry_run_id_and_policy(b: Backend) {
     let r = f.lapse(&["--log-format", "json", "run"]);
     r.ok();
     let run_id = f.report("run")["run_id"].as_str().unwrap().to_string();
+    // Every line on stdout is JSON too: the summary is one event (before, its text lines were
+    // no JSON for a log collector; found by a review), with the report's counts.
+    let out: Vec<Json> = r
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(out.len(), 1, "{}", r.stdout);
+    let (sum, rep) = (&out[0], f.report("run"));
+    assert_eq!(
+        (&sum["message"], &sum["run_id"], &sum["status"]),
+        (&"run summary".into(), &rep["run_id"], &rep["status"])
+    );
+    assert_eq!(sum["policies"][0]["deleted"], rep["policies"][0]["deleted"], "{sum}");
+    assert_eq!(sum["policies"][0]["due"], rep["policies"][0]["rows_due"], "{sum}");
+    assert!(sum["policies"][0]["deleted"].as_u64() > Some(0), "{sum}");
     let lines: Vec<Json> = r
         .stderr
         .lines()
