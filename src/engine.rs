@@ -4256,7 +4256,7 @@ pub fn summary_json(r: &Report, report_path: &Path) -> String {
         })
         .collect();
     serde_json::json!({
-        "timestamp": Utc::now(),
+        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "level": "INFO",
         "message": format!("{} summary", r.mode),
         "run_id": r.run_id,

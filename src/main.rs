@@ -717,7 +717,7 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
         engine::prepare(&ws, &common.policies, &conns).await.map_err(|d| (prepare_exit(&d), print_diags(&d)))?;
         ws.check_report_bucket().await.map_err(sink_exit)?;
     }
-    outln!(
+    let ok = format!(
         "ok: {} polic{} in {} file{}{}",
         ws.policies.policies.len(),
         if ws.policies.policies.len() == 1 { "y" } else { "ies" },
@@ -725,6 +725,20 @@ async fn validate(common: Common, connect: bool, skip_secrets: bool) -> Result<E
         if ws.policies.files.len() == 1 { "" } else { "s" },
         if connect { ", checked against the live catalog" } else { "" }
     );
+    if JSON_DIAGNOSTICS.load(Ordering::Relaxed) {
+        // `--log-format json`: every line lapse writes is JSON.
+        let event = serde_json::json!({
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "level": "INFO",
+            "message": ok,
+            "policies": ws.policies.policies.len(),
+            "files": ws.policies.files.len(),
+            "connected": connect,
+        });
+        outln!("{event}");
+    } else {
+        outln!("{ok}");
+    }
     Ok(Exit::Success)
 }
 

@@ -564,6 +564,12 @@ async fn json_logs_carry_the_diagnostics() {
     assert!(r.stderr.contains("retension") && r.stderr.contains("nothing was changed"), "{}", r.stderr);
     // Without it, plain lines as before.
     f.lapse(&["validate", "--log-format", "text"]).code(2).stderr_has("error: 1 problem found; nothing was changed");
+    // Valid, its one line on stdout is a JSON event too.
+    f.policy("people", POLICY);
+    let r = f.lapse(&["validate", "--log-format", "json"]);
+    r.ok();
+    let ok: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!((&ok["message"], &ok["policies"]), (&"ok: 1 policy in 1 file".into(), &1.into()), "{ok}");
 }
 
 /// Found by a read-only review of the operational surface: with `--log-format json` (as the
