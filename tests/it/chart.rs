@@ -179,6 +179,12 @@ impl Rendered {
         serde_yaml_ng::from_value(cm["data"].clone()).unwrap_or_default()
     }
 
+    /// The data of a Secret the chart rendered (its `stringData`).
+    fn secret(&self, name: &str) -> BTreeMap<String, String> {
+        let s = self.named("Secret", name).unwrap_or_else(|| panic!("no Secret {name}"));
+        serde_yaml_ng::from_value(s["stringData"].clone()).unwrap_or_default()
+    }
+
     /// The worker config (`lapse.yaml` of the config ConfigMap), parsed.
     fn config(&self) -> Value {
         let data = self.configmap(&format!("{FULLNAME}-config"));
@@ -275,9 +281,17 @@ fn guarantees(r: &Rendered) -> Vec<String> {
         "policies must be mounted",
     );
 
-    // Secrets only by reference: no Secret object, no literal secret, every key from the Secret.
-    p.check(r.of_kind("Secret").is_empty(), "the chart must not render a Secret");
-    p.check(!r.text.contains("stringData"), "no stringData anywhere");
+    // Secrets only by reference: no Secret object of credentials, no literal secret, every key
+    // from the Secret. The one Secret the chart may render is the holds file of `holds.entries`
+    // (it names data subjects, which a ConfigMap would show to the view role): that file only.
+    let secrets = r.of_kind("Secret");
+    let holds_only = secrets.iter().all(|s| {
+        s["metadata"]["name"].as_str() == Some(format!("{FULLNAME}-holds").as_str())
+            && s["stringData"].as_mapping().is_some_and(|m| m.len() == 1 && m.contains_key("holds.yaml"))
+            && s.get("data").is_none()
+    });
+    p.check(holds_only, "the chart must not render a Secret but the holds file's");
+    p.check(r.text.matches("stringData").count() == secrets.len(), "no stringData but the holds file's");
     p.check(!has_url_with_password(&r.text), "no URL with a password in any manifest");
     if r.named("ConfigMap", &format!("{FULLNAME}-config")).is_none() {
         p.check(false, "no config ConfigMap");
@@ -762,6 +776,17 @@ reports:
     assert_eq!(holds["items"][0]["key"].as_str(), Some("current.yaml"));
     assert_eq!(holds["items"][0]["path"].as_str(), Some("holds.yaml"));
     assert_eq!(r.config()["holds_file"].as_str(), Some("holds/holds.yaml"));
+    // Or an existing Secret (recommended), by its key; never two sources.
+    let t = helm.template(&["holds:\n  existingSecret: legal-holds\n  existingSecretKey: current.yaml\n"]);
+    assert_guarantees(&t);
+    assert!(t.named("Secret", &format!("{FULLNAME}-holds")).is_none(), "the team's Secret is mounted, none rendered");
+    let holds = &t.volume_at("/etc/lapse/holds").expect("holds volume")["secret"];
+    assert_eq!(holds["secretName"].as_str(), Some("legal-holds"));
+    assert_eq!(holds["items"][0]["key"].as_str(), Some("current.yaml"));
+    assert_eq!(holds["items"][0]["path"].as_str(), Some("holds.yaml"));
+    let both = "holds:\n  existingSecret: a\n  existingConfigMap: b\n";
+    let e = helm.refused(both);
+    assert!(e.contains("set one of existingSecret, existingConfigMap or entries"), "{e}");
     let reports = r.volume("reports").unwrap();
     assert_eq!(reports["persistentVolumeClaim"]["claimName"].as_str(), Some("lapse-reports"));
     assert!(reports["emptyDir"].is_null());
@@ -849,7 +874,14 @@ holds:
         let file = std::fs::read_to_string(repo().join(format!("examples/demo/policies/{name}.yaml"))).unwrap();
         assert_eq!(policies[&format!("{name}.yaml")], file, "{name}.yaml must be kept byte for byte");
     }
-    let holds = r.configmap(&format!("{FULLNAME}-holds"));
+    // The holds file names data subjects: a Secret (a ConfigMap is readable by the view role),
+    // mounted readable by the pod's group only.
+    assert!(r.named("ConfigMap", &format!("{FULLNAME}-holds")).is_none());
+    let holds = r.secret(&format!("{FULLNAME}-holds"));
+    let volume = &r.volume_at("/etc/lapse/holds").expect("holds volume")["secret"];
+    assert_eq!(volume["secretName"].as_str(), Some(format!("{FULLNAME}-holds").as_str()));
+    assert_eq!(volume["defaultMode"].as_u64(), Some(0o440));
+    assert_eq!(volume["items"][0]["key"].as_str(), Some("holds.yaml"));
 
     // The pod's layout: /etc/lapse/{lapse.yaml, policies/, holds/holds.yaml}.
     let etc = tempfile::tempdir().unwrap();

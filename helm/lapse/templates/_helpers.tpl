@@ -107,11 +107,17 @@ Names of the ConfigMaps holding policies and holds (the user's existing ones, or
 {{- define "lapse.policiesConfigMap" -}}
 {{- default (include "lapse.fullnameWith" (list . "policies")) .Values.policies.existingConfigMap }}
 {{- end }}
-{{- define "lapse.holdsConfigMap" -}}
-{{- default (include "lapse.fullnameWith" (list . "holds")) .Values.holds.existingConfigMap }}
+{{- /* The Secret (or, with holds.existingConfigMap, the ConfigMap) of the holds file. */}}
+{{- define "lapse.holdsSource" -}}
+{{- coalesce .Values.holds.existingSecret .Values.holds.existingConfigMap (include "lapse.fullnameWith" (list . "holds")) }}
+{{- end }}
+{{- define "lapse.holdsKey" -}}
+{{- if .Values.holds.existingSecret }}{{ .Values.holds.existingSecretKey }}
+{{- else if .Values.holds.existingConfigMap }}{{ .Values.holds.existingConfigMapKey }}
+{{- else }}holds.yaml{{ end }}
 {{- end }}
 {{- define "lapse.hasHolds" -}}
-{{- if or .Values.holds.existingConfigMap .Values.holds.entries }}true{{ end }}
+{{- if or .Values.holds.existingSecret .Values.holds.existingConfigMap .Values.holds.entries }}true{{ end }}
 {{- end }}
 
 {{/*
