@@ -381,6 +381,29 @@ impl Workspace {
         }
         Ok(out)
     }
+
+    /// Every SQL connection with a holds table, read only (`report lookup --connect`, which
+    /// asks them whether a hold names a subject).
+    pub async fn open_holds_tables(&self) -> anyhow::Result<Connections> {
+        let mut out = BTreeMap::new();
+        for (name, c) in &self.config.connections {
+            if c.kind != ConnectionKind::Sql || c.holds_table.is_none() {
+                continue;
+            }
+            let url = c.url(name, &self.config.base_dir)?;
+            let conn = SqlConnector::open(
+                name,
+                &url,
+                true,
+                &c.journal_table,
+                c.holds_table.clone(),
+                std::time::Duration::from_secs(c.lock_wait),
+            )
+            .await?;
+            out.insert(name.clone(), Arc::new(conn) as Arc<dyn Connector>);
+        }
+        Ok(out)
+    }
 }
 
 /// Checks the selected policies against their databases.
@@ -1683,7 +1706,7 @@ pub async fn execute(
             }
         }
     }
-    table_hold_matters(&mut report, &hold_tables, holds_at).await;
+    table_hold_matters(&mut report, &hold_tables, holds_at, cancel).await;
     if let Some(s) = sink {
         let path = s.path.clone();
         let (evidence, failed) = s.finish();
@@ -1870,45 +1893,66 @@ pub async fn execute(
 /// fork that resulted.
 /// The matter of each holds-table hold that kept records in this run, read from its table
 /// (where the connection names a matter column) and added to `report.holds` beside the table's
-/// own entry (`<table>.*`), so that the certificate and `lookup` name the matter a held record
-/// was kept for, as they do for the holds file's. A SQL policy's holds are its connection's; an
-/// object policy's are those of every holds table. A table that cannot be read now is warned
-/// of: the records were kept, and the report says by which hold id.
-async fn table_hold_matters(report: &mut Report, hold_tables: &[(String, Arc<dyn Connector>)], now: DateTime<Utc>) {
-    let listed: BTreeSet<String> = report.holds.iter().map(|h| h.id.clone()).collect();
-    for (name, conn) in hold_tables {
-        let wanted: BTreeSet<&String> = report
-            .policies
+/// own entry (`<table>.*`), so that the certificate names the matter a held record was kept
+/// for, as it does for the holds file's. A SQL policy's hold is its connection's; an object
+/// policy's, whichever holds table's (its `held_by` has the bare id): named only when every
+/// holds table was read and exactly one has that id in force (two tables' holds of one id
+/// took one's matter for both: found by a review). A table that cannot be read now is warned
+/// of: the records were kept, and the report says by which hold id. Not after a signal: the
+/// grace is for the report.
+async fn table_hold_matters(
+    report: &mut Report,
+    hold_tables: &[(String, Arc<dyn Connector>)],
+    now: DateTime<Utc>,
+    cancel: &AtomicBool,
+) {
+    if cancel.load(Ordering::SeqCst) {
+        return;
+    }
+    let file_ids: BTreeSet<String> = report.holds.iter().filter(|h| h.source == "file").map(|h| h.id.clone()).collect();
+    let held = |p: &PolicyReport| -> Vec<String> {
+        p.held_by
             .iter()
-            .filter(|p| p.kind == "objects" || p.connection == *name)
-            .flat_map(|p| p.held_by.iter().filter(|(_, n)| **n > 0).map(|(id, _)| id))
-            .filter(|id| !listed.contains(*id) && !id.starts_with("storage:"))
-            .collect();
-        if wanted.is_empty() || conn.holds_table().is_none_or(|h| h.matter.is_none()) {
+            .filter(|(id, n)| **n > 0 && !id.starts_with("storage:") && !file_ids.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let mut matters: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    for (name, conn) in hold_tables {
+        let holds =
+            report.policies.iter().filter(|p| p.is_objects() || p.connection == *name).any(|p| !held(p).is_empty());
+        if !holds || conn.holds_table().is_none_or(|h| h.matter.is_none()) {
             continue;
         }
-        let matters = match retry(|| conn.hold_matters(now)).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("connection '{name}': {e:#}; the report names its holds by id only");
-                continue;
-            }
-        };
-        let src = format!("table:{name}");
-        for (id, matter) in matters {
-            let placed = report.holds.iter().any(|h| h.id == id && h.source.starts_with("table:"));
-            if wanted.contains(&id) && !placed {
-                report.holds.push(report::HoldInfo {
-                    id,
-                    matter,
-                    source: src.clone(),
-                    reason: None,
-                    subject_count: 0,
-                    policies: vec![],
-                    expires: None,
-                });
+        match retry(|| conn.hold_matters(now)).await {
+            Ok(m) => matters.push((name.clone(), m.into_iter().collect())),
+            Err(e) => tracing::warn!("connection '{name}': {e:#}; the report names its holds by id only"),
+        }
+    }
+    let every_table_read = matters.len() == hold_tables.len();
+    let mut named: BTreeMap<(String, String), String> = BTreeMap::new();
+    for p in &report.policies {
+        if p.is_objects() && !every_table_read {
+            continue;
+        }
+        for id in held(p) {
+            let mut owners =
+                matters.iter().filter(|(n, m)| (p.is_objects() || p.connection == *n) && m.contains_key(&id));
+            if let (Some((n, m)), None) = (owners.next(), owners.next()) {
+                named.insert((n.clone(), id.clone()), m[&id].clone());
             }
         }
+    }
+    for ((name, id), matter) in named {
+        report.holds.push(report::HoldInfo {
+            id,
+            matter,
+            source: format!("table:{name}"),
+            reason: None,
+            subject_count: 0,
+            policies: vec![],
+            expires: None,
+        });
     }
 }
 
@@ -4210,17 +4254,24 @@ impl Exit {
 
 /// The summary's "held by" lines: the holds that keep the most rows, at most ten, then how many
 /// more there are (one hold per held subject can make thousands: the report lists every one).
-fn held_lines(held_by: &std::collections::BTreeMap<String, u64>) -> String {
-    const SHOWN: usize = 10;
+/// The holds of a summary: the ten that kept the most records, most first.
+const HOLDS_SHOWN: usize = 10;
+
+fn largest_holds(held_by: &std::collections::BTreeMap<String, u64>) -> Vec<(&String, &u64)> {
     let order = |a: &(&String, &u64), b: &(&String, &u64)| b.1.cmp(a.1).then(a.0.cmp(b.0));
     let mut by: Vec<(&String, &u64)> = held_by.iter().collect();
-    if by.len() > SHOWN {
-        by.select_nth_unstable_by(SHOWN - 1, order);
-        by.truncate(SHOWN);
+    if by.len() > HOLDS_SHOWN {
+        by.select_nth_unstable_by(HOLDS_SHOWN - 1, order);
+        by.truncate(HOLDS_SHOWN);
     }
     by.sort_by(order);
+    by
+}
+
+fn held_lines(held_by: &std::collections::BTreeMap<String, u64>) -> String {
+    const SHOWN: usize = HOLDS_SHOWN;
     let mut s = String::new();
-    for (h, n) in by {
+    for (h, n) in largest_holds(held_by) {
         s.push_str(&format!("      held by {}: {n}\n", crate::reporting::printable(h)));
     }
     if held_by.len() > SHOWN {
@@ -4251,20 +4302,44 @@ pub fn summary_json(r: &Report, report_path: &Path) -> String {
                 "failed": p.failed,
                 "not_destroyed": p.skipped(),
                 "unreadable": p.unreadable,
+                // The holds that kept the most, as the text says them; all are in the report.
+                "held_by": largest_holds(&p.held_by).into_iter().map(|(h, n)| serde_json::json!({"hold": h, "records": n})).collect::<Vec<_>>(),
+                "held_by_more": p.held_by.len().saturating_sub(HOLDS_SHOWN),
+                "reconciled_from": p.reconciled_from,
                 "errors": p.errors.iter().map(|e| crate::reporting::printable(e)).collect::<Vec<_>>(),
             })
         })
         .collect();
+    let interrupted: Vec<serde_json::Value> = r
+        .interrupted_runs
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "report": i.report,
+                "evidence_file": i.evidence.file,
+                "records": i.evidence.records,
+                "destroyed": i.destroyed,
+                "reconciled": i.reconciled,
+                // Lines no journal batch of that run holds: not shown to be its destructions.
+                "unconfirmed": i.unconfirmed,
+            })
+        })
+        .collect();
+    let level = match r.status.as_str() {
+        "complete" => "INFO",
+        "guardrail" => "WARN",
+        _ => "ERROR",
+    };
     serde_json::json!({
         "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "level": "INFO",
+        "level": level,
         "message": format!("{} summary", r.mode),
         "run_id": r.run_id,
         "mode": r.mode,
         "status": r.status,
         "cutoff": r.cutoff,
         "report": report_path.display().to_string(),
-        "interrupted_runs": r.interrupted_runs.len(),
+        "interrupted_runs": interrupted,
         "policies": policies,
     })
     .to_string()

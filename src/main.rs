@@ -575,7 +575,10 @@ async fn plan_or_run(
         m.policies = ws.policies.policies.iter().map(|p| p.name.clone()).collect();
         lapse::metrics::publish(&m, &out.report, code as u8).await;
     }
-    if json {
+    if json && JSON_DIAGNOSTICS.load(Ordering::Relaxed) {
+        // One line, as every line lapse writes under `--log-format json`.
+        outln!("{}", serde_json::to_string(&out.report).unwrap_or_default());
+    } else if json {
         outln!("{}", serde_json::to_string_pretty(&out.report).unwrap_or_default());
     } else if JSON_DIAGNOSTICS.load(Ordering::Relaxed) {
         // `--log-format json`: every line lapse writes is JSON.
@@ -881,6 +884,11 @@ enum ReportCmd {
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
+        /// With --subject: also ask the holds tables of the config's connections (read only,
+        /// with their credentials) whether a hold in force names the subject. Reports record
+        /// such holds by id and count, never by subject.
+        #[arg(long, requires = "subject")]
+        connect: bool,
     },
     /// Combine the reports of the n shards of one run (`--shard i/n`) into one summary.
     /// Exit 0: combined; 2: not every shard of one run (missing, duplicated, or different runs:
@@ -1132,7 +1140,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        ReportCmd::Lookup { dir, subject, key, config, policy, public_key, json } => {
+        ReportCmd::Lookup { dir, subject, key, config, policy, public_key, json, connect } => {
             let keys = match read_public_keys(&public_key) {
                 Ok(k) => k,
                 Err(code) => return code,
@@ -1145,7 +1153,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                 }
                 _ => return fail(INVALID, "give --subject ID or --key K1[,K2] --policy NAME"),
             };
-            let ctx = match lookup::Context::load(&config) {
+            let mut ctx = match lookup::Context::load(&config) {
                 Ok(c) => c,
                 Err(d) => {
                     let m = print_diags(&d);
@@ -1155,6 +1163,24 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                     return ExitCode::from(INVALID);
                 }
             };
+            if let (true, lookup::Target::Subject(s)) = (connect, &target) {
+                let asked = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(async {
+                        let ws = lapse::engine::Workspace::load(&config)
+                            .map_err(|d| anyhow::anyhow!("{}", print_diags(&d)))?;
+                        let conns = ws.open_holds_tables().await?;
+                        if conns.is_empty() {
+                            anyhow::bail!("no connection of the config has a holds table");
+                        }
+                        lookup::table_holds(&ws.policies.policies, &conns, s).await
+                    })
+                });
+                match asked {
+                    Ok(held) => ctx.table_holds = Some(held),
+                    // No answer without them: a hold may name the subject.
+                    Err(e) => return fail(INVALID, format!("--connect: {e:#}")),
+                }
+            }
             let cfg = if dir.to_string_lossy().starts_with("s3://") {
                 match load_config(&config) {
                     Ok(c) => Some(c),

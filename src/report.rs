@@ -1012,7 +1012,8 @@ impl Report {
             "interrupted_destroyed",
             "interrupted_unconfirmed",
         ])?;
-        let shard = self.shard.map(|s| format!("{}/{}", s.index, s.count)).unwrap_or_default();
+        // `i of n`: a spreadsheet reads `1/4` as a date.
+        let shard = self.shard.map(|s| format!("{} of {}", s.index, s.count)).unwrap_or_default();
         for p in &self.policies {
             // Written into one string, not a string per hold joined afterwards.
             let mut held_by = String::new();

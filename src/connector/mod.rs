@@ -580,8 +580,9 @@ pub trait Connector: Send + Sync + fmt::Display {
     }
 
     /// The matter of each hold id in force at `now` in this connection's holds table, as
-    /// (hold id, matter), for the report: the ids are those [`Connector::count_by_table_hold`]
-    /// gives. Default: none (no holds table, or no matter column).
+    /// (hold id, matter), for the report: each id as [`Connector::count_by_table_hold`] gives
+    /// it and, where that differs (a binary id), as [`Connector::holds_in_force`] does. Default:
+    /// none (no holds table, or no matter column).
     async fn hold_matters(&self, _now: DateTime<Utc>) -> Result<Vec<(String, String)>, ConnectorError> {
         Ok(vec![])
     }

@@ -152,6 +152,78 @@ pub struct Context {
     pub holds_unreadable: bool,
     /// Problems that limit the answer (an unreadable holds file, invalid policies).
     pub warnings: Vec<String>,
+    /// The holds of the databases' holds tables that name the subject (`--connect`,
+    /// [`table_holds`]); `None`: not asked.
+    pub table_holds: Option<Vec<TableHold>>,
+}
+
+/// A hold of a database's holds table in force now that names the subject, or every subject
+/// of a policy (a row without a subject), as [`table_holds`] reads it.
+#[derive(Debug, Clone)]
+pub struct TableHold {
+    pub connection: String,
+    pub id: String,
+    /// Its matter (the table's `matter` column, where the config names it).
+    pub matter: Option<String>,
+    /// The policies it holds the subject's records of.
+    pub policies: Vec<String>,
+    /// A row without a subject: every subject of those policies.
+    pub every_subject: bool,
+    /// It names the subject as asked for (`spellings`), not only as another spelling of the
+    /// same number, uuid or text in another case, which holds it only where the table's and
+    /// the dataset's columns compare so ([`HeldBy::exact`]).
+    pub exact: bool,
+}
+
+/// The holds in force now of every holds table in `conns` (`Workspace::open_holds_tables`)
+/// that name `subject`, or every subject, for each policy they hold (a SQL policy is held by
+/// its connection's table, an object policy by every one), compared as the runs compare them
+/// (`FileHold::holds_any_of`). For `report lookup --connect`: reports record holds by id and
+/// count, never by subject.
+pub async fn table_holds(
+    policies: &[crate::policy::Policy],
+    conns: &crate::engine::Connections,
+    subject: &str,
+) -> anyhow::Result<Vec<TableHold>> {
+    let now = Utc::now();
+    let keys = holds::subject_keys(subject);
+    let asked = spellings(subject);
+    let mut out: Vec<TableHold> = Vec::new();
+    for (name, conn) in conns {
+        if conn.holds_table().is_none() {
+            continue;
+        }
+        let mut found: BTreeMap<String, TableHold> = BTreeMap::new();
+        for p in policies.iter().filter(|p| p.objects.is_some() || p.connection == *name) {
+            for h in conn.holds_in_force(std::slice::from_ref(&p.name), now, false).await? {
+                if !(h.whole_policy || h.holds_any_of(&keys)) {
+                    continue;
+                }
+                let exact = h.whole_policy || h.subjects.iter().any(|v| asked.contains(&v.canonical()));
+                let t = found.entry(h.id.clone()).or_insert_with(|| TableHold {
+                    connection: name.clone(),
+                    id: h.id.clone(),
+                    matter: None,
+                    policies: vec![],
+                    every_subject: h.whole_policy,
+                    exact,
+                });
+                t.policies.push(p.name.clone());
+                t.every_subject |= h.whole_policy;
+                t.exact |= exact;
+            }
+        }
+        if found.is_empty() {
+            continue;
+        }
+        for (id, matter) in conn.hold_matters(now).await? {
+            if let Some(t) = found.get_mut(&id) {
+                t.matter = Some(matter);
+            }
+        }
+        out.extend(found.into_values());
+    }
+    Ok(out)
 }
 
 impl Context {
@@ -197,7 +269,17 @@ impl Context {
             }
             None => Vec::new(),
         };
-        Ok(Context { key, holds, holds_file, holds_digest, datasets, key_columns, holds_unreadable, warnings })
+        Ok(Context {
+            key,
+            holds,
+            holds_file,
+            holds_digest,
+            datasets,
+            key_columns,
+            holds_unreadable,
+            warnings,
+            table_holds: None,
+        })
     }
 }
 
@@ -223,6 +305,8 @@ pub struct Destroyed {
 #[derive(Debug, Clone, Serialize)]
 pub struct HeldBy {
     pub hold: String,
+    /// `file` (the holds file) or `table:<connection>` (its holds table, with `--connect`).
+    pub source: String,
     pub matter: String,
     pub reason: Option<String>,
     /// Empty: every policy.
@@ -290,6 +374,19 @@ pub struct Answer {
     /// destroyed it (before, "NOTHING FOUND"; found by a review).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard_only: Option<String>,
+}
+
+/// The runs in which a hold kept records, a line each.
+fn kept_lines(s: &mut String, kept_in: &[KeptIn]) {
+    for k in kept_in {
+        s.push_str(&format!(
+            "    kept {} lapsed record(s) of policy {} (all its subjects together) in run {} on {}\n",
+            k.records,
+            printable(&k.policy),
+            printable(short(&k.run_id)),
+            k.started_at.format("%Y-%m-%d")
+        ));
+    }
 }
 
 /// The spellings a value may have been recorded under: as given, without surrounding spaces,
@@ -785,8 +882,43 @@ pub fn lookup(
     let mut held = Vec::new();
     let mut cannot = Vec::new();
     let now = Utc::now();
+    // The runs in which a hold id kept lapsed records (of any of its subjects), by the
+    // reports a given key vouches for.
+    let kept_in_of = |id: &str| -> Vec<KeptIn> {
+        reports
+            .iter()
+            .filter(|(name, _)| !unsigned.contains(name))
+            .flat_map(|(name, r)| {
+                r.policies.iter().filter_map(move |p| {
+                    p.held_by.get(id).filter(|n| **n > 0).map(|n| KeptIn {
+                        run_id: r.run_id.clone(),
+                        report: name.clone(),
+                        started_at: r.started_at,
+                        policy: p.name.clone(),
+                        records: *n,
+                    })
+                })
+            })
+            .collect()
+    };
     match target {
         Target::Subject(id) => {
+            for h in ctx.table_holds.iter().flatten() {
+                if only_policy.is_some_and(|p| !h.policies.iter().any(|q| shares(p, q))) {
+                    continue;
+                }
+                held.push(HeldBy {
+                    hold: h.id.clone(),
+                    source: format!("table:{}", h.connection),
+                    matter: h.matter.clone().unwrap_or_else(|| "(no matter column configured)".into()),
+                    reason: h.every_subject.then(|| "a row without a subject: every subject of its policies".into()),
+                    policies: h.policies.clone(),
+                    expires: None,
+                    active: true,
+                    exact: h.exact,
+                    kept_in: kept_in_of(&h.id),
+                });
+            }
             for h in &ctx.holds {
                 if !h.subjects.iter().any(|s| same_subject(s, id)) {
                     continue;
@@ -795,23 +927,10 @@ pub fn lookup(
                 if only_policy.is_some_and(|p| !(h.policies.is_empty() || h.policies.iter().any(|q| shares(p, q)))) {
                     continue;
                 }
-                let kept_in = reports
-                    .iter()
-                    .filter(|(name, _)| !unsigned.contains(name))
-                    .flat_map(|(name, r)| {
-                        r.policies.iter().filter_map(move |p| {
-                            p.held_by.get(&h.id).filter(|n| **n > 0).map(|n| KeptIn {
-                                run_id: r.run_id.clone(),
-                                report: name.clone(),
-                                started_at: r.started_at,
-                                policy: p.name.clone(),
-                                records: *n,
-                            })
-                        })
-                    })
-                    .collect();
+                let kept_in = kept_in_of(&h.id);
                 held.push(HeldBy {
                     hold: h.id.clone(),
+                    source: "file".into(),
                     matter: h.matter.clone(),
                     reason: h.reason.clone(),
                     policies: h.policies.clone(),
@@ -850,7 +969,15 @@ pub fn lookup(
         })
         .collect();
     for t in tables {
-        cannot.push(format!("Holds kept in the database — {t} — are recorded there by subject, not in reports: query that table for this subject."));
+        cannot.push(match (&ctx.table_holds, target) {
+            (Some(_), Target::Subject(_)) => format!(
+                "Holds kept in the database — {t} — were asked (--connect) as they are now: a hold released since a run is not visible."
+            ),
+            _ => format!(
+                "Holds kept in the database — {t} — are recorded there by subject, not in reports: query that table for this subject{}.",
+                if matches!(target, Target::Subject(_)) { ", or look it up with --connect" } else { "" }
+            ),
+        });
     }
     let mut whole: BTreeMap<(String, String, Vec<String>), Vec<String>> = BTreeMap::new();
     for (_, r) in &reports {
@@ -1017,7 +1144,33 @@ impl Answer {
                 ));
             }
         }
-        let (exact, other): (Vec<&HeldBy>, Vec<&HeldBy>) = self.held.iter().partition(|h| h.exact);
+        let (tables, files): (Vec<&HeldBy>, Vec<&HeldBy>) =
+            self.held.iter().partition(|h| h.source.starts_with("table:"));
+        let (t_exact, t_other): (Vec<&HeldBy>, Vec<&HeldBy>) = tables.into_iter().partition(|h| h.exact);
+        for (list, head) in [
+            (t_exact, "HELD: named by a hold in force in a holds table (asked with --connect)\n"),
+            (
+                t_other,
+                "MAYBE HELD: named by a hold in force in a holds table as another spelling of the same number or uuid, or in another case: held where the table's and the dataset's subject columns compare so\n",
+            ),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            s.push_str(head);
+            for h in list {
+                s.push_str(&format!(
+                    "  {} — {}{} — policies {}, in force now ({})\n",
+                    printable(&h.hold),
+                    printable(&h.matter),
+                    h.reason.as_deref().map(|r| format!(" ({})", printable(r))).unwrap_or_default(),
+                    printable(&h.policies.join(", ")),
+                    crate::report::hold_source_words(&h.source)
+                ));
+                kept_lines(&mut s, &h.kept_in);
+            }
+        }
+        let (exact, other): (Vec<&HeldBy>, Vec<&HeldBy>) = files.into_iter().partition(|h| h.exact);
         let (exact, expired): (Vec<&HeldBy>, Vec<&HeldBy>) = exact.into_iter().partition(|h| h.active);
         let other: Vec<&HeldBy> = other.into_iter().filter(|h| h.active).collect();
         for (list, head) in [
@@ -1054,15 +1207,7 @@ impl Answer {
                         (Some(_), true) => "",
                     }
                 ));
-                for k in &h.kept_in {
-                    s.push_str(&format!(
-                        "    kept {} lapsed record(s) of policy {} (all its subjects together) in run {} on {}\n",
-                        k.records,
-                        printable(&k.policy),
-                        printable(short(&k.run_id)),
-                        k.started_at.format("%Y-%m-%d")
-                    ));
-                }
+                kept_lines(&mut s, &h.kept_in);
             }
         }
         if !self.found && self.holds_unreadable {
@@ -1160,6 +1305,7 @@ mod tests {
         let expires = chrono::DateTime::parse_from_rfc3339("2027-07-01T00:00:00Z").unwrap().to_utc();
         let hold = HeldBy {
             hold: "LH-1".into(),
+            source: "file".into(),
             matter: "m".into(),
             reason: None,
             policies: vec![],

@@ -613,10 +613,15 @@ fn kept(h: &mut String, r: &Report) {
                 }
             };
             let scope = if x.source.starts_with("table:") { "rows of the holds table".to_string() } else { scope };
-            let kept = if x.is_whole_table() {
-                "see below".to_string()
-            } else {
-                num(kept_by.get(x.id.as_str()).copied().unwrap_or(0))
+            let kept = match x.source.strip_prefix("table:") {
+                _ if x.is_whole_table() => "see below".to_string(),
+                // One of a holds table's holds: what it kept in its connection's policies and
+                // the object policies (another table may have a hold of the same id).
+                Some(conn) => num(per_table_max(r, &|p| {
+                    let its = p.is_objects() || p.connection == conn;
+                    its.then(|| p.held_by.get(&x.id).copied()).flatten().unwrap_or(0)
+                })),
+                None => num(kept_by.get(x.id.as_str()).copied().unwrap_or(0)),
             };
             let _ = writeln!(
                 h,

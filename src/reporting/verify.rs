@@ -1176,8 +1176,10 @@ impl Outcome {
 }
 
 /// Whether a stored CSV summary says what a rendering of its report says. A CSV written by an
-/// earlier lapse has fewer columns (new ones are appended to each row): it is compared on its
-/// own columns, so that reports written before a column was added do not read as altered.
+/// earlier lapse, before the run's own facts were appended to each row, has exactly the first
+/// [`CSV_COLUMNS_BEFORE_RUN_FACTS`] columns, under the same header: it is compared on them, so
+/// that reports written before do not read as altered. Any other shorter CSV differs (a review
+/// found one cut to its first column passing).
 fn same_csv(stored: &[u8], rendered: &[u8]) -> bool {
     if stored == rendered {
         return true;
@@ -1186,9 +1188,14 @@ fn same_csv(stored: &[u8], rendered: &[u8]) -> bool {
         csv::ReaderBuilder::new().has_headers(false).from_reader(b).records().collect::<Result<_, _>>().ok()
     };
     let (Some(stored), Some(rendered)) = (rows(stored), rows(rendered)) else { return false };
+    let n = CSV_COLUMNS_BEFORE_RUN_FACTS;
     stored.len() == rendered.len()
-        && stored.iter().zip(&rendered).all(|(s, r)| s.len() < r.len() && s.iter().eq(r.iter().take(s.len())))
+        && stored.iter().zip(&rendered).all(|(s, r)| s.len() == n && r.len() > n && s.iter().eq(r.iter().take(n)))
 }
+
+/// The columns of the CSV summary as lapse wrote it before the run's own facts
+/// (`evidence_incomplete` …) were appended: `run_id` to `evidence_recovered`.
+const CSV_COLUMNS_BEFORE_RUN_FACTS: usize = 27;
 
 #[cfg(test)]
 mod tests {
@@ -1196,18 +1203,16 @@ mod tests {
 
     #[test]
     fn an_earlier_csv_is_compared_on_its_own_columns() {
-        let now = b"run_id,policy,held,evidence_incomplete\nr1,p,3,false\n";
-        assert!(same_csv(now, now));
-        assert!(same_csv(b"run_id,policy,held\nr1,p,3\n", now), "written before the last column");
-        assert!(!same_csv(b"run_id,policy,held\nr1,p,4\n", now), "a count changed");
-        assert!(!same_csv(b"run_id,policy\nr1,p\nr2,q\n", now), "a row added");
-        assert!(
-            !same_csv(b"run_id,policy,held\nr1,p,3\n", b"run_id,policy,held\nr1,p,3,x\n"),
-            "not the header's shape"
-        );
-        assert!(
-            !same_csv(b"run_id,policy,held,evidence_incomplete,more\nr1,p,3,false,1\n", now),
-            "more columns than written"
-        );
+        let cols = |n: usize, v: &str| (0..n).map(|i| format!("{v}{i}")).collect::<Vec<_>>().join(",");
+        let head = |n: usize| cols(n, "c");
+        let row = |n: usize| cols(n, "v");
+        let csv = |n: usize, body: &str| format!("{}\n{body}\n", head(n)).into_bytes();
+        let now = csv(33, &row(33));
+        assert!(same_csv(&now, &now));
+        assert!(same_csv(&csv(27, &row(27)), &now), "written before the run's facts");
+        assert!(!same_csv(&csv(27, &row(27).replace("v3", "x")), &now), "a value changed");
+        assert!(!same_csv(&csv(10, &row(10)), &now), "cut short");
+        assert!(!same_csv(&csv(1, &row(1)), &now), "cut to one column");
+        assert!(!same_csv(&format!("{}\n{}\n{}\n", head(27), row(27), row(27)).into_bytes(), &now), "a row added");
     }
 }

@@ -1377,26 +1377,31 @@ impl<'a> Builder<'a> {
         Some(sql)
     }
 
-    /// The matter of each hold id in force in the holds table (`table_hold_unexpired`), as
-    /// text: hold id (read as [`Builder::count_by_table_hold`] reads it, so that the two
-    /// match) and the least matter of its rows (a hold id's rows name one matter; should they
-    /// not, one of them, always the same). `None` without a matter column.
+    /// The matter of each hold id in force in the holds table (`table_hold_unexpired`): the
+    /// hold id as text as [`Builder::count_by_table_hold`] reads it (a SQL policy's `held_by`),
+    /// as [`Builder::holds_in_force`] reads it (an object policy's: a binary id as its bytes),
+    /// and the least matter of its rows (a hold id's rows name one matter; should they not, one
+    /// of them, always the same). `None` without a matter column.
     pub fn hold_matters(&self, ht: &HoldsTable) -> Option<Sql> {
         let m = ht.matter.as_ref()?;
         let text = |c: &str| match self.d {
             Dialect::MySql => format!("CAST({} AS CHAR)", self.col("lh", c)),
             _ => format!("CAST({} AS TEXT)", self.col("lh", c)),
         };
+        let as_in_force = match self.scope.table.kind(&ht.id) {
+            ColumnKind::Bytes => self.col("lh", &ht.id),
+            _ => text(&ht.id),
+        };
         let mut sql = Sql::new(self.d);
         sql.push(&format!(
-            "SELECT {}, MIN({}) FROM {} lh WHERE {} IS NOT NULL",
+            "SELECT {}, {as_in_force}, MIN({}) FROM {} lh WHERE {} IS NOT NULL",
             text(&ht.id),
             text(m),
             self.q(&ht.table),
             self.col("lh", m)
         ));
         self.table_hold_unexpired(&mut sql, ht);
-        sql.push(" GROUP BY 1 ORDER BY 1");
+        sql.push(" GROUP BY 1, 2 ORDER BY 1");
         Some(sql)
     }
 

@@ -2625,7 +2625,13 @@ impl crate::connector::Connector for SqlConnector {
             let mut out = Vec::new();
             let mut rows = bound!(sql).fetch(p);
             while let Some(row) = rows.try_next().await.map_err(db_err(&ctx))? {
-                out.push((text(row.value(0).map_err(db_err(&ctx))?), text(row.value(1).map_err(db_err(&ctx))?)));
+                let (id, in_force) = (text(row.value(0).map_err(db_err(&ctx))?), text(row.value(1).map_err(db_err(&ctx))?));
+                let matter = text(row.value(2).map_err(db_err(&ctx))?);
+                // Both forms of a binary id: a SQL policy's `held_by` and an object policy's.
+                if in_force != id {
+                    out.push((in_force, matter.clone()));
+                }
+                out.push((id, matter));
             }
             Ok(out)
         })

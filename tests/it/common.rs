@@ -484,6 +484,12 @@ impl Run {
         assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
         self
     }
+
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}:\n{}", self.stdout);
+        self
+    }
 }
 
 /// Generates one `#[tokio::test]` per backend for each named check of a module.

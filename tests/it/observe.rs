@@ -218,6 +218,7 @@ pub async fn json_logs_carry_run_id_and_policy(b: Backend) {
     assert_eq!(sum["policies"][0]["deleted"], rep["policies"][0]["deleted"], "{sum}");
     assert_eq!(sum["policies"][0]["due"], rep["policies"][0]["rows_due"], "{sum}");
     assert!(sum["policies"][0]["deleted"].as_u64() > Some(0), "{sum}");
+    assert_eq!((&sum["level"], &sum["interrupted_runs"]), (&"INFO".into(), &serde_json::json!([])), "{sum}");
     let lines: Vec<Json> = r
         .stderr
         .lines()

@@ -651,6 +651,15 @@ async fn evidence_no_journal_backs_is_reported_unconfirmed() {
     let r = f.lapse(&["report", "lookup", p(&dir), "--subject", "43"]);
     assert!(r.stdout.contains("may not be a destruction by that run"), "{}", r.stdout);
     assert!(f.render_html(&[]).contains("NOT in its journal"), "the certificate says so");
+    // Under `--log-format json` the summary event says so too (before, only the text did).
+    std::fs::write(dir.join("lapse-run-20260101T000001Z-deadbee0.evidence.jsonl"), format!("{fake}\n")).unwrap();
+    let r = f.lapse(&["run", "--log-format", "json"]);
+    r.ok();
+    let sum: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    let runs = sum["interrupted_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{sum}");
+    assert_eq!(runs[0]["unconfirmed"], serde_json::json!({"tickets": 1}), "{sum}");
+    assert_eq!(runs[0]["report"], "lapse-run-20260101T000001Z-deadbee0.json", "{sum}");
 }
 
 /// What the lookup answers must be what was done to the record. Before: a record whose

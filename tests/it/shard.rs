@@ -258,6 +258,12 @@ pub async fn shards_destroy_what_one_worker_destroys(b: Backend) {
     for (i, r) in parts.iter().enumerate() {
         assert_eq!(r["shard"]["index"], i as u64);
         assert_eq!(r["shard"]["count"], N as u64);
+        // Its CSV says so on every row, not as `i/n`, which a spreadsheet reads as a date.
+        let csv = run_report(&sharded.path(&format!("reports/shard-{i}-of-{N}"))).with_extension("csv");
+        let mut csv = csv::Reader::from_path(&csv).unwrap();
+        let at = csv.headers().unwrap().iter().position(|h| h == "shard").expect("the column");
+        let cells: Vec<String> = csv.records().map(|r| r.unwrap()[at].to_string()).collect();
+        assert!(!cells.is_empty() && cells.iter().all(|c| *c == format!("{i} of {N}")), "{cells:?}");
         assert_eq!(r["status"], "complete");
         let names: Vec<&str> = r["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
         for name in ["customers", "accounts"] {
