@@ -159,8 +159,15 @@ fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<Hold> {
     }
     let mut out = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
-    for (i, h) in raw.holds.into_iter().enumerate() {
+    for (i, mut h) in raw.holds.into_iter().enumerate() {
         let at = |p: &str| pos.nearest(0, &format!("holds.{i}.{p}"));
+        // An id or matter as written: YAML reads `2026.10` or `0042` as a number, whose text
+        // (`2026.1`, `42`) is another id than the one the legal team wrote (found by a review).
+        for (key, text) in [("id", &mut h.id), ("matter", &mut h.matter)] {
+            if let Some(written) = pos.scalar(0, &format!("holds.{i}.{key}")) {
+                *text = written.to_string();
+            }
+        }
         let mut ok = true;
         let mut err = |p: &str, m: String| {
             diags.push(Diagnostic::error(m).at(at(p)).in_file(path));
@@ -417,6 +424,21 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         assert!(!diags.has_errors(), "{:?}", diags.0);
         holds.0.pop().unwrap()
+    }
+
+    /// An id or matter YAML reads as a number is kept as written (before, `2026.10` became
+    /// `2026.1` and `0042` `42`: another hold id than the legal team's).
+    #[test]
+    fn ids_and_matters_are_kept_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holds.yaml");
+        let text = "holds:\n  - id: 2026.10\n    matter: 0042\n    policies: [p]\n  - id: \"LH 7\"\n    matter: 'Doe v. Example'\n    policies: [p]\n";
+        std::fs::write(&path, text).unwrap();
+        let mut diags = Diagnostics::default();
+        let holds = load(&path, &mut diags).0;
+        assert!(!diags.has_errors(), "{:?}", diags.0);
+        let got: Vec<(&str, &str)> = holds.iter().map(|h| (h.id.as_str(), h.matter.as_str())).collect();
+        assert_eq!(got, [("2026.10", "0042"), ("LH 7", "Doe v. Example")]);
     }
 
     /// A legal hold that says `expires: 2027-06-30` is in force on that day, all of it (before,

@@ -362,7 +362,11 @@ async fn leaks_nothing(b: Backend, action: &str) {
 
         let r = lapse(&["plan", "--json"]);
         seen.run(&label("plan --json"), r.ok());
-        assert!(r.stdout.contains("\"rows_due\": 3"), "plan --json prints the report:\n{}", r.stdout);
+        // The report (on one line under `--log-format json`, every line being JSON then).
+        let printed: serde_json::Value =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+        assert_eq!(n(&printed["policies"][0]["rows_due"]), 3, "plan --json prints the report:\n{}", r.stdout);
+        assert_eq!(r.stdout.trim().lines().count() == 1, format == "json", "{}", r.stdout);
 
         let r = lapse(&["run"]);
         seen.run(&label("run"), r.ok());
