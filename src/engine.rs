@@ -1896,7 +1896,8 @@ pub async fn execute(
 /// own entry (`<table>.*`), so that the certificate names the matter a held record was kept
 /// for, as it does for the holds file's. A SQL policy's hold is its connection's; an object
 /// policy's, whichever holds table's (its `held_by` has the bare id): named only when every
-/// holds table was read and exactly one has that id in force (two tables' holds of one id
+/// holds table was read (each has a matter column and answered) and exactly one has that id
+/// in force (two tables' holds of one id
 /// took one's matter for both: found by a review). A table that cannot be read now is warned
 /// of: the records were kept, and the report says by which hold id. Not after a signal: the
 /// grace is for the report.

@@ -189,6 +189,10 @@ impl FileHold {
     }
 }
 
+/// The id of the file hold that carries the subject `report lookup --connect` asks about
+/// ([`Connector::table_holds_of`]); no hold of a holds file has it (a control character).
+pub const LOOKUP_PROBE: &str = "\u{1}lookup";
+
 /// The holds that apply to one policy.
 #[derive(Debug, Clone)]
 pub struct HoldScope {
@@ -584,6 +588,14 @@ pub trait Connector: Send + Sync + fmt::Display {
     /// it and, where that differs (a binary id), as [`Connector::holds_in_force`] does. Default:
     /// none (no holds table, or no matter column).
     async fn hold_matters(&self, _now: DateTime<Utc>) -> Result<Vec<(String, String)>, ConnectorError> {
+        Ok(vec![])
+    }
+
+    /// The holds of this connection's holds table that hold a record of the scope's table
+    /// whose subject is that of the file hold [`LOOKUP_PROBE`] in `scope.holds.file`, compared
+    /// as the runs compare (`report lookup --connect`): (hold id, whether the hold's row names
+    /// no subject: every subject). Default: none (no holds table).
+    async fn table_holds_of(&self, _scope: &Scope) -> Result<Vec<(String, bool)>, ConnectorError> {
         Ok(vec![])
     }
 

@@ -157,60 +157,113 @@ pub struct Context {
     pub table_holds: Option<Vec<TableHold>>,
 }
 
-/// A hold of a database's holds table in force now that names the subject, or every subject
-/// of a policy (a row without a subject), as [`table_holds`] reads it.
+/// A hold of a database's holds table in force now that holds the subject's records, as
+/// [`table_holds`] finds it.
 #[derive(Debug, Clone)]
 pub struct TableHold {
     pub connection: String,
     pub id: String,
     /// Its matter (the table's `matter` column, where the config names it).
     pub matter: Option<String>,
-    /// The policies it holds the subject's records of.
+    /// The policies whose records of the subject it holds.
     pub policies: Vec<String>,
-    /// A row without a subject: every subject of those policies.
+    /// Its row names no subject: every subject of its policies.
     pub every_subject: bool,
-    /// It names the subject as asked for (`spellings`), not only as another spelling of the
-    /// same number, uuid or text in another case, which holds it only where the table's and
-    /// the dataset's columns compare so ([`HeldBy::exact`]).
-    pub exact: bool,
+    /// An object policy's hold of every subject (or of a policy without subjects): whether the
+    /// subject has objects there is not known, so it answers nothing either way.
+    pub records_unknown: bool,
 }
 
-/// The holds in force now of every holds table in `conns` (`Workspace::open_holds_tables`)
-/// that name `subject`, or every subject, for each policy they hold (a SQL policy is held by
-/// its connection's table, an object policy by every one), compared as the runs compare them
-/// (`FileHold::holds_any_of`). For `report lookup --connect`: reports record holds by id and
-/// count, never by subject.
+/// The holds in force now of the holds tables of `conns` (`Workspace::open_holds_tables`) that
+/// hold a record of `subject` (`report lookup --connect`: reports record holds by id and
+/// count, never by subject), found as the runs find them:
+/// - a SQL policy's, by the database, in its connection's holds table: the policy's records
+///   whose subject is `subject` (compared as a holds-file subject is), joined with the holds
+///   as the destroying statements join them, the database's types, affinity and collation
+///   included (before, a Rust comparison of the texts answered NOTHING FOUND for a subject
+///   that `7e0`, an accent or a case held in the database: found by a review). A subject
+///   without records there is held by nothing there;
+/// - an object policy's, in every holds table, as its runs compare them
+///   (`FileHold::holds_any_of`).
 pub async fn table_holds(
     policies: &[crate::policy::Policy],
     conns: &crate::engine::Connections,
     subject: &str,
 ) -> anyhow::Result<Vec<TableHold>> {
+    use crate::connector::{ColumnKind, FileHold, Filter, HoldScope, Scope, Work, LOOKUP_PROBE};
     let now = Utc::now();
     let keys = holds::subject_keys(subject);
-    let asked = spellings(subject);
     let mut out: Vec<TableHold> = Vec::new();
     for (name, conn) in conns {
-        if conn.holds_table().is_none() {
-            continue;
-        }
+        let Some(ht) = conn.holds_table().cloned() else { continue };
         let mut found: BTreeMap<String, TableHold> = BTreeMap::new();
-        for p in policies.iter().filter(|p| p.objects.is_some() || p.connection == *name) {
-            for h in conn.holds_in_force(std::slice::from_ref(&p.name), now, false).await? {
-                if !(h.whole_policy || h.holds_any_of(&keys)) {
-                    continue;
+        let mut hold = |id: &str, policy: &str, every: bool, unknown: bool| {
+            let t = found.entry(id.to_string()).or_insert_with(|| TableHold {
+                connection: name.clone(),
+                id: id.to_string(),
+                matter: None,
+                policies: vec![],
+                every_subject: every,
+                records_unknown: unknown,
+            });
+            if !t.policies.iter().any(|p| p == policy) {
+                t.policies.push(policy.to_string());
+            }
+            t.every_subject |= every;
+            t.records_unknown &= unknown;
+        };
+        for p in policies.iter().filter(|p| p.objects.is_none() && p.connection == *name) {
+            let Some(column) = p.subject.clone() else { continue };
+            let table = conn.describe(&p.table).await?;
+            // The subject typed as the engine types a holds-file subject for this column.
+            let kind = table.column(&column).map(|c| c.kind);
+            let mut values = Vec::new();
+            if kind == Some(ColumnKind::Bytes) {
+                if let Some(b) = crate::engine::binary_subject(subject) {
+                    values.push(Value::Bytes(b));
                 }
-                let exact = h.whole_policy || h.subjects.iter().any(|v| asked.contains(&v.canonical()));
-                let t = found.entry(h.id.clone()).or_insert_with(|| TableHold {
-                    connection: name.clone(),
-                    id: h.id.clone(),
-                    matter: None,
-                    policies: vec![],
-                    every_subject: h.whole_policy,
-                    exact,
-                });
-                t.policies.push(p.name.clone());
-                t.every_subject |= h.whole_policy;
-                t.exact |= exact;
+            }
+            match kind.map(|k| crate::sql::builder::coerce(Value::Text(subject.to_string()), k)) {
+                Some(Ok(v)) => values.push(v),
+                _ => values.push(Value::Text(subject.to_string())),
+            }
+            let sharing: Vec<String> = policies
+                .iter()
+                .filter(|q| q.objects.is_none() && q.connection == p.connection && q.table == p.table)
+                .map(|q| q.name.clone())
+                .collect();
+            let scope = Scope {
+                policy: p.name.clone(),
+                table,
+                key: p.key.clone(),
+                subject: Some(column),
+                lapse: Filter::True,
+                whole_lapse: Filter::True,
+                work: Work::Delete,
+                holds: HoldScope {
+                    policies: sharing,
+                    file: vec![FileHold::new(LOOKUP_PROBE.into(), values, false)],
+                    table: Some(ht.clone()),
+                    tables: vec![],
+                    now,
+                },
+                restrict: vec![],
+                cascade: vec![],
+                pseudonym_key: None,
+                objects: None,
+            };
+            for (id, every) in conn.table_holds_of(&scope).await? {
+                hold(&id, &p.name, every, false);
+            }
+        }
+        for p in policies.iter().filter(|p| p.objects.is_some()) {
+            let subjectless = p.subject.is_none();
+            for h in conn.holds_in_force(std::slice::from_ref(&p.name), now, subjectless).await? {
+                if h.whole_policy {
+                    hold(&h.id, &p.name, true, true);
+                } else if h.holds_any_of(&keys) {
+                    hold(&h.id, &p.name, false, false);
+                }
             }
         }
         if found.is_empty() {
@@ -374,6 +427,9 @@ pub struct Answer {
     /// destroyed it (before, "NOTHING FOUND"; found by a review).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard_only: Option<String>,
+    /// The holds tables were asked whether a hold holds the subject (`--connect`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub holds_tables_asked: bool,
 }
 
 /// The runs in which a hold kept records, a line each.
@@ -907,6 +963,16 @@ pub fn lookup(
                 if only_policy.is_some_and(|p| !h.policies.iter().any(|q| shares(p, q))) {
                     continue;
                 }
+                if h.records_unknown {
+                    cannot.push(format!(
+                        "Hold {} ({}) of the holds table of connection '{}' holds every object of {}: whether this subject has any there is not known.",
+                        h.id,
+                        h.matter.as_deref().unwrap_or("no matter column configured"),
+                        h.connection,
+                        h.policies.join(", ")
+                    ));
+                    continue;
+                }
                 held.push(HeldBy {
                     hold: h.id.clone(),
                     source: format!("table:{}", h.connection),
@@ -915,7 +981,9 @@ pub fn lookup(
                     policies: h.policies.clone(),
                     expires: None,
                     active: true,
-                    exact: h.exact,
+                    // Compared by the database as the runs compare (or, for objects, as their
+                    // runs do): no other spelling to doubt.
+                    exact: true,
                     kept_in: kept_in_of(&h.id),
                 });
             }
@@ -1046,6 +1114,7 @@ pub fn lookup(
         holds_file_unchanged,
         holds_unreadable,
         shard_only,
+        holds_tables_asked: ctx.table_holds.is_some() && matches!(target, Target::Subject(_)),
     })
 }
 
@@ -1146,19 +1215,10 @@ impl Answer {
         }
         let (tables, files): (Vec<&HeldBy>, Vec<&HeldBy>) =
             self.held.iter().partition(|h| h.source.starts_with("table:"));
-        let (t_exact, t_other): (Vec<&HeldBy>, Vec<&HeldBy>) = tables.into_iter().partition(|h| h.exact);
-        for (list, head) in [
-            (t_exact, "HELD: named by a hold in force in a holds table (asked with --connect)\n"),
-            (
-                t_other,
-                "MAYBE HELD: named by a hold in force in a holds table as another spelling of the same number or uuid, or in another case: held where the table's and the dataset's subject columns compare so\n",
-            ),
-        ] {
-            if list.is_empty() {
-                continue;
-            }
-            s.push_str(head);
-            for h in list {
+        // Compared by the database as the runs compare: held or not, no other spelling.
+        if !tables.is_empty() {
+            s.push_str("HELD: held by a hold in force in a holds table (asked with --connect)\n");
+            for h in tables {
                 s.push_str(&format!(
                     "  {} — {}{} — policies {}, in force now ({})\n",
                     printable(&h.hold),
@@ -1233,10 +1293,11 @@ impl Answer {
             && !self.held.iter().any(|h| h.active)
         {
             s.push_str(&format!(
-                "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file in force names it.\n\
+                "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file{} in force names it.\n\
                  Either lapse never destroyed it (not lapsed, not under a policy, or held as below), or the reports were written with another evidence key.\n",
                 if self.target == "subject" { "subject" } else { "record" },
-                self.run_reports
+                self.run_reports,
+                if self.holds_tables_asked { " nor of the holds tables (asked with --connect)" } else { "" }
             ));
         }
         if !self.cannot_answer.is_empty() {
@@ -1296,6 +1357,7 @@ mod tests {
             holds_file_unchanged: None,
             holds_unreadable: false,
             shard_only: None,
+            holds_tables_asked: false,
         }
     }
 

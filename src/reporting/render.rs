@@ -617,10 +617,17 @@ fn kept(h: &mut String, r: &Report) {
                 _ if x.is_whole_table() => "see below".to_string(),
                 // One of a holds table's holds: what it kept in its connection's policies and
                 // the object policies (another table may have a hold of the same id).
-                Some(conn) => num(per_table_max(r, &|p| {
-                    let its = p.is_objects() || p.connection == conn;
-                    its.then(|| p.held_by.get(&x.id).copied()).flatten().unwrap_or(0)
-                })),
+                Some(conn) => {
+                    // An object policy's count is by bare id: this table's only where no other
+                    // holds table lists a hold of that id (the engine names its matter so too).
+                    let shared = r.holds.iter().any(|y| {
+                        y.id == x.id && y.source != x.source && y.source.starts_with("table:") && !y.is_whole_table()
+                    });
+                    num(per_table_max(r, &|p| {
+                        let its = p.connection == conn || (p.is_objects() && !shared);
+                        its.then(|| p.held_by.get(&x.id).copied()).flatten().unwrap_or(0)
+                    }))
+                }
                 None => num(kept_by.get(x.id.as_str()).copied().unwrap_or(0)),
             };
             let _ = writeln!(

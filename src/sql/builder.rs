@@ -1812,6 +1812,32 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// The holds of the holds table that hold a record of the subject of the file hold `probe`
+    /// (`report lookup --connect`): the records of the scope's table whose subject is that
+    /// subject, compared as a holds-file subject is ([`Self::held`]), joined with the table's
+    /// holds as the destroying statements join them (`table_hold_match_part`: the database's
+    /// own comparison, affinity and collation). Columns: hold id as text (as
+    /// [`Builder::count_by_table_hold`] reads it), 1 for a row without a subject (every
+    /// subject). `None` without a holds table or subject column.
+    pub fn table_holds_of(&self, probe: &str) -> Option<Sql> {
+        let ht = self.scope.holds.table.as_ref()?;
+        self.holds_info?;
+        self.scope.subject.as_ref()?;
+        let mut sql = Sql::new(self.d);
+        let t = self.table();
+        let id = self.col("lh", &ht.id);
+        let read_id = match self.d {
+            Dialect::MySql => format!("CAST({id} AS CHAR)"),
+            _ => format!("CAST({id} AS TEXT)"),
+        };
+        let every = format!("CASE WHEN {} IS NULL THEN 1 ELSE 0 END", self.col("lh", &ht.subject));
+        sql.push(&format!("SELECT DISTINCT {read_id}, {every} FROM {t} JOIN {} lh ON ", self.q(&ht.table)));
+        self.table_hold_match_part(&mut sql, ht, &t, None);
+        sql.push(" WHERE ");
+        self.held(&mut sql, &t, Some(probe));
+        Some(sql)
+    }
+
     /// The next due keys (and subjects) in key order.
     pub fn candidates(&self, after: Option<&[Value]>, limit: usize) -> Sql {
         let mut sql = Sql::new(self.d);

@@ -2637,6 +2637,23 @@ impl crate::connector::Connector for SqlConnector {
         })
     }
 
+    async fn table_holds_of(&self, scope: &Scope) -> Result<Vec<(String, bool)>, ConnectorError> {
+        let Some(sql) = self.builder(scope).table_holds_of(crate::connector::LOOKUP_PROBE) else { return Ok(vec![]) };
+        let ctx = format!("reading the holds of the subject in '{}'", scope.table.name);
+        with_pool!(self, p => {
+            let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
+            rows.iter()
+                .map(|r| {
+                    let id = match r.value(0).map_err(db_err(&ctx))? {
+                        Value::Text(s) => s,
+                        other => other.canonical(),
+                    };
+                    Ok((id, matches!(r.value(1).map_err(db_err(&ctx))?, Value::Int(1))))
+                })
+                .collect()
+        })
+    }
+
     fn keeps_any_type(&self) -> bool {
         self.dialect == Dialect::Sqlite
     }

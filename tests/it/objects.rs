@@ -1942,6 +1942,19 @@ async fn holds_table_holds_objects() {
         .map(|h| (h["id"].as_str().unwrap(), h["matter"].as_str().unwrap()))
         .collect();
     assert_eq!(named, vec![("LH-S1", "Case S1")], "{}", r["holds"]);
+    // `report lookup --connect` finds the holds of an object policy as its runs do; a hold of
+    // every subject is said, not taken for one of this subject (it may have no object there).
+    s.f.db.exec("INSERT INTO legal_holds (id, subject, policy, expires_at, matter) VALUES ('LH-EVERY', NULL, 'exports', NULL, 'Audit')")
+        .await;
+    let dir = s.f.path("reports");
+    let dir = dir.to_str().unwrap();
+    let r = s.f.lapse(&["report", "lookup", dir, "--subject", "S-1", "--connect"]);
+    r.ok();
+    assert!(r.stdout.contains("LH-S1 — Case S1 — policies exports"), "{}", r.stdout);
+    let every = "Hold LH-EVERY (Audit) of the holds table of connection 'db' holds every object of exports";
+    assert!(r.stdout.contains(every), "{}", r.stdout);
+    let r = s.f.lapse(&["report", "lookup", dir, "--subject", "S-NOBODY", "--connect"]);
+    assert!(r.code(5).stdout.contains(every), "{}", r.stdout);
 }
 
 /// A holds table whose subject column is binary (a uuid in a blob, `bytea`, `BINARY(16)`) holds
