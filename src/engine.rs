@@ -2127,6 +2127,56 @@ impl Stage {
     }
 }
 
+/// The values a holds-file subject `s` is compared as with the subject column `col`, as the
+/// engine binds them: a uuid column's subject in the database's spelling (SQLite, which keeps
+/// text as written: every usual spelling), a binary column's also as its bytes, a subject of
+/// the column's type as that type, else as written. `report lookup --connect` asks with the
+/// same values.
+pub fn typed_subject(s: &str, col: Option<&crate::connector::ColumnInfo>, keeps_any_type: bool) -> Vec<Value> {
+    let subject_kind = col.map(|c| c.kind);
+    let uuid_subject = col.is_some_and(|c| c.sql_type.eq_ignore_ascii_case("uuid"));
+    let s = &s.to_string();
+    let mut subjects = Vec::new();
+    let s = match uuid_subject.then(|| uuid::Uuid::parse_str(s.trim())) {
+        // SQLite has no uuid type: a column declared so keeps the text as the
+        // application wrote it, and the hold holds it as written (before, only the
+        // database's spelling was held there, and a row in capitals was deleted under
+        // its hold; found by a review).
+        // (Every usual spelling, as SQLite compares text exactly: a hold in lower case
+        // missed a row in capitals; found by a review of the fix.)
+        Some(Ok(u)) if keeps_any_type => {
+            let (hyphenated, simple) = (u.hyphenated().to_string(), u.simple().to_string());
+            for spelling in [hyphenated.to_uppercase(), simple.to_uppercase(), hyphenated, simple] {
+                if spelling != *s {
+                    subjects.push(Value::Text(spelling));
+                }
+            }
+            s.clone()
+        }
+        Some(Ok(u)) => u.hyphenated().to_string(),
+        _ => s.clone(),
+    };
+    // A binary subject column (a UUID in `BINARY(16)`, `bytea`, a blob): a subject written
+    // as a UUID or in hexadecimal is held by its bytes too, beside the text as written
+    // (before, only the text was compared, which no binary value equals: found by a
+    // read-only review).
+    if subject_kind == Some(crate::connector::ColumnKind::Bytes) {
+        if let Some(b) = binary_subject(&s) {
+            subjects.push(Value::Bytes(b));
+        }
+    }
+    // A subject of another shape than the column's (text for an integer column) is kept
+    // as written: SQLite keeps any type in any column, and the SQL builder leaves it out
+    // where the column cannot hold it (before, it was dropped here, and a SQLite row with
+    // that text in its integer subject column was destroyed under the hold).
+    match subject_kind.map(|k| coerce(Value::Text(s.clone()), k)) {
+        Some(Ok(v)) => subjects.push(v),
+        Some(Err(_)) => subjects.push(Value::Text(s)),
+        None => {}
+    }
+    subjects
+}
+
 /// Record-level stage first, then field-level stages (columns grouped by the purposes that
 /// cover them). Keeping wins: a column is touched only when every purpose covering it lapsed,
 /// a record only when every purpose lapsed.
@@ -2145,11 +2195,10 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx, keeps_any_type: bool) -> anyho
         })
         .collect();
     let all_lapsed = Filter::All(rules.clone());
-    let subject_kind = p.subject.as_ref().map(|s| prep.table.kind(s));
     // A uuid column compares as the database writes uuids (lower case, hyphens): a hold may
-    // write them in capitals, without hyphens or in braces, and must still hold the subject.
-    let uuid_subject =
-        p.subject.as_ref().and_then(|s| prep.table.column(s)).is_some_and(|c| c.sql_type.eq_ignore_ascii_case("uuid"));
+    // write them in capitals, without hyphens or in braces, and must still hold the subject
+    // (`typed_subject`).
+    let subject_col = p.subject.as_ref().and_then(|s| prep.table.column(s));
     // A hold scoped to any policy on this table keeps its records from every policy on it:
     // their purposes are shared (`policy::check_set` lends each the others'), and so are their
     // holds (before, one policy destroyed what another's hold kept).
@@ -2158,43 +2207,7 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx, keeps_any_type: bool) -> anyho
     for h in ctx.holds.iter().filter(|h| policies.iter().any(|n| h.applies_to(n))) {
         let mut subjects = Vec::new();
         for s in &h.subjects {
-            let s = match uuid_subject.then(|| uuid::Uuid::parse_str(s.trim())) {
-                // SQLite has no uuid type: a column declared so keeps the text as the
-                // application wrote it, and the hold holds it as written (before, only the
-                // database's spelling was held there, and a row in capitals was deleted under
-                // its hold; found by a review).
-                // (Every usual spelling, as SQLite compares text exactly: a hold in lower case
-                // missed a row in capitals; found by a review of the fix.)
-                Some(Ok(u)) if keeps_any_type => {
-                    let (hyphenated, simple) = (u.hyphenated().to_string(), u.simple().to_string());
-                    for spelling in [hyphenated.to_uppercase(), simple.to_uppercase(), hyphenated, simple] {
-                        if spelling != *s {
-                            subjects.push(Value::Text(spelling));
-                        }
-                    }
-                    s.clone()
-                }
-                Some(Ok(u)) => u.hyphenated().to_string(),
-                _ => s.clone(),
-            };
-            // A binary subject column (a UUID in `BINARY(16)`, `bytea`, a blob): a subject written
-            // as a UUID or in hexadecimal is held by its bytes too, beside the text as written
-            // (before, only the text was compared, which no binary value equals: found by a
-            // read-only review).
-            if subject_kind == Some(crate::connector::ColumnKind::Bytes) {
-                if let Some(b) = binary_subject(&s) {
-                    subjects.push(Value::Bytes(b));
-                }
-            }
-            // A subject of another shape than the column's (text for an integer column) is kept
-            // as written: SQLite keeps any type in any column, and the SQL builder leaves it out
-            // where the column cannot hold it (before, it was dropped here, and a SQLite row with
-            // that text in its integer subject column was destroyed under the hold).
-            match subject_kind.map(|k| coerce(Value::Text(s.clone()), k)) {
-                Some(Ok(v)) => subjects.push(v),
-                Some(Err(_)) => subjects.push(Value::Text(s)),
-                None => {}
-            }
+            subjects.extend(typed_subject(s, subject_col, keeps_any_type));
         }
         if !h.whole_policy() && subjects.is_empty() {
             continue;

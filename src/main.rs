@@ -1207,6 +1207,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
             } else if answer.evidence_unreadable > 0
                 || !answer.unconfirmed.is_empty()
                 || answer.holds_unreadable
+                || answer.table_holds_unknown
                 || answer.held.iter().any(|h| h.active)
                 || answer.shard_only.is_some()
             {

@@ -190,15 +190,17 @@ pub async fn table_holds(
     conns: &crate::engine::Connections,
     subject: &str,
 ) -> anyhow::Result<Vec<TableHold>> {
-    use crate::connector::{ColumnKind, FileHold, Filter, HoldScope, Scope, Work, LOOKUP_PROBE};
+    use crate::connector::{FileHold, Filter, HoldScope, Scope, Work, LOOKUP_PROBE};
     let now = Utc::now();
     let keys = holds::subject_keys(subject);
     let mut out: Vec<TableHold> = Vec::new();
     for (name, conn) in conns {
         let Some(ht) = conn.holds_table().cloned() else { continue };
-        let mut found: BTreeMap<String, TableHold> = BTreeMap::new();
+        // By id, and apart whether it holds the subject's records or, unknown to lookup, every
+        // record of a policy (merged, the first made the second HELD too).
+        let mut found: BTreeMap<(String, bool), TableHold> = BTreeMap::new();
         let mut hold = |id: &str, policy: &str, every: bool, unknown: bool| {
-            let t = found.entry(id.to_string()).or_insert_with(|| TableHold {
+            let t = found.entry((id.to_string(), unknown)).or_insert_with(|| TableHold {
                 connection: name.clone(),
                 id: id.to_string(),
                 matter: None,
@@ -210,22 +212,26 @@ pub async fn table_holds(
                 t.policies.push(policy.to_string());
             }
             t.every_subject |= every;
-            t.records_unknown &= unknown;
         };
         for p in policies.iter().filter(|p| p.objects.is_none() && p.connection == *name) {
-            let Some(column) = p.subject.clone() else { continue };
-            let table = conn.describe(&p.table).await?;
-            // The subject typed as the engine types a holds-file subject for this column.
-            let kind = table.column(&column).map(|c| c.kind);
-            let mut values = Vec::new();
-            if kind == Some(ColumnKind::Bytes) {
-                if let Some(b) = crate::engine::binary_subject(subject) {
-                    values.push(Value::Bytes(b));
+            let Some(column) = p.subject.clone() else {
+                // A policy without a subject column cannot tell a subject's records: a hold
+                // naming it keeps all of them, whether this subject has any there is not known
+                // (before, such holds were left out without a word: found by a review).
+                for h in conn.holds_in_force(std::slice::from_ref(&p.name), now, true).await? {
+                    if h.whole_policy {
+                        hold(&h.id, &p.name, true, true);
+                    }
                 }
-            }
-            match kind.map(|k| crate::sql::builder::coerce(Value::Text(subject.to_string()), k)) {
-                Some(Ok(v)) => values.push(v),
-                _ => values.push(Value::Text(subject.to_string())),
+                continue;
+            };
+            let table = conn.describe(&p.table).await?;
+            // The subject typed as the engine types a holds-file subject for this column (a
+            // uuid in the database's spelling: asked in capitals, it found nothing; found by a
+            // review).
+            let mut values = crate::engine::typed_subject(subject, table.column(&column), conn.keeps_any_type());
+            if values.is_empty() {
+                values.push(Value::Text(subject.to_string()));
             }
             let sharing: Vec<String> = policies
                 .iter()
@@ -270,8 +276,10 @@ pub async fn table_holds(
             continue;
         }
         for (id, matter) in conn.hold_matters(now).await? {
-            if let Some(t) = found.get_mut(&id) {
-                t.matter = Some(matter);
+            for unknown in [false, true] {
+                if let Some(t) = found.get_mut(&(id.clone(), unknown)) {
+                    t.matter = Some(matter.clone());
+                }
             }
         }
         out.extend(found.into_values());
@@ -430,6 +438,11 @@ pub struct Answer {
     /// The holds tables were asked whether a hold holds the subject (`--connect`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub holds_tables_asked: bool,
+    /// A hold of a holds table freezes every record of a policy whose records of this subject
+    /// lookup cannot tell (an object policy's hold of every subject, a hold of a policy without
+    /// subjects): with nothing found, the question is not answered (exit 2, not 5).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub table_holds_unknown: bool,
 }
 
 /// The runs in which a hold kept records, a line each.
@@ -937,6 +950,7 @@ pub fn lookup(
     }
     let mut held = Vec::new();
     let mut cannot = Vec::new();
+    let mut table_holds_unknown = false;
     let now = Utc::now();
     // The runs in which a hold id kept lapsed records (of any of its subjects), by the
     // reports a given key vouches for.
@@ -964,8 +978,9 @@ pub fn lookup(
                     continue;
                 }
                 if h.records_unknown {
+                    table_holds_unknown = true;
                     cannot.push(format!(
-                        "Hold {} ({}) of the holds table of connection '{}' holds every object of {}: whether this subject has any there is not known.",
+                        "Hold {} ({}) of the holds table of connection '{}' holds every record of {}: whether this subject has any there is not known.",
                         h.id,
                         h.matter.as_deref().unwrap_or("no matter column configured"),
                         h.connection,
@@ -1115,6 +1130,7 @@ pub fn lookup(
         holds_unreadable,
         shard_only,
         holds_tables_asked: ctx.table_holds.is_some() && matches!(target, Target::Subject(_)),
+        table_holds_unknown,
     })
 }
 
@@ -1287,17 +1303,21 @@ impl Answer {
                 "NOT ANSWERED: these are the reports of {shard} of a sharded run only: another shard may have destroyed this {}; look up in each shard-<i>-of-<n> directory.\n",
                 if self.target == "subject" { "subject" } else { "record" },
             ));
+        } else if !self.found && self.table_holds_unknown {
+            s.push_str(
+                "NOT ANSWERED: no evidence record of it, but a hold of a holds table freezes every record of a policy in which lookup cannot tell whether this subject has any (below).\n",
+            );
         } else if !self.found
             && self.evidence_unreadable == 0
             && !self.holds_unreadable
             && !self.held.iter().any(|h| h.active)
         {
             s.push_str(&format!(
-                "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file{} in force names it.\n\
+                "NOTHING FOUND: no evidence record of this {} in {} run report(s), and no hold of the holds file in force names it{}.\n\
                  Either lapse never destroyed it (not lapsed, not under a policy, or held as below), or the reports were written with another evidence key.\n",
                 if self.target == "subject" { "subject" } else { "record" },
                 self.run_reports,
-                if self.holds_tables_asked { " nor of the holds tables (asked with --connect)" } else { "" }
+                if self.holds_tables_asked { ", nor does one of the holds tables hold a record of it (asked with --connect)" } else { "" }
             ));
         }
         if !self.cannot_answer.is_empty() {
@@ -1358,6 +1378,7 @@ mod tests {
             holds_unreadable: false,
             shard_only: None,
             holds_tables_asked: false,
+            table_holds_unknown: false,
         }
     }
 

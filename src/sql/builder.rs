@@ -402,6 +402,10 @@ pub struct Builder<'a> {
     /// planner (with `ANALYZE`'s statistics) could take the anchor's index for it and sort,
     /// rereading the whole lapsed range for each batch.
     pub counting: std::cell::Cell<bool>,
+    /// Rendering a WHERE clause of holds-file subjects alone ([`Builder::table_holds_of`]):
+    /// `subject IN (…)` without the `COALESCE` that a negation needs, so that an index on the
+    /// subject serves it (with it, every row of the table was read: found by a review).
+    pub bare_in: std::cell::Cell<bool>,
     /// SQLite: held rows may be counted from the holds' side (`lite_split_held`). Not where
     /// the schema declares a collation: `subject IN (the holds' subjects)` compares by the row's
     /// subject column's collation, the destroying statements' `NOT EXISTS (… lh.subject =
@@ -1118,11 +1122,12 @@ impl<'a> Builder<'a> {
                     // A NULL subject is no subject a hold names: `COALESCE` makes that a "no"
                     // rather than SQL's unknown, which `NOT` would keep unknown, and the row
                     // neither destroyed nor counted due (as the holds table's join says already).
+                    let open = if self.bare_in.get() { "(" } else { "COALESCE(" };
                     if as_text {
                         let cast = if self.d == Dialect::MySql { "CHAR" } else { "TEXT" };
-                        sql.push(&format!("COALESCE(CAST({} AS {cast}) IN (", self.col(qual, s)));
+                        sql.push(&format!("{open}CAST({} AS {cast}) IN (", self.col(qual, s)));
                     } else {
-                        sql.push(&format!("COALESCE({} IN (", self.col(qual, s)));
+                        sql.push(&format!("{open}{} IN (", self.col(qual, s)));
                     }
                     // A decimal column's value is read as text (`42.00`): subjects written as
                     // numbers are compared as numbers too (before, `42` held nothing there).
@@ -1154,7 +1159,7 @@ impl<'a> Builder<'a> {
                         }
                         sql.push(")");
                     }
-                    sql.push(", 1=0)");
+                    sql.push(if self.bare_in.get() { ")" } else { ", 1=0)" });
                 }
                 _ => {
                     sql.push("1=0");
@@ -1834,7 +1839,9 @@ impl<'a> Builder<'a> {
         sql.push(&format!("SELECT DISTINCT {read_id}, {every} FROM {t} JOIN {} lh ON ", self.q(&ht.table)));
         self.table_hold_match_part(&mut sql, ht, &t, None);
         sql.push(" WHERE ");
+        self.bare_in.set(true);
         self.held(&mut sql, &t, Some(probe));
+        self.bare_in.set(false);
         Some(sql)
     }
 

@@ -1037,6 +1037,7 @@ impl SqlConnector {
             mariadb: self.is_mariadb(),
             db_random: self.db_random,
             counting: std::cell::Cell::new(false),
+            bare_in: std::cell::Cell::new(false),
             split_holds: self.split_holds,
             quick_pending: false,
             unknown_years: None,

@@ -641,6 +641,14 @@ pub async fn a_subject_hold_naming_a_policy_without_subjects_keeps_it_whole(b: B
     let p = &f.report("run")["policies"][0];
     assert_eq!((n(&p["deleted"]), n(&p["held"]), n(&p["held_by"]["T-NAMED"])), (0, 5, 5), "{p}");
     assert!(p["held_by"].get("T-EVERY").is_none(), "{p}");
+    // `report lookup --connect` cannot tell this policy's records of a subject: no answer, and
+    // it says which hold (before, such a hold was left out, and NOTHING FOUND; found by a review).
+    let dir = f.path("reports");
+    let r = f.lapse(&["report", "lookup", dir.to_str().unwrap(), "--subject", "S-9", "--connect"]);
+    r.code(2).stdout_has(
+        "Hold T-NAMED (no matter column configured) of the holds table of connection 'db' holds every record of people",
+    );
+    assert!(!r.stdout.contains("T-EVERY"), "{}", r.stdout);
 }
 
 /// Two policies on one table share their holds as they share their purposes: a hold scoped to
@@ -2248,6 +2256,14 @@ pub async fn binary_subjects_are_held_by_their_bytes(b: Backend) {
     assert_eq!(n(&p["held"]), 3, "{p}");
     let left = f.db.count("SELECT COUNT(*) FROM hb WHERE id IN (1, 2, 3)").await;
     assert_eq!((left, f.db.count("SELECT COUNT(*) FROM hb").await), (3, 3), "rows 1-3 held, 4 deleted");
+    // `report lookup --connect` asks with the subject typed as the run types it: a uuid in
+    // capitals, or in hexadecimal, is the row's bytes (before, bound as text, NOTHING FOUND).
+    let dir = f.path("reports");
+    for asked in ["A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A03", "0xa0eebc999c0b4ef8bb6d6bb9bd380a03"] {
+        let r = f.lapse(&["report", "lookup", dir.to_str().unwrap(), "--subject", asked, "--connect"]);
+        r.ok().stdout_has("T-B — (no matter column configured) — policies hb");
+    }
+    f.lapse(&["report", "lookup", dir.to_str().unwrap(), "--subject", &u(9), "--connect"]).code(5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
