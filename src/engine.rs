@@ -365,18 +365,11 @@ impl Workspace {
                 if c.kind != ConnectionKind::Sql || c.holds_table.is_none() || out.contains_key(name) {
                     continue;
                 }
-                let url = c.url(name, &self.config.base_dir)?;
-                let conn = SqlConnector::open(
-                    name,
-                    &url,
-                    true,
-                    &c.journal_table,
-                    c.holds_table.clone(),
-                    std::time::Duration::from_secs(c.lock_wait),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e} (its holds table holds the objects of object policies)"))?;
-                out.insert(name.clone(), Arc::new(conn) as Arc<dyn Connector>);
+                let conn = self
+                    .open_read_only(name, c)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e} (its holds table holds the objects of object policies)"))?;
+                out.insert(name.clone(), conn);
             }
         }
         Ok(out)
@@ -390,19 +383,24 @@ impl Workspace {
             if c.kind != ConnectionKind::Sql || c.holds_table.is_none() {
                 continue;
             }
-            let url = c.url(name, &self.config.base_dir)?;
-            let conn = SqlConnector::open(
-                name,
-                &url,
-                true,
-                &c.journal_table,
-                c.holds_table.clone(),
-                std::time::Duration::from_secs(c.lock_wait),
-            )
-            .await?;
-            out.insert(name.clone(), Arc::new(conn) as Arc<dyn Connector>);
+            out.insert(name.clone(), self.open_read_only(name, c).await?);
         }
         Ok(out)
+    }
+
+    /// A SQL connection with its holds table, read only.
+    async fn open_read_only(&self, name: &str, c: &config::Connection) -> anyhow::Result<Arc<dyn Connector>> {
+        let url = c.url(name, &self.config.base_dir)?;
+        let conn = SqlConnector::open(
+            name,
+            &url,
+            true,
+            &c.journal_table,
+            c.holds_table.clone(),
+            std::time::Duration::from_secs(c.lock_wait),
+        )
+        .await?;
+        Ok(Arc::new(conn))
     }
 }
 

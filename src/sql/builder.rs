@@ -1389,10 +1389,7 @@ impl<'a> Builder<'a> {
     /// of them, always the same). `None` without a matter column.
     pub fn hold_matters(&self, ht: &HoldsTable) -> Option<Sql> {
         let m = ht.matter.as_ref()?;
-        let text = |c: &str| match self.d {
-            Dialect::MySql => format!("CAST({} AS CHAR)", self.col("lh", c)),
-            _ => format!("CAST({} AS TEXT)", self.col("lh", c)),
-        };
+        let text = |c: &str| self.as_text("lh", c);
         let as_in_force = match self.scope.table.kind(&ht.id) {
             ColumnKind::Bytes => self.col("lh", &ht.id),
             _ => text(&ht.id),
@@ -1784,11 +1781,7 @@ impl<'a> Builder<'a> {
             self.holds_info?;
             let mut sql = Sql::new(self.d);
             let t = self.table();
-            let id = self.col("lh", &ht.id);
-            let read_id = match self.d {
-                Dialect::MySql => format!("CAST({id} AS CHAR)"),
-                _ => format!("CAST({id} AS TEXT)"),
-            };
+            let read_id = self.as_text("lh", &ht.id);
             // Holds of the row's subject and holds of every subject are counted apart: a join on
             // `subject = … OR subject IS NULL` cannot be a hash join, and would compare every row
             // with every hold.
@@ -1817,6 +1810,14 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// A column cast to text (`CHAR` on MariaDB/MySQL), as hold ids are read.
+    fn as_text(&self, qual: &str, c: &str) -> String {
+        match self.d {
+            Dialect::MySql => format!("CAST({} AS CHAR)", self.col(qual, c)),
+            _ => format!("CAST({} AS TEXT)", self.col(qual, c)),
+        }
+    }
+
     /// The holds of the holds table that hold a record of the subject of the file hold `probe`
     /// (`report lookup --connect`): the records of the scope's table whose subject is that
     /// subject, compared as a holds-file subject is ([`Self::held`]), joined with the table's
@@ -1830,11 +1831,7 @@ impl<'a> Builder<'a> {
         self.scope.subject.as_ref()?;
         let mut sql = Sql::new(self.d);
         let t = self.table();
-        let id = self.col("lh", &ht.id);
-        let read_id = match self.d {
-            Dialect::MySql => format!("CAST({id} AS CHAR)"),
-            _ => format!("CAST({id} AS TEXT)"),
-        };
+        let read_id = self.as_text("lh", &ht.id);
         let every = format!("CASE WHEN {} IS NULL THEN 1 ELSE 0 END", self.col("lh", &ht.subject));
         sql.push(&format!("SELECT DISTINCT {read_id}, {every} FROM {t} JOIN {} lh ON ", self.q(&ht.table)));
         self.table_hold_match_part(&mut sql, ht, &t, None);

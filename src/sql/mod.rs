@@ -2547,6 +2547,15 @@ fn journal_scope() -> Scope {
     )
 }
 
+/// A hold id (or matter) read from a holds table as text: text as it is, anything else in its
+/// canonical form (a binary id in hex).
+fn hold_text(v: Value) -> String {
+    match v {
+        Value::Text(s) => s,
+        other => other.canonical(),
+    }
+}
+
 /// A journal column's text (its columns are text; a NULL reads as empty).
 fn journal_text(v: Value) -> String {
     match v {
@@ -2602,10 +2611,7 @@ impl crate::connector::Connector for SqlConnector {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
             rows.iter()
                 .map(|r| {
-                    Ok(match r.value(0).map_err(db_err(&ctx))? {
-                        Value::Text(s) => s,
-                        other => other.canonical(),
-                    })
+                    Ok(hold_text(r.value(0).map_err(db_err(&ctx))?))
                 })
                 .collect()
         })
@@ -2616,10 +2622,7 @@ impl crate::connector::Connector for SqlConnector {
         let scope = bare_scope(info.clone(), now);
         let Some(sql) = self.builder(&scope).hold_matters(ht) else { return Ok(vec![]) };
         let ctx = format!("reading the matters of holds table '{}'", ht.table);
-        let text = |v: Value| match v {
-            Value::Text(s) => s,
-            other => other.canonical(),
-        };
+        let text = hold_text;
         // Streamed: a hold per held subject is a row per hold.
         with_pool!(self, p => {
             use futures::TryStreamExt;
@@ -2645,10 +2648,7 @@ impl crate::connector::Connector for SqlConnector {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
             rows.iter()
                 .map(|r| {
-                    let id = match r.value(0).map_err(db_err(&ctx))? {
-                        Value::Text(s) => s,
-                        other => other.canonical(),
-                    };
+                    let id = hold_text(r.value(0).map_err(db_err(&ctx))?);
                     Ok((id, matches!(r.value(1).map_err(db_err(&ctx))?, Value::Int(1))))
                 })
                 .collect()
@@ -2675,10 +2675,7 @@ impl crate::connector::Connector for SqlConnector {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(&ctx))?;
             rows.iter()
                 .map(|r| {
-                    let id = match r.value(0).map_err(db_err(&ctx))? {
-                        Value::Text(s) => s,
-                        other => other.canonical(),
-                    };
+                    let id = hold_text(r.value(0).map_err(db_err(&ctx))?);
                     let named = !matches!(r.value(2).map_err(db_err(&ctx))?, Value::Int(0));
                     let subject = Some(r.value(1).map_err(db_err(&ctx))?).filter(|v| !matches!(v, Value::Null));
                     Ok((id, subject, named))
@@ -3101,10 +3098,7 @@ impl crate::connector::Connector for SqlConnector {
             let mut out = Vec::new();
             let mut rows = bound!(sql).fetch(p);
             while let Some(row) = rows.try_next().await.map_err(db_err(&ctx))? {
-                let id = match row.value(0).map_err(db_err(&ctx))? {
-                    Value::Text(s) => s,
-                    other => other.canonical(),
-                };
+                let id = hold_text(row.value(0).map_err(db_err(&ctx))?);
                 let n = match row.value(1).map_err(db_err(&ctx))? {
                     Value::Int(n) => n as u64,
                     _ => 0,
