@@ -2130,9 +2130,19 @@ impl Stage {
 /// text as written: every usual spelling), a binary column's also as its bytes, a subject of
 /// the column's type as that type, else as written. `report lookup --connect` asks with the
 /// same values.
-pub fn typed_subject(s: &str, col: Option<&crate::connector::ColumnInfo>, keeps_any_type: bool) -> Vec<Value> {
-    let subject_kind = col.map(|c| c.kind);
-    let uuid_subject = col.is_some_and(|c| c.sql_type.eq_ignore_ascii_case("uuid"));
+///
+/// `table` and `column`: the dataset and its subject column (`None`: no subject column, nothing
+/// to compare with). A column the table does not describe (an object policy's subject, a fact of
+/// its keys or metadata) is of kind `Other`: the subject as written (before a review's
+/// refactoring made it no value at all, and an object's hold held nothing).
+pub fn typed_subject(
+    s: &str,
+    table: &crate::connector::TableInfo,
+    column: Option<&str>,
+    keeps_any_type: bool,
+) -> Vec<Value> {
+    let subject_kind = column.map(|c| table.kind(c));
+    let uuid_subject = column.and_then(|c| table.column(c)).is_some_and(|c| c.sql_type.eq_ignore_ascii_case("uuid"));
     let s = &s.to_string();
     let mut subjects = Vec::new();
     let s = match uuid_subject.then(|| uuid::Uuid::parse_str(s.trim())) {
@@ -2193,10 +2203,6 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx, keeps_any_type: bool) -> anyho
         })
         .collect();
     let all_lapsed = Filter::All(rules.clone());
-    // A uuid column compares as the database writes uuids (lower case, hyphens): a hold may
-    // write them in capitals, without hyphens or in braces, and must still hold the subject
-    // (`typed_subject`).
-    let subject_col = p.subject.as_ref().and_then(|s| prep.table.column(s));
     // A hold scoped to any policy on this table keeps its records from every policy on it:
     // their purposes are shared (`policy::check_set` lends each the others'), and so are their
     // holds (before, one policy destroyed what another's hold kept).
@@ -2205,7 +2211,10 @@ fn stages(p: &Policy, prep: &Prepared, ctx: &Ctx, keeps_any_type: bool) -> anyho
     for h in ctx.holds.iter().filter(|h| policies.iter().any(|n| h.applies_to(n))) {
         let mut subjects = Vec::new();
         for s in &h.subjects {
-            subjects.extend(typed_subject(s, subject_col, keeps_any_type));
+            // A uuid column compares as the database writes uuids (lower case, hyphens): a hold
+            // may write them in capitals, without hyphens or in braces, and must still hold the
+            // subject (`typed_subject`).
+            subjects.extend(typed_subject(s, &prep.table, p.subject.as_deref(), keeps_any_type));
         }
         if !h.whole_policy() && subjects.is_empty() {
             continue;

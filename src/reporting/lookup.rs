@@ -229,7 +229,7 @@ pub async fn table_holds(
             // The subject typed as the engine types a holds-file subject for this column (a
             // uuid in the database's spelling: asked in capitals, it found nothing; found by a
             // review).
-            let mut values = crate::engine::typed_subject(subject, table.column(&column), conn.keeps_any_type());
+            let mut values = crate::engine::typed_subject(subject, &table, Some(&column), conn.keeps_any_type());
             if values.is_empty() {
                 values.push(Value::Text(subject.to_string()));
             }
