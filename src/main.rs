@@ -923,7 +923,9 @@ enum RenderFormat {
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
-    errln!("error: {msg}");
+    // A JSON event under `--log-format json`, as every other error line (before, the report
+    // commands' errors stayed plain text: found by a review).
+    say_error(&msg.to_string(), true);
     ExitCode::from(code)
 }
 
@@ -1172,7 +1174,25 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                         if conns.is_empty() {
                             anyhow::bail!("no connection of the config has a holds table");
                         }
-                        lookup::table_holds(&ws.policies.policies, &conns, s).await
+                        // With --policy, its dataset's policies only (those share their holds):
+                        // another policy's unreadable table is no reason for no answer.
+                        let named = policy.as_ref().and_then(|n| ws.policies.policies.iter().find(|p| &p.name == n));
+                        let asked: Vec<lapse::policy::Policy> = ws
+                            .policies
+                            .policies
+                            .iter()
+                            .filter(|q| {
+                                named.is_none_or(|p| {
+                                    q.name == p.name
+                                        || (p.objects.is_none()
+                                            && q.objects.is_none()
+                                            && q.connection == p.connection
+                                            && q.table == p.table)
+                                })
+                            })
+                            .cloned()
+                            .collect();
+                        lookup::table_holds(&asked, &conns, s).await
                     })
                 });
                 match asked {

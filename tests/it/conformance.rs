@@ -538,6 +538,18 @@ pub async fn holds_from_table(b: Backend) {
     f.lapse(&["report", "lookup", dir, "--subject", "S-HELD", "--connect"])
         .ok()
         .stdout_has("T-ALL — Tax audit (a row without a subject: every subject of its policies) — policies people");
+    // A policy whose table cannot be read: no answer (exit 2), except for another policy's
+    // records with --policy.
+    f.policy(
+        "ghost",
+        &policy("delete", ONE_YEAR, "")
+            .replace("name: people\n", "name: ghost\n")
+            .replace("table: people", "table: ghost_table"),
+    );
+    f.lapse(&["report", "lookup", dir, "--subject", "S-HELD", "--connect"]).code(2).stderr_has("ghost_table");
+    f.lapse(&["report", "lookup", dir, "--subject", "S-HELD", "--connect", "--policy", "people"])
+        .ok()
+        .stdout_has("T-1 — Doe v. Example");
 }
 
 /// A holds table holds its own connection's tables (and the object policies): a row of another

@@ -570,6 +570,12 @@ async fn json_logs_carry_the_diagnostics() {
     r.ok();
     let ok: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
     assert_eq!((&ok["message"], &ok["policies"]), (&"ok: 1 policy in 1 file".into(), &1.into()), "{ok}");
+    // The report commands' errors too.
+    let r = f.lapse(&["report", "lookup", "no-such-reports", "--subject", "S-1", "--log-format", "json"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    let err: serde_json::Value = serde_json::from_str(r.stderr.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
+    assert_eq!(err["level"], "ERROR", "{err}");
+    assert!(err["message"].as_str().is_some_and(|m| m.contains("no-such-reports")), "{err}");
 }
 
 /// Found by a read-only review of the operational surface: with `--log-format json` (as the
