@@ -1883,22 +1883,15 @@ pub async fn execute(
     Ok(Outcome { report, report_path, archive_error })
 }
 
-/// Claims the report's sequence on the report bucket before the report is written, so that
-/// workers sharing only the bucket never fork its chain: a sequence another report claimed first
-/// sends this one after the bucket's head, read again, until a claim holds. A bucket that cannot
-/// be claimed on (unreachable, or refusing) leaves the report as it is, said in the log: the
-/// report is written all the same (the destruction happened), and `report verify` would show a
-/// fork that resulted.
 /// The matter of each holds-table hold that kept records in this run, read from its table
 /// (where the connection names a matter column) and added to `report.holds` beside the table's
 /// own entry (`<table>.*`), so that the certificate names the matter a held record was kept
 /// for, as it does for the holds file's. A SQL policy's hold is its connection's; an object
 /// policy's, whichever holds table's (its `held_by` has the bare id): named only when every
 /// holds table was read (each has a matter column and answered) and exactly one has that id
-/// in force (two tables' holds of one id
-/// took one's matter for both: found by a review). A table that cannot be read now is warned
-/// of: the records were kept, and the report says by which hold id. Not after a signal: the
-/// grace is for the report.
+/// in force (two tables' holds of one id took one's matter for both: found by a review). A
+/// table that cannot be read now is warned of: the records were kept, and the report says by
+/// which hold id. Not after a signal: the grace is for the report.
 async fn table_hold_matters(
     report: &mut Report,
     hold_tables: &[(String, Arc<dyn Connector>)],
@@ -1955,6 +1948,12 @@ async fn table_hold_matters(
     }
 }
 
+/// Claims the report's sequence on the report bucket before the report is written, so that
+/// workers sharing only the bucket never fork its chain: a sequence another report claimed first
+/// sends this one after the bucket's head, read again, until a claim holds. A bucket that cannot
+/// be claimed on (unreachable, or refusing) leaves the report as it is, said in the log: the
+/// report is written all the same (the destruction happened), and `report verify` would show a
+/// fork that resulted.
 async fn claim_sequence(b: &crate::reporting::sink::S3Reports, report: &mut Report) {
     use crate::reporting::sink::Claim;
     const TRIES: u32 = 10;
@@ -2143,7 +2142,6 @@ pub fn typed_subject(
 ) -> Vec<Value> {
     let subject_kind = column.map(|c| table.kind(c));
     let uuid_subject = column.and_then(|c| table.column(c)).is_some_and(|c| c.sql_type.eq_ignore_ascii_case("uuid"));
-    let s = &s.to_string();
     let mut subjects = Vec::new();
     let s = match uuid_subject.then(|| uuid::Uuid::parse_str(s.trim())) {
         // SQLite has no uuid type: a column declared so keeps the text as the
@@ -2155,14 +2153,14 @@ pub fn typed_subject(
         Some(Ok(u)) if keeps_any_type => {
             let (hyphenated, simple) = (u.hyphenated().to_string(), u.simple().to_string());
             for spelling in [hyphenated.to_uppercase(), simple.to_uppercase(), hyphenated, simple] {
-                if spelling != *s {
+                if spelling != s {
                     subjects.push(Value::Text(spelling));
                 }
             }
-            s.clone()
+            s.to_string()
         }
         Some(Ok(u)) => u.hyphenated().to_string(),
-        _ => s.clone(),
+        _ => s.to_string(),
     };
     // A binary subject column (a UUID in `BINARY(16)`, `bytea`, a blob): a subject written
     // as a UUID or in hexadecimal is held by its bytes too, beside the text as written
@@ -3526,8 +3524,6 @@ fn each_evidence_line(file: &std::fs::File, visit: &mut dyn FnMut(Evidence)) -> 
     Ok(())
 }
 
-/// What a policy's report says of evidence lines of a run without its report that its journal
-/// does not hold, where this report does not list the file (another report accounted for it).
 /// The lines of `policy`'s own destructions (not `reconciled_from` an earlier run) in an
 /// evidence file, per stage and batch.
 fn own_lines_per_batch(file: &std::fs::File, policy: &str) -> anyhow::Result<BTreeMap<(String, u64), u64>> {
@@ -3540,6 +3536,8 @@ fn own_lines_per_batch(file: &std::fs::File, policy: &str) -> anyhow::Result<BTr
     Ok(have)
 }
 
+/// What a policy's report says of evidence lines of a run without its report that its journal
+/// does not hold, where this report does not list the file (another report accounted for it).
 fn unconfirmed_words(lines: u64, file: &str) -> String {
     format!(
         "{lines} line(s) of {file} (a run without its report, which this report does not list) are in no batch its journal holds: not shown to be destructions of that run (a file it did not write, or altered; or the database was restored from a backup since, with its journal)"
@@ -4273,8 +4271,6 @@ impl Exit {
     }
 }
 
-/// The summary's "held by" lines: the holds that keep the most rows, at most ten, then how many
-/// more there are (one hold per held subject can make thousands: the report lists every one).
 /// The holds of a summary: the ten that kept the most records, most first.
 const HOLDS_SHOWN: usize = 10;
 
@@ -4289,14 +4285,15 @@ fn largest_holds(held_by: &std::collections::BTreeMap<String, u64>) -> Vec<(&Str
     by
 }
 
+/// The summary's "held by" lines: the holds that keep the most rows, at most ten, then how many
+/// more there are (one hold per held subject can make thousands: the report lists every one).
 fn held_lines(held_by: &std::collections::BTreeMap<String, u64>) -> String {
-    const SHOWN: usize = HOLDS_SHOWN;
     let mut s = String::new();
     for (h, n) in largest_holds(held_by) {
         s.push_str(&format!("      held by {}: {n}\n", crate::reporting::printable(h)));
     }
-    if held_by.len() > SHOWN {
-        s.push_str(&format!("      held by {} more holds (listed in the report)\n", held_by.len() - SHOWN));
+    if held_by.len() > HOLDS_SHOWN {
+        s.push_str(&format!("      held by {} more holds (listed in the report)\n", held_by.len() - HOLDS_SHOWN));
     }
     s
 }

@@ -1181,15 +1181,7 @@ fn report_cmd(cmd: ReportCmd) -> ExitCode {
                             .policies
                             .policies
                             .iter()
-                            .filter(|q| {
-                                named.is_none_or(|p| {
-                                    q.name == p.name
-                                        || (p.objects.is_none()
-                                            && q.objects.is_none()
-                                            && q.connection == p.connection
-                                            && q.table == p.table)
-                                })
-                            })
+                            .filter(|q| named.is_none_or(|p| p.hold_policies().contains(&q.name.as_str())))
                             .cloned()
                             .collect();
                         lookup::table_holds(&asked, &conns, s).await

@@ -901,7 +901,6 @@ fn action_word(a: Action) -> &'static str {
     }
 }
 
-/// A share is a number from 0 to 1 or a percentage (`25%`).
 /// A share as written: a fraction (`0.25`) or a percentage (`25%`), whatever its range.
 pub(crate) fn share_value(v: &serde_yaml_ng::Value) -> Option<f64> {
     match v {
@@ -913,6 +912,7 @@ pub(crate) fn share_value(v: &serde_yaml_ng::Value) -> Option<f64> {
     }
 }
 
+/// A share is a number from 0 to 1 or a percentage (`25%`).
 fn parse_share(v: &serde_yaml_ng::Value) -> Result<f64, String> {
     match share_value(v) {
         Some(s) if (0.0..=1.0).contains(&s) => Ok(s),

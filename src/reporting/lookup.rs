@@ -233,11 +233,8 @@ pub async fn table_holds(
             if values.is_empty() {
                 values.push(Value::Text(subject.to_string()));
             }
-            let sharing: Vec<String> = policies
-                .iter()
-                .filter(|q| q.objects.is_none() && q.connection == p.connection && q.table == p.table)
-                .map(|q| q.name.clone())
-                .collect();
+            // The policies whose holds keep this policy's records, as the run asks them.
+            let sharing: Vec<String> = p.hold_policies().into_iter().map(str::to_string).collect();
             let scope = Scope {
                 policy: p.name.clone(),
                 table,

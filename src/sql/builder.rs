@@ -1124,8 +1124,7 @@ impl<'a> Builder<'a> {
                     // neither destroyed nor counted due (as the holds table's join says already).
                     let open = if self.bare_in.get() { "(" } else { "COALESCE(" };
                     if as_text {
-                        let cast = if self.d == Dialect::MySql { "CHAR" } else { "TEXT" };
-                        sql.push(&format!("{open}CAST({} AS {cast}) IN (", self.col(qual, s)));
+                        sql.push(&format!("{open}{} IN (", self.as_text(qual, s)));
                     } else {
                         sql.push(&format!("{open}{} IN (", self.col(qual, s)));
                     }
@@ -1390,10 +1389,7 @@ impl<'a> Builder<'a> {
     pub fn hold_matters(&self, ht: &HoldsTable) -> Option<Sql> {
         let m = ht.matter.as_ref()?;
         let text = |c: &str| self.as_text("lh", c);
-        let as_in_force = match self.scope.table.kind(&ht.id) {
-            ColumnKind::Bytes => self.col("lh", &ht.id),
-            _ => text(&ht.id),
-        };
+        let as_in_force = self.hold_column_read(&ht.id);
         let mut sql = Sql::new(self.d);
         sql.push(&format!(
             "SELECT {}, {as_in_force}, MIN({}) FROM {} lh WHERE {} IS NOT NULL",
@@ -1415,11 +1411,7 @@ impl<'a> Builder<'a> {
         // as the evidence records them and as a uuid reads: cast to text, PostgreSQL's `\x…`
         // and MariaDB's raw bytes matched no object's subject, and a held one was deleted;
         // found by a review.)
-        let text = |c: &str| match self.d {
-            _ if self.scope.table.kind(c) == ColumnKind::Bytes => self.col("lh", c),
-            Dialect::MySql => format!("CAST({} AS CHAR)", self.col("lh", c)),
-            _ => format!("CAST({} AS TEXT)", self.col("lh", c)),
-        };
+        let text = |c: &str| self.hold_column_read(c);
         // Whether the hold names a policy (not every policy): a policy without subjects cannot
         // tell a subject's objects, and such a hold of a subject keeps all of them.
         let named = match &ht.policy {
@@ -1815,6 +1807,15 @@ impl<'a> Builder<'a> {
         match self.d {
             Dialect::MySql => format!("CAST({} AS CHAR)", self.col(qual, c)),
             _ => format!("CAST({} AS TEXT)", self.col(qual, c)),
+        }
+    }
+
+    /// A column of the holds table (`lh`) as [`Builder::holds_in_force`] reads it: as text, a
+    /// binary one as its bytes.
+    fn hold_column_read(&self, c: &str) -> String {
+        match self.scope.table.kind(c) {
+            ColumnKind::Bytes => self.col("lh", c),
+            _ => self.as_text("lh", c),
         }
     }
 

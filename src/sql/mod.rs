@@ -2622,15 +2622,15 @@ impl crate::connector::Connector for SqlConnector {
         let scope = bare_scope(info.clone(), now);
         let Some(sql) = self.builder(&scope).hold_matters(ht) else { return Ok(vec![]) };
         let ctx = format!("reading the matters of holds table '{}'", ht.table);
-        let text = hold_text;
         // Streamed: a hold per held subject is a row per hold.
         with_pool!(self, p => {
             use futures::TryStreamExt;
             let mut out = Vec::new();
             let mut rows = bound!(sql).fetch(p);
             while let Some(row) = rows.try_next().await.map_err(db_err(&ctx))? {
-                let (id, in_force) = (text(row.value(0).map_err(db_err(&ctx))?), text(row.value(1).map_err(db_err(&ctx))?));
-                let matter = text(row.value(2).map_err(db_err(&ctx))?);
+                let id = hold_text(row.value(0).map_err(db_err(&ctx))?);
+                let in_force = hold_text(row.value(1).map_err(db_err(&ctx))?);
+                let matter = hold_text(row.value(2).map_err(db_err(&ctx))?);
                 // Both forms of a binary id: a SQL policy's `held_by` and an object policy's.
                 if in_force != id {
                     out.push((in_force, matter.clone()));
