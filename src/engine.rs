@@ -2442,13 +2442,29 @@ async fn enforce(
         && matches!(full.work, Work::Delete)
         && !full.blocks_by_dependents()
         && full.holds.table.is_none();
-    let held_filter = if held_by_difference { any_lapse.clone() } else { held_filter };
+    // Where the due count's statement counts its held rows anyway (SQLite with a holds table:
+    // `counts_held_with_due`), the held count is asked with it, and costs nothing of its own.
+    let held_with_due = {
+        let lapsed_held = Filter::All(vec![full.lapse.clone(), Filter::Held]);
+        (p.objects.is_none()
+            && stages.len() == 1
+            && matches!(full.work, Work::Delete)
+            && !full.blocks_by_dependents()
+            && conn.counts_held_with_due(full, &full.destroy_filter(), &lapsed_held))
+        .then_some(lapsed_held)
+    };
+    let held_filter = match (held_by_difference, &held_with_due) {
+        (true, _) => any_lapse.clone(),
+        // (The one stage's lapse: `any_lapse` of it.)
+        (false, Some(lapsed_held)) => lapsed_held.clone(),
+        (false, None) => held_filter,
+    };
     // Held rows of a table counted as such (a semi-join per row) are for the report only, like
     // the per-hold counts below, and no batch changes them: they are counted alongside the
     // batches, not before the first one (where they competed with the due count for the
     // machine). An object store answers every count from one listing: its held count stays
     // with the others.
-    let held_alongside = !held_by_difference && p.objects.is_none();
+    let held_alongside = !held_by_difference && held_with_due.is_none() && p.objects.is_none();
     // Every count of the report in one request to the connector, which may answer them all in
     // one pass (an object store lists its prefix once): total, held (unless counted alongside),
     // due per stage, held per file hold, then the optional ones. A stage's scope differs from

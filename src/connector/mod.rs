@@ -459,6 +459,13 @@ pub trait Connector: Send + Sync + fmt::Display {
         futures::future::try_join_all(filters.iter().map(|f| self.count(scope, f))).await
     }
 
+    /// Whether [`Connector::counts`], asked for `due` and `held` together, counts `held` with
+    /// `due` in one statement (it is `due`'s held part), at no cost of its own: the engine then
+    /// asks for it with the counts the first batch waits for, instead of beside the batches.
+    fn counts_held_with_due(&self, _scope: &Scope, _due: &Filter, _held: &Filter) -> bool {
+        false
+    }
+
     /// Rows matching `filter` per hold of the holds table (hold id -> rows).
     async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError>;
 

@@ -1934,6 +1934,45 @@ impl SqlConnector {
         Ok(range)
     }
 
+    /// One count of [`Connector::counts`] on its own statement.
+    async fn count_alone(&self, scope: &Scope, f: &Filter) -> Result<u64, ConnectorError> {
+        // The total needs no key range (a `MIN`/`MAX` beside `COUNT(*)` makes SQLite scan
+        // the whole table instead of counting an index); any other count may be a stage's.
+        if !int_key(scope) || counts_everything(f) {
+            return crate::connector::Connector::count(self, scope, f).await;
+        }
+        // With the key range of what it counts (see `begin_next`), at no extra cost; on
+        // MariaDB/MySQL within the lapsed rows' key range where the anchor is indexed.
+        let sql = match self.lapsed_key_range(scope, f).await? {
+            None => self.builder(scope).count_bounds(f),
+            Some(Some((first, last))) => {
+                tracing::debug!(table = %scope.table.name, "counted within the key range of the lapsed rows");
+                self.builder(scope).count_bounds_between(f, &first, &last)
+            }
+            Some(None) => {
+                tracing::debug!(table = %scope.table.name, "no row has lapsed: nothing to count");
+                self.due_bounds.lock().expect("bounds").remove(&bounds_id(scope, f));
+                return Ok(0);
+            }
+        };
+        let row = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
+        match row.as_deref() {
+            Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_)]) => {
+                let id = bounds_id(scope, f);
+                self.due_bounds.lock().expect("bounds").insert(id, (first.clone(), last.clone()));
+                Ok(*n as u64)
+            }
+            row => {
+                // Nothing counted: no bounds (none left from an earlier run either).
+                self.due_bounds.lock().expect("bounds").remove(&bounds_id(scope, f));
+                Ok(match row {
+                    Some([Value::Int(n), ..]) => *n as u64,
+                    _ => 0,
+                })
+            }
+        }
+    }
+
     /// MariaDB/MySQL: whether column `c` of the scope's table leads an index (asked once per
     /// run and column).
     async fn leads_index(&self, p: &sqlx::MySqlPool, scope: &Scope, c: &str) -> Result<bool, ConnectorError> {
@@ -3023,42 +3062,46 @@ impl crate::connector::Connector for SqlConnector {
             ))
         };
         let alone: Vec<usize> = if plain.len() < 2 { (0..filters.len()).collect() } else { joined };
-        let each = futures::future::try_join_all(alone.iter().map(|&i| async move {
-            // The total needs no key range (a `MIN`/`MAX` beside `COUNT(*)` makes SQLite scan
-            // the whole table instead of counting an index); any other count may be a stage's.
-            if !int_key(scope) || counts_everything(&filters[i]) {
-                return self.count(scope, &filters[i]).await;
-            }
-            // With the key range of what it counts (see `begin_next`), at no extra cost; on
-            // MariaDB/MySQL within the lapsed rows' key range where the anchor is indexed.
-            let sql = match self.lapsed_key_range(scope, &filters[i]).await? {
-                None => self.builder(scope).count_bounds(&filters[i]),
-                Some(Some((first, last))) => {
-                    tracing::debug!(table = %scope.table.name, "counted within the key range of the lapsed rows");
-                    self.builder(scope).count_bounds_between(&filters[i], &first, &last)
-                }
-                Some(None) => {
-                    tracing::debug!(table = %scope.table.name, "no row has lapsed: nothing to count");
-                    self.due_bounds.lock().expect("bounds").remove(&bounds_id(scope, &filters[i]));
-                    return Ok(0);
-                }
-            };
-            let row = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
-            match row.as_deref() {
-                Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_)]) => {
-                    let id = bounds_id(scope, &filters[i]);
-                    self.due_bounds.lock().expect("bounds").insert(id, (first.clone(), last.clone()));
-                    Ok(*n as u64)
-                }
-                row => {
-                    // Nothing counted: no bounds (none left from an earlier run either).
-                    self.due_bounds.lock().expect("bounds").remove(&bounds_id(scope, &filters[i]));
-                    Ok(match row {
-                        Some([Value::Int(n), ..]) => *n as u64,
-                        _ => 0,
+        // A held count that is a due count's held part is answered by the due count's statement
+        // (`counts_held_with_due`): (due, held) by position.
+        let paired: Vec<(usize, usize)> = match int_key(scope) {
+            true => {
+                let b = self.builder(scope);
+                alone
+                    .iter()
+                    .filter_map(|&i| {
+                        let j = alone.iter().copied().find(|&j| j != i && b.held_with_due(&filters[i], &filters[j]))?;
+                        Some((i, j))
                     })
-                }
+                    .collect()
             }
+            false => Vec::new(),
+        };
+        let held_of = |i: usize| paired.iter().find(|&&(d, _)| d == i).map(|&(_, h)| h);
+        let alone: Vec<usize> = alone.into_iter().filter(|&j| !paired.iter().any(|&(_, h)| h == j)).collect();
+        let each = futures::future::try_join_all(alone.iter().map(|&i| async move {
+            if let Some(held) = held_of(i).and_then(|_| self.builder(scope).count_bounds_held(&filters[i])) {
+                tracing::debug!(table = %scope.table.name, "held rows counted with the due rows");
+                let row = self.rows(&held, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
+                let id = bounds_id(scope, &filters[i]);
+                return match row.as_deref() {
+                    Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_), Value::Int(h)]) => {
+                        self.due_bounds.lock().expect("bounds").insert(id, (first.clone(), last.clone()));
+                        Ok((n.saturating_sub(*h) as u64, Some(*h as u64)))
+                    }
+                    // Nothing counted (no bounds, none left from an earlier run either).
+                    row => {
+                        self.due_bounds.lock().expect("bounds").remove(&id);
+                        Ok(match row {
+                            Some([Value::Int(n), _, _, Value::Int(h)]) => {
+                                (n.saturating_sub(*h) as u64, Some(*h as u64))
+                            }
+                            _ => (0, Some(0)),
+                        })
+                    }
+                };
+            }
+            self.count_alone(scope, &filters[i]).await.map(|n| (n, None))
         }));
         let (together, each) = futures::future::try_join(together, each).await?;
         let mut out = vec![0u64; filters.len()];
@@ -3067,10 +3110,17 @@ impl crate::connector::Connector for SqlConnector {
                 out[i] = n;
             }
         }
-        for (&i, n) in alone.iter().zip(each) {
+        for (&i, (n, held)) in alone.iter().zip(each) {
             out[i] = n;
+            if let (Some(j), Some(h)) = (held_of(i), held) {
+                out[j] = h;
+            }
         }
         Ok(out)
+    }
+
+    fn counts_held_with_due(&self, scope: &Scope, due: &Filter, held: &Filter) -> bool {
+        int_key(scope) && self.builder(scope).held_with_due(due, held)
     }
 
     async fn count_by_table_hold(&self, scope: &Scope, filter: &Filter) -> Result<Vec<(String, u64)>, ConnectorError> {

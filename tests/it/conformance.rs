@@ -729,10 +729,17 @@ pub async fn due_and_held_counts_in_every_hold_shape(b: Backend) {
             f.holds(&format!("holds:\n  - id: F-1\n    matter: a matter\n{file}"));
         }
         f.policy("people", &policy("delete", ONE_YEAR, ""));
-        f.lapse(&["plan"]).ok();
+        let plan = f.lapse(&["plan"]);
+        plan.ok();
         let p = &f.report("plan")["policies"][0];
         assert_eq!((n(&p["rows_due"]), n(&p["held"])), (due, held), "{what}: {p}");
-        f.lapse(&["run"]).ok();
+        // SQLite's held rows are the due count's held part, in the same statement
+        // (`Connector::counts_held_with_due`); elsewhere a count of their own.
+        let together = "held rows counted with the due rows";
+        assert_eq!(plan.stderr.contains(together), b == Backend::Sqlite, "{what}: {}", plan.stderr);
+        let run = f.lapse(&["run"]);
+        run.ok();
+        assert_eq!(run.stderr.contains(together), b == Backend::Sqlite, "{what}: {}", run.stderr);
         let p = &f.report("run")["policies"][0];
         assert_eq!((n(&p["deleted"]), n(&p["held"])), (due, held), "{what}: {p}");
         assert_eq!(ids_text(&f).await.len() as u64, 8 - due, "{what}");
