@@ -2536,549 +2536,600 @@ async fn enforce(
     // by candidates: re-checked as any batch, but what the lost reply carried is not known).
     let mut acks_lost = 0u64;
     let rest = async {
-        let counts = retry(|| conn.counts(full, &filters)).await;
-        let _ = counted.send(());
-        let counts = counts?;
-        pr.rows_total = counts[0];
-        let dues = &counts[dues_at..dues_at + stages.len()];
-        if let Some(i) = held_at {
-            pr.held = if held_by_difference { counts[i].saturating_sub(dues[0]) } else { counts[i] };
-        }
-        for (s, &due) in stages.iter().zip(dues) {
-            pr.rows_due += due;
-            pr.stages.push(StageReport {
-                name: s.name.clone(),
-                action: s.action.into(),
-                columns: s.columns.clone(),
-                due,
-                ..Default::default()
-            });
-        }
-        let by_file = &counts[files_at..];
-        for (h, &n) in full.holds.file.iter().zip(by_file) {
-            if n > 0 {
-                pr.held_by.insert(h.id.clone(), n);
+        let max_share = ctx.max_share.0;
+        let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
+        // Where no count can stop the policy (a guardrail of 100 %, which no share of the
+        // table passes, or one lifted by `--allow-share`), a run begins its batches as soon as
+        // the connector holds the snapshot its counts read (`Connector::counts_pinned`), and
+        // the counts are taken beside the batches: they still describe the table as it was
+        // before the first batch (on SQLite the due count was a sixth of a delete's time,
+        // BENCHMARKS.md). Otherwise the guardrail needs them first. (Not objects, whose
+        // batches move records from due to held: their counts come first.)
+        let early =
+            ctx.mode == Mode::Run && p.objects.is_none() && (overridden || max_share >= 1.0) && conn.pins_counts(full);
+        let mut counted = Some(counted);
+        // The report's counts, in order (see `filters`).
+        let fill = |pr: &mut PolicyReport, counts: &[u64]| {
+            pr.rows_total = counts[0];
+            let dues = &counts[dues_at..dues_at + stages.len()];
+            if let Some(i) = held_at {
+                pr.held = if held_by_difference { counts[i].saturating_sub(dues[0]) } else { counts[i] };
+            }
+            // (Begun early, the stages' reports are there already.)
+            let fresh = pr.stages.is_empty();
+            for (si, (s, &due)) in stages.iter().zip(dues).enumerate() {
+                pr.rows_due += due;
+                match fresh {
+                    true => pr.stages.push(StageReport {
+                        name: s.name.clone(),
+                        action: s.action.into(),
+                        columns: s.columns.clone(),
+                        due,
+                        ..Default::default()
+                    }),
+                    false => pr.stages[si].due = due,
+                }
+            }
+            let by_file = &counts[files_at..];
+            for (h, &n) in full.holds.file.iter().zip(by_file) {
+                if n > 0 {
+                    pr.held_by.insert(h.id.clone(), n);
+                }
+            }
+            if let Some(i) = null_at {
+                pr.null_anchor_kept = counts[i];
+            }
+            if let Some(i) = blocked_at {
+                pr.blocked_by_dependents = counts[i];
+            }
+            if let Some(i) = unreadable_at {
+                pr.unreadable = counts[i];
+                pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
+            }
+            // Guardrail: an implausible share stops the policy before anything is destroyed.
+            // The share is per stage (a row may be due in several stages, for different columns).
+            let worst = pr.stages.iter().map(|s| s.due).max().unwrap_or(0);
+            let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
+            // In whole rows, the same number the run's batches keep to (`budget` below): a share
+            // compared in floating point could pass here and leave a budget of one row less
+            // (29 of 100 at 29 %: 100 × 0.29 = 28.999…).
+            let above = worst > rows_budget(pr.rows_total, max_share);
+            pr.guardrail =
+                Guardrail { max_share, share, tripped: above && !overridden, overridden: overridden && above };
+        };
+        if early {
+            tracing::debug!(policy = %p.name, "the batches begin once the counts' snapshot is held; the counts are taken beside them");
+            for s in &stages {
+                pr.stages.push(StageReport {
+                    name: s.name.clone(),
+                    action: s.action.into(),
+                    columns: s.columns.clone(),
+                    ..Default::default()
+                });
+            }
+        } else {
+            let counts = retry(|| conn.counts(full, &filters)).await;
+            if let Some(c) = counted.take() {
+                let _ = c.send(());
+            }
+            fill(pr, &counts?);
+            if let Some(s) = stages.iter().find(|s| pr.stages.iter().any(|r| r.name == s.name && r.due > 0)) {
+                let sample = conn.candidates(&s.scope, None, 5).await?;
+                pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
+            }
+            if pr.guardrail.tripped {
+                let worst_stage = pr.stages.iter().max_by_key(|s| s.due);
+                let worst = worst_stage.map_or(0, |s| s.due);
+                let whose = match &ctx.max_share.1 {
+                    by if *by == p.name => "the policy's maximum".to_string(),
+                    by => format!("the maximum that policy '{by}' sets for this table (the smallest of its policies')"),
+                };
+                // Named by its stage where there are several: a field stage's due rows are not the
+                // policy's `due` (found by a README walkthrough: "1696 of 2000" beside "due 1947").
+                let stage = match (pr.stages.len() > 1, worst_stage) {
+                    (true, Some(s)) => format!(" in stage '{}'", s.name),
+                    _ => String::new(),
+                };
+                let msg = format!(
+                    "guardrail: {} of {} rows ({:.1}%) are due{stage}, above {whose} of {:.1}%; nothing destroyed (override with --allow-share {})",
+                    worst,
+                    pr.rows_total,
+                    pr.guardrail.share * 100.0,
+                    max_share * 100.0,
+                    p.name
+                );
+                stop_at_guardrail(pr, msg);
+                return Ok(());
+            }
+            if ctx.mode == Mode::Plan {
+                return Ok(());
             }
         }
-        if let Some(i) = null_at {
-            pr.null_anchor_kept = counts[i];
-        }
-        if let Some(i) = blocked_at {
-            pr.blocked_by_dependents = counts[i];
-        }
-        if let Some(i) = unreadable_at {
-            pr.unreadable = counts[i];
-            pr.null_anchor_kept = 0; // for objects, unknown facts are counted as unreadable
-        }
-        // Guardrail: an implausible share stops the policy before anything is destroyed.
-        let max_share = ctx.max_share.0;
-        // The share is per stage (a row may be due in several stages, for different columns).
-        let worst_stage = pr.stages.iter().max_by_key(|s| s.due);
-        let worst = worst_stage.map_or(0, |s| s.due);
-        let share = if pr.rows_total == 0 { 0.0 } else { worst as f64 / pr.rows_total as f64 };
-        let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
-        // In whole rows, the same number the run's batches keep to (`budget` below): a share
-        // compared in floating point could pass here and leave a budget of one row less
-        // (29 of 100 at 29 %: 100 × 0.29 = 28.999…).
-        let budget = rows_budget(pr.rows_total, max_share);
-        let above = worst > budget;
-        pr.guardrail = Guardrail { max_share, share, tripped: above && !overridden, overridden: overridden && above };
-        if let Some(s) = stages.iter().find(|s| pr.stages.iter().any(|r| r.name == s.name && r.due > 0)) {
-            let sample = conn.candidates(&s.scope, None, 5).await?;
-            pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
-        }
-        if pr.guardrail.tripped {
-            let whose = match &ctx.max_share.1 {
-                by if *by == p.name => "the policy's maximum".to_string(),
-                by => format!("the maximum that policy '{by}' sets for this table (the smallest of its policies')"),
-            };
-            // Named by its stage where there are several: a field stage's due rows are not the
-            // policy's `due` (found by a README walkthrough: "1696 of 2000" beside "due 1947").
-            let stage = match (pr.stages.len() > 1, worst_stage) {
-                (true, Some(s)) => format!(" in stage '{}'", s.name),
-                _ => String::new(),
-            };
-            let msg = format!(
-                "guardrail: {} of {} rows ({:.1}%) are due{stage}, above {whose} of {:.1}%; nothing destroyed (override with --allow-share {})",
-                worst,
-                pr.rows_total,
-                share * 100.0,
-                max_share * 100.0,
-                p.name
-            );
-            stop_at_guardrail(pr, msg);
-            return Ok(());
-        }
-        if ctx.mode == Mode::Plan {
-            return Ok(());
-        }
-        // Safety net during the run: no stage may destroy more than its share allows.
-        let budget = rows_budget(pr.rows_total, max_share);
+        // Safety net during the run: no stage may destroy more than its share allows (begun
+        // early, the guardrail has no bound: none is passed by the table's own rows).
+        let budget = match early {
+            true => u64::MAX,
+            false => rows_budget(pr.rows_total, max_share),
+        };
         let batch_size = ctx.opts.batch_size.or(p.batch_size).unwrap_or(ctx.defaults.batch_size) as usize;
         verify.method = match p.objects.is_some() {
             true => "re-listing of every deleted object's versions after deletion",
             false => "re-query of every destroyed key after commit",
         }
         .into();
-        for (si, stage) in stages.iter().enumerate() {
-            let journal = JournalCtx {
-                run_id: ctx.run_id.clone(),
-                policy: p.name.clone(),
-                stage: stage.name.clone(),
-                action: stage.action.into(),
-                batch: 0,
-            };
-            let batch_size = batch_size.min(conn.max_batch(&stage.scope));
-            let mut after: Option<Vec<Value>> = None;
-            let mut batches = 0u64;
-            let mut stage_destroyed = 0u64;
-            // The batch loop is a pipeline of three: while batch i is destroyed, batch i+1 is begun
-            // (`begin_next` on a server) or its candidates (keys after batch i's last) are read,
-            // and batch i-1 is verified; each on its own pooled connection. Batch i+1's rows are
-            // re-checked by its own destroying statements, so reading them early changes nothing
-            // of what is destroyed.
-            // Candidates read ahead, with the limit they were read with.
-            let mut prefetched: Option<(usize, Result<Vec<Candidate>, ConnectorError>)> = None;
-            let mut fused = conn.destroys_next(&stage.scope);
-            // After rows changed under a batch, that batch goes by its candidates, then the
-            // stage goes back to `begin_next`.
-            let mut fuse_again = false;
-            // A batch destroyed by its own statements whose connection was lost, and which the
-            // journal did not show: the same batch taken again by its candidates starts knowing it
-            // (the lost attempt may still be committing).
-            let mut retake_lost: Option<LostBatch> = None;
-            let hash = |c: &Candidate| EvidenceId {
-                record: ctx.key.record(&p.connection, &p.table, &c.key),
-                subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
-            };
-            // A batch begun ahead (`begin_next`) whose transaction is still open, with its limit.
-            let mut open: Option<(usize, crate::connector::Begun<'_>)> = None;
-            // What the stage may still destroy in this run: no batch asks for more, so the
-            // budget is never passed, even by rows that became due after the counts (a hold
-            // released meanwhile). `--allow-share` lifts it.
-            let overridden = pr.guardrail.overridden;
-            let room = |destroyed: u64| match overridden {
-                true => batch_size,
-                false => budget.saturating_sub(destroyed).min(batch_size as u64) as usize,
-            };
-            let mut unverified: Vec<Vec<Value>> = Vec::new();
-            crate::progress::stage(&p.name, &stage.name, pr.stages[si].due);
-            loop {
-                // A batch already begun is in flight: it finishes (commits) first.
-                if ctx.cancel.load(Ordering::SeqCst) && open.is_none() {
-                    // (Once per policy, not per stage.)
-                    let said = "interrupted: stopped after the last committed batch";
-                    if !pr.errors.iter().any(|e| e == said) {
-                        pr.errors.push(said.into());
-                    }
-                    if pr.outcome == "done" {
-                        pr.outcome = "interrupted".into();
-                    }
-                    break;
-                }
-                // The evidence writer still running (it stops only on an error): a batch whose
-                // evidence cannot be written is not destroyed.
-                // (A lost batch still to be taken again is named with either error: it may have
-                // committed.)
-                if let Some(sink) = ctx.evidence.as_deref_mut() {
-                    sink.check().map_err(|e| stopped(e, batches + 1, retake_lost.as_ref()))?;
-                }
-                // The run lock still held (a server may end the session that holds it): else
-                // another worker may be destroying too. A batch destroyed by its own statements
-                // (`fused`) is asked about below, before its commit and after its statement (and
-                // any wait for a row lock), beside the next batch's statement; any other batch
-                // here, before it is destroyed.
-                let lock = run_lock_name(p, ctx.opts);
-                if !fused {
-                    retry(|| conn.run_lock_alive(&lock))
-                        .await
-                        .map_err(|e| stopped(e, batches + 1, retake_lost.as_ref()))?;
-                }
-                if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
-                    // Every batch so far was full: more may be due. Said, not claimed done,
-                    // unless nothing is (the last batch was exactly the rest: before, `stopped`
-                    // then too, and "left for the next run"; found by a review).
-                    let more = retry(|| conn.candidates(&stage.scope, after.as_deref(), 1)).await;
-                    if more.map_err(|e| anyhow::anyhow!("stage {}: {e}", stage.name))?.is_empty() {
+        let counts_failed = std::sync::atomic::AtomicBool::new(false);
+        // Begun early: each stage's due rows, once counted (for the progress bar).
+        let known_dues: std::sync::Mutex<Option<Vec<u64>>> = std::sync::Mutex::new(None);
+        let batch_loop = async {
+            for (si, stage) in stages.iter().enumerate() {
+                let journal = JournalCtx {
+                    run_id: ctx.run_id.clone(),
+                    policy: p.name.clone(),
+                    stage: stage.name.clone(),
+                    action: stage.action.into(),
+                    batch: 0,
+                };
+                let batch_size = batch_size.min(conn.max_batch(&stage.scope));
+                let mut after: Option<Vec<Value>> = None;
+                let mut batches = 0u64;
+                let mut stage_destroyed = 0u64;
+                // The batch loop is a pipeline of three: while batch i is destroyed, batch i+1 is begun
+                // (`begin_next` on a server) or its candidates (keys after batch i's last) are read,
+                // and batch i-1 is verified; each on its own pooled connection. Batch i+1's rows are
+                // re-checked by its own destroying statements, so reading them early changes nothing
+                // of what is destroyed.
+                // Candidates read ahead, with the limit they were read with.
+                let mut prefetched: Option<(usize, Result<Vec<Candidate>, ConnectorError>)> = None;
+                let mut fused = conn.destroys_next(&stage.scope);
+                // After rows changed under a batch, that batch goes by its candidates, then the
+                // stage goes back to `begin_next`.
+                let mut fuse_again = false;
+                // A batch destroyed by its own statements whose connection was lost, and which the
+                // journal did not show: the same batch taken again by its candidates starts knowing it
+                // (the lost attempt may still be committing).
+                let mut retake_lost: Option<LostBatch> = None;
+                let hash = |c: &Candidate| EvidenceId {
+                    record: ctx.key.record(&p.connection, &p.table, &c.key),
+                    subject: c.subject.as_ref().filter(|s| !s.is_null()).map(|s| ctx.key.subject(s)),
+                };
+                // A batch begun ahead (`begin_next`) whose transaction is still open, with its limit.
+                let mut open: Option<(usize, crate::connector::Begun<'_>)> = None;
+                // What the stage may still destroy in this run: no batch asks for more, so the
+                // budget is never passed, even by rows that became due after the counts (a hold
+                // released meanwhile). `--allow-share` lifts it.
+                let overridden = pr.guardrail.overridden;
+                let room = |destroyed: u64| match overridden {
+                    true => batch_size,
+                    false => budget.saturating_sub(destroyed).min(batch_size as u64) as usize,
+                };
+                let mut unverified: Vec<Vec<Value>> = Vec::new();
+                // (Begun early: the stage's due rows once counted.)
+                let due = match early {
+                    true => known_dues.lock().expect("dues").as_ref().map(|d| d[si]),
+                    false => Some(pr.stages[si].due),
+                };
+                crate::progress::stage(&p.name, &stage.name, due);
+                loop {
+                    // Begun early, the counts failed: no further batch (their error is the policy's).
+                    if counts_failed.load(Ordering::SeqCst) && open.is_none() {
                         break;
                     }
-                    let msg = format!(
+                    // A batch already begun is in flight: it finishes (commits) first.
+                    if ctx.cancel.load(Ordering::SeqCst) && open.is_none() {
+                        // (Once per policy, not per stage.)
+                        let said = "interrupted: stopped after the last committed batch";
+                        if !pr.errors.iter().any(|e| e == said) {
+                            pr.errors.push(said.into());
+                        }
+                        if pr.outcome == "done" {
+                            pr.outcome = "interrupted".into();
+                        }
+                        break;
+                    }
+                    // The evidence writer still running (it stops only on an error): a batch whose
+                    // evidence cannot be written is not destroyed.
+                    // (A lost batch still to be taken again is named with either error: it may have
+                    // committed.)
+                    if let Some(sink) = ctx.evidence.as_deref_mut() {
+                        sink.check().map_err(|e| stopped(e, batches + 1, retake_lost.as_ref()))?;
+                    }
+                    // The run lock still held (a server may end the session that holds it): else
+                    // another worker may be destroying too. A batch destroyed by its own statements
+                    // (`fused`) is asked about below, before its commit and after its statement (and
+                    // any wait for a row lock), beside the next batch's statement; any other batch
+                    // here, before it is destroyed.
+                    let lock = run_lock_name(p, ctx.opts);
+                    if !fused {
+                        retry(|| conn.run_lock_alive(&lock))
+                            .await
+                            .map_err(|e| stopped(e, batches + 1, retake_lost.as_ref()))?;
+                    }
+                    if let Some(m) = ctx.opts.max_batches.filter(|&m| batches >= m) {
+                        // Every batch so far was full: more may be due. Said, not claimed done,
+                        // unless nothing is (the last batch was exactly the rest: before, `stopped`
+                        // then too, and "left for the next run"; found by a review).
+                        let more = retry(|| conn.candidates(&stage.scope, after.as_deref(), 1)).await;
+                        if more.map_err(|e| anyhow::anyhow!("stage {}: {e}", stage.name))?.is_empty() {
+                            break;
+                        }
+                        let msg = format!(
                         "stage '{}' stopped after {m} batch{} (--max-batches): what is still due is left for the next run",
                         stage.name,
                         if m == 1 { "" } else { "es" }
                     );
-                    tracing::warn!("{msg}");
-                    pr.errors.push(msg);
-                    if pr.outcome == "done" {
-                        pr.outcome = "stopped".into();
+                        tracing::warn!("{msg}");
+                        pr.errors.push(msg);
+                        if pr.outcome == "done" {
+                            pr.outcome = "stopped".into();
+                        }
+                        break;
                     }
-                    break;
-                }
-                // The budget spent (and no batch begun ahead, which asked for no more than was
-                // left): if anything more is due, the guardrail stops the stage here, with its
-                // share destroyed.
-                let reserved = retake_lost.as_ref().map_or(0, |l| l.reserved);
-                let limit = match &open {
-                    Some((l, _)) => *l,
-                    None => room(stage_destroyed + reserved),
-                };
-                // (With a lost batch still to be looked up, no room is left for its retake: it
-                // asks the journal with no candidates, and the budget is judged again after.)
-                if limit == 0 && reserved == 0 {
-                    let more = retry(|| conn.candidates(&stage.scope, after.as_deref(), 1)).await;
-                    let more = more.map_err(|e| anyhow::anyhow!("stage {}: {e}", stage.name))?;
-                    if !more.is_empty() {
-                        let msg = format!(
+                    // The budget spent (and no batch begun ahead, which asked for no more than was
+                    // left): if anything more is due, the guardrail stops the stage here, with its
+                    // share destroyed.
+                    let reserved = retake_lost.as_ref().map_or(0, |l| l.reserved);
+                    let limit = match &open {
+                        Some((l, _)) => *l,
+                        None => room(stage_destroyed + reserved),
+                    };
+                    // (With a lost batch still to be looked up, no room is left for its retake: it
+                    // asks the journal with no candidates, and the budget is judged again after.)
+                    if limit == 0 && reserved == 0 {
+                        let more = retry(|| conn.candidates(&stage.scope, after.as_deref(), 1)).await;
+                        let more = more.map_err(|e| anyhow::anyhow!("stage {}: {e}", stage.name))?;
+                        if !more.is_empty() {
+                            let msg = format!(
                             "guardrail: destroyed {stage_destroyed} rows, the budget of {budget} for this run, and more are due now than were counted at the start; stopped"
                         );
-                        stop_at_guardrail(pr, msg);
+                            stop_at_guardrail(pr, msg);
+                        }
+                        break;
                     }
-                    break;
-                }
-                // Where the stage can, the batch is selected and destroyed by its own statements
-                // (`begin_next`); otherwise its candidates are read first (or were read ahead).
-                let to_verify = std::mem::take(&mut unverified);
-                // What the journal said of a lost batch looked up with no room for its retake.
-                let mut looked: Option<Looked> = None;
-                let (cands, mut ids, outcome, left) = if fused {
-                    let begun = match open.take() {
-                        Some((_, b)) => Ok(b),
-                        None => {
-                            let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
-                            retry(|| conn.begin_next(&stage.scope, after.as_deref(), limit, &hash, journal.clone()))
-                                .await
-                        }
-                    };
-                    let begun = match begun {
-                        Ok(b) => b,
-                        // Which rows the failed statement took is unknown (it rolled back): the
-                        // batch is taken again the other way, candidates first, so that a failure is
-                        // counted against the rows it concerns and the stage goes on past them.
-                        Err(e) => {
-                            tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
-                            unverified = to_verify;
-                            fused = false;
-                            continue;
-                        }
-                    };
-                    // On a server, the next batch is begun (its rows selected and destroyed in a
-                    // transaction of its own, on another connection) while this one is journaled
-                    // and committed: their key ranges are disjoint. It commits only after this one
-                    // has (also after an interrupt: it is in flight), and is rolled back if this one
-                    // fails or the stage stops here (guardrail).
-                    let next_limit = room(stage_destroyed + begun.taken as u64);
-                    let ahead = conn.overlaps_batches()
-                        && begun.taken >= limit
-                        && next_limit > 0
-                        && ctx.opts.max_batches.is_none_or(|m| batches + 2 <= m)
-                        && !ctx.cancel.load(Ordering::SeqCst);
-                    let next_after = begun.last.clone();
-                    let next_journal = JournalCtx { batch: batches + 2, ..journal.clone() };
-                    let beginning = async {
-                        match ahead {
-                            true => Some(
-                                retry(|| {
-                                    conn.begin_next(
-                                        &stage.scope,
-                                        next_after.as_deref(),
-                                        next_limit,
-                                        &hash,
-                                        next_journal.clone(),
-                                    )
-                                })
-                                .await,
-                            ),
-                            false => None,
-                        }
-                    };
-                    let verifying = verify_batch(conn, &stage.scope, &to_verify);
-                    // This batch commits (`finish`) only once the run lock is known to be held,
-                    // asked after its statement ended: a round trip that no longer holds up the
-                    // next batch's statement, sent meanwhile (PostgreSQL's and MariaDB's deletes
-                    // 4-5 % faster, BENCHMARKS.md). A lost lock stops the policy; this batch and
-                    // the next, uncommitted, roll back as they are dropped.
-                    let taken = begun.taken as u64;
-                    let finishing = async {
-                        retry(|| conn.run_lock_alive(&lock)).await?;
-                        Ok::<_, ConnectorError>(begun.finish.await)
-                    };
-                    // The next batch first: it is polled before this batch's `finish`, which
-                    // hashes its rows on this task a slice at a time, so that the next batch's
-                    // statements go out between slices (`sql::evidence_ids_yielding`).
-                    let (next, done, left) = futures::join!(beginning, finishing, verifying);
-                    let done = match done {
-                        Ok(done) => done,
-                        Err(lost) => {
-                            drop(next);
-                            // The lost lock is the policy's error: a re-check that failed
-                            // beside it (one blip of the server, say) leaves its records
-                            // unverified, not the report without the reason it stopped.
-                            if let Ok(left) = left {
-                                verify.add(to_verify.len(), left);
+                    // Where the stage can, the batch is selected and destroyed by its own statements
+                    // (`begin_next`); otherwise its candidates are read first (or were read ahead).
+                    let to_verify = std::mem::take(&mut unverified);
+                    // What the journal said of a lost batch looked up with no room for its retake.
+                    let mut looked: Option<Looked> = None;
+                    let (cands, mut ids, outcome, left) = if fused {
+                        let begun = match open.take() {
+                            Some((_, b)) => Ok(b),
+                            None => {
+                                let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
+                                retry(|| conn.begin_next(&stage.scope, after.as_deref(), limit, &hash, journal.clone()))
+                                    .await
                             }
-                            return Err(lost.into());
-                        }
-                    };
-                    match done {
-                        Ok((cands, ids, outcome)) => {
-                            match next {
-                                Some(Ok(b)) => open = Some((next_limit, b)),
-                                // The next batch goes the other way, after this one.
-                                Some(Err(e)) => {
-                                    tracing::warn!(stage = %stage.name, batch = batches + 2, "{e}; taking the batch again by its candidates");
-                                    fused = false;
-                                }
-                                None => {}
-                            }
-                            (cands, ids, Ok(outcome), left)
-                        }
-                        Err(e) => {
-                            // Rolled back, and so is the batch begun after it (dropped here): the
-                            // batch is taken again by its candidates. Rows that changed under it
-                            // (`Changed`) are re-selected that way once, then batches go on as
-                            // before; after any other failure the stage stays on that path.
-                            drop(next);
-                            // Unless the server committed it and only the acknowledgement was lost
-                            // with the connection: the journal, written in the batch's transaction,
-                            // says so. Its records go to the evidence and the counts from there
-                            // (before, they were in the journal only, and the batch's number was
-                            // given again to the rows after them).
-                            // (Recorded before the previous batch's re-check is accounted for:
-                            // that re-check may have failed in the same outage.)
-                            let lost = matches!(e, ConnectorError::Lost { .. });
-                            if let Ok(Some((jb, jids))) =
-                                journaled_anyway(conn, &journal, batches + 1, ctx.now, lost).await
-                            {
-                                batches += 1;
-                                after = next_after.clone();
-                                pr.stages[si].batches = batches;
-                                let at = jb.committed_at.unwrap_or_else(Utc::now);
-                                let proto = stage.evidence_line(&p.name, batches, at);
-                                let sink = ctx.evidence.as_deref_mut();
-                                let n = stage.record_journaled(pr, si, sink, proto, jids)?;
-                                stage_destroyed += n;
-                                // Its keys are not known here (the journal has their keyed hashes):
-                                // not re-checked, and said so.
-                                let msg = format!(
-                                    "stage {}: batch {batches} was committed but its acknowledgement was lost ({e}): its {n} records are recorded from the journal and were not re-checked",
-                                    stage.name
-                                );
-                                tracing::warn!("{msg}");
-                                pr.errors.push(msg);
-                                unchecked += n;
-                                verify.add(to_verify.len(), left?);
+                        };
+                        let begun = match begun {
+                            Ok(b) => b,
+                            // Which rows the failed statement took is unknown (it rolled back): the
+                            // batch is taken again the other way, candidates first, so that a failure is
+                            // counted against the rows it concerns and the stage goes on past them.
+                            Err(e) => {
+                                tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
+                                unverified = to_verify;
                                 fused = false;
                                 continue;
                             }
-                            verify.add(to_verify.len(), left?);
-                            tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
-                            if lost {
-                                let last = next_after.clone();
-                                retake_lost = Some(LostBatch { error: e.to_string(), reserved: taken, last });
+                        };
+                        // On a server, the next batch is begun (its rows selected and destroyed in a
+                        // transaction of its own, on another connection) while this one is journaled
+                        // and committed: their key ranges are disjoint. It commits only after this one
+                        // has (also after an interrupt: it is in flight), and is rolled back if this one
+                        // fails or the stage stops here (guardrail).
+                        let next_limit = room(stage_destroyed + begun.taken as u64);
+                        let ahead = conn.overlaps_batches()
+                            && begun.taken >= limit
+                            && next_limit > 0
+                            && ctx.opts.max_batches.is_none_or(|m| batches + 2 <= m)
+                            && !ctx.cancel.load(Ordering::SeqCst);
+                        let next_after = begun.last.clone();
+                        let next_journal = JournalCtx { batch: batches + 2, ..journal.clone() };
+                        let beginning = async {
+                            match ahead {
+                                true => Some(
+                                    retry(|| {
+                                        conn.begin_next(
+                                            &stage.scope,
+                                            next_after.as_deref(),
+                                            next_limit,
+                                            &hash,
+                                            next_journal.clone(),
+                                        )
+                                    })
+                                    .await,
+                                ),
+                                false => None,
                             }
-                            fuse_again = matches!(e, ConnectorError::Changed { .. });
-                            fused = false;
-                            continue;
-                        }
-                    }
-                } else {
-                    // Read ahead with a limit at least this batch's: its first `limit` rows are
-                    // what this batch would read now (a smaller one could look short).
-                    let cands = match prefetched.take() {
-                        Some((read_with, c)) if read_with >= limit => c,
-                        _ => retry(|| conn.candidates(&stage.scope, after.as_deref(), limit)).await,
-                    };
-                    let cands = match cands {
-                        Ok(mut c) => {
-                            c.truncate(limit);
-                            c
-                        }
-                        // The stage cannot go on: the policy stops here (its committed counts stay).
-                        Err(e) => {
-                            return Err(stopped(
-                                format!("stage {}: {e}", stage.name),
-                                batches + 1,
-                                retake_lost.as_ref(),
-                            ))
-                        }
-                    };
-                    // An object policy's holds-table holds, read again right before the batch's
-                    // re-check: a hold inserted since the counts is honoured; one that cannot be
-                    // read stops the policy before anything of the batch is sent.
-                    let refreshed;
-                    let scope = match objects_held_by_tables && !cands.is_empty() {
-                        true => match table_holds_for_objects(ctx, &stage.scope).await {
-                            Ok(tables) => {
-                                let mut s = stage.scope.clone();
-                                s.holds.tables = tables;
-                                refreshed = s;
-                                &refreshed
+                        };
+                        let verifying = verify_batch(conn, &stage.scope, &to_verify);
+                        // This batch commits (`finish`) only once the run lock is known to be held,
+                        // asked after its statement ended: a round trip that no longer holds up the
+                        // next batch's statement, sent meanwhile (PostgreSQL's and MariaDB's deletes
+                        // 4-5 % faster, BENCHMARKS.md). A lost lock stops the policy; this batch and
+                        // the next, uncommitted, roll back as they are dropped.
+                        let taken = begun.taken as u64;
+                        let finishing = async {
+                            retry(|| conn.run_lock_alive(&lock)).await?;
+                            Ok::<_, ConnectorError>(begun.finish.await)
+                        };
+                        // The next batch first: it is polled before this batch's `finish`, which
+                        // hashes its rows on this task a slice at a time, so that the next batch's
+                        // statements go out between slices (`sql::evidence_ids_yielding`).
+                        let (next, done, left) = futures::join!(beginning, finishing, verifying);
+                        let done = match done {
+                            Ok(done) => done,
+                            Err(lost) => {
+                                drop(next);
+                                // The lost lock is the policy's error: a re-check that failed
+                                // beside it (one blip of the server, say) leaves its records
+                                // unverified, not the report without the reason it stopped.
+                                if let Ok(left) = left {
+                                    verify.add(to_verify.len(), left);
+                                }
+                                return Err(lost.into());
+                            }
+                        };
+                        match done {
+                            Ok((cands, ids, outcome)) => {
+                                match next {
+                                    Some(Ok(b)) => open = Some((next_limit, b)),
+                                    // The next batch goes the other way, after this one.
+                                    Some(Err(e)) => {
+                                        tracing::warn!(stage = %stage.name, batch = batches + 2, "{e}; taking the batch again by its candidates");
+                                        fused = false;
+                                    }
+                                    None => {}
+                                }
+                                (cands, ids, Ok(outcome), left)
                             }
                             Err(e) => {
+                                // Rolled back, and so is the batch begun after it (dropped here): the
+                                // batch is taken again by its candidates. Rows that changed under it
+                                // (`Changed`) are re-selected that way once, then batches go on as
+                                // before; after any other failure the stage stays on that path.
+                                drop(next);
+                                // Unless the server committed it and only the acknowledgement was lost
+                                // with the connection: the journal, written in the batch's transaction,
+                                // says so. Its records go to the evidence and the counts from there
+                                // (before, they were in the journal only, and the batch's number was
+                                // given again to the rows after them).
+                                // (Recorded before the previous batch's re-check is accounted for:
+                                // that re-check may have failed in the same outage.)
+                                let lost = matches!(e, ConnectorError::Lost { .. });
+                                if let Ok(Some((jb, jids))) =
+                                    journaled_anyway(conn, &journal, batches + 1, ctx.now, lost).await
+                                {
+                                    batches += 1;
+                                    after = next_after.clone();
+                                    pr.stages[si].batches = batches;
+                                    let at = jb.committed_at.unwrap_or_else(Utc::now);
+                                    let proto = stage.evidence_line(&p.name, batches, at);
+                                    let sink = ctx.evidence.as_deref_mut();
+                                    let n = stage.record_journaled(pr, si, sink, proto, jids)?;
+                                    stage_destroyed += n;
+                                    // Its keys are not known here (the journal has their keyed hashes):
+                                    // not re-checked, and said so.
+                                    let msg = format!(
+                                    "stage {}: batch {batches} was committed but its acknowledgement was lost ({e}): its {n} records are recorded from the journal and were not re-checked",
+                                    stage.name
+                                );
+                                    tracing::warn!("{msg}");
+                                    pr.errors.push(msg);
+                                    unchecked += n;
+                                    verify.add(to_verify.len(), left?);
+                                    fused = false;
+                                    continue;
+                                }
+                                verify.add(to_verify.len(), left?);
+                                tracing::warn!(stage = %stage.name, batch = batches + 1, "{e}; taking the batch again by its candidates");
+                                if lost {
+                                    let last = next_after.clone();
+                                    retake_lost = Some(LostBatch { error: e.to_string(), reserved: taken, last });
+                                }
+                                fuse_again = matches!(e, ConnectorError::Changed { .. });
+                                fused = false;
+                                continue;
+                            }
+                        }
+                    } else {
+                        // Read ahead with a limit at least this batch's: its first `limit` rows are
+                        // what this batch would read now (a smaller one could look short).
+                        let cands = match prefetched.take() {
+                            Some((read_with, c)) if read_with >= limit => c,
+                            _ => retry(|| conn.candidates(&stage.scope, after.as_deref(), limit)).await,
+                        };
+                        let cands = match cands {
+                            Ok(mut c) => {
+                                c.truncate(limit);
+                                c
+                            }
+                            // The stage cannot go on: the policy stops here (its committed counts stay).
+                            Err(e) => {
                                 return Err(stopped(
-                                    format!("stage {}: {e:#}", stage.name),
+                                    format!("stage {}: {e}", stage.name),
                                     batches + 1,
                                     retake_lost.as_ref(),
                                 ))
                             }
-                        },
-                        false => &stage.scope,
-                    };
-                    let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
-                    if !cands.is_empty() && !conn.journaled_destroy() {
-                        // Write-ahead: durable before the first deletion is sent, so that a kill
-                        // between the deletion and its evidence line leaves the batch accounted for.
-                        if let Some(log) = ctx.intents.as_deref_mut() {
-                            let at = Utc::now();
-                            let lines: Vec<Intent> = ids
-                                .iter()
-                                .map(|id| Intent {
-                                    run_id: ctx.run_id.clone(),
-                                    policy: p.name.clone(),
-                                    stage: stage.name.clone(),
-                                    action: stage.action.into(),
-                                    batch: batches + 1,
-                                    record: id.record.clone(),
-                                    subject: id.subject.clone(),
-                                    key_id: ctx.key.key_id(),
-                                    at,
-                                    dataset: Some((p.connection.clone(), p.table.clone())),
-                                })
-                                .collect();
-                            log.record(&lines)
-                                .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
-                        }
-                    }
-                    let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
-                    let last = cands.last().map(|c| c.key.clone());
-                    // After a short batch nothing more was due: no read-ahead.
-                    let next_limit = room(stage_destroyed + cands.len() as u64);
-                    // (Not after a lookup with no room for a retake, `limit` 0: nothing was read.)
-                    let read_ahead = limit > 0
-                        && cands.len() >= limit
-                        && next_limit > 0
-                        && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
-                    let retake = retake_lost.take();
-                    let looked_up_without_room = retake.as_ref().filter(|_| limit == 0).cloned();
-                    // The lost batch's rows: after the batch before it, up to its last key.
-                    let retake = retake.map(|l| l.into_before(after.clone()));
-                    let destroying = async {
-                        // A lost connection rolled the batch back, and it is retried (bounded),
-                        // unless only the acknowledgement of its COMMIT was lost: then the
-                        // journal has it (`destroy_or_journaled`).
-                        let (outcome, lost) =
-                            destroy_or_journaled(conn, scope, &cands, &ids, &journal, ctx.now, retake).await;
-                        (outcome.map_err(|e| anyhow::anyhow!("batch {}: {e}", batches + 1)), lost)
-                    };
-                    let reading = async {
-                        match read_ahead {
-                            true => Some((
-                                next_limit,
-                                retry(|| conn.candidates(&stage.scope, last.as_deref(), next_limit)).await,
-                            )),
-                            false => None,
-                        }
-                    };
-                    let verifying = verify_batch(conn, &stage.scope, &to_verify);
-                    let ((outcome, lost), next, left) = futures::join!(destroying, reading, verifying);
-                    prefetched = next;
-                    if let Some(batch) = looked_up_without_room {
-                        looked = Some(match &lost {
-                            Some(LostReply::Recovered { .. }) => Looked::Committed,
-                            Some(LostReply::Uncertain { .. }) => Looked::Unknown,
-                            None => Looked::NotYet(batch),
-                        });
-                    }
-                    if let Some(lost) = lost {
-                        let none = BatchOutcome::default();
-                        let o = outcome.as_ref().unwrap_or(&none);
-                        let msg = lost_message(&stage.name, batches + 1, &stage.scope, cands.len(), o, &lost);
-                        tracing::warn!("{msg}");
-                        pr.errors.push(msg);
-                        acks_lost += 1;
-                        if let LostReply::Recovered { unread: Some(unread), .. } = lost {
-                            // The lost attempt's records of rows this one did not read, under
-                            // this batch's number (also when this attempt failed: the journal
-                            // showed them).
-                            let proto = stage.evidence_line(&p.name, batches + 1, unread.at.unwrap_or_else(Utc::now));
-                            let sink = ctx.evidence.as_deref_mut();
-                            let n = stage.record_journaled(pr, si, sink, proto, unread.ids)?;
-                            stage_destroyed += n;
-                            unchecked += n;
-                            if cands.is_empty() {
-                                // Its batch, though nothing was left for this attempt.
-                                batches += 1;
-                                pr.stages[si].batches = batches;
+                        };
+                        // An object policy's holds-table holds, read again right before the batch's
+                        // re-check: a hold inserted since the counts is honoured; one that cannot be
+                        // read stops the policy before anything of the batch is sent.
+                        let refreshed;
+                        let scope = match objects_held_by_tables && !cands.is_empty() {
+                            true => match table_holds_for_objects(ctx, &stage.scope).await {
+                                Ok(tables) => {
+                                    let mut s = stage.scope.clone();
+                                    s.holds.tables = tables;
+                                    refreshed = s;
+                                    &refreshed
+                                }
+                                Err(e) => {
+                                    return Err(stopped(
+                                        format!("stage {}: {e:#}", stage.name),
+                                        batches + 1,
+                                        retake_lost.as_ref(),
+                                    ))
+                                }
+                            },
+                            false => &stage.scope,
+                        };
+                        let ids: Vec<EvidenceId> = cands.iter().map(hash).collect();
+                        if !cands.is_empty() && !conn.journaled_destroy() {
+                            // Write-ahead: durable before the first deletion is sent, so that a kill
+                            // between the deletion and its evidence line leaves the batch accounted for.
+                            if let Some(log) = ctx.intents.as_deref_mut() {
+                                let at = Utc::now();
+                                let lines: Vec<Intent> = ids
+                                    .iter()
+                                    .map(|id| Intent {
+                                        run_id: ctx.run_id.clone(),
+                                        policy: p.name.clone(),
+                                        stage: stage.name.clone(),
+                                        action: stage.action.into(),
+                                        batch: batches + 1,
+                                        record: id.record.clone(),
+                                        subject: id.subject.clone(),
+                                        key_id: ctx.key.key_id(),
+                                        at,
+                                        dataset: Some((p.connection.clone(), p.table.clone())),
+                                    })
+                                    .collect();
+                                log.record(&lines)
+                                    .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
                             }
                         }
-                    }
-                    (cands, ids, outcome, left)
-                };
-                // A failed verification stops the policy, but only after this batch's committed
-                // outcome is accounted for below.
-                let verified = left.map(|n| verify.add(to_verify.len(), n));
-                if cands.is_empty() {
-                    verified?;
-                    match looked {
-                        // A lost batch looked up with no room for its retake: the budget is
-                        // judged again, with what the journal had of it.
-                        Some(Looked::Committed) => continue,
-                        // Rolled back: taken again by its candidates, as after any lost batch, in
-                        // the room the budget leaves.
-                        Some(Looked::NotYet(lost)) => {
-                            retake_lost = Some(LostBatch { reserved: 0, ..lost });
-                            continue;
+                        let journal = JournalCtx { batch: batches + 1, ..journal.clone() };
+                        let last = cands.last().map(|c| c.key.clone());
+                        // After a short batch nothing more was due: no read-ahead.
+                        let next_limit = room(stage_destroyed + cands.len() as u64);
+                        // (Not after a lookup with no room for a retake, `limit` 0: nothing was read.)
+                        let read_ahead = limit > 0
+                            && cands.len() >= limit
+                            && next_limit > 0
+                            && ctx.opts.max_batches.is_none_or(|m| batches + 1 < m);
+                        let retake = retake_lost.take();
+                        let looked_up_without_room = retake.as_ref().filter(|_| limit == 0).cloned();
+                        // The lost batch's rows: after the batch before it, up to its last key.
+                        let retake = retake.map(|l| l.into_before(after.clone()));
+                        let destroying = async {
+                            // A lost connection rolled the batch back, and it is retried (bounded),
+                            // unless only the acknowledgement of its COMMIT was lost: then the
+                            // journal has it (`destroy_or_journaled`).
+                            let (outcome, lost) =
+                                destroy_or_journaled(conn, scope, &cands, &ids, &journal, ctx.now, retake).await;
+                            (outcome.map_err(|e| anyhow::anyhow!("batch {}: {e}", batches + 1)), lost)
+                        };
+                        let reading = async {
+                            match read_ahead {
+                                true => Some((
+                                    next_limit,
+                                    retry(|| conn.candidates(&stage.scope, last.as_deref(), next_limit)).await,
+                                )),
+                                false => None,
+                            }
+                        };
+                        let verifying = verify_batch(conn, &stage.scope, &to_verify);
+                        let ((outcome, lost), next, left) = futures::join!(destroying, reading, verifying);
+                        prefetched = next;
+                        if let Some(batch) = looked_up_without_room {
+                            looked = Some(match &lost {
+                                Some(LostReply::Recovered { .. }) => Looked::Committed,
+                                Some(LostReply::Uncertain { .. }) => Looked::Unknown,
+                                None => Looked::NotYet(batch),
+                            });
                         }
-                        // The journal cannot tell: if the batch committed, the budget is spent.
-                        Some(Looked::Unknown) => {
-                            pr.errors.push(format!(
+                        if let Some(lost) = lost {
+                            let none = BatchOutcome::default();
+                            let o = outcome.as_ref().unwrap_or(&none);
+                            let msg = lost_message(&stage.name, batches + 1, &stage.scope, cands.len(), o, &lost);
+                            tracing::warn!("{msg}");
+                            pr.errors.push(msg);
+                            acks_lost += 1;
+                            if let LostReply::Recovered { unread: Some(unread), .. } = lost {
+                                // The lost attempt's records of rows this one did not read, under
+                                // this batch's number (also when this attempt failed: the journal
+                                // showed them).
+                                let proto =
+                                    stage.evidence_line(&p.name, batches + 1, unread.at.unwrap_or_else(Utc::now));
+                                let sink = ctx.evidence.as_deref_mut();
+                                let n = stage.record_journaled(pr, si, sink, proto, unread.ids)?;
+                                stage_destroyed += n;
+                                unchecked += n;
+                                if cands.is_empty() {
+                                    // Its batch, though nothing was left for this attempt.
+                                    batches += 1;
+                                    pr.stages[si].batches = batches;
+                                }
+                            }
+                        }
+                        (cands, ids, outcome, left)
+                    };
+                    // A failed verification stops the policy, but only after this batch's committed
+                    // outcome is accounted for below.
+                    let verified = left.map(|n| verify.add(to_verify.len(), n));
+                    if cands.is_empty() {
+                        verified?;
+                        match looked {
+                            // A lost batch looked up with no room for its retake: the budget is
+                            // judged again, with what the journal had of it.
+                            Some(Looked::Committed) => continue,
+                            // Rolled back: taken again by its candidates, as after any lost batch, in
+                            // the room the budget leaves.
+                            Some(Looked::NotYet(lost)) => {
+                                retake_lost = Some(LostBatch { reserved: 0, ..lost });
+                                continue;
+                            }
+                            // The journal cannot tell: if the batch committed, the budget is spent.
+                            Some(Looked::Unknown) => {
+                                pr.errors.push(format!(
                                 "stage {}: stopped: batch {} may have committed, and the guardrail's budget for this run leaves no room beside it",
                                 stage.name,
                                 batches + 1
                             ));
-                            break;
+                                break;
+                            }
+                            None => break,
                         }
-                        None => break,
                     }
-                }
-                batches += 1;
-                // Fewer rows than asked for: no more are due. (A batch that selected and destroyed
-                // its own rows and destroyed fewer than it asked for has checked that none are
-                // left before it commits: `Connector::begin_next`.)
-                let short = cands.len() < limit;
-                after = cands.last().map(|c| c.key.clone());
-                crate::progress::advance(cands.len() as u64);
-                let o = match outcome {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::error!(stage = %stage.name, "{e}");
-                        pr.errors.push(format!("stage {}: {e}", stage.name));
-                        pr.failed += cands.len() as u64;
-                        verified?;
-                        if short {
-                            break;
+                    batches += 1;
+                    // Fewer rows than asked for: no more are due. (A batch that selected and destroyed
+                    // its own rows and destroyed fewer than it asked for has checked that none are
+                    // left before it commits: `Connector::begin_next`.)
+                    let short = cands.len() < limit;
+                    after = cands.last().map(|c| c.key.clone());
+                    crate::progress::advance(cands.len() as u64);
+                    let o = match outcome {
+                        Ok(o) => o,
+                        Err(e) => {
+                            tracing::error!(stage = %stage.name, "{e}");
+                            pr.errors.push(format!("stage {}: {e}", stage.name));
+                            pr.failed += cands.len() as u64;
+                            verified?;
+                            if short {
+                                break;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
-                };
-                let n = o.destroyed.len() as u64;
-                stage_destroyed += n;
-                pr.failed += o.failures.len() as u64;
-                // Objects some of whose versions were deleted before another was refused (a
-                // legal hold put on that version after the batch's re-check, or lock headers the
-                // run's credentials may not read): kept, and their deleted versions recorded
-                // (`versions_deleted` evidence lines, below). Not those with an unknown outcome
-                // (a lost reply): a later run reconciles them.
-                let partly: BTreeSet<usize> = o
-                    .failures
-                    .iter()
-                    .map(|(i, _)| *i)
-                    .filter(|i| !o.unknown.contains(i) && o.details.get(i).is_some_and(|d| d.versions > 0))
-                    .collect();
-                for (i, code) in &o.failures {
-                    // The storage's error code only: an object key may itself be personal data.
-                    // A row is named by its evidence id (a keyed hash), never by its values.
-                    let msg = match p.objects.is_some() {
+                    };
+                    let n = o.destroyed.len() as u64;
+                    stage_destroyed += n;
+                    pr.failed += o.failures.len() as u64;
+                    // Objects some of whose versions were deleted before another was refused (a
+                    // legal hold put on that version after the batch's re-check, or lock headers the
+                    // run's credentials may not read): kept, and their deleted versions recorded
+                    // (`versions_deleted` evidence lines, below). Not those with an unknown outcome
+                    // (a lost reply): a later run reconciles them.
+                    let partly: BTreeSet<usize> = o
+                        .failures
+                        .iter()
+                        .map(|(i, _)| *i)
+                        .filter(|i| !o.unknown.contains(i) && o.details.get(i).is_some_and(|d| d.versions > 0))
+                        .collect();
+                    for (i, code) in &o.failures {
+                        // The storage's error code only: an object key may itself be personal data.
+                        // A row is named by its evidence id (a keyed hash), never by its values.
+                        let msg = match p.objects.is_some() {
                         true if partly.contains(i) => format!(
                             "stage {}: object {} could not be deleted whole after retries ({code}): {} of its versions were deleted, the others kept (evidence action versions_deleted)",
                             stage.name,
@@ -3092,160 +3143,209 @@ async fn enforce(
                             ids.get(*i).map(|x| x.record.as_str()).unwrap_or("?")
                         ),
                     };
-                    pr.errors.push(msg);
-                }
-                for (_, lock) in &o.held_by_storage {
-                    pr.held_by_storage += 1;
-                    let kind = lock.split(' ').next().unwrap_or("lock").to_string();
-                    *pr.held_by.entry(format!("storage:{kind}")).or_default() += 1;
-                    pr.held += 1;
-                }
-                // A listing does not show Object Lock: the batch finds it, and what it keeps moves
-                // from due to held (counted in both, due and held added up to more than the
-                // dataset, and a run that destroyed all it could seemed to leave some due).
-                for (_, holds) in &o.held {
-                    for h in holds {
-                        *pr.held_by.entry(h.clone()).or_default() += 1;
+                        pr.errors.push(msg);
                     }
-                    pr.held += 1;
-                }
-                // An older version's subject that cannot be read keeps the key whole: it moves
-                // from due to unreadable, as an unreadable newest version is counted.
-                pr.unreadable += o.unreadable.len() as u64;
-                let locked = (o.held_by_storage.len() + o.held.len() + o.unreadable.len()) as u64;
-                pr.rows_due = pr.rows_due.saturating_sub(locked);
-                pr.stages[si].due = pr.stages[si].due.saturating_sub(locked);
-                for d in o.details.values() {
-                    pr.versions_deleted += d.versions;
-                    pr.bytes_reclaimed += d.bytes;
-                }
-                let sr = &mut pr.stages[si];
-                sr.destroyed += n;
-                sr.unchanged += o.unchanged.len() as u64;
-                sr.skipped_concurrently += (cands.len() as u64).saturating_sub(
-                    n + o.unchanged.len() as u64
-                        + o.failures.len() as u64
-                        + o.held_by_storage.len() as u64
-                        + o.held.len() as u64
-                        + o.unreadable.len() as u64,
-                );
-                sr.batches = batches;
-                stage.count_destroyed(pr, n);
-                for (t, k) in o.cascaded {
-                    *pr.dependents_deleted.entry(t).or_default() += k;
-                }
-                // The batch's records it destroyed nothing of, by a known outcome (gone or no
-                // longer due at its re-check, held, held by the storage, unreadable, failed by
-                // a per-item error in a reply that arrived, with no version deleted): their
-                // write-ahead intents are void, so that a later run does not take such an
-                // object, gone by then, for one this run destroyed. Not those a whole delete
-                // call failed for (`unknown`: its reply lost, the server may have deleted
-                // them): a later run reconciles them. (The records it destroyed are settled by
-                // their evidence lines, written first.)
-                let void: Vec<String> = match conn.journaled_destroy() {
-                    true => Vec::new(),
-                    false => {
-                        let done: BTreeSet<usize> = o.destroyed.iter().chain(&o.unknown).copied().collect();
-                        (0..cands.len())
-                            .filter(|i| !done.contains(i) && o.details.get(i).is_none_or(|d| d.versions == 0))
-                            .filter_map(|i| ids.get(i).map(|id| id.record.clone()))
-                            .collect()
+                    for (_, lock) in &o.held_by_storage {
+                        pr.held_by_storage += 1;
+                        let kind = lock.split(' ').next().unwrap_or("lock").to_string();
+                        *pr.held_by.entry(format!("storage:{kind}")).or_default() += 1;
+                        pr.held += 1;
                     }
-                };
-                let at = Utc::now();
-                if let Some(sink) = ctx.evidence.as_deref_mut() {
-                    let proto = stage.evidence_line(&p.name, batches, at);
-                    if o.details.is_empty() {
-                        // The batch's ids are not needed after this: moved to the sink, not copied.
-                        let lines = o
-                            .destroyed
-                            .iter()
-                            .map(|&i| (std::mem::take(&mut ids[i].record), ids[i].subject.take()))
-                            .collect();
-                        sink.write_batch(&proto, lines)?;
-                    } else {
-                        // The subjects the batch's re-check read of each version (a subject
-                        // of metadata or tags), else the one the candidate was listed with.
-                        let subjects = |i: usize| -> (Option<String>, Vec<String>) {
-                            match o.subjects.get(&i) {
-                                Some(read) => {
-                                    let mut h = read.iter().map(|s| ctx.key.subject(&Value::Text(s.clone())));
-                                    (h.next(), h.collect())
+                    // A listing does not show Object Lock: the batch finds it, and what it keeps moves
+                    // from due to held (counted in both, due and held added up to more than the
+                    // dataset, and a run that destroyed all it could seemed to leave some due).
+                    for (_, holds) in &o.held {
+                        for h in holds {
+                            *pr.held_by.entry(h.clone()).or_default() += 1;
+                        }
+                        pr.held += 1;
+                    }
+                    // An older version's subject that cannot be read keeps the key whole: it moves
+                    // from due to unreadable, as an unreadable newest version is counted.
+                    pr.unreadable += o.unreadable.len() as u64;
+                    let locked = (o.held_by_storage.len() + o.held.len() + o.unreadable.len()) as u64;
+                    pr.rows_due = pr.rows_due.saturating_sub(locked);
+                    pr.stages[si].due = pr.stages[si].due.saturating_sub(locked);
+                    for d in o.details.values() {
+                        pr.versions_deleted += d.versions;
+                        pr.bytes_reclaimed += d.bytes;
+                    }
+                    let sr = &mut pr.stages[si];
+                    sr.destroyed += n;
+                    sr.unchanged += o.unchanged.len() as u64;
+                    sr.skipped_concurrently += (cands.len() as u64).saturating_sub(
+                        n + o.unchanged.len() as u64
+                            + o.failures.len() as u64
+                            + o.held_by_storage.len() as u64
+                            + o.held.len() as u64
+                            + o.unreadable.len() as u64,
+                    );
+                    sr.batches = batches;
+                    stage.count_destroyed(pr, n);
+                    for (t, k) in o.cascaded {
+                        *pr.dependents_deleted.entry(t).or_default() += k;
+                    }
+                    // The batch's records it destroyed nothing of, by a known outcome (gone or no
+                    // longer due at its re-check, held, held by the storage, unreadable, failed by
+                    // a per-item error in a reply that arrived, with no version deleted): their
+                    // write-ahead intents are void, so that a later run does not take such an
+                    // object, gone by then, for one this run destroyed. Not those a whole delete
+                    // call failed for (`unknown`: its reply lost, the server may have deleted
+                    // them): a later run reconciles them. (The records it destroyed are settled by
+                    // their evidence lines, written first.)
+                    let void: Vec<String> = match conn.journaled_destroy() {
+                        true => Vec::new(),
+                        false => {
+                            let done: BTreeSet<usize> = o.destroyed.iter().chain(&o.unknown).copied().collect();
+                            (0..cands.len())
+                                .filter(|i| !done.contains(i) && o.details.get(i).is_none_or(|d| d.versions == 0))
+                                .filter_map(|i| ids.get(i).map(|id| id.record.clone()))
+                                .collect()
+                        }
+                    };
+                    let at = Utc::now();
+                    if let Some(sink) = ctx.evidence.as_deref_mut() {
+                        let proto = stage.evidence_line(&p.name, batches, at);
+                        if o.details.is_empty() {
+                            // The batch's ids are not needed after this: moved to the sink, not copied.
+                            let lines = o
+                                .destroyed
+                                .iter()
+                                .map(|&i| (std::mem::take(&mut ids[i].record), ids[i].subject.take()))
+                                .collect();
+                            sink.write_batch(&proto, lines)?;
+                        } else {
+                            // The subjects the batch's re-check read of each version (a subject
+                            // of metadata or tags), else the one the candidate was listed with.
+                            let subjects = |i: usize| -> (Option<String>, Vec<String>) {
+                                match o.subjects.get(&i) {
+                                    Some(read) => {
+                                        let mut h = read.iter().map(|s| ctx.key.subject(&Value::Text(s.clone())));
+                                        (h.next(), h.collect())
+                                    }
+                                    None => (ids[i].subject.clone(), Vec::new()),
                                 }
-                                None => (ids[i].subject.clone(), Vec::new()),
+                            };
+                            let lines = o.destroyed.iter().map(|&i| (i, &proto.action));
+                            let versions_deleted = "versions_deleted".to_string();
+                            for (i, action) in lines.chain(partly.iter().map(|&i| (i, &versions_deleted))) {
+                                let (subject, other_subjects) = subjects(i);
+                                sink.write(&Evidence {
+                                    record: ids[i].record.clone(),
+                                    subject,
+                                    other_subjects,
+                                    action: action.clone(),
+                                    versions: o.details.get(&i).map(|d| d.versions),
+                                    bytes: o.details.get(&i).map(|d| d.bytes),
+                                    ..proto.clone()
+                                })?;
                             }
-                        };
-                        let lines = o.destroyed.iter().map(|&i| (i, &proto.action));
-                        let versions_deleted = "versions_deleted".to_string();
-                        for (i, action) in lines.chain(partly.iter().map(|&i| (i, &versions_deleted))) {
-                            let (subject, other_subjects) = subjects(i);
-                            sink.write(&Evidence {
-                                record: ids[i].record.clone(),
-                                subject,
-                                other_subjects,
-                                action: action.clone(),
-                                versions: o.details.get(&i).map(|d| d.versions),
-                                bytes: o.details.get(&i).map(|d| d.bytes),
-                                ..proto.clone()
-                            })?;
+                        }
+                        if !conn.journaled_destroy() {
+                            // No journal: the intents of the batch are reconciled with these lines, which
+                            // must be on disk first. (Otherwise the batch is durable in the journal, in
+                            // the destroying transaction; the sink writes its lines while the next batch
+                            // is destroyed and syncs the file once, before the report.)
+                            sink.flush()?;
                         }
                     }
-                    if !conn.journaled_destroy() {
-                        // No journal: the intents of the batch are reconciled with these lines, which
-                        // must be on disk first. (Otherwise the batch is durable in the journal, in
-                        // the destroying transaction; the sink writes its lines while the next batch
-                        // is destroyed and syncs the file once, before the report.)
-                        sink.flush()?;
+                    if let Some(log) = ctx.intents.as_deref_mut() {
+                        log.void(&p.name, &stage.name, batches, void)
+                            .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
                     }
-                }
-                if let Some(log) = ctx.intents.as_deref_mut() {
-                    log.void(&p.name, &stage.name, batches, void)
-                        .map_err(|e| anyhow::anyhow!("stage {}: write-ahead intent: {e}", stage.name))?;
-                }
-                verified?;
-                // Verified (the destroyed keys no longer match) alongside the next batch.
-                // In key order, as `remaining` takes them.
-                let mut idx = o.destroyed.clone();
-                idx.sort_unstable();
-                unverified = idx.iter().map(|&i| cands[i].key.clone()).collect();
-                tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
-                if stage_destroyed > budget && !pr.guardrail.overridden {
-                    let msg = format!(
+                    verified?;
+                    // Verified (the destroyed keys no longer match) alongside the next batch.
+                    // In key order, as `remaining` takes them.
+                    let mut idx = o.destroyed.clone();
+                    idx.sort_unstable();
+                    unverified = idx.iter().map(|&i| cands[i].key.clone()).collect();
+                    tracing::info!(stage = %stage.name, batch = batches, destroyed = n, "batch committed");
+                    if stage_destroyed > budget && !pr.guardrail.overridden {
+                        let msg = format!(
                         "guardrail: destroyed {stage_destroyed} rows, above the budget of {budget} for this run; stopped"
                     );
-                    stop_at_guardrail(pr, msg);
+                        stop_at_guardrail(pr, msg);
+                        break;
+                    }
+                    if short {
+                        // Fewer than asked for: nothing more was due when the batch was selected.
+                        break;
+                    }
+                    if fuse_again && !fused {
+                        fused = true;
+                        fuse_again = false;
+                        prefetched = None;
+                    }
+                }
+                // A lost batch not yet taken again when the stage stopped (interrupted, say): it may
+                // have committed.
+                if let Some(l) = retake_lost.take() {
+                    let msg = format!(
+                        "stage {}: stopped before it was taken again: {}",
+                        stage.name,
+                        l.may_have_committed(batches + 1)
+                    );
+                    tracing::warn!("{msg}");
+                    pr.errors.push(msg);
+                    acks_lost += 1;
+                }
+                // A batch begun ahead of a stop (guardrail, failure) is rolled back.
+                drop(open.take());
+                verify.checked += unverified.len() as u64;
+                verify.still_present += verify_batch(conn, &stage.scope, &unverified).await?;
+                crate::progress::finish();
+                if pr.guardrail.tripped {
                     break;
                 }
-                if short {
-                    // Fewer than asked for: nothing more was due when the batch was selected.
-                    break;
+            }
+            anyhow::Ok(())
+        };
+        if early {
+            let (pinned, pin) = futures::channel::oneshot::channel();
+            let counting = async {
+                let counts = conn.counts_pinned(full, &filters, pinned).await;
+                match &counts {
+                    Ok(c) => {
+                        let dues = c[dues_at..dues_at + stages.len()].to_vec();
+                        for (s, &due) in stages.iter().zip(&dues) {
+                            crate::progress::due(&p.name, &s.name, due);
+                        }
+                        // (A stage begun from here on reads its due rows here; one under way
+                        // was told above. Both in this task: nothing runs in between.)
+                        *known_dues.lock().expect("dues") = Some(dues);
+                    }
+                    Err(_) => counts_failed.store(true, Ordering::SeqCst),
                 }
-                if fuse_again && !fused {
-                    fused = true;
-                    fuse_again = false;
-                    prefetched = None;
+                counts
+            };
+            let mut sample = Vec::new();
+            let destroying = async {
+                // (No snapshot held: the counts failed, and nothing is destroyed.)
+                if pin.await.is_err() {
+                    return anyhow::Ok(());
                 }
+                if let Some(c) = counted.take() {
+                    let _ = c.send(());
+                }
+                // Read before the first batch, as the counts: a few of the records due.
+                for s in &stages {
+                    sample = conn.candidates(&s.scope, None, 5).await?;
+                    if !sample.is_empty() {
+                        break;
+                    }
+                }
+                batch_loop.await
+            };
+            let (counts, destroyed) = futures::join!(counting, destroying);
+            // The counts first: a report without them says nothing true of the rest.
+            let counts = counts?;
+            fill(pr, &counts);
+            if pr.rows_due > 0 {
+                pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
             }
-            // A lost batch not yet taken again when the stage stopped (interrupted, say): it may
-            // have committed.
-            if let Some(l) = retake_lost.take() {
-                let msg = format!(
-                    "stage {}: stopped before it was taken again: {}",
-                    stage.name,
-                    l.may_have_committed(batches + 1)
-                );
-                tracing::warn!("{msg}");
-                pr.errors.push(msg);
-                acks_lost += 1;
-            }
-            // A batch begun ahead of a stop (guardrail, failure) is rolled back.
-            drop(open.take());
-            verify.checked += unverified.len() as u64;
-            verify.still_present += verify_batch(conn, &stage.scope, &unverified).await?;
-            crate::progress::finish();
-            if pr.guardrail.tripped {
-                break;
-            }
+            destroyed?;
+        } else {
+            batch_loop.await?;
         }
         verify.verified = verify.still_present == 0 && pr.failed == 0 && unchecked == 0;
         // (`stopped` by --max-batches, or `guardrail`, is no excuse either: before, such a policy

@@ -13,11 +13,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 struct State {
     enabled: bool,
     bar: Option<ProgressBar>,
+    /// The policy and stage of `bar`.
+    of: (String, String),
 }
 
 fn state() -> &'static Mutex<State> {
     static S: OnceLock<Mutex<State>> = OnceLock::new();
-    S.get_or_init(|| Mutex::new(State { enabled: false, bar: None }))
+    S.get_or_init(|| Mutex::new(State { enabled: false, bar: None, of: Default::default() }))
 }
 
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
@@ -49,8 +51,8 @@ pub fn enable() {
     with(|s| s.enabled = true);
 }
 
-/// A stage starts: `total` records are due.
-pub fn stage(policy: &str, stage: &str, total: u64) {
+/// A stage starts: `total` records are due (`None`: not counted yet, [`due`] says it later).
+pub fn stage(policy: &str, stage: &str, total: Option<u64>) {
     touch();
     with(|s| {
         if !s.enabled {
@@ -59,7 +61,7 @@ pub fn stage(policy: &str, stage: &str, total: u64) {
         if let Some(b) = s.bar.take() {
             b.finish_and_clear();
         }
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template("{prefix:>24} {msg:<20} [{bar:30}] {pos}/{len} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -67,6 +69,19 @@ pub fn stage(policy: &str, stage: &str, total: u64) {
         bar.set_prefix(policy.to_string());
         bar.set_message(stage.to_string());
         s.bar = Some(bar);
+        s.of = (policy.to_string(), stage.to_string());
+    });
+}
+
+/// `total` records are due in this stage, counted after it began (counts taken beside the
+/// batches): said if it is the one under way.
+pub fn due(policy: &str, stage: &str, total: u64) {
+    with(|s| {
+        if let Some(b) = &s.bar {
+            if s.of.0 == policy && s.of.1 == stage {
+                b.set_length(total);
+            }
+        }
     });
 }
 

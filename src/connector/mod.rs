@@ -459,6 +459,28 @@ pub trait Connector: Send + Sync + fmt::Display {
         futures::future::try_join_all(filters.iter().map(|f| self.count(scope, f))).await
     }
 
+    /// Whether [`Connector::counts_pinned`] takes its counts on a snapshot of the dataset that
+    /// no later commit changes, and says when it holds it (SQLite: a read transaction in WAL
+    /// mode). Then, where no count can stop the policy (its guardrail cannot trip), the engine
+    /// begins the batches at that signal instead of waiting for the counts: they still
+    /// describe the dataset as it was before the first batch.
+    fn pins_counts(&self, _scope: &Scope) -> bool {
+        false
+    }
+
+    /// [`Connector::counts`] on a snapshot taken first: `pinned` is sent once it is held, and
+    /// nothing committed after that is counted. The default takes the counts, then sends.
+    async fn counts_pinned(
+        &self,
+        scope: &Scope,
+        filters: &[Filter],
+        pinned: futures::channel::oneshot::Sender<()>,
+    ) -> Result<Vec<u64>, ConnectorError> {
+        let counts = self.counts(scope, filters).await;
+        let _ = pinned.send(());
+        counts
+    }
+
     /// Whether [`Connector::counts`], asked for `due` and `held` together, counts `held` with
     /// `due` in one statement (it is `due`'s held part), at no cost of its own: the engine then
     /// asks for it with the counts the first batch waits for, instead of beside the batches.

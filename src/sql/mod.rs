@@ -56,6 +56,9 @@ pub struct SqlConnector {
     db_random: bool,
     /// `Builder::split_holds`: not on SQLite where the schema declares a collation somewhere.
     split_holds: bool,
+    /// SQLite in WAL mode, with a writing connection (`run`): a reader's snapshot holds while
+    /// batches commit, and keeps them from no commit (`Connector::pins_counts`).
+    lite_wal: bool,
     /// PostgreSQL: the holds table is a plain table, whose rows' `xmin` tells the holds written
     /// since a snapshot (`holds_since`); a view has none, and every batch then probes in full.
     holds_xmin: bool,
@@ -164,6 +167,13 @@ fn pg_child_name(raw: &str) -> String {
         true => parts.join("."),
         false => raw.to_string(),
     }
+}
+
+/// Where a count's statements run: on the pool, side by side, or one after another on one
+/// SQLite connection in a read transaction (`Connector::counts_pinned`).
+enum Via<'a> {
+    Pool,
+    Pinned(&'a futures::lock::Mutex<&'a mut sqlx::SqliteConnection>),
 }
 
 /// `before_acquire` of the SQLite pools: whether the connection may be used (see where they
@@ -926,6 +936,14 @@ impl SqlConnector {
             }
             _ => true,
         };
+        // (An in-memory database answers `memory`; one whose file could not be switched, its mode.)
+        let lite_wal = match (&pool, &lite_writer) {
+            (Pool::Lite(p), Some(_)) => sqlx::query_scalar::<_, String>("PRAGMA journal_mode")
+                .fetch_one(p)
+                .await
+                .is_ok_and(|m| m.eq_ignore_ascii_case("wal")),
+            _ => false,
+        };
         let mut c = SqlConnector {
             name: name.to_string(),
             dialect,
@@ -935,6 +953,7 @@ impl SqlConnector {
             returning,
             db_random,
             split_holds,
+            lite_wal,
             holds_xmin: false,
             journal_shape: std::sync::atomic::AtomicU8::new(JournalShape::Binary as u8),
             due_bounds: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -1050,6 +1069,18 @@ impl SqlConnector {
             let rows = bound!(sql).fetch_all(p).await.map_err(db_err(context))?;
             rows.iter().map(decode_all).collect::<Result<Vec<_>, _>>().map_err(db_err(context))
         })
+    }
+
+    /// [`Self::rows`] on the pool or on one pinned SQLite connection ([`Via`]).
+    async fn rows_via(&self, via: &Via<'_>, sql: &Sql, context: &str) -> Result<Vec<Vec<Value>>, ConnectorError> {
+        match via {
+            Via::Pool => self.rows(sql, context).await,
+            Via::Pinned(c) => {
+                let mut c = c.lock().await;
+                let rows = bound!(sql).fetch_all(&mut **c).await.map_err(db_err(context))?;
+                rows.iter().map(decode_all).collect::<Result<Vec<_>, _>>().map_err(db_err(context))
+            }
+        }
     }
 
     /// Creates the journal table if it does not exist (`run` only; `plan` never writes).
@@ -1934,12 +1965,100 @@ impl SqlConnector {
         Ok(range)
     }
 
+    /// [`Connector::counts`], each statement run `via` the pool (side by side) or one pinned
+    /// connection (one after another).
+    async fn counts_via(&self, scope: &Scope, filters: &[Filter], via: &Via<'_>) -> Result<Vec<u64>, ConnectorError> {
+        let (plain, joined): (Vec<usize>, Vec<usize>) = (0..filters.len()).partition(|&i| Builder::plain(&filters[i]));
+        let together = async {
+            if plain.len() < 2 {
+                return Ok(None);
+            }
+            let fs: Vec<&Filter> = plain.iter().map(|&i| &filters[i]).collect();
+            let rows = self
+                .rows_via(
+                    via,
+                    &self.builder(scope).count_many(&fs),
+                    &format!("counting rows of '{}'", scope.table.name),
+                )
+                .await?;
+            let row = rows.into_iter().next().unwrap_or_default();
+            Ok::<_, ConnectorError>(Some(
+                row.into_iter().map(|v| if let Value::Int(n) = v { n as u64 } else { 0 }).collect::<Vec<u64>>(),
+            ))
+        };
+        let alone: Vec<usize> = if plain.len() < 2 { (0..filters.len()).collect() } else { joined };
+        // A held count that is a due count's held part is answered by the due count's statement
+        // (`counts_held_with_due`): (due, held) by position.
+        let paired: Vec<(usize, usize)> = match int_key(scope) {
+            true => {
+                let b = self.builder(scope);
+                alone
+                    .iter()
+                    .filter_map(|&i| {
+                        let j = alone.iter().copied().find(|&j| j != i && b.held_with_due(&filters[i], &filters[j]))?;
+                        Some((i, j))
+                    })
+                    .collect()
+            }
+            false => Vec::new(),
+        };
+        let held_of = |i: usize| paired.iter().find(|&&(d, _)| d == i).map(|&(_, h)| h);
+        let alone: Vec<usize> = alone.into_iter().filter(|&j| !paired.iter().any(|&(_, h)| h == j)).collect();
+        let each = futures::future::try_join_all(alone.iter().map(|&i| async move {
+            if let Some(held) = held_of(i).and_then(|_| self.builder(scope).count_bounds_held(&filters[i])) {
+                tracing::debug!(table = %scope.table.name, "held rows counted with the due rows");
+                let row = self.rows_via(via, &held, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
+                let id = bounds_id(scope, &filters[i]);
+                return match row.as_deref() {
+                    Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_), Value::Int(h)]) => {
+                        self.due_bounds.lock().expect("bounds").insert(id, (first.clone(), last.clone()));
+                        Ok((n.saturating_sub(*h) as u64, Some(*h as u64)))
+                    }
+                    // Nothing counted (no bounds, none left from an earlier run either).
+                    row => {
+                        self.due_bounds.lock().expect("bounds").remove(&id);
+                        Ok(match row {
+                            Some([Value::Int(n), _, _, Value::Int(h)]) => {
+                                (n.saturating_sub(*h) as u64, Some(*h as u64))
+                            }
+                            _ => (0, Some(0)),
+                        })
+                    }
+                };
+            }
+            self.count_alone(scope, &filters[i], via).await.map(|n| (n, None))
+        }));
+        let (together, each) = futures::future::try_join(together, each).await?;
+        let mut out = vec![0u64; filters.len()];
+        if let Some(ns) = together {
+            for (&i, n) in plain.iter().zip(ns) {
+                out[i] = n;
+            }
+        }
+        for (&i, (n, held)) in alone.iter().zip(each) {
+            out[i] = n;
+            if let (Some(j), Some(h)) = (held_of(i), held) {
+                out[j] = h;
+            }
+        }
+        Ok(out)
+    }
+
     /// One count of [`Connector::counts`] on its own statement.
-    async fn count_alone(&self, scope: &Scope, f: &Filter) -> Result<u64, ConnectorError> {
+    async fn count_alone(&self, scope: &Scope, f: &Filter, via: &Via<'_>) -> Result<u64, ConnectorError> {
         // The total needs no key range (a `MIN`/`MAX` beside `COUNT(*)` makes SQLite scan
         // the whole table instead of counting an index); any other count may be a stage's.
         if !int_key(scope) || counts_everything(f) {
-            return crate::connector::Connector::count(self, scope, f).await;
+            if let Via::Pool = via {
+                return crate::connector::Connector::count(self, scope, f).await;
+            }
+            // (Pinned: SQLite, whose `count` is this one statement.)
+            let sql = self.builder(scope).count(f);
+            let rows = self.rows_via(via, &sql, &format!("counting rows of '{}'", scope.table.name)).await?;
+            return Ok(match rows.first().and_then(|r| r.first()) {
+                Some(Value::Int(n)) => *n as u64,
+                _ => 0,
+            });
         }
         // With the key range of what it counts (see `begin_next`), at no extra cost; on
         // MariaDB/MySQL within the lapsed rows' key range where the anchor is indexed.
@@ -1955,7 +2074,7 @@ impl SqlConnector {
                 return Ok(0);
             }
         };
-        let row = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
+        let row = self.rows_via(via, &sql, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
         match row.as_deref() {
             Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_)]) => {
                 let id = bounds_id(scope, f);
@@ -3047,76 +3166,41 @@ impl crate::connector::Connector for SqlConnector {
     /// others (holds, dependents: semi- and anti-joins) each in their own statement, side by
     /// side.
     async fn counts(&self, scope: &Scope, filters: &[Filter]) -> Result<Vec<u64>, ConnectorError> {
-        let (plain, joined): (Vec<usize>, Vec<usize>) = (0..filters.len()).partition(|&i| Builder::plain(&filters[i]));
-        let together = async {
-            if plain.len() < 2 {
-                return Ok(None);
-            }
-            let fs: Vec<&Filter> = plain.iter().map(|&i| &filters[i]).collect();
-            let rows = self
-                .rows(&self.builder(scope).count_many(&fs), &format!("counting rows of '{}'", scope.table.name))
-                .await?;
-            let row = rows.into_iter().next().unwrap_or_default();
-            Ok::<_, ConnectorError>(Some(
-                row.into_iter().map(|v| if let Value::Int(n) = v { n as u64 } else { 0 }).collect::<Vec<u64>>(),
-            ))
+        self.counts_via(scope, filters, &Via::Pool).await
+    }
+
+    fn pins_counts(&self, _scope: &Scope) -> bool {
+        self.lite_wal
+    }
+
+    async fn counts_pinned(
+        &self,
+        scope: &Scope,
+        filters: &[Filter],
+        pinned: futures::channel::oneshot::Sender<()>,
+    ) -> Result<Vec<u64>, ConnectorError> {
+        let Pool::Lite(p) = &self.pool else {
+            let counts = self.counts(scope, filters).await;
+            let _ = pinned.send(());
+            return counts;
         };
-        let alone: Vec<usize> = if plain.len() < 2 { (0..filters.len()).collect() } else { joined };
-        // A held count that is a due count's held part is answered by the due count's statement
-        // (`counts_held_with_due`): (due, held) by position.
-        let paired: Vec<(usize, usize)> = match int_key(scope) {
-            true => {
-                let b = self.builder(scope);
-                alone
-                    .iter()
-                    .filter_map(|&i| {
-                        let j = alone.iter().copied().find(|&j| j != i && b.held_with_due(&filters[i], &filters[j]))?;
-                        Some((i, j))
-                    })
-                    .collect()
-            }
-            false => Vec::new(),
+        // One pooled connection in a read transaction begun by reading the table: what every
+        // count then reads is the table as it was then, whatever commits after (WAL). The
+        // signal goes once that read is done; the counts follow one after another. (The
+        // driver's own transaction: dropped unfinished, it is rolled back before the
+        // connection is used again, `sqlite_connection_fresh`.)
+        let ctx = format!("counting rows of '{}'", scope.table.name);
+        let mut tx = p.begin().await.map_err(db_err(&ctx))?;
+        let first = format!("SELECT 1 FROM {} LIMIT 1", self.dialect.quote(&scope.table.name));
+        sqlx::query(&first).fetch_optional(&mut *tx).await.map_err(db_err(&ctx))?;
+        let _ = pinned.send(());
+        let counts = {
+            let on = futures::lock::Mutex::new(&mut *tx);
+            self.counts_via(scope, filters, &Via::Pinned(&on)).await
         };
-        let held_of = |i: usize| paired.iter().find(|&&(d, _)| d == i).map(|&(_, h)| h);
-        let alone: Vec<usize> = alone.into_iter().filter(|&j| !paired.iter().any(|&(_, h)| h == j)).collect();
-        let each = futures::future::try_join_all(alone.iter().map(|&i| async move {
-            if let Some(held) = held_of(i).and_then(|_| self.builder(scope).count_bounds_held(&filters[i])) {
-                tracing::debug!(table = %scope.table.name, "held rows counted with the due rows");
-                let row = self.rows(&held, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
-                let id = bounds_id(scope, &filters[i]);
-                return match row.as_deref() {
-                    Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_), Value::Int(h)]) => {
-                        self.due_bounds.lock().expect("bounds").insert(id, (first.clone(), last.clone()));
-                        Ok((n.saturating_sub(*h) as u64, Some(*h as u64)))
-                    }
-                    // Nothing counted (no bounds, none left from an earlier run either).
-                    row => {
-                        self.due_bounds.lock().expect("bounds").remove(&id);
-                        Ok(match row {
-                            Some([Value::Int(n), _, _, Value::Int(h)]) => {
-                                (n.saturating_sub(*h) as u64, Some(*h as u64))
-                            }
-                            _ => (0, Some(0)),
-                        })
-                    }
-                };
-            }
-            self.count_alone(scope, &filters[i]).await.map(|n| (n, None))
-        }));
-        let (together, each) = futures::future::try_join(together, each).await?;
-        let mut out = vec![0u64; filters.len()];
-        if let Some(ns) = together {
-            for (&i, n) in plain.iter().zip(ns) {
-                out[i] = n;
-            }
-        }
-        for (&i, (n, held)) in alone.iter().zip(each) {
-            out[i] = n;
-            if let (Some(j), Some(h)) = (held_of(i), held) {
-                out[j] = h;
-            }
-        }
-        Ok(out)
+        // Read only: nothing to keep.
+        let _ = tx.rollback().await;
+        counts
     }
 
     fn counts_held_with_due(&self, scope: &Scope, due: &Filter, held: &Filter) -> bool {

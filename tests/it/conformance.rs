@@ -3386,6 +3386,87 @@ CREATE TABLE legal_holds (id TEXT PRIMARY KEY, subject {holds_subject}, policy T
     }
 }
 
+/// `Connector::counts_pinned` counts the table as it was when it said it held it, whatever
+/// commits after (SQLite: a read transaction in WAL mode). The counting is stopped (not
+/// polled) between that signal and its second count, while another connection deletes three
+/// of the five lapsed rows and commits: the total and the due rows are still 8 and 5 (a count
+/// of its own now says 5 and 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pinned_counts_do_not_see_later_commits() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let f = seeded(Backend::Sqlite).await;
+    let (conn, scope) = people_with_holds_table(&f, Work::Delete).await;
+    assert!(conn.pins_counts(&scope), "SQLite in WAL mode, opened to write");
+    let filters = [Filter::True, scope.destroy_filter()];
+    let (pinned, mut pin) = futures::channel::oneshot::channel();
+    let mut counting = std::pin::pin!(conn.counts_pinned(&scope, &filters, pinned));
+    // Polled until the snapshot is held; then the first count (the total) is under way, and the
+    // due count waits for the connection, which is only asked for when polled again.
+    while pin.try_recv().unwrap().is_none() {
+        assert!(futures::poll!(counting.as_mut()).is_pending(), "the counts ended before their snapshot was said held");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    f.db.exec("DELETE FROM people WHERE id IN (1, 2, 3)").await;
+    assert_eq!(conn.counts(&scope, &filters).await.unwrap(), vec![5, 2], "what a count of its own sees now");
+    assert_eq!(counting.await.unwrap(), vec![8, 5], "the table as it was when the snapshot was held");
+}
+
+/// Where no count can stop the policy (a guardrail of 100 %, or one lifted by `--allow-share`),
+/// SQLite begins the batches as soon as its counts' read transaction holds the table
+/// (`Connector::counts_pinned`; `sqlite_pinned_counts_do_not_see_later_commits`), and takes
+/// the counts beside them: the report's counts are the table's before the first batch, its
+/// sample is of the rows due then, and the guardrail lifted by `--allow-share` is said to be.
+/// Under a guardrail that could stop the policy, the batches wait for the counts, as on the
+/// servers. 20,000 rows, 6,000 of them lapsed, every hundredth of those held; 60 batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_counts_beside_the_batches_describe_the_table_before_them() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    const SCHEMA: &str = "CREATE TABLE people (id INTEGER PRIMARY KEY, subject TEXT, email TEXT, created_at TEXT);
+CREATE TABLE legal_holds (id TEXT PRIMARY KEY, subject TEXT, policy TEXT, expires_at TEXT);
+CREATE INDEX people_created ON people (created_at);";
+    let early = "the batches begin once the counts' snapshot is held";
+    let (rows, lapsed) = (20_000u64, 6_000u64);
+    let (held, due) = (lapsed / 100, lapsed - lapsed / 100);
+    // (share, --allow-share, begins early, guardrail overridden)
+    for (share, allow, begins_early, overridden) in
+        [("100%", false, true, false), ("50%", false, false, false), ("5%", true, true, true)]
+    {
+        let f = Fixture::new(Backend::Sqlite, SCHEMA).await;
+        f.db.exec(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO people SELECT i, 'S-' || i, 'p' || i || '@example.com', \
+             CASE WHEN i <= {lapsed} THEN '2020-01-01 10:00:00' ELSE '2025-12-01 10:00:00' END FROM n; \
+             INSERT INTO legal_holds SELECT 'H-' || id, subject, NULL, NULL FROM people WHERE id <= {lapsed} AND id % 100 = 0;"
+        ))
+        .await;
+        f.holds_table_config();
+        f.policy(
+            "people",
+            &format!(
+                "name: people\ndataset:\n  connection: db\n  table: people\n  key: id\n  subject: subject\npersonal:\n  email: {{ category: email }}\npurposes:\n  - name: p\n    legal_basis: contract\n    retain: 1y\n    after: created_at\non_lapse: delete\nguardrail:\n  max_share: {share}\n"
+            ),
+        );
+        let mut args = vec!["run", "--batch-size", "100"];
+        if allow {
+            args.extend(["--allow-share", "people"]);
+        }
+        let run = f.lapse(&args);
+        run.ok();
+        assert_eq!(run.stderr.contains(early), begins_early, "{share}: {}", run.stderr);
+        let p = &f.report("run")["policies"][0];
+        let counted = (n(&p["rows_total"]), n(&p["rows_due"]), n(&p["held"]), n(&p["deleted"]));
+        assert_eq!(counted, (rows, due, held, due), "{share}: {p}");
+        assert_eq!((n(&p["stages"][0]["due"]), n(&p["stages"][0]["batches"])), (due, 60), "{share}: {p}");
+        assert_eq!(p["guardrail"]["overridden"], overridden, "{share}: {p}");
+        assert_eq!(p["sample"].as_array().map(Vec::len), Some(5), "{share}: {p}");
+        assert_eq!(f.db.count("SELECT COUNT(*) FROM people").await as u64, rows - due, "{share}");
+    }
+}
+
 /// A STRICT table has no date type to declare: its times are `TEXT`, and such a column is an
 /// anchor (before, validation refused it as "not a date or timestamp") when its values read as
 /// times. A number column is not (any number reads as a time, a score or `20250101` too), nor a
