@@ -3170,6 +3170,8 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     fn pins_counts(&self, _scope: &Scope) -> bool {
+        // (PostgreSQL could, in a repeatable-read transaction; measured, its counts beside the
+        // batches took from them what the batches gained: BENCHMARKS.md, 2026-12-08.)
         self.lite_wal
     }
 
@@ -3179,6 +3181,8 @@ impl crate::connector::Connector for SqlConnector {
         filters: &[Filter],
         pinned: futures::channel::oneshot::Sender<()>,
     ) -> Result<Vec<u64>, ConnectorError> {
+        let ctx = format!("counting rows of '{}'", scope.table.name);
+        let first = format!("SELECT 1 FROM {} LIMIT 1", self.dialect.quote(&scope.table.name));
         let Pool::Lite(p) = &self.pool else {
             let counts = self.counts(scope, filters).await;
             let _ = pinned.send(());
@@ -3189,9 +3193,7 @@ impl crate::connector::Connector for SqlConnector {
         // signal goes once that read is done; the counts follow one after another. (The
         // driver's own transaction: dropped unfinished, it is rolled back before the
         // connection is used again, `sqlite_connection_fresh`.)
-        let ctx = format!("counting rows of '{}'", scope.table.name);
         let mut tx = p.begin().await.map_err(db_err(&ctx))?;
-        let first = format!("SELECT 1 FROM {} LIMIT 1", self.dialect.quote(&scope.table.name));
         sqlx::query(&first).fetch_optional(&mut *tx).await.map_err(db_err(&ctx))?;
         let _ = pinned.send(());
         let counts = {
