@@ -2539,14 +2539,14 @@ async fn enforce(
         let max_share = ctx.max_share.0;
         let overridden = ctx.opts.allow_share.iter().any(|x| x == "*" || x == &p.name);
         // Where no count can stop the policy (a guardrail of 100 %, which no share of the
-        // table passes, or one lifted by `--allow-share`), a run begins its batches as soon as
-        // the connector holds the snapshot its counts read (`Connector::counts_pinned`), and
-        // the counts are taken beside the batches: they still describe the table as it was
-        // before the first batch (on SQLite the due count was a sixth of a delete's time,
-        // BENCHMARKS.md). Otherwise the guardrail needs them first. (Not objects, whose
-        // batches move records from due to held: their counts come first.)
-        let early =
-            ctx.mode == Mode::Run && p.objects.is_none() && (overridden || max_share >= 1.0) && conn.pins_counts(full);
+        // table passes), a run begins its batches as soon as the connector holds the snapshot
+        // its counts read (`Connector::counts_pinned`), and the counts are taken beside the
+        // batches: they still describe the table as it was before the first batch (on SQLite
+        // the due count was a sixth of a delete's time, BENCHMARKS.md). Otherwise the
+        // guardrail needs them first; so does `--allow-share` below 100 %, whose budget still
+        // bounds the run when the share counted is within it. (Not objects, whose batches move
+        // records from due to held: their counts come first.)
+        let early = ctx.mode == Mode::Run && p.objects.is_none() && max_share >= 1.0 && conn.pins_counts(full);
         let mut counted = Some(counted);
         // The report's counts, in order (see `filters`).
         let fill = |pr: &mut PolicyReport, counts: &[u64]| {
@@ -2646,7 +2646,7 @@ async fn enforce(
             }
         }
         // Safety net during the run: no stage may destroy more than its share allows (begun
-        // early, the guardrail has no bound: none is passed by the table's own rows).
+        // early, at 100 %, no bound: the table's own rows never pass it).
         let budget = match early {
             true => u64::MAX,
             false => rows_budget(pr.rows_total, max_share),
@@ -2658,6 +2658,8 @@ async fn enforce(
         }
         .into();
         let counts_failed = std::sync::atomic::AtomicBool::new(false);
+        // Begun early: the counts' error, once the batches' outcome is accounted for.
+        let mut counts_error: Option<ConnectorError> = None;
         // Begun early: each stage's due rows, once counted (for the progress bar).
         let known_dues: std::sync::Mutex<Option<Vec<u64>>> = std::sync::Mutex::new(None);
         let batch_loop = async {
@@ -3337,13 +3339,23 @@ async fn enforce(
                 batch_loop.await
             };
             let (counts, destroyed) = futures::join!(counting, destroying);
-            // The counts first: a report without them says nothing true of the rest.
-            let counts = counts?;
-            fill(pr, &counts);
-            if pr.rows_due > 0 {
-                pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
+            match counts {
+                Ok(counts) => {
+                    fill(pr, &counts);
+                    if pr.rows_due > 0 {
+                        pr.sample = sample.iter().map(|c| ctx.key.record(&p.connection, &p.table, &c.key)).collect();
+                    }
+                }
+                // Said with the batches' own outcome (their verification included): the error
+                // fails the policy below, after what the batches did is accounted for.
+                Err(e) => counts_error = Some(e),
             }
-            destroyed?;
+            if let Err(e) = destroyed {
+                if let Some(c) = counts_error.take() {
+                    pr.errors.push(format!("the report's counts could not be taken: {c}"));
+                }
+                return Err(e);
+            }
         } else {
             batch_loop.await?;
         }
@@ -3371,6 +3383,9 @@ async fn enforce(
         }
         if pr.failed > 0 && matches!(pr.outcome.as_str(), "done" | "stopped") {
             pr.outcome = "failed".into();
+        }
+        if let Some(e) = counts_error {
+            return Err(anyhow::anyhow!("the report's counts could not be taken: {e}"));
         }
         anyhow::Ok(())
     };

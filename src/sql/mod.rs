@@ -876,11 +876,12 @@ impl SqlConnector {
                     .before_acquire(sqlite_connection_fresh)
                     // WAL: the counts, the verification and the next batch's reads go on while a
                     // batch writes; writers wait for each other (`BEGIN IMMEDIATE`, busy timeout).
-                    // Four, as for the servers: a batch (on the writing connection below when it
-                    // selects its own rows), the next batch's candidates or read ahead, the
-                    // previous batch's verification and the report's per-hold count, which runs
-                    // alongside the batches (none of them waits for a connection).
-                    .max_connections(4)
+                    // Five: a batch (on the writing connection below when it selects its own
+                    // rows), the next batch's candidates or read ahead, the previous batch's
+                    // verification, and the report's counts that run alongside the batches: the
+                    // counts taken on a snapshot (`counts_pinned`), the rows per hold and the
+                    // unknown anchors (beside those, a held count by semi-join waits its turn).
+                    .max_connections(5)
                     .acquire_timeout(acquire)
                     .connect_with(opts.clone())
                     .await
@@ -3181,20 +3182,38 @@ impl crate::connector::Connector for SqlConnector {
         filters: &[Filter],
         pinned: futures::channel::oneshot::Sender<()>,
     ) -> Result<Vec<u64>, ConnectorError> {
-        let ctx = format!("counting rows of '{}'", scope.table.name);
-        let first = format!("SELECT 1 FROM {} LIMIT 1", self.dialect.quote(&scope.table.name));
+        // (Only SQLite pins: elsewhere, the default's order.)
         let Pool::Lite(p) = &self.pool else {
             let counts = self.counts(scope, filters).await;
             let _ = pinned.send(());
             return counts;
         };
+        let ctx = format!("counting rows of '{}'", scope.table.name);
+        let first = format!("SELECT 1 FROM {} LIMIT 1", self.dialect.quote(&scope.table.name));
         // One pooled connection in a read transaction begun by reading the table: what every
         // count then reads is the table as it was then, whatever commits after (WAL). The
         // signal goes once that read is done; the counts follow one after another. (The
         // driver's own transaction: dropped unfinished, it is rolled back before the
         // connection is used again, `sqlite_connection_fresh`.)
-        let mut tx = p.begin().await.map_err(db_err(&ctx))?;
-        sqlx::query(&first).fetch_optional(&mut *tx).await.map_err(db_err(&ctx))?;
+        // Nothing is destroyed before the signal: a transient error there is tried again, as any
+        // count is (not after it, where a retry would count a later table).
+        let mut attempt = 0u64;
+        let mut tx = loop {
+            let held = async {
+                let mut tx = p.begin().await.map_err(db_err(&ctx))?;
+                sqlx::query(&first).fetch_optional(&mut *tx).await.map_err(db_err(&ctx))?;
+                Ok::<_, ConnectorError>(tx)
+            };
+            match held.await {
+                Ok(tx) => break tx,
+                Err(e) if e.is_transient() && attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(attempt, "{e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let _ = pinned.send(());
         let counts = {
             let on = futures::lock::Mutex::new(&mut *tx);
