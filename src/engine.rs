@@ -21,8 +21,8 @@ use tracing::Instrument;
 use crate::config::ConnectionKind;
 use crate::config::{self, Config};
 use crate::connector::{
-    BatchOutcome, Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope, JournalCtx, KeyRange,
-    LapseRule, Scope, TableIdentity, Work,
+    backoff, retry, BatchOutcome, Candidate, Connector, ConnectorError, EvidenceId, FileHold, Filter, HoldScope,
+    JournalCtx, KeyRange, LapseRule, Scope, TableIdentity, Work,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::evidence::EvidenceKey;
@@ -2548,6 +2548,13 @@ async fn enforce(
         // records from due to held: their counts come first.)
         let early = ctx.mode == Mode::Run && p.objects.is_none() && max_share >= 1.0 && conn.pins_counts(full);
         let mut counted = Some(counted);
+        // A stage's report, before its batches.
+        let stage_report = |s: &Stage| StageReport {
+            name: s.name.clone(),
+            action: s.action.into(),
+            columns: s.columns.clone(),
+            ..Default::default()
+        };
         // The report's counts, in order (see `filters`).
         let fill = |pr: &mut PolicyReport, counts: &[u64]| {
             pr.rows_total = counts[0];
@@ -2559,16 +2566,10 @@ async fn enforce(
             let fresh = pr.stages.is_empty();
             for (si, (s, &due)) in stages.iter().zip(dues).enumerate() {
                 pr.rows_due += due;
-                match fresh {
-                    true => pr.stages.push(StageReport {
-                        name: s.name.clone(),
-                        action: s.action.into(),
-                        columns: s.columns.clone(),
-                        due,
-                        ..Default::default()
-                    }),
-                    false => pr.stages[si].due = due,
+                if fresh {
+                    pr.stages.push(stage_report(s));
                 }
+                pr.stages[si].due = due;
             }
             let by_file = &counts[files_at..];
             for (h, &n) in full.holds.file.iter().zip(by_file) {
@@ -2599,14 +2600,7 @@ async fn enforce(
         };
         if early {
             tracing::debug!(policy = %p.name, "the batches begin once the counts' snapshot is held; the counts are taken beside them");
-            for s in &stages {
-                pr.stages.push(StageReport {
-                    name: s.name.clone(),
-                    action: s.action.into(),
-                    columns: s.columns.clone(),
-                    ..Default::default()
-                });
-            }
+            pr.stages.extend(stages.iter().map(stage_report));
         } else {
             let counts = retry(|| conn.counts(full, &filters)).await;
             if let Some(c) = counted.take() {
@@ -3914,37 +3908,6 @@ fn one_row_per_batch(batches: Vec<crate::connector::JournalBatch>) -> Vec<crate:
         }
     }
     out.into_values().collect()
-}
-
-/// Runs `op` again after a transient error ([`ConnectorError::is_transient`]: a lost connection,
-/// a server temporarily unavailable), at most 4 attempts with exponential backoff and jitter
-/// (about 4 s in all), so that a database restart or a dropped connection costs a pause, not the
-/// rest of the run.
-async fn retry<T, F, Fut>(mut op: F) -> Result<T, ConnectorError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ConnectorError>>,
-{
-    let mut attempt = 0u32;
-    loop {
-        let r = op().await;
-        // An answer came (or the connection closed): the run is not stalled (`progress::idle`).
-        crate::progress::touch();
-        match r {
-            Err(e) if e.is_transient() && attempt < 3 => {
-                attempt += 1;
-                backoff(attempt, &e).await;
-            }
-            r => return r,
-        }
-    }
-}
-
-/// The pause before attempt `attempt + 1` after the transient error `e` ([`retry`]).
-async fn backoff(attempt: u32, e: &ConnectorError) {
-    let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;
-    tracing::warn!(attempt, wait_ms = wait, "{e}; retrying");
-    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
 }
 
 /// What the journal said of a lost batch looked up with no room left in the budget for its

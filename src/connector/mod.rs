@@ -435,6 +435,37 @@ impl ConnectorError {
     }
 }
 
+/// Runs `op` again after a transient error ([`ConnectorError::is_transient`]: a lost connection,
+/// a server temporarily unavailable), at most 4 attempts with exponential backoff and jitter
+/// (about 4 s in all), so that a database restart or a dropped connection costs a pause, not the
+/// rest of the run.
+pub async fn retry<T, F, Fut>(mut op: F) -> Result<T, ConnectorError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ConnectorError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        let r = op().await;
+        // An answer came (or the connection closed): the run is not stalled (`progress::idle`).
+        crate::progress::touch();
+        match r {
+            Err(e) if e.is_transient() && attempt < 3 => {
+                attempt += 1;
+                backoff(attempt, &e).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The pause before attempt `attempt + 1` after the transient error `e` ([`retry`]).
+pub async fn backoff(attempt: u32, e: &ConnectorError) {
+    let wait = 250 * (1u64 << attempt) + rand::random::<u64>() % 250;
+    tracing::warn!(attempt, wait_ms = wait, "{e}; retrying");
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+}
+
 /// A dataset backend. Implementations: [`crate::sql::SqlConnector`] (PostgreSQL, MySQL/MariaDB,
 /// SQLite) and [`crate::objstore::ObjectConnector`] (S3, local directories).
 #[async_trait]

@@ -2005,30 +2005,9 @@ impl SqlConnector {
         };
         let held_of = |i: usize| paired.iter().find(|&&(d, _)| d == i).map(|&(_, h)| h);
         let alone: Vec<usize> = alone.into_iter().filter(|&j| !paired.iter().any(|&(_, h)| h == j)).collect();
-        let each = futures::future::try_join_all(alone.iter().map(|&i| async move {
-            if let Some(held) = held_of(i).and_then(|_| self.builder(scope).count_bounds_held(&filters[i])) {
-                tracing::debug!(table = %scope.table.name, "held rows counted with the due rows");
-                let row = self.rows_via(via, &held, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
-                let id = bounds_id(scope, &filters[i]);
-                return match row.as_deref() {
-                    Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_), Value::Int(h)]) => {
-                        self.due_bounds.lock().expect("bounds").insert(id, (first.clone(), last.clone()));
-                        Ok((n.saturating_sub(*h) as u64, Some(*h as u64)))
-                    }
-                    // Nothing counted (no bounds, none left from an earlier run either).
-                    row => {
-                        self.due_bounds.lock().expect("bounds").remove(&id);
-                        Ok(match row {
-                            Some([Value::Int(n), _, _, Value::Int(h)]) => {
-                                (n.saturating_sub(*h) as u64, Some(*h as u64))
-                            }
-                            _ => (0, Some(0)),
-                        })
-                    }
-                };
-            }
-            self.count_alone(scope, &filters[i], via).await.map(|n| (n, None))
-        }));
+        let each = futures::future::try_join_all(
+            alone.iter().map(|&i| self.count_alone(scope, &filters[i], held_of(i).is_some(), via)),
+        );
         let (together, each) = futures::future::try_join(together, each).await?;
         let mut out = vec![0u64; filters.len()];
         if let Some(ns) = together {
@@ -2045,52 +2024,80 @@ impl SqlConnector {
         Ok(out)
     }
 
-    /// One count of [`Connector::counts`] on its own statement.
-    async fn count_alone(&self, scope: &Scope, f: &Filter, via: &Via<'_>) -> Result<u64, ConnectorError> {
+    /// [`Connector::count`], its statement run `via` the pool or a pinned connection.
+    async fn count_via(&self, scope: &Scope, filter: &Filter, via: &Via<'_>) -> Result<u64, ConnectorError> {
+        if let Some(c) = sole_anchor_null(filter) {
+            if let Some(n) = self.count_unknown_in_gaps(scope, filter, c).await? {
+                return Ok(n);
+            }
+        }
+        let sql = self.builder(scope).count(filter);
+        let rows = self.rows_via(via, &sql, &format!("counting rows of '{}'", scope.table.name)).await?;
+        Ok(match rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => *n as u64,
+            _ => 0,
+        })
+    }
+
+    /// One count of [`Connector::counts`] on its own statement; `with_held`, a due count with
+    /// its held part (`Builder::count_bounds_held`): (due, held).
+    async fn count_alone(
+        &self,
+        scope: &Scope,
+        f: &Filter,
+        with_held: bool,
+        via: &Via<'_>,
+    ) -> Result<(u64, Option<u64>), ConnectorError> {
         // The total needs no key range (a `MIN`/`MAX` beside `COUNT(*)` makes SQLite scan
         // the whole table instead of counting an index); any other count may be a stage's.
         if !int_key(scope) || counts_everything(f) {
-            if let Via::Pool = via {
-                return crate::connector::Connector::count(self, scope, f).await;
-            }
-            // (Pinned: SQLite, whose `count` is this one statement.)
-            let sql = self.builder(scope).count(f);
-            let rows = self.rows_via(via, &sql, &format!("counting rows of '{}'", scope.table.name)).await?;
-            return Ok(match rows.first().and_then(|r| r.first()) {
-                Some(Value::Int(n)) => *n as u64,
-                _ => 0,
-            });
+            return Ok((self.count_via(scope, f, via).await?, None));
         }
+        let held = with_held.then(|| self.builder(scope).count_bounds_held(f)).flatten();
+        let with_held = held.is_some();
         // With the key range of what it counts (see `begin_next`), at no extra cost; on
         // MariaDB/MySQL within the lapsed rows' key range where the anchor is indexed.
-        let sql = match self.lapsed_key_range(scope, f).await? {
-            None => self.builder(scope).count_bounds(f),
-            Some(Some((first, last))) => {
-                tracing::debug!(table = %scope.table.name, "counted within the key range of the lapsed rows");
-                self.builder(scope).count_bounds_between(f, &first, &last)
+        let sql = match held {
+            Some(sql) => {
+                tracing::debug!(table = %scope.table.name, "held rows counted with the due rows");
+                sql
             }
-            Some(None) => {
-                tracing::debug!(table = %scope.table.name, "no row has lapsed: nothing to count");
-                self.due_bounds.lock().expect("bounds").remove(&bounds_id(scope, f));
-                return Ok(0);
-            }
+            None => match self.lapsed_key_range(scope, f).await? {
+                None => self.builder(scope).count_bounds(f),
+                Some(Some((first, last))) => {
+                    tracing::debug!(table = %scope.table.name, "counted within the key range of the lapsed rows");
+                    self.builder(scope).count_bounds_between(f, &first, &last)
+                }
+                Some(None) => {
+                    tracing::debug!(table = %scope.table.name, "no row has lapsed: nothing to count");
+                    self.due_bounds.lock().expect("bounds").remove(&bounds_id(scope, f));
+                    return Ok((0, None));
+                }
+            },
         };
         let row = self.rows_via(via, &sql, &format!("counting rows of '{}'", scope.table.name)).await?.pop();
-        match row.as_deref() {
-            Some([Value::Int(n), first @ Value::Int(_), last @ Value::Int(_)]) => {
-                let id = bounds_id(scope, f);
+        let row = row.unwrap_or_default();
+        // The rows counted, their first and last key, and (with its held part) the held rows
+        // among them, which the due rows leave out.
+        let held = match row.get(3) {
+            Some(Value::Int(h)) => Some(*h as u64),
+            _ => with_held.then_some(0),
+        };
+        let n = match row.first() {
+            Some(Value::Int(n)) => (*n as u64).saturating_sub(held.unwrap_or(0)),
+            _ => 0,
+        };
+        let id = bounds_id(scope, f);
+        match row.get(1..3) {
+            Some([first @ Value::Int(_), last @ Value::Int(_)]) => {
                 self.due_bounds.lock().expect("bounds").insert(id, (first.clone(), last.clone()));
-                Ok(*n as u64)
             }
-            row => {
-                // Nothing counted: no bounds (none left from an earlier run either).
-                self.due_bounds.lock().expect("bounds").remove(&bounds_id(scope, f));
-                Ok(match row {
-                    Some([Value::Int(n), ..]) => *n as u64,
-                    _ => 0,
-                })
+            // Nothing counted: no bounds (none left from an earlier run either).
+            _ => {
+                self.due_bounds.lock().expect("bounds").remove(&id);
             }
         }
+        Ok((n, held))
     }
 
     /// MariaDB/MySQL: whether column `c` of the scope's table leads an index (asked once per
@@ -3150,17 +3157,7 @@ impl crate::connector::Connector for SqlConnector {
     }
 
     async fn count(&self, scope: &Scope, filter: &Filter) -> Result<u64, ConnectorError> {
-        if let Some(c) = sole_anchor_null(filter) {
-            if let Some(n) = self.count_unknown_in_gaps(scope, filter, c).await? {
-                return Ok(n);
-            }
-        }
-        let sql = self.builder(scope).count(filter);
-        let rows = self.rows(&sql, &format!("counting rows of '{}'", scope.table.name)).await?;
-        Ok(match rows.first().and_then(|r| r.first()) {
-            Some(Value::Int(n)) => *n as u64,
-            _ => 0,
-        })
+        self.count_via(scope, filter, &Via::Pool).await
     }
 
     /// The plain filters (no subqueries) are counted together in one scan of the table; the
@@ -3197,23 +3194,13 @@ impl crate::connector::Connector for SqlConnector {
         // connection is used again, `sqlite_connection_fresh`.)
         // Nothing is destroyed before the signal: a transient error there is tried again, as any
         // count is (not after it, where a retry would count a later table).
-        let mut attempt = 0u64;
-        let mut tx = loop {
-            let held = async {
-                let mut tx = p.begin().await.map_err(db_err(&ctx))?;
-                sqlx::query(&first).fetch_optional(&mut *tx).await.map_err(db_err(&ctx))?;
-                Ok::<_, ConnectorError>(tx)
-            };
-            match held.await {
-                Ok(tx) => break tx,
-                Err(e) if e.is_transient() && attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(attempt, "{e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (ctx, first) = (&ctx, &first);
+        let mut tx = crate::connector::retry(|| async move {
+            let mut tx = p.begin().await.map_err(db_err(ctx))?;
+            sqlx::query(first).fetch_optional(&mut *tx).await.map_err(db_err(ctx))?;
+            Ok(tx)
+        })
+        .await?;
         let _ = pinned.send(());
         let counts = {
             let on = futures::lock::Mutex::new(&mut *tx);
